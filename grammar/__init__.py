@@ -1,0 +1,1 @@
+"""The .k model language's Lark grammar ships here (as kcomp.grammar)."""

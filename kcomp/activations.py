@@ -1,0 +1,110 @@
+"""Keras's activation functions, each emitting its registry op.
+
+`get('relu')` resolves the strings layers accept; `serialize(fn)` gives the
+name back for get_config.
+"""
+
+from kcomp.errors import ArgumentError
+from kcomp.ops import emit
+
+
+def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    return emit("relu", x, negative_slope=negative_slope, max_value=max_value, threshold=threshold)
+
+
+def sigmoid(x):
+    return emit("sigmoid", x)
+
+
+def tanh(x):
+    return emit("tanh", x)
+
+
+def softmax(x, axis=-1):
+    return emit("softmax", x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return emit("log_softmax", x, axis=axis)
+
+
+def gelu(x, approximate=False):
+    return emit("gelu", x, approximate=approximate)
+
+
+def elu(x, alpha=1.0):
+    return emit("elu", x, alpha=alpha)
+
+
+def selu(x):
+    return emit("selu", x)
+
+
+def softplus(x):
+    return emit("softplus", x)
+
+
+def softsign(x):
+    return emit("softsign", x)
+
+
+def leaky_relu(x, negative_slope=0.2):
+    return emit("leaky_relu", x, negative_slope=negative_slope)
+
+
+def silu(x):
+    return emit("silu", x)
+
+
+swish = silu
+
+
+def hard_sigmoid(x):
+    return emit("hard_sigmoid", x)
+
+
+def exponential(x):
+    return emit("exponential", x)
+
+
+def linear(x):
+    """The identity. Layers skip it rather than emit a no-op node."""
+    return x
+
+
+ACTIVATIONS = {
+    fn.__name__: fn
+    for fn in (
+        relu, sigmoid, tanh, softmax, log_softmax, gelu, elu, selu, softplus, softsign,
+        leaky_relu, silu, hard_sigmoid, exponential, linear,
+    )
+}
+ALIASES = {"swish": silu}
+
+
+def get(identifier):
+    """None -> linear; a name -> the function; a callable -> itself."""
+    if identifier is None:
+        return linear
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str):
+        fn = ACTIVATIONS.get(identifier) or ALIASES.get(identifier)
+        if fn is not None:
+            return fn
+        from difflib import get_close_matches
+
+        near = get_close_matches(identifier, [*ACTIVATIONS, *ALIASES], n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise ArgumentError(f"Received: activation={identifier!r}, which kcomp does not know.{hint}")
+    raise ArgumentError(f"Received: activation={identifier!r}. Expected a name such as 'relu' or a function.")
+
+
+def serialize(fn) -> str:
+    for name, known in ACTIVATIONS.items():
+        if fn is known:
+            return name
+    raise ArgumentError(
+        f"activation {getattr(fn, '__name__', fn)!r} is a custom function; get_config can only name "
+        "kcomp's activations. Pass it by name or rebuild the layer with the same function."
+    )

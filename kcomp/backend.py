@@ -1,0 +1,47 @@
+"""Process-wide state a Keras user expects: unique layer names and the random seed."""
+
+import re
+
+import torch
+
+_name_counts: dict[str, int] = {}
+_generator = torch.Generator().manual_seed(0)
+
+
+def to_snake_case(name: str) -> str:
+    """Keras's rule: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d, LSTM -> lstm."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base: str) -> str:
+    """'dense', then 'dense_1', 'dense_2', ... as Keras names layers."""
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+_symbol_count = [0]
+
+
+def fresh_symbol() -> str:
+    """A new symbolic dimension ("?k") for a size unknown until run time."""
+    _symbol_count[0] += 1
+    return f"?{_symbol_count[0] - 1}"
+
+
+def clear_session() -> None:
+    """Reset layer-name counters (Keras's keras.backend.clear_session)."""
+    _name_counts.clear()
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed every initializer that was not given its own seed."""
+    _generator.manual_seed(int(seed))
+
+
+def generator(seed: int | None) -> torch.Generator:
+    """A generator for one draw: its own when `seed` is given, else the global one."""
+    if seed is None:
+        return _generator
+    return torch.Generator().manual_seed(int(seed))

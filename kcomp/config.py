@@ -1,0 +1,20 @@
+"""The one place where kcomp reads environment variables.
+
+KCOMP_DUMP=DIR   write the IR graph after every pass into DIR.
+KCOMP_CACHE_DIR  where compiled plans and kernels are cached on disk.
+"""
+
+import os
+from pathlib import Path
+
+
+def dump_dir() -> Path | None:
+    value = os.environ.get("KCOMP_DUMP", "").strip()
+    return Path(value) if value else None
+
+
+def cache_dir() -> Path:
+    value = os.environ.get("KCOMP_CACHE_DIR", "").strip()
+    if value:
+        return Path(value)
+    return Path.home() / ".cache" / "kcomp"

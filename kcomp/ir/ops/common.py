@@ -1,0 +1,47 @@
+"""Shape-rule helpers shared by the op modules."""
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.types import FLOAT_DTYPES, TensorSpec, broadcast_shapes
+
+NUMBER = (int, float)
+
+
+def same_as_input(inputs, **attrs):
+    return [inputs[0]]
+
+
+def require_float(spec: TensorSpec, what: str) -> None:
+    if spec.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"{what} needs a floating-point input, received dtype {spec.dtype}.")
+
+
+def require_rank(spec: TensorSpec, rank: int, what: str) -> None:
+    if spec.rank != rank:
+        raise ShapeError(
+            f"{what} expects a rank-{rank} input, received shape {format_shape(spec.shape)} (rank {spec.rank})."
+        )
+
+
+def require_same_dtype(specs, what: str) -> str:
+    dtypes = {s.dtype for s in specs}
+    if len(dtypes) != 1:
+        raise ShapeError(f"{what}: inputs have different dtypes {sorted(dtypes)}; cast them to one dtype first.")
+    return specs[0].dtype
+
+
+def broadcast_infer(inputs, **attrs):
+    dtype = require_same_dtype(inputs, "elementwise op")
+    shape = inputs[0].shape
+    for s in inputs[1:]:
+        shape = broadcast_shapes(shape, s.shape)
+    return [TensorSpec(shape, dtype)]
+
+
+def dims_match(a, b) -> bool:
+    """Two dims are known to agree: the same int or the same symbol."""
+    return a == b
+
+
+def check_dim(a, b, what: str, shape_a, shape_b) -> None:
+    if not dims_match(a, b):
+        raise ShapeError(f"{what}: incompatible shapes {format_shape(shape_a)} and {format_shape(shape_b)}.")

@@ -1,0 +1,150 @@
+"""2-D convolution and pooling over channels-last (NHWC) images.
+
+Padding follows Keras (TensorFlow): "valid" uses no padding; "same" gives
+ceil(size / stride) outputs and pads the total needed as evenly as possible,
+the extra pixel going after (bottom/right). Average pooling with "same"
+divides by the number of real (unpadded) pixels in each window, as Keras does.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
+from kcomp.ir.types import TensorSpec, is_static
+
+PADDINGS = ("valid", "same")
+
+
+def output_size(size: int, window: int, stride: int, dilation: int, padding: str) -> int:
+    effective = dilation * (window - 1) + 1
+    if padding == "same":
+        return -(-size // stride)
+    return (size - effective) // stride + 1
+
+
+def same_padding(size: int, window: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding of Keras's "same" along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (window - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _spatial_out(x: TensorSpec, window, strides, dilation, padding, what) -> tuple[int, int]:
+    h, w = x.shape[1], x.shape[2]
+    if not (is_static(h) and is_static(w)):
+        raise ShapeError(f"{what} needs known height and width, received input shape {format_shape(x.shape)}.")
+    out = tuple(
+        output_size(size, k, s, d, padding) for size, k, s, d in zip((h, w), window, strides, dilation)
+    )
+    if min(out) <= 0:
+        raise ShapeError(
+            f"{what}: window {tuple(window)} (dilation {tuple(dilation)}) does not fit the {h}x{w} input "
+            f"with padding='valid'; use padding='same' or a smaller window."
+        )
+    return out
+
+
+def _pad_nchw(x, window, strides, dilation, padding, value=0.0):
+    if padding != "same":
+        return x
+    (hb, ha), (wb, wa) = (
+        same_padding(size, k, s, d) for size, k, s, d in zip(x.shape[2:], window, strides, dilation)
+    )
+    return F.pad(x, (wb, wa, hb, ha), value=value)
+
+
+def _check_pair(name, value):
+    if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ShapeError(f"Received: {name}={value}. Expected two positive integers.")
+
+
+def _conv2d_infer(inputs, strides, padding, dilation, groups):
+    x, kernel = inputs
+    require_rank(x, 4, "conv2d (input NHWC)")
+    require_rank(kernel, 4, "conv2d (kernel kh, kw, in, filters)")
+    require_float(x, "conv2d")
+    dtype = require_same_dtype(inputs, "conv2d")
+    _check_pair("strides", strides)
+    _check_pair("dilation", dilation)
+    kh, kw, cin, cout = kernel.shape
+    if x.shape[3] != cin * groups or cout % groups:
+        raise ShapeError(
+            f"conv2d: input shape {format_shape(x.shape)} has {x.shape[3]} channels but the kernel "
+            f"{format_shape(kernel.shape)} with groups={groups} expects {cin * groups}."
+        )
+    oh, ow = _spatial_out(x, (kh, kw), strides, dilation, padding, "conv2d")
+    return [TensorSpec((x.shape[0], oh, ow, cout), dtype)]
+
+
+def _conv2d(x, kernel, strides, padding, dilation, groups):
+    xn = _pad_nchw(x.permute(0, 3, 1, 2), kernel.shape[:2], strides, dilation, padding)
+    y = F.conv2d(xn, kernel.permute(3, 2, 0, 1), stride=strides, dilation=dilation, groups=groups)
+    return y.permute(0, 2, 3, 1)
+
+
+def _pool_infer(inputs, pool_size, strides, padding):
+    x = inputs[0]
+    require_rank(x, 4, "pooling (input NHWC)")
+    _check_pair("pool_size", pool_size)
+    _check_pair("strides", strides)
+    oh, ow = _spatial_out(x, pool_size, strides, (1, 1), padding, "pooling")
+    return [TensorSpec((x.shape[0], oh, ow, x.shape[3]), x.dtype)]
+
+
+def _max_pool2d(x, pool_size, strides, padding):
+    xn = _pad_nchw(x.permute(0, 3, 1, 2), pool_size, strides, (1, 1), padding, value=float("-inf"))
+    return F.max_pool2d(xn, pool_size, strides).permute(0, 2, 3, 1)
+
+
+def _avg_pool2d(x, pool_size, strides, padding):
+    xn = x.permute(0, 3, 1, 2)
+    padded = _pad_nchw(xn, pool_size, strides, (1, 1), padding)
+    window = pool_size[0] * pool_size[1]
+    sums = F.avg_pool2d(padded, pool_size, strides) * window
+    ones = _pad_nchw(torch.ones_like(xn[:1, :1]), pool_size, strides, (1, 1), padding)
+    counts = F.avg_pool2d(ones, pool_size, strides) * window
+    return (sums / counts).permute(0, 2, 3, 1)
+
+
+POOL_ATTRS = {
+    "pool_size": attr(tuple),
+    "strides": attr(tuple),
+    "padding": attr(str, "valid", PADDINGS),
+}
+
+OPS = [
+    OpDef(
+        name="conv2d",
+        doc="Cross-correlation of NHWC x with a (kh, kw, in/groups, filters) kernel; no bias.",
+        num_inputs=(2, 2),
+        attrs={
+            "strides": attr(tuple, (1, 1)),
+            "padding": attr(str, "valid", PADDINGS),
+            "dilation": attr(tuple, (1, 1)),
+            "groups": attr(int, 1),
+        },
+        infer=_conv2d_infer,
+        reference=_conv2d,
+        traits={"linear", "conv"},
+    ),
+    OpDef(
+        name="max_pool2d",
+        doc="Maximum over pool_size windows of an NHWC image ('same' pads with -inf).",
+        num_inputs=(1, 1),
+        attrs=POOL_ATTRS,
+        infer=_pool_infer,
+        reference=_max_pool2d,
+        traits={"pool"},
+    ),
+    OpDef(
+        name="avg_pool2d",
+        doc="Mean over pool_size windows of an NHWC image ('same' counts only real pixels).",
+        num_inputs=(1, 1),
+        attrs=POOL_ATTRS,
+        infer=_pool_infer,
+        reference=_avg_pool2d,
+        traits={"pool"},
+    ),
+]

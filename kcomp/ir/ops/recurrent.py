@@ -1,0 +1,157 @@
+"""Whole-sequence recurrent ops: lstm, gru, simple_rnn.
+
+Each op runs a whole (batch, time, features) sequence, as one kernel will.
+Weights use Keras's layouts: kernel (features, G*units), recurrent kernel
+(units, G*units), gates in Keras's order (LSTM i, f, c, o; GRU z, r, h).
+The first output is the whole sequence (return_sequences) or the last step;
+the others are the final states (h, and c for the LSTM).
+Initial states are zero. With go_backwards the sequence is read last step
+first and the returned sequence is in that (reversed) order, as in Keras.
+"""
+
+import torch
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.activations import OPS as ACTIVATION_OPS
+from kcomp.ir.ops.common import require_float, require_rank
+from kcomp.ir.types import TensorSpec
+
+# Activations usable inside a cell: those with no attributes of their own.
+_CELL_ACTIVATIONS = {op.name: op.reference for op in ACTIVATION_OPS if not op.attrs}
+CELL_ACTIVATIONS = tuple(sorted(_CELL_ACTIVATIONS))
+
+
+def _recurrent_infer(gates, num_states, bias_shape):
+    def infer(inputs, activation, recurrent_activation, use_bias, return_sequences, go_backwards, **extra):
+        x, kernel, recurrent = inputs[:3]
+        require_float(x, "recurrent layer")
+        require_rank(x, 3, "recurrent layer (input batch, timesteps, features)")
+        units = recurrent.shape[0]
+        want_kernel = (x.shape[2], gates * units)
+        if kernel.shape != want_kernel or recurrent.shape != (units, gates * units):
+            raise ShapeError(
+                f"recurrent layer: kernel {format_shape(kernel.shape)} / recurrent kernel "
+                f"{format_shape(recurrent.shape)} do not fit input {format_shape(x.shape)}; expected "
+                f"{format_shape(want_kernel)} and {format_shape((units, gates * units))}."
+            )
+        if len(inputs) != 3 + int(use_bias):
+            raise ShapeError(f"recurrent layer with use_bias={use_bias} takes {3 + int(use_bias)} inputs, received {len(inputs)}.")
+        if use_bias:
+            want_bias = bias_shape(units, extra)
+            if inputs[3].shape != want_bias:
+                raise ShapeError(f"recurrent layer: bias {format_shape(inputs[3].shape)} should be {format_shape(want_bias)}.")
+        n, t = x.shape[0], x.shape[1]
+        out = (n, t, units) if return_sequences else (n, units)
+        state = TensorSpec((n, units), x.dtype)
+        return [TensorSpec(out, x.dtype)] + [state] * num_states
+
+    return infer
+
+
+def _run(x, go_backwards, return_sequences, step, states):
+    """Drive `step(x_t, states) -> states` over time; h is states[0]."""
+    steps = range(x.shape[1] - 1, -1, -1) if go_backwards else range(x.shape[1])
+    outputs = []
+    for t in steps:
+        states = step(x[:, t], states)
+        outputs.append(states[0])
+    seq = torch.stack(outputs, dim=1) if return_sequences else states[0]
+    return (seq, *states)
+
+
+def _lstm(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards):
+    act, ract = _CELL_ACTIVATIONS[activation], _CELL_ACTIVATIONS[recurrent_activation]
+    units = recurrent.shape[0]
+    xw = x @ kernel + (bias[0] if use_bias else 0)
+
+    def step(xw_t, states):
+        h, c = states
+        i, f, g, o = torch.split(xw_t + h @ recurrent, units, dim=-1)
+        c = ract(f) * c + ract(i) * act(g)
+        return ract(o) * act(c), c
+
+    zeros = x.new_zeros(x.shape[0], units)
+    return _run(xw, go_backwards, return_sequences, step, (zeros, zeros))
+
+
+def _gru(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards, reset_after):
+    act, ract = _CELL_ACTIVATIONS[activation], _CELL_ACTIVATIONS[recurrent_activation]
+    units = recurrent.shape[0]
+    if use_bias and reset_after:
+        input_bias, recurrent_bias = bias[0][0], bias[0][1]
+    else:
+        input_bias, recurrent_bias = (bias[0] if use_bias else 0), 0
+    xw = x @ kernel + input_bias
+    u_zr, u_h = recurrent[:, : 2 * units], recurrent[:, 2 * units :]
+
+    def step(xw_t, states):
+        (h,) = states
+        x_z, x_r, x_h = torch.split(xw_t, units, dim=-1)
+        if reset_after:
+            h_z, h_r, h_h = torch.split(h @ recurrent + recurrent_bias, units, dim=-1)
+            candidate = act(x_h + ract(x_r + h_r) * h_h)
+        else:
+            h_z, h_r = torch.split(h @ u_zr, units, dim=-1)
+            candidate = act(x_h + (ract(x_r + h_r) * h) @ u_h)
+        z = ract(x_z + h_z)
+        return (z * h + (1 - z) * candidate,)
+
+    return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], units),))
+
+
+def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards):
+    act = _CELL_ACTIVATIONS[activation]
+    xw = x @ kernel + (bias[0] if use_bias else 0)
+
+    def step(xw_t, states):
+        return (act(xw_t + states[0] @ recurrent),)
+
+    return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], recurrent.shape[0]),))
+
+
+COMMON_ATTRS = {
+    "activation": attr(str, "tanh", CELL_ACTIVATIONS),
+    "recurrent_activation": attr(str, "sigmoid", CELL_ACTIVATIONS),
+    "use_bias": attr(bool, True),
+    "return_sequences": attr(bool, False),
+    "go_backwards": attr(bool, False),
+}
+
+OPS = [
+    OpDef(
+        name="lstm",
+        doc="Long short-term memory over a whole sequence; outputs (sequence or last h, h, c).",
+        num_inputs=(3, 4),
+        attrs=COMMON_ATTRS,
+        infer=_recurrent_infer(4, 2, lambda units, extra: (4 * units,)),
+        reference=_lstm,
+        traits={"recurrent"},
+        num_outputs=3,
+    ),
+    OpDef(
+        name="gru",
+        doc="Gated recurrent unit over a whole sequence; outputs (sequence or last h, h). "
+        "reset_after=True (Keras's default) applies the reset gate after the recurrent matmul "
+        "and takes a (2, 3*units) bias.",
+        num_inputs=(3, 4),
+        attrs={**COMMON_ATTRS, "reset_after": attr(bool, True)},
+        infer=_recurrent_infer(
+            3, 1, lambda units, extra: (2, 3 * units) if extra["reset_after"] else (3 * units,)
+        ),
+        reference=_gru,
+        traits={"recurrent"},
+        num_outputs=2,
+    ),
+    OpDef(
+        name="simple_rnn",
+        doc="Fully-connected recurrence h = activation(x W + h U + b); outputs (sequence or last h, h). "
+        "recurrent_activation is unused.",
+        num_inputs=(3, 4),
+        attrs=COMMON_ATTRS,
+        infer=_recurrent_infer(1, 1, lambda units, extra: (units,)),
+        reference=_simple_rnn,
+        traits={"recurrent"},
+        num_outputs=2,
+    ),
+]

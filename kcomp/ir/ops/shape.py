@@ -1,0 +1,111 @@
+"""Data movement without arithmetic: reshape, transpose, concat."""
+
+from math import prod
+
+import torch
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import require_same_dtype
+from kcomp.ir.types import TensorSpec, is_static, normalize_axis
+
+
+def _reshape_infer(inputs, shape):
+    x = inputs[0]
+    if any(isinstance(d, bool) or not (isinstance(d, str) or (isinstance(d, int) and d > 0)) for d in shape):
+        raise ShapeError(
+            f"Received: shape={shape}. The IR's reshape takes positive sizes and symbols only "
+            "(kcomp.ops.reshape resolves a -1 before it emits the op)."
+        )
+    in_symbols = sorted(d for d in x.shape if not is_static(d))
+    out_symbols = sorted(d for d in shape if isinstance(d, str))
+    if in_symbols != out_symbols:
+        raise ShapeError(
+            f"reshape from {format_shape(x.shape)} to {shape}: the dimensions unknown at build time "
+            f"{in_symbols} must be kept as they are, each once."
+        )
+    if len(out_symbols) > 1:
+        raise ShapeError(f"reshape to {shape}: only one dimension may be unknown at build time, received {len(out_symbols)}.")
+    in_size = prod(d for d in x.shape if is_static(d))
+    out_size = prod(d for d in shape if is_static(d))
+    if in_size != out_size:
+        raise ShapeError(f"cannot reshape {format_shape(x.shape)} ({in_size} elements per item) to {shape} ({out_size}).")
+    return [TensorSpec(tuple(shape), x.dtype)]
+
+
+def resolve_reshape(in_shape, target) -> tuple:
+    """Replace the one -1 of `target` by the size that keeps the element count (static dims only)."""
+    target = tuple(target)
+    if target.count(-1) > 1:
+        raise ShapeError(f"Received: shape={target}. At most one dimension may be -1.")
+    if -1 not in target:
+        return target
+    in_size = prod(d for d in in_shape if is_static(d))
+    known = prod(d for d in target if is_static(d) and d != -1)
+    if known == 0 or in_size % known:
+        raise ShapeError(f"cannot reshape {format_shape(in_shape)} to {target}: {in_size} elements per item do not divide by {known}.")
+    return tuple(in_size // known if d == -1 else d for d in target)
+
+
+def _reshape(x, shape):
+    # At most one entry is a symbol (checked by the shape rule): torch infers it.
+    return torch.reshape(x, [d if isinstance(d, int) else -1 for d in shape])
+
+
+def _transpose_infer(inputs, perm):
+    x = inputs[0]
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeError(f"Received: perm={perm} for a tensor of rank {x.rank}. Expected a permutation of 0..{x.rank - 1}.")
+    return [TensorSpec(tuple(x.shape[p] for p in perm), x.dtype)]
+
+
+def _concat_infer(inputs, axis):
+    dtype = require_same_dtype(inputs, "concat")
+    first = inputs[0]
+    ax = normalize_axis(axis, first.rank)
+    total = 0
+    for s in inputs:
+        same_rank = s.rank == first.rank
+        if not same_rank or any(s.shape[i] != first.shape[i] for i in range(first.rank) if i != ax):
+            raise ShapeError(
+                f"concat along axis {axis} needs matching shapes except on that axis; received "
+                + " and ".join(format_shape(t.shape) for t in inputs)
+                + "."
+            )
+        if not is_static(s.shape[ax]):
+            raise ShapeError(f"concat along axis {axis}: that axis must have a known size, received {format_shape(s.shape)}.")
+        total += s.shape[ax]
+    shape = list(first.shape)
+    shape[ax] = total
+    return [TensorSpec(tuple(shape), dtype)]
+
+
+OPS = [
+    OpDef(
+        name="reshape",
+        doc="View with a new shape; the symbolic dim (the batch) is kept as its symbol.",
+        num_inputs=(1, 1),
+        attrs={"shape": attr(tuple)},
+        infer=_reshape_infer,
+        reference=_reshape,
+        traits={"shape"},
+    ),
+    OpDef(
+        name="transpose",
+        doc="Permute the axes: output axis i is input axis perm[i].",
+        num_inputs=(1, 1),
+        attrs={"perm": attr(tuple)},
+        infer=_transpose_infer,
+        reference=lambda x, perm: torch.permute(x, perm),
+        traits={"shape"},
+    ),
+    OpDef(
+        name="concat",
+        doc="Join tensors along `axis`.",
+        num_inputs=(1, None),
+        attrs={"axis": attr(int, -1)},
+        infer=_concat_infer,
+        reference=lambda *xs, axis: torch.cat(xs, dim=axis),
+        traits={"shape"},
+    ),
+]

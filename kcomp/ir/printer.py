@@ -1,0 +1,66 @@
+"""A stable text form of a graph, for golden tests, dumps and reports.
+
+Node results are renumbered %0, %1, ... in definition order, so the text does
+not depend on the ids a builder or pass happened to hand out. Example:
+
+    graph sequential(%input: f32[N,100]) {
+      param %dense/kernel: f32[100,64]
+      param %dense/bias: f32[64]
+      %0 = matmul(%input, %dense/kernel) : f32[N,64]  # dense
+      %1 = bias_add(%0, %dense/bias) : f32[N,64]  # dense
+      %2 = relu(%1) {max_value=None, negative_slope=0.0, threshold=0.0} : f32[N,64]  # dense
+      return %2
+    }
+"""
+
+from kcomp.ir.graph import Graph
+from kcomp.ir.types import BATCH, DTYPES
+
+
+def format_attr(value) -> str:
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_attr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
+def print_graph(graph: Graph) -> str:
+    labels: dict[int, str] = {}
+    for v in (*graph.inputs, *graph.params):
+        labels[v.id] = f"%{v.name}"
+    counter = 0
+    for node in graph.nodes:
+        for v in node.outputs:
+            labels[v.id] = f"%{counter}"
+            counter += 1
+
+    # Unknown sizes print as ?0, ?1, ... in order of first appearance.
+    symbols: dict[str, str] = {}
+
+    def dim(d):
+        if isinstance(d, int) or d == BATCH:
+            return str(d)
+        return symbols.setdefault(d, f"?{len(symbols)}")
+
+    def type_of(v):
+        return f"{DTYPES[v.dtype]}[{','.join(dim(d) for d in v.shape)}]"
+
+    def typed(v):
+        return f"{labels[v.id]}: {type_of(v)}"
+
+    lines = [f"graph {graph.name}(" + ", ".join(typed(v) for v in graph.inputs) + ") {"]
+    for p in graph.params:
+        frozen = "frozen " if p.id in graph.frozen_params else ""
+        lines.append(f"  param {frozen}{typed(p)}")
+    for node in graph.nodes:
+        outs = ", ".join(labels[v.id] for v in node.outputs)
+        args = ", ".join(labels.get(v.id, f"%<undefined {v.id}>") for v in node.inputs)
+        attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in node.attr_items)
+        attrs = f" {{{attrs}}}" if attrs else ""
+        types = ", ".join(type_of(v) for v in node.outputs)
+        origin = f"  # {node.origin}" if node.origin else ""
+        lines.append(f"  {outs} = {node.op}({args}){attrs} : {types}{origin}")
+    lines.append("  return " + ", ".join(labels.get(v.id, f"%<undefined {v.id}>") for v in graph.outputs))
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,296 @@
+"""The Layer base class, weights (Variable), and symbolic tensors (KerasTensor).
+
+A layer follows Keras's shape: `__init__` keeps the config, `build` makes the
+weights once the input shape is known, `call` is written with kcomp.ops only,
+and `get_config` round-trips through `from_config`.
+
+Calling a layer on KerasTensors (the functional API) records a LayerCall and
+returns new KerasTensors; their shapes come from tracing `call` into a scratch
+graph, so every shape error surfaces at model-building time with the layer's
+name. Calling it on arrays or torch tensors runs it at once.
+"""
+
+import inspect
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kcomp import backend, initializers, regularizers
+from kcomp.errors import ArgumentError, KcompError, NotBuiltError, format_shape
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.types import BATCH, TORCH_DTYPES
+from kcomp.ops import tracing
+
+
+class Variable:
+    """A weight: a named torch tensor owned by a layer."""
+
+    def __init__(self, value: torch.Tensor, name: str, path: str, trainable: bool, regularizer=None):
+        self.value = value
+        self.name = name  # "kernel"
+        self.path = path  # "dense/kernel": unique within a model, the IR parameter name
+        self.trainable = trainable
+        self.regularizer = regularizer
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    @property
+    def dtype(self) -> str:
+        return next(k for k, v in TORCH_DTYPES.items() if v == self.value.dtype)
+
+    def numpy(self) -> np.ndarray:
+        return self.value.detach().cpu().numpy().copy()
+
+    def assign(self, new) -> None:
+        new = torch.as_tensor(np.asarray(new), dtype=self.value.dtype)
+        if tuple(new.shape) != self.shape:
+            raise ArgumentError(
+                f"weight {self.path} has shape {format_shape(self.shape)}, received a value of shape "
+                f"{format_shape(tuple(new.shape))}; pass an array of the weight's shape."
+            )
+        self.value = new.clone()
+
+    def __repr__(self):
+        return f"<Variable {self.path} shape={self.shape} trainable={self.trainable}>"
+
+
+@dataclass(eq=False)
+class LayerCall:
+    """One application of a layer in a functional model: which tensors went in and out."""
+
+    layer: "Layer"
+    inputs: object  # a KerasTensor or a list of them, as the user passed them
+    outputs: object  # a KerasTensor or a list of them, as `call` returned them
+    kwargs: dict = field(default_factory=dict)
+
+
+class KerasTensor:
+    """A symbolic tensor of the functional API: a shape, a dtype and where it came from.
+
+    `ir_shape` keeps the IR's symbolic dims ("N" for the batch, "?k" for other
+    unknown sizes) so that two tensors sharing an unknown size stay compatible;
+    `shape` shows them as None, as Keras does.
+    """
+
+    def __init__(self, ir_shape, dtype: str, call: LayerCall | None = None, index: int = 0, name: str = ""):
+        self.ir_shape = tuple(ir_shape)
+        self.dtype = dtype
+        self.call = call
+        self.index = index
+        self.name = name
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(d if isinstance(d, int) else None for d in self.ir_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.ir_shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape} dtype={self.dtype} name={self.name}>"
+
+
+def flatten(structure) -> list:
+    if isinstance(structure, (list, tuple)):
+        return [x for item in structure for x in flatten(item)]
+    return [structure]
+
+
+def pack_like(structure, flat: list):
+    """Rebuild `structure` (a tensor or a list of tensors) from a flat list."""
+    if isinstance(structure, (list, tuple)):
+        return [flat[i] for i in range(len(structure))]
+    return flat[0]
+
+
+def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
+    """numpy / lists / torch -> torch; float64 becomes float32 (kcomp's default float)."""
+    if isinstance(x, Variable):
+        return x.value
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if dtype is not None:
+        return x.to(TORCH_DTYPES[dtype])
+    if x.dtype == torch.float64:
+        return x.to(torch.float32)
+    return x
+
+
+_BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "input_dim", "batch_input_shape", "batch_size")
+
+
+class Layer:
+    # The dtype a model gets for inputs that feed this layer first (Embedding: int32).
+    input_dtype = "float32"
+
+    def __init__(
+        self,
+        name=None,
+        trainable=True,
+        dtype=None,
+        input_shape=None,
+        input_dim=None,
+        batch_input_shape=None,
+        batch_size=None,
+        **unknown,
+    ):
+        if unknown:
+            raise ArgumentError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {sorted(unknown)}. "
+                f"Check the spelling against Keras's {type(self).__name__} arguments."
+            )
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ArgumentError(f"Received: name={name!r}. Expected a non-empty string without '/'.")
+        self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
+        self.trainable = bool(trainable)
+        self.dtype = dtype or "float32"
+        if self.dtype not in TORCH_DTYPES:
+            raise ArgumentError(f"Received: dtype={dtype!r}. Expected one of {sorted(TORCH_DTYPES)}.")
+        # Keras 2's ways of giving a first layer its input shape.
+        self.batch_input_shape = None
+        if batch_input_shape is not None:
+            self.batch_input_shape = tuple(batch_input_shape)
+        elif input_shape is not None:
+            shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+            self.batch_input_shape = (batch_size, *shape)
+        elif input_dim is not None:
+            self.batch_input_shape = (batch_size, input_dim)
+        self.built = False
+        self._weights: list[Variable] = []
+        self._calls: list[LayerCall] = []
+        self._call_takes_training = "training" in inspect.signature(self.call).parameters
+
+    # -- weights ---------------------------------------------------------------
+    def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True, regularizer=None) -> Variable:
+        init = initializers.get(initializer)
+        value = init(tuple(shape), dtype=TORCH_DTYPES[self.dtype])
+        var = Variable(value, name, f"{self.name}/{name}", trainable, regularizers.get(regularizer))
+        self._weights.append(var)
+        return var
+
+    @property
+    def weights(self) -> list[Variable]:
+        return list(self._weights)
+
+    @property
+    def trainable_weights(self) -> list[Variable]:
+        return [w for w in self._weights if w.trainable and self.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Variable]:
+        return [w for w in self._weights if not (w.trainable and self.trainable)]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.numpy() for w in self._weights]
+
+    def set_weights(self, weights) -> None:
+        weights = list(weights)
+        if len(weights) != len(self._weights):
+            raise ArgumentError(
+                f'Layer "{self.name}" has {len(self._weights)} weights '
+                f"({', '.join(w.name for w in self._weights) or 'none'}), received a list of {len(weights)}."
+            )
+        for var, value in zip(self._weights, weights):
+            if tuple(np.shape(value)) != var.shape:
+                raise ArgumentError(
+                    f'Layer "{self.name}" weight {var.name} has shape {format_shape(var.shape)}, '
+                    f"received {format_shape(tuple(np.shape(value)))}."
+                )
+        for var, value in zip(self._weights, weights):
+            var.assign(value)
+
+    def count_params(self) -> int:
+        if not self.built:
+            raise NotBuiltError(
+                f'Layer "{self.name}" is not built yet, so it has no weights to count. '
+                "Call it on an input, or give the model an input shape."
+            )
+        return sum(w.value.numel() for w in self._weights)
+
+    # -- to override -----------------------------------------------------------
+    def build(self, input_shape) -> None:
+        """Create the weights for inputs of `input_shape` (None for unknown dims)."""
+        self.built = True
+
+    def call(self, inputs):
+        raise NotImplementedError(f"{type(self).__name__}.call")
+
+    def get_config(self) -> dict:
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self.batch_input_shape is not None:
+            config["batch_input_shape"] = self.batch_input_shape
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    # -- calling ---------------------------------------------------------------
+    def _build_for(self, shapes) -> None:
+        if not self.built:
+            self.build(shapes)
+            self.built = True
+
+    def _invoke(self, inputs, training: bool):
+        if self._call_takes_training:
+            return self.call(inputs, training=training)
+        return self.call(inputs)
+
+    def trace(self, builder: GraphBuilder, inputs, training: bool = False):
+        """Emit this layer's nodes into `builder`; `inputs` are IR Values (or a list)."""
+        shapes = [_keras_shape(v.shape) for v in flatten(inputs)]
+        self._build_for(pack_like(inputs, shapes))
+        with builder.scope(self.name), tracing(builder):
+            return self._invoke(inputs, training)
+
+    def __call__(self, inputs, training: bool = False):
+        flat = flatten(inputs)
+        if any(isinstance(x, KerasTensor) for x in flat):
+            return self._symbolic_call(inputs, training)
+        tensors = [to_tensor(x) for x in flat]
+        self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
+        with tracing(None):
+            return self._invoke(pack_like(inputs, tensors), training)
+
+    def _symbolic_call(self, inputs, training: bool):
+        flat = flatten(inputs)
+        if not all(isinstance(x, KerasTensor) for x in flat):
+            raise ArgumentError(
+                f'Layer "{self.name}" got a mix of symbolic (Input-derived) and concrete inputs; '
+                "wrap constants in a layer or pass them all as Inputs."
+            )
+        scratch = GraphBuilder(f"{self.name}_check")
+        values = [scratch.input(kt.ir_shape, kt.dtype, f"in{i}") for i, kt in enumerate(flat)]
+        try:
+            out = self.trace(scratch, pack_like(inputs, values), training)
+        except KcompError as e:
+            shapes = " and ".join(format_shape(kt.shape) for kt in flat)
+            raise type(e)(f'Layer "{self.name}" ({type(self).__name__}) cannot take input shape {shapes}: {e}') from None
+        outs_flat = flatten(out)
+        call = LayerCall(self, inputs, None)
+        tensors = [
+            KerasTensor(v.shape, v.dtype, call, i, f"{self.name}/out{i}" if len(outs_flat) > 1 else self.name)
+            for i, v in enumerate(outs_flat)
+        ]
+        call.outputs = pack_like(out, tensors)
+        self._calls.append(call)
+        return call.outputs
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _keras_shape(ir_shape) -> tuple:
+    return tuple(d if isinstance(d, int) else None for d in ir_shape)
+
+
+def symbolic_batch_shape(shape) -> tuple:
+    """Keras shape (None = unknown) -> IR shape: batch "N", other unknowns fresh symbols."""
+    return tuple(
+        d if isinstance(d, int) else (BATCH if i == 0 else backend.fresh_symbol()) for i, d in enumerate(shape)
+    )
+

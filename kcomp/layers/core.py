@@ -1,0 +1,285 @@
+"""Core layers: Input, Dense, activations, Dropout, reshaping, Embedding."""
+
+from kcomp import activations, backend, initializers, ops, regularizers
+from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.ir.types import BATCH
+from kcomp.layers import args
+from kcomp.layers.base import KerasTensor, Layer, LayerCall, symbolic_batch_shape
+
+
+class InputLayer(Layer):
+    """The entry of a functional model; `Input(...)` makes one and returns its tensor."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, batch_shape=None, name=None, input_shape=None, **kwargs):
+        if shape is None and input_shape is not None:
+            shape = input_shape
+        if batch_shape is None:
+            if shape is None:
+                raise ArgumentError("Input needs a shape: Input(shape=(784,)) (the batch dimension is left out).")
+            shape = (shape,) if isinstance(shape, int) else tuple(shape)
+            batch_shape = (batch_size, *shape)
+        batch_shape = tuple(batch_shape)
+        for d in batch_shape[1:]:
+            if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d <= 0):
+                raise ArgumentError(f"Received: shape={batch_shape[1:]}. Expected positive integers or None.")
+        super().__init__(name=name or backend.unique_name("input_layer"), dtype=dtype, **kwargs)
+        self.batch_shape = batch_shape
+        self.built = True
+        ir_shape = symbolic_batch_shape((None, *batch_shape[1:]))
+        call = LayerCall(self, [], None)
+        call.outputs = KerasTensor(ir_shape, self.dtype, call, 0, self.name)
+        self._calls.append(call)
+        self.output = call.outputs
+
+    def get_config(self):
+        return {"batch_shape": self.batch_shape, "dtype": self.dtype, "name": self.name}
+
+
+def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):  # noqa: N802 - Keras's name
+    """A symbolic input tensor: `x = Input(shape=(784,))`."""
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, batch_shape=batch_shape, name=name).output
+
+
+def _known_last_dim(layer, input_shape) -> int:
+    last = input_shape[-1] if len(input_shape) else None
+    if last is None:
+        raise ShapeError(
+            f'Layer "{layer.name}" ({type(layer).__name__}) needs the last dimension of its input to be known, '
+            f"received input shape {format_shape(input_shape)}."
+        )
+    return last
+
+
+class Dense(Layer):
+    """output = activation(inputs @ kernel + bias), kernel of shape (input_dim, units)."""
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = args.positive_int("units", units)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        args.no_constraint("kernel_constraint", kernel_constraint)
+        args.no_constraint("bias_constraint", bias_constraint)
+
+    def build(self, input_shape):
+        in_dim = _known_last_dim(self, input_shape)
+        self.kernel = self.add_weight("kernel", (in_dim, self.units), self.kernel_initializer, regularizer=self.kernel_regularizer)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, regularizer=self.bias_regularizer)
+
+    def call(self, inputs):
+        y = ops.matmul(inputs, self.kernel)
+        if self.use_bias:
+            y = ops.bias_add(y, self.bias)
+        return self.activation(y)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+        }
+
+
+class Activation(Layer):
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def call(self, inputs):
+        return self.activation(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
+
+
+class ReLU(Layer):
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if max_value is not None and max_value < 0:
+            raise ArgumentError(f"Received: max_value={max_value}. Expected None or a number >= 0.")
+        if negative_slope < 0:
+            raise ArgumentError(f"Received: negative_slope={negative_slope}. Expected a number >= 0.")
+        self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
+
+    def call(self, inputs):
+        return activations.relu(inputs, self.negative_slope, self.max_value, self.threshold)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_value": self.max_value,
+            "negative_slope": self.negative_slope,
+            "threshold": self.threshold,
+        }
+
+
+class LeakyReLU(Layer):
+    def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = alpha if alpha is not None else negative_slope  # alpha: Keras 2's name
+
+    def call(self, inputs):
+        return activations.leaky_relu(inputs, self.negative_slope)
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+class Softmax(Layer):
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs):
+        return activations.softmax(inputs, self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+class Dropout(Layer):
+    """Zeroes a `rate` fraction of inputs during training; the identity in inference."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = args.rate("rate", rate)
+        if noise_shape is not None:
+            raise ArgumentError(f"Received: noise_shape={noise_shape!r}. kcomp's Dropout draws one mask element per input element; pass None.")
+        self.noise_shape = None
+        self.seed = seed
+        # A fixed seed for the op, drawn from the global generator when none is given.
+        self._op_seed = seed if seed is not None else int(backend.generator(None).seed() % (2**31))
+
+    def call(self, inputs, training=False):
+        return ops.dropout(inputs, self.rate, self._op_seed, training=bool(training))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape, "seed": self.seed}
+
+
+class Flatten(Layer):
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        args.channels_last(data_format)
+        self.data_format = data_format
+
+    def call(self, inputs):
+        return ops.reshape(inputs, (_batch_dim(inputs), -1))
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+def _batch_dim(x):
+    """The batch size: the symbol "N" while tracing, the actual size when eager."""
+    return x.shape[0] if not isinstance(x.shape[0], str) else BATCH
+
+
+class Reshape(Layer):
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        target_shape = tuple(target_shape)
+        if not target_shape or any(not isinstance(d, int) or d == 0 or d < -1 for d in target_shape) or target_shape.count(-1) > 1:
+            raise ArgumentError(f"Received: target_shape={target_shape}. Expected positive integers and at most one -1.")
+        self.target_shape = target_shape
+
+    def call(self, inputs):
+        return ops.reshape(inputs, (_batch_dim(inputs), *self.target_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": self.target_shape}
+
+
+class Permute(Layer):
+    def __init__(self, dims, **kwargs):
+        super().__init__(**kwargs)
+        dims = tuple(dims)
+        if sorted(dims) != list(range(1, len(dims) + 1)):
+            raise ArgumentError(f"Received: dims={dims}. Expected a permutation of 1..{len(dims)} (axis 0 is the batch).")
+        self.dims = dims
+
+    def call(self, inputs):
+        return ops.transpose(inputs, (0, *self.dims))
+
+    def get_config(self):
+        return {**super().get_config(), "dims": self.dims}
+
+
+class Embedding(Layer):
+    """Maps integer ids in [0, input_dim) to rows of a (input_dim, output_dim) table."""
+
+    input_dtype = "int32"  # a Sequential model whose first layer is this takes integer ids
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        embeddings_initializer="uniform",
+        embeddings_regularizer=None,
+        embeddings_constraint=None,
+        mask_zero=False,
+        input_length=None,
+        **kwargs,
+    ):
+        if input_length is not None and not any(k in kwargs for k in ("input_shape", "batch_input_shape")):
+            kwargs["input_shape"] = (input_length,)  # Keras 2: input_length gave the model its input shape
+        super().__init__(**kwargs)
+        self.input_dim = args.positive_int("input_dim", input_dim)
+        self.output_dim = args.positive_int("output_dim", output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        args.no_constraint("embeddings_constraint", embeddings_constraint)
+        if mask_zero:
+            raise ArgumentError(
+                "Received: mask_zero=True. kcomp does not propagate masks yet, so padded steps would be "
+                "treated as data; pass mask_zero=False (pad with pad_sequences and let the model learn the padding)."
+            )
+        self.mask_zero = False
+        self.input_length = input_length
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            "embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer, regularizer=self.embeddings_regularizer
+        )
+
+    def call(self, inputs):
+        if ops.dtype(inputs) not in ("int32", "int64"):
+            inputs = ops.cast(inputs, "int32")  # Keras casts float ids too
+        return ops.embedding(inputs, self.embeddings)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
+            "embeddings_regularizer": regularizers.serialize(self.embeddings_regularizer),
+            "mask_zero": self.mask_zero,
+            "input_length": self.input_length,
+        }
+

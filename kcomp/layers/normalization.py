@@ -1,0 +1,160 @@
+"""BatchNormalization and LayerNormalization with Keras's defaults (epsilon 1e-3, momentum 0.99)."""
+
+from kcomp import initializers, ops, regularizers
+from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.ir.types import normalize_axis
+from kcomp.layers import args
+from kcomp.layers.base import Layer
+
+
+def _param_args(center, scale, beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint):
+    args.no_constraint("beta_constraint", beta_constraint)
+    args.no_constraint("gamma_constraint", gamma_constraint)
+    return (
+        bool(center),
+        bool(scale),
+        initializers.get(beta_initializer),
+        initializers.get(gamma_initializer),
+        regularizers.get(beta_regularizer),
+        regularizers.get(gamma_regularizer),
+    )
+
+
+class _Normalization(Layer):
+    """What both normalizations share: optional gamma (scale) and beta (center)."""
+
+    def _add_scale_and_center(self, shape):
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer, regularizer=self.gamma_regularizer)
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.beta_initializer, regularizer=self.beta_regularizer)
+
+    def _scale_and_center(self):
+        return [w for w, on in ((getattr(self, "gamma", None), self.scale), (getattr(self, "beta", None), self.center)) if on]
+
+    def _param_config(self):
+        return {
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+        }
+
+
+class BatchNormalization(_Normalization):
+    """Normalizes over the batch (and spatial) axes per channel of `axis`.
+
+    Inference uses the moving statistics; training uses the batch's and (in the
+    training step) updates moving = momentum * moving + (1 - momentum) * batch.
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        synchronized=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(axis, int) or isinstance(axis, bool):
+            raise ArgumentError(f"Received: axis={axis!r}. kcomp's BatchNormalization normalizes one axis; pass an int.")
+        if not 0.0 <= momentum <= 1.0:
+            raise ArgumentError(f"Received: momentum={momentum}. Expected a number in [0, 1].")
+        if epsilon <= 0:
+            raise ArgumentError(f"Received: epsilon={epsilon}. Expected a positive number.")
+        self.axis, self.momentum, self.epsilon, self.synchronized = axis, float(momentum), float(epsilon), synchronized
+        (self.center, self.scale, self.beta_initializer, self.gamma_initializer,
+         self.beta_regularizer, self.gamma_regularizer) = _param_args(
+            center, scale, beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint
+        )
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+
+    def build(self, input_shape):
+        axis = normalize_axis(self.axis, len(input_shape))
+        channels = input_shape[axis]
+        if channels is None:
+            raise ShapeError(f'Layer "{self.name}" (BatchNormalization) needs axis {self.axis} of its input to be known, received {format_shape(input_shape)}.')
+        self._add_scale_and_center((channels,))
+        self.moving_mean = self.add_weight("moving_mean", (channels,), self.moving_mean_initializer, trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", (channels,), self.moving_variance_initializer, trainable=False)
+
+    def call(self, inputs, training=False):
+        op = "batch_norm_train" if training else "batch_norm"
+        result = ops.emit(
+            op, inputs, self.moving_mean, self.moving_variance, *self._scale_and_center(),
+            axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
+        )
+        return result[0] if training else result
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            **self._param_config(),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+            "synchronized": self.synchronized,
+        }
+
+
+class LayerNormalization(_Normalization):
+    """Normalizes each item over `axis` (an int or a list of ints)."""
+
+    def __init__(
+        self,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+        if epsilon <= 0:
+            raise ArgumentError(f"Received: epsilon={epsilon}. Expected a positive number.")
+        self.epsilon = float(epsilon)
+        (self.center, self.scale, self.beta_initializer, self.gamma_initializer,
+         self.beta_regularizer, self.gamma_regularizer) = _param_args(
+            center, scale, beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint
+        )
+
+    def _axes(self):
+        return self.axis if isinstance(self.axis, tuple) else (self.axis,)
+
+    def build(self, input_shape):
+        axes = sorted(normalize_axis(a, len(input_shape)) for a in self._axes())
+        shape = tuple(input_shape[a] for a in axes)
+        if None in shape:
+            raise ShapeError(f'Layer "{self.name}" (LayerNormalization) needs axis {self.axis} of its input to be known, received {format_shape(input_shape)}.')
+        self._add_scale_and_center(shape)
+
+    def call(self, inputs):
+        return ops.emit(
+            "layer_norm", inputs, *self._scale_and_center(),
+            axes=self._axes(), epsilon=self.epsilon, center=self.center, scale=self.scale,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, **self._param_config()}

@@ -1,0 +1,186 @@
+"""Recurrent layers (LSTM, GRU, SimpleRNN), each one whole-sequence op.
+
+Weights follow Keras: kernel (features, gates * units), recurrent_kernel
+(units, gates * units), bias (gates * units), or (2, 3 * units) for a GRU with
+reset_after=True. dropout / recurrent_dropout are recorded for training.
+"""
+
+import torch
+
+from kcomp import activations, initializers, ops, regularizers
+from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS
+from kcomp.layers import args
+from kcomp.layers.base import Layer
+
+
+def _cell_activation(name, value):
+    fn = activations.get(value)
+    label = activations.serialize(fn) if fn in activations.ACTIVATIONS.values() else None
+    if label not in CELL_ACTIVATIONS:
+        raise ArgumentError(f"Received: {name}={value!r}. A recurrent cell takes one of {list(CELL_ACTIVATIONS)}.")
+    return label
+
+
+class _UnitForgetBias(initializers.Initializer):
+    """Keras's unit_forget_bias: the base initializer, with ones for the forget gate."""
+
+    def __init__(self, base, units):
+        self.base, self.units = base, units
+
+    def __call__(self, shape, dtype=torch.float32):
+        u = self.units
+        return torch.cat([self.base((u,), dtype), torch.ones(u, dtype=dtype), self.base((2 * u,), dtype)])
+
+
+class _RNN(Layer):
+    op = ""  # the registry op
+    gates = 1
+    num_states = 1
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = args.positive_int("units", units)
+        self.activation = _cell_activation("activation", activation)
+        self.recurrent_activation = _cell_activation("recurrent_activation", recurrent_activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        for name, value in (("kernel_constraint", kernel_constraint), ("recurrent_constraint", recurrent_constraint), ("bias_constraint", bias_constraint)):
+            args.no_constraint(name, value)
+        self.dropout = args.rate("dropout", dropout)
+        self.recurrent_dropout = args.rate("recurrent_dropout", recurrent_dropout)
+        self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
+        self.go_backwards, self.unroll = bool(go_backwards), bool(unroll)
+        if stateful:
+            raise ArgumentError("Received: stateful=True. kcomp's recurrent layers start each batch from zero states; pass stateful=False.")
+        self.stateful = False
+
+    def _bias_shape(self):
+        return (self.gates * self.units,)
+
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    def _op_attrs(self):
+        return {}
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[-1] is None:
+            raise ShapeError(
+                f'Layer "{self.name}" ({type(self).__name__}) expects sequences of shape (batch, timesteps, features) '
+                f"with known features, received input shape {format_shape(input_shape)}."
+            )
+        width = self.gates * self.units
+        self.kernel = self.add_weight("kernel", (input_shape[-1], width), self.kernel_initializer, regularizer=self.kernel_regularizer)
+        self.recurrent_kernel = self.add_weight(
+            "recurrent_kernel", (self.units, width), self.recurrent_initializer, regularizer=self.recurrent_regularizer
+        )
+        if self.use_bias:
+            self.bias = self.add_weight("bias", self._bias_shape(), self._bias_initializer(), regularizer=self.bias_regularizer)
+
+    def call(self, inputs):
+        weights = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])
+        outputs = ops.emit(
+            self.op, inputs, *weights,
+            activation=self.activation, recurrent_activation=self.recurrent_activation, use_bias=self.use_bias,
+            return_sequences=self.return_sequences, go_backwards=self.go_backwards, **self._op_attrs(),
+        )
+        return list(outputs) if self.return_state else outputs[0]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "recurrent_activation": self.recurrent_activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "unroll": self.unroll,
+        }
+
+
+class LSTM(_RNN):
+    op, gates, num_states = "lstm", 4, 2
+
+    def __init__(self, units, unit_forget_bias=True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    def _bias_initializer(self):
+        if self.unit_forget_bias:
+            return _UnitForgetBias(self.bias_initializer, self.units)
+        return self.bias_initializer
+
+    def get_config(self):
+        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+
+
+class GRU(_RNN):
+    op, gates = "gru", 3
+
+    def __init__(self, units, reset_after=True, **kwargs):
+        super().__init__(units, **kwargs)
+        self.reset_after = bool(reset_after)
+
+    def _bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def _op_attrs(self):
+        return {"reset_after": self.reset_after}
+
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}
+
+
+class SimpleRNN(_RNN):
+    op, gates = "simple_rnn", 1
+
+    def __init__(self, units, activation="tanh", **kwargs):
+        super().__init__(units, activation=activation, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("recurrent_activation")  # Keras's SimpleRNN has none
+        return config

@@ -1,0 +1,252 @@
+"""Model: the functional API (`Model(inputs, outputs)`), and what every model shares.
+
+A model keeps the DAG of layer calls that connects its inputs to its outputs;
+`to_graph()` traces those calls into one IR graph, which the executors run.
+"""
+
+import numpy as np
+import torch
+
+from kcomp import backend
+from kcomp.errors import ArgumentError, GraphError, NotBuiltError, ShapeError, format_shape
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.graph import Graph
+from kcomp.ir.types import TORCH_DTYPES
+from kcomp.ir.verify import verify
+from kcomp.layers.base import KerasTensor, Layer, LayerCall, flatten, pack_like, to_tensor
+from kcomp.layers.core import InputLayer
+from kcomp.runtime.reference import run_reference
+from kcomp.utils.progbar import Progbar
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _sorted_calls(outputs: list[KerasTensor]) -> list[LayerCall]:
+    """Every layer call the outputs depend on, each after the calls it reads from."""
+    order: list[LayerCall] = []
+    seen: set[int] = set()
+
+    def visit(call: LayerCall):
+        if id(call) in seen:
+            return
+        seen.add(id(call))
+        for t in flatten(call.inputs):
+            visit(t.call)
+        order.append(call)
+
+    for t in outputs:
+        if not isinstance(t, KerasTensor) or t.call is None:
+            raise ArgumentError(f"Model outputs must be tensors made by calling layers on Input()s, received {t!r}.")
+        visit(t.call)
+    return order
+
+
+class Model:
+    """`Model(inputs, outputs, name=None)`: a DAG of layers with one or more inputs and outputs."""
+
+    _default_name = "functional"
+
+    def __init__(self, inputs=None, outputs=None, name=None, trainable=True):
+        self.name = name or backend.unique_name(self._default_name)
+        self.trainable = trainable
+        self._graph_cache: dict[bool, Graph] = {}
+        self.inputs: list[KerasTensor] = []
+        self.outputs: list[KerasTensor] = []
+        self._calls: list[LayerCall] = []
+        self._single_output = True
+        if inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise ArgumentError("Model(inputs, outputs) needs both inputs and outputs.")
+            self._single_output = not isinstance(outputs, (list, tuple))
+            self._connect(_as_list(inputs), _as_list(outputs))
+
+    # -- structure ---------------------------------------------------------------
+    def _connect(self, inputs: list, outputs: list) -> None:
+        for t in inputs:
+            if not (isinstance(t, KerasTensor) and t.call is not None and isinstance(t.call.layer, InputLayer)):
+                raise ArgumentError(f"Model inputs must be tensors returned by kcomp.Input(...), received {t!r}.")
+        calls = _sorted_calls(outputs)
+        given = {id(t.call) for t in inputs}
+        for call in calls:
+            if isinstance(call.layer, InputLayer) and id(call) not in given:
+                raise GraphError(
+                    f'The model\'s outputs depend on input "{call.layer.name}", which is not among the inputs '
+                    f"passed to Model(...); add it to inputs."
+                )
+        names: dict[str, Layer] = {}
+        for call in calls:
+            other = names.setdefault(call.layer.name, call.layer)
+            if other is not call.layer:
+                raise ArgumentError(
+                    f'Two different layers in the model are named "{call.layer.name}"; layer names must be unique. Rename one.'
+                )
+        self.inputs, self.outputs, self._calls = list(inputs), list(outputs), calls
+        self._graph_cache.clear()
+
+    @property
+    def built(self) -> bool:
+        return bool(self.outputs)
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise NotBuiltError(
+                f'Model "{self.name}" has no input shape yet, so {what} is not known. Give the first layer '
+                "input_shape=... (or add kcomp.Input(shape=...)), or call model.build(input_shape)."
+            )
+
+    @property
+    def layers(self) -> list[Layer]:
+        seen, out = set(), []
+        for call in self._calls:
+            if id(call.layer) not in seen:
+                seen.add(id(call.layer))
+                out.append(call.layer)
+        return out
+
+    def get_layer(self, name=None, index=None) -> Layer:
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ArgumentError(f"No layer named {name!r} in model {self.name!r}. Layers: {[l.name for l in self.layers]}.")
+
+    @property
+    def input_shape(self):
+        self._require_built("the input shape")
+        shapes = [t.shape for t in self.inputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        self._require_built("the output shape")
+        shapes = [t.shape for t in self.outputs]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    # -- weights -----------------------------------------------------------------
+    @property
+    def weights(self):
+        return [w for layer in self.layers for w in layer.weights]
+
+    @property
+    def trainable_weights(self):
+        return [w for layer in self.layers for w in layer.trainable_weights] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    def get_weights(self):
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights):
+        weights = list(weights)
+        if len(weights) != len(self.weights):
+            raise ArgumentError(f'Model "{self.name}" has {len(self.weights)} weights, received a list of {len(weights)}.')
+        start = 0
+        for layer in self.layers:
+            n = len(layer.weights)
+            layer.set_weights(weights[start : start + n])
+            start += n
+
+    def count_params(self) -> int:
+        self._require_built("the parameter count")
+        return sum(layer.count_params() for layer in self.layers)
+
+    # -- the IR --------------------------------------------------------------------
+    def to_graph(self, training: bool = False) -> Graph:
+        """Trace the model into one IR graph (cached; weights are graph parameters)."""
+        self._require_built("the graph")
+        if training not in self._graph_cache:
+            builder = GraphBuilder(self.name)
+            env: dict[int, object] = {}
+            for t in self.inputs:
+                env[id(t)] = builder.input(t.ir_shape, t.dtype, t.call.layer.name)
+            for call in self._calls:
+                if isinstance(call.layer, InputLayer):
+                    continue
+                args = pack_like(call.inputs, [env[id(t)] for t in flatten(call.inputs)])
+                result = call.layer.trace(builder, args, training)
+                for t, v in zip(flatten(call.outputs), flatten(result), strict=True):
+                    env[id(t)] = v
+            self._graph_cache[training] = verify(builder.finish([env[id(t)] for t in self.outputs]))
+        return self._graph_cache[training]
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """Current weight tensors by IR parameter name."""
+        return {w.path: w.value for w in self.weights}
+
+    # -- inference -----------------------------------------------------------------
+    def _prepare_inputs(self, x) -> list[torch.Tensor]:
+        if isinstance(x, dict):
+            missing = [t.call.layer.name for t in self.inputs if t.call.layer.name not in x]
+            if missing:
+                raise ArgumentError(f'Model "{self.name}" needs inputs named {missing}; received keys {sorted(x)}.')
+            x = [x[t.call.layer.name] for t in self.inputs]
+        xs = _as_list(x) if len(self.inputs) > 1 else [x]
+        if len(xs) != len(self.inputs):
+            raise ArgumentError(f'Model "{self.name}" has {len(self.inputs)} inputs, received {len(xs)} arrays.')
+        tensors = []
+        for i, (data, spec) in enumerate(zip(xs, self.inputs)):
+            t = to_tensor(data, spec.dtype)
+            if not torch.is_floating_point(t) and spec.dtype.startswith(("float", "bfloat")):
+                t = t.to(TORCH_DTYPES[spec.dtype])
+            want = spec.shape
+            got = tuple(t.shape)
+            if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
+                raise ShapeError(
+                    f'Model "{self.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
+                    f"received data of shape {format_shape(got)}."
+                )
+            tensors.append(t)
+        lengths = {len(t) for t in tensors}
+        if len(lengths) > 1:
+            raise ShapeError(f"All inputs must have the same number of samples, received {sorted(lengths)}.")
+        return tensors
+
+    def _ensure_built_for(self, x) -> None:
+        """Hook for models that learn their input shape from the first data (Sequential)."""
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Run the model on `x` in batches of `batch_size` (default 32); returns numpy arrays."""
+        self._ensure_built_for(x)
+        self._require_built("the output")
+        batch_size = 32 if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ArgumentError(f"Received: batch_size={batch_size!r}. Expected a positive integer.")
+        xs = self._prepare_inputs(x)
+        n = len(xs[0])
+        graph, params = self.to_graph(False), self.params()
+        batches = range(0, n, batch_size)
+        if steps is not None:
+            batches = batches[:steps]
+        bar = Progbar(len(batches), verbose=0 if verbose == 0 else 1)
+        pieces: list[list[torch.Tensor]] = []
+        with torch.inference_mode():
+            for step, start in enumerate(batches, 1):
+                pieces.append(run_reference(graph, [t[start : start + batch_size] for t in xs], params))
+                bar.update(step)
+        outs = [torch.cat([p[i] for p in pieces]).numpy() if pieces else np.zeros((0,)) for i in range(len(self.outputs))]
+        return outs[0] if self._single_output else outs
+
+    def __call__(self, x):
+        """Run the model on concrete data (as `predict`, but one batch, returns torch tensors)."""
+        if any(isinstance(t, KerasTensor) for t in flatten(x)):
+            raise ArgumentError("Calling a kcomp model on symbolic tensors (nesting models) is not supported yet; call its layers.")
+        self._ensure_built_for(x)
+        self._require_built("the output")
+        with torch.inference_mode():
+            outs = run_reference(self.to_graph(False), self._prepare_inputs(x), self.params())
+        return outs[0] if self._single_output else outs
+
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
+        from kcomp.models.summary import format_summary
+
+        text = format_summary(self, line_length)
+        (print_fn or print)(text)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"

@@ -1,0 +1,184 @@
+"""Ops a layer's `call` is written in (Keras's keras.ops, for the ops kcomp has).
+
+Each function emits one registry op. Called while a model is traced, its
+inputs are IR Values and it appends a node to the graph being built; called
+on concrete data (torch tensors, numpy arrays, weights) it runs the op's torch
+reference at once. So a layer's `call` is written once and serves both.
+"""
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.graph import Value
+from kcomp.ir.registry import get_op
+from kcomp.ir.ops.shape import resolve_reshape
+from kcomp.ir.types import DTYPE_OF_TORCH, TensorSpec
+
+_state = threading.local()
+
+
+@contextmanager
+def tracing(builder: GraphBuilder):
+    """Make `builder` the graph that ops on IR Values append to."""
+    saved = getattr(_state, "builder", None)
+    _state.builder = builder
+    try:
+        yield builder
+    finally:
+        _state.builder = saved
+
+
+def current_builder() -> GraphBuilder | None:
+    return getattr(_state, "builder", None)
+
+
+def _as_tensor(x):
+    from kcomp.layers.base import Variable  # layers import ops; ops needs Variable only here
+
+    if isinstance(x, Variable):
+        return x.value
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray) and x.dtype == np.float64:
+        return torch.from_numpy(x.astype(np.float32))
+    return torch.as_tensor(x, dtype=torch.float32 if isinstance(x, float) else None)
+
+
+def _as_value(x, builder: GraphBuilder) -> Value:
+    from kcomp.layers.base import Variable
+
+    if isinstance(x, Value):
+        return x
+    if isinstance(x, Variable):
+        return builder.param(x, x.shape, x.dtype, x.path, x.trainable)
+    if isinstance(x, (int, float)):
+        return builder.emit1("constant", [], value=x)
+    raise TypeError(f"cannot use {type(x).__name__} inside a traced model; use kcomp ops on its inputs")
+
+
+def emit(op: str, *inputs, **attrs):
+    """Run or record one op. Returns one result, or a tuple for multi-output ops."""
+    builder = current_builder()
+    if builder is not None and any(isinstance(x, Value) for x in inputs):
+        outs = builder.emit(op, [_as_value(x, builder) for x in inputs], **attrs)
+    else:
+        opdef = get_op(op)
+        tensors = [_as_tensor(x) for x in inputs]
+        opdef.check_arity(len(tensors))
+        attrs = opdef.resolve_attrs(attrs)
+        opdef.infer([TensorSpec(tuple(t.shape), DTYPE_OF_TORCH[t.dtype]) for t in tensors], **attrs)  # same errors as tracing
+        outs = opdef.reference(*tensors, **attrs)
+        outs = (outs,) if isinstance(outs, torch.Tensor) else tuple(outs)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def shape(x) -> tuple:
+    """Static shape with symbolic dims as None (Keras's convention)."""
+    if isinstance(x, Value):
+        return tuple(d if isinstance(d, int) else None for d in x.shape)
+    return tuple(x.shape)
+
+
+def dtype(x) -> str:
+    if isinstance(x, Value):
+        return x.dtype
+    return DTYPE_OF_TORCH[_as_tensor(x).dtype]
+
+
+# Arithmetic -------------------------------------------------------------------
+def add(a, b):
+    return emit("add", a, b)
+
+
+def subtract(a, b):
+    return emit("sub", a, b)
+
+
+def multiply(a, b):
+    return emit("mul", a, b)
+
+
+def divide(a, b):
+    return emit("div", a, b)
+
+
+def maximum(a, b):
+    return emit("maximum", a, b)
+
+
+def minimum(a, b):
+    return emit("minimum", a, b)
+
+
+def negative(x):
+    return emit("neg", x)
+
+
+def cast(x, dtype):
+    return emit("cast", x, dtype=dtype)
+
+
+def matmul(a, b):
+    return emit("matmul", a, b)
+
+
+def bias_add(x, bias):
+    return emit("bias_add", x, bias)
+
+
+# Shapes -----------------------------------------------------------------------
+def reshape(x, new_shape):
+    """Reshape; one entry may be -1 (inferred from the other sizes)."""
+    return emit("reshape", x, shape=resolve_reshape(tuple(x.shape), new_shape))
+
+
+def transpose(x, axes):
+    return emit("transpose", x, perm=tuple(axes))
+
+
+def concatenate(xs, axis=-1):
+    return emit("concat", *xs, axis=axis)
+
+
+# Reductions -------------------------------------------------------------------
+def _axes(axis):
+    if axis is None:
+        return None
+    return tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name
+    return emit("sum", x, axes=_axes(axis), keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return emit("mean", x, axes=_axes(axis), keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - Keras's name
+    return emit("max", x, axes=_axes(axis), keepdims=keepdims)
+
+
+# Neural-network ops ------------------------------------------------------------
+def conv2d(x, kernel, strides=(1, 1), padding="valid", dilation_rate=(1, 1), groups=1):
+    return emit("conv2d", x, kernel, strides=tuple(strides), padding=padding, dilation=tuple(dilation_rate), groups=groups)
+
+
+def max_pool2d(x, pool_size, strides, padding="valid"):
+    return emit("max_pool2d", x, pool_size=tuple(pool_size), strides=tuple(strides), padding=padding)
+
+
+def average_pool2d(x, pool_size, strides, padding="valid"):
+    return emit("avg_pool2d", x, pool_size=tuple(pool_size), strides=tuple(strides), padding=padding)
+
+
+def embedding(ids, table):
+    return emit("embedding", ids, table)
+
+
+def dropout(x, rate, seed=0, training=False):
+    return emit("dropout", x, rate=float(rate), seed=seed, training=training)

@@ -1,0 +1,31 @@
+"""Keras's utilities: to_categorical, set_random_seed, a progress bar."""
+
+import numpy as np
+
+from kcomp.backend import set_random_seed
+from kcomp.errors import ArgumentError
+from kcomp.utils.progbar import Progbar
+
+
+def to_categorical(x, num_classes=None):
+    """Class ids -> one-hot float32 rows (Keras semantics: a trailing 1-axis is dropped)."""
+    x = np.asarray(x)
+    if x.size and not np.all(np.equal(np.mod(x, 1), 0)):
+        raise ArgumentError("to_categorical takes integer class ids; received non-integer values.")
+    x = x.astype("int64")
+    shape = x.shape
+    if len(shape) > 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    x = x.reshape(-1)
+    if x.size and x.min() < 0:
+        raise ArgumentError(f"to_categorical takes class ids >= 0; received {int(x.min())}.")
+    if num_classes is None:
+        num_classes = int(x.max()) + 1 if x.size else 0
+    elif x.size and x.max() >= num_classes:
+        raise ArgumentError(f"Received: num_classes={num_classes}, but the data holds class id {int(x.max())}. Raise num_classes.")
+    out = np.zeros((x.size, num_classes), dtype="float32")
+    out[np.arange(x.size), x] = 1.0
+    return out.reshape(*shape, num_classes)
+
+
+__all__ = ["Progbar", "set_random_seed", "to_categorical"]

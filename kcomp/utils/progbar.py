@@ -1,0 +1,30 @@
+"""A Keras-style progress bar: `12/40 ━━━━━━━━━━━━━━━━━━━━ 1s 25ms/step - loss: 0.31`."""
+
+import sys
+import time
+
+
+class Progbar:
+    def __init__(self, target: int, width: int = 20, verbose: int = 1, stream=None):
+        self.target, self.width, self.verbose = target, width, verbose
+        self.stream = stream or sys.stdout
+        self.start = time.perf_counter()
+        self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, current: int, values: dict | None = None, finalize: bool | None = None) -> None:
+        if not self.verbose:
+            return
+        finalize = current >= self.target if finalize is None else finalize
+        if not finalize and not self._interactive:
+            return  # a log file gets one line per bar, not a line per step
+        elapsed = time.perf_counter() - self.start
+        filled = int(self.width * current / max(self.target, 1))
+        bar = "━" * filled + ("━" if filled < self.width else "") + " " * max(self.width - filled - 1, 0)
+        per_step = elapsed / max(current, 1)
+        timing = f"{elapsed:.0f}s {per_step * 1000:.0f}ms/step" if finalize else f"ETA: {per_step * (self.target - current):.0f}s"
+        line = f"{current}/{self.target} {bar[: self.width]} {timing}"
+        for key, value in (values or {}).items():
+            line += f" - {key}: {value:.4f}"
+        end = "\n" if finalize else ""
+        self.stream.write(("\r" if self._interactive else "") + line + end)
+        self.stream.flush()
