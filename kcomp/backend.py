@@ -45,3 +45,8 @@ def generator(seed: int | None) -> torch.Generator:
     if seed is None:
         return _generator
     return torch.Generator().manual_seed(int(seed))
+
+
+def draw_seed() -> int:
+    """A seed for an op that needs its own, drawn reproducibly from the global generator."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=_generator))

@@ -11,13 +11,14 @@ def positive_int(name: str, value) -> int:
 
 def int_tuple(name: str, value, n: int) -> tuple[int, ...]:
     """3 -> (3, 3); (2, 3) stays; every entry a positive integer."""
+    given = value
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value,) * n
     value = tuple(value) if isinstance(value, (list, tuple)) else value
     if not isinstance(value, tuple) or len(value) != n or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
     ):
-        raise ArgumentError(f"Received: {name}={value!r}. Expected a positive integer or a tuple of {n} positive integers.")
+        raise ArgumentError(f"Received: {name}={given!r}. Expected a positive integer or a tuple of {n} positive integers.")
     return value
 
 

@@ -173,7 +173,7 @@ class Dropout(Layer):
         self.noise_shape = None
         self.seed = seed
         # A fixed seed for the op, drawn from the global generator when none is given.
-        self._op_seed = seed if seed is not None else int(backend.generator(None).seed() % (2**31))
+        self._op_seed = seed if seed is not None else backend.draw_seed()
 
     def call(self, inputs, training=False):
         return ops.dropout(inputs, self.rate, self._op_seed, training=bool(training))

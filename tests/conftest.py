@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+import kcomp
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """Each test starts with Keras's default layer names (dense, dense_1, ...) and a fixed seed."""
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(1234)
+    torch.manual_seed(1234)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden/*.txt from the current output")
+
+
+@pytest.fixture
+def golden(request):
+    """golden(name, text): compare `text` with tests/golden/<name>.txt (or rewrite it with --update-golden)."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "golden"
+
+    def check(name: str, text: str) -> None:
+        path = folder / f"{name}.txt"
+        if request.config.getoption("--update-golden"):
+            folder.mkdir(exist_ok=True)
+            path.write_text(text)
+            return
+        assert path.exists(), f"no golden file {path}; run pytest with --update-golden to create it"
+        assert text == path.read_text(), f"{path} differs; inspect and run pytest --update-golden if intended"
+
+    return check

@@ -1,0 +1,189 @@
+"""Sequential and functional models: building, parameter counts, summary, predict."""
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.errors import KcompError, NotBuiltError
+from kcomp.layers import (
+    LSTM, Add, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Embedding, Flatten, Input, MaxPooling2D,
+)
+from kcomp.models import Model, Sequential
+
+
+def seed_mlp():
+    model = Sequential()
+    model.add(Dense(units=64, activation="relu", input_dim=100))
+    model.add(Dense(units=10, activation="softmax"))
+    return model
+
+
+def seed_sentiment():
+    model = Sequential()
+    model.add(Embedding(10000, 32, input_length=500))
+    model.add(LSTM(32))
+    model.add(Dense(1, activation="sigmoid"))
+    return model
+
+
+def keras_mnist_convnet():
+    # Keras's "Simple MNIST convnet" example; Keras reports 34,826 parameters.
+    return Sequential(
+        [
+            Input(shape=(28, 28, 1)),
+            Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            MaxPooling2D(pool_size=(2, 2)),
+            Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            MaxPooling2D(pool_size=(2, 2)),
+            Flatten(),
+            Dropout(0.5),
+            Dense(10, activation="softmax"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "make, total, per_layer",
+    [
+        (seed_mlp, 7114, [6464, 650]),
+        (seed_sentiment, 328353, [320000, 8320, 33]),
+        (keras_mnist_convnet, 34826, [320, 0, 18496, 0, 0, 0, 16010]),
+    ],
+)
+def test_parameter_counts_equal_keras(make, total, per_layer):
+    model = make()
+    assert model.count_params() == total
+    assert [layer.count_params() for layer in model.layers] == per_layer
+
+
+def test_summary_has_keras_columns_and_totals(capsys):
+    seed_mlp().summary()
+    out = capsys.readouterr().out
+    assert 'Model: "sequential"' in out
+    for text in ("Layer (type)", "Output Shape", "Param #", "dense (Dense)", "(None, 64)", "6,464",
+                 "dense_1 (Dense)", "(None, 10)", "650", "Total params: 7,114 (27.79 KB)",
+                 "Trainable params: 7,114", "Non-trainable params: 0 (0.00 B)"):
+        assert text in out
+
+
+def test_summary_counts_batchnorm_statistics_as_non_trainable():
+    model = Sequential([Input(shape=(6,)), Dense(4), BatchNormalization()])
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Total params: 44" in text and "Trainable params: 36" in text and "Non-trainable params: 8" in text
+
+
+def test_functional_summary_shows_connections():
+    a, b = Input(shape=(3,), name="a"), Input(shape=(3,), name="b")
+    model = Model([a, b], Add(name="sum")([a, b]))
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "Connected to" in text and "a[0][0]" in text and "b[0][0]" in text
+
+
+def test_predict_matches_numpy_and_accepts_numpy_and_torch():
+    model = seed_mlp()
+    x = np.random.default_rng(0).normal(size=(70, 100)).astype("float32")
+    w1, b1, w2, b2 = model.get_weights()
+    h = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    want = np.exp(h - h.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    got = model.predict(x, batch_size=32, verbose=0)
+    assert isinstance(got, np.ndarray) and got.shape == (70, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(torch.from_numpy(x), verbose=0), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x.astype("float64"), batch_size=7, verbose=0), want, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_list_add_and_input_forms_build_the_same_graph():
+    from kcomp.ir import print_graph
+
+    kcomp.backend.clear_session()
+    a = Sequential([Dense(8, activation="relu", input_shape=(5,)), Dense(2)])
+    kcomp.backend.clear_session()
+    b = Sequential([Input(shape=(5,)), Dense(8, activation="relu"), Dense(2)])
+    kcomp.backend.clear_session()
+    c = Sequential()
+    c.add(Dense(8, activation="relu"))
+    c.add(Dense(2))
+    c.predict(np.ones((3, 5), "float32"), verbose=0)  # builds from the data
+    texts = [print_graph(m.to_graph()).replace(m.name, "M") for m in (a, b, c)]
+    assert texts[0] == texts[1] == texts[2]
+
+
+def test_unbuilt_sequential_summary_says_how_to_build():
+    model = Sequential([Dense(3)])
+    with pytest.raises(NotBuiltError, match="input_shape"):
+        model.summary()
+
+
+def test_functional_several_inputs_and_outputs():
+    image = Input(shape=(8, 8, 3), name="image")
+    meta = Input(shape=(4,), name="meta")
+    x = Conv2D(5, 3, padding="same", activation="relu")(image)
+    x = MaxPooling2D()(x)
+    x = Flatten()(x)
+    joined = Concatenate()([x, Dense(6)(meta)])
+    score = Dense(1, activation="sigmoid", name="score")(joined)
+    klass = Dense(3, activation="softmax", name="klass")(joined)
+    model = Model(inputs=[image, meta], outputs=[score, klass])
+    rng = np.random.default_rng(1)
+    xi, xm = rng.normal(size=(6, 8, 8, 3)), rng.normal(size=(6, 4))
+    s, k = model.predict([xi, xm], batch_size=4, verbose=0)
+    assert s.shape == (6, 1) and k.shape == (6, 3)
+    s2, k2 = model.predict({"image": xi, "meta": xm}, verbose=0)
+    np.testing.assert_allclose(s, s2, rtol=1e-6)
+    np.testing.assert_allclose(k.sum(1), 1, rtol=1e-5)
+    assert model.output_shape == [(None, 1), (None, 3)]
+    assert [layer.name for layer in model.layers][:2] == ["image", "conv2d"]
+
+
+def test_shared_layer_weights_appear_once():
+    x = Input(shape=(4,))
+    shared = Dense(4, name="shared")
+    model = Model(x, shared(shared(x)))
+    assert len(model.weights) == 2
+    graph = model.to_graph()
+    assert [p.name for p in graph.params] == ["shared/kernel", "shared/bias"]
+    assert [n.op for n in graph.nodes] == ["matmul", "bias_add", "matmul", "bias_add"]
+
+
+def test_model_set_weights_round_trip():
+    model = seed_mlp()
+    new = [np.random.default_rng(2).normal(size=w.shape).astype("float32") for w in model.get_weights()]
+    model.set_weights(new)
+    for got, want in zip(model.get_weights(), new):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(KcompError, match="4 weights"):
+        model.set_weights(new[:3])
+
+
+def test_dropout_is_identity_in_predict():
+    model = Sequential([Input(shape=(50,)), Dropout(0.5)])
+    x = np.random.default_rng(3).normal(size=(4, 50)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x)
+
+
+def test_sentiment_model_predicts_on_padded_sequences():
+    from kcomp.preprocessing import sequence
+
+    model = Sequential([Embedding(50, 8, input_length=12), LSTM(6), Dense(1, activation="sigmoid")])
+    rng = np.random.default_rng(4)
+    seqs = [list(rng.integers(1, 50, size=n)) for n in (3, 15, 12, 1)]
+    x = sequence.pad_sequences(seqs, maxlen=12)
+    p = model.predict(x, verbose=0)
+    assert p.shape == (4, 1) and np.all((p > 0) & (p < 1))
+
+
+def test_predict_progress_bar(capsys):
+    seed_mlp().predict(np.ones((70, 100), "float32"), batch_size=32, verbose=1)
+    assert "3/3" in capsys.readouterr().out
+
+
+def test_model_called_on_data_returns_tensors():
+    model = seed_mlp()
+    out = model(np.ones((2, 100), "float32"))
+    assert isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 10)
