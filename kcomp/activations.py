@@ -63,6 +63,21 @@ def hard_sigmoid(x):
     return emit("hard_sigmoid", x)
 
 
+def relu6(x):
+    return relu(x, max_value=6.0)
+
+
+def hard_silu(x):
+    return emit("hard_silu", x)
+
+
+hard_swish = hard_silu
+
+
+def mish(x):
+    return emit("mish", x)
+
+
 def exponential(x):
     return emit("exponential", x)
 
@@ -76,10 +91,10 @@ ACTIVATIONS = {
     fn.__name__: fn
     for fn in (
         relu, sigmoid, tanh, softmax, log_softmax, gelu, elu, selu, softplus, softsign,
-        leaky_relu, silu, hard_sigmoid, exponential, linear,
+        leaky_relu, silu, hard_sigmoid, relu6, hard_silu, mish, exponential, linear,
     )
 }
-ALIASES = {"swish": silu}
+ALIASES = {"swish": silu, "hard_swish": hard_silu}
 
 
 def get(identifier):

@@ -41,6 +41,7 @@ class AttrSpec:
     default: Any = REQUIRED
     choices: tuple | None = None
     doc: str = ""
+    items: tuple[type, ...] | None = None  # for tuple attrs: the types each entry may have
 
     def check(self, op: str, name: str, value: Any) -> Any:
         if value is None and self.default is None:
@@ -49,15 +50,22 @@ class AttrSpec:
         if not ok:
             wanted = " or ".join(t.__name__ for t in self.types)
             raise ArgumentError(f"op {op}: Received: {name}={value!r}. Expected a {wanted}.")
+        if self.items is not None and isinstance(value, tuple):
+            bad = [v for v in value if not isinstance(v, self.items) or (isinstance(v, bool) and bool not in self.items)]
+            if bad:
+                wanted = " or ".join(t.__name__ for t in self.items)
+                raise ArgumentError(f"op {op}: Received: {name}={value!r}. Every entry must be a {wanted}.")
         if self.choices is not None and value not in self.choices:
             raise ArgumentError(f"op {op}: Received: {name}={value!r}. Expected one of {list(self.choices)}.")
         return value
 
 
-def attr(types, default=REQUIRED, choices=None, doc="") -> AttrSpec:
+def attr(types, default=REQUIRED, choices=None, doc="", items=None) -> AttrSpec:
     if not isinstance(types, tuple):
         types = (types,)
-    return AttrSpec(types, default, choices, doc)
+    if items is not None and not isinstance(items, tuple):
+        items = (items,)
+    return AttrSpec(types, default, choices, doc, items)
 
 
 @dataclass(frozen=True)

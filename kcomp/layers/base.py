@@ -268,6 +268,8 @@ class Layer:
         try:
             out = self.trace(scratch, pack_like(inputs, values), training)
         except KcompError as e:
+            if str(e).startswith(f'Layer "{self.name}"'):
+                raise  # the layer's own message already names it and the shapes
             shapes = " and ".join(format_shape(kt.shape) for kt in flat)
             raise type(e)(f'Layer "{self.name}" ({type(self).__name__}) cannot take input shape {shapes}: {e}') from None
         outs_flat = flatten(out)

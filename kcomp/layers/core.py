@@ -172,8 +172,12 @@ class Dropout(Layer):
             raise ArgumentError(f"Received: noise_shape={noise_shape!r}. kcomp's Dropout draws one mask element per input element; pass None.")
         self.noise_shape = None
         self.seed = seed
-        # A fixed seed for the op, drawn from the global generator when none is given.
-        self._op_seed = seed if seed is not None else backend.draw_seed()
+
+    def build(self, input_shape):
+        # A fixed seed for the op, drawn from the global generator when none is
+        # given. Drawn here, not in __init__, so the draws happen in build order
+        # (as weights are), whatever order the layers were constructed in.
+        self._op_seed = self.seed if self.seed is not None else backend.draw_seed()
 
     def call(self, inputs, training=False):
         return ops.dropout(inputs, self.rate, self._op_seed, training=bool(training))

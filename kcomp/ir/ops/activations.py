@@ -29,12 +29,13 @@ def _axis_infer(inputs, axis):
 
 
 def _relu(x, negative_slope, max_value, threshold):
-    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
-        return torch.relu(x)
-    below = x < threshold
-    y = torch.where(below, negative_slope * (x - threshold), x)
+    # Keras's ReLU.static_call, step by step: keep x above the threshold (else 0),
+    # clip to [0, max_value], then subtract the negative-slope part below it.
+    y = x * (x > threshold).to(x.dtype) if threshold != 0 else torch.relu(x)
     if max_value is not None:
-        y = torch.clamp(y, max=max_value)
+        y = torch.clamp(y, 0.0, max_value)
+    if negative_slope != 0:
+        y = y - negative_slope * torch.relu(threshold - x)
     return y
 
 
@@ -110,6 +111,12 @@ OPS = [
         lambda x: torch.clamp(x / 6.0 + 0.5, 0.0, 1.0),
         "relu6(x + 3) / 6, the piecewise-linear sigmoid of Keras 3.",
     ),
+    activation(
+        "hard_silu",
+        lambda x: x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0),
+        "x * hard_sigmoid(x) (Keras's hard_silu / hard_swish).",
+    ),
+    activation("mish", lambda x: x * torch.tanh(F.softplus(x)), "x * tanh(softplus(x))."),
     activation("exponential", torch.exp, "exp(x)."),
     activation("linear", lambda x: x, "The identity."),
 ]

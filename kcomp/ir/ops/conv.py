@@ -86,6 +86,7 @@ def _conv2d(x, kernel, strides, padding, dilation, groups):
 
 def _pool_infer(inputs, pool_size, strides, padding):
     x = inputs[0]
+    require_float(x, "pooling")
     require_rank(x, 4, "pooling (input NHWC)")
     _check_pair("pool_size", pool_size)
     _check_pair("strides", strides)
@@ -109,8 +110,8 @@ def _avg_pool2d(x, pool_size, strides, padding):
 
 
 POOL_ATTRS = {
-    "pool_size": attr(tuple),
-    "strides": attr(tuple),
+    "pool_size": attr(tuple, items=int),
+    "strides": attr(tuple, items=int),
     "padding": attr(str, "valid", PADDINGS),
 }
 
@@ -120,9 +121,9 @@ OPS = [
         doc="Cross-correlation of NHWC x with a (kh, kw, in/groups, filters) kernel; no bias.",
         num_inputs=(2, 2),
         attrs={
-            "strides": attr(tuple, (1, 1)),
+            "strides": attr(tuple, (1, 1), items=int),
             "padding": attr(str, "valid", PADDINGS),
-            "dilation": attr(tuple, (1, 1)),
+            "dilation": attr(tuple, (1, 1), items=int),
             "groups": attr(int, 1),
         },
         infer=_conv2d_infer,

@@ -3,16 +3,21 @@
 import torch
 
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.common import NUMBER, broadcast_infer, same_as_input
+from kcomp.ir.ops.common import NUMBER, broadcast_infer, require_float, same_as_input
 from kcomp.ir.types import DTYPES, TORCH_DTYPES, TensorSpec, check_dtype
 
-def binary(name: str, fn, doc: str) -> OpDef:
+def _float_broadcast_infer(inputs):
+    require_float(inputs[0], "div")
+    return broadcast_infer(inputs)
+
+
+def binary(name: str, fn, doc: str, infer=broadcast_infer) -> OpDef:
     return OpDef(
         name=name,
         doc=doc,
         num_inputs=(2, 2),
         attrs={},
-        infer=broadcast_infer,
+        infer=infer,
         reference=fn,
         traits={"elementwise", "binary"},
     )
@@ -34,7 +39,7 @@ OPS = [
     binary("add", torch.add, "a + b with broadcasting."),
     binary("sub", torch.sub, "a - b with broadcasting."),
     binary("mul", torch.mul, "a * b with broadcasting."),
-    binary("div", torch.div, "a / b with broadcasting (true division)."),
+    binary("div", torch.div, "a / b with broadcasting (true division of floating-point inputs).", _float_broadcast_infer),
     binary("maximum", torch.maximum, "Elementwise max(a, b) with broadcasting."),
     binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting."),
     OpDef(

@@ -83,7 +83,9 @@ def _ln_infer(inputs, axes, epsilon, center, scale):
     require_float(x, "layer_norm")
     if len(inputs) != 1 + int(scale) + int(center):
         raise ShapeError(f"layer_norm with center={center}, scale={scale} takes {1 + scale + center} inputs, received {len(inputs)}.")
-    norm = sorted(normalize_axis(a, x.rank, "axis") for a in axes)
+    norm = sorted({normalize_axis(a, x.rank, "axis") for a in axes})
+    if len(norm) != len(axes):
+        raise ShapeError(f"Received: axes={axes} with a repeated axis. Name each axis once.")
     want = tuple(x.shape[a] for a in norm)
     for p in inputs[1:]:
         if p.shape != want:
@@ -154,7 +156,7 @@ OPS = [
         doc="Normalize over `axes` of each item: (x - mean) / sqrt(var + eps) * gamma + beta.",
         num_inputs=(1, 3),
         attrs={
-            "axes": attr(tuple, (-1,)),
+            "axes": attr(tuple, (-1,), items=int),
             "epsilon": attr(NUMBER, 1e-3),
             "center": attr(bool, True),
             "scale": attr(bool, True),

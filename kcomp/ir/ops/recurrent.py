@@ -9,6 +9,8 @@ Initial states are zero. With go_backwards the sequence is read last step
 first and the returned sequence is in that (reversed) order, as in Keras.
 """
 
+from functools import partial
+
 import torch
 
 from kcomp.errors import ShapeError, format_shape
@@ -17,8 +19,12 @@ from kcomp.ir.ops.activations import OPS as ACTIVATION_OPS
 from kcomp.ir.ops.common import require_float, require_rank
 from kcomp.ir.types import TensorSpec
 
-# Activations usable inside a cell: those with no attributes of their own.
-_CELL_ACTIVATIONS = {op.name: op.reference for op in ACTIVATION_OPS if not op.attrs}
+# Activations usable inside a cell: every elementwise one, with its default attributes.
+_CELL_ACTIVATIONS = {
+    op.name: partial(op.reference, **{k: spec.default for k, spec in op.attrs.items()})
+    for op in ACTIVATION_OPS
+    if "elementwise" in op.traits
+}
 CELL_ACTIVATIONS = tuple(sorted(_CELL_ACTIVATIONS))
 
 

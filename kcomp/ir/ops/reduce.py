@@ -4,6 +4,7 @@ import torch
 
 from kcomp.errors import ShapeError
 from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import require_float
 from kcomp.ir.types import TensorSpec, normalize_axis
 
 
@@ -26,25 +27,31 @@ def _reduce_infer(inputs, axes, keepdims):
     return [TensorSpec(shape, x.dtype)]
 
 
-def _sum(x, axes, keepdims):
-    return torch.sum(x, dim=_axes(axes, x.dim()), keepdim=keepdims)
+def _reduce_with(fn):
+    def reduce(x, axes, keepdims):
+        dims = _axes(axes, x.dim())
+        if not dims:  # torch reads dim=() as "every axis"; an empty set of axes reduces nothing
+            return x.clone()
+        return fn(x, dim=dims, keepdim=keepdims).to(x.dtype)  # torch.sum widens ints to int64
+
+    return reduce
 
 
-def _mean(x, axes, keepdims):
-    return torch.mean(x, dim=_axes(axes, x.dim()), keepdim=keepdims)
+_sum, _mean, _max = _reduce_with(torch.sum), _reduce_with(torch.mean), _reduce_with(torch.amax)
 
 
-def _max(x, axes, keepdims):
-    return torch.amax(x, dim=_axes(axes, x.dim()), keepdim=keepdims)
+def _float_reduce_infer(inputs, axes, keepdims):
+    require_float(inputs[0], "mean")
+    return _reduce_infer(inputs, axes, keepdims)
 
 
-def reduction(name, fn, doc) -> OpDef:
+def reduction(name, fn, doc, infer=_reduce_infer) -> OpDef:
     return OpDef(
         name=name,
         doc=doc,
         num_inputs=(1, 1),
-        attrs={"axes": attr(tuple, None), "keepdims": attr(bool, False)},
-        infer=_reduce_infer,
+        attrs={"axes": attr(tuple, None, items=int), "keepdims": attr(bool, False)},
+        infer=infer,
         reference=fn,
         traits={"reduction"},
     )
@@ -52,6 +59,6 @@ def reduction(name, fn, doc) -> OpDef:
 
 OPS = [
     reduction("sum", _sum, "Sum over `axes` (all axes when None)."),
-    reduction("mean", _mean, "Mean over `axes` (all axes when None)."),
+    reduction("mean", _mean, "Mean over `axes` (all axes when None); floating-point inputs.", _float_reduce_infer),
     reduction("max", _max, "Maximum over `axes` (all axes when None)."),
 ]

@@ -21,15 +21,15 @@ def _reshape_infer(inputs, shape):
     out_symbols = sorted(d for d in shape if isinstance(d, str))
     if in_symbols != out_symbols:
         raise ShapeError(
-            f"reshape from {format_shape(x.shape)} to {shape}: the dimensions unknown at build time "
+            f"reshape from {format_shape(x.shape)} to {format_shape(shape)}: the dimensions unknown at build time "
             f"{in_symbols} must be kept as they are, each once."
         )
     if len(out_symbols) > 1:
-        raise ShapeError(f"reshape to {shape}: only one dimension may be unknown at build time, received {len(out_symbols)}.")
+        raise ShapeError(f"reshape to {format_shape(shape)}: only one dimension may be unknown at build time, received {len(out_symbols)}.")
     in_size = prod(d for d in x.shape if is_static(d))
     out_size = prod(d for d in shape if is_static(d))
     if in_size != out_size:
-        raise ShapeError(f"cannot reshape {format_shape(x.shape)} ({in_size} elements per item) to {shape} ({out_size}).")
+        raise ShapeError(f"cannot reshape {format_shape(x.shape)} ({in_size} elements per item) to {format_shape(shape)} ({out_size}).")
     return [TensorSpec(tuple(shape), x.dtype)]
 
 
@@ -43,7 +43,7 @@ def resolve_reshape(in_shape, target) -> tuple:
     in_size = prod(d for d in in_shape if is_static(d))
     known = prod(d for d in target if is_static(d) and d != -1)
     if known == 0 or in_size % known:
-        raise ShapeError(f"cannot reshape {format_shape(in_shape)} to {target}: {in_size} elements per item do not divide by {known}.")
+        raise ShapeError(f"cannot reshape {format_shape(in_shape)} to {format_shape(target)}: {in_size} elements per item do not divide by {known}.")
     return tuple(in_size // known if d == -1 else d for d in target)
 
 
@@ -85,7 +85,7 @@ OPS = [
         name="reshape",
         doc="View with a new shape; the symbolic dim (the batch) is kept as its symbol.",
         num_inputs=(1, 1),
-        attrs={"shape": attr(tuple)},
+        attrs={"shape": attr(tuple, items=(int, str))},
         infer=_reshape_infer,
         reference=_reshape,
         traits={"shape"},
@@ -94,7 +94,7 @@ OPS = [
         name="transpose",
         doc="Permute the axes: output axis i is input axis perm[i].",
         num_inputs=(1, 1),
-        attrs={"perm": attr(tuple)},
+        attrs={"perm": attr(tuple, items=int)},
         infer=_transpose_infer,
         reference=lambda x, perm: torch.permute(x, perm),
         traits={"shape"},

@@ -1,0 +1,514 @@
+"""Every op's torch reference against an independent computation (numpy formulas
+and loops, or torch.nn modules the reference does not use), on fresh random,
+ragged, non-zero inputs; float64 unless a test says otherwise.
+"""
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.errors import KcompError
+from kcomp.ir.registry import OPS
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh generator per test (seeded from the test id, so reruns are reproducible)."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def ref(op, *inputs, **attrs):
+    """The registry reference with the schema's defaults filled in, as an executor calls it."""
+    out = OPS[op].reference(*[torch.as_tensor(a) for a in inputs], **OPS[op].resolve_attrs(attrs))
+    return tuple(o.numpy() for o in out) if isinstance(out, tuple) else out.numpy()
+
+
+def check(got, want, tol=F64):
+    got = np.asarray(got)
+    assert got.shape == np.shape(want)
+    np.testing.assert_allclose(got, want, **tol)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# ---------------------------------------------------------------- activations
+
+ERF = np.vectorize(math.erf)
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def keras_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """keras.activations.relu, written out for threshold >= 0."""
+    negative = np.maximum(threshold - x, 0.0)
+    positive = np.where(x > threshold, x, 0.0)
+    if max_value is not None:
+        positive = np.clip(positive, 0.0, max_value)
+    return positive - negative_slope * negative
+
+
+def softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis):
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+ACTIVATION_CASES = [
+    *[
+        ("relu", attrs, lambda x, attrs=attrs: keras_relu(x, **attrs))
+        for attrs in [{}, {"negative_slope": 0.1}, {"max_value": 6}, {"max_value": 1.5}, {"threshold": 0.5},
+                      {"negative_slope": 0.3, "max_value": 2.0, "threshold": 0.5},
+                      {"negative_slope": 0.5, "threshold": 1.0}]
+    ],
+    ("sigmoid", {}, sigmoid),
+    ("tanh", {}, lambda x: (np.exp(2 * x) - 1) / (np.exp(2 * x) + 1)),
+    ("softmax", {}, lambda x: softmax(x, -1)),
+    ("softmax", {"axis": 1}, lambda x: softmax(x, 1)),
+    ("softmax", {"axis": 0}, lambda x: softmax(x, 0)),
+    ("log_softmax", {}, lambda x: log_softmax(x, -1)),
+    ("log_softmax", {"axis": 1}, lambda x: log_softmax(x, 1)),
+    ("gelu", {}, lambda x: 0.5 * x * (1 + ERF(x / math.sqrt(2)))),
+    ("gelu", {"approximate": True},
+     lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
+    ("elu", {}, lambda x: np.where(x > 0, x, np.exp(x) - 1)),
+    ("elu", {"alpha": 0.5}, lambda x: np.where(x > 0, x, 0.5 * (np.exp(x) - 1))),
+    ("selu", {}, lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(x) - 1))),
+    ("softplus", {}, lambda x: np.logaddexp(0.0, x)),
+    ("softsign", {}, lambda x: x / (1 + np.abs(x))),
+    ("leaky_relu", {}, lambda x: np.where(x > 0, x, 0.2 * x)),
+    ("leaky_relu", {"negative_slope": 0.05}, lambda x: np.where(x > 0, x, 0.05 * x)),
+    ("silu", {}, lambda x: x / (1 + np.exp(-x))),
+    ("hard_sigmoid", {}, lambda x: np.clip(x / 6 + 0.5, 0, 1)),
+    ("hard_silu", {}, lambda x: x * np.minimum(np.maximum(x + 3, 0), 6) / 6),
+    ("mish", {}, lambda x: x * np.tanh(np.logaddexp(0.0, x))),
+    ("exponential", {}, np.exp),
+    ("linear", {}, lambda x: x),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op, attrs, formula", ACTIVATION_CASES, ids=[f"{c[0]}-{c[1]}" for c in ACTIVATION_CASES])
+def test_activation_matches_formula(rng, op, attrs, formula, dtype):
+    x = (rng.standard_normal((3, 5, 7)) * 3).astype(dtype)  # reaches relu6's and hard_sigmoid's caps
+    check(ref(op, x, **attrs), formula(x.astype("float64")), F64 if dtype == "float64" else F32)
+    assert ref(op, x, **attrs).dtype == x.dtype
+
+
+# ---------------------------------------------------------------- elementwise
+
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+          "maximum": np.maximum, "minimum": np.minimum}
+
+
+BROADCAST_SHAPES = [((3, 5, 7), (3, 5, 7)), ((3, 5, 7), (7,)), ((3, 1, 7), (5, 1)), ((3, 5), ()), ((), (5,))]
+
+
+@pytest.mark.parametrize("shapes", BROADCAST_SHAPES)
+@pytest.mark.parametrize("op", sorted(BINARY))
+def test_binary_broadcasting(rng, op, shapes):
+    a = rng.standard_normal(shapes[0])
+    b = rng.uniform(0.5, 2.0, shapes[1]) * rng.choice([-1.0, 1.0], shapes[1])  # a safe divisor
+    check(ref(op, a, b), BINARY[op](a, b))
+
+
+def test_neg(rng):
+    x = rng.standard_normal((3, 5, 7))
+    check(ref("neg", x), 0.0 - x)
+
+
+@pytest.mark.parametrize(
+    "src, dtype, expect",
+    [
+        ("float64", "int32", lambda x: np.trunc(x).astype(np.int32)),  # toward zero, also below 0
+        ("float64", "int64", lambda x: np.trunc(x).astype(np.int64)),
+        ("float64", "float32", lambda x: x.astype(np.float32)),
+        ("float32", "float16", lambda x: x.astype(np.float16)), ("float64", "bool", lambda x: x != 0),
+        ("int64", "float64", lambda x: x.astype(np.float64)),
+    ],
+)
+def test_cast(rng, src, dtype, expect):
+    x = (rng.standard_normal((3, 5)) * 4).astype(src)
+    x.flat[::4] = np.round(x.flat[::4])  # some exact integers and zeros too
+    got = ref("cast", x, dtype=dtype)
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, expect(x))
+
+
+@pytest.mark.parametrize("value, dtype", [(2.5, "float32"), (0.1, "float64"), (-7, "int32"), (3, "int64"), (1, None)])
+def test_constant(value, dtype):
+    got = ref("constant", value=value, **({} if dtype is None else {"dtype": dtype}))
+    assert got.shape == () and got.dtype == np.dtype(dtype or "float32")  # float32 by default
+    assert got == np.asarray(value, dtype=dtype or "float32")
+
+
+# ---------------------------------------------------------------- linalg
+
+@pytest.mark.parametrize(
+    "sa, sb",
+    [((5, 7), (7, 4)), ((3, 5, 7), (7, 4)), ((2, 3, 4, 5), (2, 3, 5, 6)), ((2, 1, 4, 5), (3, 5, 6)),
+     ((4, 5), (3, 5, 6))],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_matmul(rng, sa, sb, dtype):
+    a, b = rng.standard_normal(sa).astype(dtype), rng.standard_normal(sb).astype(dtype)
+    want = np.einsum("...ij,...jk->...ik", a.astype("float64"), b.astype("float64"))
+    check(ref("matmul", a, b), want, F64 if dtype == "float64" else F32)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (4, 6)])
+def test_bias_add(rng, shape):
+    x, bias = rng.standard_normal(shape), rng.standard_normal(shape[-1])
+    check(ref("bias_add", x, bias), x + bias.reshape((1,) * (len(shape) - 1) + (-1,)))
+
+
+# ---------------------------------------------------------------- reductions
+
+REDUCE = {"sum": np.sum, "mean": np.mean, "max": np.max}
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axes", [None, (1,), (0, 2), (-1,), (-1, 0), (0, 1, 2)])
+@pytest.mark.parametrize("op", sorted(REDUCE))
+def test_reduction(rng, op, axes, keepdims):
+    x = rng.standard_normal((3, 5, 7))
+    check(ref(op, x, axes=axes, keepdims=keepdims), REDUCE[op](x, axis=axes, keepdims=keepdims))
+
+
+@pytest.mark.parametrize("op", sorted(REDUCE))
+def test_reduction_over_no_axes_is_the_identity(rng, op):
+    # numpy and Keras: axis=() reduces nothing; the shape rule also says the shape is kept.
+    x = rng.standard_normal((3, 5, 7))
+    check(ref(op, x, axes=()), REDUCE[op](x, axis=()))
+
+
+# ---------------------------------------------------------------- shape ops
+
+@pytest.mark.parametrize(
+    "shape_in, target, want",
+    [
+        ((3, 6, 5), ("N", 30), (3, 30)), ((3, 6, 5), ("N", 2, 3, 5), (3, 2, 3, 5)), ((3, 6, 5), ("N", 5, 6), (3, 5, 6)),
+        ((4, 6), (2, "N", 3), (2, 4, 3)),  # "N" is the batch size, 4
+        ((4, 6), (2, 12), (2, 12)), ((4, 6), (24,), (24,)),
+    ],
+)
+def test_reshape(rng, shape_in, target, want):
+    x = rng.standard_normal(shape_in)
+    check(ref("reshape", x, shape=target), x.reshape(want))
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0), (0, 3, 1, 2)])
+def test_transpose(rng, perm):
+    x = rng.standard_normal((3, 5, 7, 2)[: len(perm)])
+    check(ref("transpose", x, perm=perm), np.transpose(x, perm))
+
+
+@pytest.mark.parametrize(
+    "shapes, axis",
+    [([(3, 5, 2), (3, 5, 3)], -1), ([(3, 2, 7), (3, 4, 7), (3, 1, 7)], 1), ([(2, 5), (4, 5)], 0), ([(3, 5)], -1),
+     ([(3, 5, 2), (3, 5, 3)], 2)],
+)
+def test_concat(rng, shapes, axis):
+    xs = [rng.standard_normal(s) for s in shapes]
+    check(ref("concat", *xs, axis=axis), np.concatenate(xs, axis=axis))
+
+
+# ---------------------------------------------------------------- conv and pooling
+
+def tf_padding(size, window, stride, dilation, padding):
+    """(output size, padding before) by TensorFlow's rules."""
+    if padding == "valid":
+        return (size - (window - 1) * dilation - 1) // stride + 1, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (window - 1) * dilation + 1 - size, 0)
+    return out, total // 2
+
+
+def np_conv2d(x, kernel, strides, padding, dilation, groups):
+    n, h, w, _ = x.shape
+    kh, kw, cin_g, cout = kernel.shape
+    oh, top = tf_padding(h, kh, strides[0], dilation[0], padding)
+    ow, left = tf_padding(w, kw, strides[1], dilation[1], padding)
+    cout_g = cout // groups
+    out = np.zeros((n, oh, ow, cout))
+    for i in range(oh):
+        for j in range(ow):
+            for di in range(kh):
+                for dj in range(kw):
+                    r, s = i * strides[0] - top + di * dilation[0], j * strides[1] - left + dj * dilation[1]
+                    if not (0 <= r < h and 0 <= s < w):
+                        continue  # a zero of the padding
+                    for g in range(groups):
+                        patch = x[:, r, s, g * cin_g : (g + 1) * cin_g]
+                        outs = slice(g * cout_g, (g + 1) * cout_g)
+                        out[:, i, j, outs] += patch @ kernel[di, dj, :, outs]
+    return out
+
+
+@pytest.mark.parametrize("kernel_hw", [(3, 3), (2, 4)])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 2)])
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2), (2, 1)])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv2d(rng, padding, strides, dilation, groups, kernel_hw):
+    x = rng.standard_normal((2, 9, 11, 4))
+    kernel = rng.standard_normal(kernel_hw + (4 // groups, 6))
+    attrs = dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
+    check(ref("conv2d", x, kernel, **attrs), np_conv2d(x, kernel, **attrs), dict(rtol=1e-10, atol=1e-11))
+
+
+def np_pool(x, pool_size, strides, padding, reduce):
+    """Windows hold only real pixels: max ignores the padding, mean divides by the real count."""
+    n, h, w, c = x.shape
+    oh, top = tf_padding(h, pool_size[0], strides[0], 1, padding)
+    ow, left = tf_padding(w, pool_size[1], strides[1], 1, padding)
+    out = np.zeros((n, oh, ow, c))
+    for i in range(oh):
+        for j in range(ow):
+            r0, s0 = i * strides[0] - top, j * strides[1] - left
+            window = x[:, max(r0, 0) : r0 + pool_size[0], max(s0, 0) : s0 + pool_size[1], :]
+            out[:, i, j, :] = reduce(window.reshape(n, -1, c), axis=1)
+    return out
+
+
+POOL_GEOMETRY = [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((3, 2), (1, 1)), ((2, 3), (3, 2)), ((3, 3), (1, 1))]
+
+
+@pytest.mark.parametrize("pool_size, strides", POOL_GEOMETRY)
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("op, reduce", [("max_pool2d", np.max), ("avg_pool2d", np.mean)])
+def test_pooling(rng, op, reduce, padding, pool_size, strides):
+    x = rng.standard_normal((2, 9, 11, 3))
+    attrs = dict(pool_size=pool_size, strides=strides, padding=padding)
+    check(ref(op, x, **attrs), np_pool(x, reduce=reduce, **attrs))
+
+
+@pytest.mark.parametrize("op, reduce", [("max_pool2d", np.max), ("avg_pool2d", np.mean)])
+def test_same_pooling_window_larger_than_image_on_negative_inputs(rng, op, reduce):
+    x = -rng.uniform(0.5, 2.0, (2, 2, 3, 2))  # a zero of the padding would win every max
+    attrs = dict(pool_size=(3, 3), strides=(1, 1), padding="same")
+    check(ref(op, x, **attrs), np_pool(x, reduce=reduce, **attrs))
+
+
+# ---------------------------------------------------------------- normalization
+
+def along(v, rank, axis):
+    shape = [1] * rank
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+BN_LAYOUTS = [((3, 5, 7), -1), ((3, 5, 7), 1), ((2, 3, 4, 5), -1)]
+
+
+def bn_inputs(rng, shape, axis, center, scale):
+    c = shape[axis]
+    x = rng.standard_normal(shape) * 2 + 0.5
+    params = [rng.standard_normal(c), rng.uniform(0.5, 2.0, c)]  # moving mean, moving variance
+    params += ([rng.uniform(0.5, 2.0, c)] if scale else []) + ([rng.standard_normal(c)] if center else [])
+    return x, params
+
+
+def bn_apply(x, mean, var, params, axis, eps, center, scale):
+    ax, rank = axis % x.ndim, x.ndim
+    y = (x - along(mean, rank, ax)) / np.sqrt(along(var, rank, ax) + eps)
+    if scale:
+        y = y * along(params[0], rank, ax)
+    if center:
+        y = y + along(params[-1], rank, ax)
+    return y
+
+
+@pytest.mark.parametrize("epsilon", [None, 1e-5])
+@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("shape, axis", BN_LAYOUTS)
+def test_batch_norm_inference(rng, shape, axis, center, scale, epsilon):
+    x, params = bn_inputs(rng, shape, axis, center, scale)
+    attrs = dict(axis=axis, center=center, scale=scale, **({} if epsilon is None else {"epsilon": epsilon}))
+    want = bn_apply(x, params[0], params[1], params[2:], axis, epsilon or 1e-3, center, scale)  # Keras's eps 1e-3
+    check(ref("batch_norm", x, *params, **attrs), want)
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("shape, axis", BN_LAYOUTS)
+def test_batch_norm_train(rng, shape, axis, center, scale):
+    x, params = bn_inputs(rng, shape, axis, center, scale)
+    others = tuple(d for d in range(x.ndim) if d != axis % x.ndim)
+    mean = x.sum(axis=others) / (x.size // shape[axis])
+    var = ((x - along(mean, x.ndim, axis % x.ndim)) ** 2).sum(axis=others) / (x.size // shape[axis])  # biased
+    y, got_mean, got_var = ref("batch_norm_train", x, *params, axis=axis, center=center, scale=scale)
+    check(got_mean, mean)
+    check(got_var, var)
+    check(y, bn_apply(x, mean, var, params[2:], axis, 1e-3, center, scale))
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("axes", [(-1,), (1, 2), (1,), (2, 1)])
+def test_layer_norm(rng, axes, center, scale):
+    x = rng.standard_normal((3, 5, 7)) * 3 + 1
+    norm = tuple(sorted(a % 3 for a in axes))
+    param_shape = tuple(x.shape[a] for a in norm)
+    gamma, beta = rng.uniform(0.5, 2.0, param_shape), rng.standard_normal(param_shape)
+    params = ([gamma] if scale else []) + ([beta] if center else [])
+    mean = x.mean(axis=norm, keepdims=True)
+    want = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=norm, keepdims=True) + 1e-3)
+    placed = [slice(None) if d in norm else None for d in range(3)]  # parameters back into place
+    if scale:
+        want = want * gamma[tuple(placed)]
+    if center:
+        want = want + beta[tuple(placed)]
+    check(ref("layer_norm", x, *params, axes=axes, center=center, scale=scale), want)
+
+
+# ---------------------------------------------------------------- dropout
+
+def test_dropout_is_identity_outside_training(rng):
+    x = rng.standard_normal((3, 5, 7))
+    np.testing.assert_array_equal(ref("dropout", x, rate=0.5), x)
+    np.testing.assert_array_equal(ref("dropout", x, rate=0.5, training=False, seed=7), x)
+    np.testing.assert_array_equal(ref("dropout", x, rate=0.0, training=True), x)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.75])
+def test_dropout_in_training(rng, rate, dtype):
+    x = rng.uniform(1.0, 2.0, (200, 301)).astype(dtype)
+    y = ref("dropout", x, rate=rate, seed=11, training=True)
+    assert y.dtype == x.dtype
+    kept = y != 0
+    check(y[kept], x[kept] / (1.0 - rate), F64 if dtype == "float64" else F32)
+    assert abs((~kept).mean() - rate) < 0.01  # ~5 standard deviations at this size
+    np.testing.assert_array_equal(ref("dropout", x, rate=rate, seed=11, training=True), y)  # same seed, same mask
+    assert not np.array_equal(ref("dropout", x, rate=rate, seed=12, training=True) != 0, kept)
+
+
+# ---------------------------------------------------------------- embedding
+
+@pytest.mark.parametrize("ids_shape, ids_dtype", [((3, 6), "int64"), ((7,), "int32"), ((2, 3, 4), "int64")])
+def test_embedding(rng, ids_shape, ids_dtype):
+    table = rng.standard_normal((10, 4))
+    ids = rng.integers(0, 10, ids_shape).astype(ids_dtype)
+    ids.flat[0], ids.flat[-1] = 0, 9  # both ends of the table
+    check(ref("embedding", ids, table), table[ids])
+
+
+@pytest.mark.parametrize("bad", [10, -1, 1000])
+def test_embedding_out_of_range_ids_raise(rng, bad):
+    ids = rng.integers(0, 10, (3, 6))
+    ids[1, 2] = bad
+    with pytest.raises(KcompError, match=str(bad)):
+        ref("embedding", ids, rng.standard_normal((10, 4)))
+
+
+# ---------------------------------------------------------------- recurrent
+
+def torch_lstm(x, kernel, recurrent, bias, go_backwards):
+    """torch.nn.LSTM with Keras's weights: same gate order (i, f, c/g, o), transposed matrices."""
+    lstm = torch.nn.LSTM(x.shape[2], recurrent.shape[0], batch_first=True, bias=bias is not None, dtype=torch.float64)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.from_numpy(kernel.T))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(recurrent.T))
+        if bias is not None:
+            lstm.bias_ih_l0.copy_(torch.from_numpy(bias))
+            lstm.bias_hh_l0.zero_()
+        seq, (h, c) = lstm(torch.from_numpy(np.ascontiguousarray(x[:, ::-1] if go_backwards else x)))
+    return seq.numpy(), h[0].numpy(), c[0].numpy()
+
+
+def recurrent_weights(rng, features, units, gates, bias_shape):
+    kernel = rng.standard_normal((features, gates * units)) * 0.5
+    return kernel, rng.standard_normal((units, gates * units)) * 0.5, rng.standard_normal(bias_shape) * 0.5
+
+
+def np_loop(x, go_backwards, step, states):
+    """Run `step(x_t, states)` over time; returns the sequence of h in processing order and the states."""
+    outputs = []
+    for t in range(x.shape[1])[::-1] if go_backwards else range(x.shape[1]):
+        states = step(x[:, t], states)
+        outputs.append(states[0])
+    return np.stack(outputs, axis=1), states
+
+
+FLAGS = [(rs, gb, ub) for rs in (False, True) for gb in (False, True) for ub in (True, False)]
+FLAG_IDS = [f"seq{int(rs)}-back{int(gb)}-bias{int(ub)}" for rs, gb, ub in FLAGS]
+
+
+@pytest.mark.parametrize("return_sequences, go_backwards, use_bias", FLAGS, ids=FLAG_IDS)
+def test_lstm_matches_torch_lstm(rng, return_sequences, go_backwards, use_bias):
+    x = rng.standard_normal((3, 6, 5))
+    kernel, recurrent, bias = recurrent_weights(rng, 5, 4, 4, (16,))
+    flags = dict(use_bias=use_bias, return_sequences=return_sequences, go_backwards=go_backwards)
+    out, h, c = ref("lstm", x, kernel, recurrent, *([bias] if use_bias else []), **flags)
+    seq, want_h, want_c = torch_lstm(x, kernel, recurrent, bias if use_bias else None, go_backwards)
+    check(out, seq if return_sequences else seq[:, -1])  # go_backwards: in processing order, as Keras
+    check(h, want_h)
+    check(c, want_c)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("return_sequences, go_backwards, use_bias", FLAGS, ids=FLAG_IDS)
+def test_gru_matches_keras_formulas(rng, return_sequences, go_backwards, use_bias, reset_after):
+    u = 4
+    x = rng.standard_normal((3, 6, 5))
+    kernel, recurrent, bias = recurrent_weights(rng, 5, u, 3, (2, 3 * u) if reset_after else (3 * u,))
+    if not use_bias:
+        input_bias = recurrent_bias = np.zeros(3 * u)
+    elif reset_after:
+        input_bias, recurrent_bias = bias[0], bias[1]  # row 0 for the input, row 1 for the recurrence
+    else:
+        input_bias, recurrent_bias = bias, np.zeros(3 * u)
+
+    def step(x_t, states):
+        (h,) = states
+        x_z, x_r, x_h = np.split(x_t @ kernel + input_bias, 3, axis=-1)
+        z = sigmoid(x_z + h @ recurrent[:, :u] + recurrent_bias[:u])
+        r = sigmoid(x_r + h @ recurrent[:, u : 2 * u] + recurrent_bias[u : 2 * u])
+        if reset_after:
+            candidate = np.tanh(x_h + r * (h @ recurrent[:, 2 * u :] + recurrent_bias[2 * u :]))
+        else:
+            candidate = np.tanh(x_h + (r * h) @ recurrent[:, 2 * u :])
+        return (z * h + (1 - z) * candidate,)
+
+    seq, (h,) = np_loop(x, go_backwards, step, (np.zeros((3, u)),))
+    flags = dict(use_bias=use_bias, return_sequences=return_sequences, go_backwards=go_backwards)
+    out, got_h = ref("gru", x, kernel, recurrent, *([bias] if use_bias else []), reset_after=reset_after, **flags)
+    check(out, seq if return_sequences else h)
+    check(got_h, h)
+
+
+CELL_ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0.0)}
+
+
+@pytest.mark.parametrize("activation", sorted(CELL_ACTIVATIONS))
+@pytest.mark.parametrize("return_sequences, go_backwards, use_bias", FLAGS, ids=FLAG_IDS)
+def test_simple_rnn(rng, return_sequences, go_backwards, use_bias, activation):
+    fn = CELL_ACTIVATIONS[activation]
+    x = rng.standard_normal((3, 6, 5))
+    kernel, recurrent, bias = recurrent_weights(rng, 5, 4, 1, (4,))
+    b = bias if use_bias else 0.0
+    seq, (h,) = np_loop(x, go_backwards, lambda x_t, s: (fn(x_t @ kernel + b + s[0] @ recurrent),), (np.zeros((3, 4)),))
+    flags = dict(use_bias=use_bias, return_sequences=return_sequences, go_backwards=go_backwards)
+    out, got_h = ref("simple_rnn", x, kernel, recurrent, *([bias] if use_bias else []), activation=activation, **flags)
+    check(out, seq if return_sequences else h)
+    check(got_h, h)
+
+
+def test_every_op_has_a_reference_test():
+    tested = {case[0] for case in ACTIVATION_CASES} | set(BINARY) | set(REDUCE) | {
+        "neg", "cast", "constant", "matmul", "bias_add", "reshape", "transpose", "concat", "conv2d", "max_pool2d",
+        "avg_pool2d", "batch_norm", "batch_norm_train", "layer_norm", "dropout", "embedding",
+        "lstm", "gru", "simple_rnn",
+    }
+    assert tested == set(OPS)

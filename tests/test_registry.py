@@ -1,0 +1,413 @@
+"""The op registry: every record complete, shape rules agree with the references,
+bad shapes raise ShapeError and bad attributes raise ArgumentError.
+
+Reference values against independent computations live in test_op_reference.py.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.errors import ArgumentError, ShapeError
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.opdef import REQUIRED, TRAITS, OpDef, attr
+from kcomp.ir.registry import OPS, get_op
+from kcomp.ir.types import BATCH, DTYPE_OF_TORCH, TORCH_DTYPES
+
+CONCRETE_BATCH = 3
+BINARY = ("add", "sub", "mul", "div", "maximum", "minimum")
+REDUCTIONS = ("sum", "mean", "max")
+POOLS = ("max_pool2d", "avg_pool2d")
+ACTIVATIONS = tuple(sorted(name for name, op in OPS.items() if "activation" in op.traits))
+
+
+def X(*shape, dtype="float32"):
+    """A data input of the graph (a None first dim becomes the batch symbol)."""
+    return ("x", shape, dtype)
+
+
+def W(*shape, dtype="float32"):
+    """A weight: a static shape."""
+    return ("w", shape, dtype)
+
+
+# (op, inputs, attrs): valid uses of every op, built with a symbolic batch.
+EXAMPLES = [
+    *[(op, [X(None, 5, 7), W(7)], {}) for op in BINARY],
+    *[(op, [X(None, 1, 7), X(None, 5, 1)], {}) for op in BINARY],
+    *[(op, [X(None, 5, 7), W(5, 1)], {}) for op in BINARY],
+    ("neg", [X(None, 5, 7)], {}),
+    ("constant", [], {"value": 2.5}),
+    ("constant", [], {"value": 3, "dtype": "int32"}),
+    ("cast", [X(None, 5)], {"dtype": "int32"}),
+    ("cast", [X(None, 5, dtype="int64")], {"dtype": "float64"}),
+    *[(op, [X(None, 5, 7)], {}) for op in ACTIVATIONS],
+    ("softmax", [X(None, 5, 7)], {"axis": 1}),
+    ("log_softmax", [X(None, 5, 7)], {"axis": 0}),
+    ("relu", [X(None, 5, 7)], {"negative_slope": 0.1, "max_value": 6.0, "threshold": 0.5}),
+    ("gelu", [X(None, 5, 7)], {"approximate": True}),
+    ("matmul", [X(None, 5, 7), W(7, 4)], {}),
+    ("matmul", [X(None, 5), W(5, 4)], {}),
+    ("matmul", [X(None, 3, 4, 5), X(None, 3, 5, 6)], {}),
+    ("matmul", [X(None, 1, 4, 5), W(3, 5, 6)], {}),
+    ("matmul", [W(4, 5), W(3, 5, 6)], {}),
+    ("bias_add", [X(None, 5, 7), W(7)], {}),
+    *[(op, [X(None, 5, 7)], {}) for op in REDUCTIONS],
+    *[(op, [X(None, 5, 7)], {"axes": (1,)}) for op in REDUCTIONS],
+    *[(op, [X(None, 5, 7)], {"axes": (-1, 0), "keepdims": True}) for op in REDUCTIONS],
+    *[(op, [X(None, 5, 7)], {"axes": None, "keepdims": True}) for op in REDUCTIONS],
+    ("reshape", [X(None, 6, 5)], {"shape": (BATCH, 30)}),
+    ("reshape", [X(None, 6, 5)], {"shape": (BATCH, 2, 3, 5)}),
+    ("reshape", [X(None, 6)], {"shape": (2, BATCH, 3)}),
+    ("reshape", [W(4, 6)], {"shape": (2, 12)}),
+    ("transpose", [X(None, 5, 7)], {"perm": (0, 2, 1)}),
+    ("transpose", [X(None, 5, 7)], {"perm": (2, 0, 1)}),
+    ("transpose", [W(4, 6)], {"perm": (1, 0)}),
+    ("concat", [X(None, 5, 2), X(None, 5, 3)], {}),
+    ("concat", [X(None, 2, 7), X(None, 3, 7)], {"axis": 1}),
+    ("concat", [X(None, 5, 2)], {"axis": -1}),
+    ("concat", [W(2, 3), W(4, 3), W(1, 3)], {"axis": 0}),
+    ("conv2d", [X(None, 9, 11, 4), W(3, 3, 4, 6)], {}),
+    ("conv2d", [X(None, 9, 11, 4), W(3, 3, 4, 6)], {"padding": "same", "strides": (2, 2)}),
+    ("conv2d", [X(None, 9, 11, 4), W(3, 3, 4, 6)], {"dilation": (2, 2)}),
+    ("conv2d", [X(None, 9, 11, 4), W(3, 3, 2, 6)], {"groups": 2, "padding": "same"}),
+    ("conv2d", [X(None, 9, 11, 4), W(2, 4, 4, 5)], {"padding": "same", "strides": (2, 1)}),
+    *[(op, [X(None, 9, 11, 3)], {"pool_size": (2, 2), "strides": (2, 2)}) for op in POOLS],
+    *[(op, [X(None, 9, 11, 3)], {"pool_size": (3, 3), "strides": (2, 2), "padding": "same"}) for op in POOLS],
+    *[(op, [X(None, 9, 11, 3)], {"pool_size": (3, 2), "strides": (1, 1), "padding": "same"}) for op in POOLS],
+    *[
+        example
+        for op in ("batch_norm", "batch_norm_train")
+        for example in [
+            (op, [X(None, 5, 7), W(7), W(7), W(7), W(7)], {}),
+            (op, [X(None, 5, 7), W(5), W(5), W(5), W(5)], {"axis": 1}),
+            (op, [X(None, 5, 7), W(7), W(7), W(7)], {"center": False}),
+            (op, [X(None, 5, 7), W(7), W(7), W(7)], {"scale": False}),
+            (op, [X(None, 5, 7), W(7), W(7)], {"center": False, "scale": False}),
+        ]
+    ],
+    ("layer_norm", [X(None, 5, 7), W(7), W(7)], {}),
+    ("layer_norm", [X(None, 5, 7), W(5, 7), W(5, 7)], {"axes": (1, 2)}),
+    ("layer_norm", [X(None, 5, 7)], {"center": False, "scale": False}),
+    ("layer_norm", [X(None, 5, 7), W(7)], {"center": False}),
+    ("dropout", [X(None, 5, 7)], {"rate": 0.5}),
+    ("dropout", [X(None, 5, 7)], {"rate": 0.5, "training": True, "seed": 3}),
+    ("embedding", [X(None, 6, dtype="int64"), W(10, 4)], {}),
+    ("embedding", [X(None, dtype="int32"), W(10, 4)], {}),
+    ("lstm", [X(None, 6, 3), W(3, 16), W(4, 16), W(16)], {}),
+    ("lstm", [X(None, 6, 3), W(3, 16), W(4, 16), W(16)], {"return_sequences": True, "go_backwards": True}),
+    ("lstm", [X(None, 6, 3), W(3, 16), W(4, 16)], {"use_bias": False}),
+    ("gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(2, 12)], {}),
+    ("gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(12)], {"reset_after": False, "return_sequences": True}),
+    ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4), W(4)], {}),
+    ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4)], {"use_bias": False, "return_sequences": True}),
+]
+FIRST_EXAMPLE = {}
+for _example in EXAMPLES:
+    FIRST_EXAMPLE.setdefault(_example[0], _example)
+
+
+def example_id(example):
+    op, inputs, attrs = example
+    shapes = "x".join(str(s[1]) for s in inputs).replace(" ", "")
+    return f"{op}-{shapes}-{attrs}".replace(" ", "")
+
+
+def build(op, inputs, attrs):
+    """Emit `op` on inputs described by X/W; returns (builder, input values, outputs)."""
+    b = GraphBuilder()
+    values = []
+    for k, (kind, shape, dtype) in enumerate(inputs):
+        if kind == "x":
+            values.append(b.input(shape, dtype, f"x{k}"))
+        else:
+            values.append(b.param(k, shape, dtype, f"w{k}"))
+    outputs = b.emit(op, values, **attrs)
+    return b, values, outputs
+
+
+def concrete(shape):
+    return tuple(CONCRETE_BATCH if d is None or d == BATCH else d for d in shape)
+
+
+def make_tensor(shape, dtype, rng):
+    """Never zeros: positive floats (valid as variances too), small positive ints (valid ids)."""
+    shape = concrete(shape)
+    if dtype in ("int32", "int64"):
+        return torch.tensor(rng.integers(1, 4, size=shape), dtype=TORCH_DTYPES[dtype])
+    return torch.tensor(rng.uniform(0.5, 2.0, size=shape), dtype=TORCH_DTYPES[dtype])
+
+
+def run_reference(op, inputs, attrs, seed=0):
+    """Run the registry reference the way an executor does: on the node's resolved attrs."""
+    b, _, _ = build(op, inputs, attrs)
+    node = b.nodes[-1]
+    rng = np.random.default_rng(seed)
+    tensors = [make_tensor(shape, dtype, rng) for _, shape, dtype in inputs]
+    out = OPS[op].reference(*tensors, **node.attrs)
+    return node, out if isinstance(out, tuple) else (out,)
+
+
+# ---------------------------------------------------------------- 1. complete records
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_record_is_complete(name):
+    op = OPS[name]
+    assert isinstance(op, OpDef)
+    assert op.name == name
+    assert isinstance(op.doc, str) and op.doc.strip()
+    assert callable(op.infer) and callable(op.reference)
+    assert op.traits and set(op.traits) <= TRAITS
+    assert hasattr(op, "vjp") and (op.vjp is None or callable(op.vjp))
+    assert hasattr(op, "lowering")
+    assert isinstance(op.num_outputs, int) and op.num_outputs >= 1
+    lo, hi = op.num_inputs
+    assert 0 <= lo and (hi is None or hi >= lo)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_attr_defaults_pass_their_own_check(name):
+    for key, spec in OPS[name].attrs.items():
+        assert isinstance(spec.types, tuple) and spec.types
+        if spec.default is REQUIRED:
+            continue
+        assert spec.check(name, key, spec.default) == spec.default
+        if spec.choices is not None and spec.default is not None:
+            assert spec.default in spec.choices
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_num_outputs_matches_shape_rule_and_reference(name):
+    op, inputs, attrs = FIRST_EXAMPLE[name]
+    lo, hi = OPS[name].num_inputs
+    assert lo <= len(inputs) and (hi is None or len(inputs) <= hi)
+    specs = [v.spec for v in build(op, inputs, attrs)[1]]
+    inferred = OPS[name].infer(specs, **OPS[name].resolve_attrs(attrs))
+    assert len(inferred) == OPS[name].num_outputs
+    _, outs = run_reference(op, inputs, attrs)
+    assert len(outs) == OPS[name].num_outputs
+
+
+def test_every_op_has_a_shape_example():
+    assert set(FIRST_EXAMPLE) == set(OPS)
+
+
+def test_get_op_unknown_name_suggests_the_nearest():
+    with pytest.raises(ArgumentError, match="reluu.*Did you mean 'relu'"):
+        get_op("reluu")
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"doc": ""}, "doc"),
+        ({"traits": {"elementwise", "shiny"}}, "shiny"),
+        ({"name": "Bad-Name"}, "Bad-Name"),
+        ({"infer": None}, "callable"),
+        ({"num_inputs": (2, 1)}, "num_inputs"),
+        ({"attrs": {"axis": -1}}, "axis"),
+    ],
+)
+def test_incomplete_record_fails_at_construction(fields, match):
+    base = dict(
+        name="probe", doc="A probe.", num_inputs=(1, 1), attrs={"axis": attr(int, -1)},
+        infer=lambda inputs, axis: inputs, reference=lambda x, axis: x, traits={"unary"},
+    )
+    with pytest.raises(TypeError, match=match):
+        OpDef(**{**base, **fields})
+
+
+# ---------------------------------------------------------------- 3. shape rules
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_inferred_shape_and_dtype_match_the_reference(example):
+    op, inputs, attrs = example
+    node, outs = run_reference(op, inputs, attrs)
+    assert len(outs) == len(node.outputs)
+    for value, out in zip(node.outputs, outs):
+        assert concrete(value.shape) == tuple(out.shape), f"{op}: inferred {value.shape}, reference {tuple(out.shape)}"
+        assert value.dtype == DTYPE_OF_TORCH[out.dtype], f"{op}: inferred {value.dtype}, reference {out.dtype}"
+
+
+def test_shape_rule_keeps_the_batch_symbol():
+    b = GraphBuilder()
+    x = b.input((None, 5), "float32", "x")
+    assert b.emit1("relu", [x]).shape == (BATCH, 5)
+    kernel = b.param("k", (5, 3), "float32", "kernel")
+    assert b.emit1("matmul", [x, kernel]).shape == (BATCH, 3)
+    assert b.emit1("sum", [x], axes=(0,)).shape == (5,)
+
+
+# Integer inputs that a shape rule accepts must run in the reference and keep the
+# inferred dtype (an executor allocates the output from the inferred dtype).
+INT_EXAMPLES = [
+    *[(op, [X(None, 5, dtype="int32"), W(5, dtype="int32")], {}) for op in BINARY],
+    ("neg", [X(None, 5, dtype="int32")], {}),
+    ("bias_add", [X(None, 5, dtype="int32"), W(5, dtype="int32")], {}),
+    *[(op, [X(None, 5, dtype="int32")], {"axes": (1,)}) for op in REDUCTIONS],
+    ("reshape", [X(None, 6, dtype="int32")], {"shape": (BATCH, 2, 3)}),
+    ("transpose", [X(None, 6, dtype="int32")], {"perm": (1, 0)}),
+    ("concat", [X(None, 2, dtype="int32"), X(None, 3, dtype="int32")], {}),
+    *[(op, [X(None, 4, 5, 2, dtype="int32")], {"pool_size": (2, 2), "strides": (2, 2)}) for op in POOLS],
+    ("cast", [X(None, 5, dtype="int32")], {"dtype": "int64"}),
+]
+
+
+@pytest.mark.parametrize("example", INT_EXAMPLES, ids=example_id)
+def test_integer_inputs_accepted_by_the_shape_rule_keep_their_dtype(example):
+    op, inputs, attrs = example
+    try:
+        build(op, inputs, attrs)
+    except ShapeError:
+        return  # refusing integers is a valid choice for an op
+    node, outs = run_reference(op, inputs, attrs)
+    for value, out in zip(node.outputs, outs):
+        assert value.dtype == DTYPE_OF_TORCH[out.dtype], f"{op}: inferred {value.dtype}, reference {out.dtype}"
+        assert concrete(value.shape) == tuple(out.shape)
+
+
+BAD_SHAPES = [
+    ("matmul-inner", "matmul", [X(None, 5), W(6, 4)], {}),
+    ("matmul-inner-rank3", "matmul", [X(None, 3, 5), W(4, 2)], {}),
+    ("matmul-batch", "matmul", [W(2, 4, 5), W(3, 5, 6)], {}),
+    ("matmul-rank1", "matmul", [W(5), W(5, 4)], {}),
+    ("matmul-dtypes", "matmul", [X(None, 5), W(5, 4, dtype="float64")], {}),
+    ("matmul-int", "matmul", [X(None, 5, dtype="int32"), W(5, 4, dtype="int32")], {}),
+    ("add-broadcast", "add", [X(None, 5, 7), W(6)], {}),
+    ("mul-broadcast", "mul", [X(None, 5, 7), W(4, 7)], {}),
+    ("add-batch-vs-fixed", "add", [X(None, 5), W(3, 5)], {}),
+    ("sub-dtypes", "sub", [X(None, 5), W(5, dtype="float64")], {}),
+    ("bias_add-length", "bias_add", [X(None, 5, 7), W(5)], {}),
+    ("bias_add-rank", "bias_add", [X(None, 5, 7), W(1, 7)], {}),
+    ("conv2d-channels", "conv2d", [X(None, 9, 11, 4), W(3, 3, 3, 6)], {}),
+    ("conv2d-groups", "conv2d", [X(None, 9, 11, 4), W(3, 3, 4, 6)], {"groups": 2}),
+    ("conv2d-filters-groups", "conv2d", [X(None, 9, 11, 4), W(3, 3, 2, 5)], {"groups": 2}),
+    ("conv2d-window", "conv2d", [X(None, 2, 5, 4), W(3, 3, 4, 6)], {}),
+    ("conv2d-dilated-window", "conv2d", [X(None, 4, 5, 4), W(3, 3, 4, 6)], {"dilation": (2, 2)}),
+    ("conv2d-input-rank", "conv2d", [X(None, 9, 4), W(3, 3, 4, 6)], {}),
+    ("conv2d-kernel-rank", "conv2d", [X(None, 9, 11, 4), W(3, 4, 6)], {}),
+    ("conv2d-stride0", "conv2d", [X(None, 9, 11, 4), W(3, 3, 4, 6)], {"strides": (0, 1)}),
+    ("conv2d-symbolic-height", "conv2d", [X(None, None, 11, 4), W(3, 3, 4, 6)], {}),
+    ("max_pool2d-window", "max_pool2d", [X(None, 2, 5, 1)], {"pool_size": (3, 3), "strides": (1, 1)}),
+    ("avg_pool2d-window", "avg_pool2d", [X(None, 5, 2, 1)], {"pool_size": (3, 3), "strides": (1, 1)}),
+    ("pool-rank", "max_pool2d", [X(None, 9, 3)], {"pool_size": (2, 2), "strides": (2, 2)}),
+    ("pool-size-triple", "avg_pool2d", [X(None, 9, 9, 3)], {"pool_size": (2, 2, 2), "strides": (2, 2)}),
+    ("concat-mismatch", "concat", [X(None, 5, 2), X(None, 6, 3)], {}),
+    ("concat-rank", "concat", [X(None, 5, 2), X(None, 2)], {}),
+    ("concat-dtypes", "concat", [X(None, 5, 2), X(None, 5, 3, dtype="float64")], {}),
+    ("concat-axis", "concat", [X(None, 5, 2), X(None, 5, 3)], {"axis": 3}),
+    ("concat-batch-axis", "concat", [X(None, 5), X(None, 5)], {"axis": 0}),
+    ("reshape-count", "reshape", [X(None, 6, 5)], {"shape": (BATCH, 31)}),
+    ("reshape-static-count", "reshape", [W(4, 6)], {"shape": (5, 5)}),
+    ("reshape-drops-batch", "reshape", [X(None, 6)], {"shape": (18,)}),
+    ("reshape-minus-one", "reshape", [X(None, 6)], {"shape": (BATCH, -1)}),
+    ("reshape-zero", "reshape", [X(None, 6)], {"shape": (BATCH, 0, 6)}),
+    ("transpose-short", "transpose", [X(None, 5, 7)], {"perm": (0, 1)}),
+    ("transpose-repeat", "transpose", [X(None, 5, 7)], {"perm": (0, 0, 1)}),
+    ("sum-axis-range", "sum", [X(None, 5, 7)], {"axes": (3,)}),
+    ("mean-axis-repeat", "mean", [X(None, 5, 7)], {"axes": (1, -2)}),
+    ("softmax-axis", "softmax", [X(None, 5, 7)], {"axis": -4}),
+    ("relu-int", "relu", [X(None, 5, dtype="int32")], {}),
+    ("batch_norm-param", "batch_norm", [X(None, 5, 7), W(5), W(5), W(5), W(5)], {}),
+    ("batch_norm-arity", "batch_norm", [X(None, 5, 7), W(7), W(7), W(7), W(7)], {"center": False}),
+    ("batch_norm_train-arity", "batch_norm_train", [X(None, 5, 7), W(7), W(7), W(7)], {}),
+    ("layer_norm-param", "layer_norm", [X(None, 5, 7), W(5), W(5)], {}),
+    ("layer_norm-two-axes-param", "layer_norm", [X(None, 5, 7), W(7), W(7)], {"axes": (1, 2)}),
+    ("layer_norm-axis-range", "layer_norm", [X(None, 5, 7)], {"axes": (3,), "center": False, "scale": False}),
+    ("layer_norm-axis-repeat", "layer_norm", [X(None, 5, 7)], {"axes": (2, -1), "center": False, "scale": False}),
+    ("dropout-rate-one", "dropout", [X(None, 5)], {"rate": 1.0}),
+    ("dropout-rate-negative", "dropout", [X(None, 5)], {"rate": -0.1}),
+    ("embedding-float-ids", "embedding", [X(None, 6), W(10, 4)], {}),
+    ("embedding-table-rank", "embedding", [X(None, 6, dtype="int64"), W(10)], {}),
+    ("lstm-kernel", "lstm", [X(None, 6, 3), W(3, 12), W(4, 16), W(16)], {}),
+    ("lstm-recurrent", "lstm", [X(None, 6, 3), W(3, 16), W(4, 12), W(16)], {}),
+    ("lstm-bias", "lstm", [X(None, 6, 3), W(3, 16), W(4, 16), W(12)], {}),
+    ("lstm-input-rank", "lstm", [X(None, 3), W(3, 16), W(4, 16), W(16)], {}),
+    ("lstm-bias-not-used", "lstm", [X(None, 6, 3), W(3, 16), W(4, 16), W(16)], {"use_bias": False}),
+    ("gru-reset-after-bias", "gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(12)], {}),
+    ("gru-reset-before-bias", "gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(2, 12)], {"reset_after": False}),
+    ("simple_rnn-missing-bias", "simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4)], {}),
+]
+
+
+@pytest.mark.parametrize("op, inputs, attrs", [c[1:] for c in BAD_SHAPES], ids=[c[0] for c in BAD_SHAPES])
+def test_bad_shapes_raise_shape_error(op, inputs, attrs):
+    with pytest.raises(ShapeError):
+        build(op, inputs, attrs)
+
+
+def test_shape_error_names_both_shapes():
+    with pytest.raises(ShapeError) as info:
+        build("matmul", [X(None, 5), W(6, 4)], {})
+    assert "(None, 5)" in str(info.value) and "(6, 4)" in str(info.value)
+    with pytest.raises(ShapeError) as info:
+        build("add", [X(None, 5, 7), W(6)], {})
+    assert "(None, 5, 7)" in str(info.value) and "(6,)" in str(info.value)
+
+
+# ---------------------------------------------------------------- 4. attribute schema
+
+BAD_ATTRS = [
+    # unknown attributes
+    ("relu", {"alpha": 0.1}, "alpha"), ("conv2d", {"kernel_size": (3, 3)}, "kernel_size"),
+    ("sum", {"axis": (1,)}, "axis"),
+    # missing required attributes
+    ("dropout", {}, "rate"), ("reshape", {}, "shape"), ("transpose", {}, "perm"), ("cast", {}, "dtype"),
+    ("constant", {}, "value"), ("max_pool2d", {"strides": (2, 2)}, "pool_size"),
+    ("avg_pool2d", {"pool_size": (2, 2)}, "strides"),
+    # wrong types
+    ("softmax", {"axis": "1"}, "axis"), ("softmax", {"axis": 1.0}, "axis"), ("softmax", {"axis": True}, "axis"),
+    ("softmax", {"axis": None}, "axis"), ("sum", {"axes": [1]}, "axes"), ("sum", {"keepdims": 1}, "keepdims"),
+    ("conv2d", {"strides": 2}, "strides"), ("conv2d", {"groups": 1.0}, "groups"), ("dropout", {"rate": "0.5"}, "rate"),
+    ("dropout", {"rate": 0.5, "seed": 1.5}, "seed"), ("dropout", {"rate": 0.5, "training": 1}, "training"),
+    ("gelu", {"approximate": "tanh"}, "approximate"), ("relu", {"max_value": "6"}, "max_value"),
+    ("leaky_relu", {"negative_slope": True}, "negative_slope"), ("batch_norm", {"epsilon": True}, "epsilon"),
+    ("layer_norm", {"axes": -1}, "axes"), ("constant", {"value": True}, "value"), ("constant", {"value": "1"}, "value"),
+    ("lstm", {"return_sequences": "yes"}, "return_sequences"),
+    # values outside the choices
+    ("conv2d", {"padding": "full"}, "padding"), ("cast", {"dtype": "float8"}, "dtype"),
+    ("max_pool2d", {"pool_size": (2, 2), "strides": (2, 2), "padding": "SAME"}, "padding"),
+    ("constant", {"value": 1.0, "dtype": "complex64"}, "dtype"), ("lstm", {"activation": "swish"}, "activation"),
+    ("gru", {"recurrent_activation": "hard_tanh"}, "recurrent_activation"),
+]
+
+
+@pytest.mark.parametrize("op, attrs, name", BAD_ATTRS, ids=[f"{o}-{n}-{a}" for o, a, n in BAD_ATTRS])
+def test_bad_attributes_raise_argument_error_naming_the_attr(op, attrs, name):
+    _, inputs, _ = FIRST_EXAMPLE[op]
+    with pytest.raises(ArgumentError) as info:
+        build(op, inputs, attrs)
+    assert name in str(info.value)
+    assert op in str(info.value)
+
+
+# Tuple attributes whose items have the wrong type: the schema should refuse them as it
+# refuses a wrong top-level type, not let a bare TypeError (or a float axis) through.
+BAD_TUPLE_ITEMS = [
+    ("transpose", {"perm": (0, 2.0, 1)}, "perm"), ("transpose", {"perm": (0, "a", 1)}, "perm"),
+    ("sum", {"axes": ("a",)}, "axes"), ("sum", {"axes": (1.0,)}, "axes"), ("layer_norm", {"axes": (1.0,)}, "axes"),
+]
+
+
+@pytest.mark.parametrize("op, attrs, name", BAD_TUPLE_ITEMS, ids=[f"{o}-{a}" for o, a, n in BAD_TUPLE_ITEMS])
+def test_bad_tuple_items_raise_argument_error_naming_the_attr(op, attrs, name):
+    test_bad_attributes_raise_argument_error_naming_the_attr(op, attrs, name)
+
+
+@pytest.mark.parametrize(
+    "op, inputs",
+    [("relu", [X(None, 5), X(None, 5)]), ("add", [X(None, 5)]), ("constant", [X(None, 5)]), ("lstm", [X(None, 6, 3)])],
+)
+def test_wrong_number_of_inputs_raises_argument_error(op, inputs):
+    attrs = {"value": 1.0} if op == "constant" else {}
+    with pytest.raises(ArgumentError, match=op):
+        build(op, inputs, attrs)
+
+
+def test_resolve_attrs_fills_defaults_and_keeps_given():
+    resolved = OPS["conv2d"].resolve_attrs({"padding": "same"})
+    assert resolved == {"strides": (1, 1), "padding": "same", "dilation": (1, 1), "groups": 1}
+    assert OPS["leaky_relu"].resolve_attrs({}) == {"negative_slope": 0.2}
+    assert OPS["relu"].resolve_attrs({"max_value": 6}) == {"negative_slope": 0.0, "max_value": 6, "threshold": 0.0}
