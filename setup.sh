@@ -12,5 +12,5 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test]"
 if [ "${1:-}" != "--no-run" ]; then
-  .venv/bin/python examples/quickstart.py
+  .venv/bin/kcomp build examples/cnn_digits.k
 fi

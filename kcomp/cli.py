@@ -1,20 +1,106 @@
-"""The kcomp command line. Verbs arrive with later work (build, summary, check, fit)."""
+"""The kcomp command line: build, summary, check.
+
+Exit codes: 0 success, 1 the model failed to build (the message says why),
+2 bad usage (unknown flag, missing file). Errors print as one message; pass
+--debug for the traceback.
+"""
 
 import argparse
 import sys
+import traceback
+from pathlib import Path
 
 import kcomp
+from kcomp.errors import KcompError
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit code 2)."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="a .k model file, or a Python file defining build_model() or `model`")
+    p.add_argument("--model", metavar="NAME", help="which model, when the file defines several")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kcomp",
-        description="Compile Keras-style models to fused Triton GPU kernels.",
-    )
+    parser = argparse.ArgumentParser(prog="kcomp", description="Compile Keras-style models to fused Triton GPU kernels.")
     parser.add_argument("--version", action="version", version=f"kcomp {kcomp.__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    build = verbs.add_parser(
+        "build", help="build a model: IR before/after each pass, a report",
+        description="Parse a model, build its IR, run the passes, and write the IR after each pass and a report "
+        "(report.txt, report.json) into the build folder.",
+    )
+    _add_model_args(build)
+    build.add_argument("-o", "--output", metavar="DIR", help="build folder (default build/<model name>/)")
+    build.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the trial run (default 1)")
+    build.add_argument("--dump-passes", action="store_true", help="also print the IR after every pass")
+
+    summary = verbs.add_parser("summary", help="print a Keras-style summary table", description="Print Keras's model.summary() table.")
+    _add_model_args(summary)
+
+    check = verbs.add_parser("check", help="parse and shape-check only", description="Parse and shape-check every model in the file; prints nothing else on success.")
+    check.add_argument("file", help="a .k model file or a Python model file")
     return parser
+
+
+def _load_all(args) -> dict:
+    from kcomp.model_files import load_models
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    return load_models(path)
+
+
+def _load(args):
+    from kcomp.model_files import pick_model
+
+    return pick_model(_load_all(args), args.model, args.file)
+
+
+def cmd_build(args) -> int:
+    from kcomp.ir.printer import print_graph
+    from kcomp.passes import run_pipeline
+    from kcomp.report import format_report, make_report, report_json
+    from kcomp.utils.files import write_text_atomic
+
+    if args.batch <= 0:
+        raise UsageError(f"--batch must be a positive integer, received {args.batch}")
+    model = _load(args)
+    out = Path(args.output) if args.output else Path("build") / model.name
+    graph, passes = run_pipeline(model.to_graph(), dump_dir=out / "ir")
+    if args.dump_passes:
+        for path in sorted((out / "ir").glob("*.ir")):
+            print(f"--- {path.name}")
+            print(path.read_text(), end="")
+    report = make_report(model, args.file, graph, passes, args.batch)
+    write_text_atomic(out / "model.ir", print_graph(graph))
+    write_text_atomic(out / "report.json", report_json(report))
+    text = format_report(report)
+    write_text_atomic(out / "report.txt", text)
+    print(text, end="")
+    print(f"wrote {out}/ (model.ir, ir/, report.txt, report.json)")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    _load(args).summary()
+    return 0
+
+
+def cmd_check(args) -> int:
+    models = _load_all(args)
+    for model in models.values():
+        model.to_graph()  # traces and verifies every layer's shapes
+    print(f"{args.file}: ok ({', '.join(models)})")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check}
 
 
 def main(argv=None) -> int:
@@ -23,7 +109,26 @@ def main(argv=None) -> int:
     if args.verb is None:
         parser.print_help()
         return 0
-    return 0
+    try:
+        return COMMANDS[args.verb](args)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"kcomp {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KcompError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"kcomp {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception:
+        if args.debug:
+            raise
+        print(
+            f"kcomp {args.verb}: internal error (a kcomp bug); rerun with --debug for the traceback:\n"
+            + traceback.format_exc().strip().splitlines()[-1],
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

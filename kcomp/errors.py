@@ -32,3 +32,29 @@ def format_shape(shape) -> str:
     if len(dims) == 1:
         return f"({dims[0]},)"
     return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+class SourceError(KcompError):
+    """An error at a place in a .k file: prints file:line:column, the line, and a caret.
+
+        model.k:4:13: syntax error: unexpected ')'
+            dense(64, )
+                      ^
+        expected a value: a number, a name, a string, ( or [
+    """
+
+    def __init__(self, message: str, filename: str, line: int, column: int, source: str = "", hint: str = ""):
+        self.message, self.filename, self.line, self.column, self.hint = message, filename, line, column, hint
+        lines = source.splitlines()
+        self.source_line = lines[line - 1] if 0 < line <= len(lines) else ""
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.filename}:{self.line}:{self.column}: {self.message}"
+        if self.source_line:
+            shown = self.source_line.expandtabs(4)
+            caret_at = len(self.source_line[: self.column - 1].expandtabs(4))
+            text += f"\n    {shown}\n    {' ' * caret_at}^"
+        if self.hint:
+            text += f"\n{self.hint}"
+        return text

@@ -31,11 +31,12 @@ def test_non_editable_install_has_every_package(tmp_path):
         "[importlib.import_module(n) for n in names]; "
         "assert kcomp.__file__.startswith(sys.argv[1]), kcomp.__file__; "
         "from kcomp.models import Sequential; from kcomp.layers import Dense; "
-        "m = Sequential([Dense(2, input_dim=3)]); print(m.count_params())"
+        "m = Sequential([Dense(2, input_dim=3)]); print(m.count_params()); "
+        "from kcomp import dsl; print(dsl.loads('model k { input(3) dense(4) }')['k'].count_params())"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     run = subprocess.run([sys.executable, "-c", check, str(target)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "8"
+    assert run.stdout.split() == ["8", "16"]  # the .k grammar shipped as package data
     for pkg in _source_packages():
         assert (target / Path(*pkg.split("."))).is_dir(), f"{pkg} missing from the installed package"

@@ -1,0 +1,37 @@
+"""The pass pipeline: named Graph -> Graph functions, run in the order listed.
+
+Each pass is pure. `run_pipeline` verifies the graph after every pass and,
+when asked (or when KCOMP_DUMP=DIR is set), writes the IR before the first
+pass and after each one, numbered, so a person can diff what every pass did.
+The fusion and simplification passes of the back end join this list.
+"""
+
+from pathlib import Path
+from typing import Callable
+
+from kcomp import config
+from kcomp.ir.graph import Graph
+from kcomp.ir.printer import print_graph
+from kcomp.ir.verify import verify
+from kcomp.utils.files import write_text_atomic
+
+Pass = Callable[[Graph], Graph]
+
+PIPELINE: list[tuple[str, Pass]] = [
+    ("verify", verify),
+]
+
+
+def run_pipeline(graph: Graph, dump_dir: Path | None = None, passes=None) -> tuple[Graph, list[str]]:
+    """Run every pass; returns the final graph and the names of the passes run."""
+    dump_dir = dump_dir or config.dump_dir()
+    passes = PIPELINE if passes is None else passes
+    if dump_dir is not None:
+        write_text_atomic(Path(dump_dir) / "00-input.ir", print_graph(graph))
+    ran = []
+    for index, (name, run) in enumerate(passes, start=1):
+        graph = verify(run(graph))
+        ran.append(name)
+        if dump_dir is not None:
+            write_text_atomic(Path(dump_dir) / f"{index:02d}-{name}.ir", print_graph(graph))
+    return graph, ran
