@@ -29,7 +29,10 @@ def test_build_writes_ir_per_pass_and_report(tmp_path):
     result = kcomp("build", EXAMPLES / "mlp_digits.k", "--model", "seed_mlp", "--batch", 5, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "build" / "seed_mlp"
-    assert sorted(p.name for p in (out / "ir").iterdir()) == ["00-input.ir", "01-verify.ir"]
+    from kcomp.passes import PIPELINE
+
+    names = ["00-input.ir"] + [f"{i:02d}-{name}.ir" for i, (name, _) in enumerate(PIPELINE, start=1)]
+    assert sorted(p.name for p in (out / "ir").iterdir()) == names
     assert (out / "model.ir").read_text().startswith("graph seed_mlp(")
     report = json.loads((out / "report.json").read_text())
     assert report["params"]["total"] == 7114

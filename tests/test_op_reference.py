@@ -505,10 +505,25 @@ def test_simple_rnn(rng, return_sequences, go_backwards, use_bias, activation):
     check(got_h, h)
 
 
+def test_rsqrt(rng):
+    x = rng.uniform(0.1, 4.0, size=(3, 5))
+    check(ref("rsqrt", x), 1.0 / np.sqrt(x))
+
+
+def test_kernel_runs_its_body(rng):
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("body")
+    x, bias = b.input((None, 5), "float64", ""), b.input((5,), "float64", "")
+    body = b.finish([b.emit1("tanh", [b.emit1("add", [x, bias])])])
+    xs, bs = rng.normal(size=(3, 5)), rng.normal(size=5)
+    check(ref("kernel", xs, bs, template="pointwise", body=body), np.tanh(xs + bs))
+
+
 def test_every_op_has_a_reference_test():
     tested = {case[0] for case in ACTIVATION_CASES} | set(BINARY) | set(REDUCE) | {
         "neg", "cast", "constant", "matmul", "bias_add", "reshape", "transpose", "concat", "conv2d", "max_pool2d",
         "avg_pool2d", "batch_norm", "batch_norm_train", "layer_norm", "dropout", "embedding",
-        "lstm", "gru", "simple_rnn",
+        "lstm", "gru", "simple_rnn", "rsqrt", "kernel",
     }
     assert tested == set(OPS)

@@ -31,8 +31,17 @@ def W(*shape, dtype="float32"):
     return ("w", shape, dtype)
 
 
+def _kernel_body():
+    """A fused kernel's body: relu(x + bias), as the fusion pass builds one."""
+    b = GraphBuilder("body")
+    x, bias = b.input((None, 5, 7), "float32", ""), b.input((7,), "float32", "")
+    return b.finish([b.emit1("relu", [b.emit1("add", [x, bias])])])
+
+
 # (op, inputs, attrs): valid uses of every op, built with a symbolic batch.
 EXAMPLES = [
+    ("rsqrt", [X(None, 5, 7)], {}),
+    ("kernel", [X(None, 5, 7), W(7)], {"template": "pointwise", "body": _kernel_body()}),
     *[(op, [X(None, 5, 7), W(7)], {}) for op in BINARY],
     *[(op, [X(None, 1, 7), X(None, 5, 1)], {}) for op in BINARY],
     *[(op, [X(None, 5, 7), W(5, 1)], {}) for op in BINARY],

@@ -29,6 +29,7 @@ TRAITS = frozenset(
         "recurrent",  # whole-sequence recurrent cell
         "gather",
         "constant",
+        "fused",  # a kernel node made by fusion
     }
 )
 

@@ -25,9 +25,16 @@ def format_attr(value) -> str:
     return repr(value)
 
 
-def print_graph(graph: Graph) -> str:
+def print_graph(graph: Graph, indent: str = "") -> str:
+    """The graph as text; a kernel node's body is printed nested under it."""
+    return "\n".join(indent + line for line in _lines(graph)) + "\n"
+
+
+def _lines(graph: Graph) -> list[str]:
     labels: dict[int, str] = {}
-    for v in (*graph.inputs, *graph.params):
+    for i, v in enumerate(graph.inputs):
+        labels[v.id] = f"%{v.name}" if v.name else f"%in{i}"  # a kernel body's inputs are unnamed
+    for v in graph.params:
         labels[v.id] = f"%{v.name}"
     counter = 0
     for node in graph.nodes:
@@ -56,11 +63,14 @@ def print_graph(graph: Graph) -> str:
     for node in graph.nodes:
         outs = ", ".join(labels[v.id] for v in node.outputs)
         args = ", ".join(labels.get(v.id, f"%<undefined {v.id}>") for v in node.inputs)
-        attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in node.attr_items)
+        attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in node.attr_items if not isinstance(v, Graph))
         attrs = f" {{{attrs}}}" if attrs else ""
         types = ", ".join(type_of(v) for v in node.outputs)
         origin = f"  # {node.origin}" if node.origin else ""
         lines.append(f"  {outs} = {node.op}({args}){attrs} : {types}{origin}")
+        for value in node.attrs.values():
+            if isinstance(value, Graph):
+                lines.extend("    " + line for line in _lines(value))
     lines.append("  return " + ", ".join(labels.get(v.id, f"%<undefined {v.id}>") for v in graph.outputs))
     lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines

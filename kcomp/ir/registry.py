@@ -6,9 +6,9 @@ this file is the index of every op kcomp knows.
 
 from kcomp.errors import ArgumentError
 from kcomp.ir.opdef import OpDef
-from kcomp.ir.ops import activations, conv, elementwise, gather, linalg, norm, recurrent, reduce, shape
+from kcomp.ir.ops import activations, conv, elementwise, gather, kernel, linalg, norm, recurrent, reduce, shape
 
-_MODULES = (elementwise, activations, linalg, reduce, shape, conv, norm, gather, recurrent)
+_MODULES = (elementwise, activations, linalg, reduce, shape, conv, norm, gather, recurrent, kernel)
 
 
 def _collect() -> dict[str, OpDef]:

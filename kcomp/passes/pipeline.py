@@ -3,7 +3,6 @@
 Each pass is pure. `run_pipeline` verifies the graph after every pass and,
 when asked (or when KCOMP_DUMP=DIR is set), writes the IR before the first
 pass and after each one, numbered, so a person can diff what every pass did.
-The fusion and simplification passes of the back end join this list.
 """
 
 from pathlib import Path
@@ -13,12 +12,19 @@ from kcomp import config
 from kcomp.ir.graph import Graph
 from kcomp.ir.printer import print_graph
 from kcomp.ir.verify import verify
+from kcomp.passes.decompose import decompose
+from kcomp.passes.fuse import fuse
+from kcomp.passes.simplify import simplify
 from kcomp.utils.files import write_text_atomic
 
 Pass = Callable[[Graph], Graph]
 
 PIPELINE: list[tuple[str, Pass]] = [
     ("verify", verify),
+    ("simplify", simplify),
+    ("decompose", decompose),
+    ("simplify-decomposed", simplify),
+    ("fuse", fuse),
 ]
 
 

@@ -23,6 +23,11 @@ def binary(name: str, fn, doc: str, infer=broadcast_infer) -> OpDef:
     )
 
 
+def _float_unary_infer(inputs):
+    require_float(inputs[0], "rsqrt")
+    return same_as_input(inputs)
+
+
 def _constant_infer(inputs, value, dtype):
     return [TensorSpec((), check_dtype(dtype))]
 
@@ -49,6 +54,15 @@ OPS = [
         attrs={},
         infer=same_as_input,
         reference=torch.neg,
+        traits={"elementwise", "unary"},
+    ),
+    OpDef(
+        name="rsqrt",
+        doc="1 / sqrt(x) (batch normalization's scale, once decomposed).",
+        num_inputs=(1, 1),
+        attrs={},
+        infer=_float_unary_infer,
+        reference=torch.rsqrt,
         traits={"elementwise", "unary"},
     ),
     OpDef(

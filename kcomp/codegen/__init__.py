@@ -1,0 +1,1 @@
+"""Code generation: a readable Triton module per kernel node (fused expression + launch wrapper)."""

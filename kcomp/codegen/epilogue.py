@@ -1,0 +1,83 @@
+"""Generate the fused expression of a kernel: the epilogue of a matmul/conv tile,
+or the body of a pointwise kernel, from the elementwise IR nodes it absorbed.
+
+Output is the source of one small @triton.jit function, for example:
+
+    @triton.jit
+    def epilogue(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3):
+        e0 = tl.load(E0 + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]  # dense/bias
+        v1 = (acc + e0)  # dense: bias_add
+        v2 = tl.maximum(v1, 0.0)  # dense: relu
+        return v2
+"""
+
+from dataclasses import dataclass
+
+from kcomp.codegen.expr import expression
+from kcomp.ir.graph import Graph, Node, Value
+from kcomp.passes.fuse import operand_kind
+
+TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
+FLAT_PARAMS = "offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7"
+
+
+@dataclass
+class Operand:
+    """An extra tensor the generated function reads: which body input, how it lines up, its slot."""
+
+    input_index: int
+    kind: str  # "full", "col" or "scalar"
+    slot: int
+
+
+def _load(kind: str, slot: int, tile: bool) -> str:
+    if tile:
+        ptr, stride = f"E{slot}", f"S{slot}"
+        return {
+            "full": f"tl.load({ptr} + offs_m[:, None] * {stride} + offs_n[None, :], mask=mask_m[:, None] & mask_n[None, :], other=0.0)",
+            "col": f"tl.load({ptr} + offs_n, mask=mask_n, other=0.0)",
+            "scalar": f"tl.load({ptr})",
+        }[kind] + ".to(tl.float32)" + ("[None, :]" if kind == "col" else "")
+    ptr = f"X{slot}"
+    return {
+        "full": f"tl.load({ptr} + offs, mask=mask, other=0.0)",
+        "col": f"tl.load({ptr} + offs % C, mask=mask, other=0.0)",
+        "scalar": f"tl.load({ptr})",
+    }[kind] + ".to(tl.float32)"
+
+
+def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue") -> tuple[str, list[Operand]]:
+    """Source of the function computing `chain` (elementwise nodes of `body`).
+
+    `start` is the value already in hand (the accumulator `acc` of a tile
+    kernel); None for a pointwise kernel, whose every input is loaded.
+    """
+    tile = start is not None
+    index_of = {v.id: i for i, v in enumerate(body.inputs)}
+    names: dict[int, str] = {start.id: "acc"} if tile else {}
+    operands: list[Operand] = []
+    lines = []
+    out = chain[-1].outputs[0] if chain else start
+    for node in chain:
+        if node.op == "constant":  # constants are literals in the generated code
+            names[node.outputs[0].id] = repr(float(node.attrs["value"]))
+            continue
+        args = []
+        for v in node.inputs:
+            if v.id not in names:
+                kind = operand_kind(v, out)
+                slot = len(operands)
+                operands.append(Operand(index_of[v.id], kind, slot))
+                names[v.id] = f"e{slot}"
+                label = body.inputs[index_of[v.id]].name or f"input {index_of[v.id]}"
+                lines.append(f"    e{slot} = {_load(kind, slot, tile)}  # {label}")
+            args.append(names[v.id])
+        result = f"v{len(lines)}"
+        names[node.outputs[0].id] = result
+        lines.append(f"    {result} = {expression(node.op, args, node.attrs)}  # {node.origin}: {node.op}")
+    if not chain:
+        lines.append("    pass")
+    params = TILE_PARAMS if tile else FLAT_PARAMS
+    ret = names[out.id] if out is not None else "acc"
+    source = f"@triton.jit\ndef {name}({params}):\n" + "\n".join(lines) + f"\n    return {ret}\n"
+    return source, operands

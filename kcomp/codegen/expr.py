@@ -1,0 +1,91 @@
+"""Triton expressions for elementwise IR ops (float32 math on tiles).
+
+Each function takes the argument expressions (variable names) and the node's
+attributes and returns one expression. The formulas are the registry
+references' formulas, written with triton.language.
+"""
+
+from kcomp.ir.ops.activations import SELU_ALPHA, SELU_SCALE
+
+
+def _f(x: float) -> str:
+    return repr(float(x))
+
+
+def _tanh(a: str) -> str:
+    # tanh(a) = 2 * sigmoid(2a) - 1: exact in real arithmetic, and tl.sigmoid is available everywhere.
+    return f"(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"
+
+
+def _softplus(a: str) -> str:
+    return f"(tl.maximum({a}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({a}))))"
+
+
+def _hard_sigmoid(a: str) -> str:
+    return f"tl.minimum(tl.maximum({a} / 6.0 + 0.5, 0.0), 1.0)"
+
+
+def _relu(a, negative_slope, max_value, threshold):
+    # Keras's order (see the relu op): keep above threshold, clip, subtract the negative part.
+    y = f"tl.where({a} > {_f(threshold)}, {a}, 0.0)" if threshold != 0 else f"tl.maximum({a}, 0.0)"
+    if max_value is not None:
+        y = f"tl.minimum(tl.maximum({y}, 0.0), {_f(max_value)})"
+    if negative_slope != 0:
+        y = f"({y} - {_f(negative_slope)} * tl.maximum({_f(threshold)} - {a}, 0.0))"
+    return y
+
+
+def _gelu(a, approximate):
+    if approximate:
+        inner = f"0.7978845608028654 * ({a} + 0.044715 * {a} * {a} * {a})"
+        return f"(0.5 * {a} * (1.0 + {_tanh('(' + inner + ')')}))"
+    return f"(0.5 * {a} * (1.0 + tl.math.erf({a} * 0.7071067811865476)))"
+
+
+UNARY = {
+    "neg": lambda a: f"(-{a})",
+    "rsqrt": lambda a: f"tl.rsqrt({a})",
+    "relu": _relu,
+    "sigmoid": lambda a: f"tl.sigmoid({a})",
+    "tanh": _tanh,
+    "gelu": _gelu,
+    "elu": lambda a, alpha: f"tl.where({a} > 0.0, {a}, {_f(alpha)} * (tl.exp({a}) - 1.0))",
+    "selu": lambda a: f"({_f(SELU_SCALE)} * tl.where({a} > 0.0, {a}, {_f(SELU_ALPHA)} * (tl.exp({a}) - 1.0)))",
+    "softplus": _softplus,
+    "softsign": lambda a: f"({a} / (1.0 + tl.abs({a})))",
+    "leaky_relu": lambda a, negative_slope: f"tl.where({a} >= 0.0, {a}, {_f(negative_slope)} * {a})",
+    "silu": lambda a: f"({a} * tl.sigmoid({a}))",
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_silu": lambda a: f"({a} * {_hard_sigmoid(a)})",
+    "mish": lambda a: f"({a} * {_tanh(_softplus(a))})",
+    "exponential": lambda a: f"tl.exp({a})",
+    "linear": lambda a: a,
+}
+
+BINARY = {
+    "add": "({a} + {b})",
+    "bias_add": "({a} + {b})",
+    "sub": "({a} - {b})",
+    "mul": "({a} * {b})",
+    "div": "({a} / {b})",
+    "maximum": "tl.maximum({a}, {b})",
+    "minimum": "tl.minimum({a}, {b})",
+}
+
+TL_DTYPES = {"float32": "tl.float32", "float16": "tl.float16", "bfloat16": "tl.bfloat16", "float64": "tl.float64"}
+
+
+def expression(op: str, args: list[str], attrs: dict) -> str:
+    if op in BINARY:
+        a, b = args
+        return BINARY[op].format(a=a, b=b)
+    if op == "cast":
+        # Compute stays float32; a cast to a narrower float rounds as the stored value would.
+        return f"{args[0]}.to({TL_DTYPES[attrs['dtype']]}).to(tl.float32)"
+    if op in UNARY:
+        return UNARY[op](args[0], **attrs)
+    raise KeyError(f"no Triton expression for op {op!r}")
+
+
+def supported(op: str) -> bool:
+    return op in BINARY or op in UNARY or op == "cast"

@@ -1,0 +1,194 @@
+"""fuse: group IR nodes into kernel nodes, each computed by one template.
+
+Anchors, in graph order: a matmul with a rank-2 weight (Dense) or a conv2d
+starts a group and absorbs the chain of elementwise ops after it (bias,
+activation, batch-norm scale/shift, a residual add) as its epilogue; a conv
+group also absorbs a following 'valid' max or average pool, so the pre-pool
+activation never reaches memory. softmax / log_softmax / layer_norm over the
+last axis, reductions over consecutive axes and pooling get kernels of their
+own; other elementwise ops group into pointwise kernels.
+
+What fits no template (batched matmul, grouped conv, embedding, recurrent
+ops, concat, transpose) stays a plain node and runs unfused on torch; nodes
+computed from weights alone stay too, and the runtime computes them once per
+weight update.
+"""
+
+from kcomp.codegen.expr import supported
+from kcomp.ir.graph import Graph, Node, Value
+from kcomp.passes.rewrite import dead_code_elimination
+from kcomp.ir.registry import OPS
+from kcomp.ir.types import FLOAT_DTYPES, is_static
+
+MAX_EPILOGUE_OPERANDS = 4  # extra tensors a matmul/conv epilogue may read (template arguments E0..E3)
+MAX_POINTWISE_OPERANDS = 8  # tensors a pointwise kernel may read (X0..X7)
+MAX_ROW = 16384  # widest row a row kernel (softmax, layer_norm) holds in one block
+
+
+def operand_kind(operand: Value, out: Value) -> str | None:
+    """How an epilogue operand lines up with the output: scalar, col (last-axis vector), full, or None."""
+    if operand.shape == () or all(d == 1 for d in operand.shape):
+        return "scalar"
+    if operand.shape == out.shape:
+        return "full"
+    lead, last = operand.shape[:-1], operand.shape[-1:]
+    if last == out.shape[-1:] and all(d == 1 for d in lead) and len(operand.shape) <= len(out.shape):
+        return "col"
+    return None
+
+
+def _is_float(v: Value) -> bool:
+    return v.dtype in FLOAT_DTYPES
+
+
+def weight_only_values(graph: Graph) -> set[int]:
+    """Values computed from parameters and constants alone."""
+    known = {p.id for p in graph.params}
+    for node in graph.nodes:
+        if all(v.id in known for v in node.inputs) and "random" not in OPS[node.op].traits:
+            known.update(v.id for v in node.outputs)
+    return known - {p.id for p in graph.params}
+
+
+class _Fuser:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.users = graph.users()
+        self.outputs = {v.id for v in graph.outputs}
+        self.weight_only = weight_only_values(graph)
+        self.producers = graph.producers()
+
+    def sole_user(self, v: Value) -> Node | None:
+        users = self.users.get(v.id, [])
+        if len(users) == 1 and v.id not in self.outputs:
+            return users[0]
+        return None
+
+    def is_pointwise(self, node: Node) -> bool:
+        traits = OPS[node.op].traits
+        return (
+            "elementwise" in traits
+            and "random" not in traits
+            and node.op != "constant"
+            and supported(node.op)
+            and all(_is_float(v) for v in (*node.inputs, *node.outputs))
+            and node.outputs[0].id not in self.weight_only
+        )
+
+    def absorb_chain(self, group: list[Node], max_operands: int) -> Value:
+        """Extend `group` with the single-use elementwise ops after it; returns the last value."""
+        v = group[-1].outputs[0]
+        externals = {x.id for n in group for x in n.inputs} - {x.id for n in group for x in n.outputs}
+        while (user := self.sole_user(v)) is not None and self.is_pointwise(user):
+            out = user.outputs[0]
+            others = [x for x in user.inputs if x.id != v.id]
+            if out.shape != v.shape or any(operand_kind(x, out) is None for x in others):
+                break
+            if len(externals | {x.id for x in others}) > max_operands:
+                break
+            externals |= {x.id for x in others}
+            group.append(user)
+            v = out
+        return v
+
+    def matmul_group(self, node: Node) -> list[Node] | None:
+        a, b = node.inputs
+        if b.rank != 2 or not _is_float(a):
+            return None
+        group = [node]
+        self.absorb_chain(group, MAX_EPILOGUE_OPERANDS + 2)
+        return group
+
+    def conv_group(self, node: Node) -> list[Node] | None:
+        if node.attrs["groups"] != 1:
+            return None
+        group = [node]
+        v = self.absorb_chain(group, MAX_EPILOGUE_OPERANDS + 2)
+        pool = self.sole_user(v)
+        chain = {n.outputs[0].id for n in group}
+        reads_full = any(
+            operand_kind(x, n.outputs[0]) == "full" for n in group[1:] for x in n.inputs if x.id not in chain
+        )
+        if pool is not None and pool.op in ("max_pool2d", "avg_pool2d") and pool.attrs["padding"] == "valid" and not reads_full:
+            group.append(pool)
+        return group
+
+    def anchor(self, node: Node) -> tuple[str, list[Node]] | None:
+        op, x = node.op, node.inputs[0] if node.inputs else None
+        if node.outputs[0].id in self.weight_only:
+            return None
+        if op == "matmul":
+            group = self.matmul_group(node)
+            return ("matmul", group) if group else None
+        if op == "conv2d":
+            group = self.conv_group(node)
+            return ("conv2d", group) if group else None
+        last = x.shape[-1] if x is not None and x.rank else None
+        row_fits = last is not None and is_static(last) and last <= MAX_ROW
+        if op in ("softmax", "log_softmax") and node.attrs["axis"] % x.rank == x.rank - 1 and row_fits:
+            return "softmax", [node]
+        if op == "layer_norm" and tuple(a % x.rank for a in node.attrs["axes"]) == (x.rank - 1,) and row_fits:
+            return "layer_norm", [node]
+        if op in ("sum", "mean", "max") and _is_float(x):
+            axes = sorted(a % x.rank for a in (node.attrs["axes"] or range(x.rank)))
+            if axes == list(range(axes[0], axes[-1] + 1)):
+                return "reduce", [node]
+        if op in ("max_pool2d", "avg_pool2d"):
+            return "pool2d", [node]
+        if self.is_pointwise(node) and all(operand_kind(v, node.outputs[0]) for v in node.inputs):
+            group = [node]
+            self.absorb_chain(group, MAX_POINTWISE_OPERANDS)
+            return "pointwise", group
+        return None
+
+    def run(self) -> Graph:
+        groups: dict[int, tuple[str, list[Node]]] = {}  # index of a group's last node -> the group
+        taken: set[int] = set()
+        index = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        for node in self.graph.nodes:
+            if id(node) in taken:
+                continue
+            found = self.anchor(node)
+            if found is None:
+                continue
+            template, group = found
+            taken.update(id(n) for n in group)
+            groups[index[id(group[-1])]] = (template, group)
+        nodes = []
+        for i, node in enumerate(self.graph.nodes):
+            if i in groups:
+                nodes.append(kernel_node(*groups[i], self.producers))
+            elif id(node) not in taken:
+                nodes.append(node)
+        g = self.graph
+        return dead_code_elimination(Graph(g.name, g.inputs, g.params, tuple(nodes), g.outputs, g.frozen_params))
+
+
+def kernel_node(template: str, group: list[Node], producers: dict[int, Node]) -> Node:
+    """One kernel node computing `group`; its output is the group's last value.
+
+    Scalar constants the group reads are copied into the body (they become
+    literals in the generated code) instead of being passed in.
+    """
+    inside = {v.id for n in group for v in n.outputs}
+    inputs: list[Value] = []
+    constants: list[Node] = []
+    for n in group:
+        for v in n.inputs:
+            if v.id in inside or v in inputs:
+                continue
+            producer = producers.get(v.id)
+            if producer is not None and producer.op == "constant":
+                constants.append(producer)
+                inside.add(v.id)
+            else:
+                inputs.append(v)
+    group = constants + group
+    out = group[-1].outputs[0]
+    origins = list(dict.fromkeys(n.origin for n in group if n.origin))
+    body = Graph(f"{template}_body", tuple(inputs), (), tuple(group), (out,))
+    return Node("kernel", tuple(inputs), (("body", body), ("template", template)), (out,), "+".join(origins))
+
+
+def fuse(graph: Graph) -> Graph:
+    return _Fuser(graph).run()

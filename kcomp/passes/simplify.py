@@ -1,0 +1,112 @@
+"""simplify: identities, reshape/transpose cleanup, constant folding, CSE, DCE.
+
+Each rule is a small function listed in RULES with the op it applies to.
+"""
+
+import torch
+
+from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.registry import OPS
+from kcomp.passes.rewrite import Rewriter, dead_code_elimination, rewrite_to_fixpoint
+
+
+def identity_dropout(node: Node, rw: Rewriter):
+    """Dropout outside training is the identity."""
+    if not node.attrs["training"] or node.attrs["rate"] == 0.0:
+        return [node.inputs[0]]
+    return None
+
+
+def identity_linear(node: Node, rw: Rewriter):
+    return [node.inputs[0]]
+
+
+def same_type_cast(node: Node, rw: Rewriter):
+    return [node.inputs[0]] if node.attrs["dtype"] == node.inputs[0].dtype else None
+
+
+def merge_reshapes(node: Node, rw: Rewriter):
+    """reshape(reshape(x)) -> reshape(x); a reshape to x's own shape -> x."""
+    x = node.inputs[0]
+    if tuple(node.attrs["shape"]) == x.shape:
+        return [x]
+    inner = rw.producer_of(x)
+    if inner is not None and inner.op == "reshape":
+        return [rw.emit1("reshape", inner.inputs, shape=node.attrs["shape"])]
+    return None
+
+
+def merge_transposes(node: Node, rw: Rewriter):
+    """transpose(transpose(x, p), q) -> transpose(x, p[q]); the identity permutation -> x."""
+    perm = node.attrs["perm"]
+    if perm == tuple(range(len(perm))):
+        return [node.inputs[0]]
+    inner = rw.producer_of(node.inputs[0])
+    if inner is not None and inner.op == "transpose":
+        composed = tuple(inner.attrs["perm"][p] for p in perm)
+        return [rw.emit1("transpose", inner.inputs, perm=composed)]
+    return None
+
+
+def fold_constants(node: Node, rw: Rewriter):
+    """An elementwise op whose inputs are all scalar constants becomes one constant."""
+    if not node.inputs or not all(rw.is_constant(v) for v in node.inputs):
+        return None
+    values = [torch.tensor(rw.constant_value(v), dtype=torch.float64) for v in node.inputs]
+    result = OPS[node.op].reference(*values, **node.attrs)
+    (out,) = node.outputs
+    return [rw.emit1("constant", [], value=float(result), dtype=out.dtype)]
+
+
+def _neutral(value, neutral) -> bool:
+    return value is not None and value == neutral
+
+
+def drop_neutral_operand(node: Node, rw: Rewriter):
+    """x + 0, x - 0, x * 1, x / 1 -> x when x already has the result's shape and dtype."""
+    a, b = node.inputs
+    out = node.outputs[0]
+    neutral = {"add": 0.0, "sub": 0.0, "mul": 1.0, "div": 1.0}[node.op]
+    if _neutral(rw.constant_value(b), neutral) and a.spec == out.spec:
+        return [a]
+    if node.op in ("add", "mul") and _neutral(rw.constant_value(a), neutral) and b.spec == out.spec:
+        return [b]
+    return None
+
+
+RULES = [
+    ("dropout", identity_dropout),
+    ("linear", identity_linear),
+    ("cast", same_type_cast),
+    ("reshape", merge_reshapes),
+    ("transpose", merge_transposes),
+    *[(name, fold_constants) for name, op in OPS.items() if "elementwise" in op.traits and "random" not in op.traits],
+    *[(name, drop_neutral_operand) for name in ("add", "sub", "mul", "div")],
+]
+
+
+def common_subexpressions(graph: Graph) -> Graph:
+    """Nodes with the same op, inputs and attributes compute the same value: keep the first."""
+    seen: dict[tuple, Node] = {}
+    replace: dict[int, Value] = {}
+    nodes = []
+    for node in graph.nodes:
+        inputs = tuple(replace.get(v.id, v) for v in node.inputs)
+        node = Node(node.op, inputs, node.attr_items, node.outputs, node.origin)
+        key = (node.op, tuple(v.id for v in inputs), node.attr_items)
+        if "random" in OPS[node.op].traits and node.attrs.get("training"):
+            nodes.append(node)  # two dropout masks are two draws
+            continue
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            nodes.append(node)
+        else:
+            replace.update({old.id: new for old, new in zip(node.outputs, first.outputs)})
+    outputs = tuple(replace.get(v.id, v) for v in graph.outputs)
+    return Graph(graph.name, graph.inputs, graph.params, tuple(nodes), outputs, graph.frozen_params)
+
+
+def simplify(graph: Graph) -> Graph:
+    graph = rewrite_to_fixpoint(graph, RULES)
+    return dead_code_elimination(common_subexpressions(graph))

@@ -1,0 +1,163 @@
+"""A plan: the fused graph as an ordered list of launches over buffers.
+
+Steps are kernel launches (generated modules), views (reshape: no copy) and
+unfused nodes run with their torch reference (ops no template covers yet).
+Nodes computed from weights alone (batch-norm's folded scale and shift) run
+once per weight update, not per batch.
+
+Sizes are bound at run time from the inputs' shapes, so one plan serves every
+batch size. Buffers are reused by liveness: when the last reader of a value
+has run, its buffer returns to a pool and the next output of the same size
+takes it. `last_peak_bytes` is the peak activation memory of the last run.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from kcomp.codegen.module import KernelSource, kernel_source
+from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.registry import OPS
+from kcomp.ir.types import TORCH_DTYPES, is_static
+from kcomp.passes.fuse import weight_only_values
+from kcomp.runtime.kernel_cache import load_kernel
+
+
+@dataclass
+class Step:
+    node: Node
+    kind: str  # "kernel", "view" or "torch"
+    source: KernelSource | None = None
+    launch: object = None
+    frees: list[int] = field(default_factory=list)  # value ids whose last reader is this step
+
+
+class BufferPool:
+    """Recycles output buffers by (numel, dtype, device); counts the bytes alive."""
+
+    def __init__(self):
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+        self.alive_bytes = 0
+        self.peak_bytes = 0
+
+    def take(self, shape, dtype, device) -> torch.Tensor:
+        numel = 1
+        for d in shape:
+            numel *= d
+        key = (numel, dtype, str(device))
+        stack = self.free.get(key)
+        buf = stack.pop() if stack else torch.empty(numel, dtype=dtype, device=device)
+        self.alive_bytes += buf.numel() * buf.element_size()
+        self.peak_bytes = max(self.peak_bytes, self.alive_bytes)
+        return buf.view(shape)
+
+    def give(self, tensor: torch.Tensor) -> None:
+        self.alive_bytes -= tensor.numel() * tensor.element_size()
+        key = (tensor.numel(), tensor.dtype, str(tensor.device))
+        self.free.setdefault(key, []).append(tensor.reshape(-1))
+
+
+def bind_symbols(graph: Graph, inputs) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for v, t in zip(graph.inputs, inputs):
+        for d, n in zip(v.shape, t.shape):
+            if not is_static(d):
+                sizes[d] = int(n)
+    return sizes
+
+
+def concrete(v: Value, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(d if is_static(d) else sizes[d] for d in v.shape)
+
+
+class Plan:
+    def __init__(self, graph: Graph, precision: str = "tf32"):
+        self.graph = graph
+        self.precision = precision
+        self.weight_only = weight_only_values(graph)
+        self.prepare_steps: list[Step] = []
+        self.steps: list[Step] = []
+        kernels = 0
+        for node in graph.nodes:
+            if node.op == "kernel":
+                source = kernel_source(node, kernels)
+                kernels += 1
+                step = Step(node, "kernel", source, load_kernel(source).launch)
+            else:
+                step = Step(node, "view" if node.op == "reshape" else "torch")
+            (self.prepare_steps if node.outputs[0].id in self.weight_only else self.steps).append(step)
+        self._mark_last_uses()
+        self._prepared_for: tuple | None = None
+        self._prepared: dict[int, torch.Tensor] = {}
+        self.last_peak_bytes = 0
+
+    @property
+    def kernels(self) -> list[Step]:
+        return [s for s in self.steps if s.kind == "kernel"]
+
+    def _mark_last_uses(self) -> None:
+        keep = {v.id for v in self.graph.outputs} | {v.id for v in self.graph.params} | self.weight_only
+        keep |= {v.id for v in self.graph.inputs}
+        last: dict[int, int] = {}
+        for i, step in enumerate(self.steps):
+            for v in step.node.inputs:
+                last[v.id] = i
+        for vid, i in last.items():
+            if vid not in keep:
+                self.steps[i].frees.append(vid)
+
+    def _prepare(self, params: dict[str, torch.Tensor]) -> None:
+        """Run the weight-only steps when the weights changed since the last run."""
+        tensors = [params[p.name] for p in self.graph.params]
+        key = tuple((id(t), t._version) for t in tensors)
+        if key == self._prepared_for:
+            return
+        env = {p.id: t for p, t in zip(self.graph.params, tensors)}
+        for step in self.prepare_steps:
+            outs = _run_torch(step.node, [env[v.id] for v in step.node.inputs])
+            env.update({v.id: t for v, t in zip(step.node.outputs, outs)})
+        self._prepared = {vid: env[vid] for vid in self.weight_only if vid in env}
+        self._prepared_for = key
+
+    def run(self, inputs, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        self._prepare(params)
+        sizes = bind_symbols(self.graph, inputs)
+        env: dict[int, torch.Tensor] = {v.id: t for v, t in zip(self.graph.inputs, inputs)}
+        env.update({p.id: params[p.name] for p in self.graph.params})
+        env.update(self._prepared)
+        pool = BufferPool()
+        owners: dict[int, int] = {}  # value id -> id of the pooled buffer it lives in
+        readers: dict[int, int] = {}  # pooled buffer id -> live values in it
+        buffers: dict[int, torch.Tensor] = {}
+        for step in self.steps:
+            node = step.node
+            args = [env[v.id] for v in node.inputs]
+            out_value = node.outputs[0]
+            if step.kind == "kernel":
+                out = pool.take(concrete(out_value, sizes), TORCH_DTYPES[out_value.dtype], args[0].device)
+                env[out_value.id] = step.launch(*args, out=out, precision=self.precision)
+                owners[out_value.id] = id(out)
+                buffers[id(out)] = out
+                readers[id(out)] = 1
+            elif step.kind == "view":
+                env[out_value.id] = args[0].reshape(concrete(out_value, sizes))
+                base = owners.get(node.inputs[0].id)
+                if base is not None:
+                    owners[out_value.id] = base
+                    readers[base] += 1
+            else:
+                env.update({v.id: t for v, t in zip(node.outputs, _run_torch(node, args))})
+            for vid in step.frees:
+                env.pop(vid, None)
+                base = owners.pop(vid, None)
+                if base is not None:
+                    readers[base] -= 1
+                    if readers[base] == 0:
+                        pool.give(buffers.pop(base))
+        self.last_peak_bytes = pool.peak_bytes
+        return [env[v.id] for v in self.graph.outputs]
+
+
+def _run_torch(node: Node, args) -> tuple:
+    result = OPS[node.op].reference(*args, **node.attrs)
+    return (result,) if isinstance(result, torch.Tensor) else tuple(result)
