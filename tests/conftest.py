@@ -1,3 +1,10 @@
+import os
+
+# Kernel tests run the real templates under Triton's interpreter, which Triton
+# reads once, when it is first imported: so set it before anything imports it.
+# AOT tests compile in subprocesses started without it (see tests/aot_helpers.py).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 

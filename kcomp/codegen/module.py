@@ -10,13 +10,15 @@ of its @triton.jit functions.
 import hashlib
 from dataclasses import dataclass
 
-from kcomp.codegen import gen_matmul, gen_pointwise
+from kcomp.codegen import gen_matmul, gen_pointwise, gen_rows
 from kcomp.ir.graph import Node
 from kcomp.ir.printer import print_graph
 
 GENERATORS = {
     "matmul": gen_matmul.generate,
     "pointwise": gen_pointwise.generate,
+    "softmax": gen_rows.generate_softmax,
+    "layer_norm": gen_rows.generate_layer_norm,
 }
 
 

@@ -15,7 +15,7 @@ from kcomp.ir.types import TORCH_DTYPES
 from kcomp.ir.verify import verify
 from kcomp.layers.base import KerasTensor, Layer, LayerCall, flatten, pack_like, to_tensor
 from kcomp.layers.core import InputLayer
-from kcomp.runtime.reference import run_reference
+from kcomp.runtime.executor import make_executor
 from kcomp.utils.progbar import Progbar
 
 
@@ -56,6 +56,10 @@ class Model:
         self.outputs: list[KerasTensor] = []
         self._calls: list[LayerCall] = []
         self._single_output = True
+        self.compile_settings: dict = {}
+        self._executor = None
+        self._backend = "reference"  # predict before compile runs the reference executor, as Keras predicts uncompiled
+        self._precision = "tf32"
         if inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise ArgumentError("Model(inputs, outputs) needs both inputs and outputs.")
@@ -84,6 +88,7 @@ class Model:
                 )
         self.inputs, self.outputs, self._calls = list(inputs), list(outputs), calls
         self._graph_cache.clear()
+        self._executor = None
 
     @property
     def built(self) -> bool:
@@ -173,11 +178,38 @@ class Model:
                 for t, v in zip(flatten(call.outputs), flatten(result), strict=True):
                     env[id(t)] = v
             self._graph_cache[training] = verify(builder.finish([env[id(t)] for t in self.outputs]))
+            self._executor = None
         return self._graph_cache[training]
 
     def params(self) -> dict[str, torch.Tensor]:
         """Current weight tensors by IR parameter name."""
         return {w.path: w.value for w in self.weights}
+
+    # -- compiling -----------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, backend="auto", precision="tf32", **kwargs):
+        """Keras's compile; plus `backend` ("auto", "triton", "triton-interpret", "reference")
+        and `precision` ("tf32" lets float32 matmuls use TF32 tensor cores on a GPU; "ieee" does not).
+
+        The optimizer, loss and metrics are kept for training.
+        """
+        from kcomp.runtime.executor import PRECISIONS, resolve_backend
+
+        if precision not in PRECISIONS:
+            raise ArgumentError(f"Received: precision={precision!r}. Expected one of {list(PRECISIONS)}.")
+        self._backend = resolve_backend(backend)
+        self._precision = precision
+        self._executor = None
+        self.compile_settings = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, "metrics": metrics, **kwargs}
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    def executor(self):
+        """The executor for predict (built on first use; the graph is traced once)."""
+        if self._executor is None:
+            self._executor = make_executor(self.to_graph(False), self._backend, self._precision)
+        return self._executor
 
     # -- inference -----------------------------------------------------------------
     def _prepare_inputs(self, x) -> list[torch.Tensor]:
@@ -219,7 +251,7 @@ class Model:
             raise ArgumentError(f"Received: batch_size={batch_size!r}. Expected a positive integer.")
         xs = self._prepare_inputs(x)
         n = len(xs[0])
-        graph, params = self.to_graph(False), self.params()
+        executor, params = self.executor(), self.params()
         batches = range(0, n, batch_size)
         if steps is not None:
             batches = batches[:steps]
@@ -227,7 +259,8 @@ class Model:
         pieces: list[list[torch.Tensor]] = []
         with torch.inference_mode():
             for step, start in enumerate(batches, 1):
-                pieces.append(run_reference(graph, [t[start : start + batch_size] for t in xs], params))
+                outs = executor.run([t[start : start + batch_size] for t in xs], params)
+                pieces.append([o.cpu() for o in outs])
                 bar.update(step)
         outs = [torch.cat([p[i] for p in pieces]).numpy() if pieces else np.zeros((0,)) for i in range(len(self.outputs))]
         return outs[0] if self._single_output else outs
@@ -239,7 +272,7 @@ class Model:
         self._ensure_built_for(x)
         self._require_built("the output")
         with torch.inference_mode():
-            outs = run_reference(self.to_graph(False), self._prepare_inputs(x), self.params())
+            outs = self.executor().run(self._prepare_inputs(x), self.params())
         return outs[0] if self._single_output else outs
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):

@@ -1,0 +1,94 @@
+"""Executors: what runs a model's forward graph for predict.
+
+  "reference"         torch ops per IR node on the CPU (the oracle; the CPU default)
+  "triton-interpret"  the fused graph's generated Triton kernels, on CPU tensors, under Triton's interpreter
+  "triton"            the same kernels on a CUDA GPU; each batch shape's forward captured in a CUDA graph
+  "auto"              "triton" where CUDA is available, else "reference"
+"""
+
+import sys
+
+import torch
+
+from kcomp.errors import ArgumentError, KcompError
+from kcomp.ir.graph import Graph
+from kcomp.runtime.reference import run_reference
+from kcomp.runtime.triton_mode import require_compiler, require_interpreter
+
+BACKENDS = ("auto", "triton", "triton-interpret", "reference")
+PRECISIONS = ("tf32", "ieee")
+
+
+def resolve_backend(backend: str, announce: bool = True) -> str:
+    if backend not in BACKENDS:
+        raise ArgumentError(f"Received: backend={backend!r}. Expected one of {list(BACKENDS)}.")
+    if backend != "auto":
+        return backend
+    chosen = "triton" if torch.cuda.is_available() else "reference"
+    if announce:
+        why = "a CUDA device is available" if chosen == "triton" else "no CUDA device: the torch reference executor"
+        print(f"kcomp: backend='auto' -> {chosen!r} ({why})", file=sys.stderr)
+    return chosen
+
+
+class ReferenceExecutor:
+    name = "reference"
+    device = torch.device("cpu")
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def run(self, inputs, params):
+        return run_reference(self.graph, inputs, params)
+
+
+class PlanExecutor:
+    """Runs the fused plan; on CUDA, replays one captured CUDA graph per batch shape."""
+
+    def __init__(self, graph: Graph, backend: str, precision: str = "tf32"):
+        from kcomp.passes import run_pipeline
+        from kcomp.runtime.plan import Plan
+
+        if precision not in PRECISIONS:
+            raise ArgumentError(f"Received: precision={precision!r}. Expected one of {list(PRECISIONS)}.")
+        if backend == "triton-interpret":
+            require_interpreter()
+            self.device = torch.device("cpu")
+        else:
+            if not torch.cuda.is_available():
+                raise KcompError("backend='triton' needs a CUDA GPU and none is available; use backend='auto' or 'reference'.")
+            require_compiler()
+            self.device = torch.device("cuda")
+        self.name = backend
+        fused, _ = run_pipeline(graph)
+        self.plan = Plan(fused, precision)
+        self._graphs: dict[tuple, object] = {}  # batch shape -> CapturedForward
+
+    def _device_params(self, params):
+        """Weights on the executor's device; copied again (and captures dropped) when they change."""
+        key = tuple((name, id(t), t._version) for name, t in params.items())
+        if key != getattr(self, "_params_key", None):
+            self._params = {k: v.to(self.device) for k, v in params.items()}
+            self._params_key = key
+            self._graphs.clear()  # a captured graph reads the old weight buffers
+        return self._params
+
+    def run(self, inputs, params):
+        params = self._device_params(params)
+        inputs = [t.to(self.device) for t in inputs]
+        if self.device.type != "cuda":
+            return self.plan.run(inputs, params)
+        from kcomp.runtime.cuda_graphs import CapturedForward
+
+        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        captured = self._graphs.get(key)
+        if captured is None:
+            captured = self._graphs[key] = CapturedForward(self.plan, inputs, params)
+        return captured.replay(inputs)
+
+
+def make_executor(graph: Graph, backend: str, precision: str = "tf32"):
+    backend = resolve_backend(backend)
+    if backend == "reference":
+        return ReferenceExecutor(graph)
+    return PlanExecutor(graph, backend, precision)

@@ -1,0 +1,169 @@
+"""The matmul, pointwise and row templates under Triton's interpreter, against the reference.
+
+Every case: build a model, run the pass pipeline, execute the fused graph's
+plan (generated kernels) and compare with the reference executor on the
+unfused graph, at ragged sizes (M=37, N=19, K=23) in float32 and float16.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.layers import (
+    Activation, Add, BatchNormalization, Dense, Embedding, Input, LayerNormalization, Reshape, Softmax,
+)
+from kcomp.models import Model, Sequential
+from kcomp.passes import run_pipeline
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+TOL = {"float32": dict(rtol=2e-4, atol=2e-5), "float16": dict(rtol=2e-2, atol=2e-2)}
+EPILOGUE_ACTIVATIONS = [
+    "relu", "sigmoid", "tanh", "gelu", "elu", "selu", "softplus", "softsign", "leaky_relu", "silu",
+    "hard_sigmoid", "hard_silu", "mish", "exponential", "relu6", None,
+]
+
+
+def run_both(model, inputs):
+    """(fused plan outputs, reference outputs, fused graph, plan)."""
+    graph, _ = run_pipeline(model.to_graph())
+    plan = Plan(graph)
+    params = model.params()
+    got = plan.run(inputs, params)
+    want = run_reference(model.to_graph(), inputs, params)
+    return got, want, graph, plan
+
+
+def kernels_of(graph):
+    return [n for n in graph.nodes if n.op == "kernel"]
+
+
+def randomize(model, seed=0):
+    """Non-trivial weights everywhere (biases and BN statistics are zeros/ones at init)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = []
+        for w in layer.weights:
+            value = rng.normal(size=w.shape) * 0.5
+            if w.name == "moving_variance":
+                value = np.abs(value) + 0.5
+            weights.append(value.astype(w.numpy().dtype))
+        layer.set_weights(weights)
+
+
+def assert_close(got, want, dtype):
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g.float().numpy(), w.float().numpy(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("activation", EPILOGUE_ACTIVATIONS)
+def test_dense_activation_is_one_kernel(activation):
+    model = Sequential([Input(shape=(23,)), Dense(19, activation=activation)])
+    randomize(model)
+    x = torch.randn(37, 23)
+    got, want, graph, _ = run_both(model, [x])
+    assert_close(got, want, "float32")
+    (kernel,) = kernels_of(graph)
+    assert kernel.attrs["template"] == "matmul"
+    assert len([n for n in graph.nodes if n.op != "kernel"]) == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_dense_batchnorm_residual_fold_into_the_epilogue(dtype):
+    x_in = Input(shape=(23,), dtype=dtype)
+    h = Dense(23, activation="relu", dtype=dtype)(x_in)
+    h = BatchNormalization(dtype=dtype)(h)
+    y = Activation("tanh")(Add()([h, x_in]))
+    model = Model(x_in, y)
+    randomize(model)
+    x = torch.randn(37, 23).to(getattr(torch, dtype))
+    got, want, graph, _ = run_both(model, [x])
+    assert_close(got, want, dtype)
+    (kernel,) = kernels_of(graph)
+    ops = [n.op for n in kernel.attrs["body"].nodes]
+    assert ops[:3] == ["matmul", "bias_add", "relu"] and "add" in ops and ops[-1] == "tanh"
+
+
+def test_dense_on_sequences_and_batch_sizes():
+    model = Sequential([Input(shape=(5, 23)), Dense(19, activation="silu"), Dense(7)])
+    randomize(model)
+    graph, _ = run_pipeline(model.to_graph())
+    plan = Plan(graph)
+    for batch in (1, 3, 8):  # one plan, every batch size
+        x = torch.randn(batch, 5, 23)
+        got = plan.run([x], model.params())
+        want = run_reference(model.to_graph(), [x], model.params())
+        assert_close(got, want, "float32")
+
+
+def test_softmax_and_log_softmax_rows():
+    x_in = Input(shape=(19,))
+    logits = Dense(37)(x_in)
+    model = Model(x_in, [Softmax()(logits), Activation("log_softmax")(logits)])
+    randomize(model)
+    got, want, graph, _ = run_both(model, [torch.randn(13, 19) * 3])
+    assert_close(got, want, "float32")
+    assert sorted(k.attrs["template"] for k in kernels_of(graph)) == ["matmul", "softmax", "softmax"]
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False), (False, False)])
+def test_layer_norm_rows(center, scale):
+    model = Sequential([Input(shape=(4, 37)), LayerNormalization(center=center, scale=scale, epsilon=1e-5)])
+    randomize(model)
+    got, want, graph, _ = run_both(model, [torch.randn(3, 4, 37) * 2 + 1])
+    assert_close(got, want, "float32")
+    assert [k.attrs["template"] for k in kernels_of(graph)] == ["layer_norm"]
+
+
+def test_pointwise_chain_after_an_unfused_op():
+    # The embedding stays a torch op; the activations after it fuse into one pointwise kernel.
+    model = Sequential([Embedding(11, 19, input_length=5), Activation("gelu"), Activation("softsign"), Reshape((95,))])
+    randomize(model)
+    ids = torch.randint(0, 11, (3, 5), dtype=torch.int32)
+    got, want, graph, _ = run_both(model, [ids])
+    assert_close(got, want, "float32")
+    (kernel,) = kernels_of(graph)
+    assert kernel.attrs["template"] == "pointwise"
+    assert [n.op for n in kernel.attrs["body"].nodes] == ["gelu", "softsign"]
+
+
+def test_pointwise_with_vector_and_full_operands():
+    a, b = Input(shape=(7, 19)), Input(shape=(7, 19))
+    s = Activation("sigmoid")(Add()([a, b]))
+    model = Model([a, b], BatchNormalization()(s))
+    randomize(model)
+    got, want, graph, _ = run_both(model, [torch.randn(5, 7, 19), torch.randn(5, 7, 19)])
+    assert_close(got, want, "float32")
+    (kernel,) = kernels_of(graph)
+    assert kernel.attrs["template"] == "pointwise"
+
+
+def test_buffers_are_reused_and_peak_memory_reported():
+    model = Sequential([Input(shape=(64,))] + [Dense(64, activation="relu") for _ in range(6)])
+    randomize(model)
+    graph, _ = run_pipeline(model.to_graph())
+    plan = Plan(graph)
+    x = torch.randn(8, 64)
+    got = plan.run([x], model.params())
+    assert_close(got, run_reference(model.to_graph(), [x], model.params()), "float32")
+    one = 8 * 64 * 4
+    assert plan.last_peak_bytes == 2 * one  # two activations alive at a time, not six
+
+
+def test_weight_only_nodes_run_once_per_weight_update():
+    model = Sequential([Input(shape=(19,)), Dense(19), BatchNormalization()])
+    randomize(model)
+    graph, _ = run_pipeline(model.to_graph())
+    plan = Plan(graph)
+    x = torch.randn(4, 19)
+    first = plan.run([x], model.params())[0].clone()
+    prepared = plan._prepared_for
+    plan.run([x], model.params())
+    assert plan._prepared_for == prepared
+    bn = model.layers[1]
+    bn.set_weights([w * 2 for w in bn.get_weights()])
+    second = plan.run([x], model.params())[0]
+    assert plan._prepared_for != prepared
+    assert_close([second], run_reference(model.to_graph(), [x], model.params()), "float32")
+    assert not torch.allclose(first, second)
