@@ -28,6 +28,8 @@ def _load_python(path: Path) -> dict[str, Model]:
             namespace = {**namespace, "model": namespace["build_model"]()}
     except KcompError:
         raise
+    except SystemExit as e:
+        raise KcompError(f"{path} called sys.exit({e.code!r}) while defining its model") from None
     except Exception as e:  # the user's code failed: say where, not "kcomp bug"
         raise KcompError(f"{path} raised {type(e).__name__}: {e}") from e
     if isinstance(namespace.get("model"), Model):

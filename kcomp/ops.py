@@ -54,7 +54,7 @@ def _as_value(x, builder: GraphBuilder) -> Value:
     if isinstance(x, Value):
         return x
     if isinstance(x, Variable):
-        return builder.param(x, x.shape, x.dtype, x.path, x.trainable)
+        return builder.param(x, x.shape, x.dtype, x.path, x.effectively_trainable)
     if isinstance(x, (int, float)):
         return builder.emit1("constant", [], value=x)
     raise TypeError(f"cannot use {type(x).__name__} inside a traced model; use kcomp ops on its inputs")

@@ -177,3 +177,26 @@ def test_unreadable_files_are_source_errors(tmp_path):
         dsl.load(bad)
     with pytest.raises(KcompError):
         dsl.load(tmp_path / "missing.k")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("conv2d(16)", "missing 1 required positional argument: 'kernel_size'"),
+        ("dense(activation=relu)", "missing 1 required positional argument: 'units'"),
+        ("reshape(4)", "Received: target_shape=4"),
+        ("dense(4, use_bias=flase)", "Received: use_bias='flase'. Expected True or False"),
+        ("batch_norm(epsilon=big)", "Received: epsilon='big'"),
+        ("dense(2, bias_initializer=constant(abc))", "could not convert"),
+        ("dense(99999999999999999999)", "32-bit offsets"),
+        ('dense(4, name="\\ud800")', "lone surrogate"),
+        ("dense(4, dtype=[1])", "dtype"),
+    ],
+)
+def test_bad_values_are_source_errors_not_crashes(line, message):
+    err = _error(f"model m {{\n  input(8, 8, 1)\n  {line}\n}}")
+    assert err.line == 3 and message in str(err)
+
+
+def test_a_byte_order_mark_is_ignored():
+    assert list(dsl.loads("\ufeffmodel m { input(3) dense(2) }")) == ["m"]

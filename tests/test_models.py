@@ -7,7 +7,7 @@ import torch
 import kcomp
 from kcomp.errors import KcompError, NotBuiltError
 from kcomp.layers import (
-    LSTM, Add, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Embedding, Flatten, Input, MaxPooling2D,
+    LSTM, Activation, Add, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Embedding, Flatten, Input, MaxPooling2D,
 )
 from kcomp.models import Model, Sequential
 
@@ -187,3 +187,53 @@ def test_model_called_on_data_returns_tensors():
     model = seed_mlp()
     out = model(np.ones((2, 100), "float32"))
     assert isinstance(out, torch.Tensor) and tuple(out.shape) == (2, 10)
+
+
+def test_shared_layer_is_one_summary_row_with_every_call():
+    a, b = Input(shape=(4,), name="a"), Input(shape=(4,), name="b")
+    shared = Dense(3, name="shared")
+    model = Model([a, b], Add()([shared(a), shared(b)]))
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert text.count("shared (Dense)") == 1
+    assert "shared[0][0]" in text and "shared[1][0]" in text
+    assert "Total params: 15" in text
+
+
+def test_frozen_layers_and_models_freeze_their_ir_parameters():
+    frozen = Dense(3, trainable=False)
+    model = Sequential([Input(shape=(4,)), frozen, Dense(2)])
+    graph = model.to_graph()
+    assert {graph.param(f"{frozen.name}/kernel").id, graph.param(f"{frozen.name}/bias").id} == set(graph.frozen_params)
+    model.trainable = False
+    assert len(model.to_graph().frozen_params) == 4
+
+
+def test_deep_models_do_not_hit_the_recursion_limit():
+    x = Input(shape=(2,))
+    y = x
+    for _ in range(1500):
+        y = Activation("relu")(y)
+    model = Model(x, y)
+    assert len(model.to_graph().nodes) == 1500
+
+
+def test_training_flag_given_at_call_is_kept():
+    x = Input(shape=(200,))
+    model = Model(x, Dropout(0.5, seed=3)(x, training=True))  # Monte Carlo dropout
+    out = model.predict(np.ones((2, 200), "float32"), verbose=0)
+    assert (out == 0).mean() > 0.3
+
+
+def test_unsupported_call_arguments_are_named():
+    with pytest.raises(KcompError, match="initial_state"):
+        LSTM(4)(Input(shape=(3, 2)), initial_state=[None, None])
+
+
+def test_two_variable_length_inputs_merge():
+    tok, pos = Input(shape=(None,), dtype="int32"), Input(shape=(None,), dtype="int32")
+    s = Add()([Embedding(10, 4)(tok), Embedding(20, 4)(pos)])
+    model = Model([tok, pos], s)
+    ids = np.array([[1, 2, 3]])
+    assert model.predict([ids, ids], verbose=0).shape == (1, 3, 4)

@@ -6,6 +6,7 @@ A sequential block becomes `Sequential([...])`; a graph block becomes
 the layer's inputs, the rest are its arguments.
 """
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,13 +30,22 @@ class Source:
 
     @contextmanager
     def at(self, pos: Pos, what: str = ""):
-        """Re-raise any KcompError from inside as a SourceError pointing at `pos`."""
+        """Re-raise an error from inside as a SourceError pointing at `pos`.
+
+        Besides KcompErrors, the errors a value from the file can provoke in
+        Python code (a missing argument, a string where a number belongs, a
+        size too large to allocate) are the file's fault too, and are
+        reported at its line, never as a crash.
+        """
         try:
             yield
         except SourceError:
             raise
         except KcompError as e:
             raise self.error(f"{what}{e}", pos) from None
+        except (TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as e:
+            message = re.sub(r"[\w.<>]*__init__\(\) ", "", str(e)).strip() or type(e).__name__
+            raise self.error(f"{what}{message}", pos) from None
 
 
 @dataclass
@@ -75,7 +85,8 @@ def layer_kwargs(cls, call: Call, args: list, source: Source) -> dict:
     for name, value, pos in call.kwargs:
         target = layer_table.ARG_ALIASES.get(name, name) if name not in known else name
         if target not in known:
-            raise source.error(f"{call.name}() has no argument {name!r}.{layer_table.suggest(name, known)}", pos)
+            options = [*known, *(a for a, full in layer_table.ARG_ALIASES.items() if full in known)]
+            raise source.error(f"{call.name}() has no argument {name!r}.{layer_table.suggest(name, options)}", pos)
         if target in kwargs:
             raise source.error(f"{call.name}(): argument {target!r} is given twice", pos)
         kwargs[target] = plain(value, source, target)

@@ -133,9 +133,14 @@ class _ToSyntax(Transformer):
     def string(self, meta, children):
         token = children[0]
         try:
-            return json.loads(str(token))  # the grammar's strings are JSON strings
+            text = json.loads(str(token))  # the grammar's strings are JSON strings
         except ValueError:
             raise SourceError("this string has an invalid escape (use \\\\ for a backslash)", "", token.line, token.column) from None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SourceError("this string holds a lone surrogate (such as \\ud800), which is not text", "", token.line, token.column) from None
+        return text
 
     def name(self, meta, children):
         token = children[0]
@@ -194,6 +199,7 @@ def parse(text: str, filename: str = "<string>") -> list[ModelDef]:
     """Parse a .k file's text into ModelDefs; raises SourceError on any problem."""
     if not isinstance(text, str):
         raise SourceError("a .k file must be text", filename, 0, 0)
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:

@@ -13,8 +13,16 @@ not depend on the ids a builder or pass happened to hand out. Example:
     }
 """
 
+import json
+
 from kcomp.ir.graph import Graph
 from kcomp.ir.types import BATCH, DTYPES
+
+
+def _name(name: str) -> str:
+    """A value's name as printed: quoted when it is not a plain path like dense_1/kernel."""
+    plain = name.replace("/", "").replace("_", "").replace(".", "").replace("-", "")
+    return name if plain.isalnum() and plain.isascii() else json.dumps(name)
 
 
 def format_attr(value) -> str:
@@ -33,9 +41,9 @@ def print_graph(graph: Graph, indent: str = "") -> str:
 def _lines(graph: Graph) -> list[str]:
     labels: dict[int, str] = {}
     for i, v in enumerate(graph.inputs):
-        labels[v.id] = f"%{v.name}" if v.name else f"%in{i}"  # a kernel body's inputs are unnamed
+        labels[v.id] = f"%{_name(v.name)}" if v.name else f"%in{i}"  # a kernel body's inputs are unnamed
     for v in graph.params:
-        labels[v.id] = f"%{v.name}"
+        labels[v.id] = f"%{_name(v.name)}"
     counter = 0
     for node in graph.nodes:
         for v in node.outputs:

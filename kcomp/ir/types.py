@@ -71,17 +71,23 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
     return axis % rank
 
 
+def unknown_lengths(a: Dim, b: Dim) -> bool:
+    """Two sizes both unknown until run time (not the batch): Keras takes them as equal, as do we."""
+    return isinstance(a, str) and isinstance(b, str) and BATCH not in (a, b)
+
+
 def broadcast_shapes(a: Shape, b: Shape) -> Shape:
     """NumPy broadcasting over static and symbolic dims.
 
-    A symbol only matches itself or 1: a symbolic batch against a fixed size
-    would only be right for one batch size, so it is refused at build time.
+    A symbol matches itself, 1, or another unknown length (checked when the
+    data arrives); a symbolic batch against a fixed size would only be right
+    for one batch size, so that is refused at build time.
     """
     out = []
     for i in range(1, max(len(a), len(b)) + 1):
         da = a[-i] if i <= len(a) else 1
         db = b[-i] if i <= len(b) else 1
-        if da == db or db == 1:
+        if da == db or db == 1 or unknown_lengths(da, db):
             out.append(da)
         elif da == 1:
             out.append(db)

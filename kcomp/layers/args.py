@@ -22,6 +22,28 @@ def int_tuple(name: str, value, n: int) -> tuple[int, ...]:
     return value
 
 
+def boolean(name: str, value) -> bool:
+    """True or False only: a mistyped word in a .k file must not count as True."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ArgumentError(f"Received: {name}={value!r}. Expected True or False.")
+
+
+def number(name: str, value, minimum=None, strictly=False, allow_none=False):
+    """A real number (optionally above a bound); None only when allowed."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and minimum is not None:
+        ok = value > minimum if strictly else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if strictly else '>='} {minimum}"
+        raise ArgumentError(f"Received: {name}={value!r}. Expected a number{bound}{' or None' if allow_none else ''}.")
+    return value
+
+
 def choice(name: str, value, options) -> str:
     if isinstance(value, str) and value.lower() in options:
         return value.lower()

@@ -32,6 +32,11 @@ class Variable:
         self.path = path  # "dense/kernel": unique within a model, the IR parameter name
         self.trainable = trainable
         self.regularizer = regularizer
+        self.owner = None  # the layer that made it (its trainable flag freezes this weight too)
+
+    @property
+    def effectively_trainable(self) -> bool:
+        return self.trainable and (self.owner is None or self.owner.trainable)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -120,6 +125,8 @@ def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
     return x
 
 
+MAX_WEIGHT_ELEMENTS = 2**31 - 1
+
 _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "input_dim", "batch_input_shape", "batch_size")
 
 
@@ -146,7 +153,9 @@ class Layer:
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ArgumentError(f"Received: name={name!r}. Expected a non-empty string without '/'.")
         self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
-        self.trainable = bool(trainable)
+        if not isinstance(trainable, bool):
+            raise ArgumentError(f"Received: trainable={trainable!r}. Expected True or False.")
+        self.trainable = trainable
         self.dtype = dtype or "float32"
         if self.dtype not in TORCH_DTYPES:
             raise ArgumentError(f"Received: dtype={dtype!r}. Expected one of {sorted(TORCH_DTYPES)}.")
@@ -167,8 +176,17 @@ class Layer:
     # -- weights ---------------------------------------------------------------
     def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True, regularizer=None) -> Variable:
         init = initializers.get(initializer)
+        size = 1
+        for d in shape:
+            size *= d
+        if size > MAX_WEIGHT_ELEMENTS:
+            raise ArgumentError(
+                f'Layer "{self.name}" weight {name} of shape {format_shape(tuple(shape))} would hold {size:,} numbers; '
+                f"kcomp indexes tensors with 32-bit offsets (at most {MAX_WEIGHT_ELEMENTS:,}). Use smaller layers."
+            )
         value = init(tuple(shape), dtype=TORCH_DTYPES[self.dtype])
         var = Variable(value, name, f"{self.name}/{name}", trainable, regularizers.get(regularizer))
+        var.owner = self
         self._weights.append(var)
         return var
 
@@ -247,16 +265,26 @@ class Layer:
         with builder.scope(self.name), tracing(builder):
             return self._invoke(inputs, training)
 
-    def __call__(self, inputs, training: bool = False):
+    def __call__(self, inputs, training=None, **kwargs):
+        """Call on Input-derived tensors (records the call) or on data (runs it).
+
+        `training=True` given here is kept with the call, as Keras keeps it
+        (Monte Carlo dropout); other call arguments are not supported yet.
+        """
+        if kwargs:
+            raise ArgumentError(
+                f'Layer "{self.name}" was called with {sorted(kwargs)}; kcomp layers do not take '
+                "call arguments other than training yet (no masks or initial states)."
+            )
         flat = flatten(inputs)
         if any(isinstance(x, KerasTensor) for x in flat):
             return self._symbolic_call(inputs, training)
         tensors = [to_tensor(x) for x in flat]
         self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
         with tracing(None):
-            return self._invoke(pack_like(inputs, tensors), training)
+            return self._invoke(pack_like(inputs, tensors), bool(training))
 
-    def _symbolic_call(self, inputs, training: bool):
+    def _symbolic_call(self, inputs, training):
         flat = flatten(inputs)
         if not all(isinstance(x, KerasTensor) for x in flat):
             raise ArgumentError(
@@ -266,14 +294,14 @@ class Layer:
         scratch = GraphBuilder(f"{self.name}_check")
         values = [scratch.input(kt.ir_shape, kt.dtype, f"in{i}") for i, kt in enumerate(flat)]
         try:
-            out = self.trace(scratch, pack_like(inputs, values), training)
+            out = self.trace(scratch, pack_like(inputs, values), bool(training))
         except KcompError as e:
             if str(e).startswith(f'Layer "{self.name}"'):
                 raise  # the layer's own message already names it and the shapes
             shapes = " and ".join(format_shape(kt.shape) for kt in flat)
             raise type(e)(f'Layer "{self.name}" ({type(self).__name__}) cannot take input shape {shapes}: {e}') from None
         outs_flat = flatten(out)
-        call = LayerCall(self, inputs, None)
+        call = LayerCall(self, inputs, None, {} if training is None else {"training": bool(training)})
         tensors = [
             KerasTensor(v.shape, v.dtype, call, i, f"{self.name}/out{i}" if len(outs_flat) > 1 else self.name)
             for i, v in enumerate(outs_flat)

@@ -1,7 +1,7 @@
 """Convolution and pooling layers over channels-last images (batch, height, width, channels)."""
 
 from kcomp import activations, initializers, ops, regularizers
-from kcomp.errors import ShapeError, format_shape
+from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.layers import args
 from kcomp.layers.base import Layer
 
@@ -48,10 +48,15 @@ class Conv2D(Layer):
         self.data_format = data_format
         self.dilation_rate = args.int_tuple("dilation_rate", dilation_rate, 2)
         self.groups = args.positive_int("groups", groups)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ArgumentError(
+                f"Received: strides={self.strides}, dilation_rate={self.dilation_rate}. Keras does not allow "
+                "strides > 1 together with dilation_rate > 1; use one of them."
+            )
         if self.filters % self.groups:
             raise ShapeError(f"Received: filters={filters}, groups={groups}. filters must be divisible by groups.")
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = args.boolean("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -137,7 +142,7 @@ class _GlobalPooling2D(Layer):
         super().__init__(**kwargs)
         args.channels_last(data_format)
         self.data_format = data_format
-        self.keepdims = bool(keepdims)
+        self.keepdims = args.boolean("keepdims", keepdims)
 
     def build(self, input_shape):
         _require_image(self, input_shape)

@@ -70,7 +70,7 @@ class Dense(Layer):
         super().__init__(**kwargs)
         self.units = args.positive_int("units", units)
         self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = args.boolean("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -120,10 +120,9 @@ class Activation(Layer):
 class ReLU(Layer):
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
-        if max_value is not None and max_value < 0:
-            raise ArgumentError(f"Received: max_value={max_value}. Expected None or a number >= 0.")
-        if negative_slope < 0:
-            raise ArgumentError(f"Received: negative_slope={negative_slope}. Expected a number >= 0.")
+        args.number("max_value", max_value, 0.0, allow_none=True)
+        args.number("negative_slope", negative_slope, 0.0)
+        args.number("threshold", threshold)
         self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
 
     def call(self, inputs):
@@ -141,7 +140,7 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
         super().__init__(**kwargs)
-        self.negative_slope = alpha if alpha is not None else negative_slope  # alpha: Keras 2's name
+        self.negative_slope = args.number("negative_slope", alpha if alpha is not None else negative_slope, 0.0)  # alpha: Keras 2's name
 
     def call(self, inputs):
         return activations.leaky_relu(inputs, self.negative_slope)
@@ -180,7 +179,7 @@ class Dropout(Layer):
         self._op_seed = self.seed if self.seed is not None else backend.draw_seed()
 
     def call(self, inputs, training=False):
-        return ops.dropout(inputs, self.rate, self._op_seed, training=bool(training))
+        return ops.dropout(inputs, self.rate, self._op_seed, training=args.boolean("training", training))
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape, "seed": self.seed}
@@ -207,6 +206,8 @@ def _batch_dim(x):
 class Reshape(Layer):
     def __init__(self, target_shape, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(target_shape, (list, tuple)):
+            raise ArgumentError(f"Received: target_shape={target_shape!r}. Expected a tuple such as (4, 4), without the batch.")
         target_shape = tuple(target_shape)
         if not target_shape or any(not isinstance(d, int) or d == 0 or d < -1 for d in target_shape) or target_shape.count(-1) > 1:
             raise ArgumentError(f"Received: target_shape={target_shape}. Expected positive integers and at most one -1.")
@@ -222,6 +223,8 @@ class Reshape(Layer):
 class Permute(Layer):
     def __init__(self, dims, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(dims, (list, tuple)):
+            raise ArgumentError(f"Received: dims={dims!r}. Expected a tuple such as (2, 1), without the batch axis.")
         dims = tuple(dims)
         if sorted(dims) != list(range(1, len(dims) + 1)):
             raise ArgumentError(f"Received: dims={dims}. Expected a permutation of 1..{len(dims)} (axis 0 is the batch).")

@@ -11,8 +11,8 @@ def _param_args(center, scale, beta_initializer, gamma_initializer, beta_regular
     args.no_constraint("beta_constraint", beta_constraint)
     args.no_constraint("gamma_constraint", gamma_constraint)
     return (
-        bool(center),
-        bool(scale),
+        args.boolean("center", center),
+        args.boolean("scale", scale),
         initializers.get(beta_initializer),
         initializers.get(gamma_initializer),
         regularizers.get(beta_regularizer),
@@ -72,10 +72,9 @@ class BatchNormalization(_Normalization):
         super().__init__(**kwargs)
         if not isinstance(axis, int) or isinstance(axis, bool):
             raise ArgumentError(f"Received: axis={axis!r}. kcomp's BatchNormalization normalizes one axis; pass an int.")
-        if not 0.0 <= momentum <= 1.0:
+        if args.number("momentum", momentum, 0.0) > 1.0:
             raise ArgumentError(f"Received: momentum={momentum}. Expected a number in [0, 1].")
-        if epsilon <= 0:
-            raise ArgumentError(f"Received: epsilon={epsilon}. Expected a positive number.")
+        args.number("epsilon", epsilon, 0.0, strictly=True)
         self.axis, self.momentum, self.epsilon, self.synchronized = axis, float(momentum), float(epsilon), synchronized
         (self.center, self.scale, self.beta_initializer, self.gamma_initializer,
          self.beta_regularizer, self.gamma_regularizer) = _param_args(
@@ -132,8 +131,9 @@ class LayerNormalization(_Normalization):
     ):
         super().__init__(**kwargs)
         self.axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
-        if epsilon <= 0:
-            raise ArgumentError(f"Received: epsilon={epsilon}. Expected a positive number.")
+        if not all(isinstance(a, int) and not isinstance(a, bool) for a in self._axes()):
+            raise ArgumentError(f"Received: axis={axis!r}. Expected an int or a list of ints.")
+        args.number("epsilon", epsilon, 0.0, strictly=True)
         self.epsilon = float(epsilon)
         (self.center, self.scale, self.beta_initializer, self.gamma_initializer,
          self.beta_regularizer, self.gamma_regularizer) = _param_args(

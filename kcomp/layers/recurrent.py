@@ -67,7 +67,7 @@ class _RNN(Layer):
         self.units = args.positive_int("units", units)
         self.activation = _cell_activation("activation", activation)
         self.recurrent_activation = _cell_activation("recurrent_activation", recurrent_activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = args.boolean("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -79,8 +79,10 @@ class _RNN(Layer):
             args.no_constraint(name, value)
         self.dropout = args.rate("dropout", dropout)
         self.recurrent_dropout = args.rate("recurrent_dropout", recurrent_dropout)
-        self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
-        self.go_backwards, self.unroll = bool(go_backwards), bool(unroll)
+        self.return_sequences = args.boolean("return_sequences", return_sequences)
+        self.return_state = args.boolean("return_state", return_state)
+        self.go_backwards = args.boolean("go_backwards", go_backwards)
+        self.unroll = args.boolean("unroll", unroll)
         if stateful:
             raise ArgumentError("Received: stateful=True. kcomp's recurrent layers start each batch from zero states; pass stateful=False.")
         self.stateful = False
@@ -146,7 +148,7 @@ class LSTM(_RNN):
 
     def __init__(self, units, unit_forget_bias=True, **kwargs):
         super().__init__(units, **kwargs)
-        self.unit_forget_bias = bool(unit_forget_bias)
+        self.unit_forget_bias = args.boolean("unit_forget_bias", unit_forget_bias)
 
     def _bias_initializer(self):
         if self.unit_forget_bias:
@@ -162,7 +164,7 @@ class GRU(_RNN):
 
     def __init__(self, units, reset_after=True, **kwargs):
         super().__init__(units, **kwargs)
-        self.reset_after = bool(reset_after)
+        self.reset_after = args.boolean("reset_after", reset_after)
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)

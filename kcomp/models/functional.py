@@ -27,19 +27,21 @@ def _sorted_calls(outputs: list[KerasTensor]) -> list[LayerCall]:
     """Every layer call the outputs depend on, each after the calls it reads from."""
     order: list[LayerCall] = []
     seen: set[int] = set()
-
-    def visit(call: LayerCall):
-        if id(call) in seen:
-            return
-        seen.add(id(call))
-        for t in flatten(call.inputs):
-            visit(t.call)
-        order.append(call)
-
     for t in outputs:
         if not isinstance(t, KerasTensor) or t.call is None:
             raise ArgumentError(f"Model outputs must be tensors made by calling layers on Input()s, received {t!r}.")
-        visit(t.call)
+    # Depth-first post-order with an explicit stack: models may be thousands of layers deep.
+    stack = [(t.call, False) for t in reversed(outputs)]
+    while stack:
+        call, expanded = stack.pop()
+        if expanded:
+            order.append(call)
+            continue
+        if id(call) in seen:
+            continue
+        seen.add(id(call))
+        stack.append((call, True))
+        stack.extend((t.call, False) for t in reversed(flatten(call.inputs)) if id(t.call) not in seen)
     return order
 
 
@@ -50,8 +52,8 @@ class Model:
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True):
         self.name = name or backend.unique_name(self._default_name)
-        self.trainable = trainable
         self._graph_cache: dict[bool, Graph] = {}
+        self.trainable = trainable
         self.inputs: list[KerasTensor] = []
         self.outputs: list[KerasTensor] = []
         self._calls: list[LayerCall] = []
@@ -88,6 +90,18 @@ class Model:
                 )
         self.inputs, self.outputs, self._calls = list(inputs), list(outputs), calls
         self._graph_cache.clear()
+        self._executor = None
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        if not isinstance(value, bool):
+            raise ArgumentError(f"Received: trainable={value!r}. Expected True or False.")
+        self._trainable = value
+        self._graph_cache.clear()  # frozen parameters are part of the graph
         self._executor = None
 
     @property
@@ -174,9 +188,11 @@ class Model:
                 if isinstance(call.layer, InputLayer):
                     continue
                 args = pack_like(call.inputs, [env[id(t)] for t in flatten(call.inputs)])
-                result = call.layer.trace(builder, args, training)
+                result = call.layer.trace(builder, args, call.kwargs.get("training", training))
                 for t, v in zip(flatten(call.outputs), flatten(result), strict=True):
                     env[id(t)] = v
+            if not self.trainable:
+                builder.frozen_params.update(p.id for p in builder.params)
             self._graph_cache[training] = verify(builder.finish([env[id(t)] for t in self.outputs]))
             self._executor = None
         return self._graph_cache[training]

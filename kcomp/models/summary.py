@@ -18,7 +18,8 @@ def _output_shape(call) -> str:
 
 
 def _connected_to(call) -> list[str]:
-    return [f"{t.call.layer.name}[0][{t.index}]" for t in flatten(call.inputs)]
+    """Keras's "layer[node][tensor]": which call of the producing layer, which of its outputs."""
+    return [f"{t.call.layer.name}[{t.call.layer._calls.index(t.call)}][{t.index}]" for t in flatten(call.inputs)]
 
 
 def _table(header: list[str], rows: list[list[str]], widths: list[int], right: set[int]) -> list[str]:
@@ -43,13 +44,16 @@ def format_summary(model, line_length=None) -> str:
     functional = not hasattr(model, "_stack")
     header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if functional else [])
     rows = []
-    for call in model._calls:
-        layer = call.layer
+    calls_of: dict[int, list] = {}
+    for call in model._calls:  # a shared layer has several calls: one row, its links listed together
+        calls_of.setdefault(id(call.layer), []).append(call)
+    for calls in calls_of.values():
+        layer = calls[0].layer
         if isinstance(layer, InputLayer) and not functional:
             continue
-        cells = [f"{layer.name} ({type(layer).__name__})", _output_shape(call), f"{layer.count_params():,}"]
+        cells = [f"{layer.name} ({type(layer).__name__})", _output_shape(calls[0]), f"{layer.count_params():,}"]
         if functional:
-            links = _connected_to(call)
+            links = [link for call in calls for link in _connected_to(call)]
             cells.append(links[0] if links else "-")
             rows.append(cells)
             rows.extend([["", "", "", link] for link in links[1:]])

@@ -28,8 +28,11 @@ PIPELINE: list[tuple[str, Pass]] = [
 ]
 
 
-def run_pipeline(graph: Graph, dump_dir: Path | None = None, passes=None) -> tuple[Graph, list[str]]:
-    """Run every pass; returns the final graph and the names of the passes run."""
+def run_pipeline(graph: Graph, dump_dir: Path | None = None, passes=None, snapshots: dict | None = None) -> tuple[Graph, list[str]]:
+    """Run every pass; returns the final graph and the names of the passes run.
+
+    `snapshots`, when given, receives the graph after each pass by pass name.
+    """
     dump_dir = dump_dir or config.dump_dir()
     passes = PIPELINE if passes is None else passes
     if dump_dir is not None:
@@ -38,6 +41,8 @@ def run_pipeline(graph: Graph, dump_dir: Path | None = None, passes=None) -> tup
     for index, (name, run) in enumerate(passes, start=1):
         graph = verify(run(graph))
         ran.append(name)
+        if snapshots is not None:
+            snapshots[name] = graph
         if dump_dir is not None:
             write_text_atomic(Path(dump_dir) / f"{index:02d}-{name}.ir", print_graph(graph))
     return graph, ran

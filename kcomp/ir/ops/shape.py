@@ -7,7 +7,7 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_same_dtype
-from kcomp.ir.types import TensorSpec, is_static, normalize_axis
+from kcomp.ir.types import TensorSpec, is_static, normalize_axis, unknown_lengths
 
 
 def _reshape_infer(inputs, shape):
@@ -66,7 +66,11 @@ def _concat_infer(inputs, axis):
     total = 0
     for s in inputs:
         same_rank = s.rank == first.rank
-        if not same_rank or any(s.shape[i] != first.shape[i] for i in range(first.rank) if i != ax):
+        if not same_rank or any(
+            s.shape[i] != first.shape[i] and not unknown_lengths(s.shape[i], first.shape[i])
+            for i in range(first.rank)
+            if i != ax
+        ):
             raise ShapeError(
                 f"concat along axis {axis} needs matching shapes except on that axis; received "
                 + " and ".join(format_shape(t.shape) for t in inputs)
