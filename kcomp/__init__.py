@@ -6,6 +6,7 @@ A Keras program ports by changing its import prefix:
 
 __version__ = "0.1.0"
 
+from kcomp import config  # noqa: F401  (first: it sets Triton's environment defaults)
 from kcomp import activations, backend, initializers, layers, models, ops, preprocessing, regularizers, utils
 from kcomp.errors import KcompError
 from kcomp.layers import Input

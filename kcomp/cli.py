@@ -19,6 +19,7 @@ class UsageError(Exception):
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     p.add_argument("file", help="a .k model file, or a Python file defining build_model() or `model`")
     p.add_argument("--model", metavar="NAME", help="which model, when the file defines several")
 
@@ -38,11 +39,17 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", metavar="DIR", help="build folder (default build/<model name>/)")
     build.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the trial run (default 1)")
     build.add_argument("--dump-passes", action="store_true", help="also print the IR after every pass")
+    build.add_argument("--target", default="sm_90", help="GPU to compile for: sm_80, sm_89 or sm_90 (default sm_90)")
+    build.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    build.add_argument("--emit", default="ir,triton,ptx,cubin", help="what to write, comma-separated from ir,triton,ptx,cubin (default all)")
+    build.add_argument("--precision", default="tf32", help="float32 matmuls: tf32 (tensor cores, default) or ieee")
+    build.add_argument("--explain", action="store_true", help="print which IR nodes went into which kernel")
 
     summary = verbs.add_parser("summary", help="print a Keras-style summary table", description="Print Keras's model.summary() table.")
     _add_model_args(summary)
 
     check = verbs.add_parser("check", help="parse and shape-check only", description="Parse and shape-check every model in the file; prints nothing else on success.")
+    check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     check.add_argument("file", help="a .k model file or a Python model file")
     return parser
 
@@ -63,27 +70,54 @@ def _load(args):
 
 
 def cmd_build(args) -> int:
+    from kcomp import compiler
     from kcomp.ir.printer import print_graph
-    from kcomp.passes import run_pipeline
     from kcomp.report import format_report, make_report, report_json
     from kcomp.utils.files import write_text_atomic
 
     if args.batch <= 0:
         raise UsageError(f"--batch must be a positive integer, received {args.batch}")
+    options = compiler.BuildOptions(
+        target=args.target, dtype=args.dtype, emit=tuple(e.strip() for e in args.emit.split(",") if e.strip()),
+        batch=args.batch, precision=args.precision,
+    )
+    try:
+        options.check()
+    except KcompError as e:
+        raise UsageError(str(e)) from None
     model = _load(args)
     out = Path(args.output) if args.output else Path("build") / model.name
-    graph, passes = run_pipeline(model.to_graph(), dump_dir=out / "ir")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"the output folder {out} is a file; give -o a folder")
+    wants_ir = "ir" in options.emit or args.dump_passes
+    built = compiler.build_graphs(model, options, out / "ir" if wants_ir else None)
     if args.dump_passes:
         for path in sorted((out / "ir").glob("*.ir")):
             print(f"--- {path.name}")
             print(path.read_text(), end="")
-    report = make_report(model, args.file, graph, passes, args.batch)
-    write_text_atomic(out / "model.ir", print_graph(graph))
+    compiler.kernel_entries(built, options, out)
+    aot = compiler.compile_ahead_of_time(built, options, out) if {"ptx", "cubin"} & set(options.emit) else None
+    report = make_report(model, args.file, built, options, compiler.cost_summary(built, options.batch))
+    if aot is not None:
+        report["aot"] = aot
+    written = ["report.txt", "report.json", "fused.dot"]
+    if "ir" in options.emit:
+        write_text_atomic(out / "model.ir", print_graph(built.fused))
+        written += ["model.ir", "ir/"]
+    if "triton" in options.emit:
+        written.append("kernels/*.py")
+    if aot is not None:
+        written += [f"kernels/*.{e}" for e in ("ptx", "cubin") if e in options.emit]
+    svg = compiler.write_dot(built.fused, out / "fused.dot")
+    if svg is not None:
+        written.append(svg.name)
     write_text_atomic(out / "report.json", report_json(report))
     text = format_report(report)
     write_text_atomic(out / "report.txt", text)
+    if args.explain:
+        print(compiler.explain(built.fused), end="")
     print(text, end="")
-    print(f"wrote {out}/ (model.ir, ir/, report.txt, report.json)")
+    print(f"wrote {out}/ ({', '.join(written)})")
     return 0
 
 

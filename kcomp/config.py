@@ -7,6 +7,10 @@ KCOMP_CACHE_DIR  where compiled plans and kernels are cached on disk.
 import os
 from pathlib import Path
 
+# Triton 3.9 warns on every import that its default for fusing a*b+c into FMAs
+# will change; kcomp keeps fusion on (the current default) and says so here.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
 
 def dump_dir() -> Path | None:
     value = os.environ.get("KCOMP_DUMP", "").strip()

@@ -17,7 +17,7 @@ def _concrete(shape, batch: int) -> tuple[int, ...]:
 
 
 def trial_run(model, graph, batch: int) -> tuple[list[tuple], float]:
-    """Run the graph once on random data of batch `batch`; returns output shapes and seconds."""
+    """Run the (fused) graph once on random data on the reference executor; output shapes and seconds."""
     gen = torch.Generator().manual_seed(0)
     inputs = []
     for v in graph.inputs:
@@ -28,50 +28,91 @@ def trial_run(model, graph, batch: int) -> tuple[list[tuple], float]:
             inputs.append(torch.randint(0, high, shape, generator=gen, dtype=TORCH_DTYPES[v.dtype]))
         else:
             inputs.append(torch.randn(shape, generator=gen).to(TORCH_DTYPES[v.dtype]))
+    weights = model.params()
+    params = {p.name: weights[p.name].to(TORCH_DTYPES[p.dtype]) for p in graph.params}  # --dtype casts them
     start = time.perf_counter()
     with torch.inference_mode():
-        outs = run_reference(graph, inputs, model.params())
+        outs = run_reference(graph, inputs, params)
     return [tuple(o.shape) for o in outs], time.perf_counter() - start
 
 
-def make_report(model, source: str, graph, passes: list[str], batch: int) -> dict:
-    out_shapes, seconds = trial_run(model, graph, batch)
+def make_report(model, source: str, built, options, costs: dict) -> dict:
+    out_shapes, seconds = trial_run(model, built.fused, options.batch)
     trainable = sum(w.value.numel() for w in model.trainable_weights)
     total = sum(w.value.numel() for w in model.weights)
+    graph = built.fused
     return {
         "model": model.name,
         "source": source,
+        "target": options.target,
+        "dtype": options.dtype,
         "layers": [{"name": l.name, "type": type(l).__name__, "params": l.count_params()} for l in model.layers],
         "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
         "inputs": [{"name": t.call.layer.name, "shape": list(t.shape), "dtype": t.dtype} for t in model.inputs],
         "outputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in model.outputs],
-        "ir": {"nodes": len(graph.nodes), "ops": dict(sorted(Counter(n.op for n in graph.nodes).items()))},
-        "passes": passes,
-        "trial_run": {"executor": "reference", "batch": batch, "output_shapes": [list(s) for s in out_shapes], "seconds": round(seconds, 6)},
+        "ir": {"nodes": len(built.unfused.nodes), "ops": dict(sorted(Counter(n.op for n in built.unfused.nodes).items()))},
+        "fused_nodes": dict(sorted(Counter(n.attrs["template"] if n.op == "kernel" else n.op for n in graph.nodes).items())),
+        "passes": built.passes,
+        "kernels": [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in built.kernels],
+        "fusion": costs,
+        "seconds": {k: round(v, 4) for k, v in built.seconds.items()},
+        "trial_run": {"executor": "reference (fused graph)", "batch": options.batch, "output_shapes": [list(s) for s in out_shapes], "seconds": round(seconds, 6)},
     }
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _kernel_table(kernels: list[dict]) -> list[str]:
+    if not kernels:
+        return ["  (no kernels)"]
+    rows = [("#", "template", "MFLOP", "bytes", "regs", "smem", "spills", "tensor cores", "absorbed")]
+    for k in kernels:
+        cores = k.get("tensor_cores")
+        rows.append((
+            str(k["kernel"]), k["template"], f"{k['flops'] / 1e6:.2f}", _size(k["bytes"]),
+            str(k.get("registers", "-")), _size(k["shared"]) if "shared" in k else "-", str(k.get("spills", "-")),
+            "-" if cores is None else (", ".join(f"{n} {op}" for op, n in cores.items()) or "none"),
+            k["description"],
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+
+
 def format_report(report: dict) -> str:
-    p = report["params"]
+    p, f = report["params"], report["fusion"]
     ins = ", ".join(f"{i['name']} {format_shape(i['shape'])} {i['dtype']}" for i in report["inputs"])
     outs = ", ".join(format_shape(o["shape"]) for o in report["outputs"])
-    ops = ", ".join(f"{op} x{n}" for op, n in report["ir"]["ops"].items())
     trial = report["trial_run"]
     lines = [
-        f"model {report['model']} (from {report['source']})",
-        f"  layers:  {len(report['layers'])}",
-        f"  params:  {p['total']:,} ({p['trainable']:,} trainable, {p['non_trainable']:,} non-trainable)",
+        f"model {report['model']} (from {report['source']}), target {report['target']}, {report['dtype']}",
+        f"  layers:  {len(report['layers'])}; params {p['total']:,} ({p['trainable']:,} trainable, {p['non_trainable']:,} non-trainable)",
         f"  inputs:  {ins}",
         f"  outputs: {outs}",
-        f"  IR:      {report['ir']['nodes']} nodes ({ops})",
         f"  passes:  {', '.join(report['passes'])}",
-        f"  trial run on the {trial['executor']} executor at batch {trial['batch']}: output shapes "
-        + ", ".join(str(tuple(s)) for s in trial["output_shapes"])
-        + f" in {trial['seconds'] * 1000:.1f} ms",
+        f"  fusion:  {f['launches_unfused']} kernels unfused (one per op) -> {f['launches_fused']} launches "
+        f"({f['kernels_fused']} generated kernels); modeled HBM traffic at batch {f['batch']}: "
+        f"{_size(f['hbm_bytes_unfused'])} -> {_size(f['hbm_bytes_fused'])}",
+        "  kernels:",
+        *_kernel_table(report["kernels"]),
     ]
+    seconds = report["seconds"]
+    aot = report.get("aot")
+    timing = ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+    if aot:
+        timing += f"; AOT: {aot['compiled']} compiled, {aot['cache_hits']} cache hits"
+    lines.append(f"  time:    {timing}")
+    lines.append(
+        f"  trial run ({trial['executor']}) at batch {trial['batch']}: output shapes "
+        + ", ".join(str(tuple(s)) for s in trial["output_shapes"])
+        + f" in {trial['seconds'] * 1000:.1f} ms"
+    )
     return "\n".join(lines) + "\n"
 
 
 def report_json(report: dict) -> str:
     return json.dumps(report, indent=2) + "\n"
-

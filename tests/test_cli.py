@@ -13,9 +13,11 @@ EXAMPLES = ROOT / "examples"
 
 
 def kcomp(*args, cwd=None, env=None):
+    # As a user runs it: without the interpreter mode this test process uses, so AOT can compile.
+    clean = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.run(
         [sys.executable, "-m", "kcomp", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-        env={**os.environ, **(env or {})}, timeout=300,
+        env={**clean, **(env or {})}, timeout=300,
     )
 
 
@@ -42,20 +44,20 @@ def test_build_writes_ir_per_pass_and_report(tmp_path):
 
 
 def test_build_output_folder_and_dump_passes(tmp_path):
-    result = kcomp("build", EXAMPLES / "residual.k", "-o", tmp_path / "out", "--dump-passes")
+    result = kcomp("build", EXAMPLES / "residual.k", "-o", tmp_path / "out", "--dump-passes", "--emit", "ir,triton")
     assert result.returncode == 0, result.stderr
     assert "--- 00-input.ir" in result.stdout and "graph residual(" in result.stdout
     assert (tmp_path / "out" / "report.json").exists()
 
 
 def test_kcomp_dump_environment_variable(tmp_path):
-    result = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "out", env={"KCOMP_DUMP": str(tmp_path / "dump")})
+    result = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "out", "--emit", "ir", env={"KCOMP_DUMP": str(tmp_path / "dump")})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "ir" / "01-verify.ir").exists()
 
 
 def test_build_a_python_model_file(tmp_path):
-    result = kcomp("build", EXAMPLES / "residual.py", "-o", tmp_path / "out")
+    result = kcomp("build", EXAMPLES / "residual.py", "-o", tmp_path / "out", "--emit", "ir")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out" / "report.json").read_text())["model"] == "residual"
 
@@ -92,6 +94,9 @@ def test_bad_usage_exits_2(tmp_path):
     missing = kcomp("build", tmp_path / "missing.k")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert kcomp("build", EXAMPLES / "cnn_digits.k", "--batch", 0).returncode == 2
+    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--target", "sm_75").returncode == 2
+    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--emit", "ir,sass").returncode == 2
+    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--dtype", "float64").returncode == 2
 
 
 def test_python_file_errors_are_reported_not_crashes(tmp_path):
@@ -99,3 +104,66 @@ def test_python_file_errors_are_reported_not_crashes(tmp_path):
     script.write_text("raise ValueError('oops')\n")
     result = kcomp("check", script)
     assert result.returncode == 1 and "ValueError: oops" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_build_emits_kernels_ptx_cubin_and_a_kernel_report(tmp_path):
+    env = {"KCOMP_CACHE_DIR": str(tmp_path / "cache")}
+    result = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "out", "--batch", 64, "--explain", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "conv2d (conv2d + bias_add + relu) + max_pooling2d (max_pool2d) -> kernel 0 [conv2d]" in result.stdout
+    assert "flatten (reshape) -> a view, no kernel" in result.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    kernels = report["kernels"]
+    assert [k["template"] for k in kernels] == ["conv2d", "conv2d", "matmul", "softmax"]
+    for k in kernels:
+        assert k["registers"] > 0 and k["spills"] == 0 and k["flops"] > 0 and k["bytes"] > 0
+        assert (tmp_path / "out" / "kernels" / f"{k['name']}.py").exists()
+        assert (tmp_path / "out" / "kernels" / f"{k['name']}.sm_90.cubin").exists()
+        if k["template"] in ("conv2d", "matmul"):
+            assert k["tensor_cores"].get("HGMMA", 0) > 0  # tensor cores on sm_90
+    fusion = report["fusion"]
+    assert fusion["launches_unfused"] > fusion["launches_fused"] == 4
+    assert fusion["hbm_bytes_fused"] < fusion["hbm_bytes_unfused"]
+    assert report["aot"] == {"target": "sm_90", "compiled": 4, "cache_hits": 0}
+    assert (tmp_path / "out" / "fused.dot").read_text().startswith("digraph kcomp")
+    again = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "again", "--batch", 64, env=env)
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["aot"]["cache_hits"] == 4
+
+
+def test_build_for_sm80_in_bfloat16(tmp_path):
+    result = kcomp("build", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "-o", tmp_path / "out",
+                   "--target", "sm_80", "--dtype", "bfloat16", "--emit", "ptx", "--batch", 128)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["dtype"] == "bfloat16" and report["target"] == "sm_80"
+    matmuls = [k for k in report["kernels"] if k["template"] == "matmul"]
+    assert matmuls and all(k["tensor_cores"].get("HMMA", 0) > 0 for k in matmuls)
+    ptx = (tmp_path / "out" / "kernels" / "kernel_0.sm_80.ptx").read_text()
+    assert ".target sm_80" in ptx and ".bf16" in ptx
+    assert not list((tmp_path / "out" / "kernels").glob("*.cubin"))  # only what --emit asked for
+
+
+def test_several_processes_building_the_same_model_share_the_cache(tmp_path):
+    """Concurrent builds all succeed and leave whole cache entries (atomic writes)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "KCOMP_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kcomp", "build", str(EXAMPLES / "mlp_digits.k"), "--model", "seed_mlp",
+             "-o", str(tmp_path / f"out{i}"), "--batch", "32"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(3)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    reports = [json.loads((tmp_path / f"out{i}" / "report.json").read_text()) for i in range(3)]
+    assert all(r["kernels"][0]["registers"] == reports[0]["kernels"][0]["registers"] for r in reports)
+    cached = list((tmp_path / "cache" / "aot").rglob("*.cubin"))
+    assert len(cached) == 3 and all(p.stat().st_size > 0 for p in cached)
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    kcomp_again = subprocess.run(
+        [sys.executable, "-m", "kcomp", "build", str(EXAMPLES / "mlp_digits.k"), "--model", "seed_mlp",
+         "-o", str(tmp_path / "out9"), "--batch", "32"], env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert json.loads((tmp_path / "out9" / "report.json").read_text())["aot"]["cache_hits"] == 3, kcomp_again.stderr

@@ -17,6 +17,8 @@ from kcomp.passes import run_pipeline
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
+from kernel_helpers import kernels_of, randomize
+
 TOL = {"float32": dict(rtol=2e-4, atol=2e-5), "float16": dict(rtol=2e-2, atol=2e-2)}
 EPILOGUE_ACTIVATIONS = [
     "relu", "sigmoid", "tanh", "gelu", "elu", "selu", "softplus", "softsign", "leaky_relu", "silu",
@@ -34,21 +36,6 @@ def run_both(model, inputs):
     return got, want, graph, plan
 
 
-def kernels_of(graph):
-    return [n for n in graph.nodes if n.op == "kernel"]
-
-
-def randomize(model, seed=0):
-    """Non-trivial weights everywhere (biases and BN statistics are zeros/ones at init)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        weights = []
-        for w in layer.weights:
-            value = rng.normal(size=w.shape) * 0.5
-            if w.name == "moving_variance":
-                value = np.abs(value) + 0.5
-            weights.append(value.astype(w.numpy().dtype))
-        layer.set_weights(weights)
 
 
 def assert_close(got, want, dtype):

@@ -34,7 +34,7 @@ def _load(kind: str, slot: int, tile: bool) -> str:
     if tile:
         ptr, stride = f"E{slot}", f"S{slot}"
         return {
-            "full": f"tl.load({ptr} + offs_m[:, None] * {stride} + offs_n[None, :], mask=mask_m[:, None] & mask_n[None, :], other=0.0)",
+            "full": f"tl.load({ptr} + offs_m[:, None].to(tl.int64) * {stride} + offs_n[None, :], mask=mask_m[:, None] & mask_n[None, :], other=0.0)",
             "col": f"tl.load({ptr} + offs_n, mask=mask_n, other=0.0)",
             "scalar": f"tl.load({ptr})",
         }[kind] + ".to(tl.float32)" + ("[None, :]" if kind == "col" else "")

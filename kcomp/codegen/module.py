@@ -10,7 +10,7 @@ of its @triton.jit functions.
 import hashlib
 from dataclasses import dataclass
 
-from kcomp.codegen import gen_matmul, gen_pointwise, gen_rows
+from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_reduce, gen_rows
 from kcomp.ir.graph import Node
 from kcomp.ir.printer import print_graph
 
@@ -19,6 +19,9 @@ GENERATORS = {
     "pointwise": gen_pointwise.generate,
     "softmax": gen_rows.generate_softmax,
     "layer_norm": gen_rows.generate_layer_norm,
+    "conv2d": gen_conv2d.generate,
+    "pool2d": gen_pool2d.generate,
+    "reduce": gen_reduce.generate,
 }
 
 
@@ -35,9 +38,12 @@ class KernelSource:
 
 
 def describe(node: Node) -> str:
-    body = node.attrs["body"]
-    ops = " + ".join(n.op for n in body.nodes if n.op != "constant")
-    return f"{node.origin}: {ops}" if node.origin else ops
+    """What a kernel absorbed, by layer: "conv2d (conv2d + bias_add + relu) + max_pooling2d (max_pool2d)"."""
+    by_layer: dict[str, list[str]] = {}
+    for n in node.attrs["body"].nodes:
+        if n.op != "constant":
+            by_layer.setdefault(n.origin or "?", []).append(n.op)
+    return " + ".join(f"{layer} ({' + '.join(ops)})" for layer, ops in by_layer.items())
 
 
 def kernel_source(node: Node, index: int) -> KernelSource:

@@ -130,8 +130,9 @@ class _Fuser:
         if op == "layer_norm" and tuple(a % x.rank for a in node.attrs["axes"]) == (x.rank - 1,) and row_fits:
             return "layer_norm", [node]
         if op in ("sum", "mean", "max") and _is_float(x):
-            axes = sorted(a % x.rank for a in (node.attrs["axes"] or range(x.rank)))
-            if axes == list(range(axes[0], axes[-1] + 1)):
+            given = node.attrs["axes"]
+            axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))
+            if axes and axes == list(range(axes[0], axes[-1] + 1)):
                 return "reduce", [node]
         if op in ("max_pool2d", "avg_pool2d"):
             return "pool2d", [node]

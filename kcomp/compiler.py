@@ -1,0 +1,210 @@
+"""`kcomp build`: from a model to IR dumps, generated kernels, PTX/cubin and a report.
+
+Everything here runs without a GPU: passes, code generation, and ahead-of-time
+compilation for a chosen target through Triton's compiler.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kcomp.codegen.module import describe, kernel_source
+from kcomp.errors import ArgumentError
+from kcomp.ir.cost import graph_cost, node_bytes, node_flops
+from kcomp.ir.graph import Graph
+from kcomp.passes import run_pipeline
+from kcomp.passes.fuse import weight_only_values
+from kcomp.passes.precision import convert_dtype
+from kcomp.utils.files import write_text_atomic
+
+TARGETS = ("sm_80", "sm_89", "sm_90")
+DTYPES = ("float32", "bfloat16")
+EMITS = ("ir", "triton", "ptx", "cubin")
+
+
+@dataclass
+class BuildOptions:
+    target: str = "sm_90"
+    dtype: str = "float32"
+    emit: tuple = EMITS
+    batch: int = 1
+    precision: str = "tf32"
+
+    def check(self) -> None:
+        if self.target not in TARGETS:
+            raise ArgumentError(f"Received: target={self.target!r}. Expected one of {list(TARGETS)}.")
+        if self.dtype not in DTYPES:
+            raise ArgumentError(f"Received: dtype={self.dtype!r}. Expected one of {list(DTYPES)}.")
+        unknown = [e for e in self.emit if e not in EMITS]
+        if unknown:
+            raise ArgumentError(f"Received: emit={','.join(self.emit)}. Unknown: {unknown}; expected a list of {list(EMITS)}.")
+
+
+@dataclass
+class Built:
+    fused: Graph
+    unfused: Graph
+    passes: list[str]
+    kernels: list[dict] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+
+
+def symbol_sizes(graph: Graph, batch: int) -> dict:
+    """Sizes for the symbolic dims: the batch, and 8 for any other unknown length."""
+    sizes = {}
+    for v in graph.inputs:
+        for axis, d in enumerate(v.shape):
+            if isinstance(d, str):
+                sizes[d] = batch if axis == 0 else 8
+    return sizes
+
+
+def explain(graph: Graph) -> str:
+    """The fused graph in one line a step: what each kernel absorbed."""
+    lines, kernels = [], 0
+    weight_only = weight_only_values(graph)
+    for node in graph.nodes:
+        if node.op == "kernel":
+            lines.append(f"{describe(node)} -> kernel {kernels} [{node.attrs['template']}]")
+            kernels += 1
+        elif node.outputs[0].id in weight_only:
+            lines.append(f"{node.origin or '?'} ({node.op}) -> once per weight update (weights only)")
+        elif node.op == "reshape":
+            lines.append(f"{node.origin or '?'} (reshape) -> a view, no kernel")
+        elif node.op != "constant":
+            lines.append(f"{node.origin or '?'} ({node.op}) -> unfused torch op (no template yet)")
+    return "\n".join(lines) + "\n"
+
+
+def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
+    start = time.perf_counter()
+    graph = convert_dtype(model.to_graph(), options.dtype)
+    snapshots: dict = {}
+    fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots)
+    unfused = snapshots[passes[passes.index("fuse") - 1]]  # the graph just before fusion
+    return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start})
+
+
+def kernel_entries(built: Built, options: BuildOptions, out: Path) -> None:
+    """Generate each kernel's module (written if emit has 'triton'), with its cost."""
+    sizes = symbol_sizes(built.fused, options.batch)
+    index = 0
+    for node in built.fused.nodes:
+        if node.op != "kernel":
+            continue
+        source = kernel_source(node, index)
+        entry = {
+            "kernel": index,
+            "name": source.name,
+            "template": source.template,
+            "absorbed": [f"{n.origin}: {n.op}" for n in node.attrs["body"].nodes if n.op != "constant"],
+            "description": source.absorbed,
+            "flops": node_flops(node, sizes),
+            "bytes": node_bytes(node, sizes),
+            "source_digest": source.digest,
+        }
+        if "triton" in options.emit:
+            path = out / "kernels" / f"{source.name}.py"
+            write_text_atomic(path, source.text)
+            entry["file"] = str(path.relative_to(out))
+        entry["_source"] = source
+        entry["_node"] = node
+        built.kernels.append(entry)
+        index += 1
+
+
+def cost_summary(built: Built, batch: int) -> dict:
+    sizes = symbol_sizes(built.fused, batch)
+    before = graph_cost(built.unfused, sizes, weight_only_values(built.unfused))
+    after = graph_cost(built.fused, sizes, weight_only_values(built.fused))
+    return {
+        "batch": batch,
+        "launches_unfused": before[0],
+        "launches_fused": after[0],
+        "kernels_fused": len(built.kernels),
+        "flops": after[1],
+        "hbm_bytes_unfused": before[2],
+        "hbm_bytes_fused": after[2],
+    }
+
+
+def write_dot(graph: Graph, path: Path) -> Path | None:
+    """The fused graph in Graphviz form; also an SVG when the `dot` program is installed."""
+    import shutil
+    import subprocess
+
+    names = {v.id: v.name for v in graph.inputs}
+    lines = ["digraph kcomp {", "  rankdir=TB; node [shape=box, fontname=monospace];"]
+    for v in graph.inputs:
+        lines.append(f'  v{v.id} [label="{v.name}\\n{list(v.shape)}", shape=ellipse];')
+    kernels = 0
+    params = {p.id for p in graph.params}
+    for i, node in enumerate(graph.nodes):
+        if node.op == "constant":
+            continue
+        if node.op == "kernel":
+            label = f"kernel {kernels} [{node.attrs['template']}]\\n{describe(node)}"
+            kernels += 1
+            style = ', style=filled, fillcolor="#dbeafe"'
+        else:
+            label = f"{node.op}\\n{node.origin}"
+            style = ""
+        lines.append(f'  n{i} [label="{label}"{style}];')
+        for v in node.outputs:
+            names[v.id] = f"n{i}"
+        for v in node.inputs:
+            if v.id in params or v.id not in names:
+                continue
+            src = names[v.id] if names[v.id].startswith("n") else f"v{v.id}"
+            lines.append(f'  {src} -> n{i} [label="{list(v.shape)}"];')
+    lines.append("}")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    if shutil.which("dot"):
+        svg = path.with_suffix(".svg")
+        subprocess.run(["dot", "-Tsvg", str(path), "-o", str(svg)], check=False, capture_output=True)
+        return svg if svg.exists() else None
+    return None
+
+
+
+def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
+    from kcomp import config
+
+    key = f"{entry['source_digest']}-{options.target}-{options.precision}-b{options.batch}"
+    return config.cache_dir() / "aot" / key
+
+
+def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:
+    """PTX and cubin of every kernel for options.target, with registers, shared memory and spills.
+
+    Results are cached on disk by kernel source, target, precision and batch;
+    a cached kernel is copied, not compiled again.
+    """
+    from kcomp.codegen import aot
+    from kcomp.utils.files import write_bytes_atomic
+
+    start = time.perf_counter()
+    compiled = hits = 0
+    for entry in built.kernels:
+        cache = _aot_cache_dir(entry, options)
+        stem = f"{entry['name']}.{options.target}"
+        files = [cache / f"{stem}.{ext}" for ext in ("ptx", "cubin", "json")]
+        if all(f.exists() for f in files):
+            hits += 1
+            entry["cache_hit"] = True
+        else:
+            result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)
+            aot.write_artifacts(result, cache)
+            compiled += 1
+            entry["cache_hit"] = False
+        resources = json.loads(files[2].read_text())
+        entry.update(
+            registers=resources["registers"], shared=resources["shared_bytes"], spills=resources["spill_bytes"],
+            tensor_cores=resources["tensor_cores"], num_warps=resources["num_warps"],
+        )
+        for ext, path in zip(("ptx", "cubin"), files[:2]):
+            if ext in options.emit:
+                write_bytes_atomic(out / "kernels" / path.name, path.read_bytes())
+    built.seconds["aot"] = time.perf_counter() - start
+    return {"target": options.target, "compiled": compiled, "cache_hits": hits}

@@ -1,0 +1,67 @@
+"""A first-order cost model: FLOPs and HBM bytes of IR nodes and kernels.
+
+Bytes are modeled as every input read once and the output written once, which
+is what a kernel does when its tiles stay in cache; this is what fusion
+changes, so comparing the fused plan with a one-kernel-per-op plan shows how
+much memory traffic fusion removes. Views (reshape) move nothing.
+"""
+
+from math import prod
+
+from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.types import TORCH_DTYPES, is_static
+
+
+def numel(v: Value, sizes: dict) -> int:
+    return prod(d if is_static(d) else sizes.get(d, 1) for d in v.shape)
+
+
+def nbytes(v: Value, sizes: dict) -> int:
+    return numel(v, sizes) * TORCH_DTYPES[v.dtype].itemsize
+
+
+def node_flops(node: Node, sizes: dict) -> int:
+    out = node.outputs[0]
+    n_out = numel(out, sizes)
+    op = node.op
+    if op == "kernel":
+        return sum(node_flops(n, sizes) for n in node.attrs["body"].nodes)
+    if op == "matmul":
+        return 2 * n_out * node.inputs[0].shape[-1]
+    if op == "conv2d":
+        kh, kw, cin, _ = node.inputs[1].shape
+        return 2 * n_out * kh * kw * cin
+    if op in ("max_pool2d", "avg_pool2d"):
+        return n_out * prod(node.attrs["pool_size"])
+    if op in ("lstm", "gru", "simple_rnn"):
+        x, kernel, recurrent = node.inputs[:3]
+        steps = numel(x, sizes) // x.shape[-1]  # batch * timesteps
+        return 2 * steps * (kernel.shape[0] + recurrent.shape[0]) * kernel.shape[1]
+    if op in ("sum", "mean", "max"):
+        return numel(node.inputs[0], sizes)
+    if op in ("reshape", "constant", "embedding", "transpose", "concat", "cast"):
+        return 0  # data movement only
+    if op in ("softmax", "log_softmax"):
+        return 5 * n_out
+    if op in ("layer_norm", "batch_norm", "batch_norm_train"):
+        return 8 * n_out
+    return n_out  # elementwise: about one operation per element
+
+
+def node_bytes(node: Node, sizes: dict) -> int:
+    if node.op in ("reshape", "constant"):
+        return 0
+    reads = sum(nbytes(v, sizes) for v in dict.fromkeys(node.inputs))
+    return reads + sum(nbytes(v, sizes) for v in node.outputs)
+
+
+def graph_cost(graph: Graph, sizes: dict, skip: set[int] = frozenset()) -> tuple[int, int, int]:
+    """(launches, flops, bytes) of running each node of `graph` as one kernel; `skip`: weight-only values."""
+    launches = flops = moved = 0
+    for node in graph.nodes:
+        if node.op in ("reshape", "constant") or node.outputs[0].id in skip:
+            continue
+        launches += 1
+        flops += node_flops(node, sizes)
+        moved += node_bytes(node, sizes)
+    return launches, flops, moved

@@ -1,0 +1,151 @@
+"""Conv2D template: Y = POOL(EPILOGUE(conv2d(X, W))), implicit GEMM over NHWC.
+
+X is (N, H, W, C), the kernel (KH, KW, C, F) is read as a row-major (K, F)
+matrix with K = KH * KW * C, and Y is NHWC. The GEMM view: rows M are output
+pixels (n, oh, ow), columns are the F filters, and the reduction runs over
+k = (kh, kw, c). Each program computes one BM x BN tile with tl.dot, walking K
+in BK steps; the im2col matrix is never built: every step decodes its k's into
+(kh, kw, c) and its rows into input coordinates, and loads X directly, masked
+where the window reaches into the padding (those pixels read 0) and at ragged
+edges. Strides, dilation and Keras's 'same' padding (pad_top, pad_left from
+kcomp.ir.ops.conv.same_padding) are run-time arguments.
+
+Hook: EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0..E3, S0..S3), as in the
+matmul template, runs on the float32 accumulator; offs_m are conv output
+pixels (n * CH + ch) * CW + cw, so a "full" operand is indexed with row
+stride F.
+
+Fused pooling: with POOL = "max" or "avg" (a 'valid' pool of PH x PW windows,
+strides PSH x PSW), rows M are POOLED output pixels. A program visits the
+PH x PW window positions in turn, computes the conv tile of the pre-pool
+pixels at each, applies EPILOGUE and max- or sum-accumulates, so the pre-pool
+activation never reaches memory. Overlapping windows recompute the shared
+pixels; that costs flops, not memory traffic.
+"""
+
+import triton
+import triton.language as tl
+
+from kcomp.kernels.tiling import grouped_tile
+
+
+@triton.jit
+def conv_tile(
+    X, Wt, n, ch, cw, mask_m, offs_n, mask_n,
+    H, W, C, F, K, KW,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    PRECISION: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    """fp32 (BM, BN) tile of conv2d(X, W) at the output pixels (n, ch, cw) and filters offs_n."""
+    ih0 = ch * stride_h - pad_top  # the window's top-left input pixel, per row
+    iw0 = cw * stride_w - pad_left
+    x_rows = X + n.to(tl.int64) * H * W * C  # each row's image
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        mask_k = offs_k < K
+        # k -> (kh, kw, c): the kernel's row-major order, channels fastest.
+        c = offs_k % C
+        kw = (offs_k // C) % KW
+        kh = offs_k // (C * KW)
+        ih = ih0[:, None] + (kh * dil_h)[None, :]
+        iw = iw0[:, None] + (kw * dil_w)[None, :]
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # outside: padding, reads 0
+        a_mask = mask_m[:, None] & mask_k[None, :] & inside
+        a = tl.load(x_rows[:, None] + (ih * W + iw) * C + c[None, :], mask=a_mask, other=0.0)
+        b = tl.load(Wt + offs_k[:, None] * F + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def conv2d_kernel(
+    X, Wt, Y,
+    H, W, C, F, K, KW,
+    CH, CW, OH, OW, M,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    E0, E1, E2, E3, S0, S1, S2, S3,
+    EPILOGUE: tl.constexpr,
+    POOL: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
+
+    # Rows are output pixels (n, oh, ow) of Y: pooled pixels when POOL, conv pixels otherwise.
+    offs_m = tile_m * BM + tl.arange(0, BM)
+    offs_n = tile_n * BN + tl.arange(0, BN)
+    mask_m = offs_m < M
+    mask_n = offs_n < F
+    ow = offs_m % OW
+    oh = (offs_m // OW) % OH
+    n = offs_m // (OW * OH)
+
+    if POOL == "max":
+        y = tl.full((BM, BN), float("-inf"), dtype=tl.float32)
+    else:
+        y = tl.zeros((BM, BN), dtype=tl.float32)
+    # Without pooling PH = PW = PSH = PSW = 1: one position, the conv pixel itself.
+    # A loop, not unrolled: unrolled, every position's K loop keeps its own
+    # pipelined loads and addresses live, and sm_90 spills (measured by AOT).
+    for p in range(PH * PW):
+        ch = oh * PSH + p // PW
+        cw = ow * PSW + p % PW
+        acc = conv_tile(
+            X, Wt, n, ch, cw, mask_m, offs_n, mask_n, H, W, C, F, K, KW,
+            stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, PRECISION, BM, BN, BK,
+        )
+        offs_conv = (n * CH + ch) * CW + cw  # the pre-pool pixel, as the epilogue's operands index it
+        acc = EPILOGUE(acc, offs_conv, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
+        if POOL == "max":
+            y = tl.maximum(y, acc)
+        else:
+            y += acc
+    if POOL == "avg":
+        y = y / (PH * PW)  # 'valid' windows: every pixel is real
+
+    y_ptrs = Y + offs_m.to(tl.int64)[:, None] * F + offs_n[None, :]
+    tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+# Block sizes, as data. tl.dot needs every tile side >= 16. GPU configurations are
+# autotuned among; the interpreter (CPU) runs one config: each program is costly
+# there, so tiles are as large as small test images need (few programs).
+GPU_CONFIGS = [
+    dict(BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=3),
+    dict(BM=128, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=128, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=128, BN=64, BK=32, GROUP_M=8, num_warps=8, num_stages=3),
+    dict(BM=64, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=128, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=16, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+]
+INTERPRETER_CONFIG = dict(BM=64, BN=16, BK=32, GROUP_M=4, num_warps=4, num_stages=1)
+
+# With a fused pool a thread holds two fp32 tiles (the conv tile and the pooled
+# result); beyond 32 elements of each per thread, sm_90 spills (measured by AOT:
+# 128x64 tiles on 4 warps spill ~700 bytes, 64x64 none).
+POOL_MAX_PER_THREAD = 32
+
+
+def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = False) -> list[dict]:
+    """Configs worth trying for this shape: tiles no larger than the problem needs.
+
+    Few filters (F <= 16, a first layer's 3 channels in) are common in convs:
+    wide BN tiles would be mostly masked, so they are left out.
+    """
+    if interpret:
+        return [INTERPRETER_CONFIG]
+    configs = GPU_CONFIGS
+    if pool:
+        configs = [c for c in configs if c["BM"] * c["BN"] <= POOL_MAX_PER_THREAD * 32 * c["num_warps"]]
+    fitting = [
+        c for c in configs
+        if c["BM"] <= max(64, triton.next_power_of_2(M)) and c["BN"] <= max(16, triton.next_power_of_2(F))
+    ]
+    return fitting or configs[-1:]
+
+
+def grid(M: int, F: int, config: dict) -> tuple[int]:
+    return (triton.cdiv(M, config["BM"]) * triton.cdiv(F, config["BN"]),)

@@ -1,0 +1,67 @@
+"""Reduce template: sum, mean or max over a run of consecutive axes.
+
+The input is viewed as a contiguous (outer, R, inner) array (the axes before,
+inside and after the reduced run) and the output as (outer, inner); keepdims
+only changes the output's shape, not its memory, so the launch wrapper handles
+it. Global average / max pooling is mean / max over axes (1, 2) of NHWC:
+outer = N, R = H * W, inner = C.
+
+Each program owns BLOCK_OUT outputs (flat (o, i) indices) and walks R in
+BLOCK_R chunks, accumulating elementwise in a float32 (BLOCK_R, BLOCK_OUT)
+tile and reducing it once at the end. Loads of a chunk are contiguous along
+the outputs when inner > 1 (channels) and along R when inner == 1 (a row
+reduction); the configs below pick the tile shape for each case.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def reduce_kernel(
+    X, Y, R, INNER, NUM_OUT,
+    OP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_OUT: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+    mask = offs < NUM_OUT
+    outer = offs // INNER
+    inner = offs % INNER
+    base = outer * R * INNER + inner  # element (outer, 0, inner)
+    if OP == "max":
+        acc = tl.full((BLOCK_R, BLOCK_OUT), float("-inf"), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_R, BLOCK_OUT), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        ptrs = X + base[None, :] + offs_r.to(tl.int64)[:, None] * INNER
+        m = (offs_r < R)[:, None] & mask[None, :]
+        if OP == "max":
+            acc = tl.maximum(acc, tl.load(ptrs, mask=m, other=float("-inf")).to(tl.float32))
+        else:
+            acc += tl.load(ptrs, mask=m, other=0.0).to(tl.float32)
+    if OP == "max":
+        y = tl.max(acc, axis=0)
+    else:
+        y = tl.sum(acc, axis=0)
+    if OP == "mean":
+        y = y / R
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+# Block sizes, as data, keyed on whether the reduced run is the innermost one
+# (inner == 1: a row reduction, long BLOCK_R) or not (wide BLOCK_OUT over inner).
+GPU_CONFIGS = {
+    "rows": [dict(BLOCK_R=512, BLOCK_OUT=4, num_warps=4), dict(BLOCK_R=256, BLOCK_OUT=16, num_warps=8)],
+    "columns": [dict(BLOCK_R=16, BLOCK_OUT=256, num_warps=4), dict(BLOCK_R=32, BLOCK_OUT=128, num_warps=4)],
+}
+INTERPRETER_CONFIG = dict(BLOCK_R=32, BLOCK_OUT=64, num_warps=4)
+
+
+def candidate_configs(outer: int, R: int, inner: int, interpret: bool) -> list[dict]:
+    if interpret:
+        return [INTERPRETER_CONFIG]
+    return GPU_CONFIGS["rows" if inner == 1 else "columns"]
+
+
+def grid(num_out: int, config: dict) -> tuple[int]:
+    return (max(1, triton.cdiv(num_out, config["BLOCK_OUT"])),)

@@ -1,0 +1,194 @@
+"""AOT compiles for the tests, run in a child process started without TRITON_INTERPRET.
+
+pytest's process runs Triton in interpreter mode (tests/conftest.py), where
+nothing can be compiled for a GPU; so a test starts this file as a script with a
+job, and reads back JSON: `start(job).result()`, or several `start`s at once to
+compile in parallel. The jobs:
+
+    {"kind": "examples", "dtype": "bfloat16", "target": "sm_90", "batch": 128}
+        every kernel node of every model in examples/*.k, compiled where its
+        template has a generator: one record per kernel (resources, or why not)
+    {"kind": "checks", "folder": DIR}
+        the rest: another target, precision="ieee", a pointwise kernel, the
+        specialisation against triton.jit's own, write_artifacts into DIR
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+# --- the test side: start a child, read its answer ---------------------------------------------
+
+
+class Child:
+    def __init__(self, job: dict, env: dict, timeout: float):
+        self.timeout = timeout
+        self.out = Path(tempfile.mkstemp(prefix="kcomp-aot-", suffix=".json")[1])
+        job = {**job, "result": str(self.out)}
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, json.dumps(job)], env=env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def result(self):
+        if not hasattr(self, "_result"):
+            self._result = self._wait()
+        return self._result
+
+    def _wait(self):
+        try:
+            stdout, stderr = self.process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+            raise RuntimeError(f"AOT child timed out after {self.timeout}s:\n{stderr[-4000:]}") from None
+        if self.process.returncode != 0:
+            raise RuntimeError(f"AOT child failed (exit {self.process.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
+        try:
+            return json.loads(self.out.read_text())
+        finally:
+            self.out.unlink()
+
+
+def compiler_env(**extra) -> dict:
+    """This process's environment without TRITON_INTERPRET, so the child's Triton compiles."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(extra)
+    return env
+
+
+def start(job: dict, timeout: float = 300, **env) -> Child:
+    return Child(job, compiler_env(**env), timeout)
+
+
+# --- the child side ----------------------------------------------------------------------------
+
+
+def example_kernels():
+    """(file stem, model name, index, kernel node) for every kernel node of every example model."""
+    import kcomp.dsl
+    from kcomp.passes import run_pipeline
+
+    for path in sorted(EXAMPLES.glob("*.k")):
+        for name, model in kcomp.dsl.load(path).items():
+            graph, _ = run_pipeline(model.to_graph())
+            kernels = [n for n in graph.nodes if n.op == "kernel"]
+            for index, node in enumerate(kernels):
+                yield path.stem, name, index, node
+
+
+def record(result) -> dict:
+    return {
+        **result.resources(),
+        "status": "compiled",
+        "ptx_target": next((line.split()[-1] for line in result.ptx.splitlines() if line.startswith(".target")), None),
+        "cubin_bytes": len(result.cubin),
+        "local_stores": result.local_stores(),
+    }
+
+
+def job_examples(job: dict) -> list[dict]:
+    from kcomp.codegen.aot import compile_node
+    from kcomp.codegen.module import GENERATORS
+
+    dtype = None if job["dtype"] == "float32" else job["dtype"]
+    records = []
+    for stem, model, index, node in example_kernels():
+        key = {"file": stem, "model": model, "index": index, "template": node.attrs["template"], "dtype": job["dtype"]}
+        if node.attrs["template"] not in GENERATORS:
+            records.append({**key, "status": "no generator"})
+            continue
+        try:
+            result = compile_node(node, index, target=job["target"], batch=job["batch"], float_dtype=dtype)
+        except Exception as e:  # reported per kernel, so one failure does not hide the others
+            records.append({**key, "status": "error", "error": f"{type(e).__name__}: {e}"[-3000:]})
+            continue
+        records.append({**key, **record(result)})
+    return records
+
+
+def _dense_kernel():
+    """The one kernel node of Input(128) -> Dense(64, relu)."""
+    from kcomp.layers import Dense, Input
+    from kcomp.models import Sequential
+    from kcomp.passes import run_pipeline
+
+    model = Sequential([Input(shape=(128,)), Dense(64, activation="relu")])
+    graph, _ = run_pipeline(model.to_graph())
+    return next(n for n in graph.nodes if n.op == "kernel")
+
+
+def _pointwise_kernel():
+    from kcomp.layers import Activation, Add, Input
+    from kcomp.models import Model
+    from kcomp.passes import run_pipeline
+
+    a, b = Input(shape=(37,)), Input(shape=(37,))
+    model = Model([a, b], Activation("tanh")(Add()([a, b])))
+    graph, _ = run_pipeline(model.to_graph())
+    return next(n for n in graph.nodes if n.op == "kernel" and n.attrs["template"] == "pointwise")
+
+
+def _triton_specialization(launch):
+    """What triton.jit itself would pass to ASTSource for this launch (its binder and _pack_args)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    kernel = launch.kernel
+    backend = make_backend(GPUTarget("cuda", 90, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*launch.args, **launch.kwargs)
+    _, signature, constexprs, attrs = kernel._pack_args(backend, launch.kwargs, bound, specialization, options)
+    return signature, constexprs, attrs
+
+
+def job_checks(job: dict) -> dict:
+    from kcomp.codegen import aot
+    from kcomp.codegen.module import kernel_source
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    out = {}
+    node = _dense_kernel()
+    source = kernel_source(node, 0)
+    inputs = aot.example_inputs(node, 128)
+    out["sm_80"] = record(aot.compile_kernel(source, inputs, target="sm_80"))
+    out["sm_90_ieee"] = record(aot.compile_kernel(source, inputs, target="sm_90", precision="ieee"))
+    sm90 = aot.compile_kernel(source, inputs, target="sm_90")
+    out["sm_90_tf32"] = record(sm90)
+    out["written"] = [str(p) for p in aot.write_artifacts(sm90, job["folder"])]
+    out["cubin_sha"] = hashlib.sha256(sm90.cubin).hexdigest()
+    out["ptxas_fallback"] = aot._ptxas_usage(sm90.ptx, 90)
+
+    # Our specialisation of the recorded launch is triton.jit's own.
+    for name, node in [("matmul", node), ("pointwise", _pointwise_kernel())]:
+        (launch,) = aot.record_launches(load_kernel(kernel_source(node, 0)), aot.example_inputs(node, 128))
+        ours = aot.specialize(launch)[:3]
+        theirs = _triton_specialization(launch)
+        ours = (ours[0], {(launch.kernel.arg_names.index(k),): v for k, v in ours[1].items()}, ours[2])
+        out[f"same_specialization_{name}"] = [repr(x) for x in ours] == [repr(x) for x in theirs]
+        if name == "pointwise":
+            out["pointwise"] = record(aot.compile_kernel(kernel_source(node, 0), aot.example_inputs(node, 128)))
+    return out
+
+
+JOBS = {"examples": job_examples, "checks": job_checks}
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    result = JOBS[job["kind"]](job)
+    Path(job["result"]).write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

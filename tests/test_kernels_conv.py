@@ -1,0 +1,250 @@
+"""The conv2d template (implicit GEMM + epilogue + fused 'valid' pool) under Triton's interpreter.
+
+Every case: build a model, run the pass pipeline, check which kernel the conv
+became (its body's ops), execute the fused graph's plan (generated kernels) and
+compare with the reference executor on the unfused graph. Sizes are ragged:
+9x11 images, 3/5/7 channels and filters, batch 2-3, and a few cases wide
+enough for several row, filter and K tiles (F=37 > BN, K=63 > BK, M > BM*GROUP_M).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.codegen.module import kernel_source
+from kcomp.ir.builder import GraphBuilder
+from kcomp.layers import (
+    Activation, Add, AveragePooling2D, BatchNormalization, Conv2D, Input, MaxPooling2D,
+)
+from kcomp.models import Model
+from kcomp.passes import run_pipeline
+from kcomp.runtime.kernel_cache import load_kernel
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+from kernel_helpers import kernels_of, randomize
+
+TOL = {"float32": dict(rtol=1e-4, atol=1e-4), "float16": dict(rtol=2e-2, atol=2e-2)}
+
+
+# -- helpers (tests/test_kernels_reduce_pool.py uses them too) --------------------
+
+
+def body_ops(kernel):
+    return [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"]
+
+
+def image(batch, shape, dtype="float32", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, *shape, generator=g).to(getattr(torch, dtype))
+
+
+def compile_and_compare(model, inputs, dtype="float32"):
+    """Run the fused plan and the reference on the unfused graph; returns the fused graph."""
+    graph, _ = run_pipeline(model.to_graph())
+    params = model.params()
+    got = Plan(graph).run(inputs, params)
+    want = run_reference(model.to_graph(), inputs, params)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g.float().numpy(), w.float().numpy(), **TOL[dtype])
+    return graph
+
+
+def conv_model(shape, conv, after=(), dtype="float32"):
+    """Input -> Conv2D(**conv) -> each layer in `after`, with random weights."""
+    x = Input(shape=shape, dtype=dtype)
+    y = Conv2D(**conv, dtype=dtype)(x)
+    for make in after:
+        y = make(dtype)(y)
+    model = Model(x, y)
+    randomize(model)
+    return model
+
+
+def BN(dtype):  # noqa: N802 - a layer factory
+    return BatchNormalization(dtype=dtype)
+
+
+def act(name):
+    return lambda dtype: Activation(name, dtype=dtype)
+
+
+def maxpool(size, strides=None, padding="valid"):
+    return lambda dtype: MaxPooling2D(size, strides, padding, dtype=dtype)
+
+
+def avgpool(size, strides=None, padding="valid"):
+    return lambda dtype: AveragePooling2D(size, strides, padding, dtype=dtype)
+
+
+# -- conv + epilogue --------------------------------------------------------------
+EPILOGUE_CASES = {
+    "3x3-valid-bias-relu": ((9, 11, 3), dict(filters=5, kernel_size=3, activation="relu"), [],
+                            ["conv2d", "bias_add", "relu"]),
+    "3x3-same-stride2-gelu": ((9, 11, 3), dict(filters=7, kernel_size=3, strides=2, padding="same", activation="gelu"),
+                              [], ["conv2d", "bias_add", "gelu"]),
+    "5x3-same-dilation2-nobias": ((9, 11, 5), dict(filters=3, kernel_size=(5, 3), dilation_rate=2, padding="same",
+                                                   use_bias=False), [], ["conv2d"]),
+    "5x3-valid-dilation(1,2)": ((9, 11, 3), dict(filters=5, kernel_size=(5, 3), dilation_rate=(1, 2)),
+                                [], ["conv2d", "bias_add"]),
+    "1x1-valid-stride2": ((9, 11, 7), dict(filters=5, kernel_size=1, strides=2), [], ["conv2d", "bias_add"]),
+    "1x1-same": ((9, 11, 5), dict(filters=7, kernel_size=1, padding="same", activation="tanh"), [],
+                 ["conv2d", "bias_add", "tanh"]),
+    "3x3-same-stride-2x1-bn-relu": ((9, 11, 5), dict(filters=7, kernel_size=3, strides=(2, 1), padding="same"),
+                                    [BN, act("relu")], ["conv2d", "bias_add", "mul", "add", "relu"]),
+    "3x3-same-stride2-even-padding": ((10, 12, 3), dict(filters=5, kernel_size=3, strides=2, padding="same"),
+                                      [], ["conv2d", "bias_add"]),
+    # Several filter tiles (F > BN), K steps (K = 63 > BK) and row-tile groups (M = 297 > BM * GROUP_M).
+    "wide-3x3-same-bn-silu": ((9, 11, 7), dict(filters=37, kernel_size=3, padding="same", activation="silu"),
+                              [BN], ["conv2d", "bias_add", "silu", "mul", "add"]),
+}
+
+
+@pytest.mark.parametrize("case", list(EPILOGUE_CASES))
+def test_conv_epilogue_is_one_kernel(case):
+    shape, conv, after, ops = EPILOGUE_CASES[case]
+    model = conv_model(shape, conv, after)
+    graph = compile_and_compare(model, [image(3, shape)])
+    (kernel,) = kernels_of(graph)
+    assert kernel.attrs["template"] == "conv2d"
+    assert body_ops(kernel) == ops
+
+
+def test_conv_residual_add_reads_a_full_operand():
+    x = Input(shape=(9, 11, 5))
+    h = Conv2D(5, 3, padding="same")(x)
+    h = BatchNormalization()(h)
+    y = Activation("relu")(Add()([h, x]))
+    model = Model(x, y)
+    randomize(model)
+    graph = compile_and_compare(model, [image(2, (9, 11, 5))])
+    (kernel,) = kernels_of(graph)
+    assert body_ops(kernel) == ["conv2d", "bias_add", "mul", "add", "add", "relu"]
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv_ir_strides_with_dilation(padding):
+    # Keras's Conv2D refuses strides > 1 with dilation > 1; the IR op and the template take both.
+    b = GraphBuilder("conv")
+    x = b.input((None, 11, 9, 5), "float32", "x")
+    w = b.param("w", (3, 2, 5, 7), "float32", "w")
+    y = b.emit1("conv2d", [x, w], strides=(2, 3), padding=padding, dilation=(2, 2))
+    graph = b.finish([b.emit1("relu", [y])])
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert body_ops(kernel) == ["conv2d", "relu"]
+    inputs, params = [image(2, (11, 9, 5))], {"w": image(3, (2, 5, 7), seed=1)}
+    (got,) = Plan(fused).run(inputs, params)
+    (want,) = run_reference(graph, inputs, params)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+
+
+# -- conv + epilogue + fused pool ----------------------------------------------------
+POOL_CASES = {
+    "3x3-relu-max2x2": ((9, 11, 3), dict(filters=5, kernel_size=3, activation="relu"), [maxpool(2)],
+                        ["conv2d", "bias_add", "relu", "max_pool2d"]),
+    "same-gelu-avg3x3-stride2": ((9, 11, 3), dict(filters=7, kernel_size=3, padding="same", activation="gelu"),
+                                 [avgpool(3, 2)], ["conv2d", "bias_add", "gelu", "avg_pool2d"]),
+    "same-bn-relu-max3x3-stride1": ((9, 11, 5), dict(filters=3, kernel_size=3, padding="same"),
+                                    [BN, act("relu"), maxpool(3, 1)],
+                                    ["conv2d", "bias_add", "mul", "add", "relu", "max_pool2d"]),
+    "5x3-dilation2-avg2x2": ((9, 11, 3), dict(filters=5, kernel_size=(5, 3), dilation_rate=2, padding="same"),
+                             [avgpool(2)], ["conv2d", "bias_add", "avg_pool2d"]),
+    "1x1-stride2-max3x3-stride2": ((9, 11, 7), dict(filters=5, kernel_size=1, strides=2, activation="relu"),
+                                   [maxpool(3, 2)], ["conv2d", "bias_add", "relu", "max_pool2d"]),
+    # Negative pre-pool values: max must not clip at 0 (no relu before it).
+    "no-activation-max2x2-stride(1,2)": ((9, 11, 3), dict(filters=5, kernel_size=3), [maxpool(2, (1, 2))],
+                                         ["conv2d", "bias_add", "max_pool2d"]),
+    "wide-bn-max2x2": ((9, 11, 7), dict(filters=37, kernel_size=3, padding="same"), [BN, maxpool(2)],
+                       ["conv2d", "bias_add", "mul", "add", "max_pool2d"]),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_conv_absorbs_a_valid_pool(case):
+    shape, conv, after, ops = POOL_CASES[case]
+    model = conv_model(shape, conv, after)
+    graph = compile_and_compare(model, [image(3, shape)])
+    (kernel,) = kernels_of(graph)  # the pre-pool activation is never a graph value
+    assert kernel.attrs["template"] == "conv2d"
+    assert body_ops(kernel) == ops
+
+
+@pytest.mark.parametrize(
+    "conv, after, ops",
+    [
+        (dict(filters=5, kernel_size=3, activation="relu"), [maxpool(2)], ["conv2d", "bias_add", "relu", "max_pool2d"]),
+        (dict(filters=7, kernel_size=3, padding="same"), [BN, act("gelu"), avgpool(3, 2)],
+         ["conv2d", "bias_add", "mul", "add", "gelu", "avg_pool2d"]),
+        (dict(filters=5, kernel_size=(5, 3), strides=2, padding="same", activation="relu"), [], ["conv2d", "bias_add", "relu"]),
+    ],
+)
+def test_conv_float16(conv, after, ops):
+    shape = (9, 11, 3)
+    model = conv_model(shape, conv, after, dtype="float16")
+    graph = compile_and_compare(model, [image(2, shape, "float16")], "float16")
+    (kernel,) = kernels_of(graph)
+    assert body_ops(kernel) == ops
+
+
+def test_conv_float16_residual():
+    x = Input(shape=(9, 11, 5), dtype="float16")
+    h = Conv2D(5, 3, padding="same", dtype="float16")(x)
+    model = Model(x, Add(dtype="float16")([h, x]))
+    randomize(model)
+    graph = compile_and_compare(model, [image(2, (9, 11, 5), "float16")], "float16")
+    (kernel,) = kernels_of(graph)
+    assert body_ops(kernel) == ["conv2d", "bias_add", "add"]
+
+
+# -- what stays outside the conv kernel ----------------------------------------------
+def test_same_pool_is_not_absorbed_and_runs_as_a_pool_kernel():
+    model = conv_model((9, 11, 3), dict(filters=5, kernel_size=3, activation="relu"), [maxpool(3, 2, "same")])
+    graph = compile_and_compare(model, [image(2, (9, 11, 3))])
+    conv, pool = kernels_of(graph)
+    assert (conv.attrs["template"], body_ops(conv)) == ("conv2d", ["conv2d", "bias_add", "relu"])
+    assert (pool.attrs["template"], body_ops(pool)) == ("pool2d", ["max_pool2d"])
+
+
+def test_residual_then_pool_keeps_the_pool_separate():
+    # A "full" epilogue operand indexes pre-pool pixels; fuse never combines it with a pool.
+    x = Input(shape=(9, 11, 5))
+    h = Add()([Conv2D(5, 3, padding="same")(x), x])
+    model = Model(x, AveragePooling2D(2)(h))
+    randomize(model)
+    graph = compile_and_compare(model, [image(2, (9, 11, 5))])
+    assert [(k.attrs["template"], body_ops(k)) for k in kernels_of(graph)] == [
+        ("conv2d", ["conv2d", "bias_add", "add"]),
+        ("pool2d", ["avg_pool2d"]),
+    ]
+
+
+# -- run time sizes and the launch wrapper -------------------------------------------
+def test_one_plan_serves_every_batch_size():
+    model = conv_model((9, 11, 3), dict(filters=5, kernel_size=3, strides=2, padding="same", activation="relu"),
+                       [BN, maxpool(2)])
+    graph, _ = run_pipeline(model.to_graph())
+    plan = Plan(graph)
+    for batch in (1, 3, 2):
+        x = image(batch, (9, 11, 3), seed=batch)
+        (got,) = plan.run([x], model.params())
+        (want,) = run_reference(model.to_graph(), [x], model.params())
+        assert got.shape == (batch, 2, 3, 5)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+
+
+def test_launch_allocates_its_output_and_reads_any_input_layout():
+    model = conv_model((9, 11, 5), dict(filters=7, kernel_size=3, padding="same", activation="relu"), [avgpool(2)])
+    graph, _ = run_pipeline(model.to_graph())
+    (kernel,) = kernels_of(graph)
+    source = kernel_source(kernel, 0)
+    assert "def launch(in0, in1, in2, out=None" in source.text and "POOL=\"avg\"" in source.text
+    # A channels-first tensor permuted to NHWC: not contiguous; the wrapper copies it.
+    x = image(2, (5, 9, 11)).permute(0, 2, 3, 1)
+    params = model.params()
+    got = load_kernel(source).launch(x, params["conv2d/kernel"], params["conv2d/bias"])
+    (want,) = run_reference(model.to_graph(), [x.contiguous()], params)
+    assert got.shape == want.shape == (2, 4, 5, 7)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])

@@ -1,0 +1,139 @@
+"""The pool2d and reduce templates under Triton's interpreter, against the reference.
+
+Pools the conv could not absorb ('same' padding, a pool of an input) run on
+the pool2d template; sum / mean / max over consecutive axes (global pooling
+among them) on the reduce template. Sizes are ragged, and some cases span
+several pixel, channel and reduction blocks.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.ir.builder import GraphBuilder
+from kcomp.layers import (
+    AveragePooling2D, Conv2D, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, MaxPooling2D,
+)
+from kcomp.models import Model
+from kcomp.passes import run_pipeline
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+from test_kernels_conv import TOL, body_ops, compile_and_compare, image, kernels_of, randomize
+
+
+def single_layer(layer, shape, dtype="float32"):
+    x = Input(shape=shape, dtype=dtype)
+    return Model(x, layer(x))
+
+
+# -- standalone pools ---------------------------------------------------------------
+POOLS = {
+    "max3x3-stride2-same": (MaxPooling2D, dict(pool_size=3, strides=2, padding="same")),
+    "avg3x3-stride2-same": (AveragePooling2D, dict(pool_size=3, strides=2, padding="same")),
+    "avg3x3-stride1-same": (AveragePooling2D, dict(pool_size=3, strides=1, padding="same")),
+    "max2x2-same": (MaxPooling2D, dict(pool_size=2, padding="same")),
+    "avg2x2-same": (AveragePooling2D, dict(pool_size=2, padding="same")),
+    "avg(3,2)-stride(2,1)-same": (AveragePooling2D, dict(pool_size=(3, 2), strides=(2, 1), padding="same")),
+    "max2x2-valid": (MaxPooling2D, dict(pool_size=2)),
+    "avg3x3-stride2-valid": (AveragePooling2D, dict(pool_size=3, strides=2)),
+    "max(3,2)-stride(1,2)-valid": (MaxPooling2D, dict(pool_size=(3, 2), strides=(1, 2))),
+}
+
+
+@pytest.mark.parametrize("case", list(POOLS))
+@pytest.mark.parametrize("channels", [5, 37])  # 37: several channel blocks
+def test_pool_kernel(case, channels):
+    layer, kwargs = POOLS[case]
+    shape = (9, 11, channels)
+    model = single_layer(layer(**kwargs), shape)
+    graph = compile_and_compare(model, [image(3, shape)])
+    (kernel,) = kernels_of(graph)
+    assert kernel.attrs["template"] == "pool2d"
+    assert body_ops(kernel) == ["max_pool2d" if layer is MaxPooling2D else "avg_pool2d"]
+
+
+def test_max_pool_padding_never_wins_over_negative_pixels():
+    model = single_layer(MaxPooling2D(3, 2, padding="same"), (9, 11, 5))
+    x = -10.0 - image(2, (9, 11, 5)).abs()  # every pixel below 0: a zero pad would show
+    compile_and_compare(model, [x])
+
+
+@pytest.mark.parametrize("layer", [MaxPooling2D, AveragePooling2D])
+def test_pool_float16(layer):
+    model = single_layer(layer(3, 2, padding="same", dtype="float16"), (9, 11, 7), "float16")
+    compile_and_compare(model, [image(2, (9, 11, 7), "float16")], "float16")
+
+
+# -- reductions ---------------------------------------------------------------------
+def reduction_graph(op, axes, keepdims, shape, dtype="float32"):
+    b = GraphBuilder("reduction")
+    x = b.input((None, *shape), dtype, "x")
+    return b.finish([b.emit1(op, [x], axes=axes, keepdims=keepdims)])
+
+
+def run_graph(graph, inputs, dtype="float32"):
+    fused, _ = run_pipeline(graph)
+    (got,) = Plan(fused).run(inputs, {})
+    (want,) = run_reference(graph, inputs, {})
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **TOL[dtype])
+    return fused
+
+
+REDUCTIONS = [
+    ((1, 2), False), ((1, 2), True), ((1,), False), ((2,), True), ((0,), False), ((0,), True),
+    ((3,), False), ((-1,), True), ((0, 1), False), ((1, 2, 3), False), (None, False), (None, True),
+]
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+@pytest.mark.parametrize("axes, keepdims", REDUCTIONS)
+def test_reduce_kernel(op, axes, keepdims):
+    shape = (9, 11, 5)
+    x = image(3, shape) - 0.5  # mostly negative: a max seeded with 0 would show
+    fused = run_graph(reduction_graph(op, axes, keepdims, shape), [x])
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == [op]
+
+
+@pytest.mark.parametrize("op, axes", [("sum", (1,)), ("mean", (2,)), ("max", (1, 2))])
+def test_reduce_long_rows(op, axes):
+    # R = 70 / 45 / 3150 spans several BLOCK_R chunks, a ragged last one.
+    run_graph(reduction_graph(op, axes, False, (70, 45)), [image(2, (70, 45))])
+
+
+def test_reduce_over_no_axes_copies():
+    run_graph(reduction_graph("sum", (), False, (9, 11, 5)), [image(2, (9, 11, 5))])
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+def test_reduce_float16(op):
+    shape = (9, 11, 7)
+    run_graph(reduction_graph(op, (1, 2), False, shape, "float16"), [image(2, shape, "float16")], "float16")
+
+
+@pytest.mark.parametrize("layer", [GlobalAveragePooling2D, GlobalMaxPooling2D])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_pooling_layers(layer, keepdims):
+    model = single_layer(layer(keepdims=keepdims), (9, 11, 5))
+    graph = compile_and_compare(model, [image(3, (9, 11, 5))])
+    (kernel,) = kernels_of(graph)
+    assert kernel.attrs["template"] == "reduce"
+    assert body_ops(kernel) == ["mean" if layer is GlobalAveragePooling2D else "max"]
+
+
+def test_conv_then_global_average_pool_batch_sizes():
+    x = Input(shape=(9, 11, 3))
+    y = GlobalAveragePooling2D()(Conv2D(7, 3, padding="same", activation="relu")(x))
+    model = Model(x, y)
+    randomize(model)
+    graph, _ = run_pipeline(model.to_graph())
+    assert [k.attrs["template"] for k in kernels_of(graph)] == ["conv2d", "reduce"]
+    plan = Plan(graph)
+    for batch in (2, 3):  # one plan, every batch size
+        inputs = [image(batch, (9, 11, 3), seed=batch)]
+        (got,) = plan.run(inputs, model.params())
+        (want,) = run_reference(model.to_graph(), inputs, model.params())
+        assert got.shape == (batch, 7)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
