@@ -46,6 +46,36 @@ def describe(node: Node) -> str:
     return " + ".join(f"{layer} ({' + '.join(ops)})" for layer, ops in by_layer.items())
 
 
+def with_autotuning(launch: str, params: str) -> str:
+    """Turn a generator's "config = config or CANDIDATES[0]" + launch call into a tuned launch.
+
+    Every generator writes its wrapper as check -> allocate -> grid -> launch;
+    here the grid step keeps all candidate configs and the launch step becomes
+    run(config), with the config chosen by kcomp.runtime.autotune (timed once
+    per shape on a GPU, the first candidate elsewhere).
+    """
+    head, rest = launch.split("    # grid\n")
+    grid_lines, call = rest.split("    # launch\n")
+    choice, *meta = grid_lines.splitlines()
+    prefix = "    config = config or "
+    assert choice.startswith(prefix), choice
+    candidates = choice[len(prefix):]
+    candidates = candidates[: -len("[0]")] if candidates.endswith("[0]") else f"[{candidates}]"
+    body, _, tail = call.rpartition("    return out")
+    inner = "".join("    " + line + "\n" for line in [*meta, *body.splitlines()] if line.strip())
+    return (
+        head
+        + "    # grid: candidate block sizes (a GPU times them once per shape and keeps the fastest)\n"
+        + f"    candidates = {candidates}\n\n"
+        + "    def run(config):\n"
+        + inner
+        + "\n    # launch\n"
+        + f"    run(config or choose_config(KERNEL_ID, ({params},), candidates, run, out))\n"
+        + "    return out"
+        + tail
+    )
+
+
 def kernel_source(node: Node, index: int) -> KernelSource:
     template = node.attrs["template"]
     body = node.attrs["body"]
@@ -63,10 +93,11 @@ def kernel_source(node: Node, index: int) -> KernelSource:
         header
         + "import torch\nimport triton\nimport triton.language as tl\n\n"
         + generated.imports
-        + "\n\n\n"
+        + "\nfrom kcomp.runtime.autotune import choose_config\n\n"
+        + f'KERNEL_ID = "{template}-{hashlib.sha256(print_graph(body).encode()).hexdigest()[:12]}"\n\n\n'
         + generated.expression
         + "\n\n"
         + f"def launch({params}, out=None, config=None, precision=\"tf32\"):\n"
-        + generated.launch
+        + with_autotuning(generated.launch, params)
     )
     return KernelSource(name, template, absorbed, text)

@@ -1,0 +1,66 @@
+"""Pick a kernel's block sizes: on a GPU, time each candidate once and keep the fastest.
+
+The first launch of a kernel at a new problem shape on a CUDA device runs
+every candidate configuration (skipping those the GPU cannot launch), and the
+choice is cached in memory and on disk (KCOMP_CACHE_DIR/autotune.json, keyed
+by GPU, kernel and shapes), so later processes reuse it. Off the GPU (the
+interpreter) the first candidate is used: timing there means nothing.
+"""
+
+import json
+
+from kcomp import config as kcomp_config
+from kcomp.utils.files import write_text_atomic
+
+_choices: dict[str, dict] | None = None
+
+
+def _path():
+    return kcomp_config.cache_dir() / "autotune.json"
+
+
+def _load() -> dict[str, dict]:
+    global _choices
+    if _choices is None:
+        try:
+            _choices = json.loads(_path().read_text())
+        except (OSError, ValueError):
+            _choices = {}
+    return _choices
+
+
+def _save(key: str, choice: dict) -> None:
+    # Merge with what other processes wrote since we read it; the write is atomic.
+    try:
+        on_disk = json.loads(_path().read_text())
+    except (OSError, ValueError):
+        on_disk = {}
+    on_disk[key] = choice
+    write_text_atomic(_path(), json.dumps(on_disk, indent=1, sort_keys=True) + "\n")
+
+
+def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out) -> dict:
+    """The configuration to launch with; `run(config)` launches the kernel once."""
+    if len(candidates) == 1 or out.device.type != "cuda":
+        return candidates[0]
+    import torch
+    import triton.testing
+    from triton.runtime.errors import OutOfResources
+
+    shapes = ",".join(f"{tuple(t.shape)}:{t.dtype}" for t in inputs if hasattr(t, "shape"))
+    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}|{shapes}"
+    choices = _load()
+    if key in choices:
+        return choices[key]
+    timings = []
+    for candidate in candidates:
+        try:
+            timings.append((triton.testing.do_bench(lambda: run(candidate), warmup=3, rep=20), candidate))
+        except OutOfResources:
+            continue  # too much shared memory or too many registers on this GPU
+    if not timings:
+        raise RuntimeError(f"{kernel_id}: no candidate configuration can launch on this GPU")
+    best = min(timings, key=lambda t: t[0])[1]
+    choices[key] = best
+    _save(key, best)
+    return best
