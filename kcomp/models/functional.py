@@ -19,6 +19,11 @@ from kcomp.runtime.executor import make_executor
 from kcomp.utils.progbar import Progbar
 
 
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    # numpy has no bfloat16: such outputs come back as float32, which holds every bfloat16 value exactly.
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -278,7 +283,7 @@ class Model:
                 outs = executor.run([t[start : start + batch_size] for t in xs], params)
                 pieces.append([o.cpu() for o in outs])
                 bar.update(step)
-        outs = [torch.cat([p[i] for p in pieces]).numpy() if pieces else np.zeros((0,)) for i in range(len(self.outputs))]
+        outs = [_to_numpy(torch.cat([p[i] for p in pieces])) if pieces else np.zeros((0,)) for i in range(len(self.outputs))]
         return outs[0] if self._single_output else outs
 
     def __call__(self, x):
