@@ -171,15 +171,19 @@ def write_dot(graph: Graph, path: Path) -> Path | None:
 def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
     from kcomp import config
 
-    key = f"{entry['source_digest']}-{options.target}-{options.precision}-b{options.batch}"
+    import triton
+
+    import kcomp
+
+    key = f"{entry['source_digest']}-{options.target}-{options.precision}-b{options.batch}-k{kcomp.__version__}-t{triton.__version__}"
     return config.cache_dir() / "aot" / key
 
 
 def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:
     """PTX and cubin of every kernel for options.target, with registers, shared memory and spills.
 
-    Results are cached on disk by kernel source, target, precision and batch;
-    a cached kernel is copied, not compiled again.
+    Results are cached on disk by kernel source, target, precision, batch and
+    the kcomp and Triton versions; a cached kernel is copied, not compiled again.
     """
     from kcomp.codegen import aot
     from kcomp.utils.files import write_bytes_atomic

@@ -1,5 +1,7 @@
 """decompose: rewrite coarse ops into primitives the fusion templates absorb.
 
+A 1x1 convolution with unit strides becomes a matmul of the channels.
+
 batch_norm in inference form becomes y = x * scale + shift with
 scale = gamma / sqrt(var + eps) and shift = beta - mean * scale. scale and
 shift depend on weights only, so the runtime computes them once per weight
@@ -30,7 +32,18 @@ def batch_norm_to_scale_shift(node: Node, rw: Rewriter):
     return [rw.emit1("add", [rw.emit1("mul", [x, scale]), shift])]
 
 
-RULES = [("batch_norm", batch_norm_to_scale_shift)]
+def pointwise_conv_to_matmul(node: Node, rw: Rewriter):
+    """A 1x1 convolution with unit strides is a matmul over the channel axis:
+    (N, H, W, C) @ (C, F), so it takes the matmul template and its epilogue."""
+    x, kernel = node.inputs
+    a = node.attrs
+    if kernel.shape[:2] != (1, 1) or a["strides"] != (1, 1) or a["groups"] != 1:
+        return None
+    weights = rw.emit1("reshape", [kernel], shape=kernel.shape[2:])
+    return [rw.emit1("matmul", [x, weights])]
+
+
+RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul)]
 
 
 def decompose(graph):

@@ -1,0 +1,132 @@
+"""Fusion and simplification: golden IR before and after for each pattern, the
+fallbacks, and every example model run on its generated kernels (interpreter)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp import dsl
+from kcomp.ir import GraphBuilder, print_graph
+from kcomp.layers import (
+    Activation, Add, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
+    LayerNormalization, MaxPooling2D, Permute, Reshape, Softmax,
+)
+from kcomp.models import Model, Sequential
+from kcomp.passes import run_pipeline
+from kcomp.passes.simplify import simplify
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+from kernel_helpers import kernels_of, randomize
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.k"))
+
+
+def dense_relu():
+    return Sequential([Input(shape=(23,)), Dense(19, activation="relu")])
+
+
+def dense_batchnorm_residual():
+    x = Input(shape=(16,))
+    h = BatchNormalization()(Dense(16, activation="gelu")(x))
+    return Model(x, Activation("tanh")(Add()([h, x])))
+
+
+def conv_relu_maxpool():
+    return Sequential([Input(shape=(9, 11, 3)), Conv2D(5, 3, padding="same", activation="relu"), MaxPooling2D()])
+
+
+def conv_residual():
+    x = Input(shape=(9, 11, 4))
+    c = Conv2D(4, 3, padding="same")(x)
+    return Model(x, Activation("relu")(Add()([x, c])))
+
+
+def pointwise_chain_and_rows():
+    x = Input(shape=(6, 10))
+    y = Activation("sigmoid")(Permute((2, 1))(x))  # the transpose is not fused; the chain after it is
+    y = LayerNormalization()(Activation("silu")(y))
+    return Model(x, Softmax()(y))
+
+
+def fallbacks():
+    # Grouped conv and a 'same' pool after a conv fit no fused template.
+    return Sequential([
+        Input(shape=(8, 8, 4)), Conv2D(4, 3, groups=2, activation="relu"),
+        Conv2D(6, 1, activation="relu"),  # 1x1: a matmul
+        MaxPooling2D(2, padding="same"), GlobalAveragePooling2D(),
+    ])
+
+
+def dropout_flatten_identities():
+    return Sequential([Input(shape=(4, 5)), Dropout(0.5), Reshape((20,)), Flatten(), Dense(3)])
+
+
+PATTERNS = {f.__name__: f for f in (dense_relu, dense_batchnorm_residual, conv_relu_maxpool, conv_residual,
+                                    pointwise_chain_and_rows, fallbacks, dropout_flatten_identities)}
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_fusion_golden(name, golden):
+    graph = PATTERNS[name]().to_graph()
+    fused, _ = run_pipeline(graph)
+    golden(f"fuse_{name}", "# before\n" + print_graph(graph) + "# after\n" + print_graph(fused))
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_fused_patterns_compute_what_the_model_does(name):
+    model = PATTERNS[name]()
+    randomize(model)
+    fused, _ = run_pipeline(model.to_graph())
+    shape = (3, *model.inputs[0].shape[1:])
+    x = torch.randn(shape)
+    got = Plan(fused).run([x], model.params())
+    want = run_reference(model.to_graph(), [x], model.params())
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=2e-4, atol=2e-5)
+
+
+def test_fallbacks_stay_unfused_and_correct():
+    fused, _ = run_pipeline(fallbacks().to_graph())
+    plain = [n.op for n in fused.nodes if n.op != "kernel" and n.op != "reshape"]
+    assert plain == ["conv2d"]  # the grouped conv runs on torch
+    templates = [k.attrs["template"] for k in kernels_of(fused)]
+    assert templates == ["pointwise", "matmul", "pool2d", "reduce"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_on_generated_kernels_match_the_reference(path):
+    for model in dsl.load(path).values():
+        randomize(model)
+        fused, _ = run_pipeline(model.to_graph())
+        rng = np.random.default_rng(0)
+        inputs = []
+        for t in model.inputs:
+            shape = (2, *[d or 6 for d in t.shape[1:]])
+            if t.dtype.startswith("int"):
+                inputs.append(torch.from_numpy(rng.integers(0, 50, size=shape).astype(t.dtype)))
+            else:
+                inputs.append(torch.from_numpy(rng.normal(size=shape).astype("float32")))
+        got = Plan(fused).run(inputs, model.params())
+        want = run_reference(model.to_graph(), inputs, model.params())
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=2e-4, atol=2e-5)
+
+
+def test_simplify_rules():
+    b = GraphBuilder("g")
+    x = b.input((None, 4, 6), "float32", "x")
+    one = b.emit1("constant", [], value=1.0)
+    two = b.emit1("add", [one, b.emit1("constant", [], value=1.0)])  # folds to 2.0
+    y = b.emit1("mul", [x, one])  # x * 1 -> x
+    y = b.emit1("transpose", [b.emit1("transpose", [y], perm=(0, 2, 1))], perm=(0, 2, 1))  # cancels
+    y = b.emit1("reshape", [b.emit1("reshape", [y], shape=("N", 24))], shape=("N", 4, 6))  # back to x's shape
+    a1 = b.emit1("sigmoid", [y])
+    a2 = b.emit1("sigmoid", [y])  # CSE
+    out = b.emit1("mul", [b.emit1("add", [a1, a2]), two])
+    g = simplify(b.finish([out]))
+    assert [n.op for n in g.nodes] == ["constant", "sigmoid", "add", "mul"]
+    assert g.nodes[0].attrs["value"] == 2.0
+    assert g.nodes[1].inputs[0].name == "x"
