@@ -93,7 +93,9 @@ def test_fallbacks_stay_unfused_and_correct():
     plain = [n.op for n in fused.nodes if n.op != "kernel" and n.op != "reshape"]
     assert plain == ["conv2d"]  # the grouped conv runs on torch
     templates = [k.attrs["template"] for k in kernels_of(fused)]
-    assert templates == ["pointwise", "matmul", "pool2d", "reduce"]
+    # Its bias and relu load with the 1x1 conv's A tiles (the matmul prologue).
+    assert templates == ["matmul", "pool2d", "reduce"]
+    assert [n.op for n in kernels_of(fused)[0].attrs["body"].nodes] == ["bias_add", "relu", "matmul", "bias_add", "relu"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -154,3 +154,19 @@ def test_weight_only_nodes_run_once_per_weight_update():
     assert plan._prepared_for != prepared
     assert_close([second], run_reference(model.to_graph(), [x], model.params()), "float32")
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_ops_before_a_dense_fuse_into_its_prologue(dtype):
+    x, s = Input(shape=(23,), dtype=dtype), Input(shape=(23,), dtype=dtype)
+    h = Activation("exponential")(Add()([x, s]))  # exp(0) = 1 on the padded K columns must not leak
+    h = BatchNormalization(dtype=dtype)(h)
+    model = Model([x, s], Dense(19, activation="relu", dtype=dtype)(h))
+    randomize(model)
+    xs = [(torch.randn(37, 23) * 0.5).to(getattr(torch, dtype)) for _ in range(2)]
+    got, want, graph, _ = run_both(model, xs)
+    assert_close(got, want, dtype)
+    matmul = next(k for k in kernels_of(graph) if k.attrs["template"] == "matmul")
+    ops = [n.op for n in matmul.attrs["body"].nodes if n.op != "constant"]
+    assert ops == ["exponential", "mul", "add", "matmul", "bias_add", "relu"]
+    assert [k.attrs["template"] for k in kernels_of(graph)] == ["pointwise", "matmul"]  # the add of two inputs

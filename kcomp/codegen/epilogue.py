@@ -18,6 +18,7 @@ from kcomp.ir.graph import Graph, Node, Value
 from kcomp.passes.fuse import operand_kind
 
 TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
+PROLOGUE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, S0, S1"  # the matmul passes its K offsets as offs_n
 FLAT_PARAMS = "offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7"
 
 
@@ -46,7 +47,7 @@ def _load(kind: str, slot: int, tile: bool) -> str:
     }[kind] + ".to(tl.float32)"
 
 
-def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue") -> tuple[str, list[Operand]]:
+def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue", params: str | None = None) -> tuple[str, list[Operand]]:
     """Source of the function computing `chain` (elementwise nodes of `body`).
 
     `start` is the value already in hand (the accumulator `acc` of a tile
@@ -77,7 +78,7 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
         lines.append(f"    {result} = {expression(node.op, args, node.attrs)}  # {node.origin}: {node.op}")
     if not chain:
         lines.append("    pass")
-    params = TILE_PARAMS if tile else FLAT_PARAMS
+    params = params or (TILE_PARAMS if tile else FLAT_PARAMS)
     ret = names[out.id] if out is not None else "acc"
     source = f"@triton.jit\ndef {name}({params}):\n" + "\n".join(lines) + f"\n    return {ret}\n"
     return source, operands

@@ -21,6 +21,7 @@ from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 
 MAX_EPILOGUE_OPERANDS = 4  # extra tensors a matmul/conv epilogue may read (template arguments E0..E3)
+MAX_PROLOGUE_OPERANDS = 2  # extra tensors a matmul prologue may read (P0, P1)
 MAX_POINTWISE_OPERANDS = 8  # tensors a pointwise kernel may read (X0..X7)
 MAX_ROW = 16384  # widest row a row kernel (softmax, layer_norm) holds in one block
 
@@ -79,7 +80,7 @@ class _Fuser:
         """Extend `group` with the single-use elementwise ops after it; returns the last value."""
         v = group[-1].outputs[0]
         externals = {x.id for n in group for x in n.inputs} - {x.id for n in group for x in n.outputs}
-        while (user := self.sole_user(v)) is not None and self.is_pointwise(user):
+        while (user := self.sole_user(v)) is not None and self.is_pointwise(user) and id(user) not in self.taken:
             out = user.outputs[0]
             others = [x for x in user.inputs if x.id != v.id]
             if out.shape != v.shape or any(operand_kind(x, out) is None for x in others):
@@ -95,9 +96,28 @@ class _Fuser:
         a, b = node.inputs
         if b.rank != 2 or not _is_float(a):
             return None
-        group = [node]
-        self.absorb_chain(group, MAX_EPILOGUE_OPERANDS + 2)
+        group = [*self.prologues.get(id(node), []), node]
+        self.absorb_chain(group, MAX_EPILOGUE_OPERANDS + 2 + MAX_PROLOGUE_OPERANDS)
         return group
+
+    def prologue_chain(self, matmul: Node) -> list[Node]:
+        """Single-use elementwise ops that produced a Dense's input, to apply as A tiles load."""
+        chain: list[Node] = []
+        v = matmul.inputs[0]
+        operands: set[int] = set()
+        while (producer := self.producers.get(v.id)) is not None and self.is_pointwise(producer):
+            if self.sole_user(v) is not (chain[0] if chain else matmul) or producer.outputs[0].shape != v.shape:
+                break
+            main = chain_input([producer])
+            others = {x.id for x in producer.inputs if x is not main}
+            if any(operand_kind(x, v) is None for x in producer.inputs if x is not main):
+                break
+            if len(operands | others) > MAX_PROLOGUE_OPERANDS:
+                break
+            operands |= others
+            chain.insert(0, producer)
+            v = main
+        return chain
 
     def conv_group(self, node: Node) -> list[Node] | None:
         if node.attrs["groups"] != 1:
@@ -144,7 +164,15 @@ class _Fuser:
 
     def run(self) -> Graph:
         groups: dict[int, tuple[str, list[Node]]] = {}  # index of a group's last node -> the group
-        taken: set[int] = set()
+        self.taken = taken = set()  # ids of nodes some group has claimed
+        # Prologues first: elementwise ops feeding a Dense belong to its kernel, not to a pointwise one.
+        self.prologues = {}
+        for node in self.graph.nodes:
+            if node.op == "matmul" and node.inputs[1].rank == 2 and _is_float(node.inputs[0]):
+                chain = self.prologue_chain(node)
+                if chain:
+                    self.prologues[id(node)] = chain
+                    taken.update(id(n) for n in chain)
         index = {id(n): i for i, n in enumerate(self.graph.nodes)}
         for node in self.graph.nodes:
             if id(node) in taken:
@@ -163,6 +191,14 @@ class _Fuser:
                 nodes.append(node)
         g = self.graph
         return dead_code_elimination(Graph(g.name, g.inputs, g.params, tuple(nodes), g.outputs, g.frozen_params))
+
+
+def chain_input(chain: list[Node]) -> Value:
+    """The value a chain of elementwise nodes starts from: the first node's input of the
+    chain's shape (the others are operands: scalars, vectors, other tensors)."""
+    first = chain[0]
+    out = first.outputs[0]
+    return next((x for x in first.inputs if x.shape == out.shape), first.inputs[0])
 
 
 def kernel_node(template: str, group: list[Node], producers: dict[int, Node]) -> Node:
