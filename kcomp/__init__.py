@@ -7,12 +7,15 @@ A Keras program ports by changing its import prefix:
 __version__ = "0.1.0"
 
 from kcomp import config  # noqa: F401  (first: it sets Triton's environment defaults)
-from kcomp import activations, backend, initializers, layers, models, ops, preprocessing, regularizers, utils
+from kcomp import (
+    activations, backend, callbacks, initializers, layers, losses, metrics, models, ops, optimizers, preprocessing,
+    regularizers, utils,
+)
 from kcomp.errors import KcompError
 from kcomp.layers import Input
 from kcomp.models import Model, Sequential
 
 __all__ = [
-    "Input", "KcompError", "Model", "Sequential", "__version__", "activations", "backend", "initializers",
-    "layers", "models", "ops", "preprocessing", "regularizers", "utils",
+    "Input", "KcompError", "Model", "Sequential", "__version__", "activations", "backend", "callbacks", "initializers",
+    "layers", "losses", "metrics", "models", "ops", "optimizers", "preprocessing", "regularizers", "utils",
 ]

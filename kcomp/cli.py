@@ -37,7 +37,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(build)
     build.add_argument("-o", "--output", metavar="DIR", help="build folder (default build/<model name>/)")
-    build.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the trial run (default 1)")
+    build.add_argument("--batch", type=int, default=128, metavar="N",
+                       help="batch size the report, the trial run and the AOT kernels assume (default 128; "
+                       "Triton specializes compiled kernels on sizes equal to 1 or divisible by 16)")
     build.add_argument("--dump-passes", action="store_true", help="also print the IR after every pass")
     build.add_argument("--target", default="sm_90", help="GPU to compile for: sm_80, sm_89 or sm_90 (default sm_90)")
     build.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")

@@ -28,7 +28,7 @@ class BuildOptions:
     target: str = "sm_90"
     dtype: str = "float32"
     emit: tuple = EMITS
-    batch: int = 1
+    batch: int = 128
     precision: str = "tf32"
 
     def check(self) -> None:
@@ -36,6 +36,8 @@ class BuildOptions:
             raise ArgumentError(f"Received: target={self.target!r}. Expected one of {list(TARGETS)}.")
         if self.dtype not in DTYPES:
             raise ArgumentError(f"Received: dtype={self.dtype!r}. Expected one of {list(DTYPES)}.")
+        if self.precision not in ("tf32", "ieee"):
+            raise ArgumentError(f"Received: precision={self.precision!r}. Expected 'tf32' or 'ieee'.")
         unknown = [e for e in self.emit if e not in EMITS]
         if unknown:
             raise ArgumentError(f"Received: emit={','.join(self.emit)}. Unknown: {unknown}; expected a list of {list(EMITS)}.")
@@ -114,7 +116,13 @@ def kernel_entries(built: Built, options: BuildOptions, out: Path) -> None:
         index += 1
 
 
+def _template_module(template: str) -> str:
+    return {"softmax": "rows", "layer_norm": "rows"}.get(template, template)
+
+
 def cost_summary(built: Built, batch: int) -> dict:
+    from kcomp.runtime.plan import modeled_peak_bytes
+
     sizes = symbol_sizes(built.fused, batch)
     before = graph_cost(built.unfused, sizes, weight_only_values(built.unfused))
     after = graph_cost(built.fused, sizes, weight_only_values(built.fused))
@@ -126,6 +134,7 @@ def cost_summary(built: Built, batch: int) -> dict:
         "flops": after[1],
         "hbm_bytes_unfused": before[2],
         "hbm_bytes_fused": after[2],
+        "peak_activation_bytes": modeled_peak_bytes(built.fused, sizes),
     }
 
 
@@ -175,7 +184,17 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
 
     import kcomp
 
-    key = f"{entry['source_digest']}-{options.target}-{options.precision}-b{options.batch}-k{kcomp.__version__}-t{triton.__version__}"
+    import hashlib
+    from importlib import resources
+
+    # The template's own source (and the shared tiling helpers) are part of what gets compiled.
+    templates = resources.files("kcomp.kernels")
+    source = "".join(templates.joinpath(f"{name}.py").read_text() for name in (_template_module(entry["template"]), "tiling"))
+    template_digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    key = (
+        f"{entry['source_digest']}-{template_digest}-{options.target}-{options.precision}-b{options.batch}"
+        f"-k{kcomp.__version__}-t{triton.__version__}"
+    )
     return config.cache_dir() / "aot" / key
 
 

@@ -182,3 +182,36 @@ def embedding(ids, table):
 
 def dropout(x, rate, seed=0, training=False):
     return emit("dropout", x, rate=float(rate), seed=seed, training=training)
+
+
+# Math for losses and metrics ----------------------------------------------------
+def log(x):
+    return emit("log", x)
+
+
+def abs(x):  # noqa: A001 - Keras's name
+    return emit("abs", x)
+
+
+def square(x):
+    return emit("square", x)
+
+
+def sqrt(x):
+    return emit("sqrt", x)
+
+
+def clip(x, x_min, x_max):
+    return minimum(maximum(x, x_min), x_max)
+
+
+def one_hot(ids, num_classes, dtype="float32"):
+    return emit("one_hot", ids, depth=num_classes, dtype=dtype)
+
+
+def softmax(x, axis=-1):
+    return emit("softmax", x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return emit("log_softmax", x, axis=axis)

@@ -46,10 +46,11 @@ def make_report(model, source: str, built, options, costs: dict) -> dict:
         "source": source,
         "target": options.target,
         "dtype": options.dtype,
+        "precision": options.precision,
         "layers": [{"name": l.name, "type": type(l).__name__, "params": l.count_params()} for l in model.layers],
         "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
-        "inputs": [{"name": t.call.layer.name, "shape": list(t.shape), "dtype": t.dtype} for t in model.inputs],
-        "outputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in model.outputs],
+        "inputs": [{"name": v.name, "shape": [d if isinstance(d, int) else None for d in v.shape], "dtype": v.dtype} for v in graph.inputs],
+        "outputs": [{"shape": [d if isinstance(d, int) else None for d in v.shape], "dtype": v.dtype} for v in graph.outputs],
         "ir": {"nodes": len(built.unfused.nodes), "ops": dict(sorted(Counter(n.op for n in built.unfused.nodes).items()))},
         "fused_nodes": dict(sorted(Counter(n.attrs["template"] if n.op == "kernel" else n.op for n in graph.nodes).items())),
         "passes": built.passes,
@@ -89,14 +90,15 @@ def format_report(report: dict) -> str:
     outs = ", ".join(format_shape(o["shape"]) for o in report["outputs"])
     trial = report["trial_run"]
     lines = [
-        f"model {report['model']} (from {report['source']}), target {report['target']}, {report['dtype']}",
+        f"model {report['model']} (from {report['source']}), target {report['target']}, {report['dtype']}, precision {report['precision']}",
         f"  layers:  {len(report['layers'])}; params {p['total']:,} ({p['trainable']:,} trainable, {p['non_trainable']:,} non-trainable)",
         f"  inputs:  {ins}",
         f"  outputs: {outs}",
         f"  passes:  {', '.join(report['passes'])}",
         f"  fusion:  {f['launches_unfused']} kernels unfused (one per op) -> {f['launches_fused']} launches "
         f"({f['kernels_fused']} generated kernels); modeled HBM traffic at batch {f['batch']}: "
-        f"{_size(f['hbm_bytes_unfused'])} -> {_size(f['hbm_bytes_fused'])}",
+        f"{_size(f['hbm_bytes_unfused'])} -> {_size(f['hbm_bytes_fused'])}; peak activation memory "
+        f"{_size(f['peak_activation_bytes'])} (buffers reused by liveness)",
         "  kernels:",
         *_kernel_table(report["kernels"]),
     ]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kcomp.layers import (
-    Activation, Add, BatchNormalization, Dense, Embedding, Input, LayerNormalization, Reshape, Softmax,
+    Activation, Add, BatchNormalization, Dense, Embedding, Input, LayerNormalization, Permute, Reshape, Softmax,
 )
 from kcomp.models import Model, Sequential
 from kcomp.passes import run_pipeline
@@ -170,3 +170,26 @@ def test_ops_before_a_dense_fuse_into_its_prologue(dtype):
     ops = [n.op for n in matmul.attrs["body"].nodes if n.op != "constant"]
     assert ops == ["exponential", "mul", "add", "matmul", "bias_add", "relu"]
     assert [k.attrs["template"] for k in kernels_of(graph)] == ["pointwise", "matmul"]  # the add of two inputs
+
+
+def test_a_view_returned_by_a_torch_op_keeps_its_buffer_alive():
+    # Permute runs on torch and returns a view of the Dense's pooled buffer; the next
+    # same-sized kernel output must not take that buffer while the view is an output.
+    x = Input(shape=(4, 6))
+    a = Dense(6, activation="relu")(x)
+    p = Permute((2, 1))(a)
+    model = Model(x, [p, Dense(4, activation="tanh")(p)])
+    randomize(model)
+    got, want, _, _ = run_both(model, [torch.randn(2, 4, 6)])
+    assert_close(got, want, "float32")
+
+
+def test_peak_memory_counts_torch_fallback_outputs():
+    from kcomp.layers import Concatenate
+
+    x = Input(shape=(64,))
+    model = Model(x, Dense(8)(Concatenate()([Dense(64)(x), Dense(64)(x)])))
+    graph, _ = run_pipeline(model.to_graph())
+    plan = Plan(graph)
+    plan.run([torch.randn(16, 64)], model.params())
+    assert plan.last_peak_bytes >= 16 * 128 * 4  # the concat's output (a torch op) is counted

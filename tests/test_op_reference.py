@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kcomp.errors import KcompError
+from kcomp.errors import KcompError, ShapeError
 from kcomp.ir.registry import OPS
 
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -526,4 +526,339 @@ def test_every_op_has_a_reference_test():
         "avg_pool2d", "batch_norm", "batch_norm_train", "layer_norm", "dropout", "embedding",
         "lstm", "gru", "simple_rnn", "rsqrt", "kernel",
     }
+    tested |= NN_GRAD_OPS  # conv_grad.py's backward ops (their block is at the end of this file)
+    tested |= GRAD_SUPPORT_OPS  # grad_support.py's ops (their block is at the end of this file)
+    tested |= LOSS_MATH_OPS  # losses' and metrics' ops (their block is at the end of this file)
     assert tested == set(OPS)
+
+
+# ---------------------------------------------------------------- backward ops of conv2d, pooling, embedding,
+# batch statistics and recurrent layers (kcomp/ir/ops/conv_grad.py): against numpy loops, numpy scatter-adds,
+# torch.nn modules' autograd and central differences, none of which the references use.
+
+NN_GRAD_OPS = {
+    "conv2d_backprop_input", "conv2d_backprop_filter", "max_pool2d_grad", "avg_pool2d_grad", "embedding_grad",
+    "mean_backprop", "lstm_grad", "gru_grad", "simple_rnn_grad",
+}
+
+
+def tf_same_pads(size, window, stride, dilation=1):
+    """TensorFlow's documented "same" padding: ceil(size / stride) outputs, the odd pixel after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (window - 1) * dilation + 1 - size, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def window_geometry(size, window, stride, dilation, padding):
+    """(outputs, (pad before, pad after)) along one axis."""
+    if padding == "same":
+        return tf_same_pads(size, window, stride, dilation)
+    return (size - (window - 1) * dilation - 1) // stride + 1, (0, 0)
+
+
+def np_conv_grads(x, w, dy, strides, padding, dilation, groups):
+    """dx and dw of a grouped NHWC convolution, one (output pixel, kernel tap) at a time."""
+    n, h, wd, c = x.shape
+    kh, kw, cg, f = w.shape
+    fg = f // groups
+    (oh, (pt, pb)), (ow, (pl, pr)) = (
+        window_geometry(size, k, s, d, padding) for size, k, s, d in zip((h, wd), (kh, kw), strides, dilation)
+    )
+    assert dy.shape == (n, oh, ow, f)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(oh):
+        for j in range(ow):
+            for a in range(kh):
+                for bb in range(kw):
+                    r, q = i * strides[0] + a * dilation[0], j * strides[1] + bb * dilation[1]
+                    for g in range(groups):
+                        ins, outs = slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg)
+                        dw[a, bb, :, outs] += xp[:, r, q, ins].T @ dy[:, i, j, outs]
+                        dxp[:, r, q, ins] += dy[:, i, j, outs] @ w[a, bb, :, outs].T
+    return dxp[:, pt : pt + h, pl : pl + wd], dw
+
+
+CONV_GRAD_CASES = [
+    ((3, 9, 11, 3), (3, 3, 3, 5), {}),
+    ((3, 9, 11, 3), (2, 2, 3, 5), {"strides": (2, 2)}),
+    ((3, 9, 11, 3), (2, 4, 3, 5), {"strides": (2, 1), "padding": "same"}),
+    ((2, 9, 11, 3), (4, 3, 3, 5), {"strides": (3, 2), "padding": "same"}),
+    ((2, 9, 11, 3), (3, 3, 3, 5), {"dilation": (2, 2)}),
+    ((2, 9, 11, 3), (3, 2, 3, 5), {"dilation": (2, 1), "strides": (1, 2), "padding": "same"}),
+    ((2, 9, 11, 4), (3, 3, 2, 6), {"groups": 2, "strides": (2, 2), "padding": "same"}),
+    ((2, 9, 11, 6), (1, 3, 2, 9), {"groups": 3}),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, attrs", CONV_GRAD_CASES, ids=[f"{w}-{a}" for _, w, a in CONV_GRAD_CASES])
+def test_conv2d_backprop_input_and_filter(rng, x_shape, w_shape, attrs):
+    full = OPS["conv2d_backprop_input"].resolve_attrs({"input_size": x_shape[1:3], **attrs})
+    strides, padding, dilation, groups = full["strides"], full["padding"], full["dilation"], full["groups"]
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    (oh, _), (ow, _) = (
+        window_geometry(size, k, s, d, padding) for size, k, s, d in zip(x_shape[1:3], w_shape[:2], strides, dilation)
+    )
+    dy = rng.standard_normal((x_shape[0], oh, ow, w_shape[3]))
+    want_dx, want_dw = np_conv_grads(x, w, dy, strides, padding, dilation, groups)
+    check(ref("conv2d_backprop_input", dy, w, input_size=x_shape[1:3], **attrs), want_dx)
+    check(ref("conv2d_backprop_filter", x, dy, kernel_size=w_shape[:2], **attrs), want_dw)
+
+
+def np_pool_grad(x, dy, pool_size, strides, padding, reduce):
+    """Max: each window's dy to its first maximum (row-major); avg: dy / real pixels to each real pixel."""
+    n, h, w, c = x.shape
+    (oh, (pt, _)), (ow, (pl, _)) = (window_geometry(s_, k, st, 1, padding) for s_, k, st in zip((h, w), pool_size, strides))
+    dx = np.zeros_like(x)
+    for i in range(oh):
+        for j in range(ow):
+            rows = range(max(i * strides[0] - pt, 0), min(i * strides[0] - pt + pool_size[0], h))
+            cols = range(max(j * strides[1] - pl, 0), min(j * strides[1] - pl + pool_size[1], w))
+            if reduce == "avg":
+                dx[:, rows.start : rows.stop, cols.start : cols.stop] += dy[:, i, j][:, None, None] / (len(rows) * len(cols))
+                continue
+            window = x[:, rows.start : rows.stop, cols.start : cols.stop].reshape(n, -1, c)
+            first = window.argmax(axis=1)  # numpy's argmax: the first maximum
+            for b_ in range(n):
+                for ch in range(c):
+                    r, q = divmod(first[b_, ch], len(cols))
+                    dx[b_, rows.start + r, cols.start + q, ch] += dy[b_, i, j, ch]
+    return dx
+
+
+GRAD_POOLS = [
+    {"pool_size": (3, 3), "strides": (2, 2)},
+    {"pool_size": (3, 3), "strides": (2, 2), "padding": "same"},
+    {"pool_size": (2, 2), "strides": (2, 2), "padding": "same"},
+    {"pool_size": (2, 3), "strides": (3, 1)},
+    {"pool_size": (3, 2), "strides": (1, 1), "padding": "same"},
+]
+
+
+@pytest.mark.parametrize("attrs", GRAD_POOLS, ids=str)
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool2d_grad(rng, attrs, ties):
+    x = rng.integers(0, 3, (2, 9, 11, 3)).astype(np.float64) if ties else rng.standard_normal((2, 9, 11, 3))
+    y = ref("max_pool2d", x, **attrs)
+    dy = rng.standard_normal(y.shape)
+    got = ref("max_pool2d_grad", x, dy, **attrs)
+    check(got, np_pool_grad(x, dy, attrs["pool_size"], attrs["strides"], attrs.get("padding", "valid"), "max"))
+    xt = torch.as_tensor(x).requires_grad_(True)  # torch's own choice among ties
+    OPS["max_pool2d"].reference(xt, **OPS["max_pool2d"].resolve_attrs(attrs)).backward(torch.as_tensor(dy))
+    check(got, xt.grad.numpy())
+
+
+@pytest.mark.parametrize("attrs", GRAD_POOLS, ids=str)
+def test_avg_pool2d_grad(rng, attrs):
+    x = rng.standard_normal((2, 9, 11, 3))
+    dy = rng.standard_normal(ref("avg_pool2d", x, **attrs).shape)
+    got = ref("avg_pool2d_grad", dy, input_size=(9, 11), **attrs)
+    check(got, np_pool_grad(x, dy, attrs["pool_size"], attrs["strides"], attrs.get("padding", "valid"), "avg"))
+
+
+@pytest.mark.parametrize("ids_shape, ids_dtype", [((3, 6), "int64"), ((7,), "int32"), ((2, 3, 4), "int64")])
+def test_embedding_grad(rng, ids_shape, ids_dtype):
+    ids = rng.integers(0, 4, ids_shape).astype(ids_dtype)  # repeated ids; rows 4..9 unused
+    dy = rng.standard_normal(ids_shape + (5,))
+    want = np.zeros((10, 5))
+    np.add.at(want, ids.reshape(-1), dy.reshape(-1, 5))
+    got = ref("embedding_grad", ids, dy, input_dim=10)
+    check(got, want)
+    assert not got[4:].any()
+
+
+@pytest.mark.parametrize("g_shape, like_shape, axes", [((7,), (3, 5, 7), (0, 1)), ((3, 1, 7), (3, 5, 7), (1,)),
+                                                       ((5,), (3, 5, 4, 2), (0, 2, 3)), ((), (3, 4), (0, 1))])
+def test_mean_backprop(rng, g_shape, like_shape, axes):
+    g, like = rng.standard_normal(g_shape), rng.standard_normal(like_shape)
+    count = np.prod([like_shape[a] for a in axes])
+    kept = tuple(1 if i in axes else d for i, d in enumerate(like_shape))
+    check(ref("mean_backprop", g, like, axes=axes), np.broadcast_to(g.reshape(kept) / count, like_shape))
+
+
+def torch_rnn_grads(module, x, weights, go_backwards, return_sequences, cotangents):
+    """Keras-layout gradients through a torch.nn recurrent module: (dx, dkernel, drecurrent, dbias)."""
+    kernel, recurrent, bias = (torch.from_numpy(w.T.copy()).requires_grad_(True) for w in weights)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    params = {"weight_ih_l0": kernel, "weight_hh_l0": recurrent, "bias_ih_l0": bias,
+              "bias_hh_l0": torch.zeros_like(bias)}
+    seq, states = torch.func.functional_call(module, params, (xt.flip(1) if go_backwards else xt,))
+    states = states if isinstance(states, tuple) else (states,)
+    outs = [seq if return_sequences else seq[:, -1], *(s[0] for s in states)]
+    loss = sum((o * torch.from_numpy(c)).sum() for o, c in zip(outs, cotangents) if c is not None)
+    dx, dkernel, drecurrent, dbias = torch.autograd.grad(loss, [xt, kernel, recurrent, bias])
+    return [dx.numpy(), dkernel.T.numpy(), drecurrent.T.numpy(), dbias.numpy()]  # back to Keras's layouts
+
+
+@pytest.mark.parametrize("grad_outputs", [(0,), (1, 2), (0, 1, 2), (2,)])
+@pytest.mark.parametrize("return_sequences, go_backwards", [(False, False), (True, True), (True, False)])
+def test_lstm_grad_matches_torch_lstm(rng, grad_outputs, return_sequences, go_backwards):
+    x = rng.standard_normal((3, 5, 4))
+    kernel, recurrent, bias = rng.standard_normal((4, 12)) * 0.5, rng.standard_normal((3, 12)) * 0.5, rng.standard_normal(12)
+    flags = dict(return_sequences=return_sequences, go_backwards=go_backwards)
+    outs = ref("lstm", x, kernel, recurrent, bias, **flags)
+    cotangents = [rng.standard_normal(o.shape) if i in grad_outputs else None for i, o in enumerate(outs)]
+    got = ref("lstm_grad", x, kernel, recurrent, bias, *(c for c in cotangents if c is not None),
+              grad_outputs=grad_outputs, **flags)
+    module = torch.nn.LSTM(4, 3, batch_first=True, dtype=torch.float64)
+    want = torch_rnn_grads(module, x, (kernel, recurrent, bias), go_backwards, return_sequences, cotangents)
+    for g, w in zip(got, want):
+        check(g, w)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_simple_rnn_grad_matches_torch_rnn(rng, activation):
+    x = rng.standard_normal((3, 5, 4))
+    kernel, recurrent, bias = rng.standard_normal((4, 3)) * 0.5, rng.standard_normal((3, 3)) * 0.5, rng.standard_normal(3)
+    flags = dict(return_sequences=True, go_backwards=True, activation=activation)
+    outs = ref("simple_rnn", x, kernel, recurrent, bias, **flags)
+    cotangents = [rng.standard_normal(o.shape) for o in outs]
+    got = ref("simple_rnn_grad", x, kernel, recurrent, bias, *cotangents, grad_outputs=(0, 1), **flags)
+    module = torch.nn.RNN(4, 3, batch_first=True, nonlinearity=activation, dtype=torch.float64)
+    want = torch_rnn_grads(module, x, (kernel, recurrent, bias), True, True, cotangents)
+    for g, w in zip(got, want):
+        check(g, w)
+
+
+def central_differences(f, arrays, eps=1e-6):
+    """d f / d each array, one element at a time (f returns a float)."""
+    grads = []
+    for a in arrays:
+        g = np.zeros_like(a)
+        for k in range(a.size):
+            saved = a.flat[k]
+            a.flat[k] = saved + eps
+            up = f()
+            a.flat[k] = saved - eps
+            down = f()
+            a.flat[k] = saved
+            g.flat[k] = (up - down) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("reset_after, use_bias, grad_outputs", [(True, True, (0, 1)), (False, True, (1,)),
+                                                                 (False, False, (0,)), (True, False, (0, 1))])
+def test_gru_grad_matches_central_differences(rng, reset_after, use_bias, grad_outputs):
+    x = rng.standard_normal((2, 4, 3))
+    kernel, recurrent = rng.standard_normal((3, 6)) * 0.5, rng.standard_normal((2, 6)) * 0.5
+    bias = rng.standard_normal((2, 6) if reset_after else (6,)) * 0.5
+    if not use_bias:
+        bias[...] = 0.0  # the op then returns the gradient at a zero bias
+    flags = dict(reset_after=reset_after, return_sequences=True, go_backwards=True)
+    outs = ref("gru", x, kernel, recurrent, bias, **flags)
+    cotangents = [rng.standard_normal(o.shape) for o in outs]
+
+    def loss():  # with use_bias=False the bias is zero: the same outputs
+        outs = ref("gru", x, kernel, recurrent, bias, use_bias=True, **flags)
+        return sum(float((outs[i] * cotangents[i]).sum()) for i in grad_outputs)
+
+    want = central_differences(loss, [x, kernel, recurrent, bias])
+    args = (x, kernel, recurrent) + ((bias,) if use_bias else ())
+    got = ref("gru_grad", *args, *(cotangents[i] for i in grad_outputs), use_bias=use_bias,
+              grad_outputs=grad_outputs, **flags)
+    for g, w in zip(got, want):
+        check(g, w, dict(rtol=1e-6, atol=1e-8))
+
+
+def test_recurrent_grad_runs_under_inference_mode(rng):
+    """Executors may run a step under torch.inference_mode; the autograd inside the reference still works."""
+    x, kernel, recurrent = rng.standard_normal((2, 4, 3)), rng.standard_normal((3, 8)), rng.standard_normal((2, 8))
+    dh = rng.standard_normal((2, 2))
+    want = ref("lstm_grad", x, kernel, recurrent, dh, use_bias=False, grad_outputs=(1,))
+    with torch.inference_mode():
+        args = [torch.as_tensor(a) for a in (x, kernel, recurrent, dh)]
+        got = OPS["lstm_grad"].reference(*args, **OPS["lstm_grad"].resolve_attrs({"use_bias": False, "grad_outputs": (1,)}))
+    for g, w in zip(got, want):
+        check(g.numpy(), w)
+# ---------------------------------------------------------------- end of the conv_grad.py block
+
+
+# ---------------------------------------------------------------- ops gradients are built from
+# (kcomp/ir/ops/grad_support.py): 0/1 masks, broadcast_like, count, slice, pad, erf, against numpy and math.erf.
+
+GRAD_SUPPORT_OPS = {"greater", "equal", "broadcast_like", "count", "slice", "pad", "erf"}
+
+
+@pytest.mark.parametrize("shapes", [((3, 5, 7), (3, 5, 7)), ((3, 5, 7), (7,)), ((3, 1, 7), (5, 1)), ((), (5,))])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int32"])
+def test_comparison_masks(rng, shapes, dtype):
+    a = rng.integers(-2, 3, shapes[0]).astype(dtype)  # small integers: many ties
+    b = rng.integers(-2, 3, shapes[1]).astype(dtype)
+    for op, fn in (("greater", np.greater), ("equal", np.equal)):
+        got = ref(op, a, b)
+        assert got.dtype == np.dtype(dtype)  # a 0/1 mask in the inputs' dtype, not bool
+        np.testing.assert_array_equal(got, fn(a, b).astype(dtype))
+
+
+@pytest.mark.parametrize("small, like", [((5, 1), (3, 5, 7)), ((), (3, 5)), ((1, 7), (4, 7)), ((4, 7), (4, 7))])
+def test_broadcast_like(rng, small, like):
+    g, x = rng.standard_normal(small), rng.standard_normal(like)
+    got = OPS["broadcast_like"].reference(torch.as_tensor(g), torch.as_tensor(x))
+    check(got.numpy(), np.broadcast_to(g, like))
+    assert got.is_contiguous()
+
+
+@pytest.mark.parametrize("axes", [(0,), (1, 2), (0, 1, 2), ()])
+def test_count(rng, axes):
+    x = rng.standard_normal((3, 5, 7))
+    got = ref("count", x, axes=axes)
+    assert got.shape == () and got.dtype == np.float64
+    assert got == np.prod([x.shape[a] for a in axes])
+
+
+@pytest.mark.parametrize("axis, start, stop", [(0, 1, 3), (1, 0, 5), (-1, 2, 6), (2, 6, 7)])
+def test_slice(rng, axis, start, stop):
+    x = rng.standard_normal((3, 5, 7))
+    want = np.take(x, np.arange(start, stop), axis=axis)
+    check(ref("slice", x, axis=axis, start=start, stop=stop), want)
+
+
+@pytest.mark.parametrize("axis, before, after", [(0, 1, 2), (1, 0, 3), (-1, 2, 0), (2, 1, 1)])
+def test_pad(rng, axis, before, after):
+    x = rng.standard_normal((3, 5, 7))
+    widths = [(0, 0)] * 3
+    widths[axis] = (before, after)
+    check(ref("pad", x, axis=axis, before=before, after=after), np.pad(x, widths))
+
+
+def test_erf(rng):
+    x = rng.standard_normal((3, 5, 7)) * 2
+    check(ref("erf", x), ERF(x))
+
+
+# ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/math.py,
+# metric_ops.py); optimizer_update's formulas are checked step by step in tests/test_optimizers.py
+LOSS_MATH_OPS = {"abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update"}
+
+
+@pytest.mark.parametrize("op, fn", [("abs", np.abs), ("sign", np.sign), ("square", np.square)])
+def test_signed_math(rng, op, fn):
+    x = rng.normal(size=(3, 5))
+    check(ref(op, x), fn(x))
+
+
+@pytest.mark.parametrize("op, fn", [("sqrt", np.sqrt), ("log", np.log)])
+def test_positive_math(rng, op, fn):
+    x = rng.uniform(0.1, 3.0, size=(3, 5))
+    check(ref(op, x), fn(x))
+
+
+def test_one_hot(rng):
+    ids = rng.integers(0, 4, size=(3, 5))
+    check(ref("one_hot", ids, depth=4, dtype="float64"), np.eye(4)[ids])
+    with pytest.raises(ShapeError, match=r"\[0, 4\)"):
+        ref("one_hot", np.array([0, 4]), depth=4)
+
+
+def test_correct(rng):
+    p = rng.normal(size=(6, 4))
+    labels = rng.integers(0, 4, size=6)
+    check(ref("correct", np.eye(4)[labels], p, kind="categorical"), (p.argmax(1) == labels).astype(np.float32), F32)
+    check(ref("correct", labels, p, kind="sparse_categorical"), (p.argmax(1) == labels).astype(np.float32), F32)
+    check(ref("correct", labels[:, None], p, kind="sparse_categorical"), (p.argmax(1) == labels).astype(np.float32), F32)
+    top2 = np.argsort(-p, axis=1)[:, :2]
+    check(ref("correct", labels, p, kind="sparse_top_k", k=2), (top2 == labels[:, None]).any(1).astype(np.float32), F32)
+    y = (rng.random((6, 1)) > 0.5).astype(np.float64)
+    prob = rng.random((6, 1))
+    check(ref("correct", y, prob, kind="binary"), ((prob > 0.5) == y).astype(np.float32), F32)

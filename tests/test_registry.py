@@ -110,6 +110,53 @@ EXAMPLES = [
     ("gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(12)], {"reset_after": False, "return_sequences": True}),
     ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4), W(4)], {}),
     ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4)], {"use_bias": False, "return_sequences": True}),
+    # -- losses, metrics and the optimizer (kcomp/ir/ops/math.py, metric_ops.py, optim.py)
+    *[(op, [X(None, 5, 7)], {}) for op in ("abs", "sign", "square")],
+    *[(op, [W(5, 7)], {}) for op in ("log", "sqrt")],  # positive weights (W draws them): log and sqrt are defined
+    ("one_hot", [X(None, dtype="int32")], {"depth": 4}),
+    ("correct", [X(None, 4), X(None, 4)], {"kind": "categorical"}),
+    ("correct", [X(None, 1), X(None, 1)], {"kind": "binary"}),
+    # params, grads, then each parameter's slots (Adam: m, v), then the learning rate and the step.
+    ("optimizer_update", [W(3, 2), W(4), W(3, 2), W(4), W(3, 2), W(3, 2), W(4), W(4), W(), W()],
+     {"algorithm": "adam", "count": 2}),
+]
+# ---- backward ops of conv2d, pooling, embedding, batch statistics and recurrent layers (ops/conv_grad.py)
+EXAMPLES += [
+    ("conv2d_backprop_input", [X(None, 7, 9, 6), W(3, 3, 4, 6)], {"input_size": (9, 11)}),
+    ("conv2d_backprop_input", [X(None, 5, 6, 6), W(3, 3, 2, 6)],
+     {"input_size": (9, 11), "strides": (2, 2), "padding": "same", "groups": 2}),
+    ("conv2d_backprop_input", [X(None, 5, 7, 5), W(3, 3, 4, 5)], {"input_size": (9, 11), "dilation": (2, 2)}),
+    ("conv2d_backprop_filter", [X(None, 9, 11, 4), X(None, 7, 9, 6)], {"kernel_size": (3, 3)}),
+    ("conv2d_backprop_filter", [X(None, 9, 11, 4), X(None, 5, 6, 6)],
+     {"kernel_size": (3, 3), "strides": (2, 2), "padding": "same", "groups": 2}),
+    ("max_pool2d_grad", [X(None, 9, 11, 3), X(None, 4, 5, 3)], {"pool_size": (3, 3), "strides": (2, 2)}),
+    ("max_pool2d_grad", [X(None, 9, 11, 3), X(None, 5, 6, 3)], {"pool_size": (3, 3), "strides": (2, 2), "padding": "same"}),
+    ("avg_pool2d_grad", [X(None, 4, 5, 3)], {"input_size": (9, 11), "pool_size": (3, 3), "strides": (2, 2)}),
+    ("avg_pool2d_grad", [X(None, 5, 6, 3)], {"input_size": (9, 11), "pool_size": (3, 3), "strides": (2, 2), "padding": "same"}),
+    ("embedding_grad", [X(None, 6, dtype="int64"), X(None, 6, 4)], {"input_dim": 10}),
+    ("embedding_grad", [X(None, dtype="int32"), X(None, 4)], {"input_dim": 10}),
+    ("mean_backprop", [W(7), X(None, 5, 7)], {"axes": (0, 1)}),
+    ("mean_backprop", [X(None, 1, 7), X(None, 5, 7)], {"axes": (1,)}),
+    ("lstm_grad", [X(None, 6, 3), W(3, 16), W(4, 16), W(16), X(None, 4), X(None, 4)], {"grad_outputs": (0, 2)}),
+    ("lstm_grad", [X(None, 6, 3), W(3, 16), W(4, 16), X(None, 6, 4)],
+     {"use_bias": False, "return_sequences": True, "grad_outputs": (0,)}),
+    ("gru_grad", [X(None, 6, 3), W(3, 12), W(4, 12), W(2, 12), X(None, 4)], {"grad_outputs": (1,)}),
+    ("gru_grad", [X(None, 6, 3), W(3, 12), W(4, 12), X(None, 6, 4), X(None, 4)],
+     {"reset_after": False, "use_bias": False, "return_sequences": True, "grad_outputs": (0, 1)}),
+    ("simple_rnn_grad", [X(None, 6, 3), W(3, 4), W(4, 4), W(4), X(None, 6, 4), X(None, 4)],
+     {"return_sequences": True, "go_backwards": True, "grad_outputs": (0, 1)}),
+]
+# ---- end of the conv_grad.py block
+
+EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
+    ("greater", [X(None, 5, 7), W(7)], {}),
+    ("equal", [X(None, 5, 7), X(None, 5, 7)], {}),
+    ("broadcast_like", [X(None, 1, 7), X(None, 5, 7)], {}),
+    ("broadcast_like", [W(), X(None, 5)], {}),
+    ("count", [X(None, 5, 7)], {"axes": (0, 2)}),
+    ("slice", [X(None, 5, 7)], {"axis": 1, "start": 1, "stop": 4}),
+    ("pad", [X(None, 5, 7)], {"axis": -1, "before": 2, "after": 1}),
+    ("erf", [X(None, 5, 7)], {}),
 ]
 FIRST_EXAMPLE = {}
 for _example in EXAMPLES:
@@ -170,7 +217,8 @@ def test_record_is_complete(name):
     assert op.traits and set(op.traits) <= TRAITS
     assert hasattr(op, "vjp") and (op.vjp is None or callable(op.vjp))
     assert hasattr(op, "lowering")
-    assert isinstance(op.num_outputs, int) and op.num_outputs >= 1
+    # None: variadic (the shape rule decides, e.g. one new value per parameter of optimizer_update)
+    assert op.num_outputs is None or (isinstance(op.num_outputs, int) and op.num_outputs >= 1)
     lo, hi = op.num_inputs
     assert 0 <= lo and (hi is None or hi >= lo)
 
@@ -193,9 +241,9 @@ def test_num_outputs_matches_shape_rule_and_reference(name):
     assert lo <= len(inputs) and (hi is None or len(inputs) <= hi)
     specs = [v.spec for v in build(op, inputs, attrs)[1]]
     inferred = OPS[name].infer(specs, **OPS[name].resolve_attrs(attrs))
-    assert len(inferred) == OPS[name].num_outputs
     _, outs = run_reference(op, inputs, attrs)
-    assert len(outs) == OPS[name].num_outputs
+    expected = OPS[name].num_outputs if OPS[name].num_outputs is not None else len(inferred)
+    assert len(inferred) == expected and len(outs) == expected
 
 
 def test_every_op_has_a_shape_example():

@@ -13,7 +13,7 @@ Output is the source of one small @triton.jit function, for example:
 
 from dataclasses import dataclass
 
-from kcomp.codegen.expr import expression
+from kcomp.codegen.expr import expression, literal
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.passes.fuse import operand_kind
 
@@ -61,7 +61,7 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
     out = chain[-1].outputs[0] if chain else start
     for node in chain:
         if node.op == "constant":  # constants are literals in the generated code
-            names[node.outputs[0].id] = repr(float(node.attrs["value"]))
+            names[node.outputs[0].id] = literal(node.attrs["value"])
             continue
         args = []
         for v in node.inputs:

@@ -5,11 +5,15 @@ attributes and returns one expression. The formulas are the registry
 references' formulas, written with triton.language.
 """
 
+import math
+
 from kcomp.ir.ops.activations import SELU_ALPHA, SELU_SCALE
 
 
-def _f(x: float) -> str:
-    return repr(float(x))
+def literal(x: float) -> str:
+    """A float literal for generated code (inf and nan have no bare Python literal)."""
+    x = float(x)
+    return repr(x) if math.isfinite(x) else f'float("{x}")'
 
 
 def _tanh(a: str) -> str:
@@ -27,11 +31,11 @@ def _hard_sigmoid(a: str) -> str:
 
 def _relu(a, negative_slope, max_value, threshold):
     # Keras's order (see the relu op): keep above threshold, clip, subtract the negative part.
-    y = f"tl.where({a} > {_f(threshold)}, {a}, 0.0)" if threshold != 0 else f"tl.maximum({a}, 0.0)"
+    y = f"tl.where({a} > {literal(threshold)}, {a}, 0.0)" if threshold != 0 else f"tl.maximum({a}, 0.0)"
     if max_value is not None:
-        y = f"tl.minimum(tl.maximum({y}, 0.0), {_f(max_value)})"
+        y = f"tl.minimum(tl.maximum({y}, 0.0), {literal(max_value)})"
     if negative_slope != 0:
-        y = f"({y} - {_f(negative_slope)} * tl.maximum({_f(threshold)} - {a}, 0.0))"
+        y = f"({y} - {literal(negative_slope)} * tl.maximum({literal(threshold)} - {a}, 0.0))"
     return y
 
 
@@ -49,17 +53,18 @@ UNARY = {
     "sigmoid": lambda a: f"tl.sigmoid({a})",
     "tanh": _tanh,
     "gelu": _gelu,
-    "elu": lambda a, alpha: f"tl.where({a} > 0.0, {a}, {_f(alpha)} * (tl.exp({a}) - 1.0))",
-    "selu": lambda a: f"({_f(SELU_SCALE)} * tl.where({a} > 0.0, {a}, {_f(SELU_ALPHA)} * (tl.exp({a}) - 1.0)))",
+    "elu": lambda a, alpha: f"tl.where({a} > 0.0, {a}, {literal(alpha)} * (tl.exp({a}) - 1.0))",
+    "selu": lambda a: f"({literal(SELU_SCALE)} * tl.where({a} > 0.0, {a}, {literal(SELU_ALPHA)} * (tl.exp({a}) - 1.0)))",
     "softplus": _softplus,
     "softsign": lambda a: f"({a} / (1.0 + tl.abs({a})))",
-    "leaky_relu": lambda a, negative_slope: f"tl.where({a} >= 0.0, {a}, {_f(negative_slope)} * {a})",
+    "leaky_relu": lambda a, negative_slope: f"tl.where({a} >= 0.0, {a}, {literal(negative_slope)} * {a})",
     "silu": lambda a: f"({a} * tl.sigmoid({a}))",
     "hard_sigmoid": _hard_sigmoid,
     "hard_silu": lambda a: f"({a} * {_hard_sigmoid(a)})",
     "mish": lambda a: f"({a} * {_tanh(_softplus(a))})",
     "exponential": lambda a: f"tl.exp({a})",
     "linear": lambda a: a,
+    "erf": lambda a: f"tl.math.erf({a})",
 }
 
 BINARY = {
@@ -70,6 +75,9 @@ BINARY = {
     "div": "({a} / {b})",
     "maximum": "tl.maximum({a}, {b})",
     "minimum": "tl.minimum({a}, {b})",
+    "greater": "tl.where({a} > {b}, 1.0, 0.0)",
+    "equal": "tl.where({a} == {b}, 1.0, 0.0)",
+    "broadcast_like": "({a} + tl.zeros_like({b}))",  # b gives only the shape
 }
 
 TL_DTYPES = {"float32": "tl.float32", "float16": "tl.float16", "bfloat16": "tl.bfloat16", "float64": "tl.float64"}

@@ -68,7 +68,7 @@ class GraphBuilder:
         opdef.check_arity(len(inputs))
         attrs = opdef.resolve_attrs(attrs)
         specs = opdef.infer([v.spec for v in inputs], **attrs)
-        if len(specs) != opdef.num_outputs:
+        if opdef.num_outputs is not None and len(specs) != opdef.num_outputs:
             raise AssertionError(f"{op}: shape rule returned {len(specs)} outputs, record says {opdef.num_outputs}")
         outputs = tuple(self._new_value(s.shape, s.dtype) for s in specs)
         self.nodes.append(Node(op, inputs, tuple(sorted(attrs.items())), outputs, self.origin))

@@ -30,6 +30,7 @@ TRAITS = frozenset(
         "gather",
         "constant",
         "fused",  # a kernel node made by fusion
+        "optimizer",  # updates parameters (the training step's last op)
     }
 )
 
@@ -81,7 +82,7 @@ class OpDef:
     # Filled by later stages: autodiff (training issue) and lowering (back end).
     vjp: Callable | None = None
     lowering: str | None = None
-    num_outputs: int = 1
+    num_outputs: int | None = 1  # None: as many as the shape rule returns (variadic ops)
 
     def __post_init__(self):
         if not self.name.isidentifier() or self.name != self.name.lower():

@@ -64,6 +64,8 @@ class Model:
         self._calls: list[LayerCall] = []
         self._single_output = True
         self.compile_settings: dict = {}
+        self._training = None
+        self.stop_training = False
         self._executor = None
         self._backend = "reference"  # predict before compile runs the reference executor, as Keras predicts uncompiled
         self._precision = "tf32"
@@ -186,21 +188,29 @@ class Model:
         self._require_built("the graph")
         if training not in self._graph_cache:
             builder = GraphBuilder(self.name)
-            env: dict[int, object] = {}
-            for t in self.inputs:
-                env[id(t)] = builder.input(t.ir_shape, t.dtype, t.call.layer.name)
-            for call in self._calls:
-                if isinstance(call.layer, InputLayer):
-                    continue
-                args = pack_like(call.inputs, [env[id(t)] for t in flatten(call.inputs)])
-                result = call.layer.trace(builder, args, call.kwargs.get("training", training))
-                for t, v in zip(flatten(call.outputs), flatten(result), strict=True):
-                    env[id(t)] = v
-            if not self.trainable:
-                builder.frozen_params.update(p.id for p in builder.params)
-            self._graph_cache[training] = verify(builder.finish([env[id(t)] for t in self.outputs]))
+            outputs = self.trace_into(builder, training)
+            self._graph_cache[training] = verify(builder.finish(outputs))
             self._executor = None
         return self._graph_cache[training]
+
+    def trace_into(self, builder: GraphBuilder, training: bool) -> list:
+        """Emit the model's forward nodes into `builder` (inputs named by their layers); returns the outputs.
+
+        The training step builds on this: its loss, gradients and updates follow in the same builder.
+        """
+        env: dict[int, object] = {}
+        for t in self.inputs:
+            env[id(t)] = builder.input(t.ir_shape, t.dtype, t.call.layer.name)
+        for call in self._calls:
+            if isinstance(call.layer, InputLayer):
+                continue
+            args = pack_like(call.inputs, [env[id(t)] for t in flatten(call.inputs)])
+            result = call.layer.trace(builder, args, call.kwargs.get("training", training))
+            for t, v in zip(flatten(call.outputs), flatten(result), strict=True):
+                env[id(t)] = v
+        if not self.trainable:
+            builder.frozen_params.update(p.id for p in builder.params)
+        return [env[id(t)] for t in self.outputs]
 
     def params(self) -> dict[str, torch.Tensor]:
         """Current weight tensors by IR parameter name."""
@@ -217,10 +227,63 @@ class Model:
 
         if precision not in PRECISIONS:
             raise ArgumentError(f"Received: precision={precision!r}. Expected one of {list(PRECISIONS)}.")
+        from kcomp.training.loop import compile_settings
+
+        self._require_built("the loss and metrics")
+        from kcomp.runtime.executor import check_backend
+
         self._backend = resolve_backend(backend)
+        check_backend(self._backend, self.to_graph(False))
         self._precision = precision
         self._executor = None
         self.compile_settings = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, "metrics": metrics, **kwargs}
+        self._training = compile_settings(self, optimizer, loss, loss_weights, metrics) if loss is not None else None
+
+    # -- training (kcomp/training/loop.py) ------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_batch_size=None):
+        """Keras's fit; returns a History."""
+        from kcomp.training import loop
+
+        self._ensure_built_for(x)
+        return loop.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
+                        shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_batch_size)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, return_dict=False):
+        """Keras's evaluate: the loss (and metrics) over the data."""
+        from kcomp.training import loop
+
+        return loop.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, return_dict)
+
+    def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        from kcomp.training import loop
+
+        logs = loop.on_batch(self, "train", x, y, sample_weight)
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        from kcomp.training import loop
+
+        logs = loop.on_batch(self, "test", x, y, sample_weight)
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def predict_on_batch(self, x):
+        return self.predict(x, batch_size=max(len(x[0]) if isinstance(x, (list, tuple)) else len(x), 1), verbose=0)
+
+    @property
+    def optimizer(self):
+        return None if getattr(self, "_training", None) is None else self._training.optimizer
+
+    def save_weights(self, path) -> None:
+        from kcomp.saving import save_weights
+
+        save_weights(self, path)
+
+    def load_weights(self, path) -> None:
+        from kcomp.saving import load_weights
+
+        load_weights(self, path)
 
     @property
     def backend(self) -> str:

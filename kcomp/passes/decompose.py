@@ -37,10 +37,26 @@ def pointwise_conv_to_matmul(node: Node, rw: Rewriter):
     (N, H, W, C) @ (C, F), so it takes the matmul template and its epilogue."""
     x, kernel = node.inputs
     a = node.attrs
-    if kernel.shape[:2] != (1, 1) or a["strides"] != (1, 1) or a["groups"] != 1:
+    if kernel.shape[:2] != (1, 1) or a["strides"] != (1, 1) or a["groups"] != 1 or _pooled_later(node, rw):
         return None
     weights = rw.emit1("reshape", [kernel], shape=kernel.shape[2:])
     return [rw.emit1("matmul", [x, weights])]
+
+
+def _pooled_later(node: Node, rw: Rewriter) -> bool:
+    """Whether a 'valid' pool follows the conv through single-use elementwise ops: then the
+    conv template, which pools in its epilogue, beats a matmul plus a separate pool."""
+    from kcomp.ir.registry import OPS
+
+    v = node.outputs[0]
+    while len(users := rw.users.get(v.id, [])) == 1:
+        user = users[0]
+        if user.op in ("max_pool2d", "avg_pool2d"):
+            return user.attrs["padding"] == "valid"
+        if "elementwise" not in OPS[user.op].traits:
+            return False
+        v = user.outputs[0]
+    return False
 
 
 RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul)]

@@ -76,18 +76,28 @@ class _Fuser:
             and node.outputs[0].id not in self.weight_only
         )
 
-    def absorb_chain(self, group: list[Node], max_operands: int) -> Value:
-        """Extend `group` with the single-use elementwise ops after it; returns the last value."""
+    def is_constant(self, v: Value) -> bool:
+        producer = self.producers.get(v.id)
+        return producer is not None and producer.op == "constant"  # a literal in the generated code
+
+    def absorb_chain(self, group: list[Node], max_loads: int, loaded: set[int] | None = None) -> Value:
+        """Extend `group` with the single-use elementwise ops after it; returns the last value.
+
+        `loaded` are the tensors the generated function already reads (each takes
+        one of the template's max_loads slots: E0..E3 for an epilogue, X0..X7
+        for a pointwise kernel); the chain stops before it would need more.
+        """
+        loaded = set() if loaded is None else loaded
         v = group[-1].outputs[0]
-        externals = {x.id for n in group for x in n.inputs} - {x.id for n in group for x in n.outputs}
         while (user := self.sole_user(v)) is not None and self.is_pointwise(user) and id(user) not in self.taken:
             out = user.outputs[0]
             others = [x for x in user.inputs if x.id != v.id]
             if out.shape != v.shape or any(operand_kind(x, out) is None for x in others):
                 break
-            if len(externals | {x.id for x in others}) > max_operands:
+            needs = {x.id for x in others if not self.is_constant(x)}
+            if len(loaded | needs) > max_loads:
                 break
-            externals |= {x.id for x in others}
+            loaded |= needs
             group.append(user)
             v = out
         return v
@@ -97,7 +107,7 @@ class _Fuser:
         if b.rank != 2 or not _is_float(a):
             return None
         group = [*self.prologues.get(id(node), []), node]
-        self.absorb_chain(group, MAX_EPILOGUE_OPERANDS + 2 + MAX_PROLOGUE_OPERANDS)
+        self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
         return group
 
     def prologue_chain(self, matmul: Node) -> list[Node]:
@@ -117,13 +127,23 @@ class _Fuser:
             operands |= others
             chain.insert(0, producer)
             v = main
+        source = self.producers.get(v.id)
+        if chain and source is not None and self.is_anchor(source) and self.sole_user(v) is chain[0]:
+            return []  # the ops right after a Dense or conv are its epilogue, computed once per element
         return chain
+
+    @staticmethod
+    def is_anchor(node: Node) -> bool:
+        """A matmul or conv2d whose kernel takes the elementwise ops after it as its epilogue."""
+        if node.op == "matmul":
+            return node.inputs[1].rank == 2 and _is_float(node.inputs[0])
+        return node.op == "conv2d" and node.attrs["groups"] == 1
 
     def conv_group(self, node: Node) -> list[Node] | None:
         if node.attrs["groups"] != 1:
             return None
         group = [node]
-        v = self.absorb_chain(group, MAX_EPILOGUE_OPERANDS + 2)
+        v = self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
         pool = self.sole_user(v)
         chain = {n.outputs[0].id for n in group}
         reads_full = any(
@@ -158,7 +178,10 @@ class _Fuser:
             return "pool2d", [node]
         if self.is_pointwise(node) and all(operand_kind(v, node.outputs[0]) for v in node.inputs):
             group = [node]
-            self.absorb_chain(group, MAX_POINTWISE_OPERANDS)
+            first_loads = {v.id for v in node.inputs if not self.is_constant(v)}
+            if len(first_loads) > MAX_POINTWISE_OPERANDS:
+                return None
+            self.absorb_chain(group, MAX_POINTWISE_OPERANDS, first_loads)
             return "pointwise", group
         return None
 

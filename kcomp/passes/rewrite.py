@@ -25,6 +25,7 @@ class Rewriter:
         self.producer: dict[int, Node] = {}
         self.uses = Counter(v.id for n in graph.nodes for v in n.inputs) + Counter(v.id for v in graph.outputs)
         self.params = {p.id for p in graph.params}
+        self.users = graph.users()  # of the graph being rewritten (the sweep's input)
         self.origin = ""
 
     def emit(self, op: str, inputs, **attrs) -> list[Value]:

@@ -39,6 +39,7 @@ class BufferPool:
         self.free: dict[tuple, list[torch.Tensor]] = {}
         self.alive_bytes = 0
         self.peak_bytes = 0
+        self._pooled: set[int] = set()  # storage addresses of buffers this pool handed out
 
     def take(self, shape, dtype, device) -> torch.Tensor:
         numel = 1
@@ -47,9 +48,21 @@ class BufferPool:
         key = (numel, dtype, str(device))
         stack = self.free.get(key)
         buf = stack.pop() if stack else torch.empty(numel, dtype=dtype, device=device)
-        self.alive_bytes += buf.numel() * buf.element_size()
-        self.peak_bytes = max(self.peak_bytes, self.alive_bytes)
+        self._pooled.add(buf.untyped_storage().data_ptr())
+        self.count(buf)
         return buf.view(shape)
+
+    def count(self, tensor: torch.Tensor) -> None:
+        """Count an activation allocated elsewhere (a torch fallback's result) as alive."""
+        self.alive_bytes += tensor.numel() * tensor.element_size()
+        self.peak_bytes = max(self.peak_bytes, self.alive_bytes)
+
+    def owns(self, tensor: torch.Tensor) -> bool:
+        return tensor.untyped_storage().data_ptr() in self._pooled
+
+    def release(self, tensor: torch.Tensor) -> None:
+        """A counted tensor that is not the pool's is dead: it stops counting (torch frees it)."""
+        self.alive_bytes -= tensor.numel() * tensor.element_size()
 
     def give(self, tensor: torch.Tensor) -> None:
         self.alive_bytes -= tensor.numel() * tensor.element_size()
@@ -141,23 +154,83 @@ class Plan:
                 readers[id(out)] = 1
             elif step.kind == "view":
                 env[out_value.id] = args[0].reshape(concrete(out_value, sizes))
-                base = owners.get(node.inputs[0].id)
-                if base is not None:
-                    owners[out_value.id] = base
-                    readers[base] += 1
+                _alias(node.inputs[0], out_value, owners, readers)
             else:
-                env.update({v.id: t for v, t in zip(node.outputs, _run_torch(node, args))})
+                results = _run_torch(node, args)
+                for v, t in zip(node.outputs, results):
+                    env[v.id] = t
+                    # A torch op may return a view of an input (transpose does): the input's
+                    # buffer then lives on in it. Otherwise the result is a new allocation.
+                    source = next((x for x, a in zip(node.inputs, args) if _shares_memory(t, a)), None)
+                    if source is not None:
+                        _alias(source, v, owners, readers)
+                    else:
+                        pool.count(t)
+                        owners[v.id] = id(t)
+                        buffers[id(t)] = t
+                        readers[id(t)] = 1
             for vid in step.frees:
                 env.pop(vid, None)
                 base = owners.pop(vid, None)
                 if base is not None:
                     readers[base] -= 1
                     if readers[base] == 0:
-                        pool.give(buffers.pop(base))
+                        buf = buffers.pop(base)
+                        if pool.owns(buf):
+                            pool.give(buf)
+                        else:
+                            pool.release(buf)
         self.last_peak_bytes = pool.peak_bytes
         return [env[v.id] for v in self.graph.outputs]
+
+
+def _alias(source: Value, view: Value, owners: dict, readers: dict) -> None:
+    """`view` shares `source`'s buffer: the buffer is free only when both are dead."""
+    base = owners.get(source.id)
+    if base is not None:
+        owners[view.id] = base
+        readers[base] += 1
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() > 0
 
 
 def _run_torch(node: Node, args) -> tuple:
     result = OPS[node.op].reference(*args, **node.attrs)
     return (result,) if isinstance(result, torch.Tensor) else tuple(result)
+
+
+def modeled_peak_bytes(graph: Graph, sizes: dict[str, int]) -> int:
+    """The peak activation memory a Plan of `graph` reaches at these sizes, without running it:
+    each kernel or torch step allocates its output, views share, and a buffer is free once
+    its last reader has run (graph inputs and weights are not counted)."""
+    from kcomp.ir.cost import nbytes
+
+    weight_only = weight_only_values(graph)
+    keep = {v.id for v in graph.outputs}
+    last: dict[int, int] = {}
+    steps = [n for n in graph.nodes if n.outputs[0].id not in weight_only]
+    for i, node in enumerate(steps):
+        for v in node.inputs:
+            last[v.id] = i
+    owner: dict[int, int] = {}
+    readers: dict[int, int] = {}
+    size: dict[int, int] = {}
+    alive = peak = 0
+    for i, node in enumerate(steps):
+        for v in node.outputs:
+            if node.op in ("reshape", "transpose") and node.inputs[0].id in owner:
+                owner[v.id] = owner[node.inputs[0].id]
+                readers[owner[v.id]] += 1
+            else:
+                owner[v.id], readers[v.id], size[v.id] = v.id, 1, nbytes(v, sizes)
+                alive += size[v.id]
+        peak = max(peak, alive)
+        for v in node.inputs:
+            if last.get(v.id) == i and v.id not in keep and v.id in owner:
+                base = owner.pop(v.id)
+                readers[base] -= 1
+                if readers[base] == 0:
+                    alive -= size[base]
+    return peak

@@ -11,7 +11,9 @@ class Progbar:
         self.start = time.perf_counter()
         self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
 
-    def update(self, current: int, values: dict | None = None, finalize: bool | None = None) -> None:
+    def update(self, current: int, values=None, finalize: bool | None = None) -> None:
+        """`values`: a dict, or a function returning one (called only when a line is printed,
+        so a training loop reads its device-side numbers only then)."""
         if not self.verbose:
             return
         finalize = current >= self.target if finalize is None else finalize
@@ -23,6 +25,8 @@ class Progbar:
         per_step = elapsed / max(current, 1)
         timing = f"{elapsed:.0f}s {per_step * 1000:.0f}ms/step" if finalize else f"ETA: {per_step * (self.target - current):.0f}s"
         line = f"{current}/{self.target} {bar[: self.width]} {timing}"
+        if callable(values):
+            values = values()
         for key, value in (values or {}).items():
             line += f" - {key}: {value:.4f}"
         end = "\n" if finalize else ""

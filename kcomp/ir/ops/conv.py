@@ -4,6 +4,8 @@ Padding follows Keras (TensorFlow): "valid" uses no padding; "same" gives
 ceil(size / stride) outputs and pads the total needed as evenly as possible,
 the extra pixel going after (bottom/right). Average pooling with "same"
 divides by the number of real (unpadded) pixels in each window, as Keras does.
+Each op's gradient rule sits after its reference; the backward ops it builds
+(conv2d_backprop_input/filter, max_pool2d_grad, avg_pool2d_grad) are in conv_grad.py.
 """
 
 import torch
@@ -84,6 +86,15 @@ def _conv2d(x, kernel, strides, padding, dilation, groups):
     return y.permute(0, 2, 3, 1)
 
 
+def _conv2d_vjp(b, node, grads):
+    """dx: the transposed convolution of dy; dkernel: dy against the input patches (ops in conv_grad.py)."""
+    (dy,) = grads
+    x, kernel = node.inputs
+    dx = b.emit1("conv2d_backprop_input", [dy, kernel], input_size=x.shape[1:3], **node.attrs)
+    dkernel = b.emit1("conv2d_backprop_filter", [x, dy], kernel_size=kernel.shape[:2], **node.attrs)
+    return [dx, dkernel]
+
+
 def _pool_infer(inputs, pool_size, strides, padding):
     x = inputs[0]
     require_float(x, "pooling")
@@ -99,6 +110,12 @@ def _max_pool2d(x, pool_size, strides, padding):
     return F.max_pool2d(xn, pool_size, strides).permute(0, 2, 3, 1)
 
 
+def _max_pool2d_vjp(b, node, grads):
+    """Each window's gradient goes to its maximum, found again from x."""
+    (dy,) = grads
+    return [b.emit1("max_pool2d_grad", [node.inputs[0], dy], **node.attrs)]
+
+
 def _avg_pool2d(x, pool_size, strides, padding):
     xn = x.permute(0, 3, 1, 2)
     padded = _pad_nchw(xn, pool_size, strides, (1, 1), padding)
@@ -107,6 +124,12 @@ def _avg_pool2d(x, pool_size, strides, padding):
     ones = _pad_nchw(torch.ones_like(xn[:1, :1]), pool_size, strides, (1, 1), padding)
     counts = F.avg_pool2d(ones, pool_size, strides) * window
     return (sums / counts).permute(0, 2, 3, 1)
+
+
+def _avg_pool2d_vjp(b, node, grads):
+    """Each window's gradient, over its count of real pixels, spread back over the window."""
+    (dy,) = grads
+    return [b.emit1("avg_pool2d_grad", [dy], input_size=node.inputs[0].shape[1:3], **node.attrs)]
 
 
 POOL_ATTRS = {
@@ -128,6 +151,7 @@ OPS = [
         },
         infer=_conv2d_infer,
         reference=_conv2d,
+        vjp=_conv2d_vjp,
         traits={"linear", "conv"},
     ),
     OpDef(
@@ -137,6 +161,7 @@ OPS = [
         attrs=POOL_ATTRS,
         infer=_pool_infer,
         reference=_max_pool2d,
+        vjp=_max_pool2d_vjp,
         traits={"pool"},
     ),
     OpDef(
@@ -146,6 +171,7 @@ OPS = [
         attrs=POOL_ATTRS,
         infer=_pool_infer,
         reference=_avg_pool2d,
+        vjp=_avg_pool2d_vjp,
         traits={"pool"},
     ),
 ]

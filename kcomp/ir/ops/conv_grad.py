@@ -1,3 +1,374 @@
-"""Backward ops of convolution, pooling and embedding (built by their VJP rules)."""
+"""Backward ops of convolution, pooling, embedding, normalization statistics and the
+recurrent layers: the nodes the VJP rules in conv.py, norm.py, gather.py and
+recurrent.py build.
 
-OPS = []
+Every op here reads the batch size from a tensor input (the symbolic batch "N" is
+known only at run time); the other sizes it needs (an image's height and width, a
+table's row count) are static and travel as attributes. The recurrent *_grad ops
+are coarse, as their forward ops are: their reference recomputes the forward pass
+with torch.autograd until a kernel computes them.
+"""
+
+from math import prod
+
+import torch
+import torch.nn.functional as F
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
+from kcomp.ir.ops.conv import OPS as CONV_OPS
+from kcomp.ir.ops.conv import POOL_ATTRS, output_size, same_padding
+from kcomp.ir.ops.recurrent import OPS as RECURRENT_OPS
+from kcomp.ir.types import INT_DTYPES, TensorSpec, normalize_axis
+
+# ---------------------------------------------------------------- shared geometry
+
+
+def _pads(input_size, window, strides, dilation, padding):
+    """((top, bottom), (left, right)) padding of the forward op."""
+    if padding != "same":
+        return (0, 0), (0, 0)
+    return tuple(same_padding(size, k, s, d) for size, k, s, d in zip(input_size, window, strides, dilation))
+
+
+def _crop_to_input(padded_grad, input_size, pads):
+    """NCHW gradient over the padded image -> gradient over the real pixels.
+
+    F.pad with negative amounts crops; positive amounts add the zero rows/columns
+    of the padded image that no window reached (floor division of the output size).
+    """
+    (top, _), (left, _) = pads
+    h, w = input_size
+    ph, pw = padded_grad.shape[2:]
+    return F.pad(padded_grad, (-left, left + w - pw, -top, top + h - ph))
+
+
+def _check_grad_geometry(dy, input_size, window, strides, dilation, padding, what):
+    """dy must have the forward op's output height and width for this input size."""
+    require_rank(dy, 4, f"{what} (gradient NHWC)")
+    if len(input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in input_size):
+        raise ShapeError(f"Received: input_size={input_size}. Expected two positive integers.")
+    for name, pair in (("strides", strides), ("dilation", dilation), ("window", window)):
+        if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+            raise ShapeError(f"Received: {name}={pair}. Expected two positive integers.")
+    want = tuple(output_size(n, k, s, d, padding) for n, k, s, d in zip(input_size, window, strides, dilation))
+    if min(want) <= 0 or tuple(dy.shape[1:3]) != want:
+        raise ShapeError(
+            f"{what}: gradient of shape {format_shape(dy.shape)} does not fit a {input_size[0]}x{input_size[1]} "
+            f"input with window {tuple(window)}, strides {tuple(strides)}, dilation {tuple(dilation)}, "
+            f"padding={padding!r}; expected height and width {want}."
+        )
+
+
+# The backward ops take their forward op's attributes (and defaults) unchanged.
+CONV_ATTRS = next(op for op in CONV_OPS if op.name == "conv2d").attrs
+
+# ---------------------------------------------------------------- conv2d
+
+
+def _backprop_input_infer(inputs, input_size, strides, padding, dilation, groups):
+    dy, kernel = inputs
+    require_float(dy, "conv2d_backprop_input")
+    dtype = require_same_dtype(inputs, "conv2d_backprop_input")
+    require_rank(kernel, 4, "conv2d_backprop_input (kernel kh, kw, in, filters)")
+    kh, kw, cin, cout = kernel.shape
+    _check_grad_geometry(dy, input_size, (kh, kw), strides, dilation, padding, "conv2d_backprop_input")
+    if dy.shape[3] != cout or groups <= 0 or cout % groups:
+        raise ShapeError(
+            f"conv2d_backprop_input: gradient {format_shape(dy.shape)} and kernel {format_shape(kernel.shape)} "
+            f"with groups={groups} disagree on the filters."
+        )
+    return [TensorSpec((dy.shape[0], *input_size, cin * groups), dtype)]
+
+
+def _conv2d_backprop_input(dy, kernel, input_size, strides, padding, dilation, groups):
+    """The transposed convolution of dy, cropped to the unpadded input."""
+    kh, kw = kernel.shape[:2]
+    dx = F.conv_transpose2d(
+        dy.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), stride=strides, dilation=dilation, groups=groups
+    )
+    pads = _pads(input_size, (kh, kw), strides, dilation, padding)
+    return _crop_to_input(dx, input_size, pads).permute(0, 2, 3, 1).contiguous()
+
+
+def _backprop_filter_infer(inputs, kernel_size, strides, padding, dilation, groups):
+    x, dy = inputs
+    require_rank(x, 4, "conv2d_backprop_filter (input NHWC)")
+    require_float(x, "conv2d_backprop_filter")
+    dtype = require_same_dtype(inputs, "conv2d_backprop_filter")
+    _check_grad_geometry(dy, x.shape[1:3], kernel_size, strides, dilation, padding, "conv2d_backprop_filter")
+    cin, cout = x.shape[3], dy.shape[3]
+    if groups <= 0 or cin % groups or cout % groups or dy.shape[0] != x.shape[0]:
+        raise ShapeError(
+            f"conv2d_backprop_filter: input {format_shape(x.shape)} and gradient {format_shape(dy.shape)} "
+            f"do not fit groups={groups}."
+        )
+    return [TensorSpec((*kernel_size, cin // groups, cout), dtype)]
+
+
+def _conv2d_backprop_filter(x, dy, kernel_size, strides, padding, dilation, groups):
+    """dW = sum over batch and output pixels of dy times the input patch each output saw."""
+    kh, kw = kernel_size
+    pads = _pads(x.shape[1:3], kernel_size, strides, dilation, padding)
+    (top, bottom), (left, right) = pads
+    xn = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom))
+    n, c = xn.shape[:2]
+    cout = dy.shape[3]
+    patches = F.unfold(xn, kernel_size, dilation=dilation, stride=strides)  # (N, C*kh*kw, OH*OW), C slowest
+    patches = patches.reshape(n, groups, (c // groups) * kh * kw, -1)
+    grads = dy.permute(0, 3, 1, 2).reshape(n, groups, cout // groups, -1)
+    dw = torch.einsum("ngol,ngkl->gok", grads, patches)  # (groups, filters per group, in per group*kh*kw)
+    return dw.reshape(cout, c // groups, kh, kw).permute(2, 3, 1, 0).contiguous()
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _max_pool_grad_infer(inputs, pool_size, strides, padding):
+    x, dy = inputs
+    require_rank(x, 4, "max_pool2d_grad (input NHWC)")
+    require_float(x, "max_pool2d_grad")
+    require_same_dtype(inputs, "max_pool2d_grad")
+    _check_grad_geometry(dy, x.shape[1:3], pool_size, strides, (1, 1), padding, "max_pool2d_grad")
+    if dy.shape[0] != x.shape[0] or dy.shape[3] != x.shape[3]:
+        raise ShapeError(
+            f"max_pool2d_grad: gradient {format_shape(dy.shape)} does not fit input {format_shape(x.shape)}."
+        )
+    return [x]
+
+
+def _max_pool2d_grad(x, dy, pool_size, strides, padding):
+    """Each window's gradient goes to its maximum (the first one in row-major order, as torch picks)."""
+    pads = _pads(x.shape[1:3], pool_size, strides, (1, 1), padding)
+    (top, bottom), (left, right) = pads
+    xn = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom), value=float("-inf"))
+    _, argmax = F.max_pool2d(xn, pool_size, strides, return_indices=True)  # flat indices into the padded image
+    n, c, ph, pw = xn.shape
+    routed = dy.new_zeros(n, c, ph * pw).scatter_add_(2, argmax.flatten(2), dy.permute(0, 3, 1, 2).flatten(2))
+    dx = _crop_to_input(routed.reshape(n, c, ph, pw), x.shape[1:3], pads)
+    return dx.permute(0, 2, 3, 1).contiguous()
+
+
+def _avg_pool_grad_infer(inputs, input_size, pool_size, strides, padding):
+    (dy,) = inputs
+    require_float(dy, "avg_pool2d_grad")
+    _check_grad_geometry(dy, input_size, pool_size, strides, (1, 1), padding, "avg_pool2d_grad")
+    return [TensorSpec((dy.shape[0], *input_size, dy.shape[3]), dy.dtype)]
+
+
+def _avg_pool2d_grad(dy, input_size, pool_size, strides, padding):
+    """Each window's gradient, divided by its count of real pixels, spread over the window."""
+    pads = _pads(input_size, pool_size, strides, (1, 1), padding)
+    (top, bottom), (left, right) = pads
+    padded_size = (input_size[0] + top + bottom, input_size[1] + left + right)
+    window = pool_size[0] * pool_size[1]
+    ones = F.pad(dy.new_ones(1, 1, *input_size), (left, right, top, bottom))
+    counts = F.avg_pool2d(ones, pool_size, strides) * window  # real pixels per window, (1, 1, OH, OW)
+    n, oh, ow, c = dy.shape
+    share = (dy.permute(0, 3, 1, 2) / counts).reshape(n, c, 1, oh * ow)
+    columns = share.expand(n, c, window, oh * ow).reshape(n, c * window, oh * ow)
+    dx = F.fold(columns, padded_size, pool_size, stride=strides)
+    return _crop_to_input(dx, input_size, pads).permute(0, 2, 3, 1).contiguous()
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def _embedding_grad_infer(inputs, input_dim):
+    ids, dy = inputs
+    if ids.dtype not in INT_DTYPES:
+        raise ShapeError(f"embedding_grad ids must be integers, received dtype {ids.dtype}.")
+    require_float(dy, "embedding_grad")
+    if input_dim <= 0 or dy.rank != ids.rank + 1 or dy.shape[:-1] != ids.shape:
+        raise ShapeError(
+            f"embedding_grad: gradient {format_shape(dy.shape)} does not fit ids {format_shape(ids.shape)} "
+            f"(expected the ids' shape plus one axis), or input_dim={input_dim} is not positive."
+        )
+    return [TensorSpec((input_dim, dy.shape[-1]), dy.dtype)]
+
+
+def _embedding_grad(ids, dy, input_dim):
+    """Scatter-add: row i of the table gradient sums dy over every position whose id is i."""
+    rows = dy.reshape(-1, dy.shape[-1])
+    return dy.new_zeros(input_dim, dy.shape[-1]).index_add_(0, ids.reshape(-1).long(), rows)
+
+
+# ---------------------------------------------------------------- mean statistics
+
+
+def _mean_backprop_infer(inputs, axes):
+    g, like = inputs
+    require_float(g, "mean_backprop")
+    norm = sorted({normalize_axis(a, like.rank, "axes") for a in axes})
+    if len(norm) != len(axes):
+        raise ShapeError(f"Received: axes={axes} with a repeated axis. Name each axis once.")
+    kept = tuple(1 if i in norm else d for i, d in enumerate(like.shape))
+    dropped = tuple(d for i, d in enumerate(like.shape) if i not in norm)
+    if g.shape not in (kept, dropped):
+        raise ShapeError(
+            f"mean_backprop: gradient {format_shape(g.shape)} is not a mean of {format_shape(like.shape)} over "
+            f"axes {axes}; expected {format_shape(kept)} or {format_shape(dropped)}."
+        )
+    return [TensorSpec(like.shape, g.dtype)]
+
+
+def _mean_backprop(g, like, axes):
+    dims = sorted(a % like.dim() for a in axes)
+    if g.dim() != like.dim():
+        for d in dims:
+            g = g.unsqueeze(d)
+    count = prod(like.shape[d] for d in dims)  # read at run time: the batch may be among them
+    return (g / count).expand(like.shape).contiguous()
+
+
+# ---------------------------------------------------------------- recurrent layers
+
+_FORWARD = {op.name: op for op in RECURRENT_OPS}
+_NUM_STATES = {"lstm": 2, "gru": 1, "simple_rnn": 1}
+
+
+def _bias_shape(cell, units, attrs):
+    if cell == "gru":
+        return (2, 3 * units) if attrs["reset_after"] else (3 * units,)
+    return ({"lstm": 4, "simple_rnn": 1}[cell] * units,)
+
+
+def _split_recurrent_inputs(cell, inputs, use_bias, grad_outputs):
+    n_fwd = 3 + int(use_bias)
+    num_outputs = 1 + _NUM_STATES[cell]
+    if not grad_outputs or list(grad_outputs) != sorted(set(grad_outputs)) or not all(
+        0 <= i < num_outputs for i in grad_outputs
+    ):
+        raise ShapeError(
+            f"Received: grad_outputs={grad_outputs}. Expected increasing indices of {cell}'s outputs "
+            f"(0 to {num_outputs - 1}), at least one."
+        )
+    if len(inputs) != n_fwd + len(grad_outputs):
+        raise ShapeError(
+            f"{cell}_grad with use_bias={use_bias} and grad_outputs={grad_outputs} takes "
+            f"{n_fwd + len(grad_outputs)} inputs, received {len(inputs)}."
+        )
+    return inputs[:n_fwd], inputs[n_fwd:]
+
+
+def _recurrent_grad_infer(cell):
+    forward = _FORWARD[cell]
+
+    def infer(inputs, grad_outputs, **attrs):
+        fwd, grads = _split_recurrent_inputs(cell, inputs, attrs["use_bias"], grad_outputs)
+        out_specs = forward.infer(list(fwd), **attrs)
+        for i, g in zip(grad_outputs, grads):
+            if g != out_specs[i]:
+                raise ShapeError(
+                    f"{cell}_grad: gradient of output {i} has shape {format_shape(g.shape)} ({g.dtype}); the output "
+                    f"is {format_shape(out_specs[i].shape)} ({out_specs[i].dtype})."
+                )
+        x, kernel, recurrent = fwd[:3]
+        bias = TensorSpec(_bias_shape(cell, recurrent.shape[0], attrs), x.dtype)
+        return [x, kernel, recurrent, bias]
+
+    return infer
+
+
+def _recurrent_grad_reference(cell):
+    forward = _FORWARD[cell].reference
+
+    def reference(*inputs, grad_outputs, use_bias, **attrs):
+        fwd, grads = _split_recurrent_inputs(cell, inputs, use_bias, grad_outputs)
+        x, kernel, recurrent = fwd[:3]
+        bias = fwd[3] if use_bias else x.new_zeros(_bias_shape(cell, recurrent.shape[0], attrs))
+        # Executors may run under torch.inference_mode; autograd needs ordinary tensors.
+        with torch.inference_mode(False), torch.enable_grad():
+            leaves = [t.detach().clone().requires_grad_(True) for t in (x, kernel, recurrent, bias)]
+            outputs = forward(*leaves, use_bias=True, **attrs)
+            picked = [outputs[i] for i in grad_outputs]
+            found = torch.autograd.grad(picked, leaves, [g.detach().clone() for g in grads], allow_unused=True)
+        return tuple(torch.zeros_like(t) if d is None else d.detach() for t, d in zip(leaves, found))
+
+    return reference
+
+
+def _recurrent_grad_op(cell) -> OpDef:
+    forward = _FORWARD[cell]
+    n_grads = 1 + _NUM_STATES[cell]
+    return OpDef(
+        name=f"{cell}_grad",
+        doc=f"Gradients of {cell} over a whole sequence: inputs are {cell}'s inputs, then the gradients of the "
+        f"outputs listed in grad_outputs (indices into {cell}'s outputs, the unused ones left out); outputs "
+        "d x, d kernel, d recurrent kernel and d bias (with use_bias=False, the gradient at a zero bias).",
+        num_inputs=(4, 4 + n_grads),
+        attrs={**forward.attrs, "grad_outputs": attr(tuple, items=int)},
+        infer=_recurrent_grad_infer(cell),
+        reference=_recurrent_grad_reference(cell),
+        traits={"recurrent"},
+        num_outputs=4,
+    )
+
+
+OPS = [
+    OpDef(
+        name="conv2d_backprop_input",
+        doc="Gradient of conv2d with respect to its NHWC input: the transposed convolution of dy "
+        "(N, OH, OW, filters) with the (kh, kw, in/groups, filters) kernel, cropped to input_size (H, W).",
+        num_inputs=(2, 2),
+        attrs={"input_size": attr(tuple, items=int), **CONV_ATTRS},
+        infer=_backprop_input_infer,
+        reference=_conv2d_backprop_input,
+        traits={"linear", "conv"},
+    ),
+    OpDef(
+        name="conv2d_backprop_filter",
+        doc="Gradient of conv2d with respect to its kernel: for inputs x (N, H, W, in) and dy "
+        "(N, OH, OW, filters), a (kh, kw, in/groups, filters) sum over the batch and output pixels.",
+        num_inputs=(2, 2),
+        attrs={"kernel_size": attr(tuple, items=int), **CONV_ATTRS},
+        infer=_backprop_filter_infer,
+        reference=_conv2d_backprop_filter,
+        traits={"linear", "conv"},
+    ),
+    OpDef(
+        name="max_pool2d_grad",
+        doc="Gradient of max_pool2d: inputs x and dy; each window's gradient is added at the window's "
+        "maximum of x (on ties the first in row-major order, as torch).",
+        num_inputs=(2, 2),
+        attrs=POOL_ATTRS,
+        infer=_max_pool_grad_infer,
+        reference=_max_pool2d_grad,
+        traits={"pool"},
+    ),
+    OpDef(
+        name="avg_pool2d_grad",
+        doc="Gradient of avg_pool2d: dy divided by each window's count of real pixels, spread back over "
+        "the window into an (N, H, W, C) image of input_size (H, W).",
+        num_inputs=(1, 1),
+        attrs={"input_size": attr(tuple, items=int), **POOL_ATTRS},
+        infer=_avg_pool_grad_infer,
+        reference=_avg_pool2d_grad,
+        traits={"pool"},
+    ),
+    OpDef(
+        name="embedding_grad",
+        doc="Gradient of embedding with respect to its table: a zero (input_dim, output_dim) table with "
+        "each row of dy added at its id (repeated ids add up).",
+        num_inputs=(2, 2),
+        attrs={"input_dim": attr(int)},
+        infer=_embedding_grad_infer,
+        reference=_embedding_grad,
+        traits={"gather"},
+    ),
+    OpDef(
+        name="mean_backprop",
+        doc="Gradient of a mean over `axes` of `like`: g (the mean's shape, with or without the reduced "
+        "axes kept as 1) broadcast to like's shape and divided by the number of elements averaged, "
+        "read from like at run time (the batch may be among the axes).",
+        num_inputs=(2, 2),
+        attrs={"axes": attr(tuple, items=int)},
+        infer=_mean_backprop_infer,
+        reference=_mean_backprop,
+        traits={"reduction"},
+    ),
+    _recurrent_grad_op("lstm"),
+    _recurrent_grad_op("gru"),
+    _recurrent_grad_op("simple_rnn"),
+]

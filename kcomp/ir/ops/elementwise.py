@@ -1,17 +1,24 @@
-"""Elementwise arithmetic with NumPy broadcasting, constants and casts."""
+"""Elementwise arithmetic with NumPy broadcasting, constants and casts.
+
+Each op's gradient (VJP) rule sits next to its shape rule: it gets the
+builder, the forward node and the gradient of the output, and returns one
+gradient per input, summed back over the axes broadcasting stretched.
+"""
 
 import torch
 
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, broadcast_infer, require_float, same_as_input
-from kcomp.ir.types import DTYPES, TORCH_DTYPES, TensorSpec, check_dtype
+from kcomp.ir.ops.grad_support import scalar, unbroadcast
+from kcomp.ir.types import DTYPES, FLOAT_DTYPES, TORCH_DTYPES, TensorSpec, check_dtype
+
 
 def _float_broadcast_infer(inputs):
     require_float(inputs[0], "div")
     return broadcast_infer(inputs)
 
 
-def binary(name: str, fn, doc: str, infer=broadcast_infer) -> OpDef:
+def binary(name: str, fn, doc: str, vjp, infer=broadcast_infer) -> OpDef:
     return OpDef(
         name=name,
         doc=doc,
@@ -20,12 +27,65 @@ def binary(name: str, fn, doc: str, infer=broadcast_infer) -> OpDef:
         infer=infer,
         reference=fn,
         traits={"elementwise", "binary"},
+        vjp=vjp,
     )
+
+
+def _add_vjp(b, node, grads):
+    (g,) = grads
+    x, y = node.inputs
+    return [unbroadcast(b, g, x), unbroadcast(b, g, y)]
+
+
+def _sub_vjp(b, node, grads):
+    (g,) = grads
+    x, y = node.inputs
+    return [unbroadcast(b, g, x), unbroadcast(b, b.emit1("neg", [g]), y)]
+
+
+def _mul_vjp(b, node, grads):
+    (g,) = grads
+    x, y = node.inputs
+    return [unbroadcast(b, b.emit1("mul", [g, y]), x), unbroadcast(b, b.emit1("mul", [g, x]), y)]
+
+
+def _div_vjp(b, node, grads):
+    # out = x / y:  d/dx = g / y,  d/dy = -g * x / y^2 = -(g / y) * out
+    (g,) = grads
+    x, y = node.inputs
+    g_over_y = b.emit1("div", [g, y])
+    dy = b.emit1("neg", [b.emit1("mul", [g_over_y, node.output])])
+    return [unbroadcast(b, g_over_y, x), unbroadcast(b, dy, y)]
+
+
+def _extremum_vjp(b, node, grads):
+    """maximum/minimum: the gradient goes to the input that won; ties split it in half (as torch does)."""
+    (g,) = grads
+    x, y = node.inputs
+    winner, loser = (x, y) if node.op == "maximum" else (y, x)
+    # share of x: 1 where x wins, 1/2 on a tie, 0 where y wins; y gets the rest.
+    half = scalar(b, 0.5, g.dtype)
+    share_x = b.emit1("add", [b.emit1("greater", [winner, loser]), b.emit1("mul", [half, b.emit1("equal", [x, y])])])
+    share_y = b.emit1("sub", [scalar(b, 1.0, g.dtype), share_x])
+    return [unbroadcast(b, b.emit1("mul", [g, share_x]), x), unbroadcast(b, b.emit1("mul", [g, share_y]), y)]
+
+
+def _neg_vjp(b, node, grads):
+    (g,) = grads
+    return [b.emit1("neg", [g])]
 
 
 def _float_unary_infer(inputs):
     require_float(inputs[0], "rsqrt")
     return same_as_input(inputs)
+
+
+def _rsqrt_vjp(b, node, grads):
+    # d x^(-1/2) / dx = -1/2 x^(-3/2) = -1/2 out^3
+    (g,) = grads
+    out = node.output
+    cube = b.emit1("mul", [out, b.emit1("mul", [out, out])])
+    return [b.emit1("mul", [g, b.emit1("mul", [scalar(b, -0.5, out.dtype), cube])])]
 
 
 def _constant_infer(inputs, value, dtype):
@@ -36,17 +96,33 @@ def _constant_ref(value, dtype):
     return torch.tensor(value, dtype=TORCH_DTYPES[dtype])
 
 
+def _constant_vjp(b, node, grads):
+    return []  # no inputs
+
+
 def _cast_infer(inputs, dtype):
     return [TensorSpec(inputs[0].shape, check_dtype(dtype))]
 
 
+def _cast_vjp(b, node, grads):
+    """float -> float: the gradient cast back; to or from integers (or bool): none (truncation is flat)."""
+    (g,) = grads
+    (x,) = node.inputs
+    if x.dtype not in FLOAT_DTYPES or node.output.dtype not in FLOAT_DTYPES:
+        return [None]
+    return [g if g.dtype == x.dtype else b.emit1("cast", [g], dtype=x.dtype)]
+
+
 OPS = [
-    binary("add", torch.add, "a + b with broadcasting."),
-    binary("sub", torch.sub, "a - b with broadcasting."),
-    binary("mul", torch.mul, "a * b with broadcasting."),
-    binary("div", torch.div, "a / b with broadcasting (true division of floating-point inputs).", _float_broadcast_infer),
-    binary("maximum", torch.maximum, "Elementwise max(a, b) with broadcasting."),
-    binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting."),
+    binary("add", torch.add, "a + b with broadcasting.", _add_vjp),
+    binary("sub", torch.sub, "a - b with broadcasting.", _sub_vjp),
+    binary("mul", torch.mul, "a * b with broadcasting.", _mul_vjp),
+    binary(
+        "div", torch.div, "a / b with broadcasting (true division of floating-point inputs).", _div_vjp,
+        _float_broadcast_infer,
+    ),
+    binary("maximum", torch.maximum, "Elementwise max(a, b) with broadcasting.", _extremum_vjp),
+    binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting.", _extremum_vjp),
     OpDef(
         name="neg",
         doc="-x.",
@@ -55,6 +131,7 @@ OPS = [
         infer=same_as_input,
         reference=torch.neg,
         traits={"elementwise", "unary"},
+        vjp=_neg_vjp,
     ),
     OpDef(
         name="rsqrt",
@@ -64,6 +141,7 @@ OPS = [
         infer=_float_unary_infer,
         reference=torch.rsqrt,
         traits={"elementwise", "unary"},
+        vjp=_rsqrt_vjp,
     ),
     OpDef(
         name="constant",
@@ -73,6 +151,7 @@ OPS = [
         infer=_constant_infer,
         reference=_constant_ref,
         traits={"constant"},
+        vjp=_constant_vjp,
     ),
     OpDef(
         name="cast",
@@ -82,5 +161,6 @@ OPS = [
         infer=_cast_infer,
         reference=lambda x, dtype: x.to(TORCH_DTYPES[dtype]),
         traits={"elementwise", "unary"},
+        vjp=_cast_vjp,
     ),
 ]

@@ -1,5 +1,6 @@
 """embedding: row lookup in a table."""
 
+import torch
 import torch.nn.functional as F
 
 from kcomp.errors import ShapeError
@@ -15,12 +16,21 @@ def _embedding_infer(inputs):
     return [TensorSpec(ids.shape + (table.shape[1],), table.dtype)]
 
 def _embedding(ids, table):
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
+    # The range check reads the ids back to the host, which a CUDA graph capture forbids;
+    # a captured forward was checked on its warm-up run with the same shapes.
+    capturing = ids.is_cuda and torch.cuda.is_current_stream_capturing()
+    if ids.numel() and not capturing and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
         raise ShapeError(
             f"embedding: ids must lie in [0, {table.shape[0]}), received values from {int(ids.min())} "
             f"to {int(ids.max())}; raise input_dim or clip the ids."
         )
     return F.embedding(ids.long(), table)
+
+def _embedding_vjp(b, node, grads):
+    """ids get no gradient; the table's is a scatter-add of dy's rows at the ids (size known: a weight)."""
+    (dy,) = grads
+    ids, table = node.inputs
+    return [None, b.emit1("embedding_grad", [ids, dy], input_dim=table.shape[0])]
 
 OPS = [
     OpDef(
@@ -30,6 +40,7 @@ OPS = [
         attrs={},
         infer=_embedding_infer,
         reference=_embedding,
+        vjp=_embedding_vjp,
         traits={"gather"},
     ),
 ]

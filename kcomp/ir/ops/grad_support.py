@@ -1,3 +1,245 @@
-"""Ops that exist for gradients (built by VJP rules): masks, broadcasts, slices, counts."""
+"""Ops that exist for gradients (built by VJP rules): masks, broadcasts, slices, counts.
 
-OPS = []
+Each op is a full record like any other, with its own gradient where it can
+appear in a second derivative. The masks are 0/1 in the inputs' float dtype
+rather than bool, so `g * greater(x, 0)` (relu's gradient) stays an all-float
+elementwise chain that fuses into one kernel.
+
+The helpers at the top are shared by the VJP rules of the other op modules.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import broadcast_infer, require_float, same_as_input
+from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static, normalize_axis
+
+# ---------------------------------------------------------------- helpers for VJP rules
+
+
+def scalar(b, value: float, dtype: str):
+    """A scalar constant of `dtype` (broadcasts against any shape)."""
+    return b.emit1("constant", [], value=float(value), dtype=dtype)
+
+
+def unbroadcast(b, grad, like):
+    """`grad` summed back to the shape of `like` (undoes NumPy broadcasting)."""
+    # Imported here: the autodiff pass imports the registry, which imports this module.
+    from kcomp.passes.autodiff import reduce_to_shape
+
+    return reduce_to_shape(b, grad, like.shape)
+
+
+def element_count(b, x, axes: tuple):
+    """How many elements of x a reduction over `axes` combines, in x's dtype: a constant when
+    the sizes are static, else a `count` node that reads x's shape at run time (the batch)."""
+    if all(is_static(x.shape[a]) for a in axes):
+        return scalar(b, math.prod(x.shape[a] for a in axes), x.dtype)
+    return b.emit1("count", [x], axes=tuple(axes))
+
+
+def keepdims_shape(shape, axes) -> tuple:
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+# ---------------------------------------------------------------- comparisons as 0/1 masks
+
+
+def _mask_vjp(b, node, grads):
+    return [None, None]  # piecewise constant: zero gradient almost everywhere
+
+
+def comparison(name: str, fn, doc: str) -> OpDef:
+    def reference(a, b):
+        return fn(a, b).to(torch.promote_types(a.dtype, b.dtype))
+
+    return OpDef(
+        name=name,
+        doc=doc,
+        num_inputs=(2, 2),
+        attrs={},
+        infer=broadcast_infer,
+        reference=reference,
+        traits={"elementwise", "binary"},
+        vjp=_mask_vjp,
+    )
+
+
+# ---------------------------------------------------------------- broadcast_like
+
+
+def _broadcast_like_infer(inputs):
+    g, like = inputs
+    try:
+        ok = broadcast_shapes(like.shape, g.shape) == like.shape
+    except ShapeError:
+        ok = False
+    if not ok:
+        raise ShapeError(f"broadcast_like: {format_shape(g.shape)} does not broadcast to {format_shape(like.shape)}.")
+    return [TensorSpec(like.shape, g.dtype)]
+
+
+def _broadcast_like(g, like):
+    # A contiguous copy rather than a stride-0 view: the kernels that read it want contiguous operands.
+    return g.expand(like.shape).clone(memory_format=torch.contiguous_format)
+
+
+def _broadcast_like_vjp(b, node, grads):
+    (g,) = grads
+    return [unbroadcast(b, g, node.inputs[0]), None]  # `like` gives only its shape
+
+
+# ---------------------------------------------------------------- count
+
+
+def _count_infer(inputs, axes):
+    x = inputs[0]
+    for a in axes:
+        normalize_axis(a, x.rank, "axes")
+    return [TensorSpec((), x.dtype)]
+
+
+def _count(x, axes):
+    n = math.prod(x.shape[a] for a in axes)
+    return torch.full((), n, dtype=x.dtype, device=x.device)
+
+
+def _count_vjp(b, node, grads):
+    return [None]  # depends on the shape only
+
+
+# ---------------------------------------------------------------- slice and pad along one axis
+
+
+def _static_axis(x, axis, what):
+    ax = normalize_axis(axis, x.rank)
+    if not is_static(x.shape[ax]):
+        raise ShapeError(
+            f"{what} along axis {axis}: that axis must have a known size, received {format_shape(x.shape)}."
+        )
+    return ax
+
+
+def _slice_infer(inputs, axis, start, stop):
+    x = inputs[0]
+    ax = _static_axis(x, axis, "slice")
+    if not 0 <= start < stop <= x.shape[ax]:
+        raise ShapeError(
+            f"Received: start={start}, stop={stop} for axis {axis} of {format_shape(x.shape)}. "
+            f"Expected 0 <= start < stop <= {x.shape[ax]}."
+        )
+    shape = list(x.shape)
+    shape[ax] = stop - start
+    return [TensorSpec(tuple(shape), x.dtype)]
+
+
+def _slice(x, axis, start, stop):
+    return x.narrow(axis, start, stop - start).clone(memory_format=torch.contiguous_format)
+
+
+def _slice_vjp(b, node, grads):
+    (g,) = grads
+    x = node.inputs[0]
+    a = node.attrs
+    size = x.shape[a["axis"] % x.rank]
+    return [b.emit1("pad", [g], axis=a["axis"], before=a["start"], after=size - a["stop"])]
+
+
+def _pad_infer(inputs, axis, before, after):
+    x = inputs[0]
+    ax = _static_axis(x, axis, "pad")
+    if before < 0 or after < 0:
+        raise ShapeError(f"Received: before={before}, after={after}. Pad sizes must be >= 0.")
+    shape = list(x.shape)
+    shape[ax] += before + after
+    return [TensorSpec(tuple(shape), x.dtype)]
+
+
+def _pad(x, axis, before, after):
+    ax = axis % x.dim()
+    return F.pad(x, [0, 0] * (x.dim() - 1 - ax) + [before, after])
+
+
+def _pad_vjp(b, node, grads):
+    (g,) = grads
+    x = node.inputs[0]
+    a = node.attrs
+    size = x.shape[a["axis"] % x.rank]
+    return [b.emit1("slice", [g], axis=a["axis"], start=a["before"], stop=a["before"] + size)]
+
+
+# ---------------------------------------------------------------- erf (for gelu's gradient)
+
+
+def _float_infer(inputs):
+    require_float(inputs[0], "erf")
+    return same_as_input(inputs)
+
+
+def _erf_vjp(b, node, grads):
+    (g,) = grads
+    (x,) = node.inputs
+    # d erf(x) / dx = 2 / sqrt(pi) * exp(-x^2)
+    minus_x2 = b.emit1("neg", [b.emit1("mul", [x, x])])
+    slope = b.emit1("mul", [scalar(b, 2.0 / math.sqrt(math.pi), x.dtype), b.emit1("exponential", [minus_x2])])
+    return [b.emit1("mul", [g, slope])]
+
+
+OPS = [
+    comparison("greater", torch.gt, "1 where a > b else 0, in the inputs' dtype (a mask to multiply by); broadcasts."),
+    comparison("equal", torch.eq, "1 where a == b else 0, in the inputs' dtype (a mask to multiply by); broadcasts."),
+    OpDef(
+        name="broadcast_like",
+        doc="g expanded to the shape of `like` as it is at run time (the batch is symbolic); like's values are unused.",
+        num_inputs=(2, 2),
+        attrs={},
+        infer=_broadcast_like_infer,
+        reference=_broadcast_like,
+        traits={"elementwise", "binary"},
+        vjp=_broadcast_like_vjp,
+    ),
+    OpDef(
+        name="count",
+        doc="How many elements of x lie over `axes`, from x's run-time shape: a scalar of x's dtype (mean's divisor).",
+        num_inputs=(1, 1),
+        attrs={"axes": attr(tuple, items=int)},
+        infer=_count_infer,
+        reference=_count,
+        traits={"reduction"},
+        vjp=_count_vjp,
+    ),
+    OpDef(
+        name="slice",
+        doc="x[start:stop] along `axis` (a static axis); concat's gradient.",
+        num_inputs=(1, 1),
+        attrs={"axis": attr(int), "start": attr(int), "stop": attr(int)},
+        infer=_slice_infer,
+        reference=_slice,
+        traits={"shape"},
+        vjp=_slice_vjp,
+    ),
+    OpDef(
+        name="pad",
+        doc="x with `before` zeros in front and `after` zeros behind along `axis` (a static axis); slice's gradient.",
+        num_inputs=(1, 1),
+        attrs={"axis": attr(int), "before": attr(int), "after": attr(int)},
+        infer=_pad_infer,
+        reference=_pad,
+        traits={"shape"},
+        vjp=_pad_vjp,
+    ),
+    OpDef(
+        name="erf",
+        doc="The error function (gelu's gradient).",
+        num_inputs=(1, 1),
+        attrs={},
+        infer=_float_infer,
+        reference=torch.erf,
+        traits={"elementwise", "unary"},
+        vjp=_erf_vjp,
+    ),
+]

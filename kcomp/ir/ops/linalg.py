@@ -1,11 +1,14 @@
 """matmul and bias_add: the anchors of Dense (and, after fusion, its epilogue)."""
 
+from math import prod
+
 import torch
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops.common import require_float, require_same_dtype
-from kcomp.ir.types import TensorSpec, broadcast_shapes
+from kcomp.ir.ops.grad_support import unbroadcast
+from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static
 
 
 def _matmul_infer(inputs):
@@ -26,6 +29,52 @@ def _matmul_infer(inputs):
     return [TensorSpec(batch + (a.shape[-2], b.shape[-1]), dtype)]
 
 
+def _swap_last_two(b, v):
+    perm = tuple(range(v.rank - 2)) + (v.rank - 1, v.rank - 2)
+    return b.emit1("transpose", [v], perm=perm)
+
+
+def _dense_kernel_grad(b, x, g):
+    """d kernel of y = x @ kernel (kernel rank 2): the sum over every leading position of x^T g.
+
+    The IR's reshape cannot merge the symbolic batch with another axis, so with a
+    batch and more leading axes (N, S, K) this is a matmul batched over S that
+    contracts the batch, (S, K, N) @ (S, N, P), summed over S: its intermediate
+    has no batch-sized dimension.
+    """
+    lead = x.shape[:-1]
+    symbols = [d for d in lead if not is_static(d)]
+    static = prod(d for d in lead if is_static(d))
+    if len(symbols) == 0 and x.rank > 2:
+        x = b.emit1("reshape", [x], shape=(static, x.shape[-1]))
+        g = b.emit1("reshape", [g], shape=(static, g.shape[-1]))
+    elif len(symbols) == 1 and x.rank > 2:
+        (n,) = symbols
+        x = b.emit1("reshape", [x], shape=(n, static, x.shape[-1]) if static > 1 else (n, x.shape[-1]))
+        g = b.emit1("reshape", [g], shape=(n, static, g.shape[-1]) if static > 1 else (n, g.shape[-1]))
+    if x.rank == 2:
+        return b.emit1("matmul", [b.emit1("transpose", [x], perm=(1, 0)), g])
+    if len(symbols) == 1:  # (N, S, K) and (N, S, P)
+        per_position = b.emit1(
+            "matmul", [b.emit1("transpose", [x], perm=(1, 2, 0)), b.emit1("transpose", [g], perm=(1, 0, 2))]
+        )
+        return b.emit1("sum", [per_position], axes=(0,))
+    # Several unknown lengths: batched over every leading axis but the last, then summed.
+    per_batch = b.emit1("matmul", [_swap_last_two(b, x), g])
+    return b.emit1("sum", [per_batch], axes=tuple(range(per_batch.rank - 2)))
+
+
+def _matmul_vjp(b, node, grads):
+    # y = a @ w:  da = g @ w^T,  dw = a^T @ g, each summed over the batch axes broadcasting added.
+    (g,) = grads
+    a, w = node.inputs
+    da = b.emit1("matmul", [g, _swap_last_two(b, w)])
+    if w.rank == 2:
+        return [da, _dense_kernel_grad(b, a, g)]
+    dw = b.emit1("matmul", [_swap_last_two(b, a), g])
+    return [unbroadcast(b, da, a), unbroadcast(b, dw, w)]
+
+
 def _bias_add_infer(inputs):
     x, bias = inputs
     dtype = require_same_dtype(inputs, "bias_add")
@@ -37,6 +86,13 @@ def _bias_add_infer(inputs):
     return [TensorSpec(x.shape, dtype)]
 
 
+def _bias_add_vjp(b, node, grads):
+    (g,) = grads
+    if g.rank == 1:
+        return [g, g]
+    return [g, b.emit1("sum", [g], axes=tuple(range(g.rank - 1)))]
+
+
 OPS = [
     OpDef(
         name="matmul",
@@ -46,6 +102,7 @@ OPS = [
         infer=_matmul_infer,
         reference=torch.matmul,
         traits={"linear"},
+        vjp=_matmul_vjp,
     ),
     OpDef(
         name="bias_add",
@@ -55,5 +112,6 @@ OPS = [
         infer=_bias_add_infer,
         reference=torch.add,
         traits={"elementwise", "binary"},
+        vjp=_bias_add_vjp,
     ),
 ]

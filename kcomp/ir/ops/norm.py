@@ -1,5 +1,5 @@
 """Normalization and regularization ops: batch_norm (inference and training
-forms), layer_norm and dropout.
+forms), layer_norm and dropout, each with its gradient rule.
 
 batch_norm's optional gamma/beta inputs follow the attrs `scale` / `center`
 (Keras's arguments of the same names); inputs are x, mean, variance, then
@@ -59,8 +59,72 @@ def _normalize(x, mean, var, rest, axis, epsilon, center, scale):
     return y
 
 
+# ---------------------------------------------------------------- gradient helpers
+#
+# With xhat = (x - mean) * r and r = rsqrt(var + eps), the gradient through a
+# normalization over axes A with batch statistics is the classic
+#     dx = r * (gxhat - mean_A(gxhat) - xhat * mean_A(gxhat * xhat)),  gxhat = dy * gamma,
+# written with `mean` so no count of the (batch-sized) axes is needed at build time.
+
+
+def _const(b, value, dtype):
+    return b.emit1("constant", [], value=float(value), dtype=dtype)
+
+
+def _along(b, v, rank, axis):
+    """A per-channel vector (C,) shaped to broadcast along `axis` of a rank-`rank` tensor."""
+    if axis == rank - 1:
+        return v
+    return b.emit1("reshape", [v], shape=(v.shape[0],) + (1,) * (rank - 1 - axis))
+
+
+def _rsqrt_plus_eps(b, var, epsilon):
+    return b.emit1("rsqrt", [b.emit1("add", [var, _const(b, epsilon, var.dtype)])])
+
+
+def _normalization_dx(b, gxhat, xhat, r, axes):
+    mean_g = b.emit1("mean", [gxhat], axes=axes, keepdims=True)
+    mean_gx = b.emit1("mean", [b.emit1("mul", [gxhat, xhat])], axes=axes, keepdims=True)
+    centered = b.emit1("sub", [b.emit1("sub", [gxhat, mean_g]), b.emit1("mul", [xhat, mean_gx])])
+    return b.emit1("mul", [centered, r])
+
+
+def _batch_stats(b, x, axes, epsilon):
+    """(x - mean, rsqrt(var + eps)) over `axes` with kept dims, recomputed from x as the forward does."""
+    mean = b.emit1("mean", [x], axes=axes, keepdims=True)
+    centered = b.emit1("sub", [x, mean])
+    var = b.emit1("mean", [b.emit1("mul", [centered, centered])], axes=axes, keepdims=True)
+    return centered, _rsqrt_plus_eps(b, var, epsilon)
+
+
 def _batch_norm(x, mean, var, *rest, axis, epsilon, center, scale):
     return _normalize(x, mean, var, rest, axis, epsilon, center, scale)
+
+
+def _batch_norm_vjp(b, node, grads):
+    """y = (x - mean) * r * gamma + beta with given mean and var: every input gets a gradient."""
+    (dy,) = grads
+    x, mean, var, *rest = node.inputs
+    a = node.attrs
+    ax = a["axis"] % x.rank
+    others = tuple(d for d in range(x.rank) if d != ax)
+    gamma = rest[0] if a["scale"] else None
+    r = _rsqrt_plus_eps(b, var, a["epsilon"])
+    scale = b.emit1("mul", [r, gamma]) if gamma is not None else r
+    dx = b.emit1("mul", [dy, _along(b, scale, x.rank, ax)])
+    centered = b.emit1("sub", [x, _along(b, mean, x.rank, ax)])
+    sum_dy = b.emit1("sum", [dy], axes=others)
+    sum_dy_centered = b.emit1("sum", [b.emit1("mul", [dy, centered])], axes=others)
+    dmean = b.emit1("neg", [b.emit1("mul", [sum_dy, scale])])
+    # d r / d var = -r^3 / 2, so d var = sum(dy * (x - mean)) * gamma * r * r * (-1/2).
+    half_r2 = b.emit1("mul", [b.emit1("mul", [r, r]), _const(b, -0.5, x.dtype)])
+    dvar = b.emit1("mul", [b.emit1("mul", [sum_dy_centered, scale]), half_r2])
+    out = [dx, dmean, dvar]
+    if a["scale"]:
+        out.append(b.emit1("mul", [sum_dy_centered, r]))
+    if a["center"]:
+        out.append(sum_dy)
+    return out
 
 
 def _bn_train_infer(inputs, axis, epsilon, center, scale):
@@ -76,6 +140,32 @@ def _batch_norm_train(x, moving_mean, moving_var, *rest, axis, epsilon, center, 
     mean = x.mean(dim=dims)
     var = x.var(dim=dims, unbiased=False)  # Keras normalizes with the biased variance
     return _normalize(x, mean, var, rest, axis, epsilon, center, scale), mean, var
+
+
+def _batch_norm_train_vjp(b, node, grads):
+    """Gradients of y, the batch mean and the biased batch variance all flow into x; the
+    moving statistics are only passed through (no gradient)."""
+    dy, dmean, dvar = grads
+    x, _, _, *rest = node.inputs
+    a = node.attrs
+    ax = a["axis"] % x.rank
+    others = tuple(d for d in range(x.rank) if d != ax)
+    centered, r = _batch_stats(b, x, others, a["epsilon"])
+    dx = dgamma = dbeta = None
+    if dy is not None:
+        xhat = b.emit1("mul", [centered, r])
+        gxhat = b.emit1("mul", [dy, _along(b, rest[0], x.rank, ax)]) if a["scale"] else dy
+        dx = _normalization_dx(b, gxhat, xhat, r, others)
+        dgamma = b.emit1("sum", [b.emit1("mul", [dy, xhat])], axes=others)
+        dbeta = b.emit1("sum", [dy], axes=others)
+    if dmean is not None:  # d mean / d x = 1 / count
+        term = b.emit1("mean_backprop", [dmean, x], axes=others)
+        dx = term if dx is None else b.emit1("add", [dx, term])
+    if dvar is not None:  # d var / d x = 2 (x - mean) / count
+        spread = b.emit1("mean_backprop", [dvar, x], axes=others)
+        term = b.emit1("mul", [b.emit1("mul", [spread, centered]), _const(b, 2.0, x.dtype)])
+        dx = term if dx is None else b.emit1("add", [dx, term])
+    return [dx, None, None] + ([dgamma] if a["scale"] else []) + ([dbeta] if a["center"] else [])
 
 
 def _ln_infer(inputs, axes, epsilon, center, scale):
@@ -108,6 +198,32 @@ def _layer_norm(x, *rest, axes, epsilon, center, scale):
     return y
 
 
+def _sum_over(b, v, axes):
+    return b.emit1("sum", [v], axes=axes) if axes else v
+
+
+def _layer_norm_vjp(b, node, grads):
+    (dy,) = grads
+    x, *rest = node.inputs
+    a = node.attrs
+    axes = tuple(sorted(d % x.rank for d in a["axes"]))
+    others = tuple(d for d in range(x.rank) if d not in axes)
+    centered, r = _batch_stats(b, x, axes, a["epsilon"])
+    xhat = b.emit1("mul", [centered, r])
+    gxhat = dy
+    out = []
+    if a["scale"]:
+        gamma = rest[0]
+        placed = tuple(x.shape[d] if d in axes else 1 for d in range(x.rank))[axes[0]:]
+        if gamma.shape != placed:
+            gamma = b.emit1("reshape", [gamma], shape=placed)
+        gxhat = b.emit1("mul", [dy, gamma])
+        out.append(_sum_over(b, b.emit1("mul", [dy, xhat]), others))
+    if a["center"]:
+        out.append(_sum_over(b, dy, others))
+    return [_normalization_dx(b, gxhat, xhat, r, axes), *out]
+
+
 def _dropout_infer(inputs, rate, seed, training):
     if not 0.0 <= rate < 1.0:
         raise ShapeError(f"Received: rate={rate}. Expected 0 <= rate < 1.")
@@ -121,6 +237,15 @@ def _dropout(x, rate, seed, training):
     gen = torch.Generator(device=x.device).manual_seed(seed)
     keep = torch.rand(x.shape, generator=gen, device=x.device, dtype=torch.float32) >= rate
     return x * keep.to(x.dtype) / (1.0 - rate)  # inverted dropout, as Keras
+
+
+def _dropout_vjp(b, node, grads):
+    """The mask is fixed by the seed: the gradient is dropout of the gradient, same seed and rate."""
+    (dy,) = grads
+    a = node.attrs
+    if not a["training"] or a["rate"] == 0.0:
+        return [dy]
+    return [b.emit1("dropout", [dy], **a)]
 
 
 BN_ATTRS = {
@@ -138,6 +263,7 @@ OPS = [
         attrs=BN_ATTRS,
         infer=_bn_infer,
         reference=_batch_norm,
+        vjp=_batch_norm_vjp,
         traits={"normalization"},
     ),
     OpDef(
@@ -148,6 +274,7 @@ OPS = [
         attrs=BN_ATTRS,
         infer=_bn_train_infer,
         reference=_batch_norm_train,
+        vjp=_batch_norm_train_vjp,
         traits={"normalization", "reduction"},
         num_outputs=3,
     ),
@@ -163,6 +290,7 @@ OPS = [
         },
         infer=_ln_infer,
         reference=_layer_norm,
+        vjp=_layer_norm_vjp,
         traits={"normalization"},
     ),
     OpDef(
@@ -173,6 +301,7 @@ OPS = [
         attrs={"rate": attr(NUMBER), "seed": attr(int, 0), "training": attr(bool, False)},
         infer=_dropout_infer,
         reference=_dropout,
+        vjp=_dropout_vjp,
         traits={"random", "elementwise", "unary"},
     ),
 ]

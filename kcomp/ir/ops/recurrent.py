@@ -7,6 +7,8 @@ The first output is the whole sequence (return_sequences) or the last step;
 the others are the final states (h, and c for the LSTM).
 Initial states are zero. With go_backwards the sequence is read last step
 first and the returned sequence is in that (reversed) order, as in Keras.
+The gradient of each op is one coarse backward op (lstm_grad, gru_grad,
+simple_rnn_grad in conv_grad.py) until a kernel computes it.
 """
 
 from functools import partial
@@ -116,6 +118,16 @@ def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, u
     return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], recurrent.shape[0]),))
 
 
+def _recurrent_vjp(b, node, grads):
+    """One coarse backward node (lstm_grad, gru_grad, simple_rnn_grad in conv_grad.py) takes the
+    gradients of the outputs that received any and returns those of x, kernel, recurrent kernel, bias."""
+    present = tuple(i for i, g in enumerate(grads) if g is not None)
+    dx, dkernel, drecurrent, dbias = b.emit(
+        f"{node.op}_grad", [*node.inputs, *(grads[i] for i in present)], grad_outputs=present, **node.attrs
+    )
+    return [dx, dkernel, drecurrent] + ([dbias] if node.attrs["use_bias"] else [])
+
+
 COMMON_ATTRS = {
     "activation": attr(str, "tanh", CELL_ACTIVATIONS),
     "recurrent_activation": attr(str, "sigmoid", CELL_ACTIVATIONS),
@@ -132,6 +144,7 @@ OPS = [
         attrs=COMMON_ATTRS,
         infer=_recurrent_infer(4, 2, lambda units, extra: (4 * units,)),
         reference=_lstm,
+        vjp=_recurrent_vjp,
         traits={"recurrent"},
         num_outputs=3,
     ),
@@ -146,6 +159,7 @@ OPS = [
             3, 1, lambda units, extra: (2, 3 * units) if extra["reset_after"] else (3 * units,)
         ),
         reference=_gru,
+        vjp=_recurrent_vjp,
         traits={"recurrent"},
         num_outputs=2,
     ),
@@ -157,6 +171,7 @@ OPS = [
         attrs=COMMON_ATTRS,
         infer=_recurrent_infer(1, 1, lambda units, extra: (units,)),
         reference=_simple_rnn,
+        vjp=_recurrent_vjp,
         traits={"recurrent"},
         num_outputs=2,
     ),

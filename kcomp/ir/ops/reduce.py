@@ -5,6 +5,7 @@ import torch
 from kcomp.errors import ShapeError
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float
+from kcomp.ir.ops.grad_support import element_count, keepdims_shape
 from kcomp.ir.types import TensorSpec, normalize_axis
 
 
@@ -45,7 +46,46 @@ def _float_reduce_infer(inputs, axes, keepdims):
     return _reduce_infer(inputs, axes, keepdims)
 
 
-def reduction(name, fn, doc, infer=_reduce_infer) -> OpDef:
+def _kept(b, node, value):
+    """`value` (shaped like the node's output) with the reduced axes back as 1s, so it broadcasts against x."""
+    x = node.inputs[0]
+    if node.attrs["keepdims"]:
+        return value
+    return b.emit1("reshape", [value], shape=keepdims_shape(x.shape, _axes(node.attrs["axes"], x.rank)))
+
+
+def _sum_vjp(b, node, grads):
+    # Every element of x adds into its slot once: g, spread back over the reduced axes.
+    (g,) = grads
+    x = node.inputs[0]
+    if not _axes(node.attrs["axes"], x.rank):
+        return [g]  # nothing reduced
+    return [b.emit1("broadcast_like", [_kept(b, node, g), x])]
+
+
+def _mean_vjp(b, node, grads):
+    (g,) = grads
+    x = node.inputs[0]
+    axes = _axes(node.attrs["axes"], x.rank)
+    if not axes:
+        return [g]
+    share = b.emit1("div", [_kept(b, node, g), element_count(b, x, axes)])
+    return [b.emit1("broadcast_like", [share, x])]
+
+
+def _max_vjp(b, node, grads):
+    # Like torch.amax: the gradient goes to the maximal elements, split evenly among ties.
+    (g,) = grads
+    x = node.inputs[0]
+    axes = _axes(node.attrs["axes"], x.rank)
+    if not axes:
+        return [g]
+    at_max = b.emit1("equal", [x, _kept(b, node, node.output)])
+    ties = b.emit1("sum", [at_max], axes=axes, keepdims=True)
+    return [b.emit1("mul", [at_max, b.emit1("div", [_kept(b, node, g), ties])])]
+
+
+def reduction(name, fn, doc, vjp, infer=_reduce_infer) -> OpDef:
     return OpDef(
         name=name,
         doc=doc,
@@ -54,11 +94,14 @@ def reduction(name, fn, doc, infer=_reduce_infer) -> OpDef:
         infer=infer,
         reference=fn,
         traits={"reduction"},
+        vjp=vjp,
     )
 
 
 OPS = [
-    reduction("sum", _sum, "Sum over `axes` (all axes when None)."),
-    reduction("mean", _mean, "Mean over `axes` (all axes when None); floating-point inputs.", _float_reduce_infer),
-    reduction("max", _max, "Maximum over `axes` (all axes when None)."),
+    reduction("sum", _sum, "Sum over `axes` (all axes when None).", _sum_vjp),
+    reduction(
+        "mean", _mean, "Mean over `axes` (all axes when None); floating-point inputs.", _mean_vjp, _float_reduce_infer
+    ),
+    reduction("max", _max, "Maximum over `axes` (all axes when None).", _max_vjp),
 ]

@@ -84,6 +84,30 @@ def _concat_infer(inputs, axis):
     return [TensorSpec(tuple(shape), dtype)]
 
 
+def _reshape_vjp(b, node, grads):
+    (g,) = grads
+    return [b.emit1("reshape", [g], shape=node.inputs[0].shape)]
+
+
+def _transpose_vjp(b, node, grads):
+    (g,) = grads
+    perm = node.attrs["perm"]
+    inverse = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
+    return [b.emit1("transpose", [g], perm=inverse)]
+
+
+def _concat_vjp(b, node, grads):
+    # Each input gets its own stretch of g along the axis.
+    (g,) = grads
+    axis = node.attrs["axis"] % g.rank
+    pieces, start = [], 0
+    for x in node.inputs:
+        stop = start + x.shape[axis]
+        pieces.append(g if len(node.inputs) == 1 else b.emit1("slice", [g], axis=axis, start=start, stop=stop))
+        start = stop
+    return pieces
+
+
 OPS = [
     OpDef(
         name="reshape",
@@ -93,6 +117,7 @@ OPS = [
         infer=_reshape_infer,
         reference=_reshape,
         traits={"shape"},
+        vjp=_reshape_vjp,
     ),
     OpDef(
         name="transpose",
@@ -102,6 +127,7 @@ OPS = [
         infer=_transpose_infer,
         reference=lambda x, perm: torch.permute(x, perm),
         traits={"shape"},
+        vjp=_transpose_vjp,
     ),
     OpDef(
         name="concat",
@@ -111,5 +137,6 @@ OPS = [
         infer=_concat_infer,
         reference=lambda *xs, axis: torch.cat(xs, dim=axis),
         traits={"shape"},
+        vjp=_concat_vjp,
     ),
 ]

@@ -1,0 +1,199 @@
+"""Callbacks with Keras's hooks: History, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau,
+LearningRateScheduler, TerminateOnNaN, CSVLogger, LambdaCallback."""
+
+import csv
+import math
+
+
+from kcomp.errors import ArgumentError
+
+
+class Callback:
+    """Override any of Keras's hooks; `self.model` is set before training starts."""
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None): ...
+    def on_train_end(self, logs=None): ...
+    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_epoch_end(self, epoch, logs=None): ...
+    def on_train_batch_begin(self, batch, logs=None): ...
+    def on_train_batch_end(self, batch, logs=None): ...
+
+
+class CallbackList:
+    def __init__(self, callbacks, model):
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise ArgumentError(f"Received: callback {cb!r}. Callbacks must subclass kcomp.callbacks.Callback.")
+            cb.set_model(model)
+
+    def call(self, hook, *args):
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+
+class History(Callback):
+    """Keras's History: `history.history["loss"]` lists one value per epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.epoch, self.history = [], {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _better(monitor, mode, current, best, min_delta=0.0):
+    if mode == "auto":
+        mode = "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
+    if best is None:
+        return True
+    return current > best + min_delta if mode == "max" else current < best - min_delta
+
+
+class EarlyStopping(Callback):
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto", baseline=None,
+                 restore_best_weights=False, start_from_epoch=0):
+        self.monitor, self.min_delta, self.patience, self.verbose = monitor, abs(min_delta), patience, verbose
+        self.mode, self.baseline, self.restore_best_weights, self.start_from_epoch = mode, baseline, restore_best_weights, start_from_epoch
+
+    def on_train_begin(self, logs=None):
+        self.wait, self.stopped_epoch, self.best, self.best_weights = 0, 0, self.baseline, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if _better(self.monitor, self.mode, current, self.best, self.min_delta):
+            self.best, self.wait = current, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience and epoch > 0:  # Keras's rule
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
+            if self.restore_best_weights and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: early stopping")
+
+
+class TerminateOnNaN(Callback):
+    """Stops training when a batch's loss is NaN or infinite; the weights of the last
+    good step are put back, so the model is never left corrupted."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._previous = [w.value for w in self.model.weights]
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            for w, value in zip(self.model.weights, self._previous):
+                w.value = value
+            print(f"Batch {batch}: invalid loss, terminating training")
+            self.model.stop_training = True
+
+
+class LearningRateScheduler(Callback):
+    def __init__(self, schedule, verbose=0):
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model._training.optimizer
+        lr = float(self.schedule(epoch, opt.current_learning_rate()))
+        opt.learning_rate = lr
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+
+
+class ReduceLROnPlateau(Callback):
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0):
+        if factor >= 1.0:
+            raise ArgumentError(f"Received: factor={factor}. ReduceLROnPlateau needs a factor below 1.")
+        self.monitor, self.factor, self.patience, self.verbose, self.mode = monitor, factor, patience, verbose, mode
+        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+
+    def on_train_begin(self, logs=None):
+        self.wait, self.cooldown_counter, self.best = 0, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if _better(self.monitor, self.mode, current, self.best, self.min_delta):
+            self.best, self.wait = current, 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                opt = self.model._training.optimizer
+                old = opt.current_learning_rate()
+                if old > self.min_lr:
+                    opt.learning_rate = max(old * self.factor, self.min_lr)
+                    if self.verbose:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {opt.learning_rate}.")
+                    self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class CSVLogger(Callback):
+    def __init__(self, filename, separator=",", append=False):
+        self.filename, self.separator, self.append = filename, separator, append
+
+    def on_train_begin(self, logs=None):
+        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._file, ["epoch", *logs], delimiter=self.separator)
+            if not self.append or self._file.tell() == 0:
+                self._writer.writeheader()
+        self._writer.writerow({"epoch": epoch, **logs})
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        self._file.close()
+
+
+class LambdaCallback(Callback):
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None):
+        for name, fn in list(locals().items()):
+            if name.startswith("on_") and fn is not None:
+                setattr(self, name, fn)
+
+
+class ModelCheckpoint(Callback):
+    """Saves the weights (or, with save_weights_only=False, weights too: whole-model
+    saving comes with the saving work) after each epoch, atomically."""
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False, mode="auto"):
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only, self.mode = save_best_only, save_weights_only, mode
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None or not _better(self.monitor, self.mode, current, self.best):
+                return
+            self.best = current
+        self.model.save_weights(path)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: saved weights to {path}")
+
+
+__all__ = [
+    "CSVLogger", "Callback", "EarlyStopping", "History", "LambdaCallback", "LearningRateScheduler",
+    "ModelCheckpoint", "ReduceLROnPlateau", "TerminateOnNaN",
+]

@@ -1,0 +1,54 @@
+"""correct: 1.0 where a prediction is right, else 0.0 (the accuracy metrics' per-sample values)."""
+
+import torch
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import NUMBER
+from kcomp.ir.types import TensorSpec
+
+KINDS = ("categorical", "sparse_categorical", "binary", "top_k", "sparse_top_k")
+
+
+def _infer(inputs, kind, threshold, k):
+    y_true, y_pred = inputs
+    if kind == "binary":
+        if y_true.rank != y_pred.rank:
+            raise ShapeError(f"binary accuracy: targets {format_shape(y_true.shape)} and predictions {format_shape(y_pred.shape)} differ in rank.")
+        return [TensorSpec(y_pred.shape, "float32")]
+    return [TensorSpec(y_pred.shape[:-1], "float32")]
+
+
+def _labels(y_true, y_pred):
+    """Sparse labels (N,) or (N, 1) -> (N,) int64."""
+    if y_true.dim() == y_pred.dim():
+        y_true = y_true.squeeze(-1)
+    return y_true.long()
+
+
+def _correct(y_true, y_pred, kind, threshold, k):
+    if kind == "binary":
+        hit = (y_pred > threshold).to(y_true.dtype) == y_true
+    elif kind == "categorical":
+        hit = y_pred.argmax(-1) == y_true.argmax(-1)
+    elif kind == "sparse_categorical":
+        hit = y_pred.argmax(-1) == _labels(y_true, y_pred)
+    else:
+        labels = y_true.argmax(-1) if kind == "top_k" else _labels(y_true, y_pred)
+        top = torch.topk(y_pred, min(k, y_pred.shape[-1]), dim=-1).indices
+        hit = (top == labels.unsqueeze(-1)).any(-1)
+    return hit.to(torch.float32)
+
+
+OPS = [
+    OpDef(
+        name="correct",
+        doc="1.0 where the prediction is right: argmax match (categorical, sparse), y_pred > threshold "
+        "matching y_true (binary), or the label among the k highest scores (top_k).",
+        num_inputs=(2, 2),
+        attrs={"kind": attr(str, choices=KINDS), "threshold": attr(NUMBER, 0.5), "k": attr(int, 5)},
+        infer=_infer,
+        reference=_correct,
+        traits={"reduction"},
+    ),
+]

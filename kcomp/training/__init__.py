@@ -1,0 +1,1 @@
+"""Training: the step graphs and Keras's fit / evaluate loop."""

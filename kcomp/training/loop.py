@@ -1,0 +1,277 @@
+"""fit / evaluate / train_on_batch: Keras's training loop around the compiled step graphs.
+
+Losses and metrics are added up on the device; a number is read back only
+when a progress line or the epoch's logs show it.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kcomp import backend, losses as losses_module, metrics as metrics_module, optimizers
+from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
+from kcomp.runtime.reference import run_reference
+from kcomp.training.step import build_test_step, build_train_step
+from kcomp.utils.progbar import Progbar
+
+
+@dataclass
+class Compiled:
+    optimizer: object
+    losses: list  # one Loss (or None) per model output
+    loss_weights: list[float]
+    metrics: list[list]  # per output
+    steps: dict = field(default_factory=dict)  # (kind, target specs) -> Step
+
+
+def _per_output(value, n: int, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ArgumentError(f"Received {len(value)} {what} for a model with {n} outputs; give one per output.")
+        return list(value)
+    return [value] * n
+
+
+def compile_settings(model, optimizer, loss, loss_weights, metrics) -> Compiled:
+    n = len(model.outputs)
+    loss_list = [None if l is None else losses_module.get(l) for l in _per_output(loss, n, "losses")]
+    weights = [1.0] * n if loss_weights is None else [float(w) for w in _per_output(loss_weights, n, "loss weights")]
+    if metrics is None:
+        metric_lists = [[] for _ in range(n)]
+    elif isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
+        metric_lists = _per_output(list(metrics), n, "metric lists")
+    else:
+        metric_lists = [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] for _ in range(n)]
+    resolved = [
+        [metrics_module.get(m, loss_list[i], model.outputs[i].shape) for m in ms] for i, ms in enumerate(metric_lists)
+    ]
+    return Compiled(optimizers.get(optimizer), loss_list, weights, resolved)
+
+
+# -- data -------------------------------------------------------------------------
+def _as_tensors(data, count: int, what: str) -> list[torch.Tensor]:
+    if isinstance(data, dict):
+        raise ArgumentError(f"{what} given as a dict: pass a list in the model's {what} order.")
+    items = list(data) if isinstance(data, (list, tuple)) and count > 1 else [data]
+    if len(items) != count:
+        raise ArgumentError(f"The model has {count} {what}, received {len(items)} arrays.")
+    tensors = []
+    for item in items:
+        t = item if isinstance(item, torch.Tensor) else torch.as_tensor(np.asarray(item))
+        if t.dtype == torch.float64:
+            t = t.float()
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise KcompError(f"The {what} hold NaN or infinite values; clean the data before training.")
+        tensors.append(t)
+    return tensors
+
+
+def _check_lengths(*groups) -> int:
+    lengths = {len(t) for group in groups for t in group}
+    if len(lengths) != 1:
+        raise ShapeError(f"x and y must have the same number of samples, received lengths {sorted(lengths)}.")
+    return lengths.pop()
+
+
+def _target_specs(ys) -> tuple:
+    return tuple((tuple(y.shape[1:]), str(y.dtype).replace("torch.", "")) for y in ys)
+
+
+def _step(model, compiled: Compiled, kind: str, ys) -> object:
+    specs = _target_specs(ys)
+    key = (kind, specs)
+    if key not in compiled.steps:
+        build = build_train_step if kind == "train" else build_test_step
+        try:
+            compiled.steps[key] = build(model, compiled, specs)
+        except ShapeError as e:
+            outs = ", ".join(format_shape(t.shape) for t in model.outputs)
+            targets = ", ".join(format_shape((None, *s)) for s, _ in specs)
+            names = ", ".join(l.name for l in compiled.losses if l is not None)
+            raise ShapeError(f"Targets of shape {targets} do not fit the loss {names} for outputs of shape {outs}: {e}") from None
+    return compiled.steps[key]
+
+
+def _params(model, compiled: Compiled) -> dict:
+    params = model.params()
+    for path, slots in compiled.optimizer.slots.items():
+        params.update({f"optimizer/{path}/{j}": s for j, s in enumerate(slots)})
+    return params
+
+
+def _apply_updates(step, outputs, compiled: Compiled) -> None:
+    for (kind, target), value in zip(step.updates, outputs):
+        if kind == "slot":
+            var, j = target
+            compiled.optimizer.slots[var.path][j] = value
+        else:
+            target.value = value
+
+
+class _Accumulator:
+    """Running sums of the loss and the metrics, kept as device tensors."""
+
+    def __init__(self, names):
+        self.names = names
+        self.reset()
+
+    def reset(self):
+        self.loss_total, self.samples = None, 0
+        self.metric_totals = [None] * len(self.names)
+        self.metric_counts = [0] * len(self.names)
+
+    def add(self, loss, metric_values, n):
+        weighted = loss.detach() * n
+        self.loss_total = weighted if self.loss_total is None else self.loss_total + weighted
+        self.samples += n
+        for i, v in enumerate(metric_values):
+            s = v.detach().float().sum()
+            self.metric_totals[i] = s if self.metric_totals[i] is None else self.metric_totals[i] + s
+            self.metric_counts[i] += v.numel()
+
+    def logs(self, prefix="") -> dict:
+        out = {f"{prefix}loss": float(self.loss_total) / self.samples if self.samples else float("nan")}
+        for name, total, count in zip(self.names, self.metric_totals, self.metric_counts):
+            out[f"{prefix}{name}"] = float(total) / count if count else float("nan")
+        return out
+
+
+def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None):
+    """One step on one batch; returns the step's outputs (loss first)."""
+    step = _step(model, compiled, kind, ys)
+    opt = compiled.optimizer
+    if kind == "train":
+        opt.iterations += 1
+    lr = torch.tensor(opt.current_learning_rate(), dtype=torch.float32)
+    count = torch.tensor(float(opt.iterations), dtype=torch.float32)
+    outs = run_reference(step.graph, [*xs, *ys, sw, lr, count], _params(model, compiled))
+    n_metrics = len(step.metric_names)
+    if accumulator is not None:
+        accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw))
+    if kind == "train":
+        _apply_updates(step, outs[1 + n_metrics :], compiled)
+    return outs
+
+
+def _batches(n, batch_size, shuffle, steps=None):
+    order = torch.randperm(n, generator=backend.generator(None)) if shuffle else torch.arange(n)
+    starts = list(range(0, n, batch_size))
+    if steps is not None:
+        starts = starts[:steps]
+    return [order[s : s + batch_size] for s in starts]
+
+
+def _sample_weights(n, sample_weight, class_weight, ys):
+    w = torch.ones(n, dtype=torch.float32) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
+    if w.shape != (n,):
+        raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); received {tuple(w.shape)}.")
+    if class_weight:
+        y = ys[0]
+        labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else y.reshape(n).round().long()
+        w = w * torch.tensor([float(class_weight.get(int(c), 1.0)) for c in labels])
+    return w
+
+
+def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+        validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+        steps_per_epoch=None, validation_batch_size=None):
+    from kcomp.callbacks import CallbackList, History
+
+    compiled = _require_compiled(model)
+    batch_size = _batch_size(batch_size)
+    xs = _as_tensors(x, len(model.inputs), "inputs")
+    ys = _as_tensors(y, len(model.outputs), "targets")
+    n = _check_lengths(xs, ys)
+    sw = _sample_weights(n, sample_weight, class_weight, ys)
+    if validation_data is None and validation_split:
+        if not 0 < validation_split < 1:
+            raise ArgumentError(f"Received: validation_split={validation_split}. Expected a number in (0, 1).")
+        split = n - int(math.floor(n * validation_split))  # Keras: the last samples, before shuffling
+        validation_data = ([t[split:] for t in xs], [t[split:] for t in ys])
+        xs, ys, sw, n = [t[:split] for t in xs], [t[:split] for t in ys], sw[:split], split
+    elif validation_data is not None:
+        vx, vy = validation_data[0], validation_data[1]
+        validation_data = (_as_tensors(vx, len(model.inputs), "inputs"), _as_tensors(vy, len(model.outputs), "targets"))
+    history = History()
+    callback_list = CallbackList([*(callbacks or []), history], model)
+    acc = _Accumulator(_step(model, compiled, "train", ys).metric_names)
+    model.stop_training = False
+    callback_list.call("on_train_begin")
+    steps = len(_batches(n, batch_size, False, steps_per_epoch))
+    for epoch in range(initial_epoch, epochs):
+        acc.reset()
+        callback_list.call("on_epoch_begin", epoch)
+        bar = Progbar(steps, verbose=_verbose(verbose))
+        if bar.verbose:
+            print(f"Epoch {epoch + 1}/{epochs}")
+        for i, idx in enumerate(_batches(n, batch_size, shuffle, steps_per_epoch)):
+            callback_list.call("on_train_batch_begin", i)
+            outs = run_batch(model, compiled, "train", [t[idx] for t in xs], [t[idx] for t in ys], sw[idx], acc)
+            callback_list.call("on_train_batch_end", i, {"loss": outs[0]})
+            bar.update(i + 1, acc.logs, finalize=False)
+            if model.stop_training:
+                break
+        logs = acc.logs()
+        if validation_data is not None:
+            logs.update(evaluate(model, validation_data[0], validation_data[1],
+                                 batch_size=validation_batch_size or batch_size, verbose=0, return_dict=True, _prefix="val_"))
+        bar.update(steps, lambda: logs, finalize=True)
+        callback_list.call("on_epoch_end", epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.call("on_train_end")
+    return history
+
+
+def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+             return_dict=False, _prefix=""):
+    compiled = _require_compiled(model)
+    batch_size = _batch_size(batch_size)
+    xs = x if _prefix else _as_tensors(x, len(model.inputs), "inputs")
+    ys = y if _prefix else _as_tensors(y, len(model.outputs), "targets")
+    n = _check_lengths(xs, ys)
+    sw = _sample_weights(n, sample_weight, None, ys)
+    step = _step(model, compiled, "test", ys)
+    acc = _Accumulator(step.metric_names)
+    batches = _batches(n, batch_size, False, steps)
+    bar = Progbar(len(batches), verbose=_verbose(verbose))
+    with torch.inference_mode():
+        for i, idx in enumerate(batches):
+            run_batch(model, compiled, "test", [t[idx] for t in xs], [t[idx] for t in ys], sw[idx], acc)
+            bar.update(i + 1, acc.logs)
+    logs = acc.logs(_prefix)
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
+
+
+def _require_compiled(model) -> Compiled:
+    compiled = getattr(model, "_training", None)
+    if compiled is None or not any(l is not None for l in compiled.losses):
+        raise KcompError("Call model.compile(optimizer=..., loss=...) before fit or evaluate.")
+    return compiled
+
+
+def _batch_size(batch_size) -> int:
+    batch_size = 32 if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ArgumentError(f"Received: batch_size={batch_size!r}. Expected a positive integer.")
+    return int(batch_size)
+
+
+def _verbose(verbose) -> int:
+    return 0 if verbose == 0 else 1
+
+
+def on_batch(model, kind, x, y, sample_weight=None) -> dict:
+    """train_on_batch / test_on_batch: one step on exactly this data."""
+    compiled = _require_compiled(model)
+    xs = _as_tensors(x, len(model.inputs), "inputs")
+    ys = _as_tensors(y, len(model.outputs), "targets")
+    n = _check_lengths(xs, ys)
+    acc = _Accumulator(_step(model, compiled, kind, ys).metric_names)
+    run_batch(model, compiled, kind, xs, ys, _sample_weights(n, sample_weight, None, ys), acc)
+    return acc.logs()

@@ -1,0 +1,149 @@
+"""The training step as ONE graph: forward, loss, backward, optimizer update, metrics.
+
+Inputs, in order: the model's inputs, one target per output, the per-sample
+weights, the learning rate and the step count. Parameters: the model's
+weights and the optimizer's slots (named optimizer/<weight>/<j>). Outputs:
+the loss, each metric's per-sample values, then the new values of every
+updated weight, slot and moving statistic. The evaluation step is the same
+without gradients and updates (forward in inference mode).
+"""
+
+from dataclasses import dataclass, field
+
+from kcomp import ops
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.graph import Graph, Value
+from kcomp.ir.types import BATCH
+from kcomp.ir.verify import verify
+from kcomp.passes.autodiff import gradients
+
+
+@dataclass
+class Step:
+    graph: Graph
+    metric_names: list[str]
+    # What each output after the loss and the metrics is the new value of:
+    # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable)
+    updates: list[tuple] = field(default_factory=list)
+
+
+def _target_input(b: GraphBuilder, spec, index: int) -> Value:
+    shape, dtype = spec
+    return b.input((BATCH, *shape), dtype, f"target_{index}")
+
+
+def _weighted(values: Value, sample_weight: Value):
+    """Per-sample weights (N,) against losses (N, ...): weights broadcast over the trailing axes."""
+    if values.rank > 1:
+        sample_weight = ops.reshape(sample_weight, (BATCH,) + (1,) * (values.rank - 1))
+    return sample_weight
+
+
+def _total_loss(model, compiled, outputs, targets, sample_weight):
+    total = None
+    for i, (loss, weight, out, y) in enumerate(zip(compiled.losses, compiled.loss_weights, outputs, targets)):
+        if loss is None:
+            continue
+        values = loss.call(y, out)
+        if values.shape[0] != BATCH:
+            raise ShapeError(f"loss {loss.name} for output {i} returned shape {format_shape(values.shape)}; expected one value per sample")
+        values = ops.multiply(values, _weighted(values, sample_weight))
+        value = ops.mean(values) if loss.reduction == "sum_over_batch_size" else ops.sum(values)
+        if weight != 1.0:
+            value = ops.multiply(value, float(weight))
+        total = value if total is None else ops.add(total, value)
+    return total
+
+
+def _regularization(b: GraphBuilder, variables) -> Value | None:
+    penalty = None
+    for var in variables:
+        reg = var.regularizer
+        if reg is None or not (reg.l1 or reg.l2):
+            continue
+        w = ops._as_value(var, b)
+        term = None
+        if reg.l1:
+            term = ops.multiply(ops.sum(ops.abs(w)), reg.l1)
+        if reg.l2:
+            l2 = ops.multiply(ops.sum(ops.square(w)), reg.l2)
+            term = l2 if term is None else ops.add(term, l2)
+        penalty = term if penalty is None else ops.add(penalty, term)
+    return penalty
+
+
+def _metric_values(compiled, outputs, targets) -> tuple[list[Value], list[str]]:
+    values, names = [], []
+    for i, (metrics, out, y) in enumerate(zip(compiled.metrics, outputs, targets)):
+        for metric in metrics:
+            values.append(metric.values(y, out))
+            names.append(metric.name if len(outputs) == 1 else f"output_{i}_{metric.name}")
+    return values, names
+
+
+def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Value], list]:
+    """BatchNormalization in training: moving = moving * momentum + batch * (1 - momentum)."""
+    news, updates = [], []
+    variables = {v.id: var for var, v in b._param_by_key.items() if hasattr(var, "path")}
+    for node in forward_nodes:
+        if node.op != "batch_norm_train":
+            continue
+        momentum = model.get_layer(node.origin).momentum
+        for moving, batch in ((node.inputs[1], node.outputs[1]), (node.inputs[2], node.outputs[2])):
+            kept = ops.multiply(moving, float(momentum))
+            news.append(ops.add(kept, ops.multiply(batch, 1.0 - float(momentum))))
+            updates.append(("moving", variables[moving.id]))
+    return news, updates
+
+
+def build_train_step(model, compiled, target_specs) -> Step:
+    b = GraphBuilder(f"{model.name}_train_step")
+    outputs = model.trace_into(b, training=True)
+    forward_nodes = list(b.nodes)
+    with ops.tracing(b), b.scope("loss"):
+        targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
+        sample_weight = b.input((BATCH,), "float32", "sample_weight")
+        lr = b.input((), "float32", "learning_rate")
+        step = b.input((), "float32", "step")
+        total = _total_loss(model, compiled, outputs, targets, sample_weight)
+        penalty = _regularization(b, model.trainable_weights)
+        if penalty is not None:
+            total = ops.add(total, penalty)
+        metric_values, metric_names = _metric_values(compiled, outputs, targets)
+        moving, moving_updates = _moving_statistics(model, b, forward_nodes)
+    trainable = [(var, v) for var, v in b._param_by_key.items() if hasattr(var, "path") and v.id not in b.frozen_params]
+    grads = gradients(b, total, [v for _, v in trainable])
+    trainable = [(var, v, g) for (var, v), g in zip(trainable, grads) if g is not None]
+    optimizer = compiled.optimizer
+    optimizer.build([var for var, _, _ in trainable])
+    with b.scope("optimizer"):
+        clipped = optimizer.clip(b, [g for _, _, g in trainable])
+        slots = [
+            [b.param(("slot", var.path, j), var.shape, var.dtype, f"optimizer/{var.path}/{j}", trainable=False)
+             for j in range(optimizer.slots_per_param)]
+            for var, _, _ in trainable
+        ]
+        new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step)
+    updates = [("weight", var) for var, _, _ in trainable]
+    updates += [("slot", (var, j)) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
+    updates += moving_updates
+    flat_slots = [s for per in new_slots for s in per]
+    graph = verify(b.finish([total, *metric_values, *new_params, *flat_slots, *moving]))
+    return Step(graph, metric_names, updates)
+
+
+def build_test_step(model, compiled, target_specs) -> Step:
+    b = GraphBuilder(f"{model.name}_test_step")
+    outputs = model.trace_into(b, training=False)
+    with ops.tracing(b), b.scope("loss"):
+        targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
+        sample_weight = b.input((BATCH,), "float32", "sample_weight")
+        b.input((), "float32", "learning_rate")  # unused: the same inputs as the training step
+        b.input((), "float32", "step")
+        total = _total_loss(model, compiled, outputs, targets, sample_weight)
+        penalty = _regularization(b, model.trainable_weights)
+        if penalty is not None:
+            total = ops.add(total, penalty)
+        metric_values, metric_names = _metric_values(compiled, outputs, targets)
+    return Step(verify(b.finish([total, *metric_values])), metric_names)

@@ -1,0 +1,210 @@
+"""compile / fit / evaluate / predict as a Keras user runs them, on the reference executor."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp import callbacks, optimizers
+from kcomp.errors import KcompError, ShapeError
+from kcomp.layers import BatchNormalization, Dense, Input
+from kcomp.models import Sequential
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype("float32")
+    idx = np.random.default_rng(0).permutation(len(x))
+    return x[idx], d.target[idx]
+
+
+def test_the_seed_document_runs_with_kcomp():
+    # The seed's code, `keras` replaced by `kcomp`, on random data of the same shapes.
+    from kcomp.layers import Dense
+    from kcomp.models import Sequential
+
+    rng = np.random.default_rng(0)
+    X_train, X_test = rng.random((256, 100), dtype=np.float32), rng.random((64, 100), dtype=np.float32)
+    y_train = kcomp.utils.to_categorical(rng.integers(0, 10, 256), 10)
+    y_test = kcomp.utils.to_categorical(rng.integers(0, 10, 64), 10)
+
+    model = Sequential()
+    model.add(Dense(units=64, activation="relu", input_dim=100))
+    model.add(Dense(units=10, activation="softmax"))
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(X_train, y_train, epochs=2, batch_size=32, verbose=0)
+    loss, accuracy = model.evaluate(X_test, y_test, verbose=0)
+    predictions = model.predict(X_test, verbose=0)
+    assert sorted(history.history) == ["accuracy", "loss"] and len(history.history["loss"]) == 2
+    assert math.isfinite(loss) and 0 <= accuracy <= 1 and predictions.shape == (64, 10)
+
+
+def test_mlp_on_digits_reaches_95_percent():
+    x, labels = digits()
+    y = kcomp.utils.to_categorical(labels, 10)
+    model = Sequential([Input(shape=(64,)), Dense(64, activation="relu"), Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x[:1400], y[:1400], epochs=20, batch_size=32, validation_split=0.2, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    loss, accuracy = model.evaluate(x[1400:], y[1400:], verbose=0)
+    assert accuracy >= 0.95, accuracy
+
+
+def test_one_step_equals_torch_autograd_and_keras_sgd():
+    model = Sequential([Input(shape=(5,)), Dense(4, activation="tanh"), Dense(3)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="mse")
+    x = np.random.default_rng(1).normal(size=(6, 5)).astype("float32")
+    y = np.random.default_rng(2).normal(size=(6, 3)).astype("float32")
+    ws = [torch.tensor(w, requires_grad=True) for w in model.get_weights()]
+    out = torch.tanh(torch.from_numpy(x) @ ws[0] + ws[1]) @ ws[2] + ws[3]
+    loss = ((out - torch.from_numpy(y)) ** 2).mean()
+    loss.backward()
+    want = [(w - 0.1 * w.grad).detach().numpy() for w in ws]
+    got_loss = model.train_on_batch(x, y)
+    assert math.isclose(got_loss, loss.item(), rel_tol=1e-5)
+    for g, w in zip(model.get_weights(), want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_moving_statistics_follow_keras_momentum():
+    model = Sequential([Input(shape=(3,)), BatchNormalization(momentum=0.9)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.random.default_rng(3).normal(size=(8, 3)).astype("float32") * 2 + 1
+    model.train_on_batch(x, np.zeros((8, 3), "float32"))
+    _, _, mean, var = model.layers[0].get_weights()
+    np.testing.assert_allclose(mean, 0.1 * x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(var, 0.9 + 0.1 * x.var(0), rtol=1e-5)
+
+
+def test_validation_split_takes_the_last_samples_before_shuffling():
+    seen = []
+
+    class Record(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(logs)
+
+    x = np.arange(10, dtype="float32").reshape(10, 1)
+    model = Sequential([Input(shape=(1,)), Dense(1, kernel_initializer="ones", use_bias=False)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=1e-9), loss="mae")
+    model.fit(x, np.zeros_like(x), validation_split=0.3, epochs=1, verbose=0, callbacks=[Record()])
+    assert math.isclose(seen[0]["val_loss"], 8.0, rel_tol=1e-4)  # mean of 7, 8, 9
+
+
+def test_early_stopping_restores_the_best_weights():
+    x = np.random.default_rng(4).normal(size=(32, 4)).astype("float32")
+    model = Sequential([Input(shape=(4,)), Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.05), loss="mse")
+    stop = callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True, mode="max")  # "max" stops at once
+    history = model.fit(x, x[:, :1], epochs=10, verbose=0, callbacks=[stop])
+    assert len(history.history["loss"]) == 2 and model.stop_training
+
+
+def test_terminate_on_nan_keeps_the_last_good_weights():
+    x = np.random.default_rng(5).normal(size=(64, 4)).astype("float32") * 1e3
+    model = Sequential([Input(shape=(4,)), Dense(4), Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=1e3), loss="mse")
+    history = model.fit(x, x[:, :1] * 1e3, batch_size=8, epochs=5, verbose=0, callbacks=[callbacks.TerminateOnNaN()])
+    assert model.stop_training
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert len(history.history.get("loss", [])) <= 1
+
+
+def test_checkpoint_and_weights_round_trip(tmp_path):
+    x = np.random.default_rng(6).normal(size=(16, 4)).astype("float32")
+    model = Sequential([Input(shape=(4,)), Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / "best.weights.npz"
+    model.fit(x, x[:, :2], epochs=2, verbose=0, callbacks=[callbacks.ModelCheckpoint(path, monitor="loss", save_best_only=True)])
+    saved = model.get_weights()
+    model.set_weights([w * 0 for w in saved])
+    model.load_weights(path)
+    for a, b in zip(model.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    model = Sequential([Input(shape=(4,)), Dense(2)])
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    before = model.get_weights()
+    model.set_weights([w + 1 for w in before])
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_weights(path)
+    monkeypatch.undo()
+    model.load_weights(path)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda m, x: m.fit(x, np.zeros((9, 3), "float32"), verbose=0), ShapeError, "same number of samples"),
+        (lambda m, x: m.fit(np.full_like(x, np.nan), np.zeros((8, 3), "float32"), verbose=0), KcompError, "NaN"),
+        (lambda m, x: m.fit(x, np.zeros((8, 5), "float32"), verbose=0), ShapeError, "do not fit the loss"),
+    ],
+)
+def test_bad_training_data_is_refused_before_a_step(make, error, message):
+    model = Sequential([Input(shape=(4,)), Dense(3)])
+    model.compile(optimizer="sgd", loss="mse")
+    before = model.get_weights()
+    with pytest.raises(error, match=message):
+        make(model, np.ones((8, 4), "float32"))
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"optimizer": "adma", "loss": "mse"}, "Did you mean 'adam'"),
+    ({"optimizer": "sgd", "loss": "mean_squared_eror"}, "Did you mean 'mean_squared_error'"),
+    ({"optimizer": "sgd", "loss": "mse", "metrics": ["acuracy"]}, "Did you mean 'accuracy'"),
+])
+def test_unknown_names_suggest_the_nearest(kwargs, message):
+    model = Sequential([Input(shape=(4,)), Dense(3)])
+    with pytest.raises(KcompError, match=message):
+        model.compile(**kwargs)
+
+
+def test_fit_before_compile_says_so():
+    model = Sequential([Input(shape=(4,)), Dense(3)])
+    with pytest.raises(KcompError, match="compile"):
+        model.fit(np.ones((2, 4)), np.ones((2, 3)), verbose=0)
+
+
+def test_custom_loss_function_and_sparse_labels():
+    from kcomp import ops
+
+    def my_loss(y_true, y_pred):  # the seed's "custom loss functions"
+        return ops.mean(ops.abs(ops.subtract(y_true, y_pred)), axis=-1)
+
+    x = np.random.default_rng(7).normal(size=(16, 4)).astype("float32")
+    model = Sequential([Input(shape=(4,)), Dense(2)])
+    model.compile(optimizer="adam", loss=my_loss)
+    first = model.evaluate(x, x[:, :2], verbose=0)
+    model.fit(x, x[:, :2], epochs=5, verbose=0)
+    assert model.evaluate(x, x[:, :2], verbose=0) < first
+
+    clf = Sequential([Input(shape=(4,)), Dense(3, activation="softmax")])
+    clf.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    logs = clf.fit(x, np.arange(16) % 3, epochs=1, verbose=0).history
+    assert set(logs) == {"loss", "accuracy"}
+
+
+def test_progress_bar_shows_loss_and_metrics(capsys):
+    x = np.random.default_rng(8).normal(size=(40, 4)).astype("float32")
+    model = Sequential([Input(shape=(4,)), Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, (x[:, :1] > 0).astype("float32"), epochs=1, batch_size=16, verbose=1)
+    out = capsys.readouterr().out
+    assert "Epoch 1/1" in out and "3/3" in out and "loss:" in out and "accuracy:" in out
