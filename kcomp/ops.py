@@ -181,7 +181,10 @@ def embedding(ids, table):
 
 
 def dropout(x, rate, seed=0, training=False):
-    return emit("dropout", x, rate=float(rate), seed=seed, training=training)
+    # Inside a training step the builder carries the step count: each step then draws a new mask.
+    step = getattr(current_builder(), "rng_step", None) if training and isinstance(x, Value) else None
+    inputs = (x,) if step is None else (x, step)
+    return emit("dropout", *inputs, rate=float(rate), seed=seed, training=training)
 
 
 # Math for losses and metrics ----------------------------------------------------

@@ -208,3 +208,44 @@ def test_progress_bar_shows_loss_and_metrics(capsys):
     model.fit(x, (x[:, :1] > 0).astype("float32"), epochs=1, batch_size=16, verbose=1)
     out = capsys.readouterr().out
     assert "Epoch 1/1" in out and "3/3" in out and "loss:" in out and "accuracy:" in out
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_compiled_training_step_under_the_interpreter_equals_the_reference_step(kind):
+    from kcomp.layers import Conv2D, Flatten, MaxPooling2D
+
+    def make():
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(11)
+        if kind == "mlp":
+            layers = [Input(shape=(23,)), Dense(19, activation="relu"), BatchNormalization(), Dense(5, activation="softmax")]
+        else:
+            layers = [Input(shape=(9, 11, 3)), Conv2D(5, 3, padding="same", activation="relu"), MaxPooling2D(),
+                      Flatten(), Dense(5, activation="softmax")]
+        return Sequential(layers)
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(13, 23) if kind == "mlp" else (13, 9, 11, 3)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 5, 13), 5)
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        model = make()
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)]
+        results.append((logs, model.get_weights()))
+    (ref_logs, ref_w), (tri_logs, tri_w) = results
+    for a, b in zip(ref_logs, tri_logs):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4) and a["accuracy"] == b["accuracy"]
+    for a, b in zip(ref_w, tri_w):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_draws_a_new_mask_every_training_step():
+    from kcomp.layers import Dropout
+
+    model = Sequential([Input(shape=(200,)), Dropout(0.5, seed=1), Dense(1, kernel_initializer="ones", use_bias=False)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="mse")  # lr 0: the loss shows the mask alone
+    x = np.ones((4, 200), "float32")
+    losses = [model.train_on_batch(x, np.zeros((4, 1), "float32")) for _ in range(3)]
+    assert len(set(losses)) == 3  # three different masks
+    np.testing.assert_allclose(model.predict(x, verbose=0), 200.0)  # and inference is the identity

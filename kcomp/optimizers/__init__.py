@@ -31,7 +31,9 @@ class Optimizer:
         if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ArgumentError("Give at most one of clipnorm, clipvalue and global_clipnorm (Keras allows one).")
         if not isinstance(learning_rate, LearningRateSchedule):
-            learning_rate = _positive("learning_rate", learning_rate)
+            if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or learning_rate < 0:
+                raise ArgumentError(f"Received: learning_rate={learning_rate!r}. Expected a number >= 0 or a schedule.")
+            learning_rate = float(learning_rate)
         self.learning_rate = learning_rate
         self.clipnorm = _positive("clipnorm", clipnorm, allow_none=True)
         self.clipvalue = _positive("clipvalue", clipvalue, allow_none=True)

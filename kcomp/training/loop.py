@@ -146,13 +146,27 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None):
         opt.iterations += 1
     lr = torch.tensor(opt.current_learning_rate(), dtype=torch.float32)
     count = torch.tensor(float(opt.iterations), dtype=torch.float32)
-    outs = run_reference(step.graph, [*xs, *ys, sw, lr, count], _params(model, compiled))
+    outs = _runner(model, step)([*xs, *ys, sw, lr, count], _params(model, compiled))
     n_metrics = len(step.metric_names)
     if accumulator is not None:
         accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw))
     if kind == "train":
         _apply_updates(step, outs[1 + n_metrics :], compiled)
     return outs
+
+
+def _runner(model, step):
+    """How a step graph runs: op by op on torch (reference), or as the fused plan of
+    generated kernels (the triton backends), built once per step graph."""
+    if model.backend == "reference":
+        return lambda inputs, params: run_reference(step.graph, inputs, params)
+    if step.plan is None:
+        from kcomp.passes import run_pipeline
+        from kcomp.runtime.plan import Plan
+
+        fused, _ = run_pipeline(step.graph)
+        step.plan = Plan(fused, model._precision)
+    return step.plan.run
 
 
 def _batches(n, batch_size, shuffle, steps=None):

@@ -26,6 +26,7 @@ class Step:
     # What each output after the loss and the metrics is the new value of:
     # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable)
     updates: list[tuple] = field(default_factory=list)
+    plan: object = None  # the fused plan, when a triton backend runs the step
 
 
 def _target_input(b: GraphBuilder, spec, index: int) -> Value:
@@ -99,13 +100,16 @@ def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Valu
 
 def build_train_step(model, compiled, target_specs) -> Step:
     b = GraphBuilder(f"{model.name}_train_step")
+    step = b.input((), "float32", "step")
+    b.rng_step = step  # dropout draws its mask from (seed, step): a new mask every step
     outputs = model.trace_into(b, training=True)
     forward_nodes = list(b.nodes)
     with ops.tracing(b), b.scope("loss"):
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         lr = b.input((), "float32", "learning_rate")
-        step = b.input((), "float32", "step")
+        b.inputs.remove(step)
+        b.inputs.append(step)  # the step is the last input, as in the test step
         total = _total_loss(model, compiled, outputs, targets, sample_weight)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:

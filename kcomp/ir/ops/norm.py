@@ -228,13 +228,17 @@ def _dropout_infer(inputs, rate, seed, training):
     if not 0.0 <= rate < 1.0:
         raise ShapeError(f"Received: rate={rate}. Expected 0 <= rate < 1.")
     require_float(inputs[0], "dropout")
+    if len(inputs) == 2 and inputs[1].shape != ():
+        raise ShapeError(f"dropout: the step input must be a scalar, received shape {inputs[1].shape}.")
     return [inputs[0]]
 
 
-def _dropout(x, rate, seed, training):
+def _dropout(x, *step, rate, seed, training):
     if not training or rate == 0.0:
         return x
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    # A training step passes its step count, so each step draws a new mask (as Keras's seed generator does).
+    offset = int(step[0]) * 1_000_003 if step else 0
+    gen = torch.Generator(device=x.device).manual_seed((seed + offset) % (2**63))
     keep = torch.rand(x.shape, generator=gen, device=x.device, dtype=torch.float32) >= rate
     return x * keep.to(x.dtype) / (1.0 - rate)  # inverted dropout, as Keras
 
@@ -244,8 +248,8 @@ def _dropout_vjp(b, node, grads):
     (dy,) = grads
     a = node.attrs
     if not a["training"] or a["rate"] == 0.0:
-        return [dy]
-    return [b.emit1("dropout", [dy], **a)]
+        return [dy] + [None] * (len(node.inputs) - 1)
+    return [b.emit1("dropout", [dy, *node.inputs[1:]], **a)] + [None] * (len(node.inputs) - 1)
 
 
 BN_ATTRS = {
@@ -296,8 +300,9 @@ OPS = [
     OpDef(
         name="dropout",
         doc="Inverted dropout: in training, zero each element with probability `rate` and scale "
-        "the rest by 1/(1-rate), the mask drawn from `seed`; identity otherwise.",
-        num_inputs=(1, 1),
+        "the rest by 1/(1-rate), the mask drawn from `seed` (and the optional step input, so each "
+        "training step draws anew); identity otherwise.",
+        num_inputs=(1, 2),
         attrs={"rate": attr(NUMBER), "seed": attr(int, 0), "training": attr(bool, False)},
         infer=_dropout_infer,
         reference=_dropout,
