@@ -50,6 +50,26 @@ def make_parser() -> argparse.ArgumentParser:
     summary = verbs.add_parser("summary", help="print a Keras-style summary table", description="Print Keras's model.summary() table.")
     _add_model_args(summary)
 
+    fit = verbs.add_parser(
+        "fit", help="train a model on an .npz file with the .k file's compile section",
+        description="Train with the optimizer, loss and metrics of the model's compile section; data is an .npz "
+        "with arrays x and y (x0, x1, ... / y0, y1, ... for several inputs/outputs).",
+    )
+    _add_model_args(fit)
+    fit.add_argument("--data", required=True, metavar="FILE.npz", help="training data")
+    fit.add_argument("--epochs", type=int, default=1)
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--validation-split", type=float, default=0.0)
+    fit.add_argument("--save-weights", metavar="PATH", help="write the trained weights here (.npz)")
+    fit.add_argument("--weights", metavar="PATH", help="start from these weights")
+
+    evaluate = verbs.add_parser("evaluate", help="loss and metrics of a model on an .npz file",
+                                description="Evaluate with the compile section's loss and metrics.")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--data", required=True, metavar="FILE.npz", help="evaluation data")
+    evaluate.add_argument("--weights", metavar="PATH", help="weights to load first (.npz from kcomp fit)")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+
     check = verbs.add_parser("check", help="parse and shape-check only", description="Parse and shape-check every model in the file; prints nothing else on success.")
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     check.add_argument("file", help="a .k model file or a Python model file")
@@ -136,7 +156,48 @@ def cmd_check(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check}
+def _compiled_model(args):
+    """The model, compiled from its .k compile section (a Python file's model may compile itself)."""
+    from kcomp.utils.data import load_arrays
+
+    model = _load(args)
+    if not Path(args.data).is_file():
+        raise UsageError(f"no such file: {args.data}")
+    settings = getattr(getattr(model, "compile_config", None), "settings", None)
+    if settings:
+        if "loss" not in settings:
+            raise KcompError(f"the compile section of {model.name} names no loss; add e.g. `loss = mse`.")
+        model.compile(optimizer=settings.get("optimizer", "rmsprop"), loss=settings["loss"],
+                      metrics=settings.get("metrics"), loss_weights=settings.get("loss_weights"), backend="reference")
+    elif getattr(model, "_training", None) is None:
+        raise KcompError(f"{args.file} gives {model.name} no compile section; add `compile {{ optimizer = adam loss = ... }}`.")
+    if getattr(args, "weights", None):
+        model.load_weights(args.weights)
+    x, y = load_arrays(args.data, len(model.inputs), len(model.outputs))
+    return model, x, y
+
+
+def cmd_fit(args) -> int:
+    if args.epochs <= 0 or args.batch_size <= 0 or not 0 <= args.validation_split < 1:
+        raise UsageError("--epochs and --batch-size must be positive and --validation-split in [0, 1)")
+    model, x, y = _compiled_model(args)
+    model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split)
+    if args.save_weights:
+        model.save_weights(args.save_weights)
+        print(f"saved weights to {args.save_weights}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    if args.batch_size <= 0:
+        raise UsageError("--batch-size must be positive")
+    model, x, y = _compiled_model(args)
+    logs = model.evaluate(x, y, batch_size=args.batch_size, return_dict=True, verbose=0)
+    print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check, "fit": cmd_fit, "evaluate": cmd_evaluate}
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ def kcomp(*args, cwd=None, env=None):
     )
 
 
-@pytest.mark.parametrize("verb", ["build", "summary", "check"])
+@pytest.mark.parametrize("verb", ["build", "summary", "check", "fit", "evaluate"])
 def test_every_verb_has_help(verb):
     result = kcomp(verb, "--help")
     assert result.returncode == 0 and f"usage: kcomp {verb}" in result.stdout
@@ -167,3 +167,28 @@ def test_several_processes_building_the_same_model_share_the_cache(tmp_path):
          "-o", str(tmp_path / "out9"), "--batch", "32"], env=env, capture_output=True, text=True, timeout=300,
     )
     assert json.loads((tmp_path / "out9" / "report.json").read_text())["aot"]["cache_hits"] == 3, kcomp_again.stderr
+
+
+def test_fit_and_evaluate_from_the_compile_section(tmp_path):
+    from sklearn.datasets import load_digits
+
+    import numpy as np
+
+    d = load_digits()
+    x, y = (d.data / 16).astype("float32"), np.eye(10, dtype="float32")[d.target]
+    np.savez(tmp_path / "train.npz", x=x[:1200], y=y[:1200])
+    np.savez(tmp_path / "test.npz", x=x[1200:], y=y[1200:])
+    weights = tmp_path / "w.npz"
+    fit = kcomp("fit", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--data", tmp_path / "train.npz",
+                "--epochs", 8, "--validation-split", 0.1, "--save-weights", weights)
+    assert fit.returncode == 0, fit.stderr
+    assert "Epoch 8/8" in fit.stdout and "val_accuracy" in fit.stdout and weights.exists()
+    ev = kcomp("evaluate", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--data", tmp_path / "test.npz", "--weights", weights)
+    assert ev.returncode == 0, ev.stderr
+    accuracy = float(ev.stdout.split("accuracy: ")[1])
+    assert accuracy > 0.8  # 8 epochs of the example's Adam(0.001): the CLI works; accuracy is tested elsewhere
+    bad = kcomp("evaluate", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--data", tmp_path / "nope.npz")
+    assert bad.returncode == 2
+    np.savez(tmp_path / "wrong.npz", inputs=x)
+    wrong = kcomp("fit", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--data", tmp_path / "wrong.npz")
+    assert wrong.returncode == 1 and "expected 'x'" in wrong.stderr

@@ -55,6 +55,23 @@ def test_mlp_on_digits_reaches_95_percent():
     assert accuracy >= 0.95, accuracy
 
 
+def test_small_cnn_on_digits_reaches_97_percent():
+    from kcomp.layers import Conv2D, Flatten, MaxPooling2D
+
+    x, labels = digits()
+    x = x.reshape(-1, 8, 8, 1)
+    model = Sequential([
+        Input(shape=(8, 8, 1)),
+        Conv2D(16, 3, padding="same", activation="relu"), MaxPooling2D(2),
+        Conv2D(32, 3, padding="same", activation="relu"), MaxPooling2D(2),
+        Flatten(), Dense(64, activation="relu"), Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=optimizers.Adam(0.003), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:1400], labels[:1400], epochs=15, batch_size=64, verbose=0)
+    _, accuracy = model.evaluate(x[1400:], labels[1400:], verbose=0)
+    assert accuracy >= 0.97, accuracy
+
+
 def test_one_step_equals_torch_autograd_and_keras_sgd():
     model = Sequential([Input(shape=(5,)), Dense(4, activation="tanh"), Dense(3)])
     model.compile(optimizer=optimizers.SGD(learning_rate=0.1), loss="mse")

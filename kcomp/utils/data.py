@@ -1,0 +1,28 @@
+"""Training data from a .npz file for `kcomp fit` / `kcomp evaluate` (read without pickle)."""
+
+import zipfile
+
+import numpy as np
+
+from kcomp.errors import KcompError
+
+
+def load_arrays(path, n_inputs: int, n_outputs: int):
+    """x and y from an .npz: arrays named x and y, or x0, x1, ... and y0, y1, ... for several."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise KcompError(f"cannot read {path}: {e}. Expected an .npz file (numpy.savez) with arrays x and y.") from None
+
+    def pick(prefix, count):
+        if count == 1 and prefix in arrays:
+            return arrays[prefix]
+        names = [f"{prefix}{i}" for i in range(count)]
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise KcompError(f"{path} has arrays {sorted(arrays)}; expected {prefix!r} (or {', '.join(names)}).")
+        found = [arrays[n] for n in names]
+        return found[0] if count == 1 else found
+
+    return pick("x", n_inputs), pick("y", n_outputs)
