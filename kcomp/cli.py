@@ -46,6 +46,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--emit", default="ir,triton,ptx,cubin", help="what to write, comma-separated from ir,triton,ptx,cubin (default all)")
     build.add_argument("--precision", default="tf32", help="float32 matmuls: tf32 (tensor cores, default) or ieee")
     build.add_argument("--explain", action="store_true", help="print which IR nodes went into which kernel")
+    build.add_argument("--train", action="store_true",
+                       help="build the training step (forward, loss, backward, optimizer update) from the compile section")
 
     summary = verbs.add_parser("summary", help="print a Keras-style summary table", description="Print Keras's model.summary() table.")
     _add_model_args(summary)
@@ -101,13 +103,15 @@ def cmd_build(args) -> int:
         raise UsageError(f"--batch must be a positive integer, received {args.batch}")
     options = compiler.BuildOptions(
         target=args.target, dtype=args.dtype, emit=tuple(e.strip() for e in args.emit.split(",") if e.strip()),
-        batch=args.batch, precision=args.precision,
+        batch=args.batch, precision=args.precision, train=args.train,
     )
     try:
         options.check()
     except KcompError as e:
         raise UsageError(str(e)) from None
     model = _load(args)
+    if args.train:
+        _compile_from_section(model, args.file)
     out = Path(args.output) if args.output else Path("build") / model.name
     if out.exists() and not out.is_dir():
         raise UsageError(f"the output folder {out} is a file; give -o a folder")
@@ -156,13 +160,8 @@ def cmd_check(args) -> int:
     return 0
 
 
-def _compiled_model(args):
-    """The model, compiled from its .k compile section (a Python file's model may compile itself)."""
-    from kcomp.utils.data import load_arrays
-
-    model = _load(args)
-    if not Path(args.data).is_file():
-        raise UsageError(f"no such file: {args.data}")
+def _compile_from_section(model, path) -> None:
+    """Compile with the .k compile section (a Python file's model may have compiled itself)."""
     settings = getattr(getattr(model, "compile_config", None), "settings", None)
     if settings:
         if "loss" not in settings:
@@ -170,7 +169,17 @@ def _compiled_model(args):
         model.compile(optimizer=settings.get("optimizer", "rmsprop"), loss=settings["loss"],
                       metrics=settings.get("metrics"), loss_weights=settings.get("loss_weights"), backend="reference")
     elif getattr(model, "_training", None) is None:
-        raise KcompError(f"{args.file} gives {model.name} no compile section; add `compile {{ optimizer = adam loss = ... }}`.")
+        raise KcompError(f"{path} gives {model.name} no compile section; add `compile {{ optimizer = adam loss = ... }}`.")
+
+
+def _compiled_model(args):
+    """The model, compiled from its .k compile section (a Python file's model may compile itself)."""
+    from kcomp.utils.data import load_arrays
+
+    model = _load(args)
+    if not Path(args.data).is_file():
+        raise UsageError(f"no such file: {args.data}")
+    _compile_from_section(model, args.file)
     if getattr(args, "weights", None):
         model.load_weights(args.weights)
     x, y = load_arrays(args.data, len(model.inputs), len(model.outputs))

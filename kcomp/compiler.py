@@ -30,6 +30,7 @@ class BuildOptions:
     emit: tuple = EMITS
     batch: int = 128
     precision: str = "tf32"
+    train: bool = False  # build the training step (forward, loss, backward, update) instead of the forward
 
     def check(self) -> None:
         if self.target not in TARGETS:
@@ -79,9 +80,23 @@ def explain(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_step_graph(model) -> Graph:
+    """The model's training step for targets of the shape its losses expect (sparse losses: class ids)."""
+    from kcomp import losses
+    from kcomp.training.loop import _require_compiled
+    from kcomp.training.step import build_train_step
+
+    compiled = _require_compiled(model)
+    specs = []
+    for out, loss in zip(model.outputs, compiled.losses):
+        sparse = isinstance(loss, losses.SparseCategoricalCrossentropy)
+        specs.append(((), "int32") if sparse else (tuple(out.shape[1:]), "float32"))
+    return build_train_step(model, compiled, tuple(specs)).graph
+
+
 def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
     start = time.perf_counter()
-    graph = convert_dtype(model.to_graph(), options.dtype)
+    graph = convert_dtype(train_step_graph(model) if options.train else model.to_graph(), options.dtype)
     snapshots: dict = {}
     fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots)
     unfused = snapshots[passes[passes.index("fuse") - 1]]  # the graph just before fusion

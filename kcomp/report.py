@@ -37,7 +37,10 @@ def trial_run(model, graph, batch: int) -> tuple[list[tuple], float]:
 
 
 def make_report(model, source: str, built, options, costs: dict) -> dict:
-    out_shapes, seconds = trial_run(model, built.fused, options.batch)
+    if options.train:  # the step's inputs are data, targets and optimizer state: no trial run
+        out_shapes, seconds = [], 0.0
+    else:
+        out_shapes, seconds = trial_run(model, built.fused, options.batch)
     trainable = sum(w.value.numel() for w in model.trainable_weights)
     total = sum(w.value.numel() for w in model.weights)
     graph = built.fused
@@ -47,6 +50,7 @@ def make_report(model, source: str, built, options, costs: dict) -> dict:
         "target": options.target,
         "dtype": options.dtype,
         "precision": options.precision,
+        "graph": "training step" if options.train else "forward",
         "layers": [{"name": l.name, "type": type(l).__name__, "params": l.count_params()} for l in model.layers],
         "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
         "inputs": [{"name": v.name, "shape": [d if isinstance(d, int) else None for d in v.shape], "dtype": v.dtype} for v in graph.inputs],
@@ -90,7 +94,8 @@ def format_report(report: dict) -> str:
     outs = ", ".join(format_shape(o["shape"]) for o in report["outputs"])
     trial = report["trial_run"]
     lines = [
-        f"model {report['model']} (from {report['source']}), target {report['target']}, {report['dtype']}, precision {report['precision']}",
+        f"{report['graph']} of {report['model']} (from {report['source']}), target {report['target']}, "
+        f"{report['dtype']}, precision {report['precision']}",
         f"  layers:  {len(report['layers'])}; params {p['total']:,} ({p['trainable']:,} trainable, {p['non_trainable']:,} non-trainable)",
         f"  inputs:  {ins}",
         f"  outputs: {outs}",
@@ -108,11 +113,12 @@ def format_report(report: dict) -> str:
     if aot:
         timing += f"; AOT: {aot['compiled']} compiled, {aot['cache_hits']} cache hits"
     lines.append(f"  time:    {timing}")
-    lines.append(
-        f"  trial run ({trial['executor']}) at batch {trial['batch']}: output shapes "
-        + ", ".join(str(tuple(s)) for s in trial["output_shapes"])
-        + f" in {trial['seconds'] * 1000:.1f} ms"
-    )
+    if trial["output_shapes"]:
+        lines.append(
+            f"  trial run ({trial['executor']}) at batch {trial['batch']}: output shapes "
+            + ", ".join(str(tuple(s)) for s in trial["output_shapes"])
+            + f" in {trial['seconds'] * 1000:.1f} ms"
+        )
     return "\n".join(lines) + "\n"
 
 

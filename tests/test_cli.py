@@ -192,3 +192,17 @@ def test_fit_and_evaluate_from_the_compile_section(tmp_path):
     np.savez(tmp_path / "wrong.npz", inputs=x)
     wrong = kcomp("fit", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--data", tmp_path / "wrong.npz")
     assert wrong.returncode == 1 and "expected 'x'" in wrong.stderr
+
+
+def test_build_train_emits_the_training_step_kernels(tmp_path):
+    result = kcomp("build", EXAMPLES / "cnn_digits.k", "--train", "-o", tmp_path / "out", "--emit", "ir,triton", "--explain")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["graph"] == "training step"
+    absorbed = " ".join(k["description"] for k in report["kernels"])
+    assert "conv2d/grad" in absorbed and "dense/grad (matmul)" in absorbed  # backward kernels
+    assert "optimizer (optimizer_update)" in result.stdout  # the update (a torch op until its kernel lands)
+    no_section = tmp_path / "m.k"
+    no_section.write_text("model m { input(3) dense(2) }")
+    failed = kcomp("build", no_section, "--train", "-o", tmp_path / "o2", "--emit", "ir")
+    assert failed.returncode == 1 and "compile section" in failed.stderr

@@ -12,8 +12,13 @@ from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.types import TORCH_DTYPES, is_static
 
 
+def dim(d, sizes: dict) -> int:
+    """A dimension's size: static, or the size bound to its symbol (1 when unbound)."""
+    return d if is_static(d) else sizes.get(d, 1)
+
+
 def numel(v: Value, sizes: dict) -> int:
-    return prod(d if is_static(d) else sizes.get(d, 1) for d in v.shape)
+    return prod(dim(d, sizes) for d in v.shape)
 
 
 def nbytes(v: Value, sizes: dict) -> int:
@@ -27,7 +32,7 @@ def node_flops(node: Node, sizes: dict) -> int:
     if op == "kernel":
         return sum(node_flops(n, sizes) for n in node.attrs["body"].nodes)
     if op == "matmul":
-        return 2 * n_out * node.inputs[0].shape[-1]
+        return 2 * n_out * dim(node.inputs[0].shape[-1], sizes)  # the contracted size (the batch, in a weight gradient)
     if op == "conv2d":
         kh, kw, cin, _ = node.inputs[1].shape
         return 2 * n_out * kh * kw * cin

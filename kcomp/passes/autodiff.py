@@ -58,9 +58,9 @@ def gradients(b: GraphBuilder, loss: Value, wrt: list[Value]) -> list[Value | No
             raise GraphError(f"op {node.op!r} (from {node.origin or 'no layer'}) has no gradient rule yet")
         with b.scope(f"{node.origin}/grad" if node.origin else "grad"):
             in_grads = rule(b, node, outs)
-        for v, g in zip(node.inputs, in_grads, strict=True):
-            if v.id in needed:
-                _accumulate(b, grads, v, g)
+            for v, g in zip(node.inputs, in_grads, strict=True):
+                if v.id in needed:
+                    _accumulate(b, grads, v, g)  # a sum where a value feeds several nodes
     return [grads.get(v.id) for v in wrt]
 
 
