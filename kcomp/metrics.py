@@ -10,26 +10,30 @@ from kcomp.errors import ArgumentError
 
 
 class Metric:
-    """The mean of per-sample values, accumulated over batches."""
+    """The mean of per-sample values, accumulated over batches.
+
+    A metric is stateless: the training loop keeps a state per run (training,
+    validation) and folds each batch's values into it with `accumulate`.
+    """
 
     def __init__(self, name=None):
         self.name = name or _default_name(type(self).__name__)
-        self.reset_state()
 
     def values(self, y_true, y_pred):
+        """The per-batch values, as graph ops on the targets and predictions."""
         raise NotImplementedError
 
-    def reset_state(self):
-        self.total = None  # a device tensor once the first batch arrives
-        self.count = 0
+    def empty_state(self):
+        return (None, 0)
 
-    def update(self, values: torch.Tensor) -> None:
-        s = values.detach().float().sum()
-        self.total = s if self.total is None else self.total + s
-        self.count += values.numel()
+    def accumulate(self, state, values: torch.Tensor):
+        total, count = state
+        s = values.float().sum()
+        return (s if total is None else total + s, count + values.numel())
 
-    def result(self) -> float:
-        return float(self.total) / self.count if self.count else 0.0
+    def result(self, state) -> float:
+        total, count = state
+        return float(total) / count if count else 0.0
 
 
 def _default_name(cls_name):
@@ -84,12 +88,75 @@ class MeanAbsoluteError(_LossMetric):
     fn = staticmethod(losses.mean_absolute_error)
 
 
+class _Confusion(Metric):
+    """Metrics from true/false positive/negative counts at thresholds (Keras's confusion metrics)."""
+
+    def __init__(self, thresholds, name=None):
+        self.thresholds = tuple(float(t) for t in thresholds)
+        super().__init__(name)
+
+    def values(self, y_true, y_pred):
+        return ops.emit("confusion_counts", y_true, y_pred, thresholds=self.thresholds)
+
+    def empty_state(self):
+        return None
+
+    def accumulate(self, state, values):
+        return values.double() if state is None else state + values.double()
+
+
+class Precision(_Confusion):
+    """TP / (TP + FP) with predictions above `thresholds` (default 0.5) counted positive."""
+
+    def __init__(self, thresholds=None, name=None):
+        super().__init__([0.5] if thresholds is None else [thresholds] if isinstance(thresholds, (int, float)) else thresholds, name)
+
+    def result(self, state) -> float:
+        tp, fp = float(state[0, 0]), float(state[0, 1])
+        return tp / (tp + fp) if tp + fp else 0.0
+
+
+class Recall(Precision):
+    """TP / (TP + FN)."""
+
+    def result(self, state) -> float:
+        tp, fn = float(state[0, 0]), float(state[0, 3])
+        return tp / (tp + fn) if tp + fn else 0.0
+
+
+class AUC(_Confusion):
+    """Area under the ROC (or PR) curve from num_thresholds evenly spaced thresholds, as Keras's AUC."""
+
+    def __init__(self, num_thresholds=200, curve="ROC", name=None):
+        if num_thresholds <= 1:
+            raise ArgumentError(f"Received: num_thresholds={num_thresholds}. Expected an integer > 1.")
+        if curve not in ("ROC", "PR"):
+            raise ArgumentError(f"Received: curve={curve!r}. Expected 'ROC' or 'PR'.")
+        eps = 1e-7  # Keras puts the end thresholds just outside [0, 1]
+        inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+        self.curve = curve
+        super().__init__([0.0 - eps, *inner, 1.0 + eps], name)
+
+    def result(self, state) -> float:
+        tp, fp, tn, fn = (state[:, i] for i in range(4))
+        recall = tp / (tp + fn).clamp(min=1e-12)
+        if self.curve == "ROC":
+            x = fp / (fp + tn).clamp(min=1e-12)
+            y = recall
+        else:
+            x = recall
+            y = tp / (tp + fp).clamp(min=1e-12)
+        # Riemann sum with interpolated heights, thresholds ascending (curve points descending).
+        return float(((x[:-1] - x[1:]) * (y[:-1] + y[1:]) / 2).sum())
+
+
 _BY_NAME = {
     "categorical_accuracy": CategoricalAccuracy, "sparse_categorical_accuracy": SparseCategoricalAccuracy,
     "binary_accuracy": BinaryAccuracy, "top_k_categorical_accuracy": TopKCategoricalAccuracy,
     "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
     "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
     "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
+    "precision": Precision, "recall": Recall, "auc": AUC,
 }
 
 

@@ -829,7 +829,7 @@ def test_erf(rng):
 
 # ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/math.py,
 # metric_ops.py); optimizer_update's formulas are checked step by step in tests/test_optimizers.py
-LOSS_MATH_OPS = {"abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update"}
+LOSS_MATH_OPS = {"abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update", "confusion_counts"}
 
 
 @pytest.mark.parametrize("op, fn", [("abs", np.abs), ("sign", np.sign), ("square", np.square)])
@@ -862,3 +862,13 @@ def test_correct(rng):
     y = (rng.random((6, 1)) > 0.5).astype(np.float64)
     prob = rng.random((6, 1))
     check(ref("correct", y, prob, kind="binary"), ((prob > 0.5) == y).astype(np.float32), F32)
+
+
+def test_confusion_counts(rng):
+    y = (rng.random((40, 1)) > 0.4).astype(np.float64)
+    p = rng.random((40, 1))
+    got = ref("confusion_counts", y, p, thresholds=(0.3, 0.7))
+    for row, t in zip(got, (0.3, 0.7)):
+        pred, act = p > t, y > 0.5
+        want = [(pred & act).sum(), (pred & ~act).sum(), (~pred & ~act).sum(), (~pred & act).sum()]
+        check(row, np.array(want, dtype=np.float32), F32)

@@ -111,31 +111,32 @@ def _apply_updates(step, outputs, compiled: Compiled) -> None:
 
 
 class _Accumulator:
-    """Running sums of the loss and the metrics, kept as device tensors."""
+    """Running sums of the loss and the metrics' states, kept as device tensors."""
 
-    def __init__(self, names):
-        self.names = names
+    def __init__(self, names, metrics):
+        self.names, self.metrics = names, metrics
         self.reset()
 
     def reset(self):
         self.loss_total, self.samples = None, 0
-        self.metric_totals = [None] * len(self.names)
-        self.metric_counts = [0] * len(self.names)
+        self.states = [m.empty_state() for m in self.metrics]
 
     def add(self, loss, metric_values, n):
         weighted = loss.detach() * n
         self.loss_total = weighted if self.loss_total is None else self.loss_total + weighted
         self.samples += n
-        for i, v in enumerate(metric_values):
-            s = v.detach().float().sum()
-            self.metric_totals[i] = s if self.metric_totals[i] is None else self.metric_totals[i] + s
-            self.metric_counts[i] += v.numel()
+        self.states = [m.accumulate(s, v.detach()) for m, s, v in zip(self.metrics, self.states, metric_values)]
 
     def logs(self, prefix="") -> dict:
         out = {f"{prefix}loss": float(self.loss_total) / self.samples if self.samples else float("nan")}
-        for name, total, count in zip(self.names, self.metric_totals, self.metric_counts):
-            out[f"{prefix}{name}"] = float(total) / count if count else float("nan")
+        for name, metric, state in zip(self.names, self.metrics, self.states):
+            out[f"{prefix}{name}"] = metric.result(state)
         return out
+
+
+def _accumulator(model, compiled, kind, ys) -> _Accumulator:
+    step = _step(model, compiled, kind, ys)
+    return _Accumulator(step.metric_names, [m for ms in compiled.metrics for m in ms])
 
 
 def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None):
@@ -210,7 +211,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         validation_data = (_as_tensors(vx, len(model.inputs), "inputs"), _as_tensors(vy, len(model.outputs), "targets"))
     history = History()
     callback_list = CallbackList([*(callbacks or []), history], model)
-    acc = _Accumulator(_step(model, compiled, "train", ys).metric_names)
+    acc = _accumulator(model, compiled, "train", ys)
     model.stop_training = False
     callback_list.call("on_train_begin")
     steps = len(_batches(n, batch_size, False, steps_per_epoch))
@@ -247,8 +248,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     ys = y if _prefix else _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
     sw = _sample_weights(n, sample_weight, None, ys)
-    step = _step(model, compiled, "test", ys)
-    acc = _Accumulator(step.metric_names)
+    acc = _accumulator(model, compiled, "test", ys)
     batches = _batches(n, batch_size, False, steps)
     bar = Progbar(len(batches), verbose=_verbose(verbose))
     with torch.inference_mode():
@@ -286,6 +286,6 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     xs = _as_tensors(x, len(model.inputs), "inputs")
     ys = _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
-    acc = _Accumulator(_step(model, compiled, kind, ys).metric_names)
+    acc = _accumulator(model, compiled, kind, ys)
     run_batch(model, compiled, kind, xs, ys, _sample_weights(n, sample_weight, None, ys), acc)
     return acc.logs()

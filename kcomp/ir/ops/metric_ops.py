@@ -52,3 +52,38 @@ OPS = [
         traits={"reduction"},
     ),
 ]
+
+
+def _confusion_infer(inputs, thresholds):
+    y_true, y_pred = inputs
+    if y_true.rank != y_pred.rank:
+        raise ShapeError(
+            f"confusion counts: targets {format_shape(y_true.shape)} and predictions {format_shape(y_pred.shape)} differ in rank."
+        )
+    return [TensorSpec((len(thresholds), 4), "float32")]
+
+
+def _confusion_counts(y_true, y_pred, thresholds):
+    """Per threshold: [true positives, false positives, true negatives, false negatives]."""
+    t = torch.tensor(thresholds, dtype=torch.float32, device=y_pred.device).reshape(-1, *([1] * y_pred.dim()))
+    predicted = y_pred.float().unsqueeze(0) > t
+    actual = (y_true.float() > 0.5).unsqueeze(0)
+    dims = tuple(range(1, predicted.dim()))
+    return torch.stack(
+        [(predicted & actual).sum(dims), (predicted & ~actual).sum(dims), (~predicted & ~actual).sum(dims), (~predicted & actual).sum(dims)],
+        dim=1,
+    ).float()
+
+
+OPS.append(
+    OpDef(
+        name="confusion_counts",
+        doc="For each threshold: counts of true positives, false positives, true negatives and false negatives "
+        "(prediction > threshold is positive; a target above 0.5 is positive). Shape (thresholds, 4).",
+        num_inputs=(2, 2),
+        attrs={"thresholds": attr(tuple, items=(float,))},
+        infer=_confusion_infer,
+        reference=_confusion_counts,
+        traits={"reduction"},
+    )
+)
