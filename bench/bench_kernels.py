@@ -32,7 +32,6 @@ def bench(fn, warmup=5, rep=50) -> float:
 
 def kcomp_dense_launch(k, n, activation, dtype):
     """The generated launch of a one-layer model's only kernel, and its weights."""
-    import kcomp
     from kcomp.layers import Dense, Input
     from kcomp.models import Sequential
 
@@ -41,12 +40,12 @@ def kcomp_dense_launch(k, n, activation, dtype):
     plan = model.executor().plan
     (step,) = plan.kernels
     weights = {name: t.cuda() for name, t in model.params().items()}
-    return step.launch, weights[f"{model.layers[0].name}/kernel"], weights[f"{model.layers[0].name}/bias"], kcomp
+    return step.launch, weights[f"{model.layers[0].name}/kernel"], weights[f"{model.layers[0].name}/bias"]
 
 
 def dense_case(m, k, n, activation, dtype):
     torch_dtype = getattr(torch, dtype)
-    launch, w, b, _ = kcomp_dense_launch(k, n, activation, dtype)
+    launch, w, b = kcomp_dense_launch(k, n, activation, dtype)
     x = torch.randn(m, k, device="cuda", dtype=torch_dtype)
     out = torch.empty(m, n, device="cuda", dtype=torch_dtype)
     act = ACTIVATIONS[activation]
@@ -65,7 +64,6 @@ def dense_case(m, k, n, activation, dtype):
 
 
 def conv_case(batch, h, w_, c, f, dtype):
-    import kcomp  # noqa: F401
     from kcomp.layers import Conv2D, Input, MaxPooling2D
     from kcomp.models import Sequential
 

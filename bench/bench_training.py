@@ -52,8 +52,6 @@ def steps_per_second(step, steps, warmup=3, sync=lambda: None) -> float:
 
 
 def bench_kcomp(kind, x, y, steps, backend):
-    import kcomp
-
     model = kcomp_model(kind)
     model.compile(optimizer="adam", loss="categorical_crossentropy", backend=backend)
     onehot = torch.nn.functional.one_hot(y, 10).float()

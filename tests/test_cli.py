@@ -126,7 +126,7 @@ def test_build_emits_kernels_ptx_cubin_and_a_kernel_report(tmp_path):
     assert fusion["hbm_bytes_fused"] < fusion["hbm_bytes_unfused"]
     assert report["aot"] == {"target": "sm_90", "compiled": 4, "cache_hits": 0}
     assert (tmp_path / "out" / "fused.dot").read_text().startswith("digraph kcomp")
-    again = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "again", "--batch", 64, env=env)
+    kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "again", "--batch", 64, env=env)
     assert json.loads((tmp_path / "again" / "report.json").read_text())["aot"]["cache_hits"] == 4
 
 

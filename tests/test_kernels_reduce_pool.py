@@ -8,7 +8,6 @@ several pixel, channel and reduction blocks.
 
 import numpy as np
 import pytest
-import torch
 
 from kcomp.ir.builder import GraphBuilder
 from kcomp.layers import (

@@ -6,7 +6,7 @@ add (the VJP for autodiff, the kernel template it lowers to). A record that is
 missing a required field, or whose fields have the wrong kind, fails at import.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from kcomp.errors import ArgumentError
