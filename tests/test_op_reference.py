@@ -538,7 +538,7 @@ def test_every_op_has_a_reference_test():
 
 NN_GRAD_OPS = {
     "conv2d_backprop_input", "conv2d_backprop_filter", "max_pool2d_grad", "avg_pool2d_grad", "embedding_grad",
-    "mean_backprop", "lstm_grad", "gru_grad", "simple_rnn_grad",
+    "lstm_grad", "gru_grad", "simple_rnn_grad",
 }
 
 
@@ -665,15 +665,6 @@ def test_embedding_grad(rng, ids_shape, ids_dtype):
     got = ref("embedding_grad", ids, dy, input_dim=10)
     check(got, want)
     assert not got[4:].any()
-
-
-@pytest.mark.parametrize("g_shape, like_shape, axes", [((7,), (3, 5, 7), (0, 1)), ((3, 1, 7), (3, 5, 7), (1,)),
-                                                       ((5,), (3, 5, 4, 2), (0, 2, 3)), ((), (3, 4), (0, 1))])
-def test_mean_backprop(rng, g_shape, like_shape, axes):
-    g, like = rng.standard_normal(g_shape), rng.standard_normal(like_shape)
-    count = np.prod([like_shape[a] for a in axes])
-    kept = tuple(1 if i in axes else d for i, d in enumerate(like_shape))
-    check(ref("mean_backprop", g, like, axes=axes), np.broadcast_to(g.reshape(kept) / count, like_shape))
 
 
 def torch_rnn_grads(module, x, weights, go_backwards, return_sequences, cotangents):

@@ -1,4 +1,4 @@
-"""Backward ops of convolution, pooling, embedding, normalization statistics and the
+"""Backward ops of convolution, pooling, embedding and the
 recurrent layers: the nodes the VJP rules in conv.py, norm.py, gather.py and
 recurrent.py build.
 
@@ -9,8 +9,6 @@ are coarse, as their forward ops are: their reference recomputes the forward pas
 with torch.autograd until a kernel computes them.
 """
 
-from math import prod
-
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +18,7 @@ from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
 from kcomp.ir.ops.conv import OPS as CONV_OPS
 from kcomp.ir.ops.conv import POOL_ATTRS, output_size, same_padding
 from kcomp.ir.ops.recurrent import OPS as RECURRENT_OPS
-from kcomp.ir.types import INT_DTYPES, TensorSpec, normalize_axis
+from kcomp.ir.types import INT_DTYPES, TensorSpec
 
 # ---------------------------------------------------------------- shared geometry
 
@@ -194,34 +192,6 @@ def _embedding_grad(ids, dy, input_dim):
     return dy.new_zeros(input_dim, dy.shape[-1]).index_add_(0, ids.reshape(-1).long(), rows)
 
 
-# ---------------------------------------------------------------- mean statistics
-
-
-def _mean_backprop_infer(inputs, axes):
-    g, like = inputs
-    require_float(g, "mean_backprop")
-    norm = sorted({normalize_axis(a, like.rank, "axes") for a in axes})
-    if len(norm) != len(axes):
-        raise ShapeError(f"Received: axes={axes} with a repeated axis. Name each axis once.")
-    kept = tuple(1 if i in norm else d for i, d in enumerate(like.shape))
-    dropped = tuple(d for i, d in enumerate(like.shape) if i not in norm)
-    if g.shape not in (kept, dropped):
-        raise ShapeError(
-            f"mean_backprop: gradient {format_shape(g.shape)} is not a mean of {format_shape(like.shape)} over "
-            f"axes {axes}; expected {format_shape(kept)} or {format_shape(dropped)}."
-        )
-    return [TensorSpec(like.shape, g.dtype)]
-
-
-def _mean_backprop(g, like, axes):
-    dims = sorted(a % like.dim() for a in axes)
-    if g.dim() != like.dim():
-        for d in dims:
-            g = g.unsqueeze(d)
-    count = prod(like.shape[d] for d in dims)  # read at run time: the batch may be among them
-    return (g / count).expand(like.shape).contiguous()
-
-
 # ---------------------------------------------------------------- recurrent layers
 
 _FORWARD = {op.name: op for op in RECURRENT_OPS}
@@ -356,17 +326,6 @@ OPS = [
         infer=_embedding_grad_infer,
         reference=_embedding_grad,
         traits={"gather"},
-    ),
-    OpDef(
-        name="mean_backprop",
-        doc="Gradient of a mean over `axes` of `like`: g (the mean's shape, with or without the reduced "
-        "axes kept as 1) broadcast to like's shape and divided by the number of elements averaged, "
-        "read from like at run time (the batch may be among the axes).",
-        num_inputs=(2, 2),
-        attrs={"axes": attr(tuple, items=int)},
-        infer=_mean_backprop_infer,
-        reference=_mean_backprop,
-        traits={"reduction"},
     ),
     _recurrent_grad_op("lstm"),
     _recurrent_grad_op("gru"),

@@ -46,6 +46,15 @@ def keepdims_shape(shape, axes) -> tuple:
     return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
+def spread_mean(b, g, x, axes: tuple):
+    """The gradient of mean(x, axes) for its output gradient g (kept or dropped axes): g divided
+    by the element count, broadcast back over x. mean's VJP and batch statistics' share it."""
+    kept = keepdims_shape(x.shape, axes)
+    if g.shape != kept:
+        g = b.emit1("reshape", [g], shape=kept)
+    return b.emit1("broadcast_like", [b.emit1("div", [g, element_count(b, x, axes)]), x])
+
+
 # ---------------------------------------------------------------- comparisons as 0/1 masks
 
 

@@ -11,6 +11,7 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, require_float
+from kcomp.ir.ops.grad_support import spread_mean
 from kcomp.ir.types import TensorSpec, normalize_axis
 
 
@@ -159,10 +160,10 @@ def _batch_norm_train_vjp(b, node, grads):
         dgamma = b.emit1("sum", [b.emit1("mul", [dy, xhat])], axes=others)
         dbeta = b.emit1("sum", [dy], axes=others)
     if dmean is not None:  # d mean / d x = 1 / count
-        term = b.emit1("mean_backprop", [dmean, x], axes=others)
+        term = spread_mean(b, dmean, x, others)
         dx = term if dx is None else b.emit1("add", [dx, term])
     if dvar is not None:  # d var / d x = 2 (x - mean) / count
-        spread = b.emit1("mean_backprop", [dvar, x], axes=others)
+        spread = spread_mean(b, dvar, x, others)
         term = b.emit1("mul", [b.emit1("mul", [spread, centered]), _const(b, 2.0, x.dtype)])
         dx = term if dx is None else b.emit1("add", [dx, term])
     return [dx, None, None] + ([dgamma] if a["scale"] else []) + ([dbeta] if a["center"] else [])

@@ -5,7 +5,7 @@ import torch
 from kcomp.errors import ShapeError
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float
-from kcomp.ir.ops.grad_support import element_count, keepdims_shape
+from kcomp.ir.ops.grad_support import keepdims_shape, spread_mean
 from kcomp.ir.types import TensorSpec, normalize_axis
 
 
@@ -69,8 +69,7 @@ def _mean_vjp(b, node, grads):
     axes = _axes(node.attrs["axes"], x.rank)
     if not axes:
         return [g]
-    share = b.emit1("div", [_kept(b, node, g), element_count(b, x, axes)])
-    return [b.emit1("broadcast_like", [share, x])]
+    return [spread_mean(b, g, x, axes)]
 
 
 def _max_vjp(b, node, grads):
