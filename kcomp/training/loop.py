@@ -167,7 +167,15 @@ def _runner(model, step):
 
         fused, _ = run_pipeline(step.graph)
         step.plan = Plan(fused, model._precision)
-    return step.plan.run
+    if model.backend != "triton":
+        return step.plan.run
+    # On the GPU the weights and optimizer slots move there with their first update and stay;
+    # each batch is copied over. (Not yet run on a GPU; no CUDA-graph capture of the step yet.)
+
+    def run_on_gpu(inputs, params):
+        return step.plan.run([t.cuda(non_blocking=True) for t in inputs], {k: v.cuda() for k, v in params.items()})
+
+    return run_on_gpu
 
 
 def _batches(n, batch_size, shuffle, steps=None):

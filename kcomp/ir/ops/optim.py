@@ -11,8 +11,6 @@ included: Adam divides by sqrt(v) + epsilon with the bias correction folded
 into the learning rate; RMSprop divides by sqrt(v + epsilon).
 """
 
-import math
-
 import torch
 
 from kcomp.errors import ShapeError
@@ -56,7 +54,7 @@ def _infer(inputs, algorithm, count, momentum, nesterov, beta_1, beta_2, epsilon
 def _update(*values, algorithm, count, momentum, nesterov, beta_1, beta_2, epsilon, amsgrad, rho, centered, weight_decay):
     k = slots_per_param(algorithm, momentum, amsgrad, centered)
     params, grads, slots, lr, step = _split(values, count, k)
-    lr, step = float(lr), float(step)
+    # lr and step stay tensors: reading them as Python numbers would stall a GPU (and a captured step).
     new_params, new_slots = [], []
     for p, g, s in zip(params, grads, slots):
         p, s = p.clone(), [x.clone() for x in s]
@@ -71,7 +69,7 @@ def _update(*values, algorithm, count, momentum, nesterov, beta_1, beta_2, epsil
             if algorithm == "adamw" and weight_decay:
                 p.sub_(p * weight_decay * lr)  # decoupled weight decay, applied before the update (Keras)
             m, v = s[0], s[1]
-            alpha = lr * math.sqrt(1 - beta_2**step) / (1 - beta_1**step)
+            alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
             m.add_((g - m) * (1 - beta_1))
             v.add_((g * g - v) * (1 - beta_2))
             if amsgrad:
