@@ -76,8 +76,16 @@ GPU_CONFIGS = [
 INTERPRETER_CONFIG = dict(BM=32, BN=32, BK=32, GROUP_M=4, num_warps=4, num_stages=1)
 
 
-def candidate_configs(M: int, N: int, K: int, interpret: bool) -> list[dict]:
-    """Configs worth trying for this shape: tiles no larger than the problem needs."""
+def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool = False) -> list[dict]:
+    """Configs worth trying for this shape: tiles no larger than the problem needs.
+
+    whole_rows: every row of C must fit one tile (BN >= N), for an epilogue that
+    normalizes rows (Dense with a softmax activation).
+    """
+    if whole_rows:
+        bn = max(32, triton.next_power_of_2(N))
+        base = INTERPRETER_CONFIG if interpret else dict(BM=64, BK=32, GROUP_M=8, num_warps=4, num_stages=3)
+        return [{**base, "BN": bn, "BM": min(base["BM"], max(16, 4096 // bn))}]
     if interpret:
         return [INTERPRETER_CONFIG]
     fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(32, triton.next_power_of_2(M)) and c["BN"] <= max(32, triton.next_power_of_2(N))]

@@ -193,3 +193,22 @@ def test_peak_memory_counts_torch_fallback_outputs():
     plan = Plan(graph)
     plan.run([torch.randn(16, 64)], model.params())
     assert plan.last_peak_bytes >= 16 * 128 * 4  # the concat's output (a torch op) is counted
+
+
+@pytest.mark.parametrize("units, activation, dtype", [(10, "softmax", "float32"), (37, "log_softmax", "float32"),
+                                                      (19, "softmax", "float16")])
+def test_dense_with_softmax_is_one_kernel(units, activation, dtype):
+    model = Sequential([Input(shape=(23,), dtype=dtype), Dense(units, activation=activation, dtype=dtype)])
+    randomize(model)
+    got, want, graph, _ = run_both(model, [(torch.randn(37, 23) * 2).to(getattr(torch, dtype))])
+    assert_close(got, want, dtype)
+    (kernel,) = kernels_of(graph)
+    assert [n.op for n in kernel.attrs["body"].nodes] == ["matmul", "bias_add", activation]
+
+
+def test_a_row_wider_than_an_epilogue_tile_gets_its_own_softmax_kernel():
+    model = Sequential([Input(shape=(23,)), Dense(300, activation="softmax")])
+    randomize(model)
+    got, want, graph, _ = run_both(model, [torch.randn(5, 23)])
+    assert_close(got, want, "float32")
+    assert [k.attrs["template"] for k in kernels_of(graph)] == ["matmul", "softmax"]

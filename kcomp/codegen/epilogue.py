@@ -60,6 +60,15 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
     lines = []
     out = chain[-1].outputs[0] if chain else start
     for node in chain:
+        if node.op in ("softmax", "log_softmax"):  # a whole row is in the tile (the fuser checked)
+            x = names[node.inputs[0].id]
+            result = f"v{len(lines)}"
+            names[node.outputs[0].id] = result
+            lines.append(f"    shifted = tl.where(mask_n[None, :], {x}, -float(\"inf\"))  # {node.origin}: {node.op} of each row")
+            lines.append("    shifted = shifted - tl.max(shifted, axis=1)[:, None]")
+            lines.append("    total = tl.sum(tl.exp(shifted), axis=1)[:, None]")
+            lines.append(f"    {result} = " + ("shifted - tl.log(total)" if node.op == "log_softmax" else "tl.exp(shifted) / total"))
+            continue
         if node.op == "constant":  # constants are literals in the generated code
             names[node.outputs[0].id] = literal(node.attrs["value"])
             continue

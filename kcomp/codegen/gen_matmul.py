@@ -30,7 +30,7 @@ def generate(body) -> Generated:
     if out is None:
         out = torch.empty((*a.shape[:-1], N), device=a.device, dtype=torch.{out_dtype})
     # grid
-    config = config or candidate_configs(M, N, K, interpret=a.device.type == "cpu")[0]
+    config = config or candidate_configs(M, N, K, interpret=a.device.type == "cpu", whole_rows={nodes[-1].op in ("softmax", "log_softmax")})[0]
     meta = {{k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}}
     # launch
     matmul_kernel[grid(M, N, config)](

@@ -24,6 +24,7 @@ MAX_EPILOGUE_OPERANDS = 4  # extra tensors a matmul/conv epilogue may read (temp
 MAX_PROLOGUE_OPERANDS = 2  # extra tensors a matmul prologue may read (P0, P1)
 MAX_POINTWISE_OPERANDS = 8  # tensors a pointwise kernel may read (X0..X7)
 MAX_ROW = 16384  # widest row a row kernel (softmax, layer_norm) holds in one block
+MAX_EPILOGUE_ROW = 256  # widest Dense output whose softmax the matmul epilogue computes (BN >= N)
 
 
 def operand_kind(operand: Value, out: Value) -> str | None:
@@ -107,7 +108,13 @@ class _Fuser:
         if b.rank != 2 or not _is_float(a):
             return None
         group = [*self.prologues.get(id(node), []), node]
-        self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
+        v = self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
+        row = self.sole_user(v)
+        if row is not None and row.op in ("softmax", "log_softmax") and id(row) not in self.taken:
+            # Dense(activation="softmax"): a row normalized in the epilogue when it fits one tile.
+            n = v.shape[-1]
+            if row.attrs["axis"] % v.rank == v.rank - 1 and is_static(n) and n <= MAX_EPILOGUE_ROW:
+                group.append(row)
         return group
 
     def prologue_chain(self, matmul: Node) -> list[Node]:
