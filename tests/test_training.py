@@ -266,3 +266,10 @@ def test_dropout_draws_a_new_mask_every_training_step():
     losses = [model.train_on_batch(x, np.zeros((4, 1), "float32")) for _ in range(3)]
     assert len(set(losses)) == 3  # three different masks
     np.testing.assert_allclose(model.predict(x, verbose=0), 200.0)  # and inference is the identity
+
+
+def test_fit_on_inputs_of_the_wrong_shape_names_both_shapes():
+    model = Sequential([Input(shape=(28, 28, 1)), kcomp.layers.Flatten(), Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    with pytest.raises(ShapeError, match=r"\(None, 28, 28, 1\).*\(4, 784\)"):
+        model.fit(np.ones((4, 784), "float32"), np.ones((4, 10), "float32"), verbose=0)

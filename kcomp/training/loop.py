@@ -68,6 +68,15 @@ def _as_tensors(data, count: int, what: str) -> list[torch.Tensor]:
     return tensors
 
 
+def _model_inputs(model, x) -> list[torch.Tensor]:
+    """The inputs as predict takes them (shapes checked against the model's), free of NaN."""
+    tensors = model._prepare_inputs(x)
+    for t in tensors:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise KcompError("The inputs hold NaN or infinite values; clean the data before training.")
+    return tensors
+
+
 def _check_lengths(*groups) -> int:
     lengths = {len(t) for group in groups for t in group}
     if len(lengths) != 1:
@@ -204,7 +213,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
 
     compiled = _require_compiled(model)
     batch_size = _batch_size(batch_size)
-    xs = _as_tensors(x, len(model.inputs), "inputs")
+    xs = _model_inputs(model, x)
     ys = _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
     sw = _sample_weights(n, sample_weight, class_weight, ys)
@@ -216,7 +225,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         xs, ys, sw, n = [t[:split] for t in xs], [t[:split] for t in ys], sw[:split], split
     elif validation_data is not None:
         vx, vy = validation_data[0], validation_data[1]
-        validation_data = (_as_tensors(vx, len(model.inputs), "inputs"), _as_tensors(vy, len(model.outputs), "targets"))
+        validation_data = (_model_inputs(model, vx), _as_tensors(vy, len(model.outputs), "targets"))
     history = History()
     callback_list = CallbackList([*(callbacks or []), history], model)
     acc = _accumulator(model, compiled, "train", ys)
@@ -252,7 +261,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
              return_dict=False, _prefix=""):
     compiled = _require_compiled(model)
     batch_size = _batch_size(batch_size)
-    xs = x if _prefix else _as_tensors(x, len(model.inputs), "inputs")
+    xs = x if _prefix else _model_inputs(model, x)
     ys = y if _prefix else _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
     sw = _sample_weights(n, sample_weight, None, ys)
@@ -291,7 +300,7 @@ def _verbose(verbose) -> int:
 def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     """train_on_batch / test_on_batch: one step on exactly this data."""
     compiled = _require_compiled(model)
-    xs = _as_tensors(x, len(model.inputs), "inputs")
+    xs = _model_inputs(model, x)
     ys = _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
     acc = _accumulator(model, compiled, kind, ys)
