@@ -16,7 +16,7 @@ weight update.
 
 from kcomp.codegen.expr import supported
 from kcomp.ir.graph import Graph, Node, Value
-from kcomp.passes.rewrite import dead_code_elimination
+from kcomp.passes.rewrite import dead_code_elimination, topological_order
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 
@@ -216,11 +216,23 @@ class _Fuser:
         nodes = []
         for i, node in enumerate(self.graph.nodes):
             if i in groups:
-                nodes.append(kernel_node(*groups[i], self.producers))
+                template, group = groups[i]
+                nodes.append(kernel_node(template, group, self.producers, self.exported(group)))
             elif id(node) not in taken:
                 nodes.append(node)
         g = self.graph
-        return dead_code_elimination(Graph(g.name, g.inputs, g.params, tuple(nodes), g.outputs, g.frozen_params))
+        # A kernel that merged nodes from far apart (a loss and its gradient) sits at its last
+        # node's place; values it computes may be read earlier, so restore a topological order.
+        graph = topological_order(Graph(g.name, g.inputs, g.params, tuple(nodes), g.outputs, g.frozen_params))
+        return dead_code_elimination(graph)
+
+    def exported(self, group: list[Node]) -> list[Value]:
+        """The values a group computes that something outside it reads (or the graph returns)."""
+        inside = {id(n) for n in group}
+        return [
+            v for n in group for v in n.outputs
+            if v.id in self.outputs or any(id(u) not in inside for u in self.users.get(v.id, []))
+        ]
 
 
 def chain_input(chain: list[Node]) -> Value:
@@ -231,8 +243,8 @@ def chain_input(chain: list[Node]) -> Value:
     return next((x for x in first.inputs if x.shape == out.shape), first.inputs[0])
 
 
-def kernel_node(template: str, group: list[Node], producers: dict[int, Node]) -> Node:
-    """One kernel node computing `group`; its output is the group's last value.
+def kernel_node(template: str, group: list[Node], producers: dict[int, Node], outputs: list[Value] | None = None) -> Node:
+    """One kernel node computing `group`; its outputs are `outputs` (by default the group's last value).
 
     Scalar constants the group reads are copied into the body (they become
     literals in the generated code) instead of being passed in.
@@ -251,10 +263,10 @@ def kernel_node(template: str, group: list[Node], producers: dict[int, Node]) ->
             else:
                 inputs.append(v)
     group = constants + group
-    out = group[-1].outputs[0]
+    outs = tuple(outputs) if outputs else (group[-1].outputs[0],)
     origins = list(dict.fromkeys(n.origin for n in group if n.origin))
-    body = Graph(f"{template}_body", tuple(inputs), (), tuple(group), (out,))
-    return Node("kernel", tuple(inputs), (("body", body), ("template", template)), (out,), "+".join(origins))
+    body = Graph(f"{template}_body", tuple(inputs), (), tuple(group), outs)
+    return Node("kernel", tuple(inputs), (("body", body), ("template", template)), outs, "+".join(origins))
 
 
 def fuse(graph: Graph) -> Graph:

@@ -9,6 +9,7 @@ then drops dead nodes. Graphs stay immutable: every sweep builds a new one.
 from collections import Counter
 from typing import Callable
 
+from kcomp.errors import GraphError
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import get_op
 
@@ -114,3 +115,36 @@ def dead_code_elimination(graph: Graph) -> Graph:
             kept.append(node)
             live.update(v.id for v in node.inputs)
     return Graph(graph.name, graph.inputs, graph.params, tuple(reversed(kept)), graph.outputs, graph.frozen_params)
+
+
+def topological_order(graph: Graph) -> Graph:
+    """The graph's nodes reordered so each comes after the producers of its inputs.
+
+    Depth-first from each node in the current order: an already ordered graph
+    keeps its order, and a node placed too late moves up to just before its
+    first reader.
+    """
+    producer = {v.id: n for n in graph.nodes for v in n.outputs}
+    placed: set[int] = set()
+    visiting: set[int] = set()  # nodes on the current depth-first path
+    order: list[Node] = []
+    for root in graph.nodes:
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in placed:
+                continue
+            if ready:
+                visiting.discard(id(node))
+                placed.add(id(node))
+                order.append(node)
+                continue
+            if id(node) in visiting:
+                raise GraphError(f"graph {graph.name}: a cycle through op {node.op} ({node.origin or 'no layer'})")
+            visiting.add(id(node))
+            stack.append((node, True))
+            for v in reversed(node.inputs):
+                p = producer.get(v.id)
+                if p is not None and id(p) not in placed:
+                    stack.append((p, False))
+    return Graph(graph.name, graph.inputs, graph.params, tuple(order), graph.outputs, graph.frozen_params)

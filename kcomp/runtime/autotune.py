@@ -40,7 +40,11 @@ def _save(key: str, choice: dict) -> None:
 
 
 def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out) -> dict:
-    """The configuration to launch with; `run(config)` launches the kernel once."""
+    """The configuration to launch with; `run(config)` launches the kernel once.
+
+    `out` is the output buffer, or a tuple of them for a kernel with several outputs.
+    """
+    out = out[0] if isinstance(out, tuple) else out
     if len(candidates) == 1 or out.device.type != "cuda":
         return candidates[0]
     import torch

@@ -147,11 +147,14 @@ class Plan:
             args = [env[v.id] for v in node.inputs]
             out_value = node.outputs[0]
             if step.kind == "kernel":
-                out = pool.take(concrete(out_value, sizes), TORCH_DTYPES[out_value.dtype], args[0].device)
-                env[out_value.id] = step.launch(*args, out=out, precision=self.precision)
-                owners[out_value.id] = id(out)
-                buffers[id(out)] = out
-                readers[id(out)] = 1
+                # A kernel writes into pooled buffers, one per output (a tuple when it has several).
+                outs = tuple(pool.take(concrete(v, sizes), TORCH_DTYPES[v.dtype], args[0].device) for v in node.outputs)
+                step.launch(*args, out=outs if len(outs) > 1 else outs[0], precision=self.precision)
+                for v, out in zip(node.outputs, outs):
+                    env[v.id] = out
+                    owners[v.id] = id(out)
+                    buffers[id(out)] = out
+                    readers[id(out)] = 1
             elif step.kind == "view":
                 env[out_value.id] = args[0].reshape(concrete(out_value, sizes))
                 _alias(node.inputs[0], out_value, owners, readers)

@@ -25,8 +25,8 @@ def _kernel_infer(inputs, template, body):
 def _kernel_reference(*tensors, template, body):
     from kcomp.runtime.reference import run_reference  # the executor imports the registry
 
-    (out,) = run_reference(body, tensors, {})
-    return out
+    outs = run_reference(body, tensors, {})
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 OPS = [
