@@ -23,11 +23,20 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
         y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), label_smoothing / classes)
     if from_logits:
         log_p = ops.log_softmax(y_pred, axis=axis)
+    elif _is_last(axis, y_pred):
+        # Keras's formula (rescale rows to sum 1, clip to [eps, 1 - eps], -sum(y log p)) as one
+        # op, whose gradient skips the softmax that usually made y_pred (see kcomp/ir/ops/loss_ops.py).
+        return ops.emit("softmax_cross_entropy", y_pred, y_true)
     else:
         # Keras rescales probabilities to sum to 1, then clips them away from 0 and 1.
         y_pred = ops.divide(y_pred, ops.sum(y_pred, axis=axis, keepdims=True))
         log_p = ops.log(ops.clip(y_pred, EPSILON, 1.0 - EPSILON))
     return ops.negative(ops.sum(ops.multiply(y_true, log_p), axis=axis))
+
+
+def _is_last(axis, x) -> bool:
+    rank = len(ops.shape(x))
+    return rank > 0 and axis % rank == rank - 1
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
@@ -36,6 +45,8 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
         y_true = ops.cast(y_true, "int32")
     if len(ops.shape(y_true)) == len(ops.shape(y_pred)):  # (N, 1) labels, as Keras accepts
         y_true = ops.reshape(y_true, tuple(y_true.shape[:-1]))  # raw shape: keeps the batch symbol
+    if not from_logits and _is_last(axis, y_pred):
+        return ops.emit("softmax_cross_entropy", y_pred, y_true)  # class ids go in as they are
     one_hot = ops.one_hot(y_true, classes, ops.dtype(y_pred))
     return categorical_crossentropy(one_hot, y_pred, from_logits=from_logits, axis=axis)
 

@@ -820,7 +820,10 @@ def test_erf(rng):
 
 # ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/math.py,
 # metric_ops.py); optimizer_update's formulas are checked step by step in tests/test_optimizers.py
-LOSS_MATH_OPS = {"abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update", "confusion_counts"}
+LOSS_MATH_OPS = {
+    "abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update", "confusion_counts",
+    "softmax_cross_entropy", "softmax_cross_entropy_grad",
+}
 
 
 @pytest.mark.parametrize("op, fn", [("abs", np.abs), ("sign", np.sign), ("square", np.square)])
@@ -863,3 +866,32 @@ def test_confusion_counts(rng):
         pred, act = p > t, y > 0.5
         want = [(pred & act).sum(), (pred & ~act).sum(), (~pred & ~act).sum(), (~pred & act).sum()]
         check(row, np.array(want, dtype=np.float32), F32)
+
+
+def _keras_categorical_crossentropy(y, p):
+    """Keras's formula in numpy: rows rescaled to sum 1, clipped to [1e-7, 1 - 1e-7]."""
+    q = np.clip(p / p.sum(-1, keepdims=True), 1e-7, 1 - 1e-7)
+    return -(y * np.log(q)).sum(-1)
+
+
+def test_softmax_cross_entropy(rng):
+    logits = rng.normal(size=(6, 5)) * 3
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    p[0, 2] = 1e-12  # clipped, as Keras clips
+    labels = rng.integers(0, 5, size=6)
+    labels[0] = 2
+    check(ref("softmax_cross_entropy", p, np.eye(5)[labels]), _keras_categorical_crossentropy(np.eye(5)[labels], p))
+    check(ref("softmax_cross_entropy", p, labels), _keras_categorical_crossentropy(np.eye(5)[labels], p))
+    soft = rng.random((6, 5))
+    check(ref("softmax_cross_entropy", p, soft), _keras_categorical_crossentropy(soft, p))
+    with pytest.raises(ShapeError, match=r"\[0, 5\)"):
+        ref("softmax_cross_entropy", p, np.array([0, 1, 2, 3, 4, 5]))
+
+
+def test_softmax_cross_entropy_grad(rng):
+    p = rng.random((6, 5))
+    soft = rng.random((6, 5))
+    g = rng.normal(size=6)
+    check(ref("softmax_cross_entropy_grad", p, soft, g), (p * soft.sum(-1, keepdims=True) - soft) * g[:, None])
+    labels = rng.integers(0, 5, size=6)
+    check(ref("softmax_cross_entropy_grad", p, labels, g), (p - np.eye(5)[labels]) * g[:, None])

@@ -117,6 +117,9 @@ EXAMPLES = [
     ("correct", [X(None, 4), X(None, 4)], {"kind": "categorical"}),
     ("correct", [X(None, 1), X(None, 1)], {"kind": "binary"}),
     ("confusion_counts", [X(None, 1), X(None, 1)], {"thresholds": (0.25, 0.5)}),
+    ("softmax_cross_entropy", [W(5, 4), W(5, 4)], {}),  # positive probabilities and soft labels
+    ("softmax_cross_entropy", [X(None, 4), X(None, dtype="int32")], {}),
+    ("softmax_cross_entropy_grad", [W(5, 4), W(5, 4), X(5)], {}),
     # params, grads, then each parameter's slots (Adam: m, v), then the learning rate and the step.
     ("optimizer_update", [W(3, 2), W(4), W(3, 2), W(4), W(3, 2), W(3, 2), W(4), W(4), W(), W()],
      {"algorithm": "adam", "count": 2}),

@@ -303,3 +303,45 @@ def test_backward_op_shape_rules_refuse_misfits(op, shapes, attrs):
         values.append(b.input(dims, dtype, "v"))
     with pytest.raises(ShapeError):
         b.emit(op, values, **attrs)
+
+
+# ---------------------------------------------------------------- softmax_cross_entropy (ops/loss_ops.py)
+def test_softmax_cross_entropy_of_other_probabilities(rng):
+    """Probabilities no softmax made: the gradient of Keras's formula itself (rescale, clip)."""
+    p = rng.uniform(0.05, 1.0, size=(4, 5))
+    check_vjp("softmax_cross_entropy", [p, rng.random((4, 5))], wrt=[0])
+    check_vjp("softmax_cross_entropy", [p, rng.integers(0, 5, size=4)], wrt=[0])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("probs_read_elsewhere", [False, True])
+def test_softmax_cross_entropy_goes_straight_to_the_logits(rng, sparse, probs_read_elsewhere):
+    """softmax -> softmax_cross_entropy: one backward node (p * sum(y) - y) * g gives d/d logits,
+    equal to torch.autograd through softmax and Keras's formula; another reader of the
+    probabilities still adds its gradient through the softmax."""
+    logits = torch.as_tensor(rng.normal(size=(4, 5)) * 2)
+    labels = torch.as_tensor(rng.integers(0, 5, size=4) if sparse else rng.random((4, 5)))
+    weights = torch.as_tensor(rng.normal(size=4))
+    extra = torch.as_tensor(rng.normal(size=(4, 5)))
+
+    leaf = logits.clone().requires_grad_(True)
+    probs = torch.softmax(leaf, -1)
+    loss = (OPS["softmax_cross_entropy"].reference(probs, labels) * weights).sum()
+    if probs_read_elsewhere:
+        loss = loss + (probs * extra).sum()
+    (want,) = torch.autograd.grad(loss, [leaf])
+
+    b = GraphBuilder("xent")
+    x = b.input((4, 5), "float64", "logits")
+    y = b.input(tuple(labels.shape), "int64" if sparse else "float64", "labels")
+    w = b.input((4,), "float64", "weights")
+    e = b.input((4, 5), "float64", "extra")
+    p = b.emit1("softmax", [x], axis=-1)
+    total = b.emit1("sum", [b.emit1("mul", [b.emit1("softmax_cross_entropy", [p, y]), w])])
+    if probs_read_elsewhere:
+        total = b.emit1("add", [total, b.emit1("sum", [b.emit1("mul", [p, e])])])
+    (grad,) = gradients(b, total, [x])
+    ops_used = [n.op for n in b.nodes]
+    assert "softmax_cross_entropy_grad" in ops_used and "div" not in ops_used  # no 1/p in the backward
+    (got,) = run_reference(b.finish([grad]), [logits, labels, weights, extra], {})
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-7, atol=1e-9)

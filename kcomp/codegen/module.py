@@ -10,7 +10,7 @@ of its @triton.jit functions.
 import hashlib
 from dataclasses import dataclass
 
-from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_reduce, gen_rows
+from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_reduce, gen_rows, gen_softmax_xent
 from kcomp.ir.graph import Node
 from kcomp.ir.printer import print_graph
 
@@ -22,6 +22,7 @@ GENERATORS = {
     "conv2d": gen_conv2d.generate,
     "pool2d": gen_pool2d.generate,
     "reduce": gen_reduce.generate,
+    "softmax_xent": gen_softmax_xent.generate,
 }
 
 

@@ -2,7 +2,8 @@
 
 Each registry op's `vjp` rule receives the builder, the forward node and the
 gradients of its outputs, and returns one gradient per input (None where an
-input has no gradient: integer ids, or nothing depends on it). `gradients`
+input has no gradient: integer ids, or nothing depends on it), or an
+`Upstream` that also names gradients of values further up. `gradients`
 walks the forward nodes backwards, calls the rules, and adds up the
 contributions of values used several times. The backward nodes are ordinary
 registry ops, so the fusion passes treat the backward graph like any other.
@@ -11,11 +12,24 @@ registry ops, so the fusion passes treat the backward graph like any other.
     grads = gradients(b, loss, params)
 """
 
+from dataclasses import dataclass
+
 from kcomp.errors import GraphError
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
+
+
+@dataclass
+class Upstream:
+    """What a VJP rule returns when it knows its input came from an op it differentiates
+    through in one step (softmax_cross_entropy of a softmax's output): per-input gradients,
+    plus (value, gradient) pairs for values further up the graph. The skipped op then gets
+    no gradient from this node; contributions from other readers still reach it."""
+
+    inputs: list
+    upstream: list
 
 
 def reduce_to_shape(b: GraphBuilder, grad: Value, shape) -> Value:
@@ -58,7 +72,10 @@ def gradients(b: GraphBuilder, loss: Value, wrt: list[Value]) -> list[Value | No
             raise GraphError(f"op {node.op!r} (from {node.origin or 'no layer'}) has no gradient rule yet")
         with b.scope(f"{node.origin}/grad" if node.origin else "grad"):
             in_grads = rule(b, node, outs)
-            for v, g in zip(node.inputs, in_grads, strict=True):
+            extra = []
+            if isinstance(in_grads, Upstream):
+                in_grads, extra = in_grads.inputs, in_grads.upstream
+            for v, g in [*zip(node.inputs, in_grads, strict=True), *extra]:
                 if v.id in needed:
                     _accumulate(b, grads, v, g)  # a sum where a value feeds several nodes
     return [grads.get(v.id) for v in wrt]

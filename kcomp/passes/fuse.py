@@ -17,6 +17,7 @@ weight update.
 from kcomp.codegen.expr import supported
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
+from kcomp.ir.ops.grad_support import SHAPE_ONLY_INPUTS
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 
@@ -160,6 +161,29 @@ class _Fuser:
             group.append(pool)
         return group
 
+    def xent_group(self, node: Node) -> list[Node]:
+        """A softmax cross-entropy with its gradient: one pass over probabilities and labels
+        computes both, when the gradient's per-row factor g does not depend on the loss
+        (it does not for Keras's reductions: g is sample_weight / count)."""
+        if node.op != "softmax_cross_entropy":
+            return [node]
+        probs, labels = node.inputs
+        for user in self.users.get(probs.id, []):
+            if user.op == "softmax_cross_entropy_grad" and user.inputs[1].id == labels.id and id(user) not in self.taken:
+                if user.inputs[2].id not in self.depends_on(node.outputs[0]):
+                    return [node, user]
+        return [node]
+
+    def depends_on(self, v: Value) -> set[int]:
+        """Ids of the values computed from v's numbers (v included); reading only its shape
+        (broadcast_like's template, count's input) is not depending on it."""
+        reach = {v.id}
+        for n in self.graph.nodes:
+            read = [x for i, x in enumerate(n.inputs) if i not in SHAPE_ONLY_INPUTS.get(n.op, ())]
+            if any(x.id in reach for x in read):
+                reach.update(x.id for x in n.outputs)
+        return reach
+
     def anchor(self, node: Node) -> tuple[str, list[Node]] | None:
         op, x = node.op, node.inputs[0] if node.inputs else None
         if node.outputs[0].id in self.weight_only:
@@ -183,6 +207,8 @@ class _Fuser:
                 return "reduce", [node]
         if op in ("max_pool2d", "avg_pool2d"):
             return "pool2d", [node]
+        if op in ("softmax_cross_entropy", "softmax_cross_entropy_grad") and row_fits:
+            return "softmax_xent", self.xent_group(node)
         if self.is_pointwise(node) and all(operand_kind(v, node.outputs[0]) for v in node.inputs):
             group = [node]
             first_loads = {v.id for v in node.inputs if not self.is_constant(v)}

@@ -6,6 +6,7 @@ Each rule is a small function listed in RULES with the op it applies to.
 import torch
 
 from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.ops.grad_support import SHAPE_ONLY_INPUTS
 from kcomp.ir.registry import OPS
 from kcomp.passes.rewrite import Rewriter, dead_code_elimination, rewrite_to_fixpoint
 
@@ -74,6 +75,21 @@ def drop_neutral_operand(node: Node, rw: Rewriter):
     return None
 
 
+def shape_from_an_input(node: Node, rw: Rewriter):
+    """broadcast_like / count read only a shape: take it from a graph input of the same
+    shape (and dtype, which count's result takes) when there is one, so the op neither
+    waits for nor keeps alive the value it was given (the loss values, in a training step)."""
+    (i,) = SHAPE_ONLY_INPUTS[node.op]
+    given = node.inputs[i]
+    if any(v.id == given.id for v in rw.graph.inputs):
+        return None
+    donor = next((v for v in rw.graph.inputs if v.shape == given.shape and v.dtype == given.dtype), None)
+    if donor is None:
+        return None
+    inputs = [donor if j == i else v for j, v in enumerate(node.inputs)]
+    return rw.emit(node.op, inputs, **node.attrs)
+
+
 RULES = [
     ("dropout", identity_dropout),
     ("linear", identity_linear),
@@ -82,6 +98,7 @@ RULES = [
     ("transpose", merge_transposes),
     *[(name, fold_constants) for name, op in OPS.items() if "elementwise" in op.traits and "random" not in op.traits],
     *[(name, drop_neutral_operand) for name in ("add", "sub", "mul", "div")],
+    *[(name, shape_from_an_input) for name in SHAPE_ONLY_INPUTS],
 ]
 
 

@@ -18,6 +18,10 @@ from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import broadcast_infer, require_float, same_as_input
 from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static, normalize_axis
 
+# Inputs whose values an op never reads, only their (run-time) shape: broadcast_like's
+# template and count's input. Passes may swap them for any value of the same shape.
+SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "count": (0,)}
+
 # ---------------------------------------------------------------- helpers for VJP rules
 
 

@@ -1,0 +1,126 @@
+"""The softmax cross-entropy template under Triton's interpreter, against the reference.
+
+One kernel computes Keras's categorical cross-entropy of softmax probabilities
+and, in a training step, its gradient with respect to the logits: the fusion
+pass merges the loss and its gradient when the gradient's per-row factor does
+not depend on the loss. Labels are one-hot/soft rows or class ids; rows are
+ragged and some span several blocks.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.codegen.module import kernel_source
+from kcomp.ir.builder import GraphBuilder
+from kcomp.passes import run_pipeline
+from kcomp.runtime.kernel_cache import load_kernel
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+from kernel_helpers import kernels_of
+
+TOL = dict(rtol=1e-5, atol=1e-6)
+
+
+def probabilities(rows, classes, seed, lead=()):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(torch.randn(*lead, rows, classes, generator=g) * 4, dim=-1)
+    p.view(-1, classes)[0, 0] = 1e-12  # below Keras's clip at 1e-7
+    return p
+
+
+def labels_for(p, sparse, seed):
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, p.shape[-1], p.shape[:-1], generator=g)
+    if sparse:
+        return ids.to(torch.int32)
+    return torch.nn.functional.one_hot(ids, p.shape[-1]).float()
+
+
+def xent_graph(p, y, parts):
+    b = GraphBuilder("xent")
+    lead = (None,) + tuple(p.shape[1:-1])
+    probs = b.input((*lead, p.shape[-1]), "float32", "probs")
+    labels = b.input(tuple(lead) + (() if not y.is_floating_point() else (p.shape[-1],)), str(y.dtype).split(".")[1], "labels")
+    g = b.input(lead, "float32", "g")
+    outs = []
+    if "loss" in parts:
+        outs.append(b.emit1("softmax_cross_entropy", [probs, labels]))
+    if "grad" in parts:
+        outs.append(b.emit1("softmax_cross_entropy_grad", [probs, labels, g]))
+    return b.finish(outs)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("classes", [10, 37, 300])
+@pytest.mark.parametrize("parts", [("loss", "grad"), ("loss",), ("grad",)])
+def test_loss_and_gradient_in_one_kernel(sparse, classes, parts):
+    p = probabilities(13, classes, seed=classes)
+    y = labels_for(p, sparse, seed=classes)
+    g = torch.randn(13, generator=torch.Generator().manual_seed(3))
+    graph = xent_graph(p, y, parts)
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "softmax_xent" and len(kernel.outputs) == len(parts)
+    got = Plan(fused).run([p, y, g], {})
+    want = run_reference(graph, [p, y, g], {})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), **TOL)
+
+
+def test_outputs_are_written_whole():
+    """Launched directly into NaN-filled buffers: every element of both outputs is written."""
+    p = probabilities(29, 19, seed=5, lead=(3,))  # rank 3: rows are (3 * 29)
+    y = labels_for(p, sparse=True, seed=5)
+    g = torch.randn(3, 29)
+    graph = xent_graph(p.transpose(0, 1), y.transpose(0, 1), ("loss", "grad"))  # (None=29, 3, C)
+    p, y, g = p.transpose(0, 1).contiguous(), y.transpose(0, 1).contiguous(), g.transpose(0, 1).contiguous()
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    module = load_kernel(kernel_source(kernel, 0))
+    loss, dlogits = torch.full((29, 3), float("nan")), torch.full((29, 3, 19), float("nan"))
+    module.launch(p, y, g, out=(loss, dlogits))
+    want_loss, want_grad = run_reference(graph, [p, y, g], {})
+    np.testing.assert_allclose(loss.numpy(), want_loss.numpy(), **TOL)
+    np.testing.assert_allclose(dlogits.numpy(), want_grad.numpy(), **TOL)
+
+
+def test_a_gradient_factor_computed_from_the_loss_keeps_two_kernels():
+    """g = loss itself (not Keras's reductions): merging would need the loss before it exists."""
+    p = probabilities(7, 5, seed=1)
+    y = labels_for(p, sparse=False, seed=1)
+    b = GraphBuilder("xent")
+    probs = b.input((None, 5), "float32", "probs")
+    labels = b.input((None, 5), "float32", "labels")
+    loss = b.emit1("softmax_cross_entropy", [probs, labels])
+    grad = b.emit1("softmax_cross_entropy_grad", [probs, labels, loss])
+    graph = b.finish([loss, grad])
+    fused, _ = run_pipeline(graph)
+    assert [len(k.outputs) for k in kernels_of(fused)] == [1, 1]
+    got = Plan(fused).run([p, y], {})
+    for a, w in zip(got, run_reference(graph, [p, y], {})):
+        np.testing.assert_allclose(a.numpy(), w.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy"])
+def test_training_step_computes_the_loss_and_its_gradient_in_one_kernel(loss):
+    """Dense(softmax) + cross-entropy: the loss and d/d logits are one kernel, next to the
+    Dense+softmax kernel; no 1/p and no softmax backward anywhere in the step."""
+
+    from kcomp.layers import Dense, Input
+    from kcomp.models import Sequential
+    from kcomp.training.step import build_train_step
+
+    model = Sequential([Input(shape=(6,)), Dense(4, activation="softmax")])
+    model.compile(optimizer="sgd", loss=loss)
+    target = ((4,), "float32") if loss.startswith("categorical") else ((), "int32")
+    step = build_train_step(model, model._training, [target])
+    fused, _ = run_pipeline(step.graph)
+    xent = [k for k in kernels_of(fused) if k.attrs["template"] == "softmax_xent"]
+    assert len(xent) == 1
+    assert {n.op for n in xent[0].attrs["body"].nodes} == {"softmax_cross_entropy", "softmax_cross_entropy_grad"}
+    ops = {n.op for k in kernels_of(fused) for n in k.attrs["body"].nodes} | {n.op for n in fused.nodes}
+    assert "div" not in {n.op for n in step.graph.nodes if n.origin.startswith("dense")}
+    assert "one_hot" not in ops and "log" not in ops
+
