@@ -16,6 +16,7 @@ from kcomp.ir.graph import Graph
 from kcomp.passes import run_pipeline
 from kcomp.passes.fuse import weight_only_values
 from kcomp.passes.precision import convert_dtype
+from kcomp.runtime.plan import VIEW_OPS
 from kcomp.utils.files import write_text_atomic
 
 TARGETS = ("sm_80", "sm_89", "sm_90")
@@ -73,8 +74,8 @@ def explain(graph: Graph) -> str:
             kernels += 1
         elif node.outputs[0].id in weight_only:
             lines.append(f"{node.origin or '?'} ({node.op}) -> once per weight update (weights only)")
-        elif node.op == "reshape":
-            lines.append(f"{node.origin or '?'} (reshape) -> a view, no kernel")
+        elif node.op in VIEW_OPS:
+            lines.append(f"{node.origin or '?'} ({node.op}) -> a view, no kernel")
         elif node.op != "constant":
             lines.append(f"{node.origin or '?'} ({node.op}) -> unfused torch op (no template yet)")
     return "\n".join(lines) + "\n"

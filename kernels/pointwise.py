@@ -3,7 +3,8 @@
 Hook: BODY(offs, mask, C, X0..X7) loads what it needs (a full tensor at offs,
 a last-axis vector at offs % C, or a scalar) and returns the value; codegen
 generates it from a chain of elementwise IR nodes. One launch replaces one
-kernel per op, so intermediate values never reach memory.
+kernel per op, so intermediate values never reach memory. `offs` is also the
+flat element index from which dropout draws its mask (kernels/random.py).
 """
 
 import triton

@@ -17,7 +17,7 @@ sizes and the grid are the row templates' (kcomp.kernels.rows).
 import triton
 import triton.language as tl
 
-EPSILON = 1e-7  # Keras's backend epsilon
+EPSILON = tl.constexpr(1e-7)  # Keras's backend epsilon (constexpr: a jit function reads it)
 
 
 @triton.jit

@@ -6,8 +6,9 @@ job, and reads back JSON: `start(job).result()`, or several `start`s at once to
 compile in parallel. The jobs:
 
     {"kind": "examples", "dtype": "bfloat16", "target": "sm_90", "batch": 128}
-        every kernel node of every model in examples/*.k, compiled where its
-        template has a generator: one record per kernel (resources, or why not)
+        every kernel node of every model in examples/*.k (and, in float32, of
+        its training step), compiled where its template has a generator: one
+        record per kernel (resources, or why not)
     {"kind": "checks", "folder": DIR}
         the rest: another target, precision="ieee", a pointwise kernel, the
         specialisation against triton.jit's own, write_artifacts into DIR
@@ -72,17 +73,30 @@ def start(job: dict, timeout: float = 300, **env) -> Child:
 # --- the child side ----------------------------------------------------------------------------
 
 
-def example_kernels():
-    """(file stem, model name, index, kernel node) for every kernel node of every example model."""
+def example_graphs(training: bool):
+    """(file stem, name, graph) of every example model: its forward, and with training=True also
+    its training step (named "<model>:train") when its .k file has a compile section."""
     import kcomp.dsl
-    from kcomp.passes import run_pipeline
+    from kcomp.cli import _compile_from_section
+    from kcomp.compiler import train_step_graph
 
     for path in sorted(EXAMPLES.glob("*.k")):
         for name, model in kcomp.dsl.load(path).items():
-            graph, _ = run_pipeline(model.to_graph())
-            kernels = [n for n in graph.nodes if n.op == "kernel"]
-            for index, node in enumerate(kernels):
-                yield path.stem, name, index, node
+            yield path.stem, name, model.to_graph()
+            if training and getattr(getattr(model, "compile_config", None), "settings", None):
+                _compile_from_section(model, path)
+                yield path.stem, f"{name}:train", train_step_graph(model)
+
+
+def example_kernels(training: bool = True):
+    """(file stem, model name, index, kernel node) for every kernel node of every example graph."""
+    from kcomp.passes import run_pipeline
+
+    for stem, name, graph in example_graphs(training):
+        fused, _ = run_pipeline(graph)
+        kernels = [n for n in fused.nodes if n.op == "kernel"]
+        for index, node in enumerate(kernels):
+            yield stem, name, index, node
 
 
 def record(result) -> dict:
@@ -101,7 +115,8 @@ def job_examples(job: dict) -> list[dict]:
 
     dtype = None if job["dtype"] == "float32" else job["dtype"]
     records = []
-    for stem, model, index, node in example_kernels():
+    # Training steps are compiled in float32 only (a bfloat16 build converts forward graphs).
+    for stem, model, index, node in example_kernels(training=job["dtype"] == "float32"):
         key = {"file": stem, "model": model, "index": index, "template": node.attrs["template"], "dtype": job["dtype"]}
         if node.attrs["template"] not in GENERATORS:
             records.append({**key, "status": "no generator"})

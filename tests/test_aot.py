@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import kcomp.dsl
-from aot_helpers import EXAMPLES, start
+from aot_helpers import EXAMPLES, example_graphs, start
 from kcomp.codegen import aot
 from kcomp.codegen.module import kernel_source
 from kcomp.errors import KcompError
@@ -32,13 +32,13 @@ KNOWN_SPILLS: dict = {}  # (model, kernel, dtype) -> why it spills; empty since 
 
 
 def example_cases():
-    """(model, kernel index, template) of every kernel node in examples/*.k, known at collection."""
+    """(model, kernel index, template) of every kernel node in examples/*.k and their training
+    steps ("<model>:train"), known at collection."""
     cases = []
-    for path in sorted(EXAMPLES.glob("*.k")):
-        for name, model in kcomp.dsl.load(path).items():
-            graph, _ = run_pipeline(model.to_graph())
-            kernels = [n for n in graph.nodes if n.op == "kernel"]
-            cases += [(name, i, n.attrs["template"]) for i, n in enumerate(kernels)]
+    for _, name, graph in example_graphs(training=True):
+        fused, _ = run_pipeline(graph)
+        kernels = [n for n in fused.nodes if n.op == "kernel"]
+        cases += [(name, i, n.attrs["template"]) for i, n in enumerate(kernels)]
     return cases
 
 
@@ -48,7 +48,7 @@ CASES = example_cases()
 def params(cases, marks=None):
     out = []
     for name, index, template in cases:
-        for dtype in DTYPES:
+        for dtype in DTYPES if not name.endswith(":train") else ["float32"]:
             reason = (marks or {}).get((name, index, dtype))
             mark = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
             out.append(pytest.param(name, index, template, dtype, id=f"{name}-kernel_{index}-{template}-{dtype}", marks=mark))

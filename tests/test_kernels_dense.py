@@ -212,3 +212,51 @@ def test_a_row_wider_than_an_epilogue_tile_gets_its_own_softmax_kernel():
     got, want, graph, _ = run_both(model, [torch.randn(5, 23)])
     assert_close(got, want, "float32")
     assert [k.attrs["template"] for k in kernels_of(graph)] == ["matmul", "softmax"]
+
+
+@pytest.mark.parametrize("transposed", ["a", "b", "both"])
+def test_transposed_operands_are_read_through_strides(transposed):
+    """A weight gradient multiplies activations^T: the transpose is a view the matmul kernel
+    reads through its strides (no copy kernel), and the result equals the reference."""
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("transposed")
+    x = b.input((37, 23), "float32", "x")  # read as A^T: (23, 37)
+    y = b.input((19, 37) if transposed != "a" else (37, 19), "float32", "y")
+    a = b.emit1("transpose", [x], perm=(1, 0))
+    w = b.emit1("transpose", [y], perm=(1, 0)) if transposed != "a" else y
+    if transposed == "b":
+        a = b.emit1("relu", [b.emit1("transpose", [x], perm=(1, 0))])  # a prologue on a strided A
+    graph = b.finish([b.emit1("matmul", [a, w])])
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "matmul"
+    plan = Plan(fused, precision="ieee")
+    assert {s.node.op for s in plan.steps if s.kind == "view"} == {"transpose"}
+    g = torch.Generator().manual_seed(4)
+    inputs = [torch.randn(37, 23, generator=g), torch.randn(*y.shape, generator=g)]
+    (got,) = plan.run(inputs, {})
+    (want,) = run_reference(graph, inputs, {})
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_bias_gradient_is_a_second_output_of_the_weight_gradient_kernel():
+    """dW = h^T @ dz and db = sum(dz, axis 0): one matmul kernel writes both (B's column sums
+    accumulate as its tiles load). M spans several tile rows, N and K are ragged."""
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("weight_and_bias_gradients")
+    h = b.input((None, 70), "float32", "h")
+    dz = b.input((None, 37), "float32", "dz")
+    dw = b.emit1("matmul", [b.emit1("transpose", [h], perm=(1, 0)), dz])
+    db = b.emit1("sum", [dz], axes=(0,), keepdims=False)
+    graph = b.finish([dw, db])
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert [n.op for n in kernel.attrs["body"].nodes] == ["matmul", "sum"] and len(kernel.outputs) == 2
+    g = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(23, 70, generator=g), torch.randn(23, 37, generator=g)]
+    got = Plan(fused, precision="ieee").run(inputs, {})
+    want = run_reference(graph, inputs, {})
+    for a, w in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), w.numpy(), rtol=1e-5, atol=1e-5)

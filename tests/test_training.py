@@ -257,6 +257,32 @@ def test_compiled_training_step_under_the_interpreter_equals_the_reference_step(
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name, hyper", [("sgd", {"momentum": 0.9, "nesterov": True}), ("rmsprop", {"momentum": 0.5, "centered": True}),
+                                         ("adagrad", {}), ("adamw", {"weight_decay": 0.1, "amsgrad": True})])
+def test_compiled_step_updates_weights_and_slots_in_one_optimizer_kernel(name, hyper):
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(13, 23)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 5, 13), 5)
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(15)
+        model = Sequential([Input(shape=(23,)), Dense(19, activation="relu"), Dense(5, activation="softmax")])
+        optimizer = optimizers.get(name).__class__(learning_rate=0.05, **hyper)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", backend=backend)
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        slots = [s.numpy() for per in optimizer.slots.values() for s in per]
+        results.append((model.get_weights() + slots, model))
+    (ref, _), (tri, model) = results
+    for a, b in zip(ref, tri, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    (step,) = [s for (kind, _), s in model._training.steps.items() if kind == "train"]
+    nodes = step.plan.graph.nodes
+    assert not [n for n in nodes if n.op == "optimizer_update"]  # not left to torch
+    assert len([n for n in nodes if n.op == "kernel" and n.attrs["template"] == "optimizer"]) == 1
+
+
 def test_dropout_draws_a_new_mask_every_training_step():
     from kcomp.layers import Dropout
 
@@ -273,3 +299,36 @@ def test_fit_on_inputs_of_the_wrong_shape_names_both_shapes():
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     with pytest.raises(ShapeError, match=r"\(None, 28, 28, 1\).*\(4, 784\)"):
         model.fit(np.ones((4, 784), "float32"), np.ones((4, 10), "float32"), verbose=0)
+
+
+def test_compiled_steps_update_the_models_buffers_in_place_and_see_weights_the_user_sets():
+    """The triton backends keep weights and slots in device buffers the model itself holds and
+    the step updates in place (what a captured CUDA graph needs); evaluate may come first
+    (under inference mode), and set_weights between steps is honoured, as on the reference."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(10, 7)).astype("float32")
+    y = rng.integers(0, 3, 10)
+    replacement = None
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(4)
+        model = Sequential([Input(shape=(7,)), Dense(6, activation="relu"), Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        logs = [model.evaluate(x, y, verbose=0, return_dict=True)]
+        logs.append(model.train_on_batch(x, y, return_dict=True))
+        kernel = model.layers[0].weights[0]
+        held = kernel.value
+        logs.append(model.train_on_batch(x, y, return_dict=True))
+        if backend != "reference":
+            assert kernel.value is held  # updated in place, not replaced
+        replacement = replacement or [w * 0.5 for w in model.get_weights()]
+        model.set_weights(replacement)
+        logs.append(model.train_on_batch(x, y, return_dict=True))
+        logs.append(model.evaluate(x, y, verbose=0, return_dict=True))
+        results.append((logs, model.get_weights()))
+    (ref_logs, ref_w), (tri_logs, tri_w) = results
+    for a, b in zip(ref_logs, tri_logs):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4), (a, b)
+    for a, b in zip(ref_w, tri_w):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

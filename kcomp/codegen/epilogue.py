@@ -13,8 +13,10 @@ Output is the source of one small @triton.jit function, for example:
 
 from dataclasses import dataclass
 
-from kcomp.codegen.expr import expression, literal
+from kcomp.codegen.expr import RNG_IMPORT, draws_random, expression, literal
+from kcomp.errors import GraphError
 from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.types import is_static
 from kcomp.passes.fuse import operand_kind
 
 TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
@@ -47,6 +49,20 @@ def _load(kind: str, slot: int, tile: bool) -> str:
     }[kind] + ".to(tl.float32)"
 
 
+def _tile_offsets(start: Value) -> str:
+    """The line defining `offs`, the flat row-major index of each element of a tile.
+
+    A tile's rows (offs_m: matmul rows, conv output pixels, or A's rows in a
+    prologue) and columns (offs_n: output columns, filters, or A's K offsets)
+    index a value of static row width, so the index is offs_m * width + offs_n:
+    the index the reference uses for the same element.
+    """
+    width = start.shape[-1] if start.rank else 1
+    if not is_static(width):
+        raise GraphError(f"a random draw in a tile epilogue needs a static row width; {start} has {width}")
+    return f"    offs = offs_m[:, None].to(tl.int64) * {width} + offs_n[None, :]  # flat element index, for the random draw"
+
+
 def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue", params: str | None = None) -> tuple[str, list[Operand]]:
     """Source of the function computing `chain` (elementwise nodes of `body`).
 
@@ -59,6 +75,9 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
     operands: list[Operand] = []
     lines = []
     out = chain[-1].outputs[0] if chain else start
+    draws = any(draws_random(n.op, n.attrs) for n in chain)
+    if draws and tile:  # a pointwise body has `offs` already, as a parameter
+        lines.append(_tile_offsets(start))
     for node in chain:
         if node.op in ("softmax", "log_softmax"):  # a whole row is in the tile (the fuser checked)
             x = names[node.inputs[0].id]
@@ -90,4 +109,6 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
     params = params or (TILE_PARAMS if tile else FLAT_PARAMS)
     ret = names[out.id] if out is not None else "acc"
     source = f"@triton.jit\ndef {name}({params}):\n" + "\n".join(lines) + f"\n    return {ret}\n"
+    if draws:  # the mask's helper (kernels/random.py); a module-level import in the generated module
+        source = f"{RNG_IMPORT}  # dropout's mask: Philox of (seed, step, element index)\n\n\n{source}"
     return source, operands

@@ -80,6 +80,28 @@ BINARY = {
     "broadcast_like": "({a} + tl.zeros_like({b}))",  # b gives only the shape
 }
 
+# Generated code that draws dropout's mask calls kcomp.kernels.random under this name; the
+# function must define `offs`, the flat row-major index of each element of the op's output.
+RNG_IMPORT = "from kcomp.kernels import random as rng"
+
+
+def draws_random(op: str, attrs: dict) -> bool:
+    """Whether the node's expression draws random numbers (and so needs `offs` and RNG_IMPORT)."""
+    return op == "dropout" and attrs["training"] and attrs["rate"] != 0.0
+
+
+def _dropout(args: list[str], rate, seed, training) -> str:
+    # Inputs (x, step): the step is the training step's scalar; without one (eager, Monte Carlo
+    # dropout in predict) the reference draws at step 0 too. Seed and rate are compile-time
+    # constants; the seed is taken as 64-bit two's complement, as kcomp.random.seed_key does.
+    if not draws_random("dropout", dict(rate=rate, training=training)):
+        return args[0]
+    step = args[1] if len(args) > 1 else "0.0"
+    seed = seed & (2**64 - 1)
+    scale = literal(1.0 / (1.0 - rate))
+    return f"rng.dropout({args[0]}, offs, {step}, SEED={seed}, RATE={literal(rate)}, SCALE={scale})"
+
+
 TL_DTYPES = {"float32": "tl.float32", "float16": "tl.float16", "bfloat16": "tl.bfloat16", "float64": "tl.float64"}
 
 
@@ -92,8 +114,10 @@ def expression(op: str, args: list[str], attrs: dict) -> str:
         return f"{args[0]}.to({TL_DTYPES[attrs['dtype']]}).to(tl.float32)"
     if op in UNARY:
         return UNARY[op](args[0], **attrs)
+    if op == "dropout":
+        return _dropout(args, **attrs)
     raise KeyError(f"no Triton expression for op {op!r}")
 
 
 def supported(op: str) -> bool:
-    return op in BINARY or op in UNARY or op == "cast"
+    return op in BINARY or op in UNARY or op in ("cast", "dropout")

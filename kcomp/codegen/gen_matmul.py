@@ -8,6 +8,8 @@ from kcomp.passes.fuse import chain_input
 
 def generate(body) -> Generated:
     nodes = [n for n in body.nodes if n.op != "constant"]
+    column_sum = next((n for n in nodes if n.op == "sum"), None)  # B's column sums: a second output
+    nodes = [n for n in nodes if n is not column_sum]
     at = next(i for i, n in enumerate(nodes) if n.op == "matmul")
     anchor, prologue_nodes = nodes[at], nodes[:at]
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
@@ -18,8 +20,16 @@ def generate(body) -> Generated:
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, a_value, "prologue", PROLOGUE_PARAMS)
     expression, operands = generate_epilogue(body, constants + nodes[at + 1 :], anchor.outputs[0])
     out_dtype = body.outputs[0].dtype
-    launch = f"""    # check: A is (..., K) and read as a row-major (M, K) matrix; B is (K, N).
-    a = in{a}.contiguous()
+    if column_sum is None:
+        allocate = f"torch.empty((*a.shape[:-1], N), device=a.device, dtype=torch.{out_dtype})"
+        unpack = "c, bsum = out, out  # no column sums: BSUM is unused"
+    else:
+        allocate = (f"(torch.empty((*a.shape[:-1], N), device=a.device, dtype=torch.{out_dtype}), "
+                    f"torch.empty((N,), device=a.device, dtype=torch.{column_sum.outputs[0].dtype}))")
+        unpack = "c, bsum = out  # C and B's column sums (the bias gradient)"
+    launch = f"""    # check: A is (..., K), read as an (M, K) matrix through its strides when 2-D (a transposed
+    # view needs no copy), else made contiguous; B is (K, N), read through its strides.
+    a = in{a} if in{a}.dim() == 2 else in{a}.contiguous()
     b = in{b}
     K = a.shape[-1]
     M = a.numel() // K
@@ -28,17 +38,18 @@ def generate(body) -> Generated:
         raise ValueError(f"{{tuple(a.shape)}} @ {{tuple(b.shape)}}: inner dimensions differ")
 {contiguous_operands(pro_operands + operands)}    # allocate
     if out is None:
-        out = torch.empty((*a.shape[:-1], N), device=a.device, dtype=torch.{out_dtype})
+        out = {allocate}
+    {unpack}
     # grid
     config = config or candidate_configs(M, N, K, interpret=a.device.type == "cpu", whole_rows={nodes[-1].op in ("softmax", "log_softmax")})[0]
     meta = {{k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}}
     # launch
     matmul_kernel[grid(M, N, config)](
-        a, b, out, M, N, K,
-        K, 1, b.stride(0), b.stride(1), N, 1,
-        {operand_args(pro_operands, tile=True, count=2)},
-        {operand_args(operands, tile=True, count=4)},
-        PROLOGUE=prologue, HAS_PROLOGUE={bool(prologue_nodes)}, EPILOGUE=epilogue, PRECISION=precision, **meta,
+        a, b, c, bsum, M, N, K,
+        a.stride(-2) if a.dim() == 2 else K, a.stride(-1), b.stride(0), b.stride(1), N, 1,
+        {operand_args(pro_operands, tile=True, count=2, unused="c")},
+        {operand_args(operands, tile=True, count=4, unused="c")},
+        PROLOGUE=prologue, HAS_PROLOGUE={bool(prologue_nodes)}, EPILOGUE=epilogue, HAS_BSUM={column_sum is not None}, PRECISION=precision, **meta,
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )
     return out

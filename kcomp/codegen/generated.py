@@ -10,14 +10,14 @@ class Generated:
     launch: str  # the body of `launch(in0, in1, ..., out=None, config=None, precision="tf32")`
 
 
-def operand_args(operands, tile: bool, count: int) -> str:
-    """E0..E3 / S0..S3 (tile) or X0..X7 (flat) arguments; unused slots get `out` and 0."""
+def operand_args(operands, tile: bool, count: int, unused: str = "out") -> str:
+    """E0..E3 / S0..S3 (tile) or X0..X7 (flat) arguments; unused slots get the tensor `unused` and 0."""
     if tile:
-        ptrs = [f"in{o.input_index}" for o in operands] + ["out"] * (count - len(operands))
+        ptrs = [f"in{o.input_index}" for o in operands] + [unused] * (count - len(operands))
         strides = [f"in{o.input_index}.shape[-1]" if o.kind == "full" else "0" for o in operands]
         strides += ["0"] * (count - len(operands))
         return ", ".join(ptrs) + ", " + ", ".join(strides)
-    return ", ".join([f"in{o.input_index}" for o in operands] + ["out"] * (count - len(operands)))
+    return ", ".join([f"in{o.input_index}" for o in operands] + [unused] * (count - len(operands)))
 
 
 def contiguous_operands(operands) -> str:

@@ -10,17 +10,20 @@ of its @triton.jit functions.
 import hashlib
 from dataclasses import dataclass
 
-from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_reduce, gen_rows, gen_softmax_xent
+from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_pool2d_grad, gen_reduce, gen_rows, gen_softmax_xent
+from kcomp.codegen import gen_optimizer
 from kcomp.ir.graph import Node
 from kcomp.ir.printer import print_graph
 
 GENERATORS = {
     "matmul": gen_matmul.generate,
+    "optimizer": gen_optimizer.generate,
     "pointwise": gen_pointwise.generate,
     "softmax": gen_rows.generate_softmax,
     "layer_norm": gen_rows.generate_layer_norm,
     "conv2d": gen_conv2d.generate,
     "pool2d": gen_pool2d.generate,
+    "pool2d_grad": gen_pool2d_grad.generate,
     "reduce": gen_reduce.generate,
     "softmax_xent": gen_softmax_xent.generate,
 }

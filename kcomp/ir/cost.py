@@ -31,6 +31,10 @@ def node_flops(node: Node, sizes: dict) -> int:
     op = node.op
     if op == "kernel":
         return sum(node_flops(n, sizes) for n in node.attrs["body"].nodes)
+    if op == "optimizer_update":
+        # Per parameter element, counted from the formulas in ir/ops/optim.py (Adam: ~12 with the sqrt and divide).
+        per_element = {"sgd": 4, "adam": 12, "adamw": 15, "rmsprop": 10, "adagrad": 7}[node.attrs["algorithm"]]
+        return per_element * sum(numel(p, sizes) for p in node.inputs[: node.attrs["count"]])
     if op == "matmul":
         return 2 * n_out * dim(node.inputs[0].shape[-1], sizes)  # the contracted size (the batch, in a weight gradient)
     if op == "conv2d":
@@ -38,6 +42,11 @@ def node_flops(node: Node, sizes: dict) -> int:
         return 2 * n_out * kh * kw * cin
     if op in ("max_pool2d", "avg_pool2d"):
         return n_out * prod(node.attrs["pool_size"])
+    if op in ("max_pool2d_grad", "avg_pool2d_grad"):
+        # Per input pixel, every window that can cover it; max recomputes each one's maximum.
+        (ph, pw), (sh, sw) = node.attrs["pool_size"], node.attrs["strides"]
+        windows = -(-ph // sh) * -(-pw // sw)
+        return n_out * windows * (ph * pw if op == "max_pool2d_grad" else 1)
     if op in ("lstm", "gru", "simple_rnn"):
         x, kernel, recurrent = node.inputs[:3]
         steps = numel(x, sizes) // x.shape[-1]  # batch * timesteps
@@ -54,7 +63,7 @@ def node_flops(node: Node, sizes: dict) -> int:
 
 
 def node_bytes(node: Node, sizes: dict) -> int:
-    if node.op in ("reshape", "constant"):
+    if node.op in ("reshape", "transpose", "constant"):  # views: kernels read them through strides
         return 0
     reads = sum(nbytes(v, sizes) for v in dict.fromkeys(node.inputs))
     return reads + sum(nbytes(v, sizes) for v in node.outputs)
@@ -64,7 +73,7 @@ def graph_cost(graph: Graph, sizes: dict, skip: set[int] = frozenset()) -> tuple
     """(launches, flops, bytes) of running each node of `graph` as one kernel; `skip`: weight-only values."""
     launches = flops = moved = 0
     for node in graph.nodes:
-        if node.op in ("reshape", "constant") or node.outputs[0].id in skip:
+        if node.op in ("reshape", "transpose", "constant") or node.outputs[0].id in skip:
             continue
         launches += 1
         flops += node_flops(node, sizes)

@@ -69,9 +69,11 @@ class _Fuser:
 
     def is_pointwise(self, node: Node) -> bool:
         traits = OPS[node.op].traits
+        # Random ops stay unfused, except dropout: its mask is a pure function of (seed, step,
+        # element index) that generated code computes as the reference does (kcomp/random.py).
         return (
             "elementwise" in traits
-            and "random" not in traits
+            and ("random" not in traits or node.op == "dropout")
             and node.op != "constant"
             and supported(node.op)
             and all(_is_float(v) for v in (*node.inputs, *node.outputs))
@@ -94,15 +96,31 @@ class _Fuser:
         while (user := self.sole_user(v)) is not None and self.is_pointwise(user) and id(user) not in self.taken:
             out = user.outputs[0]
             others = [x for x in user.inputs if x.id != v.id]
-            if out.shape != v.shape or any(operand_kind(x, out) is None for x in others):
+            feeders = [p for x in others if (p := self.operand_producer(x, user, group)) is not None]
+            fed = {p.outputs[0].id for p in feeders}
+            inside = {o.id for n in group for o in n.outputs}
+            loads = [y for p in feeders for y in p.inputs if y.id not in inside] + [x for x in others if x.id not in fed]
+            if out.shape != v.shape or any(operand_kind(x, out) is None for x in loads):
                 break
-            needs = {x.id for x in others if not self.is_constant(x)}
+            needs = {x.id for x in loads if not self.is_constant(x)}
             if len(loaded | needs) > max_loads:
                 break
             loaded |= needs
+            group.extend(feeders)
             group.append(user)
             v = out
         return v
+
+    def operand_producer(self, x: Value, user: Node, group: list[Node]) -> Node | None:
+        """The single-use elementwise op computing an operand of `user` from tensors the kernel
+        can load itself (relu's gradient mask greater(h, 0)): computed in the epilogue, it needs
+        no launch of its own and its output never goes through memory."""
+        p = self.producers.get(x.id)
+        if p is None or id(p) in self.taken or p in group or not self.is_pointwise(p) or self.sole_user(x) is not user:
+            return None
+        if x.shape != user.outputs[0].shape or any(operand_kind(y, user.outputs[0]) is None for y in p.inputs):
+            return None
+        return p
 
     def matmul_group(self, node: Node) -> list[Node] | None:
         a, b = node.inputs
@@ -116,7 +134,26 @@ class _Fuser:
             n = v.shape[-1]
             if row.attrs["axis"] % v.rank == v.rank - 1 and is_static(n) and n <= MAX_EPILOGUE_ROW:
                 group.append(row)
+        if id(node) in self.column_sums:
+            group.append(self.column_sums[id(node)])  # a second output: B's column sums
         return group
+
+    def column_sum_of_b(self, node: Node) -> Node | None:
+        """A sum over axis 0 of this Dense-like matmul's B (K, N), when there is one.
+
+        In a training step, B of the weight gradient dW = h^T @ dz is dz, and the
+        bias gradient is sum(dz, axis 0): the matmul loads every tile of dz anyway, so
+        its kernel also writes the column sums and the bias gradient needs no launch.
+        """
+        if node.op != "matmul" or not self.is_anchor(node) or node.outputs[0].id in self.weight_only:
+            return None
+        b = node.inputs[1]
+        for user in self.users.get(b.id, []):
+            if user.op == "sum" and id(user) not in self.taken and not user.attrs["keepdims"] and _is_float(b):
+                axes = user.attrs["axes"]
+                if axes is not None and tuple(a % 2 for a in axes) == (0,):
+                    return user
+        return None
 
     def prologue_chain(self, matmul: Node) -> list[Node]:
         """Single-use elementwise ops that produced a Dense's input, to apply as A tiles load."""
@@ -188,6 +225,10 @@ class _Fuser:
         op, x = node.op, node.inputs[0] if node.inputs else None
         if node.outputs[0].id in self.weight_only:
             return None
+        if op == "optimizer_update":
+            # Every parameter in one multi-tensor launch: float32 tensors, each passed in (no literals).
+            fits = node.attrs["count"] > 0 and all(v.dtype == "float32" and not self.is_constant(v) for v in node.inputs)
+            return ("optimizer", [node]) if fits else None
         if op == "matmul":
             group = self.matmul_group(node)
             return ("matmul", group) if group else None
@@ -209,6 +250,8 @@ class _Fuser:
             return "pool2d", [node]
         if op in ("softmax_cross_entropy", "softmax_cross_entropy_grad") and row_fits:
             return "softmax_xent", self.xent_group(node)
+        if op in ("max_pool2d_grad", "avg_pool2d_grad") and all(_is_float(v) for v in node.inputs):
+            return "pool2d_grad", [node]  # a gather over the windows covering each pixel: no atomics
         if self.is_pointwise(node) and all(operand_kind(v, node.outputs[0]) for v in node.inputs):
             group = [node]
             first_loads = {v.id for v in node.inputs if not self.is_constant(v)}
@@ -229,6 +272,13 @@ class _Fuser:
                 if chain:
                     self.prologues[id(node)] = chain
                     taken.update(id(n) for n in chain)
+        # And bias gradients: the column sums of a weight gradient's B, summed as its tiles load.
+        self.column_sums = {}
+        for node in self.graph.nodes:
+            column_sum = self.column_sum_of_b(node)
+            if column_sum is not None:
+                self.column_sums[id(node)] = column_sum
+                taken.add(id(column_sum))
         index = {id(n): i for i, n in enumerate(self.graph.nodes)}
         for node in self.graph.nodes:
             if id(node) in taken:

@@ -28,3 +28,68 @@ class CapturedForward:
             static.copy_(t, non_blocking=True)
         self.graph.replay()
         return [o.clone() for o in self.static_outputs]
+
+
+class CapturedStep:
+    """A training (or test) step replayed from one CUDA graph per batch shape.
+
+    The step reads the weights, optimizer slots and moving statistics from
+    fixed buffers (`params`) and, inside the graph, copies their new values back
+    into those buffers, so one replay is the whole step: batch in, updated state
+    out, with no Python in between and nothing read back to the host. `writes[i]`
+    names the buffer output i updates (None: a loss or metric output, returned).
+
+    The first call for a batch shape runs the step for real (compiling and
+    autotuning every kernel: none of that may happen during a capture), then
+    captures it; later calls copy their inputs into the captured input buffers
+    and replay. One-element inputs on the host (the learning rate, the step
+    count) are written with fill_, a kernel launch that carries the value, so no
+    copy from pageable memory stalls the host; batches should already be on the
+    device. Returned outputs are the graph's own buffers: use them before the
+    next call. capture=False runs the same buffer logic without a graph (tests
+    check it on the CPU).
+    """
+
+    def __init__(self, plan, inputs, params: dict, writes: list, device, capture: bool = True):
+        self.plan, self.params, self.writes = plan, params, writes
+        self.static_inputs = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in inputs]
+        self.graph = None
+        if not capture:
+            return
+        self.stage(inputs)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.first_outputs = self._step()  # this batch's step, run for real
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_outputs = self._step()  # recorded, not run
+
+    def _step(self) -> list:
+        outputs = self.plan.run(self.static_inputs, self.params)
+        returned = []
+        for name, value in zip(self.writes, outputs, strict=True):
+            if name is None:
+                returned.append(value)
+            else:
+                self.params[name].copy_(value)
+        return returned
+
+    def stage(self, inputs) -> None:
+        for static, t in zip(self.static_inputs, inputs):
+            if t.device.type == "cpu" and t.numel() == 1 and static.device.type != "cpu":
+                static.fill_(t.item())  # a host scalar: its value rides in the fill kernel's arguments
+            else:
+                static.copy_(t, non_blocking=True)
+
+    def run(self, inputs) -> list:
+        if self.graph is None:
+            self.stage(inputs)
+            return self._step()
+        if getattr(self, "first_outputs", None) is not None:  # the capturing call already ran this batch
+            outputs, self.first_outputs = self.first_outputs, None
+            return outputs
+        self.stage(inputs)
+        self.graph.replay()
+        return self.static_outputs

@@ -23,6 +23,12 @@ from kcomp.passes.fuse import weight_only_values
 from kcomp.runtime.kernel_cache import load_kernel
 
 
+# Ops a plan runs as torch views (no copy, no launch). A transposed view reaches its reader as
+# strides: the matmul template reads a 2-D A or B through them (the weight gradient's
+# activations^T); other templates copy what they need contiguous in their launch wrapper.
+VIEW_OPS = ("reshape", "transpose")
+
+
 @dataclass
 class Step:
     node: Node
@@ -84,10 +90,13 @@ def concrete(v: Value, sizes: dict[str, int]) -> tuple[int, ...]:
 
 
 class Plan:
-    def __init__(self, graph: Graph, precision: str = "tf32"):
+    def __init__(self, graph: Graph, precision: str = "tf32", hoist_weight_only: bool = True):
+        """hoist_weight_only=False runs weight-only nodes with the others, every run: for a
+        training step (its weights change every run anyway), and so that a CUDA graph captured
+        from a run recomputes them on each replay instead of keeping the captured values."""
         self.graph = graph
         self.precision = precision
-        self.weight_only = weight_only_values(graph)
+        self.weight_only = weight_only_values(graph) if hoist_weight_only else set()
         self.prepare_steps: list[Step] = []
         self.steps: list[Step] = []
         kernels = 0
@@ -97,7 +106,7 @@ class Plan:
                 kernels += 1
                 step = Step(node, "kernel", source, load_kernel(source).launch)
             else:
-                step = Step(node, "view" if node.op == "reshape" else "torch")
+                step = Step(node, "view" if node.op in VIEW_OPS else "torch")
             (self.prepare_steps if node.outputs[0].id in self.weight_only else self.steps).append(step)
         self._mark_last_uses()
         self._prepared_for: tuple | None = None
@@ -127,14 +136,19 @@ class Plan:
             return
         env = {p.id: t for p, t in zip(self.graph.params, tensors)}
         for step in self.prepare_steps:
-            outs = _run_torch(step.node, [env[v.id] for v in step.node.inputs])
+            outs = _run_torch(step.node, [env[v.id] for v in step.node.inputs], self._device(params))
             env.update({v.id: t for v, t in zip(step.node.outputs, outs)})
         self._prepared = {vid: env[vid] for vid in self.weight_only if vid in env}
         self._prepared_for = key
 
+    def _device(self, params) -> torch.device:
+        tensors = [params[p.name] for p in self.graph.params]
+        return tensors[0].device if tensors else torch.device("cpu")
+
     def run(self, inputs, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         self._prepare(params)
         sizes = bind_symbols(self.graph, inputs)
+        device = inputs[0].device if inputs else self._device(params)
         env: dict[int, torch.Tensor] = {v.id: t for v, t in zip(self.graph.inputs, inputs)}
         env.update({p.id: params[p.name] for p in self.graph.params})
         env.update(self._prepared)
@@ -156,10 +170,11 @@ class Plan:
                     buffers[id(out)] = out
                     readers[id(out)] = 1
             elif step.kind == "view":
-                env[out_value.id] = args[0].reshape(concrete(out_value, sizes))
+                x = args[0]
+                env[out_value.id] = x.permute(node.attrs["perm"]) if node.op == "transpose" else x.reshape(concrete(out_value, sizes))
                 _alias(node.inputs[0], out_value, owners, readers)
             else:
-                results = _run_torch(node, args)
+                results = _run_torch(node, args, device)
                 for v, t in zip(node.outputs, results):
                     env[v.id] = t
                     # A torch op may return a view of an input (transpose does): the input's
@@ -199,7 +214,10 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() > 0
 
 
-def _run_torch(node: Node, args) -> tuple:
+def _run_torch(node: Node, args, device) -> tuple:
+    if node.op == "constant":  # made where the plan runs (a fill, which a CUDA graph can capture)
+        a = node.attrs
+        return (torch.full((), a["value"], dtype=TORCH_DTYPES[a["dtype"]], device=device),)
     result = OPS[node.op].reference(*args, **node.attrs)
     return (result,) if isinstance(result, torch.Tensor) else tuple(result)
 

@@ -62,17 +62,23 @@ def _as_tensors(data, count: int, what: str) -> list[torch.Tensor]:
         t = item if isinstance(item, torch.Tensor) else torch.as_tensor(np.asarray(item))
         if t.dtype == torch.float64:
             t = t.float()
-        if t.is_floating_point() and not torch.isfinite(t).all():
+        if _checkable(t) and not torch.isfinite(t).all():
             raise KcompError(f"The {what} hold NaN or infinite values; clean the data before training.")
         tensors.append(t)
     return tensors
+
+
+def _checkable(t: torch.Tensor) -> bool:
+    """Data to check for NaN here: float tensors in host memory. Checking a GPU tensor would make
+    the host wait for the GPU on every train_on_batch; there TerminateOnNaN watches the loss."""
+    return t.is_floating_point() and t.device.type == "cpu"
 
 
 def _model_inputs(model, x) -> list[torch.Tensor]:
     """The inputs as predict takes them (shapes checked against the model's), free of NaN."""
     tensors = model._prepare_inputs(x)
     for t in tensors:
-        if t.is_floating_point() and not torch.isfinite(t).all():
+        if _checkable(t) and not torch.isfinite(t).all():
             raise KcompError("The inputs hold NaN or infinite values; clean the data before training.")
     return tensors
 
@@ -156,39 +162,48 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None):
         opt.iterations += 1
     lr = torch.tensor(opt.current_learning_rate(), dtype=torch.float32)
     count = torch.tensor(float(opt.iterations), dtype=torch.float32)
-    outs = _runner(model, step)([*xs, *ys, sw, lr, count], _params(model, compiled))
+    runner = _runner(model, compiled, step)
+    outs = runner([*xs, *ys, sw, lr, count], _params(model, compiled))
     n_metrics = len(step.metric_names)
     if accumulator is not None:
         accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw))
-    if kind == "train":
+    if kind == "train" and not getattr(runner, "updates_in_place", False):
         _apply_updates(step, outs[1 + n_metrics :], compiled)
     return outs
 
 
-def _runner(model, step):
+def _runner(model, compiled, step):
     """How a step graph runs: op by op on torch (reference), or as the fused plan of
-    generated kernels (the triton backends), built once per step graph."""
+    generated kernels (the triton backends), built once per step graph: the model's state
+    in device buffers the step updates in place, and on a GPU one CUDA graph per batch shape."""
     if model.backend == "reference":
         return lambda inputs, params: run_reference(step.graph, inputs, params)
     if step.plan is None:
         from kcomp.passes import run_pipeline
         from kcomp.runtime.plan import Plan
+        from kcomp.training.device_step import DeviceState, DeviceStep
 
         fused, _ = run_pipeline(step.graph)
-        step.plan = Plan(fused, model._precision)
-    if model.backend != "triton":
-        return step.plan.run
-    # On the GPU the weights and optimizer slots move there with their first update and stay;
-    # each batch is copied over. (Not yet run on a GPU; no CUDA-graph capture of the step yet.)
-
-    def run_on_gpu(inputs, params):
-        return step.plan.run([t.cuda(non_blocking=True) for t in inputs], {k: v.cuda() for k, v in params.items()})
-
-    return run_on_gpu
+        device = _device(model)
+        if getattr(compiled, "device_state", None) is None:
+            compiled.device_state = DeviceState(model, compiled, device)
+        plan = Plan(fused, model._precision, hoist_weight_only=False)
+        step.plan = DeviceStep(step, plan, compiled.device_state, capture=device.type == "cuda")
+    return step.plan
 
 
-def _batches(n, batch_size, shuffle, steps=None):
+def _to_device(device, xs, ys, sw):
+    return [t.to(device) for t in xs], [t.to(device) for t in ys], sw.to(device)
+
+
+def _device(model) -> torch.device:
+    """Where a model's training runs: the GPU for the triton backend, else the CPU."""
+    return torch.device("cuda" if model.backend == "triton" else "cpu")
+
+
+def _batches(n, batch_size, shuffle, steps=None, device=None):
     order = torch.randperm(n, generator=backend.generator(None)) if shuffle else torch.arange(n)
+    order = order.to(device) if device is not None else order  # one copy per epoch; batches gather on the device
     starts = list(range(0, n, batch_size))
     if steps is not None:
         starts = starts[:steps]
@@ -196,6 +211,9 @@ def _batches(n, batch_size, shuffle, steps=None):
 
 
 def _sample_weights(n, sample_weight, class_weight, ys):
+    if sample_weight is None and not class_weight:
+        # Made where the targets are: a fill on the GPU, not a copy from the host every train_on_batch.
+        return torch.ones(n, dtype=torch.float32, device=ys[0].device)
     w = torch.ones(n, dtype=torch.float32) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
     if w.shape != (n,):
         raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); received {tuple(w.shape)}.")
@@ -226,6 +244,8 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     elif validation_data is not None:
         vx, vy = validation_data[0], validation_data[1]
         validation_data = (_model_inputs(model, vx), _as_tensors(vy, len(model.outputs), "targets"))
+    device = _device(model)
+    xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
     history = History()
     callback_list = CallbackList([*(callbacks or []), history], model)
     acc = _accumulator(model, compiled, "train", ys)
@@ -238,7 +258,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         bar = Progbar(steps, verbose=_verbose(verbose))
         if bar.verbose:
             print(f"Epoch {epoch + 1}/{epochs}")
-        for i, idx in enumerate(_batches(n, batch_size, shuffle, steps_per_epoch)):
+        for i, idx in enumerate(_batches(n, batch_size, shuffle, steps_per_epoch, device)):
             callback_list.call("on_train_batch_begin", i)
             outs = run_batch(model, compiled, "train", [t[idx] for t in xs], [t[idx] for t in ys], sw[idx], acc)
             callback_list.call("on_train_batch_end", i, {"loss": outs[0]})
@@ -265,8 +285,10 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     ys = y if _prefix else _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
     sw = _sample_weights(n, sample_weight, None, ys)
+    device = _device(model)
+    xs, ys, sw = _to_device(device, xs, ys, sw)
     acc = _accumulator(model, compiled, "test", ys)
-    batches = _batches(n, batch_size, False, steps)
+    batches = _batches(n, batch_size, False, steps, device)
     bar = Progbar(len(batches), verbose=_verbose(verbose))
     with torch.inference_mode():
         for i, idx in enumerate(batches):
@@ -304,5 +326,7 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     ys = _as_tensors(y, len(model.outputs), "targets")
     n = _check_lengths(xs, ys)
     acc = _accumulator(model, compiled, kind, ys)
-    run_batch(model, compiled, kind, xs, ys, _sample_weights(n, sample_weight, None, ys), acc)
+    sw = _sample_weights(n, sample_weight, None, ys)
+    xs, ys, sw = _to_device(_device(model), xs, ys, sw)
+    run_batch(model, compiled, kind, xs, ys, sw, acc)
     return acc.logs()

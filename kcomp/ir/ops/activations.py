@@ -83,6 +83,10 @@ def _relu_vjp(b, node, grads):
     def c(value):
         return scalar(b, value, x.dtype)
 
+    if threshold == 0 and max_value is None and negative_slope == 0:
+        # Plain relu: out > 0 exactly where x > 0. Reading the output lets the forward kernel
+        # keep x to itself (Dense + bias + relu stays one kernel in a training step).
+        return _times(b, node, grads, b.emit1("greater", [node.output, c(0.0)]))
     slope = b.emit1("greater", [x, c(threshold)])
     if max_value is not None:
         slope = b.emit1("mul", [slope, _at_most(b, x, c(max_value))])

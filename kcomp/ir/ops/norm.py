@@ -8,6 +8,7 @@ gamma if scale, then beta if center.
 
 import torch
 
+from kcomp.random import keep_mask
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, require_float
@@ -237,15 +238,19 @@ def _dropout_infer(inputs, rate, seed, training):
 def _dropout(x, *step, rate, seed, training):
     if not training or rate == 0.0:
         return x
-    # A training step passes its step count, so each step draws a new mask (as Keras's seed generator does).
-    offset = int(step[0]) * 1_000_003 if step else 0
-    gen = torch.Generator(device=x.device).manual_seed((seed + offset) % (2**63))
-    keep = torch.rand(x.shape, generator=gen, device=x.device, dtype=torch.float32) >= rate
-    return x * keep.to(x.dtype) / (1.0 - rate)  # inverted dropout, as Keras
+    # The mask is Philox of (seed, step, flat index) (kcomp/random.py): the same bits a generated
+    # kernel draws, and a training step passes its step count as a tensor, so each step draws a
+    # new mask (as Keras's seed generator does) without reading the step on the host.
+    keep = keep_mask(x.shape, rate, seed, step[0] if step else None, x.device)
+    # Computed as a kernel does: in float32 (float64 stays float64), times the float32 1 / (1 - rate).
+    compute = torch.promote_types(x.dtype, torch.float32)
+    scale = torch.tensor(1.0 / (1.0 - rate), dtype=compute, device=x.device)
+    return torch.where(keep, x.to(compute) * scale, 0.0).to(x.dtype)  # inverted dropout, as Keras
 
 
 def _dropout_vjp(b, node, grads):
-    """The mask is fixed by the seed: the gradient is dropout of the gradient, same seed and rate."""
+    """The mask is a function of (seed, step, element index): the gradient is dropout of the
+    gradient with the same seed, rate and step input, so it keeps the same elements."""
     (dy,) = grads
     a = node.attrs
     if not a["training"] or a["rate"] == 0.0:
@@ -301,8 +306,9 @@ OPS = [
     OpDef(
         name="dropout",
         doc="Inverted dropout: in training, zero each element with probability `rate` and scale "
-        "the rest by 1/(1-rate), the mask drawn from `seed` (and the optional step input, so each "
-        "training step draws anew); identity otherwise.",
+        "the rest by 1/(1-rate); the mask is Philox4x32-10 of (`seed`, the optional step input, the "
+        "flat element index) (kcomp/random.py), so each training step draws anew and a kernel draws "
+        "the same mask; identity otherwise.",
         num_inputs=(1, 2),
         attrs={"rate": attr(NUMBER), "seed": attr(int, 0), "training": attr(bool, False)},
         infer=_dropout_infer,

@@ -1,0 +1,108 @@
+"""Counter-based random numbers shared by the torch reference and the Triton kernels.
+
+Dropout's keep mask must be the same whether the reference executor or a
+generated kernel computes it, and a training step must not read the step count
+on the host. A counter-based generator gives both: the random word of element
+`i` is a pure function of (key, counters), so any executor computes it on its
+own, in any order, on the device.
+
+The generator is Philox4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random
+numbers: as easy as 1, 2, 3", SC 2011), exactly as `triton.language.random`
+computes it (its `philox_impl`, `philox` and `uint_to_uniform_float`):
+
+    key      (k0, k1) = the low and high 32 bits of the op's 64-bit seed
+    counters c0, c1   = the low and high 32 bits of the flat element index
+             c2       = the training step (0 outside a training step)
+             c3       = 0
+    word              = the first output word of 10 rounds
+    uniform           = Triton's uint32 -> [0, 1) float32 conversion of the word
+
+With c2 = c3 = 0 this is `tl.randint(seed, i)` / `tl.rand(seed, i)`.
+Everything here is int64 tensor arithmetic kept within 32 bits (no product
+overflows int64), on the device of the tensor being dropped (CPU or CUDA); the
+step stays a tensor there, so nothing is read back to the host.
+"""
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+# Philox4x32 constants (Salmon et al. 2011 and their Random123 library; the same values in
+# Triton's random.py): the multipliers of a round's two products and the key's Weyl increments.
+PHILOX_ROUND_A = 0xD2511F53
+PHILOX_ROUND_B = 0xCD9E8D57
+PHILOX_KEY_A = 0x9E3779B9  # 2**32 / golden ratio
+PHILOX_KEY_B = 0xBB67AE85  # 2**32 * (sqrt(3) - 1)
+PHILOX_ROUNDS = 10
+# Triton's uint_to_uniform_float scale for 32-bit words: the largest float32 s with
+# (2**31 - 1) * s < 1, so the uniform is in [0, 1).
+UINT32_TO_UNIFORM = 4.6566127342e-10
+
+
+def seed_key(seed: int) -> tuple[int, int]:
+    """The Philox key of an int seed: its low and high 32 bits (as two's complement uint64)."""
+    seed &= (1 << 64) - 1
+    return seed & MASK32, seed >> 32
+
+
+def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of the 64-bit product of the constant `a` and uint32 values `b`.
+
+    The product can reach 2**64, past int64: split `a` in 16-bit halves, so each
+    partial product stays below 2**48. In-place steps on the fresh partial
+    products keep the reference from allocating a tensor per operation.
+    """
+    low_part = b * (a & 0xFFFF)  # < 2**48
+    high_part = b * (a >> 16)  # < 2**48; the product is high_part * 2**16 + low_part
+    hi = (low_part >> 16).add_(high_part).bitwise_right_shift_(16)
+    lo = high_part.bitwise_and_(0xFFFF).bitwise_left_shift_(16).add_(low_part).bitwise_and_(MASK32)
+    return hi, lo
+
+
+def philox(key: tuple[int, int], c0, c1, c2, c3) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of the counters (int64 tensors holding uint32 values, broadcastable)."""
+    k0, k1 = key
+    c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
+    for _ in range(PHILOX_ROUNDS):
+        hi_b, lo_b = _mul_hi_lo(PHILOX_ROUND_B, c2)
+        hi_a, lo_a = _mul_hi_lo(PHILOX_ROUND_A, c0)
+        c0, c1, c2, c3 = hi_b.bitwise_xor_(c1).bitwise_xor_(k0), lo_b, hi_a.bitwise_xor_(c3).bitwise_xor_(k1), lo_a
+        k0, k1 = (k0 + PHILOX_KEY_A) & MASK32, (k1 + PHILOX_KEY_B) & MASK32  # the key schedule is host-side ints
+    return c0, c1, c2, c3
+
+
+def uint32_to_uniform(word: torch.Tensor) -> torch.Tensor:
+    """Triton's conversion of a uint32 word to a float32 in [0, 1): read it as int32, fold the
+    negatives onto the non-negatives (~x), scale by UINT32_TO_UNIFORM in float32."""
+    signed = torch.where(word >= 2**31, word - 2**32, word)
+    folded = torch.where(signed < 0, ~signed, signed)  # 0 .. 2**31 - 1, exact in the float32 rounding below
+    return folded.to(torch.float32) * torch.tensor(UINT32_TO_UNIFORM, dtype=torch.float32, device=word.device)
+
+
+def step_counter(step: torch.Tensor | None, device) -> torch.Tensor:
+    """The step tensor (a float scalar: 1, 2, 3, ...) as a uint32 counter, computed on its device."""
+    if step is None:
+        return torch.zeros((), dtype=torch.int64, device=device)
+    return step.to(device=device).to(torch.int64) & MASK32
+
+
+def uniform_at(index: torch.Tensor, seed: int, step: torch.Tensor | None) -> torch.Tensor:
+    """The float32 uniform in [0, 1) of each element index (int64, any shape) at this step."""
+    zero = torch.zeros((), dtype=torch.int64, device=index.device)
+    counter = step_counter(step, index.device)
+    word, _, _, _ = philox(seed_key(seed), index & MASK32, index >> 32, counter, zero)
+    return uint32_to_uniform(word)
+
+
+def uniform(shape, seed: int, step: torch.Tensor | None, device) -> torch.Tensor:
+    """One float32 uniform in [0, 1) per element of `shape`, from (seed, step, flat row-major index)."""
+    numel = 1
+    for d in shape:
+        numel *= int(d)  # the shape's sizes are host ints: no device read
+    index = torch.arange(numel, dtype=torch.int64, device=device)
+    return uniform_at(index, seed, step).reshape(tuple(shape))
+
+
+def keep_mask(shape, rate: float, seed: int, step: torch.Tensor | None, device) -> torch.Tensor:
+    """Dropout's keep mask: an element is kept where its uniform is >= rate (compared in float32)."""
+    threshold = torch.tensor(rate, dtype=torch.float32, device=device)
+    return uniform(shape, seed, step, device) >= threshold

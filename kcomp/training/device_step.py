@@ -1,0 +1,78 @@
+"""Training and test steps on a CUDA GPU: state in fixed device buffers, one CUDA graph per batch shape.
+
+The model's weights, the optimizer's slots and the moving statistics move to
+the device once, into buffers the model then holds: `var.value` IS the device
+buffer, so get_weights, checkpoints and callbacks see the trained values. Each
+step graph (train, test) is captured once per batch shape
+(kcomp.runtime.cuda_graphs.CapturedStep) and updates those buffers in place.
+A weight the user replaces (set_weights, load_weights, EarlyStopping restoring
+the best weights) is noticed by identity on the next step and copied into its
+buffer; no capture has to be redone.
+"""
+
+import torch
+
+from kcomp.runtime.cuda_graphs import CapturedStep
+
+
+class DeviceState:
+    """Where each piece of training state lives on the device, shared by a model's steps."""
+
+    def __init__(self, model, compiled, device):
+        self.model, self.compiled, self.device = model, compiled, device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def _setters(self) -> dict:
+        setters = {var.path: (lambda t, var=var: setattr(var, "value", t)) for var in self.model.weights}
+        for path, slots in self.compiled.optimizer.slots.items():
+            for j in range(len(slots)):
+                setters[f"optimizer/{path}/{j}"] = lambda t, slots=slots, j=j: slots.__setitem__(j, t)
+        return setters
+
+    def sync(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The device buffers for `params` (name -> the model's current tensor)."""
+        setters = None
+        for name, tensor in params.items():
+            buffer = self.buffers.get(name)
+            if tensor is buffer:
+                continue  # the usual case: the model holds the buffer the last step updated
+            with torch.inference_mode(False):  # evaluate may come first; training updates these in place
+                if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+                    self.buffers[name] = buffer = tensor.detach().to(self.device, copy=True)
+                else:
+                    buffer.copy_(tensor)  # replaced by the user: same buffer, new values
+            setters = setters or self._setters()
+            setters[name](buffer)
+        return {name: self.buffers[name] for name in params}
+
+
+class DeviceStep:
+    """Runs one step graph's fused plan on the device, replaying a CUDA graph per batch shape."""
+
+    updates_in_place = True  # the step writes new weights into the model's buffers itself
+
+    def __init__(self, step, plan, state: DeviceState, capture: bool = True):
+        n_returned = 1 + len(step.metric_names)
+        self.writes = [None] * n_returned + [_buffer_name(kind, target) for kind, target in step.updates]
+        self.plan, self.state, self.capture = plan, state, capture
+        self.graph = plan.graph  # the fused step graph
+        self.captured: dict[tuple, CapturedStep] = {}
+
+    def __call__(self, inputs, params) -> list[torch.Tensor]:
+        buffers = self.state.sync({p.name: params[p.name] for p in self.graph.params})  # what this step reads
+        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        captured = self.captured.get(key)
+        if captured is None:
+            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.capture)
+            self.captured[key] = captured
+        elif any(captured.params[name] is not buffers[name] for name in buffers):
+            # A buffer was re-made (a weight changed shape or dtype): capture again.
+            captured = self.captured[key] = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.capture)
+        return captured.run(inputs)
+
+
+def _buffer_name(kind: str, target) -> str:
+    if kind == "slot":
+        var, j = target
+        return f"optimizer/{var.path}/{j}"
+    return target.path  # a weight or a moving statistic

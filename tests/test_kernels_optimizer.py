@@ -1,0 +1,231 @@
+"""The optimizer template: every parameter of a step updated in ONE launch (kernels/optimizer.py).
+
+Under the interpreter the generated kernel runs three consecutive steps on
+parameters of ragged sizes, with fresh random gradients each step and output
+buffers poisoned with NaN, and is compared with optimizer_update's torch
+reference run in float64 on the same inputs. One AOT compile for sm_90 (in a
+child process) checks that the GPU kernel compiles without spills.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+
+import kcomp.kernels.optimizer as template
+from kcomp.codegen.module import kernel_source
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.optim import slots_per_param
+from kcomp.ir.registry import OPS
+from kcomp.passes.fuse import fuse
+from kcomp.runtime.kernel_cache import load_kernel
+
+SHAPES = [(7, 5), (5,), (3, 3, 2, 4), (1,)]
+DEFAULTS = dict(momentum=0.0, nesterov=False, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, rho=0.9,
+                centered=False, weight_decay=0.0)
+CASES = [
+    ("sgd", {}), ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.9, "nesterov": True}),
+    ("adam", {}), ("adam", {"amsgrad": True, "beta_1": 0.8}), ("adamw", {"weight_decay": 0.1, "epsilon": 0.01}),
+    ("adamw", {"weight_decay": 0.004, "amsgrad": True}),
+    ("rmsprop", {}), ("rmsprop", {"momentum": 0.5, "epsilon": 0.01}), ("rmsprop", {"centered": True}),
+    ("rmsprop", {"centered": True, "momentum": 0.3}),
+    ("adagrad", {}), ("adagrad", {"epsilon": 0.01}),
+]  # a large epsilon shows where it is added (Adam: to sqrt(v); RMSprop, Adagrad: under the root)
+SMALL_BLOCKS = dict(BLOCK=16, num_warps=1)  # several blocks per parameter, ragged tails
+
+
+def update_graph(algorithm, hyper, shapes=SHAPES, outputs=None, shared_grad=False):
+    """A graph of one optimizer_update over `shapes` (float32); `outputs` picks which results it returns."""
+    attrs = {**DEFAULTS, **hyper}
+    k = slots_per_param(algorithm, attrs["momentum"], attrs["amsgrad"], attrs["centered"])
+    b = GraphBuilder("update")
+    params = [b.input(s, "float32", f"p{i}") for i, s in enumerate(shapes)]
+    grads = [b.input(s, "float32", f"g{i}") for i, s in enumerate(shapes)]
+    if shared_grad:  # one gradient value for every parameter (CSE can make two gradients one)
+        grads = [grads[0]] * len(shapes)
+    slots = [b.input(s, "float32", f"s{i}_{j}") for i, s in enumerate(shapes) for j in range(k)]
+    lr, step = b.input((), "float32", "lr"), b.input((), "float32", "step")
+    outs = b.emit("optimizer_update", [*params, *grads, *slots, lr, step], algorithm=algorithm, count=len(shapes), **attrs)
+    return b.finish([outs[i] for i in outputs] if outputs is not None else list(outs)), attrs, k
+
+
+def kernel_module(graph):
+    (node,) = fuse(graph).nodes
+    assert node.op == "kernel" and node.attrs["template"] == "optimizer"
+    return node, load_kernel(kernel_source(node, 0))
+
+
+def initial_slots(algorithm, attrs, shapes, gen):
+    """A state the optimizer could be in: second moments positive, and v > average**2 (centered RMSprop)."""
+    k = slots_per_param(algorithm, attrs["momentum"], attrs["amsgrad"], attrs["centered"])
+    slots = []
+    for s in shapes:
+        own = [torch.randn(s, generator=gen) * 0.3 for _ in range(k)]
+        if algorithm in ("adam", "adamw"):
+            own[1:] = [torch.rand(s, generator=gen) * 0.5 + 0.01 for _ in own[1:]]
+        elif algorithm == "rmsprop":
+            average = own[-1] if attrs["centered"] else torch.zeros(s)
+            own[0] = average * average + torch.rand(s, generator=gen) + 0.05
+        elif algorithm == "adagrad":
+            own[0] = torch.rand(s, generator=gen) + 0.1
+        slots += own
+    return slots
+
+
+def reference(inputs, algorithm, attrs, count):
+    """optimizer_update's torch reference in float64 on the same (float32) inputs."""
+    return OPS["optimizer_update"].reference(*[t.double() for t in inputs], algorithm=algorithm, count=count, **attrs)
+
+
+def poisoned(tensors):
+    return tuple(torch.full_like(t, float("nan")) for t in tensors)
+
+
+def assert_close(got, want):
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("config", [None, SMALL_BLOCKS], ids=["default-blocks", "16-element-blocks"])
+@pytest.mark.parametrize("algorithm, hyper", CASES, ids=[f"{a}-{h}" for a, h in CASES])
+def test_three_steps_equal_the_reference(algorithm, hyper, config):
+    graph, attrs, k = update_graph(algorithm, hyper)
+    _, module = kernel_module(graph)
+    gen = torch.Generator().manual_seed(7)
+    params = [torch.randn(s, generator=gen) for s in SHAPES]
+    slots = initial_slots(algorithm, attrs, SHAPES, gen)
+    lr = torch.tensor(0.05)
+    for t in (1.0, 2.0, 3.0):
+        grads = [torch.randn(s, generator=gen) for s in SHAPES]
+        inputs = [*params, *grads, *slots, lr, torch.tensor(t)]
+        out = poisoned([*params, *slots])
+        module.launch(*inputs, out=out if len(out) > 1 else out[0], config=config)
+        for got, want in zip(out, reference(inputs, algorithm, attrs, len(SHAPES))):
+            assert_close(got, want)
+        n = len(SHAPES)
+        params, slots = list(out[:n]), list(out[n:])  # the next step starts from this one's results
+
+
+@pytest.mark.parametrize("beta_1, beta_2, first_step", [(0.9, 0.999, 1.0), (0.9, 0.999, 40.0), (0.0, 0.5, 1.0)])
+def test_adam_bias_correction_in_early_and_late_steps(beta_1, beta_2, first_step):
+    # 1 - beta**step: a series for small step * log(beta) (beta_2 = 0.999 early), exp otherwise; beta 0 is log -inf.
+    graph, attrs, k = update_graph("adam", {"beta_1": beta_1, "beta_2": beta_2})
+    _, module = kernel_module(graph)
+    gen = torch.Generator().manual_seed(8)
+    params = [torch.randn(s, generator=gen) for s in SHAPES]
+    slots = initial_slots("adam", attrs, SHAPES, gen)
+    for t in (first_step, first_step + 1):
+        inputs = [*params, *[torch.randn(s, generator=gen) for s in SHAPES], *slots, torch.tensor(0.01), torch.tensor(t)]
+        out = module.launch(*inputs)  # no buffers given: the wrapper allocates them
+        for got, want in zip(out, reference(inputs, "adam", attrs, len(SHAPES))):
+            assert_close(got, want)
+        params, slots = list(out[: len(SHAPES)]), list(out[len(SHAPES) :])
+
+
+class CountLaunches:
+    """Stands in for optimizer_kernel: counts `kernel[grid](...)` calls and runs them."""
+
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("config", [None, SMALL_BLOCKS], ids=["default-blocks", "16-element-blocks"])
+def test_one_launch_updates_every_parameter(monkeypatch, config):
+    graph, attrs, k = update_graph("adam", {"amsgrad": True})
+    _, module = kernel_module(graph)
+    counter = CountLaunches(module.optimizer_kernel)
+    monkeypatch.setattr(module, "optimizer_kernel", counter)
+    inputs = [torch.randn(s) for s in SHAPES] * 2 + initial_slots("adam", attrs, SHAPES, torch.Generator()) + [torch.tensor(0.1), torch.tensor(1.0)]
+    module.launch(*inputs, config=config)
+    block = (config or template.INTERPRETER_CONFIG)["BLOCK"]
+    assert counter.grids == [(sum(triton.cdiv(torch.Size(s).numel(), block) for s in SHAPES),)]
+
+
+def test_address_tables_are_built_once_per_set_of_buffers(monkeypatch):
+    graph, attrs, k = update_graph("sgd", {"momentum": 0.9})
+    _, module = kernel_module(graph)
+    builds = []
+    build = template._build
+    monkeypatch.setattr(template, "_build", lambda *a: builds.append(a) or build(*a))
+    inputs = [torch.randn(s) for s in SHAPES] * 3 + [torch.tensor(0.1), torch.tensor(1.0)]
+    out = poisoned([*inputs[:4], *inputs[8:12]])
+    module.launch(*inputs, out=out)
+    module.launch(*inputs, out=out)  # the same buffers: the same tables
+    assert len(builds) == 1
+    module.launch(*inputs, out=poisoned(out))  # new output buffers: new addresses
+    assert len(builds) == 2
+
+
+@pytest.mark.parametrize("outputs", [[0, 2, 5], [1]], ids=["some-outputs", "one-output"])
+def test_outputs_nothing_reads_and_a_shared_gradient(outputs):
+    # Fusion keeps only the outputs the graph reads; the kernel writes the others to scratch.
+    shapes = [(6,), (6,), (6,)]
+    graph, attrs, k = update_graph("rmsprop", {"momentum": 0.5}, shapes=shapes, outputs=outputs, shared_grad=True)
+    node, module = kernel_module(graph)
+    assert len(node.outputs) == len(outputs) and len(node.inputs) == 3 + 1 + 3 * k + 2
+    gen = torch.Generator().manual_seed(9)
+    params, grad = [torch.randn(s, generator=gen) for s in shapes], torch.randn(6, generator=gen)
+    slots = initial_slots("rmsprop", attrs, shapes, gen)
+    lr, step = torch.tensor(0.05), torch.tensor(1.0)
+    got = module.launch(*params, grad, *slots, lr, step)
+    got = got if isinstance(got, tuple) else (got,)
+    want = reference([*params, grad, grad, grad, *slots, lr, step], "rmsprop", attrs, len(shapes))
+    for g, i in zip(got, outputs, strict=True):
+        assert_close(g, want[i])
+
+
+def test_a_training_step_updates_the_model_with_one_optimizer_kernel():
+    # `kcomp build examples/mlp_digits.k --model mlp_digits --train --explain` shows the same.
+    import kcomp.dsl
+    from kcomp.compiler import train_step_graph
+    from kcomp.passes import run_pipeline
+
+    model = kcomp.dsl.load(Path(__file__).parent.parent / "examples" / "mlp_digits.k")["mlp_digits"]
+    settings = model.compile_config.settings  # its compile section: adam
+    model.compile(optimizer=settings["optimizer"], loss=settings["loss"], backend="reference")
+    fused, _ = run_pipeline(train_step_graph(model))
+    assert not [n for n in fused.nodes if n.op == "optimizer_update"]
+    (kernel,) = [n for n in fused.nodes if n.op == "kernel" and n.attrs["template"] == "optimizer"]
+    (update,) = kernel.attrs["body"].nodes
+    assert update.op == "optimizer_update" and len(kernel.outputs) == len(update.outputs) == 3 * len(model.trainable_weights)
+
+
+# --- AOT, in a child process without TRITON_INTERPRET ----------------------------------------------
+
+AOT_CASES = [("adamw", {"amsgrad": True, "weight_decay": 0.01}), ("rmsprop", {"centered": True, "momentum": 0.3}),
+             ("sgd", {"momentum": 0.9, "nesterov": True}), ("adagrad", {})]
+
+
+def aot_child() -> None:
+    """Compile the AOT cases for sm_90 and print one JSON record per case."""
+    from kcomp.codegen import aot
+
+    records = []
+    for algorithm, hyper in AOT_CASES:
+        (node,) = fuse(update_graph(algorithm, hyper)[0]).nodes
+        result = aot.compile_kernel(kernel_source(node, 0), aot.example_inputs(node), target="sm_90")  # exactly one launch
+        records.append({"algorithm": algorithm, "ptx_target": next(l.split()[-1] for l in result.ptx.splitlines() if l.startswith(".target")),
+                        "spills": result.spill_bytes, "local_stores": result.local_stores(), "registers": result.registers})
+    print(json.dumps(records))
+
+
+def test_compiles_for_sm_90_without_spills():
+    from aot_helpers import compiler_env
+
+    here = Path(__file__).parent
+    code = f"import sys; sys.path.insert(0, {str(here)!r}); import test_kernels_optimizer as t; t.aot_child()"
+    done = subprocess.run([sys.executable, "-c", code], env=compiler_env(), cwd=here.parent, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["algorithm"] for r in records] == [a for a, _ in AOT_CASES]
+    for r in records:
+        assert r["ptx_target"] == "sm_90a" and r["spills"] == 0 and r["local_stores"] == 0, r

@@ -1,0 +1,266 @@
+"""The pool2d_grad template (max_pool2d_grad, avg_pool2d_grad) under Triton's interpreter.
+
+Each case builds a one-op graph, runs the pass pipeline (the op becomes one
+pool2d_grad kernel), launches the generated kernel into a NaN-poisoned buffer
+and compares it with the op's torch reference on fresh random inputs. Sizes are
+ragged (7x9 images, 5 or 37 channels); windows overlap (3x3 stride 2, 3x3
+stride 1) or leave pixels uncovered ('valid' 2x2 stride 2 of 7x9); max is
+checked on inputs full of ties, where only the reference's rule (the first
+maximum in row-major order) matches. Then: the kernels in a CNN's training
+step, `kcomp build --train`, and an AOT compile for sm_90 in a child process
+(this file run as a script, without TRITON_INTERPRET).
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.codegen.module import kernel_source
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.conv import output_size
+from kcomp.passes import run_pipeline
+from kcomp.runtime.kernel_cache import load_kernel
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+ROOT = Path(__file__).resolve().parent.parent
+TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float16": dict(rtol=2e-2, atol=2e-2)}
+
+# (pool_size, strides, padding)
+GEOMETRIES = {
+    "2x2-stride2-valid": ((2, 2), (2, 2), "valid"),  # of 7x9: no window reaches the last row and column
+    "3x3-stride2-valid": ((3, 3), (2, 2), "valid"),  # overlapping windows
+    "3x3-stride1-same": ((3, 3), (1, 1), "same"),  # up to 9 windows cover a pixel
+    "3x3-stride2-same": ((3, 3), (2, 2), "same"),
+    "2x3-stride(1,2)-valid": ((2, 3), (1, 2), "valid"),
+    "2x3-stride(1,2)-same": ((2, 3), (1, 2), "same"),
+}
+OPS = ("max_pool2d_grad", "avg_pool2d_grad")
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def pool_grad_graph(op, geometry, image=(7, 9, 5), dtype="float32"):
+    """One max_pool2d_grad (inputs x, dy) or avg_pool2d_grad (input dy) over an (H, W, C) image."""
+    pool, strides, padding = geometry
+    h, w, c = image
+    oh, ow = (output_size(size, k, s, 1, padding) for size, k, s in zip((h, w), pool, strides))
+    b = GraphBuilder(op)
+    attrs = dict(pool_size=pool, strides=strides, padding=padding)
+    if op == "max_pool2d_grad":
+        x = b.input((None, h, w, c), dtype, "x")
+        dy = b.input((None, oh, ow, c), dtype, "dy")
+        out = b.emit1(op, [x, dy], **attrs)
+    else:
+        dy = b.input((None, oh, ow, c), dtype, "dy")
+        out = b.emit1(op, [dy], input_size=(h, w), **attrs)
+    return b.finish([out])
+
+
+def the_kernel(graph):
+    fused, _ = run_pipeline(graph)
+    (kernel,) = [n for n in fused.nodes if n.op == "kernel"]
+    assert kernel.attrs["template"] == "pool2d_grad"
+    assert [n.op for n in kernel.attrs["body"].nodes] == [graph.nodes[-1].op]
+    return kernel
+
+
+def random_inputs(graph, batch, x_kind="normal", seed=0):
+    """dy ~ N(0, 1); x ~ N(0, 1), or small integers ("ties": most windows hold their maximum twice)."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = []
+    for v in graph.inputs:
+        shape = (batch, *v.shape[1:])
+        if v.name == "x" and x_kind == "ties":
+            t = torch.randint(-2, 2, shape, generator=g).float()
+        else:
+            t = torch.randn(shape, generator=g)
+        tensors.append(t.to(getattr(torch, v.dtype)))
+    return tensors
+
+
+def check_kernel(graph, inputs, dtype="float32"):
+    """Launch the generated kernel into a NaN-poisoned buffer; compare with the reference."""
+    kernel = the_kernel(graph)
+    (want,) = run_reference(graph, inputs, {})
+    out = torch.full(want.shape, float("nan"), dtype=want.dtype)
+    got = load_kernel(kernel_source(kernel, 0)).launch(*inputs, out=out)
+    assert got is out and not got.isnan().any(), "the kernel left pixels unwritten"
+    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **TOL[dtype])
+    return got
+
+
+# -- the kernel against the reference -----------------------------------------------
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+@pytest.mark.parametrize("op", OPS)
+def test_pool_grad_kernel(op, geometry):
+    graph = pool_grad_graph(op, GEOMETRIES[geometry])
+    check_kernel(graph, random_inputs(graph, 2, seed=list(GEOMETRIES).index(geometry)))
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_max_pool_grad_ties_go_to_the_first_maximum(geometry):
+    graph = pool_grad_graph("max_pool2d_grad", GEOMETRIES[geometry])
+    x, dy = random_inputs(graph, 2, x_kind="ties", seed=7)
+    assert x.unique().numel() <= 4  # ties everywhere: a last-maximum or every-maximum rule would differ
+    check_kernel(graph, [x, dy])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_several_pixel_and_channel_blocks(op):
+    # 3 * 11 * 13 = 429 pixels and 37 channels: several blocks of each, ragged last ones.
+    graph = pool_grad_graph(op, GEOMETRIES["3x3-stride2-same"], image=(11, 13, 37))
+    check_kernel(graph, random_inputs(graph, 3, x_kind="ties", seed=3))
+
+
+def test_max_pool_grad_padding_never_wins_over_negative_pixels():
+    graph = pool_grad_graph("max_pool2d_grad", GEOMETRIES["3x3-stride2-same"])
+    x, dy = random_inputs(graph, 2, seed=5)
+    check_kernel(graph, [-10.0 - x.abs(), dy])  # a pad read as 0 would take the gradient
+
+
+def test_max_pool_grad_nan_takes_the_gradient_as_in_torch():
+    graph = pool_grad_graph("max_pool2d_grad", GEOMETRIES["3x3-stride1-same"])
+    x, dy = random_inputs(graph, 2, seed=9)
+    x[0, 2, 3, 1] = x[0, 2, 5, 1] = x[1, 6, 8, 4] = float("nan")
+    check_kernel(graph, [x, dy])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_pool_grad_float16(op):
+    graph = pool_grad_graph(op, GEOMETRIES["3x3-stride2-same"], image=(7, 9, 7), dtype="float16")
+    check_kernel(graph, random_inputs(graph, 2, seed=4), "float16")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_one_plan_serves_every_batch_size(op):
+    graph = pool_grad_graph(op, GEOMETRIES["3x3-stride1-same"])
+    fused, _ = run_pipeline(graph)
+    plan = Plan(fused)
+    for batch in (1, 3):
+        inputs = random_inputs(graph, batch, seed=batch)
+        (got,) = plan.run(inputs, {})
+        (want,) = run_reference(graph, inputs, {})
+        assert got.shape == (batch, 7, 9, 5)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+
+
+# -- in a training step -------------------------------------------------------------
+
+
+def pooling_cnn():
+    import kcomp
+    from kcomp.layers import AveragePooling2D, Conv2D, Dense, Flatten, Input, MaxPooling2D
+    from kcomp.models import Sequential
+
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(21)
+    return Sequential([
+        Input(shape=(9, 11, 3)),
+        Conv2D(4, 3, padding="same", activation="relu"),
+        MaxPooling2D(3, 2, padding="same"),  # overlapping windows, padded
+        Conv2D(6, 3, padding="same", activation="relu"),
+        AveragePooling2D(2),
+        Flatten(),
+        Dense(5, activation="softmax"),
+    ])
+
+
+def test_training_step_runs_pool_grads_on_the_template():
+    from kcomp.compiler import train_step_graph
+
+    model = pooling_cnn()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
+    fused, _ = run_pipeline(train_step_graph(model))
+    templates = {
+        n.op: k.attrs["template"] for k in fused.nodes if k.op == "kernel" for n in k.attrs["body"].nodes
+    }
+    assert templates["max_pool2d_grad"] == templates["avg_pool2d_grad"] == "pool2d_grad"
+    assert not [n.op for n in fused.nodes if n.op.endswith("pool2d_grad")]  # none left unfused
+
+
+def test_compiled_training_step_equals_the_reference_step():
+    import kcomp
+
+    rng = np.random.default_rng(22)
+    # Whole numbers in the image: the first conv's ReLU outputs tie often inside the pool windows.
+    x = rng.integers(-2, 3, size=(6, 9, 11, 3)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 5, 6), 5)
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        model = pooling_cnn()
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"], backend=backend)
+        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)]
+        results.append((logs, model.get_weights()))
+    (ref_logs, ref_w), (tri_logs, tri_w) = results
+    for a, b in zip(ref_logs, tri_logs):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4) and a["accuracy"] == b["accuracy"]
+    for a, b in zip(ref_w, tri_w):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_build_train_explains_max_pool_grad_as_a_kernel(tmp_path):
+    from aot_helpers import compiler_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kcomp", "build", str(ROOT / "examples" / "cnn_digits.k"), "--train", "--explain",
+         "--emit", "ir,triton", "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, env=compiler_env(KCOMP_CACHE_DIR=str(tmp_path / "cache")), timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "(max_pool2d_grad) -> kernel" in line]
+    assert len(lines) == 2 and all(line.endswith("[pool2d_grad]") for line in lines), result.stdout
+
+
+# -- AOT for sm_90, in a child process ------------------------------------------------
+
+AOT_CASES = [  # (op, geometry, image) at batch 128, compiled in float32 and bfloat16
+    ("max_pool2d_grad", "2x2-stride2-valid", (28, 28, 32)),
+    ("max_pool2d_grad", "3x3-stride1-same", (28, 28, 128)),  # the most windows, the widest channel block
+    ("avg_pool2d_grad", "3x3-stride2-same", (27, 27, 64)),
+]
+
+
+def compile_cases(cases) -> list[dict]:
+    """The child's job: each case's kernel compiled for sm_90; its resources."""
+    from kcomp.codegen.aot import compile_node
+
+    records = []
+    for op, geometry, image in cases:
+        kernel = the_kernel(pool_grad_graph(op, GEOMETRIES[geometry], tuple(image)))
+        for dtype in ("float32", "bfloat16"):
+            result = compile_node(kernel, 0, target="sm_90", batch=128, float_dtype=None if dtype == "float32" else dtype)
+            records.append({"case": f"{op} {geometry} {dtype}", "ptx_target": "sm_90a" if ".target sm_90a" in result.ptx
+                            else None, "spill_bytes": result.spill_bytes, "local_stores": result.local_stores(),
+                            "registers": result.registers})
+    return records
+
+
+def test_pool_grad_kernels_compile_for_sm_90_without_spills(tmp_path):
+    from aot_helpers import compiler_env
+
+    answer = tmp_path / "records.json"
+    child = subprocess.run(
+        [sys.executable, __file__, json.dumps(AOT_CASES), str(answer)],
+        capture_output=True, text=True, cwd=ROOT, env=compiler_env(KCOMP_CACHE_DIR=str(tmp_path / "cache")), timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-4000:]
+    records = json.loads(answer.read_text())
+    assert len(records) == 2 * len(AOT_CASES)
+    for rec in records:
+        assert rec["ptx_target"] == "sm_90a", rec
+        assert rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_pool_grad.py CASES_JSON ANSWER_PATH
+    sys.path.insert(0, str(ROOT))
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))
