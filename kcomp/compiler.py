@@ -104,9 +104,18 @@ def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
     return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start})
 
 
+def _remove_stale_kernels(folder: Path) -> None:
+    """Drop the kernel files an earlier build of this folder wrote (kernel_<i>.*), so that a
+    smaller build does not leave kernels of another graph beside its own."""
+    if folder.is_dir():
+        for path in folder.glob("kernel_*.*"):
+            path.unlink()
+
+
 def kernel_entries(built: Built, options: BuildOptions, out: Path) -> None:
     """Generate each kernel's module (written if emit has 'triton'), with its cost."""
     sizes = symbol_sizes(built.fused, options.batch)
+    _remove_stale_kernels(out / "kernels")
     index = 0
     for node in built.fused.nodes:
         if node.op != "kernel":

@@ -21,6 +21,11 @@ PH x PW window positions in turn, computes the conv tile of the pre-pool
 pixels at each, applies EPILOGUE and max- or sum-accumulates, so the pre-pool
 activation never reaches memory. Overlapping windows recompute the shared
 pixels; that costs flops, not memory traffic.
+
+STORE_PREPOOL: the pre-pool activation is also stored (into PREPOOL), as each
+window position computes it: a training step needs it for the pool's and the
+activation's gradients. The fusion pass asks for it only when the windows
+cover every conv output pixel, so every element gets written.
 """
 
 import triton
@@ -60,14 +65,14 @@ def conv_tile(
 
 @triton.jit
 def conv2d_kernel(
-    X, Wt, Y,
+    X, Wt, Y, PREPOOL,
     H, W, C, F, K, KW,
     CH, CW, OH, OW, M,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
     E0, E1, E2, E3, S0, S1, S2, S3,
     EPILOGUE: tl.constexpr,
     POOL: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr,
-    PRECISION: tl.constexpr,
+    STORE_PREPOOL: tl.constexpr, PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
@@ -97,6 +102,9 @@ def conv2d_kernel(
         )
         offs_conv = (n * CH + ch) * CW + cw  # the pre-pool pixel, as the epilogue's operands index it
         acc = EPILOGUE(acc, offs_conv, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
+        if STORE_PREPOOL:
+            pre_ptrs = PREPOOL + offs_conv.to(tl.int64)[:, None] * F + offs_n[None, :]
+            tl.store(pre_ptrs, acc.to(PREPOOL.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
         if POOL == "max":
             y = tl.maximum(y, acc)
         else:

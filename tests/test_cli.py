@@ -201,7 +201,14 @@ def test_build_train_emits_the_training_step_kernels(tmp_path):
     assert report["graph"] == "training step"
     absorbed = " ".join(k["description"] for k in report["kernels"])
     assert "conv2d/grad" in absorbed and "dense/grad (matmul)" in absorbed  # backward kernels
-    assert "optimizer (optimizer_update)" in result.stdout  # the update (a torch op until its kernel lands)
+    assert "optimizer (optimizer_update) -> kernel" in result.stdout  # every weight in one launch
+    assert "(softmax_cross_entropy) + loss/grad (softmax_cross_entropy_grad) -> kernel" in result.stdout
+    # Building the (smaller) forward into the same folder leaves only its own kernels there.
+    again = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "out", "--emit", "ir,triton")
+    assert again.returncode == 0, again.stderr
+    forward = json.loads((tmp_path / "out" / "report.json").read_text())["kernels"]
+    assert sorted(p.name for p in (tmp_path / "out" / "kernels").glob("kernel_*.py")) == sorted(
+        f"kernel_{k['kernel']}.py" for k in forward)
     no_section = tmp_path / "m.k"
     no_section.write_text("model m { input(3) dense(2) }")
     failed = kcomp("build", no_section, "--train", "-o", tmp_path / "o2", "--emit", "ir")

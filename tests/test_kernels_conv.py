@@ -249,3 +249,29 @@ def test_launch_allocates_its_output_and_reads_any_input_layout():
     (want,) = run_reference(model.to_graph(), [x.contiguous()], params)
     assert got.shape == want.shape == (2, 4, 5, 7)
     np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+
+
+@pytest.mark.parametrize("pool, coverable", [
+    (dict(pool_size=2), True),  # 8x10 in 2x2 windows
+    (dict(pool_size=3, strides=1), True),  # overlapping windows: pixels computed again, stored again
+    (dict(pool_size=3, strides=2), False),  # 8 - 3 is odd: the last row is in no window
+])
+def test_conv_pool_also_stores_the_pre_pool_activation_others_read(pool, coverable):
+    """A training step reads a conv's activation (for the gradients) as well as its pool: the
+    conv kernel still pools, writing both outputs, when the windows cover the activation."""
+    x = Input(shape=(8, 10, 3))
+    a = Conv2D(5, 3, padding="same", activation="relu")(x)
+    model = Model(x, [MaxPooling2D(**pool)(a), a])
+    randomize(model)
+    graph = compile_and_compare(model, [image(2, (8, 10, 3)) - 0.5])
+    first = kernels_of(graph)[0]
+    if coverable:
+        assert body_ops(first)[-1] == "max_pool2d" and len(first.outputs) == 2
+        # Into NaN-poisoned buffers: every element of both outputs is written.
+        module = load_kernel(kernel_source(first, 0))
+        inputs = [image(2, (8, 10, 3)) - 0.5] + [model.params()[p.name] for p in first.inputs[1:]]
+        outs = tuple(torch.full(tuple(2 if d == "N" else d for d in v.shape), float("nan")) for v in first.outputs)
+        module.launch(*inputs, out=outs, precision="ieee")
+        assert not any(torch.isnan(o).any() for o in outs)
+    else:
+        assert "max_pool2d" not in body_ops(first)

@@ -260,3 +260,23 @@ def test_bias_gradient_is_a_second_output_of_the_weight_gradient_kernel():
     want = run_reference(graph, inputs, {})
     for a, w in zip(got, want):
         np.testing.assert_allclose(a.numpy(), w.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_pointwise_kernel_widens_from_one_element_to_the_batch():
+    """A mean's gradient, 1 / count spread over the batch and weighted per sample, is one
+    pointwise kernel: its first op works on one element, the rest on the whole batch."""
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("spread")
+    one = b.input((1,), "float32", "one")
+    sw = b.input((None,), "float32", "sample_weight")
+    scale = b.emit1("div", [one, b.emit1("count", [sw], axes=(0,))])
+    g = b.emit1("mul", [b.emit1("broadcast_like", [scale, sw]), sw])
+    graph = b.finish([g])
+    fused, _ = run_pipeline(graph)
+    pointwise = [k for k in kernels_of(fused) if k.attrs["template"] == "pointwise"]
+    assert len(pointwise) == 1 and [n.op for n in pointwise[0].attrs["body"].nodes] == ["div", "broadcast_like", "mul"]
+    inputs = [torch.tensor([3.0]), torch.rand(37) + 0.5]
+    (got,) = Plan(fused).run(inputs, {})
+    (want,) = run_reference(graph, inputs, {})
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)

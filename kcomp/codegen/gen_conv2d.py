@@ -39,7 +39,15 @@ def generate(body) -> Generated:
 """
     else:
         pads = "    pad_top, pad_left = 0, 0\n"
-    out_dtype = body.outputs[0].dtype
+    out_dtype = body.outputs[-1].dtype
+    prepool = len(body.outputs) == 2  # (pre-pool activation, pooled): a training step reads both
+    if prepool:
+        allocate = (f"(torch.empty((N, CH, CW, F), device=x.device, dtype=torch.{body.outputs[0].dtype}), "
+                    f"torch.empty((N, OH, OW, F), device=x.device, dtype=torch.{out_dtype}))")
+        unpack = "prepool, y = out"
+    else:
+        allocate = f"torch.empty((N, OH, OW, F), device=x.device, dtype=torch.{out_dtype})"
+        unpack = "prepool, y = out, out  # no pre-pool output: PREPOOL is unused"
     launch = f"""    # check: x is NHWC (N, H, W, C); the kernel (KH, KW, C, F) is read as a row-major (KH*KW*C, F) matrix.
     x = in{x}.contiguous()
     w = in{w}.contiguous()
@@ -52,19 +60,20 @@ def generate(body) -> Generated:
 {pads}{pool_sizes}    M, K = N * OH * OW, KH * KW * C
     # allocate
     if out is None:
-        out = torch.empty((N, OH, OW, F), device=x.device, dtype=torch.{out_dtype})
+        out = {allocate}
+    {unpack}
     # grid
     config = config or candidate_configs(M, F, K, interpret=x.device.type == "cpu", pool={kind != "none"})[0]
     meta = {{k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}}
     # launch
     conv2d_kernel[grid(M, F, config)](
-        x, w, out,
+        x, w, y, prepool,
         H, W, C, F, K, KW,
         CH, CW, OH, OW, M,
         {sh}, {sw}, {dh}, {dw}, pad_top, pad_left,
-        {operand_args(operands, tile=True, count=4)},
+        {operand_args(operands, tile=True, count=4, unused="y")},
         EPILOGUE=epilogue, POOL="{kind}", PH={ph}, PW={pw}, PSH={psh}, PSW={psw},
-        PRECISION=precision, **meta,
+        STORE_PREPOOL={prepool}, PRECISION=precision, **meta,
         num_warps=config["num_warps"], num_stages=config["num_stages"],
     )
     return out

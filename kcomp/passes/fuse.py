@@ -84,7 +84,7 @@ class _Fuser:
         producer = self.producers.get(v.id)
         return producer is not None and producer.op == "constant"  # a literal in the generated code
 
-    def absorb_chain(self, group: list[Node], max_loads: int, loaded: set[int] | None = None) -> Value:
+    def absorb_chain(self, group: list[Node], max_loads: int, loaded: set[int] | None = None, widen: bool = False) -> Value:
         """Extend `group` with the single-use elementwise ops after it; returns the last value.
 
         `loaded` are the tensors the generated function already reads (each takes
@@ -100,7 +100,10 @@ class _Fuser:
             fed = {p.outputs[0].id for p in feeders}
             inside = {o.id for n in group for o in n.outputs}
             loads = [y for p in feeders for y in p.inputs if y.id not in inside] + [x for x in others if x.id not in fed]
-            if out.shape != v.shape or any(operand_kind(x, out) is None for x in loads):
+            # A pointwise kernel (widen=True) may grow from one element to many (a loss gradient's
+            # 1 / count spread over the batch): what it computed so far is a scalar in every lane.
+            grows = widen and all(d == 1 for d in v.shape) and all(operand_kind(o, out) == "scalar" for n in group for o in n.outputs)
+            if (out.shape != v.shape and not grows) or any(operand_kind(x, out) is None for x in loads):
                 break
             needs = {x.id for x in loads if not self.is_constant(x)}
             if len(loaded | needs) > max_loads:
@@ -189,11 +192,17 @@ class _Fuser:
             return None
         group = [node]
         v = self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
-        pool = self.sole_user(v)
         chain = {n.outputs[0].id for n in group}
         reads_full = any(
             operand_kind(x, n.outputs[0]) == "full" for n in group[1:] for x in n.inputs if x.id not in chain
         )
+        pool = self.sole_user(v)
+        if pool is None:
+            # Read by others too (a training step's pool and activation gradients): the kernel
+            # can still pool, storing the pre-pool activation as a second output, when the
+            # windows cover every pixel of it.
+            pools = [u for u in self.users.get(v.id, []) if u.op in ("max_pool2d", "avg_pool2d") and id(u) not in self.taken]
+            pool = pools[0] if len(pools) == 1 and _windows_cover(pools[0], v) else None
         if pool is not None and pool.op in ("max_pool2d", "avg_pool2d") and pool.attrs["padding"] == "valid" and not reads_full:
             group.append(pool)
         return group
@@ -257,7 +266,7 @@ class _Fuser:
             first_loads = {v.id for v in node.inputs if not self.is_constant(v)}
             if len(first_loads) > MAX_POINTWISE_OPERANDS:
                 return None
-            self.absorb_chain(group, MAX_POINTWISE_OPERANDS, first_loads)
+            self.absorb_chain(group, MAX_POINTWISE_OPERANDS, first_loads, widen=True)
             return "pointwise", group
         return None
 
@@ -309,6 +318,16 @@ class _Fuser:
             v for n in group for v in n.outputs
             if v.id in self.outputs or any(id(u) not in inside for u in self.users.get(v.id, []))
         ]
+
+
+def _windows_cover(pool: Node, v: Value) -> bool:
+    """Whether a 'valid' pool's windows cover every pixel of its NHWC input v."""
+    if pool.attrs["padding"] != "valid" or v.rank != 4 or not all(is_static(d) for d in v.shape[1:3]):
+        return False
+    return all(
+        stride <= size and (extent - size) % stride == 0
+        for extent, size, stride in zip(v.shape[1:3], pool.attrs["pool_size"], pool.attrs["strides"])
+    )
 
 
 def chain_input(chain: list[Node]) -> Value:
