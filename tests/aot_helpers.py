@@ -207,3 +207,16 @@ def main() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     main()
+
+
+def run_file_as_aot_child(test_file: str, cases, tmp_path, timeout: float = 300) -> list:
+    """Run `python test_file CASES_JSON ANSWER_PATH` without TRITON_INTERPRET, so the test file's
+    `__main__` block can AOT-compile `cases`; returns the records it wrote to ANSWER_PATH."""
+    answer = Path(tmp_path) / "records.json"
+    child = subprocess.run(
+        [sys.executable, test_file, json.dumps(cases), str(answer)],
+        capture_output=True, text=True, cwd=ROOT, env=compiler_env(KCOMP_CACHE_DIR=str(Path(tmp_path) / "cache")),
+        timeout=timeout,
+    )
+    assert child.returncode == 0, child.stderr[-4000:]
+    return json.loads(answer.read_text())

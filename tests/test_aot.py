@@ -25,7 +25,7 @@ from kcomp.passes import run_pipeline
 
 BATCH = 128
 DTYPES = ["float32", "bfloat16"]
-GEMM_TEMPLATES = ("matmul", "conv2d")  # templates built on tl.dot: they must use tensor cores
+GEMM_TEMPLATES = ("matmul", "conv2d", "conv2d_grad_filter", "conv2d_grad_input")  # templates built on tl.dot: they must use tensor cores
 
 # Measured at batch 128 on sm_90 (kernels/ is changing: an entry that passes shows as XPASS).
 KNOWN_SPILLS: dict = {}  # (model, kernel, dtype) -> why it spills; empty since the 8-warp configs

@@ -12,8 +12,6 @@ step, `kcomp build --train`, and an AOT compile for sm_90 in a child process
 """
 
 import json
-import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,8 @@ from kcomp.passes import run_pipeline
 from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
+
+from kernel_helpers import assert_compiled_steps_match_the_reference, explain_training_build
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float16": dict(rtol=2e-2, atol=2e-2)}
@@ -195,30 +195,13 @@ def test_compiled_training_step_equals_the_reference_step():
     # Whole numbers in the image: the first conv's ReLU outputs tie often inside the pool windows.
     x = rng.integers(-2, 3, size=(6, 9, 11, 3)).astype("float32")
     y = kcomp.utils.to_categorical(rng.integers(0, 5, 6), 5)
-    results = []
-    for backend in ("reference", "triton-interpret"):
-        model = pooling_cnn()
-        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"], backend=backend)
-        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)]
-        results.append((logs, model.get_weights()))
-    (ref_logs, ref_w), (tri_logs, tri_w) = results
-    for a, b in zip(ref_logs, tri_logs):
-        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4) and a["accuracy"] == b["accuracy"]
-    for a, b in zip(ref_w, tri_w):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_compiled_steps_match_the_reference(pooling_cnn, x, y)
 
 
 def test_build_train_explains_max_pool_grad_as_a_kernel(tmp_path):
-    from aot_helpers import compiler_env
-
-    result = subprocess.run(
-        [sys.executable, "-m", "kcomp", "build", str(ROOT / "examples" / "cnn_digits.k"), "--train", "--explain",
-         "--emit", "ir,triton", "-o", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=ROOT, env=compiler_env(KCOMP_CACHE_DIR=str(tmp_path / "cache")), timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if "(max_pool2d_grad) -> kernel" in line]
-    assert len(lines) == 2 and all(line.endswith("[pool2d_grad]") for line in lines), result.stdout
+    stdout = explain_training_build(tmp_path)
+    lines = [line for line in stdout if "(max_pool2d_grad) -> kernel" in line]
+    assert len(lines) == 2 and all(line.endswith("[pool2d_grad]") for line in lines), stdout
 
 
 # -- AOT for sm_90, in a child process ------------------------------------------------
@@ -246,15 +229,9 @@ def compile_cases(cases) -> list[dict]:
 
 
 def test_pool_grad_kernels_compile_for_sm_90_without_spills(tmp_path):
-    from aot_helpers import compiler_env
+    from aot_helpers import run_file_as_aot_child
 
-    answer = tmp_path / "records.json"
-    child = subprocess.run(
-        [sys.executable, __file__, json.dumps(AOT_CASES), str(answer)],
-        capture_output=True, text=True, cwd=ROOT, env=compiler_env(KCOMP_CACHE_DIR=str(tmp_path / "cache")), timeout=300,
-    )
-    assert child.returncode == 0, child.stderr[-4000:]
-    records = json.loads(answer.read_text())
+    records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=300)
     assert len(records) == 2 * len(AOT_CASES)
     for rec in records:
         assert rec["ptx_target"] == "sm_90a", rec

@@ -12,6 +12,7 @@ from kcomp import callbacks, optimizers
 from kcomp.errors import KcompError, ShapeError
 from kcomp.layers import BatchNormalization, Dense, Input
 from kcomp.models import Sequential
+from kernel_helpers import assert_compiled_steps_match_the_reference
 
 
 def digits():
@@ -244,17 +245,7 @@ def test_compiled_training_step_under_the_interpreter_equals_the_reference_step(
     rng = np.random.default_rng(12)
     x = rng.normal(size=(13, 23) if kind == "mlp" else (13, 9, 11, 3)).astype("float32")
     y = kcomp.utils.to_categorical(rng.integers(0, 5, 13), 5)
-    results = []
-    for backend in ("reference", "triton-interpret"):
-        model = make()
-        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"], backend=backend)
-        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)]
-        results.append((logs, model.get_weights()))
-    (ref_logs, ref_w), (tri_logs, tri_w) = results
-    for a, b in zip(ref_logs, tri_logs):
-        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4) and a["accuracy"] == b["accuracy"]
-    for a, b in zip(ref_w, tri_w):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_compiled_steps_match_the_reference(make, x, y)
 
 
 @pytest.mark.parametrize("name, hyper", [("sgd", {"momentum": 0.9, "nesterov": True}), ("rmsprop", {"momentum": 0.5, "centered": True}),

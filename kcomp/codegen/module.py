@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_pool2d_grad, gen_reduce, gen_rows, gen_softmax_xent
 from kcomp.codegen import gen_optimizer
+from kcomp.codegen import gen_conv2d_grad
 from kcomp.ir.graph import Node
 from kcomp.ir.printer import print_graph
 
@@ -24,6 +25,8 @@ GENERATORS = {
     "conv2d": gen_conv2d.generate,
     "pool2d": gen_pool2d.generate,
     "pool2d_grad": gen_pool2d_grad.generate,
+    "conv2d_grad_filter": gen_conv2d_grad.generate_filter,
+    "conv2d_grad_input": gen_conv2d_grad.generate_input,
     "reduce": gen_reduce.generate,
     "softmax_xent": gen_softmax_xent.generate,
 }

@@ -40,6 +40,12 @@ def node_flops(node: Node, sizes: dict) -> int:
     if op == "conv2d":
         kh, kw, cin, _ = node.inputs[1].shape
         return 2 * n_out * kh * kw * cin
+    if op == "conv2d_backprop_input":  # 2 * (N*H*W) * C * (KH*KW*F); taps a stride skips included
+        kh, kw, _, filters = node.inputs[1].shape
+        return 2 * n_out * kh * kw * filters
+    if op == "conv2d_backprop_filter":  # 2 * (KH*KW*C) * F * (N*OH*OW): out is the kernel
+        dy = node.inputs[1]
+        return 2 * n_out * numel(dy, sizes) // dy.shape[-1]
     if op in ("max_pool2d", "avg_pool2d"):
         return n_out * prod(node.attrs["pool_size"])
     if op in ("max_pool2d_grad", "avg_pool2d_grad"):

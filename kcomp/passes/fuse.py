@@ -250,6 +250,27 @@ class _Fuser:
             return "softmax", [node]
         if op == "layer_norm" and tuple(a % x.rank for a in node.attrs["axes"]) == (x.rank - 1,) and row_fits:
             return "layer_norm", [node]
+        # -- conv2d backward: conv2d_grad_input / conv2d_grad_filter (kernels/conv2d_grad.py) --
+        # The filter gradient also takes the bias gradient sum(dy, axes (0, 1, 2)) as a second
+        # output, summed from the dy tiles it loads; the pair is found from whichever comes first.
+        if op in ("conv2d_backprop_input", "conv2d_backprop_filter", "sum") and all(_is_float(v) for v in node.inputs):
+            if op != "sum" and node.attrs["groups"] != 1:
+                return None
+            if op == "conv2d_backprop_input":
+                return "conv2d_grad_input", [node]
+            dy = node.inputs[1] if op == "conv2d_backprop_filter" else x
+
+            def bias_sum(u: Node) -> bool:  # sum over (N, OH, OW) of an NHWC gradient
+                axes = u.attrs["axes"]
+                return u.op == "sum" and dy.rank == 4 and not u.attrs["keepdims"] and axes is not None and sorted(a % 4 for a in axes) == [0, 1, 2]
+
+            free = [u for u in self.users.get(dy.id, []) if id(u) not in self.taken and u is not node]
+            if op == "conv2d_backprop_filter":
+                return "conv2d_grad_filter", [node, *[u for u in free if bias_sum(u)][:1]]
+            wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and u.attrs["groups"] == 1]
+            if wgrads and bias_sum(node):
+                return "conv2d_grad_filter", [wgrads[0], node]
+        # -- end of conv2d backward --
         if op in ("sum", "mean", "max") and _is_float(x):
             given = node.attrs["axes"]
             axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))

@@ -10,7 +10,7 @@ from kcomp.errors import ShapeError
 from kcomp.ir.graph import Graph
 from kcomp.ir.opdef import OpDef, attr
 
-TEMPLATES = ("matmul", "conv2d", "pointwise", "softmax", "layer_norm", "reduce", "pool2d", "pool2d_grad", "softmax_xent", "optimizer")
+TEMPLATES = ("matmul", "conv2d", "pointwise", "softmax", "layer_norm", "reduce", "pool2d", "pool2d_grad", "conv2d_grad_filter", "conv2d_grad_input", "softmax_xent", "optimizer")
 
 
 def _kernel_infer(inputs, template, body):

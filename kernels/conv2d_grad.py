@@ -1,0 +1,185 @@
+"""Conv2D backward templates: the filter gradient (wgrad) and the input gradient (dgrad).
+
+Both are implicit GEMMs over NHWC tensors, like the forward template
+(kernels/conv2d.py): nothing is unfolded in memory; each K step decodes its
+indices into image coordinates and gathers with masks. The forward pads
+(pad_top, pad_left: kcomp.ir.ops.conv_grad._pads) are run-time arguments, as
+are strides and dilation (Triton specialises the ones equal to 1).
+
+wgrad, dW (KH, KW, C, F) read as a row-major (KH*KW*C, F) matrix:
+  dW[m, f] = sum over l of X_col[m, l] * dY[l, f]
+  rows m = (kh, kw, c) (channels fastest, the kernel's layout), columns f the
+  filters, and the long reduction runs over the L = N * OH * OW output pixels
+  l = (n, oh, ow). X_col[m, l] = x[n, oh*sh + kh*dh - pad_top, ow*sw + kw*dw - pad_left, c],
+  0 in the padding. dY (N, OH, OW, F) is already the (L, F) matrix.
+  Hooks: PROLOGUE(dy, offs_l, offs_f, mask_l, mask_f, P0, P1, T0, T1) runs on each
+  loaded dY tile (rows l, columns f: the elementwise ops that produced dY, such as
+  relu's gradient mask); HAS_BSUM also writes dY's column sums (the bias gradient,
+  sum over N, OH, OW) from the tiles it loads anyway, as kernels/matmul.py does.
+
+dgrad, dX (N, H, W, C):
+  dX[p, c] = sum over k of dY_col[p, k] * W_t[k, c]
+  rows p = (n, h, w) input pixels, columns the C input channels, reduction over
+  k = (kh, kw, f). The tap (kh, kw) of output pixel (oh, ow) reads input pixel
+  (oh*sh + kh*dh - pad_top, ...), so pixel h receives from oh = (h + pad_top - kh*dh) / sh
+  when that division is exact and 0 <= oh < OH; every other (p, k) is masked to 0.
+  W_t[k, c] = W[kh, kw, c, f]: the kernel read transposed through its layout.
+  With strides > 1 most taps of a K step miss (a fraction 1 - 1/(sh*sw)); that
+  costs flops on masked zeros, not memory traffic.
+
+Accumulation is float32; both use tl.dot (tensor cores).
+"""
+
+import triton
+import triton.language as tl
+
+from kcomp.kernels.tiling import grouped_tile
+
+
+@triton.jit
+def conv2d_grad_filter_kernel(
+    X, DY, DW, BSUM,
+    H, W, C, F, KW, OH, OW, M, L,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    P0, P1, T0, T1,
+    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
+    offs_m = tile_m * BM + tl.arange(0, BM)  # rows of dW: (kh, kw, c)
+    offs_n = tile_n * BN + tl.arange(0, BN)  # filters
+    mask_m = offs_m < M
+    mask_n = offs_n < F
+    c = offs_m % C
+    kw = (offs_m // C) % KW
+    kh = offs_m // (C * KW)
+    tap_h = kh * dil_h - pad_top  # where each row's tap sits relative to the window's corner
+    tap_w = kw * dil_w - pad_left
+
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    bsum = tl.zeros((BN,), dtype=tl.float32)
+    for l0 in range(0, L, BK):
+        offs_l = l0 + tl.arange(0, BK)  # output pixels (n, oh, ow), the reduction
+        mask_l = offs_l < L
+        ow = offs_l % OW
+        oh = (offs_l // OW) % OH
+        x_cols = X + (offs_l // (OW * OH)).to(tl.int64) * H * W * C  # each column's image (64-bit, 1-D)
+        ih = tap_h[:, None] + (oh * stride_h)[None, :]
+        iw = tap_w[:, None] + (ow * stride_w)[None, :]
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # outside: the padding, which reads 0
+        a_mask = mask_m[:, None] & mask_l[None, :] & inside
+        a = tl.load(x_cols[None, :] + (ih * W + iw) * C + c[:, None], mask=a_mask, other=0.0)
+        b_mask = mask_l[:, None] & mask_n[None, :]
+        b = tl.load(DY + offs_l.to(tl.int64)[:, None] * F + offs_n[None, :], mask=b_mask, other=0.0)
+        if HAS_PROLOGUE:
+            # Masked elements stay 0 after the prologue (f(0) may be nonzero).
+            pro = PROLOGUE(b.to(tl.float32), offs_l, offs_n, mask_l, mask_n, P0, P1, T0, T1)
+            b = tl.where(b_mask, pro, 0.0).to(b.dtype)
+        if HAS_BSUM:
+            bsum += tl.sum(b.to(tl.float32), axis=0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    tl.store(DW + offs_m[:, None] * F + offs_n[None, :], acc.to(DW.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    if HAS_BSUM:  # every row of tiles summed the same dY columns; the first one stores them
+        first_row = tl.full((BN,), tile_m, tl.int32) == 0
+        tl.store(BSUM + offs_n, bsum.to(BSUM.dtype.element_ty), mask=mask_n & first_row)
+
+
+@triton.jit
+def conv2d_grad_input_kernel(
+    DY, Wt, DX,
+    H, W, C, F, KW, OH, OW, M, K,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    PRECISION: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    tile_m, tile_n = grouped_tile(tl.program_id(0), M, C, BM, BN, GROUP_M)
+    offs_m = tile_m * BM + tl.arange(0, BM)  # input pixels (n, h, w)
+    offs_n = tile_n * BN + tl.arange(0, BN)  # input channels
+    mask_m = offs_m < M
+    mask_n = offs_n < C
+    w = offs_m % W
+    h = (offs_m // W) % H
+    n = (offs_m // (W * H)).to(tl.int64)
+    dy_rows = DY + n * OH * OW * F  # each row's image of dY
+    h0 = h + pad_top  # the pixel in padded coordinates
+    w0 = w + pad_left
+
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        offs_k = k0 + tl.arange(0, BK)
+        mask_k = offs_k < K
+        # k -> (kh, kw, f): filters fastest, so a K step reads contiguous filters of dY.
+        f = offs_k % F
+        tap = offs_k // F  # kh * KW + kw
+        kw = tap % KW
+        kh = tap // KW
+        # Output row oh whose tap kh lands on h: oh * sh = h0 - kh * dh. Clamped at 0 before
+        # dividing, so integer division never sees a negative number (its rounding differs);
+        # a negative th then fails oh * sh == th, as does a division that is not exact.
+        th = h0[:, None] - (kh * dil_h)[None, :]
+        tw = w0[:, None] - (kw * dil_w)[None, :]
+        oh = tl.maximum(th, 0) // stride_h
+        ow = tl.maximum(tw, 0) // stride_w
+        hits = (oh * stride_h == th) & (ow * stride_w == tw) & (oh < OH) & (ow < OW)
+        a_mask = mask_m[:, None] & mask_k[None, :] & hits
+        a = tl.load(dy_rows[:, None] + (oh * OW + ow) * F + f[None, :], mask=a_mask, other=0.0)
+        # W_t[k, c] = W[kh, kw, c, f] at (tap * C + c) * F + f.
+        b_ptrs = Wt + (tap[:, None] * C + offs_n[None, :]) * F + f[:, None]
+        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    dx_ptrs = DX + offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
+    tl.store(dx_ptrs, acc.to(DX.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+# Block sizes, as data. tl.dot needs every tile side >= 16. GPU configurations are
+# autotuned among; the interpreter (CPU) runs one config with few, large programs.
+# wgrad: M = KH*KW*C and F are small (a 3x3x16x32 kernel is a 144 x 32 matrix) while the
+# reduction over the batch's pixels is long. BK = 32 as in the forward: the X gather holds a
+# BM x BK tile of addresses and masks, and at BK = 64 sm_90 spills (measured by AOT: 255
+# registers, 56 bytes of local memory at 64 x 16 x 64 on 4 warps). BM stays >= 64: with
+# 4 warps, sm_90's warpgroup MMA (HGMMA) needs 64 rows; a 32-row tile falls back to mma.sync
+# (measured by AOT: HMMA only).
+FILTER_GPU_CONFIGS = [
+    dict(BM=128, BN=64, BK=32, GROUP_M=8, num_warps=8, num_stages=3),
+    dict(BM=64, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=16, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+]
+FILTER_INTERPRETER_CONFIG = dict(BM=32, BN=16, BK=64, GROUP_M=4, num_warps=4, num_stages=1)
+
+# dgrad: rows are the batch's input pixels (many), columns the input channels.
+INPUT_GPU_CONFIGS = [
+    dict(BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=3),
+    dict(BM=128, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=128, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=64, BN=16, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
+]
+INPUT_INTERPRETER_CONFIG = dict(BM=64, BN=16, BK=32, GROUP_M=4, num_warps=4, num_stages=1)
+
+
+def _fitting(configs: list[dict], M: int, N: int) -> list[dict]:
+    """Configs whose tiles are no larger than the problem needs (narrow N: few channels)."""
+    fits = [
+        c for c in configs
+        if c["BM"] <= max(64, triton.next_power_of_2(M)) and c["BN"] <= max(16, triton.next_power_of_2(N))
+    ]
+    return fits or configs[-1:]
+
+
+def filter_configs(M: int, F: int, L: int, interpret: bool) -> list[dict]:
+    """wgrad candidates for a (M = KH*KW*C, F) gradient summed over L output pixels."""
+    return [FILTER_INTERPRETER_CONFIG] if interpret else _fitting(FILTER_GPU_CONFIGS, M, F)
+
+
+def input_configs(M: int, C: int, K: int, interpret: bool) -> list[dict]:
+    """dgrad candidates for M = N*H*W input pixels by C channels, K = KH*KW*F."""
+    return [INPUT_INTERPRETER_CONFIG] if interpret else _fitting(INPUT_GPU_CONFIGS, M, C)
+
+
+def grid(M: int, N: int, config: dict) -> tuple[int]:
+    return (triton.cdiv(M, config["BM"]) * triton.cdiv(N, config["BN"]),)

@@ -1,0 +1,265 @@
+"""The conv2d backward templates (conv2d_grad_filter, conv2d_grad_input) under Triton's interpreter.
+
+Each case builds a graph of the backward op alone (the filter gradient with or
+without its bias-gradient sum), runs the pass pipeline (it becomes one
+kernel), launches the generated kernel into NaN-poisoned buffers and compares
+with the op's torch reference on fresh random inputs. Sizes are ragged (7x9
+images, 3 channels in, 5 filters, batch 2); kernels 3x3, 1x3 and 2x2; strides
+1, 2 and (2, 1); 'valid' and 'same' padding; dilation 2. Then the kernels in a
+CNN's training step, against the reference step, and `kcomp build --train`; and
+every GPU block-size config compiled for sm_90 in a child process (this file run
+as a script, without TRITON_INTERPRET): tensor cores, no spills.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kcomp.codegen.module import kernel_source
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.conv import output_size
+from kcomp.ir.types import is_static
+from kcomp.passes import run_pipeline
+from kcomp.runtime.kernel_cache import load_kernel
+from kcomp.runtime.plan import Plan
+from kcomp.runtime.reference import run_reference
+
+from kernel_helpers import assert_compiled_steps_match_the_reference, explain_training_build
+
+ROOT = Path(__file__).resolve().parent.parent
+# Under the interpreter tl.dot is exact float32 (no TF32); the sums run in another order.
+TOL = {"float32": dict(rtol=1e-4, atol=1e-4), "float16": dict(rtol=2e-2, atol=2e-2)}
+
+# (kernel (kh, kw), strides, padding, dilation)
+GEOMETRIES = {
+    "3x3-s1-valid": ((3, 3), (1, 1), "valid", (1, 1)),
+    "3x3-s1-same": ((3, 3), (1, 1), "same", (1, 1)),
+    "3x3-s2-valid": ((3, 3), (2, 2), "valid", (1, 1)),  # of 7x9: the last row and column get no gradient
+    "3x3-s2-same": ((3, 3), (2, 2), "same", (1, 1)),
+    "1x3-s1-same": ((1, 3), (1, 1), "same", (1, 1)),
+    "1x3-s(2,1)-valid": ((1, 3), (2, 1), "valid", (1, 1)),
+    "2x2-s2-same": ((2, 2), (2, 2), "same", (1, 1)),  # even window: 'same' pads after, not before
+    "3x3-s1-same-dil2": ((3, 3), (1, 1), "same", (2, 2)),
+    "3x3-s2-valid-dil2": ((3, 3), (2, 2), "valid", (2, 2)),
+}
+TEMPLATES = {"conv2d_backprop_filter": "conv2d_grad_filter", "conv2d_backprop_input": "conv2d_grad_input"}
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def conv_grad_graph(op, geometry, image=(7, 9, 3), filters=5, dtype="float32", bias_sum=False, groups=1):
+    """conv2d_backprop_filter(x, dy) (and, with bias_sum, sum(dy) over N, OH, OW), or
+    conv2d_backprop_input(dy, kernel), for an (H, W, C) image and `filters` filters."""
+    (kh, kw), strides, padding, dilation = geometry
+    h, w, c = image
+    oh, ow = (output_size(n, k, s, d, padding) for n, k, s, d in zip((h, w), (kh, kw), strides, dilation))
+    b = GraphBuilder(op)
+    attrs = dict(strides=strides, padding=padding, dilation=dilation, groups=groups)
+    if op == "conv2d_backprop_filter":
+        x = b.input((None, h, w, c), dtype, "x")
+        dy = b.input((None, oh, ow, filters), dtype, "dy")
+        outs = [b.emit1(op, [x, dy], kernel_size=(kh, kw), **attrs)]
+        if bias_sum:
+            outs.append(b.emit1("sum", [dy], axes=(0, 1, 2), keepdims=False))
+    else:
+        dy = b.input((None, oh, ow, filters), dtype, "dy")
+        kernel = b.input((kh, kw, c // groups, filters), dtype, "kernel")
+        outs = [b.emit1(op, [dy, kernel], input_size=(h, w), **attrs)]
+    return b.finish(outs)
+
+
+def the_kernel(graph):
+    """The one kernel the pipeline makes of the graph; it absorbed every node."""
+    fused, _ = run_pipeline(graph)
+    (kernel,) = [n for n in fused.nodes if n.op == "kernel"]
+    assert kernel.attrs["template"] == TEMPLATES[graph.nodes[0].op]
+    assert [n.op for n in kernel.attrs["body"].nodes] == [n.op for n in graph.nodes]
+    return kernel
+
+
+def random_inputs(graph, batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [v.shape if is_static(v.shape[0]) else (batch, *v.shape[1:]) for v in graph.inputs]  # kernel / NHWC
+    return [torch.randn(s, generator=g).to(getattr(torch, v.dtype)) for s, v in zip(shapes, graph.inputs)]
+
+
+def check_kernel(graph, inputs, dtype="float32"):
+    """Launch the generated kernel into NaN-poisoned buffers; compare every output with the reference."""
+    kernel = the_kernel(graph)
+    want = run_reference(graph, inputs, {})
+    outs = tuple(torch.full(t.shape, float("nan"), dtype=t.dtype) for t in want)
+    out = outs[0] if len(outs) == 1 else outs
+    got = load_kernel(kernel_source(kernel, 0)).launch(*inputs, out=out, precision="ieee")
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(got) == len(want)
+    for g, o, w in zip(got, outs, want):
+        assert g is o and not g.isnan().any(), "the kernel left elements unwritten"
+        np.testing.assert_allclose(g.float().numpy(), w.float().numpy(), **TOL[dtype])
+
+
+def geometry_fits(name, image=(7, 9)):
+    (kh, kw), strides, padding, dilation = GEOMETRIES[name]
+    return all(output_size(n, k, s, d, padding) > 0 for n, k, s, d in zip(image, (kh, kw), strides, dilation))
+
+
+# -- the kernels against the references -----------------------------------------------
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_conv_grad_kernel(op, geometry):
+    assert geometry_fits(geometry)
+    graph = conv_grad_graph(op, GEOMETRIES[geometry])
+    check_kernel(graph, random_inputs(graph, 2, seed=list(GEOMETRIES).index(geometry)))
+
+
+@pytest.mark.parametrize("geometry", ["3x3-s1-same", "3x3-s2-valid", "1x3-s(2,1)-valid"])
+def test_filter_gradient_with_its_bias_gradient_in_one_kernel(geometry):
+    graph = conv_grad_graph("conv2d_backprop_filter", GEOMETRIES[geometry], bias_sum=True)
+    check_kernel(graph, random_inputs(graph, 2, seed=11))
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_several_tiles_of_rows_columns_and_reduction(op):
+    # wgrad: 3*3*21 = 189 rows (> BM), 37 filters (> BN), 3*11*13 output pixels (> BK, ragged).
+    # dgrad: 3*11*13 = 429 pixels (> BM * GROUP_M), 21 channels (> BN), 3*3*37 taps (> BK).
+    graph = conv_grad_graph(op, GEOMETRIES["3x3-s1-same"], image=(11, 13, 21), filters=37, bias_sum=op.endswith("filter"))
+    check_kernel(graph, random_inputs(graph, 3, seed=5))
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_conv_grad_float16(op):
+    graph = conv_grad_graph(op, GEOMETRIES["3x3-s2-same"], dtype="float16")
+    check_kernel(graph, random_inputs(graph, 2, seed=4), "float16")
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_one_plan_serves_every_batch_size(op):
+    graph = conv_grad_graph(op, GEOMETRIES["3x3-s2-same"])
+    plan = Plan(run_pipeline(graph)[0])
+    for batch in (1, 3):
+        inputs = random_inputs(graph, batch, seed=batch)
+        (got,) = plan.run(inputs, {})
+        (want,) = run_reference(graph, inputs, {})
+        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_a_gradient_of_the_wrong_size_is_refused(op):
+    graph = conv_grad_graph(op, GEOMETRIES["3x3-s1-valid"])
+    launch = load_kernel(kernel_source(the_kernel(graph), 0)).launch
+    inputs = random_inputs(graph, 2)
+    at = 1 if op == "conv2d_backprop_filter" else 0  # dy
+    inputs[at] = inputs[at][:, :-1]  # one output row short
+    with pytest.raises(ValueError, match="does not fit a 7x9 input and a 3x3 window"):
+        launch(*inputs)
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_grouped_conv_gradients_stay_unfused(op):
+    graph = conv_grad_graph(op, GEOMETRIES["3x3-s1-same"], image=(7, 9, 4), filters=6, groups=2)
+    fused, _ = run_pipeline(graph)
+    assert [n.op for n in fused.nodes] == [op]
+
+
+# -- in a training step -------------------------------------------------------------
+
+
+def two_conv_cnn():
+    import kcomp
+    from kcomp.layers import Conv2D, Dense, Flatten, Input
+    from kcomp.models import Sequential
+
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(31)
+    return Sequential([
+        Input(shape=(9, 11, 3)),
+        Conv2D(4, 3, strides=2, padding="same", activation="relu"),  # a strided input gradient
+        Conv2D(6, (1, 3), padding="valid", activation="relu"),
+        Flatten(),
+        Dense(5, activation="softmax"),
+    ])
+
+
+def test_training_step_runs_conv_grads_on_the_templates():
+    from kcomp.compiler import train_step_graph
+
+    model = two_conv_cnn()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
+    fused, _ = run_pipeline(train_step_graph(model))
+    absorbed = [
+        (k.attrs["template"], tuple(n.op for n in k.attrs["body"].nodes if n.op != "constant"))
+        for k in fused.nodes if k.op == "kernel"
+    ]
+    assert absorbed.count(("conv2d_grad_filter", ("conv2d_backprop_filter", "sum"))) == 2  # dW and the bias gradient
+    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input",))) == 1  # the first conv's input needs none
+    assert not [n.op for n in fused.nodes if n.op.startswith("conv2d_backprop")]
+
+
+def test_compiled_training_step_equals_the_reference_step():
+    import kcomp
+
+    rng = np.random.default_rng(32)
+    x = rng.normal(size=(6, 9, 11, 3)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 5, 6), 5)
+    assert_compiled_steps_match_the_reference(two_conv_cnn, x, y)
+
+
+def test_build_train_explains_conv_grads_as_kernels(tmp_path):
+    lines = explain_training_build(tmp_path)
+    stdout = "\n".join(lines)
+    filters = [line for line in lines if "(conv2d_backprop_filter + sum) -> kernel" in line]
+    inputs = [line for line in lines if "(conv2d_backprop_input) -> kernel" in line]
+    assert len(filters) == 2 and all(line.endswith("[conv2d_grad_filter]") for line in filters), stdout
+    assert len(inputs) == 1 and inputs[0].endswith("[conv2d_grad_input]"), stdout
+    assert not [line for line in lines if "conv2d_backprop" in line and "unfused" in line], stdout
+
+
+# -- AOT for sm_90, in a child process ------------------------------------------------
+
+AOT_CASES = [  # (op, geometry, image, filters, bias_sum) at batch 128
+    ("conv2d_backprop_filter", "3x3-s1-same", (28, 28, 64), 64, True),
+    ("conv2d_backprop_input", "3x3-s2-same", (28, 28, 128), 64, False),  # the divisibility masks
+]
+
+
+def compile_cases(cases) -> list[dict]:
+    """The child's job: each case's kernel compiled for sm_90 with every GPU config (float32),
+    and with the first one in bfloat16; the resources of each."""
+    from kcomp.codegen.aot import compile_kernel, example_inputs
+    from kcomp.kernels.conv2d_grad import FILTER_GPU_CONFIGS, INPUT_GPU_CONFIGS
+
+    records = []
+    for op, geometry, image, filters, bias_sum in cases:
+        kernel = the_kernel(conv_grad_graph(op, GEOMETRIES[geometry], tuple(image), filters, bias_sum=bias_sum))
+        configs = FILTER_GPU_CONFIGS if op == "conv2d_backprop_filter" else INPUT_GPU_CONFIGS
+        runs = [("float32", c) for c in configs] + [("bfloat16", configs[0])]
+        for dtype, config in runs:
+            inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
+            result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
+            records.append({"case": f"{op} {geometry} {dtype} {config}", "spill_bytes": result.spill_bytes,
+                            "local_stores": result.local_stores(), "registers": result.registers,
+                            "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
+    return records
+
+
+def test_conv_grad_kernels_compile_for_sm_90_on_tensor_cores_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    from kcomp.kernels.conv2d_grad import FILTER_GPU_CONFIGS, INPUT_GPU_CONFIGS
+
+    records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=600)
+    assert len(records) == len(FILTER_GPU_CONFIGS) + len(INPUT_GPU_CONFIGS) + 2
+    for rec in records:
+        assert rec["hgmma"] > 0, rec
+        assert rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_conv_grad.py CASES_JSON ANSWER_PATH
+    sys.path.insert(0, str(ROOT))
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))
