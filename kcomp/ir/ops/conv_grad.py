@@ -106,18 +106,17 @@ def _backprop_filter_infer(inputs, kernel_size, strides, padding, dilation, grou
 
 
 def _conv2d_backprop_filter(x, dy, kernel_size, strides, padding, dilation, groups):
-    """dW = sum over batch and output pixels of dy times the input patch each output saw."""
+    """dW = sum over batch and output pixels of dy times the input patch each output saw: torch's
+    own convolution backward on the explicitly padded input (Keras's 'same' pads can differ
+    between top and bottom, which torch's symmetric padding argument cannot say)."""
     kh, kw = kernel_size
-    pads = _pads(x.shape[1:3], kernel_size, strides, dilation, padding)
-    (top, bottom), (left, right) = pads
+    (top, bottom), (left, right) = _pads(x.shape[1:3], kernel_size, strides, dilation, padding)
     xn = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom))
-    n, c = xn.shape[:2]
     cout = dy.shape[3]
-    patches = F.unfold(xn, kernel_size, dilation=dilation, stride=strides)  # (N, C*kh*kw, OH*OW), C slowest
-    patches = patches.reshape(n, groups, (c // groups) * kh * kw, -1)
-    grads = dy.permute(0, 3, 1, 2).reshape(n, groups, cout // groups, -1)
-    dw = torch.einsum("ngol,ngkl->gok", grads, patches)  # (groups, filters per group, in per group*kh*kw)
-    return dw.reshape(cout, c // groups, kh, kw).permute(2, 3, 1, 0).contiguous()
+    dw = torch.nn.grad.conv2d_weight(
+        xn, (cout, xn.shape[1] // groups, kh, kw), dy.permute(0, 3, 1, 2), stride=strides, dilation=dilation, groups=groups
+    )
+    return dw.permute(2, 3, 1, 0).contiguous()
 
 
 # ---------------------------------------------------------------- pooling
@@ -140,11 +139,17 @@ def _max_pool2d_grad(x, dy, pool_size, strides, padding):
     """Each window's gradient goes to its maximum (the first one in row-major order, as torch picks)."""
     pads = _pads(x.shape[1:3], pool_size, strides, (1, 1), padding)
     (top, bottom), (left, right) = pads
-    xn = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom), value=float("-inf"))
+    padded = any((top, bottom, left, right))
+    xn = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels-last strides): no copy
+    if padded:
+        xn = F.pad(xn, (left, right, top, bottom), value=float("-inf"))
     _, argmax = F.max_pool2d(xn, pool_size, strides, return_indices=True)  # flat indices into the padded image
-    n, c, ph, pw = xn.shape
-    routed = dy.new_zeros(n, c, ph * pw).scatter_add_(2, argmax.flatten(2), dy.permute(0, 3, 1, 2).flatten(2))
-    dx = _crop_to_input(routed.reshape(n, c, ph, pw), x.shape[1:3], pads)
+    # torch's own backward routes each window's gradient to its recorded argmax (adding where
+    # windows overlap), into the padded image; the padding is then cropped off.
+    routed = torch.ops.aten.max_pool2d_with_indices_backward(
+        dy.permute(0, 3, 1, 2), xn, list(pool_size), list(strides), [0, 0], [1, 1], False, argmax
+    )
+    dx = _crop_to_input(routed, x.shape[1:3], pads) if padded else routed
     return dx.permute(0, 2, 3, 1).contiguous()
 
 
