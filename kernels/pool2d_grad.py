@@ -21,6 +21,12 @@ dy is read only where it lands.
 
 avg: each covering window adds dy / (its count of real, unpadded pixels), as
 the forward divides. Accumulation is float32.
+
+Hook: EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0..E3, S0..S3), as in the
+matmul and conv2d templates, runs on the float32 dx tile before its store (in a
+training step: relu's gradient mask, dz = dx * greater(h, 0)). Rows are the
+block's flat pixels (n, h, w) and columns its channels, so a "full" operand of
+dx's NHWC shape is indexed with row stride C, as dx itself is.
 """
 
 import triton
@@ -57,6 +63,8 @@ def pool2d_grad_kernel(
     X, DY, DX,
     H, W, C, OH, OW, P,
     pad_top, pad_left,
+    E0, E1, E2, E3, S0, S1, S2, S3,
+    EPILOGUE: tl.constexpr,
     POOL: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     BP: tl.constexpr, BC: tl.constexpr,
 ):
@@ -96,6 +104,7 @@ def pool2d_grad_kernel(
             count = tl.maximum(rows * cols, 1).to(tl.float32)  # >= 1 where the window covers the pixel
             dx += tl.load(dy_ptrs, mask=tile, other=0.0).to(tl.float32) / count[:, None]
 
+    dx = EPILOGUE(dx, offs_p, offs_c, mask_p, mask_c, E0, E1, E2, E3, S0, S1, S2, S3)
     dx_ptrs = DX + offs_p.to(tl.int64)[:, None] * C + offs_c[None, :]
     tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 

@@ -6,9 +6,11 @@ and compares it with the op's torch reference on fresh random inputs. Sizes are
 ragged (7x9 images, 5 or 37 channels); windows overlap (3x3 stride 2, 3x3
 stride 1) or leave pixels uncovered ('valid' 2x2 stride 2 of 7x9); max is
 checked on inputs full of ties, where only the reference's rule (the first
-maximum in row-major order) matches. Then: the kernels in a CNN's training
-step, `kcomp build --train`, and an AOT compile for sm_90 in a child process
-(this file run as a script, without TRITON_INTERPRET).
+maximum in row-major order) matches. The same kernel with relu's gradient
+mask (dx * greater(h, 0)) as its epilogue, as a training step fuses it. Then:
+the kernels in a CNN's training step, `kcomp build --train`, and an AOT
+compile for sm_90 in a child process (this file run as a script, without
+TRITON_INTERPRET).
 """
 
 import json
@@ -64,22 +66,48 @@ def pool_grad_graph(op, geometry, image=(7, 9, 5), dtype="float32"):
     return b.finish([out])
 
 
+def masked_pool_grad_graph(op, geometry, image=(7, 9, 5), dtype="float32"):
+    """relu's gradient after a pool's, as in a training step: dz = pool_grad(...) * greater(h, 0).
+
+    h is the relu output the pool read: max_pool2d_grad's x, and for the average an
+    input of its own (the avg grad needs no x)."""
+    pool, strides, padding = geometry
+    h, w, c = image
+    oh, ow = (output_size(size, k, s, 1, padding) for size, k, s in zip((h, w), pool, strides))
+    b = GraphBuilder(f"masked_{op}")
+    attrs = dict(pool_size=pool, strides=strides, padding=padding)
+    relu_out = b.input((None, h, w, c), dtype, "x")
+    dy = b.input((None, oh, ow, c), dtype, "dy")
+    if op == "max_pool2d_grad":
+        dx = b.emit1(op, [relu_out, dy], **attrs)
+    else:
+        dx = b.emit1(op, [dy], input_size=(h, w), **attrs)
+    zero = b.emit1("constant", [], value=0.0, dtype=dtype)
+    dz = b.emit1("mul", [dx, b.emit1("greater", [relu_out, zero])])
+    return b.finish([dz])
+
+
 def the_kernel(graph):
+    """The graph's one kernel: the pipeline put every op of it into one pool2d_grad launch."""
     fused, _ = run_pipeline(graph)
     (kernel,) = [n for n in fused.nodes if n.op == "kernel"]
     assert kernel.attrs["template"] == "pool2d_grad"
-    assert [n.op for n in kernel.attrs["body"].nodes] == [graph.nodes[-1].op]
+    computed = [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"]
+    assert sorted(computed) == sorted(n.op for n in graph.nodes if n.op != "constant")
     return kernel
 
 
 def random_inputs(graph, batch, x_kind="normal", seed=0):
-    """dy ~ N(0, 1); x ~ N(0, 1), or small integers ("ties": most windows hold their maximum twice)."""
+    """dy ~ N(0, 1); x ~ N(0, 1), or small integers ("ties": most windows hold their maximum
+    twice), or a relu's output ("relu": half zeros, so the gradient mask is half zeros)."""
     g = torch.Generator().manual_seed(seed)
     tensors = []
     for v in graph.inputs:
         shape = (batch, *v.shape[1:])
         if v.name == "x" and x_kind == "ties":
             t = torch.randint(-2, 2, shape, generator=g).float()
+        elif v.name == "x" and x_kind == "relu":
+            t = torch.randn(shape, generator=g).relu()
         else:
             t = torch.randn(shape, generator=g)
         tensors.append(t.to(getattr(torch, v.dtype)))
@@ -91,7 +119,8 @@ def check_kernel(graph, inputs, dtype="float32"):
     kernel = the_kernel(graph)
     (want,) = run_reference(graph, inputs, {})
     out = torch.full(want.shape, float("nan"), dtype=want.dtype)
-    got = load_kernel(kernel_source(kernel, 0)).launch(*inputs, out=out)
+    by_id = {v.id: t for v, t in zip(graph.inputs, inputs)}  # the kernel takes them in its body's order
+    got = load_kernel(kernel_source(kernel, 0)).launch(*(by_id[v.id] for v in kernel.inputs), out=out)
     assert got is out and not got.isnan().any(), "the kernel left pixels unwritten"
     np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **TOL[dtype])
     return got
@@ -154,6 +183,36 @@ def test_one_plan_serves_every_batch_size(op):
         np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
 
 
+# -- with relu's gradient mask as the epilogue ----------------------------------------
+
+MASKED_GEOMETRIES = ["2x2-stride2-valid", "3x3-stride2-valid", "3x3-stride1-same", "2x3-stride(1,2)-same"]
+
+
+@pytest.mark.parametrize("geometry", MASKED_GEOMETRIES)
+@pytest.mark.parametrize("op", OPS)
+def test_pool_grad_kernel_applies_the_relu_mask(op, geometry):
+    graph = masked_pool_grad_graph(op, GEOMETRIES[geometry])
+    inputs = random_inputs(graph, 2, x_kind="relu", seed=11 + MASKED_GEOMETRIES.index(geometry))
+    got = check_kernel(graph, inputs)
+    assert (got == 0).any() and (got != 0).any()  # the mask zeroed some gradients, not all
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_masked_pool_grad_over_several_pixel_and_channel_blocks(op):
+    graph = masked_pool_grad_graph(op, GEOMETRIES["3x3-stride2-same"], image=(11, 13, 37))
+    check_kernel(graph, random_inputs(graph, 3, x_kind="relu", seed=13))
+
+
+def test_masked_pool_grad_float16():
+    graph = masked_pool_grad_graph("max_pool2d_grad", GEOMETRIES["3x3-stride2-same"], image=(7, 9, 7), dtype="float16")
+    check_kernel(graph, random_inputs(graph, 2, x_kind="relu", seed=14), "float16")
+
+
+def test_masked_pool_grad_source_reads_the_mask_in_its_epilogue():
+    source = kernel_source(the_kernel(masked_pool_grad_graph("max_pool2d_grad", GEOMETRIES["2x2-stride2-valid"])), 0).text
+    assert "def epilogue(" in source and "greater" in source and "EPILOGUE=epilogue" in source
+
+
 # -- in a training step -------------------------------------------------------------
 
 
@@ -186,6 +245,12 @@ def test_training_step_runs_pool_grads_on_the_template():
     }
     assert templates["max_pool2d_grad"] == templates["avg_pool2d_grad"] == "pool2d_grad"
     assert not [n.op for n in fused.nodes if n.op.endswith("pool2d_grad")]  # none left unfused
+    # Each conv's relu mask (greater + mul) is its pool gradient's epilogue, not a launch of its own.
+    pool_grads = [k for k in fused.nodes if k.op == "kernel" and k.attrs["template"] == "pool2d_grad"]
+    for kernel in pool_grads:
+        assert [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"][1:] == ["greater", "mul"]
+    assert not [k for k in fused.nodes if k.op == "kernel" and k.attrs["template"] == "pointwise"
+                and "greater" in [n.op for n in k.attrs["body"].nodes]]
 
 
 def test_compiled_training_step_equals_the_reference_step():
@@ -198,18 +263,21 @@ def test_compiled_training_step_equals_the_reference_step():
     assert_compiled_steps_match_the_reference(pooling_cnn, x, y)
 
 
-def test_build_train_explains_max_pool_grad_as_a_kernel(tmp_path):
+def test_build_train_explains_max_pool_grad_and_relu_mask_as_one_kernel(tmp_path):
     stdout = explain_training_build(tmp_path)
-    lines = [line for line in stdout if "(max_pool2d_grad) -> kernel" in line]
+    lines = [line for line in stdout if "(max_pool2d_grad) + " in line and "(greater + mul) -> kernel" in line]
     assert len(lines) == 2 and all(line.endswith("[pool2d_grad]") for line in lines), stdout
+    assert not [line for line in stdout if "(greater + mul) -> kernel" in line and line.endswith("[pointwise]")], stdout
 
 
 # -- AOT for sm_90, in a child process ------------------------------------------------
 
-AOT_CASES = [  # (op, geometry, image) at batch 128, compiled in float32 and bfloat16
-    ("max_pool2d_grad", "2x2-stride2-valid", (28, 28, 32)),
-    ("max_pool2d_grad", "3x3-stride1-same", (28, 28, 128)),  # the most windows, the widest channel block
-    ("avg_pool2d_grad", "3x3-stride2-same", (27, 27, 64)),
+AOT_CASES = [  # (op, geometry, image, with relu's mask) at batch 128, compiled in float32 and bfloat16
+    ("max_pool2d_grad", "2x2-stride2-valid", (28, 28, 32), False),
+    ("max_pool2d_grad", "3x3-stride1-same", (28, 28, 128), False),  # the most windows, the widest channel block
+    ("max_pool2d_grad", "3x3-stride1-same", (28, 28, 128), True),  # and the mask's tile of h in the epilogue
+    ("avg_pool2d_grad", "3x3-stride2-same", (27, 27, 64), False),
+    ("avg_pool2d_grad", "2x2-stride2-valid", (28, 28, 32), True),
 ]
 
 
@@ -218,11 +286,12 @@ def compile_cases(cases) -> list[dict]:
     from kcomp.codegen.aot import compile_node
 
     records = []
-    for op, geometry, image in cases:
-        kernel = the_kernel(pool_grad_graph(op, GEOMETRIES[geometry], tuple(image)))
+    for op, geometry, image, masked in cases:
+        make_graph = masked_pool_grad_graph if masked else pool_grad_graph
+        kernel = the_kernel(make_graph(op, GEOMETRIES[geometry], tuple(image)))
         for dtype in ("float32", "bfloat16"):
             result = compile_node(kernel, 0, target="sm_90", batch=128, float_dtype=None if dtype == "float32" else dtype)
-            records.append({"case": f"{op} {geometry} {dtype}", "ptx_target": "sm_90a" if ".target sm_90a" in result.ptx
+            records.append({"case": f"{op} {geometry} {dtype}{' masked' if masked else ''}", "ptx_target": "sm_90a" if ".target sm_90a" in result.ptx
                             else None, "spill_bytes": result.spill_bytes, "local_stores": result.local_stores(),
                             "registers": result.registers})
     return records

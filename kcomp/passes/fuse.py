@@ -281,7 +281,11 @@ class _Fuser:
         if op in ("softmax_cross_entropy", "softmax_cross_entropy_grad") and row_fits:
             return "softmax_xent", self.xent_group(node)
         if op in ("max_pool2d_grad", "avg_pool2d_grad") and all(_is_float(v) for v in node.inputs):
-            return "pool2d_grad", [node]  # a gather over the windows covering each pixel: no atomics
+            # A gather over the windows covering each pixel: no atomics. The elementwise chain
+            # after it (relu's gradient mask) is its epilogue, so dz is written once.
+            group = [node]
+            self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
+            return "pool2d_grad", group
         if self.is_pointwise(node) and all(operand_kind(v, node.outputs[0]) for v in node.inputs):
             group = [node]
             first_loads = {v.id for v in node.inputs if not self.is_constant(v)}
