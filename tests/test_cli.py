@@ -202,7 +202,7 @@ def test_build_train_emits_the_training_step_kernels(tmp_path):
     absorbed = " ".join(k["description"] for k in report["kernels"])
     assert "conv2d/grad" in absorbed and "dense/grad (matmul)" in absorbed  # backward kernels
     assert "optimizer (optimizer_update) -> kernel" in result.stdout  # every weight in one launch
-    assert "(softmax_cross_entropy) + loss/grad (softmax_cross_entropy_grad) -> kernel" in result.stdout
+    assert "(softmax_cross_entropy + correct) + loss/grad (softmax_cross_entropy_grad) -> kernel" in result.stdout
     # Building the (smaller) forward into the same folder leaves only its own kernels there.
     again = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "out", "--emit", "ir,triton")
     assert again.returncode == 0, again.stderr

@@ -49,12 +49,15 @@ def xent_graph(p, y, parts):
         outs.append(b.emit1("softmax_cross_entropy", [probs, labels]))
     if "grad" in parts:
         outs.append(b.emit1("softmax_cross_entropy_grad", [probs, labels, g]))
+    if "correct" in parts:
+        kind = "categorical" if y.is_floating_point() else "sparse_categorical"
+        outs.append(b.emit1("correct", [labels, probs], kind=kind))
     return b.finish(outs)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("classes", [10, 37, 300])
-@pytest.mark.parametrize("parts", [("loss", "grad"), ("loss",), ("grad",)])
+@pytest.mark.parametrize("parts", [("loss", "grad"), ("loss",), ("grad",), ("loss", "grad", "correct"), ("loss", "correct")])
 def test_loss_and_gradient_in_one_kernel(sparse, classes, parts):
     p = probabilities(13, classes, seed=classes)
     y = labels_for(p, sparse, seed=classes)
@@ -63,6 +66,9 @@ def test_loss_and_gradient_in_one_kernel(sparse, classes, parts):
     fused, _ = run_pipeline(graph)
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "softmax_xent" and len(kernel.outputs) == len(parts)
+    if "correct" in parts:  # ties: the first of two equal largest probabilities counts, as torch's argmax
+        p[1, :2] = p[1].max() + 0.1
+        p[1] /= p[1].sum()
     got = Plan(fused).run([p, y, g], {})
     want = run_reference(graph, [p, y, g], {})
     for a, b in zip(got, want):
@@ -113,13 +119,13 @@ def test_training_step_computes_the_loss_and_its_gradient_in_one_kernel(loss):
     from kcomp.training.step import build_train_step
 
     model = Sequential([Input(shape=(6,)), Dense(4, activation="softmax")])
-    model.compile(optimizer="sgd", loss=loss)
+    model.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
     target = ((4,), "float32") if loss.startswith("categorical") else ((), "int32")
     step = build_train_step(model, model._training, [target])
     fused, _ = run_pipeline(step.graph)
     xent = [k for k in kernels_of(fused) if k.attrs["template"] == "softmax_xent"]
     assert len(xent) == 1
-    assert {n.op for n in xent[0].attrs["body"].nodes} == {"softmax_cross_entropy", "softmax_cross_entropy_grad"}
+    assert {n.op for n in xent[0].attrs["body"].nodes} == {"softmax_cross_entropy", "softmax_cross_entropy_grad", "correct"}
     ops = {n.op for k in kernels_of(fused) for n in k.attrs["body"].nodes} | {n.op for n in fused.nodes}
     assert "div" not in {n.op for n in step.graph.nodes if n.origin.startswith("dense")}
     assert "one_hot" not in ops and "log" not in ops

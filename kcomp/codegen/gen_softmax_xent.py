@@ -1,8 +1,9 @@
 """Generator for the softmax cross-entropy template (kernels/softmax_xent.py).
 
-The body is softmax_cross_entropy, softmax_cross_entropy_grad, or both
-(the loss and its gradient merged by the fusion pass: they read the same
-probabilities and labels). Which outputs exist and whether labels are class
+The body is softmax_cross_entropy, softmax_cross_entropy_grad, or both (the
+loss and its gradient merged by the fusion pass: they read the same
+probabilities and labels), with the accuracy metric's `correct` on the same
+rows when the step computes it. Which outputs exist and whether labels are class
 ids are constexpr flags; there is no fused expression.
 """
 
@@ -10,6 +11,9 @@ from kcomp.codegen.generated import Generated
 from kcomp.ir.types import FLOAT_DTYPES
 
 IMPORTS = "from kcomp.kernels.rows import grid, row_config\nfrom kcomp.kernels.softmax_xent import softmax_xent_kernel"
+
+
+ROLES = {"softmax_cross_entropy": "loss", "softmax_cross_entropy_grad": "dlogits", "correct": "correct"}
 
 
 def generate(body) -> Generated:
@@ -21,17 +25,13 @@ def generate(body) -> Generated:
     probs, labels = (f"in{index[v.id]}" for v in first.inputs[:2])
     g = f"in{index[grad_node.inputs[2].id]}" if grad_node else "None"
     sparse = first.inputs[1].dtype not in FLOAT_DTYPES
-    outputs = [v.id for v in body.outputs]
-    has_loss = loss_node is not None and loss_node.outputs[0].id in outputs
-    has_grad = grad_node is not None
-    dtype = f"torch.{first.inputs[0].dtype}"
-    allocate = []
-    if has_loss:
-        allocate.append(f"torch.empty(p.shape[:-1], device=p.device, dtype={dtype})")
-    if has_grad:
-        allocate.append(f"torch.empty(p.shape, device=p.device, dtype={dtype})")
-    names = (["loss"] if has_loss else []) + (["dlogits"] if has_grad else [])
+    # The outputs in the body's order, each named by the node that computes it.
+    producer = {v.id: n for n in body.nodes for v in n.outputs}
+    names = [ROLES[producer[v.id].op] for v in body.outputs]
+    shapes = {"loss": "p.shape[:-1]", "dlogits": "p.shape", "correct": "p.shape[:-1]"}
+    allocate = [f"torch.empty({shapes[name]}, device=p.device, dtype=torch.{v.dtype})" for name, v in zip(names, body.outputs)]
     unpack = f"{names[0]} = out" if len(names) == 1 else f"{', '.join(names)} = out"
+    has_loss, has_grad, has_correct = ("loss" in names), ("dlogits" in names), ("correct" in names)
     launch = f"""    # check: rows are the last axis of contiguous probabilities; labels are {"class ids" if sparse else "rows"}.
     p = {probs}.contiguous()
     labels = {labels}.contiguous()
@@ -46,8 +46,9 @@ def generate(body) -> Generated:
     config = config or row_config(n_cols, interpret=p.device.type == "cpu")
     # launch
     softmax_xent_kernel[grid(n_rows, config)](
-        p, labels, {"g" if has_grad else "p"}, {"loss" if has_loss else "p"}, {"dlogits" if has_grad else "p"}, n_rows, n_cols,
-        SPARSE={sparse}, HAS_LOSS={has_loss}, HAS_GRAD={has_grad},
+        p, labels, {"g" if has_grad else "p"}, {"loss" if has_loss else "p"}, {"dlogits" if has_grad else "p"},
+        {"correct" if has_correct else "p"}, n_rows, n_cols,
+        SPARSE={sparse}, HAS_LOSS={has_loss}, HAS_GRAD={has_grad}, HAS_CORRECT={has_correct},
         ROWS=config["ROWS"], BLOCK=config["BLOCK"], num_warps=config["num_warps"],
     )
     return out

@@ -208,17 +208,26 @@ class _Fuser:
         return group
 
     def xent_group(self, node: Node) -> list[Node]:
-        """A softmax cross-entropy with its gradient: one pass over probabilities and labels
-        computes both, when the gradient's per-row factor g does not depend on the loss
-        (it does not for Keras's reductions: g is sample_weight / count)."""
+        """A softmax cross-entropy with its gradient and the accuracy: one pass over probabilities
+        and labels computes all three, the gradient when its per-row factor g does not depend on
+        the loss (it does not for Keras's reductions: g is sample_weight / count)."""
         if node.op != "softmax_cross_entropy":
             return [node]
         probs, labels = node.inputs
+        group = [node]
         for user in self.users.get(probs.id, []):
             if user.op == "softmax_cross_entropy_grad" and user.inputs[1].id == labels.id and id(user) not in self.taken:
                 if user.inputs[2].id not in self.depends_on(node.outputs[0]):
-                    return [node, user]
-        return [node]
+                    group.append(user)
+                    break
+        # The accuracy on the same rows (argmax of p against the labels' class) costs one more store.
+        kind = "sparse_categorical" if labels.dtype not in FLOAT_DTYPES else "categorical"
+        for user in self.users.get(probs.id, []):
+            if (user.op == "correct" and user.attrs["kind"] == kind and id(user) not in self.taken
+                    and user.inputs[0].id == labels.id and user.inputs[1].id == probs.id):
+                group.append(user)
+                break
+        return group
 
     def depends_on(self, v: Value) -> set[int]:
         """Ids of the values computed from v's numbers (v included); reading only its shape

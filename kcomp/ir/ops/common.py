@@ -1,5 +1,7 @@
 """Shape-rule helpers shared by the op modules."""
 
+import torch
+
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.types import FLOAT_DTYPES, TensorSpec, broadcast_shapes
 
@@ -45,3 +47,10 @@ def dims_match(a, b) -> bool:
 def check_dim(a, b, what: str, shape_a, shape_b) -> None:
     if not dims_match(a, b):
         raise ShapeError(f"{what}: incompatible shapes {format_shape(shape_a)} and {format_shape(shape_b)}.")
+
+
+def can_read_back(t: torch.Tensor) -> bool:
+    """Whether a reference may read t's values on the host for a range check: not while a CUDA
+    graph is being captured (a read-back is forbidden there; the warm-up run before a capture
+    checked a batch of the same shapes)."""
+    return not (t.is_cuda and torch.cuda.is_current_stream_capturing())

@@ -1,11 +1,10 @@
 """embedding: row lookup in a table."""
 
-import torch
 import torch.nn.functional as F
 
 from kcomp.errors import ShapeError
 from kcomp.ir.opdef import OpDef
-from kcomp.ir.ops.common import require_rank
+from kcomp.ir.ops.common import can_read_back, require_rank
 from kcomp.ir.types import INT_DTYPES, TensorSpec
 
 def _embedding_infer(inputs):
@@ -16,10 +15,7 @@ def _embedding_infer(inputs):
     return [TensorSpec(ids.shape + (table.shape[1],), table.dtype)]
 
 def _embedding(ids, table):
-    # The range check reads the ids back to the host, which a CUDA graph capture forbids;
-    # a captured forward was checked on its warm-up run with the same shapes.
-    capturing = ids.is_cuda and torch.cuda.is_current_stream_capturing()
-    if ids.numel() and not capturing and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
+    if ids.numel() and can_read_back(ids) and (int(ids.min()) < 0 or int(ids.max()) >= table.shape[0]):
         raise ShapeError(
             f"embedding: ids must lie in [0, {table.shape[0]}), received values from {int(ids.min())} "
             f"to {int(ids.max())}; raise input_dim or clip the ids."

@@ -17,7 +17,7 @@ import torch
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef
-from kcomp.ir.ops.common import dims_match, require_float
+from kcomp.ir.ops.common import can_read_back, dims_match, require_float
 from kcomp.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorSpec
 
 EPSILON = 1e-7  # Keras's backend epsilon
@@ -51,7 +51,7 @@ def dense_labels(labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     if labels.is_floating_point():
         return labels.to(probs.dtype)
     depth = probs.shape[-1]
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= depth):
+    if labels.numel() and can_read_back(labels) and (int(labels.min()) < 0 or int(labels.max()) >= depth):
         raise ShapeError(
             f"sparse categorical cross-entropy: class ids must lie in [0, {depth}), "
             f"received values from {int(labels.min())} to {int(labels.max())}."

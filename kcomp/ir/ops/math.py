@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from kcomp.errors import ShapeError
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.common import require_float, same_as_input
+from kcomp.ir.ops.common import can_read_back, require_float, same_as_input
 from kcomp.ir.types import INT_DTYPES, TensorSpec, check_dtype
 
 
@@ -57,7 +57,7 @@ def _one_hot_infer(inputs, depth, dtype):
 def _one_hot(ids, depth, dtype):
     from kcomp.ir.types import TORCH_DTYPES
 
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= depth):
+    if ids.numel() and can_read_back(ids) and (int(ids.min()) < 0 or int(ids.max()) >= depth):
         raise ShapeError(
             f"one_hot: class ids must lie in [0, {depth}), received values from {int(ids.min())} to {int(ids.max())}."
         )

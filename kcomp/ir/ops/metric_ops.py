@@ -63,9 +63,20 @@ def _confusion_infer(inputs, thresholds):
     return [TensorSpec((len(thresholds), 4), "float32")]
 
 
+_THRESHOLDS: dict = {}  # (thresholds, device) -> tensor: made once, before any CUDA-graph capture reads it
+
+
+def _thresholds(thresholds, device) -> torch.Tensor:
+    # A copy from the host is forbidden inside a capture; the warm-up run before it made this tensor.
+    key = (tuple(thresholds), str(device))
+    if key not in _THRESHOLDS:
+        _THRESHOLDS[key] = torch.tensor(thresholds, dtype=torch.float32, device=device)
+    return _THRESHOLDS[key]
+
+
 def _confusion_counts(y_true, y_pred, thresholds):
     """Per threshold: [true positives, false positives, true negatives, false negatives]."""
-    t = torch.tensor(thresholds, dtype=torch.float32, device=y_pred.device).reshape(-1, *([1] * y_pred.dim()))
+    t = _thresholds(thresholds, y_pred.device).reshape(-1, *([1] * y_pred.dim()))
     predicted = y_pred.float().unsqueeze(0) > t
     actual = (y_true.float() > 0.5).unsqueeze(0)
     dims = tuple(range(1, predicted.dim()))
