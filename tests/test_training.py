@@ -316,7 +316,9 @@ def test_compiled_steps_update_the_models_buffers_in_place_and_see_weights_the_u
         replacement = replacement or [w * 0.5 for w in model.get_weights()]
         model.set_weights(replacement)
         logs.append(model.train_on_batch(x, y, return_dict=True))
-        logs.append(model.evaluate(x, y, verbose=0, return_dict=True))
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)  # batches of 4, 4 and 2
+        logs += [{"loss": loss} for loss in history.history["loss"]]
+        logs.append(model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True))
         results.append((logs, model.get_weights()))
     (ref_logs, ref_w), (tri_logs, tri_w) = results
     for a, b in zip(ref_logs, tri_logs):

@@ -42,7 +42,7 @@ class CapturedStep:
     The first call for a batch shape runs the step for real (compiling and
     autotuning every kernel: none of that may happen during a capture), then
     captures it; later calls copy their inputs into the captured input buffers
-    and replay. One-element inputs on the host (the learning rate, the step
+    (or gather their rows straight into them) and replay. One-element inputs on the host (the learning rate, the step
     count) are written with fill_, a kernel launch that carries the value, so no
     copy from pageable memory stalls the host; batches should already be on the
     device. Returned outputs are the graph's own buffers: use them before the
@@ -50,13 +50,13 @@ class CapturedStep:
     check it on the CPU).
     """
 
-    def __init__(self, plan, inputs, params: dict, writes: list, device, capture: bool = True):
+    def __init__(self, plan, inputs, params: dict, writes: list, device, capture: bool = True, rows=None):
         self.plan, self.params, self.writes = plan, params, writes
-        self.static_inputs = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in inputs]
+        self.static_inputs = [torch.empty(shape, dtype=t.dtype, device=device) for t, shape in zip(inputs, batch_shapes(inputs, rows))]
         self.graph = None
         if not capture:
             return
-        self.stage(inputs)
+        self.stage(inputs, rows)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -76,20 +76,31 @@ class CapturedStep:
                 self.params[name].copy_(value)
         return returned
 
-    def stage(self, inputs) -> None:
+    def stage(self, inputs, rows=None) -> None:
+        """Write this call's inputs into the captured input buffers. With `rows` (an index
+        tensor), inputs that have a batch axis are whole data sets and their rows are gathered
+        straight into the buffers: one launch each, no intermediate batch tensor."""
         for static, t in zip(self.static_inputs, inputs):
-            if t.device.type == "cpu" and t.numel() == 1 and static.device.type != "cpu":
+            if t.device.type == "cpu" and t.numel() == 1 and t.dim() == 0 and static.device.type != "cpu":
                 static.fill_(t.item())  # a host scalar: its value rides in the fill kernel's arguments
+            elif rows is not None and t.dim() > 0:
+                torch.index_select(t, 0, rows, out=static)
             else:
                 static.copy_(t, non_blocking=True)
 
-    def run(self, inputs) -> list:
+    def run(self, inputs, rows=None) -> list:
         if self.graph is None:
-            self.stage(inputs)
+            self.stage(inputs, rows)
             return self._step()
         if getattr(self, "first_outputs", None) is not None:  # the capturing call already ran this batch
             outputs, self.first_outputs = self.first_outputs, None
             return outputs
-        self.stage(inputs)
+        self.stage(inputs, rows)
         self.graph.replay()
         return self.static_outputs
+
+
+def batch_shapes(inputs, rows=None) -> list[tuple]:
+    """The shapes a step's inputs have in one batch: with `rows`, inputs with a batch axis
+    (whole data sets) have len(rows) rows; scalars keep their shape."""
+    return [tuple(t.shape) if rows is None or t.dim() == 0 else (len(rows), *t.shape[1:]) for t in inputs]

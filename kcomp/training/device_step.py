@@ -12,7 +12,7 @@ buffer; no capture has to be redone.
 
 import torch
 
-from kcomp.runtime.cuda_graphs import CapturedStep
+from kcomp.runtime.cuda_graphs import CapturedStep, batch_shapes
 
 
 class DeviceState:
@@ -50,6 +50,7 @@ class DeviceStep:
     """Runs one step graph's fused plan on the device, replaying a CUDA graph per batch shape."""
 
     updates_in_place = True  # the step writes new weights into the model's buffers itself
+    gathers_rows = True  # takes whole data sets and a batch's row indices (see CapturedStep.stage)
 
     def __init__(self, step, plan, state: DeviceState, capture: bool = True):
         n_returned = 1 + len(step.metric_names)
@@ -58,17 +59,15 @@ class DeviceStep:
         self.graph = plan.graph  # the fused step graph
         self.captured: dict[tuple, CapturedStep] = {}
 
-    def __call__(self, inputs, params) -> list[torch.Tensor]:
+    def __call__(self, inputs, params, rows=None) -> list[torch.Tensor]:
         buffers = self.state.sync({p.name: params[p.name] for p in self.graph.params})  # what this step reads
-        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        key = tuple((shape, t.dtype) for shape, t in zip(batch_shapes(inputs, rows), inputs))
         captured = self.captured.get(key)
-        if captured is None:
-            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.capture)
+        if captured is None or any(captured.params[name] is not buffers[name] for name in buffers):
+            # First of this batch shape, or a buffer was re-made (a weight changed shape or dtype).
+            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.capture, rows)
             self.captured[key] = captured
-        elif any(captured.params[name] is not buffers[name] for name in buffers):
-            # A buffer was re-made (a weight changed shape or dtype): capture again.
-            captured = self.captured[key] = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.capture)
-        return captured.run(inputs)
+        return captured.run(inputs, rows)
 
 
 def _buffer_name(kind: str, target) -> str:

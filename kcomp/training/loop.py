@@ -137,8 +137,10 @@ class _Accumulator:
         self.states = [m.empty_state() for m in self.metrics]
 
     def add(self, loss, metric_values, n):
-        weighted = loss.detach() * n
-        self.loss_total = weighted if self.loss_total is None else self.loss_total + weighted
+        if self.loss_total is None:
+            self.loss_total = loss.detach() * n  # a tensor of our own: later batches add into it
+        else:
+            self.loss_total.add_(loss.detach(), alpha=n)  # one launch a step on a GPU, not two
         self.samples += n
         self.states = [m.accumulate(s, v.detach()) for m, s, v in zip(self.metrics, self.states, metric_values)]
 
@@ -154,8 +156,10 @@ def _accumulator(model, compiled, kind, ys) -> _Accumulator:
     return _Accumulator(step.metric_names, [m for ms in compiled.metrics for m in ms])
 
 
-def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None):
-    """One step on one batch; returns the step's outputs (loss first)."""
+def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None, rows=None):
+    """One step on one batch; returns the step's outputs (loss first). The batch is (xs, ys, sw)
+    themselves, or with `rows` (an index tensor on their device) those rows of them: a runner
+    that stages into captured buffers gathers them straight there."""
     step = _step(model, compiled, kind, ys)
     opt = compiled.optimizer
     if kind == "train":
@@ -163,10 +167,16 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None):
     lr = torch.tensor(opt.current_learning_rate(), dtype=torch.float32)
     count = torch.tensor(float(opt.iterations), dtype=torch.float32)
     runner = _runner(model, compiled, step)
-    outs = runner([*xs, *ys, sw, lr, count], _params(model, compiled))
+    data = [*xs, *ys, sw]
+    if rows is not None and getattr(runner, "gathers_rows", False):
+        outs = runner([*data, lr, count], _params(model, compiled), rows=rows)
+    else:
+        if rows is not None:
+            data = [t[rows] for t in data]
+        outs = runner([*data, lr, count], _params(model, compiled))
     n_metrics = len(step.metric_names)
     if accumulator is not None:
-        accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw))
+        accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw) if rows is None else len(rows))
     if kind == "train" and not getattr(runner, "updates_in_place", False):
         _apply_updates(step, outs[1 + n_metrics :], compiled)
     return outs
@@ -260,7 +270,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             print(f"Epoch {epoch + 1}/{epochs}")
         for i, idx in enumerate(_batches(n, batch_size, shuffle, steps_per_epoch, device)):
             callback_list.call("on_train_batch_begin", i)
-            outs = run_batch(model, compiled, "train", [t[idx] for t in xs], [t[idx] for t in ys], sw[idx], acc)
+            outs = run_batch(model, compiled, "train", xs, ys, sw, acc, rows=idx)
             callback_list.call("on_train_batch_end", i, {"loss": outs[0]})
             bar.update(i + 1, acc.logs, finalize=False)
             if model.stop_training:
@@ -292,7 +302,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     bar = Progbar(len(batches), verbose=_verbose(verbose))
     with torch.inference_mode():
         for i, idx in enumerate(batches):
-            run_batch(model, compiled, "test", [t[idx] for t in xs], [t[idx] for t in ys], sw[idx], acc)
+            run_batch(model, compiled, "test", xs, ys, sw, acc, rows=idx)
             bar.update(i + 1, acc.logs)
     logs = acc.logs(_prefix)
     if return_dict:
