@@ -54,3 +54,29 @@ def test_pad_sequences_empty_and_dtype():
 def test_pad_sequences_bad_arguments(kwargs):
     with pytest.raises(ArgumentError):
         sequence.pad_sequences(SEQS, **kwargs)
+
+
+def test_progbar_redraws_at_most_every_interval_and_reads_values_only_then():
+    """A redraw reads the loss back from the device: a fast training loop on a terminal must not
+    pay that every step (Keras redraws at most every 0.05 s), but the final line always shows."""
+    import io
+
+    from kcomp.utils.progbar import Progbar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    reads = []
+
+    def values():
+        reads.append(1)
+        return {"loss": 0.5}
+
+    stream = Terminal()
+    bar = Progbar(1000, stream=stream, interval=3600.0)
+    for step in range(1, 1000):
+        bar.update(step, values, finalize=False)
+    assert len(reads) == 1  # the first update draws; the hour-long interval holds the rest back
+    bar.update(1000, values, finalize=True)
+    assert len(reads) == 2 and stream.getvalue().endswith("loss: 0.5000\n")

@@ -5,10 +5,13 @@ import time
 
 
 class Progbar:
-    def __init__(self, target: int, width: int = 20, verbose: int = 1, stream=None):
-        self.target, self.width, self.verbose = target, width, verbose
+    def __init__(self, target: int, width: int = 20, verbose: int = 1, stream=None, interval: float = 0.05):
+        """interval: the least time between two redraws of the line (Keras's default, 0.05 s);
+        a redraw reads the loss back from the device, so a fast step must not redraw each time."""
+        self.target, self.width, self.verbose, self.interval = target, width, verbose, interval
         self.stream = stream or sys.stdout
         self.start = time.perf_counter()
+        self._last_draw = float("-inf")
         self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def update(self, current: int, values=None, finalize: bool | None = None) -> None:
@@ -19,7 +22,11 @@ class Progbar:
         finalize = current >= self.target if finalize is None else finalize
         if not finalize and not self._interactive:
             return  # a log file gets one line per bar, not a line per step
-        elapsed = time.perf_counter() - self.start
+        now = time.perf_counter()
+        if not finalize and now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        elapsed = now - self.start
         filled = int(self.width * current / max(self.target, 1))
         bar = "━" * filled + ("━" if filled < self.width else "") + " " * max(self.width - filled - 1, 0)
         per_step = elapsed / max(current, 1)
