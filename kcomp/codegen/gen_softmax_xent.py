@@ -10,7 +10,7 @@ ids are constexpr flags; there is no fused expression.
 from kcomp.codegen.generated import Generated
 from kcomp.ir.types import FLOAT_DTYPES
 
-IMPORTS = "from kcomp.kernels.rows import grid, row_config\nfrom kcomp.kernels.softmax_xent import softmax_xent_kernel"
+IMPORTS = "from kcomp.kernels.softmax_xent import softmax_xent_kernel\nfrom kcomp.kernels.rows import grid, row_config"
 
 
 ROLES = {"softmax_cross_entropy": "loss", "softmax_cross_entropy_grad": "dlogits", "correct": "correct"}
