@@ -6,6 +6,11 @@ only changes the output's shape, not its memory, so the launch wrapper handles
 it. Global average / max pooling is mean / max over axes (1, 2) of NHWC:
 outer = N, R = H * W, inner = C.
 
+Hook: BODY(offs, mask, C, X0..X7) gives the input's values at flat indices
+`offs` (a 2-D tile here): a load of X0, or the elementwise ops that produced
+the input (a loss weighted per sample before its mean, a square before a sum),
+generated as for the pointwise template, so that input never reaches memory.
+
 Each program owns BLOCK_OUT outputs (flat (o, i) indices) and walks R in
 BLOCK_R chunks, accumulating elementwise in a float32 (BLOCK_R, BLOCK_OUT)
 tile and reducing it once at the end. Loads of a chunk are contiguous along
@@ -19,8 +24,8 @@ import triton.language as tl
 
 @triton.jit
 def reduce_kernel(
-    X, Y, R, INNER, NUM_OUT,
-    OP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_OUT: tl.constexpr,
+    Y, R, INNER, NUM_OUT, C, X0, X1, X2, X3, X4, X5, X6, X7,
+    BODY: tl.constexpr, OP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_OUT: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
     mask = offs < NUM_OUT
@@ -33,12 +38,13 @@ def reduce_kernel(
         acc = tl.zeros((BLOCK_R, BLOCK_OUT), dtype=tl.float32)
     for r0 in range(0, R, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
-        ptrs = X + base[None, :] + offs_r.to(tl.int64)[:, None] * INNER
+        elements = base[None, :] + offs_r.to(tl.int64)[:, None] * INNER  # flat indices into the input
         m = (offs_r < R)[:, None] & mask[None, :]
+        x = BODY(elements, m, C, X0, X1, X2, X3, X4, X5, X6, X7)  # the input's values (loaded or computed)
         if OP == "max":
-            acc = tl.maximum(acc, tl.load(ptrs, mask=m, other=float("-inf")).to(tl.float32))
+            acc = tl.maximum(acc, tl.where(m, x, float("-inf")))
         else:
-            acc += tl.load(ptrs, mask=m, other=0.0).to(tl.float32)
+            acc += tl.where(m, x, 0.0)
     if OP == "max":
         y = tl.max(acc, axis=0)
     else:

@@ -280,3 +280,20 @@ def test_a_pointwise_kernel_widens_from_one_element_to_the_batch():
     (got,) = Plan(fused).run(inputs, {})
     (want,) = run_reference(graph, inputs, {})
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["square", "abs", "sqrt", "log"])
+def test_losses_math_runs_in_pointwise_kernels(op):
+    """The math losses are written in (kcomp/ir/ops/math.py) fuses like any elementwise op."""
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("math")
+    x = b.input((None, 19), "float32", "x")
+    graph = b.finish([b.emit1("mul", [b.emit1(op, [x]), x])])
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "pointwise"
+    inputs = [torch.rand(37, 19, generator=torch.Generator().manual_seed(2)) * 3 - (0 if op in ("sqrt", "log") else 1.5) + 0.01]
+    (got,) = Plan(fused).run(inputs, {})
+    (want,) = run_reference(graph, inputs, {})
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)

@@ -8,6 +8,7 @@ several pixel, channel and reduction blocks.
 
 import numpy as np
 import pytest
+import torch
 
 from kcomp.ir.builder import GraphBuilder
 from kcomp.layers import (
@@ -136,3 +137,20 @@ def test_conv_then_global_average_pool_batch_sizes():
         (want,) = run_reference(model.to_graph(), inputs, model.params())
         assert got.shape == (batch, 7)
         np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+
+
+@pytest.mark.parametrize("op, axes, keepdims", [("mean", None, False), ("sum", (1,), True), ("max", (2,), False), ("sum", (0, 1), False)])
+def test_reduction_computes_its_input_from_the_elementwise_ops_before_it(op, axes, keepdims):
+    """A weighted loss before its mean, a square before a sum: the elementwise ops that made a
+    reduction's input run as the reduce kernel loads it (one kernel; operands full, last-axis, scalar)."""
+    b = GraphBuilder("weighted")
+    x = b.input((None, 9, 5), "float32", "x")
+    w = b.input((None, 9, 5), "float32", "w")
+    bias = b.input((5,), "float32", "bias")
+    v = b.emit1("mul", [b.emit1("add", [b.emit1("square", [x]), bias]), w])
+    v = b.emit1("mul", [v, b.emit1("constant", [], value=0.5, dtype="float32")])
+    graph = b.finish([b.emit1(op, [v], axes=axes, keepdims=keepdims)])
+    inputs = [image(3, (9, 5)) - 0.5, image(3, (9, 5)) - 0.2, torch.linspace(-1, 1, 5)]
+    fused = run_graph(graph, inputs)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == ["square", "add", "mul", "mul", op]

@@ -65,6 +65,11 @@ UNARY = {
     "exponential": lambda a: f"tl.exp({a})",
     "linear": lambda a: a,
     "erf": lambda a: f"tl.math.erf({a})",
+    # losses' math (kcomp/ir/ops/math.py)
+    "square": lambda a: f"({a} * {a})",
+    "abs": lambda a: f"tl.abs({a})",
+    "sqrt": lambda a: f"tl.sqrt({a})",
+    "log": lambda a: f"tl.log({a})",
 }
 
 BINARY = {

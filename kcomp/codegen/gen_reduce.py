@@ -5,7 +5,8 @@ The reduced axes (from the body's node) split the input's shape into
 the output. There is no fused expression.
 """
 
-from kcomp.codegen.generated import Generated
+from kcomp.codegen.epilogue import generate as generate_body
+from kcomp.codegen.generated import Generated, contiguous_operands, operand_args
 
 OPS = ("sum", "mean", "max")
 
@@ -17,8 +18,15 @@ def reduced_axes(axes, rank: int) -> list[int]:
     return sorted(a % rank for a in axes)
 
 
+LOAD_BODY = """@triton.jit
+def body(offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7):
+    return tl.load(X0 + offs, mask=mask, other=0.0).to(tl.float32)  # the input, as it is
+"""
+
+
 def generate(body) -> Generated:
-    (node,) = [n for n in body.nodes if n.op != "constant"]
+    nodes = [n for n in body.nodes if n.op != "constant"]
+    node, chain = nodes[-1], nodes[:-1]  # the reduction, after the elementwise ops that made its input
     assert node.op in OPS
     rank = node.inputs[0].rank
     axes = reduced_axes(node.attrs["axes"], rank)
@@ -29,9 +37,19 @@ def generate(body) -> Generated:
         out_shape = f"(*x.shape[:{first}], {'1, ' * (stop - first)}*x.shape[{stop}:])"
     else:
         out_shape = f"(*x.shape[:{first}], *x.shape[{stop}:])"
-    launch = f"""    # check: the input viewed as contiguous (outer, R, inner), reducing axes {tuple(axes)} (R).
-    x = in0.contiguous()
-    outer = x.shape[:{first}].numel()
+    if chain:
+        constants = [n for n in body.nodes if n.op == "constant"]
+        expression, operands = generate_body(body, constants + chain, None, name="body")
+        full = next(o for o in operands if o.kind == "full")  # the chain's start: the input's shape
+        check = (f"    # check: the input (computed in the kernel by the ops before the reduction) viewed as\n"
+                 f"    # contiguous (outer, R, inner), reducing axes {tuple(axes)} (R); operands line up with it.\n"
+                 f"{contiguous_operands(operands)}    x = in{full.input_index}\n")
+        args = operand_args(operands, tile=False, count=8, unused="x")
+    else:
+        expression = LOAD_BODY
+        check = f"    # check: the input viewed as contiguous (outer, R, inner), reducing axes {tuple(axes)} (R).\n    x = in0.contiguous()\n"
+        args = ", ".join(["x"] * 8)
+    launch = f"""{check}    outer = x.shape[:{first}].numel()
     R = x.shape[{first}:{stop}].numel()
     inner = x.shape[{stop}:].numel()
     # allocate: (outer, inner) in memory; keepdims={node.attrs["keepdims"]} only shapes it
@@ -41,10 +59,11 @@ def generate(body) -> Generated:
     config = config or candidate_configs(outer, R, inner, interpret=x.device.type == "cpu")[0]
     # launch
     reduce_kernel[grid(outer * inner, config)](
-        x, out, R, inner, outer * inner,
-        OP="{node.op}", BLOCK_R=config["BLOCK_R"], BLOCK_OUT=config["BLOCK_OUT"], num_warps=config["num_warps"],
+        out, R, inner, outer * inner, x.shape[-1] if x.dim() else 1,
+        {args},
+        BODY=body, OP="{node.op}", BLOCK_R=config["BLOCK_R"], BLOCK_OUT=config["BLOCK_OUT"], num_warps=config["num_warps"],
     )
     return out
 """
     imports = "from kcomp.kernels.reduce import candidate_configs, grid, reduce_kernel"
-    return Generated(imports, "# reduce: no fused expression; OP is constexpr in the template.\n", launch)
+    return Generated(imports, expression, launch)

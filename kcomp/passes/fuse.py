@@ -158,8 +158,8 @@ class _Fuser:
                     return user
         return None
 
-    def prologue_chain(self, matmul: Node) -> list[Node]:
-        """Single-use elementwise ops that produced a Dense's input, to apply as A tiles load."""
+    def prologue_chain(self, matmul: Node, max_operands: int = MAX_PROLOGUE_OPERANDS) -> list[Node]:
+        """Single-use elementwise ops that produced a Dense's (or a reduction's) input, to apply as it loads."""
         chain: list[Node] = []
         v = matmul.inputs[0]
         operands: set[int] = set()
@@ -170,7 +170,7 @@ class _Fuser:
             others = {x.id for x in producer.inputs if x is not main}
             if any(operand_kind(x, v) is None for x in producer.inputs if x is not main):
                 break
-            if len(operands | others) > MAX_PROLOGUE_OPERANDS:
+            if len(operands | others) > max_operands:
                 break
             operands |= others
             chain.insert(0, producer)
@@ -239,6 +239,15 @@ class _Fuser:
                 reach.update(x.id for x in n.outputs)
         return reach
 
+    @staticmethod
+    def reduce_axes_fit(node: Node) -> bool:
+        """A sum / mean / max of floats over consecutive axes: what the reduce template computes."""
+        if node.op not in ("sum", "mean", "max") or not _is_float(node.inputs[0]):
+            return False
+        x, given = node.inputs[0], node.attrs["axes"]
+        axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))
+        return bool(axes) and axes == list(range(axes[0], axes[-1] + 1))
+
     def anchor(self, node: Node) -> tuple[str, list[Node]] | None:
         op, x = node.op, node.inputs[0] if node.inputs else None
         if node.outputs[0].id in self.weight_only:
@@ -280,11 +289,8 @@ class _Fuser:
             if wgrads and bias_sum(node):
                 return "conv2d_grad_filter", [wgrads[0], node]
         # -- end of conv2d backward --
-        if op in ("sum", "mean", "max") and _is_float(x):
-            given = node.attrs["axes"]
-            axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))
-            if axes and axes == list(range(axes[0], axes[-1] + 1)):
-                return "reduce", [node]
+        if self.reduce_axes_fit(node):
+            return "reduce", [*self.prologues.get(id(node), []), node]
         if op in ("max_pool2d", "avg_pool2d"):
             return "pool2d", [node]
         if op in ("softmax_cross_entropy", "softmax_cross_entropy_grad") and row_fits:
@@ -312,6 +318,13 @@ class _Fuser:
         for node in self.graph.nodes:
             if node.op == "matmul" and node.inputs[1].rank == 2 and _is_float(node.inputs[0]):
                 chain = self.prologue_chain(node)
+                if chain:
+                    self.prologues[id(node)] = chain
+                    taken.update(id(n) for n in chain)
+        # Reductions likewise compute their input as they load it (a weighted loss before its mean).
+        for node in self.graph.nodes:
+            if id(node) not in taken and self.reduce_axes_fit(node):
+                chain = self.prologue_chain(node, MAX_POINTWISE_OPERANDS - 1)  # the chain's start is a load too
                 if chain:
                     self.prologues[id(node)] = chain
                     taken.update(id(n) for n in chain)
