@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from kcomp.errors import GraphError
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
+from kcomp.ir.ops.grad_support import computed_from
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 
@@ -62,7 +63,7 @@ def gradients(b: GraphBuilder, loss: Value, wrt: list[Value]) -> list[Value | No
         raise GraphError(f"gradients need a float scalar loss, received {loss.spec}")
     forward = list(b.nodes)
     grads: dict[int, Value] = {loss.id: b.emit1("constant", [], value=1.0, dtype=loss.dtype)}
-    needed = _depends_on(forward, {v.id for v in wrt})
+    needed = computed_from(forward, {v.id for v in wrt})
     for node in reversed(forward):
         outs = [grads.get(v.id) for v in node.outputs]
         if all(g is None for g in outs) or not any(v.id in needed for v in node.inputs):
@@ -79,15 +80,6 @@ def gradients(b: GraphBuilder, loss: Value, wrt: list[Value]) -> list[Value | No
                 if v.id in needed:
                     _accumulate(b, grads, v, g)  # a sum where a value feeds several nodes
     return [grads.get(v.id) for v in wrt]
-
-
-def _depends_on(nodes, sources: set[int]) -> set[int]:
-    """Ids of values whose computation reads any of `sources` (the sources included)."""
-    reach = set(sources)
-    for node in nodes:
-        if any(v.id in reach for v in node.inputs):
-            reach.update(v.id for v in node.outputs)
-    return reach
 
 
 def static_count(v: Value, axes) -> int | None:

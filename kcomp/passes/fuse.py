@@ -17,7 +17,7 @@ weight update.
 from kcomp.codegen.expr import supported
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
-from kcomp.ir.ops.grad_support import SHAPE_ONLY_INPUTS
+from kcomp.ir.ops.grad_support import computed_from
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 
@@ -119,7 +119,7 @@ class _Fuser:
         can load itself (relu's gradient mask greater(h, 0)): computed in the epilogue, it needs
         no launch of its own and its output never goes through memory."""
         p = self.producers.get(x.id)
-        if p is None or id(p) in self.taken or p in group or not self.is_pointwise(p) or self.sole_user(x) is not user:
+        if p is None or id(p) in self.taken or any(p is n for n in group) or not self.is_pointwise(p) or self.sole_user(x) is not user:
             return None
         if x.shape != user.outputs[0].shape or any(operand_kind(y, user.outputs[0]) is None for y in p.inputs):
             return None
@@ -217,7 +217,8 @@ class _Fuser:
         group = [node]
         for user in self.users.get(probs.id, []):
             if user.op == "softmax_cross_entropy_grad" and user.inputs[1].id == labels.id and id(user) not in self.taken:
-                if user.inputs[2].id not in self.depends_on(node.outputs[0]):
+                # Reading only the loss's shape (broadcast_like's template) is no dependence.
+                if user.inputs[2].id not in computed_from(self.graph.nodes, {node.outputs[0].id}, through_shapes=False):
                     group.append(user)
                     break
         # The accuracy on the same rows (argmax of p against the labels' class) costs one more store.
@@ -228,16 +229,6 @@ class _Fuser:
                 group.append(user)
                 break
         return group
-
-    def depends_on(self, v: Value) -> set[int]:
-        """Ids of the values computed from v's numbers (v included); reading only its shape
-        (broadcast_like's template, count's input) is not depending on it."""
-        reach = {v.id}
-        for n in self.graph.nodes:
-            read = [x for i, x in enumerate(n.inputs) if i not in SHAPE_ONLY_INPUTS.get(n.op, ())]
-            if any(x.id in reach for x in read):
-                reach.update(x.id for x in n.outputs)
-        return reach
 
     @staticmethod
     def reduce_axes_fit(node: Node) -> bool:

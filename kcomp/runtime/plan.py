@@ -135,8 +135,9 @@ class Plan:
         if key == self._prepared_for:
             return
         env = {p.id: t for p, t in zip(self.graph.params, tensors)}
+        device = self._device(params)
         for step in self.prepare_steps:
-            outs = _run_torch(step.node, [env[v.id] for v in step.node.inputs], self._device(params))
+            outs = _run_torch(step.node, [env[v.id] for v in step.node.inputs], device)
             env.update({v.id: t for v, t in zip(step.node.outputs, outs)})
         self._prepared = {vid: env[vid] for vid in self.weight_only if vid in env}
         self._prepared_for = key

@@ -22,6 +22,17 @@ from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static, normalize_ax
 # template and count's input. Passes may swap them for any value of the same shape.
 SHAPE_ONLY_INPUTS = {"broadcast_like": (1,), "count": (0,)}
 
+
+def computed_from(nodes, sources: set[int], through_shapes: bool = True) -> set[int]:
+    """Ids of the values whose computation reads any of `sources` (the sources included).
+    through_shapes=False: reading only a value's shape (SHAPE_ONLY_INPUTS) does not count."""
+    reach = set(sources)
+    for node in nodes:
+        skip = () if through_shapes else SHAPE_ONLY_INPUTS.get(node.op, ())
+        if any(v.id in reach for i, v in enumerate(node.inputs) if i not in skip):
+            reach.update(v.id for v in node.outputs)
+    return reach
+
 # ---------------------------------------------------------------- helpers for VJP rules
 
 
