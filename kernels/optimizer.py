@@ -25,8 +25,8 @@ CUDA graph. Everything is computed in float32.
 The tables depend only on the tensors' addresses; they are built once per set
 of addresses and kept (`address_table`). A captured CUDA graph replays the
 launch with the tables and addresses of its capture, so it needs the same
-buffers at every replay, and the tables must be built by a warm-up launch
-before the capture (building copies host data to the device).
+buffers at every replay; tables first needed inside a capture are copied from
+pinned host memory, a copy the graph repeats at every replay (`_build`).
 """
 
 import math
@@ -36,6 +36,8 @@ from itertools import accumulate
 import torch
 import triton
 import triton.language as tl
+
+from kcomp.runtime.cuda_graphs import capture_in_progress
 
 
 @triton.jit
@@ -216,7 +218,7 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     rows = _rows(params, grads, slots, news)
     device = params[0].device
     key = (str(device), block, rows)
-    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    capturing = capture_in_progress(device)
     tables = _CAPTURED.get(key) or _TABLES.get(key)
     if tables is None and capturing:
         # Buffers first seen inside a capture (a plan allocates them during it): the tables are
@@ -255,7 +257,7 @@ def _build(rows, block: int, device, pinned: bool = False) -> tuple:
     owners = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), torch.tensor(blocks))
     if not pinned:
         return table.to(device), owners.to(device)
-    hosts = (table.pin_memory(), owners.pin_memory())
+    hosts = (table, owners) if device.type == "cpu" else (table.pin_memory(), owners.pin_memory())
     devices = tuple(torch.empty(h.shape, dtype=h.dtype, device=device) for h in hosts)
     for d, h in zip(devices, hosts):
         d.copy_(h, non_blocking=True)  # from pinned memory: capturable, replayed from the same host tensor

@@ -1,27 +1,63 @@
-"""Capture a plan's whole forward in one CUDA graph per batch shape, then replay it.
+"""Capture a plan's run in one CUDA graph per batch shape, then replay it.
 
-A replay launches every kernel of the forward with one call and no Python in
-between, which is what makes small, launch-bound models fast. Inputs are
-copied into static buffers the graph reads; outputs are cloned out of the
-static buffers it writes. The executor drops captures when weights change.
+A replay launches every kernel of the forward (or of the whole training step)
+with one call and no Python in between, which is what makes small,
+launch-bound models fast. Inputs are copied into static buffers the graph
+reads; outputs come from the static buffers it writes.
+
+How a run is warmed up and captured is one object, `CudaGraphs` on a CUDA
+device. A CPU stand-in with the same two methods (tests/capture_emulator.py)
+records what a capture would freeze and replays exactly that, so the capture
+logic is checked without a GPU; `graphs_for` is the one place that picks.
 """
 
 import torch
 
 
-class CapturedForward:
-    def __init__(self, plan, inputs, params):
-        self.static_inputs = [t.clone() for t in inputs]
-        # Warm up on a side stream first: compiles (and autotunes) every kernel
-        # and computes the weight-only values, none of which may happen inside a capture.
+class CudaGraphs:
+    """Warm-up and capture on the current CUDA device."""
+
+    def warm_up(self, run):
+        """run() for real on a side stream (as torch requires before a capture): it compiles and
+        autotunes every kernel, none of which may happen inside a capture."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            plan.run(self.static_inputs, params)
+            result = run()
         torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_outputs = plan.run(self.static_inputs, params)
+        return result
+
+    def capture(self, run) -> tuple:
+        """(graph, run's result): run() recorded, not run; graph.replay() runs it."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            result = run()
+        return graph, result
+
+
+def graphs_for(device: torch.device):
+    """What captures steps on `device`: CUDA graphs on a GPU; None (run each step as it is) elsewhere."""
+    return CudaGraphs() if device.type == "cuda" else None
+
+
+_emulated_capture = False  # set while a CPU stand-in records a capture (tests/capture_emulator.py)
+
+
+def capture_in_progress(device: torch.device) -> bool:
+    """Whether work on `device` is being recorded into a graph now: a read-back to the host or a
+    copy from pageable host memory is forbidden then."""
+    if device.type == "cuda":
+        return torch.cuda.is_current_stream_capturing()
+    return _emulated_capture
+
+
+class CapturedForward:
+    """A plan's forward replayed from one graph for one batch shape; outputs are cloned out."""
+
+    def __init__(self, plan, inputs, params, graphs):
+        self.static_inputs = [t.clone() for t in inputs]
+        graphs.warm_up(lambda: plan.run(self.static_inputs, params))  # also computes the weight-only values
+        self.graph, self.static_outputs = graphs.capture(lambda: plan.run(self.static_inputs, params))
 
     def replay(self, inputs) -> list[torch.Tensor]:
         for static, t in zip(self.static_inputs, inputs):
@@ -42,29 +78,23 @@ class CapturedStep:
     The first call for a batch shape runs the step for real (compiling and
     autotuning every kernel: none of that may happen during a capture), then
     captures it; later calls copy their inputs into the captured input buffers
-    (or gather their rows straight into them) and replay. One-element inputs on the host (the learning rate, the step
-    count) are written with fill_, a kernel launch that carries the value, so no
-    copy from pageable memory stalls the host; batches should already be on the
-    device. Returned outputs are the graph's own buffers: use them before the
-    next call. capture=False runs the same buffer logic without a graph (tests
-    check it on the CPU).
+    (or gather their rows straight into them) and replay. One-element inputs on
+    the host (the learning rate, the step count) are written with fill_, a kernel
+    launch that carries the value, so no copy from pageable memory stalls the
+    host; batches should already be on the device. Returned outputs are the
+    graph's own buffers: use them before the next call. graphs=None runs the same
+    buffer logic without a graph.
     """
 
-    def __init__(self, plan, inputs, params: dict, writes: list, device, capture: bool = True, rows=None):
+    def __init__(self, plan, inputs, params: dict, writes: list, device, graphs=None, rows=None):
         self.plan, self.params, self.writes = plan, params, writes
         self.static_inputs = [torch.empty(shape, dtype=t.dtype, device=device) for t, shape in zip(inputs, batch_shapes(inputs, rows))]
         self.graph = None
-        if not capture:
+        if graphs is None:
             return
         self.stage(inputs, rows)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.first_outputs = self._step()  # this batch's step, run for real
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_outputs = self._step()  # recorded, not run
+        self.first_outputs = graphs.warm_up(self._step)  # this batch's step, run for real
+        self.graph, self.static_outputs = graphs.capture(self._step)
 
     def _step(self) -> list:
         outputs = self.plan.run(self.static_inputs, self.params)

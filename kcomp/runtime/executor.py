@@ -70,14 +70,15 @@ class PlanExecutor:
     def run(self, inputs, params):
         params = self._device_params(params)
         inputs = [t.to(self.device) for t in inputs]
-        if self.device.type != "cuda":
-            return self.plan.run(inputs, params)
-        from kcomp.runtime.cuda_graphs import CapturedForward
+        from kcomp.runtime import cuda_graphs
 
+        graphs = cuda_graphs.graphs_for(self.device)
+        if graphs is None:
+            return self.plan.run(inputs, params)
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         captured = self._graphs.get(key)
         if captured is None:
-            captured = self._graphs[key] = CapturedForward(self.plan, inputs, params)
+            captured = self._graphs[key] = cuda_graphs.CapturedForward(self.plan, inputs, params, graphs)
         return captured.replay(inputs)
 
 

@@ -52,10 +52,10 @@ class DeviceStep:
     updates_in_place = True  # the step writes new weights into the model's buffers itself
     gathers_rows = True  # takes whole data sets and a batch's row indices (see CapturedStep.stage)
 
-    def __init__(self, step, plan, state: DeviceState, capture: bool = True):
+    def __init__(self, step, plan, state: DeviceState, graphs=None):
         n_returned = 1 + len(step.metric_names)
         self.writes = [None] * n_returned + [_buffer_name(kind, target) for kind, target in step.updates]
-        self.plan, self.state, self.capture = plan, state, capture
+        self.plan, self.state, self.graphs = plan, state, graphs  # graphs=None: no capture (the CPU)
         self.graph = plan.graph  # the fused step graph
         self.captured: dict[tuple, CapturedStep] = {}
 
@@ -65,7 +65,7 @@ class DeviceStep:
         captured = self.captured.get(key)
         if captured is None or any(captured.params[name] is not buffers[name] for name in buffers):
             # First of this batch shape, or a buffer was re-made (a weight changed shape or dtype).
-            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.capture, rows)
+            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.graphs, rows)
             self.captured[key] = captured
         return captured.run(inputs, rows)
 

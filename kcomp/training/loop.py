@@ -190,6 +190,7 @@ def _runner(model, compiled, step):
         return lambda inputs, params: run_reference(step.graph, inputs, params)
     if step.plan is None:
         from kcomp.passes import run_pipeline
+        from kcomp.runtime import cuda_graphs
         from kcomp.runtime.plan import Plan
         from kcomp.training.device_step import DeviceState, DeviceStep
 
@@ -198,7 +199,7 @@ def _runner(model, compiled, step):
         if getattr(compiled, "device_state", None) is None:
             compiled.device_state = DeviceState(model, compiled, device)
         plan = Plan(fused, model._precision, hoist_weight_only=False)
-        step.plan = DeviceStep(step, plan, compiled.device_state, capture=device.type == "cuda")
+        step.plan = DeviceStep(step, plan, compiled.device_state, cuda_graphs.graphs_for(device))
     return step.plan
 
 

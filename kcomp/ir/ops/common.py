@@ -53,4 +53,6 @@ def can_read_back(t: torch.Tensor) -> bool:
     """Whether a reference may read t's values on the host for a range check: not while a CUDA
     graph is being captured (a read-back is forbidden there; the warm-up run before a capture
     checked a batch of the same shapes)."""
-    return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
+    from kcomp.runtime.cuda_graphs import capture_in_progress
+
+    return not capture_in_progress(t.device)

@@ -1,0 +1,148 @@
+"""The CUDA-graph capture logic, checked on the CPU with an emulated graph (tests/capture_emulator.py).
+
+On a GPU, kcomp replays every training step and forward from a captured graph;
+these tests run the same code paths under Triton's interpreter with a stand-in
+that replays only what was recorded, and compare with running every step as
+it is (no capture).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from capture_emulator import EmulatedGraphs, HostReadInCapture, emulated_cuda_graphs
+from kcomp import optimizers
+from kcomp.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
+from kcomp.models import Sequential
+from kcomp.runtime.cuda_graphs import CapturedStep
+
+
+def _train(make_model, x, y, captured: bool, compile_args: dict, fit_args: dict):
+    """Losses and metrics of train_on_batch, fit and evaluate, and the weights after them."""
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(7)
+    model = make_model()
+    model.compile(backend="triton-interpret", **compile_args())  # fresh optimizer and metrics
+    logs = []
+    if captured:
+        with emulated_cuda_graphs() as graphs:
+            logs += _session(model, x, y, fit_args)
+    else:
+        graphs = None
+        logs += _session(model, x, y, fit_args)
+    return logs, model.get_weights(), graphs
+
+
+def _session(model, x, y, fit_args) -> list[dict]:
+    logs = [model.train_on_batch(x[:8], y[:8], return_dict=True) for _ in range(3)]  # replays 2 and 3
+    history = model.fit(x, y, shuffle=True, verbose=0, **fit_args)
+    logs += [dict(zip(history.history, values)) for values in zip(*history.history.values())]
+    model.set_weights([w * 0.9 for w in model.get_weights()])  # the user replaces the weights
+    logs.append(model.train_on_batch(x[:8], y[:8], return_dict=True))
+    logs.append(model.evaluate(x, y, batch_size=6, verbose=0, return_dict=True))
+    return logs
+
+
+def _assert_same_training(make_model, x, y, compile_args, fit_args):
+    (plain_logs, plain_w, _), (graph_logs, graph_w, graphs) = (
+        _train(make_model, x, y, captured, compile_args, fit_args) for captured in (False, True)
+    )
+    assert len(plain_logs) == len(graph_logs)
+    for a, b in zip(plain_logs, graph_logs):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert math.isclose(a[key], b[key], rel_tol=1e-5, abs_tol=1e-6), (key, a, b)
+    for a, b in zip(plain_w, graph_w, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert graphs.graphs and all(g.replays > 0 for g in graphs.graphs[:1])
+    return graphs
+
+
+def test_an_mlp_trained_from_replayed_graphs_equals_running_every_step():
+    """Adam with a decaying learning rate, Dropout (its mask follows the step count on the device),
+    metrics with thresholds (AUC), a validation split, a partial last batch, set_weights between
+    steps: every number a replayed graph gives equals the step run as it is."""
+
+    def make():
+        return Sequential([Input(shape=(12,)), Dense(10, activation="relu"), Dropout(0.3, seed=5),
+                           Dense(3, activation="softmax")])
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 12)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 30), 3)
+    schedule = optimizers.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.5)
+    graphs = _assert_same_training(
+        make, x, y,
+        lambda: {"optimizer": optimizers.Adam(learning_rate=schedule, clipnorm=1.0), "loss": "categorical_crossentropy",
+                 "metrics": ["accuracy", kcomp.metrics.AUC(num_thresholds=7)]},
+        {"batch_size": 7, "epochs": 2, "validation_split": 0.2},  # 24 training rows: 7, 7, 7, 3
+    )
+    assert sum(g.replays for g in graphs.graphs) >= 8
+
+
+def test_a_cnn_with_batch_norm_trained_from_replayed_graphs_equals_running_every_step():
+    def make():
+        return Sequential([Input(shape=(6, 6, 2)), Conv2D(3, 3, padding="same", activation="relu"),
+                           BatchNormalization(), MaxPooling2D(), Flatten(), Dense(4, activation="softmax")])
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(14, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 4, 14)
+    _assert_same_training(
+        make, x, y,
+        lambda: {"optimizer": optimizers.SGD(learning_rate=0.1, momentum=0.9), "loss": "sparse_categorical_crossentropy",
+                 "metrics": ["accuracy"]},
+        {"batch_size": 8, "epochs": 1},
+    )
+
+
+def test_predict_replays_a_captured_forward_and_recaptures_after_new_weights():
+    model = Sequential([Input(shape=(5,)), Dense(4, activation="tanh"), Dense(2)])
+    x = np.random.default_rng(2).normal(size=(9, 5)).astype("float32")
+    want = model.predict(x, verbose=0)
+    model.compile(backend="triton-interpret", precision="ieee")
+    with emulated_cuda_graphs() as graphs:
+        for _ in range(2):
+            np.testing.assert_allclose(model.predict(x, batch_size=9, verbose=0), want, rtol=1e-5, atol=1e-6)
+        assert [g.replays for g in graphs.graphs] == [2]
+        model.set_weights([w * 2 for w in model.get_weights()])
+        got = model.predict(x, batch_size=9, verbose=0)
+    model.compile(backend="reference")
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+# The emulator itself: it must fail the way a real capture would, or the tests above prove nothing.
+
+class _PlanOf:
+    """A stand-in plan whose run is `fn(inputs, params)`."""
+
+    def __init__(self, fn):
+        self.run = fn
+
+
+def test_the_emulator_refuses_a_host_read_inside_a_capture():
+    plan = _PlanOf(lambda inputs, params: [inputs[0] * inputs[0].sum().item()])
+    with pytest.raises(HostReadInCapture, match="item"):
+        CapturedStep(plan, [torch.ones(3)], {}, [None], "cpu", EmulatedGraphs())
+
+
+def test_the_emulator_freezes_host_values_and_undoes_the_captures_writes():
+    """A scalar the host computes during the capture is replayed as it was then (as on a GPU), and
+    the writes the capture recorded only happen at a replay."""
+    calls = []
+    buffer = torch.zeros(2)
+
+    def run(inputs, params):
+        calls.append(1)
+        buffer.add_(1.0)
+        return [inputs[0] * float(len(calls))]  # a host value: 1 in the warm-up, 2 in the capture
+
+    step = CapturedStep(_PlanOf(run), [torch.ones(2)], {}, [None], "cpu", EmulatedGraphs())
+    assert buffer.tolist() == [1.0, 1.0]  # the warm-up ran; the capture only recorded
+    assert step.run([torch.ones(2)])[0].tolist() == [1.0, 1.0]  # the warm-up's own outputs
+    for _ in range(3):
+        assert step.run([torch.full((2,), 3.0)])[0].tolist() == [6.0, 6.0]  # frozen at 2, new input read
+    assert len(calls) == 2 and buffer.tolist() == [4.0, 4.0]
