@@ -182,7 +182,10 @@ def embedding(ids, table):
 
 def dropout(x, rate, seed=0, training=False):
     # Inside a training step the builder carries the step count: each step then draws a new mask.
-    step = getattr(current_builder(), "rng_step", None) if training and isinstance(x, Value) else None
+    builder = current_builder()
+    step = getattr(builder, "rng_step", None) if training and isinstance(x, Value) else None
+    if step is not None:
+        seed = builder.random_seed(seed)  # a layer called twice in the step draws two masks
     inputs = (x,) if step is None else (x, step)
     return emit("dropout", *inputs, rate=float(rate), seed=seed, training=training)
 

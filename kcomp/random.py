@@ -44,6 +44,17 @@ def seed_key(seed: int) -> tuple[int, int]:
     return seed & MASK32, seed >> 32
 
 
+def derived_seed(seed: int, call: int) -> int:
+    """A seed for the call-th use of `seed` in one graph (call >= 1), in [0, 2**31 - 1) as drawn
+    seeds are: SplitMix64's output function (Steele, Lea, Flood, "Fast splittable pseudorandom
+    number generators", OOPSLA 2014) of seed + call * its golden-ratio increment, so nearby seeds
+    and calls give unrelated keys."""
+    z = (seed + call * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return (z ^ (z >> 31)) % (2**31 - 1)
+
+
 def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """High and low 32 bits of the 64-bit product of the constant `a` and uint32 values `b`.
 

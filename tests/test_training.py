@@ -285,6 +285,33 @@ def test_dropout_draws_a_new_mask_every_training_step():
     np.testing.assert_allclose(model.predict(x, verbose=0), 200.0)  # and inference is the identity
 
 
+def test_one_dropout_layer_called_twice_draws_two_masks_in_a_step():
+    """As Keras's seed generator advances per call: the two calls differ (equal masks would make
+    a - b zero), and the compiled step (forward masks and their gradients) equals the reference."""
+    from kcomp.layers import Dropout, Subtract
+    from kcomp.models import Model
+
+    x = np.ones((3, 64), "float32")
+    y = np.zeros((3, 1), "float32")
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        inputs = Input(shape=(64,))
+        dropout = Dropout(0.5, seed=1)
+        outputs = Dense(1, kernel_initializer="ones", use_bias=False)(Subtract()([dropout(inputs), dropout(inputs)]))
+        model = Model(inputs, outputs)
+        model.compile(optimizer=optimizers.SGD(learning_rate=1e-3), loss="mse", backend=backend)
+        losses = [model.train_on_batch(x, y) for _ in range(2)]
+        assert losses[0] > 1.0
+        (step,) = model._training.steps.values()
+        seeds = {n.attrs["seed"] for n in step.graph.nodes if n.op == "dropout"}
+        assert len(seeds) == 2 and 1 in seeds  # the first call keeps the layer's seed
+        results.append((losses, model.get_weights()))
+    (ref_losses, ref_w), (tri_losses, tri_w) = results
+    np.testing.assert_allclose(tri_losses, ref_losses, rtol=1e-5)
+    np.testing.assert_allclose(tri_w[0], ref_w[0], rtol=1e-5)
+
+
 def test_fit_on_inputs_of_the_wrong_shape_names_both_shapes():
     model = Sequential([Input(shape=(28, 28, 1)), kcomp.layers.Flatten(), Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="categorical_crossentropy")

@@ -23,6 +23,7 @@ class GraphBuilder:
         self.frozen_params: set[int] = set()
         self.nodes: list[Node] = []
         self._param_by_key: dict[Any, Value] = {}
+        self._random_calls: dict[int, int] = {}  # seed -> random ops emitted with it so far
         self.origin = ""
 
     def _new_value(self, shape, dtype, name="") -> Value:
@@ -51,6 +52,16 @@ class GraphBuilder:
             self.frozen_params.add(v.id)
         self._param_by_key[key] = v
         return v
+
+    def random_seed(self, seed: int) -> int:
+        """The seed for this graph's next random op drawn with `seed`. The first keeps it; later
+        ones (one Dropout layer called twice in a model) get seeds derived from it and their call
+        number, so each call draws its own mask, as Keras's seed generator advances per call."""
+        from kcomp.random import derived_seed
+
+        call = self._random_calls.get(seed, 0)
+        self._random_calls[seed] = call + 1
+        return seed if call == 0 else derived_seed(seed, call)
 
     @contextmanager
     def scope(self, origin: str):
