@@ -146,3 +146,34 @@ def test_the_emulator_freezes_host_values_and_undoes_the_captures_writes():
     for _ in range(3):
         assert step.run([torch.full((2,), 3.0)])[0].tolist() == [6.0, 6.0]  # frozen at 2, new input read
     assert len(calls) == 2 and buffer.tolist() == [4.0, 4.0]
+
+
+def test_staging_launches_only_for_what_changed():
+    """Each launch outside the graph costs host time on a GPU: a constant learning rate is written
+    once, default sample weights (batch stride 0) once, the step count and the batch's rows every step."""
+    from collections import Counter
+
+    from torch.overrides import TorchFunctionMode
+
+    class Count(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = Counter()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls[getattr(func, "__name__", "")] += 1
+            return func(*args, **(kwargs or {}))
+
+    data = torch.arange(12.0).reshape(6, 2)
+    weights = torch.ones(()).expand(6)
+    seen = []
+    step = CapturedStep(_PlanOf(lambda inputs, params: seen.append([t.clone() for t in inputs]) or [inputs[0]]),
+                        [data, weights, 0.01, 1.0], {}, [None], "cpu", rows=torch.tensor([0, 1]))
+    step.run([data, weights, 0.01, 1.0], rows=torch.tensor([0, 1]))
+    counter = Count()
+    with counter:
+        step.run([data, weights, 0.01, 2.0], rows=torch.tensor([4, 2]))
+    assert counter.calls["index_select"] == 1 and counter.calls["fill_"] == 1 and counter.calls["copy_"] == 0
+    x, w, lr, count = seen[-1]
+    assert x.tolist() == [[8.0, 9.0], [4.0, 5.0]] and w.tolist() == [1.0, 1.0]
+    assert math.isclose(lr.item(), 0.01, rel_tol=1e-6) and count.item() == 2.0

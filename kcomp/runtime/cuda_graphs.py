@@ -88,7 +88,8 @@ class CapturedStep:
 
     def __init__(self, plan, inputs, params: dict, writes: list, device, graphs=None, rows=None):
         self.plan, self.params, self.writes = plan, params, writes
-        self.static_inputs = [torch.empty(shape, dtype=t.dtype, device=device) for t, shape in zip(inputs, batch_shapes(inputs, rows))]
+        self.static_inputs = [torch.empty(shape, dtype=input_dtype(t), device=device) for t, shape in zip(inputs, batch_shapes(inputs, rows))]
+        self._staged: dict[int, object] = {}  # input index -> the host number or uniform tensor last staged there
         self.graph = None
         if graphs is None:
             return
@@ -107,12 +108,21 @@ class CapturedStep:
         return returned
 
     def stage(self, inputs, rows=None) -> None:
-        """Write this call's inputs into the captured input buffers. With `rows` (an index
-        tensor), inputs that have a batch axis are whole data sets and their rows are gathered
-        straight into the buffers: one launch each, no intermediate batch tensor."""
-        for static, t in zip(self.static_inputs, inputs):
-            if t.device.type == "cpu" and t.numel() == 1 and t.dim() == 0 and static.device.type != "cpu":
-                static.fill_(t.item())  # a host scalar: its value rides in the fill kernel's arguments
+        """Write this call's inputs into the captured input buffers, launching as little as
+        possible (each launch is host time on a GPU). A Python number is written with fill_ (its
+        value rides in the kernel's arguments), and only when it changed (a constant learning
+        rate is written once). With `rows` (an index tensor), inputs that have a batch axis are
+        whole data sets and their rows are gathered straight into the buffers; one whose batch
+        stride is 0 (the same value for every sample: default sample weights) is written once."""
+        for i, (static, t) in enumerate(zip(self.static_inputs, inputs)):
+            if isinstance(t, (int, float)):
+                if self._staged.get(i) != t:
+                    static.fill_(t)
+                    self._staged[i] = t
+            elif t.dim() > 0 and t.stride(0) == 0 and t.shape[0] > 0:
+                if self._staged.get(i) is not t:
+                    static.copy_(t[:1].expand(static.shape), non_blocking=True)
+                    self._staged[i] = t
             elif rows is not None and t.dim() > 0:
                 torch.index_select(t, 0, rows, out=static)
             else:
@@ -132,5 +142,12 @@ class CapturedStep:
 
 def batch_shapes(inputs, rows=None) -> list[tuple]:
     """The shapes a step's inputs have in one batch: with `rows`, inputs with a batch axis
-    (whole data sets) have len(rows) rows; scalars keep their shape."""
-    return [tuple(t.shape) if rows is None or t.dim() == 0 else (len(rows), *t.shape[1:]) for t in inputs]
+    (whole data sets) have len(rows) rows; scalars (tensors or Python numbers) keep theirs."""
+    n = None if rows is None else rows.shape[0]
+    return [() if isinstance(t, (int, float)) else tuple(t.shape) if n is None or t.dim() == 0
+            else (n, *t.shape[1:]) for t in inputs]
+
+
+def input_dtype(t) -> torch.dtype:
+    """A step input's dtype; a Python number is a float32 scalar (the learning rate, the step)."""
+    return torch.float32 if isinstance(t, (int, float)) else t.dtype

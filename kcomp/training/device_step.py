@@ -12,7 +12,7 @@ buffer; no capture has to be redone.
 
 import torch
 
-from kcomp.runtime.cuda_graphs import CapturedStep, batch_shapes
+from kcomp.runtime.cuda_graphs import CapturedStep, batch_shapes, input_dtype
 
 
 class DeviceState:
@@ -21,6 +21,7 @@ class DeviceState:
     def __init__(self, model, compiled, device):
         self.model, self.compiled, self.device = model, compiled, device
         self.buffers: dict[str, torch.Tensor] = {}
+        self.generation = 0  # counts buffers made anew (a capture reading an older one is stale)
 
     def _setters(self) -> dict:
         setters = {var.path: (lambda t, var=var: setattr(var, "value", t)) for var in self.model.weights}
@@ -39,6 +40,7 @@ class DeviceState:
             with torch.inference_mode(False):  # evaluate may come first; training updates these in place
                 if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
                     self.buffers[name] = buffer = tensor.detach().to(self.device, copy=True)
+                    self.generation += 1
                 else:
                     buffer.copy_(tensor)  # replaced by the user: same buffer, new values
             setters = setters or self._setters()
@@ -61,11 +63,12 @@ class DeviceStep:
 
     def __call__(self, inputs, params, rows=None) -> list[torch.Tensor]:
         buffers = self.state.sync({p.name: params[p.name] for p in self.graph.params})  # what this step reads
-        key = tuple((shape, t.dtype) for shape, t in zip(batch_shapes(inputs, rows), inputs))
+        key = tuple((shape, input_dtype(t)) for shape, t in zip(batch_shapes(inputs, rows), inputs))
         captured = self.captured.get(key)
-        if captured is None or any(captured.params[name] is not buffers[name] for name in buffers):
+        if captured is None or captured.generation != self.state.generation:
             # First of this batch shape, or a buffer was re-made (a weight changed shape or dtype).
             captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.graphs, rows)
+            captured.generation = self.state.generation  # of the buffers it reads
             self.captured[key] = captured
         return captured.run(inputs, rows)
 

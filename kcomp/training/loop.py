@@ -24,6 +24,7 @@ class Compiled:
     loss_weights: list[float]
     metrics: list[list]  # per output
     steps: dict = field(default_factory=dict)  # (kind, target specs) -> Step
+    variables: list | None = None  # (path, Variable) of the model's weights, taken at the first step
 
 
 def _per_output(value, n: int, what: str) -> list:
@@ -110,7 +111,11 @@ def _step(model, compiled: Compiled, kind: str, ys) -> object:
 
 
 def _params(model, compiled: Compiled) -> dict:
-    params = model.params()
+    """The step graphs' parameters by name: weights, then optimizer slots (run every step: the
+    model's weight list is taken once per compile, as a compiled model's layers are fixed)."""
+    if compiled.variables is None:
+        compiled.variables = [(w.path, w) for w in model.weights]
+    params = {path: w.value for path, w in compiled.variables}
     for path, slots in compiled.optimizer.slots.items():
         params.update({f"optimizer/{path}/{j}": s for j, s in enumerate(slots)})
     return params
@@ -164,16 +169,16 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None, rows=None):
     opt = compiled.optimizer
     if kind == "train":
         opt.iterations += 1
-    lr = torch.tensor(opt.current_learning_rate(), dtype=torch.float32)
-    count = torch.tensor(float(opt.iterations), dtype=torch.float32)
+    lr, count = float(opt.current_learning_rate()), float(opt.iterations)
     runner = _runner(model, compiled, step)
     data = [*xs, *ys, sw]
-    if rows is not None and getattr(runner, "gathers_rows", False):
+    if getattr(runner, "gathers_rows", False):  # stages into its buffers: numbers go in as they are
         outs = runner([*data, lr, count], _params(model, compiled), rows=rows)
     else:
         if rows is not None:
             data = [t[rows] for t in data]
-        outs = runner([*data, lr, count], _params(model, compiled))
+        scalars = [torch.tensor(lr, dtype=torch.float32), torch.tensor(count, dtype=torch.float32)]
+        outs = runner([*data, *scalars], _params(model, compiled))
     n_metrics = len(step.metric_names)
     if accumulator is not None:
         accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw) if rows is None else len(rows))
@@ -204,6 +209,8 @@ def _runner(model, compiled, step):
 
 
 def _to_device(device, xs, ys, sw):
+    if sw.dim() and sw.stride(0) == 0 and len(sw):  # one weight for all: move one, keep the batch stride 0
+        sw = sw[:1].to(device).expand(sw.shape)
     return [t.to(device) for t in xs], [t.to(device) for t in ys], sw.to(device)
 
 
@@ -223,8 +230,10 @@ def _batches(n, batch_size, shuffle, steps=None, device=None):
 
 def _sample_weights(n, sample_weight, class_weight, ys):
     if sample_weight is None and not class_weight:
-        # Made where the targets are: a fill on the GPU, not a copy from the host every train_on_batch.
-        return torch.ones(n, dtype=torch.float32, device=ys[0].device)
+        # Every sample weighs 1: one element made where the targets are (a fill on the GPU, not a
+        # copy from the host every train_on_batch), seen as n by a batch stride of 0, which tells a
+        # step staging into captured buffers that every batch's weights are the same.
+        return torch.ones((), dtype=torch.float32, device=ys[0].device).expand(n)
     w = torch.ones(n, dtype=torch.float32) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
     if w.shape != (n,):
         raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); received {tuple(w.shape)}.")
