@@ -120,7 +120,10 @@ class _PlanOf:
     """A stand-in plan whose run is `fn(inputs, params)`."""
 
     def __init__(self, fn):
-        self.run = fn
+        self.fn = fn
+
+    def run(self, inputs, params, into=None):
+        return self.fn(inputs, params)
 
 
 def test_the_emulator_refuses_a_host_read_inside_a_capture():
@@ -177,3 +180,89 @@ def test_staging_launches_only_for_what_changed():
     x, w, lr, count = seen[-1]
     assert x.tolist() == [[8.0, 9.0], [4.0, 5.0]] and w.tolist() == [1.0, 1.0]
     assert math.isclose(lr.item(), 0.01, rel_tol=1e-6) and count.item() == 2.0
+
+
+# New weights written over the old ones in place (Plan.in_place_outputs): no copy per weight per step.
+
+def _update_and_read_graph(update_first: bool):
+    """new_P = P * mean(x) (a pointwise kernel) and z = x @ P (a matmul), in either order."""
+    from kcomp import ops
+    from kcomp.ir.builder import GraphBuilder
+    from kcomp.ir.types import BATCH
+
+    b = GraphBuilder("update_and_read")
+    x = b.input((BATCH, 4), "float32", "x")
+    p = b.param("P", (4, 3), "float32", "P")
+    with ops.tracing(b):
+        if update_first:
+            new = ops.multiply(p, ops.mean(x))
+            z = ops.matmul(x, p)
+        else:
+            z = ops.matmul(x, p)
+            new = ops.multiply(p, ops.mean(x))
+    return b.finish([new, z])
+
+
+@pytest.mark.parametrize("update_first", [False, True])
+def test_a_new_value_is_written_in_place_only_when_nothing_reads_the_old_one_after(update_first):
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.plan import Plan
+    from kcomp.runtime.reference import run_reference
+
+    graph = _update_and_read_graph(update_first)
+    fused, _ = run_pipeline(graph)
+    plan = Plan(fused, "ieee", hoist_weight_only=False)
+    kinds = [s.node.attrs["template"] for s in plan.steps]
+    assert kinds.index("pointwise") < kinds.index("matmul") if update_first else kinds.index("matmul") < kinds.index("pointwise")
+    allowed = plan.in_place_outputs({0: "P"})
+    assert allowed == ({} if update_first else {0: "P"})
+    x, p = torch.randn(5, 4), torch.randn(4, 3)
+    want = run_reference(graph, [x], {"P": p.clone()})
+
+    def run_in_place(positions):
+        buffer = p.clone()
+        got = plan.run([x], {"P": buffer}, into={i: buffer for i in positions})
+        return got, buffer
+
+    got, buffer = run_in_place(allowed)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    if allowed:
+        assert got[0] is buffer  # the kernel wrote the new value into the parameter's own buffer
+    else:  # what the check prevents: the matmul would read the new P
+        got, _ = run_in_place([0])
+        assert not torch.allclose(got[1], want[1], rtol=1e-3, atol=1e-3)
+
+
+def test_the_optimizer_writes_every_weight_and_slot_in_place():
+    from kcomp.layers import Dense, Input
+
+    model = Sequential([Input(shape=(6,)), Dense(5, activation="relu"), Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend="triton-interpret")
+    model.train_on_batch(np.ones((4, 6), "float32"), np.array([0, 1, 2, 1]))
+    (step,) = model._training.steps.values()
+    written = {name for i, name in enumerate(step.plan.writes) if name is not None}
+    assert set(step.plan.in_place.values()) == written and len(written) == 4 * 3  # 4 weights, 2 Adam slots each
+
+
+def test_a_captured_training_step_is_its_kernels_and_little_else():
+    """What a replay launches: the plan's kernels, plus at most the optimizer's two address-table
+    copies (its gradients live in the capture's own memory). No copy per weight or slot (written
+    in place), no fill per constant or batch count (made once per plan)."""
+    from kcomp.layers import Dense, Input
+
+    model = Sequential([Input(shape=(6,)), Dense(5, activation="relu"), Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend="triton-interpret")
+    with emulated_cuda_graphs() as graphs:
+        model.fit(np.ones((8, 6), "float32"), np.array([0, 1, 2, 1, 0, 1, 2, 1]), batch_size=8, epochs=2, verbose=0)
+    (graph,) = graphs.graphs
+    (step,) = model._training.steps.values()
+    launches = [e for e in graph.log if e[0] == "launch"]
+    # Calls that touch no device memory: views, allocations, and the host side of the optimizer's tables.
+    host_only = {"__get__", "view", "reshape", "permute", "transpose", "expand", "empty", "tensor", "arange",
+                 "repeat_interleave"}
+    torch_calls = [e for e in graph.log if e[0] == "torch"]
+    other = [e[1].__name__ for e in torch_calls if e[1].__name__ not in host_only
+             and not (e[1].__name__ == "contiguous" and e[4] is e[2][0])]  # contiguous() of a contiguous tensor: itself
+    assert len(launches) == len(step.plan.plan.kernels)
+    assert other in ([], ["copy_", "copy_"]), other

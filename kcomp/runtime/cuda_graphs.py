@@ -86,8 +86,10 @@ class CapturedStep:
     buffer logic without a graph.
     """
 
-    def __init__(self, plan, inputs, params: dict, writes: list, device, graphs=None, rows=None):
+    def __init__(self, plan, inputs, params: dict, writes: list, device, graphs=None, rows=None, in_place=()):
         self.plan, self.params, self.writes = plan, params, writes
+        # Outputs the plan's kernels write straight into their buffers (Plan.in_place_outputs): no copy.
+        self.into = {i: params[writes[i]] for i in in_place}
         self.static_inputs = [torch.empty(shape, dtype=input_dtype(t), device=device) for t, shape in zip(inputs, batch_shapes(inputs, rows))]
         self._staged: dict[int, object] = {}  # input index -> the host number or uniform tensor last staged there
         self.graph = None
@@ -98,12 +100,12 @@ class CapturedStep:
         self.graph, self.static_outputs = graphs.capture(self._step)
 
     def _step(self) -> list:
-        outputs = self.plan.run(self.static_inputs, self.params)
+        outputs = self.plan.run(self.static_inputs, self.params, into=self.into)
         returned = []
-        for name, value in zip(self.writes, outputs, strict=True):
+        for i, (name, value) in enumerate(zip(self.writes, outputs, strict=True)):
             if name is None:
                 returned.append(value)
-            else:
+            elif i not in self.into:
                 self.params[name].copy_(value)
         return returned
 

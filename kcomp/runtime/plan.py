@@ -27,6 +27,9 @@ from kcomp.runtime.kernel_cache import load_kernel
 # strides: the matmul template reads a 2-D A or B through them (the weight gradient's
 # activations^T); other templates copy what they need contiguous in their launch wrapper.
 VIEW_OPS = ("reshape", "transpose")
+# Ops whose result depends on their inputs' shapes alone (a constant; count, the batch size as a
+# tensor): a plan makes each once per device and shapes, not once per run.
+SHAPE_ONLY_RESULTS = ("constant", "count")
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Plan:
         self._mark_last_uses()
         self._prepared_for: tuple | None = None
         self._prepared: dict[int, torch.Tensor] = {}
+        self._constants: dict[tuple, torch.Tensor] = {}  # SHAPE_ONLY_RESULTS, by (value id, device, shapes)
         self.last_peak_bytes = 0
 
     @property
@@ -146,8 +150,47 @@ class Plan:
         tensors = [params[p.name] for p in self.graph.params]
         return tensors[0].device if tensors else torch.device("cpu")
 
-    def run(self, inputs, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def in_place_outputs(self, targets: dict[int, str]) -> dict[int, str]:
+        """Of `targets` (graph output position -> the parameter whose buffer takes that new value),
+        the outputs a kernel may write straight into the parameter's buffer, saving a copy per
+        weight and slot per training step: those computed by a kernel that reads the parameter,
+        if at all, at the element it writes (the optimizer's, or a same-shape pointwise kernel),
+        when nothing reads the parameter, or a view of it, after that kernel."""
+        graph = self.graph
+        param_values = {p.name: p for p in graph.params}
+        root = {p.id: p.id for p in graph.params}  # value id -> the parameter it views
+        last_read: dict[int, int] = {}
+        producer: dict[int, int] = {}
+        for i, step in enumerate(self.steps):
+            for v in step.node.inputs:
+                if v.id in root:
+                    last_read[root[v.id]] = i
+            for v in step.node.outputs:
+                producer[v.id] = i
+            if step.kind == "view" and step.node.inputs[0].id in root:
+                root[step.node.outputs[0].id] = root[step.node.inputs[0].id]
+        read_by_prepare = {v.id for step in self.prepare_steps for v in step.node.inputs}
+        output_ids = [v.id for v in graph.outputs]
+        safe = {}
+        for position, name in targets.items():
+            value, param = graph.outputs[position], param_values.get(name)
+            k = producer.get(value.id)
+            if param is None or k is None or param.id in read_by_prepare or output_ids.count(value.id) > 1:
+                continue
+            step = self.steps[k]
+            if step.kind != "kernel" or last_read.get(param.id, -1) > k:
+                continue
+            template = step.node.attrs["template"]
+            same_shape = {v.shape for v in step.node.outputs} == {param.shape}
+            if template == "optimizer" or (template == "pointwise" and same_shape):
+                safe[position] = name
+        return safe
+
+    def run(self, inputs, params: dict[str, torch.Tensor], into: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The graph's outputs for these inputs and parameters; `into` (output position -> buffer,
+        positions that in_place_outputs allowed) has kernels write those outputs into the buffers."""
         self._prepare(params)
+        targets = {self.graph.outputs[i].id: buf for i, buf in (into or {}).items()}
         sizes = bind_symbols(self.graph, inputs)
         device = inputs[0].device if inputs else self._device(params)
         env: dict[int, torch.Tensor] = {v.id: t for v, t in zip(self.graph.inputs, inputs)}
@@ -163,10 +206,13 @@ class Plan:
             out_value = node.outputs[0]
             if step.kind == "kernel":
                 # A kernel writes into pooled buffers, one per output (a tuple when it has several).
-                outs = tuple(pool.take(concrete(v, sizes), TORCH_DTYPES[v.dtype], args[0].device) for v in node.outputs)
+                outs = tuple(targets[v.id] if v.id in targets else pool.take(concrete(v, sizes), TORCH_DTYPES[v.dtype], args[0].device)
+                             for v in node.outputs)
                 step.launch(*args, out=outs if len(outs) > 1 else outs[0], precision=self.precision)
                 for v, out in zip(node.outputs, outs):
                     env[v.id] = out
+                    if v.id in targets:
+                        continue  # a parameter's buffer: not the pool's, never freed here
                     owners[v.id] = id(out)
                     buffers[id(out)] = out
                     readers[id(out)] = 1
@@ -174,6 +220,13 @@ class Plan:
                 x = args[0]
                 env[out_value.id] = x.permute(node.attrs["perm"]) if node.op == "transpose" else x.reshape(concrete(out_value, sizes))
                 _alias(node.inputs[0], out_value, owners, readers)
+            elif node.op in SHAPE_ONLY_RESULTS:
+                # Made once per device and input shapes, and kept (nothing writes to it): not a fill
+                # per run, which in a captured training step would be a launch in every replay.
+                key = (out_value.id, str(device), *(tuple(a.shape) for a in args))
+                if key not in self._constants:
+                    self._constants[key] = _run_torch(node, args, device)[0]
+                env[out_value.id] = self._constants[key]
             else:
                 results = _run_torch(node, args, device)
                 for v, t in zip(node.outputs, results):

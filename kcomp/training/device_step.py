@@ -60,6 +60,8 @@ class DeviceStep:
         self.plan, self.state, self.graphs = plan, state, graphs  # graphs=None: no capture (the CPU)
         self.graph = plan.graph  # the fused step graph
         self.captured: dict[tuple, CapturedStep] = {}
+        # New weights and slots the optimizer kernel writes over the old ones in place (no copy).
+        self.in_place = plan.in_place_outputs({i: name for i, name in enumerate(self.writes) if name is not None})
 
     def __call__(self, inputs, params, rows=None) -> list[torch.Tensor]:
         buffers = self.state.sync({p.name: params[p.name] for p in self.graph.params})  # what this step reads
@@ -67,7 +69,8 @@ class DeviceStep:
         captured = self.captured.get(key)
         if captured is None or captured.generation != self.state.generation:
             # First of this batch shape, or a buffer was re-made (a weight changed shape or dtype).
-            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.graphs, rows)
+            captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.graphs, rows,
+                                    self.in_place)
             captured.generation = self.state.generation  # of the buffers it reads
             self.captured[key] = captured
         return captured.run(inputs, rows)
