@@ -25,8 +25,8 @@ CUDA graph. Everything is computed in float32.
 The tables depend only on the tensors' addresses; they are built once per set
 of addresses and kept (`address_table`). A captured CUDA graph replays the
 launch with the tables and addresses of its capture, so it needs the same
-buffers at every replay; tables first needed inside a capture are copied from
-pinned host memory, a copy the graph repeats at every replay (`_build`).
+buffers at every replay; tables first needed inside a capture are filled once
+when it ends, outside the graph (`_build`).
 """
 
 import math
@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.runtime.cuda_graphs import capture_in_progress
+from kcomp.runtime import cuda_graphs
 
 
 @triton.jit
@@ -218,13 +218,13 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     rows = _rows(params, grads, slots, news)
     device = params[0].device
     key = (str(device), block, rows)
-    capturing = capture_in_progress(device)
+    capturing = cuda_graphs.capture_in_progress(device)
     tables = _CAPTURED.get(key) or _TABLES.get(key)
     if tables is None and capturing:
-        # Buffers first seen inside a capture (a plan allocates them during it): the tables are
-        # copied from pinned host memory, which a capture records as a copy node and every
-        # replay repeats from the same, unchanged host tensors (kept alive in _CAPTURED).
-        tables = _build(rows, block, device, pinned=True)
+        # Buffers first seen inside a capture (the gradients a plan allocates during it): the
+        # tables are allocated now and filled when the capture ends, outside the graph, so no
+        # replay repeats a copy (kept alive in _CAPTURED; the graph only reads them).
+        tables = _build(rows, block, device, after_capture=True)
     elif tables is None:
         tables = _TABLES[key] = _build(rows, block, device)
         while len(_TABLES) > MAX_TABLES:
@@ -247,18 +247,16 @@ def _rows(params, grads, slots, news) -> tuple:
     return tuple(rows)
 
 
-def _build(rows, block: int, device, pinned: bool = False) -> tuple:
+def _build(rows, block: int, device, after_capture: bool = False) -> tuple:
     """The device tables: each row gets the index of its first block; OWNERS maps blocks to rows.
-    pinned=True (inside a CUDA-graph capture) copies them from pinned host tensors, returned
-    after the two device tables so that whoever keeps the tables keeps those alive too."""
+    after_capture=True (inside a CUDA-graph capture) fills them when the capture ends."""
     blocks = [triton.cdiv(row[-1], block) for row in rows]
     firsts = [0, *accumulate(blocks)][:-1]
     table = torch.tensor([[*row, first] for row, first in zip(rows, firsts)], dtype=torch.int64)
     owners = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), torch.tensor(blocks))
-    if not pinned:
+    if not after_capture:
         return table.to(device), owners.to(device)
-    hosts = (table, owners) if device.type == "cpu" else (table.pin_memory(), owners.pin_memory())
-    devices = tuple(torch.empty(h.shape, dtype=h.dtype, device=device) for h in hosts)
-    for d, h in zip(devices, hosts):
-        d.copy_(h, non_blocking=True)  # from pinned memory: capturable, replayed from the same host tensor
-    return (*devices, *hosts)
+    devices = tuple(torch.empty(h.shape, dtype=h.dtype, device=device) for h in (table, owners))
+    for d, h in zip(devices, (table, owners)):
+        cuda_graphs.outside_the_graph(lambda d=d, h=h: d.copy_(h))
+    return devices

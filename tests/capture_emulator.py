@@ -12,9 +12,11 @@ Its capture runs the step once while recording every torch call and every
 Triton launch (a TorchFunctionMode and a hook on the interpreter's launcher),
 then puts back the memory that existed before the capture, since a real
 capture only records. A replay re-executes exactly the recorded calls on the
-recorded tensors with the recorded scalars; a torch call that allocated its
-result writes into the tensor captured then, which is what a graph's private
-memory pool does. A step that relies on Python running again therefore gives
+recorded tensors with the recorded scalars; a torch call that computed a new
+tensor writes it into the tensor captured then, which is what a graph's private
+memory pool does, and a call that only allocated does nothing. Writes kcomp
+makes outside the graph during a capture (cuda_graphs.outside_the_graph) are
+done once and not recorded. A step that relies on Python running again therefore gives
 wrong numbers here too, and the tests comparing against uncaptured runs see it.
 
 What it cannot see: whether a copy reads pageable host memory (every tensor is
@@ -33,6 +35,11 @@ import kcomp.runtime.cuda_graphs as cuda_graphs
 # Calls that read a tensor's values on the host: a device synchronisation, forbidden in a capture.
 HOST_READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "__array__",
               "equal", "allclose", "__repr__", "__format__", "__str__", "cpu"}
+
+
+# Calls that only allocate: a graph does no work for them at a replay (what the memory holds is
+# whatever the recorded work wrote there since).
+ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty"}
 
 
 class HostReadInCapture(AssertionError):
@@ -92,6 +99,14 @@ class _Recorder(TorchFunctionMode):
         finally:
             self.paused = False
 
+    def unrecorded(self, write) -> None:
+        """A write kcomp does outside the graph (cuda_graphs.outside_the_graph): done, not replayed."""
+        self.paused = True
+        try:
+            write()
+        finally:
+            self.paused = False
+
     def restore(self) -> None:
         for storage, before in self.snapshots:
             storage.copy_(before)
@@ -126,6 +141,8 @@ class EmulatedGraph:
                 original(kernel, *args, grid=grid, warmup=False, **kwargs)
                 continue
             _, func, args, kwargs, captured = entry
+            if getattr(func, "__name__", "") in ALLOCATIONS:
+                continue
             result = func(*args, **kwargs)
             for old, new in zip(_tensors(captured), _tensors(result)):
                 same_memory = (old.untyped_storage().data_ptr() == new.untyped_storage().data_ptr()
@@ -146,12 +163,12 @@ class EmulatedGraphs:
 
     def capture(self, run) -> tuple:
         recorder = _Recorder()
-        cuda_graphs._emulated_capture = True
+        cuda_graphs._emulated_capture = recorder
         try:
             with _launches_recorded_by(recorder), recorder:
                 result = run()
         finally:
-            cuda_graphs._emulated_capture = False
+            cuda_graphs._emulated_capture = None
             recorder.restore()  # a capture records; it does not change the buffers that existed before
         graph = EmulatedGraph(recorder.log)
         self.graphs.append(graph)

@@ -30,8 +30,12 @@ class CudaGraphs:
     def capture(self, run) -> tuple:
         """(graph, run's result): run() recorded, not run; graph.replay() runs it."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            result = run()
+        try:
+            with torch.cuda.graph(graph):
+                result = run()
+        finally:
+            while _deferred:  # what the capture left for after it (outside_the_graph)
+                _deferred.pop(0)()
         return graph, result
 
 
@@ -40,7 +44,8 @@ def graphs_for(device: torch.device):
     return CudaGraphs() if device.type == "cuda" else None
 
 
-_emulated_capture = False  # set while a CPU stand-in records a capture (tests/capture_emulator.py)
+_emulated_capture = None  # a CPU stand-in's recorder, while it records a capture (tests/capture_emulator.py)
+_deferred: list = []  # writes to do once the capture in progress ends
 
 
 def capture_in_progress(device: torch.device) -> bool:
@@ -48,7 +53,17 @@ def capture_in_progress(device: torch.device) -> bool:
     copy from pageable host memory is forbidden then."""
     if device.type == "cuda":
         return torch.cuda.is_current_stream_capturing()
-    return _emulated_capture
+    return _emulated_capture is not None
+
+
+def outside_the_graph(write) -> None:
+    """During a capture: do `write` (filling memory the graph only reads, with values known now,
+    such as a table of the addresses the capture allocated) outside the graph, once, when the
+    capture ends, instead of recording it into every replay."""
+    if _emulated_capture is not None:
+        _emulated_capture.unrecorded(write)  # the stand-in runs the capture for real: write now, unrecorded
+    else:
+        _deferred.append(write)
 
 
 class CapturedForward:
