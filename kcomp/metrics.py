@@ -1,7 +1,10 @@
 """Metrics with Keras's names. A metric emits per-sample values into the step
-graph; the runtime adds them up on the device across batches and divides
-only when a progress line or the epoch's logs need the number.
+graph and what a batch adds to its running state (`batch_state`); the step
+adds that into a device tensor, and the runtime divides only when a progress
+line or the epoch's logs need the number.
 """
+
+import math
 
 import torch
 
@@ -23,17 +26,16 @@ class Metric:
         """The per-batch values, as graph ops on the targets and predictions."""
         raise NotImplementedError
 
-    def empty_state(self):
-        return (None, 0)
+    def batch_state(self, values):
+        """Graph ops: what one batch adds to the running state (here the values' sum), and how
+        many values each sample contributes (the mean's divisor grows by that per sample)."""
+        if values.dtype != "float32":
+            values = ops.cast(values, "float32")
+        return ops.sum(values), math.prod(values.shape[1:])
 
-    def accumulate(self, state, values: torch.Tensor):
-        total, count = state
-        s = values.float().sum()
-        return (s if total is None else total + s, count + values.numel())
-
-    def result(self, state) -> float:
-        total, count = state
-        return float(total) / count if count else 0.0
+    def result(self, state: torch.Tensor, count: int) -> float:
+        """The metric from its running state and the number of values added into it."""
+        return float(state) / count if count else 0.0
 
 
 def _default_name(cls_name):
@@ -98,11 +100,8 @@ class _Confusion(Metric):
     def values(self, y_true, y_pred):
         return ops.emit("confusion_counts", y_true, y_pred, thresholds=self.thresholds)
 
-    def empty_state(self):
-        return None
-
-    def accumulate(self, state, values):
-        return values.double() if state is None else state + values.double()
+    def batch_state(self, values):
+        return values, 0  # the batch's counts per threshold: the state adds them up (float32, exact to 2**24)
 
 
 class Precision(_Confusion):
@@ -111,16 +110,16 @@ class Precision(_Confusion):
     def __init__(self, thresholds=None, name=None):
         super().__init__([0.5] if thresholds is None else [thresholds] if isinstance(thresholds, (int, float)) else thresholds, name)
 
-    def result(self, state) -> float:
-        tp, fp = float(state[0, 0]), float(state[0, 1])
+    def result(self, state, count=0) -> float:
+        tp, fp, _, _ = state[0].tolist()  # one read-back
         return tp / (tp + fp) if tp + fp else 0.0
 
 
 class Recall(Precision):
     """TP / (TP + FN)."""
 
-    def result(self, state) -> float:
-        tp, fn = float(state[0, 0]), float(state[0, 3])
+    def result(self, state, count=0) -> float:
+        tp, _, _, fn = state[0].tolist()
         return tp / (tp + fn) if tp + fn else 0.0
 
 
@@ -137,8 +136,8 @@ class AUC(_Confusion):
         self.curve = curve
         super().__init__([0.0 - eps, *inner, 1.0 + eps], name)
 
-    def result(self, state) -> float:
-        tp, fp, tn, fn = (state[:, i] for i in range(4))
+    def result(self, state, count=0) -> float:
+        tp, fp, tn, fn = (state.double()[:, i] for i in range(4))
         recall = tp / (tp + fn).clamp(min=1e-12)
         if self.curve == "ROC":
             x = fp / (fp + tn).clamp(min=1e-12)

@@ -234,7 +234,7 @@ def test_a_new_value_is_written_in_place_only_when_nothing_reads_the_old_one_aft
         assert not torch.allclose(got[1], want[1], rtol=1e-3, atol=1e-3)
 
 
-def test_the_optimizer_writes_every_weight_and_slot_in_place():
+def test_every_weight_slot_and_running_sum_is_written_in_place():
     from kcomp.layers import Dense, Input
 
     model = Sequential([Input(shape=(6,)), Dense(5, activation="relu"), Dense(3, activation="softmax")])
@@ -242,7 +242,8 @@ def test_the_optimizer_writes_every_weight_and_slot_in_place():
     model.train_on_batch(np.ones((4, 6), "float32"), np.array([0, 1, 2, 1]))
     (step,) = model._training.steps.values()
     written = {name for i, name in enumerate(step.plan.writes) if name is not None}
-    assert set(step.plan.in_place.values()) == written and len(written) == 4 * 3  # 4 weights, 2 Adam slots each
+    assert set(step.plan.in_place.values()) == written
+    assert len(written) == 4 * 3 + 1 and "accumulator/train/loss" in written  # 4 weights, 2 Adam slots each; the loss sum
 
 
 def test_a_captured_training_step_is_its_kernels_and_little_else():

@@ -28,6 +28,8 @@ class DeviceState:
         for path, slots in self.compiled.optimizer.slots.items():
             for j in range(len(slots)):
                 setters[f"optimizer/{path}/{j}"] = lambda t, slots=slots, j=j: slots.__setitem__(j, t)
+        for name in self.compiled.accumulators:
+            setters[name] = lambda t, name=name: self.compiled.accumulators.__setitem__(name, t)
         return setters
 
     def sync(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,8 +57,7 @@ class DeviceStep:
     gathers_rows = True  # takes whole data sets and a batch's row indices (see CapturedStep.stage)
 
     def __init__(self, step, plan, state: DeviceState, graphs=None):
-        n_returned = 1 + len(step.metric_names)
-        self.writes = [None] * n_returned + [_buffer_name(kind, target) for kind, target in step.updates]
+        self.writes = [None] + [_buffer_name(kind, target) for kind, target in step.updates]  # the loss is returned
         self.plan, self.state, self.graphs = plan, state, graphs  # graphs=None: no capture (the CPU)
         self.graph = plan.graph  # the fused step graph
         self.captured: dict[tuple, CapturedStep] = {}
@@ -80,4 +81,6 @@ def _buffer_name(kind: str, target) -> str:
     if kind == "slot":
         var, j = target
         return f"optimizer/{var.path}/{j}"
+    if kind == "accumulator":
+        return target  # its parameter name
     return target.path  # a weight or a moving statistic

@@ -24,6 +24,7 @@ class Compiled:
     loss_weights: list[float]
     metrics: list[list]  # per output
     steps: dict = field(default_factory=dict)  # (kind, target specs) -> Step
+    accumulators: dict = field(default_factory=dict)  # the steps' running sums (Step.accumulators) by name
     variables: list | None = None  # (path, Variable) of the model's weights, taken at the first step
 
 
@@ -118,6 +119,7 @@ def _params(model, compiled: Compiled) -> dict:
     params = {path: w.value for path, w in compiled.variables}
     for path, slots in compiled.optimizer.slots.items():
         params.update({f"optimizer/{path}/{j}": s for j, s in enumerate(slots)})
+    params.update(compiled.accumulators)
     return params
 
 
@@ -126,42 +128,43 @@ def _apply_updates(step, outputs, compiled: Compiled) -> None:
         if kind == "slot":
             var, j = target
             compiled.optimizer.slots[var.path][j] = value
+        elif kind == "accumulator":
+            compiled.accumulators[target] = value
         else:
             target.value = value
 
 
 class _Accumulator:
-    """Running sums of the loss and the metrics' states, kept as device tensors."""
+    """The epoch's loss and metric states: device tensors the step adds each batch into
+    (Step.accumulators); a number is read back only for a progress line or the epoch's logs."""
 
-    def __init__(self, names, metrics):
-        self.names, self.metrics = names, metrics
+    def __init__(self, compiled, step, metrics, device):
+        self.compiled, self.step, self.metrics, self.device = compiled, step, metrics, device
         self.reset()
 
     def reset(self):
-        self.loss_total, self.samples = None, 0
-        self.states = [m.empty_state() for m in self.metrics]
+        self.samples = 0
+        for name, shape, _ in self.step.accumulators:
+            self.compiled.accumulators[name] = torch.zeros(shape, dtype=torch.float32, device=self.device)
 
-    def add(self, loss, metric_values, n):
-        if self.loss_total is None:
-            self.loss_total = loss.detach() * n  # a tensor of our own: later batches add into it
-        else:
-            self.loss_total.add_(loss.detach(), alpha=n)  # one launch a step on a GPU, not two
-        self.samples += n
-        self.states = [m.accumulate(s, v.detach()) for m, s, v in zip(self.metrics, self.states, metric_values)]
+    def add(self, n):
+        self.samples += n  # the values themselves were added inside the step
 
     def logs(self, prefix="") -> dict:
-        out = {f"{prefix}loss": float(self.loss_total) / self.samples if self.samples else float("nan")}
-        for name, metric, state in zip(self.names, self.metrics, self.states):
-            out[f"{prefix}{name}"] = metric.result(state)
+        sums = self.compiled.accumulators
+        (loss, _, _), *states = self.step.accumulators
+        out = {f"{prefix}loss": float(sums[loss]) / self.samples if self.samples else float("nan")}
+        for name, metric, (state, _, per_sample) in zip(self.step.metric_names, self.metrics, states):
+            out[f"{prefix}{name}"] = metric.result(sums[state], self.samples * per_sample)
         return out
 
 
 def _accumulator(model, compiled, kind, ys) -> _Accumulator:
     step = _step(model, compiled, kind, ys)
-    return _Accumulator(step.metric_names, [m for ms in compiled.metrics for m in ms])
+    return _Accumulator(compiled, step, [m for ms in compiled.metrics for m in ms], _device(model))
 
 
-def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None, rows=None):
+def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None):
     """One step on one batch; returns the step's outputs (loss first). The batch is (xs, ys, sw)
     themselves, or with `rows` (an index tensor on their device) those rows of them: a runner
     that stages into captured buffers gathers them straight there."""
@@ -179,11 +182,9 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator=None, rows=None):
             data = [t[rows] for t in data]
         scalars = [torch.tensor(lr, dtype=torch.float32), torch.tensor(count, dtype=torch.float32)]
         outs = runner([*data, *scalars], _params(model, compiled))
-    n_metrics = len(step.metric_names)
-    if accumulator is not None:
-        accumulator.add(outs[0], outs[1 : 1 + n_metrics], len(sw) if rows is None else len(rows))
-    if kind == "train" and not getattr(runner, "updates_in_place", False):
-        _apply_updates(step, outs[1 + n_metrics :], compiled)
+    accumulator.add(len(sw) if rows is None else len(rows))
+    if not getattr(runner, "updates_in_place", False):
+        _apply_updates(step, outs[1:], compiled)
     return outs
 
 

@@ -2,10 +2,12 @@
 
 Inputs, in order: the model's inputs, one target per output, the per-sample
 weights, the learning rate and the step count. Parameters: the model's
-weights and the optimizer's slots (named optimizer/<weight>/<j>). Outputs:
-the loss, each metric's per-sample values, then the new values of every
-updated weight, slot and moving statistic. The evaluation step is the same
-without gradients and updates (forward in inference mode).
+weights, the optimizer's slots (named optimizer/<weight>/<j>) and the epoch's
+running sums (accumulator/<train|test>/<loss|i>). Outputs: the loss, then the
+new values of every updated weight, slot, moving statistic and running sum.
+The evaluation step is the same without gradients and weight updates (forward
+in inference mode). The running sums are added to inside the step, so a
+captured step leaves nothing for the host to launch per batch but its inputs.
 """
 
 from dataclasses import dataclass, field
@@ -23,9 +25,12 @@ from kcomp.passes.autodiff import gradients
 class Step:
     graph: Graph
     metric_names: list[str]
-    # What each output after the loss and the metrics is the new value of:
-    # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable)
+    # What each output after the loss is the new value of:
+    # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable) | ("accumulator", name)
     updates: list[tuple] = field(default_factory=list)
+    # The running sums the step adds each batch into, the loss's first, then one per metric:
+    # (parameter name, shape, values counted per sample).
+    accumulators: list[tuple] = field(default_factory=list)
     plan: object = None  # the fused plan, when a triton backend runs the step
 
 
@@ -83,6 +88,25 @@ def _metric_values(compiled, outputs, targets) -> tuple[list[Value], list[str]]:
     return values, names
 
 
+def _running_sums(b: GraphBuilder, kind: str, compiled, total: Value, sample_weight: Value, metric_values) -> tuple:
+    """(new values, updates, Step.accumulators) of the epoch's running sums: the loss times the
+    batch size (Keras's loss log weighs each batch by its size), and each metric's state."""
+    batch = ops.emit("count", sample_weight, axes=(0,))
+    increments = [(ops.multiply(total, batch), 1)]
+    metrics = [m for ms in compiled.metrics for m in ms]
+    increments += [metric.batch_state(values) for metric, values in zip(metrics, metric_values)]
+    news, updates, accumulators = [], [], []
+    for i, (increment, per_sample) in enumerate(increments):
+        if increment.dtype != "float32":
+            increment = ops.cast(increment, "float32")
+        name = f"accumulator/{kind}/{'loss' if i == 0 else i - 1}"
+        running = b.param(("accumulator", name), increment.shape, "float32", name, trainable=False)
+        news.append(ops.add(running, increment))
+        updates.append(("accumulator", name))
+        accumulators.append((name, increment.shape, per_sample))
+    return news, updates, accumulators
+
+
 def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Value], list]:
     """BatchNormalization in training: moving = moving * momentum + batch * (1 - momentum)."""
     news, updates = [], []
@@ -116,6 +140,7 @@ def build_train_step(model, compiled, target_specs) -> Step:
             total = ops.add(total, penalty)
         metric_values, metric_names = _metric_values(compiled, outputs, targets)
         moving, moving_updates = _moving_statistics(model, b, forward_nodes)
+        sums, sum_updates, accumulators = _running_sums(b, "train", compiled, total, sample_weight, metric_values)
     trainable = [(var, v) for var, v in b._param_by_key.items() if hasattr(var, "path") and v.id not in b.frozen_params]
     grads = gradients(b, total, [v for _, v in trainable])
     trainable = [(var, v, g) for (var, v), g in zip(trainable, grads) if g is not None]
@@ -131,10 +156,10 @@ def build_train_step(model, compiled, target_specs) -> Step:
         new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step)
     updates = [("weight", var) for var, _, _ in trainable]
     updates += [("slot", (var, j)) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
-    updates += moving_updates
+    updates += moving_updates + sum_updates
     flat_slots = [s for per in new_slots for s in per]
-    graph = verify(b.finish([total, *metric_values, *new_params, *flat_slots, *moving]))
-    return Step(graph, metric_names, updates)
+    graph = verify(b.finish([total, *new_params, *flat_slots, *moving, *sums]))
+    return Step(graph, metric_names, updates, accumulators)
 
 
 def build_test_step(model, compiled, target_specs) -> Step:
@@ -150,4 +175,5 @@ def build_test_step(model, compiled, target_specs) -> Step:
         if penalty is not None:
             total = ops.add(total, penalty)
         metric_values, metric_names = _metric_values(compiled, outputs, targets)
-    return Step(verify(b.finish([total, *metric_values])), metric_names)
+        sums, updates, accumulators = _running_sums(b, "test", compiled, total, sample_weight, metric_values)
+    return Step(verify(b.finish([total, *sums])), metric_names, updates, accumulators)
