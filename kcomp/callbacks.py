@@ -4,6 +4,7 @@ LearningRateScheduler, TerminateOnNaN, CSVLogger, LambdaCallback."""
 import csv
 import math
 
+import torch
 
 from kcomp.errors import ArgumentError
 
@@ -84,17 +85,37 @@ class EarlyStopping(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stops training when a batch's loss is NaN or infinite; the weights of the last
-    good step are put back, so the model is never left corrupted."""
+    """Stops training when a batch's loss is NaN or infinite; the weights and optimizer slots
+    of the last good step are put back, so the model is never left corrupted.
+
+    The step may write new weights over the old ones in place (the triton backends do), so
+    the last good values are copied before each batch into buffers kept here: one
+    multi-tensor copy per batch."""
+
+    def _state(self) -> list[tuple]:
+        """(tensor, how to replace it) for what a step updates: the weights, then the optimizer's slots."""
+        state = [(w.value, lambda t, w=w: setattr(w, "value", t)) for w in self.model.weights]
+        optimizer = getattr(self.model, "optimizer", None)
+        for slots in getattr(optimizer, "slots", {}).values():
+            state += [(s, lambda t, slots=slots, j=j: slots.__setitem__(j, t)) for j, s in enumerate(slots)]
+        return state
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._previous = [w.value for w in self.model.weights]
+        tensors = [t.detach() for t, _ in self._state()]
+        saved = getattr(self, "_saved", None)
+        if saved is None or [(t.shape, t.dtype, t.device) for t in saved] != [(t.shape, t.dtype, t.device) for t in tensors]:
+            self._saved = [t.clone() for t in tensors]
+        else:
+            torch._foreach_copy_(saved, tensors)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            for w, value in zip(self.model.weights, self._previous):
-                w.value = value
+            state = self._state()
+            for (tensor, replace), good in zip(state, self._saved):
+                replace(good.clone())  # a runtime holding the old tensor as its buffer copies this in
+            for tensor, replace in state[len(self._saved):]:  # slots the failed step created: as new, zeros
+                replace(torch.zeros_like(tensor))
             print(f"Batch {batch}: invalid loss, terminating training")
             self.model.stop_training = True
 
