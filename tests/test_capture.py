@@ -267,3 +267,21 @@ def test_a_captured_training_step_is_its_kernels_and_little_else():
              and not (e[1].__name__ == "contiguous" and e[4] is e[2][0])]  # contiguous() of a contiguous tensor: itself
     assert len(launches) == len(step.plan.plan.kernels)
     assert other == [], other
+
+
+def test_predict_after_more_training_sees_the_weights_the_step_wrote_in_place():
+    """The forward plan computes values from the weights once per change of them (batch norm's
+    folded scale and shift), noticed through the tensors' version counters; a kernel writing a
+    weight in place does not bump one by itself, so the step does."""
+    from kcomp.layers import Dense, Input
+
+    model = Sequential([Input(shape=(5,)), Dense(6), BatchNormalization(), Dense(2)])
+    model.compile(optimizer="sgd", loss="mse", backend="triton-interpret", precision="ieee")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(16, 5)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    for _ in range(2):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        got = model.predict(x, verbose=0)
+        twin = Sequential([Input(shape=(5,)), Dense(6), BatchNormalization(), Dense(2)])
+        twin.set_weights(model.get_weights())
+        np.testing.assert_allclose(got, twin.predict(x, verbose=0), rtol=1e-5, atol=1e-5)

@@ -116,6 +116,7 @@ class CapturedStep:
 
     def _step(self) -> list:
         outputs = self.plan.run(self.static_inputs, self.params, into=self.into)
+        self._bump_versions()
         returned = []
         for i, (name, value) in enumerate(zip(self.writes, outputs, strict=True)):
             if name is None:
@@ -154,7 +155,14 @@ class CapturedStep:
             return outputs
         self.stage(inputs, rows)
         self.graph.replay()
+        self._bump_versions()
         return self.static_outputs
+
+    def _bump_versions(self) -> None:
+        """Mark the buffers the kernels wrote in place as changed, as a torch in-place op would:
+        whoever caches values computed from them (a forward plan's folded batch norm) checks the
+        version counter. Host-only; during a capture it runs once and is not recorded."""
+        torch.autograd.graph.increment_version(list(self.into.values()))
 
 
 def batch_shapes(inputs, rows=None) -> list[tuple]:
