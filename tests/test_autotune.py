@@ -54,3 +54,25 @@ def test_the_fastest_launchable_config_is_kept_and_cached(fake_gpu):
 def test_cpu_and_single_candidates_take_the_first():
     cpu = SimpleNamespace(device=torch.device("cpu"))
     assert autotune.choose_config("k", (), [{"B": 9}, {"B": 1}], None, cpu) == {"B": 9}
+
+
+def test_timing_an_in_place_kernel_leaves_its_buffer_as_it_was(fake_gpu):
+    """A kernel whose output is its input (a running sum the step adds into) runs once per
+    timing; the buffer is put back afterwards, so the update is applied once, by the real launch."""
+
+    class OnFakeGpu(torch.Tensor):
+        @property
+        def device(self):
+            return torch.device("cuda")
+
+    running = torch.zeros(3).as_subclass(OnFakeGpu)
+    fake_gpu.timings.update({1: 0.3, 2: 0.1})
+
+    def run(config):
+        fake_gpu.ran.append(config["B"])
+        running.add_(1.0)
+
+    best = autotune.choose_config("k", (running,), [{"B": 1}, {"B": 2}], run, running)
+    assert fake_gpu.ran == [1, 2] and running.tolist() == [0.0, 0.0, 0.0]
+    run(best)
+    assert running.tolist() == [1.0, 1.0, 1.0]

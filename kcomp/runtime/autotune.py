@@ -42,9 +42,12 @@ def _save(key: str, choice: dict) -> None:
 def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out) -> dict:
     """The configuration to launch with; `run(config)` launches the kernel once.
 
-    `out` is the output buffer, or a tuple of them for a kernel with several outputs.
+    `out` is the output buffer, or a tuple of them for a kernel with several outputs. An output
+    that is also an input (a training step writing new weights or running sums in place) is put
+    back as it was after the timing runs, which would otherwise apply the update many times.
     """
-    out = out[0] if isinstance(out, tuple) else out
+    outs = out if isinstance(out, tuple) else (out,)
+    out = outs[0]
     if len(candidates) == 1 or out.device.type != "cuda":
         return candidates[0]
     import torch
@@ -57,11 +60,15 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     if key in choices:
         return choices[key]
     timings = []
+    read = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+    in_place = [(o, o.clone()) for o in outs if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() in read]
     for candidate in candidates:
         try:
             timings.append((triton.testing.do_bench(lambda: run(candidate), warmup=3, rep=20), candidate))
         except OutOfResources:
             continue  # too much shared memory or too many registers on this GPU
+    for o, before in in_place:
+        o.copy_(before)
     if not timings:
         raise RuntimeError(f"{kernel_id}: no candidate configuration can launch on this GPU")
     best = min(timings, key=lambda t: t[0])[1]
