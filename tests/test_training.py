@@ -350,6 +350,7 @@ def test_compiled_steps_update_the_models_buffers_in_place_and_see_weights_the_u
         history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)  # batches of 4, 4 and 2
         logs += [{"loss": loss} for loss in history.history["loss"]]
         logs.append(model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True))
+        logs.append(model.test_on_batch(x[:3], y[:3], return_dict=True))  # the shape evaluate's step met in inference mode
         results.append((logs, model.get_weights()))
     (ref_logs, ref_w), (tri_logs, tri_w) = results
     for a, b in zip(ref_logs, tri_logs):

@@ -105,7 +105,9 @@ class CapturedStep:
         self.plan, self.params, self.writes = plan, params, writes
         # Outputs the plan's kernels write straight into their buffers (Plan.in_place_outputs): no copy.
         self.into = {i: params[writes[i]] for i in in_place}
-        self.static_inputs = [torch.empty(shape, dtype=input_dtype(t), device=device) for t, shape in zip(inputs, batch_shapes(inputs, rows))]
+        with torch.inference_mode(False):  # evaluate may come first; test_on_batch stages outside inference mode
+            self.static_inputs = [torch.empty(shape, dtype=input_dtype(t), device=device)
+                                  for t, shape in zip(inputs, batch_shapes(inputs, rows))]
         self._staged: dict[int, object] = {}  # input index -> the host number or uniform tensor last staged there
         self.graph = None
         if graphs is None:
