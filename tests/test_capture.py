@@ -285,3 +285,18 @@ def test_predict_after_more_training_sees_the_weights_the_step_wrote_in_place():
         twin = Sequential([Input(shape=(5,)), Dense(6), BatchNormalization(), Dense(2)])
         twin.set_weights(model.get_weights())
         np.testing.assert_allclose(got, twin.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_validation_does_not_make_the_training_step_capture_again():
+    """Each step graph is captured once per batch shape: the validation step making its own
+    buffers (its running sums) leaves the training step's captures valid."""
+    from kcomp.layers import Dense, Input
+
+    model = Sequential([Input(shape=(4,)), Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], backend="triton-interpret")
+    x, y = np.ones((20, 4), "float32"), np.arange(20) % 3
+    with emulated_cuda_graphs() as graphs:
+        model.fit(x, y, batch_size=8, epochs=3, validation_split=0.2, verbose=0)  # 16 training rows: 2 batches of 8
+    steps = {kind: s for (kind, _), s in model._training.steps.items()}
+    assert len(steps["train"].plan.captured) == 1 and len(graphs.graphs) == 2  # train (8 rows), test (4 rows)
+    assert [g.replays for g in graphs.graphs] == [5, 2]  # 6 training batches, 3 validation batches: the first of each ran for real

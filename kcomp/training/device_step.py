@@ -22,6 +22,7 @@ class DeviceState:
         self.model, self.compiled, self.device = model, compiled, device
         self.buffers: dict[str, torch.Tensor] = {}
         self.generation = 0  # counts buffers made anew (a capture reading an older one is stale)
+        self.made: dict[str, int] = {}  # name -> the generation its buffer was made in
 
     def _setters(self) -> dict:
         setters = {var.path: (lambda t, var=var: setattr(var, "value", t)) for var in self.model.weights}
@@ -43,6 +44,7 @@ class DeviceState:
                 if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
                     self.buffers[name] = buffer = tensor.detach().to(self.device, copy=True)
                     self.generation += 1
+                    self.made[name] = self.generation
                 else:
                     buffer.copy_(tensor)  # replaced by the user: same buffer, new values
             setters = setters or self._setters()
@@ -61,18 +63,23 @@ class DeviceStep:
         self.plan, self.state, self.graphs = plan, state, graphs  # graphs=None: no capture (the CPU)
         self.graph = plan.graph  # the fused step graph
         self.captured: dict[tuple, CapturedStep] = {}
+        self._checked = -1  # the state's generation when this step last checked its own buffers
+        self._made: tuple = ()  # when each buffer this step reads was made, at that check
         # New weights and slots the optimizer kernel writes over the old ones in place (no copy).
         self.in_place = plan.in_place_outputs({i: name for i, name in enumerate(self.writes) if name is not None})
 
     def __call__(self, inputs, params, rows=None) -> list[torch.Tensor]:
         buffers = self.state.sync({p.name: params[p.name] for p in self.graph.params})  # what this step reads
+        if self.state.generation != self._checked:  # some buffer was made anew: one of ours?
+            made = tuple(self.state.made[name] for name in buffers)
+            if made != self._made:
+                self.captured.clear()  # they read buffers that are no longer the model's
+            self._checked, self._made = self.state.generation, made
         key = tuple((shape, input_dtype(t)) for shape, t in zip(batch_shapes(inputs, rows), inputs))
         captured = self.captured.get(key)
-        if captured is None or captured.generation != self.state.generation:
-            # First of this batch shape, or a buffer was re-made (a weight changed shape or dtype).
+        if captured is None:  # the first batch of this shape since the step's buffers were made
             captured = CapturedStep(self.plan, inputs, buffers, self.writes, self.state.device, self.graphs, rows,
                                     self.in_place)
-            captured.generation = self.state.generation  # of the buffers it reads
             self.captured[key] = captured
         return captured.run(inputs, rows)
 
