@@ -202,9 +202,8 @@ def _interpreted() -> bool:
 
 
 # Tables by (device, BLOCK, addresses and sizes), most recent last. A few entries cover the
-# buffers a runtime alternates between; entries used inside a CUDA-graph capture are kept for good.
+# buffers a runtime alternates between; a CUDA graph that reads a table keeps it alive itself.
 _TABLES: OrderedDict = OrderedDict()
-_CAPTURED: dict = {}
 MAX_TABLES = 8
 
 
@@ -219,11 +218,11 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     device = params[0].device
     key = (str(device), block, rows)
     capturing = cuda_graphs.capture_in_progress(device)
-    tables = _CAPTURED.get(key) or _TABLES.get(key)
+    tables = _TABLES.get(key)
     if tables is None and capturing:
         # Buffers first seen inside a capture (the gradients a plan allocates during it): the
         # tables are allocated now and filled when the capture ends, outside the graph, so no
-        # replay repeats a copy (kept alive in _CAPTURED; the graph only reads them).
+        # replay repeats a copy (the graph only reads them).
         tables = _build(rows, block, device, after_capture=True)
     elif tables is None:
         tables = _TABLES[key] = _build(rows, block, device)
@@ -232,7 +231,7 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     elif key in _TABLES:
         _TABLES.move_to_end(key)
     if capturing:
-        _CAPTURED[key] = tables  # the captured graph reads these tables at every replay
+        cuda_graphs.keep_for_the_graph(tables)  # it reads them at every replay, even once evicted here
     return tables[:2]
 
 

@@ -20,8 +20,11 @@ done once and not recorded. A step that relies on Python running again therefore
 wrong numbers here too, and the tests comparing against uncaptured runs see it.
 
 What it cannot see: whether a copy reads pageable host memory (every tensor is
-on the CPU here), and whether the tensors a graph reads are kept alive (the
-recording holds them).
+on the CPU here); whether the tensors a graph reads are kept alive (the
+recording holds them); autotuning (the interpreter has one config per kernel);
+a missing version-counter bump (the interpreter's copy-back bumps every kernel
+argument); that memory allocated during a real capture holds garbage until the
+first replay (here the capture ran for real); side streams.
 """
 
 from contextlib import contextmanager
@@ -169,6 +172,7 @@ class EmulatedGraphs:
                 result = run()
         finally:
             cuda_graphs._emulated_capture = None
+            cuda_graphs._kept.clear()  # the recording holds what the graph reads
             recorder.restore()  # a capture records; it does not change the buffers that existed before
         graph = EmulatedGraph(recorder.log)
         self.graphs.append(graph)

@@ -180,6 +180,11 @@ def test_staging_launches_only_for_what_changed():
     x, w, lr, count = seen[-1]
     assert x.tolist() == [[8.0, 9.0], [4.0, 5.0]] and w.tolist() == [1.0, 1.0]
     assert math.isclose(lr.item(), 0.01, rel_tol=1e-6) and count.item() == 2.0
+    # Other weights in between (a train_on_batch with sample_weight): the uniform ones are written again after.
+    step.run([data, torch.arange(6.0), 0.01, 3.0], rows=torch.tensor([4, 2]))
+    assert seen[-1][1].tolist() == [4.0, 2.0]
+    step.run([data, weights, 0.01, 4.0], rows=torch.tensor([4, 2]))
+    assert seen[-1][1].tolist() == [1.0, 1.0]
 
 
 # New weights written over the old ones in place (Plan.in_place_outputs): no copy per weight per step.

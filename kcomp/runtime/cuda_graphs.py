@@ -36,7 +36,19 @@ class CudaGraphs:
         finally:
             while _deferred:  # what the capture left for after it (outside_the_graph)
                 _deferred.pop(0)()
-        return graph, result
+            kept = _kept[:]
+            _kept.clear()
+        return _GraphKeeping(graph, kept), result
+
+
+class _GraphKeeping:
+    """A captured CUDA graph with the objects it reads that nobody else holds (keep_for_the_graph)."""
+
+    def __init__(self, graph, kept: list):
+        self.graph, self.kept = graph, kept
+
+    def replay(self) -> None:
+        self.graph.replay()
 
 
 def graphs_for(device: torch.device):
@@ -46,6 +58,7 @@ def graphs_for(device: torch.device):
 
 _emulated_capture = None  # a CPU stand-in's recorder, while it records a capture (tests/capture_emulator.py)
 _deferred: list = []  # writes to do once the capture in progress ends
+_kept: list = []  # what the capture in progress reads and must outlive it
 
 
 def capture_in_progress(device: torch.device) -> bool:
@@ -54,6 +67,12 @@ def capture_in_progress(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_current_stream_capturing()
     return _emulated_capture is not None
+
+
+def keep_for_the_graph(obj) -> None:
+    """During a capture: keep `obj` (device memory the graph's kernels read, such as a table of
+    addresses) alive for as long as the graph, and no longer."""
+    _kept.append(obj)
 
 
 def outside_the_graph(write) -> None:
@@ -105,6 +124,7 @@ class CapturedStep:
         self.plan, self.params, self.writes = plan, params, writes
         # Outputs the plan's kernels write straight into their buffers (Plan.in_place_outputs): no copy.
         self.into = {i: params[writes[i]] for i in in_place}
+        self.written = [params[name] for name in writes if name is not None]
         with torch.inference_mode(False):  # evaluate may come first; test_on_batch stages outside inference mode
             self.static_inputs = [torch.empty(shape, dtype=input_dtype(t), device=device)
                                   for t, shape in zip(inputs, batch_shapes(inputs, rows))]
@@ -143,10 +163,12 @@ class CapturedStep:
                 if self._staged.get(i) is not t:
                     static.copy_(t[:1].expand(static.shape), non_blocking=True)
                     self._staged[i] = t
-            elif rows is not None and t.dim() > 0:
-                torch.index_select(t, 0, rows, out=static)
             else:
-                static.copy_(t, non_blocking=True)
+                self._staged.pop(i, None)  # the buffer now holds something else
+                if rows is not None and t.dim() > 0:
+                    torch.index_select(t, 0, rows, out=static)
+                else:
+                    static.copy_(t, non_blocking=True)
 
     def run(self, inputs, rows=None) -> list:
         if self.graph is None:
@@ -161,10 +183,11 @@ class CapturedStep:
         return self.static_outputs
 
     def _bump_versions(self) -> None:
-        """Mark the buffers the kernels wrote in place as changed, as a torch in-place op would:
-        whoever caches values computed from them (a forward plan's folded batch norm) checks the
-        version counter. Host-only; during a capture it runs once and is not recorded."""
-        torch.autograd.graph.increment_version(list(self.into.values()))
+        """Mark the buffers the step wrote as changed, as a torch in-place op would (kernels
+        writing in place, and a replayed copy, do not): whoever caches values computed from them
+        (a forward plan's folded batch norm) checks the version counter. Host-only; during a
+        capture it runs once and is not recorded."""
+        torch.autograd.graph.increment_version(self.written)
 
 
 def batch_shapes(inputs, rows=None) -> list[tuple]:
