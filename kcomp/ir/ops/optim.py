@@ -15,7 +15,7 @@ import torch
 
 from kcomp.errors import ShapeError
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.common import NUMBER
+from kcomp.ir.ops.common import NUMBER, can_read_back
 from kcomp.ir.types import TensorSpec
 
 ALGORITHMS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -54,29 +54,35 @@ def _infer(inputs, algorithm, count, momentum, nesterov, beta_1, beta_2, epsilon
 def _update(*values, algorithm, count, momentum, nesterov, beta_1, beta_2, epsilon, amsgrad, rho, centered, weight_decay):
     k = slots_per_param(algorithm, momentum, amsgrad, centered)
     params, grads, slots, lr, step = _split(values, count, k)
-    # lr and step stay tensors: reading them as Python numbers would stall a GPU (and a captured step).
+    # lr and step stay tensors: reading them as Python numbers would stall a GPU (and a captured
+    # step). On the CPU (the reference executor) they are read, which lets the update use torch's
+    # fused ops (addcdiv, lerp) instead of a temporary per arithmetic step.
+    on_cpu = lr.device.type == "cpu" and can_read_back(lr)
     new_params, new_slots = [], []
     for p, g, s in zip(params, grads, slots):
-        p, s = p.clone(), [x.clone() for x in s]
         if algorithm == "sgd":
-            if momentum:
-                (m,) = s
-                m.mul_(momentum).sub_(lr * g)
-                p.add_(momentum * m - lr * g if nesterov else m)
+            if momentum:  # Keras: m = momentum * m - lr * g; p += m (nesterov: p += momentum * m - lr * g)
+                m = torch.add(s[0] * momentum, g, alpha=-lr.item()) if on_cpu else s[0] * momentum - lr * g
+                s = [m]
+                p = p + (momentum * m - lr * g if nesterov else m)
             else:
-                p.sub_(lr * g)
+                p = torch.add(p, g, alpha=-lr.item()) if on_cpu else p - lr * g
         elif algorithm in ("adam", "adamw"):
             if algorithm == "adamw" and weight_decay:
-                p.sub_(p * weight_decay * lr)  # decoupled weight decay, applied before the update (Keras)
-            m, v = s[0], s[1]
+                p = p - p * weight_decay * lr  # decoupled weight decay, applied before the update (Keras)
             alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
-            m.add_((g - m) * (1 - beta_1))
-            v.add_((g * g - v) * (1 - beta_2))
+            # Keras: m += (g - m) * (1 - beta_1), which is lerp's formula for weights below 0.5.
+            m = torch.lerp(s[0], g, 1 - beta_1)
+            v = torch.lerp(s[1], g * g, 1 - beta_2)
             if amsgrad:
-                s[2].copy_(torch.maximum(s[2], v))
+                s = [m, v, torch.maximum(s[2], v)]
                 v = s[2]
-            p.sub_(alpha * m / (torch.sqrt(v) + epsilon))
+            else:
+                s = [m, v]
+            denominator = torch.sqrt(v).add_(epsilon)
+            p = torch.addcdiv(p, m, denominator, value=-alpha.item()) if on_cpu else p - alpha * m / denominator
         elif algorithm == "rmsprop":
+            p, s = p.clone(), [x.clone() for x in s]
             v = s[0]
             v.mul_(rho).add_((1 - rho) * g * g)
             denominator = v + epsilon
@@ -92,6 +98,7 @@ def _update(*values, algorithm, count, momentum, nesterov, beta_1, beta_2, epsil
             else:
                 p.sub_(increment)
         else:  # adagrad
+            p, s = p.clone(), [x.clone() for x in s]
             (acc,) = s
             acc.add_(g * g)
             p.sub_(lr * g / torch.sqrt(acc + epsilon))
