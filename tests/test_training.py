@@ -357,3 +357,19 @@ def test_compiled_steps_update_the_models_buffers_in_place_and_see_weights_the_u
         assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4), (a, b)
     for a, b in zip(ref_w, tri_w):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_logs_are_the_running_loss_and_metrics_as_keras_gives_them():
+    """on_train_batch_end sees the epoch's values so far (Keras 3), so the last batch's logs are
+    the epoch's; they are computed only when a callback reads them."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(20, 5)).astype("float32"), rng.integers(0, 3, 20)
+    model = Sequential([Input(shape=(5,)), Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    seen = []
+    log = callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append((list(logs), dict(logs))))
+    history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[log])
+    assert [keys for keys, _ in seen] == [["loss", "accuracy"]] * 3
+    last = seen[-1][1]
+    assert math.isclose(last["loss"], history.history["loss"][0], rel_tol=1e-6)
+    assert math.isclose(last["accuracy"], history.history["accuracy"][0], rel_tol=1e-6)

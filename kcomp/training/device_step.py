@@ -59,7 +59,7 @@ class DeviceStep:
     gathers_rows = True  # takes whole data sets and a batch's row indices (see CapturedStep.stage)
 
     def __init__(self, step, plan, state: DeviceState, graphs=None):
-        self.writes = [None] + [_buffer_name(kind, target) for kind, target in step.updates]  # the loss is returned
+        self.writes = [_buffer_name(kind, target) for kind, target in step.updates]
         self.plan, self.state, self.graphs = plan, state, graphs  # graphs=None: no capture (the CPU)
         self.graph = plan.graph  # the fused step graph
         self.captured: dict[tuple, CapturedStep] = {}

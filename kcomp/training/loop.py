@@ -5,6 +5,7 @@ when a progress line or the epoch's logs show it.
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,13 +160,32 @@ class _Accumulator:
         return out
 
 
+class _RunningLogs(Mapping):
+    """The logs on_train_batch_end gets, as Keras 3 gives them: the epoch's loss and metrics so
+    far. Read when a callback asks (on a GPU a read waits for the step), not every batch."""
+
+    def __init__(self, accumulator: _Accumulator):
+        self._accumulator, self._logs = accumulator, None
+
+    def __getitem__(self, key):
+        if self._logs is None:
+            self._logs = self._accumulator.logs()
+        return self._logs[key]
+
+    def __iter__(self):
+        return iter(["loss", *self._accumulator.step.metric_names])
+
+    def __len__(self) -> int:
+        return 1 + len(self._accumulator.step.metric_names)
+
+
 def _accumulator(model, compiled, kind, ys) -> _Accumulator:
     step = _step(model, compiled, kind, ys)
     return _Accumulator(compiled, step, [m for ms in compiled.metrics for m in ms], _device(model))
 
 
-def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None):
-    """One step on one batch; returns the step's outputs (loss first). The batch is (xs, ys, sw)
+def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None:
+    """One step on one batch, adding into `accumulator`'s running sums. The batch is (xs, ys, sw)
     themselves, or with `rows` (an index tensor on their device) those rows of them: a runner
     that stages into captured buffers gathers them straight there."""
     step = _step(model, compiled, kind, ys)
@@ -184,8 +204,7 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None):
         outs = runner([*data, *scalars], _params(model, compiled))
     accumulator.add(len(sw) if rows is None else len(rows))
     if not getattr(runner, "updates_in_place", False):
-        _apply_updates(step, outs[1:], compiled)
-    return outs
+        _apply_updates(step, outs, compiled)
 
 
 def _runner(model, compiled, step):
@@ -281,8 +300,8 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             print(f"Epoch {epoch + 1}/{epochs}")
         for i, idx in enumerate(_batches(n, batch_size, shuffle, steps_per_epoch, device)):
             callback_list.call("on_train_batch_begin", i)
-            outs = run_batch(model, compiled, "train", xs, ys, sw, acc, rows=idx)
-            callback_list.call("on_train_batch_end", i, {"loss": outs[0]})
+            run_batch(model, compiled, "train", xs, ys, sw, acc, rows=idx)
+            callback_list.call("on_train_batch_end", i, _RunningLogs(acc))
             bar.update(i + 1, acc.logs, finalize=False)
             if model.stop_training:
                 break

@@ -3,8 +3,9 @@
 Inputs, in order: the model's inputs, one target per output, the per-sample
 weights, the learning rate and the step count. Parameters: the model's
 weights, the optimizer's slots (named optimizer/<weight>/<j>) and the epoch's
-running sums (accumulator/<train|test>/<loss|i>). Outputs: the loss, then the
-new values of every updated weight, slot, moving statistic and running sum.
+running sums (accumulator/<train|test>/<loss|i>). Outputs: the new values of
+every updated weight, slot, moving statistic and running sum (the batch's loss
+reaches the host only through its running sum, as Keras logs it).
 The evaluation step is the same without gradients and weight updates (forward
 in inference mode). The running sums are added to inside the step, so a
 captured step leaves nothing for the host to launch per batch but its inputs.
@@ -25,7 +26,7 @@ from kcomp.passes.autodiff import gradients
 class Step:
     graph: Graph
     metric_names: list[str]
-    # What each output after the loss is the new value of:
+    # What each output is the new value of:
     # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable) | ("accumulator", name)
     updates: list[tuple] = field(default_factory=list)
     # The running sums the step adds each batch into, the loss's first, then one per metric:
@@ -158,7 +159,7 @@ def build_train_step(model, compiled, target_specs) -> Step:
     updates += [("slot", (var, j)) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
     updates += moving_updates + sum_updates
     flat_slots = [s for per in new_slots for s in per]
-    graph = verify(b.finish([total, *new_params, *flat_slots, *moving, *sums]))
+    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums]))
     return Step(graph, metric_names, updates, accumulators)
 
 
@@ -176,4 +177,4 @@ def build_test_step(model, compiled, target_specs) -> Step:
             total = ops.add(total, penalty)
         metric_values, metric_names = _metric_values(compiled, outputs, targets)
         sums, updates, accumulators = _running_sums(b, "test", compiled, total, sample_weight, metric_values)
-    return Step(verify(b.finish([total, *sums])), metric_names, updates, accumulators)
+    return Step(verify(b.finish(sums)), metric_names, updates, accumulators)
