@@ -11,6 +11,11 @@ Hook: BODY(offs, mask, C, X0..X7) gives the input's values at flat indices
 the input (a loss weighted per sample before its mean, a square before a sum),
 generated as for the pointwise template, so that input never reaches memory.
 
+Hook: EPILOGUE(y, offs, mask, C_OUT, E0..E3) takes the float32 results at their flat output
+indices and returns what is stored: the elementwise ops after the reduction (a loss's mean
+times the batch size added into the epoch's running sum), so the result never goes through
+memory first; C_OUT is the output's last dimension, for operands broadcast along it.
+
 Each program owns BLOCK_OUT outputs (flat (o, i) indices) and walks R in
 BLOCK_R chunks, accumulating elementwise in a float32 (BLOCK_R, BLOCK_OUT)
 tile and reducing it once at the end. Loads of a chunk are contiguous along
@@ -24,8 +29,8 @@ import triton.language as tl
 
 @triton.jit
 def reduce_kernel(
-    Y, R, INNER, NUM_OUT, C, X0, X1, X2, X3, X4, X5, X6, X7,
-    BODY: tl.constexpr, OP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_OUT: tl.constexpr,
+    Y, R, INNER, NUM_OUT, C, X0, X1, X2, X3, X4, X5, X6, X7, C_OUT, E0, E1, E2, E3,
+    BODY: tl.constexpr, EPILOGUE: tl.constexpr, OP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_OUT: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
     mask = offs < NUM_OUT
@@ -51,6 +56,7 @@ def reduce_kernel(
         y = tl.sum(acc, axis=0)
     if OP == "mean":
         y = y / R
+    y = EPILOGUE(y, offs, mask, C_OUT, E0, E1, E2, E3)
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
 

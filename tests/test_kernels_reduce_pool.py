@@ -154,3 +154,21 @@ def test_reduction_computes_its_input_from_the_elementwise_ops_before_it(op, axe
     fused = run_graph(graph, inputs)
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == ["square", "add", "mul", "mul", op]
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+def test_reduction_transforms_its_results_with_the_elementwise_ops_after_it(op):
+    """A loss's mean times the batch size added into a running sum: the ops after a reduction are
+    its epilogue (operands of the output's shape, along its last axis, or scalars), one kernel."""
+    b = GraphBuilder("running")
+    x = b.input((None, 9, 5), "float32", "x")
+    scale = b.input((), "float32", "scale")
+    running = b.input((None, 5), "float32", "running")
+    bias = b.input((5,), "float32", "bias")
+    v = b.emit1(op, [b.emit1("square", [x])], axes=(1,), keepdims=False)
+    v = b.emit1("add", [b.emit1("add", [b.emit1("mul", [v, scale]), running]), bias])
+    graph = b.finish([b.emit1("relu", [v])])
+    inputs = [image(3, (9, 5)) - 0.5, torch.tensor(-0.7), image(3, (5,)) - 0.3, torch.linspace(-1, 1, 5)]
+    fused = run_graph(graph, inputs)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == ["square", op, "mul", "add", "add", "relu"]

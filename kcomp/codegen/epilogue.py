@@ -22,6 +22,7 @@ from kcomp.passes.fuse import operand_kind
 TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
 PROLOGUE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, S0, S1"  # the matmul passes its K offsets as offs_n
 FLAT_PARAMS = "offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7"
+FLAT_EPILOGUE_PARAMS = "acc, offs, mask, C, X0, X1, X2, X3"  # after a reduction: its results at flat indices
 
 
 @dataclass
@@ -63,18 +64,22 @@ def _tile_offsets(start: Value) -> str:
     return f"    offs = offs_m[:, None].to(tl.int64) * {width} + offs_n[None, :]  # flat element index, for the random draw"
 
 
-def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue", params: str | None = None) -> tuple[str, list[Operand]]:
+def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue", params: str | None = None,
+             flat: bool = False) -> tuple[str, list[Operand]]:
     """Source of the function computing `chain` (elementwise nodes of `body`).
 
     `start` is the value already in hand (the accumulator `acc` of a tile
-    kernel); None for a pointwise kernel, whose every input is loaded.
+    kernel); None for a pointwise kernel, whose every input is loaded. flat=True
+    with a start: `acc` is a vector at flat indices `offs` (a reduction's
+    results), and operands load as a pointwise kernel's do.
     """
-    tile = start is not None
+    tile = start is not None and not flat
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
-    names: dict[int, str] = {start.id: "acc"} if tile else {}
+    names: dict[int, str] = {start.id: "acc"} if start is not None else {}
     operands: list[Operand] = []
     lines = []
-    out = chain[-1].outputs[0] if chain else start
+    computing = [n for n in chain if n.op != "constant"]  # constants only name literals
+    out = computing[-1].outputs[0] if computing else start
     draws = any(draws_random(n.op, n.attrs) for n in chain)
     if draws and tile:  # a pointwise body has `offs` already, as a parameter
         lines.append(_tile_offsets(start))
@@ -106,7 +111,7 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
         lines.append(f"    {result} = {expression(node.op, args, node.attrs)}  # {node.origin}: {node.op}")
     if not chain:
         lines.append("    pass")
-    params = params or (TILE_PARAMS if tile else FLAT_PARAMS)
+    params = params or (TILE_PARAMS if tile else FLAT_EPILOGUE_PARAMS if start is not None else FLAT_PARAMS)
     ret = names[out.id] if out is not None else "acc"
     source = f"@triton.jit\ndef {name}({params}):\n" + "\n".join(lines) + f"\n    return {ret}\n"
     if draws:  # the mask's helper (kernels/random.py); a module-level import in the generated module

@@ -2,7 +2,9 @@
 
 The reduced axes (from the body's node) split the input's shape into
 (outer, R, inner), read at run time (the batch varies); keepdims only shapes
-the output. There is no fused expression.
+the output. The body is [constants...] prologue chain..., the reduction,
+epilogue chain...: the ops before it compute its input as it loads (BODY), the
+ops after it transform its results before the store (EPILOGUE).
 """
 
 from kcomp.codegen.epilogue import generate as generate_body
@@ -26,8 +28,9 @@ def body(offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7):
 
 def generate(body) -> Generated:
     nodes = [n for n in body.nodes if n.op != "constant"]
-    node, chain = nodes[-1], nodes[:-1]  # the reduction, after the elementwise ops that made its input
-    assert node.op in OPS
+    at = next(i for i, n in enumerate(nodes) if n.op in OPS)  # the reduction; the rest is elementwise
+    node, chain, after = nodes[at], nodes[:at], nodes[at + 1:]
+    constants = [n for n in body.nodes if n.op == "constant"]
     rank = node.inputs[0].rank
     axes = reduced_axes(node.attrs["axes"], rank)
     if axes and axes != list(range(axes[0], axes[-1] + 1)):
@@ -38,7 +41,6 @@ def generate(body) -> Generated:
     else:
         out_shape = f"(*x.shape[:{first}], *x.shape[{stop}:])"
     if chain:
-        constants = [n for n in body.nodes if n.op == "constant"]
         expression, operands = generate_body(body, constants + chain, None, name="body")
         full = next(o for o in operands if o.kind == "full")  # the chain's start: the input's shape
         check = (f"    # check: the input (computed in the kernel by the ops before the reduction) viewed as\n"
@@ -49,19 +51,26 @@ def generate(body) -> Generated:
         expression = LOAD_BODY
         check = f"    # check: the input viewed as contiguous (outer, R, inner), reducing axes {tuple(axes)} (R).\n    x = in0.contiguous()\n"
         args = ", ".join(["x"] * 8)
+    # The epilogue starts from the reduction's results; its operands (of the output's shape,
+    # broadcast along it, or scalars) are loaded at the same flat output indices.
+    epilogue, epilogue_operands = generate_body(body, constants + after, node.outputs[0], name="epilogue", flat=True)
+    expression += "\n\n" + epilogue
+    check += contiguous_operands(epilogue_operands)
+    out_dtype = (after[-1] if after else node).outputs[0].dtype
     launch = f"""{check}    outer = x.shape[:{first}].numel()
     R = x.shape[{first}:{stop}].numel()
     inner = x.shape[{stop}:].numel()
     # allocate: (outer, inner) in memory; keepdims={node.attrs["keepdims"]} only shapes it
     if out is None:
-        out = torch.empty({out_shape}, device=x.device, dtype=torch.{body.outputs[0].dtype})
+        out = torch.empty({out_shape}, device=x.device, dtype=torch.{out_dtype})
     # grid
     config = config or candidate_configs(outer, R, inner, interpret=x.device.type == "cpu")[0]
     # launch
     reduce_kernel[grid(outer * inner, config)](
         out, R, inner, outer * inner, x.shape[-1] if x.dim() else 1,
         {args},
-        BODY=body, OP="{node.op}", BLOCK_R=config["BLOCK_R"], BLOCK_OUT=config["BLOCK_OUT"], num_warps=config["num_warps"],
+        out.shape[-1] if out.dim() else 1, {operand_args(epilogue_operands, tile=False, count=4, unused="out")},
+        BODY=body, EPILOGUE=epilogue, OP="{node.op}", BLOCK_R=config["BLOCK_R"], BLOCK_OUT=config["BLOCK_OUT"], num_warps=config["num_warps"],
     )
     return out
 """

@@ -281,7 +281,10 @@ class _Fuser:
                 return "conv2d_grad_filter", [wgrads[0], node]
         # -- end of conv2d backward --
         if self.reduce_axes_fit(node):
-            return "reduce", [*self.prologues.get(id(node), []), node]
+            # The elementwise ops after it are its epilogue (a mean scaled and added into a running sum).
+            group = [*self.prologues.get(id(node), []), node]
+            self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
+            return "reduce", group
         if op in ("max_pool2d", "avg_pool2d"):
             return "pool2d", [node]
         if op in ("softmax_cross_entropy", "softmax_cross_entropy_grad") and row_fits:

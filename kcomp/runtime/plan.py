@@ -154,7 +154,8 @@ class Plan:
         """Of `targets` (graph output position -> the parameter whose buffer takes that new value),
         the outputs a kernel may write straight into the parameter's buffer, saving a copy per
         weight and slot per training step: those computed by a kernel that reads the parameter,
-        if at all, at the element it writes (the optimizer's, or a same-shape pointwise kernel),
+        if at all, at the element it writes (the optimizer's, a same-shape pointwise kernel, or a
+        reduction's epilogue: a running sum),
         when nothing reads the parameter, or a view of it, after that kernel."""
         graph = self.graph
         param_values = {p.name: p for p in graph.params}
@@ -182,7 +183,8 @@ class Plan:
                 continue
             template = step.node.attrs["template"]
             same_shape = {v.shape for v in step.node.outputs} == {param.shape}
-            if template == "optimizer" or (template == "pointwise" and same_shape):
+            if template == "optimizer" or (template == "pointwise" and same_shape) or (
+                    template == "reduce" and same_shape and not _read_before_reduction(step.node, param)):
                 safe[position] = name
         return safe
 
@@ -254,6 +256,14 @@ class Plan:
                             pool.release(buf)
         self.last_peak_bytes = pool.peak_bytes
         return [env[v.id] for v in self.graph.outputs]
+
+
+def _read_before_reduction(kernel: Node, value: Value) -> bool:
+    """Whether a reduce kernel reads `value` as it loads its input (at the input's indices),
+    rather than only in its epilogue (at the output's own indices)."""
+    nodes = [n for n in kernel.attrs["body"].nodes if n.op != "constant"]
+    at = next(i for i, n in enumerate(nodes) if n.op in ("sum", "mean", "max"))
+    return any(v.id == value.id for n in nodes[: at + 1] for v in n.inputs)
 
 
 def _alias(source: Value, view: Value, owners: dict, readers: dict) -> None:
