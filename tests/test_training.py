@@ -373,3 +373,18 @@ def test_batch_logs_are_the_running_loss_and_metrics_as_keras_gives_them():
     last = seen[-1][1]
     assert math.isclose(last["loss"], history.history["loss"][0], rel_tol=1e-6)
     assert math.isclose(last["accuracy"], history.history["accuracy"][0], rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton-interpret"])
+def test_a_schedule_gives_the_first_step_its_rate_at_iteration_zero(backend):
+    """Keras evaluates the schedule at the iterations done before the step (then adds one):
+    ExponentialDecay(1.0, 1, 0.5) trains the first step at 1.0 and the second at 0.5."""
+    model = Sequential([Input(shape=(1,)), Dense(1, use_bias=False, kernel_initializer="ones")])
+    schedule = optimizers.schedules.ExponentialDecay(1.0, decay_steps=1, decay_rate=0.5)
+    model.compile(optimizer=optimizers.SGD(learning_rate=schedule), loss="mse", backend=backend)
+    x, y = np.ones((1, 1), "float32"), np.zeros((1, 1), "float32")
+    model.train_on_batch(x, y)  # d/dw (w - 0)^2 = 2w = 2: w = 1 - 1.0 * 2
+    assert model.get_weights()[0].item() == pytest.approx(-1.0)
+    model.train_on_batch(x, y)  # gradient -2: w = -1 - 0.5 * (-2)
+    assert model.get_weights()[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert model.optimizer.iterations == 2

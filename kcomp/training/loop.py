@@ -190,9 +190,10 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None
     that stages into captured buffers gathers them straight there."""
     step = _step(model, compiled, kind, ys)
     opt = compiled.optimizer
+    lr = float(opt.current_learning_rate())  # Keras: a schedule at the iterations done before this step
     if kind == "train":
         opt.iterations += 1
-    lr, count = float(opt.current_learning_rate()), float(opt.iterations)
+    count = float(opt.iterations)  # the step's number, counting from 1 (Adam's bias correction, dropout)
     runner = _runner(model, compiled, step)
     data = [*xs, *ys, sw]
     if getattr(runner, "gathers_rows", False):  # stages into its buffers: numbers go in as they are
