@@ -15,6 +15,7 @@ from kcomp.ir.cost import graph_cost, node_bytes, node_flops
 from kcomp.ir.graph import Graph
 from kcomp.passes import run_pipeline
 from kcomp.passes.fuse import weight_only_values
+from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.passes.precision import convert_dtype
 from kcomp.runtime.plan import VIEW_OPS
 from kcomp.utils.files import write_text_atomic
@@ -52,6 +53,7 @@ class Built:
     passes: list[str]
     kernels: list[dict] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    every_step: bool = False  # a step graph: nothing is hoisted, weight-only values run every step too
 
 
 def symbol_sizes(graph: Graph, batch: int) -> dict:
@@ -64,10 +66,10 @@ def symbol_sizes(graph: Graph, batch: int) -> dict:
     return sizes
 
 
-def explain(graph: Graph) -> str:
+def explain(graph: Graph, every_step: bool = False) -> str:
     """The fused graph in one line a step: what each kernel absorbed."""
     lines, kernels = [], 0
-    weight_only = weight_only_values(graph)
+    weight_only = set() if every_step else weight_only_values(graph)
     for node in graph.nodes:
         if node.op == "kernel":
             lines.append(f"{describe(node)} -> kernel {kernels} [{node.attrs['template']}]")
@@ -99,9 +101,10 @@ def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
     start = time.perf_counter()
     graph = convert_dtype(train_step_graph(model) if options.train else model.to_graph(), options.dtype)
     snapshots: dict = {}
-    fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots)
+    # A training step's plan hoists nothing (its weights change every step): weight-only values fuse too.
+    fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots, passes=STEP_PIPELINE if options.train else None)
     unfused = snapshots[passes[passes.index("fuse") - 1]]  # the graph just before fusion
-    return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start})
+    return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start}, every_step=options.train)
 
 
 def _remove_stale_kernels(folder: Path) -> None:
@@ -149,8 +152,9 @@ def cost_summary(built: Built, batch: int) -> dict:
     from kcomp.runtime.plan import modeled_peak_bytes
 
     sizes = symbol_sizes(built.fused, batch)
-    before = graph_cost(built.unfused, sizes, weight_only_values(built.unfused))
-    after = graph_cost(built.fused, sizes, weight_only_values(built.fused))
+    hoisted = (lambda graph: set()) if built.every_step else weight_only_values
+    before = graph_cost(built.unfused, sizes, hoisted(built.unfused))
+    after = graph_cost(built.fused, sizes, hoisted(built.fused))
     return {
         "batch": batch,
         "launches_unfused": before[0],

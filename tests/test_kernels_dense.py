@@ -282,9 +282,10 @@ def test_a_pointwise_kernel_widens_from_one_element_to_the_batch():
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("op", ["square", "abs", "sqrt", "log"])
+@pytest.mark.parametrize("op", ["square", "abs", "sqrt", "log", "sign"])
 def test_losses_math_runs_in_pointwise_kernels(op):
-    """The math losses are written in (kcomp/ir/ops/math.py) fuses like any elementwise op."""
+    """The math losses and regularizers are written in (kcomp/ir/ops/math.py) fuses like any
+    elementwise op (sign: L1's gradient, 0 at 0 and NaN as torch.sign)."""
     from kcomp.ir.builder import GraphBuilder
 
     b = GraphBuilder("math")
@@ -294,6 +295,8 @@ def test_losses_math_runs_in_pointwise_kernels(op):
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "pointwise"
     inputs = [torch.rand(37, 19, generator=torch.Generator().manual_seed(2)) * 3 - (0 if op in ("sqrt", "log") else 1.5) + 0.01]
+    if op == "sign":
+        inputs[0][0, :3] = torch.tensor([0.0, -0.0, float("nan")])
     (got,) = Plan(fused).run(inputs, {})
     (want,) = run_reference(graph, inputs, {})
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)

@@ -388,3 +388,24 @@ def test_a_schedule_gives_the_first_step_its_rate_at_iteration_zero(backend):
     model.train_on_batch(x, y)  # gradient -2: w = -1 - 0.5 * (-2)
     assert model.get_weights()[0].item() == pytest.approx(0.0, abs=1e-6)
     assert model.optimizer.iterations == 2
+
+
+def test_regularizers_fuse_into_the_compiled_step_and_match_the_reference():
+    """In a training step the weights change every step, so values computed from weights alone
+    (a regularizer's penalty and its gradient) are fused kernels there, not torch ops per step."""
+    def make():
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(9)
+        return Sequential([Input(shape=(6,)), Dense(5, activation="relu", kernel_regularizer="l2", bias_regularizer="l1"),
+                           Dense(3, activation="softmax", kernel_regularizer=kcomp.regularizers.L1L2(l1=0.01, l2=0.02))])
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(9, 6)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 9), 3)
+    assert_compiled_steps_match_the_reference(make, x, y, steps=3)
+    model = make()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
+    model.train_on_batch(x, y)
+    (step,) = model._training.steps.values()
+    torch_ops = {s.node.op for s in step.plan.plan.steps if s.kind == "torch"}
+    assert torch_ops <= {"constant", "count"}, torch_ops  # both made once per plan, not per step

@@ -70,6 +70,7 @@ UNARY = {
     "abs": lambda a: f"tl.abs({a})",
     "sqrt": lambda a: f"tl.sqrt({a})",
     "log": lambda a: f"tl.log({a})",
+    "sign": lambda a: f"tl.where({a} > 0.0, 1.0, tl.where({a} < 0.0, -1.0, 0.0))",  # torch's: 0 for 0 and NaN
 }
 
 BINARY = {

@@ -54,11 +54,13 @@ def weight_only_values(graph: Graph) -> set[int]:
 
 
 class _Fuser:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, hoisted: bool = True):
         self.graph = graph
         self.users = graph.users()
         self.outputs = {v.id for v in graph.outputs}
-        self.weight_only = weight_only_values(graph)
+        # Values from weights alone stay unfused when a plan hoists them (run once per weight
+        # change, by torch); a training step recomputes them every run, so there they fuse.
+        self.weight_only = weight_only_values(graph) if hoisted else set()
         self.producers = graph.producers()
 
     def sole_user(self, v: Value) -> Node | None:
@@ -407,3 +409,10 @@ def kernel_node(template: str, group: list[Node], producers: dict[int, Node], ou
 
 def fuse(graph: Graph) -> Graph:
     return _Fuser(graph).run()
+
+
+def fuse_every_step(graph: Graph) -> Graph:
+    """fuse for a graph whose plan runs every node every time (a training or test step: its
+    weights change every step, so nothing is hoisted): weight-only values fuse too (a
+    regularizer's sum of squares is a reduce kernel, not torch ops)."""
+    return _Fuser(graph, hoisted=False).run()

@@ -13,7 +13,7 @@ from kcomp.ir.graph import Graph
 from kcomp.ir.printer import print_graph
 from kcomp.ir.verify import verify
 from kcomp.passes.decompose import decompose
-from kcomp.passes.fuse import fuse
+from kcomp.passes.fuse import fuse, fuse_every_step
 from kcomp.passes.simplify import simplify
 from kcomp.utils.files import write_text_atomic
 
@@ -26,6 +26,8 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("simplify-decomposed", simplify),
     ("fuse", fuse),
 ]
+# For step graphs (training, evaluation), whose plans hoist nothing (Plan(hoist_weight_only=False)).
+STEP_PIPELINE: list[tuple[str, Pass]] = [*PIPELINE[:-1], ("fuse", fuse_every_step)]
 
 
 def run_pipeline(graph: Graph, dump_dir: Path | None = None, passes=None, snapshots: dict | None = None) -> tuple[Graph, list[str]]:

@@ -216,11 +216,12 @@ def _runner(model, compiled, step):
         return lambda inputs, params: run_reference(step.graph, inputs, params)
     if step.plan is None:
         from kcomp.passes import run_pipeline
+        from kcomp.passes.pipeline import STEP_PIPELINE
         from kcomp.runtime import cuda_graphs
         from kcomp.runtime.plan import Plan
         from kcomp.training.device_step import DeviceState, DeviceStep
 
-        fused, _ = run_pipeline(step.graph)
+        fused, _ = run_pipeline(step.graph, passes=STEP_PIPELINE)
         device = _device(model)
         if getattr(compiled, "device_state", None) is None:
             compiled.device_state = DeviceState(model, compiled, device)
