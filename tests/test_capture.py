@@ -305,3 +305,30 @@ def test_validation_does_not_make_the_training_step_capture_again():
     steps = {kind: s for (kind, _), s in model._training.steps.items()}
     assert len(steps["train"].plan.captured) == 1 and len(graphs.graphs) == 2  # train (8 rows), test (4 rows)
     assert [g.replays for g in graphs.graphs] == [5, 2]  # 6 training batches, 3 validation batches: the first of each ran for real
+
+
+@pytest.mark.parametrize("through_a_view", [False, True])
+def test_a_reduction_reading_the_parameter_as_it_loads_does_not_write_it_in_place(through_a_view):
+    """new_P = sum(x * P, axis 1) + P: the reduction reads P (directly or as a reshaped view) at
+    the input's indices, which other programs of the kernel may read after one has stored its
+    outputs, so its result must not go into P's buffer; an epilogue-only reader (a running sum) may."""
+    from kcomp.ir.builder import GraphBuilder
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.plan import Plan
+    from kcomp.runtime.reference import run_reference
+
+    c = 100  # more outputs than one program of the interpreter's config owns
+    b = GraphBuilder("read_as_it_loads")
+    x = b.input((c, c), "float32", "x")
+    p = b.param("P", (c,), "float32", "P")
+    read = b.emit1("reshape", [p], shape=(1, c)) if through_a_view else p
+    total = b.emit1("sum", [b.emit1("mul", [x, read])], axes=(1,), keepdims=False)
+    graph = b.finish([b.emit1("add", [total, p])])
+    fused, _ = run_pipeline(graph)
+    plan = Plan(fused, "ieee", hoist_weight_only=False)
+    assert [s.node.attrs["template"] for s in plan.steps if s.kind == "kernel"] == ["reduce"]
+    assert plan.in_place_outputs({0: "P"}) == {}
+    x_value, p_value = torch.randn(c, c), torch.randn(c)
+    (want,) = run_reference(graph, [x_value], {"P": p_value.clone()})
+    (got,) = plan.run([x_value], {"P": p_value.clone()})
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -370,7 +370,10 @@ def test_batch_logs_are_the_running_loss_and_metrics_as_keras_gives_them():
     log = callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append((list(logs), dict(logs))))
     history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[log])
     assert [keys for keys, _ in seen] == [["loss", "accuracy"]] * 3
-    last = seen[-1][1]
+    tagged = callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: logs.update(tag=batch))  # a dict's methods
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tagged, log])
+    assert [logs["tag"] for _, logs in seen[3:]] == [0, 1, 2]
+    last = seen[2][1]
     assert math.isclose(last["loss"], history.history["loss"][0], rel_tol=1e-6)
     assert math.isclose(last["accuracy"], history.history["accuracy"][0], rel_tol=1e-6)
 

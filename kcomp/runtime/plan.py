@@ -183,8 +183,9 @@ class Plan:
                 continue
             template = step.node.attrs["template"]
             same_shape = {v.shape for v in step.node.outputs} == {param.shape}
+            views = {vid for vid, r in root.items() if r == param.id}  # the parameter and its views
             if template == "optimizer" or (template == "pointwise" and same_shape) or (
-                    template == "reduce" and same_shape and not _read_before_reduction(step.node, param)):
+                    template == "reduce" and same_shape and not _read_before_reduction(step.node, views)):
                 safe[position] = name
         return safe
 
@@ -258,12 +259,13 @@ class Plan:
         return [env[v.id] for v in self.graph.outputs]
 
 
-def _read_before_reduction(kernel: Node, value: Value) -> bool:
-    """Whether a reduce kernel reads `value` as it loads its input (at the input's indices),
-    rather than only in its epilogue (at the output's own indices)."""
+def _read_before_reduction(kernel: Node, ids: set[int]) -> bool:
+    """Whether a reduce kernel reads any of the values `ids` (a parameter and its views) as it
+    loads its input (at the input's indices), rather than only in its epilogue (at the output's
+    own indices, where writing that output in place is safe)."""
     nodes = [n for n in kernel.attrs["body"].nodes if n.op != "constant"]
     at = next(i for i, n in enumerate(nodes) if n.op in ("sum", "mean", "max"))
-    return any(v.id == value.id for n in nodes[: at + 1] for v in n.inputs)
+    return any(v.id in ids for n in nodes[: at + 1] for v in n.inputs)
 
 
 def _alias(source: Value, view: Value, owners: dict, readers: dict) -> None:

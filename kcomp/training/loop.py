@@ -5,7 +5,7 @@ when a progress line or the epoch's logs show it.
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -160,23 +160,34 @@ class _Accumulator:
         return out
 
 
-class _RunningLogs(Mapping):
+class _RunningLogs(MutableMapping):
     """The logs on_train_batch_end gets, as Keras 3 gives them: the epoch's loss and metrics so
-    far. Read when a callback asks (on a GPU a read waits for the step), not every batch."""
+    far. The numbers are read on the first access (on a GPU a read waits for the step), not every
+    batch; a callback that keeps this object should read it in the hook (or copy it, dict(logs)),
+    as a later first read sees later values. Callbacks may add or change entries, as in a dict."""
 
     def __init__(self, accumulator: _Accumulator):
         self._accumulator, self._logs = accumulator, None
 
-    def __getitem__(self, key):
+    def _read(self) -> dict:
         if self._logs is None:
             self._logs = self._accumulator.logs()
-        return self._logs[key]
+        return self._logs
+
+    def __getitem__(self, key):
+        return self._read()[key]
+
+    def __setitem__(self, key, value):
+        self._read()[key] = value
+
+    def __delitem__(self, key):
+        del self._read()[key]
 
     def __iter__(self):
-        return iter(["loss", *self._accumulator.step.metric_names])
+        return iter(self._read())
 
     def __len__(self) -> int:
-        return 1 + len(self._accumulator.step.metric_names)
+        return len(self._read())
 
 
 def _accumulator(model, compiled, kind, ys) -> _Accumulator:

@@ -72,6 +72,7 @@ def _update(*values, algorithm, count, momentum, nesterov, beta_1, beta_2, epsil
                 p = p - p * weight_decay * lr  # decoupled weight decay, applied before the update (Keras)
             alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
             # Keras: m += (g - m) * (1 - beta_1), which is lerp's formula for weights below 0.5.
+            g = g.to(s[0].dtype)  # lerp takes one dtype (the arithmetic it replaces promoted)
             m = torch.lerp(s[0], g, 1 - beta_1)
             v = torch.lerp(s[1], g * g, 1 - beta_2)
             if amsgrad:
