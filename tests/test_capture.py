@@ -248,7 +248,8 @@ def test_every_weight_slot_and_running_sum_is_written_in_place():
     (step,) = model._training.steps.values()
     written = {name for i, name in enumerate(step.plan.writes) if name is not None}
     assert set(step.plan.in_place.values()) == written
-    assert len(written) == 4 * 3 + 1 and "accumulator/train/loss" in written  # 4 weights, 2 Adam slots each; the loss sum
+    assert len(written) == 4 * 3 + 2  # 4 weights, 2 Adam slots each; the loss sum, the iteration count
+    assert {"accumulator/train/loss", "optimizer/iterations"} <= written
 
 
 def test_a_captured_training_step_is_its_kernels_and_little_else():

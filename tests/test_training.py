@@ -412,3 +412,23 @@ def test_regularizers_fuse_into_the_compiled_step_and_match_the_reference():
     (step,) = model._training.steps.values()
     torch_ops = {s.node.op for s in step.plan.plan.steps if s.kind == "torch"}
     assert torch_ops <= {"constant", "count"}, torch_ops  # both made once per plan, not per step
+
+
+def test_the_step_counts_its_iterations_on_the_device_and_follows_a_count_the_user_sets():
+    """Dropout's mask (and Adam's bias correction) follow the step number, which the compiled step
+    advances itself; setting optimizer.iterations, as Keras allows, takes effect at the next step.
+    With a learning rate of 0 the loss shows the mask alone: step 1's again after the reset."""
+    from kcomp.layers import Dropout
+
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(6, 4)).astype("float32"), rng.integers(0, 3, 6)
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(12)
+        model = Sequential([Input(shape=(4,)), Dropout(0.5, seed=2), Dense(3, activation="softmax")])
+        model.compile(optimizer=optimizers.SGD(learning_rate=0.0), loss="sparse_categorical_crossentropy", backend=backend)
+        losses = [model.train_on_batch(x, y) for _ in range(2)]
+        model.optimizer.iterations = 0  # the next step is step 1 again
+        losses.append(model.train_on_batch(x, y))
+        assert model.optimizer.iterations == 1
+        assert losses[2] == pytest.approx(losses[0], rel=1e-6) and losses[1] != pytest.approx(losses[0], rel=1e-3), losses

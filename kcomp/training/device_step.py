@@ -88,6 +88,6 @@ def _buffer_name(kind: str, target) -> str:
     if kind == "slot":
         var, j = target
         return f"optimizer/{var.path}/{j}"
-    if kind == "accumulator":
+    if kind in ("accumulator", "iterations"):
         return target  # its parameter name
     return target.path  # a weight or a moving statistic

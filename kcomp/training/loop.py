@@ -14,7 +14,7 @@ import torch
 from kcomp import backend, losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.runtime.reference import run_reference
-from kcomp.training.step import build_test_step, build_train_step
+from kcomp.training.step import ITERATIONS, build_test_step, build_train_step
 from kcomp.utils.progbar import Progbar
 
 
@@ -25,7 +25,10 @@ class Compiled:
     loss_weights: list[float]
     metrics: list[list]  # per output
     steps: dict = field(default_factory=dict)  # (kind, target specs) -> Step
-    accumulators: dict = field(default_factory=dict)  # the steps' running sums (Step.accumulators) by name
+    # The steps' counters by parameter name: running sums (Step.accumulators) and the optimizer's
+    # iteration count (optimizer/iterations, which the training step advances itself).
+    accumulators: dict = field(default_factory=dict)
+    iterations_held: int | None = None  # the count that tensor holds, as the host knows it
     variables: list | None = None  # (path, Variable) of the model's weights, taken at the first step
 
 
@@ -129,7 +132,7 @@ def _apply_updates(step, outputs, compiled: Compiled) -> None:
         if kind == "slot":
             var, j = target
             compiled.optimizer.slots[var.path][j] = value
-        elif kind == "accumulator":
+        elif kind in ("accumulator", "iterations"):
             compiled.accumulators[target] = value
         else:
             target.value = value
@@ -202,18 +205,21 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None
     step = _step(model, compiled, kind, ys)
     opt = compiled.optimizer
     lr = float(opt.current_learning_rate())  # Keras: a schedule at the iterations done before this step
-    if kind == "train":
-        opt.iterations += 1
-    count = float(opt.iterations)  # the step's number, counting from 1 (Adam's bias correction, dropout)
+    if kind == "train" and compiled.iterations_held != opt.iterations:
+        # The training step counts on the device; the host writes the count only when it differs
+        # (the first step, or a user setting optimizer.iterations).
+        compiled.accumulators[ITERATIONS] = torch.full((), float(opt.iterations), device=sw.device)
     runner = _runner(model, compiled, step)
     data = [*xs, *ys, sw]
     if getattr(runner, "gathers_rows", False):  # stages into its buffers: numbers go in as they are
-        outs = runner([*data, lr, count], _params(model, compiled), rows=rows)
+        outs = runner([*data, lr], _params(model, compiled), rows=rows)
     else:
         if rows is not None:
             data = [t[rows] for t in data]
-        scalars = [torch.tensor(lr, dtype=torch.float32), torch.tensor(count, dtype=torch.float32)]
-        outs = runner([*data, *scalars], _params(model, compiled))
+        outs = runner([*data, torch.tensor(lr, dtype=torch.float32)], _params(model, compiled))
+    if kind == "train":
+        opt.iterations += 1
+        compiled.iterations_held = opt.iterations
     accumulator.add(len(sw) if rows is None else len(rows))
     if not getattr(runner, "updates_in_place", False):
         _apply_updates(step, outs, compiled)

@@ -1,9 +1,11 @@
 """The training step as ONE graph: forward, loss, backward, optimizer update, metrics.
 
 Inputs, in order: the model's inputs, one target per output, the per-sample
-weights, the learning rate and the step count. Parameters: the model's
-weights, the optimizer's slots (named optimizer/<weight>/<j>) and the epoch's
-running sums (accumulator/<train|test>/<loss|i>). Outputs: the new values of
+weights and the learning rate. Parameters: the model's weights, the
+optimizer's slots (named optimizer/<weight>/<j>), its iteration count
+(optimizer/iterations: the training step adds one itself, so per step the host
+writes nothing but the batch) and the epoch's running sums
+(accumulator/<train|test>/<loss|i>). Outputs: the new values of
 every updated weight, slot, moving statistic and running sum (the batch's loss
 reaches the host only through its running sum, as Keras logs it).
 The evaluation step is the same without gradients and weight updates (forward
@@ -22,12 +24,16 @@ from kcomp.ir.verify import verify
 from kcomp.passes.autodiff import gradients
 
 
+ITERATIONS = "optimizer/iterations"  # the parameter holding the optimizer's iteration count
+
+
 @dataclass
 class Step:
     graph: Graph
     metric_names: list[str]
     # What each output is the new value of:
     # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable) | ("accumulator", name)
+    # | ("iterations", name)
     updates: list[tuple] = field(default_factory=list)
     # The running sums the step adds each batch into, the loss's first, then one per metric:
     # (parameter name, shape, values counted per sample).
@@ -125,7 +131,9 @@ def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Valu
 
 def build_train_step(model, compiled, target_specs) -> Step:
     b = GraphBuilder(f"{model.name}_train_step")
-    step = b.input((), "float32", "step")
+    done = b.param(("optimizer", "iterations"), (), "float32", ITERATIONS, trainable=False)
+    with ops.tracing(b), b.scope("optimizer"):
+        step = ops.add(done, 1.0)  # this step's number, counting from 1 (Keras's iterations + 1)
     b.rng_step = step  # dropout draws its mask from (seed, step): a new mask every step
     outputs = model.trace_into(b, training=True)
     forward_nodes = list(b.nodes)
@@ -133,8 +141,6 @@ def build_train_step(model, compiled, target_specs) -> Step:
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         lr = b.input((), "float32", "learning_rate")
-        b.inputs.remove(step)
-        b.inputs.append(step)  # the step is the last input, as in the test step
         total = _total_loss(model, compiled, outputs, targets, sample_weight)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
@@ -157,9 +163,9 @@ def build_train_step(model, compiled, target_specs) -> Step:
         new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step)
     updates = [("weight", var) for var, _, _ in trainable]
     updates += [("slot", (var, j)) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
-    updates += moving_updates + sum_updates
+    updates += moving_updates + sum_updates + [("iterations", ITERATIONS)]
     flat_slots = [s for per in new_slots for s in per]
-    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums]))
+    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step]))
     return Step(graph, metric_names, updates, accumulators)
 
 
@@ -170,7 +176,6 @@ def build_test_step(model, compiled, target_specs) -> Step:
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         b.input((), "float32", "learning_rate")  # unused: the same inputs as the training step
-        b.input((), "float32", "step")
         total = _total_loss(model, compiled, outputs, targets, sample_weight)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
