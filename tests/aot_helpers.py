@@ -91,9 +91,11 @@ def example_graphs(training: bool):
 def example_kernels(training: bool = True):
     """(file stem, model name, index, kernel node) for every kernel node of every example graph."""
     from kcomp.passes import run_pipeline
+    from kcomp.passes.pipeline import STEP_PIPELINE
 
     for stem, name, graph in example_graphs(training):
-        fused, _ = run_pipeline(graph)
+        # A training step is fused as training runs it (nothing hoisted: STEP_PIPELINE).
+        fused, _ = run_pipeline(graph, passes=STEP_PIPELINE if name.endswith(":train") else None)
         kernels = [n for n in fused.nodes if n.op == "kernel"]
         for index, node in enumerate(kernels):
             yield stem, name, index, node

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import kcomp.dsl
-from aot_helpers import EXAMPLES, example_graphs, start
+from aot_helpers import EXAMPLES, example_kernels, start
 from kcomp.codegen import aot
 from kcomp.codegen.module import kernel_source
 from kcomp.errors import KcompError
@@ -34,12 +34,7 @@ KNOWN_SPILLS: dict = {}  # (model, kernel, dtype) -> why it spills; empty since 
 def example_cases():
     """(model, kernel index, template) of every kernel node in examples/*.k and their training
     steps ("<model>:train"), known at collection."""
-    cases = []
-    for _, name, graph in example_graphs(training=True):
-        fused, _ = run_pipeline(graph)
-        kernels = [n for n in fused.nodes if n.op == "kernel"]
-        cases += [(name, i, n.attrs["template"]) for i, n in enumerate(kernels)]
-    return cases
+    return [(name, i, node.attrs["template"]) for _, name, i, node in example_kernels(training=True)]
 
 
 CASES = example_cases()

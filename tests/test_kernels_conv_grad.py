@@ -24,6 +24,7 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.conv import output_size
 from kcomp.ir.types import is_static
 from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
@@ -191,7 +192,7 @@ def test_training_step_runs_conv_grads_on_the_templates():
 
     model = two_conv_cnn()
     model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
-    fused, _ = run_pipeline(train_step_graph(model))
+    fused, _ = run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)
     absorbed = [
         (k.attrs["template"], tuple(n.op for n in k.attrs["body"].nodes if n.op != "constant"))
         for k in fused.nodes if k.op == "kernel"

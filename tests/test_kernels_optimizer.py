@@ -187,11 +187,12 @@ def test_a_training_step_updates_the_model_with_one_optimizer_kernel():
     import kcomp.dsl
     from kcomp.compiler import train_step_graph
     from kcomp.passes import run_pipeline
+    from kcomp.passes.pipeline import STEP_PIPELINE
 
     model = kcomp.dsl.load(Path(__file__).parent.parent / "examples" / "mlp_digits.k")["mlp_digits"]
     settings = model.compile_config.settings  # its compile section: adam
     model.compile(optimizer=settings["optimizer"], loss=settings["loss"], backend="reference")
-    fused, _ = run_pipeline(train_step_graph(model))
+    fused, _ = run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)
     assert not [n for n in fused.nodes if n.op == "optimizer_update"]
     (kernel,) = [n for n in fused.nodes if n.op == "kernel" and n.attrs["template"] == "optimizer"]
     (update,) = kernel.attrs["body"].nodes

@@ -25,6 +25,7 @@ from kcomp.codegen.module import kernel_source
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.conv import output_size
 from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
@@ -239,7 +240,7 @@ def test_training_step_runs_pool_grads_on_the_template():
 
     model = pooling_cnn()
     model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
-    fused, _ = run_pipeline(train_step_graph(model))
+    fused, _ = run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)
     templates = {
         n.op: k.attrs["template"] for k in fused.nodes if k.op == "kernel" for n in k.attrs["body"].nodes
     }

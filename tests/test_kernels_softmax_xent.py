@@ -14,6 +14,7 @@ import torch
 from kcomp.codegen.module import kernel_source
 from kcomp.ir.builder import GraphBuilder
 from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
@@ -122,7 +123,7 @@ def test_training_step_computes_the_loss_and_its_gradient_in_one_kernel(loss):
     model.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
     target = ((4,), "float32") if loss.startswith("categorical") else ((), "int32")
     step = build_train_step(model, model._training, [target])
-    fused, _ = run_pipeline(step.graph)
+    fused, _ = run_pipeline(step.graph, passes=STEP_PIPELINE)
     xent = [k for k in kernels_of(fused) if k.attrs["template"] == "softmax_xent"]
     assert len(xent) == 1
     assert {n.op for n in xent[0].attrs["body"].nodes} == {"softmax_cross_entropy", "softmax_cross_entropy_grad", "correct"}

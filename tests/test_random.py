@@ -24,6 +24,7 @@ from kcomp.kernels import random as rng
 from kcomp.layers import Dense, Dropout, Input
 from kcomp.models import Sequential
 from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.passes.autodiff import gradients
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
@@ -269,7 +270,7 @@ def test_training_step_with_dropout_fuses_it_and_matches_the_reference():
         model = Sequential([Input(shape=(23,)), Dense(19, activation="relu"), Dropout(0.3), Dense(5, activation="softmax")])
         return model
 
-    fused, _ = run_pipeline(train_step_graph(_compiled(make(), "reference")))
+    fused, _ = run_pipeline(train_step_graph(_compiled(make(), "reference")), passes=STEP_PIPELINE)
     assert not [n for n in fused.nodes if n.op == "dropout"] and len(_dropout_kernels(fused)) == 2
     gen = np.random.default_rng(3)
     x = gen.normal(size=(13, 23)).astype("float32")
