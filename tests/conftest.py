@@ -7,6 +7,9 @@ import os
 GPU_RUN = os.environ.get("KCOMP_GPU_TESTS") == "1"
 if not GPU_RUN:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Keras 3 is the oracle of the side-by-side tests (tests/keras_oracle.py), on its torch backend;
+# Keras reads the backend once, when it is first imported.
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import pytest
 import torch
