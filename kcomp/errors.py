@@ -26,6 +26,10 @@ class NotBuiltError(KcompError):
     """A model or layer used before its input shape is known."""
 
 
+class NotCalledError(KcompError, AttributeError):
+    """`layer.input` / `layer.output` of a layer never called on a tensor (an AttributeError, as in Keras)."""
+
+
 def format_shape(shape) -> str:
     """Keras's way of writing a shape: unknown dimensions print as None."""
     dims = [d if isinstance(d, int) else None for d in shape]

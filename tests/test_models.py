@@ -114,10 +114,14 @@ def test_sequential_list_add_and_input_forms_build_the_same_graph():
     assert texts[0] == texts[1] == texts[2]
 
 
-def test_unbuilt_sequential_summary_says_how_to_build():
+def test_unbuilt_sequential_summary_is_keras_table_and_count_params_says_how_to_build():
     model = Sequential([Dense(3)])
+    lines = []
+    model.summary(print_fn=lines.append)  # Keras prints the layers with "?" and "0 (unbuilt)"
+    text = "\n".join(lines)
+    assert "dense (Dense)" in text and "?" in text and "0 (unbuilt)" in text and "Total params: 0 (0.00 B)" in text
     with pytest.raises(NotBuiltError, match="input_shape"):
-        model.summary()
+        model.count_params()
 
 
 def test_functional_several_inputs_and_outputs():

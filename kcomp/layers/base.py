@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kcomp import backend, initializers, regularizers
-from kcomp.errors import ArgumentError, KcompError, NotBuiltError, format_shape
+from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.types import BATCH, TORCH_DTYPES
 from kcomp.ops import tracing
@@ -174,51 +174,83 @@ class Layer:
         self._call_takes_training = "training" in inspect.signature(self.call).parameters
 
     # -- weights ---------------------------------------------------------------
-    def add_weight(self, name, shape, initializer="glorot_uniform", trainable=True, regularizer=None) -> Variable:
+    def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, regularizer=None, constraint=None,
+                   name=None, autocast=True, aggregation="none", overwrite_with_gradient=False) -> Variable:
+        """Keras 3's add_weight: `self.add_weight(shape=(n, units), initializer="zeros", name="w")`.
+
+        The shape defaults to () and the initializer to glorot_uniform (zeros for
+        integer weights); a weight without a name is called "variable" (then
+        "variable_1", ...: kcomp's parameter names are unique within a model).
+        """
+        if isinstance(shape, str):
+            raise ArgumentError(
+                f"`name` must be passed as a keyword argument. Received: add_weight({shape!r}, ...). "
+                f"Use: add_weight(shape=..., name={shape!r})."
+            )
+        shape = () if shape is None else ((shape,) if isinstance(shape, int) else tuple(shape))
+        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+            raise ArgumentError(
+                f'Layer "{self.name}" add_weight received shape={shape}; a weight\'s shape must be fully defined '
+                "(non-negative integers, no None). Read unknown sizes from build's input_shape."
+            )
+        shape = tuple(int(d) for d in shape)
+        dtype = dtype or self.dtype
+        if dtype not in TORCH_DTYPES:
+            raise ArgumentError(f'Layer "{self.name}" add_weight received dtype={dtype!r}. Expected one of {sorted(TORCH_DTYPES)}.')
+        if constraint is not None:
+            raise ArgumentError(f"Received: constraint={constraint!r}. kcomp does not apply weight constraints yet; pass None.")
+        if overwrite_with_gradient:
+            raise ArgumentError("Received: overwrite_with_gradient=True. kcomp's optimizers always apply the update; pass False.")
+        if initializer is None:
+            initializer = "glorot_uniform" if dtype.startswith(("float", "bfloat")) else "zeros"
         init = initializers.get(initializer)
+        if name is None:
+            taken = {w.name for w in self._weights}
+            name = next(n for n in ("variable", *(f"variable_{i}" for i in range(1, len(taken) + 2))) if n not in taken)
         size = 1
         for d in shape:
             size *= d
         if size > MAX_WEIGHT_ELEMENTS:
             raise ArgumentError(
-                f'Layer "{self.name}" weight {name} of shape {format_shape(tuple(shape))} would hold {size:,} numbers; '
+                f'Layer "{self.name}" weight {name} of shape {format_shape(shape)} would hold {size:,} numbers; '
                 f"kcomp indexes tensors with 32-bit offsets (at most {MAX_WEIGHT_ELEMENTS:,}). Use smaller layers."
             )
-        value = init(tuple(shape), dtype=TORCH_DTYPES[self.dtype])
-        var = Variable(value, name, f"{self.name}/{name}", trainable, regularizers.get(regularizer))
+        value = init(shape, dtype=TORCH_DTYPES[dtype])
+        var = Variable(value, name, f"{self.name}/{name}", bool(trainable), regularizers.get(regularizer))
         var.owner = self
         self._weights.append(var)
         return var
 
     @property
     def weights(self) -> list[Variable]:
-        return list(self._weights)
+        # Keras's order: the weights made trainable first, then the others, each in creation order.
+        return [w for w in self._weights if w.trainable] + [w for w in self._weights if not w.trainable]
 
     @property
     def trainable_weights(self) -> list[Variable]:
-        return [w for w in self._weights if w.trainable and self.trainable]
+        return [w for w in self.weights if w.trainable and self.trainable]
 
     @property
     def non_trainable_weights(self) -> list[Variable]:
-        return [w for w in self._weights if not (w.trainable and self.trainable)]
+        return [w for w in self.weights if not (w.trainable and self.trainable)]
 
     def get_weights(self) -> list[np.ndarray]:
-        return [w.numpy() for w in self._weights]
+        return [w.numpy() for w in self.weights]
 
     def set_weights(self, weights) -> None:
-        weights = list(weights)
-        if len(weights) != len(self._weights):
+        weights, own = list(weights), self.weights
+        if len(weights) != len(own):
             raise ArgumentError(
-                f'Layer "{self.name}" has {len(self._weights)} weights '
-                f"({', '.join(w.name for w in self._weights) or 'none'}), received a list of {len(weights)}."
+                f'Layer "{self.name}" has {len(own)} weights '
+                f"({', '.join(w.name for w in own) or 'none'}), received a list of {len(weights)}."
             )
-        for var, value in zip(self._weights, weights):
+        for var, value in zip(own, weights):
             if tuple(np.shape(value)) != var.shape:
                 raise ArgumentError(
                     f'Layer "{self.name}" weight {var.name} has shape {format_shape(var.shape)}, '
                     f"received {format_shape(tuple(np.shape(value)))}."
                 )
-        for var, value in zip(self._weights, weights):
+        for var, value in zip(own, weights):
             var.assign(value)
 
     def count_params(self) -> int:
@@ -227,7 +259,7 @@ class Layer:
                 f'Layer "{self.name}" is not built yet, so it has no weights to count. '
                 "Call it on an input, or give the model an input shape."
             )
-        return sum(w.value.numel() for w in self._weights)
+        return sum(w.value.numel() for w in self.weights)
 
     # -- to override -----------------------------------------------------------
     def build(self, input_shape) -> None:
@@ -310,8 +342,31 @@ class Layer:
         self._calls.append(call)
         return call.outputs
 
+    # -- where it was called (Keras: the first call's tensors) --------------------
+    def _first_call(self, what: str) -> LayerCall:
+        if not self._calls:
+            raise NotCalledError(
+                f'Layer "{self.name}" has never been called and thus has no defined {what}. Call it on a tensor '
+                f"first (y = {self.name}(x)), or read the {what} of the model that holds it."
+            )
+        return self._calls[0]
+
+    @property
+    def input(self):
+        """The tensor(s) this layer was first called on."""
+        return _unwrap_single(self._first_call("input").inputs)
+
+    @property
+    def output(self):
+        """The tensor(s) this layer's first call returned."""
+        return _unwrap_single(self._first_call("output").outputs)
+
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _unwrap_single(structure):
+    return structure[0] if isinstance(structure, (list, tuple)) and len(structure) == 1 else structure
 
 
 def _keras_shape(ir_shape) -> tuple:

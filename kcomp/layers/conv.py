@@ -74,9 +74,9 @@ class Conv2D(Layer):
                 f"received input shape {format_shape(input_shape)}."
             )
         shape = (*self.kernel_size, channels // self.groups, self.filters)
-        self.kernel = self.add_weight("kernel", shape, self.kernel_initializer, regularizer=self.kernel_regularizer)
+        self.kernel = self.add_weight(shape=shape, initializer=self.kernel_initializer, regularizer=self.kernel_regularizer, name="kernel")
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer)
+            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, regularizer=self.bias_regularizer, name="bias")
 
     def call(self, inputs):
         y = ops.conv2d(inputs, self.kernel, self.strides, self.padding, self.dilation_rate, self.groups)

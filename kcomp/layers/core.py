@@ -28,8 +28,7 @@ class InputLayer(Layer):
         ir_shape = symbolic_batch_shape((None, *batch_shape[1:]))
         call = LayerCall(self, [], None)
         call.outputs = KerasTensor(ir_shape, self.dtype, call, 0, self.name)
-        self._calls.append(call)
-        self.output = call.outputs
+        self._calls.append(call)  # its `output` is this tensor
 
     def get_config(self):
         return {"batch_shape": self.batch_shape, "dtype": self.dtype, "name": self.name}
@@ -81,9 +80,9 @@ class Dense(Layer):
 
     def build(self, input_shape):
         in_dim = _known_last_dim(self, input_shape)
-        self.kernel = self.add_weight("kernel", (in_dim, self.units), self.kernel_initializer, regularizer=self.kernel_regularizer)
+        self.kernel = self.add_weight(shape=(in_dim, self.units), initializer=self.kernel_initializer, regularizer=self.kernel_regularizer, name="kernel")
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, regularizer=self.bias_regularizer)
+            self.bias = self.add_weight(shape=(self.units,), initializer=self.bias_initializer, regularizer=self.bias_regularizer, name="bias")
 
     def call(self, inputs):
         y = ops.matmul(inputs, self.kernel)
@@ -271,7 +270,8 @@ class Embedding(Layer):
 
     def build(self, input_shape):
         self.embeddings = self.add_weight(
-            "embeddings", (self.input_dim, self.output_dim), self.embeddings_initializer, regularizer=self.embeddings_regularizer
+            shape=(self.input_dim, self.output_dim), initializer=self.embeddings_initializer,
+            regularizer=self.embeddings_regularizer, name="embeddings",
         )
 
     def call(self, inputs):

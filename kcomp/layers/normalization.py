@@ -25,9 +25,9 @@ class _Normalization(Layer):
 
     def _add_scale_and_center(self, shape):
         if self.scale:
-            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer, regularizer=self.gamma_regularizer)
+            self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer, regularizer=self.gamma_regularizer, name="gamma")
         if self.center:
-            self.beta = self.add_weight("beta", shape, self.beta_initializer, regularizer=self.beta_regularizer)
+            self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer, regularizer=self.beta_regularizer, name="beta")
 
     def _scale_and_center(self):
         return [w for w, on in ((getattr(self, "gamma", None), self.scale), (getattr(self, "beta", None), self.center)) if on]
@@ -89,8 +89,8 @@ class BatchNormalization(_Normalization):
         if channels is None:
             raise ShapeError(f'Layer "{self.name}" (BatchNormalization) needs axis {self.axis} of its input to be known, received {format_shape(input_shape)}.')
         self._add_scale_and_center((channels,))
-        self.moving_mean = self.add_weight("moving_mean", (channels,), self.moving_mean_initializer, trainable=False)
-        self.moving_variance = self.add_weight("moving_variance", (channels,), self.moving_variance_initializer, trainable=False)
+        self.moving_mean = self.add_weight(shape=(channels,), initializer=self.moving_mean_initializer, trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(shape=(channels,), initializer=self.moving_variance_initializer, trainable=False, name="moving_variance")
 
     def call(self, inputs, training=False):
         op = "batch_norm_train" if training else "batch_norm"

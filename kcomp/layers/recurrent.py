@@ -103,12 +103,13 @@ class _RNN(Layer):
                 f"with known features, received input shape {format_shape(input_shape)}."
             )
         width = self.gates * self.units
-        self.kernel = self.add_weight("kernel", (input_shape[-1], width), self.kernel_initializer, regularizer=self.kernel_regularizer)
+        self.kernel = self.add_weight(shape=(input_shape[-1], width), initializer=self.kernel_initializer, regularizer=self.kernel_regularizer, name="kernel")
         self.recurrent_kernel = self.add_weight(
-            "recurrent_kernel", (self.units, width), self.recurrent_initializer, regularizer=self.recurrent_regularizer
+            shape=(self.units, width), initializer=self.recurrent_initializer, regularizer=self.recurrent_regularizer,
+            name="recurrent_kernel",
         )
         if self.use_bias:
-            self.bias = self.add_weight("bias", self._bias_shape(), self._bias_initializer(), regularizer=self.bias_regularizer)
+            self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_initializer(), regularizer=self.bias_regularizer, name="bias")
 
     def call(self, inputs):
         weights = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])

@@ -2,6 +2,9 @@
 
 A model keeps the DAG of layer calls that connects its inputs to its outputs;
 `to_graph()` traces those calls into one IR graph, which the executors run.
+A model is a Layer, as in Keras: called on tensors it becomes one node of an
+outer model (transfer learning), and the outer model's graph holds its layers'
+nodes inline (`trace`).
 """
 
 import numpy as np
@@ -13,7 +16,7 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph
 from kcomp.ir.types import TORCH_DTYPES
 from kcomp.ir.verify import verify
-from kcomp.layers.base import KerasTensor, Layer, LayerCall, flatten, pack_like, to_tensor
+from kcomp.layers.base import KerasTensor, Layer, LayerCall, _keras_shape, flatten, pack_like, to_tensor
 from kcomp.layers.core import InputLayer
 from kcomp.runtime.executor import make_executor
 from kcomp.utils.progbar import Progbar
@@ -28,14 +31,35 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _sorted_calls(outputs: list[KerasTensor]) -> list[LayerCall]:
-    """Every layer call the outputs depend on, each after the calls it reads from."""
+def _keras_shape_of(value) -> tuple:
+    return _keras_shape(value.shape)
+
+
+def _check_weight_paths(layers: list[Layer]) -> None:
+    """Weights are graph parameters named by their paths (layer/weight): two layers of the same name
+    in nested models would share them."""
+    owners: dict[str, object] = {}
+    for layer in layers:
+        for w in layer.weights:
+            other = owners.setdefault(w.path, w)
+            if other is not w:
+                raise ArgumentError(
+                    f'Two different layers in the model (nested models included) are named "{w.owner.name}" '
+                    f"(both have a weight {w.path}); layer names must be unique. Rename one."
+                )
+
+
+def _walk(outputs: list[KerasTensor]) -> tuple[list[LayerCall], dict[int, int]]:
+    """Every layer call the outputs depend on, each after the calls it reads from (a depth-first
+    post-order from the outputs, inputs in the order they were passed), and for each layer
+    (by id) the order in which the walk first reached it: Keras's traversal of the node graph."""
     order: list[LayerCall] = []
+    first_reached: dict[int, int] = {}
     seen: set[int] = set()
     for t in outputs:
         if not isinstance(t, KerasTensor) or t.call is None:
             raise ArgumentError(f"Model outputs must be tensors made by calling layers on Input()s, received {t!r}.")
-    # Depth-first post-order with an explicit stack: models may be thousands of layers deep.
+    # An explicit stack: models may be thousands of layers deep.
     stack = [(t.call, False) for t in reversed(outputs)]
     while stack:
         call, expanded = stack.pop()
@@ -45,34 +69,68 @@ def _sorted_calls(outputs: list[KerasTensor]) -> list[LayerCall]:
         if id(call) in seen:
             continue
         seen.add(id(call))
+        first_reached.setdefault(id(call.layer), len(first_reached))
         stack.append((call, True))
         stack.extend((t.call, False) for t in reversed(flatten(call.inputs)) if id(t.call) not in seen)
-    return order
+    return order, first_reached
 
 
-class Model:
+def keras_layer_order(inputs: list[KerasTensor], calls: list[LayerCall], first_reached: dict[int, int]) -> list[Layer]:
+    """The layers in the order Keras lists a functional model's layers (and so its weights).
+
+    A call's depth is the length of the longest path from it to an output; a layer's depth is
+    its deepest call's. Layers come deepest first; at equal depth, in the order the walk from
+    the outputs first reached them. Inputs nothing depends on come at depth 0, before the rest.
+    """
+    depth_of_call: dict[int, int] = {}
+    depth_of_layer: dict[int, int] = {}
+    layer_of: dict[int, Layer] = {}
+    for call in reversed(calls):  # outputs first: a call's depth is final before its inputs are reached
+        depth = max(depth_of_call.get(id(call), 0), depth_of_layer.get(id(call.layer), 0))
+        depth_of_call[id(call)] = depth
+        depth_of_layer[id(call.layer)] = depth
+        layer_of[id(call.layer)] = call.layer
+        for t in flatten(call.inputs):
+            depth_of_call[id(t.call)] = max(depth_of_call.get(id(t.call), 0), depth + 1)
+    rank = dict(first_reached)
+    for t in inputs:
+        layer = t.call.layer
+        if id(layer) not in depth_of_layer:
+            depth_of_layer[id(layer)], rank[id(layer)], layer_of[id(layer)] = 0, -1, layer
+    arrival = {key: i for i, key in enumerate(depth_of_layer)}
+    keys = sorted(depth_of_layer, key=lambda k: (-depth_of_layer[k], rank[k], arrival[k]))
+    return [layer_of[k] for k in keys]
+
+
+class Model(Layer):
     """`Model(inputs, outputs, name=None)`: a DAG of layers with one or more inputs and outputs."""
 
     _default_name = "functional"
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True):
-        self.name = name or backend.unique_name(self._default_name)
         self._graph_cache: dict[bool, Graph] = {}
-        self.trainable = trainable
         self.inputs: list[KerasTensor] = []
         self.outputs: list[KerasTensor] = []
-        self._calls: list[LayerCall] = []
+        # The model's layer calls in the order they run (each after its inputs). (The model's own
+        # `_calls`, from Layer, are where it was called as a layer of another model.)
+        self._call_order: list[LayerCall] = []
+        self._layer_order: list[Layer] = []  # Keras's order of model.layers (keras_layer_order)
+        self._inputs_struct = self._outputs_struct = None  # `input` / `output` as passed to Model(...)
         self._single_output = True
         self.compile_settings: dict = {}
+        self._compile_args = None  # compile's (optimizer, loss, loss_weights, metrics), resolved once built
         self._training = None
         self.stop_training = False
         self._executor = None
+        self._call_executors: dict[bool, object] = {}
+        super().__init__(name=name or backend.unique_name(self._default_name), trainable=trainable)
         self._backend = "reference"  # predict before compile runs the reference executor, as Keras predicts uncompiled
         self._precision = "tf32"
         if inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise ArgumentError("Model(inputs, outputs) needs both inputs and outputs.")
             self._single_output = not isinstance(outputs, (list, tuple))
+            self._inputs_struct, self._outputs_struct = inputs, outputs
             self._connect(_as_list(inputs), _as_list(outputs))
 
     # -- structure ---------------------------------------------------------------
@@ -80,7 +138,7 @@ class Model:
         for t in inputs:
             if not (isinstance(t, KerasTensor) and t.call is not None and isinstance(t.call.layer, InputLayer)):
                 raise ArgumentError(f"Model inputs must be tensors returned by kcomp.Input(...), received {t!r}.")
-        calls = _sorted_calls(outputs)
+        calls, first_reached = _walk(outputs)
         given = {id(t.call) for t in inputs}
         for call in calls:
             if isinstance(call.layer, InputLayer) and id(call) not in given:
@@ -95,9 +153,17 @@ class Model:
                 raise ArgumentError(
                     f'Two different layers in the model are named "{call.layer.name}"; layer names must be unique. Rename one.'
                 )
-        self.inputs, self.outputs, self._calls = list(inputs), list(outputs), calls
+        layers = keras_layer_order(inputs, calls, first_reached)
+        _check_weight_paths(layers)
+        self.inputs, self.outputs, self._call_order, self._layer_order = list(inputs), list(outputs), calls, layers
+        self._forget_plans()
+        self._finish_compile()
+
+    def _forget_plans(self) -> None:
+        """Drop the traced graphs and the executors built from them (the structure or a trainable flag changed)."""
         self._graph_cache.clear()
         self._executor = None
+        self._call_executors.clear()
 
     @property
     def trainable(self) -> bool:
@@ -105,15 +171,21 @@ class Model:
 
     @trainable.setter
     def trainable(self, value) -> None:
+        """Keras's: sets the flag of every layer in the model too (a frozen base model freezes its layers)."""
         if not isinstance(value, bool):
             raise ArgumentError(f"Received: trainable={value!r}. Expected True or False.")
         self._trainable = value
-        self._graph_cache.clear()  # frozen parameters are part of the graph
-        self._executor = None
+        for layer in self.layers:
+            layer.trainable = value
+        self._forget_plans()  # frozen parameters are part of the graph
 
     @property
     def built(self) -> bool:
         return bool(self.outputs)
+
+    @built.setter
+    def built(self, value) -> None:
+        """A model is built once its inputs and outputs are known; Layer's code that sets the flag has nothing to set."""
 
     def _require_built(self, what: str) -> None:
         if not self.built:
@@ -124,12 +196,20 @@ class Model:
 
     @property
     def layers(self) -> list[Layer]:
-        seen, out = set(), []
-        for call in self._calls:
-            if id(call.layer) not in seen:
-                seen.add(id(call.layer))
-                out.append(call.layer)
-        return out
+        """The model's layers in Keras's order (deepest first: see keras_layer_order), InputLayers included."""
+        return list(self._layer_order)
+
+    @property
+    def input(self):
+        """The input tensor(s) as passed to Model(...)."""
+        self._require_built("the input")
+        return self._inputs_struct
+
+    @property
+    def output(self):
+        """The output tensor(s) as passed to Model(...)."""
+        self._require_built("the output")
+        return self._outputs_struct
 
     def get_layer(self, name=None, index=None) -> Layer:
         if index is not None:
@@ -154,11 +234,16 @@ class Model:
     # -- weights -----------------------------------------------------------------
     @property
     def weights(self):
-        return [w for layer in self.layers for w in layer.weights]
+        """Each layer's weights in layer order, each weight once (a layer may sit in two nested models)."""
+        seen: set[int] = set()
+        return [w for layer in self.layers for w in layer.weights if not (id(w) in seen or seen.add(id(w)))]
 
     @property
     def trainable_weights(self):
-        return [w for layer in self.layers for w in layer.trainable_weights] if self.trainable else []
+        if not self.trainable:
+            return []
+        seen: set[int] = set()
+        return [w for layer in self.layers for w in layer.trainable_weights if not (id(w) in seen or seen.add(id(w)))]
 
     @property
     def non_trainable_weights(self):
@@ -191,6 +276,7 @@ class Model:
             outputs = self.trace_into(builder, training)
             self._graph_cache[training] = verify(builder.finish(outputs))
             self._executor = None
+            self._call_executors.clear()
         return self._graph_cache[training]
 
     def trace_into(self, builder: GraphBuilder, training: bool) -> list:
@@ -198,19 +284,44 @@ class Model:
 
         The training step builds on this: its loss, gradients and updates follow in the same builder.
         """
-        env: dict[int, object] = {}
-        for t in self.inputs:
-            env[id(t)] = builder.input(t.ir_shape, t.dtype, t.call.layer.name)
-        for call in self._calls:
+        inputs = [builder.input(t.ir_shape, t.dtype, t.call.layer.name) for t in self.inputs]
+        return self._emit_calls(builder, inputs, training)
+
+    def _emit_calls(self, builder: GraphBuilder, inputs: list, training: bool) -> list:
+        """Emit every layer call on the IR values `inputs` (one per model input); returns the output values."""
+        env: dict[int, object] = {id(t): v for t, v in zip(self.inputs, inputs, strict=True)}
+        for call in self._call_order:
             if isinstance(call.layer, InputLayer):
                 continue
             args = pack_like(call.inputs, [env[id(t)] for t in flatten(call.inputs)])
             result = call.layer.trace(builder, args, call.kwargs.get("training", training))
             for t, v in zip(flatten(call.outputs), flatten(result), strict=True):
                 env[id(t)] = v
-        if not self.trainable:
-            builder.frozen_params.update(p.id for p in builder.params)
+        if not self.trainable:  # Keras trains none of a frozen model's weights, whatever its layers' flags
+            mine = [builder._param_by_key.get(w) for w in self.weights]
+            builder.frozen_params.update(v.id for v in mine if v is not None)
         return [env[id(t)] for t in self.outputs]
+
+    def trace(self, builder: GraphBuilder, inputs, training: bool = False):
+        """The model as one layer of an outer model: its layers' nodes, emitted inline on `inputs`."""
+        self._require_built("its output")
+        flat = flatten(inputs)
+        if len(flat) != len(self.inputs):
+            raise ArgumentError(f'Model "{self.name}" has {len(self.inputs)} inputs, received {len(flat)} tensors.')
+        values = []
+        for i, (v, spec) in enumerate(zip(flat, self.inputs)):
+            want, got = spec.shape, _keras_shape_of(v)
+            if len(want) != len(got) or any(w is not None and g is not None and w != g for w, g in zip(want[1:], got[1:])):
+                raise ShapeError(
+                    f'Model "{self.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
+                    f"received a tensor of shape {format_shape(got)}."
+                )
+            if v.dtype != spec.dtype:  # Keras converts a model's inputs to its Input's dtype
+                with builder.scope(self.name):
+                    v = builder.emit1("cast", [v], dtype=spec.dtype)
+            values.append(v)
+        outs = self._emit_calls(builder, values, training)
+        return outs[0] if self._single_output else outs
 
     def params(self) -> dict[str, torch.Tensor]:
         """Current weight tensors by IR parameter name."""
@@ -221,23 +332,39 @@ class Model:
         """Keras's compile; plus `backend` ("auto", "triton", "triton-interpret", "reference")
         and `precision` ("tf32" lets float32 matmuls use TF32 tensor cores on a GPU; "ieee" does not).
 
-        The optimizer, loss and metrics are kept for training.
+        The optimizer, loss and metrics are kept for training. A model without an input shape yet
+        (Sequential() + add(...)) keeps them until the first data builds it, as Keras does: the
+        optimizer is resolved now, the loss and metrics (which depend on the outputs) then.
         """
+        from kcomp import optimizers
         from kcomp.runtime.executor import PRECISIONS, resolve_backend
 
         if precision not in PRECISIONS:
             raise ArgumentError(f"Received: precision={precision!r}. Expected one of {list(PRECISIONS)}.")
-        from kcomp.training.loop import compile_settings
-
-        self._require_built("the loss and metrics")
-        from kcomp.runtime.executor import check_backend
-
         self._backend = resolve_backend(backend)
-        check_backend(self._backend, self.to_graph(False))
         self._precision = precision
         self._executor = None
+        self._call_executors.clear()
         self.compile_settings = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, "metrics": metrics, **kwargs}
+        self._training = None
+        self._compile_args = (optimizers.get(optimizer), loss, loss_weights, metrics)
+        self._finish_compile()
+
+    def _finish_compile(self) -> None:
+        """Resolve compile's arguments against the outputs: at compile, or when the model gets built,
+        or anew when layers are added or popped after compile (the old training steps are stale)."""
+        self._training = None
+        if self._compile_args is None or not self.built:
+            return
+        from kcomp.runtime.executor import check_backend
+        from kcomp.training.loop import compile_settings
+
+        optimizer, loss, loss_weights, metrics = self._compile_args
+        check_backend(self._backend, self.to_graph(False))
         self._training = compile_settings(self, optimizer, loss, loss_weights, metrics) if loss is not None else None
+
+    def build(self, input_shape=None) -> None:
+        """Keras's build: a functional model is built by Model(inputs, outputs), so this does nothing."""
 
     # -- training (kcomp/training/loop.py) ------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
@@ -254,17 +381,20 @@ class Model:
         """Keras's evaluate: the loss (and metrics) over the data."""
         from kcomp.training import loop
 
+        self._ensure_built_for(x)
         return loop.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, return_dict)
 
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
         from kcomp.training import loop
 
+        self._ensure_built_for(x)
         logs = loop.on_batch(self, "train", x, y, sample_weight)
         return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         from kcomp.training import loop
 
+        self._ensure_built_for(x)
         logs = loop.on_batch(self, "test", x, y, sample_weight)
         return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
 
@@ -273,7 +403,9 @@ class Model:
 
     @property
     def optimizer(self):
-        return None if getattr(self, "_training", None) is None else self._training.optimizer
+        if getattr(self, "_training", None) is not None:
+            return self._training.optimizer
+        return None if self._compile_args is None else self._compile_args[0]  # compiled, not built yet
 
     def save_weights(self, path) -> None:
         from kcomp.saving import save_weights
@@ -349,20 +481,36 @@ class Model:
         outs = [_to_numpy(torch.cat([p[i] for p in pieces])) if pieces else np.zeros((0,)) for i in range(len(self.outputs))]
         return outs[0] if self._single_output else outs
 
-    def __call__(self, x):
-        """Run the model on concrete data (as `predict`, but one batch, returns torch tensors)."""
-        if any(isinstance(t, KerasTensor) for t in flatten(x)):
-            raise ArgumentError("Calling a kcomp model on symbolic tensors (nesting models) is not supported yet; call its layers.")
-        self._ensure_built_for(x)
+    def __call__(self, inputs, training=None, **kwargs):
+        """On Input-derived tensors: the model becomes one layer of the model being built (its layers
+        are traced inline, its weights shared). On data: runs the model on it as one batch and returns
+        torch tensors, as Keras's torch backend does; `training=True` runs it in training mode
+        (dropout active, batch statistics), without updating any weight."""
+        if kwargs:
+            raise ArgumentError(
+                f'Model "{self.name}" was called with {sorted(kwargs)}; kcomp models take no call arguments '
+                "other than training yet (no masks)."
+            )
+        if any(isinstance(t, KerasTensor) for t in flatten(inputs)):
+            self._ensure_built_for_tensors(inputs)
+            self._require_built("its output")
+            return self._symbolic_call(inputs, training)
+        self._ensure_built_for(inputs)
         self._require_built("the output")
+        mode = bool(training)
+        if mode not in self._call_executors:
+            self._call_executors[mode] = self.executor() if not mode else make_executor(self.to_graph(True), self._backend, self._precision)
         with torch.inference_mode():
-            outs = self.executor().run(self._prepare_inputs(x), self.params())
+            outs = self._call_executors[mode].run(self._prepare_inputs(inputs), self.params())
         return outs[0] if self._single_output else outs
+
+    def _ensure_built_for_tensors(self, inputs) -> None:
+        """Hook for models that learn their input shape when first called on a tensor (Sequential)."""
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
         from kcomp.models.summary import format_summary
 
-        text = format_summary(self, line_length)
+        text = format_summary(self, line_length, expand_nested)
         (print_fn or print)(text)
 
     def __repr__(self):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kcomp.errors import ArgumentError
+from kcomp.errors import ArgumentError, NotCalledError, format_shape
 from kcomp.layers.base import KerasTensor, Layer, flatten
 from kcomp.layers.core import InputLayer
 from kcomp.models.functional import Model
@@ -12,49 +12,95 @@ class Sequential(Model):
     """`Sequential([Dense(64, activation='relu', input_dim=100), Dense(10)])`, or `.add(...)` one by one.
 
     The input shape comes from an `Input(shape=...)` / `InputLayer` first, or
-    the first layer's `input_shape` / `input_dim` (Keras 2), or the first data
-    passed to `predict` / `build`. Once it is known, each added layer is
-    checked at once, so a shape error names the layer as it is added.
+    the first layer's `input_shape` / `input_dim` (Keras 2), or a built model
+    as the first layer, or `build(input_shape)`, or else the first data (or
+    tensor) the model is called on: `compile` may come before that, as in Keras.
+    Once it is known, each added layer is checked at once, so a shape error
+    names the layer as it is added.
     """
 
     _default_name = "sequential"
 
     def __init__(self, layers=None, name=None, trainable=True):
-        super().__init__(name=name, trainable=trainable)
         self._stack: list[Layer] = []
         self._input: KerasTensor | None = None
+        super().__init__(name=name, trainable=trainable)
         for layer in layers or []:
             self.add(layer)
 
     @property
     def layers(self) -> list[Layer]:
+        """The stacked layers (an Input is not one of them, as in Keras)."""
         return list(self._stack)
+
+    # Keras 3 defines a Sequential model's input and output only where it was called as a layer.
+    input = Layer.input
+    output = Layer.output
+
+    def _first_call(self, what: str):
+        if not self._calls:
+            raise NotCalledError(
+                f'Sequential model "{self.name}" has never been called and thus has no defined {what} '
+                f"(Keras 3 gives a Sequential model one only where it is called on a tensor). "
+                f"Use model.{what}s[0] instead, e.g. Model(model.inputs, model.get_layer(name).output)."
+            )
+        return self._calls[0]
 
     def add(self, layer) -> None:
         if isinstance(layer, KerasTensor) and isinstance(getattr(layer.call, "layer", None), InputLayer):
             layer = layer.call.layer
         if isinstance(layer, InputLayer):
-            if self._stack or self._input is not None:
-                raise ArgumentError("An Input / InputLayer can only come first in a Sequential model.")
+            if self._input is not None:
+                raise ArgumentError(
+                    f'Sequential model "{self.name}" has already been configured to use input shape '
+                    f"{format_shape(self._input.call.layer.batch_shape)}. You cannot add a different Input layer to it."
+                )
+            if self._stack:
+                raise ArgumentError(
+                    f'Sequential model "{self.name}" already has layers; an Input / InputLayer can only come first. '
+                    "Pass it first: Sequential([Input(shape=...), ...])."
+                )
             self._input = layer.output
             return
         if not isinstance(layer, Layer):
-            raise ArgumentError(f"Sequential.add takes a layer, received {layer!r}.")
+            raise ArgumentError(f"Only instances of kcomp Layer can be added to a Sequential model. Received: {layer!r}.")
+        taken = [l.name for l in self._stack] + ([self._input.call.layer.name] if self._input is not None else [])
+        if layer.name in taken:
+            raise ArgumentError(
+                f"All layers added to a Sequential model should have unique names. Name {layer.name!r} is already "
+                "the name of a layer in this model. Pass a unique name=... to the layer."
+            )
         if self._input is None and not self._stack and layer.batch_input_shape is not None:
             self._input = InputLayer(batch_shape=layer.batch_input_shape, dtype=layer.input_dtype).output
         self._stack.append(layer)
+        first = self._stack[0]
+        if self._input is None and len(self._stack) > 1 and isinstance(first, Model) and first.built:
+            # Keras: a built model as the first layer gives the stack its input shape.
+            spec = first.inputs[0]
+            self._input = InputLayer(batch_shape=spec.shape, dtype=spec.dtype).output
         if self._input is not None:
             try:
                 self._rebuild()
             except Exception:
-                self._stack.pop()
+                self._stack.pop()  # the model keeps its structure from before the add
                 raise
 
     def pop(self) -> Layer:
+        """Remove and return the last layer; the model is rebuilt without it."""
+        if not self._stack:
+            raise ArgumentError(f'Sequential model "{self.name}" has no layers to pop.')
         layer = self._stack.pop()
-        if self._input is not None:
+        if self._input is not None and self._stack:
             self._rebuild()
+        else:
+            self._unbuild()
         return layer
+
+    def _unbuild(self) -> None:
+        """No layers left on the input: not built, as Keras's Sequential([Input(...)]) is not."""
+        self.inputs, self.outputs, self._call_order, self._layer_order = [], [], [], []
+        self._forget_plans()
+        self._finish_compile()
 
     def _rebuild(self) -> None:
         """Chain the stack from the input; each layer is called symbolically once."""
@@ -78,13 +124,43 @@ class Sequential(Model):
         return layer(x)
 
     def build(self, input_shape=None) -> None:
-        if self._input is None:
-            if input_shape is None:
+        """Keras's build: `model.build((None, 784))` gives the stack its input shape (the batch may be None)."""
+        if not self._stack:
+            raise ArgumentError(
+                f'Sequential model "{self.name}" cannot be built because it has no layers. Call model.add(layer).'
+            )
+        if input_shape is None:
+            if self._input is None:
                 raise ArgumentError("Sequential.build needs input_shape, e.g. build((None, 784)).")
-            dtype = self._stack[0].input_dtype if self._stack else "float32"
-            self._input = InputLayer(batch_shape=(None, *tuple(input_shape)[1:]), dtype=dtype).output
+            return
+        if not isinstance(input_shape, (list, tuple)) or any(
+            d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer))) for d in input_shape
+        ):
+            raise ArgumentError(f"Received: input_shape={input_shape!r}. Expected a tuple such as (None, 784).")
+        input_shape = tuple(None if d is None else int(d) for d in input_shape)
+        if self._input is not None:
+            have = self._input.shape
+            if len(have) != len(input_shape) or have[1:] != input_shape[1:]:
+                raise ArgumentError(
+                    f'Sequential model "{self.name}" has already been configured to use input shape '
+                    f"{format_shape(have)}. You cannot build it with input_shape {format_shape(input_shape)}."
+                )
+            return
+        self._input = InputLayer(batch_shape=input_shape, dtype=self._stack[0].input_dtype).output
+        try:
             self._rebuild()
+        except Exception:
+            self._input = None
+            raise
 
     def _ensure_built_for(self, x) -> None:
         if self._input is None and self._stack:
-            self.build((None, *np.shape(x)[1:]))
+            first = x[0] if isinstance(x, (list, tuple)) and len(x) == 1 else x
+            self.build((None, *tuple(np.shape(first))[1:]))
+
+    def _ensure_built_for_tensors(self, inputs) -> None:
+        if self._input is None and self._stack:
+            flat = flatten(inputs)
+            if len(flat) != 1:
+                raise ArgumentError(f'Sequential model "{self.name}" takes one input tensor, received {len(flat)}.')
+            self.build(flat[0].shape)

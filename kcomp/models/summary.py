@@ -12,14 +12,44 @@ def readable_size(num_bytes: float) -> str:
         num_bytes /= 1024
 
 
-def _output_shape(call) -> str:
-    shapes = [format_shape(t.shape) for t in flatten(call.outputs)]
+def _output_shape(layer) -> str:
+    """The shape of the layer's last call's output(s), as Keras shows it; "?" for a layer never called."""
+    if not layer._calls:
+        return "?"
+    shapes = [format_shape(t.shape) for t in flatten(layer._calls[-1].outputs)]
     return shapes[0] if len(shapes) == 1 else "[" + ", ".join(shapes) + "]"
 
 
 def _connected_to(call) -> list[str]:
     """Keras's "layer[node][tensor]": which call of the producing layer, which of its outputs."""
     return [f"{t.call.layer.name}[{t.call.layer._calls.index(t.call)}][{t.index}]" for t in flatten(call.inputs)]
+
+
+def _type_name(layer) -> str:
+    from kcomp.models.functional import Model
+    from kcomp.models.sequential import Sequential
+
+    if isinstance(layer, Model) and not isinstance(layer, Sequential):
+        return "Functional"  # Keras's class for Model(inputs, outputs)
+    return type(layer).__name__
+
+
+def _params(layer) -> str:
+    return f"{layer.count_params():,}" if layer.built else "0 (unbuilt)"
+
+
+def _sequential_like(model) -> bool:
+    """Keras leaves out "Connected to" for a functional model that is a plain chain: no layer called
+    twice, no call on several tensors, and no two calls at the same distance from the outputs."""
+    calls = model._call_order
+    if len({id(c.layer) for c in calls}) != len(calls) or any(len(flatten(c.inputs)) > 1 for c in calls):
+        return False
+    depth: dict[int, int] = {}
+    for call in reversed(calls):
+        d = depth.setdefault(id(call), 0)
+        for t in flatten(call.inputs):
+            depth[id(t.call)] = max(depth.get(id(t.call), 0), d + 1)
+    return len(set(depth.values())) == len(calls)
 
 
 def _table(header: list[str], rows: list[list[str]], widths: list[int], right: set[int]) -> list[str]:
@@ -39,26 +69,33 @@ def _table(header: list[str], rows: list[list[str]], widths: list[int], right: s
     return out
 
 
-def format_summary(model, line_length=None) -> str:
-    model._require_built("the summary")
+def format_summary(model, line_length=None, expand_nested=False) -> str:
     functional = not hasattr(model, "_stack")
-    header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if functional else [])
-    rows = []
+    if functional:
+        model._require_built("the summary")
+    connected = functional and not _sequential_like(model)
+    header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if connected else [])
     calls_of: dict[int, list] = {}
-    for call in model._calls:  # a shared layer has several calls: one row, its links listed together
+    for call in model._call_order:  # a shared layer has several calls: one row, its links listed together
         calls_of.setdefault(id(call.layer), []).append(call)
-    for calls in calls_of.values():
-        layer = calls[0].layer
-        if isinstance(layer, InputLayer) and not functional:
-            continue
-        cells = [f"{layer.name} ({type(layer).__name__})", _output_shape(calls[0]), f"{layer.count_params():,}"]
-        if functional:
-            links = [link for call in calls for link in _connected_to(call)]
-            cells.append(links[0] if links else "-")
+    rows = []
+
+    def add_rows(layer, level):
+        prefix = "   " * level + "└ " if level else ""
+        cells = [f"{prefix}{layer.name} ({_type_name(layer)})", _output_shape(layer), _params(layer)]
+        if connected:
+            links = [link for call in calls_of.get(id(layer), []) if level == 0 for link in _connected_to(call)]
+            cells.append(links[0] if links else ("-" if level == 0 else ""))
             rows.append(cells)
             rows.extend([["", "", "", link] for link in links[1:]])
         else:
             rows.append(cells)
+        if expand_nested and hasattr(layer, "_call_order"):
+            for inner in layer.layers:
+                add_rows(inner, level + 1)
+
+    for layer in model.layers:
+        add_rows(layer, 0)
     widths = [max(len(h), *(len(r[i]) for r in rows)) + 2 for i, h in enumerate(header)] if rows else [len(h) + 2 for h in header]
     if line_length:
         widths[0] = max(widths[0], line_length - sum(widths[1:]) - len(widths))

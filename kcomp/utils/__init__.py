@@ -1,14 +1,18 @@
-"""Keras's utilities: to_categorical, set_random_seed, a progress bar."""
+"""Keras's utilities: to_categorical, pad_sequences, set_random_seed, a progress bar."""
 
 import numpy as np
 
 from kcomp.backend import set_random_seed
 from kcomp.errors import ArgumentError
+from kcomp.preprocessing.sequence import pad_sequences  # Keras 3 has it at keras.utils.pad_sequences
 from kcomp.utils.progbar import Progbar
 
 
 def to_categorical(x, num_classes=None):
-    """Class ids -> one-hot float32 rows (Keras semantics: a trailing 1-axis is dropped)."""
+    """Class ids -> one-hot rows (Keras semantics: a trailing 1-axis is dropped).
+
+    float64, as Keras 3 returns for numpy and list inputs; training casts targets to float32.
+    """
     x = np.asarray(x)
     if x.size and not np.all(np.equal(np.mod(x, 1), 0)):
         raise ArgumentError("to_categorical takes integer class ids; received non-integer values.")
@@ -23,9 +27,9 @@ def to_categorical(x, num_classes=None):
         num_classes = int(x.max()) + 1 if x.size else 0
     elif x.size and x.max() >= num_classes:
         raise ArgumentError(f"Received: num_classes={num_classes}, but the data holds class id {int(x.max())}. Raise num_classes.")
-    out = np.zeros((x.size, num_classes), dtype="float32")
+    out = np.zeros((x.size, num_classes), dtype="float64")
     out[np.arange(x.size), x] = 1.0
     return out.reshape(*shape, num_classes)
 
 
-__all__ = ["Progbar", "set_random_seed", "to_categorical"]
+__all__ = ["Progbar", "pad_sequences", "set_random_seed", "to_categorical"]

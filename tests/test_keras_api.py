@@ -1,0 +1,492 @@
+"""Keras fidelity, side by side with Keras 3 (torch backend): building Sequential models, models
+as layers (transfer learning), layer.input / layer.output, custom layers, layer and weight order.
+
+Each test builds the same model with `keras` and with `kcomp` (one builder, the module passed
+in), copies Keras's weights into kcomp with get_weights / set_weights, and compares outputs and,
+where it matters, a training step's loss and weights.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.errors import KcompError
+
+keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras converting its torch variables
+
+RNG = np.random.default_rng(7)
+X4 = RNG.normal(size=(10, 4)).astype("float32")
+Y2 = RNG.normal(size=(10, 2)).astype("float32")
+
+
+@pytest.fixture(autouse=True)
+def keras_session():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(3)
+    yield
+
+
+def copy_weights(src, dst):
+    """Keras -> kcomp through get_weights / set_weights, which must agree on the order."""
+    weights = src.get_weights()
+    assert [w.shape for w in weights] == [w.shape for w in dst.get_weights()]
+    dst.set_weights(weights)
+
+
+def same_predictions(km, cm, x, rtol=1e-5, atol=1e-6):
+    want = km.predict(x, verbose=0)
+    got = cm.predict(x, verbose=0)
+    for w, g in zip(want if isinstance(want, list) else [want], got if isinstance(got, list) else [got]):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+def summary_text(model, **kwargs) -> str:
+    lines = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), **kwargs)
+    return "\n".join(lines)
+
+
+def param_totals(text: str) -> list[str]:
+    """The "Total / Trainable / Non-trainable params: N" numbers of a summary (Keras's or kcomp's)."""
+    out = []
+    for key in ("Total params:", "Trainable params:", "Non-trainable params:"):
+        rest = text[text.index(key) + len(key):].split()
+        out.append(rest[0])
+    return out
+
+
+# -- 3. building ----------------------------------------------------------------------------
+def stack(K):
+    model = K.Sequential(name="stack")
+    model.add(K.layers.Dense(5, activation="tanh", name="h"))
+    model.add(K.layers.Dense(2, name="out"))
+    return model
+
+
+def test_compile_before_build_then_fit_builds_on_the_first_data_as_keras():
+    km, cm = stack(keras), stack(kcomp)
+    for m, K in ((km, keras), (cm, kcomp)):
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.1), loss="mse", metrics=["mae"])
+        assert not m.built
+    assert isinstance(cm.optimizer, kcomp.optimizers.SGD)  # resolved at compile, as Keras does
+    km.predict(X4, verbose=0)
+    cm.predict(X4, verbose=0)  # builds (None, 4)
+    assert cm.built and cm.input_shape == (None, 4) and cm.output_shape == (None, 2)
+    copy_weights(km, cm)
+    kh = km.fit(X4, Y2, epochs=2, batch_size=10, shuffle=False, verbose=0).history
+    ch = cm.fit(X4, Y2, epochs=2, batch_size=10, shuffle=False, verbose=0).history
+    assert sorted(ch) == sorted(kh)
+    for key in kh:
+        np.testing.assert_allclose(ch[key], kh[key], rtol=1e-5)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("first", ["fit", "evaluate", "train_on_batch", "test_on_batch", "predict", "call"])
+def test_any_first_call_with_data_builds_a_compiled_model(first):
+    km, cm = stack(keras), stack(kcomp)
+    for m in (km, cm):
+        m.compile("sgd", "mse")
+        if first == "fit":
+            m.fit(X4, Y2, verbose=0)
+        elif first == "evaluate":
+            m.evaluate(X4, Y2, verbose=0)
+        elif first == "call":
+            m(X4)
+        elif first == "predict":
+            m.predict(X4, verbose=0)
+        else:
+            getattr(m, first)(X4, Y2)
+        assert m.built
+    assert cm.output_shape == (None, 2) and len(cm.weights) == len(km.weights) == 4
+    copy_weights(km, cm)
+    np.testing.assert_allclose(cm.evaluate(X4, Y2, verbose=0), km.evaluate(X4, Y2, verbose=0), rtol=1e-5)
+
+
+def test_unknown_loss_raises_when_the_model_builds():
+    cm = stack(kcomp)
+    cm.compile("sgd", "msee")  # Keras, too, accepts it at compile and raises at fit
+    with pytest.raises(KcompError, match="msee"):
+        cm.fit(X4, Y2, verbose=0)
+    with pytest.raises(KcompError, match="sgdd"):
+        stack(kcomp).compile("sgdd", "mse")  # the optimizer is resolved at compile, as in Keras
+
+
+def test_build_with_input_shape():
+    km, cm = stack(keras), stack(kcomp)
+    km.build((None, 4))
+    cm.build((None, 4))
+    assert cm.built and cm.input_shape == km.input_shape and cm.output_shape == km.output_shape
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+    with pytest.raises(ValueError):
+        km.build((None, 5))
+    with pytest.raises(KcompError, match=r"\(None, 4\).*\(None, 5\)"):
+        cm.build((None, 5))
+    with pytest.raises(ValueError):
+        keras.Sequential().build((None, 4))
+    with pytest.raises(KcompError, match="no layers"):
+        kcomp.Sequential().build((None, 4))
+
+
+@pytest.mark.parametrize("form", ["list", "add"])
+def test_input_inside_a_sequential(form):
+    def make(K):
+        if form == "list":
+            return K.Sequential([K.Input((4,)), K.layers.Dense(2, name="d")])
+        m = K.Sequential()
+        m.add(K.Input((4,)))
+        assert not m.built  # an Input alone does not build it, in Keras either
+        m.add(K.layers.Dense(2, name="d"))
+        return m
+
+    km, cm = make(keras), make(kcomp)
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers] == ["d"]
+    assert cm.input_shape == km.input_shape == (None, 4)
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+    with pytest.raises(ValueError, match="already been configured"):
+        km.add(keras.Input((5,)))
+    with pytest.raises(KcompError, match="already been configured"):
+        cm.add(kcomp.Input((5,)))
+
+
+def test_a_sequential_holding_only_an_input_is_not_built():
+    km, cm = keras.Sequential([keras.Input((4,))]), kcomp.Sequential([kcomp.Input((4,))])
+    assert km.built is cm.built is False and cm.layers == km.layers == []
+
+
+def test_add_after_build_and_pop():
+    def make(K):
+        m = K.Sequential([K.Input((4,)), K.layers.Dense(3, name="a"), K.layers.Dense(2, name="b")])
+        m.add(K.layers.Dense(5, name="c"))
+        return m
+
+    km, cm = make(keras), make(kcomp)
+    assert cm.output_shape == km.output_shape == (None, 5) and len(cm.weights) == len(km.weights) == 6
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+    assert km.pop().name == cm.pop().name == "c"
+    assert cm.output_shape == km.output_shape == (None, 2) and len(cm.weights) == len(km.weights) == 4
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers] == ["a", "b"]
+    same_predictions(km, cm, X4)
+    cm.add(kcomp.layers.Dense(1, name="c2"))
+    km.add(keras.layers.Dense(1, name="c2"))
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+    for m in (km, cm):
+        m.pop()
+        m.pop()
+        m.pop()
+        assert not m.built and m.layers == []
+    with pytest.raises(IndexError):
+        km.pop()
+    with pytest.raises(KcompError, match="no layers to pop"):
+        cm.pop()
+
+
+def test_pop_after_compile_retraces_the_training_step():
+    cm = kcomp.Sequential([kcomp.Input((4,)), kcomp.layers.Dense(3), kcomp.layers.Dense(2)])
+    cm.compile("sgd", "mse")
+    cm.fit(X4, Y2, verbose=0)
+    cm.pop()
+    cm.add(kcomp.layers.Dense(1))
+    cm.fit(X4, Y2[:, :1], verbose=0)  # the step of the 2-output model would not fit these targets
+    assert cm.predict(X4, verbose=0).shape == (10, 1)
+
+
+def test_duplicate_layer_names_in_a_sequential_raise_as_in_keras():
+    with pytest.raises(ValueError, match="unique names"):
+        keras.Sequential([keras.layers.Dense(2, name="q"), keras.layers.Dense(2, name="q")])
+    with pytest.raises(KcompError, match="unique names"):
+        kcomp.Sequential([kcomp.layers.Dense(2, name="q"), kcomp.layers.Dense(2, name="q")])
+
+
+# -- 4. the model API -------------------------------------------------------------------------
+def test_calling_a_model_on_data_with_training():
+    def make(K):
+        return K.Sequential([K.Input((400,)), K.layers.Dropout(0.5, seed=1), K.layers.Dense(3, name="d")])
+
+    km, cm = make(keras), make(kcomp)
+    copy_weights(km, cm)
+    x = RNG.normal(size=(6, 400)).astype("float32")
+    out = cm(x)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), km(x).detach().cpu().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cm(x, training=False).numpy(), out.numpy())
+    drop = kcomp.Sequential([kcomp.Input((400,)), kcomp.layers.Dropout(0.5)])
+    kept = drop(np.ones((4, 400), "float32"), training=True).numpy()
+    assert 0.4 < (kept == 0).mean() < 0.6 and set(np.unique(kept)) == {0.0, 2.0}  # inverted dropout, as Keras
+    np.testing.assert_array_equal(drop(np.ones((4, 400), "float32")).numpy(), 1.0)
+
+
+def base_and_head(K, base_kind):
+    L = K.layers
+    if base_kind == "sequential":
+        base = K.Sequential([K.Input((4,)), L.Dense(6, activation="relu", name="b1"), L.Dense(3, name="b2")], name="base")
+    else:
+        i = K.Input((4,), name="base_in")
+        h = L.Dense(6, activation="relu", name="b1")(i)
+        base = K.Model(i, L.Dense(3, name="b2")(L.Concatenate(name="cat")([h, i])), name="base")
+    inp = K.Input((4,), name="inp")
+    out = L.Dense(2, name="head")(base(inp))
+    return base, K.Model(inp, out)
+
+
+@pytest.mark.parametrize("base_kind", ["sequential", "functional"])
+def test_transfer_learning_frozen_base(base_kind):
+    (kbase, km), (cbase, cm) = base_and_head(keras, base_kind), base_and_head(kcomp, base_kind)
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers] == ["inp", "base", "head"]
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+    assert summary_text(cm).count("base (") == 1
+    assert f"base ({'Sequential' if base_kind == 'sequential' else 'Functional'})" in summary_text(cm)
+    kbase.trainable = False
+    cbase.trainable = False
+    assert all(not l.trainable for l in cbase.layers)  # Keras sets the flag of every inner layer
+    assert len(cm.trainable_weights) == len(km.trainable_weights) == 2
+    assert param_totals(summary_text(cm)) == param_totals(summary_text(km))
+    expanded = summary_text(cm, expand_nested=True)
+    assert "   └ b1 (Dense)" in expanded and "   └ b2 (Dense)" in expanded
+    frozen = [w.copy() for w in cbase.get_weights()]
+    for m, K in ((km, keras), (cm, kcomp)):
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.1), loss="mse")
+    kl = km.train_on_batch(X4, Y2)
+    cl = cm.train_on_batch(X4, Y2)
+    np.testing.assert_allclose(cl, kl, rtol=1e-5)
+    for got, want in zip(cbase.get_weights(), frozen):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    kbase.trainable = True  # fine-tuning: unfreeze, compile again, train everything
+    cbase.trainable = True
+    assert all(l.trainable for l in cbase.layers)
+    for m, K in ((km, keras), (cm, kcomp)):
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.1), loss="mse")
+    np.testing.assert_allclose(cm.train_on_batch(X4, Y2), km.train_on_batch(X4, Y2), rtol=1e-5)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_is_traced_inline_into_the_outer_graph():
+    _, cm = base_and_head(kcomp, "sequential")
+    graph = cm.to_graph()
+    assert [p.name for p in graph.params] == ["b1/kernel", "b1/bias", "b2/kernel", "b2/bias", "head/kernel", "head/bias"]
+    assert [n.op for n in graph.nodes].count("matmul") == 3
+
+
+def test_a_model_as_a_layer_of_a_sequential():
+    def make(K):
+        i = K.Input((4,))
+        inner = K.Model(i, K.layers.Dense(3, name="fd")(i), name="inner")
+        return K.Sequential([inner, K.layers.Dense(2, name="top")])
+
+    km, cm = make(keras), make(kcomp)
+    assert km.built and cm.built
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers] == ["inner", "top"]
+    assert cm.output_shape == km.output_shape == (None, 2)
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+    assert param_totals(summary_text(cm)) == param_totals(summary_text(km))
+
+
+def test_an_unbuilt_sequential_called_on_a_tensor_builds():
+    inner = kcomp.Sequential([kcomp.layers.Dense(3, name="g1")], name="nb")
+    y = inner(kcomp.Input((5,)))
+    assert inner.built and y.shape == (None, 3)
+
+
+def test_feature_extractor_from_layer_outputs():
+    def make(K):
+        i = K.Input((4,), name="fin")
+        h = K.layers.Dense(6, activation="relu", name="x")(i)
+        base = K.Model(i, K.layers.Dense(2, name="y")(h))
+        return base, K.Model(base.input, base.get_layer("x").output)
+
+    (kbase, kfe), (cbase, cfe) = make(keras), make(kcomp)
+    assert cbase.input is cbase.inputs[0] and cbase.output is cbase.outputs[0]
+    assert [l.name for l in cfe.layers] == [l.name for l in kfe.layers] == ["fin", "x"]
+    copy_weights(kbase, cbase)
+    same_predictions(kfe, cfe, X4)
+    d = cbase.get_layer("x")
+    assert d.input is cbase.input and d.output.shape == (None, 6)
+
+
+def test_feature_extractor_from_a_sequential_uses_inputs_as_in_keras():
+    def make(K):
+        return K.Sequential([K.Input((4,)), K.layers.Dense(6, name="x"), K.layers.Dense(2, name="y")])
+
+    kbase, cbase = make(keras), make(kcomp)
+    with pytest.raises(AttributeError):
+        kbase.input  # Keras 3 defines it only where the Sequential model was called
+    with pytest.raises(AttributeError, match="inputs"):
+        cbase.input
+    kfe = keras.Model(kbase.inputs, kbase.get_layer("x").output)
+    cfe = kcomp.Model(cbase.inputs, cbase.get_layer("x").output)
+    copy_weights(kbase, cbase)
+    same_predictions(kfe, cfe, X4)
+
+
+def test_layer_input_and_output():
+    a, b = kcomp.Input((2,)), kcomp.Input((2,))
+    shared = kcomp.layers.Dense(3)
+    ya, yb = shared(a), shared(b)
+    assert shared.input is a and shared.output is ya  # the first call's, as in Keras
+    merge = kcomp.layers.Add()
+    s = merge([ya, yb])
+    assert merge.input == [ya, yb] and merge.output is s
+    with pytest.raises(AttributeError):
+        keras.layers.Dense(3).input
+    with pytest.raises(AttributeError, match="never been called"):
+        kcomp.layers.Dense(3).output
+    with pytest.raises(KcompError, match="never been called"):
+        kcomp.layers.Dense(3).input
+
+
+# -- custom layers ----------------------------------------------------------------------------
+def custom_layers(K):
+    class Linear(K.layers.Layer):
+        def __init__(self, units=3, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            # A frozen weight made first: Keras lists trainable weights before frozen ones.
+            self.scale = self.add_weight(shape=(self.units,), initializer="ones", trainable=False, name="scale")
+            self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="random_normal", name="w")
+            self.b = self.add_weight(shape=(self.units,), initializer="zeros", trainable=True)
+
+        def call(self, inputs):
+            y = K.ops.add(K.ops.matmul(inputs, self.w), self.b)
+            return K.ops.multiply(y, self.scale)
+
+    class Swish(K.layers.Layer):
+        def call(self, inputs):
+            return K.ops.multiply(inputs, K.activations.sigmoid(inputs))
+
+    return Linear, Swish
+
+
+def test_custom_layer_written_the_keras_way_traces_and_trains():
+    def make(K):
+        Linear, Swish = custom_layers(K)
+        return K.Sequential([K.Input((4,)), Linear(5, name="lin"), Swish(name="sw"), K.layers.Dense(2, name="d")])
+
+    km, cm = make(keras), make(kcomp)
+    lin = cm.get_layer("lin")
+    assert [w.name for w in lin.weights] == ["w", "variable", "scale"]  # trainable first, as Keras orders them
+    assert [w.shape for w in cm.get_weights()] == [w.shape for w in km.get_weights()]
+    weights = km.get_weights()
+    weights[2] = RNG.uniform(0.5, 1.5, size=weights[2].shape).astype("float32")  # the frozen scale, not all ones
+    km.set_weights(weights)
+    cm.set_weights(weights)
+    same_predictions(km, cm, X4)
+    assert len(cm.trainable_weights) == len(km.trainable_weights) == 4
+    assert any(n.op == "matmul" and n.origin == "lin" for n in cm.to_graph().nodes)
+    for m, K in ((km, keras), (cm, kcomp)):
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.05), loss="mse")
+    np.testing.assert_allclose(cm.train_on_batch(X4, Y2), km.train_on_batch(X4, Y2), rtol=1e-5)
+    np.testing.assert_allclose(cm.train_on_batch(X4, Y2), km.train_on_batch(X4, Y2), rtol=1e-5)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cm.get_weights()[2], weights[2])  # the frozen weight did not move
+
+
+def test_add_weight_takes_keras_3_arguments():
+    layer = kcomp.layers.Layer(name="holder")
+    with pytest.raises(ValueError, match="keyword"):
+        keras.layers.Layer().add_weight("w", (2,))
+    with pytest.raises(KcompError, match=r"name='w'"):
+        layer.add_weight("w", (2,))
+    v = layer.add_weight(shape=(2, 3))
+    assert v.shape == (2, 3) and v.name == "variable" and v.path == "holder/variable"
+    assert layer.add_weight().shape == ()  # a scalar, named variable_1
+    assert layer.add_weight(shape=(4,), dtype="int32").numpy().tolist() == [0, 0, 0, 0]  # ints default to zeros
+    with pytest.raises(KcompError, match="fully defined"):
+        layer.add_weight(shape=(None, 3))
+
+
+# -- Keras's order of layers and weights in branched models -------------------------------------
+def inception(K):
+    L = K.layers
+    x = K.Input((6,), name="x")
+    a = L.Dense(4, name="a")(x)
+    b1 = L.Dense(5, name="b1")(x)
+    b2 = L.Dense(4, name="b2")(b1)
+    c = L.Dense(3, name="c")(L.Dense(2, name="c0")(L.Dense(7, name="c00")(x)))
+    return K.Model(x, L.Dense(2, name="out")(L.Concatenate(name="cat")([a, b2, c])))
+
+
+def residual(K):
+    L = K.layers
+    x = K.Input((5,), name="x")
+    h = L.Dense(5, activation="relu", name="h1")(x)
+    h = L.Dense(5, name="h2")(h)
+    s = L.Add(name="skip")([h, x])
+    t = L.Dense(5, activation="relu", name="h3")(s)
+    return K.Model(x, L.Dense(1, name="out")(L.Add(name="skip2")([t, L.Dense(5, name="proj")(x)])))
+
+
+def two_in_two_out_shared(K):
+    L = K.layers
+    p, q = K.Input((3,), name="p"), K.Input((4,), name="q")
+    shared = L.Dense(3, name="shared")
+    sp = shared(p)
+    sq = shared(L.Dense(3, name="q_in")(q))
+    deep = L.Dense(2, name="deep")(L.Dense(6, name="mid")(L.Concatenate(name="j")([sp, sq])))
+    side = L.Dense(4, name="side")(sq)
+    return K.Model([p, q], [side, deep])
+
+
+def embedding_and_norm(K):
+    L = K.layers
+    ids = K.Input((5,), dtype="int32", name="ids")
+    feats = K.Input((3,), name="feats")
+    e = L.Flatten(name="flat")(L.Embedding(11, 2, name="emb")(ids))
+    f = L.BatchNormalization(name="bn")(L.Dense(4, name="fd")(feats))
+    return K.Model([feats, ids], L.Dense(1, name="out")(L.Concatenate(name="j")([f, e])))
+
+
+@pytest.mark.parametrize("make", [inception, residual, two_in_two_out_shared, embedding_and_norm])
+def test_branched_models_list_layers_and_weights_in_keras_order(make):
+    km, cm = make(keras), make(kcomp)
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers]
+    assert [w.shape for w in cm.get_weights()] == [tuple(w.shape) for w in km.get_weights()]
+    weights = [w + RNG.uniform(0.1, 0.5, size=w.shape).astype(w.dtype) for w in km.get_weights()]  # no zero biases
+    km.set_weights(weights)
+    cm.set_weights(weights)
+    xs = []
+    for t in km.inputs:
+        shape = (7, *t.shape[1:])
+        xs.append(RNG.integers(0, 11, size=shape).astype("int32") if "int" in t.dtype else RNG.normal(size=shape).astype("float32"))
+    same_predictions(km, cm, xs if len(xs) > 1 else xs[0], rtol=1e-4, atol=1e-5)
+    assert cm.input_shape == km.input_shape and cm.output_shape == km.output_shape
+
+
+def test_the_walk_order_breaks_ties_in_keras_order():
+    # Two layers at the same depth: Keras lists first the one the walk from the outputs reaches first.
+    def make(K):
+        L = K.layers
+        x = K.Input((3,), name="x")
+        return K.Model(x, [L.Dense(2, name="zz")(x), L.Dense(2, name="aa")(x)])
+
+    assert [l.name for l in make(kcomp).layers] == [l.name for l in make(keras).layers] == ["x", "zz", "aa"]
+
+
+# -- utilities ----------------------------------------------------------------------------------
+def test_utils_match_keras():
+    ids = [0, 2, 1, 3]
+    want = keras.utils.to_categorical(ids)
+    got = kcomp.utils.to_categorical(ids)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    want = keras.utils.to_categorical(np.array([[1], [0]]), 4)
+    np.testing.assert_array_equal(kcomp.utils.to_categorical(np.array([[1], [0]]), 4), want)
+    seqs = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]]
+    for kwargs in ({}, {"maxlen": 4, "padding": "post", "truncating": "post", "value": -1}):
+        want = keras.utils.pad_sequences(seqs, **kwargs)
+        got = kcomp.utils.pad_sequences(seqs, **kwargs)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
