@@ -417,6 +417,32 @@ class Model(Layer):
 
         load_weights(self, path)
 
+    # -- Keras files (kcomp/saving) ------------------------------------------------------
+    def save(self, filepath) -> None:
+        """Keras's model.save: a Keras 3 `.keras` archive (config, compile config, weights, optimizer state)."""
+        from kcomp.saving.archive import save_model
+
+        save_model(self, filepath)
+
+    def get_config(self) -> dict:
+        """Keras's model config (a Sequential's layers, or a functional model's layers and inbound nodes)."""
+        from kcomp.saving.serialization import get_model_config
+
+        return get_model_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from kcomp.saving.serialization import model_from_config
+
+        if custom_objects:
+            raise ArgumentError("kcomp builds models from its own classes only; custom_objects are not supported.")
+        return model_from_config(config, cls=cls)
+
+    def to_json(self, **kwargs) -> str:
+        from kcomp.saving.serialization import to_json
+
+        return to_json(self, **kwargs)
+
     @property
     def backend(self) -> str:
         return self._backend

@@ -1,5 +1,45 @@
-"""Saving and loading. Files are written atomically and never unpickled."""
+"""Saving and loading. Files are written atomically and never unpickled.
 
-from kcomp.saving.weights import load_weights, save_weights
+Weights go to a NumPy `.npz` (kcomp/saving/weights.py) or, for a name ending in
+`.h5`, to Keras 3's `.weights.h5` layout (kcomp/saving/keras_h5.py); whole models
+to Keras 3's `.keras` archive (kcomp/saving/archive.py), whose config is Keras's
+(kcomp/saving/serialization.py resolves every class from kcomp's own allow-list).
+"""
 
-__all__ = ["load_weights", "save_weights"]
+
+from kcomp.saving import keras_h5, weights as npz_weights
+
+
+def _is_h5(path) -> bool:
+    return str(path).lower().endswith(".h5")
+
+
+def save_weights(model, path) -> None:
+    """`.weights.h5` (Keras 3's layout) or `.npz` (every weight by its kcomp path), by the file's suffix."""
+    if _is_h5(path):
+        keras_h5.save_weights_h5(model, path)
+    else:
+        npz_weights.save_weights(model, path)
+
+
+def load_weights(model, path) -> None:
+    if _is_h5(path):
+        keras_h5.load_weights_h5(model, path)
+    else:
+        npz_weights.load_weights(model, path)
+
+
+def __getattr__(name):
+    # The archive and config readers import the layers and models, which import this package.
+    if name in ("save_model", "load_model"):
+        from kcomp.saving import archive
+
+        return getattr(archive, name)
+    if name in ("model_from_json", "model_from_config", "serialize_model", "get_model_config"):
+        from kcomp.saving import serialization
+
+        return getattr(serialization, name)
+    raise AttributeError(f"module 'kcomp.saving' has no attribute {name!r}")
+
+
+__all__ = ["load_model", "load_weights", "model_from_json", "save_model", "save_weights"]

@@ -1,0 +1,399 @@
+"""Keras 3's `.weights.h5` layout: every weight addressed by the model's structure, not by layer names.
+
+Keras 3 (keras/src/saving/saving_lib.py) walks the model and writes each layer's
+variables under `layers/<snake_case class name>[_<n>]/vars/<i>`, counting layers of
+one class in the order of `model.layers`; a recurrent layer keeps its weights in
+its cell, `layers/lstm/cell/vars/<i>`. A layer lists the variables it created as
+trainable first, then the others (BatchNormalization: gamma, beta, moving_mean,
+moving_variance). A compiled model adds `optimizer/vars/<i>`: the iteration count,
+the learning rate (unless it is a schedule), then the slots, per group of slots
+Keras creates together, per trainable variable (Adam: m, v of each weight in turn,
+then every v_hat when amsgrad). Layer names never appear in a path, so a second,
+identical model (other generated names) loads the file.
+
+The order of `model.layers` is Keras's: a Sequential's stack; for a functional
+model the layers sorted by their depth from the outputs (deepest first), ties in
+the order a depth-first walk from the outputs first meets them
+(keras/src/ops/function.py: map_graph). `keras_layers` computes it for kcomp models.
+
+Loading checks every array against the model (present, a plain dataset, dtype and
+shape) before assigning any, so a failed load leaves the model unchanged.
+"""
+
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from kcomp.backend import to_snake_case
+from kcomp.errors import KcompError, ShapeError, format_shape
+from kcomp.layers.base import flatten
+from kcomp.utils.files import write_bytes_atomic
+
+
+class WeightsFileError(KcompError):
+    """A weights file that does not fit the model (missing, extra, or mismatched arrays)."""
+
+
+# -- the order and the paths -------------------------------------------------------
+def model_calls(model) -> list:
+    """The layer calls a functional model runs, each after its inputs."""
+    calls = getattr(model, "_call_order", None)  # a model that is also a layer keeps its own calls apart
+    return calls if isinstance(calls, list) else model._calls
+
+
+def is_model(layer) -> bool:
+    from kcomp.models.functional import Model
+
+    return isinstance(layer, Model)
+
+
+def keras_class_name(layer) -> str:
+    """The class Keras gives the object: a functional model is a Functional."""
+    from kcomp.models.sequential import Sequential
+
+    if isinstance(layer, Sequential):
+        return "Sequential"
+    return "Functional" if is_model(layer) else type(layer).__name__
+
+
+def keras_layers(model) -> list:
+    """The model's layers in the order Keras's `model.layers` has them (which numbers the paths)."""
+    from kcomp.models.sequential import Sequential
+
+    if isinstance(model, Sequential):
+        return model.layers
+    calls = model_calls(model)
+    calls_in_model = {id(call) for call in calls}
+    finished: set[int] = set()
+    post_order = []  # calls, inputs before the calls that read them
+    first_seen: dict[int, int] = {}  # id(layer) -> when the walk first met it
+    layers_by_id = {}
+    stack = [(t.call, False) for t in reversed(flatten(model.outputs))]
+    while stack:
+        call, expanded = stack.pop()
+        if expanded:
+            finished.add(id(call))
+            post_order.append(call)
+            continue
+        if id(call) in finished:
+            continue
+        first_seen.setdefault(id(call.layer), len(first_seen))
+        layers_by_id[id(call.layer)] = call.layer
+        stack.append((call, True))
+        stack.extend((t.call, False) for t in reversed(flatten(call.inputs)) if id(t.call) in calls_in_model)
+    call_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    for call in reversed(post_order):
+        depth = max(call_depth.setdefault(id(call), 0), layer_depth.get(id(call.layer), 0))
+        layer_depth[id(call.layer)] = call_depth[id(call)] = depth
+        for t in flatten(call.inputs):
+            if id(t.call) in calls_in_model:
+                call_depth[id(t.call)] = max(depth + 1, call_depth.get(id(t.call), 0))
+    for t in model.inputs:  # an input no output reads still counts, at depth 0
+        if id(t.call.layer) not in layer_depth:
+            layer_depth[id(t.call.layer)], first_seen[id(t.call.layer)] = 0, -1
+            layers_by_id[id(t.call.layer)] = t.call.layer
+    return sorted(layers_by_id.values(), key=lambda l: (-layer_depth[id(l)], first_seen[id(l)]))
+
+
+def keras_paths(model, prefix: str = "") -> list[tuple[str, object]]:
+    """(path of the layer's group in the file, layer) for every layer of `model`, in Keras's order."""
+    used: dict[str, int] = {}
+    out = []
+    for layer in keras_layers(model):
+        base = to_snake_case(keras_class_name(layer))
+        if base in used:
+            used[base] += 1
+            name = f"{base}_{used[base]}"
+        else:
+            used[base] = 0
+            name = base
+        out.append((f"{prefix}layers/{name}", layer))
+    return out
+
+
+def _has_cell(layer) -> bool:
+    from kcomp.layers.recurrent import _RNN
+
+    return isinstance(layer, _RNN)
+
+
+def layer_variables(layer) -> list:
+    """A layer's variables in Keras's order: those created trainable, then the others."""
+    return [w for w in layer.weights if w.trainable] + [w for w in layer.weights if not w.trainable]
+
+
+def weight_entries(model, prefix: str = "") -> list[tuple[str, str, list]]:
+    """(vars group path, the group's name attribute, variables) per layer; a nested model's layers under its path."""
+    entries = []
+    for path, layer in keras_paths(model, prefix):
+        if is_model(layer):
+            entries.append((f"{path}/vars", layer.name, []))
+            entries += weight_entries(layer, f"{path}/")
+        elif _has_cell(layer):
+            entries.append((f"{path}/vars", layer.name, []))
+            entries.append((f"{path}/cell/vars", f"{to_snake_case(type(layer).__name__)}_cell", layer_variables(layer)))
+        else:
+            entries.append((f"{path}/vars", layer.name, layer_variables(layer)))
+    return entries
+
+
+def trainable_in_keras_order(model) -> list:
+    """The variables Keras's optimizer tracks (model.trainable_variables), in its order."""
+    if not model.trainable:
+        return []
+    out, seen = [], set()
+    for _, layer in keras_paths(model):
+        if not layer.trainable:
+            continue
+        for w in trainable_in_keras_order(layer) if is_model(layer) else [w for w in layer_variables(layer) if w.trainable]:
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+    return out
+
+
+def slot_groups(optimizer) -> list[list[int]]:
+    """kcomp's slot indices grouped as Keras creates them (one add_optimizer_variables call each)."""
+    k, h = optimizer.slots_per_param, optimizer.hyper
+    algorithm = optimizer.algorithm
+    if algorithm == "sgd":
+        return [[0]] if k else []
+    if algorithm in ("adam", "adamw"):
+        return [[0, 1]] + ([[2]] if h.get("amsgrad") else [])
+    if algorithm == "rmsprop":
+        groups = [[0]]
+        if h.get("momentum"):
+            groups.append([1])
+        if h.get("centered"):
+            groups.append([k - 1])
+        return groups
+    return [[0]]  # adagrad: the accumulators
+
+
+def _has_lr_variable(optimizer) -> bool:
+    from kcomp.optimizers.schedules import LearningRateSchedule
+
+    return not isinstance(optimizer.learning_rate, LearningRateSchedule)
+
+
+# -- writing -----------------------------------------------------------------------
+def _numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bfloat16:
+            raise KcompError("bfloat16 weights cannot be written to a Keras .weights.h5 file yet; save from a float32 model.")
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def optimizer_arrays(model) -> list[np.ndarray] | None:
+    """The arrays Keras's `optimizer/vars` holds for this model, or None when it has no optimizer."""
+    opt = model.optimizer
+    if opt is None:
+        return None
+    arrays = [np.asarray(opt.iterations, dtype=np.int32)]
+    if _has_lr_variable(opt):
+        arrays.append(np.asarray(opt.learning_rate, dtype=np.float32))
+    weights = trainable_in_keras_order(model)
+    if weights and all(w.path in opt.slots for w in weights):  # built: Keras builds on the first step too
+        for group in slot_groups(opt):
+            arrays += [_numpy(opt.slots[w.path][j]) for w in weights for j in group]
+    return arrays
+
+
+def write_h5(model, target) -> None:
+    """Write the model's weights (and optimizer state) in Keras's layout into `target` (a path or file object)."""
+    import h5py
+
+    with h5py.File(target, "w") as f:
+        for group_path, name, variables in weight_entries(model):
+            group = f.require_group(group_path)
+            group.attrs["name"] = name
+            for i, w in enumerate(variables):
+                group[str(i)] = _numpy(w.value)
+        arrays = optimizer_arrays(model)
+        if arrays is not None:
+            group = f.require_group("optimizer/vars")
+            group.attrs["name"] = model.optimizer.name
+            for i, a in enumerate(arrays):
+                group[str(i)] = a
+        f.require_group("vars").attrs["name"] = model.name
+
+
+def h5_bytes(model) -> bytes:
+    buffer = io.BytesIO()
+    write_h5(model, buffer)
+    return buffer.getvalue()
+
+
+def save_weights_h5(model, path) -> None:
+    write_bytes_atomic(path, h5_bytes(model))
+
+
+# -- reading -----------------------------------------------------------------------
+_NUMERIC = "fiub"
+
+
+def _dataset(f, path: str, source: str):
+    """The dataset at `path`, refusing links to other places or files and external storage."""
+    import h5py
+
+    node = f
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if not isinstance(node, h5py.Group) or part not in node:
+            return None
+        link = node.get(part, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise WeightsFileError(
+                f"{source}: {'/'.join(parts[: i + 1])} is a {type(link).__name__}, not stored in the file; "
+                "kcomp reads only arrays stored in the file itself. Re-save the weights with Keras or kcomp."
+            )
+        node = node[part]
+    if not isinstance(node, h5py.Dataset):
+        raise WeightsFileError(f"{source}: {path} is not an array. Re-save the weights with Keras or kcomp.")
+    if node.external or node.is_virtual:
+        raise WeightsFileError(f"{source}: {path} keeps its data outside the file; kcomp reads only arrays stored in it.")
+    return node
+
+
+def _count_datasets(f, group_path: str) -> list[str]:
+    import h5py
+
+    group = f.get(group_path) if group_path in f else None
+    if not isinstance(group, h5py.Group):
+        return []
+    return sorted(k for k in group.keys())
+
+
+def _read_checked(f, path: str, shape: tuple, dtype: str, source: str, what: str) -> np.ndarray:
+    ds = _dataset(f, path, source)
+    if ds is None:
+        raise WeightsFileError(f"{source} has no array {path} for {what}; the file was saved from a different model.")
+    if ds.dtype.kind not in _NUMERIC or ds.dtype.str.lstrip("<>=|") != np.dtype(dtype).str.lstrip("<>=|"):
+        raise WeightsFileError(
+            f"{source}: {path} holds {ds.dtype} data, {what} is {dtype}. Save the weights from a {dtype} model."
+        )
+    if tuple(ds.shape) != tuple(shape):
+        raise ShapeError(
+            f"{source}: {path} has shape {format_shape(ds.shape)}, {what} has shape {format_shape(shape)}; "
+            "the file was saved from a different model."
+        )
+    return np.asarray(ds[()])
+
+
+def _read_scalar(f, path: str, kinds: str, source: str, what: str):
+    ds = _dataset(f, path, source)
+    if ds is None:
+        raise WeightsFileError(f"{source} has no array {path} for {what}.")
+    if ds.dtype.kind not in kinds or ds.shape != ():
+        raise WeightsFileError(f"{source}: {path} holds {ds.dtype} of shape {format_shape(ds.shape)}; {what} is a scalar.")
+    return ds[()].item()
+
+
+def read_h5(model, f, source: str, load_optimizer: bool = True) -> list:
+    """Check the file against the model and return the assignments to make (nothing is changed here)."""
+    import h5py
+
+    if "layers" not in f and ("model_weights" in f or "layer_names" in f.attrs):
+        raise WeightsFileError(
+            f"{source} is a Keras 2 (legacy HDF5) weights file; kcomp reads Keras 3's .weights.h5. "
+            "Load it in Keras 3 and save it again with model.save_weights('model.weights.h5')."
+        )
+    assignments = []  # (setter, array)
+    expected_groups = set()
+    for group_path, _, variables in weight_entries(model):
+        expected_groups.add(group_path)
+        stored = _count_datasets(f, group_path)
+        if len(stored) != len(variables) or stored != sorted(str(i) for i in range(len(variables))):
+            raise WeightsFileError(
+                f"{source}: {group_path} holds {len(stored)} arrays, the model's layer "
+                f'"{group_path.split("/")[1]}" (kcomp name "{variables[0].owner.name if variables else "?"}") has '
+                f"{len(variables)}; the file was saved from a different model."
+            )
+        for i, w in enumerate(variables):
+            value = _read_checked(f, f"{group_path}/{i}", w.shape, w.dtype, source, f"weight {w.path}")
+            assignments.append((w.assign, value))
+    extra = []
+    if isinstance(f.get("layers"), h5py.Group):
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and f"layers/{name.rsplit('/', 1)[0]}" not in expected_groups:
+                extra.append(f"layers/{name}")
+
+        f["layers"].visititems(visit)
+    if extra:
+        raise WeightsFileError(
+            f"{source} holds weights the model has no place for: {extra[:5]}{' ...' if len(extra) > 5 else ''}; "
+            "the file was saved from a different model."
+        )
+    if load_optimizer and model.optimizer is not None and "optimizer" in f:
+        assignments += _read_optimizer(model, f, source)
+    return assignments
+
+
+def _read_optimizer(model, f, source: str) -> list:
+    opt = model.optimizer
+    weights = trainable_in_keras_order(model)
+    stored = _count_datasets(f, "optimizer/vars")
+    lr_var = _has_lr_variable(opt)
+    head = 2 if lr_var else 1
+    groups = slot_groups(opt)
+    built = head + len(weights) * sum(len(g) for g in groups)
+    if len(stored) == head:
+        wanted = head  # saved before the first step: the count and the learning rate only
+    elif len(stored) == built:
+        wanted = built
+    else:
+        warnings.warn(
+            f"{source}: the saved optimizer has {len(stored)} variables, this model's {opt.name} has {built}; "
+            "its state was not loaded (the weights were).",
+            stacklevel=3,
+        )
+        return []
+    out = []
+    iterations = _read_scalar(f, "optimizer/vars/0", "iu", source, "the optimizer's iteration count")
+    out.append((lambda v: setattr(opt, "iterations", int(v)), iterations))
+    if lr_var:
+        lr = _read_scalar(f, "optimizer/vars/1", "f", source, "the learning rate")
+        out.append((lambda v: setattr(opt, "learning_rate", float(v)), lr))
+    if wanted == built:
+        index = head
+        for group in groups:
+            for w in weights:
+                for j in group:
+                    value = _read_checked(f, f"optimizer/vars/{index}", w.shape, w.dtype, source, f"the optimizer slot {j} of {w.path}")
+                    out.append((_slot_setter(opt, w, j), value))
+                    index += 1
+    return out
+
+
+def _slot_setter(opt, w, j):
+    def set_slot(value):
+        tensor = torch.as_tensor(value).to(w.value.dtype).clone()
+        slots = opt.slots.get(w.path)
+        if slots is None:
+            slots = opt.slots[w.path] = [torch.zeros_like(w.value) for _ in range(opt.slots_per_param)]
+        # Assign into the list the training step reads (a device step keeps the list itself).
+        slots[j] = tensor.to(slots[j].device)
+
+    return set_slot
+
+
+def apply(assignments) -> None:
+    for setter, value in assignments:
+        setter(value)
+
+
+def load_weights_h5(model, path) -> None:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsFileError(f"cannot read weights from {path}: {e}. Expected a .weights.h5 file written by Keras 3 or kcomp.") from None
+    with f:
+        assignments = read_h5(model, f, str(path))
+    apply(assignments)

@@ -1,0 +1,302 @@
+"""kcomp reads and writes Keras 3's own files: .weights.h5, .keras archives, configs and JSON.
+
+Keras itself (torch backend, set by tests/conftest.py) is the oracle: the files under
+tests/fixtures/keras/ were written by Keras (make_fixtures.py), and each test loads or
+writes a file with both libraries and compares predictions, optimizer state, the next
+training step and the files' layout.
+"""
+
+import importlib.util
+import json
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import kcomp  # noqa: E402
+from kcomp.errors import KcompError  # noqa: E402
+from kcomp.saving.keras_h5 import keras_layers  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+DATA = dict(np.load(FIXTURES / "data.npz"))
+
+
+def _fixture_builders():
+    """The fixtures' models, from the script that made them: mlp(lib), branch(lib)."""
+    spec = importlib.util.spec_from_file_location("make_keras_fixtures", FIXTURES / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.mlp, module.branch
+
+
+mlp, branch = _fixture_builders()
+
+
+def h5_layout(path):
+    """Every group and dataset of an HDF5 file: path -> (shape, dtype) for datasets, None for groups."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, (obj.shape, obj.dtype.kind) if isinstance(obj, h5py.Dataset) else None))
+    return out
+
+
+def h5_arrays(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def every_layer(lib):
+    """Every layer kcomp supports, in one two-input, two-output functional model."""
+    L = lib.layers
+    x = lib.Input((6, 6, 3), name="img")
+    c = L.BatchNormalization()(L.Conv2D(4, 3, padding="same", activation="relu")(x))
+    s = L.Add()([L.MaxPooling2D()(c), L.AveragePooling2D(2)(c)])
+    cat = L.Concatenate()([L.GlobalAveragePooling2D()(s), L.GlobalMaxPooling2D()(s), L.Flatten()(s)])
+    d = L.LayerNormalization()(L.Dropout(0.5)(L.Dense(8, activation="relu")(cat)))
+    d = L.Softmax()(L.LeakyReLU()(L.ReLU()(L.Activation("tanh")(d))))
+    r = L.Permute((2, 1))(L.Reshape((2, 4))(d))
+    h = L.SimpleRNN(3)(L.GRU(3, return_sequences=True)(L.LSTM(3, return_sequences=True)(r)))
+    m = L.Maximum()([L.Average()([L.Multiply()([L.Subtract()([h, h]), h]), h]), h])
+    ids = lib.Input((5,), dtype="int32", name="ids")
+    e = L.Flatten()(L.Embedding(10, 3)(ids))
+    out = L.Dense(2, name="out")(L.Concatenate()([m, e]))
+    return lib.Model([x, ids], [out, d], name="every")
+
+
+def every_layer_inputs():
+    rng = np.random.default_rng(3)
+    return [rng.random((3, 6, 6, 3), dtype=np.float32), rng.integers(0, 10, (3, 5)).astype("int32")]
+
+
+def random_weights(model, seed=0):
+    """Weights away from their initial values (BatchNormalization's statistics too)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.random(w.shape) + 0.5).astype("float32") for w in model.get_weights()]
+
+
+# -- .weights.h5 ---------------------------------------------------------------------------
+def test_weights_h5_layout_and_values_match_keras(tmp_path):
+    ours = branch(kcomp)
+    theirs = branch(keras)
+    theirs.set_weights(random_weights(theirs))
+    ours.set_weights(theirs.get_weights())
+    ours.save_weights(tmp_path / "ours.weights.h5")
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "theirs.weights.h5")
+    a, b = h5_arrays(tmp_path / "ours.weights.h5"), h5_arrays(tmp_path / "theirs.weights.h5")
+    assert sorted(a) == sorted(b) and len(a) == 12
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # The paths follow Keras's layer order, not kcomp's names.
+    assert [type(l).__name__ for l in keras_layers(ours)] == [type(l).__name__.replace("Functional", "Model") for l in theirs.layers]
+
+
+def test_second_model_loads_the_first_ones_file_and_npz_still_works(tmp_path):
+    x = DATA["img_x"]
+    first = branch(kcomp)
+    first.set_weights(random_weights(first, 1))
+    first.save_weights(tmp_path / "w.weights.h5")
+    first.save_weights(tmp_path / "w.npz")
+    second = branch(kcomp)  # generated names differ: dense_3, ... instead of dense, ...
+    assert {l.name for l in second.layers}.isdisjoint({l.name for l in first.layers if not l.name.startswith("input")})
+    second.load_weights(tmp_path / "w.weights.h5")
+    np.testing.assert_array_equal(second.predict(x, verbose=0), first.predict(x, verbose=0))
+    third = branch(kcomp)
+    third.set_weights(random_weights(third, 2))
+    with zipfile.ZipFile(tmp_path / "w.npz") as z:  # the .npz keeps kcomp's own names
+        assert "dense/kernel.npy" in z.namelist()
+    with pytest.raises(KcompError, match="has no weights for"):
+        third.load_weights(tmp_path / "w.npz")
+    first.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(first.predict(x, verbose=0), second.predict(x, verbose=0))
+
+
+def test_keras_weights_fixture_loads_into_kcomp_and_kcomp_file_into_keras(tmp_path):
+    x = DATA["mlp_x"]
+    theirs = mlp(keras)
+    theirs.load_weights(FIXTURES / "mlp_adam.weights.h5")
+    ours = mlp(kcomp)
+    ours.load_weights(FIXTURES / "mlp_adam.weights.h5")  # uncompiled: the optimizer's part is not read
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    ours.save_weights(tmp_path / "back.weights.h5")
+    again = mlp(keras)
+    again.load_weights(tmp_path / "back.weights.h5")
+    for a, b in zip(again.get_weights(), theirs.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_keras_saves_optimizer_variables_in_weights_files_and_kcomp_restores_them(tmp_path):
+    """Keras 3's save_weights writes optimizer/vars too (checked here), so kcomp writes and reads them."""
+    layout = h5_layout(FIXTURES / "mlp_adam.weights.h5")
+    assert layout["optimizer/vars/0"] == ((), "i") and layout["optimizer/vars/2"] == ((4, 8), "f")
+    ours = mlp(kcomp)
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.01), loss="categorical_crossentropy", backend="reference")
+    ours.load_weights(FIXTURES / "mlp_adam.weights.h5")
+    assert ours.optimizer.iterations == 2
+    stored = h5_arrays(FIXTURES / "mlp_adam.weights.h5")
+    np.testing.assert_array_equal(ours.optimizer.slots[ours.layers[0].kernel.path][1].numpy(), stored["optimizer/vars/3"])
+    ours.save_weights(tmp_path / "again.weights.h5")
+    assert h5_layout(tmp_path / "again.weights.h5") == layout
+
+
+# -- .keras archives ------------------------------------------------------------------------
+def test_keras_mlp_archive_resumes_training_as_keras_does():
+    x, y = DATA["mlp_x"], DATA["mlp_y"]
+    theirs = keras.saving.load_model(FIXTURES / "mlp_adam.keras")
+    ours = kcomp.models.load_model(FIXTURES / "mlp_adam.keras")
+    assert isinstance(ours, kcomp.Sequential) and [l.name for l in ours.layers] == [l.name for l in theirs.layers]
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    opt = ours.optimizer
+    assert isinstance(opt, kcomp.optimizers.Adam) and opt.iterations == int(theirs.optimizer.iterations) == 2
+    assert opt.learning_rate == pytest.approx(0.01)
+    theirs_vars = [v.numpy() for v in theirs.optimizer.variables]
+    ours_vars = [opt.slots[w.path][j].numpy() for w in ours.trainable_weights for j in (0, 1)]
+    for a, b in zip(ours_vars, theirs_vars[2:]):
+        np.testing.assert_array_equal(a, b)
+    assert ours.compile_settings["loss"] == "categorical_crossentropy"
+    for _ in range(2):
+        ours_logs = ours.train_on_batch(x, y, return_dict=True)
+        theirs_logs = theirs.train_on_batch(x, y, return_dict=True)
+        assert ours_logs["loss"] == pytest.approx(float(theirs_logs["loss"]), rel=1e-5)
+        assert ours_logs["accuracy"] == pytest.approx(float(theirs_logs["accuracy"]))
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_functional_archive_loads_with_its_branch_and_optimizer():
+    x, y = DATA["img_x"], DATA["img_y"]
+    theirs = keras.saving.load_model(FIXTURES / "branch_sgd.keras")
+    ours = kcomp.models.load_model(FIXTURES / "branch_sgd.keras")
+    assert [l.name for l in ours.layers] == [l.name for l in theirs.layers]
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    opt = ours.optimizer
+    assert isinstance(opt, kcomp.optimizers.SGD) and opt.hyper["momentum"] == pytest.approx(0.9) and opt.iterations == 1
+    moments = [v.numpy() for v in theirs.optimizer.variables[2:]]
+    assert len(moments) == len(ours.trainable_weights) == 10 and any(np.abs(m).max() > 0 for m in moments)
+    for w, m in zip([v for l in theirs.layers for v in l.trainable_weights], moments):
+        mine = next(v for v in ours.trainable_weights if v.path.endswith(w.path.split("/")[-1]) and v.shape == tuple(w.shape)
+                    and v.owner.name == w.path.split("/")[0])
+        np.testing.assert_array_equal(opt.slots[mine.path][0].numpy(), m)
+    ours_loss = ours.evaluate(x, y, verbose=0)
+    assert ours_loss == pytest.approx(float(theirs.evaluate(x, y, verbose=0)), rel=1e-5)
+
+
+def test_kcomp_archive_loads_in_keras_and_both_train_on_identically(tmp_path):
+    x, y = DATA["mlp_x"], DATA["mlp_y"]
+    ours = mlp(kcomp)
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.02), loss="categorical_crossentropy", metrics=["accuracy"], backend="reference")
+    ours.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    ours.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        assert sorted(z.namelist()) == ["config.json", "metadata.json", "model.weights.h5"]
+        config = json.loads(z.read("config.json"))
+    assert config["class_name"] == "Sequential" and config["compile_config"]["loss"] == "categorical_crossentropy"
+    theirs = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(theirs.predict(x, verbose=0), ours.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    assert int(theirs.optimizer.iterations) == 2 and float(theirs.optimizer.learning_rate) == pytest.approx(0.02)
+    for _ in range(2):
+        assert ours.train_on_batch(x, y) == pytest.approx([float(v) for v in theirs.train_on_batch(x, y)], rel=1e-5)
+    # and back: kcomp reads what it wrote
+    again = kcomp.models.load_model(tmp_path / "m.keras")
+    assert again.optimizer.iterations == 2
+
+
+def test_every_layer_archive_both_ways_and_configs_match_keras(tmp_path):
+    xs = every_layer_inputs()
+    theirs = every_layer(keras)
+    theirs.set_weights([w + 0.1 for w in theirs.get_weights()])  # BatchNormalization's statistics off 0 and 1
+    theirs.save(tmp_path / "theirs.keras")
+    ours = kcomp.models.load_model(tmp_path / "theirs.keras")
+    assert ours.optimizer is None  # saved uncompiled
+    for a, b in zip(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    ours.save(tmp_path / "ours.keras")
+    back = keras.saving.load_model(tmp_path / "ours.keras")
+    assert [l.name for l in back.layers] == [l.name for l in theirs.layers]
+    for a, b in zip(back.predict(xs, verbose=0), theirs.predict(xs, verbose=0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert _comparable(ours.get_config()) == _comparable(theirs.get_config())
+
+
+def _comparable(config):
+    """A config without what kcomp leaves out: per-layer build configs, Keras's shared-object ids,
+    new initializer fields (input_axes, output_axes) and call kwargs Keras records with their defaults."""
+    if isinstance(config, dict):
+        drop = {"build_config", "shared_object_id", "input_axes", "output_axes"}
+        out = {k: _comparable(v) for k, v in config.items() if k not in drop}
+        if set(out) == {"args", "kwargs"}:
+            out["kwargs"] = {k: v for k, v in out["kwargs"].items() if not (k in ("mask", "training") and v in (None, False))}
+        return out
+    if isinstance(config, (list, tuple)):
+        return [_comparable(v) for v in config]
+    return config
+
+
+def test_get_config_from_config_and_json_round_trip_through_keras():
+    x = DATA["img_x"]
+    ours = branch(kcomp)
+    ours.set_weights(random_weights(ours, 4))
+    ours.compile(optimizer=kcomp.optimizers.RMSprop(0.003, momentum=0.5), loss="mse", metrics=["mae"], backend="reference")
+    # kcomp's config -> Keras -> Keras's JSON -> kcomp
+    theirs = keras.Model.from_config(ours.get_config())
+    theirs.set_weights(ours.get_weights())
+    np.testing.assert_allclose(theirs.predict(x, verbose=0), ours.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    theirs_again = keras.models.model_from_json(ours.to_json())
+    assert theirs_again.optimizer.__class__.__name__ == "RMSprop" and float(theirs_again.optimizer.momentum) == 0.5
+    rebuilt = kcomp.models.model_from_json(theirs_again.to_json())
+    assert isinstance(rebuilt.optimizer, kcomp.optimizers.RMSprop) and rebuilt.optimizer.hyper["momentum"] == 0.5
+    assert rebuilt.compile_settings["metrics"] == ["mae"]
+    rebuilt.set_weights(ours.get_weights())
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), ours.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    # from_config on both model classes
+    clone = kcomp.Model.from_config(ours.get_config())
+    assert [type(l) for l in clone.layers] == [type(l) for l in ours.layers]
+    seq = mlp(kcomp)
+    seq_clone = kcomp.Sequential.from_config(seq.get_config())
+    assert isinstance(seq_clone, kcomp.Sequential) and seq_clone.count_params() == seq.count_params() == 67
+    assert _comparable(keras.Sequential.from_config(seq.get_config()).get_config()) == _comparable(seq.get_config())
+
+
+def test_shared_layer_and_nodes_round_trip(tmp_path):
+    """A layer called twice: its second call is node 1 in Keras's inbound_nodes, in both directions."""
+
+    def shared(lib):
+        a, b = lib.Input((3,)), lib.Input((3,))
+        dense = lib.layers.Dense(2)
+        return lib.Model([a, b], lib.layers.Add()([dense(a), dense(b)]))
+
+    theirs = shared(keras)
+    theirs.save(tmp_path / "shared.keras")
+    ours = kcomp.models.load_model(tmp_path / "shared.keras")
+    xs = [np.ones((2, 3), "float32"), np.arange(6, dtype="float32").reshape(2, 3)]
+    np.testing.assert_allclose(ours.predict(xs, verbose=0), theirs.predict(xs, verbose=0), rtol=1e-6)
+    assert _comparable(ours.get_config()) == _comparable(theirs.get_config())
+    assert len(ours.get_weights()) == 2
+
+
+def test_nested_models_use_keras_paths(tmp_path):
+    if not issubclass(kcomp.Model, kcomp.layers.Layer):
+        pytest.skip("kcomp models cannot be layers of other models in this checkout")
+
+    def nested(lib):
+        inner = lib.Sequential([lib.Input((4,)), lib.layers.Dense(3), lib.layers.Dense(2)])
+        i = lib.Input((4,))
+        base = lib.Model(i, lib.layers.Dense(4)(i))
+        x = lib.Input((4,))
+        return lib.Model(x, inner(lib.layers.Dense(4)(base(x))))
+
+    theirs = nested(keras)
+    theirs.set_weights(random_weights(theirs, 5))
+    theirs.save_weights(tmp_path / "n.weights.h5")
+    ours = nested(kcomp)
+    ours.load_weights(tmp_path / "n.weights.h5")
+    x = np.linspace(0, 1, 8, dtype="float32").reshape(2, 4)
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    ours.save_weights(tmp_path / "ours.weights.h5")
+    assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "n.weights.h5")
