@@ -59,10 +59,13 @@ def _recurrent_infer(gates, num_states, bias_shape):
 
 def _run(x, go_backwards, return_sequences, step, states):
     """Drive `step(x_t, states) -> states` over time; h is states[0]."""
-    steps = range(x.shape[1] - 1, -1, -1) if go_backwards else range(x.shape[1])
+    # unbind, not x[:, t]: autograd then gathers the time steps' gradients in one stack, where a
+    # select per step made a full-size gradient per step (O(T^2) work: 9.3 s of backward for
+    # batch 32, 500 steps, 32 units on this CPU).
+    frames = x.unbind(1)
     outputs = []
-    for t in steps:
-        states = step(x[:, t], states)
+    for x_t in reversed(frames) if go_backwards else frames:
+        states = step(x_t, states)
         outputs.append(states[0])
     seq = torch.stack(outputs, dim=1) if return_sequences else states[0]
     return (seq, *states)
