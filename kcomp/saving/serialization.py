@@ -74,7 +74,7 @@ def _refuse(obj, where: str, table: dict | tuple):
     known = ", ".join(sorted(table))
     raise SerializationError(
         f"{where}: the file names {_describe(obj) if isinstance(obj, dict) else repr(obj)}, which kcomp does not load. "
-        f"kcomp builds only its own Keras classes ({known}); loading never runs code from a file. "
+        f"kcomp builds only its own Keras objects ({known}); loading never runs code from a file. "
         "Rebuild that part with kcomp's layers, or remove it before saving."
     )
 
