@@ -93,6 +93,9 @@ class BatchNormalization(_Normalization):
         self.moving_variance = self.add_weight(shape=(channels,), initializer=self.moving_variance_initializer, trainable=False, name="moving_variance")
 
     def call(self, inputs, training=False):
+        # Keras: a frozen BatchNormalization (trainable=False, as in a frozen base model) runs in
+        # inference mode, on its moving statistics, which then stay as they are.
+        training = training and self.trainable
         op = "batch_norm_train" if training else "batch_norm"
         result = ops.emit(
             op, inputs, self.moving_mean, self.moving_variance, *self._scale_and_center(),
