@@ -4,6 +4,8 @@ LearningRateScheduler, TerminateOnNaN, CSVLogger, LambdaCallback."""
 import csv
 import math
 
+import numpy as np
+
 import torch
 
 from kcomp.errors import ArgumentError
@@ -12,8 +14,14 @@ from kcomp.errors import ArgumentError
 class Callback:
     """Override any of Keras's hooks; `self.model` is set before training starts."""
 
+    params: dict = {}
+
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        """What fit runs: {"verbose": ..., "epochs": ..., "steps": ...} (Keras's Callback.params)."""
+        self.params = params
 
     def on_train_begin(self, logs=None): ...
     def on_train_end(self, logs=None): ...
@@ -30,6 +38,10 @@ class CallbackList:
             if not isinstance(cb, Callback):
                 raise ArgumentError(f"Received: callback {cb!r}. Callbacks must subclass kcomp.callbacks.Callback.")
             cb.set_model(model)
+
+    def set_params(self, params):
+        for cb in self.callbacks:
+            cb.set_params(params)
 
     def call(self, hook, *args):
         for cb in self.callbacks:
@@ -131,6 +143,16 @@ class LearningRateScheduler(Callback):
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
 
+    def on_epoch_end(self, epoch, logs=None):
+        _log_learning_rate(self.model, logs)
+
+
+def _log_learning_rate(model, logs) -> None:
+    """Keras's LearningRateScheduler and ReduceLROnPlateau put the epoch's learning rate in the
+    logs (so History has it), as the float32 the optimizer holds."""
+    if logs is not None:
+        logs["learning_rate"] = float(np.float32(model._training.optimizer.current_learning_rate()))
+
 
 class ReduceLROnPlateau(Callback):
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0):
@@ -143,6 +165,7 @@ class ReduceLROnPlateau(Callback):
         self.wait, self.cooldown_counter, self.best = 0, 0, None
 
     def on_epoch_end(self, epoch, logs=None):
+        _log_learning_rate(self.model, logs)
         current = (logs or {}).get(self.monitor)
         if current is None:
             return

@@ -7,17 +7,66 @@ A Loss object adds `reduction` ("sum_over_batch_size" by default: the mean of
 the weighted per-sample losses; "sum"; "none") and sample weights.
 """
 
+import math
+
 from kcomp import ops
-from kcomp.errors import ArgumentError
+from kcomp.errors import ArgumentError, ShapeError, format_shape
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
+
+
+# -- targets against predictions ------------------------------------------------------
+def _raw_shape(x) -> tuple:
+    """The shape with the IR's symbols kept (the batch "N"), so a reshape keeps them too."""
+    return tuple(x.shape)
+
+
+def same_rank(y_true, y_pred):
+    """Keras's squeeze_or_expand_to_same_rank: when the ranks differ by one and the longer one ends
+    in 1, targets (N,) meet predictions (N, 1) as (N, 1) (the rank-1 side gains the axis), and
+    (N, T, 1) meets (N, T) as (N, T). Anything else is left as it is."""
+    t, p = _raw_shape(y_true), _raw_shape(y_pred)
+    if len(t) == len(p) + 1 and t[-1] == 1:
+        if len(p) == 1:
+            y_pred = ops.reshape(y_pred, (*p, 1))
+        else:
+            y_true = ops.reshape(y_true, t[:-1])
+    elif len(p) == len(t) + 1 and p[-1] == 1:
+        if len(t) == 1:
+            y_true = ops.reshape(y_true, (*t, 1))
+        else:
+            y_pred = ops.reshape(y_pred, p[:-1])
+    return y_true, y_pred
+
+
+def _fits(a: tuple, b: tuple) -> bool:
+    """Same rank and the same size on every axis whose size is known on both sides."""
+    return len(a) == len(b) and all(x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b))
+
+
+def _targets(y_true, y_pred, name: str, reconcile: bool):
+    """The targets as a loss formula reads them: in the predictions' float dtype (Keras casts
+    integer and bool labels), ranks reconciled where Keras's formula does so itself, and then of
+    the predictions' shape: a loss never broadcasts (N,) against (N, 1) into an (N, N) loss."""
+    if ops.dtype(y_true) != ops.dtype(y_pred):
+        y_true = ops.cast(y_true, ops.dtype(y_pred))
+    if reconcile:
+        y_true, y_pred = same_rank(y_true, y_pred)
+    if not _fits(_raw_shape(y_true), _raw_shape(y_pred)):
+        raise ShapeError(
+            f"{name}: targets of shape {format_shape(ops.shape(y_true))} do not match predictions of shape "
+            f"{format_shape(ops.shape(y_pred))}; give targets of the model output's shape."
+        )
+    return y_true, y_pred
 
 
 def _last_axis_mean(x):
     return ops.mean(x, axis=-1)
 
 
+# -- probabilistic ------------------------------------------------------------------------
 def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    y_true, y_pred = _targets(y_true, y_pred, "categorical_crossentropy", reconcile=False)
     if label_smoothing:
         classes = ops.shape(y_pred)[axis]
         y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), label_smoothing / classes)
@@ -42,9 +91,14 @@ def _is_last(axis, x) -> bool:
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
     classes = ops.shape(y_pred)[axis]
     if ops.dtype(y_true) not in ("int32", "int64"):
-        y_true = ops.cast(y_true, "int32")
-    if len(ops.shape(y_true)) == len(ops.shape(y_pred)):  # (N, 1) labels, as Keras accepts
-        y_true = ops.reshape(y_true, tuple(y_true.shape[:-1]))  # raw shape: keeps the batch symbol
+        y_true = ops.cast(y_true, "int32")  # Keras casts labels to integers (truncating)
+    if len(ops.shape(y_true)) == len(ops.shape(y_pred)) and ops.shape(y_true)[-1] == 1:  # (N, 1) labels
+        y_true = ops.reshape(y_true, _raw_shape(y_true)[:-1])
+    if not _fits(_raw_shape(y_true), _raw_shape(y_pred)[:-1]):
+        raise ShapeError(
+            f"sparse_categorical_crossentropy: labels of shape {format_shape(ops.shape(y_true))} do not fit "
+            f"predictions of shape {format_shape(ops.shape(y_pred))}; give one class id per prediction row."
+        )
     if not from_logits and _is_last(axis, y_pred):
         return ops.emit("softmax_cross_entropy", y_pred, y_true)  # class ids go in as they are
     one_hot = ops.one_hot(y_true, classes, ops.dtype(y_pred))
@@ -52,6 +106,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
 
 
 def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    y_true, y_pred = _targets(y_true, y_pred, "binary_crossentropy", reconcile=False)
     if label_smoothing:
         y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), 0.5 * label_smoothing)
     if from_logits:
@@ -62,47 +117,122 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
             ops.emit("softplus", ops.negative(ops.abs(x))),
         )
         return ops.mean(terms, axis=axis)
+    # Keras's torch backend: probabilities clipped to [eps, 1 - eps], then torch's binary
+    # cross-entropy -(y log p + (1 - y) log(1 - p)) (no epsilon added inside the logarithms).
     p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
-    pos = ops.multiply(y_true, ops.log(ops.add(p, EPSILON)))
-    neg = ops.multiply(ops.subtract(1.0, y_true), ops.log(ops.add(ops.subtract(1.0, p), EPSILON)))
+    pos = ops.multiply(y_true, ops.log(p))
+    neg = ops.multiply(ops.subtract(1.0, y_true), ops.log(ops.subtract(1.0, p)))
     return ops.negative(ops.mean(ops.add(pos, neg), axis=axis))
 
 
-def mean_squared_error(y_true, y_pred):
-    return _last_axis_mean(ops.square(ops.subtract(y_pred, y_true)))
-
-
-def mean_absolute_error(y_true, y_pred):
-    return _last_axis_mean(ops.abs(ops.subtract(y_pred, y_true)))
-
-
-def huber(y_true, y_pred, delta=1.0):
-    # 0.5 e^2 where |e| <= delta, delta (|e| - delta / 2) beyond: written without a branch as
-    # 0.5 min(|e|, delta)^2 + delta (|e| - min(|e|, delta)).
-    err = ops.abs(ops.subtract(y_pred, y_true))
-    quad = ops.minimum(err, float(delta))
-    return _last_axis_mean(ops.add(ops.multiply(ops.square(quad), 0.5), ops.multiply(ops.subtract(err, quad), float(delta))))
-
-
 def kl_divergence(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "kl_divergence", reconcile=False)
     t = ops.clip(y_true, EPSILON, 1.0)
     p = ops.clip(y_pred, EPSILON, 1.0)
     return ops.sum(ops.multiply(t, ops.log(ops.divide(t, p))), axis=-1)
 
 
+def poisson(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "poisson", reconcile=False)
+    return _last_axis_mean(ops.subtract(y_pred, ops.multiply(y_true, ops.log(ops.add(y_pred, EPSILON)))))
+
+
+# -- regression ------------------------------------------------------------------------------
+def mean_squared_error(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "mean_squared_error", reconcile=True)
+    return _last_axis_mean(ops.square(ops.subtract(y_pred, y_true)))
+
+
+def mean_absolute_error(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "mean_absolute_error", reconcile=True)
+    return _last_axis_mean(ops.abs(ops.subtract(y_pred, y_true)))
+
+
+def mean_absolute_percentage_error(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "mean_absolute_percentage_error", reconcile=True)
+    ratio = ops.divide(ops.subtract(y_true, y_pred), ops.maximum(ops.abs(y_true), EPSILON))
+    return ops.multiply(_last_axis_mean(ops.abs(ratio)), 100.0)
+
+
+def mean_squared_logarithmic_error(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "mean_squared_logarithmic_error", reconcile=True)
+    first = ops.log(ops.add(ops.maximum(y_pred, EPSILON), 1.0))
+    second = ops.log(ops.add(ops.maximum(y_true, EPSILON), 1.0))
+    return _last_axis_mean(ops.square(ops.subtract(first, second)))
+
+
+def l2_normalize(x, axis=-1):
+    """x / ||x|| along `axis` as Keras computes it: x * min(rsqrt(sum x^2), 1 / eps)."""
+    inv_norm = ops.emit("rsqrt", ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return ops.multiply(x, ops.minimum(inv_norm, 1.0 / EPSILON))
+
+
+def cosine_similarity(y_true, y_pred, axis=-1):
+    """The loss: minus the cosine similarity (-1 for aligned vectors)."""
+    y_true, y_pred = _targets(y_true, y_pred, "cosine_similarity", reconcile=True)
+    return ops.negative(ops.sum(ops.multiply(l2_normalize(y_true, axis), l2_normalize(y_pred, axis)), axis=axis))
+
+
+def huber(y_true, y_pred, delta=1.0):
+    # 0.5 e^2 where |e| <= delta, delta (|e| - delta / 2) beyond: written without a branch as
+    # 0.5 min(|e|, delta)^2 + delta (|e| - min(|e|, delta)).
+    y_true, y_pred = _targets(y_true, y_pred, "huber", reconcile=True)
+    err = ops.abs(ops.subtract(y_pred, y_true))
+    quad = ops.minimum(err, float(delta))
+    return _last_axis_mean(ops.add(ops.multiply(ops.square(quad), 0.5), ops.multiply(ops.subtract(err, quad), float(delta))))
+
+
+def log_cosh(y_true, y_pred):
+    # log(cosh(x)) = x + softplus(-2x) - log(2), stable for large |x| (Keras's formula).
+    y_true, y_pred = _targets(y_true, y_pred, "log_cosh", reconcile=True)
+    x = ops.subtract(y_pred, y_true)
+    return _last_axis_mean(ops.subtract(ops.add(x, ops.emit("softplus", ops.multiply(x, -2.0))), math.log(2.0)))
+
+
+# -- hinge ------------------------------------------------------------------------------------
+def _hinge_labels(y_true):
+    """Keras: when every label of the batch is 0 or 1, they become -1 and 1 (2y - 1); otherwise
+    they are taken as they are. Without a branch: y + all_binary * (y - 1)."""
+    binary = ops.add(ops.emit("equal", y_true, 0.0), ops.emit("equal", y_true, 1.0))  # 1 where 0 or 1
+    all_binary = ops.subtract(1.0, ops.max(ops.subtract(1.0, binary)))
+    return ops.add(y_true, ops.multiply(all_binary, ops.subtract(y_true, 1.0)))
+
+
 def hinge(y_true, y_pred):
-    # Keras turns {0, 1} labels into {-1, 1}: y + |y| - 1 does so and keeps -1 as -1.
-    y = ops.subtract(ops.add(y_true, ops.abs(y_true)), 1.0)
-    return _last_axis_mean(ops.maximum(ops.subtract(1.0, ops.multiply(y, y_pred)), 0.0))
+    y_true, y_pred = _targets(y_true, y_pred, "hinge", reconcile=False)
+    margin = ops.subtract(1.0, ops.multiply(_hinge_labels(y_true), y_pred))
+    return _last_axis_mean(ops.maximum(margin, 0.0))
 
 
-REDUCTIONS = ("sum_over_batch_size", "sum", "none", None)
+def squared_hinge(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "squared_hinge", reconcile=False)
+    margin = ops.subtract(1.0, ops.multiply(_hinge_labels(y_true), y_pred))
+    return _last_axis_mean(ops.square(ops.maximum(margin, 0.0)))
+
+
+def categorical_hinge(y_true, y_pred):
+    y_true, y_pred = _targets(y_true, y_pred, "categorical_hinge", reconcile=False)
+    pos = ops.sum(ops.multiply(y_true, y_pred), axis=-1)
+    neg = ops.max(ops.multiply(ops.subtract(1.0, y_true), y_pred), axis=-1)
+    return ops.maximum(ops.add(ops.subtract(neg, pos), 1.0), 0.0)
+
+
+# Keras's reductions: "mean" is "sum_over_batch_size"; "mean_with_sample_weight" divides the
+# weighted sum by the sum of the sample weights instead of the number of values.
+REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight", "sum", "none", None)
 
 
 class Loss:
-    """A loss function with its arguments, a reduction and a name (Keras's Loss objects)."""
+    """A loss function with its arguments, a reduction and a name (Keras's Loss objects).
+
+    `values` gives the per-sample losses as Keras's Loss.__call__ computes them before reducing:
+    integer and bool targets are cast to the predictions' float dtype. A subclass written the Keras
+    way overrides `call(y_true, y_pred)`; the built-in losses are `fn` with their arguments, and
+    reconcile targets of shape (N,) with predictions (N, 1) first (Keras's LossFunctionWrapper).
+    """
 
     fn = None
+    integer_targets = False  # sparse losses read class ids as they are
 
     def __init__(self, reduction="sum_over_batch_size", name=None, **fn_kwargs):
         if reduction not in REDUCTIONS:
@@ -110,20 +240,37 @@ class Loss:
         self.reduction, self.name, self.fn_kwargs = reduction, name or _snake(type(self).__name__), fn_kwargs
 
     def call(self, y_true, y_pred):
-        return type(self).fn(y_true, y_pred, **self.fn_kwargs)
+        return type(self).fn(*same_rank(y_true, y_pred), **self.fn_kwargs)
+
+    def values(self, y_true, y_pred):
+        if not self.integer_targets and ops.dtype(y_true) != ops.dtype(y_pred) and _is_float(ops.dtype(y_pred)):
+            y_true = ops.cast(y_true, ops.dtype(y_pred))
+        return self.call(y_true, y_pred)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        values = self.call(y_true, y_pred)
+        values = self.values(y_true, y_pred)
         if sample_weight is not None:
+            values, sample_weight = same_rank(values, sample_weight)
             values = ops.multiply(values, sample_weight)
-        if self.reduction == "sum_over_batch_size":
-            return ops.mean(values)
-        if self.reduction == "sum":
-            return ops.sum(values)
-        return values
+        return reduce_values(values, self.reduction, sample_weight)
 
     def get_config(self):
         return {"reduction": self.reduction, "name": self.name, **self.fn_kwargs}
+
+
+def reduce_values(values, reduction, sample_weight=None):
+    """The loss from its (weighted) values, by Keras's reductions."""
+    if reduction in ("none", None):
+        return values
+    if reduction == "sum":
+        return ops.sum(values)
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        return ops.divide(ops.sum(values), ops.sum(sample_weight))
+    return ops.mean(values)
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat"))
 
 
 def _snake(name):
@@ -132,52 +279,81 @@ def _snake(name):
     return to_snake_case(name)
 
 
-def _loss_class(class_name, function, **defaults):
+def _loss_class(class_name, function, integer_targets=False, **defaults):
     def __init__(self, reduction="sum_over_batch_size", name=None, **kwargs):
         unknown = set(kwargs) - set(defaults)
         if unknown:
             raise ArgumentError(f"{class_name} got unexpected argument(s) {sorted(unknown)}; it takes {sorted(defaults)}.")
         Loss.__init__(self, reduction, name or function.__name__, **{**defaults, **kwargs})
 
-    return type(class_name, (Loss,), {"fn": staticmethod(function), "__init__": __init__, "__doc__": function.__doc__})
+    attrs = {"fn": staticmethod(function), "__init__": __init__, "__doc__": function.__doc__, "integer_targets": integer_targets}
+    return type(class_name, (Loss,), attrs)
 
 
 CategoricalCrossentropy = _loss_class("CategoricalCrossentropy", categorical_crossentropy, from_logits=False, label_smoothing=0.0, axis=-1)
-SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy, from_logits=False, axis=-1)
+SparseCategoricalCrossentropy = _loss_class(
+    "SparseCategoricalCrossentropy", sparse_categorical_crossentropy, integer_targets=True, from_logits=False, axis=-1
+)
 BinaryCrossentropy = _loss_class("BinaryCrossentropy", binary_crossentropy, from_logits=False, label_smoothing=0.0, axis=-1)
+KLDivergence = _loss_class("KLDivergence", kl_divergence)
+Poisson = _loss_class("Poisson", poisson)
 MeanSquaredError = _loss_class("MeanSquaredError", mean_squared_error)
 MeanAbsoluteError = _loss_class("MeanAbsoluteError", mean_absolute_error)
+MeanAbsolutePercentageError = _loss_class("MeanAbsolutePercentageError", mean_absolute_percentage_error)
+MeanSquaredLogarithmicError = _loss_class("MeanSquaredLogarithmicError", mean_squared_logarithmic_error)
+CosineSimilarity = _loss_class("CosineSimilarity", cosine_similarity, axis=-1)
 Huber = _loss_class("Huber", huber, delta=1.0)
-KLDivergence = _loss_class("KLDivergence", kl_divergence)
+LogCosh = _loss_class("LogCosh", log_cosh)
 Hinge = _loss_class("Hinge", hinge)
+SquaredHinge = _loss_class("SquaredHinge", squared_hinge)
+CategoricalHinge = _loss_class("CategoricalHinge", categorical_hinge)
 
-_BY_NAME = {
-    "categorical_crossentropy": CategoricalCrossentropy,
-    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
-    "binary_crossentropy": BinaryCrossentropy,
-    "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
-    "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
-    "huber": Huber, "huber_loss": Huber,
-    "kl_divergence": KLDivergence, "kld": KLDivergence, "kullback_leibler_divergence": KLDivergence,
-    "hinge": Hinge,
-}
+# Keras 3's names (keras.losses.get): every class and function name, and its short aliases.
+_CLASSES = [
+    CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy, KLDivergence, Poisson,
+    MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
+    CosineSimilarity, Huber, LogCosh, Hinge, SquaredHinge, CategoricalHinge,
+]
+_BY_NAME = {cls.__name__: cls for cls in _CLASSES}
+_BY_NAME.update({cls.fn.__name__: cls for cls in _CLASSES})
+for _alias, _cls in [("bce", BinaryCrossentropy), ("kld", KLDivergence), ("mae", MeanAbsoluteError),
+                     ("mse", MeanSquaredError), ("mape", MeanAbsolutePercentageError), ("msle", MeanSquaredLogarithmicError)]:
+    _BY_NAME[_alias] = _BY_NAME[_alias.upper()] = _cls
 
 
 class _FunctionLoss(Loss):
-    """A user's loss function (y_true, y_pred) -> per-sample losses, written with kcomp.ops."""
+    """A user's loss function (y_true, y_pred) -> per-sample losses, written with kcomp.ops; as
+    Keras wraps it, targets and predictions meet at the same rank first."""
 
-    def __init__(self, fn):
-        super().__init__(name=getattr(fn, "__name__", "custom_loss"))
+    def __init__(self, fn, name=None):
+        super().__init__(name=name or getattr(fn, "__name__", "custom_loss"))
         self.user_fn = fn
 
     def call(self, y_true, y_pred):
-        return self.user_fn(y_true, y_pred)
+        return self.user_fn(*same_rank(y_true, y_pred))
+
+
+class AutoCrossentropy(Loss):
+    """loss="crossentropy" (or "ce"): Keras picks binary, sparse or categorical cross-entropy from
+    the shapes of the targets and predictions when it first sees them."""
+
+    def values(self, y_true, y_pred):
+        t, p = ops.shape(y_true), ops.shape(y_pred)
+        if p[-1] == 1:
+            chosen = BinaryCrossentropy()
+        elif len(t) < len(p) or t[-1] == 1:
+            chosen = SparseCategoricalCrossentropy()
+        else:
+            chosen = CategoricalCrossentropy()
+        return chosen.values(y_true, y_pred)
 
 
 def get(identifier) -> Loss:
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, str):
+        if identifier.lower() in ("crossentropy", "ce"):
+            return AutoCrossentropy(name=identifier)
         cls = _BY_NAME.get(identifier)
         if cls is None:
             from difflib import get_close_matches
@@ -185,7 +361,9 @@ def get(identifier) -> Loss:
             near = get_close_matches(identifier, list(_BY_NAME), n=1)
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ArgumentError(f"Received: loss={identifier!r}, which kcomp does not know.{hint}")
-        return cls()
+        return cls(name=identifier)
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
     if callable(identifier):
         return _FunctionLoss(identifier)
     raise ArgumentError(f"Received: loss={identifier!r}. Expected a name such as 'mse', a Loss, or a function.")

@@ -9,7 +9,7 @@ import math
 import torch
 
 from kcomp import losses, ops
-from kcomp.errors import ArgumentError
+from kcomp.errors import ArgumentError, ShapeError
 
 
 class Metric:
@@ -38,6 +38,12 @@ class Metric:
         return float(state) / count if count else 0.0
 
 
+def _unique_name(cls_name):
+    from kcomp.backend import unique_name
+
+    return unique_name(_default_name(cls_name))
+
+
 def _default_name(cls_name):
     from kcomp.backend import to_snake_case
 
@@ -52,42 +58,136 @@ class _Correct(Metric):
         super().__init__(name)
 
     def values(self, y_true, y_pred):
+        if self.kind == "binary":  # Keras's binary_accuracy meets (N,) targets with (N, 1) predictions
+            y_true, y_pred = losses.same_rank(y_true, y_pred)
         return ops.emit("correct", y_true, y_pred, kind=self.kind, threshold=self.threshold, k=self.k)
 
 
 class CategoricalAccuracy(_Correct):
     kind = "categorical"
 
+    def __init__(self, name=None, dtype=None):
+        super().__init__(name)
+
 
 class SparseCategoricalAccuracy(_Correct):
     kind = "sparse_categorical"
+
+    def __init__(self, name=None, dtype=None):
+        super().__init__(name)
 
 
 class BinaryAccuracy(_Correct):
     kind = "binary"
 
+    def __init__(self, name=None, dtype=None, threshold=0.5):
+        super().__init__(name, threshold=threshold)
+
 
 class TopKCategoricalAccuracy(_Correct):
     kind = "top_k"
 
+    def __init__(self, k=5, name=None, dtype=None):
+        super().__init__(name, k=k)
 
-class SparseTopKCategoricalAccuracy(_Correct):
+    def values(self, y_true, y_pred):
+        classes = ops.shape(y_pred)[-1]
+        if classes is not None and self.k > classes:  # Keras fails here too (torch's topk)
+            raise ShapeError(f"{self.name}: k={self.k} is more than the {classes} classes of the predictions; give k <= {classes}.")
+        return super().values(y_true, y_pred)
+
+
+class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
     kind = "sparse_top_k"
 
 
-class _LossMetric(Metric):
-    fn = None
+class Accuracy(Metric):
+    """Keras's Accuracy class: how often targets equal predictions exactly (the string
+    "accuracy" instead picks binary, sparse or categorical accuracy; see AutoAccuracy)."""
 
     def values(self, y_true, y_pred):
-        return type(self).fn(y_true, y_pred)
+        y_true, y_pred = losses.same_rank(y_true, y_pred)
+        if ops.dtype(y_true) != ops.dtype(y_pred):
+            y_true = ops.cast(y_true, ops.dtype(y_pred))
+        return ops.emit("equal", y_true, y_pred)
 
 
-class MeanSquaredError(_LossMetric):
-    fn = staticmethod(losses.mean_squared_error)
+class AutoAccuracy(Metric):
+    """metrics=["accuracy"] (or "acc", any case): as Keras, binary accuracy when the predictions
+    end in one unit, sparse categorical when the targets have a lower rank or end in one label,
+    else categorical, chosen from the shapes the step sees."""
+
+    def values(self, y_true, y_pred):
+        t, p = ops.shape(y_true), ops.shape(y_pred)
+        if p[-1] == 1:
+            chosen = BinaryAccuracy()
+        elif len(t) < len(p) or (t[-1] == 1 and p[-1] > 1):
+            chosen = SparseCategoricalAccuracy()
+        else:
+            chosen = CategoricalAccuracy()
+        return chosen.values(y_true, y_pred)
 
 
-class MeanAbsoluteError(_LossMetric):
-    fn = staticmethod(losses.mean_absolute_error)
+class _LossMetric(Metric):
+    """The mean of a loss formula's per-sample values (Keras's MeanMetricWrapper); the formula
+    casts the targets and checks their shape (kcomp.losses)."""
+
+    fn = None
+
+    def __init__(self, name=None, dtype=None, **fn_kwargs):
+        self.fn_kwargs = fn_kwargs
+        super().__init__(name)
+
+    def values(self, y_true, y_pred):
+        return type(self).fn(y_true, y_pred, **self.fn_kwargs)
+
+
+def _loss_metric(class_name, function, **defaults):
+    def __init__(self, name=None, dtype=None, **kwargs):
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise ArgumentError(f"{class_name} got unexpected argument(s) {sorted(unknown)}; it takes {sorted(defaults)}.")
+        _LossMetric.__init__(self, name, **{**defaults, **kwargs})
+
+    return type(class_name, (_LossMetric,), {"fn": staticmethod(function), "__init__": __init__})
+
+
+def _cosine_similarity(y_true, y_pred, axis=-1):
+    """The metric is the similarity itself (the loss is its negative)."""
+    return ops.negative(losses.cosine_similarity(y_true, y_pred, axis))
+
+
+MeanSquaredError = _loss_metric("MeanSquaredError", losses.mean_squared_error)
+MeanAbsoluteError = _loss_metric("MeanAbsoluteError", losses.mean_absolute_error)
+MeanAbsolutePercentageError = _loss_metric("MeanAbsolutePercentageError", losses.mean_absolute_percentage_error)
+MeanSquaredLogarithmicError = _loss_metric("MeanSquaredLogarithmicError", losses.mean_squared_logarithmic_error)
+CosineSimilarity = _loss_metric("CosineSimilarity", _cosine_similarity, axis=-1)
+LogCoshError = _loss_metric("LogCoshError", losses.log_cosh)
+Poisson = _loss_metric("Poisson", losses.poisson)
+KLDivergence = _loss_metric("KLDivergence", losses.kl_divergence)
+Hinge = _loss_metric("Hinge", losses.hinge)
+SquaredHinge = _loss_metric("SquaredHinge", losses.squared_hinge)
+CategoricalHinge = _loss_metric("CategoricalHinge", losses.categorical_hinge)
+BinaryCrossentropy = _loss_metric("BinaryCrossentropy", losses.binary_crossentropy, from_logits=False, label_smoothing=0.0)
+CategoricalCrossentropy = _loss_metric(
+    "CategoricalCrossentropy", losses.categorical_crossentropy, from_logits=False, label_smoothing=0.0, axis=-1
+)
+SparseCategoricalCrossentropy = _loss_metric(
+    "SparseCategoricalCrossentropy", losses.sparse_categorical_crossentropy, from_logits=False, axis=-1
+)
+
+
+class RootMeanSquaredError(Metric):
+    """sqrt of the mean squared difference over every value (Keras's RootMeanSquaredError)."""
+
+    def values(self, y_true, y_pred):
+        y_true, y_pred = losses.same_rank(y_true, y_pred)
+        if ops.dtype(y_true) != ops.dtype(y_pred):
+            y_true = ops.cast(y_true, ops.dtype(y_pred))
+        return ops.square(ops.subtract(y_pred, y_true))
+
+    def result(self, state, count):
+        return math.sqrt(super().result(state, count))
 
 
 class _Confusion(Metric):
@@ -95,9 +195,11 @@ class _Confusion(Metric):
 
     def __init__(self, thresholds, name=None):
         self.thresholds = tuple(float(t) for t in thresholds)
-        super().__init__(name)
+        # Keras names these automatically and uniquely per session: auc, auc_1, ...
+        super().__init__(name or _unique_name(type(self).__name__))
 
     def values(self, y_true, y_pred):
+        y_true, y_pred = losses.same_rank(y_true, y_pred)  # as Keras's confusion-matrix update
         return ops.emit("confusion_counts", y_true, y_pred, thresholds=self.thresholds)
 
     def batch_state(self, values):
@@ -149,35 +251,77 @@ class AUC(_Confusion):
         return float(((x[:-1] - x[1:]) * (y[:-1] + y[1:]) / 2).sum())
 
 
-_BY_NAME = {
-    "categorical_accuracy": CategoricalAccuracy, "sparse_categorical_accuracy": SparseCategoricalAccuracy,
-    "binary_accuracy": BinaryAccuracy, "top_k_categorical_accuracy": TopKCategoricalAccuracy,
-    "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
-    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-    "mae": MeanAbsoluteError, "mean_absolute_error": MeanAbsoluteError,
-    "precision": Precision, "recall": Recall, "auc": AUC,
-}
+class _Count(_Confusion):
+    """One of the four confusion counts at `thresholds` (default 0.5): Keras's TruePositives,
+    FalsePositives, TrueNegatives, FalseNegatives (a list of thresholds gives a list)."""
+
+    column = 0
+
+    def __init__(self, thresholds=None, name=None, dtype=None):
+        super().__init__([0.5] if thresholds is None else [thresholds] if isinstance(thresholds, (int, float)) else thresholds, name)
+        self.listed = isinstance(thresholds, (list, tuple))
+
+    def result(self, state, count=0):
+        counts = state[:, self.column].tolist()
+        return counts if self.listed else counts[0]
 
 
-def resolve_accuracy(loss, output_shape) -> Metric:
-    """Keras's "accuracy": chosen from the loss, else from the output's last dimension."""
-    name = getattr(loss, "name", "")
-    if isinstance(loss, losses.SparseCategoricalCrossentropy) or name == "sparse_categorical_crossentropy":
-        return SparseCategoricalAccuracy(name="accuracy")
-    if isinstance(loss, losses.BinaryCrossentropy) or output_shape[-1] == 1:
-        return BinaryAccuracy(name="accuracy")
-    return CategoricalAccuracy(name="accuracy")
+TruePositives = type("TruePositives", (_Count,), {"column": 0})
+FalsePositives = type("FalsePositives", (_Count,), {"column": 1})
+TrueNegatives = type("TrueNegatives", (_Count,), {"column": 2})
+FalseNegatives = type("FalseNegatives", (_Count,), {"column": 3})
+
+# Keras 3's metric names (keras.metrics.get): each class by its name and its snake_case name, and
+# the short aliases. Keras names a metric given as a string by that string.
+_CLASSES = [
+    MeanSquaredError, RootMeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError,
+    MeanSquaredLogarithmicError, CosineSimilarity, LogCoshError, AUC, FalseNegatives, FalsePositives,
+    Precision, Recall, TrueNegatives, TruePositives, Hinge, SquaredHinge, CategoricalHinge, KLDivergence,
+    Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy, Accuracy,
+    BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy,
+]
+_BY_NAME = {}
+for _cls in _CLASSES:
+    _BY_NAME[_cls.__name__] = _BY_NAME[_default_name(_cls.__name__)] = _cls
+for _alias, _cls in [("bce", BinaryCrossentropy), ("mse", MeanSquaredError), ("mae", MeanAbsoluteError),
+                     ("mape", MeanAbsolutePercentageError), ("msle", MeanSquaredLogarithmicError)]:
+    _BY_NAME[_alias] = _BY_NAME[_alias.upper()] = _cls
+
+# Keras metrics kcomp does not compute yet: named so that asking for one says so plainly.
+NOT_YET = (
+    "R2Score", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
+    "ConcordanceCorrelation", "PearsonCorrelation", "F1Score", "FBetaScore", "IoU", "BinaryIoU", "MeanIoU",
+    "OneHotIoU", "OneHotMeanIoU", "Mean", "Sum",
+)
 
 
-def get(identifier, loss=None, output_shape=None) -> Metric:
+def get(identifier) -> Metric:
+    """A metric from a Metric, a Metric class, a name Keras accepts, or a function of
+    (y_true, y_pred) written with kcomp.ops (averaged over every value, as Keras wraps one)."""
     if isinstance(identifier, Metric):
         return identifier
-    if identifier in ("accuracy", "acc"):
-        return resolve_accuracy(loss, output_shape)
+    if isinstance(identifier, str) and identifier.lower() in ("accuracy", "acc"):
+        return AutoAccuracy(name=identifier)
     if isinstance(identifier, str) and identifier in _BY_NAME:
         return _BY_NAME[identifier](name=identifier)
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        return identifier()
+    if callable(identifier) and not isinstance(identifier, type):
+        return _FunctionMetric(identifier)
+    if isinstance(identifier, str) and identifier in {n for c in NOT_YET for n in (c, _default_name(c))}:
+        raise ArgumentError(f"Received: metric={identifier!r}: a Keras metric kcomp does not compute yet. Remove it or compute it after predict.")
     from difflib import get_close_matches
 
     near = get_close_matches(str(identifier), [*_BY_NAME, "accuracy"], n=1)
     hint = f" Did you mean {near[0]!r}?" if near else ""
     raise ArgumentError(f"Received: metric={identifier!r}, which kcomp does not know.{hint}")
+
+
+class _FunctionMetric(Metric):
+    def __init__(self, fn):
+        super().__init__(getattr(fn, "__name__", "metric"))
+        self.fn = fn
+
+    def values(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)

@@ -14,7 +14,7 @@ import torch
 from kcomp import backend, losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.runtime.reference import run_reference
-from kcomp.training.step import ITERATIONS, build_test_step, build_train_step
+from kcomp.training.step import ITERATIONS, build_test_step, build_train_step, output_names
 from kcomp.utils.progbar import Progbar
 
 
@@ -32,7 +32,15 @@ class Compiled:
     variables: list | None = None  # (path, Variable) of the model's weights, taken at the first step
 
 
-def _per_output(value, n: int, what: str) -> list:
+def _per_output(value, names: list[str], what: str, default=None) -> list:
+    """One entry per output from a list (in output order), a dict keyed by output name (Keras's
+    output_names; outputs left out get `default`), or one value for every output."""
+    n = len(names)
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ArgumentError(f"{what} given for {unknown}, which are not outputs of the model; its outputs are {names}.")
+        return [value.get(name, default) for name in names]
     if isinstance(value, (list, tuple)):
         if len(value) != n:
             raise ArgumentError(f"Received {len(value)} {what} for a model with {n} outputs; give one per output.")
@@ -41,37 +49,69 @@ def _per_output(value, n: int, what: str) -> list:
 
 
 def compile_settings(model, optimizer, loss, loss_weights, metrics) -> Compiled:
-    n = len(model.outputs)
-    loss_list = [None if l is None else losses_module.get(l) for l in _per_output(loss, n, "losses")]
-    weights = [1.0] * n if loss_weights is None else [float(w) for w in _per_output(loss_weights, n, "loss weights")]
+    names = output_names(model)
+    n = len(names)
+    if isinstance(loss, dict) and set(loss) != set(names):
+        # Keras asks for every output in a loss dict (None for an output without a loss).
+        raise ArgumentError(f"The loss dict has keys {sorted(loss)}; give one for each output {names} (None for none).")
+    loss_list = [None if l is None else losses_module.get(l) for l in _per_output(loss, names, "losses")]
+    weights = [1.0] * n if loss_weights is None else [float(w) for w in _per_output(loss_weights, names, "loss weights", 1.0)]
     if metrics is None:
         metric_lists = [[] for _ in range(n)]
+    elif isinstance(metrics, dict):
+        metric_lists = [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
+                        for m in _per_output(metrics, names, "metrics")]
     elif isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
-        metric_lists = _per_output(list(metrics), n, "metric lists")
+        metric_lists = _per_output(list(metrics), names, "metric lists")
     else:
         metric_lists = [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] for _ in range(n)]
-    resolved = [
-        [metrics_module.get(m, loss_list[i], model.outputs[i].shape) for m in ms] for i, ms in enumerate(metric_lists)
-    ]
+    resolved = [[metrics_module.get(m) for m in ms] for ms in metric_lists]
     return Compiled(optimizers.get(optimizer), loss_list, weights, resolved)
 
 
 # -- data -------------------------------------------------------------------------
+def _targets(model, y) -> list[torch.Tensor]:
+    """The targets, one per output: a list in output order, a dict keyed by output name, or one array."""
+    if isinstance(y, dict):
+        names = output_names(model)
+        missing = [name for name in names if name not in y]
+        if missing or set(y) - set(names):
+            raise ArgumentError(f"Targets given for {sorted(y)}; the model's outputs are {names}: give one array for each.")
+        y = [y[name] for name in names]
+    return _as_tensors(y, len(model.outputs), "targets")
+
+
 def _as_tensors(data, count: int, what: str) -> list[torch.Tensor]:
-    if isinstance(data, dict):
-        raise ArgumentError(f"{what} given as a dict: pass a list in the model's {what} order.")
     items = list(data) if isinstance(data, (list, tuple)) and count > 1 else [data]
     if len(items) != count:
         raise ArgumentError(f"The model has {count} {what}, received {len(items)} arrays.")
     tensors = []
     for item in items:
-        t = item if isinstance(item, torch.Tensor) else torch.as_tensor(np.asarray(item))
-        if t.dtype == torch.float64:
-            t = t.float()
+        t = _target_tensor(item)
         if _checkable(t) and not torch.isfinite(t).all():
             raise KcompError(f"The {what} hold NaN or infinite values; clean the data before training.")
         tensors.append(t)
     return tensors
+
+
+def _target_tensor(item) -> torch.Tensor:
+    """Targets of any numeric or bool dtype, as Keras takes them: floats become float32 (Keras's
+    losses compute in float32), integers and bools int64 (exact; a loss casts them to the
+    predictions' dtype, a sparse loss reads them as class ids)."""
+    if not isinstance(item, torch.Tensor):
+        array = np.asarray(item)
+        if array.dtype.kind not in "biuf":
+            raise ArgumentError(
+                f"Targets of dtype {array.dtype} cannot be learned from; give numbers (int, float or bool arrays)."
+            )
+        if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+            raise ArgumentError(f"Targets hold {array.max()}, beyond int64; give labels that fit in int64.")
+        item = torch.as_tensor(array.astype(np.int64) if array.dtype.kind in "biu" else array)
+    if item.is_complex():
+        raise ArgumentError(f"Targets of dtype {item.dtype} cannot be learned from; give real numbers.")
+    if item.is_floating_point():
+        return item if item.dtype == torch.float32 else item.float()
+    return item if item.dtype == torch.int64 else item.long()
 
 
 def _checkable(t: torch.Tensor) -> bool:
@@ -142,8 +182,8 @@ class _Accumulator:
     """The epoch's loss and metric states: device tensors the step adds each batch into
     (Step.accumulators); a number is read back only for a progress line or the epoch's logs."""
 
-    def __init__(self, compiled, step, metrics, device):
-        self.compiled, self.step, self.metrics, self.device = compiled, step, metrics, device
+    def __init__(self, compiled, step, device):
+        self.compiled, self.step, self.device = compiled, step, device
         self.reset()
 
     def reset(self):
@@ -158,7 +198,7 @@ class _Accumulator:
         sums = self.compiled.accumulators
         (loss, _, _), *states = self.step.accumulators
         out = {f"{prefix}loss": float(sums[loss]) / self.samples if self.samples else float("nan")}
-        for name, metric, (state, _, per_sample) in zip(self.step.metric_names, self.metrics, states):
+        for name, metric, (state, _, per_sample) in zip(self.step.metric_names, self.step.metrics, states, strict=True):
             out[f"{prefix}{name}"] = metric.result(sums[state], self.samples * per_sample)
         return out
 
@@ -195,7 +235,7 @@ class _RunningLogs(MutableMapping):
 
 def _accumulator(model, compiled, kind, ys) -> _Accumulator:
     step = _step(model, compiled, kind, ys)
-    return _Accumulator(compiled, step, [m for ms in compiled.metrics for m in ms], _device(model))
+    return _Accumulator(compiled, step, _device(model))
 
 
 def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None:
@@ -291,7 +331,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     compiled = _require_compiled(model)
     batch_size = _batch_size(batch_size)
     xs = _model_inputs(model, x)
-    ys = _as_tensors(y, len(model.outputs), "targets")
+    ys = _targets(model, y)
     n = _check_lengths(xs, ys)
     sw = _sample_weights(n, sample_weight, class_weight, ys)
     if validation_data is None and validation_split:
@@ -302,15 +342,16 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         xs, ys, sw, n = [t[:split] for t in xs], [t[:split] for t in ys], sw[:split], split
     elif validation_data is not None:
         vx, vy = validation_data[0], validation_data[1]
-        validation_data = (_model_inputs(model, vx), _as_tensors(vy, len(model.outputs), "targets"))
+        validation_data = (_model_inputs(model, vx), _targets(model, vy))
     device = _device(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
     history = History()
     callback_list = CallbackList([*(callbacks or []), history], model)
     acc = _accumulator(model, compiled, "train", ys)
     model.stop_training = False
-    callback_list.call("on_train_begin")
     steps = len(_batches(n, batch_size, False, steps_per_epoch))
+    callback_list.set_params({"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs, "steps": steps})
+    callback_list.call("on_train_begin")
     for epoch in range(initial_epoch, epochs):
         acc.reset()
         callback_list.call("on_epoch_begin", epoch)
@@ -341,7 +382,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     compiled = _require_compiled(model)
     batch_size = _batch_size(batch_size)
     xs = x if _prefix else _model_inputs(model, x)
-    ys = y if _prefix else _as_tensors(y, len(model.outputs), "targets")
+    ys = y if _prefix else _targets(model, y)
     n = _check_lengths(xs, ys)
     sw = _sample_weights(n, sample_weight, None, ys)
     device = _device(model)
@@ -382,7 +423,7 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     """train_on_batch / test_on_batch: one step on exactly this data."""
     compiled = _require_compiled(model)
     xs = _model_inputs(model, x)
-    ys = _as_tensors(y, len(model.outputs), "targets")
+    ys = _targets(model, y)
     n = _check_lengths(xs, ys)
     acc = _accumulator(model, compiled, kind, ys)
     sw = _sample_weights(n, sample_weight, None, ys)

@@ -15,12 +15,13 @@ captured step leaves nothing for the host to launch per batch but its inputs.
 
 from dataclasses import dataclass, field
 
-from kcomp import ops
+from kcomp import losses, ops
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph, Value
 from kcomp.ir.types import BATCH
 from kcomp.ir.verify import verify
+from kcomp.metrics import Metric
 from kcomp.passes.autodiff import gradients
 
 
@@ -30,7 +31,7 @@ ITERATIONS = "optimizer/iterations"  # the parameter holding the optimizer's ite
 @dataclass
 class Step:
     graph: Graph
-    metric_names: list[str]
+    metric_names: list[str]  # the logs' names after "loss": each output's loss (several outputs), then the metrics
     # What each output is the new value of:
     # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable) | ("accumulator", name)
     # | ("iterations", name)
@@ -39,6 +40,7 @@ class Step:
     # (parameter name, shape, values counted per sample).
     accumulators: list[tuple] = field(default_factory=list)
     plan: object = None  # the fused plan, when a triton backend runs the step
+    metrics: list = field(default_factory=list)  # the Metric of each of metric_names (its result())
 
 
 def _target_input(b: GraphBuilder, spec, index: int) -> Value:
@@ -54,19 +56,31 @@ def _weighted(values: Value, sample_weight: Value):
 
 
 def _total_loss(model, compiled, outputs, targets, sample_weight):
-    total = None
+    """The loss the optimizer minimizes (each output's loss times its loss weight, summed), and
+    each output's own loss by name (Keras logs them as <output>_loss when a model has several)."""
+    total, per_output = None, []
+    names = output_names(model)
     for i, (loss, weight, out, y) in enumerate(zip(compiled.losses, compiled.loss_weights, outputs, targets)):
         if loss is None:
             continue
-        values = loss.call(y, out)
+        values = loss.values(y, out)
         if values.shape[0] != BATCH:
             raise ShapeError(f"loss {loss.name} for output {i} returned shape {format_shape(values.shape)}; expected one value per sample")
-        values = ops.multiply(values, _weighted(values, sample_weight))
-        value = ops.mean(values) if loss.reduction == "sum_over_batch_size" else ops.sum(values)
+        weights = _weighted(values, sample_weight)
+        values = ops.multiply(values, weights)
+        # Keras's reductions; "none" in a compiled model sums, as Keras's compiled loss does.
+        value = losses.reduce_values(values, "sum" if loss.reduction in ("none", None) else loss.reduction, weights)
+        per_output.append((f"{names[i]}_loss", value))
         if weight != 1.0:
             value = ops.multiply(value, float(weight))
         total = value if total is None else ops.add(total, value)
-    return total
+    return total, (per_output if len(outputs) > 1 else [])
+
+
+def output_names(model) -> list[str]:
+    """Keras's output names: the names of the layers whose calls made the model's outputs."""
+    names = getattr(model, "output_names", None)
+    return list(names) if names else [t.call.layer.name for t in model.outputs]
 
 
 def _regularization(b: GraphBuilder, variables) -> Value | None:
@@ -86,21 +100,35 @@ def _regularization(b: GraphBuilder, variables) -> Value | None:
     return penalty
 
 
-def _metric_values(compiled, outputs, targets) -> tuple[list[Value], list[str]]:
-    values, names = [], []
-    for i, (metrics, out, y) in enumerate(zip(compiled.metrics, outputs, targets)):
-        for metric in metrics:
+def _metric_values(model, compiled, outputs, targets) -> tuple[list[Value], list[str], list]:
+    """Each metric's per-batch values, its name in the logs (<output>_<metric> when the model
+    has several outputs, as Keras names them) and the metric."""
+    values, names, metrics = [], [], []
+    out_names = output_names(model)
+    for i, (output_metrics, out, y) in enumerate(zip(compiled.metrics, outputs, targets)):
+        for metric in output_metrics:
             values.append(metric.values(y, out))
-            names.append(metric.name if len(outputs) == 1 else f"output_{i}_{metric.name}")
-    return values, names
+            names.append(metric.name if len(outputs) == 1 else f"{out_names[i]}_{metric.name}")
+            metrics.append(metric)
+    return values, names, metrics
 
 
-def _running_sums(b: GraphBuilder, kind: str, compiled, total: Value, sample_weight: Value, metric_values) -> tuple:
+class _PerOutputLoss(Metric):
+    """An output's own loss in the logs: its batch means, weighed by batch size, averaged."""
+
+
+def _logged(per_output, metric_names, metrics) -> tuple[list[str], list]:
+    """The logs' names after "loss" (each output's loss, then the metrics) and their metrics."""
+    names = [name for name, _ in per_output] + metric_names
+    return names, [_PerOutputLoss(name) for name, _ in per_output] + metrics
+
+
+def _running_sums(b: GraphBuilder, kind: str, total: Value, per_output, sample_weight: Value, metric_values, metrics) -> tuple:
     """(new values, updates, Step.accumulators) of the epoch's running sums: the loss times the
-    batch size (Keras's loss log weighs each batch by its size), and each metric's state."""
+    batch size (Keras's loss log weighs each batch by its size), each output's loss likewise,
+    and each metric's state."""
     batch = ops.emit("count", sample_weight, axes=(0,))
-    increments = [(ops.multiply(total, batch), 1)]
-    metrics = [m for ms in compiled.metrics for m in ms]
+    increments = [(ops.multiply(total, batch), 1)] + [(ops.multiply(value, batch), 1) for _, value in per_output]
     increments += [metric.batch_state(values) for metric, values in zip(metrics, metric_values)]
     news, updates, accumulators = [], [], []
     for i, (increment, per_sample) in enumerate(increments):
@@ -141,13 +169,14 @@ def build_train_step(model, compiled, target_specs) -> Step:
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         lr = b.input((), "float32", "learning_rate")
-        total = _total_loss(model, compiled, outputs, targets, sample_weight)
+        total, per_output = _total_loss(model, compiled, outputs, targets, sample_weight)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
             total = ops.add(total, penalty)
-        metric_values, metric_names = _metric_values(compiled, outputs, targets)
+        metric_values, metric_names, metrics = _metric_values(model, compiled, outputs, targets)
         moving, moving_updates = _moving_statistics(model, b, forward_nodes)
-        sums, sum_updates, accumulators = _running_sums(b, "train", compiled, total, sample_weight, metric_values)
+        sums, sum_updates, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_values, metrics)
+        log_names, log_metrics = _logged(per_output, metric_names, metrics)
     trainable = [(var, v) for var, v in b._param_by_key.items() if hasattr(var, "path") and v.id not in b.frozen_params]
     grads = gradients(b, total, [v for _, v in trainable])
     trainable = [(var, v, g) for (var, v), g in zip(trainable, grads) if g is not None]
@@ -166,7 +195,7 @@ def build_train_step(model, compiled, target_specs) -> Step:
     updates += moving_updates + sum_updates + [("iterations", ITERATIONS)]
     flat_slots = [s for per in new_slots for s in per]
     graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step]))
-    return Step(graph, metric_names, updates, accumulators)
+    return Step(graph, log_names, updates, accumulators, metrics=log_metrics)
 
 
 def build_test_step(model, compiled, target_specs) -> Step:
@@ -176,10 +205,11 @@ def build_test_step(model, compiled, target_specs) -> Step:
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         b.input((), "float32", "learning_rate")  # unused: the same inputs as the training step
-        total = _total_loss(model, compiled, outputs, targets, sample_weight)
+        total, per_output = _total_loss(model, compiled, outputs, targets, sample_weight)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
             total = ops.add(total, penalty)
-        metric_values, metric_names = _metric_values(compiled, outputs, targets)
-        sums, updates, accumulators = _running_sums(b, "test", compiled, total, sample_weight, metric_values)
-    return Step(verify(b.finish(sums)), metric_names, updates, accumulators)
+        metric_values, metric_names, metrics = _metric_values(model, compiled, outputs, targets)
+        sums, updates, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_values, metrics)
+        log_names, log_metrics = _logged(per_output, metric_names, metrics)
+    return Step(verify(b.finish(sums)), log_names, updates, accumulators, metrics=log_metrics)

@@ -1,0 +1,257 @@
+"""Side by side with Keras 3: targets of every dtype and rank, every loss and metric by its Keras
+names, multi-output losses and logs, learning rates in the logs."""
+
+import numpy as np
+import pytest
+
+from keras_oracle import assert_logs_close, dense_model, keras, twins
+
+import kcomp
+from kcomp.errors import KcompError
+
+RNG = np.random.default_rng(7)
+X = RNG.random((13, 4)).astype("float32")
+BITS = RNG.random(13) > 0.5
+
+
+def _evaluate_both(ours, theirs, x, y, **kw):
+    return ours.evaluate(x, y, verbose=0, **kw), theirs.evaluate(x, y, verbose=0, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "int8", "bool", "float64", "float16", "float32"])
+@pytest.mark.parametrize("rank", [1, 2])
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mse"])
+def test_targets_of_every_dtype_and_rank_give_keras_losses_and_steps(dtype, rank, loss):
+    y = BITS.astype(dtype)
+    y = y if rank == 1 else y[:, None]
+    ours, theirs = twins(dense_model, optimizer=lambda lib: lib.optimizers.SGD(0.5), loss=loss)
+    a, b = _evaluate_both(ours, theirs, X, y)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    for _ in range(2):  # training steps on those targets, then the loss they lead to
+        np.testing.assert_allclose(ours.train_on_batch(X, y), theirs.train_on_batch(X, y), rtol=1e-5)
+    a, b = _evaluate_both(ours, theirs, X, y)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_rank_one_targets_never_broadcast_to_n_by_n():
+    """(N,) targets against (N, 1) outputs: one loss per sample, not an (N, N) table."""
+    ours, _ = twins(dense_model)
+    ours.compile(optimizer="sgd", loss="mse", backend="reference")
+    y = BITS.astype("float32")
+    expected = np.mean((ours.predict(X, verbose=0)[:, 0] - y) ** 2)
+    np.testing.assert_allclose(ours.evaluate(X, y, verbose=0), expected, rtol=1e-6)
+
+
+def test_rank_one_targets_on_the_compiled_step_equal_the_reference():
+    ours, _ = twins(dense_model)
+    y = BITS.astype("uint8")
+    ours.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"], backend="reference")
+    reference = ours.evaluate(X, y, verbose=0)
+    ours.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"], backend="triton-interpret")
+    np.testing.assert_allclose(ours.evaluate(X, y, verbose=0), reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mse", "hinge", "categorical_crossentropy"])
+def test_targets_that_do_not_fit_name_both_shapes(loss):
+    ours, _ = twins(lambda lib: dense_model(lib, units=2, activation="softmax"))
+    ours.compile(optimizer="sgd", loss=loss, backend="reference")
+    with pytest.raises(KcompError, match=r"\(None, 3\).*\(None, 2\)"):
+        ours.evaluate(X, np.ones((13, 3), "float32"), verbose=0)
+    weights = ours.get_weights()
+    with pytest.raises(KcompError):
+        ours.fit(X, np.ones((13, 3), "float32"), verbose=0)
+    for before, after in zip(weights, ours.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_targets_of_other_kinds_are_refused():
+    ours, _ = twins(dense_model)
+    ours.compile(optimizer="sgd", loss="mse", backend="reference")
+    with pytest.raises(KcompError, match="dtype"):
+        ours.evaluate(X, np.array(["a"] * 13), verbose=0)
+    with pytest.raises(KcompError, match="complex"):
+        ours.evaluate(X, np.ones(13, np.complex64), verbose=0)
+
+
+def test_saturated_probabilities_give_keras_binary_crossentropy():
+    """A saturated sigmoid (p rounds to 0 or 1): Keras clips to [1e-7, 1 - 1e-7] and takes the
+    logarithms of the clipped values (torch backend), with no epsilon added inside them."""
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="binary_crossentropy")
+    y = (np.arange(13) % 2).astype("float32")
+    for logit in (30.0, -30.0):  # sigmoid(30) rounds to 1.0, sigmoid(-30) is below the clip
+        weights = ours.get_weights()
+        weights[2], weights[3] = weights[2] * 0, weights[3] * 0 + logit
+        for model in (ours, theirs):
+            model.set_weights(weights)
+        p = ours.predict(X, verbose=0)
+        assert np.all(p == 1.0) if logit > 0 else np.all(p < 1e-7)
+        a, b = _evaluate_both(ours, theirs, X, y)
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert a > 7.0  # half the samples at -log(1.19e-7) = 15.94
+
+
+REGRESSION = ["mse", "MSE", "mae", "mape", "msle", "MSLE", "mean_squared_error", "MeanSquaredError",
+              "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "cosine_similarity",
+              "CosineSimilarity", "huber", "Huber", "log_cosh", "LogCosh", "poisson", "Poisson", "kl_divergence",
+              "kld", "KLD", "hinge", "squared_hinge", "SquaredHinge", "categorical_hinge", "CategoricalHinge"]
+CLASSIFICATION = ["categorical_crossentropy", "CategoricalCrossentropy", "crossentropy", "ce"]
+BINARY = ["binary_crossentropy", "bce", "BCE", "BinaryCrossentropy"]
+SPARSE = ["sparse_categorical_crossentropy", "SparseCategoricalCrossentropy", "crossentropy"]
+
+
+def _case(loss):
+    """(model builder, targets) that suit a loss."""
+    if loss in BINARY:
+        return dense_model, BITS.astype("int64")
+    if loss in CLASSIFICATION:
+        return lambda lib: dense_model(lib, units=3, activation="softmax"), np.eye(3, dtype="float32")[np.arange(13) % 3]
+    if loss in SPARSE:
+        return lambda lib: dense_model(lib, units=3, activation="softmax"), (np.arange(13) % 3)
+    # Positive outputs (softplus) keep msle / poisson / kld meaningful; targets with some zeros.
+    return (lambda lib: dense_model(lib, units=3, activation="softplus"),
+            np.round(RNG.random((13, 3)) * 2, 1).astype("float32"))
+
+
+@pytest.mark.parametrize("loss", sorted(set(REGRESSION + CLASSIFICATION + BINARY + SPARSE)) + ["sparse_ce"])
+def test_every_keras_loss_name_gives_keras_numbers(loss):
+    name = "crossentropy" if loss == "sparse_ce" else loss
+    build, y = _case("crossentropy" if loss == "sparse_ce" else loss)
+    if loss == "sparse_ce":
+        build, y = _case("sparse_categorical_crossentropy")
+    ours, theirs = twins(build, optimizer=lambda lib: lib.optimizers.SGD(0.1), loss=name)
+    a, b = _evaluate_both(ours, theirs, X, y)
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.train_on_batch(X, y), theirs.train_on_batch(X, y), rtol=2e-5, atol=1e-6)
+    a, b = _evaluate_both(ours, theirs, X, y)  # after a step: the gradients agree too
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ["Huber", "BinaryCrossentropy", "CategoricalCrossentropy", "MeanSquaredError"])
+def test_loss_objects_with_arguments_and_reductions(cls):
+    kwargs = {"Huber": dict(delta=0.3), "BinaryCrossentropy": dict(label_smoothing=0.2, reduction="sum"),
+              "CategoricalCrossentropy": dict(label_smoothing=0.1), "MeanSquaredError": dict(reduction="mean_with_sample_weight")}[cls]
+    build, y = _case({"Huber": "huber", "BinaryCrossentropy": "bce", "CategoricalCrossentropy": "ce", "MeanSquaredError": "mse"}[cls])
+    ours, theirs = twins(build, optimizer="sgd", loss=lambda lib: getattr(lib.losses, cls)(**kwargs))
+    weights = np.linspace(0.5, 2.0, 13).astype("float32")
+    a, b = _evaluate_both(ours, theirs, X, y, sample_weight=weights)
+    np.testing.assert_allclose(a, b, rtol=2e-5)
+
+
+METRICS = ["mse", "mean_squared_error", "MeanSquaredError", "mae", "MAE", "mape", "msle", "RootMeanSquaredError",
+           "root_mean_squared_error", "cosine_similarity", "log_cosh_error", "poisson", "hinge", "squared_hinge",
+           "binary_crossentropy", "bce", "Accuracy", "acc", "accuracy", "binary_accuracy", "AUC", "auc", "Precision",
+           "recall", "TruePositives", "false_negatives", "kl_divergence"]
+
+
+def test_every_keras_metric_name_gives_keras_numbers():
+    y = BITS.astype("int64")[:, None]
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", metrics=METRICS)
+    a = ours.evaluate(X, y, verbose=0, return_dict=True)
+    b = theirs.evaluate(X, y, verbose=0, return_dict=True)
+    assert_logs_close(a, b, rtol=2e-5)
+
+
+@pytest.mark.parametrize("metric", ["categorical_accuracy", "categorical_crossentropy",
+                                    "CategoricalHinge", "accuracy"])
+def test_categorical_metrics(metric):
+    build, y = _case("categorical_crossentropy")
+    ours, theirs = twins(build, optimizer="sgd", loss="categorical_crossentropy", metrics=[metric])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, return_dict=True), theirs.evaluate(X, y, verbose=0, return_dict=True))
+
+
+@pytest.mark.parametrize("metric", ["sparse_categorical_accuracy", "sparse_categorical_crossentropy", "accuracy",
+                                    lambda lib: lib.metrics.SparseTopKCategoricalAccuracy(k=2)])
+@pytest.mark.parametrize("rank", [1, 2])
+def test_sparse_metrics(metric, rank):
+    build, y = _case("sparse_categorical_crossentropy")
+    y = y if rank == 1 else y[:, None]
+    ours, theirs = twins(build, optimizer="sgd", loss="sparse_categorical_crossentropy",
+                         metrics=lambda lib: [metric(lib) if callable(metric) else metric])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, return_dict=True), theirs.evaluate(X, y, verbose=0, return_dict=True))
+
+
+@pytest.mark.parametrize("metric", ["top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy"])
+def test_top_k_beyond_the_classes_raises_as_in_keras(metric):
+    """Keras's top-k metrics (k=5 by default) fail on 3 classes; kcomp names k and the classes."""
+    build, y = _case("sparse_categorical_crossentropy" if metric.startswith("sparse") else "categorical_crossentropy")
+    ours, theirs = twins(build, optimizer="sgd", loss="mse" if not metric.startswith("sparse") else "sparse_categorical_crossentropy",
+                         metrics=[metric])
+    with pytest.raises(RuntimeError):
+        theirs.evaluate(X, y, verbose=0)
+    with pytest.raises(KcompError, match="k=5.*3 classes"):
+        ours.evaluate(X, y, verbose=0)
+
+
+def test_metric_objects_take_keras_positional_arguments():
+    build, y = _case("categorical_crossentropy")
+    ours, theirs = twins(build, optimizer="sgd", loss="categorical_crossentropy",
+                         metrics=lambda lib: [lib.metrics.TopKCategoricalAccuracy(2), lib.metrics.AUC(num_thresholds=11)])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, return_dict=True), theirs.evaluate(X, y, verbose=0, return_dict=True))
+
+
+def test_binary_crossentropy_metric_refuses_rank_one_targets_as_keras_does():
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", metrics=["binary_crossentropy"])
+    with pytest.raises(ValueError):
+        theirs.evaluate(X, BITS.astype("float32"), verbose=0)
+    with pytest.raises(KcompError, match=r"\(None,\).*\(None, 1\)"):
+        ours.evaluate(X, BITS.astype("float32"), verbose=0)
+
+
+def test_unknown_and_not_yet_computed_metrics_are_named():
+    ours, _ = twins(dense_model)
+    with pytest.raises(KcompError, match="F1Score.*does not compute yet"):
+        ours.compile(optimizer="sgd", loss="mse", metrics=["F1Score"], backend="reference")
+    with pytest.raises(KcompError, match="logcosh"):
+        ours.compile(optimizer="sgd", loss="mse", metrics=["logcosh"], backend="reference")
+
+
+def two_outputs(lib):
+    inp = lib.Input((4,))
+    hidden = lib.layers.Dense(6, activation="relu")(inp)
+    cls = lib.layers.Dense(1, activation="sigmoid", name="cls")(hidden)
+    reg = lib.layers.Dense(2, name="reg")(hidden)
+    return lib.Model(inp, [cls, reg])
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_multi_output_losses_metrics_and_weights_by_output_name(as_dict):
+    y_reg = RNG.random((13, 2)).astype("float32")
+    y_cls = BITS.astype("int64")
+    if as_dict:
+        settings = dict(loss={"cls": "binary_crossentropy", "reg": "mse"}, loss_weights={"cls": 1.0, "reg": 0.5},
+                        metrics={"cls": ["accuracy", "AUC"], "reg": ["mae", "RootMeanSquaredError"]})
+        y = {"cls": y_cls, "reg": y_reg}
+    else:
+        settings = dict(loss=["binary_crossentropy", "mse"], loss_weights=[1.0, 0.5],
+                        metrics=[["accuracy", "AUC"], ["mae", "RootMeanSquaredError"]])
+        y = [y_cls, y_reg]
+    ours, theirs = twins(two_outputs, optimizer=lambda lib: lib.optimizers.SGD(0.1), **settings)
+    a = ours.evaluate(X, y, verbose=0, return_dict=True)
+    b = theirs.evaluate(X, y, verbose=0, return_dict=True)
+    assert set(b) == {"loss", "cls_loss", "reg_loss", "cls_accuracy", "cls_AUC", "reg_mae", "reg_RootMeanSquaredError"}
+    assert_logs_close(a, b, rtol=2e-5)
+    h_ours = ours.fit(X, y, batch_size=5, epochs=2, shuffle=False, verbose=0)
+    h_theirs = theirs.fit(X, y, batch_size=5, epochs=2, shuffle=False, verbose=0)
+    assert_logs_close(h_ours.history, h_theirs.history, rtol=2e-5)
+
+
+def test_a_loss_dict_must_name_every_output_as_in_keras():
+    ours, theirs = twins(two_outputs)
+    with pytest.raises(KcompError, match="cls"):
+        ours.compile(optimizer="sgd", loss={"reg": "mse"}, backend="reference")
+    with pytest.raises(KcompError, match="nope"):
+        ours.compile(optimizer="sgd", loss={"cls": "mse", "reg": "mse", "nope": "mse"}, backend="reference")
+
+
+def test_history_params_model_and_learning_rates_as_keras_logs_them():
+    y = BITS.astype("float32")
+    for make_callback in (lambda lib: lib.callbacks.ReduceLROnPlateau(monitor="loss", patience=0, min_delta=10.0),
+                          lambda lib: lib.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)):
+        ours, theirs = twins(dense_model, optimizer=lambda lib: lib.optimizers.SGD(0.05), loss="mse")
+        h_ours = ours.fit(X, y, epochs=3, batch_size=13, verbose=0, callbacks=[make_callback(kcomp)])
+        h_theirs = theirs.fit(X, y, epochs=3, batch_size=13, verbose=0, callbacks=[make_callback(keras)])
+        assert_logs_close(h_ours.history, h_theirs.history, rtol=1e-5)
+        assert h_ours.params == h_theirs.params == {"verbose": 0, "epochs": 3, "steps": 1}
+        assert h_ours.model is ours
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse")
+    assert "learning_rate" not in ours.fit(X, y, verbose=0).history  # only those callbacks log it, as in Keras
