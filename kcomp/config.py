@@ -2,6 +2,8 @@
 
 KCOMP_DUMP=DIR   write the IR graph after every pass into DIR.
 KCOMP_CACHE_DIR  where compiled plans and kernels are cached on disk.
+KERAS_HOME       Keras's home folder; kcomp.datasets reads data sets from its datasets/ folder,
+                 where Keras keeps what it downloaded (default ~/.keras).
 """
 
 import os
@@ -22,3 +24,12 @@ def cache_dir() -> Path:
     if value:
         return Path(value)
     return Path.home() / ".cache" / "kcomp"
+
+
+def dataset_dirs() -> list[Path]:
+    """Where kcomp.datasets looks for a data set file, in order: Keras's cache folders
+    ($KERAS_HOME/datasets, else ~/.keras/datasets, and /tmp/.keras/datasets, Keras's fallback)."""
+    home = os.environ.get("KERAS_HOME", "").strip()
+    roots = [Path(home)] if home else [Path.home() / ".keras"]
+    roots.append(Path("/tmp/.keras"))
+    return [root / "datasets" for root in roots]
