@@ -297,9 +297,6 @@ def test_a_frozen_batch_norm_runs_in_inference_mode_as_in_keras():
         np.testing.assert_array_equal(got, want)  # moving statistics included
 
 
-@pytest.mark.xfail(strict=True, reason="kcomp/training/step.py finds a BatchNormalization's momentum with "
-                   "model.get_layer(node.origin), which does not look inside nested models (asked of its owner: "
-                   "use the moving variable's owner layer)")
 def test_a_trainable_batch_norm_inside_a_nested_model_trains_as_in_keras():
     _bn_step_matches_keras(frozen=False)
 

@@ -149,7 +149,8 @@ def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Valu
     for node in forward_nodes:
         if node.op != "batch_norm_train":
             continue
-        momentum = model.get_layer(node.origin).momentum
+        # The layer that owns the moving mean: found the same way inside nested models.
+        momentum = variables[node.inputs[1].id].owner.momentum
         for moving, batch in ((node.inputs[1], node.outputs[1]), (node.inputs[2], node.outputs[2])):
             kept = ops.multiply(moving, float(momentum))
             news.append(ops.add(kept, ops.multiply(batch, 1.0 - float(momentum))))
