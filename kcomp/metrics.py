@@ -9,7 +9,7 @@ import math
 import torch
 
 from kcomp import losses, ops
-from kcomp.errors import ArgumentError, ShapeError
+from kcomp.errors import ArgumentError, ShapeError, format_shape
 
 
 class Metric:
@@ -251,6 +251,102 @@ class AUC(_Confusion):
         return float(((x[:-1] - x[1:]) * (y[:-1] + y[1:]) / 2).sum())
 
 
+class _ColumnSums(Metric):
+    """Metrics whose state is a few sums per output column over every sample seen: `rows` gives
+    the per-sample terms, each (N, C); the state is their column sums, (len(rows), C)."""
+
+    def rows(self, y_true, y_pred) -> list:
+        raise NotImplementedError
+
+    def values(self, y_true, y_pred):
+        y_true, y_pred = losses.same_rank(y_true, y_pred)
+        if len(ops.shape(y_pred)) != 2 or ops.shape(y_pred)[-1] is None:
+            raise ShapeError(f"{self.name} takes predictions of shape (batch, outputs); received {format_shape(ops.shape(y_pred))}.")
+        if ops.dtype(y_true) != "float32":
+            y_true = ops.cast(y_true, "float32")
+        rows = [ops.reshape(r, (r.shape[0], 1, r.shape[1])) for r in self.rows(y_true, y_pred)]
+        return ops.concatenate(rows, axis=1)
+
+    def batch_state(self, values):
+        return ops.sum(values, axis=0), 0
+
+
+class FBetaScore(_ColumnSums):
+    """Keras's FBetaScore: per class, (1 + beta^2) P R / (beta^2 P + R) from true positives, false
+    positives and false negatives; a prediction is positive above `threshold`, or (None) where it
+    is its row's largest. average None (per class), "micro", "macro" or "weighted"."""
+
+    def __init__(self, average=None, beta=1.0, threshold=None, name=None, dtype=None):
+        if average not in (None, "micro", "macro", "weighted"):
+            raise ArgumentError(f"Received: average={average!r}. Expected None, 'micro', 'macro' or 'weighted'.")
+        if not isinstance(beta, float) or beta <= 0:
+            raise ArgumentError(f"Received: beta={beta!r}. Expected a float > 0.")
+        if threshold is not None and not (isinstance(threshold, float) and 0 < threshold <= 1):
+            raise ArgumentError(f"Received: threshold={threshold!r}. Expected None or a float in (0, 1].")
+        self.average, self.beta, self.threshold = average, beta, threshold
+        super().__init__(name or _default_name(type(self).__name__).replace("f_beta", "fbeta"))
+
+    def rows(self, y_true, y_pred):
+        if self.threshold is None:  # the row's largest (and not 0) is the predicted class
+            top = ops.emit("equal", y_pred, ops.max(y_pred, axis=-1, keepdims=True))
+            picked = ops.multiply(top, ops.emit("greater", ops.abs(y_pred), 1e-9))
+        else:
+            picked = ops.emit("greater", y_pred, self.threshold)
+        missed = ops.subtract(1.0, picked)
+        return [ops.multiply(picked, y_true), ops.multiply(picked, ops.subtract(1.0, y_true)), ops.multiply(missed, y_true), y_true]
+
+    def result(self, state, count=0):
+        tp, fp, fn, support = state.double()
+        if self.average == "micro":
+            tp, fp, fn, support = tp.sum(), fp.sum(), fn.sum(), support.sum()
+        eps = losses.EPSILON
+        precision, recall = tp / (tp + fp + eps), tp / (tp + fn + eps)
+        score = precision * recall / (self.beta**2 * precision + recall + eps) * (1 + self.beta**2)
+        if self.average == "weighted":
+            score = (score * support / (support.sum() + eps)).sum()
+        elif self.average == "macro":
+            score = score.mean()
+        return score.numpy().astype("float32") if score.dim() else float(score)
+
+
+class F1Score(FBetaScore):
+    def __init__(self, average=None, threshold=None, name=None, dtype=None):
+        super().__init__(average, 1.0, threshold, name or "f1_score", dtype)
+
+
+class R2Score(_ColumnSums):
+    """Keras's R2Score: per output column 1 - SS_res / SS_tot, averaged uniformly ("uniform_average"),
+    by variance ("variance_weighted_average") or not (None); adjusted for `num_regressors`."""
+
+    def __init__(self, class_aggregation="uniform_average", num_regressors=0, name="r2_score", dtype=None):
+        if class_aggregation not in (None, "uniform_average", "variance_weighted_average"):
+            raise ArgumentError(f"Received: class_aggregation={class_aggregation!r}. Expected None, 'uniform_average' or 'variance_weighted_average'.")
+        if num_regressors < 0:
+            raise ArgumentError(f"Received: num_regressors={num_regressors}. Expected a number >= 0.")
+        self.class_aggregation, self.num_regressors = class_aggregation, num_regressors
+        super().__init__(name)
+
+    def rows(self, y_true, y_pred):
+        ones = ops.add(ops.multiply(y_true, 0.0), 1.0)
+        return [y_true, ops.square(y_true), ops.square(ops.subtract(y_true, y_pred)), ones]
+
+    def result(self, state, count=0):
+        total_y, total_y2, residual, counts = state.double()
+        variation = total_y2 - total_y * (total_y / counts)
+        scores = 1 - residual / variation
+        scores = torch.where(torch.isinf(scores), torch.zeros_like(scores), scores)
+        if self.class_aggregation == "uniform_average":
+            score = scores.mean()
+        elif self.class_aggregation == "variance_weighted_average":
+            score = (variation * scores).sum() / variation.sum()
+        else:
+            return scores.numpy().astype("float32")
+        samples = float(counts.sum())
+        if 0 < self.num_regressors < samples - 1:  # Keras falls back to the plain score otherwise
+            score = 1 - (1 - score) * (samples - 1) / (samples - self.num_regressors - 1)
+        return float(score)
+
+
 class _Count(_Confusion):
     """One of the four confusion counts at `thresholds` (default 0.5): Keras's TruePositives,
     FalsePositives, TrueNegatives, FalseNegatives (a list of thresholds gives a list)."""
@@ -279,7 +375,7 @@ _CLASSES = [
     Precision, Recall, TrueNegatives, TruePositives, Hinge, SquaredHinge, CategoricalHinge, KLDivergence,
     Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy, Accuracy,
     BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
-    SparseTopKCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy, F1Score, FBetaScore, R2Score,
 ]
 _BY_NAME = {}
 for _cls in _CLASSES:
@@ -290,8 +386,8 @@ for _alias, _cls in [("bce", BinaryCrossentropy), ("mse", MeanSquaredError), ("m
 
 # Keras metrics kcomp does not compute yet: named so that asking for one says so plainly.
 NOT_YET = (
-    "R2Score", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
-    "ConcordanceCorrelation", "PearsonCorrelation", "F1Score", "FBetaScore", "IoU", "BinaryIoU", "MeanIoU",
+    "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
+    "ConcordanceCorrelation", "PearsonCorrelation", "IoU", "BinaryIoU", "MeanIoU",
     "OneHotIoU", "OneHotMeanIoU", "Mean", "Sum",
 )
 

@@ -255,3 +255,41 @@ def test_history_params_model_and_learning_rates_as_keras_logs_them():
         assert h_ours.model is ours
     ours, theirs = twins(dense_model, optimizer="sgd", loss="mse")
     assert "learning_rate" not in ours.fit(X, y, verbose=0).history  # only those callbacks log it, as in Keras
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.metrics.F1Score(), lambda lib: lib.metrics.F1Score(average="macro"),
+    lambda lib: lib.metrics.F1Score(average="weighted", threshold=0.4), lambda lib: lib.metrics.FBetaScore(average="micro", beta=2.0),
+    "f1_score", "F1Score", "f_beta_score",
+])
+def test_f_scores(make):
+    build, y = _case("categorical_crossentropy")
+    ours, theirs = twins(build, optimizer="sgd", loss="categorical_crossentropy", metrics=lambda lib: [make(lib) if callable(make) else make])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, return_dict=True), theirs.evaluate(X, y, verbose=0, return_dict=True), rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    "r2_score", "R2Score", lambda lib: lib.metrics.R2Score(class_aggregation=None),
+    lambda lib: lib.metrics.R2Score(class_aggregation="variance_weighted_average", num_regressors=2),
+])
+def test_r2_score(make):
+    build, y = _case("mse")
+    ours, theirs = twins(build, optimizer="sgd", loss="mse", metrics=lambda lib: [make(lib) if callable(make) else make])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, batch_size=5, return_dict=True),
+                      theirs.evaluate(X, y, verbose=0, batch_size=5, return_dict=True), rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["log_cosh", "poisson", "mape", "categorical_hinge", "cosine_similarity"])
+def test_the_compiled_step_equals_the_reference_for_new_losses_and_metrics(loss):
+    """The generated kernels (Triton's interpreter) compute the new losses and metrics as the reference does."""
+    build, y = _case(loss)
+    metrics = ["RootMeanSquaredError", "r2_score", "F1Score", "msle", "squared_hinge"]
+    results, weights = {}, build(kcomp).get_weights()
+    for backend in ("reference", "triton-interpret"):
+        ours = build(kcomp)
+        ours.set_weights(weights)
+        ours.compile(optimizer="sgd", loss=loss, metrics=metrics, backend=backend)
+        step = ours.train_on_batch(X, y, return_dict=True)
+        results[backend] = (step, ours.evaluate(X, y, verbose=0, return_dict=True))
+    for got, want in zip(results["triton-interpret"], results["reference"]):
+        assert_logs_close(got, want, rtol=1e-4, atol=1e-5)
