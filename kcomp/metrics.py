@@ -347,6 +347,52 @@ class R2Score(_ColumnSums):
         return float(score)
 
 
+class _AtOperatingPoint(_Confusion):
+    """Keras's SensitivityAtSpecificity family: at `num_thresholds` thresholds spread evenly over
+    [0, 1], the best `dependent` value among the thresholds where `constrained` >= `value`."""
+
+    def __init__(self, value, num_thresholds=200, class_id=None, name=None, dtype=None):
+        what = type(self).argument
+        if not 0 <= value <= 1:
+            raise ArgumentError(f"Received: {what}={value}. Expected a number in [0, 1].")
+        if num_thresholds <= 0:
+            raise ArgumentError(f"Received: num_thresholds={num_thresholds}. Expected an integer > 0.")
+        if class_id is not None:
+            raise ArgumentError(f"Received: class_id={class_id}: kcomp does not take class_id yet; slice that output instead.")
+        self.value, self.num_thresholds = float(value), num_thresholds
+        inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+        super().__init__([0.5] if num_thresholds == 1 else [0.0, *inner, 1.0], name)
+
+    @staticmethod
+    def _ratio(a, b):
+        return torch.where(a + b > 0, a / (a + b).clamp(min=1e-300), torch.zeros_like(a))  # Keras's divide_no_nan
+
+    def result(self, state, count=0):
+        tp, fp, tn, fn = (state.double()[:, i] for i in range(4))
+        rates = {"sensitivity": self._ratio(tp, fn), "specificity": self._ratio(tn, fp), "precision": self._ratio(tp, fp)}
+        rates["recall"] = rates["sensitivity"]
+        constrained, dependent = rates[type(self).argument], rates[type(self).reported]
+        return float(torch.where(constrained >= self.value, dependent, torch.zeros_like(dependent)).max().clamp(min=0))
+
+
+def _at_operating_point(class_name, argument, reported):
+    def __init__(self, *args, **kwargs):
+        if args:
+            kwargs[argument] = args[0]
+            args = args[1:]
+        if argument not in kwargs:
+            raise ArgumentError(f"{class_name} needs {argument}=..., the {argument} to hold (a number in [0, 1]).")
+        _AtOperatingPoint.__init__(self, kwargs.pop(argument), *args, **kwargs)
+
+    return type(class_name, (_AtOperatingPoint,), {"argument": argument, "reported": reported, "__init__": __init__})
+
+
+SensitivityAtSpecificity = _at_operating_point("SensitivityAtSpecificity", "specificity", "sensitivity")
+SpecificityAtSensitivity = _at_operating_point("SpecificityAtSensitivity", "sensitivity", "specificity")
+PrecisionAtRecall = _at_operating_point("PrecisionAtRecall", "recall", "precision")
+RecallAtPrecision = _at_operating_point("RecallAtPrecision", "precision", "recall")
+
+
 class _Count(_Confusion):
     """One of the four confusion counts at `thresholds` (default 0.5): Keras's TruePositives,
     FalsePositives, TrueNegatives, FalseNegatives (a list of thresholds gives a list)."""
@@ -375,7 +421,8 @@ _CLASSES = [
     Precision, Recall, TrueNegatives, TruePositives, Hinge, SquaredHinge, CategoricalHinge, KLDivergence,
     Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy, Accuracy,
     BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
-    SparseTopKCategoricalAccuracy, F1Score, FBetaScore, R2Score,
+    SparseTopKCategoricalAccuracy, F1Score, FBetaScore, R2Score, SensitivityAtSpecificity, SpecificityAtSensitivity,
+    PrecisionAtRecall, RecallAtPrecision,
 ]
 _BY_NAME = {}
 for _cls in _CLASSES:
@@ -386,7 +433,6 @@ for _alias, _cls in [("bce", BinaryCrossentropy), ("mse", MeanSquaredError), ("m
 
 # Keras metrics kcomp does not compute yet: named so that asking for one says so plainly.
 NOT_YET = (
-    "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
     "ConcordanceCorrelation", "PearsonCorrelation", "IoU", "BinaryIoU", "MeanIoU",
     "OneHotIoU", "OneHotMeanIoU", "Mean", "Sum",
 )

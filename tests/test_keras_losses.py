@@ -293,3 +293,14 @@ def test_the_compiled_step_equals_the_reference_for_new_losses_and_metrics(loss)
         results[backend] = (step, ours.evaluate(X, y, verbose=0, return_dict=True))
     for got, want in zip(results["triton-interpret"], results["reference"]):
         assert_logs_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.metrics.PrecisionAtRecall(0.5), lambda lib: lib.metrics.RecallAtPrecision(precision=0.6, num_thresholds=7),
+    lambda lib: lib.metrics.SensitivityAtSpecificity(0.4), lambda lib: lib.metrics.SpecificityAtSensitivity(0.8, num_thresholds=1),
+])
+def test_operating_point_metrics(make):
+    y = BITS.astype("int64")[:, None]
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="binary_crossentropy", metrics=lambda lib: [make(lib)])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, batch_size=4, return_dict=True),
+                      theirs.evaluate(X, y, verbose=0, batch_size=4, return_dict=True), rtol=1e-5)
