@@ -106,10 +106,7 @@ class Accuracy(Metric):
     "accuracy" instead picks binary, sparse or categorical accuracy; see AutoAccuracy)."""
 
     def values(self, y_true, y_pred):
-        y_true, y_pred = losses.same_rank(y_true, y_pred)
-        if ops.dtype(y_true) != ops.dtype(y_pred):
-            y_true = ops.cast(y_true, ops.dtype(y_pred))
-        return ops.emit("equal", y_true, y_pred)
+        return ops.emit("equal", *_as_float_pair(y_true, y_pred))
 
 
 class AutoAccuracy(Metric):
@@ -177,13 +174,48 @@ SparseCategoricalCrossentropy = _loss_metric(
 )
 
 
+def _centered(x, axis):
+    return ops.subtract(x, ops.mean(x, axis=axis, keepdims=True))
+
+
+def _variance(x, axis):
+    """Population variance (divides by the count), as Keras's ops.var."""
+    return ops.mean(ops.square(_centered(x, axis)), axis=axis, keepdims=True)
+
+
+def _pearson_correlation(y_true, y_pred, axis=-1):
+    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    t, p = _centered(y_true, axis), _centered(y_pred, axis)
+    t = ops.divide(t, ops.sqrt(_variance(t, axis)))
+    p = ops.divide(p, ops.sqrt(_variance(p, axis)))
+    return ops.mean(ops.multiply(t, p), axis=axis)
+
+
+def _concordance_correlation(y_true, y_pred, axis=-1):
+    # Keras's formula term by term (its covariance centres both factors on the predictions' mean).
+    y_true, y_pred = _as_float_pair(y_true, y_pred)
+    mean_t, mean_p = ops.mean(y_true, axis=axis, keepdims=True), ops.mean(y_pred, axis=axis, keepdims=True)
+    covariance = ops.multiply(ops.subtract(y_true, mean_p), ops.subtract(y_pred, mean_p))
+    norm = ops.add(ops.add(_variance(y_true, axis), _variance(y_pred, axis)), ops.square(ops.subtract(mean_t, mean_p)))
+    return ops.mean(ops.divide(ops.multiply(covariance, 2.0), ops.add(norm, losses.EPSILON)), axis=axis)
+
+
+def _as_float_pair(y_true, y_pred):
+    y_true, y_pred = losses.same_rank(y_true, y_pred)
+    if ops.dtype(y_true) != ops.dtype(y_pred):
+        y_true = ops.cast(y_true, ops.dtype(y_pred))
+    return y_true, y_pred
+
+
+PearsonCorrelation = _loss_metric("PearsonCorrelation", _pearson_correlation, axis=-1)
+ConcordanceCorrelation = _loss_metric("ConcordanceCorrelation", _concordance_correlation, axis=-1)
+
+
 class RootMeanSquaredError(Metric):
     """sqrt of the mean squared difference over every value (Keras's RootMeanSquaredError)."""
 
     def values(self, y_true, y_pred):
-        y_true, y_pred = losses.same_rank(y_true, y_pred)
-        if ops.dtype(y_true) != ops.dtype(y_pred):
-            y_true = ops.cast(y_true, ops.dtype(y_pred))
+        y_true, y_pred = _as_float_pair(y_true, y_pred)
         return ops.square(ops.subtract(y_pred, y_true))
 
     def result(self, state, count):
@@ -422,7 +454,7 @@ _CLASSES = [
     Poisson, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy, Accuracy,
     BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
     SparseTopKCategoricalAccuracy, F1Score, FBetaScore, R2Score, SensitivityAtSpecificity, SpecificityAtSensitivity,
-    PrecisionAtRecall, RecallAtPrecision,
+    PrecisionAtRecall, RecallAtPrecision, PearsonCorrelation, ConcordanceCorrelation,
 ]
 _BY_NAME = {}
 for _cls in _CLASSES:
@@ -433,7 +465,7 @@ for _alias, _cls in [("bce", BinaryCrossentropy), ("mse", MeanSquaredError), ("m
 
 # Keras metrics kcomp does not compute yet: named so that asking for one says so plainly.
 NOT_YET = (
-    "ConcordanceCorrelation", "PearsonCorrelation", "IoU", "BinaryIoU", "MeanIoU",
+    "IoU", "BinaryIoU", "MeanIoU",
     "OneHotIoU", "OneHotMeanIoU", "Mean", "Sum",
 )
 

@@ -304,3 +304,10 @@ def test_operating_point_metrics(make):
     ours, theirs = twins(dense_model, optimizer="sgd", loss="binary_crossentropy", metrics=lambda lib: [make(lib)])
     assert_logs_close(ours.evaluate(X, y, verbose=0, batch_size=4, return_dict=True),
                       theirs.evaluate(X, y, verbose=0, batch_size=4, return_dict=True), rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["pearson_correlation", "ConcordanceCorrelation"])
+def test_correlation_metrics(metric):
+    build, y = _case("mse")
+    ours, theirs = twins(build, optimizer="sgd", loss="mse", metrics=[metric])
+    assert_logs_close(ours.evaluate(X, y, verbose=0, return_dict=True), theirs.evaluate(X, y, verbose=0, return_dict=True), rtol=1e-5)
