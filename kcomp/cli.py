@@ -1,4 +1,4 @@
-"""The kcomp command line: build, summary, check.
+"""The kcomp command line: build, summary, check, fit, evaluate, convert.
 
 Exit codes: 0 success, 1 the model failed to build (the message says why),
 2 bad usage (unknown flag, missing file). Errors print as one message; pass
@@ -20,7 +20,7 @@ class UsageError(Exception):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
-    p.add_argument("file", help="a .k model file, or a Python file defining build_model() or `model`")
+    p.add_argument("file", help="a .k model file, a Keras 3 .keras archive, or a Python file defining build_model() or `model`")
     p.add_argument("--model", metavar="NAME", help="which model, when the file defines several")
 
 
@@ -62,7 +62,9 @@ def make_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int, default=1)
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--validation-split", type=float, default=0.0)
-    fit.add_argument("--save-weights", metavar="PATH", help="write the trained weights here (.npz)")
+    fit.add_argument("--save-weights", metavar="PATH", help="write the trained weights here (.npz, or Keras's .weights.h5)")
+    fit.add_argument("--save", metavar="PATH.keras",
+                     help="write the trained model as a Keras 3 .keras archive (config, weights, optimizer state)")
     fit.add_argument("--weights", metavar="PATH", help="start from these weights")
 
     evaluate = verbs.add_parser("evaluate", help="loss and metrics of a model on an .npz file",
@@ -71,6 +73,15 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, metavar="FILE.npz", help="evaluation data")
     evaluate.add_argument("--weights", metavar="PATH", help="weights to load first (.npz from kcomp fit)")
     evaluate.add_argument("--batch-size", type=int, default=32)
+
+    convert = verbs.add_parser(
+        "convert", help="write a model (e.g. a Keras .keras archive) as a .k file",
+        description="Write the model as .k text (grammar/README.md): its layers with every non-default argument, "
+        "and its compile section. Weights are not part of a .k file: --weights also writes them (.weights.h5 or .npz).",
+    )
+    _add_model_args(convert)
+    convert.add_argument("-o", "--output", required=True, metavar="FILE.k", help="the .k file to write")
+    convert.add_argument("--weights", metavar="PATH", help="also write the model's weights here")
 
     check = verbs.add_parser("check", help="parse and shape-check only", description="Parse and shape-check every model in the file; prints nothing else on success.")
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
@@ -190,10 +201,31 @@ def cmd_fit(args) -> int:
     if args.epochs <= 0 or args.batch_size <= 0 or not 0 <= args.validation_split < 1:
         raise UsageError("--epochs and --batch-size must be positive and --validation-split in [0, 1)")
     model, x, y = _compiled_model(args)
+    if args.save is not None and not args.save.endswith(".keras"):
+        raise UsageError(f"--save takes a .keras file name, received {args.save}")
     model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split)
     if args.save_weights:
         model.save_weights(args.save_weights)
         print(f"saved weights to {args.save_weights}")
+    if args.save:
+        model.save(args.save)
+        print(f"saved the model to {args.save}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from kcomp.saving.k_text import model_to_k
+    from kcomp.utils.files import write_text_atomic
+
+    if not args.output.endswith(".k"):
+        raise UsageError(f"-o takes a .k file name, received {args.output}")
+    model = _load(args)
+    text = model_to_k(model)
+    write_text_atomic(args.output, f"# converted by kcomp from {Path(args.file).name}\n{text}")
+    print(f"wrote {args.output} ({model.name}: {len(model.layers)} layers)")
+    if args.weights:
+        model.save_weights(args.weights)
+        print(f"wrote its weights to {args.weights}")
     return 0
 
 
@@ -206,7 +238,8 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check, "fit": cmd_fit, "evaluate": cmd_evaluate}
+COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check, "fit": cmd_fit, "evaluate": cmd_evaluate,
+            "convert": cmd_convert}
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,6 @@
-"""Load the models a file defines: a .k file (data, never executed) or a Python file.
+"""Load the models a file defines: a .k file (data, never executed), a Keras 3 `.keras`
+archive (data too: kcomp/saving/archive.py, with its weights, compile config and
+optimizer state), or a Python file.
 
 Python convention: the file defines a function `build_model()` returning a
 model, or a module-level variable `model`; failing both, every kcomp model
@@ -18,6 +20,11 @@ def load_models(path) -> dict[str, Model]:
     path = Path(path)
     if path.suffix == ".py":
         return _load_python(path)
+    if path.suffix == ".keras":
+        from kcomp.saving.archive import load_model
+
+        model = load_model(path)
+        return {model.name: model}
     return dsl.load(path)
 
 

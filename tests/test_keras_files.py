@@ -300,3 +300,47 @@ def test_nested_models_use_keras_paths(tmp_path):
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     ours.save_weights(tmp_path / "ours.weights.h5")
     assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "n.weights.h5")
+
+
+# -- the command line ------------------------------------------------------------------------
+def test_cli_convert_writes_k_text_that_builds_the_same_model(tmp_path, capsys):
+    from kcomp.cli import main
+    from kcomp.model_files import load_models
+
+    x = DATA["img_x"]
+    assert main(["convert", str(FIXTURES / "branch_sgd.keras"), "-o", str(tmp_path / "b.k"), "--weights", str(tmp_path / "b.weights.h5")]) == 0
+    text = (tmp_path / "b.k").read_text()
+    assert "conv2d(input_layer" in text and "optimizer = sgd(learning_rate=0.05, momentum=0.9)" in text
+    (converted,) = load_models(tmp_path / "b.k").values()
+    converted.load_weights(tmp_path / "b.weights.h5")
+    original = kcomp.models.load_model(FIXTURES / "branch_sgd.keras")
+    np.testing.assert_array_equal(converted.predict(x, verbose=0), original.predict(x, verbose=0))
+    assert converted.compile_config.settings["loss"] == "mse"
+    # every layer kcomp has, through Keras's archive and back to text
+    theirs = every_layer(keras)
+    theirs.save(tmp_path / "every.keras")
+    assert main(["convert", str(tmp_path / "every.keras"), "-o", str(tmp_path / "every.k"), "--weights", str(tmp_path / "every.weights.h5")]) == 0
+    (again,) = load_models(tmp_path / "every.k").values()
+    again.load_weights(tmp_path / "every.weights.h5")
+    for a, b in zip(again.predict(every_layer_inputs(), verbose=0), theirs.predict(every_layer_inputs(), verbose=0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert [type(l).__name__ for l in again.layers] == [type(l).__name__.replace("Functional", "Model") for l in theirs.layers]
+
+
+def test_cli_fit_resumes_a_keras_archive_and_build_reads_one(tmp_path):
+    from kcomp.cli import main
+
+    x, y = DATA["mlp_x"], DATA["mlp_y"]
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    out = tmp_path / "after.keras"
+    # One batch of all 8 samples: the step is the same whatever order fit shuffles them into.
+    assert main(["fit", str(FIXTURES / "mlp_adam.keras"), "--data", str(tmp_path / "d.npz"), "--batch-size", "8", "--save", str(out)]) == 0
+    theirs = keras.saving.load_model(FIXTURES / "mlp_adam.keras")
+    theirs.train_on_batch(x, y)
+    resumed = keras.saving.load_model(out)
+    assert int(resumed.optimizer.iterations) == 3
+    for a, b in zip(resumed.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert main(["build", str(out), "-o", str(tmp_path / "build"), "--emit", "ir"]) == 0
+    assert (tmp_path / "build" / "model.ir").is_file()
+    assert main(["convert", str(out), "-o", str(tmp_path / "bad.txt")]) == 2
