@@ -425,6 +425,42 @@ def test_custom_layer_written_the_keras_way_traces_and_trains():
     np.testing.assert_array_equal(cm.get_weights()[2], weights[2])  # the frozen weight did not move
 
 
+def composite_block(K):
+    class Block(K.layers.Layer):
+        """Layers kept as attributes, called in `call`: Keras tracks them and their weights."""
+
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = K.layers.Dense(units, activation="relu")
+            self.drop = K.layers.Dropout(0.5, seed=4)
+            self.proj = K.layers.Dense(units)
+
+        def build(self, input_shape):
+            self.gain = self.add_weight(shape=(1,), initializer="ones", name="gain")
+
+        def call(self, inputs):
+            h = self.proj(self.drop(self.inner(inputs)))
+            return K.ops.add(inputs, K.ops.multiply(h, self.gain))
+
+    return K.Sequential([K.Input((4,)), Block(4, name="block"), K.layers.Dense(2, name="d")])
+
+
+def test_a_layer_made_of_layers_traces_them_inline_and_owns_their_weights():
+    km, cm = composite_block(keras), composite_block(kcomp)
+    block = cm.get_layer("block")
+    assert [w.name for w in block.weights] == ["gain", "kernel", "bias", "kernel", "bias"]
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)  # dropout off in inference
+    assert block.count_params() == 1 + 20 + 20
+    for training in (True, False):  # the block's training flag reaches its Dropout, as Keras's call context does
+        flags = [dict(n.attrs)["training"] for n in cm.to_graph(training=training).nodes if n.op == "dropout"]
+        assert flags == [training]
+    block.trainable = False
+    assert not block.inner.trainable and len(cm.trainable_weights) == 2  # the flag reaches its layers, as in Keras
+    km.get_layer("block").trainable = False
+    assert len(km.trainable_weights) == 2
+
+
 def test_add_weight_takes_keras_3_arguments():
     layer = kcomp.layers.Layer(name="holder")
     with pytest.raises(ValueError, match="keyword"):

@@ -11,6 +11,7 @@ name. Calling it on arrays or torch tensors runs it at once.
 """
 
 import inspect
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,8 +20,13 @@ import torch
 from kcomp import backend, initializers, regularizers
 from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.graph import Value
 from kcomp.ir.types import BATCH, TORCH_DTYPES
-from kcomp.ops import tracing
+from kcomp.ops import current_builder, tracing
+
+# The training flag of the layer being traced: a layer called inside another layer's `call`
+# without a training argument inherits it, as Keras's call context passes it on.
+_trace_state = threading.local()
 
 
 class Variable:
@@ -117,7 +123,10 @@ def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
     if isinstance(x, Variable):
         return x.value
     if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(np.asarray(x))
+        array = np.asarray(x)
+        if any(stride < 0 for stride in array.strides):
+            array = array.copy()  # torch takes no negative strides (x[::-1])
+        x = torch.as_tensor(array)
     if dtype is not None:
         return x.to(TORCH_DTYPES[dtype])
     if x.dtype == torch.float64:
@@ -173,6 +182,28 @@ class Layer:
         self._calls: list[LayerCall] = []
         self._call_takes_training = "training" in inspect.signature(self.call).parameters
 
+    def __setattr__(self, name, value):
+        # Keras tracks the layers a layer keeps as attributes (one layer, or a list of them): their
+        # weights are its weights, its trainable flag is theirs.
+        if isinstance(value, Layer) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value)):
+            tracked = self.__dict__.setdefault("_sublayers", [])
+            for layer in value if isinstance(value, (list, tuple)) else [value]:
+                if layer is not self and all(layer is not t for t in tracked):
+                    tracked.append(layer)
+        super().__setattr__(name, value)
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        if not isinstance(value, bool):
+            raise ArgumentError(f"Received: trainable={value!r}. Expected True or False.")
+        self._trainable = value
+        for layer in self.__dict__.get("_sublayers", []):
+            layer.trainable = value
+
     # -- weights ---------------------------------------------------------------
     def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, regularizer=None, constraint=None,
                    name=None, autocast=True, aggregation="none", overwrite_with_gradient=False) -> Variable:
@@ -223,16 +254,21 @@ class Layer:
 
     @property
     def weights(self) -> list[Variable]:
-        # Keras's order: the weights made trainable first, then the others, each in creation order.
-        return [w for w in self._weights if w.trainable] + [w for w in self._weights if not w.trainable]
+        """Keras's order: the layer's own weights made trainable, then its other ones (each in creation
+        order), then the weights of the layers it keeps as attributes; each weight once."""
+        own = [w for w in self._weights if w.trainable] + [w for w in self._weights if not w.trainable]
+        seen = {id(w) for w in own}
+        for layer in self.__dict__.get("_sublayers", []):
+            own += [w for w in layer.weights if not (id(w) in seen or seen.add(id(w)))]
+        return own
 
     @property
     def trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if w.trainable and self.trainable]
+        return [w for w in self.weights if w.effectively_trainable and self.trainable]
 
     @property
     def non_trainable_weights(self) -> list[Variable]:
-        return [w for w in self.weights if not (w.trainable and self.trainable)]
+        return [w for w in self.weights if not (w.effectively_trainable and self.trainable)]
 
     def get_weights(self) -> list[np.ndarray]:
         return [w.numpy() for w in self.weights]
@@ -294,8 +330,13 @@ class Layer:
         """Emit this layer's nodes into `builder`; `inputs` are IR Values (or a list)."""
         shapes = [_keras_shape(v.shape) for v in flatten(inputs)]
         self._build_for(pack_like(inputs, shapes))
-        with builder.scope(self.name), tracing(builder):
-            return self._invoke(inputs, training)
+        saved = getattr(_trace_state, "training", False)
+        _trace_state.training = training
+        try:
+            with builder.scope(self.name), tracing(builder):
+                return self._invoke(inputs, training)
+        finally:
+            _trace_state.training = saved
 
     def __call__(self, inputs, training=None, **kwargs):
         """Call on Input-derived tensors (records the call) or on data (runs it).
@@ -311,6 +352,10 @@ class Layer:
         flat = flatten(inputs)
         if any(isinstance(x, KerasTensor) for x in flat):
             return self._symbolic_call(inputs, training)
+        if any(isinstance(x, Value) for x in flat) and current_builder() is not None:
+            # Called inside another layer's `call` while that layer is traced: emitted inline.
+            mode = getattr(_trace_state, "training", False) if training is None else bool(training)
+            return self.trace(current_builder(), inputs, mode)
         tensors = [to_tensor(x) for x in flat]
         self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
         with tracing(None):
