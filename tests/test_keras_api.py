@@ -220,6 +220,8 @@ def test_calling_a_model_on_data_with_training():
     kept = drop(np.ones((4, 400), "float32"), training=True).numpy()
     assert 0.4 < (kept == 0).mean() < 0.6 and set(np.unique(kept)) == {0.0, 2.0}  # inverted dropout, as Keras
     np.testing.assert_array_equal(drop(np.ones((4, 400), "float32")).numpy(), 1.0)
+    again = drop(np.ones((4, 400), "float32"), training=True).numpy()
+    assert (again != kept).mean() > 0.3  # each call draws new masks (Monte Carlo dropout), as Keras's calls do
 
 
 def base_and_head(K, base_kind):
@@ -321,6 +323,29 @@ def test_a_model_as_a_layer_of_a_sequential():
     copy_weights(km, cm)
     same_predictions(km, cm, X4)
     assert param_totals(summary_text(cm)) == param_totals(summary_text(km))
+
+
+def test_a_model_called_twice_shares_its_weights():
+    def make(K):
+        L = K.layers
+        i = K.Input((4,), name="bi")
+        twin = K.Model(i, L.Dense(3, activation="tanh", name="bd")(i), name="twin")
+        a, b = K.Input((4,), name="a"), K.Input((4,), name="b")
+        return K.Model([a, b], L.Dense(1, name="out")(L.Subtract(name="sub")([twin(a), twin(b)])))
+
+    km, cm = make(keras), make(kcomp)
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers] == ["a", "b", "twin", "sub", "out"]
+    copy_weights(km, cm)
+    same_predictions(km, cm, [X4, X4[::-1]])
+    assert [p.name for p in cm.to_graph().params] == ["bd/kernel", "bd/bias", "out/kernel", "out/bias"]
+    text = summary_text(cm)
+    assert "twin[0][0]" in text and "twin[1][0]" in text and param_totals(text) == param_totals(summary_text(km))
+    for m, K in ((km, keras), (cm, kcomp)):
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.1), loss="mse")
+    y = RNG.normal(size=(10, 1)).astype("float32")
+    np.testing.assert_allclose(cm.train_on_batch([X4, X4[::-1]], y), km.train_on_batch([X4, X4[::-1]], y), rtol=1e-5)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_an_unbuilt_sequential_called_on_a_tensor_builds():

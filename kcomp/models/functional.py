@@ -123,6 +123,7 @@ class Model(Layer):
         self.stop_training = False
         self._executor = None
         self._call_executors: dict[bool, object] = {}
+        self._training_calls = 0  # model(x, training=True) calls so far: each draws new dropout masks
         super().__init__(name=name or backend.unique_name(self._default_name), trainable=trainable)
         self._backend = "reference"  # predict before compile runs the reference executor, as Keras predicts uncompiled
         self._precision = "tf32"
@@ -523,12 +524,26 @@ class Model(Layer):
             return self._symbolic_call(inputs, training)
         self._ensure_built_for(inputs)
         self._require_built("the output")
-        mode = bool(training)
-        if mode not in self._call_executors:
-            self._call_executors[mode] = self.executor() if not mode else make_executor(self.to_graph(True), self._backend, self._precision)
+        xs = self._prepare_inputs(inputs)
+        executor = self.executor()
+        if training:
+            executor = self._training_call_executor()
+            self._training_calls += 1
+            xs.append(torch.tensor(float(self._training_calls)))
         with torch.inference_mode():
-            outs = self._call_executors[mode].run(self._prepare_inputs(inputs), self.params())
+            outs = executor.run(xs, self.params())
         return outs[0] if self._single_output else outs
+
+    def _training_call_executor(self):
+        """model(x, training=True) runs the forward graph in training mode with one more input, the
+        call's number, from which dropout draws its masks: each call draws new ones, as Keras's do."""
+        if True not in self._call_executors:
+            builder = GraphBuilder(f"{self.name}_training_call")
+            inputs = [builder.input(t.ir_shape, t.dtype, t.call.layer.name) for t in self.inputs]
+            builder.rng_step = builder.input((), "float32", "call_number")
+            graph = verify(builder.finish(self._emit_calls(builder, inputs, True)))
+            self._call_executors[True] = make_executor(graph, self._backend, self._precision)
+        return self._call_executors[True]
 
     def _ensure_built_for_tensors(self, inputs) -> None:
         """Hook for models that learn their input shape when first called on a tensor (Sequential)."""
