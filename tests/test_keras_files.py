@@ -374,3 +374,16 @@ def test_every_optimizers_state_resumes_as_keras(tmp_path, name, kwargs):
     back = keras.saving.load_model(tmp_path / "ours.keras")
     for a, b in zip(back.optimizer.variables, theirs.optimizer.variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_inputs_and_outputs_keep_their_list_or_single_form():
+    def model(lib, as_list):
+        x = lib.Input((3,))
+        y = lib.layers.Dense(2)(x)
+        return lib.Model([x], [y]) if as_list else lib.Model(x, y)
+
+    for as_list in (True, False):
+        ours, theirs = model(kcomp, as_list), model(keras, as_list)
+        assert _comparable(ours.get_config()) == _comparable(theirs.get_config())
+        rebuilt = kcomp.Model.from_config(theirs.get_config())
+        assert isinstance(rebuilt.predict(np.ones((1, 3), "float32"), verbose=0), list) == as_list

@@ -129,6 +129,8 @@ def _value(value, where: str):
         _refuse(value, where, ("__tuple__",))
     if isinstance(value, list):
         return [_value(v, where) for v in value]
+    if isinstance(value, tuple):  # get_config()'s dict before JSON
+        return tuple(_value(v, where) for v in value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise SerializationError(f"{where}: unexpected value {value!r} in the config.")
@@ -314,7 +316,8 @@ def get_model_config(model) -> dict:
         "name": model.name,
         "trainable": model.trainable,
         "layers": layers,
-        "input_layers": inputs[0] if len(inputs) == 1 else inputs,
+        # One tensor or a list, as the model was given them (Keras writes what Model(...) received).
+        "input_layers": inputs[0] if len(inputs) == 1 and not isinstance(getattr(model, "_inputs_struct", None), (list, tuple)) else inputs,
         "output_layers": outputs[0] if model._single_output else outputs,
     }
 
@@ -341,13 +344,13 @@ def to_json(model, **kwargs) -> str:
 def _triples(value, where: str) -> tuple[list, bool]:
     """Keras's input_layers / output_layers: one [name, node, index] or a list of them; (list, single?)."""
     def triple(v):
-        if not (isinstance(v, list) and len(v) == 3 and isinstance(v[0], str) and all(isinstance(i, int) for i in v[1:])):
+        if not (isinstance(v, (list, tuple)) and len(v) == 3 and isinstance(v[0], str) and all(isinstance(i, int) for i in v[1:])):
             raise SerializationError(f"{where}: expected [layer name, node index, tensor index], received {v!r}.")
         return v
 
-    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+    if isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str):
         return [triple(value)], True
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [triple(v) for v in value], False
     raise SerializationError(f"{where}: expected a list of [layer name, node index, tensor index], received {value!r}.")
 
@@ -356,7 +359,7 @@ def _sequential_from_config(config: dict):
     from kcomp.models.sequential import Sequential
 
     entries = config.get("layers")
-    if not isinstance(entries, list):
+    if not isinstance(entries, (list, tuple)):
         raise SerializationError("The Sequential config has no list of layers.")
     model = Sequential(name=config.get("name"))
     for entry in entries:
@@ -373,7 +376,7 @@ def _functional_from_config(config: dict):
     from kcomp.models.functional import Model
 
     entries = config.get("layers")
-    if not isinstance(entries, list):
+    if not isinstance(entries, (list, tuple)):
         raise SerializationError("The functional model's config has no list of layers.")
     layers, pending, produced, order = {}, {}, {}, []
     for entry in entries:
@@ -381,7 +384,8 @@ def _functional_from_config(config: dict):
         name = entry.get("name", layer.name) if isinstance(entry, dict) else layer.name
         if name in layers:
             raise SerializationError(f"Two layers in the config are named {name!r}; Keras files name each layer once.")
-        layers[name], order = layer, order + [name]
+        layers[name] = layer
+        order.append(name)
         produced[name] = [layer.output] if isinstance(layer, kl.InputLayer) else []
         nodes = entry.get("inbound_nodes", []) or []
         pending[name] = [] if isinstance(layer, kl.InputLayer) else list(nodes)
@@ -404,14 +408,14 @@ def _functional_from_config(config: dict):
         return outs[index]
 
     def arguments(node, where):
-        if isinstance(node, list):  # Keras 2: [[layer, node, index, kwargs], ...]
+        if isinstance(node, (list, tuple)):  # Keras 2: [[layer, node, index, kwargs], ...]
             tensors = [tensor(r[:3], where) for r in node]
             kwargs = node[0][3] if node and len(node[0]) > 3 else {}
             return (None if None in tensors else (tensors[0] if len(tensors) == 1 else tensors)), kwargs
-        if not isinstance(node, dict) or not isinstance(node.get("args"), list) or len(node["args"]) != 1:
+        if not isinstance(node, dict) or not isinstance(node.get("args"), (list, tuple)) or len(node["args"]) != 1:
             raise SerializationError(f"{where}: expected a node {{'args': [inputs], 'kwargs': {{}}}}, received {str(node)[:80]!r}.")
         arg = node["args"][0]
-        args = [tensor(r, where) for r in arg] if isinstance(arg, list) else tensor(arg, where)
+        args = [tensor(r, where) for r in arg] if isinstance(arg, (list, tuple)) else tensor(arg, where)
         missing = None in args if isinstance(args, list) else args is None
         return (None if missing else args), node.get("kwargs") or {}
 
