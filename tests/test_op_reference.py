@@ -821,7 +821,7 @@ def test_erf(rng):
 # ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/math.py,
 # metric_ops.py); optimizer_update's formulas are checked step by step in tests/test_optimizers.py
 LOSS_MATH_OPS = {
-    "abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update", "confusion_counts",
+    "abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update", "confusion_counts", "confusion_matrix",
     "softmax_cross_entropy", "softmax_cross_entropy_grad",
 }
 
@@ -866,6 +866,18 @@ def test_confusion_counts(rng):
         pred, act = p > t, y > 0.5
         want = [(pred & act).sum(), (pred & ~act).sum(), (~pred & ~act).sum(), (~pred & act).sum()]
         check(row, np.array(want, dtype=np.float32), F32)
+
+
+def test_confusion_matrix(rng):
+    t = rng.integers(-1, 5, size=(40, 3))  # -1 and 4 fall outside 4 classes
+    scores = rng.normal(size=(40, 3, 4))
+    want = np.zeros((4, 4), np.float32)
+    for a, b in zip(t.ravel(), scores.argmax(-1).ravel()):
+        if 0 <= a < 4 and a != 2:
+            want[a, b] += 1
+    check(ref("confusion_matrix", t, scores, num_classes=4, sparse_y_pred=False, ignore_class=2), want, F32)
+    check(ref("confusion_matrix", np.eye(4)[t.clip(0, 3)], t.clip(0, 3) + 0.7, num_classes=4, sparse_y_true=False),
+          np.diag(np.bincount(t.clip(0, 3).ravel(), minlength=4)).astype(np.float32), F32)
 
 
 def _keras_categorical_crossentropy(y, p):

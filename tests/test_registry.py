@@ -117,6 +117,7 @@ EXAMPLES = [
     ("correct", [X(None, 4), X(None, 4)], {"kind": "categorical"}),
     ("correct", [X(None, 1), X(None, 1)], {"kind": "binary"}),
     ("confusion_counts", [X(None, 1), X(None, 1)], {"thresholds": (0.25, 0.5)}),
+    ("confusion_matrix", [X(None, 4), X(None, 4)], {"num_classes": 4, "sparse_y_true": False, "sparse_y_pred": False}),
     ("softmax_cross_entropy", [W(5, 4), W(5, 4)], {}),  # positive probabilities and soft labels
     ("softmax_cross_entropy", [X(None, 4), X(None, dtype="int32")], {}),
     ("softmax_cross_entropy_grad", [W(5, 4), W(5, 4), X(5)], {}),

@@ -98,3 +98,48 @@ OPS.append(
         traits={"reduction"},
     )
 )
+
+
+def _class_ids(x: torch.Tensor, sparse: bool) -> torch.Tensor:
+    """Flat class ids: the values themselves, truncated to integers as Keras casts them, or (one-hot
+    or scores, sparse=False) the index of each row's largest value."""
+    ids = x if sparse else x.argmax(-1)
+    return ids.reshape(-1).to(torch.int64)
+
+
+def _confusion_matrix_infer(inputs, num_classes, sparse_y_true, sparse_y_pred, ignore_class):
+    y_true, y_pred = inputs
+    true_shape = y_true.shape if sparse_y_true else y_true.shape[:-1]
+    pred_shape = y_pred.shape if sparse_y_pred else y_pred.shape[:-1]
+    if len(true_shape) != len(pred_shape) and not (len(true_shape) + 1 == len(pred_shape) and pred_shape[-1] == 1) \
+            and not (len(pred_shape) + 1 == len(true_shape) and true_shape[-1] == 1):
+        raise ShapeError(f"confusion matrix: class ids of targets {format_shape(y_true.shape)} and predictions "
+                         f"{format_shape(y_pred.shape)} do not pair up.")
+    return [TensorSpec((num_classes, num_classes), "float32")]
+
+
+def _confusion_matrix(y_true, y_pred, num_classes, sparse_y_true, sparse_y_pred, ignore_class):
+    """counts[t, p]: how many elements of class t were predicted p. Ids outside [0, num_classes)
+    (and targets equal to ignore_class) are not counted, as Keras's IoU metrics mask them."""
+    t, p = _class_ids(y_true, sparse_y_true), _class_ids(y_pred, sparse_y_pred)
+    valid = (t >= 0) & (t < num_classes) & (p >= 0) & (p < num_classes)
+    if ignore_class is not None:
+        valid &= t != ignore_class
+    flat = torch.where(valid, t * num_classes + p, torch.zeros_like(t))
+    counts = torch.zeros(num_classes * num_classes, dtype=torch.float32, device=flat.device)
+    return counts.index_add_(0, flat, valid.to(torch.float32)).reshape(num_classes, num_classes)  # no host sync
+
+
+OPS.append(
+    OpDef(
+        name="confusion_matrix",
+        doc="counts[t, p] of elements of true class t predicted as class p (Keras's IoU metrics' state); "
+        "class ids are the values (sparse) or each row's argmax; out-of-range ids and ignore_class are skipped.",
+        num_inputs=(2, 2),
+        attrs={"num_classes": attr(int), "sparse_y_true": attr(bool, True), "sparse_y_pred": attr(bool, True),
+               "ignore_class": attr((int, type(None)), None)},
+        infer=_confusion_matrix_infer,
+        reference=_confusion_matrix,
+        traits={"reduction"},
+    )
+)
