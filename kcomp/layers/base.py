@@ -178,7 +178,8 @@ class Layer:
         elif input_dim is not None:
             self.batch_input_shape = (batch_size, input_dim)
         self.built = False
-        self._weights: list[Variable] = []
+        self._weights: list[Variable] = []  # Keras's order (add_weight)
+        self._made_trainable = 0  # how many of them were made trainable: they come first
         self._calls: list[LayerCall] = []
         self._call_takes_training = "training" in inspect.signature(self.call).parameters
 
@@ -249,14 +250,19 @@ class Layer:
         value = init(shape, dtype=TORCH_DTYPES[dtype])
         var = Variable(value, name, f"{self.name}/{name}", bool(trainable), regularizers.get(regularizer))
         var.owner = self
-        self._weights.append(var)
+        # Keras's order, fixed when a weight is made: the ones made trainable first, then the others.
+        if var.trainable:
+            self._weights.insert(self._made_trainable, var)
+            self._made_trainable += 1
+        else:
+            self._weights.append(var)
         return var
 
     @property
     def weights(self) -> list[Variable]:
         """Keras's order: the layer's own weights made trainable, then its other ones (each in creation
-        order), then the weights of the layers it keeps as attributes; each weight once."""
-        own = [w for w in self._weights if w.trainable] + [w for w in self._weights if not w.trainable]
+        order, whatever their flags now), then the weights of the layers it keeps as attributes; each weight once."""
+        own = list(self._weights)
         seen = {id(w) for w in own}
         for layer in self.__dict__.get("_sublayers", []):
             own += [w for w in layer.weights if not (id(w) in seen or seen.add(id(w)))]
