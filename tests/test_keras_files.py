@@ -36,6 +36,12 @@ def _fixture_builders():
 mlp, branch = _fixture_builders()
 
 
+@pytest.fixture(autouse=True)
+def fresh_keras_names():
+    """Keras's automatic names count from the start in each test, as kcomp's do (tests/conftest.py)."""
+    keras.backend.clear_session()
+
+
 def h5_layout(path):
     """Every group and dataset of an HDF5 file: path -> (shape, dtype) for datasets, None for groups."""
     out = {}
