@@ -415,8 +415,8 @@ def custom_layers(K):
             self.b = self.add_weight(shape=(self.units,), initializer="zeros", trainable=True)
 
         def call(self, inputs):
-            y = K.ops.add(K.ops.matmul(inputs, self.w), self.b)
-            return K.ops.multiply(y, self.scale)
+            y = K.ops.matmul(inputs, self.w) + self.b  # arithmetic with weights, as Keras's guide writes it
+            return y * self.scale
 
     class Swish(K.layers.Layer):
         def call(self, inputs):
