@@ -3,9 +3,9 @@
 Weights go to a NumPy `.npz` (kcomp/saving/weights.py) or, for a name ending in
 `.h5`, to Keras 3's `.weights.h5` layout (kcomp/saving/keras_h5.py); whole models
 to Keras 3's `.keras` archive (kcomp/saving/archive.py), whose config is Keras's
-(kcomp/saving/serialization.py resolves every class from kcomp's own allow-list).
+(kcomp/saving/serialization.py, kcomp/saving/compile_config.py); reading resolves
+every class from kcomp's own allow-list (kcomp/saving/allow_list.py).
 """
-
 
 from kcomp.saving import keras_h5, weights as npz_weights
 

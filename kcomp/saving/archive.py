@@ -6,7 +6,7 @@ in memory and written with one atomic rename. `load_model` reads archives Keras
 wrote, and refuses, before building anything: members with absolute paths, `..`
 or symbolic links; members that decompress past a cap (counted while streaming,
 so a zip bomb is refused, not expanded); configs naming classes outside kcomp's
-allow-list (kcomp/saving/serialization.py). The weights are checked whole
+allow-list (kcomp/saving/allow_list.py). The weights are checked whole
 against the model before any is assigned (kcomp/saving/keras_h5.py).
 """
 
@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 
 from kcomp.errors import KcompError
 from kcomp.saving import keras_h5, serialization
+from kcomp.saving.allow_list import KERAS_VERSION
 from kcomp.utils.files import write_bytes_atomic
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -37,7 +38,7 @@ def save_model(model, path) -> None:
     if not str(path).endswith(".keras"):
         raise ArchiveError(f"Received: filepath={str(path)!r}. A Keras model file's name ends in .keras (model.save('model.keras')).")
     config = json.dumps(serialization.serialize_model(model))
-    metadata = json.dumps({"keras_version": serialization.KERAS_VERSION,
+    metadata = json.dumps({"keras_version": KERAS_VERSION,
                            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")})
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:

@@ -20,7 +20,7 @@ from kcomp import initializers, layers as kl, losses as losses_module
 from kcomp.backend import to_snake_case
 from kcomp.errors import KcompError
 from kcomp.saving.keras_h5 import is_model, model_calls
-from kcomp.saving.serialization import optimizer_to_keras
+from kcomp.saving.compile_config import optimizer_to_keras
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED = {"model", "graph", "output", "compile", "input", "true", "false", "none"}

@@ -1,182 +1,24 @@
 """Keras 3's model configs (config.json, get_config, to_json), read and written by kcomp.
 
-Writing turns kcomp's layers, optimizer, loss and metrics into Keras's
-serialized form ({"module", "class_name", "config", "registered_name"}), with a
-functional model's connections in Keras's `inbound_nodes` format
-(keras/src/models/functional.py, keras/src/ops/node.py): each call's arguments,
-a tensor written as {"class_name": "__keras_tensor__", "config": {"shape",
-"dtype", "keras_history": [layer name, node index, tensor index]}}.
-
-Reading is safe: nothing is imported or evaluated. A serialized object resolves
-only through the tables below, by its class name, after its module is checked
-to be Keras's ("keras" or "keras.*") and its registered_name to be absent or the
-class name. Anything else (`os.system`, `builtins.eval`, a Lambda layer, a
-custom registered object) is refused with a SerializationError naming it.
-Keras-only arguments are dropped when they hold Keras's default (None, False,
-...), and refused otherwise, so a loaded model never quietly computes
-something else.
+Writing turns kcomp's layers into Keras's serialized form ({"module",
+"class_name", "config", "registered_name"}), with a functional model's
+connections in Keras's `inbound_nodes` format (keras/src/models/functional.py,
+keras/src/ops/node.py): each call's arguments, a tensor written as
+{"class_name": "__keras_tensor__", "config": {"shape", "dtype", "keras_history":
+[layer name, node index, tensor index]}}. Reading resolves every object through
+kcomp's allow-list (kcomp/saving/allow_list.py); compile configs are in
+kcomp/saving/compile_config.py.
 """
 
-import inspect
 import json
 
-from kcomp import initializers, layers as kl, losses as losses_module, metrics as metrics_module, optimizers, regularizers
-from kcomp.activations import ACTIVATIONS
-from kcomp.errors import ArgumentError, KcompError
-from kcomp.optimizers import schedules
+from kcomp import layers as kl
+from kcomp.errors import KcompError
+from kcomp.saving.allow_list import (
+    LAYERS, MODELS, SerializationError, config_entry, dtype_policy, fit_kwargs, keras_object, refuse, resolve,
+)
+from kcomp.saving.compile_config import compile_config, compile_from_config
 from kcomp.saving.keras_h5 import is_model, keras_class_name, model_calls
-
-KERAS_VERSION = "3.15.1"  # the Keras version kcomp's files are checked against (tests/test_keras_files.py)
-
-
-class SerializationError(KcompError):
-    """A model config kcomp will not build: an unknown or unsafe class, or settings it does not support."""
-
-
-# -- the allow-list: class name -> kcomp class ----------------------------------------
-LAYERS = {
-    cls.__name__: cls
-    for cls in (
-        kl.Activation, kl.Add, kl.AveragePooling2D, kl.Average, kl.BatchNormalization, kl.Concatenate, kl.Conv2D,
-        kl.Dense, kl.Dropout, kl.Embedding, kl.Flatten, kl.GRU, kl.GlobalAveragePooling2D, kl.GlobalMaxPooling2D,
-        kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.MaxPooling2D, kl.Maximum, kl.Multiply,
-        kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.Subtract,
-    )
-}
-INITIALIZERS = dict(initializers._BY_CLASS)
-REGULARIZERS = {"L1": regularizers.L1, "L2": regularizers.L2, "L1L2": regularizers.L1L2}
-OPTIMIZERS = {cls.__name__: cls for cls in (optimizers.SGD, optimizers.Adam, optimizers.AdamW, optimizers.RMSprop, optimizers.Adagrad)}
-SCHEDULES = {cls.__name__: cls for cls in (schedules.ExponentialDecay, schedules.PiecewiseConstantDecay, schedules.CosineDecay)}
-MODELS = ("Sequential", "Functional", "Model")
-
-
-def _classes_in(module, base) -> dict:
-    return {name: obj for name, obj in vars(module).items()
-            if isinstance(obj, type) and issubclass(obj, base) and obj is not base and not name.startswith("_")}
-
-
-# Keras-only arguments whose value is not kcomp's plain behaviour when they differ from these defaults.
-_KERAS_DEFAULTS = {"renorm_momentum": 0.99, "use_cudnn": "auto", "ema_momentum": 0.99, "steps_per_execution": 1}
-
-
-# -- checking serialized objects --------------------------------------------------------
-def _describe(obj: dict) -> str:
-    module, name = obj.get("module"), obj.get("class_name")
-    text = f"{module}.{name}" if module else str(name)
-    if obj.get("registered_name") not in (None, name):
-        text += f" (registered_name={obj.get('registered_name')!r})"
-    if name in ("function", "__lambda__") and obj.get("config") is not None:
-        text += f" with config {str(obj.get('config'))[:60]!r}"
-    return text
-
-
-def _refuse(obj, where: str, table: dict | tuple):
-    known = ", ".join(sorted(table))
-    raise SerializationError(
-        f"{where}: the file names {_describe(obj) if isinstance(obj, dict) else repr(obj)}, which kcomp does not load. "
-        f"kcomp builds only its own Keras objects ({known}); loading never runs code from a file. "
-        "Rebuild that part with kcomp's layers, or remove it before saving."
-    )
-
-
-def _resolve(obj, where: str, table: dict | tuple):
-    """The table's entry for a serialized Keras object, after checking where it claims to come from."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("class_name"), str):
-        raise SerializationError(f"{where}: expected a serialized Keras object (a dict with class_name), received {str(obj)[:80]!r}.")
-    module, name, registered = obj.get("module"), obj["class_name"], obj.get("registered_name")
-    if module is not None and not (isinstance(module, str) and (module == "keras" or module.startswith("keras."))):
-        _refuse(obj, where, table)
-    if registered not in (None, name) or name not in table:
-        _refuse(obj, where, table)
-    if not isinstance(obj.get("config", {}), (dict, type(None))):
-        _refuse(obj, where, table)
-    return table[name] if isinstance(table, dict) else name
-
-
-def _accepted(cls) -> set[str]:
-    """Keyword arguments cls() takes, following **kwargs up the classes it passes them to."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return names
-
-
-def _fit_kwargs(cls, config: dict, where: str) -> dict:
-    """config's entries cls takes; Keras-only entries dropped when they hold Keras's default, else refused."""
-    accepted = _accepted(cls)
-    kwargs = {}
-    for key, value in config.items():
-        if key in accepted:
-            kwargs[key] = value
-        elif not (value is None or value is False or _KERAS_DEFAULTS.get(key, object()) == value):
-            raise SerializationError(
-                f"{where}: {key}={value!r} is a Keras setting kcomp's {cls.__name__} does not support "
-                f"(kcomp takes {sorted(accepted)}). Set it to its default in Keras before saving."
-            )
-    return kwargs
-
-
-def _value(value, where: str):
-    """A plain config value: tuples come back from Keras's {"class_name": "__tuple__"}; no other object is allowed."""
-    if isinstance(value, dict):
-        if value.get("class_name") == "__tuple__" and set(value) <= {"class_name", "config"}:
-            return tuple(_value(v, where) for v in (value.get("config") or {}).get("value", []))
-        _refuse(value, where, ("__tuple__",))
-    if isinstance(value, list):
-        return [_value(v, where) for v in value]
-    if isinstance(value, tuple):  # get_config()'s dict before JSON
-        return tuple(_value(v, where) for v in value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise SerializationError(f"{where}: unexpected value {value!r} in the config.")
-
-
-def _dtype(value, where: str):
-    if isinstance(value, dict):
-        _resolve(value, where, ("DTypePolicy", "FloatDTypePolicy"))
-        return (value.get("config") or {}).get("name")
-    return value
-
-
-def _initializer(value, where: str):
-    if not isinstance(value, dict):
-        return value  # a name: initializers.get checks it
-    cls = _resolve(value, where, INITIALIZERS)
-    return cls(**_fit_kwargs(cls, {k: _value(v, where) for k, v in (value.get("config") or {}).items()}, where))
-
-
-def _regularizer(value, where: str):
-    if not isinstance(value, dict):
-        return value
-    cls = _resolve(value, where, REGULARIZERS)
-    return cls(**_fit_kwargs(cls, {k: _value(v, where) for k, v in (value.get("config") or {}).items()}, where))
-
-
-def _activation(value, where: str):
-    if isinstance(value, dict):  # Keras writes its own activations by name; a dict is a custom function
-        _refuse(value, where, tuple(ACTIVATIONS))
-    if value is not None and value not in ACTIVATIONS and value not in ("swish", "hard_swish"):
-        raise SerializationError(f"{where}: activation {value!r} is not one of kcomp's activations {sorted(ACTIVATIONS)}.")
-    return value
-
-
-def _config_entry(key: str, value, where: str):
-    where = f"{where}, {key}"
-    if key == "dtype":
-        return _dtype(value, where)
-    if key.endswith("initializer"):
-        return _initializer(value, where)
-    if key.endswith("regularizer"):
-        return _regularizer(value, where)
-    if key in ("activation", "recurrent_activation"):
-        return _activation(value, where)
-    return _value(value, where)
-
 
 # -- layers ---------------------------------------------------------------------------
 def layer_from_keras(entry) -> kl.Layer:
@@ -184,32 +26,24 @@ def layer_from_keras(entry) -> kl.Layer:
     name = entry.get("config", {}).get("name") if isinstance(entry, dict) and isinstance(entry.get("config"), dict) else None
     where = f"layer {name!r}" if name else "a layer"
     if isinstance(entry, dict) and entry.get("class_name") in MODELS:  # a nested model: one layer of this one
-        _resolve(entry, where, MODELS)
+        resolve(entry, where, MODELS)
         return model_from_config({k: v for k, v in entry.items() if k != "compile_config"})
-    cls = _resolve(entry, where, LAYERS)
-    config = {k: _config_entry(k, v, where) for k, v in (entry.get("config") or {}).items()}
+    cls = resolve(entry, where, LAYERS)
+    config = {k: config_entry(k, v, where) for k, v in (entry.get("config") or {}).items()}
     try:
-        return cls(**_fit_kwargs(cls, config, f"{where} ({cls.__name__})"))
+        return cls(**fit_kwargs(cls, config, f"{where} ({cls.__name__})"))
     except SerializationError:
         raise
     except KcompError as e:
         raise SerializationError(f"{where} ({cls.__name__}) in the file: {e}") from None
 
 
-def _keras_object(module: str, class_name: str, config: dict) -> dict:
-    return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
-
-
-def _dtype_policy(dtype: str) -> dict:
-    return _keras_object("keras", "DTypePolicy", {"name": dtype})
-
-
 def _encode_entry(key: str, value):
     if isinstance(value, dict) and set(value) == {"class_name", "config"}:
         if key.endswith("initializer"):
-            return _keras_object("keras.initializers", value["class_name"], dict(value["config"]))
+            return keras_object("keras.initializers", value["class_name"], dict(value["config"]))
         if key.endswith("regularizer"):
-            return _keras_object("keras.regularizers", value["class_name"], dict(value["config"]))
+            return keras_object("keras.regularizers", value["class_name"], dict(value["config"]))
     if isinstance(value, tuple):
         return list(value)
     return value
@@ -245,7 +79,7 @@ def layer_to_keras(layer) -> dict:
         config = {"batch_shape": list(layer.batch_shape), "dtype": layer.dtype, "sparse": False, "ragged": False,
                   "name": layer.name, "optional": False}
     else:
-        config["dtype"] = _dtype_policy(layer.dtype)
+        config["dtype"] = dtype_policy(layer.dtype)
     if isinstance(layer, kl.Embedding):
         config.pop("input_length", None)  # Keras 3 has none
     if isinstance(layer, kl.Dense) and config.get("activity_regularizer") is None:
@@ -254,7 +88,7 @@ def layer_to_keras(layer) -> dict:
         config.setdefault(key, value)
     if "data_format" in config and config["data_format"] is None:
         config["data_format"] = "channels_last"
-    return _keras_object("keras.layers", cls_name, config)
+    return keras_object("keras.layers", cls_name, config)
 
 
 # -- models -----------------------------------------------------------------------------
@@ -297,7 +131,7 @@ def get_model_config(model) -> dict:
 
     if _is_sequential(model):
         layers = ([layer_to_keras(model.inputs[0].call.layer)] if model.built else []) + [layer_to_keras(l) for l in model.layers]
-        config = {"name": model.name, "trainable": model.trainable, "dtype": _dtype_policy("float32"), "layers": layers}
+        config = {"name": model.name, "trainable": model.trainable, "dtype": dtype_policy("float32"), "layers": layers}
         if model.built:
             config["build_input_shape"] = list(model.inputs[0].shape)
         return config
@@ -325,7 +159,7 @@ def get_model_config(model) -> dict:
 def serialize_model(model, include_compile: bool = True) -> dict:
     """What Keras writes to config.json and to_json: the model, its build config and its compile config."""
     sequential = _is_sequential(model)
-    out = _keras_object("keras" if sequential else "keras.src.models.functional",
+    out = keras_object("keras" if sequential else "keras.src.models.functional",
                         "Sequential" if sequential else "Functional", get_model_config(model))
     if not sequential:
         out["registered_name"] = "Functional"  # as Keras writes it
@@ -393,7 +227,7 @@ def _functional_from_config(config: dict):
     def tensor(ref, where, outer=False):
         if isinstance(ref, dict):
             if ref.get("class_name") != "__keras_tensor__":
-                _refuse(ref, where, ("__keras_tensor__",))
+                refuse(ref, where, ("__keras_tensor__",))
             ref = (ref.get("config") or {}).get("keras_history")
         name, node, index = _triples(ref, where)[0][0]
         if outer and name in layers and keras_class_name(layers[name]) == "Functional":
@@ -456,7 +290,7 @@ def model_from_config(config: dict, cls=None):
     if not isinstance(config, dict):
         raise SerializationError(f"Expected a model config (a dict), received {type(config).__name__}.")
     if "class_name" in config and "config" in config:
-        kind = _resolve(config, "the model", MODELS)
+        kind = resolve(config, "the model", MODELS)
         model = model_from_config(config["config"], cls=kind)
         if config.get("compile_config"):
             compile_from_config(model, config["compile_config"])
@@ -477,128 +311,3 @@ def model_from_json(json_string: str, compile: bool = True):
     if not compile and isinstance(obj, dict):
         obj = {k: v for k, v in obj.items() if k != "compile_config"}
     return model_from_config(obj)
-
-
-# -- compile configs ---------------------------------------------------------------------
-_OPTIMIZER_BASE = {"weight_decay": None, "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
-                   "loss_scale_factor": None, "gradient_accumulation_steps": None}
-
-
-def optimizer_to_keras(opt) -> dict:
-    config = opt.get_config()
-    lr = config["learning_rate"]
-    if isinstance(lr, dict):
-        config["learning_rate"] = _keras_object("keras.optimizers.schedules", lr["class_name"], dict(lr["config"]))
-    if isinstance(opt, optimizers.Adagrad):
-        config["initial_accumulator_value"] = opt.initial_accumulator_value
-    full = {"name": config.pop("name"), "learning_rate": config.pop("learning_rate"), **_OPTIMIZER_BASE}
-    full.update(config)
-    return _keras_object("keras.optimizers", type(opt).__name__, full)
-
-
-def optimizer_from_keras(value):
-    if isinstance(value, str):
-        return optimizers.get(value)
-    cls = _resolve(value, "the optimizer", OPTIMIZERS)
-    where = f"the optimizer ({cls.__name__})"
-    config = {k: _value(v, where) if k != "learning_rate" else v for k, v in (value.get("config") or {}).items()}
-    lr = config.get("learning_rate")
-    if isinstance(lr, dict):
-        schedule = _resolve(lr, f"{where}, learning_rate", SCHEDULES)
-        config["learning_rate"] = schedule(**_fit_kwargs(schedule, {k: _value(v, where) for k, v in (lr.get("config") or {}).items()}, where))
-    if config.get("use_ema") is False:
-        config.pop("ema_momentum", None)  # only read with use_ema
-    try:
-        return cls(**_fit_kwargs(cls, config, where))
-    except KcompError as e:
-        raise SerializationError(f"{where} in the file: {e}") from None
-
-
-def _loss_to_keras(loss):
-    if loss is None or isinstance(loss, str):
-        return loss
-    if isinstance(loss, (list, tuple)):
-        return [_loss_to_keras(l) for l in loss]
-    if isinstance(loss, losses_module.Loss) and type(loss).__name__ in _classes_in(losses_module, losses_module.Loss):
-        return _keras_object("keras.losses", type(loss).__name__, {**loss.get_config(), "dtype": None})
-    raise SerializationError(
-        f"The model's loss {getattr(loss, '__name__', loss)!r} is a function, which a Keras file cannot hold "
-        "(loading never runs code from a file). Compile with a loss name such as 'mse' or a kcomp.losses class before saving."
-    )
-
-
-def _from_table(value, table: dict, what: str, fit: bool):
-    """An instance of a kcomp loss or metric class named by a serialized Keras object."""
-    cls = _resolve(value, what, table)
-    config = {k: _value(v, what) for k, v in (value.get("config") or {}).items()}
-    if config.get("dtype") in (None, "float32"):
-        config.pop("dtype", None)
-    try:
-        return cls(**(_fit_kwargs(cls, config, f"{what} {cls.__name__}") if fit else config))
-    except SerializationError:
-        raise
-    except (KcompError, TypeError) as e:
-        raise SerializationError(f"{what} ({cls.__name__}) in the file: {e}") from None
-
-
-def _loss_from_keras(value):
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return [_loss_from_keras(v) for v in value]
-    # A loss's own arguments (from_logits, ...) pass through its **kwargs; the class checks them.
-    return _from_table(value, _classes_in(losses_module, losses_module.Loss), "the loss", fit=False)
-
-
-def _metric_to_keras(metric):
-    if metric is None or isinstance(metric, str):
-        return metric
-    if isinstance(metric, (list, tuple)):
-        return [_metric_to_keras(m) for m in metric]
-    if isinstance(metric, metrics_module.Metric) and type(metric).__name__ in _classes_in(metrics_module, metrics_module.Metric):
-        return _keras_object("keras.metrics", type(metric).__name__, {"name": metric.name, "dtype": "float32"})
-    raise SerializationError(f"The metric {metric!r} cannot be written to a Keras file; compile with metric names such as 'accuracy'.")
-
-
-def _metric_from_keras(value):
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return [_metric_from_keras(v) for v in value]
-    return _from_table(value, _classes_in(metrics_module, metrics_module.Metric), "the metric", fit=True)
-
-
-def compile_config(model) -> dict:
-    settings = model.compile_settings
-    return {
-        "optimizer": optimizer_to_keras(model.optimizer),
-        "loss": _loss_to_keras(settings.get("loss")),
-        "loss_weights": settings.get("loss_weights"),
-        "metrics": _metric_to_keras(settings.get("metrics")),
-        "weighted_metrics": None,
-        "run_eagerly": False,
-        "steps_per_execution": 1,
-        "jit_compile": False,
-    }
-
-
-def compile_from_config(model, config: dict) -> None:
-    """model.compile(...) with what Keras's compile_config says (the optimizer, loss, loss weights, metrics)."""
-    if not isinstance(config, dict):
-        raise SerializationError(f"compile_config must be a dict, received {config!r}.")
-    for key in ("weighted_metrics",):
-        if config.get(key) is not None:
-            raise SerializationError(f"compile_config: {key}={config[key]!r} is not supported by kcomp; compile without it.")
-    if isinstance(config.get("loss"), dict) and "class_name" not in config["loss"]:
-        raise SerializationError("compile_config: losses given per output name (a dict) are not supported; give a list.")
-    try:
-        model.compile(
-            optimizer=optimizer_from_keras(config.get("optimizer", "rmsprop")),
-            loss=_loss_from_keras(config.get("loss")),
-            loss_weights=config.get("loss_weights"),
-            metrics=_metric_from_keras(config.get("metrics")),
-        )
-    except SerializationError:
-        raise
-    except (KcompError, ArgumentError) as e:
-        raise SerializationError(f"compile_config in the file: {e}") from None

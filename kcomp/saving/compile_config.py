@@ -1,0 +1,134 @@
+"""Keras's compile_config: the optimizer, loss, loss weights and metrics, read and written.
+
+Optimizers, schedules, losses and metrics resolve only through kcomp's
+allow-list (kcomp/saving/allow_list.py).
+"""
+
+from kcomp import losses as losses_module, metrics as metrics_module, optimizers
+from kcomp.errors import ArgumentError, KcompError
+from kcomp.saving.allow_list import (
+    OPTIMIZERS, SCHEDULES, SerializationError, classes_in, fit_kwargs, keras_object, plain_value, resolve,
+)
+
+_OPTIMIZER_BASE = {"weight_decay": None, "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                   "loss_scale_factor": None, "gradient_accumulation_steps": None}
+
+
+def optimizer_to_keras(opt) -> dict:
+    config = opt.get_config()
+    lr = config["learning_rate"]
+    if isinstance(lr, dict):
+        config["learning_rate"] = keras_object("keras.optimizers.schedules", lr["class_name"], dict(lr["config"]))
+    if isinstance(opt, optimizers.Adagrad):
+        config["initial_accumulator_value"] = opt.initial_accumulator_value
+    full = {"name": config.pop("name"), "learning_rate": config.pop("learning_rate"), **_OPTIMIZER_BASE}
+    full.update(config)
+    return keras_object("keras.optimizers", type(opt).__name__, full)
+
+
+def optimizer_from_keras(value):
+    if isinstance(value, str):
+        return optimizers.get(value)
+    cls = resolve(value, "the optimizer", OPTIMIZERS)
+    where = f"the optimizer ({cls.__name__})"
+    config = {k: plain_value(v, where) if k != "learning_rate" else v for k, v in (value.get("config") or {}).items()}
+    lr = config.get("learning_rate")
+    if isinstance(lr, dict):
+        schedule = resolve(lr, f"{where}, learning_rate", SCHEDULES)
+        config["learning_rate"] = schedule(**fit_kwargs(schedule, {k: plain_value(v, where) for k, v in (lr.get("config") or {}).items()}, where))
+    if config.get("use_ema") is False:
+        config.pop("ema_momentum", None)  # only read with use_ema
+    try:
+        return cls(**fit_kwargs(cls, config, where))
+    except KcompError as e:
+        raise SerializationError(f"{where} in the file: {e}") from None
+
+
+def _loss_to_keras(loss):
+    if loss is None or isinstance(loss, str):
+        return loss
+    if isinstance(loss, (list, tuple)):
+        return [_loss_to_keras(l) for l in loss]
+    if isinstance(loss, losses_module.Loss) and type(loss).__name__ in classes_in(losses_module, losses_module.Loss):
+        return keras_object("keras.losses", type(loss).__name__, {**loss.get_config(), "dtype": None})
+    raise SerializationError(
+        f"The model's loss {getattr(loss, '__name__', loss)!r} is a function, which a Keras file cannot hold "
+        "(loading never runs code from a file). Compile with a loss name such as 'mse' or a kcomp.losses class before saving."
+    )
+
+
+def _from_table(value, table: dict, what: str, fit: bool):
+    """An instance of a kcomp loss or metric class named by a serialized Keras object."""
+    cls = resolve(value, what, table)
+    config = {k: plain_value(v, what) for k, v in (value.get("config") or {}).items()}
+    if config.get("dtype") in (None, "float32"):
+        config.pop("dtype", None)
+    try:
+        return cls(**(fit_kwargs(cls, config, f"{what} {cls.__name__}") if fit else config))
+    except SerializationError:
+        raise
+    except (KcompError, TypeError) as e:
+        raise SerializationError(f"{what} ({cls.__name__}) in the file: {e}") from None
+
+
+def _loss_from_keras(value):
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [_loss_from_keras(v) for v in value]
+    # A loss's own arguments (from_logits, ...) pass through its **kwargs; the class checks them.
+    return _from_table(value, classes_in(losses_module, losses_module.Loss), "the loss", fit=False)
+
+
+def _metric_to_keras(metric):
+    if metric is None or isinstance(metric, str):
+        return metric
+    if isinstance(metric, (list, tuple)):
+        return [_metric_to_keras(m) for m in metric]
+    if isinstance(metric, metrics_module.Metric) and type(metric).__name__ in classes_in(metrics_module, metrics_module.Metric):
+        return keras_object("keras.metrics", type(metric).__name__, {"name": metric.name, "dtype": "float32"})
+    raise SerializationError(f"The metric {metric!r} cannot be written to a Keras file; compile with metric names such as 'accuracy'.")
+
+
+def _metric_from_keras(value):
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [_metric_from_keras(v) for v in value]
+    return _from_table(value, classes_in(metrics_module, metrics_module.Metric), "the metric", fit=True)
+
+
+def compile_config(model) -> dict:
+    settings = model.compile_settings
+    return {
+        "optimizer": optimizer_to_keras(model.optimizer),
+        "loss": _loss_to_keras(settings.get("loss")),
+        "loss_weights": settings.get("loss_weights"),
+        "metrics": _metric_to_keras(settings.get("metrics")),
+        "weighted_metrics": None,
+        "run_eagerly": False,
+        "steps_per_execution": 1,
+        "jit_compile": False,
+    }
+
+
+def compile_from_config(model, config: dict) -> None:
+    """model.compile(...) with what Keras's compile_config says (the optimizer, loss, loss weights, metrics)."""
+    if not isinstance(config, dict):
+        raise SerializationError(f"compile_config must be a dict, received {config!r}.")
+    for key in ("weighted_metrics",):
+        if config.get(key) is not None:
+            raise SerializationError(f"compile_config: {key}={config[key]!r} is not supported by kcomp; compile without it.")
+    if isinstance(config.get("loss"), dict) and "class_name" not in config["loss"]:
+        raise SerializationError("compile_config: losses given per output name (a dict) are not supported; give a list.")
+    try:
+        model.compile(
+            optimizer=optimizer_from_keras(config.get("optimizer", "rmsprop")),
+            loss=_loss_from_keras(config.get("loss")),
+            loss_weights=config.get("loss_weights"),
+            metrics=_metric_from_keras(config.get("metrics")),
+        )
+    except SerializationError:
+        raise
+    except (KcompError, ArgumentError) as e:
+        raise SerializationError(f"compile_config in the file: {e}") from None
