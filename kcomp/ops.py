@@ -130,6 +130,39 @@ def bias_add(x, bias):
     return emit("bias_add", x, bias)
 
 
+# Activations, with keras.ops's names and defaults (a custom layer's call: ops.relu(x)) ----------
+def relu(x):
+    return emit("relu", x, negative_slope=0.0, max_value=None, threshold=0.0)
+
+
+def sigmoid(x):
+    return emit("sigmoid", x)
+
+
+def tanh(x):
+    return emit("tanh", x)
+
+
+def gelu(x, approximate=True):  # keras.ops.gelu's default is the tanh approximation
+    return emit("gelu", x, approximate=approximate)
+
+
+def silu(x):
+    return emit("silu", x)
+
+
+def softplus(x):
+    return emit("softplus", x)
+
+
+def elu(x, alpha=1.0):
+    return emit("elu", x, alpha=alpha)
+
+
+def leaky_relu(x, negative_slope=0.2):
+    return emit("leaky_relu", x, negative_slope=negative_slope)
+
+
 # Shapes -----------------------------------------------------------------------
 def reshape(x, new_shape):
     """Reshape; one entry may be -1 (inferred from the other sizes)."""

@@ -420,7 +420,7 @@ def custom_layers(K):
 
     class Swish(K.layers.Layer):
         def call(self, inputs):
-            return K.ops.multiply(inputs, K.activations.sigmoid(inputs))
+            return K.ops.multiply(inputs, K.ops.sigmoid(inputs))
 
     return Linear, Swish
 
@@ -484,6 +484,22 @@ def test_a_layer_made_of_layers_traces_them_inline_and_owns_their_weights():
     assert not block.inner.trainable and len(cm.trainable_weights) == 2  # the flag reaches its layers, as in Keras
     km.get_layer("block").trainable = False
     assert len(km.trainable_weights) == 2
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "gelu", "silu", "softplus", "elu", "leaky_relu"])
+def test_activation_ops_have_keras_names_and_defaults(name):
+    x = np.linspace(-3, 3, 13).astype("float32")
+    want = getattr(keras.ops, name)(x).detach().cpu().numpy()
+    np.testing.assert_allclose(getattr(kcomp.ops, name)(x).numpy(), want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_custom_layer_that_skips_super_init_is_told_so():
+    class Forgot(kcomp.layers.Layer):
+        def __init__(self, units):
+            self.units = units
+
+    with pytest.raises(KcompError, match=r"super\(\).__init__"):
+        Forgot(3)(kcomp.Input((2,)))
 
 
 def test_add_weight_takes_keras_3_arguments():

@@ -250,6 +250,7 @@ class Layer:
         integer weights); a weight without a name is called "variable" (then
         "variable_1", ...: kcomp's parameter names are unique within a model).
         """
+        _check_super_called(self)
         if isinstance(shape, str):
             raise ArgumentError(
                 f"`name` must be passed as a keyword argument. Received: add_weight({shape!r}, ...). "
@@ -386,6 +387,7 @@ class Layer:
         `training=True` given here is kept with the call, as Keras keeps it
         (Monte Carlo dropout); other call arguments are not supported yet.
         """
+        _check_super_called(self)
         if kwargs:
             raise ArgumentError(
                 f'Layer "{self.name}" was called with {sorted(kwargs)}; kcomp layers do not take '
@@ -450,6 +452,14 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _check_super_called(layer) -> None:
+    if "_calls" not in layer.__dict__:
+        raise KcompError(
+            f"{type(layer).__name__}.__init__ did not call super().__init__(); add super().__init__(**kwargs) "
+            "at its start, as Keras requires."
+        )
 
 
 def _unwrap_single(structure):
