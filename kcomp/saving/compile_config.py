@@ -44,11 +44,16 @@ def optimizer_from_keras(value):
         raise SerializationError(f"{where} in the file: {e}") from None
 
 
+def _each(value, convert):
+    """None and names stay; a list (one per output) converts item by item; an object converts."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_each(v, convert) for v in value]
+    return convert(value)
+
+
 def _loss_to_keras(loss):
-    if loss is None or isinstance(loss, str):
-        return loss
-    if isinstance(loss, (list, tuple)):
-        return [_loss_to_keras(l) for l in loss]
     if isinstance(loss, losses_module.Loss) and type(loss).__name__ in classes_in(losses_module, losses_module.Loss):
         return keras_object("keras.losses", type(loss).__name__, {**loss.get_config(), "dtype": None})
     raise SerializationError(
@@ -72,29 +77,17 @@ def _from_table(value, table: dict, what: str, fit: bool):
 
 
 def _loss_from_keras(value):
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return [_loss_from_keras(v) for v in value]
     # A loss's own arguments (from_logits, ...) pass through its **kwargs; the class checks them.
     return _from_table(value, classes_in(losses_module, losses_module.Loss), "the loss", fit=False)
 
 
 def _metric_to_keras(metric):
-    if metric is None or isinstance(metric, str):
-        return metric
-    if isinstance(metric, (list, tuple)):
-        return [_metric_to_keras(m) for m in metric]
     if isinstance(metric, metrics_module.Metric) and type(metric).__name__ in classes_in(metrics_module, metrics_module.Metric):
         return keras_object("keras.metrics", type(metric).__name__, {"name": metric.name, "dtype": "float32"})
     raise SerializationError(f"The metric {metric!r} cannot be written to a Keras file; compile with metric names such as 'accuracy'.")
 
 
 def _metric_from_keras(value):
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return [_metric_from_keras(v) for v in value]
     return _from_table(value, classes_in(metrics_module, metrics_module.Metric), "the metric", fit=True)
 
 
@@ -102,9 +95,9 @@ def compile_config(model) -> dict:
     settings = model.compile_settings
     return {
         "optimizer": optimizer_to_keras(model.optimizer),
-        "loss": _loss_to_keras(settings.get("loss")),
+        "loss": _each(settings.get("loss"), _loss_to_keras),
         "loss_weights": settings.get("loss_weights"),
-        "metrics": _metric_to_keras(settings.get("metrics")),
+        "metrics": _each(settings.get("metrics"), _metric_to_keras),
         "weighted_metrics": None,
         "run_eagerly": False,
         "steps_per_execution": 1,
@@ -124,9 +117,9 @@ def compile_from_config(model, config: dict) -> None:
     try:
         model.compile(
             optimizer=optimizer_from_keras(config.get("optimizer", "rmsprop")),
-            loss=_loss_from_keras(config.get("loss")),
+            loss=_each(config.get("loss"), _loss_from_keras),
             loss_weights=config.get("loss_weights"),
-            metrics=_metric_from_keras(config.get("metrics")),
+            metrics=_each(config.get("metrics"), _metric_from_keras),
         )
     except SerializationError:
         raise
