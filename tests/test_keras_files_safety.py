@@ -228,15 +228,22 @@ def test_mismatched_weights_are_refused_naming_both_and_leave_the_model_unchange
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("link", ["external", "soft"])
+@pytest.mark.parametrize("link", ["external", "soft", "external group"])
 def test_links_out_of_the_weights_file_are_refused(tmp_path, link):
     model = small_model()
     model.save_weights(tmp_path / "w.weights.h5")
     with h5py.File(tmp_path / "secret.h5", "w") as f:
         f["data"] = np.ones((3, 4), "float32")
+        f["vars/0"] = np.ones((4, 2), "float32")
+        f["vars/1"] = np.ones((2,), "float32")
+        f["vars/2"] = np.ones((2,), "float32")  # read through the link, it would be "3 arrays" instead
     with h5py.File(tmp_path / "w.weights.h5", "a") as f:
-        del f["layers/dense/vars/0"]
-        f["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "secret.h5"), "/data") if link == "external" else h5py.SoftLink("/layers/dense/vars/1")
+        if link == "external group":  # a whole layer's group in another file
+            del f["layers/dense_1"]
+            f["layers/dense_1"] = h5py.ExternalLink(str(tmp_path / "secret.h5"), "/")
+        else:
+            del f["layers/dense/vars/0"]
+            f["layers/dense/vars/0"] = h5py.ExternalLink(str(tmp_path / "secret.h5"), "/data") if link == "external" else h5py.SoftLink("/layers/dense/vars/1")
     with pytest.raises(KcompError, match="Link, not stored in the file"):
         model.load_weights(tmp_path / "w.weights.h5")
 

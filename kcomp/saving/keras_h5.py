@@ -236,22 +236,35 @@ def save_weights_h5(model, path) -> None:
 _NUMERIC = "fiub"
 
 
-def _dataset(f, path: str, source: str):
-    """The dataset at `path`, refusing links to other places or files and external storage."""
+def _node(f, path: str, source: str):
+    """The object at `path` (None if absent), reached through hard links only: a soft or external
+    link (which could point at another file) is refused before it is followed."""
     import h5py
 
     node = f
     parts = path.split("/")
     for i, part in enumerate(parts):
-        if not isinstance(node, h5py.Group) or part not in node:
+        if not isinstance(node, h5py.Group):
             return None
         link = node.get(part, getlink=True)
+        if link is None:
+            return None
         if not isinstance(link, h5py.HardLink):
             raise WeightsFileError(
                 f"{source}: {'/'.join(parts[: i + 1])} is a {type(link).__name__}, not stored in the file; "
                 "kcomp reads only arrays stored in the file itself. Re-save the weights with Keras or kcomp."
             )
         node = node[part]
+    return node
+
+
+def _dataset(f, path: str, source: str):
+    """The dataset at `path`, refusing links to other places or files and external storage."""
+    import h5py
+
+    node = _node(f, path, source)
+    if node is None:
+        return None
     if not isinstance(node, h5py.Dataset):
         raise WeightsFileError(f"{source}: {path} is not an array. Re-save the weights with Keras or kcomp.")
     if node.external or node.is_virtual:
@@ -259,13 +272,11 @@ def _dataset(f, path: str, source: str):
     return node
 
 
-def _count_datasets(f, group_path: str) -> list[str]:
+def _names_in(f, group_path: str, source: str) -> list[str]:
     import h5py
 
-    group = f.get(group_path) if group_path in f else None
-    if not isinstance(group, h5py.Group):
-        return []
-    return sorted(k for k in group.keys())
+    group = _node(f, group_path, source)
+    return sorted(group.keys()) if isinstance(group, h5py.Group) else []
 
 
 def _read_checked(f, path: str, shape: tuple, dtype: str, source: str, what: str) -> np.ndarray:
@@ -306,7 +317,7 @@ def read_h5(model, f, source: str, load_optimizer: bool = True) -> list:
     expected_groups = set()
     for group_path, _, variables in weight_entries(model):
         expected_groups.add(group_path)
-        stored = _count_datasets(f, group_path)
+        stored = _names_in(f, group_path, source)
         if len(stored) != len(variables) or stored != sorted(str(i) for i in range(len(variables))):
             raise WeightsFileError(
                 f"{source}: {group_path} holds {len(stored)} arrays, the model's layer "
@@ -329,7 +340,7 @@ def read_h5(model, f, source: str, load_optimizer: bool = True) -> list:
             f"{source} holds weights the model has no place for: {extra[:5]}{' ...' if len(extra) > 5 else ''}; "
             "the file was saved from a different model."
         )
-    if load_optimizer and model.optimizer is not None and "optimizer" in f:
+    if load_optimizer and model.optimizer is not None and _node(f, "optimizer", source) is not None:
         assignments += _read_optimizer(model, f, source)
     return assignments
 
@@ -337,7 +348,7 @@ def read_h5(model, f, source: str, load_optimizer: bool = True) -> list:
 def _read_optimizer(model, f, source: str) -> list:
     opt = model.optimizer
     weights = trainable_in_keras_order(model)
-    stored = _count_datasets(f, "optimizer/vars")
+    stored = _names_in(f, "optimizer/vars", source)
     lr_var = _has_lr_variable(opt)
     head = 2 if lr_var else 1
     groups = slot_groups(opt)
