@@ -288,9 +288,10 @@ def test_the_compiled_step_equals_the_reference_for_new_losses_and_metrics(loss)
     for backend in ("reference", "triton-interpret"):
         ours = build(kcomp)
         ours.set_weights(weights)
-        ours.compile(optimizer="sgd", loss=loss, metrics=metrics, backend=backend)
-        step = ours.train_on_batch(X, y, return_dict=True)
-        results[backend] = (step, ours.evaluate(X, y, verbose=0, return_dict=True))
+        ours.compile(optimizer="sgd", loss=loss, metrics=metrics, weighted_metrics=["mae", "r2_score"], backend=backend)
+        per_sample = np.linspace(0.5, 1.5, 13).astype("float32")
+        step = ours.train_on_batch(X, y, sample_weight=per_sample, return_dict=True)
+        results[backend] = (step, ours.evaluate(X, y, sample_weight=per_sample, verbose=0, return_dict=True))
     for got, want in zip(results["triton-interpret"], results["reference"]):
         assert_logs_close(got, want, rtol=1e-4, atol=1e-5)
 
@@ -331,3 +332,36 @@ def test_binary_iou(make):
     ours, theirs = twins(dense_model, optimizer="sgd", loss="binary_crossentropy", metrics=lambda lib: [make(lib)])
     assert_logs_close(ours.evaluate(X, y, verbose=0, batch_size=4, return_dict=True),
                       theirs.evaluate(X, y, verbose=0, batch_size=4, return_dict=True), rtol=1e-5)
+
+
+def test_weighted_metrics_weigh_by_sample_and_class_weights_as_keras():
+    y = BITS.astype("int64")[:, None]  # F-scores take (batch, outputs) targets only, in Keras as here
+    settings = dict(optimizer="sgd", loss="mse", metrics=["mae", "accuracy"],
+                    weighted_metrics=["mae", "accuracy", "AUC", "RootMeanSquaredError", "f1_score", "r2_score",
+                                      lambda lib: lib.metrics.BinaryIoU()])
+    ours, theirs = twins(dense_model, **{**settings, "weighted_metrics": lambda lib: [
+        m(lib) if callable(m) else m for m in settings["weighted_metrics"]]})
+    weights = np.linspace(0.1, 2.0, 13).astype("float32")
+    for kwargs in ({"sample_weight": weights}, {}):
+        a = ours.evaluate(X, y, verbose=0, batch_size=5, return_dict=True, **kwargs)
+        b = theirs.evaluate(X, y, verbose=0, batch_size=5, return_dict=True, **kwargs)
+        assert {"weighted_mae", "weighted_accuracy", "AUC", "f1_score"} <= set(b)
+        assert_logs_close(a, b, rtol=2e-5)
+    h_ours = ours.fit(X, y, batch_size=5, epochs=2, shuffle=False, verbose=0, class_weight={0: 0.3, 1: 2.0})
+    h_theirs = theirs.fit(X, y, batch_size=5, epochs=2, shuffle=False, verbose=0, class_weight={0: 0.3, 1: 2.0})
+    assert_logs_close(h_ours.history, h_theirs.history, rtol=2e-5)
+
+
+def test_compile_refuses_arguments_keras_does_not_take():
+    ours, _ = twins(dense_model)
+    with pytest.raises(KcompError, match="weighted_metric"):
+        ours.compile(optimizer="sgd", loss="mse", weighted_metric=["mae"], backend="reference")
+    ours.compile(optimizer="sgd", loss="mse", run_eagerly=True, jit_compile=False, steps_per_execution=1, backend="reference")
+
+
+def test_f_scores_refuse_rank_one_targets_as_keras_does():
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", metrics=["f1_score"])
+    with pytest.raises(ValueError):
+        theirs.evaluate(X, BITS.astype("float32"), verbose=0)
+    with pytest.raises(KcompError, match=r"\(None,\) and \(None, 1\)"):
+        ours.evaluate(X, BITS.astype("float32"), verbose=0)

@@ -1,6 +1,6 @@
-"""Metrics with Keras's names. A metric emits per-sample values into the step graph and what a
-batch adds to its running state (`batch_state`); the step adds that into a device tensor, and the
-runtime divides only when a progress line or the epoch's logs need the number.
+"""Metrics with Keras's names. A metric emits into the step graph what a batch adds to its
+running state (`Metric.state`); the step adds that into a device tensor, and the runtime divides
+only when a progress line or the epoch's logs need the number.
 
 base.py has the Metric class; accuracy.py, regression.py (per-sample formulas), confusion.py
 (counts at thresholds) and scores.py (per-class sums) the metrics; here is Keras's name table.

@@ -1,10 +1,12 @@
 """The Metric base: per-batch values emitted into the step graph, a running state, a result.
 
-A metric emits per-sample values into the step graph and what a batch adds to its running state
-(`batch_state`); the step adds that into a device tensor, and the runtime divides only when a
-progress line or the epoch's logs need the number.
+A metric emits into the step graph what a batch adds to its running state (`state`); the step
+adds that into a device tensor, and the runtime divides only when a progress line or the epoch's
+logs need the number. A weighted metric (compile's weighted_metrics) weighs each sample by its
+sample weight (class weights included), as Keras's weighted metrics do.
 """
 
+import copy
 import math
 
 import torch
@@ -15,41 +17,67 @@ from kcomp import losses, ops
 class Metric:
     """The mean of per-sample values, accumulated over batches.
 
-    A metric is stateless: the training loop keeps a state per run (training,
-    validation) and folds each batch's values into it with `accumulate`.
+    A metric is stateless: the training loop keeps a state per run (training, validation) and
+    the step adds each batch's `state` into it.
     """
+
+    weighted = False  # True for a metric of compile(weighted_metrics=...): see `weighted_copy`
 
     def __init__(self, name=None):
         self.name = name or _default_name(type(self).__name__)
 
     def values(self, y_true, y_pred):
-        """The per-batch values, as graph ops on the targets and predictions."""
+        """The per-sample values, as graph ops on the targets and predictions."""
         raise NotImplementedError
 
-    def batch_state(self, values):
-        """Graph ops: what one batch adds to the running state (here the values' sum), and how
-        many values each sample contributes (the mean's divisor grows by that per sample)."""
+    def state(self, y_true, y_pred, sample_weight=None):
+        """Graph ops: what one batch adds to the running state, and how many values each sample
+        contributes (the mean's divisor grows by that per sample; 0 when the state holds its own
+        divisor). Unweighted: the values' sum. Weighted: [sum(values * weight), sum(weight)]."""
+        values = self.values(y_true, y_pred)
         if values.dtype != "float32":
             values = ops.cast(values, "float32")
-        return ops.sum(values), math.prod(values.shape[1:])
+        if sample_weight is None:
+            return ops.sum(values), math.prod(values.shape[1:])
+        weights = ops.emit("broadcast_like", per_sample(sample_weight, values), values)
+        totals = [ops.reshape(ops.sum(v), (1,)) for v in (ops.multiply(values, weights), weights)]
+        return ops.concatenate(totals, axis=0), 0
 
     def result(self, state: torch.Tensor, count: int) -> float:
         """The metric from its running state and the number of values added into it."""
+        if self.weighted:
+            total, weight = state.tolist()
+            return total / weight if weight else 0.0
         return float(state) / count if count else 0.0
+
+    def weighted_copy(self, name: str) -> "Metric":
+        """This metric weighing samples by their sample weights, under `name`."""
+        twin = copy.copy(self)
+        twin.weighted, twin.name = True, name
+        return twin
+
+
+def per_sample(sample_weight, values):
+    """Per-sample weights (N,) shaped to multiply values (N, ...): trailing axes of size 1."""
+    if len(values.shape) > 1:
+        return ops.reshape(sample_weight, (sample_weight.shape[0],) + (1,) * (len(values.shape) - 1))
+    return sample_weight
+
 
 def _unique_name(cls_name):
     from kcomp.backend import unique_name
 
     return unique_name(_default_name(cls_name))
 
+
 def _default_name(cls_name):
     from kcomp.backend import to_snake_case
 
     return to_snake_case(cls_name)
+
 
 def _as_float_pair(y_true, y_pred):
     y_true, y_pred = losses.same_rank(y_true, y_pred)
     if ops.dtype(y_true) != ops.dtype(y_pred):
         y_true = ops.cast(y_true, ops.dtype(y_pred))
     return y_true, y_pred
-

@@ -16,12 +16,12 @@ class _Confusion(Metric):
         # Keras names these automatically and uniquely per session: auc, auc_1, ...
         super().__init__(name or _unique_name(type(self).__name__))
 
-    def values(self, y_true, y_pred):
+    def state(self, y_true, y_pred, sample_weight=None):
+        # The batch's counts per threshold (weighted by the samples' weights for a weighted metric):
+        # the running state adds them up (float32, exact to 2**24 for unit weights).
         y_true, y_pred = losses.same_rank(y_true, y_pred)  # as Keras's confusion-matrix update
-        return ops.emit("confusion_counts", y_true, y_pred, thresholds=self.thresholds)
-
-    def batch_state(self, values):
-        return values, 0  # the batch's counts per threshold: the state adds them up (float32, exact to 2**24)
+        weights = [] if sample_weight is None else [sample_weight]
+        return ops.emit("confusion_counts", y_true, y_pred, *weights, thresholds=self.thresholds), 0
 
 
 class Precision(_Confusion):

@@ -4,7 +4,7 @@ import torch
 
 from kcomp import losses, ops
 from kcomp.errors import ArgumentError, ShapeError, format_shape
-from kcomp.metrics.base import Metric, _default_name, _unique_name
+from kcomp.metrics.base import Metric, _default_name, _unique_name, per_sample
 
 
 class _ColumnSums(Metric):
@@ -14,23 +14,30 @@ class _ColumnSums(Metric):
     def rows(self, y_true, y_pred) -> list:
         raise NotImplementedError
 
-    def values(self, y_true, y_pred):
-        y_true, y_pred = losses.same_rank(y_true, y_pred)
-        if len(ops.shape(y_pred)) != 2 or ops.shape(y_pred)[-1] is None:
-            raise ShapeError(f"{self.name} takes predictions of shape (batch, outputs); received {format_shape(ops.shape(y_pred))}.")
+    reconcile = True  # R2Score meets (N,) targets with (N, 1) outputs as Keras's; FBetaScore does not
+
+    def state(self, y_true, y_pred, sample_weight=None):
+        if self.reconcile:
+            y_true, y_pred = losses.same_rank(y_true, y_pred)
+        if len(ops.shape(y_pred)) != 2 or ops.shape(y_pred)[-1] is None or len(ops.shape(y_true)) != 2:
+            raise ShapeError(
+                f"{self.name} takes targets and predictions of shape (batch, outputs); received "
+                f"{format_shape(ops.shape(y_true))} and {format_shape(ops.shape(y_pred))}."
+            )
         if ops.dtype(y_true) != "float32":
             y_true = ops.cast(y_true, "float32")
-        rows = [ops.reshape(r, (r.shape[0], 1, r.shape[1])) for r in self.rows(y_true, y_pred)]
-        return ops.concatenate(rows, axis=1)
-
-    def batch_state(self, values):
-        return ops.sum(values, axis=0), 0
+        rows = ops.concatenate([ops.reshape(r, (r.shape[0], 1, r.shape[1])) for r in self.rows(y_true, y_pred)], axis=1)
+        if sample_weight is not None:
+            rows = ops.multiply(rows, per_sample(sample_weight, rows))
+        return ops.sum(rows, axis=0), 0
 
 
 class FBetaScore(_ColumnSums):
     """Keras's FBetaScore: per class, (1 + beta^2) P R / (beta^2 P + R) from true positives, false
     positives and false negatives; a prediction is positive above `threshold`, or (None) where it
     is its row's largest. average None (per class), "micro", "macro" or "weighted"."""
+
+    reconcile = False
 
     def __init__(self, average=None, beta=1.0, threshold=None, name=None, dtype=None):
         if average not in (None, "micro", "macro", "weighted"):
@@ -120,12 +127,12 @@ class IoU(Metric):
         self.sparse_y_true, self.sparse_y_pred = sparse_y_true, sparse_y_pred
         super().__init__(name or _unique_name(type(self).__name__))
 
-    def values(self, y_true, y_pred):
-        return ops.emit("confusion_matrix", y_true, y_pred, num_classes=self.num_classes, sparse_y_true=self.sparse_y_true,
-                        sparse_y_pred=self.sparse_y_pred, ignore_class=self.ignore_class)
-
-    def batch_state(self, values):
-        return values, 0  # the batch's confusion matrix: the state adds them up
+    def state(self, y_true, y_pred, sample_weight=None):
+        # The batch's confusion matrix (weighted for a weighted metric): the running state adds them up.
+        # Keras keeps IoU counts as integers and casts the weights to them (0.7 counts 0; it warns).
+        weights = [] if sample_weight is None else [ops.cast(ops.cast(sample_weight, "int32"), "float32")]
+        return ops.emit("confusion_matrix", y_true, y_pred, *weights, num_classes=self.num_classes,
+                        sparse_y_true=self.sparse_y_true, sparse_y_pred=self.sparse_y_pred, ignore_class=self.ignore_class), 0
 
     def result(self, state, count=0):
         cm = state.double()
@@ -149,9 +156,9 @@ class BinaryIoU(IoU):
         self.threshold = float(threshold)
         super().__init__(2, target_class_ids, name, dtype)
 
-    def values(self, y_true, y_pred):
+    def state(self, y_true, y_pred, sample_weight=None):
         at_least = ops.subtract(1.0, ops.emit("greater", self.threshold, y_pred))  # y_pred >= threshold
-        return super().values(y_true, at_least)
+        return super().state(y_true, at_least, sample_weight)
 
 
 class OneHotIoU(IoU):

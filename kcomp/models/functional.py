@@ -102,6 +102,11 @@ def keras_layer_order(inputs: list[KerasTensor], calls: list[LayerCall], first_r
     return [layer_of[k] for k in keys]
 
 
+# Keras 3's other compile arguments: weighted_metrics is used; the rest choose how Keras runs
+# (eagerly, jit, steps per call, loss scaling for mixed precision), which kcomp decides itself.
+KERAS_COMPILE_OPTIONS = ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss")
+
+
 class Model(Layer):
     """`Model(inputs, outputs, name=None)`: a DAG of layers with one or more inputs and outputs."""
 
@@ -342,13 +347,16 @@ class Model(Layer):
 
         if precision not in PRECISIONS:
             raise ArgumentError(f"Received: precision={precision!r}. Expected one of {list(PRECISIONS)}.")
+        unknown = sorted(set(kwargs) - set(KERAS_COMPILE_OPTIONS))
+        if unknown:
+            raise ArgumentError(f"compile() got unexpected argument(s) {unknown}; Keras's compile takes {sorted(KERAS_COMPILE_OPTIONS)}.")
         self._backend = resolve_backend(backend)
         self._precision = precision
         self._executor = None
         self._call_executors.clear()
         self.compile_settings = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, "metrics": metrics, **kwargs}
         self._training = None
-        self._compile_args = (optimizers.get(optimizer), loss, loss_weights, metrics)
+        self._compile_args = (optimizers.get(optimizer), loss, loss_weights, metrics, kwargs.get("weighted_metrics"))
         self._finish_compile()
 
     def _finish_compile(self) -> None:
@@ -360,9 +368,9 @@ class Model(Layer):
         from kcomp.runtime.executor import check_backend
         from kcomp.training.loop import compile_settings
 
-        optimizer, loss, loss_weights, metrics = self._compile_args
+        optimizer, loss, loss_weights, metrics, weighted_metrics = self._compile_args
         check_backend(self._backend, self.to_graph(False))
-        self._training = compile_settings(self, optimizer, loss, loss_weights, metrics) if loss is not None else None
+        self._training = compile_settings(self, optimizer, loss, loss_weights, metrics, weighted_metrics) if loss is not None else None
 
     def build(self, input_shape=None) -> None:
         """Keras's build: a functional model is built by Model(inputs, outputs), so this does nothing."""

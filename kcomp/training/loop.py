@@ -48,7 +48,19 @@ def _per_output(value, names: list[str], what: str, default=None) -> list:
     return [value] * n
 
 
-def compile_settings(model, optimizer, loss, loss_weights, metrics) -> Compiled:
+def _metric_lists(metrics, names: list[str]) -> list[list]:
+    """One list of metric identifiers per output, from Keras's forms: one list for every output,
+    a list of lists (one per output) or a dict keyed by output name."""
+    if metrics is None:
+        return [[] for _ in names]
+    if isinstance(metrics, dict):
+        return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in _per_output(metrics, names, "metrics")]
+    if isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
+        return [list(m) for m in _per_output(list(metrics), names, "metric lists")]
+    return [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] for _ in names]
+
+
+def compile_settings(model, optimizer, loss, loss_weights, metrics, weighted_metrics=None) -> Compiled:
     names = output_names(model)
     n = len(names)
     if isinstance(loss, dict) and set(loss) != set(names):
@@ -56,16 +68,13 @@ def compile_settings(model, optimizer, loss, loss_weights, metrics) -> Compiled:
         raise ArgumentError(f"The loss dict has keys {sorted(loss)}; give one for each output {names} (None for none).")
     loss_list = [None if l is None else losses_module.get(l) for l in _per_output(loss, names, "losses")]
     weights = [1.0] * n if loss_weights is None else [float(w) for w in _per_output(loss_weights, names, "loss weights", 1.0)]
-    if metrics is None:
-        metric_lists = [[] for _ in range(n)]
-    elif isinstance(metrics, dict):
-        metric_lists = [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
-                        for m in _per_output(metrics, names, "metrics")]
-    elif isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
-        metric_lists = _per_output(list(metrics), names, "metric lists")
-    else:
-        metric_lists = [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] for _ in range(n)]
-    resolved = [[metrics_module.get(m) for m in ms] for ms in metric_lists]
+    resolved = [[metrics_module.get(m) for m in ms] for ms in _metric_lists(metrics, names)]
+    for plain, weighted in zip(resolved, _metric_lists(weighted_metrics, names)):
+        # Keras: a weighted metric keeps its name unless an unweighted one has it ("weighted_<name>").
+        taken = {m.name for m in plain}
+        for identifier in weighted:
+            metric = metrics_module.get(identifier)
+            plain.append(metric.weighted_copy(f"weighted_{metric.name}" if metric.name in taken else metric.name))
     return Compiled(optimizers.get(optimizer), loss_list, weights, resolved)
 
 

@@ -100,17 +100,18 @@ def _regularization(b: GraphBuilder, variables) -> Value | None:
     return penalty
 
 
-def _metric_values(model, compiled, outputs, targets) -> tuple[list[Value], list[str], list]:
-    """Each metric's per-batch values, its name in the logs (<output>_<metric> when the model
-    has several outputs, as Keras names them) and the metric."""
-    values, names, metrics = [], [], []
+def _metric_states(model, compiled, outputs, targets, sample_weight) -> tuple[list, list[str], list]:
+    """What each metric adds to its running state this batch (Metric.state: weighted metrics weigh
+    by the sample weights), its name in the logs (<output>_<metric> when the model has several
+    outputs, as Keras names them) and the metric."""
+    states, names, metrics = [], [], []
     out_names = output_names(model)
     for i, (output_metrics, out, y) in enumerate(zip(compiled.metrics, outputs, targets)):
         for metric in output_metrics:
-            values.append(metric.values(y, out))
+            states.append(metric.state(y, out, sample_weight if metric.weighted else None))
             names.append(metric.name if len(outputs) == 1 else f"{out_names[i]}_{metric.name}")
             metrics.append(metric)
-    return values, names, metrics
+    return states, names, metrics
 
 
 class _PerOutputLoss(Metric):
@@ -123,13 +124,13 @@ def _logged(per_output, metric_names, metrics) -> tuple[list[str], list]:
     return names, [_PerOutputLoss(name) for name, _ in per_output] + metrics
 
 
-def _running_sums(b: GraphBuilder, kind: str, total: Value, per_output, sample_weight: Value, metric_values, metrics) -> tuple:
+def _running_sums(b: GraphBuilder, kind: str, total: Value, per_output, sample_weight: Value, metric_states) -> tuple:
     """(new values, updates, Step.accumulators) of the epoch's running sums: the loss times the
     batch size (Keras's loss log weighs each batch by its size), each output's loss likewise,
     and each metric's state."""
     batch = ops.emit("count", sample_weight, axes=(0,))
     increments = [(ops.multiply(total, batch), 1)] + [(ops.multiply(value, batch), 1) for _, value in per_output]
-    increments += [metric.batch_state(values) for metric, values in zip(metrics, metric_values)]
+    increments += metric_states
     news, updates, accumulators = [], [], []
     for i, (increment, per_sample) in enumerate(increments):
         if increment.dtype != "float32":
@@ -174,9 +175,9 @@ def build_train_step(model, compiled, target_specs) -> Step:
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
             total = ops.add(total, penalty)
-        metric_values, metric_names, metrics = _metric_values(model, compiled, outputs, targets)
+        metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
         moving, moving_updates = _moving_statistics(model, b, forward_nodes)
-        sums, sum_updates, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_values, metrics)
+        sums, sum_updates, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
     trainable = [(var, v) for var, v in b._param_by_key.items() if hasattr(var, "path") and v.id not in b.frozen_params]
     grads = gradients(b, total, [v for _, v in trainable])
@@ -210,7 +211,7 @@ def build_test_step(model, compiled, target_specs) -> Step:
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
             total = ops.add(total, penalty)
-        metric_values, metric_names, metrics = _metric_values(model, compiled, outputs, targets)
-        sums, updates, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_values, metrics)
+        metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
+        sums, updates, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
     return Step(verify(b.finish(sums)), log_names, updates, accumulators, metrics=log_metrics)

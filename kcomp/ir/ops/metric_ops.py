@@ -54,8 +54,22 @@ OPS = [
 ]
 
 
+def _check_sample_weight(inputs, what):
+    """An optional third input: one weight per sample, (N,)."""
+    if len(inputs) == 3 and (inputs[2].rank != 1 or inputs[2].shape[0] != inputs[1].shape[0]):
+        raise ShapeError(f"{what}: sample weights {format_shape(inputs[2].shape)} should be one per sample of "
+                         f"predictions {format_shape(inputs[1].shape)}.")
+
+
+def _weights_like(weights, shape, dims_before=0) -> torch.Tensor:
+    """Per-sample weights (N,) expanded over `shape` (N, ...), with `dims_before` leading axes of 1."""
+    w = weights.float().reshape((1,) * dims_before + (-1,) + (1,) * (len(shape) - 1))
+    return w.expand((1,) * dims_before + tuple(shape))
+
+
 def _confusion_infer(inputs, thresholds):
-    y_true, y_pred = inputs
+    _check_sample_weight(inputs, "confusion counts")
+    y_true, y_pred = inputs[:2]
     if y_true.rank != y_pred.rank:
         raise ShapeError(
             f"confusion counts: targets {format_shape(y_true.shape)} and predictions {format_shape(y_pred.shape)} differ in rank."
@@ -74,24 +88,25 @@ def _thresholds(thresholds, device) -> torch.Tensor:
     return _THRESHOLDS[key]
 
 
-def _confusion_counts(y_true, y_pred, thresholds):
-    """Per threshold: [true positives, false positives, true negatives, false negatives]."""
+def _confusion_counts(y_true, y_pred, *weights, thresholds):
+    """Per threshold: [true positives, false positives, true negatives, false negatives], each
+    element counted once or (given per-sample weights) by its sample's weight."""
     t = _thresholds(thresholds, y_pred.device).reshape(-1, *([1] * y_pred.dim()))
     predicted = y_pred.float().unsqueeze(0) > t
     actual = (y_true.float() > 0.5).unsqueeze(0)
     dims = tuple(range(1, predicted.dim()))
-    return torch.stack(
-        [(predicted & actual).sum(dims), (predicted & ~actual).sum(dims), (~predicted & ~actual).sum(dims), (~predicted & actual).sum(dims)],
-        dim=1,
-    ).float()
+    w = _weights_like(weights[0], y_pred.shape, dims_before=1) if weights else 1.0
+    cells = [predicted & actual, predicted & ~actual, ~predicted & ~actual, ~predicted & actual]
+    return torch.stack([(cell * w).sum(dims) for cell in cells], dim=1).float()
 
 
 OPS.append(
     OpDef(
         name="confusion_counts",
         doc="For each threshold: counts of true positives, false positives, true negatives and false negatives "
-        "(prediction > threshold is positive; a target above 0.5 is positive). Shape (thresholds, 4).",
-        num_inputs=(2, 2),
+        "(prediction > threshold is positive; a target above 0.5 is positive), weighted by an optional third "
+        "input of per-sample weights. Shape (thresholds, 4).",
+        num_inputs=(2, 3),
         attrs={"thresholds": attr(tuple, items=(float,))},
         infer=_confusion_infer,
         reference=_confusion_counts,
@@ -108,7 +123,8 @@ def _class_ids(x: torch.Tensor, sparse: bool) -> torch.Tensor:
 
 
 def _confusion_matrix_infer(inputs, num_classes, sparse_y_true, sparse_y_pred, ignore_class):
-    y_true, y_pred = inputs
+    _check_sample_weight(inputs, "confusion matrix")
+    y_true, y_pred = inputs[:2]
     true_shape = y_true.shape if sparse_y_true else y_true.shape[:-1]
     pred_shape = y_pred.shape if sparse_y_pred else y_pred.shape[:-1]
     if len(true_shape) != len(pred_shape) and not (len(true_shape) + 1 == len(pred_shape) and pred_shape[-1] == 1) \
@@ -118,24 +134,30 @@ def _confusion_matrix_infer(inputs, num_classes, sparse_y_true, sparse_y_pred, i
     return [TensorSpec((num_classes, num_classes), "float32")]
 
 
-def _confusion_matrix(y_true, y_pred, num_classes, sparse_y_true, sparse_y_pred, ignore_class):
-    """counts[t, p]: how many elements of class t were predicted p. Ids outside [0, num_classes)
-    (and targets equal to ignore_class) are not counted, as Keras's IoU metrics mask them."""
+def _confusion_matrix(y_true, y_pred, *weights, num_classes, sparse_y_true, sparse_y_pred, ignore_class):
+    """counts[t, p]: how many elements of class t were predicted p (or the sum of their samples'
+    weights). Ids outside [0, num_classes) (and targets equal to ignore_class) are not counted,
+    as Keras's IoU metrics mask them."""
     t, p = _class_ids(y_true, sparse_y_true), _class_ids(y_pred, sparse_y_pred)
     valid = (t >= 0) & (t < num_classes) & (p >= 0) & (p < num_classes)
     if ignore_class is not None:
         valid &= t != ignore_class
     flat = torch.where(valid, t * num_classes + p, torch.zeros_like(t))
+    counted = valid.to(torch.float32)
+    if weights:
+        id_shape = y_true.shape if sparse_y_true else y_true.shape[:-1]
+        counted = counted * _weights_like(weights[0], id_shape).reshape(-1)
     counts = torch.zeros(num_classes * num_classes, dtype=torch.float32, device=flat.device)
-    return counts.index_add_(0, flat, valid.to(torch.float32)).reshape(num_classes, num_classes)  # no host sync
+    return counts.index_add_(0, flat, counted).reshape(num_classes, num_classes)  # no host sync
 
 
 OPS.append(
     OpDef(
         name="confusion_matrix",
         doc="counts[t, p] of elements of true class t predicted as class p (Keras's IoU metrics' state); "
-        "class ids are the values (sparse) or each row's argmax; out-of-range ids and ignore_class are skipped.",
-        num_inputs=(2, 2),
+        "class ids are the values (sparse) or each row's argmax; out-of-range ids and ignore_class are skipped; "
+        "an optional third input weighs each sample.",
+        num_inputs=(2, 3),
         attrs={"num_classes": attr(int), "sparse_y_true": attr(bool, True), "sparse_y_pred": attr(bool, True),
                "ignore_class": attr((int, type(None)), None)},
         infer=_confusion_matrix_infer,
