@@ -393,3 +393,24 @@ def test_inputs_and_outputs_keep_their_list_or_single_form():
         assert _comparable(ours.get_config()) == _comparable(theirs.get_config())
         rebuilt = kcomp.Model.from_config(theirs.get_config())
         assert isinstance(rebuilt.predict(np.ones((1, 3), "float32"), verbose=0), list) == as_list
+
+
+def test_loss_and_metric_objects_and_a_schedule_go_through_keras_and_back(tmp_path):
+    x, y = DATA["mlp_x"], DATA["mlp_y"]
+    ours = mlp(kcomp)
+    ours.compile(optimizer=kcomp.optimizers.Adam(kcomp.optimizers.schedules.ExponentialDecay(0.01, 10, 0.5)),
+                 loss=kcomp.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                 metrics=["accuracy", kcomp.metrics.MeanSquaredError()], backend="reference")
+    ours.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    ours.save(tmp_path / "m.keras")
+    theirs = keras.saving.load_model(tmp_path / "m.keras")
+    assert theirs.loss.get_config()["label_smoothing"] == 0.1
+    assert type(theirs.optimizer.learning_rate).__name__ != "float"
+    assert ours.train_on_batch(x, y) == pytest.approx([float(v) for v in theirs.train_on_batch(x, y)], rel=1e-5)
+    theirs.save(tmp_path / "back.keras")
+    again = kcomp.models.load_model(tmp_path / "back.keras")
+    assert isinstance(again.optimizer.learning_rate, kcomp.optimizers.schedules.ExponentialDecay)
+    assert isinstance(again.compile_settings["loss"], kcomp.losses.CategoricalCrossentropy)
+    assert again.compile_settings["loss"].get_config()["label_smoothing"] == 0.1
+    assert again.optimizer.iterations == 3
+    assert again.train_on_batch(x, y) == pytest.approx(ours.train_on_batch(x, y), rel=1e-5)
