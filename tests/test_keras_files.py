@@ -414,3 +414,50 @@ def test_loss_and_metric_objects_and_a_schedule_go_through_keras_and_back(tmp_pa
     assert again.compile_settings["loss"].get_config()["label_smoothing"] == 0.1
     assert again.optimizer.iterations == 3
     assert again.train_on_batch(x, y) == pytest.approx(ours.train_on_batch(x, y), rel=1e-5)
+
+
+def _recurrent_options(lib):
+    L = lib.layers
+    x = lib.Input((5, 3))
+    seq, h, c = L.LSTM(4, return_sequences=True, return_state=True, unit_forget_bias=False, go_backwards=True)(x)
+    g = L.GRU(2, reset_after=False, activation="relu", recurrent_activation="hard_sigmoid")(seq)
+    r = L.SimpleRNN(3, activation="relu", use_bias=False)(seq)
+    return lib.Model(x, [g, h, c, r]), np.linspace(-1, 1, 30, dtype="float32").reshape(2, 5, 3)
+
+
+def _embedding_options(lib):
+    L = lib.layers
+    model = lib.Sequential([lib.Input((6,), dtype="int32"), L.Embedding(20, 4), L.Flatten(),
+                            L.Dense(3, use_bias=False, kernel_regularizer=lib.regularizers.L2(0.01),
+                                    kernel_initializer=lib.initializers.HeNormal(seed=3))])
+    return model, np.arange(12, dtype="int32").reshape(2, 6)
+
+
+def _conv_options(lib):
+    L = lib.layers
+    i = lib.Input((9, 9, 4))
+    y = L.Conv2D(6, (3, 2), strides=(2, 1), padding="valid", groups=2)(i)
+    y = L.Conv2D(4, 3, dilation_rate=2, padding="same", activation="gelu")(y)
+    y = L.AveragePooling2D(pool_size=(2, 2), strides=1, padding="same")(y)
+    y = L.BatchNormalization(momentum=0.9, epsilon=1e-2, center=False)(y)
+    y = L.LayerNormalization(axis=[1, 2, 3], epsilon=1e-4, scale=False)(y)
+    y = L.Reshape((4,))(L.GlobalMaxPooling2D(keepdims=True)(y))
+    y = L.ReLU(max_value=6.0, negative_slope=0.1, threshold=0.2)(y)
+    y = L.Activation("swish")(L.Softmax()(L.LeakyReLU(negative_slope=0.2)(y)))
+    return lib.Model(i, y), np.linspace(0, 1, 648, dtype="float32").reshape(2, 9, 9, 4)
+
+
+@pytest.mark.parametrize("build", [_recurrent_options, _embedding_options, _conv_options])
+def test_layer_options_survive_keras_archives_both_ways(tmp_path, build):
+    theirs, x = build(keras)
+    theirs.set_weights([w + 0.05 for w in theirs.get_weights()])
+    theirs.save(tmp_path / "theirs.keras")
+    ours = kcomp.models.load_model(tmp_path / "theirs.keras")
+    expect = theirs.predict(x, verbose=0)
+    got = ours.predict(x, verbose=0)
+    for a, b in zip(got if isinstance(got, list) else [got], expect if isinstance(expect, list) else [expect]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    ours.save(tmp_path / "ours.keras")
+    back = keras.saving.load_model(tmp_path / "ours.keras").predict(x, verbose=0)
+    for a, b in zip(back if isinstance(back, list) else [back], expect if isinstance(expect, list) else [expect]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
