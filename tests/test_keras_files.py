@@ -306,6 +306,14 @@ def test_nested_models_use_keras_paths(tmp_path):
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     ours.save_weights(tmp_path / "ours.weights.h5")
     assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "n.weights.h5")
+    # and as archives: a nested model is one layer of the config, its own config inside
+    theirs.save(tmp_path / "n.keras")
+    loaded = kcomp.models.load_model(tmp_path / "n.keras")
+    assert [type(l).__name__ for l in loaded.layers] == ["InputLayer", "Model", "Dense", "Sequential"]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    loaded.save(tmp_path / "back.keras")
+    back = keras.saving.load_model(tmp_path / "back.keras")
+    np.testing.assert_allclose(back.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 # -- the command line ------------------------------------------------------------------------
