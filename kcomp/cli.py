@@ -65,13 +65,13 @@ def make_parser() -> argparse.ArgumentParser:
     fit.add_argument("--save-weights", metavar="PATH", help="write the trained weights here (.npz, or Keras's .weights.h5)")
     fit.add_argument("--save", metavar="PATH.keras",
                      help="write the trained model as a Keras 3 .keras archive (config, weights, optimizer state)")
-    fit.add_argument("--weights", metavar="PATH", help="start from these weights")
+    fit.add_argument("--weights", metavar="PATH", help="start from these weights (.npz or .weights.h5)")
 
     evaluate = verbs.add_parser("evaluate", help="loss and metrics of a model on an .npz file",
                                 description="Evaluate with the compile section's loss and metrics.")
     _add_model_args(evaluate)
     evaluate.add_argument("--data", required=True, metavar="FILE.npz", help="evaluation data")
-    evaluate.add_argument("--weights", metavar="PATH", help="weights to load first (.npz from kcomp fit)")
+    evaluate.add_argument("--weights", metavar="PATH", help="weights to load first (.npz or .weights.h5, e.g. from kcomp fit)")
     evaluate.add_argument("--batch-size", type=int, default=32)
 
     convert = verbs.add_parser(

@@ -469,3 +469,14 @@ def test_layer_options_survive_keras_archives_both_ways(tmp_path, build):
     back = keras.saving.load_model(tmp_path / "ours.keras").predict(x, verbose=0)
     for a, b in zip(back if isinstance(back, list) else [back], expect if isinstance(expect, list) else [expect]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_each_layers_own_get_config_is_one_keras_builds_the_same_layer_from():
+    """kcomp's layer.get_config() (initializers as {"class_name", "config"}, regularizers, shapes as
+    tuples) is read by Keras's from_config into a layer whose config is the one kcomp writes to files."""
+    from kcomp.saving.serialization import layer_to_keras
+
+    model = every_layer(kcomp)
+    for layer in model.layers:
+        theirs = getattr(keras.layers, type(layer).__name__).from_config(layer.get_config())
+        assert _comparable(keras.saving.serialize_keras_object(theirs)) == _comparable(layer_to_keras(layer)), layer.name
