@@ -563,7 +563,18 @@ def embedding_and_norm(K):
     return K.Model([feats, ids], L.Dense(1, name="out")(L.Concatenate(name="j")([f, e])))
 
 
-@pytest.mark.parametrize("make", [inception, residual, two_in_two_out_shared, embedding_and_norm])
+def shared_at_two_depths(K):
+    # One layer called near an output (on p) and far from the other (on q): Keras gives a layer its
+    # deepest call's depth, and what feeds its near call (p) then sits deeper than that too.
+    L = K.layers
+    p, q = K.Input((4,), name="p"), K.Input((4,), name="q")
+    shared = L.Dense(4, activation="tanh", name="shared")
+    near = L.Dense(2, name="near")(shared(p))
+    far = L.Dense(2, name="far")(L.Dense(3, name="f2")(L.Dense(4, name="f1")(shared(q))))
+    return K.Model([p, q], [near, far])
+
+
+@pytest.mark.parametrize("make", [inception, residual, two_in_two_out_shared, embedding_and_norm, shared_at_two_depths])
 def test_branched_models_list_layers_and_weights_in_keras_order(make):
     km, cm = make(keras), make(kcomp)
     assert [l.name for l in cm.layers] == [l.name for l in km.layers]
