@@ -365,3 +365,32 @@ def test_f_scores_refuse_rank_one_targets_as_keras_does():
         theirs.evaluate(X, BITS.astype("float32"), verbose=0)
     with pytest.raises(KcompError, match=r"\(None,\) and \(None, 1\)"):
         ours.evaluate(X, BITS.astype("float32"), verbose=0)
+
+
+def test_metrics_names_as_keras_lists_them():
+    ours, theirs = twins(two_outputs)
+    assert ours.metrics_names == theirs.metrics_names == []
+    y = [BITS.astype("float32"), RNG.random((13, 2)).astype("float32")]
+    for settings in (dict(loss=["mse", "mse"]), dict(loss=["mse", "mse"], metrics=["mae", "mse"])):
+        ours.compile(optimizer="sgd", backend="reference", **settings)
+        theirs.compile(optimizer="sgd", **settings)
+        assert ours.metrics_names == theirs.metrics_names
+        ours.evaluate(X, y, verbose=0)
+        theirs.evaluate(X, y, verbose=0)
+        assert ours.metrics_names == theirs.metrics_names
+    single, keras_single = twins(dense_model, optimizer="sgd", loss="mse", weighted_metrics=["mae"])
+    assert single.metrics_names == keras_single.metrics_names == ["loss", "compile_metrics"]
+
+
+def test_a_flat_metric_list_gives_each_output_its_entry_as_in_keras():
+    y = [BITS.astype("float32"), RNG.random((13, 2)).astype("float32")]
+    ours, theirs = twins(two_outputs, optimizer="sgd", loss=["mse", "mse"], metrics=["mae", ["mse", "mae"]])
+    a = ours.evaluate(X, y, verbose=0, return_dict=True)
+    b = theirs.evaluate(X, y, verbose=0, return_dict=True)
+    assert set(b) == {"loss", "cls_loss", "reg_loss", "cls_mae", "reg_mse", "reg_mae"}
+    assert_logs_close(a, b)
+    theirs.compile(optimizer="sgd", loss=["mse", "mse"], metrics=["mae"])
+    with pytest.raises(ValueError):
+        theirs.evaluate(X, y, verbose=0)
+    with pytest.raises(KcompError, match="1 metric entries for a model with 2 outputs"):
+        ours.compile(optimizer="sgd", loss=["mse", "mse"], metrics=["mae"], backend="reference")

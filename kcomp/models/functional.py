@@ -411,6 +411,21 @@ class Model(Layer):
         return self.predict(x, batch_size=max(len(x[0]) if isinstance(x, (list, tuple)) else len(x), 1), verbose=0)
 
     @property
+    def metrics_names(self) -> list[str]:
+        """Keras 3's list: [] before compile; "loss"; "compile_metrics" when metrics were compiled;
+        and, once a step has run on a model with several outputs, each output's "<name>_loss"."""
+        if self._compile_args is None:
+            return []
+        _, loss, _, metrics, weighted_metrics = self._compile_args
+        names = ["loss"] + (["compile_metrics"] if metrics or weighted_metrics else [])
+        training = getattr(self, "_training", None)
+        if training is not None and training.steps and len(self.outputs) > 1:
+            from kcomp.training.step import output_names
+
+            names += [f"{name}_loss" for name, l in zip(output_names(self), training.losses) if l is not None]
+        return names
+
+    @property
     def optimizer(self):
         if getattr(self, "_training", None) is not None:
             return self._training.optimizer

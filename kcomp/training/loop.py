@@ -51,13 +51,19 @@ def _per_output(value, names: list[str], what: str, default=None) -> list:
 def _metric_lists(metrics, names: list[str]) -> list[list]:
     """One list of metric identifiers per output, from Keras's forms: one list for every output,
     a list of lists (one per output) or a dict keyed by output name."""
+    def listed(m):
+        return [] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
+
     if metrics is None:
         return [[] for _ in names]
+    if not isinstance(metrics, (list, tuple, dict)):
+        raise ArgumentError(f"Received: metrics={metrics!r}. Expected a list, or a dict keyed by output name, as in Keras.")
     if isinstance(metrics, dict):
-        return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in _per_output(metrics, names, "metrics")]
-    if isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics):
-        return [list(m) for m in _per_output(list(metrics), names, "metric lists")]
-    return [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] for _ in names]
+        return [listed(m) for m in _per_output(metrics, names, "metrics")]
+    if len(names) == 1:
+        return [list(metrics[0]) if len(metrics) == 1 and isinstance(metrics[0], (list, tuple)) else list(metrics)]
+    # Several outputs: as Keras, a list gives each output its entry (a metric or a list of them).
+    return [listed(m) for m in _per_output(list(metrics), names, "metric entries")]
 
 
 def compile_settings(model, optimizer, loss, loss_weights, metrics, weighted_metrics=None) -> Compiled:
