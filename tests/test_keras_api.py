@@ -502,6 +502,15 @@ def test_a_custom_layer_that_skips_super_init_is_told_so():
         Forgot(3)(kcomp.Input((2,)))
 
 
+def test_python_arithmetic_between_traced_tensors_names_the_ops_to_use():
+    class Doubler(kcomp.layers.Layer):
+        def call(self, inputs):
+            return inputs + inputs
+
+    with pytest.raises(KcompError, match=r"Doubler.*ops\.add"):
+        Doubler()(kcomp.Input((2,)))
+
+
 def test_add_weight_takes_keras_3_arguments():
     layer = kcomp.layers.Layer(name="holder")
     with pytest.raises(ValueError, match="keyword"):

@@ -421,6 +421,14 @@ class Layer:
                 raise  # the layer's own message already names it and the shapes
             shapes = " and ".join(format_shape(kt.shape) for kt in flat)
             raise type(e)(f'Layer "{self.name}" ({type(self).__name__}) cannot take input shape {shapes}: {e}') from None
+        except TypeError as e:
+            if "Value" not in str(e) and "traced model" not in str(e):
+                raise
+            raise ArgumentError(
+                f'Layer "{self.name}" ({type(self).__name__}): its call did something kcomp cannot trace ({e}). '
+                "Inside call the inputs are symbolic: write the computation with kcomp.ops (ops.add(x, y), "
+                "ops.multiply(x, y), ops.matmul(x, w), ...); Python operators work where one side is a weight."
+            ) from None
         outs_flat = flatten(out)
         call = LayerCall(self, inputs, None, {} if training is None else {"training": bool(training)})
         tensors = [
