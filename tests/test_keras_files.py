@@ -480,3 +480,20 @@ def test_each_layers_own_get_config_is_one_keras_builds_the_same_layer_from():
     for layer in model.layers:
         theirs = getattr(keras.layers, type(layer).__name__).from_config(layer.get_config())
         assert _comparable(keras.saving.serialize_keras_object(theirs)) == _comparable(layer_to_keras(layer)), layer.name
+
+
+def test_weighted_metrics_go_through_keras_archives(tmp_path):
+    x, y = DATA["mlp_x"], DATA["mlp_y"]
+    weights = np.linspace(0.5, 2.0, 8).astype("float32")
+    ours = mlp(kcomp)
+    ours.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"], weighted_metrics=["accuracy", "mae"],
+                 backend="reference")
+    ours.save(tmp_path / "m.keras")
+    theirs = keras.saving.load_model(tmp_path / "m.keras")
+    ours_logs = ours.evaluate(x, y, sample_weight=weights, return_dict=True, verbose=0)
+    theirs_logs = theirs.evaluate(x, y, sample_weight=weights, return_dict=True, verbose=0)
+    assert set(ours_logs) == set(theirs_logs) and "weighted_accuracy" in ours_logs
+    for key in ours_logs:
+        assert ours_logs[key] == pytest.approx(theirs_logs[key], rel=1e-5), key
+    theirs.save(tmp_path / "back.keras")
+    assert kcomp.models.load_model(tmp_path / "back.keras").compile_settings["weighted_metrics"] == ["accuracy", "mae"]

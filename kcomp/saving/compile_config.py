@@ -98,7 +98,7 @@ def compile_config(model) -> dict:
         "loss": _each(settings.get("loss"), _loss_to_keras),
         "loss_weights": settings.get("loss_weights"),
         "metrics": _each(settings.get("metrics"), _metric_to_keras),
-        "weighted_metrics": None,
+        "weighted_metrics": _each(settings.get("weighted_metrics"), _metric_to_keras),
         "run_eagerly": False,
         "steps_per_execution": 1,
         "jit_compile": False,
@@ -106,12 +106,11 @@ def compile_config(model) -> dict:
 
 
 def compile_from_config(model, config: dict) -> None:
-    """model.compile(...) with what Keras's compile_config says (the optimizer, loss, loss weights, metrics)."""
+    """model.compile(...) with what Keras's compile_config says: the optimizer, loss, loss weights,
+    metrics and weighted metrics (run_eagerly, steps_per_execution and jit_compile do not change
+    what a step computes, and kcomp compiles every step: they are not read)."""
     if not isinstance(config, dict):
         raise SerializationError(f"compile_config must be a dict, received {config!r}.")
-    for key in ("weighted_metrics",):
-        if config.get(key) is not None:
-            raise SerializationError(f"compile_config: {key}={config[key]!r} is not supported by kcomp; compile without it.")
     if isinstance(config.get("loss"), dict) and "class_name" not in config["loss"]:
         raise SerializationError("compile_config: losses given per output name (a dict) are not supported; give a list.")
     try:
@@ -120,6 +119,7 @@ def compile_from_config(model, config: dict) -> None:
             loss=_each(config.get("loss"), _loss_from_keras),
             loss_weights=config.get("loss_weights"),
             metrics=_each(config.get("metrics"), _metric_from_keras),
+            weighted_metrics=_each(config.get("weighted_metrics"), _metric_from_keras),
         )
     except SerializationError:
         raise

@@ -144,6 +144,8 @@ def _compile_lines(model) -> list[str]:
     hyper = {k: v for k, v in hyper.items() if k not in defaults or defaults[k] != v}
     lines = [f"    optimizer = {name}(" + ", ".join(f"{k}={_value(v)}" for k, v in hyper.items()) + ")"]
     settings = model.compile_settings
+    if settings.get("weighted_metrics"):
+        raise ConvertError("weighted_metrics have no .k form (a compile section takes optimizer, loss, metrics, loss_weights).")
     lines.append(f"    loss = {_value(_loss_name(settings.get('loss')))}")
     if settings.get("metrics"):
         metrics = settings["metrics"]
