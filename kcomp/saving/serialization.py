@@ -20,6 +20,7 @@ from kcomp.saving.allow_list import (
 from kcomp.saving.compile_config import compile_config, compile_from_config
 from kcomp.saving.keras_h5 import is_model, keras_class_name, model_calls
 
+
 # -- layers ---------------------------------------------------------------------------
 def layer_from_keras(entry) -> kl.Layer:
     """A kcomp layer from Keras's serialized layer ({"module": "keras.layers", "class_name": "Dense", ...})."""
