@@ -394,3 +394,12 @@ def test_a_flat_metric_list_gives_each_output_its_entry_as_in_keras():
         theirs.evaluate(X, y, verbose=0)
     with pytest.raises(KcompError, match="1 metric entries for a model with 2 outputs"):
         ours.compile(optimizer="sgd", loss=["mse", "mse"], metrics=["mae"], backend="reference")
+
+
+@pytest.mark.parametrize("loss", ["mse", ["mse", None], {"cls": None, "reg": "mae"}])
+def test_one_loss_for_every_output_or_none_for_some(loss):
+    y = [BITS.astype("float32"), RNG.random((13, 2)).astype("float32")]
+    ours, theirs = twins(two_outputs, optimizer="sgd", loss=loss)
+    assert_logs_close(ours.evaluate(X, y, verbose=0, return_dict=True), theirs.evaluate(X, y, verbose=0, return_dict=True))
+    with pytest.raises(KcompError, match="loss per output"):
+        ours.compile(optimizer="sgd", loss="mse", loss_weights=[1.0, 2.0], backend="reference")

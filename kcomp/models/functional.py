@@ -422,7 +422,8 @@ class Model(Layer):
         if training is not None and training.steps and len(self.outputs) > 1:
             from kcomp.training.step import output_names
 
-            names += [f"{name}_loss" for name, l in zip(output_names(self), training.losses) if l is not None]
+            per_output = [f"{name}_loss" for name, l in zip(output_names(self), training.losses) if l is not None]
+            names += per_output if len(per_output) > 1 else []
         return names
 
     @property

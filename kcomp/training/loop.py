@@ -72,6 +72,8 @@ def compile_settings(model, optimizer, loss, loss_weights, metrics, weighted_met
     if isinstance(loss, dict) and set(loss) != set(names):
         # Keras asks for every output in a loss dict (None for an output without a loss).
         raise ArgumentError(f"The loss dict has keys {sorted(loss)}; give one for each output {names} (None for none).")
+    if n > 1 and not isinstance(loss, (list, tuple, dict)) and isinstance(loss_weights, (list, tuple, dict)):
+        raise ArgumentError(f"One loss ({loss!r}) with loss_weights={loss_weights!r}: give a loss per output, as Keras asks.")
     loss_list = [None if l is None else losses_module.get(l) for l in _per_output(loss, names, "losses")]
     weights = [1.0] * n if loss_weights is None else [float(w) for w in _per_output(loss_weights, names, "loss weights", 1.0)]
     resolved = [[metrics_module.get(m) for m in ms] for ms in _metric_lists(metrics, names)]

@@ -74,7 +74,7 @@ def _total_loss(model, compiled, outputs, targets, sample_weight):
         if weight != 1.0:
             value = ops.multiply(value, float(weight))
         total = value if total is None else ops.add(total, value)
-    return total, (per_output if len(outputs) > 1 else [])
+    return total, (per_output if len(per_output) > 1 else [])  # Keras logs them when several outputs have a loss
 
 
 def output_names(model) -> list[str]:
