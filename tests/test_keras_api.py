@@ -531,6 +531,52 @@ def test_add_weight_takes_keras_3_arguments():
     assert [w.name for w in layer.weights] == order and frozen not in layer.trainable_weights
 
 
+def subclassed(K, rate=0.0):
+    class Net(K.Model):
+        """Keras's third way: a Model subclass with its layers as attributes and its own call."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.head = K.layers.Dense(2, name="head")  # set first: Keras lists layers in this order
+            self.body = K.layers.Dense(5, activation="relu", name="body")
+            self.drop = K.layers.Dropout(rate, name="drop")
+
+        def call(self, inputs, training=False):
+            h = self.drop(self.body(inputs), training=training)
+            if training:  # a Python branch on the flag, as Keras code often has
+                h = K.ops.multiply(h, 1.0)
+            return self.head(K.ops.concatenate([h, inputs], axis=-1))
+
+    return Net(name="net")
+
+
+def test_a_subclassed_model_builds_on_its_first_data_and_trains_as_keras():
+    km, cm = subclassed(keras), subclassed(kcomp)
+    assert not cm.built and "0 (unbuilt)" in summary_text(cm)
+    for m, K in ((km, keras), (cm, kcomp)):
+        m.compile(optimizer=K.optimizers.SGD(learning_rate=0.1), loss="mse")
+    km.predict(X4, verbose=0)
+    cm.predict(X4, verbose=0)
+    assert [l.name for l in cm.layers] == [l.name for l in km.layers] == ["head", "body", "drop"]
+    copy_weights(km, cm)  # head's weights first, as Keras orders them
+    same_predictions(km, cm, X4)
+    np.testing.assert_allclose(cm.train_on_batch(X4, Y2), km.train_on_batch(X4, Y2), rtol=1e-5)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    text = summary_text(cm)
+    assert "body (Dense)" in text and "(None, 5)" in text and param_totals(text)[0] == "45"
+
+
+def test_a_subclassed_model_passes_its_training_flag_and_nests():
+    cm = subclassed(kcomp, rate=0.5)
+    inp = kcomp.Input((4,))
+    outer = kcomp.Model(inp, kcomp.layers.Dense(1, name="top")(cm(inp)))  # built by the tensor, nested
+    assert [l.name for l in outer.layers][1:] == ["net", "top"] and len(outer.weights) == 6
+    for training in (True, False):
+        flags = [dict(n.attrs)["training"] for n in outer.to_graph(training=training).nodes if n.op == "dropout"]
+        assert flags == [training]
+
+
 # -- Keras's order of layers and weights in branched models -------------------------------------
 def inception(K):
     L = K.layers

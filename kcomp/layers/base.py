@@ -178,6 +178,8 @@ _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "input_dim", "batch
 class Layer:
     # The dtype a model gets for inputs that feed this layer first (Embedding: int32).
     input_dtype = "float32"
+    # Attributes holding layers that are not this layer's own (a model's lists of its layers).
+    _not_sublayers: frozenset = frozenset()
 
     def __init__(
         self,
@@ -222,7 +224,9 @@ class Layer:
     def __setattr__(self, name, value):
         # Keras tracks the layers a layer keeps as attributes (one layer, or a list of them): their
         # weights are its weights, its trainable flag is theirs.
-        if isinstance(value, Layer) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value)):
+        if name in self._not_sublayers:
+            pass
+        elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value)):
             tracked = self.__dict__.setdefault("_sublayers", [])
             for layer in value if isinstance(value, (list, tuple)) else [value]:
                 if layer is not self and all(layer is not t for t in tracked):
@@ -399,7 +403,9 @@ class Layer:
         if any(isinstance(x, Value) for x in flat) and current_builder() is not None:
             # Called inside another layer's `call` while that layer is traced: emitted inline.
             mode = getattr(_trace_state, "training", False) if training is None else bool(training)
-            return self.trace(current_builder(), inputs, mode)
+            out = self.trace(current_builder(), inputs, mode)
+            self._traced_output_shapes = [_keras_shape(v.shape) for v in flatten(out)]  # for summary()
+            return out
         tensors = [to_tensor(x) for x in flat]
         self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
         with tracing(None):

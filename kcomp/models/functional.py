@@ -111,6 +111,7 @@ class Model(Layer):
     """`Model(inputs, outputs, name=None)`: a DAG of layers with one or more inputs and outputs."""
 
     _default_name = "functional"
+    _not_sublayers = frozenset({"_layer_order"})  # the DAG's layers; a subclassed model's own are its attributes
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True):
         self._graph_cache: dict[bool, Graph] = {}
@@ -202,8 +203,16 @@ class Model(Layer):
 
     @property
     def layers(self) -> list[Layer]:
-        """The model's layers in Keras's order (deepest first: see keras_layer_order), InputLayers included."""
+        """The model's layers in Keras's order (deepest first: see keras_layer_order), InputLayers included;
+        for a subclassed model, the layers it keeps as attributes, in the order they were set (as Keras)."""
+        if self._subclassed:
+            return list(self.__dict__.get("_sublayers", []))
         return list(self._layer_order)
+
+    @property
+    def _subclassed(self) -> bool:
+        """A Keras-style subclassed model: `class M(Model)` with its own `call` over layers it keeps."""
+        return type(self).call is not Layer.call
 
     @property
     def input(self):
@@ -240,16 +249,19 @@ class Model(Layer):
     # -- weights -----------------------------------------------------------------
     @property
     def weights(self):
-        """Each layer's weights in layer order, each weight once (a layer may sit in two nested models)."""
+        """The model's own weights (a subclassed model's add_weight), then each layer's in layer order;
+        each weight once (a layer may sit in two nested models)."""
         seen: set[int] = set()
-        return [w for layer in self.layers for w in layer.weights if not (id(w) in seen or seen.add(id(w)))]
+        everything = [*self._weights, *(w for layer in self.layers for w in layer.weights)]
+        return [w for w in everything if not (id(w) in seen or seen.add(id(w)))]
 
     @property
     def trainable_weights(self):
         if not self.trainable:
             return []
         seen: set[int] = set()
-        return [w for layer in self.layers for w in layer.trainable_weights if not (id(w) in seen or seen.add(id(w)))]
+        everything = [*(w for w in self._weights if w.trainable), *(w for layer in self.layers for w in layer.trainable_weights)]
+        return [w for w in everything if not (id(w) in seen or seen.add(id(w)))]
 
     @property
     def non_trainable_weights(self):
@@ -271,7 +283,7 @@ class Model(Layer):
 
     def count_params(self) -> int:
         self._require_built("the parameter count")
-        return sum(layer.count_params() for layer in self.layers)
+        return sum(w.value.numel() for w in self.weights)  # each weight once, as Keras counts
 
     # -- the IR --------------------------------------------------------------------
     def to_graph(self, training: bool = False) -> Graph:
@@ -507,7 +519,23 @@ class Model(Layer):
         return tensors
 
     def _ensure_built_for(self, x) -> None:
-        """Hook for models that learn their input shape from the first data (Sequential)."""
+        """A model that learns its input shape from the first data: a subclassed one here, Sequential its own way."""
+        if not self._subclassed or self.built:
+            return
+        arrays = _as_list(x)
+        specs = []
+        for a in arrays:
+            t = to_tensor(a)
+            specs.append(((None, *t.shape[1:]), "float32" if t.is_floating_point() else "int32"))
+        self._build_subclassed(specs, isinstance(x, (list, tuple)))
+
+    def _build_subclassed(self, specs: list, several: bool) -> None:
+        """Inputs of these (shape, dtype)s, and one call of the model's own `call` on them, traced as a
+        layer (its layers inline), as Keras builds a subclassed model on its first data."""
+        inputs = [InputLayer(batch_shape=shape, dtype=dtype).output for shape, dtype in specs]
+        outputs = _SubclassedCall(self)(inputs if several else inputs[0])
+        self._single_output = not isinstance(outputs, (list, tuple))
+        self._connect(inputs, _as_list(outputs))
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Run the model on `x` in batches of `batch_size` (default 32); returns numpy arrays."""
@@ -570,7 +598,10 @@ class Model(Layer):
         return self._call_executors[True]
 
     def _ensure_built_for_tensors(self, inputs) -> None:
-        """Hook for models that learn their input shape when first called on a tensor (Sequential)."""
+        """Models that learn their input shape when first called on a tensor: a subclassed one here, Sequential its own way."""
+        if self._subclassed and not self.built:
+            flat = flatten(inputs)
+            self._build_subclassed([(t.shape, t.dtype) for t in flat], isinstance(inputs, (list, tuple)))
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
         from kcomp.models.summary import format_summary
@@ -580,3 +611,16 @@ class Model(Layer):
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+class _SubclassedCall(Layer):
+    """The one node of a subclassed model's graph: its `call`, traced with the layers it uses inline."""
+
+    _not_sublayers = frozenset({"model"})  # the model's weights are the model's, not this node's
+
+    def __init__(self, model: Model):
+        super().__init__(name=f"{model.name}_call")
+        self.model = model
+
+    def trace(self, builder: GraphBuilder, inputs, training: bool = False):
+        return Layer.trace(self.model, builder, inputs, training)

@@ -13,10 +13,14 @@ def readable_size(num_bytes: float) -> str:
 
 
 def _output_shape(layer) -> str:
-    """The shape of the layer's last call's output(s), as Keras shows it; "?" for a layer never called."""
-    if not layer._calls:
+    """The shape of the layer's last call's output(s), as Keras shows it (for a layer used inside
+    another's call, the last traced); "?" for a layer never called."""
+    if layer._calls:
+        shapes = [format_shape(t.shape) for t in flatten(layer._calls[-1].outputs)]
+    elif layer.__dict__.get("_traced_output_shapes"):
+        shapes = [format_shape(shape) for shape in layer._traced_output_shapes]
+    else:
         return "?"
-    shapes = [format_shape(t.shape) for t in flatten(layer._calls[-1].outputs)]
     return shapes[0] if len(shapes) == 1 else "[" + ", ".join(shapes) + "]"
 
 
@@ -70,7 +74,7 @@ def _table(header: list[str], rows: list[list[str]], widths: list[int], right: s
 
 
 def format_summary(model, line_length=None, expand_nested=False) -> str:
-    functional = not hasattr(model, "_stack")
+    functional = not (hasattr(model, "_stack") or model._subclassed)  # Keras shows those two as lists of layers
     if functional:
         model._require_built("the summary")
     connected = functional and not _sequential_like(model)
