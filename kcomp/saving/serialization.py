@@ -31,6 +31,8 @@ def layer_from_keras(entry) -> kl.Layer:
         return model_from_config({k: v for k, v in entry.items() if k != "compile_config"})
     cls = resolve(entry, where, LAYERS)
     config = {k: config_entry(k, v, where) for k, v in (entry.get("config") or {}).items()}
+    if cls is kl.InputLayer and "batch_shape" not in config and "batch_input_shape" in config:
+        config["batch_shape"] = config.pop("batch_input_shape")  # Keras 2's name, which Keras 3 reads too
     try:
         return cls(**fit_kwargs(cls, config, f"{where} ({cls.__name__})"))
     except SerializationError:
@@ -274,13 +276,13 @@ def _functional_from_config(config: dict):
     if any(pending.values()):
         stuck = [n for n, p in pending.items() if p]
         raise SerializationError(f"The config's layers {stuck[:5]} read tensors no layer makes; the file is damaged.")
-    input_refs, _ = _triples(config.get("input_layers"), "input_layers")
+    input_refs, single_input = _triples(config.get("input_layers"), "input_layers")
     output_refs, single = _triples(config.get("output_layers"), "output_layers")
     inputs = [tensor(r, "input_layers", outer=True) for r in input_refs]
     outputs = [tensor(r, "output_layers", outer=True) for r in output_refs]
     if None in inputs or None in outputs:
         raise SerializationError("The config's input_layers / output_layers name nodes that do not exist.")
-    model = Model(inputs if len(inputs) > 1 else inputs[0], outputs[0] if single else outputs, name=config.get("name"))
+    model = Model(inputs[0] if single_input else inputs, outputs[0] if single else outputs, name=config.get("name"))
     if config.get("trainable") is False:
         model.trainable = False
     return model
