@@ -137,6 +137,65 @@ def poisson(y_true, y_pred):
     return _last_axis_mean(ops.subtract(y_pred, ops.multiply(y_true, ops.log(ops.add(y_pred, EPSILON)))))
 
 
+def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
+                              label_smoothing=0.0, axis=-1):
+    """Binary cross-entropy times (1 - p_t) ** gamma, p_t the probability given to the true label
+    (and alpha / 1 - alpha per class with apply_class_balancing), as Keras 3."""
+    y_true, y_pred = _targets(y_true, y_pred, "binary_focal_crossentropy", reconcile=False)
+    if label_smoothing:
+        y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), 0.5 * label_smoothing)
+    if from_logits:
+        y_pred = ops.emit("sigmoid", y_pred)
+    p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
+    bce = ops.negative(ops.add(ops.multiply(y_true, ops.log(p)), ops.multiply(ops.subtract(1.0, y_true), ops.log(ops.subtract(1.0, p)))))
+    p_t = ops.add(ops.multiply(y_true, y_pred), ops.multiply(ops.subtract(1.0, y_true), ops.subtract(1.0, y_pred)))
+    focal = ops.multiply(ops.power(ops.subtract(1.0, p_t), gamma), bce)
+    if apply_class_balancing:
+        focal = ops.multiply(ops.add(ops.multiply(y_true, alpha), ops.multiply(ops.subtract(1.0, y_true), 1.0 - alpha)), focal)
+    return ops.mean(focal, axis=axis)
+
+
+def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1):
+    """-sum(alpha (1 - p) ** gamma y log p) over the classes, p rescaled to sum 1 and clipped (Keras 3)."""
+    y_true, y_pred = _targets(y_true, y_pred, "categorical_focal_crossentropy", reconcile=False)
+    if label_smoothing:
+        y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), label_smoothing / ops.shape(y_pred)[-1])
+    if from_logits:
+        y_pred = ops.softmax(y_pred, axis=axis)
+    p = ops.clip(ops.divide(y_pred, ops.sum(y_pred, axis=axis, keepdims=True)), EPSILON, 1.0 - EPSILON)
+    cce = ops.negative(ops.multiply(y_true, ops.log(p)))
+    weight = ops.multiply(ops.power(ops.subtract(1.0, p), gamma), alpha)
+    return ops.sum(ops.multiply(weight, cce), axis=axis)
+
+
+def categorical_generalized_cross_entropy(y_true, y_pred, q):
+    """(1 - p_y ** q) / q with p_y the probability of the integer label (Keras 3's GCE)."""
+    if ops.dtype(y_true) not in ("int32", "int64"):
+        y_true = ops.cast(y_true, "int32")
+    if len(ops.shape(y_true)) == len(ops.shape(y_pred)) and ops.shape(y_true)[-1] == 1:
+        y_true = ops.reshape(y_true, _raw_shape(y_true)[:-1])
+    p = ops.sum(ops.multiply(y_pred, ops.one_hot(y_true, ops.shape(y_pred)[-1], ops.dtype(y_pred))), axis=-1)
+    return ops.divide(ops.subtract(1.0, ops.power(p, q)), float(q))
+
+
+def dice(y_true, y_pred, axis=None):
+    """1 - 2 |y . p| / (|y| + |p|) summed over `axis` (None: the whole batch, one number, as Keras)."""
+    y_true, y_pred = _targets(y_true, y_pred, "dice", reconcile=False)
+    overlap = ops.sum(ops.multiply(y_true, y_pred), axis=axis)
+    total = ops.add(ops.add(ops.sum(y_true, axis=axis), ops.sum(y_pred, axis=axis)), EPSILON)
+    return ops.subtract(1.0, ops.divide(ops.multiply(overlap, 2.0), total))
+
+
+def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
+    """1 - TP / (TP + alpha FP + beta FN) with soft counts over `axis` (None: the whole batch), as Keras."""
+    y_true, y_pred = _targets(y_true, y_pred, "tversky", reconcile=False)
+    overlap = ops.sum(ops.multiply(y_true, y_pred), axis=axis)
+    false_pos = ops.sum(ops.multiply(ops.subtract(1.0, y_pred), y_true), axis=axis)  # Keras's names, its formula
+    false_neg = ops.sum(ops.multiply(y_pred, ops.subtract(1.0, y_true)), axis=axis)
+    denominator = ops.add(ops.add(ops.add(overlap, ops.multiply(false_pos, alpha)), ops.multiply(false_neg, beta)), EPSILON)
+    return ops.subtract(1.0, ops.divide(overlap, denominator))
+
+
 # -- regression ------------------------------------------------------------------------------
 def mean_squared_error(y_true, y_pred):
     y_true, y_pred = _targets(y_true, y_pred, "mean_squared_error", reconcile=True)
@@ -307,18 +366,36 @@ LogCosh = _loss_class("LogCosh", log_cosh)
 Hinge = _loss_class("Hinge", hinge)
 SquaredHinge = _loss_class("SquaredHinge", squared_hinge)
 CategoricalHinge = _loss_class("CategoricalHinge", categorical_hinge)
+BinaryFocalCrossentropy = _loss_class(
+    "BinaryFocalCrossentropy", binary_focal_crossentropy, apply_class_balancing=False, alpha=0.25, gamma=2.0,
+    from_logits=False, label_smoothing=0.0, axis=-1,
+)
+CategoricalFocalCrossentropy = _loss_class(
+    "CategoricalFocalCrossentropy", categorical_focal_crossentropy, alpha=0.25, gamma=2.0, from_logits=False,
+    label_smoothing=0.0, axis=-1,
+)
+CategoricalGeneralizedCrossEntropy = _loss_class(
+    "CategoricalGeneralizedCrossEntropy", categorical_generalized_cross_entropy, integer_targets=True, q=0.5
+)
+Dice = _loss_class("Dice", dice, axis=None)
+Tversky = _loss_class("Tversky", tversky, alpha=0.5, beta=0.5, axis=None)
 
 # Keras 3's names (keras.losses.get): every class and function name, and its short aliases.
 _CLASSES = [
     CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy, KLDivergence, Poisson,
     MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
-    CosineSimilarity, Huber, LogCosh, Hinge, SquaredHinge, CategoricalHinge,
+    CosineSimilarity, Huber, LogCosh, Hinge, SquaredHinge, CategoricalHinge, BinaryFocalCrossentropy,
+    CategoricalFocalCrossentropy, CategoricalGeneralizedCrossEntropy, Dice, Tversky,
 ]
 _BY_NAME = {cls.__name__: cls for cls in _CLASSES}
 _BY_NAME.update({cls.fn.__name__: cls for cls in _CLASSES})
 for _alias, _cls in [("bce", BinaryCrossentropy), ("kld", KLDivergence), ("mae", MeanAbsoluteError),
                      ("mse", MeanSquaredError), ("mape", MeanAbsolutePercentageError), ("msle", MeanSquaredLogarithmicError)]:
     _BY_NAME[_alias] = _BY_NAME[_alias.upper()] = _cls
+
+
+# Keras losses kcomp does not compute yet (CTC's alignment recursion, Circle's pairwise similarities).
+NOT_YET = ("CTC", "ctc", "Circle", "circle")
 
 
 class _FunctionLoss(Loss):
@@ -355,6 +432,9 @@ def get(identifier) -> Loss:
         if identifier.lower() in ("crossentropy", "ce"):
             return AutoCrossentropy(name=identifier)
         cls = _BY_NAME.get(identifier)
+        if identifier in NOT_YET:
+            raise ArgumentError(f"Received: loss={identifier!r}: a Keras loss kcomp does not compute yet. "
+                                "Write it as a function of (y_true, y_pred) with kcomp.ops, or pick another loss.")
         if cls is None:
             from difflib import get_close_matches
 

@@ -236,6 +236,11 @@ def square(x):
     return emit("square", x)
 
 
+def power(x, exponent):
+    """x ** exponent for a constant exponent (Keras's ops.power with a number)."""
+    return emit("power", x, exponent=float(exponent))
+
+
 def sqrt(x):
     return emit("sqrt", x)
 

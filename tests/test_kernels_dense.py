@@ -282,7 +282,7 @@ def test_a_pointwise_kernel_widens_from_one_element_to_the_batch():
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("op", ["square", "abs", "sqrt", "log", "sign"])
+@pytest.mark.parametrize("op", ["square", "abs", "sqrt", "log", "sign", "power2", "power3", "power-1", "power0.5", "power0"])
 def test_losses_math_runs_in_pointwise_kernels(op):
     """The math losses and regularizers are written in (kcomp/ir/ops/math.py) fuses like any
     elementwise op (sign: L1's gradient, 0 at 0 and NaN as torch.sign)."""
@@ -290,11 +290,13 @@ def test_losses_math_runs_in_pointwise_kernels(op):
 
     b = GraphBuilder("math")
     x = b.input((None, 19), "float32", "x")
-    graph = b.finish([b.emit1("mul", [b.emit1(op, [x]), x])])
+    attrs = {"exponent": float(op[len("power"):])} if op.startswith("power") else {}
+    graph = b.finish([b.emit1("mul", [b.emit1(op[:5] if attrs else op, [x], **attrs), x])])
     fused, _ = run_pipeline(graph)
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "pointwise"
-    inputs = [torch.rand(37, 19, generator=torch.Generator().manual_seed(2)) * 3 - (0 if op in ("sqrt", "log") else 1.5) + 0.01]
+    positive = op in ("sqrt", "log", "power0.5")
+    inputs = [torch.rand(37, 19, generator=torch.Generator().manual_seed(2)) * 3 - (0 if positive else 1.5) + 0.01]
     if op == "sign":
         inputs[0][0, :3] = torch.tensor([0.0, -0.0, float("nan")])
     (got,) = Plan(fused).run(inputs, {})

@@ -821,7 +821,7 @@ def test_erf(rng):
 # ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/math.py,
 # metric_ops.py); optimizer_update's formulas are checked step by step in tests/test_optimizers.py
 LOSS_MATH_OPS = {
-    "abs", "sign", "sqrt", "square", "log", "one_hot", "correct", "optimizer_update", "confusion_counts", "confusion_matrix",
+    "abs", "sign", "sqrt", "square", "power", "log", "one_hot", "correct", "optimizer_update", "confusion_counts", "confusion_matrix",
     "softmax_cross_entropy", "softmax_cross_entropy_grad",
 }
 
@@ -836,6 +836,12 @@ def test_signed_math(rng, op, fn):
 def test_positive_math(rng, op, fn):
     x = rng.uniform(0.1, 3.0, size=(3, 5))
     check(ref(op, x), fn(x))
+
+
+@pytest.mark.parametrize("exponent", [2.0, 3.0, 0.5, -1.0, 0.0, 1.7])
+def test_power(rng, exponent):
+    x = rng.uniform(0.1, 3.0, size=(3, 5))
+    check(ref("power", x, exponent=exponent), np.power(x, exponent))
 
 
 def test_one_hot(rng):

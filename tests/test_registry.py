@@ -112,7 +112,8 @@ EXAMPLES = [
     ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4)], {"use_bias": False, "return_sequences": True}),
     # -- losses, metrics and the optimizer (kcomp/ir/ops/math.py, metric_ops.py, optim.py)
     *[(op, [X(None, 5, 7)], {}) for op in ("abs", "sign", "square")],
-    *[(op, [W(5, 7)], {}) for op in ("log", "sqrt")],  # positive weights (W draws them): log and sqrt are defined
+    *[(op, [W(5, 7)], {}) for op in ("log", "sqrt")],
+    ("power", [W(5, 7)], {"exponent": 2.5}),  # positive weights (W draws them): log and sqrt are defined
     ("one_hot", [X(None, dtype="int32")], {"depth": 4}),
     ("correct", [X(None, 4), X(None, 4)], {"kind": "categorical"}),
     ("correct", [X(None, 1), X(None, 1)], {"kind": "binary"}),

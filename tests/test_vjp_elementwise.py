@@ -66,6 +66,16 @@ def test_maximum_minimum_split_ties_like_torch(rng, op, shapes):
     check_vjp(op, [a, b])
 
 
+@pytest.mark.parametrize("exponent", [2.0, 3.0, 0.5, 1.7, -1.5])
+def test_power(rng, exponent):
+    check_vjp("power", [rng.uniform(0.3, 3.0, SHAPE)], {"exponent": exponent})
+
+
+def test_power_gradient_at_zero_is_zero_for_exponents_above_one():
+    """Keras's focal losses raise 1 - p to gamma = 2 where 1 - p can be exactly 0."""
+    check_vjp("power", [np.array([[0.0, 0.5, 2.0]])], {"exponent": 2.0})
+
+
 def test_neg_and_rsqrt(rng):
     check_vjp("neg", [rng.standard_normal(SHAPE)])
     check_vjp("rsqrt", [rng.uniform(0.3, 3.0, SHAPE)])

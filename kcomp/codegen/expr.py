@@ -46,6 +46,16 @@ def _gelu(a, approximate):
     return f"(0.5 * {a} * (1.0 + tl.math.erf({a} * 0.7071067811865476)))"
 
 
+def _power(a, exponent):
+    """x ** e as torch.pow: small integer exponents by repeated products (exact, and defined for
+    negative x); others as exp(e log x), which gives 0 or inf at 0 and NaN below it, as torch does."""
+    if float(exponent).is_integer() and abs(exponent) <= 8:
+        n = int(abs(exponent))
+        product = " * ".join([a] * n) if n else f"tl.where({a} == {a}, 1.0, 1.0)"  # x ** 0 is 1, NaN included
+        return f"({product})" if exponent >= 0 else f"(1.0 / ({product}))"
+    return f"tl.exp({literal(exponent)} * tl.log({a}))"
+
+
 UNARY = {
     "neg": lambda a: f"(-{a})",
     "rsqrt": lambda a: f"tl.rsqrt({a})",
@@ -70,6 +80,7 @@ UNARY = {
     "abs": lambda a: f"tl.abs({a})",
     "sqrt": lambda a: f"tl.sqrt({a})",
     "log": lambda a: f"tl.log({a})",
+    "power": lambda a, exponent: _power(a, exponent),
     "sign": lambda a: f"tl.where({a} > 0.0, 1.0, tl.where({a} < 0.0, -1.0, 0.0))",  # torch's: 0 for 0 and NaN
 }
 

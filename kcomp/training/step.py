@@ -64,7 +64,7 @@ def _total_loss(model, compiled, outputs, targets, sample_weight):
         if loss is None:
             continue
         values = loss.values(y, out)
-        if values.shape[0] != BATCH:
+        if values.rank and values.shape[0] != BATCH:  # one value per sample, or one for the batch (Dice)
             raise ShapeError(f"loss {loss.name} for output {i} returned shape {format_shape(values.shape)}; expected one value per sample")
         weights = _weighted(values, sample_weight)
         values = ops.multiply(values, weights)

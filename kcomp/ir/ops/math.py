@@ -1,4 +1,4 @@
-"""More math for losses and metrics: log, abs, sign, sqrt, square, one_hot."""
+"""More math for losses and metrics: log, abs, sign, sqrt, square, power, one_hot."""
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,22 @@ def _vjp_square(b, node, grads):
     return [b.emit1("mul", [g, b.emit1("mul", [node.inputs[0], two])])]
 
 
+def _vjp_power(b, node, grads):
+    # d x^e / dx = e x^(e - 1): written with power itself, so 0^(e - 1) stays 0 for e > 1 (Keras's
+    # focal losses raise 1 - p, which is 0 for a saturated prediction, to gamma = 2).
+    (g,) = grads
+    exponent = node.attrs["exponent"]
+    if exponent == 0:
+        return [None]
+    lower = b.emit1("power", node.inputs, exponent=exponent - 1.0)
+    scale = b.emit1("constant", [], value=float(exponent), dtype=node.outputs[0].dtype)
+    return [b.emit1("mul", [g, b.emit1("mul", [lower, scale])])]
+
+
+def _power(x, exponent):
+    return torch.pow(x, exponent)
+
+
 def unary(name, fn, doc, vjp):
     return OpDef(name=name, doc=doc, num_inputs=(1, 1), attrs={}, infer=_float_infer, reference=fn,
                  traits={"elementwise", "unary"}, vjp=vjp)
@@ -70,6 +86,9 @@ OPS = [
     unary("sign", torch.sign, "-1, 0 or 1 by the sign of x.", _vjp_sign),
     unary("sqrt", torch.sqrt, "Square root.", _vjp_sqrt),
     unary("square", torch.square, "x * x.", _vjp_square),
+    OpDef(name="power", doc="x ** exponent, a constant exponent (torch.pow).", num_inputs=(1, 1),
+          attrs={"exponent": attr(float)}, infer=lambda inputs, exponent: _float_infer(inputs), reference=_power,
+          traits={"elementwise", "unary"}, vjp=_vjp_power),
     OpDef(
         name="one_hot",
         doc="Integer class ids (...) -> one-hot rows (..., depth).",
