@@ -524,3 +524,19 @@ def test_keras_2_functional_configs_read_as_keras_3_reads_them():
     x = DATA["mlp_x"]
     got = ours.predict(x, verbose=0)  # output_layers is a list of one: kcomp predicts a list of one array
     np.testing.assert_allclose(got[0] if isinstance(got, list) else got, theirs.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_compile_false_and_an_optimizer_that_does_not_fit(tmp_path):
+    ours = kcomp.models.load_model(FIXTURES / "mlp_adam.keras", compile=False)
+    assert ours.optimizer is None
+    np.testing.assert_allclose(ours.predict(DATA["mlp_x"], verbose=0),
+                               keras.saving.load_model(FIXTURES / "mlp_adam.keras").predict(DATA["mlp_x"], verbose=0), rtol=1e-6)
+    # An SGD without momentum has no slots: Keras's Adam state does not fit it, so (as Keras does) only
+    # the weights load, with a warning.
+    other = mlp(kcomp)
+    other.compile(optimizer="sgd", loss="mse", backend="reference")
+    with pytest.warns(UserWarning, match="has 10 variables, this model's sgd has 2"):
+        other.load_weights(FIXTURES / "mlp_adam.weights.h5")
+    assert other.optimizer.iterations == 0
+    for a, b in zip(other.get_weights(), ours.get_weights()):
+        np.testing.assert_array_equal(a, b)
