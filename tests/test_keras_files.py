@@ -469,6 +469,20 @@ def test_layer_options_survive_keras_archives_both_ways(tmp_path, build):
     back = keras.saving.load_model(tmp_path / "ours.keras").predict(x, verbose=0)
     for a, b in zip(back if isinstance(back, list) else [back], expect if isinstance(expect, list) else [expect]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # and as .k text: every option written, so the rebuilt model computes the same
+    from kcomp.dsl import loads
+    from kcomp.saving.k_text import model_to_k
+    from kcomp.saving.serialization import layer_to_keras
+
+    (converted,) = loads(model_to_k(ours)).values()
+    converted.set_weights(ours.get_weights())
+    again = converted.predict(x, verbose=0)
+    for a, b in zip(again if isinstance(again, list) else [again], expect if isinstance(expect, list) else [expect]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    def keras_configs(model):
+        return [_comparable({**layer_to_keras(layer)["config"], "name": None}) for layer in model.layers]
+
+    assert keras_configs(converted) == keras_configs(ours)
 
 
 def test_each_layers_own_get_config_is_one_keras_builds_the_same_layer_from():
