@@ -18,6 +18,7 @@ import numpy as np
 
 from kcomp import initializers, layers as kl, losses as losses_module
 from kcomp.backend import to_snake_case
+from kcomp.dsl import layer_table
 from kcomp.errors import KcompError
 from kcomp.saving.keras_h5 import is_model, model_calls
 from kcomp.saving.compile_config import optimizer_to_keras
@@ -99,6 +100,9 @@ def layer_call(layer, inputs: list[str]) -> str:
     cls = type(layer)
     if is_model(layer):
         raise ConvertError(f'"{layer.name}" is a model inside the model; .k files hold layers only. Convert it on its own.')
+    word = to_snake_case(cls.__name__).replace("re_lu", "relu")
+    if layer_table.LAYERS.get(word) is not cls:
+        raise ConvertError(f'layer "{layer.name}" is a {cls.__name__}, which the .k language has no name for.')
     config = layer.get_config()
     for key in ("name", "batch_input_shape", "trainable", "input_length"):
         config.pop(key, None)
@@ -116,7 +120,7 @@ def layer_call(layer, inputs: list[str]) -> str:
         if key in defaults and _is_default(key, value, defaults[key], layer):
             continue
         parts.append(f"{key}={_plain_text(key, value)}")
-    return f"{to_snake_case(cls.__name__).replace('re_lu', 'relu')}(" + ", ".join(parts) + ")"
+    return f"{word}(" + ", ".join(parts) + ")"
 
 
 def _plain(key, value):
