@@ -8,6 +8,8 @@ every class from kcomp's own allow-list (kcomp/saving/allow_list.py).
 """
 
 from kcomp.saving import keras_h5, weights as npz_weights
+from kcomp.saving.archive import load_model, save_model
+from kcomp.saving.serialization import get_model_config, model_from_config, model_from_json, serialize_model
 
 
 def _is_h5(path) -> bool:
@@ -29,17 +31,7 @@ def load_weights(model, path) -> None:
         npz_weights.load_weights(model, path)
 
 
-def __getattr__(name):
-    # The archive and config readers import the layers and models, which import this package.
-    if name in ("save_model", "load_model"):
-        from kcomp.saving import archive
-
-        return getattr(archive, name)
-    if name in ("model_from_json", "model_from_config", "serialize_model", "get_model_config"):
-        from kcomp.saving import serialization
-
-        return getattr(serialization, name)
-    raise AttributeError(f"module 'kcomp.saving' has no attribute {name!r}")
-
-
-__all__ = ["load_model", "load_weights", "model_from_json", "save_model", "save_weights"]
+__all__ = [
+    "get_model_config", "load_model", "load_weights", "model_from_config", "model_from_json", "save_model", "save_weights",
+    "serialize_model",
+]
