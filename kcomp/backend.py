@@ -5,6 +5,7 @@ import re
 import torch
 
 _name_counts: dict[str, int] = {}
+_names_given: set[str] = set()  # names layers were given explicitly (or by a file they were loaded from)
 _generator = torch.Generator().manual_seed(0)
 
 
@@ -15,10 +16,20 @@ def to_snake_case(name: str) -> str:
 
 
 def unique_name(base: str) -> str:
-    """'dense', then 'dense_1', 'dense_2', ... as Keras names layers."""
-    count = _name_counts.get(base, 0)
-    _name_counts[base] = count + 1
-    return base if count == 0 else f"{base}_{count}"
+    """'dense', then 'dense_1', 'dense_2', ... as Keras names layers, skipping names already given
+    explicitly: a base model loaded from a file has a "dense", and a new head's Dense must not take
+    that name too (kcomp's weight names are layer paths, unique within a model, nested ones included)."""
+    while True:
+        count = _name_counts.get(base, 0)
+        _name_counts[base] = count + 1
+        name = base if count == 0 else f"{base}_{count}"
+        if name not in _names_given:
+            return name
+
+
+def name_given(name: str) -> None:
+    """Note a name a layer was given, so that automatic names skip it."""
+    _names_given.add(name)
 
 
 _symbol_count = [0]
@@ -33,6 +44,7 @@ def fresh_symbol() -> str:
 def clear_session() -> None:
     """Reset layer-name counters (Keras's keras.backend.clear_session)."""
     _name_counts.clear()
+    _names_given.clear()
 
 
 def set_random_seed(seed: int) -> None:

@@ -303,6 +303,22 @@ def test_a_trainable_batch_norm_inside_a_nested_model_trains_as_in_keras():
     _bn_step_matches_keras(frozen=False)
 
 
+def test_a_base_whose_layer_names_a_new_head_would_take():
+    # A base model from a file (or another session) has layers named "dense", "dense_1"; the new
+    # head's automatic name must not be one of them (kcomp's weights are named by layer path).
+    def make(K):
+        base = K.Sequential([K.Input((4,)), K.layers.Dense(3, name="dense"), K.layers.Dense(2, name="dense_1")])
+        inp = K.Input((4,))
+        return K.Model(inp, K.layers.Dense(1)(base(inp)))
+
+    km = make(keras)  # Keras names the head "dense" as well: nested names may repeat there
+    kcomp.backend.clear_session()
+    cm = make(kcomp)
+    assert cm.layers[-1].name not in ("dense", "dense_1")
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+
+
 def test_a_model_is_traced_inline_into_the_outer_graph():
     _, cm = base_and_head(kcomp, "sequential")
     graph = cm.to_graph()

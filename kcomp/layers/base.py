@@ -199,6 +199,8 @@ class Layer:
             )
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ArgumentError(f"Received: name={name!r}. Expected a non-empty string without '/'.")
+        if name is not None:
+            backend.name_given(name)
         self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
         if not isinstance(trainable, bool):
             raise ArgumentError(f"Received: trainable={trainable!r}. Expected True or False.")
