@@ -226,9 +226,10 @@ class Layer:
     def __setattr__(self, name, value):
         # Keras tracks the layers a layer keeps as attributes (one layer, or a list of them): their
         # weights are its weights, its trainable flag is theirs.
-        if name in self._not_sublayers:
-            pass
-        elif isinstance(value, Layer) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value)):
+        holds_layers = isinstance(value, Layer) or (
+            isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value)
+        )
+        if holds_layers and name not in self._not_sublayers:
             tracked = self.__dict__.setdefault("_sublayers", [])
             for layer in value if isinstance(value, (list, tuple)) else [value]:
                 if layer is not self and all(layer is not t for t in tracked):
