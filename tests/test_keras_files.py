@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 keras = pytest.importorskip("keras")
 
@@ -554,3 +555,27 @@ def test_compile_false_and_an_optimizer_that_does_not_fit(tmp_path):
     assert other.optimizer.iterations == 0
     for a, b in zip(other.get_weights(), ours.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_weights_move_bit_for_bit(tmp_path):
+    """Keras stores bfloat16 as 2 opaque bytes with dtype="bfloat16"; kcomp reads and writes the same bits."""
+    def model(lib):
+        return lib.Sequential([lib.Input((3,), dtype="bfloat16"), lib.layers.Dense(4, dtype="bfloat16"),
+                               lib.layers.Dense(2, dtype="bfloat16")])
+
+    theirs = model(keras)
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    ours = model(kcomp)
+    ours.load_weights(tmp_path / "theirs.weights.h5")
+    kernel = ours.layers[0].kernel.value
+    assert kernel.dtype == torch.bfloat16
+    assert torch.equal(kernel.view(torch.int16), torch.from_numpy(np.asarray(theirs.layers[0].kernel.numpy()).view(np.int16)))
+    ours.save_weights(tmp_path / "ours.weights.h5")
+    assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "theirs.weights.h5")
+    back = model(keras)
+    back.load_weights(tmp_path / "ours.weights.h5")
+    for a, b in zip(back.get_weights(), theirs.get_weights()):
+        np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
+    float32 = kcomp.Sequential([kcomp.Input((3,)), kcomp.layers.Dense(4), kcomp.layers.Dense(2)])
+    with pytest.raises(KcompError, match="holds bfloat16 data, weight .* is float32"):
+        float32.load_weights(tmp_path / "ours.weights.h5")

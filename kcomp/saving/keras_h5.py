@@ -180,12 +180,30 @@ def _has_lr_variable(optimizer) -> bool:
 
 
 # -- writing -----------------------------------------------------------------------
+BFLOAT16 = np.dtype("V2")  # how Keras stores bfloat16: 2 opaque bytes, with the attribute dtype="bfloat16"
+
+
 def _numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
         if value.dtype == torch.bfloat16:
-            raise KcompError("bfloat16 weights cannot be written to a Keras .weights.h5 file yet; save from a float32 model.")
-        return value.detach().cpu().numpy()
+            return value.view(torch.int16).numpy().view(BFLOAT16)
+        return value.numpy()
     return np.asarray(value)
+
+
+def _store(group, key: str, value) -> None:
+    array = _numpy(value)
+    group[key] = array
+    if array.dtype == BFLOAT16:
+        group[key].attrs["dtype"] = "bfloat16"
+
+
+def _tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
+    """An array read from the file as a tensor of `dtype` (bfloat16 from its raw bits)."""
+    if dtype == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array, dtype=np.dtype(dtype)))  # native byte order
 
 
 def optimizer_arrays(model) -> list[np.ndarray] | None:
@@ -199,7 +217,7 @@ def optimizer_arrays(model) -> list[np.ndarray] | None:
     weights = trainable_in_keras_order(model)
     if weights and all(w.path in opt.slots for w in weights):  # built: Keras builds on the first step too
         for group in slot_groups(opt):
-            arrays += [_numpy(opt.slots[w.path][j]) for w in weights for j in group]
+            arrays += [opt.slots[w.path][j] for w in weights for j in group]
     return arrays
 
 
@@ -212,13 +230,13 @@ def write_h5(model, target) -> None:
             group = f.require_group(group_path)
             group.attrs["name"] = name
             for i, w in enumerate(variables):
-                group[str(i)] = _numpy(w.value)
+                _store(group, str(i), w.value)
         arrays = optimizer_arrays(model)
         if arrays is not None:
             group = f.require_group("optimizer/vars")
             group.attrs["name"] = model.optimizer.name
             for i, a in enumerate(arrays):
-                group[str(i)] = a
+                _store(group, str(i), a)
         f.require_group("vars").attrs["name"] = model.name
 
 
@@ -279,20 +297,24 @@ def _names_in(f, group_path: str, source: str) -> list[str]:
     return sorted(group.keys()) if isinstance(group, h5py.Group) else []
 
 
-def _read_checked(f, path: str, shape: tuple, dtype: str, source: str, what: str) -> np.ndarray:
+def _read_checked(f, path: str, shape: tuple, dtype: str, source: str, what: str) -> torch.Tensor:
     ds = _dataset(f, path, source)
     if ds is None:
         raise WeightsFileError(f"{source} has no array {path} for {what}; the file was saved from a different model.")
-    if ds.dtype.kind not in _NUMERIC or ds.dtype.str.lstrip("<>=|") != np.dtype(dtype).str.lstrip("<>=|"):
+    if ds.dtype == BFLOAT16 and ds.attrs.get("dtype") == "bfloat16":
+        stored = "bfloat16"
+    else:
+        stored = ds.dtype.name if ds.dtype.kind in _NUMERIC else f"{ds.dtype} (not numbers)"
+    if stored != dtype:
         raise WeightsFileError(
-            f"{source}: {path} holds {ds.dtype} data, {what} is {dtype}. Save the weights from a {dtype} model."
+            f"{source}: {path} holds {stored} data, {what} is {dtype}. Save the weights from a {dtype} model."
         )
     if tuple(ds.shape) != tuple(shape):
         raise ShapeError(
             f"{source}: {path} has shape {format_shape(ds.shape)}, {what} has shape {format_shape(shape)}; "
             "the file was saved from a different model."
         )
-    return np.asarray(ds[()])
+    return _tensor(ds[()], dtype)
 
 
 def _read_scalar(f, path: str, kinds: str, source: str, what: str):
@@ -326,7 +348,7 @@ def read_h5(model, f, source: str, load_optimizer: bool = True) -> list:
             )
         for i, w in enumerate(variables):
             value = _read_checked(f, f"{group_path}/{i}", w.shape, w.dtype, source, f"weight {w.path}")
-            assignments.append((w.assign, value))
+            assignments.append((_weight_setter(w), value))
     extra = []
     if isinstance(f.get("layers"), h5py.Group):
 
@@ -381,9 +403,15 @@ def _read_optimizer(model, f, source: str) -> list:
     return out
 
 
+def _weight_setter(w):
+    def set_weight(tensor):
+        w.value = tensor.to(w.value.device)  # checked against the weight's shape and dtype when read
+
+    return set_weight
+
+
 def _slot_setter(opt, w, j):
-    def set_slot(value):
-        tensor = torch.as_tensor(value).to(w.value.dtype).clone()
+    def set_slot(tensor):
         slots = opt.slots.get(w.path)
         if slots is None:
             slots = opt.slots[w.path] = [torch.zeros_like(w.value) for _ in range(opt.slots_per_param)]
