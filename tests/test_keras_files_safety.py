@@ -273,3 +273,19 @@ def test_files_that_are_not_keras_archives(tmp_path):
         small_model().load_weights(tmp_path / "legacy.h5")
     with pytest.raises(KcompError, match="not JSON"):
         kcomp.models.model_from_json("{not json")
+
+
+def test_configs_nested_too_deeply_are_refused(archive, tmp_path):
+    good, _ = archive
+    with zipfile.ZipFile(good) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    n = 100_000
+    deep = '{"class_name": "__tuple__", "config": {"value": [' * n + "1" + "]}}" * n
+    text = members["config.json"].decode()
+    assert '"units": 4' in text
+    members["config.json"] = text.replace('"units": 4', f'"units": {deep}', 1).encode()
+    bad = _zip_with(tmp_path / "deep.keras", list(members.items()))
+    with pytest.raises(KcompError, match="too deeply|not JSON"):
+        kcomp.models.load_model(bad)
+    with pytest.raises(KcompError, match="too deeply|not JSON"):
+        kcomp.models.model_from_json("[" * n + "]" * n)

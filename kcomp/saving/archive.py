@@ -94,8 +94,8 @@ def read_archive(path) -> tuple[dict, bytes]:
             raise ArchiveError(f"{source} has no {CONFIG}; it is not a Keras 3 .keras archive.")
         try:
             config = json.loads(_read_member(zf, CONFIG, MAX_JSON_BYTES, source))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ArchiveError(f"{source}: {CONFIG} is not JSON ({e}).") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise ArchiveError(f"{source}: {CONFIG} is not JSON a model config can be ({type(e).__name__}: {e}).") from None
         if WEIGHTS not in names:
             other = sorted(n for n in names if n.startswith("model.weights"))
             raise ArchiveError(f"{source} has no {WEIGHTS}{f' (it has {other}; kcomp reads HDF5 weights only)' if other else ''}.")
@@ -112,7 +112,10 @@ def load_model(path, compile: bool = True):
         raise ArchiveError(f"{path}: {CONFIG} does not hold a model config.")
     if not compile:
         config = {k: v for k, v in config.items() if k != "compile_config"}
-    model = serialization.model_from_config(config)
+    try:
+        model = serialization.model_from_config(config)
+    except RecursionError:
+        raise ArchiveError(f"{path}: {CONFIG} nests its objects too deeply to be a model config.") from None
     try:
         f = h5py.File(io.BytesIO(weights), "r")
     except OSError as e:

@@ -309,8 +309,11 @@ def model_from_json(json_string: str, compile: bool = True):
     """Keras's model_from_json: a model from to_json's text (compiled if the text has a compile config)."""
     try:
         obj = json.loads(json_string)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise SerializationError(f"model_from_json takes the text model.to_json() returns; it is not JSON: {e}.") from None
     if not compile and isinstance(obj, dict):
         obj = {k: v for k, v in obj.items() if k != "compile_config"}
-    return model_from_config(obj)
+    try:
+        return model_from_config(obj)
+    except RecursionError:
+        raise SerializationError("The JSON nests its objects too deeply to be a model config.") from None
