@@ -224,6 +224,21 @@ def test_calling_a_model_on_data_with_training():
     assert (again != kept).mean() > 0.3  # each call draws new masks (Monte Carlo dropout), as Keras's calls do
 
 
+def test_calling_a_model_with_training_updates_batch_norm_statistics_as_keras():
+    def make(K):
+        return K.Sequential([K.Input((4,)), K.layers.Dense(3, name="d"), K.layers.BatchNormalization(name="bn")])
+
+    km, cm = make(keras), make(kcomp)
+    copy_weights(km, cm)
+    x = X4 * 2.0 + 1.0
+    for _ in range(2):
+        np.testing.assert_allclose(cm(x, training=True).numpy(), km(x, training=True).detach().cpu().numpy(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # moving mean and variance moved alike
+    assert not np.allclose(cm.get_weights()[4], 0.0)
+    np.testing.assert_allclose(cm(x).numpy(), km(x).detach().cpu().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def base_and_head(K, base_kind):
     L = K.layers
     if base_kind == "sequential":

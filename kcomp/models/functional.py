@@ -18,6 +18,7 @@ from kcomp.ir.types import TORCH_DTYPES
 from kcomp.ir.verify import verify
 from kcomp.layers.base import KerasTensor, Layer, LayerCall, _keras_shape, flatten, pack_like, to_tensor
 from kcomp.layers.core import InputLayer
+from kcomp.ops import tracing
 from kcomp.runtime.executor import make_executor
 from kcomp.utils.progbar import Progbar
 
@@ -577,24 +578,35 @@ class Model(Layer):
         self._ensure_built_for(inputs)
         self._require_built("the output")
         xs = self._prepare_inputs(inputs)
-        executor = self.executor()
-        if training:
-            executor = self._training_call_executor()
-            self._training_calls += 1
-            xs.append(torch.tensor(float(self._training_calls)))
+        if not training:
+            with torch.inference_mode():
+                outs = self.executor().run(xs, self.params())
+            return outs[0] if self._single_output else outs
+        executor, moving = self._training_call_executor()
+        self._training_calls += 1
         with torch.inference_mode():
-            outs = executor.run(xs, self.params())
-        return outs[0] if self._single_output else outs
+            outs = executor.run([*xs, torch.tensor(float(self._training_calls))], self.params())
+        n = len(self.outputs)
+        for var, value in zip(moving, outs[n:]):
+            var.value = value.clone()  # (a clone made outside inference mode: a weight a later step may update)
+        return outs[0] if self._single_output else outs[:n]
 
     def _training_call_executor(self):
-        """model(x, training=True) runs the forward graph in training mode with one more input, the
-        call's number, from which dropout draws its masks: each call draws new ones, as Keras's do."""
+        """model(x, training=True) runs the forward graph in training mode, as Keras does: dropout draws
+        its masks from one more input, the call's number (new masks every call), and the graph also
+        returns each BatchNormalization's new moving statistics, which the call then keeps.
+        Returns the executor and the moving-statistic weights its extra outputs update."""
         if True not in self._call_executors:
+            from kcomp.training.step import _moving_statistics
+
             builder = GraphBuilder(f"{self.name}_training_call")
             inputs = [builder.input(t.ir_shape, t.dtype, t.call.layer.name) for t in self.inputs]
             builder.rng_step = builder.input((), "float32", "call_number")
-            graph = verify(builder.finish(self._emit_calls(builder, inputs, True)))
-            self._call_executors[True] = make_executor(graph, self._backend, self._precision)
+            outputs = self._emit_calls(builder, inputs, True)
+            with tracing(builder), builder.scope("moving_statistics"):
+                news, updates = _moving_statistics(self, builder, list(builder.nodes))
+            graph = verify(builder.finish([*outputs, *news]))
+            self._call_executors[True] = (make_executor(graph, self._backend, self._precision), [v for _, v in updates])
         return self._call_executors[True]
 
     def _ensure_built_for_tensors(self, inputs) -> None:
