@@ -555,7 +555,7 @@ def test_add_weight_takes_keras_3_arguments():
     with pytest.raises(KcompError, match="fully defined"):
         layer.add_weight(shape=(None, 3))
     frozen = layer.add_weight(shape=(1,), trainable=False, name="f")
-    late = layer.add_weight(shape=(1,), name="late")
+    layer.add_weight(shape=(1,), name="late")
     order = [w.name for w in layer.weights]
     assert order == ["variable", "variable_1", "variable_2", "late", "f"]
     v.trainable = False  # Keras keeps a layer's weight order whatever the flags become

@@ -2,7 +2,6 @@
 
 from kcomp.errors import format_shape
 from kcomp.layers.base import flatten
-from kcomp.layers.core import InputLayer
 
 
 def readable_size(num_bytes: float) -> str:
