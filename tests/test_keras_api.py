@@ -598,6 +598,19 @@ def test_a_subclassed_model_builds_on_its_first_data_and_trains_as_keras():
     assert "body (Dense)" in text and "(None, 5)" in text and param_totals(text)[0] == "45"
 
 
+def test_a_subclassed_model_built_with_an_input_shape():
+    km, cm = subclassed(keras), subclassed(kcomp)
+    for m in (km, cm):  # a subclass's default name is its class's, snake case (kcomp skips the "net" given above)
+        assert type(m)(name=None).name.startswith("net")
+    km.build((None, 4))
+    cm.build((None, 4))
+    # Keras marks it built but makes the layers' weights only on the first data; kcomp traces call at once.
+    assert cm.built and param_totals(summary_text(cm))[0] == "45"
+    km.predict(X4, verbose=0)
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+
+
 def test_a_subclassed_model_passes_its_training_flag_and_nests():
     cm = subclassed(kcomp, rate=0.5)
     inp = kcomp.Input((4,))

@@ -380,6 +380,11 @@ class Layer:
         """Emit this layer's nodes into `builder`; `inputs` are IR Values (or a list)."""
         shapes = [_keras_shape(v.shape) for v in flatten(inputs)]
         self._build_for(pack_like(inputs, shapes))
+        return self._trace_call(builder, inputs, training)
+
+    def _trace_call(self, builder: GraphBuilder, inputs, training: bool):
+        """Emit `call` (the layer built): its nodes tagged with the layer's name, its training flag
+        passed on to the layers it calls."""
         saved = getattr(_trace_state, "training", False)
         _trace_state.training = training
         try:

@@ -65,7 +65,8 @@ class Model(Layer):
         self._executor = None
         self._call_executors: dict[bool, object] = {}
         self._training_calls = 0  # model(x, training=True) calls so far: each draws new dropout masks
-        super().__init__(name=name or backend.unique_name(self._default_name), trainable=trainable)
+        default = backend.to_snake_case(type(self).__name__) if self._subclassed else self._default_name  # MyModel: my_model
+        super().__init__(name=name or backend.unique_name(default), trainable=trainable)
         self._backend = "reference"  # predict before compile runs the reference executor, as Keras predicts uncompiled
         self._precision = "tf32"
         if inputs is not None or outputs is not None:
@@ -320,7 +321,13 @@ class Model(Layer):
         self._training = compile_settings(self, optimizer, loss, loss_weights, metrics, weighted_metrics) if loss is not None else None
 
     def build(self, input_shape=None) -> None:
-        """Keras's build: a functional model is built by Model(inputs, outputs), so this does nothing."""
+        """Keras's build: a functional model is built by Model(inputs, outputs), so this does nothing;
+        a subclassed model is built for inputs of this shape, `build((None, 784))` (a list for several)."""
+        if not self._subclassed or self.built or input_shape is None:
+            return
+        several = isinstance(input_shape, list) and all(isinstance(s, (list, tuple)) for s in input_shape)
+        shapes = input_shape if several else [input_shape]
+        self._build_subclassed([((None, *tuple(shape)[1:]), "float32") for shape in shapes], several)
 
     # -- training (kcomp/training/loop.py) ------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
@@ -468,6 +475,8 @@ class Model(Layer):
         """Inputs of these (shape, dtype)s, and one call of the model's own `call` on them, traced as a
         layer (its layers inline), as Keras builds a subclassed model on its first data."""
         inputs = [InputLayer(batch_shape=shape, dtype=dtype).output for shape, dtype in specs]
+        if type(self).build is not Model.build:  # the subclass's own build, once, as Keras calls it
+            self.build([spec.shape for spec in inputs] if several else inputs[0].shape)
         outputs = _SubclassedCall(self)(inputs if several else inputs[0])
         self._single_output = not isinstance(outputs, (list, tuple))
         self._connect(inputs, _as_list(outputs))
@@ -569,4 +578,4 @@ class _SubclassedCall(Layer):
         self.model = model
 
     def trace(self, builder: GraphBuilder, inputs, training: bool = False):
-        return Layer.trace(self.model, builder, inputs, training)
+        return self.model._trace_call(builder, inputs, training)
