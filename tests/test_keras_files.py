@@ -579,3 +579,74 @@ def test_bfloat16_weights_move_bit_for_bit(tmp_path):
     float32 = kcomp.Sequential([kcomp.Input((3,)), kcomp.layers.Dense(4), kcomp.layers.Dense(2)])
     with pytest.raises(KcompError, match="holds bfloat16 data, weight .* is float32"):
         float32.load_weights(tmp_path / "ours.weights.h5")
+
+
+def _subclassed(lib):
+    """A subclassed model holding a custom layer (its own weight and sublayers in an attribute and
+    a list), a list of layers, and a private attribute: Keras addresses these by attribute name."""
+
+    class Block(lib.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = lib.layers.Dense(3, activation="tanh")
+            self.skip = [lib.layers.Dense(3), lib.layers.Dense(3)]
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(3,), initializer="ones", name="scale")
+
+        def call(self, x):
+            h = self.inner(x)
+            for layer in self.skip:
+                h = layer(h)
+            return lib.ops.multiply(h, self.scale)
+
+    class Net(lib.Model):
+        def __init__(self):
+            super().__init__()
+            self.first = lib.layers.Dense(4, activation="relu")
+            self.blocks = [Block(), lib.layers.Dense(3)]
+            self.out = lib.layers.Dense(2)
+            self._private = lib.layers.Dense(2)
+
+        def call(self, x, training=False):
+            h = self.first(x)
+            for block in self.blocks:
+                h = block(h)
+            return lib.ops.add(self.out(h), self._private(h))
+
+    return Net()
+
+
+def test_subclassed_models_and_custom_layers_use_keras_attribute_paths(tmp_path):
+    x, y = DATA["img_x"].reshape(6, -1)[:, :5], DATA["img_y"][:, :2]
+    theirs = _subclassed(keras)
+    theirs.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    theirs.fit(x, y, batch_size=3, epochs=1, shuffle=False, verbose=0)
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    layout = h5_layout(tmp_path / "theirs.weights.h5")
+    assert "blocks/block/inner/vars/0" in layout and "blocks/block/skip/dense_1/vars/0" in layout
+    # `out` and `_private` are saved under `layers` (it sorts before them), numbered over all the model's
+    # layers: first (dense), the block, blocks[1] (dense_1), out (dense_2), _private (dense_3).
+    assert "layers/dense_2/vars/0" in layout and "layers/dense_3/vars/0" in layout and "out" not in layout
+    ours = _subclassed(kcomp)
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.01), loss="mse", backend="reference")
+    ours.predict(x, verbose=0)  # builds it
+    ours.load_weights(tmp_path / "theirs.weights.h5")
+    assert ours.optimizer.iterations == 2
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert ours.train_on_batch(x, y) == pytest.approx(float(theirs.train_on_batch(x, y)), rel=1e-5)
+    ours.save_weights(tmp_path / "ours.weights.h5")
+    theirs.save_weights(tmp_path / "theirs_after.weights.h5")  # both after the same third step
+    assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "theirs_after.weights.h5") == layout
+    a, b = h5_arrays(tmp_path / "ours.weights.h5"), h5_arrays(tmp_path / "theirs_after.weights.h5")
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_subclassed_model_is_not_written_as_a_config(tmp_path):
+    model = _subclassed(kcomp)
+    model.predict(np.ones((1, 5), "float32"), verbose=0)
+    with pytest.raises(KcompError, match="subclassed model .*save_weights"):
+        model.save(tmp_path / "net.keras")
+    assert not (tmp_path / "net.keras").exists()
+    model.save_weights(tmp_path / "net.weights.h5")  # its weights are

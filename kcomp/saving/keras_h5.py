@@ -98,20 +98,19 @@ def keras_layers(model) -> list:
     return sorted(layers_by_id.values(), key=lambda l: (-layer_depth[id(l)], first_seen[id(l)]))
 
 
+def _unique(base: str, used: dict) -> str:
+    """Keras's names within one list: dense, dense_1, dense_2, ..."""
+    if base in used:
+        used[base] += 1
+        return f"{base}_{used[base]}"
+    used[base] = 0
+    return base
+
+
 def keras_paths(model, prefix: str = "") -> list[tuple[str, object]]:
-    """(path of the layer's group in the file, layer) for every layer of `model`, in Keras's order."""
+    """(path of the layer's group in the file, layer) for every layer of a Sequential or functional model."""
     used: dict[str, int] = {}
-    out = []
-    for layer in keras_layers(model):
-        base = to_snake_case(keras_class_name(layer))
-        if base in used:
-            used[base] += 1
-            name = f"{base}_{used[base]}"
-        else:
-            used[base] = 0
-            name = base
-        out.append((f"{prefix}layers/{name}", layer))
-    return out
+    return [(f"{prefix}layers/{_unique(to_snake_case(keras_class_name(l)), used)}", l) for l in keras_layers(model)]
 
 
 def _has_cell(layer) -> bool:
@@ -121,37 +120,77 @@ def _has_cell(layer) -> bool:
 
 
 def layer_variables(layer) -> list:
-    """A layer's variables in Keras's order: those created trainable, then the others."""
-    return [w for w in layer.weights if w.trainable] + [w for w in layer.weights if not w.trainable]
+    """A layer's own variables (not its sublayers') in Keras's order: those created trainable, then the others."""
+    own = [w for w in layer.weights if w.owner is layer or w.owner is None]
+    return [w for w in own if w.trainable] + [w for w in own if not w.trainable]
 
 
-def weight_entries(model, prefix: str = "") -> list[tuple[str, str, list]]:
-    """(vars group path, the group's name attribute, variables) per layer; a nested model's layers under its path."""
-    entries = []
-    for path, layer in keras_paths(model, prefix):
-        if is_model(layer):
-            entries.append((f"{path}/vars", layer.name, []))
-            entries += weight_entries(layer, f"{path}/")
-        elif _has_cell(layer):
-            entries.append((f"{path}/vars", layer.name, []))
-            entries.append((f"{path}/cell/vars", f"{to_snake_case(type(layer).__name__)}_cell", layer_variables(layer)))
-        else:
-            entries.append((f"{path}/vars", layer.name, layer_variables(layer)))
-    return entries
+def _holds_layers(value) -> bool:
+    from kcomp.layers.base import Layer
+
+    items = list(value.values()) if isinstance(value, dict) else value
+    return isinstance(value, Layer) or (isinstance(items, (list, tuple)) and bool(items) and all(isinstance(v, Layer) for v in items))
 
 
-def trainable_in_keras_order(model) -> list:
-    """The variables Keras's optimizer tracks (model.trainable_variables), in its order."""
-    if not model.trainable:
+def _children(obj) -> list[tuple[str, object]]:
+    """What Keras walks after an object's own variables: a Sequential's or functional model's `layers`;
+    for any other layer or model, its attributes that hold layers, sorted by name (private ones
+    last), a subclassed model's `layers` among them (keras/src/saving/saving_lib.py: _walk_saveable)."""
+    from kcomp.models.sequential import Sequential
+
+    if isinstance(obj, Sequential) or (is_model(obj) and not getattr(obj, "_subclassed", False)):
+        return [("layers", keras_layers(obj))]
+    skip = {"_sublayers"} | set(getattr(type(obj), "_not_sublayers", ()))
+    named = {k: v for k, v in vars(obj).items() if k not in skip and _holds_layers(v)}
+    if is_model(obj):
+        named.setdefault("layers", obj.layers)
+    return sorted(named.items(), key=lambda item: f"~{item[0]}" if item[0].startswith("_") else item[0])
+
+
+def weight_entries(model) -> list[tuple[str, str, list]]:
+    """(vars group path, the group's name attribute, variables) for the model and everything in it."""
+    out: list = []
+    _walk(model, "", out, set())
+    return out
+
+
+def _walk(obj, path: str, out: list, visited: set) -> None:
+    if id(obj) in visited:  # a layer reached again keeps the path it was first saved under
+        return
+    visited.add(id(obj))
+    if _has_cell(obj):  # Keras's recurrent layers keep their weights in a cell sublayer
+        out.append((f"{path}/vars", obj.name, []))
+        out.append((f"{path}/cell/vars", f"{to_snake_case(type(obj).__name__)}_cell", layer_variables(obj)))
+    else:
+        out.append((f"{path}/vars" if path else "vars", obj.name, layer_variables(obj)))
+    for attr, value in _children(obj):
+        where = f"{path}/{attr}" if path else attr
+        if not isinstance(value, (list, tuple, dict)):
+            _walk(value, where, out, visited)
+            continue
+        used: dict[str, int] = {}
+        for item in value.values() if isinstance(value, dict) else value:
+            _walk(item, f"{where}/{_unique(to_snake_case(keras_class_name(item)), used)}", out, visited)
+
+
+def _sublayers(obj) -> list:
+    from kcomp.models.sequential import Sequential
+
+    if isinstance(obj, Sequential) or (is_model(obj) and not getattr(obj, "_subclassed", False)):
+        return keras_layers(obj)
+    return obj.layers if is_model(obj) else list(obj.__dict__.get("_sublayers", []))
+
+
+def trainable_in_keras_order(obj) -> list:
+    """The variables Keras's optimizer tracks (model.trainable_variables), in its order: an object's
+    own trainable variables, then each of its layers' in turn."""
+    if not obj.trainable:
         return []
     out, seen = [], set()
-    for _, layer in keras_paths(model):
-        if not layer.trainable:
-            continue
-        for w in trainable_in_keras_order(layer) if is_model(layer) else [w for w in layer_variables(layer) if w.trainable]:
-            if id(w) not in seen:
-                seen.add(id(w))
-                out.append(w)
+    for w in [w for w in layer_variables(obj) if w.trainable] + [w for l in _sublayers(obj) for w in trainable_in_keras_order(l)]:
+        if id(w) not in seen:
+            seen.add(id(w))
+            out.append(w)
     return out
 
 
@@ -237,7 +276,6 @@ def write_h5(model, target) -> None:
             group.attrs["name"] = model.optimizer.name
             for i, a in enumerate(arrays):
                 _store(group, str(i), a)
-        f.require_group("vars").attrs["name"] = model.name
 
 
 def h5_bytes(model) -> bytes:
@@ -342,21 +380,20 @@ def read_h5(model, f, source: str, load_optimizer: bool = True) -> list:
         stored = _names_in(f, group_path, source)
         if len(stored) != len(variables) or stored != sorted(str(i) for i in range(len(variables))):
             raise WeightsFileError(
-                f"{source}: {group_path} holds {len(stored)} arrays, the model's layer "
-                f'"{group_path.split("/")[1]}" (kcomp name "{variables[0].owner.name if variables else "?"}") has '
-                f"{len(variables)}; the file was saved from a different model."
+                f"{source}: {group_path} holds {len(stored)} arrays, the model has {len(variables)} there "
+                f"({', '.join(w.path for w in variables) or 'none'}); the file was saved from a different model."
             )
         for i, w in enumerate(variables):
             value = _read_checked(f, f"{group_path}/{i}", w.shape, w.dtype, source, f"weight {w.path}")
             assignments.append((_weight_setter(w), value))
     extra = []
-    if isinstance(f.get("layers"), h5py.Group):
 
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and f"layers/{name.rsplit('/', 1)[0]}" not in expected_groups:
-                extra.append(f"layers/{name}")
+    def visit(name, obj):
+        parent = name.rsplit("/", 1)[0] if "/" in name else ""
+        if isinstance(obj, h5py.Dataset) and parent not in expected_groups and not name.startswith("optimizer/"):
+            extra.append(name)
 
-        f["layers"].visititems(visit)
+    f.visititems(visit)  # hard links only: a linked group's contents are not visited
     if extra:
         raise WeightsFileError(
             f"{source} holds weights the model has no place for: {extra[:5]}{' ...' if len(extra) > 5 else ''}; "

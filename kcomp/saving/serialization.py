@@ -132,6 +132,13 @@ def get_model_config(model) -> dict:
     """Keras's model.get_config(): a Sequential's layer list, or a functional model's layers and their nodes."""
     from kcomp.saving.keras_h5 import keras_layers
 
+    if getattr(model, "_subclassed", False):
+        raise SerializationError(
+            f'Model "{model.name}" is a subclassed model ({type(model).__name__}): its call is Python code, which a '
+            "config cannot hold and kcomp never loads from a file. Save its weights with "
+            "model.save_weights('model.weights.h5') and rebuild it in code, or write it as a functional model."
+        )
+
     if _is_sequential(model):
         layers = ([layer_to_keras(model.inputs[0].call.layer)] if model.built else []) + [layer_to_keras(l) for l in model.layers]
         config = {"name": model.name, "trainable": model.trainable, "dtype": dtype_policy("float32"), "layers": layers}
