@@ -15,6 +15,9 @@ The order of `model.layers` is Keras's: a Sequential's stack; for a functional
 model the layers sorted by their depth from the outputs (deepest first), ties in
 the order a depth-first walk from the outputs first meets them
 (keras/src/ops/function.py: map_graph). `keras_layers` computes it for kcomp models.
+Anything else (a subclassed model, a custom layer with sublayers) is walked as
+Keras walks it: its own variables at `<path>/vars`, then each attribute that holds
+layers, by attribute name (`first/vars/0`, `blocks/dense_1/vars/0`).
 
 Loading checks every array against the model (present, a plain dataset, dtype and
 shape) before assigning any, so a failed load leaves the model unchanged.
