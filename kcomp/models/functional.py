@@ -475,7 +475,7 @@ class Model(Layer):
         """Inputs of these (shape, dtype)s, and one call of the model's own `call` on them, traced as a
         layer (its layers inline), as Keras builds a subclassed model on its first data."""
         inputs = [InputLayer(batch_shape=shape, dtype=dtype).output for shape, dtype in specs]
-        if type(self).build is not Model.build:  # the subclass's own build, once, as Keras calls it
+        if type(self).build is not Model.build and not self._weights:  # the subclass's own build, once (unless called)
             self.build([spec.shape for spec in inputs] if several else inputs[0].shape)
         outputs = _SubclassedCall(self)(inputs if several else inputs[0])
         self._single_output = not isinstance(outputs, (list, tuple))
