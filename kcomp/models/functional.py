@@ -134,7 +134,8 @@ class Model(Layer):
         if not self.built:
             raise NotBuiltError(
                 f'Model "{self.name}" has no input shape yet, so {what} is not known. Give the first layer '
-                "input_shape=... (or add kcomp.Input(shape=...)), or call model.build(input_shape)."
+                "input_shape=... (or add kcomp.Input(shape=...)), call model.build(input_shape), or pass the "
+                "model data first (fit, evaluate, predict or a call build it, as in Keras)."
             )
 
     @property
