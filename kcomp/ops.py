@@ -259,3 +259,18 @@ def softmax(x, axis=-1):
 
 def log_softmax(x, axis=-1):
     return emit("log_softmax", x, axis=axis)
+
+
+# Python operators on traced values, as on Keras tensors (`inputs + self.dense(inputs)` in a
+# layer's call). Value is the IR's and knows nothing of tracing, so the operators are given to it
+# here, where tracing lives; each one is the op function above.
+def _reflected(fn):
+    return lambda a, b: fn(b, a)
+
+
+for _name, _fn in {
+    "__add__": add, "__radd__": _reflected(add), "__sub__": subtract, "__rsub__": _reflected(subtract),
+    "__mul__": multiply, "__rmul__": _reflected(multiply), "__truediv__": divide, "__rtruediv__": _reflected(divide),
+    "__matmul__": matmul, "__rmatmul__": _reflected(matmul), "__neg__": negative,
+}.items():
+    setattr(Value, _name, _fn)

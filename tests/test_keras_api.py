@@ -533,13 +533,30 @@ def test_a_custom_layer_that_skips_super_init_is_told_so():
         Forgot(3)(kcomp.Input((2,)))
 
 
-def test_python_arithmetic_between_traced_tensors_names_the_ops_to_use():
-    class Doubler(kcomp.layers.Layer):
-        def call(self, inputs):
-            return inputs + inputs
+def test_python_arithmetic_on_traced_tensors_as_on_keras_tensors():
+    def make(K):
+        class Residual(K.layers.Layer):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.inner = K.layers.Dense(4, activation="tanh")
 
-    with pytest.raises(KcompError, match=r"Doubler.*ops\.add"):
-        Doubler()(kcomp.Input((2,)))
+            def call(self, inputs):
+                return inputs + self.inner(inputs) * 0.5 - 1.0 / (3.0 + inputs * inputs) - -inputs / 2.0
+
+        return K.Sequential([K.Input((4,)), Residual(name="res"), K.layers.Dense(2, name="d")])
+
+    km, cm = make(keras), make(kcomp)
+    copy_weights(km, cm)
+    same_predictions(km, cm, X4)
+
+
+def test_what_kcomp_cannot_trace_is_named_with_the_ops_to_use():
+    class Sine(kcomp.layers.Layer):
+        def call(self, inputs):
+            return np.sin(inputs)
+
+    with pytest.raises(KcompError, match=r"Sine.*kcomp.ops"):
+        Sine()(kcomp.Input((2,)))
 
 
 def test_add_weight_takes_keras_3_arguments():
