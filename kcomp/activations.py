@@ -5,19 +5,11 @@ name back for get_config.
 """
 
 from kcomp.errors import ArgumentError
-from kcomp.ops import emit
+from kcomp.ops import elu, emit, leaky_relu, sigmoid, silu, softplus, tanh  # the same functions as keras.ops's
 
 
 def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     return emit("relu", x, negative_slope=negative_slope, max_value=max_value, threshold=threshold)
-
-
-def sigmoid(x):
-    return emit("sigmoid", x)
-
-
-def tanh(x):
-    return emit("tanh", x)
 
 
 def softmax(x, axis=-1):
@@ -32,28 +24,12 @@ def gelu(x, approximate=False):
     return emit("gelu", x, approximate=approximate)
 
 
-def elu(x, alpha=1.0):
-    return emit("elu", x, alpha=alpha)
-
-
 def selu(x):
     return emit("selu", x)
 
 
-def softplus(x):
-    return emit("softplus", x)
-
-
 def softsign(x):
     return emit("softsign", x)
-
-
-def leaky_relu(x, negative_slope=0.2):
-    return emit("leaky_relu", x, negative_slope=negative_slope)
-
-
-def silu(x):
-    return emit("silu", x)
 
 
 swish = silu

@@ -245,8 +245,12 @@ class Layer:
         if not isinstance(value, bool):
             raise ArgumentError(f"Received: trainable={value!r}. Expected True or False.")
         self._trainable = value
-        for layer in self.__dict__.get("_sublayers", []):
+        for layer in self._held_layers():  # Keras: the flag of a layer is its layers' too
             layer.trainable = value
+
+    def _held_layers(self) -> list:
+        """The layers this one holds: those it keeps as attributes."""
+        return list(self.__dict__.get("_sublayers", []))
 
     # -- weights ---------------------------------------------------------------
     def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, regularizer=None, constraint=None,

@@ -108,19 +108,14 @@ class Model(Layer):
         self._executor = None
         self._call_executors.clear()
 
-    @property
-    def trainable(self) -> bool:
-        return self._trainable
-
-    @trainable.setter
+    @Layer.trainable.setter
     def trainable(self, value) -> None:
         """Keras's: sets the flag of every layer in the model too (a frozen base model freezes its layers)."""
-        if not isinstance(value, bool):
-            raise ArgumentError(f"Received: trainable={value!r}. Expected True or False.")
-        self._trainable = value
-        for layer in self.layers:
-            layer.trainable = value
+        Layer.trainable.fset(self, value)
         self._forget_plans()  # frozen parameters are part of the graph
+
+    def _held_layers(self) -> list:
+        return self.layers
 
     @property
     def built(self) -> bool:
