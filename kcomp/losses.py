@@ -301,6 +301,10 @@ class Loss:
     def call(self, y_true, y_pred):
         return type(self).fn(*same_rank(y_true, y_pred), **self.fn_kwargs)
 
+    def reads_class_ids(self, target_shape, output_shape) -> bool:
+        """Whether this loss reads targets of this shape as class ids (checked before training)."""
+        return self.integer_targets
+
     def values(self, y_true, y_pred):
         if not self.integer_targets and ops.dtype(y_true) != ops.dtype(y_pred) and _is_float(ops.dtype(y_pred)):
             y_true = ops.cast(y_true, ops.dtype(y_pred))
@@ -415,14 +419,18 @@ class AutoCrossentropy(Loss):
     the shapes of the targets and predictions when it first sees them."""
 
     def values(self, y_true, y_pred):
-        t, p = ops.shape(y_true), ops.shape(y_pred)
+        return self._chosen(ops.shape(y_true), ops.shape(y_pred)).values(y_true, y_pred)
+
+    def reads_class_ids(self, target_shape, output_shape) -> bool:
+        return self._chosen(target_shape, output_shape).integer_targets
+
+    @staticmethod
+    def _chosen(t, p) -> Loss:
         if p[-1] == 1:
-            chosen = BinaryCrossentropy()
-        elif len(t) < len(p) or t[-1] == 1:
-            chosen = SparseCategoricalCrossentropy()
-        else:
-            chosen = CategoricalCrossentropy()
-        return chosen.values(y_true, y_pred)
+            return BinaryCrossentropy()
+        if len(t) < len(p) or t[-1] == 1:
+            return SparseCategoricalCrossentropy()
+        return CategoricalCrossentropy()
 
 
 def get(identifier) -> Loss:

@@ -8,6 +8,9 @@ formulas). The learning rate is an input of the step, so a schedule changes
 it without rebuilding anything.
 """
 
+import math
+
+import numpy as np
 import torch
 
 from kcomp.errors import ArgumentError
@@ -16,12 +19,28 @@ from kcomp.optimizers import schedules
 from kcomp.optimizers.schedules import LearningRateSchedule
 
 
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
+
+
 def _positive(name, value, allow_none=False):
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if not _is_number(value) or value <= 0:
         raise ArgumentError(f"Received: {name}={value!r}. Expected a positive number{' or None' if allow_none else ''}.")
     return float(value)
+
+
+def _in_range(name, value, low, high, high_included=False) -> float:
+    """A finite number in [low, high) (or [low, high]); NaN, inf and strings are refused by name."""
+    if not _is_number(value) or value < low or value > high or (value == high and not high_included):
+        bound = f"[{low}, {high}]" if high_included else f"[{low}, {high})"
+        raise ArgumentError(f"Received: {name}={value!r}. Expected a number in {bound}.")
+    return float(value)
+
+
+def _non_negative(name, value) -> float:
+    return _in_range(name, value, 0.0, math.inf)
 
 
 class Optimizer:
@@ -31,8 +50,8 @@ class Optimizer:
         if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ArgumentError("Give at most one of clipnorm, clipvalue and global_clipnorm (Keras allows one).")
         if not isinstance(learning_rate, LearningRateSchedule):
-            if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or learning_rate < 0:
-                raise ArgumentError(f"Received: learning_rate={learning_rate!r}. Expected a number >= 0 or a schedule.")
+            if not _is_number(learning_rate) or learning_rate < 0:
+                raise ArgumentError(f"Received: learning_rate={learning_rate!r}. Expected a finite number >= 0 or a schedule.")
             learning_rate = float(learning_rate)
         self.learning_rate = learning_rate
         self.clipnorm = _positive("clipnorm", clipnorm, allow_none=True)
@@ -118,41 +137,44 @@ class SGD(Optimizer):
     algorithm = "sgd"
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
-        if not 0 <= momentum <= 1:
-            raise ArgumentError(f"Received: momentum={momentum}. Expected a number in [0, 1].")
-        super().__init__(learning_rate, momentum=float(momentum), nesterov=bool(nesterov), **kwargs)
+        momentum = _in_range("momentum", momentum, 0.0, 1.0, high_included=True)
+        super().__init__(learning_rate, momentum=momentum, nesterov=bool(nesterov), **kwargs)
 
 
 class Adam(Optimizer):
     algorithm = "adam"
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate, beta_1=float(beta_1), beta_2=float(beta_2), epsilon=float(epsilon),
-                         amsgrad=bool(amsgrad), **kwargs)
+        super().__init__(learning_rate, **_betas(beta_1, beta_2, epsilon), amsgrad=bool(amsgrad), **kwargs)
+
+
+def _betas(beta_1, beta_2, epsilon) -> dict:
+    return {"beta_1": _in_range("beta_1", beta_1, 0.0, 1.0), "beta_2": _in_range("beta_2", beta_2, 0.0, 1.0),
+            "epsilon": _non_negative("epsilon", epsilon)}
 
 
 class AdamW(Optimizer):
     algorithm = "adamw"
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate, weight_decay=float(weight_decay), beta_1=float(beta_1), beta_2=float(beta_2),
-                         epsilon=float(epsilon), amsgrad=bool(amsgrad), **kwargs)
+        super().__init__(learning_rate, weight_decay=_non_negative("weight_decay", weight_decay),
+                         **_betas(beta_1, beta_2, epsilon), amsgrad=bool(amsgrad), **kwargs)
 
 
 class RMSprop(Optimizer):
     algorithm = "rmsprop"
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs):
-        super().__init__(learning_rate, rho=float(rho), momentum=float(momentum), epsilon=float(epsilon),
-                         centered=bool(centered), **kwargs)
+        super().__init__(learning_rate, rho=_in_range("rho", rho, 0.0, 1.0), momentum=_in_range("momentum", momentum, 0.0, 1.0, True),
+                         epsilon=_non_negative("epsilon", epsilon), centered=bool(centered), **kwargs)
 
 
 class Adagrad(Optimizer):
     algorithm = "adagrad"
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **kwargs):
-        self.initial_accumulator_value = float(initial_accumulator_value)
-        super().__init__(learning_rate, epsilon=float(epsilon), **kwargs)
+        self.initial_accumulator_value = _non_negative("initial_accumulator_value", initial_accumulator_value)
+        super().__init__(learning_rate, epsilon=_non_negative("epsilon", epsilon), **kwargs)
 
     def initial_slot(self, weight, index):
         return torch.full_like(weight, self.initial_accumulator_value)

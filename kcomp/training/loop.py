@@ -15,6 +15,7 @@ from kcomp import backend, losses as losses_module, metrics as metrics_module, o
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.runtime.reference import run_reference
 from kcomp.training.step import ITERATIONS, build_test_step, build_train_step, output_names
+from kcomp.utils.data import numeric_array
 from kcomp.utils.progbar import Progbar
 
 
@@ -116,11 +117,7 @@ def _target_tensor(item) -> torch.Tensor:
     losses compute in float32), integers and bools int64 (exact; a loss casts them to the
     predictions' dtype, a sparse loss reads them as class ids)."""
     if not isinstance(item, torch.Tensor):
-        array = np.asarray(item)
-        if array.dtype.kind not in "biuf":
-            raise ArgumentError(
-                f"Targets of dtype {array.dtype} cannot be learned from; give numbers (int, float or bool arrays)."
-            )
+        array = numeric_array(item, "targets")
         if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
             raise ArgumentError(f"Targets hold {array.max()}, beyond int64; give labels that fit in int64.")
         item = torch.as_tensor(array.astype(np.int64) if array.dtype.kind in "biu" else array)
@@ -150,7 +147,31 @@ def _check_lengths(*groups) -> int:
     lengths = {len(t) for group in groups for t in group}
     if len(lengths) != 1:
         raise ShapeError(f"x and y must have the same number of samples, received lengths {sorted(lengths)}.")
-    return lengths.pop()
+    n = lengths.pop()
+    if n == 0:
+        raise ArgumentError("x and y hold 0 samples; there is nothing to train on or evaluate. Pass at least one sample.")
+    return n
+
+
+def _check_class_ids(model, compiled: Compiled, ys) -> None:
+    """Targets that a sparse loss reads as class ids must be whole numbers in [0, classes): all of
+    them are checked before the first step, so a bad id in the last batch cannot fail a fit after
+    earlier steps changed the weights (or select nothing and train at loss 0)."""
+    names = output_names(model)
+    for i, (y, out, loss) in enumerate(zip(ys, model.outputs, compiled.losses)):
+        output_shape = tuple(out.shape)
+        if loss is None or not loss.reads_class_ids(tuple(y.shape), output_shape) or y.device.type != "cpu":
+            continue  # (a GPU tensor would cost a host sync here)
+        classes = output_shape[-1]
+        whole = y if not y.is_floating_point() else y.floor()
+        bad = (whole != y) | (whole < 0) | (whole >= classes)
+        if bad.any():
+            at = int(bad.reshape(-1).nonzero()[0])
+            value = y.reshape(-1)[at].item()
+            raise ArgumentError(
+                f"Targets of output {names[i]!r} hold {value!r} (element {at}), which the loss {loss.name} reads as a class id; "
+                f"ids must be whole numbers in [0, {classes}). Fix the labels, or use a loss for one-hot or real targets."
+            )
 
 
 def _target_specs(ys) -> tuple:
@@ -333,7 +354,13 @@ def _sample_weights(n, sample_weight, class_weight, ys):
     w = torch.ones(n, dtype=torch.float32) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
     if w.shape != (n,):
         raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); received {tuple(w.shape)}.")
+    if not torch.isfinite(w).all():
+        at = int((~torch.isfinite(w)).nonzero()[0])
+        raise ArgumentError(f"sample_weight[{at}] is {w[at].item()}; sample weights must be finite numbers.")
     if class_weight:
+        bad = {k: v for k, v in class_weight.items() if not (isinstance(v, (int, float, np.number)) and math.isfinite(v))}
+        if bad:
+            raise ArgumentError(f"class_weight holds {bad}; class weights must be finite numbers.")
         y = ys[0]
         labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else y.reshape(n).round().long()
         w = w * torch.tensor([float(class_weight.get(int(c), 1.0)) for c in labels])
@@ -350,6 +377,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     xs = _model_inputs(model, x)
     ys = _targets(model, y)
     n = _check_lengths(xs, ys)
+    _check_class_ids(model, compiled, ys)  # validation targets included: split below, or checked there
     sw = _sample_weights(n, sample_weight, class_weight, ys)
     if validation_data is None and validation_split:
         if not 0 < validation_split < 1:
@@ -360,6 +388,8 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     elif validation_data is not None:
         vx, vy = validation_data[0], validation_data[1]
         validation_data = (_model_inputs(model, vx), _targets(model, vy))
+        _check_lengths(*validation_data)
+        _check_class_ids(model, compiled, validation_data[1])
     device = _device(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
     history = History()
@@ -401,6 +431,8 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     xs = x if _prefix else _model_inputs(model, x)
     ys = y if _prefix else _targets(model, y)
     n = _check_lengths(xs, ys)
+    if not _prefix:
+        _check_class_ids(model, compiled, ys)
     sw = _sample_weights(n, sample_weight, None, ys)
     device = _device(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)
@@ -442,6 +474,7 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     xs = _model_inputs(model, x)
     ys = _targets(model, y)
     n = _check_lengths(xs, ys)
+    _check_class_ids(model, compiled, ys)
     acc = _accumulator(model, compiled, kind, ys)
     sw = _sample_weights(n, sample_weight, None, ys)
     xs, ys, sw = _to_device(_device(model), xs, ys, sw)

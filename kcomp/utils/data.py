@@ -26,3 +26,26 @@ def load_arrays(path, n_inputs: int, n_outputs: int):
         return found[0] if count == 1 else found
 
     return pick("x", n_inputs), pick("y", n_outputs)
+
+
+def numeric_array(data, what: str) -> np.ndarray:
+    """`data` as a numpy array of numbers or bools, or a KcompError that names what it holds:
+    strings, objects, None, complex numbers and ragged lists cannot be trained on or predicted."""
+    if data is None:
+        raise KcompError(f"The {what} are None; pass an array of numbers.")
+    try:
+        array = np.asarray(data)
+    except ValueError as e:  # numpy: "setting an array element with a sequence ... inhomogeneous shape"
+        raise KcompError(f"The {what} are ragged (rows of different lengths: {e}); pad them to one shape first, "
+                         "e.g. kcomp.utils.pad_sequences.") from None
+    kind = array.dtype.kind
+    if kind == "c":
+        raise KcompError(f"The {what} are complex numbers ({array.dtype}); kcomp takes real numbers (use .real or abs()).")
+    if kind not in "biuf":
+        raise KcompError(f"The {what} have dtype {array.dtype} ({_example(array)}); pass numbers (int, float or bool arrays).")
+    return array
+
+
+def _example(array: np.ndarray) -> str:
+    flat = array.reshape(-1)
+    return f"e.g. {flat[0]!r}" if flat.size else "empty"
