@@ -3,6 +3,7 @@ LearningRateScheduler, TerminateOnNaN, CSVLogger, LambdaCallback."""
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -223,6 +224,12 @@ class ModelCheckpoint(Callback):
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only, self.mode = save_best_only, save_weights_only, mode
         self.best = None
+
+    def on_train_begin(self, logs=None):
+        # A path that cannot be written fails now, not after the first epoch's training.
+        from kcomp.utils.files import check_writable
+
+        check_writable(Path(self.filepath).parent / "checkpoint")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

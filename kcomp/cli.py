@@ -203,6 +203,11 @@ def cmd_fit(args) -> int:
     model, x, y = _compiled_model(args)
     if args.save is not None and not args.save.endswith(".keras"):
         raise UsageError(f"--save takes a .keras file name, received {args.save}")
+    from kcomp.utils.files import check_writable
+
+    for target in (args.save_weights, args.save):  # a typo must not cost the whole run after training
+        if target:
+            check_writable(target)
     model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split)
     if args.save_weights:
         model.save_weights(args.save_weights)

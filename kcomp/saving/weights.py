@@ -24,11 +24,16 @@ def load_weights(model, path) -> None:
     try:
         with np.load(path, allow_pickle=False) as archive:
             stored = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise KcompError(f"cannot read weights from {path}: {e}. Expected a file written by model.save_weights.") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        reason = "the file is empty" if isinstance(e, EOFError) or not str(e) else e
+        raise KcompError(f"cannot read weights from {path}: {reason}. Expected a file written by model.save_weights.") from None
     missing = [w.path for w in model.weights if w.path not in stored]
     if missing:
         raise KcompError(f"{path} has no weights for {missing[:5]}{' ...' if len(missing) > 5 else ''}; it was saved from another model.")
+    extra = sorted(set(stored) - {w.path for w in model.weights})
+    if extra:
+        raise KcompError(f"{path} holds weights {extra[:5]}{' ...' if len(extra) > 5 else ''} this model does not have; "
+                         "it was saved from another model.")
     for w in model.weights:
         value = stored[w.path]
         if tuple(value.shape) != w.shape:
