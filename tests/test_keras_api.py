@@ -731,3 +731,21 @@ def test_utils_match_keras():
         got = kcomp.utils.pad_sequences(seqs, **kwargs)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+def test_predict_and_call_shapes_as_keras_returns_them():
+    """Model(x, [y]) gives the array itself from predict and a call, and predict([x]) is taken on a
+    one-input model, as Keras 3 does."""
+    import torch
+
+    def build(lib):
+        inp = lib.Input((4,))
+        return lib.Model(inp, [lib.layers.Dense(2)(inp)])
+
+    ours, theirs = build(kcomp), build(keras)
+    theirs.set_weights(ours.get_weights())
+    x = np.random.default_rng(0).random((5, 4)).astype("float32")
+    a, b = ours.predict([x], verbose=0), theirs.predict([x], verbose=0)
+    assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert isinstance(ours(x), torch.Tensor) and isinstance(theirs(x), torch.Tensor)

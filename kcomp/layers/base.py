@@ -22,6 +22,7 @@ from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledErro
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
 from kcomp.ir.types import BATCH, TORCH_DTYPES
+from kcomp.utils.data import numeric_array
 from kcomp import ops
 from kcomp.ops import current_builder, tracing
 
@@ -159,10 +160,12 @@ def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
     if isinstance(x, Variable):
         return x.value
     if not isinstance(x, torch.Tensor):
-        array = np.asarray(x)
+        array = numeric_array(x, "inputs")  # strings, None, ragged lists, complex: a KcompError naming them
         if any(stride < 0 for stride in array.strides):
             array = array.copy()  # torch takes no negative strides (x[::-1])
         x = torch.as_tensor(array)
+    if x.is_complex():
+        raise KcompError(f"The inputs are complex numbers ({x.dtype}); kcomp takes real numbers (use .real or abs()).")
     if dtype is not None:
         return x.to(TORCH_DTYPES[dtype])
     if x.dtype == torch.float64:

@@ -435,6 +435,8 @@ class Model(Layer):
             if missing:
                 raise ArgumentError(f'Model "{self.name}" needs inputs named {missing}; received keys {sorted(x)}.')
             x = [x[t.call.layer.name] for t in self.inputs]
+        if len(self.inputs) == 1 and isinstance(x, (list, tuple)) and len(x) == 1:
+            x = x[0]  # predict([x]) on a model with one input, as Keras takes it
         xs = _as_list(x) if len(self.inputs) > 1 else [x]
         if len(xs) != len(self.inputs):
             raise ArgumentError(f'Model "{self.name}" has {len(self.inputs)} inputs, received {len(xs)} arrays.')
@@ -481,9 +483,9 @@ class Model(Layer):
         """Run the model on `x` in batches of `batch_size` (default 32); returns numpy arrays."""
         self._ensure_built_for(x)
         self._require_built("the output")
-        batch_size = 32 if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ArgumentError(f"Received: batch_size={batch_size!r}. Expected a positive integer.")
+        from kcomp.training.loop import _batch_size
+
+        batch_size = _batch_size(batch_size)
         xs = self._prepare_inputs(x)
         n = len(xs[0])
         executor, params = self.executor(), self.params()
@@ -497,8 +499,15 @@ class Model(Layer):
                 outs = executor.run([t[start : start + batch_size] for t in xs], params)
                 pieces.append([o.cpu() for o in outs])
                 bar.update(step)
-        outs = [_to_numpy(torch.cat([p[i] for p in pieces])) if pieces else np.zeros((0,)) for i in range(len(self.outputs))]
-        return outs[0] if self._single_output else outs
+        outs = [_to_numpy(torch.cat([p[i] for p in pieces])) if pieces else self._empty_output(i) for i in range(len(self.outputs))]
+        return outs[0] if len(outs) == 1 else outs  # Keras unpacks Model(x, [y])'s one output too
+
+    def _empty_output(self, i: int) -> np.ndarray:
+        """predict on 0 samples: an empty array of output i's shape, (0, ...)."""
+        shape = self.outputs[i].shape[1:]
+        if any(d is None for d in shape):
+            shape = tuple(0 if d is None else d for d in shape)
+        return np.zeros((0, *shape), dtype=_to_numpy(torch.zeros((), dtype=TORCH_DTYPES[self.outputs[i].dtype])).dtype)
 
     def __call__(self, inputs, training=None, **kwargs):
         """On Input-derived tensors: the model becomes one layer of the model being built (its layers
@@ -520,7 +529,7 @@ class Model(Layer):
         if not training:
             with torch.inference_mode():
                 outs = self.executor().run(xs, self.params())
-            return outs[0] if self._single_output else outs
+            return outs[0] if len(outs) == 1 else outs
         executor, moving = self._training_call_executor()
         self._training_calls += 1
         with torch.inference_mode():
@@ -528,7 +537,7 @@ class Model(Layer):
         n = len(self.outputs)
         for var, value in zip(moving, outs[n:]):
             var.value = value.clone()  # (a clone made outside inference mode: a weight a later step may update)
-        return outs[0] if self._single_output else outs[:n]
+        return outs[0] if n == 1 else outs[:n]
 
     def _training_call_executor(self):
         """model(x, training=True) runs the forward graph in training mode, as Keras does: dropout draws

@@ -120,7 +120,7 @@ def _target_tensor(item) -> torch.Tensor:
         array = numeric_array(item, "targets")
         if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
             raise ArgumentError(f"Targets hold {array.max()}, beyond int64; give labels that fit in int64.")
-        item = torch.as_tensor(array.astype(np.int64) if array.dtype.kind in "biu" else array)
+        item = torch.as_tensor(np.ascontiguousarray(array.astype(np.int64) if array.dtype.kind in "biu" else array))
     if item.is_complex():
         raise ArgumentError(f"Targets of dtype {item.dtype} cannot be learned from; give real numbers.")
     if item.is_floating_point():

@@ -106,3 +106,35 @@ def test_targets_that_are_not_numbers_are_refused(targets, match):
 def test_optimizer_settings_out_of_range_are_refused(make, match):
     with pytest.raises(KcompError, match=match):
         make()
+def test_numpy_integers_are_taken_where_python_ints_are():
+    model = classifier("reference")
+    history = model.fit(X, LABELS, batch_size=np.int64(4), epochs=np.int32(2), verbose=0)
+    assert len(history.history["loss"]) == 2
+    model.evaluate(X, LABELS, batch_size=np.int64(5), verbose=0)
+    assert model.predict(X, batch_size=np.int64(3), verbose=0).shape == (11, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("inputs, match", [
+    (np.array([["a"] * 4] * 11), "dtype <U1"), (np.ones((11, 4), np.complex64), "complex"), (None, "None"),
+    ([[1.0, 2.0, 3.0, 4.0], [1.0]] + [[0.0] * 4] * 9, "ragged"), (np.array([[object()] * 4] * 11), "dtype object"),
+])
+def test_inputs_that_are_not_numbers_are_refused_everywhere(backend, inputs, match):
+    model = classifier(backend)
+    assert_refused_and_unchanged(model, lambda: model.fit(inputs, LABELS, verbose=0), match)
+    assert_refused_and_unchanged(model, lambda: model.evaluate(inputs, LABELS, verbose=0), match)
+    with pytest.raises(KcompError, match=match):
+        model.predict(inputs, verbose=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predict_on_zero_samples_gives_an_empty_batch_of_the_output_shape(backend):
+    model = classifier(backend)
+    out = model.predict(X[:0], verbose=0)
+    assert out.shape == (0, 3) and out.dtype == np.float32
+
+
+def test_reversed_arrays_are_taken_as_targets_and_inputs():
+    model = classifier("reference")
+    model.fit(X[::-1], LABELS[::-1], verbose=0)
+    model.evaluate(X[::-1], LABELS[::-1].astype("float32")[:, None].astype("int64"), verbose=0)
