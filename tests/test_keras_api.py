@@ -749,3 +749,23 @@ def test_predict_and_call_shapes_as_keras_returns_them():
     assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert isinstance(ours(x), torch.Tensor) and isinstance(theirs(x), torch.Tensor)
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.layers.Dense(3, activation="relu", kernel_initializer="he_normal"),
+    lambda lib: lib.layers.Conv2D(4, 3, strides=2, padding="same"),
+    lambda lib: lib.layers.LSTM(5, return_sequences=True),
+    lambda lib: lib.layers.BatchNormalization(momentum=0.9),
+    lambda lib: lib.layers.Embedding(20, 4),
+])
+def test_a_layer_from_keras_config(make):
+    """Layer.from_config reads the config a Keras layer gives (dtype policy objects, initializers with
+    their module, Keras-only arguments at their defaults), and gives back the same settings."""
+    theirs = make(keras)
+    ours = type(make(kcomp)).from_config(theirs.get_config())
+    got = ours.get_config()
+    for key, value in make(kcomp).get_config().items():
+        if key == "data_format":  # kcomp's default None means Keras's channels_last
+            assert got[key] in (value, "channels_last"), key
+        elif key != "name":
+            assert got[key] == value, key

@@ -155,6 +155,10 @@ def pack_like(structure, flat: list):
     return flat[0]
 
 
+def _written_by_keras(config: dict) -> bool:
+    return any(isinstance(v, dict) and ("module" in v or v.get("class_name") == "DTypePolicy") for v in config.values())
+
+
 def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
     """numpy / lists / torch -> torch; float64 becomes float32 (kcomp's default float)."""
     if isinstance(x, Variable):
@@ -370,6 +374,15 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict):
+        """A layer from its get_config(); or from Keras 3's config of the same layer class (which
+        writes its dtype as a policy object and initializers with their module), read as kcomp
+        reads Keras's files (kcomp/saving/serialization.py: Keras-only arguments at their defaults)."""
+        from kcomp.saving.allow_list import LAYERS
+
+        if LAYERS.get(cls.__name__) is cls and _written_by_keras(config):
+            from kcomp.saving.serialization import layer_from_keras
+
+            return layer_from_keras({"module": "keras.layers", "class_name": cls.__name__, "config": config})
         return cls(**config)
 
     # -- calling ---------------------------------------------------------------
