@@ -106,7 +106,7 @@ def conv2d_kernel(
             pre_ptrs = PREPOOL + offs_conv.to(tl.int64)[:, None] * F + offs_n[None, :]
             tl.store(pre_ptrs, acc.to(PREPOOL.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
         if POOL == "max":
-            y = tl.maximum(y, acc)
+            y = tl.maximum(y, acc, propagate_nan=tl.PropagateNan.ALL)  # a NaN in the window wins, as in torch
         else:
             y += acc
     if POOL == "avg":

@@ -47,7 +47,7 @@ def pool2d_kernel(
             mask = inside[:, None] & mask_c[None, :]
             if POOL == "max":
                 x = tl.load(ptrs, mask=mask, other=float("-inf")).to(tl.float32)
-                y = tl.maximum(y, x)
+                y = tl.maximum(y, x, propagate_nan=tl.PropagateNan.ALL)  # a NaN in the window wins, as in torch
             else:
                 x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
                 y += x

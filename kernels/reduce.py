@@ -28,6 +28,12 @@ import triton.language as tl
 
 
 @triton.jit
+def _maximum(a, b):
+    """max that keeps a NaN, as torch.amax (tl.maximum and tl.max would drop it)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def reduce_kernel(
     Y, R, INNER, NUM_OUT, C, X0, X1, X2, X3, X4, X5, X6, X7, C_OUT, E0, E1, E2, E3,
     BODY: tl.constexpr, EPILOGUE: tl.constexpr, OP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_OUT: tl.constexpr,
@@ -47,11 +53,11 @@ def reduce_kernel(
         m = (offs_r < R)[:, None] & mask[None, :]
         x = BODY(elements, m, C, X0, X1, X2, X3, X4, X5, X6, X7)  # the input's values (loaded or computed)
         if OP == "max":
-            acc = tl.maximum(acc, tl.where(m, x, float("-inf")))
+            acc = _maximum(acc, tl.where(m, x, float("-inf")))
         else:
             acc += tl.where(m, x, 0.0)
     if OP == "max":
-        y = tl.max(acc, axis=0)
+        y = tl.reduce(acc, 0, _maximum)
     else:
         y = tl.sum(acc, axis=0)
     if OP == "mean":

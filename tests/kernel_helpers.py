@@ -3,6 +3,43 @@
 import numpy as np
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+def with_nonfinite(x, places=(NAN, INF, -INF)):
+    """A copy of float tensor x with NaN, +inf and -inf (or the values in `places`) written at evenly
+    spread flat positions, so they land in different rows, windows and blocks."""
+    x = x.clone()
+    flat = x.view(-1)
+    n = flat.numel()
+    for i, value in enumerate(places):
+        flat[(2 * i + 1) * n // (2 * len(places) + 1)] = value
+    return x
+
+
+def assert_same_nonfinite(got, want, rtol=1e-5, atol=1e-6):
+    """Equal as np.testing.assert_allclose with NaN equal to NaN, after checking that NaN, +inf and
+    -inf sit at exactly the same places (a kernel that drops a NaN fails here, naming where)."""
+    got = got.float().numpy() if hasattr(got, "numpy") else np.asarray(got, dtype=np.float32)
+    want = want.float().numpy() if hasattr(want, "numpy") else np.asarray(want, dtype=np.float32)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    for name, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        wrong = np.argwhere(test(got) != test(want))
+        assert not len(wrong), f"{name} differs from the reference at {len(wrong)} places, first {tuple(wrong[0])}: " \
+                               f"got {got[tuple(wrong[0])]}, reference {want[tuple(wrong[0])]}"
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def reference_in_float64(graph, inputs, params=None):
+    """The reference executor on float64 copies of the inputs and weights. For NaN and inf checks:
+    torch's float32 CPU gelu gives NaN at +inf (its vectorized erf); in float64, on CUDA and in
+    the kernels gelu(+inf) is +inf."""
+    from kcomp.runtime.reference import run_reference
+
+    params = {name: w.double() if w.is_floating_point() else w for name, w in (params or {}).items()}
+    return run_reference(graph, [t.double() if t.is_floating_point() else t for t in inputs], params)
+
+
 def randomize(model, seed=0):
     """Non-trivial weights everywhere (biases and BN statistics are zeros/ones at init)."""
     rng = np.random.default_rng(seed)

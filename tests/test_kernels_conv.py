@@ -22,7 +22,7 @@ from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import kernels_of, randomize
+from kernel_helpers import NAN, assert_same_nonfinite, kernels_of, randomize, reference_in_float64, with_nonfinite
 
 TOL = {"float32": dict(rtol=1e-4, atol=1e-4), "float16": dict(rtol=2e-2, atol=2e-2)}
 
@@ -275,3 +275,32 @@ def test_conv_pool_also_stores_the_pre_pool_activation_others_read(pool, coverab
         assert not any(torch.isnan(o).any() for o in outs)
     else:
         assert "max_pool2d" not in body_ops(first)
+
+
+# -- NaN and inf: passed on as the reference does -------------------------------------
+NONFINITE_CASES = {
+    "3x3-valid-bias-relu": EPILOGUE_CASES["3x3-valid-bias-relu"],
+    "3x3-same-stride-2x1-bn-relu": EPILOGUE_CASES["3x3-same-stride-2x1-bn-relu"],
+    "3x3-relu-max2x2": POOL_CASES["3x3-relu-max2x2"],
+    "no-activation-max2x2-stride(1,2)": POOL_CASES["no-activation-max2x2-stride(1,2)"],
+    "same-gelu-avg3x3-stride2": POOL_CASES["same-gelu-avg3x3-stride2"],
+}
+
+
+@pytest.mark.parametrize("case", list(NONFINITE_CASES))
+def test_conv_kernel_passes_nan_and_inf_on(case):
+    """Pixels of NaN, +inf and -inf in the image, and a filter whose weights went to NaN: the conv,
+    its epilogue (relu keeps a NaN) and its fused pool (a NaN in a window wins) as the reference."""
+    shape, conv, after, ops = NONFINITE_CASES[case]
+    model = conv_model(shape, conv, after)
+    kernel = model.layers[1].weights[0]
+    value = kernel.numpy().copy()
+    value[..., 1] = NAN  # filter 1
+    kernel.assign(value)
+    x = with_nonfinite(image(2, shape))
+    graph, _ = run_pipeline(model.to_graph())
+    (kernel_node,) = kernels_of(graph)
+    assert body_ops(kernel_node) == ops
+    (got,) = Plan(graph).run([x], model.params())
+    (want,) = reference_in_float64(model.to_graph(), [x], model.params())
+    assert_same_nonfinite(got, want, **TOL["float32"])

@@ -17,7 +17,9 @@ from kcomp.passes import run_pipeline
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import kernels_of, randomize
+from kernel_helpers import (
+    INF, NAN, assert_same_nonfinite, kernels_of, randomize, reference_in_float64, with_nonfinite,
+)
 
 TOL = {"float32": dict(rtol=2e-4, atol=2e-5), "float16": dict(rtol=2e-2, atol=2e-2)}
 EPILOGUE_ACTIVATIONS = [
@@ -240,9 +242,8 @@ def test_transposed_operands_are_read_through_strides(transposed):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_bias_gradient_is_a_second_output_of_the_weight_gradient_kernel():
-    """dW = h^T @ dz and db = sum(dz, axis 0): one matmul kernel writes both (B's column sums
-    accumulate as its tiles load). M spans several tile rows, N and K are ragged."""
+def weight_and_bias_gradients():
+    """(graph, fused graph) of dW = h^T @ dz and db = sum(dz, axis 0), fused into one matmul kernel."""
     from kcomp.ir.builder import GraphBuilder
 
     b = GraphBuilder("weight_and_bias_gradients")
@@ -254,6 +255,13 @@ def test_bias_gradient_is_a_second_output_of_the_weight_gradient_kernel():
     fused, _ = run_pipeline(graph)
     (kernel,) = kernels_of(fused)
     assert [n.op for n in kernel.attrs["body"].nodes] == ["matmul", "sum"] and len(kernel.outputs) == 2
+    return graph, fused
+
+
+def test_bias_gradient_is_a_second_output_of_the_weight_gradient_kernel():
+    """dW = h^T @ dz and db = sum(dz, axis 0): one matmul kernel writes both (B's column sums
+    accumulate as its tiles load). M spans several tile rows, N and K are ragged."""
+    graph, fused = weight_and_bias_gradients()
     g = torch.Generator().manual_seed(5)
     inputs = [torch.randn(23, 70, generator=g), torch.randn(23, 37, generator=g)]
     got = Plan(fused, precision="ieee").run(inputs, {})
@@ -302,3 +310,98 @@ def test_losses_math_runs_in_pointwise_kernels(op):
     (got,) = Plan(fused).run(inputs, {})
     (want,) = run_reference(graph, inputs, {})
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# -- NaN and inf: each kernel passes them on as the reference does --------------------------
+# Triton's minimum / maximum drop a NaN where torch's clamp, maximum and relu keep it: a model
+# whose weights went to NaN must show it in its outputs and its loss.
+
+
+def run_both_float64_reference(model, inputs):
+    """(fused plan outputs, reference outputs in float64, fused graph)."""
+    graph, _ = run_pipeline(model.to_graph())
+    got = Plan(graph).run(inputs, model.params())
+    return got, reference_in_float64(model.to_graph(), inputs, model.params()), graph
+
+
+@pytest.mark.parametrize("activation", EPILOGUE_ACTIVATIONS + ["softmax", "log_softmax"])
+def test_dense_epilogue_passes_nan_and_inf_on(activation):
+    """Rows of x holding a NaN, a +inf or a -inf give rows of NaN and of +-inf before the
+    activation; each activation's kernel expression treats them as the reference does."""
+    model = Sequential([Input(shape=(23,)), Dense(19, activation=activation)])
+    randomize(model)
+    x = with_nonfinite(torch.randn(37, 23))
+    got, want, graph = run_both_float64_reference(model, [x])
+    assert [k.attrs["template"] for k in kernels_of(graph)] == ["matmul"]
+    assert_same_nonfinite(got[0], want[0], rtol=2e-4, atol=2e-5)
+
+
+POINTWISE_CASES = [
+    ("relu", {}), ("relu", dict(max_value=6.0)), ("relu", dict(threshold=0.5)), ("relu", dict(threshold=-0.5)),
+    ("relu", dict(max_value=2.0, negative_slope=0.1, threshold=0.5)), ("relu", dict(negative_slope=0.2)),
+    ("hard_sigmoid", {}), ("hard_silu", {}), ("softplus", {}), ("mish", {}), ("elu", {}), ("selu", {}),
+    ("leaky_relu", {}), ("silu", {}), ("sigmoid", {}), ("tanh", {}), ("softsign", {}), ("exponential", {}),
+    ("gelu", dict(approximate=True)), ("gelu", dict(approximate=False)), ("sign", {}), ("abs", {}),
+    ("square", {}), ("sqrt", {}), ("log", {}), ("rsqrt", {}), ("neg", {}), ("erf", {}),
+    ("power", dict(exponent=3.0)), ("power", dict(exponent=-1.0)), ("power", dict(exponent=0.0)),
+    ("power", dict(exponent=0.5)),
+    ("maximum", {}), ("minimum", {}), ("add", {}), ("sub", {}), ("mul", {}), ("div", {}),
+    ("greater", {}), ("equal", {}),
+]
+
+
+@pytest.mark.parametrize("op, attrs", POINTWISE_CASES, ids=[f"{op}{attrs or ''}" for op, attrs in POINTWISE_CASES])
+def test_pointwise_expressions_pass_nan_and_inf_on(op, attrs):
+    """Every elementwise op's kernel expression on NaN, +inf, -inf, 0 and ordinary values; a binary
+    op gets them in either operand (maximum(NaN, 1) and maximum(1, NaN) are both NaN in torch)."""
+    from kcomp.codegen.expr import BINARY
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder(op)
+    operands = [b.input((None, 19), "float32", name) for name in ("x", "y")[: 2 if op in BINARY else 1]]
+    graph = b.finish([b.emit1(op, operands, **attrs)])
+    fused, _ = run_pipeline(graph)
+    assert [k.attrs["template"] for k in kernels_of(fused)] == ["pointwise"]
+    g = torch.Generator().manual_seed(6)
+    values = [NAN, INF, -INF, 0.0, 2.5, -2.5]
+    xs = with_nonfinite(torch.randn(37, 19, generator=g) * 3, places=values * 2)
+    ys = with_nonfinite(torch.randn(37, 19, generator=g) * 3, places=values[::-1] + values)  # mixed pairs
+    xs[:6, 0] = torch.tensor(values)  # every pair of special values, both ways round
+    ys[:6, 0] = torch.tensor(values[::-1])
+    xs[6:12, 0] = torch.tensor(values)
+    ys[6:12, 0] = torch.tensor(values)
+    inputs = [xs, ys] if op in BINARY else [xs]
+    (got,) = Plan(fused).run(inputs, {})
+    (want,) = reference_in_float64(graph, inputs)
+    assert_same_nonfinite(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_rows_pass_nan_and_inf_on():
+    """A row with a NaN or a +inf is NaN throughout (torch); a -inf is a zero probability."""
+    x_in = Input(shape=(37,))
+    model = Model(x_in, [Softmax()(x_in), Activation("log_softmax")(x_in)])
+    x = with_nonfinite(torch.randn(13, 37) * 3)
+    x[11, 5] = x[12, :] = -INF  # a row all -inf: NaN in torch (-inf - -inf)
+    got, want, graph = run_both_float64_reference(model, [x])
+    assert sorted(k.attrs["template"] for k in kernels_of(graph)) == ["softmax", "softmax"]
+    for g, w in zip(got, want, strict=True):
+        assert_same_nonfinite(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_norm_rows_pass_nan_and_inf_on():
+    model = Sequential([Input(shape=(4, 37)), LayerNormalization(epsilon=1e-5)])
+    randomize(model)
+    got, want, _ = run_both_float64_reference(model, [with_nonfinite(torch.randn(3, 4, 37))])
+    assert_same_nonfinite(got[0], want[0], rtol=2e-4, atol=2e-5)
+
+
+def test_weight_and_bias_gradients_pass_nan_and_inf_on():
+    """dW = h^T @ dz and db = sum(dz) in one matmul kernel, with a NaN and infinities in dz and h."""
+    graph, fused = weight_and_bias_gradients()
+    g = torch.Generator().manual_seed(5)
+    inputs = [with_nonfinite(torch.randn(23, 70, generator=g), places=(INF,)),
+              with_nonfinite(torch.randn(23, 37, generator=g), places=(NAN, -INF))]
+    got = Plan(fused, precision="ieee").run(inputs, {})
+    want = reference_in_float64(graph, inputs)
+    for a, w in zip(got, want, strict=True):
+        assert_same_nonfinite(a, w, rtol=1e-5, atol=1e-5)

@@ -19,6 +19,7 @@ from kcomp.passes import run_pipeline
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
+from kernel_helpers import INF, NAN, assert_same_nonfinite, with_nonfinite
 from test_kernels_conv import TOL, body_ops, compile_and_compare, image, kernels_of, randomize
 
 
@@ -172,3 +173,55 @@ def test_reduction_transforms_its_results_with_the_elementwise_ops_after_it(op):
     fused = run_graph(graph, inputs)
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == ["square", op, "mul", "add", "add", "relu"]
+
+
+# -- NaN and inf: passed on as the reference does -------------------------------------
+# Triton's maximum (and tl.max) drop a NaN; torch's max_pool2d and amax keep it.
+
+
+def compare_nonfinite(graph, inputs, params=None):
+    fused, _ = run_pipeline(graph)
+    got = Plan(fused).run(inputs, params or {})
+    want = run_reference(graph, inputs, params or {})
+    for g, w in zip(got, want, strict=True):
+        assert_same_nonfinite(g, w, **TOL["float32"])
+    return fused
+
+
+@pytest.mark.parametrize("case", ["max3x3-stride2-same", "avg3x3-stride2-same", "max2x2-valid", "avg3x3-stride2-valid"])
+def test_pool_kernel_passes_nan_and_inf_on(case):
+    """A window holding a NaN pools to NaN, one holding +inf to +inf (max) or inf (avg); a NaN
+    after a +inf in the same window, and a +inf after a NaN, still give NaN."""
+    layer, kwargs = POOLS[case]
+    model = single_layer(layer(**kwargs), (9, 11, 5))
+    x = with_nonfinite(image(2, (9, 11, 5)) - 0.5)
+    x[1, 0, 0, 0], x[1, 0, 1, 0] = INF, NAN  # NaN after inf in one window
+    x[1, 4, 4, 3], x[1, 4, 5, 3] = NAN, INF  # and inf after NaN
+    fused = compare_nonfinite(model.to_graph(), [x], model.params())
+    assert [k.attrs["template"] for k in kernels_of(fused)] == ["pool2d"]
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+@pytest.mark.parametrize("axes", [(1, 2), (3,), (0,), None])
+def test_reduce_kernel_passes_nan_and_inf_on(op, axes):
+    shape = (9, 11, 5)
+    x = with_nonfinite(image(3, shape) - 0.5)
+    x[2, 3, 4, :2] = torch.tensor([INF, NAN])  # a NaN after an inf in one reduction
+    x[2, 5, 4, 3:] = torch.tensor([NAN, INF])
+    x[1, :, :, 4] = -INF  # one channel all -inf: max -inf, sum -inf
+    compare_nonfinite(reduction_graph(op, axes, False, shape), [x])
+
+
+def test_reduce_max_keeps_a_nan_in_a_long_row():
+    """R = 70 * 45: the NaN is in one BLOCK_R chunk and larger values in others."""
+    x = image(2, (70, 45))
+    x[0, 33, 20] = NAN
+    x[1, 69, 44] = NAN  # the last, ragged chunk
+    x[1, 0, 0] = INF
+    compare_nonfinite(reduction_graph("max", (1, 2), False, (70, 45)), [x])
+
+
+@pytest.mark.parametrize("layer", [GlobalAveragePooling2D, GlobalMaxPooling2D])
+def test_global_pooling_passes_nan_and_inf_on(layer):
+    model = single_layer(layer(), (9, 11, 5))
+    compare_nonfinite(model.to_graph(), [with_nonfinite(image(3, (9, 11, 5)))], model.params())

@@ -7,7 +7,7 @@ Output is the source of one small @triton.jit function, for example:
     def epilogue(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3):
         e0 = tl.load(E0 + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]  # dense/bias
         v1 = (acc + e0)  # dense: bias_add
-        v2 = tl.maximum(v1, 0.0)  # dense: relu
+        v2 = tl.maximum(v1, 0.0, propagate_nan=tl.PropagateNan.ALL)  # dense: relu
         return v2
 """
 

@@ -21,21 +21,35 @@ def _tanh(a: str) -> str:
     return f"(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"
 
 
+# Triton's minimum, maximum and clamp drop a NaN by default (the other operand wins); torch's
+# keep it. Every clip below keeps it, so weights gone to NaN show in the outputs and the loss.
+KEEP_NAN = "propagate_nan=tl.PropagateNan.ALL"
+
+
+def _maximum(a: str, b: str) -> str:
+    return f"tl.maximum({a}, {b}, {KEEP_NAN})"
+
+
+def _clip(a: str, low: str, high: str) -> str:
+    return f"tl.clamp({a}, {low}, {high}, {KEEP_NAN})"
+
+
 def _softplus(a: str) -> str:
-    return f"(tl.maximum({a}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({a}))))"
+    return f"({_maximum(a, '0.0')} + tl.log(1.0 + tl.exp(-tl.abs({a}))))"
 
 
 def _hard_sigmoid(a: str) -> str:
-    return f"tl.minimum(tl.maximum({a} / 6.0 + 0.5, 0.0), 1.0)"
+    return _clip(f"{a} / 6.0 + 0.5", "0.0", "1.0")
 
 
 def _relu(a, negative_slope, max_value, threshold):
     # Keras's order (see the relu op): keep above threshold, clip, subtract the negative part.
-    y = f"tl.where({a} > {literal(threshold)}, {a}, 0.0)" if threshold != 0 else f"tl.maximum({a}, 0.0)"
+    # Above a threshold, x * (x > threshold) as Keras and the reference: NaN and -inf give NaN.
+    y = f"({a} * tl.where({a} > {literal(threshold)}, 1.0, 0.0))" if threshold != 0 else _maximum(a, "0.0")
     if max_value is not None:
-        y = f"tl.minimum(tl.maximum({y}, 0.0), {literal(max_value)})"
+        y = _clip(y, "0.0", literal(max_value))
     if negative_slope != 0:
-        y = f"({y} - {literal(negative_slope)} * tl.maximum({literal(threshold)} - {a}, 0.0))"
+        y = f"({y} - {literal(negative_slope)} * {_maximum(f'{literal(threshold)} - {a}', '0.0')})"
     return y
 
 
@@ -90,8 +104,8 @@ BINARY = {
     "sub": "({a} - {b})",
     "mul": "({a} * {b})",
     "div": "({a} / {b})",
-    "maximum": "tl.maximum({a}, {b})",
-    "minimum": "tl.minimum({a}, {b})",
+    "maximum": "tl.maximum({a}, {b}, " + KEEP_NAN + ")",
+    "minimum": "tl.minimum({a}, {b}, " + KEEP_NAN + ")",
     "greater": "tl.where({a} > {b}, 1.0, 0.0)",
     "equal": "tl.where({a} == {b}, 1.0, 0.0)",
     "broadcast_like": "({a} + tl.zeros_like({b}))",  # b gives only the shape
