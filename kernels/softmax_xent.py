@@ -12,13 +12,25 @@ where g is the gradient arriving at each row's loss. Labels are one-hot/soft
 rows, or class ids (SPARSE) turned into one-hot rows in registers, so neither
 a one-hot tensor nor the 1/p of the chain rule through the softmax ever
 reaches memory. (kcomp/ir/ops/loss_ops.py has the formulas' reasons.) Block
-sizes and the grid are the row templates' (kcomp.kernels.rows).
+sizes and the grid are the row templates' (kcomp.kernels.rows). NaN and inf
+pass through as in the torch reference (clip and argmax included).
 """
 
 import triton
 import triton.language as tl
 
 EPSILON = tl.constexpr(1e-7)  # Keras's backend epsilon (constexpr: a jit function reads it)
+
+
+@triton.jit
+def _first_argmax(x, cols, mask, BLOCK: tl.constexpr):
+    """Each row's index of its first largest value, a NaN counting as larger than any number
+    (torch.argmax). tl.argmax sees no NaN: its comparisons would pass one over, and the
+    interpreter's (numpy's nanargmax) raises on a row of NaN."""
+    is_nan = x != x
+    first_nan = tl.min(tl.where(mask & is_nan, cols[None, :], BLOCK), axis=1)
+    largest = tl.argmax(tl.where(mask & ~is_nan, x, -float("inf")), axis=1, tie_break_left=True)
+    return tl.where(first_nan < BLOCK, first_nan, largest)
 
 
 @triton.jit
@@ -41,16 +53,18 @@ def softmax_xent_kernel(
     if HAS_LOSS:
         total = tl.where(row_mask, tl.sum(p, axis=1), 1.0)  # rows past the end are all zeros
         q = p / total[:, None]
-        q = tl.minimum(tl.maximum(q, EPSILON), 1.0 - EPSILON)
+        # Keras's clip; a NaN stays NaN as in torch.clamp (Triton's default would clip it to eps,
+        # and a model whose weights went to NaN would report a loss of -log(1e-7) = 16.118).
+        q = tl.clamp(q, EPSILON, 1.0 - EPSILON, propagate_nan=tl.PropagateNan.ALL)
         log_q = tl.where(mask, tl.log(q), 0.0)
         loss = -tl.sum(y * log_q, axis=1)
         tl.store(LOSS + rows, loss.to(LOSS.dtype.element_ty), mask=row_mask)
     if HAS_CORRECT:  # accuracy: the first largest probability is the (first largest) label's class
-        guess = tl.argmax(tl.where(mask, p, -float("inf")), axis=1, tie_break_left=True)
+        guess = _first_argmax(p, cols, mask, BLOCK)
         if SPARSE:
             truth = label
         else:
-            truth = tl.argmax(tl.where(mask, y, -float("inf")), axis=1, tie_break_left=True)
+            truth = _first_argmax(y, cols, mask, BLOCK)
         tl.store(CORRECT + rows, tl.where(guess == truth, 1.0, 0.0).to(CORRECT.dtype.element_ty), mask=row_mask)
     if HAS_GRAD:
         g = tl.load(G + rows, mask=row_mask, other=0.0).to(tl.float32)

@@ -19,7 +19,7 @@ from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import kernels_of
+from kernel_helpers import INF, NAN, assert_same_nonfinite, kernels_of
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -131,3 +131,29 @@ def test_training_step_computes_the_loss_and_its_gradient_in_one_kernel(loss):
     assert "div" not in {n.op for n in step.graph.nodes if n.origin.startswith("dense")}
     assert "one_hot" not in ops and "log" not in ops
 
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("parts", [("loss", "grad", "correct"), ("grad",)])
+def test_nan_and_inf_pass_on_as_in_the_reference(sparse, parts):
+    """Probabilities of a model whose weights went to NaN: the loss is NaN, not Keras's clip
+    value -log(1e-7) = 16.118 (Triton's minimum / maximum had dropped the NaN), and the gradient
+    and accuracy follow the reference (torch's argmax takes the first NaN as the largest)."""
+    p = probabilities(13, 37, seed=4)
+    p[1, 3] = NAN  # one NaN in a row
+    p[2, :] = NAN  # a whole row
+    p[3, 7] = INF
+    p[4, 0], p[4, 9] = INF, NAN  # an inf before a NaN: argmax is the NaN
+    p[5, 12] = -INF
+    y = labels_for(p, sparse, seed=4)
+    for row, label in ((1, 3), (4, 9)):  # the NaN's class: a hit for torch's argmax
+        y[row] = label if sparse else torch.nn.functional.one_hot(torch.tensor(label), 37).float()
+    g = torch.randn(13, generator=torch.Generator().manual_seed(3))
+    g[6] = NAN  # the gradient arriving at one row's loss
+    graph = xent_graph(p, y, parts)
+    fused, _ = run_pipeline(graph)
+    assert [k.attrs["template"] for k in kernels_of(fused)] == ["softmax_xent"]
+    got = Plan(fused).run([p, y, g], {})
+    want = run_reference(graph, [p.double(), y if sparse else y.double(), g.double()], {})
+    for a, b in zip(got, want, strict=True):
+        assert_same_nonfinite(a, b, **TOL)

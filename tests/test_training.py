@@ -432,3 +432,28 @@ def test_the_step_counts_its_iterations_on_the_device_and_follows_a_count_the_us
         losses.append(model.train_on_batch(x, y))
         assert model.optimizer.iterations == 1
         assert losses[2] == pytest.approx(losses[0], rel=1e-6) and losses[1] != pytest.approx(losses[0], rel=1e-3), losses
+
+
+@pytest.mark.parametrize("metrics", [[], ["accuracy"]])
+def test_weights_gone_to_nan_give_a_nan_loss_on_the_kernels_too(metrics):
+    """SGD at a huge learning rate: the weights overflow to inf and NaN by the fourth batch. The
+    compiled step reports the NaN loss at the same batch as the reference, so TerminateOnNaN stops
+    both there (the softmax cross-entropy kernel had clipped the NaN probabilities to 1e-7 and
+    logged 16.118 forever; with the accuracy metric, the interpreter raised on a row of NaN)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 4, 64), 4)
+    losses = {}
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(3)
+        model = Sequential([Input(shape=(8,)), Dense(16, activation="relu"), Dense(4, activation="softmax")])
+        model.compile(optimizer=optimizers.SGD(learning_rate=1e10), loss="categorical_crossentropy", metrics=metrics,
+                      backend=backend)
+        seen = losses[backend] = []
+        record = callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs, seen=seen: seen.append(logs["loss"]))
+        model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[record, callbacks.TerminateOnNaN()])
+        assert model.stop_training
+    reference, kernels = losses["reference"], losses["triton-interpret"]
+    assert len(reference) == len(kernels) == 4 and math.isnan(reference[-1]) and math.isnan(kernels[-1])
+    np.testing.assert_allclose(kernels[:-1], reference[:-1], rtol=1e-4)
