@@ -769,3 +769,14 @@ def test_a_layer_from_keras_config(make):
             assert got[key] in (value, "channels_last"), key
         elif key != "name":
             assert got[key] == value, key
+
+
+def test_to_categorical_of_a_tensor_as_keras_torch_backend():
+    import torch
+
+    ids = torch.tensor([0, 2, 1])
+    ours, theirs = kcomp.utils.to_categorical(ids, 3), keras.utils.to_categorical(ids, 3)
+    assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype
+    assert torch.equal(ours, theirs)
+    with pytest.raises(kcomp.KcompError, match="num_classes"):
+        kcomp.utils.to_categorical(ids)

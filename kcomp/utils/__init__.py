@@ -1,6 +1,7 @@
 """Keras's utilities: to_categorical, pad_sequences, set_random_seed, a progress bar."""
 
 import numpy as np
+import torch
 
 from kcomp.backend import set_random_seed
 from kcomp.errors import ArgumentError
@@ -12,7 +13,15 @@ def to_categorical(x, num_classes=None):
     """Class ids -> one-hot rows (Keras semantics: a trailing 1-axis is dropped).
 
     float64, as Keras 3 returns for numpy and list inputs; training casts targets to float32.
+    A torch tensor gives what Keras's torch backend gives for one: an int64 tensor, one more axis,
+    num_classes required (ids below 0, which Keras clamps to 0, are refused here).
     """
+    if isinstance(x, torch.Tensor):
+        if num_classes is None:
+            raise ArgumentError("to_categorical of a tensor needs num_classes=..., as Keras's does.")
+        if x.numel() and (x.min() < 0 or x.max() >= num_classes):
+            raise ArgumentError(f"to_categorical takes class ids in [0, {num_classes}); received {int(x.min())}..{int(x.max())}.")
+        return torch.nn.functional.one_hot(x.long(), int(num_classes))
     x = np.asarray(x)
     if x.size and not np.all(np.equal(np.mod(x, 1), 0)):
         raise ArgumentError("to_categorical takes integer class ids; received non-integer values.")
