@@ -780,3 +780,19 @@ def test_to_categorical_of_a_tensor_as_keras_torch_backend():
     assert torch.equal(ours, theirs)
     with pytest.raises(kcomp.KcompError, match="num_classes"):
         kcomp.utils.to_categorical(ids)
+
+
+def test_summary_show_trainable_marks_layers_as_keras_does():
+    rows = {}
+    for lib in (kcomp, keras):
+        inp = lib.Input((4,))
+        frozen = lib.layers.Dense(3, name="frozen")
+        out = lib.layers.Dense(2, name="head")(lib.layers.Dropout(0.5, name="drop")(frozen(inp)))
+        model = lib.Model(inp, out)
+        frozen.trainable = False
+        lines = []
+        model.summary(show_trainable=True, print_fn=lambda text, *a, **k: lines.append(text))
+        text = "\n".join(lines)
+        rows[lib.__name__] = {name: next(line for line in text.splitlines() if f"{name} (" in line).rstrip(" │").split()[-1]
+                              for name in ("frozen", "drop", "head")}
+    assert rows["kcomp"] == rows["keras"] == {"frozen": "N", "drop": "-", "head": "Y"}

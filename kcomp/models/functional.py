@@ -566,7 +566,7 @@ class Model(Layer):
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
         from kcomp.models.summary import format_summary
 
-        text = format_summary(self, line_length, expand_nested)
+        text = format_summary(self, line_length, expand_nested, show_trainable)
         (print_fn or print)(text)
 
     def __repr__(self):

@@ -72,12 +72,20 @@ def _table(header: list[str], rows: list[list[str]], widths: list[int], right: s
     return out
 
 
-def format_summary(model, line_length=None, expand_nested=False) -> str:
+def _trainable(layer) -> str:
+    """Keras's show_trainable column: Y or N for a layer with weights, - for one without."""
+    if not layer.weights:
+        return "-"
+    return "Y" if layer.trainable else "N"
+
+
+def format_summary(model, line_length=None, expand_nested=False, show_trainable=False) -> str:
     functional = not (hasattr(model, "_stack") or model._subclassed)  # Keras shows those two as lists of layers
     if functional:
         model._require_built("the summary")
     connected = functional and not _sequential_like(model)
     header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if connected else [])
+    header += ["Trainable"] if show_trainable else []
     calls_of: dict[int, list] = {}
     for call in model._call_order:  # a shared layer has several calls: one row, its links listed together
         calls_of.setdefault(id(call.layer), []).append(call)
@@ -86,13 +94,14 @@ def format_summary(model, line_length=None, expand_nested=False) -> str:
     def add_rows(layer, level):
         prefix = "   " * level + "└ " if level else ""
         cells = [f"{prefix}{layer.name} ({_type_name(layer)})", _output_shape(layer), _params(layer)]
+        links = []
         if connected:
             links = [link for call in calls_of.get(id(layer), []) if level == 0 for link in _connected_to(call)]
             cells.append(links[0] if links else ("-" if level == 0 else ""))
-            rows.append(cells)
-            rows.extend([["", "", "", link] for link in links[1:]])
-        else:
-            rows.append(cells)
+        if show_trainable:
+            cells.append(_trainable(layer))
+        rows.append(cells)
+        rows.extend([["", "", "", link] + ([""] if show_trainable else []) for link in links[1:]])
         if expand_nested and hasattr(layer, "_call_order"):
             for inner in layer.layers:
                 add_rows(inner, level + 1)
