@@ -424,3 +424,16 @@ def test_focal_dice_tversky_and_generalized_losses(make, case):
     np.testing.assert_allclose(ours.train_on_batch(X, y), theirs.train_on_batch(X, y), rtol=2e-5, atol=1e-6)
     a, b = _evaluate_both(ours, theirs, X, y)
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_validation_weights_steps_and_frequency_as_keras():
+    y = BITS.astype("float32")
+    val_weights = np.linspace(0.2, 3.0, 13).astype("float32")
+    ours, theirs = twins(dense_model, optimizer=lambda lib: lib.optimizers.SGD(0.1), loss="mse", metrics=["mae"])
+    kwargs = dict(batch_size=5, epochs=4, shuffle=False, verbose=0, validation_data=(X, y, val_weights),
+                  validation_steps=2, validation_batch_size=4, validation_freq=[2, 4])
+    h_ours, h_theirs = ours.fit(X, y, **kwargs), theirs.fit(X, y, **kwargs)
+    assert_logs_close(h_ours.history, h_theirs.history, rtol=2e-5)
+    assert len(h_ours.history["val_loss"]) == 2
+    with pytest.raises(KcompError, match="validation_freq"):
+        ours.fit(X, y, validation_data=(X, y), validation_freq=0, verbose=0)

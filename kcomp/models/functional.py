@@ -328,13 +328,14 @@ class Model(Layer):
     # -- training (kcomp/training/loop.py) ------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-            steps_per_epoch=None, validation_batch_size=None):
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
         """Keras's fit; returns a History."""
         from kcomp.training import loop
 
         self._ensure_built_for(x)
         return loop.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
-                        shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_batch_size)
+                        shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_batch_size,
+                        validation_steps=validation_steps, validation_freq=validation_freq)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, return_dict=False):
         """Keras's evaluate: the loss (and metrics) over the data."""

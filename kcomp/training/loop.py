@@ -369,7 +369,7 @@ def _sample_weights(n, sample_weight, class_weight, ys):
 
 def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-        steps_per_epoch=None, validation_batch_size=None):
+        steps_per_epoch=None, validation_batch_size=None, validation_steps=None, validation_freq=1):
     from kcomp.callbacks import CallbackList, History
 
     compiled = _require_compiled(model)
@@ -386,16 +386,21 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         validation_data = ([t[split:] for t in xs], [t[split:] for t in ys])
         xs, ys, sw, n = [t[:split] for t in xs], [t[:split] for t in ys], sw[:split], split
     elif validation_data is not None:
+        if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
+            raise ArgumentError("validation_data is (x, y) or (x, y, sample_weight), as in Keras.")
         vx, vy = validation_data[0], validation_data[1]
+        val_weights = validation_data[2] if len(validation_data) == 3 else None
         validation_data = (_model_inputs(model, vx), _targets(model, vy))
         _check_lengths(*validation_data)
         _check_class_ids(model, compiled, validation_data[1])
+        validation_data += (_sample_weights(len(validation_data[1][0]), val_weights, None, validation_data[1]),)
     device = _device(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
     history = History()
     callback_list = CallbackList([*(callbacks or []), history], model)
     acc = _accumulator(model, compiled, "train", ys)
     model.stop_training = False
+    _validates(0, validation_freq)  # a bad validation_freq fails before the first step
     steps = len(_batches(n, batch_size, False, steps_per_epoch))
     callback_list.set_params({"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs, "steps": steps})
     callback_list.call("on_train_begin")
@@ -413,15 +418,25 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             if model.stop_training:
                 break
         logs = acc.logs()
-        if validation_data is not None:
-            logs.update(evaluate(model, validation_data[0], validation_data[1],
-                                 batch_size=validation_batch_size or batch_size, verbose=0, return_dict=True, _prefix="val_"))
+        if validation_data is not None and _validates(epoch, validation_freq):
+            logs.update(evaluate(model, validation_data[0], validation_data[1], batch_size=validation_batch_size or batch_size,
+                                 verbose=0, sample_weight=validation_data[2] if len(validation_data) == 3 else None,
+                                 steps=validation_steps, return_dict=True, _prefix="val_"))
         bar.update(steps, lambda: logs, finalize=True)
         callback_list.call("on_epoch_end", epoch, logs)
         if model.stop_training:
             break
     callback_list.call("on_train_end")
     return history
+
+
+def _validates(epoch: int, validation_freq) -> bool:
+    """Keras's validation_freq: every n-th epoch (an int), or the epochs listed (counted from 1)."""
+    if isinstance(validation_freq, (list, tuple, set)):
+        return epoch + 1 in validation_freq
+    if isinstance(validation_freq, bool) or not isinstance(validation_freq, (int, np.integer)) or validation_freq < 1:
+        raise ArgumentError(f"Received: validation_freq={validation_freq!r}. Expected a positive integer or a list of epochs.")
+    return (epoch + 1) % validation_freq == 0
 
 
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
