@@ -25,7 +25,11 @@ dgrad, dX (N, H, W, C):
   when that division is exact and 0 <= oh < OH; every other (p, k) is masked to 0.
   W_t[k, c] = W[kh, kw, c, f]: the kernel read transposed through its layout.
   With strides > 1 most taps of a K step miss (a fraction 1 - 1/(sh*sw)); that
-  costs flops on masked zeros, not memory traffic.
+  costs flops on masked zeros, not memory traffic. Those zeros also multiply every
+  weight, so a NaN or inf weight makes its channel of dX NaN at every pixel, where
+  torch's dX is non-finite only at the pixels the weight's tap reaches: more NaN than
+  the reference, never fewer (a GEMM cannot mask B per row). NaN and inf in X and dY
+  give exactly the reference's.
 
 Accumulation is float32; both use tl.dot (tensor cores).
 """

@@ -99,7 +99,7 @@ def _adam(row, offs, mask, p, g, lr, step, one_minus_beta_1, one_minus_beta_2, l
     _store(row, 3 + K, offs, mask, m)
     _store(row, 4 + K, offs, mask, v)
     if AMSGRAD:
-        v = tl.maximum(_load(row, 4, offs, mask), v)
+        v = tl.maximum(_load(row, 4, offs, mask), v, propagate_nan=tl.PropagateNan.ALL)  # NaN stays, as torch.maximum
         _store(row, 5 + K, offs, mask, v)
     return p - alpha * m / (tl.sqrt(v) + epsilon)
 

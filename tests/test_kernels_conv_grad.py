@@ -29,7 +29,9 @@ from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import assert_compiled_steps_match_the_reference, explain_training_build
+from kernel_helpers import (
+    INF, NAN, assert_compiled_steps_match_the_reference, assert_same_nonfinite, explain_training_build, with_nonfinite,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Under the interpreter tl.dot is exact float32 (no TF32); the sums run in another order.
@@ -131,6 +133,47 @@ def test_several_tiles_of_rows_columns_and_reduction(op):
     # dgrad: 3*11*13 = 429 pixels (> BM * GROUP_M), 21 channels (> BN), 3*3*37 taps (> BK).
     graph = conv_grad_graph(op, GEOMETRIES["3x3-s1-same"], image=(11, 13, 21), filters=37, bias_sum=op.endswith("filter"))
     check_kernel(graph, random_inputs(graph, 3, seed=5))
+
+
+def nonfinite_inputs(graph, images_only=True):
+    """Random inputs with NaN, +inf and -inf placed in each image (x, dy), and in the kernel unless images_only."""
+    inputs = random_inputs(graph, 2, seed=4)
+    return [with_nonfinite(t, places=places) if not (images_only and is_static(v.shape[0])) else t
+            for t, v, places in zip(inputs, graph.inputs, [(NAN, INF), (-INF, NAN)])]
+
+
+def launch_and_reference(graph, inputs):
+    kernel = the_kernel(graph)
+    want = run_reference(graph, inputs, {})
+    got = load_kernel(kernel_source(kernel, 0)).launch(*inputs, precision="ieee")
+    return (got if isinstance(got, tuple) else (got,)), want
+
+
+@pytest.mark.parametrize("geometry", ["3x3-s2-same", "3x3-s1-valid"])
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_nan_and_inf_pass_on_as_in_the_reference(op, geometry):
+    """NaN, +inf and -inf in x and dy: the gradients are NaN and inf where the reference's are,
+    the filter gradient's bias sum too."""
+    graph = conv_grad_graph(op, GEOMETRIES[geometry], bias_sum=op == "conv2d_backprop_filter")
+    inputs = nonfinite_inputs(graph)
+    assert [not t.isfinite().all() for t in inputs] == [True, op == "conv2d_backprop_filter"]  # dy; x; not the kernel
+    got, want = launch_and_reference(graph, inputs)
+    for g, w in zip(got, want, strict=True):
+        assert_same_nonfinite(g, w, **TOL["float32"])
+
+
+@pytest.mark.parametrize("geometry", ["3x3-s2-same", "3x3-s1-valid"])
+def test_input_gradient_of_nan_weights_is_nan_wherever_the_reference_is(geometry):
+    """A NaN or inf weight: the reference's dx is NaN or inf at the pixels its tap reaches (torch
+    adds only the products that land); the implicit GEMM also multiplies the masked zeros of dY by
+    that weight (0 * inf = NaN), so the kernel's dx is NaN in that channel at every pixel. More
+    NaN than the reference, never fewer: a failure is never hidden."""
+    graph = conv_grad_graph("conv2d_backprop_input", GEOMETRIES[geometry])
+    (got,), (want,) = launch_and_reference(graph, nonfinite_inputs(graph, images_only=False))
+    got, want = got.numpy(), want.numpy()
+    assert not (np.isfinite(got) & ~np.isfinite(want)).any()
+    both = np.isfinite(got) & np.isfinite(want)
+    np.testing.assert_allclose(got[both], want[both], **TOL["float32"])
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))

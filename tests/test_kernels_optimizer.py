@@ -24,6 +24,8 @@ from kcomp.ir.registry import OPS
 from kcomp.passes.fuse import fuse
 from kcomp.runtime.kernel_cache import load_kernel
 
+from kernel_helpers import INF, NAN, assert_same_nonfinite, with_nonfinite
+
 SHAPES = [(7, 5), (5,), (3, 3, 2, 4), (1,)]
 DEFAULTS = dict(momentum=0.0, nesterov=False, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, rho=0.9,
                 centered=False, weight_decay=0.0)
@@ -108,6 +110,27 @@ def test_three_steps_equal_the_reference(algorithm, hyper, config):
             assert_close(got, want)
         n = len(SHAPES)
         params, slots = list(out[:n]), list(out[n:])  # the next step starts from this one's results
+
+
+@pytest.mark.parametrize("algorithm, hyper", CASES, ids=[f"{a}-{h}" for a, h in CASES])
+def test_nan_and_inf_pass_on_as_in_the_reference(algorithm, hyper):
+    """Gradients with NaN, +inf and -inf, and a parameter already NaN: every new parameter and slot
+    is NaN or inf exactly where the reference's is (AMSGrad's running maximum of v had dropped
+    a NaN: tl.maximum's default)."""
+    graph, attrs, k = update_graph(algorithm, hyper)
+    _, module = kernel_module(graph)
+    gen = torch.Generator().manual_seed(8)
+    params = [torch.randn(s, generator=gen) for s in SHAPES]
+    params[2].view(-1)[5] = NAN
+    grads = [with_nonfinite(torch.randn(s, generator=gen)) for s in SHAPES[:1]] + \
+            [torch.randn(s, generator=gen) for s in SHAPES[1:]]
+    grads[2].view(-1)[-1] = INF  # a ragged last block
+    slots = initial_slots(algorithm, attrs, SHAPES, gen)
+    inputs = [*params, *grads, *slots, torch.tensor(0.05), torch.tensor(2.0)]
+    out = poisoned([*params, *slots])
+    module.launch(*inputs, out=out if len(out) > 1 else out[0], config=SMALL_BLOCKS)
+    for got, want in zip(out, reference(inputs, algorithm, attrs, len(SHAPES)), strict=True):
+        assert_same_nonfinite(got, want, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("beta_1, beta_2, first_step", [(0.9, 0.999, 1.0), (0.9, 0.999, 40.0), (0.0, 0.5, 1.0)])

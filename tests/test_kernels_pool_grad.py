@@ -30,7 +30,9 @@ from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import assert_compiled_steps_match_the_reference, explain_training_build
+from kernel_helpers import (
+    INF, NAN, assert_compiled_steps_match_the_reference, assert_same_nonfinite, explain_training_build, with_nonfinite,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float16": dict(rtol=2e-2, atol=2e-2)}
@@ -163,6 +165,26 @@ def test_max_pool_grad_nan_takes_the_gradient_as_in_torch():
     x, dy = random_inputs(graph, 2, seed=9)
     x[0, 2, 3, 1] = x[0, 2, 5, 1] = x[1, 6, 8, 4] = float("nan")
     check_kernel(graph, [x, dy])
+
+
+@pytest.mark.parametrize("geometry", ["3x3-stride2-same", "2x2-stride2-valid"])
+@pytest.mark.parametrize("op", OPS)
+def test_nan_and_inf_pass_on_as_in_the_reference(op, geometry):
+    """NaN, +inf and -inf in x (which window maximum takes the gradient: a NaN wins, the last
+    NaN of a window as torch's max_pool2d keeps it) and in dy (it lands where the window's does)."""
+    graph = pool_grad_graph(op, GEOMETRIES[geometry])
+    inputs = random_inputs(graph, 2, seed=11)
+    if op == "max_pool2d_grad":
+        x = inputs[0] = with_nonfinite(inputs[0])
+        x[1, 2, 2, 0], x[1, 2, 3, 0] = INF, NAN  # in one window: the NaN takes it
+        x[1, 4, 4, 1], x[1, 4, 5, 1] = NAN, NAN  # two NaN: the last
+        x[0, 0, 0, :] = -INF
+    inputs[-1] = with_nonfinite(inputs[-1], places=(NAN, INF))
+    kernel = the_kernel(graph)
+    (want,) = run_reference(graph, inputs, {})
+    by_id = {v.id: t for v, t in zip(graph.inputs, inputs)}
+    got = load_kernel(kernel_source(kernel, 0)).launch(*(by_id[v.id] for v in kernel.inputs))
+    assert_same_nonfinite(got, want, **TOL["float32"])
 
 
 @pytest.mark.parametrize("op", OPS)
