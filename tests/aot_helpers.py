@@ -12,6 +12,8 @@ compile in parallel. The jobs:
     {"kind": "checks", "folder": DIR}
         the rest: another target, precision="ieee", a pointwise kernel, the
         specialisation against triton.jit's own, write_artifacts into DIR
+    {"kind": "nan"}
+        the float min / max instructions in the PTX of kernels that must keep a NaN
 """
 
 import hashlib
@@ -197,7 +199,46 @@ def job_checks(job: dict) -> dict:
     return out
 
 
-JOBS = {"examples": job_examples, "checks": job_checks}
+def _nan_keeping_graphs() -> dict:
+    """One graph per template whose max / min / clip must keep a NaN (see kcomp/codegen/expr.py)."""
+    from kcomp.ir.builder import GraphBuilder
+
+    graphs = {}
+    b = GraphBuilder("reduce_max")
+    x = b.input((None, 9, 5), "float32", "x")
+    graphs["reduce"] = b.finish([b.emit1("max", [x], axes=(1,), keepdims=False)])
+    b = GraphBuilder("clips")
+    x, y = b.input((None, 19), "float32", "x"), b.input((None, 19), "float32", "y")
+    v = b.emit1("hard_sigmoid", [b.emit1("relu", [x], max_value=6.0)])
+    graphs["pointwise"] = b.finish([b.emit1("minimum", [b.emit1("maximum", [v, y]), x])])
+    b = GraphBuilder("max_pool")
+    x = b.input((None, 9, 11, 5), "float32", "x")
+    graphs["pool2d"] = b.finish([b.emit1("max_pool2d", [x], pool_size=(3, 3), strides=(2, 2), padding="same")])
+    b = GraphBuilder("xent")
+    p, labels = b.input((None, 10), "float32", "p"), b.input((None,), "int32", "labels")
+    graphs["softmax_xent"] = b.finish([b.emit1("softmax_cross_entropy", [p, labels]),
+                                       b.emit1("correct", [labels, p], kind="sparse_categorical")])
+    return graphs
+
+
+def job_nan(job: dict) -> dict:
+    """The float min / max instructions in the sm_90 PTX of each NaN-keeping kernel."""
+    import re
+
+    from kcomp.codegen.aot import compile_node
+    from kcomp.passes import run_pipeline
+
+    out = {}
+    for template, graph in _nan_keeping_graphs().items():
+        fused, _ = run_pipeline(graph)
+        (node,) = [n for n in fused.nodes if n.op == "kernel"]
+        result = compile_node(node, 0, target="sm_90", batch=128)
+        out[template] = {"template": node.attrs["template"],
+                         "instructions": sorted(set(re.findall(r"\b(?:max|min)(?:\.NaN)?\.f32\b", result.ptx)))}
+    return out
+
+
+JOBS = {"examples": job_examples, "checks": job_checks, "nan": job_nan}
 
 
 def main() -> None:

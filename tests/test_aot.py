@@ -57,6 +57,7 @@ def children(tmp_path_factory):
     env = {"KCOMP_CACHE_DIR": str(folder / "cache")}
     jobs = {dtype: {"kind": "examples", "dtype": dtype, "target": "sm_90", "batch": BATCH} for dtype in DTYPES}
     jobs["checks"] = {"kind": "checks", "folder": str(folder / "artifacts")}
+    jobs["nan"] = {"kind": "nan"}
     return {key: start(job, **env) for key, job in jobs.items()}
 
 
@@ -197,3 +198,13 @@ def test_example_output_takes_the_float_dtype():
     node = _dense_node()
     assert aot.example_output(node, 7).shape == (7, 19)
     assert aot.example_output(node, 7, float_dtype="bfloat16").dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("template", ["reduce", "pointwise", "pool2d", "softmax_xent"])
+def test_max_and_min_keep_nan_on_the_gpu(children, template):
+    """Triton's maximum / minimum / tl.max compile to PTX max.f32 / min.f32, which return the
+    other operand when one is NaN; torch keeps the NaN. The interpreter cannot show this (its
+    tl.max is numpy's nanmax), so the PTX is read: every float max / min is the .NaN form."""
+    rec = children["nan"].result()[template]
+    assert rec["template"] == template
+    assert rec["instructions"] and all(".NaN." in i for i in rec["instructions"]), rec["instructions"]
