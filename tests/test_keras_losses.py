@@ -437,3 +437,29 @@ def test_validation_weights_steps_and_frequency_as_keras():
     assert len(h_ours.history["val_loss"]) == 2
     with pytest.raises(KcompError, match="validation_freq"):
         ours.fit(X, y, validation_data=(X, y), validation_freq=0, verbose=0)
+
+
+def test_callbacks_see_the_hooks_keras_calls_in_fit_evaluate_and_predict():
+    def recorder(lib):
+        class Record(lib.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.events = []
+
+        hooks = ["on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_train_batch_begin",
+                 "on_train_batch_end", "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
+                 "on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end"]
+        for hook in hooks:
+            setattr(Record, hook, lambda self, *args, hook=hook, **kwargs: self.events.append((hook, *[a for a in args if isinstance(a, int)])))
+        return Record()
+
+    y = BITS.astype("float32")
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse")
+    events = []
+    for model, lib in ((ours, kcomp), (theirs, keras)):
+        record = recorder(lib)
+        model.fit(X, y, batch_size=5, epochs=2, validation_data=(X, y), validation_batch_size=7, verbose=0, callbacks=[record])
+        model.evaluate(X, y, batch_size=6, verbose=0, callbacks=[record])
+        model.predict(X, batch_size=8, verbose=0, callbacks=[record])
+        events.append(record.events)
+    assert events[0] == events[1] and len(events[0]) > 30

@@ -337,12 +337,13 @@ class Model(Layer):
                         shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_batch_size,
                         validation_steps=validation_steps, validation_freq=validation_freq)
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, return_dict=False):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None,
+                 return_dict=False):
         """Keras's evaluate: the loss (and metrics) over the data."""
         from kcomp.training import loop
 
         self._ensure_built_for(x)
-        return loop.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, return_dict)
+        return loop.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, return_dict, callbacks)
 
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
         from kcomp.training import loop
@@ -482,6 +483,8 @@ class Model(Layer):
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Run the model on `x` in batches of `batch_size` (default 32); returns numpy arrays."""
+        from kcomp.callbacks import CallbackList
+
         self._ensure_built_for(x)
         self._require_built("the output")
         from kcomp.training.loop import _batch_size
@@ -494,12 +497,17 @@ class Model(Layer):
         if steps is not None:
             batches = batches[:steps]
         bar = Progbar(len(batches), verbose=0 if verbose == 0 else 1)
+        callback_list = CallbackList(callbacks, self)
+        callback_list.call("on_predict_begin")
         pieces: list[list[torch.Tensor]] = []
         with torch.inference_mode():
             for step, start in enumerate(batches, 1):
+                callback_list.call("on_predict_batch_begin", step - 1)
                 outs = executor.run([t[start : start + batch_size] for t in xs], params)
                 pieces.append([o.cpu() for o in outs])
+                callback_list.call("on_predict_batch_end", step - 1, {"outputs": pieces[-1][0] if len(outs) == 1 else pieces[-1]})
                 bar.update(step)
+        callback_list.call("on_predict_end")
         outs = [_to_numpy(torch.cat([p[i] for p in pieces])) if pieces else self._empty_output(i) for i in range(len(self.outputs))]
         return outs[0] if len(outs) == 1 else outs  # Keras unpacks Model(x, [y])'s one output too
 

@@ -421,7 +421,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         if validation_data is not None and _validates(epoch, validation_freq):
             logs.update(evaluate(model, validation_data[0], validation_data[1], batch_size=validation_batch_size or batch_size,
                                  verbose=0, sample_weight=validation_data[2] if len(validation_data) == 3 else None,
-                                 steps=validation_steps, return_dict=True, _prefix="val_"))
+                                 steps=validation_steps, return_dict=True, callbacks=callback_list, _prefix="val_"))
         bar.update(steps, lambda: logs, finalize=True)
         callback_list.call("on_epoch_end", epoch, logs)
         if model.stop_training:
@@ -440,7 +440,9 @@ def _validates(epoch: int, validation_freq) -> bool:
 
 
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
-             return_dict=False, _prefix=""):
+             return_dict=False, callbacks=None, _prefix=""):
+    from kcomp.callbacks import CallbackList
+
     compiled = _require_compiled(model)
     batch_size = _batch_size(batch_size)
     xs = x if _prefix else _model_inputs(model, x)
@@ -454,11 +456,16 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     acc = _accumulator(model, compiled, "test", ys)
     batches = _batches(n, batch_size, False, steps, device)
     bar = Progbar(len(batches), verbose=_verbose(verbose))
+    callback_list = CallbackList(callbacks, model)
+    callback_list.call("on_test_begin")
     with torch.inference_mode():
         for i, idx in enumerate(batches):
+            callback_list.call("on_test_batch_begin", i)
             run_batch(model, compiled, "test", xs, ys, sw, acc, rows=idx)
+            callback_list.call("on_test_batch_end", i, _RunningLogs(acc))
             bar.update(i + 1, acc.logs)
     logs = acc.logs(_prefix)
+    callback_list.call("on_test_end", acc.logs())
     if return_dict:
         return logs
     values = list(logs.values())
