@@ -457,3 +457,39 @@ def test_weights_gone_to_nan_give_a_nan_loss_on_the_kernels_too(metrics):
     reference, kernels = losses["reference"], losses["triton-interpret"]
     assert len(reference) == len(kernels) == 4 and math.isnan(reference[-1]) and math.isnan(kernels[-1])
     np.testing.assert_allclose(kernels[:-1], reference[:-1], rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind, clip", [("mlp", {"clipvalue": 0.5}), ("mlp", {"clipnorm": 1.0}),
+                                        ("mlp", {"global_clipnorm": 1.0}), ("cnn", {})])
+def test_a_nan_weight_spreads_through_the_compiled_step_as_through_the_reference(kind, clip):
+    """One weight gone to NaN: the loss, the gradients (through the clipping, whose maximum /
+    minimum had turned NaN gradients into finite ones: 1 NaN weight after the step where the
+    reference has 63; through relu, which had dropped the NaN: a finite loss; max pooling and the
+    convs) and the new weights are NaN exactly where the reference's are."""
+    from kcomp.layers import Conv2D, Flatten, MaxPooling2D
+
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(6, 8) if kind == "mlp" else (6, 7, 9, 2)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 6), 3)
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(5)
+        if kind == "mlp":
+            layers = [Input(shape=(8,)), Dense(5), Dense(3, activation="softmax")]  # no relu: the clip alone
+        else:
+            layers = [Input(shape=(7, 9, 2)), Conv2D(3, 3, padding="same", activation="relu"), MaxPooling2D(),
+                      Flatten(), Dense(3, activation="softmax")]
+        model = Sequential(layers)
+        first = model.layers[0]
+        kernel, bias = first.get_weights()
+        kernel.reshape(-1)[4] = np.nan
+        first.set_weights([kernel, bias])
+        model.compile(optimizer=optimizers.SGD(learning_rate=0.1, **clip), loss="categorical_crossentropy", backend=backend)
+        loss = model.train_on_batch(x, y)
+        results.append((loss, model.get_weights()))
+    (ref_loss, ref_weights), (loss, weights) = results
+    assert math.isnan(ref_loss) and math.isnan(loss)
+    for got, want in zip(weights, ref_weights, strict=True):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, equal_nan=True)
