@@ -227,13 +227,46 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
     return config.cache_dir() / "aot" / key
 
 
+def _read_cached_kernel(files: list[Path]) -> dict | None:
+    """A kernel's cached PTX, cubin and resources, each verified (kcomp.runtime.disk_cache);
+    None when any of them is missing, damaged or unreadable: the kernel is compiled again."""
+    from kcomp.runtime.disk_cache import read_entry
+
+    ptx, cubin, resources = (read_entry(f) for f in files)
+    if ptx is None or cubin is None or resources is None:
+        return None
+    try:
+        resources = json.loads(resources)
+        for key in ("registers", "shared_bytes", "spill_bytes", "tensor_cores", "num_warps"):
+            resources[key]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return {"ptx": ptx, "cubin": cubin, "resources": resources}
+
+
+def _compile_and_cache(entry: dict, options: BuildOptions, files: list[Path]) -> dict:
+    """Compile the kernel and write its cache entries; where they cannot be written (another
+    user's cache), the result is used from memory (disk_cache warns once)."""
+    from kcomp.codegen import aot
+    from kcomp.runtime.disk_cache import write_entry
+
+    result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)
+    resources = result.resources()
+    parts = [result.ptx.encode(), result.cubin, (json.dumps(resources, indent=2, default=str) + "\n").encode()]
+    for path, data in zip(files, parts):
+        if not write_entry(path, data):
+            break
+    return {"ptx": parts[0], "cubin": parts[1], "resources": json.loads(parts[2])}
+
+
 def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:
     """PTX and cubin of every kernel for options.target, with registers, shared memory and spills.
 
-    Results are cached on disk by kernel source, target, precision, batch and
-    the kcomp and Triton versions; a cached kernel is copied, not compiled again.
+    Results are cached on disk by kernel source, target, precision, batch and the kcomp and
+    Triton versions. A cached kernel is copied, not compiled again, once its PTX, cubin and
+    resources have each been checked against the size and digest written with them; a damaged
+    entry is compiled again and replaced, never copied out.
     """
-    from kcomp.codegen import aot
     from kcomp.utils.files import write_bytes_atomic
 
     start = time.perf_counter()
@@ -242,21 +275,20 @@ def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dic
         cache = _aot_cache_dir(entry, options)
         stem = f"{entry['name']}.{options.target}"
         files = [cache / f"{stem}.{ext}" for ext in ("ptx", "cubin", "json")]
-        if all(f.exists() for f in files):
-            hits += 1
-            entry["cache_hit"] = True
-        else:
-            result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)
-            aot.write_artifacts(result, cache)
+        kernel = _read_cached_kernel(files)
+        entry["cache_hit"] = kernel is not None
+        if kernel is None:
+            kernel = _compile_and_cache(entry, options, files)
             compiled += 1
-            entry["cache_hit"] = False
-        resources = json.loads(files[2].read_text())
+        else:
+            hits += 1
+        resources = kernel["resources"]
         entry.update(
             registers=resources["registers"], shared=resources["shared_bytes"], spills=resources["spill_bytes"],
             tensor_cores=resources["tensor_cores"], num_warps=resources["num_warps"],
         )
-        for ext, path in zip(("ptx", "cubin"), files[:2]):
+        for ext in ("ptx", "cubin"):
             if ext in options.emit:
-                write_bytes_atomic(out / "kernels" / path.name, path.read_bytes())
+                write_bytes_atomic(out / "kernels" / f"{stem}.{ext}", kernel[ext])
     built.seconds["aot"] = time.perf_counter() - start
     return {"target": options.target, "compiled": compiled, "cache_hits": hits}

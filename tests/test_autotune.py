@@ -1,6 +1,8 @@
 """Autotuning's choice, skipping and caching, with the GPU timing faked (no GPU here)."""
 
 import json
+import os
+import pathlib
 from types import SimpleNamespace
 
 import pytest
@@ -39,7 +41,7 @@ def test_the_fastest_launchable_config_is_kept_and_cached(fake_gpu):
     x = torch.ones(4, 8)
     assert autotune.choose_config("k", (x,), candidates, run, fake_gpu.out) == {"B": 3}
     assert fake_gpu.ran == [1, 2, 3]
-    saved = json.loads(fake_gpu.path.read_text())
+    saved = autotune._read()
     assert list(saved.values()) == [{"B": 3}] and "FakeGPU|k|(4, 8)" in next(iter(saved))
     # Second time (and in a new process, from disk): no timing.
     fake_gpu.ran.clear()
@@ -76,3 +78,66 @@ def test_timing_an_in_place_kernel_leaves_its_buffer_as_it_was(fake_gpu):
     assert fake_gpu.ran == [1, 2] and running.tolist() == [0.0, 0.0, 0.0]
     run(best)
     assert running.tolist() == [1.0, 1.0, 1.0]
+
+
+# --- a damaged autotune.json is tuned again, never trusted ---------------------------------------
+
+
+def _tune(fake_gpu, x):
+    fake_gpu.timings.update({1: 0.5, 2: 0.4, 3: 0.2})
+    fake_gpu.ran.clear()
+    return autotune.choose_config("k", (x,), [{"B": 1}, {"B": 2}, {"B": 3}], lambda c: fake_gpu.ran.append(c["B"]), fake_gpu.out)
+
+
+DAMAGES = {
+    "truncated": lambda raw: raw[: len(raw) // 2],
+    "emptied": lambda raw: b"",
+    "garbage": lambda raw: bytes((i * 37 + 11) % 256 for i in range(len(raw))),
+    # Edited choices: before, a choice that is none of the candidates was launched as it was.
+    "another choice": lambda raw: raw.replace(b'"B": 3', b'"B": 7'),
+    "bare json of another shape": lambda raw: json.dumps({k: 7 for k in autotune._read()}).encode(),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_choice_file_is_tuned_again_and_rewritten(fake_gpu, damage):
+    x = torch.ones(4, 8)
+    assert _tune(fake_gpu, x) == {"B": 3}
+    fake_gpu.path.write_bytes(DAMAGES[damage](fake_gpu.path.read_bytes()))
+    autotune._choices = None  # a new process
+    assert _tune(fake_gpu, x) == {"B": 3} and fake_gpu.ran == [1, 2, 3]
+    autotune._choices = None
+    assert _tune(fake_gpu, x) == {"B": 3} and fake_gpu.ran == []  # the rewritten file is whole
+
+
+def test_an_unreadable_choice_file_of_another_user_is_tuned_in_memory(fake_gpu, monkeypatch, capsys):
+    """A 0600 autotune.json in a folder we cannot write (simulated: the tests run as root)."""
+    x = torch.ones(4, 8)
+    _tune(fake_gpu, x)
+    path = fake_gpu.path
+    real_read, real_access = pathlib.Path.read_bytes, os.access
+
+    def read_bytes(self):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    def access(p, mode, *args, **kwargs):
+        return False if pathlib.Path(p) == path.parent and mode & os.W_OK else real_access(p, mode, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(autotune.disk_cache, "_warned", set())
+    autotune._choices = None
+    assert _tune(fake_gpu, x) == {"B": 3} and fake_gpu.ran == [1, 2, 3]
+    assert _tune(fake_gpu, x) == {"B": 3} and fake_gpu.ran == []  # kept in memory
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the cache" in err and "KCOMP_CACHE_DIR" in err
+
+
+def test_a_folder_in_place_of_the_choice_file_is_tuned_in_memory(fake_gpu, monkeypatch, capsys):
+    """Neither readable nor replaceable: before, the write raised out of the kernel's first launch."""
+    fake_gpu.path.mkdir()
+    monkeypatch.setattr(autotune.disk_cache, "_warned", set())
+    assert _tune(fake_gpu, torch.ones(4, 8)) == {"B": 3}
+    assert "cannot write the cache" in capsys.readouterr().err

@@ -9,6 +9,12 @@ specialised as `triton.jit` specialises them at a launch (integers equal to 1
 become constants; pointers and integers divisible by 16 are marked so), so the
 code is the code a GPU would run for inputs of those shapes.
 
+The PTX and cubin do not depend on where kcomp, Triton or the cache live: Triton's line info
+names source files, and `portable_line_info` rewrites those names ("kcomp/kernels/matmul.py",
+"triton/language/standard.py", "kcomp_generated/kernel_0_<digest>.py") before ptxas, so a
+build is the same bytes on every machine. A PTX or cubin from Triton's own cache that is not
+whole (no target, no ELF header) is compiled again.
+
 Resource usage (registers, shared memory, spills) and the SASS come from
 `cuobjdump`, which Triton's wheel carries. A process whose Triton runs in
 interpreter mode (TRITON_INTERPRET=1) cannot compile; run AOT in another one.
@@ -18,12 +24,15 @@ interpreter mode (TRITON_INTERPRET=1) cannot compile; run AOT in another one.
     result.registers, result.shared_bytes, result.spill_bytes, result.tensor_core_counts()
 """
 
+import hashlib
 import inspect
 import json
 import numbers
+import os
 import re
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -376,6 +385,79 @@ def _ptxas_usage(ptx: str, cc: int) -> dict[str, int]:
 
 # --- compile ------------------------------------------------------------------------------------
 
+# Added to Triton's cache key for the compiles made here: Triton's cache keys a kernel by its
+# source, not by its files' paths, so an entry compiled before the names were made portable
+# (holding the path of some cache folder) must not be found.
+PORTABLE_NAMES_KEY = "-kcomp-portable-file-names-1"
+_FILE_DIRECTIVE = re.compile(r'^(\s*\.file\s+\d+\s+")([^"]*)(")', re.M)
+
+
+def _portable_roots() -> list[tuple[str, str]]:
+    import triton
+
+    import kcomp
+    import kcomp.kernels
+
+    folder = lambda module: os.path.realpath(list(module.__path__)[0])  # noqa: E731
+    return [(folder(kcomp.kernels), "kcomp/kernels"), (folder(kcomp), "kcomp"), (folder(triton), "triton")]
+
+
+def portable_path(path: str) -> str:
+    """A source file's name as the same on every machine: relative to the kcomp or Triton package
+    that holds it ("kcomp/kernels/matmul.py", "triton/language/standard.py"). Generated kernels
+    are already named so ("kcomp_generated/kernel_0_<digest>.py"); another absolute path keeps
+    only its file name."""
+    if not os.path.isabs(path):
+        return path
+    real = os.path.realpath(path)
+    for root, name in _portable_roots():
+        if real.startswith(root + os.sep):
+            return f"{name}/{Path(os.path.relpath(real, root)).as_posix()}"
+    return os.path.basename(path)
+
+
+def portable_file_names(ptx: str) -> str:
+    """The PTX with every `.file` directive's path made portable (see portable_path)."""
+    return _FILE_DIRECTIVE.sub(lambda m: m.group(1) + portable_path(m.group(2)) + m.group(3), ptx)
+
+
+def portable_line_info():
+    """Within: Triton's compiles give PTX (and so cubin, which ptxas makes from it) whose line
+    info names source files by portable_path, not by where kcomp and Triton are installed.
+    Triton's hook for its pipeline stages rewrites the PTX stage's output before ptxas."""
+    from triton import knobs
+
+    def hook(backend=None, stages=None, options=None, language=None, capability=None):
+        if backend is None:  # Triton asks for the key first
+            return PORTABLE_NAMES_KEY, hashlib.sha256(PORTABLE_NAMES_KEY.encode()).hexdigest()
+        make_ptx = stages["ptx"]
+        stages["ptx"] = lambda src, metadata: portable_file_names(make_ptx(src, metadata))
+
+    return _knob(knobs.runtime, "add_stages_inspection_hook", hook)
+
+
+def _always_compile():
+    from triton import knobs
+
+    return _knob(knobs.compilation, "always_compile", True)
+
+
+@contextmanager
+def _knob(section, name: str, value):
+    """One of Triton's knobs set to `value` within, and put back after."""
+    previous = getattr(section, name)
+    setattr(section, name, value)
+    try:
+        yield
+    finally:
+        setattr(section, name, previous)
+
+
+def _whole(ptx, cubin) -> bool:
+    """Whether Triton's output looks whole: PTX naming its target, a cubin that is an ELF file."""
+    return isinstance(ptx, str) and ".target" in ptx and isinstance(cubin, bytes) and cubin[:4] == b"\x7fELF"
+
+
 
 def compile_launch(launch: Launch, name: str, template: str, target: str = "sm_90", precision: str = "tf32") -> AotResult:
     """Compile one recorded template launch for `target`."""
@@ -392,13 +474,17 @@ def compile_launch(launch: Launch, name: str, template: str, target: str = "sm_9
     unknown = sorted(set(options) - set(known))
     if unknown:  # triton.jit refuses these at a launch too
         raise TypeError(f"{kernel.__name__}: launch options {unknown} are neither kernel arguments nor compile options")
-    compiled = triton.compile(
-        ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
-        target=target_spec, options=options,
-    )
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
+    with portable_line_info():
+        compiled = triton.compile(source, target=target_spec, options=options)
+        if not _whole(compiled.asm["ptx"], compiled.asm["cubin"]):  # a damaged entry of Triton's own cache
+            with _always_compile():
+                compiled = triton.compile(source, target=target_spec, options=options)
     metadata = compiled.metadata
     function = metadata.name
     ptx, cubin = compiled.asm["ptx"], compiled.asm["cubin"]
+    if not _whole(ptx, cubin):
+        raise RuntimeError(f"{kernel.__name__}: Triton returned an empty or damaged PTX/cubin for {target}")
     usage = _resource_usage(function, cubin, ptx, cc)
     plain = {k: getattr(v, "__name__", v) for k, v in constexprs.items()}  # JIT functions by name
     return AotResult(

@@ -3,14 +3,16 @@
 The first launch of a kernel at a new problem shape on a CUDA device runs
 every candidate configuration (skipping those the GPU cannot launch), and the
 choice is cached in memory and on disk (KCOMP_CACHE_DIR/autotune.json, keyed
-by GPU, kernel and shapes), so later processes reuse it. Off the GPU (the
-interpreter) the first candidate is used: timing there means nothing.
+by GPU, kernel and shapes, checked when read: kcomp.runtime.disk_cache), so later
+processes reuse it. Off the GPU (the interpreter) the first candidate is used: timing there
+means nothing.
 """
 
 import json
 
 from kcomp import config as kcomp_config
-from kcomp.utils.files import write_text_atomic
+from kcomp.runtime import disk_cache
+from kcomp.runtime.disk_cache import read_entry, write_entry
 
 _choices: dict[str, dict] | None = None
 
@@ -19,24 +21,32 @@ def _path():
     return kcomp_config.cache_dir() / "autotune.json"
 
 
+def _read() -> dict[str, dict]:
+    """The choices on disk; {} where the file is missing, damaged (it is checked against the size
+    and digest written with it) or not a mapping of choices: it is then tuned again and rewritten."""
+    data = read_entry(_path())
+    try:
+        choices = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    if not isinstance(choices, dict) or not all(isinstance(v, dict) for v in choices.values()):
+        return {}
+    return choices
+
+
 def _load() -> dict[str, dict]:
     global _choices
     if _choices is None:
-        try:
-            _choices = json.loads(_path().read_text())
-        except (OSError, ValueError):
-            _choices = {}
+        _choices = _read()
     return _choices
 
 
 def _save(key: str, choice: dict) -> None:
-    # Merge with what other processes wrote since we read it; the write is atomic.
-    try:
-        on_disk = json.loads(_path().read_text())
-    except (OSError, ValueError):
-        on_disk = {}
+    # Merge with what other processes wrote since we read it; the write is atomic. Where the
+    # file cannot be written (another user's cache), the choice stays in this process's memory.
+    on_disk = _read()
     on_disk[key] = choice
-    write_text_atomic(_path(), json.dumps(on_disk, indent=1, sort_keys=True) + "\n")
+    write_entry(_path(), (json.dumps(on_disk, indent=1, sort_keys=True) + "\n").encode())
 
 
 def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out) -> dict:
@@ -57,7 +67,7 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     shapes = ",".join(f"{tuple(t.shape)}:{t.dtype}" for t in inputs if hasattr(t, "shape"))
     key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}|{shapes}"
     choices = _load()
-    if key in choices:
+    if choices.get(key) in candidates:  # a choice no longer among the candidates is tuned again
         return choices[key]
     timings = []
     read = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}

@@ -1,35 +1,50 @@
-"""Generated kernel modules on disk, imported from there.
+"""Generated kernel modules, imported from their source text in memory.
 
-A module's file name is a hash of its source, so the same kernel is written
-once however many processes build it; writes are atomic (temp file + rename).
+A module is named by a hash of its source (`kcomp_generated.<name>_<digest>`), so each
+kernel is imported once per process. Its code carries the file name
+`kcomp_generated/<name>_<digest>.py`, the same on every machine: Triton writes that name
+into the line info of the PTX and cubin it compiles, which would otherwise hold the path
+of a cache folder. The text is registered with `linecache` and the module's loader, so
+`inspect.getsource` (which triton.jit reads) and tracebacks see it with no file on disk.
+Nothing is written or read from the cache folder, so a damaged or unwritable cache cannot
+break a kernel's import. (`kcomp build --emit triton` writes each kernel as a .py file.)
 """
 
-import importlib.util
+import linecache
 import sys
-from pathlib import Path
+import types
 
-from kcomp import config
 from kcomp.codegen.module import KernelSource
-from kcomp.utils.files import write_text_atomic
 
 
-def kernels_dir() -> Path:
-    return config.cache_dir() / "kernels"
+class _SourceLoader:
+    """The loader of a generated module: gives its source to linecache and inspect."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def get_source(self, name):
+        return self.text
+
+
+def generated_file_name(source: KernelSource) -> str:
+    return f"kcomp_generated/{source.name}_{source.digest}.py"
 
 
 def load_kernel(source: KernelSource):
-    """The imported module for `source` (written to the cache first if new)."""
+    """The imported module for `source`."""
     module_name = f"kcomp_generated.{source.name}_{source.digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    path = kernels_dir() / f"{source.name}_{source.digest}.py"
-    if not path.exists() or path.read_text() != source.text:
-        write_text_atomic(path, source.text)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+    file_name = generated_file_name(source)
+    module = types.ModuleType(module_name)
+    module.__file__ = file_name
+    module.__loader__ = _SourceLoader(source.text)
+    # mtime None: linecache.checkcache keeps the entry although no such file exists.
+    linecache.cache[file_name] = (len(source.text), None, source.text.splitlines(keepends=True), file_name)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source.text, file_name, "exec"), module.__dict__)
     except BaseException:
         del sys.modules[module_name]
         raise
