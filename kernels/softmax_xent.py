@@ -46,8 +46,11 @@ def softmax_xent_kernel(
     offs = rows[:, None].to(tl.int64) * n_cols + cols[None, :]
     p = tl.load(P + offs, mask=mask, other=0.0).to(tl.float32)
     if SPARSE:
-        label = tl.load(LABELS + rows, mask=row_mask, other=-1)
+        label = tl.load(LABELS + rows, mask=row_mask, other=0)
         y = tl.where(cols[None, :] == label[:, None], 1.0, 0.0)
+        # A class id outside [0, n_cols) would select no class and train at loss 0; its row's
+        # loss and gradient are NaN instead (the reference raises), so the bad label shows.
+        y = tl.where(((label < 0) | (label >= n_cols))[:, None], float("nan"), y)
     else:
         y = tl.load(LABELS + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_LOSS:

@@ -157,3 +157,26 @@ def test_nan_and_inf_pass_on_as_in_the_reference(sparse, parts):
     want = run_reference(graph, [p.double(), y if sparse else y.double(), g.double()], {})
     for a, b in zip(got, want, strict=True):
         assert_same_nonfinite(a, b, **TOL)
+
+
+@pytest.mark.parametrize("parts", [("loss", "grad", "correct"), ("grad",)])
+def test_a_class_id_out_of_range_gives_nan_not_a_loss_of_zero(parts):
+    """The reference refuses class ids outside [0, classes); the kernel cannot raise, and a label
+    that selects no class had trained at loss 0.0. Its row's loss and gradient are NaN (a miss for
+    accuracy); the other rows are the reference's."""
+    p = probabilities(13, 10, seed=6)
+    y = labels_for(p, sparse=True, seed=6)
+    g = torch.randn(13, generator=torch.Generator().manual_seed(3))
+    graph = xent_graph(p, y, parts)
+    fused, _ = run_pipeline(graph)
+    want = run_reference(graph, [p, y, g], {})
+    bad = y.clone()
+    bad[[2, 7, 12]] = torch.tensor([-1, 10, 1000], dtype=torch.int32)
+    got = Plan(fused).run([p, bad, g], {})
+    rows = torch.tensor([i not in (2, 7, 12) for i in range(13)])
+    for name, a, b in zip(parts, got, want, strict=True):
+        if name == "correct":
+            assert (a[~rows] == 0).all()
+        else:
+            assert a[~rows].isnan().all() and not a[rows].isnan().any()
+        np.testing.assert_allclose(a[rows].numpy(), b[rows].numpy(), **TOL)
