@@ -3,6 +3,7 @@ LearningRateScheduler, TerminateOnNaN, CSVLogger, LambdaCallback."""
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -230,31 +231,65 @@ class LambdaCallback(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Saves the weights (or, with save_weights_only=False, weights too: whole-model
-    saving comes with the saving work) after each epoch, atomically."""
+    """Keras's ModelCheckpoint: after each epoch (or every `save_freq` batches) the whole model to a
+    `.keras` archive, or with save_weights_only its weights to `.weights.h5` (or kcomp's `.npz`);
+    `filepath` may name {epoch}, {batch} and any logged value. Files are written atomically, and the
+    path is checked before training starts."""
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False, mode="auto"):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
+                 mode="auto", save_freq="epoch", initial_value_threshold=None):
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only, self.mode = save_best_only, save_weights_only, mode
-        self.best = None
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq <= 0):
+            raise ArgumentError(f"Received: save_freq={save_freq!r}. Expected 'epoch' or a positive number of batches.")
+        self.save_freq, self.best = save_freq, initial_value_threshold
+        suffixes = (".weights.h5", ".npz") if save_weights_only else (".keras",)
+        if not self.filepath.endswith(suffixes):
+            what = "weights (save_weights_only=True)" if save_weights_only else "the whole model"
+            raise ArgumentError(f"Received: filepath={self.filepath!r}. ModelCheckpoint saves {what} to a file ending in "
+                                f"{' or '.join(suffixes)}, as Keras 3 asks.")
 
     def on_train_begin(self, logs=None):
         # A path that cannot be written fails now, not after the first epoch's training.
         from kcomp.utils.files import check_writable
 
         check_writable(Path(self.filepath).parent / "checkpoint")
+        self._epoch, self._batches = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches += 1
+        if self._batches >= self.save_freq:
+            self._batches = 0
+            self._save(self._epoch, batch, dict(logs or {}))
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs or {})
+
+    def _save(self, epoch, batch, logs):
+        fields = {"epoch": epoch + 1, **({} if batch is None or "batch" in logs else {"batch": batch + 1}), **logs}
+        path = self.filepath.format(**fields)
         if self.save_best_only:
             current = logs.get(self.monitor)
-            if current is None or not _better(self.monitor, self.mode, current, self.best):
+            if current is None:  # Keras saves, and warns
+                warnings.warn(f"ModelCheckpoint can save the best model only with {self.monitor} available; saving.", stacklevel=2)
+            elif not _better(self.monitor, self.mode, current, self.best):
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return
-            self.best = current
-        self.model.save_weights(path)
+            else:
+                self.best = current
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
         if self.verbose:
-            print(f"Epoch {epoch + 1}: saved weights to {path}")
+            print(f"Epoch {epoch + 1}: saved the {'weights' if self.save_weights_only else 'model'} to {path}")
 
 
 __all__ = [

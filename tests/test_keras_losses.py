@@ -463,3 +463,24 @@ def test_callbacks_see_the_hooks_keras_calls_in_fit_evaluate_and_predict():
         model.predict(X, batch_size=8, verbose=0, callbacks=[record])
         events.append(record.events)
     assert events[0] == events[1] and len(events[0]) > 30
+
+
+def test_model_checkpoint_files_and_rules_as_keras(tmp_path):
+    y = BITS.astype("float32")
+    for lib in (kcomp, keras):
+        with pytest.raises(ValueError):
+            lib.callbacks.ModelCheckpoint(str(tmp_path / "w.npz.h5"), save_weights_only=True)
+        with pytest.raises(ValueError):
+            lib.callbacks.ModelCheckpoint(str(tmp_path / "m.npz"))  # a whole model goes to .keras
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse")
+    for model, lib in ((ours, kcomp), (theirs, keras)):
+        folder = tmp_path / lib.__name__
+        model.fit(X, y, batch_size=5, epochs=3, shuffle=False, verbose=0, validation_data=(X, y), callbacks=[
+            lib.callbacks.ModelCheckpoint(str(folder / "m-{epoch}.keras"), save_best_only=True, initial_value_threshold=10.0),
+            lib.callbacks.ModelCheckpoint(str(folder / "w-{epoch}-{batch}.weights.h5"), save_weights_only=True, save_freq=2),
+        ])
+    names = sorted(p.name for p in (tmp_path / "kcomp").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "keras").iterdir()) and "w-2-1.weights.h5" in names
+    for name in (n for n in names if n.endswith(".keras")):  # the same checkpoints hold the same models
+        a, b = (kcomp.models.load_model(tmp_path / lib / name) for lib in ("kcomp", "keras"))
+        np.testing.assert_allclose(a.predict(X, verbose=0), b.predict(X, verbose=0), rtol=1e-5, atol=1e-6)

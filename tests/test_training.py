@@ -141,7 +141,7 @@ def test_checkpoint_and_weights_round_trip(tmp_path):
     model = Sequential([Input(shape=(4,)), Dense(2)])
     model.compile(optimizer="adam", loss="mse")
     path = tmp_path / "best.weights.npz"
-    model.fit(x, x[:, :2], epochs=2, verbose=0, callbacks=[callbacks.ModelCheckpoint(path, monitor="loss", save_best_only=True)])
+    model.fit(x, x[:, :2], epochs=2, verbose=0, callbacks=[callbacks.ModelCheckpoint(path, monitor="loss", save_best_only=True, save_weights_only=True)])
     saved = model.get_weights()
     model.set_weights([w * 0 for w in saved])
     model.load_weights(path)

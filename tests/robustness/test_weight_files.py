@@ -130,7 +130,7 @@ def test_checkpoint_and_cli_paths_are_checked_before_training(tmp_path):
     (tmp_path / "afile").write_text("x")
     model = small_model()
     x, y = np.ones((4, 4), "float32"), np.ones((4, 3), "float32")
-    checkpoint = kcomp.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "w-{epoch}.npz"))
+    checkpoint = kcomp.callbacks.ModelCheckpoint(str(tmp_path / "afile" / "w-{epoch}.npz"), save_weights_only=True)
     with pytest.raises(KcompError, match="afile is a file"):
         model.fit(x, y, epochs=50, verbose=0, callbacks=[checkpoint])
     assert model.optimizer.iterations == 0  # refused before the first step
