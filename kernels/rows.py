@@ -20,6 +20,7 @@ def softmax_kernel(X, Y, n_rows, n_cols, LOG: tl.constexpr, ROWS: tl.constexpr, 
     x = tl.load(X + safe_rows[:, None].to(tl.int64) * n_cols + cols[None, :], mask=col_mask, other=-float("inf"))
     x = x.to(tl.float32)
     offs = rows[:, None].to(tl.int64) * n_cols + cols[None, :]
+    # tl.max passes a NaN over, but the row still comes out NaN, as torch's: exp(NaN) enters the sum.
     shifted = x - tl.max(x, axis=1)[:, None]
     e = tl.exp(shifted)
     total = tl.sum(e, axis=1)[:, None]

@@ -89,7 +89,7 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
             result = f"v{len(lines)}"
             names[node.outputs[0].id] = result
             lines.append(f"    shifted = tl.where(mask_n[None, :], {x}, -float(\"inf\"))  # {node.origin}: {node.op} of each row")
-            lines.append("    shifted = shifted - tl.max(shifted, axis=1)[:, None]")
+            lines.append("    shifted = shifted - tl.max(shifted, axis=1)[:, None]  # tl.max skips a NaN; exp(NaN) still makes the row NaN")
             lines.append("    total = tl.sum(tl.exp(shifted), axis=1)[:, None]")
             lines.append(f"    {result} = " + ("shifted - tl.log(total)" if node.op == "log_softmax" else "tl.exp(shifted) / total"))
             continue
