@@ -104,17 +104,28 @@ def _load(args):
     return pick_model(_load_all(args), args.model, args.file)
 
 
+def _file_in_path(folder: Path) -> Path | None:
+    """The nearest existing part of `folder`'s path (itself included) when it is a file, not a folder."""
+    for part in [folder, *folder.parents]:
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
 def cmd_build(args) -> int:
     from kcomp import compiler
     from kcomp.ir.printer import print_graph
     from kcomp.report import format_report, make_report, report_json
     from kcomp.utils.files import write_text_atomic
 
-    if args.batch <= 0:
-        raise UsageError(f"--batch must be a positive integer, received {args.batch}")
+    if not 0 < args.batch <= compiler.MAX_BATCH:
+        raise UsageError(f"--batch {args.batch} is out of range; give a batch size from 1 to {compiler.MAX_BATCH}, e.g. --batch 128")
+    emit = tuple(e.strip() for e in args.emit.split(",") if e.strip())
+    if not emit:
+        raise UsageError(f"--emit {args.emit!r} names nothing to write; give a comma-separated list from "
+                         f"{','.join(compiler.EMITS)}, e.g. --emit ir,ptx")
     options = compiler.BuildOptions(
-        target=args.target, dtype=args.dtype, emit=tuple(e.strip() for e in args.emit.split(",") if e.strip()),
-        batch=args.batch, precision=args.precision, train=args.train,
+        target=args.target, dtype=args.dtype, emit=emit, batch=args.batch, precision=args.precision, train=args.train,
     )
     try:
         options.check()
@@ -124,10 +135,14 @@ def cmd_build(args) -> int:
     if args.train:
         _compile_from_section(model, args.file)
     out = Path(args.output) if args.output else Path("build") / model.name
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"the output folder {out} is a file; give -o a folder")
+    if (file := _file_in_path(out)) is not None:
+        raise UsageError(f"-o {out}: {file} is a file, not a folder; give -o a folder path")
     wants_ir = "ir" in options.emit or args.dump_passes
     built = compiler.build_graphs(model, options, out / "ir" if wants_ir else None)
+    needed = compiler.example_bytes(built, options.batch)
+    if needed > compiler.MAX_EXAMPLE_BYTES:
+        raise UsageError(f"--batch {options.batch} needs about {needed / 2**30:,.0f} GiB for the trial run and the AOT "
+                         f"example tensors (at most {compiler.MAX_EXAMPLE_BYTES // 2**30} GiB); give a smaller --batch, e.g. --batch 128")
     if args.dump_passes:
         for path in sorted((out / "ir").glob("*.ir")):
             print(f"--- {path.name}")
@@ -224,6 +239,10 @@ def cmd_convert(args) -> int:
 
     if not args.output.endswith(".k"):
         raise UsageError(f"-o takes a .k file name, received {args.output}")
+    if Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} is a folder; give a .k file name inside it")
+    if (file := _file_in_path(Path(args.output).parent)) is not None:
+        raise UsageError(f"-o {args.output}: {file} is a file, not a folder; give -o a .k file in a folder")
     model = _load(args)
     text = model_to_k(model)
     write_text_atomic(args.output, f"# converted by kcomp from {Path(args.file).name}\n{text}")

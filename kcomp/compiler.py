@@ -5,6 +5,7 @@ compilation for a chosen target through Triton's compiler.
 """
 
 import json
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ from kcomp.utils.files import write_text_atomic
 TARGETS = ("sm_80", "sm_89", "sm_90")
 DTYPES = ("float32", "bfloat16")
 EMITS = ("ir", "triton", "ptx", "cubin")
+MAX_BATCH = 2**31 - 1  # kernels take sizes as 32-bit integers
+# The most memory the trial run and the AOT example tensors may need at the build's batch (both
+# allocate on the CPU): far beyond it, a build would fail allocating or run for hours.
+MAX_EXAMPLE_BYTES = 16 * 2**30
 
 
 @dataclass
@@ -41,6 +46,10 @@ class BuildOptions:
             raise ArgumentError(f"Received: dtype={self.dtype!r}. Expected one of {list(DTYPES)}.")
         if self.precision not in ("tf32", "ieee"):
             raise ArgumentError(f"Received: precision={self.precision!r}. Expected 'tf32' or 'ieee'.")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, numbers.Integral) or not 0 < self.batch <= MAX_BATCH:
+            raise ArgumentError(f"Received: batch={self.batch!r}. Expected a whole number from 1 to {MAX_BATCH}, e.g. 128.")
+        if not self.emit:
+            raise ArgumentError(f"Received: emit={self.emit!r}, nothing to write. Expected one or more of {list(EMITS)}.")
         unknown = [e for e in self.emit if e not in EMITS]
         if unknown:
             raise ArgumentError(f"Received: emit={','.join(self.emit)}. Unknown: {unknown}; expected a list of {list(EMITS)}.")
@@ -105,6 +114,16 @@ def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
     fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots, passes=STEP_PIPELINE if options.train else None)
     unfused = snapshots[passes[passes.index("fuse") - 1]]  # the graph just before fusion
     return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start}, every_step=options.train)
+
+
+def example_bytes(built: Built, batch: int) -> int:
+    """The memory the trial run needs at `batch`: the graph's inputs and its modeled peak of activations
+    (kcomp build refuses a batch that needs more than MAX_EXAMPLE_BYTES)."""
+    from kcomp.ir.cost import nbytes
+    from kcomp.runtime.plan import modeled_peak_bytes
+
+    sizes = symbol_sizes(built.fused, batch)
+    return sum(nbytes(v, sizes) for v in built.fused.inputs) + modeled_peak_bytes(built.fused, sizes)
 
 
 def _remove_stale_kernels(folder: Path) -> None:

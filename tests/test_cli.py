@@ -93,10 +93,48 @@ def test_bad_usage_exits_2(tmp_path):
     assert kcomp("frobnicate").returncode == 2
     missing = kcomp("build", tmp_path / "missing.k")
     assert missing.returncode == 2 and "no such file" in missing.stderr
-    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--batch", 0).returncode == 2
-    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--target", "sm_75").returncode == 2
-    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--emit", "ir,sass").returncode == 2
-    assert kcomp("build", EXAMPLES / "cnn_digits.k", "--dtype", "float64").returncode == 2
+
+
+# Each: the flags after `kcomp build cnn_digits.k` ({file} is a plain file) and what the message says.
+BUILD_USAGE_ERRORS = {
+    "batch far too large": (["--batch", 10**12], "--batch 1000000000000 is out of range; give a batch size from 1 to"),
+    "batch zero": (["--batch", 0], "--batch 0 is out of range"),
+    "batch negative": (["--batch", -3], "--batch -3 is out of range"),
+    "batch beyond memory": (["--batch", 10**8], "--batch 100000000 needs about"),  # an internal error (allocation) before
+    "empty emit": (["--emit", ","], "--emit ',' names nothing to write; give a comma-separated list"),  # exit 0 before
+    "blank emit": (["--emit", " "], "--emit ' ' names nothing to write"),
+    "unknown emit": (["--emit", "ir,sass"], "Unknown: ['sass']"),
+    "unknown target": (["--target", "sm_75"], "target='sm_75'. Expected one of"),
+    "unknown dtype": (["--dtype", "float64"], "dtype='float64'. Expected one of"),
+    "unknown precision": (["--precision", "fp16"], "precision='fp16'. Expected 'tf32' or 'ieee'"),
+    "-o a file": (["-o", "{file}"], "is a file, not a folder; give -o a folder path"),
+    "-o under a file": (["-o", "{file}/out/deeper"], "{file} is a file, not a folder; give -o a folder path"),  # exit 1 before
+}
+
+
+@pytest.mark.parametrize("case", BUILD_USAGE_ERRORS)
+def test_build_usage_errors_exit_2_with_one_message(tmp_path, case):
+    flags, message = BUILD_USAGE_ERRORS[case]
+    file = tmp_path / "a_file"
+    file.write_text("not a folder")
+    flags = [str(f).format(file=file) for f in flags]
+    quick = [] if "--emit" in flags else ["--emit", "ir"]  # no AOT compile
+    result = kcomp("build", EXAMPLES / "cnn_digits.k", *flags, *quick, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kcomp build: error: ") and message.format(file=file) in last, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert file.read_text() == "not a folder"
+
+
+def test_convert_output_under_a_file_exits_2(tmp_path):
+    file = tmp_path / "a_file"
+    file.write_text("not a folder")
+    under = kcomp("convert", EXAMPLES / "residual.k", "-o", file / "m.k")
+    assert under.returncode == 2 and f"{file} is a file, not a folder" in under.stderr, under.stderr
+    (tmp_path / "dir.k").mkdir()
+    folder = kcomp("convert", EXAMPLES / "residual.k", "-o", tmp_path / "dir.k")
+    assert folder.returncode == 2 and "is a folder; give a .k file name inside it" in folder.stderr, folder.stderr
 
 
 def test_python_file_errors_are_reported_not_crashes(tmp_path):
@@ -213,3 +251,12 @@ def test_build_train_emits_the_training_step_kernels(tmp_path):
     no_section.write_text("model m { input(3) dense(2) }")
     failed = kcomp("build", no_section, "--train", "-o", tmp_path / "o2", "--emit", "ir")
     assert failed.returncode == 1 and "compile section" in failed.stderr
+
+
+@pytest.mark.parametrize("bad", [{"emit": ()}, {"batch": 0}, {"batch": 2**40}, {"batch": 2.5}, {"batch": True}])
+def test_build_options_refuse_an_empty_emit_and_a_bad_batch(bad):
+    from kcomp.compiler import BuildOptions
+    from kcomp.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=f"Received: {next(iter(bad))}="):
+        BuildOptions(**bad).check()
