@@ -90,25 +90,39 @@ class EarlyStopping(Callback):
         self.mode, self.baseline, self.restore_best_weights, self.start_from_epoch = mode, baseline, restore_best_weights, start_from_epoch
 
     def on_train_begin(self, logs=None):
-        self.wait, self.stopped_epoch, self.best, self.best_weights = 0, 0, self.baseline, None
+        self.wait, self.stopped_epoch, self.best, self.best_weights, self.best_epoch = 0, 0, None, None, 0
 
     def on_epoch_end(self, epoch, logs=None):
+        # Keras 3's rule, step by step: the wait grows every epoch and restarts only on an epoch that
+        # beats both the best so far and the baseline; the best weights are those of the best epoch
+        # (or of the first watched one), restored when training ends, stopped early or not.
         current = (logs or {}).get(self.monitor)
-        if current is None or epoch < self.start_from_epoch:
+        if current is None:
+            warnings.warn(f"EarlyStopping watches {self.monitor}, which is not in the logs {sorted(logs or {})}.", stacklevel=2)
             return
+        if epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = self.model.get_weights(), epoch
+        self.wait += 1
         if _better(self.monitor, self.mode, current, self.best, self.min_delta):
-            self.best, self.wait = current, 0
+            self.best, self.best_epoch = current, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
+            if self.baseline is None or _better(self.monitor, self.mode, current, self.baseline, self.min_delta):
+                self.wait = 0
             return
-        self.wait += 1
-        if self.wait >= self.patience and epoch > 0:  # Keras's rule
+        if self.wait >= self.patience and epoch > 0:
             self.model.stop_training = True
             self.stopped_epoch = epoch
-            if self.restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
-                print(f"Epoch {epoch + 1}: early stopping")
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
 
 
 class TerminateOnNaN(Callback):

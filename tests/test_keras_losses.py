@@ -484,3 +484,32 @@ def test_model_checkpoint_files_and_rules_as_keras(tmp_path):
     for name in (n for n in names if n.endswith(".keras")):  # the same checkpoints hold the same models
         a, b = (kcomp.models.load_model(tmp_path / lib / name) for lib in ("kcomp", "keras"))
         np.testing.assert_allclose(a.predict(X, verbose=0), b.predict(X, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+CALLBACK_CASES = {
+    "early_stopping_restores_best": lambda lib: [lib.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=0.5,
+                                                                             restore_best_weights=True)],
+    "early_stopping_baseline": lambda lib: [lib.callbacks.EarlyStopping(monitor="val_loss", patience=2, baseline=1e-4,
+                                                                        restore_best_weights=True)],
+    "early_stopping_start_epoch": lambda lib: [lib.callbacks.EarlyStopping(monitor="loss", patience=0, start_from_epoch=2,
+                                                                           min_delta=1.0)],
+    "early_stopping_max_mode": lambda lib: [lib.callbacks.EarlyStopping(monitor="val_mae", mode="max", patience=1,
+                                                                        restore_best_weights=True)],
+    "reduce_lr_on_plateau": lambda lib: [lib.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1,
+                                                                         min_delta=0.5, cooldown=1, min_lr=0.01)],
+    "terminate_on_nan": lambda lib: [lib.callbacks.TerminateOnNaN()],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALLBACK_CASES))
+def test_training_callbacks_stop_restore_and_log_as_keras(case):
+    y = BITS.astype("float32")
+    lr = 1e12 if case == "terminate_on_nan" else 0.5
+    ours, theirs = twins(dense_model, optimizer=lambda lib: lib.optimizers.SGD(lr), loss="mse", metrics=["mae"])
+    runs = []
+    for model, lib in ((ours, kcomp), (theirs, keras)):
+        history = model.fit(X, y, epochs=6, batch_size=13, shuffle=False, verbose=0, validation_data=(X, y),
+                            callbacks=CALLBACK_CASES[case](lib))
+        runs.append((history.history, model.predict(X, verbose=0)))
+    assert_logs_close(runs[0][0], runs[1][0], rtol=2e-5)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=2e-5, atol=1e-6)  # weights restored (or not) alike
