@@ -460,8 +460,8 @@ def test_weights_gone_to_nan_give_a_nan_loss_on_the_kernels_too(metrics):
 
 
 def one_step_with_a_nan_weight(make_layers, x, y, loss="categorical_crossentropy", metrics=(), **clip):
-    """One SGD step with the first layer's 5th kernel weight set to NaN, on the reference and on
-    triton-interpret: [(logs, weights)] for each."""
+    """One SGD step with the first layer's 5th kernel weight set to NaN, then an evaluate, on the
+    reference and on triton-interpret: [(train logs, new weights, evaluate logs)] for each."""
     results = []
     for backend in ("reference", "triton-interpret"):
         kcomp.backend.clear_session()
@@ -472,17 +472,20 @@ def one_step_with_a_nan_weight(make_layers, x, y, loss="categorical_crossentropy
         kernel.reshape(-1)[4] = np.nan
         first.set_weights([kernel, bias])
         model.compile(optimizer=optimizers.SGD(learning_rate=0.1, **clip), loss=loss, metrics=list(metrics), backend=backend)
-        results.append((model.train_on_batch(x, y, return_dict=True), model.get_weights()))
+        logs = model.train_on_batch(x, y, return_dict=True)
+        results.append((logs, model.get_weights(), model.evaluate(x, y, verbose=0, return_dict=True)))
     return results
 
 
 def assert_same_nan_weights(results):
-    (ref_logs, ref_weights), (logs, weights) = results
+    (ref_logs, ref_weights, ref_evaluated), (logs, weights, evaluated) = results
     assert math.isnan(ref_logs["loss"]) and math.isnan(logs["loss"]), (ref_logs, logs)
     for got, want in zip(weights, ref_weights, strict=True):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, equal_nan=True)
-    np.testing.assert_allclose(list(logs.values()), list(ref_logs.values()), rtol=1e-5, equal_nan=True)
+    for got, want in ((logs, ref_logs), (evaluated, ref_evaluated)):
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-5, equal_nan=True)
 
 
 @pytest.mark.parametrize("kind, clip", [("mlp", {"clipvalue": 0.5}), ("mlp", {"clipnorm": 1.0}),
