@@ -226,10 +226,16 @@ class CSVLogger(Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self._writer is None:
-            self._writer = csv.DictWriter(self._file, ["epoch", *logs], delimiter=self.separator)
+            # Keras's columns: the first epoch's keys, sorted, and their val_ twins when it had no
+            # validation (validation_freq > 1 or none: those columns hold NA).
+            keys = sorted(logs)
+            if not any(key.startswith("val_") for key in keys):
+                keys += [f"val_{key}" for key in keys]
+            self._writer = csv.DictWriter(self._file, ["epoch", *keys], delimiter=self.separator, extrasaction="ignore")
             if not self.append or self._file.tell() == 0:
                 self._writer.writeheader()
-        self._writer.writerow({"epoch": epoch, **logs})
+        row = {key: logs.get(key, "NA") for key in self._writer.fieldnames[1:]}  # "NA": an epoch without that value
+        self._writer.writerow({"epoch": epoch, **row})
         self._file.flush()
 
     def on_train_end(self, logs=None):

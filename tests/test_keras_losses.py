@@ -513,3 +513,22 @@ def test_training_callbacks_stop_restore_and_log_as_keras(case):
         runs.append((history.history, model.predict(X, verbose=0)))
     assert_logs_close(runs[0][0], runs[1][0], rtol=2e-5)
     np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=2e-5, atol=1e-6)  # weights restored (or not) alike
+
+
+def test_csv_logger_writes_keras_columns(tmp_path):
+    import csv
+
+    y = BITS.astype("float32")
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", metrics=["mae", "accuracy"])
+    tables = []
+    for model, lib in ((ours, kcomp), (theirs, keras)):
+        path = tmp_path / f"{lib.__name__}.csv"
+        model.fit(X, y, epochs=3, batch_size=13, shuffle=False, verbose=0, validation_data=(X, y), validation_freq=2,
+                  callbacks=[lib.callbacks.CSVLogger(str(path))])
+        with open(path) as f:
+            tables.append(list(csv.reader(f)))
+    assert tables[0][0] == tables[1][0]  # the same columns in the same order
+    for ours_row, keras_row in zip(tables[0][1:], tables[1][1:]):
+        assert [v == "NA" for v in ours_row] == [v == "NA" for v in keras_row]
+        np.testing.assert_allclose([float(v) for v in ours_row if v != "NA"], [float(v) for v in keras_row if v != "NA"],
+                                   rtol=2e-5)
