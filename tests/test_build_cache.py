@@ -77,6 +77,25 @@ def test_builds_do_not_depend_on_the_cache_folder(tmp_path):
     assert b'.file\t4 "kcomp_generated/kernel_0_' in ptx_a or b'"kcomp_generated/kernel_0_' in ptx_a
 
 
+def test_generated_kernels_load_from_memory_under_a_portable_file_name(tmp_path, monkeypatch):
+    """Nothing is written to or read from the cache to import a kernel; its file name is the same
+    everywhere (it had been the module's path in KCOMP_CACHE_DIR/kernels)."""
+    import inspect
+
+    import kcomp.dsl
+    from kcomp.codegen.module import kernel_source
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    monkeypatch.setenv("KCOMP_CACHE_DIR", str(tmp_path / "cache"))
+    graph, _ = run_pipeline(kcomp.dsl.loads(TINY)["tiny"].to_graph())
+    source = kernel_source(next(n for n in graph.nodes if n.op == "kernel"), 0)
+    module = load_kernel(source)
+    assert module.__file__ == f"kcomp_generated/{source.name}_{source.digest}.py"
+    assert inspect.getsource(module) == source.text  # what triton.jit and tracebacks read
+    assert not (tmp_path / "cache").exists()
+
+
 # --- the child (no TRITON_INTERPRET) ------------------------------------------------------------
 
 
