@@ -77,6 +77,16 @@ def test_builds_do_not_depend_on_the_cache_folder(tmp_path):
     assert b'.file\t4 "kcomp_generated/kernel_0_' in ptx_a or b'"kcomp_generated/kernel_0_' in ptx_a
 
 
+def test_a_damaged_entry_of_tritons_own_cache_is_not_copied(tmp_path):
+    """Triton's cache (TRITON_CACHE_DIR) is not verified; AOT builds no longer read it."""
+    first = _build(tmp_path, "a", tmp_path / "cache_a", tmp_path / "triton")
+    damaged = [*(tmp_path / "triton").rglob("*.cubin"), *(tmp_path / "triton").rglob("*.ptx")]
+    assert damaged
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert _build(tmp_path, "b", tmp_path / "cache_b", tmp_path / "triton") == first
+
+
 def test_generated_kernels_load_from_memory_under_a_portable_file_name(tmp_path, monkeypatch):
     """Nothing is written to or read from the cache to import a kernel; its file name is the same
     everywhere (it had been the module's path in KCOMP_CACHE_DIR/kernels)."""

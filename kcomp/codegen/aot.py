@@ -12,8 +12,9 @@ code is the code a GPU would run for inputs of those shapes.
 The PTX and cubin do not depend on where kcomp, Triton or the cache live: Triton's line info
 names source files, and `portable_line_info` rewrites those names ("kcomp/kernels/matmul.py",
 "triton/language/standard.py", "kcomp_generated/kernel_0_<digest>.py") before ptxas, so a
-build is the same bytes on every machine. A PTX or cubin from Triton's own cache that is not
-whole (no target, no ELF header) is compiled again.
+build is the same bytes on every machine. Triton's own cache is not read here (an entry there
+is not verified, and one damaged would be copied into a build): kcomp's AOT cache, whose entries
+are checked when read, is the one cache of compiled kernels (compiler.compile_ahead_of_time).
 
 Resource usage (registers, shared memory, spills) and the SASS come from
 `cuobjdump`, which Triton's wheel carries. A process whose Triton runs in
@@ -385,9 +386,8 @@ def _ptxas_usage(ptx: str, cc: int) -> dict[str, int]:
 
 # --- compile ------------------------------------------------------------------------------------
 
-# Added to Triton's cache key for the compiles made here: Triton's cache keys a kernel by its
-# source, not by its files' paths, so an entry compiled before the names were made portable
-# (holding the path of some cache folder) must not be found.
+# Added to Triton's cache key for the compiles made here (Triton asks its stage hook for one):
+# Triton's cache keys a kernel by its source, not by its files' paths.
 PORTABLE_NAMES_KEY = "-kcomp-portable-file-names-1"
 _FILE_DIRECTIVE = re.compile(r'^(\s*\.file\s+\d+\s+")([^"]*)(")', re.M)
 
@@ -475,11 +475,9 @@ def compile_launch(launch: Launch, name: str, template: str, target: str = "sm_9
     if unknown:  # triton.jit refuses these at a launch too
         raise TypeError(f"{kernel.__name__}: launch options {unknown} are neither kernel arguments nor compile options")
     source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    with portable_line_info():
+    # Always compiled: kcomp's AOT cache (compiler.py) is verified when read; Triton's own is not.
+    with portable_line_info(), _always_compile():
         compiled = triton.compile(source, target=target_spec, options=options)
-        if not _whole(compiled.asm["ptx"], compiled.asm["cubin"]):  # a damaged entry of Triton's own cache
-            with _always_compile():
-                compiled = triton.compile(source, target=target_spec, options=options)
     metadata = compiled.metadata
     function = metadata.name
     ptx, cubin = compiled.asm["ptx"], compiled.asm["cubin"]
