@@ -532,3 +532,22 @@ def test_csv_logger_writes_keras_columns(tmp_path):
         assert [v == "NA" for v in ours_row] == [v == "NA" for v in keras_row]
         np.testing.assert_allclose([float(v) for v in ours_row if v != "NA"], [float(v) for v in keras_row if v != "NA"],
                                    rtol=2e-5)
+
+
+@pytest.mark.parametrize("build, settings", [
+    (two_outputs, dict(loss=["mse", "mse"], metrics=[["mae", "accuracy"], ["mse", "AUC"]])),
+    (dense_model, dict(loss="mse", metrics=["mse", "mae", "acc", "AUC"])),
+])
+def test_evaluate_and_train_on_batch_return_lists_in_keras_order(build, settings):
+    y = [BITS.astype("float32"), RNG.random((13, 2)).astype("float32")] if build is two_outputs else BITS.astype("float32")
+    ours, theirs = twins(build, optimizer="sgd", **settings)
+    np.testing.assert_allclose(ours.evaluate(X, y, verbose=0), theirs.evaluate(X, y, verbose=0), rtol=2e-5)
+    np.testing.assert_allclose(ours.test_on_batch(X, y), theirs.test_on_batch(X, y), rtol=2e-5)
+
+
+@pytest.mark.parametrize("metric", ["AUC", "Precision", "recall", "TruePositives"])
+def test_confusion_metrics_count_any_non_zero_target_as_positive(metric):
+    """Keras casts targets to bool for its confusion metrics: a soft label of 0.3 is a positive."""
+    y = np.round(RNG.random((13, 1)), 1).astype("float32")
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", metrics=[metric])
+    assert_logs_close(*_logs_of_both(ours, theirs, X, y), rtol=2e-5)

@@ -350,14 +350,14 @@ class Model(Layer):
 
         self._ensure_built_for(x)
         logs = loop.on_batch(self, "train", x, y, sample_weight)
-        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+        return logs if return_dict else loop.as_returned(self, logs)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
         from kcomp.training import loop
 
         self._ensure_built_for(x)
         logs = loop.on_batch(self, "test", x, y, sample_weight)
-        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+        return logs if return_dict else loop.as_returned(self, logs)
 
     def predict_on_batch(self, x):
         return self.predict(x, batch_size=max(len(x[0]) if isinstance(x, (list, tuple)) else len(x), 1), verbose=0)

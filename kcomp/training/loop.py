@@ -466,10 +466,21 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
             bar.update(i + 1, acc.logs)
     logs = acc.logs(_prefix)
     callback_list.call("on_test_end", acc.logs())
-    if return_dict:
-        return logs
+    return logs if return_dict else as_returned(model, logs)
+
+
+def as_returned(model, logs: dict):
+    """evaluate's and train_on_batch's numbers without return_dict, in Keras 3's order: the loss (alone
+    if nothing else is logged), each output's loss, then the metrics: in compile order for one output,
+    by name for several (as Keras flattens its per-output metric results)."""
     values = list(logs.values())
-    return values[0] if len(values) == 1 else values
+    if len(values) == 1:
+        return values[0]
+    if len(model.outputs) > 1:
+        names = list(logs)
+        losses = [n for n in names[1:] if n.endswith("_loss") and n[: -len("_loss")] in output_names(model)]
+        values = [logs[n] for n in [names[0], *losses, *sorted(n for n in names[1:] if n not in losses)]]
+    return values
 
 
 def _require_compiled(model) -> Compiled:

@@ -93,7 +93,7 @@ def _confusion_counts(y_true, y_pred, *weights, thresholds):
     element counted once or (given per-sample weights) by its sample's weight."""
     t = _thresholds(thresholds, y_pred.device).reshape(-1, *([1] * y_pred.dim()))
     predicted = y_pred.float().unsqueeze(0) > t
-    actual = (y_true.float() > 0.5).unsqueeze(0)
+    actual = (y_true.float() != 0).unsqueeze(0)  # Keras casts targets to bool: any non-zero label is positive
     dims = tuple(range(1, predicted.dim()))
     w = _weights_like(weights[0], y_pred.shape, dims_before=1) if weights else 1.0
     cells = [predicted & actual, predicted & ~actual, ~predicted & ~actual, ~predicted & actual]
@@ -104,7 +104,8 @@ OPS.append(
     OpDef(
         name="confusion_counts",
         doc="For each threshold: counts of true positives, false positives, true negatives and false negatives "
-        "(prediction > threshold is positive; a target above 0.5 is positive), weighted by an optional third "
+        "(prediction > threshold is positive; a non-zero target is positive, as Keras casts it to bool), "
+        "weighted by an optional third "
         "input of per-sample weights. Shape (thresholds, 4).",
         num_inputs=(2, 3),
         attrs={"thresholds": attr(tuple, items=(float,))},
