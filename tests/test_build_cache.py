@@ -87,6 +87,22 @@ def test_a_damaged_entry_of_tritons_own_cache_is_not_copied(tmp_path):
     assert _build(tmp_path, "b", tmp_path / "cache_b", tmp_path / "triton") == first
 
 
+def test_a_cache_that_cannot_be_written_warns_once_and_builds(tmp_path):
+    """KCOMP_CACHE_DIR naming a file: every kernel (two here) is compiled in memory, one warning line."""
+    cache = tmp_path / "a_file"
+    cache.write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(KCOMP_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "kcomp", "build", str(ROOT / "examples" / "mlp_digits.k"), "--model", "seed_mlp",
+         "-o", str(tmp_path / "out"), "--batch", "32", "--emit", "cubin"], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("kcomp: warning")]
+    assert len(warnings) == 1 and "cannot write the cache" in warnings[0], result.stderr
+    assert len(list((tmp_path / "out" / "kernels").glob("*.cubin"))) == 2
+
+
 def test_generated_kernels_load_from_memory_under_a_portable_file_name(tmp_path, monkeypatch):
     """Nothing is written to or read from the cache to import a kernel; its file name is the same
     everywhere (it had been the module's path in KCOMP_CACHE_DIR/kernels)."""

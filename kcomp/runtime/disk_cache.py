@@ -10,7 +10,7 @@ emptied, overwritten with garbage or unreadable reads as None, and the caller bu
 again and writes it back. Writes are atomic (temp file + rename, kcomp.utils.files), so
 concurrent processes see a whole entry or none. Where an entry cannot be written (a cache
 folder of another user, a read-only disk) the caller keeps what it built in memory: the
-write says so once per folder, in one line on stderr, and returns False.
+write says so once per cache folder, in one line on stderr, and returns False.
 """
 
 import hashlib
@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from kcomp import config
 from kcomp.errors import KcompError
 from kcomp.utils.files import write_bytes_atomic
 
@@ -50,7 +51,7 @@ def read_entry(path) -> bytes | None:
 
 
 def write_entry(path, data: bytes) -> bool:
-    """Write the entry atomically; False (and one warning per folder) where it cannot be written."""
+    """Write the entry atomically; False (and one warning per cache) where it cannot be written."""
     try:
         write_bytes_atomic(path, encode_entry(data))
         return True
@@ -60,10 +61,12 @@ def write_entry(path, data: bytes) -> bool:
 
 
 def _warn_once(folder: Path, error: Exception) -> None:
-    key = str(folder)
-    if key in _warned:
+    root = config.cache_dir()
+    if root in folder.parents:  # one line for the whole cache, not one per entry's folder
+        folder = root
+    if str(folder) in _warned:
         return
-    _warned.add(key)
+    _warned.add(str(folder))
     why = str(error).splitlines()[0] if str(error) else type(error).__name__
     print(f"kcomp: warning: cannot write the cache in {folder} ({why}); kept in memory, "
           "set KCOMP_CACHE_DIR to a folder you own to cache builds", file=sys.stderr)
