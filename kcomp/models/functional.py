@@ -487,9 +487,9 @@ class Model(Layer):
 
         self._ensure_built_for(x)
         self._require_built("the output")
-        from kcomp.training.loop import _batch_size
+        from kcomp.training.data import batch_size as checked_batch_size
 
-        batch_size = _batch_size(batch_size)
+        batch_size = checked_batch_size(batch_size)
         xs = self._prepare_inputs(x)
         n = len(xs[0])
         executor, params = self.executor(), self.params()

@@ -1,0 +1,128 @@
+"""The data fit, evaluate and train_on_batch take, checked before any step runs: inputs and targets
+as tensors (any numeric or bool dtype, as Keras takes them), class ids a sparse loss reads, sample
+and class weights, batch sizes. A call refused here has changed nothing.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from kcomp.errors import ArgumentError, KcompError, ShapeError
+from kcomp.training.step import output_names
+from kcomp.utils.data import numeric_array
+
+
+def targets(model, y) -> list[torch.Tensor]:
+    """The targets, one per output: a list in output order, a dict keyed by output name, or one array."""
+    if isinstance(y, dict):
+        names = output_names(model)
+        missing = [name for name in names if name not in y]
+        if missing or set(y) - set(names):
+            raise ArgumentError(f"Targets given for {sorted(y)}; the model's outputs are {names}: give one array for each.")
+        y = [y[name] for name in names]
+    return as_tensors(y, len(model.outputs), "targets")
+
+
+def as_tensors(data, count: int, what: str) -> list[torch.Tensor]:
+    items = list(data) if isinstance(data, (list, tuple)) and count > 1 else [data]
+    if len(items) != count:
+        raise ArgumentError(f"The model has {count} {what}, received {len(items)} arrays.")
+    tensors = []
+    for item in items:
+        t = target_tensor(item)
+        if checkable(t) and not torch.isfinite(t).all():
+            raise KcompError(f"The {what} hold NaN or infinite values; clean the data before training.")
+        tensors.append(t)
+    return tensors
+
+
+def target_tensor(item) -> torch.Tensor:
+    """Targets of any numeric or bool dtype, as Keras takes them: floats become float32 (Keras's
+    losses compute in float32), integers and bools int64 (exact; a loss casts them to the
+    predictions' dtype, a sparse loss reads them as class ids)."""
+    if not isinstance(item, torch.Tensor):
+        array = numeric_array(item, "targets")
+        if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+            raise ArgumentError(f"Targets hold {array.max()}, beyond int64; give labels that fit in int64.")
+        item = torch.as_tensor(np.ascontiguousarray(array.astype(np.int64) if array.dtype.kind in "biu" else array))
+    if item.is_complex():
+        raise ArgumentError(f"Targets of dtype {item.dtype} cannot be learned from; give real numbers.")
+    if item.is_floating_point():
+        return item if item.dtype == torch.float32 else item.float()
+    return item if item.dtype == torch.int64 else item.long()
+
+
+def checkable(t: torch.Tensor) -> bool:
+    """Data to check for NaN here: float tensors in host memory. Checking a GPU tensor would make
+    the host wait for the GPU on every train_on_batch; there TerminateOnNaN watches the loss."""
+    return t.is_floating_point() and t.device.type == "cpu"
+
+
+def model_inputs(model, x) -> list[torch.Tensor]:
+    """The inputs as predict takes them (shapes checked against the model's), free of NaN."""
+    tensors = model._prepare_inputs(x)
+    for t in tensors:
+        if checkable(t) and not torch.isfinite(t).all():
+            raise KcompError("The inputs hold NaN or infinite values; clean the data before training.")
+    return tensors
+
+
+def check_lengths(*groups) -> int:
+    lengths = {len(t) for group in groups for t in group}
+    if len(lengths) != 1:
+        raise ShapeError(f"x and y must have the same number of samples, received lengths {sorted(lengths)}.")
+    n = lengths.pop()
+    if n == 0:
+        raise ArgumentError("x and y hold 0 samples; there is nothing to train on or evaluate. Pass at least one sample.")
+    return n
+
+
+def check_class_ids(model, compiled, ys) -> None:
+    """Targets that a sparse loss reads as class ids must be whole numbers in [0, classes): all of
+    them are checked before the first step, so a bad id in the last batch cannot fail a fit after
+    earlier steps changed the weights (or select nothing and train at loss 0)."""
+    names = output_names(model)
+    for i, (y, out, loss) in enumerate(zip(ys, model.outputs, compiled.losses)):
+        output_shape = tuple(out.shape)
+        if loss is None or not loss.reads_class_ids(tuple(y.shape), output_shape) or y.device.type != "cpu":
+            continue  # (a GPU tensor would cost a host sync here)
+        classes = output_shape[-1]
+        whole = y if not y.is_floating_point() else y.floor()
+        bad = (whole != y) | (whole < 0) | (whole >= classes)
+        if bad.any():
+            at = int(bad.reshape(-1).nonzero()[0])
+            value = y.reshape(-1)[at].item()
+            raise ArgumentError(
+                f"Targets of output {names[i]!r} hold {value!r} (element {at}), which the loss {loss.name} reads as a class id; "
+                f"ids must be whole numbers in [0, {classes}). Fix the labels, or use a loss for one-hot or real targets."
+            )
+
+
+def sample_weights(n, sample_weight, class_weight, ys):
+    if sample_weight is None and not class_weight:
+        # Every sample weighs 1: one element made where the targets are (a fill on the GPU, not a
+        # copy from the host every train_on_batch), seen as n by a batch stride of 0, which tells a
+        # step staging into captured buffers that every batch's weights are the same.
+        return torch.ones((), dtype=torch.float32, device=ys[0].device).expand(n)
+    w = torch.ones(n, dtype=torch.float32) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
+    if w.shape != (n,):
+        raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); received {tuple(w.shape)}.")
+    if not torch.isfinite(w).all():
+        at = int((~torch.isfinite(w)).nonzero()[0])
+        raise ArgumentError(f"sample_weight[{at}] is {w[at].item()}; sample weights must be finite numbers.")
+    if class_weight:
+        bad = {k: v for k, v in class_weight.items() if not (isinstance(v, (int, float, np.number)) and math.isfinite(v))}
+        if bad:
+            raise ArgumentError(f"class_weight holds {bad}; class weights must be finite numbers.")
+        y = ys[0]
+        labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else y.reshape(n).round().long()
+        w = w * torch.tensor([float(class_weight.get(int(c), 1.0)) for c in labels])
+    return w
+
+
+def batch_size(batch_size) -> int:
+    batch_size = 32 if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ArgumentError(f"Received: batch_size={batch_size!r}. Expected a positive integer.")
+    return int(batch_size)
