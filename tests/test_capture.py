@@ -303,7 +303,7 @@ def test_validation_does_not_make_the_training_step_capture_again():
     x, y = np.ones((20, 4), "float32"), np.arange(20) % 3
     with emulated_cuda_graphs() as graphs:
         model.fit(x, y, batch_size=8, epochs=3, validation_split=0.2, verbose=0)  # 16 training rows: 2 batches of 8
-    steps = {kind: s for (kind, _), s in model._training.steps.items()}
+    steps = {kind: s for (kind, *_), s in model._training.steps.items()}
     assert len(steps["train"].plan.captured) == 1 and len(graphs.graphs) == 2  # train (8 rows), test (4 rows)
     assert [g.replays for g in graphs.graphs] == [5, 2]  # 6 training batches, 3 validation batches: the first of each ran for real
 

@@ -103,7 +103,7 @@ def test_training_steps_on_the_gpu_match_the_reference_and_replay_one_cuda_graph
     np.testing.assert_allclose(gpu_loss, ref_loss, rtol=1e-3)
     for a, b in zip(gpu_w, ref_w):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
-    (step,) = [s for (k, _), s in model._training.steps.items() if k == "train"]
+    (step,) = [s for (k, *_), s in model._training.steps.items() if k == "train"]
     assert len(step.plan.captured) == 2  # batches of 32 and the last 6
     assert all(c.graph is not None for c in step.plan.captured.values())
     assert model.layers[0].weights[0].value.is_cuda

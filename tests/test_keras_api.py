@@ -796,3 +796,27 @@ def test_summary_show_trainable_marks_layers_as_keras_does():
         rows[lib.__name__] = {name: next(line for line in text.splitlines() if f"{name} (" in line).rstrip(" │").split()[-1]
                               for name in ("frozen", "drop", "head")}
     assert rows["kcomp"] == rows["keras"] == {"frozen": "N", "drop": "-", "head": "Y"}
+
+
+def test_freezing_after_compile_takes_effect_at_the_next_fit_as_in_keras():
+    """Fine-tuning: train, freeze the first layer, train on without compiling again (and unfreeze)."""
+    def build(lib):
+        inp = lib.Input((4,))
+        return lib.Model(inp, lib.layers.Dense(1, name="b")(lib.layers.Dense(3, name="a")(inp)))
+
+    ours, theirs = build(kcomp), build(keras)
+    theirs.set_weights(ours.get_weights())
+    x = np.random.default_rng(2).random((10, 4)).astype("float32")
+    y = np.random.default_rng(3).random((10, 1)).astype("float32")
+    for model in (ours, theirs):
+        model.compile(optimizer=(kcomp if model is ours else keras).optimizers.SGD(0.1), loss="mse",
+                      **({"backend": "reference"} if model is ours else {}))
+    for freeze in (False, True, False):
+        for model in (ours, theirs):
+            model.get_layer("a").trainable = not freeze
+        before = ours.get_layer("a").get_weights()[0].copy()
+        losses = [m.fit(x, y, epochs=1, batch_size=10, shuffle=False, verbose=0).history["loss"][0] for m in (ours, theirs)]
+        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+        assert np.array_equal(before, ours.get_layer("a").get_weights()[0]) == freeze
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

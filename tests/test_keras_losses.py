@@ -551,3 +551,20 @@ def test_confusion_metrics_count_any_non_zero_target_as_positive(metric):
     y = np.round(RNG.random((13, 1)), 1).astype("float32")
     ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", metrics=[metric])
     assert_logs_close(*_logs_of_both(ours, theirs, X, y), rtol=2e-5)
+
+
+def test_validation_split_keeps_the_sample_weights_and_class_weight_rules():
+    y = BITS.astype("float32")
+    weights = np.linspace(0.2, 3.0, 13).astype("float32")
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse", weighted_metrics=["mae"])
+    kwargs = dict(batch_size=4, epochs=2, shuffle=False, verbose=0, validation_split=0.3)
+    h_ours = ours.fit(X, y, sample_weight=weights[:, None], **kwargs)  # (N, 1) weights, as Keras takes them
+    h_theirs = theirs.fit(X, y, sample_weight=weights[:, None], **kwargs)
+    assert_logs_close(h_ours.history, h_theirs.history, rtol=2e-5)
+    with pytest.raises(KcompError, match="one or the other"):
+        ours.fit(X, y, sample_weight=weights, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+    two, _ = twins(two_outputs, optimizer="sgd", loss=["mse", "mse"])
+    with pytest.raises(KcompError, match="one output"):
+        two.fit(X, [y, RNG.random((13, 2))], class_weight={0: 1.0, 1: 2.0}, verbose=0)
+    with pytest.raises(KcompError, match="sample weights have dtype"):
+        ours.fit(X, y, sample_weight=np.array(["a"] * 13), verbose=0)

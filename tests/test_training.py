@@ -272,7 +272,7 @@ def test_compiled_step_updates_weights_and_slots_in_one_optimizer_kernel(name, h
     (ref, _), (tri, model) = results
     for a, b in zip(ref, tri, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    (step,) = [s for (kind, _), s in model._training.steps.items() if kind == "train"]
+    (step,) = [s for (kind, *_), s in model._training.steps.items() if kind == "train"]
     nodes = step.plan.graph.nodes
     assert not [n for n in nodes if n.op == "optimizer_update"]  # not left to torch
     assert len([n for n in nodes if n.op == "kernel" and n.attrs["template"] == "optimizer"]) == 1

@@ -247,11 +247,14 @@ class Layer:
     def trainable(self) -> bool:
         return self._trainable
 
+    trainable_changes = 0  # how often any layer's trainable flag was set (a training step's cache key)
+
     @trainable.setter
     def trainable(self, value) -> None:
         if not isinstance(value, bool):
             raise ArgumentError(f"Received: trainable={value!r}. Expected True or False.")
         self._trainable = value
+        Layer.trainable_changes += 1  # compiled training steps were built for the flags as they were
         for layer in self._held_layers():  # Keras: the flag of a layer is its layers' too
             layer.trainable = value
 

@@ -100,12 +100,30 @@ def check_class_ids(model, compiled, ys) -> None:
 
 
 def sample_weights(n, sample_weight, class_weight, ys):
+    """Each sample's weight: sample_weight, or the weight class_weight gives its class (Keras takes
+    one or the other, and class weights only for a model with one output), else 1."""
+    if class_weight and sample_weight is not None:
+        raise ArgumentError("Received both class_weight and sample_weight; Keras takes one or the other. "
+                            "Fold the class weights into sample_weight.")
+    if class_weight and len(ys) > 1:
+        raise ArgumentError("class_weight is only supported for models with one output, as in Keras; "
+                            "give sample_weight instead.")
     if sample_weight is None and not class_weight:
         # Every sample weighs 1: one element made where the targets are (a fill on the GPU, not a
         # copy from the host every train_on_batch), seen as n by a batch stride of 0, which tells a
         # step staging into captured buffers that every batch's weights are the same.
         return torch.ones((), dtype=torch.float32, device=ys[0].device).expand(n)
-    w = torch.ones(n, dtype=torch.float32) if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
+    if sample_weight is None:
+        w = torch.ones(n, dtype=torch.float32)
+    else:
+        if isinstance(sample_weight, torch.Tensor):
+            if sample_weight.is_complex():
+                raise KcompError("The sample weights are complex numbers; give real numbers.")
+            w = sample_weight.float()
+        else:  # strings, None inside, ragged lists, complex: a KcompError naming them
+            w = torch.as_tensor(np.ascontiguousarray(numeric_array(sample_weight, "sample weights")), dtype=torch.float32)
+        if w.dim() == 2 and w.shape[1] == 1:
+            w = w.reshape(-1)  # (N, 1), as Keras takes it
     if w.shape != (n,):
         raise ShapeError(f"sample_weight must have one weight per sample, shape ({n},); received {tuple(w.shape)}.")
     if not torch.isfinite(w).all():

@@ -13,6 +13,7 @@ import torch
 
 from kcomp import backend, losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
+from kcomp.layers.base import Layer
 from kcomp.runtime.reference import run_reference
 from kcomp.training.data import batch_size as checked_batch_size, check_class_ids, check_lengths, model_inputs, sample_weights, targets
 from kcomp.training.step import ITERATIONS, build_test_step, build_train_step, output_names
@@ -31,6 +32,7 @@ class Compiled:
     accumulators: dict = field(default_factory=dict)
     iterations_held: int | None = None  # the count that tensor holds, as the host knows it
     variables: list | None = None  # (path, Variable) of the model's weights, taken at the first step
+    trainable_seen: tuple | None = None  # (Layer.trainable_changes, trainable weight paths) at the last step
 
 
 def _per_output(value, names: list[str], what: str, default=None) -> list:
@@ -92,9 +94,19 @@ def _target_specs(ys) -> tuple:
     return tuple((tuple(y.shape[1:]), str(y.dtype).replace("torch.", "")) for y in ys)
 
 
+def _trainable_now(model, compiled: Compiled) -> tuple:
+    """Which weights train: a layer frozen or unfrozen after compile (fine-tuning) takes effect at
+    the next step, as in Keras, since steps are built per set of trainable weights. Walked only when
+    some layer's flag was set since the last step (Layer.trainable_changes), not every batch."""
+    changes = Layer.trainable_changes
+    if compiled.trainable_seen is None or compiled.trainable_seen[0] != changes:
+        compiled.trainable_seen = (changes, tuple(w.path for w in model.trainable_weights))
+    return compiled.trainable_seen[1]
+
+
 def _step(model, compiled: Compiled, kind: str, ys) -> object:
     specs = _target_specs(ys)
-    key = (kind, specs)
+    key = (kind, specs, _trainable_now(model, compiled))
     if key not in compiled.steps:
         build = build_train_step if kind == "train" else build_test_step
         try:
@@ -274,8 +286,10 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     if validation_data is None and validation_split:
         if not 0 < validation_split < 1:
             raise ArgumentError(f"Received: validation_split={validation_split}. Expected a number in (0, 1).")
-        split = n - int(math.floor(n * validation_split))  # Keras: the last samples, before shuffling
-        validation_data = ([t[split:] for t in xs], [t[split:] for t in ys])
+        split = int(math.floor(n * (1.0 - validation_split)))  # Keras 3's split: the last samples, before shuffling
+        # Keras splits the sample weights too (class weights weigh only the training part).
+        val_weights = None if sample_weight is None else sw[split:]
+        validation_data = ([t[split:] for t in xs], [t[split:] for t in ys], val_weights)
         xs, ys, sw, n = [t[:split] for t in xs], [t[:split] for t in ys], sw[:split], split
     elif validation_data is not None:
         if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
