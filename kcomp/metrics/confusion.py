@@ -1,18 +1,52 @@
 """Metrics from confusion counts at thresholds: Precision, Recall, AUC, the four counts, and the
 operating-point metrics (PrecisionAtRecall and its family)."""
 
+import inspect
+
 import torch
 
 from kcomp import losses, ops
 from kcomp.errors import ArgumentError
 from kcomp.metrics.base import Metric, _unique_name
 
+_EPSILON = 1e-7  # Keras's backend.epsilon(): AUC's end thresholds lie this far outside [0, 1]
+
+
+def _thresholds(thresholds, default=0.5) -> list:
+    """Keras's `thresholds` argument as a list: None gives [default], a number [that number]."""
+    if thresholds is None:
+        return [default]
+    listed = list(thresholds) if isinstance(thresholds, (list, tuple)) else [thresholds]
+    bad = [t for t in listed if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 1]
+    if bad:
+        raise ArgumentError(f"Received: thresholds={thresholds!r}. Threshold values must be numbers in [0, 1]; {bad} are not.")
+    return listed
+
+
+def _evenly_spaced(num_thresholds) -> list:
+    """The num_thresholds - 2 thresholds strictly inside (0, 1), evenly spaced: Keras's grid
+    (AUC and the operating-point metrics add their own end points)."""
+    return [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+
+
+def _not_yet(argument, value, fix):
+    raise ArgumentError(f"Received: {argument}={value!r}: a Keras argument kcomp does not compute yet. {fix}")
+
+
+def _ratio(a, b):
+    """a / (a + b), 0 where a + b is 0 (Keras's divide_no_nan)."""
+    return torch.where(a + b > 0, a / (a + b).clamp(min=1e-300), torch.zeros_like(a))
+
 
 class _Confusion(Metric):
-    """Metrics from true/false positive/negative counts at thresholds (Keras's confusion metrics)."""
+    """Metrics from true/false positive/negative counts at thresholds (Keras's confusion metrics).
+    With `class_id`, only that column of the targets and predictions is counted, as Keras does."""
 
-    def __init__(self, thresholds, name=None):
+    def __init__(self, thresholds, name=None, class_id=None, from_logits=False):
         self.thresholds = tuple(float(t) for t in thresholds)
+        if class_id is not None and (not isinstance(class_id, int) or isinstance(class_id, bool) or class_id < 0):
+            raise ArgumentError(f"Received: class_id={class_id!r}. Expected an integer >= 0, a column of the predictions.")
+        self.class_id, self.from_logits = class_id, from_logits
         # Keras names these automatically and uniquely per session: auc, auc_1, ...
         super().__init__(name or _unique_name(type(self).__name__))
 
@@ -20,58 +54,132 @@ class _Confusion(Metric):
         # The batch's counts per threshold (weighted by the samples' weights for a weighted metric):
         # the running state adds them up (float32, exact to 2**24 for unit weights).
         y_true, y_pred = losses.same_rank(y_true, y_pred)  # as Keras's confusion-matrix update
+        if self.from_logits:
+            y_pred = ops.sigmoid(y_pred)
+        if self.class_id is not None:
+            y_true, y_pred = self._column(y_true, y_pred)
         weights = [] if sample_weight is None else [sample_weight]
         return ops.emit("confusion_counts", y_true, y_pred, *weights, thresholds=self.thresholds), 0
 
+    def _column(self, y_true, y_pred):
+        """Column class_id of both, keeping the axis (Keras's y[..., class_id, None])."""
+        shape = ops.shape(y_pred)
+        if len(shape) < 2:
+            raise ArgumentError(f"{type(self).__name__}(class_id={self.class_id}) needs predictions of shape "
+                                f"(num_samples, num_classes); received {shape}.")
+        if isinstance(shape[-1], int) and self.class_id >= shape[-1]:
+            raise ArgumentError(f"Received: class_id={self.class_id} for predictions of shape {shape}. "
+                                f"Expected a class id in [0, {shape[-1]}).")
+        axis = len(shape) - 1
+        return tuple(ops.emit("slice", y, axis=axis, start=self.class_id, stop=self.class_id + 1) for y in (y_true, y_pred))
 
-class Precision(_Confusion):
+
+class _AtThresholds(_Confusion):
+    """A value per threshold of `thresholds` (default 0.5): one number for one threshold, a list
+    (one per threshold) for several, as Keras returns."""
+
+    def __init__(self, thresholds=None, name=None, class_id=None):
+        listed = _thresholds(thresholds)
+        super().__init__(listed, name, class_id)
+        self.listed = len(listed) > 1
+
+    def values_at(self, state) -> list:
+        raise NotImplementedError
+
+    def result(self, state, count=0):
+        values = self.values_at(state.double())
+        return values.tolist() if self.listed else float(values[0])
+
+
+class Precision(_AtThresholds):
     """TP / (TP + FP) with predictions above `thresholds` (default 0.5) counted positive."""
 
-    def __init__(self, thresholds=None, name=None):
-        super().__init__([0.5] if thresholds is None else [thresholds] if isinstance(thresholds, (int, float)) else thresholds, name)
+    def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
+        if top_k is not None:
+            _not_yet("top_k", top_k, "Remove it, or compute the metric after predict.")
+        super().__init__(thresholds, name, class_id)
 
-    def result(self, state, count=0) -> float:
-        tp, fp, _, _ = state[0].tolist()  # one read-back
-        return tp / (tp + fp) if tp + fp else 0.0
+    def values_at(self, state):
+        return _ratio(state[:, 0], state[:, 1])
 
 
 class Recall(Precision):
     """TP / (TP + FN)."""
 
-    def result(self, state, count=0) -> float:
-        tp, _, _, fn = state[0].tolist()
-        return tp / (tp + fn) if tp + fn else 0.0
+    def values_at(self, state):
+        return _ratio(state[:, 0], state[:, 3])
+
+
+_CURVES = {"ROC": "ROC", "roc": "ROC", "PR": "PR", "pr": "PR", "PRGAIN": "PRGAIN", "prgain": "PRGAIN"}
+_SUMMATIONS = ("interpolation", "minoring", "majoring")
 
 
 class AUC(_Confusion):
-    """Area under the ROC (or PR) curve from num_thresholds evenly spaced thresholds, as Keras's AUC."""
+    """Area under the ROC (or PR, or PR-gain) curve from num_thresholds evenly spaced thresholds
+    (or the given `thresholds`), summed as Keras's AUC does for each `summation_method`."""
 
-    def __init__(self, num_thresholds=200, curve="ROC", name=None):
-        if num_thresholds <= 1:
+    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, dtype=None,
+                 thresholds=None, multi_label=False, num_labels=None, label_weights=None, from_logits=False):
+        if curve not in _CURVES:
+            raise ArgumentError(f"Received: curve={curve!r}. Expected 'ROC', 'PR' or 'PRGAIN'.")
+        method = summation_method.lower() if isinstance(summation_method, str) else summation_method
+        if method not in _SUMMATIONS:
+            raise ArgumentError(f"Received: summation_method={summation_method!r}. Expected one of {list(_SUMMATIONS)}.")
+        for argument, value in (("multi_label", multi_label), ("num_labels", num_labels), ("label_weights", label_weights)):
+            if value not in (None, False):
+                _not_yet(argument, value, "kcomp's AUC counts every label together (multi_label=False); "
+                                          "for one AUC per label, give each label its own output.")
+        if thresholds is not None:
+            inner = sorted(_thresholds(thresholds))
+        elif not isinstance(num_thresholds, int) or num_thresholds <= 1:
             raise ArgumentError(f"Received: num_thresholds={num_thresholds}. Expected an integer > 1.")
-        if curve not in ("ROC", "PR"):
-            raise ArgumentError(f"Received: curve={curve!r}. Expected 'ROC' or 'PR'.")
-        eps = 1e-7  # Keras puts the end thresholds just outside [0, 1]
-        inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
-        self.curve = curve
-        super().__init__([0.0 - eps, *inner, 1.0 + eps], name)
+        else:
+            inner = _evenly_spaced(num_thresholds)
+        self.num_thresholds = len(inner) + 2
+        self.curve, self.summation_method = _CURVES[curve], method
+        super().__init__([0.0 - _EPSILON, *inner, 1.0 + _EPSILON], name, from_logits=bool(from_logits))
 
     def result(self, state, count=0) -> float:
         tp, fp, tn, fn = (state.double()[:, i] for i in range(4))
-        recall = tp / (tp + fn).clamp(min=1e-12)
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            return self._interpolated_pr(tp, fp, fn)
         if self.curve == "ROC":
-            x = fp / (fp + tn).clamp(min=1e-12)
-            y = recall
-        else:
-            x = recall
-            y = tp / (tp + fp).clamp(min=1e-12)
-        # Riemann sum with interpolated heights, thresholds ascending (curve points descending).
-        return float(((x[:-1] - x[1:]) * (y[:-1] + y[1:]) / 2).sum())
+            x, y = _ratio(fp, tn), _ratio(tp, fn)  # false positive rate, recall
+        elif self.curve == "PR":
+            x, y = _ratio(tp, fn), _ratio(tp, fp)  # recall, precision
+        else:  # PR gain (Flach & Kull): both gains scaled by positives / negatives
+            scale = torch.where(tn + fp > 0, (tp + fn) / (tn + fp).clamp(min=1e-300), torch.zeros_like(tp))
+            none = tp == 0
+            safe_tp = tp.clamp(min=1e-300)
+            x = torch.where(none, 0.0, 1.0 - scale * fn / safe_tp).clamp(min=0.0)  # recall gain
+            y = torch.where(none, 1.0, 1.0 - scale * fp / safe_tp)  # precision gain
+        # Thresholds ascend, so the curve's points run from its right end to its left.
+        left, right = y[:-1], y[1:]
+        heights = {"interpolation": (left + right) / 2, "minoring": torch.minimum(left, right),
+                   "majoring": torch.maximum(left, right)}[self.summation_method]
+        return float(((x[:-1] - x[1:]) * heights).sum())
+
+    @staticmethod
+    def _interpolated_pr(tp, fp, fn) -> float:
+        """Davis & Goadrich's interpolation: between two neighbouring thresholds, the true positives
+        and the predicted positives P = TP + FP vary linearly, so precision = TP / P varies as
+        (a + slope * P) / P, whose integral over recall has a closed form (a log of P's ratio)."""
+        positives = tp + fp
+        d_tp, d_p = tp[:-1] - tp[1:], positives[:-1] - positives[1:]
+        slope = torch.where(d_p > 0, d_tp / d_p.clamp(min=1e-300), torch.zeros_like(d_tp))
+        intercept = tp[1:] - slope * positives[1:]
+        both = (positives[:-1] > 0) & (positives[1:] > 0)
+        ratio = torch.where(both, positives[:-1] / positives[1:].clamp(min=1e-300), torch.ones_like(d_p))
+        total = (tp[1:] + fn[1:]).clamp(min=0)  # every positive target, at each threshold
+        area = slope * (d_tp + intercept * torch.log(ratio))
+        return float(torch.where(total > 0, area / total.clamp(min=1e-300), torch.zeros_like(area)).sum())
 
 
 class _AtOperatingPoint(_Confusion):
     """Keras's SensitivityAtSpecificity family: at `num_thresholds` thresholds spread evenly over
     [0, 1], the best `dependent` value among the thresholds where `constrained` >= `value`."""
+
+    argument = reported = None  # set by _at_operating_point
 
     def __init__(self, value, num_thresholds=200, class_id=None, name=None, dtype=None):
         what = type(self).argument
@@ -79,33 +187,37 @@ class _AtOperatingPoint(_Confusion):
             raise ArgumentError(f"Received: {what}={value}. Expected a number in [0, 1].")
         if num_thresholds <= 0:
             raise ArgumentError(f"Received: num_thresholds={num_thresholds}. Expected an integer > 0.")
-        if class_id is not None:
-            raise ArgumentError(f"Received: class_id={class_id}: kcomp does not take class_id yet; slice that output instead.")
         self.value, self.num_thresholds = float(value), num_thresholds
-        inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
-        super().__init__([0.5] if num_thresholds == 1 else [0.0, *inner, 1.0], name)
-
-    @staticmethod
-    def _ratio(a, b):
-        return torch.where(a + b > 0, a / (a + b).clamp(min=1e-300), torch.zeros_like(a))  # Keras's divide_no_nan
+        super().__init__([0.5] if num_thresholds == 1 else [0.0, *_evenly_spaced(num_thresholds), 1.0], name, class_id)
 
     def result(self, state, count=0):
         tp, fp, tn, fn = (state.double()[:, i] for i in range(4))
-        rates = {"sensitivity": self._ratio(tp, fn), "specificity": self._ratio(tn, fp), "precision": self._ratio(tp, fp)}
+        rates = {"sensitivity": _ratio(tp, fn), "specificity": _ratio(tn, fp), "precision": _ratio(tp, fp)}
         rates["recall"] = rates["sensitivity"]
         constrained, dependent = rates[type(self).argument], rates[type(self).reported]
         return float(torch.where(constrained >= self.value, dependent, torch.zeros_like(dependent)).max().clamp(min=0))
 
 
 def _at_operating_point(class_name, argument, reported):
-    def __init__(self, *args, **kwargs):
-        if args:
-            kwargs[argument] = args[0]
-            args = args[1:]
-        if argument not in kwargs:
-            raise ArgumentError(f"{class_name} needs {argument}=..., the {argument} to hold (a number in [0, 1]).")
-        _AtOperatingPoint.__init__(self, kwargs.pop(argument), *args, **kwargs)
+    """A class of the family whose first argument is called `argument`, with Keras's signature
+    (`argument`, num_thresholds=200, class_id=None, name=None, dtype=None)."""
 
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = __init__.__signature__.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise ArgumentError(f"{class_name}: {e}. It takes {argument} (a number in [0, 1]), num_thresholds, "
+                                "class_id, name and dtype.") from None
+        values = dict(bound.arguments)
+        del values["self"]
+        _AtOperatingPoint.__init__(self, values.pop(argument), **values)
+
+    P = inspect.Parameter
+    __init__.__signature__ = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P(argument, P.POSITIONAL_OR_KEYWORD)]
+        + [P(n, P.POSITIONAL_OR_KEYWORD, default=d) for n, d in
+           (("num_thresholds", 200), ("class_id", None), ("name", None), ("dtype", None))]
+    )
     return type(class_name, (_AtOperatingPoint,), {"argument": argument, "reported": reported, "__init__": __init__})
 
 
@@ -115,23 +227,20 @@ PrecisionAtRecall = _at_operating_point("PrecisionAtRecall", "recall", "precisio
 RecallAtPrecision = _at_operating_point("RecallAtPrecision", "precision", "recall")
 
 
-class _Count(_Confusion):
+class _Count(_AtThresholds):
     """One of the four confusion counts at `thresholds` (default 0.5): Keras's TruePositives,
-    FalsePositives, TrueNegatives, FalseNegatives (a list of thresholds gives a list)."""
+    FalsePositives, TrueNegatives, FalseNegatives (several thresholds give a list)."""
 
     column = 0
 
     def __init__(self, thresholds=None, name=None, dtype=None):
-        super().__init__([0.5] if thresholds is None else [thresholds] if isinstance(thresholds, (int, float)) else thresholds, name)
-        self.listed = isinstance(thresholds, (list, tuple))
+        super().__init__(thresholds, name)
 
-    def result(self, state, count=0):
-        counts = state[:, self.column].tolist()
-        return counts if self.listed else counts[0]
+    def values_at(self, state):
+        return state[:, self.column]
 
 
 TruePositives = type("TruePositives", (_Count,), {"column": 0})
 FalsePositives = type("FalsePositives", (_Count,), {"column": 1})
 TrueNegatives = type("TrueNegatives", (_Count,), {"column": 2})
 FalseNegatives = type("FalseNegatives", (_Count,), {"column": 3})
-

@@ -1,6 +1,7 @@
 """Metrics that average a per-sample formula (Keras's MeanMetricWrapper): the losses' formulas,
 correlations, and RootMeanSquaredError."""
 
+import inspect
 import math
 
 from kcomp import losses, ops
@@ -23,12 +24,21 @@ class _LossMetric(Metric):
 
 
 def _loss_metric(class_name, function, **defaults):
+    """A class averaging `function`, with Keras's signature: (name=None, dtype=None, then each of
+    `defaults` with its default), which inspect.signature (and so a file's loader) reads."""
+
     def __init__(self, name=None, dtype=None, **kwargs):
         unknown = set(kwargs) - set(defaults)
         if unknown:
             raise ArgumentError(f"{class_name} got unexpected argument(s) {sorted(unknown)}; it takes {sorted(defaults)}.")
         _LossMetric.__init__(self, name, **{**defaults, **kwargs})
 
+    P = inspect.Parameter
+    __init__.__signature__ = inspect.Signature(
+        [P("self", P.POSITIONAL_OR_KEYWORD), P("name", P.POSITIONAL_OR_KEYWORD, default=None),
+         P("dtype", P.POSITIONAL_OR_KEYWORD, default=None)]
+        + [P(key, P.KEYWORD_ONLY, default=value) for key, value in defaults.items()]
+    )
     return type(class_name, (_LossMetric,), {"fn": staticmethod(function), "__init__": __init__})
 
 
