@@ -75,12 +75,37 @@ class History(Callback):
             self.history.setdefault(k, []).append(v)
 
 
-def _better(monitor, mode, current, best, min_delta=0.0):
-    if mode == "auto":
-        mode = "max" if any(s in monitor for s in ("acc", "auc", "precision", "recall")) else "min"
+def _better(callback, current, best, min_delta=0.0) -> bool:
+    """Whether `current` improves on `best` for the callback's monitor and mode (Keras's
+    MonitorCallback): in mode "auto", "loss" goes down and a compiled metric goes the way Keras's
+    metric class goes (accuracy, AUC, R2, F1, IoU up; errors down); anything else must be told."""
+    up = _goes_up(callback)  # first: an unknown direction fails at the first epoch, as in Keras
     if best is None:
         return True
-    return current > best + min_delta if mode == "max" else current < best - min_delta
+    return current > best + min_delta if up else current < best - min_delta
+
+
+def _goes_up(callback) -> bool:
+    monitor, mode = callback.monitor, callback.mode
+    if mode in ("min", "max"):
+        return mode == "max"
+    name = monitor[len("val_"):] if monitor.startswith("val_") else monitor
+    if name == "loss":
+        return False
+    from kcomp.metrics.base import goes_up
+    from kcomp.training.step import output_names
+
+    training = getattr(callback.model, "_training", None)
+    if training is not None:
+        outputs = output_names(callback.model)
+        for out, metrics in zip(outputs, training.metrics):
+            for metric in metrics:
+                if name in (metric.name, f"{out}_{metric.name}") and goes_up(metric) is not None:
+                    return goes_up(metric)
+    raise ArgumentError(
+        f"{type(callback).__name__} watches monitor={monitor!r}, but whether it should go up or down is not known "
+        "(as in Keras). Pass mode='max' or mode='min'."
+    )
 
 
 class EarlyStopping(Callback):
@@ -105,11 +130,11 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights, self.best_epoch = self.model.get_weights(), epoch
         self.wait += 1
-        if _better(self.monitor, self.mode, current, self.best, self.min_delta):
+        if _better(self, current, self.best, self.min_delta):
             self.best, self.best_epoch = current, epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
-            if self.baseline is None or _better(self.monitor, self.mode, current, self.baseline, self.min_delta):
+            if self.baseline is None or _better(self, current, self.baseline, self.min_delta):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
@@ -201,7 +226,7 @@ class ReduceLROnPlateau(Callback):
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if _better(self.monitor, self.mode, current, self.best, self.min_delta):
+        if _better(self, current, self.best, self.min_delta):
             self.best, self.wait = current, 0
         elif self.cooldown_counter <= 0:
             self.wait += 1
@@ -298,7 +323,7 @@ class ModelCheckpoint(Callback):
             current = logs.get(self.monitor)
             if current is None:  # Keras saves, and warns
                 warnings.warn(f"ModelCheckpoint can save the best model only with {self.monitor} available; saving.", stacklevel=2)
-            elif not _better(self.monitor, self.mode, current, self.best):
+            elif not _better(self, current, self.best):
                 if self.verbose:
                     print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return

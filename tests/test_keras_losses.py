@@ -568,3 +568,32 @@ def test_validation_split_keeps_the_sample_weights_and_class_weight_rules():
         two.fit(X, [y, RNG.random((13, 2))], class_weight={0: 1.0, 1: 2.0}, verbose=0)
     with pytest.raises(KcompError, match="sample weights have dtype"):
         ours.fit(X, y, sample_weight=np.array(["a"] * 13), verbose=0)
+
+
+@pytest.mark.parametrize("monitor", ["val_r2_score", "val_f1_score", "val_mae", "val_pearson_correlation"])
+def test_callbacks_know_which_way_each_metric_improves_as_keras(monitor):
+    """EarlyStopping in mode "auto" on a metric that should rise (R2, F1) or fall (mae)."""
+    y = BITS.astype("float32")[:, None]
+    metrics = ["r2_score", "f1_score", "mae", "pearson_correlation"]
+    ours, theirs = twins(dense_model, optimizer=lambda lib: lib.optimizers.SGD(0.5), loss="mse", metrics=metrics)
+    runs = []
+    for model, lib in ((ours, kcomp), (theirs, keras)):
+        stop = lib.callbacks.EarlyStopping(monitor=monitor, patience=1, restore_best_weights=True)
+        history = model.fit(X, y, epochs=6, batch_size=13, shuffle=False, verbose=0, validation_data=(X, y), callbacks=[stop])
+        runs.append((len(history.history["loss"]), model.predict(X, verbose=0)))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=2e-5, atol=1e-6)
+
+
+def test_a_metric_of_unknown_direction_needs_a_mode_as_in_keras():
+    def my_metric(y_true, y_pred):
+        return kcomp.ops.abs(kcomp.ops.subtract(y_true, y_pred))
+
+    ours, _ = twins(dense_model, optimizer="sgd", loss="mse", metrics=[my_metric])
+    y = BITS.astype("float32")[:, None]
+    with pytest.raises(KcompError, match="mode='max' or mode='min'"):
+        ours.fit(X, y, epochs=2, verbose=0, callbacks=[kcomp.callbacks.EarlyStopping(monitor="my_metric")])
+    ours.fit(X, y, epochs=2, verbose=0, callbacks=[kcomp.callbacks.EarlyStopping(monitor="my_metric", mode="min")])
+    # (N,) targets against (N, 1) predictions would make the function an (N, N) table: refused, named.
+    with pytest.raises(KcompError, match=r"my_metric gave values of shape \(None, None\)"):
+        ours.evaluate(X, y[:, 0], verbose=0)

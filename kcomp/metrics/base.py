@@ -12,6 +12,7 @@ import math
 import torch
 
 from kcomp import losses, ops
+from kcomp.errors import ShapeError, format_shape
 
 
 class Metric:
@@ -35,6 +36,12 @@ class Metric:
         contributes (the mean's divisor grows by that per sample; 0 when the state holds its own
         divisor). Unweighted: the values' sum. Weighted: [sum(values * weight), sum(weight)]."""
         values = self.values(y_true, y_pred)
+        if any(not isinstance(d, int) for d in values.shape[1:]):  # e.g. (N,) targets against (N, 1) broadcast
+            raise ShapeError(
+                f"metric {self.name} gave values of shape {format_shape(ops.shape(values))} from targets of shape "
+                f"{format_shape(ops.shape(y_true))} and predictions of shape {format_shape(ops.shape(y_pred))}: a table "
+                "across samples, not values per sample. Give targets of the predictions' shape."
+            )
         if values.dtype != "float32":
             values = ops.cast(values, "float32")
         if sample_weight is None:
@@ -81,3 +88,30 @@ def _as_float_pair(y_true, y_pred):
     if ops.dtype(y_true) != ops.dtype(y_pred):
         y_true = ops.cast(y_true, ops.dtype(y_pred))
     return y_true, y_pred
+
+
+# Keras's direction of each metric class (its `_direction`): which way is better. Metrics that
+# average a loss go down; the others that Keras marks go up. A class not listed (a user's metric
+# function) has no known direction, and a callback watching it in mode "auto" must be told.
+_GOES_UP = {
+    "Accuracy", "AutoAccuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "AUC", "Precision", "Recall", "TruePositives",
+    "TrueNegatives", "PrecisionAtRecall", "RecallAtPrecision", "SensitivityAtSpecificity", "SpecificityAtSensitivity",
+    "F1Score", "FBetaScore", "R2Score", "IoU", "MeanIoU", "BinaryIoU", "OneHotIoU", "OneHotMeanIoU",
+    "CosineSimilarity", "PearsonCorrelation", "ConcordanceCorrelation",
+}
+_GOES_DOWN = {
+    "FalsePositives", "FalseNegatives", "MeanSquaredError", "RootMeanSquaredError", "MeanAbsoluteError",
+    "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError", "LogCoshError", "Poisson", "KLDivergence", "Hinge",
+    "SquaredHinge", "CategoricalHinge", "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
+}
+
+
+def goes_up(metric: Metric) -> bool | None:
+    """True if a larger value is better, False if a smaller one is, None if Keras would not know."""
+    for cls in type(metric).__mro__:
+        if cls.__name__ in _GOES_UP:
+            return True
+        if cls.__name__ in _GOES_DOWN:
+            return False
+    return None
