@@ -151,3 +151,24 @@ def test_factory_made_metric_classes_show_keras_signatures():
     assert {"axis", "name", "dtype"} <= set(inspect.signature(kcomp.metrics.PearsonCorrelation).parameters)
     with pytest.raises(ArgumentError, match="recall"):
         kcomp.metrics.PrecisionAtRecall()
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.metrics.AUC(num_thresholds=9, curve="PR", summation_method="majoring", from_logits=True),
+    lambda lib: lib.metrics.AUC(thresholds=[0.25, 0.5]),
+    lambda lib: lib.metrics.PrecisionAtRecall(0.3, num_thresholds=11),
+    lambda lib: lib.metrics.SpecificityAtSensitivity(sensitivity=0.6),
+    lambda lib: lib.metrics.Precision(thresholds=[0.3, 0.6]),
+    lambda lib: lib.metrics.Recall(0.4),
+    lambda lib: lib.metrics.FalsePositives(thresholds=[0.2, 0.7]),
+    lambda lib: lib.metrics.BinaryCrossentropy(label_smoothing=0.1),
+])
+def test_kcomp_archives_keep_their_metrics_arguments_for_keras_and_kcomp(tmp_path, make):
+    """A metric's own arguments travel in the compile config: AUC(curve='PR') comes back a PR AUC,
+    PrecisionAtRecall keeps its recall (it had been written with its name only)."""
+    ours, theirs = twins(_spread, optimizer="sgd", loss="binary_crossentropy", metrics=lambda lib: [make(lib)])
+    _scaled_weights(ours, theirs)
+    ours.save(tmp_path / "m.keras")
+    for loaded in (keras.saving.load_model(tmp_path / "m.keras"), kcomp.models.load_model(tmp_path / "m.keras")):
+        assert_logs_close(*_logs_of_both(ours, loaded, X, BITS, batch_size=8), rtol=2e-5)
+    assert_logs_close(*_logs_of_both(ours, theirs, X, BITS, batch_size=8), rtol=2e-5)

@@ -73,6 +73,10 @@ class _Confusion(Metric):
         axis = len(shape) - 1
         return tuple(ops.emit("slice", y, axis=axis, start=self.class_id, stop=self.class_id + 1) for y in (y_true, y_pred))
 
+    def get_config(self) -> dict:
+        """Keras's config of this metric (what a .keras file's compile config holds)."""
+        return {"name": self.name, "dtype": "float32"}
+
 
 class _AtThresholds(_Confusion):
     """A value per threshold of `thresholds` (default 0.5): one number for one threshold, a list
@@ -82,6 +86,10 @@ class _AtThresholds(_Confusion):
         listed = _thresholds(thresholds)
         super().__init__(listed, name, class_id)
         self.listed = len(listed) > 1
+        self.init_thresholds = list(thresholds) if isinstance(thresholds, tuple) else thresholds
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "thresholds": self.init_thresholds}
 
     def values_at(self, state) -> list:
         raise NotImplementedError
@@ -101,6 +109,9 @@ class Precision(_AtThresholds):
 
     def values_at(self, state):
         return _ratio(state[:, 0], state[:, 1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "top_k": None, "class_id": self.class_id}
 
 
 class Recall(Precision):
@@ -136,8 +147,17 @@ class AUC(_Confusion):
         else:
             inner = _evenly_spaced(num_thresholds)
         self.num_thresholds = len(inner) + 2
+        self.init_thresholds = None if thresholds is None else inner
         self.curve, self.summation_method = _CURVES[curve], method
         super().__init__([0.0 - _EPSILON, *inner, 1.0 + _EPSILON], name, from_logits=bool(from_logits))
+
+    def get_config(self) -> dict:
+        config = {**super().get_config(), "num_thresholds": self.num_thresholds, "curve": self.curve,
+                  "summation_method": self.summation_method, "multi_label": False, "num_labels": None,
+                  "label_weights": None, "from_logits": self.from_logits}
+        if self.init_thresholds is not None:
+            config["thresholds"] = list(self.init_thresholds)
+        return config
 
     def result(self, state, count=0) -> float:
         tp, fp, tn, fn = (state.double()[:, i] for i in range(4))
@@ -189,6 +209,10 @@ class _AtOperatingPoint(_Confusion):
             raise ArgumentError(f"Received: num_thresholds={num_thresholds}. Expected an integer > 0.")
         self.value, self.num_thresholds = float(value), num_thresholds
         super().__init__([0.5] if num_thresholds == 1 else [0.0, *_evenly_spaced(num_thresholds), 1.0], name, class_id)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_thresholds": self.num_thresholds, type(self).argument: self.value,
+                "class_id": self.class_id}
 
     def result(self, state, count=0):
         tp, fp, tn, fn = (state.double()[:, i] for i in range(4))

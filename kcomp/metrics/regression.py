@@ -22,6 +22,10 @@ class _LossMetric(Metric):
     def values(self, y_true, y_pred):
         return type(self).fn(y_true, y_pred, **self.fn_kwargs)
 
+    def get_config(self) -> dict:
+        """Keras's config of this metric (what a .keras file's compile config holds)."""
+        return {"name": self.name, "dtype": "float32", **self.fn_kwargs}
+
 
 def _loss_metric(class_name, function, **defaults):
     """A class averaging `function`, with Keras's signature: (name=None, dtype=None, then each of

@@ -83,7 +83,9 @@ def _loss_from_keras(value):
 
 def _metric_to_keras(metric):
     if isinstance(metric, metrics_module.Metric) and type(metric).__name__ in classes_in(metrics_module, metrics_module.Metric):
-        return keras_object("keras.metrics", type(metric).__name__, {"name": metric.name, "dtype": "float32"})
+        # A metric's own arguments (AUC's curve, PrecisionAtRecall's recall, ...) where it lists them.
+        config = metric.get_config() if hasattr(metric, "get_config") else {"name": metric.name, "dtype": "float32"}
+        return keras_object("keras.metrics", type(metric).__name__, config)
     raise SerializationError(f"The metric {metric!r} cannot be written to a Keras file; compile with metric names such as 'accuracy'.")
 
 
