@@ -597,3 +597,19 @@ def test_a_metric_of_unknown_direction_needs_a_mode_as_in_keras():
     # (N,) targets against (N, 1) predictions would make the function an (N, N) table: refused, named.
     with pytest.raises(KcompError, match=r"my_metric gave values of shape \(None, None\)"):
         ours.evaluate(X, y[:, 0], verbose=0)
+
+
+@pytest.mark.parametrize("metric", [lambda lib: lib.metrics.TopKCategoricalAccuracy(1), lambda lib: lib.metrics.TopKCategoricalAccuracy(2),
+                                    lambda lib: lib.metrics.SparseTopKCategoricalAccuracy(2)])
+def test_top_k_counts_ties_as_keras(metric):
+    """A model whose outputs tie (zero weights: a uniform softmax) hits every label in Keras's top-k."""
+    sparse = isinstance(metric(keras), keras.metrics.SparseTopKCategoricalAccuracy)
+    build, y = _case("sparse_categorical_crossentropy" if sparse else "categorical_crossentropy")
+    ours, theirs = twins(build, optimizer="sgd", loss="sparse_categorical_crossentropy" if sparse else "categorical_crossentropy",
+                         metrics=lambda lib: [metric(lib)])
+    zeros = [w * 0 for w in ours.get_weights()]
+    for model in (ours, theirs):
+        model.set_weights(zeros)
+    a, b = _logs_of_both(ours, theirs, X, y)
+    assert_logs_close(a, b)
+    assert min(v for k, v in a.items() if k != "loss") == 1.0

@@ -34,9 +34,13 @@ def _correct(y_true, y_pred, kind, threshold, k):
     elif kind == "sparse_categorical":
         hit = y_pred.argmax(-1) == _labels(y_true, y_pred)
     else:
+        # Keras's in_top_k: a hit when the label's score is at least the k-th highest score, so a
+        # label tied with the k-th counts (torch.topk's indices would pick among ties by position).
         labels = y_true.argmax(-1) if kind == "top_k" else _labels(y_true, y_pred)
-        top = torch.topk(y_pred, min(k, y_pred.shape[-1]), dim=-1).indices
-        hit = (top == labels.unsqueeze(-1)).any(-1)
+        inside = (labels >= 0) & (labels < y_pred.shape[-1])
+        score = y_pred.gather(-1, labels.clamp(0, y_pred.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+        kth = torch.topk(y_pred, min(k, y_pred.shape[-1]), dim=-1).values[..., -1]
+        hit = inside & (score >= kth)
     return hit.to(torch.float32)
 
 
@@ -44,7 +48,7 @@ OPS = [
     OpDef(
         name="correct",
         doc="1.0 where the prediction is right: argmax match (categorical, sparse), y_pred > threshold "
-        "matching y_true (binary), or the label among the k highest scores (top_k).",
+        "matching y_true (binary), or the label's score at least the k-th highest (top_k, ties count as Keras's).",
         num_inputs=(2, 2),
         attrs={"kind": attr(str, choices=KINDS), "threshold": attr(NUMBER, 0.5), "k": attr(int, 5)},
         infer=_infer,
