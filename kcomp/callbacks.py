@@ -298,7 +298,10 @@ class ModelCheckpoint(Callback):
         # A path that cannot be written fails now, not after the first epoch's training.
         from kcomp.utils.files import check_writable
 
-        check_writable(Path(self.filepath).parent / "checkpoint")
+        folder = Path(self.filepath).parent
+        while "{" in str(folder):  # a folder named by {epoch} is made when saving: check the one above it
+            folder = folder.parent
+        check_writable(folder / "checkpoint")
         self._epoch, self._batches = 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -145,3 +145,11 @@ def test_kcomp_fit_checks_its_save_paths_before_training(tmp_path):
         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     assert run.returncode == 1 and "afile is a file" in run.stderr and "Epoch" not in run.stdout, run.stderr
+
+
+def test_a_checkpoint_path_template_leaves_no_stray_folder(tmp_path):
+    model = small_model()
+    x, y = np.ones((4, 4), "float32"), np.ones((4, 3), "float32")
+    template = str(tmp_path / "run" / "ep{epoch}" / "w.weights.h5")
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[kcomp.callbacks.ModelCheckpoint(template, save_weights_only=True)])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["ep1", "ep2"]
