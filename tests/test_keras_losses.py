@@ -613,3 +613,15 @@ def test_top_k_counts_ties_as_keras(metric):
     a, b = _logs_of_both(ours, theirs, X, y)
     assert_logs_close(a, b)
     assert min(v for k, v in a.items() if k != "loss") == 1.0
+
+
+def test_steps_per_epoch_goes_on_through_the_data_across_epochs_as_keras():
+    x = RNG.random((20, 4)).astype("float32")
+    y = RNG.random(20).astype("float32")
+    ours, theirs = twins(dense_model, optimizer=lambda lib: lib.optimizers.SGD(0.3), loss="mse")
+    histories = []
+    for model in (ours, theirs):
+        with pytest.warns(UserWarning):
+            histories.append(model.fit(x, y, batch_size=5, epochs=3, steps_per_epoch=3, shuffle=False, verbose=0).history)
+    assert_logs_close(*histories, rtol=2e-5)
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=2e-5, atol=1e-6)

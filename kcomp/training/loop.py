@@ -5,6 +5,7 @@ when a progress line or the epoch's logs show it.
 """
 
 import math
+import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
@@ -310,13 +311,24 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     steps = len(_batches(n, batch_size, False, steps_per_epoch))
     callback_list.set_params({"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs, "steps": steps})
     callback_list.call("on_train_begin")
+    left_over: list = []  # with steps_per_epoch: the batches of the current pass not trained on yet
     for epoch in range(initial_epoch, epochs):
         acc.reset()
         callback_list.call("on_epoch_begin", epoch)
         bar = Progbar(steps, verbose=_verbose(verbose))
         if bar.verbose:
             print(f"Epoch {epoch + 1}/{epochs}")
-        for i, idx in enumerate(_batches(n, batch_size, shuffle, steps_per_epoch, device)):
+        if steps_per_epoch is None:
+            epoch_batches = _batches(n, batch_size, shuffle, None, device)
+        else:
+            # Keras 3 goes on through the data across epochs; an epoch that reaches the end of a pass
+            # stops there (with Keras's warning), and the next epoch starts a new, reshuffled pass.
+            left_over = left_over or _batches(n, batch_size, shuffle, None, device)
+            epoch_batches, left_over = left_over[:steps_per_epoch], left_over[steps_per_epoch:]
+            if len(epoch_batches) < steps_per_epoch:
+                warnings.warn(f"The data ran out after {len(epoch_batches)} of steps_per_epoch={steps_per_epoch} "
+                              "batches; this epoch ends there, as in Keras.", stacklevel=3)
+        for i, idx in enumerate(epoch_batches):
             callback_list.call("on_train_batch_begin", i)
             run_batch(model, compiled, "train", xs, ys, sw, acc, rows=idx)
             callback_list.call("on_train_batch_end", i, _RunningLogs(acc))
