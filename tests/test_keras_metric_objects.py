@@ -88,8 +88,12 @@ def test_auc_given_thresholds_and_logits(make):
     lambda lib: lib.metrics.Precision(class_id=2),
     lambda lib: lib.metrics.Recall(thresholds=[0.2, 0.4], class_id=0),
     lambda lib: lib.metrics.PrecisionAtRecall(0.5, class_id=1, num_thresholds=9),
+    lambda lib: lib.metrics.Precision(top_k=2),
+    lambda lib: lib.metrics.Recall(top_k=1),
+    lambda lib: lib.metrics.Precision(top_k=1, class_id=2),
+    lambda lib: lib.metrics.Recall(thresholds=[0.3, 0.6], top_k=2),
 ])
-def test_class_id_counts_that_column(make):
+def test_class_id_and_top_k_count_as_keras(make):
     y = (RNG.random((29, 3)) > 0.5).astype("float32")
     ours, theirs = twins(lambda lib: dense_model(lib, units=3), optimizer="sgd", loss="binary_crossentropy",
                          metrics=lambda lib: [make(lib)])
@@ -98,8 +102,8 @@ def test_class_id_counts_that_column(make):
 
 
 @pytest.mark.parametrize("make, argument", [
-    (lambda m: m.Precision(top_k=2), "top_k"),
-    (lambda m: m.Recall(top_k=1), "top_k"),
+    (lambda m: m.Precision(top_k=0), "top_k"),
+    (lambda m: m.Recall(class_id=-1), "class_id"),
     (lambda m: m.AUC(multi_label=True), "multi_label"),
     (lambda m: m.AUC(multi_label=True, num_labels=3), "multi_label"),
     (lambda m: m.AUC(label_weights=[0.5, 1.0]), "label_weights"),
@@ -114,7 +118,7 @@ def test_arguments_kcomp_does_not_compute_name_themselves(make, argument):
 
 def test_the_computed_but_unsupported_arguments_say_so():
     with pytest.raises(ArgumentError, match="does not compute yet"):
-        kcomp.metrics.Precision(top_k=2)
+        kcomp.metrics.AUC(multi_label=True)
     with pytest.raises(ArgumentError, match="does not compute yet"):
         kcomp.metrics.AUC(num_labels=3)
 
@@ -131,6 +135,7 @@ def test_the_computed_but_unsupported_arguments_say_so():
     lambda lib: lib.metrics.BinaryCrossentropy(),
     lambda lib: lib.metrics.Precision(thresholds=[0.3, 0.6]),
     lambda lib: lib.metrics.TruePositives(),
+    lambda lib: lib.metrics.Recall(top_k=1, class_id=0),
 ])
 def test_keras_archives_with_metric_objects_load_and_evaluate_as_keras(tmp_path, make):
     theirs = _spread(keras)
@@ -160,6 +165,7 @@ def test_factory_made_metric_classes_show_keras_signatures():
     lambda lib: lib.metrics.SpecificityAtSensitivity(sensitivity=0.6),
     lambda lib: lib.metrics.Precision(thresholds=[0.3, 0.6]),
     lambda lib: lib.metrics.Recall(0.4),
+    lambda lib: lib.metrics.Precision(top_k=1, class_id=0),
     lambda lib: lib.metrics.FalsePositives(thresholds=[0.2, 0.7]),
     lambda lib: lib.metrics.BinaryCrossentropy(label_smoothing=0.1),
 ])
@@ -172,3 +178,21 @@ def test_kcomp_archives_keep_their_metrics_arguments_for_keras_and_kcomp(tmp_pat
     for loaded in (keras.saving.load_model(tmp_path / "m.keras"), kcomp.models.load_model(tmp_path / "m.keras")):
         assert_logs_close(*_logs_of_both(ours, loaded, X, BITS, batch_size=8), rtol=2e-5)
     assert_logs_close(*_logs_of_both(ours, theirs, X, BITS, batch_size=8), rtol=2e-5)
+
+
+def test_the_compiled_step_counts_as_the_reference_with_class_id_top_k_and_logits():
+    y = (RNG.random((29, 3)) > 0.5).astype("float32")
+    weights, results = dense_model(kcomp, units=3).get_weights(), {}
+    for backend in ("reference", "triton-interpret"):
+        ours = dense_model(kcomp, units=3)
+        ours.set_weights([w * 3 for w in weights])
+        ours.compile(optimizer="sgd", loss="binary_crossentropy", backend=backend, metrics=[
+            kcomp.metrics.Precision(thresholds=[0.3, 0.5], class_id=1, name="p"),
+            kcomp.metrics.Recall(top_k=2, name="r"),
+            kcomp.metrics.AUC(num_thresholds=17, curve="PR", from_logits=True, name="auc"),
+            kcomp.metrics.RecallAtPrecision(0.5, class_id=2, name="rp"),
+        ])
+        results[backend] = (ours.train_on_batch(X, y, return_dict=True),
+                            ours.evaluate(X, y, batch_size=8, verbose=0, return_dict=True))
+    for got, want in zip(results["triton-interpret"], results["reference"]):
+        assert_logs_close(got, want, rtol=1e-5)

@@ -10,6 +10,7 @@ from kcomp.errors import ArgumentError
 from kcomp.metrics.base import Metric, _unique_name
 
 _EPSILON = 1e-7  # Keras's backend.epsilon(): AUC's end thresholds lie this far outside [0, 1]
+_NEG_INF = -1e10  # Keras's metrics_utils.NEG_INF: what top_k puts in place of the values it drops
 
 
 def _thresholds(thresholds, default=0.5) -> list:
@@ -33,20 +34,33 @@ def _not_yet(argument, value, fix):
     raise ArgumentError(f"Received: {argument}={value!r}: a Keras argument kcomp does not compute yet. {fix}")
 
 
+def _constant(value: float):
+    """A float32 scalar: a constant node while a step is traced, else a tensor."""
+    builder = ops.current_builder()
+    return torch.tensor(value, dtype=torch.float32) if builder is None else builder.emit1("constant", [], value=value)
+
+
 def _ratio(a, b):
     """a / (a + b), 0 where a + b is 0 (Keras's divide_no_nan)."""
     return torch.where(a + b > 0, a / (a + b).clamp(min=1e-300), torch.zeros_like(a))
 
 
+def _count_argument(argument, value, minimum):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+        raise ArgumentError(f"Received: {argument}={value!r}. Expected an integer >= {minimum}.")
+
+
 class _Confusion(Metric):
     """Metrics from true/false positive/negative counts at thresholds (Keras's confusion metrics).
-    With `class_id`, only that column of the targets and predictions is counted, as Keras does."""
+    As Keras does: with `top_k`, only each row's k largest predictions (along the last axis) keep
+    their values, the others become -1e10; then with `class_id`, only that column of the targets
+    and predictions is counted."""
 
-    def __init__(self, thresholds, name=None, class_id=None, from_logits=False):
+    def __init__(self, thresholds, name=None, class_id=None, from_logits=False, top_k=None):
         self.thresholds = tuple(float(t) for t in thresholds)
-        if class_id is not None and (not isinstance(class_id, int) or isinstance(class_id, bool) or class_id < 0):
-            raise ArgumentError(f"Received: class_id={class_id!r}. Expected an integer >= 0, a column of the predictions.")
-        self.class_id, self.from_logits = class_id, from_logits
+        _count_argument("class_id", class_id, 0)
+        _count_argument("top_k", top_k, 1)
+        self.class_id, self.from_logits, self.top_k = class_id, from_logits, top_k
         # Keras names these automatically and uniquely per session: auc, auc_1, ...
         super().__init__(name or _unique_name(type(self).__name__))
 
@@ -56,10 +70,30 @@ class _Confusion(Metric):
         y_true, y_pred = losses.same_rank(y_true, y_pred)  # as Keras's confusion-matrix update
         if self.from_logits:
             y_pred = ops.sigmoid(y_pred)
+        if self.top_k is not None:
+            y_pred = self._top_k_only(y_pred)
         if self.class_id is not None:
             y_true, y_pred = self._column(y_true, y_pred)
         weights = [] if sample_weight is None else [sample_weight]
         return ops.emit("confusion_counts", y_true, y_pred, *weights, thresholds=self.thresholds), 0
+
+    def _top_k_only(self, y_pred):
+        """y_pred with the values outside each row's top_k largest set to -1e10 (Keras's
+        _filter_top_k), computed by comparing every pair in a row: a value is kept when fewer than
+        k values of its row are larger, or equal and earlier (ties go to the earlier column;
+        Keras's torch.topk leaves the order of ties unspecified)."""
+        shape = ops.shape(y_pred)
+        if len(shape) < 2 or not all(isinstance(n, int) for n in shape[1:]):
+            raise ArgumentError(f"{type(self).__name__}(top_k={self.top_k}) needs predictions of a known shape "
+                                f"(num_samples, ..., num_classes); received {shape}.")
+        lead, c = tuple(y_pred.shape)[:-1], shape[-1]  # the batch stays symbolic ("N")
+        row, column = ops.reshape(y_pred, (*lead, 1, c)), ops.reshape(y_pred, (*lead, c, 1))  # [.., i, j]: x_j, x_i
+        place = ops.concatenate([ops.reshape(_constant(float(i)), (1,)) for i in range(c)], axis=0)  # 0 .. c-1
+        earlier = ops.emit("greater", ops.reshape(place, (c, 1)), ops.reshape(place, (1, c)))  # [i, j]: j < i
+        ahead = ops.add(ops.emit("greater", row, column), ops.multiply(ops.emit("equal", row, column), earlier))
+        kept = ops.emit("greater", _constant(self.top_k - 0.5), ops.sum(ahead, axis=-1))
+        dropped = ops.subtract(_constant(1.0), kept)
+        return ops.add(ops.multiply(y_pred, kept), ops.multiply(dropped, _NEG_INF))
 
     def _column(self, y_true, y_pred):
         """Column class_id of both, keeping the axis (Keras's y[..., class_id, None])."""
@@ -82,9 +116,9 @@ class _AtThresholds(_Confusion):
     """A value per threshold of `thresholds` (default 0.5): one number for one threshold, a list
     (one per threshold) for several, as Keras returns."""
 
-    def __init__(self, thresholds=None, name=None, class_id=None):
-        listed = _thresholds(thresholds)
-        super().__init__(listed, name, class_id)
+    def __init__(self, thresholds=None, name=None, class_id=None, top_k=None):
+        listed = _thresholds(thresholds, 0.5 if top_k is None else _NEG_INF)  # Keras's defaults
+        super().__init__(listed, name, class_id, top_k=top_k)
         self.listed = len(listed) > 1
         self.init_thresholds = list(thresholds) if isinstance(thresholds, tuple) else thresholds
 
@@ -103,15 +137,13 @@ class Precision(_AtThresholds):
     """TP / (TP + FP) with predictions above `thresholds` (default 0.5) counted positive."""
 
     def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
-        if top_k is not None:
-            _not_yet("top_k", top_k, "Remove it, or compute the metric after predict.")
-        super().__init__(thresholds, name, class_id)
+        super().__init__(thresholds, name, class_id, top_k)
 
     def values_at(self, state):
         return _ratio(state[:, 0], state[:, 1])
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "top_k": None, "class_id": self.class_id}
+        return {**super().get_config(), "top_k": self.top_k, "class_id": self.class_id}
 
 
 class Recall(Precision):
