@@ -88,17 +88,24 @@ def _is_last(axis, x) -> bool:
     return rank > 0 and axis % rank == rank - 1
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
-    classes = ops.shape(y_pred)[axis]
+def _class_ids(y_true, y_pred, name: str):
+    """Sparse labels as integer class ids, one per prediction row: Keras casts them to integers
+    (truncating) and takes (N, 1) as (N,)."""
     if ops.dtype(y_true) not in ("int32", "int64"):
-        y_true = ops.cast(y_true, "int32")  # Keras casts labels to integers (truncating)
-    if len(ops.shape(y_true)) == len(ops.shape(y_pred)) and ops.shape(y_true)[-1] == 1:  # (N, 1) labels
+        y_true = ops.cast(y_true, "int32")
+    if len(ops.shape(y_true)) == len(ops.shape(y_pred)) and ops.shape(y_true)[-1] == 1:
         y_true = ops.reshape(y_true, _raw_shape(y_true)[:-1])
     if not _fits(_raw_shape(y_true), _raw_shape(y_pred)[:-1]):
         raise ShapeError(
-            f"sparse_categorical_crossentropy: labels of shape {format_shape(ops.shape(y_true))} do not fit "
-            f"predictions of shape {format_shape(ops.shape(y_pred))}; give one class id per prediction row."
+            f"{name}: labels of shape {format_shape(ops.shape(y_true))} do not fit predictions of shape "
+            f"{format_shape(ops.shape(y_pred))}; give one class id per prediction row."
         )
+    return y_true
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
+    classes = ops.shape(y_pred)[axis]
+    y_true = _class_ids(y_true, y_pred, "sparse_categorical_crossentropy")
     if not from_logits and _is_last(axis, y_pred):
         return ops.emit("softmax_cross_entropy", y_pred, y_true)  # class ids go in as they are
     one_hot = ops.one_hot(y_true, classes, ops.dtype(y_pred))
@@ -119,10 +126,15 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
         return ops.mean(terms, axis=axis)
     # Keras's torch backend: probabilities clipped to [eps, 1 - eps], then torch's binary
     # cross-entropy -(y log p + (1 - y) log(1 - p)) (no epsilon added inside the logarithms).
+    return ops.mean(_clipped_binary_crossentropy(y_true, y_pred), axis=axis)
+
+
+def _clipped_binary_crossentropy(y_true, y_pred):
+    """Elementwise -(y log p + (1 - y) log(1 - p)) with p clipped to [eps, 1 - eps] (Keras's torch backend)."""
     p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
     pos = ops.multiply(y_true, ops.log(p))
     neg = ops.multiply(ops.subtract(1.0, y_true), ops.log(ops.subtract(1.0, p)))
-    return ops.negative(ops.mean(ops.add(pos, neg), axis=axis))
+    return ops.negative(ops.add(pos, neg))
 
 
 def kl_divergence(y_true, y_pred):
@@ -146,8 +158,7 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
         y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), 0.5 * label_smoothing)
     if from_logits:
         y_pred = ops.emit("sigmoid", y_pred)
-    p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
-    bce = ops.negative(ops.add(ops.multiply(y_true, ops.log(p)), ops.multiply(ops.subtract(1.0, y_true), ops.log(ops.subtract(1.0, p)))))
+    bce = _clipped_binary_crossentropy(y_true, y_pred)
     p_t = ops.add(ops.multiply(y_true, y_pred), ops.multiply(ops.subtract(1.0, y_true), ops.subtract(1.0, y_pred)))
     focal = ops.multiply(ops.power(ops.subtract(1.0, p_t), gamma), bce)
     if apply_class_balancing:
@@ -170,10 +181,7 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
 
 def categorical_generalized_cross_entropy(y_true, y_pred, q):
     """(1 - p_y ** q) / q with p_y the probability of the integer label (Keras 3's GCE)."""
-    if ops.dtype(y_true) not in ("int32", "int64"):
-        y_true = ops.cast(y_true, "int32")
-    if len(ops.shape(y_true)) == len(ops.shape(y_pred)) and ops.shape(y_true)[-1] == 1:
-        y_true = ops.reshape(y_true, _raw_shape(y_true)[:-1])
+    y_true = _class_ids(y_true, y_pred, "categorical_generalized_cross_entropy")
     p = ops.sum(ops.multiply(y_pred, ops.one_hot(y_true, ops.shape(y_pred)[-1], ops.dtype(y_pred))), axis=-1)
     return ops.divide(ops.subtract(1.0, ops.power(p, q)), float(q))
 
