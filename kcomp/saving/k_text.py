@@ -21,13 +21,12 @@ from kcomp.backend import to_snake_case
 from kcomp.dsl import layer_table
 from kcomp.errors import KcompError
 from kcomp.saving.keras_h5 import is_model, model_calls
-from kcomp.saving.compile_config import optimizer_to_keras
+from kcomp.saving.compile_config import _OPTIMIZER_BASE, optimizer_to_keras
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED = {"model", "graph", "output", "compile", "input", "true", "false", "none"}
-_OPTIMIZER_DEFAULTS = {"weight_decay": None, "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
-                       "loss_scale_factor": None, "gradient_accumulation_steps": None, "clipnorm": None,
-                       "clipvalue": None, "global_clipnorm": None}
+# Keras's optimizer settings at their defaults, which a .k compile section leaves out.
+_OPTIMIZER_DEFAULTS = {**_OPTIMIZER_BASE, "clipnorm": None, "clipvalue": None, "global_clipnorm": None}
 
 
 class ConvertError(KcompError):
