@@ -104,23 +104,38 @@ def test_class_id_and_top_k_count_as_keras(make):
 @pytest.mark.parametrize("make, argument", [
     (lambda m: m.Precision(top_k=0), "top_k"),
     (lambda m: m.Recall(class_id=-1), "class_id"),
-    (lambda m: m.AUC(multi_label=True), "multi_label"),
-    (lambda m: m.AUC(multi_label=True, num_labels=3), "multi_label"),
-    (lambda m: m.AUC(label_weights=[0.5, 1.0]), "label_weights"),
+    (lambda m: m.AUC(num_labels=3), "num_labels"),
+    (lambda m: m.AUC(label_weights=[0.5, -1.0]), "label_weights"),
     (lambda m: m.AUC(summation_method="trapezoid"), "summation_method"),
     (lambda m: m.Precision(thresholds=[0.5, 1.5]), "thresholds"),
     (lambda m: m.PrecisionAtRecall(0.5, top_k=3), "top_k"),
 ])
-def test_arguments_kcomp_does_not_compute_name_themselves(make, argument):
+def test_bad_arguments_name_themselves(make, argument):
     with pytest.raises(ArgumentError, match=argument):
         make(kcomp.metrics)
 
 
-def test_the_computed_but_unsupported_arguments_say_so():
-    with pytest.raises(ArgumentError, match="does not compute yet"):
-        kcomp.metrics.AUC(multi_label=True)
-    with pytest.raises(ArgumentError, match="does not compute yet"):
-        kcomp.metrics.AUC(num_labels=3)
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.metrics.AUC(multi_label=True, num_thresholds=21),
+    lambda lib: lib.metrics.AUC(multi_label=True, num_labels=3, curve="PR"),
+    lambda lib: lib.metrics.AUC(multi_label=True, label_weights=[0.2, 1.0, 0.5], summation_method="minoring"),
+    lambda lib: lib.metrics.AUC(label_weights=[0.2, 1.0, 0.5], curve="PR"),
+    lambda lib: lib.metrics.AUC(label_weights=[1.0, 0.0, 2.0], num_thresholds=9),
+])
+def test_auc_per_label_and_label_weights(make):
+    y = (RNG.random((29, 3)) > 0.5).astype("float32")
+    weights = np.linspace(0.5, 1.5, 29).astype("float32")
+    ours, theirs = twins(lambda lib: dense_model(lib, units=3), optimizer="sgd", loss="binary_crossentropy",
+                         metrics=lambda lib: [make(lib)], weighted_metrics=lambda lib: [make(lib)])
+    _scaled_weights(ours, theirs)
+    assert_logs_close(*_logs_of_both(ours, theirs, X, y, batch_size=8, sample_weight=weights), rtol=2e-5)
+
+
+def test_auc_per_label_needs_the_labels_it_was_given():
+    ours, _ = twins(lambda lib: dense_model(lib, units=3))
+    ours.compile(optimizer="sgd", loss="mse", metrics=[kcomp.metrics.AUC(multi_label=True, num_labels=2)], backend="reference")
+    with pytest.raises(kcomp.errors.KcompError, match="num_labels"):
+        ours.evaluate(X, np.ones((29, 3), "float32"), verbose=0)
 
 
 @pytest.mark.parametrize("make", [

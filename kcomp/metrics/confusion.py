@@ -30,10 +30,6 @@ def _evenly_spaced(num_thresholds) -> list:
     return [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
 
 
-def _not_yet(argument, value, fix):
-    raise ArgumentError(f"Received: {argument}={value!r}: a Keras argument kcomp does not compute yet. {fix}")
-
-
 def _constant(value: float):
     """A float32 scalar: a constant node while a step is traced, else a tensor."""
     builder = ops.current_builder()
@@ -95,17 +91,19 @@ class _Confusion(Metric):
         dropped = ops.subtract(_constant(1.0), kept)
         return ops.add(ops.multiply(y_pred, kept), ops.multiply(dropped, _NEG_INF))
 
-    def _column(self, y_true, y_pred):
-        """Column class_id of both, keeping the axis (Keras's y[..., class_id, None])."""
+    def _column(self, y_true, y_pred, index=None, why=None):
+        """Column `index` (default class_id) of both, keeping the axis (Keras's y[..., class_id, None])."""
+        index = self.class_id if index is None else index
+        why = why or f"class_id={self.class_id}"
         shape = ops.shape(y_pred)
         if len(shape) < 2:
-            raise ArgumentError(f"{type(self).__name__}(class_id={self.class_id}) needs predictions of shape "
+            raise ArgumentError(f"{type(self).__name__}({why}) needs predictions of shape "
                                 f"(num_samples, num_classes); received {shape}.")
-        if isinstance(shape[-1], int) and self.class_id >= shape[-1]:
-            raise ArgumentError(f"Received: class_id={self.class_id} for predictions of shape {shape}. "
+        if isinstance(shape[-1], int) and index >= shape[-1]:
+            raise ArgumentError(f"Received: class_id={index} for predictions of shape {shape}. "
                                 f"Expected a class id in [0, {shape[-1]}).")
         axis = len(shape) - 1
-        return tuple(ops.emit("slice", y, axis=axis, start=self.class_id, stop=self.class_id + 1) for y in (y_true, y_pred))
+        return tuple(ops.emit("slice", y, axis=axis, start=index, stop=index + 1) for y in (y_true, y_pred))
 
     def get_config(self) -> dict:
         """Keras's config of this metric (what a .keras file's compile config holds)."""
@@ -159,7 +157,11 @@ _SUMMATIONS = ("interpolation", "minoring", "majoring")
 
 class AUC(_Confusion):
     """Area under the ROC (or PR, or PR-gain) curve from num_thresholds evenly spaced thresholds
-    (or the given `thresholds`), summed as Keras's AUC does for each `summation_method`."""
+    (or the given `thresholds`), summed as Keras's AUC does for each `summation_method`.
+
+    multi_label=True: one curve per label (column of (num_samples, num_labels) predictions), and
+    the mean of their areas, weighted by label_weights when given. multi_label=False with
+    label_weights: one curve, each element counted with its label's weight (as Keras)."""
 
     def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, dtype=None,
                  thresholds=None, multi_label=False, num_labels=None, label_weights=None, from_logits=False):
@@ -168,10 +170,18 @@ class AUC(_Confusion):
         method = summation_method.lower() if isinstance(summation_method, str) else summation_method
         if method not in _SUMMATIONS:
             raise ArgumentError(f"Received: summation_method={summation_method!r}. Expected one of {list(_SUMMATIONS)}.")
-        for argument, value in (("multi_label", multi_label), ("num_labels", num_labels), ("label_weights", label_weights)):
-            if value not in (None, False):
-                _not_yet(argument, value, "kcomp's AUC counts every label together (multi_label=False); "
-                                          "for one AUC per label, give each label its own output.")
+        if num_labels is not None and not multi_label:
+            raise ArgumentError(f"Received: num_labels={num_labels} with multi_label=False: "
+                                "num_labels is needed only when multi_label is True.")
+        _count_argument("num_labels", num_labels, 1)
+        if label_weights is not None:
+            try:
+                label_weights = [float(w) for w in label_weights]
+            except (TypeError, ValueError):
+                label_weights = []
+            if not label_weights or min(label_weights) < 0:
+                raise ArgumentError(f"Received: label_weights={label_weights!r}. Expected a list of numbers >= 0, one per label.")
+        self.multi_label, self.num_labels, self.label_weights = bool(multi_label), num_labels, label_weights
         if thresholds is not None:
             inner = sorted(_thresholds(thresholds))
         elif not isinstance(num_thresholds, int) or num_thresholds <= 1:
@@ -185,14 +195,49 @@ class AUC(_Confusion):
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "num_thresholds": self.num_thresholds, "curve": self.curve,
-                  "summation_method": self.summation_method, "multi_label": False, "num_labels": None,
-                  "label_weights": None, "from_logits": self.from_logits}
+                  "summation_method": self.summation_method, "multi_label": self.multi_label,
+                  "num_labels": self.num_labels, "label_weights": self.label_weights, "from_logits": self.from_logits}
         if self.init_thresholds is not None:
             config["thresholds"] = list(self.init_thresholds)
         return config
 
+    def state(self, y_true, y_pred, sample_weight=None):
+        if not self.multi_label and self.label_weights is None:
+            return super().state(y_true, y_pred, sample_weight)
+        y_true, y_pred = losses.same_rank(y_true, y_pred)
+        if self.from_logits:
+            y_pred = ops.sigmoid(y_pred)
+        shape = ops.shape(y_pred)
+        why = "multi_label=True" if self.multi_label else "label_weights=..."
+        if self.multi_label and len(shape) != 2:
+            raise ArgumentError(f"AUC(multi_label=True) needs predictions of rank 2 (num_samples, num_labels); received {shape}.")
+        labels = shape[-1] if len(shape) >= 2 else None
+        for argument, wanted in (("num_labels", self.num_labels),
+                                 ("label_weights", None if self.label_weights is None else len(self.label_weights))):
+            if wanted is not None and wanted != labels:
+                raise ArgumentError(f"AUC({argument}=...) is for {wanted} labels; the predictions have shape {shape}.")
+        weights = [] if sample_weight is None else [sample_weight]
+        counts = [ops.emit("confusion_counts", *self._column(y_true, y_pred, label, why), *weights, thresholds=self.thresholds)
+                  for label in range(labels)]
+        if self.multi_label:  # one block of thresholds per label
+            return ops.concatenate(counts, axis=0), 0
+        total = ops.multiply(counts[0], self.label_weights[0])
+        for label_counts, weight in zip(counts[1:], self.label_weights[1:]):
+            total = ops.add(total, ops.multiply(label_counts, weight))
+        return total, 0
+
     def result(self, state, count=0) -> float:
-        tp, fp, tn, fn = (state.double()[:, i] for i in range(4))
+        tp, fp, tn, fn = state.double().reshape(-1, self.num_thresholds, 4).unbind(-1)  # a row per label
+        areas = self._areas(tp, fp, tn, fn)
+        if not self.multi_label:
+            return float(areas[0])
+        if self.label_weights is None:
+            return float(areas.mean())
+        weights = torch.tensor(self.label_weights, dtype=areas.dtype)
+        return float((areas * weights).sum() / weights.sum()) if float(weights.sum()) else 0.0
+
+    def _areas(self, tp, fp, tn, fn):
+        """The area under each row's curve (counts: (labels, thresholds), thresholds ascending)."""
         if self.curve == "PR" and self.summation_method == "interpolation":
             return self._interpolated_pr(tp, fp, fn)
         if self.curve == "ROC":
@@ -206,25 +251,25 @@ class AUC(_Confusion):
             x = torch.where(none, 0.0, 1.0 - scale * fn / safe_tp).clamp(min=0.0)  # recall gain
             y = torch.where(none, 1.0, 1.0 - scale * fp / safe_tp)  # precision gain
         # Thresholds ascend, so the curve's points run from its right end to its left.
-        left, right = y[:-1], y[1:]
+        left, right = y[..., :-1], y[..., 1:]
         heights = {"interpolation": (left + right) / 2, "minoring": torch.minimum(left, right),
                    "majoring": torch.maximum(left, right)}[self.summation_method]
-        return float(((x[:-1] - x[1:]) * heights).sum())
+        return ((x[..., :-1] - x[..., 1:]) * heights).sum(-1)
 
     @staticmethod
-    def _interpolated_pr(tp, fp, fn) -> float:
+    def _interpolated_pr(tp, fp, fn):
         """Davis & Goadrich's interpolation: between two neighbouring thresholds, the true positives
         and the predicted positives P = TP + FP vary linearly, so precision = TP / P varies as
         (a + slope * P) / P, whose integral over recall has a closed form (a log of P's ratio)."""
         positives = tp + fp
-        d_tp, d_p = tp[:-1] - tp[1:], positives[:-1] - positives[1:]
+        d_tp, d_p = tp[..., :-1] - tp[..., 1:], positives[..., :-1] - positives[..., 1:]
         slope = torch.where(d_p > 0, d_tp / d_p.clamp(min=1e-300), torch.zeros_like(d_tp))
-        intercept = tp[1:] - slope * positives[1:]
-        both = (positives[:-1] > 0) & (positives[1:] > 0)
-        ratio = torch.where(both, positives[:-1] / positives[1:].clamp(min=1e-300), torch.ones_like(d_p))
-        total = (tp[1:] + fn[1:]).clamp(min=0)  # every positive target, at each threshold
+        intercept = tp[..., 1:] - slope * positives[..., 1:]
+        both = (positives[..., :-1] > 0) & (positives[..., 1:] > 0)
+        ratio = torch.where(both, positives[..., :-1] / positives[..., 1:].clamp(min=1e-300), torch.ones_like(d_p))
+        total = (tp[..., 1:] + fn[..., 1:]).clamp(min=0)  # every positive target, at each threshold
         area = slope * (d_tp + intercept * torch.log(ratio))
-        return float(torch.where(total > 0, area / total.clamp(min=1e-300), torch.zeros_like(area)).sum())
+        return torch.where(total > 0, area / total.clamp(min=1e-300), torch.zeros_like(area)).sum(-1)
 
 
 class _AtOperatingPoint(_Confusion):
