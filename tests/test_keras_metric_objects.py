@@ -211,3 +211,23 @@ def test_the_compiled_step_counts_as_the_reference_with_class_id_top_k_and_logit
                             ours.evaluate(X, y, batch_size=8, verbose=0, return_dict=True))
     for got, want in zip(results["triton-interpret"], results["reference"]):
         assert_logs_close(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.metrics.AUC(),
+    lambda lib: lib.metrics.AUC(curve="PR", num_thresholds=11),
+    lambda lib: lib.metrics.AUC(thresholds=[0.25, 0.5, 0.75]),  # evenly spread once 0 and 1 are added
+    lambda lib: lib.metrics.PrecisionAtRecall(0.2, num_thresholds=5),
+    lambda lib: lib.metrics.Recall(thresholds=[0.0, 0.5, 1.0]),
+    lambda lib: lib.metrics.TruePositives(thresholds=[0.0, 0.5, 1.0]),
+    lambda lib: lib.metrics.Precision(thresholds=[0.0, 0.4, 1.0]),  # not evenly spread: not clipped
+])
+def test_predictions_outside_zero_one_count_as_keras_clips_them(make):
+    """Keras counts evenly spread thresholds by buckets of the predictions clipped to [0, 1]: a
+    prediction of 1.7 is not above the threshold 1.0, and -3 is above AUC's first threshold (-1e-7)."""
+    ours, theirs = twins(lambda lib: dense_model(lib, activation=None), optimizer="sgd", loss="mse",
+                         metrics=lambda lib: [make(lib)])
+    _scaled_weights(ours, theirs, 3.0)
+    predictions = ours.predict(X, verbose=0)
+    assert predictions.min() < 0 and predictions.max() > 1
+    assert_logs_close(*_logs_of_both(ours, theirs, X, BITS, batch_size=8), rtol=2e-5)

@@ -3,6 +3,7 @@ operating-point metrics (PrecisionAtRecall and its family)."""
 
 import inspect
 
+import numpy as np
 import torch
 
 from kcomp import losses, ops
@@ -30,6 +31,13 @@ def _evenly_spaced(num_thresholds) -> list:
     return [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
 
 
+def _evenly_spread(thresholds) -> bool:
+    """Keras's is_evenly_distributed_thresholds: at least 3 thresholds, each near i / (n - 1). Keras
+    counts such thresholds by buckets of the predictions clipped to [0, 1]."""
+    n = len(thresholds)
+    return n >= 3 and bool(np.allclose(thresholds, np.arange(n, dtype=np.float32) / (n - 1), atol=_EPSILON))
+
+
 def _constant(value: float):
     """A float32 scalar: a constant node while a step is traced, else a tensor."""
     builder = ops.current_builder()
@@ -52,8 +60,10 @@ class _Confusion(Metric):
     their values, the others become -1e10; then with `class_id`, only that column of the targets
     and predictions is counted."""
 
-    def __init__(self, thresholds, name=None, class_id=None, from_logits=False, top_k=None):
+    def __init__(self, thresholds, name=None, class_id=None, from_logits=False, top_k=None, evenly=None):
         self.thresholds = tuple(float(t) for t in thresholds)
+        # Keras clips the predictions to [0, 1] where its thresholds are evenly spread (it counts by buckets).
+        self.clipped = _evenly_spread(self.thresholds) if evenly is None else evenly
         _count_argument("class_id", class_id, 0)
         _count_argument("top_k", top_k, 1)
         self.class_id, self.from_logits, self.top_k = class_id, from_logits, top_k
@@ -63,15 +73,22 @@ class _Confusion(Metric):
     def state(self, y_true, y_pred, sample_weight=None):
         # The batch's counts per threshold (weighted by the samples' weights for a weighted metric):
         # the running state adds them up (float32, exact to 2**24 for unit weights).
-        y_true, y_pred = losses.same_rank(y_true, y_pred)  # as Keras's confusion-matrix update
-        if self.from_logits:
-            y_pred = ops.sigmoid(y_pred)
-        if self.top_k is not None:
-            y_pred = self._top_k_only(y_pred)
+        y_true, y_pred = self._prepared(y_true, y_pred)
         if self.class_id is not None:
             y_true, y_pred = self._column(y_true, y_pred)
         weights = [] if sample_weight is None else [sample_weight]
         return ops.emit("confusion_counts", y_true, y_pred, *weights, thresholds=self.thresholds), 0
+
+    def _prepared(self, y_true, y_pred):
+        """Targets and predictions as Keras's confusion-matrix update counts them."""
+        y_true, y_pred = losses.same_rank(y_true, y_pred)
+        if self.from_logits:
+            y_pred = ops.sigmoid(y_pred)
+        if self.top_k is not None:
+            y_pred = self._top_k_only(y_pred)
+        if self.clipped:
+            y_pred = ops.clip(y_pred, 0.0, 1.0)
+        return y_true, y_pred
 
     def _top_k_only(self, y_pred):
         """y_pred with the values outside each row's top_k largest set to -1e10 (Keras's
@@ -191,7 +208,8 @@ class AUC(_Confusion):
         self.num_thresholds = len(inner) + 2
         self.init_thresholds = None if thresholds is None else inner
         self.curve, self.summation_method = _CURVES[curve], method
-        super().__init__([0.0 - _EPSILON, *inner, 1.0 + _EPSILON], name, from_logits=bool(from_logits))
+        evenly = thresholds is None or _evenly_spread([0.0, *inner, 1.0])  # as Keras's AUC decides
+        super().__init__([0.0 - _EPSILON, *inner, 1.0 + _EPSILON], name, from_logits=bool(from_logits), evenly=evenly)
 
     def get_config(self) -> dict:
         config = {**super().get_config(), "num_thresholds": self.num_thresholds, "curve": self.curve,
@@ -204,9 +222,7 @@ class AUC(_Confusion):
     def state(self, y_true, y_pred, sample_weight=None):
         if not self.multi_label and self.label_weights is None:
             return super().state(y_true, y_pred, sample_weight)
-        y_true, y_pred = losses.same_rank(y_true, y_pred)
-        if self.from_logits:
-            y_pred = ops.sigmoid(y_pred)
+        y_true, y_pred = self._prepared(y_true, y_pred)
         shape = ops.shape(y_pred)
         why = "multi_label=True" if self.multi_label else "label_weights=..."
         if self.multi_label and len(shape) != 2:
@@ -285,7 +301,8 @@ class _AtOperatingPoint(_Confusion):
         if num_thresholds <= 0:
             raise ArgumentError(f"Received: num_thresholds={num_thresholds}. Expected an integer > 0.")
         self.value, self.num_thresholds = float(value), num_thresholds
-        super().__init__([0.5] if num_thresholds == 1 else [0.0, *_evenly_spaced(num_thresholds), 1.0], name, class_id)
+        super().__init__([0.5] if num_thresholds == 1 else [0.0, *_evenly_spaced(num_thresholds), 1.0], name, class_id,
+                         evenly=num_thresholds > 1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_thresholds": self.num_thresholds, type(self).argument: self.value,
