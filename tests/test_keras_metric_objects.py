@@ -151,6 +151,7 @@ def test_auc_per_label_needs_the_labels_it_was_given():
     lambda lib: lib.metrics.Precision(thresholds=[0.3, 0.6]),
     lambda lib: lib.metrics.TruePositives(),
     lambda lib: lib.metrics.Recall(top_k=1, class_id=0),
+    lambda lib: lib.metrics.AUC(multi_label=True, num_labels=1, label_weights=[2.0], curve="PR"),
 ])
 def test_keras_archives_with_metric_objects_load_and_evaluate_as_keras(tmp_path, make):
     theirs = _spread(keras)
@@ -181,6 +182,7 @@ def test_factory_made_metric_classes_show_keras_signatures():
     lambda lib: lib.metrics.Precision(thresholds=[0.3, 0.6]),
     lambda lib: lib.metrics.Recall(0.4),
     lambda lib: lib.metrics.Precision(top_k=1, class_id=0),
+    lambda lib: lib.metrics.AUC(multi_label=True, label_weights=[0.5], summation_method="minoring"),
     lambda lib: lib.metrics.FalsePositives(thresholds=[0.2, 0.7]),
     lambda lib: lib.metrics.BinaryCrossentropy(label_smoothing=0.1),
 ])
@@ -231,3 +233,13 @@ def test_predictions_outside_zero_one_count_as_keras_clips_them(make):
     predictions = ours.predict(X, verbose=0)
     assert predictions.min() < 0 and predictions.max() > 1
     assert_logs_close(*_logs_of_both(ours, theirs, X, BITS, batch_size=8), rtol=2e-5)
+
+
+def test_a_tensor_in_a_config_gives_its_numbers_and_nothing_else():
+    from kcomp.saving.allow_list import SerializationError, plain_value
+
+    tensor = {"class_name": "__tensor__", "config": {"value": [0.5, 1.0], "dtype": "float32"}}
+    assert plain_value(tensor, "here") == [0.5, 1.0]
+    for bad in ([{"class_name": "system", "module": "os"}], ["rm -rf"], [[True]]):
+        with pytest.raises(SerializationError):
+            plain_value({"class_name": "__tensor__", "config": {"value": bad, "dtype": "float32"}}, "here")

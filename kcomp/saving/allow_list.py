@@ -112,12 +112,25 @@ def fit_kwargs(cls, config: dict, where: str) -> dict:
     return kwargs
 
 
+def _numbers(value, where: str):
+    """Nested lists of numbers (a tensor's or an array's values), checked to be nothing else."""
+    if isinstance(value, list):
+        return [_numbers(v, where) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise SerializationError(f"{where}: unexpected value {value!r} in a tensor's values.")
+
+
 def plain_value(value, where: str):
-    """A plain config value: tuples come back from Keras's {"class_name": "__tuple__"}; no other object is allowed."""
+    """A plain config value: tuples come back from Keras's {"class_name": "__tuple__"}, and the values
+    of a tensor or array ("__tensor__", "__numpy__": AUC's label_weights) as a list; no other object is allowed."""
     if isinstance(value, dict):
         if value.get("class_name") == "__tuple__" and set(value) <= {"class_name", "config"}:
             return tuple(plain_value(v, where) for v in (value.get("config") or {}).get("value", []))
-        refuse(value, where, ("__tuple__",))
+        if value.get("class_name") in ("__tensor__", "__numpy__") and set(value) <= {"class_name", "config"} \
+                and isinstance(value.get("config"), dict) and "value" in value["config"]:
+            return _numbers(value["config"]["value"], where)
+        refuse(value, where, ("__tuple__", "__tensor__", "__numpy__"))
     if isinstance(value, list):
         return [plain_value(v, where) for v in value]
     if isinstance(value, tuple):  # get_config()'s dict before JSON
