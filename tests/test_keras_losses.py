@@ -625,3 +625,13 @@ def test_steps_per_epoch_goes_on_through_the_data_across_epochs_as_keras():
             histories.append(model.fit(x, y, batch_size=5, epochs=3, steps_per_epoch=3, shuffle=False, verbose=0).history)
     assert_logs_close(*histories, rtol=2e-5)
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=2e-5, atol=1e-6)
+
+
+def test_metrics_with_several_values_show_on_the_progress_bar_and_in_the_logs(capsys):
+    y = BITS.astype("float32")[:, None]
+    ours, theirs = twins(dense_model, optimizer="sgd", loss="mse",
+                         metrics=lambda lib: [lib.metrics.TruePositives([0.3, 0.6]), lib.metrics.F1Score()])
+    h_ours = ours.fit(X, y, epochs=2, batch_size=5, shuffle=False, verbose=1, validation_data=(X, y))
+    h_theirs = theirs.fit(X, y, epochs=2, batch_size=5, shuffle=False, verbose=0, validation_data=(X, y))
+    assert "true_positives:" in capsys.readouterr().out
+    assert_logs_close(h_ours.history, h_theirs.history, rtol=2e-5)

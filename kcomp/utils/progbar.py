@@ -3,6 +3,8 @@
 import sys
 import time
 
+import numpy as np
+
 
 class Progbar:
     def __init__(self, target: int, width: int = 20, verbose: int = 1, stream=None, interval: float = 0.05):
@@ -35,6 +37,8 @@ class Progbar:
         if callable(values):
             values = values()
         for key, value in (values or {}).items():
+            if isinstance(value, (list, tuple, np.ndarray)):  # a metric per threshold or class: Keras shows the mean
+                value = float(np.mean(value))
             line += f" - {key}: {value:.4f}"
         end = "\n" if finalize else ""
         self.stream.write(("\r" if self._interactive else "") + line + end)
