@@ -635,3 +635,17 @@ def test_metrics_with_several_values_show_on_the_progress_bar_and_in_the_logs(ca
     h_theirs = theirs.fit(X, y, epochs=2, batch_size=5, shuffle=False, verbose=0, validation_data=(X, y))
     assert "true_positives:" in capsys.readouterr().out
     assert_logs_close(h_ours.history, h_theirs.history, rtol=2e-5)
+
+
+def test_metric_settings_survive_a_keras_file_both_ways(tmp_path):
+    """A .keras file keeps each metric's settings (top-k's k, thresholds, F-score averages, R2's
+    aggregation, IoU's classes), so the model loaded by Keras or kcomp evaluates the same."""
+    build, y = _case("categorical_crossentropy")
+    make = lambda lib: [lib.metrics.TopKCategoricalAccuracy(2), lib.metrics.BinaryAccuracy(threshold=0.3),
+                        lib.metrics.F1Score(average="macro"), lib.metrics.R2Score(num_regressors=1),
+                        lib.metrics.OneHotIoU(3, [0, 2])]
+    ours, _ = twins(build, optimizer="sgd", loss="categorical_crossentropy", metrics=make)
+    ours.save(tmp_path / "m.keras")
+    want = ours.evaluate(X, y, verbose=0, return_dict=True)
+    for loaded in (keras.saving.load_model(tmp_path / "m.keras"), kcomp.models.load_model(tmp_path / "m.keras")):
+        assert_logs_close(loaded.evaluate(X, y, verbose=0, return_dict=True), want, rtol=2e-5)

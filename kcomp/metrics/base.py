@@ -7,6 +7,7 @@ sample weight (class weights included), as Keras's weighted metrics do.
 """
 
 import copy
+import inspect
 import math
 
 import torch
@@ -56,6 +57,18 @@ class Metric:
             total, weight = state.tolist()
             return total / weight if weight else 0.0
         return float(state) / count if count else 0.0
+
+    def get_config(self) -> dict:
+        """Keras's config of this metric (what a .keras file's compile config holds): its name, dtype
+        and the arguments of its constructor, read back from the attributes of the same names (an
+        argument kcomp keeps no attribute for, such as IoU's axis, is written at its default)."""
+        config = {"name": self.name, "dtype": "float32"}
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if name in ("self", "name", "dtype") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            value = getattr(self, name, param.default)
+            config[name] = list(value) if isinstance(value, (tuple, range)) else value
+        return config
 
     def weighted_copy(self, name: str) -> "Metric":
         """This metric weighing samples by their sample weights, under `name`."""
