@@ -268,9 +268,17 @@ def _reflected(fn):
     return lambda a, b: fn(b, a)
 
 
-for _name, _fn in {
+OPERATORS = {
     "__add__": add, "__radd__": _reflected(add), "__sub__": subtract, "__rsub__": _reflected(subtract),
     "__mul__": multiply, "__rmul__": _reflected(multiply), "__truediv__": divide, "__rtruediv__": _reflected(divide),
     "__matmul__": matmul, "__rmatmul__": _reflected(matmul), "__neg__": negative,
-}.items():
-    setattr(Value, _name, _fn)
+}
+
+
+def give_operators(cls) -> None:
+    """Python's arithmetic operators on `cls` (traced values, weights) as the ops above."""
+    for name, fn in OPERATORS.items():
+        setattr(cls, name, fn)
+
+
+give_operators(Value)

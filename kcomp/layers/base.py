@@ -66,43 +66,13 @@ class Variable:
             )
         self.value = new.clone()
 
-    # Arithmetic with a weight, as on a Keras variable: `ops.matmul(x, self.w) + self.b` in a layer's
-    # call emits the op while tracing and computes it on data.
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.subtract(self, other)
-
-    def __rsub__(self, other):
-        return ops.subtract(other, self)
-
-    def __mul__(self, other):
-        return ops.multiply(self, other)
-
-    def __rmul__(self, other):
-        return ops.multiply(other, self)
-
-    def __truediv__(self, other):
-        return ops.divide(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.divide(other, self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __neg__(self):
-        return ops.negative(self)
-
     def __repr__(self):
         return f"<Variable {self.path} shape={self.shape} trainable={self.trainable}>"
+
+
+# Arithmetic with a weight, as on a Keras variable: `ops.matmul(x, self.w) + self.b` in a layer's
+# call emits the op while tracing and computes it on data.
+ops.give_operators(Variable)
 
 
 @dataclass(eq=False)
