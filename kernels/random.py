@@ -21,7 +21,9 @@ def philox_uniform(offs, step, SEED: tl.constexpr):
     c0 = offs.to(tl.uint32)  # the low 32 bits
     c1 = (offs >> 32).to(tl.uint32)
     zero = c0 * 0
-    c2 = zero + tl.to_tensor(step).to(tl.int64).to(tl.uint32)  # the step, broadcast to the block
+    # The step (a float scalar, or the literal 0.0 without a step input) broadcast to the block;
+    # written with block arithmetic, not tl.to_tensor, which Triton 3.6 (the GPU machine's) lacks.
+    c2 = (zero.to(tl.float32) + step).to(tl.int64).to(tl.uint32)
     word, _, _, _ = philox(SEED, c0, c1, c2, zero)
     return uint_to_uniform_float(word)
 
