@@ -22,6 +22,7 @@ from kcomp.ir.graph import Graph, Value
 from kcomp.ir.types import BATCH
 from kcomp.ir.verify import verify
 from kcomp.metrics import Metric
+from kcomp.metrics.base import per_sample as weights_per_sample
 from kcomp.passes.autodiff import gradients
 
 
@@ -48,13 +49,6 @@ def _target_input(b: GraphBuilder, spec, index: int) -> Value:
     return b.input((BATCH, *shape), dtype, f"target_{index}")
 
 
-def _weighted(values: Value, sample_weight: Value):
-    """Per-sample weights (N,) against losses (N, ...): weights broadcast over the trailing axes."""
-    if values.rank > 1:
-        sample_weight = ops.reshape(sample_weight, (BATCH,) + (1,) * (values.rank - 1))
-    return sample_weight
-
-
 def _total_loss(model, compiled, outputs, targets, sample_weight):
     """The loss the optimizer minimizes (each output's loss times its loss weight, summed), and
     each output's own loss by name (Keras logs them as <output>_loss when a model has several)."""
@@ -66,7 +60,7 @@ def _total_loss(model, compiled, outputs, targets, sample_weight):
         values = loss.values(y, out)
         if values.rank and values.shape[0] != BATCH:  # one value per sample, or one for the batch (Dice)
             raise ShapeError(f"loss {loss.name} for output {i} returned shape {format_shape(values.shape)}; expected one value per sample")
-        weights = _weighted(values, sample_weight)
+        weights = weights_per_sample(sample_weight, values)
         values = ops.multiply(values, weights)
         # Keras's reductions; "none" in a compiled model sums, as Keras's compiled loss does.
         value = losses.reduce_values(values, "sum" if loss.reduction in ("none", None) else loss.reduction, weights)
