@@ -163,10 +163,6 @@ def kernel_entries(built: Built, options: BuildOptions, out: Path) -> None:
         index += 1
 
 
-def _template_module(template: str) -> str:
-    return {"softmax": "rows", "layer_norm": "rows"}.get(template, template)
-
-
 def cost_summary(built: Built, batch: int) -> dict:
     from kcomp.runtime.plan import modeled_peak_bytes
 
@@ -226,19 +222,20 @@ def write_dot(graph: Graph, path: Path) -> Path | None:
 
 
 def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
-    from kcomp import config
+    import hashlib
+    from importlib import resources
 
     import triton
 
     import kcomp
+    from kcomp import config
 
-    import hashlib
-    from importlib import resources
-
-    # The template's own source (and the shared tiling helpers) are part of what gets compiled.
+    # The templates are part of what gets compiled. All of them are hashed: a generated kernel
+    # reaches several modules (its template's, the ones that template imports), and a map from
+    # template names to files had gone stale (conv2d_grad_filter lives in conv2d_grad.py).
     templates = resources.files("kcomp.kernels")
-    source = "".join(templates.joinpath(f"{name}.py").read_text() for name in (_template_module(entry["template"]), "tiling"))
-    template_digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    modules = sorted((f for f in templates.iterdir() if f.name.endswith(".py")), key=lambda f: f.name)
+    template_digest = hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in modules)).hexdigest()[:12]
     key = (
         f"{entry['source_digest']}-{template_digest}-{options.target}-{options.precision}-b{options.batch}"
         f"-k{kcomp.__version__}-t{triton.__version__}"

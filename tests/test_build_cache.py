@@ -222,3 +222,17 @@ def child(cases: list, answer: Path) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     child(json.loads(sys.argv[1]), Path(sys.argv[2]))
+
+
+def test_the_aot_cache_key_names_the_triton_version(monkeypatch):
+    """Two environments with different Tritons (CI runs 3.6 and 3.9) never share a compiled kernel."""
+    import triton
+
+    from kcomp.compiler import BuildOptions, _aot_cache_dir
+
+    entry = {"source_digest": "0123abcd", "template": "matmul"}
+    folders = set()
+    for version in ("3.6.0", "3.9.0"):
+        monkeypatch.setattr(triton, "__version__", version)
+        folders.add(_aot_cache_dir(entry, BuildOptions()))
+    assert len(folders) == 2

@@ -253,6 +253,17 @@ def test_build_train_emits_the_training_step_kernels(tmp_path):
     assert failed.returncode == 1 and "compile section" in failed.stderr
 
 
+def test_build_train_compiles_every_training_step_kernel_for_the_gpu(tmp_path):
+    """Ahead of time, for sm_90: the conv gradients' kernels (templates conv2d_grad_filter and
+    conv2d_grad_input, both in kernels/conv2d_grad.py) had failed with a FileNotFoundError."""
+    result = kcomp("build", EXAMPLES / "cnn_digits.k", "--train", "-o", tmp_path / "out", "--emit", "ptx,cubin")
+    assert result.returncode == 0, result.stderr
+    kernels = json.loads((tmp_path / "out" / "report.json").read_text())["kernels"]
+    assert {"conv2d_grad_filter", "conv2d_grad_input", "optimizer"} <= {k["template"] for k in kernels}
+    for k in kernels:
+        assert (tmp_path / "out" / "kernels" / f"{k['name']}.sm_90.cubin").stat().st_size > 0, k["name"]
+
+
 @pytest.mark.parametrize("bad", [{"emit": ()}, {"batch": 0}, {"batch": 2**40}, {"batch": 2.5}, {"batch": True}])
 def test_build_options_refuse_an_empty_emit_and_a_bad_batch(bad):
     from kcomp.compiler import BuildOptions
