@@ -1,22 +1,96 @@
 #!/usr/bin/env bash
-# Everything kcomp checks on a GPU, in one call of under 8 minutes (the device tool's machine):
-#   1. install kcomp without network (wheels carried in .gpu-wheels/, see the README),
-#   2. the GPU tests (tests/test_gpu.py: compiled kernels and CUDA graphs against the reference),
-#   3. the kernel benchmark (bench/bench_kernels.py --quick),
-#   4. the training benchmark (bench/bench_training.py: MLP and CNN steps/s against torch eager,
-#      torch.compile and Keras when installed).
-# Results go to $OUT (the device tool brings them back): gpu.txt, install.log, gpu_tests.log, bench.log, bench.json, training.log.
+# The GPU run: everything kcomp checks on a GPU in one call, ordered so the first minutes say the
+# most. Each part has its own time limit (together 10 minutes at most; run it with the device tool's
+# timeout_s=600); a part that fails or runs out of time does not stop the others; each part writes
+# its log to $OUT as it finishes and adds one line to $OUT/summary.txt.
+#
+#   bash bench/gpu_check.sh              on the GPU machine (the device tool; README "On a GPU"),
+#                                        with .gpu-wheels/ carried (bash bench/gpu_wheels.sh)
+#   bash bench/gpu_check.sh --rehearse   on a machine without a GPU: builds a fresh environment
+#                                        with the GPU machine's versions (bench/gpu_machine.txt),
+#                                        prepares .gpu-wheels/ and runs every part below with the
+#                                        CUDA-only parts skipped (templates and examples under
+#                                        Triton's interpreter). Exit status 0 only if every part passed.
+# Parts:
+#   env        nvidia-smi and the versions of Python, torch, Triton, NumPy
+#   install    kcomp and lark from .gpu-wheels/ with pip --no-index into $OUT/site (the GPU machine
+#              has no network), then every requirement kcomp declares checked
+#   templates  tests/test_gpu_templates.py: every kernel template against the reference, float32
+#              IEEE, TF32 and bfloat16, forward and training step
+#   examples   tests/test_gpu.py: each example's kernels and captured training step against the
+#              reference step, CUDA graphs
+#   aot        kcomp build --train of each example for sm_90 (registers, spills, tensor cores)
+#   kernels    bench/bench_kernels.py --quick (JSON written after every case)
+#   training   bench/bench_training.py: steps/s against torch eager, torch.compile, Keras
 set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+REHEARSE=0
+[ "${1:-}" = "--rehearse" ] && REHEARSE=1
 OUT=${OUT:-/tmp/kcomp-gpu-check}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+: > "$OUT/summary.txt"
 export PYTHONUNBUFFERED=1 KCOMP_CACHE_DIR="$OUT/cache"
-nvidia-smi > "$OUT/gpu.txt" 2>&1
-python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt" 2>&1
-{
-  # .gpu-wheels/ holds lark, pytest and a kcomp wheel built from this tree (README: "On a GPU").
-  python -m pip install --no-index --no-deps .gpu-wheels/*.whl ||
-    python -m pip install --no-index --no-deps --no-build-isolation -e .
-} > "$OUT/install.log" 2>&1 || echo "install failed: see install.log" | tee -a "$OUT/gpu.txt"
-KCOMP_GPU_TESTS=1 timeout 200 python -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"
-timeout 150 python bench/bench_kernels.py --quick --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
-timeout 120 python bench/bench_training.py --steps 200 --backend triton 2>&1 | tee "$OUT/training.log"
+# Import kcomp as installed, not from this folder (kcomp.kernels exists only in the installed package).
+export PYTHONSAFEPATH=1
+FAILED=0
+
+part() {  # part NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, one line in summary.txt
+  local name=$1 seconds=$2 start rc
+  shift 2
+  start=$(date +%s)
+  timeout "$seconds" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  local verdict=passed
+  [ $rc -eq 124 ] && verdict="timed out after ${seconds}s"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && verdict="failed (exit $rc)"
+  [ $rc -ne 0 ] && FAILED=1
+  printf '%-10s %-26s %4ss  %s\n' "$name" "$verdict" "$(( $(date +%s) - start ))" "$(tail -n 1 "$OUT/$name.log")" \
+    | tee -a "$OUT/summary.txt"
+}
+
+rehearsal_env() {  # a fresh virtual environment with the GPU machine's Python and packages
+  local want python env=$OUT/env
+  want=$(sed -n 's/^python=//p' bench/gpu_machine.txt)
+  python=
+  for candidate in "$HOME"/.pyenv/versions/"$want".*/bin/python"$want" "$(command -v "python$want")"; do
+    "$candidate" -c pass 2> /dev/null && { python=$candidate; break; }  # pyenv's shims fail when not selected
+  done
+  [ -n "$python" ] || { echo "no python$want on this machine (pyenv install $want, or put python$want on PATH)"; return 1; }
+  rm -rf "$env"
+  "$python" -m venv "$env" || return 1
+  "$env/bin/python" -m pip install --quiet $(grep -v -e '^#' -e '^python=' bench/gpu_machine.txt) || return 1
+  echo "$env/bin/python"
+}
+
+if [ $REHEARSE = 1 ]; then
+  PYTHON=$(rehearsal_env 2> "$OUT/env_setup.log" | tail -n 1)
+  [ -x "$PYTHON" ] || { cat "$OUT/env_setup.log"; echo "rehearsal: could not build the environment" | tee -a "$OUT/summary.txt"; exit 1; }
+  part wheels 120 bash bench/gpu_wheels.sh
+  part wheel_size 10 bash -c 'size=$(du -sm .gpu-wheels | cut -f1); echo ".gpu-wheels: ${size} MB (limit 60)"; [ "$size" -lt 60 ]'
+else
+  PYTHON=$(command -v python3)
+fi
+
+part env 30 bash -c "nvidia-smi; \"$PYTHON\" -c 'import sys, torch, triton, numpy; print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"triton\", triton.__version__, \"numpy\", numpy.__version__, \"cuda\", torch.cuda.is_available() and torch.cuda.get_device_name())'"
+# Into a folder of its own on PYTHONPATH: the machine's environment is left as it is. Then every
+# requirement kcomp declares is checked against what is installed, so a missing one fails here.
+SITE=$OUT/site
+rm -rf "$SITE"
+export PYTHONPATH=$SITE
+part install 30 bash -c "\"$PYTHON\" -m pip install --quiet --no-index --no-deps --target \"$SITE\" .gpu-wheels/*.whl \
+  && \"$PYTHON\" bench/check_install.py"
+export KCOMP_GPU_TESTS=1
+part templates 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu_templates.py
+part examples 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py
+unset KCOMP_GPU_TESTS
+part aot 90 bash bench/aot_examples.sh "$PYTHON" "$OUT/aot"
+if [ $REHEARSE = 1 ]; then
+  part kernels 150 "$PYTHON" bench/bench_kernels.py --rehearse --json "$OUT/bench_kernels.json"
+  part training 150 "$PYTHON" bench/bench_training.py --steps 3 --no-compile
+else
+  part kernels 120 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
+  part training 90 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
+fi
+exit $FAILED

@@ -3,16 +3,19 @@ import os
 # Kernel tests run the real templates under Triton's interpreter, which Triton
 # reads once, when it is first imported: so set it before anything imports it.
 # AOT tests compile in subprocesses started without it (see tests/aot_helpers.py).
-# On a GPU machine, KCOMP_GPU_TESTS=1 runs only the tests marked `gpu`, with compiled kernels.
+# KCOMP_GPU_TESTS=1 runs only the tests marked `gpu`: on a GPU machine with compiled kernels; where
+# there is no CUDA (bench/gpu_check.sh --rehearse) under the interpreter, their CUDA-only parts skipped.
+# torch.cuda.is_available() does not import Triton.
+import torch
+
 GPU_RUN = os.environ.get("KCOMP_GPU_TESTS") == "1"
-if not GPU_RUN:
+if not (GPU_RUN and torch.cuda.is_available()):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # Keras 3 is the oracle of the side-by-side tests (tests/keras_oracle.py), on its torch backend;
 # Keras reads the backend once, when it is first imported.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import pytest
-import torch
 
 import kcomp
 

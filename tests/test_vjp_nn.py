@@ -19,7 +19,7 @@ from kcomp.ir.registry import OPS
 from kcomp.ir.types import BATCH, DTYPE_OF_TORCH
 from kcomp.passes.autodiff import gradients
 from kcomp.runtime.reference import run_reference
-from tests.vjp_harness import F64, check_vjp
+from vjp_harness import F64, check_vjp
 
 @pytest.fixture
 def rng(request):

@@ -1,0 +1,60 @@
+"""The small models whose kernels between them use every kernel template (codegen GENERATORS).
+
+tests/test_gpu_templates.py runs each on a GPU against the reference; test_gpu_cases.py checks
+on any machine that together they still reach every template, so a new template cannot miss
+its GPU check.
+"""
+
+import numpy as np
+
+from kcomp.layers import (
+    Add, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D, Softmax,
+)
+from kcomp.models import Model, Sequential
+
+BATCH = 37  # ragged: no block size divides it
+
+
+def mlp():
+    """matmul with its epilogues, dropout (pointwise), bias gradients (reduce), softmax_xent, optimizer."""
+    return Sequential([Input(shape=(20,)), Dense(16, activation="relu"), Dropout(0.25, seed=3),
+                       Dense(4, activation="softmax")])
+
+
+def rows():
+    """layer_norm, and the softmax template (a softmax over a row no matmul epilogue owns: after an add)."""
+    x = Input(shape=(12,))
+    h = LayerNormalization()(Dense(12, activation="tanh")(x))
+    y = Dense(5, activation="softmax")(Softmax()(Add()([h, x])))
+    return Model(x, y)
+
+
+def cnn():
+    """conv2d (with a pool in its epilogue), pool2d, both conv gradients, pool2d_grad."""
+    return Sequential([Input(shape=(9, 9, 2)), Conv2D(4, 3, activation="relu"), MaxPooling2D(),
+                       Conv2D(6, 3, padding="same", activation="relu"), MaxPooling2D(pool_size=2, strides=1),
+                       GlobalAveragePooling2D(), Dense(4, activation="softmax")])
+
+
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn}
+
+
+def data(model, seed=0):
+    """A ragged batch of inputs and class ids for `model`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(BATCH, *model.inputs[0].shape[1:])).astype("float32")
+    y = rng.integers(0, model.outputs[0].shape[-1], BATCH)
+    return x, y
+
+
+def templates_used(make) -> dict[str, set[str]]:
+    """{"predict": templates of the fused forward graph, "train": of the fused training step}."""
+    from kcomp.compiler import BuildOptions, build_graphs
+
+    used = {}
+    for kind, train in (("predict", False), ("train", True)):
+        model = make()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        built = build_graphs(model, BuildOptions(train=train), None)
+        used[kind] = {n.attrs["template"] for n in built.fused.nodes if n.op == "kernel"}
+    return used
