@@ -10,5 +10,6 @@ PIP=${PIP:-.venv/bin/python -m pip}
 rm -rf "$FOLDER"
 mkdir -p "$FOLDER"
 $PIP download --quiet --no-deps --only-binary=:all: -d "$FOLDER" "lark==1.3.1"
+rm -rf build/lib build/bdist.*  # setuptools' staging folders: a file deleted here would linger there
 $PIP wheel --quiet --no-deps --no-build-isolation -w "$FOLDER" .
 ls "$FOLDER"
