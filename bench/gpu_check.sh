@@ -13,7 +13,7 @@
 #                                        Triton's interpreter). Exit status 0 only if every part passed.
 # Parts:
 #   env        nvidia-smi and the versions of Python, torch, Triton, NumPy
-#   install    kcomp and lark from .gpu-wheels/ with pip --no-index into $OUT/site (the GPU machine
+#   install    kcomp and lark from .gpu-wheels/ with pip --no-index into a scratch folder (the GPU machine
 #              has no network), then every requirement kcomp declares checked
 #   templates  tests/test_gpu_templates.py: every kernel template against the reference, float32
 #              IEEE, TF32 and bfloat16, forward and training step
@@ -24,14 +24,15 @@
 #   training   bench/bench_training.py: steps/s against torch eager, torch.compile, Keras
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
 REHEARSE=0
 [ "${1:-}" = "--rehearse" ] && REHEARSE=1
 OUT=${OUT:-/tmp/kcomp-gpu-check}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 : > "$OUT/summary.txt"
-export PYTHONUNBUFFERED=1 KCOMP_CACHE_DIR="$OUT/cache"
+# kcomp's install and kernel cache go to a scratch folder: $OUT keeps only logs and results.
+SCRATCH=$(mktemp -d)
+export PYTHONUNBUFFERED=1 KCOMP_CACHE_DIR="$SCRATCH/cache"
 # Import kcomp as installed, not from this folder (kcomp.kernels exists only in the installed package).
 export PYTHONSAFEPATH=1
 FAILED=0
@@ -76,8 +77,7 @@ fi
 part env 30 bash -c "nvidia-smi; \"$PYTHON\" -c 'import sys, torch, triton, numpy; print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"triton\", triton.__version__, \"numpy\", numpy.__version__, \"cuda\", torch.cuda.is_available() and torch.cuda.get_device_name())'"
 # Into a folder of its own on PYTHONPATH: the machine's environment is left as it is. Then every
 # requirement kcomp declares is checked against what is installed, so a missing one fails here.
-SITE=$OUT/site
-rm -rf "$SITE"
+SITE=$SCRATCH/site
 export PYTHONPATH=$SITE
 part install 30 bash -c "\"$PYTHON\" -m pip install --quiet --no-index --no-deps --target \"$SITE\" .gpu-wheels/*.whl \
   && \"$PYTHON\" bench/check_install.py"
@@ -93,4 +93,5 @@ else
   part kernels 120 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
   part training 90 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
 fi
+rm -rf "$SCRATCH"
 exit $FAILED

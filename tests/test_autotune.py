@@ -43,6 +43,7 @@ def test_the_fastest_launchable_config_is_kept_and_cached(fake_gpu):
     assert fake_gpu.ran == [1, 2, 3]
     saved = autotune._read()
     assert list(saved.values()) == [{"B": 3}] and "FakeGPU|k|(4, 8)" in next(iter(saved))
+    assert next(iter(saved)).endswith(f"|triton {triton.__version__}")  # another Triton tunes anew
     # Second time (and in a new process, from disk): no timing.
     fake_gpu.ran.clear()
     autotune._choices = None

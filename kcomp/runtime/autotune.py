@@ -3,7 +3,8 @@
 The first launch of a kernel at a new problem shape on a CUDA device runs
 every candidate configuration (skipping those the GPU cannot launch), and the
 choice is cached in memory and on disk (KCOMP_CACHE_DIR/autotune.json, keyed
-by GPU, kernel and shapes, checked when read: kcomp.runtime.disk_cache), so later
+by GPU, kernel, shapes and Triton version, whose compiler can change which config
+is fastest; checked when read: kcomp.runtime.disk_cache), so later
 processes reuse it. Off the GPU (the interpreter) the first candidate is used: timing there
 means nothing.
 """
@@ -61,11 +62,12 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     if len(candidates) == 1 or out.device.type != "cuda":
         return candidates[0]
     import torch
+    import triton
     import triton.testing
     from triton.runtime.errors import OutOfResources
 
     shapes = ",".join(f"{tuple(t.shape)}:{t.dtype}" for t in inputs if hasattr(t, "shape"))
-    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}|{shapes}"
+    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}|{shapes}|triton {triton.__version__}"
     choices = _load()
     if choices.get(key) in candidates:  # a choice no longer among the candidates is tuned again
         return choices[key]
