@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU run: everything kcomp checks on a GPU in one call, ordered so the first minutes say the
-# most. Each part has its own time limit (together 10 minutes at most; run it with the device tool's
-# timeout_s=600); a part that fails or runs out of time does not stop the others; each part writes
-# its log to $OUT as it finishes and adds one line to $OUT/summary.txt.
+# most. Each part has its own time limit (together 10 minutes at most); a part that fails or runs
+# out of time does not stop the others; each writes its log to $OUT ($OUT defaults to
+# /tmp/kcomp-gpu-check) as it finishes and adds one line to $OUT/summary.txt.
 #
-#   bash bench/gpu_check.sh              on the GPU machine (the device tool; README "On a GPU"),
-#                                        with .gpu-wheels/ carried (bash bench/gpu_wheels.sh)
+#   bash bench/gpu_check.sh              on the GPU machine (README "On a GPU"),
+#                                        with .gpu-wheels/ beside the tree (bash bench/gpu_wheels.sh)
 #   bash bench/gpu_check.sh --rehearse   on a machine without a GPU: builds a fresh environment
 #                                        with the GPU machine's versions (bench/gpu_machine.txt),
 #                                        prepares .gpu-wheels/ and runs every part below with the

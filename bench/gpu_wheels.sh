@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare .gpu-wheels/: what the GPU machine (no network) needs beyond what it has preinstalled
-# (bench/gpu_machine.txt): lark and kcomp built from this tree. Pass .gpu-wheels in the device
-# tool's `carry`; bench/gpu_check.sh installs from it with pip --no-index.
+# (bench/gpu_machine.txt): lark and kcomp built from this tree. Copy .gpu-wheels/ with the tree;
+# bench/gpu_check.sh installs from it with pip --no-index.
 #   bash bench/gpu_wheels.sh [FOLDER]     (default .gpu-wheels; uses ./.venv's pip)
 set -euo pipefail
 cd "$(dirname "$0")/.."

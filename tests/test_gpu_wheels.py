@@ -11,7 +11,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-LIMIT_BYTES = 60 * 2**20  # what the device tool carries alongside the tree (issue 12)
+LIMIT_BYTES = 60 * 2**20  # what may be copied to the GPU machine beside the tree (issue 12)
 
 
 def gpu_machine_packages() -> dict[str, Requirement]:
