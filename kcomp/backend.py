@@ -32,15 +32,6 @@ def name_given(name: str) -> None:
     _names_given.add(name)
 
 
-_symbol_count = [0]
-
-
-def fresh_symbol() -> str:
-    """A new symbolic dimension ("?k") for a size unknown until run time."""
-    _symbol_count[0] += 1
-    return f"?{_symbol_count[0] - 1}"
-
-
 def clear_session() -> None:
     """Reset layer-name counters (Keras's keras.backend.clear_session)."""
     _name_counts.clear()

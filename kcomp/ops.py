@@ -17,6 +17,7 @@ from kcomp.ir.graph import Value
 from kcomp.ir.registry import get_op
 from kcomp.ir.ops.shape import resolve_reshape
 from kcomp.ir.types import DTYPE_OF_TORCH, TensorSpec
+from kcomp.variables import Variable
 
 _state = threading.local()
 
@@ -37,8 +38,6 @@ def current_builder() -> GraphBuilder | None:
 
 
 def _as_tensor(x):
-    from kcomp.layers.base import Variable  # layers import ops; ops needs Variable only here
-
     if isinstance(x, Variable):
         return x.value
     if isinstance(x, torch.Tensor):
@@ -49,8 +48,6 @@ def _as_tensor(x):
 
 
 def _as_value(x, builder: GraphBuilder) -> Value:
-    from kcomp.layers.base import Variable
-
     if isinstance(x, Value):
         return x
     if isinstance(x, Variable):
@@ -282,3 +279,6 @@ def give_operators(cls) -> None:
 
 
 give_operators(Value)
+# Arithmetic with a weight, as on a Keras variable: `ops.matmul(x, self.w) + self.b` in a layer's
+# call emits the op while tracing and computes it on data.
+give_operators(Variable)

@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from triton.runtime.interpreter import InterpretedFunction
 
 import kcomp.runtime.cuda_graphs as cuda_graphs
+from kcomp import capture
 
 # Calls that read a tensor's values on the host: a device synchronisation, forbidden in a capture.
 HOST_READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "__array__",
@@ -166,13 +167,13 @@ class EmulatedGraphs:
 
     def capture(self, run) -> tuple:
         recorder = _Recorder()
-        cuda_graphs._emulated_capture = recorder
+        capture.emulated_capture = recorder
         try:
             with _launches_recorded_by(recorder), recorder:
                 result = run()
         finally:
-            cuda_graphs._emulated_capture = None
-            cuda_graphs._kept.clear()  # the recording holds what the graph reads
+            capture.emulated_capture = None
+            capture.kept.clear()  # the recording holds what the graph reads
             recorder.restore()  # a capture records; it does not change the buffers that existed before
         graph = EmulatedGraph(recorder.log)
         self.graphs.append(graph)

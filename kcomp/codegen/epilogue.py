@@ -13,9 +13,10 @@ Output is the source of one small @triton.jit function, for example:
 
 from dataclasses import dataclass
 
-from kcomp.codegen.expr import RNG_IMPORT, draws_random, expression, literal
+from kcomp.codegen.expr import RNG_IMPORT, draws_random, expression
 from kcomp.errors import GraphError
 from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.lowering import literal
 from kcomp.ir.types import is_static
 from kcomp.passes.fuse import operand_kind
 

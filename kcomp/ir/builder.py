@@ -8,10 +8,9 @@ well-typed by construction.
 from contextlib import contextmanager
 from typing import Any
 
-from kcomp.backend import fresh_symbol
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import get_op
-from kcomp.ir.types import BATCH, check_dtype
+from kcomp.ir.types import BATCH, check_dtype, fresh_symbol
 
 
 class GraphBuilder:

@@ -79,9 +79,10 @@ class OpDef:
     infer: Callable  # (inputs: list[TensorSpec-like], **attrs) -> list[TensorSpec]
     reference: Callable  # (*torch tensors, **attrs) -> tensor or tuple of tensors
     traits: frozenset = frozenset()
-    # Filled by later stages: autodiff (training issue) and lowering (back end).
-    vjp: Callable | None = None
-    lowering: str | None = None
+    vjp: Callable | None = None  # (builder, node, output gradients) -> input gradients (passes/autodiff.py)
+    # (argument expressions, **attrs) -> the op's Triton expression on float32 tiles (kcomp/ir/lowering.py),
+    # for elementwise ops a generated kernel computes inline; None: no kernel computes it inline.
+    lowering: Callable | None = None
     num_outputs: int | None = 1  # None: as many as the shape rule returns (variadic ops)
 
     def __post_init__(self):
@@ -91,6 +92,8 @@ class OpDef:
             raise TypeError(f"op {self.name}: doc is required")
         if not callable(self.infer) or not callable(self.reference):
             raise TypeError(f"op {self.name}: infer and reference must be callables")
+        if self.lowering is not None and not callable(self.lowering):
+            raise TypeError(f"op {self.name}: lowering must be a callable (argument expressions, **attrs) -> str")
         lo, hi = self.num_inputs
         if lo < 0 or (hi is not None and hi < lo):
             raise TypeError(f"op {self.name}: bad num_inputs {self.num_inputs}")

@@ -54,6 +54,15 @@ class TensorSpec:
         return len(self.shape)
 
 
+_symbol_count = [0]
+
+
+def fresh_symbol() -> str:
+    """A new symbolic dimension ("?k") for a size unknown until run time."""
+    _symbol_count[0] += 1
+    return f"?{_symbol_count[0] - 1}"
+
+
 def is_static(dim: Dim) -> bool:
     return isinstance(dim, int)
 

@@ -1,4 +1,4 @@
-"""The Layer base class, weights (Variable), and symbolic tensors (KerasTensor).
+"""The Layer base class and symbolic tensors (KerasTensor); weights are kcomp.variables.Variable.
 
 A layer follows Keras's shape: `__init__` keeps the config, `build` makes the
 weights once the input shape is known, `call` is written with kcomp.ops only,
@@ -21,58 +21,15 @@ from kcomp import backend, initializers, regularizers
 from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
-from kcomp.ir.types import BATCH, TORCH_DTYPES
+from kcomp.ir.types import BATCH, TORCH_DTYPES, fresh_symbol
 from kcomp.utils.data import numeric_array
 from kcomp import ops
 from kcomp.ops import current_builder, tracing
+from kcomp.variables import Variable
 
 # The training flag of the layer being traced: a layer called inside another layer's `call`
 # without a training argument inherits it, as Keras's call context passes it on.
 _trace_state = threading.local()
-
-
-class Variable:
-    """A weight: a named torch tensor owned by a layer."""
-
-    def __init__(self, value: torch.Tensor, name: str, path: str, trainable: bool, regularizer=None):
-        self.value = value
-        self.name = name  # "kernel"
-        self.path = path  # "dense/kernel": unique within a model, the IR parameter name
-        self.trainable = trainable
-        self.regularizer = regularizer
-        self.owner = None  # the layer that made it (its trainable flag freezes this weight too)
-
-    @property
-    def effectively_trainable(self) -> bool:
-        return self.trainable and (self.owner is None or self.owner.trainable)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.value.shape)
-
-    @property
-    def dtype(self) -> str:
-        return next(k for k, v in TORCH_DTYPES.items() if v == self.value.dtype)
-
-    def numpy(self) -> np.ndarray:
-        return self.value.detach().cpu().numpy().copy()
-
-    def assign(self, new) -> None:
-        new = torch.as_tensor(np.asarray(new), dtype=self.value.dtype)
-        if tuple(new.shape) != self.shape:
-            raise ArgumentError(
-                f"weight {self.path} has shape {format_shape(self.shape)}, received a value of shape "
-                f"{format_shape(tuple(new.shape))}; pass an array of the weight's shape."
-            )
-        self.value = new.clone()
-
-    def __repr__(self):
-        return f"<Variable {self.path} shape={self.shape} trainable={self.trainable}>"
-
-
-# Arithmetic with a weight, as on a Keras variable: `ops.matmul(x, self.w) + self.b` in a layer's
-# call emits the op while tracing and computes it on data.
-ops.give_operators(Variable)
 
 
 @dataclass(eq=False)
@@ -488,6 +445,6 @@ def _keras_shape(ir_shape) -> tuple:
 def symbolic_batch_shape(shape) -> tuple:
     """Keras shape (None = unknown) -> IR shape: batch "N", other unknowns fresh symbols."""
     return tuple(
-        d if isinstance(d, int) else (BATCH if i == 0 else backend.fresh_symbol()) for i, d in enumerate(shape)
+        d if isinstance(d, int) else (BATCH if i == 0 else fresh_symbol()) for i, d in enumerate(shape)
     )
 

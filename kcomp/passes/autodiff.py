@@ -12,41 +12,12 @@ registry ops, so the fusion passes treat the backward graph like any other.
     grads = gradients(b, loss, params)
 """
 
-from dataclasses import dataclass
-
 from kcomp.errors import GraphError
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
-from kcomp.ir.ops.grad_support import computed_from
+from kcomp.ir.ops.grad_support import Upstream, computed_from, reduce_to_shape  # noqa: F401 - rules' helpers, IR-level
 from kcomp.ir.registry import OPS
-from kcomp.ir.types import FLOAT_DTYPES, is_static
-
-
-@dataclass
-class Upstream:
-    """What a VJP rule returns when it knows its input came from an op it differentiates
-    through in one step (softmax_cross_entropy of a softmax's output): per-input gradients,
-    plus (value, gradient) pairs for values further up the graph. The skipped op then gets
-    no gradient from this node; contributions from other readers still reach it."""
-
-    inputs: list
-    upstream: list
-
-
-def reduce_to_shape(b: GraphBuilder, grad: Value, shape) -> Value:
-    """Sum `grad` over the axes broadcasting added or stretched, back to `shape` (NumPy rules)."""
-    if grad.shape == tuple(shape):
-        return grad
-    extra = grad.rank - len(shape)
-    axes = list(range(extra))
-    for i, d in enumerate(shape):
-        if d == 1 and grad.shape[extra + i] != 1:
-            axes.append(extra + i)
-    if axes:
-        grad = b.emit1("sum", [grad], axes=tuple(axes), keepdims=True)
-    if grad.shape != tuple(shape):
-        grad = b.emit1("reshape", [grad], shape=tuple(shape))
-    return grad
+from kcomp.ir.types import FLOAT_DTYPES
 
 
 def _accumulate(b: GraphBuilder, grads: dict[int, Value], v: Value, g: Value | None) -> None:
@@ -80,14 +51,3 @@ def gradients(b: GraphBuilder, loss: Value, wrt: list[Value]) -> list[Value | No
                 if v.id in needed:
                     _accumulate(b, grads, v, g)  # a sum where a value feeds several nodes
     return [grads.get(v.id) for v in wrt]
-
-
-def static_count(v: Value, axes) -> int | None:
-    """How many elements a reduction over `axes` of v combines, when known at build time."""
-    n = 1
-    for a in axes:
-        d = v.shape[a]
-        if not is_static(d):
-            return None
-        n *= d
-    return n

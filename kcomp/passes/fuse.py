@@ -14,7 +14,6 @@ computed from weights alone stay too, and the runtime computes them once per
 weight update.
 """
 
-from kcomp.codegen.expr import supported
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
 from kcomp.ir.ops.grad_support import computed_from
@@ -71,13 +70,13 @@ class _Fuser:
 
     def is_pointwise(self, node: Node) -> bool:
         traits = OPS[node.op].traits
-        # Random ops stay unfused, except dropout: its mask is a pure function of (seed, step,
-        # element index) that generated code computes as the reference does (kcomp/random.py).
+        # What has a lowering (its Triton expression) is computed inline. Of the random ops only
+        # dropout has one: its mask is a pure function of (seed, step, element index) that
+        # generated code computes as the reference does (kcomp/random.py).
         return (
             "elementwise" in traits
-            and ("random" not in traits or node.op == "dropout")
             and node.op != "constant"
-            and supported(node.op)
+            and OPS[node.op].lowering is not None
             and all(_is_float(v) for v in (*node.inputs, *node.outputs))
             and node.outputs[0].id not in self.weight_only
         )

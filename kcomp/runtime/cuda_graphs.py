@@ -13,6 +13,8 @@ logic is checked without a GPU; `graphs_for` is the one place that picks.
 
 import torch
 
+from kcomp import capture
+
 
 class CudaGraphs:
     """Warm-up and capture on the current CUDA device."""
@@ -34,10 +36,10 @@ class CudaGraphs:
             with torch.cuda.graph(graph):
                 result = run()
         finally:
-            while _deferred:  # what the capture left for after it (outside_the_graph)
-                _deferred.pop(0)()
-            kept = _kept[:]
-            _kept.clear()
+            while capture.deferred:  # what the capture left for after it (outside_the_graph)
+                capture.deferred.pop(0)()
+            kept = capture.kept[:]
+            capture.kept.clear()
         return _GraphKeeping(graph, kept), result
 
 
@@ -56,33 +58,10 @@ def graphs_for(device: torch.device):
     return CudaGraphs() if device.type == "cuda" else None
 
 
-_emulated_capture = None  # a CPU stand-in's recorder, while it records a capture (tests/capture_emulator.py)
-_deferred: list = []  # writes to do once the capture in progress ends
-_kept: list = []  # what the capture in progress reads and must outlive it
-
-
-def capture_in_progress(device: torch.device) -> bool:
-    """Whether work on `device` is being recorded into a graph now: a read-back to the host or a
-    copy from pageable host memory is forbidden then."""
-    if device.type == "cuda":
-        return torch.cuda.is_current_stream_capturing()
-    return _emulated_capture is not None
-
-
-def keep_for_the_graph(obj) -> None:
-    """During a capture: keep `obj` (device memory the graph's kernels read, such as a table of
-    addresses) alive for as long as the graph, and no longer."""
-    _kept.append(obj)
-
-
-def outside_the_graph(write) -> None:
-    """During a capture: do `write` (filling memory the graph only reads, with values known now,
-    such as a table of the addresses the capture allocated) outside the graph, once, when the
-    capture ends, instead of recording it into every replay."""
-    if _emulated_capture is not None:
-        _emulated_capture.unrecorded(write)  # the stand-in runs the capture for real: write now, unrecorded
-    else:
-        _deferred.append(write)
+# The capture state every layer may ask about lives at the bottom (kcomp.capture); re-exported here.
+capture_in_progress = capture.capture_in_progress
+keep_for_the_graph = capture.keep_for_the_graph
+outside_the_graph = capture.outside_the_graph
 
 
 class CapturedForward:

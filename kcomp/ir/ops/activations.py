@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kcomp.ir import lowering as triton_expr
+from kcomp.ir.lowering import literal, unary
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, require_float, same_as_input
 from kcomp.ir.ops.grad_support import scalar
@@ -42,7 +44,8 @@ def _relu(x, negative_slope, max_value, threshold):
     return y
 
 
-def activation(name, fn, doc, vjp, attrs=None, infer=_float_unary_infer, traits=("elementwise", "unary")) -> OpDef:
+def activation(name, fn, doc, vjp, attrs=None, infer=_float_unary_infer, traits=("elementwise", "unary"),
+               lowering=None) -> OpDef:
     return OpDef(
         name=name,
         doc=doc,
@@ -52,7 +55,31 @@ def activation(name, fn, doc, vjp, attrs=None, infer=_float_unary_infer, traits=
         reference=fn,
         traits={"activation", *traits},
         vjp=vjp,
+        lowering=lowering,
     )
+
+
+# ---------------------------------------------------------------- Triton expressions (lowerings)
+
+
+def _relu_lowering(args, negative_slope, max_value, threshold):
+    # Keras's order (see _relu): keep above threshold, clip, subtract the negative part.
+    # Above a threshold, x * (x > threshold) as Keras and the reference: NaN and -inf give NaN.
+    (a,) = args
+    y = f"({a} * tl.where({a} > {literal(threshold)}, 1.0, 0.0))" if threshold != 0 else triton_expr.maximum(a, "0.0")
+    if max_value is not None:
+        y = triton_expr.clip(y, "0.0", literal(max_value))
+    if negative_slope != 0:
+        y = f"({y} - {literal(negative_slope)} * {triton_expr.maximum(f'{literal(threshold)} - {a}', '0.0')})"
+    return y
+
+
+def _gelu_lowering(args, approximate):
+    (a,) = args
+    if approximate:
+        inner = f"0.7978845608028654 * ({a} + 0.044715 * {a} * {a} * {a})"
+        return f"(0.5 * {a} * (1.0 + {triton_expr.tanh('(' + inner + ')')}))"
+    return f"(0.5 * {a} * (1.0 + tl.math.erf({a} * 0.7071067811865476)))"
 
 
 # ---------------------------------------------------------------- gradient rules
@@ -245,9 +272,10 @@ OPS = [
             "max_value": attr(NUMBER, None),
             "threshold": attr(NUMBER, 0.0),
         },
+        lowering=_relu_lowering,
     ),
-    activation("sigmoid", torch.sigmoid, "1 / (1 + exp(-x)).", _sigmoid_vjp),
-    activation("tanh", torch.tanh, "Hyperbolic tangent.", _tanh_vjp),
+    activation("sigmoid", torch.sigmoid, "1 / (1 + exp(-x)).", _sigmoid_vjp, lowering=unary("tl.sigmoid({a})")),
+    activation("tanh", torch.tanh, "Hyperbolic tangent.", _tanh_vjp, lowering=lambda args: triton_expr.tanh(args[0])),
     activation(
         "softmax",
         lambda x, axis: torch.softmax(x, dim=axis),
@@ -272,6 +300,7 @@ OPS = [
         "Gaussian error linear unit: exact erf form, or the tanh approximation.",
         _gelu_vjp,
         attrs={"approximate": attr(bool, False)},
+        lowering=_gelu_lowering,
     ),
     activation(
         "elu",
@@ -279,36 +308,44 @@ OPS = [
         "x if x > 0 else alpha * (exp(x) - 1).",
         _elu_vjp,
         attrs={"alpha": attr(NUMBER, 1.0)},
+        lowering=lambda args, alpha: f"tl.where({args[0]} > 0.0, {args[0]}, {literal(alpha)} * (tl.exp({args[0]}) - 1.0))",
     ),
     activation(
         "selu",
         lambda x: SELU_SCALE * torch.where(x > 0, x, SELU_ALPHA * torch.expm1(x)),
         "Scaled ELU with the fixed constants of Klambauer et al.",
         _selu_vjp,
+        lowering=unary(f"({literal(SELU_SCALE)} * tl.where({{a}} > 0.0, {{a}}, {literal(SELU_ALPHA)} * (tl.exp({{a}}) - 1.0)))"),
     ),
-    activation("softplus", F.softplus, "log(1 + exp(x)), computed stably.", _softplus_vjp),
-    activation("softsign", lambda x: x / (1 + torch.abs(x)), "x / (1 + |x|).", _softsign_vjp),
+    activation("softplus", F.softplus, "log(1 + exp(x)), computed stably.", _softplus_vjp,
+               lowering=lambda args: triton_expr.softplus(args[0])),
+    activation("softsign", lambda x: x / (1 + torch.abs(x)), "x / (1 + |x|).", _softsign_vjp,
+               lowering=unary("({a} / (1.0 + tl.abs({a})))")),
     activation(
         "leaky_relu",
         lambda x, negative_slope: F.leaky_relu(x, negative_slope),
         "x if x > 0 else negative_slope * x.",
         _leaky_relu_vjp,
         attrs={"negative_slope": attr(NUMBER, 0.2)},
+        lowering=lambda args, negative_slope: f"tl.where({args[0]} >= 0.0, {args[0]}, {literal(negative_slope)} * {args[0]})",
     ),
-    activation("silu", F.silu, "x * sigmoid(x) (Keras's swish).", _silu_vjp),
+    activation("silu", F.silu, "x * sigmoid(x) (Keras's swish).", _silu_vjp, lowering=unary("({a} * tl.sigmoid({a}))")),
     activation(
         "hard_sigmoid",
         lambda x: torch.clamp(x / 6.0 + 0.5, 0.0, 1.0),
         "relu6(x + 3) / 6, the piecewise-linear sigmoid of Keras 3.",
         _hard_sigmoid_vjp,
+        lowering=lambda args: triton_expr.hard_sigmoid(args[0]),
     ),
     activation(
         "hard_silu",
         lambda x: x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0),
         "x * hard_sigmoid(x) (Keras's hard_silu / hard_swish).",
         _hard_silu_vjp,
+        lowering=lambda args: f"({args[0]} * {triton_expr.hard_sigmoid(args[0])})",
     ),
-    activation("mish", lambda x: x * torch.tanh(F.softplus(x)), "x * tanh(softplus(x)).", _mish_vjp),
-    activation("exponential", torch.exp, "exp(x).", _exponential_vjp),
-    activation("linear", lambda x: x, "The identity.", _linear_vjp),
+    activation("mish", lambda x: x * torch.tanh(F.softplus(x)), "x * tanh(softplus(x)).", _mish_vjp,
+               lowering=lambda args: f"({args[0]} * {triton_expr.tanh(triton_expr.softplus(args[0]))})"),
+    activation("exponential", torch.exp, "exp(x).", _exponential_vjp, lowering=unary("tl.exp({a})")),
+    activation("linear", lambda x: x, "The identity.", _linear_vjp, lowering=lambda args: args[0]),
 ]

@@ -2,6 +2,7 @@
 
 import torch
 
+from kcomp.capture import capture_in_progress
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.types import FLOAT_DTYPES, TensorSpec, broadcast_shapes
 
@@ -53,6 +54,4 @@ def can_read_back(t: torch.Tensor) -> bool:
     """Whether a reference may read t's values on the host for a range check: not while a CUDA
     graph is being captured (a read-back is forbidden there; the warm-up run before a capture
     checked a batch of the same shapes)."""
-    from kcomp.runtime.cuda_graphs import capture_in_progress
-
     return not capture_in_progress(t.device)

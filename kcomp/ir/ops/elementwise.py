@@ -7,6 +7,9 @@ gradient per input, summed back over the axes broadcasting stretched.
 
 import torch
 
+from kcomp.ir import lowering as triton_expr
+from kcomp.ir.lowering import binary as binary_expr
+from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, broadcast_infer, require_float, same_as_input
 from kcomp.ir.ops.grad_support import scalar, unbroadcast
@@ -18,7 +21,7 @@ def _float_broadcast_infer(inputs):
     return broadcast_infer(inputs)
 
 
-def binary(name: str, fn, doc: str, vjp, infer=broadcast_infer) -> OpDef:
+def binary(name: str, fn, doc: str, vjp, lowering, infer=broadcast_infer) -> OpDef:
     return OpDef(
         name=name,
         doc=doc,
@@ -28,6 +31,7 @@ def binary(name: str, fn, doc: str, vjp, infer=broadcast_infer) -> OpDef:
         reference=fn,
         traits={"elementwise", "binary"},
         vjp=vjp,
+        lowering=lowering,
     )
 
 
@@ -114,15 +118,17 @@ def _cast_vjp(b, node, grads):
 
 
 OPS = [
-    binary("add", torch.add, "a + b with broadcasting.", _add_vjp),
-    binary("sub", torch.sub, "a - b with broadcasting.", _sub_vjp),
-    binary("mul", torch.mul, "a * b with broadcasting.", _mul_vjp),
+    binary("add", torch.add, "a + b with broadcasting.", _add_vjp, binary_expr("({a} + {b})")),
+    binary("sub", torch.sub, "a - b with broadcasting.", _sub_vjp, binary_expr("({a} - {b})")),
+    binary("mul", torch.mul, "a * b with broadcasting.", _mul_vjp, binary_expr("({a} * {b})")),
     binary(
         "div", torch.div, "a / b with broadcasting (true division of floating-point inputs).", _div_vjp,
-        _float_broadcast_infer,
+        binary_expr("({a} / {b})"), _float_broadcast_infer,
     ),
-    binary("maximum", torch.maximum, "Elementwise max(a, b) with broadcasting.", _extremum_vjp),
-    binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting.", _extremum_vjp),
+    binary("maximum", torch.maximum, "Elementwise max(a, b) with broadcasting.", _extremum_vjp,
+           lambda args: triton_expr.maximum(*args)),
+    binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting.", _extremum_vjp,
+           lambda args: triton_expr.minimum(*args)),
     OpDef(
         name="neg",
         doc="-x.",
@@ -132,6 +138,7 @@ OPS = [
         reference=torch.neg,
         traits={"elementwise", "unary"},
         vjp=_neg_vjp,
+        lowering=unary_expr("(-{a})"),
     ),
     OpDef(
         name="rsqrt",
@@ -142,6 +149,7 @@ OPS = [
         reference=torch.rsqrt,
         traits={"elementwise", "unary"},
         vjp=_rsqrt_vjp,
+        lowering=unary_expr("tl.rsqrt({a})"),
     ),
     OpDef(
         name="constant",
@@ -162,5 +170,7 @@ OPS = [
         reference=lambda x, dtype: x.to(TORCH_DTYPES[dtype]),
         traits={"elementwise", "unary"},
         vjp=_cast_vjp,
+        # Compute stays float32; a cast to a narrower float rounds as the stored value would.
+        lowering=lambda args, dtype: f"{args[0]}.to({triton_expr.TL_DTYPES[dtype]}).to(tl.float32)",
     ),
 ]

@@ -9,11 +9,14 @@ The helpers at the top are shared by the VJP rules of the other op modules.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.lowering import binary as binary_expr
+from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import broadcast_infer, require_float, same_as_input
 from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static, normalize_axis
@@ -36,6 +39,34 @@ def computed_from(nodes, sources: set[int], through_shapes: bool = True) -> set[
 # ---------------------------------------------------------------- helpers for VJP rules
 
 
+@dataclass
+class Upstream:
+    """What a VJP rule returns when it knows its input came from an op it differentiates
+    through in one step (softmax_cross_entropy of a softmax's output): per-input gradients,
+    plus (value, gradient) pairs for values further up the graph. The skipped op then gets
+    no gradient from this node; contributions from other readers still reach it."""
+
+    inputs: list
+    upstream: list
+
+
+def reduce_to_shape(b, grad, shape):
+    """Sum `grad` over the axes broadcasting added or stretched, back to `shape` (NumPy rules)."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.rank - len(shape)
+    axes = list(range(extra))
+    for i, d in enumerate(shape):
+        if d == 1 and grad.shape[extra + i] != 1:
+            axes.append(extra + i)
+    if axes:
+        grad = b.emit1("sum", [grad], axes=tuple(axes), keepdims=True)
+    if grad.shape != tuple(shape):
+        grad = b.emit1("reshape", [grad], shape=tuple(shape))
+    return grad
+
+
+
 def scalar(b, value: float, dtype: str):
     """A scalar constant of `dtype` (broadcasts against any shape)."""
     return b.emit1("constant", [], value=float(value), dtype=dtype)
@@ -43,9 +74,6 @@ def scalar(b, value: float, dtype: str):
 
 def unbroadcast(b, grad, like):
     """`grad` summed back to the shape of `like` (undoes NumPy broadcasting)."""
-    # Imported here: the autodiff pass imports the registry, which imports this module.
-    from kcomp.passes.autodiff import reduce_to_shape
-
     return reduce_to_shape(b, grad, like.shape)
 
 
@@ -77,7 +105,7 @@ def _mask_vjp(b, node, grads):
     return [None, None]  # piecewise constant: zero gradient almost everywhere
 
 
-def comparison(name: str, fn, doc: str) -> OpDef:
+def comparison(name: str, fn, doc: str, lowering) -> OpDef:
     def reference(a, b):
         return fn(a, b).to(torch.promote_types(a.dtype, b.dtype))
 
@@ -90,6 +118,7 @@ def comparison(name: str, fn, doc: str) -> OpDef:
         reference=reference,
         traits={"elementwise", "binary"},
         vjp=_mask_vjp,
+        lowering=lowering,
     )
 
 
@@ -214,8 +243,10 @@ def _erf_vjp(b, node, grads):
 
 
 OPS = [
-    comparison("greater", torch.gt, "1 where a > b else 0, in the inputs' dtype (a mask to multiply by); broadcasts."),
-    comparison("equal", torch.eq, "1 where a == b else 0, in the inputs' dtype (a mask to multiply by); broadcasts."),
+    comparison("greater", torch.gt, "1 where a > b else 0, in the inputs' dtype (a mask to multiply by); broadcasts.",
+               binary_expr("tl.where({a} > {b}, 1.0, 0.0)")),
+    comparison("equal", torch.eq, "1 where a == b else 0, in the inputs' dtype (a mask to multiply by); broadcasts.",
+               binary_expr("tl.where({a} == {b}, 1.0, 0.0)")),
     OpDef(
         name="broadcast_like",
         doc="g expanded to the shape of `like` as it is at run time (the batch is symbolic); like's values are unused.",
@@ -225,6 +256,7 @@ OPS = [
         reference=_broadcast_like,
         traits={"elementwise", "binary"},
         vjp=_broadcast_like_vjp,
+        lowering=binary_expr("({a} + tl.zeros_like({b}))"),  # b gives only the shape
     ),
     OpDef(
         name="count",
@@ -265,5 +297,6 @@ OPS = [
         reference=torch.erf,
         traits={"elementwise", "unary"},
         vjp=_erf_vjp,
+        lowering=unary_expr("tl.math.erf({a})"),
     ),
 ]

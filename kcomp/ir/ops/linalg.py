@@ -5,6 +5,7 @@ from math import prod
 import torch
 
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.lowering import binary as binary_expr
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops.common import require_float, require_same_dtype
 from kcomp.ir.ops.grad_support import unbroadcast
@@ -113,5 +114,6 @@ OPS = [
         reference=torch.add,
         traits={"elementwise", "binary"},
         vjp=_bias_add_vjp,
+        lowering=binary_expr("({a} + {b})"),
     ),
 ]

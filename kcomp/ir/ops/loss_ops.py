@@ -18,6 +18,7 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops.common import can_read_back, dims_match, require_float
+from kcomp.ir.ops.grad_support import Upstream
 from kcomp.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorSpec
 
 EPSILON = 1e-7  # Keras's backend epsilon
@@ -92,8 +93,6 @@ def softmax_producer(b, probs):
 
 
 def _xent_vjp(b, node, grads):
-    from kcomp.passes.autodiff import Upstream  # autodiff imports the registry
-
     (g,) = grads
     probs, labels = node.inputs
     softmax = softmax_producer(b, probs)

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from kcomp.errors import ShapeError
+from kcomp.ir.lowering import literal
+from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import can_read_back, require_float, same_as_input
 from kcomp.ir.types import INT_DTYPES, TensorSpec, check_dtype
@@ -56,9 +58,20 @@ def _power(x, exponent):
     return torch.pow(x, exponent)
 
 
-def unary(name, fn, doc, vjp):
+def _power_lowering(args, exponent):
+    """x ** e as torch.pow: small integer exponents by repeated products (exact, and defined for
+    negative x); others as exp(e log x), which gives 0 or inf at 0 and NaN below it, as torch does."""
+    (a,) = args
+    if float(exponent).is_integer() and abs(exponent) <= 8:
+        n = int(abs(exponent))
+        product = " * ".join([a] * n) if n else f"tl.where({a} == {a}, 1.0, 1.0)"  # x ** 0 is 1, NaN included
+        return f"({product})" if exponent >= 0 else f"(1.0 / ({product}))"
+    return f"tl.exp({literal(exponent)} * tl.log({a}))"
+
+
+def unary(name, fn, doc, vjp, lowering):
     return OpDef(name=name, doc=doc, num_inputs=(1, 1), attrs={}, infer=_float_infer, reference=fn,
-                 traits={"elementwise", "unary"}, vjp=vjp)
+                 traits={"elementwise", "unary"}, vjp=vjp, lowering=unary_expr(lowering))
 
 
 def _one_hot_infer(inputs, depth, dtype):
@@ -81,14 +94,15 @@ def _one_hot(ids, depth, dtype):
 
 
 OPS = [
-    unary("log", torch.log, "Natural logarithm.", _vjp_log),
-    unary("abs", torch.abs, "|x|.", _vjp_abs),
-    unary("sign", torch.sign, "-1, 0 or 1 by the sign of x.", _vjp_sign),
-    unary("sqrt", torch.sqrt, "Square root.", _vjp_sqrt),
-    unary("square", torch.square, "x * x.", _vjp_square),
+    unary("log", torch.log, "Natural logarithm.", _vjp_log, "tl.log({a})"),
+    unary("abs", torch.abs, "|x|.", _vjp_abs, "tl.abs({a})"),
+    # torch's sign: 0 for 0 and for NaN.
+    unary("sign", torch.sign, "-1, 0 or 1 by the sign of x.", _vjp_sign, "tl.where({a} > 0.0, 1.0, tl.where({a} < 0.0, -1.0, 0.0))"),
+    unary("sqrt", torch.sqrt, "Square root.", _vjp_sqrt, "tl.sqrt({a})"),
+    unary("square", torch.square, "x * x.", _vjp_square, "({a} * {a})"),
     OpDef(name="power", doc="x ** exponent, a constant exponent (torch.pow).", num_inputs=(1, 1),
           attrs={"exponent": attr(float)}, infer=lambda inputs, exponent: _float_infer(inputs), reference=_power,
-          traits={"elementwise", "unary"}, vjp=_vjp_power),
+          traits={"elementwise", "unary"}, vjp=_vjp_power, lowering=_power_lowering),
     OpDef(
         name="one_hot",
         doc="Integer class ids (...) -> one-hot rows (..., depth).",

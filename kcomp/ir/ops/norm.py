@@ -10,6 +10,7 @@ import torch
 
 from kcomp.random import keep_mask
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.lowering import literal
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, require_float
 from kcomp.ir.ops.grad_support import spread_mean
@@ -265,6 +266,25 @@ BN_ATTRS = {
     "scale": attr(bool, True),
 }
 
+def dropout_draws(rate, training) -> bool:
+    """Whether dropout with these attributes draws a mask (else it is the identity)."""
+    return training and rate != 0.0
+
+
+def _dropout_lowering(args, rate, seed, training):
+    # Inputs (x, step): the step is the training step's scalar; without one (eager, Monte Carlo
+    # dropout in predict) the reference draws at step 0 too. Seed and rate are compile-time
+    # constants; the seed is taken as 64-bit two's complement, as kcomp.random.seed_key does.
+    # The generated kernel imports kcomp.kernels.random as `rng` and defines `offs`, each element's
+    # flat row-major index (codegen/expr.py: RNG_IMPORT, draws_random).
+    if not dropout_draws(rate, training):
+        return args[0]
+    step = args[1] if len(args) > 1 else "0.0"
+    seed = seed & (2**64 - 1)
+    scale = literal(1.0 / (1.0 - rate))
+    return f"rng.dropout({args[0]}, offs, {step}, SEED={seed}, RATE={literal(rate)}, SCALE={scale})"
+
+
 OPS = [
     OpDef(
         name="batch_norm",
@@ -315,5 +335,6 @@ OPS = [
         reference=_dropout,
         vjp=_dropout_vjp,
         traits={"random", "elementwise", "unary"},
+        lowering=_dropout_lowering,
     ),
 ]

@@ -1,0 +1,27 @@
+"""The IR's interpreter: each node runs its op's torch reference (OpDef.reference).
+
+The reference executor (kcomp.runtime.reference) is this interpreter; a fused kernel node's
+own reference runs its body with it.
+"""
+
+import torch
+
+from kcomp.ir.graph import Graph
+
+
+def run_graph(graph: Graph, inputs, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Run `graph` on `inputs` (tensors in graph.inputs order) with weights `params` (by name)."""
+    from kcomp.ir.registry import OPS  # the registry imports the kernel op, whose reference calls this
+
+    env: dict[int, torch.Tensor] = {}
+    for v, t in zip(graph.inputs, inputs, strict=True):
+        env[v.id] = t
+    for p in graph.params:
+        env[p.id] = params[p.name]
+    for node in graph.nodes:
+        result = OPS[node.op].reference(*(env[v.id] for v in node.inputs), **node.attrs)
+        if isinstance(result, torch.Tensor):
+            result = (result,)
+        for v, t in zip(node.outputs, result, strict=True):
+            env[v.id] = t
+    return [env[v.id] for v in graph.outputs]
