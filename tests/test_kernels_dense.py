@@ -292,7 +292,7 @@ def test_a_pointwise_kernel_widens_from_one_element_to_the_batch():
 
 @pytest.mark.parametrize("op", ["square", "abs", "sqrt", "log", "sign", "power2", "power3", "power-1", "power0.5", "power0"])
 def test_losses_math_runs_in_pointwise_kernels(op):
-    """The math losses and regularizers are written in (kcomp/ir/ops/math.py) fuses like any
+    """The math losses and regularizers are written in (kcomp/ir/ops/loss_math.py) fuses like any
     elementwise op (sign: L1's gradient, 0 at 0 and NaN as torch.sign)."""
     from kcomp.ir.builder import GraphBuilder
 

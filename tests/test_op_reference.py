@@ -533,7 +533,7 @@ def test_every_op_has_a_reference_test():
 
 
 # ---------------------------------------------------------------- backward ops of conv2d, pooling, embedding,
-# batch statistics and recurrent layers (kcomp/ir/ops/conv_grad.py): against numpy loops, numpy scatter-adds,
+# batch statistics and recurrent layers (kcomp/ir/ops/conv_grad.py, gather.py, recurrent_grad.py): against numpy loops, numpy scatter-adds,
 # torch.nn modules' autograd and central differences, none of which the references use.
 
 NN_GRAD_OPS = {
@@ -818,7 +818,7 @@ def test_erf(rng):
     check(ref("erf", x), ERF(x))
 
 
-# ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/math.py,
+# ---------------------------------------------------------------- losses and metrics' math (kcomp/ir/ops/loss_math.py,
 # metric_ops.py); optimizer_update's formulas are checked step by step in tests/test_optimizers.py
 LOSS_MATH_OPS = {
     "abs", "sign", "sqrt", "square", "power", "log", "one_hot", "correct", "optimizer_update", "confusion_counts", "confusion_matrix",

@@ -110,7 +110,7 @@ EXAMPLES = [
     ("gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(12)], {"reset_after": False, "return_sequences": True}),
     ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4), W(4)], {}),
     ("simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4)], {"use_bias": False, "return_sequences": True}),
-    # -- losses, metrics and the optimizer (kcomp/ir/ops/math.py, metric_ops.py, optim.py)
+    # -- losses, metrics and the optimizer (kcomp/ir/ops/loss_math.py, metric_ops.py, optim.py)
     *[(op, [X(None, 5, 7)], {}) for op in ("abs", "sign", "square")],
     *[(op, [W(5, 7)], {}) for op in ("log", "sqrt")],
     ("power", [W(5, 7)], {"exponent": 2.5}),  # positive weights (W draws them): log and sqrt are defined
@@ -126,7 +126,7 @@ EXAMPLES = [
     ("optimizer_update", [W(3, 2), W(4), W(3, 2), W(4), W(3, 2), W(3, 2), W(4), W(4), W(), W()],
      {"algorithm": "adam", "count": 2}),
 ]
-# ---- backward ops of conv2d, pooling, embedding, batch statistics and recurrent layers (ops/conv_grad.py)
+# ---- backward ops of conv2d, pooling, embedding, batch statistics and recurrent layers (ops/conv_grad.py, gather.py, recurrent_grad.py)
 EXAMPLES += [
     ("conv2d_backprop_input", [X(None, 7, 9, 6), W(3, 3, 4, 6)], {"input_size": (9, 11)}),
     ("conv2d_backprop_input", [X(None, 5, 6, 6), W(3, 3, 2, 6)],

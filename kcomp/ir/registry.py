@@ -7,13 +7,13 @@ this file is the index of every op kcomp knows.
 from kcomp.errors import ArgumentError
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops import (
-    activations, conv, conv_grad, elementwise, gather, grad_support, kernel, linalg, loss_ops, math, metric_ops, norm,
-    optim, recurrent, reduce, shape,
+    activations, conv, conv_grad, elementwise, gather, grad_support, kernel, linalg, loss_math, loss_ops, metric_ops,
+    norm, optim, recurrent, recurrent_grad, reduce, shape,
 )
 
 _MODULES = (
     elementwise, activations, linalg, reduce, shape, conv, norm, gather, recurrent, kernel, grad_support, conv_grad,
-    math, optim, metric_ops, loss_ops,
+    recurrent_grad, loss_math, optim, metric_ops, loss_ops,
 )
 
 

@@ -15,7 +15,7 @@ registry ops, so the fusion passes treat the backward graph like any other.
 from kcomp.errors import GraphError
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
-from kcomp.ir.ops.grad_support import Upstream, computed_from, reduce_to_shape  # noqa: F401 - rules' helpers, IR-level
+from kcomp.ir.ops.grad_support import Upstream, computed_from
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES
 

@@ -12,7 +12,6 @@ means nothing.
 import json
 
 from kcomp import config as kcomp_config
-from kcomp.runtime import disk_cache
 from kcomp.runtime.disk_cache import read_entry, write_entry
 
 _choices: dict[str, dict] | None = None

@@ -1,12 +1,8 @@
-"""Backward ops of convolution, pooling, embedding and the
-recurrent layers: the nodes the VJP rules in conv.py, norm.py, gather.py and
-recurrent.py build.
+"""Backward ops of convolution and pooling: the nodes the VJP rules in conv.py build.
 
 Every op here reads the batch size from a tensor input (the symbolic batch "N" is
-known only at run time); the other sizes it needs (an image's height and width, a
-table's row count) are static and travel as attributes. The recurrent *_grad ops
-are coarse, as their forward ops are: their reference recomputes the forward pass
-with torch.autograd until a kernel computes them.
+known only at run time); the other sizes it needs (an image's height and width)
+are static and travel as attributes.
 """
 
 import torch
@@ -17,8 +13,7 @@ from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
 from kcomp.ir.ops.conv import OPS as CONV_OPS
 from kcomp.ir.ops.conv import POOL_ATTRS, output_size, same_padding
-from kcomp.ir.ops.recurrent import OPS as RECURRENT_OPS
-from kcomp.ir.types import INT_DTYPES, TensorSpec
+from kcomp.ir.types import TensorSpec
 
 # ---------------------------------------------------------------- shared geometry
 
@@ -175,112 +170,6 @@ def _avg_pool2d_grad(dy, input_size, pool_size, strides, padding):
     return _crop_to_input(dx, input_size, pads).permute(0, 2, 3, 1).contiguous()
 
 
-# ---------------------------------------------------------------- embedding
-
-
-def _embedding_grad_infer(inputs, input_dim):
-    ids, dy = inputs
-    if ids.dtype not in INT_DTYPES:
-        raise ShapeError(f"embedding_grad ids must be integers, received dtype {ids.dtype}.")
-    require_float(dy, "embedding_grad")
-    if input_dim <= 0 or dy.rank != ids.rank + 1 or dy.shape[:-1] != ids.shape:
-        raise ShapeError(
-            f"embedding_grad: gradient {format_shape(dy.shape)} does not fit ids {format_shape(ids.shape)} "
-            f"(expected the ids' shape plus one axis), or input_dim={input_dim} is not positive."
-        )
-    return [TensorSpec((input_dim, dy.shape[-1]), dy.dtype)]
-
-
-def _embedding_grad(ids, dy, input_dim):
-    """Scatter-add: row i of the table gradient sums dy over every position whose id is i."""
-    rows = dy.reshape(-1, dy.shape[-1])
-    return dy.new_zeros(input_dim, dy.shape[-1]).index_add_(0, ids.reshape(-1).long(), rows)
-
-
-# ---------------------------------------------------------------- recurrent layers
-
-_FORWARD = {op.name: op for op in RECURRENT_OPS}
-_NUM_STATES = {"lstm": 2, "gru": 1, "simple_rnn": 1}
-
-
-def _bias_shape(cell, units, attrs):
-    if cell == "gru":
-        return (2, 3 * units) if attrs["reset_after"] else (3 * units,)
-    return ({"lstm": 4, "simple_rnn": 1}[cell] * units,)
-
-
-def _split_recurrent_inputs(cell, inputs, use_bias, grad_outputs):
-    n_fwd = 3 + int(use_bias)
-    num_outputs = 1 + _NUM_STATES[cell]
-    if not grad_outputs or list(grad_outputs) != sorted(set(grad_outputs)) or not all(
-        0 <= i < num_outputs for i in grad_outputs
-    ):
-        raise ShapeError(
-            f"Received: grad_outputs={grad_outputs}. Expected increasing indices of {cell}'s outputs "
-            f"(0 to {num_outputs - 1}), at least one."
-        )
-    if len(inputs) != n_fwd + len(grad_outputs):
-        raise ShapeError(
-            f"{cell}_grad with use_bias={use_bias} and grad_outputs={grad_outputs} takes "
-            f"{n_fwd + len(grad_outputs)} inputs, received {len(inputs)}."
-        )
-    return inputs[:n_fwd], inputs[n_fwd:]
-
-
-def _recurrent_grad_infer(cell):
-    forward = _FORWARD[cell]
-
-    def infer(inputs, grad_outputs, **attrs):
-        fwd, grads = _split_recurrent_inputs(cell, inputs, attrs["use_bias"], grad_outputs)
-        out_specs = forward.infer(list(fwd), **attrs)
-        for i, g in zip(grad_outputs, grads):
-            if g != out_specs[i]:
-                raise ShapeError(
-                    f"{cell}_grad: gradient of output {i} has shape {format_shape(g.shape)} ({g.dtype}); the output "
-                    f"is {format_shape(out_specs[i].shape)} ({out_specs[i].dtype})."
-                )
-        x, kernel, recurrent = fwd[:3]
-        bias = TensorSpec(_bias_shape(cell, recurrent.shape[0], attrs), x.dtype)
-        return [x, kernel, recurrent, bias]
-
-    return infer
-
-
-def _recurrent_grad_reference(cell):
-    forward = _FORWARD[cell].reference
-
-    def reference(*inputs, grad_outputs, use_bias, **attrs):
-        fwd, grads = _split_recurrent_inputs(cell, inputs, use_bias, grad_outputs)
-        x, kernel, recurrent = fwd[:3]
-        bias = fwd[3] if use_bias else x.new_zeros(_bias_shape(cell, recurrent.shape[0], attrs))
-        # Executors may run under torch.inference_mode; autograd needs ordinary tensors.
-        with torch.inference_mode(False), torch.enable_grad():
-            leaves = [t.detach().clone().requires_grad_(True) for t in (x, kernel, recurrent, bias)]
-            outputs = forward(*leaves, use_bias=True, **attrs)
-            picked = [outputs[i] for i in grad_outputs]
-            found = torch.autograd.grad(picked, leaves, [g.detach().clone() for g in grads], allow_unused=True)
-        return tuple(torch.zeros_like(t) if d is None else d.detach() for t, d in zip(leaves, found))
-
-    return reference
-
-
-def _recurrent_grad_op(cell) -> OpDef:
-    forward = _FORWARD[cell]
-    n_grads = 1 + _NUM_STATES[cell]
-    return OpDef(
-        name=f"{cell}_grad",
-        doc=f"Gradients of {cell} over a whole sequence: inputs are {cell}'s inputs, then the gradients of the "
-        f"outputs listed in grad_outputs (indices into {cell}'s outputs, the unused ones left out); outputs "
-        "d x, d kernel, d recurrent kernel and d bias (with use_bias=False, the gradient at a zero bias).",
-        num_inputs=(4, 4 + n_grads),
-        attrs={**forward.attrs, "grad_outputs": attr(tuple, items=int)},
-        infer=_recurrent_grad_infer(cell),
-        reference=_recurrent_grad_reference(cell),
-        traits={"recurrent"},
-        num_outputs=4,
-    )
-
-
 OPS = [
     OpDef(
         name="conv2d_backprop_input",
@@ -322,17 +211,4 @@ OPS = [
         reference=_avg_pool2d_grad,
         traits={"pool"},
     ),
-    OpDef(
-        name="embedding_grad",
-        doc="Gradient of embedding with respect to its table: a zero (input_dim, output_dim) table with "
-        "each row of dy added at its id (repeated ids add up).",
-        num_inputs=(2, 2),
-        attrs={"input_dim": attr(int)},
-        infer=_embedding_grad_infer,
-        reference=_embedding_grad,
-        traits={"gather"},
-    ),
-    _recurrent_grad_op("lstm"),
-    _recurrent_grad_op("gru"),
-    _recurrent_grad_op("simple_rnn"),
 ]

@@ -2,9 +2,9 @@
 
 import torch.nn.functional as F
 
-from kcomp.errors import ShapeError
-from kcomp.ir.opdef import OpDef
-from kcomp.ir.ops.common import can_read_back, require_rank
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import can_read_back, require_float, require_rank
 from kcomp.ir.types import INT_DTYPES, TensorSpec
 
 def _embedding_infer(inputs):
@@ -28,6 +28,28 @@ def _embedding_vjp(b, node, grads):
     ids, table = node.inputs
     return [None, b.emit1("embedding_grad", [ids, dy], input_dim=table.shape[0])]
 
+# ---------------------------------------------------------------- its gradient
+
+
+def _embedding_grad_infer(inputs, input_dim):
+    ids, dy = inputs
+    if ids.dtype not in INT_DTYPES:
+        raise ShapeError(f"embedding_grad ids must be integers, received dtype {ids.dtype}.")
+    require_float(dy, "embedding_grad")
+    if input_dim <= 0 or dy.rank != ids.rank + 1 or dy.shape[:-1] != ids.shape:
+        raise ShapeError(
+            f"embedding_grad: gradient {format_shape(dy.shape)} does not fit ids {format_shape(ids.shape)} "
+            f"(expected the ids' shape plus one axis), or input_dim={input_dim} is not positive."
+        )
+    return [TensorSpec((input_dim, dy.shape[-1]), dy.dtype)]
+
+
+def _embedding_grad(ids, dy, input_dim):
+    """Scatter-add: row i of the table gradient sums dy over every position whose id is i."""
+    rows = dy.reshape(-1, dy.shape[-1])
+    return dy.new_zeros(input_dim, dy.shape[-1]).index_add_(0, ids.reshape(-1).long(), rows)
+
+
 OPS = [
     OpDef(
         name="embedding",
@@ -37,6 +59,16 @@ OPS = [
         infer=_embedding_infer,
         reference=_embedding,
         vjp=_embedding_vjp,
+        traits={"gather"},
+    ),
+    OpDef(
+        name="embedding_grad",
+        doc="Gradient of embedding with respect to its table: a zero (input_dim, output_dim) table with "
+        "each row of dy added at its id (repeated ids add up).",
+        num_inputs=(2, 2),
+        attrs={"input_dim": attr(int)},
+        infer=_embedding_grad_infer,
+        reference=_embedding_grad,
         traits={"gather"},
     ),
 ]
