@@ -1,26 +1,29 @@
 """Optimizer template: one launch updates every parameter of the model (multi-tensor).
 
 The training step ends with one optimizer_update op over n parameters of
-different shapes (kcomp/ir/ops/optim.py has the formulas, Keras 3's). One
-kernel per parameter would be n launches of a few blocks each; here the
-blocks of all parameters form one flat grid. The host gives the kernel two
-small device tables:
+different shapes. One kernel per parameter would be n launches of a few blocks
+each; here the blocks of all parameters form one flat grid. The host gives the
+kernel two small device tables:
 
     TABLE   int64 (n, 5 + 2K): per parameter the addresses (data_ptr) of
             param, grad, slot_0..slot_K-1, new param, new slot_0..slot_K-1,
             then its numel and the index of its first block in the grid
     OWNERS  int32 (blocks,): the parameter (row of TABLE) each block belongs to
 
-A program reads its row, turns the addresses into float32 pointers and updates
-BLOCK elements of that parameter. Int-to-pointer casts work under Triton's
-interpreter too: there the addresses are those of the CPU tensors, which the
-interpreter reads directly (so interpreted launches need CPU tensors).
+A program reads its row, turns the addresses into float32 pointers, loads
+BLOCK elements of the parameter and its gradient, and hands them to UPDATE, the
+algorithm's Triton update: a hook from its record (kcomp/ir/optim/<name>.py),
+which reads and writes the slots itself and returns the new parameter. The
+kernel knows no algorithm. Int-to-pointer casts work under Triton's interpreter
+too: there the addresses are those of the CPU tensors, which the interpreter
+reads directly (so interpreted launches need CPU tensors).
 
-The algorithm and its flags are constexprs; hyper-parameters are scalar
-arguments, with the constants derived from them (1 - beta, log(beta)) computed
-once on the host in float64; the learning rate and the step are loaded from
-their device tensors, so a step needs no host read and can be captured in a
-CUDA graph. Everything is computed in float32.
+An algorithm's hyper-parameters reach its hook as scalar arguments h0..h7 (the
+generated code binds them to the hook's names), with the constants derived from
+them (1 - beta, log(beta)) computed once on the host in float64 by the record;
+its flags are constexprs. The learning rate and the step are loaded from their
+device tensors, so a step needs no host read and can be captured in a CUDA
+graph. Everything is computed in float32.
 
 The tables depend only on the tensors' addresses; they are built once per set
 of addresses and kept (`address_table`). A captured CUDA graph replays the
@@ -29,7 +32,6 @@ buffers at every replay; tables first needed inside a capture are filled once
 when it ends, outside the graph (`_build`).
 """
 
-import math
 from collections import OrderedDict
 from itertools import accumulate
 
@@ -37,105 +39,18 @@ import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record, triton_lib
+from kcomp.ir.optim.record import jitted
 from kcomp.runtime import cuda_graphs
 
-
-@triton.jit
-def _tensor(row, column):
-    """The float32 pointer whose address is in `column` of a TABLE row."""
-    return tl.load(row + column).to(tl.pointer_type(tl.float32))
-
-
-@triton.jit
-def _load(row, column, offs, mask):
-    return tl.load(_tensor(row, column) + offs, mask=mask, other=0.0)
-
-
-@triton.jit
-def _store(row, column, offs, mask, value):
-    tl.store(_tensor(row, column) + offs, value, mask=mask)
-
-
-@triton.jit
-def _one_minus_power(log_beta, step):
-    """1 - beta**step, from log(beta): -expm1(step * log(beta)).
-
-    In early steps beta**step is close to 1 (beta_2 = 0.999), and 1 - exp(x)
-    would cancel to about 6e-5 relative error in float32 at step 1; below
-    |x| = 0.5 a Taylor series of expm1 (truncation < 3e-7 relative) does not
-    cancel. libdevice.expm1 would do this on a GPU, but the interpreter cannot
-    run libdevice functions.
-    """
-    x = step * log_beta
-    series = x * (1.0 + x * (1.0 / 2 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (1.0 / 720 + x / 5040))))))
-    return -tl.where(tl.abs(x) < 0.5, series, tl.exp(x) - 1.0)
-
-
-@triton.jit
-def _sgd(row, offs, mask, p, g, lr, momentum, K: tl.constexpr, NESTEROV: tl.constexpr):
-    if K == 0:  # no momentum, no slot
-        p = p - lr * g
-    else:
-        m = momentum * _load(row, 2, offs, mask) - lr * g
-        _store(row, 3 + K, offs, mask, m)
-        if NESTEROV:
-            p = p + (momentum * m - lr * g)
-        else:
-            p = p + m
-    return p
-
-
-@triton.jit
-def _adam(row, offs, mask, p, g, lr, step, one_minus_beta_1, one_minus_beta_2, log_beta_1, log_beta_2, epsilon,
-          weight_decay, K: tl.constexpr, DECOUPLED: tl.constexpr, AMSGRAD: tl.constexpr):
-    if DECOUPLED:  # AdamW: weight decay first, on the old value
-        p = p - p * weight_decay * lr
-    # Keras folds the bias corrections into the step size and adds epsilon to sqrt(v).
-    alpha = lr * tl.sqrt(_one_minus_power(log_beta_2, step)) / _one_minus_power(log_beta_1, step)
-    m = _load(row, 2, offs, mask)
-    v = _load(row, 3, offs, mask)
-    m = m + (g - m) * one_minus_beta_1
-    v = v + (g * g - v) * one_minus_beta_2
-    _store(row, 3 + K, offs, mask, m)
-    _store(row, 4 + K, offs, mask, v)
-    if AMSGRAD:
-        v = tl.maximum(_load(row, 4, offs, mask), v, propagate_nan=tl.PropagateNan.ALL)  # NaN stays, as torch.maximum
-        _store(row, 5 + K, offs, mask, v)
-    return p - alpha * m / (tl.sqrt(v) + epsilon)
-
-
-@triton.jit
-def _rmsprop(row, offs, mask, p, g, lr, momentum, rho, one_minus_rho, epsilon,
-             K: tl.constexpr, MOMENTUM: tl.constexpr, CENTERED: tl.constexpr):
-    # Slots: v, then the momentum buffer (with momentum), then the mean gradient (centered) last.
-    v = rho * _load(row, 2, offs, mask) + one_minus_rho * g * g
-    _store(row, 3 + K, offs, mask, v)
-    denominator = v + epsilon  # Keras: epsilon inside the square root
-    if CENTERED:
-        average = rho * _load(row, 1 + K, offs, mask) + one_minus_rho * g
-        _store(row, 2 + 2 * K, offs, mask, average)
-        denominator = v - average * average + epsilon
-    increment = lr * g / tl.sqrt(denominator)
-    if MOMENTUM:
-        buffer = momentum * _load(row, 3, offs, mask) + increment
-        _store(row, 4 + K, offs, mask, buffer)
-        increment = buffer
-    return p - increment
-
-
-@triton.jit
-def _adagrad(row, offs, mask, p, g, lr, epsilon, K: tl.constexpr):
-    accumulator = _load(row, 2, offs, mask) + g * g
-    _store(row, 3 + K, offs, mask, accumulator)
-    return p - lr * g / tl.sqrt(accumulator + epsilon)
+_load = jitted(triton_lib.load)
+_store = jitted(triton_lib.store)
 
 
 @triton.jit
 def optimizer_kernel(
-    TABLE, OWNERS, LR, STEP,
-    momentum, one_minus_beta_1, one_minus_beta_2, log_beta_1, log_beta_2, epsilon, rho, one_minus_rho, weight_decay,
-    ALGORITHM: tl.constexpr, K: tl.constexpr, NESTEROV: tl.constexpr, AMSGRAD: tl.constexpr,
-    MOMENTUM: tl.constexpr, CENTERED: tl.constexpr, BLOCK: tl.constexpr,
+    TABLE, OWNERS, LR, STEP, h0, h1, h2, h3, h4, h5, h6, h7,
+    UPDATE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     row = TABLE + tl.load(OWNERS + pid).to(tl.int64) * (5 + 2 * K)
@@ -143,18 +58,9 @@ def optimizer_kernel(
     first_block = tl.load(row + 4 + 2 * K)
     offs = (pid - first_block) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
-    lr = tl.load(LR)
     p = _load(row, 0, offs, mask)
     g = _load(row, 1, offs, mask)
-    if ALGORITHM == "sgd":
-        p = _sgd(row, offs, mask, p, g, lr, momentum, K, NESTEROV)
-    elif ALGORITHM == "rmsprop":
-        p = _rmsprop(row, offs, mask, p, g, lr, momentum, rho, one_minus_rho, epsilon, K, MOMENTUM, CENTERED)
-    elif ALGORITHM == "adagrad":
-        p = _adagrad(row, offs, mask, p, g, lr, epsilon, K)
-    else:  # adam, adamw
-        p = _adam(row, offs, mask, p, g, lr, tl.load(STEP), one_minus_beta_1, one_minus_beta_2, log_beta_1,
-                  log_beta_2, epsilon, weight_decay, K, ALGORITHM == "adamw", AMSGRAD)
+    p = UPDATE(row, offs, mask, p, g, tl.load(LR), tl.load(STEP), h0, h1, h2, h3, h4, h5, h6, h7)
     _store(row, 2 + K, offs, mask, p)
 
 
@@ -170,18 +76,23 @@ def candidate_configs(interpret: bool) -> list[dict]:
     return [INTERPRETER_CONFIG if interpret else GPU_CONFIG]
 
 
-def _log(beta: float) -> float:
-    return math.log(beta) if beta > 0 else float("-inf")  # beta 0: beta**step is 0 from the first step
+def triton_update(algorithm: str):
+    """The algorithm's Triton update, as a @triton.jit function."""
+    return jitted(algorithm_record(algorithm).triton_update)
 
 
-def hyper_parameters(momentum=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-7, rho=0.9, weight_decay=0.0) -> dict:
-    """The kernel's scalar arguments. 1 - beta and log(beta) are computed here in float64:
-    rounded to float32 first, 1 - 0.999 would be off by 1.3e-5 relative."""
-    return dict(
-        momentum=float(momentum), one_minus_beta_1=1.0 - beta_1, one_minus_beta_2=1.0 - beta_2,
-        log_beta_1=_log(beta_1), log_beta_2=_log(beta_2), epsilon=float(epsilon),
-        rho=float(rho), one_minus_rho=1.0 - rho, weight_decay=float(weight_decay),
-    )
+def kernel_arguments(algorithm: str, hyper) -> tuple[dict, dict]:
+    """(scalars, constexprs) of the algorithm's update for these hyper-parameters; scalars in float64."""
+    record = algorithm_record(algorithm)
+    scalars, constexprs = record.triton_arguments(record.resolve(hyper))
+    assert len(scalars) <= MAX_KERNEL_SCALARS, (algorithm, scalars)  # the registry checks this at import
+    return {k: float(v) for k, v in scalars.items()}, constexprs
+
+
+def scalar_arguments(values) -> tuple[float, ...]:
+    """h0..h7: the update's scalars in order, 0.0 in the arguments it does not use."""
+    values = [float(v) for v in values]
+    return tuple(values) + (0.0,) * (MAX_KERNEL_SCALARS - len(values))
 
 
 def check_operands(params, grads, slots, lr, step) -> tuple:

@@ -5,27 +5,34 @@ found among the kernel's by value, not by position: the fusion pass passes each
 distinct value once, and two gradients may be one value. Its outputs (the new
 parameters, then the new slots) are the kernel's outputs, except those nothing
 reads, which fusion leaves out; the kernel writes every one, so those get
-scratch buffers. The hyper-parameters become a module constant, HYPER.
+scratch buffers.
+
+The algorithm is a record (kcomp/ir/optim/<name>.py) with a Triton update; the
+generated `update` hook binds it for this node: the kernel's generic scalars
+h0..h7 to the update's named ones (their values, computed by the record, are
+the module constant HYPER) and its flags as constexprs.
 """
 
 from kcomp.codegen.generated import Generated
-from kcomp.ir.ops.optim import slots_per_param
+from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record
 
-IMPORTS = "from kcomp.kernels.optimizer import address_table, candidate_configs, check_operands, hyper_parameters, optimizer_kernel"
-HYPER_PARAMETERS = ("momentum", "beta_1", "beta_2", "epsilon", "rho", "weight_decay")
-SLOT_NAMES = {"sgd": "momentum", "adam": "m, v, v_hat", "adamw": "m, v, v_hat", "rmsprop": "v, momentum, average", "adagrad": "accumulator"}
+IMPORTS = ("from kcomp.kernels.optimizer import address_table, candidate_configs, check_operands, kernel_arguments, "
+           "optimizer_kernel, scalar_arguments, triton_update")
 
 
 def generate(body) -> Generated:
     (node,) = [n for n in body.nodes if n.op != "constant"]
     assert node.op == "optimizer_update", node.op
     a = node.attrs
-    n = a["count"]
-    k = slots_per_param(a["algorithm"], a["momentum"], a["amsgrad"], a["centered"])
+    n, algorithm = a["count"], a["algorithm"]
+    record = algorithm_record(algorithm)
+    hyper = record.resolve(a["hyper"])
+    k = record.slot_count(hyper)
+    scalars, constexprs = record.triton_arguments(hyper)
     names = {v.id: f"in{i}" for i, v in enumerate(body.inputs)}
     args = [names[v.id] for v in node.inputs]
     params, grads, slots, (lr, step) = args[:n], args[n : 2 * n], args[2 * n : 2 * n + n * k], args[2 * n + n * k :]
-    launch = f"""    # check: {_count(n, "parameter")}, their gradients and {_slot_names(a, k)}, float32 on one device
+    launch = f"""    # check: {_count(n, "parameter")}, their gradients and {_slot_names(record.slot_names(hyper))}, float32 on one device
     params, grads, slots = check_operands({_tuple(params)}, {_tuple(grads)}, {_tuple(slots)}, {lr}, {step})
 {_allocate(node, body)}    # grid
     config = config or candidate_configs(interpret={lr}.device.type == "cpu")[0]
@@ -33,17 +40,23 @@ def generate(body) -> Generated:
     table, owners = address_table(params, grads, slots, news, config["BLOCK"])
     # launch
     optimizer_kernel[(owners.numel(),)](
-        table, owners, {lr}, {step}, **HYPER,
-        ALGORITHM="{a["algorithm"]}", K={k}, NESTEROV={a["nesterov"]}, AMSGRAD={a["amsgrad"]},
-        MOMENTUM={bool(a["momentum"])}, CENTERED={a["centered"]},
+        table, owners, {lr}, {step}, *HYPER, UPDATE=update, K={k},
         BLOCK=config["BLOCK"], num_warps=config["num_warps"],
     )
     return out
 """
-    hyper = ", ".join(f"{name}={float(a[name])!r}" for name in HYPER_PARAMETERS)
+    h = [f"h{i}" for i in range(MAX_KERNEL_SCALARS)]
+    bound = [f"{name}={h[i]}" for i, name in enumerate(scalars)] + [f"K={k}"] + [f"{name}={value!r}" for name, value in constexprs.items()]
+    settings = ", ".join(f"{name}={value!r}" for name, value in hyper.items())
     expression = (
-        "# optimizer: no fused expression; the algorithm is a constexpr of the template, and these its scalars.\n"
-        f"HYPER = hyper_parameters({hyper})\n"
+        f"# {algorithm}: {settings}\n"
+        f"# its update (kcomp/ir/optim), and the scalars it takes (in float64 from the record) in h0..h{len(h) - 1}\n"
+        f"algorithm_update = triton_update({algorithm!r})\n"
+        f"SCALARS, FLAGS = kernel_arguments({algorithm!r}, {a['hyper']!r})\n"
+        f"HYPER = scalar_arguments(SCALARS.values())\n\n\n"
+        "@triton.jit\n"
+        f"def update(row, offs, mask, p, g, lr, step, {', '.join(h)}):\n"
+        f"    return algorithm_update(row, offs, mask, p, g, lr, step, {', '.join(bound)})\n"
     )
     return Generated(IMPORTS, expression, launch)
 
@@ -75,14 +88,9 @@ def _allocate(node, body) -> str:
     return lines + f"    news = {_tuple(news)}\n"
 
 
-def _slot_names(attrs, k: int) -> str:
+def _slot_names(names) -> str:
     """ "2 slots each (m, v)", in the op's slot order."""
-    if k == 0:
-        return "no slots"
-    names = SLOT_NAMES[attrs["algorithm"]].split(", ")
-    if attrs["algorithm"] == "rmsprop":
-        names = ["v"] + (["momentum"] if attrs["momentum"] else []) + (["average"] if attrs["centered"] else [])
-    return f"{_count(k, 'slot')} each ({', '.join(names[:k])})"
+    return f"{_count(len(names), 'slot')} each ({', '.join(names)})" if names else "no slots"
 
 
 def _count(n: int, noun: str) -> str:

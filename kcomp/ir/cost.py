@@ -9,6 +9,7 @@ much memory traffic fusion removes. Views (reshape) move nothing.
 from math import prod
 
 from kcomp.ir.graph import Graph, Node, Value
+from kcomp.ir.optim import get as algorithm_record
 from kcomp.ir.types import TORCH_DTYPES, is_static
 
 
@@ -32,8 +33,8 @@ def node_flops(node: Node, sizes: dict) -> int:
     if op == "kernel":
         return sum(node_flops(n, sizes) for n in node.attrs["body"].nodes)
     if op == "optimizer_update":
-        # Per parameter element, counted from the formulas in ir/ops/optim.py (Adam: ~12 with the sqrt and divide).
-        per_element = {"sgd": 4, "adam": 12, "adamw": 15, "rmsprop": 10, "adagrad": 7}[node.attrs["algorithm"]]
+        # Per parameter element, as the algorithm's record counts it from its formulas (Adam: ~12).
+        per_element = algorithm_record(node.attrs["algorithm"]).flops
         return per_element * sum(numel(p, sizes) for p in node.inputs[: node.attrs["count"]])
     if op == "matmul":
         return 2 * n_out * dim(node.inputs[0].shape[-1], sizes)  # the contracted size (the batch, in a weight gradient)

@@ -3,52 +3,38 @@
 An optimizer owns its slots (momentum, Adam's m and v, ...) as tensors, one
 set per trainable weight, and its step count. In the training step it emits
 gradient clipping (clipnorm, clipvalue, global_clipnorm) and ONE
-optimizer_update op for all parameters (kcomp/ir/ops/optim.py has the
-formulas). The learning rate is an input of the step, so a schedule changes
-it without rebuilding anything.
+optimizer_update op for all parameters. The learning rate is an input of the
+step, so a schedule changes it without rebuilding anything.
+
+Each class is a thin Keras face on its algorithm's record (kcomp/ir/optim/):
+the record has the hyper-parameters with Keras's defaults and checks, the
+slots and the formulas; the class's constructor signature is made from it.
 """
 
-import math
+import inspect
 
-import numpy as np
 import torch
 
 from kcomp.errors import ArgumentError
-from kcomp.ir.ops.optim import slots_per_param
+from kcomp.ir.ops.optim import hyper_attr
+from kcomp.ir.optim import get as algorithm_record
+from kcomp.ir.optim.record import Algorithm, is_number as _is_number, positive as _positive
 from kcomp.optimizers import schedules
 from kcomp.optimizers.schedules import LearningRateSchedule
 
 
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value)
-
-
-def _positive(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if not _is_number(value) or value <= 0:
-        raise ArgumentError(f"Received: {name}={value!r}. Expected a positive number{' or None' if allow_none else ''}.")
-    return float(value)
-
-
-def _in_range(name, value, low, high, high_included=False) -> float:
-    """A finite number in [low, high) (or [low, high]); NaN, inf and strings are refused by name."""
-    if not _is_number(value) or value < low or value > high or (value == high and not high_included):
-        bound = f"[{low}, {high}]" if high_included else f"[{low}, {high})"
-        raise ArgumentError(f"Received: {name}={value!r}. Expected a number in {bound}.")
-    return float(value)
-
-
-def _non_negative(name, value) -> float:
-    return _in_range(name, value, 0.0, math.inf)
-
-
 class Optimizer:
-    algorithm = ""
+    record: Algorithm | None = None  # the algorithm (kcomp/ir/optim/<name>.py); set by each subclass
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "record" in vars(cls):
+            cls.__init__ = _constructor(cls.record)
 
     def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None, name=None, **hyper):
         if sum(x is not None for x in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ArgumentError("Give at most one of clipnorm, clipvalue and global_clipnorm (Keras allows one).")
+        self.hyper = self.record.resolve(hyper)
         if not isinstance(learning_rate, LearningRateSchedule):
             if not _is_number(learning_rate) or learning_rate < 0:
                 raise ArgumentError(f"Received: learning_rate={learning_rate!r}. Expected a finite number >= 0 or a schedule.")
@@ -58,18 +44,27 @@ class Optimizer:
         self.clipvalue = _positive("clipvalue", clipvalue, allow_none=True)
         self.global_clipnorm = _positive("global_clipnorm", global_clipnorm, allow_none=True)
         self.name = name or type(self).__name__.lower()
-        self.hyper = hyper
         self.iterations = 0
         self.slots: dict[str, list[torch.Tensor]] = {}  # weight path -> its slot tensors
+
+    def __getattr__(self, name):
+        """Hyper-parameters read as attributes, as on a Keras optimizer (opt.beta_1)."""
+        hyper = self.__dict__.get("hyper", {})
+        if name in hyper:
+            return hyper[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def algorithm(self) -> str:
+        return self.record.name
 
     # -- state ------------------------------------------------------------------
     @property
     def slots_per_param(self) -> int:
-        h = self.hyper
-        return slots_per_param(self.algorithm, h.get("momentum", 0.0), h.get("amsgrad", False), h.get("centered", False))
+        return self.record.slot_count(self.hyper)
 
     def initial_slot(self, weight: torch.Tensor, index: int) -> torch.Tensor:
-        return torch.zeros_like(weight)
+        return torch.full_like(weight, self.record.first_values(self.hyper)[index])
 
     def build(self, weights) -> None:
         """Create the slots of every weight not seen yet (Keras builds them on the first step)."""
@@ -99,7 +94,7 @@ class Optimizer:
         k = self.slots_per_param
         flat_slots = [s for per in slots for s in per]
         outs = b.emit("optimizer_update", [*params, *grads, *flat_slots, lr, step],
-                      algorithm=self.algorithm, count=len(params), **self.hyper)
+                      algorithm=self.algorithm, count=len(params), hyper=hyper_attr(self.hyper))
         n = len(params)
         return list(outs[:n]), [list(outs[n + i * k : n + (i + 1) * k]) for i in range(n)]
 
@@ -111,6 +106,39 @@ class Optimizer:
             "clipnorm": self.clipnorm, "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm,
             **self.hyper,
         }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        lr = config.get("learning_rate")
+        if isinstance(lr, dict):  # a schedule, as get_config writes it
+            schedule = getattr(schedules, lr["class_name"], None)
+            if not (isinstance(schedule, type) and issubclass(schedule, LearningRateSchedule)):
+                raise ArgumentError(f"Received: learning_rate={lr!r}, a schedule kcomp does not know.")
+            config["learning_rate"] = schedule(**lr["config"])
+        return cls(**config)
+
+
+def _constructor(record: Algorithm):
+    """__init__(self, learning_rate=<Keras default>, <the record's hyper-parameters with their defaults>,
+    **kwargs) for a record's class: a real signature, which Keras users, inspect and the file readers
+    (kcomp/saving) see."""
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+                   for name, default in [("learning_rate", record.learning_rate), *record.defaults.items()]]
+    parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    signature = inspect.Signature(parameters)
+
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        del values["self"]
+        Optimizer.__init__(self, **values.pop("kwargs"), **values)
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = f"{record.keras_class}: {record.doc}"
+    return __init__
 
 
 def _norm(b, grads):
@@ -133,54 +161,49 @@ def _clip_value(b, g, v):
     return b.emit1("minimum", [b.emit1("maximum", [g, low]), high])
 
 
+# One class per algorithm record: the Keras name, nothing else.
 class SGD(Optimizer):
-    algorithm = "sgd"
-
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
-        momentum = _in_range("momentum", momentum, 0.0, 1.0, high_included=True)
-        super().__init__(learning_rate, momentum=momentum, nesterov=bool(nesterov), **kwargs)
+    record = algorithm_record("sgd")
 
 
 class Adam(Optimizer):
-    algorithm = "adam"
-
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate, **_betas(beta_1, beta_2, epsilon), amsgrad=bool(amsgrad), **kwargs)
-
-
-def _betas(beta_1, beta_2, epsilon) -> dict:
-    return {"beta_1": _in_range("beta_1", beta_1, 0.0, 1.0), "beta_2": _in_range("beta_2", beta_2, 0.0, 1.0),
-            "epsilon": _non_negative("epsilon", epsilon)}
+    record = algorithm_record("adam")
 
 
 class AdamW(Optimizer):
-    algorithm = "adamw"
-
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs):
-        super().__init__(learning_rate, weight_decay=_non_negative("weight_decay", weight_decay),
-                         **_betas(beta_1, beta_2, epsilon), amsgrad=bool(amsgrad), **kwargs)
+    record = algorithm_record("adamw")
 
 
 class RMSprop(Optimizer):
-    algorithm = "rmsprop"
-
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs):
-        super().__init__(learning_rate, rho=_in_range("rho", rho, 0.0, 1.0), momentum=_in_range("momentum", momentum, 0.0, 1.0, True),
-                         epsilon=_non_negative("epsilon", epsilon), centered=bool(centered), **kwargs)
+    record = algorithm_record("rmsprop")
 
 
 class Adagrad(Optimizer):
-    algorithm = "adagrad"
-
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **kwargs):
-        self.initial_accumulator_value = _non_negative("initial_accumulator_value", initial_accumulator_value)
-        super().__init__(learning_rate, epsilon=_non_negative("epsilon", epsilon), **kwargs)
-
-    def initial_slot(self, weight, index):
-        return torch.full_like(weight, self.initial_accumulator_value)
+    record = algorithm_record("adagrad")
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+class Adadelta(Optimizer):
+    record = algorithm_record("adadelta")
+
+
+class Adamax(Optimizer):
+    record = algorithm_record("adamax")
+
+
+class Nadam(Optimizer):
+    record = algorithm_record("nadam")
+
+
+class Ftrl(Optimizer):
+    record = algorithm_record("ftrl")
+
+
+class Lion(Optimizer):
+    record = algorithm_record("lion")
+
+
+_CLASSES = (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta, Adamax, Nadam, Ftrl, Lion)
+_BY_NAME = {name: cls for cls in _CLASSES for name in (cls.record.name, *cls.record.names)}
 
 
 def get(identifier) -> Optimizer:
@@ -195,9 +218,22 @@ def get(identifier) -> Optimizer:
     from difflib import get_close_matches
 
     name = identifier if isinstance(identifier, str) else getattr(identifier, "get", lambda k, d=None: d)("name", identifier)
-    near = get_close_matches(str(name).lower(), list(_BY_NAME), n=1)
+    # Of the close names, the fewest typing errors away ('adma' is 'adam', not 'adamax'; 'nadm' is 'nadam').
+    near = sorted(get_close_matches(str(name).lower(), list(_BY_NAME), n=3), key=lambda c: _typos(str(name).lower(), c))
     hint = f" Did you mean {near[0]!r}?" if near else ""
     raise ArgumentError(f"Received: optimizer={name!r}, which kcomp does not know.{hint} Known: {sorted(_BY_NAME)}.")
 
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "get", "schedules"]
+def _typos(a: str, b: str) -> int:
+    """Edits from a to b (insert, delete, replace, swap two neighbours): optimal string alignment distance."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lion", "Nadam", "Optimizer", "RMSprop",
+           "get", "schedules"]

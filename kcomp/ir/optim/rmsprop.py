@@ -1,0 +1,65 @@
+"""RMSprop: keras/src/optimizers/rmsprop.py.
+
+Keras adds epsilon under the square root: p -= lr * g / sqrt(v + epsilon).
+Slots: v, then the momentum buffer (with momentum), then the mean gradient
+(centered) last; centered divides by sqrt(v - mean**2 + epsilon).
+"""
+
+from __future__ import annotations
+
+from kcomp.ir.optim.record import FRACTION, FRACTION_OR_ONE, Algorithm, Hyper, flag, triton_hook
+from kcomp.ir.optim.triton_lib import set_slot, slot
+
+tl = None  # triton.language, bound when a kernel is first built (record.jitted)
+
+
+def reference(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
+    p, slots = p.clone(), [x.clone() for x in slots]
+    v = slots[0]
+    v.mul_(rho).add_((1 - rho) * g * g)
+    denominator = v + epsilon
+    if centered:
+        average = slots[-1]
+        average.mul_(rho).add_((1 - rho) * g)
+        denominator = v - average * average + epsilon
+    increment = lr * g / denominator.sqrt()
+    if momentum:
+        buffer = slots[1]
+        buffer.mul_(momentum).add_(increment)
+        p.sub_(buffer)
+    else:
+        p.sub_(increment)
+    return p, slots
+
+
+@triton_hook
+def update(row, offs, mask, p, g, lr, step, momentum, rho, one_minus_rho, epsilon,
+           K: tl.constexpr, MOMENTUM: tl.constexpr, CENTERED: tl.constexpr):
+    v = rho * slot(row, 0, offs, mask) + one_minus_rho * g * g
+    set_slot(row, 0, K, offs, mask, v)
+    denominator = v + epsilon  # Keras: epsilon inside the square root
+    if CENTERED:
+        average = rho * slot(row, K - 1, offs, mask) + one_minus_rho * g
+        set_slot(row, K - 1, K, offs, mask, average)
+        denominator = v - average * average + epsilon
+    increment = lr * g / tl.sqrt(denominator)
+    if MOMENTUM:
+        buffer = momentum * slot(row, 1, offs, mask) + increment
+        set_slot(row, 1, K, offs, mask, buffer)
+        increment = buffer
+    return p - increment
+
+
+RECORD = Algorithm(
+    name="rmsprop", keras_class="RMSprop", learning_rate=0.001,
+    doc="RMSprop: divide by a moving root mean square of the gradient; optional momentum and centering.",
+    hyper=(Hyper("rho", 0.9, FRACTION), Hyper("momentum", 0.0, FRACTION_OR_ONE), Hyper("epsilon", 1e-7),
+           Hyper("centered", False, flag)),
+    slot_groups=lambda h: (("velocity",),) + ((("momentum",),) if h["momentum"] else ())
+    + ((("average_gradient",),) if h["centered"] else ()),
+    reference=reference,
+    triton_update=update,
+    triton_arguments=lambda h: (dict(momentum=h["momentum"], rho=h["rho"], one_minus_rho=1.0 - h["rho"], epsilon=h["epsilon"]),
+                                {"MOMENTUM": bool(h["momentum"]), "CENTERED": h["centered"]}),
+    flops=10,
+)
