@@ -167,7 +167,7 @@ def cmd_build(args) -> int:
     text = format_report(report)
     write_text_atomic(out / "report.txt", text)
     if args.explain:
-        print(compiler.explain(built.fused, built.every_step), end="")
+        print(compiler.explain(built.fused), end="")
     print(text, end="")
     print(f"wrote {out}/ ({', '.join(written)})")
     return 0

@@ -15,10 +15,8 @@ from kcomp.errors import ArgumentError
 from kcomp.ir.cost import graph_cost, node_bytes, node_flops
 from kcomp.ir.graph import Graph
 from kcomp.passes import run_pipeline
-from kcomp.passes.fuse import weight_only_values
-from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.passes.precision import convert_dtype
-from kcomp.runtime.plan import VIEW_OPS
+from kcomp.runtime.plan import VIEW_OPS, Schedule
 from kcomp.utils.files import write_text_atomic
 
 TARGETS = ("sm_80", "sm_89", "sm_90")
@@ -62,7 +60,6 @@ class Built:
     passes: list[str]
     kernels: list[dict] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
-    every_step: bool = False  # a step graph: nothing is hoisted, weight-only values run every step too
 
 
 def symbol_sizes(graph: Graph, batch: int) -> dict:
@@ -75,10 +72,10 @@ def symbol_sizes(graph: Graph, batch: int) -> dict:
     return sizes
 
 
-def explain(graph: Graph, every_step: bool = False) -> str:
+def explain(graph: Graph) -> str:
     """The fused graph in one line a step: what each kernel absorbed."""
     lines, kernels = [], 0
-    weight_only = set() if every_step else weight_only_values(graph)
+    weight_only = Schedule(graph).hoisted
     for node in graph.nodes:
         if node.op == "kernel":
             lines.append(f"{describe(node)} -> kernel {kernels} [{node.attrs['template']}]")
@@ -110,10 +107,10 @@ def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
     start = time.perf_counter()
     graph = convert_dtype(train_step_graph(model) if options.train else model.to_graph(), options.dtype)
     snapshots: dict = {}
-    # A training step's plan hoists nothing (its weights change every step): weight-only values fuse too.
-    fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots, passes=STEP_PIPELINE if options.train else None)
+    # The graph's kind picks the pipeline: a training step hoists nothing (its weights change every step).
+    fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots)
     unfused = snapshots[passes[passes.index("fuse") - 1]]  # the graph just before fusion
-    return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start}, every_step=options.train)
+    return Built(fused, unfused, passes, seconds={"passes": time.perf_counter() - start})
 
 
 def example_bytes(built: Built, batch: int) -> int:
@@ -167,9 +164,8 @@ def cost_summary(built: Built, batch: int) -> dict:
     from kcomp.runtime.plan import modeled_peak_bytes
 
     sizes = symbol_sizes(built.fused, batch)
-    hoisted = (lambda graph: set()) if built.every_step else weight_only_values
-    before = graph_cost(built.unfused, sizes, hoisted(built.unfused))
-    after = graph_cost(built.fused, sizes, hoisted(built.fused))
+    before = graph_cost(built.unfused, sizes, Schedule(built.unfused).hoisted)
+    after = graph_cost(built.fused, sizes, Schedule(built.fused).hoisted)
     return {
         "batch": batch,
         "launches_unfused": before[0],
@@ -263,7 +259,7 @@ def _read_cached_kernel(files: list[Path]) -> dict | None:
 def _compile_and_cache(entry: dict, options: BuildOptions, files: list[Path]) -> dict:
     """Compile the kernel and write its cache entries; where they cannot be written (another
     user's cache), the result is used from memory (disk_cache warns once)."""
-    from kcomp.codegen import aot
+    from kcomp.runtime import aot
     from kcomp.runtime.disk_cache import write_entry
 
     result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)

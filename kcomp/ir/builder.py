@@ -88,7 +88,7 @@ class GraphBuilder:
         (out,) = self.emit(op, inputs, **attrs)
         return out
 
-    def finish(self, outputs) -> Graph:
+    def finish(self, outputs, kind: str = "forward") -> Graph:
         return Graph(
             self.name,
             tuple(self.inputs),
@@ -96,5 +96,6 @@ class GraphBuilder:
             tuple(self.nodes),
             tuple(outputs),
             frozenset(self.frozen_params),
+            kind,
         )
 

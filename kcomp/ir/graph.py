@@ -51,6 +51,9 @@ class Node:
         return self.outputs[0]
 
 
+GRAPH_KINDS = ("forward", "step")
+
+
 @dataclass(frozen=True)
 class Graph:
     name: str
@@ -61,6 +64,14 @@ class Graph:
     # Value ids of `params` that training must not update (BatchNorm's moving
     # statistics); kept in the graph so every stage sees the same split.
     frozen_params: frozenset[int] = field(default_factory=frozenset)
+    # "forward": a model's forward, whose weight-only values are computed once per set of weights
+    # (hoisted). "step": a training or test step, run whole every time (its weights change every
+    # step): nothing is hoisted, and weight-only values fuse like the rest. Every pass keeps it.
+    kind: str = "forward"
+
+    def __post_init__(self):
+        if self.kind not in GRAPH_KINDS:
+            raise ValueError(f"Graph kind {self.kind!r}; expected one of {GRAPH_KINDS}")
 
     def producers(self) -> dict[int, Node]:
         """Value id -> the node that defines it."""

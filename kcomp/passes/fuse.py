@@ -14,11 +14,13 @@ computed from weights alone stay too, and the runtime computes them once per
 weight update.
 """
 
+from dataclasses import replace
+
 from kcomp.ir.graph import Graph, Node, Value
-from kcomp.passes.rewrite import dead_code_elimination, topological_order
 from kcomp.ir.ops.grad_support import computed_from
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES, is_static
+from kcomp.passes.rewrite import dead_code_elimination, topological_order
 
 MAX_EPILOGUE_OPERANDS = 4  # extra tensors a matmul/conv epilogue may read (template arguments E0..E3)
 MAX_PROLOGUE_OPERANDS = 2  # extra tensors a matmul prologue may read (P0, P1)
@@ -350,7 +352,7 @@ class _Fuser:
         g = self.graph
         # A kernel that merged nodes from far apart (a loss and its gradient) sits at its last
         # node's place; values it computes may be read earlier, so restore a topological order.
-        graph = topological_order(Graph(g.name, g.inputs, g.params, tuple(nodes), g.outputs, g.frozen_params))
+        graph = topological_order(replace(g, nodes=tuple(nodes)))
         return dead_code_elimination(graph)
 
     def exported(self, group: list[Node]) -> list[Value]:

@@ -26,17 +26,19 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("simplify-decomposed", simplify),
     ("fuse", fuse),
 ]
-# For step graphs (training, evaluation), whose plans hoist nothing (Plan(hoist_weight_only=False)).
+# For step graphs (graph.kind "step": training and test steps), whose plans hoist nothing.
 STEP_PIPELINE: list[tuple[str, Pass]] = [*PIPELINE[:-1], ("fuse", fuse_every_step)]
 
 
 def run_pipeline(graph: Graph, dump_dir: Path | None = None, passes=None, snapshots: dict | None = None) -> tuple[Graph, list[str]]:
     """Run every pass; returns the final graph and the names of the passes run.
 
-    `snapshots`, when given, receives the graph after each pass by pass name.
+    `snapshots`, when given, receives the graph after each pass by pass name. The passes are
+    the graph kind's (PIPELINE, or STEP_PIPELINE for a step graph) unless `passes` names others.
     """
     dump_dir = dump_dir or config.dump_dir()
-    passes = PIPELINE if passes is None else passes
+    if passes is None:
+        passes = STEP_PIPELINE if graph.kind == "step" else PIPELINE
     if dump_dir is not None:
         write_text_atomic(Path(dump_dir) / "00-input.ir", print_graph(graph))
     ran = []

@@ -28,4 +28,4 @@ def convert_dtype(graph: Graph, dtype: str, source: str = "float32") -> Graph:
         with b.scope(node.origin):
             outs = b.emit(node.op, [new[v.id] for v in node.inputs], **attrs)
         new.update({old.id: out for old, out in zip(node.outputs, outs)})
-    return b.finish([new[v.id] for v in graph.outputs])
+    return b.finish([new[v.id] for v in graph.outputs], kind=graph.kind)

@@ -7,6 +7,7 @@ then drops dead nodes. Graphs stay immutable: every sweep builds a new one.
 """
 
 from collections import Counter
+from dataclasses import replace
 from typing import Callable
 
 from kcomp.errors import GraphError
@@ -75,10 +76,10 @@ def rewrite_once(graph: Graph, rules: list[tuple[str, Rule]]) -> tuple[Graph, in
     for op, rule in rules:
         by_op.setdefault(op, []).append(rule)
     rw = Rewriter(graph)
-    replace: dict[int, Value] = {}
+    same_as: dict[int, Value] = {}
     fired = 0
     for node in graph.nodes:
-        inputs = tuple(replace.get(v.id, v) for v in node.inputs)
+        inputs = tuple(same_as.get(v.id, v) for v in node.inputs)
         node = Node(node.op, inputs, node.attr_items, node.outputs, node.origin)
         result = None
         for rule in by_op.get(node.op, ()):
@@ -92,9 +93,9 @@ def rewrite_once(graph: Graph, rules: list[tuple[str, Rule]]) -> tuple[Graph, in
         fired += 1
         for old, new in zip(node.outputs, result, strict=True):
             if new.id != old.id:
-                replace[old.id] = new
-    outputs = tuple(replace.get(v.id, v) for v in graph.outputs)
-    new = Graph(graph.name, graph.inputs, graph.params, tuple(rw.nodes), outputs, graph.frozen_params)
+                same_as[old.id] = new
+    outputs = tuple(same_as.get(v.id, v) for v in graph.outputs)
+    new = replace(graph, nodes=tuple(rw.nodes), outputs=outputs)
     return dead_code_elimination(new), fired
 
 
@@ -114,7 +115,7 @@ def dead_code_elimination(graph: Graph) -> Graph:
         if any(v.id in live for v in node.outputs):
             kept.append(node)
             live.update(v.id for v in node.inputs)
-    return Graph(graph.name, graph.inputs, graph.params, tuple(reversed(kept)), graph.outputs, graph.frozen_params)
+    return replace(graph, nodes=tuple(reversed(kept)))
 
 
 def topological_order(graph: Graph) -> Graph:
@@ -147,4 +148,4 @@ def topological_order(graph: Graph) -> Graph:
                 p = producer.get(v.id)
                 if p is not None and id(p) not in placed:
                     stack.append((p, False))
-    return Graph(graph.name, graph.inputs, graph.params, tuple(order), graph.outputs, graph.frozen_params)
+    return replace(graph, nodes=tuple(order))

@@ -3,6 +3,8 @@
 Each rule is a small function listed in RULES with the op it applies to.
 """
 
+from dataclasses import replace
+
 import torch
 
 from kcomp.ir.graph import Graph, Node, Value
@@ -105,10 +107,10 @@ RULES = [
 def common_subexpressions(graph: Graph) -> Graph:
     """Nodes with the same op, inputs and attributes compute the same value: keep the first."""
     seen: dict[tuple, Node] = {}
-    replace: dict[int, Value] = {}
+    same_as: dict[int, Value] = {}
     nodes = []
     for node in graph.nodes:
-        inputs = tuple(replace.get(v.id, v) for v in node.inputs)
+        inputs = tuple(same_as.get(v.id, v) for v in node.inputs)
         node = Node(node.op, inputs, node.attr_items, node.outputs, node.origin)
         key = (node.op, tuple(v.id for v in inputs), node.attr_items)
         if "random" in OPS[node.op].traits and node.attrs.get("training"):
@@ -119,9 +121,9 @@ def common_subexpressions(graph: Graph) -> Graph:
             seen[key] = node
             nodes.append(node)
         else:
-            replace.update({old.id: new for old, new in zip(node.outputs, first.outputs)})
-    outputs = tuple(replace.get(v.id, v) for v in graph.outputs)
-    return Graph(graph.name, graph.inputs, graph.params, tuple(nodes), outputs, graph.frozen_params)
+            same_as.update({old.id: new for old, new in zip(node.outputs, first.outputs)})
+    outputs = tuple(same_as.get(v.id, v) for v in graph.outputs)
+    return replace(graph, nodes=tuple(nodes), outputs=outputs)
 
 
 def simplify(graph: Graph) -> Graph:

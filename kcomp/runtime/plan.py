@@ -92,26 +92,57 @@ def concrete(v: Value, sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(d if is_static(d) else sizes[d] for d in v.shape)
 
 
+class Schedule:
+    """How a plan runs a graph, shared by Plan and modeled_peak_bytes.
+
+    A forward graph's weight-only values (what depends on weights alone) are `hoisted`: computed
+    once per set of weights, before the runs. A step graph (graph.kind "step": a training or
+    test step) hoists nothing, its weights change every run, and a CUDA graph captured from a
+    run recomputes everything on each replay. `nodes` run every time, in order; a value is freed
+    after `last_reader[value id]` (an index into `nodes`) unless it is `kept`.
+    """
+
+    def __init__(self, graph: Graph):
+        self.hoisted = weight_only_values(graph) if graph.kind == "forward" else set()
+        self.hoisted_nodes = [n for n in graph.nodes if n.outputs[0].id in self.hoisted]
+        self.nodes = [n for n in graph.nodes if n.outputs[0].id not in self.hoisted]
+        self.kept = {v.id for v in (*graph.outputs, *graph.params, *graph.inputs)} | self.hoisted
+        self.last_reader: dict[int, int] = {}
+        for i, node in enumerate(self.nodes):
+            for v in node.inputs:
+                self.last_reader[v.id] = i
+
+    def freed_after(self) -> dict[int, list[int]]:
+        """Index of a node in `nodes` -> the ids of the values no one reads after it."""
+        frees: dict[int, list[int]] = {}
+        for vid, i in self.last_reader.items():
+            if vid not in self.kept:
+                frees.setdefault(i, []).append(vid)
+        return frees
+
+
 class Plan:
-    def __init__(self, graph: Graph, precision: str = "tf32", hoist_weight_only: bool = True):
-        """hoist_weight_only=False runs weight-only nodes with the others, every run: for a
-        training step (its weights change every run anyway), and so that a CUDA graph captured
-        from a run recomputes them on each replay instead of keeping the captured values."""
+    def __init__(self, graph: Graph, precision: str = "tf32"):
         self.graph = graph
         self.precision = precision
-        self.weight_only = weight_only_values(graph) if hoist_weight_only else set()
-        self.prepare_steps: list[Step] = []
-        self.steps: list[Step] = []
+        schedule = Schedule(graph)
+        self.weight_only = schedule.hoisted
         kernels = 0
-        for node in graph.nodes:
+
+        def step_of(node: Node) -> Step:
+            nonlocal kernels
             if node.op == "kernel":
                 source = kernel_source(node, kernels)
                 kernels += 1
-                step = Step(node, "kernel", source, load_kernel(source).launch)
-            else:
-                step = Step(node, "view" if node.op in VIEW_OPS else "torch")
-            (self.prepare_steps if node.outputs[0].id in self.weight_only else self.steps).append(step)
-        self._mark_last_uses()
+                return Step(node, "kernel", source, load_kernel(source).launch)
+            return Step(node, "view" if node.op in VIEW_OPS else "torch")
+
+        # Kernels are numbered in graph order, hoisted ones included (kernel_N names as in a build).
+        steps = {id(node): step_of(node) for node in graph.nodes}
+        self.prepare_steps: list[Step] = [steps[id(n)] for n in schedule.hoisted_nodes]
+        self.steps: list[Step] = [steps[id(n)] for n in schedule.nodes]
+        for i, vids in schedule.freed_after().items():
+            self.steps[i].frees.extend(vids)
         self._prepared_for: tuple | None = None
         self._prepared: dict[int, torch.Tensor] = {}
         self._constants: dict[tuple, torch.Tensor] = {}  # SHAPE_ONLY_RESULTS, by (value id, device, shapes)
@@ -120,17 +151,6 @@ class Plan:
     @property
     def kernels(self) -> list[Step]:
         return [s for s in self.steps if s.kind == "kernel"]
-
-    def _mark_last_uses(self) -> None:
-        keep = {v.id for v in self.graph.outputs} | {v.id for v in self.graph.params} | self.weight_only
-        keep |= {v.id for v in self.graph.inputs}
-        last: dict[int, int] = {}
-        for i, step in enumerate(self.steps):
-            for v in step.node.inputs:
-                last[v.id] = i
-        for vid, i in last.items():
-            if vid not in keep:
-                self.steps[i].frees.append(vid)
 
     def _prepare(self, params: dict[str, torch.Tensor]) -> None:
         """Run the weight-only steps when the weights changed since the last run."""
@@ -291,16 +311,12 @@ def _run_torch(node: Node, args, device) -> tuple:
 def modeled_peak_bytes(graph: Graph, sizes: dict[str, int]) -> int:
     """The peak activation memory a Plan of `graph` reaches at these sizes, without running it:
     each kernel or torch step allocates its output, views share, and a buffer is free once
-    its last reader has run (graph inputs and weights are not counted)."""
+    its last reader has run (graph inputs, weights and hoisted values are not counted). For a
+    step graph nothing is hoisted, as when it runs (Schedule)."""
     from kcomp.ir.cost import nbytes
 
-    weight_only = weight_only_values(graph)
-    keep = {v.id for v in graph.outputs}
-    last: dict[int, int] = {}
-    steps = [n for n in graph.nodes if n.outputs[0].id not in weight_only]
-    for i, node in enumerate(steps):
-        for v in node.inputs:
-            last[v.id] = i
+    schedule = Schedule(graph)
+    keep, last, steps = schedule.kept, schedule.last_reader, schedule.nodes
     owner: dict[int, int] = {}
     readers: dict[int, int] = {}
     size: dict[int, int] = {}

@@ -238,16 +238,15 @@ def _runner(model, compiled, step):
         return lambda inputs, params: run_reference(step.graph, inputs, params)
     if step.plan is None:
         from kcomp.passes import run_pipeline
-        from kcomp.passes.pipeline import STEP_PIPELINE
         from kcomp.runtime import cuda_graphs
         from kcomp.runtime.plan import Plan
         from kcomp.training.device_step import DeviceState, DeviceStep
 
-        fused, _ = run_pipeline(step.graph, passes=STEP_PIPELINE)
+        fused, _ = run_pipeline(step.graph)  # a step graph: its pipeline hoists nothing
         device = _device(model)
         if getattr(compiled, "device_state", None) is None:
             compiled.device_state = DeviceState(model, compiled, device)
-        plan = Plan(fused, model._precision, hoist_weight_only=False)
+        plan = Plan(fused, model._precision)
         step.plan = DeviceStep(step, plan, compiled.device_state, cuda_graphs.graphs_for(device))
     return step.plan
 

@@ -190,7 +190,7 @@ def build_train_step(model, compiled, target_specs) -> Step:
     updates += [("slot", (var, j)) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
     updates += moving_updates + sum_updates + [("iterations", ITERATIONS)]
     flat_slots = [s for per in new_slots for s in per]
-    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step]))
+    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step], kind="step"))
     return Step(graph, log_names, updates, accumulators, metrics=log_metrics)
 
 
@@ -208,4 +208,4 @@ def build_test_step(model, compiled, target_specs) -> Step:
         metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
         sums, updates, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
-    return Step(verify(b.finish(sums)), log_names, updates, accumulators, metrics=log_metrics)
+    return Step(verify(b.finish(sums, kind="step")), log_names, updates, accumulators, metrics=log_metrics)
