@@ -52,7 +52,7 @@ def generate(body) -> Generated:
         f"# {algorithm}: {settings}\n"
         f"# its update (kcomp/ir/optim), and the scalars it takes (in float64 from the record) in h0..h{len(h) - 1}\n"
         f"algorithm_update = triton_update({algorithm!r})\n"
-        f"SCALARS, FLAGS = kernel_arguments({algorithm!r}, {a['hyper']!r})\n"
+        f"SCALARS, _ = kernel_arguments({algorithm!r}, {a['hyper']!r})  # its flags are written in `update`\n"
         f"HYPER = scalar_arguments(SCALARS.values())\n\n\n"
         "@triton.jit\n"
         f"def update(row, offs, mask, p, g, lr, step, {', '.join(h)}):\n"
