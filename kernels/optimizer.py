@@ -41,7 +41,7 @@ import triton.language as tl
 
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record, triton_lib
 from kcomp.ir.optim.record import jitted
-from kcomp.runtime import cuda_graphs
+from kcomp import capture
 
 _load = jitted(triton_lib.load)
 _store = jitted(triton_lib.store)
@@ -128,7 +128,7 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     rows = _rows(params, grads, slots, news)
     device = params[0].device
     key = (str(device), block, rows)
-    capturing = cuda_graphs.capture_in_progress(device)
+    capturing = capture.capture_in_progress(device)
     tables = _TABLES.get(key)
     if tables is None and capturing:
         # Buffers first seen inside a capture (the gradients a plan allocates during it): the
@@ -142,7 +142,7 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     elif key in _TABLES:
         _TABLES.move_to_end(key)
     if capturing:
-        cuda_graphs.keep_for_the_graph(tables)  # it reads them at every replay, even once evicted here
+        capture.keep_for_the_graph(tables)  # it reads them at every replay, even once evicted here
     return tables[:2]
 
 
@@ -168,5 +168,5 @@ def _build(rows, block: int, device, after_capture: bool = False) -> tuple:
         return table.to(device), owners.to(device)
     devices = tuple(torch.empty(h.shape, dtype=h.dtype, device=device) for h in (table, owners))
     for d, h in zip(devices, (table, owners)):
-        cuda_graphs.outside_the_graph(lambda d=d, h=h: d.copy_(h))
+        capture.outside_the_graph(lambda d=d, h=h: d.copy_(h))
     return devices

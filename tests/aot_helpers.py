@@ -114,7 +114,7 @@ def record(result) -> dict:
 
 
 def job_examples(job: dict) -> list[dict]:
-    from kcomp.codegen.aot import compile_node
+    from kcomp.runtime.aot import compile_node
     from kcomp.codegen.module import GENERATORS
 
     dtype = None if job["dtype"] == "float32" else job["dtype"]
@@ -177,7 +177,7 @@ def _attributed(attrs: dict) -> dict:
 
 
 def job_checks(job: dict) -> dict:
-    from kcomp.codegen import aot
+    from kcomp.runtime import aot
     from kcomp.codegen.module import kernel_source
     from kcomp.runtime.kernel_cache import load_kernel
 
@@ -207,7 +207,7 @@ def job_checks(job: dict) -> dict:
 
 
 def _nan_keeping_graphs() -> dict:
-    """One graph per template whose max / min / clip must keep a NaN (see kcomp/codegen/expr.py)."""
+    """One graph per template whose max / min / clip must keep a NaN (see kcomp/ir/lowering.py)."""
     from kcomp.ir.builder import GraphBuilder
 
     graphs = {}
@@ -232,7 +232,7 @@ def job_nan(job: dict) -> dict:
     """The float min / max instructions in the sm_90 PTX of each NaN-keeping kernel."""
     import re
 
-    from kcomp.codegen.aot import compile_node
+    from kcomp.runtime.aot import compile_node
     from kcomp.passes import run_pipeline
 
     out = {}

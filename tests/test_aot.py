@@ -17,7 +17,7 @@ import torch
 
 import kcomp.dsl
 from aot_helpers import EXAMPLES, example_kernels, start
-from kcomp.codegen import aot
+from kcomp.runtime import aot
 from kcomp.codegen.module import kernel_source
 from kcomp.errors import KcompError
 from kcomp.ir.graph import Value

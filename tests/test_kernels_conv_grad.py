@@ -275,7 +275,7 @@ AOT_CASES = [  # (op, geometry, image, filters, bias_sum) at batch 128
 def compile_cases(cases) -> list[dict]:
     """The child's job: each case's kernel compiled for sm_90 with every GPU config (float32),
     and with the first one in bfloat16; the resources of each."""
-    from kcomp.codegen.aot import compile_kernel, example_inputs
+    from kcomp.runtime.aot import compile_kernel, example_inputs
     from kcomp.kernels.conv2d_grad import FILTER_GPU_CONFIGS, INPUT_GPU_CONFIGS
 
     records = []

@@ -306,7 +306,7 @@ AOT_CASES = [  # (op, geometry, image, with relu's mask) at batch 128, compiled 
 
 def compile_cases(cases) -> list[dict]:
     """The child's job: each case's kernel compiled for sm_90; its resources."""
-    from kcomp.codegen.aot import compile_node
+    from kcomp.runtime.aot import compile_node
 
     records = []
     for op, geometry, image, masked in cases:

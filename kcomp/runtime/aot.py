@@ -395,11 +395,11 @@ _FILE_DIRECTIVE = re.compile(r'^(\s*\.file\s+\d+\s+")([^"]*)(")', re.M)
 def _portable_roots() -> list[tuple[str, str]]:
     import triton
 
-    import kcomp
     import kcomp.kernels
 
     folder = lambda module: os.path.realpath(list(module.__path__)[0])  # noqa: E731
-    return [(folder(kcomp.kernels), "kcomp/kernels"), (folder(kcomp), "kcomp"), (folder(triton), "triton")]
+    kcomp_folder = os.path.realpath(Path(__file__).parent.parent)  # this file is kcomp/runtime/aot.py
+    return [(folder(kcomp.kernels), "kcomp/kernels"), (kcomp_folder, "kcomp"), (folder(triton), "triton")]
 
 
 def portable_path(path: str) -> str:

@@ -1,0 +1,87 @@
+"""Dependencies point down: no kcomp module imports from a layer above its own.
+
+    base (errors, config, files, capture state)  <-  ir  <-  passes  <-  codegen (and the kernel
+    templates)  <-  runtime  <-  ops (weights, kcomp.ops, activations, initializers)  <-  the Keras
+    API (layers, models, training, losses, saving, ...)  <-  cli
+
+Every import counts, those inside functions too: a lazy import is still a dependency. A module
+may import anything in its own layer or below. The package `kcomp` itself, the public facade that
+re-exports every layer, counts as the top layer.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Layers from the bottom, each a list of module-name prefixes; the longest matching prefix wins.
+LAYERS = [
+    ("base", ["kcomp.errors", "kcomp.config", "kcomp.triton_compat", "kcomp.random", "kcomp.utils.files",
+              "kcomp.utils.data", "kcomp.capture"]),
+    ("ir", ["kcomp.ir"]),
+    ("passes", ["kcomp.passes"]),
+    ("codegen", ["kcomp.codegen", "kcomp.kernels"]),
+    ("runtime", ["kcomp.runtime"]),
+    # What a layer's call is written in: weights, the ops (tracing into the IR), Keras's
+    # activations, initializers and regularizers, the session state (names, seed).
+    ("ops", ["kcomp.variables", "kcomp.ops", "kcomp.backend", "kcomp.activations", "kcomp.initializers",
+             "kcomp.regularizers"]),
+    ("api", ["kcomp.layers", "kcomp.models", "kcomp.training", "kcomp.losses", "kcomp.metrics",
+             "kcomp.optimizers", "kcomp.callbacks", "kcomp.saving", "kcomp.utils", "kcomp.preprocessing",
+             "kcomp.datasets", "kcomp.dsl", "kcomp.model_files"]),
+    ("cli", ["kcomp.cli", "kcomp.compiler", "kcomp.report", "kcomp.__main__", "kcomp.aot"]),
+]
+
+
+def layer_of(module: str) -> int | None:
+    if module == "kcomp":
+        return len(LAYERS) - 1
+    best = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def module_files() -> dict[str, Path]:
+    files = {}
+    for path in (ROOT / "kcomp").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        files[name.removesuffix(".__init__")] = path
+    for path in (ROOT / "kernels").glob("*.py"):
+        files[f"kcomp.kernels.{path.stem}".removesuffix(".__init__")] = path
+    return files
+
+
+def imports_of(path: Path, modules: set[str]) -> list[tuple[int, str]]:
+    """(line, module) for every kcomp module the file imports; `from kcomp.x import y` names
+    kcomp.x.y when y is a module, else kcomp.x."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "kcomp"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "kcomp":
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.append((node.lineno, child if child in modules else node.module))
+    return found
+
+
+MODULES = module_files()
+
+
+def test_every_module_has_a_layer():
+    assert not [m for m in MODULES if layer_of(m) is None]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "kcomp"))
+def test_imports_point_down(module):
+    own = layer_of(module)
+    wrong = []
+    for line, imported in imports_of(MODULES[module], set(MODULES)):
+        if (layer := layer_of(imported)) is not None and layer > own:
+            wrong.append(f"line {line}: {imported} ({LAYERS[layer][0]}) is above {module} ({LAYERS[own][0]})")
+    assert not wrong, "\n".join(wrong)
