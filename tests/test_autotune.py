@@ -10,7 +10,7 @@ import torch
 import triton.testing
 from triton.runtime.errors import OutOfResources
 
-from kcomp.runtime import autotune
+from kcomp.runtime import autotune, disk_cache
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_an_unreadable_choice_file_of_another_user_is_tuned_in_memory(fake_gpu, 
 
     monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
     monkeypatch.setattr(os, "access", access)
-    monkeypatch.setattr(autotune.disk_cache, "_warned", set())
+    monkeypatch.setattr(disk_cache, "_warned", set())
     autotune._choices = None
     assert _tune(fake_gpu, x) == {"B": 3} and fake_gpu.ran == [1, 2, 3]
     assert _tune(fake_gpu, x) == {"B": 3} and fake_gpu.ran == []  # kept in memory
@@ -139,6 +139,6 @@ def test_an_unreadable_choice_file_of_another_user_is_tuned_in_memory(fake_gpu, 
 def test_a_folder_in_place_of_the_choice_file_is_tuned_in_memory(fake_gpu, monkeypatch, capsys):
     """Neither readable nor replaceable: before, the write raised out of the kernel's first launch."""
     fake_gpu.path.mkdir()
-    monkeypatch.setattr(autotune.disk_cache, "_warned", set())
+    monkeypatch.setattr(disk_cache, "_warned", set())
     assert _tune(fake_gpu, torch.ones(4, 8)) == {"B": 3}
     assert "cannot write the cache" in capsys.readouterr().err
