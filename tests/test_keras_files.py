@@ -361,36 +361,6 @@ def test_cli_fit_resumes_a_keras_archive_and_build_reads_one(tmp_path):
     assert main(["convert", str(out), "-o", str(tmp_path / "bad.txt")]) == 2
 
 
-@pytest.mark.parametrize(
-    "name, kwargs",
-    [
-        ("Adam", {"learning_rate": 0.01, "amsgrad": True}),
-        ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.1}),
-        ("RMSprop", {"learning_rate": 0.01, "momentum": 0.5, "centered": True}),
-        ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
-        ("Adagrad", {"learning_rate": 0.1}),
-    ],
-)
-def test_every_optimizers_state_resumes_as_keras(tmp_path, name, kwargs):
-    """Each optimizer's slots sit in Keras's order (Adam: m, v per weight, then every v_hat; RMSprop:
-    velocities, momentums, average gradients): a wrong order changes the next step."""
-    x, y = DATA["mlp_x"], DATA["mlp_y"]
-    theirs = mlp(keras)
-    theirs.compile(optimizer=getattr(keras.optimizers, name)(**kwargs), loss="mse")
-    theirs.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    theirs.save(tmp_path / "m.keras")
-    ours = kcomp.models.load_model(tmp_path / "m.keras")
-    assert type(ours.optimizer).__name__ == name and ours.optimizer.iterations == 2
-    for _ in range(2):
-        assert ours.train_on_batch(x, y) == pytest.approx(float(theirs.train_on_batch(x, y)), rel=1e-5)
-    for a, b in zip(ours.get_weights(), theirs.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    ours.save(tmp_path / "ours.keras")
-    back = keras.saving.load_model(tmp_path / "ours.keras")
-    for a, b in zip(back.optimizer.variables, theirs.optimizer.variables):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
-
-
 def test_inputs_and_outputs_keep_their_list_or_single_form():
     def model(lib, as_list):
         x = lib.Input((3,))

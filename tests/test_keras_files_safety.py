@@ -95,7 +95,7 @@ def test_lambda_with_marshalled_bytecode_is_refused_and_never_runs(archive, tmp_
         ("activation", {"module": "builtins", "class_name": "function", "config": "eval", "registered_name": "function"}, "builtins.function"),
         ("layer", {"module": "keras.layers", "class_name": "Dense", "config": {"units": 2}, "registered_name": "evil_package>Dense"}, "evil_package>Dense"),
         ("layer", {"module": "keras.layers", "class_name": "TorchModuleWrapper", "config": {}, "registered_name": None}, "TorchModuleWrapper"),
-        ("optimizer", {"module": "keras.optimizers", "class_name": "Lion", "config": {}, "registered_name": None}, "keras.optimizers.Lion"),
+        ("optimizer", {"module": "keras.optimizers", "class_name": "Lamb", "config": {}, "registered_name": None}, "keras.optimizers.Lamb"),
         ("model", {"module": "subprocess", "class_name": "Popen", "config": {}, "registered_name": None}, "subprocess.Popen"),
     ],
 )

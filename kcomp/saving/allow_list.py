@@ -15,6 +15,7 @@ import inspect
 from kcomp import initializers, layers as kl, optimizers, regularizers
 from kcomp.activations import ACTIVATIONS
 from kcomp.errors import KcompError
+from kcomp.ir import optim as optim_records
 from kcomp.optimizers import schedules
 
 KERAS_VERSION = "3.15.1"  # the Keras version kcomp's files are checked against (tests/test_keras_files.py)
@@ -36,7 +37,8 @@ LAYERS = {
 }
 INITIALIZERS = dict(initializers._BY_CLASS)
 REGULARIZERS = {"L1": regularizers.L1, "L2": regularizers.L2, "L1L2": regularizers.L1L2}
-OPTIMIZERS = {cls.__name__: cls for cls in (optimizers.SGD, optimizers.Adam, optimizers.AdamW, optimizers.RMSprop, optimizers.Adagrad)}
+# Every optimizer kcomp has: each is a Keras face on one algorithm record (kcomp/ir/optim/).
+OPTIMIZERS = {record.keras_class: getattr(optimizers, record.keras_class) for record in optim_records.RECORDS}
 SCHEDULES = {cls.__name__: cls for cls in (schedules.ExponentialDecay, schedules.PiecewiseConstantDecay, schedules.CosineDecay)}
 MODELS = ("Sequential", "Functional", "Model")
 

@@ -19,8 +19,6 @@ def optimizer_to_keras(opt) -> dict:
     lr = config["learning_rate"]
     if isinstance(lr, dict):
         config["learning_rate"] = keras_object("keras.optimizers.schedules", lr["class_name"], dict(lr["config"]))
-    if isinstance(opt, optimizers.Adagrad):
-        config["initial_accumulator_value"] = opt.initial_accumulator_value
     full = {"name": config.pop("name"), "learning_rate": config.pop("learning_rate"), **_OPTIMIZER_BASE}
     full.update(config)
     return keras_object("keras.optimizers", type(opt).__name__, full)

@@ -8,8 +8,9 @@ trainable first, then the others (BatchNormalization: gamma, beta, moving_mean,
 moving_variance). A compiled model adds `optimizer/vars/<i>`: the iteration count,
 the learning rate (unless it is a schedule), then the slots, per group of slots
 Keras creates together, per trainable variable (Adam: m, v of each weight in turn,
-then every v_hat when amsgrad). Layer names never appear in a path, so a second,
-identical model (other generated names) loads the file.
+then every v_hat when amsgrad; Nadam: m, v, then its one scalar u_product). Layer
+names never appear in a path, so a second, identical model (other generated names)
+loads the file.
 
 The order of `model.layers` is Keras's: a Sequential's stack; for a functional
 model the layers sorted by their depth from the outputs (deepest first), ties in
@@ -197,22 +198,26 @@ def trainable_in_keras_order(obj) -> list:
     return out
 
 
-def slot_groups(optimizer) -> list[list[int]]:
-    """kcomp's slot indices grouped as Keras creates them (one add_optimizer_variables call each)."""
-    k, h = optimizer.slots_per_param, optimizer.hyper
-    algorithm = optimizer.algorithm
-    if algorithm == "sgd":
-        return [[0]] if k else []
-    if algorithm in ("adam", "adamw"):
-        return [[0, 1]] + ([[2]] if h.get("amsgrad") else [])
-    if algorithm == "rmsprop":
-        groups = [[0]]
-        if h.get("momentum"):
-            groups.append([1])
-        if h.get("centered"):
-            groups.append([k - 1])
-        return groups
-    return [[0]]  # adagrad: the accumulators
+# Slots Keras keeps as ONE scalar variable of the optimizer, not one per weight: Nadam's u_product
+# (Keras names it "variable"). kcomp keeps a copy per parameter, every element the same value
+# (kcomp/ir/optim/nadam.py says why): a file holds the scalar, and reading fills every copy with it.
+SHARED_SLOTS = frozenset({"u_product"})
+
+
+def slot_layout(optimizer, weights) -> list[tuple[int, str, object]]:
+    """The optimizer's slot variables as Keras lists them after the iteration count and the learning
+    rate: (kcomp's slot index, the slot's name, its weight, or None for a shared scalar). The record's
+    groups are Keras's add_optimizer_variables calls, each walking every weight (Adam: m, v of each
+    weight in turn, then every v_hat when amsgrad); a shared slot is one variable where its group is."""
+    layout, index = [], 0
+    if not weights:  # nothing to train: no slots (a shared scalar would have no dtype to take)
+        return layout
+    for group in optimizer.record.slot_groups(optimizer.hyper):
+        slots = list(enumerate(group, start=index))
+        index += len(group)
+        layout += [(j, name, None) for j, name in slots if name in SHARED_SLOTS]
+        layout += [(j, name, w) for w in weights for j, name in slots if name not in SHARED_SLOTS]
+    return layout
 
 
 def _has_lr_variable(optimizer) -> bool:
@@ -258,8 +263,9 @@ def optimizer_arrays(model) -> list[np.ndarray] | None:
         arrays.append(np.asarray(opt.learning_rate, dtype=np.float32))
     weights = trainable_in_keras_order(model)
     if weights and all(w.path in opt.slots for w in weights):  # built: Keras builds on the first step too
-        for group in slot_groups(opt):
-            arrays += [opt.slots[w.path][j] for w in weights for j in group]
+        for j, _, w in slot_layout(opt, weights):
+            # a shared scalar: any element of any copy (Keras gives it the first weight's dtype)
+            arrays.append(opt.slots[w.path][j] if w is not None else opt.slots[weights[0].path][j].reshape(-1)[0])
     return arrays
 
 
@@ -413,8 +419,8 @@ def _read_optimizer(model, f, source: str) -> list:
     stored = _names_in(f, "optimizer/vars", source)
     lr_var = _has_lr_variable(opt)
     head = 2 if lr_var else 1
-    groups = slot_groups(opt)
-    built = head + len(weights) * sum(len(g) for g in groups)
+    layout = slot_layout(opt, weights)
+    built = head + len(layout)
     if len(stored) == head:
         wanted = head  # saved before the first step: the count and the learning rate only
     elif len(stored) == built:
@@ -433,13 +439,11 @@ def _read_optimizer(model, f, source: str) -> list:
         lr = _read_scalar(f, "optimizer/vars/1", "f", source, "the learning rate")
         out.append((lambda v: setattr(opt, "learning_rate", float(v)), lr))
     if wanted == built:
-        index = head
-        for group in groups:
-            for w in weights:
-                for j in group:
-                    value = _read_checked(f, f"optimizer/vars/{index}", w.shape, w.dtype, source, f"the optimizer slot {j} of {w.path}")
-                    out.append((_slot_setter(opt, w, j), value))
-                    index += 1
+        for index, (j, name, w) in enumerate(layout, start=head):
+            shape, dtype, targets = (w.shape, w.dtype, [w]) if w is not None else ((), weights[0].dtype, weights)
+            what = f"the optimizer's {name} of {w.path}" if w is not None else f"the optimizer's {name} (one scalar)"
+            value = _read_checked(f, f"optimizer/vars/{index}", shape, dtype, source, what)
+            out.append((_slot_setter(opt, targets, j), value))
     return out
 
 
@@ -450,13 +454,16 @@ def _weight_setter(w):
     return set_weight
 
 
-def _slot_setter(opt, w, j):
+def _slot_setter(opt, weights, j):
+    """Set slot j of each weight to the value read (a shared scalar fills each weight's whole slot)."""
     def set_slot(tensor):
-        slots = opt.slots.get(w.path)
-        if slots is None:
-            slots = opt.slots[w.path] = [torch.zeros_like(w.value) for _ in range(opt.slots_per_param)]
-        # Assign into the list the training step reads (a device step keeps the list itself).
-        slots[j] = tensor.to(slots[j].device)
+        for w in weights:
+            slots = opt.slots.get(w.path)
+            if slots is None:
+                slots = opt.slots[w.path] = [opt.initial_slot(w.value, i) for i in range(opt.slots_per_param)]
+            # Assign into the list the training step reads (a device step keeps the list itself);
+            # copy_ broadcasts a scalar and keeps the slot's device and dtype.
+            slots[j] = torch.empty_like(slots[j]).copy_(tensor)
 
     return set_slot
 
