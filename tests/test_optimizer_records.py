@@ -10,6 +10,7 @@ here a short fit with each new optimizer's string name compiles its kernel
 
 import inspect
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -44,8 +45,10 @@ STEPS = 4
 LR = 0.0625  # exact in float32: Keras keeps the learning rate in a float32 variable
 # (rtol, atol) where Keras rounds through float32 even for float64 variables; else float64's (1e-11, 1e-13).
 # AdamW: its weight decay (measured: 1 - p after a step with g = 0 is 0.00625002384 for p = 1,
-# weight_decay 0.1, lr 0.0625). Ftrl: the exponent and the L1 bounds (exact for the defaults -0.5, 0).
-TOLERANCE = {"adamw": (1e-6, 5e-8), "ftrl": (1e-7, 1e-8)}
+# weight_decay 0.1, lr 0.0625). Ftrl: the exponent and the L1 bounds (exact for the defaults -0.5, 0);
+# its linear slot adds terms that nearly cancel, so the float32 rounding shows: over 40 seeds of
+# these cases the worst relative difference (beyond atol) was 3.3e-6.
+TOLERANCE = {"adamw": (1e-6, 5e-8), "ftrl": (1e-5, 1e-8)}
 
 
 def test_every_algorithm_is_checked_here():
@@ -54,7 +57,7 @@ def test_every_algorithm_is_checked_here():
 
 @pytest.mark.parametrize("name, hyper", CASES, ids=[f"{n}-{h}" for n, h in CASES])
 def test_steps_equal_keras_optimizer(name, hyper):
-    rng = np.random.default_rng(abs(hash((name, str(hyper)))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{name}{sorted(hyper.items())}".encode()))  # the same in every process
     params = [rng.normal(size=s) for s in SHAPES]
     cls = type(optimizers.get(name))
     ours = cls(learning_rate=LR, **hyper)
