@@ -92,14 +92,20 @@ class OpDef:
             raise TypeError(f"op {self.name}: doc is required")
         if not callable(self.infer) or not callable(self.reference):
             raise TypeError(f"op {self.name}: infer and reference must be callables")
+        if self.vjp is not None and not callable(self.vjp):
+            raise TypeError(f"op {self.name}: vjp must be a callable (builder, node, output gradients) or None")
         if self.lowering is not None and not callable(self.lowering):
             raise TypeError(f"op {self.name}: lowering must be a callable (argument expressions, **attrs) -> str")
+        if self.num_outputs is not None and (not isinstance(self.num_outputs, int) or self.num_outputs < 1):
+            raise TypeError(f"op {self.name}: num_outputs must be a positive int, or None for variadic ops")
         lo, hi = self.num_inputs
         if lo < 0 or (hi is not None and hi < lo):
             raise TypeError(f"op {self.name}: bad num_inputs {self.num_inputs}")
         for key, spec in self.attrs.items():
             if not isinstance(spec, AttrSpec):
                 raise TypeError(f"op {self.name}: attr {key} must be an AttrSpec")
+        if not self.traits:
+            raise TypeError(f"op {self.name}: give it at least one trait (see TRAITS)")
         unknown = set(self.traits) - TRAITS
         if unknown:
             raise TypeError(f"op {self.name}: unknown traits {sorted(unknown)}")
