@@ -56,12 +56,6 @@ def optimizer_layout(path):
         return {int(k): (group[k].shape, group[k].dtype.str) for k in group}
 
 
-def without_name(config):
-    # Keras 3.15 names an optimizer by its snake-cased class (adam_w, rm_sprop), kcomp by the lower-cased
-    # one (adamw, rmsprop); the name is only a label, and a file keeps whichever it was given.
-    return {k: v for k, v in config.items() if k != "name"}
-
-
 def assert_weights_close(a, b):
     for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL)
@@ -80,7 +74,7 @@ def test_kcomp_archive_loads_in_keras_with_its_optimizer_state(tmp_path, name, k
 
     loaded = keras.saving.load_model(tmp_path / "ours.keras")
     assert type(loaded.optimizer) is type(theirs.optimizer)
-    assert without_name(loaded.optimizer.get_config()) == pytest.approx(without_name(theirs.optimizer.get_config()))
+    assert loaded.optimizer.get_config() == pytest.approx(theirs.optimizer.get_config())  # its name included
     # a variable's path names its weight and slot (dense_kernel_momentum) after the optimizer's name;
     # Nadam's u_product is a plain "variable" (numbered _1, _2, ... by Keras's session-wide count)
     names = [[re.sub(r"^variable_\d+$", "variable", v.path.rsplit("/", 1)[-1]) for v in m.optimizer.variables]

@@ -15,6 +15,7 @@ import inspect
 
 import torch
 
+from kcomp.backend import to_snake_case
 from kcomp.errors import ArgumentError
 from kcomp.ir.ops.optim import hyper_attr
 from kcomp.ir.optim import get as algorithm_record
@@ -43,7 +44,7 @@ class Optimizer:
         self.clipnorm = _positive("clipnorm", clipnorm, allow_none=True)
         self.clipvalue = _positive("clipvalue", clipvalue, allow_none=True)
         self.global_clipnorm = _positive("global_clipnorm", global_clipnorm, allow_none=True)
-        self.name = name or type(self).__name__.lower()
+        self.name = name or to_snake_case(type(self).__name__)  # Keras's default name: AdamW -> adam_w
         self.iterations = 0
         self.slots: dict[str, list[torch.Tensor]] = {}  # weight path -> its slot tensors
 
