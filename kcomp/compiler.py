@@ -4,6 +4,7 @@ Everything here runs without a GPU: passes, code generation, and ahead-of-time
 compilation for a chosen target through Triton's compiler.
 """
 
+import functools
 import json
 import numbers
 import time
@@ -217,23 +218,28 @@ def write_dot(graph: Graph, path: Path) -> Path | None:
 
 
 
-def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
+@functools.cache
+def _templates_digest() -> str:
+    """The templates are part of what gets compiled. All of them are hashed: a generated kernel
+    reaches several modules (its template's, the ones that template imports), and a map from
+    template names to files had gone stale (conv2d_grad_filter lives in conv2d_grad.py). Read
+    once per process, not once per kernel."""
     import hashlib
     from importlib import resources
 
+    templates = resources.files("kcomp.kernels")
+    modules = sorted((f for f in templates.iterdir() if f.name.endswith(".py")), key=lambda f: f.name)
+    return hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in modules)).hexdigest()[:12]
+
+
+def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
     import triton
 
     import kcomp
     from kcomp import config
 
-    # The templates are part of what gets compiled. All of them are hashed: a generated kernel
-    # reaches several modules (its template's, the ones that template imports), and a map from
-    # template names to files had gone stale (conv2d_grad_filter lives in conv2d_grad.py).
-    templates = resources.files("kcomp.kernels")
-    modules = sorted((f for f in templates.iterdir() if f.name.endswith(".py")), key=lambda f: f.name)
-    template_digest = hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in modules)).hexdigest()[:12]
     key = (
-        f"{entry['source_digest']}-{template_digest}-{options.target}-{options.precision}-b{options.batch}"
+        f"{entry['source_digest']}-{_templates_digest()}-{options.target}-{options.precision}-b{options.batch}"
         f"-k{kcomp.__version__}-t{triton.__version__}"
     )
     return config.cache_dir() / "aot" / key

@@ -15,7 +15,7 @@ capture only records. A replay re-executes exactly the recorded calls on the
 recorded tensors with the recorded scalars; a torch call that computed a new
 tensor writes it into the tensor captured then, which is what a graph's private
 memory pool does, and a call that only allocated does nothing. Writes kcomp
-makes outside the graph during a capture (cuda_graphs.outside_the_graph) are
+makes outside the graph during a capture (kcomp.capture.outside_the_graph) are
 done once and not recorded. A step that relies on Python running again therefore gives
 wrong numbers here too, and the tests comparing against uncaptured runs see it.
 
@@ -104,7 +104,7 @@ class _Recorder(TorchFunctionMode):
             self.paused = False
 
     def unrecorded(self, write) -> None:
-        """A write kcomp does outside the graph (cuda_graphs.outside_the_graph): done, not replayed."""
+        """A write kcomp does outside the graph (kcomp.capture.outside_the_graph): done, not replayed."""
         self.paused = True
         try:
             write()

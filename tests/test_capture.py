@@ -255,7 +255,7 @@ def test_every_weight_slot_and_running_sum_is_written_in_place():
 def test_a_captured_training_step_is_its_kernels_and_little_else():
     """What a replay launches: the plan's kernels and nothing else. No copy per weight or slot
     (written in place), no fill per constant or batch count (made once per plan), no copy of the
-    optimizer's address tables (filled once when the capture ends: cuda_graphs.outside_the_graph)."""
+    optimizer's address tables (filled once when the capture ends: kcomp.capture.outside_the_graph)."""
     from kcomp.layers import Dense, Input
 
     model = Sequential([Input(shape=(6,)), Dense(5, activation="relu"), Dense(3, activation="softmax")])

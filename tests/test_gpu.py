@@ -26,11 +26,10 @@ def needs_cuda(why: str) -> None:
         pytest.skip(f"{why} needs a CUDA GPU (checked by the real GPU run)")
 
 
-def example_models(path):
-    return [pytest.param(path, name, id=f"{path.stem}.{name}") for name in dsl.load(path)]
-
-
-MODELS = [param for path in EXAMPLES for param in example_models(path)]
+LOADED = {path: dsl.load(path) for path in EXAMPLES}
+MODELS = [pytest.param(path, name, id=f"{path.stem}.{name}") for path, models in LOADED.items() for name in models]
+TRAINABLE = [pytest.param(path, name, id=f"{path.stem}.{name}") for path, models in LOADED.items()
+             for name, model in models.items() if model.compile_config.settings]
 
 
 def example_input(model, batch, rng):
@@ -71,7 +70,7 @@ def test_examples_predict_as_the_reference(path, name, precision, tol):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("path, name", [p for p in MODELS if dsl.load(p.values[0])[p.values[1]].compile_config.settings])
+@pytest.mark.parametrize("path, name", TRAINABLE)
 def test_examples_training_steps_as_the_reference_step(path, name):
     """Each example's compile section, two epochs of fit on 37 samples (batches of 16, 16, 5): the
     compiled step gives the reference step's losses and weights; on a GPU each batch shape's step

@@ -58,12 +58,6 @@ def graphs_for(device: torch.device):
     return CudaGraphs() if device.type == "cuda" else None
 
 
-# The capture state every layer may ask about lives at the bottom (kcomp.capture); re-exported here.
-capture_in_progress = capture.capture_in_progress
-keep_for_the_graph = capture.keep_for_the_graph
-outside_the_graph = capture.outside_the_graph
-
-
 class CapturedForward:
     """A plan's forward replayed from one graph for one batch shape; outputs are cloned out."""
 
