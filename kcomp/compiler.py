@@ -246,9 +246,9 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
 
 
 def _read_cached_kernel(files: list[Path]) -> dict | None:
-    """A kernel's cached PTX, cubin and resources, each verified (kcomp.runtime.disk_cache);
+    """A kernel's cached PTX, cubin and resources, each verified (kcomp.utils.disk_cache);
     None when any of them is missing, damaged or unreadable: the kernel is compiled again."""
-    from kcomp.runtime.disk_cache import read_entry
+    from kcomp.utils.disk_cache import read_entry
 
     ptx, cubin, resources = (read_entry(f) for f in files)
     if ptx is None or cubin is None or resources is None:
@@ -266,7 +266,7 @@ def _compile_and_cache(entry: dict, options: BuildOptions, files: list[Path]) ->
     """Compile the kernel and write its cache entries; where they cannot be written (another
     user's cache), the result is used from memory (disk_cache warns once)."""
     from kcomp.runtime import aot
-    from kcomp.runtime.disk_cache import write_entry
+    from kcomp.utils.disk_cache import write_entry
 
     result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)
     resources = result.resources()

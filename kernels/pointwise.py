@@ -7,8 +7,15 @@ kernel per op, so intermediate values never reach memory. `offs` is also the
 flat element index from which dropout draws its mask (kernels/random.py).
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.operands import Operand, contiguous_operands, flat_operand_args
+from kcomp.kernels.template import Binding, Call, Template
 
 
 @triton.jit
@@ -29,3 +36,50 @@ def candidate_configs(numel: int, interpret: bool) -> list[dict]:
 
 def grid(numel: int, config: dict) -> tuple[int]:
     return (triton.cdiv(numel, config["BLOCK"]),)
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointwiseBinding(Binding):
+    body: object  # the generated @triton.jit BODY hook
+    operands: tuple[Operand, ...]  # what BODY loads; at least one (a pointwise op reads a tensor)
+    out_dtype: torch.dtype
+    static_shape: tuple | None  # the output's shape when no operand has it in full (else read at run time)
+
+
+@dataclass
+class PointwiseCall(Call):
+    numel: int
+    last_dim: int  # C: the last dimension, for operands broadcast along it
+
+
+def launch(binding: PointwiseBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: every operand lines up with the output (full, last-axis vector or scalar).
+    tensors = list(inputs)
+    contiguous_operands(tensors, binding.operands)
+    full = next((o for o in binding.operands if o.kind == "full"), None)
+    shape = tuple(tensors[full.input_index].shape) if full is not None else binding.static_shape
+    # allocate
+    if out is None:
+        out = torch.empty(shape, device=tensors[binding.operands[0].input_index].device, dtype=binding.out_dtype)
+    call = PointwiseCall(binding, inputs, out, out.numel(), shape[-1] if len(shape) else 1)
+    run(call, config, interpret, args=flat_operand_args(tensors, binding.operands, 8, out))
+    return out
+
+
+@tuned(lambda call, interpret: candidate_configs(call.numel, interpret))
+def run(call: PointwiseCall, config: dict, args: list):
+    pointwise_kernel[grid(call.numel, config)](
+        call.out, call.numel, call.last_dim, *args,
+        BODY=call.binding.body, BLOCK=config["BLOCK"], num_warps=config["num_warps"],
+    )
+
+
+def _in_place(node, param, views) -> bool:
+    """Elementwise: each element is read where it is written, when the output has param's shape."""
+    return all(v.shape == param.shape for v in node.outputs)
+
+
+TEMPLATES = (Template("pointwise", launch, PointwiseBinding, in_place=_in_place),)

@@ -10,7 +10,8 @@ import torch
 import triton.testing
 from triton.runtime.errors import OutOfResources
 
-from kcomp.runtime import autotune, disk_cache
+from kcomp.kernels import autotune
+from kcomp.utils import disk_cache
 
 
 @pytest.fixture

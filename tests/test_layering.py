@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Layers from the bottom, each a list of module-name prefixes; the longest matching prefix wins.
 LAYERS = [
     ("base", ["kcomp.errors", "kcomp.config", "kcomp.triton_compat", "kcomp.random", "kcomp.utils.files",
-              "kcomp.utils.data", "kcomp.capture"]),
+              "kcomp.utils.data", "kcomp.utils.disk_cache", "kcomp.capture"]),
     ("ir", ["kcomp.ir"]),
     ("passes", ["kcomp.passes"]),
     ("codegen", ["kcomp.codegen", "kcomp.kernels"]),

@@ -11,28 +11,18 @@ Output is the source of one small @triton.jit function, for example:
         return v2
 """
 
-from dataclasses import dataclass
-
 from kcomp.codegen.expr import RNG_IMPORT, draws_random, expression
 from kcomp.errors import GraphError
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.lowering import literal
 from kcomp.ir.types import is_static
+from kcomp.kernels.operands import Operand
 from kcomp.passes.fuse import operand_kind
 
 TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
 PROLOGUE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, S0, S1"  # the matmul passes its K offsets as offs_n
 FLAT_PARAMS = "offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7"
 FLAT_EPILOGUE_PARAMS = "acc, offs, mask, C, X0, X1, X2, X3"  # after a reduction: its results at flat indices
-
-
-@dataclass
-class Operand:
-    """An extra tensor the generated function reads: which body input, how it lines up, its slot."""
-
-    input_index: int
-    kind: str  # "full", "col" or "scalar"
-    slot: int
 
 
 def _load(kind: str, slot: int, tile: bool) -> str:

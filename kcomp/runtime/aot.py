@@ -32,6 +32,7 @@ import numbers
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -185,23 +186,40 @@ def _on_gpu(choose):
 
 
 def record_launches(module, inputs, out=None, config=None, precision="tf32") -> list[Launch]:
-    """Run module.launch on CPU tensors with its template kernels replaced by recorders."""
+    """Run module.launch on CPU tensors with its template's kernels replaced by recorders."""
     launches: list[Launch] = []
-    patched = {name: _Recorder(kernel, launches) for name, kernel in _template_kernels(module).items()}
+    if hasattr(module, "BINDING"):
+        # A launch of the template module, which picks GPU configs when told interpret=False.
+        owner = sys.modules[type(module.BINDING).__module__]
+        patched = {name: _Recorder(kernel, launches) for name, kernel in _own_kernels(owner).items()}
+        options = {"interpret": False}
+    else:
+        owner = module
+        patched = {name: _Recorder(kernel, launches) for name, kernel in _template_kernels(module).items()}
+        patched.update(_config_choosers(module))
+        options = {}
     if not patched:
         raise RuntimeError(f"{module.__name__} imports no @triton.jit template kernel")
-    patched.update(_config_choosers(module))
-    saved = {name: getattr(module, name) for name in patched}
+    saved = {name: getattr(owner, name) for name in patched}
     try:
         for name, value in patched.items():
-            setattr(module, name, value)
-        module.launch(*inputs, out=out, config=config, precision=precision)
+            setattr(owner, name, value)
+        module.launch(*inputs, out=out, config=config, precision=precision, **options)
     finally:
         for name, value in saved.items():
-            setattr(module, name, value)
+            setattr(owner, name, value)
     if not launches:
         raise RuntimeError(f"{module.__name__}.launch launched no kernel")
     return launches
+
+
+def _own_kernels(module) -> dict[str, object]:
+    """The @triton.jit functions a template module defines (its kernels; device helpers too, which
+    no launch calls from Python, so standing in for them changes nothing)."""
+    from triton.runtime.jit import JITFunction
+
+    return {name: value for name, value in vars(module).items()
+            if isinstance(value, JITFunction) and value.fn.__module__ == module.__name__}
 
 
 # --- signature, as triton.jit specialises a launch ----------------------------------------------

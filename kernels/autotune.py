@@ -4,15 +4,19 @@ The first launch of a kernel at a new problem shape on a CUDA device runs
 every candidate configuration (skipping those the GPU cannot launch), and the
 choice is cached in memory and on disk (KCOMP_CACHE_DIR/autotune.json, keyed
 by GPU, kernel, shapes and Triton version, whose compiler can change which config
-is fastest; checked when read: kcomp.runtime.disk_cache), so later
+is fastest; checked when read: kcomp.utils.disk_cache), so later
 processes reuse it. Off the GPU (the interpreter) the first candidate is used: timing there
 means nothing.
+
+A template's launch runs its kernel through a function decorated with `tuned`, which does the
+choosing; the launch itself only checks and allocates.
 """
 
+import functools
 import json
 
 from kcomp import config as kcomp_config
-from kcomp.runtime.disk_cache import read_entry, write_entry
+from kcomp.utils.disk_cache import read_entry, write_entry
 
 _choices: dict[str, dict] | None = None
 
@@ -86,3 +90,25 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     choices[key] = best
     _save(key, best)
     return best
+
+
+def tuned(candidates):
+    """Decorate a template's `run(call, config, **options)`, which launches its kernel once with
+    one block-size config: the decorated run takes config=None and then picks one among
+    `candidates(call, interpret)` (the configs worth trying for the call's sizes) with
+    choose_config. `interpret` (None: whether the call's tensors are on the CPU) asks for the
+    interpreter's configs; AOT compilation passes False to get the GPU's for CPU tensors.
+    """
+
+    def decorate(run):
+        @functools.wraps(run)
+        def tuned_run(call, config=None, interpret=None, **options):
+            if config is None:
+                options_for_shape = candidates(call, call.on_cpu if interpret is None else interpret)
+                config = choose_config(call.binding.kernel_id, call.inputs, options_for_shape,
+                                       lambda c: run(call, c, **options), call.out)
+            run(call, config, **options)
+
+        return tuned_run
+
+    return decorate

@@ -1,0 +1,40 @@
+"""The extra tensors a generated hook reads (its operands), and the kernel arguments they become.
+
+A hook (a matmul's epilogue, a pointwise body) reads tensors beyond the template's own: a
+bias, a residual, a batch-norm scale. Codegen decides which body input each one is, how it
+lines up with the values the hook computes (`kind`), and its slot among the template's operand
+arguments; the launch passes them as those arguments:
+
+  tile templates (matmul, conv2d, ...): E0..E3 pointers then S0..S3 row strides;
+  flat templates (pointwise, reduce): X0..X7 pointers (with C, the last dimension).
+
+Unused slots get a tensor the kernel never reads through them (its output) and stride 0.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Operand:
+    input_index: int  # which input of the kernel node
+    kind: str  # "full" (the output's shape), "col" (a last-axis vector) or "scalar"
+    slot: int  # its argument: E<slot> / X<slot>
+
+
+def contiguous_operands(inputs: list, operands) -> None:
+    """Make every operand's tensor contiguous in `inputs` (the generated loads assume it)."""
+    for o in operands:
+        inputs[o.input_index] = inputs[o.input_index].contiguous()
+
+
+def tile_operand_args(inputs, operands, count: int, unused) -> list:
+    """E0..E<count-1> then S0..S<count-1>: each operand's tensor and, for a full one, its row stride."""
+    pad = count - len(operands)
+    pointers = [inputs[o.input_index] for o in operands] + [unused] * pad
+    strides = [inputs[o.input_index].shape[-1] if o.kind == "full" else 0 for o in operands] + [0] * pad
+    return pointers + strides
+
+
+def flat_operand_args(inputs, operands, count: int, unused) -> list:
+    """X0..X<count-1>: each operand's tensor, `unused` for the rest."""
+    return [inputs[o.input_index] for o in operands] + [unused] * (count - len(operands))
