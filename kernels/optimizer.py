@@ -19,11 +19,16 @@ too: there the addresses are those of the CPU tensors, which the interpreter
 reads directly (so interpreted launches need CPU tensors).
 
 An algorithm's hyper-parameters reach its hook as scalar arguments h0..h7 (the
-generated code binds them to the hook's names), with the constants derived from
-them (1 - beta, log(beta)) computed once on the host in float64 by the record;
-its flags are constexprs. The learning rate and the step are loaded from their
-device tensors, so a step needs no host read and can be captured in a CUDA
-graph. Everything is computed in float32.
+generated hook binds them to the update's names), with the constants derived from
+them (1 - beta, log(beta)) computed once in float64 by the record when the kernel
+is generated; its flags are constexprs. The learning rate and the step are loaded
+from their device tensors, so a step needs no host read and can be captured in a
+CUDA graph. Everything is computed in float32.
+
+A generated kernel module holds the `update` hook and an OptimizerBinding: which of
+its inputs are the parameters, gradients, slots, learning rate and step (found by
+value: two gradients may be one input), the scalars, and which of the update's
+outputs the plan keeps; `launch` below checks, allocates and runs the kernel.
 
 The tables depend only on the tensors' addresses; they are built once per set
 of addresses and kept (`address_table`). A captured CUDA graph replays the
@@ -33,15 +38,18 @@ when it ends, outside the graph (`_build`).
 """
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from itertools import accumulate
 
 import torch
 import triton
 import triton.language as tl
 
+from kcomp import capture
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record, triton_lib
 from kcomp.ir.optim.record import jitted
-from kcomp import capture
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.template import Binding, Call, Template
 
 _load = jitted(triton_lib.load)
 _store = jitted(triton_lib.store)
@@ -81,17 +89,10 @@ def triton_update(algorithm: str):
     return jitted(algorithm_record(algorithm).triton_update)
 
 
-def kernel_arguments(algorithm: str, hyper) -> tuple[dict, dict]:
-    """(scalars, constexprs) of the algorithm's update for these hyper-parameters; scalars in float64."""
-    record = algorithm_record(algorithm)
-    scalars, constexprs = record.triton_arguments(record.resolve(hyper))
-    assert len(scalars) <= MAX_KERNEL_SCALARS, (algorithm, scalars)  # the registry checks this at import
-    return {k: float(v) for k, v in scalars.items()}, constexprs
-
-
 def scalar_arguments(values) -> tuple[float, ...]:
     """h0..h7: the update's scalars in order, 0.0 in the arguments it does not use."""
     values = [float(v) for v in values]
+    assert len(values) <= MAX_KERNEL_SCALARS, values  # the algorithm registry checks this at import
     return tuple(values) + (0.0,) * (MAX_KERNEL_SCALARS - len(values))
 
 
@@ -170,3 +171,75 @@ def _build(rows, block: int, device, after_capture: bool = False) -> tuple:
     for d, h in zip(devices, (table, owners)):
         capture.outside_the_graph(lambda d=d, h=h: d.copy_(h))
     return devices
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerBinding(Binding):
+    update: object  # the generated UPDATE hook: the algorithm's update with its flags bound
+    # The update's operands among the kernel's inputs, by input index (the same index may appear
+    # twice: fusion passes each distinct value once). slots: K per parameter, parameter by parameter.
+    params: tuple[int, ...]
+    grads: tuple[int, ...]
+    slots: tuple[int, ...]
+    lr: int
+    step: int
+    scalars: tuple[float, ...]  # the update's scalars, in h0.. order (computed by the record in float64)
+    # Per output of the update (new params, then new slots): its position among the kernel's outputs,
+    # or None where nothing reads it (fusion leaves it out; the kernel writes it to a scratch buffer).
+    outputs: tuple[int | None, ...]
+
+
+@dataclass
+class OptimizerCall(Call):
+    params: tuple
+    grads: tuple
+    slots: tuple
+    lr: torch.Tensor
+    step: torch.Tensor
+    news: tuple  # every output of the update, in its order: `out` where kept, else scratch
+
+
+def launch(binding: OptimizerBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: the parameters, their gradients and their slots, float32 on one device
+    lr, step = inputs[binding.lr], inputs[binding.step]
+    params, grads, slots = check_operands([inputs[i] for i in binding.params], [inputs[i] for i in binding.grads],
+                                          [inputs[i] for i in binding.slots], lr, step)
+    # allocate: the new parameters, then the new slots
+    out, news = allocate(binding.outputs, (*params, *slots), out)
+    run(OptimizerCall(binding, inputs, out, params, grads, slots, lr, step, news), config, interpret)
+    return out
+
+
+def allocate(outputs, sources, out=None) -> tuple:
+    """(out, news): `out` as the plan passes it (one tensor when the kernel has one output, else a
+    tuple), allocated like the sources (params then slots) where not given; `news`, every output
+    of the update in its order, a scratch buffer where nothing reads one (`outputs`: positions)."""
+    kept = {position: i for i, position in enumerate(outputs) if position is not None}
+    if out is None:
+        allocated = tuple(torch.empty_like(sources[kept[j]]) for j in range(len(kept)))
+        out = allocated[0] if len(kept) == 1 else allocated
+    given = (out,) if len(kept) == 1 else out
+    news = tuple(given[j] if j is not None else torch.empty_like(source) for j, source in zip(outputs, sources, strict=True))
+    return out, news
+
+
+@tuned(lambda call, interpret: candidate_configs(interpret))
+def run(call: OptimizerCall, config: dict):
+    # one program per BLOCK elements of each parameter; the tables say which (kept per set of addresses)
+    table, owners = address_table(call.params, call.grads, call.slots, call.news, config["BLOCK"])
+    optimizer_kernel[(owners.numel(),)](
+        table, owners, call.lr, call.step, *scalar_arguments(call.binding.scalars),
+        UPDATE=call.binding.update, K=len(call.slots) // len(call.params),
+        BLOCK=config["BLOCK"], num_warps=config["num_warps"],
+    )
+
+
+def _in_place(node, param, views) -> bool:
+    """Always: the update reads each parameter and slot only at the element it writes."""
+    return True
+
+
+TEMPLATES = (Template("optimizer", launch, OptimizerBinding, in_place=_in_place),)
