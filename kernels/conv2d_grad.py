@@ -32,11 +32,23 @@ dgrad, dX (N, H, W, C):
   give exactly the reference's.
 
 Accumulation is float32; both use tl.dot (tensor cores).
+
+Each has its launch here (launch_filter, launch_input: check the sizes against the
+forward's geometry, allocate, run with a tuned config); a generated module gives it a
+binding: which input is which, the forward's strides, dilation and padding, the
+output dtypes and, for wgrad, the prologue hook and whether to write the bias gradient.
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.ops.conv import output_size, same_padding
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.template import Binding, Call, Template
 from kcomp.kernels.tiling import grouped_tile
 
 
@@ -187,3 +199,168 @@ def input_configs(M: int, C: int, K: int, interpret: bool) -> list[dict]:
 
 def grid(M: int, N: int, config: dict) -> tuple[int]:
     return (triton.cdiv(M, config["BM"]) * triton.cdiv(N, config["BN"]),)
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvGradBinding(Binding):
+    """The forward conv's geometry, which both gradients share."""
+
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: str  # the forward's: "valid" or "same"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv2dGradFilterBinding(ConvGradBinding):
+    kernel_size: tuple[int, int]  # (KH, KW): dW's first axes, which neither x nor dY tells
+    x: int  # which input is the conv's input x (N, H, W, C)
+    dy: int  # which input is dY as loaded: where the prologue chain starts, else the conv's own
+    prologue: object  # the generated @triton.jit PROLOGUE hook
+    has_prologue: bool  # False: the hook is a placeholder and dY is used as loaded
+    operands: tuple[Operand, ...]  # what the prologue loads: P0, P1 with row strides T0, T1
+    dw_dtype: torch.dtype
+    bsum_dtype: torch.dtype | None  # dY's sums over (N, OH, OW), the bias gradient, as a second output; None: none
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv2dGradInputBinding(ConvGradBinding):
+    dy: int  # which input is the conv's output gradient (N, OH, OW, F)
+    w: int  # which input is its kernel (KH, KW, C, F)
+    input_size: tuple[int, int]  # (H, W) of the conv's input: dY does not tell it (strides round down)
+    dx_dtype: torch.dtype
+
+
+@dataclass
+class ConvGradCall(Call):
+    """The sizes both implicit GEMMs take, in their kernels' argument order (see sizes())."""
+
+    H: int
+    W: int
+    C: int
+    F: int
+    KW: int
+    OH: int
+    OW: int
+    M: int  # the GEMM's rows: KH*KW*C (wgrad), N*H*W input pixels (dgrad)
+    K: int  # its reduction: L = N*OH*OW output pixels (wgrad), KH*KW*F taps (dgrad)
+    pad_top: int
+    pad_left: int
+
+    def sizes(self) -> tuple:
+        """The kernel arguments from H to pad_left, the forward's strides and dilation among them."""
+        (sh, sw), (dh, dw) = self.binding.strides, self.binding.dilation
+        return (self.H, self.W, self.C, self.F, self.KW, self.OH, self.OW, self.M, self.K,
+                sh, sw, dh, dw, self.pad_top, self.pad_left)
+
+
+@dataclass
+class Conv2dGradFilterCall(ConvGradCall):
+    x: torch.Tensor
+    dy: torch.Tensor
+    dw: torch.Tensor
+    bsum: torch.Tensor  # dw itself when there is no bias gradient (HAS_BSUM False: never written)
+    prologue_args: list  # P0, P1, T0, T1
+
+
+@dataclass
+class Conv2dGradInputCall(ConvGradCall):
+    dy: torch.Tensor
+    w: torch.Tensor
+
+
+def forward_pads(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:
+    """(pad_top, pad_left): the padding the forward put before each axis (as kcomp.ir.ops.conv_grad._pads)."""
+    if padding != "same":
+        return 0, 0
+    return same_padding(H, window[0], strides[0], dilation[0])[0], same_padding(W, window[1], strides[1], dilation[1])[0]
+
+
+def _checked_pads(what: str, binding: ConvGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
+    """The forward's pads, once dY (N, OH, OW, F) is checked to be its output for an H x W input."""
+    (sh, sw), (dh, dw), padding = binding.strides, binding.dilation, binding.padding
+    OH, OW = dy.shape[1], dy.shape[2]
+    if (OH, OW) != (output_size(H, KH, sh, dh, padding), output_size(W, KW, sw, dw, padding)):
+        raise ValueError(f"{what}: gradient {tuple(dy.shape)} does not fit a {H}x{W} input and a {KH}x{KW} window")
+    return forward_pads(H, W, (KH, KW), binding.strides, binding.dilation, padding)
+
+
+def _kernel_options(config: dict) -> dict:
+    """A config as launch keywords: its block sizes (constexprs), num_warps and num_stages."""
+    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+    return dict(meta, num_warps=config["num_warps"], num_stages=config["num_stages"])
+
+
+def launch_filter(binding: Conv2dGradFilterBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: x is the conv's NHWC input (N, H, W, C), dy its output's gradient (N, OH, OW, F);
+    # dW (KH, KW, C, F) is computed as a row-major (KH*KW*C, F) matrix.
+    tensors = list(inputs)
+    x = tensors[binding.x].contiguous()
+    dy = tensors[binding.dy].contiguous()
+    N, H, W, C = x.shape
+    N_dy, OH, OW, F = dy.shape
+    if N_dy != N:
+        raise ValueError(f"conv2d_backprop_filter: input {tuple(x.shape)} and gradient {tuple(dy.shape)} differ in batch")
+    KH, KW = binding.kernel_size
+    pad_top, pad_left = _checked_pads("conv2d_backprop_filter", binding, dy, H, W, KH, KW)
+    contiguous_operands(tensors, binding.operands)
+    # allocate: dW, and dY's column sums (the bias gradient) when the binding asks for them
+    has_bsum = binding.bsum_dtype is not None
+    if out is None:
+        dw = torch.empty((KH, KW, C, F), device=x.device, dtype=binding.dw_dtype)
+        out = (dw, torch.empty((F,), device=x.device, dtype=binding.bsum_dtype)) if has_bsum else dw
+    dw, bsum = out if has_bsum else (out, out)
+    call = Conv2dGradFilterCall(
+        binding, inputs, out, H=H, W=W, C=C, F=F, KW=KW, OH=OH, OW=OW, M=KH * KW * C, K=N * OH * OW,
+        pad_top=pad_top, pad_left=pad_left,
+        x=x, dy=dy, dw=dw, bsum=bsum, prologue_args=tile_operand_args(tensors, binding.operands, 2, dw),
+    )
+    run_filter(call, config, interpret, precision=precision)
+    return out
+
+
+@tuned(lambda call, interpret: filter_configs(call.M, call.F, call.K, interpret))
+def run_filter(call: Conv2dGradFilterCall, config: dict, precision: str):
+    b = call.binding
+    conv2d_grad_filter_kernel[grid(call.M, call.F, config)](
+        call.x, call.dy, call.dw, call.bsum, *call.sizes(), *call.prologue_args,
+        PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, HAS_BSUM=b.bsum_dtype is not None,
+        PRECISION=precision, **_kernel_options(config),
+    )
+
+
+def launch_input(binding: Conv2dGradInputBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: dy is the conv's output gradient (N, OH, OW, F), w its kernel (KH, KW, C, F);
+    # dX is the NHWC gradient (N, H, W, C) of the conv's input, (H, W) the binding's input_size.
+    dy = inputs[binding.dy].contiguous()
+    w = inputs[binding.w].contiguous()
+    N, OH, OW, F = dy.shape
+    KH, KW, C, F_w = w.shape
+    H, W = binding.input_size
+    if F_w != F:
+        raise ValueError(f"conv2d_backprop_input: gradient {tuple(dy.shape)} has {F} filters, kernel {tuple(w.shape)} {F_w}")
+    pad_top, pad_left = _checked_pads("conv2d_backprop_input", binding, dy, H, W, KH, KW)
+    # allocate
+    if out is None:
+        out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.dx_dtype)
+    call = Conv2dGradInputCall(
+        binding, inputs, out, H=H, W=W, C=C, F=F, KW=KW, OH=OH, OW=OW, M=N * H * W, K=KH * KW * F,
+        pad_top=pad_top, pad_left=pad_left, dy=dy, w=w,
+    )
+    run_input(call, config, interpret, precision=precision)
+    return out
+
+
+@tuned(lambda call, interpret: input_configs(call.M, call.C, call.K, interpret))
+def run_input(call: Conv2dGradInputCall, config: dict, precision: str):
+    conv2d_grad_input_kernel[grid(call.M, call.C, config)](
+        call.dy, call.w, call.out, *call.sizes(), PRECISION=precision, **_kernel_options(config),
+    )
+
+
+TEMPLATES = (
+    Template("conv2d_grad_filter", launch_filter, Conv2dGradFilterBinding, tensor_cores=True),
+    Template("conv2d_grad_input", launch_input, Conv2dGradInputBinding, tensor_cores=True),
+)

@@ -27,16 +27,27 @@ matmul and conv2d templates, runs on the float32 dx tile before its store (in a
 training step: relu's gradient mask, dz = dx * greater(h, 0)). Rows are the
 block's flat pixels (n, h, w) and columns its channels, so a "full" operand of
 dx's NHWC shape is indexed with row stride C, as dx itself is.
+
+The launch is `launch` below (check, allocate, run with a tuned config); a generated
+module gives it a binding: the pool (kind, window, strides, padding), which input is
+which, the epilogue hook and its operands, and dx's dtype.
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
 
-# Block sizes: the forward pool's, the same tiling of pixels x channels (the wrapper imports
-# them from here). Measured by AOT for sm_90 with each of its GPU configs, at 2x2 stride 2,
-# 3x3 stride 2 and 3x3 stride 1 ('same'), float32 and bfloat16: no spills; the max
-# recompute takes up to 215 registers per thread at 32 elements of the tile per thread.
-from kcomp.kernels.pool2d import candidate_configs, grid  # noqa: F401
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.conv2d_grad import forward_pads
+from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
+# Block sizes: the forward pool's, the same tiling of pixels x channels. Measured by AOT for
+# sm_90 with each of its GPU configs, at 2x2 stride 2, 3x3 stride 2 and 3x3 stride 1 ('same'),
+# float32 and bfloat16: no spills; the max recompute takes up to 215 registers per thread at
+# 32 elements of the tile per thread.
+from kcomp.kernels.pool2d import candidate_configs, grid
+from kcomp.kernels.template import Binding, Call, Template
 
 
 @triton.jit
@@ -75,7 +86,7 @@ def pool2d_grad_kernel(
     w = offs_p % W
     h = (offs_p // W) % H
     n = (offs_p // (W * H)).to(tl.int64)
-    x_rows = X + n * H * W * C  # unused by avg (the wrapper passes dy)
+    x_rows = X + n * H * W * C  # unused by avg (the launch passes dy)
     dy_rows = DY + n * OH * OW * C
     last_oh = (h + pad_top) // SH  # the last window that starts at or before h
     last_ow = (w + pad_left) // SW
@@ -108,3 +119,74 @@ def pool2d_grad_kernel(
     dx_ptrs = DX + offs_p.to(tl.int64)[:, None] * C + offs_c[None, :]
     tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool2dGradBinding(Binding):
+    pool: str  # "max" (recomputes each window's maximum from x) or "avg" (reads dy alone)
+    x: int | None  # which input is the pool's input x (N, H, W, C); None for avg, which has none
+    dy: int  # which input is the pool's output gradient (N, OH, OW, C)
+    input_size: tuple[int, int] | None  # avg: the image (H, W), which dy does not tell; None for max (x's)
+    pool_size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: str  # the forward's: "valid" or "same"
+    epilogue: object  # the generated @triton.jit EPILOGUE hook
+    operands: tuple[Operand, ...]  # what the epilogue loads: E0..E3 with row strides S0..S3
+    out_dtype: torch.dtype
+
+
+@dataclass
+class Pool2dGradCall(Call):
+    x: torch.Tensor  # dy for avg: the kernel's X argument goes unread
+    dy: torch.Tensor
+    H: int
+    W: int
+    C: int
+    OH: int
+    OW: int
+    P: int  # N * H * W: the input pixels, dx's rows
+    pad_top: int
+    pad_left: int
+    epilogue_args: list  # E0..E3, S0..S3
+
+
+def launch(binding: Pool2dGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: name the tensors and their (N, H, W, C) / (N, OH, OW, C) sizes.
+    tensors = list(inputs)
+    dy = tensors[binding.dy].contiguous()
+    if binding.pool == "max":
+        x = tensors[binding.x].contiguous()
+        N, H, W, C = x.shape
+        OH, OW = dy.shape[1], dy.shape[2]
+    else:
+        x = dy  # the average needs no input; the kernel's X argument goes unread
+        N, OH, OW, C = dy.shape
+        H, W = binding.input_size
+    contiguous_operands(tensors, binding.operands)
+    pad_top, pad_left = forward_pads(H, W, binding.pool_size, binding.strides, (1, 1), binding.padding)
+    # allocate
+    if out is None:
+        out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.out_dtype)
+    call = Pool2dGradCall(
+        binding, inputs, out, x=x, dy=dy, H=H, W=W, C=C, OH=OH, OW=OW, P=N * H * W,
+        pad_top=pad_top, pad_left=pad_left, epilogue_args=tile_operand_args(tensors, binding.operands, 4, out),
+    )
+    run(call, config, interpret)
+    return out
+
+
+@tuned(lambda call, interpret: candidate_configs(call.P, call.C, interpret))
+def run(call: Pool2dGradCall, config: dict):
+    b = call.binding
+    (ph, pw), (sh, sw) = b.pool_size, b.strides
+    pool2d_grad_kernel[grid(call.P, call.C, config)](
+        call.x, call.dy, call.out, call.H, call.W, call.C, call.OH, call.OW, call.P, call.pad_top, call.pad_left,
+        *call.epilogue_args,
+        EPILOGUE=b.epilogue, POOL=b.pool, PH=ph, PW=pw, SH=sh, SW=sw,
+        BP=config["BP"], BC=config["BC"], num_warps=config["num_warps"],
+    )
+
+
+TEMPLATES = (Template("pool2d_grad", launch, Pool2dGradBinding),)

@@ -233,7 +233,7 @@ def test_masked_pool_grad_float16():
 
 def test_masked_pool_grad_source_reads_the_mask_in_its_epilogue():
     source = kernel_source(the_kernel(masked_pool_grad_graph("max_pool2d_grad", GEOMETRIES["2x2-stride2-valid"])), 0).text
-    assert "def epilogue(" in source and "greater" in source and "EPILOGUE=epilogue" in source
+    assert "def epilogue(" in source and "greater" in source and "epilogue=epilogue," in source
 
 
 # -- in a training step -------------------------------------------------------------
