@@ -26,11 +26,23 @@ STORE_PREPOOL: the pre-pool activation is also stored (into PREPOOL), as each
 window position computes it: a training step needs it for the pool's and the
 activation's gradients. The fusion pass asks for it only when the windows
 cover every conv output pixel, so every element gets written.
+
+Launch: `launch(binding, inputs, ...)` below reads image sizes from the tensors at
+run time (the batch varies); a generated module supplies the EPILOGUE hook and a
+Conv2DBinding: which inputs are the image and the kernel, the conv's strides,
+dilation and padding, the absorbed pool, and the output dtypes.
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.ops.conv import output_size, same_padding
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.template import Binding, Call, Template
 from kcomp.kernels.tiling import grouped_tile
 
 
@@ -157,3 +169,112 @@ def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = Fals
 
 def grid(M: int, F: int, config: dict) -> tuple[int]:
     return (triton.cdiv(M, config["BM"]) * triton.cdiv(F, config["BN"]),)
+
+
+def pads_before(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:
+    """(pad_top, pad_left): the padding Keras puts before each axis of an H x W image, 'same' by
+    kcomp.ir.ops.conv.same_padding, 'valid' none."""
+    if padding != "same":
+        return 0, 0
+    return same_padding(H, window[0], strides[0], dilation[0])[0], same_padding(W, window[1], strides[1], dilation[1])[0]
+
+
+def sliding_window(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int, int, int]:
+    """(OH, OW, pad_top, pad_left) of a window sliding over an H x W image, padded as Keras pads."""
+    OH = output_size(H, window[0], strides[0], dilation[0], padding)
+    OW = output_size(W, window[1], strides[1], dilation[1], padding)
+    return (OH, OW, *pads_before(H, W, window, strides, dilation, padding))
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv2DBinding(Binding):
+    epilogue: object  # the generated @triton.jit EPILOGUE hook
+    operands: tuple[Operand, ...]  # what EPILOGUE loads (E0..E3)
+    x: int  # which input is the NHWC image
+    w: int  # which input is the (KH, KW, C, F) kernel
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: str  # "valid" or "same"
+    pool: str  # the absorbed 'valid' pool: "max", "avg", or "none" (a 1x1 window, strides 1x1)
+    pool_size: tuple[int, int]
+    pool_strides: tuple[int, int]
+    # With a pool, a training step also reads the pre-pool activation: it is the first output
+    # (of this dtype), the pooled one the second. None: one output, the pooled one.
+    prepool_dtype: torch.dtype | None
+    out_dtype: torch.dtype  # the pooled output's
+
+
+@dataclass(kw_only=True)
+class Conv2DCall(Call):
+    x: torch.Tensor  # contiguous
+    w: torch.Tensor  # contiguous
+    y: torch.Tensor  # the pooled output
+    prepool: torch.Tensor  # the pre-pool output, or y where there is none (PREPOOL goes unused)
+    operand_args: list  # E0..E3, S0..S3
+    H: int
+    W: int
+    C: int
+    F: int
+    K: int  # KH * KW * C: the GEMM's reduction
+    KW: int
+    CH: int  # the conv output, before any pool
+    CW: int
+    OH: int  # the pooled output (CH, CW with no pool)
+    OW: int
+    M: int  # N * OH * OW: the GEMM's rows
+    pad_top: int
+    pad_left: int
+
+
+def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: x is NHWC (N, H, W, C); the kernel (KH, KW, C, F) is read as a row-major (KH*KW*C, F) matrix.
+    tensors = list(inputs)
+    x = tensors[binding.x].contiguous()
+    w = tensors[binding.w].contiguous()
+    N, H, W, C = x.shape
+    KH, KW, C_in, F = w.shape
+    if C_in != C:
+        raise ValueError(f"conv2d: input {tuple(x.shape)} has {C} channels, kernel {tuple(w.shape)} expects {C_in}")
+    contiguous_operands(tensors, binding.operands)
+    CH, CW, pad_top, pad_left = sliding_window(H, W, (KH, KW), binding.strides, binding.dilation, binding.padding)
+    (ph, pw), (psh, psw) = binding.pool_size, binding.pool_strides
+    OH, OW = (CH - ph) // psh + 1, (CW - pw) // psw + 1  # the 'valid' pool's windows (CH, CW without a pool)
+    # allocate
+    if out is None:
+        y = torch.empty((N, OH, OW, F), device=x.device, dtype=binding.out_dtype)
+        if binding.prepool_dtype is None:
+            out = y
+        else:
+            out = (torch.empty((N, CH, CW, F), device=x.device, dtype=binding.prepool_dtype), y)
+    prepool, y = out if binding.prepool_dtype is not None else (out, out)
+    call = Conv2DCall(
+        binding, inputs, out, x=x, w=w, y=y, prepool=prepool,
+        operand_args=tile_operand_args(tensors, binding.operands, 4, y),
+        H=H, W=W, C=C, F=F, K=KH * KW * C, KW=KW, CH=CH, CW=CW, OH=OH, OW=OW, M=N * OH * OW,
+        pad_top=pad_top, pad_left=pad_left,
+    )
+    run(call, config, interpret, precision=precision)
+    return out
+
+
+@tuned(lambda call, interpret: candidate_configs(call.M, call.F, call.K, interpret, pool=call.binding.pool != "none"))
+def run(call: Conv2DCall, config: dict, precision: str):
+    b = call.binding
+    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+    conv2d_kernel[grid(call.M, call.F, config)](
+        call.x, call.w, call.y, call.prepool,
+        call.H, call.W, call.C, call.F, call.K, call.KW,
+        call.CH, call.CW, call.OH, call.OW, call.M,
+        *b.strides, *b.dilation, call.pad_top, call.pad_left,
+        *call.operand_args,
+        EPILOGUE=b.epilogue, POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1],
+        PSH=b.pool_strides[0], PSW=b.pool_strides[1],
+        STORE_PREPOOL=b.prepool_dtype is not None, PRECISION=precision, **meta,
+        num_warps=config["num_warps"], num_stages=config["num_stages"],
+    )
+
+
+TEMPLATES = (Template("conv2d", launch, Conv2DBinding, tensor_cores=True),)

@@ -8,10 +8,21 @@ so a row of the tile is one coalesced load. The PH x PW window is unrolled
 pad_left from kcomp.ir.ops.conv.same_padding) are skipped: max ignores them
 (-inf), average divides by the count of real pixels in each window, as Keras
 does. Accumulation is float32.
+
+Launch: `launch(binding, inputs, ...)` below reads image sizes from the input
+at run time; there is no hook, a generated module supplies only a Pool2DBinding
+(the pool's kind, window, strides and padding, and the output dtype).
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.conv2d import sliding_window
+from kcomp.kernels.template import Binding, Call, Template
 
 
 @triton.jit
@@ -82,3 +93,56 @@ def candidate_configs(P: int, C: int, interpret: bool) -> list[dict]:
 
 def grid(P: int, C: int, config: dict) -> tuple[int, int]:
     return (triton.cdiv(P, config["BP"]), triton.cdiv(C, config["BC"]))
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool2DBinding(Binding):
+    pool: str  # "max" or "avg"
+    pool_size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: str  # "valid" or "same"
+    out_dtype: torch.dtype
+
+
+@dataclass(kw_only=True)
+class Pool2DCall(Call):
+    x: torch.Tensor  # contiguous
+    H: int
+    W: int
+    C: int
+    OH: int
+    OW: int
+    P: int  # N * OH * OW: the output pixels
+    pad_top: int
+    pad_left: int
+
+
+def launch(binding: Pool2DBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: x, the one input, is NHWC (N, H, W, C).
+    x = inputs[0].contiguous()
+    N, H, W, C = x.shape
+    OH, OW, pad_top, pad_left = sliding_window(H, W, binding.pool_size, binding.strides, (1, 1), binding.padding)
+    # allocate
+    if out is None:
+        out = torch.empty((N, OH, OW, C), device=x.device, dtype=binding.out_dtype)
+    call = Pool2DCall(binding, inputs, out, x=x, H=H, W=W, C=C, OH=OH, OW=OW, P=N * OH * OW,
+                      pad_top=pad_top, pad_left=pad_left)
+    run(call, config, interpret)
+    return out
+
+
+@tuned(lambda call, interpret: candidate_configs(call.P, call.C, interpret))
+def run(call: Pool2DCall, config: dict):
+    b = call.binding
+    pool2d_kernel[grid(call.P, call.C, config)](
+        call.x, call.out, call.H, call.W, call.C, call.OH, call.OW, call.P,
+        *b.strides, call.pad_top, call.pad_left,
+        POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1], BP=config["BP"], BC=config["BC"],
+        num_warps=config["num_warps"],
+    )
+
+
+TEMPLATES = (Template("pool2d", launch, Pool2DBinding),)

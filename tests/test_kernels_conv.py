@@ -241,7 +241,8 @@ def test_launch_allocates_its_output_and_reads_any_input_layout():
     graph, _ = run_pipeline(model.to_graph())
     (kernel,) = kernels_of(graph)
     source = kernel_source(kernel, 0)
-    assert "def launch(in0, in1, in2, out=None" in source.text and "POOL=\"avg\"" in source.text
+    # The avg pool is absorbed; the image, kernel and bias are inputs 0, 1 and 2.
+    assert "pool='avg'," in source.text and "x=0,\n    w=1,\n" in source.text and "Operand(input_index=2," in source.text
     # A channels-first tensor permuted to NHWC: not contiguous; the wrapper copies it.
     x = image(2, (5, 9, 11)).permute(0, 2, 3, 1)
     params = model.params()
