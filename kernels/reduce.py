@@ -2,8 +2,8 @@
 
 The input is viewed as a contiguous (outer, R, inner) array (the axes before,
 inside and after the reduced run) and the output as (outer, inner); keepdims
-only changes the output's shape, not its memory, so the launch wrapper handles
-it. Global average / max pooling is mean / max over axes (1, 2) of NHWC:
+only changes the output's shape, not its memory, so the launch handles it.
+Global average / max pooling is mean / max over axes (1, 2) of NHWC:
 outer = N, R = H * W, inner = C.
 
 Hook: BODY(offs, mask, C, X0..X7) gives the input's values at flat indices
@@ -16,6 +16,9 @@ indices and returns what is stored: the elementwise ops after the reduction (a l
 times the batch size added into the epoch's running sum), so the result never goes through
 memory first; C_OUT is the output's last dimension, for operands broadcast along it.
 
+A kernel module holds both hooks and a binding (the op, the reduced axes, keepdims, which
+inputs each hook loads, the output dtype); its launch is this module's.
+
 Each program owns BLOCK_OUT outputs (flat (o, i) indices) and walks R in
 BLOCK_R chunks, accumulating elementwise in a float32 (BLOCK_R, BLOCK_OUT)
 tile and reducing it once at the end. Loads of a chunk are contiguous along
@@ -23,8 +26,17 @@ the outputs when inner > 1 (channels) and along R when inner == 1 (a row
 reduction); the configs below pick the tile shape for each case.
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.operands import Operand, contiguous_operands, flat_operand_args
+from kcomp.kernels.template import Binding, Call, Template
+
+REDUCTIONS = ("sum", "mean", "max")  # the ops a reduce kernel's body reduces with (OP)
 
 
 @triton.jit
@@ -83,3 +95,77 @@ def candidate_configs(outer: int, R: int, inner: int, interpret: bool) -> list[d
 
 def grid(num_out: int, config: dict) -> tuple[int]:
     return (max(1, triton.cdiv(num_out, config["BLOCK_OUT"])),)
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReduceBinding(Binding):
+    body: object  # the generated BODY hook
+    epilogue: object  # the generated EPILOGUE hook
+    op: str  # one of REDUCTIONS
+    axes: tuple[int, ...]  # the reduced axes of the input: consecutive, ascending; () reduces none (R = 1)
+    keepdims: bool  # the output keeps the reduced axes, as 1s
+    operands: tuple[Operand, ...]  # what BODY loads (X0..X7); the first full one has the input's shape
+    epilogue_operands: tuple[Operand, ...]  # what EPILOGUE loads (X0..X3 there), at the output's indices
+    out_dtype: torch.dtype
+
+
+@dataclass
+class ReduceCall(Call):
+    x: torch.Tensor  # a tensor of the reduction's input shape (its first full operand)
+    outer: int
+    R: int
+    inner: int
+
+
+def launch(binding: ReduceBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: the input (loaded, or computed in the kernel by the ops before the reduction) viewed
+    # as contiguous (outer, R, inner), reducing binding.axes (R); the operands line up with it.
+    tensors = list(inputs)
+    contiguous_operands(tensors, binding.operands)
+    x = tensors[next(o for o in binding.operands if o.kind == "full").input_index]
+    contiguous_operands(tensors, binding.epilogue_operands)
+    axes = binding.axes
+    first, stop = (axes[0], axes[-1] + 1) if axes else (x.dim(), x.dim())
+    # allocate: (outer, inner) in memory; keepdims only shapes it
+    if out is None:
+        kept = (1,) * (stop - first) if binding.keepdims else ()
+        out = torch.empty((*x.shape[:first], *kept, *x.shape[stop:]), device=x.device, dtype=binding.out_dtype)
+    call = ReduceCall(binding, inputs, out, x, x.shape[:first].numel(), x.shape[first:stop].numel(), x.shape[stop:].numel())
+    run(call, config, interpret, args=flat_operand_args(tensors, binding.operands, 8, x),
+        epilogue_args=flat_operand_args(tensors, binding.epilogue_operands, 4, out))
+    return out
+
+
+@tuned(lambda call, interpret: candidate_configs(call.outer, call.R, call.inner, interpret))
+def run(call: ReduceCall, config: dict, args: list, epilogue_args: list):
+    x, out, num_out = call.x, call.out, call.outer * call.inner
+    reduce_kernel[grid(num_out, config)](
+        out, call.R, call.inner, num_out, x.shape[-1] if x.dim() else 1, *args,
+        out.shape[-1] if out.dim() else 1, *epilogue_args,
+        BODY=call.binding.body, EPILOGUE=call.binding.epilogue, OP=call.binding.op,
+        BLOCK_R=config["BLOCK_R"], BLOCK_OUT=config["BLOCK_OUT"], num_warps=config["num_warps"],
+    )
+
+
+def split_body(body) -> tuple[list, object, list]:
+    """A reduce body's nodes, constants left out, as (before, reduction, after): the elementwise
+    ops computing the reduction's input as it loads, the reduction, the ops on its results."""
+    nodes = [n for n in body.nodes if n.op != "constant"]
+    at = next(i for i, n in enumerate(nodes) if n.op in REDUCTIONS)
+    return nodes[:at], nodes[at], nodes[at + 1:]
+
+
+def _in_place(node, param, views) -> bool:
+    """The output may go into param's buffer when it has param's shape and the kernel reads param
+    or a view of it (`views`: their ids) only in its epilogue (at the output's own indices, where
+    writing that output in place is safe), never as it loads its input (at the input's indices)."""
+    if not all(v.shape == param.shape for v in node.outputs):
+        return False
+    before, reduction, _ = split_body(node.attrs["body"])
+    return not any(v.id in views for n in (*before, reduction) for v in n.inputs)
+
+
+TEMPLATES = (Template("reduce", launch, ReduceBinding, in_place=_in_place),)

@@ -3,10 +3,22 @@
 Each program normalizes ROWS rows; a row is held whole in registers (BLOCK is
 the next power of two of its length), so each element is read once and
 written once. Rows longer than kcomp.passes.fuse.MAX_ROW are not fused.
+
+No generated hook: a kernel module's binding holds only the op's attributes
+(log, epsilon, scale, center) and the output dtype, and its launch is this
+module's launch_softmax or launch_layer_norm. The softmax cross-entropy
+template (kernels/softmax_xent.py) shares the block sizes, grid and row
+checks below.
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.template import Binding, Call, Template
 
 
 @triton.jit
@@ -59,3 +71,88 @@ def row_config(n_cols: int, interpret: bool) -> dict:
 
 def grid(n_rows: int, config: dict) -> tuple[int]:
     return (triton.cdiv(n_rows, config["ROWS"]),)
+
+
+def row_candidates(call, interpret: bool) -> list[dict]:
+    """The one config for a row call (any Call with n_cols): row_config, as a list for `tuned`."""
+    return [row_config(call.n_cols, interpret)]
+
+
+def rows_of(x) -> tuple[int, int]:
+    """(n_rows, n_cols) of a contiguous tensor whose rows are its last axis."""
+    n_cols = x.shape[-1]
+    return x.numel() // max(n_cols, 1), n_cols
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftmaxBinding(Binding):
+    log: bool  # log_softmax
+    out_dtype: torch.dtype
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerNormBinding(Binding):
+    epsilon: float
+    scale: bool  # gamma is input 1
+    center: bool  # beta is the input after gamma (1 without scale, 2 with it)
+    out_dtype: torch.dtype
+
+
+@dataclass
+class RowsCall(Call):
+    x: torch.Tensor  # input 0, contiguous
+    n_rows: int
+    n_cols: int
+
+
+def _rows_call(binding, inputs, out) -> RowsCall:
+    """Check and allocate, as both row templates do: the output has the input's shape."""
+    # check: rows are the last axis of a contiguous tensor.
+    x = inputs[0].contiguous()
+    # allocate
+    if out is None:
+        out = torch.empty(x.shape, device=x.device, dtype=binding.out_dtype)
+    return RowsCall(binding, inputs, out, x, *rows_of(x))
+
+
+def launch_softmax(binding: SoftmaxBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    call = _rows_call(binding, inputs, out)
+    run_softmax(call, config, interpret)
+    return call.out
+
+
+@tuned(row_candidates)
+def run_softmax(call: RowsCall, config: dict):
+    softmax_kernel[grid(call.n_rows, config)](
+        call.x, call.out, call.n_rows, call.n_cols, LOG=call.binding.log,
+        ROWS=config["ROWS"], BLOCK=config["BLOCK"], num_warps=config["num_warps"],
+    )
+
+
+def launch_layer_norm(binding: LayerNormBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    call = _rows_call(binding, inputs, out)
+    run_layer_norm(call, config, interpret)
+    return call.out
+
+
+@tuned(row_candidates)
+def run_layer_norm(call: RowsCall, config: dict):
+    b = call.binding
+    # The layer_norm op's inputs are x, then gamma when it scales, then beta when it centers; an
+    # absent one is passed as x, which the kernel does not read (SCALE / CENTER false).
+    gamma = call.inputs[1] if b.scale else call.x
+    beta = call.inputs[1 + int(b.scale)] if b.center else call.x
+    layer_norm_kernel[grid(call.n_rows, config)](
+        call.x, call.out, gamma, beta, call.n_rows, call.n_cols, b.epsilon,
+        SCALE=b.scale, CENTER=b.center,
+        ROWS=config["ROWS"], BLOCK=config["BLOCK"], num_warps=config["num_warps"],
+    )
+
+
+TEMPLATES = (
+    Template("softmax", launch_softmax, SoftmaxBinding),
+    Template("layer_norm", launch_layer_norm, LayerNormBinding),
+)

@@ -14,10 +14,21 @@ a one-hot tensor nor the 1/p of the chain rule through the softmax ever
 reaches memory. (kcomp/ir/ops/loss_ops.py has the formulas' reasons.) Block
 sizes and the grid are the row templates' (kcomp.kernels.rows). NaN and inf
 pass through as in the torch reference (clip and argmax included).
+
+No generated hook: a kernel module's binding says which inputs are the
+probabilities, labels and incoming gradient, which outputs it computes (the
+flags above) and their dtypes; its launch is this module's.
 """
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.rows import grid, row_candidates, rows_of
+from kcomp.kernels.template import Binding, Call, Template
 
 EPSILON = tl.constexpr(1e-7)  # Keras's backend epsilon (constexpr: a jit function reads it)
 
@@ -74,3 +85,55 @@ def softmax_xent_kernel(
         d = (p * tl.sum(y, axis=1)[:, None] - y) * g[:, None]
         tl.store(DLOGITS + offs, d.to(DLOGITS.dtype.element_ty), mask=mask)
 
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftmaxXentBinding(Binding):
+    probs: int  # which input holds the softmax probabilities
+    labels: int  # which input holds the labels
+    grad: int | None  # which input holds the gradient arriving at each row's loss (with a "dlogits" output)
+    sparse: bool  # labels are class ids, not rows
+    outputs: tuple[str, ...]  # "loss", "dlogits", "correct": the outputs in the body's order
+    out_dtypes: tuple[torch.dtype, ...]  # theirs
+
+
+@dataclass
+class SoftmaxXentCall(Call):
+    p: torch.Tensor  # the probabilities, contiguous
+    labels: torch.Tensor
+    g: torch.Tensor | None
+    outs: dict  # output name -> buffer
+    n_rows: int
+    n_cols: int
+
+
+def launch(binding: SoftmaxXentBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: rows are the last axis of contiguous probabilities; labels are class ids or rows.
+    p = inputs[binding.probs].contiguous()
+    labels = inputs[binding.labels].contiguous()
+    g = inputs[binding.grad].contiguous() if binding.grad is not None else None
+    # allocate: the per-row loss and hit, and the gradient of the probabilities' shape
+    if out is None:
+        shapes = {"loss": p.shape[:-1], "dlogits": p.shape, "correct": p.shape[:-1]}
+        buffers = tuple(torch.empty(shapes[name], device=p.device, dtype=dtype)
+                        for name, dtype in zip(binding.outputs, binding.out_dtypes))
+        out = buffers[0] if len(buffers) == 1 else buffers
+    outs = dict(zip(binding.outputs, out if len(binding.outputs) > 1 else (out,)))
+    run(SoftmaxXentCall(binding, inputs, out, p, labels, g, outs, *rows_of(p)), config, interpret)
+    return out
+
+
+@tuned(row_candidates)
+def run(call: SoftmaxXentCall, config: dict):
+    outs, p = call.outs, call.p  # an output the kernel does not compute gets p, which it never writes
+    softmax_xent_kernel[grid(call.n_rows, config)](
+        p, call.labels, call.g if "dlogits" in outs else p, outs.get("loss", p), outs.get("dlogits", p),
+        outs.get("correct", p), call.n_rows, call.n_cols,
+        SPARSE=call.binding.sparse, HAS_LOSS="loss" in outs, HAS_GRAD="dlogits" in outs, HAS_CORRECT="correct" in outs,
+        ROWS=config["ROWS"], BLOCK=config["BLOCK"], num_warps=config["num_warps"],
+    )
+
+
+TEMPLATES = (Template("softmax_xent", launch, SoftmaxXentBinding),)
