@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.ir.ops.conv import output_size, same_padding
+from kcomp.ir.ops.conv import output_size, window_pads
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
 from kcomp.kernels.template import Binding, Call, Template
@@ -172,11 +172,9 @@ def grid(M: int, F: int, config: dict) -> tuple[int]:
 
 
 def pads_before(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:
-    """(pad_top, pad_left): the padding Keras puts before each axis of an H x W image, 'same' by
-    kcomp.ir.ops.conv.same_padding, 'valid' none."""
-    if padding != "same":
-        return 0, 0
-    return same_padding(H, window[0], strides[0], dilation[0])[0], same_padding(W, window[1], strides[1], dilation[1])[0]
+    """(pad_top, pad_left): the padding Keras puts before each axis of an H x W image."""
+    (top, _), (left, _) = window_pads((H, W), window, strides, dilation, padding)
+    return top, left
 
 
 def sliding_window(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int, int, int]:

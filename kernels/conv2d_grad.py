@@ -45,8 +45,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.ir.ops.conv import output_size, same_padding
+from kcomp.ir.ops.conv import output_size
 from kcomp.kernels.autotune import tuned
+from kcomp.kernels.conv2d import pads_before
 from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
 from kcomp.kernels.template import Binding, Call, Template
 from kcomp.kernels.tiling import grouped_tile
@@ -271,20 +272,13 @@ class Conv2dGradInputCall(ConvGradCall):
     w: torch.Tensor
 
 
-def forward_pads(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:
-    """(pad_top, pad_left): the padding the forward put before each axis (as kcomp.ir.ops.conv_grad._pads)."""
-    if padding != "same":
-        return 0, 0
-    return same_padding(H, window[0], strides[0], dilation[0])[0], same_padding(W, window[1], strides[1], dilation[1])[0]
-
-
 def _checked_pads(what: str, binding: ConvGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
     """The forward's pads, once dY (N, OH, OW, F) is checked to be its output for an H x W input."""
     (sh, sw), (dh, dw), padding = binding.strides, binding.dilation, binding.padding
     OH, OW = dy.shape[1], dy.shape[2]
     if (OH, OW) != (output_size(H, KH, sh, dh, padding), output_size(W, KW, sw, dw, padding)):
         raise ValueError(f"{what}: gradient {tuple(dy.shape)} does not fit a {H}x{W} input and a {KH}x{KW} window")
-    return forward_pads(H, W, (KH, KW), binding.strides, binding.dilation, padding)
+    return pads_before(H, W, (KH, KW), binding.strides, binding.dilation, padding)
 
 
 def _kernel_options(config: dict) -> dict:

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.conv2d_grad import forward_pads
+from kcomp.kernels.conv2d import pads_before
 from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
 # Block sizes: the forward pool's, the same tiling of pixels x channels. Measured by AOT for
 # sm_90 with each of its GPU configs, at 2x2 stride 2, 3x3 stride 2 and 3x3 stride 1 ('same'),
@@ -165,7 +165,7 @@ def launch(binding: Pool2dGradBinding, inputs, out=None, config=None, precision=
         N, OH, OW, C = dy.shape
         H, W = binding.input_size
     contiguous_operands(tensors, binding.operands)
-    pad_top, pad_left = forward_pads(H, W, binding.pool_size, binding.strides, (1, 1), binding.padding)
+    pad_top, pad_left = pads_before(H, W, binding.pool_size, binding.strides, (1, 1), binding.padding)
     # allocate
     if out is None:
         out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.out_dtype)

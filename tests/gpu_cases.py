@@ -1,4 +1,4 @@
-"""The small models whose kernels between them use every kernel template (codegen GENERATORS).
+"""The small models whose kernels between them use every kernel template (the records of kcomp.kernels.registry).
 
 tests/test_gpu_templates.py runs each on a GPU against the reference; test_gpu_cases.py checks
 on any machine that together they still reach every template, so a new template cannot miss

@@ -42,3 +42,6 @@ def generate(body) -> GeneratedKernel:
         "prepool_dtype": f"torch.{body.outputs[0].dtype}" if prepool else "None",
         "out_dtype": f"torch.{body.outputs[-1].dtype}",
     })
+
+
+GENERATES = {"conv2d": generate}  # template name -> generator (kcomp.codegen.module collects these)

@@ -59,3 +59,6 @@ def generate_input(body) -> GeneratedKernel:
         **_geometry(conv),
         "dx_dtype": f"torch.{conv.outputs[0].dtype}",
     })
+
+
+GENERATES = {"conv2d_grad_filter": generate_filter, "conv2d_grad_input": generate_input}  # kcomp.codegen.module collects these

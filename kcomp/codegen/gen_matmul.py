@@ -2,11 +2,11 @@
 
 from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
-from kcomp.codegen.generated import Generated, contiguous_operands, operand_args
+from kcomp.codegen.generated import GeneratedKernel
 from kcomp.passes.fuse import chain_input
 
 
-def generate(body) -> Generated:
+def generate(body) -> GeneratedKernel:
     nodes = [n for n in body.nodes if n.op != "constant"]
     column_sum = next((n for n in nodes if n.op == "sum"), None)  # B's column sums: a second output
     nodes = [n for n in nodes if n is not column_sum]
@@ -19,39 +19,18 @@ def generate(body) -> Generated:
     constants = [n for n in body.nodes if n.op == "constant"]
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, a_value, "prologue", PROLOGUE_PARAMS)
     expression, operands = generate_epilogue(body, constants + nodes[at + 1 :], anchor.outputs[0])
-    out_dtype = body.outputs[0].dtype
-    if column_sum is None:
-        allocate = f"torch.empty((*a.shape[:-1], N), device=a.device, dtype=torch.{out_dtype})"
-        unpack = "c, bsum = out, out  # no column sums: BSUM is unused"
-    else:
-        allocate = (f"(torch.empty((*a.shape[:-1], N), device=a.device, dtype=torch.{out_dtype}), "
-                    f"torch.empty((N,), device=a.device, dtype=torch.{column_sum.outputs[0].dtype}))")
-        unpack = "c, bsum = out  # C and B's column sums (the bias gradient)"
-    launch = f"""    # check: A is (..., K), read as an (M, K) matrix through its strides when 2-D (a transposed
-    # view needs no copy), else made contiguous; B is (K, N), read through its strides.
-    a = in{a} if in{a}.dim() == 2 else in{a}.contiguous()
-    b = in{b}
-    K = a.shape[-1]
-    M = a.numel() // K
-    N = b.shape[1]
-    if b.shape[0] != K:
-        raise ValueError(f"{{tuple(a.shape)}} @ {{tuple(b.shape)}}: inner dimensions differ")
-{contiguous_operands(pro_operands + operands)}    # allocate
-    if out is None:
-        out = {allocate}
-    {unpack}
-    # grid
-    config = config or candidate_configs(M, N, K, interpret=a.device.type == "cpu", whole_rows={nodes[-1].op in ("softmax", "log_softmax")})[0]
-    meta = {{k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}}
-    # launch
-    matmul_kernel[grid(M, N, config)](
-        a, b, c, bsum, M, N, K,
-        a.stride(-2) if a.dim() == 2 else K, a.stride(-1), b.stride(0), b.stride(1), N, 1,
-        {operand_args(pro_operands, tile=True, count=2, unused="c")},
-        {operand_args(operands, tile=True, count=4, unused="c")},
-        PROLOGUE=prologue, HAS_PROLOGUE={bool(prologue_nodes)}, EPILOGUE=epilogue, HAS_BSUM={column_sum is not None}, PRECISION=precision, **meta,
-        num_warps=config["num_warps"], num_stages=config["num_stages"],
-    )
-    return out
-"""
-    return Generated("from kcomp.kernels.matmul import candidate_configs, grid, matmul_kernel", prologue + "\n\n" + expression, launch)
+    return GeneratedKernel(prologue + "\n\n" + expression, {
+        "a": str(a),
+        "b": str(b),
+        "prologue": "prologue",
+        "has_prologue": str(bool(prologue_nodes)),
+        "prologue_operands": repr(tuple(pro_operands)),
+        "epilogue": "epilogue",
+        "operands": repr(tuple(operands)),
+        "out_dtype": f"torch.{body.outputs[0].dtype}",
+        "column_sums_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
+        "whole_rows": str(nodes[-1].op in ("softmax", "log_softmax")),
+    })
+
+
+GENERATES = {"matmul": generate}  # template name -> generator (kcomp.codegen.module collects these)

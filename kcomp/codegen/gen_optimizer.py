@@ -76,3 +76,6 @@ def _slot_names(names) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+GENERATES = {"optimizer": generate}  # template name -> generator (kcomp.codegen.module collects these)

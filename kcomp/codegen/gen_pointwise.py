@@ -14,3 +14,6 @@ def generate(body) -> GeneratedKernel:
         "out_dtype": f"torch.{out.dtype}",
         "static_shape": "None" if full else repr(tuple(body.outputs[0].shape)),
     })
+
+
+GENERATES = {"pointwise": generate}  # template name -> generator (kcomp.codegen.module collects these)

@@ -19,3 +19,6 @@ def generate(body) -> GeneratedKernel:
         "padding": repr(pool.attrs["padding"]),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
     })
+
+
+GENERATES = {"pool2d": generate}  # template name -> generator (kcomp.codegen.module collects these)

@@ -38,3 +38,6 @@ def generate(body) -> GeneratedKernel:
         "operands": repr(tuple(operands)),
         "out_dtype": f"torch.{out_dtype}",
     })
+
+
+GENERATES = {"pool2d_grad": generate}  # template name -> generator (kcomp.codegen.module collects these)

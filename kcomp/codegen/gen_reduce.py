@@ -51,3 +51,6 @@ def generate(body) -> GeneratedKernel:
         "epilogue_operands": repr(tuple(epilogue_operands)),
         "out_dtype": f"torch.{(after[-1] if after else node).outputs[0].dtype}",
     })
+
+
+GENERATES = {"reduce": generate}  # template name -> generator (kcomp.codegen.module collects these)

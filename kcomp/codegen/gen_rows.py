@@ -24,3 +24,6 @@ def generate_layer_norm(body) -> GeneratedKernel:
         "center": repr(bool(a["center"])),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
     })
+
+
+GENERATES = {"softmax": generate_softmax, "layer_norm": generate_layer_norm}  # kcomp.codegen.module collects these

@@ -30,3 +30,6 @@ def generate(body) -> GeneratedKernel:
         "outputs": repr(tuple(ROLES[producer[v.id].op] for v in body.outputs)),
         "out_dtypes": "(" + ", ".join(f"torch.{v.dtype}" for v in body.outputs) + ("," if len(body.outputs) == 1 else "") + ")",
     })
+
+
+GENERATES = {"softmax_xent": generate}  # template name -> generator (kcomp.codegen.module collects these)

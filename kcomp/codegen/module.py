@@ -1,38 +1,42 @@
 """One generated Python module per kernel node.
 
-Each module imports its template from kcomp.kernels, defines the generated
-fused expression (epilogue or pointwise body) and a `launch` wrapper with the
-same four steps everywhere: check -> allocate -> grid -> launch. It is written
-to disk so that a person can open it, and so that Triton can read the source
-of its @triton.jit functions.
+A module holds what its IR decides and nothing the template already knows: the generated
+@triton.jit hooks (epilogue, prologue or body: the fused elementwise ops), a BINDING telling
+the template's launch which inputs are which and what the body fixed (strides, dtypes,
+flags), and a one-line `launch` handing both to the template's launch function
+(kernels/<template>.py: check -> allocate -> tuned run). It is written to disk so that a
+person can open it, and so that Triton can read the source of its @triton.jit functions.
+
+Each template's generator lives in kcomp/codegen/gen_<module>.py and says which templates it
+generates (GENERATES); they are collected here.
 """
 
 import hashlib
-import re
+import importlib
+import pkgutil
 from dataclasses import dataclass
 
-from kcomp.codegen import gen_conv2d, gen_matmul, gen_pointwise, gen_pool2d, gen_pool2d_grad, gen_reduce, gen_rows, gen_softmax_xent
-from kcomp.codegen import gen_optimizer
-from kcomp.codegen import gen_conv2d_grad
-from kcomp.codegen.generated import Generated, GeneratedKernel
+import kcomp.codegen as _codegen
+from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.graph import Node
 from kcomp.ir.printer import print_graph
 from kcomp.kernels import registry
+from kcomp.kernels.template import Template
 
-GENERATORS = {
-    "matmul": gen_matmul.generate,
-    "optimizer": gen_optimizer.generate,
-    "pointwise": gen_pointwise.generate,
-    "softmax": gen_rows.generate_softmax,
-    "layer_norm": gen_rows.generate_layer_norm,
-    "conv2d": gen_conv2d.generate,
-    "pool2d": gen_pool2d.generate,
-    "pool2d_grad": gen_pool2d_grad.generate,
-    "conv2d_grad_filter": gen_conv2d_grad.generate_filter,
-    "conv2d_grad_input": gen_conv2d_grad.generate_input,
-    "reduce": gen_reduce.generate,
-    "softmax_xent": gen_softmax_xent.generate,
-}
+
+def _collect_generators() -> dict:
+    found = {}
+    for info in sorted(pkgutil.iter_modules(_codegen.__path__), key=lambda m: m.name):
+        if info.name.startswith("gen_"):
+            module = importlib.import_module(f"{_codegen.__name__}.{info.name}")
+            for template, generate in module.GENERATES.items():
+                if template in found:
+                    raise RuntimeError(f"two generators for the template {template!r}")
+                found[template] = generate
+    return found
+
+
+GENERATORS = _collect_generators()  # template name -> generate(body) -> GeneratedKernel
 
 
 @dataclass(frozen=True)
@@ -56,86 +60,34 @@ def describe(node: Node) -> str:
     return " + ".join(f"{layer} ({' + '.join(ops)})" for layer, ops in by_layer.items())
 
 
-def with_autotuning(launch: str, params: str) -> str:
-    """Turn a generator's "config = config or CANDIDATES[0]" + launch call into a tuned launch.
-
-    Every generator writes its wrapper as check -> allocate -> grid -> launch;
-    here the grid step keeps all candidate configs and the launch step becomes
-    run(config), with the config chosen by kcomp.runtime.autotune (timed once
-    per shape on a GPU, the first candidate elsewhere).
-    """
-    head, rest = launch.split("    # grid\n")
-    grid_lines, call = rest.split("    # launch\n")
-    choice, *meta = grid_lines.splitlines()
-    prefix = "    config = config or "
-    assert choice.startswith(prefix), choice
-    candidates = choice[len(prefix):]
-    candidates = candidates[: -len("[0]")] if candidates.endswith("[0]") else f"[{candidates}]"
-    body, _, tail = call.rpartition("    return out")
-    inner = "".join("    " + line + "\n" for line in [*meta, *body.splitlines()] if line.strip())
-    return (
-        head
-        + "    # grid: candidate block sizes (a GPU times them once per shape and keeps the fastest)\n"
-        + f"    candidates = {candidates}\n\n"
-        + "    def run(config):\n"
-        + inner
-        + "\n    # launch\n"
-        + f"    run(config or choose_config(KERNEL_ID, ({params},), candidates, run, out))\n"
-        + "    return out"
-        + tail
-    )
-
-
-def template_module(generated: Generated) -> str:
-    """The kcomp.kernels module a generated kernel launches (the first one its imports name)."""
-    found = re.search(r"from (kcomp\.kernels\.\w+) import", generated.imports)
-    return found.group(1) if found else "kcomp.kernels"
-
-
 def kernel_source(node: Node, index: int) -> KernelSource:
-    template = node.attrs["template"]
+    record = registry.get(node.attrs["template"])  # refuses a name no template has
     body = node.attrs["body"]
     name = f"kernel_{index}"
     absorbed = describe(node)
-    generated = GENERATORS[template](body)
-    kernel_id = f"{template}-{hashlib.sha256(print_graph(body).encode()).hexdigest()[:12]}"
-    if isinstance(generated, GeneratedKernel):
-        record = registry.get(template)
-        module = record.module
-        code = _bound_module(record, generated, kernel_id)
-    else:
-        module = template_module(generated)
-        params = ", ".join(f"in{i}" for i in range(len(body.inputs)))
-        code = (
-            generated.imports
-            + "\nfrom kcomp.kernels.autotune import choose_config\n\n"
-            + f'KERNEL_ID = "{kernel_id}"\n\n\n'
-            + generated.expression
-            + "\n\n"
-            + f"def launch({params}, out=None, config=None, precision=\"tf32\"):\n"
-            + with_autotuning(generated.launch, params)
-        )
+    generated = GENERATORS[record.name](body)
+    kernel_id = f"{record.name}-{hashlib.sha256(print_graph(body).encode()).hexdigest()[:12]}"
     header = (
         f'"""{name}: {absorbed}.\n\n'
-        f"Generated by kcomp from the template {module} ({template}). The IR it computes:\n\n"
+        f"Generated by kcomp from the template {record.module} ({record.name}). The IR it computes:\n\n"
         + print_graph(body, indent="    ")
         + '"""\n\n'
     )
-    text = header + "import torch\nimport triton\nimport triton.language as tl\n\n" + code
-    return KernelSource(name, template, absorbed, text)
+    text = header + "import torch\nimport triton\nimport triton.language as tl\n\n" + _bound_module(record, generated, kernel_id)
+    return KernelSource(name, record.name, absorbed, text)
 
 
-def _bound_module(record, generated: GeneratedKernel, kernel_id: str) -> str:
+def _bound_module(record: Template, generated: GeneratedKernel, kernel_id: str) -> str:
     """The generated hooks, the template's binding and a launch that hands both to the template."""
     launch_name = f"{record.name}_launch"
     fields = "".join(f"    {key}={value},\n" for key, value in generated.binding.items())
     return (
-        f"from kcomp.kernels.operands import Operand  # noqa: F401 (bindings name their hooks' operands)\n"
+        "from kcomp.kernels.operands import Operand  # noqa: F401 (bindings name their hooks' operands)\n"
         f"from {record.module} import {record.binding.__name__}\n"
         f"from {record.module} import {record.launch.__name__} as {launch_name}\n\n\n"
         + generated.hooks
         + "\n\n"
-        + f"# What this kernel tells the template's launch (check -> allocate -> tuned run).\n"
+        + "# What this kernel tells the template's launch (check -> allocate -> tuned run).\n"
         + f"BINDING = {record.binding.__name__}(\n    kernel_id=\"{kernel_id}\",\n{fields})\n\n\n"
         + 'def launch(*inputs, out=None, config=None, precision="tf32", interpret=None):\n'
         + f"    return {launch_name}(BINDING, inputs, out, config, precision, interpret)\n"

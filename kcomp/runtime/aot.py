@@ -1,8 +1,9 @@
 """Ahead-of-time compilation: a generated kernel module to PTX and cubin, with no GPU.
 
 The kernel compiled is exactly the one the module's `launch` would start: we
-import the module, swap its template kernel (e.g. `matmul_kernel`) for a
-recorder, call `launch` with CPU example tensors, and compile the recorded call
+import the module, swap its template's kernels (e.g. `matmul_kernel` in kcomp.kernels.matmul)
+for recorders, call `launch` with CPU example tensors (asking for GPU block sizes), and compile
+the recorded call
 (arguments, constexprs, num_warps, num_stages) for the target with
 `triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))`. Arguments are
 specialised as `triton.jit` specialises them at a launch (integers equal to 1
@@ -26,7 +27,6 @@ interpreter mode (TRITON_INTERPRET=1) cannot compile; run AOT in another one.
 """
 
 import hashlib
-import inspect
 import json
 import numbers
 import os
@@ -149,65 +149,25 @@ class _Recorder:
         return getattr(self.kernel, name)
 
 
-def _template_kernels(module) -> dict[str, object]:
-    """The module's imported @triton.jit functions (its templates), by attribute name.
-
-    Functions the module defines itself (the generated epilogue or body) are
-    passed as constexpr arguments, never launched, so they stay as they are.
-    """
-    from triton.runtime.jit import JITFunction
-
-    return {
-        name: value for name, value in vars(module).items()
-        if isinstance(value, JITFunction) and value.fn.__module__ != module.__name__
-    }
-
-
-def _config_choosers(module) -> dict[str, object]:
-    """The module's config functions (candidate_configs, row_config, ...), asked as on a GPU.
-
-    A wrapper picks its block sizes with `interpret=<tensor on the CPU>`; our
-    example tensors are on the CPU, but the kernel compiled is the GPU one.
-    """
-    choosers = {}
-    for name, value in vars(module).items():
-        if inspect.isfunction(value) and "interpret" in inspect.signature(value).parameters:
-            choosers[name] = _on_gpu(value)
-    return choosers
-
-
-def _on_gpu(choose):
-    def gpu(*args, **kwargs):
-        bound = inspect.signature(choose).bind(*args, **kwargs)
-        bound.arguments["interpret"] = False
-        return choose(*bound.args, **bound.kwargs)
-
-    return gpu
-
-
 def record_launches(module, inputs, out=None, config=None, precision="tf32") -> list[Launch]:
-    """Run module.launch on CPU tensors with its template's kernels replaced by recorders."""
+    """Run module.launch on CPU tensors with its template's kernels replaced by recorders.
+
+    The launch is the template module's (the generated module only binds it); told
+    interpret=False it picks the GPU's block sizes although the tensors are on the CPU.
+    """
     launches: list[Launch] = []
-    if hasattr(module, "BINDING"):
-        # A launch of the template module, which picks GPU configs when told interpret=False.
-        owner = sys.modules[type(module.BINDING).__module__]
-        patched = {name: _Recorder(kernel, launches) for name, kernel in _own_kernels(owner).items()}
-        options = {"interpret": False}
-    else:
-        owner = module
-        patched = {name: _Recorder(kernel, launches) for name, kernel in _template_kernels(module).items()}
-        patched.update(_config_choosers(module))
-        options = {}
+    template = sys.modules[type(module.BINDING).__module__]
+    patched = {name: _Recorder(kernel, launches) for name, kernel in _own_kernels(template).items()}
     if not patched:
-        raise RuntimeError(f"{module.__name__} imports no @triton.jit template kernel")
-    saved = {name: getattr(owner, name) for name in patched}
+        raise RuntimeError(f"{template.__name__} defines no @triton.jit kernel")
+    saved = {name: getattr(template, name) for name in patched}
     try:
         for name, value in patched.items():
-            setattr(owner, name, value)
-        module.launch(*inputs, out=out, config=config, precision=precision, **options)
+            setattr(template, name, value)
+        module.launch(*inputs, out=out, config=config, precision=precision, interpret=False)
     finally:
         for name, value in saved.items():
-            setattr(owner, name, value)
+            setattr(template, name, value)
     if not launches:
         raise RuntimeError(f"{module.__name__}.launch launched no kernel")
     return launches

@@ -19,6 +19,7 @@ from kcomp.codegen.module import KernelSource, kernel_source
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import TORCH_DTYPES, is_static
+from kcomp.kernels import registry
 from kcomp.passes.fuse import weight_only_values
 from kcomp.runtime.kernel_cache import load_kernel
 
@@ -173,9 +174,9 @@ class Plan:
     def in_place_outputs(self, targets: dict[int, str]) -> dict[int, str]:
         """Of `targets` (graph output position -> the parameter whose buffer takes that new value),
         the outputs a kernel may write straight into the parameter's buffer, saving a copy per
-        weight and slot per training step: those computed by a kernel that reads the parameter,
-        if at all, at the element it writes (the optimizer's, a same-shape pointwise kernel, or a
-        reduction's epilogue: a running sum),
+        weight and slot per training step: those computed by a kernel whose template's record
+        allows it (it reads the parameter, if at all, at the element it writes: the optimizer's,
+        a same-shape pointwise kernel, a reduction's epilogue adding into a running sum),
         when nothing reads the parameter, or a view of it, after that kernel."""
         graph = self.graph
         param_values = {p.name: p for p in graph.params}
@@ -201,11 +202,9 @@ class Plan:
             step = self.steps[k]
             if step.kind != "kernel" or last_read.get(param.id, -1) > k:
                 continue
-            template = step.node.attrs["template"]
-            same_shape = {v.shape for v in step.node.outputs} == {param.shape}
+            in_place = registry.get(step.node.attrs["template"]).in_place  # the template's rule
             views = {vid for vid, r in root.items() if r == param.id}  # the parameter and its views
-            if template == "optimizer" or (template == "pointwise" and same_shape) or (
-                    template == "reduce" and same_shape and not _read_before_reduction(step.node, views)):
+            if in_place is not None and in_place(step.node, param, views):
                 safe[position] = name
         return safe
 
@@ -277,15 +276,6 @@ class Plan:
                             pool.release(buf)
         self.last_peak_bytes = pool.peak_bytes
         return [env[v.id] for v in self.graph.outputs]
-
-
-def _read_before_reduction(kernel: Node, ids: set[int]) -> bool:
-    """Whether a reduce kernel reads any of the values `ids` (a parameter and its views) as it
-    loads its input (at the input's indices), rather than only in its epilogue (at the output's
-    own indices, where writing that output in place is safe)."""
-    nodes = [n for n in kernel.attrs["body"].nodes if n.op != "constant"]
-    at = next(i for i, n in enumerate(nodes) if n.op in ("sum", "mean", "max"))
-    return any(v.id in ids for n in nodes[: at + 1] for v in n.inputs)
 
 
 def _alias(source: Value, view: Value, owners: dict, readers: dict) -> None:

@@ -33,6 +33,14 @@ def same_padding(size: int, window: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+def window_pads(input_size, window, strides, dilation, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)): the padding Keras puts around an image of input_size (H, W)
+    for this window; none for 'valid'."""
+    if padding != "same":
+        return (0, 0), (0, 0)
+    return tuple(same_padding(size, k, s, d) for size, k, s, d in zip(input_size, window, strides, dilation))
+
+
 def _spatial_out(x: TensorSpec, window, strides, dilation, padding, what) -> tuple[int, int]:
     h, w = x.shape[1], x.shape[2]
     if not (is_static(h) and is_static(w)):

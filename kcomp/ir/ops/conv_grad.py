@@ -12,17 +12,10 @@ from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
 from kcomp.ir.ops.conv import OPS as CONV_OPS
-from kcomp.ir.ops.conv import POOL_ATTRS, output_size, same_padding
+from kcomp.ir.ops.conv import POOL_ATTRS, output_size, window_pads
 from kcomp.ir.types import TensorSpec
 
 # ---------------------------------------------------------------- shared geometry
-
-
-def _pads(input_size, window, strides, dilation, padding):
-    """((top, bottom), (left, right)) padding of the forward op."""
-    if padding != "same":
-        return (0, 0), (0, 0)
-    return tuple(same_padding(size, k, s, d) for size, k, s, d in zip(input_size, window, strides, dilation))
 
 
 def _crop_to_input(padded_grad, input_size, pads):
@@ -81,7 +74,7 @@ def _conv2d_backprop_input(dy, kernel, input_size, strides, padding, dilation, g
     dx = F.conv_transpose2d(
         dy.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), stride=strides, dilation=dilation, groups=groups
     )
-    pads = _pads(input_size, (kh, kw), strides, dilation, padding)
+    pads = window_pads(input_size, (kh, kw), strides, dilation, padding)
     return _crop_to_input(dx, input_size, pads).permute(0, 2, 3, 1).contiguous()
 
 
@@ -105,7 +98,7 @@ def _conv2d_backprop_filter(x, dy, kernel_size, strides, padding, dilation, grou
     own convolution backward on the explicitly padded input (Keras's 'same' pads can differ
     between top and bottom, which torch's symmetric padding argument cannot say)."""
     kh, kw = kernel_size
-    (top, bottom), (left, right) = _pads(x.shape[1:3], kernel_size, strides, dilation, padding)
+    (top, bottom), (left, right) = window_pads(x.shape[1:3], kernel_size, strides, dilation, padding)
     xn = F.pad(x.permute(0, 3, 1, 2), (left, right, top, bottom))
     cout = dy.shape[3]
     dw = torch.nn.grad.conv2d_weight(
@@ -132,7 +125,7 @@ def _max_pool_grad_infer(inputs, pool_size, strides, padding):
 
 def _max_pool2d_grad(x, dy, pool_size, strides, padding):
     """Each window's gradient goes to its maximum (the first one in row-major order, as torch picks)."""
-    pads = _pads(x.shape[1:3], pool_size, strides, (1, 1), padding)
+    pads = window_pads(x.shape[1:3], pool_size, strides, (1, 1), padding)
     (top, bottom), (left, right) = pads
     padded = any((top, bottom, left, right))
     xn = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels-last strides): no copy
@@ -157,7 +150,7 @@ def _avg_pool_grad_infer(inputs, input_size, pool_size, strides, padding):
 
 def _avg_pool2d_grad(dy, input_size, pool_size, strides, padding):
     """Each window's gradient, divided by its count of real pixels, spread over the window."""
-    pads = _pads(input_size, pool_size, strides, (1, 1), padding)
+    pads = window_pads(input_size, pool_size, strides, (1, 1), padding)
     (top, bottom), (left, right) = pads
     padded_size = (input_size[0] + top + bottom, input_size[1] + left + right)
     window = pool_size[0] * pool_size[1]

@@ -2,7 +2,8 @@
 
 Its `body` is the subgraph of IR nodes it absorbed (a Graph whose inputs are
 the kernel's inputs), and `template` names the kernel template that computes
-it. The reference runs the body op by op, so a fused graph stays executable by
+it (a record in kcomp.kernels; the IR does not know the templates, and code generation refuses a
+name none has). The reference runs the body op by op, so a fused graph stays executable by
 the reference executor and every fused kernel can be checked against it.
 """
 
@@ -10,8 +11,6 @@ from kcomp.errors import ShapeError
 from kcomp.ir.graph import Graph
 from kcomp.ir.interpret import run_graph
 from kcomp.ir.opdef import OpDef, attr
-
-TEMPLATES = ("matmul", "conv2d", "pointwise", "softmax", "layer_norm", "reduce", "pool2d", "pool2d_grad", "conv2d_grad_filter", "conv2d_grad_input", "softmax_xent", "optimizer")
 
 
 def _kernel_infer(inputs, template, body):
@@ -33,7 +32,7 @@ OPS = [
         name="kernel",
         doc="One fused kernel: `body` (the absorbed IR nodes) computed by the template `template`.",
         num_inputs=(0, None),
-        attrs={"template": attr(str, choices=TEMPLATES), "body": attr(Graph)},
+        attrs={"template": attr(str), "body": attr(Graph)},
         infer=_kernel_infer,
         reference=_kernel_reference,
         traits={"fused"},

@@ -1,0 +1,80 @@
+"""Kernel templates are records (kernels/template.py), and everything reads them.
+
+A template's launch is a function of its module; a generated kernel module holds only the hooks
+its IR needs and a binding for that launch. These tests check the registry against the code
+generators, what a generated module contains, and the record's own checks.
+"""
+
+import ast
+from dataclasses import dataclass
+
+import pytest
+from aot_helpers import example_kernels
+
+from kcomp.codegen.module import GENERATORS, kernel_source
+from kcomp.errors import KcompError
+from kcomp.ir.graph import Graph, Node
+from kcomp.kernels import registry
+from kcomp.kernels.registry import TEMPLATES
+from kcomp.kernels.template import Binding, Template
+
+KERNELS = list(example_kernels(training=True))
+
+
+def test_every_template_has_a_generator_and_every_generator_a_template():
+    assert set(GENERATORS) == set(TEMPLATES)
+
+
+def test_every_example_kernel_is_a_known_template():
+    assert {node.attrs["template"] for *_, node in KERNELS} <= set(TEMPLATES)
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_a_record_names_its_own_module(template):
+    record = TEMPLATES[template]
+    assert record.module.startswith("kcomp.kernels.") and record.binding.__module__ == record.module
+
+
+@pytest.mark.parametrize("stem, model, index, node", KERNELS, ids=[f"{m}-kernel_{i}" for _, m, i, _ in KERNELS])
+def test_a_generated_module_holds_hooks_and_a_binding_only(stem, model, index, node):
+    """No launch logic in generated code: it defines @triton.jit hooks, names, the BINDING, and a
+    one-line `launch` handing the binding to its template's launch."""
+    source = kernel_source(node, index)
+    tree = ast.parse(source.text)
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    launch = [f for f in functions if f.name == "launch"]
+    assert len(launch) == 1 and len(launch[0].body) == 1 and isinstance(launch[0].body[0], ast.Return)
+    record = TEMPLATES[node.attrs["template"]]
+    call = launch[0].body[0].value
+    assert isinstance(call, ast.Call) and call.func.id == f"{record.name}_launch"
+    for f in functions:
+        if f is not launch[0]:
+            assert any(ast.unparse(d) == "triton.jit" for d in f.decorator_list), f"{f.name} is not a hook"
+    assert "BINDING" in {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    assert "_kernel[" not in source.text  # the template launches its kernel, not the generated module
+
+
+def test_an_unknown_template_is_refused_naming_the_known_ones():
+    with pytest.raises(KcompError, match=r"'fft'.*matmul"):
+        registry.get("fft")
+    body = Graph("b", (), (), (), ())
+    node = Node("kernel", (), (("body", body), ("template", "fft")), (), "x")
+    with pytest.raises(KcompError, match="fft"):
+        kernel_source(node, 0)
+
+
+def test_a_record_refuses_what_is_not_a_binding_or_a_function():
+    @dataclass(frozen=True, kw_only=True)
+    class Good(Binding):
+        x: int
+
+    def launch(*args):
+        return None
+
+    Template("t", launch, Good)
+    with pytest.raises(TypeError, match="subclass of Binding"):
+        Template("t", launch, dict)
+    with pytest.raises(TypeError, match="functions"):
+        Template("t", launch, Good, in_place="always")
+    with pytest.raises(TypeError, match="functions"):
+        Template("t", "launch", Good)
