@@ -46,7 +46,8 @@ class PointwiseBinding(Binding):
     body: object  # the generated @triton.jit BODY hook
     operands: tuple[Operand, ...]  # what BODY loads; at least one (a pointwise op reads a tensor)
     out_dtype: torch.dtype
-    static_shape: tuple | None  # the output's shape when no operand has it in full (else read at run time)
+    shape_from: int | None  # the input of the output's shape, read at run time (the batch varies)
+    static_shape: tuple | None  # the output's shape when no input has it (shape_from is None)
 
 
 @dataclass
@@ -59,8 +60,7 @@ def launch(binding: PointwiseBinding, inputs, out=None, config=None, precision="
     # check: every operand lines up with the output (full, last-axis vector or scalar).
     tensors = list(inputs)
     contiguous_operands(tensors, binding.operands)
-    full = next((o for o in binding.operands if o.kind == "full"), None)
-    shape = tuple(tensors[full.input_index].shape) if full is not None else binding.static_shape
+    shape = tuple(tensors[binding.shape_from].shape) if binding.shape_from is not None else binding.static_shape
     # allocate
     if out is None:
         out = torch.empty(shape, device=tensors[binding.operands[0].input_index].device, dtype=binding.out_dtype)

@@ -7,12 +7,13 @@ from kcomp.codegen.generated import GeneratedKernel
 def generate(body) -> GeneratedKernel:
     hook, operands = generate_body(body, list(body.nodes), None, name="body")
     out = body.outputs[0]
-    full = any(o.kind == "full" for o in operands)  # else the shape is static (the batch may vary)
+    full = next((o.input_index for o in operands if o.kind == "full"), None)  # None: the shape is static
     return GeneratedKernel(hook, {
         "body": "body",
         "operands": repr(tuple(operands)),
         "out_dtype": f"torch.{out.dtype}",
-        "static_shape": "None" if full else repr(tuple(body.outputs[0].shape)),
+        "shape_from": repr(full),
+        "static_shape": repr(tuple(out.shape)) if full is None else "None",
     })
 
 
