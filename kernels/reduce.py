@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.ops.kernel import kernel_parts
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import Operand, contiguous_operands, flat_operand_args
 from kcomp.kernels.template import Binding, Call, Template
@@ -150,22 +151,14 @@ def run(call: ReduceCall, config: dict, args: list, epilogue_args: list):
     )
 
 
-def split_body(body) -> tuple[list, object, list]:
-    """A reduce body's nodes, constants left out, as (before, reduction, after): the elementwise
-    ops computing the reduction's input as it loads, the reduction, the ops on its results."""
-    nodes = [n for n in body.nodes if n.op != "constant"]
-    at = next(i for i, n in enumerate(nodes) if n.op in REDUCTIONS)
-    return nodes[:at], nodes[at], nodes[at + 1:]
-
-
 def _in_place(node, param, views) -> bool:
     """The output may go into param's buffer when it has param's shape and the kernel reads param
     or a view of it (`views`: their ids) only in its epilogue (at the output's own indices, where
     writing that output in place is safe), never as it loads its input (at the input's indices)."""
     if not all(v.shape == param.shape for v in node.outputs):
         return False
-    before, reduction, _ = split_body(node.attrs["body"])
-    return not any(v.id in views for n in (*before, reduction) for v in n.inputs)
+    parts = kernel_parts(node)
+    return not any(v.id in views for n in (*parts.prologue, parts.anchor) for v in n.inputs)
 
 
 TEMPLATES = (Template("reduce", launch, ReduceBinding, in_place=_in_place),)

@@ -517,7 +517,7 @@ def test_kernel_runs_its_body(rng):
     x, bias = b.input((None, 5), "float64", ""), b.input((5,), "float64", "")
     body = b.finish([b.emit1("tanh", [b.emit1("add", [x, bias])])])
     xs, bs = rng.normal(size=(3, 5)), rng.normal(size=5)
-    check(ref("kernel", xs, bs, template="pointwise", body=body), np.tanh(xs + bs))
+    check(ref("kernel", xs, bs, template="pointwise", body=body, roles=("anchor", "epilogue")), np.tanh(xs + bs))
 
 
 def test_every_op_has_a_reference_test():

@@ -41,7 +41,7 @@ def _kernel_body():
 # (op, inputs, attrs): valid uses of every op, built with a symbolic batch.
 EXAMPLES = [
     ("rsqrt", [X(None, 5, 7)], {}),
-    ("kernel", [X(None, 5, 7), W(7)], {"template": "pointwise", "body": _kernel_body()}),
+    ("kernel", [X(None, 5, 7), W(7)], {"template": "pointwise", "body": _kernel_body(), "roles": ("anchor", "epilogue")}),
     *[(op, [X(None, 5, 7), W(7)], {}) for op in BINARY],
     *[(op, [X(None, 1, 7), X(None, 5, 1)], {}) for op in BINARY],
     *[(op, [X(None, 5, 7), W(5, 1)], {}) for op in BINARY],

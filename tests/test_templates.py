@@ -58,7 +58,7 @@ def test_an_unknown_template_is_refused_naming_the_known_ones():
     with pytest.raises(KcompError, match=r"'fft'.*matmul"):
         registry.get("fft")
     body = Graph("b", (), (), (), ())
-    node = Node("kernel", (), (("body", body), ("template", "fft")), (), "x")
+    node = Node("kernel", (), (("body", body), ("roles", ()), ("template", "fft")), (), "x")
     with pytest.raises(KcompError, match="fft"):
         kernel_source(node, 0)
 
@@ -78,3 +78,16 @@ def test_a_record_refuses_what_is_not_a_binding_or_a_function():
         Template("t", launch, Good, in_place="always")
     with pytest.raises(TypeError, match="functions"):
         Template("t", "launch", Good)
+
+
+def test_a_kernel_node_gives_each_body_node_one_role():
+    from kcomp.ir.registry import OPS
+
+    node = next(n for *_, n in KERNELS if len(n.attrs["body"].nodes) >= 2 and "epilogue" in n.attrs["roles"])
+    body, roles, infer = node.attrs["body"], node.attrs["roles"], OPS["kernel"].infer
+    specs = [v.spec for v in node.inputs]
+    assert infer(specs, template=node.attrs["template"], body=body, roles=roles) == [v.spec for v in body.outputs]
+    two_anchors = tuple("anchor" for _ in roles)
+    for bad in (roles[:-1], two_anchors, roles[:-1] + ("middle",)):
+        with pytest.raises(KcompError, match="roles"):
+            infer(specs, template=node.attrs["template"], body=body, roles=bad)

@@ -8,17 +8,17 @@ are read from the tensors at run time (the batch varies).
 
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 
 POOLS = {"max_pool2d": "max", "avg_pool2d": "avg"}
 
 
-def generate(body) -> GeneratedKernel:
-    nodes = [n for n in body.nodes if n.op != "constant"]
-    constants = [n for n in body.nodes if n.op == "constant"]
-    conv = nodes[0]
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body, conv, constants = kernel.body, kernel.anchor, list(kernel.constants)
     assert conv.op == "conv2d" and conv.attrs["groups"] == 1
-    pool = nodes[-1] if nodes[-1].op in POOLS else None
-    chain = nodes[1:-1] if pool is not None else nodes[1:]
+    # The epilogue: the elementwise chain, then the pool when one was absorbed.
+    pool = kernel.epilogue[-1] if kernel.epilogue and kernel.epilogue[-1].op in POOLS else None
+    chain = list(kernel.epilogue[:-1] if pool is not None else kernel.epilogue)
     if pool is not None:
         assert pool.attrs["padding"] == "valid", "the conv2d template absorbs only 'valid' pools"
         kind, size, strides = POOLS[pool.op], pool.attrs["pool_size"], pool.attrs["strides"]

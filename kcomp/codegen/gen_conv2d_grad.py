@@ -13,6 +13,7 @@ gradient's (H, W), which is the node's input_size.
 from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 from kcomp.passes.fuse import chain_input
 
 
@@ -23,12 +24,10 @@ def _geometry(conv) -> dict[str, str]:
     return {"strides": repr(strides), "dilation": repr(dilation), "padding": repr(conv.attrs["padding"])}
 
 
-def generate_filter(body) -> GeneratedKernel:
-    constants = [n for n in body.nodes if n.op == "constant"]
-    nodes = [n for n in body.nodes if n.op != "constant"]
-    conv = next(n for n in nodes if n.op == "conv2d_backprop_filter")
-    column_sum = next((n for n in nodes if n.op == "sum"), None)  # dY's sums: the bias gradient
-    prologue_nodes = [n for n in nodes if n is not conv and n is not column_sum]
+def generate_filter(kernel: KernelParts) -> GeneratedKernel:
+    body, conv, constants, prologue_nodes = kernel.body, kernel.anchor, list(kernel.constants), list(kernel.prologue)
+    assert conv.op == "conv2d_backprop_filter"
+    column_sum = kernel.extra[0] if kernel.extra else None  # dY's sums: the bias gradient
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     # dY as loaded: what the prologue chain starts from, or the node's own input.
     dy_value = chain_input(prologue_nodes) if prologue_nodes else conv.inputs[1]
@@ -46,9 +45,9 @@ def generate_filter(body) -> GeneratedKernel:
     })
 
 
-def generate_input(body) -> GeneratedKernel:
-    (conv,) = [n for n in body.nodes if n.op != "constant"]
-    assert conv.op == "conv2d_backprop_input"
+def generate_input(kernel: KernelParts) -> GeneratedKernel:
+    body, conv = kernel.body, kernel.anchor
+    assert conv.op == "conv2d_backprop_input" and not (kernel.prologue or kernel.epilogue or kernel.extra)
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     dy, w = (index_of[v.id] for v in conv.inputs)
     hooks = "# conv2d_grad_input: no fused expression; the geometry is in the binding below.\n"

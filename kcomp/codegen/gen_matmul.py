@@ -3,22 +3,20 @@
 from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 from kcomp.passes.fuse import chain_input
 
 
-def generate(body) -> GeneratedKernel:
-    nodes = [n for n in body.nodes if n.op != "constant"]
-    column_sum = next((n for n in nodes if n.op == "sum"), None)  # B's column sums: a second output
-    nodes = [n for n in nodes if n is not column_sum]
-    at = next(i for i, n in enumerate(nodes) if n.op == "matmul")
-    anchor, prologue_nodes = nodes[at], nodes[:at]
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body, anchor, prologue_nodes, epilogue_nodes = kernel.body, kernel.anchor, list(kernel.prologue), list(kernel.epilogue)
+    column_sum = kernel.extra[0] if kernel.extra else None  # B's column sums: a second output
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     # A is what the prologue chain starts from (the anchor's own input when there is no prologue).
     a_value = chain_input(prologue_nodes) if prologue_nodes else anchor.inputs[0]
     a, b = index_of[a_value.id], index_of[anchor.inputs[1].id]
-    constants = [n for n in body.nodes if n.op == "constant"]
+    constants = list(kernel.constants)
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, a_value, "prologue", PROLOGUE_PARAMS)
-    expression, operands = generate_epilogue(body, constants + nodes[at + 1 :], anchor.outputs[0])
+    expression, operands = generate_epilogue(body, constants + epilogue_nodes, anchor.outputs[0])
     return GeneratedKernel(prologue + "\n\n" + expression, {
         "a": str(a),
         "b": str(b),
@@ -29,7 +27,7 @@ def generate(body) -> GeneratedKernel:
         "operands": repr(tuple(operands)),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
         "column_sums_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
-        "whole_rows": str(nodes[-1].op in ("softmax", "log_softmax")),
+        "whole_rows": str(bool(epilogue_nodes) and epilogue_nodes[-1].op in ("softmax", "log_softmax")),
     })
 
 

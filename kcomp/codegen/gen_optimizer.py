@@ -16,11 +16,12 @@ binding's `scalars`) and its flags as constexprs.
 import math
 
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record
 
 
-def generate(body) -> GeneratedKernel:
-    (node,) = [n for n in body.nodes if n.op != "constant"]
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body, node = kernel.body, kernel.anchor
     assert node.op == "optimizer_update", node.op
     a = node.attrs
     n, algorithm = a["count"], a["algorithm"]

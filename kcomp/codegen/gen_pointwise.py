@@ -2,9 +2,11 @@
 
 from kcomp.codegen.epilogue import generate as generate_body
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 
 
-def generate(body) -> GeneratedKernel:
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body = kernel.body
     hook, operands = generate_body(body, list(body.nodes), None, name="body")
     out = body.outputs[0]
     full = next((o.input_index for o in operands if o.kind == "full"), None)  # None: the shape is static

@@ -6,12 +6,13 @@ template's window is set by constexpr arguments.
 """
 
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 
 POOLS = {"max_pool2d": "max", "avg_pool2d": "avg"}
 
 
-def generate(body) -> GeneratedKernel:
-    (pool,) = [n for n in body.nodes if n.op != "constant"]
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body, pool = kernel.body, kernel.anchor
     return GeneratedKernel("# pool2d: no hook; the window is constexpr in the template.\n", {
         "pool": repr(POOLS[pool.op]),
         "pool_size": repr(tuple(pool.attrs["pool_size"])),

@@ -10,13 +10,13 @@ gradient mask dx * greater(h, 0)) is the epilogue, applied before the store.
 
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 
 POOLS = {"max_pool2d_grad": "max", "avg_pool2d_grad": "avg"}
 
 
-def generate(body) -> GeneratedKernel:
-    pool, *chain = [n for n in body.nodes if n.op != "constant"]
-    constants = [n for n in body.nodes if n.op == "constant"]
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body, pool, chain, constants = kernel.body, kernel.anchor, list(kernel.epilogue), list(kernel.constants)
     kind = POOLS[pool.op]
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     reads = [index_of[v.id] for v in pool.inputs]

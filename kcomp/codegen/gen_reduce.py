@@ -11,7 +11,7 @@ carries the axes, keepdims and each hook's operands to the template's launch.
 from kcomp.codegen.epilogue import generate as generate_body
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.kernels.operands import Operand
-from kcomp.kernels.reduce import split_body
+from kcomp.ir.ops.kernel import KernelParts
 
 
 def reduced_axes(axes, rank: int) -> list[int]:
@@ -27,9 +27,9 @@ def body(offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7):
 """
 
 
-def generate(body) -> GeneratedKernel:
-    chain, node, after = split_body(body)
-    constants = [n for n in body.nodes if n.op == "constant"]
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body, node, constants = kernel.body, kernel.anchor, list(kernel.constants)
+    chain, after = list(kernel.prologue), list(kernel.epilogue)
     axes = reduced_axes(node.attrs["axes"], node.inputs[0].rank)
     if axes and axes != list(range(axes[0], axes[-1] + 1)):
         raise ValueError(f"reduce template: axes {tuple(axes)} are not consecutive")

@@ -4,20 +4,21 @@ A row kernel's module holds only its binding: the op's attributes and the output
 """
 
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 
 NO_HOOK = "# {name}: no generated hook; the binding's flags are constexpr in the template.\n"
 
 
-def generate_softmax(body) -> GeneratedKernel:
-    node = body.nodes[0]
+def generate_softmax(kernel: KernelParts) -> GeneratedKernel:
+    body, node = kernel.body, kernel.anchor
     return GeneratedKernel(NO_HOOK.format(name=node.op), {
         "log": repr(node.op == "log_softmax"),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
     })
 
 
-def generate_layer_norm(body) -> GeneratedKernel:
-    a = body.nodes[0].attrs
+def generate_layer_norm(kernel: KernelParts) -> GeneratedKernel:
+    body, a = kernel.body, kernel.anchor.attrs
     return GeneratedKernel(NO_HOOK.format(name="layer_norm"), {
         "epsilon": repr(float(a["epsilon"])),
         "scale": repr(bool(a["scale"])),

@@ -8,12 +8,14 @@ ids are constexpr flags; there is no fused expression, only a binding.
 """
 
 from kcomp.codegen.generated import GeneratedKernel
+from kcomp.ir.ops.kernel import KernelParts
 from kcomp.ir.types import FLOAT_DTYPES
 
 ROLES = {"softmax_cross_entropy": "loss", "softmax_cross_entropy_grad": "dlogits", "correct": "correct"}
 
 
-def generate(body) -> GeneratedKernel:
+def generate(kernel: KernelParts) -> GeneratedKernel:
+    body = kernel.body  # the loss or its gradient (the anchor), and what else reads the same rows
     by_op = {n.op: n for n in body.nodes}
     loss_node = by_op.get("softmax_cross_entropy")
     grad_node = by_op.get("softmax_cross_entropy_grad")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import kcomp.codegen as _codegen
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.graph import Node
+from kcomp.ir.ops.kernel import kernel_parts
 from kcomp.ir.printer import print_graph
 from kcomp.kernels import registry
 from kcomp.kernels.template import Template
@@ -36,7 +37,7 @@ def _collect_generators() -> dict:
     return found
 
 
-GENERATORS = _collect_generators()  # template name -> generate(body) -> GeneratedKernel
+GENERATORS = _collect_generators()  # template name -> generate(KernelParts) -> GeneratedKernel
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def kernel_source(node: Node, index: int) -> KernelSource:
     body = node.attrs["body"]
     name = f"kernel_{index}"
     absorbed = describe(node)
-    generated = GENERATORS[record.name](body)
+    generated = GENERATORS[record.name](kernel_parts(node))
     kernel_id = f"{record.name}-{hashlib.sha256(print_graph(body).encode()).hexdigest()[:12]}"
     header = (
         f'"""{name}: {absorbed}.\n\n'

@@ -242,26 +242,40 @@ class _Fuser:
         axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))
         return bool(axes) and axes == list(range(axes[0], axes[-1] + 1))
 
-    def anchor(self, node: Node) -> tuple[str, list[Node]] | None:
+    def anchor(self, node: Node) -> tuple[str, list[Node], tuple[str, ...]] | None:
+        """(template, group, roles) of the kernel built around `node`, or None.
+
+        roles: each group node's part of the template (kcomp.ir.ops.kernel.ROLES), which codegen
+        reads; `_roles` names the anchor and the prologue and extra nodes, the rest is epilogue.
+        """
+        found = self._group(node)
+        if found is None:
+            return None
+        template, group, anchor, prologue, extra = (*found, (), ())[:5]
+        return template, group, _roles(group, anchor, prologue, extra)
+
+    def _group(self, node: Node) -> tuple | None:
+        """(template, group, anchor[, prologue nodes[, extra nodes]]) of the kernel built around `node`."""
         op, x = node.op, node.inputs[0] if node.inputs else None
         if node.outputs[0].id in self.weight_only:
             return None
         if op == "optimizer_update":
             # Every parameter in one multi-tensor launch: float32 tensors, each passed in (no literals).
             fits = node.attrs["count"] > 0 and all(v.dtype == "float32" and not self.is_constant(v) for v in node.inputs)
-            return ("optimizer", [node]) if fits else None
+            return ("optimizer", [node], node) if fits else None
         if op == "matmul":
             group = self.matmul_group(node)
-            return ("matmul", group) if group else None
+            column_sum = self.column_sums.get(id(node))
+            return ("matmul", group, node, self.prologues.get(id(node), ()), (column_sum,) if column_sum else ()) if group else None
         if op == "conv2d":
             group = self.conv_group(node)
-            return ("conv2d", group) if group else None
+            return ("conv2d", group, node) if group else None
         last = x.shape[-1] if x is not None and x.rank else None
         row_fits = last is not None and is_static(last) and last <= MAX_ROW
         if op in ("softmax", "log_softmax") and node.attrs["axis"] % x.rank == x.rank - 1 and row_fits:
-            return "softmax", [node]
+            return "softmax", [node], node
         if op == "layer_norm" and tuple(a % x.rank for a in node.attrs["axes"]) == (x.rank - 1,) and row_fits:
-            return "layer_norm", [node]
+            return "layer_norm", [node], node
         # -- conv2d backward: conv2d_grad_input / conv2d_grad_filter (kernels/conv2d_grad.py) --
         # The filter gradient also takes the bias gradient sum(dy, axes (0, 1, 2)) as a second
         # output, summed from the dy tiles it loads; the pair is found from whichever comes first.
@@ -269,7 +283,7 @@ class _Fuser:
             if op != "sum" and node.attrs["groups"] != 1:
                 return None
             if op == "conv2d_backprop_input":
-                return "conv2d_grad_input", [node]
+                return "conv2d_grad_input", [node], node
             dy = node.inputs[1] if op == "conv2d_backprop_filter" else x
 
             def bias_sum(u: Node) -> bool:  # sum over (N, OH, OW) of an NHWC gradient
@@ -278,33 +292,36 @@ class _Fuser:
 
             free = [u for u in self.users.get(dy.id, []) if id(u) not in self.taken and u is not node]
             if op == "conv2d_backprop_filter":
-                return "conv2d_grad_filter", [node, *[u for u in free if bias_sum(u)][:1]]
+                bias_grad = [u for u in free if bias_sum(u)][:1]
+                return "conv2d_grad_filter", [node, *bias_grad], node, (), bias_grad
             wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and u.attrs["groups"] == 1]
             if wgrads and bias_sum(node):
-                return "conv2d_grad_filter", [wgrads[0], node]
+                return "conv2d_grad_filter", [wgrads[0], node], wgrads[0], (), [node]
         # -- end of conv2d backward --
         if self.reduce_axes_fit(node):
             # The elementwise ops after it are its epilogue (a mean scaled and added into a running sum).
-            group = [*self.prologues.get(id(node), []), node]
+            prologue = self.prologues.get(id(node), [])
+            group = [*prologue, node]
             self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
-            return "reduce", group
+            return "reduce", group, node, prologue
         if op in ("max_pool2d", "avg_pool2d"):
-            return "pool2d", [node]
+            return "pool2d", [node], node
         if op in ("softmax_cross_entropy", "softmax_cross_entropy_grad") and row_fits:
-            return "softmax_xent", self.xent_group(node)
+            group = self.xent_group(node)  # the loss or its gradient, then what reads the same rows
+            return "softmax_xent", group, node, (), group[1:]
         if op in ("max_pool2d_grad", "avg_pool2d_grad") and all(_is_float(v) for v in node.inputs):
             # A gather over the windows covering each pixel: no atomics. The elementwise chain
             # after it (relu's gradient mask) is its epilogue, so dz is written once.
             group = [node]
             self.absorb_chain(group, MAX_EPILOGUE_OPERANDS)
-            return "pool2d_grad", group
+            return "pool2d_grad", group, node
         if self.is_pointwise(node) and all(operand_kind(v, node.outputs[0]) for v in node.inputs):
             group = [node]
             first_loads = {v.id for v in node.inputs if not self.is_constant(v)}
             if len(first_loads) > MAX_POINTWISE_OPERANDS:
                 return None
             self.absorb_chain(group, MAX_POINTWISE_OPERANDS, first_loads, widen=True)
-            return "pointwise", group
+            return "pointwise", group, node
         return None
 
     def run(self) -> Graph:
@@ -339,14 +356,14 @@ class _Fuser:
             found = self.anchor(node)
             if found is None:
                 continue
-            template, group = found
+            template, group, roles = found
             taken.update(id(n) for n in group)
-            groups[index[id(group[-1])]] = (template, group)
+            groups[index[id(group[-1])]] = (template, group, roles)
         nodes = []
         for i, node in enumerate(self.graph.nodes):
             if i in groups:
-                template, group = groups[i]
-                nodes.append(kernel_node(template, group, self.producers, self.exported(group)))
+                template, group, roles = groups[i]
+                nodes.append(kernel_node(template, group, roles, self.producers, self.exported(group)))
             elif id(node) not in taken:
                 nodes.append(node)
         g = self.graph
@@ -382,8 +399,17 @@ def chain_input(chain: list[Node]) -> Value:
     return next((x for x in first.inputs if x.shape == out.shape), first.inputs[0])
 
 
-def kernel_node(template: str, group: list[Node], producers: dict[int, Node], outputs: list[Value] | None = None) -> Node:
-    """One kernel node computing `group`; its outputs are `outputs` (by default the group's last value).
+def _roles(group: list[Node], anchor: Node, prologue=(), extra=()) -> tuple[str, ...]:
+    """Each group node's role: the anchor, its prologue and extra nodes as given, the rest epilogue."""
+    pro, more = {id(n) for n in prologue}, {id(n) for n in extra}
+    return tuple("anchor" if n is anchor else "prologue" if id(n) in pro else "extra" if id(n) in more else "epilogue"
+                 for n in group)
+
+
+def kernel_node(template: str, group: list[Node], roles: tuple[str, ...], producers: dict[int, Node],
+                outputs: list[Value] | None = None) -> Node:
+    """One kernel node computing `group` (`roles`: each node's part of the template); its outputs
+    are `outputs` (by default the group's last value).
 
     Scalar constants the group reads are copied into the body (they become
     literals in the generated code) instead of being passed in.
@@ -402,10 +428,11 @@ def kernel_node(template: str, group: list[Node], producers: dict[int, Node], ou
             else:
                 inputs.append(v)
     group = constants + group
+    roles = ("constant",) * len(constants) + tuple(roles)
     outs = tuple(outputs) if outputs else (group[-1].outputs[0],)
     origins = list(dict.fromkeys(n.origin for n in group if n.origin))
     body = Graph(f"{template}_body", tuple(inputs), (), tuple(group), outs)
-    return Node("kernel", tuple(inputs), (("body", body), ("template", template)), outs, "+".join(origins))
+    return Node("kernel", tuple(inputs), (("body", body), ("roles", roles), ("template", template)), outs, "+".join(origins))
 
 
 def fuse(graph: Graph) -> Graph:
