@@ -40,9 +40,10 @@ import triton
 import triton.language as tl
 
 from kcomp.ir.ops.conv import output_size, window_pads
+from kcomp.ir.types import is_static
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, operand_kind, tile_operand_args
+from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import grouped_tile
 
 
@@ -275,4 +276,46 @@ def run(call: Conv2DCall, config: dict, precision: str):
     )
 
 
-TEMPLATES = (Template("conv2d", launch, Conv2DBinding, tensor_cores=True),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+POOLS = ("max_pool2d", "avg_pool2d")
+
+
+def _takes_epilogue(node) -> bool:
+    return node.op == "conv2d" and node.attrs["groups"] == 1
+
+
+def _windows_cover(pool, v) -> bool:
+    """Whether a 'valid' pool's windows cover every pixel of its NHWC input v."""
+    if pool.attrs["padding"] != "valid" or v.rank != 4 or not all(is_static(d) for d in v.shape[1:3]):
+        return False
+    return all(
+        stride <= size and (extent - size) % stride == 0
+        for extent, size, stride in zip(v.shape[1:3], pool.attrs["pool_size"], pool.attrs["strides"])
+    )
+
+
+def _group(fusion, node):
+    """The conv, the elementwise chain after it, and a following 'valid' pool (the pre-pool
+    activation then never reaches memory)."""
+    if not _takes_epilogue(node):
+        return None
+    nodes = [node]
+    v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
+    chain = {n.outputs[0].id for n in nodes}
+    reads_full = any(
+        operand_kind(x, n.outputs[0]) == "full" for n in nodes[1:] for x in n.inputs if x.id not in chain
+    )
+    pool = fusion.sole_user(v)
+    if pool is None:
+        # Read by others too (a training step's pool and activation gradients): the kernel
+        # can still pool, storing the pre-pool activation as a second output, when the
+        # windows cover every pixel of it.
+        pools = [u for u in fusion.users_of(v) if u.op in POOLS and fusion.is_free(u)]
+        pool = pools[0] if len(pools) == 1 and _windows_cover(pools[0], v) else None
+    if pool is not None and pool.op in POOLS and pool.attrs["padding"] == "valid" and not reads_full:
+        nodes.append(pool)
+    return Group(node, epilogue=nodes[1:])
+
+
+TEMPLATES = (Template("conv2d", launch, Conv2DBinding, tensor_cores=True, group=_group, priority=20,
+                      takes_epilogue=_takes_epilogue),)

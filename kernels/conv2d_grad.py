@@ -49,7 +49,8 @@ from kcomp.ir.ops.conv import output_size
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.conv2d import pads_before
 from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import grouped_tile
 
 
@@ -354,7 +355,42 @@ def run_input(call: Conv2dGradInputCall, config: dict, precision: str):
     )
 
 
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def _float_inputs(node) -> bool:
+    return all(v.dtype in FLOAT_DTYPES for v in node.inputs)
+
+
+def _input_group(fusion, node):
+    if node.op == "conv2d_backprop_input" and node.attrs["groups"] == 1 and _float_inputs(node):
+        return Group(node)
+    return None
+
+
+def _is_bias_sum(u, dy) -> bool:
+    """A sum over (N, OH, OW) of an NHWC gradient dy: the conv's bias gradient."""
+    axes = u.attrs["axes"]
+    return u.op == "sum" and dy.rank == 4 and not u.attrs["keepdims"] and axes is not None and sorted(a % 4 for a in axes) == [0, 1, 2]
+
+
+def _filter_group(fusion, node):
+    """The filter gradient with the bias gradient sum(dy, axes (0, 1, 2)) as a second output,
+    summed from the dy tiles it loads; the pair is found from whichever comes first."""
+    if node.op not in ("conv2d_backprop_filter", "sum") or not _float_inputs(node):
+        return None
+    if node.op == "conv2d_backprop_filter":
+        if node.attrs["groups"] != 1:
+            return None
+        dy = node.inputs[1]
+        free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
+        return Group(node, extra=[u for u in free if _is_bias_sum(u, dy)][:1])
+    dy = node.inputs[0]
+    free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
+    wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and u.attrs["groups"] == 1]
+    return Group(wgrads[0], extra=[node]) if wgrads and _is_bias_sum(node, dy) else None
+
+
 TEMPLATES = (
-    Template("conv2d_grad_filter", launch_filter, Conv2dGradFilterBinding, tensor_cores=True),
-    Template("conv2d_grad_input", launch_input, Conv2dGradInputBinding, tensor_cores=True),
+    # Before reduce (50): a sum that is a conv's bias gradient is computed with the filter gradient.
+    Template("conv2d_grad_filter", launch_filter, Conv2dGradFilterBinding, tensor_cores=True, group=_filter_group, priority=41),
+    Template("conv2d_grad_input", launch_input, Conv2dGradInputBinding, tensor_cores=True, group=_input_group, priority=40),
 )

@@ -28,8 +28,9 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.ir.types import FLOAT_DTYPES, is_static
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import grouped_tile
 
 
@@ -180,4 +181,53 @@ def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
     )
 
 
-TEMPLATES = (Template("matmul", launch, MatmulBinding, tensor_cores=True),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+PROLOGUE_OPERANDS = 2  # operands the prologue may read (P0, P1)
+MAX_SOFTMAX_ROW = 256  # widest Dense output whose softmax the epilogue computes (a whole row in one tile)
+
+
+def is_dense(node) -> bool:
+    """A matmul with a rank-2 B and a float A (a Dense): the template's anchor."""
+    return node.op == "matmul" and node.inputs[1].rank == 2 and node.inputs[0].dtype in FLOAT_DTYPES
+
+
+def _claim_prologue(fusion, node):
+    """Elementwise ops that produced a Dense's input belong to its kernel, not to a pointwise one."""
+    return fusion.prologue_chain(node, PROLOGUE_OPERANDS) if is_dense(node) else None
+
+
+def _claim_column_sum(fusion, node):
+    """A sum over axis 0 of this Dense's B (K, N), when there is one.
+
+    In a training step, B of the weight gradient dW = h^T @ dz is dz, and the
+    bias gradient is sum(dz, axis 0): the matmul loads every tile of dz anyway, so
+    its kernel also writes the column sums and the bias gradient needs no launch.
+    """
+    if not is_dense(node) or node.outputs[0].id in fusion.weight_only:
+        return None
+    b = node.inputs[1]
+    for user in fusion.users_of(b):
+        if user.op == "sum" and fusion.is_free(user) and not user.attrs["keepdims"] and b.dtype in FLOAT_DTYPES:
+            axes = user.attrs["axes"]
+            if axes is not None and tuple(a % 2 for a in axes) == (0,):
+                return user
+    return None
+
+
+def _group(fusion, node):
+    if not is_dense(node):
+        return None
+    prologue = fusion.claimed_prologue(node)
+    nodes = [*prologue, node]
+    v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
+    row = fusion.sole_user(v)
+    if row is not None and row.op in ("softmax", "log_softmax") and fusion.is_free(row):
+        # Dense(activation="softmax"): a row normalized in the epilogue when it fits one tile.
+        n = v.shape[-1]
+        if row.attrs["axis"] % v.rank == v.rank - 1 and is_static(n) and n <= MAX_SOFTMAX_ROW:
+            nodes.append(row)
+    return Group(node, prologue, nodes[len(prologue) + 1:], fusion.claimed_outputs(node))
+
+
+TEMPLATES = (Template("matmul", launch, MatmulBinding, tensor_cores=True, group=_group, priority=10,
+                      claim_prologue=_claim_prologue, claim_output=_claim_column_sum, takes_epilogue=is_dense),)

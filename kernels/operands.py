@@ -13,6 +13,9 @@ Unused slots get a tensor the kernel never reads through them (its output) and s
 
 from dataclasses import dataclass
 
+EPILOGUE_OPERANDS = 4  # operands an epilogue may read (E0..E3): matmul, conv2d, reduce, pool2d_grad
+FLAT_OPERANDS = 8  # tensors a flat body may read (X0..X7): pointwise, a reduction's input
+
 
 @dataclass(frozen=True)
 class Operand:
@@ -38,3 +41,24 @@ def tile_operand_args(inputs, operands, count: int, unused) -> list:
 def flat_operand_args(inputs, operands, count: int, unused) -> list:
     """X0..X<count-1>: each operand's tensor, `unused` for the rest."""
     return [inputs[o.input_index] for o in operands] + [unused] * (count - len(operands))
+
+
+def operand_kind(operand, out) -> str | None:
+    """How an operand (an IR value) lines up with the output `out`: "scalar", "col" (a last-axis
+    vector), "full", or None (no template can load it at the output's indices)."""
+    if operand.shape == () or all(d == 1 for d in operand.shape):
+        return "scalar"
+    if operand.shape == out.shape:
+        return "full"
+    lead, last = operand.shape[:-1], operand.shape[-1:]
+    if last == out.shape[-1:] and all(d == 1 for d in lead) and len(operand.shape) <= len(out.shape):
+        return "col"
+    return None
+
+
+def chain_input(chain):
+    """The value a chain of elementwise nodes starts from: the first node's input of the
+    chain's shape (the others are operands: scalars, vectors, other tensors)."""
+    first = chain[0]
+    out = first.outputs[0]
+    return next((x for x in first.inputs if x.shape == out.shape), first.inputs[0])

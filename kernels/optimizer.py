@@ -49,7 +49,7 @@ from kcomp import capture
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record, triton_lib
 from kcomp.ir.optim.record import jitted
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 _load = jitted(triton_lib.load)
 _store = jitted(triton_lib.store)
@@ -242,4 +242,13 @@ def _in_place(node, param, views) -> bool:
     return True
 
 
-TEMPLATES = (Template("optimizer", launch, OptimizerBinding, in_place=_in_place),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def _group(fusion, node):
+    """Every parameter in one multi-tensor launch: float32 tensors, each passed in (no literals)."""
+    if node.op == "optimizer_update" and node.attrs["count"] > 0 and all(
+            v.dtype == "float32" and not fusion.is_constant(v) for v in node.inputs):
+        return Group(node)
+    return None
+
+
+TEMPLATES = (Template("optimizer", launch, OptimizerBinding, in_place=_in_place, group=_group, priority=0),)

@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import Operand, contiguous_operands, flat_operand_args
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.kernels.operands import FLAT_OPERANDS, Operand, contiguous_operands, flat_operand_args, operand_kind
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 
 @triton.jit
@@ -82,4 +82,18 @@ def _in_place(node, param, views) -> bool:
     return all(v.shape == param.shape for v in node.outputs)
 
 
-TEMPLATES = (Template("pointwise", launch, PointwiseBinding, in_place=_in_place),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def _group(fusion, node):
+    """Elementwise ops with a lowering, chained while the body's loads fit X0..X7; asked last,
+    after every template that takes elementwise ops into its own prologue or epilogue."""
+    if not fusion.is_pointwise(node) or not all(operand_kind(v, node.outputs[0]) for v in node.inputs):
+        return None
+    first_loads = {v.id for v in node.inputs if not fusion.is_constant(v)}
+    if len(first_loads) > FLAT_OPERANDS:
+        return None
+    nodes = [node]
+    fusion.absorb_chain(nodes, FLAT_OPERANDS, first_loads, widen=True)
+    return Group(node, epilogue=nodes[1:])
+
+
+TEMPLATES = (Template("pointwise", launch, PointwiseBinding, in_place=_in_place, group=_group, priority=100),)

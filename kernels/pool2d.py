@@ -22,7 +22,7 @@ import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.conv2d import sliding_window
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 
 @triton.jit
@@ -145,4 +145,10 @@ def run(call: Pool2DCall, config: dict):
     )
 
 
-TEMPLATES = (Template("pool2d", launch, Pool2DBinding),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def _group(fusion, node):
+    """A pool no conv absorbed ('same' padding, or after something other than a conv)."""
+    return Group(node) if node.op in ("max_pool2d", "avg_pool2d") else None
+
+
+TEMPLATES = (Template("pool2d", launch, Pool2DBinding, group=_group, priority=60),)

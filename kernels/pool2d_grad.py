@@ -41,13 +41,14 @@ import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.conv2d import pads_before
-from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
 # Block sizes: the forward pool's, the same tiling of pixels x channels. Measured by AOT for
 # sm_90 with each of its GPU configs, at 2x2 stride 2, 3x3 stride 2 and 3x3 stride 1 ('same'),
 # float32 and bfloat16: no spills; the max recompute takes up to 215 registers per thread at
 # 32 elements of the tile per thread.
 from kcomp.kernels.pool2d import candidate_configs, grid
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 
 @triton.jit
@@ -189,4 +190,15 @@ def run(call: Pool2dGradCall, config: dict):
     )
 
 
-TEMPLATES = (Template("pool2d_grad", launch, Pool2dGradBinding),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def _group(fusion, node):
+    """A gather over the windows covering each pixel (no atomics); the elementwise chain after it
+    (relu's gradient mask) is its epilogue, so dz is written once."""
+    if node.op not in ("max_pool2d_grad", "avg_pool2d_grad") or not all(v.dtype in FLOAT_DTYPES for v in node.inputs):
+        return None
+    nodes = [node]
+    fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
+    return Group(node, epilogue=nodes[1:])
+
+
+TEMPLATES = (Template("pool2d_grad", launch, Pool2dGradBinding, group=_group, priority=80),)

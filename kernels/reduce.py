@@ -34,8 +34,9 @@ import triton.language as tl
 
 from kcomp.ir.ops.kernel import kernel_parts
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import Operand, contiguous_operands, flat_operand_args
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, FLAT_OPERANDS, Operand, contiguous_operands, flat_operand_args
+from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 REDUCTIONS = ("sum", "mean", "max")  # the ops a reduce kernel's body reduces with (OP)
 
@@ -161,4 +162,33 @@ def _in_place(node, param, views) -> bool:
     return not any(v.id in views for n in (*parts.prologue, parts.anchor) for v in n.inputs)
 
 
-TEMPLATES = (Template("reduce", launch, ReduceBinding, in_place=_in_place),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def reduce_axes_fit(node) -> bool:
+    """A sum / mean / max of floats over consecutive axes: what this template computes."""
+    if node.op not in REDUCTIONS or node.inputs[0].dtype not in FLOAT_DTYPES:
+        return False
+    x, given = node.inputs[0], node.attrs["axes"]
+    axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))
+    return bool(axes) and axes == list(range(axes[0], axes[-1] + 1))
+
+
+def _claim_prologue(fusion, node):
+    """The elementwise ops computing the input, applied as it loads (a weighted loss before its mean)."""
+    if fusion.is_free(node) and reduce_axes_fit(node):
+        return fusion.prologue_chain(node, FLAT_OPERANDS - 1)  # the chain's start is a load too
+    return None
+
+
+def _group(fusion, node):
+    """The reduction, its claimed prologue, and the elementwise ops after it as its epilogue (a
+    mean scaled and added into a running sum)."""
+    if not reduce_axes_fit(node):
+        return None
+    prologue = fusion.claimed_prologue(node)
+    nodes = [*prologue, node]
+    fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
+    return Group(node, prologue, nodes[len(prologue) + 1:])
+
+
+TEMPLATES = (Template("reduce", launch, ReduceBinding, in_place=_in_place, group=_group, priority=50,
+                      claim_prologue=_claim_prologue),)

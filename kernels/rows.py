@@ -2,7 +2,7 @@
 
 Each program normalizes ROWS rows; a row is held whole in registers (BLOCK is
 the next power of two of its length), so each element is read once and
-written once. Rows longer than kcomp.passes.fuse.MAX_ROW are not fused.
+written once. Rows longer than MAX_ROW are not fused.
 
 No generated hook: a kernel module's binding holds only the op's attributes
 (log, epsilon, scale, center) and the output dtype, and its launch is this
@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.ir.types import is_static
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 
 @triton.jit
@@ -152,7 +153,33 @@ def run_layer_norm(call: RowsCall, config: dict):
     )
 
 
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+MAX_ROW = 16384  # widest row one program holds (BLOCK is its next power of two)
+
+
+def row_fits(x) -> bool:
+    """Whether a row (the last axis) of x is static and fits one program."""
+    last = x.shape[-1] if x.rank else None
+    return last is not None and is_static(last) and last <= MAX_ROW
+
+
+def _softmax_group(fusion, node):
+    if node.op in ("softmax", "log_softmax"):
+        x = node.inputs[0]
+        if node.attrs["axis"] % x.rank == x.rank - 1 and row_fits(x):
+            return Group(node)
+    return None
+
+
+def _layer_norm_group(fusion, node):
+    if node.op == "layer_norm":
+        x = node.inputs[0]
+        if tuple(a % x.rank for a in node.attrs["axes"]) == (x.rank - 1,) and row_fits(x):
+            return Group(node)
+    return None
+
+
 TEMPLATES = (
-    Template("softmax", launch_softmax, SoftmaxBinding),
-    Template("layer_norm", launch_layer_norm, LayerNormBinding),
+    Template("softmax", launch_softmax, SoftmaxBinding, group=_softmax_group, priority=30),
+    Template("layer_norm", launch_layer_norm, LayerNormBinding, group=_layer_norm_group, priority=31),
 )

@@ -27,8 +27,10 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.rows import grid, row_candidates, rows_of
-from kcomp.kernels.template import Binding, Call, Template
+from kcomp.kernels.rows import grid, row_candidates, row_fits, rows_of
+from kcomp.ir.ops.grad_support import computed_from
+from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.template import Binding, Call, Group, Template
 
 EPSILON = tl.constexpr(1e-7)  # Keras's backend epsilon (constexpr: a jit function reads it)
 
@@ -136,4 +138,31 @@ def run(call: SoftmaxXentCall, config: dict):
     )
 
 
-TEMPLATES = (Template("softmax_xent", launch, SoftmaxXentBinding),)
+# --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def _group(fusion, node):
+    """A softmax cross-entropy with its gradient and the accuracy: one pass over probabilities
+    and labels computes all three, the gradient when its per-row factor g does not depend on
+    the loss (it does not for Keras's reductions: g is sample_weight / count)."""
+    if node.op not in ("softmax_cross_entropy", "softmax_cross_entropy_grad") or not row_fits(node.inputs[0]):
+        return None
+    if node.op != "softmax_cross_entropy":
+        return Group(node)
+    probs, labels = node.inputs
+    extra = []
+    for user in fusion.users_of(probs):
+        if user.op == "softmax_cross_entropy_grad" and user.inputs[1].id == labels.id and fusion.is_free(user):
+            # Reading only the loss's shape (broadcast_like's template) is no dependence.
+            if user.inputs[2].id not in computed_from(fusion.graph.nodes, {node.outputs[0].id}, through_shapes=False):
+                extra.append(user)
+                break
+    # The accuracy on the same rows (argmax of p against the labels' class) costs one more store.
+    kind = "sparse_categorical" if labels.dtype not in FLOAT_DTYPES else "categorical"
+    for user in fusion.users_of(probs):
+        if (user.op == "correct" and user.attrs["kind"] == kind and fusion.is_free(user)
+                and user.inputs[0].id == labels.id and user.inputs[1].id == probs.id):
+            extra.append(user)
+            break
+    return Group(node, extra=extra)
+
+
+TEMPLATES = (Template("softmax_xent", launch, SoftmaxXentBinding, group=_group, priority=70),)

@@ -17,7 +17,7 @@ module holds only what differs per kernel: its @triton.jit hooks (epilogue, prol
 and one binding (which inputs are which, the hooks, the output dtypes, constants of the body).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 
@@ -43,6 +43,23 @@ class Call:
         return first.device.type == "cpu"
 
 
+@dataclass
+class Group:
+    """The IR nodes one kernel computes, by role (kcomp.ir.ops.kernel.ROLES), in body order."""
+
+    anchor: object  # the Node the template is built around
+    prologue: list = field(default_factory=list)  # elementwise ops computing the anchor's input as it loads
+    epilogue: list = field(default_factory=list)  # ops on the anchor's results before the store
+    extra: list = field(default_factory=list)  # ops computing further outputs from what the kernel loads
+
+    def nodes(self) -> list:
+        return [*self.prologue, self.anchor, *self.epilogue, *self.extra]
+
+    def roles(self) -> tuple[str, ...]:
+        return (("prologue",) * len(self.prologue) + ("anchor",) + ("epilogue",) * len(self.epilogue)
+                + ("extra",) * len(self.extra))
+
+
 @dataclass(frozen=True)
 class Template:
     name: str  # what the fusion pass writes on a kernel node: kernel(...) {template="matmul"}
@@ -54,6 +71,21 @@ class Template:
     # sum). None: never.
     in_place: Callable | None = None
     tensor_cores: bool = False  # built on tl.dot: its GPU code must use the tensor cores
+    # How the fusion pass forms its groups (`fusion`: the pass's state, kcomp.passes.fuse.Fusion):
+    # group(fusion, node) -> Group | None, the kernel this template would build around `node`.
+    group: Callable | None = None
+    # The order templates are asked for a node, lowest first (where two could take it: a sum
+    # that is a conv's bias gradient goes to conv2d_grad_filter before reduce sees it).
+    priority: int = 50
+    # Claims made over the whole graph before any group forms, so that a group met earlier in
+    # graph order does not take them: claim_prologue(fusion, node) -> the elementwise ops that
+    # compute node's input as it loads, or None; claim_output(fusion, node) -> a node computing
+    # a further output from what node's kernel loads (a Dense's bias gradient), or None.
+    claim_prologue: Callable | None = None
+    claim_output: Callable | None = None
+    # takes_epilogue(node): whether this template's group around `node` takes the elementwise
+    # ops after it as its epilogue (so no other kernel takes them as a prologue).
+    takes_epilogue: Callable | None = None
 
     @property
     def module(self) -> str:
@@ -63,5 +95,6 @@ class Template:
     def __post_init__(self):
         if not (isinstance(self.binding, type) and issubclass(self.binding, Binding)):
             raise TypeError(f"template {self.name!r}: binding must be a subclass of Binding, not {self.binding!r}")
-        if not callable(self.launch) or (self.in_place is not None and not callable(self.in_place)):
-            raise TypeError(f"template {self.name!r}: launch and in_place must be functions")
+        hooks = (self.in_place, self.group, self.claim_prologue, self.claim_output, self.takes_epilogue)
+        if not callable(self.launch) or any(h is not None and not callable(h) for h in hooks):
+            raise TypeError(f"template {self.name!r}: launch, in_place, group and the claims must be functions")

@@ -1,7 +1,7 @@
 """Dependencies point down: no kcomp module imports from a layer above its own.
 
-    base (errors, config, files, capture state)  <-  ir  <-  passes  <-  codegen (and the kernel
-    templates)  <-  runtime  <-  ops (weights, kcomp.ops, activations, initializers)  <-  the Keras
+    base (errors, config, files, capture state)  <-  ir  <-  kernels (the templates)  <-  passes
+    <-  codegen  <-  runtime  <-  ops (weights, kcomp.ops, activations, initializers)  <-  the Keras
     API (layers, models, training, losses, saving, ...)  <-  cli
 
 Every import counts, those inside functions too: a lazy import is still a dependency. A module
@@ -21,8 +21,10 @@ LAYERS = [
     ("base", ["kcomp.errors", "kcomp.config", "kcomp.triton_compat", "kcomp.random", "kcomp.utils.files",
               "kcomp.utils.data", "kcomp.utils.disk_cache", "kcomp.capture"]),
     ("ir", ["kcomp.ir"]),
+    # The templates (Triton code, launch, record with its grouping rule), which the fuser asks.
+    ("kernels", ["kcomp.kernels"]),
     ("passes", ["kcomp.passes"]),
-    ("codegen", ["kcomp.codegen", "kcomp.kernels"]),
+    ("codegen", ["kcomp.codegen"]),
     ("runtime", ["kcomp.runtime"]),
     # What a layer's call is written in: weights, the ops (tracing into the IR), Keras's
     # activations, initializers and regularizers, the session state (names, seed).

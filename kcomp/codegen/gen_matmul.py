@@ -4,7 +4,7 @@ from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
-from kcomp.passes.fuse import chain_input
+from kcomp.kernels.operands import chain_input
 
 
 def generate(kernel: KernelParts) -> GeneratedKernel:
