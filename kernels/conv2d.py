@@ -43,6 +43,7 @@ from kcomp.ir.ops.conv import output_size, window_pads
 from kcomp.ir.types import is_static
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, operand_kind, tile_operand_args
+from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import grouped_tile
 
@@ -163,13 +164,13 @@ def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = Fals
         configs = [c for c in configs if c["BM"] * c["BN"] <= POOL_MAX_PER_THREAD * 32 * c["num_warps"]]
     fitting = [
         c for c in configs
-        if c["BM"] <= max(64, triton.next_power_of_2(M)) and c["BN"] <= max(16, triton.next_power_of_2(F))
+        if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(16, next_power_of_2(F))
     ]
     return fitting or configs[-1:]
 
 
 def grid(M: int, F: int, config: dict) -> tuple[int]:
-    return (triton.cdiv(M, config["BM"]) * triton.cdiv(F, config["BN"]),)
+    return (cdiv(M, config["BM"]) * cdiv(F, config["BN"]),)
 
 
 def pads_before(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:

@@ -46,10 +46,11 @@ import triton
 import triton.language as tl
 
 from kcomp.ir.ops.conv import output_size
+from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.conv2d import pads_before
 from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
-from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import grouped_tile
 
@@ -184,7 +185,7 @@ def _fitting(configs: list[dict], M: int, N: int) -> list[dict]:
     """Configs whose tiles are no larger than the problem needs (narrow N: few channels)."""
     fits = [
         c for c in configs
-        if c["BM"] <= max(64, triton.next_power_of_2(M)) and c["BN"] <= max(16, triton.next_power_of_2(N))
+        if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(16, next_power_of_2(N))
     ]
     return fits or configs[-1:]
 
@@ -200,7 +201,7 @@ def input_configs(M: int, C: int, K: int, interpret: bool) -> list[dict]:
 
 
 def grid(M: int, N: int, config: dict) -> tuple[int]:
-    return (triton.cdiv(M, config["BM"]) * triton.cdiv(N, config["BN"]),)
+    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]),)
 
 
 # --- launch -----------------------------------------------------------------------------------

@@ -27,9 +27,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.kernels.autotune import tuned
 from kcomp.ir.types import FLOAT_DTYPES, is_static
+from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import grouped_tile
 
@@ -102,17 +103,17 @@ def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool 
     normalizes rows (Dense with a softmax activation).
     """
     if whole_rows:
-        bn = max(32, triton.next_power_of_2(N))
+        bn = max(32, next_power_of_2(N))
         base = INTERPRETER_CONFIG if interpret else dict(BM=64, BK=32, GROUP_M=8, num_warps=4, num_stages=3)
         return [{**base, "BN": bn, "BM": min(base["BM"], max(16, 4096 // bn))}]
     if interpret:
         return [INTERPRETER_CONFIG]
-    fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(32, triton.next_power_of_2(M)) and c["BN"] <= max(32, triton.next_power_of_2(N))]
+    fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(32, next_power_of_2(M)) and c["BN"] <= max(32, next_power_of_2(N))]
     return fitting or GPU_CONFIGS[-2:]
 
 
 def grid(M: int, N: int, config: dict) -> tuple[int]:
-    return (triton.cdiv(M, config["BM"]) * triton.cdiv(N, config["BN"]),)
+    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]),)
 
 
 # --- launch -----------------------------------------------------------------------------------

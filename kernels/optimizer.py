@@ -49,6 +49,7 @@ from kcomp import capture
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record, triton_lib
 from kcomp.ir.optim.record import jitted
 from kcomp.kernels.autotune import tuned
+from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 _load = jitted(triton_lib.load)
@@ -161,7 +162,7 @@ def _rows(params, grads, slots, news) -> tuple:
 def _build(rows, block: int, device, after_capture: bool = False) -> tuple:
     """The device tables: each row gets the index of its first block; OWNERS maps blocks to rows.
     after_capture=True (inside a CUDA-graph capture) fills them when the capture ends."""
-    blocks = [triton.cdiv(row[-1], block) for row in rows]
+    blocks = [cdiv(row[-1], block) for row in rows]
     firsts = [0, *accumulate(blocks)][:-1]
     table = torch.tensor([[*row, first] for row, first in zip(rows, firsts)], dtype=torch.int64)
     owners = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), torch.tensor(blocks))

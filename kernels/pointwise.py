@@ -15,6 +15,7 @@ import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import FLAT_OPERANDS, Operand, contiguous_operands, flat_operand_args, operand_kind
+from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 
@@ -35,7 +36,7 @@ def candidate_configs(numel: int, interpret: bool) -> list[dict]:
 
 
 def grid(numel: int, config: dict) -> tuple[int]:
-    return (triton.cdiv(numel, config["BLOCK"]),)
+    return (cdiv(numel, config["BLOCK"]),)
 
 
 # --- launch -----------------------------------------------------------------------------------

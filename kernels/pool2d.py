@@ -22,6 +22,7 @@ import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.conv2d import sliding_window
+from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 
@@ -86,13 +87,13 @@ def candidate_configs(P: int, C: int, interpret: bool) -> list[dict]:
     """Configs whose channel block is no wider than the channels need."""
     if interpret:
         return [INTERPRETER_CONFIG]
-    width = max(16, triton.next_power_of_2(C))
+    width = max(16, next_power_of_2(C))
     fitting = [c for c in GPU_CONFIGS if c["BC"] <= width]
     return sorted(fitting, key=lambda c: -c["BC"]) or GPU_CONFIGS[-1:]
 
 
 def grid(P: int, C: int, config: dict) -> tuple[int, int]:
-    return (triton.cdiv(P, config["BP"]), triton.cdiv(C, config["BC"]))
+    return (cdiv(P, config["BP"]), cdiv(C, config["BC"]))
 
 
 # --- launch -----------------------------------------------------------------------------------

@@ -46,8 +46,8 @@ from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operan
 # sm_90 with each of its GPU configs, at 2x2 stride 2, 3x3 stride 2 and 3x3 stride 1 ('same'),
 # float32 and bfloat16: no spills; the max recompute takes up to 215 registers per thread at
 # 32 elements of the tile per thread.
-from kcomp.kernels.pool2d import candidate_configs, grid
 from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.pool2d import candidate_configs, grid
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 

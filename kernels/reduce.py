@@ -33,9 +33,10 @@ import triton
 import triton.language as tl
 
 from kcomp.ir.ops.kernel import kernel_parts
+from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, FLAT_OPERANDS, Operand, contiguous_operands, flat_operand_args
-from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 REDUCTIONS = ("sum", "mean", "max")  # the ops a reduce kernel's body reduces with (OP)
@@ -96,7 +97,7 @@ def candidate_configs(outer: int, R: int, inner: int, interpret: bool) -> list[d
 
 
 def grid(num_out: int, config: dict) -> tuple[int]:
-    return (max(1, triton.cdiv(num_out, config["BLOCK_OUT"])),)
+    return (max(1, cdiv(num_out, config["BLOCK_OUT"])),)
 
 
 # --- launch -----------------------------------------------------------------------------------

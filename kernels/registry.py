@@ -7,8 +7,8 @@ random, autotune, ...) are shared pieces. Adding a template adds no line here.
 import importlib
 import pkgutil
 
-import kcomp.kernels as _package
 from kcomp.errors import GraphError
+import kcomp.kernels as _package
 from kcomp.kernels.template import Template
 
 

@@ -17,8 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.kernels.autotune import tuned
 from kcomp.ir.types import is_static
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 
@@ -65,13 +66,13 @@ def layer_norm_kernel(
 
 def row_config(n_cols: int, interpret: bool) -> dict:
     """BLOCK covers a row; short rows pack several per program so a program has enough work."""
-    block = triton.next_power_of_2(max(n_cols, 1))
+    block = next_power_of_2(max(n_cols, 1))
     rows = max(1, min(64 if interpret else 16, 4096 // block))
     return dict(BLOCK=block, ROWS=rows, num_warps=4 if block <= 2048 else 8)
 
 
 def grid(n_rows: int, config: dict) -> tuple[int]:
-    return (triton.cdiv(n_rows, config["ROWS"]),)
+    return (cdiv(n_rows, config["ROWS"]),)
 
 
 def row_candidates(call, interpret: bool) -> list[dict]:

@@ -26,10 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.kernels.autotune import tuned
-from kcomp.kernels.rows import grid, row_candidates, row_fits, rows_of
 from kcomp.ir.ops.grad_support import computed_from
 from kcomp.ir.types import FLOAT_DTYPES
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.rows import grid, row_candidates, row_fits, rows_of
 from kcomp.kernels.template import Binding, Call, Group, Template
 
 EPSILON = tl.constexpr(1e-7)  # Keras's backend epsilon (constexpr: a jit function reads it)

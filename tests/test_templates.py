@@ -91,3 +91,15 @@ def test_a_kernel_node_gives_each_body_node_one_role():
     for bad in (roles[:-1], two_anchors, roles[:-1] + ("middle",)):
         with pytest.raises(KcompError, match="roles"):
             infer(specs, template=node.attrs["template"], body=body, roles=bad)
+
+
+def test_host_size_arithmetic_is_tritons():
+    import triton
+
+    from kcomp.kernels.sizes import cdiv, next_power_of_2
+
+    for n in [*range(0, 5000), 2**31 - 1, 2**31, 2**40 + 3]:
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n
+    for a in range(0, 3000, 7):
+        for b in (1, 2, 3, 16, 32, 64, 128, 1000):
+            assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
