@@ -39,13 +39,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.ir.ops.conv import output_size, window_pads
+from kcomp.ir.ops.conv import sliding_window
 from kcomp.ir.types import is_static
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, operand_kind, tile_operand_args
-from kcomp.kernels.sizes import cdiv, next_power_of_2
+from kcomp.kernels.pool2d import POOLS
+from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
-from kcomp.kernels.tiling import grouped_tile
+from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
 
 @triton.jit
@@ -169,23 +170,6 @@ def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = Fals
     return fitting or configs[-1:]
 
 
-def grid(M: int, F: int, config: dict) -> tuple[int]:
-    return (cdiv(M, config["BM"]) * cdiv(F, config["BN"]),)
-
-
-def pads_before(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:
-    """(pad_top, pad_left): the padding Keras puts before each axis of an H x W image."""
-    (top, _), (left, _) = window_pads((H, W), window, strides, dilation, padding)
-    return top, left
-
-
-def sliding_window(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int, int, int]:
-    """(OH, OW, pad_top, pad_left) of a window sliding over an H x W image, padded as Keras pads."""
-    OH = output_size(H, window[0], strides[0], dilation[0], padding)
-    OW = output_size(W, window[1], strides[1], dilation[1], padding)
-    return (OH, OW, *pads_before(H, W, window, strides, dilation, padding))
-
-
 # --- launch -----------------------------------------------------------------------------------
 
 
@@ -252,7 +236,7 @@ def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf3
     prepool, y = out if binding.prepool_dtype is not None else (out, out)
     call = Conv2DCall(
         binding, inputs, out, x=x, w=w, y=y, prepool=prepool,
-        operand_args=tile_operand_args(tensors, binding.operands, 4, y),
+        operand_args=tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, y),
         H=H, W=W, C=C, F=F, K=KH * KW * C, KW=KW, CH=CH, CW=CW, OH=OH, OW=OW, M=N * OH * OW,
         pad_top=pad_top, pad_left=pad_left,
     )
@@ -263,8 +247,7 @@ def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf3
 @tuned(lambda call, interpret: candidate_configs(call.M, call.F, call.K, interpret, pool=call.binding.pool != "none"))
 def run(call: Conv2DCall, config: dict, precision: str):
     b = call.binding
-    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
-    conv2d_kernel[grid(call.M, call.F, config)](
+    conv2d_kernel[gemm_grid(call.M, call.F, config)](
         call.x, call.w, call.y, call.prepool,
         call.H, call.W, call.C, call.F, call.K, call.KW,
         call.CH, call.CW, call.OH, call.OW, call.M,
@@ -272,15 +255,11 @@ def run(call: Conv2DCall, config: dict, precision: str):
         *call.operand_args,
         EPILOGUE=b.epilogue, POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1],
         PSH=b.pool_strides[0], PSW=b.pool_strides[1],
-        STORE_PREPOOL=b.prepool_dtype is not None, PRECISION=precision, **meta,
-        num_warps=config["num_warps"], num_stages=config["num_stages"],
+        STORE_PREPOOL=b.prepool_dtype is not None, PRECISION=precision, **kernel_options(config),
     )
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
-POOLS = ("max_pool2d", "avg_pool2d")
-
-
 def _takes_epilogue(node) -> bool:
     return node.op == "conv2d" and node.attrs["groups"] == 1
 

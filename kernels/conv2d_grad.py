@@ -3,7 +3,7 @@
 Both are implicit GEMMs over NHWC tensors, like the forward template
 (kernels/conv2d.py): nothing is unfolded in memory; each K step decodes its
 indices into image coordinates and gathers with masks. The forward pads
-(pad_top, pad_left: kcomp.ir.ops.conv_grad._pads) are run-time arguments, as
+(pad_top, pad_left: kcomp.ir.ops.conv.window_pads) are run-time arguments, as
 are strides and dilation (Triton specialises the ones equal to 1).
 
 wgrad, dW (KH, KW, C, F) read as a row-major (KH*KW*C, F) matrix:
@@ -45,14 +45,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.ir.ops.conv import output_size
+from kcomp.ir.ops.conv import output_size, pads_before
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.conv2d import pads_before
-from kcomp.kernels.operands import Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.sizes import cdiv, next_power_of_2
+from kcomp.kernels.operands import PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
-from kcomp.kernels.tiling import grouped_tile
+from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
 
 @triton.jit
@@ -200,15 +199,11 @@ def input_configs(M: int, C: int, K: int, interpret: bool) -> list[dict]:
     return [INPUT_INTERPRETER_CONFIG] if interpret else _fitting(INPUT_GPU_CONFIGS, M, C)
 
 
-def grid(M: int, N: int, config: dict) -> tuple[int]:
-    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]),)
-
-
 # --- launch -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConvGradBinding(Binding):
+class Conv2DGradBinding(Binding):
     """The forward conv's geometry, which both gradients share."""
 
     strides: tuple[int, int]
@@ -217,19 +212,20 @@ class ConvGradBinding(Binding):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Conv2dGradFilterBinding(ConvGradBinding):
+class Conv2DGradFilterBinding(Conv2DGradBinding):
     kernel_size: tuple[int, int]  # (KH, KW): dW's first axes, which neither x nor dY tells
     x: int  # which input is the conv's input x (N, H, W, C)
     dy: int  # which input is dY as loaded: where the prologue chain starts, else the conv's own
     prologue: object  # the generated @triton.jit PROLOGUE hook
     has_prologue: bool  # False: the hook is a placeholder and dY is used as loaded
-    operands: tuple[Operand, ...]  # what the prologue loads: P0, P1 with row strides T0, T1
+    prologue_operands: tuple[Operand, ...]  # what the prologue loads: P0, P1 with row strides T0, T1
     dw_dtype: torch.dtype
-    bsum_dtype: torch.dtype | None  # dY's sums over (N, OH, OW), the bias gradient, as a second output; None: none
+    # dY's column sums (over N, OH, OW: the bias gradient), a second output (HAS_BSUM); None: not computed
+    column_sums_dtype: torch.dtype | None
 
 
 @dataclass(frozen=True, kw_only=True)
-class Conv2dGradInputBinding(ConvGradBinding):
+class Conv2DGradInputBinding(Conv2DGradBinding):
     dy: int  # which input is the conv's output gradient (N, OH, OW, F)
     w: int  # which input is its kernel (KH, KW, C, F)
     input_size: tuple[int, int]  # (H, W) of the conv's input: dY does not tell it (strides round down)
@@ -237,7 +233,7 @@ class Conv2dGradInputBinding(ConvGradBinding):
 
 
 @dataclass
-class ConvGradCall(Call):
+class Conv2DGradCall(Call):
     """The sizes both implicit GEMMs take, in their kernels' argument order (see sizes())."""
 
     H: int
@@ -260,7 +256,7 @@ class ConvGradCall(Call):
 
 
 @dataclass
-class Conv2dGradFilterCall(ConvGradCall):
+class Conv2DGradFilterCall(Conv2DGradCall):
     x: torch.Tensor
     dy: torch.Tensor
     dw: torch.Tensor
@@ -269,12 +265,12 @@ class Conv2dGradFilterCall(ConvGradCall):
 
 
 @dataclass
-class Conv2dGradInputCall(ConvGradCall):
+class Conv2DGradInputCall(Conv2DGradCall):
     dy: torch.Tensor
     w: torch.Tensor
 
 
-def _checked_pads(what: str, binding: ConvGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
+def _checked_pads(what: str, binding: Conv2DGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
     """The forward's pads, once dY (N, OH, OW, F) is checked to be its output for an H x W input."""
     (sh, sw), (dh, dw), padding = binding.strides, binding.dilation, binding.padding
     OH, OW = dy.shape[1], dy.shape[2]
@@ -283,13 +279,7 @@ def _checked_pads(what: str, binding: ConvGradBinding, dy, H: int, W: int, KH: i
     return pads_before(H, W, (KH, KW), binding.strides, binding.dilation, padding)
 
 
-def _kernel_options(config: dict) -> dict:
-    """A config as launch keywords: its block sizes (constexprs), num_warps and num_stages."""
-    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
-    return dict(meta, num_warps=config["num_warps"], num_stages=config["num_stages"])
-
-
-def launch_filter(binding: Conv2dGradFilterBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+def launch_filter(binding: Conv2DGradFilterBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: x is the conv's NHWC input (N, H, W, C), dy its output's gradient (N, OH, OW, F);
     # dW (KH, KW, C, F) is computed as a row-major (KH*KW*C, F) matrix.
     tensors = list(inputs)
@@ -301,33 +291,34 @@ def launch_filter(binding: Conv2dGradFilterBinding, inputs, out=None, config=Non
         raise ValueError(f"conv2d_backprop_filter: input {tuple(x.shape)} and gradient {tuple(dy.shape)} differ in batch")
     KH, KW = binding.kernel_size
     pad_top, pad_left = _checked_pads("conv2d_backprop_filter", binding, dy, H, W, KH, KW)
-    contiguous_operands(tensors, binding.operands)
+    contiguous_operands(tensors, binding.prologue_operands)
     # allocate: dW, and dY's column sums (the bias gradient) when the binding asks for them
-    has_bsum = binding.bsum_dtype is not None
+    has_bsum = binding.column_sums_dtype is not None
     if out is None:
         dw = torch.empty((KH, KW, C, F), device=x.device, dtype=binding.dw_dtype)
-        out = (dw, torch.empty((F,), device=x.device, dtype=binding.bsum_dtype)) if has_bsum else dw
+        out = (dw, torch.empty((F,), device=x.device, dtype=binding.column_sums_dtype)) if has_bsum else dw
     dw, bsum = out if has_bsum else (out, out)
-    call = Conv2dGradFilterCall(
+    call = Conv2DGradFilterCall(
         binding, inputs, out, H=H, W=W, C=C, F=F, KW=KW, OH=OH, OW=OW, M=KH * KW * C, K=N * OH * OW,
         pad_top=pad_top, pad_left=pad_left,
-        x=x, dy=dy, dw=dw, bsum=bsum, prologue_args=tile_operand_args(tensors, binding.operands, 2, dw),
+        x=x, dy=dy, dw=dw, bsum=bsum,
+        prologue_args=tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, dw),
     )
     run_filter(call, config, interpret, precision=precision)
     return out
 
 
 @tuned(lambda call, interpret: filter_configs(call.M, call.F, call.K, interpret))
-def run_filter(call: Conv2dGradFilterCall, config: dict, precision: str):
+def run_filter(call: Conv2DGradFilterCall, config: dict, precision: str):
     b = call.binding
-    conv2d_grad_filter_kernel[grid(call.M, call.F, config)](
+    conv2d_grad_filter_kernel[gemm_grid(call.M, call.F, config)](
         call.x, call.dy, call.dw, call.bsum, *call.sizes(), *call.prologue_args,
-        PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, HAS_BSUM=b.bsum_dtype is not None,
-        PRECISION=precision, **_kernel_options(config),
+        PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, HAS_BSUM=b.column_sums_dtype is not None,
+        PRECISION=precision, **kernel_options(config),
     )
 
 
-def launch_input(binding: Conv2dGradInputBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: dy is the conv's output gradient (N, OH, OW, F), w its kernel (KH, KW, C, F);
     # dX is the NHWC gradient (N, H, W, C) of the conv's input, (H, W) the binding's input_size.
     dy = inputs[binding.dy].contiguous()
@@ -341,7 +332,7 @@ def launch_input(binding: Conv2dGradInputBinding, inputs, out=None, config=None,
     # allocate
     if out is None:
         out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.dx_dtype)
-    call = Conv2dGradInputCall(
+    call = Conv2DGradInputCall(
         binding, inputs, out, H=H, W=W, C=C, F=F, KW=KW, OH=OH, OW=OW, M=N * H * W, K=KH * KW * F,
         pad_top=pad_top, pad_left=pad_left, dy=dy, w=w,
     )
@@ -350,9 +341,9 @@ def launch_input(binding: Conv2dGradInputBinding, inputs, out=None, config=None,
 
 
 @tuned(lambda call, interpret: input_configs(call.M, call.C, call.K, interpret))
-def run_input(call: Conv2dGradInputCall, config: dict, precision: str):
-    conv2d_grad_input_kernel[grid(call.M, call.C, config)](
-        call.dy, call.w, call.out, *call.sizes(), PRECISION=precision, **_kernel_options(config),
+def run_input(call: Conv2DGradInputCall, config: dict, precision: str):
+    conv2d_grad_input_kernel[gemm_grid(call.M, call.C, config)](
+        call.dy, call.w, call.out, *call.sizes(), PRECISION=precision, **kernel_options(config),
     )
 
 
@@ -392,6 +383,6 @@ def _filter_group(fusion, node):
 
 TEMPLATES = (
     # Before reduce (50): a sum that is a conv's bias gradient is computed with the filter gradient.
-    Template("conv2d_grad_filter", launch_filter, Conv2dGradFilterBinding, tensor_cores=True, group=_filter_group, priority=41),
-    Template("conv2d_grad_input", launch_input, Conv2dGradInputBinding, tensor_cores=True, group=_input_group, priority=40),
+    Template("conv2d_grad_filter", launch_filter, Conv2DGradFilterBinding, tensor_cores=True, group=_filter_group, priority=41),
+    Template("conv2d_grad_input", launch_input, Conv2DGradInputBinding, tensor_cores=True, group=_input_group, priority=40),
 )

@@ -29,10 +29,10 @@ import triton.language as tl
 
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.sizes import cdiv, next_power_of_2
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
-from kcomp.kernels.tiling import grouped_tile
+from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
 
 @triton.jit
@@ -112,10 +112,6 @@ def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool 
     return fitting or GPU_CONFIGS[-2:]
 
 
-def grid(M: int, N: int, config: dict) -> tuple[int]:
-    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]),)
-
-
 # --- launch -----------------------------------------------------------------------------------
 
 
@@ -162,8 +158,8 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
         out = c if binding.column_sums_dtype is None else (c, torch.empty((N,), device=a.device, dtype=binding.column_sums_dtype))
     c, bsum = (out, out) if binding.column_sums_dtype is None else out
     call = MatmulCall(binding, inputs, out, a, b, c, bsum, M, N, K)
-    operand_args = (tile_operand_args(tensors, binding.prologue_operands, 2, c)
-                    + tile_operand_args(tensors, binding.operands, 4, c))
+    operand_args = (tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, c)
+                    + tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, c))
     run(call, config, interpret, precision=precision, operand_args=operand_args)
     return out
 
@@ -171,19 +167,16 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
 @tuned(lambda call, interpret: candidate_configs(call.M, call.N, call.K, interpret, call.binding.whole_rows))
 def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
     a, b, bind = call.a, call.b, call.binding
-    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
-    matmul_kernel[grid(call.M, call.N, config)](
+    matmul_kernel[gemm_grid(call.M, call.N, config)](
         a, b, call.c, call.bsum, call.M, call.N, call.K,
         a.stride(-2) if a.dim() == 2 else call.K, a.stride(-1), b.stride(0), b.stride(1), call.N, 1,
         *operand_args,
         PROLOGUE=bind.prologue, HAS_PROLOGUE=bind.has_prologue, EPILOGUE=bind.epilogue,
-        HAS_BSUM=bind.column_sums_dtype is not None, PRECISION=precision, **meta,
-        num_warps=config["num_warps"], num_stages=config["num_stages"],
+        HAS_BSUM=bind.column_sums_dtype is not None, PRECISION=precision, **kernel_options(config),
     )
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
-PROLOGUE_OPERANDS = 2  # operands the prologue may read (P0, P1)
 MAX_SOFTMAX_ROW = 256  # widest Dense output whose softmax the epilogue computes (a whole row in one tile)
 
 

@@ -5,8 +5,12 @@ bias, a residual, a batch-norm scale. Codegen decides which body input each one 
 lines up with the values the hook computes (`kind`), and its slot among the template's operand
 arguments; the launch passes them as those arguments:
 
-  tile templates (matmul, conv2d, ...): E0..E3 pointers then S0..S3 row strides;
-  flat templates (pointwise, reduce): X0..X7 pointers (with C, the last dimension).
+  epilogues of tile templates (matmul, conv2d, pool2d_grad): E0..E3 pointers then S0..S3 row
+    strides; a reduction's epilogue gets E0..E3 as flat pointers (X0..X3 in its hook, with C_OUT,
+    the output's last dimension);
+  prologues of tile templates (matmul's A tiles, conv2d_grad_filter's dY tiles): P0, P1
+    pointers then T0, T1 row strides;
+  flat templates (pointwise, a reduction's input): X0..X7 pointers (with C, the last dimension).
 
 Unused slots get a tensor the kernel never reads through them (its output) and stride 0.
 """
@@ -14,6 +18,7 @@ Unused slots get a tensor the kernel never reads through them (its output) and s
 from dataclasses import dataclass
 
 EPILOGUE_OPERANDS = 4  # operands an epilogue may read (E0..E3): matmul, conv2d, reduce, pool2d_grad
+PROLOGUE_OPERANDS = 2  # operands a tile prologue may read (P0, P1): matmul, conv2d_grad_filter
 FLAT_OPERANDS = 8  # tensors a flat body may read (X0..X7): pointwise, a reduction's input
 
 
@@ -21,7 +26,7 @@ FLAT_OPERANDS = 8  # tensors a flat body may read (X0..X7): pointwise, a reducti
 class Operand:
     input_index: int  # which input of the kernel node
     kind: str  # "full" (the output's shape), "col" (a last-axis vector) or "scalar"
-    slot: int  # its argument: E<slot> / X<slot>
+    slot: int  # its argument: E<slot>, P<slot> or X<slot>
 
 
 def contiguous_operands(inputs: list, operands) -> None:

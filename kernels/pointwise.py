@@ -58,7 +58,8 @@ class PointwiseCall(Call):
 
 
 def launch(binding: PointwiseBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: every operand lines up with the output (full, last-axis vector or scalar).
+    # check: nothing to check at run time (codegen lined every operand up with the output: full,
+    # last-axis vector or scalar); make the operands contiguous and take the output's shape.
     tensors = list(inputs)
     contiguous_operands(tensors, binding.operands)
     shape = tuple(tensors[binding.shape_from].shape) if binding.shape_from is not None else binding.static_shape
@@ -66,7 +67,7 @@ def launch(binding: PointwiseBinding, inputs, out=None, config=None, precision="
     if out is None:
         out = torch.empty(shape, device=tensors[binding.operands[0].input_index].device, dtype=binding.out_dtype)
     call = PointwiseCall(binding, inputs, out, out.numel(), shape[-1] if len(shape) else 1)
-    run(call, config, interpret, args=flat_operand_args(tensors, binding.operands, 8, out))
+    run(call, config, interpret, args=flat_operand_args(tensors, binding.operands, FLAT_OPERANDS, out))
     return out
 
 

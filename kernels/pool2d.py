@@ -11,7 +11,7 @@ does. Accumulation is float32.
 
 Launch: `launch(binding, inputs, ...)` below reads image sizes from the input
 at run time; there is no hook, a generated module supplies only a Pool2DBinding
-(the pool's kind, window, strides and padding, and the output dtype).
+(which input is the image, the pool's kind, window, strides and padding, and the output dtype).
 """
 
 from dataclasses import dataclass
@@ -20,10 +20,12 @@ import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.ops.conv import sliding_window
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.conv2d import sliding_window
 from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
+
+POOLS = {"max_pool2d": "max", "avg_pool2d": "avg"}  # pool op -> its kind (POOL here and in conv2d's fused pool)
 
 
 @triton.jit
@@ -101,6 +103,7 @@ def grid(P: int, C: int, config: dict) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class Pool2DBinding(Binding):
+    x: int  # which input is the NHWC image
     pool: str  # "max" or "avg"
     pool_size: tuple[int, int]
     strides: tuple[int, int]
@@ -122,8 +125,8 @@ class Pool2DCall(Call):
 
 
 def launch(binding: Pool2DBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: x, the one input, is NHWC (N, H, W, C).
-    x = inputs[0].contiguous()
+    # check: x is NHWC (N, H, W, C).
+    x = inputs[binding.x].contiguous()
     N, H, W, C = x.shape
     OH, OW, pad_top, pad_left = sliding_window(H, W, binding.pool_size, binding.strides, (1, 1), binding.padding)
     # allocate
@@ -149,7 +152,7 @@ def run(call: Pool2DCall, config: dict):
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 def _group(fusion, node):
     """A pool no conv absorbed ('same' padding, or after something other than a conv)."""
-    return Group(node) if node.op in ("max_pool2d", "avg_pool2d") else None
+    return Group(node) if node.op in POOLS else None
 
 
 TEMPLATES = (Template("pool2d", launch, Pool2DBinding, group=_group, priority=60),)

@@ -39,16 +39,18 @@ import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.ops.conv import pads_before
+from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.conv2d import pads_before
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
 # Block sizes: the forward pool's, the same tiling of pixels x channels. Measured by AOT for
 # sm_90 with each of its GPU configs, at 2x2 stride 2, 3x3 stride 2 and 3x3 stride 1 ('same'),
 # float32 and bfloat16: no spills; the max recompute takes up to 215 registers per thread at
 # 32 elements of the tile per thread.
-from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.pool2d import candidate_configs, grid
 from kcomp.kernels.template import Binding, Call, Group, Template
+
+POOL_GRADS = {"max_pool2d_grad": "max", "avg_pool2d_grad": "avg"}  # pool gradient op -> its pool's kind (POOL)
 
 
 @triton.jit
@@ -125,7 +127,7 @@ def pool2d_grad_kernel(
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pool2dGradBinding(Binding):
+class Pool2DGradBinding(Binding):
     pool: str  # "max" (recomputes each window's maximum from x) or "avg" (reads dy alone)
     x: int | None  # which input is the pool's input x (N, H, W, C); None for avg, which has none
     dy: int  # which input is the pool's output gradient (N, OH, OW, C)
@@ -139,7 +141,7 @@ class Pool2dGradBinding(Binding):
 
 
 @dataclass
-class Pool2dGradCall(Call):
+class Pool2DGradCall(Call):
     x: torch.Tensor  # dy for avg: the kernel's X argument goes unread
     dy: torch.Tensor
     H: int
@@ -153,7 +155,7 @@ class Pool2dGradCall(Call):
     epilogue_args: list  # E0..E3, S0..S3
 
 
-def launch(binding: Pool2dGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+def launch(binding: Pool2DGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: name the tensors and their (N, H, W, C) / (N, OH, OW, C) sizes.
     tensors = list(inputs)
     dy = tensors[binding.dy].contiguous()
@@ -170,16 +172,17 @@ def launch(binding: Pool2dGradBinding, inputs, out=None, config=None, precision=
     # allocate
     if out is None:
         out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.out_dtype)
-    call = Pool2dGradCall(
+    call = Pool2DGradCall(
         binding, inputs, out, x=x, dy=dy, H=H, W=W, C=C, OH=OH, OW=OW, P=N * H * W,
-        pad_top=pad_top, pad_left=pad_left, epilogue_args=tile_operand_args(tensors, binding.operands, 4, out),
+        pad_top=pad_top, pad_left=pad_left,
+        epilogue_args=tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, out),
     )
     run(call, config, interpret)
     return out
 
 
 @tuned(lambda call, interpret: candidate_configs(call.P, call.C, interpret))
-def run(call: Pool2dGradCall, config: dict):
+def run(call: Pool2DGradCall, config: dict):
     b = call.binding
     (ph, pw), (sh, sw) = b.pool_size, b.strides
     pool2d_grad_kernel[grid(call.P, call.C, config)](
@@ -194,11 +197,11 @@ def run(call: Pool2dGradCall, config: dict):
 def _group(fusion, node):
     """A gather over the windows covering each pixel (no atomics); the elementwise chain after it
     (relu's gradient mask) is its epilogue, so dz is written once."""
-    if node.op not in ("max_pool2d_grad", "avg_pool2d_grad") or not all(v.dtype in FLOAT_DTYPES for v in node.inputs):
+    if node.op not in POOL_GRADS or not all(v.dtype in FLOAT_DTYPES for v in node.inputs):
         return None
     nodes = [node]
     fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     return Group(node, epilogue=nodes[1:])
 
 
-TEMPLATES = (Template("pool2d_grad", launch, Pool2dGradBinding, group=_group, priority=80),)
+TEMPLATES = (Template("pool2d_grad", launch, Pool2DGradBinding, group=_group, priority=80),)

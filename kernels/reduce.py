@@ -137,8 +137,8 @@ def launch(binding: ReduceBinding, inputs, out=None, config=None, precision="tf3
         kept = (1,) * (stop - first) if binding.keepdims else ()
         out = torch.empty((*x.shape[:first], *kept, *x.shape[stop:]), device=x.device, dtype=binding.out_dtype)
     call = ReduceCall(binding, inputs, out, x, x.shape[:first].numel(), x.shape[first:stop].numel(), x.shape[stop:].numel())
-    run(call, config, interpret, args=flat_operand_args(tensors, binding.operands, 8, x),
-        epilogue_args=flat_operand_args(tensors, binding.epilogue_operands, 4, out))
+    run(call, config, interpret, args=flat_operand_args(tensors, binding.operands, FLAT_OPERANDS, x),
+        epilogue_args=flat_operand_args(tensors, binding.epilogue_operands, EPILOGUE_OPERANDS, out))
     return out
 
 
@@ -164,13 +164,23 @@ def _in_place(node, param, views) -> bool:
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
+def reduced_axes(axes, rank: int) -> list[int]:
+    """The registry's reading of a reduction's `axes` over an input of this rank, sorted: None is
+    every axis, () none. Raises ValueError when they are not consecutive (one run is reduced)."""
+    found = sorted(a % rank for a in (range(rank) if axes is None else axes))
+    if found and found != list(range(found[0], found[-1] + 1)):
+        raise ValueError(f"reduce template: axes {tuple(found)} are not consecutive")
+    return found
+
+
 def reduce_axes_fit(node) -> bool:
-    """A sum / mean / max of floats over consecutive axes: what this template computes."""
+    """A sum / mean / max of floats over consecutive axes (at least one): what this template computes."""
     if node.op not in REDUCTIONS or node.inputs[0].dtype not in FLOAT_DTYPES:
         return False
-    x, given = node.inputs[0], node.attrs["axes"]
-    axes = sorted(a % x.rank for a in (range(x.rank) if given is None else given))
-    return bool(axes) and axes == list(range(axes[0], axes[-1] + 1))
+    try:
+        return bool(reduced_axes(node.attrs["axes"], node.inputs[0].rank))
+    except ValueError:  # not consecutive
+        return False
 
 
 def _claim_prologue(fusion, node):

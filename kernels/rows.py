@@ -4,8 +4,8 @@ Each program normalizes ROWS rows; a row is held whole in registers (BLOCK is
 the next power of two of its length), so each element is read once and
 written once. Rows longer than MAX_ROW are not fused.
 
-No generated hook: a kernel module's binding holds only the op's attributes
-(log, epsilon, scale, center) and the output dtype, and its launch is this
+No generated hook: a kernel module's binding holds which inputs are which, the
+op's attributes (log, epsilon) and the output dtype, and its launch is this
 module's launch_softmax or launch_layer_norm. The softmax cross-entropy
 template (kernels/softmax_xent.py) shares the block sizes, grid and row
 checks below.
@@ -91,21 +91,23 @@ def rows_of(x) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True)
 class SoftmaxBinding(Binding):
+    x: int  # which input holds the rows
     log: bool  # log_softmax
     out_dtype: torch.dtype
 
 
 @dataclass(frozen=True, kw_only=True)
 class LayerNormBinding(Binding):
+    x: int  # which input holds the rows
+    gamma: int | None  # which input is the scale (None: the layer does not scale, SCALE false)
+    beta: int | None  # which input is the offset (None: the layer does not center, CENTER false)
     epsilon: float
-    scale: bool  # gamma is input 1
-    center: bool  # beta is the input after gamma (1 without scale, 2 with it)
     out_dtype: torch.dtype
 
 
 @dataclass
 class RowsCall(Call):
-    x: torch.Tensor  # input 0, contiguous
+    x: torch.Tensor  # the rows (the binding's x), contiguous
     n_rows: int
     n_cols: int
 
@@ -113,7 +115,7 @@ class RowsCall(Call):
 def _rows_call(binding, inputs, out) -> RowsCall:
     """Check and allocate, as both row templates do: the output has the input's shape."""
     # check: rows are the last axis of a contiguous tensor.
-    x = inputs[0].contiguous()
+    x = inputs[binding.x].contiguous()
     # allocate
     if out is None:
         out = torch.empty(x.shape, device=x.device, dtype=binding.out_dtype)
@@ -143,13 +145,12 @@ def launch_layer_norm(binding: LayerNormBinding, inputs, out=None, config=None, 
 @tuned(row_candidates)
 def run_layer_norm(call: RowsCall, config: dict):
     b = call.binding
-    # The layer_norm op's inputs are x, then gamma when it scales, then beta when it centers; an
-    # absent one is passed as x, which the kernel does not read (SCALE / CENTER false).
-    gamma = call.inputs[1] if b.scale else call.x
-    beta = call.inputs[1 + int(b.scale)] if b.center else call.x
+    # An absent gamma or beta is passed as x, which the kernel does not read (SCALE / CENTER false).
+    gamma = call.inputs[b.gamma] if b.gamma is not None else call.x
+    beta = call.inputs[b.beta] if b.beta is not None else call.x
     layer_norm_kernel[grid(call.n_rows, config)](
         call.x, call.out, gamma, beta, call.n_rows, call.n_cols, b.epsilon,
-        SCALE=b.scale, CENTER=b.center,
+        SCALE=b.gamma is not None, CENTER=b.beta is not None,
         ROWS=config["ROWS"], BLOCK=config["BLOCK"], num_warps=config["num_warps"],
     )
 

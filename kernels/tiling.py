@@ -1,7 +1,10 @@
-"""Tile order shared by the GEMM templates (matmul, conv2d)."""
+"""Tiling shared by the GEMM templates (matmul, conv2d, conv2d_grad): the tile order of a
+program, the grid of tiles, and how a block-size config becomes launch keywords."""
 
 import triton
 import triton.language as tl
+
+from kcomp.kernels.sizes import cdiv
 
 
 @triton.jit
@@ -17,3 +20,14 @@ def grouped_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.cons
     tile_m = first_m + (pid % per_group) % group_size
     tile_n = (pid % per_group) // group_size
     return tile_m, tile_n
+
+
+def gemm_grid(M: int, N: int, config: dict) -> tuple[int]:
+    """One program per BM x BN tile of an M x N result (grouped_tile orders them)."""
+    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]),)
+
+
+def kernel_options(config: dict) -> dict:
+    """A config as launch keywords: its block sizes (constexprs), then num_warps and num_stages."""
+    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+    return dict(meta, num_warps=config["num_warps"], num_stages=config["num_stages"])

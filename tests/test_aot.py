@@ -100,7 +100,7 @@ def test_kernel_does_not_spill(children, name, index, template, dtype):
 
 
 def test_block_sizes_are_the_gpu_ones(children):
-    """Example tensors live on the CPU, but the config compiled is the wrapper's GPU choice."""
+    """Example tensors live on the CPU, but the config compiled is the template's launch's GPU choice."""
     from kcomp.kernels.matmul import candidate_configs
 
     rec = children["checks"].result()["sm_90_tf32"]

@@ -222,7 +222,7 @@ def test_residual_then_pool_keeps_the_pool_separate():
     ]
 
 
-# -- run time sizes and the launch wrapper -------------------------------------------
+# -- run time sizes and the template's launch --------------------------------------
 def test_one_plan_serves_every_batch_size():
     model = conv_model((9, 11, 3), dict(filters=5, kernel_size=3, strides=2, padding="same", activation="relu"),
                        [BN, maxpool(2)])
@@ -243,7 +243,7 @@ def test_launch_allocates_its_output_and_reads_any_input_layout():
     source = kernel_source(kernel, 0)
     # The avg pool is absorbed; the image, kernel and bias are inputs 0, 1 and 2.
     assert "pool='avg'," in source.text and "x=0,\n    w=1,\n" in source.text and "Operand(input_index=2," in source.text
-    # A channels-first tensor permuted to NHWC: not contiguous; the wrapper copies it.
+    # A channels-first tensor permuted to NHWC: not contiguous; the template's launch copies it.
     x = image(2, (5, 9, 11)).permute(0, 2, 3, 1)
     params = model.params()
     got = load_kernel(source).launch(x, params["conv2d/kernel"], params["conv2d/bias"])

@@ -163,7 +163,7 @@ def test_adam_bias_correction_in_early_and_late_steps(beta_1, beta_2, first_step
     slots = initial_slots("adam", attrs, SHAPES, gen)
     for t in (first_step, first_step + 1):
         inputs = [*params, *[torch.randn(s, generator=gen) for s in SHAPES], *slots, torch.tensor(0.01), torch.tensor(t)]
-        out = module.launch(*inputs)  # no buffers given: the wrapper allocates them
+        out = module.launch(*inputs)  # no buffers given: the template's launch allocates them
         for got, want in zip(out, reference(inputs, "adam", attrs, len(SHAPES))):
             assert_close(got, want)
         params, slots = list(out[: len(SHAPES)]), list(out[len(SHAPES) :])

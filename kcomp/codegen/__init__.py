@@ -1,1 +1,2 @@
-"""Code generation: a readable Triton module per kernel node (fused expression + launch wrapper)."""
+"""Code generation: a readable Triton module per kernel node (the generated hooks, and a binding
+for its template's launch)."""

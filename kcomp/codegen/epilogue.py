@@ -16,8 +16,7 @@ from kcomp.errors import GraphError
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.lowering import literal
 from kcomp.ir.types import is_static
-from kcomp.kernels.operands import Operand
-from kcomp.kernels.operands import operand_kind
+from kcomp.kernels.operands import Operand, operand_kind
 
 TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
 PROLOGUE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, S0, S1"  # the matmul passes its K offsets as offs_n

@@ -9,8 +9,7 @@ are read from the tensors at run time (the batch varies).
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
-
-POOLS = {"max_pool2d": "max", "avg_pool2d": "avg"}
+from kcomp.kernels.pool2d import POOLS
 
 
 def generate(kernel: KernelParts) -> GeneratedKernel:

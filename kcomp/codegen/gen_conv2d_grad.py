@@ -31,7 +31,7 @@ def generate_filter(kernel: KernelParts) -> GeneratedKernel:
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     # dY as loaded: what the prologue chain starts from, or the node's own input.
     dy_value = chain_input(prologue_nodes) if prologue_nodes else conv.inputs[1]
-    prologue, operands = generate_epilogue(body, constants + prologue_nodes, dy_value, "prologue", PROLOGUE_PARAMS)
+    prologue, prologue_operands = generate_epilogue(body, constants + prologue_nodes, dy_value, "prologue", PROLOGUE_PARAMS)
     return GeneratedKernel(prologue, {
         "x": repr(index_of[conv.inputs[0].id]),
         "dy": repr(index_of[dy_value.id]),
@@ -39,9 +39,9 @@ def generate_filter(kernel: KernelParts) -> GeneratedKernel:
         **_geometry(conv),
         "prologue": "prologue",
         "has_prologue": repr(bool(prologue_nodes)),
-        "operands": repr(tuple(operands)),
+        "prologue_operands": repr(tuple(prologue_operands)),
         "dw_dtype": f"torch.{conv.outputs[0].dtype}",
-        "bsum_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
+        "column_sums_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
     })
 
 

@@ -7,13 +7,14 @@ template's window is set by constexpr arguments.
 
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
-
-POOLS = {"max_pool2d": "max", "avg_pool2d": "avg"}
+from kcomp.kernels.pool2d import POOLS
 
 
 def generate(kernel: KernelParts) -> GeneratedKernel:
     body, pool = kernel.body, kernel.anchor
+    index_of = {v.id: i for i, v in enumerate(body.inputs)}
     return GeneratedKernel("# pool2d: no hook; the window is constexpr in the template.\n", {
+        "x": repr(index_of[pool.inputs[0].id]),
         "pool": repr(POOLS[pool.op]),
         "pool_size": repr(tuple(pool.attrs["pool_size"])),
         "strides": repr(tuple(pool.attrs["strides"])),

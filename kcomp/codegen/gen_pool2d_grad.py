@@ -11,13 +11,12 @@ gradient mask dx * greater(h, 0)) is the epilogue, applied before the store.
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
-
-POOLS = {"max_pool2d_grad": "max", "avg_pool2d_grad": "avg"}
+from kcomp.kernels.pool2d_grad import POOL_GRADS
 
 
 def generate(kernel: KernelParts) -> GeneratedKernel:
     body, pool, chain, constants = kernel.body, kernel.anchor, list(kernel.epilogue), list(kernel.constants)
-    kind = POOLS[pool.op]
+    kind = POOL_GRADS[pool.op]
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     reads = [index_of[v.id] for v in pool.inputs]
     x, dy = reads if kind == "max" else (None, reads[0])

@@ -10,15 +10,9 @@ carries the axes, keepdims and each hook's operands to the template's launch.
 
 from kcomp.codegen.epilogue import generate as generate_body
 from kcomp.codegen.generated import GeneratedKernel
-from kcomp.kernels.operands import Operand
 from kcomp.ir.ops.kernel import KernelParts
-
-
-def reduced_axes(axes, rank: int) -> list[int]:
-    """The registry's reading of `axes`: None is every axis, () none."""
-    if axes is None:
-        return list(range(rank))
-    return sorted(a % rank for a in axes)
+from kcomp.kernels.operands import Operand
+from kcomp.kernels.reduce import reduced_axes
 
 
 LOAD_BODY = """@triton.jit
@@ -30,9 +24,7 @@ def body(offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7):
 def generate(kernel: KernelParts) -> GeneratedKernel:
     body, node, constants = kernel.body, kernel.anchor, list(kernel.constants)
     chain, after = list(kernel.prologue), list(kernel.epilogue)
-    axes = reduced_axes(node.attrs["axes"], node.inputs[0].rank)
-    if axes and axes != list(range(axes[0], axes[-1] + 1)):
-        raise ValueError(f"reduce template: axes {tuple(axes)} are not consecutive")
+    axes = reduced_axes(node.attrs["axes"], node.inputs[0].rank)  # raises unless consecutive
     if chain:
         hooks, operands = generate_body(body, constants + chain, None, name="body")
     else:  # BODY loads the reduction's input, as X0

@@ -1,6 +1,7 @@
 """Generators for the row templates: softmax / log_softmax and layer_norm (no generated hook).
 
-A row kernel's module holds only its binding: the op's attributes and the output dtype.
+A row kernel's module holds only its binding: which inputs are which, the op's attributes and
+the output dtype.
 """
 
 from kcomp.codegen.generated import GeneratedKernel
@@ -11,18 +12,27 @@ NO_HOOK = "# {name}: no generated hook; the binding's flags are constexpr in the
 
 def generate_softmax(kernel: KernelParts) -> GeneratedKernel:
     body, node = kernel.body, kernel.anchor
+    index_of = {v.id: i for i, v in enumerate(body.inputs)}
     return GeneratedKernel(NO_HOOK.format(name=node.op), {
+        "x": repr(index_of[node.inputs[0].id]),
         "log": repr(node.op == "log_softmax"),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
     })
 
 
 def generate_layer_norm(kernel: KernelParts) -> GeneratedKernel:
-    body, a = kernel.body, kernel.anchor.attrs
+    body, node = kernel.body, kernel.anchor
+    a = node.attrs
+    index_of = {v.id: i for i, v in enumerate(body.inputs)}
+    # The op's inputs: x, then gamma when it scales, then beta when it centers.
+    params = iter(node.inputs[1:])
+    gamma = index_of[next(params).id] if a["scale"] else None
+    beta = index_of[next(params).id] if a["center"] else None
     return GeneratedKernel(NO_HOOK.format(name="layer_norm"), {
+        "x": repr(index_of[node.inputs[0].id]),
+        "gamma": repr(gamma),
+        "beta": repr(beta),
         "epsilon": repr(float(a["epsilon"])),
-        "scale": repr(bool(a["scale"])),
-        "center": repr(bool(a["center"])),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
     })
 

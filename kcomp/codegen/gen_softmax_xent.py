@@ -11,25 +11,23 @@ from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
 from kcomp.ir.types import FLOAT_DTYPES
 
-ROLES = {"softmax_cross_entropy": "loss", "softmax_cross_entropy_grad": "dlogits", "correct": "correct"}
+# op -> the name of its output in the binding's `outputs` (what the template computes and stores)
+OUTPUT_NAMES = {"softmax_cross_entropy": "loss", "softmax_cross_entropy_grad": "dlogits", "correct": "correct"}
 
 
 def generate(kernel: KernelParts) -> GeneratedKernel:
-    body = kernel.body  # the loss or its gradient (the anchor), and what else reads the same rows
-    by_op = {n.op: n for n in body.nodes}
-    loss_node = by_op.get("softmax_cross_entropy")
-    grad_node = by_op.get("softmax_cross_entropy_grad")
+    body, anchor = kernel.body, kernel.anchor  # the loss, else its gradient alone; extra: what else reads the rows
+    grad_node = next((n for n in (anchor, *kernel.extra) if n.op == "softmax_cross_entropy_grad"), None)
     index = {v.id: i for i, v in enumerate(body.inputs)}
-    first = loss_node or grad_node
-    probs, labels = (index[v.id] for v in first.inputs[:2])
+    probs, labels = (index[v.id] for v in anchor.inputs[:2])
     # The outputs in the body's order, each named by the node that computes it.
     producer = {v.id: n for n in body.nodes for v in n.outputs}
     return GeneratedKernel("# softmax cross-entropy: no fused expression; flags are constexpr in the template.\n", {
         "probs": repr(probs),
         "labels": repr(labels),
         "grad": repr(index[grad_node.inputs[2].id] if grad_node else None),
-        "sparse": repr(first.inputs[1].dtype not in FLOAT_DTYPES),
-        "outputs": repr(tuple(ROLES[producer[v.id].op] for v in body.outputs)),
+        "sparse": repr(anchor.inputs[1].dtype not in FLOAT_DTYPES),
+        "outputs": repr(tuple(OUTPUT_NAMES[producer[v.id].op] for v in body.outputs)),
         "out_dtypes": "(" + ", ".join(f"torch.{v.dtype}" for v in body.outputs) + ("," if len(body.outputs) == 1 else "") + ")",
     })
 

@@ -41,6 +41,19 @@ def window_pads(input_size, window, strides, dilation, padding) -> tuple[tuple[i
     return tuple(same_padding(size, k, s, d) for size, k, s, d in zip(input_size, window, strides, dilation))
 
 
+def pads_before(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int]:
+    """(pad_top, pad_left): the padding Keras puts before each axis of an H x W image."""
+    (top, _), (left, _) = window_pads((H, W), window, strides, dilation, padding)
+    return top, left
+
+
+def sliding_window(H: int, W: int, window, strides, dilation, padding: str) -> tuple[int, int, int, int]:
+    """(OH, OW, pad_top, pad_left) of a window sliding over an H x W image, padded as Keras pads."""
+    OH = output_size(H, window[0], strides[0], dilation[0], padding)
+    OW = output_size(W, window[1], strides[1], dilation[1], padding)
+    return (OH, OW, *pads_before(H, W, window, strides, dilation, padding))
+
+
 def _spatial_out(x: TensorSpec, window, strides, dilation, padding, what) -> tuple[int, int]:
     h, w = x.shape[1], x.shape[2]
     if not (is_static(h) and is_static(w)):
@@ -59,9 +72,7 @@ def _spatial_out(x: TensorSpec, window, strides, dilation, padding, what) -> tup
 def _pad_nchw(x, window, strides, dilation, padding, value=0.0):
     if padding != "same":
         return x
-    (hb, ha), (wb, wa) = (
-        same_padding(size, k, s, d) for size, k, s, d in zip(x.shape[2:], window, strides, dilation)
-    )
+    (hb, ha), (wb, wa) = window_pads(x.shape[2:], window, strides, dilation, padding)
     return F.pad(x, (wb, wa, hb, ha), value=value)
 
 
