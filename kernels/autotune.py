@@ -16,7 +16,12 @@ import functools
 import json
 
 from kcomp import config as kcomp_config
+from kcomp.triton_compat import patch_interpreter
 from kcomp.utils.disk_cache import read_entry, write_entry
+
+# Every template module imports this one before it can launch, so Triton 3.6's interpreter is
+# fixed (kcomp.triton_compat) before it runs a kernel.
+patch_interpreter()
 
 _choices: dict[str, dict] | None = None
 
@@ -96,16 +101,18 @@ def tuned(candidates):
     """Decorate a template's `run(call, config, **options)`, which launches its kernel once with
     one block-size config: the decorated run takes config=None and then picks one among
     `candidates(call, interpret)` (the configs worth trying for the call's sizes) with
-    choose_config. `interpret` (None: whether the call's tensors are on the CPU) asks for the
-    interpreter's configs; AOT compilation passes False to get the GPU's for CPU tensors.
+    choose_config. `interpret` chooses whose configs: the interpreter's (few large programs) or
+    a GPU's; None takes the interpreter's when the call's tensors are on the CPU. It does not
+    choose how the kernel runs (that is the tensors' device and TRITON_INTERPRET): AOT
+    compilation passes False to get the GPU's configs for CPU tensors.
     """
 
     def decorate(run):
         @functools.wraps(run)
         def tuned_run(call, config=None, interpret=None, **options):
             if config is None:
-                options_for_shape = candidates(call, call.on_cpu if interpret is None else interpret)
-                config = choose_config(call.binding.kernel_id, call.inputs, options_for_shape,
+                configs = candidates(call, call.on_cpu if interpret is None else interpret)
+                config = choose_config(call.binding.kernel_id, call.inputs, configs,
                                        lambda c: run(call, c, **options), call.out)
             run(call, config, **options)
 

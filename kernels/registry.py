@@ -20,7 +20,17 @@ def _collect() -> dict[str, Template]:
             if template.name in found:
                 raise RuntimeError(f"two templates named {template.name!r}: in {found[template.name].module} and {module.__name__}")
             found[template.name] = template
+    check_priorities(found.values())
     return found
+
+
+def check_priorities(templates) -> None:
+    """The fusion pass asks templates in priority order; two with one priority would leave which
+    takes a node to the order modules happen to be found in."""
+    priorities = [t.priority for t in templates]
+    if len(set(priorities)) != len(priorities):
+        ties = sorted(f"{t.name}={t.priority}" for t in templates if priorities.count(t.priority) > 1)
+        raise RuntimeError(f"templates share a priority, so which takes a node first is undefined: {', '.join(ties)}")
 
 
 TEMPLATES: dict[str, Template] = _collect()

@@ -38,7 +38,8 @@ class Call:
 
     @property
     def on_cpu(self) -> bool:
-        """Whether it runs under Triton's interpreter (its tensors on the CPU)."""
+        """Whether its tensors are on the CPU (where Triton's interpreter runs it, with the
+        interpreter's block sizes unless the caller asks for a GPU's)."""
         first = self.out[0] if isinstance(self.out, tuple) else self.out
         return first.device.type == "cpu"
 
@@ -83,8 +84,9 @@ class Template:
     # a further output from what node's kernel loads (a Dense's bias gradient), or None.
     claim_prologue: Callable | None = None
     claim_output: Callable | None = None
-    # takes_epilogue(node): whether this template's group around `node` takes the elementwise
-    # ops after it as its epilogue (so no other kernel takes them as a prologue).
+    # takes_epilogue(node): whether the elementwise ops right after `node` are better computed in
+    # its kernel's epilogue (once per output element) than in a later kernel's prologue (a
+    # Dense's, or a conv's): a claimed prologue chain stops at such a node's output.
     takes_epilogue: Callable | None = None
 
     @property
@@ -97,4 +99,4 @@ class Template:
             raise TypeError(f"template {self.name!r}: binding must be a subclass of Binding, not {self.binding!r}")
         hooks = (self.in_place, self.group, self.claim_prologue, self.claim_output, self.takes_epilogue)
         if not callable(self.launch) or any(h is not None and not callable(h) for h in hooks):
-            raise TypeError(f"template {self.name!r}: launch, in_place, group and the claims must be functions")
+            raise TypeError(f"template {self.name!r}: launch, in_place, group, the claims and takes_epilogue must be functions")

@@ -40,3 +40,33 @@ def test_cli_version_and_help():
     assert help_.returncode == 0 and "usage: kcomp" in help_.stdout
     bad = _run("--no-such-flag")
     assert bad.returncode == 2
+
+
+INTERPRETER_LATER = """
+import sys
+import numpy as np
+from kcomp.layers import Dense, Input
+from kcomp.models import Sequential
+
+x = np.random.default_rng(0).normal(size=(16, 5)).astype("float32")
+y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
+a = Sequential([Input(shape=(5,)), Dense(3, activation="relu")])
+a.compile(optimizer="adam", loss="mse", backend="reference")
+a.fit(x, y, epochs=1, batch_size=8, verbose=0)
+assert "triton" not in sys.modules, "a reference fit imported Triton"
+b = Sequential([Input(shape=(5,)), Dense(3, activation="relu")])
+b.compile(optimizer="adam", loss="mse", backend="triton-interpret")
+b.set_weights(a.get_weights())
+assert np.allclose(b.predict(x, verbose=0), a.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+
+
+def test_a_reference_fit_leaves_the_interpreter_open():
+    """The interpreter must be chosen before Triton is imported, so nothing on the reference
+    path may import it (the fusion pass reads the template records only when it fuses)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", INTERPRETER_LATER], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

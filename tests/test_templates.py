@@ -6,7 +6,7 @@ generators, what a generated module contains, and the record's own checks.
 """
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from aot_helpers import example_kernels
@@ -103,3 +103,10 @@ def test_host_size_arithmetic_is_tritons():
     for a in range(0, 3000, 7):
         for b in (1, 2, 3, 16, 32, 64, 128, 1000):
             assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
+
+
+def test_templates_are_asked_in_one_defined_order():
+    registry.check_priorities(TEMPLATES.values())
+    a, b = TEMPLATES["matmul"], TEMPLATES["conv2d"]
+    with pytest.raises(RuntimeError, match="conv2d=10, matmul=10"):
+        registry.check_priorities([a, replace(b, priority=a.priority)])

@@ -74,13 +74,17 @@ def kernel_source(node: Node, index: int) -> KernelSource:
         + print_graph(body, indent="    ")
         + '"""\n\n'
     )
-    text = header + "import torch\nimport triton\nimport triton.language as tl\n\n" + _bound_module(record, generated, kernel_id)
+    text = header + "import torch\nimport triton\nimport triton.language as tl\n\n" + _bound_module(
+        record, generated, kernel_id, len(body.inputs))
     return KernelSource(name, record.name, absorbed, text)
 
 
-def _bound_module(record: Template, generated: GeneratedKernel, kernel_id: str) -> str:
-    """The generated hooks, the template's binding and a launch that hands both to the template."""
+def _bound_module(record: Template, generated: GeneratedKernel, kernel_id: str, num_inputs: int) -> str:
+    """The generated hooks, the template's binding and a launch that hands both to the template
+    (its inputs named, so a call with too few or too many fails where it is made)."""
     launch_name = f"{record.name}_launch"
+    names = [f"in{i}" for i in range(num_inputs)]
+    inputs = f"({names[0]},)" if num_inputs == 1 else f"({', '.join(names)})"
     fields = "".join(f"    {key}={value},\n" for key, value in generated.binding.items())
     return (
         "from kcomp.kernels.operands import Operand  # noqa: F401 (bindings name their hooks' operands)\n"
@@ -90,6 +94,6 @@ def _bound_module(record: Template, generated: GeneratedKernel, kernel_id: str) 
         + "\n\n"
         + "# What this kernel tells the template's launch (check -> allocate -> tuned run).\n"
         + f"BINDING = {record.binding.__name__}(\n    kernel_id=\"{kernel_id}\",\n{fields})\n\n\n"
-        + 'def launch(*inputs, out=None, config=None, precision="tf32", interpret=None):\n'
-        + f"    return {launch_name}(BINDING, inputs, out, config, precision, interpret)\n"
+        + f'def launch({"".join(n + ", " for n in names)}out=None, config=None, precision="tf32", interpret=None):\n'
+        + f"    return {launch_name}(BINDING, {inputs}, out, config, precision, interpret)\n"
     )

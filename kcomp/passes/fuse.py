@@ -20,16 +20,25 @@ update.
 """
 
 from dataclasses import replace
+from functools import cache
 
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.operands import chain_input, operand_kind
-from kcomp.kernels.registry import TEMPLATES
 from kcomp.kernels.template import Group
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
 
-BY_PRIORITY = sorted(TEMPLATES.values(), key=lambda t: t.priority)  # the order templates are asked
+
+@cache
+def templates_by_priority() -> tuple:
+    """Every template's record, in the order they are asked. Read when a graph is first fused,
+    not when this module is imported: the records live in the Triton template modules, and a
+    process that never fuses (the reference backend) must not import Triton, so that it can
+    still choose the interpreter later."""
+    from kcomp.kernels.registry import TEMPLATES
+
+    return tuple(sorted(TEMPLATES.values(), key=lambda t: t.priority))
 
 
 def _is_float(v: Value) -> bool:
@@ -46,7 +55,9 @@ def weight_only_values(graph: Graph) -> set[int]:
 
 
 class Fusion:
-    """The fusion pass's state, as the templates' grouping rules read it."""
+    """The fusion pass's state, as the templates' grouping rules read it: the methods below, and
+    `graph`, `producers` (value id -> node) and `weight_only` (ids of values computed from
+    weights alone, which stay unfused when a plan hoists them)."""
 
     def __init__(self, graph: Graph, hoisted: bool = True):
         self.graph = graph
@@ -164,12 +175,13 @@ class Fusion:
 
     # -- the pass -------------------------------------------------------------------------------
 
-    def anchor(self, node: Node) -> tuple[str, Group] | None:
-        """(template, group) of the kernel built around `node`: the first template, by priority,
-        whose rule builds one."""
+    def group_for(self, node: Node) -> tuple[str, Group] | None:
+        """(template, group) of the kernel that `node`, the first free node of its group in graph
+        order, starts: the first template, by priority, whose rule builds one. The group's
+        anchor may be another node (a bias gradient's sum starts the filter gradient's group)."""
         if node.outputs[0].id in self.weight_only:
             return None
-        for template in BY_PRIORITY:
+        for template in templates_by_priority():
             group = template.group(self, node) if template.group is not None else None
             if group is not None:
                 return template.name, group
@@ -177,14 +189,14 @@ class Fusion:
 
     def claim(self) -> None:
         """The templates' claims over the whole graph, prologues first, then extra outputs."""
-        for template in BY_PRIORITY:
+        for template in templates_by_priority():
             if template.claim_prologue is not None:
                 for node in self.graph.nodes:
                     chain = template.claim_prologue(self, node)
                     if chain:
                         self._prologues[id(node)] = chain
                         self.taken.update(id(n) for n in chain)
-        for template in BY_PRIORITY:
+        for template in templates_by_priority():
             if template.claim_output is not None:
                 for node in self.graph.nodes:
                     extra = template.claim_output(self, node)
@@ -199,7 +211,7 @@ class Fusion:
         for node in self.graph.nodes:
             if id(node) in self.taken:
                 continue
-            found = self.anchor(node)
+            found = self.group_for(node)
             if found is None:
                 continue
             template, group = found
@@ -228,8 +240,8 @@ class Fusion:
 
 
 def _takes_epilogue(node: Node) -> bool:
-    """Whether some template's group around `node` takes the elementwise ops after it."""
-    return any(t.takes_epilogue is not None and t.takes_epilogue(node) for t in BY_PRIORITY)
+    """Whether a prologue chain must stop at node's output (Template.takes_epilogue)."""
+    return any(t.takes_epilogue is not None and t.takes_epilogue(node) for t in templates_by_priority())
 
 
 def kernel_node(template: str, group: Group, producers: dict[int, Node], outputs: list[Value] | None = None) -> Node:

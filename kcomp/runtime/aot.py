@@ -124,7 +124,7 @@ def example_output(node_or_body, batch: int = 128, other: int = 64, float_dtype:
 
 @dataclass
 class Launch:
-    """One `kernel[grid](*args, **kwargs)` call made by a launch wrapper."""
+    """One `kernel[grid](*args, **kwargs)` call made by a template's launch."""
 
     kernel: object  # the JITFunction
     grid: tuple
@@ -145,7 +145,7 @@ class _Recorder:
 
         return record
 
-    def __getattr__(self, name):  # anything else a wrapper reads (arg_names, ...) comes from the kernel
+    def __getattr__(self, name):  # anything else a launch reads (arg_names, ...) comes from the kernel
         return getattr(self.kernel, name)
 
 
@@ -473,7 +473,7 @@ def compile_launch(launch: Launch, name: str, template: str, target: str = "sm_9
 
 def compile_launches(source: KernelSource, example_inputs: list[torch.Tensor], target: str = "sm_90",
                      precision: str = "tf32", out: torch.Tensor | None = None, config: dict | None = None) -> list[AotResult]:
-    """Every template launch `source`'s wrapper makes, compiled for `target` (one per launch)."""
+    """Every kernel launch that `source`'s `launch` makes, compiled for `target` (one per launch)."""
     from kcomp.runtime.kernel_cache import load_kernel  # the cache imports codegen
 
     compute_capability(target)
@@ -488,7 +488,7 @@ def compile_kernel(source: KernelSource, example_inputs: list[torch.Tensor], tar
     """Compile the kernel `source`'s `launch` would run on these (CPU) inputs, for `target`, without a GPU.
 
     `out` (optional) is passed to launch, e.g. a bfloat16 buffer; `config` picks the
-    block sizes (by default the wrapper's first GPU candidate for the shape).
+    block sizes (by default the template's first GPU candidate for the shape).
     """
     results = compile_launches(source, example_inputs, target, precision, out, config)
     if len(results) != 1:

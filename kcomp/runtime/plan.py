@@ -19,14 +19,13 @@ from kcomp.codegen.module import KernelSource, kernel_source
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import TORCH_DTYPES, is_static
-from kcomp.kernels import registry
 from kcomp.passes.fuse import weight_only_values
 from kcomp.runtime.kernel_cache import load_kernel
 
 
 # Ops a plan runs as torch views (no copy, no launch). A transposed view reaches its reader as
 # strides: the matmul template reads a 2-D A or B through them (the weight gradient's
-# activations^T); other templates copy what they need contiguous in their launch wrapper.
+# activations^T); other templates copy what they need contiguous in their launch.
 VIEW_OPS = ("reshape", "transpose")
 # Ops whose result depends on their inputs' shapes alone (a constant; count, the batch size as a
 # tensor): a plan makes each once per device and shapes, not once per run.
@@ -178,6 +177,8 @@ class Plan:
         allows it (it reads the parameter, if at all, at the element it writes: the optimizer's,
         a same-shape pointwise kernel, a reduction's epilogue adding into a running sum),
         when nothing reads the parameter, or a view of it, after that kernel."""
+        from kcomp.kernels import registry
+
         graph = self.graph
         param_values = {p.name: p for p in graph.params}
         root = {p.id: p.id for p in graph.params}  # value id -> the parameter it views
