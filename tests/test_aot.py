@@ -24,6 +24,10 @@ from kcomp.ir.graph import Value
 from kcomp.kernels.registry import TEMPLATES
 from kcomp.passes import run_pipeline
 
+# Every case reads the results of AOT child processes that compile all the examples' kernels
+# (about a minute on two cores).
+pytestmark = pytest.mark.slow
+
 BATCH = 128
 DTYPES = ["float32", "bfloat16"]
 GEMM_TEMPLATES = tuple(name for name, t in TEMPLATES.items() if t.tensor_cores)  # built on tl.dot: they must use tensor cores

@@ -31,6 +31,7 @@ def records(tmp_path_factory):
     return run_file_as_aot_child(__file__, cases, tmp_path_factory.mktemp("cache"), timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_entry_is_compiled_again_not_copied(records, entry, damage):
@@ -67,6 +68,7 @@ def _build(tmp_path, name, cache, triton_cache):
     return (kernels / "kernel_0.sm_90.ptx").read_bytes(), (kernels / "kernel_0.sm_90.cubin").read_bytes()
 
 
+@pytest.mark.slow
 def test_builds_do_not_depend_on_the_cache_folder(tmp_path):
     """Two builds with different KCOMP_CACHE_DIR (and Triton caches, as on two machines) give the same
     bytes. Triton's line info names source files; they had held the kcomp cache folder's path."""
@@ -77,6 +79,7 @@ def test_builds_do_not_depend_on_the_cache_folder(tmp_path):
     assert b'.file\t4 "kcomp_generated/kernel_0_' in ptx_a or b'"kcomp_generated/kernel_0_' in ptx_a
 
 
+@pytest.mark.slow
 def test_a_damaged_entry_of_tritons_own_cache_is_not_copied(tmp_path):
     """Triton's cache (TRITON_CACHE_DIR) is not verified; AOT builds no longer read it."""
     first = _build(tmp_path, "a", tmp_path / "cache_a", tmp_path / "triton")

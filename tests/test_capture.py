@@ -83,6 +83,7 @@ def test_an_mlp_trained_from_replayed_graphs_equals_running_every_step():
     assert sum(g.replays for g in graphs.graphs) >= 8
 
 
+@pytest.mark.slow
 def test_a_cnn_with_batch_norm_trained_from_replayed_graphs_equals_running_every_step():
     def make():
         return Sequential([Input(shape=(6, 6, 2)), Conv2D(3, 3, padding="same", activation="relu"),

@@ -69,6 +69,7 @@ def test_summary_and_check():
     assert check.returncode == 0 and "mlp_digits, seed_mlp" in check.stdout
 
 
+@pytest.mark.slow
 def test_failed_build_exits_1_with_one_clear_message(tmp_path):
     bad = tmp_path / "bad.k"
     bad.write_text("model m {\n  input(10)\n  dens(4)\n}\n")
@@ -144,6 +145,7 @@ def test_python_file_errors_are_reported_not_crashes(tmp_path):
     assert result.returncode == 1 and "ValueError: oops" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_build_emits_kernels_ptx_cubin_and_a_kernel_report(tmp_path):
     env = {"KCOMP_CACHE_DIR": str(tmp_path / "cache")}
     result = kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "out", "--batch", 64, "--explain", env=env)
@@ -181,6 +183,7 @@ def test_build_for_sm80_in_bfloat16(tmp_path):
     assert not list((tmp_path / "out" / "kernels").glob("*.cubin"))  # only what --emit asked for
 
 
+@pytest.mark.slow
 def test_several_processes_building_the_same_model_share_the_cache(tmp_path):
     """Concurrent builds all succeed and leave whole cache entries (atomic writes)."""
     env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "KCOMP_CACHE_DIR": str(tmp_path / "cache")}
@@ -207,6 +210,7 @@ def test_several_processes_building_the_same_model_share_the_cache(tmp_path):
     assert json.loads((tmp_path / "out9" / "report.json").read_text())["aot"]["cache_hits"] == 2, kcomp_again.stderr
 
 
+@pytest.mark.slow
 def test_fit_and_evaluate_from_the_compile_section(tmp_path):
     from sklearn.datasets import load_digits
 
@@ -232,6 +236,7 @@ def test_fit_and_evaluate_from_the_compile_section(tmp_path):
     assert wrong.returncode == 1 and "expected 'x'" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_build_train_emits_the_training_step_kernels(tmp_path):
     result = kcomp("build", EXAMPLES / "cnn_digits.k", "--train", "-o", tmp_path / "out", "--emit", "ir,triton", "--explain")
     assert result.returncode == 0, result.stderr

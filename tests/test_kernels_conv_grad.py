@@ -292,6 +292,7 @@ def compile_cases(cases) -> list[dict]:
     return records
 
 
+@pytest.mark.slow
 def test_conv_grad_kernels_compile_for_sm_90_on_tensor_cores_without_spills(tmp_path):
     from aot_helpers import run_file_as_aot_child
 

@@ -262,6 +262,7 @@ def aot_child() -> None:
     print(json.dumps(records))
 
 
+@pytest.mark.slow
 def test_compiles_for_sm_90_without_spills():
     from aot_helpers import compiler_env
 

@@ -320,6 +320,7 @@ def compile_cases(cases) -> list[dict]:
     return records
 
 
+@pytest.mark.slow
 def test_pool_grad_kernels_compile_for_sm_90_without_spills(tmp_path):
     from aot_helpers import run_file_as_aot_child
 

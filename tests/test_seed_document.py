@@ -80,6 +80,7 @@ def test_imdb_file_that_names_code_is_refused_and_runs_nothing(tmp_path, monkeyp
     assert pickle  # the payload above is what np.savez pickles
 
 
+@pytest.mark.slow
 def test_seed_sentiment_example_runs_as_written(keras_home):
     # The seed's code with `keras` replaced by `kcomp`. The seed uses `sequence` without importing
     # it (it fails the same way in Keras); the one added line is that import.

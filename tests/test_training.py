@@ -56,6 +56,7 @@ def test_mlp_on_digits_reaches_95_percent():
     assert accuracy >= 0.95, accuracy
 
 
+@pytest.mark.slow
 def test_small_cnn_on_digits_reaches_97_percent():
     from kcomp.layers import Conv2D, Flatten, MaxPooling2D
 

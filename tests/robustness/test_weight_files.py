@@ -93,6 +93,7 @@ def test_a_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]
 
 
+@pytest.mark.slow
 def test_a_killed_save_leaves_no_temporary_after_the_next_save(tmp_path):
     """A process killed (SIGKILL) after writing its temporary but before the rename: the old file
     is whole, and the next save of that path removes the dead process's temporary."""
