@@ -61,9 +61,9 @@ def kcomp_dense_launch(k, n, activation, dtype):
     model = Sequential([Input(shape=(k,), dtype=dtype), Dense(n, activation=activation, dtype=dtype)])
     model.compile(backend="triton-interpret" if REHEARSING else "triton")
     plan = model.executor().plan
-    (step,) = plan.kernels
+    (instruction,) = plan.kernels
     weights = {name: t.to(DEVICE) for name, t in model.params().items()}
-    return step.launch, weights[f"{model.layers[0].name}/kernel"], weights[f"{model.layers[0].name}/bias"]
+    return instruction.launch, weights[f"{model.layers[0].name}/kernel"], weights[f"{model.layers[0].name}/bias"]
 
 
 def dense_case(m, k, n, activation, dtype):
@@ -92,7 +92,7 @@ def conv_case(batch, h, w_, c, f, dtype):
     torch_dtype = getattr(torch, dtype)
     model = Sequential([Input(shape=(h, w_, c), dtype=dtype), Conv2D(f, 3, padding="same", activation="relu", dtype=dtype), MaxPooling2D(2, dtype=dtype)])
     model.compile(backend="triton-interpret" if REHEARSING else "triton")
-    (step,) = model.executor().plan.kernels
+    (instruction,) = model.executor().plan.kernels
     conv = model.layers[0]
     kernel, bias = conv.kernel.value.to(DEVICE), conv.bias.value.to(DEVICE)
     x = torch.randn(batch, h, w_, c, device=DEVICE, dtype=torch_dtype)
@@ -105,10 +105,10 @@ def conv_case(batch, h, w_, c, f, dtype):
         return torch.nn.functional.max_pool2d(torch.relu(y), 2)
 
     ref = eager().permute(0, 2, 3, 1)
-    got = step.launch(x, kernel, bias, out=out)
+    got = instruction.launch(x, kernel, bias, out=out)
     tol = 2e-2 if dtype == "bfloat16" else 1e-2
     torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
-    return {"kcomp": bench(lambda: step.launch(x, kernel, bias, out=out)), "eager": bench(eager),
+    return {"kcomp": bench(lambda: instruction.launch(x, kernel, bias, out=out)), "eager": bench(eager),
             "torch.compile": timed(compiled(eager)), "keras": None}
 
 

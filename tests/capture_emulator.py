@@ -33,8 +33,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 from triton.runtime.interpreter import InterpretedFunction
 
-import kcomp.runtime.cuda_graphs as cuda_graphs
 from kcomp import capture
+from kcomp.runtime.cuda_graphs import capturing_with
 
 # Calls that read a tensor's values on the host: a device synchronisation, forbidden in a capture.
 HOST_READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "__array__",
@@ -167,26 +167,34 @@ class EmulatedGraphs:
 
     def capture(self, run) -> tuple:
         recorder = _Recorder()
-        capture.emulated_capture = recorder
         try:
-            with _launches_recorded_by(recorder), recorder:
+            with capture.recording(_EmulatedRecording(recorder)), _launches_recorded_by(recorder), recorder:
                 result = run()
         finally:
-            capture.emulated_capture = None
-            capture.kept.clear()  # the recording holds what the graph reads
             recorder.restore()  # a capture records; it does not change the buffers that existed before
         graph = EmulatedGraph(recorder.log)
         self.graphs.append(graph)
         return graph, result
 
 
+class _EmulatedRecording(capture.Recording):
+    """The capture in progress, as kcomp's code sees it during an emulated one: what the graph
+    reads is held by the recorder's log, and a write deferred to after the capture is done now,
+    unrecorded (the emulated capture runs for real, so the memory exists now)."""
+
+    def __init__(self, recorder: _Recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def keep(self, obj) -> None:
+        pass  # the recorded log holds every tensor the replays read
+
+    def defer(self, write) -> None:
+        self.recorder.unrecorded(write)
+
+
 @contextmanager
 def emulated_cuda_graphs():
     """Within: kcomp captures steps and forwards on the CPU with EmulatedGraphs (yielded)."""
-    graphs = EmulatedGraphs()
-    original = cuda_graphs.graphs_for
-    cuda_graphs.graphs_for = lambda device: graphs
-    try:
+    with capturing_with(EmulatedGraphs()) as graphs:
         yield graphs
-    finally:
-        cuda_graphs.graphs_for = original

@@ -218,7 +218,7 @@ def test_a_new_value_is_written_in_place_only_when_nothing_reads_the_old_one_aft
     graph = _update_and_read_graph(update_first)
     fused, _ = run_pipeline(graph)
     plan = Plan(fused, "ieee")
-    kinds = [s.node.attrs["template"] for s in plan.steps]
+    kinds = [s.node.attrs["template"] for s in plan.instructions]
     assert kinds.index("pointwise") < kinds.index("matmul") if update_first else kinds.index("matmul") < kinds.index("pointwise")
     allowed = plan.in_place_outputs({0: "P"})
     assert allowed == ({} if update_first else {0: "P"})
@@ -247,8 +247,8 @@ def test_every_weight_slot_and_running_sum_is_written_in_place():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend="triton-interpret")
     model.train_on_batch(np.ones((4, 6), "float32"), np.array([0, 1, 2, 1]))
     (step,) = model._training.steps.values()
-    written = {name for i, name in enumerate(step.plan.writes) if name is not None}
-    assert set(step.plan.in_place.values()) == written
+    written = {name for i, name in enumerate(step.runner.writes) if name is not None}
+    assert set(step.runner.in_place.values()) == written
     assert len(written) == 4 * 3 + 2  # 4 weights, 2 Adam slots each; the loss sum, the iteration count
     assert {"accumulator/train/loss", "optimizer/iterations"} <= written
 
@@ -272,7 +272,7 @@ def test_a_captured_training_step_is_its_kernels_and_little_else():
     torch_calls = [e for e in graph.log if e[0] == "torch"]
     other = [e[1].__name__ for e in torch_calls if e[1].__name__ not in host_only
              and not (e[1].__name__ == "contiguous" and e[4] is e[2][0])]  # contiguous() of a contiguous tensor: itself
-    assert len(launches) == len(step.plan.plan.kernels)
+    assert len(launches) == len(step.runner.plan.kernels)
     assert other == [], other
 
 
@@ -305,7 +305,7 @@ def test_validation_does_not_make_the_training_step_capture_again():
     with emulated_cuda_graphs() as graphs:
         model.fit(x, y, batch_size=8, epochs=3, validation_split=0.2, verbose=0)  # 16 training rows: 2 batches of 8
     steps = {kind: s for (kind, *_), s in model._training.steps.items()}
-    assert len(steps["train"].plan.captured) == 1 and len(graphs.graphs) == 2  # train (8 rows), test (4 rows)
+    assert len(steps["train"].runner.captured) == 1 and len(graphs.graphs) == 2  # train (8 rows), test (4 rows)
     assert [g.replays for g in graphs.graphs] == [5, 2]  # 6 training batches, 3 validation batches: the first of each ran for real
 
 
@@ -328,7 +328,7 @@ def test_a_reduction_reading_the_parameter_as_it_loads_does_not_write_it_in_plac
     graph = b.finish([b.emit1("add", [total, p])], kind="step")
     fused, _ = run_pipeline(graph)
     plan = Plan(fused, "ieee")
-    assert [s.node.attrs["template"] for s in plan.steps if s.kind == "kernel"] == ["reduce"]
+    assert [s.node.attrs["template"] for s in plan.instructions if s.kind == "kernel"] == ["reduce"]
     assert plan.in_place_outputs({0: "P"}) == {}
     x_value, p_value = torch.randn(c, c), torch.randn(c)
     (want,) = run_reference(graph, [x_value], {"P": p_value.clone()})

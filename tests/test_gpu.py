@@ -95,8 +95,8 @@ def test_examples_training_steps_as_the_reference_step(path, name):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     if ON_GPU:
         (step,) = [s for (kind, *_), s in model._training.steps.items() if kind == "train"]
-        assert len(step.plan.captured) == 2  # batches of 16 and the last 5
-        assert all(c.graph is not None for c in step.plan.captured.values())
+        assert len(step.runner.captured) == 2  # batches of 16 and the last 5
+        assert all(c.graph is not None for c in step.runner.captured.values())
         assert model.layers[0].weights[0].value.is_cuda
 
 

@@ -76,6 +76,6 @@ def test_training_step_kernels_match_the_reference_step(case, precision):
         np.testing.assert_allclose(a, b, rtol=10 * tol, atol=tol)
     if ON_GPU:
         (step,) = [s for (kind, *_), s in model._training.steps.items() if kind == "train"]
-        assert len(step.plan.captured) == 2  # batches of 16 and the last 5
-        assert all(c.graph is not None for c in step.plan.captured.values())
+        assert len(step.runner.captured) == 2  # batches of 16 and the last 5
+        assert all(c.graph is not None for c in step.runner.captured.values())
     assert BATCH % 16 == 5

@@ -234,7 +234,7 @@ def test_transposed_operands_are_read_through_strides(transposed):
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "matmul"
     plan = Plan(fused, precision="ieee")
-    assert {s.node.op for s in plan.steps if s.kind == "view"} == {"transpose"}
+    assert {s.node.op for s in plan.instructions if s.kind == "view"} == {"transpose"}
     g = torch.Generator().manual_seed(4)
     inputs = [torch.randn(37, 23, generator=g), torch.randn(*y.shape, generator=g)]
     (got,) = plan.run(inputs, {})

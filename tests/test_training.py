@@ -274,7 +274,7 @@ def test_compiled_step_updates_weights_and_slots_in_one_optimizer_kernel(name, h
     for a, b in zip(ref, tri, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     (step,) = [s for (kind, *_), s in model._training.steps.items() if kind == "train"]
-    nodes = step.plan.graph.nodes
+    nodes = step.runner.graph.nodes
     assert not [n for n in nodes if n.op == "optimizer_update"]  # not left to torch
     assert len([n for n in nodes if n.op == "kernel" and n.attrs["template"] == "optimizer"]) == 1
 
@@ -411,7 +411,7 @@ def test_regularizers_fuse_into_the_compiled_step_and_match_the_reference():
     model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
     model.train_on_batch(x, y)
     (step,) = model._training.steps.values()
-    torch_ops = {s.node.op for s in step.plan.plan.steps if s.kind == "torch"}
+    torch_ops = {s.node.op for s in step.runner.plan.instructions if s.kind == "torch"}
     assert torch_ops <= {"constant", "count"}, torch_ops  # both made once per plan, not per step
 
 

@@ -554,16 +554,16 @@ class Model(Layer):
         returns each BatchNormalization's new moving statistics, which the call then keeps.
         Returns the executor and the moving-statistic weights its extra outputs update."""
         if True not in self._call_executors:
-            from kcomp.training.step import _moving_statistics
+            from kcomp.training.step import moving_statistics
 
             builder = GraphBuilder(f"{self.name}_training_call")
             inputs = [builder.input(t.ir_shape, t.dtype, t.call.layer.name) for t in self.inputs]
             builder.rng_step = builder.input((), "float32", "call_number")
             outputs = self._emit_calls(builder, inputs, True)
             with tracing(builder), builder.scope("moving_statistics"):
-                news, updates = _moving_statistics(self, builder, list(builder.nodes))
+                news, moving = moving_statistics(self, builder, list(builder.nodes))
             graph = verify(builder.finish([*outputs, *news]))
-            self._call_executors[True] = (make_executor(graph, self._backend, self._precision), [v for _, v in updates])
+            self._call_executors[True] = (make_executor(graph, self._backend, self._precision), moving)
         return self._call_executors[True]
 
     def _ensure_built_for_tensors(self, inputs) -> None:

@@ -8,12 +8,17 @@ reads; outputs come from the static buffers it writes.
 How a run is warmed up and captured is one object, `CudaGraphs` on a CUDA
 device. A CPU stand-in with the same two methods (tests/capture_emulator.py)
 records what a capture would freeze and replays exactly that, so the capture
-logic is checked without a GPU; `graphs_for` is the one place that picks.
+logic is checked without a GPU; `graphs_for` is the one place that picks, and
+`capturing_with` is how a stand-in is plugged in.
 """
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 
 from kcomp import capture
+from kcomp.runtime.versions import mark_written
 
 
 class CudaGraphs:
@@ -32,14 +37,12 @@ class CudaGraphs:
     def capture(self, run) -> tuple:
         """(graph, run's result): run() recorded, not run; graph.replay() runs it."""
         graph = torch.cuda.CUDAGraph()
+        recording = capture.Recording()
         try:
-            with torch.cuda.graph(graph):
+            with capture.recording(recording), torch.cuda.graph(graph):
                 result = run()
         finally:
-            while capture.deferred:  # what the capture left for after it (outside_the_graph)
-                capture.deferred.pop(0)()
-            kept = capture.kept[:]
-            capture.kept.clear()
+            kept = recording.finish()  # the writes it left for after it (capture.outside_the_graph)
         return _GraphKeeping(graph, kept), result
 
 
@@ -53,9 +56,27 @@ class _GraphKeeping:
         self.graph.replay()
 
 
+_plugged_in: ContextVar[object] = ContextVar("kcomp_graphs", default=None)
+
+
 def graphs_for(device: torch.device):
-    """What captures steps on `device`: CUDA graphs on a GPU; None (run each step as it is) elsewhere."""
+    """What captures steps on `device`: CUDA graphs on a GPU; None (run each step as it is) elsewhere;
+    within `capturing_with(graphs)`, those graphs on any device."""
+    plugged_in = _plugged_in.get()
+    if plugged_in is not None:
+        return plugged_in
     return CudaGraphs() if device.type == "cuda" else None
+
+
+@contextmanager
+def capturing_with(graphs):
+    """Within: steps and forwards made now capture with `graphs` (an object with CudaGraphs'
+    warm_up and capture), on any device: how a stand-in for CUDA graphs is plugged in."""
+    token = _plugged_in.set(graphs)
+    try:
+        yield graphs
+    finally:
+        _plugged_in.reset(token)
 
 
 class CapturedForward:
@@ -103,6 +124,7 @@ class CapturedStep:
                                   for t, shape in zip(inputs, batch_shapes(inputs, rows))]
         self._staged: dict[int, object] = {}  # input index -> the host number or uniform tensor last staged there
         self.graph = None
+        self.first_outputs = None  # the capturing call's outputs, returned by the run that follows it
         if graphs is None:
             return
         self.stage(inputs, rows)
@@ -147,7 +169,7 @@ class CapturedStep:
         if self.graph is None:
             self.stage(inputs, rows)
             return self._step()
-        if getattr(self, "first_outputs", None) is not None:  # the capturing call already ran this batch
+        if self.first_outputs is not None:  # the capturing call already ran this batch
             outputs, self.first_outputs = self.first_outputs, None
             return outputs
         self.stage(inputs, rows)
@@ -156,11 +178,10 @@ class CapturedStep:
         return self.static_outputs
 
     def _bump_versions(self) -> None:
-        """Mark the buffers the step wrote as changed, as a torch in-place op would (kernels
-        writing in place, and a replayed copy, do not): whoever caches values computed from them
-        (a forward plan's folded batch norm) checks the version counter. Host-only; during a
-        capture it runs once and is not recorded."""
-        torch.autograd.graph.increment_version(self.written)
+        """Mark the buffers the step wrote as changed (kcomp.runtime.versions): whoever caches
+        values computed from them (a forward plan's folded batch norm) checks the version
+        counter. Host-only; during a capture it runs once and is not recorded."""
+        mark_written(self.written)
 
 
 def batch_shapes(inputs, rows=None) -> list[tuple]:

@@ -14,6 +14,7 @@ from kcomp.errors import ArgumentError, KcompError
 from kcomp.ir.graph import Graph
 from kcomp.runtime.reference import run_reference
 from kcomp.runtime.triton_mode import require_compiler, require_interpreter
+from kcomp.runtime.versions import contents_key
 
 BACKENDS = ("auto", "triton", "triton-interpret", "reference")
 PRECISIONS = ("tf32", "ieee")
@@ -57,11 +58,13 @@ class PlanExecutor:
         fused, _ = run_pipeline(graph)
         self.plan = Plan(fused, precision)
         self._graphs: dict[tuple, object] = {}  # batch shape -> CapturedForward
+        self._params_key: tuple | None = None  # what the device copies in _params were made from
+        self._params: dict = {}
 
     def _device_params(self, params):
         """Weights on the executor's device; copied again (and captures dropped) when they change."""
-        key = tuple((name, id(t), t._version) for name, t in params.items())
-        if key != getattr(self, "_params_key", None):
+        key = (tuple(params), contents_key(params.values()))
+        if key != self._params_key:
             self._params = {k: v.to(self.device) for k, v in params.items()}
             self._params_key = key
             self._graphs.clear()  # a captured graph reads the old weight buffers

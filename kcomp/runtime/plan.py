@@ -21,6 +21,7 @@ from kcomp.ir.registry import OPS
 from kcomp.ir.types import TORCH_DTYPES, is_static
 from kcomp.passes.fuse import weight_only_values
 from kcomp.runtime.kernel_cache import load_kernel
+from kcomp.runtime.versions import contents_key
 
 
 # Ops a plan runs as torch views (no copy, no launch). A transposed view reaches its reader as
@@ -33,12 +34,13 @@ SHAPE_ONLY_RESULTS = ("constant", "count")
 
 
 @dataclass
-class Step:
+class Instruction:
+    """One node of the plan, as it runs: a generated kernel's launch, a view, or its torch reference."""
     node: Node
     kind: str  # "kernel", "view" or "torch"
     source: KernelSource | None = None
     launch: object = None
-    frees: list[int] = field(default_factory=list)  # value ids whose last reader is this step
+    frees: list[int] = field(default_factory=list)  # value ids whose last reader is this instruction
 
 
 class BufferPool:
@@ -129,40 +131,40 @@ class Plan:
         self.weight_only = schedule.hoisted
         kernels = 0
 
-        def step_of(node: Node) -> Step:
+        def instruction_for(node: Node) -> Instruction:
             nonlocal kernels
             if node.op == "kernel":
                 source = kernel_source(node, kernels)
                 kernels += 1
-                return Step(node, "kernel", source, load_kernel(source).launch)
-            return Step(node, "view" if node.op in VIEW_OPS else "torch")
+                return Instruction(node, "kernel", source, load_kernel(source).launch)
+            return Instruction(node, "view" if node.op in VIEW_OPS else "torch")
 
         # Kernels are numbered in graph order, hoisted ones included (kernel_N names as in a build).
-        steps = {id(node): step_of(node) for node in graph.nodes}
-        self.prepare_steps: list[Step] = [steps[id(n)] for n in schedule.hoisted_nodes]
-        self.steps: list[Step] = [steps[id(n)] for n in schedule.nodes]
+        instructions = {id(node): instruction_for(node) for node in graph.nodes}
+        self.prepare_instructions: list[Instruction] = [instructions[id(n)] for n in schedule.hoisted_nodes]
+        self.instructions: list[Instruction] = [instructions[id(n)] for n in schedule.nodes]
         for i, vids in schedule.freed_after().items():
-            self.steps[i].frees.extend(vids)
+            self.instructions[i].frees.extend(vids)
         self._prepared_for: tuple | None = None
         self._prepared: dict[int, torch.Tensor] = {}
         self._constants: dict[tuple, torch.Tensor] = {}  # SHAPE_ONLY_RESULTS, by (value id, device, shapes)
         self.last_peak_bytes = 0
 
     @property
-    def kernels(self) -> list[Step]:
-        return [s for s in self.steps if s.kind == "kernel"]
+    def kernels(self) -> list[Instruction]:
+        return [i for i in self.instructions if i.kind == "kernel"]
 
     def _prepare(self, params: dict[str, torch.Tensor]) -> None:
-        """Run the weight-only steps when the weights changed since the last run."""
+        """Run the weight-only instructions when the weights changed since the last run."""
         tensors = [params[p.name] for p in self.graph.params]
-        key = tuple((id(t), t._version) for t in tensors)
+        key = contents_key(tensors)
         if key == self._prepared_for:
             return
         env = {p.id: t for p, t in zip(self.graph.params, tensors)}
         device = self._device(params)
-        for step in self.prepare_steps:
-            outs = _run_torch(step.node, [env[v.id] for v in step.node.inputs], device)
-            env.update({v.id: t for v, t in zip(step.node.outputs, outs)})
+        for instr in self.prepare_instructions:
+            outs = _run_torch(instr.node, [env[v.id] for v in instr.node.inputs], device)
+            env.update({v.id: t for v, t in zip(instr.node.outputs, outs)})
         self._prepared = {vid: env[vid] for vid in self.weight_only if vid in env}
         self._prepared_for = key
 
@@ -184,15 +186,15 @@ class Plan:
         root = {p.id: p.id for p in graph.params}  # value id -> the parameter it views
         last_read: dict[int, int] = {}
         producer: dict[int, int] = {}
-        for i, step in enumerate(self.steps):
-            for v in step.node.inputs:
+        for i, instr in enumerate(self.instructions):
+            for v in instr.node.inputs:
                 if v.id in root:
                     last_read[root[v.id]] = i
-            for v in step.node.outputs:
+            for v in instr.node.outputs:
                 producer[v.id] = i
-            if step.kind == "view" and step.node.inputs[0].id in root:
-                root[step.node.outputs[0].id] = root[step.node.inputs[0].id]
-        read_by_prepare = {v.id for step in self.prepare_steps for v in step.node.inputs}
+            if instr.kind == "view" and instr.node.inputs[0].id in root:
+                root[instr.node.outputs[0].id] = root[instr.node.inputs[0].id]
+        read_by_prepare = {v.id for instr in self.prepare_instructions for v in instr.node.inputs}
         output_ids = [v.id for v in graph.outputs]
         safe = {}
         for position, name in targets.items():
@@ -200,12 +202,12 @@ class Plan:
             k = producer.get(value.id)
             if param is None or k is None or param.id in read_by_prepare or output_ids.count(value.id) > 1:
                 continue
-            step = self.steps[k]
-            if step.kind != "kernel" or last_read.get(param.id, -1) > k:
+            instr = self.instructions[k]
+            if instr.kind != "kernel" or last_read.get(param.id, -1) > k:
                 continue
-            in_place = registry.get(step.node.attrs["template"]).in_place  # the template's rule
+            in_place = registry.get(instr.node.attrs["template"]).in_place  # the template's rule
             views = {vid for vid, r in root.items() if r == param.id}  # the parameter and its views
-            if in_place is not None and in_place(step.node, param, views):
+            if in_place is not None and in_place(instr.node, param, views):
                 safe[position] = name
         return safe
 
@@ -223,15 +225,15 @@ class Plan:
         owners: dict[int, int] = {}  # value id -> id of the pooled buffer it lives in
         readers: dict[int, int] = {}  # pooled buffer id -> live values in it
         buffers: dict[int, torch.Tensor] = {}
-        for step in self.steps:
-            node = step.node
+        for instr in self.instructions:
+            node = instr.node
             args = [env[v.id] for v in node.inputs]
             out_value = node.outputs[0]
-            if step.kind == "kernel":
+            if instr.kind == "kernel":
                 # A kernel writes into pooled buffers, one per output (a tuple when it has several).
                 outs = tuple(targets[v.id] if v.id in targets else pool.take(concrete(v, sizes), TORCH_DTYPES[v.dtype], args[0].device)
                              for v in node.outputs)
-                step.launch(*args, out=outs if len(outs) > 1 else outs[0], precision=self.precision)
+                instr.launch(*args, out=outs if len(outs) > 1 else outs[0], precision=self.precision)
                 for v, out in zip(node.outputs, outs):
                     env[v.id] = out
                     if v.id in targets:
@@ -239,7 +241,7 @@ class Plan:
                     owners[v.id] = id(out)
                     buffers[id(out)] = out
                     readers[id(out)] = 1
-            elif step.kind == "view":
+            elif instr.kind == "view":
                 x = args[0]
                 env[out_value.id] = x.permute(node.attrs["perm"]) if node.op == "transpose" else x.reshape(concrete(out_value, sizes))
                 _alias(node.inputs[0], out_value, owners, readers)
@@ -264,7 +266,7 @@ class Plan:
                         owners[v.id] = id(t)
                         buffers[id(t)] = t
                         readers[id(t)] = 1
-            for vid in step.frees:
+            for vid in instr.frees:
                 env.pop(vid, None)
                 base = owners.pop(vid, None)
                 if base is not None:
@@ -301,18 +303,18 @@ def _run_torch(node: Node, args, device) -> tuple:
 
 def modeled_peak_bytes(graph: Graph, sizes: dict[str, int]) -> int:
     """The peak activation memory a Plan of `graph` reaches at these sizes, without running it:
-    each kernel or torch step allocates its output, views share, and a buffer is free once
+    each kernel or torch instruction allocates its output, views share, and a buffer is free once
     its last reader has run (graph inputs, weights and hoisted values are not counted). For a
     step graph nothing is hoisted, as when it runs (Schedule)."""
     from kcomp.ir.cost import nbytes
 
     schedule = Schedule(graph)
-    keep, last, steps = schedule.kept, schedule.last_reader, schedule.nodes
+    keep, last, nodes = schedule.kept, schedule.last_reader, schedule.nodes
     owner: dict[int, int] = {}
     readers: dict[int, int] = {}
     size: dict[int, int] = {}
     alive = peak = 0
-    for i, node in enumerate(steps):
+    for i, node in enumerate(nodes):
         for v in node.outputs:
             if node.op in ("reshape", "transpose") and node.inputs[0].id in owner:
                 owner[v.id] = owner[node.inputs[0].id]

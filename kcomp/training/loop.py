@@ -15,9 +15,10 @@ import torch
 from kcomp import backend, losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.layers.base import Layer
-from kcomp.runtime.reference import run_reference
 from kcomp.training.data import batch_size as checked_batch_size, check_class_ids, check_lengths, model_inputs, sample_weights, targets
-from kcomp.training.step import ITERATIONS, build_test_step, build_train_step, output_names
+from kcomp.training.runners import device_of, runner_for
+from kcomp.training.state import TrainState
+from kcomp.training.step import build_test_step, build_train_step, output_names
 from kcomp.utils.progbar import Progbar
 
 
@@ -27,12 +28,8 @@ class Compiled:
     losses: list  # one Loss (or None) per model output
     loss_weights: list[float]
     metrics: list[list]  # per output
-    steps: dict = field(default_factory=dict)  # (kind, target specs) -> Step
-    # The steps' counters by parameter name: running sums (Step.accumulators) and the optimizer's
-    # iteration count (optimizer/iterations, which the training step advances itself).
-    accumulators: dict = field(default_factory=dict)
-    iterations_held: int | None = None  # the count that tensor holds, as the host knows it
-    variables: list | None = None  # (path, Variable) of the model's weights, taken at the first step
+    state: TrainState  # every tensor the steps read and update, by name
+    steps: dict = field(default_factory=dict)  # (kind, target specs, trainable weights) -> Step
     trainable_seen: tuple | None = None  # (Layer.trainable_changes, trainable weight paths) at the last step
 
 
@@ -87,7 +84,8 @@ def compile_settings(model, optimizer, loss, loss_weights, metrics, weighted_met
         for identifier in weighted:
             metric = metrics_module.get(identifier)
             plain.append(metric.weighted_copy(f"weighted_{metric.name}" if metric.name in taken else metric.name))
-    return Compiled(optimizers.get(optimizer), loss_list, weights, resolved)
+    optimizer = optimizers.get(optimizer)
+    return Compiled(optimizer, loss_list, weights, resolved, TrainState(model, optimizer, device_of(model)))
 
 
 # -- data -------------------------------------------------------------------------
@@ -120,47 +118,24 @@ def _step(model, compiled: Compiled, kind: str, ys) -> object:
     return compiled.steps[key]
 
 
-def _params(model, compiled: Compiled) -> dict:
-    """The step graphs' parameters by name: weights, then optimizer slots (run every step: the
-    model's weight list is taken once per compile, as a compiled model's layers are fixed)."""
-    if compiled.variables is None:
-        compiled.variables = [(w.path, w) for w in model.weights]
-    params = {path: w.value for path, w in compiled.variables}
-    for path, slots in compiled.optimizer.slots.items():
-        params.update({f"optimizer/{path}/{j}": s for j, s in enumerate(slots)})
-    params.update(compiled.accumulators)
-    return params
-
-
-def _apply_updates(step, outputs, compiled: Compiled) -> None:
-    for (kind, target), value in zip(step.updates, outputs):
-        if kind == "slot":
-            var, j = target
-            compiled.optimizer.slots[var.path][j] = value
-        elif kind in ("accumulator", "iterations"):
-            compiled.accumulators[target] = value
-        else:
-            target.value = value
-
-
 class _Accumulator:
-    """The epoch's loss and metric states: device tensors the step adds each batch into
-    (Step.accumulators); a number is read back only for a progress line or the epoch's logs."""
+    """The epoch's loss and metric states: running sums in the training state that the step adds
+    each batch into (Step.accumulators); a number is read back only for a progress line or the
+    epoch's logs."""
 
-    def __init__(self, compiled, step, device):
-        self.compiled, self.step, self.device = compiled, step, device
+    def __init__(self, state: TrainState, step):
+        self.state, self.step = state, step
         self.reset()
 
     def reset(self):
         self.samples = 0
-        for name, shape, _ in self.step.accumulators:
-            self.compiled.accumulators[name] = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.state.zero_sums((name, shape) for name, shape, _ in self.step.accumulators)
 
     def add(self, n):
         self.samples += n  # the values themselves were added inside the step
 
     def logs(self, prefix="") -> dict:
-        sums = self.compiled.accumulators
+        sums = self.state
         (loss, _, _), *states = self.step.accumulators
         out = {f"{prefix}loss": float(sums[loss]) / self.samples if self.samples else float("nan")}
         for name, metric, (state, _, per_sample) in zip(self.step.metric_names, self.step.metrics, states, strict=True):
@@ -200,7 +175,7 @@ class _RunningLogs(MutableMapping):
 
 def _accumulator(model, compiled, kind, ys) -> _Accumulator:
     step = _step(model, compiled, kind, ys)
-    return _Accumulator(compiled, step, _device(model))
+    return _Accumulator(compiled.state, step)
 
 
 def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None:
@@ -208,58 +183,19 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None
     themselves, or with `rows` (an index tensor on their device) those rows of them: a runner
     that stages into captured buffers gathers them straight there."""
     step = _step(model, compiled, kind, ys)
-    opt = compiled.optimizer
-    lr = float(opt.current_learning_rate())  # Keras: a schedule at the iterations done before this step
-    if kind == "train" and compiled.iterations_held != opt.iterations:
-        # The training step counts on the device; the host writes the count only when it differs
-        # (the first step, or a user setting optimizer.iterations).
-        compiled.accumulators[ITERATIONS] = torch.full((), float(opt.iterations), device=sw.device)
-    runner = _runner(model, compiled, step)
-    data = [*xs, *ys, sw]
-    if getattr(runner, "gathers_rows", False):  # stages into its buffers: numbers go in as they are
-        outs = runner([*data, lr], _params(model, compiled), rows=rows)
-    else:
-        if rows is not None:
-            data = [t[rows] for t in data]
-        outs = runner([*data, torch.tensor(lr, dtype=torch.float32)], _params(model, compiled))
+    lr = float(compiled.optimizer.current_learning_rate())  # Keras: a schedule at the iterations done before this step
     if kind == "train":
-        opt.iterations += 1
-        compiled.iterations_held = opt.iterations
+        compiled.state.before_train_step()
+    runner_for(model, step).run([*xs, *ys, sw], lr, rows, compiled.state)
+    if kind == "train":
+        compiled.state.after_train_step()
     accumulator.add(len(sw) if rows is None else len(rows))
-    if not getattr(runner, "updates_in_place", False):
-        _apply_updates(step, outs, compiled)
-
-
-def _runner(model, compiled, step):
-    """How a step graph runs: op by op on torch (reference), or as the fused plan of
-    generated kernels (the triton backends), built once per step graph: the model's state
-    in device buffers the step updates in place, and on a GPU one CUDA graph per batch shape."""
-    if model.backend == "reference":
-        return lambda inputs, params: run_reference(step.graph, inputs, params)
-    if step.plan is None:
-        from kcomp.passes import run_pipeline
-        from kcomp.runtime import cuda_graphs
-        from kcomp.runtime.plan import Plan
-        from kcomp.training.device_step import DeviceState, DeviceStep
-
-        fused, _ = run_pipeline(step.graph)  # a step graph: its pipeline hoists nothing
-        device = _device(model)
-        if getattr(compiled, "device_state", None) is None:
-            compiled.device_state = DeviceState(model, compiled, device)
-        plan = Plan(fused, model._precision)
-        step.plan = DeviceStep(step, plan, compiled.device_state, cuda_graphs.graphs_for(device))
-    return step.plan
 
 
 def _to_device(device, xs, ys, sw):
     if sw.dim() and sw.stride(0) == 0 and len(sw):  # one weight for all: move one, keep the batch stride 0
         sw = sw[:1].to(device).expand(sw.shape)
     return [t.to(device) for t in xs], [t.to(device) for t in ys], sw.to(device)
-
-
-def _device(model) -> torch.device:
-    """Where a model's training runs: the GPU for the triton backend, else the CPU."""
-    return torch.device("cuda" if model.backend == "triton" else "cpu")
 
 
 def _batches(n, batch_size, shuffle, steps=None, device=None):
@@ -300,7 +236,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         check_lengths(*validation_data)
         check_class_ids(model, compiled, validation_data[1])
         validation_data += (sample_weights(len(validation_data[1][0]), val_weights, None, validation_data[1]),)
-    device = _device(model)
+    device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
     history = History()
     callback_list = CallbackList([*(callbacks or []), history], model)
@@ -368,7 +304,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     if not _prefix:
         check_class_ids(model, compiled, ys)
     sw = sample_weights(n, sample_weight, None, ys)
-    device = _device(model)
+    device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)
     acc = _accumulator(model, compiled, "test", ys)
     batches = _batches(n, batch_size, False, steps, device)
@@ -420,6 +356,6 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     check_class_ids(model, compiled, ys)
     acc = _accumulator(model, compiled, kind, ys)
     sw = sample_weights(n, sample_weight, None, ys)
-    xs, ys, sw = _to_device(_device(model), xs, ys, sw)
+    xs, ys, sw = _to_device(device_of(model), xs, ys, sw)
     run_batch(model, compiled, kind, xs, ys, sw, acc)
     return acc.logs()

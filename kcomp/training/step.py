@@ -1,13 +1,12 @@
 """The training step as ONE graph: forward, loss, backward, optimizer update, metrics.
 
 Inputs, in order: the model's inputs, one target per output, the per-sample
-weights and the learning rate. Parameters: the model's weights, the
-optimizer's slots (named optimizer/<weight>/<j>), its iteration count
-(optimizer/iterations: the training step adds one itself, so per step the host
-writes nothing but the batch) and the epoch's running sums
-(accumulator/<train|test>/<loss|i>). Outputs: the new values of
-every updated weight, slot, moving statistic and running sum (the batch's loss
-reaches the host only through its running sum, as Keras logs it).
+weights and the learning rate. Parameters: the model's training state, by the
+names kcomp.training.state gives it: the weights, the optimizer's slots, its
+iteration count (the training step adds one itself, so per step the host
+writes nothing but the batch) and the epoch's running sums. Outputs: the new
+values of every updated weight, slot, moving statistic and running sum (the
+batch's loss reaches the host only through its running sum, as Keras logs it).
 The evaluation step is the same without gradients and weight updates (forward
 in inference mode). The running sums are added to inside the step, so a
 captured step leaves nothing for the host to launch per batch but its inputs.
@@ -24,23 +23,19 @@ from kcomp.ir.verify import verify
 from kcomp.metrics import Metric
 from kcomp.metrics.base import per_sample as weights_per_sample
 from kcomp.passes.autodiff import gradients
-
-
-ITERATIONS = "optimizer/iterations"  # the parameter holding the optimizer's iteration count
+from kcomp.training.state import ITERATIONS, accumulator_name, slot_name
 
 
 @dataclass
 class Step:
     graph: Graph
     metric_names: list[str]  # the logs' names after "loss": each output's loss (several outputs), then the metrics
-    # What each output is the new value of:
-    # ("weight", Variable) | ("slot", (Variable, j)) | ("moving", Variable) | ("accumulator", name)
-    # | ("iterations", name)
-    updates: list[tuple] = field(default_factory=list)
+    # The training-state name (kcomp.training.state) each output is the new value of, in output order.
+    writes: list[str] = field(default_factory=list)
     # The running sums the step adds each batch into, the loss's first, then one per metric:
     # (parameter name, shape, values counted per sample).
     accumulators: list[tuple] = field(default_factory=list)
-    plan: object = None  # the fused plan, when a triton backend runs the step
+    runner: object = None  # what runs it (kcomp.training.runners), made at its first batch
     metrics: list = field(default_factory=list)  # the Metric of each of metric_names (its result())
 
 
@@ -119,27 +114,28 @@ def _logged(per_output, metric_names, metrics) -> tuple[list[str], list]:
 
 
 def _running_sums(b: GraphBuilder, kind: str, total: Value, per_output, sample_weight: Value, metric_states) -> tuple:
-    """(new values, updates, Step.accumulators) of the epoch's running sums: the loss times the
+    """(new values, their names, Step.accumulators) of the epoch's running sums: the loss times the
     batch size (Keras's loss log weighs each batch by its size), each output's loss likewise,
     and each metric's state."""
     batch = ops.emit("count", sample_weight, axes=(0,))
     increments = [(ops.multiply(total, batch), 1)] + [(ops.multiply(value, batch), 1) for _, value in per_output]
     increments += metric_states
-    news, updates, accumulators = [], [], []
+    news, names, accumulators = [], [], []
     for i, (increment, per_sample) in enumerate(increments):
         if increment.dtype != "float32":
             increment = ops.cast(increment, "float32")
-        name = f"accumulator/{kind}/{'loss' if i == 0 else i - 1}"
+        name = accumulator_name(kind, None if i == 0 else i - 1)
         running = b.param(("accumulator", name), increment.shape, "float32", name, trainable=False)
         news.append(ops.add(running, increment))
-        updates.append(("accumulator", name))
+        names.append(name)
         accumulators.append((name, increment.shape, per_sample))
-    return news, updates, accumulators
+    return news, names, accumulators
 
 
-def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Value], list]:
-    """BatchNormalization in training: moving = moving * momentum + batch * (1 - momentum)."""
-    news, updates = [], []
+def moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Value], list]:
+    """BatchNormalization in training: moving = moving * momentum + batch * (1 - momentum).
+    The new values and the Variable each replaces."""
+    news, variables_updated = [], []
     variables = {v.id: var for var, v in b._param_by_key.items() if hasattr(var, "path")}
     for node in forward_nodes:
         if node.op != "batch_norm_train":
@@ -149,16 +145,16 @@ def _moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Valu
         for moving, batch in ((node.inputs[1], node.outputs[1]), (node.inputs[2], node.outputs[2])):
             kept = ops.multiply(moving, float(momentum))
             news.append(ops.add(kept, ops.multiply(batch, 1.0 - float(momentum))))
-            updates.append(("moving", variables[moving.id]))
-    return news, updates
+            variables_updated.append(variables[moving.id])
+    return news, variables_updated
 
 
 def build_train_step(model, compiled, target_specs) -> Step:
     b = GraphBuilder(f"{model.name}_train_step")
     done = b.param(("optimizer", "iterations"), (), "float32", ITERATIONS, trainable=False)
     with ops.tracing(b), b.scope("optimizer"):
-        step = ops.add(done, 1.0)  # this step's number, counting from 1 (Keras's iterations + 1)
-    b.rng_step = step  # dropout draws its mask from (seed, step): a new mask every step
+        step_number = ops.add(done, 1.0)  # this step's number, counting from 1 (Keras's iterations + 1)
+    b.rng_step = step_number  # dropout draws its mask from (seed, step number): a new mask every step
     outputs = model.trace_into(b, training=True)
     forward_nodes = list(b.nodes)
     with ops.tracing(b), b.scope("loss"):
@@ -170,8 +166,8 @@ def build_train_step(model, compiled, target_specs) -> Step:
         if penalty is not None:
             total = ops.add(total, penalty)
         metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
-        moving, moving_updates = _moving_statistics(model, b, forward_nodes)
-        sums, sum_updates, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_states)
+        moving, moving_variables = moving_statistics(model, b, forward_nodes)
+        sums, sum_names, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
     trainable = [(var, v) for var, v in b._param_by_key.items() if hasattr(var, "path") and v.id not in b.frozen_params]
     grads = gradients(b, total, [v for _, v in trainable])
@@ -181,17 +177,17 @@ def build_train_step(model, compiled, target_specs) -> Step:
     with b.scope("optimizer"):
         clipped = optimizer.clip(b, [g for _, _, g in trainable])
         slots = [
-            [b.param(("slot", var.path, j), var.shape, var.dtype, f"optimizer/{var.path}/{j}", trainable=False)
+            [b.param(("slot", var.path, j), var.shape, var.dtype, slot_name(var.path, j), trainable=False)
              for j in range(optimizer.slots_per_param)]
             for var, _, _ in trainable
         ]
-        new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step)
-    updates = [("weight", var) for var, _, _ in trainable]
-    updates += [("slot", (var, j)) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
-    updates += moving_updates + sum_updates + [("iterations", ITERATIONS)]
+        new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step_number)
+    writes = [var.path for var, _, _ in trainable]
+    writes += [slot_name(var.path, j) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
+    writes += [var.path for var in moving_variables] + sum_names + [ITERATIONS]
     flat_slots = [s for per in new_slots for s in per]
-    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step], kind="step"))
-    return Step(graph, log_names, updates, accumulators, metrics=log_metrics)
+    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step_number], kind="step"))
+    return Step(graph, log_names, writes, accumulators, metrics=log_metrics)
 
 
 def build_test_step(model, compiled, target_specs) -> Step:
@@ -206,6 +202,6 @@ def build_test_step(model, compiled, target_specs) -> Step:
         if penalty is not None:
             total = ops.add(total, penalty)
         metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
-        sums, updates, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_states)
+        sums, writes, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
-    return Step(verify(b.finish(sums, kind="step")), log_names, updates, accumulators, metrics=log_metrics)
+    return Step(verify(b.finish(sums, kind="step")), log_names, writes, accumulators, metrics=log_metrics)
