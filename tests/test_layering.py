@@ -1,6 +1,6 @@
 """Dependencies point down: no kcomp module imports from a layer above its own.
 
-    base (errors, config, files, capture state)  <-  ir  <-  kernels (the templates)  <-  passes
+    base (errors, config, kcomp.support, capture state)  <-  ir  <-  kernels (the templates)  <-  passes
     <-  codegen  <-  runtime  <-  ops (weights, kcomp.ops, activations, initializers)  <-  the Keras
     API (layers, models, training, losses, saving, ...)  <-  cli
 
@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Layers from the bottom, each a list of module-name prefixes; the longest matching prefix wins.
 LAYERS = [
-    ("base", ["kcomp.errors", "kcomp.config", "kcomp.triton_compat", "kcomp.random", "kcomp.utils.files",
-              "kcomp.utils.data", "kcomp.utils.disk_cache", "kcomp.capture"]),
+    ("base", ["kcomp.errors", "kcomp.config", "kcomp.triton_compat", "kcomp.random", "kcomp.support",
+              "kcomp.capture"]),
     ("ir", ["kcomp.ir"]),
     # The templates (Triton code, launch, record with its grouping rule), which the fuser asks.
     ("kernels", ["kcomp.kernels"]),
