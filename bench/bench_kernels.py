@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             print(f"{label:26} {dtype:9} {str(shape):24} FAILED {result['error']}")
         results.append(result)
         if args.json:
-            from kcomp.utils.files import write_text_atomic
+            from kcomp.support.files import write_text_atomic
 
             write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
     print(f"{len(results) - failed} cases passed, {failed} failed")

@@ -296,7 +296,7 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, logs=None):
         # A path that cannot be written fails now, not after the first epoch's training.
-        from kcomp.utils.files import check_writable
+        from kcomp.support.files import check_writable
 
         folder = Path(self.filepath).parent
         while "{" in str(folder):  # a folder named by {epoch} is made when saving: check the one above it

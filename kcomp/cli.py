@@ -116,7 +116,7 @@ def cmd_build(args) -> int:
     from kcomp import compiler
     from kcomp.ir.printer import print_graph
     from kcomp.report import format_report, make_report, report_json
-    from kcomp.utils.files import write_text_atomic
+    from kcomp.support.files import write_text_atomic
 
     if not 0 < args.batch <= compiler.MAX_BATCH:
         raise UsageError(f"--batch {args.batch} is out of range; give a batch size from 1 to {compiler.MAX_BATCH}, e.g. --batch 128")
@@ -200,7 +200,7 @@ def _compile_from_section(model, path) -> None:
 
 def _compiled_model(args):
     """The model, compiled from its .k compile section (a Python file's model may compile itself)."""
-    from kcomp.utils.data import load_arrays
+    from kcomp.support.arrays import load_arrays
 
     model = _load(args)
     if not Path(args.data).is_file():
@@ -218,7 +218,7 @@ def cmd_fit(args) -> int:
     model, x, y = _compiled_model(args)
     if args.save is not None and not args.save.endswith(".keras"):
         raise UsageError(f"--save takes a .keras file name, received {args.save}")
-    from kcomp.utils.files import check_writable
+    from kcomp.support.files import check_writable
 
     for target in (args.save_weights, args.save):  # a typo must not cost the whole run after training
         if target:
@@ -235,7 +235,7 @@ def cmd_fit(args) -> int:
 
 def cmd_convert(args) -> int:
     from kcomp.saving.k_text import model_to_k
-    from kcomp.utils.files import write_text_atomic
+    from kcomp.support.files import write_text_atomic
 
     if not args.output.endswith(".k"):
         raise UsageError(f"-o takes a .k file name, received {args.output}")

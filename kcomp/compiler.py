@@ -18,7 +18,7 @@ from kcomp.ir.graph import Graph
 from kcomp.passes import run_pipeline
 from kcomp.passes.precision import convert_dtype
 from kcomp.runtime.plan import VIEW_OPS, Schedule
-from kcomp.utils.files import write_text_atomic
+from kcomp.support.files import write_text_atomic
 
 TARGETS = ("sm_80", "sm_89", "sm_90")
 DTYPES = ("float32", "bfloat16")
@@ -246,9 +246,9 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
 
 
 def _read_cached_kernel(files: list[Path]) -> dict | None:
-    """A kernel's cached PTX, cubin and resources, each verified (kcomp.utils.disk_cache);
+    """A kernel's cached PTX, cubin and resources, each verified (kcomp.support.disk_cache);
     None when any of them is missing, damaged or unreadable: the kernel is compiled again."""
-    from kcomp.utils.disk_cache import read_entry
+    from kcomp.support.disk_cache import read_entry
 
     ptx, cubin, resources = (read_entry(f) for f in files)
     if ptx is None or cubin is None or resources is None:
@@ -266,7 +266,7 @@ def _compile_and_cache(entry: dict, options: BuildOptions, files: list[Path]) ->
     """Compile the kernel and write its cache entries; where they cannot be written (another
     user's cache), the result is used from memory (disk_cache warns once)."""
     from kcomp.runtime import aot
-    from kcomp.utils.disk_cache import write_entry
+    from kcomp.support.disk_cache import write_entry
 
     result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)
     resources = result.resources()
@@ -285,7 +285,7 @@ def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dic
     resources have each been checked against the size and digest written with them; a damaged
     entry is compiled again and replaced, never copied out.
     """
-    from kcomp.utils.files import write_bytes_atomic
+    from kcomp.support.files import write_bytes_atomic
 
     start = time.perf_counter()
     compiled = hits = 0

@@ -2,7 +2,7 @@
 
 KCOMP_DUMP=DIR   write the IR graph after every pass into DIR.
 KCOMP_CACHE_DIR  where AOT builds (PTX, cubin) and autotuning choices are cached on disk
-                 (default ~/.cache/kcomp); entries are checked when read (kcomp/utils/disk_cache.py).
+                 (default ~/.cache/kcomp); entries are checked when read (kcomp/support/disk_cache.py).
 KERAS_HOME       Keras's home folder; kcomp.datasets reads data sets from its datasets/ folder,
                  where Keras keeps what it downloaded (default ~/.keras).
 """

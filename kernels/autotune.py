@@ -4,7 +4,7 @@ The first launch of a kernel at a new problem shape on a CUDA device runs
 every candidate configuration (skipping those the GPU cannot launch), and the
 choice is cached in memory and on disk (KCOMP_CACHE_DIR/autotune.json, keyed
 by GPU, kernel, shapes and Triton version, whose compiler can change which config
-is fastest; checked when read: kcomp.utils.disk_cache), so later
+is fastest; checked when read: kcomp.support.disk_cache), so later
 processes reuse it. Off the GPU (the interpreter) the first candidate is used: timing there
 means nothing.
 
@@ -17,7 +17,7 @@ import json
 
 from kcomp import config as kcomp_config
 from kcomp.triton_compat import patch_interpreter
-from kcomp.utils.disk_cache import read_entry, write_entry
+from kcomp.support.disk_cache import read_entry, write_entry
 
 # Every template module imports this one before it can launch, so Triton 3.6's interpreter is
 # fixed (kcomp.triton_compat) before it runs a kernel.

@@ -11,7 +11,7 @@ import triton.testing
 from triton.runtime.errors import OutOfResources
 
 from kcomp.kernels import autotune
-from kcomp.utils import disk_cache
+from kcomp.support import disk_cache
 
 
 @pytest.fixture

@@ -177,7 +177,7 @@ def child(cases: list, answer: Path) -> None:
 
     import kcomp.dsl
     from kcomp import compiler, config
-    from kcomp.utils import disk_cache
+    from kcomp.support import disk_cache
 
     model = kcomp.dsl.loads(TINY)["tiny"]
     options = compiler.BuildOptions(batch=32, emit=("ptx", "cubin"))

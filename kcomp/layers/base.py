@@ -22,7 +22,7 @@ from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledErro
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
 from kcomp.ir.types import BATCH, TORCH_DTYPES, fresh_symbol
-from kcomp.utils.data import numeric_array
+from kcomp.support.arrays import numeric_array
 from kcomp.ops import current_builder, tracing
 from kcomp.variables import Variable
 

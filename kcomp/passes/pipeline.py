@@ -15,7 +15,7 @@ from kcomp.ir.verify import verify
 from kcomp.passes.decompose import decompose
 from kcomp.passes.fuse import fuse, fuse_every_step
 from kcomp.passes.simplify import simplify
-from kcomp.utils.files import write_text_atomic
+from kcomp.support.files import write_text_atomic
 
 Pass = Callable[[Graph], Graph]
 

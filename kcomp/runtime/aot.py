@@ -47,7 +47,7 @@ from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.types import BATCH, FLOAT_DTYPES, TORCH_DTYPES, is_static
 from kcomp.runtime.plan import concrete
 from kcomp.runtime.triton_mode import require_compiler
-from kcomp.utils.files import write_bytes_atomic, write_text_atomic
+from kcomp.support.files import write_bytes_atomic, write_text_atomic
 
 # Target name -> compute capability. Triton compiles sm_90 as sm_90a (wgmma, TMA).
 TARGETS = {"sm_80": 80, "sm_89": 89, "sm_90": 90}

@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from kcomp.errors import KcompError
 from kcomp.saving import keras_h5, serialization
 from kcomp.saving.allow_list import KERAS_VERSION
-from kcomp.utils.files import write_bytes_atomic
+from kcomp.support.files import write_bytes_atomic
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 MAX_JSON_BYTES = 64 * 2**20  # a config is KBs; a bigger one is refused, not parsed

@@ -33,7 +33,7 @@ import torch
 from kcomp.backend import to_snake_case
 from kcomp.errors import KcompError, ShapeError, format_shape
 from kcomp.layers.base import flatten
-from kcomp.utils.files import write_bytes_atomic
+from kcomp.support.files import write_bytes_atomic
 
 
 class WeightsFileError(KcompError):

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 
 from kcomp.errors import KcompError, ShapeError, format_shape
-from kcomp.utils.files import write_bytes_atomic
+from kcomp.support.files import write_bytes_atomic
 
 
 def save_weights(model, path) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from kcomp.errors import ArgumentError, KcompError, ShapeError
 from kcomp.training.step import output_names
-from kcomp.utils.data import numeric_array
+from kcomp.support.arrays import numeric_array
 
 
 def targets(model, y) -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ import pytest
 
 import kcomp
 from kcomp.errors import KcompError
-from kcomp.utils import files
+from kcomp.support import files
 
 
 def small_model(units=3):
@@ -103,7 +103,7 @@ def test_a_killed_save_leaves_no_temporary_after_the_next_save(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         import numpy as np
-        from kcomp.utils import files
+        from kcomp.support import files
         files.os.replace = lambda *a: (print("written", flush=True), time.sleep(600))
         files.write_bytes_atomic({str(path)!r}, np.random.bytes(1 << 20))
     """)

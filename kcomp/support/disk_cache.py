@@ -7,7 +7,7 @@ after it:
 
 `read_entry` returns the bytes only when they match; an entry that is missing, truncated,
 emptied, overwritten with garbage or unreadable reads as None, and the caller builds it
-again and writes it back. Writes are atomic (temp file + rename, kcomp.utils.files), so
+again and writes it back. Writes are atomic (temp file + rename, kcomp.support.files), so
 concurrent processes see a whole entry or none. Where an entry cannot be written (a cache
 folder of another user, a read-only disk) the caller keeps what it built in memory: the
 write says so once per cache folder, in one line on stderr, and returns False.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kcomp import config
 from kcomp.errors import KcompError
-from kcomp.utils.files import write_bytes_atomic
+from kcomp.support.files import write_bytes_atomic
 
 _HEADER = re.compile(rb"kcomp-cache 1 size=(\d+) sha256=([0-9a-f]{64})\n")
 _warned: set[str] = set()

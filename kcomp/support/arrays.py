@@ -1,4 +1,6 @@
-"""Training data from a .npz file for `kcomp fit` / `kcomp evaluate` (read without pickle)."""
+"""User data as arrays of numbers: numeric_array checks inputs, targets and sample weights;
+load_arrays reads x and y from an .npz file for `kcomp fit` / `kcomp evaluate` (without pickle).
+"""
 
 import zipfile
 
