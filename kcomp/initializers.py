@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from kcomp.backend import generator
+from kcomp.session import generator
 from kcomp.errors import ArgumentError
 
 

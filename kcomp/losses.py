@@ -345,7 +345,7 @@ def _is_float(dtype: str) -> bool:
 
 
 def _snake(name):
-    from kcomp.backend import to_snake_case
+    from kcomp.session import to_snake_case
 
     return to_snake_case(name)
 

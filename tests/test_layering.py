@@ -35,7 +35,7 @@ LAYERS = [
     ("runtime", ["kcomp.runtime"]),
     # What a layer's call is written in: weights, the ops (tracing into the IR), Keras's
     # activations, initializers and regularizers, the session state (names, seed).
-    ("ops", ["kcomp.variables", "kcomp.ops", "kcomp.backend", "kcomp.activations", "kcomp.initializers",
+    ("ops", ["kcomp.variables", "kcomp.ops", "kcomp.session", "kcomp.backend", "kcomp.activations", "kcomp.initializers",
              "kcomp.regularizers"]),
     ("api", ["kcomp.layers", "kcomp.models", "kcomp.training", "kcomp.losses", "kcomp.metrics",
              "kcomp.optimizers", "kcomp.callbacks", "kcomp.saving", "kcomp.utils", "kcomp.preprocessing",

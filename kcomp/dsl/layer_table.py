@@ -9,7 +9,7 @@ import inspect
 from difflib import get_close_matches
 
 from kcomp import initializers, layers, regularizers
-from kcomp.backend import to_snake_case
+from kcomp.session import to_snake_case
 from kcomp.errors import ArgumentError
 from kcomp.layers.base import _BASE_KWARGS, Layer
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kcomp import backend, initializers, regularizers
+from kcomp import initializers, regularizers, session
 from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
@@ -133,8 +133,8 @@ class Layer:
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
             raise ArgumentError(f"Received: name={name!r}. Expected a non-empty string without '/'.")
         if name is not None:
-            backend.name_given(name)
-        self.name = name or backend.unique_name(backend.to_snake_case(type(self).__name__))
+            session.name_given(name)
+        self.name = name or session.unique_name(session.to_snake_case(type(self).__name__))
         if not isinstance(trainable, bool):
             raise ArgumentError(f"Received: trainable={trainable!r}. Expected True or False.")
         self.trainable = trainable

@@ -1,6 +1,6 @@
 """Core layers: Input, Dense, activations, Dropout, reshaping, Embedding."""
 
-from kcomp import activations, backend, initializers, ops, regularizers
+from kcomp import activations, initializers, ops, regularizers, session
 from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.ir.types import BATCH
 from kcomp.layers import args
@@ -22,7 +22,7 @@ class InputLayer(Layer):
         for d in batch_shape[1:]:
             if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d <= 0):
                 raise ArgumentError(f"Received: shape={batch_shape[1:]}. Expected positive integers or None.")
-        super().__init__(name=name or backend.unique_name("input_layer"), dtype=dtype, **kwargs)
+        super().__init__(name=name or session.unique_name("input_layer"), dtype=dtype, **kwargs)
         self.batch_shape = batch_shape
         self.built = True
         ir_shape = symbolic_batch_shape((None, *batch_shape[1:]))
@@ -175,7 +175,7 @@ class Dropout(Layer):
         # A fixed seed for the op, drawn from the global generator when none is
         # given. Drawn here, not in __init__, so the draws happen in build order
         # (as weights are), whatever order the layers were constructed in.
-        self._op_seed = self.seed if self.seed is not None else backend.draw_seed()
+        self._op_seed = self.seed if self.seed is not None else session.draw_seed()
 
     def call(self, inputs, training=False):
         return ops.dropout(inputs, self.rate, self._op_seed, training=args.boolean("training", training))

@@ -85,13 +85,13 @@ def per_sample(sample_weight, values):
 
 
 def _unique_name(cls_name):
-    from kcomp.backend import unique_name
+    from kcomp.session import unique_name
 
     return unique_name(_default_name(cls_name))
 
 
 def _default_name(cls_name):
-    from kcomp.backend import to_snake_case
+    from kcomp.session import to_snake_case
 
     return to_snake_case(cls_name)
 

@@ -10,7 +10,7 @@ nodes inline (`trace`).
 import numpy as np
 import torch
 
-from kcomp import backend
+from kcomp import session
 from kcomp.errors import ArgumentError, GraphError, NotBuiltError, ShapeError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph
@@ -65,8 +65,8 @@ class Model(Layer):
         self._executor = None
         self._call_executors: dict[bool, object] = {}
         self._training_calls = 0  # model(x, training=True) calls so far: each draws new dropout masks
-        default = backend.to_snake_case(type(self).__name__) if self._subclassed else self._default_name  # MyModel: my_model
-        super().__init__(name=name or backend.unique_name(default), trainable=trainable)
+        default = session.to_snake_case(type(self).__name__) if self._subclassed else self._default_name  # MyModel: my_model
+        super().__init__(name=name or session.unique_name(default), trainable=trainable)
         self._backend = "reference"  # predict before compile runs the reference executor, as Keras predicts uncompiled
         self._precision = "tf32"
         if inputs is not None or outputs is not None:

@@ -15,7 +15,7 @@ import inspect
 
 import torch
 
-from kcomp.backend import to_snake_case
+from kcomp.session import to_snake_case
 from kcomp.errors import ArgumentError
 from kcomp.ir.ops.optim import hyper_attr
 from kcomp.ir.optim import get as algorithm_record

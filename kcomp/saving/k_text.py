@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from kcomp import initializers, layers as kl, losses as losses_module
-from kcomp.backend import to_snake_case
+from kcomp.session import to_snake_case
 from kcomp.dsl import layer_table
 from kcomp.errors import KcompError
 from kcomp.saving.keras_h5 import is_model, model_calls

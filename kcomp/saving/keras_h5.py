@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import torch
 
-from kcomp.backend import to_snake_case
+from kcomp.session import to_snake_case
 from kcomp.errors import KcompError, ShapeError, format_shape
 from kcomp.layers.base import flatten
 from kcomp.support.files import write_bytes_atomic

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kcomp import backend, losses as losses_module, metrics as metrics_module, optimizers
+from kcomp import losses as losses_module, metrics as metrics_module, optimizers, session
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.layers.base import Layer
 from kcomp.training.data import batch_size as checked_batch_size, check_class_ids, check_lengths, model_inputs, sample_weights, targets
@@ -199,7 +199,7 @@ def _to_device(device, xs, ys, sw):
 
 
 def _batches(n, batch_size, shuffle, steps=None, device=None):
-    order = torch.randperm(n, generator=backend.generator(None)) if shuffle else torch.arange(n)
+    order = torch.randperm(n, generator=session.generator(None)) if shuffle else torch.arange(n)
     order = order.to(device) if device is not None else order  # one copy per epoch; batches gather on the device
     starts = list(range(0, n, batch_size))
     if steps is not None:

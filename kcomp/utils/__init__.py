@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from kcomp.backend import set_random_seed
+from kcomp.session import set_random_seed
 from kcomp.errors import ArgumentError
 from kcomp.preprocessing.sequence import pad_sequences  # Keras 3 has it at keras.utils.pad_sequences
 from kcomp.utils.progbar import Progbar

@@ -1,4 +1,10 @@
-"""Process-wide state a Keras user expects: unique layer names and the random seed."""
+"""Process-wide session state a Keras user expects: unique layer names and the random seed.
+
+Keras keeps these in `keras.backend` (clear_session) and `keras.utils` (set_random_seed);
+kcomp.backend and kcomp.utils re-export them under those names. Inside kcomp, "backend"
+means the executor a model runs on (compile(backend=...), kcomp.runtime.executor), so the
+state lives here under a name of its own.
+"""
 
 import re
 
