@@ -211,12 +211,11 @@ def embedding(ids, table):
 
 
 def dropout(x, rate, seed=0, training=False):
-    # Inside a training step the builder carries the step count: each step then draws a new mask.
-    builder = current_builder()
-    step = getattr(builder, "rng_step", None) if training and isinstance(x, Value) else None
-    if step is not None:
-        seed = builder.random_seed(seed)  # a layer called twice in the step draws two masks
-    inputs = (x,) if step is None else (x, step)
+    # Inside a training step the builder carries the step number: each step then draws a new mask.
+    counter = current_builder().rng_counter if training and isinstance(x, Value) else None
+    if counter is not None:
+        seed = current_builder().random_seed(seed)  # a layer called twice in the step draws two masks
+    inputs = (x,) if counter is None else (x, counter)
     return emit("dropout", *inputs, rate=float(rate), seed=seed, training=training)
 
 

@@ -23,6 +23,9 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self._param_by_key: dict[Any, Value] = {}
         self._random_calls: dict[int, int] = {}  # seed -> random ops emitted with it so far
+        # What random ops count draws by, so each run draws anew: the step number in a training step,
+        # the call number in model(x, training=True); None (a forward graph): nothing random is drawn.
+        self.rng_counter: Value | None = None
         self.origin = ""
 
     def _new_value(self, shape, dtype, name="") -> Value:

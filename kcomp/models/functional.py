@@ -558,7 +558,7 @@ class Model(Layer):
 
             builder = GraphBuilder(f"{self.name}_training_call")
             inputs = [builder.input(t.ir_shape, t.dtype, t.call.layer.name) for t in self.inputs]
-            builder.rng_step = builder.input((), "float32", "call_number")
+            builder.rng_counter = builder.input((), "float32", "call_number")
             outputs = self._emit_calls(builder, inputs, True)
             with tracing(builder), builder.scope("moving_statistics"):
                 news, moving = moving_statistics(self, builder, list(builder.nodes))

@@ -154,7 +154,7 @@ def build_train_step(model, compiled, target_specs) -> Step:
     done = b.param(("optimizer", "iterations"), (), "float32", ITERATIONS, trainable=False)
     with ops.tracing(b), b.scope("optimizer"):
         step_number = ops.add(done, 1.0)  # this step's number, counting from 1 (Keras's iterations + 1)
-    b.rng_step = step_number  # dropout draws its mask from (seed, step number): a new mask every step
+    b.rng_counter = step_number  # dropout draws its mask from (seed, step number): a new mask every step
     outputs = model.trace_into(b, training=True)
     forward_nodes = list(b.nodes)
     with ops.tracing(b), b.scope("loss"):
