@@ -30,15 +30,15 @@ its inputs are the parameters, gradients, slots, learning rate and step (found b
 value: two gradients may be one input), the scalars, and which of the update's
 outputs the plan keeps; `launch` below checks, allocates and runs the kernel.
 
-The tables depend only on the tensors' addresses; they are built once per set
-of addresses and kept (`address_table`). A captured CUDA graph replays the
+The tables depend only on the tensors' addresses; each kernel builds them once
+per set of addresses and keeps a few (`address_table`, in its binding's `tables`). A captured CUDA graph replays the
 launch with the tables and addresses of its capture, so it needs the same
 buffers at every replay; tables first needed inside a capture are filled once
 when it ends, outside the graph (`_build`).
 """
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 
 import torch
@@ -114,14 +114,14 @@ def _interpreted() -> bool:
     return isinstance(optimizer_kernel, InterpretedFunction)
 
 
-# Tables by (device, BLOCK, addresses and sizes), most recent last. A few entries cover the
-# buffers a runtime alternates between; a CUDA graph that reads a table keeps it alive itself.
-_TABLES: OrderedDict = OrderedDict()
+# A kernel keeps this many tables: enough for the buffers a runtime alternates between (a plan
+# reusing its pool, training and a user's own call); a CUDA graph that reads one keeps it alive itself.
 MAX_TABLES = 8
 
 
-def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(TABLE, OWNERS) for these tensors; `news` are the outputs, new params then new slots."""
+def address_table(params, grads, slots, news, block: int, kept: OrderedDict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(TABLE, OWNERS) for these tensors; `news` are the outputs, new params then new slots.
+    `kept`: the kernel's tables by (device, BLOCK, addresses and sizes), most recent last."""
     sources = (*params, *slots)
     for new, source in zip(news, sources, strict=True):
         if not new.is_contiguous() or new.shape != source.shape or new.dtype != torch.float32 or new.device != source.device:
@@ -131,18 +131,18 @@ def address_table(params, grads, slots, news, block: int) -> tuple[torch.Tensor,
     device = params[0].device
     key = (str(device), block, rows)
     capturing = capture.capture_in_progress(device)
-    tables = _TABLES.get(key)
+    tables = kept.get(key)
     if tables is None and capturing:
         # Buffers first seen inside a capture (the gradients a plan allocates during it): the
         # tables are allocated now and filled when the capture ends, outside the graph, so no
         # replay repeats a copy (the graph only reads them).
         tables = _build(rows, block, device, after_capture=True)
     elif tables is None:
-        tables = _TABLES[key] = _build(rows, block, device)
-        while len(_TABLES) > MAX_TABLES:
-            _TABLES.popitem(last=False)
-    elif key in _TABLES:
-        _TABLES.move_to_end(key)
+        tables = kept[key] = _build(rows, block, device)
+        while len(kept) > MAX_TABLES:
+            kept.popitem(last=False)
+    elif key in kept:
+        kept.move_to_end(key)
     if capturing:
         capture.keep_for_the_graph(tables)  # it reads them at every replay, even once evicted here
     return tables[:2]
@@ -191,6 +191,8 @@ class OptimizerBinding(Binding):
     # Per output of the update (new params, then new slots): its position among the kernel's outputs,
     # or None where nothing reads it (fusion leaves it out; the kernel writes it to a scratch buffer).
     outputs: tuple[int | None, ...]
+    # This kernel's address tables, kept per set of buffers (address_table); not part of its identity.
+    tables: OrderedDict = field(default_factory=OrderedDict, compare=False, repr=False)
 
 
 @dataclass
@@ -230,7 +232,7 @@ def allocate(outputs, sources, out=None) -> tuple:
 @tuned(lambda call, interpret: candidate_configs(interpret))
 def run(call: OptimizerCall, config: dict):
     # one program per BLOCK elements of each parameter; the tables say which (kept per set of addresses)
-    table, owners = address_table(call.params, call.grads, call.slots, call.news, config["BLOCK"])
+    table, owners = address_table(call.params, call.grads, call.slots, call.news, config["BLOCK"], call.binding.tables)
     optimizer_kernel[(owners.numel(),)](
         table, owners, call.lr, call.step, *scalar_arguments(call.binding.scalars),
         UPDATE=call.binding.update, K=len(call.slots) // len(call.params),
