@@ -58,11 +58,16 @@ def bench_kcomp(kind, x, y, steps, backend):
     would, since it returns the loss as a Python number."""
     model = kcomp_model(kind)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend=backend)
+    return kcomp_fit_rate(model, x, y, steps)
+
+
+def kcomp_fit_rate(model, x, y, steps, warmup=3) -> float:
+    """Steps per second of model.fit over `steps` copies of the batch (x, y), after a warm-up fit."""
     batch = len(x)
     repeat = (steps,) + (1,) * (x.dim() - 1)
     xs, ys = x.repeat(*repeat), y.repeat(steps)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    model.fit(xs[: 3 * batch], ys[: 3 * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    model.fit(xs[: warmup * batch], ys[: warmup * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
     sync()
     start = time.perf_counter()
     model.fit(xs, ys, batch_size=batch, epochs=1, verbose=0, shuffle=False)
@@ -74,16 +79,22 @@ def bench_torch(kind, x, y, steps, compiled):
     model = torch_model(kind).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     inputs = x if kind == "mlp" else x.permute(0, 3, 1, 2).contiguous()
+    return torch_loop_rate(lambda: torch.nn.functional.cross_entropy(model(inputs), y), opt, steps, compiled, x.is_cuda)
+
+
+def torch_loop_rate(loss_of_batch, opt, steps, compiled, on_cuda) -> float:
+    """Steps per second of the hand-written PyTorch loop: zero the gradients, loss, backward,
+    optimizer step; with `compiled`, the step under torch.compile."""
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(inputs), y)
+        loss = loss_of_batch()
         loss.backward()
         opt.step()
         return loss
 
     fn = torch.compile(step) if compiled else step
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
     return steps_per_second(fn, steps, warmup=5 if compiled else 3, sync=sync)
 
 

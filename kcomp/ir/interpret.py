@@ -1,11 +1,13 @@
 """The IR's interpreter: each node runs its op's torch reference (OpDef.reference).
 
 The reference executor (kcomp.runtime.reference) is this interpreter; a fused kernel node's
-own reference runs its body with it.
+own reference runs its body with it. A run that holds a coarse backward op (lstm_grad, ...)
+lets its forward op leave its autograd tape for it (kcomp.ir.saved_forwards).
 """
 
 import torch
 
+from kcomp.ir import saved_forwards
 from kcomp.ir.graph import Graph
 
 
@@ -18,10 +20,12 @@ def run_graph(graph: Graph, inputs, params: dict[str, torch.Tensor]) -> list[tor
         env[v.id] = t
     for p in graph.params:
         env[p.id] = params[p.name]
-    for node in graph.nodes:
-        result = OPS[node.op].reference(*(env[v.id] for v in node.inputs), **node.attrs)
-        if isinstance(result, torch.Tensor):
-            result = (result,)
-        for v, t in zip(node.outputs, result, strict=True):
-            env[v.id] = t
+    backward_of = {node.op.removesuffix("_grad") for node in graph.nodes if node.op.endswith("_grad")}
+    with saved_forwards.for_run(backward_of):
+        for node in graph.nodes:
+            result = OPS[node.op].reference(*(env[v.id] for v in node.inputs), **node.attrs)
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            for v, t in zip(node.outputs, result, strict=True):
+                env[v.id] = t
     return [env[v.id] for v in graph.outputs]

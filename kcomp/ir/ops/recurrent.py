@@ -8,7 +8,12 @@ the others are the final states (h, and c for the LSTM).
 Initial states are zero. With go_backwards the sequence is read last step
 first and the returned sequence is in that (reversed) order, as in Keras.
 The gradient of each op is one coarse backward op (lstm_grad, gru_grad,
-simple_rnn_grad in conv_grad.py) until a kernel computes it.
+simple_rnn_grad in recurrent_grad.py) until a kernel computes it.
+
+The reference runs PyTorch's fused recurrent kernels where they compute Keras's cell
+(recurrent_torch.py), else the general path below, one cell step per time step. In a graph
+run that also holds the op's backward, the forward leaves its autograd tape for it
+(kcomp.ir.saved_forwards) rather than have the backward compute it again.
 """
 
 from functools import partial
@@ -16,9 +21,11 @@ from functools import partial
 import torch
 
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir import saved_forwards
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.activations import OPS as ACTIVATION_OPS
 from kcomp.ir.ops.common import require_float, require_rank
+from kcomp.ir.ops.recurrent_torch import fused
 from kcomp.ir.types import TensorSpec
 
 # Activations usable inside a cell: every elementwise one, with its default attributes.
@@ -121,6 +128,42 @@ def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, u
     return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], recurrent.shape[0]),))
 
 
+def forward(cell: str):
+    """The op's whole forward, on PyTorch's fused kernels where they match Keras's cell."""
+    general = {"lstm": _lstm, "gru": _gru, "simple_rnn": _simple_rnn}[cell]
+
+    def run(x, kernel, recurrent, *bias, **attrs):
+        outputs = fused(cell, x, kernel, recurrent, bias[0] if bias else None, **attrs)
+        return outputs if outputs is not None else general(x, kernel, recurrent, *bias, **attrs)
+
+    return run
+
+
+def _reference(cell: str):
+    run = forward(cell)
+
+    def reference(*inputs, use_bias, **attrs):
+        if not saved_forwards.wants_tape(cell):
+            return run(*inputs, use_bias=use_bias, **attrs)
+        # Recorded with a bias leaf even without a bias (a zero one: the same outputs), since the
+        # backward op returns the gradient at a zero bias then.
+        units = inputs[2].shape[0]
+        full = inputs if use_bias else (*inputs, inputs[0].new_zeros(bias_shape(cell, units, attrs)))
+        leaves = tuple(t.detach().requires_grad_(True) for t in full)
+        outputs = run(*leaves, use_bias=True, **attrs)
+        saved_forwards.save_tape(cell, inputs, {"use_bias": use_bias, **attrs}, leaves, outputs)
+        return tuple(o.detach() for o in outputs)
+
+    return reference
+
+
+def bias_shape(cell: str, units: int, attrs: dict) -> tuple:
+    """Keras's bias shape: gates * units, or (2, 3 * units) for a GRU with reset_after=True."""
+    if cell == "gru":
+        return (2, 3 * units) if attrs["reset_after"] else (3 * units,)
+    return ({"lstm": 4, "simple_rnn": 1}[cell] * units,)
+
+
 def _recurrent_vjp(b, node, grads):
     """One coarse backward node (lstm_grad, gru_grad, simple_rnn_grad in conv_grad.py) takes the
     gradients of the outputs that received any and returns those of x, kernel, recurrent kernel, bias."""
@@ -145,8 +188,8 @@ OPS = [
         doc="Long short-term memory over a whole sequence; outputs (sequence or last h, h, c).",
         num_inputs=(3, 4),
         attrs=COMMON_ATTRS,
-        infer=_recurrent_infer(4, 2, lambda units, extra: (4 * units,)),
-        reference=_lstm,
+        infer=_recurrent_infer(4, 2, lambda units, extra: bias_shape("lstm", units, extra)),
+        reference=_reference("lstm"),
         vjp=_recurrent_vjp,
         traits={"recurrent"},
         num_outputs=3,
@@ -158,10 +201,8 @@ OPS = [
         "and takes a (2, 3*units) bias.",
         num_inputs=(3, 4),
         attrs={**COMMON_ATTRS, "reset_after": attr(bool, True)},
-        infer=_recurrent_infer(
-            3, 1, lambda units, extra: (2, 3 * units) if extra["reset_after"] else (3 * units,)
-        ),
-        reference=_gru,
+        infer=_recurrent_infer(3, 1, lambda units, extra: bias_shape("gru", units, extra)),
+        reference=_reference("gru"),
         vjp=_recurrent_vjp,
         traits={"recurrent"},
         num_outputs=2,
@@ -172,8 +213,8 @@ OPS = [
         "recurrent_activation is unused.",
         num_inputs=(3, 4),
         attrs=COMMON_ATTRS,
-        infer=_recurrent_infer(1, 1, lambda units, extra: (units,)),
-        reference=_simple_rnn,
+        infer=_recurrent_infer(1, 1, lambda units, extra: bias_shape("simple_rnn", units, extra)),
+        reference=_reference("simple_rnn"),
         vjp=_recurrent_vjp,
         traits={"recurrent"},
         num_outputs=2,

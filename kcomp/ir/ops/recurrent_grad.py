@@ -1,25 +1,21 @@
 """Backward ops of the recurrent layers: the nodes the VJP rules in recurrent.py build.
 
-The *_grad ops are coarse, as their forward ops are: their reference recomputes the forward
-pass with torch.autograd until a kernel computes them.
+The *_grad ops are coarse, as their forward ops are: their reference runs torch.autograd's
+backward through the forward (on PyTorch's fused kernels where they match Keras's cell), on the
+tape the forward op left in the same graph run (kcomp.ir.saved_forwards), else recomputing it.
 """
 
 import torch
 
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir import saved_forwards
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.recurrent import OPS as RECURRENT_OPS
+from kcomp.ir.ops.recurrent import OPS as RECURRENT_OPS, bias_shape, forward as recurrent_forward
 from kcomp.ir.types import TensorSpec
 
 
 _FORWARD = {op.name: op for op in RECURRENT_OPS}
 _NUM_STATES = {"lstm": 2, "gru": 1, "simple_rnn": 1}
-
-
-def _bias_shape(cell, units, attrs):
-    if cell == "gru":
-        return (2, 3 * units) if attrs["reset_after"] else (3 * units,)
-    return ({"lstm": 4, "simple_rnn": 1}[cell] * units,)
 
 
 def _split_recurrent_inputs(cell, inputs, use_bias, grad_outputs):
@@ -53,23 +49,27 @@ def _recurrent_grad_infer(cell):
                     f"is {format_shape(out_specs[i].shape)} ({out_specs[i].dtype})."
                 )
         x, kernel, recurrent = fwd[:3]
-        bias = TensorSpec(_bias_shape(cell, recurrent.shape[0], attrs), x.dtype)
+        bias = TensorSpec(bias_shape(cell, recurrent.shape[0], attrs), x.dtype)
         return [x, kernel, recurrent, bias]
 
     return infer
 
 
 def _recurrent_grad_reference(cell):
-    forward = _FORWARD[cell].reference
+    forward = recurrent_forward(cell)
 
     def reference(*inputs, grad_outputs, use_bias, **attrs):
         fwd, grads = _split_recurrent_inputs(cell, inputs, use_bias, grad_outputs)
         x, kernel, recurrent = fwd[:3]
-        bias = fwd[3] if use_bias else x.new_zeros(_bias_shape(cell, recurrent.shape[0], attrs))
         # Executors may run under torch.inference_mode; autograd needs ordinary tensors.
         with torch.inference_mode(False), torch.enable_grad():
-            leaves = [t.detach().clone().requires_grad_(True) for t in (x, kernel, recurrent, bias)]
-            outputs = forward(*leaves, use_bias=True, **attrs)
+            tape = saved_forwards.take_tape(cell, tuple(fwd), {"use_bias": use_bias, **attrs})
+            if tape is None:  # recompute it; without a bias, at a zero one (the same outputs)
+                bias = fwd[3] if use_bias else x.new_zeros(bias_shape(cell, recurrent.shape[0], attrs))
+                leaves = tuple(t.detach().clone().requires_grad_(True) for t in (x, kernel, recurrent, bias))
+                outputs = forward(*leaves, use_bias=True, **attrs)
+            else:
+                leaves, outputs = tape
             picked = [outputs[i] for i in grad_outputs]
             found = torch.autograd.grad(picked, leaves, [g.detach().clone() for g in grads], allow_unused=True)
         return tuple(torch.zeros_like(t) if d is None else d.detach() for t, d in zip(leaves, found))
