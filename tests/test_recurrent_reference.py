@@ -106,3 +106,32 @@ def test_no_tape_is_kept_outside_a_run_with_the_backward():
         outputs = OPS["lstm"].reference(x, kernel, rec, *bias, **attrs)
         assert saved_forwards.take_tape("lstm", (x, kernel, rec, *bias), attrs) is None
     assert all(o.grad_fn is None for o in outputs)
+
+
+@pytest.mark.parametrize("layer_class", [kcomp.layers.LSTM, kcomp.layers.GRU, kcomp.layers.SimpleRNN])
+def test_input_dropout_drops_the_same_features_at_every_time_step(layer_class):
+    """Keras's cells draw one input mask per sequence (batch, features) and use it at every step:
+    each sample's training output is the inference output on x * m for one m in {0, 1/(1-rate)}^features."""
+    rate, features = 0.5, 3
+    layer = layer_class(4, dropout=rate, return_sequences=True, seed=11)
+    model = kcomp.Sequential([kcomp.layers.Input(shape=(6, features)), layer])
+    x = np.random.default_rng(5).normal(size=(8, 6, features)).astype("float32")
+    got = np.asarray(model(x, training=True))
+    candidates = [np.array(bits, dtype="float32") / (1 - rate) for bits in itertools.product((0, 1), repeat=features)]
+    dropped = set()
+    for i in range(len(x)):
+        matches = [m for m in candidates
+                   if np.allclose(model.predict(x[i : i + 1] * m, verbose=0)[0], got[i], rtol=1e-5, atol=1e-6)]
+        assert matches, f"sample {i}: no mask constant over time gives its output"
+        dropped.add(tuple(matches[0]))
+    assert len(dropped) > 1  # masks differ across the batch
+    assert not np.allclose(np.asarray(model(x, training=True)), got)  # a new draw each call
+
+
+def test_recurrent_dropout_is_refused_in_training_and_ignored_in_inference():
+    model = kcomp.Sequential([kcomp.layers.Input(shape=(4, 2)), kcomp.layers.LSTM(3, recurrent_dropout=0.2)])
+    x = np.ones((2, 4, 2), "float32")
+    assert model.predict(x, verbose=0).shape == (2, 3)
+    model.compile(optimizer="sgd", loss="mse", backend="reference")
+    with pytest.raises(kcomp.KcompError, match="recurrent_dropout=0.2 in training"):
+        model.train_on_batch(x, np.zeros((2, 3), "float32"))

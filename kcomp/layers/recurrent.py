@@ -2,14 +2,17 @@
 
 Weights follow Keras: kernel (features, gates * units), recurrent_kernel
 (units, gates * units), bias (gates * units), or (2, 3 * units) for a GRU with
-reset_after=True. dropout / recurrent_dropout are recorded for training.
+reset_after=True. In training, `dropout` drops input features as Keras's cells do: one
+mask per sequence (batch, features), the same at every time step, drawn anew each step.
+`recurrent_dropout` is refused in training until the recurrent op takes its masks.
 """
 
 import torch
 
-from kcomp import activations, initializers, ops, regularizers
-from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp import activations, initializers, ops, regularizers, session
+from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS
+from kcomp.ir.types import DTYPE_OF_TORCH
 from kcomp.layers import args
 from kcomp.layers.base import Layer
 
@@ -61,6 +64,7 @@ class _RNN(Layer):
         go_backwards=False,
         stateful=False,
         unroll=False,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,6 +87,7 @@ class _RNN(Layer):
         self.return_state = args.boolean("return_state", return_state)
         self.go_backwards = args.boolean("go_backwards", go_backwards)
         self.unroll = args.boolean("unroll", unroll)
+        self.seed = seed
         if stateful:
             raise ArgumentError("Received: stateful=True. kcomp's recurrent layers start each batch from zero states; pass stateful=False.")
         self.stateful = False
@@ -110,8 +115,19 @@ class _RNN(Layer):
         )
         if self.use_bias:
             self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_initializer(), regularizer=self.bias_regularizer, name="bias")
+        # The dropout mask's seed, drawn in build order as Dropout's is (kcomp/layers/core.py).
+        self._op_seed = self.seed if self.seed is not None else session.draw_seed()
 
-    def call(self, inputs):
+    def call(self, inputs, training=False):
+        training = args.boolean("training", training)
+        if training and self.recurrent_dropout:
+            raise KcompError(
+                f'Layer "{self.name}" ({type(self).__name__}): recurrent_dropout={self.recurrent_dropout} in training is '
+                "not supported yet (kcomp's recurrent op does not take Keras's per-gate recurrent masks); pass "
+                "recurrent_dropout=0.0 (dropout= on the inputs works)."
+            )
+        if training and self.dropout:
+            inputs = ops.multiply(inputs, self._input_dropout_mask(inputs))
         weights = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])
         outputs = ops.emit(
             self.op, inputs, *weights,
@@ -119,6 +135,16 @@ class _RNN(Layer):
             return_sequences=self.return_sequences, go_backwards=self.go_backwards, **self._op_attrs(),
         )
         return list(outputs) if self.return_state else outputs[0]
+
+    def _input_dropout_mask(self, inputs):
+        """Keras's input dropout mask: (batch, 1, features) ones, dropped (and the kept ones scaled
+        by 1 / (1 - rate)), so every time step of a sequence loses the same features."""
+        first_step = ops.emit("slice", inputs, axis=1, start=0, stop=1)
+        ones = ops.emit("broadcast_like", 1.0, first_step)  # a float32 constant, broadcast
+        dtype = first_step.dtype if isinstance(first_step.dtype, str) else DTYPE_OF_TORCH[first_step.dtype]
+        if dtype != "float32":
+            ones = ops.cast(ones, dtype)
+        return ops.dropout(ones, self.dropout, self._op_seed, training=True)
 
     def get_config(self):
         return {
@@ -141,6 +167,7 @@ class _RNN(Layer):
             "go_backwards": self.go_backwards,
             "stateful": self.stateful,
             "unroll": self.unroll,
+            "seed": self.seed,
         }
 
 
