@@ -16,10 +16,8 @@ from kcomp.layers import (
 from kcomp.models import Model, Sequential
 from kcomp.passes import run_pipeline
 from kcomp.passes.simplify import simplify
-from kcomp.runtime.plan import Plan
-from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import kernels_of, randomize
+from kernel_helpers import assert_compiled_matches_reference, kernels_of, randomize
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.k"))
 
@@ -79,13 +77,7 @@ def test_fusion_golden(name, golden):
 def test_fused_patterns_compute_what_the_model_does(name):
     model = PATTERNS[name]()
     randomize(model)
-    fused, _ = run_pipeline(model.to_graph())
-    shape = (3, *model.inputs[0].shape[1:])
-    x = torch.randn(shape)
-    got = Plan(fused).run([x], model.params())
-    want = run_reference(model.to_graph(), [x], model.params())
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=2e-4, atol=2e-5)
+    assert_compiled_matches_reference(model, [torch.randn(3, *model.inputs[0].shape[1:])], kind="accumulating")
 
 
 def test_fallbacks_stay_unfused_and_correct():
@@ -102,7 +94,6 @@ def test_fallbacks_stay_unfused_and_correct():
 def test_examples_on_generated_kernels_match_the_reference(path):
     for model in dsl.load(path).values():
         randomize(model)
-        fused, _ = run_pipeline(model.to_graph())
         rng = np.random.default_rng(0)
         inputs = []
         for t in model.inputs:
@@ -111,10 +102,7 @@ def test_examples_on_generated_kernels_match_the_reference(path):
                 inputs.append(torch.from_numpy(rng.integers(0, 50, size=shape).astype(t.dtype)))
             else:
                 inputs.append(torch.from_numpy(rng.normal(size=shape).astype("float32")))
-        got = Plan(fused).run(inputs, model.params())
-        want = run_reference(model.to_graph(), inputs, model.params())
-        for g, w in zip(got, want):
-            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=2e-4, atol=2e-5)
+        assert_compiled_matches_reference(model, inputs, kind="accumulating")
 
 
 def test_simplify_rules():

@@ -7,7 +7,6 @@ compare with the reference executor on the unfused graph. Sizes are ragged:
 enough for several row, filter and K tiles (F=37 > BN, K=63 > BK, M > BM*GROUP_M).
 """
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,12 +18,11 @@ from kcomp.layers import (
 from kcomp.models import Model
 from kcomp.passes import run_pipeline
 from kcomp.runtime.kernel_cache import load_kernel
-from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import NAN, assert_same_nonfinite, kernels_of, randomize, reference_in_float64, with_nonfinite
-
-TOL = {"float32": dict(rtol=1e-4, atol=1e-4), "float16": dict(rtol=2e-2, atol=2e-2)}
+from kernel_helpers import (
+    NAN, assert_compiled_matches_reference, assert_matches_reference, kernels_of, randomize, with_nonfinite,
+)
 
 
 # -- helpers (tests/test_kernels_reduce_pool.py uses them too) --------------------
@@ -37,18 +35,6 @@ def body_ops(kernel):
 def image(batch, shape, dtype="float32", seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, *shape, generator=g).to(getattr(torch, dtype))
-
-
-def compile_and_compare(model, inputs, dtype="float32"):
-    """Run the fused plan and the reference on the unfused graph; returns the fused graph."""
-    graph, _ = run_pipeline(model.to_graph())
-    params = model.params()
-    got = Plan(graph).run(inputs, params)
-    want = run_reference(model.to_graph(), inputs, params)
-    for g, w in zip(got, want, strict=True):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g.float().numpy(), w.float().numpy(), **TOL[dtype])
-    return graph
 
 
 def conv_model(shape, conv, after=(), dtype="float32"):
@@ -106,7 +92,7 @@ EPILOGUE_CASES = {
 def test_conv_epilogue_is_one_kernel(case):
     shape, conv, after, ops = EPILOGUE_CASES[case]
     model = conv_model(shape, conv, after)
-    graph = compile_and_compare(model, [image(3, shape)])
+    graph = assert_compiled_matches_reference(model, [image(3, shape)], kind="accumulating").fused
     (kernel,) = kernels_of(graph)
     assert kernel.attrs["template"] == ("matmul" if ops[0] == "matmul" else "conv2d")
     assert body_ops(kernel) == ops
@@ -119,7 +105,7 @@ def test_conv_residual_add_reads_a_full_operand():
     y = Activation("relu")(Add()([h, x]))
     model = Model(x, y)
     randomize(model)
-    graph = compile_and_compare(model, [image(2, (9, 11, 5))])
+    graph = assert_compiled_matches_reference(model, [image(2, (9, 11, 5))], kind="accumulating").fused
     (kernel,) = kernels_of(graph)
     assert body_ops(kernel) == ["conv2d", "bias_add", "mul", "add", "add", "relu"]
 
@@ -132,14 +118,10 @@ def test_conv_ir_strides_with_dilation(padding):
     w = b.param("w", (3, 2, 5, 7), "float32", "w")
     y = b.emit1("conv2d", [x, w], strides=(2, 3), padding=padding, dilation=(2, 2))
     graph = b.finish([b.emit1("relu", [y])])
-    fused, _ = run_pipeline(graph)
+    inputs, params = [image(2, (11, 9, 5))], {"w": image(3, (2, 5, 7), seed=1)}
+    fused = assert_compiled_matches_reference(graph, inputs, params, kind="accumulating").fused
     (kernel,) = kernels_of(fused)
     assert body_ops(kernel) == ["conv2d", "relu"]
-    inputs, params = [image(2, (11, 9, 5))], {"w": image(3, (2, 5, 7), seed=1)}
-    (got,) = Plan(fused).run(inputs, params)
-    (want,) = run_reference(graph, inputs, params)
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
 
 
 # -- conv + epilogue + fused pool ----------------------------------------------------
@@ -167,7 +149,7 @@ POOL_CASES = {
 def test_conv_absorbs_a_valid_pool(case):
     shape, conv, after, ops = POOL_CASES[case]
     model = conv_model(shape, conv, after)
-    graph = compile_and_compare(model, [image(3, shape)])
+    graph = assert_compiled_matches_reference(model, [image(3, shape)], kind="accumulating").fused
     (kernel,) = kernels_of(graph)  # the pre-pool activation is never a graph value
     assert kernel.attrs["template"] == "conv2d"
     assert body_ops(kernel) == ops
@@ -185,7 +167,7 @@ def test_conv_absorbs_a_valid_pool(case):
 def test_conv_float16(conv, after, ops):
     shape = (9, 11, 3)
     model = conv_model(shape, conv, after, dtype="float16")
-    graph = compile_and_compare(model, [image(2, shape, "float16")], "float16")
+    graph = assert_compiled_matches_reference(model, [image(2, shape, "float16")], kind="accumulating").fused
     (kernel,) = kernels_of(graph)
     assert body_ops(kernel) == ops
 
@@ -195,7 +177,7 @@ def test_conv_float16_residual():
     h = Conv2D(5, 3, padding="same", dtype="float16")(x)
     model = Model(x, Add(dtype="float16")([h, x]))
     randomize(model)
-    graph = compile_and_compare(model, [image(2, (9, 11, 5), "float16")], "float16")
+    graph = assert_compiled_matches_reference(model, [image(2, (9, 11, 5), "float16")], kind="accumulating").fused
     (kernel,) = kernels_of(graph)
     assert body_ops(kernel) == ["conv2d", "bias_add", "add"]
 
@@ -203,7 +185,7 @@ def test_conv_float16_residual():
 # -- what stays outside the conv kernel ----------------------------------------------
 def test_same_pool_is_not_absorbed_and_runs_as_a_pool_kernel():
     model = conv_model((9, 11, 3), dict(filters=5, kernel_size=3, activation="relu"), [maxpool(3, 2, "same")])
-    graph = compile_and_compare(model, [image(2, (9, 11, 3))])
+    graph = assert_compiled_matches_reference(model, [image(2, (9, 11, 3))], kind="accumulating").fused
     conv, pool = kernels_of(graph)
     assert (conv.attrs["template"], body_ops(conv)) == ("conv2d", ["conv2d", "bias_add", "relu"])
     assert (pool.attrs["template"], body_ops(pool)) == ("pool2d", ["max_pool2d"])
@@ -215,7 +197,7 @@ def test_residual_then_pool_keeps_the_pool_separate():
     h = Add()([Conv2D(5, 3, padding="same")(x), x])
     model = Model(x, AveragePooling2D(2)(h))
     randomize(model)
-    graph = compile_and_compare(model, [image(2, (9, 11, 5))])
+    graph = assert_compiled_matches_reference(model, [image(2, (9, 11, 5))], kind="accumulating").fused
     assert [(k.attrs["template"], body_ops(k)) for k in kernels_of(graph)] == [
         ("conv2d", ["conv2d", "bias_add", "add"]),
         ("pool2d", ["avg_pool2d"]),
@@ -226,14 +208,12 @@ def test_residual_then_pool_keeps_the_pool_separate():
 def test_one_plan_serves_every_batch_size():
     model = conv_model((9, 11, 3), dict(filters=5, kernel_size=3, strides=2, padding="same", activation="relu"),
                        [BN, maxpool(2)])
-    graph, _ = run_pipeline(model.to_graph())
-    plan = Plan(graph)
+    executor = None
     for batch in (1, 3, 2):
         x = image(batch, (9, 11, 3), seed=batch)
-        (got,) = plan.run([x], model.params())
-        (want,) = run_reference(model.to_graph(), [x], model.params())
-        assert got.shape == (batch, 2, 3, 5)
-        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+        run = assert_compiled_matches_reference(model, [x], kind="accumulating", executor=executor)
+        executor = run.executor
+        assert run.got[0].shape == (batch, 2, 3, 5)
 
 
 def test_launch_allocates_its_output_and_reads_any_input_layout():
@@ -248,8 +228,8 @@ def test_launch_allocates_its_output_and_reads_any_input_layout():
     params = model.params()
     got = load_kernel(source).launch(x, params["conv2d/kernel"], params["conv2d/bias"])
     (want,) = run_reference(model.to_graph(), [x.contiguous()], params)
-    assert got.shape == want.shape == (2, 4, 5, 7)
-    np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+    assert want.shape == (2, 4, 5, 7)
+    assert_matches_reference([got], [want], kind="accumulating")
 
 
 @pytest.mark.parametrize("pool, coverable", [
@@ -264,7 +244,7 @@ def test_conv_pool_also_stores_the_pre_pool_activation_others_read(pool, coverab
     a = Conv2D(5, 3, padding="same", activation="relu")(x)
     model = Model(x, [MaxPooling2D(**pool)(a), a])
     randomize(model)
-    graph = compile_and_compare(model, [image(2, (8, 10, 3)) - 0.5])
+    graph = assert_compiled_matches_reference(model, [image(2, (8, 10, 3)) - 0.5], kind="accumulating").fused
     first = kernels_of(graph)[0]
     if coverable:
         assert body_ops(first)[-1] == "max_pool2d" and len(first.outputs) == 2
@@ -299,9 +279,6 @@ def test_conv_kernel_passes_nan_and_inf_on(case):
     value[..., 1] = NAN  # filter 1
     kernel.assign(value)
     x = with_nonfinite(image(2, shape))
-    graph, _ = run_pipeline(model.to_graph())
+    graph = assert_compiled_matches_reference(model, [x], kind="accumulating", float64_reference=True).fused
     (kernel_node,) = kernels_of(graph)
     assert body_ops(kernel_node) == ops
-    (got,) = Plan(graph).run([x], model.params())
-    (want,) = reference_in_float64(model.to_graph(), [x], model.params())
-    assert_same_nonfinite(got, want, **TOL["float32"])

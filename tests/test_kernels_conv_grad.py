@@ -26,16 +26,13 @@ from kcomp.ir.types import is_static
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.runtime.kernel_cache import load_kernel
-from kcomp.runtime.plan import Plan
-from kcomp.runtime.reference import run_reference
 
 from kernel_helpers import (
-    INF, NAN, assert_compiled_steps_match_the_reference, assert_same_nonfinite, explain_training_build, with_nonfinite,
+    INF, NAN, assert_compiled_matches_reference, assert_compiled_steps_match_the_reference,
+    assert_launch_matches_reference, assert_matches_reference, explain_training_build, launch_kernel, with_nonfinite,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# Under the interpreter tl.dot is exact float32 (no TF32); the sums run in another order.
-TOL = {"float32": dict(rtol=1e-4, atol=1e-4), "float16": dict(rtol=2e-2, atol=2e-2)}
 
 # (kernel (kh, kw), strides, padding, dilation)
 GEOMETRIES = {
@@ -91,18 +88,10 @@ def random_inputs(graph, batch, seed=0):
     return [torch.randn(s, generator=g).to(getattr(torch, v.dtype)) for s, v in zip(shapes, graph.inputs)]
 
 
-def check_kernel(graph, inputs, dtype="float32"):
-    """Launch the generated kernel into NaN-poisoned buffers; compare every output with the reference."""
-    kernel = the_kernel(graph)
-    want = run_reference(graph, inputs, {})
-    outs = tuple(torch.full(t.shape, float("nan"), dtype=t.dtype) for t in want)
-    out = outs[0] if len(outs) == 1 else outs
-    got = load_kernel(kernel_source(kernel, 0)).launch(*inputs, out=out, precision="ieee")
-    got = got if isinstance(got, tuple) else (got,)
-    assert len(got) == len(want)
-    for g, o, w in zip(got, outs, want):
-        assert g is o and not g.isnan().any(), "the kernel left elements unwritten"
-        np.testing.assert_allclose(g.float().numpy(), w.float().numpy(), **TOL[dtype])
+def check_kernel(graph, inputs):
+    """The generated kernel launched into NaN-poisoned buffers, as the reference: a gradient sums
+    over the batch and the image (the filter's) or over every tap and filter (the input's)."""
+    assert_launch_matches_reference(graph, the_kernel(graph), inputs, kind="long", precision="ieee")
 
 
 def geometry_fits(name, image=(7, 9)):
@@ -142,13 +131,6 @@ def nonfinite_inputs(graph, images_only=True):
             for t, v, places in zip(inputs, graph.inputs, [(NAN, INF), (-INF, NAN)])]
 
 
-def launch_and_reference(graph, inputs):
-    kernel = the_kernel(graph)
-    want = run_reference(graph, inputs, {})
-    got = load_kernel(kernel_source(kernel, 0)).launch(*inputs, precision="ieee")
-    return (got if isinstance(got, tuple) else (got,)), want
-
-
 @pytest.mark.parametrize("geometry", ["3x3-s2-same", "3x3-s1-valid"])
 @pytest.mark.parametrize("op", list(TEMPLATES))
 def test_nan_and_inf_pass_on_as_in_the_reference(op, geometry):
@@ -157,9 +139,7 @@ def test_nan_and_inf_pass_on_as_in_the_reference(op, geometry):
     graph = conv_grad_graph(op, GEOMETRIES[geometry], bias_sum=op == "conv2d_backprop_filter")
     inputs = nonfinite_inputs(graph)
     assert [not t.isfinite().all() for t in inputs] == [True, op == "conv2d_backprop_filter"]  # dy; x; not the kernel
-    got, want = launch_and_reference(graph, inputs)
-    for g, w in zip(got, want, strict=True):
-        assert_same_nonfinite(g, w, **TOL["float32"])
+    assert_launch_matches_reference(graph, the_kernel(graph), inputs, kind="long", poison=False, precision="ieee")
 
 
 @pytest.mark.parametrize("geometry", ["3x3-s2-same", "3x3-s1-valid"])
@@ -169,28 +149,26 @@ def test_input_gradient_of_nan_weights_is_nan_wherever_the_reference_is(geometry
     that weight (0 * inf = NaN), so the kernel's dx is NaN in that channel at every pixel. More
     NaN than the reference, never fewer: a failure is never hidden."""
     graph = conv_grad_graph("conv2d_backprop_input", GEOMETRIES[geometry])
-    (got,), (want,) = launch_and_reference(graph, nonfinite_inputs(graph, images_only=False))
-    got, want = got.numpy(), want.numpy()
-    assert not (np.isfinite(got) & ~np.isfinite(want)).any()
-    both = np.isfinite(got) & np.isfinite(want)
-    np.testing.assert_allclose(got[both], want[both], **TOL["float32"])
+    inputs = nonfinite_inputs(graph, images_only=False)
+    (got,), (want,) = launch_kernel(graph, the_kernel(graph), inputs, poison=False, precision="ieee")
+    assert not (got.isfinite() & ~want.isfinite()).any()
+    both = got.isfinite() & want.isfinite()
+    assert_matches_reference([got[both]], [want[both]], kind="long")
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))
 def test_conv_grad_float16(op):
     graph = conv_grad_graph(op, GEOMETRIES["3x3-s2-same"], dtype="float16")
-    check_kernel(graph, random_inputs(graph, 2, seed=4), "float16")
+    check_kernel(graph, random_inputs(graph, 2, seed=4))
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))
 def test_one_plan_serves_every_batch_size(op):
     graph = conv_grad_graph(op, GEOMETRIES["3x3-s2-same"])
-    plan = Plan(run_pipeline(graph)[0])
+    executor = None
     for batch in (1, 3):
-        inputs = random_inputs(graph, batch, seed=batch)
-        (got,) = plan.run(inputs, {})
-        (want,) = run_reference(graph, inputs, {})
-        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+        executor = assert_compiled_matches_reference(graph, random_inputs(graph, batch, seed=batch), kind="long",
+                                                     executor=executor).executor
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))

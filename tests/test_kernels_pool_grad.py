@@ -26,16 +26,13 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.conv import output_size
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import STEP_PIPELINE
-from kcomp.runtime.kernel_cache import load_kernel
-from kcomp.runtime.plan import Plan
-from kcomp.runtime.reference import run_reference
 
 from kernel_helpers import (
-    INF, NAN, assert_compiled_steps_match_the_reference, assert_same_nonfinite, explain_training_build, with_nonfinite,
+    INF, NAN, assert_compiled_matches_reference, assert_compiled_steps_match_the_reference,
+    assert_launch_matches_reference, explain_training_build, with_nonfinite,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float16": dict(rtol=2e-2, atol=2e-2)}
 
 # (pool_size, strides, padding)
 GEOMETRIES = {
@@ -117,15 +114,10 @@ def random_inputs(graph, batch, x_kind="normal", seed=0):
     return tensors
 
 
-def check_kernel(graph, inputs, dtype="float32"):
-    """Launch the generated kernel into a NaN-poisoned buffer; compare with the reference."""
-    kernel = the_kernel(graph)
-    (want,) = run_reference(graph, inputs, {})
-    out = torch.full(want.shape, float("nan"), dtype=want.dtype)
-    by_id = {v.id: t for v, t in zip(graph.inputs, inputs)}  # the kernel takes them in its body's order
-    got = load_kernel(kernel_source(kernel, 0)).launch(*(by_id[v.id] for v in kernel.inputs), out=out)
-    assert got is out and not got.isnan().any(), "the kernel left pixels unwritten"
-    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **TOL[dtype])
+def check_kernel(graph, inputs):
+    """The generated kernel launched into a NaN-poisoned buffer, as the reference (a pixel's
+    gradient sums the few windows that cover it); returns its output."""
+    (got,) = assert_launch_matches_reference(graph, the_kernel(graph), inputs, kind="elementwise")
     return got
 
 
@@ -180,30 +172,24 @@ def test_nan_and_inf_pass_on_as_in_the_reference(op, geometry):
         x[1, 4, 4, 1], x[1, 4, 5, 1] = NAN, NAN  # two NaN: the last
         x[0, 0, 0, :] = -INF
     inputs[-1] = with_nonfinite(inputs[-1], places=(NAN, INF))
-    kernel = the_kernel(graph)
-    (want,) = run_reference(graph, inputs, {})
-    by_id = {v.id: t for v, t in zip(graph.inputs, inputs)}
-    got = load_kernel(kernel_source(kernel, 0)).launch(*(by_id[v.id] for v in kernel.inputs))
-    assert_same_nonfinite(got, want, **TOL["float32"])
+    assert_launch_matches_reference(graph, the_kernel(graph), inputs, kind="elementwise", poison=False)
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_pool_grad_float16(op):
     graph = pool_grad_graph(op, GEOMETRIES["3x3-stride2-same"], image=(7, 9, 7), dtype="float16")
-    check_kernel(graph, random_inputs(graph, 2, seed=4), "float16")
+    check_kernel(graph, random_inputs(graph, 2, seed=4))
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_one_plan_serves_every_batch_size(op):
     graph = pool_grad_graph(op, GEOMETRIES["3x3-stride1-same"])
-    fused, _ = run_pipeline(graph)
-    plan = Plan(fused)
+    executor = None
     for batch in (1, 3):
-        inputs = random_inputs(graph, batch, seed=batch)
-        (got,) = plan.run(inputs, {})
-        (want,) = run_reference(graph, inputs, {})
-        assert got.shape == (batch, 7, 9, 5)
-        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+        run = assert_compiled_matches_reference(graph, random_inputs(graph, batch, seed=batch), kind="elementwise",
+                                                executor=executor)
+        executor = run.executor
+        assert run.got[0].shape == (batch, 7, 9, 5)
 
 
 # -- with relu's gradient mask as the epilogue ----------------------------------------
@@ -228,7 +214,7 @@ def test_masked_pool_grad_over_several_pixel_and_channel_blocks(op):
 
 def test_masked_pool_grad_float16():
     graph = masked_pool_grad_graph("max_pool2d_grad", GEOMETRIES["3x3-stride2-same"], image=(7, 9, 7), dtype="float16")
-    check_kernel(graph, random_inputs(graph, 2, x_kind="relu", seed=14), "float16")
+    check_kernel(graph, random_inputs(graph, 2, x_kind="relu", seed=14))
 
 
 def test_masked_pool_grad_source_reads_the_mask_in_its_epilogue():

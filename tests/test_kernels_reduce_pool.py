@@ -6,7 +6,6 @@ among them) on the reduce template. Sizes are ragged, and some cases span
 several pixel, channel and reduction blocks.
 """
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,12 +14,9 @@ from kcomp.layers import (
     AveragePooling2D, Conv2D, GlobalAveragePooling2D, GlobalMaxPooling2D, Input, MaxPooling2D,
 )
 from kcomp.models import Model
-from kcomp.passes import run_pipeline
-from kcomp.runtime.plan import Plan
-from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import INF, NAN, assert_same_nonfinite, with_nonfinite
-from test_kernels_conv import TOL, body_ops, compile_and_compare, image, kernels_of, randomize
+from kernel_helpers import INF, NAN, assert_compiled_matches_reference, with_nonfinite
+from test_kernels_conv import body_ops, image, kernels_of, randomize
 
 
 def single_layer(layer, shape, dtype="float32"):
@@ -48,7 +44,7 @@ def test_pool_kernel(case, channels):
     layer, kwargs = POOLS[case]
     shape = (9, 11, channels)
     model = single_layer(layer(**kwargs), shape)
-    graph = compile_and_compare(model, [image(3, shape)])
+    graph = assert_compiled_matches_reference(model, [image(3, shape)], kind="elementwise").fused
     (kernel,) = kernels_of(graph)
     assert kernel.attrs["template"] == "pool2d"
     assert body_ops(kernel) == ["max_pool2d" if layer is MaxPooling2D else "avg_pool2d"]
@@ -57,13 +53,13 @@ def test_pool_kernel(case, channels):
 def test_max_pool_padding_never_wins_over_negative_pixels():
     model = single_layer(MaxPooling2D(3, 2, padding="same"), (9, 11, 5))
     x = -10.0 - image(2, (9, 11, 5)).abs()  # every pixel below 0: a zero pad would show
-    compile_and_compare(model, [x])
+    assert_compiled_matches_reference(model, [x], kind="elementwise")
 
 
 @pytest.mark.parametrize("layer", [MaxPooling2D, AveragePooling2D])
 def test_pool_float16(layer):
     model = single_layer(layer(3, 2, padding="same", dtype="float16"), (9, 11, 7), "float16")
-    compile_and_compare(model, [image(2, (9, 11, 7), "float16")], "float16")
+    assert_compiled_matches_reference(model, [image(2, (9, 11, 7), "float16")], kind="elementwise")
 
 
 # -- reductions ---------------------------------------------------------------------
@@ -71,15 +67,6 @@ def reduction_graph(op, axes, keepdims, shape, dtype="float32"):
     b = GraphBuilder("reduction")
     x = b.input((None, *shape), dtype, "x")
     return b.finish([b.emit1(op, [x], axes=axes, keepdims=keepdims)])
-
-
-def run_graph(graph, inputs, dtype="float32"):
-    fused, _ = run_pipeline(graph)
-    (got,) = Plan(fused).run(inputs, {})
-    (want,) = run_reference(graph, inputs, {})
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **TOL[dtype])
-    return fused
 
 
 REDUCTIONS = [
@@ -93,7 +80,7 @@ REDUCTIONS = [
 def test_reduce_kernel(op, axes, keepdims):
     shape = (9, 11, 5)
     x = image(3, shape) - 0.5  # mostly negative: a max seeded with 0 would show
-    fused = run_graph(reduction_graph(op, axes, keepdims, shape), [x])
+    fused = assert_compiled_matches_reference(reduction_graph(op, axes, keepdims, shape), [x], kind="long").fused
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == [op]
 
@@ -101,24 +88,26 @@ def test_reduce_kernel(op, axes, keepdims):
 @pytest.mark.parametrize("op, axes", [("sum", (1,)), ("mean", (2,)), ("max", (1, 2))])
 def test_reduce_long_rows(op, axes):
     # R = 70 / 45 / 3150 spans several BLOCK_R chunks, a ragged last one.
-    run_graph(reduction_graph(op, axes, False, (70, 45)), [image(2, (70, 45))])
+    assert_compiled_matches_reference(reduction_graph(op, axes, False, (70, 45)), [image(2, (70, 45))], kind="long")
 
 
 def test_reduce_over_no_axes_copies():
-    run_graph(reduction_graph("sum", (), False, (9, 11, 5)), [image(2, (9, 11, 5))])
+    graph = reduction_graph("sum", (), False, (9, 11, 5))
+    assert_compiled_matches_reference(graph, [image(2, (9, 11, 5))], kind="exact")  # a copy: bit for bit
 
 
 @pytest.mark.parametrize("op", ["sum", "mean", "max"])
 def test_reduce_float16(op):
     shape = (9, 11, 7)
-    run_graph(reduction_graph(op, (1, 2), False, shape, "float16"), [image(2, shape, "float16")], "float16")
+    graph = reduction_graph(op, (1, 2), False, shape, "float16")
+    assert_compiled_matches_reference(graph, [image(2, shape, "float16")], kind="long")
 
 
 @pytest.mark.parametrize("layer", [GlobalAveragePooling2D, GlobalMaxPooling2D])
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_global_pooling_layers(layer, keepdims):
     model = single_layer(layer(keepdims=keepdims), (9, 11, 5))
-    graph = compile_and_compare(model, [image(3, (9, 11, 5))])
+    graph = assert_compiled_matches_reference(model, [image(3, (9, 11, 5))], kind="accumulating").fused
     (kernel,) = kernels_of(graph)
     assert kernel.attrs["template"] == "reduce"
     assert body_ops(kernel) == ["mean" if layer is GlobalAveragePooling2D else "max"]
@@ -129,15 +118,13 @@ def test_conv_then_global_average_pool_batch_sizes():
     y = GlobalAveragePooling2D()(Conv2D(7, 3, padding="same", activation="relu")(x))
     model = Model(x, y)
     randomize(model)
-    graph, _ = run_pipeline(model.to_graph())
-    assert [k.attrs["template"] for k in kernels_of(graph)] == ["conv2d", "reduce"]
-    plan = Plan(graph)
+    executor = None
     for batch in (2, 3):  # one plan, every batch size
-        inputs = [image(batch, (9, 11, 3), seed=batch)]
-        (got,) = plan.run(inputs, model.params())
-        (want,) = run_reference(model.to_graph(), inputs, model.params())
-        assert got.shape == (batch, 7)
-        np.testing.assert_allclose(got.numpy(), want.numpy(), **TOL["float32"])
+        run = assert_compiled_matches_reference(model, [image(batch, (9, 11, 3), seed=batch)], kind="accumulating",
+                                                executor=executor)
+        executor = run.executor
+        assert run.got[0].shape == (batch, 7)
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["conv2d", "reduce"]
 
 
 @pytest.mark.parametrize("op, axes, keepdims", [("mean", None, False), ("sum", (1,), True), ("max", (2,), False), ("sum", (0, 1), False)])
@@ -152,7 +139,7 @@ def test_reduction_computes_its_input_from_the_elementwise_ops_before_it(op, axe
     v = b.emit1("mul", [v, b.emit1("constant", [], value=0.5, dtype="float32")])
     graph = b.finish([b.emit1(op, [v], axes=axes, keepdims=keepdims)])
     inputs = [image(3, (9, 5)) - 0.5, image(3, (9, 5)) - 0.2, torch.linspace(-1, 1, 5)]
-    fused = run_graph(graph, inputs)
+    fused = assert_compiled_matches_reference(graph, inputs, kind="long").fused
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == ["square", "add", "mul", "mul", op]
 
@@ -170,22 +157,13 @@ def test_reduction_transforms_its_results_with_the_elementwise_ops_after_it(op):
     v = b.emit1("add", [b.emit1("add", [b.emit1("mul", [v, scale]), running]), bias])
     graph = b.finish([b.emit1("relu", [v])])
     inputs = [image(3, (9, 5)) - 0.5, torch.tensor(-0.7), image(3, (5,)) - 0.3, torch.linspace(-1, 1, 5)]
-    fused = run_graph(graph, inputs)
+    fused = assert_compiled_matches_reference(graph, inputs, kind="long").fused
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "reduce" and body_ops(kernel) == ["square", op, "mul", "add", "add", "relu"]
 
 
 # -- NaN and inf: passed on as the reference does -------------------------------------
 # Triton's maximum (and tl.max) drop a NaN; torch's max_pool2d and amax keep it.
-
-
-def compare_nonfinite(graph, inputs, params=None):
-    fused, _ = run_pipeline(graph)
-    got = Plan(fused).run(inputs, params or {})
-    want = run_reference(graph, inputs, params or {})
-    for g, w in zip(got, want, strict=True):
-        assert_same_nonfinite(g, w, **TOL["float32"])
-    return fused
 
 
 @pytest.mark.parametrize("case", ["max3x3-stride2-same", "avg3x3-stride2-same", "max2x2-valid", "avg3x3-stride2-valid"])
@@ -197,7 +175,7 @@ def test_pool_kernel_passes_nan_and_inf_on(case):
     x = with_nonfinite(image(2, (9, 11, 5)) - 0.5)
     x[1, 0, 0, 0], x[1, 0, 1, 0] = INF, NAN  # NaN after inf in one window
     x[1, 4, 4, 3], x[1, 4, 5, 3] = NAN, INF  # and inf after NaN
-    fused = compare_nonfinite(model.to_graph(), [x], model.params())
+    fused = assert_compiled_matches_reference(model, [x], kind="elementwise").fused
     assert [k.attrs["template"] for k in kernels_of(fused)] == ["pool2d"]
 
 
@@ -209,7 +187,7 @@ def test_reduce_kernel_passes_nan_and_inf_on(op, axes):
     x[2, 3, 4, :2] = torch.tensor([INF, NAN])  # a NaN after an inf in one reduction
     x[2, 5, 4, 3:] = torch.tensor([NAN, INF])
     x[1, :, :, 4] = -INF  # one channel all -inf: max -inf, sum -inf
-    compare_nonfinite(reduction_graph(op, axes, False, shape), [x])
+    assert_compiled_matches_reference(reduction_graph(op, axes, False, shape), [x], kind="long")
 
 
 def test_reduce_max_keeps_a_nan_in_a_long_row():
@@ -218,10 +196,10 @@ def test_reduce_max_keeps_a_nan_in_a_long_row():
     x[0, 33, 20] = NAN
     x[1, 69, 44] = NAN  # the last, ragged chunk
     x[1, 0, 0] = INF
-    compare_nonfinite(reduction_graph("max", (1, 2), False, (70, 45)), [x])
+    assert_compiled_matches_reference(reduction_graph("max", (1, 2), False, (70, 45)), [x], kind="long")
 
 
 @pytest.mark.parametrize("layer", [GlobalAveragePooling2D, GlobalMaxPooling2D])
 def test_global_pooling_passes_nan_and_inf_on(layer):
     model = single_layer(layer(), (9, 11, 5))
-    compare_nonfinite(model.to_graph(), [with_nonfinite(image(3, (9, 11, 5)))], model.params())
+    assert_compiled_matches_reference(model, [with_nonfinite(image(3, (9, 11, 5)))], kind="accumulating")

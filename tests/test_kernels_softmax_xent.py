@@ -7,21 +7,21 @@ not depend on the loss. Labels are one-hot/soft rows or class ids; rows are
 ragged and some span several blocks.
 """
 
-import numpy as np
 import pytest
 import torch
 
-from kcomp.codegen.module import kernel_source
 from kcomp.ir.builder import GraphBuilder
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import STEP_PIPELINE
-from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.plan import Plan
 from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import INF, NAN, assert_same_nonfinite, kernels_of
+from kernel_helpers import (
+    INF, NAN, assert_compiled_matches_reference, assert_launch_matches_reference, assert_matches_reference, kernels_of,
+)
 
-TOL = dict(rtol=1e-5, atol=1e-6)
+# Each loss, gradient element and hit is a few operations of one row's probabilities and label.
+KIND = "elementwise"
 
 
 def probabilities(rows, classes, seed, lead=()):
@@ -63,17 +63,12 @@ def test_loss_and_gradient_in_one_kernel(sparse, classes, parts):
     p = probabilities(13, classes, seed=classes)
     y = labels_for(p, sparse, seed=classes)
     g = torch.randn(13, generator=torch.Generator().manual_seed(3))
-    graph = xent_graph(p, y, parts)
-    fused, _ = run_pipeline(graph)
-    (kernel,) = kernels_of(fused)
-    assert kernel.attrs["template"] == "softmax_xent" and len(kernel.outputs) == len(parts)
     if "correct" in parts:  # ties: the first of two equal largest probabilities counts, as torch's argmax
         p[1, :2] = p[1].max() + 0.1
         p[1] /= p[1].sum()
-    got = Plan(fused).run([p, y, g], {})
-    want = run_reference(graph, [p, y, g], {})
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), **TOL)
+    fused = assert_compiled_matches_reference(xent_graph(p, y, parts), [p, y, g], kind=KIND).fused
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == "softmax_xent" and len(kernel.outputs) == len(parts)
 
 
 def test_outputs_are_written_whole():
@@ -83,14 +78,9 @@ def test_outputs_are_written_whole():
     g = torch.randn(3, 29)
     graph = xent_graph(p.transpose(0, 1), y.transpose(0, 1), ("loss", "grad"))  # (None=29, 3, C)
     p, y, g = p.transpose(0, 1).contiguous(), y.transpose(0, 1).contiguous(), g.transpose(0, 1).contiguous()
-    fused, _ = run_pipeline(graph)
-    (kernel,) = kernels_of(fused)
-    module = load_kernel(kernel_source(kernel, 0))
-    loss, dlogits = torch.full((29, 3), float("nan")), torch.full((29, 3, 19), float("nan"))
-    module.launch(p, y, g, out=(loss, dlogits))
-    want_loss, want_grad = run_reference(graph, [p, y, g], {})
-    np.testing.assert_allclose(loss.numpy(), want_loss.numpy(), **TOL)
-    np.testing.assert_allclose(dlogits.numpy(), want_grad.numpy(), **TOL)
+    (kernel,) = kernels_of(run_pipeline(graph)[0])
+    loss, dlogits = assert_launch_matches_reference(graph, kernel, [p, y, g], kind=KIND)
+    assert loss.shape == (29, 3) and dlogits.shape == (29, 3, 19)
 
 
 def test_a_gradient_factor_computed_from_the_loss_keeps_two_kernels():
@@ -103,11 +93,8 @@ def test_a_gradient_factor_computed_from_the_loss_keeps_two_kernels():
     loss = b.emit1("softmax_cross_entropy", [probs, labels])
     grad = b.emit1("softmax_cross_entropy_grad", [probs, labels, loss])
     graph = b.finish([loss, grad])
-    fused, _ = run_pipeline(graph)
+    fused = assert_compiled_matches_reference(graph, [p, y], kind=KIND).fused
     assert [len(k.outputs) for k in kernels_of(fused)] == [1, 1]
-    got = Plan(fused).run([p, y], {})
-    for a, w in zip(got, run_reference(graph, [p, y], {})):
-        np.testing.assert_allclose(a.numpy(), w.numpy(), **TOL)
 
 
 @pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy"])
@@ -151,12 +138,8 @@ def test_nan_and_inf_pass_on_as_in_the_reference(sparse, parts):
     g = torch.randn(13, generator=torch.Generator().manual_seed(3))
     g[6] = NAN  # the gradient arriving at one row's loss
     graph = xent_graph(p, y, parts)
-    fused, _ = run_pipeline(graph)
+    fused = assert_compiled_matches_reference(graph, [p, y, g], kind=KIND, float64_reference=True).fused
     assert [k.attrs["template"] for k in kernels_of(fused)] == ["softmax_xent"]
-    got = Plan(fused).run([p, y, g], {})
-    want = run_reference(graph, [p.double(), y if sparse else y.double(), g.double()], {})
-    for a, b in zip(got, want, strict=True):
-        assert_same_nonfinite(a, b, **TOL)
 
 
 @pytest.mark.parametrize("parts", [("loss", "grad", "correct"), ("grad",)])
@@ -179,4 +162,4 @@ def test_a_class_id_out_of_range_gives_nan_not_a_loss_of_zero(parts):
             assert (a[~rows] == 0).all()
         else:
             assert a[~rows].isnan().all() and not a[rows].isnan().any()
-        np.testing.assert_allclose(a[rows].numpy(), b[rows].numpy(), **TOL)
+        assert_matches_reference([a[rows]], [b[rows]], kind=KIND)

@@ -152,7 +152,7 @@ def test_short_fit_on_the_interpreted_kernel_equals_the_reference(name):
     (ref_loss, ref_w, ref_s), (tri_loss, tri_w, tri_s) = results
     np.testing.assert_allclose(tri_loss, ref_loss, rtol=1e-5)
     # FTRL's parameters are -z / quadratic, z summing terms ~1/lr = 1000 times larger (see
-    # test_kernels_optimizer.ATOL): two float32 computations of them differ by ~1e-5 there.
+    # "cancelling" in tests/tolerances.py): two float32 computations of them differ by ~1e-5 there.
     atol = 3e-5 if name == "ftrl" else 1e-6
     for a, b in zip(ref_w + ref_s, tri_w + tri_s, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=atol)

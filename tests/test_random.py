@@ -26,10 +26,8 @@ from kcomp.models import Sequential
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import STEP_PIPELINE
 from kcomp.passes.autodiff import gradients
-from kcomp.runtime.plan import Plan
-from kcomp.runtime.reference import run_reference
 
-from kernel_helpers import kernels_of
+from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
 
 SEEDS = [0, 1, 12345, 2**32 + 7, 2**63 + 5]
 BASES = [0, 2**32 - 100, 2**33 + 3]  # element indices that cross into the counter's high word
@@ -167,13 +165,6 @@ def test_the_reference_never_reads_the_step_on_the_host():
 # ---------------------------------------------------------------- fused kernels
 
 
-def _run_both(graph, inputs, params=None):
-    fused, _ = run_pipeline(graph)
-    got = Plan(fused).run(inputs, params or {})
-    want = run_reference(graph, inputs, params or {})
-    return fused, got, want
-
-
 def _dropout_kernels(fused):
     return [k for k in kernels_of(fused) if any(n.op == "dropout" for n in k.attrs["body"].nodes)]
 
@@ -186,8 +177,7 @@ def test_pointwise_kernel_draws_the_reference_mask_exactly():
     graph = b.finish([b.emit1("add", [y, x])])
     xs = torch.randn(5, 37, 19)  # 3515 elements: several ragged blocks
     for s in (1.0, 2.0):
-        fused, (got,), (want,) = _run_both(graph, [xs, torch.tensor(s)])
-        assert torch.equal(got, want)
+        fused = assert_compiled_matches_reference(graph, [xs, torch.tensor(s)], kind="exact").fused
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "pointwise" and not [n for n in fused.nodes if n.op == "dropout"]
     assert "rng.dropout(" in kernel_source(kernel, 0).text
@@ -202,10 +192,8 @@ def test_backward_dropout_is_fused_and_reuses_the_mask():
     (dx,) = gradients(b, b.emit1("sum", [b.emit1("mul", [y, cot])]), [x])
     graph = b.finish([y, dx])
     xs, cs = torch.randn(6, 13, 11), torch.randn(6, 13, 11)
-    fused, got, want = _run_both(graph, [xs, torch.tensor(3.0), cs])
+    fused, _, got, _ = assert_compiled_matches_reference(graph, [xs, torch.tensor(3.0), cs], kind="exact")
     assert len(_dropout_kernels(fused)) == 2 and not [n for n in fused.nodes if n.op == "dropout"]
-    for g, w in zip(got, want):
-        assert torch.equal(g, w)
     assert torch.equal(got[0] != 0, got[1] != 0)  # dx = dropout(cot): the forward's mask
 
 
@@ -228,12 +216,12 @@ def test_dropout_in_a_matmul_kernel_draws_the_reference_mask(where):
     gen = torch.Generator().manual_seed(0)
     params = {"w": torch.randn(23, 19, generator=gen), "b": torch.randn(19, generator=gen)}
     xs = torch.randn(37, 23, generator=gen)
-    fused, (got,), (want,) = _run_both(_dense_graph(where), [xs, torch.tensor(5.0)], params)
+    fused, _, (got,), (want,) = assert_compiled_matches_reference(_dense_graph(where), [xs, torch.tensor(5.0)], params,
+                                                                  kind="accumulating")
     (kernel,) = _dropout_kernels(fused)
     assert kernel.attrs["template"] == "matmul"
     if where == "epilogue":
         assert torch.equal(got != 0, want != 0)  # the same mask; the products differ in rounding
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_in_a_conv_epilogue_before_a_pool():
@@ -246,10 +234,9 @@ def test_dropout_in_a_conv_epilogue_before_a_pool():
     graph = b.finish([b.emit1("max_pool2d", [d], pool_size=(2, 2), strides=(2, 2))])
     gen = torch.Generator().manual_seed(1)
     xs, params = torch.randn(3, 9, 11, 3, generator=gen), {"k": torch.randn(3, 3, 3, 5, generator=gen)}
-    fused, (got,), (want,) = _run_both(graph, [xs, torch.tensor(2.0)], params)
+    fused = assert_compiled_matches_reference(graph, [xs, torch.tensor(2.0)], params, kind="accumulating").fused
     (kernel,) = _dropout_kernels(fused)
     assert [n.op for n in kernel.attrs["body"].nodes] == ["conv2d", "dropout", "max_pool2d"]
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_monte_carlo_dropout_without_a_step_input_is_fused():
@@ -257,8 +244,8 @@ def test_monte_carlo_dropout_without_a_step_input_is_fused():
     graph = model.to_graph()
     assert len(graph.nodes[0].inputs) == 1  # no step: drawn at step 0
     xs = torch.rand(7, 40) + 1.0
-    fused, (got,), (want,) = _run_both(graph, [xs], model.params())
-    assert _dropout_kernels(fused) and torch.equal(got, want)
+    fused = assert_compiled_matches_reference(graph, [xs], model.params(), kind="exact").fused
+    assert _dropout_kernels(fused)
 
 
 def test_training_step_with_dropout_fuses_it_and_matches_the_reference():
@@ -275,16 +262,7 @@ def test_training_step_with_dropout_fuses_it_and_matches_the_reference():
     gen = np.random.default_rng(3)
     x = gen.normal(size=(13, 23)).astype("float32")
     y = kcomp.utils.to_categorical(gen.integers(0, 5, 13), 5)
-    results = []
-    for backend in ("reference", "triton-interpret"):
-        model = _compiled(make(), backend)
-        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)]
-        results.append((logs, model.get_weights()))
-    (ref_logs, ref_w), (tri_logs, tri_w) = results
-    for a, b in zip(ref_logs, tri_logs):
-        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4)
-    for a, b in zip(ref_w, tri_w):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_compiled_steps_match_the_reference(make, x, y)
 
 
 def _compiled(model, backend):
