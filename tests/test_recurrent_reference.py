@@ -135,3 +135,16 @@ def test_recurrent_dropout_is_refused_in_training_and_ignored_in_inference():
     model.compile(optimizer="sgd", loss="mse", backend="reference")
     with pytest.raises(kcomp.KcompError, match="recurrent_dropout=0.2 in training"):
         model.train_on_batch(x, np.zeros((2, 3), "float32"))
+
+
+def test_the_fused_plan_backs_through_the_forward_tape_too(monkeypatch):
+    """On the triton backends the recurrent op and its backward run as torch instructions of the
+    plan; the plan keeps the forward's tape for the backward as the interpreter does."""
+    taken = []
+    take = saved_forwards.take_tape
+    monkeypatch.setattr(saved_forwards, "take_tape", lambda *a: taken.append(take(*a)) or taken[-1])
+    model = _seed_like_model(kcomp.layers.GRU(3))
+    model.compile(optimizer="adam", loss="binary_crossentropy", backend="triton-interpret")
+    rng = np.random.default_rng(1)
+    model.train_on_batch(rng.integers(0, 20, (4, 9)).astype("int32"), rng.integers(0, 2, 4).astype("float32"))
+    assert taken and all(t is not None for t in taken)

@@ -20,8 +20,7 @@ def run_graph(graph: Graph, inputs, params: dict[str, torch.Tensor]) -> list[tor
         env[v.id] = t
     for p in graph.params:
         env[p.id] = params[p.name]
-    backward_of = {node.op.removesuffix("_grad") for node in graph.nodes if node.op.endswith("_grad")}
-    with saved_forwards.for_run(backward_of):
+    with saved_forwards.for_run(saved_forwards.forwards_with_backward(graph.nodes)):
         for node in graph.nodes:
             result = OPS[node.op].reference(*(env[v.id] for v in node.inputs), **node.attrs)
             if isinstance(result, torch.Tensor):

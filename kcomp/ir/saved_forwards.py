@@ -34,6 +34,11 @@ def for_run(forward_ops: set[str]):
         _store.reset(token)
 
 
+def forwards_with_backward(nodes) -> set[str]:
+    """The ops whose backward op (<op>_grad) is among `nodes`: those whose tapes a run may keep."""
+    return {node.op.removesuffix("_grad") for node in nodes if node.op.endswith("_grad")}
+
+
 def _key(op: str, inputs, attrs: dict) -> tuple:
     return (op, tuple((id(t), t._version) for t in inputs), tuple(sorted(attrs.items())))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kcomp.codegen.module import KernelSource, kernel_source
+from kcomp.ir import saved_forwards
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import TORCH_DTYPES, is_static
@@ -148,6 +149,7 @@ class Plan:
         self._prepared_for: tuple | None = None
         self._prepared: dict[int, torch.Tensor] = {}
         self._constants: dict[tuple, torch.Tensor] = {}  # SHAPE_ONLY_RESULTS, by (value id, device, shapes)
+        self._taped = saved_forwards.forwards_with_backward(graph.nodes)  # torch ops whose backward op follows
         self.last_peak_bytes = 0
 
     @property
@@ -213,7 +215,12 @@ class Plan:
 
     def run(self, inputs, params: dict[str, torch.Tensor], into: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """The graph's outputs for these inputs and parameters; `into` (output position -> buffer,
-        positions that in_place_outputs allowed) has kernels write those outputs into the buffers."""
+        positions that in_place_outputs allowed) has kernels write those outputs into the buffers.
+        A torch op whose backward op runs later in the plan leaves its tape for it (kcomp.ir.saved_forwards)."""
+        with saved_forwards.for_run(self._taped):
+            return self._run(inputs, params, into)
+
+    def _run(self, inputs, params, into) -> list[torch.Tensor]:
         self._prepare(params)
         targets = {self.graph.outputs[i].id: buf for i, buf in (into or {}).items()}
         sizes = bind_symbols(self.graph, inputs)
