@@ -591,7 +591,10 @@ def test_every_layer_has_a_case():
         getattr(layers, name) for name in layers.__all__
         if isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), layers.Layer)
     }
-    untested = exported - tested - {layers.Layer, layers.InputLayer}  # InputLayer: test_input_layer below
+    # InputLayer: test_input_layer below. Wrappers hold other layers, whose weights (named by the
+    # inner layers, twice over) the harness's one-layer checks do not fit: each has its own file
+    # side by side with Keras (tests/test_bidirectional.py).
+    untested = exported - tested - {layers.Layer, layers.InputLayer, layers.Bidirectional}
     assert not untested, sorted(c.__name__ for c in untested)
 
 

@@ -225,6 +225,12 @@ def test_concat(rng, shapes, axis):
     check(ref("concat", *xs, axis=axis), np.concatenate(xs, axis=axis))
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_flip(rng, axis):
+    x = rng.normal(size=(3, 4, 5))
+    check(ref("flip", x, axis=axis), np.flip(x, axis=axis))
+
+
 # ---------------------------------------------------------------- conv and pooling
 
 def tf_padding(size, window, stride, dilation, padding):
@@ -522,7 +528,7 @@ def test_kernel_runs_its_body(rng):
 
 def test_every_op_has_a_reference_test():
     tested = {case[0] for case in ACTIVATION_CASES} | set(BINARY) | set(REDUCE) | {
-        "neg", "cast", "constant", "matmul", "bias_add", "reshape", "transpose", "concat", "conv2d", "max_pool2d",
+        "neg", "cast", "constant", "matmul", "bias_add", "reshape", "transpose", "concat", "flip", "conv2d", "max_pool2d",
         "avg_pool2d", "batch_norm", "batch_norm_train", "layer_norm", "dropout", "embedding",
         "lstm", "gru", "simple_rnn", "rsqrt", "kernel",
     }

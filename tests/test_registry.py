@@ -161,6 +161,7 @@ EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("slice", [X(None, 5, 7)], {"axis": 1, "start": 1, "stop": 4}),
     ("pad", [X(None, 5, 7)], {"axis": -1, "before": 2, "after": 1}),
     ("erf", [X(None, 5, 7)], {}),
+    ("flip", [X(None, 5, 7)], {"axis": 1}),
 ]
 FIRST_EXAMPLE = {}
 for _example in EXAMPLES:

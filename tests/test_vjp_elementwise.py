@@ -256,6 +256,11 @@ def test_concat(rng, shapes, axis):
     check_vjp("concat", [rng.standard_normal(s) for s in shapes], {"axis": axis})
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_flip(rng, axis):
+    check_vjp("flip", [rng.standard_normal((3, 4, 5))], {"axis": axis})
+
+
 # ---------------------------------------------------------------- the ops gradients are built from
 
 

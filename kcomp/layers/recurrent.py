@@ -65,6 +65,7 @@ class _RNN(Layer):
         stateful=False,
         unroll=False,
         seed=None,
+        zero_output_for_mask=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,6 +89,9 @@ class _RNN(Layer):
         self.go_backwards = args.boolean("go_backwards", go_backwards)
         self.unroll = args.boolean("unroll", unroll)
         self.seed = seed
+        # Keras: a masked step outputs zeros instead of the last output. Masks are not supported yet
+        # (Embedding(mask_zero=True) is refused), so without one it changes nothing.
+        self.zero_output_for_mask = args.boolean("zero_output_for_mask", zero_output_for_mask)
         if stateful:
             raise ArgumentError("Received: stateful=True. kcomp's recurrent layers start each batch from zero states; pass stateful=False.")
         self.stateful = False
@@ -168,6 +172,7 @@ class _RNN(Layer):
             "stateful": self.stateful,
             "unroll": self.unroll,
             "seed": self.seed,
+            "zero_output_for_mask": self.zero_output_for_mask,
         }
 
 
@@ -213,4 +218,5 @@ class SimpleRNN(_RNN):
     def get_config(self):
         config = super().get_config()
         config.pop("recurrent_activation")  # Keras's SimpleRNN has none
+        config.pop("seed")  # Keras's SimpleRNN takes a seed but does not write it
         return config

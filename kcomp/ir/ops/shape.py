@@ -1,4 +1,4 @@
-"""Data movement without arithmetic: reshape, transpose, concat."""
+"""Data movement without arithmetic: reshape, transpose, concat, flip."""
 
 from math import prod
 
@@ -96,6 +96,18 @@ def _transpose_vjp(b, node, grads):
     return [b.emit1("transpose", [g], perm=inverse)]
 
 
+def _flip_infer(inputs, axis):
+    (x,) = inputs
+    if not -x.rank <= axis < x.rank:
+        raise ShapeError(f"flip: axis {axis} is not an axis of a rank-{x.rank} input {format_shape(x.shape)}.")
+    return [x]
+
+
+def _flip_vjp(b, node, grads):
+    (g,) = grads
+    return [b.emit1("flip", [g], axis=node.attrs["axis"])]
+
+
 def _concat_vjp(b, node, grads):
     # Each input gets its own stretch of g along the axis.
     (g,) = grads
@@ -138,5 +150,15 @@ OPS = [
         reference=lambda *xs, axis: torch.cat(xs, dim=axis),
         traits={"shape"},
         vjp=_concat_vjp,
+    ),
+    OpDef(
+        name="flip",
+        doc="x in reverse order along `axis` (Bidirectional's backward sequence back in time order).",
+        num_inputs=(1, 1),
+        attrs={"axis": attr(int)},
+        infer=_flip_infer,
+        reference=lambda x, axis: torch.flip(x, dims=(axis,)),
+        traits={"shape"},
+        vjp=_flip_vjp,
     ),
 ]
