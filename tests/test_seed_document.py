@@ -30,6 +30,7 @@ def keras_home(tmp_path, monkeypatch):
     (tmp_path / "datasets").mkdir()
     write_imdb(tmp_path / "datasets" / "imdb.npz")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KCOMP_DATA_DIR", str(tmp_path / "kcomp-data"))  # empty: Keras's cache is where it is found
     return tmp_path
 
 
@@ -54,6 +55,7 @@ def test_imdb_load_data_says_where_the_file_belongs(tmp_path, monkeypatch):
     from kcomp.datasets import imdb
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KCOMP_DATA_DIR", str(tmp_path / "kcomp-data"))
     with pytest.raises(KcompError, match="does not download.*imdb.npz|imdb.npz.*does not download"):
         imdb.load_data()
 

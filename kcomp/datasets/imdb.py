@@ -3,36 +3,23 @@
 `load_data` reads Keras's `imdb.npz` (reviews as lists of word ids by frequency rank,
 labels 0/1) and prepares it exactly as Keras 3 does: the same shuffle (seed 113), a
 start mark, ids shifted by `index_from`, reviews of `maxlen` words or more dropped,
-ids outside [skip_top, num_words) replaced by the out-of-vocabulary mark. kcomp does
-not download: the file must be where Keras keeps it (see kcomp.config.dataset_dirs).
+ids outside [skip_top, num_words) replaced by the out-of-vocabulary mark.
+`get_word_index` reads Keras's `imdb_word_index.json` ({word: rank}). kcomp does not
+download: the files are found as kcomp.datasets.locate says (a path you give, the kcomp
+data folder $KCOMP_DATA_DIR or ~/.kcomp/datasets, Keras's cache folders).
 """
 
-from pathlib import Path
+import json
 
 import numpy as np
 
-from kcomp import config
-from kcomp.datasets.npz import load_npz
+from kcomp.datasets.locate import KERAS_ORIGIN, DataSet, Place, locate
+from kcomp.datasets.npz import load_npz, members
 from kcomp.errors import ArgumentError, KcompError
 
-ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"  # where Keras fetches it
+REVIEWS = DataSet("imdb.load_data", (Place("imdb.npz"),), f"fetch {KERAS_ORIGIN}imdb.npz")
+WORD_INDEX = DataSet("imdb.get_word_index", (Place("imdb_word_index.json"),), f"fetch {KERAS_ORIGIN}imdb_word_index.json")
 PARTS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def find(path) -> Path:
-    """The data set file: `path` itself when it names an existing file, else in Keras's cache folders."""
-    candidate = Path(path).expanduser()
-    if candidate.is_file():
-        return candidate
-    for folder in config.dataset_dirs():
-        if (folder / candidate.name).is_file():
-            return folder / candidate.name
-    places = ", ".join(str(folder) for folder in config.dataset_dirs())
-    raise KcompError(
-        f"{candidate.name} is not on this machine (looked in {places}); kcomp does not download data sets. "
-        f"Put the file there (keras.datasets.imdb.load_data() saves it there, or fetch {ORIGIN}), "
-        "or pass its path: load_data(path=...)."
-    )
 
 
 def load_data(path="imdb.npz", num_words=None, skip_top=0, maxlen=None, seed=113, start_char=1, oov_char=2,
@@ -40,13 +27,11 @@ def load_data(path="imdb.npz", num_words=None, skip_top=0, maxlen=None, seed=113
     """((x_train, y_train), (x_test, y_test)): reviews as object arrays of word-id lists, labels 0/1."""
     if kwargs:
         raise ArgumentError(f"imdb.load_data got unexpected argument(s) {sorted(kwargs)}.")
-    arrays = load_npz(find(path))
-    missing = [name for name in PARTS if name not in arrays]
-    if missing:
-        raise KcompError(f"{path} has no {missing}; expected Keras's imdb.npz with {list(PARTS)}.")
+    found = locate(REVIEWS, path)
+    x_train, y_train, x_test, y_test = members(load_npz(found), PARTS, found)
     rng = np.random.RandomState(seed)
     parts = []
-    for x, y in ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])):
+    for x, y in ((x_train, y_train), (x_test, y_test)):
         order = np.arange(len(x))
         rng.shuffle(order)  # one generator for both, in this order: Keras's shuffle
         x, y = x[order], y[order]
@@ -73,3 +58,16 @@ def _ragged(reviews: list) -> np.ndarray:
     out = np.empty(len(reviews), dtype=object)  # one list per review, as Keras returns them
     out[:] = reviews
     return out
+
+
+def get_word_index(path="imdb_word_index.json") -> dict:
+    """{word: rank} from Keras's imdb_word_index.json; rank r is id r + index_from in load_data's reviews."""
+    found = locate(WORD_INDEX, path)
+    try:
+        index = json.loads(found.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KcompError(f"cannot read {found}: {e}. Expected Keras's imdb_word_index.json.") from None
+    if not (isinstance(index, dict) and all(isinstance(r, int) and not isinstance(r, bool) for r in index.values())):
+        raise KcompError(f"{found} is not a word index: expected a JSON object of word: rank (an integer).")
+    return index
+

@@ -54,3 +54,10 @@ def load_npz(path: Path) -> dict:
         raise KcompError(f"cannot read {path}: {e}. Expected an .npz archive as Keras's data sets are.") from None
     return arrays
 
+
+def members(arrays: dict, names, where) -> list:
+    """The arrays called `names`, in order; a KcompError naming what `where` lacks."""
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise KcompError(f"{where} has no {', '.join(missing)}; expected an .npz with {', '.join(names)}, as Keras's is.")
+    return [arrays[name] for name in names]
