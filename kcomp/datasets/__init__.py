@@ -8,7 +8,8 @@ data folder ($KCOMP_DATA_DIR, default ~/.kcomp/datasets), then in Keras's cache 
 ($KERAS_HOME/datasets or ~/.keras/datasets, /tmp/.keras/datasets), and when the data is
 missing says where to put it and where Keras fetches it (kcomp/datasets/locate.py).
 Files are read without unpickling anything but arrays (kcomp/datasets/safe_pickle.py).
-`digits` splits scikit-learn's bundled 8x8 digits.
+`digits` splits scikit-learn's bundled 8x8 digits, and `imdb.write_synthetic` writes a
+small learnable sentiment set in the IMDB format, for tests and examples.
 """
 
 from kcomp.datasets import cifar10, digits, fashion_mnist, imdb, mnist
