@@ -3,7 +3,9 @@
 KCOMP_DUMP=DIR   write the IR graph after every pass into DIR.
 KCOMP_CACHE_DIR  where AOT builds (PTX, cubin) and autotuning choices are cached on disk
                  (default ~/.cache/kcomp); entries are checked when read (kcomp/support/disk_cache.py).
-KERAS_HOME       Keras's home folder; kcomp.datasets reads data sets from its datasets/ folder,
+KCOMP_DATA_DIR   the kcomp data folder, where kcomp.datasets looks first for a data set's files
+                 (default ~/.kcomp/datasets); kcomp never downloads them.
+KERAS_HOME       Keras's home folder; kcomp.datasets then looks in its datasets/ folder,
                  where Keras keeps what it downloaded (default ~/.keras).
 """
 
@@ -27,10 +29,22 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "kcomp"
 
 
-def dataset_dirs() -> list[Path]:
-    """Where kcomp.datasets looks for a data set file, in order: Keras's cache folders
-    ($KERAS_HOME/datasets, else ~/.keras/datasets, and /tmp/.keras/datasets, Keras's fallback)."""
+def data_dir() -> Path:
+    """The kcomp data folder: $KCOMP_DATA_DIR, else ~/.kcomp/datasets."""
+    value = os.environ.get("KCOMP_DATA_DIR", "").strip()
+    return Path(value).expanduser() if value else Path.home() / ".kcomp" / "datasets"
+
+
+def keras_dataset_dirs() -> list[Path]:
+    """Keras's cache folders: $KERAS_HOME/datasets (else ~/.keras/datasets), and /tmp/.keras/datasets,
+    where Keras falls back when its home is not writable."""
     home = os.environ.get("KERAS_HOME", "").strip()
-    roots = [Path(home)] if home else [Path.home() / ".keras"]
+    roots = [Path(home).expanduser()] if home else [Path.home() / ".keras"]
     roots.append(Path("/tmp/.keras"))
     return [root / "datasets" for root in roots]
+
+
+def dataset_dirs() -> list[Path]:
+    """Where kcomp.datasets looks for a data set's files, in order: the kcomp data folder, then
+    Keras's cache folders (so a file Keras downloaded is found)."""
+    return [data_dir(), *keras_dataset_dirs()]

@@ -212,14 +212,14 @@ def test_several_processes_building_the_same_model_share_the_cache(tmp_path):
 
 @pytest.mark.slow
 def test_fit_and_evaluate_from_the_compile_section(tmp_path):
-    from sklearn.datasets import load_digits
-
     import numpy as np
 
-    d = load_digits()
-    x, y = (d.data / 16).astype("float32"), np.eye(10, dtype="float32")[d.target]
-    np.savez(tmp_path / "train.npz", x=x[:1200], y=y[:1200])
-    np.savez(tmp_path / "test.npz", x=x[1200:], y=y[1200:])
+    from kcomp.datasets import digits
+
+    (images, labels), (test_images, test_labels) = digits.load_data(test_split=1 / 3)
+    x, x_test = ((i.reshape(len(i), 64) / 16).astype("float32") for i in (images, test_images))
+    np.savez(tmp_path / "train.npz", x=x, y=np.eye(10, dtype="float32")[labels])
+    np.savez(tmp_path / "test.npz", x=x_test, y=np.eye(10, dtype="float32")[test_labels])
     weights = tmp_path / "w.npz"
     fit = kcomp("fit", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--data", tmp_path / "train.npz",
                 "--epochs", 8, "--validation-split", 0.1, "--save-weights", weights)

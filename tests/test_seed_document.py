@@ -1,8 +1,9 @@
 """The seed document's code runs as written, `keras` replaced by `kcomp`.
 
 The sentiment example reads IMDB through `imdb.load_data`; with no network, the test writes a
-small file in Keras's imdb.npz format (reviews as object arrays of word-id lists) where Keras
-keeps it, and checks that kcomp prepares it exactly as Keras 3 does from the same file.
+small learnable set in Keras's imdb.npz format (kcomp.datasets.imdb.write_synthetic: reviews as
+object arrays of word-id lists) where Keras keeps it, and checks that kcomp prepares it exactly as
+Keras 3 does from the same file.
 """
 
 import math
@@ -13,16 +14,11 @@ import pytest
 from kcomp.errors import KcompError
 
 
-def write_imdb(path, n_train=40, n_test=24, vocabulary=12000, seed=0):
-    rng = np.random.default_rng(seed)
+def write_imdb(path):
+    from kcomp.datasets import imdb
 
-    def reviews(n):
-        x = np.empty(n, dtype=object)
-        x[:] = [[int(w) for w in rng.integers(1, vocabulary, rng.integers(5, 700))] for _ in range(n)]
-        return x, rng.integers(0, 2, n)
-
-    (x_train, y_train), (x_test, y_test) = reviews(n_train), reviews(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    # Reviews of 10 to 700 words over 12000 ranks: maxlen=300 drops some, num_words=10000 marks some out of vocabulary.
+    imdb.write_synthetic(path, n_train=40, n_test=24, num_words=12000, maxlen=700, seed=0)
 
 
 @pytest.fixture
@@ -30,6 +26,7 @@ def keras_home(tmp_path, monkeypatch):
     (tmp_path / "datasets").mkdir()
     write_imdb(tmp_path / "datasets" / "imdb.npz")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KCOMP_DATA_DIR", str(tmp_path / "kcomp-data"))  # empty: Keras's cache is where it is found
     return tmp_path
 
 
@@ -54,6 +51,7 @@ def test_imdb_load_data_says_where_the_file_belongs(tmp_path, monkeypatch):
     from kcomp.datasets import imdb
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("KCOMP_DATA_DIR", str(tmp_path / "kcomp-data"))
     with pytest.raises(KcompError, match="does not download.*imdb.npz|imdb.npz.*does not download"):
         imdb.load_data()
 

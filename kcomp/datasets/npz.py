@@ -2,9 +2,9 @@
 
 Keras's data set files (imdb.npz, reuters.npz) hold lists of word ids as numpy object
 arrays, which numpy stores as pickles. Unpickling can run any code the file names, so
-object arrays are read with an unpickler that resolves only numpy's array and dtype
-reconstruction and refuses every other global; numeric arrays are read with pickling
-off. Every element of an object array must then be a list of ints.
+object arrays are read by kcomp.datasets.safe_pickle, which resolves only numpy's array
+and dtype reconstruction and refuses every other global; numeric arrays are read with
+pickling off. Every element of an object array must then be a list of ints.
 """
 
 import io
@@ -14,21 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kcomp.datasets.safe_pickle import load_pickle
 from kcomp.errors import KcompError
 
-# The only globals an object array's pickle needs: the array, its dtype and numpy's rebuild helper.
-_ARRAY_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-}
 MAX_MEMBER_BYTES = 1 << 30  # a member larger than this is refused before it is read
-
-
-class _ArraysOnly(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _ARRAY_GLOBALS:
-            return super().find_class(module, name)
-        raise KcompError(f"the file's pickle names {module}.{name}; only numpy arrays are read. The file is damaged or unsafe.")
 
 
 def _read_member(raw: bytes, where: str) -> np.ndarray:
@@ -41,7 +30,7 @@ def _read_member(raw: bytes, where: str) -> np.ndarray:
     major, _ = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
     read_header(stream)
-    array = _ArraysOnly(stream).load()
+    array = load_pickle(stream, where)
     if not isinstance(array, np.ndarray):
         raise KcompError(f"{where} does not hold an array; the file is damaged.")
     for row in array.ravel():
@@ -64,3 +53,11 @@ def load_npz(path: Path) -> dict:
     except (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
         raise KcompError(f"cannot read {path}: {e}. Expected an .npz archive as Keras's data sets are.") from None
     return arrays
+
+
+def members(arrays: dict, names, where) -> list:
+    """The arrays called `names`, in order; a KcompError naming what `where` lacks."""
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise KcompError(f"{where} has no {', '.join(missing)}; expected an .npz with {', '.join(names)}, as Keras's is.")
+    return [arrays[name] for name in names]
