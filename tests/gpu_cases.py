@@ -8,7 +8,7 @@ its GPU check.
 import numpy as np
 
 from kcomp.layers import (
-    Add, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D, Softmax,
+    LSTM, Add, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D, Softmax,
 )
 from kcomp.models import Model, Sequential
 
@@ -36,7 +36,13 @@ def cnn():
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
 
 
-CASES = {"mlp": mlp, "rows": rows, "cnn": cnn}
+def sequences():
+    """lstm_scan and lstm_scan_grad (stacked: the second reads every h_t of the first), the
+    projections as matmuls."""
+    return Sequential([Input(shape=(7, 5)), LSTM(6, return_sequences=True), LSTM(6), Dense(4, activation="softmax")])
+
+
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences}
 
 
 def data(model, seed=0):

@@ -534,6 +534,7 @@ def test_every_op_has_a_reference_test():
     }
     tested |= NN_GRAD_OPS  # conv_grad.py's backward ops (their block is at the end of this file)
     tested |= GRAD_SUPPORT_OPS  # grad_support.py's ops (their block is at the end of this file)
+    tested |= SCAN_OPS  # recurrent_scan.py's ops (their block follows grad_support's)
     tested |= LOSS_MATH_OPS  # losses' and metrics' ops (their block is at the end of this file)
     assert tested == set(OPS)
 
@@ -775,6 +776,35 @@ def test_recurrent_grad_runs_under_inference_mode(rng):
 # (kcomp/ir/ops/grad_support.py): 0/1 masks, broadcast_like, count, slice, pad, erf, against numpy and math.erf.
 
 GRAD_SUPPORT_OPS = {"greater", "equal", "broadcast_like", "count", "slice", "pad", "erf"}
+SCAN_OPS = {"lstm_scan", "lstm_scan_grad"}  # their block follows
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_lstm_scan_is_the_lstm_after_its_projection(rng, save):
+    """lstm_scan on x @ kernel + bias gives the lstm op's sequence and last c (and with save,
+    every c_t: the lstm's c of each prefix), in float64."""
+    x, kernel = rng.normal(size=(2, 5, 3)), rng.normal(size=(3, 16)) * 0.5
+    recurrent, bias = rng.normal(size=(4, 16)) * 0.5, rng.normal(size=16) * 0.5
+    flags = dict(return_sequences=True, go_backwards=False)
+    seq, h, c = ref("lstm", x, kernel, recurrent, bias, **flags)
+    outs = ref("lstm_scan", x @ kernel + bias, recurrent, save=save)
+    check(outs[0], seq)
+    if save:
+        check(outs[1][:, -1], c)
+        check(outs[1][:, 2], ref("lstm", x[:, :3], kernel, recurrent, bias, **flags)[2])
+        assert outs[2].shape == (2, 5, 16)
+    else:
+        check(outs[1], c)
+
+
+def test_lstm_scan_grad_is_autograd_through_the_scan(rng):
+    xw = torch.tensor(rng.normal(size=(2, 5, 16)), requires_grad=True)
+    u = torch.tensor(rng.normal(size=(4, 16)) * 0.5)
+    h_seq, c_seq, gates = OPS["lstm_scan"].reference(xw, u, save=True)
+    d_seq, d_h, d_c = (torch.tensor(rng.normal(size=s)) for s in ((2, 5, 4), (2, 4), (2, 4)))
+    (want,) = torch.autograd.grad([h_seq, h_seq[:, -1], c_seq[:, -1]], [xw], [d_seq, d_h, d_c])
+    got = ref("lstm_scan_grad", u, c_seq.detach(), gates.detach(), d_seq, d_h, d_c, has_dseq=True, has_dh=True, has_dc=True)
+    check(got, want.numpy())
 
 
 @pytest.mark.parametrize("shapes", [((3, 5, 7), (3, 5, 7)), ((3, 5, 7), (7,)), ((3, 1, 7), (5, 1)), ((), (5,))])

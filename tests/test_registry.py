@@ -163,6 +163,14 @@ EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("erf", [X(None, 5, 7)], {}),
     ("flip", [X(None, 5, 7)], {"axis": 1}),
 ]
+EXAMPLES += [  # the LSTM's recurrence alone (kcomp/ir/ops/recurrent_scan.py)
+    ("lstm_scan", [X(None, 6, 16), W(4, 16)], {}),
+    ("lstm_scan", [X(None, 6, 16), W(4, 16)], {"save": True}),
+    ("lstm_scan_grad", [W(4, 16), X(None, 6, 4), X(None, 6, 16), X(None, 6, 4), X(None, 4), X(None, 4)],
+     {"has_dseq": True, "has_dh": True, "has_dc": True}),
+    ("lstm_scan_grad", [W(4, 16), X(None, 6, 4), X(None, 6, 16), X(None, 4)],
+     {"has_dseq": False, "has_dh": False, "has_dc": True}),
+]
 FIRST_EXAMPLE = {}
 for _example in EXAMPLES:
     FIRST_EXAMPLE.setdefault(_example[0], _example)

@@ -1,6 +1,7 @@
 """decompose: rewrite coarse ops into primitives the fusion templates absorb.
 
-A 1x1 convolution with unit strides becomes a matmul of the channels.
+A 1x1 convolution with unit strides becomes a matmul of the channels. An LSTM becomes
+its input projection and one recurrence op (decompose_recurrent.py).
 
 batch_norm in inference form becomes y = x * scale + shift with
 scale = gamma / sqrt(var + eps) and shift = beta - mean * scale. scale and
@@ -10,6 +11,7 @@ matmul before them.
 """
 
 from kcomp.ir.graph import Node
+from kcomp.passes.decompose_recurrent import RULES as RECURRENT_RULES
 from kcomp.passes.rewrite import Rewriter, rewrite_to_fixpoint
 
 
@@ -59,7 +61,7 @@ def _pooled_later(node: Node, rw: Rewriter) -> bool:
     return False
 
 
-RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul)]
+RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul), *RECURRENT_RULES]
 
 
 def decompose(graph):

@@ -1,0 +1,138 @@
+"""The LSTM's recurrence alone, forward and backward: what one kernel launch computes.
+
+The decompose pass (kcomp/passes/decompose.py) splits an lstm into its input projection for
+every time step at once (a matmul, plus the bias) and `lstm_scan`, which walks the time steps:
+
+    z_t = xw_t + h_{t-1} @ recurrent          (gates in Keras's order i, f, c, o)
+    i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_c), sigmoid(z_o)
+    c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t),   h_0 = c_0 = 0
+
+(Keras's default activations: the pass decomposes only those.) It returns every h_t, and
+either the last c (save=False) or every c_t and the activated gates (save=True), which the
+backward needs. `lstm_scan_grad` walks the time steps backwards from the gradients of the
+h_t (every step's, the last one's) and of the last c, and returns the gradient of z for
+every step: the projection's and the recurrent matmul's gradients are then ordinary matmuls
+and a sum over (batch, time), which the pass emits around it.
+"""
+
+import torch
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import require_float, require_rank
+from kcomp.ir.types import TensorSpec
+
+# The largest hidden size the lstm_scan kernels hold in registers (kernels/recurrent.py); the
+# decompose pass leaves larger LSTMs whole, for their torch reference.
+SCAN_MAX_UNITS = 64
+
+
+def _units(xw, recurrent, what: str) -> int:
+    require_float(xw, what)
+    require_rank(xw, 3, f"{what} (batch, time, 4 * units)")
+    units = recurrent.shape[0]
+    if recurrent.shape != (units, 4 * units) or xw.shape[2] != 4 * units:
+        raise ShapeError(f"{what}: the projected inputs {format_shape(xw.shape)} and recurrent kernel "
+                         f"{format_shape(recurrent.shape)} must be (batch, time, 4 * units) and (units, 4 * units).")
+    return units
+
+
+def _scan_infer(inputs, save):
+    xw, recurrent = inputs
+    units = _units(xw, recurrent, "lstm_scan")
+    n, t = xw.shape[:2]
+    seq = TensorSpec((n, t, units), xw.dtype)
+    if save:
+        return [seq, seq, TensorSpec(xw.shape, xw.dtype)]
+    return [seq, TensorSpec((n, units), xw.dtype)]
+
+
+def lstm_scan_reference(xw, recurrent, save):
+    units = recurrent.shape[0]
+    h = c = xw.new_zeros(xw.shape[0], units)
+    hs, cs, gates = [], [], []
+    for z in xw.unbind(1):
+        z = z + h @ recurrent
+        i, f, g, o = torch.sigmoid(z[:, :units]), torch.sigmoid(z[:, units:2 * units]), \
+            torch.tanh(z[:, 2 * units:3 * units]), torch.sigmoid(z[:, 3 * units:])
+        c = f * c + i * g
+        h = o * torch.tanh(c)
+        hs.append(h)
+        cs.append(c)
+        gates.append(torch.cat([i, f, g, o], dim=1))
+    h_seq = torch.stack(hs, dim=1)
+    if save:
+        return h_seq, torch.stack(cs, dim=1), torch.stack(gates, dim=1)
+    return h_seq, c
+
+
+def _grad_parts(inputs, has_dseq, has_dh, has_dc):
+    recurrent, c_seq, gates, *grads = inputs
+    if len(grads) != int(has_dseq) + int(has_dh) + int(has_dc):
+        raise ShapeError(f"lstm_scan_grad with has_dseq={has_dseq}, has_dh={has_dh}, has_dc={has_dc} takes "
+                         f"{3 + int(has_dseq) + int(has_dh) + int(has_dc)} inputs, received {len(inputs)}.")
+    dseq = grads.pop(0) if has_dseq else None
+    dh = grads.pop(0) if has_dh else None
+    dc = grads.pop(0) if has_dc else None
+    return recurrent, c_seq, gates, dseq, dh, dc
+
+
+def _grad_infer(inputs, has_dseq, has_dh, has_dc):
+    recurrent, c_seq, gates, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc)
+    units = _units(gates, recurrent, "lstm_scan_grad")
+    n, t = gates.shape[:2]
+    for name, g, shape in (("c_seq", c_seq, (n, t, units)), ("d_seq", dseq, (n, t, units)),
+                           ("d_h", dh, (n, units)), ("d_c", dc, (n, units))):
+        if g is not None and (g.shape != shape or g.dtype != gates.dtype):
+            raise ShapeError(f"lstm_scan_grad: {name} is {format_shape(g.shape)} ({g.dtype}); expected "
+                             f"{format_shape(shape)} ({gates.dtype}).")
+    return [TensorSpec(gates.shape, gates.dtype)]
+
+
+def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc):
+    recurrent, c_seq, gates, dseq, dh_last, dc_last = _grad_parts(inputs, has_dseq, has_dh, has_dc)
+    units = recurrent.shape[0]
+    n, steps = gates.shape[:2]
+    dh_next = dh_last if dh_last is not None else gates.new_zeros(n, units)
+    dc_next = dc_last if dc_last is not None else gates.new_zeros(n, units)
+    dz = []
+    for t in reversed(range(steps)):
+        dh = dh_next + (dseq[:, t] if dseq is not None else 0)
+        i, f, g, o = gates[:, t].split(units, dim=1)
+        c = c_seq[:, t]
+        c_prev = c_seq[:, t - 1] if t > 0 else torch.zeros_like(c)
+        tanh_c = torch.tanh(c)
+        dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+        step = torch.cat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                          dh * tanh_c * o * (1 - o)], dim=1)
+        dz.append(step)
+        dc_next = dc * f
+        dh_next = step @ recurrent.t()
+    return torch.stack(dz[::-1], dim=1)
+
+
+OPS = [
+    OpDef(
+        name="lstm_scan",
+        doc="The LSTM recurrence over projected inputs xw (batch, time, 4 * units) with Keras's default "
+        "activations; outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
+        "activated gates (i, f, c, o) that lstm_scan_grad reads.",
+        num_inputs=(2, 2),
+        attrs={"save": attr(bool, False)},
+        infer=_scan_infer,
+        reference=lstm_scan_reference,
+        traits={"recurrent"},
+        num_outputs=None,
+    ),
+    OpDef(
+        name="lstm_scan_grad",
+        doc="The gradient of lstm_scan's pre-activation gates z for every step, walking time backwards; "
+        "inputs: the recurrent kernel, every c_t and the gates lstm_scan saved, then the gradients present "
+        "(has_dseq: of every h_t; has_dh: of the last h; has_dc: of the last c).",
+        num_inputs=(3, 6),
+        attrs={"has_dseq": attr(bool), "has_dh": attr(bool), "has_dc": attr(bool)},
+        infer=_grad_infer,
+        reference=lstm_scan_grad_reference,
+        traits={"recurrent"},
+    ),
+]

@@ -1,0 +1,122 @@
+"""The LSTM recurrence kernels (kernels/recurrent.py) and the decomposition that makes them
+(kcomp/passes/decompose_recurrent.py), under Triton's interpreter at small ragged sizes."""
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.recurrent_scan import lstm_scan_reference
+from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import PIPELINE
+from kcomp.runtime.reference import run_reference
+from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
+from tolerances import tolerance
+
+BATCH, TIME, FEATURES, UNITS = 3, 7, 5, 6  # ragged: no size a block size divides
+
+
+def _scan_graph(save):
+    b = GraphBuilder("scan")
+    xw = b.input((BATCH, TIME, 4 * UNITS), "float32", "xw")
+    u = b.input((UNITS, 4 * UNITS), "float32", "recurrent")
+    return b.finish(list(b.emit("lstm_scan", [xw, u], save=save)))
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_scan_kernel_matches_the_reference(save):
+    g = torch.Generator().manual_seed(int(save))
+    inputs = [torch.randn(BATCH, TIME, 4 * UNITS, generator=g), torch.randn(UNITS, 4 * UNITS, generator=g) * 0.5]
+    run = assert_compiled_matches_reference(_scan_graph(save), inputs, kind="accumulating", precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["lstm_scan"]
+
+
+@pytest.mark.parametrize("has_dseq, has_dh, has_dc", [(True, True, True), (True, False, False), (False, True, False),
+                                                      (False, False, True), (False, True, True)])
+def test_scan_grad_kernel_matches_the_reference(has_dseq, has_dh, has_dc):
+    b = GraphBuilder("scan_grad")
+    u = b.input((UNITS, 4 * UNITS), "float32", "recurrent")
+    c_seq = b.input((BATCH, TIME, UNITS), "float32", "c_seq")
+    gates = b.input((BATCH, TIME, 4 * UNITS), "float32", "gates")
+    grads = [b.input(shape, "float32", name) for present, shape, name in
+             ((has_dseq, (BATCH, TIME, UNITS), "d_seq"), (has_dh, (BATCH, UNITS), "d_h"), (has_dc, (BATCH, UNITS), "d_c"))
+             if present]
+    graph = b.finish([b.emit1("lstm_scan_grad", [u, c_seq, gates, *grads], has_dseq=has_dseq, has_dh=has_dh,
+                              has_dc=has_dc)])
+    g = torch.Generator().manual_seed(7)
+    recurrent = torch.randn(UNITS, 4 * UNITS, generator=g) * 0.5
+    _, cs, gate_values = lstm_scan_reference(torch.randn(BATCH, TIME, 4 * UNITS, generator=g), recurrent, True)
+    inputs = [recurrent, cs, gate_values, *(torch.randn(v.shape, generator=g) for v in grads)]
+    run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["lstm_scan_grad"]
+
+
+LSTM_VARIANTS = [dict(), dict(return_sequences=True), dict(go_backwards=True), dict(use_bias=False),
+                 dict(return_sequences=True, go_backwards=True, use_bias=False), dict(return_state=True)]
+
+
+def _lstm_model(variant):
+    def make():
+        kcomp.utils.set_random_seed(5)
+        inp = kcomp.layers.Input(shape=(TIME, FEATURES))
+        out = kcomp.layers.LSTM(UNITS, **variant)(inp)
+        if variant.get("return_state"):
+            out = kcomp.layers.Concatenate()(out)  # the output and both states reach the loss
+        if variant.get("return_sequences"):
+            out = kcomp.layers.Flatten()(out)
+        return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(out))
+
+    return make
+
+
+@pytest.mark.parametrize("variant", LSTM_VARIANTS, ids=lambda v: "-".join(f"{k}" for k in v) or "default")
+def test_decomposed_training_step_equals_the_lstm_op(variant):
+    """The decomposition alone (before fusion), run by the reference interpreter, against the
+    training step with the whole lstm and lstm_grad ops: the same numbers, one scan shared."""
+    from kcomp.compiler import train_step_graph
+
+    model = _lstm_model(variant)()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", backend="reference")
+    step = train_step_graph(model)
+    decomposed, _ = run_pipeline(step, passes=PIPELINE[:-1])
+    ops = [n.op for n in decomposed.nodes]
+    assert ops.count("lstm_scan") == 1 and ops.count("lstm_scan_grad") == 1 and "lstm" not in ops
+    g = torch.Generator().manual_seed(11)
+    inputs = [torch.randn(4, TIME, FEATURES, generator=g), torch.softmax(torch.randn(4, 3, generator=g), 1),
+              torch.ones(4), torch.tensor(0.1)]
+    params = {p.name: torch.randn(p.shape, generator=g) * 0.5 for p in step.params}
+    for a, b in zip(run_reference(step, inputs, params), run_reference(decomposed, inputs, params), strict=True):
+        torch.testing.assert_close(b, a, **tolerance("float32", "long"))
+
+
+@pytest.mark.parametrize("variant", LSTM_VARIANTS[:3], ids=["default", "sequences", "backwards"])
+def test_compiled_training_steps_match_the_reference(variant):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, TIME, FEATURES)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 4), 3)
+    assert_compiled_steps_match_the_reference(_lstm_model(variant), x, y, steps=2)
+
+
+def test_a_training_step_runs_the_recurrence_in_two_kernels():
+    """Forward and backward of the LSTM: the projections are matmul kernels, the time loops one
+    lstm_scan and one lstm_scan_grad launch each, not a launch per step."""
+    model = _lstm_model({})()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
+    x = np.ones((2, TIME, FEATURES), "float32")
+    model.train_on_batch(x, np.eye(3, dtype="float32")[[0, 1]])
+    (step,) = model._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count("lstm_scan") == 1 and templates.count("lstm_scan_grad") == 1
+    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
+
+
+def test_larger_hidden_sizes_and_other_activations_keep_the_whole_op():
+    from kcomp.compiler import train_step_graph
+
+    for layer in (kcomp.layers.LSTM(65), kcomp.layers.LSTM(8, activation="relu")):
+        model = kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)), layer, kcomp.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse", backend="reference")
+        decomposed, _ = run_pipeline(train_step_graph(model), passes=PIPELINE[:-1])
+        ops = {n.op for n in decomposed.nodes}
+        assert {"lstm", "lstm_grad"} <= ops and "lstm_scan" not in ops
