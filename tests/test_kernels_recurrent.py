@@ -120,3 +120,49 @@ def test_larger_hidden_sizes_and_other_activations_keep_the_whole_op():
         decomposed, _ = run_pipeline(train_step_graph(model), passes=PIPELINE[:-1])
         ops = {n.op for n in decomposed.nodes}
         assert {"lstm", "lstm_grad"} <= ops and "lstm_scan" not in ops
+
+
+# --- AOT, in a child process without TRITON_INTERPRET ----------------------------------------------
+
+AOT_UNITS = (32, 64)  # on chip, and read every step; larger LSTMs are not decomposed (see test above)
+
+
+def aot_child() -> None:
+    """Compile both kernels for sm_90 at each of AOT_UNITS and print one JSON record per kernel."""
+    import json
+
+    from kcomp.runtime.aot import compile_node
+
+    records = []
+    for units in AOT_UNITS:
+        b = GraphBuilder("scan")
+        xw = b.input(("N", 50, 4 * units), "float32", "xw")
+        u = b.input((units, 4 * units), "float32", "recurrent")
+        h_seq, c_seq, gates = b.emit("lstm_scan", [xw, u], save=True)
+        dz = b.emit1("lstm_scan_grad", [u, c_seq, gates, h_seq], has_dseq=True, has_dh=False, has_dc=False)
+        fused, _ = run_pipeline(b.finish([h_seq, dz]))
+        for index, node in enumerate(kernels_of(fused)):
+            result = compile_node(node, index, target="sm_90")
+            records.append({"units": units, "template": node.attrs["template"], **result.resources(),
+                            "local_stores": result.local_stores()})
+    print(json.dumps(records))
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from aot_helpers import compiler_env
+
+    here = Path(__file__).parent
+    code = f"import sys; sys.path.insert(0, {str(here)!r}); import test_kernels_recurrent as t; t.aot_child()"
+    done = subprocess.run([sys.executable, "-c", code], env=compiler_env(), cwd=here.parent, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in ("lstm_scan", "lstm_scan_grad")]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
