@@ -175,6 +175,7 @@ def _attributed(attrs: dict) -> dict:
 def job_checks(job: dict) -> dict:
     from kcomp.runtime import aot
     from kcomp.codegen.module import kernel_source
+    from kcomp.runtime.aot.results import _ptxas_usage
     from kcomp.runtime.kernel_cache import load_kernel
 
     out = {}
@@ -187,7 +188,7 @@ def job_checks(job: dict) -> dict:
     out["sm_90_tf32"] = record(sm90)
     out["written"] = [str(p) for p in aot.write_artifacts(sm90, job["folder"])]
     out["cubin_sha"] = hashlib.sha256(sm90.cubin).hexdigest()
-    out["ptxas_fallback"] = aot._ptxas_usage(sm90.ptx, 90)
+    out["ptxas_fallback"] = _ptxas_usage(sm90.ptx, 90)
 
     # Our specialisation of the recorded launch is triton.jit's own.
     for name, node in [("matmul", node), ("pointwise", _pointwise_kernel())]:

@@ -5,32 +5,27 @@ A model keeps the DAG of layer calls that connects its inputs to its outputs;
 A model is a Layer, as in Keras: called on tensors it becomes one node of an
 outer model (transfer learning), and the outer model's graph holds its layers'
 nodes inline (`trace`).
+
+The class is Keras's model API; the work behind some of its methods lives beside it:
+input_data.py (data checked against the inputs), prediction.py (predict in batches),
+training_call.py (model(x, training=True)) and subclassed.py (a subclassed model's build).
 """
 
-import numpy as np
 import torch
 
 from kcomp import session
 from kcomp.errors import ArgumentError, GraphError, NotBuiltError, ShapeError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph
-from kcomp.ir.types import TORCH_DTYPES
 from kcomp.ir.verify import verify
-from kcomp.layers.base import KerasTensor, Layer, LayerCall, _keras_shape, flatten, pack_like, to_tensor
+from kcomp.layers.base import KerasTensor, Layer, LayerCall, _keras_shape, flatten, pack_like
 from kcomp.layers.core import InputLayer
+from kcomp.models import prediction
+from kcomp.models.input_data import as_list, prepare_inputs
+from kcomp.models.subclassed import build_subclassed, data_specs
 from kcomp.models.topology import check_weight_paths, keras_layer_order, walk
-from kcomp.ops import tracing
+from kcomp.models.training_call import call_in_training_mode
 from kcomp.runtime.executor import make_executor
-from kcomp.utils.progbar import Progbar
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    # numpy has no bfloat16: such outputs come back as float32, which holds every bfloat16 value exactly.
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-
-
-def _as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def _keras_shape_of(value) -> tuple:
@@ -74,7 +69,7 @@ class Model(Layer):
                 raise ArgumentError("Model(inputs, outputs) needs both inputs and outputs.")
             self._single_output = not isinstance(outputs, (list, tuple))
             self._inputs_struct, self._outputs_struct = inputs, outputs
-            self._connect(_as_list(inputs), _as_list(outputs))
+            self._connect(as_list(inputs), as_list(outputs))
 
     # -- structure ---------------------------------------------------------------
     def _connect(self, inputs: list, outputs: list) -> None:
@@ -323,7 +318,7 @@ class Model(Layer):
             return
         several = isinstance(input_shape, list) and all(isinstance(s, (list, tuple)) for s in input_shape)
         shapes = input_shape if several else [input_shape]
-        self._build_subclassed([((None, *tuple(shape)[1:]), "float32") for shape in shapes], several)
+        build_subclassed(self, [((None, *tuple(shape)[1:]), "float32") for shape in shapes], several)
 
     # -- training (kcomp/training/loop.py) ------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
@@ -432,91 +427,20 @@ class Model(Layer):
 
     # -- inference -----------------------------------------------------------------
     def _prepare_inputs(self, x) -> list[torch.Tensor]:
-        if isinstance(x, dict):
-            missing = [t.call.layer.name for t in self.inputs if t.call.layer.name not in x]
-            if missing:
-                raise ArgumentError(f'Model "{self.name}" needs inputs named {missing}; received keys {sorted(x)}.')
-            x = [x[t.call.layer.name] for t in self.inputs]
-        if len(self.inputs) == 1 and isinstance(x, (list, tuple)) and len(x) == 1:
-            x = x[0]  # predict([x]) on a model with one input, as Keras takes it
-        xs = _as_list(x) if len(self.inputs) > 1 else [x]
-        if len(xs) != len(self.inputs):
-            raise ArgumentError(f'Model "{self.name}" has {len(self.inputs)} inputs, received {len(xs)} arrays.')
-        tensors = []
-        for i, (data, spec) in enumerate(zip(xs, self.inputs)):
-            t = to_tensor(data, spec.dtype)
-            if not torch.is_floating_point(t) and spec.dtype.startswith(("float", "bfloat")):
-                t = t.to(TORCH_DTYPES[spec.dtype])
-            want = spec.shape
-            got = tuple(t.shape)
-            if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
-                raise ShapeError(
-                    f'Model "{self.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
-                    f"received data of shape {format_shape(got)}."
-                )
-            tensors.append(t)
-        lengths = {len(t) for t in tensors}
-        if len(lengths) > 1:
-            raise ShapeError(f"All inputs must have the same number of samples, received {sorted(lengths)}.")
-        return tensors
+        """`x` as one tensor per input, checked against the inputs (kcomp/models/input_data.py)."""
+        return prepare_inputs(self, x)
 
     def _ensure_built_for(self, x) -> None:
         """A model that learns its input shape from the first data: a subclassed one here, Sequential its own way."""
         if not self._subclassed or self.built:
             return
-        arrays = _as_list(x)
-        specs = []
-        for a in arrays:
-            t = to_tensor(a)
-            specs.append(((None, *t.shape[1:]), "float32" if t.is_floating_point() else "int32"))
-        self._build_subclassed(specs, isinstance(x, (list, tuple)))
-
-    def _build_subclassed(self, specs: list, several: bool) -> None:
-        """Inputs of these (shape, dtype)s, and one call of the model's own `call` on them, traced as a
-        layer (its layers inline), as Keras builds a subclassed model on its first data."""
-        inputs = [InputLayer(batch_shape=shape, dtype=dtype).output for shape, dtype in specs]
-        if type(self).build is not Model.build and not self._weights:  # the subclass's own build, once (unless called)
-            self.build([spec.shape for spec in inputs] if several else inputs[0].shape)
-        outputs = _SubclassedCall(self)(inputs if several else inputs[0])
-        self._single_output = not isinstance(outputs, (list, tuple))
-        self._connect(inputs, _as_list(outputs))
+        build_subclassed(self, data_specs(x), isinstance(x, (list, tuple)))
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Run the model on `x` in batches of `batch_size` (default 32); returns numpy arrays."""
-        from kcomp.callbacks import CallbackList
-
         self._ensure_built_for(x)
         self._require_built("the output")
-        from kcomp.training.data import batch_size as checked_batch_size
-
-        batch_size = checked_batch_size(batch_size)
-        xs = self._prepare_inputs(x)
-        n = len(xs[0])
-        executor, params = self.executor(), self.params()
-        batches = range(0, n, batch_size)
-        if steps is not None:
-            batches = batches[:steps]
-        bar = Progbar(len(batches), verbose=0 if verbose == 0 else 1)
-        callback_list = CallbackList(callbacks, self)
-        callback_list.call("on_predict_begin")
-        pieces: list[list[torch.Tensor]] = []
-        with torch.inference_mode():
-            for step, start in enumerate(batches, 1):
-                callback_list.call("on_predict_batch_begin", step - 1)
-                outs = executor.run([t[start : start + batch_size] for t in xs], params)
-                pieces.append([o.cpu() for o in outs])
-                callback_list.call("on_predict_batch_end", step - 1, {"outputs": pieces[-1][0] if len(outs) == 1 else pieces[-1]})
-                bar.update(step)
-        callback_list.call("on_predict_end")
-        outs = [_to_numpy(torch.cat([p[i] for p in pieces])) if pieces else self._empty_output(i) for i in range(len(self.outputs))]
-        return outs[0] if len(outs) == 1 else outs  # Keras unpacks Model(x, [y])'s one output too
-
-    def _empty_output(self, i: int) -> np.ndarray:
-        """predict on 0 samples: an empty array of output i's shape, (0, ...)."""
-        shape = self.outputs[i].shape[1:]
-        if any(d is None for d in shape):
-            shape = tuple(0 if d is None else d for d in shape)
-        return np.zeros((0, *shape), dtype=_to_numpy(torch.zeros((), dtype=TORCH_DTYPES[self.outputs[i].dtype])).dtype)
+        return prediction.predict(self, x, batch_size, verbose, steps, callbacks)
 
     def __call__(self, inputs, training=None, **kwargs):
         """On Input-derived tensors: the model becomes one layer of the model being built (its layers
@@ -539,38 +463,13 @@ class Model(Layer):
             with torch.inference_mode():
                 outs = self.executor().run(xs, self.params())
             return outs[0] if len(outs) == 1 else outs
-        executor, moving = self._training_call_executor()
-        self._training_calls += 1
-        with torch.inference_mode():
-            outs = executor.run([*xs, torch.tensor(float(self._training_calls))], self.params())
-        n = len(self.outputs)
-        for var, value in zip(moving, outs[n:]):
-            var.value = value.clone()  # (a clone made outside inference mode: a weight a later step may update)
-        return outs[0] if n == 1 else outs[:n]
-
-    def _training_call_executor(self):
-        """model(x, training=True) runs the forward graph in training mode, as Keras does: dropout draws
-        its masks from one more input, the call's number (new masks every call), and the graph also
-        returns each BatchNormalization's new moving statistics, which the call then keeps.
-        Returns the executor and the moving-statistic weights its extra outputs update."""
-        if True not in self._call_executors:
-            from kcomp.training.step import moving_statistics
-
-            builder = GraphBuilder(f"{self.name}_training_call")
-            inputs = [builder.input(t.ir_shape, t.dtype, t.call.layer.name) for t in self.inputs]
-            builder.rng_counter = builder.input((), "float32", "call_number")
-            outputs = self._emit_calls(builder, inputs, True)
-            with tracing(builder), builder.scope("moving_statistics"):
-                news, moving = moving_statistics(self, builder, list(builder.nodes))
-            graph = verify(builder.finish([*outputs, *news]))
-            self._call_executors[True] = (make_executor(graph, self._backend, self._precision), moving)
-        return self._call_executors[True]
+        return call_in_training_mode(self, xs)
 
     def _ensure_built_for_tensors(self, inputs) -> None:
         """Models that learn their input shape when first called on a tensor: a subclassed one here, Sequential its own way."""
         if self._subclassed and not self.built:
             flat = flatten(inputs)
-            self._build_subclassed([(t.shape, t.dtype) for t in flat], isinstance(inputs, (list, tuple)))
+            build_subclassed(self, [(t.shape, t.dtype) for t in flat], isinstance(inputs, (list, tuple)))
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
         from kcomp.models.summary import format_summary
@@ -580,16 +479,3 @@ class Model(Layer):
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
-
-
-class _SubclassedCall(Layer):
-    """The one node of a subclassed model's graph: its `call`, traced with the layers it uses inline."""
-
-    _not_sublayers = frozenset({"model"})  # the model's weights are the model's, not this node's
-
-    def __init__(self, model: Model):
-        super().__init__(name=f"{model.name}_call")
-        self.model = model
-
-    def trace(self, builder: GraphBuilder, inputs, training: bool = False):
-        return self.model._trace_call(builder, inputs, training)

@@ -1,0 +1,44 @@
+"""Data given to a model (predict's or fit's x, a call on arrays) as tensors checked against its
+Inputs: one per input, in the Input's dtype, of the Input's shape, all with the same number of samples."""
+
+import torch
+
+from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.ir.types import TORCH_DTYPES
+from kcomp.layers.base import to_tensor
+
+
+def as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def prepare_inputs(model, x) -> list[torch.Tensor]:
+    """One tensor per model input from `x`: an array, a list of arrays (in the inputs' order), or
+    a dict by input name."""
+    if isinstance(x, dict):
+        missing = [t.call.layer.name for t in model.inputs if t.call.layer.name not in x]
+        if missing:
+            raise ArgumentError(f'Model "{model.name}" needs inputs named {missing}; received keys {sorted(x)}.')
+        x = [x[t.call.layer.name] for t in model.inputs]
+    if len(model.inputs) == 1 and isinstance(x, (list, tuple)) and len(x) == 1:
+        x = x[0]  # predict([x]) on a model with one input, as Keras takes it
+    xs = as_list(x) if len(model.inputs) > 1 else [x]
+    if len(xs) != len(model.inputs):
+        raise ArgumentError(f'Model "{model.name}" has {len(model.inputs)} inputs, received {len(xs)} arrays.')
+    tensors = []
+    for i, (data, spec) in enumerate(zip(xs, model.inputs)):
+        t = to_tensor(data, spec.dtype)
+        if not torch.is_floating_point(t) and spec.dtype.startswith(("float", "bfloat")):
+            t = t.to(TORCH_DTYPES[spec.dtype])
+        want = spec.shape
+        got = tuple(t.shape)
+        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
+            raise ShapeError(
+                f'Model "{model.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
+                f"received data of shape {format_shape(got)}."
+            )
+        tensors.append(t)
+    lengths = {len(t) for t in tensors}
+    if len(lengths) > 1:
+        raise ShapeError(f"All inputs must have the same number of samples, received {sorted(lengths)}.")
+    return tensors
