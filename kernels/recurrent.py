@@ -167,6 +167,9 @@ class LstmScanBinding(Binding):
     xw: int  # which input holds the projected inputs (batch, time, 4 * units)
     recurrent: int  # which holds U (units, 4 * units)
     save: bool  # every c_t and the gates too (for the backward), else the last c
+    # Per output of lstm_scan (every h_t, then the last c or every c_t and the gates): its position
+    # among the kernel's outputs, or None where nothing reads it (the kernel writes scratch).
+    outputs: tuple[int | None, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,16 +218,20 @@ def launch_scan(binding: LstmScanBinding, inputs, out=None, config=None, precisi
     # check: the projected inputs and U contiguous, float32 arithmetic whatever they hold
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
     n, steps, units = _sizes(xw, u.shape[0])
-    # allocate: every h_t, then the last c, or every c_t and the gates
+    # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
+    shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
+    kept = [position for position in binding.outputs if position is not None]
     if out is None:
-        seq = torch.empty((n, steps, units), device=xw.device, dtype=xw.dtype)
-        out = (seq, torch.empty_like(seq), torch.empty_like(xw)) if binding.save else \
-            (seq, torch.empty((n, units), device=xw.device, dtype=xw.dtype))
+        allocated = tuple(torch.empty(shapes[binding.outputs.index(k)], device=xw.device, dtype=xw.dtype) for k in kept)
+        out = allocated[0] if len(allocated) == 1 else allocated
+    given = (out,) if len(kept) == 1 else out
+    buffers = [given[k] if k is not None else torch.empty(shape, device=xw.device, dtype=xw.dtype)
+               for k, shape in zip(binding.outputs, shapes, strict=True)]
     if binding.save:
-        h_seq, c_seq, gates = out
+        h_seq, c_seq, gates = buffers
         tensors = (xw, u, h_seq, c_seq, gates, h_seq)  # CLAST unused: the last c is c_seq's
     else:
-        h_seq, c_last = out
+        h_seq, c_last = buffers
         tensors = (xw, u, h_seq, h_seq, xw, c_last)  # CSEQ and GATES unused (never written)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out

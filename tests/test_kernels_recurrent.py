@@ -166,3 +166,13 @@ def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills():
     assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in ("lstm_scan", "lstm_scan_grad")]
     for r in records:
         assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+
+
+def test_predict_runs_the_scan_with_its_unread_outputs_in_scratch():
+    """In a forward graph the last c is often read by nothing: the kernel keeps only h (its
+    binding says which outputs exist) and writes the rest to scratch."""
+    model = kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)), kcomp.layers.LSTM(UNITS),
+                              kcomp.layers.Dense(2)])
+    run = assert_compiled_matches_reference(model, [torch.randn(BATCH, TIME, FEATURES)], kind="long", precision="ieee")
+    (scan,) = [k for k in kernels_of(run.fused) if k.attrs["template"] == "lstm_scan"]
+    assert len(scan.outputs) == 1

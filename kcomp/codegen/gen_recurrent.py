@@ -18,8 +18,10 @@ def _positions(kernel: KernelParts) -> dict[int, int]:
 def generate_scan(kernel: KernelParts) -> GeneratedKernel:
     at = _positions(kernel)
     xw, recurrent = kernel.anchor.inputs
+    kept = {v.id: i for i, v in enumerate(kernel.body.outputs)}  # the outputs something reads
     return GeneratedKernel(NO_HOOKS, {"xw": repr(at[xw.id]), "recurrent": repr(at[recurrent.id]),
-                                      "save": repr(kernel.anchor.attrs["save"])})
+                                      "save": repr(kernel.anchor.attrs["save"]),
+                                      "outputs": repr(tuple(kept.get(v.id) for v in kernel.anchor.outputs))})
 
 
 def generate_scan_grad(kernel: KernelParts) -> GeneratedKernel:
