@@ -2,7 +2,6 @@
 
 from kcomp import activations, initializers, ops, regularizers, session
 from kcomp.errors import ArgumentError, ShapeError, format_shape
-from kcomp.ir.types import BATCH
 from kcomp.layers import args
 from kcomp.layers.base import KerasTensor, Layer, LayerCall, symbolic_batch_shape
 
@@ -191,15 +190,16 @@ class Flatten(Layer):
         self.data_format = data_format
 
     def call(self, inputs):
-        return ops.reshape(inputs, (_batch_dim(inputs), -1))
+        return ops.reshape(inputs, (batch_dim(inputs), -1))
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
 
 
-def _batch_dim(x):
-    """The batch size: the symbol "N" while tracing, the actual size when eager."""
-    return x.shape[0] if not isinstance(x.shape[0], str) else BATCH
+def batch_dim(x):
+    """The batch size: its symbol while tracing ("N", or "N*5" for a batch TimeDistributed folded
+    with 5 steps), the actual size when eager."""
+    return x.shape[0]
 
 
 class Reshape(Layer):
@@ -213,7 +213,7 @@ class Reshape(Layer):
         self.target_shape = target_shape
 
     def call(self, inputs):
-        return ops.reshape(inputs, (_batch_dim(inputs), *self.target_shape))
+        return ops.reshape(inputs, (batch_dim(inputs), *self.target_shape))
 
     def get_config(self):
         return {**super().get_config(), "target_shape": self.target_shape}
