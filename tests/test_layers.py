@@ -98,6 +98,26 @@ def conv2d_ref(x, w, filters, kernel_size, strides=1, padding="valid", dilation_
     return _act(activation)(y)
 
 
+def conv1d_ref(x, w, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, groups=1,
+               activation=None, use_bias=True, **_):
+    """torch's conv1d over (batch, channels, steps); 'causal' pads dilation * (k - 1) zeros before the first step."""
+    (k,), (s,), (d,) = (_single(kernel_size), _single(strides), _single(dilation_rate))
+    ncw = torch.from_numpy(x).permute(0, 2, 1)
+    if padding == "same":
+        ncw = F.pad(ncw, _tf_same_pads(x.shape[1], k, s, d))
+    elif padding == "causal":
+        ncw = F.pad(ncw, (d * (k - 1), 0))
+    kernel = torch.from_numpy(w["kernel"]).permute(2, 1, 0)  # (k, in, out) -> (out, in, k)
+    y = F.conv1d(ncw, kernel, stride=s, dilation=d, groups=groups).permute(0, 2, 1).numpy()
+    if use_bias:
+        y = y + w["bias"]
+    return _act(activation)(y)
+
+
+def _single(v):
+    return (v,) if isinstance(v, int) else tuple(v)
+
+
 def _pool_ref(x, reduce, pool_size=(2, 2), strides=None, padding="valid"):
     """A loop over output pixels; each window is clipped to the image (TF's "same")."""
     (ph, pw) = _pair(pool_size)
@@ -123,6 +143,28 @@ def max_pool_ref(x, w, **kwargs):
 
 def avg_pool_ref(x, w, **kwargs):
     return _pool_ref(x, np.mean, **kwargs)
+
+
+def _pool1d_ref(x, reduce, pool_size, strides=None, padding="valid"):
+    """The 2-D loop over a one-row image: windows (1, pool_size)."""
+    strides = None if strides is None else (1, *_single(strides))
+    return _pool_ref(x[:, None], reduce, (1, *_single(pool_size)), strides, padding)[:, 0]
+
+
+def max_pool1d_ref(x, w, pool_size=2, **kwargs):
+    return _pool1d_ref(x, np.max, pool_size, **kwargs)
+
+
+def avg_pool1d_ref(x, w, pool_size, **kwargs):
+    return _pool1d_ref(x, np.mean, pool_size, **kwargs)
+
+
+def global_avg1d_ref(x, w, keepdims=False, **_):
+    return x.mean(axis=1, keepdims=keepdims)
+
+
+def global_max1d_ref(x, w, keepdims=False, **_):
+    return x.max(axis=1, keepdims=keepdims)
 
 
 def global_avg_ref(x, w, keepdims=False, **_):
@@ -433,6 +475,66 @@ CONV2D = [
 ]
 
 
+SEQ1D = (5, 13, 3)  # batch 5, 13 steps, 3 channels
+
+
+def _conv1d_case(kw, out, in_channels=3, shape=SEQ1D, id=None):
+    (k,) = _single(kw["kernel_size"])
+    weights = {"kernel": (k, in_channels // kw.get("groups", 1), kw["filters"])}
+    if kw.get("use_bias", True):
+        weights["bias"] = (kw["filters"],)
+    params = sum(math.prod(v) for v in weights.values())
+    return case(layers.Conv1D, kw, shape, out, weights, params, conv1d_ref, id=id)
+
+
+CONV1D = [
+    _conv1d_case(dict(filters=4, kernel_size=3), (None, 11, 4), id="conv1d-valid"),
+    _conv1d_case(dict(filters=4, kernel_size=3, padding="same"), (None, 13, 4), id="conv1d-same"),
+    _conv1d_case(dict(filters=3, kernel_size=4, padding="same"), (None, 13, 3), id="conv1d-same-even-kernel"),
+    _conv1d_case(dict(filters=2, kernel_size=3, strides=2, padding="same"), (None, 7, 2), id="conv1d-same-stride2"),
+    _conv1d_case(dict(filters=4, kernel_size=3, strides=3), (None, 4, 4), id="conv1d-valid-stride3"),
+    _conv1d_case(dict(filters=4, kernel_size=3, dilation_rate=2), (None, 9, 4), id="conv1d-valid-dilation2"),
+    _conv1d_case(dict(filters=4, kernel_size=3, padding="causal"), (None, 13, 4), id="conv1d-causal"),
+    _conv1d_case(dict(filters=4, kernel_size=2, padding="causal", dilation_rate=4, activation="tanh"), (None, 13, 4),
+                 id="conv1d-causal-dilation4"),
+    _conv1d_case(dict(filters=2, kernel_size=3, padding="causal", strides=2), (None, 7, 2), id="conv1d-causal-stride2"),
+    _conv1d_case(dict(filters=3, kernel_size=1, padding="causal"), (None, 13, 3), id="conv1d-causal-kernel1"),
+    _conv1d_case(dict(filters=6, kernel_size=3, groups=3), (None, 11, 6), id="conv1d-groups3-depthwise"),
+    _conv1d_case(dict(filters=4, kernel_size=2, groups=2, padding="same"), (None, 13, 4), in_channels=6,
+                 shape=(5, 13, 6), id="conv1d-groups2-same"),
+    _conv1d_case(dict(filters=4, kernel_size=1, use_bias=False), (None, 13, 4), id="conv1d-k1-no-bias"),
+    _conv1d_case(dict(filters=5, kernel_size=(3,), activation="relu"), (None, 11, 5), id="conv1d-relu"),
+    _conv1d_case(dict(filters=3, kernel_size=13), (None, 1, 3), id="conv1d-whole-sequence"),
+]
+
+
+def _pool1d_cases(cls, ref, prefix, default_size):
+    return [
+        case(cls, kw, SEQ1D, out, {}, 0, ref, id=f"{prefix}-{name}")
+        for name, kw, out in [
+            *([("default", {}, (None, 6, 3))] if default_size else []),
+            ("pool2", dict(pool_size=2), (None, 6, 3)),
+            ("pool3-stride2", dict(pool_size=3, strides=2), (None, 6, 3)),
+            ("pool2-same", dict(pool_size=2, padding="same"), (None, 7, 3)),
+            ("pool3-stride1-same", dict(pool_size=3, strides=1, padding="same"), (None, 13, 3)),
+            ("pool4-stride3-same", dict(pool_size=(4,), strides=(3,), padding="same"), (None, 5, 3)),
+            ("pool1", dict(pool_size=1), (None, 13, 3)),
+        ]
+    ]
+
+
+POOLING1D = [
+    *_pool1d_cases(layers.MaxPooling1D, max_pool1d_ref, "maxpool1d", default_size=True),
+    *_pool1d_cases(layers.AveragePooling1D, avg_pool1d_ref, "avgpool1d", default_size=False),
+    case(layers.GlobalAveragePooling1D, {}, SEQ1D, (None, 3), {}, 0, global_avg1d_ref, id="global-avg1d"),
+    case(layers.GlobalAveragePooling1D, dict(keepdims=True), SEQ1D, (None, 1, 3), {}, 0, global_avg1d_ref,
+         id="global-avg1d-keepdims"),
+    case(layers.GlobalMaxPooling1D, {}, SEQ1D, (None, 3), {}, 0, global_max1d_ref, id="global-max1d"),
+    case(layers.GlobalMaxPooling1D, dict(keepdims=True), SEQ1D, (None, 1, 3), {}, 0, global_max1d_ref,
+         id="global-max1d-keepdims"),
+]
+
+
 def _pool_cases(cls, ref, prefix):
     return [
         case(cls, kw, IMAGE, out, {}, 0, ref, id=f"{prefix}-{name}")
@@ -575,7 +677,7 @@ MERGE = [
 
 ALL_CASES = [
     *DENSE, *ACTIVATION, *RELU, *LEAKY_RELU, *SOFTMAX, *DROPOUT, *RESHAPING, *EMBEDDING, *CONV2D, *POOLING,
-    *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE,
+    *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE,
 ]
 
 
@@ -639,6 +741,21 @@ BAD_ARGUMENTS = {
     "conv-window-too-big": (lambda: layers.Conv2D(4, 5), (4, 4, 3)),
     "reshape-wrong-size": (lambda: layers.Reshape((5, 5)), (4, 3)),
     "lstm-not-a-sequence": (lambda: layers.LSTM(4), (3,)),
+    "conv1d-channels-first": (lambda: layers.Conv1D(4, 3, data_format="channels_first"), None),
+    "conv1d-padding-full": (lambda: layers.Conv1D(4, 3, padding="full"), None),
+    "conv2d-padding-causal": (lambda: layers.Conv2D(4, 3, padding="causal"), None),
+    "conv1d-strides-and-dilation": (lambda: layers.Conv1D(4, 3, strides=2, dilation_rate=2), None),
+    "conv1d-kernel-size-pair": (lambda: layers.Conv1D(4, (3, 3)), None),
+    "conv1d-window-too-big": (lambda: layers.Conv1D(4, 5), (4, 3)),
+    "conv1d-not-a-sequence": (lambda: layers.Conv1D(4, 3), (9, 9, 3)),
+    "conv1d-unknown-steps": (lambda: layers.Conv1D(4, 3), (None, 3)),
+    "conv1d-channels-not-divisible": (lambda: layers.Conv1D(4, 3, groups=2), (9, 3)),
+    "maxpool1d-channels-first": (lambda: layers.MaxPooling1D(data_format="channels_first"), None),
+    "avgpool1d-padding-causal": (lambda: layers.AveragePooling1D(2, padding="causal"), None),
+    "maxpool1d-unknown-steps": (lambda: layers.MaxPooling1D(), (None, 3)),
+    "avgpool1d-window-too-big": (lambda: layers.AveragePooling1D(5), (4, 3)),
+    "global-avg1d-channels-first": (lambda: layers.GlobalAveragePooling1D(data_format="channels_first"), None),
+    "global-max1d-not-a-sequence": (lambda: layers.GlobalMaxPooling1D(), (4,)),
 }
 
 

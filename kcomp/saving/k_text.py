@@ -89,6 +89,8 @@ def _is_default(key, value, default, layer) -> bool:
         return value[0] == default  # LayerNormalization: Keras writes [-1] for -1
     if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
         return tuple(value) == tuple(default)
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, (tuple, list)):
+        return bool(value) and all(v == default for v in value)  # strides=1 is (1, 1) in a Conv2D's config
     if key == "strides" and default is None:  # pooling: strides default to the pool size
         return tuple(value) == tuple(getattr(layer, "pool_size", ()))
     return value == default and type(value) is type(default) or (value is None and default is None)

@@ -57,6 +57,7 @@ _RNN_EXTRA = {**_NO_CONSTRAINTS, "recurrent_constraint": None, "zero_output_for_
 # Keras-only arguments Keras writes with every layer of a class, at the values kcomp computes with.
 _KERAS_EXTRA = {
     "Dense": {**_NO_CONSTRAINTS, "quantization_config": None},
+    "Conv1D": _NO_CONSTRAINTS,
     "Conv2D": _NO_CONSTRAINTS,
     "Embedding": {"embeddings_constraint": None, "activity_regularizer": None, "quantization_config": None},
     "BatchNormalization": {"beta_constraint": None, "gamma_constraint": None, "renorm": False, "renorm_clipping": None,
