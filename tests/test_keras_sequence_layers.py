@@ -65,6 +65,7 @@ LAYERS_1D = {
     "global-avg1d-keepdims": lambda L: L.GlobalAvgPool1D(keepdims=True),
     "global-max1d": lambda L: L.GlobalMaxPooling1D(),
     "global-max1d-keepdims": lambda L: L.GlobalMaxPool1D(keepdims=True),
+    "spatial-dropout1d": lambda L: L.SpatialDropout1D(0.4),  # inference: the identity
 }
 
 
@@ -112,7 +113,8 @@ def test_conv_stack_trains_as_keras(backend):
 
 
 # -- arguments, defaults, aliases and configs ---------------------------------------------------
-NEW_CLASSES = ["Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D"]
+NEW_CLASSES = ["Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D",
+               "SpatialDropout1D"]
 ALIASES = {
     "Convolution1D": "Conv1D", "MaxPool1D": "MaxPooling1D", "AvgPool1D": "AveragePooling1D",
     "GlobalMaxPool1D": "GlobalMaxPooling1D", "GlobalAvgPool1D": "GlobalAveragePooling1D",
@@ -168,6 +170,7 @@ CONFIGURED = {
     "avgpool1d": lambda L: L.AveragePooling1D(2),
     "global-avg1d": lambda L: L.GlobalAveragePooling1D(keepdims=True),
     "global-max1d": lambda L: L.GlobalMaxPooling1D(),
+    "spatial-dropout1d": lambda L: L.SpatialDropout1D(0.25, seed=7),
 }
 
 

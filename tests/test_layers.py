@@ -409,6 +409,9 @@ SOFTMAX = [
 DROPOUT = [
     case(layers.Dropout, dict(rate=0.5), (5, 4, 6), (None, 4, 6), {}, 0, identity_ref, id="dropout"),
     case(layers.Dropout, dict(rate=0.2, seed=3), (5, 6), (None, 6), {}, 0, identity_ref, id="dropout-seed"),
+    case(layers.SpatialDropout1D, dict(rate=0.5), (5, 4, 6), (None, 4, 6), {}, 0, identity_ref, id="spatial-dropout1d"),
+    case(layers.SpatialDropout1D, dict(rate=0.2, seed=3), (5, 7, 2), (None, 7, 2), {}, 0, identity_ref,
+         id="spatial-dropout1d-seed"),
 ]
 
 RESHAPING = [
@@ -728,6 +731,45 @@ def test_dropout_training_eager():
     np.testing.assert_array_equal(layer(x).numpy(), x)  # inference: the identity
 
 
+@pytest.mark.parametrize("backend", [None, "reference", "triton-interpret"])
+def test_spatial_dropout1d_drops_whole_channels(backend):
+    """In training each (sample, channel) is zero at every step or x / (1 - rate) at every step; over
+    the draws about 1 - rate of them are kept. Eager (None), traced on the reference executor and
+    on the generated kernels (an in-kernel Philox draw) under Triton's interpreter."""
+    rate, draws, (n, steps, channels) = 0.3, 4, (50, 7, 40)
+    layer = layers.SpatialDropout1D(rate, seed=5)
+    x = np.random.default_rng(0).uniform(1.0, 2.0, size=(n, steps, channels)).astype("float32")
+    if backend is None:
+        run = lambda: layer(x, training=True).numpy()  # noqa: E731 - each eager call draws the same mask
+        draws = 1
+    else:
+        model = kcomp.Sequential([kcomp.Input((steps, channels)), layer])
+        model.compile(optimizer="sgd", loss="mse", backend=backend)
+        run = lambda: np.asarray(model(x, training=True))  # noqa: E731 - a new draw each call
+    masks = []
+    for _ in range(draws):
+        y = run()
+        kept = y != 0
+        np.testing.assert_array_equal(kept, np.broadcast_to(kept[:, :1], kept.shape))  # the same at every step
+        np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
+        masks.append(kept[:, 0])
+    fraction = np.mean(masks)
+    assert abs(fraction - (1 - rate)) < 4 * math.sqrt(rate * (1 - rate) / (draws * n * channels)), fraction
+    assert all(not np.array_equal(a, b) for a, b in zip(masks, masks[1:]))  # a new mask each draw
+    if backend is not None:
+        np.testing.assert_array_equal(model.predict(x, verbose=0), x)  # inference: the identity
+    np.testing.assert_array_equal(layer(x).numpy(), x)
+
+
+def test_spatial_dropout1d_takes_sequences_of_unknown_length():
+    model = kcomp.Sequential([kcomp.Input((None, 6)), layers.SpatialDropout1D(0.5, seed=1)])
+    x = np.random.default_rng(1).uniform(1.0, 2.0, size=(20, 9, 6)).astype("float32")
+    y = np.asarray(model(x, training=True))
+    kept = y != 0
+    np.testing.assert_array_equal(kept, np.broadcast_to(kept[:, :1], kept.shape))
+    assert 0 < kept.mean() < 1
+
+
 BAD_ARGUMENTS = {
     "units-0": (lambda: layers.Dense(0), None),
     "padding-full": (lambda: layers.Conv2D(4, 3, padding="full"), None),
@@ -756,6 +798,8 @@ BAD_ARGUMENTS = {
     "avgpool1d-window-too-big": (lambda: layers.AveragePooling1D(5), (4, 3)),
     "global-avg1d-channels-first": (lambda: layers.GlobalAveragePooling1D(data_format="channels_first"), None),
     "global-max1d-not-a-sequence": (lambda: layers.GlobalMaxPooling1D(), (4,)),
+    "spatial-dropout1d-rate-1": (lambda: layers.SpatialDropout1D(1.0), None),
+    "spatial-dropout1d-not-a-sequence": (lambda: layers.SpatialDropout1D(0.5), (4, 4, 3)),
 }
 
 

@@ -7,6 +7,7 @@ from kcomp.layers.conv import (
 )
 from kcomp.layers.core import (
     Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Permute, ReLU, Reshape, Softmax,
+    SpatialDropout1D,
 )
 from kcomp.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization
@@ -31,5 +32,5 @@ __all__ = [
     "GlobalAveragePooling2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",
     "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
-    "Softmax", "Subtract", "Variable",
+    "Softmax", "SpatialDropout1D", "Subtract", "Variable",
 ]

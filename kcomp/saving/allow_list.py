@@ -33,7 +33,8 @@ LAYERS = {
         kl.Concatenate, kl.Conv1D, kl.Conv2D, kl.Dense, kl.Dropout, kl.Embedding, kl.Flatten, kl.GRU,
         kl.GlobalAveragePooling1D, kl.GlobalAveragePooling2D, kl.GlobalMaxPooling1D, kl.GlobalMaxPooling2D,
         kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.MaxPooling1D, kl.MaxPooling2D, kl.Maximum,
-        kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.Subtract,
+        kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,
+        kl.Subtract,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)

@@ -66,6 +66,9 @@ _KERAS_EXTRA = {
     "LSTM": {**_RNN_EXTRA, "seed": None}, "GRU": {**_RNN_EXTRA, "seed": None}, "SimpleRNN": _RNN_EXTRA,
 }
 
+# Layers whose Keras get_config writes the dtype's name, not a DTypePolicy (Keras's spatial dropouts).
+_DTYPE_BY_NAME = {"SpatialDropout1D"}
+
 
 def layer_to_keras(layer) -> dict:
     """Keras's serialized form of a kcomp layer (what keras.saving.serialize_keras_object writes)."""
@@ -82,7 +85,7 @@ def layer_to_keras(layer) -> dict:
     if isinstance(layer, kl.InputLayer):
         config = {"batch_shape": list(layer.batch_shape), "dtype": layer.dtype, "sparse": False, "ragged": False,
                   "name": layer.name, "optional": False}
-    else:
+    elif cls_name not in _DTYPE_BY_NAME:
         config["dtype"] = dtype_policy(layer.dtype)
     if isinstance(layer, kl.Embedding):
         config.pop("input_length", None)  # Keras 3 has none
