@@ -12,6 +12,7 @@ from kcomp.ir import GraphBuilder, print_graph
 from kcomp.layers import (
     Activation, Add, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling1D,
     GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling1D, MaxPooling2D, Permute, Reshape, Softmax,
+    TimeDistributed,
 )
 from kcomp.models import Model, Sequential
 from kcomp.passes import run_pipeline
@@ -49,6 +50,15 @@ def causal_conv1d_stack():
     ])
 
 
+def time_distributed_conv_pool_dense():
+    """Per-frame Conv2D + pool and a per-step Dense: the steps folded into the batch ("N*3"); the
+    fold and unfold reshapes between the wrappers cancel, so the conv takes the pool as Conv2D does."""
+    return Sequential([
+        Input(shape=(3, 7, 6, 2)), TimeDistributed(Conv2D(4, 3, padding="same", activation="relu")),
+        TimeDistributed(MaxPooling2D()), TimeDistributed(Flatten()), TimeDistributed(Dense(5, activation="tanh")),
+    ])
+
+
 def conv_residual():
     x = Input(shape=(9, 11, 4))
     c = Conv2D(4, 3, padding="same")(x)
@@ -76,8 +86,8 @@ def dropout_flatten_identities():
 
 
 PATTERNS = {f.__name__: f for f in (dense_relu, dense_batchnorm_residual, conv_relu_maxpool, conv1d_relu_maxpool,
-                                    causal_conv1d_stack, conv_residual, pointwise_chain_and_rows, fallbacks,
-                                    dropout_flatten_identities)}
+                                    causal_conv1d_stack, time_distributed_conv_pool_dense, conv_residual,
+                                    pointwise_chain_and_rows, fallbacks, dropout_flatten_identities)}
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNS))
@@ -116,6 +126,15 @@ def test_conv1d_and_its_pool_fuse_into_one_kernel_as_conv2d_does():
     assert [n.op for n in fused.nodes if n.op not in ("kernel", "reshape")] == ["pad"]
     assert [k.attrs["template"] for k in kernels_of(fused)] == ["conv2d", "conv2d", "reduce"]
     assert [n.op for n in kernels_of(fused)[1].attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
+
+
+def test_time_distributed_layers_fuse_over_the_folded_batch():
+    fused, _ = run_pipeline(time_distributed_conv_pool_dense().to_graph())
+    conv, dense = kernels_of(fused)
+    assert [n.op for n in conv.attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
+    assert [n.op for n in dense.attrs["body"].nodes] == ["matmul", "bias_add", "tanh"]
+    assert conv.outputs[0].shape == ("N*3", 3, 3, 4) and fused.outputs[0].shape == ("N", 3, 5)
+    assert [n.op for n in fused.nodes if n.op != "kernel"] == ["reshape", "reshape", "reshape"]  # fold, view, unfold
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -112,9 +112,139 @@ def test_conv_stack_trains_as_keras(backend):
     _sgd_step_matches_keras(conv_stack, X, y, backend)
 
 
+# -- TimeDistributed ------------------------------------------------------------------------------
+VIDEO = RNG.normal(size=(4, 3, 7, 6, 2)).astype("float32")  # 4 clips of 3 frames of 7 x 6 x 2
+
+
+def td_dense(lib):
+    L = lib.layers
+    return lib.Sequential([lib.Input((STEPS, CHANNELS)), L.TimeDistributed(L.Dense(4, activation="tanh")),
+                           L.TimeDistributed(L.Dense(2))])
+
+
+def td_video(lib):
+    """Per-frame Conv2D + pool (one conv2d kernel over every frame) and Flatten, then an LSTM over frames."""
+    L = lib.layers
+    return lib.Sequential([
+        lib.Input(VIDEO.shape[1:]),
+        L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu")),
+        L.TimeDistributed(L.MaxPooling2D()),
+        L.TimeDistributed(L.Flatten()),
+        L.LSTM(3),
+        L.Dense(2),
+    ])
+
+
+def td_frozen_norm(lib):
+    """A frozen BatchNormalization runs on its moving statistics in training too: per step or folded, the same."""
+    L = lib.layers
+    return lib.Sequential([lib.Input((STEPS, CHANNELS)), L.TimeDistributed(L.Dense(4)),
+                           L.TimeDistributed(L.BatchNormalization(trainable=False)), L.GlobalAveragePooling1D(),
+                           L.Dense(2)])
+
+
+TD_MODELS = {"dense": (td_dense, X, (len(X), STEPS, 2)), "video": (td_video, VIDEO, (len(VIDEO), 2)),
+             "frozen-norm": (td_frozen_norm, X, (len(X), 2))}
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton-interpret"])
+@pytest.mark.parametrize("name", sorted(TD_MODELS))
+def test_time_distributed_predicts_and_trains_as_keras(name, backend):
+    build, x, y_shape = TD_MODELS[name]
+    _sgd_step_matches_keras(build, x, RNG.normal(size=y_shape).astype("float32"), backend)
+
+
+def test_time_distributed_weights_and_files_are_keras(tmp_path):
+    """get_weights in Keras's order (the wrapped layer's), the same .weights.h5 layout, and an eager call."""
+    from test_keras_files import h5_arrays, h5_layout
+
+    ours, theirs = twins(td_video)
+    theirs.set_weights(randomized(ours).get_weights())
+    assert [w.shape for w in ours.get_weights()] == [tuple(w.shape) for w in theirs.get_weights()]
+    assert [w.name for w in ours.layers[0].weights] == ["kernel", "bias"]
+    ours.save_weights(tmp_path / "ours.weights.h5")
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    assert h5_layout(tmp_path / "ours.weights.h5") == h5_layout(tmp_path / "theirs.weights.h5")
+    assert "layers/time_distributed/layer/vars/0" in h5_arrays(tmp_path / "ours.weights.h5")
+    fresh = td_video(keras)
+    fresh.load_weights(tmp_path / "ours.weights.h5")
+    np.testing.assert_allclose(fresh.predict(VIDEO, verbose=0), ours.predict(VIDEO, verbose=0), **FORWARD)
+    frame_conv = ours.layers[0]
+    np.testing.assert_allclose(frame_conv(VIDEO).numpy(), keras.ops.convert_to_numpy(theirs.layers[0](VIDEO)), **FORWARD)
+
+
+def text_model(lib):
+    """Ids -> Embedding -> SpatialDropout1D -> causal Conv1D -> TimeDistributed(Dense) -> pools -> Dense:
+    every new layer in one model, for the files."""
+    L = lib.layers
+    ids = lib.Input((STEPS,), dtype="int32")
+    e = L.SpatialDropout1D(0.2, seed=3)(L.Embedding(20, 6)(ids))
+    c = L.Conv1D(6, 3, padding="causal", activation="relu")(e)
+    t = L.TimeDistributed(L.Dense(4, activation="tanh"))(L.MaxPooling1D(2, padding="same")(c))
+    pooled = L.Concatenate()([L.GlobalMaxPooling1D()(t), L.GlobalAveragePooling1D()(L.AveragePooling1D(2)(t))])
+    return lib.Model(ids, L.Dense(2)(pooled))
+
+
+def test_a_text_model_goes_through_keras_archives_both_ways(tmp_path):
+    ids = RNG.integers(0, 20, size=(5, STEPS)).astype("int32")
+    theirs = randomized(text_model(keras))
+    theirs.save(tmp_path / "theirs.keras")
+    ours = kcomp.models.load_model(tmp_path / "theirs.keras")
+    assert [type(l).__name__ for l in ours.layers] == [type(l).__name__ for l in theirs.layers]
+    np.testing.assert_allclose(ours.predict(ids, verbose=0), theirs.predict(ids, verbose=0), **FORWARD)
+    ours.save(tmp_path / "ours.keras")
+    back = keras.saving.load_model(tmp_path / "ours.keras")
+    np.testing.assert_allclose(back.predict(ids, verbose=0), theirs.predict(ids, verbose=0), **FORWARD)
+
+
+def test_time_distributed_in_the_k_language():
+    from kcomp.dsl import loads
+    from kcomp.saving.k_text import model_to_k
+
+    (model,) = loads("""
+model clips {
+  input(3, 7, 6, 2)
+  time_distributed(conv2d(4, 3, padding=same, activation=relu))
+  time_distributed(max_pool2d())
+  time_distributed(flatten())
+  lstm(3)
+}
+""").values()
+    assert [type(l.layer).__name__ for l in model.layers[:3]] == ["Conv2D", "MaxPooling2D", "Flatten"]
+    text = model_to_k(model)
+    assert "time_distributed(conv2d(4, (3, 3), padding=same, activation=relu))" in text, text
+    (again,) = loads(text).values()
+    again.set_weights(model.get_weights())
+    np.testing.assert_array_equal(again.predict(VIDEO, verbose=0), model.predict(VIDEO, verbose=0))
+
+
+def test_batch_statistics_inside_time_distributed_are_refused_in_training():
+    """Keras normalizes each step by its own batch statistics; kcomp would use the folded batch's."""
+    model = kcomp.Sequential([kcomp.Input((4, 3)), kcomp.layers.TimeDistributed(kcomp.layers.BatchNormalization())])
+    x = np.ones((2, 4, 3), "float32")
+    assert model.predict(x, verbose=0).shape == (2, 4, 3)  # inference: the moving statistics, per element
+    model.compile(optimizer="sgd", loss="mse", backend="reference")
+    with pytest.raises(kcomp.KcompError, match="TimeDistributed.*BatchNormalization.*trainable=False"):
+        model.train_on_batch(x, x)
+
+
+BAD_WRAPPING = {
+    "not-a-layer": (lambda L: L.TimeDistributed("dense"), (4, 3), "Received: layer='dense'"),
+    "rank-2-input": (lambda L: L.TimeDistributed(L.Dense(2)), (3,), "at least 3 dimensions"),
+    "unknown-steps": (lambda L: L.TimeDistributed(L.Dense(2)), (None, 3), "known number of steps"),
+    "two-outputs": (lambda L: L.TimeDistributed(L.LSTM(2, return_state=True)), (4, 5, 3), "one output"),
+}
+
+
+@pytest.mark.parametrize("make, shape, match", list(BAD_WRAPPING.values()), ids=list(BAD_WRAPPING))
+def test_what_time_distributed_refuses_is_named(make, shape, match):
+    with pytest.raises(kcomp.KcompError, match=match):
+        make(kcomp.layers)(kcomp.Input(shape))
+
+
 # -- arguments, defaults, aliases and configs ---------------------------------------------------
 NEW_CLASSES = ["Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling1D",
-               "SpatialDropout1D"]
+               "SpatialDropout1D", "TimeDistributed"]
 ALIASES = {
     "Convolution1D": "Conv1D", "MaxPool1D": "MaxPooling1D", "AvgPool1D": "AveragePooling1D",
     "GlobalMaxPool1D": "GlobalMaxPooling1D", "GlobalAvgPool1D": "GlobalAveragePooling1D",
@@ -171,6 +301,7 @@ CONFIGURED = {
     "global-avg1d": lambda L: L.GlobalAveragePooling1D(keepdims=True),
     "global-max1d": lambda L: L.GlobalMaxPooling1D(),
     "spatial-dropout1d": lambda L: L.SpatialDropout1D(0.25, seed=7),
+    "time-distributed": lambda L: L.TimeDistributed(L.Conv1D(4, 2, padding="causal", kernel_regularizer="l2")),
 }
 
 
@@ -182,6 +313,7 @@ def _comparable(config):
 
     config = json.loads(json.dumps(config))
     config.get("config", {}).pop("name", None)
+    config.get("config", {}).get("layer", {}).get("config", {}).pop("name", None)  # a wrapped layer's
     return without_keras_only_fields(config)
 
 

@@ -658,6 +658,44 @@ RECURRENT = [
          {"kernel": (3, U), "recurrent_kernel": (U, U), "bias": (U,)}, 32, simple_rnn_ref, id="simple_rnn-relu"),
 ]
 
+def per_step(reference, **inner_kwargs):
+    """TimeDistributed's reference, as Keras computes it: the layer's reference on each step in turn."""
+    def run(x, w, **_):
+        return np.stack([reference(x[:, t], w, **inner_kwargs) for t in range(x.shape[1])], axis=1)
+    return run
+
+
+def _td_case(inner_cls, inner_kwargs, reference, input_shape, output_shape, weights, params, id):
+    inner = inner_cls(**inner_kwargs)
+    return case(layers.TimeDistributed, dict(layer=inner), input_shape, output_shape, weights, params,
+                per_step(reference, **inner_kwargs), id=id)
+
+
+TIME_DISTRIBUTED = [
+    _td_case(layers.Dense, dict(units=3, activation="relu"), dense_ref, (5, 4, 7), (None, 4, 3),
+             {"kernel": (7, 3), "bias": (3,)}, 24, id="td-dense"),
+    _td_case(layers.Dense, dict(units=2, use_bias=False), dense_ref, (5, 3, 4, 6), (None, 3, 4, 2),
+             {"kernel": (6, 2)}, 12, id="td-dense-rank4"),
+    _td_case(layers.Conv2D, dict(filters=4, kernel_size=3, padding="same", activation="tanh"), conv2d_ref,
+             (5, 3, 7, 6, 2), (None, 3, 7, 6, 4), {"kernel": (3, 3, 2, 4), "bias": (4,)}, 76, id="td-conv2d"),
+    _td_case(layers.MaxPooling2D, {}, max_pool_ref, (5, 3, 7, 6, 2), (None, 3, 3, 3, 2), {}, 0, id="td-maxpool2d"),
+    _td_case(layers.Flatten, {}, flatten_ref, (5, 3, 4, 2), (None, 3, 8), {}, 0, id="td-flatten"),
+    _td_case(layers.Conv1D, dict(filters=3, kernel_size=2, padding="causal"), conv1d_ref, (5, 2, 6, 3),
+             (None, 2, 6, 3), {"kernel": (2, 3, 3), "bias": (3,)}, 21, id="td-conv1d"),
+    _td_case(layers.LSTM, dict(units=U), lstm_ref, (5, 2, 6, 3), (None, 2, U),
+             {"kernel": (3, 4 * U), "recurrent_kernel": (U, 4 * U), "bias": (4 * U,)}, 3 * 16 + 4 * 16 + 16,
+             id="td-lstm"),
+    _td_case(layers.BatchNormalization, {}, batch_norm_ref, (5, 4, 6), (None, 4, 6), _bn_weights(6), 24,
+             id="td-batch-norm-inference"),
+    _td_case(layers.Dropout, dict(rate=0.5), identity_ref, (5, 4, 6), (None, 4, 6), {}, 0, id="td-dropout"),
+    case(layers.TimeDistributed, dict(layer=layers.TimeDistributed(layers.Dense(2, activation="sigmoid"))),
+         (5, 3, 2, 4), (None, 3, 2, 2), {"kernel": (4, 2), "bias": (2,)}, 10,
+         per_step(per_step(dense_ref, units=2, activation="sigmoid")), id="td-nested"),
+]
+# Keras's per-step loop and kcomp's fold differ for BatchNormalization in training (refused) only.
+TIME_DISTRIBUTED[7].values[0]["expected_non_trainable_names"] = _BN_STATS
+TIME_DISTRIBUTED[7].values[0]["expected_num_trainable"] = 2
+
 T3 = (5, 4, 3)
 
 MERGE = [
@@ -680,7 +718,7 @@ MERGE = [
 
 ALL_CASES = [
     *DENSE, *ACTIVATION, *RELU, *LEAKY_RELU, *SOFTMAX, *DROPOUT, *RESHAPING, *EMBEDDING, *CONV2D, *POOLING,
-    *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE,
+    *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE, *TIME_DISTRIBUTED,
 ]
 
 

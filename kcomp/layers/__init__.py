@@ -12,6 +12,7 @@ from kcomp.layers.core import (
 from kcomp.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization
 from kcomp.layers.recurrent import GRU, LSTM, SimpleRNN
+from kcomp.layers.time_distributed import TimeDistributed
 
 # Keras's short aliases.
 Convolution1D = Conv1D
@@ -32,5 +33,5 @@ __all__ = [
     "GlobalAveragePooling2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",
     "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
-    "Softmax", "SpatialDropout1D", "Subtract", "Variable",
+    "Softmax", "SpatialDropout1D", "Subtract", "TimeDistributed", "Variable",
 ]

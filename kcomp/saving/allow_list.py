@@ -34,7 +34,7 @@ LAYERS = {
         kl.GlobalAveragePooling1D, kl.GlobalAveragePooling2D, kl.GlobalMaxPooling1D, kl.GlobalMaxPooling2D,
         kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.MaxPooling1D, kl.MaxPooling2D, kl.Maximum,
         kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,
-        kl.Subtract,
+        kl.Subtract, kl.TimeDistributed,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)

@@ -114,6 +114,10 @@ def layer_call(layer, inputs: list[str]) -> str:
                 if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD]
     parts = list(inputs)
     for name in required:
+        if name == "layer" and isinstance(layer, kl.TimeDistributed):  # time_distributed(dense(8))
+            config.pop(name)
+            parts.append(layer_call(layer.layer, []))
+            continue
         value = _plain(name, config.pop(name))
         # A word by position could be read as a value's name in a graph: words go by keyword.
         parts.append(f"{name}={_value(value)}" if isinstance(value, str) else _value(value))

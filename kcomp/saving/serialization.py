@@ -22,6 +22,9 @@ from kcomp.saving.keras_h5 import is_model, keras_class_name, model_calls
 
 
 # -- layers ---------------------------------------------------------------------------
+_NESTED_LAYERS = ("layer",)  # config entries that hold a serialized layer (a wrapper's)
+
+
 def layer_from_keras(entry) -> kl.Layer:
     """A kcomp layer from Keras's serialized layer ({"module": "keras.layers", "class_name": "Dense", ...})."""
     name = entry.get("config", {}).get("name") if isinstance(entry, dict) and isinstance(entry.get("config"), dict) else None
@@ -30,7 +33,11 @@ def layer_from_keras(entry) -> kl.Layer:
         resolve(entry, where, MODELS)
         return model_from_config({k: v for k, v in entry.items() if k != "compile_config"})
     cls = resolve(entry, where, LAYERS)
-    config = {k: config_entry(k, v, where) for k, v in (entry.get("config") or {}).items()}
+    config = {
+        # A wrapper's layer (TimeDistributed's) is a serialized layer too, read the same way.
+        k: layer_from_keras(v) if k in _NESTED_LAYERS and isinstance(v, dict) else config_entry(k, v, where)
+        for k, v in (entry.get("config") or {}).items()
+    }
     if cls is kl.InputLayer and "batch_shape" not in config and "batch_input_shape" in config:
         config["batch_shape"] = config.pop("batch_input_shape")  # Keras 2's name, which Keras 3 reads too
     try:
