@@ -58,9 +58,12 @@ def _as_value(x, builder: GraphBuilder) -> Value:
 
 
 def emit(op: str, *inputs, **attrs):
-    """Run or record one op. Returns one result, or a tuple for multi-output ops."""
+    """Run or record one op. Returns one result, or a tuple for multi-output ops.
+
+    While a model is traced, an op on a traced value or on a weight is recorded (a weight's
+    reshape in a layer's call is a node reading the parameter, not its value baked in)."""
     builder = current_builder()
-    if builder is not None and any(isinstance(x, Value) for x in inputs):
+    if builder is not None and any(isinstance(x, (Value, Variable)) for x in inputs):
         outs = builder.emit(op, [_as_value(x, builder) for x in inputs], **attrs)
     else:
         opdef = get_op(op)

@@ -69,6 +69,11 @@ def check_config_round_trip(layer_cls, layer):
     assert _config_json(from_json.get_config()) == text
 
 
+def _made_by(layer, owner) -> bool:
+    """Whether `owner` is the layer or one it holds, however deep."""
+    return owner is layer or any(_made_by(held, owner) for held in layer._held_layers())
+
+
 def check_weights(layer, expected_num_weights, expected_num_trainable, expected_weight_shapes,
                   expected_non_trainable_names, expected_num_params):
     weights = layer.weights
@@ -82,7 +87,8 @@ def check_weights(layer, expected_num_weights, expected_num_trainable, expected_
         assert [w.name for w in layer.non_trainable_weights] == list(expected_non_trainable_names)
     for w in weights:
         assert w.dtype == "float32", w
-        assert w.path == f"{layer.name}/{w.name}"
+        assert w.path == f"{w.owner.name}/{w.name}"  # a wrapper's weights are its layer's (TimeDistributed)
+        assert _made_by(layer, w.owner), w.path
     if expected_num_params is not None:
         assert layer.count_params() == expected_num_params
     assert layer.count_params() == sum(int(np.prod(w.shape)) for w in weights)

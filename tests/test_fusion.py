@@ -10,8 +10,9 @@ import torch
 from kcomp import dsl
 from kcomp.ir import GraphBuilder, print_graph
 from kcomp.layers import (
-    Activation, Add, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Input,
-    LayerNormalization, MaxPooling2D, Permute, Reshape, Softmax,
+    Activation, Add, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling1D,
+    GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling1D, MaxPooling2D, Permute, Reshape, Softmax,
+    TimeDistributed,
 )
 from kcomp.models import Model, Sequential
 from kcomp.passes import run_pipeline
@@ -34,6 +35,28 @@ def dense_batchnorm_residual():
 
 def conv_relu_maxpool():
     return Sequential([Input(shape=(9, 11, 3)), Conv2D(5, 3, padding="same", activation="relu"), MaxPooling2D()])
+
+
+def conv1d_relu_maxpool():
+    """conv_relu_maxpool's 1-D twin: the sequence and the kernel viewed as one-row images (reshapes)."""
+    return Sequential([Input(shape=(13, 3)), Conv1D(5, 3, padding="same", activation="relu"), MaxPooling1D()])
+
+
+def causal_conv1d_stack():
+    """A causal Conv1D (a pad before its conv kernel), a pooled Conv1D and a global average pool."""
+    return Sequential([
+        Input(shape=(13, 3)), Conv1D(4, 3, padding="causal", dilation_rate=2, activation="tanh"),
+        Conv1D(5, 2, activation="relu"), MaxPooling1D(3), GlobalAveragePooling1D(),
+    ])
+
+
+def time_distributed_conv_pool_dense():
+    """Per-frame Conv2D + pool and a per-step Dense: the steps folded into the batch ("N*3"); the
+    fold and unfold reshapes between the wrappers cancel, so the conv takes the pool as Conv2D does."""
+    return Sequential([
+        Input(shape=(3, 7, 6, 2)), TimeDistributed(Conv2D(4, 3, padding="same", activation="relu")),
+        TimeDistributed(MaxPooling2D()), TimeDistributed(Flatten()), TimeDistributed(Dense(5, activation="tanh")),
+    ])
 
 
 def conv_residual():
@@ -62,7 +85,8 @@ def dropout_flatten_identities():
     return Sequential([Input(shape=(4, 5)), Dropout(0.5), Reshape((20,)), Flatten(), Dense(3)])
 
 
-PATTERNS = {f.__name__: f for f in (dense_relu, dense_batchnorm_residual, conv_relu_maxpool, conv_residual,
+PATTERNS = {f.__name__: f for f in (dense_relu, dense_batchnorm_residual, conv_relu_maxpool, conv1d_relu_maxpool,
+                                    causal_conv1d_stack, time_distributed_conv_pool_dense, conv_residual,
                                     pointwise_chain_and_rows, fallbacks, dropout_flatten_identities)}
 
 
@@ -88,6 +112,29 @@ def test_fallbacks_stay_unfused_and_correct():
     # Its bias and relu load with the 1x1 conv's A tiles (the matmul prologue).
     assert templates == ["matmul", "pool2d", "reduce"]
     assert [n.op for n in kernels_of(fused)[0].attrs["body"].nodes] == ["bias_add", "relu", "matmul", "bias_add", "relu"]
+
+
+def test_conv1d_and_its_pool_fuse_into_one_kernel_as_conv2d_does():
+    for make in (conv_relu_maxpool, conv1d_relu_maxpool):
+        fused, _ = run_pipeline(make().to_graph())
+        (kernel,) = kernels_of(fused)
+        assert kernel.attrs["template"] == "conv2d"
+        assert [n.op for n in kernel.attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
+        assert {n.op for n in fused.nodes} <= {"kernel", "reshape"}  # the 1-D views: no copies
+    # Causal padding is a pad (a torch op) before the conv kernel; the second conv takes its pool.
+    fused, _ = run_pipeline(causal_conv1d_stack().to_graph())
+    assert [n.op for n in fused.nodes if n.op not in ("kernel", "reshape")] == ["pad"]
+    assert [k.attrs["template"] for k in kernels_of(fused)] == ["conv2d", "conv2d", "reduce"]
+    assert [n.op for n in kernels_of(fused)[1].attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
+
+
+def test_time_distributed_layers_fuse_over_the_folded_batch():
+    fused, _ = run_pipeline(time_distributed_conv_pool_dense().to_graph())
+    conv, dense = kernels_of(fused)
+    assert [n.op for n in conv.attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
+    assert [n.op for n in dense.attrs["body"].nodes] == ["matmul", "bias_add", "tanh"]
+    assert conv.outputs[0].shape == ("N*3", 3, 3, 4) and fused.outputs[0].shape == ("N", 3, 5)
+    assert [n.op for n in fused.nodes if n.op != "kernel"] == ["reshape", "reshape", "reshape"]  # fold, view, unfold
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

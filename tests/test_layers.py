@@ -98,6 +98,26 @@ def conv2d_ref(x, w, filters, kernel_size, strides=1, padding="valid", dilation_
     return _act(activation)(y)
 
 
+def conv1d_ref(x, w, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, groups=1,
+               activation=None, use_bias=True, **_):
+    """torch's conv1d over (batch, channels, steps); 'causal' pads dilation * (k - 1) zeros before the first step."""
+    (k,), (s,), (d,) = (_single(kernel_size), _single(strides), _single(dilation_rate))
+    ncw = torch.from_numpy(x).permute(0, 2, 1)
+    if padding == "same":
+        ncw = F.pad(ncw, _tf_same_pads(x.shape[1], k, s, d))
+    elif padding == "causal":
+        ncw = F.pad(ncw, (d * (k - 1), 0))
+    kernel = torch.from_numpy(w["kernel"]).permute(2, 1, 0)  # (k, in, out) -> (out, in, k)
+    y = F.conv1d(ncw, kernel, stride=s, dilation=d, groups=groups).permute(0, 2, 1).numpy()
+    if use_bias:
+        y = y + w["bias"]
+    return _act(activation)(y)
+
+
+def _single(v):
+    return (v,) if isinstance(v, int) else tuple(v)
+
+
 def _pool_ref(x, reduce, pool_size=(2, 2), strides=None, padding="valid"):
     """A loop over output pixels; each window is clipped to the image (TF's "same")."""
     (ph, pw) = _pair(pool_size)
@@ -123,6 +143,28 @@ def max_pool_ref(x, w, **kwargs):
 
 def avg_pool_ref(x, w, **kwargs):
     return _pool_ref(x, np.mean, **kwargs)
+
+
+def _pool1d_ref(x, reduce, pool_size, strides=None, padding="valid"):
+    """The 2-D loop over a one-row image: windows (1, pool_size)."""
+    strides = None if strides is None else (1, *_single(strides))
+    return _pool_ref(x[:, None], reduce, (1, *_single(pool_size)), strides, padding)[:, 0]
+
+
+def max_pool1d_ref(x, w, pool_size=2, **kwargs):
+    return _pool1d_ref(x, np.max, pool_size, **kwargs)
+
+
+def avg_pool1d_ref(x, w, pool_size, **kwargs):
+    return _pool1d_ref(x, np.mean, pool_size, **kwargs)
+
+
+def global_avg1d_ref(x, w, keepdims=False, **_):
+    return x.mean(axis=1, keepdims=keepdims)
+
+
+def global_max1d_ref(x, w, keepdims=False, **_):
+    return x.max(axis=1, keepdims=keepdims)
 
 
 def global_avg_ref(x, w, keepdims=False, **_):
@@ -367,6 +409,9 @@ SOFTMAX = [
 DROPOUT = [
     case(layers.Dropout, dict(rate=0.5), (5, 4, 6), (None, 4, 6), {}, 0, identity_ref, id="dropout"),
     case(layers.Dropout, dict(rate=0.2, seed=3), (5, 6), (None, 6), {}, 0, identity_ref, id="dropout-seed"),
+    case(layers.SpatialDropout1D, dict(rate=0.5), (5, 4, 6), (None, 4, 6), {}, 0, identity_ref, id="spatial-dropout1d"),
+    case(layers.SpatialDropout1D, dict(rate=0.2, seed=3), (5, 7, 2), (None, 7, 2), {}, 0, identity_ref,
+         id="spatial-dropout1d-seed"),
 ]
 
 RESHAPING = [
@@ -430,6 +475,66 @@ CONV2D = [
          {"kernel": (1, 1, 3, 4)}, 12, conv2d_ref, id="conv-1x1-no-bias"),
     case(layers.Conv2D, dict(filters=5, kernel_size=(3, 2), activation="relu"), IMAGE, (None, 7, 10, 5),
          {"kernel": (3, 2, 3, 5), "bias": (5,)}, 3 * 2 * 3 * 5 + 5, conv2d_ref, id="conv-relu"),
+]
+
+
+SEQ1D = (5, 13, 3)  # batch 5, 13 steps, 3 channels
+
+
+def _conv1d_case(kw, out, in_channels=3, shape=SEQ1D, id=None):
+    (k,) = _single(kw["kernel_size"])
+    weights = {"kernel": (k, in_channels // kw.get("groups", 1), kw["filters"])}
+    if kw.get("use_bias", True):
+        weights["bias"] = (kw["filters"],)
+    params = sum(math.prod(v) for v in weights.values())
+    return case(layers.Conv1D, kw, shape, out, weights, params, conv1d_ref, id=id)
+
+
+CONV1D = [
+    _conv1d_case(dict(filters=4, kernel_size=3), (None, 11, 4), id="conv1d-valid"),
+    _conv1d_case(dict(filters=4, kernel_size=3, padding="same"), (None, 13, 4), id="conv1d-same"),
+    _conv1d_case(dict(filters=3, kernel_size=4, padding="same"), (None, 13, 3), id="conv1d-same-even-kernel"),
+    _conv1d_case(dict(filters=2, kernel_size=3, strides=2, padding="same"), (None, 7, 2), id="conv1d-same-stride2"),
+    _conv1d_case(dict(filters=4, kernel_size=3, strides=3), (None, 4, 4), id="conv1d-valid-stride3"),
+    _conv1d_case(dict(filters=4, kernel_size=3, dilation_rate=2), (None, 9, 4), id="conv1d-valid-dilation2"),
+    _conv1d_case(dict(filters=4, kernel_size=3, padding="causal"), (None, 13, 4), id="conv1d-causal"),
+    _conv1d_case(dict(filters=4, kernel_size=2, padding="causal", dilation_rate=4, activation="tanh"), (None, 13, 4),
+                 id="conv1d-causal-dilation4"),
+    _conv1d_case(dict(filters=2, kernel_size=3, padding="causal", strides=2), (None, 7, 2), id="conv1d-causal-stride2"),
+    _conv1d_case(dict(filters=3, kernel_size=1, padding="causal"), (None, 13, 3), id="conv1d-causal-kernel1"),
+    _conv1d_case(dict(filters=6, kernel_size=3, groups=3), (None, 11, 6), id="conv1d-groups3-depthwise"),
+    _conv1d_case(dict(filters=4, kernel_size=2, groups=2, padding="same"), (None, 13, 4), in_channels=6,
+                 shape=(5, 13, 6), id="conv1d-groups2-same"),
+    _conv1d_case(dict(filters=4, kernel_size=1, use_bias=False), (None, 13, 4), id="conv1d-k1-no-bias"),
+    _conv1d_case(dict(filters=5, kernel_size=(3,), activation="relu"), (None, 11, 5), id="conv1d-relu"),
+    _conv1d_case(dict(filters=3, kernel_size=13), (None, 1, 3), id="conv1d-whole-sequence"),
+]
+
+
+def _pool1d_cases(cls, ref, prefix, default_size):
+    return [
+        case(cls, kw, SEQ1D, out, {}, 0, ref, id=f"{prefix}-{name}")
+        for name, kw, out in [
+            *([("default", {}, (None, 6, 3))] if default_size else []),
+            ("pool2", dict(pool_size=2), (None, 6, 3)),
+            ("pool3-stride2", dict(pool_size=3, strides=2), (None, 6, 3)),
+            ("pool2-same", dict(pool_size=2, padding="same"), (None, 7, 3)),
+            ("pool3-stride1-same", dict(pool_size=3, strides=1, padding="same"), (None, 13, 3)),
+            ("pool4-stride3-same", dict(pool_size=(4,), strides=(3,), padding="same"), (None, 5, 3)),
+            ("pool1", dict(pool_size=1), (None, 13, 3)),
+        ]
+    ]
+
+
+POOLING1D = [
+    *_pool1d_cases(layers.MaxPooling1D, max_pool1d_ref, "maxpool1d", default_size=True),
+    *_pool1d_cases(layers.AveragePooling1D, avg_pool1d_ref, "avgpool1d", default_size=False),
+    case(layers.GlobalAveragePooling1D, {}, SEQ1D, (None, 3), {}, 0, global_avg1d_ref, id="global-avg1d"),
+    case(layers.GlobalAveragePooling1D, dict(keepdims=True), SEQ1D, (None, 1, 3), {}, 0, global_avg1d_ref,
+         id="global-avg1d-keepdims"),
+    case(layers.GlobalMaxPooling1D, {}, SEQ1D, (None, 3), {}, 0, global_max1d_ref, id="global-max1d"),
+    case(layers.GlobalMaxPooling1D, dict(keepdims=True), SEQ1D, (None, 1, 3), {}, 0, global_max1d_ref,
+         id="global-max1d-keepdims"),
 ]
 
 
@@ -553,6 +658,44 @@ RECURRENT = [
          {"kernel": (3, U), "recurrent_kernel": (U, U), "bias": (U,)}, 32, simple_rnn_ref, id="simple_rnn-relu"),
 ]
 
+def per_step(reference, **inner_kwargs):
+    """TimeDistributed's reference, as Keras computes it: the layer's reference on each step in turn."""
+    def run(x, w, **_):
+        return np.stack([reference(x[:, t], w, **inner_kwargs) for t in range(x.shape[1])], axis=1)
+    return run
+
+
+def _td_case(inner_cls, inner_kwargs, reference, input_shape, output_shape, weights, params, id):
+    inner = inner_cls(**inner_kwargs)
+    return case(layers.TimeDistributed, dict(layer=inner), input_shape, output_shape, weights, params,
+                per_step(reference, **inner_kwargs), id=id)
+
+
+TIME_DISTRIBUTED = [
+    _td_case(layers.Dense, dict(units=3, activation="relu"), dense_ref, (5, 4, 7), (None, 4, 3),
+             {"kernel": (7, 3), "bias": (3,)}, 24, id="td-dense"),
+    _td_case(layers.Dense, dict(units=2, use_bias=False), dense_ref, (5, 3, 4, 6), (None, 3, 4, 2),
+             {"kernel": (6, 2)}, 12, id="td-dense-rank4"),
+    _td_case(layers.Conv2D, dict(filters=4, kernel_size=3, padding="same", activation="tanh"), conv2d_ref,
+             (5, 3, 7, 6, 2), (None, 3, 7, 6, 4), {"kernel": (3, 3, 2, 4), "bias": (4,)}, 76, id="td-conv2d"),
+    _td_case(layers.MaxPooling2D, {}, max_pool_ref, (5, 3, 7, 6, 2), (None, 3, 3, 3, 2), {}, 0, id="td-maxpool2d"),
+    _td_case(layers.Flatten, {}, flatten_ref, (5, 3, 4, 2), (None, 3, 8), {}, 0, id="td-flatten"),
+    _td_case(layers.Conv1D, dict(filters=3, kernel_size=2, padding="causal"), conv1d_ref, (5, 2, 6, 3),
+             (None, 2, 6, 3), {"kernel": (2, 3, 3), "bias": (3,)}, 21, id="td-conv1d"),
+    _td_case(layers.LSTM, dict(units=U), lstm_ref, (5, 2, 6, 3), (None, 2, U),
+             {"kernel": (3, 4 * U), "recurrent_kernel": (U, 4 * U), "bias": (4 * U,)}, 3 * 16 + 4 * 16 + 16,
+             id="td-lstm"),
+    _td_case(layers.BatchNormalization, {}, batch_norm_ref, (5, 4, 6), (None, 4, 6), _bn_weights(6), 24,
+             id="td-batch-norm-inference"),
+    _td_case(layers.Dropout, dict(rate=0.5), identity_ref, (5, 4, 6), (None, 4, 6), {}, 0, id="td-dropout"),
+    case(layers.TimeDistributed, dict(layer=layers.TimeDistributed(layers.Dense(2, activation="sigmoid"))),
+         (5, 3, 2, 4), (None, 3, 2, 2), {"kernel": (4, 2), "bias": (2,)}, 10,
+         per_step(per_step(dense_ref, units=2, activation="sigmoid")), id="td-nested"),
+]
+# Keras's per-step loop and kcomp's fold differ for BatchNormalization in training (refused) only.
+TIME_DISTRIBUTED[7].values[0]["expected_non_trainable_names"] = _BN_STATS
+TIME_DISTRIBUTED[7].values[0]["expected_num_trainable"] = 2
+
 T3 = (5, 4, 3)
 
 MERGE = [
@@ -575,7 +718,7 @@ MERGE = [
 
 ALL_CASES = [
     *DENSE, *ACTIVATION, *RELU, *LEAKY_RELU, *SOFTMAX, *DROPOUT, *RESHAPING, *EMBEDDING, *CONV2D, *POOLING,
-    *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE,
+    *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE, *TIME_DISTRIBUTED,
 ]
 
 
@@ -629,6 +772,45 @@ def test_dropout_training_eager():
     np.testing.assert_array_equal(layer(x).numpy(), x)  # inference: the identity
 
 
+@pytest.mark.parametrize("backend", [None, "reference", "triton-interpret"])
+def test_spatial_dropout1d_drops_whole_channels(backend):
+    """In training each (sample, channel) is zero at every step or x / (1 - rate) at every step; over
+    the draws about 1 - rate of them are kept. Eager (None), traced on the reference executor and
+    on the generated kernels (an in-kernel Philox draw) under Triton's interpreter."""
+    rate, draws, (n, steps, channels) = 0.3, 4, (50, 7, 40)
+    layer = layers.SpatialDropout1D(rate, seed=5)
+    x = np.random.default_rng(0).uniform(1.0, 2.0, size=(n, steps, channels)).astype("float32")
+    if backend is None:
+        run = lambda: layer(x, training=True).numpy()  # noqa: E731 - each eager call draws the same mask
+        draws = 1
+    else:
+        model = kcomp.Sequential([kcomp.Input((steps, channels)), layer])
+        model.compile(optimizer="sgd", loss="mse", backend=backend)
+        run = lambda: np.asarray(model(x, training=True))  # noqa: E731 - a new draw each call
+    masks = []
+    for _ in range(draws):
+        y = run()
+        kept = y != 0
+        np.testing.assert_array_equal(kept, np.broadcast_to(kept[:, :1], kept.shape))  # the same at every step
+        np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
+        masks.append(kept[:, 0])
+    fraction = np.mean(masks)
+    assert abs(fraction - (1 - rate)) < 4 * math.sqrt(rate * (1 - rate) / (draws * n * channels)), fraction
+    assert all(not np.array_equal(a, b) for a, b in zip(masks, masks[1:]))  # a new mask each draw
+    if backend is not None:
+        np.testing.assert_array_equal(model.predict(x, verbose=0), x)  # inference: the identity
+    np.testing.assert_array_equal(layer(x).numpy(), x)
+
+
+def test_spatial_dropout1d_takes_sequences_of_unknown_length():
+    model = kcomp.Sequential([kcomp.Input((None, 6)), layers.SpatialDropout1D(0.5, seed=1)])
+    x = np.random.default_rng(1).uniform(1.0, 2.0, size=(20, 9, 6)).astype("float32")
+    y = np.asarray(model(x, training=True))
+    kept = y != 0
+    np.testing.assert_array_equal(kept, np.broadcast_to(kept[:, :1], kept.shape))
+    assert 0 < kept.mean() < 1
+
+
 BAD_ARGUMENTS = {
     "units-0": (lambda: layers.Dense(0), None),
     "padding-full": (lambda: layers.Conv2D(4, 3, padding="full"), None),
@@ -642,6 +824,23 @@ BAD_ARGUMENTS = {
     "conv-window-too-big": (lambda: layers.Conv2D(4, 5), (4, 4, 3)),
     "reshape-wrong-size": (lambda: layers.Reshape((5, 5)), (4, 3)),
     "lstm-not-a-sequence": (lambda: layers.LSTM(4), (3,)),
+    "conv1d-channels-first": (lambda: layers.Conv1D(4, 3, data_format="channels_first"), None),
+    "conv1d-padding-full": (lambda: layers.Conv1D(4, 3, padding="full"), None),
+    "conv2d-padding-causal": (lambda: layers.Conv2D(4, 3, padding="causal"), None),
+    "conv1d-strides-and-dilation": (lambda: layers.Conv1D(4, 3, strides=2, dilation_rate=2), None),
+    "conv1d-kernel-size-pair": (lambda: layers.Conv1D(4, (3, 3)), None),
+    "conv1d-window-too-big": (lambda: layers.Conv1D(4, 5), (4, 3)),
+    "conv1d-not-a-sequence": (lambda: layers.Conv1D(4, 3), (9, 9, 3)),
+    "conv1d-unknown-steps": (lambda: layers.Conv1D(4, 3), (None, 3)),
+    "conv1d-channels-not-divisible": (lambda: layers.Conv1D(4, 3, groups=2), (9, 3)),
+    "maxpool1d-channels-first": (lambda: layers.MaxPooling1D(data_format="channels_first"), None),
+    "avgpool1d-padding-causal": (lambda: layers.AveragePooling1D(2, padding="causal"), None),
+    "maxpool1d-unknown-steps": (lambda: layers.MaxPooling1D(), (None, 3)),
+    "avgpool1d-window-too-big": (lambda: layers.AveragePooling1D(5), (4, 3)),
+    "global-avg1d-channels-first": (lambda: layers.GlobalAveragePooling1D(data_format="channels_first"), None),
+    "global-max1d-not-a-sequence": (lambda: layers.GlobalMaxPooling1D(), (4,)),
+    "spatial-dropout1d-rate-1": (lambda: layers.SpatialDropout1D(1.0), None),
+    "spatial-dropout1d-not-a-sequence": (lambda: layers.SpatialDropout1D(0.5), (4, 4, 3)),
 }
 
 

@@ -12,7 +12,7 @@ from kcomp.errors import ArgumentError, ShapeError
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.opdef import REQUIRED, OpDef, attr
 from kcomp.ir.registry import OPS, get_op
-from kcomp.ir.types import BATCH, DTYPE_OF_TORCH, TORCH_DTYPES
+from kcomp.ir.types import BATCH, DTYPE_OF_TORCH, TORCH_DTYPES, dim_size, fold_dim
 
 CONCRETE_BATCH = 3
 BINARY = ("add", "sub", "mul", "div", "maximum", "minimum")
@@ -69,6 +69,10 @@ EXAMPLES = [
     ("reshape", [X(None, 6, 5)], {"shape": (BATCH, 2, 3, 5)}),
     ("reshape", [X(None, 6)], {"shape": (2, BATCH, 3)}),
     ("reshape", [W(4, 6)], {"shape": (2, 12)}),
+    # The batch folded with known axes and back (TimeDistributed: "N*6" is the batch times 6).
+    ("reshape", [X(None, 6, 5)], {"shape": (fold_dim(BATCH, 6), 5)}),
+    ("reshape", [X(None, 6, 5)], {"shape": (fold_dim(BATCH, 30),)}),
+    ("reshape", [X(None, 2, 3, 5)], {"shape": (fold_dim(BATCH, 2), 15)}),
     ("transpose", [X(None, 5, 7)], {"perm": (0, 2, 1)}),
     ("transpose", [X(None, 5, 7)], {"perm": (2, 0, 1)}),
     ("transpose", [W(4, 6)], {"perm": (1, 0)}),
@@ -196,7 +200,7 @@ def build(op, inputs, attrs):
 
 
 def concrete(shape):
-    return tuple(CONCRETE_BATCH if d is None or d == BATCH else d for d in shape)
+    return tuple(CONCRETE_BATCH if d is None else dim_size(d, {BATCH: CONCRETE_BATCH}) for d in shape)
 
 
 def make_tensor(shape, dtype, rng):
@@ -289,6 +293,24 @@ def test_inferred_shape_and_dtype_match_the_reference(example):
         assert value.dtype == DTYPE_OF_TORCH[out.dtype], f"{op}: inferred {value.dtype}, reference {out.dtype}"
 
 
+def test_a_folded_batch_unfolds_and_runs_at_any_batch_size():
+    """TimeDistributed's fold: (N, 6, 5) -> (N*6, 5) -> relu -> (N, 6, 5); the plan sizes N*6 from N."""
+    from kcomp.ir.printer import print_graph
+    from kcomp.runtime.plan import bind_symbols, concrete as plan_concrete
+
+    b = GraphBuilder("fold")
+    x = b.input((None, 6, 5), "float32", "x")
+    folded = b.emit1("reshape", [x], shape=(fold_dim(BATCH, 6), 5))
+    y = b.emit1("reshape", [b.emit1("relu", [folded])], shape=(BATCH, 6, 5))
+    graph = b.finish([y])
+    assert folded.shape == ("N*6", 5) and y.shape == (BATCH, 6, 5)
+    assert "f32[N*6,5]" in print_graph(graph)
+    assert fold_dim(fold_dim(BATCH, 6), 2) == "N*12" and fold_dim(4, 3) == 12
+    sizes = bind_symbols(graph, [torch.zeros(7, 6, 5)])
+    assert plan_concrete(folded, sizes) == (42, 5)
+    assert dim_size("?3*4", {"?3": 2}) == 8
+
+
 def test_shape_rule_keeps_the_batch_symbol():
     b = GraphBuilder()
     x = b.input((None, 5), "float32", "x")
@@ -362,6 +384,9 @@ BAD_SHAPES = [
     ("reshape-drops-batch", "reshape", [X(None, 6)], {"shape": (18,)}),
     ("reshape-minus-one", "reshape", [X(None, 6)], {"shape": (BATCH, -1)}),
     ("reshape-zero", "reshape", [X(None, 6)], {"shape": (BATCH, 0, 6)}),
+    ("reshape-fold-count", "reshape", [X(None, 6, 5)], {"shape": (fold_dim(BATCH, 5), 5)}),
+    ("reshape-fold-and-keep", "reshape", [X(None, 6, 5)], {"shape": (fold_dim(BATCH, 6), BATCH)}),
+    ("reshape-fold-other-symbol", "reshape", [X(None, None, 5)], {"shape": (fold_dim(BATCH, 5), 2)}),
     ("transpose-short", "transpose", [X(None, 5, 7)], {"perm": (0, 1)}),
     ("transpose-repeat", "transpose", [X(None, 5, 7)], {"perm": (0, 0, 1)}),
     ("sum-axis-range", "sum", [X(None, 5, 7)], {"axes": (3,)}),

@@ -63,6 +63,8 @@ def plain(value, source: Source, arg: str = ""):
         return tuple(plain(v, source, arg) for v in value)
     if isinstance(value, list):
         return [plain(v, source, arg) for v in value]
+    if isinstance(value, Call) and arg == "layer":  # a wrapper's layer: time_distributed(dense(8))
+        return make_layer(value, list(value.args), source)
     if isinstance(value, Call):
         args = [plain(v, source) for v in value.args]
         kwargs = {k: plain(v, source) for k, v, _ in value.kwargs}

@@ -10,12 +10,14 @@ from math import prod
 
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.optim import get as algorithm_record
-from kcomp.ir.types import TORCH_DTYPES, is_static
+from kcomp.ir.types import TORCH_DTYPES, dim_parts, dim_size, is_static
 
 
 def dim(d, sizes: dict) -> int:
     """A dimension's size: static, or the size bound to its symbol (1 when unbound)."""
-    return d if is_static(d) else sizes.get(d, 1)
+    if is_static(d) or d in sizes or dim_parts(d)[0] in sizes:
+        return dim_size(d, sizes)
+    return dim_parts(d)[1]
 
 
 def numel(v: Value, sizes: dict) -> int:

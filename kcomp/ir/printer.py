@@ -16,7 +16,7 @@ not depend on the ids a builder or pass happened to hand out. Example:
 import json
 
 from kcomp.ir.graph import Graph
-from kcomp.ir.types import BATCH, DTYPES
+from kcomp.ir.types import BATCH, DTYPES, dim_parts
 
 
 def _name(name: str) -> str:
@@ -54,6 +54,9 @@ def _lines(graph: Graph) -> list[str]:
     symbols: dict[str, str] = {}
 
     def dim(d):
+        symbol, factor = dim_parts(d)
+        if factor != 1:  # folded with known axes: "N*5"
+            return f"{dim(symbol)}*{factor}"
         if isinstance(d, int) or d == BATCH:
             return str(d)
         return symbols.setdefault(d, f"?{len(symbols)}")

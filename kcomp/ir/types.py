@@ -3,7 +3,10 @@
 A dimension is an int (static) or a str (symbolic). The batch dimension is the
 symbol "N"; other dimensions unknown at build time (a variable sequence length)
 get symbols "?0", "?1", ... . One symbol stands for one run-time size, so two
-values that share a symbol have the same size at run time.
+values that share a symbol have the same size at run time. A symbol times a
+constant is written "N*5": the batch folded with a known axis of 5 (TimeDistributed
+runs its layer on a (batch * steps, ...) tensor); `fold_dim` makes one, `dim_size`
+reads its size.
 """
 
 from dataclasses import dataclass
@@ -67,6 +70,37 @@ def is_static(dim: Dim) -> bool:
     return isinstance(dim, int)
 
 
+def dim_parts(dim: Dim) -> tuple[Dim, int]:
+    """A dimension as (symbol or size, constant factor): "N*5" -> ("N", 5), "N" -> ("N", 1), 7 -> (7, 1)."""
+    if isinstance(dim, str) and "*" in dim:
+        symbol, factor = dim.rsplit("*", 1)
+        return symbol, int(factor)
+    return dim, 1
+
+
+def fold_dim(dim: Dim, factor: int) -> Dim:
+    """dim * factor: a size, or the symbol with its factor ("N" * 5 -> "N*5", "N*5" * 2 -> "N*10")."""
+    if is_static(dim):
+        return dim * factor
+    symbol, own = dim_parts(dim)
+    return symbol if own * factor == 1 else f"{symbol}*{own * factor}"
+
+
+def dim_size(dim: Dim, sizes: dict[str, int]) -> int:
+    """A dimension's run-time size, the symbols bound in `sizes` ("N*5" is 5 times N's size)."""
+    if is_static(dim):
+        return dim
+    if dim in sizes:
+        return sizes[dim]
+    symbol, factor = dim_parts(dim)
+    return sizes[symbol] * factor
+
+
+def is_batch(dim: Dim) -> bool:
+    """The batch, or the batch folded with other axes ("N", "N*5")."""
+    return dim_parts(dim)[0] == BATCH
+
+
 def static_size(shape: Shape) -> int | None:
     """Number of elements, or None when some dimension is symbolic."""
     if all(is_static(d) for d in shape):
@@ -82,7 +116,7 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
 
 def unknown_lengths(a: Dim, b: Dim) -> bool:
     """Two sizes both unknown until run time (not the batch): Keras takes them as equal, as do we."""
-    return isinstance(a, str) and isinstance(b, str) and BATCH not in (a, b)
+    return isinstance(a, str) and isinstance(b, str) and not (is_batch(a) or is_batch(b))
 
 
 def broadcast_shapes(a: Shape, b: Shape) -> Shape:

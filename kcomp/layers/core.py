@@ -1,8 +1,8 @@
-"""Core layers: Input, Dense, activations, Dropout, reshaping, Embedding."""
+"""Core layers: Input, Dense, activations, Dropout and SpatialDropout1D, reshaping, Embedding."""
 
 from kcomp import activations, initializers, ops, regularizers, session
 from kcomp.errors import ArgumentError, ShapeError, format_shape
-from kcomp.ir.types import BATCH
+from kcomp.ir.types import is_static
 from kcomp.layers import args
 from kcomp.layers.base import KerasTensor, Layer, LayerCall, symbolic_batch_shape
 
@@ -184,6 +184,51 @@ class Dropout(Layer):
         return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape, "seed": self.seed}
 
 
+def sequence_dropout_mask(inputs, rate, seed):
+    """Keras's mask for dropping whole channels of a sequence (batch, steps, channels): (batch, 1,
+    channels) ones through dropout (the kept ones scaled by 1 / (1 - rate)), so once broadcast every
+    step loses the same channels. SpatialDropout1D's mask, and the input-dropout mask Keras's
+    recurrent cells draw (kcomp/layers/recurrent.py)."""
+    if is_static(inputs.shape[1]):
+        one_step = ops.emit("slice", inputs, axis=1, start=0, stop=1)
+    else:  # steps unknown until run time: a reduction over them has the (batch, 1, channels) shape
+        one_step = ops.max(inputs, axis=1, keepdims=True)
+    ones = ops.emit("broadcast_like", 1.0, one_step)  # a float32 constant, broadcast
+    if ops.dtype(one_step) != "float32":
+        ones = ops.cast(ones, ops.dtype(one_step))
+    return ops.dropout(ones, rate, seed, training=True)
+
+
+class SpatialDropout1D(Layer):
+    """Dropout of whole channels: in training each (sample, channel) is zeroed at every step, or kept
+    and scaled by 1 / (1 - rate) at every step; the identity in inference."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = args.rate("rate", rate)
+        self.seed = seed
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ShapeError(
+                f'Layer "{self.name}" (SpatialDropout1D) expects sequences of shape (batch, steps, channels), '
+                f"received input shape {format_shape(input_shape)}."
+            )
+        self._op_seed = self.seed if self.seed is not None else session.draw_seed()  # in build order, as Dropout's
+
+    def call(self, inputs, training=False):
+        if not (args.boolean("training", training) and self.rate):
+            return ops.dropout(inputs, self.rate, self._op_seed, training=False)  # the identity
+        return ops.multiply(inputs, sequence_dropout_mask(inputs, self.rate, self._op_seed))
+
+    def get_config(self):
+        # Keras's config of a spatial dropout is these four (its __init__ takes nothing else).
+        config = {"rate": self.rate, "seed": self.seed, "name": self.name, "dtype": self.dtype}
+        if self.batch_input_shape is not None:
+            config["batch_input_shape"] = self.batch_input_shape
+        return config
+
+
 class Flatten(Layer):
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
@@ -191,15 +236,16 @@ class Flatten(Layer):
         self.data_format = data_format
 
     def call(self, inputs):
-        return ops.reshape(inputs, (_batch_dim(inputs), -1))
+        return ops.reshape(inputs, (batch_dim(inputs), -1))
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
 
 
-def _batch_dim(x):
-    """The batch size: the symbol "N" while tracing, the actual size when eager."""
-    return x.shape[0] if not isinstance(x.shape[0], str) else BATCH
+def batch_dim(x):
+    """The batch size: its symbol while tracing ("N", or "N*5" for a batch TimeDistributed folded
+    with 5 steps), the actual size when eager."""
+    return x.shape[0]
 
 
 class Reshape(Layer):
@@ -213,7 +259,7 @@ class Reshape(Layer):
         self.target_shape = target_shape
 
     def call(self, inputs):
-        return ops.reshape(inputs, (_batch_dim(inputs), *self.target_shape))
+        return ops.reshape(inputs, (batch_dim(inputs), *self.target_shape))
 
     def get_config(self):
         return {**super().get_config(), "target_shape": self.target_shape}

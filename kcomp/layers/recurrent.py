@@ -12,9 +12,9 @@ import torch
 from kcomp import activations, initializers, ops, regularizers, session
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS
-from kcomp.ir.types import DTYPE_OF_TORCH
 from kcomp.layers import args
 from kcomp.layers.base import Layer
+from kcomp.layers.core import sequence_dropout_mask
 
 
 def _cell_activation(name, value):
@@ -131,7 +131,7 @@ class _RNN(Layer):
                 "recurrent_dropout=0.0 (dropout= on the inputs works)."
             )
         if training and self.dropout:
-            inputs = ops.multiply(inputs, self._input_dropout_mask(inputs))
+            inputs = ops.multiply(inputs, sequence_dropout_mask(inputs, self.dropout, self._op_seed))
         weights = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])
         outputs = ops.emit(
             self.op, inputs, *weights,
@@ -139,16 +139,6 @@ class _RNN(Layer):
             return_sequences=self.return_sequences, go_backwards=self.go_backwards, **self._op_attrs(),
         )
         return list(outputs) if self.return_state else outputs[0]
-
-    def _input_dropout_mask(self, inputs):
-        """Keras's input dropout mask: (batch, 1, features) ones, dropped (and the kept ones scaled
-        by 1 / (1 - rate)), so every time step of a sequence loses the same features."""
-        first_step = ops.emit("slice", inputs, axis=1, start=0, stop=1)
-        ones = ops.emit("broadcast_like", 1.0, first_step)  # a float32 constant, broadcast
-        dtype = first_step.dtype if isinstance(first_step.dtype, str) else DTYPE_OF_TORCH[first_step.dtype]
-        if dtype != "float32":
-            ones = ops.cast(ones, dtype)
-        return ops.dropout(ones, self.dropout, self._op_seed, training=True)
 
     def get_config(self):
         return {

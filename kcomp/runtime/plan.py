@@ -19,7 +19,7 @@ from kcomp.codegen.module import KernelSource, kernel_source
 from kcomp.ir import saved_forwards
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
-from kcomp.ir.types import TORCH_DTYPES, is_static
+from kcomp.ir.types import TORCH_DTYPES, dim_size, is_static
 from kcomp.passes.fuse import weight_only_values
 from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.versions import contents_key
@@ -92,7 +92,7 @@ def bind_symbols(graph: Graph, inputs) -> dict[str, int]:
 
 
 def concrete(v: Value, sizes: dict[str, int]) -> tuple[int, ...]:
-    return tuple(d if is_static(d) else sizes[d] for d in v.shape)
+    return tuple(dim_size(d, sizes) for d in v.shape)
 
 
 class Schedule:

@@ -29,11 +29,12 @@ class SerializationError(KcompError):
 LAYERS = {
     cls.__name__: cls
     for cls in (
-        kl.Activation, kl.Add, kl.AveragePooling2D, kl.Average, kl.BatchNormalization, kl.Bidirectional, kl.Concatenate,
-        kl.Conv2D,
-        kl.Dense, kl.Dropout, kl.Embedding, kl.Flatten, kl.GRU, kl.GlobalAveragePooling2D, kl.GlobalMaxPooling2D,
-        kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.MaxPooling2D, kl.Maximum, kl.Multiply,
-        kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.Subtract,
+        kl.Activation, kl.Add, kl.AveragePooling1D, kl.AveragePooling2D, kl.Average, kl.BatchNormalization,
+        kl.Bidirectional, kl.Concatenate, kl.Conv1D, kl.Conv2D, kl.Dense, kl.Dropout, kl.Embedding, kl.Flatten, kl.GRU,
+        kl.GlobalAveragePooling1D, kl.GlobalAveragePooling2D, kl.GlobalMaxPooling1D, kl.GlobalMaxPooling2D,
+        kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.MaxPooling1D, kl.MaxPooling2D, kl.Maximum,
+        kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,
+        kl.Subtract, kl.TimeDistributed,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)
@@ -172,10 +173,6 @@ def _activation(value, where: str):
     return value
 
 
-# Config entries that hold a whole serialized layer (Bidirectional's layer and backward_layer).
-WRAPPED_LAYER_KEYS = ("layer", "backward_layer")
-
-
 def config_entry(key: str, value, where: str):
     where = f"{where}, {key}"
     if key == "dtype":
@@ -186,10 +183,6 @@ def config_entry(key: str, value, where: str):
         return _regularizer(value, where)
     if key in ("activation", "recurrent_activation"):
         return _activation(value, where)
-    if key in WRAPPED_LAYER_KEYS and isinstance(value, dict):
-        from kcomp.saving.serialization import layer_from_keras  # (it imports this module)
-
-        return layer_from_keras(value)  # the layer a wrapper holds, checked against the list as any layer
     return plain_value(value, where)
 
 

@@ -89,6 +89,8 @@ def _is_default(key, value, default, layer) -> bool:
         return value[0] == default  # LayerNormalization: Keras writes [-1] for -1
     if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
         return tuple(value) == tuple(default)
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, (tuple, list)):
+        return bool(value) and all(v == default for v in value)  # strides=1 is (1, 1) in a Conv2D's config
     if key == "strides" and default is None:  # pooling: strides default to the pool size
         return tuple(value) == tuple(getattr(layer, "pool_size", ()))
     return value == default and type(value) is type(default) or (value is None and default is None)
@@ -112,6 +114,10 @@ def layer_call(layer, inputs: list[str]) -> str:
                 if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD]
     parts = list(inputs)
     for name in required:
+        if name == "layer" and isinstance(layer, kl.TimeDistributed):  # time_distributed(dense(8))
+            config.pop(name)
+            parts.append(layer_call(layer.layer, []))
+            continue
         value = _plain(name, config.pop(name))
         # A word by position could be read as a value's name in a graph: words go by keyword.
         parts.append(f"{name}={_value(value)}" if isinstance(value, str) else _value(value))

@@ -22,6 +22,11 @@ from kcomp.saving.keras_h5 import is_model, keras_class_name, model_calls
 
 
 # -- layers ---------------------------------------------------------------------------
+# Config entries that hold a serialized layer: a wrapper's (TimeDistributed's layer, Bidirectional's
+# layer and backward_layer).
+_NESTED_LAYERS = ("layer", "backward_layer")
+
+
 def layer_from_keras(entry) -> kl.Layer:
     """A kcomp layer from Keras's serialized layer ({"module": "keras.layers", "class_name": "Dense", ...})."""
     name = entry.get("config", {}).get("name") if isinstance(entry, dict) and isinstance(entry.get("config"), dict) else None
@@ -30,7 +35,11 @@ def layer_from_keras(entry) -> kl.Layer:
         resolve(entry, where, MODELS)
         return model_from_config({k: v for k, v in entry.items() if k != "compile_config"})
     cls = resolve(entry, where, LAYERS)
-    config = {k: config_entry(k, v, where) for k, v in (entry.get("config") or {}).items()}
+    config = {
+        # A wrapper's layer is a serialized layer too, read the same way (through the allow-list).
+        k: layer_from_keras(v) if k in _NESTED_LAYERS and isinstance(v, dict) else config_entry(k, v, where)
+        for k, v in (entry.get("config") or {}).items()
+    }
     if cls is kl.InputLayer and "batch_shape" not in config and "batch_input_shape" in config:
         config["batch_shape"] = config.pop("batch_input_shape")  # Keras 2's name, which Keras 3 reads too
     try:
@@ -57,6 +66,7 @@ _RNN_EXTRA = {**_NO_CONSTRAINTS, "recurrent_constraint": None, "zero_output_for_
 # Keras-only arguments Keras writes with every layer of a class, at the values kcomp computes with.
 _KERAS_EXTRA = {
     "Dense": {**_NO_CONSTRAINTS, "quantization_config": None},
+    "Conv1D": _NO_CONSTRAINTS,
     "Conv2D": _NO_CONSTRAINTS,
     "Embedding": {"embeddings_constraint": None, "activity_regularizer": None, "quantization_config": None},
     "BatchNormalization": {"beta_constraint": None, "gamma_constraint": None, "renorm": False, "renorm_clipping": None,
@@ -64,6 +74,9 @@ _KERAS_EXTRA = {
     "LayerNormalization": {"rms_scaling": False, "beta_constraint": None, "gamma_constraint": None},
     "LSTM": {**_RNN_EXTRA, "seed": None}, "GRU": {**_RNN_EXTRA, "seed": None}, "SimpleRNN": _RNN_EXTRA,
 }
+
+# Layers whose Keras get_config writes the dtype's name, not a DTypePolicy (Keras's spatial dropouts).
+_DTYPE_BY_NAME = {"SpatialDropout1D"}
 
 
 def layer_to_keras(layer) -> dict:
@@ -81,7 +94,7 @@ def layer_to_keras(layer) -> dict:
     if isinstance(layer, kl.InputLayer):
         config = {"batch_shape": list(layer.batch_shape), "dtype": layer.dtype, "sparse": False, "ragged": False,
                   "name": layer.name, "optional": False}
-    else:
+    elif cls_name not in _DTYPE_BY_NAME:
         config["dtype"] = dtype_policy(layer.dtype)
     if isinstance(layer, kl.Embedding):
         config.pop("input_length", None)  # Keras 3 has none

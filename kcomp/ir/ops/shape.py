@@ -7,7 +7,7 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_same_dtype
-from kcomp.ir.types import TensorSpec, is_static, normalize_axis, unknown_lengths
+from kcomp.ir.types import TensorSpec, dim_parts, is_static, normalize_axis, unknown_lengths
 
 
 def _reshape_infer(inputs, shape):
@@ -17,31 +17,38 @@ def _reshape_infer(inputs, shape):
             f"Received: shape={shape}. The IR's reshape takes positive sizes and symbols only "
             "(kcomp.ops.reshape resolves a -1 before it emits the op)."
         )
-    in_symbols = sorted(d for d in x.shape if not is_static(d))
-    out_symbols = sorted(d for d in shape if isinstance(d, str))
+    # A symbol may be folded with known axes ("N*5": TimeDistributed's batch of steps) and unfolded
+    # again, never merged with another symbol: each side's unknown dims are the same symbols, each once.
+    in_symbols = sorted(dim_parts(d)[0] for d in x.shape if not is_static(d))
+    out_symbols = sorted(dim_parts(d)[0] for d in shape if isinstance(d, str))
     if in_symbols != out_symbols:
         raise ShapeError(
             f"reshape from {format_shape(x.shape)} to {format_shape(shape)}: the dimensions unknown at build time "
-            f"{in_symbols} must be kept as they are, each once."
+            f"{in_symbols} must be kept, each once (only folded with known axes)."
         )
     if len(out_symbols) > 1:
         raise ShapeError(f"reshape to {format_shape(shape)}: only one dimension may be unknown at build time, received {len(out_symbols)}.")
-    in_size = prod(d for d in x.shape if is_static(d))
-    out_size = prod(d for d in shape if is_static(d))
+    in_size, out_size = _known_elements(x.shape), _known_elements(shape)
     if in_size != out_size:
         raise ShapeError(f"cannot reshape {format_shape(x.shape)} ({in_size} elements per item) to {format_shape(shape)} ({out_size}).")
     return [TensorSpec(tuple(shape), x.dtype)]
 
 
+def _known_elements(shape) -> int:
+    """Elements per unit of the unknown size: the static dims times a folded symbol's factor."""
+    return prod(d if is_static(d) else dim_parts(d)[1] for d in shape)
+
+
 def resolve_reshape(in_shape, target) -> tuple:
-    """Replace the one -1 of `target` by the size that keeps the element count (static dims only)."""
+    """Replace the one -1 of `target` by the size that keeps the element count (of the known sizes; a
+    folded symbol "N*5" counts its factor)."""
     target = tuple(target)
     if target.count(-1) > 1:
         raise ShapeError(f"Received: shape={target}. At most one dimension may be -1.")
     if -1 not in target:
         return target
-    in_size = prod(d for d in in_shape if is_static(d))
-    known = prod(d for d in target if is_static(d) and d != -1)
+    in_size = _known_elements(in_shape)
+    known = _known_elements(d for d in target if d != -1)
     if known == 0 or in_size % known:
         raise ShapeError(f"cannot reshape {format_shape(in_shape)} to {format_shape(target)}: {in_size} elements per item do not divide by {known}.")
     return tuple(in_size // known if d == -1 else d for d in target)
@@ -123,7 +130,7 @@ def _concat_vjp(b, node, grads):
 OPS = [
     OpDef(
         name="reshape",
-        doc="View with a new shape; the symbolic dim (the batch) is kept as its symbol.",
+        doc="View with a new shape; the symbolic dim (the batch) is kept as its symbol, or folded with known axes (\"N*5\").",
         num_inputs=(1, 1),
         attrs={"shape": attr(tuple, items=(int, str))},
         infer=_reshape_infer,
