@@ -113,3 +113,21 @@ def test_config_survives_json_and_an_eager_call_runs():
     assert again.get_config() == {**config, "name": again.name}
     out = again(np.ones((2, 6, 5), "float32"))
     assert tuple(out.shape) == (2, 6, 4)
+
+
+def test_k_text_writes_and_reads_it():
+    from kcomp import dsl
+    from kcomp.saving.k_text import ConvertError, model_to_k
+
+    model = dsl.loads("model k { input(6, 5) bidirectional(gru(4, return_sequences=true), merge_mode=sum) "
+                      "global_average_pooling1d() dense(1) }")["k"]
+    text = model_to_k(model)
+    assert "bidirectional(gru(" in text and "merge_mode=sum" in text
+    again = dsl.loads(text)[model.name]
+    again.set_weights(model.get_weights())
+    x = np.random.default_rng(3).normal(size=(2, 6, 5)).astype("float32")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    own = kcomp.Sequential([kcomp.layers.Input(shape=(6, 5)), kcomp.layers.Bidirectional(
+        kcomp.layers.LSTM(3), backward_layer=kcomp.layers.LSTM(3, go_backwards=True, use_bias=False))])
+    with pytest.raises(ConvertError, match="its own backward_layer"):
+        model_to_k(own)

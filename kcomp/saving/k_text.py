@@ -118,6 +118,12 @@ def layer_call(layer, inputs: list[str]) -> str:
             config.pop(name)
             parts.append(layer_call(layer.layer, []))
             continue
+        if name == "layer" and isinstance(layer, kl.Bidirectional):  # bidirectional(lstm(8))
+            config.pop(name)
+            _check_derived_backward(layer)
+            config.pop("backward_layer")
+            parts.append(layer_call(layer.forward_layer, []))
+            continue
         value = _plain(name, config.pop(name))
         # A word by position could be read as a value's name in a graph: words go by keyword.
         parts.append(f"{name}={_value(value)}" if isinstance(value, str) else _value(value))
@@ -126,6 +132,18 @@ def layer_call(layer, inputs: list[str]) -> str:
             continue
         parts.append(f"{key}={_plain_text(key, value)}")
     return f"{word}(" + ", ".join(parts) + ")"
+
+
+def _check_derived_backward(layer) -> None:
+    """A Bidirectional's .k form names one layer: its backward layer must be the copy Bidirectional
+    makes of it (reading the sequence the other way), not one given on its own."""
+    forward, backward = layer.forward_layer.get_config(), layer.backward_layer.get_config()
+    for config in (forward, backward):
+        config.pop("name")
+        config.pop("go_backwards")
+    if type(layer.forward_layer) is not type(layer.backward_layer) or forward != backward:
+        raise ConvertError(f'layer "{layer.name}" is a Bidirectional with its own backward_layer, which the .k '
+                           "language cannot write; save it as a .keras file instead.")
 
 
 def _plain(key, value):
