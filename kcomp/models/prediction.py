@@ -15,10 +15,11 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     """Model.predict on a built model: `x` in batches of `batch_size` (default 32)."""
     from kcomp.callbacks import CallbackList
-    from kcomp.training.data import batch_size as checked_batch_size
+    from kcomp.training.data import batch_size as checked_batch_size, check_embedding_ids
 
     batch_size = checked_batch_size(batch_size)
     xs = model._prepare_inputs(x)
+    check_embedding_ids(model, xs)
     n = len(xs[0])
     executor, params = model.executor(), model.params()
     batches = range(0, n, batch_size)

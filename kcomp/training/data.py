@@ -99,6 +99,35 @@ def check_class_ids(model, compiled, ys) -> None:
             )
 
 
+def check_embedding_ids(model, xs) -> None:
+    """Ids an Embedding reads from a model input (as given, or cast to integers as Keras casts float
+    ids) must lie in [0, input_dim): all of them are checked before the first step, on every
+    backend, so a bad id in a late batch cannot fail a fit after earlier steps changed the weights,
+    and a step captured on a GPU (which cannot read ids back to check them) never sees one."""
+    graph = model.to_graph()
+    position = {v.id: i for i, v in enumerate(graph.inputs)}
+    producer = {v.id: node for node in graph.nodes for v in node.outputs}
+    for node in graph.nodes:
+        if node.op != "embedding":
+            continue
+        ids, table = node.inputs
+        cast = producer.get(ids.id)
+        source = cast.inputs[0] if cast is not None and cast.op == "cast" else ids
+        k = position.get(source.id)
+        if k is None or xs[k].device.type != "cpu" or not xs[k].numel():  # (a GPU tensor: a host sync)
+            continue
+        values = xs[k].to(torch.int64) if xs[k].is_floating_point() else xs[k]  # Keras's cast truncates
+        rows = table.shape[0]
+        bad = (values < 0) | (values >= rows)
+        if bad.any():
+            at = int(bad.reshape(-1).nonzero()[0])
+            raise ArgumentError(
+                f"Input {graph.inputs[k].name!r} holds {xs[k].reshape(-1)[at].item()!r} (element {at}), an id for "
+                f"the Embedding {node.origin or 'layer'} of input_dim={rows}; ids must lie in [0, {rows}). "
+                "Raise input_dim or clip the ids."
+            )
+
+
 def sample_weights(n, sample_weight, class_weight, ys):
     """Each sample's weight: sample_weight, or the weight class_weight gives its class (Keras takes
     one or the other, and class weights only for a model with one output), else 1."""

@@ -15,7 +15,10 @@ import torch
 from kcomp import losses as losses_module, metrics as metrics_module, optimizers, session
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.layers.base import Layer
-from kcomp.training.data import batch_size as checked_batch_size, check_class_ids, check_lengths, model_inputs, sample_weights, targets
+from kcomp.training.data import (
+    batch_size as checked_batch_size, check_class_ids, check_embedding_ids, check_lengths, model_inputs, sample_weights,
+    targets,
+)
 from kcomp.training.runners import device_of, runner_for
 from kcomp.training.state import TrainState
 from kcomp.training.step import build_test_step, build_train_step, output_names
@@ -218,6 +221,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     ys = targets(model, y)
     n = check_lengths(xs, ys)
     check_class_ids(model, compiled, ys)  # validation targets included: split below, or checked there
+    check_embedding_ids(model, xs)  # validation inputs included, as the targets
     sw = sample_weights(n, sample_weight, class_weight, ys)
     if validation_data is None and validation_split:
         if not 0 < validation_split < 1:
@@ -235,6 +239,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         validation_data = (model_inputs(model, vx), targets(model, vy))
         check_lengths(*validation_data)
         check_class_ids(model, compiled, validation_data[1])
+        check_embedding_ids(model, validation_data[0])
         validation_data += (sample_weights(len(validation_data[1][0]), val_weights, None, validation_data[1]),)
     device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
@@ -303,6 +308,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     n = check_lengths(xs, ys)
     if not _prefix:
         check_class_ids(model, compiled, ys)
+        check_embedding_ids(model, xs)
     sw = sample_weights(n, sample_weight, None, ys)
     device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)
@@ -354,6 +360,7 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     ys = targets(model, y)
     n = check_lengths(xs, ys)
     check_class_ids(model, compiled, ys)
+    check_embedding_ids(model, xs)
     acc = _accumulator(model, compiled, kind, ys)
     sw = sample_weights(n, sample_weight, None, ys)
     xs, ys, sw = _to_device(device_of(model), xs, ys, sw)

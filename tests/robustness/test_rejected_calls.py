@@ -138,3 +138,36 @@ def test_reversed_arrays_are_taken_as_targets_and_inputs():
     model = classifier("reference")
     model.fit(X[::-1], LABELS[::-1], verbose=0)
     model.evaluate(X[::-1], LABELS[::-1].astype("float32")[:, None].astype("int64"), verbose=0)
+
+
+def text_classifier(backend):
+    model = kcomp.Sequential([kcomp.Input((5,), dtype="int32"), kcomp.layers.Embedding(10, 4),
+                              kcomp.layers.GlobalAveragePooling1D(), kcomp.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend=backend)
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_of_range_embedding_ids_are_refused_before_the_first_step(backend):
+    """An id >= input_dim in the last batch fails the fit before any batch trains, naming the id,
+    the layer and input_dim; as do negative ids, float ids that truncate out of range, and bad ids
+    in the validation data, evaluate, train_on_batch and predict."""
+    model = text_classifier(backend)
+    ids = np.arange(40).reshape(8, 5) % 10
+    labels = np.arange(8) % 2
+    bad = ids.copy()
+    bad[-1, -1] = 10
+    assert_refused_and_unchanged(model, lambda: model.fit(bad, labels, batch_size=2, verbose=0),
+                                 r"holds 10 \(element 39\).*input_dim=10.*\[0, 10\)")
+    negative = ids.copy()
+    negative[0, 1] = -1
+    assert_refused_and_unchanged(model, lambda: model.train_on_batch(negative, labels), "holds -1")
+    floats = ids.astype("float32")
+    floats[3, 0] = 10.5
+    # Float ids: the int32 input truncates 10.5 to 10 (Keras's cast), which is out of range.
+    assert_refused_and_unchanged(model, lambda: model.evaluate(floats, labels, verbose=0), r"holds 10 \(element 15\)")
+    assert_refused_and_unchanged(
+        model, lambda: model.fit(ids, labels, validation_data=(bad, labels), verbose=0), "holds 10")
+    with pytest.raises(KcompError, match="holds 10"):
+        model.predict(bad, verbose=0)
+    model.fit(ids.astype("float32") + 0.5, labels, verbose=0)  # 9.5 truncates to 9: in range
