@@ -121,7 +121,7 @@ def check_embedding_ids(model, xs) -> None:
         bad = (values < 0) | (values >= rows)
         if bad.any():
             at = int(bad.reshape(-1).nonzero()[0])
-            raise ArgumentError(
+            raise ShapeError(  # the class the embedding op's own check raises
                 f"Input {graph.inputs[k].name!r} holds {xs[k].reshape(-1)[at].item()!r} (element {at}), an id for "
                 f"the Embedding {node.origin or 'layer'} of input_dim={rows}; ids must lie in [0, {rows}). "
                 "Raise input_dim or clip the ids."
