@@ -122,19 +122,27 @@ def test_larger_hidden_sizes_and_other_activations_keep_the_whole_op():
         assert {"lstm", "lstm_grad"} <= ops and "lstm_scan" not in ops
 
 
-# --- AOT, in a child process without TRITON_INTERPRET ----------------------------------------------
+def test_predict_runs_the_scan_with_its_unread_outputs_in_scratch():
+    """In a forward graph the last c is often read by nothing: the kernel keeps only h (its
+    binding says which outputs exist) and writes the rest to scratch."""
+    model = kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)), kcomp.layers.LSTM(UNITS),
+                              kcomp.layers.Dense(2)])
+    run = assert_compiled_matches_reference(model, [torch.randn(BATCH, TIME, FEATURES)], kind="long", precision="ieee")
+    (scan,) = [k for k in kernels_of(run.fused) if k.attrs["template"] == "lstm_scan"]
+    assert len(scan.outputs) == 1
 
-AOT_UNITS = (32, 64)  # on chip, and read every step; larger LSTMs are not decomposed (see test above)
+
+# --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
+
+AOT_UNITS = [32, 64]  # on chip, and read every step; larger LSTMs are not decomposed (see test above)
 
 
-def aot_child() -> None:
-    """Compile both kernels for sm_90 at each of AOT_UNITS and print one JSON record per kernel."""
-    import json
-
+def compile_cases(units_list) -> list[dict]:
+    """Both kernels compiled for sm_90 at each hidden size: one record per kernel."""
     from kcomp.runtime.aot import compile_node
 
     records = []
-    for units in AOT_UNITS:
+    for units in units_list:
         b = GraphBuilder("scan")
         xw = b.input(("N", 50, 4 * units), "float32", "xw")
         u = b.input((units, 4 * units), "float32", "recurrent")
@@ -145,34 +153,22 @@ def aot_child() -> None:
             result = compile_node(node, index, target="sm_90")
             records.append({"units": units, "template": node.attrs["template"], **result.resources(),
                             "local_stores": result.local_stores()})
-    print(json.dumps(records))
+    return records
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills():
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
 
-    from aot_helpers import compiler_env
-
-    here = Path(__file__).parent
-    code = f"import sys; sys.path.insert(0, {str(here)!r}); import test_kernels_recurrent as t; t.aot_child()"
-    done = subprocess.run([sys.executable, "-c", code], env=compiler_env(), cwd=here.parent, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-    records = json.loads(done.stdout.strip().splitlines()[-1])
+    records = run_file_as_aot_child(__file__, AOT_UNITS, tmp_path, timeout=300)
     assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in ("lstm_scan", "lstm_scan_grad")]
     for r in records:
         assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
 
 
-def test_predict_runs_the_scan_with_its_unread_outputs_in_scratch():
-    """In a forward graph the last c is often read by nothing: the kernel keeps only h (its
-    binding says which outputs exist) and writes the rest to scratch."""
-    model = kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)), kcomp.layers.LSTM(UNITS),
-                              kcomp.layers.Dense(2)])
-    run = assert_compiled_matches_reference(model, [torch.randn(BATCH, TIME, FEATURES)], kind="long", precision="ieee")
-    (scan,) = [k for k in kernels_of(run.fused) if k.attrs["template"] == "lstm_scan"]
-    assert len(scan.outputs) == 1
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
