@@ -9,7 +9,7 @@ from kcomp.ir.lowering import binary as binary_expr
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops.common import require_float, require_same_dtype
 from kcomp.ir.ops.grad_support import unbroadcast
-from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static
+from kcomp.ir.types import TensorSpec, broadcast_shapes, fold_dim, is_static
 
 
 def _matmul_infer(inputs):
@@ -38,28 +38,20 @@ def _swap_last_two(b, v):
 def _dense_kernel_grad(b, x, g):
     """d kernel of y = x @ kernel (kernel rank 2): the sum over every leading position of x^T g.
 
-    The IR's reshape cannot merge the symbolic batch with another axis, so with a
-    batch and more leading axes (N, S, K) this is a matmul batched over S that
-    contracts the batch, (S, K, N) @ (S, N, P), summed over S: its intermediate
-    has no batch-sized dimension.
+    Every leading axis is merged into one (the batch folded with the static ones, "N*S"), so
+    it is one matmul whose contraction runs over batch and positions together: (K, N*S) @
+    (N*S, P). With several unknown lengths the leading axes cannot be merged into one
+    dimension; then it is a matmul batched over all but the last leading axis, summed.
     """
     lead = x.shape[:-1]
     symbols = [d for d in lead if not is_static(d)]
     static = prod(d for d in lead if is_static(d))
-    if len(symbols) == 0 and x.rank > 2:
-        x = b.emit1("reshape", [x], shape=(static, x.shape[-1]))
-        g = b.emit1("reshape", [g], shape=(static, g.shape[-1]))
-    elif len(symbols) == 1 and x.rank > 2:
-        (n,) = symbols
-        x = b.emit1("reshape", [x], shape=(n, static, x.shape[-1]) if static > 1 else (n, x.shape[-1]))
-        g = b.emit1("reshape", [g], shape=(n, static, g.shape[-1]) if static > 1 else (n, g.shape[-1]))
+    if len(symbols) <= 1 and x.rank > 2:
+        rows = fold_dim(symbols[0], static) if symbols else static
+        x = b.emit1("reshape", [x], shape=(rows, x.shape[-1]))
+        g = b.emit1("reshape", [g], shape=(rows, g.shape[-1]))
     if x.rank == 2:
         return b.emit1("matmul", [b.emit1("transpose", [x], perm=(1, 0)), g])
-    if len(symbols) == 1:  # (N, S, K) and (N, S, P)
-        per_position = b.emit1(
-            "matmul", [b.emit1("transpose", [x], perm=(1, 2, 0)), b.emit1("transpose", [g], perm=(1, 0, 2))]
-        )
-        return b.emit1("sum", [per_position], axes=(0,))
     # Several unknown lengths: batched over every leading axis but the last, then summed.
     per_batch = b.emit1("matmul", [_swap_last_two(b, x), g])
     return b.emit1("sum", [per_batch], axes=tuple(range(per_batch.rank - 2)))
