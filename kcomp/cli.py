@@ -1,4 +1,4 @@
-"""The kcomp command line: build, summary, check, fit, evaluate, convert.
+"""The kcomp command line: build, summary, check, fit, evaluate, convert, data.
 
 Exit codes: 0 success, 1 the model failed to build (the message says why),
 2 bad usage (unknown flag, missing file). Errors print as one message; pass
@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 import kcomp
+from kcomp.datasets.fit_files import LOADERS
 from kcomp.errors import KcompError
 
 
@@ -82,6 +83,24 @@ def make_parser() -> argparse.ArgumentParser:
     _add_model_args(convert)
     convert.add_argument("-o", "--output", required=True, metavar="FILE.k", help="the .k file to write")
     convert.add_argument("--weights", metavar="PATH", help="also write the model's weights here")
+
+    data = verbs.add_parser(
+        "data", help="write a data set as train.npz and test.npz for fit and evaluate",
+        description="Read one of Keras's data sets from a local file (nothing is downloaded; kcomp.datasets says "
+        "where it looks) and write DIR/train.npz and DIR/test.npz with arrays x and y, as fit and evaluate read them.",
+    )
+    data.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    data.add_argument("name", choices=sorted(LOADERS), help="the data set")
+    data.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for train.npz and test.npz")
+    data.add_argument("--path", help="the data set's file or folder (default: the kcomp and Keras data folders)")
+    data.add_argument("--num-words", type=int, metavar="N", help="imdb: keep the N most frequent words (others become 2)")
+    data.add_argument("--pad-to", type=int, metavar="STEPS",
+                      help="imdb: pad or cut every review to STEPS word ids (zeros in front; default: the longest)")
+    data.add_argument("--synthetic", action="store_true",
+                      help="imdb: write kcomp's learnable synthetic set into DIR and use it (no Keras file needed)")
+    data.add_argument("--scale", type=float, metavar="DIVISOR", help="divide the inputs by DIVISOR, as float32 (e.g. 255)")
+    data.add_argument("--reshape", metavar="D1,D2,...",
+                      help="reshape every input sample, e.g. 64 (8x8 digits for a Dense model) or 28,28,1 (mnist for Conv2D)")
 
     check = verbs.add_parser("check", help="parse and shape-check only", description="Parse and shape-check every model in the file; prints nothing else on success.")
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
@@ -262,8 +281,25 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from kcomp.datasets.fit_files import write_fit_files
+
+    if (file := _file_in_path(Path(args.output))) is not None:
+        raise UsageError(f"-o {args.output}: {file} is a file, not a folder; give -o a folder path")
+    shape = None
+    if args.reshape is not None:
+        try:
+            shape = tuple(int(d) for d in args.reshape.split(","))
+        except ValueError:
+            raise UsageError(f"--reshape {args.reshape}: give sizes separated by commas, e.g. --reshape 28,28,1") from None
+    written = write_fit_files(args.name, args.output, path=args.path, num_words=args.num_words, pad_to=args.pad_to,
+                              synthetic=args.synthetic or None, scale=args.scale, sample_shape=shape)
+    print(f"wrote {', '.join(str(p) for p in written)} (arrays x and y)")
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check, "fit": cmd_fit, "evaluate": cmd_evaluate,
-            "convert": cmd_convert}
+            "convert": cmd_convert, "data": cmd_data}
 
 
 def main(argv=None) -> int:

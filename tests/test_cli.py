@@ -21,7 +21,7 @@ def kcomp(*args, cwd=None, env=None):
     )
 
 
-@pytest.mark.parametrize("verb", ["build", "summary", "check", "fit", "evaluate"])
+@pytest.mark.parametrize("verb", ["build", "summary", "check", "fit", "evaluate", "convert", "data"])
 def test_every_verb_has_help(verb):
     result = kcomp(verb, "--help")
     assert result.returncode == 0 and f"usage: kcomp {verb}" in result.stdout
@@ -63,7 +63,7 @@ def test_build_a_python_model_file(tmp_path):
 
 
 def test_summary_and_check():
-    summary = kcomp("summary", EXAMPLES / "sentiment.k")
+    summary = kcomp("summary", EXAMPLES / "imdb_lstm.k")
     assert summary.returncode == 0 and "328,353" in summary.stdout and "lstm (LSTM)" in summary.stdout
     check = kcomp("check", EXAMPLES / "mlp_digits.k")
     assert check.returncode == 0 and "mlp_digits, seed_mlp" in check.stdout
@@ -288,3 +288,45 @@ def test_build_options_refuse_an_empty_emit_and_a_bad_batch(bad):
 
     with pytest.raises(ArgumentError, match=f"Received: {next(iter(bad))}="):
         BuildOptions(**bad).check()
+
+
+@pytest.mark.slow
+def test_data_fit_evaluate_the_sentiment_example(tmp_path):
+    """The imdb_lstm example as its header says to run it, on the synthetic IMDB set."""
+    data = tmp_path / "imdb"
+    made = kcomp("data", "imdb", "--synthetic", "--num-words", 10000, "--pad-to", 500, "-o", data)
+    assert made.returncode == 0, made.stderr
+    import numpy as np
+
+    with np.load(data / "train.npz") as train:
+        assert train["x"].shape == (2000, 500) and train["x"].dtype == np.int32 and train["x"].max() < 10000
+        assert sorted(np.unique(train["y"])) == [0, 1]
+    fit = kcomp("fit", EXAMPLES / "imdb_lstm.k", "--data", data / "train.npz", "--epochs", 3,
+                "--validation-split", 0.2, "--save-weights", tmp_path / "w.npz")
+    assert fit.returncode == 0, fit.stderr
+    evaluate = kcomp("evaluate", EXAMPLES / "imdb_lstm.k", "--data", data / "test.npz", "--weights", tmp_path / "w.npz")
+    assert evaluate.returncode == 0, evaluate.stderr
+    accuracy = float(evaluate.stdout.split("accuracy: ")[1].split()[0])
+    assert accuracy > 0.8, evaluate.stdout  # chance is 0.5 on the balanced set
+
+
+def test_data_writes_digits_scaled_and_refuses_what_does_not_apply(tmp_path):
+    made = kcomp("data", "digits", "--scale", 16, "--reshape", "8,8,1", "-o", tmp_path / "digits")
+    assert made.returncode == 0, made.stderr
+    import numpy as np
+
+    with np.load(tmp_path / "digits" / "train.npz") as train, np.load(tmp_path / "digits" / "test.npz") as test:
+        assert train["x"].dtype == np.float32 and 0 <= train["x"].min() and train["x"].max() == 1
+        assert train["x"].shape[1:] == (8, 8, 1) and test["x"].shape[1:] == (8, 8, 1)
+        assert len(train["x"]) + len(test["x"]) == 1797 and len(train["y"]) == len(train["x"])
+    bad_shape = kcomp("data", "digits", "--reshape", "8,9", "-o", tmp_path / "other")
+    assert bad_shape.returncode == 1 and "(8, 9)" in bad_shape.stderr and "64 values" in bad_shape.stderr
+    wrong = kcomp("data", "digits", "--pad-to", 5, "-o", tmp_path / "other")
+    assert wrong.returncode == 1 and "pad_to" in wrong.stderr and "imdb" in wrong.stderr
+    assert not (tmp_path / "other" / "train.npz").exists()
+    missing = kcomp("data", "mnist", "-o", tmp_path / "m", env={"KCOMP_DATA_DIR": str(tmp_path / "none"),
+                                                               "KERAS_HOME": str(tmp_path / "none")})
+    assert missing.returncode == 1 and "mnist.npz" in missing.stderr and "does not download" in missing.stderr
+    (tmp_path / "file").write_text("")
+    into_file = kcomp("data", "digits", "-o", tmp_path / "file")
+    assert into_file.returncode == 2 and "is a file" in into_file.stderr

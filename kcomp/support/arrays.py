@@ -1,12 +1,22 @@
 """User data as arrays of numbers: numeric_array checks inputs, targets and sample weights;
-load_arrays reads x and y from an .npz file for `kcomp fit` / `kcomp evaluate` (without pickle).
+load_arrays reads x and y from an .npz file for `kcomp fit` / `kcomp evaluate` (without pickle),
+save_arrays writes one (atomically).
 """
 
+import io
 import zipfile
 
 import numpy as np
 
 from kcomp.errors import KcompError
+from kcomp.support.files import write_bytes_atomic
+
+
+def save_arrays(path, arrays: dict) -> None:
+    """Write numeric arrays as an .npz that load_arrays reads (no pickled objects), atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: np.asarray(a) for name, a in arrays.items()})
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_arrays(path, n_inputs: int, n_outputs: int):
