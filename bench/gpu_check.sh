@@ -22,6 +22,7 @@
 #   aot        kcomp build --train of each example for sm_90 (registers, spills, tensor cores)
 #   kernels    bench/bench_kernels.py --quick (JSON written after every case)
 #   training   bench/bench_training.py: steps/s against torch eager, torch.compile, Keras
+#   recurrent  bench/bench_recurrent.py: the seed's LSTM model's training step against nn.LSTM (cuDNN)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REHEARSE=0
@@ -82,18 +83,21 @@ export PYTHONPATH=$SITE
 part install 30 bash -c "\"$PYTHON\" -m pip install --quiet --no-index --no-deps --target \"$SITE\" .gpu-wheels/*.whl \
   && \"$PYTHON\" bench/check_install.py"
 export KCOMP_GPU_TESTS=1
-part templates 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu_templates.py
+part templates 110 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu_templates.py
 # Under the rehearsal's interpreter the sentiment example's LSTM walks 500 time steps per launch
 # (about 140 s of its 160 here); on a GPU the part takes seconds.
-part examples $([ $REHEARSE = 1 ] && echo 300 || echo 120) "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py
+part examples $([ $REHEARSE = 1 ] && echo 300 || echo 110) "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py
 unset KCOMP_GPU_TESTS
-part aot 90 bash bench/aot_examples.sh "$PYTHON" "$OUT/aot"
+part aot 80 bash bench/aot_examples.sh "$PYTHON" "$OUT/aot"
 if [ $REHEARSE = 1 ]; then
   part kernels 150 "$PYTHON" bench/bench_kernels.py --rehearse --json "$OUT/bench_kernels.json"
   part training 150 "$PYTHON" bench/bench_training.py --steps 3 --no-compile
+  part recurrent 120 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --no-compile --backend triton-interpret
 else
-  part kernels 120 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
-  part training 90 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
+  part kernels 100 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
+  part training 80 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
+  # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's minute.
+  part recurrent 60 "$PYTHON" bench/bench_recurrent.py --steps 30 --no-compile --backend triton
 fi
 rm -rf "$SCRATCH"
 exit $FAILED
