@@ -13,7 +13,8 @@ from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS, ls
 from kcomp.kernels import recurrent_tiled
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import STEP_PIPELINE
-from kernel_helpers import assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of
+from kernel_helpers import (assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of,
+                            with_nonfinite)
 from test_kernels_recurrent import FEATURES, TIME as MODEL_TIME, _lstm_model, assert_decomposed_step_equals_the_lstm_op
 from tolerances import tolerance
 
@@ -65,6 +66,16 @@ def test_scan_kernel_matches_the_reference(units, config, save, outputs):
     graph = _scan_graph(units, save, outputs)
     kernel = _only_kernel(graph, "lstm_scan_tiled")
     assert_launch_matches_reference(graph, kernel, list(_scan_inputs(units, units + len(outputs))),
+                                    kind="accumulating", precision="ieee", config=config)
+
+
+def test_scan_kernel_carries_nan_and_inf_as_the_reference():
+    """NaN and +-inf in the projected inputs: a NaN spreads through h @ U to every unit of its row
+    from the next step on, in the kernel's chunks as in the reference."""
+    units, config = CHUNKINGS[1]
+    graph = _scan_graph(units, True, (0, 1, 2))
+    xw, recurrent = _scan_inputs(units, 9)
+    assert_launch_matches_reference(graph, _only_kernel(graph, "lstm_scan_tiled"), [with_nonfinite(xw), recurrent],
                                     kind="accumulating", precision="ieee", config=config)
 
 
