@@ -42,7 +42,13 @@ def sequences():
     return Sequential([Input(shape=(7, 5)), LSTM(6, return_sequences=True), LSTM(6), Dense(4, activation="softmax")])
 
 
-CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences}
+def wide_sequences():
+    """lstm_scan_tiled and lstm_scan_grad_tiled: an LSTM above the on-chip limit (64 units), its
+    70 units in several chunks."""
+    return Sequential([Input(shape=(7, 5)), LSTM(70), Dense(4, activation="softmax")])
+
+
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences}
 
 
 def data(model, seed=0):

@@ -33,7 +33,7 @@ DTYPES = ["float32", "bfloat16"]
 GEMM_TEMPLATES = tuple(name for name, t in TEMPLATES.items() if t.tensor_cores)  # built on tl.dot: they must use tensor cores
 # The recurrences' dots are one batch block (16 to 64 rows) per time step, too few rows for a
 # warpgroup's wgmma (HGMMA): mma.sync (HMMA) is their tensor-core instruction.
-STEP_DOT_TEMPLATES = ("lstm_scan", "lstm_scan_grad")
+STEP_DOT_TEMPLATES = ("lstm_scan", "lstm_scan_grad", "lstm_scan_tiled", "lstm_scan_grad_tiled")
 
 # Measured at batch 128 on sm_90 (kernels/ is changing: an entry that passes shows as XPASS).
 KNOWN_SPILLS: dict = {}  # (model, kernel, dtype) -> why it spills; empty since the 8-warp configs

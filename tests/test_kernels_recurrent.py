@@ -7,7 +7,7 @@ import torch
 
 import kcomp
 from kcomp.ir.builder import GraphBuilder
-from kcomp.ir.ops.recurrent_scan import lstm_scan_reference
+from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS, lstm_scan_reference
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import PIPELINE
 from kcomp.runtime.reference import run_reference
@@ -56,11 +56,11 @@ LSTM_VARIANTS = [dict(), dict(return_sequences=True), dict(go_backwards=True), d
                  dict(return_sequences=True, go_backwards=True, use_bias=False), dict(return_state=True)]
 
 
-def _lstm_model(variant):
+def _lstm_model(variant, units=UNITS):
     def make():
         kcomp.utils.set_random_seed(5)
         inp = kcomp.layers.Input(shape=(TIME, FEATURES))
-        out = kcomp.layers.LSTM(UNITS, **variant)(inp)
+        out = kcomp.layers.LSTM(units, **variant)(inp)
         if variant.get("return_state"):
             out = kcomp.layers.Concatenate()(out)  # the output and both states reach the loss
         if variant.get("return_sequences"):
@@ -74,9 +74,14 @@ def _lstm_model(variant):
 def test_decomposed_training_step_equals_the_lstm_op(variant):
     """The decomposition alone (before fusion), run by the reference interpreter, against the
     training step with the whole lstm and lstm_grad ops: the same numbers, one scan shared."""
+    assert_decomposed_step_equals_the_lstm_op(_lstm_model(variant)())
+
+
+def assert_decomposed_step_equals_the_lstm_op(model, weight_scale=lambda shape: 0.5):
+    """`model`'s training step, decomposed (PIPELINE before fusion), against the step itself on
+    random weights (each scaled by weight_scale(its shape)); returns the decomposed step."""
     from kcomp.compiler import train_step_graph
 
-    model = _lstm_model(variant)()
     model.compile(optimizer="sgd", loss="categorical_crossentropy", backend="reference")
     step = train_step_graph(model)
     decomposed, _ = run_pipeline(step, passes=PIPELINE[:-1])
@@ -85,9 +90,10 @@ def test_decomposed_training_step_equals_the_lstm_op(variant):
     g = torch.Generator().manual_seed(11)
     inputs = [torch.randn(4, TIME, FEATURES, generator=g), torch.softmax(torch.randn(4, 3, generator=g), 1),
               torch.ones(4), torch.tensor(0.1)]
-    params = {p.name: torch.randn(p.shape, generator=g) * 0.5 for p in step.params}
+    params = {p.name: torch.randn(p.shape, generator=g) * weight_scale(p.shape) for p in step.params}
     for a, b in zip(run_reference(step, inputs, params), run_reference(decomposed, inputs, params), strict=True):
         torch.testing.assert_close(b, a, **tolerance("float32", "long"))
+    return decomposed
 
 
 @pytest.mark.parametrize("variant", LSTM_VARIANTS[:3], ids=["default", "sequences", "backwards"])
@@ -114,7 +120,7 @@ def test_a_training_step_runs_the_recurrence_in_two_kernels():
 def test_larger_hidden_sizes_and_other_activations_keep_the_whole_op():
     from kcomp.compiler import train_step_graph
 
-    for layer in (kcomp.layers.LSTM(65), kcomp.layers.LSTM(8, activation="relu")):
+    for layer in (kcomp.layers.LSTM(SCAN_TILED_MAX_UNITS + 1), kcomp.layers.LSTM(8, activation="relu")):
         model = kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)), layer, kcomp.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse", backend="reference")
         decomposed, _ = run_pipeline(train_step_graph(model), passes=PIPELINE[:-1])

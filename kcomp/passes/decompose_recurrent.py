@@ -11,14 +11,15 @@ forward's own nodes again, which CSE (simplify, after decompose) merges: the for
 every c_t and its gates (save=True) when the graph also holds the backward.
 
 Only what lstm_scan computes is decomposed: Keras's default activations (tanh, sigmoid),
-float32, up to SCAN_MAX_UNITS units, and a time axis of static length (slicing the last
+float32, up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to SCAN_MAX_UNITS, the
+tiled ones the rest: the fusion pass picks), and a time axis of static length (slicing the last
 step needs it). Anything else
 stays one coarse op, run by its torch reference.
 """
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
-from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
@@ -27,7 +28,7 @@ def _scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
     return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and x.dtype == "float32" \
-        and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_MAX_UNITS
+        and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 
 def _forward_inputs(node: Node) -> tuple:

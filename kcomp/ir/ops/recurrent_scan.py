@@ -22,9 +22,13 @@ from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float, require_rank
 from kcomp.ir.types import TensorSpec
 
-# The largest hidden size the lstm_scan kernels hold in registers (kernels/recurrent.py); the
-# decompose pass leaves larger LSTMs whole, for their torch reference.
+# The largest hidden size the lstm_scan kernels hold in registers (kernels/recurrent.py); above
+# it the tiled kernels (kernels/recurrent_tiled.py) keep h and c in global memory and read U in
+# chunks every step, up to SCAN_TILED_MAX_UNITS: the largest size they are tested and compiled
+# at (U is then 16 MiB of float32, read from L2 by every program every step). The decompose pass
+# leaves larger LSTMs whole, for their torch reference.
 SCAN_MAX_UNITS = 64
+SCAN_TILED_MAX_UNITS = 1024
 
 
 def _units(xw, recurrent, what: str) -> int:

@@ -1,0 +1,269 @@
+"""LSTM recurrence templates for hidden sizes above the on-chip limit: h and c in global memory.
+
+kernels/recurrent.py holds a program's h and c in registers, which fits up to SCAN_MAX_UNITS
+units. Above that these templates take the lstm_scan and lstm_scan_grad nodes (the fusion pass
+asks them first; they refuse what the on-chip ones hold). The work is split the same way, one
+launch per layer, each program owning BLOCK_B batch rows and walking every time step; but a
+step's state lives in memory the program itself wrote, and each step runs chunk by chunk:
+
+    forward, step t, for each chunk of BLOCK_H units:
+        z[:, gate chunk] = xw_t[:, gate chunk] + sum over K-chunks of h_{t-1}[:, K] @ U[K, gate chunk]
+        c = f c_{t-1} + i g,  h = o tanh(c)              (that chunk's units only)
+    backward, step t, for each chunk:
+        dh = dseq_t + sum over K-chunks of dz_{t+1}[:, K] @ U[chunk, K]^T   (K over the 4 gates)
+        dc = dc_next + dh o (1 - tanh(c)^2), then dz_t for that chunk's four gates
+
+h_{t-1} is the h sequence output itself (the row's step t-1), dz_{t+1} the dz output's step
+t+1: every chunk reads the whole previous step, so a barrier ends each step (tl.debug_barrier:
+the program's writes are visible to all its threads after it). Only the program that wrote a
+row reads it, so no grid-wide sync is needed. c_{t-1} is the saved c sequence, or (without it)
+the last-c output, updated in place; the backward's dc is a (batch, units) scratch. U is read
+from L2 every step, one (BLOCK_K, BLOCK_H) tile per gate at a time.
+
+`times_matrix` (the chunked product) and the masks are written for any gate count and layout,
+so a GRU or SimpleRNN tiled variant reuses them with its own cell update.
+
+Under Triton's interpreter a program's block operations run whole, one after another, so a
+missing barrier cannot show there: the GPU run's wide_sequences case (tests/gpu_cases.py) is
+the check. What it costs: every program reads all of U each step (16 MiB at 1024 units) and
+there are only batch / BLOCK_B programs, so at large sizes the step is bound by what a few SMs
+can read from L2; splitting the units across programs would need a grid-wide sync per step.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding, ScanCall, _tanh
+from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors, scan_outputs
+from kcomp.kernels.sizes import cdiv
+from kcomp.kernels.template import Group, Template
+
+
+@triton.jit
+def times_matrix(A, a_rows, a_ok, K, W, w_cols, w_ok, stride_k, stride_col, PRECISION: tl.constexpr,
+                 BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(BLOCK_B, BLOCK_H): sum over k < K of A[a_rows + k] * W[k * stride_k + w_cols * stride_col].
+
+    a_rows (BLOCK_B, 1): where each row of A starts; w_cols (BLOCK_H,): W's columns, strided so
+    that a transposed W is stride_k=1. Rows and columns outside a_ok, w_ok read zeros. K may be
+    0 (nothing before the first step): the sum is then zeros."""
+    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        a = tl.load(A + a_rows + ks[None, :], mask=a_ok & k_ok[None, :], other=0.0).to(tl.float32)
+        w = tl.load(W + ks[:, None] * stride_k + w_cols[None, :] * stride_col, mask=k_ok[:, None] & w_ok[None, :],
+                    other=0.0).to(tl.float32)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def step_mask(step, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """step > 0 as a (BLOCK_B, BLOCK_H) mask (a tensor: under the interpreter the loop's step is a
+    Python int, which a tensor mask cannot be and-ed with)."""
+    return (tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.int32) + step) > 0
+
+
+@triton.jit
+def lstm_scan_tiled_kernel(
+    XW, U, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
+    SAVE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = (rows < n_batch)[:, None]
+    gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units  # (row, step 0, gate 0, unit 0)
+    seq_rows = rows[:, None].to(tl.int64) * n_steps * units
+    last_rows = rows[:, None].to(tl.int64) * units
+    for t in range(0, n_steps):
+        h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
+        k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
+        has_prev = step_mask(t, BLOCK_B, BLOCK_H)
+        for j in range(0, units, BLOCK_H):
+            cols = j + tl.arange(0, BLOCK_H)
+            col_ok = cols < units
+            ok = row_ok & col_ok[None, :]
+            z = XW + gate_rows + t * 4 * units + cols[None, :]
+            z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_matrix(
+                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
+                HSEQ, h_prev, row_ok, k_prev, U, cols + units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
+                HSEQ, h_prev, row_ok, k_prev, U, cols + 2 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
+                BLOCK_K)
+            z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
+                HSEQ, h_prev, row_ok, k_prev, U, cols + 3 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
+                BLOCK_K)
+            i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), _tanh(z_g), tl.sigmoid(z_o)
+            if SAVE:
+                c_at = CSEQ + seq_rows + t * units + cols[None, :]
+                c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)
+            else:
+                c_at = CLAST + last_rows + cols[None, :]  # the running c: read, then overwritten
+                c_prev = tl.load(c_at, mask=ok & has_prev, other=0.0).to(tl.float32)
+                # The store below may fall to other threads than this load (the layouts are the
+                # compiler's): every thread has read its c_{t-1} before any writes c_t there.
+                tl.debug_barrier()
+            c = f * c_prev + i * g
+            h = o * _tanh(c)
+            tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
+            tl.store(c_at, c.to(c_at.dtype.element_ty), mask=ok)
+            if SAVE:
+                saved = GATES + gate_rows + t * 4 * units + cols[None, :]
+                tl.store(saved, i.to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved + units, f.to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved + 2 * units, g.to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved + 3 * units, o.to(GATES.dtype.element_ty), mask=ok)
+        tl.debug_barrier()  # all of h_t written before step t+1 reads it
+
+
+@triton.jit
+def lstm_scan_grad_tiled_kernel(
+    U, CSEQ, GATES, DSEQ, DH, DC, DZ, DCRUN, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_ok = (rows < n_batch)[:, None]
+    gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units
+    seq_rows = rows[:, None].to(tl.int64) * n_steps * units
+    last_rows = rows[:, None].to(tl.int64) * units
+    for s in range(0, n_steps):
+        t = n_steps - 1 - s
+        dz_next = gate_rows + (t + 1) * 4 * units  # dz_{t+1}, written by the step before this one
+        k_next = 4 * units * (s > 0)  # none after the last step
+        has_next = step_mask(s, BLOCK_B, BLOCK_H)
+        has_prev = step_mask(t, BLOCK_B, BLOCK_H)
+        for j in range(0, units, BLOCK_H):
+            cols = j + tl.arange(0, BLOCK_H)
+            col_ok = cols < units
+            ok = row_ok & col_ok[None, :]
+            last = last_rows + cols[None, :]
+            # dh_t = dz_{t+1} @ U^T: U[unit, k] is W[k, unit] at stride_k 1, stride_col 4 units
+            dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, 4 * units, PRECISION, BLOCK_B, BLOCK_H,
+                              BLOCK_K)
+            if HAS_DH:
+                dh += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
+            if HAS_DSEQ:
+                dh += tl.load(DSEQ + seq_rows + t * units + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+            dc_next = tl.load(DCRUN + last, mask=ok & has_next, other=0.0).to(tl.float32)
+            if HAS_DC:
+                dc_next += tl.load(DC + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
+            saved = GATES + gate_rows + t * 4 * units + cols[None, :]
+            i = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
+            f = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
+            g = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+            o = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
+            c_at = CSEQ + seq_rows + t * units + cols[None, :]
+            c = tl.load(c_at, mask=ok, other=0.0).to(tl.float32)
+            c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)  # c_0 = 0
+            tanh_c = _tanh(c)
+            dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+            out = DZ + gate_rows + t * 4 * units + cols[None, :]
+            tl.store(out, (dc * g * i * (1.0 - i)).to(DZ.dtype.element_ty), mask=ok)
+            tl.store(out + units, (dc * c_prev * f * (1.0 - f)).to(DZ.dtype.element_ty), mask=ok)
+            tl.store(out + 2 * units, (dc * i * (1.0 - g * g)).to(DZ.dtype.element_ty), mask=ok)
+            tl.store(out + 3 * units, (dh * tanh_c * o * (1.0 - o)).to(DZ.dtype.element_ty), mask=ok)
+            tl.debug_barrier()  # every thread has read its dc_next before any overwrites it (as c above)
+            tl.store(DCRUN + last, dc * f, mask=ok)
+        tl.debug_barrier()  # all of dz_t written before step t-1 reads it
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+# The on-chip templates' bindings (gen_recurrent fills both), as classes of this module: AOT
+# recording finds the kernels to record through the module of the launch's binding.
+@dataclass(frozen=True, kw_only=True)
+class LstmTiledScanBinding(LstmScanBinding):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class LstmTiledScanGradBinding(LstmScanGradBinding):
+    pass
+
+
+INTERPRETER_BLOCKS = dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=32, num_warps=4)  # the smallest tiles tl.dot takes
+
+
+def _candidates(call, interpret: bool) -> list[dict]:
+    if interpret:
+        return [INTERPRETER_BLOCKS]
+    # Few programs (one per BLOCK_B rows), each reading all of U every step: a larger BLOCK_B reads
+    # it for more rows at once. Measured for sm_90 (registers forward saving / not / backward):
+    # each of these compiles without spills at 128, 256 and 1024 units; the first, which AOT
+    # builds (156 / 124 / 150 registers), also at 70, 100, 200, 300 and 500, sizes no 16 divides
+    # (unvectorized loads, more registers: 243 / 156 / 227), where the others spill 8 to 32 bytes.
+    # With Triton's default 3 pipeline stages, or tiles (16, 32, 32) or (32, 32, 32) on 4 warps
+    # or (64, 64, 32) on 8, one of the three kernels spills at 128 or 256 units. The K loops are
+    # short (units / BLOCK_K iterations per gate), so one stage loses little.
+    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1)
+            for b, h, k, w in ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))]
+
+
+def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: the projected inputs and U contiguous
+    xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
+    n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
+    # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
+    shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
+    out, buffers = scan_outputs(binding.outputs, shapes, out, xw)
+    tensors = lstm_scan_tensors(binding.save, xw, u, buffers)
+    run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
+    return out
+
+
+@tuned(_candidates)
+def run_scan(call: ScanCall, config: dict):
+    lstm_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
+        *call.tensors, call.n_batch, call.n_steps, call.units, SAVE=call.binding.save, PRECISION=call.precision,
+        **config,
+    )
+
+
+def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
+                     interpret=None):
+    # check: U, every c_t, the gates and the gradients present, contiguous
+    operands = grad_operands(binding, inputs)
+    u, gates = operands[0], operands[2]
+    n, steps, units = gates.shape[0], gates.shape[1], u.shape[0]
+    # allocate: the gradient of every step's gates, and the running dc (float32 whatever the dtype)
+    if out is None:
+        out = torch.empty_like(gates)
+    dc_run = torch.empty((n, units), device=gates.device, dtype=torch.float32)
+    run_scan_grad(ScanCall(binding, inputs, out, (*operands, out, dc_run), n, steps, units, precision), config,
+                  interpret)
+    return out
+
+
+@tuned(_candidates)
+def run_scan_grad(call: ScanCall, config: dict):
+    lstm_scan_grad_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
+        *call.tensors, call.n_batch, call.n_steps, call.units, PRECISION=call.precision, **grad_flags(call.binding),
+        **config,
+    )
+
+
+# --- grouping: the scans the on-chip templates cannot hold --------------------------------------
+def _group_scan(fusion, node):
+    # lstm_scan(xw, recurrent): units are the recurrent kernel's rows
+    return Group(node) if node.op == "lstm_scan" and node.inputs[1].shape[0] > SCAN_MAX_UNITS else None
+
+
+def _group_scan_grad(fusion, node):
+    # lstm_scan_grad(recurrent, c_seq, gates, ...)
+    return Group(node) if node.op == "lstm_scan_grad" and node.inputs[0].shape[0] > SCAN_MAX_UNITS else None
+
+
+# Asked before the on-chip lstm_scan (72) and lstm_scan_grad (73), so these take what those cannot hold.
+TEMPLATES = (
+    Template("lstm_scan_tiled", launch_scan, LstmTiledScanBinding, group=_group_scan, priority=68, tensor_cores=True),
+    Template("lstm_scan_grad_tiled", launch_scan_grad, LstmTiledScanGradBinding, group=_group_scan_grad, priority=69,
+             tensor_cores=True),
+)
