@@ -73,6 +73,10 @@ def symbol_sizes(graph: Graph, batch: int) -> dict:
     return sizes
 
 
+# Ops a plan runs on torch by design, not for want of a template: why, for the explain lines.
+TORCH_BY_DESIGN = {"sort_ids": "torch.sort, stable: the gradient's order of addition"}
+
+
 def explain(graph: Graph) -> str:
     """The fused graph in one line a step: what each kernel absorbed."""
     lines, kernels = [], 0
@@ -85,6 +89,8 @@ def explain(graph: Graph) -> str:
             lines.append(f"{node.origin or '?'} ({node.op}) -> once per weight update (weights only)")
         elif node.op in VIEW_OPS:
             lines.append(f"{node.origin or '?'} ({node.op}) -> a view, no kernel")
+        elif node.op in TORCH_BY_DESIGN:
+            lines.append(f"{node.origin or '?'} ({node.op}) -> torch op in the plan ({TORCH_BY_DESIGN[node.op]})")
         elif node.op != "constant":
             lines.append(f"{node.origin or '?'} ({node.op}) -> unfused torch op (no template yet)")
     return "\n".join(lines) + "\n"

@@ -16,6 +16,11 @@ P*/E* are the extra tensors a hook reads, T*/S* their row strides. A generated k
 module binds the hooks and the rest of what its IR fixes (which inputs are A and B, the
 operands, the output dtypes) in a MatmulBinding and calls `launch` below.
 
+GATHER_A: A is an embedding's output the kernel never sees whole: row m of A is row IDS[m] of
+the table (passed as A), read through the ids as the tile loads (kcomp/passes/fuse_gather.py).
+A row whose id is outside the table reads nothing and comes out NaN, as the embedding
+template's does.
+
 HAS_BSUM: the kernel also writes B's column sums (sum over K) into BSUM,
 from the B tiles it loads anyway: in a training step B of the weight gradient
 h^T @ dz is dz, and its column sums are the bias gradient.
@@ -37,11 +42,12 @@ from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
 @triton.jit
 def matmul_kernel(
-    A, B, C, BSUM,
-    M, N, K,
+    A, B, C, BSUM, IDS,
+    M, N, K, A_ROWS,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
+    GATHER_A: tl.constexpr,
     PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -52,8 +58,15 @@ def matmul_kernel(
     offs_k = tl.arange(0, BK)
     mask_m = offs_m < M
     mask_n = offs_n < N
+    if GATHER_A:  # A's rows are the table's rows at the ids
+        a_rows = tl.load(IDS + offs_m, mask=mask_m, other=0).to(tl.int64)
+        a_inside = (a_rows >= 0) & (a_rows < A_ROWS)
+        a_rows = tl.where(a_inside, a_rows, 0)
+    else:
+        a_rows = offs_m.to(tl.int64)
+        a_inside = mask_m
     # 64-bit row offsets: M x K and M x N may pass 2^31 elements.
-    a_ptrs = A + offs_m[:, None].to(tl.int64) * stride_am + offs_k[None, :] * stride_ak
+    a_ptrs = A + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
     b_ptrs = B + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
 
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -73,6 +86,8 @@ def matmul_kernel(
         a_ptrs += BK * stride_ak
         b_ptrs += BK * stride_bk
 
+    if GATHER_A:
+        acc = tl.where(a_inside[:, None], acc, float("nan"))  # a bad id shows, before the epilogue
     acc = EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
     c_ptrs = C + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
@@ -117,8 +132,9 @@ def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool 
 
 @dataclass(frozen=True, kw_only=True)
 class MatmulBinding(Binding):
-    a: int  # the input A is (what the prologue chain starts from, else the matmul's own)
+    a: int  # the input A is (what the prologue chain starts from, else the matmul's own; the table when gathering)
     b: int
+    ids: int | None = None  # GATHER_A: which input holds the ids A's rows are read through; None: A is read whole
     prologue: object  # the generated PROLOGUE hook (a no-op when has_prologue is False)
     has_prologue: bool
     prologue_operands: tuple[Operand, ...]  # P0, P1
@@ -138,15 +154,18 @@ class MatmulCall(Call):
     M: int
     N: int
     K: int
+    ids: torch.Tensor | None  # GATHER_A's ids (flat positions x table rows), else None
 
 
 def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: A is (..., K), read as an (M, K) matrix through its strides when 2-D (a transposed
     # view needs no copy), else made contiguous; B is (K, N), read through its strides.
+    # Gathering, A is the table, read through its strides, and the rows are the ids' positions.
     a = inputs[binding.a] if inputs[binding.a].dim() == 2 else inputs[binding.a].contiguous()
+    ids = None if binding.ids is None else inputs[binding.ids].contiguous()
     b = inputs[binding.b]
     K = a.shape[-1]
-    M = a.numel() // K
+    M = a.numel() // K if ids is None else ids.numel()
     N = b.shape[1]
     if b.shape[0] != K:
         raise ValueError(f"{tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions differ")
@@ -154,10 +173,10 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
     contiguous_operands(tensors, binding.prologue_operands + binding.operands)
     # allocate
     if out is None:
-        c = torch.empty((*a.shape[:-1], N), device=a.device, dtype=binding.out_dtype)
+        c = torch.empty((*(a.shape[:-1] if ids is None else ids.shape), N), device=a.device, dtype=binding.out_dtype)
         out = c if binding.column_sums_dtype is None else (c, torch.empty((N,), device=a.device, dtype=binding.column_sums_dtype))
     c, bsum = (out, out) if binding.column_sums_dtype is None else out
-    call = MatmulCall(binding, inputs, out, a, b, c, bsum, M, N, K)
+    call = MatmulCall(binding, inputs, out, a, b, c, bsum, M, N, K, ids)
     operand_args = (tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, c)
                     + tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, c))
     run(call, config, interpret, precision=precision, operand_args=operand_args)
@@ -167,12 +186,13 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
 @tuned(lambda call, interpret: candidate_configs(call.M, call.N, call.K, interpret, call.binding.whole_rows))
 def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
     a, b, bind = call.a, call.b, call.binding
+    gather = call.ids is not None
     matmul_kernel[gemm_grid(call.M, call.N, config)](
-        a, b, call.c, call.bsum, call.M, call.N, call.K,
+        a, b, call.c, call.bsum, call.ids if gather else a, call.M, call.N, call.K, a.shape[0] if gather else call.M,
         a.stride(-2) if a.dim() == 2 else call.K, a.stride(-1), b.stride(0), b.stride(1), call.N, 1,
         *operand_args,
         PROLOGUE=bind.prologue, HAS_PROLOGUE=bind.has_prologue, EPILOGUE=bind.epilogue,
-        HAS_BSUM=bind.column_sums_dtype is not None, PRECISION=precision, **kernel_options(config),
+        HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, PRECISION=precision, **kernel_options(config),
     )
 
 
@@ -186,8 +206,14 @@ def is_dense(node) -> bool:
 
 
 def _claim_prologue(fusion, node):
-    """Elementwise ops that produced a Dense's input belong to its kernel, not to a pointwise one."""
-    return fusion.prologue_chain(node, PROLOGUE_OPERANDS) if is_dense(node) else None
+    """Elementwise ops that produced a Dense's input belong to its kernel, not to a pointwise one;
+    and the embedding before them, whose rows the kernel then reads through the ids
+    (kcomp/passes/fuse_gather.py), when the Dense is its one reader."""
+    if not is_dense(node):
+        return None
+    chain = fusion.prologue_chain(node, PROLOGUE_OPERANDS)
+    embedding = fusion.gathered_embedding(node, chain)
+    return chain if embedding is None else [embedding, *chain]
 
 
 def _claim_column_sum(fusion, node):
@@ -211,8 +237,9 @@ def _claim_column_sum(fusion, node):
 def _group(fusion, node):
     if not is_dense(node):
         return None
-    prologue = fusion.claimed_prologue(node)
-    nodes = [*prologue, node]
+    claimed = fusion.claimed_prologue(node)  # the embedding first, when the kernel gathers A's rows
+    gather, prologue = [n for n in claimed if n.op == "embedding"], [n for n in claimed if n.op != "embedding"]
+    nodes = [*gather, *prologue, node]
     v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     row = fusion.sole_user(v)
     if row is not None and row.op in ("softmax", "log_softmax") and fusion.is_free(row):
@@ -220,7 +247,7 @@ def _group(fusion, node):
         n = v.shape[-1]
         if row.attrs["axis"] % v.rank == v.rank - 1 and is_static(n) and n <= MAX_SOFTMAX_ROW:
             nodes.append(row)
-    return Group(node, prologue, nodes[len(prologue) + 1:], fusion.claimed_outputs(node))
+    return Group(node, prologue, nodes[len(gather) + len(prologue) + 1:], fusion.claimed_outputs(node), gather)
 
 
 TEMPLATES = (Template("matmul", launch, MatmulBinding, tensor_cores=True, group=_group, priority=10,

@@ -52,13 +52,16 @@ class Group:
     prologue: list = field(default_factory=list)  # elementwise ops computing the anchor's input as it loads
     epilogue: list = field(default_factory=list)  # ops on the anchor's results before the store
     extra: list = field(default_factory=list)  # ops computing further outputs from what the kernel loads
+    # An embedding whose rows the anchor loads through its ids (first in body order; last here so
+    # that the fields above keep their positions).
+    gather: list = field(default_factory=list)
 
     def nodes(self) -> list:
-        return [*self.prologue, self.anchor, *self.epilogue, *self.extra]
+        return [*self.gather, *self.prologue, self.anchor, *self.epilogue, *self.extra]
 
     def roles(self) -> tuple[str, ...]:
-        return (("prologue",) * len(self.prologue) + ("anchor",) + ("epilogue",) * len(self.epilogue)
-                + ("extra",) * len(self.extra))
+        return (("gather",) * len(self.gather) + ("prologue",) * len(self.prologue) + ("anchor",)
+                + ("epilogue",) * len(self.epilogue) + ("extra",) * len(self.extra))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ its GPU check.
 import numpy as np
 
 from kcomp.layers import (
-    LSTM, Add, Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D, Softmax,
+    LSTM, Add, Conv2D, Dense, Dropout, Embedding, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D,
+    Softmax,
 )
 from kcomp.models import Model, Sequential
 
@@ -48,13 +49,28 @@ def wide_sequences():
     return Sequential([Input(shape=(7, 5)), LSTM(70), Dense(4, activation="softmax")])
 
 
-CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences}
+VOCAB = 23  # the embeddings case's ids: BATCH x 7 of them, so most rows sum several
+
+
+def embeddings():
+    """embedding (its gather kernel in a training step, where the backward reads the embedded
+    sequence), the LSTM projection gathering its rows through the ids (predict), embedding_grad."""
+    return Sequential([Input(shape=(7,), dtype="int32"), Embedding(VOCAB, 5), LSTM(6), Dense(4, activation="softmax")])
+
+
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
+         "embeddings": embeddings}
 
 
 def data(model, seed=0):
     """A ragged batch of inputs and class ids for `model`."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(BATCH, *model.inputs[0].shape[1:])).astype("float32")
+    shape = (BATCH, *model.inputs[0].shape[1:])
+    if model.inputs[0].dtype in ("int32", "int64"):  # ids, 0 and the last among them
+        x = rng.integers(0, VOCAB, shape).astype(model.inputs[0].dtype)
+        x.flat[0], x.flat[-1] = 0, VOCAB - 1
+    else:
+        x = rng.normal(size=shape).astype("float32")
     y = rng.integers(0, model.outputs[0].shape[-1], BATCH)
     return x, y
 

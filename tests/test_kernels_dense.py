@@ -77,15 +77,15 @@ def test_layer_norm_rows(center, scale):
     assert [k.attrs["template"] for k in kernels_of(graph)] == ["layer_norm"]
 
 
-def test_pointwise_chain_after_an_unfused_op():
-    # The embedding stays a torch op; the activations after it fuse into one pointwise kernel.
+def test_pointwise_chain_after_an_embedding():
+    # The activations after an embedding are its kernel's epilogue: the rows go through them once.
     model = Sequential([Embedding(11, 19, input_length=5), Activation("gelu"), Activation("softsign"), Reshape((95,))])
     randomize(model)
     ids = torch.randint(0, 11, (3, 5), dtype=torch.int32)
     graph = assert_compiled_matches_reference(model, [ids], kind="elementwise").fused
     (kernel,) = kernels_of(graph)
-    assert kernel.attrs["template"] == "pointwise"
-    assert [n.op for n in kernel.attrs["body"].nodes] == ["gelu", "softsign"]
+    assert kernel.attrs["template"] == "embedding"
+    assert [n.op for n in kernel.attrs["body"].nodes] == ["embedding", "gelu", "softsign"]
 
 
 def test_pointwise_with_vector_and_full_operands():

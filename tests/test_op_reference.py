@@ -545,7 +545,7 @@ def test_every_op_has_a_reference_test():
 
 NN_GRAD_OPS = {
     "conv2d_backprop_input", "conv2d_backprop_filter", "max_pool2d_grad", "avg_pool2d_grad", "embedding_grad",
-    "lstm_grad", "gru_grad", "simple_rnn_grad",
+    "lstm_grad", "gru_grad", "simple_rnn_grad", "sort_ids", "embedding_grad_sorted",
 }
 
 
@@ -672,6 +672,24 @@ def test_embedding_grad(rng, ids_shape, ids_dtype):
     got = ref("embedding_grad", ids, dy, input_dim=10)
     check(got, want)
     assert not got[4:].any()
+
+
+@pytest.mark.parametrize("ids_dtype", ["int32", "int64"])
+def test_sort_ids_is_a_stable_sort_of_the_flat_ids(rng, ids_dtype):
+    ids = rng.integers(0, 4, (3, 7)).astype(ids_dtype)  # many repeats: the order among equals shows
+    values, positions = ref("sort_ids", ids)
+    assert values.shape == positions.shape == ids.shape and values.dtype == ids.dtype and positions.dtype == np.int64
+    order = np.argsort(ids.reshape(-1), kind="stable")
+    np.testing.assert_array_equal(positions.reshape(-1), order)
+    np.testing.assert_array_equal(values.reshape(-1), ids.reshape(-1)[order])
+
+
+def test_embedding_grad_sorted_is_embedding_grad(rng):
+    ids = rng.integers(0, 4, (3, 7))
+    dy = rng.standard_normal((3, 7, 5))
+    want = np.zeros((10, 5))
+    np.add.at(want, ids.reshape(-1), dy.reshape(-1, 5))
+    check(ref("embedding_grad_sorted", *ref("sort_ids", ids), dy, input_dim=10), want)
 
 
 def torch_rnn_grads(module, x, weights, go_backwards, return_sequences, cotangents):

@@ -145,6 +145,8 @@ EXAMPLES += [
     ("avg_pool2d_grad", [X(None, 5, 6, 3)], {"input_size": (9, 11), "pool_size": (3, 3), "strides": (2, 2), "padding": "same"}),
     ("embedding_grad", [X(None, 6, dtype="int64"), X(None, 6, 4)], {"input_dim": 10}),
     ("embedding_grad", [X(None, dtype="int32"), X(None, 4)], {"input_dim": 10}),
+    ("sort_ids", [X(None, 6, dtype="int32")], {}),
+    ("embedding_grad_sorted", [X(None, 6, dtype="int64"), X(None, 6, dtype="int64"), X(None, 6, 4)], {"input_dim": 10}),
     ("lstm_grad", [X(None, 6, 3), W(3, 16), W(4, 16), W(16), X(None, 4), X(None, 4)], {"grad_outputs": (0, 2)}),
     ("lstm_grad", [X(None, 6, 3), W(3, 16), W(4, 16), X(None, 6, 4)],
      {"use_bias": False, "return_sequences": True, "grad_outputs": (0,)}),

@@ -1,4 +1,5 @@
-"""Generator for the matmul template: Dense, its prologue (ops that produced A) and epilogue."""
+"""Generator for the matmul template: Dense, its prologue (ops that produced A) and epilogue, and
+the embedding whose rows it reads through the ids (a gather)."""
 
 from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
@@ -11,15 +12,19 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     body, anchor, prologue_nodes, epilogue_nodes = kernel.body, kernel.anchor, list(kernel.prologue), list(kernel.epilogue)
     column_sum = kernel.extra[0] if kernel.extra else None  # B's column sums: a second output
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
-    # A is what the prologue chain starts from (the anchor's own input when there is no prologue).
+    # A is what the prologue chain starts from (the anchor's own input when there is no prologue);
+    # gathering, that is the embedding's output, and the kernel reads the table through the ids.
     a_value = chain_input(prologue_nodes) if prologue_nodes else anchor.inputs[0]
-    a, b = index_of[a_value.id], index_of[anchor.inputs[1].id]
+    gather = kernel.gather[0] if kernel.gather else None
+    ids, table = gather.inputs if gather is not None else (None, a_value)
+    a, b = index_of[table.id], index_of[anchor.inputs[1].id]
     constants = list(kernel.constants)
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, a_value, "prologue", PROLOGUE_PARAMS)
     expression, operands = generate_epilogue(body, constants + epilogue_nodes, anchor.outputs[0])
     return GeneratedKernel(prologue + "\n\n" + expression, {
         "a": str(a),
         "b": str(b),
+        "ids": "None" if ids is None else str(index_of[ids.id]),
         "prologue": "prologue",
         "has_prologue": str(bool(prologue_nodes)),
         "prologue_operands": repr(tuple(pro_operands)),

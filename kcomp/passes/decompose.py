@@ -1,7 +1,8 @@
 """decompose: rewrite coarse ops into primitives the fusion templates absorb.
 
 A 1x1 convolution with unit strides becomes a matmul of the channels. An LSTM becomes
-its input projection and one recurrence op (decompose_recurrent.py).
+its input projection and one recurrence op (decompose_recurrent.py). An embedding's gradient
+becomes a stable sort of the ids and a sum in that order (decompose_embedding.py).
 
 batch_norm in inference form becomes y = x * scale + shift with
 scale = gamma / sqrt(var + eps) and shift = beta - mean * scale. scale and
@@ -11,6 +12,7 @@ matmul before them.
 """
 
 from kcomp.ir.graph import Node
+from kcomp.passes.decompose_embedding import RULES as EMBEDDING_RULES
 from kcomp.passes.decompose_recurrent import RULES as RECURRENT_RULES
 from kcomp.passes.rewrite import Rewriter, rewrite_to_fixpoint
 
@@ -61,7 +63,7 @@ def _pooled_later(node: Node, rw: Rewriter) -> bool:
     return False
 
 
-RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul), *RECURRENT_RULES]
+RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul), *RECURRENT_RULES, *EMBEDDING_RULES]
 
 
 def decompose(graph):

@@ -13,7 +13,9 @@ the elementwise ops computing a Dense's or a reduction's input (a prologue), a
 Dense's bias gradient (its B's column sums).
 
 `Fusion` is the state the rules read: users, what is taken, the chain helpers.
-What fits no template (batched matmul, grouped conv, embedding, recurrent ops,
+An embedding read only by a Dense-like matmul is
+gathered by that matmul's kernel (fuse_gather.py); others get a gather kernel of their own.
+What fits no template (batched matmul, grouped conv, recurrent ops off the scan's limits,
 concat, transpose) stays a plain node and runs unfused on torch; nodes computed
 from weights alone stay too, and the runtime computes them once per weight
 update.
@@ -27,6 +29,7 @@ from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.operands import chain_input, operand_kind
 from kcomp.kernels.template import Group
+from kcomp.passes.fuse_gather import gathered_embedding
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
 
 
@@ -149,6 +152,11 @@ class Fusion:
         if x.shape != user.outputs[0].shape or any(operand_kind(y, user.outputs[0]) is None for y in p.inputs):
             return None
         return p
+
+    def gathered_embedding(self, anchor: Node, prologue: list[Node]) -> Node | None:
+        """The embedding whose rows a Dense-like anchor may load through the ids instead of reading
+        its output (the rule and why: kcomp/passes/fuse_gather.py), or None."""
+        return gathered_embedding(self, anchor, prologue)
 
     def prologue_chain(self, anchor: Node, max_operands: int) -> list[Node]:
         """Single-use elementwise ops that produced the anchor's first input, to apply as it loads

@@ -18,6 +18,7 @@ from kcomp.ir.opdef import OpDef, attr
 
 ROLES = {
     "constant": "a scalar literal the generated code writes in place",
+    "gather": "an embedding whose output the kernel never stores: the anchor loads its input's rows through the ids",
     "prologue": "an elementwise op computing the anchor's input as the kernel loads it",
     "anchor": "the op the template is built around (the matmul, the conv, the reduction, ...)",
     "epilogue": "an op applied to the anchor's results before the store (a bias, an activation, a pool)",
@@ -32,6 +33,7 @@ class KernelParts:
 
     body: Graph
     anchor: Node
+    gather: tuple[Node, ...]
     prologue: tuple[Node, ...]
     epilogue: tuple[Node, ...]
     extra: tuple[Node, ...]
@@ -42,7 +44,8 @@ def kernel_parts(node: Node) -> KernelParts:
     body, roles = node.attrs["body"], node.attrs["roles"]
     by_role = {role: tuple(n for n, r in zip(body.nodes, roles) if r == role) for role in ROLES}
     (anchor,) = by_role["anchor"]
-    return KernelParts(body, anchor, by_role["prologue"], by_role["epilogue"], by_role["extra"], by_role["constant"])
+    return KernelParts(body, anchor, by_role["gather"], by_role["prologue"], by_role["epilogue"], by_role["extra"],
+                       by_role["constant"])
 
 
 def _kernel_infer(inputs, template, body, roles):
