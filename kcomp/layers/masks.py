@@ -62,3 +62,15 @@ def as_mask(value) -> torch.Tensor:
     """A mask given as data (bools or numbers, Keras's call argument mask=...) as 0/1 float32."""
     tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
     return (tensor != 0).to(torch.float32)
+
+
+def select(mask, a, b):
+    """Keras's where(mask, a, b) for a 0/1 mask (broadcast against a and b), as arithmetic that
+    fuses: a * m + b * (1 - m), which is exactly a or b wherever both are finite."""
+    return ops.add(ops.multiply(a, mask), ops.multiply(b, ops.subtract(1.0, mask)))
+
+
+def per_feature(mask, x):
+    """A (batch, time) mask shaped to multiply x (batch, time, features): a trailing axis of 1, x's dtype."""
+    mask = ops.reshape(mask, (*mask.shape, 1))
+    return mask if ops.dtype(mask) == ops.dtype(x) else ops.cast(mask, ops.dtype(x))
