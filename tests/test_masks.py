@@ -90,6 +90,19 @@ def test_masking_layer_equals_keras(mask_value):
     _assert_predictions_equal(ours, theirs, x)
 
 
+def test_a_nested_model_reads_and_passes_on_the_mask():
+    def build(lib):
+        steps = lib.Input((7, 4))
+        inner = lib.Model(steps, lib.layers.Dense(3)(lib.layers.LSTM(5, return_sequences=True)(steps)))
+        inp = lib.Input((7,), dtype="int32")
+        seq = inner(lib.layers.Embedding(10, 4, mask_zero=True)(inp))
+        return lib.Model(inp, [seq, lib.layers.GlobalAveragePooling1D()(seq)])
+
+    ours, theirs = twins(build)
+    _assert_predictions_equal(ours, theirs, IDS)
+    assert [t.mask_shape for t in ours.outputs] == [("N", 7), None]
+
+
 @pytest.mark.parametrize("merge_mode, return_sequences, return_state", [
     ("concat", True, False), ("sum", False, False), (None, True, True), ("ave", True, True), ("mul", False, True),
 ])
