@@ -270,27 +270,22 @@ def _op_inputs(rng, cell, use_bias=True, reset_after=True, dtype=np.float64):
 
 
 def _naive(cell, x, kernel, recurrent, bias, mask, attrs):
-    """Keras's backend.rnn written out: each step from the unmasked op's one-step result."""
-    from kcomp.ir.registry import OPS
-
-    step_attrs = {k: v for k, v in attrs.items() if k not in ("masked", "zero_output_for_mask", "go_backwards", "return_sequences")}
+    """Keras's backend.rnn written out over a cell step written out (Keras's default activations)."""
     order = range(x.shape[1] - 1, -1, -1) if attrs["go_backwards"] else range(x.shape[1])
     units = recurrent.shape[0]
     states = [torch.zeros(x.shape[0], units, dtype=x.dtype) for _ in range(2 if cell == "lstm" else 1)]
     output, outputs = torch.zeros_like(states[0]), []
     for t in order:
-        # one step from given states: an op over a one-step sequence only starts from zeros, so write the cell
-        new = _cell_step(cell, x[:, t], kernel, recurrent, bias, states, step_attrs)
+        new = _cell_step(cell, x[:, t], kernel, recurrent, bias, states)
         keep = mask[:, t : t + 1] != 0
         output = torch.where(keep, new[0], torch.zeros_like(output) if attrs["zero_output_for_mask"] else output)
         states = [torch.where(keep, n, s) for n, s in zip(new, states)]
         outputs.append(output)
     seq = torch.stack(outputs, 1) if attrs["return_sequences"] else output
-    assert OPS[cell]  # the op under test exists
     return [seq, *states]
 
 
-def _cell_step(cell, x_t, kernel, recurrent, bias, states, attrs):
+def _cell_step(cell, x_t, kernel, recurrent, bias, states):
     z = x_t @ kernel + (0 if bias is None else (bias[0] if bias.dim() == 2 else bias))
     h = states[0]
     if cell == "lstm":
