@@ -340,6 +340,28 @@ def reduce_values(values, reduction, sample_weight=None):
     return ops.mean(values)
 
 
+def reduce_masked(values, mask, sample_weight, reduction, what: str):
+    """The loss of an output that carries a mask, as Keras's Loss applies it (losses/loss.py,
+    apply_mask): the values of masked steps weigh 0; a mean reduction divides by the number of
+    unmasked steps (0 when there are none), "sum" sums, "mean_with_sample_weight" divides by the
+    weights' sum. `values` holds one value per sample and step, as the mask does."""
+    if tuple(values.shape) != tuple(mask.shape):
+        raise ShapeError(
+            f"{what} gave values of shape {format_shape(ops.shape(values))} but the output's mask has shape "
+            f"{format_shape(ops.shape(mask))}: a masked output's loss needs one value per unmasked step, as in Keras."
+        )
+    if ops.dtype(mask) != ops.dtype(values):
+        mask = ops.cast(mask, ops.dtype(values))
+    per_sample = ops.reshape(sample_weight, (sample_weight.shape[0],) + (1,) * (len(mask.shape) - 1))
+    weights = ops.multiply(mask, per_sample if ops.dtype(per_sample) == ops.dtype(mask) else ops.cast(per_sample, ops.dtype(mask)))
+    total = ops.sum(ops.multiply(values, weights))
+    if reduction == "sum":
+        return total
+    counted = weights if reduction == "mean_with_sample_weight" else mask
+    # Keras's divide_no_nan: with no unmasked step the total is 0 and so is the loss.
+    return ops.divide(total, ops.maximum(ops.sum(counted), 1e-30 if reduction == "mean_with_sample_weight" else 1.0))
+
+
 def _is_float(dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat"))
 

@@ -285,6 +285,21 @@ def activation_layer_ref(x, w, activation, **_):
     return _act(activation)(x)
 
 
+def masking_ref(x, w, mask_value=0.0, **_):
+    """Keras's Masking: a step whose features all equal mask_value becomes zeros; the others stay."""
+    return np.where(np.any(x != mask_value, axis=-1, keepdims=True), x, 0.0)
+
+
+def _with_masked_steps(value):
+    """Normal inputs with some whole steps set to `value` (the harness's inputs are never zeros)."""
+    def make(rng, shape, dtype):
+        x = rng.standard_normal(shape).astype(dtype)
+        x[rng.random(shape[:-1]) < 0.4] = value
+        x[0, 0, 0] = value  # one step only partly equal to mask_value: it stays
+        return x
+    return make
+
+
 def identity_ref(x, w, **_):
     return x
 
@@ -412,6 +427,9 @@ DROPOUT = [
     case(layers.SpatialDropout1D, dict(rate=0.5), (5, 4, 6), (None, 4, 6), {}, 0, identity_ref, id="spatial-dropout1d"),
     case(layers.SpatialDropout1D, dict(rate=0.2, seed=3), (5, 7, 2), (None, 7, 2), {}, 0, identity_ref,
          id="spatial-dropout1d-seed"),
+    case(layers.Masking, {}, (5, 7, 3), (None, 7, 3), {}, 0, masking_ref, input_fn=_with_masked_steps(0.0), id="masking"),
+    case(layers.Masking, dict(mask_value=-1.5), (5, 7, 3), (None, 7, 3), {}, 0, masking_ref,
+         input_fn=_with_masked_steps(-1.5), id="masking-value"),
 ]
 
 RESHAPING = [
@@ -443,6 +461,8 @@ EMBEDDING = [
     case(layers.Embedding, dict(input_dim=10, output_dim=4, input_length=6), (5, 6), (None, 6, 4),
          {"embeddings": (10, 4)}, 40, embedding_ref, input_dtype="int32", input_fn=_ids(10),
          id="embedding-keras2-input-length"),
+    case(layers.Embedding, dict(input_dim=10, output_dim=4, mask_zero=True), (5, 6), (None, 6, 4),
+         {"embeddings": (10, 4)}, 40, embedding_ref, input_dtype="int32", input_fn=_ids(10), id="embedding-mask-zero"),
     # Float ids (as Keras users often feed them) are cast to int.
     case(layers.Embedding, dict(input_dim=10, output_dim=4), (5, 6), (None, 6, 4), {"embeddings": (10, 4)}, 40,
          embedding_ref, input_dtype="float32", input_fn=_ids(10), id="embedding-float-ids"),
@@ -819,7 +839,8 @@ BAD_ARGUMENTS = {
     "reshape-two-minus1": (lambda: layers.Reshape((-1, -1)), None),
     "permute-not-a-permutation": (lambda: layers.Permute((1, 3)), None),
     "unknown-activation": (lambda: layers.Dense(3, activation="relu7"), None),
-    "mask_zero": (lambda: layers.Embedding(10, 4, mask_zero=True), None),
+    "mask_zero-not-a-bool": (lambda: layers.Embedding(10, 4, mask_zero="yes"), None),
+    "masking-infinite-value": (lambda: layers.Masking(float("inf")), (4, 3)),
     "stateful": (lambda: layers.LSTM(4, stateful=True), None),
     "conv-window-too-big": (lambda: layers.Conv2D(4, 5), (4, 4, 3)),
     "reshape-wrong-size": (lambda: layers.Reshape((5, 5)), (4, 3)),

@@ -27,6 +27,8 @@ class GraphBuilder:
         # the call number in model(x, training=True); None (a forward graph): nothing random is drawn.
         self.rng_counter: Value | None = None
         self.origin = ""
+        # Keras's masks of the values traced so far: value id -> its 0/1 mask value (kcomp/layers/masks.py).
+        self.masks: dict[int, Value] = {}
 
     def _new_value(self, shape, dtype, name="") -> Value:
         v = Value(self._next_id, tuple(shape), check_dtype(dtype), name)

@@ -7,8 +7,8 @@ from kcomp.layers.conv import (
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D,
 )
 from kcomp.layers.core import (
-    Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Permute, ReLU, Reshape, Softmax,
-    SpatialDropout1D,
+    Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Masking, Permute, ReLU, Reshape,
+    Softmax, SpatialDropout1D,
 )
 from kcomp.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization
@@ -33,6 +33,6 @@ __all__ = [
     "Embedding", "Flatten", "GRU", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",
-    "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
+    "Masking", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
     "Softmax", "SpatialDropout1D", "Subtract", "TimeDistributed", "Variable",
 ]

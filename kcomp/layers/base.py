@@ -8,10 +8,16 @@ Calling a layer on KerasTensors (the functional API) records a LayerCall and
 returns new KerasTensors; their shapes come from tracing `call` into a scratch
 graph, so every shape error surfaces at model-building time with the layer's
 name. Calling it on arrays or torch tensors runs it at once.
+
+Masks (kcomp/layers/masks.py) go round `call` as in Keras's Layer.__call__: the mask
+travelling with the input goes to call's `mask` argument where it has one, and a layer that
+supports masking gives its outputs the mask `compute_mask` returns (by default the input's);
+a layer that does not drops it.
 """
 
 import inspect
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +28,7 @@ from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledErro
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
 from kcomp.ir.types import BATCH, TORCH_DTYPES, fresh_symbol
+from kcomp.layers import masks
 from kcomp.support.arrays import numeric_array
 from kcomp.ops import current_builder, tracing
 from kcomp.variables import Variable
@@ -49,12 +56,15 @@ class KerasTensor:
     `shape` shows them as None, as Keras does.
     """
 
-    def __init__(self, ir_shape, dtype: str, call: LayerCall | None = None, index: int = 0, name: str = ""):
+    def __init__(self, ir_shape, dtype: str, call: LayerCall | None = None, index: int = 0, name: str = "",
+                 mask_shape=None):
         self.ir_shape = tuple(ir_shape)
         self.dtype = dtype
         self.call = call
         self.index = index
         self.name = name
+        # The IR shape of the mask travelling with this tensor (Keras's _keras_mask), or None.
+        self.mask_shape = None if mask_shape is None else tuple(mask_shape)
 
     @property
     def shape(self) -> tuple:
@@ -111,6 +121,9 @@ _BASE_KWARGS = ("name", "trainable", "dtype", "input_shape", "input_dim", "batch
 class Layer:
     # The dtype a model gets for inputs that feed this layer first (Embedding: int32).
     input_dtype = "float32"
+    # Keras's supports_masking: whether the layer gives its outputs a mask (compute_mask). A layer
+    # class that defines its own compute_mask supports masking, as in Keras.
+    supports_masking = False
     # Attributes holding layers that are not this layer's own (a model's lists of its layers).
     _not_sublayers: frozenset = frozenset()
 
@@ -154,7 +167,11 @@ class Layer:
         self._weights: list[Variable] = []  # Keras's order (add_weight)
         self._made_trainable = 0  # how many of them were made trainable: they come first
         self._calls: list[LayerCall] = []
-        self._call_takes_training = "training" in inspect.signature(self.call).parameters
+        call_parameters = inspect.signature(self.call).parameters
+        self._call_takes_training = "training" in call_parameters
+        self._call_takes_mask = "mask" in call_parameters
+        if type(self).compute_mask is not Layer.compute_mask and not self.supports_masking:
+            self.supports_masking = True
 
     def __setattr__(self, name, value):
         # Keras tracks the layers a layer keeps as attributes (one layer, or a list of them): their
@@ -295,6 +312,10 @@ class Layer:
     def call(self, inputs):
         raise NotImplementedError(f"{type(self).__name__}.call")
 
+    def compute_mask(self, inputs, previous_mask):
+        """Keras's: the mask of the outputs (None: no mask), from the inputs and their mask."""
+        return previous_mask
+
     def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self.batch_input_shape is not None:
@@ -320,53 +341,93 @@ class Layer:
             self.build(shapes)
             self.built = True
 
-    def _invoke(self, inputs, training: bool):
+    def _invoke(self, inputs, training: bool, mask=None):
+        kwargs = {}
         if self._call_takes_training:
-            return self.call(inputs, training=training)
-        return self.call(inputs)
+            kwargs["training"] = training
+        if self._call_takes_mask:
+            kwargs["mask"] = mask
+        return self.call(inputs, **kwargs)
 
-    def trace(self, builder: GraphBuilder, inputs, training: bool = False):
-        """Emit this layer's nodes into `builder`; `inputs` are IR Values (or a list)."""
+    def _call_with_masks(self, inputs, training: bool, mask=None):
+        """`call` with Keras's masks round it: the inputs' masks (or `mask`, given) to call's mask
+        argument; then, if the layer supports masking, compute_mask's masks to the outputs that
+        have none yet (a layer returning its input keeps the input's)."""
+        if mask is None:
+            mask = pack_like(inputs, [masks.mask_of(x) for x in flatten(inputs)])
+        outputs = self._invoke(inputs, training, mask)
+        if self.supports_masking:
+            flat_outputs = flatten(outputs)
+            if any(masks.mask_of(y) is None for y in flat_outputs):
+                computed = self.compute_mask(inputs, mask)
+                for y, m in zip(flat_outputs, flatten(computed) if computed is not None else []):
+                    if masks.mask_of(y) is None:
+                        masks.attach(y, m)
+        elif any(m is not None for m in flatten(mask)) and not getattr(self, "_warned_mask", False):
+            self._warned_mask = True
+            warnings.warn(
+                f"Layer '{self.name}' (of type {type(self).__name__}) was passed an input with a mask attached to it. "
+                "However, this layer does not support masking and will therefore destroy the mask information. "
+                "Downstream layers will not see the mask.", stacklevel=3,
+            )
+        return outputs
+
+    def trace(self, builder: GraphBuilder, inputs, training: bool = False, mask=None):
+        """Emit this layer's nodes into `builder`; `inputs` are IR Values (or a list). Their masks are
+        read from the builder (or `mask` is theirs), its outputs' masks written there."""
         shapes = [_keras_shape(v.shape) for v in flatten(inputs)]
         self._build_for(pack_like(inputs, shapes))
-        return self._trace_call(builder, inputs, training)
+        return self._trace_call(builder, inputs, training, mask)
 
-    def _trace_call(self, builder: GraphBuilder, inputs, training: bool):
+    def _trace_call(self, builder: GraphBuilder, inputs, training: bool, mask=None):
         """Emit `call` (the layer built): its nodes tagged with the layer's name, its training flag
         passed on to the layers it calls."""
         saved = getattr(_trace_state, "training", False)
         _trace_state.training = training
         try:
             with builder.scope(self.name), tracing(builder):
-                return self._invoke(inputs, training)
+                return self._call_with_masks(inputs, training, mask)
         finally:
             _trace_state.training = saved
 
-    def __call__(self, inputs, training=None, **kwargs):
+    def __call__(self, inputs, training=None, mask=None, **kwargs):
         """Call on Input-derived tensors (records the call) or on data (runs it).
 
         `training=True` given here is kept with the call, as Keras keeps it
-        (Monte Carlo dropout); other call arguments are not supported yet.
+        (Monte Carlo dropout). A mask travels with the tensors (from Embedding(mask_zero=True) or
+        Masking); `mask=` is taken on data (and inside another layer's call), not on Input-derived
+        tensors. Other call arguments are not supported yet.
         """
         _check_super_called(self)
         if kwargs:
             raise ArgumentError(
                 f'Layer "{self.name}" was called with {sorted(kwargs)}; kcomp layers do not take '
-                "call arguments other than training yet (no masks or initial states)."
+                "call arguments other than training and mask yet (no initial states)."
             )
+        if mask is not None and not (self._call_takes_mask or self.supports_masking):
+            raise ArgumentError(f'Layer "{self.name}" ({type(self).__name__}) takes no mask; call it without mask=.')
         flat = flatten(inputs)
         if any(isinstance(x, KerasTensor) for x in flat):
+            if mask is not None:
+                raise ArgumentError(
+                    f'Layer "{self.name}" was called on Input-derived tensors with mask=...; in a kcomp model a mask '
+                    "travels with the tensors (Embedding(mask_zero=True) or a Masking layer makes it). Drop mask=."
+                )
             return self._symbolic_call(inputs, training)
         if any(isinstance(x, Value) for x in flat) and current_builder() is not None:
             # Called inside another layer's `call` while that layer is traced: emitted inline.
             mode = getattr(_trace_state, "training", False) if training is None else bool(training)
-            out = self.trace(current_builder(), inputs, mode)
+            out = self.trace(current_builder(), inputs, mode, mask)
             self._traced_output_shapes = [_keras_shape(v.shape) for v in flatten(out)]  # for summary()
             return out
+        if mask is None:  # Keras: a tensor's own mask (an eager Embedding(mask_zero=True) gave it one)
+            mask = pack_like(inputs, [masks.mask_of(x) for x in flat])
+        else:
+            mask = pack_like(mask, [None if m is None else masks.as_mask(m) for m in flatten(mask)])
         tensors = [to_tensor(x) for x in flat]
         self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
         with tracing(None):
-            return self._invoke(pack_like(inputs, tensors), bool(training))
+            return self._call_with_masks(pack_like(inputs, tensors), bool(training), mask)
 
     def _symbolic_call(self, inputs, training):
         flat = flatten(inputs)
@@ -377,6 +438,9 @@ class Layer:
             )
         scratch = GraphBuilder(f"{self.name}_check")
         values = [scratch.input(kt.ir_shape, kt.dtype, f"in{i}") for i, kt in enumerate(flat)]
+        for i, (kt, v) in enumerate(zip(flat, values)):
+            if kt.mask_shape is not None:
+                scratch.masks[v.id] = scratch.input(kt.mask_shape, "float32", f"in{i}_mask")
         try:
             out = self.trace(scratch, pack_like(inputs, values), bool(training))
         except KcompError as e:
@@ -395,7 +459,8 @@ class Layer:
         outs_flat = flatten(out)
         call = LayerCall(self, inputs, None, {} if training is None else {"training": bool(training)})
         tensors = [
-            KerasTensor(v.shape, v.dtype, call, i, f"{self.name}/out{i}" if len(outs_flat) > 1 else self.name)
+            KerasTensor(v.shape, v.dtype, call, i, f"{self.name}/out{i}" if len(outs_flat) > 1 else self.name,
+                        mask_shape=scratch.masks[v.id].shape if v.id in scratch.masks else None)
             for i, v in enumerate(outs_flat)
         ]
         call.outputs = pack_like(out, tensors)

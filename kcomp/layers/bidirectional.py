@@ -7,7 +7,9 @@ return_sequences the backward outputs are flipped back into time order before th
 are merged (concat, sum, ave, mul, or None for the two as a list); with
 return_state the states follow, the forward layer's then the backward layer's. Both
 run on the same recurrent ops (and kernels) as the layers themselves; the weights
-are the forward layer's, then the backward layer's.
+are the forward layer's, then the backward layer's. A mask goes to both layers (each reads it in
+its own order); with return_sequences the merged output carries it on (both outputs with
+merge_mode=None), as Keras's compute_mask gives it.
 """
 
 from kcomp import ops
@@ -33,6 +35,8 @@ def _copy(layer: _RNN, name: str, **changes) -> _RNN:
 
 
 class Bidirectional(Layer):
+    supports_masking = True
+
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         if merge_mode not in MERGE_MODES:
             raise ArgumentError(f"Received: merge_mode={merge_mode!r}. Expected one of {list(MERGE_MODES)}.")
@@ -63,8 +67,9 @@ class Bidirectional(Layer):
         self.return_sequences = forward.return_sequences
         self.return_state = forward.return_state
 
-    def call(self, inputs, training=False):
-        y, y_rev = self.forward_layer(inputs, training=training), self.backward_layer(inputs, training=training)
+    def call(self, inputs, training=False, mask=None):
+        y = self.forward_layer(inputs, training=training, mask=mask)
+        y_rev = self.backward_layer(inputs, training=training, mask=mask)
         states = []
         if self.return_state:
             (y, *forward_states), (y_rev, *backward_states) = y, y_rev
@@ -84,6 +89,13 @@ class Bidirectional(Layer):
         if not states and len(output) == 1:
             return output[0]
         return output + states
+
+    def compute_mask(self, inputs, previous_mask):
+        """Keras's: the sequence's mask on the merged output(s) with return_sequences, else none; none on states."""
+        mask = previous_mask[0] if isinstance(previous_mask, (list, tuple)) else previous_mask
+        if not self.return_sequences:
+            return None
+        return [mask, mask] if self.merge_mode is None else mask
 
     def get_config(self):
         from kcomp.saving.serialization import layer_to_keras

@@ -252,14 +252,29 @@ class GlobalMaxPooling2D(_GlobalPooling):
 
 
 class GlobalAveragePooling1D(_GlobalPooling):
-    """The mean over steps. Keras's mask argument (padded steps left out) waits for masks in kcomp."""
+    """The mean over steps; with a mask, over the unmasked steps (Keras's: a sequence with every step
+    masked gives 0 / 0). The mask stops here."""
 
     rank = 1
     reduce = staticmethod(ops.mean)
+    supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return super().call(inputs)
+        keep = ops.reshape(mask, (*mask.shape, 1))
+        if ops.dtype(keep) != ops.dtype(inputs):
+            keep = ops.cast(keep, ops.dtype(inputs))
+        # x * 0 at a masked step is Keras's where(mask, x, 0) for every finite x.
+        total = ops.sum(ops.multiply(inputs, keep), axis=1, keepdims=self.keepdims)
+        return ops.divide(total, ops.sum(keep, axis=1, keepdims=self.keepdims))
+
+    def compute_mask(self, inputs, previous_mask):
+        return None
 
 
 class GlobalMaxPooling1D(_GlobalPooling):
-    """The maximum over steps. Keras's mask argument waits for masks in kcomp."""
+    """The maximum over steps. As Keras's, it does not read a mask (padded steps count) and drops it."""
 
     rank = 1
     reduce = staticmethod(ops.max)

@@ -1,9 +1,11 @@
-"""Core layers: Input, Dense, activations, Dropout and SpatialDropout1D, reshaping, Embedding."""
+"""Core layers: Input, Dense, activations, Dropout and SpatialDropout1D, reshaping, Embedding, Masking."""
+
+import math
 
 from kcomp import activations, initializers, ops, regularizers, session
-from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.ir.types import is_static
-from kcomp.layers import args
+from kcomp.layers import args, masks
 from kcomp.layers.base import KerasTensor, Layer, LayerCall, symbolic_batch_shape
 
 
@@ -51,6 +53,8 @@ def _known_last_dim(layer, input_shape) -> int:
 
 class Dense(Layer):
     """output = activation(inputs @ kernel + bias), kernel of shape (input_dim, units)."""
+
+    supports_masking = True  # Keras's Dense passes a sequence's mask on
 
     def __init__(
         self,
@@ -105,6 +109,8 @@ class Dense(Layer):
 
 
 class Activation(Layer):
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
@@ -117,6 +123,8 @@ class Activation(Layer):
 
 
 class ReLU(Layer):
+    supports_masking = True
+
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
         args.number("max_value", max_value, 0.0, allow_none=True)
@@ -137,6 +145,8 @@ class ReLU(Layer):
 
 
 class LeakyReLU(Layer):
+    supports_masking = True
+
     def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
         super().__init__(**kwargs)
         self.negative_slope = args.number("negative_slope", alpha if alpha is not None else negative_slope, 0.0)  # alpha: Keras 2's name
@@ -149,11 +159,18 @@ class LeakyReLU(Layer):
 
 
 class Softmax(Layer):
+    supports_masking = True
+
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = axis
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
+        if mask is not None:  # Keras: masked entries get a large negative logit (a sequence's mask rarely broadcasts)
+            raise KcompError(
+                f'Layer "{self.name}" (Softmax) got a mask; Keras applies it to the logits, which kcomp does not do yet. '
+                "Put the Softmax before the layer that makes the mask, or use Dense(..., activation='softmax')."
+            )
         return activations.softmax(inputs, self.axis)
 
     def get_config(self):
@@ -162,6 +179,8 @@ class Softmax(Layer):
 
 class Dropout(Layer):
     """Zeroes a `rate` fraction of inputs during training; the identity in inference."""
+
+    supports_masking = True
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -202,6 +221,8 @@ def sequence_dropout_mask(inputs, rate, seed):
 class SpatialDropout1D(Layer):
     """Dropout of whole channels: in training each (sample, channel) is zeroed at every step, or kept
     and scaled by 1 / (1 - rate) at every step; the identity in inference."""
+
+    supports_masking = True  # a Dropout in Keras
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -283,7 +304,10 @@ class Permute(Layer):
 
 
 class Embedding(Layer):
-    """Maps integer ids in [0, input_dim) to rows of a (input_dim, output_dim) table."""
+    """Maps integer ids in [0, input_dim) to rows of a (input_dim, output_dim) table.
+
+    With mask_zero=True the outputs carry Keras's mask, ids != 0: id 0 is padding (it still has a
+    row; the vocabulary's words are 1 .. input_dim - 1, so input_dim is the vocabulary size + 1)."""
 
     input_dtype = "int32"  # a Sequential model whose first layer is this takes integer ids
 
@@ -306,12 +330,8 @@ class Embedding(Layer):
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         args.no_constraint("embeddings_constraint", embeddings_constraint)
-        if mask_zero:
-            raise ArgumentError(
-                "Received: mask_zero=True. kcomp does not propagate masks yet, so padded steps would be "
-                "treated as data; pass mask_zero=False (pad with pad_sequences and let the model learn the padding)."
-            )
-        self.mask_zero = False
+        self.mask_zero = args.boolean("mask_zero", mask_zero)
+        self.supports_masking = self.mask_zero
         self.input_length = input_length
 
     def build(self, input_shape):
@@ -325,6 +345,11 @@ class Embedding(Layer):
             inputs = ops.cast(inputs, "int32")  # Keras casts float ids too
         return ops.embedding(inputs, self.embeddings)
 
+    def compute_mask(self, inputs, previous_mask=None):
+        if not self.mask_zero:
+            return None
+        return masks.not_equal(inputs, 0)  # on the ids as given, as Keras (before its cast of float ids)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -336,3 +361,31 @@ class Embedding(Layer):
             "input_length": self.input_length,
         }
 
+
+
+class Masking(Layer):
+    """Keras's Masking: a step whose features all equal `mask_value` is masked (skipped by the layers
+    that read masks, left out of a pool's average and of the loss) and set to 0."""
+
+    supports_masking = True
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = args.number("mask_value", mask_value)
+        if not math.isfinite(self.mask_value):  # its masked steps are zeroed by multiplying them by 0
+            raise ArgumentError(f"Received: mask_value={mask_value!r}. Expected a finite number.")
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return masks.any_of(masks.not_equal(inputs, self.mask_value), axis=-1)
+
+    def call(self, inputs):
+        mask = self.compute_mask(inputs)
+        keep = ops.reshape(mask, (*inputs.shape[:-1], 1))
+        if ops.dtype(inputs) != "float32":
+            keep = ops.cast(keep, ops.dtype(inputs))
+        outputs = ops.multiply(inputs, keep)  # a masked step holds mask_value only: x * 0 is Keras's where(mask, x, 0)
+        masks.attach(outputs, mask)  # as Keras's call sets it
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}

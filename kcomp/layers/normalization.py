@@ -1,7 +1,7 @@
 """BatchNormalization and LayerNormalization with Keras's defaults (epsilon 1e-3, momentum 0.99)."""
 
 from kcomp import initializers, ops, regularizers
-from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.ir.types import normalize_axis
 from kcomp.layers import args
 from kcomp.layers.base import Layer
@@ -22,6 +22,8 @@ def _param_args(center, scale, beta_initializer, gamma_initializer, beta_regular
 
 class _Normalization(Layer):
     """What both normalizations share: optional gamma (scale) and beta (center)."""
+
+    supports_masking = True  # as Keras's: a mask passes through
 
     def _add_scale_and_center(self, shape):
         if self.scale:
@@ -92,10 +94,16 @@ class BatchNormalization(_Normalization):
         self.moving_mean = self.add_weight(shape=(channels,), initializer=self.moving_mean_initializer, trainable=False, name="moving_mean")
         self.moving_variance = self.add_weight(shape=(channels,), initializer=self.moving_variance_initializer, trainable=False, name="moving_variance")
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, mask=None):
         # Keras: a frozen BatchNormalization (trainable=False, as in a frozen base model) runs in
         # inference mode, on its moving statistics, which then stay as they are.
         training = training and self.trainable
+        if training and mask is not None:
+            raise KcompError(
+                f'Layer "{self.name}" (BatchNormalization) got a mask in training: Keras then takes the batch statistics '
+                "over the unmasked steps only, which kcomp does not compute yet. Put it before the layer that makes "
+                "the mask, or freeze it (trainable=False: its moving statistics need no mask)."
+            )
         op = "batch_norm_train" if training else "batch_norm"
         result = ops.emit(
             op, inputs, self.moving_mean, self.moving_variance, *self._scale_and_center(),

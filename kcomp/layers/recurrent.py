@@ -5,6 +5,10 @@ Weights follow Keras: kernel (features, gates * units), recurrent_kernel
 reset_after=True. In training, `dropout` drops input features as Keras's cells do: one
 mask per sequence (batch, features), the same at every time step, drawn anew each step.
 `recurrent_dropout` is refused in training until the recurrent op takes its masks.
+
+A Keras mask travelling with the input (Embedding(mask_zero=True), Masking) goes to the op as
+one more input: a masked step keeps the previous states and output (zeros with
+zero_output_for_mask). The outputs carry the mask on with return_sequences, else none.
 """
 
 import torch
@@ -40,6 +44,7 @@ class _RNN(Layer):
     op = ""  # the registry op
     gates = 1
     num_states = 1
+    supports_masking = True
 
     def __init__(
         self,
@@ -89,8 +94,7 @@ class _RNN(Layer):
         self.go_backwards = args.boolean("go_backwards", go_backwards)
         self.unroll = args.boolean("unroll", unroll)
         self.seed = seed
-        # Keras: a masked step outputs zeros instead of the last output. Masks are not supported yet
-        # (Embedding(mask_zero=True) is refused), so without one it changes nothing.
+        # Keras: a masked step outputs zeros instead of the last output (without a mask: nothing changes).
         self.zero_output_for_mask = args.boolean("zero_output_for_mask", zero_output_for_mask)
         if stateful:
             raise ArgumentError("Received: stateful=True. kcomp's recurrent layers start each batch from zero states; pass stateful=False.")
@@ -122,7 +126,7 @@ class _RNN(Layer):
         # The dropout mask's seed, drawn in build order as Dropout's is (kcomp/layers/core.py).
         self._op_seed = self.seed if self.seed is not None else session.draw_seed()
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, mask=None):
         training = args.boolean("training", training)
         if training and self.recurrent_dropout:
             raise KcompError(
@@ -133,12 +137,34 @@ class _RNN(Layer):
         if training and self.dropout:
             inputs = ops.multiply(inputs, sequence_dropout_mask(inputs, self.dropout, self._op_seed))
         weights = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])
+        masked = {}
+        if mask is not None:
+            weights.append(self._step_mask(inputs, mask))
+            masked = {"masked": True, "zero_output_for_mask": self.zero_output_for_mask}
         outputs = ops.emit(
             self.op, inputs, *weights,
             activation=self.activation, recurrent_activation=self.recurrent_activation, use_bias=self.use_bias,
-            return_sequences=self.return_sequences, go_backwards=self.go_backwards, **self._op_attrs(),
+            return_sequences=self.return_sequences, go_backwards=self.go_backwards, **self._op_attrs(), **masked,
         )
         return list(outputs) if self.return_state else outputs[0]
+
+    def _step_mask(self, inputs, mask):
+        """The mask as the op reads it: one 0/1 per sample and time step (Keras's RNN masks whole steps)."""
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if tuple(mask.shape) != tuple(inputs.shape[:2]):
+            raise ShapeError(
+                f'Layer "{self.name}" ({type(self).__name__}) got a mask of shape {format_shape(ops.shape(mask))} for '
+                f"inputs of shape {format_shape(ops.shape(inputs))}; a recurrent layer takes one mask value per sample "
+                "and time step, (batch, timesteps)."
+            )
+        return mask
+
+    def compute_mask(self, inputs, previous_mask):
+        """Keras's: the sequence keeps the mask (return_sequences), a last step or a state has none."""
+        mask = previous_mask[0] if isinstance(previous_mask, (list, tuple)) else previous_mask
+        output_mask = mask if self.return_sequences else None
+        return [output_mask] + [None] * self.num_states if self.return_state else output_mask
 
     def get_config(self):
         return {

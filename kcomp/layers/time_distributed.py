@@ -9,6 +9,10 @@ layer's own fusion (bias, activation, a pool). The weights are the wrapped layer
 Keras calls the layer on each step in turn; the results are the same for every layer whose call
 treats the samples of a batch apart. BatchNormalization in training does not (Keras normalizes
 each step by that step's batch statistics and moves its averages once a step): that is refused.
+
+A mask passes through, as Keras's (the output carries the input's). A mask with more than the
+(batch, steps) axes (ids of shape (batch, steps, words) through Embedding(mask_zero=True)) is
+folded as the inputs are and goes to the wrapped layer, which reads each step's (batch, words).
 """
 
 from kcomp import ops
@@ -34,6 +38,8 @@ def _layers_within(layer) -> list:
 class TimeDistributed(Layer):
     """`TimeDistributed(layer)`: `layer` applied to each step of (batch, steps, ...) inputs."""
 
+    supports_masking = True
+
     def __init__(self, layer, **kwargs):
         super().__init__(**kwargs)
         if isinstance(layer, dict):  # Keras's serialized layer (a config, a file): read through the allow-list
@@ -58,7 +64,7 @@ class TimeDistributed(Layer):
             )
         self.layer._build_for((input_shape[0], *input_shape[2:]))  # Keras: built for one step's shape
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, mask=None):
         steps = inputs.shape[1]
         if not is_static(steps):
             raise ShapeError(
@@ -69,13 +75,29 @@ class TimeDistributed(Layer):
             self._refuse_batch_statistics()
         batch = batch_dim(inputs)
         folded = ops.reshape(inputs, (fold_dim(batch, steps), *inputs.shape[2:]))
-        outputs = self.layer(folded, training=training)
+        step_mask = self._step_mask(mask, fold_dim(batch, steps))
+        outputs = self.layer(folded, training=training, **({} if step_mask is None else {"mask": step_mask}))
         if isinstance(outputs, (list, tuple)):
             raise KcompError(
                 f'Layer "{self.name}" (TimeDistributed): the wrapped layer "{self.layer.name}" returns '
                 f"{len(outputs)} tensors; TimeDistributed takes a layer with one output."
             )
         return ops.reshape(outputs, (batch, steps, *outputs.shape[1:]))
+
+    def _step_mask(self, mask, folded_batch):
+        """What the wrapped layer reads of the mask: none for a (batch, steps) mask (Keras gives it each
+        step's (batch,) column, which only a layer that takes no mask ignores), else the mask folded."""
+        if mask is None or not (self.layer._call_takes_mask or self.layer.supports_masking):
+            return None
+        if len(mask.shape) < 3:
+            if not self.layer._call_takes_mask:
+                return None
+            raise KcompError(
+                f'Layer "{self.name}" (TimeDistributed) got a (batch, steps) mask and wraps "{self.layer.name}", '
+                "which reads masks: Keras would give it one mask value per sample at each step. Put the masked "
+                "layer outside the TimeDistributed."
+            )
+        return ops.reshape(mask, (folded_batch, *mask.shape[2:]))
 
     def _refuse_batch_statistics(self) -> None:
         for layer in _layers_within(self.layer):

@@ -24,6 +24,12 @@ class Metric:
     """
 
     weighted = False  # True for a metric of compile(weighted_metrics=...): see `weighted_copy`
+    # Keras's MeanMetricWrapper: an output's mask weighs its values (masked_state). A metric with a state
+    # of its own (counts at thresholds, sums per class) does not read masks, as Keras's do not.
+    honours_mask = True
+
+    def reads_mask(self) -> bool:
+        return self.honours_mask and type(self).state is Metric.state
 
     def __init__(self, name=None):
         self.name = name or _default_name(type(self).__name__)
@@ -48,6 +54,23 @@ class Metric:
         if sample_weight is None:
             return ops.sum(values), math.prod(values.shape[1:])
         weights = ops.emit("broadcast_like", per_sample(sample_weight, values), values)
+        totals = [ops.reshape(ops.sum(v), (1,)) for v in (ops.multiply(values, weights), weights)]
+        return ops.concatenate(totals, axis=0), 0
+
+    def masked_state(self, y_true, y_pred, mask, sample_weight=None):
+        """`state` for an output carrying a mask, as Keras's MeanMetricWrapper takes one: the values of
+        masked steps weigh 0, the mean is over the others ([sum(values * weight), sum(weight)])."""
+        values = self.values(y_true, y_pred)
+        if tuple(values.shape) != tuple(mask.shape):
+            raise ShapeError(
+                f"metric {self.name} gave values of shape {format_shape(ops.shape(values))} but the output's mask has "
+                f"shape {format_shape(ops.shape(mask))}; a masked output's metric needs one value per step, as in Keras."
+            )
+        if values.dtype != "float32":
+            values = ops.cast(values, "float32")
+        weights = mask if ops.dtype(mask) == "float32" else ops.cast(mask, "float32")
+        if sample_weight is not None:
+            weights = ops.multiply(weights, per_sample(sample_weight, weights))
         totals = [ops.reshape(ops.sum(v), (1,)) for v in (ops.multiply(values, weights), weights)]
         return ops.concatenate(totals, axis=0), 0
 

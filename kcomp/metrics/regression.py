@@ -104,6 +104,8 @@ ConcordanceCorrelation = _loss_metric("ConcordanceCorrelation", _concordance_cor
 class RootMeanSquaredError(Metric):
     """sqrt of the mean squared difference over every value (Keras's RootMeanSquaredError)."""
 
+    honours_mask = False  # a Mean, not a MeanMetricWrapper, in Keras: it does not read the output's mask
+
     def values(self, y_true, y_pred):
         y_true, y_pred = _as_float_pair(y_true, y_pred)
         return ops.square(ops.subtract(y_pred, y_true))

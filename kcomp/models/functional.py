@@ -263,7 +263,10 @@ class Model(Layer):
                 )
             if v.dtype != spec.dtype:  # Keras converts a model's inputs to its Input's dtype
                 with builder.scope(self.name):
-                    v = builder.emit1("cast", [v], dtype=spec.dtype)
+                    cast = builder.emit1("cast", [v], dtype=spec.dtype)
+                if v.id in builder.masks:  # keeping the input's mask, as Keras's conversion does
+                    builder.masks[cast.id] = builder.masks[v.id]
+                v = cast
             values.append(v)
         outs = self._emit_calls(builder, values, training)
         return outs[0] if self._single_output else outs

@@ -27,6 +27,8 @@ from kcomp.passes.rewrite import Rewriter
 def _scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
+    if a["masked"]:  # lstm_scan has no masked step: a masked lstm stays one coarse op
+        return False
     return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and x.dtype == "float32" \
         and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 

@@ -228,6 +228,34 @@ def _sequential_from_config(config: dict):
     return model
 
 
+def _tensors_named(value) -> set:
+    """The layer names of the Keras tensors (__keras_tensor__ entries) anywhere in `value`."""
+    if isinstance(value, dict):
+        history = (value.get("config") or {}).get("keras_history") if value.get("class_name") == "__keras_tensor__" else None
+        if isinstance(history, (list, tuple)) and history and isinstance(history[0], str):
+            return {history[0]}
+        return set().union(*(_tensors_named(v) for v in value.values()))
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_tensors_named(v) for v in value))
+    return set()
+
+
+def _mask_ops(entries, output_layers) -> set:
+    """Names of the entries that only compute masks: Keras writes the ops its compute_mask ran
+    (Embedding's not_equal, Masking's not_equal and any, ...) as entries of module keras.src.ops.*
+    whose outputs feed only the `mask` arguments of other calls (or other such ops). kcomp computes
+    the same masks from the tensors themselves, so those entries and mask arguments are left out."""
+    ops = {e.get("name") for e in entries if isinstance(e, dict) and str(e.get("module", "")).startswith("keras.src.ops")}
+    read_as_data = _tensors_named(output_layers)
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("name") not in ops:
+            for node in entry.get("inbound_nodes") or []:
+                if isinstance(node, dict):
+                    read_as_data |= _tensors_named(node.get("args"))
+                    read_as_data |= _tensors_named({k: v for k, v in (node.get("kwargs") or {}).items() if k != "mask"})
+    return ops - read_as_data
+
+
 def _functional_from_config(config: dict):
     from kcomp.layers.base import flatten
     from kcomp.models.functional import Model
@@ -235,8 +263,11 @@ def _functional_from_config(config: dict):
     entries = config.get("layers")
     if not isinstance(entries, (list, tuple)):
         raise SerializationError("The functional model's config has no list of layers.")
+    mask_ops = _mask_ops(entries, config.get("output_layers"))
     layers, pending, produced, order = {}, {}, {}, []
     for entry in entries:
+        if isinstance(entry, dict) and entry.get("name") in mask_ops:
+            continue
         layer = layer_from_keras(entry)
         name = entry.get("name", layer.name) if isinstance(entry, dict) else layer.name
         if name in layers:
@@ -285,7 +316,8 @@ def _functional_from_config(config: dict):
                 args, kwargs = arguments(pending[name][0], where)
                 if args is None:
                     break
-                extra = {k: v for k, v in kwargs.items() if k not in ("training", "mask") or (k == "mask" and v is not None)}
+                extra = {k: v for k, v in kwargs.items()
+                         if k != "training" and not (k == "mask" and _tensors_named(v) <= mask_ops)}
                 if extra:
                     raise SerializationError(f"{where}: call arguments {sorted(extra)} are not supported by kcomp; the layer takes its inputs only.")
                 # Keras records `training` with each call but overrides it whenever fit or predict

@@ -173,3 +173,18 @@ def batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ArgumentError(f"Received: batch_size={batch_size!r}. Expected a positive integer.")
     return int(batch_size)
+
+
+def refuse_weights_with_masks(model, sample_weight, class_weight=None) -> None:
+    """Keras 3 cannot weigh the samples of an output that carries a mask (its (batch,) weights meet
+    the (batch, steps) mask in a product that does not broadcast), so kcomp refuses them too."""
+    if sample_weight is None and not class_weight:
+        return
+    masked = [t.call.layer.name for t in model.outputs if getattr(t, "mask_shape", None) is not None]
+    if masked:
+        raise ArgumentError(
+            f"Received {'sample_weight' if sample_weight is not None else 'class_weight'} for a model whose output "
+            f"{masked[0]!r} carries a mask (from Embedding(mask_zero=True) or Masking): Keras 3 cannot combine "
+            "per-sample weights with an output's mask, and neither does kcomp. The mask already leaves the padded "
+            "steps out of the loss; drop the weights, or end the model in a layer that drops the mask."
+        )

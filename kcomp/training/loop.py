@@ -16,8 +16,8 @@ from kcomp import losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.layers.base import Layer
 from kcomp.training.data import (
-    batch_size as checked_batch_size, check_class_ids, check_embedding_ids, check_lengths, model_inputs, sample_weights,
-    targets,
+    batch_size as checked_batch_size, check_class_ids, check_embedding_ids, check_lengths, model_inputs,
+    refuse_weights_with_masks, sample_weights, targets,
 )
 from kcomp.training.runners import device_of, runner_for
 from kcomp.training.state import TrainState
@@ -222,6 +222,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     n = check_lengths(xs, ys)
     check_class_ids(model, compiled, ys)  # validation targets included: split below, or checked there
     check_embedding_ids(model, xs)  # validation inputs included, as the targets
+    refuse_weights_with_masks(model, sample_weight, class_weight)
     sw = sample_weights(n, sample_weight, class_weight, ys)
     if validation_data is None and validation_split:
         if not 0 < validation_split < 1:
@@ -240,6 +241,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         check_lengths(*validation_data)
         check_class_ids(model, compiled, validation_data[1])
         check_embedding_ids(model, validation_data[0])
+        refuse_weights_with_masks(model, val_weights)
         validation_data += (sample_weights(len(validation_data[1][0]), val_weights, None, validation_data[1]),)
     device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
@@ -309,6 +311,7 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weig
     if not _prefix:
         check_class_ids(model, compiled, ys)
         check_embedding_ids(model, xs)
+        refuse_weights_with_masks(model, sample_weight)
     sw = sample_weights(n, sample_weight, None, ys)
     device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)
@@ -361,6 +364,7 @@ def on_batch(model, kind, x, y, sample_weight=None) -> dict:
     n = check_lengths(xs, ys)
     check_class_ids(model, compiled, ys)
     check_embedding_ids(model, xs)
+    refuse_weights_with_masks(model, sample_weight)
     acc = _accumulator(model, compiled, kind, ys)
     sw = sample_weights(n, sample_weight, None, ys)
     xs, ys, sw = _to_device(device_of(model), xs, ys, sw)

@@ -10,6 +10,8 @@ batch's loss reaches the host only through its running sum, as Keras logs it).
 The evaluation step is the same without gradients and weight updates (forward
 in inference mode). The running sums are added to inside the step, so a
 captured step leaves nothing for the host to launch per batch but its inputs.
+An output that carries a Keras mask (a sequence from Embedding(mask_zero=True) or Masking)
+weighs its loss and its mean metrics by the mask, as Keras's Loss and MeanMetricWrapper do.
 """
 
 from dataclasses import dataclass, field
@@ -44,21 +46,24 @@ def _target_input(b: GraphBuilder, spec, index: int) -> Value:
     return b.input((BATCH, *shape), dtype, f"target_{index}")
 
 
-def _total_loss(model, compiled, outputs, targets, sample_weight):
+def _total_loss(model, compiled, outputs, targets, sample_weight, masks):
     """The loss the optimizer minimizes (each output's loss times its loss weight, summed), and
     each output's own loss by name (Keras logs them as <output>_loss when a model has several)."""
     total, per_output = None, []
     names = output_names(model)
-    for i, (loss, weight, out, y) in enumerate(zip(compiled.losses, compiled.loss_weights, outputs, targets)):
+    for i, (loss, weight, out, y, mask) in enumerate(zip(compiled.losses, compiled.loss_weights, outputs, targets, masks)):
         if loss is None:
             continue
         values = loss.values(y, out)
         if values.rank and values.shape[0] != BATCH:  # one value per sample, or one for the batch (Dice)
             raise ShapeError(f"loss {loss.name} for output {i} returned shape {format_shape(values.shape)}; expected one value per sample")
-        weights = weights_per_sample(sample_weight, values)
-        values = ops.multiply(values, weights)
         # Keras's reductions; "none" in a compiled model sums, as Keras's compiled loss does.
-        value = losses.reduce_values(values, "sum" if loss.reduction in ("none", None) else loss.reduction, weights)
+        reduction = "sum" if loss.reduction in ("none", None) else loss.reduction
+        if mask is not None:
+            value = losses.reduce_masked(values, mask, sample_weight, reduction, f"loss {loss.name} for output {i}")
+        else:
+            weights = weights_per_sample(sample_weight, values)
+            value = losses.reduce_values(ops.multiply(values, weights), reduction, weights)
         per_output.append((f"{names[i]}_loss", value))
         if weight != 1.0:
             value = ops.multiply(value, float(weight))
@@ -89,15 +94,20 @@ def _regularization(b: GraphBuilder, variables) -> Value | None:
     return penalty
 
 
-def _metric_states(model, compiled, outputs, targets, sample_weight) -> tuple[list, list[str], list]:
+def _metric_states(model, compiled, outputs, targets, sample_weight, masks) -> tuple[list, list[str], list]:
     """What each metric adds to its running state this batch (Metric.state: weighted metrics weigh
-    by the sample weights), its name in the logs (<output>_<metric> when the model has several
-    outputs, as Keras names them) and the metric."""
+    by the sample weights; a mean metric of a masked output by the mask), its name in the logs
+    (<output>_<metric> when the model has several outputs, as Keras names them) and the metric."""
     states, names, metrics = [], [], []
     out_names = output_names(model)
-    for i, (output_metrics, out, y) in enumerate(zip(compiled.metrics, outputs, targets)):
+    for i, (output_metrics, out, y, mask) in enumerate(zip(compiled.metrics, outputs, targets, masks)):
         for metric in output_metrics:
-            states.append(metric.state(y, out, sample_weight if metric.weighted else None))
+            weights = sample_weight if metric.weighted else None
+            if mask is not None and metric.reads_mask():
+                states.append(metric.masked_state(y, out, mask, weights))
+                metric = metric.weighted_copy(metric.name)  # its state is a weighted one: [sum of values, of weights]
+            else:
+                states.append(metric.state(y, out, weights))
             names.append(metric.name if len(outputs) == 1 else f"{out_names[i]}_{metric.name}")
             metrics.append(metric)
     return states, names, metrics
@@ -156,16 +166,17 @@ def build_train_step(model, compiled, target_specs) -> Step:
         step_number = ops.add(done, 1.0)  # this step's number, counting from 1 (Keras's iterations + 1)
     b.rng_counter = step_number  # dropout draws its mask from (seed, step number): a new mask every step
     outputs = model.trace_into(b, training=True)
+    masks = [b.masks.get(out.id) for out in outputs]
     forward_nodes = list(b.nodes)
     with ops.tracing(b), b.scope("loss"):
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         lr = b.input((), "float32", "learning_rate")
-        total, per_output = _total_loss(model, compiled, outputs, targets, sample_weight)
+        total, per_output = _total_loss(model, compiled, outputs, targets, sample_weight, masks)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
             total = ops.add(total, penalty)
-        metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
+        metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight, masks)
         moving, moving_variables = moving_statistics(model, b, forward_nodes)
         sums, sum_names, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
@@ -193,15 +204,16 @@ def build_train_step(model, compiled, target_specs) -> Step:
 def build_test_step(model, compiled, target_specs) -> Step:
     b = GraphBuilder(f"{model.name}_test_step")
     outputs = model.trace_into(b, training=False)
+    masks = [b.masks.get(out.id) for out in outputs]
     with ops.tracing(b), b.scope("loss"):
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         b.input((), "float32", "learning_rate")  # unused: the same inputs as the training step
-        total, per_output = _total_loss(model, compiled, outputs, targets, sample_weight)
+        total, per_output = _total_loss(model, compiled, outputs, targets, sample_weight, masks)
         penalty = _regularization(b, model.trainable_weights)
         if penalty is not None:
             total = ops.add(total, penalty)
-        metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight)
+        metric_states, metric_names, metrics = _metric_states(model, compiled, outputs, targets, sample_weight, masks)
         sums, writes, accumulators = _running_sums(b, "test", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
     return Step(verify(b.finish(sums, kind="step")), log_names, writes, accumulators, metrics=log_metrics)

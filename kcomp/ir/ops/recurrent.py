@@ -7,6 +7,10 @@ The first output is the whole sequence (return_sequences) or the last step;
 the others are the final states (h, and c for the LSTM).
 Initial states are zero. With go_backwards the sequence is read last step
 first and the returned sequence is in that (reversed) order, as in Keras.
+With masked=True a last input, a (batch, time) mask (nonzero: a step to read), follows the
+weights: a masked step keeps the previous states and repeats the previous output, or outputs
+zeros with zero_output_for_mask (Keras's backend.rnn; the mask is read in the same order
+as the sequence). Masked ops always take the general path.
 The gradient of each op is one coarse backward op (lstm_grad, gru_grad,
 simple_rnn_grad in recurrent_grad.py) until a kernel computes it.
 
@@ -26,7 +30,7 @@ from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.activations import OPS as ACTIVATION_OPS
 from kcomp.ir.ops.common import require_float, require_rank
 from kcomp.ir.ops.recurrent_torch import fused
-from kcomp.ir.types import TensorSpec
+from kcomp.ir.types import FLOAT_DTYPES, TensorSpec
 
 # Activations usable inside a cell: every elementwise one, with its default attributes.
 _CELL_ACTIVATIONS = {
@@ -37,8 +41,23 @@ _CELL_ACTIVATIONS = {
 CELL_ACTIVATIONS = tuple(sorted(_CELL_ACTIVATIONS))
 
 
+def split_inputs(inputs, use_bias: bool, masked: bool) -> tuple:
+    """(x, kernel, recurrent, (bias,) or (), mask or None) from an op's inputs."""
+    bias = tuple(inputs[3:4]) if use_bias else ()
+    return inputs[0], inputs[1], inputs[2], bias, (inputs[3 + int(use_bias)] if masked else None)
+
+
+def _check_mask(x, mask) -> None:
+    if mask.shape != x.shape[:2] or mask.dtype not in (*FLOAT_DTYPES, "bool"):
+        raise ShapeError(
+            f"recurrent layer: the mask {format_shape(mask.shape)} ({mask.dtype}) should be one float or bool "
+            f"per sample and time step of the input {format_shape(x.shape)}: {format_shape(x.shape[:2])}."
+        )
+
+
 def _recurrent_infer(gates, num_states, bias_shape):
-    def infer(inputs, activation, recurrent_activation, use_bias, return_sequences, go_backwards, **extra):
+    def infer(inputs, activation, recurrent_activation, use_bias, return_sequences, go_backwards, masked=False,
+              zero_output_for_mask=False, **extra):
         x, kernel, recurrent = inputs[:3]
         require_float(x, "recurrent layer")
         require_rank(x, 3, "recurrent layer (input batch, timesteps, features)")
@@ -50,8 +69,13 @@ def _recurrent_infer(gates, num_states, bias_shape):
                 f"{format_shape(recurrent.shape)} do not fit input {format_shape(x.shape)}; expected "
                 f"{format_shape(want_kernel)} and {format_shape((units, gates * units))}."
             )
-        if len(inputs) != 3 + int(use_bias):
-            raise ShapeError(f"recurrent layer with use_bias={use_bias} takes {3 + int(use_bias)} inputs, received {len(inputs)}.")
+        want_inputs = 3 + int(use_bias) + int(masked)
+        if len(inputs) != want_inputs:
+            raise ShapeError(
+                f"recurrent layer with use_bias={use_bias}, masked={masked} takes {want_inputs} inputs, received {len(inputs)}."
+            )
+        if masked:
+            _check_mask(x, inputs[-1])
         if use_bias:
             want_bias = bias_shape(units, extra)
             if inputs[3].shape != want_bias:
@@ -64,21 +88,31 @@ def _recurrent_infer(gates, num_states, bias_shape):
     return infer
 
 
-def _run(x, go_backwards, return_sequences, step, states):
-    """Drive `step(x_t, states) -> states` over time; h is states[0]."""
+def _run(x, go_backwards, return_sequences, step, states, mask=None, zero_output_for_mask=False):
+    """Drive `step(x_t, states) -> states` over time; h is states[0]. With a mask, Keras's
+    backend.rnn: where a step is masked the states stay and the output repeats the last one
+    (zeros with zero_output_for_mask); the last output is the last step's output."""
     # unbind, not x[:, t]: autograd then gathers the time steps' gradients in one stack, where a
     # select per step made a full-size gradient per step (O(T^2) work: 9.3 s of backward for
     # batch 32, 500 steps, 32 units on this CPU).
     frames = x.unbind(1)
-    outputs = []
-    for x_t in reversed(frames) if go_backwards else frames:
-        states = step(x_t, states)
-        outputs.append(states[0])
-    seq = torch.stack(outputs, dim=1) if return_sequences else states[0]
+    keep = (None,) * len(frames) if mask is None else (mask != 0).unsqueeze(-1).unbind(1)
+    steps = zip(frames, keep)
+    outputs, output = [], torch.zeros_like(states[0])
+    for x_t, keep_t in reversed(list(steps)) if go_backwards else steps:
+        new = step(x_t, states)
+        if keep_t is None:
+            states, output = new, new[0]
+        else:
+            output = torch.where(keep_t, new[0], torch.zeros_like(output) if zero_output_for_mask else output)
+            states = tuple(torch.where(keep_t, n, s) for n, s in zip(new, states))
+        outputs.append(output)
+    seq = torch.stack(outputs, dim=1) if return_sequences else output
     return (seq, *states)
 
 
-def _lstm(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards):
+def _lstm(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards,
+          mask=None, zero_output_for_mask=False):
     act, ract = _CELL_ACTIVATIONS[activation], _CELL_ACTIVATIONS[recurrent_activation]
     units = recurrent.shape[0]
     xw = x @ kernel + (bias[0] if use_bias else 0)
@@ -90,10 +124,11 @@ def _lstm(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bia
         return ract(o) * act(c), c
 
     zeros = x.new_zeros(x.shape[0], units)
-    return _run(xw, go_backwards, return_sequences, step, (zeros, zeros))
+    return _run(xw, go_backwards, return_sequences, step, (zeros, zeros), mask, zero_output_for_mask)
 
 
-def _gru(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards, reset_after):
+def _gru(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards, reset_after,
+         mask=None, zero_output_for_mask=False):
     act, ract = _CELL_ACTIVATIONS[activation], _CELL_ACTIVATIONS[recurrent_activation]
     units = recurrent.shape[0]
     if use_bias and reset_after:
@@ -115,26 +150,32 @@ def _gru(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias
         z = ract(x_z + h_z)
         return (z * h + (1 - z) * candidate,)
 
-    return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], units),))
+    return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], units),), mask, zero_output_for_mask)
 
 
-def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards):
+def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards,
+                mask=None, zero_output_for_mask=False):
     act = _CELL_ACTIVATIONS[activation]
     xw = x @ kernel + (bias[0] if use_bias else 0)
 
     def step(xw_t, states):
         return (act(xw_t + states[0] @ recurrent),)
 
-    return _run(xw, go_backwards, return_sequences, step, (x.new_zeros(x.shape[0], recurrent.shape[0]),))
+    zeros = x.new_zeros(x.shape[0], recurrent.shape[0])
+    return _run(xw, go_backwards, return_sequences, step, (zeros,), mask, zero_output_for_mask)
 
 
 def forward(cell: str):
-    """The op's whole forward, on PyTorch's fused kernels where they match Keras's cell."""
+    """The op's whole forward: run(x, kernel, recurrent, *bias, mask=None, **attrs), on PyTorch's
+    fused kernels where they match Keras's cell and no mask is given (they have no masked step)."""
     general = {"lstm": _lstm, "gru": _gru, "simple_rnn": _simple_rnn}[cell]
 
-    def run(x, kernel, recurrent, *bias, **attrs):
-        outputs = fused(cell, x, kernel, recurrent, bias[0] if bias else None, **attrs)
-        return outputs if outputs is not None else general(x, kernel, recurrent, *bias, **attrs)
+    def run(x, kernel, recurrent, *bias, mask=None, masked=False, zero_output_for_mask=False, **attrs):
+        if mask is None:
+            outputs = fused(cell, x, kernel, recurrent, bias[0] if bias else None, **attrs)
+            if outputs is not None:
+                return outputs
+        return general(x, kernel, recurrent, *bias, mask=mask, zero_output_for_mask=zero_output_for_mask, **attrs)
 
     return run
 
@@ -142,16 +183,17 @@ def forward(cell: str):
 def _reference(cell: str):
     run = forward(cell)
 
-    def reference(*inputs, use_bias, **attrs):
+    def reference(*inputs, use_bias, masked, **attrs):
+        x, kernel, recurrent, bias, mask = split_inputs(inputs, use_bias, masked)
         if not saved_forwards.wants_tape(cell):
-            return run(*inputs, use_bias=use_bias, **attrs)
+            return run(x, kernel, recurrent, *bias, mask=mask, use_bias=use_bias, **attrs)
         # Recorded with a bias leaf even without a bias (a zero one: the same outputs), since the
-        # backward op returns the gradient at a zero bias then.
-        units = inputs[2].shape[0]
-        full = inputs if use_bias else (*inputs, inputs[0].new_zeros(bias_shape(cell, units, attrs)))
+        # backward op returns the gradient at a zero bias then. The mask is no leaf: it has no gradient.
+        units = recurrent.shape[0]
+        full = (x, kernel, recurrent, *(bias or (x.new_zeros(bias_shape(cell, units, attrs)),)))
         leaves = tuple(t.detach().requires_grad_(True) for t in full)
-        outputs = run(*leaves, use_bias=True, **attrs)
-        saved_forwards.save_tape(cell, inputs, {"use_bias": use_bias, **attrs}, leaves, outputs)
+        outputs = run(*leaves, mask=mask, use_bias=True, **attrs)
+        saved_forwards.save_tape(cell, inputs, {"use_bias": use_bias, "masked": masked, **attrs}, leaves, outputs)
         return tuple(o.detach() for o in outputs)
 
     return reference
@@ -166,12 +208,13 @@ def bias_shape(cell: str, units: int, attrs: dict) -> tuple:
 
 def _recurrent_vjp(b, node, grads):
     """One coarse backward node (lstm_grad, gru_grad, simple_rnn_grad in conv_grad.py) takes the
-    gradients of the outputs that received any and returns those of x, kernel, recurrent kernel, bias."""
+    gradients of the outputs that received any and returns those of x, kernel, recurrent kernel, bias
+    (a mask gets none: it is data, not a weight)."""
     present = tuple(i for i, g in enumerate(grads) if g is not None)
     dx, dkernel, drecurrent, dbias = b.emit(
         f"{node.op}_grad", [*node.inputs, *(grads[i] for i in present)], grad_outputs=present, **node.attrs
     )
-    return [dx, dkernel, drecurrent] + ([dbias] if node.attrs["use_bias"] else [])
+    return [dx, dkernel, drecurrent] + ([dbias] if node.attrs["use_bias"] else []) + ([None] if node.attrs["masked"] else [])
 
 
 COMMON_ATTRS = {
@@ -180,13 +223,15 @@ COMMON_ATTRS = {
     "use_bias": attr(bool, True),
     "return_sequences": attr(bool, False),
     "go_backwards": attr(bool, False),
+    "masked": attr(bool, False, doc="a (batch, time) mask follows the weights"),
+    "zero_output_for_mask": attr(bool, False, doc="a masked step outputs zeros, not the last output"),
 }
 
 OPS = [
     OpDef(
         name="lstm",
         doc="Long short-term memory over a whole sequence; outputs (sequence or last h, h, c).",
-        num_inputs=(3, 4),
+        num_inputs=(3, 5),
         attrs=COMMON_ATTRS,
         infer=_recurrent_infer(4, 2, lambda units, extra: bias_shape("lstm", units, extra)),
         reference=_reference("lstm"),
@@ -199,7 +244,7 @@ OPS = [
         doc="Gated recurrent unit over a whole sequence; outputs (sequence or last h, h). "
         "reset_after=True (Keras's default) applies the reset gate after the recurrent matmul "
         "and takes a (2, 3*units) bias.",
-        num_inputs=(3, 4),
+        num_inputs=(3, 5),
         attrs={**COMMON_ATTRS, "reset_after": attr(bool, True)},
         infer=_recurrent_infer(3, 1, lambda units, extra: bias_shape("gru", units, extra)),
         reference=_reference("gru"),
@@ -211,7 +256,7 @@ OPS = [
         name="simple_rnn",
         doc="Fully-connected recurrence h = activation(x W + h U + b); outputs (sequence or last h, h). "
         "recurrent_activation is unused.",
-        num_inputs=(3, 4),
+        num_inputs=(3, 5),
         attrs=COMMON_ATTRS,
         infer=_recurrent_infer(1, 1, lambda units, extra: bias_shape("simple_rnn", units, extra)),
         reference=_reference("simple_rnn"),
