@@ -16,6 +16,7 @@ from kernel_helpers import (
     kernels_of, with_nonfinite,
 )
 from recurrent_cases import FEATURES, TIME, UNITS, assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from tolerances import tolerance
 
 BATCH = 3  # with recurrent_cases' TIME, FEATURES, UNITS: ragged, no size a block size divides
 # Larger ragged sizes: 20 units keep the tiles on chip (BLOCK_H 32), 40 read them every step (BLOCK_H 64).
@@ -237,6 +238,37 @@ def test_predict_runs_one_scan(cell):
     run = assert_compiled_matches_reference(model, [torch.randn(BATCH, TIME, FEATURES)], kind="long", precision="ieee")
     (scan,) = [k for k in kernels_of(run.fused) if k.attrs["template"].startswith(cell)]
     assert scan.attrs["template"] == f"{cell}_scan" and len(scan.outputs) == 1
+
+
+def _keras_stack(lib):
+    """GRU (reset_after), SimpleRNN (relu, go_backwards), GRU (reset_after=False), Bidirectional
+    SimpleRNN: every kind of scan, stacked, as Keras builds them."""
+    L = lib.layers
+    return lib.Sequential([lib.Input((TIME, FEATURES)), L.GRU(UNITS, return_sequences=True),
+                           L.SimpleRNN(UNITS, activation="relu", return_sequences=True, go_backwards=True),
+                           L.GRU(UNITS, reset_after=False, return_sequences=True),
+                           L.Bidirectional(L.SimpleRNN(UNITS), merge_mode="sum"), L.Dense(2)])
+
+
+def test_predictions_and_a_training_step_are_keras():
+    """Keras 3 side by side, on the generated kernels: the same predictions, loss and weights after an
+    SGD step (Keras's weights copied in, moved off their initial values first)."""
+    from keras_oracle import keras, twins
+
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(5, TIME, FEATURES)).astype("float32"), rng.normal(size=(5, 2)).astype("float32")
+    ours, theirs = twins(_keras_stack)
+    ours.set_weights([(0.4 * rng.normal(size=w.shape)).astype("float32") for w in ours.get_weights()])
+    theirs.set_weights(ours.get_weights())
+    ours.compile(optimizer=kcomp.optimizers.SGD(0.5), loss="mse", backend="triton-interpret")
+    theirs.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), **tolerance("float32", "long"))
+    np.testing.assert_allclose(ours.train_on_batch(x, y), float(theirs.train_on_batch(x, y)), **tolerance("float32", "long"))
+    for a, b, w in zip(ours.get_weights(), theirs.get_weights(), ours.weights, strict=True):
+        np.testing.assert_allclose(a, b, **tolerance("float32", "long"), err_msg=w.path)
+    (step,) = ours._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count("gru_scan") == 2 and templates.count("simple_rnn_scan_grad") == 3, templates
 
 
 # --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
