@@ -24,6 +24,17 @@ class Variable:
         self.owner = None  # the layer that made it (its trainable flag freezes this weight too)
 
     @property
+    def value(self) -> torch.Tensor:
+        return self._value
+
+    @value.setter
+    def value(self, tensor: torch.Tensor) -> None:
+        # Always contiguous: kernels write weights in place (the optimizer's), into a contiguous
+        # buffer. QR's orthogonal factor (a square recurrent kernel's initializer) and a
+        # Fortran-ordered array given to assign are column-major, and clone and .to keep that.
+        self._value = tensor.contiguous()
+
+    @property
     def effectively_trainable(self) -> bool:
         return self.trainable and (self.owner is None or self.owner.trainable)
 

@@ -38,7 +38,8 @@ import triton.language as tl
 
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding, ScanCall, _tanh
+from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding
+from kcomp.kernels.recurrent_common import ScanCall, tanh
 from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors, scan_outputs
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
@@ -99,7 +100,7 @@ def lstm_scan_tiled_kernel(
             z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
                 HSEQ, h_prev, row_ok, k_prev, U, cols + 3 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
                 BLOCK_K)
-            i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), _tanh(z_g), tl.sigmoid(z_o)
+            i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
             if SAVE:
                 c_at = CSEQ + seq_rows + t * units + cols[None, :]
                 c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)
@@ -110,7 +111,7 @@ def lstm_scan_tiled_kernel(
                 # compiler's): every thread has read its c_{t-1} before any writes c_t there.
                 tl.debug_barrier()
             c = f * c_prev + i * g
-            h = o * _tanh(c)
+            h = o * tanh(c)
             tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
             tl.store(c_at, c.to(c_at.dtype.element_ty), mask=ok)
             if SAVE:
@@ -162,7 +163,7 @@ def lstm_scan_grad_tiled_kernel(
             c_at = CSEQ + seq_rows + t * units + cols[None, :]
             c = tl.load(c_at, mask=ok, other=0.0).to(tl.float32)
             c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)  # c_0 = 0
-            tanh_c = _tanh(c)
+            tanh_c = tanh(c)
             dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
             out = DZ + gate_rows + t * 4 * units + cols[None, :]
             tl.store(out, (dc * g * i * (1.0 - i)).to(DZ.dtype.element_ty), mask=ok)

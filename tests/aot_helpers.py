@@ -113,6 +113,18 @@ def record(result) -> dict:
     }
 
 
+def graph_kernel_records(graph, target: str = "sm_90", **labels) -> list[dict]:
+    """Each kernel of `graph`'s fused form compiled for `target` in this (non-interpreter)
+    process, in graph order: one record per kernel, `labels` and its template first."""
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.aot import compile_node
+
+    fused, _ = run_pipeline(graph)
+    kernels = [n for n in fused.nodes if n.op == "kernel"]
+    return [{**labels, "template": node.attrs["template"], **record(compile_node(node, index, target=target))}
+            for index, node in enumerate(kernels)]
+
+
 def job_examples(job: dict) -> list[dict]:
     from kcomp.runtime.aot import compile_node
 

@@ -8,7 +8,8 @@ its GPU check.
 import numpy as np
 
 from kcomp.layers import (
-    LSTM, Add, Conv2D, Dense, Dropout, Embedding, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D,
+    GRU, LSTM, Add, Conv2D, Dense, Dropout, Embedding, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D,
+    SimpleRNN,
     Softmax,
 )
 from kcomp.models import Model, Sequential
@@ -38,9 +39,12 @@ def cnn():
 
 
 def sequences():
-    """lstm_scan and lstm_scan_grad (stacked: the second reads every h_t of the first), the
+    """lstm_scan, gru_scan, simple_rnn_scan and their gradients (stacked: each layer reads every h_t
+    of the one below; the GRU with and without reset_after, SimpleRNN with relu and tanh), the
     projections as matmuls."""
-    return Sequential([Input(shape=(7, 5)), LSTM(6, return_sequences=True), LSTM(6), Dense(4, activation="softmax")])
+    return Sequential([Input(shape=(7, 5)), LSTM(6, return_sequences=True), GRU(6, return_sequences=True),
+                       SimpleRNN(6, activation="relu", return_sequences=True),
+                       GRU(6, reset_after=False, return_sequences=True), SimpleRNN(6), Dense(4, activation="softmax")])
 
 
 def wide_sequences():

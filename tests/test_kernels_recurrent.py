@@ -10,9 +10,8 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS, lstm_scan_reference
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import PIPELINE
-from kcomp.runtime.reference import run_reference
 from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
-from tolerances import tolerance
+from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
 
 BATCH, TIME, FEATURES, UNITS = 3, 7, 5, 6  # ragged: no size a block size divides
 
@@ -57,43 +56,14 @@ LSTM_VARIANTS = [dict(), dict(return_sequences=True), dict(go_backwards=True), d
 
 
 def _lstm_model(variant, units=UNITS):
-    def make():
-        kcomp.utils.set_random_seed(5)
-        inp = kcomp.layers.Input(shape=(TIME, FEATURES))
-        out = kcomp.layers.LSTM(units, **variant)(inp)
-        if variant.get("return_state"):
-            out = kcomp.layers.Concatenate()(out)  # the output and both states reach the loss
-        if variant.get("return_sequences"):
-            out = kcomp.layers.Flatten()(out)
-        return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(out))
-
-    return make
+    return recurrent_model(kcomp.layers.LSTM, variant, units)
 
 
 @pytest.mark.parametrize("variant", LSTM_VARIANTS, ids=lambda v: "-".join(f"{k}" for k in v) or "default")
 def test_decomposed_training_step_equals_the_lstm_op(variant):
-    """The decomposition alone (before fusion), run by the reference interpreter, against the
-    training step with the whole lstm and lstm_grad ops: the same numbers, one scan shared."""
-    assert_decomposed_step_equals_the_lstm_op(_lstm_model(variant)())
-
-
-def assert_decomposed_step_equals_the_lstm_op(model, weight_scale=lambda shape: 0.5):
-    """`model`'s training step, decomposed (PIPELINE before fusion), against the step itself on
-    random weights (each scaled by weight_scale(its shape)); returns the decomposed step."""
-    from kcomp.compiler import train_step_graph
-
-    model.compile(optimizer="sgd", loss="categorical_crossentropy", backend="reference")
-    step = train_step_graph(model)
-    decomposed, _ = run_pipeline(step, passes=PIPELINE[:-1])
-    ops = [n.op for n in decomposed.nodes]
-    assert ops.count("lstm_scan") == 1 and ops.count("lstm_scan_grad") == 1 and "lstm" not in ops
-    g = torch.Generator().manual_seed(11)
-    inputs = [torch.randn(4, TIME, FEATURES, generator=g), torch.softmax(torch.randn(4, 3, generator=g), 1),
-              torch.ones(4), torch.tensor(0.1)]
-    params = {p.name: torch.randn(p.shape, generator=g) * weight_scale(p.shape) for p in step.params}
-    for a, b in zip(run_reference(step, inputs, params), run_reference(decomposed, inputs, params), strict=True):
-        torch.testing.assert_close(b, a, **tolerance("float32", "long"))
-    return decomposed
+    """The decomposition alone, against the training step with the whole lstm and lstm_grad ops:
+    the same numbers, one scan shared (stacked and Bidirectional LSTMs: test_kernels_recurrent_cells.py)."""
+    assert_decomposed_step_equals_the_whole_ops(_lstm_model(variant)(), "lstm")
 
 
 @pytest.mark.parametrize("variant", LSTM_VARIANTS[:3], ids=["default", "sequences", "backwards"])
@@ -145,7 +115,7 @@ AOT_UNITS = [32, 64]  # on chip, and read every step; larger LSTMs are not decom
 
 def compile_cases(units_list) -> list[dict]:
     """Both kernels compiled for sm_90 at each hidden size: one record per kernel."""
-    from kcomp.runtime.aot import compile_node
+    from aot_helpers import graph_kernel_records
 
     records = []
     for units in units_list:
@@ -154,11 +124,7 @@ def compile_cases(units_list) -> list[dict]:
         u = b.input((units, 4 * units), "float32", "recurrent")
         h_seq, c_seq, gates = b.emit("lstm_scan", [xw, u], save=True)
         dz = b.emit1("lstm_scan_grad", [u, c_seq, gates, h_seq], has_dseq=True, has_dh=False, has_dc=False)
-        fused, _ = run_pipeline(b.finish([h_seq, dz]))
-        for index, node in enumerate(kernels_of(fused)):
-            result = compile_node(node, index, target="sm_90")
-            records.append({"units": units, "template": node.attrs["template"], **result.resources(),
-                            "local_stores": result.local_stores()})
+        records += graph_kernel_records(b.finish([h_seq, dz]), units=units)
     return records
 
 

@@ -15,7 +15,8 @@ from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import STEP_PIPELINE
 from kernel_helpers import (assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of,
                             with_nonfinite)
-from test_kernels_recurrent import FEATURES, TIME as MODEL_TIME, _lstm_model, assert_decomposed_step_equals_the_lstm_op
+from recurrent_cases import assert_decomposed_step_equals_the_whole_ops
+from test_kernels_recurrent import FEATURES, TIME as MODEL_TIME, _lstm_model
 from tolerances import tolerance
 
 BATCH, TIME = 3, 5
@@ -131,8 +132,8 @@ def test_decomposed_training_step_equals_the_lstm_op(variant):
     """The decomposition of an LSTM(70) (before fusion), run by the reference interpreter, against
     the training step with the whole lstm and lstm_grad ops; fused, its scans are the tiled ones."""
     # O(1) products over 70 units (weights scaled by 1 / sqrt(fan-in)): the gates do not saturate
-    decomposed = assert_decomposed_step_equals_the_lstm_op(_lstm_model(variant, UNITS)(),
-                                                           lambda shape: shape[0] ** -0.5 if shape else 1.0)
+    decomposed = assert_decomposed_step_equals_the_whole_ops(_lstm_model(variant, UNITS)(), "lstm",
+                                                             weight_scale=lambda shape: shape[0] ** -0.5 if shape else 1.0)
     templates = [k.attrs["template"] for k in kernels_of(run_pipeline(decomposed, passes=STEP_PIPELINE[-1:])[0])]
     assert templates.count("lstm_scan_tiled") == 1 and templates.count("lstm_scan_grad_tiled") == 1
     assert "lstm_scan" not in templates and "lstm_scan_grad" not in templates

@@ -8,6 +8,7 @@ import kcomp
 from kcomp.errors import KcompError, NotBuiltError
 from kcomp.layers import (
     LSTM, Activation, Add, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Embedding, Flatten, Input, MaxPooling2D,
+    SimpleRNN,
 )
 from kcomp.models import Model, Sequential
 
@@ -163,6 +164,19 @@ def test_model_set_weights_round_trip():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(KcompError, match="4 weights"):
         model.set_weights(new[:3])
+
+
+def test_weights_are_contiguous_however_given():
+    """Kernels write weights in place (the optimizer's), which needs contiguous buffers: a square
+    orthogonal recurrent kernel (QR's factor is column-major) and a Fortran-ordered array given to
+    set_weights are stored contiguous, and a SimpleRNN trains on the generated kernels."""
+    model = Sequential([Input(shape=(4, 3)), SimpleRNN(5), Dense(2)])
+    assert all(w.value.is_contiguous() for w in model.weights)
+    model.set_weights([np.asfortranarray(w) for w in model.get_weights()])
+    assert all(w.value.is_contiguous() for w in model.weights)
+    model.compile(optimizer="adam", loss="mse", backend="triton-interpret")
+    model.train_on_batch(np.ones((2, 4, 3), "float32"), np.ones((2, 2), "float32"))
+    assert all(w.value.is_contiguous() for w in model.weights)
 
 
 def test_dropout_is_identity_in_predict():

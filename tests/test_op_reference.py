@@ -794,7 +794,8 @@ def test_recurrent_grad_runs_under_inference_mode(rng):
 # (kcomp/ir/ops/grad_support.py): 0/1 masks, broadcast_like, count, slice, pad, erf, against numpy and math.erf.
 
 GRAD_SUPPORT_OPS = {"greater", "equal", "broadcast_like", "count", "slice", "pad", "erf"}
-SCAN_OPS = {"lstm_scan", "lstm_scan_grad"}  # their block follows
+SCAN_OPS = {"lstm_scan", "lstm_scan_grad", "gru_scan", "gru_scan_grad", "simple_rnn_scan",
+            "simple_rnn_scan_grad"}  # their block follows
 
 
 @pytest.mark.parametrize("save", [False, True])
@@ -823,6 +824,87 @@ def test_lstm_scan_grad_is_autograd_through_the_scan(rng):
     (want,) = torch.autograd.grad([h_seq, h_seq[:, -1], c_seq[:, -1]], [xw], [d_seq, d_h, d_c])
     got = ref("lstm_scan_grad", u, c_seq.detach(), gates.detach(), d_seq, d_h, d_c, has_dseq=True, has_dh=True, has_dc=True)
     check(got, want.numpy())
+
+
+# bias: a non-zero bias (with reset_after its second row is gru_scan's recurrent bias input; without, the
+# bias is the projection's alone)
+GRU_SCAN_CASES = [dict(reset_after=True, bias=True), dict(reset_after=True, bias=False), dict(reset_after=False, bias=False)]
+
+
+def _gru_weights(rng, reset_after, bias, units=4):
+    kernel, recurrent = rng.normal(size=(3, 3 * units)) * 0.5, rng.normal(size=(units, 3 * units)) * 0.5
+    shape = (2, 3 * units) if reset_after else (3 * units,)
+    return kernel, recurrent, rng.normal(size=shape) * 0.5 if bias else np.zeros(shape)
+
+
+@pytest.mark.parametrize("case", [*GRU_SCAN_CASES, dict(reset_after=False, bias=True)],
+                         ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_gru_scan_is_the_gru_after_its_projection(rng, case):
+    """gru_scan on x @ kernel + the input bias (with reset_after: the bias's first row, the second
+    the scan's recurrent bias) gives the gru op's sequence in float64; save adds what the backward reads."""
+    x = rng.normal(size=(2, 5, 3))
+    kernel, recurrent, bias = _gru_weights(rng, **case)
+    reset_after = case["reset_after"]
+    seq, h = ref("gru", x, kernel, recurrent, bias, return_sequences=True, reset_after=reset_after)
+    if reset_after:  # Keras's two rows: the input projection's, and the recurrent product's (the scan's input)
+        input_bias, recurrent_bias = bias[0], [bias[1]] if case["bias"] else []
+    else:
+        input_bias, recurrent_bias = bias, []
+    xw = x @ kernel + input_bias
+    check(ref("gru_scan", xw, recurrent, *recurrent_bias, reset_after=reset_after), seq)
+    got, saved = ref("gru_scan", xw, recurrent, *recurrent_bias, reset_after=reset_after, save=True)
+    check(got, seq)
+    z, c = saved[..., :4], saved[..., 8:12]
+    check(z * np.concatenate([np.zeros((2, 1, 4)), seq[:, :-1]], axis=1) + (1 - z) * c, seq)  # h = z h_prev + (1 - z) c
+    assert saved.shape == (2, 5, (16 if reset_after else 12))
+
+
+@pytest.mark.parametrize("case", GRU_SCAN_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_gru_scan_grad_is_autograd_through_the_scan(rng, case):
+    """dxw against autograd in float64; with reset_after the recurrent product's gradient gives the
+    recurrent kernel's (h_prev^T d) and the recurrent bias's (its sum), as the decompose pass uses it;
+    without, d U is h_prev^T dxw for the z and r blocks and (r h_prev)^T dxw for the h block."""
+    reset_after, units = case["reset_after"], 4
+    xw = torch.tensor(rng.normal(size=(2, 5, 3 * units)), requires_grad=True)
+    u = torch.tensor(rng.normal(size=(units, 3 * units)) * 0.5, requires_grad=True)
+    bias = [torch.tensor(rng.normal(size=3 * units), requires_grad=True)] if case["bias"] else []
+    h_seq, saved = OPS["gru_scan"].reference(xw, u, *bias, reset_after=reset_after, save=True)
+    d_seq, d_h = torch.tensor(rng.normal(size=(2, 5, units))), torch.tensor(rng.normal(size=(2, units)))
+    want = torch.autograd.grad([h_seq, h_seq[:, -1]], [xw, u, *bias], [d_seq, d_h])
+    got = OPS["gru_scan_grad"].reference(u.detach(), h_seq.detach(), saved.detach(), d_seq, d_h, reset_after=reset_after,
+                                         has_dseq=True, has_dh=True)
+    got = got if reset_after else (got,)
+    check(got[0].numpy(), want[0].numpy())
+    h_prev = torch.cat([torch.zeros(2, 1, units, dtype=torch.float64), h_seq.detach()[:, :-1]], dim=1)
+    if reset_after:
+        d_u = torch.einsum("btu,btg->ug", h_prev, got[1])
+    else:
+        reset_h = saved.detach()[..., units:2 * units] * h_prev
+        d_u = torch.cat([torch.einsum("btu,btg->ug", h_prev, got[0][..., :2 * units]),
+                         torch.einsum("btu,btg->ug", reset_h, got[0][..., 2 * units:])], dim=1)
+    check(d_u.numpy(), want[1].numpy())
+    if bias:
+        check(got[1].sum((0, 1)).numpy(), want[2].numpy())
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_simple_rnn_scan_and_its_grad(rng, activation):
+    """simple_rnn_scan on x @ kernel + bias is the simple_rnn op's sequence; its grad is autograd's, in float64."""
+    x, kernel = rng.normal(size=(2, 5, 3)), rng.normal(size=(3, 4))
+    recurrent, bias = rng.normal(size=(4, 4)) * 0.5, rng.normal(size=4) * 0.5
+    seq, _ = ref("simple_rnn", x, kernel, recurrent, bias, activation=activation, return_sequences=True)
+    check(ref("simple_rnn_scan", x @ kernel + bias, recurrent, activation=activation), seq)
+    xw = torch.tensor(x @ kernel + bias, requires_grad=True)
+    h_seq = OPS["simple_rnn_scan"].reference(xw, torch.tensor(recurrent), activation=activation)
+    assert (h_seq == 0).any() == (activation == "relu")  # relu's kink is reached
+    d_seq, d_h = torch.tensor(rng.normal(size=(2, 5, 4))), torch.tensor(rng.normal(size=(2, 4)))
+    for has_dseq, has_dh in ((True, True), (True, False), (False, True)):
+        outputs = [h_seq] * has_dseq + [h_seq[:, -1]] * has_dh
+        grads = [d_seq] * has_dseq + [d_h] * has_dh
+        (want,) = torch.autograd.grad(outputs, [xw], grads, retain_graph=True)
+        got = ref("simple_rnn_scan_grad", recurrent, h_seq.detach(), *grads, activation=activation, has_dseq=has_dseq,
+                  has_dh=has_dh)
+        check(got, want.numpy())
 
 
 @pytest.mark.parametrize("shapes", [((3, 5, 7), (3, 5, 7)), ((3, 5, 7), (7,)), ((3, 1, 7), (5, 1)), ((), (5,))])

@@ -138,12 +138,15 @@ def test_recurrent_dropout_is_refused_in_training_and_ignored_in_inference():
 
 
 def test_the_fused_plan_backs_through_the_forward_tape_too(monkeypatch):
-    """On the triton backends the recurrent op and its backward run as torch instructions of the
-    plan; the plan keeps the forward's tape for the backward as the interpreter does."""
+    """On the triton backends a recurrent op the scan kernels do not compute (here: more units than
+    they hold) and its backward run as torch instructions of the plan; the plan keeps the forward's
+    tape for the backward as the interpreter does."""
+    from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
+
     taken = []
     take = saved_forwards.take_tape
     monkeypatch.setattr(saved_forwards, "take_tape", lambda *a: taken.append(take(*a)) or taken[-1])
-    model = _seed_like_model(kcomp.layers.GRU(3))
+    model = _seed_like_model(kcomp.layers.GRU(GRU_SCAN_MAX_UNITS + 1))
     model.compile(optimizer="adam", loss="binary_crossentropy", backend="triton-interpret")
     rng = np.random.default_rng(1)
     model.train_on_batch(rng.integers(0, 20, (4, 9)).astype("int32"), rng.integers(0, 2, 4).astype("float32"))

@@ -177,6 +177,16 @@ EXAMPLES += [  # the LSTM's recurrence alone (kcomp/ir/ops/recurrent_scan.py)
     ("lstm_scan_grad", [W(4, 16), X(None, 6, 4), X(None, 6, 16), X(None, 4)],
      {"has_dseq": False, "has_dh": False, "has_dc": True}),
 ]
+EXAMPLES += [  # the GRU's and SimpleRNN's recurrences alone (recurrent_scan_gru.py, recurrent_scan_simple_rnn.py)
+    ("gru_scan", [X(None, 6, 12), W(4, 12), W(12)], {}),
+    ("gru_scan", [X(None, 6, 12), W(4, 12)], {"reset_after": False, "save": True}),
+    ("gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 16), X(None, 6, 4), X(None, 4)],
+     {"has_dseq": True, "has_dh": True}),
+    ("gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 12), X(None, 4)],
+     {"reset_after": False, "has_dseq": False, "has_dh": True}),
+    ("simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"activation": "relu"}),
+    ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6, 4)], {"has_dseq": True, "has_dh": False}),
+]
 FIRST_EXAMPLE = {}
 for _example in EXAMPLES:
     FIRST_EXAMPLE.setdefault(_example[0], _example)
@@ -414,6 +424,16 @@ BAD_SHAPES = [
     ("gru-reset-after-bias", "gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(12)], {}),
     ("gru-reset-before-bias", "gru", [X(None, 6, 3), W(3, 12), W(4, 12), W(2, 12)], {"reset_after": False}),
     ("simple_rnn-missing-bias", "simple_rnn", [X(None, 6, 3), W(3, 4), W(4, 4)], {}),
+    ("gru_scan-recurrent-bias-without-reset-after", "gru_scan", [X(None, 6, 12), W(4, 12), W(12)], {"reset_after": False}),
+    ("gru_scan-recurrent-bias-length", "gru_scan", [X(None, 6, 12), W(4, 12), W(8)], {}),
+    ("gru_scan-gates", "gru_scan", [X(None, 6, 16), W(4, 16)], {}),
+    ("gru_scan_grad-saved-width", "gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 12), X(None, 4)],
+     {"has_dseq": False, "has_dh": True}),
+    ("gru_scan_grad-gradient-count", "gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 16), X(None, 4)],
+     {"has_dseq": True, "has_dh": True}),
+    ("simple_rnn_scan-recurrent", "simple_rnn_scan", [X(None, 6, 4), W(4, 8)], {}),
+    ("simple_rnn_scan_grad-d_h", "simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6)],
+     {"has_dseq": False, "has_dh": True}),
 ]
 
 
@@ -456,6 +476,7 @@ BAD_ATTRS = [
     ("max_pool2d", {"pool_size": (2, 2), "strides": (2, 2), "padding": "SAME"}, "padding"),
     ("constant", {"value": 1.0, "dtype": "complex64"}, "dtype"), ("lstm", {"activation": "swish"}, "activation"),
     ("gru", {"recurrent_activation": "hard_tanh"}, "recurrent_activation"),
+    ("simple_rnn_scan", {"activation": "sigmoid"}, "activation"),
 ]
 
 

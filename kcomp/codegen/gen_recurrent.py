@@ -1,37 +1,71 @@
-"""Generator for the LSTM recurrence templates (kernels/recurrent.py).
+"""Generator for the recurrence templates (kernels/recurrent.py: the LSTM's; recurrent_gru.py,
+recurrent_simple_rnn.py).
 
-The body is one lstm_scan or lstm_scan_grad; there is no fused expression, only a binding:
-which inputs are which, whether the forward saves what the backward reads, which gradients
-the backward receives.
+The body is one scan or scan-gradient node; there is no fused expression, only a binding: which
+inputs are which (the optional ones, such as the gradients a backward receives, None where
+absent), the node's flags, and which outputs something reads.
 """
 
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
 
-NO_HOOKS = "# the LSTM recurrence: no fused expression; the flags below are constexprs in the template.\n"
+NO_HOOKS = "# a recurrence: no fused expression; the flags below are constexprs in the template.\n"
 
 
-def _positions(kernel: KernelParts) -> dict[int, int]:
-    return {v.id: i for i, v in enumerate(kernel.body.inputs)}
+def _binding(kernel: KernelParts, fixed: tuple, optional: dict, attrs: tuple = (), outputs: bool = False) -> dict:
+    """The binding's fields: each name of `fixed`, then each of `optional` whose flag is true, holds
+    the position among the kernel's inputs of the anchor's next input (an absent optional one:
+    None); `attrs` copies the anchor's attributes; `outputs`: per anchor output, its position
+    among the kernel's outputs, or None where nothing reads it."""
+    at = {v.id: i for i, v in enumerate(kernel.body.inputs)}
+    given = list(kernel.anchor.inputs)
+    binding = {name: repr(at[given.pop(0).id]) for name in fixed}
+    binding.update({name: repr(at[given.pop(0).id] if present else None) for name, present in optional.items()})
+    binding.update({name: repr(kernel.anchor.attrs[name]) for name in attrs})
+    if outputs:
+        kept = {v.id: i for i, v in enumerate(kernel.body.outputs)}
+        binding["outputs"] = repr(tuple(kept.get(v.id) for v in kernel.anchor.outputs))
+    return binding
 
 
-def generate_scan(kernel: KernelParts) -> GeneratedKernel:
-    at = _positions(kernel)
-    xw, recurrent = kernel.anchor.inputs
-    kept = {v.id: i for i, v in enumerate(kernel.body.outputs)}  # the outputs something reads
-    return GeneratedKernel(NO_HOOKS, {"xw": repr(at[xw.id]), "recurrent": repr(at[recurrent.id]),
-                                      "save": repr(kernel.anchor.attrs["save"]),
-                                      "outputs": repr(tuple(kept.get(v.id) for v in kernel.anchor.outputs))})
+def _given_gradients(kernel: KernelParts, names: tuple) -> dict:
+    a = kernel.anchor.attrs
+    flags = {"d_seq": "has_dseq", "d_h": "has_dh", "d_c": "has_dc"}
+    return {name: a[flags[name]] for name in names}
 
 
-def generate_scan_grad(kernel: KernelParts) -> GeneratedKernel:
-    at, a = _positions(kernel), kernel.anchor.attrs
-    recurrent, c_seq, gates, *grads = kernel.anchor.inputs
-    present = [name for name in ("d_seq", "d_h", "d_c") if a[{"d_seq": "has_dseq", "d_h": "has_dh", "d_c": "has_dc"}[name]]]
-    given = dict(zip(present, grads, strict=True))
-    binding = {"recurrent": repr(at[recurrent.id]), "c_seq": repr(at[c_seq.id]), "gates": repr(at[gates.id])}
-    binding.update({name: repr(at[given[name].id] if name in given else None) for name in ("d_seq", "d_h", "d_c")})
-    return GeneratedKernel(NO_HOOKS, binding)
+def generate_lstm_scan(kernel: KernelParts) -> GeneratedKernel:
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), {}, ("save",), outputs=True))
 
 
-GENERATES = {"lstm_scan": generate_scan, "lstm_scan_grad": generate_scan_grad}
+def generate_lstm_scan_grad(kernel: KernelParts) -> GeneratedKernel:
+    optional = _given_gradients(kernel, ("d_seq", "d_h", "d_c"))
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "c_seq", "gates"), optional))
+
+
+def generate_gru_scan(kernel: KernelParts) -> GeneratedKernel:
+    optional = {"recurrent_bias": len(kernel.anchor.inputs) == 3}
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), optional, ("reset_after", "save"),
+                                              outputs=True))
+
+
+def generate_gru_scan_grad(kernel: KernelParts) -> GeneratedKernel:
+    optional = _given_gradients(kernel, ("d_seq", "d_h"))
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "h_seq", "saved"), optional, ("reset_after",),
+                                              outputs=True))
+
+
+def generate_simple_rnn_scan(kernel: KernelParts) -> GeneratedKernel:
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), {}, ("activation",)))
+
+
+def generate_simple_rnn_scan_grad(kernel: KernelParts) -> GeneratedKernel:
+    optional = _given_gradients(kernel, ("d_seq", "d_h"))
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "h_seq"), optional, ("activation",)))
+
+
+GENERATES = {  # template name -> generator (kcomp.codegen.module collects these)
+    "lstm_scan": generate_lstm_scan, "lstm_scan_grad": generate_lstm_scan_grad,
+    "gru_scan": generate_gru_scan, "gru_scan_grad": generate_gru_scan_grad,
+    "simple_rnn_scan": generate_simple_rnn_scan, "simple_rnn_scan_grad": generate_simple_rnn_scan_grad,
+}

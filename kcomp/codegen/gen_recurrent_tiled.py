@@ -5,6 +5,6 @@ saves, which gradients arrive), so gen_recurrent's generators serve them unchang
 template runs a scan is the fusion pass's choice, by hidden size, and nothing else differs.
 """
 
-from kcomp.codegen.gen_recurrent import generate_scan, generate_scan_grad
+from kcomp.codegen.gen_recurrent import generate_lstm_scan, generate_lstm_scan_grad
 
-GENERATES = {"lstm_scan_tiled": generate_scan, "lstm_scan_grad_tiled": generate_scan_grad}
+GENERATES = {"lstm_scan_tiled": generate_lstm_scan, "lstm_scan_grad_tiled": generate_lstm_scan_grad}

@@ -8,12 +8,12 @@ from kcomp.errors import ArgumentError
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops import (
     activations, conv, conv_grad, elementwise, gather, grad_support, kernel, linalg, loss_math, loss_ops, metric_ops,
-    norm, optim, recurrent, recurrent_grad, recurrent_scan, reduce, shape,
+    norm, optim, recurrent, recurrent_grad, recurrent_scan, recurrent_scan_gru, recurrent_scan_simple_rnn, reduce, shape,
 )
 
 _MODULES = (
     elementwise, activations, linalg, reduce, shape, conv, norm, gather, recurrent, kernel, grad_support, conv_grad,
-    recurrent_grad, recurrent_scan, loss_math, optim, metric_ops, loss_ops,
+    recurrent_grad, recurrent_scan, recurrent_scan_gru, recurrent_scan_simple_rnn, loss_math, optim, metric_ops, loss_ops,
 )
 
 

@@ -15,11 +15,20 @@ float32, up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to SCAN_M
 tiled ones the rest: the fusion pass picks), and a time axis of static length (slicing the last
 step needs it). Anything else
 stays one coarse op, run by its torch reference.
+
+A gru and a simple_rnn (and their backward ops) decompose the same way round into gru_scan /
+simple_rnn_scan and their gradients (kcomp/ir/ops/recurrent_scan_gru.py, recurrent_scan_simple_rnn.py):
+the GRU with Keras's default activations and either reset_after (with reset_after its (2, 3 * units)
+bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
+the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up to their
+kernels' units limits, and exactly the inputs the scans read.
 """
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
@@ -37,9 +46,11 @@ def _forward_inputs(node: Node) -> tuple:
     return node.inputs[: 3 + int(node.attrs["use_bias"])]
 
 
-def _projection(rw: Rewriter, node: Node):
-    """(x in the order the recurrence reads it, xw = x @ kernel + bias)."""
+def _projection(rw: Rewriter, node: Node, input_bias=None):
+    """(x in the order the recurrence reads it, xw = x @ kernel + bias); input_bias: the bias where
+    it is not the node's bias input itself (a GRU's first row with reset_after)."""
     x, kernel, recurrent, *bias = _forward_inputs(node)
+    bias = [input_bias] if input_bias is not None else bias
     if node.attrs["go_backwards"]:
         x = rw.emit1("flip", [x], axis=1)
     xw = rw.emit1("matmul", [x, kernel])
@@ -49,11 +60,15 @@ def _projection(rw: Rewriter, node: Node):
 
 
 def _has_backward(node: Node, rw: Rewriter) -> bool:
-    inputs = [v.id for v in node.inputs]
+    """Whether the graph holds the node's backward op (its forward inputs and attributes). Asked of
+    the node as the sweep found it: the backward reads the inputs as they were before this sweep
+    rewrote them (a stacked layer's x, the output of a layer below decomposed in the same sweep)."""
+    (original,) = [n for n in rw.graph.nodes if n.outputs[:1] == node.outputs[:1]]
+    inputs = [v.id for v in original.inputs]
     forward_attrs = dict(node.attrs)
-    return any(user.op == "lstm_grad" and [v.id for v in _forward_inputs(user)] == inputs
+    return any(user.op == f"{node.op}_grad" and [v.id for v in _forward_inputs(user)] == inputs
                and {k: v for k, v in user.attrs.items() if k != "grad_outputs"} == forward_attrs
-               for user in rw.users.get(node.inputs[0].id, []))
+               for user in rw.users.get(inputs[0], []))
 
 
 def _last_step(rw: Rewriter, seq, like):
@@ -75,29 +90,154 @@ def lstm_to_scan(node: Node, rw: Rewriter):
     return [h_seq if node.attrs["return_sequences"] else h_last, h_last, c_last]
 
 
-def lstm_grad_to_scan(node: Node, rw: Rewriter):
-    if not _scannable(node):
-        return None
+def _state_grads(rw: Rewriter, node: Node) -> tuple:
+    """(d_seq, d_h, the grad op's gradient by output index): the gradients of every h_t and of the
+    last h (the output's, without return_sequences, and the state's summed), None where absent."""
     a = node.attrs
-    x, kernel, recurrent = node.inputs[:3]
     grads = dict(zip(a["grad_outputs"], node.inputs[3 + int(a["use_bias"]):]))
-    x_read, xw = _projection(rw, node)
-    h_seq, c_seq, gates = rw.emit("lstm_scan", [xw, recurrent], save=True)  # the forward's, once CSE has run
     d_seq = grads.get(0) if a["return_sequences"] else None
     d_h = [g for g in (None if a["return_sequences"] else grads.get(0), grads.get(1)) if g is not None]
     d_h = d_h[0] if len(d_h) == 1 else (rw.emit1("add", d_h) if d_h else None)
+    return d_seq, d_h, grads
+
+
+def _present(d_seq, d_h) -> tuple[list, dict]:
+    """A scan backward's gradient inputs and their flags."""
+    return [g for g in (d_seq, d_h) if g is not None], dict(has_dseq=d_seq is not None, has_dh=d_h is not None)
+
+
+def _step_before(rw: Rewriter, seq):
+    """seq one step late, zeros first: the state each step starts from."""
+    steps = seq.shape[1]
+    return rw.emit1("slice", [rw.emit1("pad", [seq], axis=1, before=1, after=0)], axis=1, start=0, stop=steps)
+
+
+def _input_grads(rw: Rewriter, node: Node, x_read, dxw) -> list:
+    """[d x, d kernel, d input bias] from the gradient of every step's projection xw."""
+    kernel_t = rw.emit1("transpose", [node.inputs[1]], perm=(1, 0))
+    dx = rw.emit1("matmul", [dxw, kernel_t])
+    if node.attrs["go_backwards"]:
+        dx = rw.emit1("flip", [dx], axis=1)
+    d_bias = rw.emit1("sum", [dxw], axes=(0, 1), keepdims=False)  # also the grad op's d bias at a zero bias
+    return [dx, _dense_kernel_grad(rw, x_read, dxw), d_bias]
+
+
+def _projected_grads(rw: Rewriter, node: Node, x_read, dz, h_seq) -> list:
+    """The grad op's outputs where the recurrence reads h_prev @ recurrent + xw, with dz the
+    gradient of both: d x, d kernel, d recurrent = h_prev^T dz, d bias."""
+    dx, d_kernel, d_bias = _input_grads(rw, node, x_read, dz)
+    return [dx, d_kernel, _dense_kernel_grad(rw, _step_before(rw, h_seq), dz), d_bias]
+
+
+def lstm_grad_to_scan(node: Node, rw: Rewriter):
+    if not _scannable(node):
+        return None
+    recurrent = node.inputs[2]
+    x_read, xw = _projection(rw, node)
+    h_seq, c_seq, gates = rw.emit("lstm_scan", [xw, recurrent], save=True)  # the forward's, once CSE has run
+    d_seq, d_h, grads = _state_grads(rw, node)
     d_c = grads.get(2)
     present = [g for g in (d_seq, d_h, d_c) if g is not None]
     dz = rw.emit1("lstm_scan_grad", [recurrent, c_seq, gates, *present],
                   has_dseq=d_seq is not None, has_dh=d_h is not None, has_dc=d_c is not None)
-    kernel_t = rw.emit1("transpose", [kernel], perm=(1, 0))
-    dx = rw.emit1("matmul", [dz, kernel_t])
-    if a["go_backwards"]:
-        dx = rw.emit1("flip", [dx], axis=1)
-    steps = h_seq.shape[1]
-    h_prev = rw.emit1("slice", [rw.emit1("pad", [h_seq], axis=1, before=1, after=0)], axis=1, start=0, stop=steps)
-    d_bias = rw.emit1("sum", [dz], axes=(0, 1), keepdims=False)  # also lstm_grad's d bias at a zero bias
-    return [dx, _dense_kernel_grad(rw, x_read, dz), _dense_kernel_grad(rw, h_prev, dz), d_bias]
+    return _projected_grads(rw, node, x_read, dz, h_seq)
 
 
-RULES = [("lstm", lstm_to_scan), ("lstm_grad", lstm_grad_to_scan)]
+# --- GRU and SimpleRNN --------------------------------------------------------------------------
+
+
+def _exact_inputs(node: Node) -> bool:
+    """Whether the node has exactly the inputs the scans read (x, kernel, recurrent, the bias, the
+    gradients): one given more (a mask) stays whole."""
+    a = node.attrs
+    return len(node.inputs) == 3 + int(a["use_bias"]) + len(a.get("grad_outputs", ()))
+
+
+def _gru_scannable(node: Node) -> bool:
+    return _scannable(node) and _exact_inputs(node) and node.inputs[2].shape[0] <= GRU_SCAN_MAX_UNITS
+
+
+def _simple_rnn_scannable(node: Node) -> bool:
+    x = node.inputs[0]
+    return not node.attrs["masked"] and node.attrs["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
+        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SIMPLE_RNN_SCAN_MAX_UNITS
+
+
+def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
+    """A gru's or simple_rnn's outputs from every h_t: the sequence or the last h, then the last h."""
+    h_last = _last_step(rw, h_seq, node.outputs[1])
+    return [h_seq if node.attrs["return_sequences"] else h_last, h_last]
+
+
+def _gru_scan(rw: Rewriter, node: Node, save: bool):
+    """(x as read, h_seq, what the scan saved or None): the projection with Keras's input bias and
+    gru_scan with its recurrent bias (reset_after: the bias's rows)."""
+    a = node.attrs
+    input_bias, recurrent_bias = None, []
+    if a["use_bias"] and a["reset_after"]:
+        bias = node.inputs[3]
+        input_bias, row = (rw.emit1("reshape", [rw.emit1("slice", [bias], axis=0, start=i, stop=i + 1)],
+                                    shape=bias.shape[1:]) for i in (0, 1))
+        recurrent_bias = [row]
+    x_read, xw = _projection(rw, node, input_bias)
+    outs = rw.emit("gru_scan", [xw, node.inputs[2], *recurrent_bias], reset_after=a["reset_after"], save=save)
+    return x_read, outs[0], outs[1] if save else None
+
+
+def gru_to_scan(node: Node, rw: Rewriter):
+    if not _gru_scannable(node):
+        return None
+    _, h_seq, _ = _gru_scan(rw, node, save=_has_backward(node, rw))
+    return _last_outputs(rw, node, h_seq)
+
+
+def gru_grad_to_scan(node: Node, rw: Rewriter):
+    if not _gru_scannable(node):
+        return None
+    recurrent = node.inputs[2]
+    units, reset_after = recurrent.shape[0], node.attrs["reset_after"]
+    x_read, h_seq, saved = _gru_scan(rw, node, save=True)  # the forward's, once CSE has run
+    d_seq, d_h, _ = _state_grads(rw, node)
+    present, flags = _present(d_seq, d_h)
+    outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *present], reset_after=reset_after, **flags)
+    dx, d_kernel, d_bias = _input_grads(rw, node, x_read, outs[0])
+    h_prev = _step_before(rw, h_seq)
+    if reset_after:  # h_prev @ U + b is one product: its gradient gives d U and the recurrent bias's
+        d_recurrent = _dense_kernel_grad(rw, h_prev, outs[1])
+        rows = [rw.emit1("reshape", [d], shape=(1, 3 * units))
+                for d in (d_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
+        return [dx, d_kernel, d_recurrent, rw.emit1("concat", rows, axis=0)]
+    # Without reset_after, U's h block multiplies r * h_prev, its z and r blocks h_prev.
+    reset_h = rw.emit1("mul", [_blocks(rw, saved, units, 1, 2), h_prev])
+    d_recurrent = rw.emit1("concat", [_dense_kernel_grad(rw, h_prev, _blocks(rw, outs[0], units, 0, 2)),
+                                      _dense_kernel_grad(rw, reset_h, _blocks(rw, outs[0], units, 2, 3))], axis=1)
+    return [dx, d_kernel, d_recurrent, d_bias]
+
+
+def _blocks(rw: Rewriter, v, units: int, start: int, stop: int):
+    """Gate blocks start to stop (each `units` wide) of v's last axis."""
+    return rw.emit1("slice", [v], axis=2, start=start * units, stop=stop * units)
+
+
+def simple_rnn_to_scan(node: Node, rw: Rewriter):
+    if not _simple_rnn_scannable(node):
+        return None
+    _, xw = _projection(rw, node)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2]], activation=node.attrs["activation"])
+    return _last_outputs(rw, node, h_seq)
+
+
+def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
+    if not _simple_rnn_scannable(node):
+        return None
+    recurrent, activation = node.inputs[2], node.attrs["activation"]
+    x_read, xw = _projection(rw, node)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent], activation=activation)  # the forward's, once CSE has run
+    d_seq, d_h, _ = _state_grads(rw, node)
+    present, flags = _present(d_seq, d_h)
+    dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *present], activation=activation, **flags)
+    return _projected_grads(rw, node, x_read, dz, h_seq)
+
+
+RULES = [("lstm", lstm_to_scan), ("lstm_grad", lstm_grad_to_scan), ("gru", gru_to_scan), ("gru_grad", gru_grad_to_scan),
+         ("simple_rnn", simple_rnn_to_scan), ("simple_rnn_grad", simple_rnn_grad_to_scan)]

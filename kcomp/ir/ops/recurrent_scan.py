@@ -31,19 +31,40 @@ SCAN_MAX_UNITS = 64
 SCAN_TILED_MAX_UNITS = 1024
 
 
-def _units(xw, recurrent, what: str) -> int:
+def scan_units(xw, recurrent, what: str, gates: int = 4) -> int:
+    """The hidden size of a scan over projected inputs xw (batch, time, gates * units) with a
+    recurrent kernel (units, gates * units), checked (the GRU's and SimpleRNN's scans too)."""
     require_float(xw, what)
-    require_rank(xw, 3, f"{what} (batch, time, 4 * units)")
+    require_rank(xw, 3, f"{what} (batch, time, {gates} * units)")
     units = recurrent.shape[0]
-    if recurrent.shape != (units, 4 * units) or xw.shape[2] != 4 * units:
+    if recurrent.shape != (units, gates * units) or xw.shape[2] != gates * units:
         raise ShapeError(f"{what}: the projected inputs {format_shape(xw.shape)} and recurrent kernel "
-                         f"{format_shape(recurrent.shape)} must be (batch, time, 4 * units) and (units, 4 * units).")
+                         f"{format_shape(recurrent.shape)} must be (batch, time, {gates} * units) and "
+                         f"(units, {gates} * units).")
     return units
+
+
+def split_present(inputs, n_fixed: int, what: str, **present) -> tuple:
+    """A scan backward's inputs: the n_fixed leading ones, then for each flag in `present` (in
+    order) its gradient where the flag says one is given, else None; the count checked."""
+    fixed, grads = list(inputs[:n_fixed]), list(inputs[n_fixed:])
+    if len(inputs) < n_fixed or len(grads) != sum(present.values()):
+        flags = ", ".join(f"{name}={flag}" for name, flag in present.items())
+        raise ShapeError(f"{what} with {flags} takes {n_fixed + sum(present.values())} inputs, received {len(inputs)}.")
+    return (*fixed, *(grads.pop(0) if flag else None for flag in present.values()))
+
+
+def check_like(what: str, dtype, expected) -> None:
+    """Each (name, value or None, shape) of `expected`: the value, where given, has that shape and dtype."""
+    for name, value, shape in expected:
+        if value is not None and (value.shape != shape or value.dtype != dtype):
+            raise ShapeError(f"{what}: {name} is {format_shape(value.shape)} ({value.dtype}); expected "
+                             f"{format_shape(shape)} ({dtype}).")
 
 
 def _scan_infer(inputs, save):
     xw, recurrent = inputs
-    units = _units(xw, recurrent, "lstm_scan")
+    units = scan_units(xw, recurrent, "lstm_scan")
     n, t = xw.shape[:2]
     seq = TensorSpec((n, t, units), xw.dtype)
     if save:
@@ -71,25 +92,15 @@ def lstm_scan_reference(xw, recurrent, save):
 
 
 def _grad_parts(inputs, has_dseq, has_dh, has_dc):
-    recurrent, c_seq, gates, *grads = inputs
-    if len(grads) != int(has_dseq) + int(has_dh) + int(has_dc):
-        raise ShapeError(f"lstm_scan_grad with has_dseq={has_dseq}, has_dh={has_dh}, has_dc={has_dc} takes "
-                         f"{3 + int(has_dseq) + int(has_dh) + int(has_dc)} inputs, received {len(inputs)}.")
-    dseq = grads.pop(0) if has_dseq else None
-    dh = grads.pop(0) if has_dh else None
-    dc = grads.pop(0) if has_dc else None
-    return recurrent, c_seq, gates, dseq, dh, dc
+    return split_present(inputs, 3, "lstm_scan_grad", has_dseq=has_dseq, has_dh=has_dh, has_dc=has_dc)
 
 
 def _grad_infer(inputs, has_dseq, has_dh, has_dc):
     recurrent, c_seq, gates, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc)
-    units = _units(gates, recurrent, "lstm_scan_grad")
+    units = scan_units(gates, recurrent, "lstm_scan_grad")
     n, t = gates.shape[:2]
-    for name, g, shape in (("c_seq", c_seq, (n, t, units)), ("d_seq", dseq, (n, t, units)),
-                           ("d_h", dh, (n, units)), ("d_c", dc, (n, units))):
-        if g is not None and (g.shape != shape or g.dtype != gates.dtype):
-            raise ShapeError(f"lstm_scan_grad: {name} is {format_shape(g.shape)} ({g.dtype}); expected "
-                             f"{format_shape(shape)} ({gates.dtype}).")
+    check_like("lstm_scan_grad", gates.dtype, (("c_seq", c_seq, (n, t, units)), ("d_seq", dseq, (n, t, units)),
+                                               ("d_h", dh, (n, units)), ("d_c", dc, (n, units))))
     return [TensorSpec(gates.shape, gates.dtype)]
 
 

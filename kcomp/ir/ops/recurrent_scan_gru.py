@@ -1,0 +1,143 @@
+"""The GRU's recurrence alone, forward and backward: what one kernel launch computes.
+
+The decompose pass (kcomp/passes/decompose_recurrent.py) splits a gru into its input projection
+for every time step at once (x @ kernel + the input bias) and `gru_scan`, which walks the steps
+with Keras's default activations (gates in Keras's order z, r, h):
+
+    x_z, x_r, x_h = xw_t;   z = sigmoid(x_z + h @ U_z + b_z);   r = sigmoid(x_r + h @ U_r + b_r)
+    reset_after=True  (Keras's default)   c = tanh(x_h + r * (h @ U_h + b_h))
+    reset_after=False                     c = tanh(x_h + (r * h) @ U_h)
+    h_t = z * h + (1 - z) * c,   h_0 = 0
+
+b is the recurrent bias (Keras's second bias row; reset_after only, and only with a bias):
+inside the reset gate's product, so it cannot join the input projection's bias. gru_scan returns
+every h_t, and with save=True what the backward reads: z, r, c of every step and, reset_after,
+the candidate's recurrent part h @ U_h + b_h (dr needs it). `gru_scan_grad` walks the steps
+backwards from the gradients of the h_t (every step's, the last one's) and returns the gradient
+of xw for every step and, reset_after, of the recurrent product h @ U + b (its h block is r times
+xw's): the kernel's, the recurrent kernel's and the biases' gradients are then matmuls and sums,
+which the pass emits around it. Without reset_after the recurrent kernel's h block multiplies
+r * h, so its gradient is (r * h_prev)^T dxw_h, also a matmul (of the pass).
+"""
+
+import torch
+
+from kcomp.errors import ShapeError, format_shape
+from kcomp.ir.opdef import OpDef, attr
+from kcomp.ir.ops.common import require_rank
+from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, check_like, scan_units, split_present
+from kcomp.ir.types import TensorSpec
+
+# The largest hidden size the gru_scan kernels hold in registers (kernels/recurrent_gru.py); the
+# decompose pass leaves larger GRUs whole, for their torch reference. A tiled GRU kernel raises it.
+GRU_SCAN_MAX_UNITS = SCAN_MAX_UNITS
+
+
+def saved_blocks(reset_after: bool) -> int:
+    """How many (units,) blocks gru_scan saves per step: z, r, c, and reset_after's h @ U_h + b_h."""
+    return 4 if reset_after else 3
+
+
+def _scan_infer(inputs, reset_after, save):
+    xw, recurrent, *bias = inputs
+    units = scan_units(xw, recurrent, "gru_scan", gates=3)
+    if bias and not reset_after:
+        raise ShapeError("gru_scan: a recurrent bias is added only with reset_after=True (Keras's second bias row); "
+                         "with reset_after=False the input projection takes the whole bias.")
+    if bias and bias[0].shape != (3 * units,):
+        raise ShapeError(f"gru_scan: the recurrent bias is {format_shape(bias[0].shape)}; expected "
+                         f"{format_shape((3 * units,))}.")
+    n, t = xw.shape[:2]
+    seq = TensorSpec((n, t, units), xw.dtype)
+    return [seq, TensorSpec((n, t, saved_blocks(reset_after) * units), xw.dtype)] if save else [seq]
+
+
+def gru_scan_reference(xw, recurrent, *bias, reset_after, save):
+    units = recurrent.shape[0]
+    u_zr, u_h = recurrent[:, :2 * units], recurrent[:, 2 * units:]
+    h = xw.new_zeros(xw.shape[0], units)
+    hs, saved = [], []
+    for x in xw.unbind(1):
+        x_z, x_r, x_h = x.split(units, dim=1)
+        if reset_after:
+            h_z, h_r, h_h = (h @ recurrent + (bias[0] if bias else 0)).split(units, dim=1)
+        else:
+            h_z, h_r = (h @ u_zr).split(units, dim=1)
+        z, r = torch.sigmoid(x_z + h_z), torch.sigmoid(x_r + h_r)
+        c = torch.tanh(x_h + r * h_h) if reset_after else torch.tanh(x_h + (r * h) @ u_h)
+        h = z * h + (1 - z) * c
+        hs.append(h)
+        saved.append(torch.cat([z, r, c, h_h] if reset_after else [z, r, c], dim=1))
+    h_seq = torch.stack(hs, dim=1)
+    return (h_seq, torch.stack(saved, dim=1)) if save else h_seq
+
+
+def _grad_parts(inputs, has_dseq, has_dh):
+    return split_present(inputs, 3, "gru_scan_grad", has_dseq=has_dseq, has_dh=has_dh)
+
+
+def _grad_infer(inputs, reset_after, has_dseq, has_dh):
+    recurrent, h_seq, saved, dseq, dh = _grad_parts(inputs, has_dseq, has_dh)
+    require_rank(h_seq, 3, "gru_scan_grad's h_seq (batch, time, units)")
+    n, t, units = h_seq.shape
+    xw = TensorSpec((n, t, 3 * units), h_seq.dtype)
+    scan_units(xw, recurrent, "gru_scan_grad", gates=3)  # the shapes of xw's gradient and U agree
+    check_like("gru_scan_grad", h_seq.dtype, (("h_seq", h_seq, (n, t, units)),
+                                              ("saved", saved, (n, t, saved_blocks(reset_after) * units)),
+                                              ("d_seq", dseq, (n, t, units)), ("d_h", dh, (n, units))))
+    return [xw, xw] if reset_after else [xw]
+
+
+def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh):
+    recurrent, h_seq, saved, dseq, dh_last = _grad_parts(inputs, has_dseq, has_dh)
+    units = recurrent.shape[0]
+    n, steps = h_seq.shape[:2]
+    dh_next = dh_last if dh_last is not None else h_seq.new_zeros(n, units)
+    dxw, dhu = [], []
+    for t in reversed(range(steps)):
+        dh = dh_next + (dseq[:, t] if dseq is not None else 0)
+        z, r, c, *h_h = saved[:, t].split(units, dim=1)
+        h_prev = h_seq[:, t - 1] if t > 0 else torch.zeros_like(dh)
+        dz = dh * (h_prev - c) * z * (1 - z)
+        da = dh * (1 - z) * (1 - c * c)  # the candidate's pre-activation
+        if reset_after:
+            dr = da * h_h[0] * r * (1 - r)
+            step_hu = torch.cat([dz, dr, da * r], dim=1)
+            dh_next = dh * z + step_hu @ recurrent.t()
+            dhu.append(step_hu)
+        else:
+            d_rh = da @ recurrent[:, 2 * units:].t()  # of r * h_prev, the h block's matmul input
+            dr = d_rh * h_prev * r * (1 - r)
+            dh_next = dh * z + d_rh * r + torch.cat([dz, dr], dim=1) @ recurrent[:, :2 * units].t()
+        dxw.append(torch.cat([dz, dr, da], dim=1))
+    dxw = torch.stack(dxw[::-1], dim=1)
+    return (dxw, torch.stack(dhu[::-1], dim=1)) if reset_after else dxw
+
+
+OPS = [
+    OpDef(
+        name="gru_scan",
+        doc="The GRU recurrence over projected inputs xw (batch, time, 3 * units) with Keras's default "
+        "activations and gate order z, r, h; inputs xw, the recurrent kernel and, with reset_after and a bias, "
+        "the recurrent bias (3 * units,). Outputs every h_t, and with save=True also what gru_scan_grad reads: "
+        "z, r, the candidate c and (reset_after) h_prev @ U_h + b_h of every step.",
+        num_inputs=(2, 3),
+        attrs={"reset_after": attr(bool, True), "save": attr(bool, False)},
+        infer=_scan_infer,
+        reference=gru_scan_reference,
+        traits={"recurrent"},
+        num_outputs=None,
+    ),
+    OpDef(
+        name="gru_scan_grad",
+        doc="The gradient of gru_scan's projected inputs xw for every step, walking time backwards, and with "
+        "reset_after also of its recurrent product h_prev @ U + b; inputs: the recurrent kernel, every h_t, "
+        "what gru_scan saved, then the gradients present (has_dseq: of every h_t; has_dh: of the last h).",
+        num_inputs=(3, 5),
+        attrs={"reset_after": attr(bool, True), "has_dseq": attr(bool), "has_dh": attr(bool)},
+        infer=_grad_infer,
+        reference=gru_scan_grad_reference,
+        traits={"recurrent"},
+        num_outputs=None,
+    ),
+]

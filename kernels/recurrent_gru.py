@@ -1,0 +1,192 @@
+"""GRU recurrence templates: every time step of a layer in one launch, forward and backward.
+
+The input projection of every step (x @ kernel + the input bias) is one matmul before the launch
+(kcomp/passes/decompose_recurrent.py); each program owns BLOCK_B rows of the batch and walks all
+the time steps with h in registers (kcomp/ir/ops/recurrent_scan_gru.py has the math):
+
+    forward   z, r = sigmoid(xw_zr + h @ U_zr + b_zr);  c = tanh(xw_h + r * (h @ U_h + b_h))
+              (reset_after) or tanh(xw_h + (r * h) @ U_h);  h = z h + (1 - z) c
+    backward  from the gradients of the h_t, back through the steps: dxw_t (and, reset_after,
+              the recurrent product's), and dh = dh z + (the gates' gradients) @ U^T
+
+U (units, 3 * units) is read as three (units, units) tiles, one per gate, as the LSTM's four
+(recurrent_common.py: on chip for BLOCK_H <= ON_CHIP_MAX, else read every step). Units above
+GRU_SCAN_MAX_UNITS are not decomposed. The recurrent matmuls are tl.dot in `precision`.
+"""
+
+from dataclasses import dataclass
+
+import triton
+import triton.language as tl
+
+from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.recurrent_common import (
+    ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
+    sizes, tanh, tile_before_loop, times_gate,
+)
+from kcomp.kernels.template import Binding, Template
+
+
+@triton.jit
+def gru_scan_kernel(
+    XW, U, RB, HSEQ, SAVED, n_batch, n_steps, units,
+    HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, ON_CHIP: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
+    S: tl.constexpr = 4 if RESET_AFTER else 3  # the saved blocks per step: z, r, c (and h @ U_h + b_h)
+    xw_rows = rows[:, None].to(tl.int64) * n_steps * 3 * units + cols[None, :]  # (row, step 0, gate 0, col)
+    saved_rows = rows[:, None].to(tl.int64) * n_steps * S * units + cols[None, :]
+    seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]
+    u_z = tile_before_loop(U, units, 0, 3, ON_CHIP, False, BLOCK_H)
+    u_r = tile_before_loop(U, units, 1, 3, ON_CHIP, False, BLOCK_H)
+    u_h = tile_before_loop(U, units, 2, 3, ON_CHIP, False, BLOCK_H)
+    in_units = cols[None, :] < units
+    b_z = load_or_zeros(RB, cols[None, :], in_units, HAS_BIAS, 1, BLOCK_H)  # (1, BLOCK_H): every row's
+    b_r = load_or_zeros(RB, units + cols[None, :], in_units, HAS_BIAS, 1, BLOCK_H)
+    b_h = load_or_zeros(RB, 2 * units + cols[None, :], in_units, HAS_BIAS, 1, BLOCK_H)
+    h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    for t in range(0, n_steps):
+        x = XW + xw_rows + t * 3 * units
+        x_z = tl.load(x, mask=ok, other=0.0).to(tl.float32)
+        x_r = tl.load(x + units, mask=ok, other=0.0).to(tl.float32)
+        x_h = tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32)
+        z = tl.sigmoid(x_z + times_gate(h, U, units, 0, u_z, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_z)
+        r = tl.sigmoid(x_r + times_gate(h, U, units, 1, u_r, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_r)
+        if RESET_AFTER:
+            h_h = times_gate(h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_h
+            c = tanh(x_h + r * h_h)
+        else:
+            c = tanh(x_h + times_gate(r * h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H))
+        h = tl.where(ok, z * h + (1.0 - z) * c, 0.0)  # columns past units stay zero: they feed the next dot
+        tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
+        if SAVE:
+            saved = SAVED + saved_rows + t * S * units
+            tl.store(saved, z.to(SAVED.dtype.element_ty), mask=ok)
+            tl.store(saved + units, r.to(SAVED.dtype.element_ty), mask=ok)
+            tl.store(saved + 2 * units, c.to(SAVED.dtype.element_ty), mask=ok)
+            if RESET_AFTER:
+                tl.store(saved + 3 * units, h_h.to(SAVED.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _store_gates(OUT, offs, units, ok, g_z, g_r, g_h):
+    tl.store(OUT + offs, g_z.to(OUT.dtype.element_ty), mask=ok)
+    tl.store(OUT + offs + units, g_r.to(OUT.dtype.element_ty), mask=ok)
+    tl.store(OUT + offs + 2 * units, g_h.to(OUT.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def gru_scan_grad_kernel(
+    U, HSEQ, SAVED, DSEQ, DH, DXW, DHU, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, ON_CHIP: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
+    S: tl.constexpr = 4 if RESET_AFTER else 3
+    xw_rows = rows[:, None].to(tl.int64) * n_steps * 3 * units + cols[None, :]
+    saved_rows = rows[:, None].to(tl.int64) * n_steps * S * units + cols[None, :]
+    seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]
+    ut_z = tile_before_loop(U, units, 0, 3, ON_CHIP, True, BLOCK_H)
+    ut_r = tile_before_loop(U, units, 1, 3, ON_CHIP, True, BLOCK_H)
+    ut_h = tile_before_loop(U, units, 2, 3, ON_CHIP, True, BLOCK_H)
+    dh_next = load_or_zeros(DH, rows[:, None].to(tl.int64) * units + cols[None, :], ok, HAS_DH, BLOCK_B, BLOCK_H)
+    for s in range(0, n_steps):
+        t = n_steps - 1 - s
+        dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
+        saved = SAVED + saved_rows + t * S * units
+        z = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
+        r = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
+        c = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+        h_prev = load_step_before(HSEQ, seq_rows, t, units, ok, BLOCK_B, BLOCK_H)
+        dz = tl.where(ok, dh * (h_prev - c) * z * (1.0 - z), 0.0)
+        da = tl.where(ok, dh * (1.0 - z) * (1.0 - c * c), 0.0)  # of the candidate's pre-activation
+        if RESET_AFTER:
+            h_h = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
+            dr = tl.where(ok, da * h_h * r * (1.0 - r), 0.0)
+            d_hh = da * r  # of h @ U_h + b_h
+            _store_gates(DHU, xw_rows + t * 3 * units, units, ok, dz, dr, d_hh)
+            dh_prev = dh * z + times_gate(d_hh, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)
+        else:
+            d_rh = times_gate(da, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of r * h_prev
+            dr = tl.where(ok, d_rh * h_prev * r * (1.0 - r), 0.0)
+            dh_prev = dh * z + d_rh * r
+        _store_gates(DXW, xw_rows + t * 3 * units, units, ok, dz, dr, da)
+        dh_prev += times_gate(dz, U, units, 0, ut_z, 3, ON_CHIP, True, PRECISION, BLOCK_H)
+        dh_prev += times_gate(dr, U, units, 1, ut_r, 3, ON_CHIP, True, PRECISION, BLOCK_H)
+        dh_next = tl.where(ok, dh_prev, 0.0)
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class GruScanBinding(Binding):
+    xw: int  # which input holds the projected inputs (batch, time, 3 * units)
+    recurrent: int  # which holds U (units, 3 * units)
+    recurrent_bias: int | None  # which holds the recurrent bias (3 * units,) (reset_after), None: none
+    reset_after: bool
+    save: bool  # what the backward reads too (z, r, c, and h @ U_h + b_h), else every h_t alone
+    # Per output of gru_scan (every h_t, then what it saves): its position among the kernel's
+    # outputs, or None where nothing reads it (the kernel writes scratch).
+    outputs: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GruScanGradBinding(Binding):
+    recurrent: int  # which input holds U,
+    h_seq: int  # every h_t,
+    saved: int  # what gru_scan saved,
+    d_seq: int | None  # the gradients of every h_t (None: none arrive),
+    d_h: int | None  # of the last h
+    reset_after: bool
+    outputs: tuple[int | None, ...]  # per output of gru_scan_grad (dxw, and the recurrent product's), as above
+
+
+def launch_scan(binding: GruScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: the projected inputs, U and the recurrent bias contiguous (an absent bias: never read)
+    xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
+    (bias,) = present(inputs, (binding.recurrent_bias,), u)
+    n, steps, units = sizes("gru_scan", xw, u.shape[0], GRU_SCAN_MAX_UNITS)
+    # allocate: every h_t, and what the backward reads (those nothing reads: scratch)
+    seq = (n, steps, units)
+    shapes = (seq, (n, steps, saved_blocks(binding.reset_after) * units)) if binding.save else (seq,)
+    out, buffers = output_buffers(binding.outputs, shapes, out, xw)
+    tensors = (xw, u, bias, buffers[0], buffers[-1])  # SAVED unused (never written) without save
+    run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
+    return out
+
+
+@tuned(candidates)
+def run_scan(call: ScanCall, config: dict):
+    b = call.binding
+    launch_grid(gru_scan_kernel, call, config, HAS_BIAS=b.recurrent_bias is not None, RESET_AFTER=b.reset_after,
+                SAVE=b.save)
+
+
+def launch_scan_grad(binding: GruScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: U, every h_t, the saved gates and the gradients present, contiguous (an absent one: never read)
+    u, h_seq, saved = (inputs[i].contiguous() for i in (binding.recurrent, binding.h_seq, binding.saved))
+    d_seq, d_h = present(inputs, (binding.d_seq, binding.d_h), h_seq)
+    n, steps, units = sizes("gru_scan_grad", h_seq, u.shape[0], GRU_SCAN_MAX_UNITS)
+    # allocate: the gradient of every step's xw, and (reset_after) of the recurrent product
+    shapes = ((n, steps, 3 * units),) * (2 if binding.reset_after else 1)
+    out, buffers = output_buffers(binding.outputs, shapes, out, h_seq)
+    tensors = (u, h_seq, saved, d_seq, d_h, buffers[0], buffers[-1])  # DHU unused without reset_after
+    run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
+    return out
+
+
+@tuned(candidates)
+def run_scan_grad(call: ScanCall, config: dict):
+    b = call.binding
+    launch_grid(gru_scan_grad_kernel, call, config, HAS_DSEQ=b.d_seq is not None, HAS_DH=b.d_h is not None,
+                RESET_AFTER=b.reset_after)
+
+
+TEMPLATES = (
+    Template("gru_scan", launch_scan, GruScanBinding, group=alone("gru_scan"), priority=84, tensor_cores=True),
+    Template("gru_scan_grad", launch_scan_grad, GruScanGradBinding, group=alone("gru_scan_grad"), priority=85,
+             tensor_cores=True),
+)

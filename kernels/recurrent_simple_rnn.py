@@ -1,0 +1,143 @@
+"""SimpleRNN recurrence templates: every time step of a layer in one launch, forward and backward.
+
+The input projection of every step (x @ kernel + bias) is one matmul before the launch
+(kcomp/passes/decompose_recurrent.py); each program owns BLOCK_B rows of the batch and walks all
+the time steps with h in registers:
+
+    forward   h = activation(xw_t + h @ U)                         (tanh or relu)
+    backward  dz_t = dh * activation'(from h_t);  dh = dz_t @ U^T for the step before
+
+U (units, units) is one tile, so it stays on chip up to 64 units (BLOCK_H 64 on 8 warps: 16
+floats a thread), where the LSTM's and GRU's four and three tiles stay only up to 32
+(recurrent_common.py reads them every step above). Units above SIMPLE_RNN_SCAN_MAX_UNITS are
+not decomposed. The recurrent matmul is tl.dot in `precision`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS
+from kcomp.kernels.autotune import tuned
+from kcomp.kernels.recurrent_common import (
+    ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, present, sizes, tanh, tile_before_loop,
+    times_gate,
+)
+from kcomp.kernels.template import Binding, Template
+
+ON_CHIP_MAX = 64  # the largest BLOCK_H whose one recurrent tile is loaded once, before the loop
+
+
+@triton.jit
+def _activate(z, RELU: tl.constexpr):
+    if RELU:
+        return tl.where(z < 0.0, 0.0, z)  # not tl.maximum, which drops NaN where torch.relu keeps it
+    return tanh(z)
+
+
+@triton.jit
+def _activation_grad(h, RELU: tl.constexpr):
+    """The activation's derivative at the pre-activation that gave h, from h itself."""
+    if RELU:
+        return tl.where(h > 0.0, 1.0, 0.0)
+    return 1.0 - h * h
+
+
+@triton.jit
+def simple_rnn_scan_kernel(
+    XW, U, HSEQ, n_batch, n_steps, units,
+    RELU: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
+    seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]  # (row, step 0, col): xw's and h's
+    u = tile_before_loop(U, units, 0, 1, ON_CHIP, False, BLOCK_H)
+    h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    for t in range(0, n_steps):
+        z = tl.load(XW + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
+        z += times_gate(h, U, units, 0, u, 1, ON_CHIP, False, PRECISION, BLOCK_H)
+        h = tl.where(ok, _activate(z, RELU), 0.0)  # columns past units stay zero: they feed the next dot
+        tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def simple_rnn_scan_grad_kernel(
+    U, HSEQ, DSEQ, DH, DZ, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RELU: tl.constexpr, ON_CHIP: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
+    seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]
+    ut = tile_before_loop(U, units, 0, 1, ON_CHIP, True, BLOCK_H)
+    dh_next = load_or_zeros(DH, rows[:, None].to(tl.int64) * units + cols[None, :], ok, HAS_DH, BLOCK_B, BLOCK_H)
+    for s in range(0, n_steps):
+        t = n_steps - 1 - s
+        dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
+        h = tl.load(HSEQ + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
+        dz = tl.where(ok, dh * _activation_grad(h, RELU), 0.0)
+        tl.store(DZ + seq_rows + t * units, dz.to(DZ.dtype.element_ty), mask=ok)
+        dh_next = times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H)
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimpleRnnScanBinding(Binding):
+    xw: int  # which input holds the projected inputs (batch, time, units)
+    recurrent: int  # which holds U (units, units)
+    activation: str  # "tanh" or "relu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimpleRnnScanGradBinding(Binding):
+    recurrent: int  # which input holds U,
+    h_seq: int  # every h_t,
+    d_seq: int | None  # the gradients of every h_t (None: none arrive),
+    d_h: int | None  # of the last h
+    activation: str
+
+
+def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    # check: the projected inputs and U contiguous
+    xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
+    n, steps, units = sizes("simple_rnn_scan", xw, u.shape[0], SIMPLE_RNN_SCAN_MAX_UNITS)
+    # allocate: every h_t
+    if out is None:
+        out = torch.empty_like(xw)
+    run_scan(ScanCall(binding, inputs, out, (xw, u, out), n, steps, units, precision), config, interpret)
+    return out
+
+
+@tuned(candidates)
+def run_scan(call: ScanCall, config: dict):
+    launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, RELU=call.binding.activation == "relu")
+
+
+def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config=None, precision="tf32",
+                     interpret=None):
+    # check: U, every h_t and the gradients present, contiguous (an absent one: never read)
+    u, h_seq = inputs[binding.recurrent].contiguous(), inputs[binding.h_seq].contiguous()
+    d_seq, d_h = present(inputs, (binding.d_seq, binding.d_h), h_seq)
+    n, steps, units = sizes("simple_rnn_scan_grad", h_seq, u.shape[0], SIMPLE_RNN_SCAN_MAX_UNITS)
+    # allocate: the gradient of every step's xw
+    if out is None:
+        out = torch.empty_like(h_seq)
+    run_scan_grad(ScanCall(binding, inputs, out, (u, h_seq, d_seq, d_h, out), n, steps, units, precision), config,
+                  interpret)
+    return out
+
+
+@tuned(candidates)
+def run_scan_grad(call: ScanCall, config: dict):
+    b = call.binding
+    launch_grid(simple_rnn_scan_grad_kernel, call, config, ON_CHIP_MAX, HAS_DSEQ=b.d_seq is not None,
+                HAS_DH=b.d_h is not None, RELU=b.activation == "relu")
+
+
+TEMPLATES = (
+    Template("simple_rnn_scan", launch_scan, SimpleRnnScanBinding, group=alone("simple_rnn_scan"), priority=86, tensor_cores=True),
+    Template("simple_rnn_scan_grad", launch_scan_grad, SimpleRnnScanGradBinding, group=alone("simple_rnn_scan_grad"),
+             priority=87, tensor_cores=True),
+)

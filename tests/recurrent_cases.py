@@ -1,0 +1,57 @@
+"""Models and checks the recurrence kernels' tests share (test_kernels_recurrent.py: the LSTM's;
+test_kernels_recurrent_cells.py: the GRU's and SimpleRNN's)."""
+
+import torch
+
+import kcomp
+from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import PIPELINE
+from kcomp.runtime.reference import run_reference
+from tolerances import tolerance
+
+TIME, FEATURES, UNITS = 7, 5, 6  # ragged: no size a block size divides
+
+
+def recurrent_model(layer_class, variant: dict, units: int = UNITS):
+    """make() -> a model of one `layer_class` layer with the variant's flags (and the variant's
+    stacked: two layers, the first returning sequences; bidirectional: the layer wrapped), every
+    output reaching the loss."""
+    flags = {k: v for k, v in variant.items() if k not in ("stacked", "bidirectional")}
+
+    def make():
+        kcomp.utils.set_random_seed(5)
+        inp = kcomp.layers.Input(shape=(TIME, FEATURES))
+        x = layer_class(units, return_sequences=True)(inp) if variant.get("stacked") else inp
+        layer = layer_class(units, **flags)
+        out = (kcomp.layers.Bidirectional(layer) if variant.get("bidirectional") else layer)(x)
+        if variant.get("return_state"):
+            out = kcomp.layers.Concatenate()(out)  # the output and the states reach the loss
+        if variant.get("return_sequences"):
+            out = kcomp.layers.Flatten()(out)
+        return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(out))
+
+    return make
+
+
+def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 1, weight_scale=lambda shape: 0.5):
+    """The decomposition alone (before fusion), run by the reference interpreter, against the
+    training step with the whole ops (`cell` and `cell`_grad) on random weights (each scaled by
+    weight_scale(its shape)): one scan and one scan gradient per layer (each forward scan shared
+    with its backward), the same numbers; returns the decomposed step. The learning rate is
+    large so that a wrong gradient shows in the updated weights."""
+    from kcomp.compiler import train_step_graph
+
+    model.compile(optimizer=kcomp.optimizers.SGD(learning_rate=10.0), loss="categorical_crossentropy",
+                  backend="reference")
+    step = train_step_graph(model)
+    decomposed, _ = run_pipeline(step, passes=PIPELINE[:-1])
+    ops = [n.op for n in decomposed.nodes]
+    assert ops.count(f"{cell}_scan") == layers and ops.count(f"{cell}_scan_grad") == layers, ops
+    assert cell not in ops and f"{cell}_grad" not in ops
+    g = torch.Generator().manual_seed(11)
+    inputs = [torch.randn(4, TIME, FEATURES, generator=g), torch.softmax(torch.randn(4, 3, generator=g), 1),
+              torch.ones(4), torch.tensor(0.1)]
+    params = {p.name: torch.randn(p.shape, generator=g) * weight_scale(p.shape) for p in step.params}
+    for a, b in zip(run_reference(step, inputs, params), run_reference(decomposed, inputs, params), strict=True):
+        torch.testing.assert_close(b, a, **tolerance("float32", "long"))
+    return decomposed
