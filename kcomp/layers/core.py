@@ -208,14 +208,24 @@ def sequence_dropout_mask(inputs, rate, seed):
     channels) ones through dropout (the kept ones scaled by 1 / (1 - rate)), so once broadcast every
     step loses the same channels. SpatialDropout1D's mask, and the input-dropout mask Keras's
     recurrent cells draw (kcomp/layers/recurrent.py)."""
+    return dropout_of_ones(first_step(inputs), rate, seed)
+
+
+def first_step(inputs):
+    """A (batch, 1, channels) tensor of a sequence's shape and dtype: its first step (or, with the
+    steps unknown until run time, a reduction over them); for the shape only."""
     if is_static(inputs.shape[1]):
-        one_step = ops.emit("slice", inputs, axis=1, start=0, stop=1)
-    else:  # steps unknown until run time: a reduction over them has the (batch, 1, channels) shape
-        one_step = ops.max(inputs, axis=1, keepdims=True)
-    ones = ops.emit("broadcast_like", 1.0, one_step)  # a float32 constant, broadcast
-    if ops.dtype(one_step) != "float32":
-        ones = ops.cast(ones, ops.dtype(one_step))
-    return ops.dropout(ones, rate, seed, training=True)
+        return ops.emit("slice", inputs, axis=1, start=0, stop=1)
+    return ops.max(inputs, axis=1, keepdims=True)
+
+
+def dropout_of_ones(like, rate, seed):
+    """Ones of `like`'s shape and dtype through dropout in training mode (each zeroed with
+    probability `rate`, else 1 / (1 - rate)): a mask as Keras's layers draw them; ones at rate 0."""
+    ones = ops.emit("broadcast_like", 1.0, like)  # a float32 constant, broadcast; `like` gives its shape only
+    if ops.dtype(like) != "float32":
+        ones = ops.cast(ones, ops.dtype(like))
+    return ops.dropout(ones, rate, seed, training=True) if rate else ones
 
 
 class SpatialDropout1D(Layer):

@@ -4,7 +4,9 @@ Weights follow Keras: kernel (features, gates * units), recurrent_kernel
 (units, gates * units), bias (gates * units), or (2, 3 * units) for a GRU with
 reset_after=True. In training, `dropout` drops input features as Keras's cells do: one
 mask per sequence (batch, features), the same at every time step, drawn anew each step.
-`recurrent_dropout` is refused in training until the recurrent op takes its masks.
+With `recurrent_dropout` (in training) each gate draws its own input mask and its own mask of
+h_{t-1} (batch, units), once per sequence, as Keras's cells do then; they go to the op as two
+more inputs, and such an op runs the general path (the scan kernels take no per-gate masks).
 
 A Keras mask travelling with the input (Embedding(mask_zero=True), Masking) goes to the op as
 one more input: a masked step keeps the previous states and output (zeros with
@@ -14,11 +16,12 @@ zero_output_for_mask). The outputs carry the mask on with return_sequences, else
 import torch
 
 from kcomp import activations, initializers, ops, regularizers, session
-from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
+from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS
 from kcomp.layers import args
 from kcomp.layers.base import Layer
-from kcomp.layers.core import sequence_dropout_mask
+from kcomp.layers.core import dropout_of_ones, first_step, sequence_dropout_mask
+from kcomp.random import derived_seed
 
 
 def _cell_activation(name, value):
@@ -128,16 +131,13 @@ class _RNN(Layer):
 
     def call(self, inputs, training=False, mask=None):
         training = args.boolean("training", training)
-        if training and self.recurrent_dropout:
-            raise KcompError(
-                f'Layer "{self.name}" ({type(self).__name__}): recurrent_dropout={self.recurrent_dropout} in training is '
-                "not supported yet (kcomp's recurrent op does not take Keras's per-gate recurrent masks); pass "
-                "recurrent_dropout=0.0 (dropout= on the inputs works)."
-            )
-        if training and self.dropout:
-            inputs = ops.multiply(inputs, sequence_dropout_mask(inputs, self.dropout, self._op_seed))
         weights = [self.kernel, self.recurrent_kernel] + ([self.bias] if self.use_bias else [])
         masked = {}
+        if training and self.recurrent_dropout:
+            weights += self._gate_dropout_masks(inputs)
+            masked["dropout_masks"] = True
+        elif training and self.dropout:
+            inputs = ops.multiply(inputs, sequence_dropout_mask(inputs, self.dropout, self._op_seed))
         if mask is not None:
             weights.append(self._step_mask(inputs, mask))
             masked = {"masked": True, "zero_output_for_mask": self.zero_output_for_mask}
@@ -147,6 +147,22 @@ class _RNN(Layer):
             return_sequences=self.return_sequences, go_backwards=self.go_backwards, **self._op_attrs(), **masked,
         )
         return list(outputs) if self.return_state else outputs[0]
+
+    def _gate_dropout_masks(self, inputs):
+        """Keras's cells with recurrent_dropout (its implementation 1): each gate draws its own input
+        mask (batch, features) and recurrent mask (batch, units), once per sequence, the same at every
+        step; as the op takes them, (batch, gates, features) and (batch, gates, units). Without
+        `dropout` the input masks are ones."""
+        step = first_step(inputs)
+        batch = tuple(inputs.shape)[0]  # the IR's batch dimension while tracing, a size on data
+        input_like = ops.concatenate([step] * self.gates, axis=-1)  # (batch, 1, gates * features)
+        recurrent_like = ops.matmul(step, self.kernel)  # (batch, 1, gates * units): only its shape is read
+        masks = []
+        for like, rate, seed in ((input_like, self.dropout, self._op_seed),
+                                 (recurrent_like, self.recurrent_dropout, derived_seed(self._op_seed, 1))):
+            mask = dropout_of_ones(like, rate, seed)
+            masks.append(ops.reshape(mask, (batch, self.gates, tuple(mask.shape)[-1] // self.gates)))
+        return masks
 
     def _step_mask(self, inputs, mask):
         """The mask as the op reads it: one 0/1 per sample and time step (Keras's RNN masks whole steps)."""

@@ -38,6 +38,8 @@ def _scannable(node: Node) -> bool:
     a = node.attrs
     if a["masked"]:  # lstm_scan has no masked step: a masked lstm stays one coarse op
         return False
+    if a["dropout_masks"]:  # nor per-gate dropout masks (recurrent_dropout in training)
+        return False
     return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and x.dtype == "float32" \
         and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
@@ -159,7 +161,8 @@ def _gru_scannable(node: Node) -> bool:
 
 def _simple_rnn_scannable(node: Node) -> bool:
     x = node.inputs[0]
-    return not node.attrs["masked"] and node.attrs["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
+    a = node.attrs
+    return not (a["masked"] or a["dropout_masks"]) and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
         and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SIMPLE_RNN_SCAN_MAX_UNITS
 
 

@@ -41,10 +41,14 @@ _CELL_ACTIVATIONS = {
 CELL_ACTIVATIONS = tuple(sorted(_CELL_ACTIVATIONS))
 
 
-def split_inputs(inputs, use_bias: bool, masked: bool) -> tuple:
-    """(x, kernel, recurrent, (bias,) or (), mask or None) from an op's inputs."""
+def split_inputs(inputs, use_bias: bool, masked: bool, dropout_masks: bool = False) -> tuple:
+    """(x, kernel, recurrent, (bias,) or (), mask or None, (input masks, recurrent masks) or None)
+    from an op's inputs: x, kernel, recurrent, [bias], [the two dropout masks], [the step mask]."""
     bias = tuple(inputs[3:4]) if use_bias else ()
-    return inputs[0], inputs[1], inputs[2], bias, (inputs[3 + int(use_bias)] if masked else None)
+    at = 3 + int(use_bias)
+    dropout = tuple(inputs[at:at + 2]) if dropout_masks else None
+    at += 2 * int(dropout_masks)
+    return inputs[0], inputs[1], inputs[2], bias, (inputs[at] if masked else None), dropout
 
 
 def _check_mask(x, mask) -> None:
@@ -55,9 +59,19 @@ def _check_mask(x, mask) -> None:
         )
 
 
+def _check_dropout_masks(x, units: int, gates: int, masks) -> None:
+    want = ((x.shape[0], gates, x.shape[2]), (x.shape[0], gates, units))
+    for name, mask, shape in zip(("input", "recurrent"), masks, want, strict=True):
+        if mask.shape != shape or mask.dtype != x.dtype:
+            raise ShapeError(
+                f"recurrent layer: the {name} dropout masks {format_shape(mask.shape)} ({mask.dtype}) should be "
+                f"(batch, gates, {'features' if name == 'input' else 'units'}) = {format_shape(shape)} ({x.dtype})."
+            )
+
+
 def _recurrent_infer(gates, num_states, bias_shape):
     def infer(inputs, activation, recurrent_activation, use_bias, return_sequences, go_backwards, masked=False,
-              zero_output_for_mask=False, **extra):
+              zero_output_for_mask=False, dropout_masks=False, **extra):
         x, kernel, recurrent = inputs[:3]
         require_float(x, "recurrent layer")
         require_rank(x, 3, "recurrent layer (input batch, timesteps, features)")
@@ -69,13 +83,16 @@ def _recurrent_infer(gates, num_states, bias_shape):
                 f"{format_shape(recurrent.shape)} do not fit input {format_shape(x.shape)}; expected "
                 f"{format_shape(want_kernel)} and {format_shape((units, gates * units))}."
             )
-        want_inputs = 3 + int(use_bias) + int(masked)
+        want_inputs = 3 + int(use_bias) + 2 * int(dropout_masks) + int(masked)
         if len(inputs) != want_inputs:
             raise ShapeError(
-                f"recurrent layer with use_bias={use_bias}, masked={masked} takes {want_inputs} inputs, received {len(inputs)}."
+                f"recurrent layer with use_bias={use_bias}, dropout_masks={dropout_masks}, masked={masked} takes "
+                f"{want_inputs} inputs, received {len(inputs)}."
             )
         if masked:
             _check_mask(x, inputs[-1])
+        if dropout_masks:
+            _check_dropout_masks(x, units, gates, inputs[3 + int(use_bias):5 + int(use_bias)])
         if use_bias:
             want_bias = bias_shape(units, extra)
             if inputs[3].shape != want_bias:
@@ -111,15 +128,46 @@ def _run(x, go_backwards, return_sequences, step, states, mask=None, zero_output
     return (seq, *states)
 
 
+class _GateDropout:
+    """Keras's cells with recurrent_dropout: each gate g reads the inputs times its own input mask
+    and h_{t-1} times its own recurrent mask, (batch, gates, width) tensors drawn once per sequence
+    (the same at every step); without masks every gate reads them as they are."""
+
+    def __init__(self, masks):
+        self.inputs, self.recurrent = masks if masks is not None else (None, None)
+
+    def project(self, x, kernel):
+        """x @ kernel, each gate's columns from its own masked copy of x: (batch, time, gates * units)."""
+        if self.inputs is None:
+            return x @ kernel
+        n, t, _ = x.shape
+        gates = self.inputs.shape[1]
+        per_gate = x.unsqueeze(1) * self.inputs.unsqueeze(2)  # (batch, gates, time, features)
+        w = kernel.reshape(kernel.shape[0], gates, -1).transpose(0, 1)  # (gates, features, units)
+        return (per_gate @ w).permute(0, 2, 1, 3).reshape(n, t, -1)
+
+    def h(self, h, gate: int):
+        """h_{t-1} as gate `gate` reads it."""
+        return h if self.recurrent is None else h * self.recurrent[:, gate]
+
+    def times(self, h, recurrent, gates: range):
+        """Each of `gates` reads its masked h times its columns of the recurrent kernel, side by side."""
+        units = recurrent.shape[0]
+        if self.recurrent is None:
+            return h @ recurrent[:, gates.start * units: gates.stop * units]
+        return torch.cat([self.h(h, g) @ recurrent[:, g * units:(g + 1) * units] for g in gates], dim=-1)
+
+
 def _lstm(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards,
-          mask=None, zero_output_for_mask=False):
+          mask=None, zero_output_for_mask=False, dropout=None):
     act, ract = _CELL_ACTIVATIONS[activation], _CELL_ACTIVATIONS[recurrent_activation]
     units = recurrent.shape[0]
-    xw = x @ kernel + (bias[0] if use_bias else 0)
+    drop = _GateDropout(dropout)
+    xw = drop.project(x, kernel) + (bias[0] if use_bias else 0)
 
     def step(xw_t, states):
         h, c = states
-        i, f, g, o = torch.split(xw_t + h @ recurrent, units, dim=-1)
+        i, f, g, o = torch.split(xw_t + drop.times(h, recurrent, range(4)), units, dim=-1)
         c = ract(f) * c + ract(i) * act(g)
         return ract(o) * act(c), c
 
@@ -128,25 +176,26 @@ def _lstm(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bia
 
 
 def _gru(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards, reset_after,
-         mask=None, zero_output_for_mask=False):
+         mask=None, zero_output_for_mask=False, dropout=None):
     act, ract = _CELL_ACTIVATIONS[activation], _CELL_ACTIVATIONS[recurrent_activation]
     units = recurrent.shape[0]
     if use_bias and reset_after:
         input_bias, recurrent_bias = bias[0][0], bias[0][1]
     else:
         input_bias, recurrent_bias = (bias[0] if use_bias else 0), 0
-    xw = x @ kernel + input_bias
-    u_zr, u_h = recurrent[:, : 2 * units], recurrent[:, 2 * units :]
+    drop = _GateDropout(dropout)
+    xw = drop.project(x, kernel) + input_bias
+    u_h = recurrent[:, 2 * units :]
 
     def step(xw_t, states):
         (h,) = states
         x_z, x_r, x_h = torch.split(xw_t, units, dim=-1)
         if reset_after:
-            h_z, h_r, h_h = torch.split(h @ recurrent + recurrent_bias, units, dim=-1)
+            h_z, h_r, h_h = torch.split(drop.times(h, recurrent, range(3)) + recurrent_bias, units, dim=-1)
             candidate = act(x_h + ract(x_r + h_r) * h_h)
         else:
-            h_z, h_r = torch.split(h @ u_zr, units, dim=-1)
-            candidate = act(x_h + (ract(x_r + h_r) * h) @ u_h)
+            h_z, h_r = torch.split(drop.times(h, recurrent, range(2)), units, dim=-1)
+            candidate = act(x_h + (ract(x_r + h_r) * drop.h(h, 2)) @ u_h)
         z = ract(x_z + h_z)
         return (z * h + (1 - z) * candidate,)
 
@@ -154,28 +203,32 @@ def _gru(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias
 
 
 def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, use_bias, return_sequences, go_backwards,
-                mask=None, zero_output_for_mask=False):
+                mask=None, zero_output_for_mask=False, dropout=None):
     act = _CELL_ACTIVATIONS[activation]
-    xw = x @ kernel + (bias[0] if use_bias else 0)
+    drop = _GateDropout(dropout)
+    xw = drop.project(x, kernel) + (bias[0] if use_bias else 0)
 
     def step(xw_t, states):
-        return (act(xw_t + states[0] @ recurrent),)
+        return (act(xw_t + drop.times(states[0], recurrent, range(1))),)
 
     zeros = x.new_zeros(x.shape[0], recurrent.shape[0])
     return _run(xw, go_backwards, return_sequences, step, (zeros,), mask, zero_output_for_mask)
 
 
 def forward(cell: str):
-    """The op's whole forward: run(x, kernel, recurrent, *bias, mask=None, **attrs), on PyTorch's
-    fused kernels where they match Keras's cell and no mask is given (they have no masked step)."""
+    """The op's whole forward: run(x, kernel, recurrent, *bias, mask=None, dropout=None, **attrs), on
+    PyTorch's fused kernels where they match Keras's cell and neither a step mask nor dropout masks
+    are given (they have no masked step and one input per gate)."""
     general = {"lstm": _lstm, "gru": _gru, "simple_rnn": _simple_rnn}[cell]
 
-    def run(x, kernel, recurrent, *bias, mask=None, masked=False, zero_output_for_mask=False, **attrs):
-        if mask is None:
+    def run(x, kernel, recurrent, *bias, mask=None, dropout=None, masked=False, dropout_masks=False,
+            zero_output_for_mask=False, **attrs):
+        if mask is None and dropout is None:
             outputs = fused(cell, x, kernel, recurrent, bias[0] if bias else None, **attrs)
             if outputs is not None:
                 return outputs
-        return general(x, kernel, recurrent, *bias, mask=mask, zero_output_for_mask=zero_output_for_mask, **attrs)
+        return general(x, kernel, recurrent, *bias, mask=mask, dropout=dropout, zero_output_for_mask=zero_output_for_mask,
+                       **attrs)
 
     return run
 
@@ -183,17 +236,18 @@ def forward(cell: str):
 def _reference(cell: str):
     run = forward(cell)
 
-    def reference(*inputs, use_bias, masked, **attrs):
-        x, kernel, recurrent, bias, mask = split_inputs(inputs, use_bias, masked)
+    def reference(*inputs, use_bias, masked, dropout_masks, **attrs):
+        x, kernel, recurrent, bias, mask, dropout = split_inputs(inputs, use_bias, masked, dropout_masks)
         if not saved_forwards.wants_tape(cell):
-            return run(x, kernel, recurrent, *bias, mask=mask, use_bias=use_bias, **attrs)
+            return run(x, kernel, recurrent, *bias, mask=mask, dropout=dropout, use_bias=use_bias, **attrs)
         # Recorded with a bias leaf even without a bias (a zero one: the same outputs), since the
-        # backward op returns the gradient at a zero bias then. The mask is no leaf: it has no gradient.
+        # backward op returns the gradient at a zero bias then. The masks are no leaves: they have no gradient.
         units = recurrent.shape[0]
         full = (x, kernel, recurrent, *(bias or (x.new_zeros(bias_shape(cell, units, attrs)),)))
         leaves = tuple(t.detach().requires_grad_(True) for t in full)
-        outputs = run(*leaves, mask=mask, use_bias=True, **attrs)
-        saved_forwards.save_tape(cell, inputs, {"use_bias": use_bias, "masked": masked, **attrs}, leaves, outputs)
+        outputs = run(*leaves, mask=mask, dropout=dropout, use_bias=True, **attrs)
+        saved_forwards.save_tape(cell, inputs, {"use_bias": use_bias, "masked": masked, "dropout_masks": dropout_masks,
+                                                **attrs}, leaves, outputs)
         return tuple(o.detach() for o in outputs)
 
     return reference
@@ -214,7 +268,8 @@ def _recurrent_vjp(b, node, grads):
     dx, dkernel, drecurrent, dbias = b.emit(
         f"{node.op}_grad", [*node.inputs, *(grads[i] for i in present)], grad_outputs=present, **node.attrs
     )
-    return [dx, dkernel, drecurrent] + ([dbias] if node.attrs["use_bias"] else []) + ([None] if node.attrs["masked"] else [])
+    a = node.attrs
+    return [dx, dkernel, drecurrent] + ([dbias] if a["use_bias"] else []) + [None] * (2 * a["dropout_masks"] + a["masked"])
 
 
 COMMON_ATTRS = {
@@ -225,13 +280,15 @@ COMMON_ATTRS = {
     "go_backwards": attr(bool, False),
     "masked": attr(bool, False, doc="a (batch, time) mask follows the weights"),
     "zero_output_for_mask": attr(bool, False, doc="a masked step outputs zeros, not the last output"),
+    "dropout_masks": attr(bool, False, doc="input (batch, gates, features) and recurrent (batch, gates, units) "
+                          "dropout masks follow the bias: each gate reads its own masked inputs and h (recurrent_dropout)"),
 }
 
 OPS = [
     OpDef(
         name="lstm",
         doc="Long short-term memory over a whole sequence; outputs (sequence or last h, h, c).",
-        num_inputs=(3, 5),
+        num_inputs=(3, 7),
         attrs=COMMON_ATTRS,
         infer=_recurrent_infer(4, 2, lambda units, extra: bias_shape("lstm", units, extra)),
         reference=_reference("lstm"),
@@ -244,7 +301,7 @@ OPS = [
         doc="Gated recurrent unit over a whole sequence; outputs (sequence or last h, h). "
         "reset_after=True (Keras's default) applies the reset gate after the recurrent matmul "
         "and takes a (2, 3*units) bias.",
-        num_inputs=(3, 5),
+        num_inputs=(3, 7),
         attrs={**COMMON_ATTRS, "reset_after": attr(bool, True)},
         infer=_recurrent_infer(3, 1, lambda units, extra: bias_shape("gru", units, extra)),
         reference=_reference("gru"),
@@ -256,7 +313,7 @@ OPS = [
         name="simple_rnn",
         doc="Fully-connected recurrence h = activation(x W + h U + b); outputs (sequence or last h, h). "
         "recurrent_activation is unused.",
-        num_inputs=(3, 5),
+        num_inputs=(3, 7),
         attrs=COMMON_ATTRS,
         infer=_recurrent_infer(1, 1, lambda units, extra: bias_shape("simple_rnn", units, extra)),
         reference=_reference("simple_rnn"),
