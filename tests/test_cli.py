@@ -330,3 +330,17 @@ def test_data_writes_digits_scaled_and_refuses_what_does_not_apply(tmp_path):
     (tmp_path / "file").write_text("")
     into_file = kcomp("data", "digits", "-o", tmp_path / "file")
     assert into_file.returncode == 2 and "is a file" in into_file.stderr
+
+
+def test_build_explains_the_sentiment_training_step(tmp_path):
+    """Issue 14's example: the training step's embedding, recurrence and dense kernels, forward and
+    backward, each named in --explain (kernel compilation left out: tests/test_aot.py compiles them)."""
+    result = kcomp("build", EXAMPLES / "imdb_lstm.k", "--train", "--explain", "--batch", 32, "--emit", "ir,triton",
+                   "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for expected in ("embedding (embedding) -> kernel", "lstm (matmul + bias_add) -> kernel", "lstm (lstm_scan) -> kernel",
+                     "dense (matmul + bias_add + sigmoid) -> kernel", "lstm/grad (lstm_scan_grad) -> kernel",
+                     "embedding/grad (embedding_grad_sorted) -> kernel", "optimizer (optimizer_update) -> kernel"):
+        assert any(line.startswith(expected) for line in lines), expected
+    assert len(list((tmp_path / "out" / "kernels").glob("kernel_*.py"))) >= 30  # each kernel a readable module
