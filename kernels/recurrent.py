@@ -127,7 +127,7 @@ def lstm_scan_grad_kernel(
 class LstmScanBinding(Binding):
     xw: int  # which input holds the projected inputs (batch, time, 4 * units)
     recurrent: int  # which holds U (units, 4 * units)
-    mask: int | None  # which holds the mask (batch, time), None: every step read
+    mask: int | None = None  # which holds the mask (batch, time), None: every step read
     save: bool  # every c_t and the gates too (for the backward), else the last c
     # Per output of lstm_scan (every h_t, then the last c or every c_t and the gates): its position
     # among the kernel's outputs, or None where nothing reads it (the kernel writes scratch).
@@ -139,7 +139,7 @@ class LstmScanGradBinding(Binding):
     recurrent: int  # which input holds U,
     c_seq: int  # every c_t,
     gates: int  # the saved gates,
-    mask: int | None  # the mask (None: every step read),
+    mask: int | None = None  # the mask (None: every step read),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h,
     d_c: int | None  # and of the last c
