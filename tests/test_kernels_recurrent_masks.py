@@ -3,12 +3,15 @@ under Triton's interpreter with pre-padded, post-padded, holed and fully masked 
 backward references against torch.autograd in float64, and the decomposed training step of masked
 layers against the whole masked ops."""
 
+import numpy as np
 import pytest
 import torch
 
+import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
-from kernel_helpers import assert_compiled_matches_reference, kernels_of
+from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
+from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
 
 BATCH, TIME, UNITS = 3, 7, 6  # ragged: no size a block size divides
 
@@ -84,3 +87,46 @@ def test_lstm_scan_grad_reference_with_a_mask_is_autograd(mask):
     dz = lstm_scan_grad_reference(recurrent, c_seq.detach(), gates.detach(), m, d_seq, d_h, d_c, has_dseq=True,
                                   has_dh=True, has_dc=True, masked=True)
     torch.testing.assert_close(dz, xw.grad, rtol=1e-10, atol=1e-10)
+
+
+# --- the decomposed training step of masked layers --------------------------------------------------
+
+MASKED_VARIANTS = [dict(masking=True), dict(masking=True, go_backwards=True),
+                   dict(masking=True, return_sequences=True, zero_output_for_mask=True),
+                   dict(masking=True, return_sequences=True, go_backwards=True),
+                   dict(masking=True, return_state=True, use_bias=False), dict(masking=True, bidirectional=True),
+                   dict(masking=True, bidirectional=True, return_sequences=True)]
+
+
+def _ids(variant):
+    return "-".join(k for k in variant if k != "masking") or "default"
+
+
+@pytest.mark.parametrize("variant", MASKED_VARIANTS, ids=_ids)
+def test_decomposed_masked_lstm_step_equals_the_whole_ops(variant):
+    layers = 2 if variant.get("bidirectional") else 1
+    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(kcomp.layers.LSTM, variant)(), "lstm",
+                                                       layers=layers, padding=True)
+    assert all(n.attrs["masked"] for n in step.nodes if n.op.startswith("lstm_scan"))
+
+
+def _embedding_lstm():
+    kcomp.utils.set_random_seed(3)
+    inp = kcomp.layers.Input(shape=(TIME,), dtype="int32")
+    seq = kcomp.layers.Embedding(10, 5, mask_zero=True)(inp)
+    return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(kcomp.layers.LSTM(UNITS)(seq)))
+
+
+def test_compiled_masked_training_step_runs_the_scans_and_matches_the_reference():
+    """Embedding(mask_zero=True) -> LSTM -> Dense on triton-interpret: the masked lstm runs as the
+    two scan kernels (no coarse op), with the reference's losses and weights."""
+    ids = np.array([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 0, 0, 0], [4, 0, 2, 9, 0, 3, 0], [0] * TIME], "int32")
+    y = kcomp.utils.to_categorical(np.array([0, 1, 2, 1]), 3)
+    assert_compiled_steps_match_the_reference(_embedding_lstm, ids, y, steps=2)
+    model = _embedding_lstm()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
+    model.train_on_batch(ids, y)
+    (step,) = model._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count("lstm_scan") == 1 and templates.count("lstm_scan_grad") == 1
+    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
