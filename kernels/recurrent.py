@@ -113,7 +113,7 @@ def lstm_scan_grad_kernel(
         tl.store(out + 2 * units, dz_g.to(DZ.dtype.element_ty), mask=ok)
         tl.store(out + 3 * units, dz_o.to(DZ.dtype.element_ty), mask=ok)
         dc_next = kept_or(keep, dc * f, dc_next, MASKED)  # a masked step passes dc and dh to the step before
-        dh_next = kept_or(keep, 0.0, dh, MASKED)
+        dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
         dh_next += times_gate(dz_i, U, units, 0, ut_i, 4, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_next += times_gate(dz_f, U, units, 1, ut_f, 4, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_next += times_gate(dz_g, U, units, 2, ut_g, 4, ON_CHIP, True, PRECISION, BLOCK_H)

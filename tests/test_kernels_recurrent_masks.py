@@ -130,3 +130,43 @@ def test_compiled_masked_training_step_runs_the_scans_and_matches_the_reference(
     templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
     assert templates.count("lstm_scan") == 1 and templates.count("lstm_scan_grad") == 1
     assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
+
+
+# --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
+
+AOT_UNITS = [32, 64]  # the masked LSTM scans: tiles on chip, and read every step
+
+
+def compile_cases(units_list) -> list[dict]:
+    """Both masked LSTM kernels compiled for sm_90 at each hidden size: one record per kernel."""
+    from aot_helpers import graph_kernel_records
+
+    records = []
+    for units in units_list:
+        b = GraphBuilder("scan")
+        xw = b.input(("N", 50, 4 * units), "float32", "xw")
+        u = b.input((units, 4 * units), "float32", "recurrent")
+        m = b.input(("N", 50), "float32", "mask")
+        h_seq, c_seq, gates = b.emit("lstm_scan", [xw, u, m], save=True, masked=True)
+        dz = b.emit1("lstm_scan_grad", [u, c_seq, gates, m, h_seq], has_dseq=True, has_dh=False, has_dc=False,
+                     masked=True)
+        records += graph_kernel_records(b.finish([h_seq, dz]), units=units)
+    return records
+
+
+@pytest.mark.slow
+def test_masked_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, AOT_UNITS, tmp_path, timeout=300)
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in ("lstm_scan", "lstm_scan_grad")]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_masks.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
