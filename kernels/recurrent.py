@@ -16,7 +16,9 @@ The tiles, the block sizes and the output buffers are the GRU's and SimpleRNN's 
 (recurrent_common.py).
 Units above SCAN_MAX_UNITS (kcomp/ir/ops/recurrent_scan.py) run the tiled templates
 (recurrent_tiled.py: h and c in global memory, U read in chunks every step). The recurrent
-matmuls are tl.dot in `precision` (tf32 or ieee).
+matmuls are tl.dot in `precision` (tf32 or ieee). With a mask (MASKED) a masked step keeps h
+and c, and backwards passes their gradients on with zero gradient for its gates
+(kcomp/ir/ops/recurrent_scan.py).
 """
 
 from dataclasses import dataclass
@@ -29,15 +31,15 @@ from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
     ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
-    sizes, tanh, tile_before_loop, times_gate,
+    kept_or, sizes, step_kept, tanh, tile_before_loop, times_gate,
 )
 from kcomp.kernels.template import Binding, Template
 
 
 @triton.jit
 def lstm_scan_kernel(
-    XW, U, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
-    SAVE: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr,
+    XW, U, MASK, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
+    SAVE: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -56,8 +58,10 @@ def lstm_scan_kernel(
         z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h, U, units, 2, u_g, 4, ON_CHIP, False, PRECISION, BLOCK_H)
         z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h, U, units, 3, u_o, 4, ON_CHIP, False, PRECISION, BLOCK_H)
         i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
-        c = tl.where(ok, f * c + i * g, 0.0)  # columns past units stay zero: they feed the next dot
-        h = tl.where(ok, o * tanh(c), 0.0)
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
+        c_new = tl.where(ok, f * c + i * g, 0.0)  # columns past units stay zero: they feed the next dot
+        h = kept_or(keep, tl.where(ok, o * tanh(c_new), 0.0), h, MASKED)  # a masked step keeps h and c
+        c = kept_or(keep, c_new, c, MASKED)
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
         if SAVE:
             tl.store(CSEQ + seq_rows + t * units, c.to(CSEQ.dtype.element_ty), mask=ok)
@@ -72,8 +76,8 @@ def lstm_scan_kernel(
 
 @triton.jit
 def lstm_scan_grad_kernel(
-    U, CSEQ, GATES, DSEQ, DH, DC, DZ, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, ON_CHIP: tl.constexpr,
+    U, CSEQ, GATES, MASK, DSEQ, DH, DC, DZ, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -98,17 +102,19 @@ def lstm_scan_grad_kernel(
         c_prev = load_step_before(CSEQ, seq_rows, t, units, ok, BLOCK_B, BLOCK_H)
         tanh_c = tanh(c)
         dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-        dz_i = tl.where(ok, dc * g * i * (1.0 - i), 0.0)
-        dz_f = tl.where(ok, dc * c_prev * f * (1.0 - f), 0.0)
-        dz_g = tl.where(ok, dc * i * (1.0 - g * g), 0.0)
-        dz_o = tl.where(ok, dh * tanh_c * o * (1.0 - o), 0.0)
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step's gates: zero gradient
+        dz_i = kept_or(keep, tl.where(ok, dc * g * i * (1.0 - i), 0.0), 0.0, MASKED)
+        dz_f = kept_or(keep, tl.where(ok, dc * c_prev * f * (1.0 - f), 0.0), 0.0, MASKED)
+        dz_g = kept_or(keep, tl.where(ok, dc * i * (1.0 - g * g), 0.0), 0.0, MASKED)
+        dz_o = kept_or(keep, tl.where(ok, dh * tanh_c * o * (1.0 - o), 0.0), 0.0, MASKED)
         out = DZ + gate_rows + t * 4 * units
         tl.store(out, dz_i.to(DZ.dtype.element_ty), mask=ok)
         tl.store(out + units, dz_f.to(DZ.dtype.element_ty), mask=ok)
         tl.store(out + 2 * units, dz_g.to(DZ.dtype.element_ty), mask=ok)
         tl.store(out + 3 * units, dz_o.to(DZ.dtype.element_ty), mask=ok)
-        dc_next = dc * f
-        dh_next = times_gate(dz_i, U, units, 0, ut_i, 4, ON_CHIP, True, PRECISION, BLOCK_H)
+        dc_next = kept_or(keep, dc * f, dc_next, MASKED)  # a masked step passes dc and dh to the step before
+        dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
+        dh_next += times_gate(dz_i, U, units, 0, ut_i, 4, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_next += times_gate(dz_f, U, units, 1, ut_f, 4, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_next += times_gate(dz_g, U, units, 2, ut_g, 4, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_next += times_gate(dz_o, U, units, 3, ut_o, 4, ON_CHIP, True, PRECISION, BLOCK_H)
@@ -121,6 +127,7 @@ def lstm_scan_grad_kernel(
 class LstmScanBinding(Binding):
     xw: int  # which input holds the projected inputs (batch, time, 4 * units)
     recurrent: int  # which holds U (units, 4 * units)
+    mask: int | None = None  # which holds the mask (batch, time), None: every step read
     save: bool  # every c_t and the gates too (for the backward), else the last c
     # Per output of lstm_scan (every h_t, then the last c or every c_t and the gates): its position
     # among the kernel's outputs, or None where nothing reads it (the kernel writes scratch).
@@ -132,6 +139,7 @@ class LstmScanGradBinding(Binding):
     recurrent: int  # which input holds U,
     c_seq: int  # every c_t,
     gates: int  # the saved gates,
+    mask: int | None = None  # the mask (None: every step read),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h,
     d_c: int | None  # and of the last c
@@ -140,16 +148,17 @@ class LstmScanGradBinding(Binding):
 def launch_scan(binding: LstmScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: the projected inputs and U contiguous, float32 arithmetic whatever they hold
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
+    (mask,) = present(inputs, (binding.mask,), xw)  # no mask: never read
     n, steps, units = sizes("lstm_scan", xw, u.shape[0], SCAN_MAX_UNITS)
     # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
     shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
     if binding.save:
         h_seq, c_seq, gates = buffers
-        tensors = (xw, u, h_seq, c_seq, gates, h_seq)  # CLAST unused: the last c is c_seq's
+        tensors = (xw, u, mask, h_seq, c_seq, gates, h_seq)  # CLAST unused: the last c is c_seq's
     else:
         h_seq, c_last = buffers
-        tensors = (xw, u, h_seq, h_seq, xw, c_last)  # CSEQ and GATES unused (never written)
+        tensors = (xw, u, mask, h_seq, h_seq, xw, c_last)  # CSEQ and GATES unused (never written)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -162,12 +171,12 @@ def run_scan(call: ScanCall, config: dict):
 def launch_scan_grad(binding: LstmScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: U, every c_t, the gates and the gradients present, contiguous (an absent one: never read)
     u, c_seq, gates = (inputs[i].contiguous() for i in (binding.recurrent, binding.c_seq, binding.gates))
-    d_seq, d_h, d_c = present(inputs, (binding.d_seq, binding.d_h, binding.d_c), gates)
+    mask, d_seq, d_h, d_c = present(inputs, (binding.mask, binding.d_seq, binding.d_h, binding.d_c), gates)
     n, steps, units = sizes("lstm_scan", gates, u.shape[0], SCAN_MAX_UNITS)
     # allocate: the gradient of every step's gates
     if out is None:
         out = torch.empty_like(gates)
-    tensors = (u, c_seq, gates, d_seq, d_h, d_c, out)
+    tensors = (u, c_seq, gates, mask, d_seq, d_h, d_c, out)
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 

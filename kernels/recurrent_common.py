@@ -86,6 +86,25 @@ def load_step_before(SEQ, seq_rows, t, units, ok, BLOCK_B: tl.constexpr, BLOCK_H
     return tl.load(SEQ + seq_rows + (t - 1) * units, mask=ok & has_prev, other=0.0).to(tl.float32)
 
 
+@triton.jit
+def step_kept(MASK, rows, t, n_batch, n_steps, MASKED: tl.constexpr):
+    """(BLOCK_B, 1): which of the rows read step t, their mask (batch, time) nonzero; without a
+    mask (MASKED=False) unused: kept_or returns the new value there."""
+    if MASKED:
+        m = tl.load(MASK + rows.to(tl.int64) * n_steps + t, mask=rows < n_batch, other=0.0)
+        return (m != 0.0)[:, None]
+    return (rows >= 0)[:, None]  # the same type on both paths; dead code
+
+
+@triton.jit
+def kept_or(keep, new, old, MASKED: tl.constexpr):
+    """new where the row reads this step, else old: the state a masked step keeps, or the
+    gradient it passes on (every row reads every step without a mask)."""
+    if MASKED:
+        return tl.where(keep, new, old)
+    return new
+
+
 # --- launch -----------------------------------------------------------------------------------
 
 
@@ -117,9 +136,10 @@ def options(config: dict, on_chip_max: int = ON_CHIP_MAX) -> dict:
 
 def launch_grid(kernel, call: ScanCall, config: dict, on_chip_max: int = ON_CHIP_MAX, **flags) -> None:
     """Launch a scan kernel (tensors, then batch, steps and units, then its constexprs): one
-    program per BLOCK_B batch rows."""
+    program per BLOCK_B batch rows. Its MASKED flag: whether the binding names a mask."""
     kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
-        *call.tensors, call.n_batch, call.n_steps, call.units, PRECISION=call.precision, **flags,
+        *call.tensors, call.n_batch, call.n_steps, call.units, PRECISION=call.precision,
+        **({"MASKED": call.binding.mask is not None} if hasattr(call.binding, "mask") else {}), **flags,
         **options(config, on_chip_max),
     )
 

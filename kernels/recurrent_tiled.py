@@ -209,6 +209,8 @@ def _candidates(call, interpret: bool) -> list[dict]:
 
 
 def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    if binding.mask is not None:  # the decompose pass keeps masked LSTMs this size whole
+        raise TypeError("the tiled lstm scan kernels have no masked step")
     # check: the projected inputs and U contiguous
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
     n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
@@ -230,6 +232,8 @@ def run_scan(call: ScanCall, config: dict):
 
 def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
                      interpret=None):
+    if binding.mask is not None:  # the decompose pass keeps masked LSTMs this size whole
+        raise TypeError("the tiled lstm scan kernels have no masked step")
     # check: U, every c_t, the gates and the gradients present, contiguous
     operands = grad_operands(binding, inputs)
     u, gates = operands[0], operands[2]

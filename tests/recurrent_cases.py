@@ -14,14 +14,16 @@ TIME, FEATURES, UNITS = 7, 5, 6  # ragged: no size a block size divides
 
 def recurrent_model(layer_class, variant: dict, units: int = UNITS):
     """make() -> a model of one `layer_class` layer with the variant's flags (and the variant's
-    stacked: two layers, the first returning sequences; bidirectional: the layer wrapped), every
-    output reaching the loss."""
-    flags = {k: v for k, v in variant.items() if k not in ("stacked", "bidirectional")}
+    stacked: two layers, the first returning sequences; bidirectional: the layer wrapped; masking:
+    a Masking(0.0) layer before, so that the steps PADDING zeroes are masked), every output
+    reaching the loss."""
+    flags = {k: v for k, v in variant.items() if k not in ("stacked", "bidirectional", "masking")}
 
     def make():
         kcomp.utils.set_random_seed(5)
         inp = kcomp.layers.Input(shape=(TIME, FEATURES))
-        x = layer_class(units, return_sequences=True)(inp) if variant.get("stacked") else inp
+        x = kcomp.layers.Masking(0.0)(inp) if variant.get("masking") else inp
+        x = layer_class(units, return_sequences=True)(x) if variant.get("stacked") else x
         layer = layer_class(units, **flags)
         out = (kcomp.layers.Bidirectional(layer) if variant.get("bidirectional") else layer)(x)
         if variant.get("return_state"):
@@ -33,12 +35,19 @@ def recurrent_model(layer_class, variant: dict, units: int = UNITS):
     return make
 
 
-def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 1, weight_scale=lambda shape: 0.5):
+# Which steps of assert_decomposed_step_equals_the_whole_ops's 4 samples are zeros with padding=True
+# (a masking variant masks them): pre-padded, post-padded, holes, every step.
+PADDING = [[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0], [1, 0, 1, 1, 0, 1, 0], [0] * TIME]
+
+
+def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 1, weight_scale=lambda shape: 0.5,
+                                                padding: bool = False):
     """The decomposition alone (before fusion), run by the reference interpreter, against the
     training step with the whole ops (`cell` and `cell`_grad) on random weights (each scaled by
     weight_scale(its shape)): one scan and one scan gradient per layer (each forward scan shared
     with its backward), the same numbers; returns the decomposed step. The learning rate is
-    large so that a wrong gradient shows in the updated weights."""
+    large so that a wrong gradient shows in the updated weights. padding: the samples' steps
+    PADDING marks are zeros."""
     from kcomp.compiler import train_step_graph
 
     model.compile(optimizer=kcomp.optimizers.SGD(learning_rate=10.0), loss="categorical_crossentropy",
@@ -49,7 +58,8 @@ def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 
     assert ops.count(f"{cell}_scan") == layers and ops.count(f"{cell}_scan_grad") == layers, ops
     assert cell not in ops and f"{cell}_grad" not in ops
     g = torch.Generator().manual_seed(11)
-    inputs = [torch.randn(4, TIME, FEATURES, generator=g), torch.softmax(torch.randn(4, 3, generator=g), 1),
+    x = torch.randn(4, TIME, FEATURES, generator=g)
+    inputs = [x * torch.tensor(PADDING, dtype=x.dtype)[:, :, None] if padding else x, torch.softmax(torch.randn(4, 3, generator=g), 1),
               torch.ones(4), torch.tensor(0.1)]
     params = {p.name: torch.randn(p.shape, generator=g) * weight_scale(p.shape) for p in step.params}
     for a, b in zip(run_reference(step, inputs, params), run_reference(decomposed, inputs, params), strict=True):

@@ -45,7 +45,7 @@ def test_scan_grad_kernel_matches_the_reference(has_dseq, has_dh, has_dc):
                               has_dc=has_dc)])
     g = torch.Generator().manual_seed(7)
     recurrent = torch.randn(UNITS, 4 * UNITS, generator=g) * 0.5
-    _, cs, gate_values = lstm_scan_reference(torch.randn(BATCH, TIME, 4 * UNITS, generator=g), recurrent, True)
+    _, cs, gate_values = lstm_scan_reference(torch.randn(BATCH, TIME, 4 * UNITS, generator=g), recurrent, save=True)
     inputs = [recurrent, cs, gate_values, *(torch.randn(v.shape, generator=g) for v in grads)]
     run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
     assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["lstm_scan_grad"]

@@ -90,7 +90,7 @@ def test_scan_grad_kernel_matches_the_reference(units, config, has_dseq, has_dh,
     kernel = _only_kernel(graph, "lstm_scan_grad_tiled")
     g = torch.Generator().manual_seed(units)
     xw, recurrent = _scan_inputs(units, 3)
-    _, cs, gates = lstm_scan_reference(xw, recurrent, True)
+    _, cs, gates = lstm_scan_reference(xw, recurrent, save=True)
     inputs = [recurrent, cs, gates, *(torch.randn(v.shape, generator=g) for v in graph.inputs[3:])]
     assert_launch_matches_reference(graph, kernel, inputs, kind="accumulating", precision="ieee", config=config)
 
@@ -103,9 +103,9 @@ def test_scan_grad_kernel_is_autograd_through_the_scan_in_float64():
     g = torch.Generator().manual_seed(6)
     d_seq, d_h, d_c = torch.randn(BATCH, TIME, units, generator=g), *torch.randn(2, BATCH, units, generator=g)
     xw64 = xw.double().requires_grad_()
-    h_seq, c_seq, _ = lstm_scan_reference(xw64, recurrent.double(), True)
+    h_seq, c_seq, _ = lstm_scan_reference(xw64, recurrent.double(), save=True)
     ((h_seq * d_seq.double()).sum() + (h_seq[:, -1] * d_h.double()).sum() + (c_seq[:, -1] * d_c.double()).sum()).backward()
-    _, cs, gates = lstm_scan_reference(xw, recurrent, True)
+    _, cs, gates = lstm_scan_reference(xw, recurrent, save=True)
     binding = recurrent_tiled.LstmTiledScanGradBinding(kernel_id="test", recurrent=0, c_seq=1, gates=2, d_seq=3, d_h=4,
                                                        d_c=5)
     dz = recurrent_tiled.launch_scan_grad(binding, (recurrent, cs, gates, d_seq, d_h, d_c), config=config,

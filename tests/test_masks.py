@@ -237,13 +237,12 @@ def test_fit_on_the_generated_kernels_with_a_mask():
     np.testing.assert_allclose(p_tri, p_ref, rtol=1e-4, atol=1e-6)
 
 
-def test_the_decompose_pass_leaves_a_masked_lstm_whole():
-    """lstm_scan has no masked step: a masked lstm (and its lstm_grad) stays one op; an unmasked one splits."""
+def test_the_decompose_pass_splits_a_masked_lstm_and_passes_the_mask_on():
+    """A masked lstm (and its lstm_grad) splits as an unmasked one, its scans reading the mask."""
     from kcomp.ir.builder import GraphBuilder
     from kcomp.passes.autodiff import gradients
     from kcomp.passes.decompose import decompose
 
-    ops_left = []
     for masked in (True, False):
         b = GraphBuilder()
         x, mask = b.input((None, 7, 5), "float32", "x"), b.input((None, 7), "float32", "mask")
@@ -251,9 +250,10 @@ def test_the_decompose_pass_leaves_a_masked_lstm_whole():
         seq = b.emit("lstm", [x, *weights, *([mask] if masked else [])], masked=masked, return_sequences=True)[0]
         loss = b.emit1("sum", [seq])
         graph = decompose(b.finish([loss, *gradients(b, loss, weights)]))
-        ops_left.append({n.op for n in graph.nodes})
-    assert {"lstm", "lstm_grad"} <= ops_left[0] and "lstm_scan" not in ops_left[0]
-    assert "lstm_scan" in ops_left[1] and not {"lstm", "lstm_grad"} & ops_left[1]
+        assert not {"lstm", "lstm_grad"} & {n.op for n in graph.nodes}
+        scans = [n for n in graph.nodes if n.op.startswith("lstm_scan")]
+        assert len(scans) >= 2 and all(n.attrs["masked"] == masked for n in scans)
+        assert all((mask.id in [v.id for v in n.inputs]) == masked for n in scans)
 
 
 # ---------------------------------------------------------------- the ops: reference and gradients

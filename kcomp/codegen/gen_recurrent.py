@@ -34,12 +34,17 @@ def _given_gradients(kernel: KernelParts, names: tuple) -> dict:
     return {name: a[flags[name]] for name in names}
 
 
+def _mask(kernel: KernelParts) -> dict:
+    """The mask, an optional input after the scan's own (masked=True)."""
+    return {"mask": kernel.anchor.attrs.get("masked", False)}
+
+
 def generate_lstm_scan(kernel: KernelParts) -> GeneratedKernel:
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), {}, ("save",), outputs=True))
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), _mask(kernel), ("save",), outputs=True))
 
 
 def generate_lstm_scan_grad(kernel: KernelParts) -> GeneratedKernel:
-    optional = _given_gradients(kernel, ("d_seq", "d_h", "d_c"))
+    optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h", "d_c"))}
     return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "c_seq", "gates"), optional))
 
 

@@ -16,6 +16,12 @@ tiled ones the rest: the fusion pass picks), and a time axis of static length (s
 step needs it). Anything else
 stays one coarse op, run by its torch reference.
 
+A masked lstm (its float mask, on chip: up to SCAN_MAX_UNITS) passes the mask to both scans,
+flipped with the sequence for go_backwards as the coarse op reads it. The scans carry the states
+through a masked step, so the h sequence's last step is the final h either way; where a masked
+step outputs zeros (zero_output_for_mask) the pass multiplies the output, and its gradient, by
+the mask.
+
 A gru and a simple_rnn (and their backward ops) decompose the same way round into gru_scan /
 simple_rnn_scan and their gradients (kcomp/ir/ops/recurrent_scan_gru.py, recurrent_scan_simple_rnn.py):
 the GRU with Keras's default activations and either reset_after (with reset_after its (2, 3 * units)
@@ -26,7 +32,7 @@ kernels' units limits, and exactly the inputs the scans read.
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
-from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.ir.types import is_static
@@ -36,12 +42,43 @@ from kcomp.passes.rewrite import Rewriter
 def _scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
-    if a["masked"]:  # lstm_scan has no masked step: a masked lstm stays one coarse op
+    if not _mask_scannable(node):
         return False
     if a["dropout_masks"]:  # nor per-gate dropout masks (recurrent_dropout in training)
         return False
     return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and x.dtype == "float32" \
         and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
+
+
+def _mask_scannable(node: Node) -> bool:
+    """No mask, or one the scans read: 0/1 floats of x's dtype, as the layers make them, at a hidden
+    size the on-chip kernels hold (the tiled LSTM kernels have no masked step yet)."""
+    a = node.attrs
+    return not a["masked"] or (node.inputs[3 + int(a["use_bias"])].dtype == node.inputs[0].dtype
+                               and node.inputs[2].shape[0] <= SCAN_MAX_UNITS)
+
+
+def _read_mask(rw: Rewriter, node: Node) -> list:
+    """[the node's mask in the order the recurrence reads the steps (flipped with go_backwards, as
+    the coarse op reads it)], or [] without one: the scans' optional last input."""
+    if not node.attrs["masked"]:
+        return []
+    mask = node.inputs[3 + int(node.attrs["use_bias"])]
+    return [rw.emit1("flip", [mask], axis=1) if node.attrs["go_backwards"] else mask]
+
+
+def _zero_masked(rw: Rewriter, node: Node, mask: list, v):
+    """v (an h sequence or a last h, or its gradient) times the mask where a masked step outputs
+    zeros (zero_output_for_mask): the scans carry the state through every step, the coarse op's
+    output sequence is zero at the masked ones (and its last output, if the last step is masked)."""
+    if not mask or not node.attrs["zero_output_for_mask"]:
+        return v
+    m, steps = mask[0], mask[0].shape[1]
+    if len(v.shape) == 2:
+        m = rw.emit1("slice", [m], axis=1, start=steps - 1, stop=steps)
+    else:
+        m = rw.emit1("reshape", [m], shape=(*m.shape, 1))
+    return rw.emit1("mul", [v, m])
 
 
 def _forward_inputs(node: Node) -> tuple:
@@ -68,7 +105,7 @@ def _has_backward(node: Node, rw: Rewriter) -> bool:
     (original,) = [n for n in rw.graph.nodes if n.outputs[:1] == node.outputs[:1]]
     inputs = [v.id for v in original.inputs]
     forward_attrs = dict(node.attrs)
-    return any(user.op == f"{node.op}_grad" and [v.id for v in _forward_inputs(user)] == inputs
+    return any(user.op == f"{node.op}_grad" and [v.id for v in user.inputs[:len(inputs)]] == inputs  # and the mask
                and {k: v for k, v in user.attrs.items() if k != "grad_outputs"} == forward_attrs
                for user in rw.users.get(inputs[0], []))
 
@@ -85,20 +122,23 @@ def lstm_to_scan(node: Node, rw: Rewriter):
     _, xw = _projection(rw, node)
     recurrent = node.inputs[2]
     save = _has_backward(node, rw)
-    outs = rw.emit("lstm_scan", [xw, recurrent], save=save)
+    mask = _read_mask(rw, node)
+    outs = rw.emit("lstm_scan", [xw, recurrent, *mask], save=save, masked=bool(mask))
     h_seq = outs[0]
     h_last = _last_step(rw, h_seq, node.outputs[1])
     c_last = _last_step(rw, outs[1], node.outputs[2]) if save else outs[1]
-    return [h_seq if node.attrs["return_sequences"] else h_last, h_last, c_last]
+    return [_zero_masked(rw, node, mask, h_seq if node.attrs["return_sequences"] else h_last), h_last, c_last]
 
 
-def _state_grads(rw: Rewriter, node: Node) -> tuple:
+def _state_grads(rw: Rewriter, node: Node, mask: list) -> tuple:
     """(d_seq, d_h, the grad op's gradient by output index): the gradients of every h_t and of the
-    last h (the output's, without return_sequences, and the state's summed), None where absent."""
+    last h (the output's, without return_sequences, and the state's summed), None where absent;
+    the output's zero where it is zeros (_zero_masked)."""
     a = node.attrs
-    grads = dict(zip(a["grad_outputs"], node.inputs[3 + int(a["use_bias"]):]))
-    d_seq = grads.get(0) if a["return_sequences"] else None
-    d_h = [g for g in (None if a["return_sequences"] else grads.get(0), grads.get(1)) if g is not None]
+    grads = dict(zip(a["grad_outputs"], node.inputs[3 + int(a["use_bias"]) + int(a["masked"]):]))
+    d_out = None if grads.get(0) is None else _zero_masked(rw, node, mask, grads[0])
+    d_seq = d_out if a["return_sequences"] else None
+    d_h = [g for g in (None if a["return_sequences"] else d_out, grads.get(1)) if g is not None]
     d_h = d_h[0] if len(d_h) == 1 else (rw.emit1("add", d_h) if d_h else None)
     return d_seq, d_h, grads
 
@@ -136,11 +176,13 @@ def lstm_grad_to_scan(node: Node, rw: Rewriter):
         return None
     recurrent = node.inputs[2]
     x_read, xw = _projection(rw, node)
-    h_seq, c_seq, gates = rw.emit("lstm_scan", [xw, recurrent], save=True)  # the forward's, once CSE has run
-    d_seq, d_h, grads = _state_grads(rw, node)
+    mask = _read_mask(rw, node)
+    h_seq, c_seq, gates = rw.emit("lstm_scan", [xw, recurrent, *mask], save=True,
+                                  masked=bool(mask))  # the forward's, once CSE has run
+    d_seq, d_h, grads = _state_grads(rw, node, mask)
     d_c = grads.get(2)
     present = [g for g in (d_seq, d_h, d_c) if g is not None]
-    dz = rw.emit1("lstm_scan_grad", [recurrent, c_seq, gates, *present],
+    dz = rw.emit1("lstm_scan_grad", [recurrent, c_seq, gates, *mask, *present], masked=bool(mask),
                   has_dseq=d_seq is not None, has_dh=d_h is not None, has_dc=d_c is not None)
     return _projected_grads(rw, node, x_read, dz, h_seq)
 
@@ -150,13 +192,13 @@ def lstm_grad_to_scan(node: Node, rw: Rewriter):
 
 def _exact_inputs(node: Node) -> bool:
     """Whether the node has exactly the inputs the scans read (x, kernel, recurrent, the bias, the
-    gradients): one given more (a mask) stays whole."""
+    mask, the gradients): one given more stays whole."""
     a = node.attrs
-    return len(node.inputs) == 3 + int(a["use_bias"]) + len(a.get("grad_outputs", ()))
+    return len(node.inputs) == 3 + int(a["use_bias"]) + int(a["masked"]) + len(a.get("grad_outputs", ()))
 
 
 def _gru_scannable(node: Node) -> bool:
-    return _scannable(node) and _exact_inputs(node) and node.inputs[2].shape[0] <= GRU_SCAN_MAX_UNITS
+    return not node.attrs["masked"] and _scannable(node) and _exact_inputs(node) and node.inputs[2].shape[0] <= GRU_SCAN_MAX_UNITS
 
 
 def _simple_rnn_scannable(node: Node) -> bool:
@@ -200,7 +242,7 @@ def gru_grad_to_scan(node: Node, rw: Rewriter):
     recurrent = node.inputs[2]
     units, reset_after = recurrent.shape[0], node.attrs["reset_after"]
     x_read, h_seq, saved = _gru_scan(rw, node, save=True)  # the forward's, once CSE has run
-    d_seq, d_h, _ = _state_grads(rw, node)
+    d_seq, d_h, _ = _state_grads(rw, node, [])
     present, flags = _present(d_seq, d_h)
     outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *present], reset_after=reset_after, **flags)
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, outs[0])
@@ -236,7 +278,7 @@ def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
     recurrent, activation = node.inputs[2], node.attrs["activation"]
     x_read, xw = _projection(rw, node)
     h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent], activation=activation)  # the forward's, once CSE has run
-    d_seq, d_h, _ = _state_grads(rw, node)
+    d_seq, d_h, _ = _state_grads(rw, node, [])
     present, flags = _present(d_seq, d_h)
     dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *present], activation=activation, **flags)
     return _projected_grads(rw, node, x_read, dz, h_seq)

@@ -13,6 +13,14 @@ backward needs. `lstm_scan_grad` walks the time steps backwards from the gradien
 h_t (every step's, the last one's) and of the last c, and returns the gradient of z for
 every step: the projection's and the recurrent matmul's gradients are then ordinary matmuls
 and a sum over (batch, time), which the pass emits around it.
+
+Every scan (this one, gru_scan, simple_rnn_scan) and its gradient takes an optional mask with
+masked=True: (batch, time) 0/1 floats in the order the steps are read, after the scan's own
+inputs. A masked step (mask 0) keeps the states: h_t = h_{t-1}, c_t = c_{t-1}, so every output
+sequence holds the states as the coarse op carries them (its last step: the coarse op's final
+states; zeros at masked steps, zero_output_for_mask, are the decompose pass's product with the
+mask). Backwards, a masked step's gates get zero gradient and the state gradients pass straight
+to the step before.
 """
 
 import torch
@@ -54,6 +62,30 @@ def split_present(inputs, n_fixed: int, what: str, **present) -> tuple:
     return (*fixed, *(grads.pop(0) if flag else None for flag in present.values()))
 
 
+def split_masked(inputs, n_fixed: int, masked: bool, what: str, **present) -> tuple:
+    """split_present for a scan backward whose mask (masked=True) follows its n_fixed leading
+    inputs: (*fixed, the mask or None, *the gradients or None)."""
+    parts = split_present(inputs, n_fixed + int(masked), what, **present)
+    return (*parts[:n_fixed], parts[n_fixed] if masked else None, *parts[n_fixed + int(masked):])
+
+
+def check_mask(what: str, mask, like) -> None:
+    """A scan's mask: one value of like's dtype per row and step of like (batch, time, ...)."""
+    if mask is not None and (mask.shape != like.shape[:2] or mask.dtype != like.dtype):
+        raise ShapeError(f"{what}: the mask is {format_shape(mask.shape)} ({mask.dtype}); expected one 0/1 value per "
+                         f"row and step, {format_shape(like.shape[:2])} ({like.dtype}).")
+
+
+def kept(mask, t):
+    """Which rows read step t, (batch, 1) bools; None without a mask (every row)."""
+    return None if mask is None else (mask[:, t:t + 1] != 0)
+
+
+def carry(keep, new, old):
+    """new where the step is read, else old (the state a masked step keeps, or its gradient's)."""
+    return new if keep is None else torch.where(keep, new, old)
+
+
 def check_like(what: str, dtype, expected) -> None:
     """Each (name, value or None, shape) of `expected`: the value, where given, has that shape and dtype."""
     for name, value, shape in expected:
@@ -62,9 +94,10 @@ def check_like(what: str, dtype, expected) -> None:
                              f"{format_shape(shape)} ({dtype}).")
 
 
-def _scan_infer(inputs, save):
-    xw, recurrent = inputs
+def _scan_infer(inputs, save, masked):
+    xw, recurrent, *mask = inputs
     units = scan_units(xw, recurrent, "lstm_scan")
+    check_mask("lstm_scan", *_mask_given(mask, masked, "lstm_scan", 2), xw)
     n, t = xw.shape[:2]
     seq = TensorSpec((n, t, units), xw.dtype)
     if save:
@@ -72,16 +105,25 @@ def _scan_infer(inputs, save):
     return [seq, TensorSpec((n, units), xw.dtype)]
 
 
-def lstm_scan_reference(xw, recurrent, save):
+def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
+    """[the mask] where masked=True gives one, [] where none is; else a ShapeError."""
+    if len(mask) != int(masked):
+        raise ShapeError(f"{what} with masked={masked} takes {n_inputs + int(masked)} inputs, "
+                         f"received {n_inputs + len(mask)}.")
+    return mask or [None]
+
+
+def lstm_scan_reference(xw, recurrent, *mask, save, masked=False):
     units = recurrent.shape[0]
     h = c = xw.new_zeros(xw.shape[0], units)
     hs, cs, gates = [], [], []
-    for z in xw.unbind(1):
+    for t, z in enumerate(xw.unbind(1)):
         z = z + h @ recurrent
         i, f, g, o = torch.sigmoid(z[:, :units]), torch.sigmoid(z[:, units:2 * units]), \
             torch.tanh(z[:, 2 * units:3 * units]), torch.sigmoid(z[:, 3 * units:])
-        c = f * c + i * g
-        h = o * torch.tanh(c)
+        keep = kept(mask[0] if masked else None, t)
+        c_new = f * c + i * g
+        h, c = carry(keep, o * torch.tanh(c_new), h), carry(keep, c_new, c)
         hs.append(h)
         cs.append(c)
         gates.append(torch.cat([i, f, g, o], dim=1))
@@ -91,21 +133,22 @@ def lstm_scan_reference(xw, recurrent, save):
     return h_seq, c
 
 
-def _grad_parts(inputs, has_dseq, has_dh, has_dc):
-    return split_present(inputs, 3, "lstm_scan_grad", has_dseq=has_dseq, has_dh=has_dh, has_dc=has_dc)
+def _grad_parts(inputs, has_dseq, has_dh, has_dc, masked):
+    return split_masked(inputs, 3, masked, "lstm_scan_grad", has_dseq=has_dseq, has_dh=has_dh, has_dc=has_dc)
 
 
-def _grad_infer(inputs, has_dseq, has_dh, has_dc):
-    recurrent, c_seq, gates, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc)
+def _grad_infer(inputs, has_dseq, has_dh, has_dc, masked):
+    recurrent, c_seq, gates, mask, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc, masked)
     units = scan_units(gates, recurrent, "lstm_scan_grad")
+    check_mask("lstm_scan_grad", mask, gates)
     n, t = gates.shape[:2]
     check_like("lstm_scan_grad", gates.dtype, (("c_seq", c_seq, (n, t, units)), ("d_seq", dseq, (n, t, units)),
                                                ("d_h", dh, (n, units)), ("d_c", dc, (n, units))))
     return [TensorSpec(gates.shape, gates.dtype)]
 
 
-def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc):
-    recurrent, c_seq, gates, dseq, dh_last, dc_last = _grad_parts(inputs, has_dseq, has_dh, has_dc)
+def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False):
+    recurrent, c_seq, gates, mask, dseq, dh_last, dc_last = _grad_parts(inputs, has_dseq, has_dh, has_dc, masked)
     units = recurrent.shape[0]
     n, steps = gates.shape[:2]
     dh_next = dh_last if dh_last is not None else gates.new_zeros(n, units)
@@ -118,22 +161,25 @@ def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc):
         c_prev = c_seq[:, t - 1] if t > 0 else torch.zeros_like(c)
         tanh_c = torch.tanh(c)
         dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
-        step = torch.cat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                          dh * tanh_c * o * (1 - o)], dim=1)
+        keep = kept(mask, t)
+        step = carry(keep, torch.cat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                                      dh * tanh_c * o * (1 - o)], dim=1), torch.zeros_like(gates[:, t]))
         dz.append(step)
-        dc_next = dc * f
-        dh_next = step @ recurrent.t()
+        dc_next = carry(keep, dc * f, dc_next)  # a masked step passes the state gradients to the step before
+        dh_next = step @ recurrent.t() + carry(keep, torch.zeros_like(dh), dh)
     return torch.stack(dz[::-1], dim=1)
 
+
+MASKED_ATTR = attr(bool, False, doc="a (batch, time) mask in the order the steps are read follows the scan's inputs")
 
 OPS = [
     OpDef(
         name="lstm_scan",
         doc="The LSTM recurrence over projected inputs xw (batch, time, 4 * units) with Keras's default "
-        "activations; outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
+        "activations (a masked step keeps the states); outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
         "activated gates (i, f, c, o) that lstm_scan_grad reads.",
-        num_inputs=(2, 2),
-        attrs={"save": attr(bool, False)},
+        num_inputs=(2, 3),
+        attrs={"save": attr(bool, False), "masked": MASKED_ATTR},
         infer=_scan_infer,
         reference=lstm_scan_reference,
         traits={"recurrent"},
@@ -142,10 +188,11 @@ OPS = [
     OpDef(
         name="lstm_scan_grad",
         doc="The gradient of lstm_scan's pre-activation gates z for every step, walking time backwards; "
-        "inputs: the recurrent kernel, every c_t and the gates lstm_scan saved, then the gradients present "
+        "inputs: the recurrent kernel, every c_t and the gates lstm_scan saved, the mask (masked), then the "
+        "gradients present "
         "(has_dseq: of every h_t; has_dh: of the last h; has_dc: of the last c).",
-        num_inputs=(3, 6),
-        attrs={"has_dseq": attr(bool), "has_dh": attr(bool), "has_dc": attr(bool)},
+        num_inputs=(3, 7),
+        attrs={"has_dseq": attr(bool), "has_dh": attr(bool), "has_dc": attr(bool), "masked": MASKED_ATTR},
         infer=_grad_infer,
         reference=lstm_scan_grad_reference,
         traits={"recurrent"},
