@@ -42,9 +42,9 @@ from kcomp.passes.rewrite import Rewriter
 def _scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
-    if not _mask_scannable(node):
+    if a["dropout_masks"]:  # the scans take no per-gate dropout masks (recurrent_dropout in training)
         return False
-    if a["dropout_masks"]:  # nor per-gate dropout masks (recurrent_dropout in training)
+    if not _mask_scannable(node):
         return False
     return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and x.dtype == "float32" \
         and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
