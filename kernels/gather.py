@@ -14,9 +14,16 @@ embedding: out[p, :] = EPILOGUE(table[ids[p], :]) for every flat position p of i
 embedding_grad: d table[r, :] = the sum of dy[p, :] over every position p whose id is r. Its
   input is sort_ids' output (kcomp/passes/decompose_embedding.py): the ids sorted stably and
   the position each came from, so the positions of row r are one run, in order of position.
-  Each program owns BLOCK_R table rows x BLOCK_D columns; it finds each row's run by binary
-  search in the sorted ids and adds the run's dy rows one after another into a float32 (float64
-  for float64) accumulator, then stores every row, those no id reached as zeros.
+  Two kernels, the order of every addition fixed by the ids and CHUNK (kcomp/ir/ops/gather.py,
+  128 sorted indices) alone:
+  - embedding_grad_chunks: the sorted indices cut into chunks of CHUNK; each program takes
+    BLOCK_C chunks side by side and walks their CHUNK indices in order, adding each one's dy row
+    to a float32 (float64 for float64) running sum that restarts where the id changes, and
+    stores the sum at every index (so the buffer, dy's shape, is all written: no clearing, and
+    the op's reference can say what every element is);
+  - embedding_grad: each program owns BLOCK_R table rows x BLOCK_D columns; it finds each row's
+    run by binary search and adds, in chunk order, the sum stored at the run's last index in
+    each chunk it touches, then stores every row, those no id reached as zeros.
 
 Why this scheme (the choice is the issue's: duplicates add exactly the same bits every run):
   - float atomics (index_add_ on CUDA, tl.atomic_add) add a row's terms in whichever order the
@@ -24,16 +31,19 @@ Why this scheme (the choice is the issue's: duplicates add exactly the same bits
   - a one-hot matmul (onehot(ids)^T @ dy) is deterministic but costs input_dim x positions x
     output_dim multiply-adds (10^4 x 1.6 x 10^4 x 32 for the seed's sentiment model);
   - sort + segment sum costs one sort of the ids (a radix sort on the GPU: torch.sort, stable)
-    and one read of dy. The terms of a row are added strictly in order of position, so the
-    bits do not depend on the block sizes, the config autotuning picks, nor the device (each
-    add is one IEEE float add, in the interpreter too): the result is the sequential sum that
-    index_add_ computes on the CPU (tests/test_kernels_embedding.py checks the bits equal). The
-    adds of one run are sequential but the loads are not: BLOCK_P positions are loaded at once
-    (their positions, then their dy rows), then added in order.
-  The cost it leaves: a row's run is walked by one program, so a very frequent id (padding id 0
-  in a padded text batch: about half of the positions) makes that program the last to finish,
-  BLOCK_P positions per step (measured nothing on a GPU yet: none was lent). Splitting long runs
-  across programs into partial sums combined in a fixed order would remove it; not done.
+    and one read of dy, plus here one write and a partial read of the chunk sums (dy's size
+    in float32). Summing each run in one program (the previous kernel) made a frequent id (the
+    padding id 0 in a padded text batch: about half of the positions) a serial walk of
+    thousands of rows in one program (8.0 s a step under the interpreter at the sentiment
+    size: 32 x 500 ids, half of them 0, 10000 rows, 32 features); cut into chunks, no program
+    walks more than CHUNK indices plus positions / CHUNK chunk sums (0.49 s).
+  The bits: independent of the block sizes (BLOCK_C, BLOCK_R, BLOCK_D, num_warps), the config
+  autotuning picks and the device, since each add is one IEEE add in a fixed order (in the
+  interpreter too); they are the bits of the two ops' references (tests/test_kernels_embedding.py
+  checks them equal). They equal index_add_'s (a row's terms added one by one in order of
+  position) where no run is cut, i.e. each id's run lies inside one chunk (so always for up to
+  CHUNK positions); a run cut into k pieces is added as k in-order partial sums, added in order:
+  a different rounding, as exact in float64 (tests check it against autograd).
   Ids outside [0, input_dim) sort before or after every row's run and are never added.
 """
 
@@ -85,9 +95,32 @@ def _run_start(SORTED, n_positions, targets, SEARCH_STEPS):
 
 
 @triton.jit
-def embedding_grad_kernel(SORTED, POSITIONS, DY, OUT, n_positions, input_dim, dim, SEARCH_STEPS,
-                          ACC_F64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
+def embedding_grad_chunks_kernel(SORTED, POSITIONS, DY, SUMS, n_positions, dim, CHUNK,
+                                 BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """BLOCK_C chunks of CHUNK sorted indices each, side by side: one step per index, in order;
+    at index j the running sum of j's segment (reset where the id changes) is stored at SUMS[j]."""
+    first = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64) * CHUNK
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    acc = tl.zeros((BLOCK_C, BLOCK_D), dtype=SUMS.dtype.element_ty)
+    previous = tl.full((BLOCK_C,), 0, dtype=tl.int64)
+    for k in range(0, CHUNK):
+        j = first + k
+        here = j < n_positions
+        this = tl.load(SORTED + j, mask=here, other=0).to(tl.int64)
+        starts = (this != previous) | (k == 0)
+        p = tl.load(POSITIONS + j, mask=here, other=0)
+        term = tl.load(DY + p[:, None] * dim + offs_d[None, :], mask=here[:, None] & mask_d[None, :], other=0.0)
+        acc = tl.where(starts[:, None], 0.0, acc) + term.to(acc.dtype)
+        tl.store(SUMS + j[:, None] * dim + offs_d[None, :], acc, mask=here[:, None] & mask_d[None, :])
+        previous = this
+
+
+@triton.jit
+def embedding_grad_kernel(SORTED, SUMS, OUT, n_positions, input_dim, dim, CHUNK, SEARCH_STEPS,
+                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """BLOCK_R table rows: each row's run found by binary search, then the sum at the end of
+    each of its segments (the last index of the run in each chunk) added in chunk order."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_r = rows < input_dim
@@ -95,18 +128,12 @@ def embedding_grad_kernel(SORTED, POSITIONS, DY, OUT, n_positions, input_dim, di
     start = _run_start(SORTED, n_positions, rows.to(tl.int64), SEARCH_STEPS)
     end = _run_start(SORTED, n_positions, rows.to(tl.int64) + 1, SEARCH_STEPS)
     end = tl.where(mask_r, end, start)  # rows past input_dim add nothing
-    longest = tl.max(end - start, axis=0)
-    acc = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float64 if ACC_F64 else tl.float32)
-    for step in range(0, tl.cdiv(longest, BLOCK_P)):
-        first = start + step * BLOCK_P
-        # BLOCK_P terms of every row's run, loaded together, added one after another in order of
-        # position: the sum's order is the run's, whatever BLOCK_P is.
-        for k in tl.static_range(BLOCK_P):
-            j = first + k
-            here = j < end
-            p = tl.load(POSITIONS + j, mask=here, other=0)
-            term = tl.load(DY + p[:, None] * dim + offs_d[None, :], mask=here[:, None] & mask_d[None, :], other=0.0)
-            acc += term.to(acc.dtype)
+    pieces = tl.where(end > start, (end - 1) // CHUNK - start // CHUNK + 1, 0)
+    acc = tl.zeros((BLOCK_R, BLOCK_D), dtype=SUMS.dtype.element_ty)
+    for piece in range(0, tl.max(pieces, axis=0)):
+        here = piece < pieces
+        last = tl.minimum(end, (start // CHUNK + piece + 1) * CHUNK) - 1
+        acc += tl.load(SUMS + last[:, None] * dim + offs_d[None, :], mask=here[:, None] & mask_d[None, :], other=0.0)
     out = OUT + rows[:, None].to(tl.int64) * dim + offs_d[None, :]
     tl.store(out, acc.to(OUT.dtype.element_ty), mask=mask_r[:, None] & mask_d[None, :])
 
@@ -119,13 +146,18 @@ def gather_config(dim: int, interpret: bool) -> dict:
     return dict(BLOCK_M=max(16, 4096 // block_d) if interpret else 64, BLOCK_D=block_d, num_warps=4)
 
 
-def grad_config(dim: int, interpret: bool) -> dict:
-    # GPU: few rows per program, so a long run (a frequent id) holds up few others; BLOCK_P
-    # positions in flight per row. Interpreter: many rows per program, each program being costly
-    # there (measured, the sentiment example's gradient at batch 16: 9.4 s with 32 rows, 0.5 s with
-    # 1024, on this loaded machine).
+def chunks_config(dim: int, interpret: bool) -> dict:
+    # Interpreter: many chunks per program, each program being costly there. GPU: a few chunks
+    # per program (CHUNK dependent steps each), many programs.
     block_d = min(next_power_of_2(max(dim, 1)), 256 if interpret else 64)
-    return dict(BLOCK_R=1024 if interpret else 4, BLOCK_P=4 if interpret else 8, BLOCK_D=block_d, num_warps=4)
+    return dict(BLOCK_C=256 if interpret else 4, BLOCK_D=block_d, num_warps=4)
+
+
+def grad_config(dim: int, interpret: bool) -> dict:
+    # GPU: few rows per program. Interpreter: many (measured, the sentiment example's gradient at
+    # batch 16: 9.4 s with 32 rows, 0.5 s with 1024, on this loaded machine).
+    block_d = min(next_power_of_2(max(dim, 1)), 256 if interpret else 64)
+    return dict(BLOCK_R=1024 if interpret else 4, BLOCK_D=block_d, num_warps=4)
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -142,11 +174,20 @@ class EmbeddingBinding(Binding):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EmbeddingGradBinding(Binding):
+class EmbeddingGradChunksBinding(Binding):
     sorted_ids: int  # which inputs are sort_ids' outputs
     positions: int
     dy: int  # the gradient of the embedding's output (ids' shape + (output_dim,))
+    chunk: int  # sorted indices per chunk: the op's attribute, part of the sum's order
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingGradBinding(Binding):
+    sorted_ids: int
+    sums: int  # embedding_grad_chunks' output
     input_dim: int
+    chunk: int
+    out_dtype: torch.dtype  # dy's
 
 
 @dataclass
@@ -160,9 +201,9 @@ class GatherCall(Call):
 @dataclass
 class ScatterCall(Call):
     sorted_ids: torch.Tensor
-    positions: torch.Tensor
-    dy: torch.Tensor
+    rows: torch.Tensor  # dy (the chunks' pass) or the chunk sums (the rows' pass)
     dim: int
+    positions: torch.Tensor | None = None
 
 
 def launch_embedding(binding: EmbeddingBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
@@ -190,16 +231,36 @@ def run_embedding(call: GatherCall, config: dict):
                            BLOCK_M=config["BLOCK_M"], BLOCK_D=config["BLOCK_D"], num_warps=config["num_warps"])
 
 
-def launch_embedding_grad(binding: EmbeddingGradBinding, inputs, out=None, config=None, precision="tf32",
-                          interpret=None):
+def launch_embedding_grad_chunks(binding: EmbeddingGradChunksBinding, inputs, out=None, config=None, precision="tf32",
+                                 interpret=None):
     # check: sort_ids' outputs and dy, read flat
     sorted_ids, positions = inputs[binding.sorted_ids].contiguous(), inputs[binding.positions].contiguous()
     dy = inputs[binding.dy].contiguous()
-    dim = dy.shape[-1]
+    # allocate: float32 sums (float64 for float64), every index stored
+    if out is None:
+        out = torch.empty(dy.shape, device=dy.device, dtype=torch.float64 if dy.dtype == torch.float64 else torch.float32)
+    run_embedding_grad_chunks(ScatterCall(binding, inputs, out, sorted_ids, dy, dy.shape[-1], positions), config, interpret)
+    return out
+
+
+@tuned(lambda call, interpret: [chunks_config(call.dim, interpret)])
+def run_embedding_grad_chunks(call: ScatterCall, config: dict):
+    n = call.sorted_ids.numel()
+    grid = (cdiv(cdiv(n, call.binding.chunk), config["BLOCK_C"]), cdiv(call.dim, config["BLOCK_D"]))
+    embedding_grad_chunks_kernel[grid](call.sorted_ids, call.positions, call.rows, call.out, n, call.dim,
+                                       call.binding.chunk, BLOCK_C=config["BLOCK_C"], BLOCK_D=config["BLOCK_D"],
+                                       num_warps=config["num_warps"])
+
+
+def launch_embedding_grad(binding: EmbeddingGradBinding, inputs, out=None, config=None, precision="tf32",
+                          interpret=None):
+    # check: the sorted ids and the chunk sums, read flat
+    sorted_ids, sums = inputs[binding.sorted_ids].contiguous(), inputs[binding.sums].contiguous()
+    dim = sums.shape[-1]
     # allocate: every row is stored (zeros where no id is), so `out` needs no clearing
     if out is None:
-        out = torch.empty((binding.input_dim, dim), device=dy.device, dtype=dy.dtype)
-    run_embedding_grad(ScatterCall(binding, inputs, out, sorted_ids, positions, dy, dim), config, interpret)
+        out = torch.empty((binding.input_dim, dim), device=sums.device, dtype=binding.out_dtype)
+    run_embedding_grad(ScatterCall(binding, inputs, out, sorted_ids, sums, dim), config, interpret)
     return out
 
 
@@ -209,9 +270,8 @@ def run_embedding_grad(call: ScatterCall, config: dict):
     rows = call.binding.input_dim
     grid = (cdiv(rows, config["BLOCK_R"]), cdiv(call.dim, config["BLOCK_D"]))
     embedding_grad_kernel[grid](
-        call.sorted_ids, call.positions, call.dy, call.out, n, rows, call.dim, n.bit_length(),
-        ACC_F64=call.dy.dtype == torch.float64, BLOCK_R=config["BLOCK_R"], BLOCK_P=config["BLOCK_P"], BLOCK_D=config["BLOCK_D"],
-        num_warps=config["num_warps"],
+        call.sorted_ids, call.rows, call.out, n, rows, call.dim, call.binding.chunk, n.bit_length(),
+        BLOCK_R=config["BLOCK_R"], BLOCK_D=config["BLOCK_D"], num_warps=config["num_warps"],
     )
 
 
@@ -227,13 +287,15 @@ def _embedding_group(fusion, node):
     return Group(node, epilogue=nodes[1:])
 
 
-def _embedding_grad_group(fusion, node):
-    if node.op == "embedding_grad_sorted":
-        return Group(node)
-    return None
+def _one_op(op):
+    """A template whose kernel is one op alone (no fused expression)."""
+    return lambda fusion, node: Group(node) if node.op == op else None
 
 
 TEMPLATES = (
     Template("embedding", launch_embedding, EmbeddingBinding, group=_embedding_group, priority=64),
-    Template("embedding_grad", launch_embedding_grad, EmbeddingGradBinding, group=_embedding_grad_group, priority=66),
+    Template("embedding_grad_chunks", launch_embedding_grad_chunks, EmbeddingGradChunksBinding,
+             group=_one_op("embedding_grad_chunks"), priority=65),
+    Template("embedding_grad", launch_embedding_grad, EmbeddingGradBinding, group=_one_op("embedding_grad_sorted"),
+             priority=66),
 )

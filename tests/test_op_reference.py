@@ -545,7 +545,8 @@ def test_every_op_has_a_reference_test():
 
 NN_GRAD_OPS = {
     "conv2d_backprop_input", "conv2d_backprop_filter", "max_pool2d_grad", "avg_pool2d_grad", "embedding_grad",
-    "lstm_grad", "gru_grad", "simple_rnn_grad", "sort_ids", "embedding_grad_sorted",
+    "lstm_grad", "gru_grad", "simple_rnn_grad", "sort_ids", "embedding_grad_chunks",
+    "embedding_grad_sorted",
 }
 
 
@@ -684,12 +685,22 @@ def test_sort_ids_is_a_stable_sort_of_the_flat_ids(rng, ids_dtype):
     np.testing.assert_array_equal(values.reshape(-1), ids.reshape(-1)[order])
 
 
-def test_embedding_grad_sorted_is_embedding_grad(rng):
+@pytest.mark.parametrize("chunk", [1, 4, 128])
+def test_embedding_grad_chunks_then_sorted_is_embedding_grad(rng, chunk):
     ids = rng.integers(0, 4, (3, 7))
     dy = rng.standard_normal((3, 7, 5))
     want = np.zeros((10, 5))
     np.add.at(want, ids.reshape(-1), dy.reshape(-1, 5))
-    check(ref("embedding_grad_sorted", *ref("sort_ids", ids), dy, input_dim=10), want)
+    sorted_ids, positions = ref("sort_ids", ids)
+    sums = ref("embedding_grad_chunks", sorted_ids, positions, dy, chunk=chunk)
+    check(ref("embedding_grad_sorted", sorted_ids, sums, input_dim=10, chunk=chunk, dtype="float64"), want)
+    # each sum: dy's rows from its segment's start (a new id, or a multiple of chunk) up to it
+    terms, flat = dy.reshape(-1, 5)[positions.reshape(-1)], sorted_ids.reshape(-1)
+    for j in range(flat.size):
+        first = j
+        while first > 0 and flat[first - 1] == flat[j] and first % chunk:
+            first -= 1
+        check(sums.reshape(-1, 5)[j], terms[first:j + 1].sum(axis=0))
 
 
 def torch_rnn_grads(module, x, weights, go_backwards, return_sequences, cotangents):

@@ -24,13 +24,24 @@ def generate_embedding(kernel: KernelParts) -> GeneratedKernel:
     })
 
 
-def generate_embedding_grad(kernel: KernelParts) -> GeneratedKernel:
+def generate_embedding_grad_chunks(kernel: KernelParts) -> GeneratedKernel:
     at = {v.id: i for i, v in enumerate(kernel.body.inputs)}
     sorted_ids, positions, dy = kernel.anchor.inputs
-    return GeneratedKernel(NO_HOOKS.format(name="embedding_grad"), {
+    return GeneratedKernel(NO_HOOKS.format(name="embedding_grad_chunks"), {
         "sorted_ids": repr(at[sorted_ids.id]), "positions": repr(at[positions.id]), "dy": repr(at[dy.id]),
-        "input_dim": repr(kernel.anchor.attrs["input_dim"]),
+        "chunk": repr(kernel.anchor.attrs["chunk"]),
     })
 
 
-GENERATES = {"embedding": generate_embedding, "embedding_grad": generate_embedding_grad}
+def generate_embedding_grad(kernel: KernelParts) -> GeneratedKernel:
+    at = {v.id: i for i, v in enumerate(kernel.body.inputs)}
+    sorted_ids, sums = kernel.anchor.inputs
+    attrs = kernel.anchor.attrs
+    return GeneratedKernel(NO_HOOKS.format(name="embedding_grad"), {
+        "sorted_ids": repr(at[sorted_ids.id]), "sums": repr(at[sums.id]), "input_dim": repr(attrs["input_dim"]),
+        "chunk": repr(attrs["chunk"]), "out_dtype": f"torch.{attrs['dtype']}",
+    })
+
+
+GENERATES = {"embedding": generate_embedding, "embedding_grad_chunks": generate_embedding_grad_chunks,
+             "embedding_grad": generate_embedding_grad}

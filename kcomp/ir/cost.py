@@ -71,10 +71,36 @@ def node_flops(node: Node, sizes: dict) -> int:
     return n_out  # elementwise: about one operation per element
 
 
+def gathered_tables(node: Node) -> dict[int, Value]:
+    """Input index -> the ids, for each input of `node` that is a table read only by row lookup
+    (an embedding's, or a kernel whose body gathers through it: the embedding and gathering
+    matmul templates): what is read of it is the rows the ids name, not the whole table."""
+    if node.op == "embedding":
+        return {1: node.inputs[0]}
+    if node.op != "kernel":
+        return {}
+    body = node.attrs["body"]
+    at = {v.id: i for i, v in enumerate(body.inputs)}
+    lookups = [n for n in body.nodes if n.op == "embedding"]
+    readers = {v.id for n in body.nodes if n.op != "embedding" for v in n.inputs}
+    return {at[n.inputs[1].id]: node.inputs[at[n.inputs[0].id]] for n in lookups
+            if n.inputs[1].id in at and n.inputs[0].id in at and n.inputs[1].id not in readers}
+
+
 def node_bytes(node: Node, sizes: dict) -> int:
     if node.op in ("reshape", "transpose", "constant"):  # views: kernels read them through strides
         return 0
-    reads = sum(nbytes(v, sizes) for v in dict.fromkeys(node.inputs))
+    gathered = gathered_tables(node)
+    reads, seen = 0, set()
+    for i, v in enumerate(node.inputs):
+        if v.id in seen:
+            continue
+        seen.add(v.id)
+        if i in gathered:  # a row per id, at most the whole table
+            row = nbytes(v, sizes) // max(dim(v.shape[0], sizes), 1)
+            reads += min(nbytes(v, sizes), numel(gathered[i], sizes) * row)
+        else:
+            reads += nbytes(v, sizes)
     return reads + sum(nbytes(v, sizes) for v in node.outputs)
 
 

@@ -1,15 +1,19 @@
-"""decompose, embeddings: embedding_grad into a stable sort of the ids and a sum in that order;
-a reshape of an embedding's rows moved onto its ids.
+"""decompose, embeddings: embedding_grad into a stable sort of the ids and a two-level sum in a
+fixed order; a reshape of an embedding's rows moved onto its ids.
 
-    sorted, positions = sort_ids(ids)                        a torch op in the plan (torch.sort, stable)
-    d table = embedding_grad_sorted(sorted, positions, dy)   the embedding_grad template
+    sorted, positions = sort_ids(ids)                         a torch op in the plan (torch.sort, stable)
+    sums = embedding_grad_chunks(sorted, positions, dy)       the embedding_grad_chunks template
+    d table = embedding_grad_sorted(sorted, sums)             the embedding_grad template
 
 Why not float atomics (index_add_ on a GPU, tl.atomic_add): which of two threads adding into
 one row gets there first varies from run to run, so repeated ids would sum in a different order
 and a training run would not repeat bit for bit. Sorted, the positions of each id are one
-contiguous run, in order of position (the sort is stable); the kernel finds each table row's
-run by binary search and adds its dy rows one after another, in that order, whatever the block
-sizes or the device. See kernels/gather.py for the kernel and its costs.
+contiguous run, in order of position (the sort is stable). The run is cut at every CHUNK-th
+sorted index (kcomp/ir/ops/gather.py): each piece is summed in order of position by the program
+of its chunk, then each row adds its pieces in chunk order. The order is fixed by the ids and
+CHUNK alone, whatever the block sizes or the device; no program walks more than CHUNK terms
+plus positions / CHUNK pieces (a single program walked a frequent id's whole run before: the
+padding id 0, thousands of positions). See kernels/gather.py for the kernels and their costs.
 """
 
 from kcomp.ir.graph import Node
@@ -19,7 +23,8 @@ from kcomp.passes.rewrite import Rewriter
 def embedding_grad_to_sorted(node: Node, rw: Rewriter):
     ids, dy = node.inputs
     sorted_ids, positions = rw.emit("sort_ids", [ids])
-    return [rw.emit1("embedding_grad_sorted", [sorted_ids, positions, dy], input_dim=node.attrs["input_dim"])]
+    sums = rw.emit1("embedding_grad_chunks", [sorted_ids, positions, dy])
+    return [rw.emit1("embedding_grad_sorted", [sorted_ids, sums], input_dim=node.attrs["input_dim"], dtype=dy.dtype)]
 
 
 def reshape_ids_not_rows(node: Node, rw: Rewriter):

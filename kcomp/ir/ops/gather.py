@@ -3,9 +3,11 @@
 embedding_grad is a scatter-add (repeated ids add up). The triton backends do not compute it
 with float atomics, whose order of additions varies from run to run: the decompose pass
 (kcomp/passes/decompose_embedding.py) rewrites it into sort_ids, a stable sort of the ids run
-as a torch op in the plan, and embedding_grad_sorted, which the embedding_grad template
-(kernels/gather.py) sums row by row in position order. The reference executor keeps
-embedding_grad whole (index_add_).
+as a torch op in the plan, embedding_grad_chunks (each id's run cut into chunks of CHUNK sorted
+indices, each piece summed in order of position) and embedding_grad_sorted (each row's pieces
+summed in chunk order): the two embedding_grad templates (kernels/gather.py). The references
+of those two compute that same order, so the kernels match them bit for bit. The reference
+executor keeps embedding_grad whole (index_add_).
 """
 
 import torch
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import can_read_back, require_float, require_rank
-from kcomp.ir.types import INT_DTYPES, TensorSpec
+from kcomp.ir.types import DTYPE_OF_TORCH, FLOAT_DTYPES, INT_DTYPES, TORCH_DTYPES, TensorSpec
 
 def _embedding_infer(inputs):
     ids, table = inputs
@@ -76,18 +78,75 @@ def _sort_ids(ids):
     return values.reshape(ids.shape), positions.reshape(ids.shape)
 
 
-def _embedding_grad_sorted_infer(inputs, input_dim):
+# Positions per chunk of the sorted ids (kcomp/passes/decompose_embedding.py): part of the
+# definition of the sum's order, so the bits do not depend on the backend nor the block sizes.
+# About the square root of a frequent id's run (8000 for the seed's sentiment model at batch
+# 32): 128 terms walked per chunk, then at most positions / 128 partials per row.
+CHUNK = 128
+
+
+def _accumulator(dtype: str) -> str:
+    return "float64" if dtype == "float64" else "float32"
+
+
+def _embedding_grad_chunks_infer(inputs, chunk):
     sorted_ids, positions, dy = inputs
     if positions.dtype != "int64" or positions.shape != sorted_ids.shape:
-        raise ShapeError(f"embedding_grad_sorted: positions must be int64 of the ids' shape {format_shape(sorted_ids.shape)}, "
+        raise ShapeError(f"embedding_grad_chunks: positions must be int64 of the ids' shape {format_shape(sorted_ids.shape)}, "
                          f"received {positions.dtype} {format_shape(positions.shape)}; they come from sort_ids.")
-    return _embedding_grad_infer([sorted_ids, dy], input_dim)
+    if chunk < 1:
+        raise ShapeError(f"embedding_grad_chunks: chunk must be a positive number of positions, received {chunk}.")
+    _embedding_grad_infer([sorted_ids, dy], 1)  # checks the ids and dy
+    return [TensorSpec(dy.shape, _accumulator(dy.dtype))]
 
 
-def _embedding_grad_sorted(sorted_ids, positions, dy, input_dim):
-    """embedding_grad's sum, its terms taken in sorted order (for a row: in order of position)."""
-    rows = dy.reshape(-1, dy.shape[-1])[positions.reshape(-1)]
-    return dy.new_zeros(input_dim, dy.shape[-1]).index_add_(0, sorted_ids.reshape(-1).long(), rows)
+def _segments(ids, chunk):
+    """Per sorted index: whether it starts a segment (a run of one id inside one chunk)."""
+    n = ids.numel()
+    chunk_of = torch.arange(n, device=ids.device) // chunk
+    starts = torch.ones(n, dtype=torch.bool, device=ids.device)
+    starts[1:] = (ids[1:] != ids[:-1]) | (chunk_of[1:] != chunk_of[:-1])
+    return starts
+
+
+def _embedding_grad_chunks(sorted_ids, positions, dy, chunk):
+    """At sorted index j: the sum, in order, of dy's rows at the sorted indices from the start of
+    j's segment (its id's run, cut at multiples of `chunk`) up to j, in the accumulator's dtype.
+    Computed as the kernel does: one step per index in a chunk, every chunk at once."""
+    dim = dy.shape[-1]
+    ids = sorted_ids.reshape(-1)
+    n = ids.numel()
+    terms = dy.reshape(-1, dim)[positions.reshape(-1)].to(TORCH_DTYPES[_accumulator(DTYPE_OF_TORCH[dy.dtype])])
+    starts = _segments(ids, chunk)
+    sums = torch.empty_like(terms)
+    acc = terms.new_zeros(-(-n // chunk), dim)
+    for k in range(min(chunk, n)):
+        j = torch.arange(k, n, chunk, device=ids.device)
+        acc = acc[: j.numel()]
+        acc = torch.where(starts[j, None], 0.0, acc) + terms[j]
+        sums[j] = acc
+    return sums.reshape(dy.shape)
+
+
+def _embedding_grad_sorted_infer(inputs, input_dim, chunk, dtype):
+    sorted_ids, sums = inputs
+    if sums.dtype not in ("float32", "float64") or sums.shape[:-1] != sorted_ids.shape or chunk < 1:
+        raise ShapeError(f"embedding_grad_sorted: chunk sums {sums.dtype} {format_shape(sums.shape)} do not fit ids "
+                         f"{format_shape(sorted_ids.shape)} (chunk={chunk}); they come from embedding_grad_chunks.")
+    (out,) = _embedding_grad_infer([sorted_ids, sums], input_dim)
+    return [TensorSpec(out.shape, dtype)]
+
+
+def _embedding_grad_sorted(sorted_ids, sums, input_dim, chunk, dtype):
+    """Row i: 0 + the last chunk sum of each of id i's segments, in chunk order; ids outside
+    [0, input_dim) are left out."""
+    ids = sorted_ids.reshape(-1).long()
+    flat = sums.reshape(-1, sums.shape[-1])
+    ends = torch.ones_like(ids, dtype=torch.bool)
+    ends[:-1] = _segments(ids, chunk)[1:]
+    keep = ends & (ids >= 0) & (ids < input_dim)
+    out = flat.new_zeros(input_dim, flat.shape[-1]).index_add_(0, ids[keep], flat[keep])
+    return out.to(TORCH_DTYPES[dtype])
 
 
 OPS = [
@@ -122,11 +181,21 @@ OPS = [
         traits={"gather"},
     ),
     OpDef(
-        name="embedding_grad_sorted",
-        doc="embedding_grad from sort_ids' outputs: row i of the (input_dim, output_dim) result sums dy's rows at "
-        "the positions whose id is i, in order of position.",
+        name="embedding_grad_chunks",
+        doc="From sort_ids' outputs and dy: at each sorted index, the running sum (float32, float64 for float64) of "
+        "dy's rows over its segment up to it; a segment is a run of one id cut at multiples of chunk indices.",
         num_inputs=(3, 3),
-        attrs={"input_dim": attr(int)},
+        attrs={"chunk": attr(int, default=CHUNK)},
+        infer=_embedding_grad_chunks_infer,
+        reference=_embedding_grad_chunks,
+        traits={"gather"},
+    ),
+    OpDef(
+        name="embedding_grad_sorted",
+        doc="embedding_grad from the sorted ids and embedding_grad_chunks' sums: row i of the (input_dim, output_dim) "
+        "result adds the sum of each of id i's segments, in order (cast to dtype).",
+        num_inputs=(2, 2),
+        attrs={"input_dim": attr(int), "chunk": attr(int, default=CHUNK), "dtype": attr(str, choices=FLOAT_DTYPES)},
         infer=_embedding_grad_sorted_infer,
         reference=_embedding_grad_sorted,
         traits={"gather"},
