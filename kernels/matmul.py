@@ -123,7 +123,9 @@ def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool 
         return [{**base, "BN": bn, "BM": min(base["BM"], max(16, 4096 // bn))}]
     if interpret:
         return [INTERPRETER_CONFIG]
-    fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(32, next_power_of_2(M)) and c["BN"] <= max(32, next_power_of_2(N))]
+    # Rows: at least 64, the smallest tile Hopper's warpgroup MMA (wgmma) computes; a 32-row tile
+    # falls back to mma.sync there (a weight gradient x^T g over 32 features was one: HMMA, not HGMMA).
+    fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(32, next_power_of_2(N))]
     return fitting or GPU_CONFIGS[-2:]
 
 
