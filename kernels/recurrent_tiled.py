@@ -39,8 +39,8 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding
-from kcomp.kernels.recurrent_common import ScanCall, tanh
-from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors, scan_outputs
+from kcomp.kernels.recurrent_common import ScanCall, output_buffers, tanh
+from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
 
@@ -216,7 +216,7 @@ def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, pr
     n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
     # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
     shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
-    out, buffers = scan_outputs(binding.outputs, shapes, out, xw)
+    out, buffers = output_buffers(binding.outputs, shapes, out, xw)
     tensors = lstm_scan_tensors(binding.save, xw, u, buffers)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out

@@ -1,33 +1,12 @@
-"""Launch steps the recurrence templates share: allocating a scan's outputs, reading a scan
-gradient's operands and flags from its binding.
-
-kernels/recurrent_tiled.py uses these for its lstm_scan and lstm_scan_grad launches; the on-chip
-launches in kernels/recurrent.py do the same steps in their own lines, which can call these
-instead. A GRU or SimpleRNN scan (another op, the same outputs: every h_t, then the last state,
-or every state and what the backward reads) allocates with scan_outputs too.
+"""Launch steps of the tiled LSTM templates (kernels/recurrent_tiled.py): the scan kernels' tensor
+arguments from the output buffers (recurrent_common.output_buffers allocates them), and a scan
+gradient's operands and flags from its binding. The on-chip launches in kernels/recurrent.py do
+the same steps in their own lines, which can call these instead.
 """
-
-import torch
-
-
-def scan_outputs(positions: tuple, shapes: tuple, out, like: torch.Tensor) -> tuple:
-    """(out, one buffer per output of the scan op, in the op's order).
-
-    positions: each op output's place among the kernel's outputs, None where nothing reads it
-    (a scratch buffer then: the kernel writes it all the same). out: the caller's buffers (one,
-    or a tuple in the kernel's order), or None to allocate those read, like `like`."""
-    kept = [position for position in positions if position is not None]
-    if out is None:
-        allocated = tuple(torch.empty(shapes[positions.index(k)], device=like.device, dtype=like.dtype) for k in kept)
-        out = allocated[0] if len(allocated) == 1 else allocated
-    given = (out,) if len(kept) == 1 else out
-    buffers = [given[k] if k is not None else torch.empty(shape, device=like.device, dtype=like.dtype)
-               for k, shape in zip(positions, shapes, strict=True)]
-    return out, buffers
 
 
 def lstm_scan_tensors(save: bool, xw, u, buffers) -> tuple:
-    """The lstm scan kernels' tensor arguments (XW, U, HSEQ, CSEQ, GATES, CLAST) from scan_outputs'
+    """The lstm scan kernels' tensor arguments (XW, U, HSEQ, CSEQ, GATES, CLAST) from output_buffers'
     buffers: saving, every h_t, c_t and the gates (CLAST unused: the last c is c_seq's); else
     every h_t and the last c (CSEQ and GATES unused, never written). An unused one is another
     tensor of the call: a pointer the kernel never follows."""
