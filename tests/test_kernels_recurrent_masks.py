@@ -137,23 +137,6 @@ def test_compiled_masked_training_step_runs_the_scans_and_matches_the_reference(
 AOT_UNITS = [32, 64]  # the masked LSTM scans: tiles on chip, and read every step
 
 
-def compile_cases(units_list) -> list[dict]:
-    """Both masked LSTM kernels compiled for sm_90 at each hidden size: one record per kernel."""
-    from aot_helpers import graph_kernel_records
-
-    records = []
-    for units in units_list:
-        b = GraphBuilder("scan")
-        xw = b.input(("N", 50, 4 * units), "float32", "xw")
-        u = b.input((units, 4 * units), "float32", "recurrent")
-        m = b.input(("N", 50), "float32", "mask")
-        h_seq, c_seq, gates = b.emit("lstm_scan", [xw, u, m], save=True, masked=True)
-        dz = b.emit1("lstm_scan_grad", [u, c_seq, gates, m, h_seq], has_dseq=True, has_dh=False, has_dc=False,
-                     masked=True)
-        records += graph_kernel_records(b.finish([h_seq, dz]), units=units)
-    return records
-
-
 @pytest.mark.slow
 def test_masked_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
     from aot_helpers import run_file_as_aot_child
@@ -169,4 +152,6 @@ if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent
     import sys
     from pathlib import Path
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    from test_kernels_recurrent import compile_cases  # one graph of both scans, here with a mask
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]), masked=True), default=str))
