@@ -33,6 +33,7 @@ from kcomp.kernels.recurrent_common import (
     ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
     kept_or, sizes, step_kept, tanh, tile_before_loop, times_gate,
 )
+from kcomp.kernels.scan_launch import grad_flags
 from kcomp.kernels.template import Binding, Template
 
 
@@ -183,9 +184,7 @@ def launch_scan_grad(binding: LstmScanGradBinding, inputs, out=None, config=None
 
 @tuned(candidates)
 def run_scan_grad(call: ScanCall, config: dict):
-    b = call.binding
-    launch_grid(lstm_scan_grad_kernel, call, config, HAS_DSEQ=b.d_seq is not None, HAS_DH=b.d_h is not None,
-                HAS_DC=b.d_c is not None)
+    launch_grid(lstm_scan_grad_kernel, call, config, **grad_flags(call.binding))
 
 
 TEMPLATES = (

@@ -4,6 +4,8 @@ gradient's operands and flags from its binding. The on-chip launches in kernels/
 the same steps in their own lines, which can call these instead.
 """
 
+from kcomp.kernels.recurrent_common import present
+
 
 def lstm_scan_tensors(save: bool, xw, u, buffers) -> tuple:
     """The lstm scan kernels' tensor arguments (XW, U, HSEQ, CSEQ, GATES, CLAST) from output_buffers'
@@ -21,8 +23,7 @@ def grad_operands(binding, inputs) -> tuple:
     """(U, every c_t, the gates, d_seq, d_h, d_c) of an lstm_scan_grad binding, contiguous; an
     absent gradient is the gates tensor, which the kernel never reads in its place."""
     u, c_seq, gates = (inputs[i].contiguous() for i in (binding.recurrent, binding.c_seq, binding.gates))
-    d_seq, d_h, d_c = (gates if i is None else inputs[i].contiguous() for i in (binding.d_seq, binding.d_h, binding.d_c))
-    return u, c_seq, gates, d_seq, d_h, d_c
+    return (u, c_seq, gates, *present(inputs, (binding.d_seq, binding.d_h, binding.d_c), gates))
 
 
 def grad_flags(binding) -> dict:
