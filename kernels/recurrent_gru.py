@@ -11,7 +11,9 @@ the time steps with h in registers (kcomp/ir/ops/recurrent_scan_gru.py has the m
 
 U (units, 3 * units) is read as three (units, units) tiles, one per gate, as the LSTM's four
 (recurrent_common.py: on chip for BLOCK_H <= ON_CHIP_MAX, else read every step). Units above
-GRU_SCAN_MAX_UNITS are not decomposed. The recurrent matmuls are tl.dot in `precision`.
+GRU_SCAN_MAX_UNITS run the tiled templates (recurrent_tiled_gru.py). The recurrent matmuls are
+tl.dot in `precision`. With a mask (MASKED) a masked step keeps h, and backwards passes dh on
+with zero gradient for its xw (kcomp/ir/ops/recurrent_scan_gru.py).
 """
 
 from dataclasses import dataclass
@@ -22,16 +24,16 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
-    ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
-    sizes, tanh, tile_before_loop, times_gate,
+    ScanCall, alone, batch_block, candidates, kept_or, launch_grid, load_or_zeros, load_step_before, output_buffers,
+    present, sizes, step_kept, tanh, tile_before_loop, times_gate,
 )
 from kcomp.kernels.template import Binding, Template
 
 
 @triton.jit
 def gru_scan_kernel(
-    XW, U, RB, HSEQ, SAVED, n_batch, n_steps, units,
-    HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, ON_CHIP: tl.constexpr,
+    XW, U, RB, MASK, HSEQ, SAVED, n_batch, n_steps, units,
+    HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -59,7 +61,8 @@ def gru_scan_kernel(
             c = tanh(x_h + r * h_h)
         else:
             c = tanh(x_h + times_gate(r * h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H))
-        h = tl.where(ok, z * h + (1.0 - z) * c, 0.0)  # columns past units stay zero: they feed the next dot
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step keeps h
+        h = kept_or(keep, tl.where(ok, z * h + (1.0 - z) * c, 0.0), h, MASKED)  # columns past units stay zero
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
         if SAVE:
             saved = SAVED + saved_rows + t * S * units
@@ -79,8 +82,8 @@ def _store_gates(OUT, offs, units, ok, g_z, g_r, g_h):
 
 @triton.jit
 def gru_scan_grad_kernel(
-    U, HSEQ, SAVED, DSEQ, DH, DXW, DHU, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, ON_CHIP: tl.constexpr,
+    U, HSEQ, SAVED, MASK, DSEQ, DH, DXW, DHU, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -94,7 +97,9 @@ def gru_scan_grad_kernel(
     dh_next = load_or_zeros(DH, rows[:, None].to(tl.int64) * units + cols[None, :], ok, HAS_DH, BLOCK_B, BLOCK_H)
     for s in range(0, n_steps):
         t = n_steps - 1 - s
-        dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
+        dh_in = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
+        dh = kept_or(keep, dh_in, 0.0, MASKED)  # a masked step: zero gradients for its xw
         saved = SAVED + saved_rows + t * S * units
         z = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
         r = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
@@ -115,6 +120,7 @@ def gru_scan_grad_kernel(
         _store_gates(DXW, xw_rows + t * 3 * units, units, ok, dz, dr, da)
         dh_prev += times_gate(dz, U, units, 0, ut_z, 3, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_prev += times_gate(dr, U, units, 1, ut_r, 3, ON_CHIP, True, PRECISION, BLOCK_H)
+        dh_prev += kept_or(keep, 0.0, dh_in, MASKED)  # and dh passed to the step before
         dh_next = tl.where(ok, dh_prev, 0.0)
 
 
@@ -126,6 +132,7 @@ class GruScanBinding(Binding):
     xw: int  # which input holds the projected inputs (batch, time, 3 * units)
     recurrent: int  # which holds U (units, 3 * units)
     recurrent_bias: int | None  # which holds the recurrent bias (3 * units,) (reset_after), None: none
+    mask: int | None = None  # which holds the mask (batch, time), None: every step read
     reset_after: bool
     save: bool  # what the backward reads too (z, r, c, and h @ U_h + b_h), else every h_t alone
     # Per output of gru_scan (every h_t, then what it saves): its position among the kernel's
@@ -138,6 +145,7 @@ class GruScanGradBinding(Binding):
     recurrent: int  # which input holds U,
     h_seq: int  # every h_t,
     saved: int  # what gru_scan saved,
+    mask: int | None = None  # the mask (batch, time) (None: every step read),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h
     reset_after: bool
@@ -145,15 +153,15 @@ class GruScanGradBinding(Binding):
 
 
 def launch_scan(binding: GruScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: the projected inputs, U and the recurrent bias contiguous (an absent bias: never read)
+    # check: the projected inputs, U, the recurrent bias and the mask contiguous (an absent one: never read)
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    (bias,) = present(inputs, (binding.recurrent_bias,), u)
+    bias, mask = present(inputs, (binding.recurrent_bias, binding.mask), u)
     n, steps, units = sizes("gru_scan", xw, u.shape[0], GRU_SCAN_MAX_UNITS)
     # allocate: every h_t, and what the backward reads (those nothing reads: scratch)
     seq = (n, steps, units)
     shapes = (seq, (n, steps, saved_blocks(binding.reset_after) * units)) if binding.save else (seq,)
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
-    tensors = (xw, u, bias, buffers[0], buffers[-1])  # SAVED unused (never written) without save
+    tensors = (xw, u, bias, mask, buffers[0], buffers[-1])  # SAVED unused (never written) without save
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -166,14 +174,14 @@ def run_scan(call: ScanCall, config: dict):
 
 
 def launch_scan_grad(binding: GruScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: U, every h_t, the saved gates and the gradients present, contiguous (an absent one: never read)
+    # check: U, every h_t, the saved gates, the mask and the gradients present, contiguous (an absent one: never read)
     u, h_seq, saved = (inputs[i].contiguous() for i in (binding.recurrent, binding.h_seq, binding.saved))
-    d_seq, d_h = present(inputs, (binding.d_seq, binding.d_h), h_seq)
+    mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
     n, steps, units = sizes("gru_scan_grad", h_seq, u.shape[0], GRU_SCAN_MAX_UNITS)
     # allocate: the gradient of every step's xw, and (reset_after) of the recurrent product
     shapes = ((n, steps, 3 * units),) * (2 if binding.reset_after else 1)
     out, buffers = output_buffers(binding.outputs, shapes, out, h_seq)
-    tensors = (u, h_seq, saved, d_seq, d_h, buffers[0], buffers[-1])  # DHU unused without reset_after
+    tensors = (u, h_seq, saved, mask, d_seq, d_h, buffers[0], buffers[-1])  # DHU unused without reset_after
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 

@@ -49,13 +49,14 @@ def generate_lstm_scan_grad(kernel: KernelParts) -> GeneratedKernel:
 
 
 def generate_gru_scan(kernel: KernelParts) -> GeneratedKernel:
-    optional = {"recurrent_bias": len(kernel.anchor.inputs) == 3}
+    mask = _mask(kernel)  # after the recurrent bias, where both are given
+    optional = {"recurrent_bias": len(kernel.anchor.inputs) - int(mask["mask"]) == 3, **mask}
     return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), optional, ("reset_after", "save"),
                                               outputs=True))
 
 
 def generate_gru_scan_grad(kernel: KernelParts) -> GeneratedKernel:
-    optional = _given_gradients(kernel, ("d_seq", "d_h"))
+    optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h"))}
     return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "h_seq", "saved"), optional, ("reset_after",),
                                               outputs=True))
 

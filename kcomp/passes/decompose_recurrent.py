@@ -27,7 +27,8 @@ simple_rnn_scan and their gradients (kcomp/ir/ops/recurrent_scan_gru.py, recurre
 the GRU with Keras's default activations and either reset_after (with reset_after its (2, 3 * units)
 bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
 the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up to their
-kernels' units limits, and exactly the inputs the scans read.
+kernels' units limits, and exactly the inputs the scans read. A masked gru passes its mask to
+both scans as the LSTM's does (flipped with go_backwards; zero_output_for_mask a product with it).
 """
 
 from kcomp.ir.graph import Node
@@ -198,7 +199,14 @@ def _exact_inputs(node: Node) -> bool:
 
 
 def _gru_scannable(node: Node) -> bool:
-    return not node.attrs["masked"] and _scannable(node) and _exact_inputs(node) and node.inputs[2].shape[0] <= GRU_SCAN_MAX_UNITS
+    """What gru_scan computes (not _scannable, whose mask and dropout limits are the LSTM kernels'):
+    Keras's default activations, float32, static time, no recurrent_dropout, a mask of x's dtype
+    where masked, up to GRU_SCAN_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
+    x, a = node.inputs[0], node.attrs
+    mask_ok = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
+    return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and not a["dropout_masks"] \
+        and x.dtype == "float32" and is_static(x.shape[1]) and mask_ok and _exact_inputs(node) \
+        and node.inputs[2].shape[0] <= GRU_SCAN_MAX_UNITS
 
 
 def _simple_rnn_scannable(node: Node) -> bool:
@@ -214,9 +222,9 @@ def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
     return [h_seq if node.attrs["return_sequences"] else h_last, h_last]
 
 
-def _gru_scan(rw: Rewriter, node: Node, save: bool):
+def _gru_scan(rw: Rewriter, node: Node, save: bool, mask: list):
     """(x as read, h_seq, what the scan saved or None): the projection with Keras's input bias and
-    gru_scan with its recurrent bias (reset_after: the bias's rows)."""
+    gru_scan with its recurrent bias (reset_after: the bias's rows) and the mask as read."""
     a = node.attrs
     input_bias, recurrent_bias = None, []
     if a["use_bias"] and a["reset_after"]:
@@ -225,15 +233,18 @@ def _gru_scan(rw: Rewriter, node: Node, save: bool):
                                     shape=bias.shape[1:]) for i in (0, 1))
         recurrent_bias = [row]
     x_read, xw = _projection(rw, node, input_bias)
-    outs = rw.emit("gru_scan", [xw, node.inputs[2], *recurrent_bias], reset_after=a["reset_after"], save=save)
+    outs = rw.emit("gru_scan", [xw, node.inputs[2], *recurrent_bias, *mask], reset_after=a["reset_after"], save=save,
+                   masked=bool(mask))
     return x_read, outs[0], outs[1] if save else None
 
 
 def gru_to_scan(node: Node, rw: Rewriter):
     if not _gru_scannable(node):
         return None
-    _, h_seq, _ = _gru_scan(rw, node, save=_has_backward(node, rw))
-    return _last_outputs(rw, node, h_seq)
+    mask = _read_mask(rw, node)
+    _, h_seq, _ = _gru_scan(rw, node, _has_backward(node, rw), mask)
+    out, h_last = _last_outputs(rw, node, h_seq)
+    return [_zero_masked(rw, node, mask, out), h_last]
 
 
 def gru_grad_to_scan(node: Node, rw: Rewriter):
@@ -241,10 +252,12 @@ def gru_grad_to_scan(node: Node, rw: Rewriter):
         return None
     recurrent = node.inputs[2]
     units, reset_after = recurrent.shape[0], node.attrs["reset_after"]
-    x_read, h_seq, saved = _gru_scan(rw, node, save=True)  # the forward's, once CSE has run
-    d_seq, d_h, _ = _state_grads(rw, node, [])
+    mask = _read_mask(rw, node)
+    x_read, h_seq, saved = _gru_scan(rw, node, True, mask)  # the forward's, once CSE has run
+    d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
-    outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *present], reset_after=reset_after, **flags)
+    outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *mask, *present], reset_after=reset_after,
+                   masked=bool(mask), **flags)
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, outs[0])
     h_prev = _step_before(rw, h_seq)
     if reset_after:  # h_prev @ U + b is one product: its gradient gives d U and the recurrent bias's

@@ -18,6 +18,11 @@ of xw for every step and, reset_after, of the recurrent product h @ U + b (its h
 xw's): the kernel's, the recurrent kernel's and the biases' gradients are then matmuls and sums,
 which the pass emits around it. Without reset_after the recurrent kernel's h block multiplies
 r * h, so its gradient is (r * h_prev)^T dxw_h, also a matmul (of the pass).
+
+With masked=True both take the scans' step mask (kcomp/ir/ops/recurrent_scan.py) as their last
+fixed input (gru_scan: after the recurrent bias; gru_scan_grad: after what gru_scan saved): a
+masked step keeps h (h_t = h_{t-1}); backwards its xw (and recurrent product) get zero gradient
+and dh passes straight to the step before.
 """
 
 import torch
@@ -25,7 +30,9 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_rank
-from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, check_like, scan_units, split_present
+from kcomp.ir.ops.recurrent_scan import (
+    MASKED_ATTR, SCAN_MAX_UNITS, carry, check_like, check_mask, kept, scan_units, split_masked,
+)
 from kcomp.ir.types import TensorSpec
 
 # The largest hidden size the gru_scan kernels hold in registers (kernels/recurrent_gru.py); the
@@ -38,9 +45,18 @@ def saved_blocks(reset_after: bool) -> int:
     return 4 if reset_after else 3
 
 
-def _scan_infer(inputs, reset_after, save):
-    xw, recurrent, *bias = inputs
+def _scan_parts(inputs, masked: bool) -> tuple:
+    """(xw, recurrent, [the recurrent bias] or [], the mask or None) of gru_scan's inputs."""
+    xw, recurrent, *rest = inputs
+    if masked and not rest:
+        raise ShapeError(f"gru_scan with masked=True takes a mask after its other inputs, received {len(inputs)} inputs.")
+    return (xw, recurrent, rest[:-1], rest[-1]) if masked else (xw, recurrent, rest, None)
+
+
+def _scan_infer(inputs, reset_after, save, masked):
+    xw, recurrent, bias, mask = _scan_parts(inputs, masked)
     units = scan_units(xw, recurrent, "gru_scan", gates=3)
+    check_mask("gru_scan", mask, xw)
     if bias and not reset_after:
         raise ShapeError("gru_scan: a recurrent bias is added only with reset_after=True (Keras's second bias row); "
                          "with reset_after=False the input projection takes the whole bias.")
@@ -52,12 +68,13 @@ def _scan_infer(inputs, reset_after, save):
     return [seq, TensorSpec((n, t, saved_blocks(reset_after) * units), xw.dtype)] if save else [seq]
 
 
-def gru_scan_reference(xw, recurrent, *bias, reset_after, save):
+def gru_scan_reference(*inputs, reset_after, save, masked=False):
+    xw, recurrent, bias, mask = _scan_parts(inputs, masked)
     units = recurrent.shape[0]
     u_zr, u_h = recurrent[:, :2 * units], recurrent[:, 2 * units:]
     h = xw.new_zeros(xw.shape[0], units)
     hs, saved = [], []
-    for x in xw.unbind(1):
+    for t, x in enumerate(xw.unbind(1)):
         x_z, x_r, x_h = x.split(units, dim=1)
         if reset_after:
             h_z, h_r, h_h = (h @ recurrent + (bias[0] if bias else 0)).split(units, dim=1)
@@ -65,20 +82,21 @@ def gru_scan_reference(xw, recurrent, *bias, reset_after, save):
             h_z, h_r = (h @ u_zr).split(units, dim=1)
         z, r = torch.sigmoid(x_z + h_z), torch.sigmoid(x_r + h_r)
         c = torch.tanh(x_h + r * h_h) if reset_after else torch.tanh(x_h + (r * h) @ u_h)
-        h = z * h + (1 - z) * c
+        h = carry(kept(mask, t), z * h + (1 - z) * c, h)  # a masked step keeps h
         hs.append(h)
         saved.append(torch.cat([z, r, c, h_h] if reset_after else [z, r, c], dim=1))
     h_seq = torch.stack(hs, dim=1)
     return (h_seq, torch.stack(saved, dim=1)) if save else h_seq
 
 
-def _grad_parts(inputs, has_dseq, has_dh):
-    return split_present(inputs, 3, "gru_scan_grad", has_dseq=has_dseq, has_dh=has_dh)
+def _grad_parts(inputs, has_dseq, has_dh, masked):
+    return split_masked(inputs, 3, masked, "gru_scan_grad", has_dseq=has_dseq, has_dh=has_dh)
 
 
-def _grad_infer(inputs, reset_after, has_dseq, has_dh):
-    recurrent, h_seq, saved, dseq, dh = _grad_parts(inputs, has_dseq, has_dh)
+def _grad_infer(inputs, reset_after, has_dseq, has_dh, masked):
+    recurrent, h_seq, saved, mask, dseq, dh = _grad_parts(inputs, has_dseq, has_dh, masked)
     require_rank(h_seq, 3, "gru_scan_grad's h_seq (batch, time, units)")
+    check_mask("gru_scan_grad", mask, h_seq)
     n, t, units = h_seq.shape
     xw = TensorSpec((n, t, 3 * units), h_seq.dtype)
     scan_units(xw, recurrent, "gru_scan_grad", gates=3)  # the shapes of xw's gradient and U agree
@@ -88,14 +106,16 @@ def _grad_infer(inputs, reset_after, has_dseq, has_dh):
     return [xw, xw] if reset_after else [xw]
 
 
-def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh):
-    recurrent, h_seq, saved, dseq, dh_last = _grad_parts(inputs, has_dseq, has_dh)
+def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh, masked=False):
+    recurrent, h_seq, saved, mask, dseq, dh_last = _grad_parts(inputs, has_dseq, has_dh, masked)
     units = recurrent.shape[0]
     n, steps = h_seq.shape[:2]
     dh_next = dh_last if dh_last is not None else h_seq.new_zeros(n, units)
     dxw, dhu = [], []
     for t in reversed(range(steps)):
-        dh = dh_next + (dseq[:, t] if dseq is not None else 0)
+        dh_in = dh_next + (dseq[:, t] if dseq is not None else 0)
+        keep = kept(mask, t)  # a masked step: zero gradients for its xw, dh passed to the step before
+        dh = carry(keep, dh_in, torch.zeros_like(dh_in))
         z, r, c, *h_h = saved[:, t].split(units, dim=1)
         h_prev = h_seq[:, t - 1] if t > 0 else torch.zeros_like(dh)
         dz = dh * (h_prev - c) * z * (1 - z)
@@ -109,6 +129,7 @@ def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh):
             d_rh = da @ recurrent[:, 2 * units:].t()  # of r * h_prev, the h block's matmul input
             dr = d_rh * h_prev * r * (1 - r)
             dh_next = dh * z + d_rh * r + torch.cat([dz, dr], dim=1) @ recurrent[:, :2 * units].t()
+        dh_next = dh_next + carry(keep, torch.zeros_like(dh_in), dh_in)
         dxw.append(torch.cat([dz, dr, da], dim=1))
     dxw = torch.stack(dxw[::-1], dim=1)
     return (dxw, torch.stack(dhu[::-1], dim=1)) if reset_after else dxw
@@ -119,10 +140,10 @@ OPS = [
         name="gru_scan",
         doc="The GRU recurrence over projected inputs xw (batch, time, 3 * units) with Keras's default "
         "activations and gate order z, r, h; inputs xw, the recurrent kernel and, with reset_after and a bias, "
-        "the recurrent bias (3 * units,). Outputs every h_t, and with save=True also what gru_scan_grad reads: "
-        "z, r, the candidate c and (reset_after) h_prev @ U_h + b_h of every step.",
-        num_inputs=(2, 3),
-        attrs={"reset_after": attr(bool, True), "save": attr(bool, False)},
+        "the recurrent bias (3 * units,), then the mask (masked; a masked step keeps h). Outputs every h_t, "
+        "and with save=True also what gru_scan_grad reads: z, r, the candidate c and (reset_after) h_prev @ U_h + b_h of every step.",
+        num_inputs=(2, 4),
+        attrs={"reset_after": attr(bool, True), "save": attr(bool, False), "masked": MASKED_ATTR},
         infer=_scan_infer,
         reference=gru_scan_reference,
         traits={"recurrent"},
@@ -132,9 +153,10 @@ OPS = [
         name="gru_scan_grad",
         doc="The gradient of gru_scan's projected inputs xw for every step, walking time backwards, and with "
         "reset_after also of its recurrent product h_prev @ U + b; inputs: the recurrent kernel, every h_t, "
-        "what gru_scan saved, then the gradients present (has_dseq: of every h_t; has_dh: of the last h).",
-        num_inputs=(3, 5),
-        attrs={"reset_after": attr(bool, True), "has_dseq": attr(bool), "has_dh": attr(bool)},
+        "what gru_scan saved, the mask (masked), then the gradients present (has_dseq: of every h_t; has_dh: "
+        "of the last h).",
+        num_inputs=(3, 6),
+        attrs={"reset_after": attr(bool, True), "has_dseq": attr(bool), "has_dh": attr(bool), "masked": MASKED_ATTR},
         infer=_grad_infer,
         reference=gru_scan_grad_reference,
         traits={"recurrent"},

@@ -1,0 +1,189 @@
+"""The GRU scans with a mask (kernels/recurrent_gru.py, masked=True): the kernels against their
+references under Triton's interpreter with test_kernels_recurrent_masks.py's pre-padded,
+post-padded, holed and fully masked rows, the backward reference against torch.autograd in
+float64, the decomposed training step of masked GRUs against the whole masked ops, and a compiled
+Embedding(mask_zero=True) -> GRU training step against the reference executor and Keras 3."""
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference, saved_blocks
+from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
+from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from test_kernels_recurrent_masks import BATCH, MASKS, TIME, UNITS
+
+GRU_SCANS = [(True, True), (True, False), (False, False)]  # (reset_after, a recurrent bias)
+
+
+def _mask(name, dtype=torch.float32):
+    return torch.tensor(MASKS[name], dtype=dtype)
+
+
+def _scan_inputs(g, units, bias, dtype=torch.float32):
+    """xw, U (scaled units ** -0.5, so the state neither dies nor grows) and the recurrent bias."""
+    return [torch.randn(BATCH, TIME, 3 * units, generator=g, dtype=dtype),
+            torch.randn(units, 3 * units, generator=g, dtype=dtype) * units ** -0.5,
+            *([torch.randn(3 * units, generator=g, dtype=dtype)] if bias else [])]
+
+
+def scan_graph(units, reset_after, bias, save):
+    """gru_scan with a mask (also the tiled kernels' test graph: tests/test_kernels_recurrent_tiled_gru.py)."""
+    b = GraphBuilder("gru_scan")
+    xw = b.input((BATCH, TIME, 3 * units), "float32", "xw")
+    u = b.input((units, 3 * units), "float32", "recurrent")
+    rb = [b.input((3 * units,), "float32", "recurrent_bias")] if bias else []
+    m = b.input((BATCH, TIME), "float32", "mask")
+    return b.finish(list(b.emit("gru_scan", [xw, u, *rb, m], reset_after=reset_after, save=save, masked=True)))
+
+
+def check_scan(units, mask, reset_after, bias, save, template):
+    """The masked forward against its reference, in one `template` launch; a masked step repeats h."""
+    inputs = [*_scan_inputs(torch.Generator().manual_seed(3), units, bias), _mask(mask)]
+    run = assert_compiled_matches_reference(scan_graph(units, reset_after, bias, save), inputs, kind="accumulating",
+                                            precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == [template]
+    h_seq = run.want[0]
+    for row, steps in enumerate(MASKS[mask]):
+        for t, read in enumerate(steps):
+            if not read:
+                assert torch.equal(h_seq[row, t], h_seq[row, t - 1] if t else torch.zeros(units))
+
+
+def grad_case(units, mask, reset_after, has, seed, dtype=torch.float32):
+    """(graph, inputs) of a masked gru_scan_grad from the forward reference's h_seq and saved gates."""
+    g = torch.Generator().manual_seed(seed)
+    xw, u, *bias = _scan_inputs(g, units, reset_after, dtype)
+    m = _mask(mask, dtype)
+    h_seq, saved = gru_scan_reference(xw, u, *bias, m, reset_after=reset_after, save=True, masked=True)
+    grads = [torch.randn(shape, generator=g, dtype=dtype)
+             for present, shape in zip(has, ((BATCH, TIME, units), (BATCH, units))) if present]
+    b = GraphBuilder("gru_scan_grad")
+    names = ("recurrent", "h_seq", "saved", "mask", *(f"d{i}" for i in range(len(grads))))
+    vs = [b.input(tuple(v.shape), "float32", name) for v, name in zip((u, h_seq, saved, m, *grads), names)]
+    graph = b.finish(list(b.emit("gru_scan_grad", vs, reset_after=reset_after, has_dseq=has[0], has_dh=has[1],
+                                 masked=True)))
+    return graph, [u, h_seq, saved, m, *grads]
+
+
+def check_scan_grad(units, mask, reset_after, has, template):
+    graph, inputs = grad_case(units, mask, reset_after, has, seed=7)
+    run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == [template]
+
+
+# --- the on-chip kernels --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("reset_after, bias", GRU_SCANS)
+def test_gru_scan_kernel_with_a_mask_matches_the_reference(mask, reset_after, bias):
+    check_scan(UNITS, mask, reset_after, bias, save=mask != "holes", template="gru_scan")
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("has", [(True, True), (False, True)], ids=["dseq-dh", "dh"])
+def test_gru_scan_grad_kernel_with_a_mask_matches_the_reference(mask, reset_after, has):
+    check_scan_grad(UNITS, mask, reset_after, has, "gru_scan_grad")
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_scan_grad_reference_with_a_mask_is_autograd(mask, reset_after):
+    """The gradients of xw (and, reset_after, of the recurrent bias: the recurrent product's summed)."""
+    g = torch.Generator().manual_seed(9)
+    xw, u, *bias = _scan_inputs(g, UNITS, reset_after, torch.float64)
+    for v in (xw, *bias):
+        v.requires_grad_(True)
+    m = _mask(mask, torch.float64)
+    h_seq, saved = gru_scan_reference(xw, u, *bias, m, reset_after=reset_after, save=True, masked=True)
+    assert saved.shape[2] == saved_blocks(reset_after) * UNITS
+    d_seq, d_h = torch.randn(h_seq.shape, generator=g, dtype=torch.float64), torch.randn(BATCH, UNITS, generator=g,
+                                                                                           dtype=torch.float64)
+    ((h_seq * d_seq).sum() + (h_seq[:, -1] * d_h).sum()).backward()
+    got = gru_scan_grad_reference(u, h_seq.detach(), saved.detach(), m, d_seq, d_h, reset_after=reset_after,
+                                  has_dseq=True, has_dh=True, masked=True)
+    dxw, *dhu = got if reset_after else (got,)
+    torch.testing.assert_close(dxw, xw.grad, rtol=1e-10, atol=1e-10)
+    if reset_after:
+        torch.testing.assert_close(dhu[0].sum((0, 1)), bias[0].grad, rtol=1e-10, atol=1e-10)
+    masked = m == 0
+    assert not dxw[masked].any() and (dxw[~masked] != 0).any()
+
+
+# --- the decomposed training step of masked GRUs ----------------------------------------------------
+
+MASKED_VARIANTS = [dict(masking=True), dict(masking=True, go_backwards=True),
+                   dict(masking=True, return_sequences=True, zero_output_for_mask=True),
+                   dict(masking=True, reset_after=False, return_sequences=True, go_backwards=True),
+                   dict(masking=True, reset_after=False, zero_output_for_mask=True),
+                   dict(masking=True, return_state=True, use_bias=False), dict(masking=True, bidirectional=True)]
+
+
+def _ids(variant):
+    return "-".join(f"{k}" if v is True else f"{k}={v}" for k, v in variant.items() if k != "masking") or "default"
+
+
+@pytest.mark.parametrize("variant", MASKED_VARIANTS, ids=_ids)
+def test_decomposed_masked_gru_step_equals_the_whole_ops(variant):
+    layers = 2 if variant.get("bidirectional") else 1
+    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(kcomp.layers.GRU, variant)(), "gru",
+                                                       layers=layers, padding=True)
+    assert all(n.attrs["masked"] for n in step.nodes if n.op.startswith("gru_scan"))
+
+
+# Samples pre-padded, post-padded, with holes, fully padded; ids below 10.
+IDS = np.array([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 0, 0, 0], [4, 0, 2, 9, 0, 3, 0], [0] * TIME], "int32")
+LABELS = np.array([0, 1, 2, 1])
+
+
+def embedding_gru(lib, units=UNITS, **flags):
+    inp = lib.layers.Input(shape=(TIME,), dtype="int32")
+    seq = lib.layers.Embedding(10, 5, mask_zero=True)(inp)
+    return lib.Model(inp, lib.layers.Dense(3, activation="softmax")(lib.layers.GRU(units, **flags)(seq)))
+
+
+def assert_masked_step_runs_the_scans(units, scan, **flags):
+    """Embedding(mask_zero=True) -> GRU(units) -> Dense on triton-interpret: the masked gru runs as the
+    `scan` kernel and its gradient (no coarse op), with the reference executor's losses and weights."""
+
+    def make():
+        kcomp.utils.set_random_seed(3)
+        return embedding_gru(kcomp, units, **flags)
+
+    y = kcomp.utils.to_categorical(LABELS, 3)
+    assert_compiled_steps_match_the_reference(make, IDS, y, steps=2)
+    model = make()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
+    model.train_on_batch(IDS, y)
+    (step,) = model._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count(scan) == 1 and templates.count(scan.replace("scan", "scan_grad")) == 1, templates
+    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "gru" in i.node.op]
+
+
+@pytest.mark.parametrize("flags", [{}, dict(reset_after=False, go_backwards=True)], ids=["default", "reset_before-back"])
+def test_compiled_masked_training_step_runs_the_scans_and_matches_the_reference(flags):
+    assert_masked_step_runs_the_scans(UNITS, "gru_scan", **flags)
+
+
+def test_compiled_masked_gru_training_step_is_keras():
+    """Keras 3 side by side on the generated kernels: the same predictions, loss and weights after an
+    Adam step on the masked batch (the fully padded sample included)."""
+    from keras_oracle import keras, twins
+    from tolerances import tolerance
+
+    y = kcomp.utils.to_categorical(LABELS, 3)
+    ours, theirs = twins(lambda lib: embedding_gru(lib, return_sequences=False))
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.05), loss="categorical_crossentropy", backend="triton-interpret")
+    theirs.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    tol = tolerance("float32", "long")
+    np.testing.assert_allclose(ours.predict(IDS, verbose=0), theirs.predict(IDS, verbose=0), **tol)
+    np.testing.assert_allclose(ours.train_on_batch(IDS, y), float(theirs.train_on_batch(IDS, y)), **tol)
+    for a, b, w in zip(ours.get_weights(), theirs.get_weights(), ours.weights, strict=True):
+        np.testing.assert_allclose(a, b, **tol, err_msg=w.path)
+    (step,) = ours._training.steps.values()
+    assert [k.node.attrs["template"] for k in step.runner.plan.kernels].count("gru_scan_grad") == 1
