@@ -34,7 +34,7 @@ both scans as the LSTM's does (flipped with go_backwards; zero_output_for_mask a
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS
-from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
@@ -201,12 +201,12 @@ def _exact_inputs(node: Node) -> bool:
 def _gru_scannable(node: Node) -> bool:
     """What gru_scan computes (not _scannable, whose mask and dropout limits are the LSTM kernels'):
     Keras's default activations, float32, static time, no recurrent_dropout, a mask of x's dtype
-    where masked, up to GRU_SCAN_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
+    where masked, up to GRU_SCAN_TILED_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
     x, a = node.inputs[0], node.attrs
     mask_ok = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
     return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and not a["dropout_masks"] \
         and x.dtype == "float32" and is_static(x.shape[1]) and mask_ok and _exact_inputs(node) \
-        and node.inputs[2].shape[0] <= GRU_SCAN_MAX_UNITS
+        and node.inputs[2].shape[0] <= GRU_SCAN_TILED_MAX_UNITS
 
 
 def _simple_rnn_scannable(node: Node) -> bool:

@@ -31,13 +31,16 @@ from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_rank
 from kcomp.ir.ops.recurrent_scan import (
-    MASKED_ATTR, SCAN_MAX_UNITS, carry, check_like, check_mask, kept, scan_units, split_masked,
+    MASKED_ATTR, SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS, carry, check_like, check_mask, kept, scan_units, split_masked,
 )
 from kcomp.ir.types import TensorSpec
 
-# The largest hidden size the gru_scan kernels hold in registers (kernels/recurrent_gru.py); the
-# decompose pass leaves larger GRUs whole, for their torch reference. A tiled GRU kernel raises it.
+# The largest hidden size the gru_scan kernels hold in registers (kernels/recurrent_gru.py); above
+# it the tiled kernels (kernels/recurrent_tiled_gru.py: h in global memory, U read in chunks every
+# step) take them, up to GRU_SCAN_TILED_MAX_UNITS, the LSTM's tiled limit. The decompose pass
+# leaves larger GRUs whole, for their torch reference.
 GRU_SCAN_MAX_UNITS = SCAN_MAX_UNITS
+GRU_SCAN_TILED_MAX_UNITS = SCAN_TILED_MAX_UNITS
 
 
 def saved_blocks(reset_after: bool) -> int:

@@ -1,0 +1,189 @@
+"""The tiled GRU recurrence kernels (kernels/recurrent_tiled_gru.py), for hidden sizes above the
+on-chip limit, under Triton's interpreter at small ragged sizes that still take the tiled path:
+70 and 130 units in chunks of 32 or 16, so several output chunks and K-chunks run, the last ones
+partial; both reset_after modes, with and without a mask."""
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, GRU_SCAN_TILED_MAX_UNITS, gru_scan_reference
+from kcomp.kernels import recurrent_tiled_gru
+from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import STEP_PIPELINE
+from kernel_helpers import assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of
+from kernel_helpers import with_nonfinite
+from recurrent_cases import FEATURES, TIME, assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from test_kernels_recurrent_cells import GRU_SCANS, _gru_grad_case, _gru_scan_graph, _gru_scan_inputs
+from test_kernels_recurrent_gru_masks import assert_masked_step_runs_the_scans, check_scan, check_scan_grad
+from test_kernels_recurrent_masks import MASKS
+from tolerances import tolerance
+
+# (units, blocks): the interpreter's own (chunks of 32), and chunks of 16 units with K-chunks of 32
+CHUNKINGS = [(70, None), (130, dict(BLOCK_B=16, BLOCK_H=16, BLOCK_K=32, num_warps=4))]
+CHUNKING_IDS = ["70-blocks32", "130-blocks16x32"]
+UNITS = 70
+
+
+def _only_kernel(graph, template):
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == template
+    return kernel
+
+
+@pytest.mark.parametrize("units, config", CHUNKINGS, ids=CHUNKING_IDS)
+@pytest.mark.parametrize("reset_after, bias", GRU_SCANS)
+@pytest.mark.parametrize("save", [False, True])
+def test_scan_kernel_matches_the_reference(units, config, reset_after, bias, save):
+    """Every output into a NaN-poisoned buffer (an element left unwritten fails)."""
+    graph = _gru_scan_graph(units, reset_after, bias, save)
+    kernel = _only_kernel(graph, "gru_scan_tiled")
+    assert_launch_matches_reference(graph, kernel, _gru_scan_inputs(units, bias, seed=units + save),
+                                    kind="accumulating", precision="ieee", config=config)
+
+
+@pytest.mark.parametrize("reset_after, bias", [GRU_SCANS[0], GRU_SCANS[2]])
+def test_scan_kernel_carries_nan_and_inf_as_the_reference(reset_after, bias):
+    units, config = CHUNKINGS[1]
+    graph = _gru_scan_graph(units, reset_after, bias, True)
+    inputs = _gru_scan_inputs(units, bias, seed=9)
+    inputs[0] = with_nonfinite(inputs[0])
+    assert_launch_matches_reference(graph, _only_kernel(graph, "gru_scan_tiled"), inputs, kind="accumulating",
+                                    precision="ieee", config=config)
+
+
+@pytest.mark.parametrize("units, config", CHUNKINGS, ids=CHUNKING_IDS)
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("has_dseq, has_dh", [(True, True), (True, False), (False, True)])
+def test_scan_grad_kernel_matches_the_reference(units, config, reset_after, has_dseq, has_dh):
+    graph, inputs = _gru_grad_case(units, reset_after, has_dseq, has_dh, seed=units)
+    kernel = _only_kernel(graph, "gru_scan_grad_tiled")
+    assert_launch_matches_reference(graph, kernel, inputs, kind="accumulating", precision="ieee", config=config)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_scan_grad_kernel_is_autograd_through_the_scan_in_float64(reset_after):
+    """The kernel's dxw (float32) against torch.autograd through the reference scan in float64: the
+    gradient of sum(h_seq * d_seq) + sum(h_T * d_h) with respect to xw."""
+    units, config = CHUNKINGS[1]
+    xw, recurrent, *bias = _gru_scan_inputs(units, reset_after, seed=5)
+    g = torch.Generator().manual_seed(6)
+    d_seq, d_h = torch.randn(xw.shape[0], xw.shape[1], units, generator=g), torch.randn(xw.shape[0], units, generator=g)
+    xw64 = xw.double().requires_grad_()
+    h64 = gru_scan_reference(xw64, recurrent.double(), *(b.double() for b in bias), reset_after=reset_after, save=False)
+    ((h64 * d_seq.double()).sum() + (h64[:, -1] * d_h.double()).sum()).backward()
+    h_seq, saved = gru_scan_reference(xw, recurrent, *bias, reset_after=reset_after, save=True)
+    binding = recurrent_tiled_gru.GruTiledScanGradBinding(kernel_id="test", recurrent=0, h_seq=1, saved=2, d_seq=3,
+                                                          d_h=4, reset_after=reset_after,
+                                                          outputs=(0, 1) if reset_after else (0,))
+    out = recurrent_tiled_gru.launch_scan_grad(binding, (recurrent, h_seq, saved, d_seq, d_h), config=config,
+                                               precision="ieee")
+    dxw = out[0] if reset_after else out
+    torch.testing.assert_close(dxw, xw64.grad.float(), **tolerance("float32", "accumulating"))
+
+
+# --- with a mask ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("reset_after, bias", GRU_SCANS)
+def test_masked_scan_kernel_matches_the_reference(mask, reset_after, bias):
+    check_scan(UNITS, mask, reset_after, bias, save=mask != "holes", template="gru_scan_tiled")
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_masked_scan_grad_kernel_matches_the_reference(mask, reset_after):
+    check_scan_grad(UNITS, mask, reset_after, (True, mask != "holes"), "gru_scan_grad_tiled")
+
+
+def test_the_hidden_size_picks_the_template():
+    """On chip up to GRU_SCAN_MAX_UNITS, tiled above it up to GRU_SCAN_TILED_MAX_UNITS (past that the
+    gru op stays whole: test_kernels_recurrent_cells.py)."""
+    for units, scan, grad in ((GRU_SCAN_MAX_UNITS, "gru_scan", "gru_scan_grad"),
+                              (GRU_SCAN_MAX_UNITS + 1, "gru_scan_tiled", "gru_scan_grad_tiled"),
+                              (GRU_SCAN_TILED_MAX_UNITS, "gru_scan_tiled", "gru_scan_grad_tiled")):
+        _only_kernel(_gru_scan_graph(units, True, True, True), scan)
+        _only_kernel(_gru_grad_case(units, False, True, False, seed=0)[0], grad)
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(reset_after=False, return_sequences=True, go_backwards=True),
+                                     dict(masking=True, return_state=True, use_bias=False),
+                                     dict(masking=True, reset_after=False, zero_output_for_mask=True)],
+                         ids=["default", "reset_before-sequences-backwards", "masked-state-nobias",
+                              "masked-reset_before-zero_output"])
+def test_decomposed_training_step_equals_the_gru_op(variant):
+    """The decomposition of a GRU(70) (before fusion), run by the reference interpreter, against the
+    training step with the whole gru and gru_grad ops; fused, its scans are the tiled ones."""
+    # O(1) products over 70 units (weights scaled by 1 / sqrt(fan-in)): the gates do not saturate
+    decomposed = assert_decomposed_step_equals_the_whole_ops(
+        recurrent_model(kcomp.layers.GRU, variant, UNITS)(), "gru", padding=variant.get("masking", False),
+        weight_scale=lambda shape: shape[0] ** -0.5 if shape else 1.0)
+    templates = [k.attrs["template"] for k in kernels_of(run_pipeline(decomposed, passes=STEP_PIPELINE[-1:])[0])]
+    assert templates.count("gru_scan_tiled") == 1 and templates.count("gru_scan_grad_tiled") == 1
+    assert "gru_scan" not in templates and "gru_scan_grad" not in templates
+
+
+def test_compiled_training_steps_match_the_reference():
+    """Two Adam steps of a GRU(70) model on the triton-interpret backend (its recurrence in the tiled
+    kernels) and on the reference: the same losses, accuracies and weights."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, TIME, FEATURES)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 4), 3)
+    assert_compiled_steps_match_the_reference(recurrent_model(kcomp.layers.GRU, dict(reset_after=False), UNITS), x, y)
+
+
+def test_compiled_masked_training_step_runs_the_tiled_scans():
+    assert_masked_step_runs_the_scans(UNITS, "gru_scan_tiled")
+
+
+# --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
+
+AOT_UNITS = [128, 256]
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, AOT_UNITS, tmp_path, timeout=600)
+    templates = [t for masked in (False, True) for t in ("gru_scan_tiled", "gru_scan_grad_tiled") * 2]
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in templates]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+
+
+def compile_cases(units_list) -> list[dict]:
+    """The kernels compiled for sm_90 at each hidden size: the GRU with reset_after, then without,
+    unmasked then masked; one record per kernel."""
+    from aot_helpers import graph_kernel_records
+    from kcomp.ir.builder import GraphBuilder
+
+    records = []
+    for units in units_list:
+        for masked in (False, True):
+            b = GraphBuilder("scans")
+            outputs = []
+            for reset_after in (True, False):
+                xw = b.input(("N", 50, 3 * units), "float32", f"xw_{reset_after}")
+                u = b.input((units, 3 * units), "float32", f"recurrent_{reset_after}")
+                rb = [b.input((3 * units,), "float32", "recurrent_bias")] if reset_after else []
+                m = [b.input(("N", 50), "float32", f"mask_{reset_after}")] if masked else []
+                h_seq, saved = b.emit("gru_scan", [xw, u, *rb, *m], reset_after=reset_after, save=True, masked=masked)
+                outputs += [h_seq, *b.emit("gru_scan_grad", [u, h_seq, saved, *m, h_seq], reset_after=reset_after,
+                                           has_dseq=True, has_dh=False, masked=masked)]
+            records += graph_kernel_records(b.finish(outputs), units=units)
+    return records
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_tiled_gru.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
