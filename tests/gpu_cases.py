@@ -56,6 +56,14 @@ def wide_sequences():
 VOCAB = 23  # the embeddings case's ids: BATCH x 7 of them, so most rows sum several
 
 
+def wide_gru():
+    """gru_scan_tiled and gru_scan_grad_tiled: GRUs above the on-chip limit (64 units), 70 units in
+    several chunks, with reset_after and without (its two phases a step), masked (ids 0 are
+    padding); the barriers between chunks can only be checked on a GPU."""
+    return Sequential([Input(shape=(7,), dtype="int32"), Embedding(VOCAB, 5, mask_zero=True),
+                       GRU(70, return_sequences=True), GRU(70, reset_after=False), Dense(4, activation="softmax")])
+
+
 def embeddings():
     """embedding (its gather kernel in a training step, where the backward reads the embedded
     sequence), the LSTM projection gathering its rows through the ids (predict), embedding_grad."""
@@ -63,7 +71,7 @@ def embeddings():
 
 
 CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
-         "embeddings": embeddings}
+         "embeddings": embeddings, "wide_gru": wide_gru}
 
 
 def data(model, seed=0):

@@ -8,6 +8,7 @@ import torch
 
 import kcomp
 from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_TILED_MAX_UNITS
 from kcomp.ir.registry import OPS
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import PIPELINE
@@ -220,7 +221,7 @@ def test_what_the_kernels_do_not_compute_keeps_the_whole_op():
     """More units than the kernels hold, other activations, float64: the coarse ops, run by torch."""
     from kcomp.compiler import train_step_graph
 
-    cases = [(kcomp.layers.GRU(65), "gru"), (kcomp.layers.GRU(8, activation="relu"), "gru"),
+    cases = [(kcomp.layers.GRU(GRU_SCAN_TILED_MAX_UNITS + 1), "gru"), (kcomp.layers.GRU(8, activation="relu"), "gru"),
              (kcomp.layers.GRU(8, recurrent_activation="hard_sigmoid"), "gru"), (kcomp.layers.SimpleRNN(65), "simple_rnn"),
              (kcomp.layers.SimpleRNN(8, activation="sigmoid"), "simple_rnn")]
     for layer, cell in cases:
@@ -273,8 +274,23 @@ def test_predictions_and_a_training_step_are_keras():
 
 # --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
 
-AOT_UNITS = [32, 64]  # on chip, and (the GRU's) read every step; larger layers are not decomposed
+AOT_UNITS = [32, 64]  # on chip, and (the GRU's) read every step; larger GRUs: test_kernels_recurrent_tiled_gru.py
 AOT_TEMPLATES = ["gru_scan", "gru_scan_grad", "gru_scan", "gru_scan_grad", "simple_rnn_scan", "simple_rnn_scan_grad"]
+
+
+def emit_gru_scans(b, units, masked=False) -> list:
+    """A training step's GRU scans at time 50 on b: gru_scan and gru_scan_grad with reset_after,
+    then without (also the tiled kernels' AOT cases, there with a mask too); their outputs."""
+    outputs = []
+    for reset_after in (True, False):
+        xw = b.input(("N", 50, 3 * units), "float32", f"xw_{reset_after}")
+        u = b.input((units, 3 * units), "float32", f"recurrent_{reset_after}")
+        rb = [b.input((3 * units,), "float32", "recurrent_bias")] if reset_after else []
+        m = [b.input(("N", 50), "float32", f"mask_{reset_after}")] if masked else []
+        h_seq, saved = b.emit("gru_scan", [xw, u, *rb, *m], reset_after=reset_after, save=True, masked=masked)
+        outputs += [h_seq, *b.emit("gru_scan_grad", [u, h_seq, saved, *m, h_seq], reset_after=reset_after,
+                                   has_dseq=True, has_dh=False, masked=masked)]
+    return outputs
 
 
 def compile_cases(units_list) -> list[dict]:
@@ -285,14 +301,7 @@ def compile_cases(units_list) -> list[dict]:
     records = []
     for units in units_list:
         b = GraphBuilder("scans")
-        outputs = []
-        for reset_after in (True, False):
-            xw = b.input(("N", 50, 3 * units), "float32", f"xw_{reset_after}")
-            u = b.input((units, 3 * units), "float32", f"recurrent_{reset_after}")
-            rb = [b.input((3 * units,), "float32", "recurrent_bias")] if reset_after else []
-            h_seq, saved = b.emit("gru_scan", [xw, u, *rb], reset_after=reset_after, save=True)
-            outputs += [h_seq, *b.emit("gru_scan_grad", [u, h_seq, saved, h_seq], reset_after=reset_after,
-                                       has_dseq=True, has_dh=False)]
+        outputs = emit_gru_scans(b, units)
         xw, u = b.input(("N", 50, units), "float32", "xw"), b.input((units, units), "float32", "recurrent")
         h_seq = b.emit1("simple_rnn_scan", [xw, u])
         outputs += [h_seq, b.emit1("simple_rnn_scan_grad", [u, h_seq, h_seq], has_dseq=True, has_dh=False)]

@@ -13,9 +13,9 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference, saved_blocks
 from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
 from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from test_kernels_recurrent_cells import GRU_SCANS
 from test_kernels_recurrent_masks import BATCH, MASKS, TIME, UNITS
 
-GRU_SCANS = [(True, True), (True, False), (False, False)]  # (reset_after, a recurrent bias)
 
 
 def _mask(name, dtype=torch.float32):
@@ -29,8 +29,8 @@ def _scan_inputs(g, units, bias, dtype=torch.float32):
             *([torch.randn(3 * units, generator=g, dtype=dtype)] if bias else [])]
 
 
-def scan_graph(units, reset_after, bias, save):
-    """gru_scan with a mask (also the tiled kernels' test graph: tests/test_kernels_recurrent_tiled_gru.py)."""
+def _scan_graph(units, reset_after, bias, save):
+    """gru_scan with a mask."""
     b = GraphBuilder("gru_scan")
     xw = b.input((BATCH, TIME, 3 * units), "float32", "xw")
     u = b.input((units, 3 * units), "float32", "recurrent")
@@ -39,10 +39,10 @@ def scan_graph(units, reset_after, bias, save):
     return b.finish(list(b.emit("gru_scan", [xw, u, *rb, m], reset_after=reset_after, save=save, masked=True)))
 
 
-def check_scan(units, mask, reset_after, bias, save, template):
+def _check_scan(units, mask, reset_after, bias, save, template):
     """The masked forward against its reference, in one `template` launch; a masked step repeats h."""
     inputs = [*_scan_inputs(torch.Generator().manual_seed(3), units, bias), _mask(mask)]
-    run = assert_compiled_matches_reference(scan_graph(units, reset_after, bias, save), inputs, kind="accumulating",
+    run = assert_compiled_matches_reference(_scan_graph(units, reset_after, bias, save), inputs, kind="accumulating",
                                             precision="ieee")
     assert [k.attrs["template"] for k in kernels_of(run.fused)] == [template]
     h_seq = run.want[0]
@@ -52,7 +52,7 @@ def check_scan(units, mask, reset_after, bias, save, template):
                 assert torch.equal(h_seq[row, t], h_seq[row, t - 1] if t else torch.zeros(units))
 
 
-def grad_case(units, mask, reset_after, has, seed, dtype=torch.float32):
+def _grad_case(units, mask, reset_after, has, seed, dtype=torch.float32):
     """(graph, inputs) of a masked gru_scan_grad from the forward reference's h_seq and saved gates."""
     g = torch.Generator().manual_seed(seed)
     xw, u, *bias = _scan_inputs(g, units, reset_after, dtype)
@@ -68,26 +68,30 @@ def grad_case(units, mask, reset_after, has, seed, dtype=torch.float32):
     return graph, [u, h_seq, saved, m, *grads]
 
 
-def check_scan_grad(units, mask, reset_after, has, template):
-    graph, inputs = grad_case(units, mask, reset_after, has, seed=7)
+def _check_scan_grad(units, mask, reset_after, has, template):
+    graph, inputs = _grad_case(units, mask, reset_after, has, seed=7)
     run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
     assert [k.attrs["template"] for k in kernels_of(run.fused)] == [template]
 
 
-# --- the on-chip kernels --------------------------------------------------------------------------
+# --- the kernels: on chip, and tiled (kernels/recurrent_tiled_gru.py: 70 units, in chunks of 32) -----
+
+KERNELS = [(UNITS, "gru_scan"), (70, "gru_scan_tiled")]
 
 
+@pytest.mark.parametrize("units, template", KERNELS, ids=["on-chip", "tiled"])
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("reset_after, bias", GRU_SCANS)
-def test_gru_scan_kernel_with_a_mask_matches_the_reference(mask, reset_after, bias):
-    check_scan(UNITS, mask, reset_after, bias, save=mask != "holes", template="gru_scan")
+def test_gru_scan_kernel_with_a_mask_matches_the_reference(units, template, mask, reset_after, bias):
+    _check_scan(units, mask, reset_after, bias, save=mask != "holes", template=template)
 
 
+@pytest.mark.parametrize("units, template", KERNELS, ids=["on-chip", "tiled"])
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("has", [(True, True), (False, True)], ids=["dseq-dh", "dh"])
-def test_gru_scan_grad_kernel_with_a_mask_matches_the_reference(mask, reset_after, has):
-    check_scan_grad(UNITS, mask, reset_after, has, "gru_scan_grad")
+def test_gru_scan_grad_kernel_with_a_mask_matches_the_reference(units, template, mask, reset_after, has):
+    _check_scan_grad(units, mask, reset_after, has, template.replace("scan", "scan_grad"))
 
 
 @pytest.mark.parametrize("mask", MASKS)

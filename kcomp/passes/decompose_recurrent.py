@@ -27,8 +27,10 @@ simple_rnn_scan and their gradients (kcomp/ir/ops/recurrent_scan_gru.py, recurre
 the GRU with Keras's default activations and either reset_after (with reset_after its (2, 3 * units)
 bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
 the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up to their
-kernels' units limits, and exactly the inputs the scans read. A masked gru passes its mask to
-both scans as the LSTM's does (flipped with go_backwards; zero_output_for_mask a product with it).
+kernels' units limits (the GRU's: GRU_SCAN_TILED_MAX_UNITS, on chip up to GRU_SCAN_MAX_UNITS and
+tiled above, as the LSTM's), and exactly the inputs the scans read. A masked gru (any size the
+GRU kernels take) passes its mask to both scans as the LSTM's does (flipped with go_backwards;
+zero_output_for_mask a product with it); a gru with recurrent_dropout stays whole.
 """
 
 from kcomp.ir.graph import Node
