@@ -38,7 +38,7 @@ from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import ScanCall, kept_or, load_or_zeros, output_buffers, present, step_kept, tanh
 from kcomp.kernels.recurrent_gru import GruScanBinding, GruScanGradBinding
-from kcomp.kernels.recurrent_tiled import times_matrix
+from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, times_matrix
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
 
@@ -213,9 +213,6 @@ class GruTiledScanBinding(GruScanBinding):
 @dataclass(frozen=True, kw_only=True)
 class GruTiledScanGradBinding(GruScanGradBinding):
     pass
-
-
-INTERPRETER_BLOCKS = dict(BLOCK_B=16, BLOCK_H=32, BLOCK_K=32, num_warps=4)  # the smallest tiles tl.dot takes
 
 
 def _candidates(call, interpret: bool) -> list[dict]:
