@@ -34,14 +34,14 @@ ON_CHIP_MAX = 64  # the largest BLOCK_H whose one recurrent tile is loaded once,
 
 
 @triton.jit
-def _activate(z, RELU: tl.constexpr):
+def activate(z, RELU: tl.constexpr):
     if RELU:
         return tl.where(z < 0.0, 0.0, z)  # not tl.maximum, which drops NaN where torch.relu keeps it
     return tanh(z)
 
 
 @triton.jit
-def _activation_grad(h, RELU: tl.constexpr):
+def activation_grad(h, RELU: tl.constexpr):
     """The activation's derivative at the pre-activation that gave h, from h itself."""
     if RELU:
         return tl.where(h > 0.0, 1.0, 0.0)
@@ -62,7 +62,7 @@ def simple_rnn_scan_kernel(
         z += times_gate(h, U, units, 0, u, 1, ON_CHIP, False, PRECISION, BLOCK_H)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         # columns past units stay zero: they feed the next dot; a masked step keeps h
-        h = kept_or(keep, tl.where(ok, _activate(z, RELU), 0.0), h, MASKED)
+        h = kept_or(keep, tl.where(ok, activate(z, RELU), 0.0), h, MASKED)
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
 
 
@@ -81,7 +81,7 @@ def simple_rnn_scan_grad_kernel(
         dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
         h = tl.load(HSEQ + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step: zero gradient, dh passed on
-        dz = kept_or(keep, tl.where(ok, dh * _activation_grad(h, RELU), 0.0), 0.0, MASKED)
+        dz = kept_or(keep, tl.where(ok, dh * activation_grad(h, RELU), 0.0), 0.0, MASKED)
         tl.store(DZ + seq_rows + t * units, dz.to(DZ.dtype.element_ty), mask=ok)
         dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
         dh_next += times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H)
@@ -108,16 +108,23 @@ class SimpleRnnScanGradBinding(Binding):
     activation: str
 
 
-def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+def scan_call(binding: SimpleRnnScanBinding, inputs, out, precision: str, max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
+    """The forward launch checked and allocated, its tensors (XW, U, MASK, HSEQ): this template's
+    and, up to its own max_units, the tiled one's (recurrent_tiled_simple_rnn.py)."""
     # check: the projected inputs and U contiguous
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
     (mask,) = present(inputs, (binding.mask,), xw)  # no mask: never read
-    n, steps, units = sizes("simple_rnn_scan", xw, u.shape[0], SIMPLE_RNN_SCAN_MAX_UNITS)
+    n, steps, units = sizes("simple_rnn_scan", xw, u.shape[0], max_units)
     # allocate: every h_t
     if out is None:
         out = torch.empty_like(xw)
-    run_scan(ScanCall(binding, inputs, out, (xw, u, mask, out), n, steps, units, precision), config, interpret)
-    return out
+    return ScanCall(binding, inputs, out, (xw, u, mask, out), n, steps, units, precision)
+
+
+def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    call = scan_call(binding, inputs, out, precision)
+    run_scan(call, config, interpret)
+    return call.out
 
 
 @tuned(candidates)
@@ -125,25 +132,34 @@ def run_scan(call: ScanCall, config: dict):
     launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, RELU=call.binding.activation == "relu")
 
 
-def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config=None, precision="tf32",
-                     interpret=None):
+def scan_grad_call(binding: SimpleRnnScanGradBinding, inputs, out, precision: str,
+                   max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
+    """The backward launch checked and allocated, its tensors (U, HSEQ, MASK, DSEQ, DH, DZ), as scan_call."""
     # check: U, every h_t and the gradients present, contiguous (an absent one: never read)
     u, h_seq = inputs[binding.recurrent].contiguous(), inputs[binding.h_seq].contiguous()
     mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
-    n, steps, units = sizes("simple_rnn_scan_grad", h_seq, u.shape[0], SIMPLE_RNN_SCAN_MAX_UNITS)
+    n, steps, units = sizes("simple_rnn_scan_grad", h_seq, u.shape[0], max_units)
     # allocate: the gradient of every step's xw
     if out is None:
         out = torch.empty_like(h_seq)
-    run_scan_grad(ScanCall(binding, inputs, out, (u, h_seq, mask, d_seq, d_h, out), n, steps, units, precision), config,
-                  interpret)
-    return out
+    return ScanCall(binding, inputs, out, (u, h_seq, mask, d_seq, d_h, out), n, steps, units, precision)
+
+
+def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config=None, precision="tf32",
+                     interpret=None):
+    call = scan_grad_call(binding, inputs, out, precision)
+    run_scan_grad(call, config, interpret)
+    return call.out
+
+
+def grad_flags(binding: SimpleRnnScanGradBinding) -> dict:
+    """The backward kernels' constexprs: which gradients arrive, and the activation."""
+    return dict(HAS_DSEQ=binding.d_seq is not None, HAS_DH=binding.d_h is not None, RELU=binding.activation == "relu")
 
 
 @tuned(candidates)
 def run_scan_grad(call: ScanCall, config: dict):
-    b = call.binding
-    launch_grid(simple_rnn_scan_grad_kernel, call, config, ON_CHIP_MAX, HAS_DSEQ=b.d_seq is not None,
-                HAS_DH=b.d_h is not None, RELU=b.activation == "relu")
+    launch_grid(simple_rnn_scan_grad_kernel, call, config, ON_CHIP_MAX, **grad_flags(call.binding))
 
 
 TEMPLATES = (

@@ -62,8 +62,17 @@ def embeddings():
     return Sequential([Input(shape=(7,), dtype="int32"), Embedding(VOCAB, 5), LSTM(6), Dense(4, activation="softmax")])
 
 
+def wide_simple_rnns():
+    """simple_rnn_scan_tiled and simple_rnn_scan_grad_tiled: stacked SimpleRNNs above the on-chip
+    limit (64 units), 70 units in several chunks, relu and tanh, both masked (the ids data() draws
+    hold zeros: Embedding(mask_zero=True) masks those steps)."""
+    return Sequential([Input(shape=(7,), dtype="int32"), Embedding(VOCAB, 5, mask_zero=True),
+                       SimpleRNN(70, activation="relu", return_sequences=True), SimpleRNN(70),
+                       Dense(4, activation="softmax")])
+
+
 CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
-         "embeddings": embeddings}
+         "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings}
 
 
 def data(model, seed=0):

@@ -28,13 +28,17 @@ the GRU with Keras's default activations and either reset_after (with reset_afte
 bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
 the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up to their
 kernels' units limits, and exactly the inputs the scans read.
+
+A simple_rnn decomposes up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to
+SIMPLE_RNN_SCAN_MAX_UNITS, the tiled ones, kernels/recurrent_tiled_simple_rnn.py, the rest), with
+its mask or without, at every size: the mask reaches both scans as a masked lstm's does.
 """
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
-from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
@@ -207,7 +211,7 @@ def _simple_rnn_scannable(node: Node) -> bool:
     # a mask the scans read: 0/1 floats of x's dtype, as the layers make them
     mask_read = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
     return not a["dropout_masks"] and mask_read and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
-        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SIMPLE_RNN_SCAN_MAX_UNITS
+        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 
 def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
