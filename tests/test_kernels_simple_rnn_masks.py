@@ -11,7 +11,11 @@ import torch
 import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_reference, simple_rnn_scan_reference
-from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
+from kcomp.errors import ShapeError
+from kernel_helpers import (
+    assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, assert_launch_matches_reference,
+    kernels_of, with_nonfinite,
+)
 from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
 from test_kernels_recurrent_masks import BATCH, MASKED_VARIANTS, MASKS, TIME, UNITS, _gradients, _ids, _mask
 from tolerances import tolerance
@@ -25,16 +29,28 @@ def _scan_inputs(g, mask, dtype=torch.float32):
             torch.randn(UNITS, UNITS, generator=g, dtype=dtype) * UNITS ** -0.5, _mask(mask, dtype))
 
 
-@pytest.mark.parametrize("mask", MASKS)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_scan_kernel_with_a_mask_matches_the_reference(mask, activation):
+def _check_kernel(graph, inputs, template):
+    """The fused plan against the reference, then its one kernel launched into NaN-poisoned outputs
+    (every element written); returns the plan's run."""
+    run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
+    (kernel,) = kernels_of(run.fused)
+    assert kernel.attrs["template"] == template
+    assert_launch_matches_reference(graph, kernel, inputs, kind="accumulating", precision="ieee")
+    return run
+
+
+def _scan_graph(activation):
     b = GraphBuilder("scan")
     xw, u = b.input((BATCH, TIME, UNITS), "float32", "xw"), b.input((UNITS, UNITS), "float32", "recurrent")
     m = b.input((BATCH, TIME), "float32", "mask")
-    graph = b.finish([b.emit1("simple_rnn_scan", [xw, u, m], activation=activation, masked=True)])
+    return b.finish([b.emit1("simple_rnn_scan", [xw, u, m], activation=activation, masked=True)])
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_scan_kernel_with_a_mask_matches_the_reference(mask, activation):
     inputs = list(_scan_inputs(torch.Generator().manual_seed(3), mask))
-    run = assert_compiled_matches_reference(graph, inputs, kind="accumulating", precision="ieee")
-    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["simple_rnn_scan"]
+    run = _check_kernel(_scan_graph(activation), inputs, "simple_rnn_scan")
     (h_seq,) = run.want
     for row, steps in enumerate(MASKS[mask]):  # a masked step repeats the state before it (zeros at first)
         for t, read in enumerate(steps):
@@ -54,9 +70,27 @@ def test_scan_grad_kernel_with_a_mask_matches_the_reference(mask, has, activatio
     vs = [b.input(tuple(v.shape), "float32", name) for v, name in zip((recurrent, h_seq, m, *given), names)]
     graph = b.finish([b.emit1("simple_rnn_scan_grad", vs, activation=activation, has_dseq=has[0], has_dh=has[1],
                               masked=True)])
-    run = assert_compiled_matches_reference(graph, [recurrent, h_seq, m, *given], kind="accumulating",
-                                            precision="ieee")
-    assert [k.attrs["template"] for k in kernels_of(run.fused)] == ["simple_rnn_scan_grad"]
+    _check_kernel(graph, [recurrent, h_seq, m, *given], "simple_rnn_scan_grad")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_masked_scan_kernel_carries_nan_and_inf_as_the_reference(activation):
+    """NaN and +-inf in the projected inputs: at a read step they spread through h @ U, at a masked
+    one the kept h drops them, in the kernel as in the reference."""
+    xw, recurrent, m = _scan_inputs(torch.Generator().manual_seed(4), "holes")
+    assert_compiled_matches_reference(_scan_graph(activation), [with_nonfinite(xw), recurrent, m],
+                                      kind="accumulating", precision="ieee")
+
+
+def test_a_mask_that_is_not_one_value_per_row_and_step_is_refused():
+    b = GraphBuilder("scan")
+    xw, u = b.input((BATCH, TIME, UNITS), "float32", "xw"), b.input((UNITS, UNITS), "float32", "recurrent")
+    for mask, masked, message in (((BATCH, TIME + 1), True, "expected one 0/1 value per row and step"),
+                                  (None, True, "masked=True takes 3 inputs, received 2"),
+                                  ((BATCH, TIME), False, "masked=False takes 2 inputs, received 3")):
+        given = [b.input(mask, "float32", "mask")] if mask else []
+        with pytest.raises(ShapeError, match=message):
+            b.emit1("simple_rnn_scan", [xw, u, *given], masked=masked)
 
 
 @pytest.mark.parametrize("mask", MASKS)
