@@ -1,7 +1,9 @@
 """The tiled SimpleRNN recurrence kernels (kernels/recurrent_tiled_simple_rnn.py), for hidden sizes
 above the on-chip limit, under Triton's interpreter at small ragged sizes that still take the
 tiled path: 70 units in chunks of 32, and 100 in chunks of 16 with K-chunks of 32, so several
-output chunks and K-chunks run, the last ones partial; with and without a step mask."""
+output chunks and K-chunks run, the last ones partial; with and without a step mask. Its AOT
+test compiles the scans at 32 and 64 units too (the on-chip ones, masked and not) as well as
+the tiled ones at 128 and 256."""
 
 import numpy as np
 import pytest
@@ -175,12 +177,17 @@ def test_compiled_training_steps_match_the_reference(masking):
 
 # --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
 
-AOT_UNITS = [128, 256]
-AOT_TEMPLATES = ["simple_rnn_scan_tiled", "simple_rnn_scan_grad_tiled"] * 2  # without a mask, then with one
+AOT_UNITS = [32, 64, 128, 256]  # the hidden size picks the template: on chip up to 64 (the masked ones here), tiled above
+
+
+def _aot_templates(units: int) -> list[str]:
+    """The kernels compile_cases builds at `units`: forward and backward without a mask, then with one."""
+    suffix = "_tiled" if units > SIMPLE_RNN_SCAN_MAX_UNITS else ""
+    return [f"simple_rnn_scan{suffix}", f"simple_rnn_scan_grad{suffix}"] * 2
 
 
 def compile_cases(units_list) -> list[dict]:
-    """Both tiled kernels compiled for sm_90 at each hidden size, without a mask and with one."""
+    """Both scan kernels compiled for sm_90 at each hidden size, without a mask and with one."""
     from aot_helpers import graph_kernel_records
 
     records = []
@@ -203,9 +210,9 @@ def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path
     from aot_helpers import run_file_as_aot_child
 
     records = run_file_as_aot_child(__file__, AOT_UNITS, tmp_path, timeout=400)
-    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in AOT_TEMPLATES]
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in _aot_templates(u)]
     for r in records:
-        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"].get("HMMA", 0) > 0, r
 
 
 if __name__ == "__main__":  # the AOT child: python tests/test_kernels_simple_rnn_tiled.py CASES_JSON ANSWER_PATH
