@@ -30,14 +30,18 @@ the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up
 kernels' units limits (the GRU's: GRU_SCAN_TILED_MAX_UNITS, on chip up to GRU_SCAN_MAX_UNITS and
 tiled above, as the LSTM's), and exactly the inputs the scans read. A masked gru (any size the
 GRU kernels take) passes its mask to both scans as the LSTM's does (flipped with go_backwards;
-zero_output_for_mask a product with it); a gru with recurrent_dropout stays whole.
+zero_output_for_mask its zeros_where_masked); a gru with recurrent_dropout stays whole.
+
+A simple_rnn decomposes up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to
+SIMPLE_RNN_SCAN_MAX_UNITS, the tiled ones, kernels/recurrent_tiled_simple_rnn.py, the rest), with
+its mask or without, at every size: the mask reaches both scans as a masked lstm's does.
 """
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_TILED_MAX_UNITS
-from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
@@ -71,9 +75,10 @@ def _read_mask(rw: Rewriter, node: Node) -> list:
 
 
 def _zero_masked(rw: Rewriter, node: Node, mask: list, v):
-    """v (an h sequence or a last h, or its gradient) times the mask where a masked step outputs
-    zeros (zero_output_for_mask): the scans carry the state through every step, the coarse op's
-    output sequence is zero at the masked ones (and its last output, if the last step is masked)."""
+    """v (an h sequence or a last h, or its gradient) zero at the masked steps where a masked step
+    outputs zeros (zero_output_for_mask): the scans carry the state through every step, the coarse
+    op's output sequence is zero at the masked ones (and its last output, if the last step is
+    masked), as Keras's where makes it, also where the carried state is NaN or inf."""
     if not mask or not node.attrs["zero_output_for_mask"]:
         return v
     m, steps = mask[0], mask[0].shape[1]
@@ -81,7 +86,7 @@ def _zero_masked(rw: Rewriter, node: Node, mask: list, v):
         m = rw.emit1("slice", [m], axis=1, start=steps - 1, stop=steps)
     else:
         m = rw.emit1("reshape", [m], shape=(*m.shape, 1))
-    return rw.emit1("mul", [v, m])
+    return rw.emit1("zeros_where_masked", [v, m])
 
 
 def _forward_inputs(node: Node) -> tuple:
@@ -214,8 +219,10 @@ def _gru_scannable(node: Node) -> bool:
 def _simple_rnn_scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
-    return not (a["masked"] or a["dropout_masks"]) and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
-        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SIMPLE_RNN_SCAN_MAX_UNITS
+    # a mask the scans read: 0/1 floats of x's dtype, as the layers make them
+    mask_read = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
+    return not a["dropout_masks"] and mask_read and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
+        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 
 def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
@@ -283,8 +290,11 @@ def simple_rnn_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
     _, xw = _projection(rw, node)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2]], activation=node.attrs["activation"])
-    return _last_outputs(rw, node, h_seq)
+    mask = _read_mask(rw, node)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2], *mask], activation=node.attrs["activation"],
+                     masked=bool(mask))
+    out, h_last = _last_outputs(rw, node, h_seq)
+    return [_zero_masked(rw, node, mask, out), h_last]
 
 
 def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
@@ -292,10 +302,13 @@ def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
         return None
     recurrent, activation = node.inputs[2], node.attrs["activation"]
     x_read, xw = _projection(rw, node)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent], activation=activation)  # the forward's, once CSE has run
-    d_seq, d_h, _ = _state_grads(rw, node, [])
+    mask = _read_mask(rw, node)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent, *mask], activation=activation,
+                     masked=bool(mask))  # the forward's, once CSE has run
+    d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
-    dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *present], activation=activation, **flags)
+    dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *mask, *present], activation=activation,
+                  masked=bool(mask), **flags)
     return _projected_grads(rw, node, x_read, dz, h_seq)
 
 
