@@ -65,3 +65,25 @@ def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 
     for a, b in zip(run_reference(step, inputs, params), run_reference(decomposed, inputs, params), strict=True):
         torch.testing.assert_close(b, a, **tolerance("float32", "long"))
     return decomposed
+
+
+def assert_decomposed_masked_step_equals_the_whole_ops(layer_class, cell: str, variant: dict, **options):
+    """assert_decomposed_step_equals_the_whole_ops of recurrent_model(layer_class, variant) (a
+    masking variant) on PADDING's samples: every scan of the step reads the mask."""
+    layers = 2 if variant.get("bidirectional") or variant.get("stacked") else 1
+    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(layer_class, variant, **options)(), cell,
+                                                       layers=layers, padding=True)
+    assert all(n.attrs["masked"] for n in step.nodes if n.op.startswith(f"{cell}_scan"))
+    return step
+
+
+def assert_predictions_and_a_step_equal_keras(ours, theirs, x, y):
+    """Compiled twins (keras_oracle.twins, then each compiled): the same predictions on x, loss on
+    one training step on (x, y) and weights after it."""
+    import numpy as np
+
+    tol = tolerance("float32", "long")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), **tol)
+    np.testing.assert_allclose(ours.train_on_batch(x, y), float(theirs.train_on_batch(x, y)), **tol)
+    for a, b, w in zip(ours.get_weights(), theirs.get_weights(), ours.weights, strict=True):
+        np.testing.assert_allclose(a, b, **tol, err_msg=w.path)

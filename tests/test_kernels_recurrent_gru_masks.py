@@ -12,7 +12,9 @@ import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference, saved_blocks
 from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
-from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from recurrent_cases import (
+    assert_decomposed_masked_step_equals_the_whole_ops, assert_predictions_and_a_step_equal_keras,
+)
 from test_kernels_recurrent_cells import GRU_SCANS
 from test_kernels_recurrent_masks import BATCH, MASKS, TIME, UNITS
 
@@ -133,10 +135,7 @@ def _ids(variant):
 
 @pytest.mark.parametrize("variant", MASKED_VARIANTS, ids=_ids)
 def test_decomposed_masked_gru_step_equals_the_whole_ops(variant):
-    layers = 2 if variant.get("bidirectional") else 1
-    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(kcomp.layers.GRU, variant)(), "gru",
-                                                       layers=layers, padding=True)
-    assert all(n.attrs["masked"] for n in step.nodes if n.op.startswith("gru_scan"))
+    assert_decomposed_masked_step_equals_the_whole_ops(kcomp.layers.GRU, "gru", variant)
 
 
 # Samples pre-padded, post-padded, with holes, fully padded; ids below 10.
@@ -178,16 +177,10 @@ def test_compiled_masked_gru_training_step_is_keras():
     """Keras 3 side by side on the generated kernels: the same predictions, loss and weights after an
     Adam step on the masked batch (the fully padded sample included)."""
     from keras_oracle import keras, twins
-    from tolerances import tolerance
 
-    y = kcomp.utils.to_categorical(LABELS, 3)
     ours, theirs = twins(lambda lib: embedding_gru(lib, return_sequences=False))
     ours.compile(optimizer=kcomp.optimizers.Adam(0.05), loss="categorical_crossentropy", backend="triton-interpret")
     theirs.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
-    tol = tolerance("float32", "long")
-    np.testing.assert_allclose(ours.predict(IDS, verbose=0), theirs.predict(IDS, verbose=0), **tol)
-    np.testing.assert_allclose(ours.train_on_batch(IDS, y), float(theirs.train_on_batch(IDS, y)), **tol)
-    for a, b, w in zip(ours.get_weights(), theirs.get_weights(), ours.weights, strict=True):
-        np.testing.assert_allclose(a, b, **tol, err_msg=w.path)
+    assert_predictions_and_a_step_equal_keras(ours, theirs, IDS, kcomp.utils.to_categorical(LABELS, 3))
     (step,) = ours._training.steps.values()
     assert [k.node.attrs["template"] for k in step.runner.plan.kernels].count("gru_scan_grad") == 1
