@@ -120,7 +120,7 @@ def gru_scan_grad_kernel(
         _store_gates(DXW, xw_rows + t * 3 * units, units, ok, dz, dr, da)
         dh_prev += times_gate(dz, U, units, 0, ut_z, 3, ON_CHIP, True, PRECISION, BLOCK_H)
         dh_prev += times_gate(dr, U, units, 1, ut_r, 3, ON_CHIP, True, PRECISION, BLOCK_H)
-        dh_prev += kept_or(keep, 0.0, dh_in, MASKED)  # and dh passed to the step before
+        dh_prev += kept_or(keep, tl.zeros_like(dh_in), dh_in, MASKED)  # and dh passed to the step before
         dh_next = tl.where(ok, dh_prev, 0.0)
 
 

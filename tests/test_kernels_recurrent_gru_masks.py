@@ -184,3 +184,34 @@ def test_compiled_masked_gru_training_step_is_keras():
     assert_predictions_and_a_step_equal_keras(ours, theirs, IDS, kcomp.utils.to_categorical(LABELS, 3))
     (step,) = ours._training.steps.values()
     assert [k.node.attrs["template"] for k in step.runner.plan.kernels].count("gru_scan_grad") == 1
+
+
+# --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
+
+AOT_UNITS = [32, 64]  # the masked on-chip GRU scans: tiles on chip, and read every step (tiled: test_kernels_recurrent_tiled_gru)
+
+
+@pytest.mark.slow
+def test_masked_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, AOT_UNITS, tmp_path, timeout=300)
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS
+                                                              for t in ("gru_scan", "gru_scan_grad") * 2]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_gru_masks.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    from aot_helpers import graph_kernel_records
+    from test_kernels_recurrent_cells import emit_gru_scans
+
+    records = []
+    for units in json.loads(sys.argv[1]):
+        b = GraphBuilder("scans")
+        records += graph_kernel_records(b.finish(emit_gru_scans(b, units, masked=True)), units=units)
+    Path(sys.argv[2]).write_text(json.dumps(records, default=str))
