@@ -11,7 +11,9 @@ import torch
 import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference, saved_blocks
-from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
+from kernel_helpers import (
+    assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of, with_nonfinite,
+)
 from recurrent_cases import (
     assert_decomposed_masked_step_equals_the_whole_ops, assert_predictions_and_a_step_equal_keras,
 )
@@ -86,6 +88,26 @@ KERNELS = [(UNITS, "gru_scan"), (70, "gru_scan_tiled")]
 @pytest.mark.parametrize("reset_after, bias", GRU_SCANS)
 def test_gru_scan_kernel_with_a_mask_matches_the_reference(units, template, mask, reset_after, bias):
     _check_scan(units, mask, reset_after, bias, save=mask != "holes", template=template)
+
+
+@pytest.mark.parametrize("units, template", KERNELS, ids=["on-chip", "tiled"])
+@pytest.mark.parametrize("reset_after, bias", [GRU_SCANS[0], GRU_SCANS[2]])
+def test_masked_scan_kernels_carry_nan_and_inf_as_the_reference(units, template, reset_after, bias):
+    """NaN and +-inf in the projected inputs at read and at masked steps of a holed mask: a masked
+    step keeps h as it was (a NaN read there goes nowhere), forward and backward."""
+    g = torch.Generator().manual_seed(4)
+    xw, u, *rb = _scan_inputs(g, units, bias)
+    m = _mask("holes")
+    xw = with_nonfinite(xw)
+    steps = [(p // (TIME * 3 * units), p // (3 * units) % TIME) for p in xw.flatten().isfinite().logical_not().nonzero()]
+    assert {m[s].item() for s in steps} == {0.0, 1.0}  # some at read steps, some at masked ones
+    run = assert_compiled_matches_reference(_scan_graph(units, reset_after, bias, True), [xw, u, *rb, m],
+                                            kind="accumulating", precision="ieee")
+    assert [k.attrs["template"] for k in kernels_of(run.fused)] == [template]
+    h_seq, saved = run.want
+    graph, _ = _grad_case(units, "holes", reset_after, (True, True), seed=5)
+    grads = [torch.randn(v.shape, generator=g) for v in graph.inputs[4:]]
+    assert_compiled_matches_reference(graph, [u, h_seq, saved, m, *grads], kind="accumulating", precision="ieee")
 
 
 @pytest.mark.parametrize("units, template", KERNELS, ids=["on-chip", "tiled"])
