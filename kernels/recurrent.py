@@ -33,7 +33,7 @@ from kcomp.kernels.recurrent_common import (
     ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
     kept_or, sizes, step_kept, tanh, tile_before_loop, times_gate,
 )
-from kcomp.kernels.scan_launch import grad_flags
+from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
 from kcomp.kernels.template import Binding, Template
 
 
@@ -154,12 +154,7 @@ def launch_scan(binding: LstmScanBinding, inputs, out=None, config=None, precisi
     # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
     shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
-    if binding.save:
-        h_seq, c_seq, gates = buffers
-        tensors = (xw, u, mask, h_seq, c_seq, gates, h_seq)  # CLAST unused: the last c is c_seq's
-    else:
-        h_seq, c_last = buffers
-        tensors = (xw, u, mask, h_seq, h_seq, xw, c_last)  # CSEQ and GATES unused (never written)
+    tensors = lstm_scan_tensors(binding.save, xw, u, mask, buffers)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -171,13 +166,12 @@ def run_scan(call: ScanCall, config: dict):
 
 def launch_scan_grad(binding: LstmScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: U, every c_t, the gates and the gradients present, contiguous (an absent one: never read)
-    u, c_seq, gates = (inputs[i].contiguous() for i in (binding.recurrent, binding.c_seq, binding.gates))
-    mask, d_seq, d_h, d_c = present(inputs, (binding.mask, binding.d_seq, binding.d_h, binding.d_c), gates)
-    n, steps, units = sizes("lstm_scan", gates, u.shape[0], SCAN_MAX_UNITS)
+    operands = grad_operands(binding, inputs)
+    n, steps, units = sizes("lstm_scan", operands[2], operands[0].shape[0], SCAN_MAX_UNITS)
     # allocate: the gradient of every step's gates
     if out is None:
-        out = torch.empty_like(gates)
-    tensors = (u, c_seq, gates, mask, d_seq, d_h, d_c, out)
+        out = torch.empty_like(operands[2])
+    tensors = (*operands, out)
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 

@@ -1,29 +1,30 @@
-"""Launch steps of the tiled LSTM templates (kernels/recurrent_tiled.py): the scan kernels' tensor
-arguments from the output buffers (recurrent_common.output_buffers allocates them), and a scan
-gradient's operands and flags from its binding. The on-chip launches in kernels/recurrent.py do
-the same steps in their own lines, which can call these instead.
+"""Launch steps of the LSTM templates, on chip (kernels/recurrent.py) and tiled (recurrent_tiled.py):
+the scan kernels' tensor arguments from the output buffers (recurrent_common.output_buffers
+allocates them), and a scan gradient's operands and flags from its binding. Both kernels of a
+direction take their tensors in the same order.
 """
 
 from kcomp.kernels.recurrent_common import present
 
 
-def lstm_scan_tensors(save: bool, xw, u, buffers) -> tuple:
-    """The lstm scan kernels' tensor arguments (XW, U, HSEQ, CSEQ, GATES, CLAST) from output_buffers'
-    buffers: saving, every h_t, c_t and the gates (CLAST unused: the last c is c_seq's); else
-    every h_t and the last c (CSEQ and GATES unused, never written). An unused one is another
-    tensor of the call: a pointer the kernel never follows."""
+def lstm_scan_tensors(save: bool, xw, u, mask, buffers) -> tuple:
+    """The lstm scan kernels' tensor arguments (XW, U, MASK, HSEQ, CSEQ, GATES, CLAST) from
+    output_buffers' buffers: saving, every h_t, c_t and the gates (CLAST unused: the last c is
+    c_seq's); else every h_t and the last c (CSEQ and GATES unused, never written). An unused one
+    (and the mask without one: recurrent_common.present) is another tensor of the call: a pointer
+    the kernel never follows."""
     if save:
         h_seq, c_seq, gates = buffers
-        return xw, u, h_seq, c_seq, gates, h_seq
+        return xw, u, mask, h_seq, c_seq, gates, h_seq
     h_seq, c_last = buffers
-    return xw, u, h_seq, h_seq, xw, c_last
+    return xw, u, mask, h_seq, h_seq, xw, c_last
 
 
 def grad_operands(binding, inputs) -> tuple:
-    """(U, every c_t, the gates, d_seq, d_h, d_c) of an lstm_scan_grad binding, contiguous; an
-    absent gradient is the gates tensor, which the kernel never reads in its place."""
+    """(U, every c_t, the gates, the mask, d_seq, d_h, d_c) of an lstm_scan_grad binding, contiguous;
+    an absent mask or gradient is the gates tensor, which the kernel never reads in its place."""
     u, c_seq, gates = (inputs[i].contiguous() for i in (binding.recurrent, binding.c_seq, binding.gates))
-    return (u, c_seq, gates, *present(inputs, (binding.d_seq, binding.d_h, binding.d_c), gates))
+    return (u, c_seq, gates, *present(inputs, (binding.mask, binding.d_seq, binding.d_h, binding.d_c), gates))
 
 
 def grad_flags(binding) -> dict:

@@ -16,7 +16,7 @@ tiled ones the rest: the fusion pass picks), and a time axis of static length (s
 step needs it). Anything else
 stays one coarse op, run by its torch reference.
 
-A masked lstm (its float mask, on chip: up to SCAN_MAX_UNITS) passes the mask to both scans,
+A masked lstm (its float mask; on chip or tiled) passes the mask to both scans,
 flipped with the sequence for go_backwards as the coarse op reads it. The scans carry the states
 through a masked step, so the h sequence's last step is the final h either way; where a masked
 step outputs zeros (zero_output_for_mask) the pass multiplies the output, and its gradient, by
@@ -32,7 +32,7 @@ kernels' units limits, and exactly the inputs the scans read.
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
-from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.ir.types import is_static
@@ -51,11 +51,9 @@ def _scannable(node: Node) -> bool:
 
 
 def _mask_scannable(node: Node) -> bool:
-    """No mask, or one the scans read: 0/1 floats of x's dtype, as the layers make them, at a hidden
-    size the on-chip kernels hold (the tiled LSTM kernels have no masked step yet)."""
+    """No mask, or one the scans read: 0/1 floats of x's dtype, as the layers make them."""
     a = node.attrs
-    return not a["masked"] or (node.inputs[3 + int(a["use_bias"])].dtype == node.inputs[0].dtype
-                               and node.inputs[2].shape[0] <= SCAN_MAX_UNITS)
+    return not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == node.inputs[0].dtype
 
 
 def _read_mask(rw: Rewriter, node: Node) -> list:
