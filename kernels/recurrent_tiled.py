@@ -45,7 +45,9 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding
-from kcomp.kernels.recurrent_common import ScanCall, kept_or, output_buffers, present, step_kept, tanh
+from kcomp.kernels.recurrent_common import (
+    ScanCall, kept_or, output_buffers, present, step_kept, tanh, times_gate_mask,
+)
 from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
@@ -59,11 +61,22 @@ def times_matrix(A, a_rows, a_ok, K, W, w_cols, w_ok, stride_k, stride_col, PREC
     a_rows (BLOCK_B, 1): where each row of A starts; w_cols (BLOCK_H,): W's columns, strided so
     that a transposed W is stride_k=1. Rows and columns outside a_ok, w_ok read zeros. K may be
     0 (nothing before the first step): the sum is then zeros."""
+    return times_scaled_matrix(A, a_rows, a_ok, K, A, a_rows, False, W, w_cols, w_ok, stride_k, stride_col, PRECISION,
+                               BLOCK_B, BLOCK_H, BLOCK_K)
+
+
+@triton.jit
+def times_scaled_matrix(A, a_rows, a_ok, K, S, s_rows, SCALED: tl.constexpr, W, w_cols, w_ok, stride_k, stride_col,
+                        PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """times_matrix with A's elements times S[s_rows + k] where SCALED (a gate's h_{t-1} times its
+    recurrent dropout mask)."""
     acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         a = tl.load(A + a_rows + ks[None, :], mask=a_ok & k_ok[None, :], other=0.0).to(tl.float32)
+        if SCALED:
+            a *= tl.load(S + s_rows + ks[None, :], mask=a_ok & k_ok[None, :], other=0.0).to(tl.float32)
         w = tl.load(W + ks[:, None] * stride_k + w_cols[None, :] * stride_col, mask=k_ok[:, None] & w_ok[None, :],
                     other=0.0).to(tl.float32)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
@@ -79,8 +92,8 @@ def step_mask(step, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
 
 @triton.jit
 def lstm_scan_tiled_kernel(
-    XW, U, MASK, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
-    SAVE: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
+    SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -88,6 +101,7 @@ def lstm_scan_tiled_kernel(
     gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units  # (row, step 0, gate 0, unit 0)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
     last_rows = rows[:, None].to(tl.int64) * units
+    mask_rows = rows[:, None].to(tl.int64) * 4 * units  # (row, gate 0, unit 0) of the recurrent dropout masks
     for t in range(0, n_steps):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
         k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
@@ -98,16 +112,19 @@ def lstm_scan_tiled_kernel(
             col_ok = cols < units
             ok = row_ok & col_ok[None, :]
             z = XW + gate_rows + t * 4 * units + cols[None, :]
-            z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-            z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-            z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + 2 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K)
-            z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + 3 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K)
+            # gate g: h_{t-1} (times its recurrent dropout mask, RECURRENT_MASKS) @ U's gate-g columns
+            z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, RECURRENT_MASKS, U, cols, col_ok, 4 * units, 1,
+                PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + units, RECURRENT_MASKS, U, cols + units, col_ok,
+                4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + 2 * units, RECURRENT_MASKS, U, cols + 2 * units,
+                col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + 3 * units, RECURRENT_MASKS, U, cols + 3 * units,
+                col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
             if SAVE:
                 c_at = CSEQ + seq_rows + t * units + cols[None, :]
@@ -135,8 +152,9 @@ def lstm_scan_tiled_kernel(
 
 @triton.jit
 def lstm_scan_grad_tiled_kernel(
-    U, CSEQ, GATES, MASK, DSEQ, DH, DC, DZ, DCRUN, DHRUN, n_batch, n_steps, units,
+    U, CSEQ, GATES, MASK, RMASKS, DSEQ, DH, DC, DZ, DCRUN, DHRUN, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -157,8 +175,16 @@ def lstm_scan_grad_tiled_kernel(
             ok = row_ok & col_ok[None, :]
             last = last_rows + cols[None, :]
             # dh_t = dz_{t+1} @ U^T: U[unit, k] is W[k, unit] at stride_k 1, stride_col 4 units
-            dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, 4 * units, PRECISION, BLOCK_B, BLOCK_H,
-                              BLOCK_K)
+            if RECURRENT_MASKS:  # gate by gate: each product times that gate's mask
+                dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+                for gate in tl.static_range(4):
+                    dh += times_gate_mask(
+                        times_matrix(DZ, dz_next + gate * units, row_ok, k_next // 4, U + gate * units, cols, col_ok, 1,
+                                     4 * units, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K),
+                        RMASKS, rows, cols, ok, units, gate, 4, True)
+            else:
+                dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, 4 * units, PRECISION, BLOCK_B,
+                                  BLOCK_H, BLOCK_K)
             if HAS_DH:
                 dh += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
             if HAS_DSEQ:
@@ -229,12 +255,12 @@ def _candidates(call, interpret: bool) -> list[dict]:
 def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: the projected inputs, U and the mask contiguous (no mask: never read)
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    (mask,) = present(inputs, (binding.mask,), xw)
+    masks = present(inputs, (binding.mask, binding.recurrent_masks), xw)
     n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
     # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
     shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
-    tensors = lstm_scan_tensors(binding.save, xw, u, mask, buffers)
+    tensors = lstm_scan_tensors(binding.save, xw, u, masks, buffers)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -243,7 +269,8 @@ def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, pr
 def run_scan(call: ScanCall, config: dict):
     lstm_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, SAVE=call.binding.save,
-        MASKED=call.binding.mask is not None, PRECISION=call.precision, **config,
+        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
+        PRECISION=call.precision, **config,
     )
 
 

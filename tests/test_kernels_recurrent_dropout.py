@@ -1,0 +1,94 @@
+"""recurrent_dropout on the LSTM scans (recurrent_masks=True): each gate's h_{t-1} times its own
+mask before its product. The scan kernels, on chip (6 units) and tiled (70 units: three chunks of
+the interpreter's 32), against their references under Triton's interpreter, with and without a
+step mask; the scan backward reference against torch.autograd in float64; and the decomposed
+lstm / lstm_grad with dropout masks (kcomp/passes/decompose_recurrent.py) against the coarse
+ops and, compiled, on triton-interpret against the reference executor."""
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
+from kcomp.passes import run_pipeline
+from kernel_helpers import assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of
+from test_kernels_recurrent_masks import MASKS, TIME, _mask
+
+BATCH, FEATURES = 3, 5
+SIZES = [(6, "lstm_scan", "lstm_scan_grad"), (70, "lstm_scan_tiled", "lstm_scan_grad_tiled")]
+SIZE_IDS = ["on-chip", "tiled"]
+RECURRENT_RATE = 0.3
+
+
+def _gate_masks(units, seed, dtype=torch.float32):
+    """(batch, 4, units): 0 or 1 / (1 - rate), as Keras draws them."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(BATCH, 4, units, generator=g) >= RECURRENT_RATE).to(dtype) / (1 - RECURRENT_RATE)
+
+
+def _scan_inputs(units, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    # U scaled so that h @ U is O(1) over `units` terms: the gates stay away from saturation
+    return (torch.randn(BATCH, TIME, 4 * units, generator=g, dtype=dtype),
+            torch.randn(units, 4 * units, generator=g, dtype=dtype) / units ** 0.5)
+
+
+def _only_kernel(graph, template):
+    fused, _ = run_pipeline(graph)
+    (kernel,) = kernels_of(fused)
+    assert kernel.attrs["template"] == template
+    return kernel
+
+
+def _graph(name, op, values, **attrs):
+    b = GraphBuilder(name)
+    vs = [b.input(tuple(v.shape), "float32", f"in{i}") for i, v in enumerate(values)]
+    return b.finish(list(b.emit(op, vs, **attrs)))
+
+
+@pytest.mark.parametrize("units, scan, _", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("save", [False, True])
+@pytest.mark.parametrize("mask", [None, "holes"])
+def test_scan_kernel_with_recurrent_masks_matches_the_reference(units, scan, _, save, mask):
+    inputs = [*_scan_inputs(units, 1), *([_mask(mask)] if mask else []), _gate_masks(units, 2)]
+    graph = _graph("scan", "lstm_scan", inputs, save=save, masked=mask is not None, recurrent_masks=True)
+    assert_launch_matches_reference(graph, _only_kernel(graph, scan), inputs, kind="accumulating", precision="ieee")
+    plain = lstm_scan_reference(*inputs[:-1], save=save, masked=mask is not None)
+    assert not torch.allclose(plain[0], lstm_scan_reference(*inputs, save=save, masked=mask is not None,
+                                                            recurrent_masks=True)[0])  # the masks count
+
+
+@pytest.mark.parametrize("units, _, grad", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("has", [(True, True, True), (False, True, False)], ids=["all", "last-h"])
+@pytest.mark.parametrize("mask", [None, "row-fully-masked"])
+def test_scan_grad_kernel_with_recurrent_masks_matches_the_reference(units, _, grad, has, mask):
+    xw, recurrent = _scan_inputs(units, 3)
+    step_mask = [_mask(mask)] if mask else []
+    gate_masks = _gate_masks(units, 4)
+    _, cs, gates = lstm_scan_reference(xw, recurrent, *step_mask, gate_masks, save=True, masked=bool(mask),
+                                       recurrent_masks=True)
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(shape, generator=g) for present, shape in
+             zip(has, ((BATCH, TIME, units), (BATCH, units), (BATCH, units))) if present]
+    inputs = [recurrent, cs, gates, *step_mask, gate_masks, *grads]
+    graph = _graph("scan_grad", "lstm_scan_grad", inputs, has_dseq=has[0], has_dh=has[1], has_dc=has[2],
+                   masked=bool(mask), recurrent_masks=True)
+    assert_launch_matches_reference(graph, _only_kernel(graph, grad), inputs, kind="accumulating", precision="ieee")
+
+
+def test_scan_grad_reference_with_recurrent_masks_is_autograd_in_float64():
+    units = 6
+    xw, recurrent = _scan_inputs(units, 6, torch.float64)
+    gate_masks, m = _gate_masks(units, 7, torch.float64), _mask("holes", torch.float64)
+    g = torch.Generator().manual_seed(8)
+    d_seq, d_h, d_c = (torch.randn(shape, generator=g, dtype=torch.float64)
+                       for shape in ((BATCH, TIME, units), (BATCH, units), (BATCH, units)))
+    xw.requires_grad_(True)
+    h_seq, c_seq, gates = lstm_scan_reference(xw, recurrent, m, gate_masks, save=True, masked=True,
+                                              recurrent_masks=True)
+    ((h_seq * d_seq).sum() + (h_seq[:, -1] * d_h).sum() + (c_seq[:, -1] * d_c).sum()).backward()
+    dz = lstm_scan_grad_reference(recurrent, c_seq.detach(), gates.detach(), m, gate_masks, d_seq, d_h, d_c,
+                                  has_dseq=True, has_dh=True, has_dc=True, masked=True, recurrent_masks=True)
+    torch.testing.assert_close(dz, xw.grad, rtol=1e-10, atol=1e-10)
