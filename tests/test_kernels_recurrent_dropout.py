@@ -14,9 +14,10 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
 from kcomp.passes import run_pipeline
 from kernel_helpers import assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of
-from test_kernels_recurrent_masks import MASKS, TIME, _mask
+from recurrent_cases import FEATURES, assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from test_kernels_recurrent_masks import TIME, _mask
 
-BATCH, FEATURES = 3, 5
+BATCH = 3
 SIZES = [(6, "lstm_scan", "lstm_scan_grad"), (70, "lstm_scan_tiled", "lstm_scan_grad_tiled")]
 SIZE_IDS = ["on-chip", "tiled"]
 RECURRENT_RATE = 0.3
@@ -92,3 +93,45 @@ def test_scan_grad_reference_with_recurrent_masks_is_autograd_in_float64():
     dz = lstm_scan_grad_reference(recurrent, c_seq.detach(), gates.detach(), m, gate_masks, d_seq, d_h, d_c,
                                   has_dseq=True, has_dh=True, has_dc=True, masked=True, recurrent_masks=True)
     torch.testing.assert_close(dz, xw.grad, rtol=1e-10, atol=1e-10)
+
+
+
+# --- the decomposition of an lstm with dropout masks ------------------------------------------------
+
+DROPOUT = dict(dropout=0.2, recurrent_dropout=0.3)
+VARIANTS = [dict(), dict(return_sequences=True, go_backwards=True, use_bias=False), dict(return_state=True),
+            dict(masking=True, return_sequences=True, zero_output_for_mask=True), dict(stacked=True, go_backwards=True)]
+VARIANT_IDS = ["default", "sequences-backwards-nobias", "state", "masked-zero-output", "stacked-backwards"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_decomposed_training_step_equals_the_whole_ops(variant):
+    """The decomposition alone (before fusion) against the step with the coarse lstm and lstm_grad
+    ops, run by the reference interpreter: the masks are the step's own Philox draws, the same in
+    both; a large learning rate shows a wrong gradient in the updated weights (stacked: the d x of
+    the LSTM with dropout, under a plain one, reaches that one's weights)."""
+    layers = 2 if variant.get("stacked") else 1
+    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(kcomp.layers.LSTM, {**DROPOUT, **variant})(),
+                                                       "lstm", layers=layers, padding=bool(variant.get("masking")))
+    flags = [n.attrs["recurrent_masks"] for n in step.nodes if n.op.startswith("lstm_scan")]
+    assert flags.count(True) == 2 and len(flags) == 2 * layers
+
+
+@pytest.mark.parametrize("units, scans", [(6, ("lstm_scan", "lstm_scan_grad")),
+                                          (70, ("lstm_scan_tiled", "lstm_scan_grad_tiled"))], ids=SIZE_IDS)
+def test_compiled_dropout_training_steps_run_the_scans_and_match_the_reference(units, scans):
+    """LSTM(dropout=0.2, recurrent_dropout=0.3): two Adam steps on triton-interpret and on the
+    reference executor, the same masks (Philox draws both make alike): the same losses and
+    weights, the recurrence in the two scan kernels, no coarse lstm op."""
+    make = recurrent_model(kcomp.layers.LSTM, DROPOUT, units)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, TIME, FEATURES)).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 4), 3)
+    assert_compiled_steps_match_the_reference(make, x, y, steps=2)
+    model = make()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
+    model.train_on_batch(x, y)
+    (step,) = model._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert [templates.count(t) for t in scans] == [1, 1], templates
+    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]

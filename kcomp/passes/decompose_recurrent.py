@@ -39,10 +39,12 @@ from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
 
-def _scannable(node: Node) -> bool:
+def _scannable(node: Node, dropout: bool = False) -> bool:
+    """dropout: whether the caller decomposes per-gate dropout masks (recurrent_dropout in
+    training; the LSTM's scans take them), else a node with them stays whole."""
     x = node.inputs[0]
     a = node.attrs
-    if a["dropout_masks"]:  # the scans take no per-gate dropout masks (recurrent_dropout in training)
+    if a["dropout_masks"] and not dropout:
         return False
     if not _mask_scannable(node):
         return False
@@ -52,8 +54,13 @@ def _scannable(node: Node) -> bool:
 
 def _mask_scannable(node: Node) -> bool:
     """No mask, or one the scans read: 0/1 floats of x's dtype, as the layers make them."""
+    return not node.attrs["masked"] or node.inputs[_mask_at(node)].dtype == node.inputs[0].dtype
+
+
+def _mask_at(node: Node) -> int:
+    """Where the step mask stands among the node's inputs: after the weights and the dropout masks."""
     a = node.attrs
-    return not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == node.inputs[0].dtype
+    return 3 + int(a["use_bias"]) + 2 * int(a["dropout_masks"])
 
 
 def _read_mask(rw: Rewriter, node: Node) -> list:
@@ -61,7 +68,7 @@ def _read_mask(rw: Rewriter, node: Node) -> list:
     the coarse op reads it)], or [] without one: the scans' optional last input."""
     if not node.attrs["masked"]:
         return []
-    mask = node.inputs[3 + int(node.attrs["use_bias"])]
+    mask = node.inputs[_mask_at(node)]
     return [rw.emit1("flip", [mask], axis=1) if node.attrs["go_backwards"] else mask]
 
 
@@ -114,14 +121,100 @@ def _last_step(rw: Rewriter, seq, like):
     return rw.emit1("reshape", [rw.emit1("slice", [seq], axis=1, start=steps - 1, stop=steps)], shape=like.shape)
 
 
-def lstm_to_scan(node: Node, rw: Rewriter):
-    if not _scannable(node):
-        return None
-    _, xw = _projection(rw, node)
-    recurrent = node.inputs[2]
-    save = _has_backward(node, rw)
+# --- LSTM -----------------------------------------------------------------------------------------
+
+
+def _dropout_masks(node: Node) -> list:
+    """[input masks (batch, gates, features), recurrent masks (batch, gates, units)], or []."""
+    at = 3 + int(node.attrs["use_bias"])
+    return list(node.inputs[at:at + 2]) if node.attrs["dropout_masks"] else []
+
+
+def _per_gate(rw: Rewriter, v, masks):
+    """v (batch, time, width) times each gate's mask (batch, gates, width): (batch, gates, time, width)."""
+    n, steps, width = v.shape
+    return rw.emit1("mul", [rw.emit1("reshape", [v], shape=(n, 1, steps, width)),
+                            rw.emit1("reshape", [masks], shape=(n, masks.shape[1], 1, width))])
+
+
+def _gate_weights(rw: Rewriter, w, gates: int):
+    """A kernel (width, gates * units) as one (width, units) matrix per gate: (gates, width, units)."""
+    return rw.emit1("transpose", [rw.emit1("reshape", [w], shape=(w.shape[0], gates, w.shape[1] // gates))],
+                    perm=(1, 0, 2))
+
+
+def _gates_last(rw: Rewriter, v):
+    """(batch, gates, time, units) -> (batch, time, gates * units)."""
+    n, gates, steps, units = v.shape
+    return rw.emit1("reshape", [rw.emit1("transpose", [v], perm=(0, 2, 1, 3))], shape=(n, steps, gates * units))
+
+
+def _gates_first(rw: Rewriter, v, gates: int):
+    """(batch, time, gates * units) -> (batch, gates, time, units)."""
+    n, steps, width = v.shape
+    return rw.emit1("transpose", [rw.emit1("reshape", [v], shape=(n, steps, gates, width // gates))],
+                    perm=(0, 2, 1, 3))
+
+
+def _lstm_projection(rw: Rewriter, node: Node):
+    """(x as read, x times each gate's input mask or None, xw). With dropout masks gate g projects
+    x * input_masks[:, g]: one batched matmul over the gates, (batch, gates, time, features) @
+    (gates, features, units), not a matmul per gate: three nodes around it (the masked copies,
+    the kernel's and the result's layouts) whatever the gate count, where per-gate matmuls take
+    a slice of the masks and of the kernel, a product and a matmul per gate, and a concat."""
+    if not node.attrs["dropout_masks"]:
+        x, xw = _projection(rw, node)
+        return x, None, xw
+    x, kernel, _, *bias = _forward_inputs(node)
+    if node.attrs["go_backwards"]:
+        x = rw.emit1("flip", [x], axis=1)
+    x_gates = _per_gate(rw, x, _dropout_masks(node)[0])
+    xw = _gates_last(rw, rw.emit1("matmul", [x_gates, _gate_weights(rw, kernel, 4)]))
+    return x, x_gates, rw.emit1("bias_add", [xw, bias[0]]) if bias else xw
+
+
+def _lstm_scan(rw: Rewriter, node: Node, save: bool):
+    """(x as read, x per gate or None, every h_t and the scan's other outputs, the mask as read)."""
+    x_read, x_gates, xw = _lstm_projection(rw, node)
     mask = _read_mask(rw, node)
-    outs = rw.emit("lstm_scan", [xw, recurrent, *mask], save=save, masked=bool(mask))
+    recurrent_masks = _dropout_masks(node)[1:]
+    outs = rw.emit("lstm_scan", [xw, node.inputs[2], *mask, *recurrent_masks], save=save, masked=bool(mask),
+                   recurrent_masks=bool(recurrent_masks))
+    return x_read, x_gates, outs, mask
+
+
+def _gate_weight_grad(rw: Rewriter, v_gates, dz_gates):
+    """d W (width, gates * units) of z_g = v_g @ W_g for every gate: v_g^T dz_g summed over batch and
+    time, from v per gate (batch, gates, time, width) and dz per gate (batch, gates, time, units)."""
+    per_row = rw.emit1("matmul", [rw.emit1("transpose", [v_gates], perm=(0, 1, 3, 2)), dz_gates])
+    summed = rw.emit1("transpose", [rw.emit1("sum", [per_row], axes=(0,), keepdims=False)], perm=(1, 0, 2))
+    width, gates, units = summed.shape
+    return rw.emit1("reshape", [summed], shape=(width, gates * units))
+
+
+def _dropout_grads(rw: Rewriter, node: Node, x_read, x_gates, dz, h_seq) -> list:
+    """The grad op's outputs with dropout masks: gate g read x * input_masks[:, g] and h_{t-1} *
+    recurrent_masks[:, g], so d x = sum over g of (dz_g @ kernel_g^T) * input_masks[:, g] and
+    d kernel_g = (x * input_masks[:, g])^T dz_g, d recurrent_g likewise; d bias = sum of dz."""
+    input_masks, recurrent_masks = _dropout_masks(node)
+    dz_gates = _gates_first(rw, dz, 4)
+    kernel_t = rw.emit1("transpose", [_gate_weights(rw, node.inputs[1], 4)], perm=(0, 2, 1))
+    n, gates, features = input_masks.shape
+    dx_gates = rw.emit1("mul", [rw.emit1("matmul", [dz_gates, kernel_t]),
+                                rw.emit1("reshape", [input_masks], shape=(n, gates, 1, features))])
+    dx = rw.emit1("sum", [dx_gates], axes=(1,), keepdims=False)
+    if node.attrs["go_backwards"]:
+        dx = rw.emit1("flip", [dx], axis=1)
+    h_gates = _per_gate(rw, _step_before(rw, h_seq), recurrent_masks)
+    return [dx, _gate_weight_grad(rw, x_gates, dz_gates), _gate_weight_grad(rw, h_gates, dz_gates),
+            rw.emit1("sum", [dz], axes=(0, 1), keepdims=False)]
+
+
+def lstm_to_scan(node: Node, rw: Rewriter):
+    if not _scannable(node, dropout=True):
+        return None
+    save = _has_backward(node, rw)
+    _, _, outs, mask = _lstm_scan(rw, node, save)
     h_seq = outs[0]
     h_last = _last_step(rw, h_seq, node.outputs[1])
     c_last = _last_step(rw, outs[1], node.outputs[2]) if save else outs[1]
@@ -133,7 +226,7 @@ def _state_grads(rw: Rewriter, node: Node, mask: list) -> tuple:
     last h (the output's, without return_sequences, and the state's summed), None where absent;
     the output's zero where it is zeros (_zero_masked)."""
     a = node.attrs
-    grads = dict(zip(a["grad_outputs"], node.inputs[3 + int(a["use_bias"]) + int(a["masked"]):]))
+    grads = dict(zip(a["grad_outputs"], node.inputs[_mask_at(node) + int(a["masked"]):]))
     d_out = None if grads.get(0) is None else _zero_masked(rw, node, mask, grads[0])
     d_seq = d_out if a["return_sequences"] else None
     d_h = [g for g in (None if a["return_sequences"] else d_out, grads.get(1)) if g is not None]
@@ -170,18 +263,19 @@ def _projected_grads(rw: Rewriter, node: Node, x_read, dz, h_seq) -> list:
 
 
 def lstm_grad_to_scan(node: Node, rw: Rewriter):
-    if not _scannable(node):
+    if not _scannable(node, dropout=True):
         return None
     recurrent = node.inputs[2]
-    x_read, xw = _projection(rw, node)
-    mask = _read_mask(rw, node)
-    h_seq, c_seq, gates = rw.emit("lstm_scan", [xw, recurrent, *mask], save=True,
-                                  masked=bool(mask))  # the forward's, once CSE has run
+    x_read, x_gates, (h_seq, c_seq, gates), mask = _lstm_scan(rw, node, save=True)  # the forward's, once CSE has run
     d_seq, d_h, grads = _state_grads(rw, node, mask)
     d_c = grads.get(2)
     present = [g for g in (d_seq, d_h, d_c) if g is not None]
-    dz = rw.emit1("lstm_scan_grad", [recurrent, c_seq, gates, *mask, *present], masked=bool(mask),
-                  has_dseq=d_seq is not None, has_dh=d_h is not None, has_dc=d_c is not None)
+    recurrent_masks = _dropout_masks(node)[1:]
+    dz = rw.emit1("lstm_scan_grad", [recurrent, c_seq, gates, *mask, *recurrent_masks, *present], masked=bool(mask),
+                  recurrent_masks=bool(recurrent_masks), has_dseq=d_seq is not None, has_dh=d_h is not None,
+                  has_dc=d_c is not None)
+    if recurrent_masks:
+        return _dropout_grads(rw, node, x_read, x_gates, dz, h_seq)
     return _projected_grads(rw, node, x_read, dz, h_seq)
 
 
