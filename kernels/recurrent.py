@@ -18,7 +18,10 @@ Units above SCAN_MAX_UNITS (kcomp/ir/ops/recurrent_scan.py) run the tiled templa
 (recurrent_tiled.py: h and c in global memory, U read in chunks every step). The recurrent
 matmuls are tl.dot in `precision` (tf32 or ieee). With a mask (MASKED) a masked step keeps h
 and c, and backwards passes their gradients on with zero gradient for its gates
-(kcomp/ir/ops/recurrent_scan.py).
+(kcomp/ir/ops/recurrent_scan.py). With recurrent dropout masks (RECURRENT_MASKS: (batch, 4,
+units), recurrent_dropout in training) gate g's product reads h * masks[:, g], and backwards
+dz_g @ U_g^T is times masks[:, g] before it joins dh; the masks are read every step (from L1),
+not held in registers.
 """
 
 from dataclasses import dataclass

@@ -26,6 +26,11 @@ sequence), so the next step reads them where it always does. Backwards its gates
 gradient, dc passes through the running dc, and dh (which the unmasked path rebuilds every step
 from dz_{t+1} @ U^T) through a second (batch, units) scratch, the dh a masked step hands on.
 
+With recurrent dropout masks (RECURRENT_MASKS, (batch, 4, units)) each K-chunk of h_{t-1} is
+times gate g's mask as it loads (times_scaled_matrix), and backwards dh is summed gate by gate,
+each gate's dz_{t+1}[:, gate] @ U_gate^T times that gate's mask (four K loops of units, not one
+of 4 units).
+
 `times_matrix` (the chunked product) and the masks are written for any gate count and layout,
 so a GRU or SimpleRNN tiled variant reuses them with its own cell update.
 

@@ -135,3 +135,82 @@ def test_compiled_dropout_training_steps_run_the_scans_and_match_the_reference(u
     templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
     assert [templates.count(t) for t in scans] == [1, 1], templates
     assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
+
+
+# --- the decomposed ops against Keras 3 and torch.autograd, the masks given ------------------------
+
+
+def _decomposed(op, shapes, **attrs):
+    """A graph of one `op` node (dropout_masks=True) over float32 inputs of `shapes`, decomposed
+    (no coarse op left), and its float32 inputs' names."""
+    from kcomp.ir.registry import OPS
+    from kcomp.passes.pipeline import PIPELINE
+
+    b = GraphBuilder(op)
+    vs = [b.input(shape, "float32", f"in{i}") for i, shape in enumerate(shapes)]
+    graph = b.finish(list(b.emit(op, vs, **OPS[op].resolve_attrs({"dropout_masks": True, **attrs}))))
+    decomposed, _ = run_pipeline(graph, passes=PIPELINE[:-1])
+    assert op not in {n.op for n in decomposed.nodes} and "lstm_scan" in {n.op for n in decomposed.nodes}
+    return decomposed
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(return_sequences=True, go_backwards=True)], ids=["last", "sequences-backwards"])
+def test_the_decomposed_lstm_gives_keras_numbers_with_the_same_masks(flags):
+    from kcomp.runtime.reference import run_reference
+    from test_recurrent_dropout import _keras_forward, _keras_layer, _masks, _op_inputs
+
+    layer = _keras_layer("lstm", {}, flags, "float32")
+    masks = _masks("lstm", seed=1)
+    x = torch.as_tensor(np.random.default_rng(2).normal(size=(BATCH, TIME, FEATURES)), dtype=torch.float32)
+    theirs = _keras_forward(layer, "lstm", x, masks)
+    inputs = _op_inputs(layer, x, masks, torch.float32)
+    ours = run_reference(_decomposed("lstm", [tuple(t.shape) for t in inputs], **flags), inputs, {})
+    torch.testing.assert_close(ours[0], theirs[0].detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_decomposed_lstm_grad_is_autograd_through_keras_cells_written_out():
+    """d x, d kernel, d recurrent, d bias of the output sequence (float32, the decomposition on the
+    reference executor) against torch.autograd through test_recurrent_dropout's cells written out
+    in float64, the same masks."""
+    from kcomp.runtime.reference import run_reference
+    from test_recurrent_dropout import UNITS, _masks, _written_out
+
+    g = np.random.default_rng(5)
+    leaves = [torch.as_tensor(g.normal(scale=0.5, size=shape), dtype=torch.float64).requires_grad_(True)
+              for shape in ((BATCH, TIME, FEATURES), (FEATURES, 4 * UNITS), (UNITS, 4 * UNITS), (4 * UNITS,))]
+    masks = [torch.as_tensor(m) for m in _masks("lstm", seed=4)]
+    d_out = torch.as_tensor(g.normal(size=(BATCH, TIME, UNITS)), dtype=torch.float64)
+    expected = torch.autograd.grad(_written_out("lstm", {}, *leaves, masks), leaves, d_out)
+    inputs = [t.detach().float() for t in (*leaves, *masks, d_out)]
+    graph = _decomposed("lstm_grad", [tuple(t.shape) for t in inputs], return_sequences=True, grad_outputs=(0,))
+    for mine, theirs in zip(run_reference(graph, inputs, {}), expected, strict=True):
+        torch.testing.assert_close(mine, theirs.float(), rtol=1e-4, atol=1e-5)
+
+
+# --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
+
+AOT_CASES = [(32, ("lstm_scan", "lstm_scan_grad")), (64, ("lstm_scan", "lstm_scan_grad")),
+             (128, ("lstm_scan_tiled", "lstm_scan_grad_tiled")), (256, ("lstm_scan_tiled", "lstm_scan_grad_tiled"))]
+
+
+@pytest.mark.slow
+def test_kernels_with_recurrent_masks_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
+    """With a step mask and recurrent dropout masks both: on chip (tiles loaded once, and read every
+    step) and tiled."""
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, [u for u, _ in AOT_CASES], tmp_path, timeout=500)
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u, ts in AOT_CASES for t in ts]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_dropout.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    from test_kernels_recurrent import compile_cases
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]), masked=True, recurrent_masks=True),
+                                            default=str))

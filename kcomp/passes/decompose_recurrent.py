@@ -16,6 +16,15 @@ tiled ones the rest: the fusion pass picks), and a time axis of static length (s
 step needs it). Anything else
 stays one coarse op, run by its torch reference.
 
+With recurrent_dropout in training (dropout_masks: an input mask and a recurrent mask per gate,
+drawn once per sequence, kcomp/ir/ops/recurrent.py's _GateDropout) gate g projects x *
+input_masks[:, g]: one batched matmul over the gates, (batch, gates, time, features) @ (gates,
+features, units) (_lstm_projection says why not a matmul per gate), and the scans take the
+recurrent masks (recurrent_masks=True), each gate's h_{t-1} times its mask. Backwards every
+gradient goes through the gate's masks: d x = sum over g of (dz_g @ kernel_g^T) * input_masks[:, g],
+d kernel_g = (x * input_masks[:, g])^T dz_g, d recurrent_g = (h_prev * recurrent_masks[:, g])^T dz_g.
+(A GRU's and a SimpleRNN's dropout masks keep their layers whole.)
+
 A masked lstm (its float mask; on chip or tiled) passes the mask to both scans,
 flipped with the sequence for go_backwards as the coarse op reads it. The scans carry the states
 through a masked step, so the h sequence's last step is the final h either way; where a masked
@@ -159,9 +168,12 @@ def _gates_first(rw: Rewriter, v, gates: int):
 def _lstm_projection(rw: Rewriter, node: Node):
     """(x as read, x times each gate's input mask or None, xw). With dropout masks gate g projects
     x * input_masks[:, g]: one batched matmul over the gates, (batch, gates, time, features) @
-    (gates, features, units), not a matmul per gate: three nodes around it (the masked copies,
-    the kernel's and the result's layouts) whatever the gate count, where per-gate matmuls take
-    a slice of the masks and of the kernel, a product and a matmul per gate, and a concat."""
+    (gates, features, units), not a matmul per gate: one product (the masked copies) and two
+    layout changes around it whatever the gate count, where per-gate matmuls take a slice of the
+    masks and of the kernel, a product and a matmul per gate (16 launches for 4 gates), then a
+    concat. The batched matmuls (here and in _dropout_grads) run as torch ops: the matmul
+    template takes a rank-2 B only; the projection is one parallel product per layer, off the
+    scans' sequential path."""
     if not node.attrs["dropout_masks"]:
         x, xw = _projection(rw, node)
         return x, None, xw

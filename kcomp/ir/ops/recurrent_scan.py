@@ -118,14 +118,6 @@ def _scan_infer(inputs, save, masked, recurrent_masks=False):
     return [seq, TensorSpec((n, units), xw.dtype)]
 
 
-def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
-    """[the mask] where masked=True gives one, [] where none is; else a ShapeError."""
-    if len(mask) != int(masked):
-        raise ShapeError(f"{what} with masked={masked} takes {n_inputs + int(masked)} inputs, "
-                         f"received {n_inputs + len(mask)}.")
-    return mask or [None]
-
-
 def times_gates(h, recurrent, gate_masks, transposed: bool = False):
     """h @ recurrent, or with recurrent dropout masks (batch, gates, units) each gate's h_{t-1}
     times its mask before its product; transposed: the backward's dz @ recurrent^T, each gate's
