@@ -29,7 +29,11 @@ from dz_{t+1} @ U^T) through a second (batch, units) scratch, the dh a masked st
 With recurrent dropout masks (RECURRENT_MASKS, (batch, 4, units)) each K-chunk of h_{t-1} is
 times gate g's mask as it loads (times_scaled_matrix), and backwards dh is summed gate by gate,
 each gate's dz_{t+1}[:, gate] @ U_gate^T times that gate's mask (four K loops of units, not one
-of 4 units).
+of 4 units). Measured for sm_90 with the first block-size candidate (registers forward /
+backward): a step mask, 206 / 152 at 128 and 256 units, 242 / 236 at 70 and 500, no spills;
+recurrent masks alone 255 / 241 at 70 and 500, no spills; both, 254 / 242 at 128 and 256, no
+spills, but the forward spills 16 bytes at 70 and 500 (every other candidate spills 8 to 72
+there; writing each gate's masked h_t to a scratch for the next step to read instead spilled 88).
 
 `times_matrix` (the chunked product) and the masks are written for any gate count and layout,
 so a GRU or SimpleRNN tiled variant reuses them with its own cell update.
