@@ -7,6 +7,9 @@ that loop, and Keras 3 on its torch backend (and on JAX, when installed), in one
 Models (batch 32, RMSprop, binary cross-entropy, as the seed compiles it):
   seed    Embedding(10000, 32) -> LSTM(32) -> Dense(1, sigmoid)
   wide    Embedding(10000, 32) -> LSTM(256) -> Dense(1, sigmoid)
+  masked  the seed's model with Embedding(mask_zero=True) on pre-padded reviews of 10% to 100% of
+          the time steps (pad_sequences' default); the PyTorch loop packs them
+          (pack_padded_sequence: what a PyTorch user writes for padded batches)
 Printed: steps per second and the ratio kcomp / contender (above 1: kcomp is faster).
 """
 
@@ -22,12 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import kcomp_fit_rate, torch_loop_rate  # noqa: E402
 
 VOCABULARY, EMBEDDING, BATCH = 10000, 32, 32
-HIDDEN = {"seed": 32, "wide": 256}
+HIDDEN = {"seed": 32, "wide": 256, "masked": 32}
 
 
-def data(time_steps, device):
+def data(time_steps, device, padded=False):
+    """(ids, labels); padded: each row's first steps are padding (id 0), 10% to 100% of the steps real."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, VOCABULARY, (BATCH, time_steps), generator=g)
+    if padded:
+        lengths = torch.randint(max(1, time_steps // 10), time_steps + 1, (BATCH,), generator=g)
+        x = torch.where(torch.arange(time_steps) >= (time_steps - lengths)[:, None], x, 0)
     y = torch.randint(0, 2, (BATCH,), generator=g).float()
     return x.to(device), y.to(device)
 
@@ -37,7 +44,8 @@ def bench_kcomp(kind, x, y, steps, backend):
     from kcomp.layers import LSTM, Dense, Embedding, Input
     from kcomp.models import Sequential
 
-    model = Sequential([Input(shape=(x.shape[1],), dtype="int32"), Embedding(VOCABULARY, EMBEDDING),
+    embedding = Embedding(VOCABULARY, EMBEDDING, mask_zero=kind == "masked")
+    model = Sequential([Input(shape=(x.shape[1],), dtype="int32"), embedding,
                         LSTM(HIDDEN[kind]), Dense(1, activation="sigmoid")])
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", backend=backend)
     return kcomp_fit_rate(model, x, y, steps, warmup=2)
@@ -50,16 +58,28 @@ class TorchSentiment(torch.nn.Module):
         self.lstm = torch.nn.LSTM(EMBEDDING, hidden, batch_first=True)
         self.dense = torch.nn.Linear(hidden, 1)
 
-    def forward(self, x):
-        _, (h, _) = self.lstm(self.embedding(x))
+    def forward(self, x, lengths=None):
+        """lengths: x holds each row's real steps first (post-padded), packed to skip the rest."""
+        e = self.embedding(x)
+        if lengths is not None:
+            e = torch.nn.utils.rnn.pack_padded_sequence(e, lengths, batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(e)
         return self.dense(h[-1]).squeeze(-1)
+
+
+def post_padded(x):
+    """The same reviews with the padding after them, and their lengths (on the host, as packing wants)."""
+    lengths = (x != 0).sum(1)
+    order = torch.argsort((x == 0).int(), dim=1, stable=True)  # each row's real steps first, in order
+    return x.gather(1, order), lengths.cpu()
 
 
 def bench_torch(kind, x, y, steps, compiled):
     model = TorchSentiment(HIDDEN[kind]).to(x.device)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)  # Keras's rmsprop defaults
-    return torch_loop_rate(lambda: torch.nn.functional.binary_cross_entropy_with_logits(model(x), y), opt, steps,
-                           compiled, x.is_cuda)
+    x, lengths = post_padded(x) if kind == "masked" else (x, None)
+    return torch_loop_rate(lambda: torch.nn.functional.binary_cross_entropy_with_logits(model(x, lengths), y), opt,
+                           steps, compiled, x.is_cuda)
 
 
 def bench_keras(kind, x, y, steps, backend):
@@ -69,7 +89,7 @@ def bench_keras(kind, x, y, steps, backend):
     code = (
         "import sys, time, numpy as np, keras\n"
         f"x = np.load(sys.argv[1]); y = np.load(sys.argv[2]); steps = {steps}\n"
-        f"m = keras.Sequential([keras.Input((x.shape[1],), dtype='int32'), keras.layers.Embedding({VOCABULARY}, {EMBEDDING}),"
+        f"m = keras.Sequential([keras.Input((x.shape[1],), dtype='int32'), keras.layers.Embedding({VOCABULARY}, {EMBEDDING}, mask_zero={kind == 'masked'}),"
         f" keras.layers.LSTM({HIDDEN[kind]}), keras.layers.Dense(1, activation='sigmoid')])\n"
         "m.compile(optimizer='rmsprop', loss='binary_crossentropy')\n"
         "for _ in range(2): m.train_on_batch(x, y)\n"
@@ -105,7 +125,7 @@ def main(argv=None):
           f"batch {BATCH}, time {args.time}; {args.steps} steps")
     print(f"{'model':6s} {'contender':18s} {'steps/s':>9s}  kcomp/it")
     for kind in args.models.split(","):
-        x, y = data(args.time, device)
+        x, y = data(args.time, device, padded=kind == "masked")
         results = {"kcomp": bench_kcomp(kind, x if backend != "reference" else x.cpu(), y if backend != "reference" else y.cpu(),
                                         args.steps, backend)}
         results["torch eager"] = bench_torch(kind, x, y, args.steps, compiled=False)

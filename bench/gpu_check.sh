@@ -22,7 +22,8 @@
 #   aot        kcomp build --train of each example for sm_90 (registers, spills, tensor cores)
 #   kernels    bench/bench_kernels.py --quick (JSON written after every case)
 #   training   bench/bench_training.py: steps/s against torch eager, torch.compile, Keras
-#   recurrent  bench/bench_recurrent.py: the seed's LSTM model's training step against nn.LSTM (cuDNN)
+#   recurrent  bench/bench_recurrent.py: the seed's LSTM model's training step (and LSTM(256), and
+#              masked on pre-padded reviews) against nn.LSTM (cuDNN)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REHEARSE=0
@@ -92,12 +93,12 @@ part aot 80 bash bench/aot_examples.sh "$PYTHON" "$OUT/aot"
 if [ $REHEARSE = 1 ]; then
   part kernels 150 "$PYTHON" bench/bench_kernels.py --rehearse --json "$OUT/bench_kernels.json"
   part training 150 "$PYTHON" bench/bench_training.py --steps 3 --no-compile
-  part recurrent 120 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --no-compile --backend triton-interpret
+  part recurrent 180 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --models seed,wide,masked --no-compile --backend triton-interpret
 else
   part kernels 100 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
   part training 80 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
   # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's minute.
-  part recurrent 60 "$PYTHON" bench/bench_recurrent.py --steps 30 --no-compile --backend triton
+  part recurrent 90 "$PYTHON" bench/bench_recurrent.py --steps 30 --models seed,wide,masked --no-compile --backend triton
 fi
 rm -rf "$SCRATCH"
 exit $FAILED

@@ -29,7 +29,7 @@ import torch
 
 import kcomp
 from kcomp.errors import KcompError
-from kcomp.layers.base import KerasTensor
+from kcomp.layers.tensors import KerasTensor
 
 def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]

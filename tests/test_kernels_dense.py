@@ -288,7 +288,7 @@ POINTWISE_CASES = [
     ("square", {}), ("sqrt", {}), ("log", {}), ("rsqrt", {}), ("neg", {}), ("erf", {}),
     ("power", dict(exponent=3.0)), ("power", dict(exponent=-1.0)), ("power", dict(exponent=0.0)),
     ("power", dict(exponent=0.5)),
-    ("maximum", {}), ("minimum", {}), ("add", {}), ("sub", {}), ("mul", {}), ("div", {}),
+    ("maximum", {}), ("minimum", {}), ("add", {}), ("sub", {}), ("mul", {}), ("div", {}), ("zeros_where_masked", {}),
     ("greater", {}), ("equal", {}),
 ]
 

@@ -155,3 +155,18 @@ if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent
     from test_kernels_recurrent import compile_cases  # one graph of both scans, here with a mask
 
     Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]), masked=True), default=str))
+
+
+def test_masked_steps_after_a_nan_state_output_zeros_as_keras_where():
+    """zero_output_for_mask: a masked step's output is 0 even once the state is NaN (Keras's
+    where(mask, output, 0)); the decomposed step zeroes it with zeros_where_masked, not a product
+    with the mask, which gave NaN * 0 = NaN there."""
+    kcomp.utils.set_random_seed(4)
+    inp = kcomp.layers.Input(shape=(TIME, 4))
+    seq = kcomp.layers.Masking(0.0)(inp)
+    model = kcomp.Model(inp, kcomp.layers.LSTM(UNITS, return_sequences=True, zero_output_for_mask=True)(seq))
+    x = torch.randn(BATCH, TIME, 4)
+    x[:, 4:] = 0.0  # post-padded: steps 4.. masked
+    x[0, 1, 0] = float("nan")  # row 0's state is NaN from step 1 on
+    run = assert_compiled_matches_reference(model, [x], kind="long", precision="ieee")
+    assert torch.isnan(run.got[0][0, 1:4]).all() and (run.got[0][:, 4:] == 0).all()

@@ -110,7 +110,7 @@ def test_activation_matches_formula(rng, op, attrs, formula, dtype):
 # ---------------------------------------------------------------- elementwise
 
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-          "maximum": np.maximum, "minimum": np.minimum}
+          "maximum": np.maximum, "minimum": np.minimum, "zeros_where_masked": lambda a, b: np.where(b != 0, a, 0.0)}
 
 
 BROADCAST_SHAPES = [((3, 5, 7), (3, 5, 7)), ((3, 5, 7), (7,)), ((3, 1, 7), (5, 1)), ((3, 5), ()), ((), (5,))]
@@ -122,6 +122,17 @@ def test_binary_broadcasting(rng, op, shapes):
     a = rng.standard_normal(shapes[0])
     b = rng.uniform(0.5, 2.0, shapes[1]) * rng.choice([-1.0, 1.0], shapes[1])  # a safe divisor
     check(ref(op, a, b), BINARY[op](a, b))
+
+
+def test_zeros_where_masked_is_zero_at_masked_places_even_for_nan_and_inf(rng):
+    a = rng.standard_normal((3, 5, 7))
+    a[0, 1, :] = np.nan
+    a[1, 2, :] = np.inf
+    mask = (rng.uniform(size=(3, 5, 1)) < 0.5).astype(np.float64)
+    mask[0, 1], mask[1, 2] = 0.0, 0.0  # the non-finite rows are masked: zeros, as Keras's where gives
+    out = ref("zeros_where_masked", a, mask)
+    check(out, np.where(mask != 0, a, 0.0))
+    assert np.isfinite(out).all()
 
 
 def test_neg(rng):

@@ -15,7 +15,7 @@ from kcomp.ir.registry import OPS, get_op
 from kcomp.ir.types import BATCH, DTYPE_OF_TORCH, TORCH_DTYPES, dim_size, fold_dim
 
 CONCRETE_BATCH = 3
-BINARY = ("add", "sub", "mul", "div", "maximum", "minimum")
+BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "zeros_where_masked")
 REDUCTIONS = ("sum", "mean", "max")
 POOLS = ("max_pool2d", "avg_pool2d")
 ACTIVATIONS = tuple(sorted(name for name, op in OPS.items() if "activation" in op.traits))

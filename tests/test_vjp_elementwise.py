@@ -58,6 +58,12 @@ def test_binary(rng, op, shapes):
     check_vjp(op, [a, b], seed=int(rng.integers(1 << 30)))
 
 
+@pytest.mark.parametrize("shapes", [(SHAPE, SHAPE), (SHAPE[:2] + (1,), SHAPE), ((3, 1, 7), (5, 1))], ids=str)
+def test_zeros_where_masked(rng, shapes):
+    mask = (rng.uniform(size=shapes[1]) < 0.5).astype(np.float64)  # 0/1, as the layers make masks
+    check_vjp("zeros_where_masked", [rng.standard_normal(shapes[0]), mask], seed=int(rng.integers(1 << 30)))
+
+
 @pytest.mark.parametrize("shapes", [(SHAPE, SHAPE), (SHAPE, (7,)), ((3, 1, 7), (5, 1))], ids=str)
 @pytest.mark.parametrize("op", ["maximum", "minimum"])
 def test_maximum_minimum_split_ties_like_torch(rng, op, shapes):

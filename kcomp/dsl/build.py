@@ -14,7 +14,7 @@ from kcomp.dsl import layer_table
 from kcomp.dsl.syntax import Call, Ident, ModelDef, Pos, Statement
 from kcomp.errors import KcompError, SourceError
 from kcomp.layers import InputLayer
-from kcomp.layers.base import flatten
+from kcomp.layers.tensors import flatten
 from kcomp.models import Model, Sequential
 
 COMPILE_SETTINGS = ("optimizer", "loss", "metrics", "loss_weights")

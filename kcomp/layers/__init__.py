@@ -1,6 +1,7 @@
 """Keras's layers, with Keras's names, arguments, defaults and weight layouts."""
 
-from kcomp.layers.base import KerasTensor, Layer, Variable
+from kcomp.layers.base import Layer, Variable
+from kcomp.layers.tensors import KerasTensor
 from kcomp.layers.bidirectional import Bidirectional
 from kcomp.layers.conv import (
     AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, GlobalAveragePooling1D, GlobalAveragePooling2D,

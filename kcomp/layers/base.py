@@ -1,4 +1,5 @@
-"""The Layer base class and symbolic tensors (KerasTensor); weights are kcomp.variables.Variable.
+"""The Layer base class; weights are kcomp.variables.Variable, symbolic tensors (KerasTensor) are
+kcomp/layers/tensors.py's.
 
 A layer follows Keras's shape: `__init__` keeps the config, `build` makes the
 weights once the input shape is known, `call` is written with kcomp.ops only,
@@ -18,18 +19,16 @@ a layer that does not drops it.
 import inspect
 import threading
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from kcomp import initializers, regularizers, session
 from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
-from kcomp.ir.types import BATCH, TORCH_DTYPES, fresh_symbol
+from kcomp.ir.types import TORCH_DTYPES
 from kcomp.layers import masks
-from kcomp.support.arrays import numeric_array
+from kcomp.layers.tensors import KerasTensor, LayerCall, flatten, keras_shape, pack_like, to_tensor
 from kcomp.ops import current_builder, tracing
 from kcomp.variables import Variable
 
@@ -38,79 +37,8 @@ from kcomp.variables import Variable
 _trace_state = threading.local()
 
 
-@dataclass(eq=False)
-class LayerCall:
-    """One application of a layer in a functional model: which tensors went in and out."""
-
-    layer: "Layer"
-    inputs: object  # a KerasTensor or a list of them, as the user passed them
-    outputs: object  # a KerasTensor or a list of them, as `call` returned them
-    kwargs: dict = field(default_factory=dict)
-
-
-class KerasTensor:
-    """A symbolic tensor of the functional API: a shape, a dtype and where it came from.
-
-    `ir_shape` keeps the IR's symbolic dims ("N" for the batch, "?k" for other
-    unknown sizes) so that two tensors sharing an unknown size stay compatible;
-    `shape` shows them as None, as Keras does.
-    """
-
-    def __init__(self, ir_shape, dtype: str, call: LayerCall | None = None, index: int = 0, name: str = "",
-                 mask_shape=None):
-        self.ir_shape = tuple(ir_shape)
-        self.dtype = dtype
-        self.call = call
-        self.index = index
-        self.name = name
-        # The IR shape of the mask travelling with this tensor (Keras's _keras_mask), or None.
-        self.mask_shape = None if mask_shape is None else tuple(mask_shape)
-
-    @property
-    def shape(self) -> tuple:
-        return tuple(d if isinstance(d, int) else None for d in self.ir_shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.ir_shape)
-
-    def __repr__(self):
-        return f"<KerasTensor shape={self.shape} dtype={self.dtype} name={self.name}>"
-
-
-def flatten(structure) -> list:
-    if isinstance(structure, (list, tuple)):
-        return [x for item in structure for x in flatten(item)]
-    return [structure]
-
-
-def pack_like(structure, flat: list):
-    """Rebuild `structure` (a tensor or a list of tensors) from a flat list."""
-    if isinstance(structure, (list, tuple)):
-        return [flat[i] for i in range(len(structure))]
-    return flat[0]
-
-
 def _written_by_keras(config: dict) -> bool:
     return any(isinstance(v, dict) and ("module" in v or v.get("class_name") == "DTypePolicy") for v in config.values())
-
-
-def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
-    """numpy / lists / torch -> torch; float64 becomes float32 (kcomp's default float)."""
-    if isinstance(x, Variable):
-        return x.value
-    if not isinstance(x, torch.Tensor):
-        array = numeric_array(x, "inputs")  # strings, None, ragged lists, complex: a KcompError naming them
-        if any(stride < 0 for stride in array.strides):
-            array = array.copy()  # torch takes no negative strides (x[::-1])
-        x = torch.as_tensor(array)
-    if x.is_complex():
-        raise KcompError(f"The inputs are complex numbers ({x.dtype}); kcomp takes real numbers (use .real or abs()).")
-    if dtype is not None:
-        return x.to(TORCH_DTYPES[dtype])
-    if x.dtype == torch.float64:
-        return x.to(torch.float32)
-    return x
 
 
 MAX_WEIGHT_ELEMENTS = 2**31 - 1
@@ -375,7 +303,7 @@ class Layer:
     def trace(self, builder: GraphBuilder, inputs, training: bool = False, mask=None):
         """Emit this layer's nodes into `builder`; `inputs` are IR Values (or a list). Their masks are
         read from the builder (or `mask` is theirs), its outputs' masks written there."""
-        shapes = [_keras_shape(v.shape) for v in flatten(inputs)]
+        shapes = [keras_shape(v.shape) for v in flatten(inputs)]
         self._build_for(pack_like(inputs, shapes))
         return self._trace_call(builder, inputs, training, mask)
 
@@ -418,7 +346,7 @@ class Layer:
             # Called inside another layer's `call` while that layer is traced: emitted inline.
             mode = getattr(_trace_state, "training", False) if training is None else bool(training)
             out = self.trace(current_builder(), inputs, mode, mask)
-            self._traced_output_shapes = [_keras_shape(v.shape) for v in flatten(out)]  # for summary()
+            self._traced_output_shapes = [keras_shape(v.shape) for v in flatten(out)]  # for summary()
             return out
         if mask is None:  # Keras: a tensor's own mask (an eager Embedding(mask_zero=True) gave it one)
             mask = pack_like(inputs, [masks.mask_of(x) for x in flat])
@@ -500,15 +428,3 @@ def _check_super_called(layer) -> None:
 
 def _unwrap_single(structure):
     return structure[0] if isinstance(structure, (list, tuple)) and len(structure) == 1 else structure
-
-
-def _keras_shape(ir_shape) -> tuple:
-    return tuple(d if isinstance(d, int) else None for d in ir_shape)
-
-
-def symbolic_batch_shape(shape) -> tuple:
-    """Keras shape (None = unknown) -> IR shape: batch "N", other unknowns fresh symbols."""
-    return tuple(
-        d if isinstance(d, int) else (BATCH if i == 0 else fresh_symbol()) for i, d in enumerate(shape)
-    )
-

@@ -6,7 +6,8 @@ from kcomp import activations, initializers, ops, regularizers, session
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.ir.types import is_static
 from kcomp.layers import args, masks
-from kcomp.layers.base import KerasTensor, Layer, LayerCall, symbolic_batch_shape
+from kcomp.layers.base import Layer
+from kcomp.layers.tensors import KerasTensor, LayerCall, symbolic_batch_shape
 
 
 class InputLayer(Layer):

@@ -18,7 +18,8 @@ from kcomp.errors import ArgumentError, GraphError, NotBuiltError, ShapeError, f
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph
 from kcomp.ir.verify import verify
-from kcomp.layers.base import KerasTensor, Layer, LayerCall, _keras_shape, flatten, pack_like
+from kcomp.layers.base import Layer
+from kcomp.layers.tensors import KerasTensor, LayerCall, flatten, keras_shape, pack_like
 from kcomp.layers.core import InputLayer
 from kcomp.models import prediction
 from kcomp.models.input_data import as_list, prepare_inputs
@@ -29,7 +30,7 @@ from kcomp.runtime.executor import make_executor
 
 
 def _keras_shape_of(value) -> tuple:
-    return _keras_shape(value.shape)
+    return keras_shape(value.shape)
 
 
 # Keras 3's other compile arguments: weighted_metrics is used; the rest choose how Keras runs

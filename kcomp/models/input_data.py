@@ -5,7 +5,7 @@ import torch
 
 from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.ir.types import TORCH_DTYPES
-from kcomp.layers.base import to_tensor
+from kcomp.layers.tensors import to_tensor
 
 
 def as_list(x):

@@ -3,7 +3,8 @@
 import numpy as np
 
 from kcomp.errors import ArgumentError, NotCalledError, format_shape
-from kcomp.layers.base import KerasTensor, Layer, flatten
+from kcomp.layers.base import Layer
+from kcomp.layers.tensors import KerasTensor, flatten
 from kcomp.layers.core import InputLayer
 from kcomp.models.functional import Model
 from kcomp.models.topology import check_weight_paths

@@ -3,7 +3,8 @@ the first data, tensor or `build(input_shape)`, the model's `call` is traced onc
 those shapes, as one layer whose graph holds the layers it uses inline."""
 
 from kcomp.ir.builder import GraphBuilder
-from kcomp.layers.base import Layer, to_tensor
+from kcomp.layers.base import Layer
+from kcomp.layers.tensors import to_tensor
 from kcomp.layers.core import InputLayer
 from kcomp.models.input_data import as_list
 

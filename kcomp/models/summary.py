@@ -1,7 +1,7 @@
 """model.summary(): Keras's table of layers, output shapes and parameter counts."""
 
 from kcomp.errors import format_shape
-from kcomp.layers.base import flatten
+from kcomp.layers.tensors import flatten
 
 
 def readable_size(num_bytes: float) -> str:

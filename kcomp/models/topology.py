@@ -2,7 +2,8 @@
 layers in (and so their weights: get_weights / set_weights move between Keras and kcomp)."""
 
 from kcomp.errors import ArgumentError
-from kcomp.layers.base import KerasTensor, Layer, LayerCall, flatten
+from kcomp.layers.base import Layer
+from kcomp.layers.tensors import KerasTensor, LayerCall, flatten
 
 
 def check_weight_paths(layers: list[Layer]) -> None:

@@ -82,9 +82,10 @@ def _read_mask(rw: Rewriter, node: Node) -> list:
 
 
 def _zero_masked(rw: Rewriter, node: Node, mask: list, v):
-    """v (an h sequence or a last h, or its gradient) times the mask where a masked step outputs
-    zeros (zero_output_for_mask): the scans carry the state through every step, the coarse op's
-    output sequence is zero at the masked ones (and its last output, if the last step is masked)."""
+    """v (an h sequence or a last h, or its gradient) zero at the masked steps where a masked step
+    outputs zeros (zero_output_for_mask): the scans carry the state through every step, the coarse
+    op's output sequence is zero at the masked ones (and its last output, if the last step is
+    masked), as Keras's where makes it, also where the carried state is NaN or inf."""
     if not mask or not node.attrs["zero_output_for_mask"]:
         return v
     m, steps = mask[0], mask[0].shape[1]
@@ -92,7 +93,7 @@ def _zero_masked(rw: Rewriter, node: Node, mask: list, v):
         m = rw.emit1("slice", [m], axis=1, start=steps - 1, stop=steps)
     else:
         m = rw.emit1("reshape", [m], shape=(*m.shape, 1))
-    return rw.emit1("mul", [v, m])
+    return rw.emit1("zeros_where_masked", [v, m])
 
 
 def _forward_inputs(node: Node) -> tuple:

@@ -32,7 +32,7 @@ import torch
 
 from kcomp.session import to_snake_case
 from kcomp.errors import KcompError, ShapeError, format_shape
-from kcomp.layers.base import flatten
+from kcomp.layers.tensors import flatten
 from kcomp.support.files import write_bytes_atomic
 
 

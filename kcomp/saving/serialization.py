@@ -257,7 +257,7 @@ def _mask_ops(entries, output_layers) -> set:
 
 
 def _functional_from_config(config: dict):
-    from kcomp.layers.base import flatten
+    from kcomp.layers.tensors import flatten
     from kcomp.models.functional import Model
 
     entries = config.get("layers")

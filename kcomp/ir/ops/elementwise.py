@@ -35,6 +35,16 @@ def binary(name: str, fn, doc: str, vjp, lowering, infer=broadcast_infer) -> OpD
     )
 
 
+def _zeros_where_masked_ref(x, mask):
+    return torch.where(mask != 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _zeros_where_masked_vjp(b, node, grads):
+    (g,) = grads
+    x, mask = node.inputs
+    return [unbroadcast(b, b.emit1("zeros_where_masked", [g, mask]), x), None]  # the mask is data, not a weight
+
+
 def _add_vjp(b, node, grads):
     (g,) = grads
     x, y = node.inputs
@@ -129,6 +139,12 @@ OPS = [
            lambda args: triton_expr.maximum(*args)),
     binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting.", _extremum_vjp,
            lambda args: triton_expr.minimum(*args)),
+    binary(
+        "zeros_where_masked", _zeros_where_masked_ref,
+        "a where the mask b is nonzero, else 0, with broadcasting: Keras's where(mask, a, 0) (a masked "
+        "step's output with zero_output_for_mask), which is 0 there even where a is NaN or inf (a * b "
+        "would give NaN).", _zeros_where_masked_vjp, binary_expr("tl.where({b} != 0, {a}, 0.0)"),
+    ),
     OpDef(
         name="neg",
         doc="-x.",

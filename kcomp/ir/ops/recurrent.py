@@ -10,12 +10,13 @@ first and the returned sequence is in that (reversed) order, as in Keras.
 With masked=True a last input, a (batch, time) mask (nonzero: a step to read), follows the
 weights: a masked step keeps the previous states and repeats the previous output, or outputs
 zeros with zero_output_for_mask (Keras's backend.rnn; the mask is read in the same order
-as the sequence). Masked ops always take the general path.
+as the sequence).
 The gradient of each op is one coarse backward op (lstm_grad, gru_grad,
 simple_rnn_grad in recurrent_grad.py) until a kernel computes it.
 
 The reference runs PyTorch's fused recurrent kernels where they compute Keras's cell
-(recurrent_torch.py), else the general path below, one cell step per time step. In a graph
+(recurrent_torch.py; with a mask whose read steps are one run per row, recurrent_torch_masked.py),
+else the general path below, one cell step per time step. In a graph
 run that also holds the op's backward, the forward leaves its autograd tape for it
 (kcomp.ir.saved_forwards) rather than have the backward compute it again.
 """
@@ -29,6 +30,7 @@ from kcomp.ir import saved_forwards
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.activations import OPS as ACTIVATION_OPS
 from kcomp.ir.ops.common import require_float, require_rank
+from kcomp.ir.ops.recurrent_torch_masked import fused_masked
 from kcomp.ir.ops.recurrent_torch import fused
 from kcomp.ir.types import FLOAT_DTYPES, TensorSpec
 
@@ -217,14 +219,16 @@ def _simple_rnn(x, kernel, recurrent, *bias, activation, recurrent_activation, u
 
 def forward(cell: str):
     """The op's whole forward: run(x, kernel, recurrent, *bias, mask=None, dropout=None, **attrs), on
-    PyTorch's fused kernels where they match Keras's cell and neither a step mask nor dropout masks
-    are given (they have no masked step and one input per gate)."""
+    PyTorch's fused kernels where they match Keras's cell, no dropout masks are given (they take
+    one input for all gates) and a step mask, if any, reads one run of steps per row."""
     general = {"lstm": _lstm, "gru": _gru, "simple_rnn": _simple_rnn}[cell]
 
     def run(x, kernel, recurrent, *bias, mask=None, dropout=None, masked=False, dropout_masks=False,
             zero_output_for_mask=False, **attrs):
-        if mask is None and dropout is None:
-            outputs = fused(cell, x, kernel, recurrent, bias[0] if bias else None, **attrs)
+        if dropout is None:
+            b = bias[0] if bias else None
+            outputs = fused(cell, x, kernel, recurrent, b, **attrs) if mask is None else \
+                fused_masked(cell, x, kernel, recurrent, b, mask, zero_output_for_mask, **attrs)
             if outputs is not None:
                 return outputs
         return general(x, kernel, recurrent, *bias, mask=mask, dropout=dropout, zero_output_for_mask=zero_output_for_mask,

@@ -8,7 +8,8 @@ The weights are Keras's, transposed, with the gates reordered where the orders d
   LSTM  Keras i, f, c, o   = PyTorch i, f, g, o
   GRU   Keras z, r, h      -> PyTorch r, z, n (the input and recurrent biases are Keras's two bias rows)
 Anything else (other activations, a GRU with reset_after=False, dtypes PyTorch's CPU kernels
-do not take) returns None and runs the general path in recurrent.py.
+do not take) returns None and runs the general path in recurrent.py. A masked sequence runs them
+too where each row's read steps are one run (recurrent_torch_masked.py).
 """
 
 import torch
@@ -16,31 +17,41 @@ import torch
 FUSED_DTYPES = (torch.float32, torch.float64)
 
 
-def fused(cell: str, x, kernel, recurrent, bias, activation, recurrent_activation, use_bias, return_sequences,
-          go_backwards, reset_after=True):
-    """(sequence or last h, *final states) as the op returns them, or None where PyTorch's cell differs."""
-    if x.dtype not in FUSED_DTYPES or (cell == "gru" and not reset_after):
+def fused_runner(cell: str, dtype, activation, recurrent_activation, reset_after=True):
+    """PyTorch's fused function computing Keras's cell (torch.lstm, ...), or None where they differ."""
+    if dtype not in FUSED_DTYPES or (cell == "gru" and not reset_after):
         return None
     if cell == "simple_rnn":
         if activation not in ("tanh", "relu"):
             return None
-        run = torch.rnn_tanh if activation == "tanh" else torch.rnn_relu
-    elif activation != "tanh" or recurrent_activation != "sigmoid":
+        return torch.rnn_tanh if activation == "tanh" else torch.rnn_relu
+    if activation != "tanh" or recurrent_activation != "sigmoid":
         return None
-    else:
-        run = torch.lstm if cell == "lstm" else torch.gru
+    return torch.lstm if cell == "lstm" else torch.gru
+
+
+def fused(cell: str, x, kernel, recurrent, bias, activation, recurrent_activation, use_bias, return_sequences,
+          go_backwards, reset_after=True):
+    """(sequence or last h, *final states) as the op returns them, or None where PyTorch's cell differs."""
+    run = fused_runner(cell, x.dtype, activation, recurrent_activation, reset_after)
+    if run is None:
+        return None
     units = recurrent.shape[0]
-    params = _weights(cell, kernel, recurrent, bias if use_bias else None, units)
+    params = fused_weights(cell, kernel, recurrent, bias if use_bias else None, units)
     sequence = x.flip(1) if go_backwards else x  # the returned sequence is in the order it was read, as Keras's
-    h0 = x.new_zeros(1, x.shape[0], units)
-    hx = (h0, h0) if cell == "lstm" else h0
     # train=True: the fused kernels then keep what their backward needs (they drop nothing here: dropout 0)
-    outputs = run(sequence, hx, params, use_bias, 1, 0.0, True, False, True)
+    outputs = run(sequence, zero_states(cell, x, units), params, use_bias, 1, 0.0, True, False, True)
     seq, states = outputs[0], [s[0] for s in outputs[1:]]
     return (seq if return_sequences else states[0], *states)
 
 
-def _weights(cell, kernel, recurrent, bias, units) -> list:
+def zero_states(cell: str, x, units: int, batch: int | None = None):
+    """The fused functions' initial state argument: zeros, (h, c) for an LSTM."""
+    h0 = x.new_zeros(1, x.shape[0] if batch is None else batch, units)
+    return (h0, h0) if cell == "lstm" else h0
+
+
+def fused_weights(cell, kernel, recurrent, bias, units) -> list:
     if cell == "gru":
         w_ih, w_hh = _reset_first(kernel, units).t(), _reset_first(recurrent, units).t()
         if bias is None:

@@ -1,0 +1,90 @@
+"""Masked recurrent layers on PyTorch's fused kernels, where each row's read steps are one run.
+
+Keras's mask semantics (backend.rnn): a masked step keeps the states and repeats the last output
+(zeros with zero_output_for_mask). Where the steps a row reads are contiguous in the order they
+are read (pad_sequences' pre- and post-padding, both directions of a Bidirectional), that equals:
+run the cell from zero states over the row's read steps alone, then place the outputs back:
+
+    before the run   the states are still the zero initial ones, the output zeros
+    in the run       the fused kernel's outputs, in order
+    after the run    the states and output of the run's last step (zeros with zero_output_for_mask)
+
+So each row is shifted to start at its first read step (zeros after its run) and the whole
+batch runs in one call of torch.lstm / torch.gru / torch.rnn_*; what a row computes after its run
+is never read. A row's final h is its output at its run's last step. The LSTM's final c is not
+among the fused outputs at that step, so it is computed again from the run's h sequence (_final_c).
+(Packed sequences would give the final states directly, but PyTorch's CPU kernels run them
+one step at a time: 10x slower than this at batch 32, 500 steps.) Every step is differentiable,
+so the backward is autograd's, as for the unmasked fused path. A mask with holes (a row whose
+read steps are not one run), a cell PyTorch does not compute, or a CUDA graph being captured (the
+runs are found on the host) returns None: the general path in recurrent.py runs it.
+"""
+
+import torch
+
+from kcomp.ir.ops.common import can_read_back
+from kcomp.ir.ops.recurrent_torch import fused_runner, fused_weights, zero_states
+
+
+def read_runs(keep: torch.Tensor):
+    """(first read step, number of read steps) per row of a (batch, time) bool mask, or None
+    where some row's read steps are not one contiguous run. A row that reads no step starts at
+    `time`: every step is before its run."""
+    steps = torch.arange(keep.shape[1], device=keep.device)
+    lengths = keep.sum(1)
+    starts = torch.where(keep, steps, keep.shape[1]).amin(1)
+    run = (steps >= starts[:, None]) & (steps < (starts + lengths)[:, None])
+    return (starts, lengths) if bool((run == keep).all()) else None
+
+
+def fused_masked(cell: str, x, kernel, recurrent, bias, mask, zero_output_for_mask, activation, recurrent_activation,
+                 use_bias, return_sequences, go_backwards, reset_after=True):
+    """(sequence or last h, *final states) as the op returns them, or None (see the module's docstring)."""
+    run = fused_runner(cell, x.dtype, activation, recurrent_activation, reset_after)
+    if run is None or not can_read_back(mask):
+        return None
+    if go_backwards:  # the sequence and its mask in the order the steps are read
+        x, mask = x.flip(1), mask.flip(1)
+    runs = read_runs(mask != 0)
+    if runs is None:
+        return None
+    starts, lengths = runs
+    time, units = x.shape[1], recurrent.shape[0]
+    steps = torch.arange(time, device=x.device)
+    in_run = steps < lengths[:, None]  # (batch, time): the shifted rows' read steps
+    shifted = (starts[:, None] + steps).clamp(max=time - 1)  # row b's step k of its run: x[b, start_b + k]
+    x_run = torch.where(in_run[:, :, None], x.gather(1, shifted[:, :, None].expand(-1, -1, x.shape[2])), 0.0)
+    params = fused_weights(cell, kernel, recurrent, bias if use_bias else None, units)
+    run_out = run(x_run, zero_states(cell, x, units), params, use_bias, 1, 0.0, True, False, True)[0]
+    last = (lengths - 1).clamp(min=0)[:, None]
+    k = steps - starts[:, None]  # each read-order step's place in its row's run
+    placed = _at_steps(run_out, k.clamp(0, time - 1).minimum(last))  # after the run: its last output
+    inside = (k >= 0) & (k < lengths[:, None]) if zero_output_for_mask else k >= 0
+    sequence = torch.where(inside[:, :, None], placed, torch.zeros_like(placed))
+    read_any = lengths > 0
+    h = torch.where(read_any[:, None], _at_steps(run_out, last)[:, 0], 0.0)
+    c = _final_c(x_run, kernel, recurrent, bias if use_bias else None, run_out, last, read_any) if cell == "lstm" else None
+    states = (h,) if c is None else (h, c)
+    return (sequence if return_sequences else sequence[:, -1], *states)
+
+
+def _at_steps(seq, steps):
+    """seq (batch, time, units) at each row's `steps` (batch, k): (batch, k, units)."""
+    return seq.gather(1, steps[:, :, None].expand(-1, -1, seq.shape[2]))
+
+
+def _final_c(x_run, kernel, recurrent, bias, h_run, last, read_any):
+    """The LSTM's c after each row's run (its step `last`), from the run's h sequence: every
+    step's gates (Keras's i, f, c, o) in one matmul, then c_L = sum over s <= L of
+    (f_{s+1} ... f_L) i_s g_s, the products as exponentials of differences of the cumulative sums of
+    log f, in float64 (over 500 steps the sums reach hundreds; float64 keeps their differences exact
+    to about 1e-13), so that no loop over the steps is needed."""
+    units = recurrent.shape[0]
+    h_prev = torch.cat([torch.zeros_like(h_run[:, :1]), h_run[:, :-1]], dim=1)
+    z = x_run @ kernel + h_prev @ recurrent + (0 if bias is None else bias)
+    i, f, g, _ = torch.split(z.double(), units, dim=-1)
+    log_f = torch.nn.functional.logsigmoid(f).cumsum(1)
+    steps = torch.arange(z.shape[1], device=z.device)[None, :, None]
+    upto = torch.where(steps <= last[:, :, None], _at_steps(log_f, last) - log_f, -torch.inf)  # -inf: after L, no term
+    c = (upto.exp() * torch.sigmoid(i) * torch.tanh(g)).sum(1).to(h_run.dtype)
+    return torch.where(read_any[:, None], c, 0.0)
