@@ -13,11 +13,13 @@ import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
 from kcomp.passes import run_pipeline
-from kernel_helpers import assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of
-from recurrent_cases import FEATURES, assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from kernel_helpers import assert_launch_matches_reference
+from recurrent_cases import FEATURES, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, \
+    recurrent_model
 from test_kernels_recurrent_masks import TIME, _mask
+from test_kernels_recurrent_tiled import _only_kernel
+from test_kernels_recurrent_tiled_masks import BATCH, scan_inputs as _scan_inputs
 
-BATCH = 3
 SIZES = [(6, "lstm_scan", "lstm_scan_grad"), (70, "lstm_scan_tiled", "lstm_scan_grad_tiled")]
 SIZE_IDS = ["on-chip", "tiled"]
 RECURRENT_RATE = 0.3
@@ -27,20 +29,6 @@ def _gate_masks(units, seed, dtype=torch.float32):
     """(batch, 4, units): 0 or 1 / (1 - rate), as Keras draws them."""
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(BATCH, 4, units, generator=g) >= RECURRENT_RATE).to(dtype) / (1 - RECURRENT_RATE)
-
-
-def _scan_inputs(units, seed, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    # U scaled so that h @ U is O(1) over `units` terms: the gates stay away from saturation
-    return (torch.randn(BATCH, TIME, 4 * units, generator=g, dtype=dtype),
-            torch.randn(units, 4 * units, generator=g, dtype=dtype) / units ** 0.5)
-
-
-def _only_kernel(graph, template):
-    fused, _ = run_pipeline(graph)
-    (kernel,) = kernels_of(fused)
-    assert kernel.attrs["template"] == template
-    return kernel
 
 
 def _graph(name, op, values, **attrs):
@@ -123,18 +111,10 @@ def test_compiled_dropout_training_steps_run_the_scans_and_match_the_reference(u
     """LSTM(dropout=0.2, recurrent_dropout=0.3): two Adam steps on triton-interpret and on the
     reference executor, the same masks (Philox draws both make alike): the same losses and
     weights, the recurrence in the two scan kernels, no coarse lstm op."""
-    make = recurrent_model(kcomp.layers.LSTM, DROPOUT, units)
     rng = np.random.default_rng(2)
     x = rng.normal(size=(4, TIME, FEATURES)).astype("float32")
     y = kcomp.utils.to_categorical(rng.integers(0, 3, 4), 3)
-    assert_compiled_steps_match_the_reference(make, x, y, steps=2)
-    model = make()
-    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
-    model.train_on_batch(x, y)
-    (step,) = model._training.steps.values()
-    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
-    assert [templates.count(t) for t in scans] == [1, 1], templates
-    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
+    assert_compiled_step_runs_the_scans(recurrent_model(kcomp.layers.LSTM, DROPOUT, units), x, y, scans)
 
 
 # --- the decomposed ops against Keras 3 and torch.autograd, the masks given ------------------------

@@ -4,34 +4,30 @@ against its reference on pre-padded, post-padded, holed and fully masked rows, t
 against torch.autograd through the masked reference in float64, and a compiled masked training
 step on triton-interpret against the reference executor."""
 
-import numpy as np
 import pytest
 import torch
 
-import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_reference
 from kcomp.kernels import recurrent_tiled
-from kcomp.passes import run_pipeline
-from kernel_helpers import assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of
-from test_kernels_recurrent_masks import MASKS, TIME, _mask
+from kernel_helpers import assert_launch_matches_reference
+from test_kernels_recurrent_masks import MASKS, TIME, _mask, assert_masked_embedding_step_runs_the_scans
+from test_kernels_recurrent_tiled import _only_kernel
 from tolerances import tolerance
 
 BATCH, UNITS = 3, 70  # the masks' (batch, time); tiled: above SCAN_MAX_UNITS
 
 
-def _inputs(seed, dtype=torch.float32):
+def scan_inputs(units, seed, dtype=torch.float32):
+    """(xw, U) for BATCH rows and TIME steps, U scaled so that h @ U is O(1) over `units` terms:
+    the gates stay away from saturation."""
     g = torch.Generator().manual_seed(seed)
-    # U scaled so that h @ U is O(1) over 70 terms: the gates stay away from saturation
-    return (torch.randn(BATCH, TIME, 4 * UNITS, generator=g, dtype=dtype),
-            torch.randn(UNITS, 4 * UNITS, generator=g, dtype=dtype) / UNITS ** 0.5)
+    return (torch.randn(BATCH, TIME, 4 * units, generator=g, dtype=dtype),
+            torch.randn(units, 4 * units, generator=g, dtype=dtype) / units ** 0.5)
 
 
-def _only_kernel(graph, template):
-    fused, _ = run_pipeline(graph)
-    (kernel,) = kernels_of(fused)
-    assert kernel.attrs["template"] == template
-    return kernel
+def _inputs(seed):
+    return scan_inputs(UNITS, seed)
 
 
 @pytest.mark.parametrize("mask", MASKS)
@@ -88,26 +84,9 @@ def test_masked_scan_grad_kernel_is_autograd_in_float64(mask):
     torch.testing.assert_close(dz, xw64.grad.float(), **tolerance("float32", "accumulating"))
 
 
-def _embedding_lstm():
-    kcomp.utils.set_random_seed(3)
-    inp = kcomp.layers.Input(shape=(TIME,), dtype="int32")
-    seq = kcomp.layers.Embedding(10, 5, mask_zero=True)(inp)
-    return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(kcomp.layers.LSTM(UNITS)(seq)))
-
-
 def test_compiled_masked_training_step_runs_the_tiled_scans_and_matches_the_reference():
-    """Embedding(mask_zero=True) -> LSTM(70) -> Dense on triton-interpret: the masked lstm runs as
-    the two tiled scan kernels (no coarse op), with the reference's losses and weights."""
-    ids = np.array([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 0, 0, 0], [4, 0, 2, 9, 0, 3, 0], [0] * TIME], "int32")
-    y = kcomp.utils.to_categorical(np.array([0, 1, 2, 1]), 3)
-    assert_compiled_steps_match_the_reference(_embedding_lstm, ids, y, steps=2)
-    model = _embedding_lstm()
-    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
-    model.train_on_batch(ids, y)
-    (step,) = model._training.steps.values()
-    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
-    assert templates.count("lstm_scan_tiled") == 1 and templates.count("lstm_scan_grad_tiled") == 1
-    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
+    """Embedding(mask_zero=True) -> LSTM(70) -> Dense: the masked lstm in the two tiled kernels."""
+    assert_masked_embedding_step_runs_the_scans(UNITS, ("lstm_scan_tiled", "lstm_scan_grad_tiled"))
 
 
 # --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
