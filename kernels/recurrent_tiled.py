@@ -30,10 +30,10 @@ With recurrent dropout masks (RECURRENT_MASKS, (batch, 4, units)) each K-chunk o
 times gate g's mask as it loads (times_scaled_matrix), and backwards dh is summed gate by gate,
 each gate's dz_{t+1}[:, gate] @ U_gate^T times that gate's mask (four K loops of units, not one
 of 4 units). Measured for sm_90 with the first block-size candidate (registers forward /
-backward): a step mask, 206 / 152 at 128 and 256 units, 242 / 236 at 70 and 500, no spills;
-recurrent masks alone 255 / 241 at 70 and 500, no spills; both, 254 / 242 at 128 and 256, no
-spills, but the forward spills 16 bytes at 70 and 500 (every other candidate spills 8 to 72
-there; writing each gate's masked h_t to a scratch for the next step to read instead spilled 88).
+backward): a step mask, 206 / 152 at 128 and 256 units, 242 / 236 at 70 and 500; recurrent
+masks with or without a step mask (their own first candidate, _candidates), 166-168 / 118-122
+at 128, 256 and 1024, 244-248 / 225 at 70 and 500; no spills. (Writing each gate's masked h_t to
+a scratch for the next step to read, instead of scaling each K-chunk, spilled 88 bytes at 70.)
 
 `times_matrix` (the chunked product) and the masks are written for any gate count and layout,
 so a GRU or SimpleRNN tiled variant reuses them with its own cell update.
@@ -257,8 +257,13 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # With Triton's default 3 pipeline stages, or tiles (16, 32, 32) or (32, 32, 32) on 4 warps
     # or (64, 64, 32) on 8, one of the three kernels spills at 128 or 256 units. The K loops are
     # short (units / BLOCK_K iterations per gate), so one stage loses little.
-    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1)
-            for b, h, k, w in ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))]
+    # With recurrent dropout masks (and a step mask) every one of these spills 8 to 72 bytes in the
+    # forward at 70 and 500 units; (16, 64, 64) on 8 warps does not (248 / 225 registers at 70 and
+    # 500, 168 / 122 at 128), so it comes first there.
+    tiles = ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))
+    if call.binding.recurrent_masks is not None:
+        tiles = ((16, 64, 64, 8), *tiles)
+    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1) for b, h, k, w in tiles]
 
 
 def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
