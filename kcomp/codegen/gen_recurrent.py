@@ -38,7 +38,8 @@ def _mask(kernel: KernelParts) -> dict:
     """The mask, an optional input after the scan's own (masked=True), then (an LSTM's scans) the
     recurrent dropout masks (recurrent_masks=True)."""
     a = kernel.anchor.attrs
-    return {"mask": a.get("masked", False), **({"recurrent_masks": a["recurrent_masks"]} if "recurrent_masks" in a else {})}
+    gate_masks = {"recurrent_masks": a["recurrent_masks"]} if "recurrent_masks" in a else {}
+    return {"mask": a.get("masked", False), **gate_masks}
 
 
 def generate_lstm_scan(kernel: KernelParts) -> GeneratedKernel:

@@ -196,8 +196,8 @@ def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False, re
 
 
 MASKED_ATTR = attr(bool, False, doc="a (batch, time) mask in the order the steps are read follows the scan's inputs")
-RECURRENT_MASKS_ATTR = attr(bool, False, doc="recurrent dropout masks (batch, 4, units) follow (after the mask): gate g "
-                            "reads h_{t-1} * masks[:, g]")
+RECURRENT_MASKS_ATTR = attr(bool, False, doc="recurrent dropout masks (batch, 4, units) follow (after the mask): "
+                            "gate g reads h_{t-1} * masks[:, g]")
 
 OPS = [
     OpDef(
