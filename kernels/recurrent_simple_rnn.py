@@ -9,8 +9,11 @@ the time steps with h in registers:
 
 U (units, units) is one tile, so it stays on chip up to 64 units (BLOCK_H 64 on 8 warps: 16
 floats a thread), where the LSTM's and GRU's four and three tiles stay only up to 32
-(recurrent_common.py reads them every step above). Units above SIMPLE_RNN_SCAN_MAX_UNITS are
-not decomposed. The recurrent matmul is tl.dot in `precision`.
+(recurrent_common.py reads them every step above). Units above SIMPLE_RNN_SCAN_MAX_UNITS run
+the tiled templates (recurrent_tiled_simple_rnn.py: h in global memory, U read in chunks every
+step). The recurrent matmul is tl.dot in `precision`. With a mask (MASKED) a masked step keeps h,
+and backwards gives its pre-activation zero gradient and passes dh to the step before
+(kcomp/ir/ops/recurrent_scan.py).
 """
 
 from dataclasses import dataclass
@@ -22,8 +25,8 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
-    ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, present, sizes, tanh, tile_before_loop,
-    times_gate,
+    ScanCall, alone, batch_block, candidates, kept_or, launch_grid, load_or_zeros, present, sizes, step_kept, tanh,
+    tile_before_loop, times_gate,
 )
 from kcomp.kernels.template import Binding, Template
 
@@ -31,14 +34,14 @@ ON_CHIP_MAX = 64  # the largest BLOCK_H whose one recurrent tile is loaded once,
 
 
 @triton.jit
-def _activate(z, RELU: tl.constexpr):
+def activate(z, RELU: tl.constexpr):
     if RELU:
         return tl.where(z < 0.0, 0.0, z)  # not tl.maximum, which drops NaN where torch.relu keeps it
     return tanh(z)
 
 
 @triton.jit
-def _activation_grad(h, RELU: tl.constexpr):
+def activation_grad(h, RELU: tl.constexpr):
     """The activation's derivative at the pre-activation that gave h, from h itself."""
     if RELU:
         return tl.where(h > 0.0, 1.0, 0.0)
@@ -47,8 +50,8 @@ def _activation_grad(h, RELU: tl.constexpr):
 
 @triton.jit
 def simple_rnn_scan_kernel(
-    XW, U, HSEQ, n_batch, n_steps, units,
-    RELU: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    XW, U, MASK, HSEQ, n_batch, n_steps, units,
+    RELU: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]  # (row, step 0, col): xw's and h's
@@ -57,14 +60,16 @@ def simple_rnn_scan_kernel(
     for t in range(0, n_steps):
         z = tl.load(XW + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
         z += times_gate(h, U, units, 0, u, 1, ON_CHIP, False, PRECISION, BLOCK_H)
-        h = tl.where(ok, _activate(z, RELU), 0.0)  # columns past units stay zero: they feed the next dot
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
+        # columns past units stay zero: they feed the next dot; a masked step keeps h
+        h = kept_or(keep, tl.where(ok, activate(z, RELU), 0.0), h, MASKED)
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def simple_rnn_scan_grad_kernel(
-    U, HSEQ, DSEQ, DH, DZ, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RELU: tl.constexpr, ON_CHIP: tl.constexpr,
+    U, HSEQ, MASK, DSEQ, DH, DZ, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RELU: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -75,9 +80,11 @@ def simple_rnn_scan_grad_kernel(
         t = n_steps - 1 - s
         dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
         h = tl.load(HSEQ + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
-        dz = tl.where(ok, dh * _activation_grad(h, RELU), 0.0)
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step: zero gradient, dh passed on
+        dz = kept_or(keep, tl.where(ok, dh * activation_grad(h, RELU), 0.0), 0.0, MASKED)
         tl.store(DZ + seq_rows + t * units, dz.to(DZ.dtype.element_ty), mask=ok)
-        dh_next = times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H)
+        dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
+        dh_next += times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H)
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -88,26 +95,36 @@ class SimpleRnnScanBinding(Binding):
     xw: int  # which input holds the projected inputs (batch, time, units)
     recurrent: int  # which holds U (units, units)
     activation: str  # "tanh" or "relu"
+    mask: int | None = None  # which holds the mask (batch, time), None: every step read
 
 
 @dataclass(frozen=True, kw_only=True)
 class SimpleRnnScanGradBinding(Binding):
     recurrent: int  # which input holds U,
     h_seq: int  # every h_t,
+    mask: int | None = None  # the mask (None: every step read),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h
     activation: str
 
 
-def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+def scan_call(binding: SimpleRnnScanBinding, inputs, out, precision: str, max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
+    """The forward launch checked and allocated, its tensors (XW, U, MASK, HSEQ): this template's
+    and, up to its own max_units, the tiled one's (recurrent_tiled_simple_rnn.py)."""
     # check: the projected inputs and U contiguous
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    n, steps, units = sizes("simple_rnn_scan", xw, u.shape[0], SIMPLE_RNN_SCAN_MAX_UNITS)
+    (mask,) = present(inputs, (binding.mask,), xw)  # no mask: never read
+    n, steps, units = sizes("simple_rnn_scan", xw, u.shape[0], max_units)
     # allocate: every h_t
     if out is None:
         out = torch.empty_like(xw)
-    run_scan(ScanCall(binding, inputs, out, (xw, u, out), n, steps, units, precision), config, interpret)
-    return out
+    return ScanCall(binding, inputs, out, (xw, u, mask, out), n, steps, units, precision)
+
+
+def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
+    call = scan_call(binding, inputs, out, precision)
+    run_scan(call, config, interpret)
+    return call.out
 
 
 @tuned(candidates)
@@ -115,25 +132,34 @@ def run_scan(call: ScanCall, config: dict):
     launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, RELU=call.binding.activation == "relu")
 
 
-def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config=None, precision="tf32",
-                     interpret=None):
+def scan_grad_call(binding: SimpleRnnScanGradBinding, inputs, out, precision: str,
+                   max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
+    """The backward launch checked and allocated, its tensors (U, HSEQ, MASK, DSEQ, DH, DZ), as scan_call."""
     # check: U, every h_t and the gradients present, contiguous (an absent one: never read)
     u, h_seq = inputs[binding.recurrent].contiguous(), inputs[binding.h_seq].contiguous()
-    d_seq, d_h = present(inputs, (binding.d_seq, binding.d_h), h_seq)
-    n, steps, units = sizes("simple_rnn_scan_grad", h_seq, u.shape[0], SIMPLE_RNN_SCAN_MAX_UNITS)
+    mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
+    n, steps, units = sizes("simple_rnn_scan_grad", h_seq, u.shape[0], max_units)
     # allocate: the gradient of every step's xw
     if out is None:
         out = torch.empty_like(h_seq)
-    run_scan_grad(ScanCall(binding, inputs, out, (u, h_seq, d_seq, d_h, out), n, steps, units, precision), config,
-                  interpret)
-    return out
+    return ScanCall(binding, inputs, out, (u, h_seq, mask, d_seq, d_h, out), n, steps, units, precision)
+
+
+def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config=None, precision="tf32",
+                     interpret=None):
+    call = scan_grad_call(binding, inputs, out, precision)
+    run_scan_grad(call, config, interpret)
+    return call.out
+
+
+def grad_flags(binding: SimpleRnnScanGradBinding) -> dict:
+    """The backward kernels' constexprs: which gradients arrive, and the activation."""
+    return dict(HAS_DSEQ=binding.d_seq is not None, HAS_DH=binding.d_h is not None, RELU=binding.activation == "relu")
 
 
 @tuned(candidates)
 def run_scan_grad(call: ScanCall, config: dict):
-    b = call.binding
-    launch_grid(simple_rnn_scan_grad_kernel, call, config, ON_CHIP_MAX, HAS_DSEQ=b.d_seq is not None,
-                HAS_DH=b.d_h is not None, RELU=b.activation == "relu")
+    launch_grid(simple_rnn_scan_grad_kernel, call, config, ON_CHIP_MAX, **grad_flags(call.binding))
 
 
 TEMPLATES = (

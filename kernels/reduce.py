@@ -186,7 +186,7 @@ def reduce_axes_fit(node) -> bool:
 def _claim_prologue(fusion, node):
     """The elementwise ops computing the input, applied as it loads (a weighted loss before its mean)."""
     if fusion.is_free(node) and reduce_axes_fit(node):
-        return fusion.prologue_chain(node, FLAT_OPERANDS - 1)  # the chain's start is a load too
+        return fusion.prologue_chain(node, FLAT_OPERANDS - 1, trees=True)  # the chain's start is a load too
     return None
 
 

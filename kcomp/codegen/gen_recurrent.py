@@ -64,11 +64,11 @@ def generate_gru_scan_grad(kernel: KernelParts) -> GeneratedKernel:
 
 
 def generate_simple_rnn_scan(kernel: KernelParts) -> GeneratedKernel:
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), {}, ("activation",)))
+    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), _mask(kernel), ("activation",)))
 
 
 def generate_simple_rnn_scan_grad(kernel: KernelParts) -> GeneratedKernel:
-    optional = _given_gradients(kernel, ("d_seq", "d_h"))
+    optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h"))}
     return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "h_seq"), optional, ("activation",)))
 
 

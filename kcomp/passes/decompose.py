@@ -3,6 +3,8 @@
 A 1x1 convolution with unit strides becomes a matmul of the channels. An LSTM becomes
 its input projection and one recurrence op (decompose_recurrent.py). An embedding's gradient
 becomes a stable sort of the ids and a sum in that order (decompose_embedding.py).
+Binary accuracy's `correct` on float32 becomes its two comparisons, equal(greater(p, threshold), y):
+elementwise ops a reduction loads as its prologue (the accuracy's sum), not a torch op per step.
 
 batch_norm in inference form becomes y = x * scale + shift with
 scale = gamma / sqrt(var + eps) and shift = beta - mean * scale. scale and
@@ -63,7 +65,18 @@ def _pooled_later(node: Node, rw: Rewriter) -> bool:
     return False
 
 
-RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul), *RECURRENT_RULES, *EMBEDDING_RULES]
+def binary_correct_to_comparisons(node: Node, rw: Rewriter):
+    """(y_pred > threshold) == y_true, as the reference computes it, where both are float32 (the
+    comparisons give 1.0 / 0.0 in their inputs' dtype, the float32 that correct returns)."""
+    y_true, y_pred = node.inputs
+    if node.attrs["kind"] != "binary" or y_true.dtype != "float32" or y_pred.dtype != "float32" or y_true.shape != y_pred.shape:
+        return None
+    threshold = rw.emit1("constant", [], value=float(node.attrs["threshold"]), dtype="float32")
+    return [rw.emit1("equal", [rw.emit1("greater", [y_pred, threshold]), y_true])]
+
+
+RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul), ("correct", binary_correct_to_comparisons),
+         *RECURRENT_RULES, *EMBEDDING_RULES]
 
 
 def decompose(graph):

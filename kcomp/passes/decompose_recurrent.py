@@ -37,13 +37,17 @@ the GRU with Keras's default activations and either reset_after (with reset_afte
 bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
 the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up to their
 kernels' units limits, and exactly the inputs the scans read.
+
+A simple_rnn decomposes up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to
+SIMPLE_RNN_SCAN_MAX_UNITS, the tiled ones, kernels/recurrent_tiled_simple_rnn.py, the rest), with
+its mask or without, at every size: the mask reaches both scans as a masked lstm's does.
 """
 
 from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS
-from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS, SIMPLE_RNN_SCAN_MAX_UNITS
+from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
@@ -309,8 +313,10 @@ def _gru_scannable(node: Node) -> bool:
 def _simple_rnn_scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
-    return not (a["masked"] or a["dropout_masks"]) and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
-        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SIMPLE_RNN_SCAN_MAX_UNITS
+    # a mask the scans read: 0/1 floats of x's dtype, as the layers make them
+    mask_read = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
+    return not a["dropout_masks"] and mask_read and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
+        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 
 def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
@@ -373,8 +379,11 @@ def simple_rnn_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
     _, xw = _projection(rw, node)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2]], activation=node.attrs["activation"])
-    return _last_outputs(rw, node, h_seq)
+    mask = _read_mask(rw, node)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2], *mask], activation=node.attrs["activation"],
+                     masked=bool(mask))
+    out, h_last = _last_outputs(rw, node, h_seq)
+    return [_zero_masked(rw, node, mask, out), h_last]
 
 
 def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
@@ -382,10 +391,13 @@ def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
         return None
     recurrent, activation = node.inputs[2], node.attrs["activation"]
     x_read, xw = _projection(rw, node)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent], activation=activation)  # the forward's, once CSE has run
-    d_seq, d_h, _ = _state_grads(rw, node, [])
+    mask = _read_mask(rw, node)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent, *mask], activation=activation,
+                     masked=bool(mask))  # the forward's, once CSE has run
+    d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
-    dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *present], activation=activation, **flags)
+    dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *mask, *present], activation=activation,
+                  masked=bool(mask), **flags)
     return _projected_grads(rw, node, x_read, dz, h_seq)
 
 

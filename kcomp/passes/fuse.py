@@ -12,6 +12,13 @@ forms, templates claim what a group met earlier in graph order must not take:
 the elementwise ops computing a Dense's or a reduction's input (a prologue), a
 Dense's bias gradient (its B's column sums).
 
+A chain follows single-use values, and takes with each op the producer trees of its other
+operands (single-use elementwise ops computed from what the kernel can load), in epilogues,
+pointwise kernels and reduction prologues. A cheap elementwise value with several elementwise
+readers is copied into each of them first (recompute.py: never a reduction, a matmul or a random
+draw; at most MAX_READERS copies), and the copies are kept only when the graph then fuses into
+fewer launches (fewest_launches): binary cross-entropy and its gradient in 5 kernels, not 18.
+
 `Fusion` is the state the rules read: users, what is taken, the chain helpers.
 An embedding read only by a Dense-like matmul is
 gathered by that matmul's kernel (fuse_gather.py); others get a gather kernel of their own.
@@ -30,6 +37,7 @@ from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.operands import chain_input, operand_kind
 from kcomp.kernels.template import Group
 from kcomp.passes.fuse_gather import gathered_embedding
+from kcomp.passes.recompute import recompute
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
 
 
@@ -123,18 +131,20 @@ class Fusion:
         v = group[-1].outputs[0]
         while (user := self.sole_user(v)) is not None and self.is_pointwise(user) and id(user) not in self.taken:
             out = user.outputs[0]
-            others = [x for x in user.inputs if x.id != v.id]
-            feeders = [p for x in others if (p := self.operand_producer(x, user, group)) is not None]
-            fed = {p.outputs[0].id for p in feeders}
-            inside = {o.id for n in group for o in n.outputs}
-            loads = [y for p in feeders for y in p.inputs if y.id not in inside] + [x for x in others if x.id not in fed]
             # A pointwise kernel (widen=True) may grow from one element to many (a loss gradient's
             # 1 / count spread over the batch): what it computed so far is a scalar in every lane.
             grows = widen and all(d == 1 for d in v.shape) and all(operand_kind(o, out) == "scalar" for n in group for o in n.outputs)
-            if (out.shape != v.shape and not grows) or any(operand_kind(x, out) is None for x in loads):
+            if out.shape != v.shape and not grows:
                 break
-            needs = {x.id for x in loads if not self.is_constant(x)}
-            if len(loaded | needs) > max_loads:
+            # The other operands' producer trees where their loads fit, else one level of them.
+            for deep in (True, False):
+                feeders = [p for x in user.inputs if x.id != v.id for p in self.operand_producers(x, user, group, deep)]
+                made = {o.id for n in (*group, *feeders) for o in n.outputs}
+                loads = [y for n in (*feeders, user) for y in n.inputs if y.id not in made]
+                needs = {x.id for x in loads if not self.is_constant(x)}
+                if len(loaded | needs) <= max_loads:
+                    break
+            if any(operand_kind(x, out) is None for x in loads) or len(loaded | needs) > max_loads:
                 break
             loaded |= needs
             group.extend(feeders)
@@ -142,42 +152,57 @@ class Fusion:
             v = out
         return v
 
-    def operand_producer(self, x: Value, user: Node, group: list[Node]) -> Node | None:
-        """The single-use elementwise op computing an operand of `user` from tensors the kernel
-        can load itself (relu's gradient mask greater(h, 0)): computed in the epilogue, it needs
-        no launch of its own and its output never goes through memory."""
+    def operand_producers(self, x: Value, user: Node, group: list[Node], deep: bool = True) -> list[Node]:
+        """The single-use elementwise ops computing an operand of `user` from tensors the kernel
+        can load itself (relu's gradient mask greater(h, 0)), in graph order: computed in the
+        epilogue, they need no launch of their own and their outputs never go through memory.
+        deep: the whole tree of such ops (a clipped probability's max, min and log, which
+        recompute.py copied into this reader); else only x's own producer."""
         p = self.producers.get(x.id)
         if p is None or id(p) in self.taken or any(p is n for n in group) or not self.is_pointwise(p) or self.sole_user(x) is not user:
-            return None
-        if x.shape != user.outputs[0].shape or any(operand_kind(y, user.outputs[0]) is None for y in p.inputs):
-            return None
-        return p
+            return []
+        if x.shape != user.outputs[0].shape:
+            return []
+        tree: list[Node] = []
+        for y in p.inputs:
+            below = self.operand_producers(y, p, group + tree) if deep else []
+            if not below and operand_kind(y, user.outputs[0]) is None:
+                return []
+            tree.extend(below)
+        return [*tree, p]
 
     def gathered_embedding(self, anchor: Node, prologue: list[Node]) -> Node | None:
         """The embedding whose rows a Dense-like anchor may load through the ids instead of reading
         its output (the rule and why: kcomp/passes/fuse_gather.py), or None."""
         return gathered_embedding(self, anchor, prologue)
 
-    def prologue_chain(self, anchor: Node, max_operands: int) -> list[Node]:
+    def prologue_chain(self, anchor: Node, max_operands: int, trees: bool = False) -> list[Node]:
         """Single-use elementwise ops that produced the anchor's first input, to apply as it loads
-        (reading at most max_operands other tensors)."""
+        (reading at most max_operands other tensors). trees: with the producer trees of the
+        chain's other operands (operand_producers), for a template whose prologue loads every
+        operand as a pointwise body does (a reduction's, not a matmul tile's)."""
         chain: list[Node] = []
+        head = anchor  # the chain's first node on the anchor's input path, or the anchor
         v = anchor.inputs[0]
         operands: set[int] = set()
         while (producer := self.producers.get(v.id)) is not None and self.is_pointwise(producer):
-            if self.sole_user(v) is not (chain[0] if chain else anchor) or producer.outputs[0].shape != v.shape:
+            if self.sole_user(v) is not head or producer.outputs[0].shape != v.shape:
                 break
             main = chain_input([producer])
-            others = {x.id for x in producer.inputs if x is not main}
-            if any(operand_kind(x, v) is None for x in producer.inputs if x is not main):
+            others = [x for x in producer.inputs if x is not main]
+            tree = [n for x in others for n in self.operand_producers(x, producer, chain)] if trees else []
+            made = {o.id for n in tree for o in n.outputs}
+            loads = {y.id: y for n in (*tree, producer) for y in n.inputs if y is not main and y.id not in made}
+            if any(operand_kind(x, v) is None for x in loads.values()):
                 break
-            if len(operands | others) > max_operands:
+            if len(operands | loads.keys()) > max_operands:
                 break
-            operands |= others
-            chain.insert(0, producer)
+            operands |= loads.keys()
+            chain[:0] = [*tree, producer]
+            head = producer
             v = main
         source = self.producers.get(v.id)
-        if chain and source is not None and _takes_epilogue(source) and self.sole_user(v) is chain[0]:
+        if chain and source is not None and _takes_epilogue(source) and self.sole_user(v) is head:
             return []  # the ops right after a Dense or conv are its epilogue, computed once per element
         return chain
 
@@ -281,12 +306,28 @@ def kernel_node(template: str, group: Group, producers: dict[int, Node], outputs
     return Node("kernel", tuple(inputs), (("body", body), ("roles", roles), ("template", template)), outs, "+".join(origins))
 
 
+def launches(fused: Graph) -> int:
+    """Nodes of a fused graph that run as a launch (a kernel, or a torch op): not views or literals."""
+    return sum(n.op not in ("reshape", "transpose", "constant") for n in fused.nodes)
+
+
+def fewest_launches(graph: Graph, hoisted: bool = True) -> Graph:
+    """The graph fused as it is, or with its cheap elementwise values copied into their readers
+    (kcomp/passes/recompute.py), whichever runs fewer launches (as it is, on a tie)."""
+    fused = Fusion(graph, hoisted).run()
+    copied = recompute(graph, Fusion(graph, hoisted).is_pointwise)
+    if copied is graph:
+        return fused
+    refused = Fusion(copied, hoisted).run()
+    return refused if launches(refused) < launches(fused) else fused
+
+
 def fuse(graph: Graph) -> Graph:
-    return Fusion(graph).run()
+    return fewest_launches(graph)
 
 
 def fuse_every_step(graph: Graph) -> Graph:
     """fuse for a graph whose plan runs every node every time (a training or test step: its
     weights change every step, so nothing is hoisted): weight-only values fuse too (a
     regularizer's sum of squares is a reduce kernel, not torch ops)."""
-    return Fusion(graph, hoisted=False).run()
+    return fewest_launches(graph, hoisted=False)

@@ -1,6 +1,6 @@
 """A plan: the fused graph as an ordered list of launches over buffers.
 
-Steps are kernel launches (generated modules), views (reshape: no copy) and
+Steps are kernel launches (generated modules), views (reshape, transpose, slice: no copy) and
 unfused nodes run with their torch reference (ops no template covers yet).
 Nodes computed from weights alone (batch-norm's folded scale and shift) run
 once per weight update, not per batch.
@@ -25,10 +25,11 @@ from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.versions import contents_key
 
 
-# Ops a plan runs as torch views (no copy, no launch). A transposed view reaches its reader as
-# strides: the matmul template reads a 2-D A or B through them (the weight gradient's
-# activations^T); other templates copy what they need contiguous in their launch.
-VIEW_OPS = ("reshape", "transpose")
+# Ops a plan runs as torch views (no copy, no launch). A transposed or sliced view reaches its
+# reader as strides: the matmul template reads a 2-D A or B through them (the weight gradient's
+# activations^T, an LSTM's last h_t out of the h sequence); other templates copy what they need
+# contiguous in their launch, as a reshape that cannot be a view copies.
+VIEW_OPS = ("reshape", "transpose", "slice")
 # Ops whose result depends on their inputs' shapes alone (a constant; count, the batch size as a
 # tensor): a plan makes each once per device and shapes, not once per run.
 SHAPE_ONLY_RESULTS = ("constant", "count")
@@ -250,7 +251,7 @@ class Plan:
                     readers[id(out)] = 1
             elif instr.kind == "view":
                 x = args[0]
-                env[out_value.id] = x.permute(node.attrs["perm"]) if node.op == "transpose" else x.reshape(concrete(out_value, sizes))
+                env[out_value.id] = _view(node, x, concrete(out_value, sizes))
                 _alias(node.inputs[0], out_value, owners, readers)
             elif node.op in SHAPE_ONLY_RESULTS:
                 # Made once per device and input shapes, and kept (nothing writes to it): not a fill
@@ -286,6 +287,16 @@ class Plan:
                             pool.release(buf)
         self.last_peak_bytes = pool.peak_bytes
         return [env[v.id] for v in self.graph.outputs]
+
+
+def _view(node: Node, x: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """A VIEW_OPS node's result, sharing x's memory (a reshape of a strided view may copy)."""
+    a = node.attrs
+    if node.op == "transpose":
+        return x.permute(a["perm"])
+    if node.op == "slice":
+        return x.narrow(a["axis"], a["start"], a["stop"] - a["start"])
+    return x.reshape(shape)
 
 
 def _alias(source: Value, view: Value, owners: dict, readers: dict) -> None:
