@@ -131,6 +131,14 @@ def times_gates(h, recurrent, gate_masks, transposed: bool = False):
     return torch.cat([(h * gate_masks[:, g]) @ u for g, u in enumerate(blocks)], dim=1)
 
 
+def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
+    """[the mask] where masked=True gives one, [] where none is; else a ShapeError."""
+    if len(mask) != int(masked):
+        raise ShapeError(f"{what} with masked={masked} takes {n_inputs + int(masked)} inputs, "
+                         f"received {n_inputs + len(mask)}.")
+    return mask or [None]
+
+
 def lstm_scan_reference(xw, recurrent, *extra, save, masked=False, recurrent_masks=False):
     _, _, mask, gate_masks = split_present((xw, recurrent, *extra), 2, "lstm_scan", masked=masked,
                                            recurrent_masks=recurrent_masks)
