@@ -174,11 +174,12 @@ def _lstm_projection(rw: Rewriter, node: Node):
     """(x as read, x times each gate's input mask or None, xw). With dropout masks gate g projects
     x * input_masks[:, g]: one batched matmul over the gates, (batch, gates, time, features) @
     (gates, features, units), not a matmul per gate: one product (the masked copies) and two
-    layout changes around it whatever the gate count, where per-gate matmuls take a slice of the
-    masks and of the kernel, a product and a matmul per gate (16 launches for 4 gates), then a
-    concat. The batched matmuls (here and in _dropout_grads) run as torch ops: the matmul
-    template takes a rank-2 B only; the projection is one parallel product per layer, off the
-    scans' sequential path."""
+    layout changes around it whatever the gate count, where per-gate matmuls fused to 17 plan
+    steps for the forward alone (measured: 4 matmul kernels, 4 products, 8 slices of the masks and
+    the kernel, a concat). The batched matmuls (here and in _dropout_grads) run as torch ops: the
+    matmul template takes a rank-2 B only; the projection is one parallel product per layer, off
+    the scans' sequential path. (Measured, an LSTM(6) training step's plan: 16 kernels, 9 torch
+    ops (3 of them batched matmuls) and 24 views with recurrent_dropout; 14, 3 and 11 without.)"""
     if not node.attrs["dropout_masks"]:
         x, xw = _projection(rw, node)
         return x, None, xw
