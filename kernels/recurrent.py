@@ -18,7 +18,10 @@ Units above SCAN_MAX_UNITS (kcomp/ir/ops/recurrent_scan.py) run the tiled templa
 (recurrent_tiled.py: h and c in global memory, U read in chunks every step). The recurrent
 matmuls are tl.dot in `precision` (tf32 or ieee). With a mask (MASKED) a masked step keeps h
 and c, and backwards passes their gradients on with zero gradient for its gates
-(kcomp/ir/ops/recurrent_scan.py).
+(kcomp/ir/ops/recurrent_scan.py). With recurrent dropout masks (RECURRENT_MASKS: (batch, 4,
+units), recurrent_dropout in training) gate g's product reads h * masks[:, g], and backwards
+dz_g @ U_g^T is times masks[:, g] before it joins dh; the masks are read every step (from L1),
+not held in registers.
 """
 
 from dataclasses import dataclass
@@ -31,16 +34,16 @@ from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
     ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
-    kept_or, sizes, step_kept, tanh, tile_before_loop, times_gate,
+    kept_or, sizes, step_kept, tanh, tile_before_loop, times_gate, times_gate_mask,
 )
-from kcomp.kernels.scan_launch import grad_flags
+from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
 from kcomp.kernels.template import Binding, Template
 
 
 @triton.jit
 def lstm_scan_kernel(
-    XW, U, MASK, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
-    SAVE: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
+    SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -54,10 +57,15 @@ def lstm_scan_kernel(
     c = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     for t in range(0, n_steps):
         z = XW + gate_rows + t * 4 * units
-        z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_gate(h, U, units, 0, u_i, 4, ON_CHIP, False, PRECISION, BLOCK_H)
-        z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_gate(h, U, units, 1, u_f, 4, ON_CHIP, False, PRECISION, BLOCK_H)
-        z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h, U, units, 2, u_g, 4, ON_CHIP, False, PRECISION, BLOCK_H)
-        z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h, U, units, 3, u_o, 4, ON_CHIP, False, PRECISION, BLOCK_H)
+        # each gate's h_{t-1}, times its recurrent dropout mask (RECURRENT_MASKS; read every step, from L1)
+        h_i = times_gate_mask(h, RMASKS, rows, cols, ok, units, 0, 4, RECURRENT_MASKS)
+        h_f = times_gate_mask(h, RMASKS, rows, cols, ok, units, 1, 4, RECURRENT_MASKS)
+        h_g = times_gate_mask(h, RMASKS, rows, cols, ok, units, 2, 4, RECURRENT_MASKS)
+        h_o = times_gate_mask(h, RMASKS, rows, cols, ok, units, 3, 4, RECURRENT_MASKS)
+        z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_gate(h_i, U, units, 0, u_i, 4, ON_CHIP, False, PRECISION, BLOCK_H)
+        z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_gate(h_f, U, units, 1, u_f, 4, ON_CHIP, False, PRECISION, BLOCK_H)
+        z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h_g, U, units, 2, u_g, 4, ON_CHIP, False, PRECISION, BLOCK_H)
+        z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h_o, U, units, 3, u_o, 4, ON_CHIP, False, PRECISION, BLOCK_H)
         i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         c_new = tl.where(ok, f * c + i * g, 0.0)  # columns past units stay zero: they feed the next dot
@@ -77,8 +85,9 @@ def lstm_scan_kernel(
 
 @triton.jit
 def lstm_scan_grad_kernel(
-    U, CSEQ, GATES, MASK, DSEQ, DH, DC, DZ, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
+    U, CSEQ, GATES, MASK, RMASKS, DSEQ, DH, DC, DZ, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
@@ -115,10 +124,15 @@ def lstm_scan_grad_kernel(
         tl.store(out + 3 * units, dz_o.to(DZ.dtype.element_ty), mask=ok)
         dc_next = kept_or(keep, dc * f, dc_next, MASKED)  # a masked step passes dc and dh to the step before
         dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
-        dh_next += times_gate(dz_i, U, units, 0, ut_i, 4, ON_CHIP, True, PRECISION, BLOCK_H)
-        dh_next += times_gate(dz_f, U, units, 1, ut_f, 4, ON_CHIP, True, PRECISION, BLOCK_H)
-        dh_next += times_gate(dz_g, U, units, 2, ut_g, 4, ON_CHIP, True, PRECISION, BLOCK_H)
-        dh_next += times_gate(dz_o, U, units, 3, ut_o, 4, ON_CHIP, True, PRECISION, BLOCK_H)
+        # through each gate's product, times its recurrent dropout mask (RECURRENT_MASKS)
+        dh_next += times_gate_mask(times_gate(dz_i, U, units, 0, ut_i, 4, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS,
+                                   rows, cols, ok, units, 0, 4, RECURRENT_MASKS)
+        dh_next += times_gate_mask(times_gate(dz_f, U, units, 1, ut_f, 4, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS,
+                                   rows, cols, ok, units, 1, 4, RECURRENT_MASKS)
+        dh_next += times_gate_mask(times_gate(dz_g, U, units, 2, ut_g, 4, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS,
+                                   rows, cols, ok, units, 2, 4, RECURRENT_MASKS)
+        dh_next += times_gate_mask(times_gate(dz_o, U, units, 3, ut_o, 4, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS,
+                                   rows, cols, ok, units, 3, 4, RECURRENT_MASKS)
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -129,6 +143,7 @@ class LstmScanBinding(Binding):
     xw: int  # which input holds the projected inputs (batch, time, 4 * units)
     recurrent: int  # which holds U (units, 4 * units)
     mask: int | None = None  # which holds the mask (batch, time), None: every step read
+    recurrent_masks: int | None = None  # which holds the recurrent dropout masks (batch, 4, units), None: none
     save: bool  # every c_t and the gates too (for the backward), else the last c
     # Per output of lstm_scan (every h_t, then the last c or every c_t and the gates): its position
     # among the kernel's outputs, or None where nothing reads it (the kernel writes scratch).
@@ -141,6 +156,7 @@ class LstmScanGradBinding(Binding):
     c_seq: int  # every c_t,
     gates: int  # the saved gates,
     mask: int | None = None  # the mask (None: every step read),
+    recurrent_masks: int | None = None  # the recurrent dropout masks (None: none),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h,
     d_c: int | None  # and of the last c
@@ -149,35 +165,30 @@ class LstmScanGradBinding(Binding):
 def launch_scan(binding: LstmScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: the projected inputs and U contiguous, float32 arithmetic whatever they hold
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    (mask,) = present(inputs, (binding.mask,), xw)  # no mask: never read
+    masks = present(inputs, (binding.mask, binding.recurrent_masks), xw)  # absent: never read
     n, steps, units = sizes("lstm_scan", xw, u.shape[0], SCAN_MAX_UNITS)
     # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
     shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
-    if binding.save:
-        h_seq, c_seq, gates = buffers
-        tensors = (xw, u, mask, h_seq, c_seq, gates, h_seq)  # CLAST unused: the last c is c_seq's
-    else:
-        h_seq, c_last = buffers
-        tensors = (xw, u, mask, h_seq, h_seq, xw, c_last)  # CSEQ and GATES unused (never written)
+    tensors = lstm_scan_tensors(binding.save, xw, u, masks, buffers)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
 
 @tuned(candidates)
 def run_scan(call: ScanCall, config: dict):
-    launch_grid(lstm_scan_kernel, call, config, SAVE=call.binding.save)
+    launch_grid(lstm_scan_kernel, call, config, SAVE=call.binding.save,
+                RECURRENT_MASKS=call.binding.recurrent_masks is not None)
 
 
 def launch_scan_grad(binding: LstmScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: U, every c_t, the gates and the gradients present, contiguous (an absent one: never read)
-    u, c_seq, gates = (inputs[i].contiguous() for i in (binding.recurrent, binding.c_seq, binding.gates))
-    mask, d_seq, d_h, d_c = present(inputs, (binding.mask, binding.d_seq, binding.d_h, binding.d_c), gates)
-    n, steps, units = sizes("lstm_scan", gates, u.shape[0], SCAN_MAX_UNITS)
+    operands = grad_operands(binding, inputs)
+    n, steps, units = sizes("lstm_scan", operands[2], operands[0].shape[0], SCAN_MAX_UNITS)
     # allocate: the gradient of every step's gates
     if out is None:
-        out = torch.empty_like(gates)
-    tensors = (u, c_seq, gates, mask, d_seq, d_h, d_c, out)
+        out = torch.empty_like(operands[2])
+    tensors = (*operands, out)
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 

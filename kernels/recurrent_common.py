@@ -97,6 +97,16 @@ def step_kept(MASK, rows, t, n_batch, n_steps, MASKED: tl.constexpr):
 
 
 @triton.jit
+def times_gate_mask(x, MASKS, rows, cols, ok, units, gate, GATES: tl.constexpr, PRESENT: tl.constexpr):
+    """x (BLOCK_B, BLOCK_H) times one gate's recurrent dropout mask, MASKS (batch, GATES, units) at
+    the rows and columns (PRESENT=False: x as it is, MASKS never read)."""
+    if PRESENT:
+        offs = rows[:, None].to(tl.int64) * GATES * units + gate * units + cols[None, :]
+        return x * tl.load(MASKS + offs, mask=ok, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
 def kept_or(keep, new, old, MASKED: tl.constexpr):
     """new where the row reads this step, else old: the state a masked step keeps, or the
     gradient it passes on (every row reads every step without a mask)."""

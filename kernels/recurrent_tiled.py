@@ -20,6 +20,21 @@ row reads it, so no grid-wide sync is needed. c_{t-1} is the saved c sequence, o
 the last-c output, updated in place; the backward's dc is a (batch, units) scratch. U is read
 from L2 every step, one (BLOCK_K, BLOCK_H) tile per gate at a time.
 
+With a mask (MASKED, as the on-chip kernels: recurrent_common.step_kept / kept_or) a masked
+step keeps h and c, and writes them again as its step t (h_{t-1} read back from the h
+sequence), so the next step reads them where it always does. Backwards its gates get zero
+gradient, dc passes through the running dc, and dh (which the unmasked path rebuilds every step
+from dz_{t+1} @ U^T) through a second (batch, units) scratch, the dh a masked step hands on.
+
+With recurrent dropout masks (RECURRENT_MASKS, (batch, 4, units)) each K-chunk of h_{t-1} is
+times gate g's mask as it loads (times_scaled_matrix), and backwards dh is summed gate by gate,
+each gate's dz_{t+1}[:, gate] @ U_gate^T times that gate's mask (four K loops of units, not one
+of 4 units). Measured for sm_90 with the first block-size candidate (registers forward /
+backward): a step mask, 206 / 152 at 128 and 256 units, 242 / 236 at 70 and 500; recurrent
+masks with or without a step mask (their own first candidate, _candidates), 166-168 / 118-122
+at 128, 256 and 1024, 244-248 / 225 at 70 and 500; no spills. (Writing each gate's masked h_t to
+a scratch for the next step to read, instead of scaling each K-chunk, spilled 88 bytes at 70.)
+
 `times_matrix` (the chunked product) and the masks are written for any gate count and layout,
 so a GRU or SimpleRNN tiled variant reuses them with its own cell update.
 
@@ -39,7 +54,9 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding
-from kcomp.kernels.recurrent_common import ScanCall, output_buffers, tanh
+from kcomp.kernels.recurrent_common import (
+    ScanCall, kept_or, output_buffers, present, step_kept, tanh, times_gate_mask,
+)
 from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
@@ -53,11 +70,22 @@ def times_matrix(A, a_rows, a_ok, K, W, w_cols, w_ok, stride_k, stride_col, PREC
     a_rows (BLOCK_B, 1): where each row of A starts; w_cols (BLOCK_H,): W's columns, strided so
     that a transposed W is stride_k=1. Rows and columns outside a_ok, w_ok read zeros. K may be
     0 (nothing before the first step): the sum is then zeros."""
+    return times_scaled_matrix(A, a_rows, a_ok, K, A, a_rows, False, W, w_cols, w_ok, stride_k, stride_col, PRECISION,
+                               BLOCK_B, BLOCK_H, BLOCK_K)
+
+
+@triton.jit
+def times_scaled_matrix(A, a_rows, a_ok, K, S, s_rows, SCALED: tl.constexpr, W, w_cols, w_ok, stride_k, stride_col,
+                        PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """times_matrix with A's elements times S[s_rows + k] where SCALED (a gate's h_{t-1} times its
+    recurrent dropout mask)."""
     acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         a = tl.load(A + a_rows + ks[None, :], mask=a_ok & k_ok[None, :], other=0.0).to(tl.float32)
+        if SCALED:
+            a *= tl.load(S + s_rows + ks[None, :], mask=a_ok & k_ok[None, :], other=0.0).to(tl.float32)
         w = tl.load(W + ks[:, None] * stride_k + w_cols[None, :] * stride_col, mask=k_ok[:, None] & w_ok[None, :],
                     other=0.0).to(tl.float32)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
@@ -73,33 +101,39 @@ def step_mask(step, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
 
 @triton.jit
 def lstm_scan_tiled_kernel(
-    XW, U, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
-    SAVE: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
+    SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
     gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units  # (row, step 0, gate 0, unit 0)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
     last_rows = rows[:, None].to(tl.int64) * units
+    mask_rows = rows[:, None].to(tl.int64) * 4 * units  # (row, gate 0, unit 0) of the recurrent dropout masks
     for t in range(0, n_steps):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
         k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
         has_prev = step_mask(t, BLOCK_B, BLOCK_H)
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         for j in range(0, units, BLOCK_H):
             cols = j + tl.arange(0, BLOCK_H)
             col_ok = cols < units
             ok = row_ok & col_ok[None, :]
             z = XW + gate_rows + t * 4 * units + cols[None, :]
-            z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-            z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-            z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + 2 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K)
-            z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + 3 * units, col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K)
+            # gate g: h_{t-1} (times its recurrent dropout mask, RECURRENT_MASKS) @ U's gate-g columns
+            z_i = tl.load(z, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, RECURRENT_MASKS, U, cols, col_ok, 4 * units, 1,
+                PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + units, RECURRENT_MASKS, U, cols + units, col_ok,
+                4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + 2 * units, RECURRENT_MASKS, U, cols + 2 * units,
+                col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + 3 * units, RECURRENT_MASKS, U, cols + 3 * units,
+                col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
             if SAVE:
                 c_at = CSEQ + seq_rows + t * units + cols[None, :]
@@ -110,8 +144,10 @@ def lstm_scan_tiled_kernel(
                 # The store below may fall to other threads than this load (the layouts are the
                 # compiler's): every thread has read its c_{t-1} before any writes c_t there.
                 tl.debug_barrier()
-            c = f * c_prev + i * g
-            h = o * tanh(c)
+            c = kept_or(keep, f * c_prev + i * g, c_prev, MASKED)  # a masked step keeps c and h: written again
+            h = o * tanh(c)                                      # at step t, where step t+1 reads them
+            if MASKED:
+                h = tl.where(keep, h, tl.load(HSEQ + h_prev + cols[None, :], mask=ok & has_prev, other=0.0).to(tl.float32))
             tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
             tl.store(c_at, c.to(c_at.dtype.element_ty), mask=ok)
             if SAVE:
@@ -125,8 +161,9 @@ def lstm_scan_tiled_kernel(
 
 @triton.jit
 def lstm_scan_grad_tiled_kernel(
-    U, CSEQ, GATES, DSEQ, DH, DC, DZ, DCRUN, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr,
+    U, CSEQ, GATES, MASK, RMASKS, DSEQ, DH, DC, DZ, DCRUN, DHRUN, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -140,18 +177,29 @@ def lstm_scan_grad_tiled_kernel(
         k_next = 4 * units * (s > 0)  # none after the last step
         has_next = step_mask(s, BLOCK_B, BLOCK_H)
         has_prev = step_mask(t, BLOCK_B, BLOCK_H)
+        keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         for j in range(0, units, BLOCK_H):
             cols = j + tl.arange(0, BLOCK_H)
             col_ok = cols < units
             ok = row_ok & col_ok[None, :]
             last = last_rows + cols[None, :]
             # dh_t = dz_{t+1} @ U^T: U[unit, k] is W[k, unit] at stride_k 1, stride_col 4 units
-            dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, 4 * units, PRECISION, BLOCK_B, BLOCK_H,
-                              BLOCK_K)
+            if RECURRENT_MASKS:  # gate by gate: each product times that gate's mask
+                dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+                for gate in tl.static_range(4):
+                    dh += times_gate_mask(
+                        times_matrix(DZ, dz_next + gate * units, row_ok, k_next // 4, U + gate * units, cols, col_ok, 1,
+                                     4 * units, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K),
+                        RMASKS, rows, cols, ok, units, gate, 4, True)
+            else:
+                dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, 4 * units, PRECISION, BLOCK_B,
+                                  BLOCK_H, BLOCK_K)
             if HAS_DH:
                 dh += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
             if HAS_DSEQ:
                 dh += tl.load(DSEQ + seq_rows + t * units + cols[None, :], mask=ok, other=0.0).to(tl.float32)
+            if MASKED:  # the dh masked steps after this one passed through
+                dh += tl.load(DHRUN + last, mask=ok & has_next, other=0.0)
             dc_next = tl.load(DCRUN + last, mask=ok & has_next, other=0.0).to(tl.float32)
             if HAS_DC:
                 dc_next += tl.load(DC + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
@@ -165,13 +213,18 @@ def lstm_scan_grad_tiled_kernel(
             c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)  # c_0 = 0
             tanh_c = tanh(c)
             dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-            out = DZ + gate_rows + t * 4 * units + cols[None, :]
-            tl.store(out, (dc * g * i * (1.0 - i)).to(DZ.dtype.element_ty), mask=ok)
-            tl.store(out + units, (dc * c_prev * f * (1.0 - f)).to(DZ.dtype.element_ty), mask=ok)
-            tl.store(out + 2 * units, (dc * i * (1.0 - g * g)).to(DZ.dtype.element_ty), mask=ok)
-            tl.store(out + 3 * units, (dh * tanh_c * o * (1.0 - o)).to(DZ.dtype.element_ty), mask=ok)
-            tl.debug_barrier()  # every thread has read its dc_next before any overwrites it (as c above)
-            tl.store(DCRUN + last, dc * f, mask=ok)
+            out = DZ + gate_rows + t * 4 * units + cols[None, :]  # a masked step's gates: zero gradient
+            tl.store(out, kept_or(keep, dc * g * i * (1.0 - i), 0.0, MASKED).to(DZ.dtype.element_ty), mask=ok)
+            tl.store(out + units, kept_or(keep, dc * c_prev * f * (1.0 - f), 0.0, MASKED).to(DZ.dtype.element_ty),
+                     mask=ok)
+            tl.store(out + 2 * units, kept_or(keep, dc * i * (1.0 - g * g), 0.0, MASKED).to(DZ.dtype.element_ty),
+                     mask=ok)
+            tl.store(out + 3 * units, kept_or(keep, dh * tanh_c * o * (1.0 - o), 0.0, MASKED).to(DZ.dtype.element_ty),
+                     mask=ok)
+            tl.debug_barrier()  # every thread has read its dc_next (and dh) before any overwrites it (as c above)
+            tl.store(DCRUN + last, kept_or(keep, dc * f, dc_next, MASKED), mask=ok)  # a masked step passes dc
+            if MASKED:
+                tl.store(DHRUN + last, tl.where(keep, 0.0, dh), mask=ok)  # and dh to the step before
         tl.debug_barrier()  # all of dz_t written before step t-1 reads it
 
 
@@ -204,20 +257,24 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # With Triton's default 3 pipeline stages, or tiles (16, 32, 32) or (32, 32, 32) on 4 warps
     # or (64, 64, 32) on 8, one of the three kernels spills at 128 or 256 units. The K loops are
     # short (units / BLOCK_K iterations per gate), so one stage loses little.
-    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1)
-            for b, h, k, w in ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))]
+    # With recurrent dropout masks (and a step mask) every one of these spills 8 to 72 bytes in the
+    # forward at 70 and 500 units; (16, 64, 64) on 8 warps does not (248 / 225 registers at 70 and
+    # 500, 168 / 122 at 128), so it comes first there.
+    tiles = ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))
+    if call.binding.recurrent_masks is not None:
+        tiles = ((16, 64, 64, 8), *tiles)
+    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1) for b, h, k, w in tiles]
 
 
 def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    if binding.mask is not None:  # the decompose pass keeps masked LSTMs this size whole
-        raise TypeError("the tiled lstm scan kernels have no masked step")
-    # check: the projected inputs and U contiguous
+    # check: the projected inputs, U and the mask contiguous (no mask: never read)
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
+    masks = present(inputs, (binding.mask, binding.recurrent_masks), xw)
     n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
     # allocate: every h_t, then the last c, or every c_t and the gates (those nothing reads: scratch)
     shapes = ((n, steps, units), (n, steps, units), xw.shape) if binding.save else ((n, steps, units), (n, units))
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
-    tensors = lstm_scan_tensors(binding.save, xw, u, buffers)
+    tensors = lstm_scan_tensors(binding.save, xw, u, masks, buffers)
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -225,25 +282,26 @@ def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, pr
 @tuned(_candidates)
 def run_scan(call: ScanCall, config: dict):
     lstm_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
-        *call.tensors, call.n_batch, call.n_steps, call.units, SAVE=call.binding.save, PRECISION=call.precision,
-        **config,
+        *call.tensors, call.n_batch, call.n_steps, call.units, SAVE=call.binding.save,
+        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
+        PRECISION=call.precision, **config,
     )
 
 
 def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
                      interpret=None):
-    if binding.mask is not None:  # the decompose pass keeps masked LSTMs this size whole
-        raise TypeError("the tiled lstm scan kernels have no masked step")
-    # check: U, every c_t, the gates and the gradients present, contiguous
+    # check: U, every c_t, the gates, the mask and the gradients present, contiguous
     operands = grad_operands(binding, inputs)
     u, gates = operands[0], operands[2]
     n, steps, units = gates.shape[0], gates.shape[1], u.shape[0]
-    # allocate: the gradient of every step's gates, and the running dc (float32 whatever the dtype)
+    # allocate: the gradient of every step's gates, the running dc and (masked) the dh that masked
+    # steps pass on (float32 whatever the dtype; without a mask dc_run stands in, never read)
     if out is None:
         out = torch.empty_like(gates)
     dc_run = torch.empty((n, units), device=gates.device, dtype=torch.float32)
-    run_scan_grad(ScanCall(binding, inputs, out, (*operands, out, dc_run), n, steps, units, precision), config,
-                  interpret)
+    dh_run = torch.empty_like(dc_run) if binding.mask is not None else dc_run
+    run_scan_grad(ScanCall(binding, inputs, out, (*operands, out, dc_run, dh_run), n, steps, units, precision),
+                  config, interpret)
     return out
 
 
@@ -251,7 +309,7 @@ def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config
 def run_scan_grad(call: ScanCall, config: dict):
     lstm_scan_grad_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, PRECISION=call.precision, **grad_flags(call.binding),
-        **config,
+        MASKED=call.binding.mask is not None, **config,
     )
 
 

@@ -64,6 +64,14 @@ def wide_gru():
                        GRU(70, return_sequences=True), GRU(70, reset_after=False), Dense(4, activation="softmax")])
 
 
+def masked_dropout_sequences():
+    """The LSTM scans with a step mask (ids 0: holes) and recurrent dropout masks in training, tiled
+    (70 units: its masked steps pass dh through a scratch, behind the kernel's barriers) and on chip."""
+    return Sequential([Input(shape=(7,), dtype="int32"), Embedding(VOCAB, 5, mask_zero=True),
+                       LSTM(70, dropout=0.2, recurrent_dropout=0.3, return_sequences=True, seed=3),
+                       LSTM(6, recurrent_dropout=0.3, seed=4), Dense(4, activation="softmax")])
+
+
 def embeddings():
     """embedding (its gather kernel in a training step, where the backward reads the embedded
     sequence), the LSTM projection gathering its rows through the ids (predict), embedding_grad."""
@@ -83,7 +91,8 @@ def wide_simple_rnns():
 
 
 CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
-         "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru}
+         "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru,
+         "masked_dropout_sequences": masked_dropout_sequences}
 
 
 def data(model, seed=0):

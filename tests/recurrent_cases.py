@@ -40,6 +40,23 @@ def recurrent_model(layer_class, variant: dict, units: int = UNITS):
 PADDING = [[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0], [1, 0, 1, 1, 0, 1, 0], [0] * TIME]
 
 
+def assert_compiled_step_runs_the_scans(make_model, x, y, scans: tuple):
+    """Two Adam steps of make_model() on triton-interpret equal the reference executor's
+    (kernel_helpers.assert_compiled_steps_match_the_reference), and the step runs the recurrence
+    in the two `scans` templates (forward, backward), one launch each, no coarse op left to torch."""
+    from kernel_helpers import assert_compiled_steps_match_the_reference
+
+    assert_compiled_steps_match_the_reference(make_model, x, y, steps=2)
+    model = make_model()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
+    model.train_on_batch(x, y)
+    (step,) = model._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert [templates.count(t) for t in scans] == [1, 1], templates
+    cell = scans[0].split("_scan")[0]
+    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and cell in i.node.op]
+
+
 def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 1, weight_scale=lambda shape: 0.5,
                                                 padding: bool = False):
     """The decomposition alone (before fusion), run by the reference interpreter, against the

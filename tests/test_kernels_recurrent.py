@@ -113,9 +113,11 @@ def test_predict_runs_the_scan_with_its_unread_outputs_in_scratch():
 AOT_UNITS = [32, 64]  # on chip, and read every step; larger LSTMs are not decomposed (see test above)
 
 
-def compile_cases(units_list, masked: bool = False) -> list[dict]:
-    """Both kernels compiled for sm_90 at each hidden size, with a step mask or without: one record
-    per kernel (the masked ones: test_kernels_recurrent_masks.py; the tiled: the hidden size picks)."""
+def compile_cases(units_list, masked: bool = False, recurrent_masks: bool = False) -> list[dict]:
+    """Both kernels compiled for sm_90 at each hidden size, with a step mask or without, with
+    recurrent dropout masks or without: one record per kernel (the masked ones:
+    test_kernels_recurrent_masks.py; with dropout masks: test_kernels_recurrent_dropout.py; the
+    tiled: the hidden size picks)."""
     from aot_helpers import graph_kernel_records
 
     records = []
@@ -124,9 +126,11 @@ def compile_cases(units_list, masked: bool = False) -> list[dict]:
         xw = b.input(("N", 50, 4 * units), "float32", "xw")
         u = b.input((units, 4 * units), "float32", "recurrent")
         mask = [b.input(("N", 50), "float32", "mask")] if masked else []
-        h_seq, c_seq, gates = b.emit("lstm_scan", [xw, u, *mask], save=True, masked=masked)
+        mask += [b.input(("N", 4, units), "float32", "recurrent_masks")] if recurrent_masks else []
+        flags = dict(masked=masked, recurrent_masks=recurrent_masks)
+        h_seq, c_seq, gates = b.emit("lstm_scan", [xw, u, *mask], save=True, **flags)
         dz = b.emit1("lstm_scan_grad", [u, c_seq, gates, *mask, h_seq], has_dseq=True, has_dh=False, has_dc=False,
-                     masked=masked)
+                     **flags)
         records += graph_kernel_records(b.finish([h_seq, dz]), units=units)
     return records
 

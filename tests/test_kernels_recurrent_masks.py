@@ -3,6 +3,8 @@ under Triton's interpreter with pre-padded, post-padded, holed and fully masked 
 backward references against torch.autograd in float64, and the decomposed training step of masked
 layers against the whole masked ops."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,8 @@ import torch
 import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
-from kernel_helpers import assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of
-from recurrent_cases import assert_decomposed_step_equals_the_whole_ops, recurrent_model
+from kernel_helpers import assert_compiled_matches_reference, kernels_of
+from recurrent_cases import assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, recurrent_model
 
 BATCH, TIME, UNITS = 3, 7, 6  # ragged: no size a block size divides
 
@@ -110,26 +112,24 @@ def test_decomposed_masked_lstm_step_equals_the_whole_ops(variant):
     assert all(n.attrs["masked"] for n in step.nodes if n.op.startswith("lstm_scan"))
 
 
-def _embedding_lstm():
+def _embedding_lstm(units=UNITS):
     kcomp.utils.set_random_seed(3)
     inp = kcomp.layers.Input(shape=(TIME,), dtype="int32")
     seq = kcomp.layers.Embedding(10, 5, mask_zero=True)(inp)
-    return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(kcomp.layers.LSTM(UNITS)(seq)))
+    return kcomp.Model(inp, kcomp.layers.Dense(3, activation="softmax")(kcomp.layers.LSTM(units)(seq)))
+
+
+def assert_masked_embedding_step_runs_the_scans(units, scans):
+    """Embedding(mask_zero=True) -> LSTM(units) -> Dense on triton-interpret, its ids pre-padded,
+    post-padded, holed and all padding: the masked lstm runs as the two `scans` kernels (no coarse
+    op), with the reference's losses and weights."""
+    ids = np.array([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 0, 0, 0], [4, 0, 2, 9, 0, 3, 0], [0] * TIME], "int32")
+    y = kcomp.utils.to_categorical(np.array([0, 1, 2, 1]), 3)
+    assert_compiled_step_runs_the_scans(partial(_embedding_lstm, units), ids, y, scans)
 
 
 def test_compiled_masked_training_step_runs_the_scans_and_matches_the_reference():
-    """Embedding(mask_zero=True) -> LSTM -> Dense on triton-interpret: the masked lstm runs as the
-    two scan kernels (no coarse op), with the reference's losses and weights."""
-    ids = np.array([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 0, 0, 0], [4, 0, 2, 9, 0, 3, 0], [0] * TIME], "int32")
-    y = kcomp.utils.to_categorical(np.array([0, 1, 2, 1]), 3)
-    assert_compiled_steps_match_the_reference(_embedding_lstm, ids, y, steps=2)
-    model = _embedding_lstm()
-    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="triton-interpret")
-    model.train_on_batch(ids, y)
-    (step,) = model._training.steps.values()
-    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
-    assert templates.count("lstm_scan") == 1 and templates.count("lstm_scan_grad") == 1
-    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and "lstm" in i.node.op]
+    assert_masked_embedding_step_runs_the_scans(UNITS, ("lstm_scan", "lstm_scan_grad"))
 
 
 # --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------

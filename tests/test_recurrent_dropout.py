@@ -164,7 +164,8 @@ def test_without_input_dropout_the_input_masks_are_ones():
 @pytest.mark.parametrize("layer_class", [kcomp.layers.LSTM, kcomp.layers.GRU, kcomp.layers.SimpleRNN])
 def test_training_on_the_generated_kernels_matches_the_reference(layer_class):
     """The masks are Philox draws that the generated dropout kernels and the reference make alike;
-    the op itself stays one coarse op (the scan kernels take no per-gate masks)."""
+    the LSTM runs as its scan kernels (test_kernels_recurrent_dropout.py), the GRU and SimpleRNN
+    as one coarse op (their scan kernels take no per-gate masks)."""
     def make():
         kcomp.utils.set_random_seed(9)
         return kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)),

@@ -35,8 +35,11 @@ def _given_gradients(kernel: KernelParts, names: tuple) -> dict:
 
 
 def _mask(kernel: KernelParts) -> dict:
-    """The mask, an optional input after the scan's own (masked=True)."""
-    return {"mask": kernel.anchor.attrs.get("masked", False)}
+    """The mask, an optional input after the scan's own (masked=True), then (an LSTM's scans) the
+    recurrent dropout masks (recurrent_masks=True)."""
+    a = kernel.anchor.attrs
+    gate_masks = {"recurrent_masks": a["recurrent_masks"]} if "recurrent_masks" in a else {}
+    return {"mask": a.get("masked", False), **gate_masks}
 
 
 def generate_lstm_scan(kernel: KernelParts) -> GeneratedKernel:

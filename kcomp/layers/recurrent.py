@@ -140,7 +140,7 @@ class _RNN(Layer):
             inputs = ops.multiply(inputs, sequence_dropout_mask(inputs, self.dropout, self._op_seed))
         if mask is not None:
             weights.append(self._step_mask(inputs, mask))
-            masked = {"masked": True, "zero_output_for_mask": self.zero_output_for_mask}
+            masked.update(masked=True, zero_output_for_mask=self.zero_output_for_mask)  # with dropout_masks, if drawn
         outputs = ops.emit(
             self.op, inputs, *weights,
             activation=self.activation, recurrent_activation=self.recurrent_activation, use_bias=self.use_bias,

@@ -18,9 +18,14 @@ Every scan (this one, gru_scan, simple_rnn_scan) and its gradient takes an optio
 masked=True: (batch, time) 0/1 floats in the order the steps are read, after the scan's own
 inputs. A masked step (mask 0) keeps the states: h_t = h_{t-1}, c_t = c_{t-1}, so every output
 sequence holds the states as the coarse op carries them (its last step: the coarse op's final
-states; zeros at masked steps, zero_output_for_mask, are the decompose pass's product with the
-mask). Backwards, a masked step's gates get zero gradient and the state gradients pass straight
+states; zeros at masked steps, zero_output_for_mask, are the decompose pass's zeros_where_masked). Backwards, a masked step's gates get zero gradient and the state gradients pass straight
 to the step before.
+
+recurrent_masks=True (Keras's recurrent_dropout in training, kcomp/ir/ops/recurrent.py's
+_GateDropout) gives lstm_scan and lstm_scan_grad one more input, after the mask: (batch, 4,
+units) masks drawn once per sequence; gate g's product is (h_{t-1} * masks[:, g]) @ U_g, so
+backwards d h_{t-1} = sum over g of (dz_g @ U_g^T) * masks[:, g]. (The input dropout masks act
+on the projection, outside the scan: the decompose pass.)
 """
 
 import torch
@@ -94,15 +99,35 @@ def check_like(what: str, dtype, expected) -> None:
                              f"{format_shape(shape)} ({dtype}).")
 
 
-def _scan_infer(inputs, save, masked):
-    xw, recurrent, *mask = inputs
+def check_gate_masks(what: str, masks, n_gates: int, units: int, like) -> None:
+    """A scan's recurrent dropout masks, where given: (batch, gates, units) of like's dtype."""
+    check_like(what, like.dtype, (("the recurrent masks", masks, (like.shape[0], n_gates, units)),))
+
+
+def _scan_infer(inputs, save, masked, recurrent_masks=False):
+    xw, recurrent, mask, gate_masks = split_present(inputs, 2, "lstm_scan", masked=masked,
+                                                    recurrent_masks=recurrent_masks)
     units = scan_units(xw, recurrent, "lstm_scan")
-    check_mask("lstm_scan", *_mask_given(mask, masked, "lstm_scan", 2), xw)
+    check_mask("lstm_scan", mask, xw)
+    check_gate_masks("lstm_scan", gate_masks, 4, units, xw)
     n, t = xw.shape[:2]
     seq = TensorSpec((n, t, units), xw.dtype)
     if save:
         return [seq, seq, TensorSpec(xw.shape, xw.dtype)]
     return [seq, TensorSpec((n, units), xw.dtype)]
+
+
+def times_gates(h, recurrent, gate_masks, transposed: bool = False):
+    """h @ recurrent, or with recurrent dropout masks (batch, gates, units) each gate's h_{t-1}
+    times its mask before its product; transposed: the backward's dz @ recurrent^T, each gate's
+    product times its mask after (the gradient of h_{t-1} through every gate)."""
+    if gate_masks is None:
+        return h @ (recurrent.t() if transposed else recurrent)
+    units = recurrent.shape[0]
+    blocks = recurrent.split(units, dim=1)
+    if transposed:
+        return sum((dz @ u.t()) * gate_masks[:, g] for g, (dz, u) in enumerate(zip(h.split(units, dim=1), blocks)))
+    return torch.cat([(h * gate_masks[:, g]) @ u for g, u in enumerate(blocks)], dim=1)
 
 
 def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
@@ -113,15 +138,17 @@ def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
     return mask or [None]
 
 
-def lstm_scan_reference(xw, recurrent, *mask, save, masked=False):
+def lstm_scan_reference(xw, recurrent, *extra, save, masked=False, recurrent_masks=False):
+    _, _, mask, gate_masks = split_present((xw, recurrent, *extra), 2, "lstm_scan", masked=masked,
+                                           recurrent_masks=recurrent_masks)
     units = recurrent.shape[0]
     h = c = xw.new_zeros(xw.shape[0], units)
     hs, cs, gates = [], [], []
     for t, z in enumerate(xw.unbind(1)):
-        z = z + h @ recurrent
+        z = z + times_gates(h, recurrent, gate_masks)
         i, f, g, o = torch.sigmoid(z[:, :units]), torch.sigmoid(z[:, units:2 * units]), \
             torch.tanh(z[:, 2 * units:3 * units]), torch.sigmoid(z[:, 3 * units:])
-        keep = kept(mask[0] if masked else None, t)
+        keep = kept(mask, t)
         c_new = f * c + i * g
         h, c = carry(keep, o * torch.tanh(c_new), h), carry(keep, c_new, c)
         hs.append(h)
@@ -133,22 +160,27 @@ def lstm_scan_reference(xw, recurrent, *mask, save, masked=False):
     return h_seq, c
 
 
-def _grad_parts(inputs, has_dseq, has_dh, has_dc, masked):
-    return split_masked(inputs, 3, masked, "lstm_scan_grad", has_dseq=has_dseq, has_dh=has_dh, has_dc=has_dc)
+def _grad_parts(inputs, has_dseq, has_dh, has_dc, masked, recurrent_masks):
+    """(recurrent, c_seq, gates, mask, recurrent masks, d_seq, d_h, d_c), None where absent."""
+    return split_present(inputs, 3, "lstm_scan_grad", masked=masked, recurrent_masks=recurrent_masks,
+                         has_dseq=has_dseq, has_dh=has_dh, has_dc=has_dc)
 
 
-def _grad_infer(inputs, has_dseq, has_dh, has_dc, masked):
-    recurrent, c_seq, gates, mask, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc, masked)
+def _grad_infer(inputs, has_dseq, has_dh, has_dc, masked, recurrent_masks=False):
+    recurrent, c_seq, gates, mask, gate_masks, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc, masked,
+                                                                          recurrent_masks)
     units = scan_units(gates, recurrent, "lstm_scan_grad")
     check_mask("lstm_scan_grad", mask, gates)
+    check_gate_masks("lstm_scan_grad", gate_masks, 4, units, gates)
     n, t = gates.shape[:2]
     check_like("lstm_scan_grad", gates.dtype, (("c_seq", c_seq, (n, t, units)), ("d_seq", dseq, (n, t, units)),
                                                ("d_h", dh, (n, units)), ("d_c", dc, (n, units))))
     return [TensorSpec(gates.shape, gates.dtype)]
 
 
-def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False):
-    recurrent, c_seq, gates, mask, dseq, dh_last, dc_last = _grad_parts(inputs, has_dseq, has_dh, has_dc, masked)
+def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False, recurrent_masks=False):
+    recurrent, c_seq, gates, mask, gate_masks, dseq, dh_last, dc_last = _grad_parts(inputs, has_dseq, has_dh, has_dc,
+                                                                                    masked, recurrent_masks)
     units = recurrent.shape[0]
     n, steps = gates.shape[:2]
     dh_next = dh_last if dh_last is not None else gates.new_zeros(n, units)
@@ -166,11 +198,13 @@ def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False):
                                       dh * tanh_c * o * (1 - o)], dim=1), torch.zeros_like(gates[:, t]))
         dz.append(step)
         dc_next = carry(keep, dc * f, dc_next)  # a masked step passes the state gradients to the step before
-        dh_next = step @ recurrent.t() + carry(keep, torch.zeros_like(dh), dh)
+        dh_next = times_gates(step, recurrent, gate_masks, transposed=True) + carry(keep, torch.zeros_like(dh), dh)
     return torch.stack(dz[::-1], dim=1)
 
 
 MASKED_ATTR = attr(bool, False, doc="a (batch, time) mask in the order the steps are read follows the scan's inputs")
+RECURRENT_MASKS_ATTR = attr(bool, False, doc="recurrent dropout masks (batch, 4, units) follow (after the mask): "
+                            "gate g reads h_{t-1} * masks[:, g]")
 
 OPS = [
     OpDef(
@@ -178,8 +212,8 @@ OPS = [
         doc="The LSTM recurrence over projected inputs xw (batch, time, 4 * units) with Keras's default "
         "activations (a masked step keeps the states); outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
         "activated gates (i, f, c, o) that lstm_scan_grad reads.",
-        num_inputs=(2, 3),
-        attrs={"save": attr(bool, False), "masked": MASKED_ATTR},
+        num_inputs=(2, 4),
+        attrs={"save": attr(bool, False), "masked": MASKED_ATTR, "recurrent_masks": RECURRENT_MASKS_ATTR},
         infer=_scan_infer,
         reference=lstm_scan_reference,
         traits={"recurrent"},
@@ -188,11 +222,12 @@ OPS = [
     OpDef(
         name="lstm_scan_grad",
         doc="The gradient of lstm_scan's pre-activation gates z for every step, walking time backwards; "
-        "inputs: the recurrent kernel, every c_t and the gates lstm_scan saved, the mask (masked), then the "
-        "gradients present "
+        "inputs: the recurrent kernel, every c_t and the gates lstm_scan saved, the mask (masked), the recurrent "
+        "dropout masks (recurrent_masks), then the gradients present "
         "(has_dseq: of every h_t; has_dh: of the last h; has_dc: of the last c).",
-        num_inputs=(3, 7),
-        attrs={"has_dseq": attr(bool), "has_dh": attr(bool), "has_dc": attr(bool), "masked": MASKED_ATTR},
+        num_inputs=(3, 8),
+        attrs={"has_dseq": attr(bool), "has_dh": attr(bool), "has_dc": attr(bool), "masked": MASKED_ATTR,
+               "recurrent_masks": RECURRENT_MASKS_ATTR},
         infer=_grad_infer,
         reference=lstm_scan_grad_reference,
         traits={"recurrent"},
