@@ -33,18 +33,19 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
-    ScanCall, alone, batch_block, candidates, launch_grid, load_or_zeros, load_step_before, output_buffers, present,
-    kept_or, sizes, step_kept, tanh, tile_before_loop, times_gate, times_gate_mask,
+    ActivationHooks, ScanCall, activation_flags, alone, batch_block, candidates, for_backward, from_saved, launch_grid,
+    load_or_zeros, load_step_before, output_buffers, present, kept_or, sizes, step_kept, tile_before_loop, times_gate,
+    times_gate_mask,
 )
 from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
-from kcomp.kernels.template import Binding, Template
+from kcomp.kernels.template import Template
 
 
 @triton.jit
 def lstm_scan_kernel(
     XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
     SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units + cols[None, :]  # (row, step 0, gate 0, col)
@@ -66,19 +67,19 @@ def lstm_scan_kernel(
         z_f = tl.load(z + units, mask=ok, other=0.0).to(tl.float32) + times_gate(h_f, U, units, 1, u_f, 4, ON_CHIP, False, PRECISION, BLOCK_H)
         z_g = tl.load(z + 2 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h_g, U, units, 2, u_g, 4, ON_CHIP, False, PRECISION, BLOCK_H)
         z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_gate(h_o, U, units, 3, u_o, 4, ON_CHIP, False, PRECISION, BLOCK_H)
-        i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
+        i, f, g, o = RACT(z_i), RACT(z_f), ACT(z_g), RACT(z_o)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         c_new = tl.where(ok, f * c + i * g, 0.0)  # columns past units stay zero: they feed the next dot
-        h = kept_or(keep, tl.where(ok, o * tanh(c_new), 0.0), h, MASKED)  # a masked step keeps h and c
+        h = kept_or(keep, tl.where(ok, o * ACT(c_new), 0.0), h, MASKED)  # a masked step keeps h and c
         c = kept_or(keep, c_new, c, MASKED)
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
         if SAVE:
             tl.store(CSEQ + seq_rows + t * units, c.to(CSEQ.dtype.element_ty), mask=ok)
             saved = GATES + gate_rows + t * 4 * units
-            tl.store(saved, i.to(GATES.dtype.element_ty), mask=ok)
-            tl.store(saved + units, f.to(GATES.dtype.element_ty), mask=ok)
-            tl.store(saved + 2 * units, g.to(GATES.dtype.element_ty), mask=ok)
-            tl.store(saved + 3 * units, o.to(GATES.dtype.element_ty), mask=ok)
+            tl.store(saved, for_backward(z_i, i, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
+            tl.store(saved + units, for_backward(z_f, f, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
+            tl.store(saved + 2 * units, for_backward(z_g, g, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
+            tl.store(saved + 3 * units, for_backward(z_o, o, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
     if not SAVE:
         tl.store(CLAST + rows[:, None].to(tl.int64) * units + cols[None, :], c.to(CLAST.dtype.element_ty), mask=ok)
 
@@ -89,6 +90,7 @@ def lstm_scan_grad_kernel(
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
     RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units + cols[None, :]
@@ -104,19 +106,22 @@ def lstm_scan_grad_kernel(
         t = n_steps - 1 - s
         dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
         saved = GATES + gate_rows + t * 4 * units
-        i = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
-        f = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
-        g = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
-        o = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
+        # each gate as saved (its output, or with SAVE_PRE its pre-activation) and its output
+        s_i = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
+        s_f = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
+        s_g = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+        s_o = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
+        i, f, g, o = from_saved(s_i, RACT, SAVE_PRE), from_saved(s_f, RACT, SAVE_PRE), from_saved(s_g, ACT, SAVE_PRE), \
+            from_saved(s_o, RACT, SAVE_PRE)
         c = tl.load(CSEQ + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
         c_prev = load_step_before(CSEQ, seq_rows, t, units, ok, BLOCK_B, BLOCK_H)
-        tanh_c = tanh(c)
-        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        act_c = ACT(c)
+        dc = dc_next + ACT_GRAD(c, act_c, dh * o)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step's gates: zero gradient
-        dz_i = kept_or(keep, tl.where(ok, dc * g * i * (1.0 - i), 0.0), 0.0, MASKED)
-        dz_f = kept_or(keep, tl.where(ok, dc * c_prev * f * (1.0 - f), 0.0), 0.0, MASKED)
-        dz_g = kept_or(keep, tl.where(ok, dc * i * (1.0 - g * g), 0.0), 0.0, MASKED)
-        dz_o = kept_or(keep, tl.where(ok, dh * tanh_c * o * (1.0 - o), 0.0), 0.0, MASKED)
+        dz_i = kept_or(keep, tl.where(ok, RACT_GRAD(s_i, i, dc * g), 0.0), 0.0, MASKED)
+        dz_f = kept_or(keep, tl.where(ok, RACT_GRAD(s_f, f, dc * c_prev), 0.0), 0.0, MASKED)
+        dz_g = kept_or(keep, tl.where(ok, ACT_GRAD(s_g, g, dc * i), 0.0), 0.0, MASKED)
+        dz_o = kept_or(keep, tl.where(ok, RACT_GRAD(s_o, o, dh * act_c), 0.0), 0.0, MASKED)
         out = DZ + gate_rows + t * 4 * units
         tl.store(out, dz_i.to(DZ.dtype.element_ty), mask=ok)
         tl.store(out + units, dz_f.to(DZ.dtype.element_ty), mask=ok)
@@ -139,7 +144,7 @@ def lstm_scan_grad_kernel(
 
 
 @dataclass(frozen=True, kw_only=True)
-class LstmScanBinding(Binding):
+class LstmScanBinding(ActivationHooks):
     xw: int  # which input holds the projected inputs (batch, time, 4 * units)
     recurrent: int  # which holds U (units, 4 * units)
     mask: int | None = None  # which holds the mask (batch, time), None: every step read
@@ -151,7 +156,7 @@ class LstmScanBinding(Binding):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LstmScanGradBinding(Binding):
+class LstmScanGradBinding(ActivationHooks):
     recurrent: int  # which input holds U,
     c_seq: int  # every c_t,
     gates: int  # the saved gates,
@@ -178,7 +183,7 @@ def launch_scan(binding: LstmScanBinding, inputs, out=None, config=None, precisi
 @tuned(candidates)
 def run_scan(call: ScanCall, config: dict):
     launch_grid(lstm_scan_kernel, call, config, SAVE=call.binding.save,
-                RECURRENT_MASKS=call.binding.recurrent_masks is not None)
+                RECURRENT_MASKS=call.binding.recurrent_masks is not None, **activation_flags(call.binding))
 
 
 def launch_scan_grad(binding: LstmScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
@@ -195,7 +200,8 @@ def launch_scan_grad(binding: LstmScanGradBinding, inputs, out=None, config=None
 
 @tuned(candidates)
 def run_scan_grad(call: ScanCall, config: dict):
-    launch_grid(lstm_scan_grad_kernel, call, config, **grad_flags(call.binding))
+    launch_grid(lstm_scan_grad_kernel, call, config, **grad_flags(call.binding),
+                **activation_flags(call.binding, grad=True))
 
 
 TEMPLATES = (

@@ -15,8 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kcomp.kernels import recurrent_activations as default_hooks
 from kcomp.kernels.sizes import cdiv, next_power_of_2
-from kcomp.kernels.template import Call, Group
+from kcomp.kernels.template import Binding, Call, Group
 
 ON_CHIP_MAX = 32  # the LSTM's and GRU's: the largest BLOCK_H whose gate tiles are loaded once, before the loop
 
@@ -115,6 +116,23 @@ def kept_or(keep, new, old, MASKED: tl.constexpr):
     return new
 
 
+@triton.jit
+def for_backward(pre, post, SAVE_PRE: tl.constexpr):
+    """What a forward saves of a gate: its pre-activation (SAVE_PRE: an activation whose
+    derivative the backward needs at its input), else its activated value."""
+    if SAVE_PRE:
+        return pre
+    return post
+
+
+@triton.jit
+def from_saved(saved, ACT: tl.constexpr, SAVE_PRE: tl.constexpr):
+    """A gate's activated value from what the forward saved (for_backward)."""
+    if SAVE_PRE:
+        return ACT(saved)
+    return saved
+
+
 # --- launch -----------------------------------------------------------------------------------
 
 
@@ -125,6 +143,32 @@ class ScanCall(Call):
     n_steps: int
     units: int
     precision: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationHooks(Binding):
+    """A scan binding's activation hooks (kcomp/codegen/activation_hooks.py: a generated module
+    names its own; a binding built by hand gets Keras's defaults, tanh and sigmoid) and whether
+    the forward saves the gates' pre-activations (kcomp/ir/ops/scan_activations.saves_pre)."""
+
+    activation: object = default_hooks.activation
+    activation_grad: object = default_hooks.activation_grad
+    recurrent_activation: object = default_hooks.recurrent_activation
+    recurrent_activation_grad: object = default_hooks.recurrent_activation_grad
+    save_pre: bool = False
+
+
+def activation_flags(binding: ActivationHooks, grad: bool = False, recurrent: bool = True) -> dict:
+    """A scan kernel's activation constexprs: ACT (and RACT, a gated cell's), with grad=True their
+    derivatives ACT_GRAD (RACT_GRAD) too, and SAVE_PRE."""
+    flags = dict(ACT=binding.activation, SAVE_PRE=binding.save_pre)
+    if recurrent:
+        flags["RACT"] = binding.recurrent_activation
+    if grad:
+        flags["ACT_GRAD"] = binding.activation_grad
+        if recurrent:
+            flags["RACT_GRAD"] = binding.recurrent_activation_grad
+    return flags
 
 
 def candidates(call, interpret: bool) -> list[dict]:

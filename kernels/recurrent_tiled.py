@@ -55,7 +55,7 @@ from kcomp.ir.ops.recurrent_scan import SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent import LstmScanBinding, LstmScanGradBinding
 from kcomp.kernels.recurrent_common import (
-    ScanCall, kept_or, output_buffers, present, step_kept, tanh, times_gate_mask,
+    ScanCall, activation_flags, for_backward, from_saved, kept_or, output_buffers, present, step_kept, times_gate_mask,
 )
 from kcomp.kernels.scan_launch import grad_flags, grad_operands, lstm_scan_tensors
 from kcomp.kernels.sizes import cdiv
@@ -103,7 +103,7 @@ def step_mask(step, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
 def lstm_scan_tiled_kernel(
     XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
     SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_K: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -134,7 +134,7 @@ def lstm_scan_tiled_kernel(
             z_o = tl.load(z + 3 * units, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
                 HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows + 3 * units, RECURRENT_MASKS, U, cols + 3 * units,
                 col_ok, 4 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-            i, f, g, o = tl.sigmoid(z_i), tl.sigmoid(z_f), tanh(z_g), tl.sigmoid(z_o)
+            i, f, g, o = RACT(z_i), RACT(z_f), ACT(z_g), RACT(z_o)
             if SAVE:
                 c_at = CSEQ + seq_rows + t * units + cols[None, :]
                 c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)
@@ -145,17 +145,17 @@ def lstm_scan_tiled_kernel(
                 # compiler's): every thread has read its c_{t-1} before any writes c_t there.
                 tl.debug_barrier()
             c = kept_or(keep, f * c_prev + i * g, c_prev, MASKED)  # a masked step keeps c and h: written again
-            h = o * tanh(c)                                      # at step t, where step t+1 reads them
+            h = o * ACT(c)                                       # at step t, where step t+1 reads them
             if MASKED:
                 h = tl.where(keep, h, tl.load(HSEQ + h_prev + cols[None, :], mask=ok & has_prev, other=0.0).to(tl.float32))
             tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
             tl.store(c_at, c.to(c_at.dtype.element_ty), mask=ok)
             if SAVE:
                 saved = GATES + gate_rows + t * 4 * units + cols[None, :]
-                tl.store(saved, i.to(GATES.dtype.element_ty), mask=ok)
-                tl.store(saved + units, f.to(GATES.dtype.element_ty), mask=ok)
-                tl.store(saved + 2 * units, g.to(GATES.dtype.element_ty), mask=ok)
-                tl.store(saved + 3 * units, o.to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved, for_backward(z_i, i, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved + units, for_backward(z_f, f, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved + 2 * units, for_backward(z_g, g, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
+                tl.store(saved + 3 * units, for_backward(z_o, o, SAVE_PRE).to(GATES.dtype.element_ty), mask=ok)
         tl.debug_barrier()  # all of h_t written before step t+1 reads it
 
 
@@ -165,6 +165,7 @@ def lstm_scan_grad_tiled_kernel(
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
     RECURRENT_MASKS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -204,22 +205,25 @@ def lstm_scan_grad_tiled_kernel(
             if HAS_DC:
                 dc_next += tl.load(DC + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
             saved = GATES + gate_rows + t * 4 * units + cols[None, :]
-            i = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
-            f = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
-            g = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
-            o = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
+            # each gate as saved (its output, or with SAVE_PRE its pre-activation) and its output
+            s_i = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
+            s_f = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
+            s_g = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+            s_o = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
+            i, f, g, o = from_saved(s_i, RACT, SAVE_PRE), from_saved(s_f, RACT, SAVE_PRE), \
+                from_saved(s_g, ACT, SAVE_PRE), from_saved(s_o, RACT, SAVE_PRE)
             c_at = CSEQ + seq_rows + t * units + cols[None, :]
             c = tl.load(c_at, mask=ok, other=0.0).to(tl.float32)
             c_prev = tl.load(c_at - units, mask=ok & has_prev, other=0.0).to(tl.float32)  # c_0 = 0
-            tanh_c = tanh(c)
-            dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+            act_c = ACT(c)
+            dc = dc_next + ACT_GRAD(c, act_c, dh * o)
             out = DZ + gate_rows + t * 4 * units + cols[None, :]  # a masked step's gates: zero gradient
-            tl.store(out, kept_or(keep, dc * g * i * (1.0 - i), 0.0, MASKED).to(DZ.dtype.element_ty), mask=ok)
-            tl.store(out + units, kept_or(keep, dc * c_prev * f * (1.0 - f), 0.0, MASKED).to(DZ.dtype.element_ty),
+            tl.store(out, kept_or(keep, RACT_GRAD(s_i, i, dc * g), 0.0, MASKED).to(DZ.dtype.element_ty), mask=ok)
+            tl.store(out + units, kept_or(keep, RACT_GRAD(s_f, f, dc * c_prev), 0.0, MASKED).to(DZ.dtype.element_ty),
                      mask=ok)
-            tl.store(out + 2 * units, kept_or(keep, dc * i * (1.0 - g * g), 0.0, MASKED).to(DZ.dtype.element_ty),
+            tl.store(out + 2 * units, kept_or(keep, ACT_GRAD(s_g, g, dc * i), 0.0, MASKED).to(DZ.dtype.element_ty),
                      mask=ok)
-            tl.store(out + 3 * units, kept_or(keep, dh * tanh_c * o * (1.0 - o), 0.0, MASKED).to(DZ.dtype.element_ty),
+            tl.store(out + 3 * units, kept_or(keep, RACT_GRAD(s_o, o, dh * act_c), 0.0, MASKED).to(DZ.dtype.element_ty),
                      mask=ok)
             tl.debug_barrier()  # every thread has read its dc_next (and dh) before any overwrites it (as c above)
             tl.store(DCRUN + last, kept_or(keep, dc * f, dc_next, MASKED), mask=ok)  # a masked step passes dc
@@ -284,7 +288,7 @@ def run_scan(call: ScanCall, config: dict):
     lstm_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, SAVE=call.binding.save,
         MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
-        PRECISION=call.precision, **config,
+        PRECISION=call.precision, **activation_flags(call.binding), **config,
     )
 
 
@@ -309,7 +313,7 @@ def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config
 def run_scan_grad(call: ScanCall, config: dict):
     lstm_scan_grad_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, PRECISION=call.precision, **grad_flags(call.binding),
-        MASKED=call.binding.mask is not None, **config,
+        MASKED=call.binding.mask is not None, **activation_flags(call.binding, grad=True), **config,
     )
 
 

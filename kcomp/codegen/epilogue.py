@@ -55,21 +55,24 @@ def _tile_offsets(start: Value) -> str:
 
 
 def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "epilogue", params: str | None = None,
-             flat: bool = False) -> tuple[str, list[Operand]]:
+             flat: bool = False, bound: dict | None = None, result: Value | None = None) -> tuple[str, list[Operand]]:
     """Source of the function computing `chain` (elementwise nodes of `body`).
 
     `start` is the value already in hand (the accumulator `acc` of a tile
     kernel); None for a pointwise kernel, whose every input is loaded. flat=True
     with a start: `acc` is a vector at flat indices `offs` (a reduction's
-    results), and operands load as a pointwise kernel's do.
+    results), and operands load as a pointwise kernel's do. `bound` names further
+    values in hand (value id -> a parameter of `params`); `result`: the value
+    returned, where it is not the chain's last (a chain that computes nothing).
     """
     tile = start is not None and not flat
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     names: dict[int, str] = {start.id: "acc"} if start is not None else {}
+    names.update(bound or {})
     operands: list[Operand] = []
     lines = []
     computing = [n for n in chain if n.op != "constant"]  # constants only name literals
-    out = computing[-1].outputs[0] if computing else start
+    out = result or (computing[-1].outputs[0] if computing else start)
     draws = any(draws_random(n.op, n.attrs) for n in chain)
     if draws and tile:  # a pointwise body has `offs` already, as a parameter
         lines.append(_tile_offsets(start))

@@ -6,8 +6,10 @@ inputs are which (the optional ones, such as the gradients a backward receives, 
 absent), the node's flags, and which outputs something reads.
 """
 
+from kcomp.codegen.activation_hooks import activation_hooks
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
+from kcomp.ir.ops.scan_activations import saves_pre
 
 NO_HOOKS = "# a recurrence: no fused expression; the flags below are constexprs in the template.\n"
 
@@ -42,13 +44,22 @@ def _mask(kernel: KernelParts) -> dict:
     return {"mask": a.get("masked", False), **gate_masks}
 
 
+def _with_activations(kernel: KernelParts, binding: dict) -> GeneratedKernel:
+    """The scan's activation hooks (activation_hooks) and `binding` with the fields naming them and
+    save_pre (whether the forward saves the gates' pre-activations)."""
+    a = kernel.anchor.attrs
+    hooks, fields = activation_hooks(a)
+    names = [a[h] for h in ("activation", "recurrent_activation") if h in a]
+    return GeneratedKernel(hooks, {**binding, **fields, "save_pre": repr(saves_pre(*names))})
+
+
 def generate_lstm_scan(kernel: KernelParts) -> GeneratedKernel:
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), _mask(kernel), ("save",), outputs=True))
+    return _with_activations(kernel, _binding(kernel, ("xw", "recurrent"), _mask(kernel), ("save",), outputs=True))
 
 
 def generate_lstm_scan_grad(kernel: KernelParts) -> GeneratedKernel:
     optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h", "d_c"))}
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "c_seq", "gates"), optional))
+    return _with_activations(kernel, _binding(kernel, ("recurrent", "c_seq", "gates"), optional))
 
 
 def generate_gru_scan(kernel: KernelParts) -> GeneratedKernel:

@@ -63,8 +63,12 @@ def _scannable(node: Node, dropout: bool = False) -> bool:
         return False
     if not _mask_scannable(node):
         return False
-    return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and x.dtype == "float32" \
-        and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
+    return x.dtype == "float32" and is_static(x.shape[1]) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
+
+
+def _activations(node: Node) -> dict:
+    """The node's activation and recurrent_activation, which its scans take (any cell activation)."""
+    return {k: node.attrs[k] for k in ("activation", "recurrent_activation")}
 
 
 def _mask_scannable(node: Node) -> bool:
@@ -199,7 +203,7 @@ def _lstm_scan(rw: Rewriter, node: Node, save: bool):
     mask = _read_mask(rw, node)
     recurrent_masks = _dropout_masks(node)[1:]
     outs = rw.emit("lstm_scan", [xw, node.inputs[2], *mask, *recurrent_masks], save=save, masked=bool(mask),
-                   recurrent_masks=bool(recurrent_masks))
+                   recurrent_masks=bool(recurrent_masks), **_activations(node))
     return x_read, x_gates, outs, mask
 
 
@@ -293,7 +297,7 @@ def lstm_grad_to_scan(node: Node, rw: Rewriter):
     recurrent_masks = _dropout_masks(node)[1:]
     dz = rw.emit1("lstm_scan_grad", [recurrent, c_seq, gates, *mask, *recurrent_masks, *present], masked=bool(mask),
                   recurrent_masks=bool(recurrent_masks), has_dseq=d_seq is not None, has_dh=d_h is not None,
-                  has_dc=d_c is not None)
+                  has_dc=d_c is not None, **_activations(node))
     if recurrent_masks:
         return _dropout_grads(rw, node, x_read, x_gates, dz, h_seq)
     return _projected_grads(rw, node, x_read, dz, h_seq)

@@ -43,6 +43,11 @@ _CELL_ACTIVATIONS = {
 CELL_ACTIVATIONS = tuple(sorted(_CELL_ACTIVATIONS))
 
 
+def cell_activation(name: str):
+    """The torch function of a cell activation (one of CELL_ACTIVATIONS, its attributes the defaults)."""
+    return _CELL_ACTIVATIONS[name]
+
+
 def split_inputs(inputs, use_bias: bool, masked: bool, dropout_masks: bool = False) -> tuple:
     """(x, kernel, recurrent, (bias,) or (), mask or None, (input masks, recurrent masks) or None)
     from an op's inputs: x, kernel, recurrent, [bias], [the two dropout masks], [the step mask]."""

@@ -33,6 +33,8 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float, require_rank
+from kcomp.ir.ops.recurrent import cell_activation
+from kcomp.ir.ops.scan_activations import ACTIVATION_ATTRS, gate_value, gate_vjp, saves_pre, vjp
 from kcomp.ir.types import TensorSpec
 
 # The largest hidden size the lstm_scan kernels hold in registers (kernels/recurrent.py); above
@@ -104,7 +106,7 @@ def check_gate_masks(what: str, masks, n_gates: int, units: int, like) -> None:
     check_like(what, like.dtype, (("the recurrent masks", masks, (like.shape[0], n_gates, units)),))
 
 
-def _scan_infer(inputs, save, masked, recurrent_masks=False):
+def _scan_infer(inputs, save, masked, recurrent_masks=False, **activations):
     xw, recurrent, mask, gate_masks = split_present(inputs, 2, "lstm_scan", masked=masked,
                                                     recurrent_masks=recurrent_masks)
     units = scan_units(xw, recurrent, "lstm_scan")
@@ -138,22 +140,29 @@ def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
     return mask or [None]
 
 
-def lstm_scan_reference(xw, recurrent, *extra, save, masked=False, recurrent_masks=False):
+def _gate_activations(activation: str, recurrent_activation: str) -> tuple:
+    """The activation of each gate (i, f, c, o)."""
+    return recurrent_activation, recurrent_activation, activation, recurrent_activation
+
+
+def lstm_scan_reference(xw, recurrent, *extra, save, masked=False, recurrent_masks=False, activation="tanh",
+                        recurrent_activation="sigmoid"):
     _, _, mask, gate_masks = split_present((xw, recurrent, *extra), 2, "lstm_scan", masked=masked,
                                            recurrent_masks=recurrent_masks)
     units = recurrent.shape[0]
+    names = _gate_activations(activation, recurrent_activation)
+    pre = saves_pre(activation, recurrent_activation)
     h = c = xw.new_zeros(xw.shape[0], units)
     hs, cs, gates = [], [], []
     for t, z in enumerate(xw.unbind(1)):
-        z = z + times_gates(h, recurrent, gate_masks)
-        i, f, g, o = torch.sigmoid(z[:, :units]), torch.sigmoid(z[:, units:2 * units]), \
-            torch.tanh(z[:, 2 * units:3 * units]), torch.sigmoid(z[:, 3 * units:])
+        z = (z + times_gates(h, recurrent, gate_masks)).split(units, dim=1)
+        i, f, g, o = (cell_activation(name)(z_gate) for name, z_gate in zip(names, z))
         keep = kept(mask, t)
         c_new = f * c + i * g
-        h, c = carry(keep, o * torch.tanh(c_new), h), carry(keep, c_new, c)
+        h, c = carry(keep, o * cell_activation(activation)(c_new), h), carry(keep, c_new, c)
         hs.append(h)
         cs.append(c)
-        gates.append(torch.cat([i, f, g, o], dim=1))
+        gates.append(torch.cat(z if pre else (i, f, g, o), dim=1))
     h_seq = torch.stack(hs, dim=1)
     if save:
         return h_seq, torch.stack(cs, dim=1), torch.stack(gates, dim=1)
@@ -166,7 +175,7 @@ def _grad_parts(inputs, has_dseq, has_dh, has_dc, masked, recurrent_masks):
                          has_dseq=has_dseq, has_dh=has_dh, has_dc=has_dc)
 
 
-def _grad_infer(inputs, has_dseq, has_dh, has_dc, masked, recurrent_masks=False):
+def _grad_infer(inputs, has_dseq, has_dh, has_dc, masked, recurrent_masks=False, **activations):
     recurrent, c_seq, gates, mask, gate_masks, dseq, dh, dc = _grad_parts(inputs, has_dseq, has_dh, has_dc, masked,
                                                                           recurrent_masks)
     units = scan_units(gates, recurrent, "lstm_scan_grad")
@@ -178,24 +187,29 @@ def _grad_infer(inputs, has_dseq, has_dh, has_dc, masked, recurrent_masks=False)
     return [TensorSpec(gates.shape, gates.dtype)]
 
 
-def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False, recurrent_masks=False):
+def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False, recurrent_masks=False,
+                             activation="tanh", recurrent_activation="sigmoid"):
     recurrent, c_seq, gates, mask, gate_masks, dseq, dh_last, dc_last = _grad_parts(inputs, has_dseq, has_dh, has_dc,
                                                                                     masked, recurrent_masks)
     units = recurrent.shape[0]
+    names = _gate_activations(activation, recurrent_activation)
+    pre = saves_pre(activation, recurrent_activation)
     n, steps = gates.shape[:2]
     dh_next = dh_last if dh_last is not None else gates.new_zeros(n, units)
     dc_next = dc_last if dc_last is not None else gates.new_zeros(n, units)
     dz = []
     for t in reversed(range(steps)):
         dh = dh_next + (dseq[:, t] if dseq is not None else 0)
-        i, f, g, o = gates[:, t].split(units, dim=1)
+        saved = gates[:, t].split(units, dim=1)
+        i, f, g, o = (gate_value(name, s, pre) for name, s in zip(names, saved))
         c = c_seq[:, t]
         c_prev = c_seq[:, t - 1] if t > 0 else torch.zeros_like(c)
-        tanh_c = torch.tanh(c)
-        dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+        act_c = cell_activation(activation)(c)
+        dc = dc_next + vjp(activation, c, dh * o)
         keep = kept(mask, t)
-        step = carry(keep, torch.cat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
-                                      dh * tanh_c * o * (1 - o)], dim=1), torch.zeros_like(gates[:, t]))
+        outer = (dc * g, dc * c_prev, dc * i, dh * act_c)  # the gradient of each gate's output
+        step = carry(keep, torch.cat([gate_vjp(name, s, d, pre) for name, s, d in zip(names, saved, outer)], dim=1),
+                     torch.zeros_like(gates[:, t]))
         dz.append(step)
         dc_next = carry(keep, dc * f, dc_next)  # a masked step passes the state gradients to the step before
         dh_next = times_gates(step, recurrent, gate_masks, transposed=True) + carry(keep, torch.zeros_like(dh), dh)
@@ -213,7 +227,8 @@ OPS = [
         "activations (a masked step keeps the states); outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
         "activated gates (i, f, c, o) that lstm_scan_grad reads.",
         num_inputs=(2, 4),
-        attrs={"save": attr(bool, False), "masked": MASKED_ATTR, "recurrent_masks": RECURRENT_MASKS_ATTR},
+        attrs={"save": attr(bool, False), "masked": MASKED_ATTR, "recurrent_masks": RECURRENT_MASKS_ATTR,
+               **ACTIVATION_ATTRS},
         infer=_scan_infer,
         reference=lstm_scan_reference,
         traits={"recurrent"},
@@ -227,7 +242,7 @@ OPS = [
         "(has_dseq: of every h_t; has_dh: of the last h; has_dc: of the last c).",
         num_inputs=(3, 8),
         attrs={"has_dseq": attr(bool), "has_dh": attr(bool), "has_dc": attr(bool), "masked": MASKED_ATTR,
-               "recurrent_masks": RECURRENT_MASKS_ATTR},
+               "recurrent_masks": RECURRENT_MASKS_ATTR, **ACTIVATION_ATTRS},
         infer=_grad_infer,
         reference=lstm_scan_grad_reference,
         traits={"recurrent"},

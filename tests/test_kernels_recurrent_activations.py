@@ -1,0 +1,170 @@
+"""Any Keras activation in the recurrence scans (kcomp/ir/ops/scan_activations.py): the scan ops'
+references against torch.autograd in float64, the kernels (on chip and tiled) against the
+references under the interpreter, their hooks (kcomp/codegen/activation_hooks.py), the
+decomposition of layers with such activations, and Keras 3 side by side."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import kcomp
+from kcomp.codegen.activation_hooks import DEFAULTS, defaults_source
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
+from kcomp.ir.ops.scan_activations import saves_pre
+from kcomp.passes import run_pipeline
+from kernel_helpers import assert_compiled_steps_match_the_reference, kernels_of, launch_kernel
+from recurrent_cases import (assert_decomposed_step_equals_the_whole_ops, assert_predictions_and_a_step_equal_keras,
+                             recurrent_model)
+from tolerances import tolerance
+
+BATCH, TIME = 3, 5
+# (activation, recurrent_activation): each of the brief's six as both, none of them a default
+PAIRS = [("relu", "hard_sigmoid"), ("hard_sigmoid", "relu"), ("linear", "elu"), ("elu", "linear"),
+         ("gelu", "silu"), ("silu", "gelu")]
+PAIR_IDS = ["-".join(p) for p in PAIRS]
+UNITS = [(6, "on_chip"), (70, "tiled")]  # 70: above the on-chip limit, in three chunks of the interpreter's 32
+
+
+def test_the_default_hooks_are_what_the_generator_writes():
+    root = Path(__file__).resolve().parent.parent
+    assert (root / DEFAULTS).read_text() == defaults_source(), "run python -m kcomp.codegen.activation_hooks"
+
+
+def test_only_tanh_and_sigmoid_save_the_activated_gates():
+    assert not saves_pre("tanh", "sigmoid") and not saves_pre("sigmoid", "tanh")
+    assert all(saves_pre(*pair) for pair in PAIRS)
+
+
+# --- the LSTM's scans ---------------------------------------------------------------------------
+
+
+def _lstm_inputs(units, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    # small enough that unbounded gates (linear, elu: f may pass 1) keep c O(1) over TIME steps
+    xw = torch.randn(BATCH, TIME, 4 * units, generator=g, dtype=torch.float64) * 0.5
+    recurrent = torch.randn(units, 4 * units, generator=g, dtype=torch.float64) * 0.5 / units ** 0.5
+    grads = torch.randn(BATCH, TIME, units, generator=g, dtype=torch.float64), \
+        *torch.randn(2, BATCH, units, generator=g, dtype=torch.float64)
+    return [t.to(dtype) for t in (xw, recurrent, *grads)]
+
+
+def _lstm_graph(units, pair, grad: bool):
+    """lstm_scan (save=True: every output) or lstm_scan_grad with every gradient, with `pair`."""
+    acts = dict(activation=pair[0], recurrent_activation=pair[1])
+    b = GraphBuilder("scan")
+    if not grad:
+        xw = b.input((BATCH, TIME, 4 * units), "float32", "xw")
+        u = b.input((units, 4 * units), "float32", "recurrent")
+        return b.finish(list(b.emit("lstm_scan", [xw, u], save=True, **acts)))
+    shapes = (("recurrent", (units, 4 * units)), ("c_seq", (BATCH, TIME, units)), ("gates", (BATCH, TIME, 4 * units)),
+              ("d_seq", (BATCH, TIME, units)), ("d_h", (BATCH, units)), ("d_c", (BATCH, units)))
+    inputs = [b.input(shape, "float32", name) for name, shape in shapes]
+    return b.finish([b.emit1("lstm_scan_grad", inputs, has_dseq=True, has_dh=True, has_dc=True, **acts)])
+
+
+def _lstm_autograd(xw, recurrent, d_seq, d_h, d_c, pair):
+    """d xw of sum(h_seq d_seq) + sum(h_T d_h) + sum(c_T d_c) by torch.autograd through the reference, in float64."""
+    xw = xw.double().requires_grad_()
+    h_seq, c_seq, _ = lstm_scan_reference(xw, recurrent.double(), save=True, activation=pair[0],
+                                          recurrent_activation=pair[1])
+    ((h_seq * d_seq.double()).sum() + (h_seq[:, -1] * d_h.double()).sum() + (c_seq[:, -1] * d_c.double()).sum()).backward()
+    return xw.grad
+
+
+@pytest.mark.parametrize("pair", PAIRS + [("tanh", "sigmoid")], ids=PAIR_IDS + ["defaults"])
+def test_lstm_scan_grad_reference_is_autograd_in_float64(pair):
+    xw, recurrent, d_seq, d_h, d_c = _lstm_inputs(6, 1, torch.float64)
+    _, c_seq, gates = lstm_scan_reference(xw, recurrent, save=True, activation=pair[0], recurrent_activation=pair[1])
+    dz = lstm_scan_grad_reference(recurrent, c_seq, gates, d_seq, d_h, d_c, has_dseq=True, has_dh=True, has_dc=True,
+                                  activation=pair[0], recurrent_activation=pair[1])
+    torch.testing.assert_close(dz, _lstm_autograd(xw, recurrent, d_seq, d_h, d_c, pair), rtol=1e-10, atol=1e-12)
+
+
+def _only_kernel(graph, template):
+    (kernel,) = kernels_of(run_pipeline(graph)[0])
+    assert kernel.attrs["template"] == template
+    return kernel
+
+
+def _template(name, where):
+    return name if where == "on_chip" else f"{name}_tiled"
+
+
+@pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+def test_lstm_scan_kernel_matches_the_reference(units, where, pair):
+    """Every output (h, c and the saved pre-activations) into NaN-poisoned buffers."""
+    graph = _lstm_graph(units, pair, grad=False)
+    xw, recurrent, *_ = _lstm_inputs(units, 2)
+    got, want = launch_kernel(graph, _only_kernel(graph, _template("lstm_scan", where)), [xw, recurrent],
+                              precision="ieee")
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, **tolerance("float32", "accumulating"))
+
+
+@pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+def test_lstm_scan_grad_kernel_is_autograd_in_float64(units, where, pair):
+    """The kernel's dz (float32) against the reference and against torch.autograd through the
+    reference scan in float64."""
+    graph = _lstm_graph(units, pair, grad=True)
+    xw, recurrent, d_seq, d_h, d_c = _lstm_inputs(units, 3)
+    _, c_seq, gates = lstm_scan_reference(xw, recurrent, save=True, activation=pair[0], recurrent_activation=pair[1])
+    (dz,), (want,) = launch_kernel(graph, _only_kernel(graph, _template("lstm_scan_grad", where)),
+                                   [recurrent, c_seq, gates, d_seq, d_h, d_c], precision="ieee")
+    torch.testing.assert_close(dz, want, **tolerance("float32", "accumulating"))
+    torch.testing.assert_close(dz, _lstm_autograd(xw, recurrent, d_seq, d_h, d_c, pair).float(),
+                               **tolerance("float32", "accumulating"))
+
+
+# --- layers ------------------------------------------------------------------------------------
+
+FEATURES = 5
+LSTM_FLAGS = dict(activation="relu", recurrent_activation="hard_sigmoid")
+
+
+def _sequence_model(lib, layer, units=6, **flags):
+    inp = lib.layers.Input(shape=(7, FEATURES))
+    return lib.Model(inp, lib.layers.Dense(3, activation="softmax")(getattr(lib.layers, layer)(units, **flags)(inp)))
+
+
+@pytest.mark.parametrize("flags", [LSTM_FLAGS, dict(activation="gelu", recurrent_activation="linear",
+                                                    return_sequences=True, go_backwards=True)],
+                         ids=["relu-hard_sigmoid", "gelu-linear-sequences-backwards"])
+def test_decomposed_lstm_step_equals_the_whole_ops(flags):
+    # weights small enough that a linear gate (f may pass 1) keeps c O(1) over the steps
+    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(kcomp.layers.LSTM, flags)(), "lstm",
+                                                       weight_scale=lambda shape: 0.25)
+    scans = [n for n in step.nodes if n.op.startswith("lstm_scan")]
+    assert all((n.attrs["activation"], n.attrs["recurrent_activation"]) == (flags["activation"],
+                                                                            flags["recurrent_activation"]) for n in scans)
+
+
+def _data(seed=2):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(4, 7, FEATURES)).astype("float32"), kcomp.utils.to_categorical(rng.integers(0, 3, 4), 3)
+
+
+def test_compiled_lstm_training_steps_match_the_reference():
+    def make():
+        kcomp.utils.set_random_seed(5)
+        return _sequence_model(kcomp, "LSTM", **LSTM_FLAGS)
+
+    assert_compiled_steps_match_the_reference(make, *_data(), steps=2)
+
+
+def test_compiled_lstm_training_step_is_keras():
+    """LSTM(activation="relu", recurrent_activation="hard_sigmoid") on the generated kernels and in
+    Keras 3: the same predictions, loss and weights after an Adam step; the recurrence in the scans."""
+    from keras_oracle import keras, twins
+
+    ours, theirs = twins(lambda lib: _sequence_model(lib, "LSTM", **LSTM_FLAGS))
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.05), loss="categorical_crossentropy", backend="triton-interpret")
+    theirs.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    assert_predictions_and_a_step_equal_keras(ours, theirs, *_data(3))
+    (step,) = ours._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count("lstm_scan") == 1 and templates.count("lstm_scan_grad") == 1, templates
