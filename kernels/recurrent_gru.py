@@ -24,17 +24,18 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
-    ScanCall, alone, batch_block, candidates, kept_or, launch_grid, load_or_zeros, load_step_before, output_buffers,
-    present, sizes, step_kept, tanh, tile_before_loop, times_gate,
+    ActivationHooks, ScanCall, activation_flags, alone, batch_block, candidates, for_backward, from_saved, kept_or,
+    launch_grid, load_or_zeros, load_step_before, output_buffers, present, sizes, step_kept, tile_before_loop, times_gate,
 )
-from kcomp.kernels.template import Binding, Template
+from kcomp.kernels.template import Template
 
 
 @triton.jit
 def gru_scan_kernel(
     XW, U, RB, MASK, HSEQ, SAVED, n_batch, n_steps, units,
     HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr,
+    SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     S: tl.constexpr = 4 if RESET_AFTER else 3  # the saved blocks per step: z, r, c (and h @ U_h + b_h)
@@ -54,21 +55,23 @@ def gru_scan_kernel(
         x_z = tl.load(x, mask=ok, other=0.0).to(tl.float32)
         x_r = tl.load(x + units, mask=ok, other=0.0).to(tl.float32)
         x_h = tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32)
-        z = tl.sigmoid(x_z + times_gate(h, U, units, 0, u_z, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_z)
-        r = tl.sigmoid(x_r + times_gate(h, U, units, 1, u_r, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_r)
+        a_z = x_z + times_gate(h, U, units, 0, u_z, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_z  # pre-activations
+        a_r = x_r + times_gate(h, U, units, 1, u_r, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_r
+        z, r = RACT(a_z), RACT(a_r)
         if RESET_AFTER:
             h_h = times_gate(h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_h
-            c = tanh(x_h + r * h_h)
+            a_c = x_h + r * h_h
         else:
-            c = tanh(x_h + times_gate(r * h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H))
+            a_c = x_h + times_gate(r * h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H)
+        c = ACT(a_c)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step keeps h
         h = kept_or(keep, tl.where(ok, z * h + (1.0 - z) * c, 0.0), h, MASKED)  # columns past units stay zero
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
         if SAVE:
             saved = SAVED + saved_rows + t * S * units
-            tl.store(saved, z.to(SAVED.dtype.element_ty), mask=ok)
-            tl.store(saved + units, r.to(SAVED.dtype.element_ty), mask=ok)
-            tl.store(saved + 2 * units, c.to(SAVED.dtype.element_ty), mask=ok)
+            tl.store(saved, for_backward(a_z, z, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
+            tl.store(saved + units, for_backward(a_r, r, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
+            tl.store(saved + 2 * units, for_backward(a_c, c, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
             if RESET_AFTER:
                 tl.store(saved + 3 * units, h_h.to(SAVED.dtype.element_ty), mask=ok)
 
@@ -84,7 +87,8 @@ def _store_gates(OUT, offs, units, ok, g_z, g_r, g_h):
 def gru_scan_grad_kernel(
     U, HSEQ, SAVED, MASK, DSEQ, DH, DXW, DHU, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr,
+    ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     S: tl.constexpr = 4 if RESET_AFTER else 3
@@ -101,21 +105,22 @@ def gru_scan_grad_kernel(
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         dh = kept_or(keep, dh_in, 0.0, MASKED)  # a masked step: zero gradients for its xw
         saved = SAVED + saved_rows + t * S * units
-        z = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
-        r = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
-        c = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+        s_z = tl.load(saved, mask=ok, other=0.0).to(tl.float32)  # each gate as saved (for_backward)
+        s_r = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
+        s_c = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+        z, r, c = from_saved(s_z, RACT, SAVE_PRE), from_saved(s_r, RACT, SAVE_PRE), from_saved(s_c, ACT, SAVE_PRE)
         h_prev = load_step_before(HSEQ, seq_rows, t, units, ok, BLOCK_B, BLOCK_H)
-        dz = tl.where(ok, dh * (h_prev - c) * z * (1.0 - z), 0.0)
-        da = tl.where(ok, dh * (1.0 - z) * (1.0 - c * c), 0.0)  # of the candidate's pre-activation
+        dz = tl.where(ok, RACT_GRAD(s_z, z, dh * (h_prev - c)), 0.0)
+        da = tl.where(ok, ACT_GRAD(s_c, c, dh * (1.0 - z)), 0.0)  # of the candidate's pre-activation
         if RESET_AFTER:
             h_h = tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32)
-            dr = tl.where(ok, da * h_h * r * (1.0 - r), 0.0)
+            dr = tl.where(ok, RACT_GRAD(s_r, r, da * h_h), 0.0)
             d_hh = da * r  # of h @ U_h + b_h
             _store_gates(DHU, xw_rows + t * 3 * units, units, ok, dz, dr, d_hh)
             dh_prev = dh * z + times_gate(d_hh, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)
         else:
             d_rh = times_gate(da, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of r * h_prev
-            dr = tl.where(ok, d_rh * h_prev * r * (1.0 - r), 0.0)
+            dr = tl.where(ok, RACT_GRAD(s_r, r, d_rh * h_prev), 0.0)
             dh_prev = dh * z + d_rh * r
         _store_gates(DXW, xw_rows + t * 3 * units, units, ok, dz, dr, da)
         dh_prev += times_gate(dz, U, units, 0, ut_z, 3, ON_CHIP, True, PRECISION, BLOCK_H)
@@ -128,7 +133,7 @@ def gru_scan_grad_kernel(
 
 
 @dataclass(frozen=True, kw_only=True)
-class GruScanBinding(Binding):
+class GruScanBinding(ActivationHooks):
     xw: int  # which input holds the projected inputs (batch, time, 3 * units)
     recurrent: int  # which holds U (units, 3 * units)
     recurrent_bias: int | None  # which holds the recurrent bias (3 * units,) (reset_after), None: none
@@ -141,7 +146,7 @@ class GruScanBinding(Binding):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GruScanGradBinding(Binding):
+class GruScanGradBinding(ActivationHooks):
     recurrent: int  # which input holds U,
     h_seq: int  # every h_t,
     saved: int  # what gru_scan saved,
@@ -170,7 +175,7 @@ def launch_scan(binding: GruScanBinding, inputs, out=None, config=None, precisio
 def run_scan(call: ScanCall, config: dict):
     b = call.binding
     launch_grid(gru_scan_kernel, call, config, HAS_BIAS=b.recurrent_bias is not None, RESET_AFTER=b.reset_after,
-                SAVE=b.save)
+                SAVE=b.save, **activation_flags(b))
 
 
 def launch_scan_grad(binding: GruScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
@@ -190,7 +195,7 @@ def launch_scan_grad(binding: GruScanGradBinding, inputs, out=None, config=None,
 def run_scan_grad(call: ScanCall, config: dict):
     b = call.binding
     launch_grid(gru_scan_grad_kernel, call, config, HAS_DSEQ=b.d_seq is not None, HAS_DH=b.d_h is not None,
-                RESET_AFTER=b.reset_after)
+                RESET_AFTER=b.reset_after, **activation_flags(b, grad=True))
 
 
 TEMPLATES = (

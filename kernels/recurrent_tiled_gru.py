@@ -36,7 +36,9 @@ import triton.language as tl
 
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.recurrent_common import ScanCall, kept_or, load_or_zeros, output_buffers, present, step_kept, tanh
+from kcomp.kernels.recurrent_common import (
+    ScanCall, activation_flags, for_backward, from_saved, kept_or, load_or_zeros, output_buffers, present, step_kept,
+)
 from kcomp.kernels.recurrent_gru import GruScanBinding, GruScanGradBinding
 from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, times_matrix
 from kcomp.kernels.sizes import cdiv
@@ -67,6 +69,7 @@ def gru_scan_tiled_kernel(
     XW, U, RB, MASK, HSEQ, SAVED, ZR, n_batch, n_steps, units,
     HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -84,27 +87,29 @@ def gru_scan_tiled_kernel(
             cols, col_ok, ok = _chunk(j, units, row_ok, BLOCK_H)
             x = XW + xw_rows + t * 3 * units + cols[None, :]
             b_ok = col_ok[None, :]
-            z = tl.sigmoid(tl.load(x, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(
+            a_z = tl.load(x, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(  # the pre-activations
                 RB, cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K))
-            r = tl.sigmoid(tl.load(x + units, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(
+                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            a_r = tl.load(x + units, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(
                 RB, units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
                 HSEQ, h_prev, row_ok, k_prev, U, cols + units, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K))
+                BLOCK_K)
+            z, r = RACT(a_z), RACT(a_r)
             h_old = tl.load(HSEQ + h_prev + cols[None, :], mask=ok & has_prev, other=0.0).to(tl.float32)
             saved = SAVED + saved_rows + t * S * units + cols[None, :]
             if SAVE:
-                tl.store(saved, z.to(SAVED.dtype.element_ty), mask=ok)
-                tl.store(saved + units, r.to(SAVED.dtype.element_ty), mask=ok)
+                tl.store(saved, for_backward(a_z, z, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
+                tl.store(saved + units, for_backward(a_r, r, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
             if RESET_AFTER:
                 h_h = load_or_zeros(RB, 2 * units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
                     HSEQ, h_prev, row_ok, k_prev, U, cols + 2 * units, col_ok, units, False, PRECISION, BLOCK_B,
                     BLOCK_H, BLOCK_K)
-                c = tanh(tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32) + r * h_h)
+                a_c = tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32) + r * h_h
+                c = ACT(a_c)
                 h = kept_or(keep, z * h_old + (1.0 - z) * c, h_old, MASKED)  # a masked step keeps h
                 tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
                 if SAVE:
-                    tl.store(saved + 2 * units, c.to(SAVED.dtype.element_ty), mask=ok)
+                    tl.store(saved + 2 * units, for_backward(a_c, c, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
                     tl.store(saved + 3 * units, h_h.to(SAVED.dtype.element_ty), mask=ok)
             else:
                 tl.store(ZR + zr_rows + cols[None, :], z, mask=ok)
@@ -113,16 +118,17 @@ def gru_scan_tiled_kernel(
             tl.debug_barrier()  # every unit's r * h_{t-1} written before c's product reads them
             for j in range(0, units, BLOCK_H):
                 cols, col_ok, ok = _chunk(j, units, row_ok, BLOCK_H)
-                c = tanh(tl.load(XW + xw_rows + t * 3 * units + 2 * units + cols[None, :], mask=ok, other=0.0).to(
+                a_c = tl.load(XW + xw_rows + t * 3 * units + 2 * units + cols[None, :], mask=ok, other=0.0).to(
                     tl.float32) + _times_u(ZR, zr_rows + units, row_ok, units, U, cols + 2 * units, col_ok, units,
-                                           False, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K))
+                                           False, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+                c = ACT(a_c)
                 z = tl.load(ZR + zr_rows + cols[None, :], mask=ok, other=0.0)
                 h_old = tl.load(HSEQ + h_prev + cols[None, :], mask=ok & has_prev, other=0.0).to(tl.float32)
                 h = kept_or(keep, z * h_old + (1.0 - z) * c, h_old, MASKED)
                 tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
                 if SAVE:
                     tl.store(SAVED + saved_rows + t * S * units + 2 * units + cols[None, :],
-                             c.to(SAVED.dtype.element_ty), mask=ok)
+                             for_backward(a_c, c, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
         tl.debug_barrier()  # all of h_t written (and the scratch read) before step t+1
 
 
@@ -131,6 +137,7 @@ def gru_scan_grad_tiled_kernel(
     U, HSEQ, SAVED, MASK, DSEQ, DH, DXW, DHU, DHRUN, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -161,18 +168,20 @@ def gru_scan_grad_tiled_kernel(
                 dh_in += tl.load(DSEQ + seq_rows + t * units + cols[None, :], mask=ok, other=0.0).to(tl.float32)
             dh = kept_or(keep, dh_in, 0.0, MASKED)  # a masked step: zero gradients for its xw
             saved = SAVED + saved_rows + t * S * units + cols[None, :]
-            z = tl.load(saved, mask=ok, other=0.0).to(tl.float32)
-            c = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+            s_z = tl.load(saved, mask=ok, other=0.0).to(tl.float32)  # each gate as saved (for_backward)
+            s_c = tl.load(saved + 2 * units, mask=ok, other=0.0).to(tl.float32)
+            z, c = from_saved(s_z, RACT, SAVE_PRE), from_saved(s_c, ACT, SAVE_PRE)
             h_prev = tl.load(HSEQ + seq_rows + (t - 1) * units + cols[None, :], mask=ok & has_prev, other=0.0).to(
                 tl.float32)
-            dz = dh * (h_prev - c) * z * (1.0 - z)
-            da = dh * (1.0 - z) * (1.0 - c * c)  # of the candidate's pre-activation
+            dz = RACT_GRAD(s_z, z, dh * (h_prev - c))
+            da = ACT_GRAD(s_c, c, dh * (1.0 - z))  # of the candidate's pre-activation
             out = xw_rows + t * 3 * units + cols[None, :]
             tl.store(DXW + out, dz.to(DXW.dtype.element_ty), mask=ok)
             tl.store(DXW + out + 2 * units, da.to(DXW.dtype.element_ty), mask=ok)
             if RESET_AFTER:
-                r = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
-                dr = da * tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32) * r * (1.0 - r)
+                s_r = tl.load(saved + units, mask=ok, other=0.0).to(tl.float32)
+                r = from_saved(s_r, RACT, SAVE_PRE)
+                dr = RACT_GRAD(s_r, r, da * tl.load(saved + 3 * units, mask=ok, other=0.0).to(tl.float32))
                 tl.store(DXW + out + units, dr.to(DXW.dtype.element_ty), mask=ok)
                 tl.store(DHU + out, dz.to(DHU.dtype.element_ty), mask=ok)
                 tl.store(DHU + out + units, dr.to(DHU.dtype.element_ty), mask=ok)
@@ -187,11 +196,12 @@ def gru_scan_grad_tiled_kernel(
                 # U_h^T[k, unit] = U[unit, 2 units + k]: U's h block, its rows the chunk's units
                 d_rh = _times_u(DXW, xw_rows + t * 3 * units + 2 * units, row_ok, units, U + 2 * units, cols, col_ok,
                                 units, True, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-                r = tl.load(SAVED + saved_rows + t * S * units + units + cols[None, :], mask=ok, other=0.0).to(
+                s_r = tl.load(SAVED + saved_rows + t * S * units + units + cols[None, :], mask=ok, other=0.0).to(
                     tl.float32)
+                r = from_saved(s_r, RACT, SAVE_PRE)
                 h_prev = tl.load(HSEQ + seq_rows + (t - 1) * units + cols[None, :], mask=ok & has_prev,
                                  other=0.0).to(tl.float32)
-                dr = d_rh * h_prev * r * (1.0 - r)  # zero at a masked step: its da is
+                dr = RACT_GRAD(s_r, r, d_rh * h_prev)  # zero at a masked step: its da is
                 tl.store(DXW + xw_rows + t * 3 * units + units + cols[None, :], dr.to(DXW.dtype.element_ty), mask=ok)
                 last = last_rows + cols[None, :]
                 carry = tl.load(DHRUN + last, mask=ok, other=0.0)
@@ -246,7 +256,7 @@ def launch_scan(binding: GruTiledScanBinding, inputs, out=None, config=None, pre
 @tuned(_candidates)
 def run_scan(call: ScanCall, config: dict):
     _launch(gru_scan_tiled_kernel, call, config, HAS_BIAS=call.binding.recurrent_bias is not None,
-            SAVE=call.binding.save)
+            SAVE=call.binding.save, **activation_flags(call.binding))
 
 
 def launch_scan_grad(binding: GruTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
@@ -268,7 +278,7 @@ def launch_scan_grad(binding: GruTiledScanGradBinding, inputs, out=None, config=
 @tuned(_candidates)
 def run_scan_grad(call: ScanCall, config: dict):
     _launch(gru_scan_grad_tiled_kernel, call, config, HAS_DSEQ=call.binding.d_seq is not None,
-            HAS_DH=call.binding.d_h is not None)
+            HAS_DH=call.binding.d_h is not None, **activation_flags(call.binding, grad=True))
 
 
 def _launch(kernel, call: ScanCall, config: dict, **flags) -> None:

@@ -13,6 +13,7 @@ import kcomp
 from kcomp.codegen.activation_hooks import DEFAULTS, defaults_source
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
+from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference
 from kcomp.ir.ops.scan_activations import saves_pre
 from kcomp.passes import run_pipeline
 from kernel_helpers import assert_compiled_steps_match_the_reference, kernels_of, launch_kernel
@@ -168,3 +169,116 @@ def test_compiled_lstm_training_step_is_keras():
     (step,) = ours._training.steps.values()
     templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
     assert templates.count("lstm_scan") == 1 and templates.count("lstm_scan_grad") == 1, templates
+
+
+# --- the GRU's scans ----------------------------------------------------------------------------
+
+GRU_CASES = [(pair, True) for pair in PAIRS] + [(PAIRS[0], False), (PAIRS[4], False)]  # (pair, reset_after)
+GRU_IDS = [f"{'-'.join(pair)}-{'after' if after else 'before'}" for pair, after in GRU_CASES]
+
+
+def _gru_inputs(units, seed, dtype=torch.float32):
+    """xw, U, the recurrent bias, d_seq, d_h (small: see _lstm_inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    values = (torch.randn(BATCH, TIME, 3 * units, generator=g, dtype=torch.float64) * 0.5,
+              torch.randn(units, 3 * units, generator=g, dtype=torch.float64) * 0.5 / units ** 0.5,
+              torch.randn(3 * units, generator=g, dtype=torch.float64) * 0.5,
+              torch.randn(BATCH, TIME, units, generator=g, dtype=torch.float64),
+              torch.randn(BATCH, units, generator=g, dtype=torch.float64))
+    return [t.to(dtype) for t in values]
+
+
+def _gru_acts(pair):
+    return dict(activation=pair[0], recurrent_activation=pair[1])
+
+
+def _gru_forward(xw, recurrent, bias, pair, reset_after):
+    return gru_scan_reference(xw, recurrent, *([bias] if reset_after else []), reset_after=reset_after, save=True,
+                              **_gru_acts(pair))
+
+
+def _gru_autograd(xw, recurrent, bias, d_seq, d_h, pair, reset_after):
+    """(d xw, d bias) of sum(h_seq d_seq) + sum(h_T d_h) by torch.autograd through the reference, in float64."""
+    xw, bias = xw.double().requires_grad_(), bias.double().requires_grad_()
+    h_seq, _ = _gru_forward(xw, recurrent.double(), bias, pair, reset_after)
+    ((h_seq * d_seq.double()).sum() + (h_seq[:, -1] * d_h.double()).sum()).backward()
+    return xw.grad, bias.grad
+
+
+def _gru_grads(outs, reset_after):
+    """(d xw, d recurrent bias: the recurrent product's gradient summed) from gru_scan_grad's outputs."""
+    return outs[0], outs[1].sum(dim=(0, 1)) if reset_after else None
+
+
+@pytest.mark.parametrize("pair, reset_after", GRU_CASES + [(("tanh", "sigmoid"), True)], ids=GRU_IDS + ["defaults"])
+def test_gru_scan_grad_reference_is_autograd_in_float64(pair, reset_after):
+    xw, recurrent, bias, d_seq, d_h = _gru_inputs(6, 1, torch.float64)
+    h_seq, saved = _gru_forward(xw, recurrent, bias, pair, reset_after)
+    outs = gru_scan_grad_reference(recurrent, h_seq, saved, d_seq, d_h, reset_after=reset_after, has_dseq=True,
+                                   has_dh=True, **_gru_acts(pair))
+    outs = outs if reset_after else (outs,)
+    want = _gru_autograd(xw, recurrent, bias, d_seq, d_h, pair, reset_after)
+    for got, expected in zip(_gru_grads(outs, reset_after), want[:1 + int(reset_after)]):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def _gru_graph(units, pair, reset_after, grad: bool):
+    b = GraphBuilder("gru")
+    acts = _gru_acts(pair)
+    if not grad:
+        inputs = [b.input((BATCH, TIME, 3 * units), "float32", "xw"), b.input((units, 3 * units), "float32", "recurrent")]
+        inputs += [b.input((3 * units,), "float32", "bias")] if reset_after else []
+        return b.finish(list(b.emit("gru_scan", inputs, reset_after=reset_after, save=True, **acts)))
+    saved = 4 if reset_after else 3
+    shapes = (("recurrent", (units, 3 * units)), ("h_seq", (BATCH, TIME, units)),
+              ("saved", (BATCH, TIME, saved * units)), ("d_seq", (BATCH, TIME, units)), ("d_h", (BATCH, units)))
+    inputs = [b.input(shape, "float32", name) for name, shape in shapes]
+    return b.finish(list(b.emit("gru_scan_grad", inputs, reset_after=reset_after, has_dseq=True, has_dh=True, **acts)))
+
+
+@pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
+@pytest.mark.parametrize("pair, reset_after", GRU_CASES, ids=GRU_IDS)
+def test_gru_scan_kernels_match_the_reference_and_autograd(units, where, pair, reset_after):
+    """The forward's outputs (every h_t, what it saves) and the backward's (float32) into
+    NaN-poisoned buffers, against the references, the backward also against torch.autograd in float64."""
+    xw, recurrent, bias, d_seq, d_h = _gru_inputs(units, 2)
+    tol = tolerance("float32", "accumulating")
+    graph = _gru_graph(units, pair, reset_after, grad=False)
+    got, want = launch_kernel(graph, _only_kernel(graph, _template("gru_scan", where)),
+                              [xw, recurrent, *([bias] if reset_after else [])], precision="ieee")
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    h_seq, saved = want
+    graph = _gru_graph(units, pair, reset_after, grad=True)
+    got, want = launch_kernel(graph, _only_kernel(graph, _template("gru_scan_grad", where)),
+                              [recurrent, h_seq, saved, d_seq, d_h], precision="ieee")
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    expected = _gru_autograd(xw, recurrent, bias, d_seq, d_h, pair, reset_after)
+    for a, b in zip(_gru_grads(got, reset_after), expected[:1 + int(reset_after)]):
+        torch.testing.assert_close(a, b.float(), **tol)
+
+
+GRU_FLAGS = dict(activation="elu", recurrent_activation="hard_sigmoid")
+
+
+@pytest.mark.parametrize("flags", [GRU_FLAGS, dict(activation="silu", recurrent_activation="relu", reset_after=False,
+                                                   return_sequences=True)],
+                         ids=["elu-hard_sigmoid", "silu-relu-before-sequences"])
+def test_decomposed_gru_step_equals_the_whole_ops(flags):
+    step = assert_decomposed_step_equals_the_whole_ops(recurrent_model(kcomp.layers.GRU, flags)(), "gru",
+                                                       weight_scale=lambda shape: 0.25)
+    assert all(n.attrs["activation"] == flags["activation"] for n in step.nodes if n.op.startswith("gru_scan"))
+
+
+def test_compiled_gru_training_step_is_keras():
+    """GRU(activation="elu", recurrent_activation="hard_sigmoid") on the generated kernels and in Keras 3."""
+    from keras_oracle import keras, twins
+
+    ours, theirs = twins(lambda lib: _sequence_model(lib, "GRU", **GRU_FLAGS))
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.05), loss="categorical_crossentropy", backend="triton-interpret")
+    theirs.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    assert_predictions_and_a_step_equal_keras(ours, theirs, *_data(3))
+    (step,) = ours._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count("gru_scan") == 1 and templates.count("gru_scan_grad") == 1, templates

@@ -65,13 +65,13 @@ def generate_lstm_scan_grad(kernel: KernelParts) -> GeneratedKernel:
 def generate_gru_scan(kernel: KernelParts) -> GeneratedKernel:
     mask = _mask(kernel)  # after the recurrent bias, where both are given
     optional = {"recurrent_bias": len(kernel.anchor.inputs) - int(mask["mask"]) == 3, **mask}
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), optional, ("reset_after", "save"),
+    return _with_activations(kernel, _binding(kernel, ("xw", "recurrent"), optional, ("reset_after", "save"),
                                               outputs=True))
 
 
 def generate_gru_scan_grad(kernel: KernelParts) -> GeneratedKernel:
     optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h"))}
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "h_seq", "saved"), optional, ("reset_after",),
+    return _with_activations(kernel, _binding(kernel, ("recurrent", "h_seq", "saved"), optional, ("reset_after",),
                                               outputs=True))
 
 

@@ -50,6 +50,7 @@ from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS
+from kcomp.ir.ops.scan_activations import saves_pre
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
 
@@ -319,8 +320,7 @@ def _gru_scannable(node: Node) -> bool:
     where masked, up to GRU_SCAN_TILED_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
     x, a = node.inputs[0], node.attrs
     mask_ok = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
-    return (a["activation"], a["recurrent_activation"]) == ("tanh", "sigmoid") and not a["dropout_masks"] \
-        and x.dtype == "float32" and is_static(x.shape[1]) and mask_ok and _exact_inputs(node) \
+    return not a["dropout_masks"] and x.dtype == "float32" and is_static(x.shape[1]) and mask_ok and _exact_inputs(node) \
         and node.inputs[2].shape[0] <= GRU_SCAN_TILED_MAX_UNITS
 
 
@@ -351,7 +351,7 @@ def _gru_scan(rw: Rewriter, node: Node, save: bool, mask: list):
         recurrent_bias = [row]
     x_read, xw = _projection(rw, node, input_bias)
     outs = rw.emit("gru_scan", [xw, node.inputs[2], *recurrent_bias, *mask], reset_after=a["reset_after"], save=save,
-                   masked=bool(mask))
+                   masked=bool(mask), **_activations(node))
     return x_read, outs[0], outs[1] if save else None
 
 
@@ -374,7 +374,7 @@ def gru_grad_to_scan(node: Node, rw: Rewriter):
     d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
     outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *mask, *present], reset_after=reset_after,
-                   masked=bool(mask), **flags)
+                   masked=bool(mask), **flags, **_activations(node))
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, outs[0])
     h_prev = _step_before(rw, h_seq)
     if reset_after:  # h_prev @ U + b is one product: its gradient gives d U and the recurrent bias's
@@ -382,8 +382,12 @@ def gru_grad_to_scan(node: Node, rw: Rewriter):
         rows = [rw.emit1("reshape", [d], shape=(1, 3 * units))
                 for d in (d_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
         return [dx, d_kernel, d_recurrent, rw.emit1("concat", rows, axis=0)]
-    # Without reset_after, U's h block multiplies r * h_prev, its z and r blocks h_prev.
-    reset_h = rw.emit1("mul", [_blocks(rw, saved, units, 1, 2), h_prev])
+    # Without reset_after, U's h block multiplies r * h_prev, its z and r blocks h_prev; r is the saved
+    # block, or its activation where the scan saves pre-activations.
+    r = _blocks(rw, saved, units, 1, 2)
+    if saves_pre(*_activations(node).values()):
+        r = rw.emit1(node.attrs["recurrent_activation"], [r])
+    reset_h = rw.emit1("mul", [r, h_prev])
     d_recurrent = rw.emit1("concat", [_dense_kernel_grad(rw, h_prev, _blocks(rw, outs[0], units, 0, 2)),
                                       _dense_kernel_grad(rw, reset_h, _blocks(rw, outs[0], units, 2, 3))], axis=1)
     return [dx, d_kernel, d_recurrent, d_bias]

@@ -30,9 +30,11 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_rank
+from kcomp.ir.ops.recurrent import cell_activation
 from kcomp.ir.ops.recurrent_scan import (
     MASKED_ATTR, SCAN_MAX_UNITS, SCAN_TILED_MAX_UNITS, carry, check_like, check_mask, kept, scan_units, split_masked,
 )
+from kcomp.ir.ops.scan_activations import ACTIVATION_ATTRS, gate_value, gate_vjp, saves_pre
 from kcomp.ir.types import TensorSpec
 
 # The largest hidden size the gru_scan kernels hold in registers (kernels/recurrent_gru.py); above
@@ -56,7 +58,7 @@ def _scan_parts(inputs, masked: bool) -> tuple:
     return (xw, recurrent, rest[:-1], rest[-1]) if masked else (xw, recurrent, rest, None)
 
 
-def _scan_infer(inputs, reset_after, save, masked):
+def _scan_infer(inputs, reset_after, save, masked, **activations):
     xw, recurrent, bias, mask = _scan_parts(inputs, masked)
     units = scan_units(xw, recurrent, "gru_scan", gates=3)
     check_mask("gru_scan", mask, xw)
@@ -71,9 +73,11 @@ def _scan_infer(inputs, reset_after, save, masked):
     return [seq, TensorSpec((n, t, saved_blocks(reset_after) * units), xw.dtype)] if save else [seq]
 
 
-def gru_scan_reference(*inputs, reset_after, save, masked=False):
+def gru_scan_reference(*inputs, reset_after, save, masked=False, activation="tanh", recurrent_activation="sigmoid"):
     xw, recurrent, bias, mask = _scan_parts(inputs, masked)
     units = recurrent.shape[0]
+    act, ract = cell_activation(activation), cell_activation(recurrent_activation)
+    pre = saves_pre(activation, recurrent_activation)
     u_zr, u_h = recurrent[:, :2 * units], recurrent[:, 2 * units:]
     h = xw.new_zeros(xw.shape[0], units)
     hs, saved = [], []
@@ -83,11 +87,14 @@ def gru_scan_reference(*inputs, reset_after, save, masked=False):
             h_z, h_r, h_h = (h @ recurrent + (bias[0] if bias else 0)).split(units, dim=1)
         else:
             h_z, h_r = (h @ u_zr).split(units, dim=1)
-        z, r = torch.sigmoid(x_z + h_z), torch.sigmoid(x_r + h_r)
-        c = torch.tanh(x_h + r * h_h) if reset_after else torch.tanh(x_h + (r * h) @ u_h)
+        a_z, a_r = x_z + h_z, x_r + h_r  # the pre-activations
+        z, r = ract(a_z), ract(a_r)
+        a_c = x_h + r * h_h if reset_after else x_h + (r * h) @ u_h
+        c = act(a_c)
         h = carry(kept(mask, t), z * h + (1 - z) * c, h)  # a masked step keeps h
         hs.append(h)
-        saved.append(torch.cat([z, r, c, h_h] if reset_after else [z, r, c], dim=1))
+        gates = [a_z, a_r, a_c] if pre else [z, r, c]
+        saved.append(torch.cat([*gates, h_h] if reset_after else gates, dim=1))
     h_seq = torch.stack(hs, dim=1)
     return (h_seq, torch.stack(saved, dim=1)) if save else h_seq
 
@@ -96,7 +103,7 @@ def _grad_parts(inputs, has_dseq, has_dh, masked):
     return split_masked(inputs, 3, masked, "gru_scan_grad", has_dseq=has_dseq, has_dh=has_dh)
 
 
-def _grad_infer(inputs, reset_after, has_dseq, has_dh, masked):
+def _grad_infer(inputs, reset_after, has_dseq, has_dh, masked, **activations):
     recurrent, h_seq, saved, mask, dseq, dh = _grad_parts(inputs, has_dseq, has_dh, masked)
     require_rank(h_seq, 3, "gru_scan_grad's h_seq (batch, time, units)")
     check_mask("gru_scan_grad", mask, h_seq)
@@ -109,9 +116,11 @@ def _grad_infer(inputs, reset_after, has_dseq, has_dh, masked):
     return [xw, xw] if reset_after else [xw]
 
 
-def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh, masked=False):
+def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh, masked=False, activation="tanh",
+                            recurrent_activation="sigmoid"):
     recurrent, h_seq, saved, mask, dseq, dh_last = _grad_parts(inputs, has_dseq, has_dh, masked)
     units = recurrent.shape[0]
+    pre = saves_pre(activation, recurrent_activation)
     n, steps = h_seq.shape[:2]
     dh_next = dh_last if dh_last is not None else h_seq.new_zeros(n, units)
     dxw, dhu = [], []
@@ -119,18 +128,20 @@ def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh, masked=False
         dh_in = dh_next + (dseq[:, t] if dseq is not None else 0)
         keep = kept(mask, t)  # a masked step: zero gradients for its xw, dh passed to the step before
         dh = carry(keep, dh_in, torch.zeros_like(dh_in))
-        z, r, c, *h_h = saved[:, t].split(units, dim=1)
+        s_z, s_r, s_c, *h_h = saved[:, t].split(units, dim=1)  # each gate as saved (saved_gate)
+        z, r = gate_value(recurrent_activation, s_z, pre), gate_value(recurrent_activation, s_r, pre)
+        c = gate_value(activation, s_c, pre)
         h_prev = h_seq[:, t - 1] if t > 0 else torch.zeros_like(dh)
-        dz = dh * (h_prev - c) * z * (1 - z)
-        da = dh * (1 - z) * (1 - c * c)  # the candidate's pre-activation
+        dz = gate_vjp(recurrent_activation, s_z, dh * (h_prev - c), pre)
+        da = gate_vjp(activation, s_c, dh * (1 - z), pre)  # the candidate's pre-activation
         if reset_after:
-            dr = da * h_h[0] * r * (1 - r)
+            dr = gate_vjp(recurrent_activation, s_r, da * h_h[0], pre)
             step_hu = torch.cat([dz, dr, da * r], dim=1)
             dh_next = dh * z + step_hu @ recurrent.t()
             dhu.append(step_hu)
         else:
             d_rh = da @ recurrent[:, 2 * units:].t()  # of r * h_prev, the h block's matmul input
-            dr = d_rh * h_prev * r * (1 - r)
+            dr = gate_vjp(recurrent_activation, s_r, d_rh * h_prev, pre)
             dh_next = dh * z + d_rh * r + torch.cat([dz, dr], dim=1) @ recurrent[:, :2 * units].t()
         dh_next = dh_next + carry(keep, torch.zeros_like(dh_in), dh_in)
         dxw.append(torch.cat([dz, dr, da], dim=1))
@@ -146,7 +157,7 @@ OPS = [
         "the recurrent bias (3 * units,), then the mask (masked; a masked step keeps h). Outputs every h_t, "
         "and with save=True also what gru_scan_grad reads: z, r, the candidate c and (reset_after) h_prev @ U_h + b_h of every step.",
         num_inputs=(2, 4),
-        attrs={"reset_after": attr(bool, True), "save": attr(bool, False), "masked": MASKED_ATTR},
+        attrs={"reset_after": attr(bool, True), "save": attr(bool, False), "masked": MASKED_ATTR, **ACTIVATION_ATTRS},
         infer=_scan_infer,
         reference=gru_scan_reference,
         traits={"recurrent"},
@@ -159,7 +170,8 @@ OPS = [
         "what gru_scan saved, the mask (masked), then the gradients present (has_dseq: of every h_t; has_dh: "
         "of the last h).",
         num_inputs=(3, 6),
-        attrs={"reset_after": attr(bool, True), "has_dseq": attr(bool), "has_dh": attr(bool), "masked": MASKED_ATTR},
+        attrs={"reset_after": attr(bool, True), "has_dseq": attr(bool), "has_dh": attr(bool), "masked": MASKED_ATTR,
+               **ACTIVATION_ATTRS},
         infer=_grad_infer,
         reference=gru_scan_grad_reference,
         traits={"recurrent"},
