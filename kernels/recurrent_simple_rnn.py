@@ -4,8 +4,12 @@ The input projection of every step (x @ kernel + bias) is one matmul before the 
 (kcomp/passes/decompose_recurrent.py); each program owns BLOCK_B rows of the batch and walks all
 the time steps with h in registers:
 
-    forward   h = activation(xw_t + h @ U)                         (tanh or relu)
+    forward   h = activation(xw_t + h @ U)
     backward  dz_t = dh * activation'(from h_t);  dh = dz_t @ U^T for the step before
+
+the activation and its derivative (from its output: the op takes only activations whose VJP
+rule reads the output alone, kcomp/ir/ops/scan_activations.py) are the generated hooks ACT and
+ACT_GRAD (kcomp/codegen/activation_hooks.py).
 
 U (units, units) is one tile, so it stays on chip up to 64 units (BLOCK_H 64 on 8 warps: 16
 floats a thread), where the LSTM's and GRU's four and three tiles stay only up to 32
@@ -25,33 +29,19 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
-    ScanCall, alone, batch_block, candidates, kept_or, launch_grid, load_or_zeros, present, sizes, step_kept, tanh,
-    tile_before_loop, times_gate,
+    ActivationHooks, ScanCall, activation_flags, alone, batch_block, candidates, kept_or, launch_grid, load_or_zeros,
+    present, sizes, step_kept, tile_before_loop, times_gate,
 )
-from kcomp.kernels.template import Binding, Template
+from kcomp.kernels.template import Template
 
 ON_CHIP_MAX = 64  # the largest BLOCK_H whose one recurrent tile is loaded once, before the loop
 
 
 @triton.jit
-def activate(z, RELU: tl.constexpr):
-    if RELU:
-        return tl.where(z < 0.0, 0.0, z)  # not tl.maximum, which drops NaN where torch.relu keeps it
-    return tanh(z)
-
-
-@triton.jit
-def activation_grad(h, RELU: tl.constexpr):
-    """The activation's derivative at the pre-activation that gave h, from h itself."""
-    if RELU:
-        return tl.where(h > 0.0, 1.0, 0.0)
-    return 1.0 - h * h
-
-
-@triton.jit
 def simple_rnn_scan_kernel(
     XW, U, MASK, HSEQ, n_batch, n_steps, units,
-    RELU: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    ACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]  # (row, step 0, col): xw's and h's
@@ -62,15 +52,16 @@ def simple_rnn_scan_kernel(
         z += times_gate(h, U, units, 0, u, 1, ON_CHIP, False, PRECISION, BLOCK_H)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         # columns past units stay zero: they feed the next dot; a masked step keeps h
-        h = kept_or(keep, tl.where(ok, activate(z, RELU), 0.0), h, MASKED)
+        h = kept_or(keep, tl.where(ok, ACT(z), 0.0), h, MASKED)
         tl.store(HSEQ + seq_rows + t * units, h.to(HSEQ.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def simple_rnn_scan_grad_kernel(
     U, HSEQ, MASK, DSEQ, DH, DZ, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RELU: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, ACT_GRAD: tl.constexpr,
+    SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]
@@ -81,7 +72,8 @@ def simple_rnn_scan_grad_kernel(
         dh = dh_next + load_or_zeros(DSEQ, seq_rows + t * units, ok, HAS_DSEQ, BLOCK_B, BLOCK_H)
         h = tl.load(HSEQ + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step: zero gradient, dh passed on
-        dz = kept_or(keep, tl.where(ok, dh * activation_grad(h, RELU), 0.0), 0.0, MASKED)
+        # the activation's derivative from h alone (the op takes only such activations: x, unread, is h)
+        dz = kept_or(keep, tl.where(ok, ACT_GRAD(h, h, dh), 0.0), 0.0, MASKED)
         tl.store(DZ + seq_rows + t * units, dz.to(DZ.dtype.element_ty), mask=ok)
         dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
         dh_next += times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H)
@@ -91,21 +83,19 @@ def simple_rnn_scan_grad_kernel(
 
 
 @dataclass(frozen=True, kw_only=True)
-class SimpleRnnScanBinding(Binding):
+class SimpleRnnScanBinding(ActivationHooks):
     xw: int  # which input holds the projected inputs (batch, time, units)
     recurrent: int  # which holds U (units, units)
-    activation: str  # "tanh" or "relu"
     mask: int | None = None  # which holds the mask (batch, time), None: every step read
 
 
 @dataclass(frozen=True, kw_only=True)
-class SimpleRnnScanGradBinding(Binding):
+class SimpleRnnScanGradBinding(ActivationHooks):
     recurrent: int  # which input holds U,
     h_seq: int  # every h_t,
     mask: int | None = None  # the mask (None: every step read),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h
-    activation: str
 
 
 def scan_call(binding: SimpleRnnScanBinding, inputs, out, precision: str, max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
@@ -129,7 +119,7 @@ def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, pr
 
 @tuned(candidates)
 def run_scan(call: ScanCall, config: dict):
-    launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, RELU=call.binding.activation == "relu")
+    launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, **activation_flags(call.binding, recurrent=False))
 
 
 def scan_grad_call(binding: SimpleRnnScanGradBinding, inputs, out, precision: str,
@@ -153,8 +143,9 @@ def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config
 
 
 def grad_flags(binding: SimpleRnnScanGradBinding) -> dict:
-    """The backward kernels' constexprs: which gradients arrive, and the activation."""
-    return dict(HAS_DSEQ=binding.d_seq is not None, HAS_DH=binding.d_h is not None, RELU=binding.activation == "relu")
+    """The backward kernels' constexprs: which gradients arrive, and the activation's hooks."""
+    return dict(HAS_DSEQ=binding.d_seq is not None, HAS_DH=binding.d_h is not None,
+                **activation_flags(binding, grad=True, recurrent=False))
 
 
 @tuned(candidates)

@@ -33,9 +33,9 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.recurrent_common import ScanCall, step_kept
+from kcomp.kernels.recurrent_common import ScanCall, activation_flags, step_kept
 from kcomp.kernels.recurrent_simple_rnn import (
-    SimpleRnnScanBinding, SimpleRnnScanGradBinding, activate, activation_grad, grad_flags, scan_call, scan_grad_call,
+    SimpleRnnScanBinding, SimpleRnnScanGradBinding, grad_flags, scan_call, scan_grad_call,
 )
 from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, step_mask, times_matrix
 from kcomp.kernels.sizes import cdiv
@@ -54,8 +54,8 @@ def _chunk(j, row_ok, step_at, units, BLOCK_H: tl.constexpr):
 @triton.jit
 def simple_rnn_scan_tiled_kernel(
     XW, U, MASK, HSEQ, n_batch, n_steps, units,
-    RELU: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    MASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr, ACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -68,7 +68,7 @@ def simple_rnn_scan_tiled_kernel(
             cols, col_ok, ok, at = _chunk(j, row_ok, seq_rows + t * units, units, BLOCK_H)
             z = tl.load(XW + at, mask=ok, other=0.0).to(tl.float32) + times_matrix(
                 HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
-            h = activate(z, RELU)
+            h = ACT(z)
             if MASKED:  # a masked step keeps h: its chunk of h_{t-1} (zeros before the first step)
                 has_prev = step_mask(t, BLOCK_B, BLOCK_H)
                 h = tl.where(keep, h, tl.load(HSEQ + at - units, mask=ok & has_prev, other=0.0).to(tl.float32))
@@ -79,8 +79,9 @@ def simple_rnn_scan_tiled_kernel(
 @triton.jit
 def simple_rnn_scan_grad_tiled_kernel(
     U, HSEQ, MASK, DSEQ, DH, DZ, DHRUN, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RELU: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr, ACT_GRAD: tl.constexpr,
+    SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -105,11 +106,11 @@ def simple_rnn_scan_grad_tiled_kernel(
             h = tl.load(HSEQ + at, mask=ok, other=0.0).to(tl.float32)
             if MASKED:
                 dh += tl.load(DHRUN + last, mask=ok & has_next, other=0.0)  # what a masked step t+1 passed on
-                dz = tl.where(keep, dh * activation_grad(h, RELU), 0.0)  # a masked step: zero gradient
+                dz = tl.where(keep, ACT_GRAD(h, h, dh), 0.0)  # a masked step: zero gradient (x, unread, is h)
                 tl.debug_barrier()  # every thread has read its DHRUN before any overwrites it
                 tl.store(DHRUN + last, tl.where(keep, 0.0, dh), mask=ok)
             else:
-                dz = dh * activation_grad(h, RELU)
+                dz = ACT_GRAD(h, h, dh)
             tl.store(DZ + at, dz.to(DZ.dtype.element_ty), mask=ok)
         tl.debug_barrier()  # all of dz_t written before step t-1 reads it
 
@@ -153,7 +154,7 @@ def launch_scan(binding: SimpleRnnTiledScanBinding, inputs, out=None, config=Non
 @tuned(_candidates)
 def run_scan(call: ScanCall, config: dict):
     simple_rnn_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
-        *call.tensors, call.n_batch, call.n_steps, call.units, RELU=call.binding.activation == "relu",
+        *call.tensors, call.n_batch, call.n_steps, call.units, **activation_flags(call.binding, recurrent=False),
         MASKED=call.binding.mask is not None, PRECISION=call.precision, **config,
     )
 

@@ -10,12 +10,16 @@ import pytest
 import torch
 
 import kcomp
+from kcomp.compiler import train_step_graph
+from kcomp.errors import ArgumentError
 from kcomp.codegen.activation_hooks import DEFAULTS, defaults_source
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
 from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference
+from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_reference, simple_rnn_scan_reference
 from kcomp.ir.ops.scan_activations import saves_pre
 from kcomp.passes import run_pipeline
+from kcomp.passes.pipeline import PIPELINE
 from kernel_helpers import assert_compiled_steps_match_the_reference, kernels_of, launch_kernel
 from recurrent_cases import (assert_decomposed_step_equals_the_whole_ops, assert_predictions_and_a_step_equal_keras,
                              recurrent_model)
@@ -32,11 +36,6 @@ UNITS = [(6, "on_chip"), (70, "tiled")]  # 70: above the on-chip limit, in three
 def test_the_default_hooks_are_what_the_generator_writes():
     root = Path(__file__).resolve().parent.parent
     assert (root / DEFAULTS).read_text() == defaults_source(), "run python -m kcomp.codegen.activation_hooks"
-
-
-def test_only_tanh_and_sigmoid_save_the_activated_gates():
-    assert not saves_pre("tanh", "sigmoid") and not saves_pre("sigmoid", "tanh")
-    assert all(saves_pre(*pair) for pair in PAIRS)
 
 
 # --- the LSTM's scans ---------------------------------------------------------------------------
@@ -282,3 +281,95 @@ def test_compiled_gru_training_step_is_keras():
     (step,) = ours._training.steps.values()
     templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
     assert templates.count("gru_scan") == 1 and templates.count("gru_scan_grad") == 1, templates
+
+
+# --- SimpleRNN's scans: the activations whose derivative is a function of their output ---------
+
+FROM_OUTPUT = ["relu", "linear", "sigmoid", "softsign", "exponential"]  # and tanh (the other tests' default)
+FROM_INPUT = ["hard_sigmoid", "elu", "gelu", "silu"]
+
+
+def test_only_activations_whose_vjp_reads_the_output_save_it():
+    assert not saves_pre("tanh", *FROM_OUTPUT)
+    assert all(saves_pre(a) for a in FROM_INPUT) and all(saves_pre(*pair) for pair in PAIRS)
+
+
+def _simple_rnn_inputs(units, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    values = (torch.randn(BATCH, TIME, units, generator=g, dtype=torch.float64) * 0.5,
+              torch.randn(units, units, generator=g, dtype=torch.float64) * 0.2 / units ** 0.5,  # exp: h > 0 adds up
+              torch.randn(BATCH, TIME, units, generator=g, dtype=torch.float64),
+              torch.randn(BATCH, units, generator=g, dtype=torch.float64))
+    return [t.to(dtype) for t in values]
+
+
+def _simple_rnn_autograd(xw, recurrent, d_seq, d_h, activation):
+    xw = xw.double().requires_grad_()
+    h_seq = simple_rnn_scan_reference(xw, recurrent.double(), activation=activation)
+    ((h_seq * d_seq.double()).sum() + (h_seq[:, -1] * d_h.double()).sum()).backward()
+    return xw.grad
+
+
+@pytest.mark.parametrize("activation", FROM_OUTPUT)
+def test_simple_rnn_scan_grad_reference_is_autograd_in_float64(activation):
+    xw, recurrent, d_seq, d_h = _simple_rnn_inputs(6, 1, torch.float64)
+    h_seq = simple_rnn_scan_reference(xw, recurrent, activation=activation)
+    dz = simple_rnn_scan_grad_reference(recurrent, h_seq, d_seq, d_h, activation=activation, has_dseq=True, has_dh=True)
+    torch.testing.assert_close(dz, _simple_rnn_autograd(xw, recurrent, d_seq, d_h, activation), rtol=1e-10, atol=1e-12)
+
+
+def _simple_rnn_graph(units, activation, grad: bool):
+    b = GraphBuilder("simple_rnn")
+    if not grad:
+        xw = b.input((BATCH, TIME, units), "float32", "xw")
+        return b.finish([b.emit1("simple_rnn_scan", [xw, b.input((units, units), "float32", "recurrent")],
+                                 activation=activation)])
+    u = b.input((units, units), "float32", "recurrent")
+    inputs = [u, b.input((BATCH, TIME, units), "float32", "h_seq"), b.input((BATCH, TIME, units), "float32", "d_seq"),
+              b.input((BATCH, units), "float32", "d_h")]
+    return b.finish([b.emit1("simple_rnn_scan_grad", inputs, activation=activation, has_dseq=True, has_dh=True)])
+
+
+@pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
+@pytest.mark.parametrize("activation", FROM_OUTPUT)
+def test_simple_rnn_scan_kernels_match_the_reference_and_autograd(units, where, activation):
+    xw, recurrent, d_seq, d_h = _simple_rnn_inputs(units, 2)
+    tol = tolerance("float32", "accumulating")
+    graph = _simple_rnn_graph(units, activation, grad=False)
+    (h_seq,), (want,) = launch_kernel(graph, _only_kernel(graph, _template("simple_rnn_scan", where)),
+                                      [xw, recurrent], precision="ieee")
+    torch.testing.assert_close(h_seq, want, **tol)
+    graph = _simple_rnn_graph(units, activation, grad=True)
+    (dz,), (want,) = launch_kernel(graph, _only_kernel(graph, _template("simple_rnn_scan_grad", where)),
+                                   [recurrent, h_seq, d_seq, d_h], precision="ieee")
+    torch.testing.assert_close(dz, want, **tol)
+    torch.testing.assert_close(dz, _simple_rnn_autograd(xw, recurrent, d_seq, d_h, activation).float(), **tol)
+
+
+@pytest.mark.parametrize("activation", FROM_INPUT)
+def test_simple_rnn_scans_refuse_an_activation_whose_vjp_reads_its_input(activation):
+    with pytest.raises(ArgumentError, match=f"activation='{activation}'"):
+        _simple_rnn_graph(6, activation, grad=False)
+    model = recurrent_model(kcomp.layers.SimpleRNN, dict(activation=activation))()
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", backend="reference")
+    ops = [n.op for n in run_pipeline(train_step_graph(model), passes=PIPELINE[:-1])[0].nodes]
+    assert "simple_rnn" in ops and "simple_rnn_grad" in ops and "simple_rnn_scan" not in ops  # left whole
+
+
+def test_decomposed_simple_rnn_step_equals_the_whole_ops():
+    step = assert_decomposed_step_equals_the_whole_ops(
+        recurrent_model(kcomp.layers.SimpleRNN, dict(activation="softsign", return_sequences=True))(), "simple_rnn")
+    assert all(n.attrs["activation"] == "softsign" for n in step.nodes if n.op.startswith("simple_rnn_scan"))
+
+
+def test_compiled_simple_rnn_training_step_is_keras():
+    """SimpleRNN(activation="softsign") on the generated kernels and in Keras 3."""
+    from keras_oracle import keras, twins
+
+    ours, theirs = twins(lambda lib: _sequence_model(lib, "SimpleRNN", activation="softsign"))
+    ours.compile(optimizer=kcomp.optimizers.Adam(0.05), loss="categorical_crossentropy", backend="triton-interpret")
+    theirs.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    assert_predictions_and_a_step_equal_keras(ours, theirs, *_data(3))
+    (step,) = ours._training.steps.values()
+    templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
+    assert templates.count("simple_rnn_scan") == 1 and templates.count("simple_rnn_scan_grad") == 1, templates

@@ -13,11 +13,10 @@ import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS, simple_rnn_scan_reference
-from kcomp.kernels import recurrent_tiled_simple_rnn as tiled
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import PIPELINE, STEP_PIPELINE
 from kernel_helpers import (assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of,
-                            with_nonfinite)
+                            launch_kernel, with_nonfinite)
 from recurrent_cases import FEATURES, TIME as MODEL_TIME, assert_decomposed_step_equals_the_whole_ops, recurrent_model
 from tolerances import tolerance
 
@@ -113,10 +112,10 @@ def test_masked_scan_grad_kernel_is_autograd_through_the_scan_in_float64(activat
     xw.requires_grad_()
     h_seq = simple_rnn_scan_reference(xw, recurrent, mask.double(), activation=activation, masked=True)
     ((h_seq * d_seq.double()).sum() + (h_seq[:, -1] * d_h.double()).sum()).backward()
-    binding = tiled.SimpleRnnTiledScanGradBinding(kernel_id="test", recurrent=0, h_seq=1, mask=2, d_seq=3, d_h=4,
-                                                  activation=activation)
-    dz = tiled.launch_scan_grad(binding, (recurrent.float(), h_seq.detach().float(), mask, d_seq, d_h),
-                                config=CHUNKINGS[1].values[1], precision="ieee")
+    graph = _grad_graph(units, activation, True, True, True)  # the generated module: its activation's hooks
+    (dz,), _ = launch_kernel(graph, _only_kernel(graph, "simple_rnn_scan_grad_tiled"),
+                             [recurrent.float(), h_seq.detach().float(), mask, d_seq, d_h],
+                             config=CHUNKINGS[1].values[1], precision="ieee")
     torch.testing.assert_close(dz, xw.grad.float(), **tolerance("float32", "accumulating"))
 
 

@@ -7,28 +7,22 @@ hooks, as the matmul calls its EPILOGUE:
     activation_grad(x, y, g)        g * activation'(x), y = activation(x): the op's VJP rule,
                                     lowered the same way
 
-and recurrent_activation / recurrent_activation_grad likewise. Each is built as a tiny IR graph
-(inputs x and g; y = act(x); dx = vjp(y, g)) whose nodes epilogue.generate writes as expression
-lines, so no activation's formula has a second copy here. A rule reading only y (tanh, sigmoid)
-gives a hook that ignores x: the scans pass it the saved output there (scan_activations.saves_pre).
+and recurrent_activation / recurrent_activation_grad likewise, from a tiny IR graph (inputs x
+and g; y = act(x); dx = vjp(y, g): scan_activations.vjp_graph) whose nodes epilogue.generate
+writes as expression lines, so no activation's formula has a second copy here. A rule reading
+only y (tanh, sigmoid, relu, ...) gives a hook that ignores x: the scans pass it the saved output
+there (scan_activations.saves_pre).
 """
 
 from kcomp.codegen.epilogue import generate
-from kcomp.ir.builder import GraphBuilder
-from kcomp.ir.registry import OPS
+from kcomp.ir.ops.scan_activations import vjp_graph
 
 HOOKS = ("activation", "recurrent_activation")
 
 
 def activation_source(op: str, name: str) -> str:
     """The two hooks of activation `op`, named `name` and `name`_grad."""
-    b = GraphBuilder(name)
-    x, g = b.input((1,), "float32", "x"), b.input((1,), "float32", "g")
-    with b.scope(name):
-        y = b.emit1(op, [x])
-        forward = b.nodes[-1]
-        (dx,) = OPS[op].vjp(b, forward, [g])
-    graph = b.finish([y, dx])
+    graph, forward, x, y, g, dx = vjp_graph(op, name)
     hook, _ = generate(graph, [forward], None, name, "x", bound={x.id: "x"})
     grad, _ = generate(graph, list(graph.nodes[1:]), None, f"{name}_grad", "x, y, g",
                        bound={x.id: "x", y.id: "y", g.id: "g"}, result=dx)

@@ -11,9 +11,6 @@ from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
 from kcomp.ir.ops.scan_activations import saves_pre
 
-NO_HOOKS = "# a recurrence: no fused expression; the flags below are constexprs in the template.\n"
-
-
 def _binding(kernel: KernelParts, fixed: tuple, optional: dict, attrs: tuple = (), outputs: bool = False) -> dict:
     """The binding's fields: each name of `fixed`, then each of `optional` whose flag is true, holds
     the position among the kernel's inputs of the anchor's next input (an absent optional one:
@@ -76,12 +73,12 @@ def generate_gru_scan_grad(kernel: KernelParts) -> GeneratedKernel:
 
 
 def generate_simple_rnn_scan(kernel: KernelParts) -> GeneratedKernel:
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("xw", "recurrent"), _mask(kernel), ("activation",)))
+    return _with_activations(kernel, _binding(kernel, ("xw", "recurrent"), _mask(kernel)))
 
 
 def generate_simple_rnn_scan_grad(kernel: KernelParts) -> GeneratedKernel:
     optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h"))}
-    return GeneratedKernel(NO_HOOKS, _binding(kernel, ("recurrent", "h_seq"), optional, ("activation",)))
+    return _with_activations(kernel, _binding(kernel, ("recurrent", "h_seq"), optional))
 
 
 GENERATES = {  # template name -> generator (kcomp.codegen.module collects these)

@@ -49,7 +49,6 @@ from kcomp.ir.graph import Node
 from kcomp.ir.ops.linalg import _dense_kernel_grad
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_TILED_MAX_UNITS
-from kcomp.ir.ops.recurrent_scan_simple_rnn import SCAN_ACTIVATIONS
 from kcomp.ir.ops.scan_activations import saves_pre
 from kcomp.ir.types import is_static
 from kcomp.passes.rewrite import Rewriter
@@ -329,7 +328,7 @@ def _simple_rnn_scannable(node: Node) -> bool:
     a = node.attrs
     # a mask the scans read: 0/1 floats of x's dtype, as the layers make them
     mask_read = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
-    return not a["dropout_masks"] and mask_read and a["activation"] in SCAN_ACTIVATIONS and x.dtype == "float32" \
+    return not a["dropout_masks"] and mask_read and not saves_pre(a["activation"]) and x.dtype == "float32" \
         and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 

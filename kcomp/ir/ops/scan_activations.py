@@ -3,21 +3,22 @@ gradients): any elementwise Keras activation, as the coarse ops take (recurrent.
 
 Each scan takes `activation` (default tanh) and, the gated cells, `recurrent_activation`
 (default sigmoid) as attributes. The references apply the activations' own torch functions; the
-kernels' hooks are the activations' lowerings and VJP rules (kcomp/codegen/activation_hooks.py).
+kernels' hooks are the activations' lowerings and VJP rules (kcomp/codegen/activation_hooks.py),
+both from vjp_graph.
 
-What the forward saves for the backward: tanh's and sigmoid's derivatives are functions of their
-outputs (1 - y^2, y (1 - y)), so with only those (Keras's defaults) a scan saves the activated
-gates; with any other it saves the pre-activations (saves_pre) and the backward computes the
-activations again from them.
+What the forward saves for the backward: where every activation's VJP rule reads only its output
+(tanh: 1 - y^2, sigmoid: y (1 - y), relu: y > 0, linear, exponential, softsign; Keras's defaults
+among them) a scan saves the activated gates; with any other it saves the pre-activations
+(saves_pre) and the backward computes the activations again from them. SimpleRNN's scans save
+nothing but every h_t, so they take only the activations whose VJP reads the output alone.
 """
+
+from functools import cache
 
 import torch
 
 from kcomp.ir.opdef import attr
 from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS, cell_activation
-
-# The activations whose derivative the backward computes from their output alone.
-FROM_OUTPUT = {"tanh": lambda y: 1 - y * y, "sigmoid": lambda y: y * (1 - y)}
 
 ACTIVATION_ATTR = attr(str, "tanh", CELL_ACTIVATIONS, doc="the cell's activation (Keras's `activation`)")
 RECURRENT_ACTIVATION_ATTR = attr(str, "sigmoid", CELL_ACTIVATIONS,
@@ -25,9 +26,33 @@ RECURRENT_ACTIVATION_ATTR = attr(str, "sigmoid", CELL_ACTIVATIONS,
 ACTIVATION_ATTRS = {"activation": ACTIVATION_ATTR, "recurrent_activation": RECURRENT_ACTIVATION_ATTR}
 
 
+@cache
+def vjp_graph(op: str, name: str = "activation"):
+    """(graph, forward node, x, y, g, dx): a tiny IR graph of activation `op` (default attributes),
+    inputs x and g, y = op(x), and dx = g * op'(x) from the op's VJP rule (its nodes follow the
+    forward node; dx is g itself for the identity)."""
+    from kcomp.ir.builder import GraphBuilder  # at call time: the registry imports this module's users
+    from kcomp.ir.registry import OPS
+
+    b = GraphBuilder(name)
+    x, g = b.input((1,), "float32", "x"), b.input((1,), "float32", "g")
+    with b.scope(name):
+        y = b.emit1(op, [x])
+        forward = b.nodes[-1]
+        (dx,) = OPS[op].vjp(b, forward, [g])
+    return b.finish([y, dx]), forward, x, y, g, dx
+
+
+@cache
+def reads_input(op: str) -> bool:
+    """Whether activation `op`'s VJP rule reads its input x (else its output y and g alone)."""
+    graph, _, x, *_ = vjp_graph(op)
+    return any(v.id == x.id for node in graph.nodes[1:] for v in node.inputs)
+
+
 def saves_pre(*activations: str) -> bool:
     """Whether a scan with these activations saves its gates' pre-activations (else their outputs)."""
-    return any(a not in FROM_OUTPUT for a in activations)
+    return any(reads_input(a) for a in activations)
 
 
 def vjp(name: str, x, g):
@@ -38,16 +63,24 @@ def vjp(name: str, x, g):
     return dx
 
 
-def saved_gate(name: str, z, pre: bool):
-    """What the forward saves of a gate with pre-activation z: z itself (pre), else name(z)."""
-    return z if pre else cell_activation(name)(z)
+def vjp_from_output(name: str, y, g):
+    """g times the derivative of activation `name` (one whose VJP rule does not read its input) at
+    the x that gave y: its VJP rule run by the IR's interpreter on y and g."""
+    from kcomp.ir.interpret import run_graph
+
+    assert not reads_input(name), name
+    graph, forward, x, _, _, dx = vjp_graph(name)
+    backward = type(graph)(graph.name, (graph.inputs[0], graph.inputs[1], forward.output), (), graph.nodes[1:], (dx,),
+                           frozenset(), graph.kind)
+    (result,) = run_graph(backward, [y, g, y], {})  # x (never read) stands as y
+    return result
 
 
 def gate_value(name: str, saved, pre: bool):
-    """A gate's activated value from what the forward saved (saved_gate)."""
+    """A gate's activated value from what the forward saved: its pre-activation (pre), else itself."""
     return cell_activation(name)(saved) if pre else saved
 
 
 def gate_vjp(name: str, saved, g, pre: bool):
-    """g times the derivative of the gate's activation, from what the forward saved (saved_gate)."""
-    return vjp(name, saved, g) if pre else g * FROM_OUTPUT[name](saved)
+    """g times the derivative of the gate's activation, from what the forward saved (gate_value)."""
+    return vjp(name, saved, g) if pre else vjp_from_output(name, saved, g)
