@@ -5,9 +5,16 @@ The input projection of every step (x @ kernel + bias) is one matmul before the 
 template can run without a launch per step. Each program owns BLOCK_B rows of the batch
 and walks all the time steps with its h and c in registers:
 
-    forward   z = xw_t + h @ U;  i, f, g, o = gates(z);  c = f c + i g;  h = o tanh(c)
+    forward   z = xw_t + h @ U;  i, f, g, o = gates(z);  c = f c + i g;  h = o act(c)
     backward  from the gradients of h and c, back through the steps: dz_t, and
               dh = dz_t @ U^T for the step before
+
+The activations are constexpr hooks, as the matmul's epilogue: ACT (the layer's activation: g and
+act(c)) and RACT (its recurrent_activation: i, f, o), their derivatives ACT_GRAD and RACT_GRAD
+(x, y, g) -> g * act'(x), generated from the IR (kcomp/codegen/activation_hooks.py; Keras's
+tanh and sigmoid by default, recurrent_activations.py). The forward saves the activated gates, or
+with SAVE_PRE (an activation whose derivative needs its input) their pre-activations, from which
+the backward computes them again (recurrent_common.for_backward, from_saved).
 
 U (units, 4 * units) is read as four (units, units) tiles, one per gate. Where they fit in
 registers (BLOCK_H <= ON_CHIP_MAX: 4 x 32 x 32 floats), they are loaded once before the loop

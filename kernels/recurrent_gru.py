@@ -4,8 +4,10 @@ The input projection of every step (x @ kernel + the input bias) is one matmul b
 (kcomp/passes/decompose_recurrent.py); each program owns BLOCK_B rows of the batch and walks all
 the time steps with h in registers (kcomp/ir/ops/recurrent_scan_gru.py has the math):
 
-    forward   z, r = sigmoid(xw_zr + h @ U_zr + b_zr);  c = tanh(xw_h + r * (h @ U_h + b_h))
-              (reset_after) or tanh(xw_h + (r * h) @ U_h);  h = z h + (1 - z) c
+    forward   z, r = ract(xw_zr + h @ U_zr + b_zr);  c = act(xw_h + r * (h @ U_h + b_h))
+              (reset_after) or act(xw_h + (r * h) @ U_h);  h = z h + (1 - z) c
+
+(act, ract: the hooks ACT, RACT and their derivatives, and SAVE_PRE, as the LSTM's: recurrent.py)
     backward  from the gradients of the h_t, back through the steps: dxw_t (and, reset_after,
               the recurrent product's), and dh = dh z + (the gates' gradients) @ U^T
 

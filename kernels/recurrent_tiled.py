@@ -8,10 +8,12 @@ step's state lives in memory the program itself wrote, and each step runs chunk 
 
     forward, step t, for each chunk of BLOCK_H units:
         z[:, gate chunk] = xw_t[:, gate chunk] + sum over K-chunks of h_{t-1}[:, K] @ U[K, gate chunk]
-        c = f c_{t-1} + i g,  h = o tanh(c)              (that chunk's units only)
+        c = f c_{t-1} + i g,  h = o act(c)               (that chunk's units only)
     backward, step t, for each chunk:
         dh = dseq_t + sum over K-chunks of dz_{t+1}[:, K] @ U[chunk, K]^T   (K over the 4 gates)
-        dc = dc_next + dh o (1 - tanh(c)^2), then dz_t for that chunk's four gates
+        dc = dc_next + dh o act'(c), then dz_t for that chunk's four gates
+
+(the activations: the on-chip templates' hooks and SAVE_PRE, recurrent.py)
 
 h_{t-1} is the h sequence output itself (the row's step t-1), dz_{t+1} the dz output's step
 t+1: every chunk reads the whole previous step, so a barrier ends each step (tl.debug_barrier:

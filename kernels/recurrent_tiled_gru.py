@@ -9,8 +9,9 @@ and U read from L2 in (BLOCK_K, BLOCK_H) tiles (recurrent_tiled.times_matrix), a
 (tl.debug_barrier) wherever a phase reads what another chunk of the same program wrote. The
 math is kcomp/ir/ops/recurrent_scan_gru.py's:
 
-    forward, reset_after, each chunk:   z, r = sigmoid(xw_zr + h_{t-1} @ U_zr + b_zr);
-        h_h = h_{t-1} @ U_h + b_h;  c = tanh(xw_h + r h_h);  h = z h_{t-1} + (1 - z) c
+    forward, reset_after, each chunk:   z, r = ract(xw_zr + h_{t-1} @ U_zr + b_zr);
+        h_h = h_{t-1} @ U_h + b_h;  c = act(xw_h + r h_h);  h = z h_{t-1} + (1 - z) c
+        (act, ract: the on-chip templates' hooks, and SAVE_PRE: recurrent.py)
     forward, reset_after=False: c's product (r * h_{t-1}) @ U_h needs every unit's r, so a step
         runs twice over the chunks: z and r * h_{t-1} into a (batch, 2 * units) scratch, a
         barrier, then c and h

@@ -373,3 +373,54 @@ def test_compiled_simple_rnn_training_step_is_keras():
     (step,) = ours._training.steps.values()
     templates = [k.node.attrs["template"] for k in step.runner.plan.kernels]
     assert templates.count("simple_rnn_scan") == 1 and templates.count("simple_rnn_scan_grad") == 1, templates
+
+
+# --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
+
+# (cell, units, activations): on chip (tiles held, and read every step) and tiled; gelu's and
+# hard_sigmoid's hooks (erf, exp, their derivatives) with saved pre-activations, the heaviest here
+AOT_CASES = [("lstm", u, PAIRS[4][::-1]) for u in (32, 64, 256)] + [("gru", u, ("gelu", "hard_sigmoid")) for u in (32, 256)] \
+    + [("simple_rnn", u, ("softsign",)) for u in (64, 256)]
+
+
+def compile_cases(cases) -> list[dict]:
+    """Both scans of each case compiled for sm_90: one record per kernel."""
+    from aot_helpers import graph_kernel_records
+
+    records = []
+    for cell, units, acts in cases:
+        gates = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
+        attrs = dict(zip(("activation", "recurrent_activation"), acts))
+        b = GraphBuilder(cell)
+        xw = b.input(("N", 50, gates * units), "float32", "xw")
+        u = b.input((units, gates * units), "float32", "recurrent")
+        if cell == "lstm":
+            h_seq, c_seq, saved = b.emit("lstm_scan", [xw, u], save=True, **attrs)
+            grads = [b.emit1("lstm_scan_grad", [u, c_seq, saved, h_seq], has_dseq=True, has_dh=False, has_dc=False,
+                             **attrs)]
+        elif cell == "gru":
+            h_seq, saved = b.emit("gru_scan", [xw, u], reset_after=True, save=True, **attrs)
+            grads = list(b.emit("gru_scan_grad", [u, h_seq, saved, h_seq], reset_after=True, has_dseq=True,
+                                has_dh=False, **attrs))
+        else:
+            h_seq = b.emit1("simple_rnn_scan", [xw, u], **attrs)
+            grads = [b.emit1("simple_rnn_scan_grad", [u, h_seq, h_seq], has_dseq=True, has_dh=False, **attrs)]
+        records += graph_kernel_records(b.finish([h_seq, *grads]), units=units, cell=cell)
+    return records
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=900)
+    assert len(records) == 2 * len(AOT_CASES)
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_activations.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))

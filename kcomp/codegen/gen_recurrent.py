@@ -1,9 +1,10 @@
 """Generator for the recurrence templates (kernels/recurrent.py: the LSTM's; recurrent_gru.py,
 recurrent_simple_rnn.py).
 
-The body is one scan or scan-gradient node; there is no fused expression, only a binding: which
-inputs are which (the optional ones, such as the gradients a backward receives, None where
-absent), the node's flags, and which outputs something reads.
+The body is one scan or scan-gradient node; there is no fused expression, only the activation
+hooks (kcomp/codegen/activation_hooks.py) and a binding: which inputs are which (the optional
+ones, such as the gradients a backward receives, None where absent), the node's flags, which
+outputs something reads, the hooks, and whether the forward saves pre-activations.
 """
 
 from kcomp.codegen.activation_hooks import activation_hooks

@@ -10,8 +10,8 @@ and a reduction the other templates compute. The backward's projection and scan 
 forward's own nodes again, which CSE (simplify, after decompose) merges: the forward saves
 every c_t and its gates (save=True) when the graph also holds the backward.
 
-Only what lstm_scan computes is decomposed: Keras's default activations (tanh, sigmoid),
-float32, up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to SCAN_MAX_UNITS, the
+Only what lstm_scan computes is decomposed: any cell activations (the scans take both as
+attributes, kcomp/ir/ops/scan_activations.py), float32, up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to SCAN_MAX_UNITS, the
 tiled ones the rest: the fusion pass picks), and a time axis of static length (slicing the last
 step needs it). Anything else stays one coarse op, run by its torch reference.
 
@@ -32,9 +32,10 @@ step outputs zeros (zero_output_for_mask) the pass zeroes the output, and its gr
 
 A gru and a simple_rnn (and their backward ops) decompose the same way round into gru_scan /
 simple_rnn_scan and their gradients (kcomp/ir/ops/recurrent_scan_gru.py, recurrent_scan_simple_rnn.py):
-the GRU with Keras's default activations and either reset_after (with reset_after its (2, 3 * units)
+the GRU with any activations and either reset_after (with reset_after its (2, 3 * units)
 bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
-the reset gate's product), SimpleRNN with tanh or relu; float32, static time, up to their
+the reset gate's product), SimpleRNN with an activation whose derivative is a function of its
+output (its scans save only h: tanh, relu, sigmoid, ...; scan_activations.saves_pre); float32, static time, up to their
 kernels' units limits (the GRU's: GRU_SCAN_TILED_MAX_UNITS, on chip up to GRU_SCAN_MAX_UNITS and
 tiled above, as the LSTM's), and exactly the inputs the scans read. A masked gru (any size the
 GRU kernels take) passes its mask to both scans as the LSTM's does (flipped with go_backwards;
@@ -315,7 +316,7 @@ def _exact_inputs(node: Node) -> bool:
 
 def _gru_scannable(node: Node) -> bool:
     """What gru_scan computes (not _scannable, whose mask and dropout limits are the LSTM kernels'):
-    Keras's default activations, float32, static time, no recurrent_dropout, a mask of x's dtype
+    any activations, float32, static time, no recurrent_dropout, a mask of x's dtype
     where masked, up to GRU_SCAN_TILED_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
     x, a = node.inputs[0], node.attrs
     mask_ok = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype

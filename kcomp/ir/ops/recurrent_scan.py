@@ -4,12 +4,14 @@ The decompose pass (kcomp/passes/decompose.py) splits an lstm into its input pro
 every time step at once (a matmul, plus the bias) and `lstm_scan`, which walks the time steps:
 
     z_t = xw_t + h_{t-1} @ recurrent          (gates in Keras's order i, f, c, o)
-    i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_c), sigmoid(z_o)
-    c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t),   h_0 = c_0 = 0
+    i, f, g, o = ract(z_i), ract(z_f), act(z_c), ract(z_o)
+    c_t = f * c_{t-1} + i * g,   h_t = o * act(c_t),   h_0 = c_0 = 0
 
-(Keras's default activations: the pass decomposes only those.) It returns every h_t, and
-either the last c (save=False) or every c_t and the activated gates (save=True), which the
-backward needs. `lstm_scan_grad` walks the time steps backwards from the gradients of the
+act and ract are the attributes activation and recurrent_activation (default tanh and sigmoid,
+Keras's; any cell activation: kcomp/ir/ops/scan_activations.py). It returns every h_t, and
+either the last c (save=False) or every c_t and the gates (save=True), which the backward needs:
+the activated gates, or their pre-activations z where an activation's derivative needs its
+input (scan_activations.saves_pre). `lstm_scan_grad` walks the time steps backwards from the gradients of the
 h_t (every step's, the last one's) and of the last c, and returns the gradient of z for
 every step: the projection's and the recurrent matmul's gradients are then ordinary matmuls
 and a sum over (batch, time), which the pass emits around it.
@@ -223,9 +225,9 @@ RECURRENT_MASKS_ATTR = attr(bool, False, doc="recurrent dropout masks (batch, 4,
 OPS = [
     OpDef(
         name="lstm_scan",
-        doc="The LSTM recurrence over projected inputs xw (batch, time, 4 * units) with Keras's default "
-        "activations (a masked step keeps the states); outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
-        "activated gates (i, f, c, o) that lstm_scan_grad reads.",
+        doc="The LSTM recurrence over projected inputs xw (batch, time, 4 * units) with its activation and "
+        "recurrent_activation (a masked step keeps the states); outputs every h_t and the last c, or with save=True every h_t, every c_t and the "
+        "gates (i, f, c, o) that lstm_scan_grad reads: activated, or pre-activations where saves_pre.",
         num_inputs=(2, 4),
         attrs={"save": attr(bool, False), "masked": MASKED_ATTR, "recurrent_masks": RECURRENT_MASKS_ATTR,
                **ACTIVATION_ATTRS},

@@ -2,16 +2,18 @@
 
 The decompose pass (kcomp/passes/decompose_recurrent.py) splits a gru into its input projection
 for every time step at once (x @ kernel + the input bias) and `gru_scan`, which walks the steps
-with Keras's default activations (gates in Keras's order z, r, h):
+with its activation and recurrent_activation (act, ract: default tanh and sigmoid, Keras's; any
+cell activation, kcomp/ir/ops/scan_activations.py), gates in Keras's order z, r, h:
 
-    x_z, x_r, x_h = xw_t;   z = sigmoid(x_z + h @ U_z + b_z);   r = sigmoid(x_r + h @ U_r + b_r)
-    reset_after=True  (Keras's default)   c = tanh(x_h + r * (h @ U_h + b_h))
-    reset_after=False                     c = tanh(x_h + (r * h) @ U_h)
+    x_z, x_r, x_h = xw_t;   z = ract(x_z + h @ U_z + b_z);   r = ract(x_r + h @ U_r + b_r)
+    reset_after=True  (Keras's default)   c = act(x_h + r * (h @ U_h + b_h))
+    reset_after=False                     c = act(x_h + (r * h) @ U_h)
     h_t = z * h + (1 - z) * c,   h_0 = 0
 
 b is the recurrent bias (Keras's second bias row; reset_after only, and only with a bias):
 inside the reset gate's product, so it cannot join the input projection's bias. gru_scan returns
-every h_t, and with save=True what the backward reads: z, r, c of every step and, reset_after,
+every h_t, and with save=True what the backward reads: z, r, c of every step (or their
+pre-activations, where scan_activations.saves_pre) and, reset_after,
 the candidate's recurrent part h @ U_h + b_h (dr needs it). `gru_scan_grad` walks the steps
 backwards from the gradients of the h_t (every step's, the last one's) and returns the gradient
 of xw for every step and, reset_after, of the recurrent product h @ U + b (its h block is r times
@@ -152,8 +154,8 @@ def gru_scan_grad_reference(*inputs, reset_after, has_dseq, has_dh, masked=False
 OPS = [
     OpDef(
         name="gru_scan",
-        doc="The GRU recurrence over projected inputs xw (batch, time, 3 * units) with Keras's default "
-        "activations and gate order z, r, h; inputs xw, the recurrent kernel and, with reset_after and a bias, "
+        doc="The GRU recurrence over projected inputs xw (batch, time, 3 * units) with its activation and "
+        "recurrent_activation and gate order z, r, h; inputs xw, the recurrent kernel and, with reset_after and a bias, "
         "the recurrent bias (3 * units,), then the mask (masked; a masked step keeps h). Outputs every h_t, "
         "and with save=True also what gru_scan_grad reads: z, r, the candidate c and (reset_after) h_prev @ U_h + b_h of every step.",
         num_inputs=(2, 4),
