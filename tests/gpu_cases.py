@@ -72,6 +72,15 @@ def masked_dropout_sequences():
                        LSTM(6, recurrent_dropout=0.3, seed=4), Dense(4, activation="softmax")])
 
 
+def activations():
+    """The scans with other activations than Keras's defaults (their generated hooks; the LSTM and the
+    tiled GRU saving pre-activations), on chip and tiled."""
+    return Sequential([Input(shape=(7, 5)), LSTM(6, activation="relu", recurrent_activation="hard_sigmoid",
+                                                 return_sequences=True),
+                       GRU(70, activation="gelu", recurrent_activation="hard_sigmoid", return_sequences=True),
+                       SimpleRNN(6, activation="softsign"), Dense(4, activation="softmax")])
+
+
 def embeddings():
     """embedding (its gather kernel in a training step, where the backward reads the embedded
     sequence), the LSTM projection gathering its rows through the ids (predict), embedding_grad."""
@@ -92,7 +101,7 @@ def wide_simple_rnns():
 
 CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
          "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru,
-         "masked_dropout_sequences": masked_dropout_sequences}
+         "masked_dropout_sequences": masked_dropout_sequences, "activations": activations}
 
 
 def data(model, seed=0):
