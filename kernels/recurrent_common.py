@@ -159,11 +159,12 @@ class ActivationHooks(Binding):
 
 
 def activation_flags(binding: ActivationHooks, grad: bool = False, recurrent: bool = True) -> dict:
-    """A scan kernel's activation constexprs: ACT (and RACT, a gated cell's), with grad=True their
-    derivatives ACT_GRAD (RACT_GRAD) too, and SAVE_PRE."""
-    flags = dict(ACT=binding.activation, SAVE_PRE=binding.save_pre)
+    """A scan kernel's activation constexprs: ACT (and a gated cell's RACT and SAVE_PRE), with
+    grad=True their derivatives ACT_GRAD (RACT_GRAD) too. recurrent=False: a SimpleRNN's scans,
+    which save only h (their activation's derivative is a function of it)."""
+    flags = dict(ACT=binding.activation)
     if recurrent:
-        flags["RACT"] = binding.recurrent_activation
+        flags.update(RACT=binding.recurrent_activation, SAVE_PRE=binding.save_pre)
     if grad:
         flags["ACT_GRAD"] = binding.activation_grad
         if recurrent:

@@ -41,7 +41,7 @@ ON_CHIP_MAX = 64  # the largest BLOCK_H whose one recurrent tile is loaded once,
 def simple_rnn_scan_kernel(
     XW, U, MASK, HSEQ, n_batch, n_steps, units,
     MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    ACT: tl.constexpr, SAVE_PRE: tl.constexpr,
+    ACT: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]  # (row, step 0, col): xw's and h's
@@ -61,7 +61,6 @@ def simple_rnn_scan_grad_kernel(
     U, HSEQ, MASK, DSEQ, DH, DZ, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, ACT_GRAD: tl.constexpr,
-    SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]

@@ -55,7 +55,7 @@ def _chunk(j, row_ok, step_at, units, BLOCK_H: tl.constexpr):
 def simple_rnn_scan_tiled_kernel(
     XW, U, MASK, HSEQ, n_batch, n_steps, units,
     MASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr, ACT: tl.constexpr, SAVE_PRE: tl.constexpr,
+    BLOCK_K: tl.constexpr, ACT: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -81,7 +81,6 @@ def simple_rnn_scan_grad_tiled_kernel(
     U, HSEQ, MASK, DSEQ, DH, DZ, DHRUN, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr, ACT_GRAD: tl.constexpr,
-    SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
