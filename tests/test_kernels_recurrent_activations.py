@@ -20,9 +20,10 @@ from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_referenc
 from kcomp.ir.ops.scan_activations import saves_pre
 from kcomp.passes import run_pipeline
 from kcomp.passes.pipeline import PIPELINE
-from kernel_helpers import assert_compiled_steps_match_the_reference, kernels_of, launch_kernel
-from recurrent_cases import (assert_decomposed_step_equals_the_whole_ops, assert_predictions_and_a_step_equal_keras,
-                             recurrent_model)
+from kernel_helpers import (assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of,
+                            launch_kernel, with_nonfinite)
+from recurrent_cases import (PADDING, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops,
+                             assert_predictions_and_a_step_equal_keras, recurrent_model)
 from tolerances import tolerance
 
 BATCH, TIME = 3, 5
@@ -337,6 +338,34 @@ def test_decomposed_simple_rnn_step_equals_the_whole_ops():
     assert all(n.attrs["activation"] == "softsign" for n in step.nodes if n.op.startswith("simple_rnn_scan"))
 
 
+
+
+# --- with a step mask and recurrent dropout, and NaN and inf ----------------------------------------
+
+
+@pytest.mark.parametrize("layer, flags, units, scans", [
+    (kcomp.layers.LSTM, dict(masking=True, activation="gelu", recurrent_activation="hard_sigmoid", dropout=0.2,
+                             recurrent_dropout=0.3), 6, ("lstm_scan", "lstm_scan_grad")),
+    (kcomp.layers.GRU, dict(masking=True, activation="elu", recurrent_activation="hard_sigmoid", reset_after=False,
+                            go_backwards=True), 70, ("gru_scan_tiled", "gru_scan_grad_tiled")),
+], ids=["lstm-masked-dropout-gelu-hard_sigmoid", "gru70-masked-before-backwards-elu-hard_sigmoid"])
+def test_masked_compiled_training_steps_run_the_scans(layer, flags, units, scans):
+    """Two Adam steps on triton-interpret equal the reference's, PADDING's samples masked, the
+    recurrence in the two scans (the LSTM's with its recurrent dropout masks, on chip; the GRU's tiled)."""
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(4, 7, FEATURES)) * np.array(PADDING)[:, :, None]).astype("float32")
+    y = kcomp.utils.to_categorical(rng.integers(0, 3, 4), 3)
+    assert_compiled_step_runs_the_scans(recurrent_model(layer, flags, units), x, y, scans)
+
+
+@pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
+def test_lstm_scan_kernel_carries_nan_and_inf_as_the_reference(units, where):
+    """NaN and +-inf in the projected inputs through relu and hard_sigmoid's hooks (saved
+    pre-activations too), in the kernel's chunks as in the reference."""
+    graph = _lstm_graph(units, PAIRS[0], grad=False)
+    xw, recurrent, *_ = _lstm_inputs(units, 9)
+    assert_launch_matches_reference(graph, _only_kernel(graph, _template("lstm_scan", where)),
+                                    [with_nonfinite(xw), recurrent], kind="accumulating", precision="ieee")
 
 
 # --- Keras 3 side by side ----------------------------------------------------------------------
