@@ -23,11 +23,6 @@ ON_CHIP_MAX = 32  # the LSTM's and GRU's: the largest BLOCK_H whose gate tiles a
 
 
 @triton.jit
-def tanh(x):
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0  # tanh, from tl.sigmoid (available on every target)
-
-
-@triton.jit
 def gate_tile(U, units, gate, GATES: tl.constexpr, TRANSPOSED: tl.constexpr, BLOCK_H: tl.constexpr):
     """U's columns of one gate as a (BLOCK_H, BLOCK_H) tile: tile[a, b] = U[a, gate*units + b],
     or transposed, U[b, gate*units + a] (for dz @ U^T); zeros outside units."""
