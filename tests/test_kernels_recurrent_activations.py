@@ -31,6 +31,9 @@ BATCH, TIME = 3, 5
 PAIRS = [("relu", "hard_sigmoid"), ("hard_sigmoid", "relu"), ("linear", "elu"), ("elu", "linear"),
          ("gelu", "silu"), ("silu", "gelu")]
 PAIR_IDS = ["-".join(p) for p in PAIRS]
+# pairs whose derivatives are functions of the outputs, not the defaults: the saved gates are activated
+OUTPUT_PAIRS = [("relu", "sigmoid"), ("linear", "softsign")]
+KERNEL_PAIRS, KERNEL_PAIR_IDS = PAIRS + OUTPUT_PAIRS, PAIR_IDS + ["-".join(p) for p in OUTPUT_PAIRS]
 UNITS = [(6, "on_chip"), (70, "tiled")]  # 70: above the on-chip limit, in three chunks of the interpreter's 32
 
 
@@ -75,7 +78,7 @@ def _lstm_autograd(xw, recurrent, d_seq, d_h, d_c, pair):
     return xw.grad
 
 
-@pytest.mark.parametrize("pair", PAIRS + [("tanh", "sigmoid")], ids=PAIR_IDS + ["defaults"])
+@pytest.mark.parametrize("pair", KERNEL_PAIRS + [("tanh", "sigmoid")], ids=KERNEL_PAIR_IDS + ["defaults"])
 def test_lstm_scan_grad_reference_is_autograd_in_float64(pair):
     xw, recurrent, d_seq, d_h, d_c = _lstm_inputs(6, 1, torch.float64)
     _, c_seq, gates = lstm_scan_reference(xw, recurrent, save=True, activation=pair[0], recurrent_activation=pair[1])
@@ -95,7 +98,7 @@ def _template(name, where):
 
 
 @pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
-@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("pair", KERNEL_PAIRS, ids=KERNEL_PAIR_IDS)
 def test_lstm_scan_kernel_matches_the_reference(units, where, pair):
     """Every output (h, c and the saved pre-activations) into NaN-poisoned buffers."""
     graph = _lstm_graph(units, pair, grad=False)
@@ -107,7 +110,7 @@ def test_lstm_scan_kernel_matches_the_reference(units, where, pair):
 
 
 @pytest.mark.parametrize("units, where", UNITS, ids=[w for _, w in UNITS])
-@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("pair", KERNEL_PAIRS, ids=KERNEL_PAIR_IDS)
 def test_lstm_scan_grad_kernel_is_autograd_in_float64(units, where, pair):
     """The kernel's dz (float32) against the reference and against torch.autograd through the
     reference scan in float64."""
@@ -161,7 +164,8 @@ def test_compiled_lstm_training_steps_match_the_reference():
 
 # --- the GRU's scans ----------------------------------------------------------------------------
 
-GRU_CASES = [(pair, True) for pair in PAIRS] + [(PAIRS[0], False), (PAIRS[4], False)]  # (pair, reset_after)
+# (pair, reset_after)
+GRU_CASES = [(pair, True) for pair in KERNEL_PAIRS] + [(PAIRS[0], False), (PAIRS[4], False), (OUTPUT_PAIRS[0], False)]
 GRU_IDS = [f"{'-'.join(pair)}-{'after' if after else 'before'}" for pair, after in GRU_CASES]
 
 
@@ -268,6 +272,7 @@ FROM_INPUT = ["hard_sigmoid", "elu", "gelu", "silu"]
 def test_only_activations_whose_vjp_reads_the_output_save_it():
     assert not saves_pre("tanh", *FROM_OUTPUT)
     assert all(saves_pre(a) for a in FROM_INPUT) and all(saves_pre(*pair) for pair in PAIRS)
+    assert not any(saves_pre(*pair) for pair in OUTPUT_PAIRS)
 
 
 def _simple_rnn_inputs(units, seed, dtype=torch.float32):
