@@ -36,7 +36,7 @@ from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.operands import chain_input, operand_kind
 from kcomp.kernels.template import Group
-from kcomp.passes.fuse_gather import gathered_embedding
+from kcomp.passes.fuse_gather import gathered_embedding, shifted_operand
 from kcomp.passes.recompute import recompute
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
 
@@ -175,6 +175,11 @@ class Fusion:
         """The embedding whose rows a Dense-like anchor may load through the ids instead of reading
         its output (the rule and why: kcomp/passes/fuse_gather.py), or None."""
         return gathered_embedding(self, anchor, prologue)
+
+    def shifted_operand(self, anchor: Node) -> Node | None:
+        """The shift that a Dense-like anchor's A is, when the anchor may read A shifted instead
+        (kcomp/passes/fuse_gather.py), or None."""
+        return shifted_operand(self, anchor)
 
     def prologue_chain(self, anchor: Node, max_operands: int, trees: bool = False) -> list[Node]:
         """Single-use elementwise ops that produced the anchor's first input, to apply as it loads
