@@ -31,6 +31,7 @@ update.
 from dataclasses import replace
 from functools import cache
 
+from kcomp.ir.cost import launched
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES
@@ -312,8 +313,9 @@ def kernel_node(template: str, group: Group, producers: dict[int, Node], outputs
 
 
 def launches(fused: Graph) -> int:
-    """Nodes of a fused graph that run as a launch (a kernel, or a torch op): not views or literals."""
-    return sum(n.op not in ("reshape", "transpose", "constant") for n in fused.nodes)
+    """Nodes of a fused graph that run as a launch (a kernel, a torch op, a copying reshape), as a
+    plan runs them (kcomp/ir/cost.py: launched)."""
+    return len(launched(fused))
 
 
 def fewest_launches(graph: Graph, hoisted: bool = True) -> Graph:
