@@ -169,6 +169,7 @@ EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("pad", [X(None, 5, 7)], {"axis": -1, "before": 2, "after": 1}),
     ("erf", [X(None, 5, 7)], {}),
     ("flip", [X(None, 5, 7)], {"axis": 1}),
+    ("shift", [X(None, 5, 7)], {"axis": 1, "period": 5, "by": 1}),  # an RNN's h_{t-1} (kcomp/ir/ops/shape.py)
 ]
 EXAMPLES += [  # the LSTM's recurrence alone (kcomp/ir/ops/recurrent_scan.py)
     ("lstm_scan", [X(None, 6, 16), W(4, 16)], {}),

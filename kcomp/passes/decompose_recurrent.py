@@ -260,9 +260,9 @@ def _present(d_seq, d_h) -> tuple[list, dict]:
 
 
 def _step_before(rw: Rewriter, seq):
-    """seq one step late, zeros first: the state each step starts from."""
-    steps = seq.shape[1]
-    return rw.emit1("slice", [rw.emit1("pad", [seq], axis=1, before=1, after=0)], axis=1, start=0, stop=steps)
+    """seq one step late, zeros first: the state each step starts from. A shift, which the matmul of
+    d recurrent = h_prev^T dz reads as it loads A (kcomp/passes/fuse_gather.py): never written."""
+    return rw.emit1("shift", [seq], axis=1, period=seq.shape[1], by=1)
 
 
 def _input_grads(rw: Rewriter, node: Node, x_read, dxw) -> list:
