@@ -164,8 +164,8 @@ def test_without_input_dropout_the_input_masks_are_ones():
 @pytest.mark.parametrize("layer_class", [kcomp.layers.LSTM, kcomp.layers.GRU, kcomp.layers.SimpleRNN])
 def test_training_on_the_generated_kernels_matches_the_reference(layer_class):
     """The masks are Philox draws that the generated dropout kernels and the reference make alike;
-    the LSTM runs as its scan kernels (test_kernels_recurrent_dropout.py), the GRU and SimpleRNN
-    as one coarse op (their scan kernels take no per-gate masks)."""
+    each cell runs as its scan kernels (test_kernels_recurrent_dropout.py: the LSTM's;
+    test_kernels_recurrent_gru_rnn_dropout.py: the GRU's and SimpleRNN's)."""
     def make():
         kcomp.utils.set_random_seed(9)
         return kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)),
