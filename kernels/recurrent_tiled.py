@@ -272,11 +272,22 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # or (64, 64, 32) on 8, one of the three kernels spills at 128 or 256 units. The K loops are
     # short (units / BLOCK_K iterations per gate), so one stage loses little.
     # With recurrent dropout masks (and a step mask) every one of these spills 8 to 72 bytes in the
-    # forward at 70 and 500 units; (16, 64, 64) on 8 warps does not (248 / 225 registers at 70 and
-    # 500, 168 / 122 at 128), so it comes first there.
+    # forward at 70 and 500 units; RECURRENT_MASKS_TILES do not (248 / 225 registers at 70 and
+    # 500, 168 / 122 at 128), so they come first there.
     tiles = ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))
-    if call.binding.recurrent_masks is not None:
-        tiles = ((16, 64, 64, 8), *tiles)
+    return tile_configs(tiles, call.binding.recurrent_masks is not None)
+
+
+# The tiles a tiled LSTM or GRU scan with recurrent dropout masks tries first: (BLOCK_B, BLOCK_H,
+# BLOCK_K) (16, 64, 64) on 8 warps, where their other candidates spill at sizes no 16 divides
+# (measured for sm_90: _candidates here, recurrent_tiled_gru's).
+RECURRENT_MASKS_TILES = (16, 64, 64, 8)
+
+
+def tile_configs(tiles, recurrent_masks: bool) -> list[dict]:
+    """A tiled scan's block-size configs from its (BLOCK_B, BLOCK_H, BLOCK_K, num_warps) tiles, one
+    pipeline stage (the K loops are short); with recurrent dropout masks RECURRENT_MASKS_TILES first."""
+    tiles = (RECURRENT_MASKS_TILES, *tiles) if recurrent_masks else tiles
     return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1) for b, h, k, w in tiles]
 
 

@@ -43,7 +43,9 @@ from kcomp.kernels.recurrent_common import (
     ScanCall, kept_or, load_or_zeros, output_buffers, present, step_kept, tanh, times_gate_mask,
 )
 from kcomp.kernels.recurrent_gru import GruScanBinding, GruScanGradBinding
-from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, times_gates_transposed, times_matrix, times_scaled_matrix
+from kcomp.kernels.recurrent_tiled import (
+    INTERPRETER_BLOCKS, tile_configs, times_gates_transposed, times_matrix, times_scaled_matrix,
+)
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
 
@@ -244,8 +246,13 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # spills at 128, 256 and 1024 units (92 to 128 registers); at 70 units (no 16 divides it:
     # unvectorized loads, up to 255 registers) only the first, which AOT builds, has no spill in
     # any of the eight, the others spill 8 to 48 bytes in one to three of them.
-    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1)
-            for b, h, k, w in ((16, 64, 32, 4), (16, 64, 64, 4), (32, 64, 32, 8), (64, 32, 32, 8))]
+    # With recurrent dropout masks and a step mask, at 70 units each of these spills 8 to 336 bytes
+    # in one of the four kernels (the first: 24 in the backward without reset_after);
+    # RECURRENT_MASKS_TILES (the LSTM's) spill in none, with or without a step mask, at 70, 128,
+    # 256, 500 and 1024 units (forward / backward registers: 222-242 / 234-246 at 70 and 500,
+    # 127-164 / 111-118 at 128, 256 and 1024), so they come first there.
+    tiles = ((16, 64, 32, 4), (16, 64, 64, 4), (32, 64, 32, 8), (64, 32, 32, 8))
+    return tile_configs(tiles, call.binding.recurrent_masks is not None)
 
 
 def launch_scan(binding: GruTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):

@@ -4,8 +4,9 @@ before its product (the GRU without reset_after: the candidate's r * h_{t-1} * m
 kernels, on chip (6 units) and tiled (70 units: three chunks of the interpreter's 32), against
 their references under Triton's interpreter, with and without a step mask; the scan backward
 references against torch.autograd in float64; the decomposed gru / simple_rnn with dropout masks
-against the whole ops, Keras 3 and autograd through Keras's cells written out; compiled training
-steps on triton-interpret against the reference executor."""
+against the whole ops; compiled training steps on triton-interpret against the reference
+executor; the kernels AOT-compiled for sm_90 (slow). (The decomposed ops against Keras 3 and
+autograd through Keras's cells written out: test_kernels_recurrent_dropout.py, for every cell.)"""
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_referenc
 from kernel_helpers import assert_launch_matches_reference
 from recurrent_cases import FEATURES, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, \
     recurrent_model
-from test_kernels_recurrent_dropout import DROPOUT, _decomposed, _graph
+from test_kernels_recurrent_dropout import DROPOUT, _graph
 from test_kernels_recurrent_masks import TIME, _mask
 from test_kernels_recurrent_tiled import _only_kernel
 from test_kernels_recurrent_tiled_masks import BATCH
@@ -150,50 +151,6 @@ def test_compiled_dropout_training_steps_run_the_scans_and_match_the_reference(c
     assert_compiled_step_runs_the_scans(recurrent_model(LAYERS[cell], DROPOUT, units), x, y, scans)
 
 
-# --- the decomposed ops against Keras 3 and torch.autograd, the masks given ------------------------
-
-KERAS_CELLS = [("gru", {"reset_after": True}), ("gru", {"reset_after": False}), ("simple_rnn", {})]
-
-
-@pytest.mark.parametrize("cell, extra", KERAS_CELLS, ids=CELL_IDS)
-@pytest.mark.parametrize("flags", [dict(), dict(return_sequences=True, go_backwards=True)],
-                         ids=["last", "sequences-backwards"])
-def test_the_decomposed_op_gives_keras_numbers_with_the_same_masks(cell, extra, flags):
-    from kcomp.runtime.reference import run_reference
-    from test_recurrent_dropout import _keras_forward, _keras_layer, _masks, _op_inputs
-
-    layer = _keras_layer(cell, extra, flags, "float32")
-    masks = _masks(cell, seed=1)
-    x = torch.as_tensor(np.random.default_rng(2).normal(size=(BATCH, TIME, FEATURES)), dtype=torch.float32)
-    theirs = _keras_forward(layer, cell, x, masks)
-    inputs = _op_inputs(layer, x, masks, torch.float32)
-    ours = run_reference(_decomposed(cell, [tuple(t.shape) for t in inputs], **extra, **flags), inputs, {})
-    torch.testing.assert_close(ours[0], theirs[0].detach(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("cell, extra", KERAS_CELLS, ids=CELL_IDS)
-def test_the_decomposed_grad_is_autograd_through_keras_cells_written_out(cell, extra):
-    """d x, d kernel, d recurrent, d bias of the output sequence (float32, the decomposition on the
-    reference executor) against torch.autograd through test_recurrent_dropout's cells written out
-    in float64, the same masks."""
-    from kcomp.runtime.reference import run_reference
-    from test_recurrent_dropout import GATES, UNITS, _masks, _written_out
-
-    g = np.random.default_rng(5)
-    width = GATES[cell] * UNITS
-    bias_shape = (2, width) if extra.get("reset_after") else (width,)
-    leaves = [torch.as_tensor(g.normal(scale=0.5, size=shape), dtype=torch.float64).requires_grad_(True)
-              for shape in ((BATCH, TIME, FEATURES), (FEATURES, width), (UNITS, width), bias_shape)]
-    masks = [torch.as_tensor(m) for m in _masks(cell, seed=4)]
-    d_out = torch.as_tensor(g.normal(size=(BATCH, TIME, UNITS)), dtype=torch.float64)
-    expected = torch.autograd.grad(_written_out(cell, extra, *leaves, masks), leaves, d_out)
-    inputs = [t.detach().float() for t in (*leaves, *masks, d_out)]
-    graph = _decomposed(f"{cell}_grad", [tuple(t.shape) for t in inputs], return_sequences=True, grad_outputs=(0,),
-                        **extra)
-    for mine, theirs in zip(run_reference(graph, inputs, {}), expected, strict=True):
-        torch.testing.assert_close(mine, theirs.float(), rtol=1e-4, atol=1e-5)
-
-
 # --- AOT, in a child process without TRITON_INTERPRET (aot_helpers.run_file_as_aot_child) ---------
 
 # on chip (tiles loaded once, and read every step), tiled (70: no size 16 divides, unvectorized
@@ -229,12 +186,9 @@ def compile_cases(units_list) -> list[dict]:
 
 @pytest.mark.slow
 def test_kernels_with_recurrent_masks_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
-    from aot_helpers import run_file_as_aot_child
+    from aot_helpers import assert_compiled_without_spills
 
-    records = run_file_as_aot_child(__file__, AOT_UNITS, tmp_path, timeout=600)
-    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in AOT_UNITS for t in _aot_templates(u)]
-    for r in records:
-        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+    assert_compiled_without_spills(__file__, AOT_UNITS, _aot_templates, tmp_path, timeout=600)
 
 
 if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_gru_rnn_dropout.py CASES_JSON ANSWER_PATH
