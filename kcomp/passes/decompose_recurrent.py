@@ -22,9 +22,11 @@ features, units) (_gate_projection says why not a matmul per gate), and the scan
 recurrent masks (recurrent_masks=True), each gate's h_{t-1} times its mask. Backwards every
 gradient goes through the gate's masks: d x = sum over g of (dz_g @ kernel_g^T) * input_masks[:, g],
 d kernel_g = (x * input_masks[:, g])^T dz_g, d recurrent_g = (h_prev * recurrent_masks[:, g])^T dz_g.
-A GRU's and a SimpleRNN's dropout masks decompose the same way (_gate_projection with 3 and 1
-gates, their scans' recurrent_masks); the GRU's recurrent products read h_prev * m_g, without
-reset_after the candidate's (r * h_prev * m_h) (_gru_dropout_grads).
+A GRU's dropout masks decompose the same way (_gate_projection with 3 gates, gru_scan's
+recurrent_masks; its recurrent products read h_prev * m_g, without reset_after the candidate's
+r * h_prev * m_h: _gru_dropout_grads); a SimpleRNN's one gate needs no batched matmul: x times
+its input mask is the plain projection's operand (_simple_rnn_scan), and backwards d x and
+h_prev are times the masks (_projected_grads).
 
 A masked lstm (its float mask; on chip or tiled) passes the mask to both scans,
 flipped with the sequence for go_backwards as the coarse op reads it. The scans carry the states
@@ -109,13 +111,16 @@ def _forward_inputs(node: Node) -> tuple:
     return node.inputs[: 3 + int(node.attrs["use_bias"])]
 
 
-def _projection(rw: Rewriter, node: Node, input_bias=None):
+def _projection(rw: Rewriter, node: Node, input_bias=None, input_mask=None):
     """(x in the order the recurrence reads it, xw = x @ kernel + bias); input_bias: the bias where
-    it is not the node's bias input itself (a GRU's first row with reset_after)."""
+    it is not the node's bias input itself (a GRU's first row with reset_after); input_mask: a
+    one-gate cell's input dropout mask (batch, 1, features), x times it (broadcast over time)."""
     x, kernel, recurrent, *bias = _forward_inputs(node)
     bias = [input_bias] if input_bias is not None else bias
     if node.attrs["go_backwards"]:
         x = rw.emit1("flip", [x], axis=1)
+    if input_mask is not None:
+        x = rw.emit1("mul", [x, input_mask])
     xw = rw.emit1("matmul", [x, kernel])
     if bias:
         xw = rw.emit1("bias_add", [xw, bias[0]])
@@ -234,7 +239,7 @@ def _gate_input_grads(rw: Rewriter, node: Node, x_gates, dxw_gates) -> list:
 
 def _dropout_grads(rw: Rewriter, node: Node, x_gates, dz, h_seq) -> list:
     """The grad op's outputs with dropout masks where z = xw + h_{t-1} @ recurrent per gate (the
-    LSTM's, SimpleRNN's): gate g read x * input_masks[:, g] and h_{t-1} * recurrent_masks[:, g],
+    LSTM's): gate g read x * input_masks[:, g] and h_{t-1} * recurrent_masks[:, g],
     so d x and d kernel as _gate_input_grads, d recurrent_g = (h_prev * recurrent_masks[:, g])^T
     dz_g; d bias = sum of dz."""
     dz_gates = _gates_first(rw, dz, x_gates.shape[1])
@@ -288,11 +293,16 @@ def _input_grads(rw: Rewriter, node: Node, x_read, dxw) -> list:
     return [dx, _dense_kernel_grad(rw, x_read, dxw), d_bias]
 
 
-def _projected_grads(rw: Rewriter, node: Node, x_read, dz, h_seq) -> list:
+def _projected_grads(rw: Rewriter, node: Node, x_read, dz, h_seq, masks=()) -> list:
     """The grad op's outputs where the recurrence reads h_prev @ recurrent + xw, with dz the
-    gradient of both: d x, d kernel, d recurrent = h_prev^T dz, d bias."""
+    gradient of both: d x, d kernel, d recurrent = h_prev^T dz, d bias. masks: a one-gate cell's
+    dropout masks (input, recurrent: (batch, 1, width), the same every step), where x_read is x
+    times the input one: then d x is times it, and h_prev times the recurrent one."""
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, dz)
-    return [dx, d_kernel, _dense_kernel_grad(rw, _step_before(rw, h_seq), dz), d_bias]
+    h_prev = _step_before(rw, h_seq)
+    if masks:
+        dx, h_prev = (rw.emit1("mul", [v, m]) for v, m in zip((dx, h_prev), masks))
+    return [dx, d_kernel, _dense_kernel_grad(rw, h_prev, dz), d_bias]
 
 
 def lstm_grad_to_scan(node: Node, rw: Rewriter):
@@ -433,20 +443,22 @@ def _blocks(rw: Rewriter, v, units: int, start: int, stop: int):
 
 
 def _simple_rnn_scan(rw: Rewriter, node: Node, mask: list):
-    """(x as read, x times its input dropout mask or None, every h_t): the projection and
-    simple_rnn_scan with the mask as read and the recurrent dropout mask."""
-    x_read, x_gates, xw = _gate_projection(rw, node, 1)
-    recurrent_masks = _dropout_masks(node)[1:]
+    """(x as read, times its input dropout mask where given; every h_t): the projection and
+    simple_rnn_scan with the mask as read and the recurrent dropout mask. One gate: its masks
+    (batch, 1, width) broadcast over time, x * mask is a plain operand of the matmul template (not
+    _gate_projection's batched matmul, a torch op)."""
+    input_mask, *recurrent_masks = _dropout_masks(node) or [None]
+    x_read, xw = _projection(rw, node, input_mask=input_mask)
     h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2], *mask, *recurrent_masks],
                      activation=node.attrs["activation"], masked=bool(mask), recurrent_masks=bool(recurrent_masks))
-    return x_read, x_gates, h_seq
+    return x_read, h_seq
 
 
 def simple_rnn_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
     mask = _read_mask(rw, node)
-    _, _, h_seq = _simple_rnn_scan(rw, node, mask)
+    _, h_seq = _simple_rnn_scan(rw, node, mask)
     out, h_last = _last_outputs(rw, node, h_seq)
     return [_zero_masked(rw, node, mask, out), h_last]
 
@@ -455,16 +467,14 @@ def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
     mask = _read_mask(rw, node)
-    x_read, x_gates, h_seq = _simple_rnn_scan(rw, node, mask)  # the forward's, once CSE has run
+    x_read, h_seq = _simple_rnn_scan(rw, node, mask)  # the forward's, once CSE has run
     d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
     recurrent_masks = _dropout_masks(node)[1:]
     dz = rw.emit1("simple_rnn_scan_grad", [node.inputs[2], h_seq, *mask, *recurrent_masks, *present],
                   activation=node.attrs["activation"], masked=bool(mask), recurrent_masks=bool(recurrent_masks),
                   **flags)
-    if recurrent_masks:
-        return _dropout_grads(rw, node, x_gates, dz, h_seq)
-    return _projected_grads(rw, node, x_read, dz, h_seq)
+    return _projected_grads(rw, node, x_read, dz, h_seq, _dropout_masks(node))
 
 
 RULES = [("lstm", lstm_to_scan), ("lstm_grad", lstm_grad_to_scan), ("gru", gru_to_scan), ("gru_grad", gru_grad_to_scan),
