@@ -402,10 +402,7 @@ def gru_grad_to_scan(node: Node, rw: Rewriter):
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, outs[0])
     h_prev = _step_before(rw, h_seq)
     if reset_after:  # h_prev @ U + b is one product: its gradient gives d U and the recurrent bias's
-        d_recurrent = _dense_kernel_grad(rw, h_prev, outs[1])
-        rows = [rw.emit1("reshape", [d], shape=(1, 3 * units))
-                for d in (d_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
-        return [dx, d_kernel, d_recurrent, rw.emit1("concat", rows, axis=0)]
+        return [dx, d_kernel, _dense_kernel_grad(rw, h_prev, outs[1]), _gru_bias_grad(rw, d_bias, outs)]
     # Without reset_after, U's h block multiplies r * h_prev, its z and r blocks h_prev.
     reset_h = rw.emit1("mul", [_blocks(rw, saved, units, 1, 2), h_prev])
     d_recurrent = rw.emit1("concat", [_dense_kernel_grad(rw, h_prev, _blocks(rw, outs[0], units, 0, 2)),
@@ -430,12 +427,19 @@ def _gru_dropout_grads(rw: Rewriter, node: Node, x_gates, h_seq, saved, outs) ->
         reset_h = rw.emit1("mul", [rw.emit1("slice", [h_gates], axis=1, start=2, stop=3), r])
         v_gates = rw.emit1("concat", [rw.emit1("slice", [h_gates], axis=1, start=0, stop=2), reset_h], axis=1)
         d_recurrent = _gate_weight_grad(rw, v_gates, dxw_gates)
-    d_bias = rw.emit1("sum", [outs[0]], axes=(0, 1), keepdims=False)
-    if reset_after:  # the grad op's d bias (at a zero bias too): Keras's two rows
-        rows = [rw.emit1("reshape", [d], shape=(1, 3 * units))
-                for d in (d_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
-        d_bias = rw.emit1("concat", rows, axis=0)
+    d_bias = _gru_bias_grad(rw, rw.emit1("sum", [outs[0]], axes=(0, 1), keepdims=False), outs)
     return [*_gate_input_grads(rw, node, x_gates, dxw_gates), d_recurrent, d_bias]
+
+
+def _gru_bias_grad(rw: Rewriter, d_input_bias, outs):
+    """gru_grad's d bias (also at a zero bias) from the input projection's: with reset_after
+    (gru_scan_grad's two outputs) Keras's two rows, the second the recurrent product's, the sum of
+    its gradient."""
+    if len(outs) == 1:
+        return d_input_bias
+    rows = [rw.emit1("reshape", [d], shape=(1, d.shape[0]))
+            for d in (d_input_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
+    return rw.emit1("concat", rows, axis=0)
 
 
 def _blocks(rw: Rewriter, v, units: int, start: int, stop: int):
