@@ -121,8 +121,8 @@ def gru_scan_grad_kernel(
             dr = tl.where(ok, da * h_h * r * (1.0 - r), 0.0)
             d_hh = da * r  # of h @ U_h + b_h
             _store_gates(DHU, xw_rows + t * 3 * units, units, ok, dz, dr, d_hh)
-            dh_prev = dh * z + times_gate_mask(times_gate(d_hh, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H),
-                                               RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)
+            dh_hh = times_gate(d_hh, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of h_{t-1} * m_h
+            dh_prev = dh * z + times_gate_mask(dh_hh, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)
         else:
             d_rh = times_gate(da, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of r * h_prev (* m_h)
             dr = tl.where(ok, d_rh * times_gate_mask(h_prev, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)

@@ -52,7 +52,8 @@ def activation_grad(h, RELU: tl.constexpr):
 @triton.jit
 def simple_rnn_scan_kernel(
     XW, U, MASK, RMASKS, HSEQ, n_batch, n_steps, units,
-    RELU: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    RELU: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]  # (row, step 0, col): xw's and h's

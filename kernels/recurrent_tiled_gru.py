@@ -91,7 +91,7 @@ def gru_scan_tiled_kernel(
     xw_rows = rows[:, None].to(tl.int64) * n_steps * 3 * units  # (row, step 0, gate 0, unit 0)
     saved_rows = rows[:, None].to(tl.int64) * n_steps * S * units
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
-    zr_rows = rows[:, None].to(tl.int64) * 2 * units  # the scratch (batch, 2 * units): z, then r * h_{t-1}
+    zr_rows = rows[:, None].to(tl.int64) * 2 * units  # the scratch (batch, 2 * units): z, then r * h_{t-1} (* m_h)
     mask_rows = rows[:, None].to(tl.int64) * 3 * units  # (row, gate 0, unit 0) of the recurrent dropout masks
     for t in range(0, n_steps):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence

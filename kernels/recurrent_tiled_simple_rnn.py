@@ -57,8 +57,8 @@ def _chunk(j, row_ok, step_at, units, BLOCK_H: tl.constexpr):
 @triton.jit
 def simple_rnn_scan_tiled_kernel(
     XW, U, MASK, RMASKS, HSEQ, n_batch, n_steps, units,
-    RELU: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    RELU: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]

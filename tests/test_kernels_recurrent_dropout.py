@@ -133,7 +133,8 @@ def _decomposed(op, shapes, **attrs):
     vs = [b.input(shape, "float32", f"in{i}") for i, shape in enumerate(shapes)]
     graph = b.finish(list(b.emit(op, vs, **OPS[op].resolve_attrs({"dropout_masks": True, **attrs}))))
     decomposed, _ = run_pipeline(graph, passes=PIPELINE[:-1])
-    assert op not in {n.op for n in decomposed.nodes} and f"{op.removesuffix('_grad')}_scan" in {n.op for n in decomposed.nodes}
+    ops = {n.op for n in decomposed.nodes}
+    assert op not in ops and f"{op.removesuffix('_grad')}_scan" in ops
     return decomposed
 
 

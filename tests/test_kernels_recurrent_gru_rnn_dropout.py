@@ -16,8 +16,9 @@ import kcomp
 from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference
 from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_reference, simple_rnn_scan_reference
 from kernel_helpers import assert_launch_matches_reference
-from recurrent_cases import FEATURES, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, \
-    recurrent_model
+from recurrent_cases import (
+    FEATURES, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, recurrent_model,
+)
 from test_kernels_recurrent_dropout import DROPOUT, _graph
 from test_kernels_recurrent_masks import TIME, _mask
 from test_kernels_recurrent_tiled import _only_kernel
@@ -191,7 +192,7 @@ def test_kernels_with_recurrent_masks_compile_for_sm_90_with_tensor_cores_and_wi
     assert_compiled_without_spills(__file__, AOT_UNITS, _aot_templates, tmp_path, timeout=600)
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_gru_rnn_dropout.py CASES_JSON ANSWER_PATH
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_gru_rnn_dropout.py CASES ANSWER_PATH
     import json
     import sys
     from pathlib import Path

@@ -188,7 +188,8 @@ EXAMPLES += [  # the GRU's and SimpleRNN's recurrences alone (recurrent_scan_gru
     ("simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"activation": "relu"}),
     ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6, 4)], {"has_dseq": True, "has_dh": False}),
     # with recurrent dropout masks (batch, gates, units) after the optional step mask
-    ("gru_scan", [X(None, 6, 12), W(4, 12), W(12), X(None, 6), X(None, 3, 4)], {"masked": True, "recurrent_masks": True}),
+    ("gru_scan", [X(None, 6, 12), W(4, 12), W(12), X(None, 6), X(None, 3, 4)],
+     {"masked": True, "recurrent_masks": True}),
     ("gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 12), X(None, 3, 4), X(None, 4)],
      {"reset_after": False, "recurrent_masks": True, "has_dseq": False, "has_dh": True}),
     ("simple_rnn_scan", [X(None, 6, 4), W(4, 4), X(None, 1, 4)], {"recurrent_masks": True}),

@@ -185,8 +185,8 @@ OPS = [
         name="gru_scan_grad",
         doc="The gradient of gru_scan's projected inputs xw for every step, walking time backwards, and with "
         "reset_after also of its recurrent product h_prev @ U + b; inputs: the recurrent kernel, every h_t, "
-        "what gru_scan saved, the mask (masked), the recurrent dropout masks (recurrent_masks), then the gradients present (has_dseq: of every h_t; has_dh: "
-        "of the last h).",
+        "what gru_scan saved, the mask (masked), the recurrent dropout masks (recurrent_masks), then the "
+        "gradients present (has_dseq: of every h_t; has_dh: of the last h).",
         num_inputs=(3, 7),
         attrs={"reset_after": attr(bool, True), "has_dseq": attr(bool), "has_dh": attr(bool), "masked": MASKED_ATTR,
                "recurrent_masks": recurrent_masks_attr(3)},

@@ -87,7 +87,8 @@ def simple_rnn_scan_grad_reference(*inputs, activation, has_dseq, has_dh, masked
         dh = dh_next + (dseq[:, t] if dseq is not None else 0)
         keep = kept(mask, t)
         dz.append(carry(keep, dh * activation_grad(h_seq[:, t], activation), torch.zeros_like(dh)))
-        dh_next = times_gates(dz[-1], recurrent, gate_masks, transposed=True) + carry(keep, torch.zeros_like(dh), dh)  # a masked step passes dh on
+        dh_next = times_gates(dz[-1], recurrent, gate_masks, transposed=True) \
+            + carry(keep, torch.zeros_like(dh), dh)  # a masked step passes dh on
     return torch.stack(dz[::-1], dim=1)
 
 
