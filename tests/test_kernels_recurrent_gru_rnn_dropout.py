@@ -15,7 +15,7 @@ import torch
 import kcomp
 from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_reference
 from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_reference, simple_rnn_scan_reference
-from kernel_helpers import assert_launch_matches_reference
+from kernel_helpers import assert_launch_matches_reference, with_nonfinite
 from recurrent_cases import (
     FEATURES, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, recurrent_model,
 )
@@ -41,11 +41,13 @@ def _gate_masks(gates, units, seed, dtype=torch.float32):
     return (torch.rand(BATCH, gates, units, generator=g) >= RECURRENT_RATE).to(dtype) / (1 - RECURRENT_RATE)
 
 
-def _scan_inputs(cell, attrs, gates, units, seed, dtype=torch.float32):
-    """xw, U (scaled so that h @ U stays O(1)) and, for a GRU with reset_after, the recurrent bias."""
+def _scan_inputs(cell, attrs, gates, units, seed, dtype=torch.float32, nonfinite=False):
+    """xw (nonfinite: with NaN, +inf, -inf), U (scaled so that h @ U stays O(1)) and, for a GRU with
+    reset_after, the recurrent bias."""
     g = torch.Generator().manual_seed(seed)
     bias = [torch.randn(3 * units, generator=g, dtype=dtype)] if attrs.get("reset_after") else []
-    return [torch.randn(BATCH, TIME, gates * units, generator=g, dtype=dtype),
+    xw = torch.randn(BATCH, TIME, gates * units, generator=g, dtype=dtype)
+    return [with_nonfinite(xw) if nonfinite else xw,
             torch.randn(units, gates * units, generator=g, dtype=dtype) / units ** 0.5, *bias]
 
 
@@ -56,10 +58,10 @@ def _forward(cell, attrs, inputs, masked, recurrent_masks=True):
     return list(outs) if cell == "gru" else [outs]
 
 
-def _grad_inputs(cell, attrs, gates, units, step_mask, has, seed, dtype=torch.float32):
+def _grad_inputs(cell, attrs, gates, units, step_mask, has, seed, dtype=torch.float32, nonfinite=False):
     """A scan gradient's inputs (U, the forward's outputs, the masks, the gradients present) and the
-    forward's inputs."""
-    forward_inputs = _scan_inputs(cell, attrs, gates, units, seed, dtype)
+    forward's inputs (_scan_inputs')."""
+    forward_inputs = _scan_inputs(cell, attrs, gates, units, seed, dtype, nonfinite)
     gate_masks = _gate_masks(gates, units, seed + 1, dtype)
     outs = _forward(cell, attrs, [*forward_inputs, *step_mask, gate_masks], bool(step_mask))
     g = torch.Generator().manual_seed(seed + 2)
@@ -74,10 +76,7 @@ def _grad_inputs(cell, attrs, gates, units, step_mask, has, seed, dtype=torch.fl
 def test_scan_kernel_with_recurrent_masks_matches_the_reference(units, suffix, cell, attrs, gates, mask):
     step_mask = [_mask(mask)] if mask else []
     inputs = [*_scan_inputs(cell, attrs, gates, units, 1), *step_mask, _gate_masks(gates, units, 2)]
-    save = {"save": True} if cell == "gru" else {}
-    graph = _graph("scan", f"{cell}_scan", inputs, masked=bool(mask), recurrent_masks=True, **attrs, **save)
-    assert_launch_matches_reference(graph, _only_kernel(graph, f"{cell}_scan{suffix}"), inputs, kind="accumulating",
-                                    precision="ieee")
+    _assert_scan_kernel(cell, attrs, suffix, inputs, bool(mask))
     plain = _forward(cell, attrs, inputs[:-1], bool(mask), recurrent_masks=False)
     assert not torch.allclose(plain[0], _forward(cell, attrs, inputs, bool(mask))[0])  # the masks count
 
@@ -89,10 +88,36 @@ def test_scan_kernel_with_recurrent_masks_matches_the_reference(units, suffix, c
 def test_scan_grad_kernel_with_recurrent_masks_matches_the_reference(units, suffix, cell, attrs, gates, has, mask):
     step_mask = [_mask(mask)] if mask else []
     inputs, _ = _grad_inputs(cell, attrs, gates, units, step_mask, has, seed=3)
-    graph = _graph("scan_grad", f"{cell}_scan_grad", inputs, has_dseq=has[0], has_dh=has[1], masked=bool(mask),
+    _assert_scan_grad_kernel(cell, attrs, suffix, inputs, has, bool(mask))
+
+
+def _assert_scan_kernel(cell, attrs, suffix, inputs, masked):
+    """The forward scan with recurrent masks, launched alone (the `suffix` template) into poisoned
+    outputs, against its reference."""
+    save = {"save": True} if cell == "gru" else {}
+    graph = _graph("scan", f"{cell}_scan", inputs, masked=masked, recurrent_masks=True, **attrs, **save)
+    assert_launch_matches_reference(graph, _only_kernel(graph, f"{cell}_scan{suffix}"), inputs, kind="accumulating",
+                                    precision="ieee")
+
+
+def _assert_scan_grad_kernel(cell, attrs, suffix, inputs, has, masked):
+    """As _assert_scan_kernel, the scan backward given the gradients `has` says (d_seq, d_h)."""
+    graph = _graph("scan_grad", f"{cell}_scan_grad", inputs, has_dseq=has[0], has_dh=has[1], masked=masked,
                    recurrent_masks=True, **attrs)
     assert_launch_matches_reference(graph, _only_kernel(graph, f"{cell}_scan_grad{suffix}"), inputs,
                                     kind="accumulating", precision="ieee")
+
+
+@pytest.mark.parametrize("units, suffix", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("cell, attrs, gates", CELLS, ids=CELL_IDS)
+def test_scans_with_recurrent_masks_carry_nan_and_inf_as_the_reference(units, suffix, cell, attrs, gates):
+    """NaN and +-inf in xw, with a holed step mask: a unit the recurrent mask drops of a NaN h is
+    NaN * 0 = NaN in the product, as torch's; forward and backward."""
+    step_mask = [_mask("holes")]
+    inputs, forward_inputs = _grad_inputs(cell, attrs, gates, units, step_mask, (True, True), seed=9, nonfinite=True)
+    assert not forward_inputs[0].isfinite().all() and not inputs[1].isfinite().all()  # h_seq holds NaN
+    _assert_scan_kernel(cell, attrs, suffix, [*forward_inputs, *step_mask, inputs[-3]], True)
+    _assert_scan_grad_kernel(cell, attrs, suffix, inputs, (True, True), True)
 
 
 @pytest.mark.parametrize("cell, attrs, gates", CELLS, ids=CELL_IDS)
