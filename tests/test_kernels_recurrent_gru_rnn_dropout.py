@@ -145,10 +145,11 @@ VARIANTS = [("gru", dict()), ("gru", dict(reset_after=False, return_sequences=Tr
             ("gru", dict(use_bias=False, masking=True, return_sequences=True, zero_output_for_mask=True)),
             ("gru", dict(stacked=True, go_backwards=True)),
             ("simple_rnn", dict()), ("simple_rnn", dict(activation="relu", return_sequences=True, go_backwards=True)),
-            ("simple_rnn", dict(masking=True, use_bias=False, return_state=True))]
+            ("simple_rnn", dict(masking=True, use_bias=False, return_state=True)),
+            ("gru", dict(bidirectional=True, reset_after=False)), ("simple_rnn", dict(bidirectional=True))]
 VARIANT_IDS = ["gru", "gru-reset-before-sequences-backwards", "gru-reset-before-nobias-state",
                "gru-nobias-masked-zero-output", "gru-stacked-backwards", "simple-rnn", "simple-rnn-relu-backwards",
-               "simple-rnn-masked-nobias-state"]
+               "simple-rnn-masked-nobias-state", "gru-reset-before-bidirectional", "simple-rnn-bidirectional"]
 
 
 @pytest.mark.parametrize("cell, variant", VARIANTS, ids=VARIANT_IDS)
@@ -156,12 +157,12 @@ def test_decomposed_training_step_equals_the_whole_ops(cell, variant):
     """The decomposition alone (before fusion) against the step with the coarse ops, on the
     reference executor: the masks are the step's own Philox draws, the same in both; a large
     learning rate shows a wrong gradient in the updated weights (stacked: the d x of the layer
-    with dropout reaches the layer below)."""
-    layers = 2 if variant.get("stacked") else 1
+    with dropout reaches the layer below; bidirectional: both directions with dropout masks)."""
+    layers = 2 if variant.get("stacked") or variant.get("bidirectional") else 1
     model = recurrent_model(LAYERS[cell], {**DROPOUT, **variant})()
     step = assert_decomposed_step_equals_the_whole_ops(model, cell, layers=layers, padding=bool(variant.get("masking")))
     flags = [n.attrs["recurrent_masks"] for n in step.nodes if n.op.startswith(f"{cell}_scan")]
-    assert flags.count(True) == 2 and len(flags) == 2 * layers
+    assert flags.count(True) == (4 if variant.get("bidirectional") else 2) and len(flags) == 2 * layers
 
 
 @pytest.mark.parametrize("cell", ["gru", "simple_rnn"])

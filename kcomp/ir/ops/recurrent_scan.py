@@ -25,7 +25,8 @@ recurrent_masks=True (Keras's recurrent_dropout in training, kcomp/ir/ops/recurr
 _GateDropout) gives lstm_scan and lstm_scan_grad one more input, after the mask: (batch, 4,
 units) masks drawn once per sequence; gate g's product is (h_{t-1} * masks[:, g]) @ U_g, so
 backwards d h_{t-1} = sum over g of (dz_g @ U_g^T) * masks[:, g]. (The input dropout masks act
-on the projection, outside the scan: the decompose pass.)
+on the projection, outside the scan: the decompose pass.) gru_scan and simple_rnn_scan take theirs
+the same way (their modules; times_gates below is every scan reference's masked product).
 """
 
 import torch
