@@ -22,7 +22,10 @@ math is kcomp/ir/ops/recurrent_scan_gru.py's:
 dh_carry, the elementwise part of dh passed to the step before (dh z, and d(r h) r without
 reset_after), is a (batch, units) float32 scratch, read and rewritten chunk by chunk. With a mask
 (MASKED) a masked step writes h_t = h_{t-1} (the next step reads it back), and backwards writes
-zero gradients and carries dh whole.
+zero gradients and carries dh whole. With recurrent dropout masks (RECURRENT_MASKS, (batch, 3,
+units)) each gate's K-chunks of h_{t-1} are times its mask as they load (recurrent_tiled's
+times_scaled_matrix; without reset_after the scratch holds r * h_{t-1} * m_h), and backwards dh
+is summed gate by gate, each product times its gate's mask (times_gates_transposed).
 
 Under Triton's interpreter a program's block operations run whole, one after another, so a
 missing barrier cannot show there: the GPU run's wide_gru case (tests/gpu_cases.py) is the check.
@@ -36,9 +39,13 @@ import triton.language as tl
 
 from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.recurrent_common import ScanCall, kept_or, load_or_zeros, output_buffers, present, step_kept, tanh
+from kcomp.kernels.recurrent_common import (
+    ScanCall, kept_or, load_or_zeros, output_buffers, present, step_kept, tanh, times_gate_mask,
+)
 from kcomp.kernels.recurrent_gru import GruScanBinding, GruScanGradBinding
-from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, times_matrix
+from kcomp.kernels.recurrent_tiled import (
+    INTERPRETER_BLOCKS, tile_configs, times_gates_transposed, times_matrix, times_scaled_matrix,
+)
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
 
@@ -63,10 +70,20 @@ def _times_u(A, a_rows, row_ok, K, U, cols, col_ok, units, TRANSPOSED: tl.conste
 
 
 @triton.jit
+def _gate_product(H, h_rows, row_ok, K, RMASKS, mask_rows, gate, RECURRENT_MASKS: tl.constexpr, U, cols, col_ok,
+                  units, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """h_{t-1} (its K units from h_rows; times the gate's recurrent dropout mask where
+    RECURRENT_MASKS) @ the gate's columns `cols` of U."""
+    return times_scaled_matrix(H, h_rows, row_ok, K, RMASKS, mask_rows + gate * units, RECURRENT_MASKS, U,
+                               cols + gate * units, col_ok, 3 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+
+
+@triton.jit
 def gru_scan_tiled_kernel(
-    XW, U, RB, MASK, HSEQ, SAVED, ZR, n_batch, n_steps, units,
+    XW, U, RB, MASK, RMASKS, HSEQ, SAVED, ZR, n_batch, n_steps, units,
     HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -74,7 +91,8 @@ def gru_scan_tiled_kernel(
     xw_rows = rows[:, None].to(tl.int64) * n_steps * 3 * units  # (row, step 0, gate 0, unit 0)
     saved_rows = rows[:, None].to(tl.int64) * n_steps * S * units
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
-    zr_rows = rows[:, None].to(tl.int64) * 2 * units  # the scratch (batch, 2 * units): z, then r * h_{t-1}
+    zr_rows = rows[:, None].to(tl.int64) * 2 * units  # the scratch (batch, 2 * units): z, then r * h_{t-1} (* m_h)
+    mask_rows = rows[:, None].to(tl.int64) * 3 * units  # (row, gate 0, unit 0) of the recurrent dropout masks
     for t in range(0, n_steps):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
         k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
@@ -85,21 +103,22 @@ def gru_scan_tiled_kernel(
             x = XW + xw_rows + t * 3 * units + cols[None, :]
             b_ok = col_ok[None, :]
             z = tl.sigmoid(tl.load(x, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(
-                RB, cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K))
+                RB, cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _gate_product(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, 0, RECURRENT_MASKS, U, cols, col_ok, units, PRECISION,
+                BLOCK_B, BLOCK_H, BLOCK_K))
             r = tl.sigmoid(tl.load(x + units, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(
-                RB, units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + units, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K))
+                RB, units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _gate_product(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, 1, RECURRENT_MASKS, U, cols, col_ok, units, PRECISION,
+                BLOCK_B, BLOCK_H, BLOCK_K))
             h_old = tl.load(HSEQ + h_prev + cols[None, :], mask=ok & has_prev, other=0.0).to(tl.float32)
             saved = SAVED + saved_rows + t * S * units + cols[None, :]
             if SAVE:
                 tl.store(saved, z.to(SAVED.dtype.element_ty), mask=ok)
                 tl.store(saved + units, r.to(SAVED.dtype.element_ty), mask=ok)
             if RESET_AFTER:
-                h_h = load_or_zeros(RB, 2 * units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                    HSEQ, h_prev, row_ok, k_prev, U, cols + 2 * units, col_ok, units, False, PRECISION, BLOCK_B,
-                    BLOCK_H, BLOCK_K)
+                h_h = load_or_zeros(RB, 2 * units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _gate_product(
+                    HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, 2, RECURRENT_MASKS, U, cols, col_ok, units,
+                    PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
                 c = tanh(tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32) + r * h_h)
                 h = kept_or(keep, z * h_old + (1.0 - z) * c, h_old, MASKED)  # a masked step keeps h
                 tl.store(HSEQ + seq_rows + t * units + cols[None, :], h.to(HSEQ.dtype.element_ty), mask=ok)
@@ -108,7 +127,8 @@ def gru_scan_tiled_kernel(
                     tl.store(saved + 3 * units, h_h.to(SAVED.dtype.element_ty), mask=ok)
             else:
                 tl.store(ZR + zr_rows + cols[None, :], z, mask=ok)
-                tl.store(ZR + zr_rows + units + cols[None, :], r * h_old, mask=ok)
+                h_c = times_gate_mask(h_old, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)  # c's h_{t-1}
+                tl.store(ZR + zr_rows + units + cols[None, :], r * h_c, mask=ok)
         if not RESET_AFTER:
             tl.debug_barrier()  # every unit's r * h_{t-1} written before c's product reads them
             for j in range(0, units, BLOCK_H):
@@ -128,9 +148,10 @@ def gru_scan_tiled_kernel(
 
 @triton.jit
 def gru_scan_grad_tiled_kernel(
-    U, HSEQ, SAVED, MASK, DSEQ, DH, DXW, DHU, DHRUN, n_batch, n_steps, units,
+    U, HSEQ, SAVED, MASK, RMASKS, DSEQ, DH, DXW, DHU, DHRUN, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -149,11 +170,11 @@ def gru_scan_grad_tiled_kernel(
             cols, col_ok, ok = _chunk(j, units, row_ok, BLOCK_H)
             last = last_rows + cols[None, :]
             if RESET_AFTER:  # dh from step t+1's recurrent product dhu = (dz, dr, da r): K over the 3 gates
-                dh_in = _times_u(DHU, next_rows, row_ok, 3 * units * (s > 0), U, cols, col_ok, units, True, PRECISION,
-                                 BLOCK_B, BLOCK_H, BLOCK_K)
+                dh_in = times_gates_transposed(DHU, next_rows, row_ok, units * (s > 0), U, cols, col_ok, RMASKS, rows,
+                                               ok, units, 3, 3, RECURRENT_MASKS, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             else:  # from step t+1's dz, dr (its d(r h) @ U_h^T part is in the carry)
-                dh_in = _times_u(DXW, next_rows, row_ok, 2 * units * (s > 0), U, cols, col_ok, units, True,
-                                 PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+                dh_in = times_gates_transposed(DXW, next_rows, row_ok, units * (s > 0), U, cols, col_ok, RMASKS, rows,
+                                               ok, units, 3, 2, RECURRENT_MASKS, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             dh_in += tl.load(DHRUN + last, mask=ok & has_next, other=0.0)
             if HAS_DH:
                 dh_in += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
@@ -191,12 +212,14 @@ def gru_scan_grad_tiled_kernel(
                     tl.float32)
                 h_prev = tl.load(HSEQ + seq_rows + (t - 1) * units + cols[None, :], mask=ok & has_prev,
                                  other=0.0).to(tl.float32)
-                dr = d_rh * h_prev * r * (1.0 - r)  # zero at a masked step: its da is
+                h_c = times_gate_mask(h_prev, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)  # c's h_{t-1}
+                dr = d_rh * h_c * r * (1.0 - r)  # zero at a masked step: its da is
                 tl.store(DXW + xw_rows + t * 3 * units + units + cols[None, :], dr.to(DXW.dtype.element_ty), mask=ok)
                 last = last_rows + cols[None, :]
                 carry = tl.load(DHRUN + last, mask=ok, other=0.0)
                 tl.debug_barrier()  # as above: read before rewritten
-                tl.store(DHRUN + last, carry + d_rh * r, mask=ok)
+                tl.store(DHRUN + last, carry + times_gate_mask(d_rh * r, RMASKS, rows, cols, ok, units, 2, 3,
+                                                               RECURRENT_MASKS), mask=ok)
         tl.debug_barrier()  # all of step t's gradients written before step t-1 reads them
 
 
@@ -223,14 +246,19 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # spills at 128, 256 and 1024 units (92 to 128 registers); at 70 units (no 16 divides it:
     # unvectorized loads, up to 255 registers) only the first, which AOT builds, has no spill in
     # any of the eight, the others spill 8 to 48 bytes in one to three of them.
-    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1)
-            for b, h, k, w in ((16, 64, 32, 4), (16, 64, 64, 4), (32, 64, 32, 8), (64, 32, 32, 8))]
+    # With recurrent dropout masks and a step mask, at 70 units each of these spills 8 to 336 bytes
+    # in one of the four kernels (the first: 24 in the backward without reset_after);
+    # RECURRENT_MASKS_TILES (the LSTM's) spill in none, with or without a step mask, at 70, 128,
+    # 256, 500 and 1024 units (forward / backward registers: 222-242 / 234-246 at 70 and 500,
+    # 127-164 / 111-118 at 128, 256 and 1024), so they come first there.
+    tiles = ((16, 64, 32, 4), (16, 64, 64, 4), (32, 64, 32, 8), (64, 32, 32, 8))
+    return tile_configs(tiles, call.binding.recurrent_masks is not None)
 
 
 def launch_scan(binding: GruTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: the projected inputs, U, the recurrent bias and the mask contiguous (an absent one: never read)
+    # check: the projected inputs, U, the recurrent bias and the masks contiguous (an absent one: never read)
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    bias, mask = present(inputs, (binding.recurrent_bias, binding.mask), u)
+    bias, *masks = present(inputs, (binding.recurrent_bias, binding.mask, binding.recurrent_masks), u)
     n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
     # allocate: every h_t, what the backward reads (those nothing reads: scratch), and without
     # reset_after the step's z and r * h_{t-1} (float32 whatever the dtype)
@@ -238,7 +266,7 @@ def launch_scan(binding: GruTiledScanBinding, inputs, out=None, config=None, pre
     shapes = (seq, (n, steps, saved_blocks(binding.reset_after) * units)) if binding.save else (seq,)
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
     zr = torch.empty((n, 2 * units) if not binding.reset_after else (1,), device=xw.device, dtype=torch.float32)
-    tensors = (xw, u, bias, mask, buffers[0], buffers[-1], zr)  # SAVED unused (never written) without save
+    tensors = (xw, u, bias, *masks, buffers[0], buffers[-1], zr)  # SAVED unused (never written) without save
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -251,16 +279,16 @@ def run_scan(call: ScanCall, config: dict):
 
 def launch_scan_grad(binding: GruTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
                      interpret=None):
-    # check: U, every h_t, the saved gates, the mask and the gradients present, contiguous
+    # check: U, every h_t, the saved gates, the masks and the gradients present, contiguous
     u, h_seq, saved = (inputs[i].contiguous() for i in (binding.recurrent, binding.h_seq, binding.saved))
-    mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
+    optional = present(inputs, (binding.mask, binding.recurrent_masks, binding.d_seq, binding.d_h), h_seq)
     n, steps, units = h_seq.shape[0], h_seq.shape[1], u.shape[0]
     # allocate: the gradient of every step's xw, and (reset_after) of the recurrent product: the
     # kernel reads step t+1's back, so both are real buffers; and the carried dh (float32)
     shapes = ((n, steps, 3 * units),) * (2 if binding.reset_after else 1)
     out, buffers = output_buffers(binding.outputs, shapes, out, h_seq)
     dh_run = torch.empty((n, units), device=h_seq.device, dtype=torch.float32)
-    tensors = (u, h_seq, saved, mask, d_seq, d_h, buffers[0], buffers[-1], dh_run)  # DHU unused without reset_after
+    tensors = (u, h_seq, saved, *optional, buffers[0], buffers[-1], dh_run)  # DHU unused without reset_after
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -272,10 +300,11 @@ def run_scan_grad(call: ScanCall, config: dict):
 
 
 def _launch(kernel, call: ScanCall, config: dict, **flags) -> None:
-    """One program per BLOCK_B batch rows; the binding's reset_after and mask, then `flags`."""
+    """One program per BLOCK_B batch rows; the binding's reset_after and masks, then `flags`."""
     kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, RESET_AFTER=call.binding.reset_after,
-        MASKED=call.binding.mask is not None, PRECISION=call.precision, **flags, **config,
+        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
+        PRECISION=call.precision, **flags, **config,
     )
 
 

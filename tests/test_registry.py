@@ -188,6 +188,14 @@ EXAMPLES += [  # the GRU's and SimpleRNN's recurrences alone (recurrent_scan_gru
      {"reset_after": False, "has_dseq": False, "has_dh": True}),
     ("simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"activation": "relu"}),
     ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6, 4)], {"has_dseq": True, "has_dh": False}),
+    # with recurrent dropout masks (batch, gates, units) after the optional step mask
+    ("gru_scan", [X(None, 6, 12), W(4, 12), W(12), X(None, 6), X(None, 3, 4)],
+     {"masked": True, "recurrent_masks": True}),
+    ("gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 12), X(None, 3, 4), X(None, 4)],
+     {"reset_after": False, "recurrent_masks": True, "has_dseq": False, "has_dh": True}),
+    ("simple_rnn_scan", [X(None, 6, 4), W(4, 4), X(None, 1, 4)], {"recurrent_masks": True}),
+    ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 1, 4), X(None, 4)],
+     {"recurrent_masks": True, "has_dseq": False, "has_dh": True}),
 ]
 FIRST_EXAMPLE = {}
 for _example in EXAMPLES:
@@ -436,6 +444,14 @@ BAD_SHAPES = [
     ("simple_rnn_scan-recurrent", "simple_rnn_scan", [X(None, 6, 4), W(4, 8)], {}),
     ("simple_rnn_scan_grad-d_h", "simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6)],
      {"has_dseq": False, "has_dh": True}),
+    ("gru_scan-recurrent-masks-gates", "gru_scan", [X(None, 6, 12), W(4, 12), X(None, 4, 4)],
+     {"reset_after": False, "recurrent_masks": True}),
+    ("gru_scan-recurrent-masks-missing", "gru_scan", [X(None, 6, 12), W(4, 12), X(None, 6)],
+     {"reset_after": False, "masked": True, "recurrent_masks": True}),
+    ("simple_rnn_scan-recurrent-masks-missing", "simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"recurrent_masks": True}),
+    ("simple_rnn_scan_grad-recurrent-masks-units", "simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 1, 5),
+                                                                             X(None, 4)],
+     {"recurrent_masks": True, "has_dseq": False, "has_dh": True}),
 ]
 
 
