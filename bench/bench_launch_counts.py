@@ -15,24 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the examples' graphs, as the AOT tests enumerate them
 
 
-def _copies(fused) -> int:
-    """Reshapes that torch must copy: of a slice (a strided view), merging axes instead of only
-    dropping or adding axes of size 1 (an LSTM's h sequence one step late, (N, T, U) -> (N*T, U))."""
-    producers = fused.producers()
-    squeeze = lambda shape: tuple(d for d in shape if d != 1)  # noqa: E731
-    return sum(n.op == "reshape" and (p := producers.get(n.inputs[0].id)) is not None and p.op == "slice"
-               and squeeze(n.inputs[0].shape) != squeeze(n.outputs[0].shape) for n in fused.nodes)
-
-
 def step_launches(fused) -> tuple[int, Counter]:
-    """(kernels, torch ops by name) that one run of the fused step graph launches; a reshape that
-    torch must copy counts as a torch op ("copy")."""
-    from kcomp.runtime.plan import SHAPE_ONLY_RESULTS, VIEW_OPS
+    """(kernels, torch ops by name) that one run of the fused step graph launches, as the cost
+    model counts them (kcomp/ir/cost.py: launched); a reshape that torch must copy counts as a
+    torch op ("copy")."""
+    from kcomp.ir.cost import copies, launched
 
-    kernels = sum(n.op == "kernel" for n in fused.nodes)
-    torch_ops = Counter(n.op for n in fused.nodes if n.op != "kernel" and n.op not in (*VIEW_OPS, *SHAPE_ONLY_RESULTS))
-    if copies := _copies(fused):
-        torch_ops["copy"] = copies
+    copied = copies(fused)
+    nodes = launched(fused)
+    kernels = sum(n.op == "kernel" for n in nodes)
+    torch_ops = Counter("copy" if id(n) in copied else n.op for n in nodes if n.op != "kernel")
     return kernels, torch_ops
 
 

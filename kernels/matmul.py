@@ -21,6 +21,11 @@ the table (passed as A), read through the ids as the tile loads (kcomp/passes/fu
 A row whose id is outside the table reads nothing and comes out NaN, as the embedding
 template's does.
 
+SHIFT_AXIS (0: rows, 1: columns; -1: none): A is a shift of the tensor passed as A (the IR's
+shift op, by BY steps within runs of PERIOD along that axis): element j along it is the source's
+j - BY, and 0 where that falls outside j's run. In a training step A of d recurrent = h_{t-1}^T dz
+is the h sequence one step late, (batch * time) along K: read so, it is never written.
+
 HAS_BSUM: the kernel also writes B's column sums (sum over K) into BSUM,
 from the B tiles it loads anyway: in a training step B of the weight gradient
 h^T @ dz is dz, and its column sums are the bias gradient.
@@ -41,13 +46,20 @@ from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
 
 @triton.jit
+def _inside_run(offs, PERIOD, BY):
+    """Where offs - BY lies in offs's own run of PERIOD elements (what a shift moves in)."""
+    source = offs % PERIOD - BY
+    return (source >= 0) & (source < PERIOD)
+
+
+@triton.jit
 def matmul_kernel(
     A, B, C, BSUM, IDS,
-    M, N, K, A_ROWS,
+    M, N, K, A_ROWS, PERIOD, BY,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
     P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
-    GATHER_A: tl.constexpr,
+    GATHER_A: tl.constexpr, SHIFT_AXIS: tl.constexpr,
     PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -65,8 +77,15 @@ def matmul_kernel(
     else:
         a_rows = offs_m.to(tl.int64)
         a_inside = mask_m
+    a_read = mask_m  # rows of A read from memory (the others are 0)
+    a_from = offs_k  # columns of A's source each tile column reads, less the tile's k * BK
+    if SHIFT_AXIS == 0:
+        a_read = a_read & _inside_run(offs_m, PERIOD, BY)
+        a_rows = a_rows - BY
+    if SHIFT_AXIS == 1:
+        a_from = offs_k - BY
     # 64-bit row offsets: M x K and M x N may pass 2^31 elements.
-    a_ptrs = A + a_rows[:, None] * stride_am + offs_k[None, :] * stride_ak
+    a_ptrs = A + a_rows[:, None] * stride_am + a_from[None, :] * stride_ak
     b_ptrs = B + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
 
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -74,7 +93,10 @@ def matmul_kernel(
     for k in range(0, tl.cdiv(K, BK)):
         k_left = K - k * BK
         a_mask = mask_m[:, None] & (offs_k[None, :] < k_left)
-        a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+        a_load = a_read[:, None] & (offs_k[None, :] < k_left)
+        if SHIFT_AXIS == 1:
+            a_load = a_load & _inside_run(k * BK + offs_k, PERIOD, BY)[None, :]
+        a = tl.load(a_ptrs, mask=a_load, other=0.0)
         if HAS_PROLOGUE:  # (without one, A goes from memory to the tensor cores untouched)
             # Padding stays 0 after the prologue (f(0) may be nonzero, even inf).
             pro = PROLOGUE(a.to(tl.float32), offs_m, k * BK + offs_k, mask_m, offs_k < k_left, P0, P1, T0, T1)
@@ -137,6 +159,7 @@ class MatmulBinding(Binding):
     a: int  # the input A is (what the prologue chain starts from, else the matmul's own; the table when gathering)
     b: int
     ids: int | None = None  # GATHER_A: which input holds the ids A's rows are read through; None: A is read whole
+    shift: tuple = ()  # (axis, period, by) of the shift A is, of the input `a` (SHIFT_AXIS); (): A is read as it is
     prologue: object  # the generated PROLOGUE hook (a no-op when has_prologue is False)
     has_prologue: bool
     prologue_operands: tuple[Operand, ...]  # P0, P1
@@ -191,14 +214,16 @@ def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
     gather = call.ids is not None
     matmul_kernel[gemm_grid(call.M, call.N, config)](
         a, b, call.c, call.bsum, call.ids if gather else a, call.M, call.N, call.K, a.shape[0] if gather else call.M,
+        *(bind.shift[1:] or (1, 0)),
         a.stride(-2) if a.dim() == 2 else call.K, a.stride(-1), b.stride(0), b.stride(1), call.N, 1,
         *operand_args,
         PROLOGUE=bind.prologue, HAS_PROLOGUE=bind.has_prologue, EPILOGUE=bind.epilogue,
-        HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, PRECISION=precision, **kernel_options(config),
+        HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, SHIFT_AXIS=bind.shift[0] if bind.shift else -1, PRECISION=precision, **kernel_options(config),
     )
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
+GATHERED = ("embedding", "shift")  # what A is when the kernel reads it through an index map (role "gather")
 MAX_SOFTMAX_ROW = 256  # widest Dense output whose softmax the epilogue computes (a whole row in one tile)
 
 
@@ -209,13 +234,17 @@ def is_dense(node) -> bool:
 
 def _claim_prologue(fusion, node):
     """Elementwise ops that produced a Dense's input belong to its kernel, not to a pointwise one;
-    and the embedding before them, whose rows the kernel then reads through the ids
-    (kcomp/passes/fuse_gather.py), when the Dense is its one reader."""
+    and the embedding before them, whose rows the kernel then reads through the ids, or the shift
+    that A is, which the kernel reads shifted (kcomp/passes/fuse_gather.py), when the Dense is its
+    one reader."""
     if not is_dense(node):
         return None
     chain = fusion.prologue_chain(node, PROLOGUE_OPERANDS)
     embedding = fusion.gathered_embedding(node, chain)
-    return chain if embedding is None else [embedding, *chain]
+    if embedding is not None:
+        return [embedding, *chain]
+    shift = None if chain else fusion.shifted_operand(node)  # a prologue would see the zeros moved in
+    return chain if shift is None else [shift]
 
 
 def _claim_column_sum(fusion, node):
@@ -240,7 +269,7 @@ def _group(fusion, node):
     if not is_dense(node):
         return None
     claimed = fusion.claimed_prologue(node)  # the embedding first, when the kernel gathers A's rows
-    gather, prologue = [n for n in claimed if n.op == "embedding"], [n for n in claimed if n.op != "embedding"]
+    gather, prologue = [n for n in claimed if n.op in GATHERED], [n for n in claimed if n.op not in GATHERED]
     nodes = [*gather, *prologue, node]
     v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     row = fusion.sole_user(v)

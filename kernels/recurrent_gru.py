@@ -15,7 +15,10 @@ U (units, 3 * units) is read as three (units, units) tiles, one per gate, as the
 (recurrent_common.py: on chip for BLOCK_H <= ON_CHIP_MAX, else read every step). Units above
 GRU_SCAN_MAX_UNITS run the tiled templates (recurrent_tiled_gru.py). The recurrent matmuls are
 tl.dot in `precision`. With a mask (MASKED) a masked step keeps h, and backwards passes dh on
-with zero gradient for its xw (kcomp/ir/ops/recurrent_scan_gru.py).
+with zero gradient for its xw (kcomp/ir/ops/recurrent_scan_gru.py). With recurrent dropout masks
+(RECURRENT_MASKS, (batch, 3, units)) each gate's h_{t-1} is times its mask before its product
+(without reset_after, c's product reads r * h * m_h), and backwards each gate's product gradient
+is times its mask (recurrent_common.times_gate_mask: the masks read every step, from L1).
 """
 
 from dataclasses import dataclass
@@ -28,16 +31,17 @@ from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
     ActivationHooks, ScanCall, activation_flags, alone, batch_block, candidates, for_backward, from_saved, kept_or,
     launch_grid, load_or_zeros, load_step_before, output_buffers, present, sizes, step_kept, tile_before_loop, times_gate,
+    times_gate_mask,
 )
 from kcomp.kernels.template import Template
 
 
 @triton.jit
 def gru_scan_kernel(
-    XW, U, RB, MASK, HSEQ, SAVED, n_batch, n_steps, units,
-    HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr,
-    SAVE_PRE: tl.constexpr,
+    XW, U, RB, MASK, RMASKS, HSEQ, SAVED, n_batch, n_steps, units,
+    HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     S: tl.constexpr = 4 if RESET_AFTER else 3  # the saved blocks per step: z, r, c (and h @ U_h + b_h)
@@ -57,14 +61,18 @@ def gru_scan_kernel(
         x_z = tl.load(x, mask=ok, other=0.0).to(tl.float32)
         x_r = tl.load(x + units, mask=ok, other=0.0).to(tl.float32)
         x_h = tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32)
-        a_z = x_z + times_gate(h, U, units, 0, u_z, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_z  # pre-activations
-        a_r = x_r + times_gate(h, U, units, 1, u_r, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_r
+        # each gate's h_{t-1}, times its recurrent dropout mask (RECURRENT_MASKS)
+        h_z = times_gate_mask(h, RMASKS, rows, cols, ok, units, 0, 3, RECURRENT_MASKS)
+        h_r = times_gate_mask(h, RMASKS, rows, cols, ok, units, 1, 3, RECURRENT_MASKS)
+        h_c = times_gate_mask(h, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)
+        a_z = x_z + times_gate(h_z, U, units, 0, u_z, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_z  # pre-activations
+        a_r = x_r + times_gate(h_r, U, units, 1, u_r, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_r
         z, r = RACT(a_z), RACT(a_r)
         if RESET_AFTER:
-            h_h = times_gate(h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_h
+            h_h = times_gate(h_c, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H) + b_h
             a_c = x_h + r * h_h
         else:
-            a_c = x_h + times_gate(r * h, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H)
+            a_c = x_h + times_gate(r * h_c, U, units, 2, u_h, 3, ON_CHIP, False, PRECISION, BLOCK_H)
         c = ACT(a_c)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)  # a masked step keeps h
         h = kept_or(keep, tl.where(ok, z * h + (1.0 - z) * c, 0.0), h, MASKED)  # columns past units stay zero
@@ -87,10 +95,11 @@ def _store_gates(OUT, offs, units, ok, g_z, g_r, g_h):
 
 @triton.jit
 def gru_scan_grad_kernel(
-    U, HSEQ, SAVED, MASK, DSEQ, DH, DXW, DHU, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr,
-    ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
+    U, HSEQ, SAVED, MASK, RMASKS, DSEQ, DH, DXW, DHU, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr,
+    SAVE_PRE: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     S: tl.constexpr = 4 if RESET_AFTER else 3
@@ -119,14 +128,19 @@ def gru_scan_grad_kernel(
             dr = tl.where(ok, RACT_GRAD(s_r, r, da * h_h), 0.0)
             d_hh = da * r  # of h @ U_h + b_h
             _store_gates(DHU, xw_rows + t * 3 * units, units, ok, dz, dr, d_hh)
-            dh_prev = dh * z + times_gate(d_hh, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)
+            dh_hh = times_gate(d_hh, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of h_{t-1} * m_h
+            dh_prev = dh * z + times_gate_mask(dh_hh, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)
         else:
-            d_rh = times_gate(da, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of r * h_prev
-            dr = tl.where(ok, RACT_GRAD(s_r, r, d_rh * h_prev), 0.0)
-            dh_prev = dh * z + d_rh * r
+            d_rh = times_gate(da, U, units, 2, ut_h, 3, ON_CHIP, True, PRECISION, BLOCK_H)  # of r * h_prev (* m_h)
+            h_prev_c = times_gate_mask(h_prev, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)
+            dr = tl.where(ok, RACT_GRAD(s_r, r, d_rh * h_prev_c), 0.0)
+            dh_prev = dh * z + times_gate_mask(d_rh * r, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)
         _store_gates(DXW, xw_rows + t * 3 * units, units, ok, dz, dr, da)
-        dh_prev += times_gate(dz, U, units, 0, ut_z, 3, ON_CHIP, True, PRECISION, BLOCK_H)
-        dh_prev += times_gate(dr, U, units, 1, ut_r, 3, ON_CHIP, True, PRECISION, BLOCK_H)
+        # through each gate's product, times its recurrent dropout mask (RECURRENT_MASKS)
+        dh_prev += times_gate_mask(times_gate(dz, U, units, 0, ut_z, 3, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS,
+                                   rows, cols, ok, units, 0, 3, RECURRENT_MASKS)
+        dh_prev += times_gate_mask(times_gate(dr, U, units, 1, ut_r, 3, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS,
+                                   rows, cols, ok, units, 1, 3, RECURRENT_MASKS)
         dh_prev += kept_or(keep, tl.zeros_like(dh_in), dh_in, MASKED)  # and dh passed to the step before
         dh_next = tl.where(ok, dh_prev, 0.0)
 
@@ -140,6 +154,7 @@ class GruScanBinding(ActivationHooks):
     recurrent: int  # which holds U (units, 3 * units)
     recurrent_bias: int | None  # which holds the recurrent bias (3 * units,) (reset_after), None: none
     mask: int | None = None  # which holds the mask (batch, time), None: every step read
+    recurrent_masks: int | None = None  # which holds the recurrent dropout masks (batch, 3, units), None: none
     reset_after: bool
     save: bool  # what the backward reads too (z, r, c, and h @ U_h + b_h), else every h_t alone
     # Per output of gru_scan (every h_t, then what it saves): its position among the kernel's
@@ -153,6 +168,7 @@ class GruScanGradBinding(ActivationHooks):
     h_seq: int  # every h_t,
     saved: int  # what gru_scan saved,
     mask: int | None = None  # the mask (batch, time) (None: every step read),
+    recurrent_masks: int | None = None  # the recurrent dropout masks (None: none),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h
     reset_after: bool
@@ -160,15 +176,15 @@ class GruScanGradBinding(ActivationHooks):
 
 
 def launch_scan(binding: GruScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: the projected inputs, U, the recurrent bias and the mask contiguous (an absent one: never read)
+    # check: the projected inputs, U, the recurrent bias and the masks contiguous (an absent one: never read)
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    bias, mask = present(inputs, (binding.recurrent_bias, binding.mask), u)
+    bias, *masks = present(inputs, (binding.recurrent_bias, binding.mask, binding.recurrent_masks), u)
     n, steps, units = sizes("gru_scan", xw, u.shape[0], GRU_SCAN_MAX_UNITS)
     # allocate: every h_t, and what the backward reads (those nothing reads: scratch)
     seq = (n, steps, units)
     shapes = (seq, (n, steps, saved_blocks(binding.reset_after) * units)) if binding.save else (seq,)
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
-    tensors = (xw, u, bias, mask, buffers[0], buffers[-1])  # SAVED unused (never written) without save
+    tensors = (xw, u, bias, *masks, buffers[0], buffers[-1])  # SAVED unused (never written) without save
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -177,18 +193,18 @@ def launch_scan(binding: GruScanBinding, inputs, out=None, config=None, precisio
 def run_scan(call: ScanCall, config: dict):
     b = call.binding
     launch_grid(gru_scan_kernel, call, config, HAS_BIAS=b.recurrent_bias is not None, RESET_AFTER=b.reset_after,
-                SAVE=b.save, **activation_flags(b))
+                SAVE=b.save, RECURRENT_MASKS=b.recurrent_masks is not None, **activation_flags(b))
 
 
 def launch_scan_grad(binding: GruScanGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: U, every h_t, the saved gates, the mask and the gradients present, contiguous (an absent one: never read)
+    # check: U, every h_t, the saved gates, the masks and the gradients present, contiguous (an absent one: never read)
     u, h_seq, saved = (inputs[i].contiguous() for i in (binding.recurrent, binding.h_seq, binding.saved))
-    mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
+    optional = present(inputs, (binding.mask, binding.recurrent_masks, binding.d_seq, binding.d_h), h_seq)
     n, steps, units = sizes("gru_scan_grad", h_seq, u.shape[0], GRU_SCAN_MAX_UNITS)
     # allocate: the gradient of every step's xw, and (reset_after) of the recurrent product
     shapes = ((n, steps, 3 * units),) * (2 if binding.reset_after else 1)
     out, buffers = output_buffers(binding.outputs, shapes, out, h_seq)
-    tensors = (u, h_seq, saved, mask, d_seq, d_h, buffers[0], buffers[-1])  # DHU unused without reset_after
+    tensors = (u, h_seq, saved, *optional, buffers[0], buffers[-1])  # DHU unused without reset_after
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -197,7 +213,8 @@ def launch_scan_grad(binding: GruScanGradBinding, inputs, out=None, config=None,
 def run_scan_grad(call: ScanCall, config: dict):
     b = call.binding
     launch_grid(gru_scan_grad_kernel, call, config, HAS_DSEQ=b.d_seq is not None, HAS_DH=b.d_h is not None,
-                RESET_AFTER=b.reset_after, **activation_flags(b, grad=True))
+                RESET_AFTER=b.reset_after, RECURRENT_MASKS=b.recurrent_masks is not None,
+                **activation_flags(b, grad=True))
 
 
 TEMPLATES = (

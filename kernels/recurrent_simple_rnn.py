@@ -17,7 +17,8 @@ floats a thread), where the LSTM's and GRU's four and three tiles stay only up t
 the tiled templates (recurrent_tiled_simple_rnn.py: h in global memory, U read in chunks every
 step). The recurrent matmul is tl.dot in `precision`. With a mask (MASKED) a masked step keeps h,
 and backwards gives its pre-activation zero gradient and passes dh to the step before
-(kcomp/ir/ops/recurrent_scan.py).
+(kcomp/ir/ops/recurrent_scan.py). With a recurrent dropout mask (RECURRENT_MASKS, (batch, 1,
+units)) h_{t-1} is times it before its product, and backwards dz_t @ U^T is times it.
 """
 
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
     ActivationHooks, ScanCall, activation_flags, alone, batch_block, candidates, kept_or, launch_grid, load_or_zeros,
-    present, sizes, step_kept, tile_before_loop, times_gate,
+    present, sizes, step_kept, tile_before_loop, times_gate, times_gate_mask,
 )
 from kcomp.kernels.template import Template
 
@@ -39,9 +40,9 @@ ON_CHIP_MAX = 64  # the largest BLOCK_H whose one recurrent tile is loaded once,
 
 @triton.jit
 def simple_rnn_scan_kernel(
-    XW, U, MASK, HSEQ, n_batch, n_steps, units,
-    MASKED: tl.constexpr, ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    ACT: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, n_batch, n_steps, units,
+    MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, ON_CHIP: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]  # (row, step 0, col): xw's and h's
@@ -49,7 +50,8 @@ def simple_rnn_scan_kernel(
     h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     for t in range(0, n_steps):
         z = tl.load(XW + seq_rows + t * units, mask=ok, other=0.0).to(tl.float32)
-        z += times_gate(h, U, units, 0, u, 1, ON_CHIP, False, PRECISION, BLOCK_H)
+        h_read = times_gate_mask(h, RMASKS, rows, cols, ok, units, 0, 1, RECURRENT_MASKS)  # times its dropout mask
+        z += times_gate(h_read, U, units, 0, u, 1, ON_CHIP, False, PRECISION, BLOCK_H)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         # columns past units stay zero: they feed the next dot; a masked step keeps h
         h = kept_or(keep, tl.where(ok, ACT(z), 0.0), h, MASKED)
@@ -58,9 +60,10 @@ def simple_rnn_scan_kernel(
 
 @triton.jit
 def simple_rnn_scan_grad_kernel(
-    U, HSEQ, MASK, DSEQ, DH, DZ, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, ON_CHIP: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr, ACT_GRAD: tl.constexpr,
+    U, HSEQ, MASK, RMASKS, DSEQ, DH, DZ, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr,
+    ON_CHIP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACT: tl.constexpr,
+    ACT_GRAD: tl.constexpr,
 ):
     rows, cols, ok = batch_block(n_batch, units, BLOCK_B, BLOCK_H)
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units + cols[None, :]
@@ -75,7 +78,8 @@ def simple_rnn_scan_grad_kernel(
         dz = kept_or(keep, tl.where(ok, ACT_GRAD(h, h, dh), 0.0), 0.0, MASKED)
         tl.store(DZ + seq_rows + t * units, dz.to(DZ.dtype.element_ty), mask=ok)
         dh_next = kept_or(keep, tl.zeros_like(dh), dh, MASKED)
-        dh_next += times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H)
+        dh_next += times_gate_mask(times_gate(dz, U, units, 0, ut, 1, ON_CHIP, True, PRECISION, BLOCK_H), RMASKS, rows,
+                                   cols, ok, units, 0, 1, RECURRENT_MASKS)
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -86,6 +90,7 @@ class SimpleRnnScanBinding(ActivationHooks):
     xw: int  # which input holds the projected inputs (batch, time, units)
     recurrent: int  # which holds U (units, units)
     mask: int | None = None  # which holds the mask (batch, time), None: every step read
+    recurrent_masks: int | None = None  # which holds the recurrent dropout mask (batch, 1, units), None: none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,21 +98,22 @@ class SimpleRnnScanGradBinding(ActivationHooks):
     recurrent: int  # which input holds U,
     h_seq: int  # every h_t,
     mask: int | None = None  # the mask (None: every step read),
+    recurrent_masks: int | None = None  # the recurrent dropout mask (None: none),
     d_seq: int | None  # the gradients of every h_t (None: none arrive),
     d_h: int | None  # of the last h
 
 
 def scan_call(binding: SimpleRnnScanBinding, inputs, out, precision: str, max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
-    """The forward launch checked and allocated, its tensors (XW, U, MASK, HSEQ): this template's
+    """The forward launch checked and allocated, its tensors (XW, U, MASK, RMASKS, HSEQ): this template's
     and, up to its own max_units, the tiled one's (recurrent_tiled_simple_rnn.py)."""
     # check: the projected inputs and U contiguous
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    (mask,) = present(inputs, (binding.mask,), xw)  # no mask: never read
+    masks = present(inputs, (binding.mask, binding.recurrent_masks), xw)  # an absent one: never read
     n, steps, units = sizes("simple_rnn_scan", xw, u.shape[0], max_units)
     # allocate: every h_t
     if out is None:
         out = torch.empty_like(xw)
-    return ScanCall(binding, inputs, out, (xw, u, mask, out), n, steps, units, precision)
+    return ScanCall(binding, inputs, out, (xw, u, *masks, out), n, steps, units, precision)
 
 
 def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
@@ -118,20 +124,21 @@ def launch_scan(binding: SimpleRnnScanBinding, inputs, out=None, config=None, pr
 
 @tuned(candidates)
 def run_scan(call: ScanCall, config: dict):
-    launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, **activation_flags(call.binding, recurrent=False))
+    launch_grid(simple_rnn_scan_kernel, call, config, ON_CHIP_MAX, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
+                **activation_flags(call.binding, recurrent=False))
 
 
 def scan_grad_call(binding: SimpleRnnScanGradBinding, inputs, out, precision: str,
                    max_units: int = SIMPLE_RNN_SCAN_MAX_UNITS):
-    """The backward launch checked and allocated, its tensors (U, HSEQ, MASK, DSEQ, DH, DZ), as scan_call."""
-    # check: U, every h_t and the gradients present, contiguous (an absent one: never read)
+    """The backward launch checked and allocated, its tensors (U, HSEQ, MASK, RMASKS, DSEQ, DH, DZ), as scan_call."""
+    # check: U, every h_t, the masks and the gradients present, contiguous (an absent one: never read)
     u, h_seq = inputs[binding.recurrent].contiguous(), inputs[binding.h_seq].contiguous()
-    mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
+    optional = present(inputs, (binding.mask, binding.recurrent_masks, binding.d_seq, binding.d_h), h_seq)
     n, steps, units = sizes("simple_rnn_scan_grad", h_seq, u.shape[0], max_units)
     # allocate: the gradient of every step's xw
     if out is None:
         out = torch.empty_like(h_seq)
-    return ScanCall(binding, inputs, out, (u, h_seq, mask, d_seq, d_h, out), n, steps, units, precision)
+    return ScanCall(binding, inputs, out, (u, h_seq, *optional, out), n, steps, units, precision)
 
 
 def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config=None, precision="tf32",
@@ -142,9 +149,10 @@ def launch_scan_grad(binding: SimpleRnnScanGradBinding, inputs, out=None, config
 
 
 def grad_flags(binding: SimpleRnnScanGradBinding) -> dict:
-    """The backward kernels' constexprs: which gradients arrive, and the activation's hooks."""
+    """The backward kernels' constexprs: which gradients arrive, whether a recurrent dropout mask
+    does, and the activation's hooks."""
     return dict(HAS_DSEQ=binding.d_seq is not None, HAS_DH=binding.d_h is not None,
-                **activation_flags(binding, grad=True, recurrent=False))
+                RECURRENT_MASKS=binding.recurrent_masks is not None, **activation_flags(binding, grad=True, recurrent=False))
 
 
 @tuned(candidates)

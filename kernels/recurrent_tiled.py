@@ -37,8 +37,9 @@ masks with or without a step mask (their own first candidate, _candidates), 166-
 at 128, 256 and 1024, 244-248 / 225 at 70 and 500; no spills. (Writing each gate's masked h_t to
 a scratch for the next step to read, instead of scaling each K-chunk, spilled 88 bytes at 70.)
 
-`times_matrix` (the chunked product) and the masks are written for any gate count and layout,
-so a GRU or SimpleRNN tiled variant reuses them with its own cell update.
+`times_matrix` (the chunked product), `times_scaled_matrix` (a gate's h_{t-1} times its mask) and
+`times_gates_transposed` (dh through the gates' products) are written for any gate count and
+layout: the GRU's and SimpleRNN's tiled templates use them with their own cell updates.
 
 Under Triton's interpreter a program's block operations run whole, one after another, so a
 missing barrier cannot show there: the GPU run's wide_sequences case (tests/gpu_cases.py) is
@@ -92,6 +93,28 @@ def times_scaled_matrix(A, a_rows, a_ok, K, S, s_rows, SCALED: tl.constexpr, W, 
                     other=0.0).to(tl.float32)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
     return acc
+
+
+@triton.jit
+def times_gates_transposed(D, d_rows, row_ok, k_gate, U, cols, col_ok, RMASKS, rows, ok, units, GATES: tl.constexpr,
+                           N: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr,
+                           BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The gradient of h_{t-1} through the first N gates' products (a scan backward's dh): the sum
+    over those gates of D[:, gate] @ U_gate^T at the units `cols`, D's gate blocks `units` wide
+    from d_rows (dz_{t+1}), U (units, GATES * units) (U[unit, k] is W[k, unit] at stride_k 1);
+    k_gate: units, or 0 where nothing follows. With recurrent dropout masks (RECURRENT_MASKS,
+    RMASKS (batch, GATES, units)) gate by gate, each product times its mask: N K loops of units,
+    not one of N units."""
+    if RECURRENT_MASKS:
+        dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+        for gate in tl.static_range(N):
+            dh += times_gate_mask(
+                times_matrix(D, d_rows + gate * units, row_ok, k_gate, U + gate * units, cols, col_ok, 1,
+                             GATES * units, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K),
+                RMASKS, rows, cols, ok, units, gate, GATES, True)
+        return dh
+    return times_matrix(D, d_rows, row_ok, N * k_gate, U, cols, col_ok, 1, GATES * units, PRECISION, BLOCK_B, BLOCK_H,
+                        BLOCK_K)
 
 
 @triton.jit
@@ -177,7 +200,7 @@ def lstm_scan_grad_tiled_kernel(
     for s in range(0, n_steps):
         t = n_steps - 1 - s
         dz_next = gate_rows + (t + 1) * 4 * units  # dz_{t+1}, written by the step before this one
-        k_next = 4 * units * (s > 0)  # none after the last step
+        k_next = units * (s > 0)  # a gate's K: none after the last step
         has_next = step_mask(s, BLOCK_B, BLOCK_H)
         has_prev = step_mask(t, BLOCK_B, BLOCK_H)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
@@ -186,17 +209,8 @@ def lstm_scan_grad_tiled_kernel(
             col_ok = cols < units
             ok = row_ok & col_ok[None, :]
             last = last_rows + cols[None, :]
-            # dh_t = dz_{t+1} @ U^T: U[unit, k] is W[k, unit] at stride_k 1, stride_col 4 units
-            if RECURRENT_MASKS:  # gate by gate: each product times that gate's mask
-                dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-                for gate in tl.static_range(4):
-                    dh += times_gate_mask(
-                        times_matrix(DZ, dz_next + gate * units, row_ok, k_next // 4, U + gate * units, cols, col_ok, 1,
-                                     4 * units, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K),
-                        RMASKS, rows, cols, ok, units, gate, 4, True)
-            else:
-                dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, 4 * units, PRECISION, BLOCK_B,
-                                  BLOCK_H, BLOCK_K)
+            dh = times_gates_transposed(DZ, dz_next, row_ok, k_next, U, cols, col_ok, RMASKS, rows, ok, units, 4, 4,
+                                        RECURRENT_MASKS, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             if HAS_DH:
                 dh += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
             if HAS_DSEQ:
@@ -264,11 +278,22 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # or (64, 64, 32) on 8, one of the three kernels spills at 128 or 256 units. The K loops are
     # short (units / BLOCK_K iterations per gate), so one stage loses little.
     # With recurrent dropout masks (and a step mask) every one of these spills 8 to 72 bytes in the
-    # forward at 70 and 500 units; (16, 64, 64) on 8 warps does not (248 / 225 registers at 70 and
-    # 500, 168 / 122 at 128), so it comes first there.
+    # forward at 70 and 500 units; RECURRENT_MASKS_TILES do not (248 / 225 registers at 70 and
+    # 500, 168 / 122 at 128), so they come first there.
     tiles = ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))
-    if call.binding.recurrent_masks is not None:
-        tiles = ((16, 64, 64, 8), *tiles)
+    return tile_configs(tiles, call.binding.recurrent_masks is not None)
+
+
+# The tiles a tiled LSTM or GRU scan with recurrent dropout masks tries first: (BLOCK_B, BLOCK_H,
+# BLOCK_K) (16, 64, 64) on 8 warps, where their other candidates spill at sizes no 16 divides
+# (measured for sm_90: _candidates here, recurrent_tiled_gru's).
+RECURRENT_MASKS_TILES = (16, 64, 64, 8)
+
+
+def tile_configs(tiles, recurrent_masks: bool) -> list[dict]:
+    """A tiled scan's block-size configs from its (BLOCK_B, BLOCK_H, BLOCK_K, num_warps) tiles, one
+    pipeline stage (the K loops are short); with recurrent dropout masks RECURRENT_MASKS_TILES first."""
+    tiles = (RECURRENT_MASKS_TILES, *tiles) if recurrent_masks else tiles
     return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1) for b, h, k, w in tiles]
 
 

@@ -23,7 +23,10 @@ math is kcomp/ir/ops/recurrent_scan_gru.py's:
 dh_carry, the elementwise part of dh passed to the step before (dh z, and d(r h) r without
 reset_after), is a (batch, units) float32 scratch, read and rewritten chunk by chunk. With a mask
 (MASKED) a masked step writes h_t = h_{t-1} (the next step reads it back), and backwards writes
-zero gradients and carries dh whole.
+zero gradients and carries dh whole. With recurrent dropout masks (RECURRENT_MASKS, (batch, 3,
+units)) each gate's K-chunks of h_{t-1} are times its mask as they load (recurrent_tiled's
+times_scaled_matrix; without reset_after the scratch holds r * h_{t-1} * m_h), and backwards dh
+is summed gate by gate, each product times its gate's mask (times_gates_transposed).
 
 Under Triton's interpreter a program's block operations run whole, one after another, so a
 missing barrier cannot show there: the GPU run's wide_gru case (tests/gpu_cases.py) is the check.
@@ -39,9 +42,12 @@ from kcomp.ir.ops.recurrent_scan_gru import GRU_SCAN_MAX_UNITS, saved_blocks
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.recurrent_common import (
     ScanCall, activation_flags, for_backward, from_saved, kept_or, load_or_zeros, output_buffers, present, step_kept,
+    times_gate_mask,
 )
 from kcomp.kernels.recurrent_gru import GruScanBinding, GruScanGradBinding
-from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, times_matrix
+from kcomp.kernels.recurrent_tiled import (
+    INTERPRETER_BLOCKS, tile_configs, times_gates_transposed, times_matrix, times_scaled_matrix,
+)
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
 
@@ -66,11 +72,20 @@ def _times_u(A, a_rows, row_ok, K, U, cols, col_ok, units, TRANSPOSED: tl.conste
 
 
 @triton.jit
+def _gate_product(H, h_rows, row_ok, K, RMASKS, mask_rows, gate, RECURRENT_MASKS: tl.constexpr, U, cols, col_ok,
+                  units, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+    """h_{t-1} (its K units from h_rows; times the gate's recurrent dropout mask where
+    RECURRENT_MASKS) @ the gate's columns `cols` of U."""
+    return times_scaled_matrix(H, h_rows, row_ok, K, RMASKS, mask_rows + gate * units, RECURRENT_MASKS, U,
+                               cols + gate * units, col_ok, 3 * units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+
+
+@triton.jit
 def gru_scan_tiled_kernel(
-    XW, U, RB, MASK, HSEQ, SAVED, ZR, n_batch, n_steps, units,
+    XW, U, RB, MASK, RMASKS, HSEQ, SAVED, ZR, n_batch, n_steps, units,
     HAS_BIAS: tl.constexpr, RESET_AFTER: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-    ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -78,7 +93,8 @@ def gru_scan_tiled_kernel(
     xw_rows = rows[:, None].to(tl.int64) * n_steps * 3 * units  # (row, step 0, gate 0, unit 0)
     saved_rows = rows[:, None].to(tl.int64) * n_steps * S * units
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
-    zr_rows = rows[:, None].to(tl.int64) * 2 * units  # the scratch (batch, 2 * units): z, then r * h_{t-1}
+    zr_rows = rows[:, None].to(tl.int64) * 2 * units  # the scratch (batch, 2 * units): z, then r * h_{t-1} (* m_h)
+    mask_rows = rows[:, None].to(tl.int64) * 3 * units  # (row, gate 0, unit 0) of the recurrent dropout masks
     for t in range(0, n_steps):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
         k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
@@ -89,12 +105,13 @@ def gru_scan_tiled_kernel(
             x = XW + xw_rows + t * 3 * units + cols[None, :]
             b_ok = col_ok[None, :]
             a_z = tl.load(x, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(  # the pre-activations
-                RB, cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+                RB, cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _gate_product(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, 0, RECURRENT_MASKS, U, cols, col_ok, units, PRECISION,
+                BLOCK_B, BLOCK_H, BLOCK_K)
             a_r = tl.load(x + units, mask=ok, other=0.0).to(tl.float32) + load_or_zeros(
-                RB, units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                HSEQ, h_prev, row_ok, k_prev, U, cols + units, col_ok, units, False, PRECISION, BLOCK_B, BLOCK_H,
-                BLOCK_K)
+                RB, units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _gate_product(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, 1, RECURRENT_MASKS, U, cols, col_ok, units, PRECISION,
+                BLOCK_B, BLOCK_H, BLOCK_K)
             z, r = RACT(a_z), RACT(a_r)
             h_old = tl.load(HSEQ + h_prev + cols[None, :], mask=ok & has_prev, other=0.0).to(tl.float32)
             saved = SAVED + saved_rows + t * S * units + cols[None, :]
@@ -102,9 +119,9 @@ def gru_scan_tiled_kernel(
                 tl.store(saved, for_backward(a_z, z, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
                 tl.store(saved + units, for_backward(a_r, r, SAVE_PRE).to(SAVED.dtype.element_ty), mask=ok)
             if RESET_AFTER:
-                h_h = load_or_zeros(RB, 2 * units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _times_u(
-                    HSEQ, h_prev, row_ok, k_prev, U, cols + 2 * units, col_ok, units, False, PRECISION, BLOCK_B,
-                    BLOCK_H, BLOCK_K)
+                h_h = load_or_zeros(RB, 2 * units + cols[None, :], b_ok, HAS_BIAS, 1, BLOCK_H) + _gate_product(
+                    HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, 2, RECURRENT_MASKS, U, cols, col_ok, units,
+                    PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
                 a_c = tl.load(x + 2 * units, mask=ok, other=0.0).to(tl.float32) + r * h_h
                 c = ACT(a_c)
                 h = kept_or(keep, z * h_old + (1.0 - z) * c, h_old, MASKED)  # a masked step keeps h
@@ -114,7 +131,8 @@ def gru_scan_tiled_kernel(
                     tl.store(saved + 3 * units, h_h.to(SAVED.dtype.element_ty), mask=ok)
             else:
                 tl.store(ZR + zr_rows + cols[None, :], z, mask=ok)
-                tl.store(ZR + zr_rows + units + cols[None, :], r * h_old, mask=ok)
+                h_c = times_gate_mask(h_old, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)  # c's h_{t-1}
+                tl.store(ZR + zr_rows + units + cols[None, :], r * h_c, mask=ok)
         if not RESET_AFTER:
             tl.debug_barrier()  # every unit's r * h_{t-1} written before c's product reads them
             for j in range(0, units, BLOCK_H):
@@ -135,10 +153,11 @@ def gru_scan_tiled_kernel(
 
 @triton.jit
 def gru_scan_grad_tiled_kernel(
-    U, HSEQ, SAVED, MASK, DSEQ, DH, DXW, DHU, DHRUN, n_batch, n_steps, units,
+    U, HSEQ, SAVED, MASK, RMASKS, DSEQ, DH, DXW, DHU, DHRUN, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, RESET_AFTER: tl.constexpr, MASKED: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-    ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
+    RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr,
+    SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -157,11 +176,11 @@ def gru_scan_grad_tiled_kernel(
             cols, col_ok, ok = _chunk(j, units, row_ok, BLOCK_H)
             last = last_rows + cols[None, :]
             if RESET_AFTER:  # dh from step t+1's recurrent product dhu = (dz, dr, da r): K over the 3 gates
-                dh_in = _times_u(DHU, next_rows, row_ok, 3 * units * (s > 0), U, cols, col_ok, units, True, PRECISION,
-                                 BLOCK_B, BLOCK_H, BLOCK_K)
+                dh_in = times_gates_transposed(DHU, next_rows, row_ok, units * (s > 0), U, cols, col_ok, RMASKS, rows,
+                                               ok, units, 3, 3, RECURRENT_MASKS, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             else:  # from step t+1's dz, dr (its d(r h) @ U_h^T part is in the carry)
-                dh_in = _times_u(DXW, next_rows, row_ok, 2 * units * (s > 0), U, cols, col_ok, units, True,
-                                 PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+                dh_in = times_gates_transposed(DXW, next_rows, row_ok, units * (s > 0), U, cols, col_ok, RMASKS, rows,
+                                               ok, units, 3, 2, RECURRENT_MASKS, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             dh_in += tl.load(DHRUN + last, mask=ok & has_next, other=0.0)
             if HAS_DH:
                 dh_in += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
@@ -202,12 +221,14 @@ def gru_scan_grad_tiled_kernel(
                 r = from_saved(s_r, RACT, SAVE_PRE)
                 h_prev = tl.load(HSEQ + seq_rows + (t - 1) * units + cols[None, :], mask=ok & has_prev,
                                  other=0.0).to(tl.float32)
-                dr = RACT_GRAD(s_r, r, d_rh * h_prev)  # zero at a masked step: its da is
+                h_c = times_gate_mask(h_prev, RMASKS, rows, cols, ok, units, 2, 3, RECURRENT_MASKS)  # c's h_{t-1}
+                dr = RACT_GRAD(s_r, r, d_rh * h_c)  # zero at a masked step: its da is
                 tl.store(DXW + xw_rows + t * 3 * units + units + cols[None, :], dr.to(DXW.dtype.element_ty), mask=ok)
                 last = last_rows + cols[None, :]
                 carry = tl.load(DHRUN + last, mask=ok, other=0.0)
                 tl.debug_barrier()  # as above: read before rewritten
-                tl.store(DHRUN + last, carry + d_rh * r, mask=ok)
+                tl.store(DHRUN + last, carry + times_gate_mask(d_rh * r, RMASKS, rows, cols, ok, units, 2, 3,
+                                                               RECURRENT_MASKS), mask=ok)
         tl.debug_barrier()  # all of step t's gradients written before step t-1 reads them
 
 
@@ -237,16 +258,21 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # Saving pre-activations (save_pre: gelu and hard_sigmoid measured) the first spills 16 bytes in
     # the reset_after backward at 128, 256 and 1024 units, where (16, 64, 64, 4) spills in none of
     # the four kernels; at 70 that one spills 40 bytes (backward, reset_after=False) and the first none.
+    # With recurrent dropout masks and a step mask, at 70 units each of these spills 8 to 336 bytes
+    # in one of the four kernels (the first: 24 in the backward without reset_after);
+    # RECURRENT_MASKS_TILES (the LSTM's) spill in none, with or without a step mask, at 70, 128,
+    # 256, 500 and 1024 units (forward / backward registers: 222-242 / 234-246 at 70 and 500,
+    # 127-164 / 111-118 at 128, 256 and 1024), so they come first there. (Both at once: not measured.)
     tiles = ((16, 64, 32, 4), (16, 64, 64, 4), (32, 64, 32, 8), (64, 32, 32, 8))
     if call.binding.save_pre and call.units % 16 == 0:
         tiles = (tiles[1], tiles[0], *tiles[2:])
-    return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1) for b, h, k, w in tiles]
+    return tile_configs(tiles, call.binding.recurrent_masks is not None)
 
 
 def launch_scan(binding: GruTiledScanBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: the projected inputs, U, the recurrent bias and the mask contiguous (an absent one: never read)
+    # check: the projected inputs, U, the recurrent bias and the masks contiguous (an absent one: never read)
     xw, u = inputs[binding.xw].contiguous(), inputs[binding.recurrent].contiguous()
-    bias, mask = present(inputs, (binding.recurrent_bias, binding.mask), u)
+    bias, *masks = present(inputs, (binding.recurrent_bias, binding.mask, binding.recurrent_masks), u)
     n, steps, units = xw.shape[0], xw.shape[1], u.shape[0]
     # allocate: every h_t, what the backward reads (those nothing reads: scratch), and without
     # reset_after the step's z and r * h_{t-1} (float32 whatever the dtype)
@@ -254,7 +280,7 @@ def launch_scan(binding: GruTiledScanBinding, inputs, out=None, config=None, pre
     shapes = (seq, (n, steps, saved_blocks(binding.reset_after) * units)) if binding.save else (seq,)
     out, buffers = output_buffers(binding.outputs, shapes, out, xw)
     zr = torch.empty((n, 2 * units) if not binding.reset_after else (1,), device=xw.device, dtype=torch.float32)
-    tensors = (xw, u, bias, mask, buffers[0], buffers[-1], zr)  # SAVED unused (never written) without save
+    tensors = (xw, u, bias, *masks, buffers[0], buffers[-1], zr)  # SAVED unused (never written) without save
     run_scan(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -267,16 +293,16 @@ def run_scan(call: ScanCall, config: dict):
 
 def launch_scan_grad(binding: GruTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
                      interpret=None):
-    # check: U, every h_t, the saved gates, the mask and the gradients present, contiguous
+    # check: U, every h_t, the saved gates, the masks and the gradients present, contiguous
     u, h_seq, saved = (inputs[i].contiguous() for i in (binding.recurrent, binding.h_seq, binding.saved))
-    mask, d_seq, d_h = present(inputs, (binding.mask, binding.d_seq, binding.d_h), h_seq)
+    optional = present(inputs, (binding.mask, binding.recurrent_masks, binding.d_seq, binding.d_h), h_seq)
     n, steps, units = h_seq.shape[0], h_seq.shape[1], u.shape[0]
     # allocate: the gradient of every step's xw, and (reset_after) of the recurrent product: the
     # kernel reads step t+1's back, so both are real buffers; and the carried dh (float32)
     shapes = ((n, steps, 3 * units),) * (2 if binding.reset_after else 1)
     out, buffers = output_buffers(binding.outputs, shapes, out, h_seq)
     dh_run = torch.empty((n, units), device=h_seq.device, dtype=torch.float32)
-    tensors = (u, h_seq, saved, mask, d_seq, d_h, buffers[0], buffers[-1], dh_run)  # DHU unused without reset_after
+    tensors = (u, h_seq, saved, *optional, buffers[0], buffers[-1], dh_run)  # DHU unused without reset_after
     run_scan_grad(ScanCall(binding, inputs, out, tensors, n, steps, units, precision), config, interpret)
     return out
 
@@ -288,10 +314,11 @@ def run_scan_grad(call: ScanCall, config: dict):
 
 
 def _launch(kernel, call: ScanCall, config: dict, **flags) -> None:
-    """One program per BLOCK_B batch rows; the binding's reset_after and mask, then `flags`."""
+    """One program per BLOCK_B batch rows; the binding's reset_after and masks, then `flags`."""
     kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, RESET_AFTER=call.binding.reset_after,
-        MASKED=call.binding.mask is not None, PRECISION=call.precision, **flags, **config,
+        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
+        PRECISION=call.precision, **flags, **config,
     )
 
 

@@ -18,6 +18,9 @@ the program that wrote a row reads it, so no grid-wide sync is needed.
 With a mask (MASKED) a masked step keeps h (the chunk of h_{t-1} it reads back), and backwards
 gives its pre-activation zero gradient and passes dh on: the dh a masked step passes to the step
 before is a (batch, units) float32 scratch, written after each chunk has read the previous one.
+With a recurrent dropout mask (RECURRENT_MASKS, (batch, 1, units)) h_{t-1}'s K-chunks are times
+it as they load, and backwards dz_{t+1} @ U^T is times it (recurrent_tiled's
+times_scaled_matrix and times_gates_transposed, the LSTM's).
 
 Under Triton's interpreter a missing barrier cannot show (block operations run whole, one after
 another): the GPU run's wide_sequences case (tests/gpu_cases.py) is the check. Every program
@@ -37,7 +40,7 @@ from kcomp.kernels.recurrent_common import ScanCall, activation_flags, step_kept
 from kcomp.kernels.recurrent_simple_rnn import (
     SimpleRnnScanBinding, SimpleRnnScanGradBinding, grad_flags, scan_call, scan_grad_call,
 )
-from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, step_mask, times_matrix
+from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, step_mask, times_gates_transposed, times_scaled_matrix
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Group, Template
 
@@ -53,21 +56,23 @@ def _chunk(j, row_ok, step_at, units, BLOCK_H: tl.constexpr):
 
 @triton.jit
 def simple_rnn_scan_tiled_kernel(
-    XW, U, MASK, HSEQ, n_batch, n_steps, units,
-    MASKED: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_K: tl.constexpr, ACT: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, n_batch, n_steps, units,
+    MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units  # (row, step 0, unit 0): xw's and h's
+    mask_rows = rows[:, None].to(tl.int64) * units  # (row, unit 0) of the recurrent dropout mask
     for t in range(0, n_steps):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
         k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
         for j in range(0, units, BLOCK_H):
             cols, col_ok, ok, at = _chunk(j, row_ok, seq_rows + t * units, units, BLOCK_H)
-            z = tl.load(XW + at, mask=ok, other=0.0).to(tl.float32) + times_matrix(
-                HSEQ, h_prev, row_ok, k_prev, U, cols, col_ok, units, 1, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
+            z = tl.load(XW + at, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
+                HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, RECURRENT_MASKS, U, cols, col_ok, units, 1, PRECISION,
+                BLOCK_B, BLOCK_H, BLOCK_K)
             h = ACT(z)
             if MASKED:  # a masked step keeps h: its chunk of h_{t-1} (zeros before the first step)
                 has_prev = step_mask(t, BLOCK_B, BLOCK_H)
@@ -78,9 +83,10 @@ def simple_rnn_scan_tiled_kernel(
 
 @triton.jit
 def simple_rnn_scan_grad_tiled_kernel(
-    U, HSEQ, MASK, DSEQ, DH, DZ, DHRUN, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr, ACT_GRAD: tl.constexpr,
+    U, HSEQ, MASK, RMASKS, DSEQ, DH, DZ, DHRUN, n_batch, n_steps, units,
+    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
+    ACT_GRAD: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -95,9 +101,9 @@ def simple_rnn_scan_grad_tiled_kernel(
         for j in range(0, units, BLOCK_H):
             cols, col_ok, ok, at = _chunk(j, row_ok, seq_rows + t * units, units, BLOCK_H)
             last = last_rows + cols[None, :]
-            # dh_t = dz_{t+1} @ U^T: U[unit, k] is W[k, unit] at stride_k 1, stride_col units
-            dh = times_matrix(DZ, dz_next, row_ok, k_next, U, cols, col_ok, 1, units, PRECISION, BLOCK_B, BLOCK_H,
-                              BLOCK_K)
+            # dh_t = dz_{t+1} @ U^T (times the recurrent dropout mask, RECURRENT_MASKS)
+            dh = times_gates_transposed(DZ, dz_next, row_ok, k_next, U, cols, col_ok, RMASKS, rows, ok, units, 1, 1,
+                                        RECURRENT_MASKS, PRECISION, BLOCK_B, BLOCK_H, BLOCK_K)
             if HAS_DH:
                 dh += tl.load(DH + last, mask=ok & ~has_next, other=0.0).to(tl.float32)
             if HAS_DSEQ:
@@ -138,7 +144,9 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # 70, 128 and 256 units, nor the first and last at 200 and 1024 (the first, which AOT builds:
     # 72-94 registers at 128, 256 and 1024; 216-254 at 70 and 200, sizes 16 does not divide).
     # (16, 64, 32, 4), (32, 64, 32, 8), (32, 64, 64, 8) and (64, 64, 32, 8) spill 8 to 112 bytes
-    # in a backward at one of those sizes.
+    # in a backward at one of those sizes. With a recurrent dropout mask, a step mask or not, the
+    # first spills at none of 70, 128, 200, 500 and 1024 units (forward / backward registers:
+    # 226-230 / 217-218 at 70, 200 and 500; 128 / 80 at 128 and 1024).
     return [dict(BLOCK_B=b, BLOCK_H=h, BLOCK_K=k, num_warps=w, num_stages=1)
             for b, h, k, w in ((16, 64, 64, 4), (16, 32, 32, 4), (32, 32, 32, 4), (64, 32, 32, 8))]
 
@@ -154,7 +162,8 @@ def launch_scan(binding: SimpleRnnTiledScanBinding, inputs, out=None, config=Non
 def run_scan(call: ScanCall, config: dict):
     simple_rnn_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
         *call.tensors, call.n_batch, call.n_steps, call.units, **activation_flags(call.binding, recurrent=False),
-        MASKED=call.binding.mask is not None, PRECISION=call.precision, **config,
+        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
+        PRECISION=call.precision, **config,
     )
 
 

@@ -279,3 +279,13 @@ def run_file_as_aot_child(test_file: str, cases, tmp_path, timeout: float = 300)
     )
     assert child.returncode == 0, child.stderr[-4000:]
     return json.loads(answer.read_text())
+
+
+def assert_compiled_without_spills(test_file: str, units_list, templates, tmp_path, timeout: float = 300) -> list:
+    """run_file_as_aot_child(test_file, units_list): one record per (units, template) of
+    templates(units), in order, each on tensor cores without spills or local stores; the records."""
+    records = run_file_as_aot_child(test_file, units_list, tmp_path, timeout=timeout)
+    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in units_list for t in templates(u)]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+    return records

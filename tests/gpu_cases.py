@@ -81,6 +81,17 @@ def activations():
                        SimpleRNN(6, activation="softsign"), Dense(4, activation="softmax")])
 
 
+def masked_dropout_gru_rnns():
+    """The GRU and SimpleRNN scans with a step mask (ids 0: holes) and recurrent dropout masks in
+    training: tiled at 70 units (each gate's K-chunks times its mask; the GRU without reset_after
+    masks h before the reset gate in its two-phase step) and on chip."""
+    return Sequential([Input(shape=(7,), dtype="int32"), Embedding(VOCAB, 5, mask_zero=True),
+                       GRU(70, dropout=0.2, recurrent_dropout=0.3, return_sequences=True, seed=3),
+                       GRU(6, reset_after=False, recurrent_dropout=0.3, return_sequences=True, seed=4),
+                       SimpleRNN(70, recurrent_dropout=0.3, return_sequences=True, seed=5),
+                       SimpleRNN(6, dropout=0.2, recurrent_dropout=0.3, seed=6), Dense(4, activation="softmax")])
+
+
 def embeddings():
     """embedding (its gather kernel in a training step, where the backward reads the embedded
     sequence), the LSTM projection gathering its rows through the ids (predict), embedding_grad."""
@@ -101,7 +112,8 @@ def wide_simple_rnns():
 
 CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
          "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru,
-         "masked_dropout_sequences": masked_dropout_sequences, "activations": activations}
+         "masked_dropout_sequences": masked_dropout_sequences, "masked_dropout_gru_rnns": masked_dropout_gru_rnns,
+         "activations": activations}
 
 
 def data(model, seed=0):

@@ -278,18 +278,21 @@ AOT_UNITS = [32, 64]  # on chip, and (the GRU's) read every step; larger GRUs: t
 AOT_TEMPLATES = ["gru_scan", "gru_scan_grad", "gru_scan", "gru_scan_grad", "simple_rnn_scan", "simple_rnn_scan_grad"]
 
 
-def emit_gru_scans(b, units, masked=False) -> list:
+def emit_gru_scans(b, units, masked=False, recurrent_masks=False) -> list:
     """A training step's GRU scans at time 50 on b: gru_scan and gru_scan_grad with reset_after,
-    then without (also the tiled kernels' AOT cases, there with a mask too); their outputs."""
+    then without (also the tiled kernels' AOT cases, there with a mask too; with recurrent dropout
+    masks, test_kernels_recurrent_gru_rnn_dropout's); their outputs."""
     outputs = []
+    flags = dict(masked=masked, recurrent_masks=recurrent_masks)
     for reset_after in (True, False):
         xw = b.input(("N", 50, 3 * units), "float32", f"xw_{reset_after}")
         u = b.input((units, 3 * units), "float32", f"recurrent_{reset_after}")
         rb = [b.input((3 * units,), "float32", "recurrent_bias")] if reset_after else []
         m = [b.input(("N", 50), "float32", f"mask_{reset_after}")] if masked else []
-        h_seq, saved = b.emit("gru_scan", [xw, u, *rb, *m], reset_after=reset_after, save=True, masked=masked)
+        m += [b.input(("N", 3, units), "float32", f"recurrent_masks_{reset_after}")] if recurrent_masks else []
+        h_seq, saved = b.emit("gru_scan", [xw, u, *rb, *m], reset_after=reset_after, save=True, **flags)
         outputs += [h_seq, *b.emit("gru_scan_grad", [u, h_seq, saved, *m, h_seq], reset_after=reset_after,
-                                   has_dseq=True, has_dh=False, masked=masked)]
+                                   has_dseq=True, has_dh=False, **flags)]
     return outputs
 
 

@@ -3,7 +3,9 @@ mask before its product. The scan kernels, on chip (6 units) and tiled (70 units
 the interpreter's 32), against their references under Triton's interpreter, with and without a
 step mask; the scan backward reference against torch.autograd in float64; and the decomposed
 lstm / lstm_grad with dropout masks (kcomp/passes/decompose_recurrent.py) against the coarse
-ops and, compiled, on triton-interpret against the reference executor."""
+ops and, compiled, on triton-interpret against the reference executor; every cell's decomposed
+op and grad op (the GRU's and SimpleRNN's scans: test_kernels_recurrent_gru_rnn_dropout.py)
+against Keras 3 and against torch.autograd through Keras's cells written out."""
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from recurrent_cases import FEATURES, assert_compiled_step_runs_the_scans, asser
 from test_kernels_recurrent_masks import TIME, _mask
 from test_kernels_recurrent_tiled import _only_kernel
 from test_kernels_recurrent_tiled_masks import BATCH, scan_inputs as _scan_inputs
+from test_recurrent_dropout import CELL_IDS, CELLS, autograd_case
 
 SIZES = [(6, "lstm_scan", "lstm_scan_grad"), (70, "lstm_scan_tiled", "lstm_scan_grad_tiled")]
 SIZE_IDS = ["on-chip", "tiled"]
@@ -117,12 +120,12 @@ def test_compiled_dropout_training_steps_run_the_scans_and_match_the_reference(u
     assert_compiled_step_runs_the_scans(recurrent_model(kcomp.layers.LSTM, DROPOUT, units), x, y, scans)
 
 
-# --- the decomposed ops against Keras 3 and torch.autograd, the masks given ------------------------
+# --- the decomposed ops (every cell's) against Keras 3 and torch.autograd, the masks given ---------
 
 
 def _decomposed(op, shapes, **attrs):
     """A graph of one `op` node (dropout_masks=True) over float32 inputs of `shapes`, decomposed
-    (no coarse op left), and its float32 inputs' names."""
+    (no coarse op left: its cell's scan instead)."""
     from kcomp.ir.registry import OPS
     from kcomp.passes.pipeline import PIPELINE
 
@@ -130,39 +133,40 @@ def _decomposed(op, shapes, **attrs):
     vs = [b.input(shape, "float32", f"in{i}") for i, shape in enumerate(shapes)]
     graph = b.finish(list(b.emit(op, vs, **OPS[op].resolve_attrs({"dropout_masks": True, **attrs}))))
     decomposed, _ = run_pipeline(graph, passes=PIPELINE[:-1])
-    assert op not in {n.op for n in decomposed.nodes} and "lstm_scan" in {n.op for n in decomposed.nodes}
+    ops = {n.op for n in decomposed.nodes}
+    assert op not in ops and f"{op.removesuffix('_grad')}_scan" in ops
     return decomposed
 
 
-@pytest.mark.parametrize("flags", [dict(), dict(return_sequences=True, go_backwards=True)], ids=["last", "sequences-backwards"])
-def test_the_decomposed_lstm_gives_keras_numbers_with_the_same_masks(flags):
+@pytest.mark.parametrize("cell, extra", CELLS, ids=CELL_IDS)
+@pytest.mark.parametrize("flags", [dict(), dict(return_sequences=True, go_backwards=True)],
+                         ids=["last", "sequences-backwards"])
+def test_the_decomposed_op_gives_keras_numbers_with_the_same_masks(cell, extra, flags):
+    """Each cell's decomposition (the LSTM's here, the GRU's and SimpleRNN's:
+    test_kernels_recurrent_gru_rnn_dropout.py) on the reference executor against Keras 3."""
     from kcomp.runtime.reference import run_reference
     from test_recurrent_dropout import _keras_forward, _keras_layer, _masks, _op_inputs
 
-    layer = _keras_layer("lstm", {}, flags, "float32")
-    masks = _masks("lstm", seed=1)
+    layer = _keras_layer(cell, extra, flags, "float32")
+    masks = _masks(cell, seed=1)
     x = torch.as_tensor(np.random.default_rng(2).normal(size=(BATCH, TIME, FEATURES)), dtype=torch.float32)
-    theirs = _keras_forward(layer, "lstm", x, masks)
+    theirs = _keras_forward(layer, cell, x, masks)
     inputs = _op_inputs(layer, x, masks, torch.float32)
-    ours = run_reference(_decomposed("lstm", [tuple(t.shape) for t in inputs], **flags), inputs, {})
+    ours = run_reference(_decomposed(cell, [tuple(t.shape) for t in inputs], **extra, **flags), inputs, {})
     torch.testing.assert_close(ours[0], theirs[0].detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_the_decomposed_lstm_grad_is_autograd_through_keras_cells_written_out():
+@pytest.mark.parametrize("cell, extra", CELLS, ids=CELL_IDS)
+def test_the_decomposed_grad_is_autograd_through_keras_cells_written_out(cell, extra):
     """d x, d kernel, d recurrent, d bias of the output sequence (float32, the decomposition on the
     reference executor) against torch.autograd through test_recurrent_dropout's cells written out
     in float64, the same masks."""
     from kcomp.runtime.reference import run_reference
-    from test_recurrent_dropout import UNITS, _masks, _written_out
 
-    g = np.random.default_rng(5)
-    leaves = [torch.as_tensor(g.normal(scale=0.5, size=shape), dtype=torch.float64).requires_grad_(True)
-              for shape in ((BATCH, TIME, FEATURES), (FEATURES, 4 * UNITS), (UNITS, 4 * UNITS), (4 * UNITS,))]
-    masks = [torch.as_tensor(m) for m in _masks("lstm", seed=4)]
-    d_out = torch.as_tensor(g.normal(size=(BATCH, TIME, UNITS)), dtype=torch.float64)
-    expected = torch.autograd.grad(_written_out("lstm", {}, *leaves, masks), leaves, d_out)
+    leaves, masks, d_out, expected = autograd_case(cell, extra)
     inputs = [t.detach().float() for t in (*leaves, *masks, d_out)]
-    graph = _decomposed("lstm_grad", [tuple(t.shape) for t in inputs], return_sequences=True, grad_outputs=(0,))
+    graph = _decomposed(f"{cell}_grad", [tuple(t.shape) for t in inputs], return_sequences=True, grad_outputs=(0,),
+                        **extra)
     for mine, theirs in zip(run_reference(graph, inputs, {}), expected, strict=True):
         torch.testing.assert_close(mine, theirs.float(), rtol=1e-4, atol=1e-5)
 
@@ -178,12 +182,9 @@ AOT_CASES = [(32, ("lstm_scan", "lstm_scan_grad")), (64, ("lstm_scan", "lstm_sca
 def test_kernels_with_recurrent_masks_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path):
     """With a step mask and recurrent dropout masks both: on chip (tiles loaded once, and read every
     step) and tiled."""
-    from aot_helpers import run_file_as_aot_child
+    from aot_helpers import assert_compiled_without_spills
 
-    records = run_file_as_aot_child(__file__, [u for u, _ in AOT_CASES], tmp_path, timeout=500)
-    assert [(r["units"], r["template"]) for r in records] == [(u, t) for u, ts in AOT_CASES for t in ts]
-    for r in records:
-        assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+    assert_compiled_without_spills(__file__, [u for u, _ in AOT_CASES], dict(AOT_CASES).get, tmp_path, timeout=500)
 
 
 if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_dropout.py CASES_JSON ANSWER_PATH

@@ -86,8 +86,8 @@ def test_a_mask_that_is_not_one_value_per_row_and_step_is_refused():
     b = GraphBuilder("scan")
     xw, u = b.input((BATCH, TIME, UNITS), "float32", "xw"), b.input((UNITS, UNITS), "float32", "recurrent")
     for mask, masked, message in (((BATCH, TIME + 1), True, "expected one 0/1 value per row and step"),
-                                  (None, True, "masked=True takes 3 inputs, received 2"),
-                                  ((BATCH, TIME), False, "masked=False takes 2 inputs, received 3")):
+                                  (None, True, "masked=True, recurrent_masks=False takes 3 inputs, received 2"),
+                                  ((BATCH, TIME), False, "masked=False, recurrent_masks=False takes 2 inputs, received 3")):
         given = [b.input(mask, "float32", "mask")] if mask else []
         with pytest.raises(ShapeError, match=message):
             b.emit1("simple_rnn_scan", [xw, u, *given], masked=masked)

@@ -112,11 +112,12 @@ def _written_out(cell, extra, x, kernel, recurrent, bias, masks):
     return torch.stack(outputs, 1)
 
 
-@pytest.mark.parametrize("cell,extra", CELLS, ids=["lstm", "gru", "gru-reset-before", "simple-rnn"])
-def test_the_grad_op_against_autograd_in_float64(cell, extra):
-    """d x, d kernel, d recurrent kernel, d bias of the whole sequence's output against
-    torch.autograd through Keras's cells written out, in float64, the same masks. (Keras 3 itself
-    in float64 is off by 4e-7 from both here, so it is the oracle in float32 above.)"""
+CELL_IDS = ["lstm", "gru", "gru-reset-before", "simple-rnn"]
+
+
+def autograd_case(cell, extra):
+    """(x, kernel, recurrent kernel, bias as float64 leaves; the dropout masks; d_out of the output
+    sequence; torch.autograd's gradients of the leaves through Keras's cells written out)."""
     g = np.random.default_rng(5)
     width = GATES[cell] * UNITS
     bias_shape = (2, width) if extra.get("reset_after") else (width,)
@@ -124,7 +125,15 @@ def test_the_grad_op_against_autograd_in_float64(cell, extra):
               for shape in ((BATCH, TIME, FEATURES), (FEATURES, width), (UNITS, width), bias_shape)]
     masks = [torch.as_tensor(m) for m in _masks(cell, seed=4)]
     d_out = torch.as_tensor(g.normal(size=(BATCH, TIME, UNITS)), dtype=torch.float64)
-    expected = torch.autograd.grad(_written_out(cell, extra, *leaves, masks), leaves, d_out)
+    return leaves, masks, d_out, torch.autograd.grad(_written_out(cell, extra, *leaves, masks), leaves, d_out)
+
+
+@pytest.mark.parametrize("cell,extra", CELLS, ids=CELL_IDS)
+def test_the_grad_op_against_autograd_in_float64(cell, extra):
+    """d x, d kernel, d recurrent kernel, d bias of the whole sequence's output against
+    torch.autograd through Keras's cells written out, in float64, the same masks. (Keras 3 itself
+    in float64 is off by 4e-7 from both here, so it is the oracle in float32 above.)"""
+    leaves, masks, d_out, expected = autograd_case(cell, extra)
     attrs = OPS[f"{cell}_grad"].resolve_attrs({**extra, "return_sequences": True, "dropout_masks": True,
                                                "grad_outputs": (0,)})
     ours = OPS[f"{cell}_grad"].reference(*(t.detach() for t in leaves), *masks, d_out, **attrs)
@@ -164,8 +173,8 @@ def test_without_input_dropout_the_input_masks_are_ones():
 @pytest.mark.parametrize("layer_class", [kcomp.layers.LSTM, kcomp.layers.GRU, kcomp.layers.SimpleRNN])
 def test_training_on_the_generated_kernels_matches_the_reference(layer_class):
     """The masks are Philox draws that the generated dropout kernels and the reference make alike;
-    the LSTM runs as its scan kernels (test_kernels_recurrent_dropout.py), the GRU and SimpleRNN
-    as one coarse op (their scan kernels take no per-gate masks)."""
+    each cell runs as its scan kernels (test_kernels_recurrent_dropout.py: the LSTM's;
+    test_kernels_recurrent_gru_rnn_dropout.py: the GRU's and SimpleRNN's)."""
     def make():
         kcomp.utils.set_random_seed(9)
         return kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)),

@@ -140,14 +140,15 @@ def test_recurrent_dropout_trains_and_is_ignored_in_inference():
 
 
 def test_the_fused_plan_backs_through_the_forward_tape_too(monkeypatch):
-    """On the triton backends a recurrent op the scan kernels do not compute (here: a SimpleRNN
-    whose activation's derivative needs its input, which its scans do not save) and its backward
-    run as torch instructions of the plan; the plan keeps the forward's tape for the backward as the
-    interpreter does."""
+    """On the triton backends a recurrent op the scan kernels do not compute (here: a time axis of
+    unknown length, Input(shape=(None,))) and its backward run as torch instructions of the plan;
+    the plan keeps the forward's tape for the backward as the interpreter does."""
+
     taken = []
     take = saved_forwards.take_tape
     monkeypatch.setattr(saved_forwards, "take_tape", lambda *a: taken.append(take(*a)) or taken[-1])
-    model = _seed_like_model(kcomp.layers.SimpleRNN(5, activation="elu"))
+    model = kcomp.Sequential([kcomp.layers.Input(shape=(None,), dtype="int32"), kcomp.layers.Embedding(20, 4),
+                              kcomp.layers.GRU(5), kcomp.layers.Dense(1, activation="sigmoid")])
     model.compile(optimizer="adam", loss="binary_crossentropy", backend="triton-interpret")
     rng = np.random.default_rng(1)
     model.train_on_batch(rng.integers(0, 20, (4, 9)).astype("int32"), rng.integers(0, 2, 4).astype("float32"))

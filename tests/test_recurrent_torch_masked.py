@@ -82,3 +82,19 @@ def test_read_runs_finds_each_rows_first_step_and_length():
     assert starts.tolist() == [1, 6, 0, 2] and lengths.tolist() == [3, 1, 1, 3]
     starts, lengths = read_runs(torch.tensor(RUNS["post-padded"]) != 0)
     assert starts.tolist() == [0, 0, 0, TIME] and lengths.tolist() == [4, 6, 7, 0]  # no step read: starts after the last
+
+
+@pytest.mark.parametrize("layout", sorted(RUNS))
+def test_float32_lstm_final_c_is_carried_through_the_steps_after_each_run(layout):
+    """float32 runs PyTorch's oneDNN kernel: the held gates (i = 0, f = 1 after a row's run) must
+    round exactly there too, so the final c, and its gradient, are the general path's."""
+    g = torch.Generator().manual_seed(7)
+    inputs = [t.detach().float().requires_grad_(True) for t in _inputs("lstm", g)]
+    mask = torch.tensor(RUNS[layout], dtype=torch.float32)
+    attrs = _attrs("lstm", "tanh", False, False)
+    got = fused_masked("lstm", *inputs[:3], inputs[3], mask, False, **attrs)
+    want = recurrent._lstm(*inputs, mask=mask, **attrs)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-6)
+    grads = [torch.autograd.grad(out[2].sum(), inputs) for out in (got, want)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -169,6 +169,7 @@ EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("pad", [X(None, 5, 7)], {"axis": -1, "before": 2, "after": 1}),
     ("erf", [X(None, 5, 7)], {}),
     ("flip", [X(None, 5, 7)], {"axis": 1}),
+    ("shift", [X(None, 5, 7)], {"axis": 1, "period": 5, "by": 1}),  # an RNN's h_{t-1} (kcomp/ir/ops/shape.py)
 ]
 EXAMPLES += [  # the LSTM's recurrence alone (kcomp/ir/ops/recurrent_scan.py)
     ("lstm_scan", [X(None, 6, 16), W(4, 16)], {}),
@@ -187,6 +188,14 @@ EXAMPLES += [  # the GRU's and SimpleRNN's recurrences alone (recurrent_scan_gru
      {"reset_after": False, "has_dseq": False, "has_dh": True}),
     ("simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"activation": "relu"}),
     ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6, 4)], {"has_dseq": True, "has_dh": False}),
+    # with recurrent dropout masks (batch, gates, units) after the optional step mask
+    ("gru_scan", [X(None, 6, 12), W(4, 12), W(12), X(None, 6), X(None, 3, 4)],
+     {"masked": True, "recurrent_masks": True}),
+    ("gru_scan_grad", [W(4, 12), X(None, 6, 4), X(None, 6, 12), X(None, 3, 4), X(None, 4)],
+     {"reset_after": False, "recurrent_masks": True, "has_dseq": False, "has_dh": True}),
+    ("simple_rnn_scan", [X(None, 6, 4), W(4, 4), X(None, 1, 4)], {"recurrent_masks": True}),
+    ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 1, 4), X(None, 4)],
+     {"recurrent_masks": True, "has_dseq": False, "has_dh": True}),
 ]
 FIRST_EXAMPLE = {}
 for _example in EXAMPLES:
@@ -435,6 +444,14 @@ BAD_SHAPES = [
     ("simple_rnn_scan-recurrent", "simple_rnn_scan", [X(None, 6, 4), W(4, 8)], {}),
     ("simple_rnn_scan_grad-d_h", "simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6)],
      {"has_dseq": False, "has_dh": True}),
+    ("gru_scan-recurrent-masks-gates", "gru_scan", [X(None, 6, 12), W(4, 12), X(None, 4, 4)],
+     {"reset_after": False, "recurrent_masks": True}),
+    ("gru_scan-recurrent-masks-missing", "gru_scan", [X(None, 6, 12), W(4, 12), X(None, 6)],
+     {"reset_after": False, "masked": True, "recurrent_masks": True}),
+    ("simple_rnn_scan-recurrent-masks-missing", "simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"recurrent_masks": True}),
+    ("simple_rnn_scan_grad-recurrent-masks-units", "simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 1, 5),
+                                                                             X(None, 4)],
+     {"recurrent_masks": True, "has_dseq": False, "has_dh": True}),
 ]
 
 

@@ -1,5 +1,5 @@
 """Generator for the matmul template: Dense, its prologue (ops that produced A) and epilogue, and
-the embedding whose rows it reads through the ids (a gather)."""
+the embedding whose rows it reads through the ids or the shift it reads A through (a gather)."""
 
 from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
@@ -16,7 +16,10 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     # gathering, that is the embedding's output, and the kernel reads the table through the ids.
     a_value = chain_input(prologue_nodes) if prologue_nodes else anchor.inputs[0]
     gather = kernel.gather[0] if kernel.gather else None
-    ids, table = gather.inputs if gather is not None else (None, a_value)
+    shift = gather if gather is not None and gather.op == "shift" else None
+    ids, table = gather.inputs if gather is not None and shift is None else (None, a_value)
+    if shift is not None:  # A is the shift's output: the kernel reads its input moved
+        table = shift.inputs[0]
     a, b = index_of[table.id], index_of[anchor.inputs[1].id]
     constants = list(kernel.constants)
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, a_value, "prologue", PROLOGUE_PARAMS)
@@ -25,6 +28,7 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         "a": str(a),
         "b": str(b),
         "ids": "None" if ids is None else str(index_of[ids.id]),
+        "shift": "()" if shift is None else repr(tuple(shift.attrs[k] for k in ("axis", "period", "by"))),
         "prologue": "prologue",
         "has_prologue": str(bool(prologue_nodes)),
         "prologue_operands": repr(tuple(pro_operands)),

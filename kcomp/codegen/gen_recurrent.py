@@ -35,11 +35,10 @@ def _given_gradients(kernel: KernelParts, names: tuple) -> dict:
 
 
 def _mask(kernel: KernelParts) -> dict:
-    """The mask, an optional input after the scan's own (masked=True), then (an LSTM's scans) the
-    recurrent dropout masks (recurrent_masks=True)."""
+    """The mask, an optional input after the scan's own (masked=True), then the recurrent dropout
+    masks (recurrent_masks=True)."""
     a = kernel.anchor.attrs
-    gate_masks = {"recurrent_masks": a["recurrent_masks"]} if "recurrent_masks" in a else {}
-    return {"mask": a.get("masked", False), **gate_masks}
+    return {"mask": a.get("masked", False), "recurrent_masks": a.get("recurrent_masks", False)}
 
 
 def _with_activations(kernel: KernelParts, binding: dict) -> GeneratedKernel:
@@ -61,8 +60,8 @@ def generate_lstm_scan_grad(kernel: KernelParts) -> GeneratedKernel:
 
 
 def generate_gru_scan(kernel: KernelParts) -> GeneratedKernel:
-    mask = _mask(kernel)  # after the recurrent bias, where both are given
-    optional = {"recurrent_bias": len(kernel.anchor.inputs) - int(mask["mask"]) == 3, **mask}
+    masks = _mask(kernel)  # after the recurrent bias, where given
+    optional = {"recurrent_bias": len(kernel.anchor.inputs) - sum(masks.values()) == 3, **masks}
     return _with_activations(kernel, _binding(kernel, ("xw", "recurrent"), optional, ("reset_after", "save"),
                                               outputs=True))
 

@@ -3,7 +3,10 @@
 Bytes are modeled as every input read once and the output written once, which
 is what a kernel does when its tiles stay in cache; this is what fusion
 changes, so comparing the fused plan with a one-kernel-per-op plan shows how
-much memory traffic fusion removes. Views (reshape) move nothing.
+much memory traffic fusion removes. Launches are counted as a plan runs the graph
+(kcomp/runtime/plan.py): views (reshape, transpose, slice) move nothing and launch nothing, nor
+do results made once per shapes (a constant, a count); a reshape of a strided view that torch
+must copy (merging a slice's or transpose's axes) is a launch that reads and writes its value.
 """
 
 from math import prod
@@ -11,6 +14,35 @@ from math import prod
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.optim import get as algorithm_record
 from kcomp.ir.types import TORCH_DTYPES, dim_parts, dim_size, is_static
+
+
+# Ops a plan runs as torch views: no copy, no launch (a reshape of a strided view may copy: copies).
+VIEW_OPS = ("reshape", "transpose", "slice")
+# Ops whose result depends on their inputs' shapes alone (a constant; count, the batch size as a
+# tensor): a plan makes each once per device and shapes, not once per run.
+SHAPE_ONLY_RESULTS = ("constant", "count")
+
+
+def _squeezed(shape) -> tuple:
+    return tuple(d for d in shape if d != 1)
+
+
+def copies(graph: Graph) -> set[int]:
+    """Ids of the reshape nodes torch must copy: of a strided view (a slice's or a transpose's
+    output), merging or splitting axes rather than only dropping or adding axes of size 1 (an
+    LSTM's h sequence one step late, sliced, (N, T, U) -> (N*T, U))."""
+    producers = graph.producers()
+    return {id(n) for n in graph.nodes
+            if n.op == "reshape" and (p := producers.get(n.inputs[0].id)) is not None and p.op in ("slice", "transpose")
+            and _squeezed(n.inputs[0].shape) != _squeezed(n.outputs[0].shape)}
+
+
+def launched(graph: Graph, skip: set[int] = frozenset()) -> list[Node]:
+    """The nodes of `graph` a plan runs as a launch: kernels, torch ops and the reshapes torch
+    copies; not views, shape-only results, nor `skip` (weight-only values, run once per update)."""
+    copied = copies(graph)
+    return [n for n in graph.nodes if n.outputs[0].id not in skip
+            and (id(n) in copied or n.op not in (*VIEW_OPS, *SHAPE_ONLY_RESULTS))]
 
 
 def dim(d, sizes: dict) -> int:
@@ -62,7 +94,7 @@ def node_flops(node: Node, sizes: dict) -> int:
         return 2 * steps * (kernel.shape[0] + recurrent.shape[0]) * kernel.shape[1]
     if op in ("sum", "mean", "max"):
         return numel(node.inputs[0], sizes)
-    if op in ("reshape", "constant", "embedding", "transpose", "concat", "cast"):
+    if op in ("reshape", "constant", "embedding", "transpose", "concat", "cast", "slice", "pad", "shift", "flip"):
         return 0  # data movement only
     if op in ("softmax", "log_softmax"):
         return 5 * n_out
@@ -88,7 +120,7 @@ def gathered_tables(node: Node) -> dict[int, Value]:
 
 
 def node_bytes(node: Node, sizes: dict) -> int:
-    if node.op in ("reshape", "transpose", "constant"):  # views: kernels read them through strides
+    if node.op in (*VIEW_OPS, "constant"):  # views: kernels read them through strides (a copy: graph_cost)
         return 0
     gathered = gathered_tables(node)
     reads, seen = 0, set()
@@ -105,12 +137,9 @@ def node_bytes(node: Node, sizes: dict) -> int:
 
 
 def graph_cost(graph: Graph, sizes: dict, skip: set[int] = frozenset()) -> tuple[int, int, int]:
-    """(launches, flops, bytes) of running each node of `graph` as one kernel; `skip`: weight-only values."""
-    launches = flops = moved = 0
-    for node in graph.nodes:
-        if node.op in ("reshape", "transpose", "constant") or node.outputs[0].id in skip:
-            continue
-        launches += 1
-        flops += node_flops(node, sizes)
-        moved += node_bytes(node, sizes)
-    return launches, flops, moved
+    """(launches, flops, bytes) of running each node of `graph` as one kernel, as a plan runs them
+    (launched); `skip`: weight-only values."""
+    nodes, copied = launched(graph, skip), copies(graph)
+    flops = sum(node_flops(n, sizes) for n in nodes)
+    moved = sum(2 * nbytes(n.outputs[0], sizes) if id(n) in copied else node_bytes(n, sizes) for n in nodes)
+    return len(nodes), flops, moved

@@ -18,11 +18,15 @@ step needs it). Anything else stays one coarse op, run by its torch reference.
 With recurrent_dropout in training (dropout_masks: an input mask and a recurrent mask per gate,
 drawn once per sequence, kcomp/ir/ops/recurrent.py's _GateDropout) gate g projects x *
 input_masks[:, g]: one batched matmul over the gates, (batch, gates, time, features) @ (gates,
-features, units) (_lstm_projection says why not a matmul per gate), and the scans take the
+features, units) (_gate_projection says why not a matmul per gate), and the scans take the
 recurrent masks (recurrent_masks=True), each gate's h_{t-1} times its mask. Backwards every
 gradient goes through the gate's masks: d x = sum over g of (dz_g @ kernel_g^T) * input_masks[:, g],
 d kernel_g = (x * input_masks[:, g])^T dz_g, d recurrent_g = (h_prev * recurrent_masks[:, g])^T dz_g.
-(A GRU's and a SimpleRNN's dropout masks keep their layers whole.)
+A GRU's dropout masks decompose the same way (_gate_projection with 3 gates, gru_scan's
+recurrent_masks; its recurrent products read h_prev * m_g, without reset_after the candidate's
+r * h_prev * m_h: _gru_dropout_grads); a SimpleRNN's one gate needs no batched matmul: x times
+its input mask is the plain projection's operand (_simple_rnn_scan), and backwards d x and
+h_prev are times the masks (_projected_grads).
 
 A masked lstm (its float mask; on chip or tiled) passes the mask to both scans,
 flipped with the sequence for go_backwards as the coarse op reads it. The scans carry the states
@@ -39,11 +43,12 @@ output (its scans save only h: tanh, relu, sigmoid, ...; scan_activations.saves_
 kernels' units limits (the GRU's: GRU_SCAN_TILED_MAX_UNITS, on chip up to GRU_SCAN_MAX_UNITS and
 tiled above, as the LSTM's), and exactly the inputs the scans read. A masked gru (any size the
 GRU kernels take) passes its mask to both scans as the LSTM's does (flipped with go_backwards;
-zero_output_for_mask its zeros_where_masked); a gru with recurrent_dropout stays whole.
+zero_output_for_mask its zeros_where_masked), with its dropout masks or without.
 
 A simple_rnn decomposes up to SCAN_TILED_MAX_UNITS units (the on-chip kernels take up to
 SIMPLE_RNN_SCAN_MAX_UNITS, the tiled ones, kernels/recurrent_tiled_simple_rnn.py, the rest), with
-its mask or without, at every size: the mask reaches both scans as a masked lstm's does.
+its mask or without, at every size: the mask reaches both scans as a masked lstm's does, and its
+dropout masks (one gate's) as an lstm's.
 """
 
 from kcomp.ir.graph import Node
@@ -111,13 +116,16 @@ def _forward_inputs(node: Node) -> tuple:
     return node.inputs[: 3 + int(node.attrs["use_bias"])]
 
 
-def _projection(rw: Rewriter, node: Node, input_bias=None):
+def _projection(rw: Rewriter, node: Node, input_bias=None, input_mask=None):
     """(x in the order the recurrence reads it, xw = x @ kernel + bias); input_bias: the bias where
-    it is not the node's bias input itself (a GRU's first row with reset_after)."""
+    it is not the node's bias input itself (a GRU's first row with reset_after); input_mask: a
+    one-gate cell's input dropout mask (batch, 1, features), x times it (broadcast over time)."""
     x, kernel, recurrent, *bias = _forward_inputs(node)
     bias = [input_bias] if input_bias is not None else bias
     if node.attrs["go_backwards"]:
         x = rw.emit1("flip", [x], axis=1)
+    if input_mask is not None:
+        x = rw.emit1("mul", [x, input_mask])
     xw = rw.emit1("matmul", [x, kernel])
     if bias:
         xw = rw.emit1("bias_add", [xw, bias[0]])
@@ -177,8 +185,9 @@ def _gates_first(rw: Rewriter, v, gates: int):
                     perm=(0, 2, 1, 3))
 
 
-def _lstm_projection(rw: Rewriter, node: Node):
-    """(x as read, x times each gate's input mask or None, xw). With dropout masks gate g projects
+def _gate_projection(rw: Rewriter, node: Node, gates: int, input_bias=None):
+    """(x as read, x times each gate's input mask or None, xw) of an LSTM or GRU (`gates` gates);
+    input_bias as _projection's. With dropout masks gate g projects
     x * input_masks[:, g]: one batched matmul over the gates, (batch, gates, time, features) @
     (gates, features, units), not a matmul per gate: one product (the masked copies) and two
     layout changes around it whatever the gate count, where per-gate matmuls fused to 17 plan
@@ -186,21 +195,23 @@ def _lstm_projection(rw: Rewriter, node: Node):
     the kernel, a concat). The batched matmuls (here and in _dropout_grads) run as torch ops: the
     matmul template takes a rank-2 B only; the projection is one parallel product per layer, off
     the scans' sequential path. (Measured, an LSTM(6) training step's plan: 16 kernels, 9 torch
-    ops (3 of them batched matmuls) and 24 views with recurrent_dropout; 14, 3 and 11 without.)"""
+    ops (3 of them batched matmuls) and 24 views with recurrent_dropout; 14, 3 and 11 without. A
+    GRU(6)'s, reset_after: 17, 10 (3) and 32; 15, 4 and 18 without.)"""
     if not node.attrs["dropout_masks"]:
-        x, xw = _projection(rw, node)
+        x, xw = _projection(rw, node, input_bias)
         return x, None, xw
     x, kernel, _, *bias = _forward_inputs(node)
+    bias = [input_bias] if input_bias is not None else bias
     if node.attrs["go_backwards"]:
         x = rw.emit1("flip", [x], axis=1)
     x_gates = _per_gate(rw, x, _dropout_masks(node)[0])
-    xw = _gates_last(rw, rw.emit1("matmul", [x_gates, _gate_weights(rw, kernel, 4)]))
+    xw = _gates_last(rw, rw.emit1("matmul", [x_gates, _gate_weights(rw, kernel, gates)]))
     return x, x_gates, rw.emit1("bias_add", [xw, bias[0]]) if bias else xw
 
 
 def _lstm_scan(rw: Rewriter, node: Node, save: bool):
     """(x as read, x per gate or None, every h_t and the scan's other outputs, the mask as read)."""
-    x_read, x_gates, xw = _lstm_projection(rw, node)
+    x_read, x_gates, xw = _gate_projection(rw, node, 4)
     mask = _read_mask(rw, node)
     recurrent_masks = _dropout_masks(node)[1:]
     outs = rw.emit("lstm_scan", [xw, node.inputs[2], *mask, *recurrent_masks], save=save, masked=bool(mask),
@@ -217,21 +228,29 @@ def _gate_weight_grad(rw: Rewriter, v_gates, dz_gates):
     return rw.emit1("reshape", [summed], shape=(width, gates * units))
 
 
-def _dropout_grads(rw: Rewriter, node: Node, x_read, x_gates, dz, h_seq) -> list:
-    """The grad op's outputs with dropout masks: gate g read x * input_masks[:, g] and h_{t-1} *
-    recurrent_masks[:, g], so d x = sum over g of (dz_g @ kernel_g^T) * input_masks[:, g] and
-    d kernel_g = (x * input_masks[:, g])^T dz_g, d recurrent_g likewise; d bias = sum of dz."""
-    input_masks, recurrent_masks = _dropout_masks(node)
-    dz_gates = _gates_first(rw, dz, 4)
-    kernel_t = rw.emit1("transpose", [_gate_weights(rw, node.inputs[1], 4)], perm=(0, 2, 1))
+def _gate_input_grads(rw: Rewriter, node: Node, x_gates, dxw_gates) -> list:
+    """[d x, d kernel] where gate g projected x * input_masks[:, g] (x_gates) and dxw_gates is the
+    gradient of every gate's projection (batch, gates, time, units): d x = sum over g of
+    (dxw_g @ kernel_g^T) * input_masks[:, g], d kernel_g = (x * input_masks[:, g])^T dxw_g."""
+    input_masks = _dropout_masks(node)[0]
     n, gates, features = input_masks.shape
-    dx_gates = rw.emit1("mul", [rw.emit1("matmul", [dz_gates, kernel_t]),
+    kernel_t = rw.emit1("transpose", [_gate_weights(rw, node.inputs[1], gates)], perm=(0, 2, 1))
+    dx_gates = rw.emit1("mul", [rw.emit1("matmul", [dxw_gates, kernel_t]),
                                 rw.emit1("reshape", [input_masks], shape=(n, gates, 1, features))])
     dx = rw.emit1("sum", [dx_gates], axes=(1,), keepdims=False)
     if node.attrs["go_backwards"]:
         dx = rw.emit1("flip", [dx], axis=1)
-    h_gates = _per_gate(rw, _step_before(rw, h_seq), recurrent_masks)
-    return [dx, _gate_weight_grad(rw, x_gates, dz_gates), _gate_weight_grad(rw, h_gates, dz_gates),
+    return [dx, _gate_weight_grad(rw, x_gates, dxw_gates)]
+
+
+def _dropout_grads(rw: Rewriter, node: Node, x_gates, dz, h_seq) -> list:
+    """The grad op's outputs with dropout masks where z = xw + h_{t-1} @ recurrent per gate (the
+    LSTM's): gate g read x * input_masks[:, g] and h_{t-1} * recurrent_masks[:, g],
+    so d x and d kernel as _gate_input_grads, d recurrent_g = (h_prev * recurrent_masks[:, g])^T
+    dz_g; d bias = sum of dz."""
+    dz_gates = _gates_first(rw, dz, x_gates.shape[1])
+    h_gates = _per_gate(rw, _step_before(rw, h_seq), _dropout_masks(node)[1])
+    return [*_gate_input_grads(rw, node, x_gates, dz_gates), _gate_weight_grad(rw, h_gates, dz_gates),
             rw.emit1("sum", [dz], axes=(0, 1), keepdims=False)]
 
 
@@ -265,9 +284,9 @@ def _present(d_seq, d_h) -> tuple[list, dict]:
 
 
 def _step_before(rw: Rewriter, seq):
-    """seq one step late, zeros first: the state each step starts from."""
-    steps = seq.shape[1]
-    return rw.emit1("slice", [rw.emit1("pad", [seq], axis=1, before=1, after=0)], axis=1, start=0, stop=steps)
+    """seq one step late, zeros first: the state each step starts from. A shift, which the matmul of
+    d recurrent = h_prev^T dz reads as it loads A (kcomp/passes/fuse_gather.py): never written."""
+    return rw.emit1("shift", [seq], axis=1, period=seq.shape[1], by=1)
 
 
 def _input_grads(rw: Rewriter, node: Node, x_read, dxw) -> list:
@@ -280,11 +299,16 @@ def _input_grads(rw: Rewriter, node: Node, x_read, dxw) -> list:
     return [dx, _dense_kernel_grad(rw, x_read, dxw), d_bias]
 
 
-def _projected_grads(rw: Rewriter, node: Node, x_read, dz, h_seq) -> list:
+def _projected_grads(rw: Rewriter, node: Node, x_read, dz, h_seq, masks=()) -> list:
     """The grad op's outputs where the recurrence reads h_prev @ recurrent + xw, with dz the
-    gradient of both: d x, d kernel, d recurrent = h_prev^T dz, d bias."""
+    gradient of both: d x, d kernel, d recurrent = h_prev^T dz, d bias. masks: a one-gate cell's
+    dropout masks (input, recurrent: (batch, 1, width), the same every step), where x_read is x
+    times the input one: then d x is times it, and h_prev times the recurrent one."""
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, dz)
-    return [dx, d_kernel, _dense_kernel_grad(rw, _step_before(rw, h_seq), dz), d_bias]
+    h_prev = _step_before(rw, h_seq)
+    if masks:
+        dx, h_prev = (rw.emit1("mul", [v, m]) for v, m in zip((dx, h_prev), masks))
+    return [dx, d_kernel, _dense_kernel_grad(rw, h_prev, dz), d_bias]
 
 
 def lstm_grad_to_scan(node: Node, rw: Rewriter):
@@ -300,7 +324,7 @@ def lstm_grad_to_scan(node: Node, rw: Rewriter):
                   recurrent_masks=bool(recurrent_masks), has_dseq=d_seq is not None, has_dh=d_h is not None,
                   has_dc=d_c is not None, **_activations(node))
     if recurrent_masks:
-        return _dropout_grads(rw, node, x_read, x_gates, dz, h_seq)
+        return _dropout_grads(rw, node, x_gates, dz, h_seq)
     return _projected_grads(rw, node, x_read, dz, h_seq)
 
 
@@ -309,27 +333,24 @@ def lstm_grad_to_scan(node: Node, rw: Rewriter):
 
 def _exact_inputs(node: Node) -> bool:
     """Whether the node has exactly the inputs the scans read (x, kernel, recurrent, the bias, the
-    mask, the gradients): one given more stays whole."""
+    dropout masks, the mask, the gradients): one given more stays whole."""
     a = node.attrs
-    return len(node.inputs) == 3 + int(a["use_bias"]) + int(a["masked"]) + len(a.get("grad_outputs", ()))
+    return len(node.inputs) == _mask_at(node) + int(a["masked"]) + len(a.get("grad_outputs", ()))
 
 
 def _gru_scannable(node: Node) -> bool:
-    """What gru_scan computes (not _scannable, whose mask and dropout limits are the LSTM kernels'):
-    any activations, float32, static time, no recurrent_dropout, a mask of x's dtype
-    where masked, up to GRU_SCAN_TILED_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
-    x, a = node.inputs[0], node.attrs
-    mask_ok = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
-    return not a["dropout_masks"] and x.dtype == "float32" and is_static(x.shape[1]) and mask_ok and _exact_inputs(node) \
+    """What gru_scan computes (not _scannable, whose size limits are the LSTM kernels'): any
+    activations, float32, static time, a mask of x's dtype where masked, dropout masks or not, up to
+    GRU_SCAN_TILED_MAX_UNITS units (on chip or tiled: the fusion pass picks)."""
+    x = node.inputs[0]
+    return x.dtype == "float32" and is_static(x.shape[1]) and _mask_scannable(node) and _exact_inputs(node) \
         and node.inputs[2].shape[0] <= GRU_SCAN_TILED_MAX_UNITS
 
 
 def _simple_rnn_scannable(node: Node) -> bool:
     x = node.inputs[0]
     a = node.attrs
-    # a mask the scans read: 0/1 floats of x's dtype, as the layers make them
-    mask_read = not a["masked"] or node.inputs[3 + int(a["use_bias"])].dtype == x.dtype
-    return not a["dropout_masks"] and mask_read and not saves_pre(a["activation"]) and x.dtype == "float32" \
+    return _mask_scannable(node) and not saves_pre(a["activation"]) and x.dtype == "float32" \
         and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 
@@ -340,8 +361,10 @@ def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
 
 
 def _gru_scan(rw: Rewriter, node: Node, save: bool, mask: list):
-    """(x as read, h_seq, what the scan saved or None): the projection with Keras's input bias and
-    gru_scan with its recurrent bias (reset_after: the bias's rows) and the mask as read."""
+    """(x as read, x per gate or None, h_seq, what the scan saved or None): the projection with
+    Keras's input bias (with dropout masks, each gate's own masked x: _gate_projection) and
+    gru_scan with its recurrent bias (reset_after: the bias's rows), the mask as read and the
+    recurrent dropout masks."""
     a = node.attrs
     input_bias, recurrent_bias = None, []
     if a["use_bias"] and a["reset_after"]:
@@ -349,17 +372,19 @@ def _gru_scan(rw: Rewriter, node: Node, save: bool, mask: list):
         input_bias, row = (rw.emit1("reshape", [rw.emit1("slice", [bias], axis=0, start=i, stop=i + 1)],
                                     shape=bias.shape[1:]) for i in (0, 1))
         recurrent_bias = [row]
-    x_read, xw = _projection(rw, node, input_bias)
-    outs = rw.emit("gru_scan", [xw, node.inputs[2], *recurrent_bias, *mask], reset_after=a["reset_after"], save=save,
-                   masked=bool(mask), **_activations(node))
-    return x_read, outs[0], outs[1] if save else None
+    x_read, x_gates, xw = _gate_projection(rw, node, 3, input_bias)
+    recurrent_masks = _dropout_masks(node)[1:]
+    outs = rw.emit("gru_scan", [xw, node.inputs[2], *recurrent_bias, *mask, *recurrent_masks],
+                   reset_after=a["reset_after"], save=save, masked=bool(mask), recurrent_masks=bool(recurrent_masks),
+                   **_activations(node))
+    return x_read, x_gates, outs[0], outs[1] if save else None
 
 
 def gru_to_scan(node: Node, rw: Rewriter):
     if not _gru_scannable(node):
         return None
     mask = _read_mask(rw, node)
-    _, h_seq, _ = _gru_scan(rw, node, _has_backward(node, rw), mask)
+    _, _, h_seq, _ = _gru_scan(rw, node, _has_backward(node, rw), mask)
     out, h_last = _last_outputs(rw, node, h_seq)
     return [_zero_masked(rw, node, mask, out), h_last]
 
@@ -370,27 +395,65 @@ def gru_grad_to_scan(node: Node, rw: Rewriter):
     recurrent = node.inputs[2]
     units, reset_after = recurrent.shape[0], node.attrs["reset_after"]
     mask = _read_mask(rw, node)
-    x_read, h_seq, saved = _gru_scan(rw, node, True, mask)  # the forward's, once CSE has run
+    x_read, x_gates, h_seq, saved = _gru_scan(rw, node, True, mask)  # the forward's, once CSE has run
     d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
-    outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *mask, *present], reset_after=reset_after,
-                   masked=bool(mask), **flags, **_activations(node))
+    recurrent_masks = _dropout_masks(node)[1:]
+    outs = rw.emit("gru_scan_grad", [recurrent, h_seq, saved, *mask, *recurrent_masks, *present],
+                   reset_after=reset_after, masked=bool(mask), recurrent_masks=bool(recurrent_masks), **flags,
+                   **_activations(node))
+    if recurrent_masks:
+        return _gru_dropout_grads(rw, node, x_gates, h_seq, saved, outs)
     dx, d_kernel, d_bias = _input_grads(rw, node, x_read, outs[0])
     h_prev = _step_before(rw, h_seq)
     if reset_after:  # h_prev @ U + b is one product: its gradient gives d U and the recurrent bias's
-        d_recurrent = _dense_kernel_grad(rw, h_prev, outs[1])
-        rows = [rw.emit1("reshape", [d], shape=(1, 3 * units))
-                for d in (d_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
-        return [dx, d_kernel, d_recurrent, rw.emit1("concat", rows, axis=0)]
-    # Without reset_after, U's h block multiplies r * h_prev, its z and r blocks h_prev; r is the saved
-    # block, or its activation where the scan saves pre-activations.
-    r = _blocks(rw, saved, units, 1, 2)
-    if saves_pre(*_activations(node).values()):
-        r = rw.emit1(node.attrs["recurrent_activation"], [r])
-    reset_h = rw.emit1("mul", [r, h_prev])
+        return [dx, d_kernel, _dense_kernel_grad(rw, h_prev, outs[1]), _gru_bias_grad(rw, d_bias, outs)]
+    # Without reset_after, U's h block multiplies r * h_prev, its z and r blocks h_prev.
+    reset_h = rw.emit1("mul", [_reset_gate(rw, node, saved, units), h_prev])
     d_recurrent = rw.emit1("concat", [_dense_kernel_grad(rw, h_prev, _blocks(rw, outs[0], units, 0, 2)),
                                       _dense_kernel_grad(rw, reset_h, _blocks(rw, outs[0], units, 2, 3))], axis=1)
     return [dx, d_kernel, d_recurrent, d_bias]
+
+
+def _gru_dropout_grads(rw: Rewriter, node: Node, x_gates, h_seq, saved, outs) -> list:
+    """gru_grad's outputs with dropout masks: d x and d kernel through the input masks
+    (_gate_input_grads); d recurrent_g = v_g^T dp_g per gate, v_g what gate g's recurrent product
+    read and dp_g its gradient: with reset_after h_prev * m_g and the scan's second output (the
+    recurrent bias's gradient its sum), else h_prev * m_g for z and r, r * h_prev * m_h for the
+    candidate (Keras's GRUCell masks h before the reset gate), with dxw's blocks."""
+    units, reset_after = node.inputs[2].shape[0], node.attrs["reset_after"]
+    dxw_gates = _gates_first(rw, outs[0], 3)
+    h_gates = _per_gate(rw, _step_before(rw, h_seq), _dropout_masks(node)[1])  # (batch, 3, time, units)
+    if reset_after:
+        d_recurrent = _gate_weight_grad(rw, h_gates, _gates_first(rw, outs[1], 3))
+    else:
+        n, _, steps, _ = h_gates.shape
+        r = rw.emit1("reshape", [_reset_gate(rw, node, saved, units)], shape=(n, 1, steps, units))
+        reset_h = rw.emit1("mul", [rw.emit1("slice", [h_gates], axis=1, start=2, stop=3), r])
+        v_gates = rw.emit1("concat", [rw.emit1("slice", [h_gates], axis=1, start=0, stop=2), reset_h], axis=1)
+        d_recurrent = _gate_weight_grad(rw, v_gates, dxw_gates)
+    d_bias = _gru_bias_grad(rw, rw.emit1("sum", [outs[0]], axes=(0, 1), keepdims=False), outs)
+    return [*_gate_input_grads(rw, node, x_gates, dxw_gates), d_recurrent, d_bias]
+
+
+def _reset_gate(rw: Rewriter, node: Node, saved, units: int):
+    """The reset gate r of every step from gru_scan's saved blocks: the saved block, or its
+    activation where the scan saves pre-activations (a non-default activation)."""
+    r = _blocks(rw, saved, units, 1, 2)
+    if saves_pre(*_activations(node).values()):
+        r = rw.emit1(node.attrs["recurrent_activation"], [r])
+    return r
+
+
+def _gru_bias_grad(rw: Rewriter, d_input_bias, outs):
+    """gru_grad's d bias (also at a zero bias) from the input projection's: with reset_after
+    (gru_scan_grad's two outputs) Keras's two rows, the second the recurrent product's, the sum of
+    its gradient."""
+    if len(outs) == 1:
+        return d_input_bias
+    rows = [rw.emit1("reshape", [d], shape=(1, d.shape[0]))
+            for d in (d_input_bias, rw.emit1("sum", [outs[1]], axes=(0, 1), keepdims=False))]
+    return rw.emit1("concat", rows, axis=0)
 
 
 def _blocks(rw: Rewriter, v, units: int, start: int, stop: int):
@@ -398,13 +461,23 @@ def _blocks(rw: Rewriter, v, units: int, start: int, stop: int):
     return rw.emit1("slice", [v], axis=2, start=start * units, stop=stop * units)
 
 
+def _simple_rnn_scan(rw: Rewriter, node: Node, mask: list):
+    """(x as read, times its input dropout mask where given; every h_t): the projection and
+    simple_rnn_scan with the mask as read and the recurrent dropout mask. One gate: its masks
+    (batch, 1, width) broadcast over time, x * mask is a plain operand of the matmul template (not
+    _gate_projection's batched matmul, a torch op)."""
+    input_mask, *recurrent_masks = _dropout_masks(node) or [None]
+    x_read, xw = _projection(rw, node, input_mask=input_mask)
+    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2], *mask, *recurrent_masks],
+                     activation=node.attrs["activation"], masked=bool(mask), recurrent_masks=bool(recurrent_masks))
+    return x_read, h_seq
+
+
 def simple_rnn_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
-    _, xw = _projection(rw, node)
     mask = _read_mask(rw, node)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2], *mask], activation=node.attrs["activation"],
-                     masked=bool(mask))
+    _, h_seq = _simple_rnn_scan(rw, node, mask)
     out, h_last = _last_outputs(rw, node, h_seq)
     return [_zero_masked(rw, node, mask, out), h_last]
 
@@ -412,16 +485,15 @@ def simple_rnn_to_scan(node: Node, rw: Rewriter):
 def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
-    recurrent, activation = node.inputs[2], node.attrs["activation"]
-    x_read, xw = _projection(rw, node)
     mask = _read_mask(rw, node)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, recurrent, *mask], activation=activation,
-                     masked=bool(mask))  # the forward's, once CSE has run
+    x_read, h_seq = _simple_rnn_scan(rw, node, mask)  # the forward's, once CSE has run
     d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
-    dz = rw.emit1("simple_rnn_scan_grad", [recurrent, h_seq, *mask, *present], activation=activation,
-                  masked=bool(mask), **flags)
-    return _projected_grads(rw, node, x_read, dz, h_seq)
+    recurrent_masks = _dropout_masks(node)[1:]
+    dz = rw.emit1("simple_rnn_scan_grad", [node.inputs[2], h_seq, *mask, *recurrent_masks, *present],
+                  activation=node.attrs["activation"], masked=bool(mask), recurrent_masks=bool(recurrent_masks),
+                  **flags)
+    return _projected_grads(rw, node, x_read, dz, h_seq, _dropout_masks(node))
 
 
 RULES = [("lstm", lstm_to_scan), ("lstm_grad", lstm_grad_to_scan), ("gru", gru_to_scan), ("gru_grad", gru_grad_to_scan),

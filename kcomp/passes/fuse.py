@@ -21,7 +21,8 @@ fewer launches (fewest_launches): binary cross-entropy and its gradient in 5 ker
 
 `Fusion` is the state the rules read: users, what is taken, the chain helpers.
 An embedding read only by a Dense-like matmul is
-gathered by that matmul's kernel (fuse_gather.py); others get a gather kernel of their own.
+gathered by that matmul's kernel (fuse_gather.py); others get a gather kernel of their own. A shift
+read only by such a matmul as its A (an RNN backward's h_{t-1}) is read shifted by it (fuse_gather.py).
 What fits no template (batched matmul, grouped conv, recurrent ops off the scan's limits,
 concat, transpose) stays a plain node and runs unfused on torch; nodes computed
 from weights alone stay too, and the runtime computes them once per weight
@@ -31,12 +32,13 @@ update.
 from dataclasses import replace
 from functools import cache
 
+from kcomp.ir.cost import launched
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.operands import chain_input, operand_kind
 from kcomp.kernels.template import Group
-from kcomp.passes.fuse_gather import gathered_embedding
+from kcomp.passes.fuse_gather import gathered_embedding, shifted_operand
 from kcomp.passes.recompute import recompute
 from kcomp.passes.rewrite import dead_code_elimination, topological_order
 
@@ -176,6 +178,11 @@ class Fusion:
         its output (the rule and why: kcomp/passes/fuse_gather.py), or None."""
         return gathered_embedding(self, anchor, prologue)
 
+    def shifted_operand(self, anchor: Node) -> Node | None:
+        """The shift that a Dense-like anchor's A is, when the anchor may read A shifted instead
+        (kcomp/passes/fuse_gather.py), or None."""
+        return shifted_operand(self, anchor)
+
     def prologue_chain(self, anchor: Node, max_operands: int, trees: bool = False) -> list[Node]:
         """Single-use elementwise ops that produced the anchor's first input, to apply as it loads
         (reading at most max_operands other tensors). trees: with the producer trees of the
@@ -307,8 +314,9 @@ def kernel_node(template: str, group: Group, producers: dict[int, Node], outputs
 
 
 def launches(fused: Graph) -> int:
-    """Nodes of a fused graph that run as a launch (a kernel, or a torch op): not views or literals."""
-    return sum(n.op not in ("reshape", "transpose", "constant") for n in fused.nodes)
+    """Nodes of a fused graph that run as a launch (a kernel, a torch op, a copying reshape), as a
+    plan runs them (kcomp/ir/cost.py: launched)."""
+    return len(launched(fused))
 
 
 def fewest_launches(graph: Graph, hoisted: bool = True) -> Graph:

@@ -92,12 +92,35 @@ def shape_from_an_input(node: Node, rw: Rewriter):
     return rw.emit(node.op, inputs, **node.attrs)
 
 
+def shift_after_views(node: Node, rw: Rewriter):
+    """A view (transpose, or a reshape merging a shift's axis with the axes before it into its first:
+    an RNN's (batch, time, units) into (batch*time, units)) of a shift read by nothing else -> the
+    shift of the view: the same elements. Moved after the views, the shift is what a matmul reads,
+    and the matmul reads its operand shifted (kernels/matmul.py) instead of a torch op writing it."""
+    inner = rw.producer_of(node.inputs[0])
+    if inner is None or inner.op != "shift" or rw.uses[node.inputs[0].id] != 1:
+        return None
+    x, a = inner.inputs[0], inner.attrs
+    axis = a["axis"] % x.rank
+    if node.op == "transpose":
+        perm = node.attrs["perm"]
+        view, axis = rw.emit1("transpose", [x], perm=perm), perm.index(axis)
+    else:
+        shape = tuple(node.attrs["shape"])
+        if len(shape) != x.rank - axis or shape[1:] != x.shape[axis + 1:]:
+            return None  # within a run of `period`, a merged index counts the shift's axis alone
+        view, axis = rw.emit1("reshape", [x], shape=shape), 0
+    return [rw.emit1("shift", [view], axis=axis, period=a["period"], by=a["by"])]
+
+
 RULES = [
     ("dropout", identity_dropout),
     ("linear", identity_linear),
     ("cast", same_type_cast),
     ("reshape", merge_reshapes),
     ("transpose", merge_transposes),
+    ("reshape", shift_after_views),
+    ("transpose", shift_after_views),
     *[(name, fold_constants) for name, op in OPS.items() if "elementwise" in op.traits and "random" not in op.traits],
     *[(name, drop_neutral_operand) for name in ("add", "sub", "mul", "div")],
     *[(name, shape_from_an_input) for name in SHAPE_ONLY_INPUTS],

@@ -17,6 +17,7 @@ import torch
 
 from kcomp.codegen.module import KernelSource, kernel_source
 from kcomp.ir import saved_forwards
+from kcomp.ir.cost import SHAPE_ONLY_RESULTS, VIEW_OPS
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.registry import OPS
 from kcomp.ir.types import TORCH_DTYPES, dim_size, is_static
@@ -25,14 +26,11 @@ from kcomp.runtime.kernel_cache import load_kernel
 from kcomp.runtime.versions import contents_key
 
 
-# Ops a plan runs as torch views (no copy, no launch). A transposed or sliced view reaches its
-# reader as strides: the matmul template reads a 2-D A or B through them (the weight gradient's
-# activations^T, an LSTM's last h_t out of the h sequence); other templates copy what they need
-# contiguous in their launch, as a reshape that cannot be a view copies.
-VIEW_OPS = ("reshape", "transpose", "slice")
-# Ops whose result depends on their inputs' shapes alone (a constant; count, the batch size as a
-# tensor): a plan makes each once per device and shapes, not once per run.
-SHAPE_ONLY_RESULTS = ("constant", "count")
+# VIEW_OPS run as torch views (no copy, no launch; the cost model counts as this plan runs). A
+# transposed or sliced view reaches its reader as strides: the matmul template reads a 2-D A or B
+# through them (the weight gradient's activations^T, an LSTM's last h_t out of the h sequence);
+# other templates copy what they need contiguous in their launch, as a reshape that cannot be a
+# view copies. SHAPE_ONLY_RESULTS are made once per device and shapes, not once per run.
 
 
 @dataclass

@@ -18,7 +18,8 @@ from kcomp.ir.opdef import OpDef, attr
 
 ROLES = {
     "constant": "a scalar literal the generated code writes in place",
-    "gather": "an embedding whose output the kernel never stores: the anchor loads its input's rows through the ids",
+    "gather": "an embedding or a shift whose output the kernel never stores: the anchor loads its input's rows "
+              "through the ids, or its input moved",
     "prologue": "an elementwise op computing the anchor's input as the kernel loads it",
     "anchor": "the op the template is built around (the matmul, the conv, the reduction, ...)",
     "epilogue": "an op applied to the anchor's results before the store (a bias, an activation, a pool)",

@@ -27,7 +27,8 @@ recurrent_masks=True (Keras's recurrent_dropout in training, kcomp/ir/ops/recurr
 _GateDropout) gives lstm_scan and lstm_scan_grad one more input, after the mask: (batch, 4,
 units) masks drawn once per sequence; gate g's product is (h_{t-1} * masks[:, g]) @ U_g, so
 backwards d h_{t-1} = sum over g of (dz_g @ U_g^T) * masks[:, g]. (The input dropout masks act
-on the projection, outside the scan: the decompose pass.)
+on the projection, outside the scan: the decompose pass.) gru_scan and simple_rnn_scan take theirs
+the same way (their modules; times_gates below is every scan reference's masked product).
 """
 
 import torch
@@ -69,13 +70,6 @@ def split_present(inputs, n_fixed: int, what: str, **present) -> tuple:
         flags = ", ".join(f"{name}={flag}" for name, flag in present.items())
         raise ShapeError(f"{what} with {flags} takes {n_fixed + sum(present.values())} inputs, received {len(inputs)}.")
     return (*fixed, *(grads.pop(0) if flag else None for flag in present.values()))
-
-
-def split_masked(inputs, n_fixed: int, masked: bool, what: str, **present) -> tuple:
-    """split_present for a scan backward whose mask (masked=True) follows its n_fixed leading
-    inputs: (*fixed, the mask or None, *the gradients or None)."""
-    parts = split_present(inputs, n_fixed + int(masked), what, **present)
-    return (*parts[:n_fixed], parts[n_fixed] if masked else None, *parts[n_fixed + int(masked):])
 
 
 def check_mask(what: str, mask, like) -> None:
@@ -132,14 +126,6 @@ def times_gates(h, recurrent, gate_masks, transposed: bool = False):
     if transposed:
         return sum((dz @ u.t()) * gate_masks[:, g] for g, (dz, u) in enumerate(zip(h.split(units, dim=1), blocks)))
     return torch.cat([(h * gate_masks[:, g]) @ u for g, u in enumerate(blocks)], dim=1)
-
-
-def _mask_given(mask: list, masked: bool, what: str, n_inputs: int) -> list:
-    """[the mask] where masked=True gives one, [] where none is; else a ShapeError."""
-    if len(mask) != int(masked):
-        raise ShapeError(f"{what} with masked={masked} takes {n_inputs + int(masked)} inputs, "
-                         f"received {n_inputs + len(mask)}.")
-    return mask or [None]
 
 
 def _gate_activations(activation: str, recurrent_activation: str) -> tuple:
@@ -219,8 +205,15 @@ def lstm_scan_grad_reference(*inputs, has_dseq, has_dh, has_dc, masked=False, re
 
 
 MASKED_ATTR = attr(bool, False, doc="a (batch, time) mask in the order the steps are read follows the scan's inputs")
-RECURRENT_MASKS_ATTR = attr(bool, False, doc="recurrent dropout masks (batch, 4, units) follow (after the mask): "
-                            "gate g reads h_{t-1} * masks[:, g]")
+
+
+def recurrent_masks_attr(gates: int):
+    """A scan's recurrent_masks flag (the LSTM's, GRU's and SimpleRNN's scans: 4, 3 and 1 gates)."""
+    return attr(bool, False, doc=f"recurrent dropout masks (batch, {gates}, units) follow (after the mask): "
+                "gate g reads h_{t-1} * masks[:, g]")
+
+
+RECURRENT_MASKS_ATTR = recurrent_masks_attr(4)
 
 OPS = [
     OpDef(

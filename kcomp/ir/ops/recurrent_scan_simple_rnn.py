@@ -13,6 +13,9 @@ the last one's) and returns the gradient of xw for every step; the kernel's, the
 kernel's and the bias's gradients are then matmuls and a sum, which the pass emits around it.
 With masked=True both take the step mask as lstm_scan does (recurrent_scan.py): a masked step
 keeps h, and backwards gives zero gradient to its pre-activation and passes dh to the step before.
+With recurrent_masks=True (recurrent_dropout in training) both take one more input after the
+mask, (batch, 1, units) drawn once per sequence: h_{t-1} times it before its product
+(recurrent_scan.times_gates), and backwards dh_{t-1} = (dz_t @ U^T) times it.
 """
 
 import torch
@@ -21,7 +24,8 @@ from kcomp.errors import ArgumentError
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.recurrent import cell_activation
 from kcomp.ir.ops.recurrent_scan import (
-    MASKED_ATTR, SCAN_MAX_UNITS, _mask_given, carry, check_like, check_mask, kept, scan_units, split_masked,
+    MASKED_ATTR, SCAN_MAX_UNITS, carry, check_gate_masks, check_like, check_mask, kept, recurrent_masks_attr,
+    scan_units, split_present, times_gates,
 )
 from kcomp.ir.ops.scan_activations import ACTIVATION_ATTR, reads_input, vjp_from_output
 from kcomp.ir.types import TensorSpec
@@ -41,47 +45,58 @@ def check_activation(what: str, activation: str) -> None:
                             "such a layer whole).")
 
 
-def _scan_infer(inputs, activation, masked):
+def _scan_parts(inputs, masked, recurrent_masks):
+    """(xw, recurrent, the mask or None, the recurrent masks or None)."""
+    return split_present(inputs, 2, "simple_rnn_scan", masked=masked, recurrent_masks=recurrent_masks)
+
+
+def _scan_infer(inputs, activation, masked, recurrent_masks=False):
     check_activation("simple_rnn_scan", activation)
-    xw, recurrent, *mask = inputs
+    xw, recurrent, mask, gate_masks = _scan_parts(inputs, masked, recurrent_masks)
     units = scan_units(xw, recurrent, "simple_rnn_scan", gates=1)
-    check_mask("simple_rnn_scan", *_mask_given(mask, masked, "simple_rnn_scan", 2), xw)
+    check_mask("simple_rnn_scan", mask, xw)
+    check_gate_masks("simple_rnn_scan", gate_masks, 1, units, xw)
     return [TensorSpec((*xw.shape[:2], units), xw.dtype)]
 
 
-def simple_rnn_scan_reference(xw, recurrent, *mask, activation, masked=False):
+def simple_rnn_scan_reference(*inputs, activation, masked=False, recurrent_masks=False):
+    xw, recurrent, mask, gate_masks = _scan_parts(inputs, masked, recurrent_masks)
     act = cell_activation(activation)
     h = xw.new_zeros(xw.shape[0], recurrent.shape[0])
     hs = []
     for t, x in enumerate(xw.unbind(1)):
-        h = carry(kept(mask[0] if masked else None, t), act(x + h @ recurrent), h)  # a masked step keeps h
+        h = carry(kept(mask, t), act(x + times_gates(h, recurrent, gate_masks)), h)  # a masked step keeps h
         hs.append(h)
     return torch.stack(hs, dim=1)
 
 
-def _grad_parts(inputs, has_dseq, has_dh, masked):
-    return split_masked(inputs, 2, masked, "simple_rnn_scan_grad", has_dseq=has_dseq, has_dh=has_dh)
+def _grad_parts(inputs, has_dseq, has_dh, masked, recurrent_masks):
+    """(recurrent, h_seq, the mask, the recurrent masks, d_seq, d_h), None where absent."""
+    return split_present(inputs, 2, "simple_rnn_scan_grad", masked=masked, recurrent_masks=recurrent_masks,
+                         has_dseq=has_dseq, has_dh=has_dh)
 
 
-def _grad_infer(inputs, activation, has_dseq, has_dh, masked):
+def _grad_infer(inputs, activation, has_dseq, has_dh, masked, recurrent_masks=False):
     check_activation("simple_rnn_scan_grad", activation)
-    recurrent, h_seq, mask, dseq, dh = _grad_parts(inputs, has_dseq, has_dh, masked)
+    recurrent, h_seq, mask, gate_masks, dseq, dh = _grad_parts(inputs, has_dseq, has_dh, masked, recurrent_masks)
     units = scan_units(h_seq, recurrent, "simple_rnn_scan_grad", gates=1)
     check_mask("simple_rnn_scan_grad", mask, h_seq)
+    check_gate_masks("simple_rnn_scan_grad", gate_masks, 1, units, h_seq)
     n, t = h_seq.shape[:2]
     check_like("simple_rnn_scan_grad", h_seq.dtype, (("d_seq", dseq, (n, t, units)), ("d_h", dh, (n, units))))
     return [TensorSpec(h_seq.shape, h_seq.dtype)]
 
 
-def simple_rnn_scan_grad_reference(*inputs, activation, has_dseq, has_dh, masked=False):
-    recurrent, h_seq, mask, dseq, dh_last = _grad_parts(inputs, has_dseq, has_dh, masked)
+def simple_rnn_scan_grad_reference(*inputs, activation, has_dseq, has_dh, masked=False, recurrent_masks=False):
+    recurrent, h_seq, mask, gate_masks, dseq, dh_last = _grad_parts(inputs, has_dseq, has_dh, masked, recurrent_masks)
     dh_next = dh_last if dh_last is not None else h_seq.new_zeros(h_seq.shape[0], h_seq.shape[2])
     dz = []
     for t in reversed(range(h_seq.shape[1])):
         dh = dh_next + (dseq[:, t] if dseq is not None else 0)
         keep = kept(mask, t)
         dz.append(carry(keep, vjp_from_output(activation, h_seq[:, t], dh), torch.zeros_like(dh)))
-        dh_next = dz[-1] @ recurrent.t() + carry(keep, torch.zeros_like(dh), dh)  # a masked step passes dh on
+        dh_next = times_gates(dz[-1], recurrent, gate_masks, transposed=True) \
+            + carry(keep, torch.zeros_like(dh), dh)  # a masked step passes dh on
     return torch.stack(dz[::-1], dim=1)
 
 
@@ -89,10 +104,10 @@ OPS = [
     OpDef(
         name="simple_rnn_scan",
         doc="SimpleRNN's recurrence h_t = activation(xw_t + h_{t-1} @ recurrent) over projected inputs xw "
-        "(batch, time, units), an activation whose derivative is a function of its output (a masked step keeps h); "
-        "outputs every h_t.",
-        num_inputs=(2, 3),
-        attrs={"activation": ACTIVATION_ATTR, "masked": MASKED_ATTR},
+        "(batch, time, units), an activation whose derivative is a function of its output (a masked step keeps h; "
+        "recurrent_masks: h_{t-1} times the recurrent dropout mask); outputs every h_t.",
+        num_inputs=(2, 4),
+        attrs={"activation": ACTIVATION_ATTR, "masked": MASKED_ATTR, "recurrent_masks": recurrent_masks_attr(1)},
         infer=_scan_infer,
         reference=simple_rnn_scan_reference,
         traits={"recurrent"},
@@ -100,11 +115,12 @@ OPS = [
     OpDef(
         name="simple_rnn_scan_grad",
         doc="The gradient of simple_rnn_scan's projected inputs for every step, walking time backwards; inputs: "
-        "the recurrent kernel, every h_t, the mask (masked), then the gradients present (has_dseq: of every h_t; "
+        "the recurrent kernel, every h_t, the mask (masked), the recurrent dropout masks (recurrent_masks), then the "
+        "gradients present (has_dseq: of every h_t; "
         "has_dh: of the last h).",
-        num_inputs=(2, 5),
+        num_inputs=(2, 6),
         attrs={"activation": ACTIVATION_ATTR, "has_dseq": attr(bool), "has_dh": attr(bool),
-               "masked": MASKED_ATTR},
+               "masked": MASKED_ATTR, "recurrent_masks": recurrent_masks_attr(1)},
         infer=_grad_infer,
         reference=simple_rnn_scan_grad_reference,
         traits={"recurrent"},

@@ -11,8 +11,11 @@ run the cell from zero states over the row's read steps alone, then place the ou
 
 So each row is shifted to start at its first read step (zeros after its run) and the whole
 batch runs in one call of torch.lstm / torch.gru / torch.rnn_*; what a row computes after its run
-is never read. A row's final h is its output at its run's last step. The LSTM's final c is not
-among the fused outputs at that step, so it is computed again from the run's h sequence (_final_c).
+is never read. A row's final h is its output at its run's last step. The LSTM's final c is
+the fused call's own final c: the steps after a row's run read one more input feature, 1 there,
+whose kernel row adds -HOLD to the input gate's and +HOLD to the forget gate's pre-activation, so
+that i = 0 and f = 1 exactly in floating point and c is carried unchanged to the last step (with
+zero gradient through those gates: the sigmoid's derivative is 0 there).
 (Packed sequences would give the final states directly, but PyTorch's CPU kernels run them
 one step at a time: 10x slower than this at batch 32, 500 steps.) Every step is differentiable,
 so the backward is autograd's, as for the unmasked fused path. A mask with holes (a row whose
@@ -54,8 +57,11 @@ def fused_masked(cell: str, x, kernel, recurrent, bias, mask, zero_output_for_ma
     in_run = steps < lengths[:, None]  # (batch, time): the shifted rows' read steps
     shifted = (starts[:, None] + steps).clamp(max=time - 1)  # row b's step k of its run: x[b, start_b + k]
     x_run = torch.where(in_run[:, :, None], x.gather(1, shifted[:, :, None].expand(-1, -1, x.shape[2])), 0.0)
+    if cell == "lstm":  # the final c carried through the steps after each run (the module's docstring)
+        x_run, kernel = _holding_c(x_run, kernel, in_run, units)
     params = fused_weights(cell, kernel, recurrent, bias if use_bias else None, units)
-    run_out = run(x_run, zero_states(cell, x, units), params, use_bias, 1, 0.0, True, False, True)[0]
+    outputs = run(x_run, zero_states(cell, x, units), params, use_bias, 1, 0.0, True, False, True)
+    run_out = outputs[0]
     last = (lengths - 1).clamp(min=0)[:, None]
     k = steps - starts[:, None]  # each read-order step's place in its row's run
     placed = _at_steps(run_out, k.clamp(0, time - 1).minimum(last))  # after the run: its last output
@@ -63,28 +69,22 @@ def fused_masked(cell: str, x, kernel, recurrent, bias, mask, zero_output_for_ma
     sequence = torch.where(inside[:, :, None], placed, torch.zeros_like(placed))
     read_any = lengths > 0
     h = torch.where(read_any[:, None], _at_steps(run_out, last)[:, 0], 0.0)
-    c = _final_c(x_run, kernel, recurrent, bias if use_bias else None, run_out, last, read_any) if cell == "lstm" else None
-    states = (h,) if c is None else (h, c)
+    states = (h, outputs[2][0]) if cell == "lstm" else (h,)
     return (sequence if return_sequences else sequence[:, -1], *states)
+
+
+HOLD = 1e6  # far beyond where float32's and float64's sigmoid round to exactly 0 and 1 (|z| > ~104 / ~745)
+
+
+def _holding_c(x_run, kernel, in_run, units):
+    """x_run with one more feature, 1 after each row's run, and the kernel with its row: -HOLD into
+    the input gate, +HOLD into the forget gate (Keras's gate order i, f, c, o)."""
+    after = (~in_run).to(x_run.dtype)[:, :, None]
+    row = torch.zeros(1, 4 * units, dtype=kernel.dtype, device=kernel.device)
+    row[0, :units], row[0, units:2 * units] = -HOLD, HOLD
+    return torch.cat([x_run, after], dim=2), torch.cat([kernel, row], dim=0)
 
 
 def _at_steps(seq, steps):
     """seq (batch, time, units) at each row's `steps` (batch, k): (batch, k, units)."""
     return seq.gather(1, steps[:, :, None].expand(-1, -1, seq.shape[2]))
-
-
-def _final_c(x_run, kernel, recurrent, bias, h_run, last, read_any):
-    """The LSTM's c after each row's run (its step `last`), from the run's h sequence: every
-    step's gates (Keras's i, f, c, o) in one matmul, then c_L = sum over s <= L of
-    (f_{s+1} ... f_L) i_s g_s, the products as exponentials of differences of the cumulative sums of
-    log f, in float64 (over 500 steps the sums reach hundreds; float64 keeps their differences exact
-    to about 1e-13), so that no loop over the steps is needed."""
-    units = recurrent.shape[0]
-    h_prev = torch.cat([torch.zeros_like(h_run[:, :1]), h_run[:, :-1]], dim=1)
-    z = x_run @ kernel + h_prev @ recurrent + (0 if bias is None else bias)
-    i, f, g, _ = torch.split(z.double(), units, dim=-1)
-    log_f = torch.nn.functional.logsigmoid(f).cumsum(1)
-    steps = torch.arange(z.shape[1], device=z.device)[None, :, None]
-    upto = torch.where(steps <= last[:, :, None], _at_steps(log_f, last) - log_f, -torch.inf)  # -inf: after L, no term
-    c = (upto.exp() * torch.sigmoid(i) * torch.tanh(g)).sum(1).to(h_run.dtype)
-    return torch.where(read_any[:, None], c, 0.0)

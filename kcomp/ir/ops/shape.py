@@ -1,4 +1,4 @@
-"""Data movement without arithmetic: reshape, transpose, concat, flip."""
+"""Data movement without arithmetic: reshape, transpose, concat, flip, shift."""
 
 from math import prod
 
@@ -127,6 +127,34 @@ def _concat_vjp(b, node, grads):
     return pieces
 
 
+def _shift_infer(inputs, axis, period, by):
+    (x,) = inputs
+    if not -x.rank <= axis < x.rank:
+        raise ShapeError(f"shift: axis {axis} is not an axis of a rank-{x.rank} input {format_shape(x.shape)}.")
+    size = x.shape[axis]
+    per_item = size if is_static(size) else dim_parts(size)[1]  # "N*7" holds runs of 7 whatever N is
+    if period < 1 or per_item % period:
+        raise ShapeError(f"shift: Received: period={period} for axis {axis} of {format_shape(x.shape)}. "
+                         f"Expected a positive period that divides {per_item}.")
+    return [x]
+
+
+def _shift(x, axis, period, by):
+    ax = axis % x.dim()
+    runs = x.unflatten(ax, (-1, period))  # (..., runs, period, ...)
+    out = torch.zeros_like(runs)
+    kept = period - abs(by)
+    if kept > 0:
+        out.narrow(ax + 1, max(by, 0), kept).copy_(runs.narrow(ax + 1, max(-by, 0), kept))
+    return out.flatten(ax, ax + 1)
+
+
+def _shift_vjp(b, node, grads):
+    (g,) = grads
+    a = node.attrs
+    return [b.emit1("shift", [g], axis=a["axis"], period=a["period"], by=-a["by"])]
+
+
 OPS = [
     OpDef(
         name="reshape",
@@ -167,5 +195,17 @@ OPS = [
         reference=lambda x, axis: torch.flip(x, dims=(axis,)),
         traits={"shape"},
         vjp=_flip_vjp,
+    ),
+    OpDef(
+        name="shift",
+        doc="x moved `by` steps along `axis` within each run of `period` elements, zeros where nothing moves in: "
+            "by=1 gives out[j] = x[j-1], 0 at each run's first step (an RNN's h_{t-1} from every h_t, the time axis "
+            "alone or merged with the batch into rows); by=-1 moves the other way (its gradient).",
+        num_inputs=(1, 1),
+        attrs={"axis": attr(int), "period": attr(int), "by": attr(int, choices=(1, -1))},
+        infer=_shift_infer,
+        reference=_shift,
+        traits={"shape"},
+        vjp=_shift_vjp,
     ),
 ]
