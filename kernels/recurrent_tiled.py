@@ -280,8 +280,10 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # With recurrent dropout masks (and a step mask) every one of these spills 8 to 72 bytes in the
     # forward at 70 and 500 units; RECURRENT_MASKS_TILES do not (248 / 225 registers at 70 and
     # 500, 168 / 122 at 128), so they come first there.
+    # Saving pre-activations (save_pre) with Triton 3.6, the first spills 64 bytes in the forward at
+    # 256 units (none with 3.9); RECURRENT_MASKS_TILES come first there too.
     tiles = ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))
-    return tile_configs(tiles, call.binding.recurrent_masks is not None)
+    return tile_configs(tiles, call.binding.recurrent_masks is not None or call.binding.save_pre)
 
 
 # The tiles a tiled LSTM or GRU scan with recurrent dropout masks tries first: (BLOCK_B, BLOCK_H,
