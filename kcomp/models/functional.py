@@ -331,7 +331,7 @@ class Model(Layer):
         """Keras's fit; returns a History."""
         from kcomp.training import loop
 
-        self._ensure_built_for(x)
+        x = self._ensure_built_for_data(x)
         return loop.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
                         shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_batch_size,
                         validation_steps=validation_steps, validation_freq=validation_freq)
@@ -341,7 +341,7 @@ class Model(Layer):
         """Keras's evaluate: the loss (and metrics) over the data."""
         from kcomp.training import loop
 
-        self._ensure_built_for(x)
+        x = self._ensure_built_for_data(x)
         return loop.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, return_dict, callbacks)
 
     def train_on_batch(self, x, y, sample_weight=None, return_dict=False):
@@ -434,6 +434,16 @@ class Model(Layer):
         """`x` as one tensor per input, checked against the inputs (kcomp/models/input_data.py)."""
         return prepare_inputs(self, x)
 
+    def _ensure_built_for_data(self, x):
+        """fit's, evaluate's and predict's data: a model that learns its input shape from data is
+        built for it (for a generator or PyDataset, from its first batch's inputs). Returns `x`, a
+        generator or PyDataset as its kcomp.training.streams.Stream, which keeps that batch."""
+        from kcomp.training.streams import stream_of
+
+        stream = stream_of(x)
+        self._ensure_built_for(x if stream is None or self.built else stream.first_x())
+        return x if stream is None else stream
+
     def _ensure_built_for(self, x) -> None:
         """A model that learns its input shape from the first data: a subclassed one here, Sequential its own way."""
         if not self._subclassed or self.built:
@@ -441,8 +451,9 @@ class Model(Layer):
         build_subclassed(self, data_specs(x), isinstance(x, (list, tuple)))
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Run the model on `x` in batches of `batch_size` (default 32); returns numpy arrays."""
-        self._ensure_built_for(x)
+        """Run the model on `x` in batches of `batch_size` (default 32), or on the batches of a
+        generator or PyDataset; returns numpy arrays."""
+        x = self._ensure_built_for_data(x)
         self._require_built("the output")
         return prediction.predict(self, x, batch_size, verbose, steps, callbacks)
 

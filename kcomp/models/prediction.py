@@ -13,32 +13,60 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-    """Model.predict on a built model: `x` in batches of `batch_size` (default 32)."""
+    """Model.predict on a built model: `x` in batches of `batch_size` (default 32), or the batches
+    of a generator or PyDataset (their inputs; targets they hold are ignored, as in Keras)."""
     from kcomp.callbacks import CallbackList
-    from kcomp.training.data import batch_size as checked_batch_size, check_embedding_ids
 
-    batch_size = checked_batch_size(batch_size)
-    xs = model._prepare_inputs(x)
-    check_embedding_ids(model, xs)
-    n = len(xs[0])
     executor, params = model.executor(), model.params()
-    batches = range(0, n, batch_size)
-    if steps is not None:
-        batches = batches[:steps]
-    bar = Progbar(len(batches), verbose=0 if verbose == 0 else 1)
+    batches, count, close = _batches(model, x, batch_size, steps)
+    bar = Progbar(count, verbose=0 if verbose == 0 else 1)
     callback_list = CallbackList(callbacks, model)
     callback_list.call("on_predict_begin")
     pieces: list[list[torch.Tensor]] = []
-    with torch.inference_mode():
-        for step, start in enumerate(batches, 1):
-            callback_list.call("on_predict_batch_begin", step - 1)
-            outs = executor.run([t[start : start + batch_size] for t in xs], params)
-            pieces.append([o.cpu() for o in outs])
-            callback_list.call("on_predict_batch_end", step - 1, {"outputs": pieces[-1][0] if len(outs) == 1 else pieces[-1]})
-            bar.update(step)
+    try:
+        with torch.inference_mode():
+            for step, xs in enumerate(batches, 1):
+                callback_list.call("on_predict_batch_begin", step - 1)
+                outs = executor.run(xs, params)
+                pieces.append([o.cpu() for o in outs])
+                callback_list.call("on_predict_batch_end", step - 1, {"outputs": pieces[-1][0] if len(outs) == 1 else pieces[-1]})
+                bar.update(step, finalize=count is not None and step >= count)
+    finally:
+        close()
+    if count is None or len(pieces) < count:
+        bar.update(len(pieces), finalize=True)
     callback_list.call("on_predict_end")
     outs = [to_numpy(torch.cat([p[i] for p in pieces])) if pieces else empty_output(model, i) for i in range(len(model.outputs))]
     return outs[0] if len(outs) == 1 else outs  # Keras unpacks Model(x, [y])'s one output too
+
+
+def _batches(model, x, batch_size, steps):
+    """(the batches of inputs, their count when known, what ends the reading): slices of arrays,
+    or a stream's batches prepared on the prefetch thread (kcomp/training/prefetch.py)."""
+    from kcomp.training.data import batch_size as checked_batch_size, check_embedding_ids
+    from kcomp.training.prefetch import Prefetcher
+    from kcomp.training.runners import device_of
+    from kcomp.training.streams import check_arguments, prepare, stream_of
+
+    stream = stream_of(x)
+    if stream is None:
+        batch_size = checked_batch_size(batch_size)
+        xs = model._prepare_inputs(x)
+        check_embedding_ids(model, xs)
+        starts = range(0, len(xs[0]), batch_size)[:steps]
+        return ([t[s : s + batch_size] for t in xs] for s in starts), len(starts), lambda: None
+    check_arguments(stream, "predict", batch_size=batch_size)
+    stream.on_epoch_begin()
+    device = device_of(model)
+    prefetcher = Prefetcher(stream.new_pass(False), prepare(model, None, "predict", stream.kind), device, steps,
+                            stream.max_queue_size)
+
+    def close():
+        prefetcher.close()
+        stream.on_epoch_end()
+        stream.close()
+
+    return prefetcher, steps or stream.length, close
 
 
 def empty_output(model, i: int) -> np.ndarray:

@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kcomp import losses as losses_module, metrics as metrics_module, optimizers, session
+from kcomp import losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.layers.base import Layer
 from kcomp.training.data import (
     batch_size as checked_batch_size, check_class_ids, check_embedding_ids, check_lengths, model_inputs,
     refuse_weights_with_masks, sample_weights, targets,
 )
+from kcomp.training.feeds import ArrayFeed, StreamFeed
 from kcomp.training.runners import device_of, runner_for
 from kcomp.training.state import TrainState
+from kcomp.training.streams import check_arguments as check_stream_arguments, refuse_empty, stream_of
 from kcomp.training.step import build_test_step, build_train_step, output_names
 from kcomp.utils.progbar import Progbar
 
@@ -201,21 +203,69 @@ def _to_device(device, xs, ys, sw):
     return [t.to(device) for t in xs], [t.to(device) for t in ys], sw.to(device)
 
 
-def _batches(n, batch_size, shuffle, steps=None, device=None):
-    order = torch.randperm(n, generator=session.generator(None)) if shuffle else torch.arange(n)
-    order = order.to(device) if device is not None else order  # one copy per epoch; batches gather on the device
-    starts = list(range(0, n, batch_size))
-    if steps is not None:
-        starts = starts[:steps]
-    return [order[s : s + batch_size] for s in starts]
-
-
 def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
         steps_per_epoch=None, validation_batch_size=None, validation_steps=None, validation_freq=1):
     from kcomp.callbacks import CallbackList, History
 
     compiled = _require_compiled(model)
+    device = device_of(model)
+    stream = stream_of(x)
+    if stream is not None:
+        check_stream_arguments(stream, "fit", y, sample_weight, class_weight, validation_split, batch_size, shuffle)
+        feed = StreamFeed(model, compiled, stream, "train", shuffle, steps_per_epoch, device, class_weight)
+    else:
+        feed, validation_data = _array_feed(model, compiled, x, y, batch_size, shuffle, class_weight, sample_weight,
+                                            validation_split, validation_data, steps_per_epoch, device)
+    validation = _validation_feed(model, compiled, validation_data, validation_batch_size or batch_size,
+                                  validation_steps, device)
+    history = History()
+    callback_list = CallbackList([*(callbacks or []), history], model)
+    model.stop_training = False
+    _validates(0, validation_freq)  # a bad validation_freq fails before the first step
+    callback_list.set_params({"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs, "steps": feed.steps})
+    callback_list.call("on_train_begin")
+    try:
+        for epoch in range(initial_epoch, epochs):
+            callback_list.call("on_epoch_begin", epoch)
+            bar = Progbar(feed.steps, verbose=_verbose(verbose))
+            if bar.verbose:
+                print(f"Epoch {epoch + 1}/{epochs}")
+            acc, done = None, 0
+            with feed.epoch() as batches:
+                for i, (xs, ys, sw, idx) in enumerate(batches):
+                    acc = acc or _accumulator(model, compiled, "train", ys)  # (made anew: its sums are zeroed)
+                    callback_list.call("on_train_batch_begin", i)
+                    run_batch(model, compiled, "train", xs, ys, sw, acc, rows=idx)
+                    callback_list.call("on_train_batch_end", i, _RunningLogs(acc))
+                    done = i + 1
+                    bar.update(done, acc.logs, finalize=False)
+                    if model.stop_training:
+                        break
+            if acc is None:  # a stream with nothing left (a generator's second epoch): Keras stops here
+                refuse_empty(epoch - initial_epoch, stream.kind if stream else "data")
+                warnings.warn("Your input ran out of data; interrupting training. Make sure that your dataset or "
+                              "generator can generate at least `steps_per_epoch * epochs` batches.", stacklevel=3)
+                break
+            logs = acc.logs()
+            if validation is not None and _validates(epoch, validation_freq):
+                logs.update(evaluate(model, verbose=0, return_dict=True, callbacks=callback_list, _prefix="val_",
+                                     _feed=validation))
+            bar.update(feed.steps or done, lambda: logs, finalize=True)
+            callback_list.call("on_epoch_end", epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        feed.close()
+        if validation is not None:
+            validation.close()
+    callback_list.call("on_train_end")
+    return history
+
+
+def _array_feed(model, compiled, x, y, batch_size, shuffle, class_weight, sample_weight, validation_split,
+                validation_data, steps_per_epoch, device):
+    """fit's arrays checked and moved to the device, and the validation data split from them."""
     batch_size = checked_batch_size(batch_size)
     xs = model_inputs(model, x)
     ys = targets(model, y)
@@ -230,64 +280,35 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         split = int(math.floor(n * (1.0 - validation_split)))  # Keras 3's split: the last samples, before shuffling
         # Keras splits the sample weights too (class weights weigh only the training part).
         val_weights = None if sample_weight is None else sw[split:]
-        validation_data = ([t[split:] for t in xs], [t[split:] for t in ys], val_weights)
+        validation_data = ([t[split:] for t in xs], [t[split:] for t in ys], val_weights, "checked")
         xs, ys, sw, n = [t[:split] for t in xs], [t[:split] for t in ys], sw[:split], split
-    elif validation_data is not None:
-        if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
-            raise ArgumentError("validation_data is (x, y) or (x, y, sample_weight), as in Keras.")
-        vx, vy = validation_data[0], validation_data[1]
-        val_weights = validation_data[2] if len(validation_data) == 3 else None
-        validation_data = (model_inputs(model, vx), targets(model, vy))
-        check_lengths(*validation_data)
-        check_class_ids(model, compiled, validation_data[1])
-        check_embedding_ids(model, validation_data[0])
-        refuse_weights_with_masks(model, val_weights)
-        validation_data += (sample_weights(len(validation_data[1][0]), val_weights, None, validation_data[1]),)
-    device = device_of(model)
     xs, ys, sw = _to_device(device, xs, ys, sw)  # once: batches are then gathered on the device
-    history = History()
-    callback_list = CallbackList([*(callbacks or []), history], model)
-    acc = _accumulator(model, compiled, "train", ys)
-    model.stop_training = False
-    _validates(0, validation_freq)  # a bad validation_freq fails before the first step
-    steps = len(_batches(n, batch_size, False, steps_per_epoch))
-    callback_list.set_params({"verbose": 1 if verbose == "auto" else verbose, "epochs": epochs, "steps": steps})
-    callback_list.call("on_train_begin")
-    left_over: list = []  # with steps_per_epoch: the batches of the current pass not trained on yet
-    for epoch in range(initial_epoch, epochs):
-        acc.reset()
-        callback_list.call("on_epoch_begin", epoch)
-        bar = Progbar(steps, verbose=_verbose(verbose))
-        if bar.verbose:
-            print(f"Epoch {epoch + 1}/{epochs}")
-        if steps_per_epoch is None:
-            epoch_batches = _batches(n, batch_size, shuffle, None, device)
-        else:
-            # Keras 3 goes on through the data across epochs; an epoch that reaches the end of a pass
-            # stops there (with Keras's warning), and the next epoch starts a new, reshuffled pass.
-            left_over = left_over or _batches(n, batch_size, shuffle, None, device)
-            epoch_batches, left_over = left_over[:steps_per_epoch], left_over[steps_per_epoch:]
-            if len(epoch_batches) < steps_per_epoch:
-                warnings.warn(f"The data ran out after {len(epoch_batches)} of steps_per_epoch={steps_per_epoch} "
-                              "batches; this epoch ends there, as in Keras.", stacklevel=3)
-        for i, idx in enumerate(epoch_batches):
-            callback_list.call("on_train_batch_begin", i)
-            run_batch(model, compiled, "train", xs, ys, sw, acc, rows=idx)
-            callback_list.call("on_train_batch_end", i, _RunningLogs(acc))
-            bar.update(i + 1, acc.logs, finalize=False)
-            if model.stop_training:
-                break
-        logs = acc.logs()
-        if validation_data is not None and _validates(epoch, validation_freq):
-            logs.update(evaluate(model, validation_data[0], validation_data[1], batch_size=validation_batch_size or batch_size,
-                                 verbose=0, sample_weight=validation_data[2] if len(validation_data) == 3 else None,
-                                 steps=validation_steps, return_dict=True, callbacks=callback_list, _prefix="val_"))
-        bar.update(steps, lambda: logs, finalize=True)
-        callback_list.call("on_epoch_end", epoch, logs)
-        if model.stop_training:
-            break
-    callback_list.call("on_train_end")
-    return history
+    return ArrayFeed(xs, ys, sw, n, batch_size, shuffle, steps_per_epoch, device), validation_data
+
+
+def _validation_feed(model, compiled, validation_data, batch_size, steps, device):
+    """The feed of fit's validation: arrays ((x, y) or (x, y, sample_weight), checked here unless split
+    from fit's own), a generator or a PyDataset; one feed for every epoch, so a stream read with
+    validation_steps goes on across epochs."""
+    if validation_data is None:
+        return None
+    stream = stream_of(validation_data)
+    if stream is not None:
+        return StreamFeed(model, compiled, stream, "test", False, steps, device, restart=True)
+    if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3, 4):
+        raise ArgumentError("validation_data is (x, y) or (x, y, sample_weight), a generator or a PyDataset, as in Keras.")
+    vx, vy = validation_data[0], validation_data[1]
+    val_weights = validation_data[2] if len(validation_data) > 2 else None
+    if len(validation_data) != 4:  # not split from fit's checked arrays
+        vx, vy = model_inputs(model, vx), targets(model, vy)
+        check_lengths(vx, vy)
+        check_class_ids(model, compiled, vy)
+        check_embedding_ids(model, vx)
+        refuse_weights_with_masks(model, val_weights)
+    n = check_lengths(vx, vy)
+    sw = sample_weights(n, val_weights, None, vy)
+    vx, vy, sw = _to_device(device, vx, vy, sw)
+    return ArrayFeed(vx, vy, sw, n, checked_batch_size(batch_size), False, steps, device, restart=True)
 
 
 def _validates(epoch: int, validation_freq) -> bool:
@@ -300,32 +321,51 @@ def _validates(epoch: int, validation_freq) -> bool:
 
 
 def evaluate(model, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
-             return_dict=False, callbacks=None, _prefix=""):
+             return_dict=False, callbacks=None, _prefix="", _feed=None):
+    """Keras's evaluate; fit's validation passes its feed (`_feed`, read on for each validation)."""
     from kcomp.callbacks import CallbackList
 
     compiled = _require_compiled(model)
-    batch_size = checked_batch_size(batch_size)
-    xs = x if _prefix else model_inputs(model, x)
-    ys = y if _prefix else targets(model, y)
-    n = check_lengths(xs, ys)
-    if not _prefix:
+    device = device_of(model)
+    stream = stream_of(x)
+    feed = _feed
+    if feed is None and stream is not None:
+        check_stream_arguments(stream, "evaluate", y, sample_weight, batch_size=batch_size)
+        feed = StreamFeed(model, compiled, stream, "test", False, steps, device)
+    elif feed is None:
+        batch_size = checked_batch_size(batch_size)
+        xs, ys = model_inputs(model, x), targets(model, y)
+        n = check_lengths(xs, ys)
         check_class_ids(model, compiled, ys)
         check_embedding_ids(model, xs)
         refuse_weights_with_masks(model, sample_weight)
-    sw = sample_weights(n, sample_weight, None, ys)
-    device = device_of(model)
-    xs, ys, sw = _to_device(device, xs, ys, sw)
-    acc = _accumulator(model, compiled, "test", ys)
-    batches = _batches(n, batch_size, False, steps, device)
-    bar = Progbar(len(batches), verbose=_verbose(verbose))
+        sw = sample_weights(n, sample_weight, None, ys)
+        xs, ys, sw = _to_device(device, xs, ys, sw)
+        feed = ArrayFeed(xs, ys, sw, n, batch_size, False, steps, device, restart=True)
+    bar = Progbar(feed.steps, verbose=_verbose(verbose))
     callback_list = CallbackList(callbacks, model)
     callback_list.call("on_test_begin")
-    with torch.inference_mode():
-        for i, idx in enumerate(batches):
-            callback_list.call("on_test_batch_begin", i)
-            run_batch(model, compiled, "test", xs, ys, sw, acc, rows=idx)
-            callback_list.call("on_test_batch_end", i, _RunningLogs(acc))
-            bar.update(i + 1, acc.logs)
+    acc, done = None, 0
+    try:
+        with torch.inference_mode(), feed.epoch() as batches:
+            for i, (xs, ys, sw, idx) in enumerate(batches):
+                acc = acc or _accumulator(model, compiled, "test", ys)
+                callback_list.call("on_test_batch_begin", i)
+                run_batch(model, compiled, "test", xs, ys, sw, acc, rows=idx)
+                callback_list.call("on_test_batch_end", i, _RunningLogs(acc))
+                done = i + 1
+                bar.update(done, acc.logs, finalize=feed.steps is not None and done >= feed.steps)
+    finally:
+        if _feed is None:
+            feed.close()
+    if acc is None:  # no batch: a stream with nothing (left) in it
+        if _prefix:
+            warnings.warn("The validation data ran out; this epoch logs no validation numbers. Give validation "
+                          "data that fit can read again each epoch (arrays or a PyDataset).", stacklevel=3)
+            return {}
+        refuse_empty(0, stream.kind if stream else "data")
+    if feed.steps is None or done < feed.steps:  # the last line of a bar of unknown (or too long) length
+        bar.update(done, acc.logs, finalize=True)
     logs = acc.logs(_prefix)
     callback_list.call("on_test_end", acc.logs())
     return logs if return_dict else as_returned(model, logs)

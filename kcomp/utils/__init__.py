@@ -1,4 +1,5 @@
-"""Keras's utilities: to_categorical, pad_sequences, set_random_seed, a progress bar."""
+"""Keras's utilities: to_categorical, pad_sequences, set_random_seed, a progress bar, PyDataset (Sequence)
+and image_dataset_from_directory."""
 
 import numpy as np
 import torch
@@ -6,7 +7,9 @@ import torch
 from kcomp.session import set_random_seed
 from kcomp.errors import ArgumentError
 from kcomp.preprocessing.sequence import pad_sequences  # Keras 3 has it at keras.utils.pad_sequences
+from kcomp.utils.image_dataset import image_dataset_from_directory
 from kcomp.utils.progbar import Progbar
+from kcomp.utils.py_dataset import PyDataset, Sequence
 
 
 def to_categorical(x, num_classes=None):
@@ -41,4 +44,5 @@ def to_categorical(x, num_classes=None):
     return out.reshape(*shape, num_classes)
 
 
-__all__ = ["Progbar", "pad_sequences", "set_random_seed", "to_categorical"]
+__all__ = ["Progbar", "PyDataset", "Sequence", "image_dataset_from_directory", "pad_sequences", "set_random_seed",
+           "to_categorical"]

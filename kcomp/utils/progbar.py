@@ -7,8 +7,10 @@ import numpy as np
 
 
 class Progbar:
-    def __init__(self, target: int, width: int = 20, verbose: int = 1, stream=None, interval: float = 0.05):
-        """interval: the least time between two redraws of the line (Keras's default, 0.05 s);
+    def __init__(self, target: int | None, width: int = 20, verbose: int = 1, stream=None, interval: float = 0.05):
+        """target: the steps in all, None when unknown (a generator's first epoch): the line then
+        counts steps as Keras's does, `7/Unknown`, with no bar and no ETA.
+        interval: the least time between two redraws of the line (Keras's default, 0.05 s);
         a redraw reads the loss back from the device, so a fast step must not redraw each time."""
         self.target, self.width, self.verbose, self.interval = target, width, verbose, interval
         self.stream = stream or sys.stdout
@@ -21,7 +23,10 @@ class Progbar:
         so a training loop reads its device-side numbers only then)."""
         if not self.verbose:
             return
-        finalize = current >= self.target if finalize is None else finalize
+        if finalize is None:
+            finalize = self.target is not None and current >= self.target
+        if finalize and self.target is None:
+            self.target = current  # the count is known at the end: Keras's last line shows `5/5` and the bar
         if not finalize and not self._interactive:
             return  # a log file gets one line per bar, not a line per step
         now = time.perf_counter()
@@ -29,11 +34,15 @@ class Progbar:
             return
         self._last_draw = now
         elapsed = now - self.start
-        filled = int(self.width * current / max(self.target, 1))
-        bar = "━" * filled + ("━" if filled < self.width else "") + " " * max(self.width - filled - 1, 0)
         per_step = elapsed / max(current, 1)
-        timing = f"{elapsed:.0f}s {per_step * 1000:.0f}ms/step" if finalize else f"ETA: {per_step * (self.target - current):.0f}s"
-        line = f"{current}/{self.target} {bar[: self.width]} {timing}"
+        if self.target is None:
+            timing = f"{elapsed:.0f}s {per_step * 1000:.0f}ms/step"
+            line = f"{current:7d}/Unknown {timing}"
+        else:
+            filled = int(self.width * current / max(self.target, 1))
+            bar = "━" * filled + ("━" if filled < self.width else "") + " " * max(self.width - filled - 1, 0)
+            timing = f"{elapsed:.0f}s {per_step * 1000:.0f}ms/step" if finalize else f"ETA: {per_step * (self.target - current):.0f}s"
+            line = f"{current}/{self.target} {bar[: self.width]} {timing}"
         if callable(values):
             values = values()
         for key, value in (values or {}).items():
