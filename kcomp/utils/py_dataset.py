@@ -10,6 +10,20 @@ each epoch. Keras's signature and properties, so a Keras subclass runs with the 
 import warnings
 
 
+def _setting(name: str) -> property:
+    """A setting read (with Keras's warning if the subclass skipped PyDataset.__init__) and set."""
+    private = f"_{name}"
+
+    def read(self):
+        self._warn_if_super_not_called()
+        return getattr(self, private)
+
+    def write(self, value):
+        setattr(self, private, value)
+
+    return property(read, write)
+
+
 class PyDataset:
     def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
         self._workers = workers
@@ -27,32 +41,11 @@ class PyDataset:
                       "`**kwargs` can include `workers`, `use_multiprocessing`, `max_queue_size`. Do not pass "
                       "these arguments to `fit()`, as they will be ignored.", stacklevel=3)
 
-    @property
-    def workers(self):
-        self._warn_if_super_not_called()
-        return self._workers
-
-    @workers.setter
-    def workers(self, value):
-        self._workers = value
-
-    @property
-    def use_multiprocessing(self):
-        self._warn_if_super_not_called()
-        return self._use_multiprocessing
-
-    @use_multiprocessing.setter
-    def use_multiprocessing(self, value):
-        self._use_multiprocessing = value
-
-    @property
-    def max_queue_size(self):
-        self._warn_if_super_not_called()
-        return self._max_queue_size
-
-    @max_queue_size.setter
-    def max_queue_size(self, value):
-        self._max_queue_size = value
+    # Keras's settings, read by fit's data feeding: the threads reading batches, whether in processes, and
+    # how many batches are read ahead.
+    workers = _setting("workers")
+    use_multiprocessing = _setting("use_multiprocessing")
+    max_queue_size = _setting("max_queue_size")
 
     def __getitem__(self, index):
         """The batch at position `index`: (x,), (x, y) or (x, y, sample_weight)."""
