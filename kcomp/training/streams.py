@@ -138,6 +138,9 @@ def batch_tuple(batch, source: str) -> tuple:
 def prepare(model, compiled, kind: str, source: str, class_weight=None):
     """The function that turns a raw batch into the step's tensors: [*inputs, *targets, weights]
     for "train" and "test", [*inputs] for "predict"; checked as fit checks arrays."""
+    # The embedding-id check reads the model's graph: traced here, on the caller's thread, so
+    # the prefetch thread only reads the cache (a first trace there would race the step's).
+    model.to_graph()
     def run(raw) -> list:
         batch = batch_tuple(raw, source)
         xs = model_inputs(model, batch[0]) if kind != "predict" else model._prepare_inputs(batch[0])
