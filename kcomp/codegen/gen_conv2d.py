@@ -6,9 +6,11 @@ dilation and the pool come from the body's nodes into the binding; image sizes
 are read from the tensors at run time (the batch varies).
 """
 
+from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
+from kcomp.kernels.operands import chain_input
 from kcomp.kernels.pool2d import POOLS
 
 
@@ -24,12 +26,19 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     else:
         kind, size, strides = "none", (1, 1), (1, 1)
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
-    x, w = (index_of[v.id] for v in conv.inputs)
+    # The image is what the prologue chain starts from (the conv's own input without one).
+    prologue_nodes = list(kernel.prologue)
+    x_value = chain_input(prologue_nodes) if prologue_nodes else conv.inputs[0]
+    x, w = index_of[x_value.id], index_of[conv.inputs[1].id]
+    prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, x_value, "prologue", PROLOGUE_PARAMS)
     hook, operands = generate_epilogue(body, constants + chain, conv.outputs[0])
     prepool = len(body.outputs) == 2  # (pre-pool activation, pooled): a training step reads both
-    return GeneratedKernel(hook, {
+    return GeneratedKernel(prologue + "\n\n" + hook, {
         "epilogue": "epilogue",
         "operands": repr(tuple(operands)),
+        "prologue": "prologue",
+        "has_prologue": repr(bool(prologue_nodes)),
+        "prologue_operands": repr(tuple(pro_operands)),
         "x": repr(x),
         "w": repr(w),
         "strides": repr(tuple(conv.attrs["strides"])),
