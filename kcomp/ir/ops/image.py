@@ -59,7 +59,7 @@ def _resize_grad(g, height, width, interpolation):
     x = torch.zeros((g.shape[0], height, width, g.shape[3]), dtype=g.dtype, device=g.device, requires_grad=True)
     with torch.enable_grad():
         y = _resize(x, g.shape[1], g.shape[2], interpolation)
-        (dx,) = torch.autograd.grad(y, x, g)
+        (dx,) = torch.autograd.grad(y, x, g, create_graph=g.requires_grad)  # differentiable in g (a VJP check's)
     return dx.contiguous()
 
 
