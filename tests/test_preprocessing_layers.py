@@ -19,7 +19,11 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.registry import OPS
 from kcomp.models import Sequential
 
-from kernel_helpers import assert_compiled_matches_reference, assert_launch_matches_reference, kernels_of, randomize, with_nonfinite
+from kernel_helpers import (
+    assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of,
+    randomize, with_nonfinite,
+)
+from layer_harness import default_weights
 from vjp_harness import check_vjp
 
 # Keras's adapt asks isinstance(data, tf.data.Dataset) before it takes an iterable; without
@@ -282,6 +286,24 @@ def test_a_model_with_preprocessing_trains_and_keeps_its_statistics():
     assert norm.trainable_weights == [] and len(norm.non_trainable_weights) == 3
 
 
+def test_compiled_training_steps_with_preprocessing_match_the_reference():
+    """A training step's graph with Resizing, Rescaling and Normalization before a conv: valid, no
+    gradient into the input, the same losses and weights on the interpreter's kernels."""
+    x = np.random.default_rng(6).normal(size=(6, 9, 11, 3)).astype("float32")
+    y = np.eye(3, dtype="float32")[np.arange(6) % 3]
+
+    def make_model():
+        kcomp.utils.set_random_seed(7)
+        model = Sequential([
+            layers.Input(shape=(9, 11, 3)), layers.Resizing(7, 8), layers.Rescaling([0.5, 2.0, -1.0], 0.25),
+            layers.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 3.0]), layers.Conv2D(4, 3, activation="relu"),
+            layers.Flatten(), layers.Dense(3, activation="softmax"),
+        ])
+        return model
+
+    assert_compiled_steps_match_the_reference(make_model, x, y)
+
+
 # ---------------------------------------------------------------- saving
 
 
@@ -313,8 +335,16 @@ def _normalization_ref(x, w):
     return (x - w["mean"]) / np.maximum(np.sqrt(w["variance"]), 1e-7)
 
 
+def _statistics(rng, name, shape):
+    """Random mean and variance (positive), and a count as Keras keeps it: an int32."""
+    if name == "count":
+        return np.asarray(rng.integers(1, 100), dtype="int32")
+    return default_weights(rng, name, shape)
+
+
 def _case(cls, kwargs, input_shape, output_shape, weights, reference, id):
     return pytest.param(dict(
+        weight_fn=_statistics,
         layer_cls=cls, init_kwargs=kwargs, input_shape=input_shape, expected_output_shape=output_shape,
         expected_num_weights=len(weights), expected_num_trainable=0, reference_fn=reference,
         expected_weight_shapes=weights, expected_non_trainable_names=tuple(weights), expected_num_params=sum(
