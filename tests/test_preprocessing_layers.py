@@ -203,6 +203,15 @@ def test_adapt_steps_and_batch_size():
     np.testing.assert_allclose(first.get_weights()[0], data[:16].reshape(-1, 4).mean(axis=0), rtol=1e-5)
 
 
+def test_integer_pixels_are_rescaled_in_float32_as_keras():
+    x = np.random.default_rng(8).integers(0, 256, (2, 5, 6, 3)).astype("uint8")
+    for ours, theirs in ((layers.Rescaling(1 / 255.0), keras.layers.Rescaling(1 / 255.0)),
+                         (layers.CenterCrop(3, 4), keras.layers.CenterCrop(3, 4))):
+        got, want = ours(x), np.asarray(theirs(x))
+        assert got.dtype == torch.float32 and want.dtype == np.float32
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
 def test_unadapted_normalization_is_the_identity_as_in_keras():
     """Keras 3 builds mean 0 and variance 1 and uses them until adapt: it does not raise."""
     x = _data(2, (3, 4))
@@ -227,6 +236,8 @@ def test_wrong_arguments_raise_kcomp_errors():
         layer.adapt(_data(shape=(5, 6, 3)))
     with pytest.raises(KcompError, match="scale"):
         layers.Rescaling("1/255")
+    with pytest.raises(KcompError, match="integer images"):
+        layers.Resizing(3, 4)(np.ones((1, 5, 6, 3), "uint8"))
     with pytest.raises(KcompError, match="height and width"):
         Sequential([layers.Input(shape=(9, 3)), layers.CenterCrop(2, 2)])
 
@@ -302,6 +313,42 @@ def test_compiled_training_steps_with_preprocessing_match_the_reference():
         return model
 
     assert_compiled_steps_match_the_reference(make_model, x, y)
+
+
+# ---------------------------------------------------------------- AOT: the kernels compile for sm_90
+
+AOT_CASES = ["rescaling_conv", "normalization_dense", "resize_bilinear", "resize_nearest"]
+
+
+def _aot_model(case):
+    first = {
+        "rescaling_conv": [layers.Input(shape=(32, 32, 3)), layers.Rescaling(1 / 255.0, -0.5)],
+        "normalization_dense": [layers.Input(shape=(64,)), layers.Normalization(mean=0.5, variance=2.0)],
+        "resize_bilinear": [layers.Input(shape=(37, 29, 3)), layers.Resizing(64, 48)],
+        "resize_nearest": [layers.Input(shape=(37, 29, 3)), layers.Resizing(16, 20, interpolation="nearest")],
+    }[case]
+    last = layers.Dense(32, activation="relu") if case == "normalization_dense" else layers.Conv2D(16, 3, padding="same", activation="relu")
+    return Sequential([*first, last])
+
+
+def compile_cases(cases):
+    """The AOT child's work: each case's kernels compiled for sm_90 (tests/aot_helpers.py)."""
+    from aot_helpers import graph_kernel_records
+
+    return [rec for case in cases for rec in graph_kernel_records(_aot_model(case).to_graph(), case=case)]
+
+
+@pytest.mark.slow
+def test_the_kernels_compile_for_sm_90_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=600)
+    templates = [(r["case"], r["template"]) for r in records]
+    assert templates == [("rescaling_conv", "conv2d"), ("normalization_dense", "matmul"), ("resize_bilinear", "resize"),
+                         ("resize_bilinear", "conv2d"), ("resize_nearest", "resize"), ("resize_nearest", "conv2d")]
+    for r in records:
+        assert r["spill_bytes"] == 0 and r["local_stores"] == 0, r
+        assert r["tensor_cores"] or r["template"] == "resize", r  # the prologue keeps the conv on tensor cores
 
 
 # ---------------------------------------------------------------- saving
@@ -383,3 +430,12 @@ def test_the_k_language_has_the_preprocessing_layers():
     x = np.random.default_rng(5).normal(size=(2, 9, 11, 3)).astype("float32")
     np.testing.assert_array_equal(model.predict(x, verbose=0), twin.predict(x, verbose=0))
     assert model.predict(x, verbose=0).shape == (2, 4, 5, 3)
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_preprocessing_layers.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))

@@ -18,7 +18,6 @@ import torch
 
 from kcomp import ops
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
-from kcomp.ir.graph import Value
 from kcomp.ir.ops.image import INTERPOLATIONS
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.layers import args
@@ -42,6 +41,8 @@ def _constant(values, shape):
 
 def _as_float(x):
     """Keras's preprocessing layers compute in float32: integer images (uint8 pixels) are cast."""
+    if isinstance(x, torch.Tensor):  # called eagerly (on any dtype torch has, uint8 too)
+        return x if x.is_floating_point() else x.float()
     return x if ops.dtype(x) in FLOAT_DTYPES else ops.cast(x, "float32")
 
 
@@ -273,7 +274,12 @@ class Resizing(Layer):
         self.data_format = "channels_last"
 
     def call(self, inputs):
-        x = _as_float(inputs)
+        if not (inputs.is_floating_point() if isinstance(inputs, torch.Tensor) else ops.dtype(inputs) in FLOAT_DTYPES):
+            raise KcompError(
+                f'Layer "{self.name}" (Resizing) received integer images: Keras then rounds the resized pixels back to '
+                "the integer dtype, which kcomp does not do. Give it float images (a Rescaling first, or cast the data)."
+            )
+        x = inputs
         height, width = _image_size(self, ops.shape(x))
         if self.crop_to_aspect_ratio:
             x = _crop(x, *_aspect_crop(height, width, self.height, self.width))
