@@ -1,7 +1,8 @@
 """Generator for the conv2d template: Conv2D, its epilogue, and an absorbed 'valid' pool.
 
-The body is [constants...] conv2d, elementwise chain..., optional max_pool2d /
-avg_pool2d. The epilogue is generated from the chain; strides, padding,
+The body is [constants...] [prologue chain...] conv2d, elementwise chain..., optional
+max_pool2d / avg_pool2d. The prologue is generated from the ops that produced the image (a
+Rescaling's, a Normalization's: scalar and per-channel operands), the epilogue from the chain; strides, padding,
 dilation and the pool come from the body's nodes into the binding; image sizes
 are read from the tensors at run time (the batch varies).
 """
