@@ -15,6 +15,12 @@ matmul template, runs on the float32 accumulator; offs_m are conv output
 pixels (n * CH + ch) * CW + cw, so a "full" operand is indexed with row
 stride F.
 
+Hook: PROLOGUE(x, offs_m, offs_c, mask_m, mask_k, P0, P1, T0, T1) runs on each loaded
+window tile of X (the elementwise ops that produced X: a Rescaling, a Normalization), with
+offs_c the channel of each tile column, so its operands are scalars or per-channel vectors
+only (the fusion rule below takes no others; offs_m, the tile's rows, index nothing). The
+padding stays 0 after it, as in Keras, where the conv pads what the prologue computed.
+
 Fused pooling: with POOL = "max" or "avg" (a 'valid' pool of PH x PW windows,
 strides PSH x PSW), rows M are POOLED output pixels. A program visits the
 PH x PW window positions in turn, computes the conv tile of the pre-pool
@@ -42,7 +48,10 @@ import triton.language as tl
 from kcomp.ir.ops.conv import sliding_window
 from kcomp.ir.types import is_static
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import EPILOGUE_OPERANDS, Operand, contiguous_operands, operand_kind, tile_operand_args
+from kcomp.ir.registry import OPS
+from kcomp.kernels.operands import (
+    EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, chain_input, contiguous_operands, operand_kind, tile_operand_args,
+)
 from kcomp.kernels.pool2d import POOLS
 from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
@@ -53,7 +62,8 @@ from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 def conv_tile(
     X, Wt, n, ch, cw, mask_m, offs_n, mask_n,
     H, W, C, F, K, KW,
-    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, P0, P1, T0, T1,
+    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr,
     PRECISION: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
     """fp32 (BM, BN) tile of conv2d(X, W) at the output pixels (n, ch, cw) and filters offs_n."""
@@ -73,6 +83,9 @@ def conv_tile(
         inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)  # outside: padding, reads 0
         a_mask = mask_m[:, None] & mask_k[None, :] & inside
         a = tl.load(x_rows[:, None] + (ih * W + iw) * C + c[None, :], mask=a_mask, other=0.0)
+        if HAS_PROLOGUE:  # padding and ragged edges stay 0 (f(0) may be nonzero)
+            pro = PROLOGUE(a.to(tl.float32), n, c, mask_m, mask_k, P0, P1, T0, T1)
+            a = tl.where(a_mask, pro, 0.0).to(a.dtype)
         b = tl.load(Wt + offs_k[:, None] * F + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc
@@ -84,8 +97,8 @@ def conv2d_kernel(
     H, W, C, F, K, KW,
     CH, CW, OH, OW, M,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-    E0, E1, E2, E3, S0, S1, S2, S3,
-    EPILOGUE: tl.constexpr,
+    P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
+    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr,
     POOL: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr,
     STORE_PREPOOL: tl.constexpr, PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
@@ -113,7 +126,8 @@ def conv2d_kernel(
         cw = ow * PSW + p % PW
         acc = conv_tile(
             X, Wt, n, ch, cw, mask_m, offs_n, mask_n, H, W, C, F, K, KW,
-            stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, PRECISION, BM, BN, BK,
+            stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, P0, P1, T0, T1,
+            PROLOGUE, HAS_PROLOGUE, PRECISION, BM, BN, BK,
         )
         offs_conv = (n * CH + ch) * CW + cw  # the pre-pool pixel, as the epilogue's operands index it
         acc = EPILOGUE(acc, offs_conv, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
@@ -177,7 +191,10 @@ def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = Fals
 class Conv2DBinding(Binding):
     epilogue: object  # the generated @triton.jit EPILOGUE hook
     operands: tuple[Operand, ...]  # what EPILOGUE loads (E0..E3)
-    x: int  # which input is the NHWC image
+    prologue: object  # the generated PROLOGUE hook (a no-op when has_prologue is False)
+    has_prologue: bool
+    prologue_operands: tuple[Operand, ...]  # what PROLOGUE loads (P0, P1): scalars and per-channel vectors
+    x: int  # which input is the NHWC image (what the prologue chain starts from)
     w: int  # which input is the (KH, KW, C, F) kernel
     strides: tuple[int, int]
     dilation: tuple[int, int]
@@ -197,7 +214,7 @@ class Conv2DCall(Call):
     w: torch.Tensor  # contiguous
     y: torch.Tensor  # the pooled output
     prepool: torch.Tensor  # the pre-pool output, or y where there is none (PREPOOL goes unused)
-    operand_args: list  # E0..E3, S0..S3
+    operand_args: list  # P0, P1, T0, T1, E0..E3, S0..S3
     H: int
     W: int
     C: int
@@ -222,7 +239,7 @@ def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf3
     KH, KW, C_in, F = w.shape
     if C_in != C:
         raise ValueError(f"conv2d: input {tuple(x.shape)} has {C} channels, kernel {tuple(w.shape)} expects {C_in}")
-    contiguous_operands(tensors, binding.operands)
+    contiguous_operands(tensors, binding.prologue_operands + binding.operands)
     CH, CW, pad_top, pad_left = sliding_window(H, W, (KH, KW), binding.strides, binding.dilation, binding.padding)
     (ph, pw), (psh, psw) = binding.pool_size, binding.pool_strides
     OH, OW = (CH - ph) // psh + 1, (CW - pw) // psw + 1  # the 'valid' pool's windows (CH, CW without a pool)
@@ -236,7 +253,8 @@ def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf3
     prepool, y = out if binding.prepool_dtype is not None else (out, out)
     call = Conv2DCall(
         binding, inputs, out, x=x, w=w, y=y, prepool=prepool,
-        operand_args=tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, y),
+        operand_args=(tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, y)
+                      + tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, y)),
         H=H, W=W, C=C, F=F, K=KH * KW * C, KW=KW, CH=CH, CW=CW, OH=OH, OW=OW, M=N * OH * OW,
         pad_top=pad_top, pad_left=pad_left,
     )
@@ -253,7 +271,7 @@ def run(call: Conv2DCall, config: dict, precision: str):
         call.CH, call.CW, call.OH, call.OW, call.M,
         *b.strides, *b.dilation, call.pad_top, call.pad_left,
         *call.operand_args,
-        EPILOGUE=b.epilogue, POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1],
+        PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, EPILOGUE=b.epilogue, POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1],
         PSH=b.pool_strides[0], PSW=b.pool_strides[1],
         STORE_PREPOOL=b.prepool_dtype is not None, PRECISION=precision, **kernel_options(config),
     )
@@ -274,11 +292,28 @@ def _windows_cover(pool, v) -> bool:
     )
 
 
-def _group(fusion, node):
-    """The conv, the elementwise chain after it, and a following 'valid' pool (the pre-pool
-    activation then never reaches memory)."""
+def _claim_prologue(fusion, node):
+    """The elementwise ops that produced the conv's image (a Rescaling, a Normalization), computed
+    as each window tile loads, when they read only scalars and per-channel vectors besides it (the
+    prologue indexes its operands by channel) and draw nothing random."""
     if not _takes_epilogue(node):
         return None
+    chain = fusion.prologue_chain(node, PROLOGUE_OPERANDS)
+    made = {v.id for n in chain for v in n.outputs} | ({chain_input(chain).id} if chain else set())
+    channelwise = all(
+        "random" not in OPS[n.op].traits
+        and all(x.id in made or operand_kind(x, n.outputs[0]) in ("scalar", "col") for x in n.inputs)
+        for n in chain
+    )
+    return chain if channelwise else None
+
+
+def _group(fusion, node):
+    """The conv (with its claimed prologue), the elementwise chain after it, and a following
+    'valid' pool (the pre-pool activation then never reaches memory)."""
+    if not _takes_epilogue(node):
+        return None
+    prologue = fusion.claimed_prologue(node)
     nodes = [node]
     v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     chain = {n.outputs[0].id for n in nodes}
@@ -294,8 +329,8 @@ def _group(fusion, node):
         pool = pools[0] if len(pools) == 1 and _windows_cover(pools[0], v) else None
     if pool is not None and pool.op in POOLS and pool.attrs["padding"] == "valid" and not reads_full:
         nodes.append(pool)
-    return Group(node, epilogue=nodes[1:])
+    return Group(node, prologue, epilogue=nodes[1:])
 
 
 TEMPLATES = (Template("conv2d", launch, Conv2DBinding, tensor_cores=True, group=_group, priority=20,
-                      takes_epilogue=_takes_epilogue),)
+                      claim_prologue=_claim_prologue, takes_epilogue=_takes_epilogue),)

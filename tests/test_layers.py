@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import kcomp
 from kcomp import layers
 from layer_harness import run_layer_test
+from test_preprocessing_layers import PREPROCESSING_CASES
 
 # -- references -------------------------------------------------------------------
 
@@ -739,6 +740,7 @@ MERGE = [
 ALL_CASES = [
     *DENSE, *ACTIVATION, *RELU, *LEAKY_RELU, *SOFTMAX, *DROPOUT, *RESHAPING, *EMBEDDING, *CONV2D, *POOLING,
     *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE, *TIME_DISTRIBUTED,
+    *PREPROCESSING_CASES,  # tests/test_preprocessing_layers.py
 ]
 
 

@@ -41,6 +41,10 @@ def _kernel_body():
 # (op, inputs, attrs): valid uses of every op, built with a symbolic batch.
 EXAMPLES = [
     ("rsqrt", [X(None, 5, 7)], {}),
+    ("resize", [X(None, 9, 11, 3)], {"height": 4, "width": 13}),
+    ("resize", [X(None, 9, 11, 3)], {"height": 4, "width": 13, "interpolation": "nearest"}),
+    ("resize_grad", [X(None, 4, 13, 3)], {"height": 9, "width": 11}),
+    ("constant_array", [], {"values": (0.5, 2.0, -1.0)}),
     ("kernel", [X(None, 5, 7), W(7)], {"template": "pointwise", "body": _kernel_body(), "roles": ("anchor", "epilogue")}),
     *[(op, [X(None, 5, 7), W(7)], {}) for op in BINARY],
     *[(op, [X(None, 1, 7), X(None, 5, 1)], {}) for op in BINARY],

@@ -1,14 +1,17 @@
 """Generator for the conv2d template: Conv2D, its epilogue, and an absorbed 'valid' pool.
 
-The body is [constants...] conv2d, elementwise chain..., optional max_pool2d /
-avg_pool2d. The epilogue is generated from the chain; strides, padding,
+The body is [constants...] [prologue chain...] conv2d, elementwise chain..., optional
+max_pool2d / avg_pool2d. The prologue is generated from the ops that produced the image (a
+Rescaling's, a Normalization's: scalar and per-channel operands), the epilogue from the chain; strides, padding,
 dilation and the pool come from the body's nodes into the binding; image sizes
 are read from the tensors at run time (the batch varies).
 """
 
+from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
+from kcomp.kernels.operands import chain_input
 from kcomp.kernels.pool2d import POOLS
 
 
@@ -24,12 +27,19 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     else:
         kind, size, strides = "none", (1, 1), (1, 1)
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
-    x, w = (index_of[v.id] for v in conv.inputs)
+    # The image is what the prologue chain starts from (the conv's own input without one).
+    prologue_nodes = list(kernel.prologue)
+    x_value = chain_input(prologue_nodes) if prologue_nodes else conv.inputs[0]
+    x, w = index_of[x_value.id], index_of[conv.inputs[1].id]
+    prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, x_value, "prologue", PROLOGUE_PARAMS)
     hook, operands = generate_epilogue(body, constants + chain, conv.outputs[0])
     prepool = len(body.outputs) == 2  # (pre-pool activation, pooled): a training step reads both
-    return GeneratedKernel(hook, {
+    return GeneratedKernel(prologue + "\n\n" + hook, {
         "epilogue": "epilogue",
         "operands": repr(tuple(operands)),
+        "prologue": "prologue",
+        "has_prologue": repr(bool(prologue_nodes)),
+        "prologue_operands": repr(tuple(pro_operands)),
         "x": repr(x),
         "w": repr(w),
         "strides": repr(tuple(conv.attrs["strides"])),

@@ -13,6 +13,7 @@ from kcomp.layers.core import (
 )
 from kcomp.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization
+from kcomp.layers.preprocessing import CenterCrop, Normalization, Rescaling, Resizing
 from kcomp.layers.recurrent import GRU, LSTM, SimpleRNN
 from kcomp.layers.time_distributed import TimeDistributed
 
@@ -36,4 +37,5 @@ __all__ = [
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",
     "Masking", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
     "Softmax", "SpatialDropout1D", "Subtract", "TimeDistributed", "Variable",
+    "CenterCrop", "Normalization", "Rescaling", "Resizing",
 ]

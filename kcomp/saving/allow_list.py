@@ -35,6 +35,7 @@ LAYERS = {
         kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.Masking, kl.MaxPooling1D, kl.MaxPooling2D,
         kl.Maximum, kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,
         kl.Subtract, kl.TimeDistributed,
+        kl.CenterCrop, kl.Normalization, kl.Rescaling, kl.Resizing,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)
