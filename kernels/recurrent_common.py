@@ -156,7 +156,7 @@ class ActivationHooks(Binding):
 def activation_flags(binding: ActivationHooks, grad: bool = False, recurrent: bool = True) -> dict:
     """A scan kernel's activation constexprs: ACT (and a gated cell's RACT and SAVE_PRE), with
     grad=True their derivatives ACT_GRAD (RACT_GRAD) too. recurrent=False: a SimpleRNN's scans,
-    which save only h (their activation's derivative is a function of it)."""
+    ACT (ACT_GRAD) alone (their launches pass their own SAVE and SAVE_PRE: recurrent_simple_rnn.py)."""
     flags = dict(ACT=binding.activation)
     if recurrent:
         flags.update(RACT=binding.recurrent_activation, SAVE_PRE=binding.save_pre)

@@ -7,9 +7,13 @@ the on-chip ones hold), on the tiled LSTM's pattern (recurrent_tiled.py, whose t
 step_mask they use): one launch per layer, each program owning BLOCK_B batch rows and walking
 every time step, a step run chunk by chunk of BLOCK_H units:
 
-    forward   h_t[:, chunk] = activation(xw_t[:, chunk] + sum over K-chunks of h_{t-1}[:, K] @ U[K, chunk])
+    forward   a_t[:, chunk] = xw_t[:, chunk] + sum over K-chunks of h_{t-1}[:, K] @ U[K, chunk]
+              h_t[:, chunk] = activation(a_t[:, chunk])
     backward  dh_t[:, chunk] = dseq_t + sum over K-chunks of dz_{t+1}[:, K] @ U[chunk, K]^T
-              dz_t[:, chunk] = dh_t * activation'(h_t)
+              dz_t[:, chunk] = dh_t * activation'(a_t)
+
+activation' from h_t where the activation's derivative is a function of its output, else from
+a_t, which the forward writes (SAVE) and the backward reads (SAVE_PRE), as the on-chip ones.
 
 h_{t-1} is the h sequence output itself (the row's step t-1), dz_{t+1} the dz output's step t+1:
 every chunk reads the whole previous step, so a barrier (tl.debug_barrier) ends each step. Only
@@ -36,9 +40,9 @@ import triton.language as tl
 from kcomp.ir.ops.recurrent_scan import SCAN_TILED_MAX_UNITS
 from kcomp.ir.ops.recurrent_scan_simple_rnn import SIMPLE_RNN_SCAN_MAX_UNITS
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.recurrent_common import ScanCall, activation_flags, step_kept
+from kcomp.kernels.recurrent_common import ScanCall, for_backward, load_or_zeros, step_kept
 from kcomp.kernels.recurrent_simple_rnn import (
-    SimpleRnnScanBinding, SimpleRnnScanGradBinding, grad_flags, scan_call, scan_grad_call,
+    SimpleRnnScanBinding, SimpleRnnScanGradBinding, forward_flags, grad_flags, scan_call, scan_grad_call,
 )
 from kcomp.kernels.recurrent_tiled import INTERPRETER_BLOCKS, step_mask, times_gates_transposed, times_scaled_matrix
 from kcomp.kernels.sizes import cdiv
@@ -56,8 +60,8 @@ def _chunk(j, row_ok, step_at, units, BLOCK_H: tl.constexpr):
 
 @triton.jit
 def simple_rnn_scan_tiled_kernel(
-    XW, U, MASK, RMASKS, HSEQ, n_batch, n_steps, units,
-    MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, PRE, n_batch, n_steps, units,
+    SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -73,6 +77,8 @@ def simple_rnn_scan_tiled_kernel(
             z = tl.load(XW + at, mask=ok, other=0.0).to(tl.float32) + times_scaled_matrix(
                 HSEQ, h_prev, row_ok, k_prev, RMASKS, mask_rows, RECURRENT_MASKS, U, cols, col_ok, units, 1, PRECISION,
                 BLOCK_B, BLOCK_H, BLOCK_K)
+            if SAVE:  # the pre-activation, for the backward (a masked step's too)
+                tl.store(PRE + at, z.to(PRE.dtype.element_ty), mask=ok)
             h = ACT(z)
             if MASKED:  # a masked step keeps h: its chunk of h_{t-1} (zeros before the first step)
                 has_prev = step_mask(t, BLOCK_B, BLOCK_H)
@@ -83,10 +89,10 @@ def simple_rnn_scan_tiled_kernel(
 
 @triton.jit
 def simple_rnn_scan_grad_tiled_kernel(
-    U, HSEQ, MASK, RMASKS, DSEQ, DH, DZ, DHRUN, n_batch, n_steps, units,
+    U, HSEQ, PRE, MASK, RMASKS, DSEQ, DH, DZ, DHRUN, n_batch, n_steps, units,
     HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr,
-    ACT_GRAD: tl.constexpr,
+    ACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = (rows < n_batch)[:, None]
@@ -109,13 +115,15 @@ def simple_rnn_scan_grad_tiled_kernel(
             if HAS_DSEQ:
                 dh += tl.load(DSEQ + at, mask=ok, other=0.0).to(tl.float32)
             h = tl.load(HSEQ + at, mask=ok, other=0.0).to(tl.float32)
+            # the derivative at the saved pre-activation (SAVE_PRE), else from h alone (x, unread, is h)
+            a = for_backward(load_or_zeros(PRE, at, ok, SAVE_PRE, BLOCK_B, BLOCK_H), h, SAVE_PRE)
             if MASKED:
                 dh += tl.load(DHRUN + last, mask=ok & has_next, other=0.0)  # what a masked step t+1 passed on
-                dz = tl.where(keep, ACT_GRAD(h, h, dh), 0.0)  # a masked step: zero gradient (x, unread, is h)
+                dz = tl.where(keep, ACT_GRAD(a, h, dh), 0.0)  # a masked step: zero gradient
                 tl.debug_barrier()  # every thread has read its DHRUN before any overwrites it
                 tl.store(DHRUN + last, tl.where(keep, 0.0, dh), mask=ok)
             else:
-                dz = ACT_GRAD(h, h, dh)
+                dz = ACT_GRAD(a, h, dh)
             tl.store(DZ + at, dz.to(DZ.dtype.element_ty), mask=ok)
         tl.debug_barrier()  # all of dz_t written before step t-1 reads it
 
@@ -161,9 +169,8 @@ def launch_scan(binding: SimpleRnnTiledScanBinding, inputs, out=None, config=Non
 @tuned(_candidates)
 def run_scan(call: ScanCall, config: dict):
     simple_rnn_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
-        *call.tensors, call.n_batch, call.n_steps, call.units, **activation_flags(call.binding, recurrent=False),
-        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
-        PRECISION=call.precision, **config,
+        *call.tensors, call.n_batch, call.n_steps, call.units, **forward_flags(call.binding),
+        MASKED=call.binding.mask is not None, PRECISION=call.precision, **config,
     )
 
 

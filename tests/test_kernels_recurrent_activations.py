@@ -10,8 +10,6 @@ import pytest
 import torch
 
 import kcomp
-from kcomp.compiler import train_step_graph
-from kcomp.errors import ArgumentError
 from kcomp.codegen.activation_hooks import DEFAULTS, defaults_source
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
@@ -19,7 +17,6 @@ from kcomp.ir.ops.recurrent_scan_gru import gru_scan_grad_reference, gru_scan_re
 from kcomp.ir.ops.recurrent_scan_simple_rnn import simple_rnn_scan_grad_reference, simple_rnn_scan_reference
 from kcomp.ir.ops.scan_activations import saves_pre
 from kcomp.passes import run_pipeline
-from kcomp.passes.pipeline import PIPELINE
 from kernel_helpers import (assert_compiled_steps_match_the_reference, assert_launch_matches_reference, kernels_of,
                             launch_kernel, with_nonfinite)
 from recurrent_cases import (PADDING, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops,
@@ -264,6 +261,7 @@ def test_decomposed_gru_step_equals_the_whole_ops(flags):
 
 
 # --- SimpleRNN's scans: the activations whose derivative is a function of their output ---------
+# (those whose derivative needs its input, which save pre-activations: test_kernels_simple_rnn_activations.py)
 
 FROM_OUTPUT = ["relu", "linear", "sigmoid", "softsign", "exponential"]  # and tanh (the other tests' default)
 FROM_INPUT = ["hard_sigmoid", "elu", "gelu", "silu"]
@@ -325,16 +323,6 @@ def test_simple_rnn_scan_kernels_match_the_reference_and_autograd(units, where, 
                                    [recurrent, h_seq, d_seq, d_h], precision="ieee")
     torch.testing.assert_close(dz, want, **tol)
     torch.testing.assert_close(dz, _simple_rnn_autograd(xw, recurrent, d_seq, d_h, activation).float(), **tol)
-
-
-@pytest.mark.parametrize("activation", FROM_INPUT)
-def test_simple_rnn_scans_refuse_an_activation_whose_vjp_reads_its_input(activation):
-    with pytest.raises(ArgumentError, match=f"activation='{activation}'"):
-        _simple_rnn_graph(6, activation, grad=False)
-    model = recurrent_model(kcomp.layers.SimpleRNN, dict(activation=activation))()
-    model.compile(optimizer="sgd", loss="categorical_crossentropy", backend="reference")
-    ops = [n.op for n in run_pipeline(train_step_graph(model), passes=PIPELINE[:-1])[0].nodes]
-    assert "simple_rnn" in ops and "simple_rnn_grad" in ops and "simple_rnn_scan" not in ops  # left whole
 
 
 def test_decomposed_simple_rnn_step_equals_the_whole_ops():

@@ -218,12 +218,12 @@ def test_a_training_step_runs_the_recurrence_in_two_kernels(cell):
 
 
 def test_what_the_kernels_do_not_compute_keeps_the_whole_op():
-    """More units than the kernels hold, a SimpleRNN activation whose derivative needs its input: the
-    coarse ops, run by torch (any activation in the scans: test_kernels_recurrent_activations.py)."""
+    """More units than the kernels hold: the coarse ops, run by torch (a SimpleRNN past the tiled
+    limit: test_kernels_simple_rnn_tiled.py; any activation in the scans:
+    test_kernels_recurrent_activations.py, test_kernels_simple_rnn_activations.py)."""
     from kcomp.compiler import train_step_graph
 
-    cases = [(kcomp.layers.GRU(GRU_SCAN_TILED_MAX_UNITS + 1), "gru"),
-             (kcomp.layers.SimpleRNN(8, activation="elu"), "simple_rnn")]  # past the tiled limit: test_kernels_simple_rnn_tiled
+    cases = [(kcomp.layers.GRU(GRU_SCAN_TILED_MAX_UNITS + 1), "gru")]
     for layer, cell in cases:
         model = kcomp.Sequential([kcomp.layers.Input(shape=(TIME, FEATURES)), layer, kcomp.layers.Dense(1)])
         model.compile(optimizer="sgd", loss="mse", backend="reference")

@@ -192,6 +192,10 @@ EXAMPLES += [  # the GRU's and SimpleRNN's recurrences alone (recurrent_scan_gru
      {"reset_after": False, "has_dseq": False, "has_dh": True}),
     ("simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"activation": "relu"}),
     ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6, 4)], {"has_dseq": True, "has_dh": False}),
+    # an activation whose derivative needs its input: the forward saves the pre-activations, the backward reads them
+    ("simple_rnn_scan", [X(None, 6, 4), W(4, 4)], {"activation": "elu", "save": True}),
+    ("simple_rnn_scan_grad", [W(4, 4), X(None, 6, 4), X(None, 6, 4), X(None, 4)],
+     {"activation": "gelu", "has_dseq": False, "has_dh": True}),
     # with recurrent dropout masks (batch, gates, units) after the optional step mask
     ("gru_scan", [X(None, 6, 12), W(4, 12), W(12), X(None, 6), X(None, 3, 4)],
      {"masked": True, "recurrent_masks": True}),
@@ -498,7 +502,7 @@ BAD_ATTRS = [
     ("max_pool2d", {"pool_size": (2, 2), "strides": (2, 2), "padding": "SAME"}, "padding"),
     ("constant", {"value": 1.0, "dtype": "complex64"}, "dtype"), ("lstm", {"activation": "swish"}, "activation"),
     ("gru", {"recurrent_activation": "hard_tanh"}, "recurrent_activation"),
-    ("simple_rnn_scan", {"activation": "elu"}, "activation"),  # its derivative needs its input: the scan saves only h
+    ("simple_rnn_scan", {"save": True}, "save"),  # tanh's derivative reads h alone: nothing to save
     ("lstm_scan", {"save": True, "recurrent_activation": "softmax"}, "recurrent_activation"),
 ]
 

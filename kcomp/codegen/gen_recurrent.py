@@ -73,11 +73,13 @@ def generate_gru_scan_grad(kernel: KernelParts) -> GeneratedKernel:
 
 
 def generate_simple_rnn_scan(kernel: KernelParts) -> GeneratedKernel:
-    return _with_activations(kernel, _binding(kernel, ("xw", "recurrent"), _mask(kernel)))
+    return _with_activations(kernel, _binding(kernel, ("xw", "recurrent"), _mask(kernel), ("save",), outputs=True))
 
 
 def generate_simple_rnn_scan_grad(kernel: KernelParts) -> GeneratedKernel:
-    optional = {**_mask(kernel), **_given_gradients(kernel, ("d_seq", "d_h"))}
+    # the pre-activations follow h_seq where the activation's derivative needs its input
+    optional = {"pre_seq": saves_pre(kernel.anchor.attrs["activation"]), **_mask(kernel),
+                **_given_gradients(kernel, ("d_seq", "d_h"))}
     return _with_activations(kernel, _binding(kernel, ("recurrent", "h_seq"), optional))
 
 

@@ -38,8 +38,9 @@ A gru and a simple_rnn (and their backward ops) decompose the same way round int
 simple_rnn_scan and their gradients (kcomp/ir/ops/recurrent_scan_gru.py, recurrent_scan_simple_rnn.py):
 the GRU with any activations and either reset_after (with reset_after its (2, 3 * units)
 bias is Keras's two rows: the input projection's, and the recurrent one the scan adds inside
-the reset gate's product), SimpleRNN with an activation whose derivative is a function of its
-output (its scans save only h: tanh, relu, sigmoid, ...; scan_activations.saves_pre); float32, static time, up to their
+the reset gate's product), SimpleRNN with any activation (where its derivative needs its input,
+scan_activations.saves_pre, the forward scan also saves every step's pre-activation for the
+backward: save=True where the graph holds it); float32, static time, up to their
 kernels' units limits (the GRU's: GRU_SCAN_TILED_MAX_UNITS, on chip up to GRU_SCAN_MAX_UNITS and
 tiled above, as the LSTM's), and exactly the inputs the scans read. A masked gru (any size the
 GRU kernels take) passes its mask to both scans as the LSTM's does (flipped with go_backwards;
@@ -349,9 +350,8 @@ def _gru_scannable(node: Node) -> bool:
 
 def _simple_rnn_scannable(node: Node) -> bool:
     x = node.inputs[0]
-    a = node.attrs
-    return _mask_scannable(node) and not saves_pre(a["activation"]) and x.dtype == "float32" \
-        and is_static(x.shape[1]) and _exact_inputs(node) and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
+    return _mask_scannable(node) and x.dtype == "float32" and is_static(x.shape[1]) and _exact_inputs(node) \
+        and node.inputs[2].shape[0] <= SCAN_TILED_MAX_UNITS
 
 
 def _last_outputs(rw: Rewriter, node: Node, h_seq) -> list:
@@ -461,23 +461,26 @@ def _blocks(rw: Rewriter, v, units: int, start: int, stop: int):
     return rw.emit1("slice", [v], axis=2, start=start * units, stop=stop * units)
 
 
-def _simple_rnn_scan(rw: Rewriter, node: Node, mask: list):
-    """(x as read, times its input dropout mask where given; every h_t): the projection and
-    simple_rnn_scan with the mask as read and the recurrent dropout mask. One gate: its masks
-    (batch, 1, width) broadcast over time, x * mask is a plain operand of the matmul template (not
-    _gate_projection's batched matmul, a torch op)."""
+def _simple_rnn_scan(rw: Rewriter, node: Node, mask: list, backward: bool):
+    """(x as read, times its input dropout mask where given; [every h_t] and, where the backward reads
+    them, [every step's pre-activation]): the projection and simple_rnn_scan with the mask as read
+    and the recurrent dropout mask; backward: whether the graph holds the backward, which reads the
+    pre-activations where the activation's derivative needs its input (saves_pre). One gate: its
+    masks (batch, 1, width) broadcast over time, x * mask is a plain operand of the matmul template
+    (not _gate_projection's batched matmul, a torch op)."""
     input_mask, *recurrent_masks = _dropout_masks(node) or [None]
     x_read, xw = _projection(rw, node, input_mask=input_mask)
-    h_seq = rw.emit1("simple_rnn_scan", [xw, node.inputs[2], *mask, *recurrent_masks],
-                     activation=node.attrs["activation"], masked=bool(mask), recurrent_masks=bool(recurrent_masks))
-    return x_read, h_seq
+    activation = node.attrs["activation"]
+    outs = rw.emit("simple_rnn_scan", [xw, node.inputs[2], *mask, *recurrent_masks], activation=activation,
+                   masked=bool(mask), recurrent_masks=bool(recurrent_masks), save=backward and saves_pre(activation))
+    return x_read, list(outs)
 
 
 def simple_rnn_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
     mask = _read_mask(rw, node)
-    _, h_seq = _simple_rnn_scan(rw, node, mask)
+    _, (h_seq, *_) = _simple_rnn_scan(rw, node, mask, _has_backward(node, rw))
     out, h_last = _last_outputs(rw, node, h_seq)
     return [_zero_masked(rw, node, mask, out), h_last]
 
@@ -486,11 +489,11 @@ def simple_rnn_grad_to_scan(node: Node, rw: Rewriter):
     if not _simple_rnn_scannable(node):
         return None
     mask = _read_mask(rw, node)
-    x_read, h_seq = _simple_rnn_scan(rw, node, mask)  # the forward's, once CSE has run
+    x_read, (h_seq, *pre) = _simple_rnn_scan(rw, node, mask, backward=True)  # the forward's, once CSE has run
     d_seq, d_h, _ = _state_grads(rw, node, mask)
     present, flags = _present(d_seq, d_h)
     recurrent_masks = _dropout_masks(node)[1:]
-    dz = rw.emit1("simple_rnn_scan_grad", [node.inputs[2], h_seq, *mask, *recurrent_masks, *present],
+    dz = rw.emit1("simple_rnn_scan_grad", [node.inputs[2], h_seq, *pre, *mask, *recurrent_masks, *present],
                   activation=node.attrs["activation"], masked=bool(mask), recurrent_masks=bool(recurrent_masks),
                   **flags)
     return _projected_grads(rw, node, x_read, dz, h_seq, _dropout_masks(node))

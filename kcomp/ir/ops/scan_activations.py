@@ -10,7 +10,7 @@ What the forward saves for the backward: where every activation's VJP rule reads
 (tanh: 1 - y^2, sigmoid: y (1 - y), relu: y > 0, linear, exponential, softsign; Keras's defaults
 among them) a scan saves the activated gates; with any other it saves the pre-activations
 (saves_pre) and the backward computes the activations again from them. SimpleRNN's scans save
-nothing but every h_t, so they take only the activations whose VJP reads the output alone.
+every h_t, and with such an activation every step's pre-activation too (simple_rnn_scan's save).
 """
 
 from functools import cache
