@@ -1,4 +1,5 @@
-"""Matmul template: C = EPILOGUE(A @ B), A (M, K), B (K, N), C (M, N).
+"""Matmul template: C = EPILOGUE(A @ B), A (M, K), B (K, N), C (M, N); or batched (BATCHED), every
+matrix of a batch: A (..., M, K) @ B (..., K, N), the batch axes broadcast as torch.matmul's.
 
 The structure follows Triton's matrix-multiplication tutorial: each program
 computes one BM x BN tile of C, walking K in BK steps with tl.dot (tensor
@@ -29,6 +30,17 @@ is the h sequence one step late, (batch * time) along K: read so, it is never wr
 HAS_BSUM: the kernel also writes B's column sums (sum over K) into BSUM,
 from the B tiles it loads anyway: in a training step B of the weight gradient
 h^T @ dz is dz, and its column sums are the bias gradient.
+
+BATCHED: an IR matmul whose B has rank >= 3 (a recurrent-dropout step's per-gate projections and
+their gradients, (batch, gates, time, features) @ (gates, features, units)). The launch views the
+broadcast batch as at most two axes (outer, inner: BATCH_INNER), each operand with its own
+strides along them (0 where it is broadcast), so a transposed or broadcast operand is read in
+place; C is contiguous, (batch, M, N). The batch is the slow part of the grid's one axis (program
+b * tiles + t computes tile t of matrix b), not a grid axis of its own: grid axes 1 and 2 take at
+most 65535 programs. The hooks see matrix b's rows as rows b * M + m of the flattened (batch * M)
+rows, which is where a contiguous operand of C's shape (an epilogue's) or of A's (a prologue's:
+the fuser gives one only where A is not broadcast) holds them. GATHER_A, SHIFT_AXIS and HAS_BSUM
+are rank-2 B's (a Dense's) only.
 """
 
 from dataclasses import dataclass
@@ -57,19 +69,31 @@ def matmul_kernel(
     A, B, C, BSUM, IDS,
     M, N, K, A_ROWS, PERIOD, BY,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    BATCH_INNER, stride_a_outer, stride_a_inner, stride_b_outer, stride_b_inner,
     P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
-    GATHER_A: tl.constexpr, SHIFT_AXIS: tl.constexpr,
+    GATHER_A: tl.constexpr, SHIFT_AXIS: tl.constexpr, BATCHED: tl.constexpr,
     PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    tile_m, tile_n = grouped_tile(tl.program_id(0), M, N, BM, BN, GROUP_M)
+    pid = tl.program_id(0)
+    if BATCHED:  # which matrix of the batch, and which tile of it
+        tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
+        batch = pid // tiles
+        pid = pid % tiles
+        outer, inner = (batch // BATCH_INNER).to(tl.int64), (batch % BATCH_INNER).to(tl.int64)
+        A += outer * stride_a_outer + inner * stride_a_inner
+        B += outer * stride_b_outer + inner * stride_b_inner
+    tile_m, tile_n = grouped_tile(pid, M, N, BM, BN, GROUP_M)
 
     offs_m = tile_m * BM + tl.arange(0, BM)
     offs_n = tile_n * BN + tl.arange(0, BN)
     offs_k = tl.arange(0, BK)
     mask_m = offs_m < M
     mask_n = offs_n < N
+    rows = offs_m  # the rows of C the hooks and the store see
+    if BATCHED:  # matrix `batch`'s, after the batch * M rows of the matrices before it
+        rows = batch.to(tl.int64) * M + offs_m
     if GATHER_A:  # A's rows are the table's rows at the ids
         a_rows = tl.load(IDS + offs_m, mask=mask_m, other=0).to(tl.int64)
         a_inside = (a_rows >= 0) & (a_rows < A_ROWS)
@@ -99,7 +123,7 @@ def matmul_kernel(
         a = tl.load(a_ptrs, mask=a_load, other=0.0)
         if HAS_PROLOGUE:  # (without one, A goes from memory to the tensor cores untouched)
             # Padding stays 0 after the prologue (f(0) may be nonzero, even inf).
-            pro = PROLOGUE(a.to(tl.float32), offs_m, k * BK + offs_k, mask_m, offs_k < k_left, P0, P1, T0, T1)
+            pro = PROLOGUE(a.to(tl.float32), rows, k * BK + offs_k, mask_m, offs_k < k_left, P0, P1, T0, T1)
             a = tl.where(a_mask, pro, 0.0).to(a.dtype)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
         if HAS_BSUM:
@@ -110,8 +134,8 @@ def matmul_kernel(
 
     if GATHER_A:
         acc = tl.where(a_inside[:, None], acc, float("nan"))  # a bad id shows, before the epilogue
-    acc = EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
-    c_ptrs = C + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :] * stride_cn
+    acc = EPILOGUE(acc, rows, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
+    c_ptrs = C + rows[:, None].to(tl.int64) * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     if HAS_BSUM:  # every row of tiles summed the same columns; the first one stores them
         first_row = tl.full((BN,), tile_m, tl.int32) == 0
@@ -170,38 +194,95 @@ class MatmulBinding(Binding):
     whole_rows: bool  # the epilogue normalizes rows (softmax): a row of C must fit one tile
 
 
+@dataclass(frozen=True)
+class BatchAxes:
+    """A batched call's matrices, as the kernel walks them: `count` of them, on at most two axes
+    (outer, inner: `inner` long), A's and B's strides along those axes (0 where broadcast)."""
+
+    count: int
+    inner: int
+    a: tuple[int, int]
+    b: tuple[int, int]
+
+
+NOT_BATCHED = BatchAxes(1, 1, (0, 0), (0, 0))
+
+
+def _merged_axes(batch, a_strides, b_strides) -> list[tuple[int, int, int]]:
+    """(size, A's stride, B's stride) of the batch axes, size-1 axes dropped and neighbours merged
+    where both operands step through them as through one axis (contiguous, or both broadcast)."""
+    axes: list[tuple[int, int, int]] = []
+    for size, sa, sb in zip(batch, a_strides, b_strides):
+        if size == 1:
+            continue
+        if axes and axes[-1][1] == sa * size and axes[-1][2] == sb * size:
+            axes[-1] = (axes[-1][0] * size, sa, sb)
+        else:
+            axes.append((size, sa, sb))
+    return axes
+
+
+def batch_axes(a: torch.Tensor, b: torch.Tensor):
+    """(A, B, BatchAxes) of A (..., M, K) @ B (..., K, N): both broadcast to the one batch shape as
+    views (torch.matmul's broadcasting; a broadcast axis has stride 0, nothing is copied), whose
+    axes the kernel walks as at most two. Where they do not merge into two (three axes with a
+    transposed or broadcast one between), both are copied whole, and then they are one axis."""
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a, b = a.expand(*batch, *a.shape[-2:]), b.expand(*batch, *b.shape[-2:])
+    axes = _merged_axes(batch, a.stride()[:-2], b.stride()[:-2])
+    if len(axes) > 2:
+        a, b = a.contiguous(), b.contiguous()
+        axes = _merged_axes(batch, a.stride()[:-2], b.stride()[:-2])
+    (_, a_outer, b_outer), (inner, a_inner, b_inner) = [(1, 0, 0)] * (2 - len(axes)) + axes
+    count = 1
+    for size in batch:
+        count *= size
+    return a, b, BatchAxes(count, inner, (a_outer, a_inner), (b_outer, b_inner))
+
+
 @dataclass
 class MatmulCall(Call):
-    a: torch.Tensor
-    b: torch.Tensor
+    a: torch.Tensor  # (M, K), or batched (..., M, K) broadcast to the batch
+    b: torch.Tensor  # (K, N), or batched (..., K, N)
     c: torch.Tensor
     bsum: torch.Tensor  # c itself when there are no column sums (BSUM is then never written)
-    M: int
+    M: int  # rows of each matrix of A and C
     N: int
     K: int
     ids: torch.Tensor | None  # GATHER_A's ids (flat positions x table rows), else None
+    batch: BatchAxes  # NOT_BATCHED for a rank-2 B
 
 
 def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: A is (..., K), read as an (M, K) matrix through its strides when 2-D (a transposed
-    # view needs no copy), else made contiguous; B is (K, N), read through its strides.
-    # Gathering, A is the table, read through its strides, and the rows are the ids' positions.
-    a = inputs[binding.a] if inputs[binding.a].dim() == 2 else inputs[binding.a].contiguous()
+    # check: with a rank-2 B, A is (..., K), read as an (M, K) matrix through its strides when 2-D
+    # (a transposed view needs no copy), else made contiguous; B is (K, N), read through its
+    # strides. Gathering, A is the table, read through its strides, and the rows are the ids'
+    # positions. With a B of rank >= 3 (batched), A (..., M, K) and B (..., K, N) are read
+    # through their strides, their batch axes broadcast (batch_axes).
+    a, b = inputs[binding.a], inputs[binding.b]
     ids = None if binding.ids is None else inputs[binding.ids].contiguous()
-    b = inputs[binding.b]
+    batched = b.dim() > 2
+    if batched and (ids is not None or binding.shift or binding.column_sums_dtype is not None):
+        raise ValueError(f"{tuple(a.shape)} @ {tuple(b.shape)}: a batched matmul neither gathers, shifts A nor sums B")
     K = a.shape[-1]
-    M = a.numel() // K if ids is None else ids.numel()
-    N = b.shape[1]
-    if b.shape[0] != K:
+    if b.shape[-2] != K:
         raise ValueError(f"{tuple(a.shape)} @ {tuple(b.shape)}: inner dimensions differ")
+    if batched:
+        a, b, batch = batch_axes(a, b)
+        M, lead = a.shape[-2], a.shape[:-1]
+    else:
+        lead = a.shape[:-1] if ids is None else ids.shape
+        a = a if a.dim() == 2 else a.contiguous().view(-1, K)
+        M, batch = (a.shape[0] if ids is None else ids.numel()), NOT_BATCHED
+    N = b.shape[-1]
     tensors = list(inputs)
     contiguous_operands(tensors, binding.prologue_operands + binding.operands)
     # allocate
     if out is None:
-        c = torch.empty((*(a.shape[:-1] if ids is None else ids.shape), N), device=a.device, dtype=binding.out_dtype)
+        c = torch.empty((*lead, N), device=a.device, dtype=binding.out_dtype)
         out = c if binding.column_sums_dtype is None else (c, torch.empty((N,), device=a.device, dtype=binding.column_sums_dtype))
     c, bsum = (out, out) if binding.column_sums_dtype is None else out
-    call = MatmulCall(binding, inputs, out, a, b, c, bsum, M, N, K, ids)
+    call = MatmulCall(binding, inputs, out, a, b, c, bsum, M, N, K, ids, batch)
     operand_args = (tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, c)
                     + tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, c))
     run(call, config, interpret, precision=precision, operand_args=operand_args)
@@ -210,15 +291,17 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
 
 @tuned(lambda call, interpret: candidate_configs(call.M, call.N, call.K, interpret, call.binding.whole_rows))
 def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
-    a, b, bind = call.a, call.b, call.binding
+    a, b, bind, batch = call.a, call.b, call.binding, call.batch
     gather = call.ids is not None
-    matmul_kernel[gemm_grid(call.M, call.N, config)](
+    matmul_kernel[gemm_grid(call.M, call.N, config, batch.count)](
         a, b, call.c, call.bsum, call.ids if gather else a, call.M, call.N, call.K, a.shape[0] if gather else call.M,
         *(bind.shift[1:] or (1, 0)),
-        a.stride(-2) if a.dim() == 2 else call.K, a.stride(-1), b.stride(0), b.stride(1), call.N, 1,
+        a.stride(-2), a.stride(-1), b.stride(-2), b.stride(-1), call.N, 1,
+        batch.inner, *batch.a, *batch.b,
         *operand_args,
         PROLOGUE=bind.prologue, HAS_PROLOGUE=bind.has_prologue, EPILOGUE=bind.epilogue,
-        HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, SHIFT_AXIS=bind.shift[0] if bind.shift else -1, PRECISION=precision, **kernel_options(config),
+        HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, SHIFT_AXIS=bind.shift[0] if bind.shift else -1,
+        BATCHED=batch is not NOT_BATCHED, PRECISION=precision, **kernel_options(config),
     )
 
 
@@ -228,17 +311,26 @@ MAX_SOFTMAX_ROW = 256  # widest Dense output whose softmax the epilogue computes
 
 
 def is_dense(node) -> bool:
-    """A matmul with a rank-2 B and a float A (a Dense): the template's anchor."""
+    """A matmul with a rank-2 B and a float A (a Dense)."""
     return node.op == "matmul" and node.inputs[1].rank == 2 and node.inputs[0].dtype in FLOAT_DTYPES
 
 
+def is_anchor(node) -> bool:
+    """A float matmul, a Dense or batched (B of rank >= 3): the template's anchor."""
+    return node.op == "matmul" and node.inputs[0].dtype in FLOAT_DTYPES
+
+
 def _claim_prologue(fusion, node):
-    """Elementwise ops that produced a Dense's input belong to its kernel, not to a pointwise one;
-    and the embedding before them, whose rows the kernel then reads through the ids, or the shift
-    that A is, which the kernel reads shifted (kcomp/passes/fuse_gather.py), when the Dense is its
-    one reader."""
-    if not is_dense(node):
+    """Elementwise ops that produced a matmul's A belong to its kernel, not to a pointwise one
+    (batched, only where A is not broadcast: the prologue reads its operands at A's rows); and, for
+    a Dense, the embedding before them, whose rows the kernel then reads through the ids, or the
+    shift that A is, which the kernel reads shifted (kcomp/passes/fuse_gather.py), when the Dense is
+    its one reader."""
+    if not is_anchor(node):
         return None
+    if not is_dense(node):
+        a, c = node.inputs[0], node.outputs[0]
+        return fusion.prologue_chain(node, PROLOGUE_OPERANDS) if a.shape[:-2] == c.shape[:-2] else None
     chain = fusion.prologue_chain(node, PROLOGUE_OPERANDS)
     embedding = fusion.gathered_embedding(node, chain)
     if embedding is not None:
@@ -266,7 +358,7 @@ def _claim_column_sum(fusion, node):
 
 
 def _group(fusion, node):
-    if not is_dense(node):
+    if not is_anchor(node):
         return None
     claimed = fusion.claimed_prologue(node)  # the embedding first, when the kernel gathers A's rows
     gather, prologue = [n for n in claimed if n.op in GATHERED], [n for n in claimed if n.op not in GATHERED]
@@ -274,7 +366,8 @@ def _group(fusion, node):
     v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     row = fusion.sole_user(v)
     if row is not None and row.op in ("softmax", "log_softmax") and fusion.is_free(row):
-        # Dense(activation="softmax"): a row normalized in the epilogue when it fits one tile.
+        # Dense(activation="softmax"): a row normalized in the epilogue when it fits one tile (each
+        # matrix's rows, batched).
         n = v.shape[-1]
         if row.attrs["axis"] % v.rank == v.rank - 1 and is_static(n) and n <= MAX_SOFTMAX_ROW:
             nodes.append(row)
@@ -282,4 +375,4 @@ def _group(fusion, node):
 
 
 TEMPLATES = (Template("matmul", launch, MatmulBinding, tensor_cores=True, group=_group, priority=10,
-                      claim_prologue=_claim_prologue, claim_output=_claim_column_sum, takes_epilogue=is_dense),)
+                      claim_prologue=_claim_prologue, claim_output=_claim_column_sum, takes_epilogue=is_anchor),)

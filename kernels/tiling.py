@@ -22,9 +22,10 @@ def grouped_tile(pid, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.cons
     return tile_m, tile_n
 
 
-def gemm_grid(M: int, N: int, config: dict) -> tuple[int]:
-    """One program per BM x BN tile of an M x N result (grouped_tile orders them)."""
-    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]),)
+def gemm_grid(M: int, N: int, config: dict, matrices: int = 1) -> tuple[int]:
+    """One program per BM x BN tile of an M x N result (grouped_tile orders them), of each of
+    `matrices` results (a batched matmul's: one axis, matrix after matrix)."""
+    return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]) * matrices,)
 
 
 def kernel_options(config: dict) -> dict:

@@ -43,7 +43,8 @@ PADDING = [[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0], [1, 0, 1, 1, 0, 1, 0], 
 def assert_compiled_step_runs_the_scans(make_model, x, y, scans: tuple):
     """Two Adam steps of make_model() on triton-interpret equal the reference executor's
     (kernel_helpers.assert_compiled_steps_match_the_reference), and the step runs the recurrence
-    in the two `scans` templates (forward, backward), one launch each, no coarse op left to torch."""
+    in the two `scans` templates (forward, backward), one launch each, no coarse op left to torch
+    and no matmul (recurrent dropout's per-gate products are batched matmul kernels)."""
     from kernel_helpers import assert_compiled_steps_match_the_reference
 
     assert_compiled_steps_match_the_reference(make_model, x, y, steps=2)
@@ -55,6 +56,7 @@ def assert_compiled_step_runs_the_scans(make_model, x, y, scans: tuple):
     assert [templates.count(t) for t in scans] == [1, 1], templates
     cell = scans[0].split("_scan")[0]
     assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and cell in i.node.op]
+    assert not [i for i in step.runner.plan.instructions if i.kind == "torch" and i.node.op == "matmul"]
 
 
 def assert_decomposed_step_equals_the_whole_ops(model, cell: str, layers: int = 1, weight_scale=lambda shape: 0.5,

@@ -1,5 +1,7 @@
-"""Generator for the matmul template: Dense, its prologue (ops that produced A) and epilogue, and
-the embedding whose rows it reads through the ids or the shift it reads A through (a gather)."""
+"""Generator for the matmul template: Dense or a batched matmul, its prologue (ops that produced A)
+and epilogue, and, for a Dense, the embedding whose rows it reads through the ids or the shift it
+reads A through (a gather). Whether the kernel is batched is B's rank, which the launch reads from
+the tensors it is given (kernels/matmul.py), so the binding is the same for both."""
 
 from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue

@@ -193,11 +193,14 @@ def _gate_projection(rw: Rewriter, node: Node, gates: int, input_bias=None):
     (gates, features, units), not a matmul per gate: one product (the masked copies) and two
     layout changes around it whatever the gate count, where per-gate matmuls fused to 17 plan
     steps for the forward alone (measured: 4 matmul kernels, 4 products, 8 slices of the masks and
-    the kernel, a concat). The batched matmuls (here and in _dropout_grads) run as torch ops: the
-    matmul template takes a rank-2 B only; the projection is one parallel product per layer, off
-    the scans' sequential path. (Measured, an LSTM(6) training step's plan: 16 kernels, 9 torch
-    ops (3 of them batched matmuls) and 24 views with recurrent_dropout; 14, 3 and 11 without. A
-    GRU(6)'s, reset_after: 17, 10 (3) and 32; 15, 4 and 18 without.)"""
+    the kernel, a concat). The batched matmuls (here, in _dropout_grads and _gru_dropout_grads) are
+    matmul kernels (the template's BATCHED form, kernels/matmul.py: the kernel's per-gate view read
+    through its strides, broadcast over the batch); the projection is one parallel product per
+    layer, off the scans' sequential path. (Measured, an LSTM(6) training step's plan: 19 kernels,
+    7 torch ops (a broadcast product of the masks, copying reshapes, a shift, a concat; no matmul)
+    and 20 views with recurrent_dropout, where the batched matmuls on torch made it 16, 10 (3 of
+    them matmuls) and 20; 14, 0 and 10 without. A GRU(6)'s, reset_after: 20, 8 and 28, from 17,
+    11 (3) and 28; 15, 1 and 17 without.)"""
     if not node.attrs["dropout_masks"]:
         x, xw = _projection(rw, node, input_bias)
         return x, None, xw

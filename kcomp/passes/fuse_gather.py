@@ -13,9 +13,9 @@ embedding then sits in the kernel node's body with the role "gather", so `kcomp 
 Only where the matmul is the embedded sequence's one reader (through elementwise prologue ops
 at most). Elsewhere the sequence is kept, written once by the embedding template: in a
 training step the projection's d kernel = x^T dz reads x too. Recomputing x there instead
-would mean gathering along that matmul's contraction axis (it runs as a batched matmul over the
-time steps, on torch), or table^T @ (dz summed by id), which costs input_dim x output_dim x
-units multiply-adds more than it saves for a large vocabulary; x is positions x output_dim
+would mean gathering along that matmul's contraction axis (with several unknown lengths, a
+batched matmul kernel over the time steps), or table^T @ (dz summed by id), which costs input_dim
+x output_dim x units multiply-adds more than it saves for a large vocabulary; x is positions x output_dim
 floats (2 MB for the seed's sentiment model at batch 32), written once and read once.
 
     h_prev = shift(h_seq^T, axis=1, by=1, period=time);  d recurrent = h_prev @ dz
