@@ -470,7 +470,7 @@ def _simple_rnn_scan(rw: Rewriter, node: Node, mask: list, backward: bool):
     and the recurrent dropout mask; backward: whether the graph holds the backward, which reads the
     pre-activations where the activation's derivative needs its input (saves_pre). One gate: its
     masks (batch, 1, width) broadcast over time, x * mask is a plain operand of the matmul template
-    (not _gate_projection's batched matmul, a torch op)."""
+    (no batched matmul over gates as _gate_projection's)."""
     input_mask, *recurrent_masks = _dropout_masks(node) or [None]
     x_read, xw = _projection(rw, node, input_mask=input_mask)
     activation = node.attrs["activation"]

@@ -27,8 +27,8 @@ from kcomp.runtime.versions import contents_key
 
 
 # VIEW_OPS run as torch views (no copy, no launch; the cost model counts as this plan runs). A
-# transposed or sliced view reaches its reader as strides: the matmul template reads a 2-D A or B
-# through them (the weight gradient's activations^T, an LSTM's last h_t out of the h sequence);
+# transposed or sliced view reaches its reader as strides: the matmul template reads A and B (2-D, or
+# batched with up to two batch axes) through them (the weight gradient's activations^T, an LSTM's last h_t out of the h sequence);
 # other templates copy what they need contiguous in their launch, as a reshape that cannot be a
 # view copies. SHAPE_ONLY_RESULTS are made once per device and shapes, not once per run.
 
