@@ -8,12 +8,15 @@ from kcomp.layers.conv import (
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D,
 )
 from kcomp.layers.core import (
-    Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Masking, Permute, ReLU, Reshape,
-    Softmax, SpatialDropout1D,
+    ELU, Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Masking, Permute, PReLU, ReLU,
+    Reshape, Softmax, SpatialDropout1D, SpatialDropout2D,
 )
-from kcomp.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
+from kcomp.layers.merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization
 from kcomp.layers.recurrent import GRU, LSTM, SimpleRNN
+from kcomp.layers.reshaping import (
+    Cropping1D, Cropping2D, RepeatVector, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D,
+)
 from kcomp.layers.time_distributed import TimeDistributed
 
 # Keras's short aliases.
@@ -36,4 +39,7 @@ __all__ = [
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",
     "Masking", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
     "Softmax", "SpatialDropout1D", "Subtract", "TimeDistributed", "Variable",
+    # The image and merge layers of issue 15 (part 3).
+    "Cropping1D", "Cropping2D", "Dot", "ELU", "Minimum", "PReLU", "RepeatVector", "SpatialDropout2D", "UpSampling1D",
+    "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D",
 ]

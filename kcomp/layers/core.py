@@ -1,4 +1,4 @@
-"""Core layers: Input, Dense, activations, Dropout and SpatialDropout1D, reshaping, Embedding, Masking."""
+"""Core layers: Input, Dense, activations, Dropout and the spatial dropouts, reshaping, Embedding, Masking."""
 
 import math
 
@@ -167,15 +167,92 @@ class Softmax(Layer):
         self.axis = axis
 
     def call(self, inputs, mask=None):
-        if mask is not None:  # Keras: masked entries get a large negative logit (a sequence's mask rarely broadcasts)
-            raise KcompError(
-                f'Layer "{self.name}" (Softmax) got a mask; Keras applies it to the logits, which kcomp does not do yet. '
-                "Put the Softmax before the layer that makes the mask, or use Dense(..., activation='softmax')."
+        if mask is None:
+            return activations.softmax(inputs, self.axis)
+        # Keras's: masked logits (mask <= 0.5) become a large negative number, and masked outputs 0
+        # (a row masked everywhere gives zeros, not a uniform distribution). `where`, not arithmetic,
+        # so an inf or NaN logit under the mask does not leak into its row.
+        keep = self._mask_for(inputs, mask)
+        logits = ops.add(ops.emit("zeros_where_masked", inputs, keep), ops.multiply(ops.subtract(1.0, keep), -1e9))
+        return ops.emit("zeros_where_masked", activations.softmax(logits, self.axis), keep)
+
+    def _mask_for(self, inputs, mask):
+        """The mask as 0/1 in the inputs' dtype, checked to broadcast against them as Keras checks it."""
+        m_shape, x_shape = tuple(mask.shape), tuple(inputs.shape)
+        if len(m_shape) > len(x_shape) or any(
+            is_static(m) and is_static(x) and m not in (1, x) for m, x in zip(m_shape[::-1], x_shape[::-1])
+        ):
+            raise ShapeError(
+                f'Layer "{self.name}" (Softmax): the mask must broadcast to the inputs (each mask dimension 1 or the '
+                f"input's). Received: inputs.shape={format_shape(x_shape)}, mask.shape={format_shape(m_shape)}."
             )
-        return activations.softmax(inputs, self.axis)
+        if ops.dtype(mask) not in ("float32", "float64", "float16", "bfloat16"):
+            mask = ops.cast(mask, "float32")
+        keep = ops.emit("greater", mask, 0.5)
+        return keep if ops.dtype(keep) == ops.dtype(inputs) else ops.cast(keep, ops.dtype(inputs))
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
+
+
+class ELU(Layer):
+    """alpha * (exp(x) - 1) below 0, x above."""
+
+    supports_masking = True
+
+    def __init__(self, alpha=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = args.number("alpha", alpha)
+
+    def call(self, inputs):
+        return ops.elu(inputs, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+class PReLU(Layer):
+    """Leaky ReLU with a learned slope: relu(x) - alpha * relu(-x), alpha a weight of the input's
+    shape without the batch, of size 1 along `shared_axes` (one slope shared over those axes)."""
+
+    supports_masking = True
+
+    def __init__(self, alpha_initializer="Zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha_initializer = initializers.get(alpha_initializer)
+        self.alpha_regularizer = regularizers.get(alpha_regularizer)
+        args.no_constraint("alpha_constraint", alpha_constraint)
+        if shared_axes is not None:
+            shared_axes = list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
+            if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in shared_axes):
+                raise ArgumentError(f"Received: shared_axes={shared_axes!r}. Expected axes >= 1 (axis 0 is the batch).")
+        self.shared_axes = shared_axes
+
+    def build(self, input_shape):
+        shape = list(input_shape[1:])
+        for axis in self.shared_axes or ():
+            if axis >= len(input_shape):
+                raise ShapeError(f'Layer "{self.name}" (PReLU): shared axis {axis} is not an axis of input shape '
+                                 f"{format_shape(input_shape)}.")
+            shape[axis - 1] = 1
+        if any(d is None for d in shape):
+            raise ShapeError(f'Layer "{self.name}" (PReLU) needs every unshared axis of its input known, received input '
+                             f"shape {format_shape(input_shape)}; share the unknown axes (shared_axes=[...]).")
+        self.alpha = self.add_weight(shape=tuple(shape), initializer=self.alpha_initializer,
+                                     regularizer=self.alpha_regularizer, name="alpha")
+
+    def call(self, inputs):
+        negative = ops.multiply(self.alpha, ops.relu(ops.negative(inputs)))
+        return ops.subtract(ops.relu(inputs), negative)  # Keras's pos + (-alpha * relu(-x))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha_initializer": initializers.serialize(self.alpha_initializer),
+            "alpha_regularizer": regularizers.serialize(self.alpha_regularizer),
+            "alpha_constraint": None,
+            "shared_axes": self.shared_axes,
+        }
 
 
 class Dropout(Layer):
@@ -212,12 +289,16 @@ def sequence_dropout_mask(inputs, rate, seed):
     return dropout_of_ones(first_step(inputs), rate, seed)
 
 
-def first_step(inputs):
-    """A (batch, 1, channels) tensor of a sequence's shape and dtype: its first step (or, with the
-    steps unknown until run time, a reduction over them); for the shape only."""
-    if is_static(inputs.shape[1]):
-        return ops.emit("slice", inputs, axis=1, start=0, stop=1)
-    return ops.max(inputs, axis=1, keepdims=True)
+def first_step(inputs, axes=(1,)):
+    """A tensor of the inputs' shape and dtype but 1 along `axes` (a sequence's (batch, 1, channels)):
+    its first entry along each, or, with an axis unknown until run time, a reduction over it; for the
+    shape only."""
+    for axis in axes:
+        if is_static(inputs.shape[axis]):
+            inputs = ops.emit("slice", inputs, axis=axis, start=0, stop=1)
+        else:
+            inputs = ops.max(inputs, axis=axis, keepdims=True)
+    return inputs
 
 
 def dropout_of_ones(like, rate, seed):
@@ -234,6 +315,7 @@ class SpatialDropout1D(Layer):
     and scaled by 1 / (1 - rate) at every step; the identity in inference."""
 
     supports_masking = True  # a Dropout in Keras
+    rank, what = 3, "sequences of shape (batch, steps, channels)"
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -241,9 +323,9 @@ class SpatialDropout1D(Layer):
         self.seed = seed
 
     def build(self, input_shape):
-        if len(input_shape) != 3:
+        if len(input_shape) != self.rank:
             raise ShapeError(
-                f'Layer "{self.name}" (SpatialDropout1D) expects sequences of shape (batch, steps, channels), '
+                f'Layer "{self.name}" ({type(self).__name__}) expects {self.what}, '
                 f"received input shape {format_shape(input_shape)}."
             )
         self._op_seed = self.seed if self.seed is not None else session.draw_seed()  # in build order, as Dropout's
@@ -251,7 +333,9 @@ class SpatialDropout1D(Layer):
     def call(self, inputs, training=False):
         if not (args.boolean("training", training) and self.rate):
             return ops.dropout(inputs, self.rate, self._op_seed, training=False)  # the identity
-        return ops.multiply(inputs, sequence_dropout_mask(inputs, self.rate, self._op_seed))
+        # One draw per (sample, channel), the same at every step or pixel.
+        mask = dropout_of_ones(first_step(inputs, range(1, self.rank - 1)), self.rate, self._op_seed)
+        return ops.multiply(inputs, mask)
 
     def get_config(self):
         # Keras's config of a spatial dropout is these four (its __init__ takes nothing else).
@@ -259,6 +343,21 @@ class SpatialDropout1D(Layer):
         if self.batch_input_shape is not None:
             config["batch_input_shape"] = self.batch_input_shape
         return config
+
+
+class SpatialDropout2D(SpatialDropout1D):
+    """Dropout of whole feature maps of NHWC images: each (sample, channel) zeroed at every pixel,
+    or kept and scaled by 1 / (1 - rate); the identity in inference."""
+
+    rank, what = 4, "images of shape (batch, height, width, channels)"
+
+    def __init__(self, rate, data_format=None, seed=None, **kwargs):
+        super().__init__(rate, seed=seed, **kwargs)
+        args.channels_last(data_format)
+        self.data_format = "channels_last"
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 class Flatten(Layer):
