@@ -303,3 +303,59 @@ def test_dot_bad_inputs_raise():
         layers.Dot(1)([a, b])
     with pytest.raises(KcompError, match="axes"):
         layers.Dot(0)([a, a])
+
+
+# -- on the triton backend ----------------------------------------------------------------------
+def unet_block(lib):
+    """ZeroPadding2D(1) + a 3x3 'valid' conv (Keras's 'same'), a bilinear UpSampling2D, a crop back."""
+    L = lib.layers
+    return lib.Sequential([
+        lib.Input((H, W, C)), L.ZeroPadding2D(1), L.Conv2D(4, 3, activation="relu"),
+        L.UpSampling2D(2, interpolation="bilinear"), L.Cropping2D(((1, 2), (3, 0))), L.Flatten(), L.Dense(2),
+    ])
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton-interpret"])
+def test_unet_block_trains_as_keras(backend):
+    _step_matches_keras(unet_block, IMAGES, RNG.normal(size=(len(IMAGES), 2)).astype("float32"), backend)
+
+
+def _plain_ops(graph):
+    """The ops of a fused graph that no kernel computes (they run on torch), in order."""
+    return [n.op for n in graph.nodes if n.op != "kernel"]
+
+
+def test_zero_padding_before_a_conv_is_its_same_padding():
+    """The pad (a torch op) goes: the conv kernel pads 'same' in its loads, in inference and in a
+    training step (the filter gradient reads x too); padding other than 'same' keeps it."""
+    from kcomp.compiler import train_step_graph
+    from kcomp.passes import run_pipeline
+    from kernel_helpers import assert_compiled_matches_reference
+
+    model = kcomp.Sequential([kcomp.Input((H, W, C)), layers.ZeroPadding2D(((1, 2), (1, 2))), layers.Conv2D(4, 4)])
+    _randomized(model)
+    fused, _ = run_pipeline(model.to_graph())
+    assert _plain_ops(fused) == []
+    compared = assert_compiled_matches_reference(model, [torch.randn(3, H, W, C)], kind="accumulating")
+    assert "pad" not in _plain_ops(compared.fused)
+    model.compile(optimizer="sgd", loss="mse", backend="triton-interpret")
+    step, _ = run_pipeline(train_step_graph(model))
+    assert "pad" not in _plain_ops(step)
+    uneven = kcomp.Sequential([kcomp.Input((H, W, C)), layers.ZeroPadding2D(((2, 0), (1, 1))), layers.Conv2D(4, 3)])
+    fused, _ = run_pipeline(uneven.to_graph())
+    assert _plain_ops(fused) == ["pad", "pad"]  # rows, then columns
+
+
+def test_image_layers_on_generated_kernels_match_the_reference():
+    """Every image layer compiled (triton-interpret) against the reference executor: the blends of
+    the bilinear upsampling, ELU and PReLU are pointwise kernels; pads, slices and concats of the
+    repeats move data on torch."""
+    from kernel_helpers import assert_compiled_matches_reference
+
+    x = torch.randn(3, H, W, C)
+    for make in IMAGE_LAYERS.values():
+        model = _randomized(_one_layer(make, IMAGES)(kcomp))
+        compared = assert_compiled_matches_reference(model, [x], kind="accumulating")
+        moves = {"pad", "slice", "concat", "reshape", "transpose"}
+        # A softmax over an axis other than the last has no row kernel (kernels/rows.py): torch's.
+        assert set(_plain_ops(compared.fused)) <= moves | ({"softmax"} if make is IMAGE_LAYERS["softmax-axis1"] else set())

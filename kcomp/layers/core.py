@@ -242,8 +242,14 @@ class PReLU(Layer):
                                      regularizer=self.alpha_regularizer, name="alpha")
 
     def call(self, inputs):
-        negative = ops.multiply(self.alpha, ops.relu(ops.negative(inputs)))
-        return ops.subtract(ops.relu(inputs), negative)  # Keras's pos + (-alpha * relu(-x))
+        x, alpha = inputs, self.alpha
+        if not self.shared_axes and len(inputs.shape) > 2:
+            # A slope per feature: seen as (batch, features) rows, alpha is a last-axis vector that a
+            # generated kernel loads alongside x (an (h, w, c) operand of an image it cannot).
+            x, alpha = ops.reshape(inputs, (batch_dim(inputs), -1)), ops.reshape(alpha, (-1,))
+        negative = ops.multiply(alpha, ops.relu(ops.negative(x)))
+        out = ops.subtract(ops.relu(x), negative)  # Keras's pos + (-alpha * relu(-x))
+        return out if out.shape == inputs.shape else ops.reshape(out, tuple(inputs.shape))
 
     def get_config(self):
         return {
