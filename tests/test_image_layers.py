@@ -150,6 +150,7 @@ IMAGE_LAYERS = {
     "relu-all": lambda L: L.ReLU(max_value=1.2, negative_slope=0.1, threshold=0.2),
     "softmax-axis1": lambda L: L.Softmax(axis=1),
     "avgpool2d-same": lambda L: L.AveragePooling2D(2, padding="same"),
+    "global-max2d": lambda L: L.GlobalMaxPooling2D(keepdims=True),
     "permute": lambda L: L.Permute((2, 1, 3)),
 }
 SEQUENCE_LAYERS = {
@@ -359,3 +360,56 @@ def test_image_layers_on_generated_kernels_match_the_reference():
         moves = {"pad", "slice", "concat", "reshape", "transpose"}
         # A softmax over an axis other than the last has no row kernel (kernels/rows.py): torch's.
         assert set(_plain_ops(compared.fused)) <= moves | ({"softmax"} if make is IMAGE_LAYERS["softmax-axis1"] else set())
+
+
+def test_dsl_names_the_image_layers():
+    """The .k language's names: Keras's class names in snake_case (prelu for PReLU)."""
+    from kcomp import dsl
+
+    text = """
+graph g {
+  x = input(5, 7, 3)
+  p = zero_padding2d(x, padding=1)
+  c = conv2d(p, 4, kernel=3)
+  u = up_sampling2d(c, size=2, interpolation=bilinear)
+  k = cropping2d(u, cropping=1)
+  a = prelu(k, shared_axes=[1, 2])
+  o = spatial_dropout2d(a, 0.3)
+  e = elu(o, alpha=0.5)
+  v = global_max_pooling2d(e)
+  r = repeat_vector(v, 3)
+  q = cropping1d(r, cropping=1)
+  z = zero_padding1d(q, padding=2)
+  s = up_sampling1d(z, size=2)
+  w = dense(v, 4)
+  d = dot(v, w, axes=1, normalize=true)
+  m = minimum(v, w)
+  output s, d, m
+}
+"""
+    model = dsl.loads(text, "image.k")["g"]
+    assert model.output_shape == [(None, 10, 4), (None, 1), (None, 4)]
+    assert model.get_layer("p_re_lu").shared_axes == [1, 2]  # named as Keras names it
+    assert model.get_layer("up_sampling2d").interpolation == "bilinear" and model.get_layer("elu").alpha == 0.5
+
+
+def test_a_keras_file_with_the_image_layers_loads(tmp_path):
+    """A .keras archive Keras wrote with these layers loads into kcomp and predicts as Keras; kcomp's
+    own archive of it loads into Keras."""
+    L = keras.layers
+    inp = keras.Input((H, W, C))
+    y = L.Conv2D(4, 3)(L.ZeroPadding2D(((1, 2), (0, 1)))(inp))
+    y = L.PReLU(alpha_initializer="random_normal", shared_axes=[1])(L.UpSampling2D((2, 1), interpolation="bilinear")(y))
+    y = L.ELU(0.4)(L.SpatialDropout2D(0.2)(L.Cropping2D(((1, 1), (2, 0)))(y)))
+    v = L.GlobalMaxPooling2D()(y)
+    a, b = L.Dense(5)(v), L.Dense(5)(v)
+    seq = L.Cropping1D((1, 0))(L.ZeroPadding1D(1)(L.UpSampling1D(2)(L.RepeatVector(3)(L.Minimum()([a, b])))))
+    theirs = keras.Model(inp, [L.Dot(axes=1, normalize=True)([a, b]), seq])
+    theirs.save(tmp_path / "image.keras")
+    ours = kcomp.models.load_model(tmp_path / "image.keras")
+    for got, want in zip(ours.predict(IMAGES, verbose=0), theirs.predict(IMAGES, verbose=0), strict=True):
+        np.testing.assert_allclose(got, want, **FORWARD)
+    ours.save(tmp_path / "ours.keras")
+    again = keras.saving.load_model(tmp_path / "ours.keras")
+    for got, want in zip(again.predict(IMAGES, verbose=0), theirs.predict(IMAGES, verbose=0), strict=True):
+        np.testing.assert_allclose(got, want, **FORWARD)

@@ -3,7 +3,7 @@
 import math
 
 from kcomp import activations, initializers, ops, regularizers, session
-from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
+from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.ir.types import is_static
 from kcomp.layers import args, masks
 from kcomp.layers.base import Layer

@@ -67,18 +67,13 @@ def crop_axes(x, crops):
 
 
 def repeat_each(x, axis, times):
-    """Each entry along `axis` `times` times in a row (numpy's repeat): a new axis after `axis`
-    holding `times` copies, merged into it."""
-    if times == 1:
-        return x
-    shape = tuple(x.shape)
-    spread = ops.reshape(x, (*shape[: axis + 1], 1, *shape[axis + 1:]))
-    copies = ops.concatenate([spread] * times, axis=axis + 1)
-    return ops.reshape(copies, (*shape[:axis], shape[axis] * times, *shape[axis + 1:]))
+    """Each entry along `axis` `times` times in a row (numpy's repeat): x interleaved with itself."""
+    return x if times == 1 else interleave([x] * times, axis)
 
 
 def interleave(phases, axis):
-    """Phase r's entry k lands at k * len(phases) + r along `axis`."""
+    """Phase r's entry k lands at k * len(phases) + r along `axis`: each phase gets a new axis of 1
+    after `axis`, they are concatenated along it, and it is merged into `axis`."""
     shape = tuple(phases[0].shape)
     spread = [ops.reshape(p, (*shape[: axis + 1], 1, *shape[axis + 1:])) for p in phases]
     return ops.reshape(ops.concatenate(spread, axis=axis + 1), (*shape[:axis], shape[axis] * len(phases), *shape[axis + 1:]))
