@@ -164,17 +164,27 @@ class Softmax(Layer):
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        self.axis = axis
+        self.axis = list(axis) if isinstance(axis, tuple) else axis  # Keras keeps a list; JSON does too
+
+    def _softmax(self, x):
+        if not isinstance(self.axis, (list, tuple)):
+            return activations.softmax(x, self.axis)
+        if len(self.axis) == 1:
+            return activations.softmax(x, self.axis[0])
+        # Keras's softmax over several axes: exp(x - logsumexp(x, axes)), as exp(x - max) / sum.
+        shifted = ops.subtract(x, ops.max(x, axis=self.axis, keepdims=True))
+        e = ops.emit("exponential", shifted)
+        return ops.divide(e, ops.sum(e, axis=self.axis, keepdims=True))
 
     def call(self, inputs, mask=None):
         if mask is None:
-            return activations.softmax(inputs, self.axis)
+            return self._softmax(inputs)
         # Keras's: masked logits (mask <= 0.5) become a large negative number, and masked outputs 0
         # (a row masked everywhere gives zeros, not a uniform distribution). `where`, not arithmetic,
         # so an inf or NaN logit under the mask does not leak into its row.
         keep = self._mask_for(inputs, mask)
         logits = ops.add(ops.emit("zeros_where_masked", inputs, keep), ops.multiply(ops.subtract(1.0, keep), -1e9))
-        return ops.emit("zeros_where_masked", activations.softmax(logits, self.axis), keep)
+        return ops.emit("zeros_where_masked", self._softmax(logits), keep)
 
     def _mask_for(self, inputs, mask):
         """The mask as 0/1 in the inputs' dtype, checked to broadcast against them as Keras checks it."""
