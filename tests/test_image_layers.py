@@ -79,13 +79,14 @@ def _minimum_ref(xs, w):
 def _dot_ref(xs, w, axes, normalize=False):
     x, y = xs
     a0, a1 = (axes, axes) if isinstance(axes, int) else axes
+    a0, a1 = a0 % x.ndim, a1 % y.ndim
     if normalize:
         x = x / np.maximum(np.sqrt((x * x).sum(axis=a0, keepdims=True)), 1e-7)
         y = y / np.maximum(np.sqrt((y * y).sum(axis=a1, keepdims=True)), 1e-7)
     if x.ndim == 2 and y.ndim == 2:
         return (x * y).sum(axis=1, keepdims=True)
-    out = (x[:, None, :] if x.ndim == 2 else np.moveaxis(x, a0, -1)) @ (y[:, :, None] if y.ndim == 2 else np.moveaxis(y, a1, 1))
-    return out[:, 0] if x.ndim == 2 else out[..., 0] if y.ndim == 2 else out
+    # Per sample, the contraction of x's axis a0 with y's axis a1: x's other axes, then y's.
+    return np.stack([np.tensordot(xi, yi, axes=(a0 - 1, a1 - 1)) for xi, yi in zip(x, y)])
 
 
 def case(cls, kwargs, input_shape, output_shape, reference, *, id, weights=None, params=0):
@@ -125,6 +126,8 @@ CASES = [
     case(layers.Dot, dict(axes=2), [(3, 4, 6), (3, 5, 6)], (None, 4, 5), _dot_ref, id="dot-axes2"),
     case(layers.Dot, dict(axes=(1, 2), normalize=True), [(3, 6, 4), (3, 5, 6)], (None, 4, 5), _dot_ref,
          id="dot-axes-1-2-cosine"),
+    case(layers.Dot, dict(axes=(2, 1)), [(3, 4, 6, 2), (3, 6, 5)], (None, 4, 2, 5), _dot_ref, id="dot-rank4-rank3"),
+    case(layers.Dot, dict(axes=-1), [(3, 6), (3, 2, 4, 6)], (None, 2, 4), _dot_ref, id="dot-vector-rank4"),
 ]
 
 
@@ -226,6 +229,7 @@ MERGES = {
     "dot-sequences": (lambda L: L.Dot(axes=2), [(3, 5), (6, 2)]),
     "dot-sequences-axes-1-1-cosine": (lambda L: L.Dot(axes=(1, 1), normalize=True), [(3, 5), (3, 2)]),
     "dot-vector-sequence": (lambda L: L.Dot(axes=(1, 2)), [(5,), (3, 6)]),
+    "dot-rank4": (lambda L: L.Dot(axes=(1, 2), normalize=True), [(2, 3, 5), (3, 2, 4)]),
 }
 
 

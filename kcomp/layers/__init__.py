@@ -7,9 +7,9 @@ from kcomp.layers.conv import (
     AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D,
 )
+from kcomp.layers.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
 from kcomp.layers.core import (
-    ELU, Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Masking, Permute, PReLU, ReLU,
-    Reshape, Softmax, SpatialDropout1D, SpatialDropout2D,
+    Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, Permute, Reshape, SpatialDropout1D, SpatialDropout2D,
 )
 from kcomp.layers.merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization

@@ -118,7 +118,8 @@ class Concatenate(_Merge):
 
 class Dot(_Merge):
     """Keras's batch_dot of two tensors over one axis each (`axes`: an int for both, or a pair), the
-    batch kept: (b, d) . (b, d) -> (b, 1); (b, n, d) . (b, m, d) with axes=2 -> (b, n, m). With
+    batch kept: (b, d) . (b, d) -> (b, 1); (b, n, d) . (b, m, d) with axes=2 -> (b, n, m); higher ranks
+    keep x's other axes, then y's (b, n, k, d) . (b, d, m) with axes=(3, 1) -> (b, n, k, m). With
     normalize=True each input is L2-normalized along its axis first (cosine similarity)."""
 
     min_inputs = max_inputs = 2
@@ -151,9 +152,6 @@ class Dot(_Merge):
         if s0[a0] != s1[a1]:
             raise ShapeError(f'Layer "{self.name}" (Dot): incompatible input shapes: axis values {s0[a0]} (at axis {a0}) != '
                              f"{s1[a1]} (at axis {a1}). Full input shapes: {format_shape(s0)}, {format_shape(s1)}.")
-        if len(s0) > 3 or len(s1) > 3:
-            raise ShapeError(f'Layer "{self.name}" (Dot) takes inputs of rank 2 or 3, received {format_shape(s0)} and '
-                             f"{format_shape(s1)}.")
 
     def call(self, inputs):
         x, y = inputs
@@ -162,23 +160,35 @@ class Dot(_Merge):
             x, y = l2_normalize(x, a0), l2_normalize(y, a1)
         if len(x.shape) == 2 and len(y.shape) == 2:  # one sum of products per sample: a fused reduction
             return ops.sum(ops.multiply(x, y), axis=1, keepdims=True)
-        if len(x.shape) == 2:
-            x, a0 = ops.reshape(x, (x.shape[0], 1, x.shape[1])), 2
-        if len(y.shape) == 2:
-            y = ops.reshape(y, (*y.shape, 1))
-        if a0 != 2:
-            x = ops.transpose(x, (0, 2, 1))
-        if a1 != 1:
-            y = ops.transpose(y, (0, 2, 1))
-        out = ops.matmul(x, y)  # (b, n, m)
-        if len(inputs[0].shape) == 2:
-            return ops.reshape(out, (out.shape[0], out.shape[2]))
-        if len(inputs[1].shape) == 2:
-            return ops.reshape(out, (out.shape[0], out.shape[1]))
-        return out
+        return batch_dot(x, y, a0, a1)
 
     def get_config(self):
         return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
+
+
+def _moved(x, axis, to):
+    """x with `axis` moved to position `to`, the other axes in their order."""
+    perm = [a for a in range(len(x.shape)) if a != axis]
+    perm.insert(to % len(x.shape), axis)
+    return x if perm == list(range(len(x.shape))) else ops.transpose(x, perm)
+
+
+def batch_dot(x, y, a0, a1):
+    """Keras's batch_dot (keras/src/layers/merging/dot.py): x's axis a0 moved last and its other
+    axes merged into one, y's axis a1 moved first after the batch and its others merged, one batched
+    matmul, the merged axes split again; a rank-2 input's added axis of 1 dropped."""
+    x_rank, y_rank = len(x.shape), len(y.shape)
+    batch = x.shape[0]
+    x = ops.reshape(x, (batch, 1, x.shape[1])) if x_rank == 2 else _moved(x, a0, -1)
+    y = ops.reshape(y, (batch, y.shape[1], 1)) if y_rank == 2 else _moved(y, a1, 1)
+    x_mid, y_trail = tuple(x.shape[1:-1]), tuple(y.shape[2:])
+    out = ops.matmul(ops.reshape(x, (batch, -1, x.shape[-1])), ops.reshape(y, (batch, y.shape[1], -1)))
+    shape = (batch, *x_mid, *y_trail)
+    if x_rank == 2:
+        shape = (batch, *y_trail)
+    elif y_rank == 2:
+        shape = (batch, *x_mid)
+    return out if tuple(out.shape) == shape else ops.reshape(out, shape)
 
 
 def l2_normalize(x, axis, epsilon=1e-7):
