@@ -751,7 +751,9 @@ def test_layer(spec):
 
 def test_every_layer_has_a_case():
     """A new layer in kcomp.layers without a case here fails this test."""
-    tested = {p.values[0]["layer_cls"] for p in ALL_CASES}
+    from test_image_layers import CASES as IMAGE_CASES  # the image and merge layers of issue 15 part 3
+
+    tested = {p.values[0]["layer_cls"] for p in ALL_CASES} | {p.values[0] for p in IMAGE_CASES}
     exported = {
         getattr(layers, name) for name in layers.__all__
         if isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), layers.Layer)

@@ -140,14 +140,14 @@ def test_time_distributed_passes_the_mask_on_and_folds_a_wider_one():
     _assert_predictions_equal(ours, theirs, np.stack([IDS, IDS[::-1]], axis=1))
 
 
-MERGES = [("Add", True), ("Average", True), ("Maximum", True), ("Maximum", False), ("Multiply", True),
-          ("Multiply", False), ("Concatenate", False), ("Concatenate", True)]
+MERGES = [("Add", True), ("Average", True), ("Maximum", True), ("Maximum", False), ("Minimum", True), ("Minimum", False),
+          ("Multiply", True), ("Multiply", False), ("Concatenate", False), ("Concatenate", True)]
 
 
 @pytest.mark.parametrize("merge, both_masked", MERGES, ids=[f"{m}-{'both' if b else 'one'}" for m, b in MERGES])
 def test_merge_layers_combine_masks_as_keras(merge, both_masked):
     """Two masks of different padding merge (OR; none when an input has none, except for Concatenate,
-    which counts that input as unmasked); Maximum and Multiply leave masked entries out as Keras's."""
+    which counts that input as unmasked); Maximum, Minimum and Multiply leave masked entries out as Keras's."""
     def build(lib):
         ids = lib.Input((7,), dtype="int32")
         floats = lib.Input((7, 4))

@@ -39,9 +39,10 @@ LAYERS.update(
         "batch_norm": layers.BatchNormalization,
         "layer_norm": layers.LayerNormalization,
         "concat": layers.Concatenate,
+        "prelu": layers.PReLU,
     }
 )
-for _keras_only in ("re_lu", "leaky_re_lu"):
+for _keras_only in ("re_lu", "leaky_re_lu", "p_re_lu"):
     LAYERS.pop(_keras_only, None)
 
 # Short argument names the language accepts besides Keras's own.
@@ -59,7 +60,8 @@ def parameters(cls) -> list[str]:
         for p in inspect.signature(klass.__init__).parameters.values():
             if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
                 names.append(p.name)
-    return [n for n in names if n not in ("alpha",)] + [n for n in _BASE_KWARGS if n not in names]
+    hidden = ("alpha",) if cls is layers.LeakyReLU else ()  # Keras 2's name of negative_slope; ELU's alpha is its own
+    return [n for n in names if n not in hidden] + [n for n in _BASE_KWARGS if n not in names]
 
 
 def positional_parameters(cls) -> list[str]:

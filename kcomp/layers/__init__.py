@@ -7,14 +7,17 @@ from kcomp.layers.conv import (
     AveragePooling1D, AveragePooling2D, Conv1D, Conv2D, GlobalAveragePooling1D, GlobalAveragePooling2D,
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D,
 )
+from kcomp.layers.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
 from kcomp.layers.core import (
-    Activation, Dense, Dropout, Embedding, Flatten, Input, InputLayer, LeakyReLU, Masking, Permute, ReLU, Reshape,
-    Softmax, SpatialDropout1D,
+    Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, Permute, Reshape, SpatialDropout1D, SpatialDropout2D,
 )
-from kcomp.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
+from kcomp.layers.merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from kcomp.layers.normalization import BatchNormalization, LayerNormalization
 from kcomp.layers.preprocessing import CenterCrop, Normalization, Rescaling, Resizing
 from kcomp.layers.recurrent import GRU, LSTM, SimpleRNN
+from kcomp.layers.reshaping import (
+    Cropping1D, Cropping2D, RepeatVector, UpSampling1D, UpSampling2D, ZeroPadding1D, ZeroPadding2D,
+)
 from kcomp.layers.time_distributed import TimeDistributed
 
 # Keras's short aliases.
@@ -38,4 +41,7 @@ __all__ = [
     "Masking", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
     "Softmax", "SpatialDropout1D", "Subtract", "TimeDistributed", "Variable",
     "CenterCrop", "Normalization", "Rescaling", "Resizing",
+    # The image and merge layers of issue 15 (part 3).
+    "Cropping1D", "Cropping2D", "Dot", "ELU", "Minimum", "PReLU", "RepeatVector", "SpatialDropout2D", "UpSampling1D",
+    "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D",
 ]

@@ -1,9 +1,10 @@
-"""Core layers: Input, Dense, activations, Dropout and SpatialDropout1D, reshaping, Embedding, Masking."""
+"""Core layers: Input, Dense, Dropout and the spatial dropouts, reshaping, Embedding, Masking (the activation
+layers are in kcomp/layers/activation_layers.py)."""
 
 import math
 
 from kcomp import activations, initializers, ops, regularizers, session
-from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
+from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.ir.types import is_static
 from kcomp.layers import args, masks
 from kcomp.layers.base import Layer
@@ -109,75 +110,6 @@ class Dense(Layer):
         }
 
 
-class Activation(Layer):
-    supports_masking = True
-
-    def __init__(self, activation, **kwargs):
-        super().__init__(**kwargs)
-        self.activation = activations.get(activation)
-
-    def call(self, inputs):
-        return self.activation(inputs)
-
-    def get_config(self):
-        return {**super().get_config(), "activation": activations.serialize(self.activation)}
-
-
-class ReLU(Layer):
-    supports_masking = True
-
-    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
-        super().__init__(**kwargs)
-        args.number("max_value", max_value, 0.0, allow_none=True)
-        args.number("negative_slope", negative_slope, 0.0)
-        args.number("threshold", threshold)
-        self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
-
-    def call(self, inputs):
-        return activations.relu(inputs, self.negative_slope, self.max_value, self.threshold)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "max_value": self.max_value,
-            "negative_slope": self.negative_slope,
-            "threshold": self.threshold,
-        }
-
-
-class LeakyReLU(Layer):
-    supports_masking = True
-
-    def __init__(self, negative_slope=0.3, alpha=None, **kwargs):
-        super().__init__(**kwargs)
-        self.negative_slope = args.number("negative_slope", alpha if alpha is not None else negative_slope, 0.0)  # alpha: Keras 2's name
-
-    def call(self, inputs):
-        return activations.leaky_relu(inputs, self.negative_slope)
-
-    def get_config(self):
-        return {**super().get_config(), "negative_slope": self.negative_slope}
-
-
-class Softmax(Layer):
-    supports_masking = True
-
-    def __init__(self, axis=-1, **kwargs):
-        super().__init__(**kwargs)
-        self.axis = axis
-
-    def call(self, inputs, mask=None):
-        if mask is not None:  # Keras: masked entries get a large negative logit (a sequence's mask rarely broadcasts)
-            raise KcompError(
-                f'Layer "{self.name}" (Softmax) got a mask; Keras applies it to the logits, which kcomp does not do yet. '
-                "Put the Softmax before the layer that makes the mask, or use Dense(..., activation='softmax')."
-            )
-        return activations.softmax(inputs, self.axis)
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}
-
-
 class Dropout(Layer):
     """Zeroes a `rate` fraction of inputs during training; the identity in inference."""
 
@@ -212,12 +144,16 @@ def sequence_dropout_mask(inputs, rate, seed):
     return dropout_of_ones(first_step(inputs), rate, seed)
 
 
-def first_step(inputs):
-    """A (batch, 1, channels) tensor of a sequence's shape and dtype: its first step (or, with the
-    steps unknown until run time, a reduction over them); for the shape only."""
-    if is_static(inputs.shape[1]):
-        return ops.emit("slice", inputs, axis=1, start=0, stop=1)
-    return ops.max(inputs, axis=1, keepdims=True)
+def first_step(inputs, axes=(1,)):
+    """A tensor of the inputs' shape and dtype but 1 along `axes` (a sequence's (batch, 1, channels)):
+    its first entry along each, or, with an axis unknown until run time, a reduction over it; for the
+    shape only."""
+    for axis in axes:
+        if is_static(inputs.shape[axis]):
+            inputs = ops.emit("slice", inputs, axis=axis, start=0, stop=1)
+        else:
+            inputs = ops.max(inputs, axis=axis, keepdims=True)
+    return inputs
 
 
 def dropout_of_ones(like, rate, seed):
@@ -234,6 +170,7 @@ class SpatialDropout1D(Layer):
     and scaled by 1 / (1 - rate) at every step; the identity in inference."""
 
     supports_masking = True  # a Dropout in Keras
+    rank, what = 3, "sequences of shape (batch, steps, channels)"
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -241,9 +178,9 @@ class SpatialDropout1D(Layer):
         self.seed = seed
 
     def build(self, input_shape):
-        if len(input_shape) != 3:
+        if len(input_shape) != self.rank:
             raise ShapeError(
-                f'Layer "{self.name}" (SpatialDropout1D) expects sequences of shape (batch, steps, channels), '
+                f'Layer "{self.name}" ({type(self).__name__}) expects {self.what}, '
                 f"received input shape {format_shape(input_shape)}."
             )
         self._op_seed = self.seed if self.seed is not None else session.draw_seed()  # in build order, as Dropout's
@@ -251,7 +188,9 @@ class SpatialDropout1D(Layer):
     def call(self, inputs, training=False):
         if not (args.boolean("training", training) and self.rate):
             return ops.dropout(inputs, self.rate, self._op_seed, training=False)  # the identity
-        return ops.multiply(inputs, sequence_dropout_mask(inputs, self.rate, self._op_seed))
+        # One draw per (sample, channel), the same at every step or pixel.
+        mask = dropout_of_ones(first_step(inputs, range(1, self.rank - 1)), self.rate, self._op_seed)
+        return ops.multiply(inputs, mask)
 
     def get_config(self):
         # Keras's config of a spatial dropout is these four (its __init__ takes nothing else).
@@ -259,6 +198,21 @@ class SpatialDropout1D(Layer):
         if self.batch_input_shape is not None:
             config["batch_input_shape"] = self.batch_input_shape
         return config
+
+
+class SpatialDropout2D(SpatialDropout1D):
+    """Dropout of whole feature maps of NHWC images: each (sample, channel) zeroed at every pixel,
+    or kept and scaled by 1 / (1 - rate); the identity in inference."""
+
+    rank, what = 4, "images of shape (batch, height, width, channels)"
+
+    def __init__(self, rate, data_format=None, seed=None, **kwargs):
+        super().__init__(rate, seed=seed, **kwargs)
+        args.channels_last(data_format)
+        self.data_format = "channels_last"
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 class Flatten(Layer):

@@ -10,6 +10,7 @@ import torch
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.ops.grad_support import SHAPE_ONLY_INPUTS
 from kcomp.ir.registry import OPS
+from kcomp.passes.pad_into_conv import RULES as PAD_INTO_CONV_RULES
 from kcomp.passes.rewrite import Rewriter, dead_code_elimination, rewrite_to_fixpoint
 
 
@@ -124,6 +125,7 @@ RULES = [
     *[(name, fold_constants) for name, op in OPS.items() if "elementwise" in op.traits and "random" not in op.traits],
     *[(name, drop_neutral_operand) for name in ("add", "sub", "mul", "div")],
     *[(name, shape_from_an_input) for name in SHAPE_ONLY_INPUTS],
+    *PAD_INTO_CONV_RULES,
 ]
 
 

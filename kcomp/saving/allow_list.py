@@ -36,6 +36,8 @@ LAYERS = {
         kl.Maximum, kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,
         kl.Subtract, kl.TimeDistributed,
         kl.CenterCrop, kl.Normalization, kl.Rescaling, kl.Resizing,
+        kl.Cropping1D, kl.Cropping2D, kl.Dot, kl.ELU, kl.Minimum, kl.PReLU, kl.RepeatVector, kl.SpatialDropout2D,
+        kl.UpSampling1D, kl.UpSampling2D, kl.ZeroPadding1D, kl.ZeroPadding2D,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)

@@ -76,7 +76,7 @@ _KERAS_EXTRA = {
 }
 
 # Layers whose Keras get_config writes the dtype's name, not a DTypePolicy (Keras's spatial dropouts).
-_DTYPE_BY_NAME = {"SpatialDropout1D"}
+_DTYPE_BY_NAME = {"SpatialDropout1D", "SpatialDropout2D"}
 
 
 def layer_to_keras(layer) -> dict:
