@@ -270,7 +270,7 @@ class Conv2DGradInputCall(Conv2DGradCall):
     w: torch.Tensor
 
 
-def _checked_pads(what: str, binding: Conv2DGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
+def checked_pads(what: str, binding: Conv2DGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
     """The forward's pads, once dY (N, OH, OW, F) is checked to be its output for an H x W input."""
     (sh, sw), (dh, dw), padding = binding.strides, binding.dilation, binding.padding
     OH, OW = dy.shape[1], dy.shape[2]
@@ -290,7 +290,7 @@ def launch_filter(binding: Conv2DGradFilterBinding, inputs, out=None, config=Non
     if N_dy != N:
         raise ValueError(f"conv2d_backprop_filter: input {tuple(x.shape)} and gradient {tuple(dy.shape)} differ in batch")
     KH, KW = binding.kernel_size
-    pad_top, pad_left = _checked_pads("conv2d_backprop_filter", binding, dy, H, W, KH, KW)
+    pad_top, pad_left = checked_pads("conv2d_backprop_filter", binding, dy, H, W, KH, KW)
     contiguous_operands(tensors, binding.prologue_operands)
     # allocate: dW, and dY's column sums (the bias gradient) when the binding asks for them
     has_bsum = binding.column_sums_dtype is not None
@@ -328,7 +328,7 @@ def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None,
     H, W = binding.input_size
     if F_w != F:
         raise ValueError(f"conv2d_backprop_input: gradient {tuple(dy.shape)} has {F} filters, kernel {tuple(w.shape)} {F_w}")
-    pad_top, pad_left = _checked_pads("conv2d_backprop_input", binding, dy, H, W, KH, KW)
+    pad_top, pad_left = checked_pads("conv2d_backprop_input", binding, dy, H, W, KH, KW)
     # allocate
     if out is None:
         out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.dx_dtype)
@@ -364,25 +364,34 @@ def _is_bias_sum(u, dy) -> bool:
     return u.op == "sum" and dy.rank == 4 and not u.attrs["keepdims"] and axes is not None and sorted(a % 4 for a in axes) == [0, 1, 2]
 
 
-def _filter_group(fusion, node):
-    """The filter gradient with the bias gradient sum(dy, axes (0, 1, 2)) as a second output,
-    summed from the dy tiles it loads; the pair is found from whichever comes first."""
-    if node.op not in ("conv2d_backprop_filter", "sum") or not _float_inputs(node):
-        return None
-    if node.op == "conv2d_backprop_filter":
-        if node.attrs["groups"] != 1:
+def filter_group_rule(accepts):
+    """The grouping rule of a filter-gradient template computing the conv2d_backprop_filter nodes
+    `accepts(node)` takes: the filter gradient with the bias gradient sum(dy, axes (0, 1, 2)) as a
+    second output, summed from the dy tiles it loads; the pair is found from whichever comes first."""
+
+    def group(fusion, node):
+        if node.op == "conv2d_backprop_filter":
+            if not accepts(node):
+                return None
+            dy = node.inputs[1]
+            free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
+            return Group(node, extra=[u for u in free if _is_bias_sum(u, dy)][:1])
+        if node.op != "sum" or not _float_inputs(node):
             return None
-        dy = node.inputs[1]
+        dy = node.inputs[0]
         free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
-        return Group(node, extra=[u for u in free if _is_bias_sum(u, dy)][:1])
-    dy = node.inputs[0]
-    free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
-    wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and u.attrs["groups"] == 1]
-    return Group(wgrads[0], extra=[node]) if wgrads and _is_bias_sum(node, dy) else None
+        wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and accepts(u)]
+        return Group(wgrads[0], extra=[node]) if wgrads and _is_bias_sum(node, dy) else None
+
+    return group
+
+
+def _dense_filter(node) -> bool:
+    return node.op == "conv2d_backprop_filter" and node.attrs["groups"] == 1 and _float_inputs(node)
 
 
 TEMPLATES = (
     # Before reduce (50): a sum that is a conv's bias gradient is computed with the filter gradient.
-    Template("conv2d_grad_filter", launch_filter, Conv2DGradFilterBinding, tensor_cores=True, group=_filter_group, priority=41),
+    Template("conv2d_grad_filter", launch_filter, Conv2DGradFilterBinding, tensor_cores=True, group=filter_group_rule(_dense_filter), priority=41),
     Template("conv2d_grad_input", launch_input, Conv2DGradInputBinding, tensor_cores=True, group=_input_group, priority=40),
 )
