@@ -31,7 +31,10 @@ dgrad, dX (N, H, W, C):
   the reference, never fewer (a GEMM cannot mask B per row). NaN and inf in X and dY
   give exactly the reference's.
 
-Accumulation is float32; both use tl.dot (tensor cores).
+Accumulation is float32; both use tl.dot (tensor cores). dgrad is also Conv2DTranspose's forward
+(a transposed convolution is the input gradient of a convolution); its hook
+EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0..E3, S0..S3), as in the conv2d template, computes
+that layer's bias and activation before the store (the identity in a backward pass).
 
 Each has its launch here (launch_filter, launch_input: check the sizes against the
 forward's geometry, allocate, run with a tuned config); a generated module gives it a
@@ -48,7 +51,7 @@ import triton.language as tl
 from kcomp.ir.ops.conv import output_size, pads_before
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
 from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
@@ -109,7 +112,8 @@ def conv2d_grad_input_kernel(
     DY, Wt, DX,
     H, W, C, F, KW, OH, OW, M, K,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-    PRECISION: tl.constexpr,
+    E0, E1, E2, E3, S0, S1, S2, S3,
+    EPILOGUE: tl.constexpr, PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, C, BM, BN, GROUP_M)
@@ -148,6 +152,8 @@ def conv2d_grad_input_kernel(
         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
+    # A Conv2DTranspose's bias and activation (its forward is this op); the identity for a gradient.
+    acc = EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
     dx_ptrs = DX + offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
     tl.store(dx_ptrs, acc.to(DX.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
@@ -229,6 +235,8 @@ class Conv2DGradInputBinding(Conv2DGradBinding):
     dy: int  # which input is the conv's output gradient (N, OH, OW, F)
     w: int  # which input is its kernel (KH, KW, C, F)
     input_size: tuple[int, int]  # (H, W) of the conv's input: dY does not tell it (strides round down)
+    epilogue: object  # the generated @triton.jit EPILOGUE hook (a transposed conv's bias, activation)
+    operands: tuple[Operand, ...]  # what EPILOGUE loads (E0..E3)
     dx_dtype: torch.dtype
 
 
@@ -268,6 +276,7 @@ class Conv2DGradFilterCall(Conv2DGradCall):
 class Conv2DGradInputCall(Conv2DGradCall):
     dy: torch.Tensor
     w: torch.Tensor
+    operand_args: list  # E0..E3, S0..S3
 
 
 def checked_pads(what: str, binding: Conv2DGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
@@ -321,20 +330,23 @@ def run_filter(call: Conv2DGradFilterCall, config: dict, precision: str):
 def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: dy is the conv's output gradient (N, OH, OW, F), w its kernel (KH, KW, C, F);
     # dX is the NHWC gradient (N, H, W, C) of the conv's input, (H, W) the binding's input_size.
-    dy = inputs[binding.dy].contiguous()
-    w = inputs[binding.w].contiguous()
+    tensors = list(inputs)
+    dy = tensors[binding.dy].contiguous()
+    w = tensors[binding.w].contiguous()
     N, OH, OW, F = dy.shape
     KH, KW, C, F_w = w.shape
     H, W = binding.input_size
     if F_w != F:
         raise ValueError(f"conv2d_backprop_input: gradient {tuple(dy.shape)} has {F} filters, kernel {tuple(w.shape)} {F_w}")
     pad_top, pad_left = checked_pads("conv2d_backprop_input", binding, dy, H, W, KH, KW)
+    contiguous_operands(tensors, binding.operands)
     # allocate
     if out is None:
         out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.dx_dtype)
     call = Conv2DGradInputCall(
         binding, inputs, out, H=H, W=W, C=C, F=F, KW=KW, OH=OH, OW=OW, M=N * H * W, K=KH * KW * F,
         pad_top=pad_top, pad_left=pad_left, dy=dy, w=w,
+        operand_args=tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, out),
     )
     run_input(call, config, interpret, precision=precision)
     return out
@@ -343,7 +355,8 @@ def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None,
 @tuned(lambda call, interpret: input_configs(call.M, call.C, call.K, interpret))
 def run_input(call: Conv2DGradInputCall, config: dict, precision: str):
     conv2d_grad_input_kernel[gemm_grid(call.M, call.C, config)](
-        call.dy, call.w, call.out, *call.sizes(), PRECISION=precision, **kernel_options(config),
+        call.dy, call.w, call.out, *call.sizes(), *call.operand_args,
+        EPILOGUE=call.binding.epilogue, PRECISION=precision, **kernel_options(config),
     )
 
 
@@ -352,10 +365,17 @@ def _float_inputs(node) -> bool:
     return all(v.dtype in FLOAT_DTYPES for v in node.inputs)
 
 
+def _input_takes_epilogue(node) -> bool:
+    return node.op == "conv2d_backprop_input" and node.attrs["groups"] == 1 and _float_inputs(node)
+
+
 def _input_group(fusion, node):
-    if node.op == "conv2d_backprop_input" and node.attrs["groups"] == 1 and _float_inputs(node):
-        return Group(node)
-    return None
+    """The input gradient and the elementwise chain after it: a Conv2DTranspose's bias and activation."""
+    if not _input_takes_epilogue(node):
+        return None
+    nodes = [node]
+    fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
+    return Group(node, epilogue=nodes[1:])
 
 
 def _is_bias_sum(u, dy) -> bool:
@@ -393,5 +413,6 @@ def _dense_filter(node) -> bool:
 TEMPLATES = (
     # Before reduce (50): a sum that is a conv's bias gradient is computed with the filter gradient.
     Template("conv2d_grad_filter", launch_filter, Conv2DGradFilterBinding, tensor_cores=True, group=filter_group_rule(_dense_filter), priority=41),
-    Template("conv2d_grad_input", launch_input, Conv2DGradInputBinding, tensor_cores=True, group=_input_group, priority=40),
+    Template("conv2d_grad_input", launch_input, Conv2DGradInputBinding, tensor_cores=True, group=_input_group, priority=40,
+             takes_epilogue=_input_takes_epilogue),
 )

@@ -116,6 +116,27 @@ def test_filter_gradient_with_its_bias_gradient_in_one_kernel(geometry):
     check_kernel(graph, random_inputs(graph, 2, seed=11))
 
 
+@pytest.mark.parametrize("geometry", ["3x3-s2-same", "2x2-s2-same", "3x3-s1-valid"])
+def test_input_gradient_takes_a_transposed_convs_bias_and_activation(geometry):
+    """Conv2DTranspose's forward is conv2d_backprop_input: its bias_add and relu are the kernel's
+    epilogue, NaN and inf in dy passing through them as in the reference."""
+    (kh, kw), strides, padding, dilation = GEOMETRIES[geometry]
+    oh, ow = (output_size(n, k, s, d, padding) for n, k, s, d in zip((7, 9), (kh, kw), strides, dilation))
+    b = GraphBuilder("conv_transpose")
+    dy = b.input((None, oh, ow, 5), "float32", "x")
+    kernel = b.input((kh, kw, 3, 5), "float32", "kernel")
+    y = b.emit1("conv2d_backprop_input", [dy, kernel], input_size=(7, 9), strides=strides, padding=padding,
+                dilation=dilation)
+    graph = b.finish([b.emit1("relu", [b.emit1("bias_add", [y, b.input((3,), "float32", "bias")])])])
+    fused, _ = run_pipeline(graph)
+    (kernel_node,) = fused.nodes
+    assert [n.op for n in kernel_node.attrs["body"].nodes] == ["conv2d_backprop_input", "bias_add", "relu"]
+    inputs = random_inputs(graph, 2, seed=7)
+    assert_launch_matches_reference(graph, kernel_node, inputs, kind="long", precision="ieee")
+    inputs[0] = with_nonfinite(inputs[0])
+    assert_launch_matches_reference(graph, kernel_node, inputs, kind="long", poison=False, precision="ieee")
+
+
 @pytest.mark.parametrize("op", list(TEMPLATES))
 def test_several_tiles_of_rows_columns_and_reduction(op):
     # wgrad: 3*3*21 = 189 rows (> BM), 37 filters (> BN), 3*11*13 output pixels (> BK, ragged).
@@ -219,7 +240,8 @@ def test_training_step_runs_conv_grads_on_the_templates():
         for k in fused.nodes if k.op == "kernel"
     ]
     assert absorbed.count(("conv2d_grad_filter", ("conv2d_backprop_filter", "sum"))) == 2  # dW and the bias gradient
-    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input",))) == 1  # the first conv's input needs none
+    # The first conv's input needs none; the second's computes the first's relu gradient in its epilogue.
+    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input", "greater", "mul"))) == 1
     assert not [n.op for n in fused.nodes if n.op.startswith("conv2d_backprop")]
 
 

@@ -3,7 +3,8 @@
 conv2d_grad_filter: body [constants...] [prologue chain...] conv2d_backprop_filter [sum].
 The prologue chain is the elementwise ops that produced dY (applied to each dY
 tile as it loads); the optional sum over axes (0, 1, 2) of dY is the bias
-gradient, a second output. conv2d_grad_input: body conv2d_backprop_input alone.
+gradient, a second output. conv2d_grad_input: body [constants...] conv2d_backprop_input, elementwise
+chain... (a Conv2DTranspose's bias and activation, generated as the epilogue).
 
 Strides, dilation and padding come from the node and go into the binding; image
 sizes are read from the tensors at run time (the batch varies), except the input
@@ -46,17 +47,21 @@ def generate_filter(kernel: KernelParts) -> GeneratedKernel:
 
 
 def generate_input(kernel: KernelParts) -> GeneratedKernel:
+    """The input gradient, with the elementwise chain after it as its epilogue (a Conv2DTranspose's
+    bias and activation; none in a conv's backward pass)."""
     body, conv = kernel.body, kernel.anchor
-    assert conv.op == "conv2d_backprop_input" and conv.attrs["groups"] == 1 and not (kernel.prologue or kernel.epilogue or kernel.extra)
+    assert conv.op == "conv2d_backprop_input" and conv.attrs["groups"] == 1 and not (kernel.prologue or kernel.extra)
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     dy, w = (index_of[v.id] for v in conv.inputs)
-    hooks = "# conv2d_grad_input: no fused expression; the geometry is in the binding below.\n"
-    return GeneratedKernel(hooks, {
+    hook, operands = generate_epilogue(body, list(kernel.constants) + list(kernel.epilogue), conv.outputs[0])
+    return GeneratedKernel(hook, {
         "dy": repr(dy),
         "w": repr(w),
         "input_size": repr(tuple(conv.attrs["input_size"])),
         **geometry(conv),
-        "dx_dtype": f"torch.{conv.outputs[0].dtype}",
+        "epilogue": "epilogue",
+        "operands": repr(tuple(operands)),
+        "dx_dtype": f"torch.{body.outputs[-1].dtype}",
     })
 
 
