@@ -114,3 +114,62 @@ def test_grouped_conv_that_is_not_depthwise_stays_unfused():
     assert [n.op for n in fused.nodes] == ["conv2d_backprop_input"]
 
 
+
+
+# -- AOT for sm_90, in a child process ------------------------------------------------
+
+AOT_CASES = [  # (op, geometry, image, depth multiplier) at batch 128; "transpose": Conv2DTranspose + bias + relu
+    ("conv2d", "3x3-s1-same", (28, 28, 64), 1),
+    ("conv2d_backprop_input", "3x3-s2-same", (28, 28, 64), 2),
+    ("conv2d_backprop_filter", "3x3-s1-same", (28, 28, 64), 1),
+    ("transpose", "3x3-s2-same", (28, 28, 64), 64),  # the conv2d_grad_input template with its epilogue
+]
+
+
+def compile_cases(cases) -> list[dict]:
+    """The child's job: each case's kernel compiled for sm_90 with every GPU config (float32), and
+    with the first one in bfloat16; the resources of each."""
+    from kcomp.codegen.module import kernel_source
+    from kcomp.kernels import conv2d_depthwise as dw
+    from kcomp.kernels.conv2d_grad import INPUT_GPU_CONFIGS
+    from kcomp.runtime.aot import compile_kernel, example_inputs
+    from test_kernels_conv_grad import transpose_graph, transpose_kernel
+
+    records = []
+    for op, geometry, image, multiplier in cases:
+        if op == "transpose":
+            kernel, configs = transpose_kernel(transpose_graph(GEOMETRIES[geometry], tuple(image), multiplier)), INPUT_GPU_CONFIGS
+        else:
+            graph = depthwise_graph(op, GEOMETRIES[geometry], tuple(image), multiplier, bias_sum=op.endswith("filter"))
+            kernel = the_kernel(graph)
+            configs = dw.FILTER_GPU_CONFIGS if op == "conv2d_backprop_filter" else dw.GPU_CONFIGS
+        for dtype, config in [("float32", c) for c in configs] + [("bfloat16", configs[0])]:
+            inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
+            result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
+            records.append({"case": f"{op} {geometry} {dtype} {config}", "spill_bytes": result.spill_bytes,
+                            "local_stores": result.local_stores(), "registers": result.registers,
+                            "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
+    return records
+
+
+@pytest.mark.slow
+def test_depthwise_and_transposed_kernels_compile_for_sm_90_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    from kcomp.kernels import conv2d_depthwise as dw
+    from kcomp.kernels.conv2d_grad import INPUT_GPU_CONFIGS
+
+    records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=900)
+    assert len(records) == 2 * len(dw.GPU_CONFIGS) + len(dw.FILTER_GPU_CONFIGS) + len(INPUT_GPU_CONFIGS) + 4
+    for rec in records:
+        assert rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
+        assert (rec["hgmma"] > 0) == rec["case"].startswith("transpose"), rec  # tl.dot only in the GEMM template
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_kernels_conv_depthwise.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))

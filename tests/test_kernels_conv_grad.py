@@ -116,25 +116,38 @@ def test_filter_gradient_with_its_bias_gradient_in_one_kernel(geometry):
     check_kernel(graph, random_inputs(graph, 2, seed=11))
 
 
+def transpose_graph(geometry, image=(7, 9, 3), filters=5, dtype="float32"):
+    """A Conv2DTranspose's forward: conv2d_backprop_input of x (the conv's output size) with a
+    (kh, kw, C, filters) kernel back to an (H, W, C) image, then bias_add and relu."""
+    (kh, kw), strides, padding, dilation = geometry
+    h, w, c = image
+    oh, ow = (output_size(n, k, s, d, padding) for n, k, s, d in zip((h, w), (kh, kw), strides, dilation))
+    b = GraphBuilder("conv_transpose")
+    x = b.input((None, oh, ow, filters), dtype, "x")
+    kernel = b.input((kh, kw, c, filters), dtype, "kernel")
+    y = b.emit1("conv2d_backprop_input", [x, kernel], input_size=(h, w), strides=strides, padding=padding,
+                dilation=dilation)
+    return b.finish([b.emit1("relu", [b.emit1("bias_add", [y, b.input((c,), dtype, "bias")])])])
+
+
+def transpose_kernel(graph):
+    fused, _ = run_pipeline(graph)
+    (kernel,) = fused.nodes
+    assert kernel.attrs["template"] == "conv2d_grad_input"
+    assert [n.op for n in kernel.attrs["body"].nodes] == ["conv2d_backprop_input", "bias_add", "relu"]
+    return kernel
+
+
 @pytest.mark.parametrize("geometry", ["3x3-s2-same", "2x2-s2-same", "3x3-s1-valid"])
 def test_input_gradient_takes_a_transposed_convs_bias_and_activation(geometry):
     """Conv2DTranspose's forward is conv2d_backprop_input: its bias_add and relu are the kernel's
-    epilogue, NaN and inf in dy passing through them as in the reference."""
-    (kh, kw), strides, padding, dilation = GEOMETRIES[geometry]
-    oh, ow = (output_size(n, k, s, d, padding) for n, k, s, d in zip((7, 9), (kh, kw), strides, dilation))
-    b = GraphBuilder("conv_transpose")
-    dy = b.input((None, oh, ow, 5), "float32", "x")
-    kernel = b.input((kh, kw, 3, 5), "float32", "kernel")
-    y = b.emit1("conv2d_backprop_input", [dy, kernel], input_size=(7, 9), strides=strides, padding=padding,
-                dilation=dilation)
-    graph = b.finish([b.emit1("relu", [b.emit1("bias_add", [y, b.input((3,), "float32", "bias")])])])
-    fused, _ = run_pipeline(graph)
-    (kernel_node,) = fused.nodes
-    assert [n.op for n in kernel_node.attrs["body"].nodes] == ["conv2d_backprop_input", "bias_add", "relu"]
+    epilogue, NaN and inf in x passing through them as in the reference."""
+    graph = transpose_graph(GEOMETRIES[geometry])
+    kernel = transpose_kernel(graph)
     inputs = random_inputs(graph, 2, seed=7)
-    assert_launch_matches_reference(graph, kernel_node, inputs, kind="long", precision="ieee")
+    assert_launch_matches_reference(graph, kernel, inputs, kind="long", precision="ieee")
     inputs[0] = with_nonfinite(inputs[0])
-    assert_launch_matches_reference(graph, kernel_node, inputs, kind="long", poison=False, precision="ieee")
+    assert_launch_matches_reference(graph, kernel, inputs, kind="long", poison=False, precision="ieee")
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))
