@@ -311,3 +311,48 @@ def test_transposed_extent_is_keras_output_length():
         layer = keras.layers.Conv2DTranspose(1, k, strides=s, padding=p, output_padding=op, dilation_rate=d)
         want = layer.compute_output_shape((1, 7, 7, 1))[1]
         assert transposed_extent(7, k, s, d, p, op)[1] == want, (k, s, p, op, d)
+
+
+# -- the VJP of conv2d_backprop_input (Conv2DTranspose's forward) --------------------------------
+
+BACKPROP_INPUT_CASES = [  # (input size (H, W) of the conv, kernel (kh, kw, in/groups, filters), attrs)
+    ((9, 11), (3, 3, 3, 5), {}),
+    ((9, 11), (3, 3, 3, 5), {"strides": (2, 2), "padding": "same"}),
+    ((9, 11), (2, 4, 3, 5), {"strides": (2, 3)}),  # rows and columns no window reaches
+    ((9, 11), (3, 2, 3, 4), {"dilation": (2, 1), "padding": "same"}),
+    ((9, 11), (3, 3, 1, 6), {"groups": 3, "strides": (2, 1), "padding": "same"}),  # depthwise, multiplier 2
+    ((8, 7), (2, 2, 2, 4), {"groups": 2, "strides": (2, 2)}),
+]
+
+
+@pytest.mark.parametrize("size, kernel, attrs", BACKPROP_INPUT_CASES, ids=[f"{k}-{a}" for _, k, a in BACKPROP_INPUT_CASES])
+def test_conv2d_backprop_input_vjp_is_autograd_in_float64(size, kernel, attrs):
+    from kcomp.ir.ops.conv import output_size
+    from vjp_harness import check_vjp
+
+    full = {"strides": (1, 1), "padding": "valid", "dilation": (1, 1), **attrs}
+    oh, ow = (output_size(n, k, s, d, full["padding"]) for n, k, s, d in zip(size, kernel[:2], full["strides"], full["dilation"]))
+    rng = np.random.default_rng(len(attrs))
+    dy, w = rng.normal(size=(2, oh, ow, kernel[3])), 0.5 * rng.normal(size=kernel)
+    check_vjp("conv2d_backprop_input", [dy, w], {"input_size": size, **attrs})
+
+
+def test_the_layers_in_the_k_language():
+    """The .k names are Keras's class names in snake_case; model_to_k writes them back."""
+    from kcomp.dsl import loads
+    from kcomp.saving.k_text import model_to_k
+
+    (model,) = loads("""
+model upsample {
+  input(7, 6, 3)
+  separable_conv2d(4, kernel=3, padding=same, depth_multiplier=2, activation=relu)
+  depthwise_conv2d(3, strides=2, activation=tanh)
+  conv2d_transpose(2, 3, strides=2, padding=same, output_padding=1)
+}
+""").values()
+    assert [type(l).__name__ for l in model.layers] == ["SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose"]
+    assert model.output_shape == (None, 6, 4, 2)
+    text = model_to_k(model)
+    (again,) = loads(text).values()
+    again.set_weights(model.get_weights())
+    np.testing.assert_array_equal(again.predict(X, verbose=0), model.predict(X, verbose=0))
