@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from keras_oracle import keras, twins
 from layer_harness import run_layer_test
+from test_keras_sequence_layers import _sgd_step_matches_keras, keras_archive_both_ways, randomized
 from test_layers import _act, _pair, conv2d_ref
 from tolerances import tolerance
 
@@ -35,7 +35,6 @@ IMAGE = (5, 7, 6, 3)  # batch 5, 7 x 6 pixels, 3 channels
 RNG = np.random.default_rng(15)
 X = RNG.normal(size=(4, *IMAGE[1:])).astype("float32")
 FORWARD = tolerance("float32", "accumulating")
-STEP = tolerance("float32", "long")
 
 
 # -- (1) the harness ------------------------------------------------------------------------------
@@ -149,12 +148,6 @@ def one_layer(make):
     return lambda lib: lib.Sequential([lib.Input(IMAGE[1:]), make(lib.layers)])
 
 
-def randomized(model, seed=0):
-    rng = np.random.default_rng(seed)
-    model.set_weights([(0.5 * rng.normal(size=w.shape)).astype("float32") for w in model.get_weights()])
-    return model
-
-
 TRANSPOSE_GEOMETRIES = [  # (kernel, strides, padding, output_padding, dilation)
     (k, s, p, op, d)
     for k, s, p, op, d in itertools.product([1, 2, 3, (2, 3)], [1, 2, 3], ["valid", "same"], [None, 1], [1, 2])
@@ -234,26 +227,11 @@ def image_stack(lib):
 def test_image_stack_trains_as_keras(backend):
     """One SGD step from the same weights: the same loss and new weights (so the same gradients of
     every kernel and bias), then the same predictions."""
-    y = RNG.normal(size=(len(X), 2)).astype("float32")
-    ours, theirs = twins(image_stack)
-    theirs.set_weights(randomized(ours).get_weights())
-    ours.compile(optimizer=kcomp.optimizers.SGD(0.1), loss="mse", backend=backend)
-    theirs.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    ours_loss, theirs_loss = ours.train_on_batch(X, y), float(theirs.train_on_batch(X, y))
-    np.testing.assert_allclose(ours_loss, theirs_loss, **STEP)
-    for a, b, w in zip(ours.get_weights(), theirs.get_weights(), ours.weights, strict=True):
-        np.testing.assert_allclose(a, b, **STEP, err_msg=w.path)
-    np.testing.assert_allclose(ours.predict(X, verbose=0), theirs.predict(X, verbose=0), **STEP)
+    _sgd_step_matches_keras(image_stack, X, RNG.normal(size=(len(X), 2)).astype("float32"), backend)
 
 
 def test_keras_archive_round_trip(tmp_path):
-    theirs = randomized(image_stack(keras))
-    theirs.save(tmp_path / "theirs.keras")
-    ours = kcomp.models.load_model(tmp_path / "theirs.keras")
-    np.testing.assert_allclose(ours.predict(X, verbose=0), theirs.predict(X, verbose=0), **FORWARD)
-    ours.save(tmp_path / "ours.keras")
-    back = keras.saving.load_model(tmp_path / "ours.keras")
-    np.testing.assert_allclose(back.predict(X, verbose=0), theirs.predict(X, verbose=0), **FORWARD)
+    keras_archive_both_ways(image_stack, X, tmp_path)
 
 
 # -- (3) the kernels of a training step -----------------------------------------------------------

@@ -10,10 +10,8 @@ multipliers 1 and 2, batch 2; the geometries of tests/test_kernels_conv_grad.py 
 """
 
 import pytest
-import torch
 
 from kcomp.ir.builder import GraphBuilder
-from kcomp.ir.ops.conv import output_size
 from kcomp.passes import run_pipeline
 
 from kernel_helpers import INF, NAN, assert_compiled_matches_reference, assert_launch_matches_reference, with_nonfinite
@@ -129,11 +127,9 @@ AOT_CASES = [  # (op, geometry, image, depth multiplier) at batch 128; "transpos
 def compile_cases(cases) -> list[dict]:
     """The child's job: each case's kernel compiled for sm_90 with every GPU config (float32), and
     with the first one in bfloat16; the resources of each."""
-    from kcomp.codegen.module import kernel_source
     from kcomp.kernels import conv2d_depthwise as dw
     from kcomp.kernels.conv2d_grad import INPUT_GPU_CONFIGS
-    from kcomp.runtime.aot import compile_kernel, example_inputs
-    from test_kernels_conv_grad import transpose_graph, transpose_kernel
+    from test_kernels_conv_grad import compile_for_sm_90, transpose_graph, transpose_kernel
 
     records = []
     for op, geometry, image, multiplier in cases:
@@ -143,12 +139,7 @@ def compile_cases(cases) -> list[dict]:
             graph = depthwise_graph(op, GEOMETRIES[geometry], tuple(image), multiplier, bias_sum=op.endswith("filter"))
             kernel = the_kernel(graph)
             configs = dw.FILTER_GPU_CONFIGS if op == "conv2d_backprop_filter" else dw.GPU_CONFIGS
-        for dtype, config in [("float32", c) for c in configs] + [("bfloat16", configs[0])]:
-            inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
-            result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
-            records.append({"case": f"{op} {geometry} {dtype} {config}", "spill_bytes": result.spill_bytes,
-                            "local_stores": result.local_stores(), "registers": result.registers,
-                            "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
+        records += compile_for_sm_90(kernel, configs, f"{op} {geometry}")
     return records
 
 

@@ -288,20 +288,28 @@ AOT_CASES = [  # (op, geometry, image, filters, bias_sum) at batch 128
 def compile_cases(cases) -> list[dict]:
     """The child's job: each case's kernel compiled for sm_90 with every GPU config (float32),
     and with the first one in bfloat16; the resources of each."""
-    from kcomp.runtime.aot import compile_kernel, example_inputs
     from kcomp.kernels.conv2d_grad import FILTER_GPU_CONFIGS, INPUT_GPU_CONFIGS
 
     records = []
     for op, geometry, image, filters, bias_sum in cases:
         kernel = the_kernel(conv_grad_graph(op, GEOMETRIES[geometry], tuple(image), filters, bias_sum=bias_sum))
         configs = FILTER_GPU_CONFIGS if op == "conv2d_backprop_filter" else INPUT_GPU_CONFIGS
-        runs = [("float32", c) for c in configs] + [("bfloat16", configs[0])]
-        for dtype, config in runs:
-            inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
-            result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
-            records.append({"case": f"{op} {geometry} {dtype} {config}", "spill_bytes": result.spill_bytes,
-                            "local_stores": result.local_stores(), "registers": result.registers,
-                            "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
+        records += compile_for_sm_90(kernel, configs, f"{op} {geometry}")
+    return records
+
+
+def compile_for_sm_90(kernel, configs, label) -> list[dict]:
+    """The kernel node compiled for sm_90 at batch 128 with every config in float32, and with the
+    first in bfloat16: one record of resources each (tests/test_kernels_conv_depthwise.py too)."""
+    from kcomp.runtime.aot import compile_kernel, example_inputs
+
+    records = []
+    for dtype, config in [("float32", c) for c in configs] + [("bfloat16", configs[0])]:
+        inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
+        result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
+        records.append({"case": f"{label} {dtype} {config}", "spill_bytes": result.spill_bytes,
+                        "local_stores": result.local_stores(), "registers": result.registers,
+                        "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
     return records
 
 
