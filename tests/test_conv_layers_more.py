@@ -150,7 +150,7 @@ def one_layer(make):
 
 TRANSPOSE_GEOMETRIES = [  # (kernel, strides, padding, output_padding, dilation)
     (k, s, p, op, d)
-    for k, s, p, op, d in itertools.product([1, 2, 3, (2, 3)], [1, 2, 3], ["valid", "same"], [None, 1], [1, 2])
+    for k, s, p, op, d in itertools.product([1, 2, 3, (2, 3)], [1, 2, 3], ["valid", "same"], [None, 0, 1], [1, 2])
     if not (s > 1 and d > 1) and (op is None or op < s)
 ]
 
@@ -223,11 +223,34 @@ def image_stack(lib):
     ])
 
 
+def cropped_transposes(lib):
+    """Transposed convs that Keras crops off the full output ('same', output_padding=0, even
+    windows: not a conv's 'same' input gradient), so kcomp slices the full one."""
+    L = lib.layers
+    return lib.Sequential([
+        lib.Input(IMAGE[1:]),
+        L.Conv2DTranspose(3, 4, strides=2, padding="same", output_padding=0, activation="relu"),
+        L.Conv2DTranspose(2, (2, 3), padding="same", output_padding=0),
+        L.GlobalAveragePooling2D(),
+        L.Dense(2),
+    ])
+
+
 @pytest.mark.parametrize("backend", ["reference", "triton-interpret"])
-def test_image_stack_trains_as_keras(backend):
+@pytest.mark.parametrize("build", [image_stack, cropped_transposes], ids=lambda f: f.__name__)
+def test_trains_as_keras(build, backend):
     """One SGD step from the same weights: the same loss and new weights (so the same gradients of
     every kernel and bias), then the same predictions."""
-    _sgd_step_matches_keras(image_stack, X, RNG.normal(size=(len(X), 2)).astype("float32"), backend)
+    _sgd_step_matches_keras(build, X, RNG.normal(size=(len(X), 2)).astype("float32"), backend)
+
+
+def test_the_cropped_transposes_slice_the_full_output():
+    from kcomp.compiler import train_step_graph
+
+    model = cropped_transposes(kcomp)
+    model.compile(optimizer="sgd", loss="mse", backend="reference")
+    ops = [n.op for n in train_step_graph(model).nodes]
+    assert ops.count("slice") == 4 and ops.count("conv2d_backprop_input") == 2, ops  # both axes of each
 
 
 def test_keras_archive_round_trip(tmp_path):

@@ -50,20 +50,18 @@ def _conv_transpose(x, kernel, strides, padding, output_padding, dilation):
         # The common case: exactly the input gradient of a conv of this padding on the output.
         return ops.emit("conv2d_backprop_input", x, kernel, input_size=size, strides=strides, padding=padding,
                         dilation=dilation)
-    # Otherwise the full transposed convolution ('valid'), cropped (or zero-extended) as Keras does.
+    # Otherwise ('same' with output_padding=0 and an even window, where Keras keeps a window one
+    # pixel later than a conv's 'same' padding would): the full transposed convolution ('valid'),
+    # cropped as Keras does. crop_before >= 0 always (Keras's left pad is at most window - 1); the
+    # output may run past the full one (a negative crop after), then zeros are added.
     full = tuple((n - 1) * s + d * (k - 1) + 1 for n, k, s, d in zip((h, w), window, strides, dilation))
     y = ops.emit("conv2d_backprop_input", x, kernel, input_size=full, strides=strides, padding="valid",
                  dilation=dilation)
     for axis, crop, out, length in zip((1, 2), crops, size, full):
-        if crop > 0:
+        if crop > 0 or out < length:
             y = ops.emit("slice", y, axis=axis, start=crop, stop=min(length, crop + out))
-        elif crop < 0:
-            y = ops.emit("pad", y, axis=axis, before=-crop, after=0)
-        have = ops.shape(y)[axis]
-        if have > out:
-            y = ops.emit("slice", y, axis=axis, start=0, stop=out)
-        elif have < out:
-            y = ops.emit("pad", y, axis=axis, before=0, after=out - have)
+        if length - crop < out:
+            y = ops.emit("pad", y, axis=axis, before=0, after=out - (length - crop))
     return y
 
 
