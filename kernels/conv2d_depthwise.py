@@ -20,9 +20,11 @@ when the division is exact and 0 <= oh < OH (as kernels/conv2d_grad.py's dgrad),
 and the DM filters of channel c. A tap that misses adds nothing (tl.where, not a 0 * weight), so a
 NaN weight reaches only the pixels its tap reaches, as in the reference.
 
-Filter gradient, dW (KH, KW, 1, F): one program per (tap, BN filters) sums X[tap pixel, f // DM] *
-dY[l, f] over the L = N * OH * OW output pixels in BL steps; HAS_BSUM also writes dY's column sums
-(the bias gradient), from the first tap's programs.
+Filter gradient, dW (KH, KW, 1, F): one program per (tap, BN filters, chunk of the L = N * OH * OW
+output pixels) sums X[tap pixel, f // DM] * dY[l, f] over its chunk in BL steps and stores the
+float32 partial sum; the launch adds the chunks' sums in order (filter_splits: few taps and
+filters leave a GPU idle without the split; no atomics, so the same bits every run). HAS_BSUM
+also sums dY's columns (the bias gradient) in the first tap's programs.
 """
 
 from dataclasses import dataclass
@@ -109,20 +111,21 @@ def depthwise_grad_input_kernel(
 
 @triton.jit
 def depthwise_grad_filter_kernel(
-    X, DY, DW, BSUM,
-    H, W, C, F, DM, KW, OH, OW, L,
-    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    X, DY, PARTS, BPARTS,
+    H, W, C, F, DM, KW, TAPS, OH, OW, L,
+    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, CHUNK,
     HAS_BSUM: tl.constexpr, BL: tl.constexpr, BN: tl.constexpr,
 ):
     tap = tl.program_id(0)
     offs_n = tl.program_id(1) * BN + tl.arange(0, BN)  # filters
+    split = tl.program_id(2)  # this program's CHUNK output pixels of the L
     mask_n = offs_n < F
     c = offs_n // DM
     tap_h = (tap // KW) * dil_h - pad_top
     tap_w = (tap % KW) * dil_w - pad_left
     acc = tl.zeros((BL, BN), dtype=tl.float32)
     bsum = tl.zeros((BL, BN), dtype=tl.float32)
-    for l0 in range(0, L, BL):
+    for l0 in range(split * CHUNK, tl.minimum(split * CHUNK + CHUNK, L), BL):
         offs_l = l0 + tl.arange(0, BL)  # output pixels (n, oh, ow), the reduction
         mask_l = offs_l < L
         ow = offs_l % OW
@@ -138,10 +141,10 @@ def depthwise_grad_filter_kernel(
         acc += x.to(tl.float32) * dy
         if HAS_BSUM:
             bsum += dy
-    tl.store(DW + tap * F + offs_n, tl.sum(acc, axis=0).to(DW.dtype.element_ty), mask=mask_n)
+    tl.store(PARTS + (split * TAPS + tap) * F + offs_n, tl.sum(acc, axis=0), mask=mask_n)
     if HAS_BSUM:  # every tap's programs read the same dY; the first tap's store its sums
         first = tl.full((BN,), tap, tl.int32) == 0
-        tl.store(BSUM + offs_n, tl.sum(bsum, axis=0).to(BSUM.dtype.element_ty), mask=mask_n & first)
+        tl.store(BPARTS + split * F + offs_n, tl.sum(bsum, axis=0), mask=mask_n & first)
 
 
 # Block sizes, as data. No tl.dot, so no side need be >= 16; BN runs along the contiguous
@@ -160,6 +163,16 @@ FILTER_GPU_CONFIGS = [
     dict(BL=256, BN=16, num_warps=4, num_stages=2),
 ]
 FILTER_INTERPRETER_CONFIG = dict(BL=128, BN=16, num_warps=4, num_stages=1)
+# The filter gradient has only KH*KW x F/BN tiles (18 for a 3x3 window over 64 channels) and a
+# long reduction over the batch's pixels: it is split into up to MAX_SPLITS chunks of at least
+# STEPS_PER_SPLIT BL-steps, each program storing its float32 partial sums, which the launch adds
+# in a fixed order (the same bits every run; no atomics).
+MAX_SPLITS = 64
+STEPS_PER_SPLIT = 8
+
+
+def filter_splits(L: int, BL: int) -> int:
+    return max(1, min(MAX_SPLITS, cdiv(L, BL * STEPS_PER_SPLIT)))
 
 
 def _fitting(configs, channels: int, key: str = "BN"):
@@ -210,17 +223,17 @@ class DepthwiseCall(Call):
     C: int
     F: int
     KW: int
-    TAPS: int  # KH * KW (the filter gradient's grid, not an argument of it)
+    TAPS: int  # KH * KW
     OH: int
     OW: int
     M: int  # the tiled pixels: output pixels (forward), input pixels (input gradient), L (filter gradient)
     pad_top: int
     pad_left: int
 
-    def sizes(self, taps: bool = True) -> tuple:
+    def sizes(self) -> tuple:
         (sh, sw), (dh, dw) = self.binding.strides, self.binding.dilation
-        head = (self.H, self.W, self.C, self.F, self.F // self.C, self.KW) + ((self.TAPS,) if taps else ())
-        return (*head, self.OH, self.OW, self.M, sh, sw, dh, dw, self.pad_top, self.pad_left)
+        return (self.H, self.W, self.C, self.F, self.F // self.C, self.KW, self.TAPS,
+                self.OH, self.OW, self.M, sh, sw, dh, dw, self.pad_top, self.pad_left)
 
 
 def _depthwise_kernel_shape(what, w, channels):
@@ -301,9 +314,8 @@ def launch_filter(binding: DepthwiseGradFilterBinding, inputs, out=None, config=
     if out is None:
         dw = torch.empty((KH, KW, 1, F), device=x.device, dtype=binding.dw_dtype)
         out = (dw, torch.empty((F,), device=x.device, dtype=binding.column_sums_dtype)) if has_bsum else dw
-    dw, bsum = out if has_bsum else (out, out)
     call = DepthwiseCall(
-        binding=binding, inputs=inputs, out=out, tensors=(x, dy, dw, bsum),
+        binding=binding, inputs=inputs, out=out, tensors=(x, dy),
         H=H, W=W, C=C, F=F, KW=KW, TAPS=KH * KW, OH=OH, OW=OW, M=N * OH * OW, pad_top=pad_top, pad_left=pad_left,
     )
     run_filter(call, config, interpret)
@@ -312,11 +324,21 @@ def launch_filter(binding: DepthwiseGradFilterBinding, inputs, out=None, config=
 
 @tuned(lambda call, interpret: [FILTER_INTERPRETER_CONFIG] if interpret else _fitting(FILTER_GPU_CONFIGS, call.F))
 def run_filter(call: DepthwiseCall, config: dict):
-    grid = (call.TAPS, cdiv(call.F, config["BN"]))
+    x, dy = call.tensors
+    has_bsum = call.binding.column_sums_dtype is not None
+    dw, bsum = call.out if has_bsum else (call.out, None)
+    splits = filter_splits(call.M, config["BL"])
+    chunk = cdiv(cdiv(call.M, splits), config["BL"]) * config["BL"]
+    parts = torch.empty((splits, call.TAPS, call.F), device=x.device, dtype=torch.float32)
+    bparts = torch.empty((splits, call.F), device=x.device, dtype=torch.float32) if has_bsum else parts
+    grid = (call.TAPS, cdiv(call.F, config["BN"]), splits)
     depthwise_grad_filter_kernel[grid](
-        *call.tensors, *call.sizes(taps=False), HAS_BSUM=call.binding.column_sums_dtype is not None,
-        **kernel_options(config),
+        x, dy, parts, bparts, *call.sizes(), chunk, HAS_BSUM=has_bsum, **kernel_options(config),
     )
+    # The chunks' partial sums, added in order.
+    dw.copy_(parts.sum(dim=0).view(dw.shape))
+    if has_bsum:
+        bsum.copy_(bparts.sum(dim=0))
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------

@@ -79,6 +79,17 @@ def test_several_tiles_of_pixels_channels_and_reduction(op):
     check(graph, random_inputs(graph, 3, seed=5))
 
 
+@pytest.mark.parametrize("batch, splits", [(2, 2), (5, 3)])
+def test_filter_gradient_split_over_the_pixels_adds_the_chunks(batch, splits):
+    """L = batch * 23 * 25 output pixels in chunks of whole BL steps (the last one ragged): each
+    chunk's partial sums, of dW and of the bias gradient, added by the launch."""
+    from kcomp.kernels.conv2d_depthwise import FILTER_INTERPRETER_CONFIG, filter_splits
+
+    assert filter_splits(batch * 23 * 25, FILTER_INTERPRETER_CONFIG["BL"]) == splits
+    graph = depthwise_graph("conv2d_backprop_filter", GEOMETRIES["3x3-s1-same"], image=(23, 25, 5), bias_sum=True)
+    check(graph, random_inputs(graph, batch, seed=batch))
+
+
 @pytest.mark.parametrize("geometry", ["3x3-s2-same", "3x3-s1-valid"])
 @pytest.mark.parametrize("op", list(OPS))
 def test_nan_and_inf_pass_on_as_in_the_reference(op, geometry):
