@@ -196,13 +196,17 @@ def test_conv_grad_float16(op):
     check_kernel(graph, random_inputs(graph, 2, seed=4))
 
 
-@pytest.mark.parametrize("op", list(TEMPLATES))
-def test_one_plan_serves_every_batch_size(op):
-    graph = conv_grad_graph(op, GEOMETRIES["3x3-s2-same"])
+def assert_one_plan_serves_every_batch_size(graph, batches=(1, 3)):
+    """One fused plan (one executor) run at each batch size, each against the reference."""
     executor = None
-    for batch in (1, 3):
+    for batch in batches:
         executor = assert_compiled_matches_reference(graph, random_inputs(graph, batch, seed=batch), kind="long",
                                                      executor=executor).executor
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_one_plan_serves_every_batch_size(op):
+    assert_one_plan_serves_every_batch_size(conv_grad_graph(op, GEOMETRIES["3x3-s2-same"]))
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))
