@@ -31,7 +31,10 @@ dgrad, dX (N, H, W, C):
   the reference, never fewer (a GEMM cannot mask B per row). NaN and inf in X and dY
   give exactly the reference's.
 
-Accumulation is float32; both use tl.dot (tensor cores).
+Accumulation is float32; both use tl.dot (tensor cores). dgrad is also Conv2DTranspose's forward
+(a transposed convolution is the input gradient of a convolution); its hook
+EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0..E3, S0..S3), as in the conv2d template, computes
+that layer's bias and activation before the store (the identity in a backward pass).
 
 Each has its launch here (launch_filter, launch_input: check the sizes against the
 forward's geometry, allocate, run with a tuned config); a generated module gives it a
@@ -48,7 +51,7 @@ import triton.language as tl
 from kcomp.ir.ops.conv import output_size, pads_before
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
+from kcomp.kernels.operands import EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
 from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
@@ -109,7 +112,8 @@ def conv2d_grad_input_kernel(
     DY, Wt, DX,
     H, W, C, F, KW, OH, OW, M, K,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-    PRECISION: tl.constexpr,
+    E0, E1, E2, E3, S0, S1, S2, S3,
+    EPILOGUE: tl.constexpr, PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, C, BM, BN, GROUP_M)
@@ -148,6 +152,8 @@ def conv2d_grad_input_kernel(
         b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
+    # A Conv2DTranspose's bias and activation (its forward is this op); the identity for a gradient.
+    acc = EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
     dx_ptrs = DX + offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
     tl.store(dx_ptrs, acc.to(DX.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
@@ -229,6 +235,8 @@ class Conv2DGradInputBinding(Conv2DGradBinding):
     dy: int  # which input is the conv's output gradient (N, OH, OW, F)
     w: int  # which input is its kernel (KH, KW, C, F)
     input_size: tuple[int, int]  # (H, W) of the conv's input: dY does not tell it (strides round down)
+    epilogue: object  # the generated @triton.jit EPILOGUE hook (a transposed conv's bias, activation)
+    operands: tuple[Operand, ...]  # what EPILOGUE loads (E0..E3)
     dx_dtype: torch.dtype
 
 
@@ -268,9 +276,10 @@ class Conv2DGradFilterCall(Conv2DGradCall):
 class Conv2DGradInputCall(Conv2DGradCall):
     dy: torch.Tensor
     w: torch.Tensor
+    operand_args: list  # E0..E3, S0..S3
 
 
-def _checked_pads(what: str, binding: Conv2DGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
+def checked_pads(what: str, binding: Conv2DGradBinding, dy, H: int, W: int, KH: int, KW: int) -> tuple[int, int]:
     """The forward's pads, once dY (N, OH, OW, F) is checked to be its output for an H x W input."""
     (sh, sw), (dh, dw), padding = binding.strides, binding.dilation, binding.padding
     OH, OW = dy.shape[1], dy.shape[2]
@@ -290,7 +299,7 @@ def launch_filter(binding: Conv2DGradFilterBinding, inputs, out=None, config=Non
     if N_dy != N:
         raise ValueError(f"conv2d_backprop_filter: input {tuple(x.shape)} and gradient {tuple(dy.shape)} differ in batch")
     KH, KW = binding.kernel_size
-    pad_top, pad_left = _checked_pads("conv2d_backprop_filter", binding, dy, H, W, KH, KW)
+    pad_top, pad_left = checked_pads("conv2d_backprop_filter", binding, dy, H, W, KH, KW)
     contiguous_operands(tensors, binding.prologue_operands)
     # allocate: dW, and dY's column sums (the bias gradient) when the binding asks for them
     has_bsum = binding.column_sums_dtype is not None
@@ -321,20 +330,23 @@ def run_filter(call: Conv2DGradFilterCall, config: dict, precision: str):
 def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: dy is the conv's output gradient (N, OH, OW, F), w its kernel (KH, KW, C, F);
     # dX is the NHWC gradient (N, H, W, C) of the conv's input, (H, W) the binding's input_size.
-    dy = inputs[binding.dy].contiguous()
-    w = inputs[binding.w].contiguous()
+    tensors = list(inputs)
+    dy = tensors[binding.dy].contiguous()
+    w = tensors[binding.w].contiguous()
     N, OH, OW, F = dy.shape
     KH, KW, C, F_w = w.shape
     H, W = binding.input_size
     if F_w != F:
         raise ValueError(f"conv2d_backprop_input: gradient {tuple(dy.shape)} has {F} filters, kernel {tuple(w.shape)} {F_w}")
-    pad_top, pad_left = _checked_pads("conv2d_backprop_input", binding, dy, H, W, KH, KW)
+    pad_top, pad_left = checked_pads("conv2d_backprop_input", binding, dy, H, W, KH, KW)
+    contiguous_operands(tensors, binding.operands)
     # allocate
     if out is None:
         out = torch.empty((N, H, W, C), device=dy.device, dtype=binding.dx_dtype)
     call = Conv2DGradInputCall(
         binding, inputs, out, H=H, W=W, C=C, F=F, KW=KW, OH=OH, OW=OW, M=N * H * W, K=KH * KW * F,
         pad_top=pad_top, pad_left=pad_left, dy=dy, w=w,
+        operand_args=tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, out),
     )
     run_input(call, config, interpret, precision=precision)
     return out
@@ -343,7 +355,8 @@ def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None,
 @tuned(lambda call, interpret: input_configs(call.M, call.C, call.K, interpret))
 def run_input(call: Conv2DGradInputCall, config: dict, precision: str):
     conv2d_grad_input_kernel[gemm_grid(call.M, call.C, config)](
-        call.dy, call.w, call.out, *call.sizes(), PRECISION=precision, **kernel_options(config),
+        call.dy, call.w, call.out, *call.sizes(), *call.operand_args,
+        EPILOGUE=call.binding.epilogue, PRECISION=precision, **kernel_options(config),
     )
 
 
@@ -352,10 +365,17 @@ def _float_inputs(node) -> bool:
     return all(v.dtype in FLOAT_DTYPES for v in node.inputs)
 
 
+def _input_takes_epilogue(node) -> bool:
+    return node.op == "conv2d_backprop_input" and node.attrs["groups"] == 1 and _float_inputs(node)
+
+
 def _input_group(fusion, node):
-    if node.op == "conv2d_backprop_input" and node.attrs["groups"] == 1 and _float_inputs(node):
-        return Group(node)
-    return None
+    """The input gradient and the elementwise chain after it: a Conv2DTranspose's bias and activation."""
+    if not _input_takes_epilogue(node):
+        return None
+    nodes = [node]
+    fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
+    return Group(node, epilogue=nodes[1:])
 
 
 def _is_bias_sum(u, dy) -> bool:
@@ -364,25 +384,35 @@ def _is_bias_sum(u, dy) -> bool:
     return u.op == "sum" and dy.rank == 4 and not u.attrs["keepdims"] and axes is not None and sorted(a % 4 for a in axes) == [0, 1, 2]
 
 
-def _filter_group(fusion, node):
-    """The filter gradient with the bias gradient sum(dy, axes (0, 1, 2)) as a second output,
-    summed from the dy tiles it loads; the pair is found from whichever comes first."""
-    if node.op not in ("conv2d_backprop_filter", "sum") or not _float_inputs(node):
-        return None
-    if node.op == "conv2d_backprop_filter":
-        if node.attrs["groups"] != 1:
+def filter_group_rule(accepts):
+    """The grouping rule of a filter-gradient template computing the conv2d_backprop_filter nodes
+    `accepts(node)` takes: the filter gradient with the bias gradient sum(dy, axes (0, 1, 2)) as a
+    second output, summed from the dy tiles it loads; the pair is found from whichever comes first."""
+
+    def group(fusion, node):
+        if node.op == "conv2d_backprop_filter":
+            if not accepts(node):
+                return None
+            dy = node.inputs[1]
+            free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
+            return Group(node, extra=[u for u in free if _is_bias_sum(u, dy)][:1])
+        if node.op != "sum" or not _float_inputs(node):
             return None
-        dy = node.inputs[1]
+        dy = node.inputs[0]
         free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
-        return Group(node, extra=[u for u in free if _is_bias_sum(u, dy)][:1])
-    dy = node.inputs[0]
-    free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
-    wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and u.attrs["groups"] == 1]
-    return Group(wgrads[0], extra=[node]) if wgrads and _is_bias_sum(node, dy) else None
+        wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and accepts(u)]
+        return Group(wgrads[0], extra=[node]) if wgrads and _is_bias_sum(node, dy) else None
+
+    return group
+
+
+def _dense_filter(node) -> bool:
+    return node.op == "conv2d_backprop_filter" and node.attrs["groups"] == 1 and _float_inputs(node)
 
 
 TEMPLATES = (
     # Before reduce (50): a sum that is a conv's bias gradient is computed with the filter gradient.
-    Template("conv2d_grad_filter", launch_filter, Conv2DGradFilterBinding, tensor_cores=True, group=_filter_group, priority=41),
-    Template("conv2d_grad_input", launch_input, Conv2DGradInputBinding, tensor_cores=True, group=_input_group, priority=40),
+    Template("conv2d_grad_filter", launch_filter, Conv2DGradFilterBinding, tensor_cores=True, group=filter_group_rule(_dense_filter), priority=41),
+    Template("conv2d_grad_input", launch_input, Conv2DGradInputBinding, tensor_cores=True, group=_input_group, priority=40,
+             takes_epilogue=_input_takes_epilogue),
 )

@@ -8,8 +8,8 @@ its GPU check.
 import numpy as np
 
 from kcomp.layers import (
-    GRU, LSTM, Add, Conv2D, Dense, Dropout, Embedding, GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D,
-    SimpleRNN,
+    GRU, LSTM, Add, Conv2D, Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, GlobalAveragePooling2D, Input,
+    LayerNormalization, MaxPooling2D, SeparableConv2D, SimpleRNN,
     Softmax,
 )
 from kcomp.models import Model, Sequential
@@ -35,6 +35,15 @@ def cnn():
     """conv2d (with a pool in its epilogue), pool2d, both conv gradients, pool2d_grad."""
     return Sequential([Input(shape=(9, 9, 2)), Conv2D(4, 3, activation="relu"), MaxPooling2D(),
                        Conv2D(6, 3, padding="same", activation="relu"), MaxPooling2D(pool_size=2, strides=1),
+                       GlobalAveragePooling2D(), Dense(4, activation="softmax")])
+
+
+def separable_cnn():
+    """conv2d_depthwise (bias and activation in its epilogue) and both depthwise gradients, the 1x1
+    pointwise conv as a matmul, and Conv2DTranspose: conv2d_grad_input with its bias and activation."""
+    return Sequential([Input(shape=(9, 9, 3)), SeparableConv2D(4, 3, padding="same", depth_multiplier=2, activation="relu"),
+                       DepthwiseConv2D(3, strides=2, activation="relu"),
+                       Conv2DTranspose(3, 3, strides=2, padding="same", output_padding=1, activation="relu"),
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
 
 
@@ -112,7 +121,7 @@ def wide_simple_rnns():
                        SimpleRNN(70, return_sequences=True), SimpleRNN(70), Dense(4, activation="softmax")])
 
 
-CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "sequences": sequences, "wide_sequences": wide_sequences,
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "separable_cnn": separable_cnn, "sequences": sequences, "wide_sequences": wide_sequences,
          "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru,
          "masked_dropout_sequences": masked_dropout_sequences, "masked_dropout_gru_rnns": masked_dropout_gru_rnns,
          "activations": activations}

@@ -116,6 +116,40 @@ def test_filter_gradient_with_its_bias_gradient_in_one_kernel(geometry):
     check_kernel(graph, random_inputs(graph, 2, seed=11))
 
 
+def transpose_graph(geometry, image=(7, 9, 3), filters=5, dtype="float32"):
+    """A Conv2DTranspose's forward: conv2d_backprop_input of x (the conv's output size) with a
+    (kh, kw, C, filters) kernel back to an (H, W, C) image, then bias_add and relu."""
+    (kh, kw), strides, padding, dilation = geometry
+    h, w, c = image
+    oh, ow = (output_size(n, k, s, d, padding) for n, k, s, d in zip((h, w), (kh, kw), strides, dilation))
+    b = GraphBuilder("conv_transpose")
+    x = b.input((None, oh, ow, filters), dtype, "x")
+    kernel = b.input((kh, kw, c, filters), dtype, "kernel")
+    y = b.emit1("conv2d_backprop_input", [x, kernel], input_size=(h, w), strides=strides, padding=padding,
+                dilation=dilation)
+    return b.finish([b.emit1("relu", [b.emit1("bias_add", [y, b.input((c,), dtype, "bias")])])])
+
+
+def transpose_kernel(graph):
+    fused, _ = run_pipeline(graph)
+    (kernel,) = fused.nodes
+    assert kernel.attrs["template"] == "conv2d_grad_input"
+    assert [n.op for n in kernel.attrs["body"].nodes] == ["conv2d_backprop_input", "bias_add", "relu"]
+    return kernel
+
+
+@pytest.mark.parametrize("geometry", ["3x3-s2-same", "2x2-s2-same", "3x3-s1-valid"])
+def test_input_gradient_takes_a_transposed_convs_bias_and_activation(geometry):
+    """Conv2DTranspose's forward is conv2d_backprop_input: its bias_add and relu are the kernel's
+    epilogue, NaN and inf in x passing through them as in the reference."""
+    graph = transpose_graph(GEOMETRIES[geometry])
+    kernel = transpose_kernel(graph)
+    inputs = random_inputs(graph, 2, seed=7)
+    assert_launch_matches_reference(graph, kernel, inputs, kind="long", precision="ieee")
+    inputs[0] = with_nonfinite(inputs[0])
+    assert_launch_matches_reference(graph, kernel, inputs, kind="long", poison=False, precision="ieee")
+
+
 @pytest.mark.parametrize("op", list(TEMPLATES))
 def test_several_tiles_of_rows_columns_and_reduction(op):
     # wgrad: 3*3*21 = 189 rows (> BM), 37 filters (> BN), 3*11*13 output pixels (> BK, ragged).
@@ -162,13 +196,17 @@ def test_conv_grad_float16(op):
     check_kernel(graph, random_inputs(graph, 2, seed=4))
 
 
-@pytest.mark.parametrize("op", list(TEMPLATES))
-def test_one_plan_serves_every_batch_size(op):
-    graph = conv_grad_graph(op, GEOMETRIES["3x3-s2-same"])
+def assert_one_plan_serves_every_batch_size(graph, batches=(1, 3)):
+    """One fused plan (one executor) run at each batch size, each against the reference."""
     executor = None
-    for batch in (1, 3):
+    for batch in batches:
         executor = assert_compiled_matches_reference(graph, random_inputs(graph, batch, seed=batch), kind="long",
                                                      executor=executor).executor
+
+
+@pytest.mark.parametrize("op", list(TEMPLATES))
+def test_one_plan_serves_every_batch_size(op):
+    assert_one_plan_serves_every_batch_size(conv_grad_graph(op, GEOMETRIES["3x3-s2-same"]))
 
 
 @pytest.mark.parametrize("op", list(TEMPLATES))
@@ -219,7 +257,8 @@ def test_training_step_runs_conv_grads_on_the_templates():
         for k in fused.nodes if k.op == "kernel"
     ]
     assert absorbed.count(("conv2d_grad_filter", ("conv2d_backprop_filter", "sum"))) == 2  # dW and the bias gradient
-    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input",))) == 1  # the first conv's input needs none
+    # The first conv's input needs none; the second's computes the first's relu gradient in its epilogue.
+    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input", "greater", "mul"))) == 1
     assert not [n.op for n in fused.nodes if n.op.startswith("conv2d_backprop")]
 
 
@@ -253,20 +292,28 @@ AOT_CASES = [  # (op, geometry, image, filters, bias_sum) at batch 128
 def compile_cases(cases) -> list[dict]:
     """The child's job: each case's kernel compiled for sm_90 with every GPU config (float32),
     and with the first one in bfloat16; the resources of each."""
-    from kcomp.runtime.aot import compile_kernel, example_inputs
     from kcomp.kernels.conv2d_grad import FILTER_GPU_CONFIGS, INPUT_GPU_CONFIGS
 
     records = []
     for op, geometry, image, filters, bias_sum in cases:
         kernel = the_kernel(conv_grad_graph(op, GEOMETRIES[geometry], tuple(image), filters, bias_sum=bias_sum))
         configs = FILTER_GPU_CONFIGS if op == "conv2d_backprop_filter" else INPUT_GPU_CONFIGS
-        runs = [("float32", c) for c in configs] + [("bfloat16", configs[0])]
-        for dtype, config in runs:
-            inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
-            result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
-            records.append({"case": f"{op} {geometry} {dtype} {config}", "spill_bytes": result.spill_bytes,
-                            "local_stores": result.local_stores(), "registers": result.registers,
-                            "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
+        records += compile_for_sm_90(kernel, configs, f"{op} {geometry}")
+    return records
+
+
+def compile_for_sm_90(kernel, configs, label) -> list[dict]:
+    """The kernel node compiled for sm_90 at batch 128 with every config in float32, and with the
+    first in bfloat16: one record of resources each (tests/test_kernels_conv_depthwise.py too)."""
+    from kcomp.runtime.aot import compile_kernel, example_inputs
+
+    records = []
+    for dtype, config in [("float32", c) for c in configs] + [("bfloat16", configs[0])]:
+        inputs = example_inputs(kernel, 128, float_dtype=None if dtype == "float32" else dtype)
+        result = compile_kernel(kernel_source(kernel, 0), inputs, target="sm_90", config=config)
+        records.append({"case": f"{label} {dtype} {config}", "spill_bytes": result.spill_bytes,
+                        "local_stores": result.local_stores(), "registers": result.registers,
+                        "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
     return records
 
 

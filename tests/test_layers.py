@@ -751,9 +751,10 @@ def test_layer(spec):
 
 def test_every_layer_has_a_case():
     """A new layer in kcomp.layers without a case here fails this test."""
+    from test_conv_layers_more import HARNESS as MORE_CONV_CASES  # Conv2DTranspose, Depthwise-, SeparableConv2D
     from test_image_layers import CASES as IMAGE_CASES  # the image and merge layers of issue 15 part 3
 
-    tested = {p.values[0]["layer_cls"] for p in ALL_CASES} | {p.values[0] for p in IMAGE_CASES}
+    tested = {p.values[0]["layer_cls"] for p in (*ALL_CASES, *MORE_CONV_CASES)} | {p.values[0] for p in IMAGE_CASES}
     exported = {
         getattr(layers, name) for name in layers.__all__
         if isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), layers.Layer)

@@ -8,6 +8,7 @@ from kcomp.layers.conv import (
     GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPooling1D, MaxPooling2D,
 )
 from kcomp.layers.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
+from kcomp.layers.conv_variants import Conv2DTranspose, DepthwiseConv2D, SeparableConv2D
 from kcomp.layers.core import (
     Dense, Dropout, Embedding, Flatten, Input, InputLayer, Masking, Permute, Reshape, SpatialDropout1D, SpatialDropout2D,
 )
@@ -23,6 +24,8 @@ from kcomp.layers.time_distributed import TimeDistributed
 # Keras's short aliases.
 Convolution1D = Conv1D
 Convolution2D = Conv2D
+Convolution2DTranspose = Conv2DTranspose
+SeparableConvolution2D = SeparableConv2D
 MaxPool1D = MaxPooling1D
 MaxPool2D = MaxPooling2D
 AvgPool1D = AveragePooling1D
@@ -34,7 +37,8 @@ GlobalMaxPool2D = GlobalMaxPooling2D
 
 __all__ = [
     "Activation", "Add", "AveragePooling1D", "AveragePooling2D", "AvgPool1D", "AvgPool2D", "Average",
-    "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D", "Convolution1D", "Convolution2D", "Dense", "Dropout",
+    "BatchNormalization", "Bidirectional", "Concatenate", "Conv1D", "Conv2D", "Convolution1D", "Convolution2D", "Dense",
+    "Conv2DTranspose", "Convolution2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D", "Dropout",
     "Embedding", "Flatten", "GRU", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",

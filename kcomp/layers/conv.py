@@ -43,11 +43,64 @@ def _as_sequence(y):
     return ops.reshape(y, (batch_dim(y), *y.shape[2:]))
 
 
-class _Conv(Layer):
-    """Keras's convolution arguments for `rank` spatial axes (Keras's BaseConv)."""
+class _WindowLayer(Layer):
+    """The arguments every Keras convolution shares (a window sliding over `rank` spatial axes, then
+    bias and activation): Conv, ConvTranspose, DepthwiseConv and SeparableConv take these and add
+    their own kernels."""
 
     rank = 2
     paddings = PADDINGS
+
+    def _window_args(self, kernel_size, strides, padding, data_format, dilation_rate, activation, use_bias,
+                     bias_initializer, bias_regularizer, activity_regularizer, bias_constraint):
+        self.kernel_size = args.int_tuple("kernel_size", kernel_size, self.rank)
+        self.strides = args.int_tuple("strides", strides, self.rank)
+        self.padding = args.choice("padding", padding, self.paddings)
+        args.channels_last(data_format)
+        self.data_format = data_format
+        self.dilation_rate = args.int_tuple("dilation_rate", dilation_rate, self.rank)
+        self.activation = activations.get(activation)
+        self.use_bias = args.boolean("use_bias", use_bias)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        args.no_constraint("bias_constraint", bias_constraint)
+
+    def _no_strided_dilation(self):
+        """Keras's Conv and ConvTranspose refuse strides > 1 with dilation_rate > 1."""
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ArgumentError(
+                f"Received: strides={self.strides}, dilation_rate={self.dilation_rate}. Keras does not allow "
+                "strides > 1 together with dilation_rate > 1; use one of them."
+            )
+
+    def _add_bias(self, units):
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(units,), initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer, name="bias")
+
+    def _bias_and_activation(self, y):
+        if self.use_bias:
+            y = ops.bias_add(y, self.bias)
+        return self.activation(y)
+
+    def _window_config(self):
+        return {
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+        }
+
+
+class _Conv(_WindowLayer):
+    """Keras's convolution arguments for `rank` spatial axes (Keras's BaseConv)."""
 
     def __init__(
         self,
@@ -71,29 +124,15 @@ class _Conv(Layer):
     ):
         super().__init__(**kwargs)
         self.filters = args.positive_int("filters", filters)
-        self.kernel_size = args.int_tuple("kernel_size", kernel_size, self.rank)
-        self.strides = args.int_tuple("strides", strides, self.rank)
-        self.padding = args.choice("padding", padding, self.paddings)
-        args.channels_last(data_format)
-        self.data_format = data_format
-        self.dilation_rate = args.int_tuple("dilation_rate", dilation_rate, self.rank)
+        self._window_args(kernel_size, strides, padding, data_format, dilation_rate, activation, use_bias,
+                          bias_initializer, bias_regularizer, activity_regularizer, bias_constraint)
         self.groups = args.positive_int("groups", groups)
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ArgumentError(
-                f"Received: strides={self.strides}, dilation_rate={self.dilation_rate}. Keras does not allow "
-                "strides > 1 together with dilation_rate > 1; use one of them."
-            )
+        self._no_strided_dilation()
         if self.filters % self.groups:
             raise ShapeError(f"Received: filters={filters}, groups={groups}. filters must be divisible by groups.")
-        self.activation = activations.get(activation)
-        self.use_bias = args.boolean("use_bias", use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.activity_regularizer = regularizers.get(activity_regularizer)
         args.no_constraint("kernel_constraint", kernel_constraint)
-        args.no_constraint("bias_constraint", bias_constraint)
 
     def build(self, input_shape):
         _require_input(self, input_shape, known_steps=True)
@@ -105,31 +144,16 @@ class _Conv(Layer):
             )
         shape = (*self.kernel_size, channels // self.groups, self.filters)
         self.kernel = self.add_weight(shape=shape, initializer=self.kernel_initializer, regularizer=self.kernel_regularizer, name="kernel")
-        if self.use_bias:
-            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer, regularizer=self.bias_regularizer, name="bias")
-
-    def _bias_and_activation(self, y):
-        if self.use_bias:
-            y = ops.bias_add(y, self.bias)
-        return self.activation(y)
+        self._add_bias(self.filters)
 
     def get_config(self):
         return {
             **super().get_config(),
+            **self._window_config(),
             "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
             "groups": self.groups,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
             "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
             "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
         }
 
 

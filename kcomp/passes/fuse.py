@@ -24,7 +24,7 @@ An embedding read only by a Dense-like matmul is
 gathered by that matmul's kernel (fuse_gather.py); others get a gather kernel of their own. A shift
 read only by such a matmul as its A (an RNN backward's h_{t-1}) is read shifted by it (fuse_gather.py).
 A matmul of any rank is the matmul template's (batched where B has rank >= 3: kernels/matmul.py).
-What fits no template (grouped conv, recurrent ops off the scan's limits,
+What fits no template (a grouped conv that is not depthwise, recurrent ops off the scan's limits,
 concat, transpose) stays a plain node and runs unfused on torch; nodes computed
 from weights alone stay too, and the runtime computes them once per weight
 update.

@@ -30,7 +30,7 @@ LAYERS = {
     cls.__name__: cls
     for cls in (
         kl.Activation, kl.Add, kl.AveragePooling1D, kl.AveragePooling2D, kl.Average, kl.BatchNormalization,
-        kl.Bidirectional, kl.Concatenate, kl.Conv1D, kl.Conv2D, kl.Dense, kl.Dropout, kl.Embedding, kl.Flatten, kl.GRU,
+        kl.Bidirectional, kl.Concatenate, kl.Conv1D, kl.Conv2D, kl.Conv2DTranspose, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.Dense, kl.Dropout, kl.Embedding, kl.Flatten, kl.GRU,
         kl.GlobalAveragePooling1D, kl.GlobalAveragePooling2D, kl.GlobalMaxPooling1D, kl.GlobalMaxPooling2D,
         kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.Masking, kl.MaxPooling1D, kl.MaxPooling2D,
         kl.Maximum, kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,

@@ -78,6 +78,18 @@ def _conv2d_backprop_input(dy, kernel, input_size, strides, padding, dilation, g
     return _crop_to_input(dx, input_size, pads).permute(0, 2, 3, 1).contiguous()
 
 
+def _backprop_input_vjp(b, node, grads):
+    """The op is linear in each input: dy's gradient is the conv2d of g (the input-sized gradient) with
+    the same kernel and geometry; the kernel's is the filter gradient of a conv whose input is g and
+    whose output gradient is dy. (Conv2DTranspose's gradients: its forward is this op.)"""
+    (g,) = grads
+    dy, kernel = node.inputs
+    geometry = {k: v for k, v in node.attrs.items() if k != "input_size"}
+    ddy = b.emit1("conv2d", [g, kernel], **geometry)
+    dkernel = b.emit1("conv2d_backprop_filter", [g, dy], kernel_size=kernel.shape[:2], **geometry)
+    return [ddy, dkernel]
+
+
 def _backprop_filter_infer(inputs, kernel_size, strides, padding, dilation, groups):
     x, dy = inputs
     require_rank(x, 4, "conv2d_backprop_filter (input NHWC)")
@@ -172,6 +184,7 @@ OPS = [
         attrs={"input_size": attr(tuple, items=int), **CONV_ATTRS},
         infer=_backprop_input_infer,
         reference=_conv2d_backprop_input,
+        vjp=_backprop_input_vjp,
         traits={"linear", "conv"},
     ),
     OpDef(
