@@ -9,7 +9,7 @@ import numpy as np
 
 from kcomp.layers import (
     GRU, LSTM, Add, Conv2D, Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, GlobalAveragePooling2D, Input,
-    LayerNormalization, MaxPooling2D, SeparableConv2D, SimpleRNN,
+    LayerNormalization, MaxPooling2D, Rescaling, Resizing, SeparableConv2D, SimpleRNN,
     Softmax,
 )
 from kcomp.models import Model, Sequential
@@ -32,8 +32,10 @@ def rows():
 
 
 def cnn():
-    """conv2d (with a pool in its epilogue), pool2d, both conv gradients, pool2d_grad."""
-    return Sequential([Input(shape=(9, 9, 2)), Conv2D(4, 3, activation="relu"), MaxPooling2D(),
+    """conv2d (with a pool in its epilogue, and a rescale in its prologue), pool2d, both conv gradients,
+    pool2d_grad; resize (bilinear, 11x10 to 9x9) before them."""
+    return Sequential([Input(shape=(11, 10, 2)), Resizing(9, 9), Rescaling(0.5, offset=0.25),
+                       Conv2D(4, 3, activation="relu"), MaxPooling2D(),
                        Conv2D(6, 3, padding="same", activation="relu"), MaxPooling2D(pool_size=2, strides=1),
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
 
