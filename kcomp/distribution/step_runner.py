@@ -1,0 +1,103 @@
+"""A step run data-parallel: each process runs the same step graph on its shard of the global batch.
+
+The training step is cut at its gradients (kcomp.distribution.split_step): this process runs the
+backward on its rows, its gradients weighed by its share of the batch (rows here / rows in all)
+are summed over the processes in flat buckets (ProcessGroup.all_reduce_flat), and the update then
+runs the one optimizer on the same summed gradients everywhere, so the weights stay identical.
+With Keras's default loss reduction (the mean over the batch) this is the gradient of the loss of
+the whole global batch, as one process would compute it. After each step the running sums of the
+loss and the metrics are summed over the processes too (one small all-reduce), so the logs any
+callback reads, on any process, are the whole job's.
+
+A process whose shard is empty (a last partial batch with fewer rows than processes) runs the step
+on one row with a weight of zero for its gradients, and keeps its running sums and moving
+statistics as they were: it still joins the collective, as every process must.
+
+This runs the step on the reference executor (op by op on torch). On a GPU the same cut would
+be two captured segments with an NCCL all-reduce between them (or inside the capture); that
+needs several GPUs to build and check, and is not done here.
+"""
+
+import torch
+
+from kcomp.distribution.split_step import split_at
+from kcomp.errors import KcompError
+from kcomp.runtime.reference import run_reference
+from kcomp.training.state import ITERATIONS, TrainState
+
+
+def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """This process's contiguous share [start, stop) of n rows: the first n % world processes
+    take one row more, as torch.tensor_split shares them."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def check_reductions(compiled) -> None:
+    """Weighing each process's gradients by its rows is exact for a mean over the batch only."""
+    for loss in compiled.losses:
+        if loss is not None and loss.reduction not in ("sum_over_batch_size", "mean"):
+            raise KcompError(f"Data-parallel training sums each process's gradients weighed by its share of the "
+                             f"batch, which matches one process only for a loss averaged over the batch; the loss "
+                             f"{loss.name} has reduction={loss.reduction!r}. Use reduction='sum_over_batch_size' "
+                             "(Keras's default), or train in one process.")
+
+
+class DataParallelStep:
+    """A StepRunner (kcomp.training.runners) for one step graph in a data-parallel job."""
+
+    def __init__(self, step, group):
+        self.group = group
+        self.writes = step.writes
+        self.sums = [name for name, _, _ in step.accumulators]
+        self.graph = step.graph
+        self.split = split_at(step.graph, step.gradients) if step.gradients else None  # None: a test step
+        self.started = False
+        # What an empty shard must leave as it was: every write but the weights, slots and step count.
+        updated = set(step.writes[: len(step.gradients)])
+        self.kept_when_empty = [w for w in step.writes if w not in updated and not w.startswith("optimizer/")]
+
+    def run(self, data: list[torch.Tensor], learning_rate: float, rows, state: TrainState) -> None:
+        if not self.started:
+            self._start(data, state)
+            self.started = True
+        n = len(rows) if rows is not None else len(data[-1])
+        start, stop = shard(n, self.group.rank, self.group.world)
+        empty = start == stop
+        local = slice(start, max(stop, start + 1)) if empty else slice(start, stop)
+        data = [t[rows[local]] for t in data] if rows is not None else [t[local] for t in data]
+        kept = state.read(self.kept_when_empty) if empty else None
+        inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
+        if self.split is None:
+            state.write(self.writes, run_reference(self.graph, inputs, state.read(p.name for p in self.graph.params)))
+        else:
+            self._train(inputs, 0.0 if empty else (stop - start) / n, state)
+        if kept is not None:
+            state.write(kept.keys(), kept.values())
+        self._reduce_sums(state)
+
+    def _start(self, data, state: TrainState) -> None:
+        """At the first step: every process must hold the same model and data shapes (checked, naming
+        the processes that differ), and then holds process 0's weights, slots and step count."""
+        names = [p.name for p in self.graph.params if not p.name.startswith("accumulator/") and p.name != ITERATIONS]
+        weights = [f"{name} {tuple(state[name].shape)} {state[name].dtype}" for name in names]
+        shapes = [f"{tuple(t.shape)} {t.dtype}" for t in data]
+        self.group.check_same(f"weights [{', '.join(weights)}], data [{', '.join(shapes)}]", "model weights and data shapes",
+                              "Start every process with the same model and data of the same shapes.")
+        state.write(names, self.group.broadcast([state[name] for name in names], "broadcasting process 0's weights"))
+        count = torch.tensor([state.optimizer.iterations], dtype=torch.int64)
+        state.optimizer.iterations = int(self.group.broadcast([count], "broadcasting process 0's step count")[0])
+        state.before_train_step()  # the device-side count follows the host's
+
+    def _train(self, inputs, share: float, state: TrainState) -> None:
+        backward, update, k = self.split.backward, self.split.update, self.split.gradients
+        carried = run_reference(backward, inputs, state.read(p.name for p in backward.params))
+        weighed = [g * share for g in carried[:k]]
+        carried[:k] = self.group.all_reduce_flat(weighed, "summing the gradients")
+        state.write(self.writes, run_reference(update, carried, state.read(p.name for p in update.params)))
+
+    def _reduce_sums(self, state: TrainState) -> None:
+        """The job's running sums (this process keeps its own in the state, and adds to them)."""
+        local = [state[name] for name in self.sums]
+        state.job_sums = dict(zip(self.sums, self.group.all_reduce_flat(local, "summing the logged values"), strict=True))

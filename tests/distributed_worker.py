@@ -1,0 +1,84 @@
+"""One process of a data-parallel test job (tests/test_distributed*.py): trains the digits MLP.
+
+Run alone (a job of one: the reference numbers) or under torchrun / with torchrun's environment.
+Writes <out>/rank<r>.npz: every weight after training and the History, so a test compares the
+processes with each other and with one process. Modes (argv[2]):
+  fit        fit for --epochs epochs; with --save, process 0 also saves a checkpoint
+  resume     load --load, then fit on from --initial-epoch to --epochs
+  die        rank 1 kills itself (SIGKILL) in its third batch; the others must stop with the error
+  mismatch   rank 1 builds a wider model; every process must stop at start-up naming rank 1
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import kcomp
+from kcomp import optimizers
+from kcomp.callbacks import Callback
+from kcomp.layers import Dense, Input
+from kcomp.models import Sequential
+
+
+def digits(n: int):
+    (x, labels), _ = kcomp.datasets.digits.load_data(test_split=0, seed=0)
+    return (x[:n].reshape(n, 64) / 16.0).astype("float32"), labels[:n].astype("int64")
+
+
+def build(units: int):
+    kcomp.utils.set_random_seed(1)
+    # Rank 0's weights are broadcast anyway; a different seed per rank checks that they are.
+    if os.environ.get("RANK", "0") != "0":
+        kcomp.utils.set_random_seed(100 + int(os.environ["RANK"]))
+    model = Sequential([Input(shape=(64,)), Dense(units, activation="relu"), Dense(10, activation="softmax")])
+    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class KillInThirdBatch(Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2 and os.environ.get("RANK") == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("mode")
+    parser.add_argument("--samples", type=int, default=203)  # 203 = 6 batches of 32 + a last one of 11
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--initial-epoch", type=int, default=0)
+    parser.add_argument("--save", default=None)
+    parser.add_argument("--load", default=None)
+    parser.add_argument("--parallel", action="store_true", help="set a DataParallel distribution")
+    args = parser.parse_args()
+    units = 24 if args.mode == "mismatch" and os.environ.get("RANK") == "1" else 16
+    if args.parallel:
+        kcomp.distribution.set_distribution(kcomp.distribution.DataParallel())
+    model = build(units)
+    x, y = digits(args.samples)
+    if args.load:
+        model.load_weights(args.load)  # a `.keras` archive would carry the optimizer; weights are enough here
+    callbacks = [KillInThirdBatch()] if args.mode == "die" else []
+    started = time.monotonic()
+    try:
+        history = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=args.initial_epoch,
+                            shuffle=True, verbose=0, callbacks=callbacks)
+    except kcomp.KcompError as e:
+        print(f"KCOMP_ERROR after {time.monotonic() - started:.1f}s: {e}", flush=True)
+        sys.exit(3)
+    if args.save:
+        model.save(args.save)
+    weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
+    logs = {f"history/{k}": np.asarray(v) for k, v in history.history.items()}
+    rank = os.environ.get("RANK", "0")
+    np.savez(os.path.join(args.out, f"rank{rank}.npz"), **weights, **logs)
+
+
+if __name__ == "__main__":
+    main()
