@@ -3,8 +3,8 @@
 Run alone (a job of one: the reference numbers) or under torchrun / with torchrun's environment.
 Writes <out>/rank<r>.npz: every weight after training and the History, so a test compares the
 processes with each other and with one process. Modes (argv[2]):
-  fit        fit for --epochs epochs; with --save, process 0 also saves a checkpoint
-  resume     load --load, then fit on from --initial-epoch to --epochs
+  fit        fit for --epochs epochs (with --load: from that `.keras` checkpoint, from --initial-epoch);
+             with --save, process 0 saves a `.keras` checkpoint at the end
   die        rank 1 kills itself (SIGKILL) in its third batch; the others must stop with the error
   mismatch   rank 1 builds a wider model; every process must stop at start-up naming rank 1
 """
@@ -56,19 +56,19 @@ def main():
     parser.add_argument("--save", default=None)
     parser.add_argument("--load", default=None)
     parser.add_argument("--parallel", action="store_true", help="set a DataParallel distribution")
+    parser.add_argument("--no-shuffle", action="store_true", help="the same order in every epoch of every job")
     args = parser.parse_args()
     units = 24 if args.mode == "mismatch" and os.environ.get("RANK") == "1" else 16
     if args.parallel:
         kcomp.distribution.set_distribution(kcomp.distribution.DataParallel())
-    model = build(units)
+    # A `.keras` archive from process 0 of another job: weights, optimizer slots and step count.
+    model = kcomp.models.load_model(args.load) if args.load else build(units)
     x, y = digits(args.samples)
-    if args.load:
-        model.load_weights(args.load)  # a `.keras` archive would carry the optimizer; weights are enough here
     callbacks = [KillInThirdBatch()] if args.mode == "die" else []
     started = time.monotonic()
     try:
         history = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=args.initial_epoch,
-                            shuffle=True, verbose=0, callbacks=callbacks)
+                            shuffle=not args.no_shuffle, verbose=0, callbacks=callbacks)
     except kcomp.KcompError as e:
         print(f"KCOMP_ERROR after {time.monotonic() - started:.1f}s: {e}", flush=True)
         sys.exit(3)

@@ -81,8 +81,9 @@ class DataParallelStep:
         """At the first step: every process must hold the same model and data shapes (checked, naming
         the processes that differ), and then holds process 0's weights, slots and step count."""
         names = [p.name for p in self.graph.params if not p.name.startswith("accumulator/") and p.name != ITERATIONS]
-        weights = [f"{name} {tuple(state[name].shape)} {state[name].dtype}" for name in names]
-        shapes = [f"{tuple(t.shape)} {t.dtype}" for t in data]
+        # (the optimizer's slots mirror the weights: the message shows the weights only)
+        weights = [f"{name} {tuple(state[name].shape)}" for name in names if not name.startswith("optimizer/")]
+        shapes = [f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in data]
         self.group.check_same(f"weights [{', '.join(weights)}], data [{', '.join(shapes)}]", "model weights and data shapes",
                               "Start every process with the same model and data of the same shapes.")
         state.write(names, self.group.broadcast([state[name] for name in names], "broadcasting process 0's weights"))
