@@ -56,6 +56,8 @@ def main():
     parser.add_argument("--save", default=None)
     parser.add_argument("--load", default=None)
     parser.add_argument("--parallel", action="store_true", help="set a DataParallel distribution")
+    parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--csv", default=None, help="a CSVLogger's file (process 0 writes it)")
     parser.add_argument("--no-shuffle", action="store_true", help="the same order in every epoch of every job")
     args = parser.parse_args()
     units = 24 if args.mode == "mismatch" and os.environ.get("RANK") == "1" else 16
@@ -65,10 +67,11 @@ def main():
     model = kcomp.models.load_model(args.load) if args.load else build(units)
     x, y = digits(args.samples)
     callbacks = [KillInThirdBatch()] if args.mode == "die" else []
+    callbacks += [kcomp.callbacks.CSVLogger(args.csv)] if args.csv else []
     started = time.monotonic()
     try:
         history = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=args.initial_epoch,
-                            shuffle=not args.no_shuffle, verbose=0, callbacks=callbacks)
+                            shuffle=not args.no_shuffle, verbose=args.verbose, callbacks=callbacks)
     except kcomp.KcompError as e:
         print(f"KCOMP_ERROR after {time.monotonic() - started:.1f}s: {e}", flush=True)
         sys.exit(3)
