@@ -7,6 +7,8 @@ KCOMP_DATA_DIR   the kcomp data folder, where kcomp.datasets looks first for a d
                  (default ~/.kcomp/datasets); kcomp never downloads them.
 KCOMP_DIST_TIMEOUT  seconds a data-parallel process waits for the others in one collective before it
                  stops the job with a KcompError (default 120; kcomp/distribution).
+KCOMP_DIST_CHECK=1  a data-parallel job compares a digest of every process's weights after each epoch
+                 (they must stay identical) and stops with a KcompError naming the processes that drifted.
 KERAS_HOME       Keras's home folder; kcomp.datasets then looks in its datasets/ folder,
                  where Keras keeps what it downloaded (default ~/.keras).
 """
@@ -65,3 +67,7 @@ def launcher_environment() -> dict | None:
     if "WORLD_SIZE" not in os.environ:
         return None
     return {key: os.environ.get(key, "") for key in keys}
+
+
+def distributed_checks() -> bool:
+    return os.environ.get("KCOMP_DIST_CHECK", "").strip() not in ("", "0")

@@ -7,6 +7,8 @@ processes with each other and with one process. Modes (argv[2]):
              with --save, process 0 saves a `.keras` checkpoint at the end
   die        rank 1 kills itself (SIGKILL) in its third batch; the others must stop with the error
   mismatch   rank 1 builds a wider model; every process must stop at start-up naming rank 1
+  drift      rank 1 changes a weight after its first batch; with KCOMP_DIST_CHECK=1 every process stops
+             at the end of the epoch, naming rank 1
 """
 
 import argparse
@@ -45,6 +47,12 @@ class KillInThirdBatch(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class DriftAfterFirstBatch(Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0 and os.environ.get("RANK") == "1":
+            self.model.weights[0].assign(self.model.weights[0].numpy() + 1.0)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -66,7 +74,7 @@ def main():
     # A `.keras` archive from process 0 of another job: weights, optimizer slots and step count.
     model = kcomp.models.load_model(args.load) if args.load else build(units)
     x, y = digits(args.samples)
-    callbacks = [KillInThirdBatch()] if args.mode == "die" else []
+    callbacks = {"die": [KillInThirdBatch()], "drift": [DriftAfterFirstBatch()]}.get(args.mode, [])
     callbacks += [kcomp.callbacks.CSVLogger(args.csv)] if args.csv else []
     started = time.monotonic()
     try:

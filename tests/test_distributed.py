@@ -39,7 +39,7 @@ def _free_port() -> int:
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT", "TRITON_INTERPRET")}
-    env.update(PYTHONPATH=str(ROOT), KCOMP_DIST_TIMEOUT="20", OMP_NUM_THREADS="1", **extra)
+    env.update(PYTHONPATH=str(ROOT), KCOMP_DIST_TIMEOUT="20", KCOMP_DIST_CHECK="1", OMP_NUM_THREADS="1", **extra)
     return env
 
 
@@ -145,6 +145,12 @@ def test_processes_with_different_models_stop_at_start_naming_the_process(tmp_pa
     assert "dense/kernel (64, 24)" in results[1][1] and "dense/kernel (64, 16)" in results[0][1]
 
 
+def test_weights_that_drift_apart_stop_the_job_at_the_end_of_the_epoch(tmp_path):
+    for rc, output in by_hand(2, tmp_path / "drift", "drift", "--epochs", "1"):
+        assert rc == 3, output
+        assert "weights after epoch 1 of process(es) [1] differ from process 0's" in output, output
+
+
 # -- in this process --------------------------------------------------------------------------
 def _model(dropout=0.0):
     layers = [Input(shape=(7,)), Dense(5, activation="relu")]
@@ -217,3 +223,23 @@ def test_what_data_parallel_refuses(monkeypatch):
     model.compile(optimizer="sgd", loss=kcomp.losses.MeanSquaredError(reduction="sum"))
     with distribution.DataParallel().scope(), pytest.raises(KcompError, match="reduction='sum'"):
         model.fit(x, np.ones((len(x), 3), "float32"), batch_size=8, verbose=0)
+
+
+def test_processes_other_than_the_first_draw_their_own_dropout_masks():
+    from kcomp.distribution.step_runner import seeded_for_process
+
+    model = _model(dropout=0.5)
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    step = next(s for key, s in model._training.steps.items() if key[0] == "train")
+    state = model._training.state
+    inputs = [torch.tensor(x[:8]), torch.tensor(y[:8]), torch.ones(8), torch.tensor(0.01)]
+
+    def gradients(graph):
+        split = split_at(graph, step.gradients)
+        return run_reference(split.backward, inputs, state.read(p.name for p in split.backward.params))[:4]
+
+    first, mine, again, other = (gradients(seeded_for_process(step.graph, r)) for r in (0, 1, 1, 2))
+    torch.testing.assert_close(gradients(step.graph), first, rtol=0, atol=0)  # process 0: one process's masks
+    torch.testing.assert_close(mine, again, rtol=0, atol=0)  # a process draws the same masks each run
+    assert not torch.equal(first[0], mine[0]) and not torch.equal(mine[0], other[0])

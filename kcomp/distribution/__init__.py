@@ -17,6 +17,7 @@ without torchrun is a job of one.
 """
 
 import contextlib
+import hashlib
 
 import torch
 
@@ -128,6 +129,19 @@ def on_writer(write) -> None:
     if _current.rank == 0:
         write()
     _current.group.barrier("waiting for process 0 to write a file")
+
+
+def check_replicas(model, epoch: int) -> None:
+    """With KCOMP_DIST_CHECK=1, after each epoch: every process must hold the same weights (a digest)."""
+    if _current is None or _current.world == 1 or not config.distributed_checks():
+        return
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(weight.path.encode())
+        digest.update(weight.value.detach().cpu().contiguous().numpy().tobytes())
+    _current.group.check_same(f"digest {digest.hexdigest()[:16]}", f"weights after epoch {epoch + 1}",
+                              "The replicas drifted apart: a kcomp bug, or a callback that changed the weights "
+                              "on some processes only.")
 
 
 def same_order(order: torch.Tensor) -> torch.Tensor:

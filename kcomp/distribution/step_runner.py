@@ -9,6 +9,10 @@ the whole global batch, as one process would compute it. After each step the run
 loss and the metrics are summed over the processes too (one small all-reduce), so the logs any
 callback reads, on any process, are the whole job's.
 
+Random ops (Dropout) draw their masks from (seed, step number, element): each process other than
+process 0 draws with seeds derived from its rank, so the processes drop different units, as
+independent replicas do.
+
 A process whose shard is empty (a last partial batch with fewer rows than processes) runs the step
 on one row with a weight of zero for its gradients, and keeps its running sums and moving
 statistics as they were: it still joins the collective, as every process must.
@@ -18,10 +22,14 @@ be two captured segments with an NCCL all-reduce between them (or inside the cap
 needs several GPUs to build and check, and is not done here.
 """
 
+import dataclasses
+
 import torch
 
 from kcomp.distribution.split_step import split_at
 from kcomp.errors import KcompError
+from kcomp.ir.graph import Graph
+from kcomp.random import derived_seed
 from kcomp.runtime.reference import run_reference
 from kcomp.training.state import ITERATIONS, TrainState
 
@@ -44,6 +52,22 @@ def check_reductions(compiled) -> None:
                              "(Keras's default), or train in one process.")
 
 
+RANK_STRIDE = 1 << 20  # derived seeds of process r: calls r * RANK_STRIDE + ..., clear of a layer's call numbers
+
+
+def seeded_for_process(graph: Graph, rank: int) -> Graph:
+    """`graph` with every random op's seed derived from `rank` (process 0's unchanged). A random op's
+    backward carries the same seed attribute as its forward, so both still draw one mask."""
+    if rank == 0:
+        return graph
+    nodes = tuple(
+        dataclasses.replace(node, attr_items=tuple((k, derived_seed(v, rank * RANK_STRIDE) if k == "seed" else v)
+                                                   for k, v in node.attr_items))
+        if "seed" in node.attrs else node
+        for node in graph.nodes)
+    return dataclasses.replace(graph, nodes=nodes)
+
+
 class DataParallelStep:
     """A StepRunner (kcomp.training.runners) for one step graph in a data-parallel job."""
 
@@ -51,8 +75,8 @@ class DataParallelStep:
         self.group = group
         self.writes = step.writes
         self.sums = [name for name, _, _ in step.accumulators]
-        self.graph = step.graph
-        self.split = split_at(step.graph, step.gradients) if step.gradients else None  # None: a test step
+        self.graph = seeded_for_process(step.graph, group.rank)
+        self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
         self.started = False
         # What an empty shard must leave as it was: every write but the weights, slots and step count.
         updated = set(step.writes[: len(step.gradients)])

@@ -252,6 +252,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
                 logs.update(evaluate(model, verbose=0, return_dict=True, callbacks=callback_list, _prefix="val_",
                                      _feed=validation))
             bar.update(feed.steps or done, lambda: logs, finalize=True)
+            distribution.check_replicas(model, epoch)  # with KCOMP_DIST_CHECK=1 in a data-parallel job
             callback_list.call("on_epoch_end", epoch, logs)
             if model.stop_training:
                 break
