@@ -65,6 +65,7 @@ def main():
     parser.add_argument("--load", default=None)
     parser.add_argument("--parallel", action="store_true", help="set a DataParallel distribution")
     parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--validation-split", type=float, default=0.0)
     parser.add_argument("--csv", default=None, help="a CSVLogger's file (process 0 writes it)")
     parser.add_argument("--no-shuffle", action="store_true", help="the same order in every epoch of every job")
     args = parser.parse_args()
@@ -79,6 +80,7 @@ def main():
     started = time.monotonic()
     try:
         history = model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=args.initial_epoch,
+                            validation_split=args.validation_split,
                             shuffle=not args.no_shuffle, verbose=args.verbose, callbacks=callbacks)
     except kcomp.KcompError as e:
         print(f"KCOMP_ERROR after {time.monotonic() - started:.1f}s: {e}", flush=True)

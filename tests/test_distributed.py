@@ -95,13 +95,16 @@ def assert_same_training(one: dict, job: Path, n: int) -> None:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> dict:
-    """One process, two epochs of the digits MLP (203 samples: a last partial batch of 11)."""
-    return one_process(tmp_path_factory.mktemp("one"), "fit")
+    """One process, two epochs of the digits MLP: 203 samples, the last 21 for validation (Keras's
+    split), so training batches of 32 end with one of 22, and validation is one batch of 21."""
+    return one_process(tmp_path_factory.mktemp("one"), "fit", "--validation-split", "0.1")
 
 
 # -- jobs of several processes ------------------------------------------------------------------
 def test_two_processes_train_to_the_weights_and_history_of_one(single, tmp_path):
-    done = torchrun(2, tmp_path / "two", "fit", "--verbose", "1", "--csv", str(tmp_path / "log.csv"))
+    done = torchrun(2, tmp_path / "two", "fit", "--validation-split", "0.1", "--verbose", "1", "--csv",
+                    str(tmp_path / "log.csv"))
+    assert "history/val_loss" in single and "history/val_accuracy" in single
     assert_same_training(single, tmp_path / "two", 2)
     assert done.stdout.count("Epoch 1/2") == 1  # process 0 alone prints the progress bar
     rows = (tmp_path / "log.csv").read_text().splitlines()
@@ -134,7 +137,7 @@ def test_a_killed_process_stops_the_others_with_a_kcomp_error(tmp_path):
     (rc0, out0), (rc1, _) = by_hand(2, tmp_path / "die", "die")
     assert rc1 != 0  # killed in its third batch
     assert rc0 == 3, out0  # the worker's exit for a KcompError
-    assert "KCOMP_ERROR" in out0 and "summing the gradients failed" in out0 and "the whole job stops" in out0, out0
+    assert "KCOMP_ERROR" in out0 and "summing the gradients and the logged values failed" in out0 and "the whole job stops" in out0, out0
 
 
 def test_processes_with_different_models_stop_at_start_naming_the_process(tmp_path):
@@ -243,3 +246,14 @@ def test_processes_other_than_the_first_draw_their_own_dropout_masks():
     torch.testing.assert_close(gradients(step.graph), first, rtol=0, atol=0)  # process 0: one process's masks
     torch.testing.assert_close(mine, again, rtol=0, atol=0)  # a process draws the same masks each run
     assert not torch.equal(first[0], mine[0]) and not torch.equal(mine[0], other[0])
+
+
+def test_a_loss_averaged_over_a_mask_is_refused(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    inputs = Input(shape=(5,), dtype="int32")
+    outputs = Dense(3, activation="softmax")(kcomp.layers.Embedding(10, 4, mask_zero=True)(inputs))
+    model = kcomp.models.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 0, 0]] * 4, "int32")
+    with distribution.DataParallel().scope(), pytest.raises(KcompError, match=r"output\(s\) \['dense'\].*mask"):
+        model.fit(x, np.ones((8, 5), "int64"), batch_size=4, verbose=0)

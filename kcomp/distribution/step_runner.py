@@ -6,8 +6,8 @@ are summed over the processes in flat buckets (ProcessGroup.all_reduce_flat), an
 runs the one optimizer on the same summed gradients everywhere, so the weights stay identical.
 With Keras's default loss reduction (the mean over the batch) this is the gradient of the loss of
 the whole global batch, as one process would compute it. After each step the running sums of the
-loss and the metrics are summed over the processes too (one small all-reduce), so the logs any
-callback reads, on any process, are the whole job's.
+loss and the metrics are summed over the processes too, in the gradients' buckets (a training step
+makes one all-reduce), so the logs any callback reads, on any process, are the whole job's.
 
 Random ops (Dropout) draw their masks from (seed, step number, element): each process other than
 process 0 draws with seeds derived from its rank, so the processes drop different units, as
@@ -75,8 +75,17 @@ class DataParallelStep:
         self.group = group
         self.writes = step.writes
         self.sums = [name for name, _, _ in step.accumulators]
+        if step.gradients and step.masked_losses:
+            raise KcompError(f"Data-parallel training weighs each process's gradients by its share of the batch's "
+                             f"samples, but the loss of output(s) {step.masked_losses} is averaged over the unmasked "
+                             "steps of a Keras mask, whose count differs between the shares. Train this model in one "
+                             "process, or give the loss reduction='sum_over_batch_size' without a mask.")
         self.graph = seeded_for_process(step.graph, group.rank)
         self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
+        if self.split is not None:  # where the backward leaves each running sum among its outputs
+            made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}
+            position = {v.id: i for i, v in enumerate(self.split.backward.outputs)}
+            self.sums_carried = [position[made[name]] for name in self.sums]
         self.started = False
         # What an empty shard must leave as it was: every write but the weights, slots and step count.
         updated = set(step.writes[: len(step.gradients)])
@@ -95,11 +104,13 @@ class DataParallelStep:
         inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
         if self.split is None:
             state.write(self.writes, run_reference(self.graph, inputs, state.read(p.name for p in self.graph.params)))
+            if kept is not None:
+                state.write(kept.keys(), kept.values())
+            summed = self.group.all_reduce_flat([state[name] for name in self.sums], "summing the logged values")
         else:
-            self._train(inputs, 0.0 if empty else (stop - start) / n, state)
-        if kept is not None:
-            state.write(kept.keys(), kept.values())
-        self._reduce_sums(state)
+            summed = self._train(inputs, 0.0 if empty else (stop - start) / n, kept, state)
+        # The job's running sums, for the logs; this process's own stay in the state, which its steps add to.
+        state.job_sums.update(zip(self.sums, summed, strict=True))
 
     def _start(self, data, state: TrainState) -> None:
         """At the first step: every process must hold the same model and data shapes (checked, naming
@@ -115,14 +126,16 @@ class DataParallelStep:
         state.optimizer.iterations = int(self.group.broadcast([count], "broadcasting process 0's step count")[0])
         state.before_train_step()  # the device-side count follows the host's
 
-    def _train(self, inputs, share: float, state: TrainState) -> None:
+    def _train(self, inputs, share: float, kept, state: TrainState) -> list[torch.Tensor]:
+        """Backward, one all-reduce of the weighed gradients and this process's running sums (the
+        backward computes the sums: they ride in the same buckets), update. The summed running sums."""
         backward, update, k = self.split.backward, self.split.update, self.split.gradients
         carried = run_reference(backward, inputs, state.read(p.name for p in backward.params))
-        weighed = [g * share for g in carried[:k]]
-        carried[:k] = self.group.all_reduce_flat(weighed, "summing the gradients")
+        sums = [kept[name] for name in self.sums] if kept is not None else [carried[i] for i in self.sums_carried]
+        summed = self.group.all_reduce_flat([*(g * share for g in carried[:k]), *sums],
+                                            "summing the gradients and the logged values")
+        carried[:k] = summed[:k]
         state.write(self.writes, run_reference(update, carried, state.read(p.name for p in update.params)))
-
-    def _reduce_sums(self, state: TrainState) -> None:
-        """The job's running sums (this process keeps its own in the state, and adds to them)."""
-        local = [state[name] for name in self.sums]
-        state.job_sums = dict(zip(self.sums, self.group.all_reduce_flat(local, "summing the logged values"), strict=True))
+        if kept is not None:
+            state.write(kept.keys(), kept.values())
+        return summed[k:]
