@@ -14,7 +14,7 @@ process 0 draws with seeds derived from its rank, so the processes drop differen
 independent replicas do.
 
 A process whose shard is empty (a last partial batch with fewer rows than processes) runs the step
-on one row with a weight of zero for its gradients, and keeps its running sums and moving
+on the batch's first row with a weight of zero for its gradients, and keeps its running sums and moving
 statistics as they were: it still joins the collective, as every process must.
 
 This runs the step on the reference executor (op by op on torch). On a GPU the same cut would
@@ -78,8 +78,8 @@ class DataParallelStep:
         if step.gradients and step.masked_losses:
             raise KcompError(f"Data-parallel training weighs each process's gradients by its share of the batch's "
                              f"samples, but the loss of output(s) {step.masked_losses} is averaged over the unmasked "
-                             "steps of a Keras mask, whose count differs between the shares. Train this model in one "
-                             "process, or give the loss reduction='sum_over_batch_size' without a mask.")
+                             "steps of a Keras mask, whose count differs between the shares, so the sum would not be "
+                             "one process's gradient. Train this model in one process.")
         self.graph = seeded_for_process(step.graph, group.rank)
         self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
         if self.split is not None:  # where the backward leaves each running sum among its outputs
@@ -98,7 +98,7 @@ class DataParallelStep:
         n = len(rows) if rows is not None else len(data[-1])
         start, stop = shard(n, self.group.rank, self.group.world)
         empty = start == stop
-        local = slice(start, max(stop, start + 1)) if empty else slice(start, stop)
+        local = slice(0, 1) if empty else slice(start, stop)  # empty: the batch's first row, weighed 0
         data = [t[rows[local]] for t in data] if rows is not None else [t[local] for t in data]
         kept = state.read(self.kept_when_empty) if empty else None
         inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
