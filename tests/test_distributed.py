@@ -257,3 +257,13 @@ def test_a_loss_averaged_over_a_mask_is_refused(monkeypatch):
     x = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 0, 0]] * 4, "int32")
     with distribution.DataParallel().scope(), pytest.raises(KcompError, match=r"output\(s\) \['dense'\].*mask"):
         model.fit(x, np.ones((8, 5), "int64"), batch_size=4, verbose=0)
+
+
+def test_synchronized_batch_normalization_is_refused_in_a_job_of_several():
+    from kcomp.distribution.step_runner import check_supported
+
+    model = Sequential([Input(shape=(7,)), kcomp.layers.BatchNormalization(synchronized=True), Dense(3)])
+    model.compile(optimizer="sgd", loss="mse")
+    check_supported(model, kcomp.training.loop.compile_settings(model, "sgd", "mse", None, None), 1)  # one: the same
+    with pytest.raises(KcompError, match=r"\['batch_normalization'\] have synchronized=True"):
+        check_supported(model, kcomp.training.loop.compile_settings(model, "sgd", "mse", None, None), 2)

@@ -10,7 +10,9 @@ batch (`batch_size` is the global batch, as in Keras's DataParallel), the gradie
 flat buckets before the one optimizer update (kcomp.distribution.step_runner), the weights start
 as process 0's, and the logs, History and callbacks see the whole job's numbers. Only process 0
 prints the progress bar and writes files (save_weights, save, ModelCheckpoint, CSVLogger).
-predict runs whole in every process (no sharding), so each gets every prediction.
+predict runs whole in every process (no sharding), so each gets every prediction. Every process
+reads the same data: arrays are shuffled in process 0's order, a PyDataset's batches too; a
+generator must yield the same batches in every process (each takes its share of each batch).
 
 The process group comes from torchrun's environment: gloo on CPUs, NCCL on GPUs. A process started
 without torchrun is a job of one.
@@ -69,13 +71,13 @@ class DataParallel:
 
     def runner(self, model, step):
         """The StepRunner (kcomp.training.runners) of `step` in this job."""
-        from kcomp.distribution.step_runner import DataParallelStep, check_reductions
+        from kcomp.distribution.step_runner import DataParallelStep, check_supported
 
         if model.backend != "reference":
             raise KcompError(f"Data-parallel training runs the reference executor for now; this model has "
                              f"backend={model.backend!r}. Compile with backend='reference' (the CPU default) to "
                              "train data-parallel, or train this backend in one process.")
-        check_reductions(model._training)
+        check_supported(model, model._training, self.world)
         return DataParallelStep(step, self.group)
 
 

@@ -42,8 +42,17 @@ def shard(n: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + base + (rank < extra)
 
 
-def check_reductions(compiled) -> None:
-    """Weighing each process's gradients by its rows is exact for a mean over the batch only."""
+def check_supported(model, compiled, world: int) -> None:
+    """What a data-parallel step cannot do as one process would, refused before the first step.
+
+    Weighing each process's gradients by its rows is exact for a mean over the batch only, and a
+    BatchNormalization(synchronized=True) would need the batch statistics of the whole job inside
+    the forward (not done: each process would quietly normalize by its own share's)."""
+    synchronized = sorted({w.owner.name for w in model.weights if getattr(w.owner, "synchronized", False)})
+    if synchronized and world > 1:
+        raise KcompError(f"BatchNormalization layer(s) {synchronized} have synchronized=True, which kcomp's "
+                         "data-parallel training does not do yet: each process would normalize by its own share of "
+                         "the batch. Use synchronized=False (Keras's default: per-process statistics).")
     for loss in compiled.losses:
         if loss is not None and loss.reduction not in ("sum_over_batch_size", "mean"):
             raise KcompError(f"Data-parallel training sums each process's gradients weighed by its share of the "
