@@ -267,3 +267,19 @@ def test_synchronized_batch_normalization_is_refused_in_a_job_of_several():
     check_supported(model, kcomp.training.loop.compile_settings(model, "sgd", "mse", None, None), 1)  # one: the same
     with pytest.raises(KcompError, match=r"\['batch_normalization'\] have synchronized=True"):
         check_supported(model, kcomp.training.loop.compile_settings(model, "sgd", "mse", None, None), 2)
+
+
+def test_a_distribution_set_between_two_fits_takes_over_the_step(monkeypatch):
+    from kcomp.distribution.step_runner import DataParallelStep
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, verbose=0)
+    step = next(s for key, s in model._training.steps.items() if key[0] == "train")
+    assert not isinstance(step.runner, DataParallelStep)
+    with distribution.DataParallel().scope():
+        model.fit(x, y, batch_size=8, verbose=0)
+        assert isinstance(step.runner, DataParallelStep)
+    model.fit(x, y, batch_size=8, verbose=0)
+    assert not isinstance(step.runner, DataParallelStep)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = """model mlp {
@@ -33,6 +34,7 @@ def kcomp_fit(tmp_path, nproc: int) -> tuple[subprocess.CompletedProcess, dict]:
     return done, dict(np.load(weights))
 
 
+@pytest.mark.slow  # two jobs: ~25 s on this machine
 def test_fit_with_nproc_2_trains_as_one_process(tmp_path):
     from kcomp.datasets import digits
 

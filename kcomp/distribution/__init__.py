@@ -78,7 +78,7 @@ class DataParallel:
                              f"backend={model.backend!r}. Compile with backend='reference' (the CPU default) to "
                              "train data-parallel, or train this backend in one process.")
         check_supported(model, model._training, self.world)
-        return DataParallelStep(step, self.group)
+        return DataParallelStep(step, self)
 
 
 def set_distribution(value) -> None:

@@ -80,8 +80,9 @@ def seeded_for_process(graph: Graph, rank: int) -> Graph:
 class DataParallelStep:
     """A StepRunner (kcomp.training.runners) for one step graph in a data-parallel job."""
 
-    def __init__(self, step, group):
-        self.group = group
+    def __init__(self, step, distribution):
+        # The distribution it serves (kcomp.training.runners.runner_for makes a new runner when it changes).
+        self.distribution, self.group = distribution, distribution.group
         self.writes = step.writes
         self.sums = [name for name, _, _ in step.accumulators]
         if step.gradients and step.masked_losses:
@@ -89,7 +90,7 @@ class DataParallelStep:
                              f"samples, but the loss of output(s) {step.masked_losses} is averaged over the unmasked "
                              "steps of a Keras mask, whose count differs between the shares, so the sum would not be "
                              "one process's gradient. Train this model in one process.")
-        self.graph = seeded_for_process(step.graph, group.rank)
+        self.graph = seeded_for_process(step.graph, self.group.rank)
         self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
         if self.split is not None:  # where the backward leaves each running sum among its outputs
             made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}

@@ -45,8 +45,10 @@ class ReferenceStep:
 def runner_for(model, step) -> StepRunner:
     """The runner of `step` for the model's backend, made at its first batch: on the triton
     backends the step graph is fused and planned then (its pipeline hoists nothing)."""
-    if step.runner is None:
-        parallel = distribution.distribution()
+    parallel = distribution.distribution()
+    # A runner serves the distribution it was made under (DataParallelStep keeps it; the others None):
+    # a distribution set or left between two fits makes the step's runner anew.
+    if step.runner is None or getattr(step.runner, "distribution", None) is not parallel:
         if parallel is not None:  # data-parallel: the step on this process's shard, gradients summed over the job
             step.runner = parallel.runner(model, step)
         elif model.backend == "reference":
