@@ -1,7 +1,7 @@
 """The collectives a data-parallel job runs, on torch.distributed's process group.
 
-The group comes from torchrun's environment (env://): gloo between CPU processes, NCCL between
-GPUs. Every collective here waits at most the job's timeout (KCOMP_DIST_TIMEOUT), and a failed
+The group comes from torchrun's environment (env://): gloo for CPU tensors, and where CUDA is
+available NCCL for CUDA tensors (one GPU per process, by LOCAL_RANK). Every collective here waits at most the job's timeout (KCOMP_DIST_TIMEOUT), and a failed
 one (a process that died, raised and left, or cannot be reached) becomes a DistributedError on
 this process, so no process of a broken job hangs or ends in a bare torch traceback.
 
@@ -41,8 +41,10 @@ class ProcessGroup:
             self.rank, self.world = 0, 1
             return
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            if backend == "nccl":
+            # Each collective goes by its tensors' device: CPU tensors over gloo (the reference executor's
+            # steps), CUDA tensors over NCCL, one GPU per process.
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+            if torch.cuda.is_available():
                 torch.cuda.set_device(int(env["LOCAL_RANK"] or 0))
             with self.failing("joining the process group"):
                 dist.init_process_group(backend, timeout=timedelta(seconds=self.timeout))
@@ -109,7 +111,8 @@ class ProcessGroup:
     def barrier(self, what: str) -> None:
         if self.world > 1:
             with self.failing(what):
-                dist.monitored_barrier(timeout=timedelta(seconds=self.timeout)) if self.backend == "gloo" else dist.barrier()
+                # gloo's monitored barrier names a process that does not arrive
+                dist.monitored_barrier(timeout=timedelta(seconds=self.timeout)) if "gloo" in self.backend else dist.barrier()
 
     def check_same(self, description: str, what: str, fix: str) -> None:
         """Every process must give the same `description`; else a DistributedError on every process
