@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from kcomp import config  # noqa: F401  (first: it sets Triton's environment defaults)
 from kcomp import (
-    activations, backend, callbacks, datasets, initializers, layers, losses, metrics, models, ops, optimizers, preprocessing,
+    activations, backend, callbacks, datasets, distribution, initializers, layers, losses, metrics, models, ops, optimizers, preprocessing,
     regularizers, utils,
 )
 from kcomp.errors import KcompError
@@ -16,6 +16,6 @@ from kcomp.layers import Input
 from kcomp.models import Model, Sequential
 
 __all__ = [
-    "Input", "KcompError", "Model", "Sequential", "__version__", "activations", "backend", "callbacks", "datasets", "initializers",
+    "Input", "KcompError", "Model", "Sequential", "__version__", "activations", "backend", "callbacks", "datasets", "distribution", "initializers",
     "layers", "losses", "metrics", "models", "ops", "optimizers", "preprocessing", "regularizers", "utils",
 ]

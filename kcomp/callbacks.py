@@ -10,6 +10,7 @@ import numpy as np
 
 import torch
 
+from kcomp import distribution
 from kcomp.errors import ArgumentError
 
 
@@ -245,10 +246,13 @@ class CSVLogger(Callback):
         self.filename, self.separator, self.append = filename, separator, append
 
     def on_train_begin(self, logs=None):
-        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        # In a data-parallel job process 0 writes the log; the logs are the same on every process.
+        self._file = open(self.filename, "a" if self.append else "w", newline="") if distribution.writes_here() else None
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._file is None:
+            return
         logs = logs or {}
         if self._writer is None:
             # Keras's columns: the first epoch's keys, sorted, and their val_ twins when it had no
@@ -264,7 +268,8 @@ class CSVLogger(Callback):
         self._file.flush()
 
     def on_train_end(self, logs=None):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class LambdaCallback(Callback):

@@ -67,6 +67,9 @@ def make_parser() -> argparse.ArgumentParser:
     fit.add_argument("--save", metavar="PATH.keras",
                      help="write the trained model as a Keras 3 .keras archive (config, weights, optimizer state)")
     fit.add_argument("--weights", metavar="PATH", help="start from these weights (.npz or .weights.h5)")
+    fit.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train data-parallel in N processes on this machine, started by torchrun (gloo on CPUs, "
+                     "NCCL on GPUs); --batch-size is then the global batch, split across them")
 
     evaluate = verbs.add_parser("evaluate", help="loss and metrics of a model on an .npz file",
                                 description="Evaluate with the compile section's loss and metrics.")
@@ -234,6 +237,15 @@ def _compiled_model(args):
 def cmd_fit(args) -> int:
     if args.epochs <= 0 or args.batch_size <= 0 or not 0 <= args.validation_split < 1:
         raise UsageError("--epochs and --batch-size must be positive and --validation-split in [0, 1)")
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be a positive number of processes, received {args.nproc}")
+    from kcomp import distribution
+    from kcomp.distribution import launch
+
+    if args.nproc > 1 and not launch.started_by_torchrun():  # start the job; its processes come back here
+        return launch.run_under_torchrun(args.nproc, launch.without_nproc(args.argv))
+    if launch.started_by_torchrun():  # `--nproc N`, or torchrun [--nnodes M ...] -m kcomp fit ... typed by hand
+        distribution.set_distribution(distribution.DataParallel())
     model, x, y = _compiled_model(args)
     if args.save is not None and not args.save.endswith(".keras"):
         raise UsageError(f"--save takes a .keras file name, received {args.save}")
@@ -244,11 +256,13 @@ def cmd_fit(args) -> int:
             check_writable(target)
     model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split)
     if args.save_weights:
-        model.save_weights(args.save_weights)
-        print(f"saved weights to {args.save_weights}")
+        model.save_weights(args.save_weights)  # (process 0 alone writes, in a data-parallel job)
+        if distribution.writes_here():
+            print(f"saved weights to {args.save_weights}")
     if args.save:
         model.save(args.save)
-        print(f"saved the model to {args.save}")
+        if distribution.writes_here():
+            print(f"saved the model to {args.save}")
     return 0
 
 
@@ -305,6 +319,7 @@ COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check, "fit
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else map(str, argv))  # what `fit --nproc` starts again
     if args.verb is None:
         parser.print_help()
         return 0

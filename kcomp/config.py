@@ -5,6 +5,10 @@ KCOMP_CACHE_DIR  where AOT builds (PTX, cubin) and autotuning choices are cached
                  (default ~/.cache/kcomp); entries are checked when read (kcomp/support/disk_cache.py).
 KCOMP_DATA_DIR   the kcomp data folder, where kcomp.datasets looks first for a data set's files
                  (default ~/.kcomp/datasets); kcomp never downloads them.
+KCOMP_DIST_TIMEOUT  seconds a data-parallel process waits for the others in one collective before it
+                 stops the job with a KcompError (default 120; kcomp/distribution).
+KCOMP_DIST_CHECK=1  a data-parallel job compares a digest of every process's weights after each epoch
+                 (they must stay identical) and stops with a KcompError naming the processes that drifted.
 KERAS_HOME       Keras's home folder; kcomp.datasets then looks in its datasets/ folder,
                  where Keras keeps what it downloaded (default ~/.keras).
 """
@@ -48,3 +52,22 @@ def dataset_dirs() -> list[Path]:
     """Where kcomp.datasets looks for a data set's files, in order: the kcomp data folder, then
     Keras's cache folders (so a file Keras downloaded is found)."""
     return [data_dir(), *keras_dataset_dirs()]
+
+
+def distributed_timeout() -> float:
+    """Seconds a collective of a data-parallel job may wait for the other processes."""
+    value = os.environ.get("KCOMP_DIST_TIMEOUT", "").strip()
+    return float(value) if value else 120.0
+
+
+def launcher_environment() -> dict | None:
+    """What torchrun tells each process it starts (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+    MASTER_PORT), or None when this process was not started by it."""
+    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    return {key: os.environ.get(key, "") for key in keys}
+
+
+def distributed_checks() -> bool:
+    return os.environ.get("KCOMP_DIST_CHECK", "").strip() not in ("", "0")

@@ -13,7 +13,7 @@ training_call.py (model(x, training=True)) and subclassed.py (a subclassed model
 
 import torch
 
-from kcomp import session
+from kcomp import distribution, session
 from kcomp.errors import ArgumentError, GraphError, NotBuiltError, ShapeError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph
@@ -386,7 +386,7 @@ class Model(Layer):
     def save_weights(self, path) -> None:
         from kcomp.saving import save_weights
 
-        save_weights(self, path)
+        distribution.on_writer(lambda: save_weights(self, path))  # a data-parallel job: process 0 writes
 
     def load_weights(self, path) -> None:
         from kcomp.saving import load_weights
@@ -398,7 +398,7 @@ class Model(Layer):
         """Keras's model.save: a Keras 3 `.keras` archive (config, compile config, weights, optimizer state)."""
         from kcomp.saving.archive import save_model
 
-        save_model(self, filepath)
+        distribution.on_writer(lambda: save_model(self, filepath))  # a data-parallel job: process 0 writes
 
     def get_config(self) -> dict:
         """Keras's model config (a Sequential's layers, or a functional model's layers and inbound nodes)."""

@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from kcomp import session
+from kcomp import distribution, session
 from kcomp.training.prefetch import Prefetcher
 from kcomp.training.streams import prepare
 
@@ -40,7 +40,9 @@ class ArrayFeed:
         self._left_over: list = []  # with steps_per_epoch: the batches of this pass not read yet
 
     def _pass(self, shuffle) -> list:
-        order = torch.randperm(self.n, generator=session.generator(None)) if shuffle else torch.arange(self.n)
+        # In a data-parallel job every process reads process 0's order (each sample once per epoch).
+        order = distribution.same_order(torch.randperm(self.n, generator=session.generator(None))) if shuffle \
+            else torch.arange(self.n)
         order = order.to(self.device)  # one copy per pass; batches gather on the device
         return [order[s : s + self.batch_size] for s in range(0, self.n, self.batch_size)]
 

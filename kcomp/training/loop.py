@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kcomp import losses as losses_module, metrics as metrics_module, optimizers
+from kcomp import distribution, losses as losses_module, metrics as metrics_module, optimizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
 from kcomp.layers.base import Layer
 from kcomp.training.data import (
@@ -140,11 +140,11 @@ class _Accumulator:
         self.samples += n  # the values themselves were added inside the step
 
     def logs(self, prefix="") -> dict:
-        sums = self.state
+        sums = self.state.logged
         (loss, _, _), *states = self.step.accumulators
-        out = {f"{prefix}loss": float(sums[loss]) / self.samples if self.samples else float("nan")}
+        out = {f"{prefix}loss": float(sums(loss)) / self.samples if self.samples else float("nan")}
         for name, metric, (state, _, per_sample) in zip(self.step.metric_names, self.step.metrics, states, strict=True):
-            out[f"{prefix}{name}"] = metric.result(sums[state], self.samples * per_sample)
+            out[f"{prefix}{name}"] = metric.result(sums(state), self.samples * per_sample)
         return out
 
 
@@ -252,6 +252,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
                 logs.update(evaluate(model, verbose=0, return_dict=True, callbacks=callback_list, _prefix="val_",
                                      _feed=validation))
             bar.update(feed.steps or done, lambda: logs, finalize=True)
+            distribution.check_replicas(model, epoch)  # with KCOMP_DIST_CHECK=1 in a data-parallel job
             callback_list.call("on_epoch_end", epoch, logs)
             if model.stop_training:
                 break
@@ -393,7 +394,7 @@ def _require_compiled(model) -> Compiled:
 
 
 def _verbose(verbose) -> int:
-    return 0 if verbose == 0 else 1
+    return 0 if verbose == 0 or not distribution.writes_here() else 1  # in a data-parallel job, process 0 prints
 
 
 def on_batch(model, kind, x, y, sample_weight=None) -> dict:

@@ -3,6 +3,8 @@
 Every runner takes the batch and the learning rate and leaves the step's new state in the
 TrainState (kcomp.training.state); the loop around it does not know which one runs.
 
+  DataParallelStep  the step on this process's shard of the batch in a data-parallel job
+                  (kcomp.distribution.step_runner)
   ReferenceStep   op by op on torch (backend "reference"): reads the state, writes the new values back
   DeviceStep      the fused plan of generated kernels (the triton backends): the state in device
                   buffers the step updates in place, on a GPU one CUDA graph per batch shape
@@ -13,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from kcomp import distribution
 from kcomp.runtime.reference import run_reference
 from kcomp.training.state import TrainState
 
@@ -42,8 +45,13 @@ class ReferenceStep:
 def runner_for(model, step) -> StepRunner:
     """The runner of `step` for the model's backend, made at its first batch: on the triton
     backends the step graph is fused and planned then (its pipeline hoists nothing)."""
-    if step.runner is None:
-        if model.backend == "reference":
+    parallel = distribution.distribution()
+    # A runner serves the distribution it was made under (DataParallelStep keeps it; the others None):
+    # a distribution set or left between two fits makes the step's runner anew.
+    if step.runner is None or getattr(step.runner, "distribution", None) is not parallel:
+        if parallel is not None:  # data-parallel: the step on this process's shard, gradients summed over the job
+            step.runner = parallel.runner(model, step)
+        elif model.backend == "reference":
             step.runner = ReferenceStep(step)
         else:
             from kcomp.passes import run_pipeline

@@ -69,6 +69,9 @@ class TrainState:
         self._buffers: dict[str, torch.Tensor] = {}
         self.generation = 0  # counts device buffers made anew (a capture reading an older one is stale)
         self.made: dict[str, int] = {}  # name -> the generation its buffer was made in
+        # In a data-parallel job, the running sums added over every process (kcomp.distribution):
+        # what the logs read; the state's own sums stay this process's, which its steps add to.
+        self.job_sums: dict[str, torch.Tensor] = {}
 
     # -- name -> tensor -------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -119,6 +122,12 @@ class TrainState:
         """Start the running sums (name, shape) at zero, as each epoch and evaluate does."""
         for name, shape in names_and_shapes:
             self._counters[name] = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            self.job_sums.pop(name, None)
+
+    def logged(self, name: str) -> torch.Tensor:
+        """A running sum as the logs show it: the whole job's in a data-parallel run, else this state's."""
+        summed = self.job_sums.get(name)
+        return self[name] if summed is None else summed
 
     def before_train_step(self) -> None:
         """The training step counts on the device; the host writes the count only when it differs

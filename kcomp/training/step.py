@@ -39,6 +39,10 @@ class Step:
     accumulators: list[tuple] = field(default_factory=list)
     runner: object = None  # what runs it (kcomp.training.runners), made at its first batch
     metrics: list = field(default_factory=list)  # the Metric of each of metric_names (its result())
+    # The training step's gradients as the optimizer update reads them (before clipping), one per
+    # updated weight in `writes` order: where a data-parallel run reduces them across processes.
+    gradients: list = field(default_factory=list)
+    masked_losses: list = field(default_factory=list)  # the outputs whose loss is averaged over a Keras mask
 
 
 def _target_input(b: GraphBuilder, spec, index: int) -> Value:
@@ -198,7 +202,9 @@ def build_train_step(model, compiled, target_specs) -> Step:
     writes += [var.path for var in moving_variables] + sum_names + [ITERATIONS]
     flat_slots = [s for per in new_slots for s in per]
     graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step_number], kind="step"))
-    return Step(graph, log_names, writes, accumulators, metrics=log_metrics)
+    masked = [name for name, loss, mask in zip(output_names(model), compiled.losses, masks) if loss and mask is not None]
+    return Step(graph, log_names, writes, accumulators, metrics=log_metrics, gradients=[g for _, _, g in trainable],
+                masked_losses=masked)
 
 
 def build_test_step(model, compiled, target_specs) -> Step:

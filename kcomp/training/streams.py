@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-from kcomp import session
+from kcomp import distribution, session
 from kcomp.errors import ArgumentError, KcompError
 from kcomp.training.data import (
     check_class_ids, check_embedding_ids, check_lengths, model_inputs, refuse_weights_with_masks, sample_weights, targets,
@@ -99,7 +99,8 @@ class DatasetStream(Stream):
         if self.length is None:
             indices = itertools.count()  # infinite: Keras reads it in order, shuffle or not
         elif shuffle:  # Keras shuffles the batch order each epoch
-            indices = torch.randperm(self.length, generator=session.generator(None)).tolist()
+            # (process 0's order in a data-parallel job, so every process reads the same batches)
+            indices = distribution.same_order(torch.randperm(self.length, generator=session.generator(None))).tolist()
         else:
             indices = range(self.length)
         if self._workers <= 1:

@@ -1,0 +1,122 @@
+"""Data-parallel training benchmark: kcomp's DataParallel against PyTorch DDP, on CPU processes (gloo).
+
+  python bench/bench_distributed.py [--nprocs 1,2,4] [--steps 60] [--batch 256]
+
+For each process count N the script starts itself under torchrun twice: kcomp (fit with
+DataParallel, the reference executor) and PyTorch DDP (the same MLP 64-256-256-10, Adam,
+cross-entropy, each process's share of the same global batch). Both time the same number of
+training steps after a warm-up epoch and print steps per second; scaling efficiency is
+(steps/s with N) / (N x steps/s with the first count, 1 by default) at the same global batch
+(strong scaling). Each process
+runs one thread (OMP_NUM_THREADS=1), so N processes want N free cores: on a machine with fewer,
+efficiency past the core count measures the cores, not the method.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTH = 256
+
+
+def data(n=2048):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def run_kcomp(steps, batch) -> float:
+    import kcomp
+    from kcomp.layers import Dense, Input
+    from kcomp.models import Sequential
+
+    kcomp.distribution.set_distribution(kcomp.distribution.DataParallel())
+    model = Sequential([Input(shape=(64,)), Dense(WIDTH, activation="relu"), Dense(WIDTH, activation="relu"),
+                        Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = (t.numpy() for t in data())
+    model.fit(x[: batch * 4], y[: batch * 4], batch_size=batch, epochs=1, verbose=0)  # warm-up: steps built
+    n = batch * steps
+    x, y = np.resize(x, (n, 64)), np.resize(y, (n,))
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    return steps / (time.perf_counter() - start)
+
+
+def run_ddp(steps, batch) -> float:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = DistributedDataParallel(nn.Sequential(nn.Linear(64, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
+                                                  nn.Linear(WIDTH, 10)))
+    optimizer = torch.optim.Adam(model.parameters(), eps=1e-7)
+    x, y = data()
+    share = slice(rank * batch // world, (rank + 1) * batch // world)
+
+    def step(i):
+        rows = torch.arange(i * batch, (i + 1) * batch) % len(x)
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x[rows][share]), y[rows][share]).backward()
+        optimizer.step()
+
+    for i in range(4):
+        step(i)
+    dist.barrier()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    dist.barrier()
+    rate = steps / (time.perf_counter() - start)
+    dist.destroy_process_group()
+    return rate
+
+
+def launch(kind, nproc, steps, batch) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+                          __file__, "--worker", kind, "--steps", str(steps), "--batch", str(batch)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise SystemExit(f"{kind} with {nproc} processes failed:\n{out.stdout}\n{out.stderr}")
+    return json.loads(lines[0])["steps_per_s"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nprocs", default="1,2,4")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=256, help="the global batch")
+    parser.add_argument("--worker", choices=["kcomp", "ddp"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        rate = (run_kcomp if args.worker == "kcomp" else run_ddp)(args.steps, args.batch)
+        if os.environ.get("RANK", "0") == "0":
+            print(json.dumps({"steps_per_s": rate}), flush=True)
+        return
+    nprocs = [int(n) for n in args.nprocs.split(",")]
+    print(f"MLP 64-{WIDTH}-{WIDTH}-10, Adam, global batch {args.batch}, {args.steps} timed steps, "
+          f"CPU processes over gloo, {os.cpu_count()} CPU cores")
+    print(f"{'procs':>5} {'kcomp steps/s':>14} {'efficiency':>10} {'DDP steps/s':>12} {'efficiency':>10} {'kcomp/DDP':>9}")
+    base = {}
+    for n in nprocs:
+        rates = {kind: launch(kind, n, args.steps, args.batch) for kind in ("kcomp", "ddp")}
+        base = base or rates
+        eff = {kind: rates[kind] / (n * base[kind]) for kind in rates}
+        print(f"{n:>5} {rates['kcomp']:>14.1f} {eff['kcomp']:>10.2f} {rates['ddp']:>12.1f} {eff['ddp']:>10.2f} "
+              f"{rates['kcomp'] / rates['ddp']:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

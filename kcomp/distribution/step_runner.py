@@ -1,0 +1,151 @@
+"""A step run data-parallel: each process runs the same step graph on its shard of the global batch.
+
+The training step is cut at its gradients (kcomp.distribution.split_step): this process runs the
+backward on its rows, its gradients weighed by its share of the batch (rows here / rows in all)
+are summed over the processes in flat buckets (ProcessGroup.all_reduce_flat), and the update then
+runs the one optimizer on the same summed gradients everywhere, so the weights stay identical.
+With Keras's default loss reduction (the mean over the batch) this is the gradient of the loss of
+the whole global batch, as one process would compute it. After each step the running sums of the
+loss and the metrics are summed over the processes too, in the gradients' buckets (a training step
+makes one all-reduce), so the logs any callback reads, on any process, are the whole job's.
+
+Random ops (Dropout) draw their masks from (seed, step number, element): each process other than
+process 0 draws with seeds derived from its rank, so the processes drop different units, as
+independent replicas do.
+
+A process whose shard is empty (a last partial batch with fewer rows than processes) runs the step
+on the batch's first row with a weight of zero for its gradients, and keeps its running sums and moving
+statistics as they were: it still joins the collective, as every process must.
+
+This runs the step on the reference executor (op by op on torch). On a GPU the same cut would
+be two captured segments with an NCCL all-reduce between them (or inside the capture); that
+needs several GPUs to build and check, and is not done here.
+"""
+
+import dataclasses
+
+import torch
+
+from kcomp.distribution.split_step import split_at
+from kcomp.errors import KcompError
+from kcomp.ir.graph import Graph
+from kcomp.random import derived_seed
+from kcomp.runtime.reference import run_reference
+from kcomp.training.state import ITERATIONS, TrainState
+
+
+def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """This process's contiguous share [start, stop) of n rows: the first n % world processes
+    take one row more, as torch.tensor_split shares them."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def check_supported(model, compiled, world: int) -> None:
+    """What a data-parallel step cannot do as one process would, refused before the first step.
+
+    Weighing each process's gradients by its rows is exact for a mean over the batch only, and a
+    BatchNormalization(synchronized=True) would need the batch statistics of the whole job inside
+    the forward (not done: each process would quietly normalize by its own share's)."""
+    synchronized = sorted({w.owner.name for w in model.weights if getattr(w.owner, "synchronized", False)})
+    if synchronized and world > 1:
+        raise KcompError(f"BatchNormalization layer(s) {synchronized} have synchronized=True, which kcomp's "
+                         "data-parallel training does not do yet: each process would normalize by its own share of "
+                         "the batch. Use synchronized=False (Keras's default: per-process statistics).")
+    for loss in compiled.losses:
+        if loss is not None and loss.reduction not in ("sum_over_batch_size", "mean"):
+            raise KcompError(f"Data-parallel training sums each process's gradients weighed by its share of the "
+                             f"batch, which matches one process only for a loss averaged over the batch; the loss "
+                             f"{loss.name} has reduction={loss.reduction!r}. Use reduction='sum_over_batch_size' "
+                             "(Keras's default), or train in one process.")
+
+
+RANK_STRIDE = 1 << 20  # derived seeds of process r: calls r * RANK_STRIDE + ..., clear of a layer's call numbers
+
+
+def seeded_for_process(graph: Graph, rank: int) -> Graph:
+    """`graph` with every random op's seed derived from `rank` (process 0's unchanged). A random op's
+    backward carries the same seed attribute as its forward, so both still draw one mask."""
+    if rank == 0:
+        return graph
+    nodes = tuple(
+        dataclasses.replace(node, attr_items=tuple((k, derived_seed(v, rank * RANK_STRIDE) if k == "seed" else v)
+                                                   for k, v in node.attr_items))
+        if "seed" in node.attrs else node
+        for node in graph.nodes)
+    return dataclasses.replace(graph, nodes=nodes)
+
+
+class DataParallelStep:
+    """A StepRunner (kcomp.training.runners) for one step graph in a data-parallel job."""
+
+    def __init__(self, step, distribution):
+        # The distribution it serves (kcomp.training.runners.runner_for makes a new runner when it changes).
+        self.distribution, self.group = distribution, distribution.group
+        self.writes = step.writes
+        self.sums = [name for name, _, _ in step.accumulators]
+        if step.gradients and step.masked_losses:
+            raise KcompError(f"Data-parallel training weighs each process's gradients by its share of the batch's "
+                             f"samples, but the loss of output(s) {step.masked_losses} is averaged over the unmasked "
+                             "steps of a Keras mask, whose count differs between the shares, so the sum would not be "
+                             "one process's gradient. Train this model in one process.")
+        self.graph = seeded_for_process(step.graph, self.group.rank)
+        self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
+        if self.split is not None:  # where the backward leaves each running sum among its outputs
+            made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}
+            position = {v.id: i for i, v in enumerate(self.split.backward.outputs)}
+            self.sums_carried = [position[made[name]] for name in self.sums]
+        self.started = False
+        # What an empty shard must leave as it was: every write but the weights, slots and step count.
+        updated = set(step.writes[: len(step.gradients)])
+        self.kept_when_empty = [w for w in step.writes if w not in updated and not w.startswith("optimizer/")]
+
+    def run(self, data: list[torch.Tensor], learning_rate: float, rows, state: TrainState) -> None:
+        if not self.started:
+            self._start(data, state)
+            self.started = True
+        n = len(rows) if rows is not None else len(data[-1])
+        start, stop = shard(n, self.group.rank, self.group.world)
+        empty = start == stop
+        local = slice(0, 1) if empty else slice(start, stop)  # empty: the batch's first row, weighed 0
+        data = [t[rows[local]] for t in data] if rows is not None else [t[local] for t in data]
+        kept = state.read(self.kept_when_empty) if empty else None
+        inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
+        if self.split is None:
+            state.write(self.writes, run_reference(self.graph, inputs, state.read(p.name for p in self.graph.params)))
+            if kept is not None:
+                state.write(kept.keys(), kept.values())
+            summed = self.group.all_reduce_flat([state[name] for name in self.sums], "summing the logged values")
+        else:
+            summed = self._train(inputs, 0.0 if empty else (stop - start) / n, kept, state)
+        # The job's running sums, for the logs; this process's own stay in the state, which its steps add to.
+        state.job_sums.update(zip(self.sums, summed, strict=True))
+
+    def _start(self, data, state: TrainState) -> None:
+        """At the first step: every process must hold the same model and data shapes (checked, naming
+        the processes that differ), and then holds process 0's weights, slots and step count."""
+        names = [p.name for p in self.graph.params if not p.name.startswith("accumulator/") and p.name != ITERATIONS]
+        # (the optimizer's slots mirror the weights: the message shows the weights only)
+        weights = [f"{name} {tuple(state[name].shape)}" for name in names if not name.startswith("optimizer/")]
+        shapes = [f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in data]
+        self.group.check_same(f"weights [{', '.join(weights)}], data [{', '.join(shapes)}]", "model weights and data shapes",
+                              "Start every process with the same model and data of the same shapes.")
+        state.write(names, self.group.broadcast([state[name] for name in names], "broadcasting process 0's weights"))
+        count = torch.tensor([state.optimizer.iterations], dtype=torch.int64)
+        state.optimizer.iterations = int(self.group.broadcast([count], "broadcasting process 0's step count")[0])
+        state.before_train_step()  # the device-side count follows the host's
+
+    def _train(self, inputs, share: float, kept, state: TrainState) -> list[torch.Tensor]:
+        """Backward, one all-reduce of the weighed gradients and this process's running sums (the
+        backward computes the sums: they ride in the same buckets), update. The summed running sums."""
+        backward, update, k = self.split.backward, self.split.update, self.split.gradients
+        carried = run_reference(backward, inputs, state.read(p.name for p in backward.params))
+        sums = [kept[name] for name in self.sums] if kept is not None else [carried[i] for i in self.sums_carried]
+        summed = self.group.all_reduce_flat([*(g * share for g in carried[:k]), *sums],
+                                            "summing the gradients and the logged values")
+        carried[:k] = summed[:k]
+        state.write(self.writes, run_reference(update, carried, state.read(p.name for p in update.params)))
+        if kept is not None:
+            state.write(kept.keys(), kept.values())
+        return summed[k:]
