@@ -1,6 +1,9 @@
 """Keras's layers, with Keras's names, arguments, defaults and weight layouts."""
 
 from kcomp.layers.base import Layer, Variable
+from kcomp.layers.augmentation import (
+    RandomBrightness, RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
+)
 from kcomp.layers.tensors import KerasTensor
 from kcomp.layers.bidirectional import Bidirectional
 from kcomp.layers.conv import (
@@ -36,4 +39,5 @@ __all__ = [
     "Input", "InputLayer", "KerasTensor", "LSTM", "Layer", "LayerNormalization", "LeakyReLU", "MaxPool1D",
     "Masking", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "Maximum", "Multiply", "Permute", "ReLU", "Reshape", "SimpleRNN",
     "Softmax", "SpatialDropout1D", "Subtract", "TimeDistributed", "Variable",
+    "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom",
 ]
