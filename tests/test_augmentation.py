@@ -143,3 +143,161 @@ def test_crop_of_images_no_larger_takes_keras_centred_window():
     assert torch.equal(ours, torch.as_tensor(np.asarray(theirs)))
     with pytest.raises(KcompError, match="resize"):
         RandomCrop(6, 5)(images(2, 4, 4, 1), training=True)  # Keras resizes a centred 4x3 window up
+
+
+# ---------------------------------------------------------------- 2. distributions of the draws
+
+
+def ks_uniform(values, lower, upper):
+    """Kolmogorov-Smirnov statistic of values against uniform [lower, upper), and its 1% bound."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    assert v.min() >= lower - 1e-5 and v.max() <= upper + 1e-5
+    return stats.kstest(v, stats.uniform(loc=lower, scale=upper - lower).cdf).statistic, 1.63 / math.sqrt(len(v))
+
+
+BIG = images(4000, 6, 8, 1)
+
+
+@pytest.mark.parametrize("mode", ["horizontal", "vertical", "horizontal_and_vertical"])
+def test_each_image_flips_with_probability_one_half(mode):
+    t = params(BIG, f"flip_{mode}", seed=11, step=3)
+    flipped = (t[:, 0] < 0) | (t[:, 4] < 0)
+    assert abs(float(flipped.double().mean()) - 0.5) < 4 * math.sqrt(0.25 / len(BIG))
+    if mode == "horizontal_and_vertical":  # Keras: one draw flips both axes
+        assert torch.equal(t[:, 0] < 0, t[:, 4] < 0)
+
+
+def test_angles_are_uniform_over_the_factor_times_two_pi():
+    layer = RandomRotation((-0.2, 0.3))
+    t = params(BIG, "rotation", layer.factor, seed=12, step=1)
+    angle = torch.atan2(t[:, 3], t[:, 0])  # b0 = sin, a0 = cos
+    d, bound = ks_uniform(angle, -0.2 * 2 * math.pi, 0.3 * 2 * math.pi)
+    assert d < bound
+    torch.testing.assert_close(t[:, 1], -t[:, 3])  # a rotation: a1 = -sin
+    torch.testing.assert_close(t[:, 4], t[:, 0])
+
+
+@pytest.mark.parametrize("width_factor", [None, (-0.5, 0.1)])
+def test_zoom_factors_are_uniform_in_range(width_factor):
+    layer = RandomZoom((-0.3, 0.4), width_factor)
+    t = params(BIG, "zoom", layer._factor, seed=13, step=2)
+    zoom_h, zoom_w = t[:, 4], t[:, 0]
+    d, bound = ks_uniform(zoom_h, 0.7, 1.4)
+    assert d < bound
+    if width_factor is None:
+        assert torch.equal(zoom_w, zoom_h)
+    else:
+        d, bound = ks_uniform(zoom_w, 0.5, 1.1)
+        assert d < bound and abs(np.corrcoef(zoom_h, zoom_w)[0, 1]) < 0.06  # two independent draws
+
+
+def test_translations_are_uniform_fractions_of_the_size():
+    layer = RandomTranslation(0.25, (-0.1, 0.4))
+    t = params(BIG, "translation", layer._factor, seed=14, step=5)
+    for shift, size, (lower, upper) in ((-t[:, 5], 6, (-0.25, 0.25)), (-t[:, 2], 8, (-0.1, 0.4))):
+        d, bound = ks_uniform(shift / size, lower, upper)
+        assert d < bound
+
+
+def test_crop_offsets_are_uniform_over_every_window():
+    from scipy import stats
+
+    x = images(2, 9, 11, 1)
+    tops = [int(params(x, "crop", (4, 6), seed=15, step=s)[0, 5]) for s in range(1, 1201)]
+    counts = np.bincount(tops, minlength=6)
+    assert len(counts) == 6  # offsets 0 .. 9 - 4
+    assert stats.chisquare(counts).pvalue > 0.001
+
+
+@pytest.mark.parametrize("kind, layer, lower, upper", [
+    ("contrast", RandomContrast(0.4), 1.0, 1.4),  # Keras: a number f draws in [1 - 0, 1 + f]
+    ("contrast", RandomContrast((0.2, 0.5)), 0.8, 1.5),
+    ("brightness", RandomBrightness(0.2, value_range=(0, 1)), -0.2, 0.2),
+    ("brightness", RandomBrightness((-0.1, 0.3), value_range=(0, 255)), -25.5, 76.5),
+])
+def test_photometric_draws_are_uniform_in_range(kind, layer, lower, upper):
+    extra = (layer.value_range[1] - layer.value_range[0],) if kind == "brightness" else ()
+    drawn = params(BIG, kind, (*layer.factor, *extra), seed=16, step=1).flatten()
+    d, bound = ks_uniform(drawn, lower, upper)
+    assert d < bound
+
+
+# ---------------------------------------------------------------- 3. seeding, steps, inference
+
+
+def test_same_seed_and_step_same_draws_a_new_step_or_seed_new_ones():
+    x = images(64, 5, 5, 1)
+    first = params(x, "rotation", (-0.5, 0.5), seed=21, step=4)
+    assert torch.equal(first, params(x, "rotation", (-0.5, 0.5), seed=21, step=4))
+    for other in (params(x, "rotation", (-0.5, 0.5), seed=21, step=5), params(x, "rotation", (-0.5, 0.5), seed=22, step=4)):
+        assert not torch.isclose(first[:, 0], other[:, 0]).any()
+
+
+def test_the_draws_never_read_the_step_on_the_host():
+    # Meta tensors have no data: any int() / .item() of the step would raise.
+    x, step = torch.empty(6, 5, 7, 3, device="meta"), torch.empty((), device="meta")
+    out = OPS["augment_params"].reference(x, step, kind="zoom", factor=(-0.2, 0.2), seed=3)
+    assert out.device.type == "meta" and out.shape == (6, 8)
+
+
+def _flip_model(seed=3):
+    model = Sequential([Input(shape=(4, 5, 2)), RandomFlip("horizontal", seed=seed), Flatten(), Dense(1, use_bias=False)])
+    model.compile(optimizer=kcomp.optimizers.SGD(learning_rate=0.01), loss="mse", backend="reference")
+    return model
+
+
+def _fit_two_steps(model, weights, x, y):
+    model.set_weights(weights)
+    model.fit(x.numpy(), y.numpy(), batch_size=6, epochs=2, shuffle=False, verbose=0)
+    return model.get_weights()[0]
+
+
+def test_fit_draws_from_the_seed_at_each_step_number():
+    x, y = images(6, 4, 5, 2) / 255.0, torch.rand(6, 1)
+    model = _flip_model()
+    w0 = model.get_weights()
+    trained = _fit_two_steps(model, w0, x, y)
+    w = torch.from_numpy(w0[0])
+    for step in (1, 2):  # the replica: the batch flipped as the layer's draws at this step number say
+        flipped = affine(x, params(x, "flip_horizontal", seed=3, step=step), interpolation="nearest", fill_mode="nearest")
+        features = flipped.reshape(6, -1)
+        w = w - 0.01 * 2 * features.T @ (features @ w - y) / 6
+    np.testing.assert_allclose(trained, w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_fixed_seed_trains_the_same_twice_another_seed_differently():
+    x, y = images(6, 4, 5, 2) / 255.0, torch.rand(6, 1)
+    w0 = _flip_model().get_weights()
+    first, second, other = (_fit_two_steps(_flip_model(seed), w0, x, y) for seed in (3, 3, 4))
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_predict_and_evaluate_leave_the_images_unchanged():
+    x, y = images(6, 4, 5, 2) / 255.0, torch.rand(6, 1)
+    model = Sequential([Input(shape=(4, 5, 2)), RandomFlip(seed=1), RandomRotation(0.3), RandomZoom(0.2),
+                        RandomTranslation(0.2, 0.2), RandomContrast(0.5, value_range=(0, 1)),
+                        RandomBrightness(0.2, value_range=(0, 1)), Flatten(), Dense(1, use_bias=False)])
+    model.compile(optimizer="sgd", loss="mse", backend="reference")
+    w = torch.from_numpy(model.get_weights()[0])
+    plain = x.reshape(6, -1) @ w
+    np.testing.assert_allclose(model.predict(x.numpy(), verbose=0), plain.numpy(), rtol=1e-5, atol=1e-6)
+    loss = model.evaluate(x.numpy(), y.numpy(), verbose=0)
+    assert math.isclose(loss, float(((plain - y) ** 2).mean()), rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------- 4. the gradient w.r.t. the image
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("fill_mode", FILL_MODES)
+def test_affine_transform_grad_is_autograd_of_the_reference_in_float64(fill_mode, interpolation):
+    x = images(3, 6, 7, 2).double().requires_grad_()
+    t = random_transforms(3, 6, 7, seed=4).double()
+    dy = torch.randn(3, 6, 7, 2, dtype=torch.float64)
+    (want,) = torch.autograd.grad(affine(x, t, fill_mode=fill_mode, interpolation=interpolation, fill_value=2.0), x, dy)
+    got = OPS["affine_transform_grad"].reference(dy, t, interpolation=interpolation, fill_mode=fill_mode,
+                                                 fill_value=2.0, input_size=(6, 7))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
