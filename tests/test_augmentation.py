@@ -301,3 +301,67 @@ def test_affine_transform_grad_is_autograd_of_the_reference_in_float64(fill_mode
     got = OPS["affine_transform_grad"].reference(dy, t, interpolation=interpolation, fill_mode=fill_mode,
                                                  fill_value=2.0, input_size=(6, 7))
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- 5. the affine_transform kernel (interpreter)
+
+
+def _augmented_model(layer, shape):
+    """The layer called with training=True kept with the call: the graph draws (at step 0) and resamples."""
+    x = Input(shape=shape)
+    return kcomp.Model(x, layer(x, training=True))
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize("fill_mode", FILL_MODES)
+def test_kernel_equals_the_reference_bit_for_bit(fill_mode, interpolation):
+    from kernel_helpers import assert_compiled_matches_reference, kernels_of, with_nonfinite
+
+    model = _augmented_model(RandomRotation(0.4, fill_mode=fill_mode, interpolation=interpolation, seed=9,
+                                            fill_value=-3.5), (7, 9, 5))
+    x = with_nonfinite(images(3, 7, 9, 5))  # NaN and inf spread into the taps that read them, as in torch
+    compared = assert_compiled_matches_reference(model, [x], kind="exact")
+    assert [k.attrs["template"] for k in kernels_of(compared.fused)] == ["affine_transform"]
+    assert compared.got[0].isnan().any()
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (RandomFlip(seed=4), (5, 6, 3)),
+    (RandomZoom((-0.4, 0.5), (0.2, 0.6), seed=2, fill_mode="reflect"), (6, 11, 37)),  # 37: several channel blocks
+    (RandomTranslation(0.5, 0.5, fill_mode="wrap", interpolation="nearest", seed=1), (8, 5, 2)),
+    (RandomCrop(3, 4, seed=6), (7, 9, 2)),
+])
+def test_kernel_serves_every_geometric_layer(layer, shape):
+    from kernel_helpers import assert_compiled_matches_reference, kernels_of
+
+    compared = assert_compiled_matches_reference(_augmented_model(layer, shape), [images(4, *shape)], kind="exact")
+    assert [k.attrs["template"] for k in kernels_of(compared.fused)] == ["affine_transform"]
+
+
+def test_kernel_in_float64():
+    from kernel_helpers import launch_kernel
+    from kcomp.ir import GraphBuilder
+    from kcomp.passes import run_pipeline
+
+    b = GraphBuilder("affine64")
+    x, t = b.input((None, 6, 7, 2), "float64", "x"), b.input((None, 8), "float32", "t")
+    graph = b.finish([b.emit1("affine_transform", [x, t], fill_mode="reflect")])
+    fused, _ = run_pipeline(graph)
+    (kernel,) = [n for n in fused.nodes if n.op == "kernel"]
+    got, want = launch_kernel(graph, kernel, [images(3, 6, 7, 2).double(), random_transforms(3, 6, 7)])
+    assert got[0].dtype == torch.float64 and torch.equal(got[0], want[0])
+
+
+def test_compiled_training_step_with_augmentation_matches_the_reference():
+    from kernel_helpers import assert_compiled_steps_match_the_reference
+
+    def make():
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(5)
+        return Sequential([Input(shape=(6, 7, 2)), RandomFlip(), RandomRotation(0.2), RandomContrast(0.3, value_range=(0, 1)),
+                           RandomBrightness(0.1, value_range=(0, 1)), Flatten(), Dense(3, activation="softmax")])
+
+    gen = np.random.default_rng(3)
+    x = gen.uniform(size=(5, 6, 7, 2)).astype("float32")
+    y = kcomp.utils.to_categorical(gen.integers(0, 3, 5), 3)
+    assert_compiled_steps_match_the_reference(make, x, y)
