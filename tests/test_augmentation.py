@@ -365,3 +365,47 @@ def test_compiled_training_step_with_augmentation_matches_the_reference():
     x = gen.uniform(size=(5, 6, 7, 2)).astype("float32")
     y = kcomp.utils.to_categorical(gen.integers(0, 3, 5), 3)
     assert_compiled_steps_match_the_reference(make, x, y)
+
+
+# ---------------------------------------------------------------- 6. AOT for a GPU (sm_90), in a child process
+
+AOT_CASES = [[dtype, fill_mode, interpolation] for dtype in ("float32", "bfloat16")
+             for fill_mode in FILL_MODES for interpolation in INTERPOLATIONS]
+
+
+def compile_cases(cases) -> list[dict]:
+    """The affine_transform kernel of each (dtype, fill_mode, interpolation), compiled for sm_90
+    at 32 RGB images of 64 x 64."""
+    from kcomp.ir import GraphBuilder
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.aot import compile_node
+
+    records = []
+    for dtype, fill_mode, interpolation in cases:
+        b = GraphBuilder("affine_aot")
+        x, t = b.input((None, 64, 64, 3), dtype, "x"), b.input((None, 8), "float32", "t")
+        fused, _ = run_pipeline(b.finish([b.emit1("affine_transform", [x, t], fill_mode=fill_mode,
+                                                  interpolation=interpolation)]))
+        (node,) = [n for n in fused.nodes if n.op == "kernel"]
+        result = compile_node(node, 0, target="sm_90", batch=32)
+        records.append({"case": [dtype, fill_mode, interpolation], "template": node.attrs["template"],
+                        **result.resources(), "local_stores": result.local_stores()})
+    return records
+
+
+@pytest.mark.slow
+def test_kernel_compiles_for_sm_90_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
+
+    records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=600)
+    assert [r["case"] for r in records] == AOT_CASES
+    for r in records:
+        assert r["template"] == "affine_transform" and r["spill_bytes"] == 0 and r["local_stores"] == 0, r
+
+
+if __name__ == "__main__":  # the AOT child: python tests/test_augmentation.py CASES_JSON ANSWER_PATH
+    import json
+    import sys
+    from pathlib import Path
+
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
