@@ -19,7 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kcomp.ir.ops.augment import GEOMETRIC
 from kcomp.kernels.autotune import tuned
+from kcomp.kernels.random import philox_uniform
 from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 
@@ -70,9 +72,55 @@ def _tap(X, n, iy, ix, offs_c, mask, H, W, C, fill_value, FILL_MODE: tl.constexp
 
 
 @triton.jit
-def affine_transform_kernel(X, T, Y, H, W, C, OH, OW, fill_value,
+def _drawn(n, P: tl.constexpr, step, SEED: tl.constexpr, LOWER: tl.constexpr, SPAN: tl.constexpr):
+    """Drawn value P of images n: Philox's uniform at counter n * 4 + P, times SPAN plus LOWER (float32)."""
+    return philox_uniform(n.to(tl.int64) * 4 + P, step, SEED) * SPAN + LOWER
+
+
+@triton.jit
+def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWER0: tl.constexpr,
+                     SPAN0: tl.constexpr, LOWER1: tl.constexpr, SPAN1: tl.constexpr, SAME: tl.constexpr):
+    """augment_params' transform of images n (a tile), computed here as its reference computes it
+    (kcomp/ir/ops/augment.py: the same float32 operations in the same order)."""
+    if KIND == "crop":
+        n = n * 0  # one window for the whole batch: image 0's draws
+    v0 = _drawn(n, 0, step, SEED, LOWER0, SPAN0)
+    if SAME:
+        v1 = v0
+    else:
+        v1 = _drawn(n, 1, step, SEED, LOWER1, SPAN1)
+    zero = v0 * 0.0
+    one = zero + 1.0
+    width = W.to(tl.float32)
+    height = H.to(tl.float32)
+    if KIND == "zoom":
+        a0, a1, a2 = v1, zero, (width - 1.0) / 2.0 * (one - v1)
+        b0, b1, b2 = zero, v0, (height - 1.0) / 2.0 * (one - v0)
+    elif KIND == "translation":
+        a0, a1, a2 = one, zero, -(v1 * width)
+        b0, b1, b2 = zero, one, -(v0 * height)
+    elif KIND == "crop":
+        a0, a1, a2 = one, zero, tl.floor(v1)
+        b0, b1, b2 = zero, one, tl.floor(v0)
+    else:  # the flips: one draw, both axes together
+        flipped = v0 <= 0.5
+        sx = one
+        sy = one
+        if KIND != "flip_vertical":
+            sx = tl.where(flipped, -one, one)
+        if KIND != "flip_horizontal":
+            sy = tl.where(flipped, -one, one)
+        a0, a1, a2 = sx, zero, tl.where(sx < 0, width - 1.0, 0.0)
+        b0, b1, b2 = zero, sy, tl.where(sy < 0, height - 1.0, 0.0)
+    return a0, a1, a2, b0, b1, b2
+
+
+@triton.jit
+def affine_transform_kernel(X, T, STEP, Y, H, W, C, OH, OW, fill_value,
                             INTERPOLATION: tl.constexpr, FILL_MODE: tl.constexpr, DOUBLE: tl.constexpr,
-                            BP: tl.constexpr, BC: tl.constexpr):
+                            DRAWN: tl.constexpr, HAS_STEP: tl.constexpr, KIND: tl.constexpr, SEED: tl.constexpr,
+                            LOWER0: tl.constexpr, SPAN0: tl.constexpr, LOWER1: tl.constexpr, SPAN1: tl.constexpr,
+                            SAME: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
     # One output row (n, y) per program along axis 0: the image and row are scalars, so the
     # transform is six scalar loads and no pixel index needs a vector division.
     row_id = tl.program_id(0)
@@ -81,9 +129,17 @@ def affine_transform_kernel(X, T, Y, H, W, C, OH, OW, fill_value,
     ox = tl.program_id(1) * BP + tl.arange(0, BP)
     offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
     mask = (ox < OW)[:, None] & (offs_c < C)[None, :]
-    row = T + n.to(tl.int64) * 8  # float32, float64 for float64 images (the launch casts it)
-    a0, a1, a2 = tl.load(row + 0), tl.load(row + 1), tl.load(row + 2)
-    b0, b1, b2 = tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
+    if DRAWN:  # augment_params fused: the transform drawn here, from (SEED, the step, the image)
+        step = tl.load(STEP) if HAS_STEP else 0.0
+        a0, a1, a2, b0, b1, b2 = _drawn_transform(n + ox * 0, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1,
+                                                  SAME)
+        if DOUBLE:
+            a0, a1, a2, b0, b1, b2 = a0.to(tl.float64), a1.to(tl.float64), a2.to(tl.float64), \
+                b0.to(tl.float64), b1.to(tl.float64), b2.to(tl.float64)
+    else:
+        row = T + n.to(tl.int64) * 8  # float32, float64 for float64 images (the launch casts it)
+        a0, a1, a2 = tl.load(row + 0), tl.load(row + 1), tl.load(row + 2)
+        b0, b1, b2 = tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
     xf = ox.to(a0.dtype)
     yf = oy.to(a0.dtype)
     y_in = (yf * b1 + xf * b0) + b2
@@ -135,7 +191,11 @@ def candidate_configs(OW: int, C: int, interpret: bool) -> list[dict]:
 @dataclass(frozen=True, kw_only=True)
 class AffineBinding(Binding):
     x: int  # which input is the NHWC image batch
-    transform: int  # which input is the (batch, 8) transform
+    transform: int | None  # which input is the (batch, 8) transform; None: drawn in the kernel
+    step: int | None  # which input is the training step (drawn transforms; None: step 0)
+    kind: str  # what augment_params draws (drawn transforms)
+    seed: int
+    ranges: tuple  # ((lower, span), (lower, span) or None): augment_params' draw_ranges
     interpolation: str
     fill_mode: str
     fill_value: float
@@ -146,19 +206,22 @@ class AffineBinding(Binding):
 @dataclass(kw_only=True)
 class AffineCall(Call):
     x: torch.Tensor  # contiguous
-    transform: torch.Tensor  # contiguous float32 (float64 for float64 images)
+    transform: torch.Tensor  # contiguous float32 (float64 for float64 images); x when drawn (unread)
+    step: torch.Tensor  # the step scalar; x when there is none (unread)
 
 
 def launch(binding: AffineBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: NHWC images, one row of 8 per image
     x = inputs[binding.x].contiguous()
     N, H, W, C = x.shape
-    transform = inputs[binding.transform].to(torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
+    transform = x if binding.transform is None else inputs[binding.transform]
+    transform = transform.to(torch.float64 if x.dtype == torch.float64 else torch.float32).contiguous()
+    step = x if binding.step is None else inputs[binding.step]
     OH, OW = binding.output_size or (H, W)
     # allocate
     if out is None:
         out = torch.empty((N, OH, OW, C), device=x.device, dtype=binding.out_dtype)
-    run(AffineCall(binding, inputs, out, x=x, transform=transform), config, interpret)
+    run(AffineCall(binding, inputs, out, x=x, transform=transform, step=step), config, interpret)
     return out
 
 
@@ -167,9 +230,13 @@ def run(call: AffineCall, config: dict):
     b = call.binding
     N, H, W, C = call.x.shape
     _, OH, OW, _ = call.out.shape
+    (lower0, span0), second = b.ranges[0], b.ranges[-1]
+    lower1, span1 = second or (0.0, 1.0)
     affine_transform_kernel[(N * OH, cdiv(OW, config["BP"]), cdiv(C, config["BC"]))](
-        call.x, call.transform, call.out, H, W, C, OH, OW, float(b.fill_value),
+        call.x, call.transform, call.step, call.out, H, W, C, OH, OW, float(b.fill_value),
         INTERPOLATION=b.interpolation, FILL_MODE=b.fill_mode, DOUBLE=call.x.dtype == torch.float64,
+        DRAWN=b.transform is None, HAS_STEP=b.step is not None, KIND=b.kind, SEED=b.seed,
+        LOWER0=lower0, SPAN0=span0, LOWER1=lower1, SPAN1=span1, SAME=len(b.ranges) == 1 or second is None,
         BP=config["BP"], BC=config["BC"], num_warps=config["num_warps"],
     )
 
@@ -177,8 +244,20 @@ def run(call: AffineCall, config: dict):
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 
 
+# The kinds whose transform the kernel draws. Not a rotation's: its cos and sin (libdevice's, with
+# their argument reduction's local array) made the kernel use 40 bytes of stack and local stores
+# on sm_90 (AOT, float32 bilinear reflect); its transform is augment_params' own launch.
+DRAWN_KINDS = tuple(kind for kind in GEOMETRIC if kind != "rotation")
+
+
 def _group(fusion, node):
-    """An affine_transform alone: its transform (drawn per image by augment_params) is an input."""
+    """An affine_transform with the augment_params that draws its transform, where nothing else
+    reads the transform (the kernel draws it: no launch and no buffer for it); else alone."""
+    if node.op == "augment_params" and node.attrs["kind"] in DRAWN_KINDS:
+        user = fusion.sole_user(node.outputs[0])
+        if user is not None and user.op == "affine_transform" and user.inputs[1].id == node.outputs[0].id \
+                and user.inputs[0].id == node.inputs[0].id and fusion.is_free(user):
+            return Group(user, prologue=[node])
     return Group(node) if node.op == "affine_transform" else None
 
 

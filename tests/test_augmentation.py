@@ -312,17 +312,39 @@ def _augmented_model(layer, shape):
     return kcomp.Model(x, layer(x, training=True))
 
 
+GEOMETRIC_LAYERS = {  # a rotation's transform is augment_params' own launch; the others' the kernel draws
+    "rotation": (lambda **kw: RandomRotation(0.4, **kw), ["augment_params", "kernel"], ("anchor",)),
+    "zoom": (lambda **kw: RandomZoom((-0.5, 0.3), (0.1, 0.6), **kw), ["kernel"], ("prologue", "anchor")),
+}
+
+
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 @pytest.mark.parametrize("fill_mode", FILL_MODES)
-def test_kernel_equals_the_reference_bit_for_bit(fill_mode, interpolation):
+@pytest.mark.parametrize("kind", list(GEOMETRIC_LAYERS))
+def test_kernel_equals_the_reference_bit_for_bit(kind, fill_mode, interpolation):
     from kernel_helpers import assert_compiled_matches_reference, kernels_of, with_nonfinite
 
-    model = _augmented_model(RandomRotation(0.4, fill_mode=fill_mode, interpolation=interpolation, seed=9,
-                                            fill_value=-3.5), (7, 9, 5))
+    make, ops, roles = GEOMETRIC_LAYERS[kind]
+    model = _augmented_model(make(fill_mode=fill_mode, interpolation=interpolation, seed=9, fill_value=-3.5), (7, 9, 5))
     x = with_nonfinite(images(3, 7, 9, 5))  # NaN and inf spread into the taps that read them, as in torch
+    x[0, 3, 4, 1], x[1, 3, 4, 2] = float("nan"), float("inf")  # at the centre, which every transform here reads
     compared = assert_compiled_matches_reference(model, [x], kind="exact")
-    assert [k.attrs["template"] for k in kernels_of(compared.fused)] == ["affine_transform"]
+    (kernel,) = kernels_of(compared.fused)
+    assert kernel.attrs["template"] == "affine_transform" and kernel.attrs["roles"] == roles
+    assert [n.op for n in compared.fused.nodes] == ops
     assert compared.got[0].isnan().any()
+
+
+def test_a_transform_read_twice_stays_a_node_the_kernel_loads():
+    from kernel_helpers import assert_compiled_matches_reference, kernels_of
+    from kcomp.ir import GraphBuilder
+
+    b = GraphBuilder("twice")
+    x = b.input((None, 6, 7, 2), "float32", "x")
+    t = b.emit1("augment_params", [x], kind="zoom", factor=(-0.3, 0.3), seed=4)
+    graph = b.finish([b.emit1("affine_transform", [x, t]), t])  # the graph returns the transform too
+    compared = assert_compiled_matches_reference(graph, [images(3, 6, 7, 2)], kind="exact")
+    assert [k.attrs["roles"] for k in kernels_of(compared.fused)] == [("anchor",)]
 
 
 @pytest.mark.parametrize("layer, shape", [
@@ -365,12 +387,32 @@ def test_compiled_training_step_with_augmentation_matches_the_reference():
     x = gen.uniform(size=(5, 6, 7, 2)).astype("float32")
     y = kcomp.utils.to_categorical(gen.integers(0, 3, 5), 3)
     assert_compiled_steps_match_the_reference(make, x, y)
+    # Inside the step, the geometric layers' draws are their kernels' prologues, reading the step.
+    from kcomp.compiler import train_step_graph
+    from kcomp.passes import run_pipeline
+    from kcomp.passes.pipeline import STEP_PIPELINE
+
+    model = make()
+    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
+    fused, _ = run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)
+    affine = [n for n in fused.nodes if n.op == "kernel" and n.attrs["template"] == "affine_transform"]
+    assert [k.attrs["roles"] for k in affine] == [("prologue", "anchor"), ("anchor",)]  # the flip's drawn inside
+    inner = [n for k in affine for n in k.attrs["body"].nodes]
+    draws = [n for n in (*fused.nodes, *inner) if n.op == "augment_params"]
+    assert sorted(n.attrs["kind"] for n in draws) == ["brightness", "contrast", "flip_horizontal_and_vertical", "rotation"]
+    assert all(len(n.inputs) == 2 for n in draws)  # (images, step): a new draw every step
 
 
 # ---------------------------------------------------------------- 6. AOT for a GPU (sm_90), in a child process
 
-AOT_CASES = [[dtype, fill_mode, interpolation] for dtype in ("float32", "bfloat16")
+# [dtype, fill_mode, interpolation, the kind augment_params draws in the kernel or None (a transform input)]
+AOT_CASES = [[dtype, fill_mode, interpolation, None] for dtype in ("float32", "bfloat16")
              for fill_mode in FILL_MODES for interpolation in INTERPOLATIONS]
+AOT_CASES += [["bfloat16", "constant", "bilinear", "zoom"],
+              ["float32", "wrap", "nearest", "translation"], ["float32", "nearest", "nearest", "crop"],
+              ["float32", "nearest", "nearest", "flip_horizontal_and_vertical"]]
+DRAWN_FACTORS = {"zoom": (-0.2, 0.2, 0.1, 0.3), "translation": (-0.1, 0.1, -0.2, 0.2),
+                 "crop": (48, 40), "flip_horizontal_and_vertical": ()}
 
 
 def compile_cases(cases) -> list[dict]:
@@ -381,15 +423,21 @@ def compile_cases(cases) -> list[dict]:
     from kcomp.runtime.aot import compile_node
 
     records = []
-    for dtype, fill_mode, interpolation in cases:
+    for dtype, fill_mode, interpolation, kind in cases:
         b = GraphBuilder("affine_aot")
-        x, t = b.input((None, 64, 64, 3), dtype, "x"), b.input((None, 8), "float32", "t")
+        x = b.input((None, 64, 64, 3), dtype, "x")
+        if kind is None:
+            t, size = b.input((None, 8), "float32", "t"), None
+        else:
+            step = b.input((), "float32", "step")
+            t = b.emit1("augment_params", [x, step], kind=kind, factor=DRAWN_FACTORS[kind], seed=7)
+            size = DRAWN_FACTORS[kind] if kind == "crop" else None
         fused, _ = run_pipeline(b.finish([b.emit1("affine_transform", [x, t], fill_mode=fill_mode,
-                                                  interpolation=interpolation)]))
+                                                  interpolation=interpolation, output_size=size)]))
         (node,) = [n for n in fused.nodes if n.op == "kernel"]
         result = compile_node(node, 0, target="sm_90", batch=32)
-        records.append({"case": [dtype, fill_mode, interpolation], "template": node.attrs["template"],
-                        **result.resources(), "local_stores": result.local_stores()})
+        records.append({"case": [dtype, fill_mode, interpolation, kind], "roles": list(node.attrs["roles"]),
+                        "template": node.attrs["template"], **result.resources(), "local_stores": result.local_stores()})
     return records
 
 
@@ -401,6 +449,7 @@ def test_kernel_compiles_for_sm_90_without_spills(tmp_path):
     assert [r["case"] for r in records] == AOT_CASES
     for r in records:
         assert r["template"] == "affine_transform" and r["spill_bytes"] == 0 and r["local_stores"] == 0, r
+        assert r["roles"] == (["anchor"] if r["case"][3] is None else ["prologue", "anchor"]), r
 
 
 if __name__ == "__main__":  # the AOT child: python tests/test_augmentation.py CASES_JSON ANSWER_PATH

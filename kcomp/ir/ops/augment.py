@@ -52,9 +52,26 @@ def image_uniforms(batch, count: int, seed: int, step, device) -> torch.Tensor:
     return uniform_at(index + torch.arange(count, dtype=torch.int64, device=device), seed, step)
 
 
-def _in_range(u, lower, upper):
-    """u in [0, 1) onto [lower, upper), as Keras's torch backend's uniform: u * (upper - lower) + lower."""
-    return u * (upper - lower) + lower
+def draw_ranges(kind: str, factor: tuple, height: int, width: int) -> tuple:
+    """(lower, span) of each drawn value of `kind`, host doubles: value p = u_p * span + lower in
+    float32, as Keras's torch backend's uniform (u * (maxval - minval) + minval). None: the value
+    is the previous one (a zoom without width_factor zooms both axes by the height's draw). The
+    kernel (kernels/augment.py) takes these as constants, so both compute the same float32 ops."""
+    def pair(lower, upper):
+        return (lower, upper - lower)
+    if kind == "rotation":  # degrees
+        return (pair(factor[0] * 360.0, factor[1] * 360.0),)
+    if kind == "zoom":
+        return (pair(1.0 + factor[0], 1.0 + factor[1]), pair(1.0 + factor[2], 1.0 + factor[3]) if len(factor) == 4 else None)
+    if kind == "translation":  # fractions of the height, then of the width
+        return (pair(factor[0], factor[1]), pair(factor[2], factor[3]))
+    if kind == "crop":  # Keras: uniform in [0, size - crop + 1), truncated to an int
+        return ((0.0, float(height - factor[0] + 1)), (0.0, float(width - factor[1] + 1)))
+    if kind == "contrast":
+        return (pair(1.0 - factor[0], 1.0 + factor[1]),)
+    if kind == "brightness":
+        return (pair(factor[0], factor[1]),)
+    return ((0.0, 1.0),)  # the flips: the uniform itself
 
 
 def _matrix(a0, a1, a2, b0, b1, b2):
@@ -62,57 +79,51 @@ def _matrix(a0, a1, a2, b0, b1, b2):
     return torch.stack([a0, a1, a2, b0, b1, b2, zero, zero], dim=1)
 
 
-def _rotation(u, factor, height, width):
+def _rotation(v, factor, height, width):
     # Keras's _compute_affine_matrix with scale 1, no shear or translation, centre (0.5, 0.5):
     # the angle in degrees, then radians by a float32 pi / 180.
-    degrees = _in_range(u[:, 0], factor[0] * 360.0, factor[1] * 360.0)
-    angle = degrees * torch.tensor(math.pi / 180.0, dtype=torch.float32)
-    cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
+    angle = v[0] * torch.tensor(math.pi / 180.0, dtype=torch.float32)
     cos, sin = torch.cos(angle), torch.sin(angle)
+    cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
     return _matrix(cos, -sin, cx - cx * cos - cy * -sin, sin, cos, cy - cx * sin - cy * cos)
 
 
-def _zoom(u, factor, height, width):
-    zoom_h = _in_range(u[:, 0], 1.0 + factor[0], 1.0 + factor[1])
-    zoom_w = _in_range(u[:, 1], 1.0 + factor[2], 1.0 + factor[3]) if len(factor) == 4 else zoom_h
-    one = torch.ones_like(zoom_h)
-    zero = torch.zeros_like(zoom_h)
+def _zoom(v, factor, height, width):
+    zoom_h, zoom_w = v
+    one, zero = torch.ones_like(zoom_h), torch.zeros_like(zoom_h)
     return _matrix(zoom_w, zero, (width - 1.0) / 2.0 * (one - zoom_w), zero, zoom_h, (height - 1.0) / 2.0 * (one - zoom_h))
 
 
-def _translation(u, factor, height, width):
-    dy = _in_range(u[:, 0], factor[0], factor[1]) * height
-    dx = _in_range(u[:, 1], factor[2], factor[3]) * width
+def _translation(v, factor, height, width):
+    dy, dx = v[0] * height, v[1] * width
     one, zero = torch.ones_like(dx), torch.zeros_like(dx)
     return _matrix(one, zero, -dx, zero, one, -dy)
 
 
 def _flip(axes):
-    def flip(u, factor, height, width):
+    def flip(v, factor, height, width):
         # Keras: one draw per image, flipped where it is <= 0.5; both axes flip together.
-        flipped = u[:, 0] <= 0.5
-        one, zero = torch.ones_like(u[:, 0]), torch.zeros_like(u[:, 0])
+        flipped = v[0] <= 0.5
+        one, zero = torch.ones_like(v[0]), torch.zeros_like(v[0])
         sx = torch.where(flipped, -one, one) if "x" in axes else one
         sy = torch.where(flipped, -one, one) if "y" in axes else one
         return _matrix(sx, zero, torch.where(sx < 0, width - 1.0, 0.0), zero, sy, torch.where(sy < 0, height - 1.0, 0.0))
     return flip
 
 
-def _crop(u, factor, height, width):
-    # Keras draws one offset for the whole batch (shape ()), uniform in [0, size - crop + 1),
-    # truncated to int: image 0's uniforms serve every image.
-    top = torch.floor(u[:1, 0] * float(height - factor[0] + 1)).expand(u.shape[0])
-    left = torch.floor(u[:1, 1] * float(width - factor[1] + 1)).expand(u.shape[0])
-    one, zero = torch.ones_like(u[:, 0]), torch.zeros_like(u[:, 0])
+def _crop(v, factor, height, width):
+    # Keras draws one offset for the whole batch (shape ()): image 0's draws serve every image.
+    top, left = torch.floor(v[0][:1]).expand_as(v[0]), torch.floor(v[1][:1]).expand_as(v[0])
+    one, zero = torch.ones_like(top), torch.zeros_like(top)
     return _matrix(one, zero, left, zero, one, top)
 
 
-def _contrast(u, factor, height, width):
-    return _in_range(u[:, 0], 1.0 - factor[0], 1.0 + factor[1])
+def _contrast(v, factor, height, width):
+    return v[0]
 
 
-def _brightness(u, factor, height, width):
-    return _in_range(u[:, 0], factor[0], factor[1]) * factor[2]
+def _brightness(v, factor, height, width):
+    return v[0] * factor[2]  # the draw times the value range's width
 
 
 KINDS = {
@@ -136,8 +147,12 @@ def _params_infer(inputs, kind, factor, seed):
 
 
 def _params(x, *step, kind, factor, seed):
-    u = image_uniforms(x.shape[0], 2, seed, step[0] if step else None, x.device)
-    out = KINDS[kind](u, factor, x.shape[1], x.shape[2])
+    ranges = draw_ranges(kind, factor, x.shape[1], x.shape[2])
+    u = image_uniforms(x.shape[0], len(ranges), seed, step[0] if step else None, x.device)
+    values = []
+    for p, drawn in enumerate(ranges):
+        values.append(values[-1] if drawn is None else u[:, p] * drawn[1] + drawn[0])
+    out = KINDS[kind](values, factor, x.shape[1], x.shape[2])
     return out.reshape(-1, 1, 1, 1) if kind in SCALAR else out
 
 
