@@ -19,7 +19,7 @@ import kcomp
 from kcomp.errors import KcompError
 from kcomp.ir.registry import OPS
 from kcomp.layers import (
-    Dense, Flatten, Input, RandomBrightness, RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation,
+    Dense, Flatten, GlobalAveragePooling2D, Input, RandomBrightness, RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation,
     RandomZoom,
 )
 from kcomp.models import Sequential
@@ -211,16 +211,26 @@ def test_crop_offsets_are_uniform_over_every_window():
     assert stats.chisquare(counts).pvalue > 0.001
 
 
-@pytest.mark.parametrize("kind, layer, lower, upper", [
-    ("contrast", RandomContrast(0.4), 1.0, 1.4),  # Keras: a number f draws in [1 - 0, 1 + f]
-    ("contrast", RandomContrast((0.2, 0.5)), 0.8, 1.5),
-    ("brightness", RandomBrightness(0.2, value_range=(0, 1)), -0.2, 0.2),
-    ("brightness", RandomBrightness((-0.1, 0.3), value_range=(0, 255)), -25.5, 76.5),
+@pytest.mark.parametrize("layer, lower, upper", [
+    (RandomContrast(0.4), 1.0, 1.4),  # Keras: a number f draws in [1 - 0, 1 + f]
+    (RandomContrast((0.2, 0.5)), 0.8, 1.5),
 ])
-def test_photometric_draws_are_uniform_in_range(kind, layer, lower, upper):
-    extra = (layer.value_range[1] - layer.value_range[0],) if kind == "brightness" else ()
-    drawn = params(BIG, kind, (*layer.factor, *extra), seed=16, step=1).flatten()
-    d, bound = ks_uniform(drawn, lower, upper)
+def test_contrast_factors_are_uniform_in_range(layer, lower, upper):
+    d, bound = ks_uniform(params(BIG, "contrast", layer.factor, seed=16, step=1).flatten(), lower, upper)
+    assert d < bound
+
+
+@pytest.mark.parametrize("layer, lower, upper", [
+    (RandomBrightness(0.2, value_range=(0, 1)), -0.2, 0.2),
+    (RandomBrightness((-0.1, 0.3), value_range=(0, 255)), -25.5, 76.5),
+])
+def test_brightness_deltas_are_uniform_in_range_one_per_image(layer, lower, upper):
+    width = float(layer.value_range[1] - layer.value_range[0])
+    shifted = OPS["random_brightness"].reference(BIG, torch.tensor(1.0), factor=(*layer.factor, width), seed=16,
+                                                 image_size=48)
+    delta = (shifted.double() - BIG.double()).reshape(len(BIG), -1)
+    assert torch.allclose(delta, delta[:, :1], atol=1e-3)  # the same delta over each image
+    d, bound = ks_uniform(delta[:, 0], lower - 1e-3, upper + 1e-3)
     assert d < bound
 
 
@@ -288,6 +298,43 @@ def test_predict_and_evaluate_leave_the_images_unchanged():
     assert math.isclose(loss, float(((plain - y) ** 2).mean()), rel_tol=1e-5)
 
 
+AUGMENTED_K = """
+model augmented {
+  input(8, 8, 1)
+  random_flip(horizontal, seed=1)
+  random_rotation(0.1, fill_mode=nearest, seed=2)
+  random_zoom((-0.2, 0.2), seed=3)
+  random_translation(0.1, (-0.2, 0.1), interpolation=nearest, seed=4)
+  random_contrast(0.2, value_range=(0, 1), seed=5)
+  random_brightness(0.1, value_range=(0, 1), seed=6)
+  random_crop(6, 6, seed=7)
+  global_average_pooling2d()
+  dense(3)
+}
+"""
+
+
+def test_k_files_build_the_layers_and_graph_python_builds():
+    from kcomp import dsl
+    from kcomp.ir import print_graph
+
+    def python():
+        return Sequential([Input(shape=(8, 8, 1)), RandomFlip("horizontal", seed=1),
+                           RandomRotation(0.1, fill_mode="nearest", seed=2), RandomZoom((-0.2, 0.2), seed=3),
+                           RandomTranslation(0.1, (-0.2, 0.1), interpolation="nearest", seed=4),
+                           RandomContrast(0.2, value_range=(0, 1), seed=5), RandomBrightness(0.1, value_range=(0, 1), seed=6),
+                           RandomCrop(6, 6, seed=7), GlobalAveragePooling2D(), Dense(3)], name="augmented")
+
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(0)
+    (from_k,) = dsl.loads(AUGMENTED_K, "augmented.k").values()
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(0)
+    from_py = python()
+    assert [layer.get_config() for layer in from_k.layers] == [layer.get_config() for layer in from_py.layers]
+    assert print_graph(from_k.to_graph()) == print_graph(from_py.to_graph())
+
+
 # ---------------------------------------------------------------- 4. the gradient w.r.t. the image
 
 
@@ -301,6 +348,17 @@ def test_affine_transform_grad_is_autograd_of_the_reference_in_float64(fill_mode
     got = OPS["affine_transform_grad"].reference(dy, t, interpolation=interpolation, fill_mode=fill_mode,
                                                  fill_value=2.0, input_size=(6, 7))
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("output_size", [None, (4, 5)])
+def test_vjp_rules_against_autograd_in_float64(output_size):
+    from vjp_harness import check_vjp
+
+    x = images(3, 6, 7, 2).double().numpy()
+    t = random_transforms(3, 6, 7, seed=5).double().numpy()
+    check_vjp("affine_transform", [x, t], {"fill_mode": "reflect", "output_size": output_size}, wrt=[0])
+    check_vjp("random_brightness", [x, np.float64(3.0)], {"factor": (-0.2, 0.4, 255.0), "seed": 3, "image_size": 84},
+              wrt=[0])
 
 
 # ---------------------------------------------------------------- 5. the affine_transform kernel (interpreter)
@@ -333,6 +391,16 @@ def test_kernel_equals_the_reference_bit_for_bit(kind, fill_mode, interpolation)
     assert kernel.attrs["template"] == "affine_transform" and kernel.attrs["roles"] == roles
     assert [n.op for n in compared.fused.nodes] == ops
     assert compared.got[0].isnan().any()
+
+
+def test_brightness_is_drawn_inline_by_the_pointwise_kernel_bit_for_bit():
+    from kernel_helpers import assert_compiled_matches_reference, kernels_of, with_nonfinite
+
+    model = _augmented_model(RandomBrightness((-0.3, 0.5), value_range=(-50, 200), seed=8), (5, 7, 3))
+    compared = assert_compiled_matches_reference(model, [with_nonfinite(images(6, 5, 7, 3))], kind="exact")
+    (kernel,) = kernels_of(compared.fused)
+    assert [n.op for n in compared.fused.nodes] == ["kernel"] and kernel.attrs["template"] == "pointwise"
+    assert [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"] == ["random_brightness", "maximum", "minimum"]
 
 
 def test_a_transform_read_twice_stays_a_node_the_kernel_loads():
@@ -399,8 +467,12 @@ def test_compiled_training_step_with_augmentation_matches_the_reference():
     assert [k.attrs["roles"] for k in affine] == [("prologue", "anchor"), ("anchor",)]  # the flip's drawn inside
     inner = [n for k in affine for n in k.attrs["body"].nodes]
     draws = [n for n in (*fused.nodes, *inner) if n.op == "augment_params"]
-    assert sorted(n.attrs["kind"] for n in draws) == ["brightness", "contrast", "flip_horizontal_and_vertical", "rotation"]
-    assert all(len(n.inputs) == 2 for n in draws)  # (images, step): a new draw every step
+    assert sorted(n.attrs["kind"] for n in draws) == ["contrast", "flip_horizontal_and_vertical", "rotation"]
+    (brightness,) = [k for k in fused.nodes if k.op == "kernel" and any(
+        n.op == "random_brightness" for n in k.attrs["body"].nodes)]
+    assert brightness.attrs["template"] == "pointwise"  # drawn inline, with the clip after it
+    bright = [n for n in brightness.attrs["body"].nodes if n.op == "random_brightness"]
+    assert all(len(n.inputs) == 2 for n in draws + bright)  # (images, step): a new draw every step
 
 
 # ---------------------------------------------------------------- 6. AOT for a GPU (sm_90), in a child process

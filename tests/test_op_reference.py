@@ -548,7 +548,7 @@ def test_every_op_has_a_reference_test():
     tested |= SCAN_OPS  # recurrent_scan.py's ops (their block follows grad_support's)
     tested |= LOSS_MATH_OPS  # losses' and metrics' ops (their block is at the end of this file)
     tested |= {"shift"}  # its reference against slicing and concatenation: tests/test_shift.py
-    tested |= {"augment_params", "affine_transform", "affine_transform_grad"}  # against Keras: tests/test_augmentation.py
+    tested |= {"augment_params", "affine_transform", "affine_transform_grad", "random_brightness"}  # against Keras: tests/test_augmentation.py
     assert tested == set(OPS)
 
 

@@ -3,8 +3,9 @@
 Each layer draws its per-image parameters with the `augment_params` op (Philox keyed by the
 layer's seed and the training step, kcomp/ir/ops/augment.py: reproducible from the seed, a new
 draw every step, no host round trip), then applies them: the geometric layers (flip, rotation,
-zoom, translation, crop) resample through `affine_transform`, the photometric ones (contrast,
-brightness) are elementwise ops on a per-image scalar, so they fuse with their neighbours.
+zoom, translation, crop) resample through `affine_transform`; RandomContrast scales by a drawn
+per-image factor, RandomBrightness is the elementwise `random_brightness` (drawn inline by the
+generated kernel, fused with the clip).
 Arguments, defaults and per-image semantics are Keras 3's (keras/src/layers/preprocessing/
 image_preprocessing/); the random streams are kcomp's own, so single draws differ from Keras's.
 """
@@ -59,7 +60,7 @@ class _Augmentation(Layer):
 
     def params(self, x, kind, factor=()):
         drawn = ops.emit_random("augment_params", x, self._op_seed, True, kind=kind, factor=tuple(factor))
-        return drawn if kind not in ("contrast", "brightness") or self.dtype == "float32" else ops.cast(drawn, self.dtype)
+        return drawn if kind != "contrast" or self.dtype == "float32" else ops.cast(drawn, self.dtype)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed, "data_format": self.data_format}
@@ -224,9 +225,14 @@ class RandomBrightness(_Augmentation):
         self.value_range = value_range_arg(value_range)
 
     def augment(self, x):
-        width = self.value_range[1] - self.value_range[0]
-        delta = self.params(x, "brightness", (*self.factor, width))
-        return ops.clip(ops.add(x, delta), *map(float, self.value_range))
+        _, *image = ops.shape(x)
+        if None in image:
+            raise ShapeError(f'Layer "{self.name}" (RandomBrightness) needs the image size known, received input '
+                             f"shape {format_shape(ops.shape(x))}.")
+        width = float(self.value_range[1] - self.value_range[0])
+        shifted = ops.emit_random("random_brightness", x, self._op_seed, True, factor=(*self.factor, width),
+                                  image_size=image[0] * image[1] * image[2])
+        return ops.clip(shifted, *map(float, self.value_range))
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "value_range": self.value_range}

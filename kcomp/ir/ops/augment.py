@@ -30,20 +30,21 @@ import torch
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.ops.common import NUMBER, require_float, require_rank
+from kcomp.ir.lowering import literal
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.types import TensorSpec
 from kcomp.random import uniform_at
 
 PARAMS_PER_IMAGE = 4  # counter of image b's p-th uniform: b * PARAMS_PER_IMAGE + p
 GEOMETRIC = ("rotation", "zoom", "translation", "flip_horizontal", "flip_vertical", "flip_horizontal_and_vertical", "crop")
-SCALAR = ("contrast", "brightness")
+SCALAR = ("contrast",)
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
 INTERPOLATIONS = ("nearest", "bilinear")
 # What `factor` holds for each kind (the layer turns Keras's arguments into these):
 #   rotation (lower, upper) fractions of 2 pi; zoom (h_lower, h_upper[, w_lower, w_upper]) with no
 #   width pair meaning the height draw for both; translation (h_lower, h_upper, w_lower, w_upper)
 #   fractions of the size; crop (height, width); contrast (lower, upper) of Keras's factor, drawn
-#   in [1 - lower, 1 + upper]; brightness (lower, upper, value range width); flips none.
+#   in [1 - lower, 1 + upper]; flips none. random_brightness: (lower, upper, value range width).
 
 
 def image_uniforms(batch, count: int, seed: int, step, device) -> torch.Tensor:
@@ -69,7 +70,7 @@ def draw_ranges(kind: str, factor: tuple, height: int, width: int) -> tuple:
         return ((0.0, float(height - factor[0] + 1)), (0.0, float(width - factor[1] + 1)))
     if kind == "contrast":
         return (pair(1.0 - factor[0], 1.0 + factor[1]),)
-    if kind == "brightness":
+    if kind == "brightness":  # random_brightness's draw (the value range's width is factor[2])
         return (pair(factor[0], factor[1]),)
     return ((0.0, 1.0),)  # the flips: the uniform itself
 
@@ -122,22 +123,22 @@ def _contrast(v, factor, height, width):
     return v[0]
 
 
-def _brightness(v, factor, height, width):
-    return v[0] * factor[2]  # the draw times the value range's width
-
-
 KINDS = {
     "rotation": _rotation, "zoom": _zoom, "translation": _translation, "crop": _crop,
     "flip_horizontal": _flip("x"), "flip_vertical": _flip("y"), "flip_horizontal_and_vertical": _flip("xy"),
-    "contrast": _contrast, "brightness": _brightness,
+    "contrast": _contrast,
 }
+
+
+def _require_scalar_step(inputs, op):
+    if len(inputs) == 2 and inputs[1].shape != ():
+        raise ShapeError(f"{op}: the step input must be a scalar, received shape {inputs[1].shape}.")
 
 
 def _params_infer(inputs, kind, factor, seed):
     x = inputs[0]
     require_rank(x, 4, f"augment_params ({kind})")
-    if len(inputs) == 2 and inputs[1].shape != ():
-        raise ShapeError(f"augment_params: the step input must be a scalar, received shape {inputs[1].shape}.")
+    _require_scalar_step(inputs, "augment_params")
     if kind in SCALAR:
         return [TensorSpec((x.shape[0], 1, 1, 1), "float32")]
     if not (isinstance(x.shape[1], int) and isinstance(x.shape[2], int)):
@@ -188,6 +189,36 @@ def source_coordinates(transform, out_h: int, out_w: int):
     x = torch.arange(out_w, dtype=transform.dtype, device=transform.device)[None, :]
     # Keras: the einsum of (y, x, c) with the swapped matrix, then the offset: y b1 + x b0 + b2.
     return (y * t[:, 4] + x * t[:, 3]) + t[:, 5], (y * t[:, 1] + x * t[:, 0]) + t[:, 2]
+
+
+def _brightness_infer(inputs, factor, seed, image_size):
+    x = inputs[0]
+    require_float(x, "random_brightness")
+    _require_scalar_step(inputs, "random_brightness")
+    if all(isinstance(d, int) for d in x.shape[1:]) and math.prod(x.shape[1:]) != image_size:
+        raise ShapeError(f"random_brightness: image_size={image_size} but images of shape {format_shape(x.shape)}.")
+    return [x]
+
+
+def _brightness_delta(batch, factor, seed, step, device):
+    """Each image's delta: its draw (Philox at counter image * 4) in [lower, upper), times the width."""
+    ((lower, span),) = draw_ranges("brightness", factor, 0, 0)
+    return (image_uniforms(batch, 1, seed, step, device)[:, 0] * span + lower) * factor[2]
+
+
+def _random_brightness(x, *step, factor, seed, image_size):
+    delta = _brightness_delta(x.shape[0], factor, seed, step[0] if step else None, x.device)
+    compute = torch.promote_types(x.dtype, torch.float32)
+    return (x.to(compute) + delta.to(compute).reshape(-1, *([1] * (x.dim() - 1)))).to(x.dtype)
+
+
+def _brightness_lowering(args, factor, seed, image_size):
+    # Image b's elements are the flat indices [b * image_size, (b + 1) * image_size) of the output
+    # (`offs`, codegen/expr.py): its draw is Philox at counter b * 4 at this step, as the reference's.
+    ((lower, span),) = draw_ranges("brightness", factor, 0, 0)
+    step = args[1] if len(args) > 1 else "0.0"
+    u = f"rng.philox_uniform((offs // {image_size}) * 4, {step}, SEED={seed & (2**64 - 1)})"
+    return f"({args[0]} + ({u} * {literal(span)} + {literal(lower)}) * {literal(factor[2])})"
 
 
 def _affine_infer(inputs, interpolation, fill_mode, fill_value, output_size):
@@ -274,6 +305,19 @@ OPS = [
         infer=_params_infer,
         reference=_params,
         traits={"random"},
+    ),
+    OpDef(
+        name="random_brightness",
+        doc="x plus a delta per image (x's first axis, image_size elements each): Philox's uniform of (`seed`; "
+        "image * 4, the optional step input) onto [factor[0], factor[1]), times factor[2] (the value range's "
+        "width); elementwise, so a generated kernel draws it inline.",
+        num_inputs=(1, 2),
+        attrs={"factor": attr(tuple, items=NUMBER), "seed": attr(int, 0), "image_size": attr(int)},
+        infer=_brightness_infer,
+        reference=_random_brightness,
+        vjp=lambda b, node, grads: [grads[0]] + [None] * (len(node.inputs) - 1),  # a shift: dx = dy
+        traits={"random", "elementwise", "unary"},
+        lowering=_brightness_lowering,
     ),
     OpDef(
         name="affine_transform",
