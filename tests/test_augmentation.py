@@ -125,6 +125,14 @@ def test_flip_is_an_index_flip_of_the_drawn_images_as_keras(mode):
         assert torch.equal(ours[b], torch.flip(x[b], dims) if flipped[b] else x[b])
 
 
+def test_integer_images_come_out_float32_as_keras():
+    x = torch.randint(0, 256, (4, 5, 6, 3), dtype=torch.int32)
+    for layer in (RandomFlip(seed=1), RandomRotation(0.2)):
+        assert layer(x).dtype == torch.float32 and layer(x, training=False).dtype == torch.float32
+    ours = RandomFlip(seed=1)(x, training=False)
+    assert torch.equal(ours, torch.as_tensor(np.asarray(keras.layers.RandomFlip()(x, training=False))))
+
+
 def test_crop_takes_one_window_per_batch_and_inference_passes_images_as_keras():
     x = images(5, 9, 11, 2)
     layer = RandomCrop(4, 6, seed=7)
@@ -143,6 +151,38 @@ def test_crop_of_images_no_larger_takes_keras_centred_window():
     assert torch.equal(ours, torch.as_tensor(np.asarray(theirs)))
     with pytest.raises(KcompError, match="resize"):
         RandomCrop(6, 5)(images(2, 4, 4, 1), training=True)  # Keras resizes a centred 4x3 window up
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.layers.RandomRotation(1.5),
+    lambda lib: lib.layers.RandomRotation((0.1, 0.2, 0.3)),
+    lambda lib: lib.layers.RandomZoom(-1.0),
+    lambda lib: lib.layers.RandomZoom(0.2, (-1.0, 0.5)),
+    lambda lib: lib.layers.RandomTranslation(0.1, 1.2),
+    lambda lib: lib.layers.RandomContrast(-0.5),
+    lambda lib: lib.layers.RandomContrast(1.5),
+    lambda lib: lib.layers.RandomBrightness(-1.5),
+    lambda lib: lib.layers.RandomBrightness(0.1, value_range=5),
+    lambda lib: lib.layers.RandomRotation(0.1, fill_mode="mirror"),
+    lambda lib: lib.layers.RandomZoom(0.1, interpolation="bicubic"),
+], ids=["rotation-factor", "rotation-triple", "zoom-minus-one", "zoom-width", "translation", "contrast-negative",
+        "contrast-above-one", "brightness", "value-range", "fill-mode", "interpolation"])
+def test_bad_arguments_raise_where_keras_raises(make):
+    with pytest.raises(Exception):
+        make(keras)
+    with pytest.raises(KcompError, match="Received"):
+        make(kcomp)
+
+
+def test_factor_forms_as_keras():
+    assert RandomRotation(0.2).factor == tuple(keras.layers.RandomRotation(0.2).factor) == (-0.2, 0.2)
+    assert RandomRotation((0.3, -0.1)).factor == (-0.1, 0.3)
+    assert RandomContrast(0.3).factor == tuple(keras.layers.RandomContrast(0.3).factor) == (0.0, 0.3)
+    assert RandomBrightness(0.3).factor == tuple(keras.layers.RandomBrightness(0.3).factor) == (-0.3, 0.3)
+    assert RandomZoom(1.0)._factor == (-1.0, 1.0)  # Keras checks the number given, not -|f|
+    keras.layers.RandomZoom(1.0)
+    with pytest.raises(KcompError, match="mode"):  # Keras takes it and fails only when called
+        RandomFlip("diagonal")
 
 
 # ---------------------------------------------------------------- 2. distributions of the draws

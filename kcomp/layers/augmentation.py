@@ -19,21 +19,23 @@ from kcomp.layers.base import Layer
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
 
-def factor_range(name, factor, bounds=(-1.0, 1.0), symmetric=False):
+def factor_range(name, factor, bounds=(-1.0, 1.0), symmetric=False, open_lower=False):
     """Keras's factor forms: a number f means (max(-|f|, lower bound), |f|) (or (-|f|, |f|) where
-    `symmetric`), a pair is sorted; every value within `bounds`."""
-    bad = ArgumentError(f"Received: {name}={factor!r}. Expected a number or a pair of numbers in [{bounds[0]}, {bounds[1]}].")
-    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-        f = abs(float(factor))
-        lower, upper = (-f, f) if symmetric else (max(-f, bounds[0]), f)
-    elif isinstance(factor, (tuple, list)) and len(factor) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in factor):
-        lower, upper = sorted(float(v) for v in factor)
-    else:
+    `symmetric`), a pair is sorted; every value given within `bounds` (the lower one excluded
+    where `open_lower`: a zoom of 1 + (-1) would be 0)."""
+    low = "(" if open_lower else "["
+    bad = ArgumentError(f"Received: {name}={factor!r}. Expected a number or a pair of numbers in "
+                        f"{low}{bounds[0]}, {bounds[1]}].")
+    values = factor if isinstance(factor, (tuple, list)) else (factor,)
+    if len(values) not in (1, 2) or (isinstance(factor, (tuple, list)) and len(values) != 2) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise bad
-    if lower < bounds[0] or upper > bounds[1]:
+    if any(v > bounds[1] or v < bounds[0] or (open_lower and v == bounds[0]) for v in values):
         raise bad
-    return lower, upper
+    if len(values) == 2:
+        return tuple(sorted(float(v) for v in values))
+    f = abs(float(factor))
+    return (-f, f) if symmetric else (max(-f, bounds[0]), f)
 
 
 class _Augmentation(Layer):
@@ -121,23 +123,15 @@ class RandomZoom(_Resampling):
                  fill_value=0.0, **kwargs):
         super().__init__(fill_mode, interpolation, seed, fill_value, **kwargs)
         self.height_factor, self.width_factor = height_factor, width_factor
-        self._factor = zoom_factor("height_factor", height_factor)
+        self._factor = factor_range("height_factor", height_factor, symmetric=True, open_lower=True)
         if width_factor is not None:
-            self._factor += zoom_factor("width_factor", width_factor)
+            self._factor += factor_range("width_factor", width_factor, symmetric=True, open_lower=True)
 
     def augment(self, x):
         return self.resample(x, "zoom", self._factor)
 
     def get_config(self):
         return {**super().get_config(), "height_factor": self.height_factor, "width_factor": self.width_factor}
-
-
-def zoom_factor(name, factor):
-    """Keras's zoom factors lie in (-1, 1]: a zoom of 1 + (-1) would be 0."""
-    lower, upper = factor_range(name, factor, symmetric=True)
-    if lower <= -1.0:
-        raise ArgumentError(f"Received: {name}={factor!r}. Expected values in (-1, 1].")
-    return lower, upper
 
 
 class RandomTranslation(_Resampling):
