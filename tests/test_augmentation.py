@@ -185,6 +185,29 @@ def test_factor_forms_as_keras():
         RandomFlip("diagonal")
 
 
+def _augmented_classifier(lib):
+    L = lib.layers
+    return lib.Sequential([
+        lib.Input((8, 8, 3)), L.RandomFlip("horizontal", seed=1), L.RandomRotation(0.1, fill_mode="nearest"),
+        L.RandomZoom((-0.2, 0.2), 0.1, interpolation="nearest"), L.RandomTranslation(0.1, 0.2, fill_value=2.0),
+        L.RandomContrast(0.2, value_range=(0, 1)), L.RandomBrightness(0.1, value_range=(0, 1)), L.RandomCrop(8, 8),
+        L.GlobalAveragePooling2D(), L.Dense(2)])
+
+
+def test_keras_files_with_augmentation_load_both_ways(tmp_path):
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype("float32")
+    theirs = _augmented_classifier(keras)
+    theirs.save(tmp_path / "keras.keras")
+    ours = kcomp.models.load_model(tmp_path / "keras.keras")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    ours.save(tmp_path / "kcomp.keras")
+    back = keras.models.load_model(tmp_path / "kcomp.keras")
+    for a, b in zip(back.layers, keras.models.load_model(tmp_path / "keras.keras").layers, strict=True):
+        assert type(a) is type(b)
+        config_a, config_b = a.get_config(), b.get_config()
+        assert {k: config_a[k] for k in config_b if k != "name"} == {k: config_b[k] for k in config_b if k != "name"}
+
+
 # ---------------------------------------------------------------- 2. distributions of the draws
 
 

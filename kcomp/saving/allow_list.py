@@ -35,6 +35,8 @@ LAYERS = {
         kl.InputLayer, kl.LSTM, kl.LayerNormalization, kl.LeakyReLU, kl.Masking, kl.MaxPooling1D, kl.MaxPooling2D,
         kl.Maximum, kl.Multiply, kl.Permute, kl.ReLU, kl.Reshape, kl.SimpleRNN, kl.Softmax, kl.SpatialDropout1D,
         kl.Subtract, kl.TimeDistributed,
+        kl.RandomBrightness, kl.RandomContrast, kl.RandomCrop, kl.RandomFlip, kl.RandomRotation, kl.RandomTranslation,
+        kl.RandomZoom,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)
