@@ -26,13 +26,13 @@ def factor_range(name, factor, bounds=(-1.0, 1.0), symmetric=False, open_lower=F
     low = "(" if open_lower else "["
     bad = ArgumentError(f"Received: {name}={factor!r}. Expected a number or a pair of numbers in "
                         f"{low}{bounds[0]}, {bounds[1]}].")
-    values = factor if isinstance(factor, (tuple, list)) else (factor,)
-    if len(values) not in (1, 2) or (isinstance(factor, (tuple, list)) and len(values) != 2) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    pair = isinstance(factor, (tuple, list))
+    values = tuple(factor) if pair else (factor,)
+    if (pair and len(values) != 2) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise bad
     if any(v > bounds[1] or v < bounds[0] or (open_lower and v == bounds[0]) for v in values):
         raise bad
-    if len(values) == 2:
+    if pair:
         return tuple(sorted(float(v) for v in values))
     f = abs(float(factor))
     return (-f, f) if symmetric else (max(-f, bounds[0]), f)
