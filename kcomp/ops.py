@@ -213,13 +213,19 @@ def embedding(ids, table):
     return emit("embedding", ids, table)
 
 
-def dropout(x, rate, seed=0, training=False):
-    # Inside a training step the builder carries the step number: each step then draws a new mask.
-    counter = current_builder().rng_counter if training and isinstance(x, Value) else None
+def emit_random(op: str, x, seed: int, drawing: bool, **attrs):
+    """Emit a random op reading x: inside a training step the builder carries the step number as
+    the op's last input, so each step draws anew, and a layer called twice in the step gets a
+    derived seed for its second call (two masks, as Keras's seed generator advances per call)."""
+    counter = current_builder().rng_counter if drawing and isinstance(x, Value) else None
     if counter is not None:
-        seed = current_builder().random_seed(seed)  # a layer called twice in the step draws two masks
+        seed = current_builder().random_seed(seed)
     inputs = (x,) if counter is None else (x, counter)
-    return emit("dropout", *inputs, rate=float(rate), seed=seed, training=training)
+    return emit(op, *inputs, seed=seed, **attrs)
+
+
+def dropout(x, rate, seed=0, training=False):
+    return emit_random("dropout", x, seed, training, rate=float(rate), training=training)
 
 
 # Math for losses and metrics ----------------------------------------------------

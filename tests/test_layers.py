@@ -737,9 +737,34 @@ MERGE = [
          id="concat-channels"),
 ]
 
+def _symmetric_images(rng, shape, dtype):
+    """Images equal to their own flips: RandomFlip's eager (augmenting) call leaves them as they are."""
+    x = torch.from_numpy(rng.normal(size=shape)).to(getattr(torch, dtype))
+    return (x + torch.flip(x, (1,)) + torch.flip(x, (2,)) + torch.flip(x, (1, 2))).numpy()
+
+
+# Parameters whose draws leave the images unchanged, so that predict (the identity) and the eager call
+# (augmenting, Keras's default) share the harness's one reference; the draws: tests/test_augmentation.py.
+AUGMENTATION = [
+    case(layers.RandomFlip, dict(seed=1), (5, 4, 6, 3), (None, 4, 6, 3), {}, 0, identity_ref, id="random-flip",
+         input_fn=_symmetric_images),
+    case(layers.RandomRotation, dict(factor=0.0, fill_mode="wrap"), (5, 4, 6, 3), (None, 4, 6, 3), {}, 0,
+         identity_ref, id="random-rotation"),
+    case(layers.RandomZoom, dict(height_factor=0.0, interpolation="nearest"), (5, 4, 6, 3), (None, 4, 6, 3), {}, 0,
+         identity_ref, id="random-zoom"),
+    case(layers.RandomTranslation, dict(height_factor=0.0, width_factor=0.0, seed=2), (5, 4, 6, 3), (None, 4, 6, 3),
+         {}, 0, identity_ref, id="random-translation"),
+    case(layers.RandomCrop, dict(height=4, width=6), (5, 4, 6, 3), (None, 4, 6, 3), {}, 0, identity_ref,
+         id="random-crop"),
+    case(layers.RandomContrast, dict(factor=0.0, value_range=(-100, 100)), (5, 4, 6, 3), (None, 4, 6, 3), {}, 0,
+         identity_ref, id="random-contrast"),
+    case(layers.RandomBrightness, dict(factor=0.0, value_range=(-100, 100)), (5, 4, 6, 3), (None, 4, 6, 3), {}, 0,
+         identity_ref, id="random-brightness"),
+]
+
 ALL_CASES = [
     *DENSE, *ACTIVATION, *RELU, *LEAKY_RELU, *SOFTMAX, *DROPOUT, *RESHAPING, *EMBEDDING, *CONV2D, *POOLING,
-    *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE, *TIME_DISTRIBUTED,
+    *CONV1D, *POOLING1D, *BATCH_NORM, *LAYER_NORM, *RECURRENT, *MERGE, *TIME_DISTRIBUTED, *AUGMENTATION,
     *PREPROCESSING_CASES,  # tests/test_preprocessing_layers.py
 ]
 

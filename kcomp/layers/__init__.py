@@ -1,6 +1,9 @@
 """Keras's layers, with Keras's names, arguments, defaults and weight layouts."""
 
 from kcomp.layers.base import Layer, Variable
+from kcomp.layers.augmentation import (
+    RandomBrightness, RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom,
+)
 from kcomp.layers.tensors import KerasTensor
 from kcomp.layers.bidirectional import Bidirectional
 from kcomp.layers.conv import (
@@ -48,4 +51,5 @@ __all__ = [
     # The image and merge layers of issue 15 (part 3).
     "Cropping1D", "Cropping2D", "Dot", "ELU", "Minimum", "PReLU", "RepeatVector", "SpatialDropout2D", "UpSampling1D",
     "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D",
+    "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom",
 ]

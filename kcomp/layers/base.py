@@ -97,6 +97,9 @@ class Layer:
         self._calls: list[LayerCall] = []
         call_parameters = inspect.signature(self.call).parameters
         self._call_takes_training = "training" in call_parameters
+        # Called on data without training=, a layer runs in its call's default mode (False, but
+        # True for Keras's augmentation layers, whose eager calls augment).
+        self._eager_training = self._call_takes_training and call_parameters["training"].default is True
         self._call_takes_mask = "mask" in call_parameters
         if type(self).compute_mask is not Layer.compute_mask and not self.supports_masking:
             self.supports_masking = True
@@ -355,7 +358,8 @@ class Layer:
         tensors = [to_tensor(x) for x in flat]
         self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
         with tracing(None):
-            return self._call_with_masks(pack_like(inputs, tensors), bool(training), mask)
+            mode = self._eager_training if training is None else bool(training)
+            return self._call_with_masks(pack_like(inputs, tensors), mode, mask)
 
     def _symbolic_call(self, inputs, training):
         flat = flatten(inputs)

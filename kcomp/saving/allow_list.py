@@ -38,6 +38,8 @@ LAYERS = {
         kl.CenterCrop, kl.Normalization, kl.Rescaling, kl.Resizing,
         kl.Cropping1D, kl.Cropping2D, kl.Dot, kl.ELU, kl.Minimum, kl.PReLU, kl.RepeatVector, kl.SpatialDropout2D,
         kl.UpSampling1D, kl.UpSampling2D, kl.ZeroPadding1D, kl.ZeroPadding2D,
+        kl.RandomBrightness, kl.RandomContrast, kl.RandomCrop, kl.RandomFlip, kl.RandomRotation, kl.RandomTranslation,
+        kl.RandomZoom,
     )
 }
 INITIALIZERS = dict(initializers._BY_CLASS)
