@@ -9,8 +9,9 @@ on a schedule that changes how the graph's values are computed, never what:
 - a pair of nodes listed in FUSIONS runs as one torch call where the graph has both, as
   PyTorch's eager loop calls it: a conv's two gradients from one convolution backward, a
   conv and its bias in one convolution, a gradient times a 0/1 mask in two passes, not three.
-  On a CPU the passes over a CNN's activations these save are most of a step's time; each
-  fused call computes the same values (tests/test_reference_fusions.py).
+  On a CPU the passes over a CNN's activations these save are most of a step's time. A fused
+  call computes the same function: the mask product bit for bit, the convolutions within
+  rounding, as torch may sum in another order (tests/test_reference_fusions.py).
 """
 
 import torch
