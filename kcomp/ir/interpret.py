@@ -15,16 +15,24 @@ def run_graph(graph: Graph, inputs, params: dict[str, torch.Tensor]) -> list[tor
     """Run `graph` on `inputs` (tensors in graph.inputs order) with weights `params` (by name)."""
     from kcomp.ir.registry import OPS  # the registry imports the kernel op, whose reference calls this
 
+    steps = [(OPS[node.op].reference, node.inputs, node.attrs, node.outputs) for node in graph.nodes]
+    return run_steps(graph, steps, inputs, params)
+
+
+def run_steps(graph: Graph, steps, inputs, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Run `steps`, (function, input values, attrs, output values) in order, that compute `graph`'s
+    outputs: its nodes' references, or the reference executor's schedule of them
+    (kcomp.runtime.reference)."""
     env: dict[int, torch.Tensor] = {}
     for v, t in zip(graph.inputs, inputs, strict=True):
         env[v.id] = t
     for p in graph.params:
         env[p.id] = params[p.name]
     with saved_forwards.for_run(saved_forwards.forwards_with_backward(graph.nodes)):
-        for node in graph.nodes:
-            result = OPS[node.op].reference(*(env[v.id] for v in node.inputs), **node.attrs)
+        for fn, ins, attrs, outs in steps:
+            result = fn(*(env[v.id] for v in ins), **attrs)
             if isinstance(result, torch.Tensor):
                 result = (result,)
-            for v, t in zip(node.outputs, result, strict=True):
+            for v, t in zip(outs, result, strict=True):
                 env[v.id] = t
     return [env[v.id] for v in graph.outputs]

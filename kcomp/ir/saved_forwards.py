@@ -50,6 +50,13 @@ def wants_tape(op: str) -> bool:
             and not torch.is_inference_mode_enabled())
 
 
+def keeps(op: str) -> bool:
+    """Whether a backward op of this run will take what `op`'s forward saves without autograd
+    (max_pool2d's argmax indices): no tape to record, so grad mode does not matter."""
+    store = _store.get()
+    return store is not None and op in store["wanted"]
+
+
 def save_tape(op: str, inputs: tuple, attrs: dict, leaves: tuple, outputs: tuple) -> None:
     """Keep the forward of `op` on `inputs` (its leaves and outputs, recorded by autograd) for the run's backward."""
     _store.get()["tapes"][_key(op, inputs, attrs)] = (inputs, leaves, outputs)

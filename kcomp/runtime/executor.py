@@ -12,7 +12,7 @@ import torch
 
 from kcomp.errors import ArgumentError, KcompError
 from kcomp.ir.graph import Graph
-from kcomp.runtime.reference import run_reference
+from kcomp.runtime.reference import ReferenceRun
 from kcomp.runtime.triton_mode import require_compiler, require_interpreter
 from kcomp.runtime.versions import contents_key
 
@@ -38,9 +38,10 @@ class ReferenceExecutor:
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self._run = ReferenceRun(graph)  # scheduled once, run every batch
 
     def run(self, inputs, params):
-        return run_reference(self.graph, inputs, params)
+        return self._run(inputs, params)
 
 
 class PlanExecutor:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir import saved_forwards
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
 from kcomp.ir.types import TensorSpec, is_static
@@ -100,8 +101,16 @@ def _conv2d_infer(inputs, strides, padding, dilation, groups):
 
 
 def _conv2d(x, kernel, strides, padding, dilation, groups):
+    return conv2d_with_bias(x, kernel, None, strides, padding, dilation, groups)
+
+
+def conv2d_with_bias(x, kernel, bias, strides, padding, dilation, groups):
+    """conv2d, plus `bias` (filters,) where it is not None: the reference executor runs
+    bias_add(conv2d(...)) as this one torch call (kcomp.runtime.reference). NHWC x permuted to
+    NCHW is a channels-last view: torch's CPU convolution reads it and writes a channels-last
+    result, so neither permute copies."""
     xn = _pad_nchw(x.permute(0, 3, 1, 2), kernel.shape[:2], strides, dilation, padding)
-    y = F.conv2d(xn, kernel.permute(3, 2, 0, 1), stride=strides, dilation=dilation, groups=groups)
+    y = F.conv2d(xn, kernel.permute(3, 2, 0, 1), bias, stride=strides, dilation=dilation, groups=groups)
     return y.permute(0, 2, 3, 1)
 
 
@@ -125,12 +134,20 @@ def _pool_infer(inputs, pool_size, strides, padding):
 
 
 def _max_pool2d(x, pool_size, strides, padding):
+    """Where the run's max_pool2d_grad follows, the window maxima's indices are kept for it
+    (kcomp.ir.saved_forwards): it routes dy with them instead of finding them again."""
     xn = _pad_nchw(x.permute(0, 3, 1, 2), pool_size, strides, (1, 1), padding, value=float("-inf"))
-    return F.max_pool2d(xn, pool_size, strides).permute(0, 2, 3, 1)
+    if not saved_forwards.keeps("max_pool2d"):
+        return F.max_pool2d(xn, pool_size, strides).permute(0, 2, 3, 1)
+    y, argmax = F.max_pool2d(xn, pool_size, strides, return_indices=True)
+    attrs = {"pool_size": pool_size, "strides": strides, "padding": padding}
+    saved_forwards.save_tape("max_pool2d", (x,), attrs, (xn,), (argmax,))
+    return y.permute(0, 2, 3, 1)
 
 
 def _max_pool2d_vjp(b, node, grads):
-    """Each window's gradient goes to its maximum, found again from x."""
+    """Each window's gradient goes to its maximum: the forward's argmax where the same run
+    kept it, else found again from x."""
     (dy,) = grads
     return [b.emit1("max_pool2d_grad", [node.inputs[0], dy], **node.attrs)]
 

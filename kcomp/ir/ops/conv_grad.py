@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kcomp.errors import ShapeError, format_shape
+from kcomp.ir import saved_forwards
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import require_float, require_rank, require_same_dtype
 from kcomp.ir.ops.conv import OPS as CONV_OPS
@@ -119,6 +120,28 @@ def _conv2d_backprop_filter(x, dy, kernel_size, strides, padding, dilation, grou
     return dw.permute(2, 3, 1, 0).contiguous()
 
 
+def conv2d_backprop_both(dy, kernel, x, strides, padding, dilation, groups):
+    """(conv2d_backprop_input(dy, kernel), conv2d_backprop_filter(x, dy)) from one call of torch's
+    convolution backward, as PyTorch's own conv backward computes them: the reference executor runs
+    this where a graph needs both gradients of one conv (kcomp.runtime.reference). NHWC x and dy
+    permuted to NCHW are channels-last views, which torch's CPU kernels take without a copy. Keras's
+    'same' padding goes to torch's padding argument where it is symmetric; otherwise x is padded
+    explicitly and dx cropped back, as the two ops do."""
+    pads = window_pads(x.shape[1:3], kernel.shape[:2], strides, dilation, padding)
+    (top, bottom), (left, right) = pads
+    xn = x.permute(0, 3, 1, 2)
+    symmetric = top == bottom and left == right
+    if not symmetric:
+        xn = F.pad(xn, (left, right, top, bottom))
+    dx, dw, _ = torch.ops.aten.convolution_backward(
+        dy.permute(0, 3, 1, 2), xn, kernel.permute(3, 2, 0, 1), None, list(strides),
+        [top, left] if symmetric else [0, 0], list(dilation), False, [0, 0], groups, [True, True, False],
+    )
+    if not symmetric:
+        dx = _crop_to_input(dx, x.shape[1:3], pads)
+    return dx.permute(0, 2, 3, 1).contiguous(), dw.permute(2, 3, 1, 0).contiguous()
+
+
 # ---------------------------------------------------------------- pooling
 
 
@@ -140,10 +163,14 @@ def _max_pool2d_grad(x, dy, pool_size, strides, padding):
     pads = window_pads(x.shape[1:3], pool_size, strides, (1, 1), padding)
     (top, bottom), (left, right) = pads
     padded = any((top, bottom, left, right))
-    xn = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels-last strides): no copy
-    if padded:
-        xn = F.pad(xn, (left, right, top, bottom), value=float("-inf"))
-    _, argmax = F.max_pool2d(xn, pool_size, strides, return_indices=True)  # flat indices into the padded image
+    tape = saved_forwards.take_tape("max_pool2d", (x,), {"pool_size": pool_size, "strides": strides, "padding": padding})
+    if tape is not None:  # the forward of this run on this very x kept its padded input and argmax
+        (xn,), (argmax,) = tape
+    else:
+        xn = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels-last strides): no copy
+        if padded:
+            xn = F.pad(xn, (left, right, top, bottom), value=float("-inf"))
+        _, argmax = F.max_pool2d(xn, pool_size, strides, return_indices=True)  # flat indices into the padded image
     # torch's own backward routes each window's gradient to its recorded argmax (adding where
     # windows overlap), into the padded image; the padding is then cropped off.
     routed = torch.ops.aten.max_pool2d_with_indices_backward(

@@ -1,0 +1,191 @@
+"""The reference executor's schedule (kcomp.runtime.reference): dead nodes dropped, FUSIONS' pairs
+run as one torch call, max_pool2d's argmax kept for max_pool2d_grad (kcomp.ir.saved_forwards).
+
+Each check runs the same graph on the schedule and node by node (kcomp.ir.interpret.run_graph,
+every op's own reference) on fresh random inputs at ragged sizes, and the gradients in float64
+against torch.autograd through plain torch ops; NaN and inf go through as torch's own do.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kcomp.ir import saved_forwards
+from kcomp.ir.builder import GraphBuilder
+from kcomp.ir.interpret import run_graph
+from kcomp.ir.ops.conv import window_pads
+from kcomp.ir.ops.conv_grad import conv2d_backprop_both
+from kcomp.passes.autodiff import gradients
+from kcomp.runtime.reference import ReferenceRun, run_reference, schedule
+
+# (image H, W, channels in, filters, kernel, strides, padding, groups): "same" with an even kernel
+# and with strides 2 pads unevenly (Keras puts the extra pixel after), which torch cannot say.
+GEOMETRIES = [
+    (9, 11, 3, 5, (3, 3), (1, 1), "valid", 1),
+    (9, 11, 3, 5, (3, 3), (1, 1), "same", 1),
+    (10, 7, 4, 6, (2, 4), (2, 1), "same", 2),
+    (11, 9, 2, 3, (3, 2), (2, 2), "valid", 1),
+]
+
+
+def conv_block_graph(n, h, w, cin, cout, kernel, strides, padding, groups, dtype, extra_output=False):
+    """loss = sum(max_pool2d(relu(bias_add(conv2d(x, k), bias))) * c); outputs d loss / d (k, bias),
+    the loss, and with extra_output the conv's own output (so it cannot be fused with its bias)."""
+    b = GraphBuilder("conv_block")
+    x = b.input((n, h, w, cin), dtype, "x")
+    k = b.input((*kernel, cin // groups, cout), dtype, "k")
+    bias = b.input((cout,), dtype, "bias")
+    conv = b.emit1("conv2d", [x, k], strides=strides, padding=padding, groups=groups)
+    act = b.emit1("relu", [b.emit1("bias_add", [conv, bias])])
+    pooled = b.emit1("max_pool2d", [act], pool_size=(2, 2), strides=(2, 2), padding="same")
+    c = b.input(pooled.shape, dtype, "c")
+    loss = b.emit1("sum", [b.emit1("mul", [pooled, c])])
+    dk, dbias = gradients(b, loss, [k, bias])
+    return b.finish([dk, dbias, loss, *([conv] if extra_output else [])]), (x, k, bias, c)
+
+
+def random_inputs(graph, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(v.shape, generator=g, dtype=dtype) for v in graph.inputs]
+
+
+def torch_conv_block(x, k, bias, c, strides, padding, groups):
+    """The same loss in plain torch on NCHW copies, Keras's padding made explicit."""
+    pads = window_pads(x.shape[1:3], k.shape[:2], strides, (1, 1), padding)
+    (top, bottom), (left, right) = pads
+    xn = F.pad(x.permute(0, 3, 1, 2).contiguous(), (left, right, top, bottom))
+    y = F.relu(F.conv2d(xn, k.permute(3, 2, 0, 1), bias, stride=strides, groups=groups))
+    (top, bottom), (left, right) = window_pads(y.shape[2:], (2, 2), (2, 2), (1, 1), "same")
+    pooled = F.max_pool2d(F.pad(y, (left, right, top, bottom), value=float("-inf")), 2, 2)
+    return (pooled.permute(0, 2, 3, 1) * c).sum()
+
+
+def step_names(graph):
+    return [getattr(fn, "__name__", "") for fn, *_ in schedule(graph)]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{g[0]}x{g[1]}-{g[4]}-s{g[5]}-{g[6]}-g{g[7]}")
+def test_conv_block_fused_matches_node_by_node_and_autograd(geometry):
+    h, w, cin, cout, kernel, strides, padding, groups = geometry
+    graph, _ = conv_block_graph(3, h, w, cin, cout, kernel, strides, padding, groups, "float32")
+    names = step_names(graph)
+    assert "conv2d_with_bias" in names and "_mul_by_mask" in names
+    assert "conv2d_backprop_input" not in " ".join(names)  # x's gradient: nothing reads it
+    inputs = random_inputs(graph, seed=sum(geometry[:4]))
+    got = run_reference(graph, inputs, {})
+    want = run_graph(graph, inputs, {})
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    graph64, _ = conv_block_graph(3, h, w, cin, cout, kernel, strides, padding, groups, "float64")
+    x, k, bias, c = (t.double() for t in inputs)
+    leaves = [k.clone().requires_grad_(), bias.clone().requires_grad_()]
+    loss = torch_conv_block(x, *leaves, c, strides, padding, groups)
+    want64 = torch.autograd.grad(loss, leaves)
+    got64 = run_reference(graph64, [x, k, bias, c], {})
+    for a, b in zip(got64[:2], want64):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got64[2], loss.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{g[4]}-s{g[5]}-{g[6]}-g{g[7]}")
+def test_conv2d_backprop_both_is_the_two_ops(geometry):
+    """Both gradients from one convolution backward = conv2d_backprop_input and _filter, in float64."""
+    h, w, cin, cout, kernel, strides, padding, groups = geometry
+    b = GraphBuilder("conv_grads")
+    x = b.input((2, h, w, cin), "float64", "x")
+    k = b.input((*kernel, cin // groups, cout), "float64", "k")
+    y = b.emit1("conv2d", [x, k], strides=strides, padding=padding, groups=groups)
+    c = b.input(y.shape, "float64", "c")
+    graph = b.finish(gradients(b, b.emit1("sum", [b.emit1("mul", [y, c])]), [x, k]))
+    assert "conv2d_backprop_both" in step_names(graph)
+    inputs = random_inputs(graph, seed=7, dtype=torch.float64)
+    for a, want in zip(run_reference(graph, inputs, {}), run_graph(graph, inputs, {}), strict=True):
+        torch.testing.assert_close(a, want, rtol=1e-12, atol=1e-12)
+    dx, dk = conv2d_backprop_both(inputs[2], inputs[1], inputs[0], strides, padding, (1, 1), groups)
+    assert dx.shape == inputs[0].shape and dk.shape == inputs[1].shape and dx.is_contiguous()
+
+
+def test_conv_output_read_elsewhere_is_not_fused():
+    graph, _ = conv_block_graph(2, 9, 11, 3, 5, (3, 3), (1, 1), "same", 1, "float32", extra_output=True)
+    assert "conv2d_with_bias" not in step_names(graph)
+    inputs = random_inputs(graph, seed=3)
+    for a, b in zip(run_reference(graph, inputs, {}), run_graph(graph, inputs, {}), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_nan_and_inf_go_through_as_in_torch():
+    """NaN and inf in x (through relu, the saved argmax and the mask) and in the cotangent give
+    what plain torch gives, bit for bit against the node-by-node run."""
+    graph, _ = conv_block_graph(2, 9, 11, 3, 5, (3, 3), (1, 1), "valid", 1, "float64")
+    x, k, bias, c = random_inputs(graph, seed=11, dtype=torch.float64)
+    x[0, 4, 5, 1] = float("nan")
+    x[1, 2, 2, 0] = float("inf")
+    c[1, 0, 1, 2] = float("inf")
+    got = run_reference(graph, [x, k, bias, c], {})
+    want = run_graph(graph, [x, k, bias, c], {})
+    leaves = [k.clone().requires_grad_(), bias.clone().requires_grad_()]
+    loss = torch_conv_block(x, *leaves, c, (1, 1), "valid", 1)
+    ref = torch.autograd.grad(loss, leaves)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    for a, r in zip(got[:2], ref):
+        assert torch.equal(torch.isnan(a), torch.isnan(r)) and torch.equal(torch.isinf(a), torch.isinf(r))
+    assert torch.isnan(got[0]).any()
+
+
+def test_max_pool_grad_takes_the_forwards_argmax_and_matches_recomputing():
+    """In a run, max_pool2d leaves (padded x, argmax) for max_pool2d_grad on the same x; outside one
+    (or on another tensor) the grad finds the argmax again: the same gradient either way, ties and
+    NaN included."""
+    from kcomp.ir.registry import OPS
+
+    fwd, grad = OPS["max_pool2d"].reference, OPS["max_pool2d_grad"].reference
+    attrs = {"pool_size": (3, 2), "strides": (2, 2), "padding": "same"}
+    x = torch.randn(2, 7, 9, 3, dtype=torch.float64).round()  # rounding makes ties
+    x[0, 3, 3, 1] = float("nan")
+    dy = torch.randn(fwd(x, **attrs).shape, dtype=torch.float64)
+    recomputed = grad(x, dy, **attrs)
+    with saved_forwards.for_run({"max_pool2d"}):
+        y = fwd(x, **attrs)
+        assert saved_forwards.take_tape("max_pool2d", (x,), attrs) is not None
+        fwd(x, **attrs)
+        saved = grad(x, dy, **attrs)
+        assert saved_forwards.take_tape("max_pool2d", (x,), attrs) is None  # taken by the grad
+    leaf = x.clone().requires_grad_()
+    (want,) = torch.autograd.grad((OPS["max_pool2d"].reference(leaf, **attrs) * dy).sum(), [leaf])
+    assert torch.equal(saved, recomputed) and torch.equal(saved, want)
+    assert torch.isnan(y).any()
+
+
+def test_dead_nodes_do_not_run_and_a_run_is_reusable():
+    b = GraphBuilder("dead")
+    x = b.input((None, 4), "float32", "x")
+    b.emit1("exponential", [x])  # read by nothing
+    out = b.emit1("mul", [x, x])
+    graph = b.finish([out])
+    run = ReferenceRun(graph)
+    assert len(run.steps) == 1
+    for seed in (1, 2):
+        x_t = torch.randn(5, 4, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(run([x_t], {})[0], x_t * x_t, rtol=0, atol=0)
+
+
+def test_mask_mul_fusion_is_bitwise():
+    """g * greater(a, 0) in two passes: the same bits as the two ops, with NaN and inf in g and a."""
+    b = GraphBuilder("mask")
+    a = b.input((None, 5, 3), "float32", "a")
+    g = b.input((None, 5, 3), "float32", "g")
+    zero = b.emit1("constant", [], value=0.0, dtype="float32")
+    graph = b.finish([b.emit1("mul", [g, b.emit1("greater", [a, zero])])])
+    assert "_mul_by_mask" in step_names(graph)
+    rng = np.random.default_rng(5)
+    a_t = torch.as_tensor(rng.standard_normal((4, 5, 3)), dtype=torch.float32)
+    g_t = torch.as_tensor(rng.standard_normal((4, 5, 3)), dtype=torch.float32)
+    a_t[0, 0, :] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    g_t[1, 1, :] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    (got,) = run_reference(graph, [a_t, g_t], {})
+    (want,) = run_graph(graph, [a_t, g_t], {})
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(torch.signbit(got), torch.signbit(want))  # -0.0 where g < 0 is masked
