@@ -169,3 +169,24 @@ def test_plots_written_with_matplotlib(tmp_path):
     written = report.write(_results_with_speedups(), tmp_path)
     assert [p.name for p in written] == ["results.json", "models_speedup.png"]
     assert (tmp_path / "models_speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kernel_cases_check_kcomp_against_eager_under_the_interpreter():
+    """The cases the GPU run takes, at small ragged shapes, timing nothing (bench_kernels.py --rehearse)."""
+    from kcomp.bench import kernel_suite
+
+    runner = kernel_suite.Runner("cpu", "triton-interpret", bench=lambda fn: (fn(), None)[1], contenders=False)
+    ran = [label for label, _, _, run in kernel_suite.cases(True, [(37, 23, 19)], [(3, 10, 10, 5, 6)], dtypes=("float32",))
+           if run(runner) == {"kcomp": None, "eager": None, "torch.compile": None, "keras": None}]
+    assert ran == ["dense relu", "dense gelu", "conv+bias+relu+maxpool"]
+
+
+def test_a_kernel_contender_giving_other_results_is_refused_not_timed():
+    from kcomp.bench import kernel_suite
+
+    def never(fn):
+        raise AssertionError("timed a contender whose result differs")
+
+    ref = torch.randn(7, 5)
+    runner = kernel_suite.Runner("cpu", "triton-interpret", bench=never)
+    assert kernel_suite._checked(runner, lambda: ref * 1.1, ref, 1e-2).startswith("refused: differs from eager")
