@@ -85,21 +85,33 @@ def machine(device) -> dict:
 
 
 def run_models(opts: Options, needs_gpu: list) -> dict:
-    rows = []
+    rows, jax_jobs = [], []
     for name in opts.models:
         spec = models.MODELS[name]
         batch = models.QUICK_BATCH.get(name, spec.batch) if opts.quick else spec.batch
         x, y = spec.data(batch, opts.quick)
         start = time.perf_counter()
-        rows.append({"model": name, "title": spec.title, "batch": batch, "input_shape": list(x.shape),
-                     "contenders": model_entries(spec, x, y, opts, needs_gpu)})
+        entries, job = model_entries(spec, x, y, opts, needs_gpu)
+        rows.append({"model": name, "title": spec.title, "batch": batch, "input_shape": list(x.shape), "contenders": entries})
+        if job is not None:
+            jax_jobs.append((len(rows) - 1, job))
         print(f"  measured {spec.title} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if jax_jobs:  # one child process for all models: Keras on JAX takes seconds to import
+        tolerance = _tolerance(opts.device)
+        got = keras_child.run("jax", [job for _, job in jax_jobs], steps=opts.steps, repeats=opts.repeats, device=opts.device, **tolerance)
+        for (row_index, _), entry in zip(jax_jobs, got):
+            rows[row_index]["contenders"]["keras (jax)"] = entry
     for row in rows:
         row["kcomp_speedup"] = speedups(row["contenders"])
     return {"rows": rows}
 
 
-def model_entries(spec, x, y, opts, needs_gpu) -> dict:
+def _tolerance(device) -> dict:
+    return {"rtol": 1e-2, "atol": 1e-3} if device == "cuda" else {"rtol": 1e-4, "atol": 1e-5}  # TF32 on a GPU
+
+
+def model_entries(spec, x, y, opts, needs_gpu) -> tuple[dict, tuple | None]:
+    """The in-process contenders' entries, and the Keras-on-JAX job for the child process (None: not asked)."""
     import kcomp.layers
     import kcomp.models
 
@@ -117,13 +129,10 @@ def model_entries(spec, x, y, opts, needs_gpu) -> dict:
     for n, why in skipped.items():
         needs_gpu.append(f"models/{spec.name}: {n} ({why})")
     factories = {n: build[n] for n in opts.contenders if n in build and n not in skipped}
-    tolerance = {"rtol": 1e-2, "atol": 1e-3} if d == "cuda" else {"rtol": 1e-4, "atol": 1e-5}  # TF32 on a GPU
-    kw = dict(batch=len(x), steps=opts.steps, repeats=opts.repeats, device=d, **tolerance)
-    entries, reference = measure(factories, **kw)
-    if "keras (jax)" in opts.contenders and reference is not None:
-        entries["keras (jax)"] = keras_child.run("jax", spec, weights, x, y, reference, **kw)
+    entries, reference = measure(factories, batch=len(x), steps=opts.steps, repeats=opts.repeats, device=d, **_tolerance(d))
     entries.update({n: {"status": "needs a GPU", "reason": why} for n, why in skipped.items()})
-    return entries
+    wants_jax = "keras (jax)" in opts.contenders and reference is not None
+    return entries, (spec, weights, x, y, reference, len(x)) if wants_jax else None
 
 
 def _keras_in_process(spec, weights, x, y, device):
