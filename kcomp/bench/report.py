@@ -107,8 +107,9 @@ def _bars(ax, labels, values, title, line=1.0):
     width = 0.8 / max(1, len(keys))
     for j, key in enumerate(keys):
         ax.bar([i + j * width for i in range(len(labels))], [v.get(key, 0) for v in values], width, label=key)
-    if line is not None:
+    if line is not None:  # speed-ups: a log scale, so 2x faster and 2x slower are the same height
         ax.axhline(line, color="black", linewidth=0.8)
+        ax.set_yscale("log")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right", fontsize=7)
     ax.set_title(title)
     ax.legend(fontsize=7)
