@@ -16,13 +16,11 @@ Printed: steps per second and the ratio kcomp / contender (above 1: kcomp is fas
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import kcomp_fit_rate, torch_loop_rate  # noqa: E402
+from kcomp.bench.rates import kcomp_fit_rate, torch_loop_rate
 
 VOCABULARY, EMBEDDING, BATCH = 10000, 32, 32
 HIDDEN = {"seed": 32, "wide": 256, "masked": 32}
@@ -40,7 +38,7 @@ def data(time_steps, device, padded=False):
 
 
 def bench_kcomp(kind, x, y, steps, backend):
-    """Steps per second of fit (bench_training.kcomp_fit_rate)."""
+    """Steps per second of fit (kcomp.bench.rates.kcomp_fit_rate)."""
     from kcomp.layers import LSTM, Dense, Embedding, Input
     from kcomp.models import Sequential
 

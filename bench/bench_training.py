@@ -12,10 +12,11 @@ hits every contender alike rather than whichever ran during it.
 """
 
 import argparse
-import time
 
 import numpy as np
 import torch
+
+from kcomp.bench.rates import kcomp_fit_rate, steps_per_second, torch_loop_rate
 
 
 def kcomp_model(kind):
@@ -43,17 +44,6 @@ def data(kind, batch, device):
     return x.to(device), y.to(device)
 
 
-def steps_per_second(step, steps, warmup=3, sync=lambda: None) -> float:
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps / (time.perf_counter() - start)
-
-
 def bench_kcomp(kind, x, y, steps, backend):
     """Steps per second of Keras's loop: fit over `steps` batches (the same batch repeated), after
     a warm-up fit that compiles the step (and on a GPU captures its CUDA graph). fit reads
@@ -64,41 +54,11 @@ def bench_kcomp(kind, x, y, steps, backend):
     return lambda: kcomp_fit_rate(model, x, y, steps)
 
 
-def kcomp_fit_rate(model, x, y, steps, warmup=3) -> float:
-    """Steps per second of model.fit over `steps` copies of the batch (x, y), after a warm-up fit."""
-    batch = len(x)
-    repeat = (steps,) + (1,) * (x.dim() - 1)
-    xs, ys = x.repeat(*repeat), y.repeat(steps)
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    model.fit(xs[: warmup * batch], ys[: warmup * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
-    sync()
-    start = time.perf_counter()
-    model.fit(xs, ys, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-    sync()
-    return steps / (time.perf_counter() - start)
-
-
 def bench_torch(kind, x, y, steps, compiled):
     model = torch_model(kind).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     inputs = x if kind == "mlp" else x.permute(0, 3, 1, 2).contiguous()
     return lambda: torch_loop_rate(lambda: torch.nn.functional.cross_entropy(model(inputs), y), opt, steps, compiled, x.is_cuda)
-
-
-def torch_loop_rate(loss_of_batch, opt, steps, compiled, on_cuda) -> float:
-    """Steps per second of the hand-written PyTorch loop: zero the gradients, loss, backward,
-    optimizer step; with `compiled`, the step under torch.compile."""
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_of_batch()
-        loss.backward()
-        opt.step()
-        return loss
-
-    fn = torch.compile(step) if compiled else step
-    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
-    return steps_per_second(fn, steps, warmup=5 if compiled else 3, sync=sync)
 
 
 def bench_keras(kind, x, y, steps):

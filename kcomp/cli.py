@@ -1,4 +1,4 @@
-"""The kcomp command line: build, summary, check, fit, evaluate, convert, data.
+"""The kcomp command line: build, summary, check, fit, evaluate, convert, data, bench.
 
 Exit codes: 0 success, 1 the model failed to build (the message says why),
 2 bad usage (unknown flag, missing file). Errors print as one message; pass
@@ -108,7 +108,26 @@ def make_parser() -> argparse.ArgumentParser:
     check = verbs.add_parser("check", help="parse and shape-check only", description="Parse and shape-check every model in the file; prints nothing else on success.")
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     check.add_argument("file", help="a .k model file or a Python model file")
+    _add_bench_parser(verbs)
     return parser
+
+
+def _add_bench_parser(verbs) -> None:
+    bench = verbs.add_parser(
+        "bench", help="benchmark kcomp against PyTorch, torch.compile and Keras on this machine",
+        description="Benchmark kcomp against a PyTorch eager loop, torch.compile and Keras 3 (torch, and JAX when "
+                    "installed), each checked to give equal results before it is timed. Prints a table, writes "
+                    "OUT/results.json and, with matplotlib installed, speed-up plots.")
+    bench.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    # Values are checked by kcomp.bench (a KcompError naming the value), not by argparse choices.
+    bench.add_argument("--suite", default="all", help="kernels, models, compile or all (default)")
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--quick", action="store_true", help="small sizes and few steps (minutes on a CPU)")
+    bench.add_argument("--out", default="bench-results", metavar="DIR", help="where results.json and the plots go")
+    bench.add_argument("--models", metavar="A,B", help="models of the models suite (default: all)")
+    bench.add_argument("--contenders", metavar="A,B", help="contenders of the models suite (default: all; 'torch eager' is the reference)")
+    bench.add_argument("--repeats", type=int, help="timed rounds per contender (median taken)")
+    bench.add_argument("--steps", type=int, help="steps per timed round")
 
 
 def _load_all(args) -> dict:
@@ -312,14 +331,27 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import torch
+
+    from kcomp.bench.suite import Options, run
+
+    split = lambda value: None if value is None else [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
+    given = {k: v for k, v in (("models", split(args.models)), ("contenders", split(args.contenders))) if v is not None}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    opts = Options(suite=args.suite, device=device, quick=args.quick, out=args.out, repeats=args.repeats, steps=args.steps, **given)
+    run(opts, args.argv)
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "summary": cmd_summary, "check": cmd_check, "fit": cmd_fit, "evaluate": cmd_evaluate,
-            "convert": cmd_convert, "data": cmd_data}
+            "convert": cmd_convert, "data": cmd_data, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else map(str, argv))  # what `fit --nproc` starts again
+    args.argv = list(sys.argv[1:] if argv is None else map(str, argv))  # what `fit --nproc` starts again; `bench` records it
     if args.verb is None:
         parser.print_help()
         return 0

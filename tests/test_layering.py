@@ -40,7 +40,7 @@ LAYERS = [
     ("api", ["kcomp.layers", "kcomp.models", "kcomp.training", "kcomp.losses", "kcomp.metrics",
              "kcomp.optimizers", "kcomp.callbacks", "kcomp.saving", "kcomp.utils", "kcomp.preprocessing",
              "kcomp.datasets", "kcomp.dsl", "kcomp.model_files", "kcomp.distribution"]),
-    ("cli", ["kcomp.cli", "kcomp.compiler", "kcomp.report", "kcomp.__main__", "kcomp.aot"]),
+    ("cli", ["kcomp.cli", "kcomp.compiler", "kcomp.report", "kcomp.__main__", "kcomp.aot", "kcomp.bench"]),
 ]
 
 
