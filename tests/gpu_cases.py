@@ -9,7 +9,7 @@ import numpy as np
 
 from kcomp.layers import (
     GRU, LSTM, Add, Conv2D, Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, GlobalAveragePooling2D, Input,
-    LayerNormalization, MaxPooling2D, Rescaling, Resizing, SeparableConv2D, SimpleRNN,
+    LayerNormalization, MaxPooling2D, RandomFlip, RandomRotation, Rescaling, Resizing, SeparableConv2D, SimpleRNN,
     Softmax,
 )
 from kcomp.models import Model, Sequential
@@ -42,8 +42,10 @@ def cnn():
 
 def separable_cnn():
     """conv2d_depthwise (bias and activation in its epilogue) and both depthwise gradients, the 1x1
-    pointwise conv as a matmul, and Conv2DTranspose: conv2d_grad_input with its bias and activation."""
-    return Sequential([Input(shape=(9, 9, 3)), SeparableConv2D(4, 3, padding="same", depth_multiplier=2, activation="relu"),
+    pointwise conv as a matmul, and Conv2DTranspose: conv2d_grad_input with its bias and activation;
+    in training the images flipped and rotated first (affine_transform, parameters drawn in the step)."""
+    return Sequential([Input(shape=(9, 9, 3)), RandomFlip(seed=5), RandomRotation(0.1, seed=6),
+                       SeparableConv2D(4, 3, padding="same", depth_multiplier=2, activation="relu"),
                        DepthwiseConv2D(3, strides=2, activation="relu"),
                        Conv2DTranspose(3, 3, strides=2, padding="same", output_padding=1, activation="relu"),
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
