@@ -4,8 +4,7 @@ A cold `kcomp build` spends nearly all its time in `triton.compile` and ptxas (a
 kernel), one kernel after another; the kernels are independent, so several processes compile
 them side by side: this one and `jobs - 1` workers. The workers are started with the "spawn"
 method: a forked child inherits Triton's and torch's threads and locks in whatever state they
-were in, which is not safe. Each worker imports kcomp afresh (seconds), so with one job or
-jobs=1 everything compiles here, with no pool.
+were in, which is not safe. With one job or jobs=1 everything compiles here, with no pool.
 
 A job carries the kernel node (it pickles small) and what to compile it for; a worker sends
 back the PTX, cubin and resources, or, where the compile raised, a `Failure` with the error's
@@ -17,8 +16,6 @@ a parallel build reports the error a sequential one would.
 import json
 import multiprocessing
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable
 
@@ -69,62 +66,67 @@ def _raise_for(job: CompileJob, failure: Failure):
 
 
 def compile_jobs(jobs: list[CompileJob], workers: int, on_done: Callable[[int], None] = lambda done: None) -> list[dict]:
-    """Each job's result, in the jobs' order; `workers` processes at most (1: in this process).
-    `on_done(n)` is called as the n-th job finishes. The first failure in job order raises."""
+    """Each job's result, in the jobs' order; `workers` processes at most, this one among them (1:
+    no pool). `on_done(n)` is called as n jobs are done. The first failure in job order raises."""
     workers = min(workers, len(jobs))
-    if workers <= 1:
-        results = []
-        for job in jobs:
-            result = compile_job(job)
-            if isinstance(result, Failure):
-                _raise_for(job, result)
-            results.append(result)
-            on_done(len(results))
-        return results
-    try:
-        return _compile_in_pool(jobs, workers, on_done)
-    except BrokenProcessPool as e:
-        raise KcompError(
-            f"a worker process compiling kernels stopped ({e}). A script that builds must start its work under "
-            "`if __name__ == \"__main__\":` (each worker imports the script again, as Python's multiprocessing "
-            "does), and a worker needs memory for torch and Triton; else build with jobs=1 (--jobs 1, KCOMP_BUILD_JOBS=1)."
-        ) from None
+    results = _compile_here(jobs, on_done) if workers <= 1 else _compile_in_pool(jobs, workers, on_done)
+    for job, result in zip(jobs, results):
+        if isinstance(result, Failure):
+            _raise_for(job, result)
+    return results
 
 
-def _compile_in_pool(jobs: list[CompileJob], workers: int, on_done: Callable[[int], None]) -> list[dict]:
-    """`workers - 1` spawned workers and this process, taking the jobs in order. This process
-    compiles too rather than wait: it has kcomp, torch and Triton loaded already, while each worker
-    first imports them (measured: 2.2 s of CPU each, 8-12 s on the loaded 2-core build machine)."""
+def _compile_here(jobs: list[CompileJob], on_done: Callable[[int], None]) -> list:
+    results = []
+    for job in jobs:
+        results.append(compile_job(job))
+        if isinstance(results[-1], Failure):
+            break  # compile_jobs raises it; nothing later can come first
+        on_done(len(results))
+    return results
+
+
+_started = None  # in a worker: the shared flags, one a job, set once some process has taken it
+
+
+def _share_flags(flags) -> None:
+    global _started
+    _started = flags
+
+
+def _compile_unless_started(index: int, job: CompileJob):
+    """In a worker: the job's result, or None where another process took it first."""
+    if _started[index]:
+        return None
+    _started[index] = 1
+    return compile_job(job)
+
+
+def _compile_in_pool(jobs: list[CompileJob], workers: int, on_done: Callable[[int], None]) -> list:
+    """`workers - 1` spawned workers take the jobs from the first, this process from the last.
+
+    This process has kcomp, torch and Triton loaded; a worker first imports them (measured: 2.2 s
+    of CPU each, 8-12 s of wall time on the loaded 2-core build machine). So this process never
+    waits for a worker: it compiles every job no worker has finished when it gets there (a job a
+    worker is still compiling may be compiled twice, to the same bytes), and leaving the pool ends
+    the workers. A parallel build is so never much slower than this process alone, and a worker
+    that dies cannot hang it. Workers skip the jobs this process has taken (shared flags). A script
+    that builds must start its work under `if __name__ == "__main__":`, as multiprocessing asks:
+    each worker imports it again."""
+    context = multiprocessing.get_context("spawn")
+    flags = context.Array("b", len(jobs), lock=False)
     results: dict[int, dict | Failure] = {}
-    queue = list(range(len(jobs)))  # the jobs not started yet, in order
-    pending = {}
-    with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            while queue or pending:
-                while queue and len(pending) < workers - 1:  # one job a worker: the rest wait here
-                    index = queue.pop(0)
-                    pending[pool.submit(compile_job, jobs[index])] = index
-                if queue:
-                    index = queue.pop(0)
-                    results[index] = compile_job(jobs[index])
-                    on_done(len(results))
-                    done = [future for future in pending if future.done()]
-                else:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results[pending.pop(future)] = future.result()
-                    on_done(len(results))
-                first = _first_failure(results)
-                if first is not None:
-                    queue.clear()  # start nothing more; only an earlier job's failure could come first
-                    if all(i in results for i in range(first)):
-                        _raise_for(jobs[first], results[first])
-        finally:
-            for future in pending:  # after a failure or an interrupt
-                future.cancel()
+    with context.Pool(workers - 1, initializer=_share_flags, initargs=(flags,)) as pool:  # leaving terminates
+        handles = [pool.apply_async(_compile_unless_started, (i, job)) for i, job in enumerate(jobs)]
+
+        def worker_result(i):
+            return handles[i].get() if handles[i].ready() and handles[i].successful() else None
+
+        for i in reversed(range(len(jobs))):
+            result = worker_result(i)
+            if result is None:
+                flags[i] = 1
+                result = compile_job(jobs[i])
+            results[i] = result
+            on_done(len(results) + sum(1 for j in range(i) if handles[j].ready()))
     return [results[i] for i in range(len(jobs))]
-
-
-def _first_failure(results: dict) -> int | None:
-    failed = [i for i, r in results.items() if isinstance(r, Failure)]
-    return min(failed) if failed else None
