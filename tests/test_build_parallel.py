@@ -3,8 +3,8 @@
 A three-kernel model (Input(16) -> Dense(12, relu) -> Dense(8, relu) -> Dense(4), batch 32) is
 built twice in a child process started without TRITON_INTERPRET (this file's __main__ block, run
 by aot_helpers.run_file_as_aot_child), each into an empty cache: one kernel after another
-(jobs=1) and in two workers (jobs=2). The files written, the cache entries and the report must be
-the same. The rest runs here: a failing kernel's error, the progress line, the jobs setting.
+(jobs=1) and in two processes (jobs=2); and each kernel once more in a spawned worker alone. The
+files written, the cache entries and the report must be the same. The rest runs here: a failing kernel's error, the progress line, the jobs setting.
 """
 
 import hashlib
@@ -47,17 +47,29 @@ def child(jobs_list: list, answer: Path) -> None:
             "jobs": jobs, "aot": aot, "again": again, "files": _digests(out), "cache": _digests(work / f"cache_{jobs}"),
             "kernels": [{k: v for k, v in e.items() if not k.startswith("_")} for e in built.kernels],
         })
+    # The build's own process may compile every kernel before a worker is up (it never waits for
+    # one), so each kernel is also compiled in a spawned worker alone, to compare its bytes.
+    import multiprocessing
+
+    from kcomp.runtime.aot.parallel import CompileJob, compile_job
+
+    jobs = [CompileJob(e["_node"], e["kernel"], e["name"], e["template"], "sm_90", "tf32", 32) for e in built.kernels]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        in_worker = pool.map(compile_job, jobs)
+    records.append({f"kernels/{job.name}.sm_90.{ext}": hashlib.sha256(result[ext]).hexdigest()
+                    for job, result in zip(jobs, in_worker) for ext in ("ptx", "cubin")})
     answer.write_text(json.dumps(records))
 
 
 def test_a_parallel_build_writes_what_a_sequential_one_does(tmp_path):
     from aot_helpers import run_file_as_aot_child
 
-    sequential, parallel = run_file_as_aot_child(__file__, [1, 2], tmp_path, timeout=600)
+    sequential, parallel, in_worker = run_file_as_aot_child(__file__, [1, 2], tmp_path, timeout=600)
     assert sequential["aot"] == parallel["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0}
     assert sequential["again"] == parallel["again"] == {"target": "sm_90", "compiled": 0, "cache_hits": 3}
     assert sorted(sequential["files"]) == [f"kernels/kernel_{i}.{ext}" for i in range(3) for ext in ("py", "sm_90.cubin", "sm_90.ptx")]
     assert parallel["files"] == sequential["files"]  # the same names and the same bytes
+    assert in_worker == {k: v for k, v in sequential["files"].items() if not k.endswith(".py")}
     assert parallel["cache"] == sequential["cache"] and len(sequential["cache"]) == 9
     for entry in parallel["kernels"]:  # the report's rows; cache_hit was True on the second build
         entry["cache_hit"] = False
