@@ -39,14 +39,20 @@ def make_parser() -> argparse.ArgumentParser:
     _add_model_args(build)
     build.add_argument("-o", "--output", metavar="DIR", help="build folder (default build/<model name>/)")
     build.add_argument("--batch", type=int, default=128, metavar="N",
-                       help="batch size the report, the trial run and the AOT kernels assume (default 128; "
-                       "Triton specializes compiled kernels on sizes equal to 1 or divisible by 16)")
+                       help="batch size the report and the AOT kernels assume (default 128; Triton specializes "
+                       "compiled kernels on sizes equal to 1 or divisible by 16); the trial run takes at most 8")
     build.add_argument("--dump-passes", action="store_true", help="also print the IR after every pass")
     build.add_argument("--target", default="sm_90", help="GPU to compile for: sm_80, sm_89 or sm_90 (default sm_90)")
     build.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     build.add_argument("--emit", default="ir,triton,ptx,cubin", help="what to write, comma-separated from ir,triton,ptx,cubin (default all)")
     build.add_argument("--precision", default="tf32", help="float32 matmuls: tf32 (tensor cores, default) or ieee")
     build.add_argument("--explain", action="store_true", help="print which IR nodes went into which kernel")
+    build.add_argument("--jobs", "-j", type=int, metavar="N",
+                       help="worker processes compiling kernels (default: KCOMP_BUILD_JOBS, else one per core; "
+                       "1 compiles them one after another)")
+    build.add_argument("--no-trial", dest="trial", action="store_false",
+                       help="skip the trial run (the fused forward run once on the CPU reference executor, "
+                       "which checks that it runs and gives the traced output shapes)")
     build.add_argument("--train", action="store_true",
                        help="build the training step (forward, loss, backward, optimizer update) from the compile section")
 
@@ -167,6 +173,7 @@ def cmd_build(args) -> int:
                          f"{','.join(compiler.EMITS)}, e.g. --emit ir,ptx")
     options = compiler.BuildOptions(
         target=args.target, dtype=args.dtype, emit=emit, batch=args.batch, precision=args.precision, train=args.train,
+        jobs=args.jobs, trial=args.trial,
     )
     try:
         options.check()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kcomp.codegen.module import describe, kernel_source
+from kcomp import config
 from kcomp.errors import ArgumentError
 from kcomp.ir.cost import graph_cost, node_bytes, node_flops
 from kcomp.ir.graph import Graph
@@ -37,6 +38,8 @@ class BuildOptions:
     batch: int = 128
     precision: str = "tf32"
     train: bool = False  # build the training step (forward, loss, backward, update) instead of the forward
+    jobs: int | None = None  # worker processes compiling kernels; None: config.build_jobs()
+    trial: bool = True  # run the fused forward once on the reference executor (report.trial_run)
 
     def check(self) -> None:
         if self.target not in TARGETS:
@@ -47,6 +50,10 @@ class BuildOptions:
             raise ArgumentError(f"Received: precision={self.precision!r}. Expected 'tf32' or 'ieee'.")
         if isinstance(self.batch, bool) or not isinstance(self.batch, numbers.Integral) or not 0 < self.batch <= MAX_BATCH:
             raise ArgumentError(f"Received: batch={self.batch!r}. Expected a whole number from 1 to {MAX_BATCH}, e.g. 128.")
+        if self.jobs is not None and (isinstance(self.jobs, bool) or not isinstance(self.jobs, numbers.Integral) or self.jobs < 1):
+            raise ArgumentError(f"Received: jobs={self.jobs!r}. Expected a whole number of worker processes, 1 or more, e.g. 4.")
+        if self.jobs is None:
+            config.build_jobs()  # a bad KCOMP_BUILD_JOBS fails here, before the passes run
         if not self.emit:
             raise ArgumentError(f"Received: emit={self.emit!r}, nothing to write. Expected one or more of {list(EMITS)}.")
         unknown = [e for e in self.emit if e not in EMITS]
@@ -242,7 +249,6 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
     import triton
 
     import kcomp
-    from kcomp import config
 
     key = (
         f"{entry['source_digest']}-{_templates_digest()}-{options.target}-{options.precision}-b{options.batch}"
@@ -268,19 +274,48 @@ def _read_cached_kernel(files: list[Path]) -> dict | None:
     return {"ptx": ptx, "cubin": cubin, "resources": resources}
 
 
-def _compile_and_cache(entry: dict, options: BuildOptions, files: list[Path]) -> dict:
-    """Compile the kernel and write its cache entries; where they cannot be written (another
-    user's cache), the result is used from memory (disk_cache warns once)."""
-    from kcomp.runtime import aot
+def _cache_files(entry: dict, options: BuildOptions) -> list[Path]:
+    """The kernel's PTX, cubin and resources in the AOT cache."""
+    stem = f"{entry['name']}.{options.target}"
+    return [_aot_cache_dir(entry, options) / f"{stem}.{ext}" for ext in ("ptx", "cubin", "json")]
+
+
+def _compile_missing(missing: list[dict], options: BuildOptions) -> list[dict]:
+    """Compile the kernels the cache lacks, in parallel (options.jobs workers), and write their cache
+    entries; where those cannot be written (another user's cache), the results are used from memory
+    (disk_cache warns once). Kernels with the same cache files (the same source, target, precision
+    and batch) compile once. A progress line "compiling kernels 7/13" is drawn when stderr is a terminal."""
+    from kcomp.runtime.aot.parallel import CompileJob, compile_jobs
     from kcomp.support.disk_cache import write_entry
 
-    result = aot.compile_node(entry["_node"], entry["kernel"], options.target, options.precision, options.batch)
-    resources = result.resources()
-    parts = [result.ptx.encode(), result.cubin, (json.dumps(resources, indent=2, default=str) + "\n").encode()]
-    for path, data in zip(files, parts):
-        if not write_entry(path, data):
-            break
-    return {"ptx": parts[0], "cubin": parts[1], "resources": json.loads(parts[2])}
+    unique: dict[tuple, dict] = {}
+    for entry in missing:
+        unique.setdefault(tuple(_cache_files(entry, options)), entry)
+    jobs = [CompileJob(e["_node"], e["kernel"], e["name"], e["template"], options.target, options.precision,
+                       options.batch) for e in unique.values()]
+    progress = _progress_bar(len(jobs), "compiling kernels")
+    results = compile_jobs(jobs, options.jobs or config.build_jobs(), progress)
+    kernels = {}
+    for files, result in zip(unique, results):
+        parts = [result["ptx"], result["cubin"], result["resources_json"]]
+        for path, data in zip(files, parts):
+            if not write_entry(path, data):
+                break
+        kernels[files] = {"ptx": parts[0], "cubin": parts[1], "resources": json.loads(parts[2])}
+    return [kernels[tuple(_cache_files(entry, options))] for entry in missing]
+
+
+def _progress_bar(total: int, label: str):
+    """on_done(n) drawing "label n/total" on stderr when it is a terminal; nothing in a pipe or CI log."""
+    import sys
+
+    from kcomp.utils.progbar import Progbar
+
+    if total == 0 or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return lambda done: None
+    bar = Progbar(total, stream=sys.stderr, label=label)
+    bar.update(0, finalize=False)
+    return bar.update
 
 
 def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:
@@ -289,30 +324,30 @@ def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dic
     Results are cached on disk by kernel source, target, precision, batch and the kcomp and
     Triton versions. A cached kernel is copied, not compiled again, once its PTX, cubin and
     resources have each been checked against the size and digest written with them; a damaged
-    entry is compiled again and replaced, never copied out.
+    entry is compiled again and replaced, never copied out. The kernels the cache lacks compile in
+    parallel worker processes (options.jobs, else KCOMP_BUILD_JOBS, else one per core): the files
+    and the report are those of a one-at-a-time build (options.jobs=1), and a failing kernel raises
+    the same KcompError naming it.
     """
     from kcomp.support.files import write_bytes_atomic
 
     start = time.perf_counter()
-    compiled = hits = 0
+    cached = {entry["kernel"]: _read_cached_kernel(_cache_files(entry, options)) for entry in built.kernels}
+    missing = [entry for entry in built.kernels if cached[entry["kernel"]] is None]
+    hits = {entry["kernel"] for entry in built.kernels} - {entry["kernel"] for entry in missing}
+    for entry, kernel in zip(missing, _compile_missing(missing, options)):
+        cached[entry["kernel"]] = kernel
     for entry in built.kernels:
-        cache = _aot_cache_dir(entry, options)
-        stem = f"{entry['name']}.{options.target}"
-        files = [cache / f"{stem}.{ext}" for ext in ("ptx", "cubin", "json")]
-        kernel = _read_cached_kernel(files)
-        entry["cache_hit"] = kernel is not None
-        if kernel is None:
-            kernel = _compile_and_cache(entry, options, files)
-            compiled += 1
-        else:
-            hits += 1
+        entry["cache_hit"] = entry["kernel"] in hits
+        kernel = cached[entry["kernel"]]
         resources = kernel["resources"]
         entry.update(
             registers=resources["registers"], shared=resources["shared_bytes"], spills=resources["spill_bytes"],
             tensor_cores=resources["tensor_cores"], num_warps=resources["num_warps"],
         )
+        stem = f"{entry['name']}.{options.target}"
         for ext in ("ptx", "cubin"):
             if ext in options.emit:
                 write_bytes_atomic(out / "kernels" / f"{stem}.{ext}", kernel[ext])
     built.seconds["aot"] = time.perf_counter() - start
-    return {"target": options.target, "compiled": compiled, "cache_hits": hits}
+    return {"target": options.target, "compiled": len(missing), "cache_hits": len(hits)}

@@ -3,6 +3,8 @@
 KCOMP_DUMP=DIR   write the IR graph after every pass into DIR.
 KCOMP_CACHE_DIR  where AOT builds (PTX, cubin) and autotuning choices are cached on disk
                  (default ~/.cache/kcomp); entries are checked when read (kcomp/support/disk_cache.py).
+KCOMP_BUILD_JOBS how many worker processes `kcomp build` compiles kernels in (default: one per
+                 core this process may run on; 1 compiles them one after another, in the process).
 KCOMP_DATA_DIR   the kcomp data folder, where kcomp.datasets looks first for a data set's files
                  (default ~/.kcomp/datasets); kcomp never downloads them.
 KCOMP_DIST_TIMEOUT  seconds a data-parallel process waits for the others in one collective before it
@@ -15,6 +17,8 @@ KERAS_HOME       Keras's home folder; kcomp.datasets then looks in its datasets/
 
 import os
 from pathlib import Path
+
+from kcomp.errors import KcompError
 
 # Triton 3.9 warns on every import that its default for fusing a*b+c into FMAs
 # will change; kcomp keeps fusion on (the current default) and says so here.
@@ -31,6 +35,17 @@ def cache_dir() -> Path:
     if value:
         return Path(value)
     return Path.home() / ".cache" / "kcomp"
+
+
+def build_jobs() -> int:
+    """$KCOMP_BUILD_JOBS, else the cores this process may run on (a container's share, not the host's)."""
+    value = os.environ.get("KCOMP_BUILD_JOBS", "").strip()
+    if not value:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise KcompError(f"Received: KCOMP_BUILD_JOBS={value!r}. Expected a whole number of worker processes, "
+                         "1 or more (e.g. KCOMP_BUILD_JOBS=4), or unset it to use one per core.")
+    return int(value)
 
 
 def data_dir() -> Path:

@@ -7,11 +7,14 @@ import numpy as np
 
 
 class Progbar:
-    def __init__(self, target: int | None, width: int = 20, verbose: int = 1, stream=None, interval: float = 0.05):
+    def __init__(self, target: int | None, width: int = 20, verbose: int = 1, stream=None, interval: float = 0.05,
+                 label: str = ""):
         """target: the steps in all, None when unknown (a generator's first epoch): the line then
         counts steps as Keras's does, `7/Unknown`, with no bar and no ETA.
         interval: the least time between two redraws of the line (Keras's default, 0.05 s);
-        a redraw reads the loss back from the device, so a fast step must not redraw each time."""
+        a redraw reads the loss back from the device, so a fast step must not redraw each time.
+        label: words before the count ("compiling kernels 7/13"); none in Keras's training lines."""
+        self.label = label
         self.target, self.width, self.verbose, self.interval = target, width, verbose, interval
         self.stream = stream or sys.stdout
         self.start = time.perf_counter()
@@ -43,6 +46,8 @@ class Progbar:
             bar = "━" * filled + ("━" if filled < self.width else "") + " " * max(self.width - filled - 1, 0)
             timing = f"{elapsed:.0f}s {per_step * 1000:.0f}ms/step" if finalize else f"ETA: {per_step * (self.target - current):.0f}s"
             line = f"{current}/{self.target} {bar[: self.width]} {timing}"
+        if self.label:
+            line = f"{self.label} {line}"
         if callable(values):
             values = values()
         for key, value in (values or {}).items():

@@ -34,6 +34,7 @@ The parts:
     portable_paths.py   source file names the same on every machine, for the line info
     compile.py          triton.compile for the target, then the artifacts written
     results.py          AotResult: PTX, cubin, and the resources cuobjdump / ptxas report
+    parallel.py         many kernel nodes compiled in spawned worker processes (kcomp build --jobs)
 """
 
 from kcomp.runtime.aot.compile import (

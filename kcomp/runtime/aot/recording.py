@@ -48,8 +48,9 @@ def record_launches(module, inputs, out=None, config=None, precision="tf32") -> 
     # The recorders are set on the template module itself, which the whole process shares: the
     # launch finds its kernels as that module's globals, so no other way reaches them. This is safe
     # because kcomp compiles kernels one at a time in the calling thread (a build's AOT loop,
-    # compiler.compile_ahead_of_time) and starts no threads that could launch the same template
-    # meanwhile; and the finally puts the kernels back even when the launch raises, so the module
+    # compiler.compile_ahead_of_time; a parallel build runs one such loop per worker *process*,
+    # aot/parallel.py, each with its own modules) and starts no threads that could launch the same
+    # template meanwhile; and the finally puts the kernels back even when the launch raises, so the module
     # is as it was once this returns. (Do not record from one thread while another runs models.)
     saved = {name: getattr(template, name) for name in patched}
     try:
