@@ -163,13 +163,15 @@ INTERPRETER_CONFIG = dict(BM=64, BN=16, BK=32, GROUP_M=4, num_warps=4, num_stage
 # With a fused pool a thread holds two fp32 tiles (the conv tile and the pooled
 # result); beyond 32 elements of each per thread, sm_90 spills (measured by AOT:
 # 128x64 tiles on 4 warps spill ~700 bytes, 64x64 none). A prologue on the window
-# tiles (a rescale) takes more: 128x32 on 4 warps, 32 per thread, spilled 112 bytes
-# at 255 registers in float32 (examples/cifar_augment.k's first conv), so with one
-# the limit is half.
+# tiles (a rescale) or a stored pre-pool tile (training) takes more, most with Triton
+# 3.6 (the GPU machine's): examples/cifar_augment.k's first conv with its rescale
+# spilled 112 bytes at 255 registers at 128x32 on 4 warps (Triton 3.9) and at 64x32
+# (3.6); its training conv storing the pre-pool tile 576 bytes at 128x32 (3.6). With
+# either the limit is a quarter.
 POOL_MAX_PER_THREAD = 32
 
 
-def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = False, prologue: bool = False) -> list[dict]:
+def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = False, heavy: bool = False) -> list[dict]:
     """Configs worth trying for this shape: tiles no larger than the problem needs.
 
     Few filters (F <= 16, a first layer's 3 channels in) are common in convs:
@@ -179,8 +181,10 @@ def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = Fals
         return [INTERPRETER_CONFIG]
     configs = GPU_CONFIGS
     if pool:
-        per_thread = POOL_MAX_PER_THREAD // 2 if prologue else POOL_MAX_PER_THREAD
+        per_thread = POOL_MAX_PER_THREAD // 4 if heavy else POOL_MAX_PER_THREAD
         configs = [c for c in configs if c["BM"] * c["BN"] <= per_thread * 32 * c["num_warps"]]
+        if heavy:  # fewer tiles in flight: the prologue runs on each loaded window tile
+            configs = [{**c, "num_stages": min(c["num_stages"], 2)} for c in configs]
     fitting = [
         c for c in configs
         if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(16, next_power_of_2(F))
@@ -267,7 +271,7 @@ def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf3
 
 
 @tuned(lambda call, interpret: candidate_configs(call.M, call.F, call.K, interpret, pool=call.binding.pool != "none",
-                                                 prologue=call.binding.has_prologue))
+                                                 heavy=call.binding.has_prologue or call.binding.prepool_dtype is not None))
 def run(call: Conv2DCall, config: dict, precision: str):
     b = call.binding
     conv2d_kernel[gemm_grid(call.M, call.F, config)](
