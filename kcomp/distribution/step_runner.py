@@ -30,7 +30,7 @@ from kcomp.distribution.split_step import split_at
 from kcomp.errors import KcompError
 from kcomp.ir.graph import Graph
 from kcomp.random import derived_seed
-from kcomp.runtime.reference import run_reference
+from kcomp.runtime.reference import ReferenceRun
 from kcomp.training.state import ITERATIONS, TrainState
 
 
@@ -92,6 +92,11 @@ class DataParallelStep:
                              "one process's gradient. Train this model in one process.")
         self.graph = seeded_for_process(step.graph, self.group.rank)
         self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
+        # Each graph scheduled once, run every batch (as kcomp.training.runners.ReferenceStep does).
+        if self.split is None:
+            self._run_whole = ReferenceRun(self.graph)
+        else:
+            self._run_backward, self._run_update = ReferenceRun(self.split.backward), ReferenceRun(self.split.update)
         if self.split is not None:  # where the backward leaves each running sum among its outputs
             made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}
             position = {v.id: i for i, v in enumerate(self.split.backward.outputs)}
@@ -113,7 +118,7 @@ class DataParallelStep:
         kept = state.read(self.kept_when_empty) if empty else None
         inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
         if self.split is None:
-            state.write(self.writes, run_reference(self.graph, inputs, state.read(p.name for p in self.graph.params)))
+            state.write(self.writes, self._run_whole(inputs, state.read(p.name for p in self.graph.params)))
             if kept is not None:
                 state.write(kept.keys(), kept.values())
             summed = self.group.all_reduce_flat([state[name] for name in self.sums], "summing the logged values")
@@ -140,12 +145,12 @@ class DataParallelStep:
         """Backward, one all-reduce of the weighed gradients and this process's running sums (the
         backward computes the sums: they ride in the same buckets), update. The summed running sums."""
         backward, update, k = self.split.backward, self.split.update, self.split.gradients
-        carried = run_reference(backward, inputs, state.read(p.name for p in backward.params))
+        carried = self._run_backward(inputs, state.read(p.name for p in backward.params))
         sums = [kept[name] for name in self.sums] if kept is not None else [carried[i] for i in self.sums_carried]
         summed = self.group.all_reduce_flat([*(g * share for g in carried[:k]), *sums],
                                             "summing the gradients and the logged values")
         carried[:k] = summed[:k]
-        state.write(self.writes, run_reference(update, carried, state.read(p.name for p in update.params)))
+        state.write(self.writes, self._run_update(carried, state.read(p.name for p in update.params)))
         if kept is not None:
             state.write(kept.keys(), kept.values())
         return summed[k:]
