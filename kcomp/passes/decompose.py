@@ -15,7 +15,8 @@ matmul before them.
 
 from kcomp.ir.graph import Node
 from kcomp.passes.decompose_embedding import RULES as EMBEDDING_RULES
-from kcomp.passes.decompose_recurrent import RULES as RECURRENT_RULES
+from kcomp.passes.decompose_recurrent import RULES as LSTM_RULES
+from kcomp.passes.decompose_recurrent_gru import RULES as GRU_RULES
 from kcomp.passes.rewrite import Rewriter, rewrite_to_fixpoint
 
 
@@ -76,7 +77,7 @@ def binary_correct_to_comparisons(node: Node, rw: Rewriter):
 
 
 RULES = [("batch_norm", batch_norm_to_scale_shift), ("conv2d", pointwise_conv_to_matmul), ("correct", binary_correct_to_comparisons),
-         *RECURRENT_RULES, *EMBEDDING_RULES]
+         *LSTM_RULES, *GRU_RULES, *EMBEDDING_RULES]
 
 
 def decompose(graph):

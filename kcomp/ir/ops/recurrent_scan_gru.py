@@ -1,6 +1,6 @@
 """The GRU's recurrence alone, forward and backward: what one kernel launch computes.
 
-The decompose pass (kcomp/passes/decompose_recurrent.py) splits a gru into its input projection
+The decompose pass (kcomp/passes/decompose_recurrent_gru.py) splits a gru into its input projection
 for every time step at once (x @ kernel + the input bias) and `gru_scan`, which walks the steps
 with its activation and recurrent_activation (act, ract: default tanh and sigmoid, Keras's; any
 cell activation, kcomp/ir/ops/scan_activations.py), gates in Keras's order z, r, h:

@@ -1,6 +1,6 @@
 """SimpleRNN's recurrence alone, forward and backward: what one kernel launch computes.
 
-The decompose pass (kcomp/passes/decompose_recurrent.py) splits a simple_rnn into its input
+The decompose pass (kcomp/passes/decompose_recurrent_gru.py) splits a simple_rnn into its input
 projection for every time step at once (x @ kernel + bias) and `simple_rnn_scan`:
 
     h_t = activation(xw_t + h_{t-1} @ recurrent),   h_0 = 0
