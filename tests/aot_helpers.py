@@ -281,6 +281,13 @@ def run_file_as_aot_child(test_file: str, cases, tmp_path, timeout: float = 300)
     return json.loads(answer.read_text())
 
 
+def answer_aot_child(compile_cases, **options) -> None:
+    """The child's side of run_file_as_aot_child, called from a test file's `__main__` block:
+    compile_cases(CASES, **options)'s records written to ANSWER_PATH as JSON."""
+    sys.path.insert(0, str(ROOT))
+    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]), **options), default=str))
+
+
 def assert_compiled_without_spills(test_file: str, units_list, templates, tmp_path, timeout: float = 300) -> list:
     """run_file_as_aot_child(test_file, units_list): one record per (units, template) of
     templates(units), in order, each on tensor cores without spills or local stores; the records."""

@@ -160,9 +160,7 @@ def test_batched_kernels_compile_for_sm_90_on_tensor_cores_without_spills(tmp_pa
         assert r["constants"]["BATCHED"] is True, r
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_batched_matmul.py CASES ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    answer_aot_child(compile_cases)

@@ -166,10 +166,7 @@ def test_depthwise_and_transposed_kernels_compile_for_sm_90_without_spills(tmp_p
         assert (rec["hgmma"] > 0) == rec["case"].startswith("transpose"), rec  # tl.dot only in the GEMM template
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_conv_depthwise.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))
+    answer_aot_child(compile_cases)

@@ -11,8 +11,6 @@ every GPU block-size config compiled for sm_90 in a child process (this file run
 as a script, without TRITON_INTERPRET): tensor cores, no spills.
 """
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +328,7 @@ def test_conv_grad_kernels_compile_for_sm_90_on_tensor_cores_without_spills(tmp_
         assert rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_conv_grad.py CASES_JSON ANSWER_PATH
-    sys.path.insert(0, str(ROOT))
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
+
+    answer_aot_child(compile_cases)

@@ -398,9 +398,7 @@ def test_kernels_compile_for_sm_90_without_spills(tmp_path):
         assert r["template"] != "matmul" or (r["roles"][0] == "gather" and r["tensor_cores"].get("HGMMA", 0) > 0), r
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_embedding.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    answer_aot_child(compile_cases)

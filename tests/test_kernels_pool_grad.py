@@ -13,8 +13,6 @@ compile for sm_90 in a child process (this file run as a script, without
 TRITON_INTERPRET).
 """
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +315,7 @@ def test_pool_grad_kernels_compile_for_sm_90_without_spills(tmp_path):
         assert rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_pool_grad.py CASES_JSON ANSWER_PATH
-    sys.path.insert(0, str(ROOT))
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
+
+    answer_aot_child(compile_cases)

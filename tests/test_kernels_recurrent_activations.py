@@ -429,8 +429,7 @@ def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path
         assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_activations.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    answer_aot_child(compile_cases)

@@ -187,12 +187,8 @@ def test_kernels_with_recurrent_masks_compile_for_sm_90_with_tensor_cores_and_wi
     assert_compiled_without_spills(__file__, [u for u, _ in AOT_CASES], dict(AOT_CASES).get, tmp_path, timeout=500)
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_dropout.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
-
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
     from test_kernels_recurrent import compile_cases
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]), masked=True, recurrent_masks=True),
-                                            default=str))
+    answer_aot_child(compile_cases, masked=True, recurrent_masks=True)

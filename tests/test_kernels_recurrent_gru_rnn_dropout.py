@@ -218,9 +218,7 @@ def test_kernels_with_recurrent_masks_compile_for_sm_90_with_tensor_cores_and_wi
     assert_compiled_without_spills(__file__, AOT_UNITS, _aot_templates, tmp_path, timeout=600)
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_gru_rnn_dropout.py CASES ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    answer_aot_child(compile_cases)

@@ -147,14 +147,11 @@ def test_masked_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(t
         assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_masks.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
-
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
     from test_kernels_recurrent import compile_cases  # one graph of both scans, here with a mask
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]), masked=True), default=str))
+    answer_aot_child(compile_cases, masked=True)
 
 
 def test_masked_steps_after_a_nan_state_output_zeros_as_keras_where():

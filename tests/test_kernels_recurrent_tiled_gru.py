@@ -147,9 +147,7 @@ def compile_cases(units_list) -> list[dict]:
     return records
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_recurrent_tiled_gru.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    answer_aot_child(compile_cases)

@@ -7,8 +7,6 @@ dropout mask, and with NaN and inf; the decomposed training step against the who
 (go_backwards, return_sequences, masking, dropout); compiled training steps that run the two
 scans; Keras 3 side by side; the kernels AOT-compiled for sm_90 (slow)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -247,8 +245,7 @@ def test_kernels_compile_for_sm_90_with_tensor_cores_and_without_spills(tmp_path
     assert_compiled_without_spills(__file__, AOT_UNITS, _aot_templates, tmp_path, timeout=600)
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_kernels_simple_rnn_activations.py CASES ANSWER_PATH
-    import json
-    import sys
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1])), default=str))
+    answer_aot_child(compile_cases)

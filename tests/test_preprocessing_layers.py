@@ -444,10 +444,7 @@ def test_the_k_language_has_the_preprocessing_layers():
     assert model.predict(x, verbose=0).shape == (2, 4, 5, 3)
 
 
-if __name__ == "__main__":  # the AOT child: python tests/test_preprocessing_layers.py CASES_JSON ANSWER_PATH
-    import json
-    import sys
-    from pathlib import Path
+if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child
+    from aot_helpers import answer_aot_child
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    Path(sys.argv[2]).write_text(json.dumps(compile_cases(json.loads(sys.argv[1]))))
+    answer_aot_child(compile_cases)
