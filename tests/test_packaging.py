@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from in_tree_build import in_tree_build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,10 +21,11 @@ def _source_packages() -> set[str]:
 @pytest.mark.slow
 def test_non_editable_install_has_every_package(tmp_path):
     target = tmp_path / "site"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
-    )
+    with in_tree_build():
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(ROOT)],
+            capture_output=True, text=True, timeout=600,
+        )
     assert result.returncode == 0, result.stderr
     check = (
         "import importlib, kcomp, sys; "
