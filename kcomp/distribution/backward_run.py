@@ -13,7 +13,8 @@ of the backward graph (kcomp.runtime.reference.schedule) with the job's collecti
 Every process runs the same schedule, so the collectives start in the same order everywhere.
 `events` records the last run's order of what happened: ("ready", name) after the step that
 computes a reduced tensor, ("start", bucket) when a bucket's all-reduce starts, ("replica_sum",
-i) when one runs, and ("backward done",) and ("waited",) at the end.
+"statistics" or "gradients") when one runs, then ("backward done", [whether each started bucket's all-reduce had finished
+by then]) and ("waited",).
 """
 
 import torch
@@ -34,6 +35,7 @@ class BackwardRun:
         self.graph, self.group, self.names = graph, group, names
         self.reduced = [graph.outputs[i] for i in reduced]
         self.events: list[tuple] = []
+        self.buckets_run = self.buckets_finished_in_backward = 0  # over every run: how much the overlap hid
         self.share, self.empty, self.weigh = 1.0, False, None  # set by each run
         steps = [(self._replica_sum, ins, attrs, outs) if fn is OPS["replica_sum"].reference else (fn, ins, attrs, outs)
                  for fn, ins, attrs, outs in schedule(graph)]
@@ -60,7 +62,11 @@ class BackwardRun:
         self.share, self.empty, self.weigh = share, share == 0.0, weigh
         self.events, self._started = [], []
         outputs = run_steps(self.graph, self.steps, inputs, params)
-        self.events.append(("backward done",))
+        # which buckets' all-reduces had already finished, behind the backward's computing
+        finished = [work is None or work.is_completed() for _, _, work in self._started]
+        self.events.append(("backward done", finished))
+        self.buckets_run += len(finished)
+        self.buckets_finished_in_backward += sum(finished)
         self.group.wait([work for _, _, work in self._started], "summing the gradients and the logged values")
         self.events.append(("waited",))
         summed = [None] * len(self.reduced)
