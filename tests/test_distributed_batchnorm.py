@@ -14,9 +14,11 @@ import torch
 import kcomp
 import kcomp.dsl
 from distributed_worker import build, digits
+from kcomp.distribution.split_step import split_at
 from kcomp.ir.registry import OPS
 from kcomp.layers import BatchNormalization, Dense, Input
 from kcomp.models import Sequential
+from kcomp.runtime.reference import run_reference
 from test_distributed import assert_same_training, one_process, torchrun
 
 
@@ -84,6 +86,16 @@ def test_synchronized_batch_normalization_in_one_process_is_the_batchs_own():
     sums = [n for n in step.graph.nodes if n.op == "replica_sum"]
     # forward: the sums and the count, then the squares about the mean; backward: their gradients
     assert [n.attrs["cotangent"] for n in sums] == [False, False, True, True]
+    # beta's gradient (the sum of dy) is also a term of the input's: the cut keeps it in the backward
+    split = split_at(step.graph, step.gradients)
+    state, g = synced._training.state, torch.Generator().manual_seed(4)
+    inputs = [torch.randn(8, 5, 6, 3, generator=g), torch.randint(0, 3, (8,), generator=g), torch.ones(8),
+              torch.tensor(0.01)]
+    whole = run_reference(step.graph, inputs, state.read(p.name for p in step.graph.params))
+    carried = run_reference(split.backward, inputs, state.read(p.name for p in split.backward.params))
+    parts = run_reference(split.update, carried, state.read(p.name for p in split.update.params))
+    for a, b in zip(parts, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_synchronized_round_trips_and_is_a_boolean():
@@ -99,7 +111,6 @@ def test_replica_sum_is_the_identity_in_one_process_and_its_own_transpose():
     from kcomp.ir.builder import GraphBuilder
     from kcomp.passes.autodiff import gradients
     from kcomp.passes.simplify import simplify
-    from kcomp.runtime.reference import run_reference
 
     b = GraphBuilder("sums")
     x, y = b.input((None, 3), "float64", "x"), b.input((3,), "float64", "y")
