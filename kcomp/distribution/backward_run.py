@@ -13,8 +13,8 @@ of the backward graph (kcomp.runtime.reference.schedule) with the job's collecti
 Every process runs the same schedule, so the collectives start in the same order everywhere.
 `events` records the last run's order of what happened: ("ready", name) after the step that
 computes a reduced tensor, ("start", bucket) when a bucket's all-reduce starts, ("replica_sum",
-"statistics" or "gradients") when one runs, then ("backward done", [whether each started bucket's all-reduce had finished
-by then]) and ("waited",).
+"statistics" or "gradients") when one runs, then ("backward done", [whether each started
+bucket's all-reduce had finished by then]) and ("waited",).
 """
 
 import torch
