@@ -128,3 +128,22 @@ def test_replica_sum_is_the_identity_in_one_process_and_its_own_transpose():
     torch.testing.assert_close(got[3], want[1])
     assert "replica_sum" not in {n.op for n in simplify(graph).nodes}  # the fused pipeline runs in one process
     assert all(a is b for a, b in zip(OPS["replica_sum"].reference(xs, ys, cotangent=False), (xs, ys), strict=True))
+
+
+def test_synchronized_batch_normalization_trains_on_the_fused_kernels_as_on_the_reference():
+    """The fused pipeline (one process) drops the replica_sums and fuses the rest; the same training."""
+    g = torch.Generator().manual_seed(6)
+    x, y = (torch.randn(13, 7, generator=g) * 2 + 1).numpy(), torch.randint(0, 3, (13,), generator=g).numpy()
+    results = []
+    for backend in ("reference", "triton-interpret"):
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(1)
+        model = Sequential([Input(shape=(7,)), Dense(5, use_bias=False), BatchNormalization(synchronized=True),
+                            Dense(3, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", backend=backend)
+        history = model.fit(x, y, batch_size=13, epochs=2, verbose=0).history
+        results.append((history["loss"], [np.asarray(w.numpy()) for w in model.weights]))
+    (loss, weights), (fused_loss, fused_weights) = results
+    np.testing.assert_allclose(fused_loss, loss, rtol=1e-5)
+    for a, b in zip(fused_weights, weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
