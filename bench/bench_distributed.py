@@ -1,6 +1,6 @@
 """Data-parallel training benchmark: kcomp's DataParallel against PyTorch DDP, on CPU processes (gloo).
 
-  python bench/bench_distributed.py [--nprocs 1,2,4] [--steps 60] [--batch 256]
+  python bench/bench_distributed.py [--nprocs 1,2,4] [--steps 60] [--batch 256] [--bucket-mb 25,0.1]
 
 For each process count N the script starts itself under torchrun twice: kcomp (fit with
 DataParallel, the reference executor) and PyTorch DDP (the same MLP 64-256-256-10, Adam,
@@ -10,6 +10,13 @@ training steps after a warm-up epoch and print steps per second; scaling efficie
 (strong scaling). Each process
 runs one thread (OMP_NUM_THREADS=1), so N processes want N free cores: on a machine with fewer,
 efficiency past the core count measures the cores, not the method.
+
+--bucket-mb: the gradient bucket sizes to run, each with both (kcomp's DataParallel(bucket_cap_mb=)
+and DDP's bucket_cap_mb). The MLP's gradients are 0.32 MiB: at 25 MB (both defaults) kcomp makes
+one bucket, whose all-reduce can only start once the backward is done; at 0.1 MB two, the last two
+layers' started while the backward computes the first layer's gradients. 1 process reduces nothing.
+"over in bwd": the share of kcomp's bucket all-reduces already finished when the backward ended
+(hidden behind its computing), over the warm-up and the timed steps.
 """
 
 import argparse
@@ -32,12 +39,12 @@ def data(n=2048):
     return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def run_kcomp(steps, batch) -> float:
+def run_kcomp(steps, batch, bucket_mb) -> float:
     import kcomp
     from kcomp.layers import Dense, Input
     from kcomp.models import Sequential
 
-    kcomp.distribution.set_distribution(kcomp.distribution.DataParallel())
+    kcomp.distribution.set_distribution(kcomp.distribution.DataParallel(bucket_cap_mb=bucket_mb))
     model = Sequential([Input(shape=(64,)), Dense(WIDTH, activation="relu"), Dense(WIDTH, activation="relu"),
                         Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -47,10 +54,13 @@ def run_kcomp(steps, batch) -> float:
     x, y = np.resize(x, (n, 64)), np.resize(y, (n,))
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-    return steps / (time.perf_counter() - start)
+    rate = steps / (time.perf_counter() - start)
+    runner = next(s for key, s in model._training.steps.items() if key[0] == "train").runner._run_backward
+    # how many buckets the step makes, and the share of their all-reduces that were over before the backward was
+    return rate, len(runner.buckets), runner.buckets_finished_in_backward / max(runner.buckets_run, 1)
 
 
-def run_ddp(steps, batch) -> float:
+def run_ddp(steps, batch, bucket_mb) -> float:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -59,7 +69,7 @@ def run_ddp(steps, batch) -> float:
     torch.manual_seed(0)
     nn = torch.nn
     model = DistributedDataParallel(nn.Sequential(nn.Linear(64, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
-                                                  nn.Linear(WIDTH, 10)))
+                                                  nn.Linear(WIDTH, 10)), bucket_cap_mb=bucket_mb)
     optimizer = torch.optim.Adam(model.parameters(), eps=1e-7)
     x, y = data()
     share = slice(rank * batch // world, (rank + 1) * batch // world)
@@ -79,18 +89,19 @@ def run_ddp(steps, batch) -> float:
     dist.barrier()
     rate = steps / (time.perf_counter() - start)
     dist.destroy_process_group()
-    return rate
+    return rate, None, None
 
 
-def launch(kind, nproc, steps, batch) -> float:
+def launch(kind, nproc, steps, batch, bucket_mb) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-                          __file__, "--worker", kind, "--steps", str(steps), "--batch", str(batch)],
+                          __file__, "--worker", kind, "--steps", str(steps), "--batch", str(batch),
+                          "--bucket-mb", str(bucket_mb)],
                          capture_output=True, text=True, env=env, timeout=600)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         raise SystemExit(f"{kind} with {nproc} processes failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(lines[0])["steps_per_s"]
+    return json.loads(lines[0])
 
 
 def main():
@@ -98,24 +109,33 @@ def main():
     parser.add_argument("--nprocs", default="1,2,4")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=256, help="the global batch")
+    parser.add_argument("--bucket-mb", default="25", help="gradient bucket sizes in MiB, comma-separated")
     parser.add_argument("--worker", choices=["kcomp", "ddp"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        rate = (run_kcomp if args.worker == "kcomp" else run_ddp)(args.steps, args.batch)
+        rate, buckets, hidden = (run_kcomp if args.worker == "kcomp" else run_ddp)(args.steps, args.batch,
+                                                                                float(args.bucket_mb))
         if os.environ.get("RANK", "0") == "0":
-            print(json.dumps({"steps_per_s": rate}), flush=True)
+            print(json.dumps({"steps_per_s": rate, "buckets": buckets, "hidden": hidden}), flush=True)
         return
     nprocs = [int(n) for n in args.nprocs.split(",")]
+    caps = [float(mb) for mb in args.bucket_mb.split(",")]
     print(f"MLP 64-{WIDTH}-{WIDTH}-10, Adam, global batch {args.batch}, {args.steps} timed steps, "
-          f"CPU processes over gloo, {os.cpu_count()} CPU cores")
-    print(f"{'procs':>5} {'kcomp steps/s':>14} {'efficiency':>10} {'DDP steps/s':>12} {'efficiency':>10} {'kcomp/DDP':>9}")
+          f"CPU processes over gloo, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'procs':>5} {'bucket MB':>9} {'kcomp steps/s':>14} {'efficiency':>10} {'buckets':>7} {'over in bwd':>11} "
+          f"{'DDP steps/s':>12} {'efficiency':>10} {'kcomp/DDP':>9}")
     base = {}
     for n in nprocs:
-        rates = {kind: launch(kind, n, args.steps, args.batch) for kind in ("kcomp", "ddp")}
-        base = base or rates
-        eff = {kind: rates[kind] / (n * base[kind]) for kind in rates}
-        print(f"{n:>5} {rates['kcomp']:>14.1f} {eff['kcomp']:>10.2f} {rates['ddp']:>12.1f} {eff['ddp']:>10.2f} "
-              f"{rates['kcomp'] / rates['ddp']:>9.2f}", flush=True)
+        for cap in caps if n > 1 else caps[:1]:
+            runs = {kind: launch(kind, n, args.steps, args.batch, cap) for kind in ("kcomp", "ddp")}
+            rates = {kind: run["steps_per_s"] for kind, run in runs.items()}
+            base = base or rates
+            eff = {kind: rates[kind] / (n * base[kind]) for kind in rates}
+            hidden = f"{runs['kcomp']['hidden']:.0%}" if n > 1 else "-"
+            print(f"{n:>5} {cap:>9g} {rates['kcomp']:>14.1f} {eff['kcomp']:>10.2f} {runs['kcomp']['buckets']:>7} "
+                  f"{hidden:>11} {rates['ddp']:>12.1f} {eff['ddp']:>10.2f} {rates['kcomp'] / rates['ddp']:>9.2f}",
+                  flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

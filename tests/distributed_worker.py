@@ -9,9 +9,12 @@ processes with each other and with one process. Modes (argv[2]):
   mismatch   rank 1 builds a wider model; every process must stop at start-up naming rank 1
   drift      rank 1 changes a weight after its first batch; with KCOMP_DIST_CHECK=1 every process stops
              at the end of the epoch, naming rank 1
+--bn sync|local puts a BatchNormalization in the hidden layer; --events writes what the last
+training step did, in order (DataParallelStep.events), to <out>/events<r>.json.
 """
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -22,7 +25,7 @@ import numpy as np
 import kcomp
 from kcomp import optimizers
 from kcomp.callbacks import Callback
-from kcomp.layers import Dense, Input
+from kcomp.layers import Activation, BatchNormalization, Dense, Input
 from kcomp.models import Sequential
 
 
@@ -31,12 +34,18 @@ def digits(n: int):
     return (x[:n].reshape(n, 64) / 16.0).astype("float32"), labels[:n].astype("int64")
 
 
-def build(units: int):
+def build(units: int, bn: str = "none"):
+    """The digits MLP; bn "sync" or "local": its hidden layer is Dense (no bias, as before a batch
+    normalization) + BatchNormalization(synchronized=bn == "sync") + relu."""
     kcomp.utils.set_random_seed(1)
     # Rank 0's weights are broadcast anyway; a different seed per rank checks that they are.
     if os.environ.get("RANK", "0") != "0":
         kcomp.utils.set_random_seed(100 + int(os.environ["RANK"]))
-    model = Sequential([Input(shape=(64,)), Dense(units, activation="relu"), Dense(10, activation="softmax")])
+    if bn == "none":
+        hidden = [Dense(units, activation="relu")]
+    else:
+        hidden = [Dense(units, use_bias=False), BatchNormalization(synchronized=bn == "sync"), Activation("relu")]
+    model = Sequential([Input(shape=(64,)), *hidden, Dense(10, activation="softmax")])
     model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -68,12 +77,18 @@ def main():
     parser.add_argument("--validation-split", type=float, default=0.0)
     parser.add_argument("--csv", default=None, help="a CSVLogger's file (process 0 writes it)")
     parser.add_argument("--no-shuffle", action="store_true", help="the same order in every epoch of every job")
+    parser.add_argument("--bn", choices=["none", "local", "sync"], default="none",
+                        help="a BatchNormalization in the hidden layer, synchronized or per process")
+    parser.add_argument("--bucket-mb", type=float, default=None, help="DataParallel's bucket_cap_mb")
+    parser.add_argument("--events", action="store_true",
+                        help="write events<rank>.json: what the last training step did, in order")
     args = parser.parse_args()
     units = 24 if args.mode == "mismatch" and os.environ.get("RANK") == "1" else 16
     if args.parallel:
-        kcomp.distribution.set_distribution(kcomp.distribution.DataParallel())
+        buckets = {} if args.bucket_mb is None else {"bucket_cap_mb": args.bucket_mb}
+        kcomp.distribution.set_distribution(kcomp.distribution.DataParallel(**buckets))
     # A `.keras` archive from process 0 of another job: weights, optimizer slots and step count.
-    model = kcomp.models.load_model(args.load) if args.load else build(units)
+    model = kcomp.models.load_model(args.load) if args.load else build(units, args.bn)
     x, y = digits(args.samples)
     callbacks = {"die": [KillInThirdBatch()], "drift": [DriftAfterFirstBatch()]}.get(args.mode, [])
     callbacks += [kcomp.callbacks.CSVLogger(args.csv)] if args.csv else []
@@ -91,6 +106,10 @@ def main():
     logs = {f"history/{k}": np.asarray(v) for k, v in history.history.items()}
     rank = os.environ.get("RANK", "0")
     np.savez(os.path.join(args.out, f"rank{rank}.npz"), **weights, **logs)
+    if args.events:
+        step = next(s for key, s in model._training.steps.items() if key[0] == "train")
+        with open(os.path.join(args.out, f"events{rank}.json"), "w") as f:
+            json.dump(step.runner.events, f)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ one fails). Every wait has a timeout, and KCOMP_DIST_TIMEOUT bounds each collect
 job fails the test instead of hanging the suite.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -259,14 +260,50 @@ def test_a_loss_averaged_over_a_mask_is_refused(monkeypatch):
         model.fit(x, np.ones((8, 5), "int64"), batch_size=4, verbose=0)
 
 
-def test_synchronized_batch_normalization_is_refused_in_a_job_of_several():
-    from kcomp.distribution.step_runner import check_supported
+def assert_buckets_started_during_the_backward(events, first_layer: str, last_layer: str) -> None:
+    """`events` of one training step (DataParallelStep.events): two buckets or more, each started in
+    the backward; the first before the backward computed its last gradient; the last layer's
+    gradients ready (and reduced) before the first layer's."""
+    kinds = [e[0] for e in events]
+    ready = [e[1] for e in events if e[0] == "ready"]
+    starts = [i for i, kind in enumerate(kinds) if kind == "start"]
+    assert len(starts) >= 2 and kinds[-2:] == ["backward done", "waited"], events
+    assert starts[0] < max(i for i, kind in enumerate(kinds) if kind == "ready"), events
+    assert ready.index(f"{last_layer}/kernel") < ready.index(f"{first_layer}/kernel"), events
 
-    model = Sequential([Input(shape=(7,)), kcomp.layers.BatchNormalization(synchronized=True), Dense(3)])
-    model.compile(optimizer="sgd", loss="mse")
-    check_supported(model, kcomp.training.loop.compile_settings(model, "sgd", "mse", None, None), 1)  # one: the same
-    with pytest.raises(KcompError, match=r"\['batch_normalization'\] have synchronized=True"):
-        check_supported(model, kcomp.training.loop.compile_settings(model, "sgd", "mse", None, None), 2)
+
+def test_two_processes_start_each_bucket_as_its_gradients_are_ready_and_train_as_one(single, tmp_path):
+    # Buckets of 524 bytes: the last layer's gradients (680 bytes) and the running sums fill the first.
+    torchrun(2, tmp_path / "two", "fit", "--validation-split", "0.1", "--bucket-mb", "0.0005", "--events")
+    assert_same_training(single, tmp_path / "two", 2)
+    for r in range(2):
+        events = json.loads((tmp_path / "two" / f"events{r}.json").read_text())
+        assert_buckets_started_during_the_backward(events, "dense", "dense_1")
+        assert [e for e in events if e[0] == "start"] == [["start", 0], ["start", 1]], events
+
+
+def test_small_buckets_start_within_the_backward_and_change_nothing(monkeypatch):
+    from kcomp.distribution.collectives import buckets
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    tensors = [torch.zeros(n) for n in (3, 20, 2, 2, 30)]  # 12, 80, 8, 8, 120 bytes
+    assert buckets(tensors, [4, 3, 2, 1, 0], 16) == [[4], [3, 2], [1], [0]]  # closed once 16 bytes or more
+    assert buckets([*tensors, torch.zeros(2, dtype=torch.float64)], [5, 0, 1], 1000) == [[5], [0, 1]]  # a dtype each
+    x, y = _data()
+    kcomp.utils.set_random_seed(3)
+    plain = _model()
+    plain.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    kcomp.backend.clear_session()
+    kcomp.utils.set_random_seed(3)
+    with distribution.DataParallel(bucket_cap_mb=64 / 2**20).scope():  # a job of one: its all-reduces are the identity
+        parallel = _model()
+        parallel.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    step = next(s for key, s in parallel._training.steps.items() if key[0] == "train")
+    assert_buckets_started_during_the_backward(step.runner.events, "dense", "dense_1")
+    for a, b in zip(parallel.weights, plain.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+    with pytest.raises(ArgumentError, match="bucket_cap_mb=0"):
+        distribution.DataParallel(bucket_cap_mb=0)
 
 
 def test_a_distribution_set_between_two_fits_takes_over_the_step(monkeypatch):

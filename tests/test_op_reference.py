@@ -547,6 +547,7 @@ def test_every_op_has_a_reference_test():
     tested |= GRAD_SUPPORT_OPS  # grad_support.py's ops (their block is at the end of this file)
     tested |= SCAN_OPS  # recurrent_scan.py's ops (their block follows grad_support's)
     tested |= LOSS_MATH_OPS  # losses' and metrics' ops (their block is at the end of this file)
+    tested |= {"replica_sum"}  # the identity, and its gradient against autograd: tests/test_distributed_batchnorm.py
     tested |= {"shift"}  # its reference against slicing and concatenation: tests/test_shift.py
     tested |= {"resize", "resize_grad", "constant_array"}  # against numpy: tests/test_preprocessing_layers.py
     tested |= {"augment_params", "affine_transform", "affine_transform_grad", "random_brightness"}  # against Keras: tests/test_augmentation.py

@@ -7,7 +7,8 @@
 After set_distribution (or inside `with DataParallel().scope():`), fit and evaluate run in every
 process that torchrun started: each process runs the same compiled step on its share of each global
 batch (`batch_size` is the global batch, as in Keras's DataParallel), the gradients are summed in
-flat buckets before the one optimizer update (kcomp.distribution.step_runner), the weights start
+flat buckets, each started as soon as the backward has computed it, before the one optimizer
+update (kcomp.distribution.step_runner), the weights start
 as process 0's, and the logs, History and callbacks see the whole job's numbers. Only process 0
 prints the progress bar and writes files (save_weights, save, ModelCheckpoint, CSVLogger).
 predict runs whole in every process (no sharding), so each gets every prediction. Every process
@@ -24,7 +25,7 @@ import hashlib
 import torch
 
 from kcomp import config
-from kcomp.distribution.collectives import DistributedError, ProcessGroup
+from kcomp.distribution.collectives import BUCKET_MB, DistributedError, ProcessGroup
 from kcomp.errors import ArgumentError, KcompError
 
 _current = None  # the distribution set_distribution made current (Keras keeps one global too)
@@ -34,9 +35,11 @@ class DataParallel:
     """Keras's DataParallel: the model replicated on every device, each global batch split across them.
 
     devices: the job's devices, one per process (as list_devices() names them); None takes them all.
+    bucket_cap_mb (kcomp's, as PyTorch DDP names it): the MiB of gradients each flat all-reduce sums;
+    each starts once the backward has computed its bucket's gradients, the last layer's first.
     """
 
-    def __init__(self, device_mesh=None, devices=None, auto_shard_dataset=True):
+    def __init__(self, device_mesh=None, devices=None, auto_shard_dataset=True, bucket_cap_mb=BUCKET_MB):
         if device_mesh is not None:
             raise ArgumentError(f"Received: device_mesh={device_mesh!r}. kcomp's DataParallel takes `devices` (one per "
                                 "process torchrun starts); give devices=kcomp.distribution.list_devices() or None.")
@@ -50,6 +53,10 @@ class DataParallel:
                                 f"{self.group.world} process(es), one per device. Start one process per device "
                                 f"(torchrun --nproc-per-node {len(self.devices)} ...) or give devices=None.")
         self.auto_shard_dataset = True
+        if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
+            raise ArgumentError(f"Received: bucket_cap_mb={bucket_cap_mb!r}. Expected a positive number of MiB "
+                                f"(PyTorch DDP's default is {BUCKET_MB:g}).")
+        self.bucket_bytes = float(bucket_cap_mb) * 1024 * 1024
 
     @property
     def rank(self) -> int:
@@ -78,7 +85,9 @@ class DataParallel:
                              f"backend={model.backend!r}. Compile with backend='reference' (the CPU default) to "
                              "train data-parallel, or train this backend in one process.")
         check_supported(model, model._training, self.world)
-        return DataParallelStep(step, self)
+        # A synchronized BatchNormalization's moving statistics: the job's, so every process updates them.
+        shared = [w.path for w in model.weights if _synchronized_statistic(w)]
+        return DataParallelStep(step, self, shared)
 
 
 def set_distribution(value) -> None:
@@ -134,16 +143,30 @@ def on_writer(write) -> None:
 
 
 def check_replicas(model, epoch: int) -> None:
-    """With KCOMP_DIST_CHECK=1, after each epoch: every process must hold the same weights (a digest)."""
+    """With KCOMP_DIST_CHECK=1, after each epoch: every process must hold the same weights (a digest),
+    but for the moving statistics of a BatchNormalization(synchronized=False), which are per process."""
     if _current is None or _current.world == 1 or not config.distributed_checks():
         return
     digest = hashlib.sha256()
-    for weight in model.weights:
+    for weight in (w for w in model.weights if not _per_process(w)):
         digest.update(weight.path.encode())
         digest.update(weight.value.detach().cpu().contiguous().numpy().tobytes())
     _current.group.check_same(f"digest {digest.hexdigest()[:16]}", f"weights after epoch {epoch + 1}",
                               "The replicas drifted apart: a kcomp bug, or a callback that changed the weights "
                               "on some processes only.")
+
+
+def _moving_statistic(weight) -> bool:
+    return any(weight is getattr(weight.owner, name, None) for name in ("moving_mean", "moving_variance"))
+
+
+def _per_process(weight) -> bool:
+    """A moving statistic of a BatchNormalization(synchronized=False): each process keeps its own."""
+    return getattr(weight.owner, "synchronized", None) is False and _moving_statistic(weight)
+
+
+def _synchronized_statistic(weight) -> bool:
+    return getattr(weight.owner, "synchronized", None) is True and _moving_statistic(weight)
 
 
 def same_order(order: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,31 @@ import torch.distributed as dist
 from kcomp import config
 from kcomp.errors import KcompError
 
-BUCKET_BYTES = 25 * 1024 * 1024  # gradients reduced per flat bucket (PyTorch DDP's default size)
+BUCKET_MB = 25.0  # gradients reduced per flat bucket, in MiB: PyTorch DDP's default bucket_cap_mb
+
+
+def buckets(tensors, order, cap_bytes: float) -> list[list[int]]:
+    """The flat buckets of `tensors` (indices), filled in `order`: one open bucket per dtype, closed
+    as soon as it holds `cap_bytes` or more (as DDP fills its buckets); then the ones left open."""
+    done, open_ = [], {}
+    for i in order:
+        members, size = open_.get(tensors[i].dtype, ([], 0))
+        members.append(i)
+        size += tensors[i].numel() * tensors[i].element_size()
+        if size >= cap_bytes:
+            done.append(members)
+            open_.pop(tensors[i].dtype, None)
+        else:
+            open_[tensors[i].dtype] = (members, size)
+    return done + [members for members, _ in open_.values()]
+
+
+def flatten(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(flat: torch.Tensor, like) -> list[torch.Tensor]:
+    return [piece.view(t.shape) for piece, t in zip(flat.split([t.numel() for t in like]), like, strict=True)]
 
 
 class DistributedError(KcompError):
@@ -77,26 +101,28 @@ class ProcessGroup:
         and dtype, all in flight at once); returns new tensors of the same shapes."""
         if self.world == 1:
             return list(tensors)
-        buckets: dict[torch.dtype, list[list[int]]] = {}
-        for i, t in enumerate(tensors):
-            runs = buckets.setdefault(t.dtype, [[]])
-            if runs[-1] and sum(tensors[j].numel() for j in runs[-1]) * t.element_size() >= BUCKET_BYTES:
-                runs.append([])
-            runs[-1].append(i)
-        flats, works = [], []
-        with self.failing(what):
-            for runs in buckets.values():
-                for members in runs:
-                    flat = torch.cat([tensors[i].reshape(-1) for i in members])
-                    works.append(dist.all_reduce(flat, async_op=True))
-                    flats.append((members, flat))
-            for work in works:
-                work.wait(timedelta(seconds=self.timeout))
+        flats = [(members, flatten([tensors[i] for i in members]))
+                 for members in buckets(tensors, range(len(tensors)), BUCKET_MB * 1024 * 1024)]
+        self.wait([self.start_sum(flat, what) for _, flat in flats], what)
         out = list(tensors)
         for members, flat in flats:
-            for i, piece in zip(members, flat.split([tensors[i].numel() for i in members]), strict=True):
-                out[i] = piece.view(tensors[i].shape)
+            for i, piece in zip(members, unflatten(flat, [tensors[i] for i in members]), strict=True):
+                out[i] = piece
         return out
+
+    def start_sum(self, flat: torch.Tensor, what: str):
+        """Start summing `flat` over the processes, in place: the collective's work handle (None
+        in a job of one), which `wait` waits for."""
+        if self.world == 1:
+            return None
+        with self.failing(what):
+            return dist.all_reduce(flat, async_op=True)
+
+    def wait(self, works, what: str) -> None:
+        with self.failing(what):
+            for work in works:
+                if work is not None:
+                    work.wait(timedelta(seconds=self.timeout))
 
     def broadcast(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
         """Rank 0's values of `tensors` (copies on the other ranks)."""

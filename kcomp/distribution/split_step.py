@@ -4,11 +4,12 @@ The step is one graph (forward, loss, backward, optimizer update, running sums).
 parallelism needs one thing in its middle: the gradients summed over the processes before
 the optimizer reads them. `split_at` cuts the graph there, without changing a node:
 
-  backward  every node that does not read a gradient (forward, loss, backward, metrics, running
-            sums, moving statistics); outputs the gradients first, then every other value the
-            update reads or the step returns
-  update    every node that reads a gradient, directly or through another such node (clipping,
-            the optimizer); its inputs are the backward's outputs, in that order
+  backward  every node the gradients are computed from (a gradient may feed another: a batch
+            normalization's beta gradient is a term of its input's), and every node that does not
+            read a gradient (forward, loss, metrics, running sums, moving statistics); outputs the
+            gradients first, then every other value the update reads or the step returns
+  update    every other node that reads a gradient, directly or through another such node
+            (clipping, the optimizer); its inputs are the backward's outputs, in that order
 
 Running backward, replacing its first outputs by the reduced gradients and running update
 gives the step's outputs, in the step's order. The two pieces share the step's Values (the
@@ -18,7 +19,6 @@ which carry no names.
 
 from dataclasses import dataclass
 
-from kcomp.errors import KcompError
 from kcomp.ir.graph import Graph, Value
 
 
@@ -37,13 +37,15 @@ def _params_read(graph: Graph, nodes, returned=()) -> tuple[Value, ...]:
 
 def split_at(graph: Graph, gradients: list[Value]) -> SplitStep:
     gradient_ids = {g.id for g in gradients}
+    feeds_gradients, reads = set(), set(gradient_ids)
+    for node in reversed(graph.nodes):
+        if any(v.id in reads for v in node.outputs):
+            feeds_gradients.add(id(node))
+            reads.update(v.id for v in node.inputs)
     tainted = set(gradient_ids)
     backward, update = [], []
     for node in graph.nodes:
-        if any(v.id in tainted for v in node.inputs):
-            if any(v.id in gradient_ids for v in node.outputs):
-                raise KcompError(f"The step {graph.name!r} computes a gradient from another gradient (node {node.op}); "
-                                 "it cannot be cut between its backward and its update for data-parallel training.")
+        if id(node) not in feeds_gradients and any(v.id in tainted for v in node.inputs):
             update.append(node)
             tainted.update(v.id for v in node.outputs)
         else:

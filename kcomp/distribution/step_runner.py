@@ -2,20 +2,25 @@
 
 The training step is cut at its gradients (kcomp.distribution.split_step): this process runs the
 backward on its rows, its gradients weighed by its share of the batch (rows here / rows in all)
-are summed over the processes in flat buckets (ProcessGroup.all_reduce_flat), and the update then
+are summed over the processes in flat buckets, each bucket's all-reduce started as soon as the
+backward has computed its last gradient (kcomp.distribution.backward_run), and the update then
 runs the one optimizer on the same summed gradients everywhere, so the weights stay identical.
 With Keras's default loss reduction (the mean over the batch) this is the gradient of the loss of
-the whole global batch, as one process would compute it. After each step the running sums of the
-loss and the metrics are summed over the processes too, in the gradients' buckets (a training step
-makes one all-reduce), so the logs any callback reads, on any process, are the whole job's.
+the whole global batch, as one process would compute it. The running sums of the loss and the
+metrics ride in the gradients' buckets, so the logs any callback reads, on any process, are the
+whole job's. A BatchNormalization(synchronized=True) sums its statistics, and their gradients,
+over the processes inside the backward (replica_sum nodes); one with synchronized=False (Keras's
+default) normalizes by this process's rows and keeps its own moving statistics, which then differ
+between the processes (process 0's are the ones saved).
 
 Random ops (Dropout) draw their masks from (seed, step number, element): each process other than
 process 0 draws with seeds derived from its rank, so the processes drop different units, as
 independent replicas do.
 
 A process whose shard is empty (a last partial batch with fewer rows than processes) runs the step
-on the batch's first row with a weight of zero for its gradients, and keeps its running sums and moving
-statistics as they were: it still joins the collective, as every process must.
+on the batch's first row with a weight of zero for its gradients, adds nothing to a synchronized
+BatchNormalization's sums, and keeps its running sums and its own moving statistics as they were:
+it still joins the collectives, as every process must.
 
 This runs the step on the reference executor (op by op on torch). On a GPU the same cut would
 be two captured segments with an NCCL all-reduce between them (or inside the capture); that
@@ -26,6 +31,7 @@ import dataclasses
 
 import torch
 
+from kcomp.distribution.backward_run import BackwardRun
 from kcomp.distribution.split_step import split_at
 from kcomp.errors import KcompError
 from kcomp.ir.graph import Graph
@@ -43,16 +49,8 @@ def shard(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def check_supported(model, compiled, world: int) -> None:
-    """What a data-parallel step cannot do as one process would, refused before the first step.
-
-    Weighing each process's gradients by its rows is exact for a mean over the batch only, and a
-    BatchNormalization(synchronized=True) would need the batch statistics of the whole job inside
-    the forward (not done: each process would quietly normalize by its own share's)."""
-    synchronized = sorted({w.owner.name for w in model.weights if getattr(w.owner, "synchronized", False)})
-    if synchronized and world > 1:
-        raise KcompError(f"BatchNormalization layer(s) {synchronized} have synchronized=True, which kcomp's "
-                         "data-parallel training does not do yet: each process would normalize by its own share of "
-                         "the batch. Use synchronized=False (Keras's default: per-process statistics).")
+    """What a data-parallel step cannot do as one process would, refused before the first step:
+    weighing each process's gradients by its rows is exact for a mean over the batch only."""
     for loss in compiled.losses:
         if loss is not None and loss.reduction not in ("sum_over_batch_size", "mean"):
             raise KcompError(f"Data-parallel training sums each process's gradients weighed by its share of the "
@@ -80,7 +78,9 @@ def seeded_for_process(graph: Graph, rank: int) -> Graph:
 class DataParallelStep:
     """A StepRunner (kcomp.training.runners) for one step graph in a data-parallel job."""
 
-    def __init__(self, step, distribution):
+    def __init__(self, step, distribution, shared=()):
+        """shared: state names every process updates alike, an empty shard too (the moving statistics
+        of a synchronized BatchNormalization, which are the job's)."""
         # The distribution it serves (kcomp.training.runners.runner_for makes a new runner when it changes).
         self.distribution, self.group = distribution, distribution.group
         self.writes = step.writes
@@ -96,15 +96,18 @@ class DataParallelStep:
         if self.split is None:
             self._run_whole = ReferenceRun(self.graph)
         else:
-            self._run_backward, self._run_update = ReferenceRun(self.split.backward), ReferenceRun(self.split.update)
-        if self.split is not None:  # where the backward leaves each running sum among its outputs
+            # where the backward leaves each running sum among its outputs (the gradients come first)
             made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}
             position = {v.id: i for i, v in enumerate(self.split.backward.outputs)}
-            self.sums_carried = [position[made[name]] for name in self.sums]
+            k = self.split.gradients
+            self._run_backward = BackwardRun(self.split.backward, [*range(k), *(position[made[n]] for n in self.sums)],
+                                             [*step.writes[:k], *self.sums], self.group, distribution.bucket_bytes)
+            self._run_update = ReferenceRun(self.split.update)
         self.started = False
         # What an empty shard must leave as it was: every write but the weights, slots and step count.
         updated = set(step.writes[: len(step.gradients)])
-        self.kept_when_empty = [w for w in step.writes if w not in updated and not w.startswith("optimizer/")]
+        self.kept_when_empty = [w for w in step.writes
+                                if w not in updated and w not in shared and not w.startswith("optimizer/")]
 
     def run(self, data: list[torch.Tensor], learning_rate: float, rows, state: TrainState) -> None:
         if not self.started:
@@ -142,15 +145,24 @@ class DataParallelStep:
         state.before_train_step()  # the device-side count follows the host's
 
     def _train(self, inputs, share: float, kept, state: TrainState) -> list[torch.Tensor]:
-        """Backward, one all-reduce of the weighed gradients and this process's running sums (the
-        backward computes the sums: they ride in the same buckets), update. The summed running sums."""
+        """Backward with the all-reduces of the weighed gradients and this process's running sums
+        started in it (the backward computes the sums: they ride in the same buckets), update.
+        The summed running sums."""
         backward, update, k = self.split.backward, self.split.update, self.split.gradients
-        carried = self._run_backward(inputs, state.read(p.name for p in backward.params))
-        sums = [kept[name] for name in self.sums] if kept is not None else [carried[i] for i in self.sums_carried]
-        summed = self.group.all_reduce_flat([*(g * share for g in carried[:k]), *sums],
-                                            "summing the gradients and the logged values")
+
+        def weigh(i, tensor):  # what this process adds to the sum of the i-th reduced tensor
+            if i < k:
+                return tensor * share
+            return kept[self.sums[i - k]] if kept is not None else tensor
+
+        carried, summed = self._run_backward(inputs, state.read(p.name for p in backward.params), share, weigh)
         carried[:k] = summed[:k]
         state.write(self.writes, self._run_update(carried, state.read(p.name for p in update.params)))
         if kept is not None:
             state.write(kept.keys(), kept.values())
         return summed[k:]
+
+    @property
+    def events(self) -> list[tuple]:
+        """What the last training step did, in order (kcomp.distribution.backward_run.BackwardRun)."""
+        return self._run_backward.events if self.split is not None else []

@@ -29,6 +29,9 @@ class GraphBuilder:
         self.origin = ""
         # Keras's masks of the values traced so far: value id -> its 0/1 mask value (kcomp/layers/masks.py).
         self.masks: dict[int, Value] = {}
+        # (moving statistic, batch statistic) of each synchronized BatchNormalization traced in training,
+        # whose batch statistics are no batch_norm_train node's outputs (kcomp.training.step.moving_statistics).
+        self.batch_statistics: list[tuple[Value, Value]] = []
 
     def _new_value(self, shape, dtype, name="") -> Value:
         v = Value(self._next_id, tuple(shape), check_dtype(dtype), name)

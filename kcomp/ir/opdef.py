@@ -31,6 +31,7 @@ TRAITS = frozenset(
         "constant",
         "fused",  # a kernel node made by fusion
         "optimizer",  # updates parameters (the training step's last op)
+        "collective",  # sums over the processes of a data-parallel job (the identity in one process)
     }
 )
 

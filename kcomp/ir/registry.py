@@ -7,14 +7,14 @@ this file is the index of every op kcomp knows.
 from kcomp.errors import ArgumentError
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops import (
-    activations, augment, conv, conv_grad, elementwise, gather, grad_support, image, kernel, linalg, loss_math,
+    activations, augment, collective, conv, conv_grad, elementwise, gather, grad_support, image, kernel, linalg, loss_math,
     loss_ops, metric_ops, norm, optim, recurrent, recurrent_grad, recurrent_scan, recurrent_scan_gru, recurrent_scan_simple_rnn, reduce, shape,
 )
 
 _MODULES = (
     elementwise, activations, linalg, reduce, shape, conv, norm, gather, recurrent, kernel, grad_support, conv_grad,
     recurrent_grad, recurrent_scan, recurrent_scan_gru, recurrent_scan_simple_rnn, loss_math, optim, metric_ops, loss_ops,
-    augment, image,
+    augment, image, collective,
 )
 
 

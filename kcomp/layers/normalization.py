@@ -51,6 +51,13 @@ class BatchNormalization(_Normalization):
 
     Inference uses the moving statistics; training uses the batch's and (in the
     training step) updates moving = momentum * moving + (1 - momentum) * batch.
+
+    synchronized=True (Keras's TensorFlow backend's meaning): in a data-parallel job
+    (kcomp.distribution) the batch statistics in training are those of the whole global batch,
+    summed over the processes; without a distribution, the batch's own, as synchronized=False.
+    (Keras's torch and JAX backends refuse synchronized=True.) Either way the mean and the biased
+    variance (the sum of squares about the mean over the count) normalize the batch and update
+    the moving statistics, as Keras's moments do.
     """
 
     def __init__(
@@ -77,7 +84,8 @@ class BatchNormalization(_Normalization):
         if args.number("momentum", momentum, 0.0) > 1.0:
             raise ArgumentError(f"Received: momentum={momentum}. Expected a number in [0, 1].")
         args.number("epsilon", epsilon, 0.0, strictly=True)
-        self.axis, self.momentum, self.epsilon, self.synchronized = axis, float(momentum), float(epsilon), synchronized
+        self.axis, self.momentum, self.epsilon = axis, float(momentum), float(epsilon)
+        self.synchronized = args.boolean("synchronized", synchronized)
         (self.center, self.scale, self.beta_initializer, self.gamma_initializer,
          self.beta_regularizer, self.gamma_regularizer) = _param_args(
             center, scale, beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint
@@ -104,12 +112,39 @@ class BatchNormalization(_Normalization):
                 "over the unmasked steps only, which kcomp does not compute yet. Put it before the layer that makes "
                 "the mask, or freeze it (trainable=False: its moving statistics need no mask)."
             )
+        if training and self.synchronized:
+            return self._synchronized_call(inputs)
         op = "batch_norm_train" if training else "batch_norm"
         result = ops.emit(
             op, inputs, self.moving_mean, self.moving_variance, *self._scale_and_center(),
             axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
         )
         return result[0] if training else result
+
+    def _synchronized_call(self, inputs):
+        """Batch statistics over every process's rows: each process's per-channel sums and count are
+        summed over the job (replica_sum, the identity in one process), the mean divides them, and
+        the sum of squares about that mean is summed the same way (two passes over x, as one
+        process's variance takes, not E[x^2] - E[x]^2). Autodiff gives the backward its own sums
+        over the job, of dy and dy * (x - mean), through batch_norm's and replica_sum's gradients."""
+        axis = normalize_axis(self.axis, len(inputs.shape))
+        others = tuple(d for d in range(len(inputs.shape)) if d != axis)
+        channels = (inputs.shape[axis],)
+        local_sum = ops.emit("sum", inputs, axes=others, keepdims=True)
+        total, count = ops.emit("replica_sum", local_sum, ops.emit("count", inputs, axes=others))
+        mean = ops.divide(total, count)
+        centered = ops.subtract(inputs, mean)
+        squares = ops.emit("sum", ops.multiply(centered, centered), axes=others, keepdims=True)
+        variance = ops.divide(ops.emit("replica_sum", squares), count)
+        mean, variance = ops.reshape(mean, channels), ops.reshape(variance, channels)
+        builder = ops.current_builder()
+        if builder is not None:  # the training step updates the moving statistics from these
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                builder.batch_statistics.append((ops._as_value(moving, builder), batch))
+        return ops.emit(
+            "batch_norm", inputs, mean, variance, *self._scale_and_center(),
+            axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
+        )
 
     def get_config(self):
         return {

@@ -25,6 +25,12 @@ def identity_linear(node: Node, rw: Rewriter):
     return [node.inputs[0]]
 
 
+def one_process_replica_sum(node: Node, rw: Rewriter):
+    """A sum over the processes is each value itself in one process, where the fused pipeline runs
+    (a data-parallel step runs the graph before this pass, its replica_sums as all-reduces)."""
+    return list(node.inputs)
+
+
 def same_type_cast(node: Node, rw: Rewriter):
     return [node.inputs[0]] if node.attrs["dtype"] == node.inputs[0].dtype else None
 
@@ -118,6 +124,7 @@ RULES = [
     ("dropout", identity_dropout),
     ("linear", identity_linear),
     ("cast", same_type_cast),
+    ("replica_sum", one_process_replica_sum),
     ("reshape", merge_reshapes),
     ("transpose", merge_transposes),
     ("reshape", shift_after_views),

@@ -151,15 +151,15 @@ def moving_statistics(model, b: GraphBuilder, forward_nodes) -> tuple[list[Value
     The new values and the Variable each replaces."""
     news, variables_updated = [], []
     variables = {v.id: var for var, v in b._param_by_key.items() if hasattr(var, "path")}
-    for node in forward_nodes:
-        if node.op != "batch_norm_train":
-            continue
-        # The layer that owns the moving mean: found the same way inside nested models.
-        momentum = variables[node.inputs[1].id].owner.momentum
-        for moving, batch in ((node.inputs[1], node.outputs[1]), (node.inputs[2], node.outputs[2])):
-            kept = ops.multiply(moving, float(momentum))
-            news.append(ops.add(kept, ops.multiply(batch, 1.0 - float(momentum))))
-            variables_updated.append(variables[moving.id])
+    pairs = [pair for node in forward_nodes if node.op == "batch_norm_train"
+             for pair in ((node.inputs[1], node.outputs[1]), (node.inputs[2], node.outputs[2]))]
+    pairs += b.batch_statistics  # a synchronized BatchNormalization's statistics over the whole job
+    for moving, batch in pairs:
+        # The layer that owns the moving statistic: found the same way inside nested models.
+        momentum = variables[moving.id].owner.momentum
+        kept = ops.multiply(moving, float(momentum))
+        news.append(ops.add(kept, ops.multiply(batch, 1.0 - float(momentum))))
+        variables_updated.append(variables[moving.id])
     return news, variables_updated
 
 
