@@ -176,15 +176,24 @@ def _moves(node) -> bool:
 
 
 # Readers that take a slice's strided view as it is (the matmul template reads A and B through
-# strides; torch's concat copies once anyway), followed through reshapes: a bare crop read only by
-# them stays a view (kcomp/runtime/plan.py), as an LSTM's last h_t out of the sequence does.
+# strides; torch's concat copies once anyway), followed through reshapes that only add or drop axes
+# of 1 (others copy a strided view: kcomp/ir/cost.py): a bare crop read only by them stays a view
+# (kcomp/runtime/plan.py), as an LSTM's last h_t out of the sequence does.
 STRIDED_READERS = ("matmul", "concat")
 
 
-def _read_as_strides(fusion, v) -> bool:
-    users = fusion.users_of(v)
-    return bool(users) and all(
-        u.op in STRIDED_READERS or (u.op == "reshape" and _read_as_strides(fusion, u.outputs[0])) for u in users)
+def _squeezed(shape) -> tuple:
+    return tuple(d for d in shape if d != 1)
+
+
+def _view_suffices(fusion, v) -> bool:
+    """Whether every reader of v takes it as a strided view (a value only returned: the caller does)."""
+    def as_strides(u) -> bool:
+        if u.op == "reshape":
+            return _squeezed(u.outputs[0].shape) == _squeezed(v.shape) and _view_suffices(fusion, u.outputs[0])
+        return u.op in STRIDED_READERS
+
+    return all(as_strides(u) for u in fusion.users_of(v))
 
 
 def _chain(fusion, node) -> list:
@@ -219,7 +228,7 @@ def _group(fusion, node):
     fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     epilogue = nodes[len(prologue) + len(chain):]
     bare = not prologue and not epilogue and all(n.op == "slice" for n in chain)
-    if bare and (not fusion.users_of(chain[-1].outputs[0]) or _read_as_strides(fusion, chain[-1].outputs[0])):
+    if bare and _view_suffices(fusion, chain[-1].outputs[0]):
         return None
     return Group(node, prologue, [*chain[1:], *epilogue])
 
