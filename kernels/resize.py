@@ -100,20 +100,23 @@ class ResizeCall(Call):
 
 
 def launch(binding: ResizeBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: an NHWC image batch, read contiguous
-    x = inputs[binding.x].contiguous()
-    N, H, W, C = x.shape
-    # allocate
-    if out is None:
-        out = torch.empty((N, binding.height, binding.width, C), device=x.device, dtype=binding.out_dtype)
-    scale_h, scale_w = scales(H, W, binding.height, binding.width)
+    x, out, scale_h, scale_w = checked_images(binding, inputs, out, binding.x, forward=True)
     run(ResizeCall(binding, inputs, out, x, scale_h, scale_w), config, interpret)
     return out
 
 
-def scales(H, W, OH, OW) -> tuple[float, float]:
-    """in / out along each axis, a float32 division as torch's."""
-    return float(np.float32(H) / np.float32(OH)), float(np.float32(W) / np.float32(OW))
+def checked_images(binding, inputs, out, index: int, forward: bool) -> tuple:
+    """(the NHWC batch inputs[index], contiguous; the output, (N, binding.height, binding.width, C),
+    allocated unless given; the forward resize's in / out along each axis, float32 divisions as
+    torch's): a resize's launch (forward) or its gradient's, whose input is the resized size."""
+    # check: an NHWC image batch, read contiguous
+    x = inputs[index].contiguous()
+    N, H, W, C = x.shape
+    # allocate
+    if out is None:
+        out = torch.empty((N, binding.height, binding.width, C), device=x.device, dtype=binding.out_dtype)
+    (H, OH), (W, OW) = ((H, binding.height), (W, binding.width)) if forward else ((binding.height, H), (binding.width, W))
+    return x, out, float(np.float32(H) / np.float32(OH)), float(np.float32(W) / np.float32(OW))
 
 
 @tuned(lambda call, interpret: [block_config(interpret)])

@@ -6,9 +6,10 @@ adds every output pixel's gradient back into the pixels it read, with the same w
 program computes BLOCK input-gradient elements at flat NHWC indices and gathers instead of
 scattering (no atomics, the same sum in every run): along each axis, the outputs that read input
 row h lie in a run of at most 2 / scale + 1 (bilinear: outputs whose i0 is h - 1 or h; 2.5 / scale
-for row 1, read at weight 0 left of the first centre) or 1 / scale + 1 (nearest) rows, scale = in / out. The kernel walks a window of SPAN candidates from
-an estimate of the run's start, one row before it, and for each candidate recomputes the forward's
-own source indices and weights (kernels/resize.py), so the estimate only has to cover the run.
+for row 1, read at weight 0 left of the first centre) or 1 / scale + 1 (nearest) rows, scale =
+in / out. The kernel walks a window of SPAN candidates from an estimate of the run's start, one row
+before it, and for each candidate recomputes the forward's own source indices and weights
+(kernels/resize.py), so the estimate only has to cover the run.
 
 Each term is added as torch's backward adds it (aten/src/ATen/native/cpu/UpSampleKernel.cpp:
 grad_in[h_i, w_j] += (lambda_h_i * lambda_w_j) * g for the four corners, even at weight 0), so a
@@ -24,7 +25,7 @@ import triton.language as tl
 
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.resize import _bilinear_source, _nearest_source, scales
+from kcomp.kernels.resize import _bilinear_source, _nearest_source, checked_images
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Binding, Call, Group, Template
 
@@ -46,9 +47,11 @@ def _weights(o, h, scale, size, BILINEAR: tl.constexpr):
     h; a flag for each whether it is h (a weight-0 term still adds 0 * g, as torch's does)."""
     if BILINEAR:
         i0, i1, lam = _bilinear_source(o, scale, size)
-        return i0 == h, 1.0 - lam, i1 == h, lam
-    src = _nearest_source(o, scale, size)
-    return src == h, 1.0, src < 0, 0.0  # one source: the second never matches
+    else:  # one source at weight 1: the second (-1) never matches
+        i0 = _nearest_source(o, scale, size)
+        i1 = tl.full(i0.shape, -1, tl.int32)
+        lam = tl.zeros(i0.shape, tl.float32)
+    return i0 == h, 1.0 - lam, i1 == h, lam
 
 
 @triton.jit
@@ -112,13 +115,7 @@ class ResizeGradCall(Call):
 
 
 def launch(binding: ResizeGradBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
-    # check: the gradient of an NHWC image batch, read contiguous
-    g = inputs[binding.g].contiguous()
-    N, OH, OW, C = g.shape
-    # allocate
-    if out is None:
-        out = torch.empty((N, binding.height, binding.width, C), device=g.device, dtype=binding.out_dtype)
-    scale_h, scale_w = scales(binding.height, binding.width, OH, OW)
+    g, out, scale_h, scale_w = checked_images(binding, inputs, out, binding.g, forward=False)
     run(ResizeGradCall(binding, inputs, out, g, scale_h, scale_w), config, interpret)
     return out
 

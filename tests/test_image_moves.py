@@ -145,16 +145,23 @@ def test_predicts_and_trains_as_keras(build, backend):
 
 # -- AOT: the templates compile for sm_90 ---------------------------------------------------------
 
-AOT_CASES = ["forward", "train"]
+AOT_CASES = ["forward", "train", "nearest"]
+
+
+def _nearest_moves():
+    """The nearest resize and its gradient (image_moves's are bilinear: another specialisation)."""
+    return kcomp.Sequential([kcomp.Input((5, 7, 3)), layers.Conv2D(2, 1), layers.UpSampling2D((2, 3)), layers.Flatten(),
+                             layers.Dense(4, activation="softmax")])
 
 
 def compile_cases(cases):
-    """The AOT child's work: image_moves's forward and training-step kernels compiled for sm_90."""
+    """The AOT child's work: image_moves's forward and training-step kernels, and the training step
+    of a nearest upsampling, compiled for sm_90."""
     from aot_helpers import graph_kernel_records
 
     records = []
     for case in cases:
-        model = image_moves()
+        model = _nearest_moves() if case == "nearest" else image_moves()
         model.compile(optimizer="adam", loss="categorical_crossentropy")
         graph = model.to_graph() if case == "forward" else train_step_graph(model)
         records += graph_kernel_records(graph, case=case)
@@ -168,7 +175,8 @@ def test_the_templates_compile_for_sm_90_without_spills(tmp_path):
     records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=600)
     moves = [r for r in records if r["template"] in ("pad_slice", "resize", "resize_grad")]
     assert {(r["case"], r["template"]) for r in moves} == {
-        ("forward", "pad_slice"), ("forward", "resize"), ("train", "pad_slice"), ("train", "resize"), ("train", "resize_grad")}
+        ("forward", "pad_slice"), ("forward", "resize"), ("train", "pad_slice"), ("train", "resize"), ("train", "resize_grad"),
+        ("nearest", "resize"), ("nearest", "resize_grad")}
     for r in records:
         assert r["spill_bytes"] == 0 and r["local_stores"] == 0, r
 

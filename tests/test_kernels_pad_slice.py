@@ -147,8 +147,10 @@ def test_a_bare_crop_read_as_strides_stays_a_view_and_one_read_by_a_kernel_moves
 def test_a_float16_pad_copies_exactly():
     b = GraphBuilder("half")
     x = b.input((None, 5, 3), "float16", "x")
-    graph = b.finish([_moved(b, x, [("pad", 1, 2, 1), ("slice", 2, 1, 3)])])
+    chain = [("pad", 1, 2, 1), ("slice", 2, 1, 3)]
+    graph = b.finish([_moved(b, x, chain)])
     data = torch.randn(4, 5, 3).half()
     compared = assert_compiled_matches_reference(graph, [data], kind="elementwise")
-    assert compared.got[0].dtype == torch.float16 and [n.attrs.get("template") for n in compared.fused.nodes] == ["pad_slice"]
-    np.testing.assert_array_equal(compared.got[0].numpy(), _torch_chain(data, [("pad", 1, 2, 1), ("slice", 2, 1, 3)]).numpy())
+    assert compared.got[0].dtype == torch.float16
+    assert [n.attrs.get("template") for n in compared.fused.nodes] == ["pad_slice"]
+    np.testing.assert_array_equal(compared.got[0].numpy(), _torch_chain(data, chain).numpy())

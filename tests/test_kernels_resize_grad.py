@@ -16,7 +16,9 @@ from kcomp.kernels.resize_grad import span
 from kcomp.passes.autodiff import gradients
 from kcomp.runtime.executor import PlanExecutor
 
-from kernel_helpers import assert_compiled_matches_reference, assert_launch_matches_reference, assert_same_nonfinite, kernels_of, with_nonfinite
+from kernel_helpers import (
+    assert_compiled_matches_reference, assert_launch_matches_reference, assert_same_nonfinite, kernels_of, with_nonfinite,
+)
 from tolerances import tolerance
 
 # (the resize's input height, width, its output height, width): integer factors (UpSampling2D's,
