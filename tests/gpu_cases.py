@@ -8,10 +8,11 @@ its GPU check.
 import numpy as np
 
 from kcomp.layers import (
-    GRU, LSTM, Add, Conv2D, Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding,
-    GlobalAveragePooling2D, Input, LayerNormalization, MaxPooling2D, RandomFlip, RandomRotation, ReLU, Rescaling,
-    Resizing, SeparableConv2D, SimpleRNN, Softmax, UpSampling2D, ZeroPadding2D,
+    GRU, LSTM, Add, Conv2D, Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, GlobalAveragePooling2D, Input,
+    LayerNormalization, MaxPooling2D, RandomFlip, RandomRotation, Rescaling, Resizing, SeparableConv2D, SimpleRNN,
+    Softmax,
 )
+from kcomp.layers import Cropping2D, ReLU, UpSampling2D, ZeroPadding2D
 from kcomp.models import Model, Sequential
 
 BATCH = 37  # ragged: no block size divides it
@@ -41,9 +42,9 @@ def cnn():
 
 
 def image_moves():
-    """pad_slice (ZeroPadding2D's uneven pads; a crop with the ReLU after it; in training their
-    gradients, a slice and a pad with the ReLU's mask), resize (UpSampling2D bilinear) and, in
-    training, resize_grad."""
+    """pad_slice (ZeroPadding2D's uneven pads; a crop with the ReLU after it; in training the crop's
+    gradient, a pad of the ReLU's masked gradient), resize (UpSampling2D bilinear) and, in training,
+    resize_grad."""
     return Sequential([Input(shape=(7, 6, 2)), ZeroPadding2D(((1, 2), (0, 1))), Conv2D(3, 3, activation="relu"),
                        UpSampling2D(2, interpolation="bilinear"), Cropping2D(((1, 0), (2, 1))), ReLU(),
                        Conv2D(4, 3), GlobalAveragePooling2D(), Dense(4, activation="softmax")])
