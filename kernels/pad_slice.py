@@ -176,9 +176,9 @@ def _moves(node) -> bool:
 
 
 # Readers that take a slice's strided view as it is (the matmul template reads A and B through
-# strides; torch's concat copies once anyway), followed through reshapes that only add or drop axes
-# of 1 (others copy a strided view: kcomp/ir/cost.py): a bare crop read only by them stays a view
-# (kcomp/runtime/plan.py), as an LSTM's last h_t out of the sequence does.
+# strides; torch's concat copies once anyway), followed through transposes and reshapes that only
+# add or drop axes of 1 (others copy a strided view: kcomp/ir/cost.py): a bare crop read only by
+# them stays a view (kcomp/runtime/plan.py), as an LSTM's last h_t out of the sequence does.
 STRIDED_READERS = ("matmul", "concat")
 
 
@@ -191,6 +191,8 @@ def _view_suffices(fusion, v) -> bool:
     def as_strides(u) -> bool:
         if u.op == "reshape":
             return _squeezed(u.outputs[0].shape) == _squeezed(v.shape) and _view_suffices(fusion, u.outputs[0])
+        if u.op == "transpose":  # a view of the view (a Dense's input transposed for its weight gradient)
+            return _view_suffices(fusion, u.outputs[0])
         return u.op in STRIDED_READERS
 
     return all(as_strides(u) for u in fusion.users_of(v))
@@ -217,9 +219,16 @@ def _moves_input(fusion, node) -> bool:
     return producer is not None and _moves(producer) and fusion.sole_user(node.inputs[0]) is node
 
 
+def _contiguous(chain) -> bool:
+    """Whether a chain of slices leaves a contiguous view: each cuts an axis with only axes of 1
+    before it (a GRU bias's row out of its (2, 3u)), so no reader copies it."""
+    return all(all(d == 1 for d in n.inputs[0].shape[: n.attrs["axis"] % n.inputs[0].rank]) for n in chain)
+
+
 def _group(fusion, node):
     """A chain of pads and slices, its claimed prologue and the elementwise ops after it. A bare
-    chain of slices whose readers read it as strides stays a view (STRIDED_READERS)."""
+    chain of slices stays a view where that view is contiguous or its readers read it as strides
+    (STRIDED_READERS)."""
     if not _moves(node):
         return None
     prologue = fusion.claimed_prologue(node)
@@ -228,7 +237,7 @@ def _group(fusion, node):
     fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     epilogue = nodes[len(prologue) + len(chain):]
     bare = not prologue and not epilogue and all(n.op == "slice" for n in chain)
-    if bare and _view_suffices(fusion, chain[-1].outputs[0]):
+    if bare and (_contiguous(chain) or _view_suffices(fusion, chain[-1].outputs[0])):
         return None
     return Group(node, prologue, [*chain[1:], *epilogue])
 

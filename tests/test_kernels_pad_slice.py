@@ -129,19 +129,25 @@ def test_the_gradient_of_a_chain_runs_as_kernels_and_matches_autograd_in_float64
 
 
 def test_a_bare_crop_read_as_strides_stays_a_view_and_one_read_by_a_kernel_moves_once():
-    """A crop read only by a matmul (through strides) or returned is a view (kcomp/runtime/plan.py);
-    one a reduction reads is a pad_slice kernel (the reduction would otherwise copy it)."""
+    """A crop read only by a matmul (through strides, also transposed or with an axis of 1 dropped),
+    returned, or contiguous as it is (a weight's row) is a view (kcomp/runtime/plan.py); one a
+    reduction reads is a pad_slice kernel (the reduction would otherwise copy it)."""
     b = GraphBuilder("crops")
     x = b.input((None, 9, 6), "float32", "x")
     w = b.input((8, 5), "float32", "w")
     rows = b.emit1("slice", [x], axis=1, start=2, stop=6)
     product = b.emit1("matmul", [rows, b.emit1("slice", [w], axis=0, start=1, stop=7)])
+    last = b.emit1("reshape", [b.emit1("slice", [x], axis=1, start=8, stop=9)], shape=("N", 6))  # an RNN's last h_t
+    gram = b.emit1("matmul", [b.emit1("transpose", [last], perm=(1, 0)), last])
     cropped = b.emit1("slice", [x], axis=2, start=1, stop=5)
     total = b.emit1("sum", [b.emit1("slice", [cropped], axis=1, start=0, stop=7)], axes=(1,))
-    graph = b.finish([product, total, b.emit1("slice", [x], axis=1, start=0, stop=3)])
+    row = b.emit1("reshape", [b.emit1("slice", [w], axis=0, start=2, stop=3)], shape=(5,))
+    shifted = b.emit1("add", [product, row])
+    graph = b.finish([product, gram, total, shifted, b.emit1("slice", [x], axis=1, start=0, stop=3)])
     compared = assert_compiled_matches_reference(graph, [torch.randn(3, 9, 6), torch.randn(8, 5)], kind="accumulating")
     ops = [n.attrs["template"] if n.op == "kernel" else n.op for n in compared.fused.nodes]
-    assert sorted(ops) == sorted(["slice", "slice", "matmul", "pad_slice", "reduce", "slice"]), ops
+    kernels = ["matmul", "matmul", "pad_slice", "reduce", "pointwise"]
+    assert sorted(o for o in ops if o not in ("reshape", "transpose")) == sorted(["slice"] * 5 + kernels), ops
 
 
 def test_a_float16_pad_copies_exactly():
