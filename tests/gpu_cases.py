@@ -12,6 +12,7 @@ from kcomp.layers import (
     LayerNormalization, MaxPooling2D, RandomFlip, RandomRotation, Rescaling, Resizing, SeparableConv2D, SimpleRNN,
     Softmax,
 )
+from kcomp.layers import Cropping2D, ReLU, UpSampling2D, ZeroPadding2D
 from kcomp.models import Model, Sequential
 
 BATCH = 37  # ragged: no block size divides it
@@ -38,6 +39,15 @@ def cnn():
                        Conv2D(4, 3, activation="relu"), MaxPooling2D(),
                        Conv2D(6, 3, padding="same", activation="relu"), MaxPooling2D(pool_size=2, strides=1),
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
+
+
+def image_moves():
+    """pad_slice (ZeroPadding2D's uneven pads; a crop with the ReLU after it; in training the crop's
+    gradient, a pad of the ReLU's masked gradient), resize (UpSampling2D bilinear) and, in training,
+    resize_grad."""
+    return Sequential([Input(shape=(7, 6, 2)), ZeroPadding2D(((1, 2), (0, 1))), Conv2D(3, 3, activation="relu"),
+                       UpSampling2D(2, interpolation="bilinear"), Cropping2D(((1, 0), (2, 1))), ReLU(),
+                       Conv2D(4, 3), GlobalAveragePooling2D(), Dense(4, activation="softmax")])
 
 
 def separable_cnn():
@@ -125,7 +135,7 @@ def wide_simple_rnns():
                        SimpleRNN(70, return_sequences=True), SimpleRNN(70), Dense(4, activation="softmax")])
 
 
-CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "separable_cnn": separable_cnn, "sequences": sequences, "wide_sequences": wide_sequences,
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "image_moves": image_moves, "separable_cnn": separable_cnn, "sequences": sequences, "wide_sequences": wide_sequences,
          "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru,
          "masked_dropout_sequences": masked_dropout_sequences, "masked_dropout_gru_rnns": masked_dropout_gru_rnns,
          "activations": activations}

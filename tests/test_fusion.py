@@ -121,11 +121,11 @@ def test_conv1d_and_its_pool_fuse_into_one_kernel_as_conv2d_does():
         assert kernel.attrs["template"] == "conv2d"
         assert [n.op for n in kernel.attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
         assert {n.op for n in fused.nodes} <= {"kernel", "reshape"}  # the 1-D views: no copies
-    # Causal padding is a pad (a torch op) before the conv kernel; the second conv takes its pool.
+    # Causal padding is a pad (a pad_slice kernel) before the conv kernel; the second conv takes its pool.
     fused, _ = run_pipeline(causal_conv1d_stack().to_graph())
-    assert [n.op for n in fused.nodes if n.op not in ("kernel", "reshape")] == ["pad"]
-    assert [k.attrs["template"] for k in kernels_of(fused)] == ["conv2d", "conv2d", "reduce"]
-    assert [n.op for n in kernels_of(fused)[1].attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
+    assert [n.op for n in fused.nodes if n.op not in ("kernel", "reshape")] == []
+    assert [k.attrs["template"] for k in kernels_of(fused)] == ["pad_slice", "conv2d", "conv2d", "reduce"]
+    assert [n.op for n in kernels_of(fused)[2].attrs["body"].nodes] == ["conv2d", "bias_add", "relu", "max_pool2d"]
 
 
 def test_time_distributed_layers_fuse_over_the_folded_batch():

@@ -1,16 +1,24 @@
 """Layers that move pixels or steps without weights: ZeroPadding1D/2D, Cropping1D/2D,
 UpSampling1D/2D and RepeatVector, channels-last as Keras's defaults.
 
-Each is written in the IR's data-movement ops (pad, slice, reshape, concat) and elementwise ops,
-one spatial axis at a time, so its gradient is those ops' VJPs. UpSampling2D's "bilinear" is
-Keras's (torch backend: F.interpolate, align_corners=False, no antialias when enlarging): for an
-integer factor s, output pixel s*k + r reads source position k + (r + 0.5) / s - 0.5, a fixed blend
-of pixel k with its neighbour before or after (the edge pixel repeated past the border), so each
-of the s phases is one elementwise expression of x and x shifted by one pixel.
+Pads and crops are the IR's pad and slice, one spatial axis at a time (a compiled plan runs a chain
+of them, with the elementwise ops around it, as one kernel: kernels/pad_slice.py). The upsamplings
+and RepeatVector of float tensors are the resize op (one kernel forward, kernels/resize.py, and one
+backward, kernels/resize_grad.py): UpSampling2D's "bilinear" is Keras's keras.ops.image.resize
+(torch backend: F.interpolate, align_corners=False, antialias=False), and its "nearest", Keras's
+ops.repeat of rows and columns, is resize's "nearest" ("nearest-exact": output k reads
+floor((k + 0.5) / s) = k // s for an integer factor s); UpSampling1D and RepeatVector are that
+nearest resize of steps viewed as an image one pixel wide.
+
+Other dtypes (resize takes floats) are written in data-movement ops: the repeats interleave copies
+(reshape, concat), and "bilinear" blends each of the s phases, output pixel s*k + r reading source
+position k + (r + 0.5) / s - 0.5: pixel k and its neighbour before or after (the edge pixel repeated
+past the border), one elementwise expression of x and x shifted by one pixel.
 """
 
 from kcomp import ops
 from kcomp.errors import ArgumentError, ShapeError, format_shape
+from kcomp.ir.types import FLOAT_DTYPES, is_static
 from kcomp.layers import args
 from kcomp.layers.base import Layer
 from kcomp.layers.core import batch_dim
@@ -64,6 +72,20 @@ def crop_axes(x, crops):
         if before or after:
             x = ops.emit("slice", x, axis=axis, start=before, stop=x.shape[axis] - after)
     return x
+
+
+def resizable(x, axes) -> bool:
+    """Whether x is a float tensor whose `axes` have sizes known at build time (what resize takes)."""
+    return ops.dtype(x) in FLOAT_DTYPES and all(is_static(x.shape[a]) for a in axes)
+
+
+def upsample_steps(x, times):
+    """Each step of (batch, steps, features) `times` times in a row: a nearest resize of the steps
+    viewed as an image one pixel wide."""
+    n, steps, features = batch_dim(x), x.shape[1], x.shape[2]
+    image = ops.reshape(x, (n, steps, 1, features))
+    return ops.reshape(ops.emit("resize", image, height=steps * times, width=1, interpolation="nearest"),
+                       (n, steps * times, features))
 
 
 def repeat_each(x, axis, times):
@@ -201,6 +223,8 @@ class UpSampling1D(Layer):
         _require_rank(self, input_shape, 3, "sequences (batch, steps, channels)")
 
     def call(self, inputs):
+        if self.size > 1 and resizable(inputs, (1, 2)):
+            return upsample_steps(inputs, self.size)
         return repeat_each(inputs, 1, self.size)
 
     def get_config(self):
@@ -229,6 +253,9 @@ class UpSampling2D(Layer):
         _require_rank(self, input_shape, 4, "images (batch, height, width, channels)")
 
     def call(self, inputs):
+        (sh, sw), (h, w) = self.size, inputs.shape[1:3]
+        if (sh, sw) != (1, 1) and resizable(inputs, (1, 2)):
+            return ops.emit("resize", inputs, height=h * sh, width=w * sw, interpolation=self.interpolation)
         resize = repeat_each if self.interpolation == "nearest" else linear_upsample
         return resize(resize(inputs, 1, self.size[0]), 2, self.size[1])
 
@@ -248,7 +275,10 @@ class RepeatVector(Layer):
         _require_rank(self, input_shape, 2, "vectors (batch, features)")
 
     def call(self, inputs):
-        return repeat_each(ops.reshape(inputs, (batch_dim(inputs), 1, inputs.shape[1])), 1, self.n)
+        steps = ops.reshape(inputs, (batch_dim(inputs), 1, inputs.shape[1]))
+        if self.n > 1 and resizable(inputs, (1,)):
+            return upsample_steps(steps, self.n)
+        return repeat_each(steps, 1, self.n)
 
     def get_config(self):
         return {**super().get_config(), "n": self.n}
