@@ -82,20 +82,23 @@ def kcomp_cold_build(model_file: Path, jobs: int, work: Path, root: Path = ROOT)
     command = [sys.executable, "-m", "kcomp", "build", str(model_file), "--train", "--target", "sm_90",
                "--emit", "ptx,cubin", "--jobs", str(jobs), "-o", str(out)]
     start, cpu = time.perf_counter(), _children_cpu()
-    result = subprocess.run(command, capture_output=True, text=True, env=_env(root, KCOMP_CACHE_DIR=str(cache)))
+    # Run from `work`: `python -m` puts the working folder first on sys.path, before PYTHONPATH's `root`.
+    result = subprocess.run(command, capture_output=True, text=True, cwd=work, env=_env(root, KCOMP_CACHE_DIR=str(cache)))
     seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"kcomp build failed:\n{result.stderr}")
     report = json.loads((out / "report.json").read_text())
     assert report["aot"]["cache_hits"] == 0, "the build was not cold"
-    return {"seconds": seconds, "cpu": cpu, "aot": report["seconds"]["aot"], "kernels": report["aot"]["compiled"]}
+    ptx_counted = "tensor cores (PTX)" in (out / "report.txt").read_text()
+    return {"seconds": seconds, "cpu": cpu, "aot": report["seconds"]["aot"], "kernels": report["aot"]["compiled"],
+            "tensor_cores_read_from": "ptx" if ptx_counted else "sass"}
 
 
 def build_phases(model_file: Path, root: Path) -> dict:
     """bench/build_phases.py's breakdown of a jobs=1 build of `root`'s kcomp (a fresh process)."""
     command = [sys.executable, str(Path(__file__).with_name("build_phases.py")), str(model_file), "--train",
                "--kcomp-root", str(root)]
-    result = subprocess.run(command, capture_output=True, text=True, env=_env(root))
+    result = subprocess.run(command, capture_output=True, text=True, cwd=model_file.parent, env=_env(root))
     if result.returncode != 0:
         raise SystemExit(f"build_phases.py failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.splitlines()[-1])
@@ -144,8 +147,9 @@ def main(argv=None) -> None:
                 for jobs in dict.fromkeys((1, args.jobs)):
                     run = kcomp_cold_build(model_file, jobs, work, root)
                     times[f"{label}jobs={jobs}"].append(run)
-                    print(f"{label}kcomp build --train --jobs {jobs} (cold, {run['kernels']} kernels): {run['seconds']:.1f} s, "
-                          f"{run['cpu']:.1f} s CPU (AOT {run['aot']:.1f} s)", flush=True)
+                    print(f"{label}kcomp build --train --jobs {jobs} (cold, {run['kernels']} kernels, tensor cores read from "
+                          f"the {run['tensor_cores_read_from'].upper()}): {run['seconds']:.1f} s, {run['cpu']:.1f} s CPU "
+                          f"(AOT {run['aot']:.1f} s)", flush=True)
             if not args.no_torch_compile:
                 first_steps.append(torch_compile_first_step(work))
                 print(f"torch.compile cold first step: {first_steps[-1]:.1f} s", flush=True)

@@ -10,7 +10,9 @@ compiler once (PRELOAD) before it forks any: a spawned worker imported them itse
 each on the 2-core build machine), once per worker. This process is never forked (a fork inherits
 Triton's and torch's threads and locks in whatever state they were in, which is not safe); the
 fork server is a fresh interpreter that has only imported modules when it forks, and a test checks
-that it runs one thread.
+that it runs one thread (the building process itself runs two after `import kcomp` and three after
+the passes, measured, so forking it would not be safe). The server lives as long as this process,
+and serves its later builds without importing again.
 
 A job carries the kernel node (it pickles small) and what to compile it for; a worker sends
 back the PTX, cubin and resources, or, where the compile raised, a `Failure` with the error's
