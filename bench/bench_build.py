@@ -4,7 +4,7 @@ and in parallel (--jobs CORES), against torch.compile's cold first step of the s
 cross-entropy, batch 128, an empty Inductor cache) in the same run.
 
   python bench/bench_build.py [--repeats N] [--jobs N] [--no-torch-compile] [--before DIR] [--phases]
-                              [--json PATH]
+                              [--json PATH] [--quick]
 
 Each build is the command a user runs, in a fresh process (its imports counted): the wait a user
 sees, and its CPU seconds (its own and those of the processes it waited for: ptxas, cuobjdump; a
@@ -131,7 +131,10 @@ def main(argv=None) -> None:
     parser.add_argument("--before", type=Path, help="another checkout whose kcomp build is timed alongside")
     parser.add_argument("--phases", action="store_true", help="also time each phase of a jobs=1 build")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--quick", action="store_true", help="one round, without torch.compile (kcomp bench --quick)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.no_torch_compile = 1, True
     roots = {"": ROOT, **({"before, ": args.before.resolve()} if args.before else {})}
     times: dict[str, list] = {f"{label}jobs={jobs}": [] for label in roots for jobs in dict.fromkeys((1, args.jobs))}
     first_steps: list[float] = []

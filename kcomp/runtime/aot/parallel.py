@@ -131,7 +131,7 @@ def worker_context():
 
 class _Workers:
     """A pool started on a thread: a fork server's first fork waits for its imports, this process
-    does not. `handle(i)` is job i's AsyncResult once the pool has it; `close()` ends the pool now
+    does not. `result(i)` is job i's result once a worker has finished it; `close()` ends the pool now
     (or, where it is still starting, as soon as it is up), without waiting for it."""
 
     def __init__(self, jobs: list[CompileJob], workers: int, flags):
