@@ -3,17 +3,24 @@ step to sm_90 with an empty KCOMP_CACHE_DIR, compiling its kernels one after ano
 and in parallel (--jobs CORES), against torch.compile's cold first step of the same model (Adam on
 cross-entropy, batch 128, an empty Inductor cache) in the same run.
 
-  python bench/bench_build.py [--repeats N] [--jobs N] [--no-torch-compile]
+  python bench/bench_build.py [--repeats N] [--jobs N] [--no-torch-compile] [--before DIR] [--phases]
+                              [--json PATH] [--quick]
 
 Each build is the command a user runs, in a fresh process (its imports counted): the wait a user
-sees. torch.compile's figure is its first step alone (imports and model set-up not counted),
-on CUDA where there is a GPU, else Inductor's CPU backend. The repeats are interleaved, so a
-machine's load falls on every contender alike; the printout gives each time and the best.
+sees, and its CPU seconds (its own and those of the processes it waited for: ptxas, cuobjdump; a
+parallel build's workers are not counted, so CPU is shown for jobs=1 only). torch.compile's figure
+is its first step alone (imports and model set-up not counted), on CUDA where there is a GPU,
+else Inductor's CPU backend. The repeats are interleaved, so a machine's load falls on every
+contender alike; the printout gives each time, the best, and the load average at the start.
+--before DIR times another checkout's `kcomp build` (e.g. `git archive` of the commit before a
+change, with its kcomp/kernels link) in the same rounds. --phases adds where a jobs=1 build's time
+goes (bench/build_phases.py: imports, passes, each Triton stage, ptxas, cuobjdump), per checkout.
 """
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,25 +65,51 @@ print(time.perf_counter() - start)
 """
 
 
-def _env(**extra) -> dict:
+def _env(root: Path = ROOT, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # AOT needs the compiler
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return {**env, **extra}
 
 
-def kcomp_cold_build(model_file: Path, jobs: int, work: Path) -> dict:
-    """Seconds of `kcomp build --train` into an empty cache, and the report's own timings."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kcomp_cold_build(model_file: Path, jobs: int, work: Path, root: Path = ROOT) -> dict:
+    """Seconds (wall and CPU) of `kcomp build --train` into an empty cache, and the report's own timings."""
     cache, out = Path(tempfile.mkdtemp(dir=work)), Path(tempfile.mkdtemp(dir=work))
     command = [sys.executable, "-m", "kcomp", "build", str(model_file), "--train", "--target", "sm_90",
                "--emit", "ptx,cubin", "--jobs", str(jobs), "-o", str(out)]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=_env(KCOMP_CACHE_DIR=str(cache)))
-    seconds = time.perf_counter() - start
+    start, cpu = time.perf_counter(), _children_cpu()
+    # Run from `work`: `python -m` puts the working folder first on sys.path, before PYTHONPATH's `root`.
+    result = subprocess.run(command, capture_output=True, text=True, cwd=work, env=_env(root, KCOMP_CACHE_DIR=str(cache)))
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if result.returncode != 0:
         raise SystemExit(f"kcomp build failed:\n{result.stderr}")
     report = json.loads((out / "report.json").read_text())
     assert report["aot"]["cache_hits"] == 0, "the build was not cold"
-    return {"seconds": seconds, "aot": report["seconds"]["aot"], "kernels": report["aot"]["compiled"]}
+    ptx_counted = "tensor cores (PTX)" in (out / "report.txt").read_text()
+    return {"seconds": seconds, "cpu": cpu, "aot": report["seconds"]["aot"], "kernels": report["aot"]["compiled"],
+            "tensor_cores_read_from": "ptx" if ptx_counted else "sass"}
+
+
+def build_phases(model_file: Path, root: Path) -> dict:
+    """bench/build_phases.py's breakdown of a jobs=1 build of `root`'s kcomp (a fresh process)."""
+    command = [sys.executable, str(Path(__file__).with_name("build_phases.py")), str(model_file), "--train",
+               "--kcomp-root", str(root)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=model_file.parent, env=_env(root))
+    if result.returncode != 0:
+        raise SystemExit(f"build_phases.py failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _print_phases(phases: dict[str, dict]) -> None:
+    names = list(dict.fromkeys(name for run in phases.values() for name in run["phases"]))
+    print(f"{'phase (13 kernels, one process)':52s}" + "".join(f"{label + ' wall / CPU s':>28s}" for label in phases))
+    for name in names:
+        cells = [run["phases"].get(name) for run in phases.values()]
+        print(f"{name:52s}" + "".join(f"{c['wall']:>17.2f} / {c['cpu']:>6.2f}" if c else f"{'-':>28s}" for c in cells))
 
 
 def torch_compile_first_step(work: Path) -> float:
@@ -95,30 +128,53 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=config.build_jobs(), help="the parallel build's workers (default: cores)")
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--before", type=Path, help="another checkout whose kcomp build is timed alongside")
+    parser.add_argument("--phases", action="store_true", help="also time each phase of a jobs=1 build")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--quick", action="store_true", help="one round, without torch.compile (kcomp bench --quick)")
     args = parser.parse_args(argv)
-    times: dict[str, list] = {"jobs=1": [], f"jobs={args.jobs}": []}
+    if args.quick:
+        args.repeats, args.no_torch_compile = 1, True
+    roots = {"": ROOT, **({"before, ": args.before.resolve()} if args.before else {})}
+    times: dict[str, list] = {f"{label}jobs={jobs}": [] for label in roots for jobs in dict.fromkeys((1, args.jobs))}
     first_steps: list[float] = []
+    phases: dict[str, dict] = {}
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="kcomp-bench-build-") as folder:
         work = Path(folder)
         model_file = work / "mlp.k"
         model_file.write_text(MLP)
         for repeat in range(args.repeats):
-            for jobs in (1, args.jobs):
-                run = kcomp_cold_build(model_file, jobs, work)
-                times[f"jobs={jobs}"].append(run["seconds"])
-                print(f"kcomp build --train --jobs {jobs} (cold, {run['kernels']} kernels): {run['seconds']:.1f} s "
-                      f"(AOT {run['aot']:.1f} s)", flush=True)
+            for label, root in roots.items():
+                for jobs in dict.fromkeys((1, args.jobs)):
+                    run = kcomp_cold_build(model_file, jobs, work, root)
+                    times[f"{label}jobs={jobs}"].append(run)
+                    print(f"{label}kcomp build --train --jobs {jobs} (cold, {run['kernels']} kernels, tensor cores read from "
+                          f"the {run['tensor_cores_read_from'].upper()}): {run['seconds']:.1f} s, {run['cpu']:.1f} s CPU "
+                          f"(AOT {run['aot']:.1f} s)", flush=True)
             if not args.no_torch_compile:
                 first_steps.append(torch_compile_first_step(work))
                 print(f"torch.compile cold first step: {first_steps[-1]:.1f} s", flush=True)
-    best = {name: min(values) for name, values in times.items()}
-    sequential, parallel = best["jobs=1"], best[f"jobs={args.jobs}"]
-    print(f"best of {args.repeats}: jobs=1 {sequential:.1f} s, jobs={args.jobs} {parallel:.1f} s "
-          f"-> parallel speed-up {sequential / parallel:.2f}x ({os.cpu_count()} cores here)")
-    if first_steps:
-        torch_best = min(first_steps)
-        print(f"torch.compile first step {torch_best:.1f} s -> speed-up of kcomp's cold build over it: "
-              f"{torch_best / parallel:.2f}x (jobs={args.jobs}), {torch_best / sequential:.2f}x (jobs=1); the goal is 10x")
+        if args.phases:
+            for label, root in roots.items():
+                phases[label.strip(", ") or "this checkout"] = build_phases(model_file, root)
+            _print_phases(phases)
+    best = {name: min(run["seconds"] for run in runs) for name, runs in times.items()}
+    best_cpu = {name: min(run["cpu"] for run in runs) for name, runs in times.items()}
+    for label in roots:
+        sequential, parallel = best[f"{label}jobs=1"], best[f"{label}jobs={args.jobs}"]
+        print(f"{label}best of {args.repeats}: jobs=1 {sequential:.1f} s ({best_cpu[f'{label}jobs=1']:.1f} s CPU), "
+              f"jobs={args.jobs} {parallel:.1f} s -> parallel speed-up {sequential / parallel:.2f}x ({os.cpu_count()} cores here)")
+        if first_steps:
+            torch_best = min(first_steps)
+            print(f"{label}torch.compile first step {torch_best:.1f} s -> speed-up of kcomp's cold build over it: "
+                  f"{torch_best / parallel:.2f}x (jobs={args.jobs}), {torch_best / sequential:.2f}x (jobs=1); the goal is 10x")
+    end = os.getloadavg()
+    print(f"load average at the end {end[0]:.1f}, {end[1]:.1f}, {end[2]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"load_start": load, "load_end": end, "cores": os.cpu_count(), "builds": times,
+                                         "torch_compile_first_step": first_steps, "phases": phases}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

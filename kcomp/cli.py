@@ -44,7 +44,9 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--dump-passes", action="store_true", help="also print the IR after every pass")
     build.add_argument("--target", default="sm_90", help="GPU to compile for: sm_80, sm_89 or sm_90 (default sm_90)")
     build.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
-    build.add_argument("--emit", default="ir,triton,ptx,cubin", help="what to write, comma-separated from ir,triton,ptx,cubin (default all)")
+    build.add_argument("--emit", default="ir,triton,ptx,cubin", help="what to write, comma-separated from ir,triton,ptx,cubin,sass (default ir,triton,ptx,cubin; "
+                       "sass disassembles each cubin and adds the SASS's tensor-core and spill-store counts to the report, "
+                       "which otherwise counts tensor cores in the PTX)")
     build.add_argument("--precision", default="tf32", help="float32 matmuls: tf32 (tensor cores, default) or ieee")
     build.add_argument("--explain", action="store_true", help="print which IR nodes went into which kernel")
     build.add_argument("--jobs", "-j", type=int, metavar="N",
@@ -196,7 +198,7 @@ def cmd_build(args) -> int:
             print(f"--- {path.name}")
             print(path.read_text(), end="")
     compiler.kernel_entries(built, options, out)
-    aot = compiler.compile_ahead_of_time(built, options, out) if {"ptx", "cubin"} & set(options.emit) else None
+    aot = compiler.compile_ahead_of_time(built, options, out) if {"ptx", "cubin", "sass"} & set(options.emit) else None
     report = make_report(model, args.file, built, options, compiler.cost_summary(built, options.batch))
     if aot is not None:
         report["aot"] = aot
@@ -207,7 +209,7 @@ def cmd_build(args) -> int:
     if "triton" in options.emit:
         written.append("kernels/*.py")
     if aot is not None:
-        written += [f"kernels/*.{e}" for e in ("ptx", "cubin") if e in options.emit]
+        written += [f"kernels/*.{e}" for e in ("ptx", "cubin", "sass") if e in options.emit]
     svg = compiler.write_dot(built.fused, out / "fused.dot")
     if svg is not None:
         written.append(svg.name)

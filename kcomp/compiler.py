@@ -23,7 +23,8 @@ from kcomp.support.files import write_text_atomic
 
 TARGETS = ("sm_80", "sm_89", "sm_90")
 DTYPES = ("float32", "bfloat16")
-EMITS = ("ir", "triton", "ptx", "cubin")
+EMITS = ("ir", "triton", "ptx", "cubin", "sass")
+DEFAULT_EMITS = ("ir", "triton", "ptx", "cubin")  # sass only when asked: disassembling is ~40% of a cold build
 MAX_BATCH = 2**31 - 1  # kernels take sizes as 32-bit integers
 # The most memory the trial run and the AOT example tensors may need at the build's batch (both
 # allocate on the CPU): far beyond it, a build would fail allocating or run for hours.
@@ -34,7 +35,7 @@ MAX_EXAMPLE_BYTES = 16 * 2**30
 class BuildOptions:
     target: str = "sm_90"
     dtype: str = "float32"
-    emit: tuple = EMITS
+    emit: tuple = DEFAULT_EMITS
     batch: int = 128
     precision: str = "tf32"
     train: bool = False  # build the training step (forward, loss, backward, update) instead of the forward
@@ -258,26 +259,34 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
 
 
 def _read_cached_kernel(files: list[Path]) -> dict | None:
-    """A kernel's cached PTX, cubin and resources, each verified (kcomp.support.disk_cache);
-    None when any of them is missing, damaged or unreadable: the kernel is compiled again."""
+    """A kernel's cached PTX, cubin, resources (and SASS, where files names it), each verified
+    (kcomp.support.disk_cache); None when any of them is missing, damaged or unreadable, or the
+    SASS is asked for and the resources lack its counts: the kernel is compiled again."""
     from kcomp.support.disk_cache import read_entry
 
-    ptx, cubin, resources = (read_entry(f) for f in files)
-    if ptx is None or cubin is None or resources is None:
+    parts = [read_entry(f) for f in files]
+    if any(part is None for part in parts):
         return None
+    kernel = dict(zip(_CACHED_PARTS, parts))
     try:
-        resources = json.loads(resources)
+        kernel["resources"] = resources = json.loads(kernel["resources"])
         for key in ("registers", "shared_bytes", "spill_bytes", "tensor_cores", "num_warps"):
             resources[key]
+        if "sass" in kernel:
+            resources["sass_tensor_cores"], resources["local_stores"]
     except (ValueError, TypeError, KeyError):
         return None
-    return {"ptx": ptx, "cubin": cubin, "resources": resources}
+    return kernel
+
+
+_CACHED_PARTS = ("ptx", "cubin", "resources", "sass")  # a kernel's cache files, in _cache_files's order
 
 
 def _cache_files(entry: dict, options: BuildOptions) -> list[Path]:
-    """The kernel's PTX, cubin and resources in the AOT cache."""
+    """The kernel's PTX, cubin and resources in the AOT cache, and its SASS when emit asks for it."""
     stem = f"{entry['name']}.{options.target}"
-    return [_aot_cache_dir(entry, options) / f"{stem}.{ext}" for ext in ("ptx", "cubin", "json")]
+    extensions = ("ptx", "cubin", "json", "sass") if "sass" in options.emit else ("ptx", "cubin", "json")
+    return [_aot_cache_dir(entry, options) / f"{stem}.{ext}" for ext in extensions]
 
 
 def _compile_missing(missing: list[dict], options: BuildOptions) -> list[dict]:
@@ -292,16 +301,16 @@ def _compile_missing(missing: list[dict], options: BuildOptions) -> list[dict]:
     for entry in missing:
         unique.setdefault(tuple(_cache_files(entry, options)), entry)
     jobs = [CompileJob(e["_node"], e["kernel"], e["name"], e["template"], options.target, options.precision,
-                       options.batch) for e in unique.values()]
+                       options.batch, sass="sass" in options.emit) for e in unique.values()]
     progress = _progress_bar(len(jobs), "compiling kernels")
     results = compile_jobs(jobs, options.jobs or config.build_jobs(), progress)
     kernels = {}
     for files, result in zip(unique, results):
-        parts = [result["ptx"], result["cubin"], result["resources_json"]]
+        parts = [result["ptx"], result["cubin"], result["resources_json"], result.get("sass")][:len(files)]
         for path, data in zip(files, parts):
             if not write_entry(path, data):
                 break
-        kernels[files] = {"ptx": parts[0], "cubin": parts[1], "resources": json.loads(parts[2])}
+        kernels[files] = {**dict(zip(_CACHED_PARTS, parts)), "resources": json.loads(parts[2])}
     return [kernels[tuple(_cache_files(entry, options))] for entry in missing]
 
 
@@ -345,8 +354,10 @@ def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dic
             registers=resources["registers"], shared=resources["shared_bytes"], spills=resources["spill_bytes"],
             tensor_cores=resources["tensor_cores"], num_warps=resources["num_warps"],
         )
+        if "sass" in options.emit:
+            entry.update(sass_tensor_cores=resources["sass_tensor_cores"], local_stores=resources["local_stores"])
         stem = f"{entry['name']}.{options.target}"
-        for ext in ("ptx", "cubin"):
+        for ext in ("ptx", "cubin", "sass"):
             if ext in options.emit:
                 write_bytes_atomic(out / "kernels" / f"{stem}.{ext}", kernel[ext])
     built.seconds["aot"] = time.perf_counter() - start

@@ -82,16 +82,22 @@ def _size(n: int) -> str:
         n /= 1024
 
 
+def _instructions(counts: dict | None) -> str:
+    return "-" if counts is None else (", ".join(f"{n} {op}" for op, n in counts.items()) or "none")
+
+
 def _kernel_table(kernels: list[dict]) -> list[str]:
     if not kernels:
         return ["  (no kernels)"]
-    rows = [("#", "template", "MFLOP", "bytes", "regs", "smem", "spills", "tensor cores", "absorbed")]
+    sass = any("sass_tensor_cores" in k for k in kernels)  # kcomp build --emit sass
+    rows = [("#", "template", "MFLOP", "bytes", "regs", "smem", "spills", "tensor cores (PTX)",
+             *(("tensor cores (SASS)", "spill stores") if sass else ()), "absorbed")]
     for k in kernels:
-        cores = k.get("tensor_cores")
         rows.append((
             str(k["kernel"]), k["template"], f"{k['flops'] / 1e6:.2f}", _size(k["bytes"]),
             str(k.get("registers", "-")), _size(k["shared"]) if "shared" in k else "-", str(k.get("spills", "-")),
-            "-" if cores is None else (", ".join(f"{n} {op}" for op, n in cores.items()) or "none"),
+            _instructions(k.get("tensor_cores")),
+            *((_instructions(k.get("sass_tensor_cores")), str(k.get("local_stores", "-"))) if sass else ()),
             k["description"],
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

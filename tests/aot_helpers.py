@@ -104,13 +104,20 @@ def example_kernels(training: bool = True):
 
 
 def record(result) -> dict:
+    """A compiled kernel's resources, with the SASS's counts beside the PTX's: tensor_cores (read from
+    the PTX, as a build reports them), sass_tensor_cores and local_stores (STL, from the SASS)."""
     return {
-        **result.resources(),
+        **result.resources(sass=True),
         "status": "compiled",
         "ptx_target": next((line.split()[-1] for line in result.ptx.splitlines() if line.startswith(".target")), None),
         "cubin_bytes": len(result.cubin),
-        "local_stores": result.local_stores(),
     }
+
+
+def assert_ptx_agrees_with_sass(r: dict) -> None:
+    """The record's tensor-core counts read from the PTX are the SASS's, opcode by opcode."""
+    assert r["tensor_cores"] == r["sass_tensor_cores"], (
+        f"PTX says {r['tensor_cores']}, SASS {r['sass_tensor_cores']}: {r.get('name')} ({r.get('template')})")
 
 
 def graph_kernel_records(graph, target: str = "sm_90", **labels) -> list[dict]:
@@ -295,4 +302,5 @@ def assert_compiled_without_spills(test_file: str, units_list, templates, tmp_pa
     assert [(r["units"], r["template"]) for r in records] == [(u, t) for u in units_list for t in templates(u)]
     for r in records:
         assert r["spill_bytes"] == 0 and r["local_stores"] == 0 and r["tensor_cores"], r
+        assert_ptx_agrees_with_sass(r)
     return records

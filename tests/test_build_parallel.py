@@ -3,8 +3,10 @@
 A three-kernel model (Input(16) -> Dense(12, relu) -> Dense(8, relu) -> Dense(4), batch 32) is
 built twice in a child process started without TRITON_INTERPRET (this file's __main__ block, run
 by aot_helpers.run_file_as_aot_child), each into an empty cache: one kernel after another
-(jobs=1) and in two processes (jobs=2); and each kernel once more in a spawned worker alone. The
-files written, the cache entries and the report must be the same. The rest runs here: a failing kernel's error, the progress line, the jobs setting.
+(jobs=1) and in two processes (jobs=2); and each kernel once more in a worker alone, forked from
+the fork server as a build's workers are. The files written, the cache entries and the report
+must be the same. The rest runs here: a failing kernel's error, a pool that never starts, the
+progress line, the jobs setting.
 """
 
 import hashlib
@@ -13,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,23 +51,31 @@ def child(jobs_list: list, answer: Path) -> None:
             "kernels": [{k: v for k, v in e.items() if not k.startswith("_")} for e in built.kernels],
         })
     # The build's own process may compile every kernel before a worker is up (it never waits for
-    # one), so each kernel is also compiled in a spawned worker alone, to compare its bytes.
-    import multiprocessing
-
-    from kcomp.runtime.aot.parallel import CompileJob, compile_job
+    # one), so each kernel is also compiled in a worker alone, to compare its bytes.
+    from kcomp.runtime.aot.parallel import CompileJob, compile_job, worker_context
 
     jobs = [CompileJob(e["_node"], e["kernel"], e["name"], e["template"], "sm_90", "tf32", 32) for e in built.kernels]
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    with worker_context().Pool(1) as pool:
         in_worker = pool.map(compile_job, jobs)
+        (server,) = pool.map(_fork_server, [None])
     records.append({f"kernels/{job.name}.sm_90.{ext}": hashlib.sha256(result[ext]).hexdigest()
                     for job, result in zip(jobs, in_worker) for ext in ("ptx", "cubin")})
+    records.append(server)
     answer.write_text(json.dumps(records))
+
+
+def _fork_server(_) -> dict:
+    """In a worker: what the process it was forked from (its parent) runs and has loaded."""
+    parent = Path(f"/proc/{os.getppid()}")
+    maps = (parent / "maps").read_text()
+    return {"command": (parent / "cmdline").read_text().split("\0"), "threads": len(list((parent / "task").iterdir())),
+            "libraries": sorted({name for name in ("libtorch_cpu", "libtriton") if name in maps})}
 
 
 def test_a_parallel_build_writes_what_a_sequential_one_does(tmp_path):
     from aot_helpers import run_file_as_aot_child
 
-    sequential, parallel, in_worker = run_file_as_aot_child(__file__, [1, 2], tmp_path, timeout=600)
+    sequential, parallel, in_worker, server = run_file_as_aot_child(__file__, [1, 2], tmp_path, timeout=600)
     assert sequential["aot"] == parallel["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0}
     assert sequential["again"] == parallel["again"] == {"target": "sm_90", "compiled": 0, "cache_hits": 3}
     assert sorted(sequential["files"]) == [f"kernels/kernel_{i}.{ext}" for i in range(3) for ext in ("py", "sm_90.cubin", "sm_90.ptx")]
@@ -75,6 +86,10 @@ def test_a_parallel_build_writes_what_a_sequential_one_does(tmp_path):
         entry["cache_hit"] = False
     assert parallel["kernels"] == [{**e, "cache_hit": False} for e in sequential["kernels"]]
     assert all(e["registers"] > 0 for e in sequential["kernels"])
+    # The workers were forked from multiprocessing's fork server, which had loaded torch and Triton
+    # (their native libraries are mapped) and ran one thread when it forked (a fork is safe).
+    assert "from multiprocessing.forkserver import main" in " ".join(server["command"])
+    assert server["libraries"] == ["libtorch_cpu", "libtriton"] and server["threads"] == 1
 
 
 def _jobs(target: str) -> list:
@@ -100,6 +115,48 @@ def test_a_failing_kernel_is_reported_alike_by_workers_and_in_process():
         messages.append(str(error.value))
     assert messages[0] == messages[1]
     assert messages[0].startswith("kernel_0 (matmul) did not compile for sm_75 at batch 32: KcompError: Received: target='sm_75'")
+
+
+class _PoolThatNeverStarts:
+    """A multiprocessing context whose Pool blocks until `release` is set (a fork server whose
+    imports take forever); then a pool that records its terminate()."""
+
+    def __init__(self):
+        self.release, self.terminated = threading.Event(), threading.Event()
+
+    def Array(self, *args, **kwargs):
+        import multiprocessing
+
+        return multiprocessing.get_context("spawn").Array(*args, **kwargs)
+
+    def Pool(self, *args, **kwargs):
+        assert self.release.wait(timeout=600)
+        terminated = self.terminated
+
+        class Pool:
+            def apply_async(self, *args):
+                raise AssertionError("no job goes to a pool started after the build is done")
+
+            def terminate(self):
+                terminated.set()
+
+        return Pool()
+
+
+def test_the_building_process_does_not_wait_for_the_pool_to_start(monkeypatch):
+    """Every kernel is compiled here while the pool is still starting; the pool, once up, is ended."""
+    from kcomp.runtime.aot import parallel
+
+    context = _PoolThatNeverStarts()
+    monkeypatch.setattr(parallel, "worker_context", lambda: context)
+    monkeypatch.setattr(parallel, "compile_job", lambda job: {"compiled here": job.name})
+    jobs = _jobs("sm_90")
+    done = []
+    results = parallel.compile_jobs(jobs, 3, done.append)
+    assert results == [{"compiled here": f"kernel_{i}"} for i in range(3)] and done == [1, 2, 3]
+    assert not context.terminated.is_set()
+    context.release.set()
+    assert context.terminated.wait(timeout=600)
 
 
 class _Terminal(io.StringIO):

@@ -104,7 +104,7 @@ BUILD_USAGE_ERRORS = {
     "batch beyond memory": (["--batch", 10**8], "--batch 100000000 needs about"),  # an internal error (allocation) before
     "empty emit": (["--emit", ","], "--emit ',' names nothing to write; give a comma-separated list"),  # exit 0 before
     "blank emit": (["--emit", " "], "--emit ' ' names nothing to write"),
-    "unknown emit": (["--emit", "ir,sass"], "Unknown: ['sass']"),
+    "unknown emit": (["--emit", "ir,asm"], "Unknown: ['asm']"),  # sass is known: it disassembles
     "unknown target": (["--target", "sm_75"], "target='sm_75'. Expected one of"),
     "unknown dtype": (["--dtype", "float64"], "dtype='float64'. Expected one of"),
     "unknown precision": (["--precision", "fp16"], "precision='fp16'. Expected 'tf32' or 'ieee'"),

@@ -17,13 +17,16 @@ build is the same bytes on every machine. Triton's own cache is not read here (a
 is not verified, and one damaged would be copied into a build): kcomp's AOT cache, whose entries
 are checked when read, is the one cache of compiled kernels (compiler.compile_ahead_of_time).
 
-Resource usage (registers, shared memory, spills) and the SASS come from
-`cuobjdump`, which Triton's wheel carries. A process whose Triton runs in
-interpreter mode (TRITON_INTERPRET=1) cannot compile; run AOT in another one.
+Resource usage (registers, shared memory, spills) comes from `cuobjdump -res-usage`, which
+Triton's wheel carries; tensor-core instructions are counted in the PTX (ptx_tensor_core_counts,
+by the SASS opcode each becomes), and the SASS (`cuobjdump -sass`, about 0.5 s of CPU a kernel) is
+disassembled only when asked (sass(), tensor_core_counts(), local_stores(); `kcomp build --emit
+sass`). A process whose Triton runs in interpreter mode (TRITON_INTERPRET=1) cannot compile; run
+AOT in another one.
 
     source = kernel_source(node, 3)
     result = compile_kernel(source, example_inputs(node.attrs["body"]), target="sm_90")
-    result.registers, result.shared_bytes, result.spill_bytes, result.tensor_core_counts()
+    result.registers, result.shared_bytes, result.spill_bytes, result.ptx_tensor_core_counts()
 
 The parts:
 
@@ -34,7 +37,7 @@ The parts:
     portable_paths.py   source file names the same on every machine, for the line info
     compile.py          triton.compile for the target, then the artifacts written
     results.py          AotResult: PTX, cubin, and the resources cuobjdump / ptxas report
-    parallel.py         many kernel nodes compiled in spawned worker processes (kcomp build --jobs)
+    parallel.py         many kernel nodes compiled in worker processes forked from a fork server (kcomp build --jobs)
 """
 
 from kcomp.runtime.aot.compile import (
@@ -44,7 +47,7 @@ from kcomp.runtime.aot.compile import (
 from kcomp.runtime.aot.example_tensors import example_inputs, example_output, example_sizes
 from kcomp.runtime.aot.portable_paths import portable_file_names, portable_path
 from kcomp.runtime.aot.recording import Launch, record_launches
-from kcomp.runtime.aot.results import TENSOR_CORE_OPCODES, AotResult
+from kcomp.runtime.aot.results import TENSOR_CORE_OPCODES, AotResult, ptx_tensor_core_counts
 from kcomp.runtime.aot.signature import DIVISIBILITY, POINTER_TYPES, specialize
 from kcomp.runtime.aot.targets import SHARED_LIMITS, TARGETS, compute_capability
 
@@ -52,5 +55,5 @@ __all__ = [
     "AotResult", "DIVISIBILITY", "Launch", "POINTER_TYPES", "PORTABLE_NAMES_KEY", "SHARED_LIMITS", "TARGETS",
     "TENSOR_CORE_OPCODES", "compile_kernel", "compile_launch", "compile_launches", "compile_node",
     "compute_capability", "example_inputs", "example_output", "example_sizes", "portable_file_names",
-    "portable_line_info", "portable_path", "record_launches", "specialize", "write_artifacts",
+    "portable_line_info", "portable_path", "ptx_tensor_core_counts", "record_launches", "specialize", "write_artifacts",
 ]

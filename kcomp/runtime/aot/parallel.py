@@ -2,9 +2,17 @@
 
 A cold `kcomp build` spends nearly all its time in `triton.compile` and ptxas (about 1 s a
 kernel), one kernel after another; the kernels are independent, so several processes compile
-them side by side: this one and `jobs - 1` workers. The workers are started with the "spawn"
-method: a forked child inherits Triton's and torch's threads and locks in whatever state they
-were in, which is not safe. With one job or jobs=1 everything compiles here, with no pool.
+them side by side: this one and `jobs - 1` workers. With one job or jobs=1 everything compiles
+here, with no pool.
+
+The workers are forked from multiprocessing's fork server, which imports torch, Triton and kcomp's
+compiler once (PRELOAD) before it forks any: a spawned worker imported them itself (2.2 s of CPU
+each on the 2-core build machine), once per worker. This process is never forked (a fork inherits
+Triton's and torch's threads and locks in whatever state they were in, which is not safe); the
+fork server is a fresh interpreter that has only imported modules when it forks, and a test checks
+that it runs one thread (the building process itself runs two after `import kcomp` and three after
+the passes, measured, so forking it would not be safe). The server lives as long as this process,
+and serves its later builds without importing again.
 
 A job carries the kernel node (it pickles small) and what to compile it for; a worker sends
 back the PTX, cubin and resources, or, where the compile raised, a `Failure` with the error's
@@ -15,6 +23,7 @@ a parallel build reports the error a sequential one would.
 
 import json
 import multiprocessing
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -32,6 +41,7 @@ class CompileJob:
     target: str
     precision: str
     batch: int
+    sass: bool = False  # also disassemble the cubin: the SASS, its tensor cores and spill stores
 
 
 @dataclass(frozen=True)
@@ -44,15 +54,19 @@ class Failure:
 
 
 def compile_job(job: CompileJob) -> dict | Failure:
-    """The kernel's PTX (bytes), cubin and resources (as they read back from JSON), or a Failure."""
+    """The kernel's PTX (bytes), cubin and resources (as they read back from JSON), and its SASS
+    when the job asks for it; or a Failure."""
     from kcomp.runtime.aot.compile import compile_node
 
     try:
         result = compile_node(job.node, job.index, job.target, job.precision, job.batch)
-        resources = json.dumps(result.resources(), indent=2, default=str) + "\n"
+        resources = json.dumps(result.resources(sass=job.sass), indent=2, default=str) + "\n"
     except Exception as e:  # noqa: BLE001 -- any compile error becomes the KcompError compile_jobs raises
         return Failure(f"{type(e).__name__}: {e}", isinstance(e, KcompError), traceback.format_exc())
-    return {"ptx": result.ptx.encode(), "cubin": result.cubin, "resources_json": resources.encode()}
+    out = {"ptx": result.ptx.encode(), "cubin": result.cubin, "resources_json": resources.encode()}
+    if job.sass:
+        out["sass"] = result.sass().encode()
+    return out
 
 
 def _raise_for(job: CompileJob, failure: Failure):
@@ -102,31 +116,84 @@ def _compile_unless_started(index: int, job: CompileJob):
     return compile_job(job)
 
 
+# What the fork server imports before it forks a worker: all a compile needs (torch, Triton's
+# compiler and NVIDIA backend, kcomp's codegen, kernel cache and templates).
+PRELOAD = ("kcomp.runtime.aot.compile", "kcomp.runtime.kernel_cache", "kcomp.kernels.registry",
+           "kcomp.codegen.module", "triton.compiler", "triton.backends.nvidia.compiler")
+
+
+def worker_context():
+    """The multiprocessing context the workers start from: the fork server, preloading PRELOAD."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, once per process
+    return context
+
+
+class _Workers:
+    """A pool started on a thread: a fork server's first fork waits for its imports, this process
+    does not. `result(i)` is job i's result once a worker has finished it; `close()` ends the pool now
+    (or, where it is still starting, as soon as it is up), without waiting for it."""
+
+    def __init__(self, jobs: list[CompileJob], workers: int, flags):
+        self._jobs, self._workers, self._flags = jobs, workers, flags
+        self._handles: list = []
+        self._pool = None
+        self._closed = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._start, name="kcomp-build-workers", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
+            pool = worker_context().Pool(self._workers, initializer=_share_flags, initargs=(self._flags,))
+        except Exception:  # noqa: BLE001 -- no workers (e.g. out of processes): this process compiles alone
+            return
+        with self._lock:
+            if self._closed:
+                pool.terminate()
+                return
+            self._pool = pool
+            for i, job in enumerate(self._jobs):
+                self._handles.append(pool.apply_async(_compile_unless_started, (i, job)))
+
+    def result(self, i: int):
+        """Job i's result where a worker has finished it, else None."""
+        handle = self._handles[i] if i < len(self._handles) else None
+        return handle.get() if handle is not None and handle.ready() and handle.successful() else None
+
+    def finished(self, below: int) -> int:
+        """How many of jobs 0..below-1 the workers have finished."""
+        return sum(1 for handle in self._handles[:below] if handle.ready())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+
+
 def _compile_in_pool(jobs: list[CompileJob], workers: int, on_done: Callable[[int], None]) -> list:
-    """`workers - 1` spawned workers take the jobs from the first, this process from the last.
+    """`workers - 1` workers take the jobs from the first, this process from the last.
 
-    This process has kcomp, torch and Triton loaded; a worker first imports them (measured: 2.2 s
-    of CPU each, 8-12 s of wall time on the loaded 2-core build machine). So this process never
-    waits for a worker: it compiles every job no worker has finished when it gets there (a job a
-    worker is still compiling may be compiled twice, to the same bytes), and leaving the pool ends
-    the workers. A parallel build is so never much slower than this process alone, and a worker
-    that dies cannot hang it. Workers skip the jobs this process has taken (shared flags). A script
-    that builds must start its work under `if __name__ == "__main__":`, as multiprocessing asks:
-    each worker imports it again."""
-    context = multiprocessing.get_context("spawn")
-    flags = context.Array("b", len(jobs), lock=False)
+    This process has kcomp, torch and Triton loaded; the fork server imports them before its first
+    fork (2.2 s of CPU on the 2-core build machine, more wall time when it is loaded). So this
+    process never waits for a worker, nor for the pool to start: it compiles every job no worker
+    has finished when it gets there (a job a worker is still compiling may be compiled twice, to
+    the same bytes), and then ends the workers. A parallel build is so never much slower than this
+    process alone, and a worker that dies cannot hang it. Workers skip the jobs this process has
+    taken (shared flags). A script that builds must start its work under
+    `if __name__ == "__main__":`, as multiprocessing asks: each worker imports it again."""
+    flags = worker_context().Array("b", len(jobs), lock=False)
     results: dict[int, dict | Failure] = {}
-    with context.Pool(workers - 1, initializer=_share_flags, initargs=(flags,)) as pool:  # leaving terminates
-        handles = [pool.apply_async(_compile_unless_started, (i, job)) for i, job in enumerate(jobs)]
-
-        def worker_result(i):
-            return handles[i].get() if handles[i].ready() and handles[i].successful() else None
-
+    pool = _Workers(jobs, workers - 1, flags)
+    try:
         for i in reversed(range(len(jobs))):
-            result = worker_result(i)
+            result = pool.result(i)
             if result is None:
                 flags[i] = 1
                 result = compile_job(jobs[i])
             results[i] = result
-            on_done(len(results) + sum(1 for j in range(i) if handles[j].ready()))
+            on_done(len(results) + pool.finished(i))
+    finally:
+        pool.close()
     return [results[i] for i in range(len(jobs))]
