@@ -189,3 +189,21 @@ def test_mask_mul_fusion_is_bitwise():
     (want,) = run_graph(graph, [a_t, g_t], {})
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(torch.signbit(got), torch.signbit(want))  # -0.0 where g < 0 is masked
+
+
+def test_values_are_released_after_their_last_reader():
+    """A run drops each value at the step that reads it last (or makes it, when nothing reads it):
+    never a graph input, parameter or output, never one a later step reads; the results unchanged."""
+    graph, _ = conv_block_graph(2, 9, 11, 3, 5, (3, 3), (1, 1), "same", 1, "float32")
+    run = ReferenceRun(graph)
+    kept = {v.id for v in (*graph.inputs, *graph.params, *graph.outputs)}
+    released = [vid for dying in run.release for vid in dying]
+    assert len(released) == len(set(released)) and not set(released) & kept
+    made = {v.id for _, _, _, outs in run.steps for v in outs}
+    assert made - kept <= set(released)  # every intermediate is let go of
+    for k, dying in enumerate(run.release):
+        later = {v.id for _, ins, _, _ in run.steps[k + 1:] for v in ins}
+        assert not set(dying) & later
+    inputs = random_inputs(graph, seed=13)
+    for a, b in zip(run(inputs, {}), run_graph(graph, inputs, {}), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

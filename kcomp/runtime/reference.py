@@ -116,15 +116,33 @@ def schedule(graph: Graph) -> list[tuple]:
             for i, node in enumerate(nodes) if i in fused or i not in taken]
 
 
+def releases(graph: Graph, steps) -> list[list[int]]:
+    """Per step, the values that die there: read last by it (or, read by nothing, made by it) and
+    not a graph output. A run that drops them frees each activation and gradient as soon as it is
+    dead, as PyTorch's autograd does, rather than at the step's end: a smaller heap, fewer fresh
+    pages for the allocator to fault in at the next step."""
+    last: dict[int, int] = {}
+    for k, (_, ins, _, outs) in enumerate(steps):
+        for v in (*ins, *outs):
+            last[v.id] = k
+    for v in (*graph.inputs, *graph.params, *graph.outputs):
+        last.pop(v.id, None)  # the caller's tensors and the results: never dropped
+    dying: list[list[int]] = [[] for _ in steps]
+    for vid, k in last.items():
+        dying[k].append(vid)
+    return dying
+
+
 class ReferenceRun:
     """A graph and its schedule, made once: what a step or predict runs every batch."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
         self.steps = schedule(graph)
+        self.release = releases(graph, self.steps)
 
     def __call__(self, inputs, params):
-        return run_steps(self.graph, self.steps, inputs, params)
+        return run_steps(self.graph, self.steps, inputs, params, self.release)
 
 
 def run_reference(graph: Graph, inputs, params):
