@@ -207,3 +207,38 @@ def test_values_are_released_after_their_last_reader():
     inputs = random_inputs(graph, seed=13)
     for a, b in zip(run(inputs, {}), run_graph(graph, inputs, {}), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def dropout_graph(rate=0.3, seeds=(5, 5)):
+    """loss = sum(dropout_b(dropout_a(x) * w) * c) at a step input; outputs d loss / d (x, w) and the
+    loss: each dropout's gradient is a dropout of the same seed, rate and step (its mask)."""
+    b = GraphBuilder("dropouts")
+    x = b.input((None, 7, 3), "float32", "x")
+    w = b.input((7, 3), "float32", "w")
+    c = b.input((None, 7, 3), "float32", "c")
+    step = b.input((), "float32", "step")
+    h = b.emit1("mul", [b.emit1("dropout", [x, step], rate=rate, seed=seeds[0], training=True), w])
+    loss = b.emit1("sum", [b.emit1("mul", [b.emit1("dropout", [h, step], rate=rate, seed=seeds[1], training=True), c])])
+    return b.finish([*gradients(b, loss, [x, w]), loss])
+
+
+@pytest.mark.parametrize("seeds", [(5, 5), (5, 8)], ids=["one-seed", "two-seeds"])
+def test_dropouts_of_one_mask_draw_it_once(seeds):
+    """A dropout and its gradient (same seed, rate, step, shape) share the first's mask: the same bits
+    as each drawing its own, NaN and inf in x and in the cotangent included; no mask shared across seeds
+    unless the seeds are the same (two dropouts of one seed on same-shaped tensors draw the same mask)."""
+    graph = dropout_graph(seeds=seeds)
+    names = step_names(graph)
+    assert names.count("_dropout_drawing_mask") == (1 if seeds[0] == seeds[1] else 2)
+    assert names.count("_dropout_reusing_mask") == (3 if seeds[0] == seeds[1] else 2)
+    assert "_dropout" not in names
+    g = torch.Generator().manual_seed(21)
+    x, w, c = torch.randn(6, 7, 3, generator=g), torch.randn(7, 3, generator=g), torch.randn(6, 7, 3, generator=g)
+    x[0, 1, :] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    c[2, 3, :] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    for step in (1.0, 2.0):
+        inputs = [x, w, c, torch.tensor(step)]
+        got, want = run_reference(graph, inputs, {}), run_graph(graph, inputs, {})
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        assert (got[0] == 0).any() and any(torch.isnan(t).any() for t in got)  # some dropped; a NaN kept

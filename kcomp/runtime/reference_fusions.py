@@ -1,0 +1,109 @@
+"""The reference executor's rules (kcomp.runtime.reference): how its schedule computes some nodes
+together, each rule computing the same function as the nodes it replaces.
+
+FUSIONS: a pair of nodes that runs as one torch call where the graph has both, as PyTorch's eager
+loop calls it: a conv's two gradients from one convolution backward, a conv and its bias in one
+convolution, a gradient times a 0/1 mask in two passes, not three. On a CPU the passes over a CNN's
+activations these save are most of a step's time. The mask product is bit for bit; the
+convolutions within rounding, as torch may sum in another order.
+
+share_dropout_masks: dropouts that draw the same mask (a dropout and its gradient: same seed, rate,
+step input and shape) draw it once; the others reuse it, bit for bit.
+
+(tests/test_reference_fusions.py checks each against the nodes it replaces, NaN and inf included.)
+"""
+
+import torch
+
+from kcomp.ir.graph import Node, Value
+from kcomp.ir.ops.conv import conv2d_with_bias
+from kcomp.ir.ops.conv_grad import conv2d_backprop_both
+from kcomp.ir.ops.norm import dropout_draws, dropout_with_mask
+from kcomp.ir.registry import OPS
+from kcomp.random import keep_mask
+
+
+def _geometry(node: Node, size_attr: str) -> dict:
+    return {k: v for k, v in node.attrs.items() if k != size_attr}
+
+
+def _conv_backprop_pair(first: Node, second: Node):
+    """conv2d_backprop_input(dy, kernel) and conv2d_backprop_filter(x, dy) of the same dy and geometry:
+    one convolution backward (conv2d_backprop_both) gives (dx, dkernel)."""
+    dy, kernel = first.inputs
+    x, dy2 = second.inputs
+    geometry = _geometry(first, "input_size")
+    if dy2.id != dy.id or geometry != _geometry(second, "kernel_size"):
+        return None
+    return conv2d_backprop_both, (dy, kernel, x), geometry, (*first.outputs, *second.outputs)
+
+
+def _conv_bias_pair(first: Node, second: Node):
+    """bias_add(conv2d(x, kernel), bias): torch's convolution adds the bias as it writes its output."""
+    if second.inputs[0].id != first.output.id:
+        return None
+    return conv2d_with_bias, (*first.inputs, second.inputs[1]), first.attrs, second.outputs
+
+
+def _mul_by_mask(g, a, b):
+    """g * greater(a, b) in two passes where the ops take three: torch.gt writes its 1.0 and 0.0
+    straight into a tensor of g's dtype (no boolean tensor to convert), which g then multiplies in
+    place. The same products, NaN and inf included (0 * inf is NaN either way)."""
+    mask = torch.empty_like(g)
+    torch.gt(a, b, out=mask)
+    return mask.mul_(g)
+
+
+def _mask_mul_pair(first: Node, second: Node):
+    """mul(g, greater(a, b)) or mul(greater(a, b), g): relu's and the other masks' gradients."""
+    mask = first.output.id
+    others = [v for v in second.inputs if v.id != mask]
+    if len(others) != 1 or not (others[0].shape == first.output.shape == second.output.shape):
+        return None  # a factor broadcasts (or the mask is both): left as it is
+    return _mul_by_mask, (others[0], *first.inputs), {}, second.outputs
+
+
+# (first op, second op, match): match(first node, a later node of the second op) gives the fused
+# step (function, input values, attrs, output values), or None. The step runs at the second's
+# place where nothing else reads the first's outputs, else at the first's where the second's
+# inputs are all there; an output the step does not produce must be one nothing else reads.
+FUSIONS = [
+    ("conv2d_backprop_input", "conv2d_backprop_filter", _conv_backprop_pair),
+    ("conv2d", "bias_add", _conv_bias_pair),
+    ("greater", "mul", _mask_mul_pair),
+]
+
+
+def _dropout_drawing_mask(x, *step, rate, seed, training):
+    """dropout(x, step), and the keep mask it drew, for the later dropouts of the same mask."""
+    keep = keep_mask(x.shape, rate, seed, step[0] if step else None, x.device)
+    return dropout_with_mask(x, keep, rate), keep
+
+
+def _dropout_reusing_mask(x, keep, rate):
+    return dropout_with_mask(x, keep, rate)
+
+
+def share_dropout_masks(steps: list[tuple], new_id) -> list[tuple]:
+    """`steps` with every dropout after the first of the same mask (seed, rate, step input, shape)
+    reusing the first's mask: the first also outputs it, as a new boolean value (id from new_id())."""
+    dropout = OPS["dropout"].reference
+    first_of: dict[tuple, Value] = {}  # mask key -> the mask value the first dropout outputs
+    counts: dict[tuple, int] = {}
+    keys = []
+    for fn, ins, attrs, _ in steps:
+        key = None
+        if fn is dropout and dropout_draws(attrs["rate"], attrs["training"]):
+            key = (attrs["seed"], attrs["rate"], tuple(v.id for v in ins[1:]), ins[0].shape)
+            counts[key] = counts.get(key, 0) + 1
+        keys.append(key)
+    shared = []
+    for key, (fn, ins, attrs, outs) in zip(keys, steps, strict=True):
+        if key is None or counts[key] < 2:
+            shared.append((fn, ins, attrs, outs))
+        elif key not in first_of:
+            first_of[key] = Value(new_id(), ins[0].shape, "bool", "keep_mask")
+            shared.append((_dropout_drawing_mask, ins, attrs, (*outs, first_of[key])))
+        else:
+            shared.append((_dropout_reusing_mask, (ins[0], first_of[key]), {"rate": attrs["rate"]}, outs))
+    return shared
