@@ -242,3 +242,72 @@ def test_dropouts_of_one_mask_draw_it_once(seeds):
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
         assert (got[0] == 0).any() and any(torch.isnan(t).any() for t in got)  # some dropped; a NaN kept
+
+
+def _training_step(optimizer):
+    """A small model's training step graph (Dense-relu-Dropout-Dense-softmax, sparse cross-entropy),
+    its inputs for one batch, and its state by name, from a model compiled on the reference executor."""
+    from kcomp.layers import Dense, Dropout, Input
+    from kcomp.models import Sequential
+    from kcomp.training import loop
+
+    model = Sequential([Input(shape=(6,)), Dense(9, activation="relu"), Dropout(0.25), Dense(4, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", backend="reference")
+    g = torch.Generator().manual_seed(17)
+    x, y = torch.randn(11, 6, generator=g), torch.randint(0, 4, (11,), generator=g)
+    model.fit(x, y, batch_size=11, epochs=1, verbose=0, shuffle=False)  # builds the step and its slots
+    ys = loop.targets(model, y)
+    step = loop._step(model, model._training, "train", ys)
+    data = [*loop.model_inputs(model, x), *ys, loop.sample_weights(11, None, None, ys), torch.tensor(1e-3)]
+    state = {name: t.clone() for name, t in model._training.state.read([p.name for p in step.graph.params]).items()}
+    first = next(name for name in state if name.endswith("kernel"))
+    state[first][2, 0] = float("inf")  # NaN and inf go through the forward, the gradients and the update
+    return step, data, state
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"] + [None], ids=["adam", "rmsprop", "others"])
+def test_update_over_donated_state_is_the_update(optimizer):
+    """A training step whose runner donates its weights and slots updates them in place: three steps
+    give the same bits as the op's reference making new tensors (NaN included), and the new weights
+    are the old tensors. Adam with AMSGrad and AdamW, RMSprop with momentum and centered, too."""
+    from kcomp import optimizers
+
+    chosen = [optimizer] if optimizer else [optimizers.Adam(amsgrad=True), optimizers.AdamW(weight_decay=0.1),
+                                            optimizers.RMSprop(momentum=0.5, centered=True)]
+    for opt in chosen:
+        step, data, state = _training_step(opt)
+        donated = {i: name for i, name in enumerate(step.writes) if name}
+        fresh, over = ReferenceRun(step.graph), ReferenceRun(step.graph, donated)
+        assert [getattr(fn, "__name__", "") for fn, *_ in over.steps][-1] == "_update_over_donated"
+        mine = {name: t.clone() for name, t in state.items()}
+        theirs = {name: t.clone() for name, t in state.items()}
+        for _ in range(3):
+            before = dict(mine)
+            got, want = over(data, mine), fresh(data, theirs)
+            for a, b in zip(got, want, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+            updated = {v.id for v in over.steps[-1][3]}
+            for v, name, t in zip(step.graph.outputs, step.writes, got, strict=True):
+                assert (t is before[name]) == (v.id in updated)  # the update's: written over, not new
+            mine.update({n: t for n, t in zip(step.writes, got) if n})
+            theirs.update({n: t for n, t in zip(step.writes, want) if n})
+        assert any(torch.isnan(t).any() for t in got)
+
+
+def test_update_is_not_written_over_memory_another_output_shares():
+    """Where a weight's tensor is also another of the run's results (here: the graph returns the
+    weight itself), the update makes new tensors, as the op's reference."""
+    b = GraphBuilder("shared")
+    w, m, v = (b.param(name, (3, 2), "float32", name) for name in ("w", "m", "v"))
+    x = b.input((None, 3), "float32", "x")
+    lr, count = b.input((), "float32", "lr"), b.input((), "float32", "count")
+    loss = b.emit1("sum", [b.emit1("matmul", [x, w])])
+    (dw,) = gradients(b, loss, [w])
+    new = b.emit("optimizer_update", [w, dw, m, v, lr, count], algorithm="adam", count=1, hyper=())
+    graph = b.finish([*new, w])
+    run = ReferenceRun(graph, donated={0: "w", 1: "m", 2: "v"})
+    assert getattr(run.steps[-1][0], "__name__", "") == "_update_over_donated"
+    params = {"w": torch.randn(3, 2), "m": torch.zeros(3, 2), "v": torch.zeros(3, 2)}
+    old_w = params["w"].clone()
+    out = run([torch.randn(5, 3), torch.tensor(0.1), torch.tensor(1.0)], params)
+    assert out[0] is not params["w"] and torch.equal(out[3], old_w) and not torch.equal(out[0], old_w)

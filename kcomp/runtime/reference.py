@@ -18,7 +18,7 @@ from kcomp.ir.graph import Graph
 from kcomp.ir.interpret import run_steps
 from kcomp.ir.registry import OPS
 from kcomp.passes.rewrite import dead_code_elimination
-from kcomp.runtime.reference_fusions import FUSIONS, share_dropout_masks
+from kcomp.runtime.reference_fusions import FUSIONS, share_dropout_masks, update_in_place_where_donated
 
 
 def _place(nodes, i: int, j: int, step, readers: dict[int, set[int]], defined_at: dict[int, int], outputs):
@@ -34,8 +34,10 @@ def _place(nodes, i: int, j: int, step, readers: dict[int, set[int]], defined_at
     return None
 
 
-def schedule(graph: Graph) -> list[tuple]:
-    """The (function, input values, attrs, output values) steps that compute `graph`'s outputs."""
+def schedule(graph: Graph, donated: dict[int, str] | None = None) -> list[tuple]:
+    """The (function, input values, attrs, output values) steps that compute `graph`'s outputs.
+    donated: output position -> the parameter the caller replaces with that output (a training
+    step's runner): the optimizer update may then write over those parameters."""
     nodes = list(dead_code_elimination(graph).nodes)
     defined_at = {v.id: i for i, node in enumerate(nodes) for v in node.outputs}  # graph inputs: absent, so -1
     readers: dict[int, set[int]] = {}
@@ -62,7 +64,7 @@ def schedule(graph: Graph) -> list[tuple]:
              for i, node in enumerate(nodes) if i in fused or i not in taken]
     values = [v.id for v in (*graph.inputs, *graph.params)] + [v.id for node in nodes for v in (*node.inputs, *node.outputs)]
     fresh = itertools.count(max(values, default=0) + 1)  # ids for the values the steps add (a shared mask)
-    return share_dropout_masks(steps, lambda: next(fresh))
+    return update_in_place_where_donated(share_dropout_masks(steps, lambda: next(fresh)), graph, donated or {})
 
 
 def releases(graph: Graph, steps) -> list[list[int]]:
@@ -83,11 +85,12 @@ def releases(graph: Graph, steps) -> list[list[int]]:
 
 
 class ReferenceRun:
-    """A graph and its schedule, made once: what a step or predict runs every batch."""
+    """A graph and its schedule, made once: what a step or predict runs every batch. donated: output
+    position -> the parameter that output replaces in the caller's state (schedule)."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, donated: dict[int, str] | None = None):
         self.graph = graph
-        self.steps = schedule(graph)
+        self.steps = schedule(graph, donated)
         self.release = releases(graph, self.steps)
 
     def __call__(self, inputs, params):

@@ -10,15 +10,21 @@ convolutions within rounding, as torch may sum in another order.
 share_dropout_masks: dropouts that draw the same mask (a dropout and its gradient: same seed, rate,
 step input and shape) draw it once; the others reuse it, bit for bit.
 
+update_in_place_where_donated: a training step's optimizer update writes the new weights and slots
+over the old ones, as torch's optimizers and kcomp's GPU kernels do, where its runner replaces that
+state with them anyway: no new tensor per weight and slot each step, the same bits.
+
 (tests/test_reference_fusions.py checks each against the nodes it replaces, NaN and inf included.)
 """
 
 import torch
 
-from kcomp.ir.graph import Node, Value
+from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.ops.conv import conv2d_with_bias
 from kcomp.ir.ops.conv_grad import conv2d_backprop_both
 from kcomp.ir.ops.norm import dropout_draws, dropout_with_mask
+from kcomp.ir.ops.optim import update_in_place
+from kcomp.ir.optim import get
 from kcomp.ir.registry import OPS
 from kcomp.random import keep_mask
 
@@ -107,3 +113,42 @@ def share_dropout_masks(steps: list[tuple], new_id) -> list[tuple]:
         else:
             shared.append((_dropout_reusing_mask, (ins[0], first_of[key]), {"rate": attrs["rate"]}, outs))
     return shared
+
+
+def _storages(tensors) -> list[int]:
+    return [t.untyped_storage().data_ptr() for t in tensors]
+
+
+def _update_over_donated(*values, n_inputs, donated, **attrs):
+    """optimizer_update written over its parameters and slots (`donated`: their input positions) when
+    none shares memory with another of them or with any other tensor the step reads or the run
+    returns (`values` past n_inputs: the run's other outputs); else as the op's reference, new tensors."""
+    inputs, others = values[:n_inputs], values[n_inputs:]
+    targets = [inputs[i] for i in donated]
+    kept = [t for i, t in enumerate(inputs) if i not in set(donated)] + list(others)
+    mine = _storages(targets)
+    if len(set(mine)) == len(mine) and not set(mine) & set(_storages(kept)) and all(t.is_contiguous() for t in targets):
+        return update_in_place(*inputs, **attrs)
+    return OPS["optimizer_update"].reference(*inputs, **attrs)
+
+
+def update_in_place_where_donated(steps: list[tuple], graph: Graph, donated: dict[int, str]) -> list[tuple]:
+    """`steps` with the optimizer update writing its new parameters and slots over the old ones
+    (kcomp.ir.ops.optim.update_in_place: the same bits, no new tensors) where the caller donates them:
+    `donated` maps output positions to the parameter each replaces (a training step's runner writes
+    the outputs back as that state). Only where the update is the last step (nothing reads the old
+    values after it), every parameter and slot it updates is a graph parameter whose new value is an
+    output donated back to it, and its algorithm has an in-place form; else `steps` as they are."""
+    fn, ins, attrs, outs = steps[-1] if steps else (None, (), {}, ())
+    if fn is not OPS["optimizer_update"].reference or get(attrs["algorithm"]).reference_in_place is None:
+        return steps
+    n, k = attrs["count"], get(attrs["algorithm"]).slot_count(get(attrs["algorithm"]).resolve(attrs["hyper"]))
+    pairs = [(i, i) for i in range(n)] + [(2 * n + j, n + j) for j in range(n * k)]  # input position, output position
+    params = {v.id: v.name for v in graph.params}
+    replaces = {v.id: donated.get(j) for j, v in enumerate(graph.outputs)}
+    if any(params.get(ins[i].id) is None or replaces.get(outs[o].id) != params[ins[i].id] for i, o in pairs):
+        return steps
+    made_here = {v.id for v in outs}
+    others = tuple(v for v in graph.outputs if v.id not in made_here)
+    over = (_update_over_donated, (*ins, *others), {**attrs, "n_inputs": len(ins), "donated": tuple(i for i, _ in pairs)}, outs)
+    return [*steps[:-1], over]

@@ -36,6 +36,23 @@ def reference(p, g, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, w
     return p, slots
 
 
+def reference_in_place(p, g, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, weight_decay=0.0):
+    """`reference`, each new value written over the old (the same torch ops, in place): no new tensor
+    but the denominator, as torch's own Adam steps on the CPU."""
+    if weight_decay:
+        p.sub_(p * weight_decay * lr)
+    alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
+    g = g.to(slots[0].dtype)
+    m, v = slots[0].lerp_(g, 1 - beta_1), slots[1].lerp_(g * g, 1 - beta_2)
+    if amsgrad:
+        v = torch.maximum(slots[2], v, out=slots[2])
+    denominator = torch.sqrt(v).add_(epsilon)
+    if on_cpu:
+        p.addcdiv_(m, denominator, value=-alpha.item())
+    else:
+        p.sub_(alpha * m / denominator)
+
+
 @triton_hook
 def update(row, offs, mask, p, g, lr, step, one_minus_beta_1, one_minus_beta_2, log_beta_1, log_beta_2, epsilon,
            weight_decay, K: tl.constexpr, DECOUPLED: tl.constexpr, AMSGRAD: tl.constexpr):
@@ -70,6 +87,7 @@ RECORD = Algorithm(
     hyper=(*BETAS, Hyper("amsgrad", False, flag)),
     slot_groups=lambda h: (("momentum", "velocity"),) + ((("velocity_hat",),) if h["amsgrad"] else ()),
     reference=reference,
+    reference_in_place=reference_in_place,
     triton_update=update,
     triton_arguments=triton_arguments,
     flops=12,
