@@ -9,11 +9,12 @@ the state written back, the running sums added to), on a batch already on the de
 step is zero_grad, loss, backward, optimizer step. On a machine others load, taking turns step by
 step lets a slow spell hit both alike, and the best of N is the least disturbed step of each:
 the load average is printed next to each row. With --profile, the reference schedule's steps of
-one kcomp training step, each timed in a real run (the best of N runs per step), slowest first.
+one kcomp training step, each timed in a real run (CPU time, the best of N runs per step), slowest first.
 """
 
 import argparse
 import os
+import resource
 import time
 
 import torch
@@ -38,18 +39,25 @@ def kcomp_step(kind, x, y):
 
 
 def best_interleaved(steps: dict, repeats: int) -> dict:
-    """Each step function called in turn `repeats` times after one warm-up round: the best seconds of each."""
-    best = {name: float("inf") for name in steps}
-    for _ in range(repeats + 1):
+    """Each step function called in turn `repeats` times after one warm-up round: per name, the best
+    wall seconds, the best CPU seconds of this process (every thread's; time.process_time) and the
+    mean minor page faults per step (fresh pages the allocator took from the system)."""
+    best = {name: {"wall": float("inf"), "cpu": float("inf"), "faults": 0.0} for name in steps}
+    for round_ in range(repeats + 1):
         for name, step in steps.items():
-            start = time.perf_counter()
+            faults, cpu, wall = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
             step()
-            best[name] = min(best[name], time.perf_counter() - start)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if round_:
+                b = best[name]
+                b["wall"], b["cpu"] = min(b["wall"], wall), min(b["cpu"], cpu)
+                b["faults"] += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
     return best
 
 
 def profile(kind, x, y, repeats):
-    """The reference schedule's steps of one training step, each timed in a real run, best of `repeats`."""
+    """The reference schedule's steps of one training step, each timed in a real run (CPU time of the
+    process), best of `repeats`."""
     from kcomp.ir import saved_forwards
     from kcomp.training.runners import ReferenceStep
 
@@ -70,14 +78,14 @@ def profile(kind, x, y, repeats):
         env.update({p.id: params[p.name] for p in graph.params})
         with saved_forwards.for_run(saved_forwards.forwards_with_backward(graph.nodes)):
             for k, (fn, ins, attrs, outs) in enumerate(schedule.steps):
-                start = time.perf_counter()
+                start = time.process_time()
                 result = fn(*(env[v.id] for v in ins), **attrs)
-                best[k] = min(best[k], time.perf_counter() - start)
+                best[k] = min(best[k], time.process_time() - start)
                 for v, t in zip(outs, (result,) if isinstance(result, torch.Tensor) else result, strict=True):
                     env[v.id] = t
                 for dead in schedule.release[k]:
                     del env[dead]
-    print(f"{kind}: {len(best)} scheduled steps, their best times sum to {sum(best) * 1e3:.2f} ms")
+    print(f"{kind}: {len(best)} scheduled steps, their best CPU times sum to {sum(best) * 1e3:.2f} ms")
     for k in sorted(range(len(best)), key=lambda k: -best[k])[:15]:
         fn, ins, _, _ = schedule.steps[k]
         shapes = ", ".join("x".join(map(str, v.shape)) for v in ins[:3])
@@ -95,7 +103,8 @@ def main(argv=None):
     if set(kinds) - set(MODELS):
         parser.error(f"Received: --models={args.models}; expected some of {','.join(MODELS)}")
     print(f"torch {torch.__version__}; {os.cpu_count()} CPUs; best of {args.repeats} steps, kcomp and eager in turn")
-    print(f"{'model':7} {'threads':>7} {'kcomp ms':>9} {'eager ms':>9} {'eager/kcomp':>11} {'load':>5}")
+    print(f"{'model':7} {'threads':>7} {'kcomp ms':>9} {'eager ms':>9} {'eager/kcomp':>11}   {'kcomp cpu':>9} "
+          f"{'eager cpu':>9} {'ratio':>6}   {'kcomp flt':>9} {'eager flt':>9} {'load':>5}")
     for threads in map(int, args.threads.split(",")):
         torch.set_num_threads(threads)
         for kind in kinds:
@@ -106,8 +115,10 @@ def main(argv=None):
             step, _ = kcomp_step(kind, x, y)
             best = best_interleaved({"kcomp": step, "eager": torch_step(*torch_loss_and_optimizer(kind, x, y))},
                                     args.repeats)
-            print(f"{kind:7} {threads:7d} {best['kcomp'] * 1e3:9.2f} {best['eager'] * 1e3:9.2f} "
-                  f"{best['eager'] / best['kcomp']:11.2f} {os.getloadavg()[0]:5.1f}   (batch {BATCH[kind]})")
+            k, e = best["kcomp"], best["eager"]
+            print(f"{kind:7} {threads:7d} {k['wall'] * 1e3:9.2f} {e['wall'] * 1e3:9.2f} {e['wall'] / k['wall']:11.2f}   "
+                  f"{k['cpu'] * 1e3:9.1f} {e['cpu'] * 1e3:9.1f} {e['cpu'] / max(k['cpu'], 1e-9):6.2f}   "
+                  f"{k['faults']:9.0f} {e['faults']:9.0f} {os.getloadavg()[0]:5.1f}   (batch {BATCH[kind]})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ on a schedule that changes how the graph's values are computed, never what:
   one, the gradient of the input image that nothing reads);
 - a pair of nodes listed in FUSIONS runs as one torch call where the graph has both, and
   dropouts that draw the same mask draw it once (kcomp/runtime/reference_fusions.py);
+- relu and the mask products write over an input nothing else reads (in_place_where_dead), and a
+  training step's optimizer update over the weights and slots its runner replaces anyway;
 - each value is let go of after its last reader (ReferenceRun.release), as autograd frees what it
   no longer needs.
 """
@@ -18,7 +20,8 @@ from kcomp.ir.graph import Graph
 from kcomp.ir.interpret import run_steps
 from kcomp.ir.registry import OPS
 from kcomp.passes.rewrite import dead_code_elimination
-from kcomp.runtime.reference_fusions import FUSIONS, share_dropout_masks, update_in_place_where_donated
+from kcomp.runtime.reference_fusions import (FUSIONS, in_place_where_dead, share_dropout_masks,
+                                             update_in_place_where_donated)
 
 
 def _place(nodes, i: int, j: int, step, readers: dict[int, set[int]], defined_at: dict[int, int], outputs):
@@ -64,7 +67,8 @@ def schedule(graph: Graph, donated: dict[int, str] | None = None) -> list[tuple]
              for i, node in enumerate(nodes) if i in fused or i not in taken]
     values = [v.id for v in (*graph.inputs, *graph.params)] + [v.id for node in nodes for v in (*node.inputs, *node.outputs)]
     fresh = itertools.count(max(values, default=0) + 1)  # ids for the values the steps add (a shared mask)
-    return update_in_place_where_donated(share_dropout_masks(steps, lambda: next(fresh)), graph, donated or {})
+    steps = in_place_where_dead(share_dropout_masks(steps, lambda: next(fresh)), graph)
+    return update_in_place_where_donated(steps, graph, donated or {})
 
 
 def releases(graph: Graph, steps) -> list[list[int]]:

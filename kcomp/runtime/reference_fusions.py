@@ -152,3 +152,58 @@ def update_in_place_where_donated(steps: list[tuple], graph: Graph, donated: dic
     others = tuple(v for v in graph.outputs if v.id not in made_here)
     over = (_update_over_donated, (*ins, *others), {**attrs, "n_inputs": len(ins), "donated": tuple(i for i, _ in pairs)}, outs)
     return [*steps[:-1], over]
+
+
+# Ops whose reference always returns a new tensor of its own (never an input or a view of one), and the
+# fused steps above, which do too: a value one of them makes, read by one step only, is that step's to
+# overwrite.
+FRESH_OPS = ("add", "sub", "mul", "matmul", "bias_add", "conv2d", "conv2d_backprop_input", "max_pool2d_grad")
+
+
+def _relu_over_input(x):
+    return torch.relu_(x)  # relu's reference, torch.relu, written over x
+
+
+def _mul_by_mask_over_g(g, a, b):
+    """_mul_by_mask written over g: torch.mul promotes the boolean mask to g's 1.0 and 0.0, the same
+    products (NaN, inf and -0.0 included), with a one-byte mask as the only new tensor."""
+    return g.mul_(torch.gt(a, b))
+
+
+def _plain_relu(fn, attrs) -> bool:
+    return fn is OPS["relu"].reference and attrs == {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}
+
+
+# (does a step qualify, the in-place function, which input it overwrites)
+IN_PLACE = [
+    (_plain_relu, _relu_over_input, 0),
+    (lambda fn, attrs: fn is _mul_by_mask, _mul_by_mask_over_g, 0),
+]
+
+
+def in_place_where_dead(steps: list[tuple], graph: Graph) -> list[tuple]:
+    """`steps` with the IN_PLACE steps writing over their input where that input is a value a FRESH_OPS
+    step (or a fused one) made, of the same shape and dtype as the output, read by no other step and
+    not a graph output: as autograd's in-place ops do, the pass writes no new tensor, so the allocator
+    hands out (and the system faults in) fewer fresh pages per step."""
+    fresh = {OPS[name].reference for name in FRESH_OPS} | {conv2d_with_bias, conv2d_backprop_both, _mul_by_mask}
+    made_by: dict[int, object] = {}
+    readers: dict[int, int] = {}
+    for fn, ins, _, outs in steps:
+        for v in outs:
+            made_by[v.id] = fn
+        for v in {v.id for v in ins}:
+            readers[v] = readers.get(v, 0) + 1
+    kept = {v.id for v in (*graph.inputs, *graph.params, *graph.outputs)}
+    rewritten = []
+    for fn, ins, attrs, outs in steps:
+        for qualifies, over, position in IN_PLACE:
+            if qualifies(fn, attrs):
+                x = ins[position]
+                if (made_by.get(x.id) in fresh and readers[x.id] == 1 and x.id not in kept
+                        and x.shape == outs[0].shape and x.dtype == outs[0].dtype
+                        and sum(v.id == x.id for v in ins) == 1):
+                    fn, attrs = over, {}
+                break
+        rewritten.append((fn, ins, attrs, outs))
+    return rewritten
