@@ -86,6 +86,9 @@ def test_cpu_philox_word_equals_the_torch_philox(seed):
     counters = (index & krandom.MASK32, index >> 32, torch.tensor(2**32 - 3), c3)
     key = krandom.seed_key(seed)
     assert torch.equal(krandom.philox_word_on_cpu(key, *counters), krandom.philox(key, *counters)[0])
+    one = (torch.tensor(5), torch.tensor(0), torch.tensor(9), torch.tensor(0))  # every counter a scalar
+    assert torch.equal(krandom.philox_word_on_cpu(key, *one), krandom.philox(key, *one)[0])
+    assert krandom.philox_word_on_cpu(key, *one).shape == ()
 
 
 @triton.jit
