@@ -335,3 +335,22 @@ def test_update_is_not_written_over_memory_another_output_shares():
     old_w = params["w"].clone()
     out = run([torch.randn(5, 3), torch.tensor(0.1), torch.tensor(1.0)], params)
     assert out[0] is not params["w"] and torch.equal(out[3], old_w) and not torch.equal(out[0], old_w)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 18], ids=["ragged-chunks", "one-chunk"])
+def test_mask_product_over_g_in_chunks_is_the_product(monkeypatch, chunk):
+    """_mul_by_mask_over_g's mask a chunk at a time (ragged chunks too), a full b, a b that is one value,
+    and a transposed a (no chunks): g * greater(a, b) bit for bit, NaN, inf and -0.0 included."""
+    from kcomp.runtime import reference_fusions
+
+    monkeypatch.setattr(reference_fusions, "MASK_CHUNK", chunk)
+    rng = torch.Generator().manual_seed(4)
+    g, a, b_full = (torch.randn(5, 9, 4, generator=rng) for _ in range(3))
+    g[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    a[1, 2, :2] = torch.tensor([float("nan"), float("inf")])
+    a_t = torch.randn(5, 4, 9, generator=rng).transpose(1, 2)
+    for a_, b_ in ((a, torch.tensor(0.0)), (a, b_full), (a_t, torch.tensor(0.25)), (a_t, b_full)):
+        want = g * (a_ > b_).to(g.dtype)
+        got = reference_fusions._mul_by_mask_over_g(g.clone(), a_, b_)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(torch.signbit(got), torch.signbit(want))
