@@ -10,6 +10,9 @@ convolutions within rounding, as torch may sum in another order.
 share_dropout_masks: dropouts that draw the same mask (a dropout and its gradient: same seed, rate,
 step input and shape) draw it once; the others reuse it, bit for bit.
 
+in_place_where_dead: relu and the mask products write over their input where nothing else reads it
+and a step that makes new tensors made it (autograd's in-place ops), the same bits.
+
 update_in_place_where_donated: a training step's optimizer update writes the new weights and slots
 over the old ones, as torch's optimizers and kcomp's GPU kernels do, where its runner replaces that
 state with them anyway: no new tensor per weight and slot each step, the same bits.

@@ -68,8 +68,7 @@ def update_in_place(*values, algorithm, count, hyper):
     h = record.resolve(hyper)
     params, grads, slots, lr, step = _split(values, count, record.slot_count(h))
     on_cpu = lr.device.type == "cpu" and can_read_back(lr)
-    for p, g, s in zip(params, grads, slots):
-        record.reference_in_place(p, g, list(s), lr, step, on_cpu, **h)
+    record.reference_in_place(params, grads, [list(s) for s in slots], lr, step, on_cpu, **h)
     return (*params, *(x for s in slots for x in s))
 
 

@@ -36,21 +36,25 @@ def reference(p, g, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, w
     return p, slots
 
 
-def reference_in_place(p, g, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, weight_decay=0.0):
-    """`reference`, each new value written over the old (the same torch ops, in place): no new tensor
-    but the denominator, as torch's own Adam steps on the CPU."""
-    if weight_decay:
-        p.sub_(p * weight_decay * lr)
+def reference_in_place(params, grads, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, weight_decay=0.0):
+    """`reference` for every parameter at once, each new value written over the old (the same torch
+    ops, in place; the step size computed once): no new tensor but the denominators, as torch's own
+    Adam steps on the CPU."""
     alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
-    g = g.to(slots[0].dtype)
-    m, v = slots[0].lerp_(g, 1 - beta_1), slots[1].lerp_(g * g, 1 - beta_2)
-    if amsgrad:
-        v = torch.maximum(slots[2], v, out=slots[2])
-    denominator = torch.sqrt(v).add_(epsilon)
-    if on_cpu:
-        p.addcdiv_(m, denominator, value=-alpha.item())
-    else:
-        p.sub_(alpha * m / denominator)
+    scale = -alpha.item() if on_cpu else None
+    for p, g, (m, v, *v_hat) in zip(params, grads, slots):
+        if weight_decay:
+            p.sub_(p * weight_decay * lr)
+        g = g.to(m.dtype)
+        m.lerp_(g, 1 - beta_1)
+        v.lerp_(g * g, 1 - beta_2)
+        if amsgrad:
+            v = torch.maximum(v_hat[0], v, out=v_hat[0])
+        denominator = torch.sqrt(v).add_(epsilon)
+        if on_cpu:
+            p.addcdiv_(m, denominator, value=scale)
+        else:
+            p.sub_(alpha * m / denominator)
 
 
 @triton_hook

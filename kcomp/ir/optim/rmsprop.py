@@ -19,12 +19,17 @@ def reference(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
     if on_cpu and not (momentum or centered):
         return _plain_on_cpu(p, g, slots[0], lr.item(), rho, epsilon)
     p, slots = p.clone(), [x.clone() for x in slots]
-    reference_in_place(p, g, slots, lr, step, False, rho, momentum, epsilon, centered)
+    _update_in_place(p, g, slots, lr, step, False, rho, momentum, epsilon, centered)
     return p, slots
 
 
-def reference_in_place(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
-    """`reference`, each new value written over the old (the same torch ops, in place)."""
+def reference_in_place(params, grads, slots, lr, step, on_cpu, **hyper):
+    """`reference` for every parameter at once, each new value written over the old (the same torch ops, in place)."""
+    for p, g, s in zip(params, grads, slots):
+        _update_in_place(p, g, s, lr, step, on_cpu, **hyper)
+
+
+def _update_in_place(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
     if on_cpu and not (momentum or centered):
         v = slots[0].mul_(rho).addcmul_(g, g, value=1 - rho)  # _plain_on_cpu's ops
         p.addcdiv_(g, (v + epsilon).sqrt_(), value=-lr.item())
