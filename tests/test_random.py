@@ -76,6 +76,21 @@ def test_torch_philox_equals_triton_bit_for_bit(seed, base):
     assert torch.equal(torch.stack(krandom.philox(key, lo, hi, torch.tensor(step), c3), dim=1), words)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cpu_philox_word_equals_the_torch_philox(seed):
+    """philox_word_on_cpu (numpy uint64 products) gives philox's first word, every counter used:
+    indices past 2**32, a step near 2**32, a fourth counter of large values."""
+    g = torch.Generator().manual_seed(abs(seed) % 1000)
+    index = torch.randint(0, 2**40, (333,), generator=g, dtype=torch.int64)
+    c3 = torch.randint(0, 2**32, (333,), generator=g, dtype=torch.int64)
+    counters = (index & krandom.MASK32, index >> 32, torch.tensor(2**32 - 3), c3)
+    key = krandom.seed_key(seed)
+    assert torch.equal(krandom.philox_word_on_cpu(key, *counters), krandom.philox(key, *counters)[0])
+    one = (torch.tensor(5), torch.tensor(0), torch.tensor(9), torch.tensor(0))  # every counter a scalar
+    assert torch.equal(krandom.philox_word_on_cpu(key, *one), krandom.philox(key, *one)[0])
+    assert krandom.philox_word_on_cpu(key, *one).shape == ()
+
+
 @triton.jit
 def _helper(U, Y, X, STEP, n, base, SEED: tl.constexpr, RATE: tl.constexpr, SCALE: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)

@@ -70,7 +70,7 @@ def test_conv_block_fused_matches_node_by_node_and_autograd(geometry):
     h, w, cin, cout, kernel, strides, padding, groups = geometry
     graph, _ = conv_block_graph(3, h, w, cin, cout, kernel, strides, padding, groups, "float32")
     names = step_names(graph)
-    assert "conv2d_with_bias" in names and "_mul_by_mask" in names
+    assert "conv2d_with_bias" in names and "_mul_by_mask_over_g" in names and "_relu_over_input" in names
     assert "conv2d_backprop_input" not in " ".join(names)  # x's gradient: nothing reads it
     inputs = random_inputs(graph, seed=sum(geometry[:4]))
     got = run_reference(graph, inputs, {})
@@ -189,3 +189,168 @@ def test_mask_mul_fusion_is_bitwise():
     (want,) = run_graph(graph, [a_t, g_t], {})
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(torch.signbit(got), torch.signbit(want))  # -0.0 where g < 0 is masked
+    assert not torch.equal(got, g_t)  # g is a graph input: not written over
+
+
+def test_relu_and_mask_product_write_over_what_nothing_else_reads():
+    """relu(x @ w) and (dy @ w.T) * greater(h, 0) write over the matmuls' outputs (read once, fresh):
+    the same bits as the ops, NaN and inf included; over a value something else reads, never."""
+    b = GraphBuilder("over")
+    x, w = b.input((None, 5), "float32", "x"), b.input((5, 4), "float32", "w")
+    dy, w2 = b.input((None, 3), "float32", "dy"), b.input((3, 4), "float32", "w2")
+    zero = b.emit1("constant", [], value=0.0, dtype="float32")
+    h = b.emit1("relu", [b.emit1("matmul", [x, w])])
+    g = b.emit1("matmul", [dy, w2])
+    masked = b.emit1("mul", [g, b.emit1("greater", [h, zero])])
+    shared = b.emit1("matmul", [x, w])  # read twice: relu may not write over it
+    graph = b.finish([masked, b.emit1("relu", [shared]), b.emit1("add", [shared, shared])])
+    assert step_names(graph).count("_relu_over_input") == 1 and "_mul_by_mask_over_g" in step_names(graph)
+    rng = torch.Generator().manual_seed(9)
+    inputs = [torch.randn(6, 5, generator=rng), torch.randn(5, 4, generator=rng), torch.randn(6, 3, generator=rng),
+              torch.randn(3, 4, generator=rng)]
+    inputs[0][1, 2] = float("nan")
+    inputs[2][2, :] = torch.tensor([float("inf"), -float("inf"), float("nan")])
+    for a, want in zip(run_reference(graph, inputs, {}), run_graph(graph, inputs, {}), strict=True):
+        torch.testing.assert_close(a, want, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(torch.signbit(a), torch.signbit(want))
+
+
+def test_values_are_released_after_their_last_reader():
+    """A run drops each value at the step that reads it last (or makes it, when nothing reads it):
+    never a graph input, parameter or output, never one a later step reads; the results unchanged."""
+    graph, _ = conv_block_graph(2, 9, 11, 3, 5, (3, 3), (1, 1), "same", 1, "float32")
+    run = ReferenceRun(graph)
+    kept = {v.id for v in (*graph.inputs, *graph.params, *graph.outputs)}
+    released = [vid for dying in run.release for vid in dying]
+    assert len(released) == len(set(released)) and not set(released) & kept
+    made = {v.id for _, _, _, outs in run.steps for v in outs}
+    assert made - kept <= set(released)  # every intermediate is let go of
+    for k, dying in enumerate(run.release):
+        later = {v.id for _, ins, _, _ in run.steps[k + 1:] for v in ins}
+        assert not set(dying) & later
+    inputs = random_inputs(graph, seed=13)
+    for a, b in zip(run(inputs, {}), run_graph(graph, inputs, {}), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def dropout_graph(rate=0.3, seeds=(5, 5)):
+    """loss = sum(dropout_b(dropout_a(x) * w) * c) at a step input; outputs d loss / d (x, w) and the
+    loss: each dropout's gradient is a dropout of the same seed, rate and step (its mask)."""
+    b = GraphBuilder("dropouts")
+    x = b.input((None, 7, 3), "float32", "x")
+    w = b.input((7, 3), "float32", "w")
+    c = b.input((None, 7, 3), "float32", "c")
+    step = b.input((), "float32", "step")
+    h = b.emit1("mul", [b.emit1("dropout", [x, step], rate=rate, seed=seeds[0], training=True), w])
+    loss = b.emit1("sum", [b.emit1("mul", [b.emit1("dropout", [h, step], rate=rate, seed=seeds[1], training=True), c])])
+    return b.finish([*gradients(b, loss, [x, w]), loss])
+
+
+@pytest.mark.parametrize("seeds", [(5, 5), (5, 8)], ids=["one-seed", "two-seeds"])
+def test_dropouts_of_one_mask_draw_it_once(seeds):
+    """A dropout and its gradient (same seed, rate, step, shape) share the first's mask: the same bits
+    as each drawing its own, NaN and inf in x and in the cotangent included; no mask shared across seeds
+    unless the seeds are the same (two dropouts of one seed on same-shaped tensors draw the same mask)."""
+    graph = dropout_graph(seeds=seeds)
+    names = step_names(graph)
+    assert names.count("_dropout_drawing_mask") == (1 if seeds[0] == seeds[1] else 2)
+    assert names.count("_dropout_reusing_mask") == (3 if seeds[0] == seeds[1] else 2)
+    assert "_dropout" not in names
+    g = torch.Generator().manual_seed(21)
+    x, w, c = torch.randn(6, 7, 3, generator=g), torch.randn(7, 3, generator=g), torch.randn(6, 7, 3, generator=g)
+    x[0, 1, :] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    c[2, 3, :] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    for step in (1.0, 2.0):
+        inputs = [x, w, c, torch.tensor(step)]
+        got, want = run_reference(graph, inputs, {}), run_graph(graph, inputs, {})
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+        assert (got[0] == 0).any() and any(torch.isnan(t).any() for t in got)  # some dropped; a NaN kept
+
+
+def _training_step(optimizer):
+    """A small model's training step graph (Dense-relu-Dropout-Dense-softmax, sparse cross-entropy),
+    its inputs for one batch, and its state by name, from a model compiled on the reference executor."""
+    from kcomp.layers import Dense, Dropout, Input
+    from kcomp.models import Sequential
+    from kcomp.training import loop
+
+    model = Sequential([Input(shape=(6,)), Dense(9, activation="relu"), Dropout(0.25), Dense(4, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", backend="reference")
+    g = torch.Generator().manual_seed(17)
+    x, y = torch.randn(11, 6, generator=g), torch.randint(0, 4, (11,), generator=g)
+    model.fit(x, y, batch_size=11, epochs=1, verbose=0, shuffle=False)  # builds the step and its slots
+    ys = loop.targets(model, y)
+    step = loop._step(model, model._training, "train", ys)
+    data = [*loop.model_inputs(model, x), *ys, loop.sample_weights(11, None, None, ys), torch.tensor(1e-3)]
+    state = {name: t.clone() for name, t in model._training.state.read([p.name for p in step.graph.params]).items()}
+    first = next(name for name in state if name.endswith("kernel"))
+    state[first][2, 0] = float("inf")  # NaN and inf go through the forward, the gradients and the update
+    return step, data, state
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"] + [None], ids=["adam", "rmsprop", "others"])
+def test_update_over_donated_state_is_the_update(optimizer):
+    """A training step whose runner donates its weights and slots updates them in place: three steps
+    give the same bits as the op's reference making new tensors (NaN included), and the new weights
+    are the old tensors. Adam with AMSGrad and AdamW, RMSprop with momentum and centered, too."""
+    from kcomp import optimizers
+
+    chosen = [optimizer] if optimizer else [optimizers.Adam(amsgrad=True), optimizers.AdamW(weight_decay=0.1),
+                                            optimizers.RMSprop(momentum=0.5, centered=True)]
+    for opt in chosen:
+        step, data, state = _training_step(opt)
+        donated = {i: name for i, name in enumerate(step.writes) if name}
+        fresh, over = ReferenceRun(step.graph), ReferenceRun(step.graph, donated)
+        assert [getattr(fn, "__name__", "") for fn, *_ in over.steps][-1] == "_update_over_donated"
+        mine = {name: t.clone() for name, t in state.items()}
+        theirs = {name: t.clone() for name, t in state.items()}
+        for _ in range(3):
+            before = dict(mine)
+            got, want = over(data, mine), fresh(data, theirs)
+            for a, b in zip(got, want, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+            updated = {v.id for v in over.steps[-1][3]}
+            for v, name, t in zip(step.graph.outputs, step.writes, got, strict=True):
+                assert (t is before[name]) == (v.id in updated)  # the update's: written over, not new
+            mine.update({n: t for n, t in zip(step.writes, got) if n})
+            theirs.update({n: t for n, t in zip(step.writes, want) if n})
+        assert any(torch.isnan(t).any() for t in got)
+
+
+def test_update_is_not_written_over_memory_another_output_shares():
+    """Where a weight's tensor is also another of the run's results (here: the graph returns the
+    weight itself), the update makes new tensors, as the op's reference."""
+    b = GraphBuilder("shared")
+    w, m, v = (b.param(name, (3, 2), "float32", name) for name in ("w", "m", "v"))
+    x = b.input((None, 3), "float32", "x")
+    lr, count = b.input((), "float32", "lr"), b.input((), "float32", "count")
+    loss = b.emit1("sum", [b.emit1("matmul", [x, w])])
+    (dw,) = gradients(b, loss, [w])
+    new = b.emit("optimizer_update", [w, dw, m, v, lr, count], algorithm="adam", count=1, hyper=())
+    graph = b.finish([*new, w])
+    run = ReferenceRun(graph, donated={0: "w", 1: "m", 2: "v"})
+    assert getattr(run.steps[-1][0], "__name__", "") == "_update_over_donated"
+    params = {"w": torch.randn(3, 2), "m": torch.zeros(3, 2), "v": torch.zeros(3, 2)}
+    old_w = params["w"].clone()
+    out = run([torch.randn(5, 3), torch.tensor(0.1), torch.tensor(1.0)], params)
+    assert out[0] is not params["w"] and torch.equal(out[3], old_w) and not torch.equal(out[0], old_w)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 18], ids=["ragged-chunks", "one-chunk"])
+def test_mask_product_over_g_in_chunks_is_the_product(monkeypatch, chunk):
+    """_mul_by_mask_over_g's mask a chunk at a time (ragged chunks too), a full b, a b that is one value,
+    and a transposed a (no chunks): g * greater(a, b) bit for bit, NaN, inf and -0.0 included."""
+    from kcomp.runtime import reference_fusions
+
+    monkeypatch.setattr(reference_fusions, "MASK_CHUNK", chunk)
+    rng = torch.Generator().manual_seed(4)
+    g, a, b_full = (torch.randn(5, 9, 4, generator=rng) for _ in range(3))
+    g[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    a[1, 2, :2] = torch.tensor([float("nan"), float("inf")])
+    a_t = torch.randn(5, 4, 9, generator=rng).transpose(1, 2)
+    for a_, b_ in ((a, torch.tensor(0.0)), (a, b_full), (a_t, torch.tensor(0.25)), (a_t, b_full)):
+        want = g * (a_ > b_).to(g.dtype)
+        got = reference_fusions._mul_by_mask_over_g(g.clone(), a_, b_)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(torch.signbit(got), torch.signbit(want))

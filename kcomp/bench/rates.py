@@ -24,8 +24,7 @@ def kcomp_fit_rate(model, x, y, steps, warmup=3) -> float:
     fit reads nothing back to the host until the epoch ends, like the torch loops; train_on_batch
     would, since it returns the loss as a Python number."""
     batch = len(x)
-    repeat = (steps,) + (1,) * (x.dim() - 1)
-    xs, ys = x.repeat(*repeat), y.repeat(steps)
+    xs, ys = (t.repeat(steps, *(1,) * (t.dim() - 1)) for t in (x, y))
     sync = synchronizer("cuda" if x.is_cuda else "cpu")
     model.fit(xs[: warmup * batch], ys[: warmup * batch], batch_size=batch, epochs=1, verbose=0, shuffle=False)
     sync()
@@ -35,9 +34,8 @@ def kcomp_fit_rate(model, x, y, steps, warmup=3) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def torch_loop_rate(loss_of_batch, opt, steps, compiled, on_cuda) -> float:
-    """Steps per second of the hand-written PyTorch loop: zero the gradients, loss, backward,
-    optimizer step; with `compiled`, the step under torch.compile."""
+def torch_step(loss_of_batch, opt):
+    """One step of the hand-written PyTorch loop: zero the gradients, loss, backward, optimizer step."""
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -46,5 +44,12 @@ def torch_loop_rate(loss_of_batch, opt, steps, compiled, on_cuda) -> float:
         opt.step()
         return loss
 
+    return step
+
+
+def torch_loop_rate(loss_of_batch, opt, steps, compiled, on_cuda) -> float:
+    """Steps per second of the hand-written PyTorch loop (torch_step); with `compiled`, the step
+    under torch.compile."""
+    step = torch_step(loss_of_batch, opt)
     fn = torch.compile(step) if compiled else step
     return steps_per_second(fn, steps, warmup=5 if compiled else 3, sync=synchronizer("cuda" if on_cuda else "cpu"))

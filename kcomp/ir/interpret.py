@@ -19,20 +19,23 @@ def run_graph(graph: Graph, inputs, params: dict[str, torch.Tensor]) -> list[tor
     return run_steps(graph, steps, inputs, params)
 
 
-def run_steps(graph: Graph, steps, inputs, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def run_steps(graph: Graph, steps, inputs, params: dict[str, torch.Tensor], release=None) -> list[torch.Tensor]:
     """Run `steps`, (function, input values, attrs, output values) in order, that compute `graph`'s
     outputs: its nodes' references, or the reference executor's schedule of them
-    (kcomp.runtime.reference)."""
+    (kcomp.runtime.reference). `release`, one list of value ids per step, names the values the
+    run lets go of after that step (their last reader), so a tensor is freed as soon as it is dead."""
     env: dict[int, torch.Tensor] = {}
     for v, t in zip(graph.inputs, inputs, strict=True):
         env[v.id] = t
     for p in graph.params:
         env[p.id] = params[p.name]
     with saved_forwards.for_run(saved_forwards.forwards_with_backward(graph.nodes)):
-        for fn, ins, attrs, outs in steps:
+        for k, (fn, ins, attrs, outs) in enumerate(steps):
             result = fn(*(env[v.id] for v in ins), **attrs)
             if isinstance(result, torch.Tensor):
                 result = (result,)
             for v, t in zip(outs, result, strict=True):
                 env[v.id] = t
+            for dead in release[k] if release is not None else ():
+                del env[dead]
     return [env[v.id] for v in graph.outputs]

@@ -34,7 +34,9 @@ class ReferenceStep:
     def __init__(self, step):
         self.graph, self.writes = step.graph, step.writes
         self.reads = [p.name for p in step.graph.params]
-        self._run = ReferenceRun(step.graph)  # scheduled once, run every batch
+        # Scheduled once, run every batch; the outputs replace the state they are written to, so the
+        # optimizer update may write over the old weights and slots (as the triton backends do).
+        self._run = ReferenceRun(step.graph, donated={i: name for i, name in enumerate(step.writes) if name})
 
     def run(self, data, learning_rate, rows, state) -> None:
         if rows is not None:

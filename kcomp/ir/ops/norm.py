@@ -242,11 +242,16 @@ def _dropout(x, *step, rate, seed, training):
     # The mask is Philox of (seed, step, flat index) (kcomp/random.py): the same bits a generated
     # kernel draws, and a training step passes its step count as a tensor, so each step draws a
     # new mask (as Keras's seed generator does) without reading the step on the host.
-    keep = keep_mask(x.shape, rate, seed, step[0] if step else None, x.device)
+    return dropout_with_mask(x, keep_mask(x.shape, rate, seed, step[0] if step else None, x.device), rate)
+
+
+def dropout_with_mask(x, keep, rate):
+    """Inverted dropout, as Keras, of x with its keep mask: the reference executor reuses one mask for
+    the dropouts of a step that draw the same one (a dropout and its gradient; kcomp.runtime.reference)."""
     # Computed as a kernel does: in float32 (float64 stays float64), times the float32 1 / (1 - rate).
     compute = torch.promote_types(x.dtype, torch.float32)
     scale = torch.tensor(1.0 / (1.0 - rate), dtype=compute, device=x.device)
-    return torch.where(keep, x.to(compute) * scale, 0.0).to(x.dtype)  # inverted dropout, as Keras
+    return torch.where(keep, x.to(compute) * scale, 0.0).to(x.dtype)
 
 
 def _dropout_vjp(b, node, grads):

@@ -60,6 +60,18 @@ def _update(*values, algorithm, count, hyper):
     return tuple(new_params + new_slots)
 
 
+def update_in_place(*values, algorithm, count, hyper):
+    """_update written over its parameters and slots (the algorithm's reference_in_place, the same
+    bits), which it returns: for a runner whose state these outputs replace, where no other tensor
+    of the run shares their memory (kcomp/runtime/reference_fusions.py checks)."""
+    record = get(algorithm)
+    h = record.resolve(hyper)
+    params, grads, slots, lr, step = _split(values, count, record.slot_count(h))
+    on_cpu = lr.device.type == "cpu" and can_read_back(lr)
+    record.reference_in_place(params, grads, [list(s) for s in slots], lr, step, on_cpu, **h)
+    return (*params, *(x for s in slots for x in s))
+
+
 OPS = [
     OpDef(
         name="optimizer_update",

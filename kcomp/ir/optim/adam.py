@@ -36,6 +36,27 @@ def reference(p, g, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, w
     return p, slots
 
 
+def reference_in_place(params, grads, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, weight_decay=0.0):
+    """`reference` for every parameter at once, each new value written over the old (the same torch
+    ops, in place; the step size computed once): no new tensor but the denominators, as torch's own
+    Adam steps on the CPU."""
+    alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
+    scale = -alpha.item() if on_cpu else None
+    for p, g, (m, v, *v_hat) in zip(params, grads, slots):
+        if weight_decay:
+            p.sub_(p * weight_decay * lr)
+        g = g.to(m.dtype)
+        m.lerp_(g, 1 - beta_1)
+        v.lerp_(g * g, 1 - beta_2)
+        if amsgrad:
+            v = torch.maximum(v_hat[0], v, out=v_hat[0])
+        denominator = torch.sqrt(v).add_(epsilon)
+        if on_cpu:
+            p.addcdiv_(m, denominator, value=scale)
+        else:
+            p.sub_(alpha * m / denominator)
+
+
 @triton_hook
 def update(row, offs, mask, p, g, lr, step, one_minus_beta_1, one_minus_beta_2, log_beta_1, log_beta_2, epsilon,
            weight_decay, K: tl.constexpr, DECOUPLED: tl.constexpr, AMSGRAD: tl.constexpr):
@@ -70,6 +91,7 @@ RECORD = Algorithm(
     hyper=(*BETAS, Hyper("amsgrad", False, flag)),
     slot_groups=lambda h: (("momentum", "velocity"),) + ((("velocity_hat",),) if h["amsgrad"] else ()),
     reference=reference,
+    reference_in_place=reference_in_place,
     triton_update=update,
     triton_arguments=triton_arguments,
     flops=12,

@@ -86,6 +86,10 @@ class Algorithm:
     triton_arguments: Callable[[dict], tuple[dict, dict]]
     flops: int  # per parameter element, counted from the formulas
     initial_values: Callable[[dict], tuple[float, ...]] | None = None  # each slot's first value; None: zeros
+    # (params, grads, slots per param, lr, step, on_cpu, hyper) -> None: `reference` of every parameter
+    # written into it and its slots, bit for bit, for a runner whose state the step's outputs replace
+    # (kcomp/runtime/reference_fusions.py); None: that runner makes new tensors with `reference`.
+    reference_in_place: Callable | None = None
     doc: str = ""
     names: tuple[str, ...] = field(default=())  # more Keras string names, if any
 

@@ -19,6 +19,21 @@ def reference(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
     if on_cpu and not (momentum or centered):
         return _plain_on_cpu(p, g, slots[0], lr.item(), rho, epsilon)
     p, slots = p.clone(), [x.clone() for x in slots]
+    _update_in_place(p, g, slots, lr, step, False, rho, momentum, epsilon, centered)
+    return p, slots
+
+
+def reference_in_place(params, grads, slots, lr, step, on_cpu, **hyper):
+    """`reference` for every parameter at once, each new value written over the old (the same torch ops, in place)."""
+    for p, g, s in zip(params, grads, slots):
+        _update_in_place(p, g, s, lr, step, on_cpu, **hyper)
+
+
+def _update_in_place(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
+    if on_cpu and not (momentum or centered):
+        v = slots[0].mul_(rho).addcmul_(g, g, value=1 - rho)  # _plain_on_cpu's ops
+        p.addcdiv_(g, (v + epsilon).sqrt_(), value=-lr.item())
+        return
     v = slots[0]
     v.mul_(rho).add_((1 - rho) * g * g)
     denominator = v + epsilon
@@ -33,7 +48,6 @@ def reference(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
         p.sub_(buffer)
     else:
         p.sub_(increment)
-    return p, slots
 
 
 def _plain_on_cpu(p, g, v, lr, rho, epsilon):
@@ -71,6 +85,7 @@ RECORD = Algorithm(
     slot_groups=lambda h: (("velocity",),) + ((("momentum",),) if h["momentum"] else ())
     + ((("average_gradient",),) if h["centered"] else ()),
     reference=reference,
+    reference_in_place=reference_in_place,
     triton_update=update,
     triton_arguments=lambda h: (dict(momentum=h["momentum"], rho=h["rho"], one_minus_rho=1.0 - h["rho"], epsilon=h["epsilon"]),
                                 {"MOMENTUM": bool(h["momentum"]), "CENTERED": h["centered"]}),
