@@ -13,6 +13,7 @@ Launch: `launch(binding, inputs, ...)`; no hook: a generated module supplies an 
 (which inputs are the images and the transform, the mode constants, the output's size and dtype).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,9 @@ from kcomp.kernels.autotune import tuned
 from kcomp.kernels.random import philox_uniform
 from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
+
+
+DEGREE = tl.constexpr(math.pi / 180.0)  # a rotation's degrees to radians, rounded to float32 as the reference's
 
 
 @triton.jit
@@ -80,8 +84,10 @@ def _drawn(n, P: tl.constexpr, step, SEED: tl.constexpr, LOWER: tl.constexpr, SP
 @triton.jit
 def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWER0: tl.constexpr,
                      SPAN0: tl.constexpr, LOWER1: tl.constexpr, SPAN1: tl.constexpr, SAME: tl.constexpr):
-    """augment_params' transform of images n (a tile), computed here as its reference computes it
-    (kcomp/ir/ops/augment.py: the same float32 operations in the same order)."""
+    """augment_params' transform of image n (a scalar: one program's image, so a rotation's cos and
+    sin are computed once per program, not per lane), computed here as its reference computes it
+    (kcomp/ir/ops/augment.py: the same float32 operations in the same order; cos and sin are the
+    platform's, not torch's: a last-bit difference)."""
     if KIND == "crop":
         n = n * 0  # one window for the whole batch: image 0's draws
     v0 = _drawn(n, 0, step, SEED, LOWER0, SPAN0)
@@ -93,7 +99,15 @@ def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWE
     one = zero + 1.0
     width = W.to(tl.float32)
     height = H.to(tl.float32)
-    if KIND == "zoom":
+    if KIND == "rotation":  # v0 in degrees; radians by a float32 pi / 180, as the reference
+        angle = v0 * DEGREE
+        cos = tl.cos(angle)
+        sin = tl.sin(angle)
+        cx = (width - 1.0) * 0.5
+        cy = (height - 1.0) * 0.5
+        a0, a1, a2 = cos, -sin, (cx - cx * cos) - cy * -sin
+        b0, b1, b2 = sin, cos, (cy - cx * sin) - cy * cos
+    elif KIND == "zoom":
         a0, a1, a2 = v1, zero, (width - 1.0) / 2.0 * (one - v1)
         b0, b1, b2 = zero, v0, (height - 1.0) / 2.0 * (one - v0)
     elif KIND == "translation":
@@ -129,10 +143,9 @@ def affine_transform_kernel(X, T, STEP, Y, H, W, C, OH, OW, fill_value,
     ox = tl.program_id(1) * BP + tl.arange(0, BP)
     offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
     mask = (ox < OW)[:, None] & (offs_c < C)[None, :]
-    if DRAWN:  # augment_params fused: the transform drawn here, from (SEED, the step, the image)
+    if DRAWN:  # augment_params fused: the transform drawn here, once, from (SEED, the step, the image)
         step = tl.load(STEP) if HAS_STEP else 0.0
-        a0, a1, a2, b0, b1, b2 = _drawn_transform(n + ox * 0, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1,
-                                                  SAME)
+        a0, a1, a2, b0, b1, b2 = _drawn_transform(n, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1, SAME)
         if DOUBLE:
             a0, a1, a2, b0, b1, b2 = a0.to(tl.float64), a1.to(tl.float64), a2.to(tl.float64), \
                 b0.to(tl.float64), b1.to(tl.float64), b2.to(tl.float64)
@@ -244,10 +257,11 @@ def run(call: AffineCall, config: dict):
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 
 
-# The kinds whose transform the kernel draws. Not a rotation's: its cos and sin (libdevice's, with
-# their argument reduction's local array) made the kernel use 40 bytes of stack and local stores
-# on sm_90 (AOT, float32 bilinear reflect); its transform is augment_params' own launch.
-DRAWN_KINDS = tuple(kind for kind in GEOMETRIC if kind != "rotation")
+# The kinds whose transform the kernel draws: every geometric one. A rotation's cos and sin
+# (libdevice's) drawn for a tile of pixels (one lane each) used 40 bytes of stack and local stores
+# on sm_90; drawn once per program for its image (scalars), the kernels compile without either
+# (tests/test_augmentation.py's AOT cases).
+DRAWN_KINDS = GEOMETRIC
 
 
 def _group(fusion, node):
