@@ -304,6 +304,9 @@ OPS = [
         attrs={"kind": attr(str, choices=tuple(KINDS)), "factor": attr(tuple, (), items=NUMBER), "seed": attr(int, 0)},
         infer=_params_infer,
         reference=_params,
+        # The draws read only x's shape, not its values: no gradient flows through them (a
+        # RandomContrast after a trainable layer differentiates its images, not its factors).
+        vjp=lambda b, node, grads: [None] * len(node.inputs),
         traits={"random"},
     ),
     OpDef(
