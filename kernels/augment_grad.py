@@ -26,7 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kcomp.kernels.augment import _fix_index, _round_half_even, candidate_configs
+from kcomp.kernels.augment import (
+    _bilinear, _fix_index, _loaded_transform, _round_half_even, _source_point, candidate_configs,
+)
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Binding, Call, Group, Template
@@ -54,13 +56,8 @@ def affine_transform_grad_kernel(DY, T, DX, H, W, C, OH, OW, INTERPOLATION: tl.c
     ox = tl.program_id(1) * BP + tl.arange(0, BP)
     offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
     mask = (ox < OW)[:, None] & (offs_c < C)[None, :]
-    row = T + n.to(tl.int64) * 8  # float32, float64 for float64 images (the launch casts it)
-    a0, a1, a2 = tl.load(row + 0), tl.load(row + 1), tl.load(row + 2)
-    b0, b1, b2 = tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
-    xf = ox.to(a0.dtype)
-    yf = oy.to(a0.dtype)
-    y_in = (yf * b1 + xf * b0) + b2
-    x_in = (yf * a1 + xf * a0) + a2
+    a0, a1, a2, b0, b1, b2 = _loaded_transform(T, n)  # float32, float64 for float64 images (the launch casts it)
+    y_in, x_in = _source_point(a0, a1, a2, b0, b1, b2, oy, ox)
     dy = tl.load(DY + ((row_id.to(tl.int64) * OW + ox) * C)[:, None] + offs_c[None, :], mask=mask, other=0.0)
     dy = dy.to(tl.float64) if DOUBLE else dy.to(tl.float32)
     n = n + ox * 0  # the image index as a tile, as _scatter's addresses take it
@@ -69,14 +66,7 @@ def affine_transform_grad_kernel(DY, T, DX, H, W, C, OH, OW, INTERPOLATION: tl.c
         ix = _round_half_even(x_in).to(tl.int32)
         _scatter(DX, n, iy, ix, dy, offs_c, mask, H, W, C, FILL_MODE)
     else:
-        lower_y = tl.floor(y_in)
-        lower_x = tl.floor(x_in)
-        wy1 = y_in - lower_y
-        wx1 = x_in - lower_x
-        wy0 = 1 - wy1
-        wx0 = 1 - wx1
-        iy = lower_y.to(tl.int32)
-        ix = lower_x.to(tl.int32)
+        iy, ix, wy0, wy1, wx0, wx1 = _bilinear(y_in, x_in)
         _scatter(DX, n, iy, ix, (wy0 * wx0)[:, None] * dy, offs_c, mask, H, W, C, FILL_MODE)
         _scatter(DX, n, iy, ix + 1, (wy0 * wx1)[:, None] * dy, offs_c, mask, H, W, C, FILL_MODE)
         _scatter(DX, n, iy + 1, ix, (wy1 * wx0)[:, None] * dy, offs_c, mask, H, W, C, FILL_MODE)

@@ -466,16 +466,20 @@ def test_brightness_is_drawn_inline_by_the_pointwise_kernel_bit_for_bit():
     assert [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"] == ["random_brightness", "maximum", "minimum"]
 
 
-def test_a_transform_read_twice_stays_a_node_the_kernel_loads():
+@pytest.mark.parametrize("kind, factor", [("zoom", (-0.3, 0.3)), ("crop", (4, 5))])
+def test_a_transform_read_twice_is_drawn_and_written_by_the_kernel(kind, factor):
     from kernel_helpers import assert_compiled_matches_reference, kernels_of
     from kcomp.ir import GraphBuilder
 
     b = GraphBuilder("twice")
     x = b.input((None, 6, 7, 2), "float32", "x")
-    t = b.emit1("augment_params", [x], kind="zoom", factor=(-0.3, 0.3), seed=4)
-    graph = b.finish([b.emit1("affine_transform", [x, t]), t])  # the graph returns the transform too
+    t = b.emit1("augment_params", [x], kind=kind, factor=factor, seed=4)
+    size = factor if kind == "crop" else None
+    graph = b.finish([b.emit1("affine_transform", [x, t], output_size=size), t])  # the graph returns the transform too
     compared = assert_compiled_matches_reference(graph, [images(3, 6, 7, 2)], kind="exact")
-    assert [k.attrs["roles"] for k in kernels_of(compared.fused)] == [("anchor",)]
+    assert [n.op for n in compared.fused.nodes] == ["kernel"]
+    (kernel,) = kernels_of(compared.fused)
+    assert kernel.attrs["roles"] == ("prologue", "anchor") and len(kernel.outputs) == 2
 
 
 @pytest.mark.parametrize("layer, shape", [
@@ -505,37 +509,45 @@ def test_kernel_in_float64():
     assert got[0].dtype == torch.float64 and torch.equal(got[0], want[0])
 
 
-def test_compiled_training_step_with_augmentation_matches_the_reference():
+def fused_step_after_training_two_steps(layers, seed):
+    """Two Adam steps of Sequential([Input((6, 7, 2)), *layers(), Flatten(), Dense(3, softmax)]) on the
+    kernels under the interpreter and on the reference (equal losses and weights), then its fused
+    training step graph."""
     from kernel_helpers import assert_compiled_steps_match_the_reference
-
-    def make():
-        kcomp.backend.clear_session()
-        kcomp.utils.set_random_seed(5)
-        return Sequential([Input(shape=(6, 7, 2)), RandomFlip(), RandomRotation(0.2), RandomContrast(0.3, value_range=(0, 1)),
-                           RandomBrightness(0.1, value_range=(0, 1)), Flatten(), Dense(3, activation="softmax")])
-
-    gen = np.random.default_rng(3)
-    x = gen.uniform(size=(5, 6, 7, 2)).astype("float32")
-    y = kcomp.utils.to_categorical(gen.integers(0, 3, 5), 3)
-    assert_compiled_steps_match_the_reference(make, x, y)
-    # Inside the step, the geometric layers' draws are their kernels' prologues, reading the step.
     from kcomp.compiler import train_step_graph
     from kcomp.passes import run_pipeline
     from kcomp.passes.pipeline import STEP_PIPELINE
 
+    def make():
+        kcomp.backend.clear_session()
+        kcomp.utils.set_random_seed(seed)
+        return Sequential([Input(shape=(6, 7, 2)), *layers(), Flatten(), Dense(3, activation="softmax")])
+
+    gen = np.random.default_rng(seed - 2)
+    x = gen.uniform(size=(5, 6, 7, 2)).astype("float32")
+    y = kcomp.utils.to_categorical(gen.integers(0, 3, 5), 3)
+    assert_compiled_steps_match_the_reference(make, x, y)
     model = make()
     model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
-    fused, _ = run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)
+    return run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)[0]
+
+
+def test_compiled_training_step_with_augmentation_matches_the_reference():
+    fused = fused_step_after_training_two_steps(lambda: [
+        RandomFlip(), RandomRotation(0.2), RandomContrast(0.3, value_range=(0, 1)),
+        RandomBrightness(0.1, value_range=(0, 1))], seed=5)
+    # Inside the step, the geometric layers' draws are their kernels' prologues, reading the step.
     affine = [n for n in fused.nodes if n.op == "kernel" and n.attrs["template"] == "affine_transform"]
     assert [k.attrs["roles"] for k in affine] == [("prologue", "anchor")] * 2  # the flip's and rotation's drawn inside
     inner = [n for k in affine for n in k.attrs["body"].nodes]
     draws = [n for n in (*fused.nodes, *inner) if n.op == "augment_params"]
-    assert sorted(n.attrs["kind"] for n in draws) == ["contrast", "flip_horizontal_and_vertical", "rotation"]
-    (brightness,) = [k for k in fused.nodes if k.op == "kernel" and any(
-        n.op == "random_brightness" for n in k.attrs["body"].nodes)]
-    assert brightness.attrs["template"] == "pointwise"  # drawn inline, with the clip after it
-    bright = [n for n in brightness.attrs["body"].nodes if n.op == "random_brightness"]
-    assert all(len(n.inputs) == 2 for n in draws + bright)  # (images, step): a new draw every step
+    assert sorted(n.attrs["kind"] for n in draws) == ["flip_horizontal_and_vertical", "rotation"]
+    inline = []
+    for op in ("random_contrast", "random_brightness"):
+        (kernel,) = [k for k in fused.nodes if k.op == "kernel" and any(n.op == op for n in k.attrs["body"].nodes)]
+        assert kernel.attrs["template"] == "pointwise"  # drawn inline, with the clip after it
+        inline += [n for n in kernel.attrs["body"].nodes if n.op == op]
+    assert all(n.inputs[-1].shape == () and len(n.inputs) >= 2 for n in draws + inline)  # the step: a new draw every step
 
 
 # ---------------------------------------------------------------- 6. AOT for a GPU (sm_90), in a child process

@@ -6,7 +6,8 @@
 2. affine_transform_grad's kernel (kernels/augment_grad.py) against the reference and, in
    float64, against torch.autograd of the forward; in a training step where an augmentation
    layer sits after a trainable layer.
-3. sm_90 AOT of the gradient kernel without spills (in a child process).
+3. sm_90 AOT without spills (in a child process) of the gradient kernel, and of the forward's that
+   draws a rotation and writes the transform for the gradient.
 """
 
 import numpy as np
@@ -16,13 +17,10 @@ import torch
 import kcomp
 from kcomp.ir import GraphBuilder
 from kcomp.ir.registry import OPS
-from kcomp.layers import Conv2D, Dense, Flatten, Input, RandomBrightness, RandomContrast, RandomRotation, RandomZoom
-from kcomp.models import Sequential
+from kcomp.layers import Conv2D, Input, RandomBrightness, RandomContrast, RandomRotation, RandomZoom
+from kcomp.passes import run_pipeline
 
-from kernel_helpers import (
-    assert_compiled_matches_reference, assert_compiled_steps_match_the_reference, kernels_of, launch_kernel,
-    with_nonfinite,
-)
+from kernel_helpers import assert_compiled_matches_reference, kernels_of, launch_kernel, with_nonfinite
 from test_augmentation import FILL_MODES, INTERPOLATIONS, images, params, random_transforms
 
 keras = pytest.importorskip("keras")
@@ -77,9 +75,10 @@ def test_contrast_is_one_pointwise_kernel_after_the_mean_equal_to_the_reference(
     compared = assert_compiled_matches_reference(model, [x], kind="elementwise")
     templates = [k.attrs["template"] for k in kernels_of(compared.fused)]
     assert templates == ["reduce", "reduce", "pointwise"]
+    assert [n.op for n in compared.fused.nodes] == ["kernel"] * 3  # the factors drawn in the pointwise kernel
     (body,) = [k.attrs["body"] for k in kernels_of(compared.fused) if k.attrs["template"] == "pointwise"]
-    assert [n.op for n in body.nodes if n.op != "constant"] == ["sub", "mul", "add", "maximum", "minimum"]
-    assert [tuple(v.shape[1:]) for v in body.inputs] == [(5, 7, 3), (1, 1, 3), (1, 1, 1)]
+    assert [n.op for n in body.nodes if n.op != "constant"] == ["random_contrast", "maximum", "minimum"]
+    assert [tuple(v.shape[1:]) for v in body.inputs] == [(5, 7, 3), (1, 1, 3)]
     assert compared.got[0].isnan().any()  # a NaN pixel's channel mean is NaN: its channel of that image too
 
 
@@ -93,6 +92,40 @@ def test_compiled_contrast_equals_keras_fed_the_same_factors():
     theirs = keras.layers.RandomContrast(0.7, value_range=(0, 255)).transform_images(
         x, {"contrast_factor": factor}, training=True)
     np.testing.assert_allclose(got.numpy(), np.asarray(theirs), rtol=1e-5, atol=1e-3)
+
+
+def test_contrast_vjp_against_autograd_in_float64():
+    from vjp_harness import check_vjp
+
+    x = images(3, 5, 6, 2).double().numpy()
+    mean = x.mean(axis=(1, 2), keepdims=True) + 0.25  # not the images' own: the two gradients apart
+    check_vjp("random_contrast", [x, mean, np.float64(2.0)], {"factor": (0.3, 0.6), "seed": 3, "image_size": 60},
+              wrt=[0, 1])
+    check_vjp("random_contrast", [x, mean[:, :, :, :1]], {"factor": (0.0, 0.9), "image_size": 60}, wrt=[0, 1])
+
+
+def test_contrast_draws_are_augment_params_draws():
+    """random_contrast's factors are augment_params' contrast factors (the ones Keras is fed above)."""
+    x = images(7, 3, 4, 2)
+    mean = torch.zeros(7, 1, 1, 2)
+    for step in (None, 5):
+        scaled = OPS["random_contrast"].reference(x, mean, *([] if step is None else [torch.tensor(5.0)]),
+                                                  factor=(0.2, 0.7), seed=11, image_size=24)
+        factor = params(x, "contrast", (0.2, 0.7), seed=11, step=step)
+        assert torch.equal(scaled, x * factor)
+
+
+def test_contrast_of_a_mean_that_does_not_broadcast_is_refused():
+    from kcomp.errors import ShapeError
+    from kcomp.ir.types import TensorSpec
+
+    infer = OPS["random_contrast"].infer
+    with pytest.raises(ShapeError, match="broadcast"):
+        infer([TensorSpec((4, 5, 6, 3), "float32"), TensorSpec((4, 1, 1, 2), "float32")], factor=(0.1, 0.1), seed=0,
+              image_size=90)
+    with pytest.raises(ShapeError, match="image_size"):
+        infer([TensorSpec((4, 5, 6, 3), "float32"), TensorSpec((4, 1, 1, 3), "float32")], factor=(0.1, 0.1), seed=0,
+              image_size=91)
 
 
 def test_brightness_stays_one_pointwise_kernel():
@@ -112,8 +145,6 @@ def _grad_graph(dtype, in_size, out_size, **attrs):
 
 
 def _grad_kernel(graph):
-    from kcomp.passes import run_pipeline
-
     fused, _ = run_pipeline(graph)
     (kernel,) = kernels_of(fused)
     assert kernel.attrs["template"] == "affine_transform_grad" and [n.op for n in fused.nodes] == ["kernel"]
@@ -166,56 +197,60 @@ def test_a_drawn_zoom_in_sums_many_terms_into_a_pixel():
 
 
 def test_training_step_with_augmentation_after_a_trainable_layer():
-    def make():
-        kcomp.backend.clear_session()
-        kcomp.utils.set_random_seed(2)
-        return Sequential([Input(shape=(6, 7, 2)), Conv2D(3, 3, padding="same", activation="relu"),
-                           RandomRotation(0.2, fill_mode="reflect"), RandomZoom(0.2, interpolation="nearest"),
-                           RandomContrast(0.4, value_range=(0, 3)), Flatten(), Dense(3, activation="softmax")])
+    from test_augmentation import fused_step_after_training_two_steps
 
-    gen = np.random.default_rng(4)
-    x = gen.uniform(size=(5, 6, 7, 2)).astype("float32")
-    y = kcomp.utils.to_categorical(gen.integers(0, 3, 5), 3)
-    assert_compiled_steps_match_the_reference(make, x, y)
-    from kcomp.compiler import train_step_graph
-    from kcomp.passes import run_pipeline
-    from kcomp.passes.pipeline import STEP_PIPELINE
-
-    model = make()
-    model.compile(optimizer="adam", loss="categorical_crossentropy", backend="reference")
-    fused, _ = run_pipeline(train_step_graph(model), passes=STEP_PIPELINE)
+    fused = fused_step_after_training_two_steps(lambda: [
+        Conv2D(3, 3, padding="same", activation="relu"), RandomRotation(0.2, fill_mode="reflect"),
+        RandomZoom(0.2, interpolation="nearest"), RandomContrast(0.4, value_range=(0, 3))], seed=6)
     templates = [k.attrs["template"] for k in kernels_of(fused)]
-    assert templates.count("affine_transform_grad") == 2 and "affine_transform_grad" not in [n.op for n in fused.nodes]
+    assert templates.count("affine_transform_grad") == 2
+    assert not {"affine_transform_grad", "augment_params", "random_contrast"} & {n.op for n in fused.nodes}
 
 
 # ---------------------------------------------------------------- 3. AOT for a GPU (sm_90), in a child process
 
-AOT_CASES = [[dtype, fill_mode, interpolation] for dtype in ("float32", "bfloat16")
+# [template, dtype, fill_mode, interpolation]: the gradient's kernels, and the forward's that draws a
+# rotation and also writes the transform (the gradient reads it).
+AOT_CASES = [["affine_transform_grad", dtype, fill_mode, interpolation] for dtype in ("float32", "bfloat16")
              for fill_mode in FILL_MODES for interpolation in INTERPOLATIONS]
+AOT_CASES += [["affine_transform", dtype, "reflect", interpolation] for dtype in ("float32", "bfloat16")
+              for interpolation in INTERPOLATIONS]
+
+
+def _forward_writing_its_transform(dtype, fill_mode, interpolation):
+    b = GraphBuilder("affine_stored")
+    x, step = b.input((None, 64, 64, 3), dtype, "x"), b.input((), "float32", "step")
+    t = b.emit1("augment_params", [x, step], kind="rotation", factor=(-0.3, 0.4), seed=7)
+    graph = b.finish([b.emit1("affine_transform", [x, t], fill_mode=fill_mode, interpolation=interpolation), t])
+    (kernel,) = kernels_of(run_pipeline(graph)[0])
+    assert kernel.attrs["roles"] == ("prologue", "anchor") and len(kernel.outputs) == 2
+    return kernel
 
 
 def compile_cases(cases) -> list[dict]:
-    """The affine_transform_grad kernel of each (dtype, fill_mode, interpolation), compiled for
-    sm_90 at 32 RGB images of 64 x 64."""
+    """Each case's kernel compiled for sm_90 at 32 RGB images of 64 x 64."""
     from kcomp.runtime.aot import compile_node
 
     records = []
-    for dtype, fill_mode, interpolation in cases:
-        node = _grad_kernel(_grad_graph(dtype, (64, 64), (64, 64), fill_mode=fill_mode, interpolation=interpolation))
+    for template, dtype, fill_mode, interpolation in cases:
+        if template == "affine_transform_grad":
+            node = _grad_kernel(_grad_graph(dtype, (64, 64), (64, 64), fill_mode=fill_mode, interpolation=interpolation))
+        else:
+            node = _forward_writing_its_transform(dtype, fill_mode, interpolation)
         result = compile_node(node, 0, target="sm_90", batch=32)
-        records.append({"case": [dtype, fill_mode, interpolation], **result.resources(),
+        records.append({"case": [template, dtype, fill_mode, interpolation], **result.resources(),
                         "local_stores": result.local_stores()})
     return records
 
 
 @pytest.mark.slow
-def test_grad_kernel_compiles_for_sm_90_without_spills(tmp_path):
+def test_kernels_compile_for_sm_90_without_spills(tmp_path):
     from aot_helpers import run_file_as_aot_child
 
     records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=600)
     assert [r["case"] for r in records] == AOT_CASES
     for r in records:
-        assert r["template"] == "affine_transform_grad" and r["spill_bytes"] == 0 and r["local_stores"] == 0, r
+        assert r["template"] == r["case"][0] and r["spill_bytes"] == 0 and r["local_stores"] == 0, r
 
 
 if __name__ == "__main__":  # the AOT child: python tests/test_augmentation_kernels.py CASES_JSON ANSWER_PATH

@@ -66,8 +66,8 @@ TOLERANCES = {
         # Images of 0..255 resampled through a transform whose cos and sin are another library's
         # (numpy's under the interpreter, libdevice's on a GPU, torch's in the reference): one ulp
         # of cos moves a source point of a 9-pixel image by ~1e-6 pixel, which a bilinear blend of
-        # neighbours up to 255 apart turns into ~3e-4. Measured: 0.16 (RandomRotation(0.4) bilinear, 64 images of 7x9x5: 2974
-        # of 20160 values differ; none with nearest).
+        # neighbours up to 255 apart turns into ~3e-4. Measured: 0.16 (RandomRotation(0.4) bilinear,
+        # 64 images of 7x9x5: 2974 of 20160 values differ; none with nearest).
         "resampling": dict(rtol=1e-5, atol=1e-3),
     },
     # Both sides round each output to float16 (2**-10 ~ 1e-3 relative; 7.8e-3 at values of 8 to

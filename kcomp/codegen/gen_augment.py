@@ -29,7 +29,8 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         "fill_mode": repr(attrs["fill_mode"]),
         "fill_value": repr(float(attrs["fill_value"])),
         "output_size": repr(attrs["output_size"]),
-        "out_dtype": f"torch.{body.outputs[0].dtype}",
+        "out_dtype": f"torch.{body.outputs[-1].dtype}",
+        "stores_transform": repr(len(body.outputs) == 2),  # (the drawn transform, the images)
     })
 
 
