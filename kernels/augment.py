@@ -9,6 +9,11 @@ reference's. A tap outside the image reads where fill_mode says (Keras's index f
 clamp, wrap, reflect), or fill_value for "constant". Channels are contiguous in NHWC, so each
 tap's row of the tile is one coalesced load. Computed in float32 (float64 for float64 images).
 
+With the augment_params that draws T fused as its prologue (every geometric kind), each program
+draws its image's row once, as scalars (a rotation's cos and sin too: drawn per lane they used
+40 bytes of stack on sm_90), and where another op also reads T (the gradient's kernel,
+kernels/augment_grad.py) the first program of each image writes its row: outputs (T, images).
+
 Launch: `launch(binding, inputs, ...)`; no hook: a generated module supplies an AffineBinding
 (which inputs are the images and the transform, the mode constants, the output's size and dtype).
 """
@@ -186,7 +191,8 @@ def affine_transform_kernel(X, T, STEP, Y, T_OUT, H, W, C, OH, OW, fill_value,
         step = tl.load(STEP) if HAS_STEP else 0.0
         a0, a1, a2, b0, b1, b2 = _drawn_transform(n, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1, SAME)
         if STORE_T:  # the transform is read elsewhere too (the gradient's kernel): image n's first program writes it
-            _store_transform(T_OUT, n, a0, a1, a2, b0, b1, b2, (oy == 0) & (tl.program_id(1) == 0) & (tl.program_id(2) == 0))
+            first = (oy == 0) & (tl.program_id(1) == 0) & (tl.program_id(2) == 0)
+            _store_transform(T_OUT, n, a0, a1, a2, b0, b1, b2, first)
         if DOUBLE:
             a0, a1, a2, b0, b1, b2 = a0.to(tl.float64), a1.to(tl.float64), a2.to(tl.float64), \
                 b0.to(tl.float64), b1.to(tl.float64), b2.to(tl.float64)

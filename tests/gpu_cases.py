@@ -54,7 +54,7 @@ def separable_cnn():
 def augmented_features():
     """affine_transform_grad: in training a zoom after a trainable conv (its input needs a gradient),
     and RandomContrast's per-image arithmetic as one pointwise kernel (per-image operands)."""
-    return Sequential([Input(shape=(8, 7, 3)), Conv2D(4, 3, padding="same", activation="relu"),
+    return Sequential([Input(shape=(4, 3, 2)), Conv2D(3, 3, padding="same", activation="relu"),
                        RandomZoom(0.2, seed=7), RandomContrast(0.3, value_range=(0, 50), seed=8),
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
 
