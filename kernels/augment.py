@@ -81,6 +81,16 @@ def _tap(X, n, iy, ix, offs_c, mask, H, W, C, fill_value, FILL_MODE: tl.constexp
 
 
 @triton.jit
+def _row_tile(OH, OW, C, BP: tl.constexpr, BC: tl.constexpr):
+    """This program's output row: its index row_id = n * OH + y, image n and row y (scalars), its BP
+    pixels ox and BC channels, and the (BP, BC) mask of those inside the output."""
+    row_id = tl.program_id(0)
+    ox = tl.program_id(1) * BP + tl.arange(0, BP)
+    offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
+    return row_id, row_id // OH, row_id % OH, ox, offs_c, (ox < OW)[:, None] & (offs_c < C)[None, :]
+
+
+@triton.jit
 def _loaded_transform(T, n):
     """Image n's transform (a0, a1, a2, b0, b1, b2): its row of T (float32, float64 for float64 images)."""
     row = T + n.to(tl.int64) * 8
@@ -181,12 +191,7 @@ def affine_transform_kernel(X, T, STEP, Y, T_OUT, H, W, C, OH, OW, fill_value,
                             SAME: tl.constexpr, STORE_T: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
     # One output row (n, y) per program along axis 0: the image and row are scalars, so the
     # transform is six scalar loads and no pixel index needs a vector division.
-    row_id = tl.program_id(0)
-    n = row_id // OH
-    oy = row_id % OH
-    ox = tl.program_id(1) * BP + tl.arange(0, BP)
-    offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
-    mask = (ox < OW)[:, None] & (offs_c < C)[None, :]
+    row_id, n, oy, ox, offs_c, mask = _row_tile(OH, OW, C, BP, BC)
     if DRAWN:  # augment_params fused: the transform drawn here, once, from (SEED, the step, the image)
         step = tl.load(STEP) if HAS_STEP else 0.0
         a0, a1, a2, b0, b1, b2 = _drawn_transform(n, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1, SAME)

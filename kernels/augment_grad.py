@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.augment import (
-    _bilinear, _fix_index, _loaded_transform, _round_half_even, _source_point, candidate_configs,
+    _bilinear, _fix_index, _loaded_transform, _round_half_even, _row_tile, _source_point, candidate_configs,
 )
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.sizes import cdiv
@@ -50,12 +50,7 @@ def affine_transform_grad_kernel(DY, T, DX, H, W, C, OH, OW, INTERPOLATION: tl.c
                                  FILL_MODE: tl.constexpr, DOUBLE: tl.constexpr, BP: tl.constexpr,
                                  BC: tl.constexpr):
     # One output-gradient row (n, y) per program along axis 0, as the forward: scalar image and row.
-    row_id = tl.program_id(0)
-    n = row_id // OH
-    oy = row_id % OH
-    ox = tl.program_id(1) * BP + tl.arange(0, BP)
-    offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
-    mask = (ox < OW)[:, None] & (offs_c < C)[None, :]
+    row_id, n, oy, ox, offs_c, mask = _row_tile(OH, OW, C, BP, BC)
     a0, a1, a2, b0, b1, b2 = _loaded_transform(T, n)  # float32, float64 for float64 images (the launch casts it)
     y_in, x_in = _source_point(a0, a1, a2, b0, b1, b2, oy, ox)
     dy = tl.load(DY + ((row_id.to(tl.int64) * OW + ox) * C)[:, None] + offs_c[None, :], mask=mask, other=0.0)
