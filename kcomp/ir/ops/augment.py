@@ -8,10 +8,15 @@ every geometric layer:
 
   augment_params(x[, step])      the drawn parameters: a (batch, 8) Keras transform
                                  [a0, a1, a2, b0, b1, b2, 0, 0] for the geometric kinds, a
-                                 (batch, 1, 1, 1) factor or delta for contrast and brightness.
+                                 (batch, 1, 1, 1) contrast factor.
                                  Uniform u[b, p] = Philox of (seed; counter b * 4 + p, step)
                                  (kcomp/random.py's uniform_at): no host round trip, the same
                                  bits on every executor, a new draw every training step.
+  random_contrast(x, mean[, step]), random_brightness(x[, step])
+                                 RandomContrast's (x - mean) * factor + mean and RandomBrightness's
+                                 x + delta, elementwise, each image's factor or delta drawn as
+                                 augment_params draws it (u[b, 0]), so a pointwise kernel draws it
+                                 inline from the flat index // image_size.
   affine_transform(x, transform) Keras's affine_transform on NHWC images: output pixel (y, x)
                                  reads the input at x_in = a0 x + a1 y + a2, y_in = b0 x + b1 y + b2,
                                  "nearest" (round half to even) or "bilinear", outside points by
