@@ -11,8 +11,8 @@ import argparse
 
 import numpy as np
 
-from kcomp.layers import (Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, MaxPooling2D, RandomFlip,
-                          RandomRotation, RandomZoom, Rescaling, SeparableConv2D)
+from kcomp.layers import (Conv2D, Dense, Dropout, GlobalAveragePooling2D, Input, MaxPooling2D, RandomContrast,
+                          RandomFlip, RandomRotation, RandomZoom, Rescaling, SeparableConv2D)
 from kcomp.models import Sequential
 
 COMPILE = {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
@@ -24,10 +24,11 @@ def build_model(**compile_options):
         [
             Input(shape=(32, 32, 3)),
             Rescaling(1.0 / 255),
-            # Active in fit only: a fresh flip, rotation and zoom of every image every step.
+            # Active in fit only: a fresh flip, rotation, zoom and contrast of every image every step.
             RandomFlip("horizontal"),
             RandomRotation(0.05),
             RandomZoom(0.1),
+            RandomContrast(0.2, value_range=(0, 1)),
             Conv2D(32, kernel_size=3, padding="same", activation="relu"),
             MaxPooling2D(2),
             SeparableConv2D(64, kernel_size=3, padding="same", activation="relu"),

@@ -213,14 +213,15 @@ def embedding(ids, table):
     return emit("embedding", ids, table)
 
 
-def emit_random(op: str, x, seed: int, drawing: bool, **attrs):
-    """Emit a random op reading x: inside a training step the builder carries the step number as
-    the op's last input, so each step draws anew, and a layer called twice in the step gets a
-    derived seed for its second call (two masks, as Keras's seed generator advances per call)."""
+def emit_random(op: str, x, seed: int, drawing: bool, *operands, **attrs):
+    """Emit a random op reading x (and `operands` after it): inside a training step the builder
+    carries the step number as the op's last input, so each step draws anew, and a layer called
+    twice in the step gets a derived seed for its second call (two masks, as Keras's seed
+    generator advances per call)."""
     counter = current_builder().rng_counter if drawing and isinstance(x, Value) else None
     if counter is not None:
         seed = current_builder().random_seed(seed)
-    inputs = (x,) if counter is None else (x, counter)
+    inputs = (x, *operands) if counter is None else (x, *operands, counter)
     return emit(op, *inputs, seed=seed, **attrs)
 
 

@@ -9,10 +9,16 @@ reference's. A tap outside the image reads where fill_mode says (Keras's index f
 clamp, wrap, reflect), or fill_value for "constant". Channels are contiguous in NHWC, so each
 tap's row of the tile is one coalesced load. Computed in float32 (float64 for float64 images).
 
+With the augment_params that draws T fused as its prologue (every geometric kind), each program
+draws its image's row once, as scalars (a rotation's cos and sin too: drawn per lane they used
+40 bytes of stack on sm_90), and where another op also reads T (the gradient's kernel,
+kernels/augment_grad.py) the first program of each image writes its row: outputs (T, images).
+
 Launch: `launch(binding, inputs, ...)`; no hook: a generated module supplies an AffineBinding
 (which inputs are the images and the transform, the mode constants, the output's size and dtype).
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +30,9 @@ from kcomp.kernels.autotune import tuned
 from kcomp.kernels.random import philox_uniform
 from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
+
+
+DEGREE = tl.constexpr(math.pi / 180.0)  # a rotation's degrees to radians, rounded to float32 as the reference's
 
 
 @triton.jit
@@ -72,6 +81,55 @@ def _tap(X, n, iy, ix, offs_c, mask, H, W, C, fill_value, FILL_MODE: tl.constexp
 
 
 @triton.jit
+def _row_tile(OH, OW, C, BP: tl.constexpr, BC: tl.constexpr):
+    """This program's output row: its index row_id = n * OH + y, image n and row y (scalars), its BP
+    pixels ox and BC channels, and the (BP, BC) mask of those inside the output."""
+    row_id = tl.program_id(0)
+    ox = tl.program_id(1) * BP + tl.arange(0, BP)
+    offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
+    return row_id, row_id // OH, row_id % OH, ox, offs_c, (ox < OW)[:, None] & (offs_c < C)[None, :]
+
+
+@triton.jit
+def _loaded_transform(T, n):
+    """Image n's transform (a0, a1, a2, b0, b1, b2): its row of T (float32, float64 for float64 images)."""
+    row = T + n.to(tl.int64) * 8
+    return tl.load(row + 0), tl.load(row + 1), tl.load(row + 2), tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
+
+
+@triton.jit
+def _store_transform(T_OUT, n, a0, a1, a2, b0, b1, b2, first):
+    """Image n's row of the (batch, 8) float32 transform [a0, a1, a2, b0, b1, b2, 0, 0], where `first`."""
+    row = T_OUT + n.to(tl.int64) * 8
+    tl.store(row + 0, a0, mask=first)
+    tl.store(row + 1, a1, mask=first)
+    tl.store(row + 2, a2, mask=first)
+    tl.store(row + 3, b0, mask=first)
+    tl.store(row + 4, b1, mask=first)
+    tl.store(row + 5, b2, mask=first)
+    tl.store(row + 6, 0.0, mask=first)
+    tl.store(row + 7, 0.0, mask=first)
+
+
+@triton.jit
+def _source_point(a0, a1, a2, b0, b1, b2, oy, ox):
+    """(y_in, x_in) of output pixels (oy, ox), summed in the reference's order."""
+    xf = ox.to(a0.dtype)
+    yf = oy.to(a0.dtype)
+    return (yf * b1 + xf * b0) + b2, (yf * a1 + xf * a0) + a2
+
+
+@triton.jit
+def _bilinear(y_in, x_in):
+    """A bilinear blend's upper-left tap (iy, ix) and weights (wy0, wy1, wx0, wx1), as the reference's."""
+    lower_y = tl.floor(y_in)
+    lower_x = tl.floor(x_in)
+    wy1 = y_in - lower_y
+    wx1 = x_in - lower_x
+    return lower_y.to(tl.int32), lower_x.to(tl.int32), 1 - wy1, wy1, 1 - wx1, wx1
+
+
+@triton.jit
 def _drawn(n, P: tl.constexpr, step, SEED: tl.constexpr, LOWER: tl.constexpr, SPAN: tl.constexpr):
     """Drawn value P of images n: Philox's uniform at counter n * 4 + P, times SPAN plus LOWER (float32)."""
     return philox_uniform(n.to(tl.int64) * 4 + P, step, SEED) * SPAN + LOWER
@@ -80,8 +138,10 @@ def _drawn(n, P: tl.constexpr, step, SEED: tl.constexpr, LOWER: tl.constexpr, SP
 @triton.jit
 def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWER0: tl.constexpr,
                      SPAN0: tl.constexpr, LOWER1: tl.constexpr, SPAN1: tl.constexpr, SAME: tl.constexpr):
-    """augment_params' transform of images n (a tile), computed here as its reference computes it
-    (kcomp/ir/ops/augment.py: the same float32 operations in the same order)."""
+    """augment_params' transform of image n (a scalar: one program's image, so a rotation's cos and
+    sin are computed once per program, not per lane), computed here as its reference computes it
+    (kcomp/ir/ops/augment.py: the same float32 operations in the same order; cos and sin are the
+    platform's, not torch's: a last-bit difference)."""
     if KIND == "crop":
         n = n * 0  # one window for the whole batch: image 0's draws
     v0 = _drawn(n, 0, step, SEED, LOWER0, SPAN0)
@@ -93,7 +153,15 @@ def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWE
     one = zero + 1.0
     width = W.to(tl.float32)
     height = H.to(tl.float32)
-    if KIND == "zoom":
+    if KIND == "rotation":  # v0 in degrees; radians by a float32 pi / 180, as the reference
+        angle = v0 * DEGREE
+        cos = tl.cos(angle)
+        sin = tl.sin(angle)
+        cx = (width - 1.0) * 0.5
+        cy = (height - 1.0) * 0.5
+        a0, a1, a2 = cos, -sin, (cx - cx * cos) - cy * -sin
+        b0, b1, b2 = sin, cos, (cy - cx * sin) - cy * cos
+    elif KIND == "zoom":
         a0, a1, a2 = v1, zero, (width - 1.0) / 2.0 * (one - v1)
         b0, b1, b2 = zero, v0, (height - 1.0) / 2.0 * (one - v0)
     elif KIND == "translation":
@@ -116,48 +184,33 @@ def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWE
 
 
 @triton.jit
-def affine_transform_kernel(X, T, STEP, Y, H, W, C, OH, OW, fill_value,
+def affine_transform_kernel(X, T, STEP, Y, T_OUT, H, W, C, OH, OW, fill_value,
                             INTERPOLATION: tl.constexpr, FILL_MODE: tl.constexpr, DOUBLE: tl.constexpr,
                             DRAWN: tl.constexpr, HAS_STEP: tl.constexpr, KIND: tl.constexpr, SEED: tl.constexpr,
                             LOWER0: tl.constexpr, SPAN0: tl.constexpr, LOWER1: tl.constexpr, SPAN1: tl.constexpr,
-                            SAME: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
+                            SAME: tl.constexpr, STORE_T: tl.constexpr, BP: tl.constexpr, BC: tl.constexpr):
     # One output row (n, y) per program along axis 0: the image and row are scalars, so the
     # transform is six scalar loads and no pixel index needs a vector division.
-    row_id = tl.program_id(0)
-    n = row_id // OH
-    oy = row_id % OH
-    ox = tl.program_id(1) * BP + tl.arange(0, BP)
-    offs_c = tl.program_id(2) * BC + tl.arange(0, BC)
-    mask = (ox < OW)[:, None] & (offs_c < C)[None, :]
-    if DRAWN:  # augment_params fused: the transform drawn here, from (SEED, the step, the image)
+    row_id, n, oy, ox, offs_c, mask = _row_tile(OH, OW, C, BP, BC)
+    if DRAWN:  # augment_params fused: the transform drawn here, once, from (SEED, the step, the image)
         step = tl.load(STEP) if HAS_STEP else 0.0
-        a0, a1, a2, b0, b1, b2 = _drawn_transform(n + ox * 0, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1,
-                                                  SAME)
+        a0, a1, a2, b0, b1, b2 = _drawn_transform(n, step, H, W, KIND, SEED, LOWER0, SPAN0, LOWER1, SPAN1, SAME)
+        if STORE_T:  # the transform is read elsewhere too (the gradient's kernel): image n's first program writes it
+            first = (oy == 0) & (tl.program_id(1) == 0) & (tl.program_id(2) == 0)
+            _store_transform(T_OUT, n, a0, a1, a2, b0, b1, b2, first)
         if DOUBLE:
             a0, a1, a2, b0, b1, b2 = a0.to(tl.float64), a1.to(tl.float64), a2.to(tl.float64), \
                 b0.to(tl.float64), b1.to(tl.float64), b2.to(tl.float64)
-    else:
-        row = T + n.to(tl.int64) * 8  # float32, float64 for float64 images (the launch casts it)
-        a0, a1, a2 = tl.load(row + 0), tl.load(row + 1), tl.load(row + 2)
-        b0, b1, b2 = tl.load(row + 3), tl.load(row + 4), tl.load(row + 5)
-    xf = ox.to(a0.dtype)
-    yf = oy.to(a0.dtype)
-    y_in = (yf * b1 + xf * b0) + b2
-    x_in = (yf * a1 + xf * a0) + a2
+    else:  # the launch cast T to float32 (float64 for float64 images)
+        a0, a1, a2, b0, b1, b2 = _loaded_transform(T, n)
+    y_in, x_in = _source_point(a0, a1, a2, b0, b1, b2, oy, ox)
     n = n + ox * 0  # the image index as a tile, as _tap's addresses take it
     if INTERPOLATION == "nearest":
         iy = _round_half_even(y_in).to(tl.int32)
         ix = _round_half_even(x_in).to(tl.int32)
         out = _tap(X, n, iy, ix, offs_c, mask, H, W, C, fill_value, FILL_MODE, DOUBLE)
     else:
-        lower_y = tl.floor(y_in)
-        lower_x = tl.floor(x_in)
-        wy1 = y_in - lower_y
-        wx1 = x_in - lower_x
-        wy0 = 1 - wy1
-        wx0 = 1 - wx1
-        iy = lower_y.to(tl.int32)
-        ix = lower_x.to(tl.int32)
+        iy, ix, wy0, wy1, wx0, wx1 = _bilinear(y_in, x_in)
         out = (wy0 * wx0)[:, None] * _tap(X, n, iy, ix, offs_c, mask, H, W, C, fill_value, FILL_MODE, DOUBLE)
         out = out + (wy0 * wx1)[:, None] * _tap(X, n, iy, ix + 1, offs_c, mask, H, W, C, fill_value, FILL_MODE, DOUBLE)
         out = out + (wy1 * wx0)[:, None] * _tap(X, n, iy + 1, ix, offs_c, mask, H, W, C, fill_value, FILL_MODE, DOUBLE)
@@ -201,6 +254,7 @@ class AffineBinding(Binding):
     fill_value: float
     output_size: tuple | None  # (height, width) of the output window, None: the input's
     out_dtype: torch.dtype
+    stores_transform: bool = False  # drawn and read elsewhere too: outputs (transform, images), the kernel writes both
 
 
 @dataclass(kw_only=True)
@@ -208,6 +262,11 @@ class AffineCall(Call):
     x: torch.Tensor  # contiguous
     transform: torch.Tensor  # contiguous float32 (float64 for float64 images); x when drawn (unread)
     step: torch.Tensor  # the step scalar; x when there is none (unread)
+    transform_out: torch.Tensor  # the (batch, 8) float32 transform the kernel writes; x when it writes none
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.out[1] if self.binding.stores_transform else self.out
 
 
 def launch(binding: AffineBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
@@ -219,44 +278,52 @@ def launch(binding: AffineBinding, inputs, out=None, config=None, precision="tf3
     step = x if binding.step is None else inputs[binding.step]
     OH, OW = binding.output_size or (H, W)
     # allocate
-    if out is None:
-        out = torch.empty((N, OH, OW, C), device=x.device, dtype=binding.out_dtype)
-    run(AffineCall(binding, inputs, out, x=x, transform=transform, step=step), config, interpret)
+    transform_out, images = out if binding.stores_transform and out is not None else (None, out)
+    if images is None:
+        images = torch.empty((N, OH, OW, C), device=x.device, dtype=binding.out_dtype)
+    if binding.stores_transform and transform_out is None:
+        transform_out = torch.empty((N, 8), device=x.device, dtype=torch.float32)
+    out = (transform_out, images) if binding.stores_transform else images
+    run(AffineCall(binding, inputs, out, x=x, transform=transform, step=step,
+                   transform_out=x if transform_out is None else transform_out), config, interpret)
     return out
 
 
-@tuned(lambda call, interpret: candidate_configs(call.out.shape[2], call.x.shape[3], interpret))
+@tuned(lambda call, interpret: candidate_configs(call.images.shape[2], call.x.shape[3], interpret))
 def run(call: AffineCall, config: dict):
     b = call.binding
     N, H, W, C = call.x.shape
-    _, OH, OW, _ = call.out.shape
+    _, OH, OW, _ = call.images.shape
     (lower0, span0), second = b.ranges[0], b.ranges[-1]
     lower1, span1 = second or (0.0, 1.0)
     affine_transform_kernel[(N * OH, cdiv(OW, config["BP"]), cdiv(C, config["BC"]))](
-        call.x, call.transform, call.step, call.out, H, W, C, OH, OW, float(b.fill_value),
+        call.x, call.transform, call.step, call.images, call.transform_out, H, W, C, OH, OW, float(b.fill_value),
         INTERPOLATION=b.interpolation, FILL_MODE=b.fill_mode, DOUBLE=call.x.dtype == torch.float64,
         DRAWN=b.transform is None, HAS_STEP=b.step is not None, KIND=b.kind, SEED=b.seed,
         LOWER0=lower0, SPAN0=span0, LOWER1=lower1, SPAN1=span1, SAME=len(b.ranges) == 1 or second is None,
-        BP=config["BP"], BC=config["BC"], num_warps=config["num_warps"],
+        STORE_T=b.stores_transform, BP=config["BP"], BC=config["BC"], num_warps=config["num_warps"],
     )
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 
 
-# The kinds whose transform the kernel draws. Not a rotation's: its cos and sin (libdevice's, with
-# their argument reduction's local array) made the kernel use 40 bytes of stack and local stores
-# on sm_90 (AOT, float32 bilinear reflect); its transform is augment_params' own launch.
-DRAWN_KINDS = tuple(kind for kind in GEOMETRIC if kind != "rotation")
+# The kinds whose transform the kernel draws: every geometric one. A rotation's cos and sin
+# (libdevice's) drawn for a tile of pixels (one lane each) used 40 bytes of stack and local stores
+# on sm_90; drawn once per program for its image (scalars), the kernels compile without either
+# (tests/test_augmentation.py's AOT cases).
+DRAWN_KINDS = GEOMETRIC
 
 
 def _group(fusion, node):
-    """An affine_transform with the augment_params that draws its transform, where nothing else
-    reads the transform (the kernel draws it: no launch and no buffer for it); else alone."""
+    """An affine_transform with the augment_params that draws its transform (the kernel draws it: no
+    launch for it; where something else reads it too, the gradient's kernel, the kernel also writes
+    it: an output before the images); else alone."""
     if node.op == "augment_params" and node.attrs["kind"] in DRAWN_KINDS:
-        user = fusion.sole_user(node.outputs[0])
-        if user is not None and user.op == "affine_transform" and user.inputs[1].id == node.outputs[0].id \
-                and user.inputs[0].id == node.inputs[0].id and fusion.is_free(user):
+        t = node.outputs[0]
+        user = next((u for u in fusion.users_of(t) if u.op == "affine_transform" and u.inputs[1].id == t.id
+                     and u.inputs[0].id == node.inputs[0].id and fusion.is_free(u)), None)
+        if user is not None:
             return Group(user, prologue=[node])
     return Group(node) if node.op == "affine_transform" else None
 

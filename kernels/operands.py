@@ -12,6 +12,10 @@ arguments; the launch passes them as those arguments:
     pointers then T0, T1 row strides;
   flat templates (pointwise, a reduction's input): X0..X7 pointers (with C, the last dimension).
 
+A pointwise body also reads per-image operands (flat_operand_kind): one value, or one last-axis
+vector, per entry of the output's first axis (a RandomContrast factor (B, 1, 1, 1), a per-image
+channel mean (B, 1, 1, C) against (B, H, W, C)), at offs // (the static size of one image).
+
 Unused slots get a tensor the kernel never reads through them (its output) and stride 0.
 """
 
@@ -25,7 +29,7 @@ FLAT_OPERANDS = 8  # tensors a flat body may read (X0..X7): pointwise, a reducti
 @dataclass(frozen=True)
 class Operand:
     input_index: int  # which input of the kernel node
-    kind: str  # "full" (the output's shape), "col" (a last-axis vector) or "scalar"
+    kind: str  # "full" (the output's shape), "col" (a last-axis vector), "scalar"; "image", "image_col" (flat only)
     slot: int  # its argument: E<slot>, P<slot> or X<slot>
 
 
@@ -59,6 +63,29 @@ def operand_kind(operand, out) -> str | None:
     if last == out.shape[-1:] and all(d == 1 for d in lead) and len(operand.shape) <= len(out.shape):
         return "col"
     return None
+
+
+def flat_operand_kind(operand, out) -> str | None:
+    """operand_kind, or for a pointwise body also "image" (one value per entry of out's first axis:
+    (B, 1, .., 1)) and "image_col" (a last-axis vector per entry: (B, 1, .., 1, C)), where one
+    entry's size (out's other dimensions) is static: the body indexes them at offs // that size."""
+    kind = operand_kind(operand, out)
+    if kind is not None or operand.rank != out.rank or out.rank < 2 or operand.shape[0] != out.shape[0]:
+        return kind
+    inner = out.shape[1:]
+    if not all(isinstance(d, int) for d in inner) or any(d != 1 for d in operand.shape[1:-1]):
+        return None
+    if operand.shape[-1] == 1:
+        return "image"
+    return "image_col" if operand.shape[-1] == out.shape[-1] else None
+
+
+def image_size(out) -> int:
+    """Elements of one entry of out's first axis (static, as flat_operand_kind checked)."""
+    size = 1
+    for d in out.shape[1:]:
+        size *= d
+    return size
 
 
 def chain_input(chain):

@@ -1,7 +1,8 @@
 """Pointwise template: OUT[i] = BODY(i) over a flat, contiguous output.
 
 Hook: BODY(offs, mask, C, X0..X7) loads what it needs (a full tensor at offs,
-a last-axis vector at offs % C, or a scalar) and returns the value; codegen
+a last-axis vector at offs % C, a scalar, or a value or last-axis vector per
+image at offs // image size) and returns the value; codegen
 generates it from a chain of elementwise IR nodes. One launch replaces one
 kernel per op, so intermediate values never reach memory. `offs` is also the
 flat element index from which dropout draws its mask (kernels/random.py).
@@ -14,7 +15,7 @@ import triton
 import triton.language as tl
 
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.operands import FLAT_OPERANDS, Operand, contiguous_operands, flat_operand_args, operand_kind
+from kcomp.kernels.operands import FLAT_OPERANDS, Operand, contiguous_operands, flat_operand_args, flat_operand_kind
 from kcomp.kernels.sizes import cdiv
 from kcomp.kernels.template import Binding, Call, Group, Template
 
@@ -59,7 +60,7 @@ class PointwiseCall(Call):
 
 def launch(binding: PointwiseBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: nothing to check at run time (codegen lined every operand up with the output: full,
-    # last-axis vector or scalar); make the operands contiguous and take the output's shape.
+    # last-axis vector, scalar or per image); make the operands contiguous and take the output's shape.
     tensors = list(inputs)
     contiguous_operands(tensors, binding.operands)
     shape = tuple(tensors[binding.shape_from].shape) if binding.shape_from is not None else binding.static_shape
@@ -88,13 +89,13 @@ def _in_place(node, param, views) -> bool:
 def _group(fusion, node):
     """Elementwise ops with a lowering, chained while the body's loads fit X0..X7; asked last,
     after every template that takes elementwise ops into its own prologue or epilogue."""
-    if not fusion.is_pointwise(node) or not all(operand_kind(v, node.outputs[0]) for v in node.inputs):
+    if not fusion.is_pointwise(node) or not all(flat_operand_kind(v, node.outputs[0]) for v in node.inputs):
         return None
     first_loads = {v.id for v in node.inputs if not fusion.is_constant(v)}
     if len(first_loads) > FLAT_OPERANDS:
         return None
     nodes = [node]
-    fusion.absorb_chain(nodes, FLAT_OPERANDS, first_loads, widen=True)
+    fusion.absorb_chain(nodes, FLAT_OPERANDS, first_loads, widen=True, kind_of=flat_operand_kind)
     return Group(node, epilogue=nodes[1:])
 
 

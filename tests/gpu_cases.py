@@ -9,8 +9,8 @@ import numpy as np
 
 from kcomp.layers import (
     GRU, LSTM, Add, Conv2D, Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, GlobalAveragePooling2D, Input,
-    LayerNormalization, MaxPooling2D, RandomFlip, RandomRotation, Rescaling, Resizing, SeparableConv2D, SimpleRNN,
-    Softmax,
+    LayerNormalization, MaxPooling2D, RandomContrast, RandomFlip, RandomRotation, RandomZoom, Rescaling, Resizing,
+    SeparableConv2D, SimpleRNN, Softmax,
 )
 from kcomp.layers import Cropping2D, ReLU, UpSampling2D, ZeroPadding2D
 from kcomp.models import Model, Sequential
@@ -58,6 +58,14 @@ def separable_cnn():
                        SeparableConv2D(4, 3, padding="same", depth_multiplier=2, activation="relu"),
                        DepthwiseConv2D(3, strides=2, activation="relu"),
                        Conv2DTranspose(3, 3, strides=2, padding="same", output_padding=1, activation="relu"),
+                       GlobalAveragePooling2D(), Dense(4, activation="softmax")])
+
+
+def augmented_features():
+    """affine_transform_grad: in training a zoom after a trainable conv (its input needs a gradient),
+    and RandomContrast's per-image arithmetic as one pointwise kernel (per-image operands)."""
+    return Sequential([Input(shape=(4, 3, 2)), Conv2D(3, 3, padding="same", activation="relu"),
+                       RandomZoom(0.2, seed=7), RandomContrast(0.3, value_range=(0, 50), seed=8),
                        GlobalAveragePooling2D(), Dense(4, activation="softmax")])
 
 
@@ -135,7 +143,8 @@ def wide_simple_rnns():
                        SimpleRNN(70, return_sequences=True), SimpleRNN(70), Dense(4, activation="softmax")])
 
 
-CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "image_moves": image_moves, "separable_cnn": separable_cnn, "sequences": sequences, "wide_sequences": wide_sequences,
+CASES = {"mlp": mlp, "rows": rows, "cnn": cnn, "image_moves": image_moves, "separable_cnn": separable_cnn,
+         "augmented_features": augmented_features, "sequences": sequences, "wide_sequences": wide_sequences,
          "wide_simple_rnns": wide_simple_rnns, "embeddings": embeddings, "wide_gru": wide_gru,
          "masked_dropout_sequences": masked_dropout_sequences, "masked_dropout_gru_rnns": masked_dropout_gru_rnns,
          "activations": activations}

@@ -36,7 +36,8 @@ def test_k_and_py_define_the_same_model_and_compile_settings():
     assert from_k.count_params() == from_py.count_params() == 40874
     assert [w.shape for w in from_k.weights] == [w.shape for w in from_py.weights]
     assert from_k.compile_config.settings == example()["COMPILE"]
-    assert [type(layer).__name__ for layer in from_k.layers[1:4]] == ["RandomFlip", "RandomRotation", "RandomZoom"]
+    assert [type(layer).__name__ for layer in from_k.layers[1:5]] == ["RandomFlip", "RandomRotation", "RandomZoom",
+                                                                      "RandomContrast"]
 
 
 def test_the_python_twin_is_keras_code_with_the_import_changed():
@@ -69,6 +70,11 @@ def test_build_train_explain_says_where_each_augmentation_op_went(tmp_path):
         assert all(where.search(line) for line in own), own
         assert not any(f"{layer}/grad" in line for line in lines)  # nothing upstream to differentiate
     assert any(re.match(r"rescaling \(mul.*\) -> kernel \d+ \[\w+\]", line) for line in lines), lines[:8]
+    # RandomContrast: its two means, then its draw, arithmetic and clip in one pointwise kernel; no torch op.
+    contrast = [line for line in lines if line.startswith("random_contrast ")]
+    assert any(re.fullmatch(r"random_contrast \(random_contrast \+ maximum \+ minimum\) -> kernel \d+ \[pointwise\]",
+                            line) for line in contrast), contrast
+    assert all(where.search(line) and "torch op" not in line for line in contrast), contrast
 
 
 def stand_in_batch(n=4):

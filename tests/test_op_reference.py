@@ -551,6 +551,7 @@ def test_every_op_has_a_reference_test():
     tested |= {"shift"}  # its reference against slicing and concatenation: tests/test_shift.py
     tested |= {"resize", "resize_grad", "constant_array"}  # against numpy: tests/test_preprocessing_layers.py
     tested |= {"augment_params", "affine_transform", "affine_transform_grad", "random_brightness"}  # against Keras: tests/test_augmentation.py
+    tested |= {"random_contrast"}  # against Keras fed augment_params' draws: tests/test_augmentation*.py
     assert tested == set(OPS)
 
 

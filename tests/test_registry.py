@@ -112,6 +112,8 @@ EXAMPLES = [
     ("augment_params", [X(None, 5, 7, 3)], {"kind": "rotation", "factor": (-0.2, 0.2), "seed": 3}),
     ("augment_params", [X(None, 5, 7, 3), W()], {"kind": "contrast", "factor": (0.0, 0.2)}),
     ("random_brightness", [X(None, 5, 7, 3), W()], {"factor": (-0.2, 0.2, 255.0), "seed": 2, "image_size": 105}),
+    ("random_contrast", [X(None, 5, 7, 3), X(None, 1, 1, 3), W()], {"factor": (0.0, 0.2), "seed": 2, "image_size": 105}),
+    ("random_contrast", [X(None, 5, 7, 3), X(None, 1, 1, 1)], {"factor": (0.3, 0.2), "image_size": 105}),
     ("affine_transform", [X(None, 5, 7, 3), X(None, 8)], {}),
     ("affine_transform", [X(None, 5, 7, 3), X(None, 8)], {"output_size": (3, 4), "interpolation": "nearest",
                                                           "fill_mode": "reflect"}),

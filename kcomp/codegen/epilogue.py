@@ -16,7 +16,7 @@ from kcomp.errors import GraphError
 from kcomp.ir.graph import Graph, Node, Value
 from kcomp.ir.lowering import literal
 from kcomp.ir.types import is_static
-from kcomp.kernels.operands import Operand, operand_kind
+from kcomp.kernels.operands import Operand, flat_operand_kind, image_size, operand_kind
 
 TILE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3"
 PROLOGUE_PARAMS = "acc, offs_m, offs_n, mask_m, mask_n, E0, E1, S0, S1"  # the matmul passes its K offsets as offs_n
@@ -24,7 +24,7 @@ FLAT_PARAMS = "offs, mask, C, X0, X1, X2, X3, X4, X5, X6, X7"
 FLAT_EPILOGUE_PARAMS = "acc, offs, mask, C, X0, X1, X2, X3"  # after a reduction: its results at flat indices
 
 
-def _load(kind: str, slot: int, tile: bool) -> str:
+def _load(kind: str, slot: int, tile: bool, out: Value | None = None) -> str:
     if tile:
         ptr, stride = f"E{slot}", f"S{slot}"
         return {
@@ -33,6 +33,10 @@ def _load(kind: str, slot: int, tile: bool) -> str:
             "scalar": f"tl.load({ptr})",
         }[kind] + ".to(tl.float32)" + ("[None, :]" if kind == "col" else "")
     ptr = f"X{slot}"
+    if kind in ("image", "image_col"):  # one value (or last-axis vector) per image of `out`
+        image = f"(offs // {image_size(out)})"
+        index = image if kind == "image" else f"{image} * C + offs % C"
+        return f"tl.load({ptr} + {index}, mask=mask, other=0.0).to(tl.float32)"
     return {
         "full": f"tl.load({ptr} + offs, mask=mask, other=0.0)",
         "col": f"tl.load({ptr} + offs % C, mask=mask, other=0.0)",
@@ -92,12 +96,12 @@ def generate(body: Graph, chain: list[Node], start: Value | None, name: str = "e
         args = []
         for v in node.inputs:
             if v.id not in names:
-                kind = operand_kind(v, out)
+                kind = operand_kind(v, out) if tile else flat_operand_kind(v, out)
                 slot = len(operands)
                 operands.append(Operand(index_of[v.id], kind, slot))
                 names[v.id] = f"e{slot}"
                 label = body.inputs[index_of[v.id]].name or f"input {index_of[v.id]}"
-                lines.append(f"    e{slot} = {_load(kind, slot, tile)}  # {label}")
+                lines.append(f"    e{slot} = {_load(kind, slot, tile, out)}  # {label}")
             args.append(names[v.id])
         result = f"v{len(lines)}"
         names[node.outputs[0].id] = result

@@ -29,8 +29,24 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         "fill_mode": repr(attrs["fill_mode"]),
         "fill_value": repr(float(attrs["fill_value"])),
         "output_size": repr(attrs["output_size"]),
+        "out_dtype": f"torch.{body.outputs[-1].dtype}",
+        "stores_transform": repr(len(body.outputs) == 2),  # (the drawn transform, the images)
+    })
+
+
+def generate_grad(kernel: KernelParts) -> GeneratedKernel:
+    """affine_transform_grad (kernels/augment_grad.py): which inputs are dy and the transform, the modes."""
+    body, node = kernel.body, kernel.anchor
+    index_of = {v.id: i for i, v in enumerate(body.inputs)}
+    attrs = node.attrs
+    return GeneratedKernel("# affine_transform_grad: no hook; modes and sizes are the binding's.\n", {
+        "dy": repr(index_of[node.inputs[0].id]),
+        "transform": repr(index_of[node.inputs[1].id]),
+        "interpolation": repr(attrs["interpolation"]),
+        "fill_mode": repr(attrs["fill_mode"]),
+        "input_size": repr(tuple(attrs["input_size"])),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
     })
 
 
-GENERATES = {"affine_transform": generate}  # template name -> generator (kcomp.codegen.module collects these)
+GENERATES = {"affine_transform": generate, "affine_transform_grad": generate_grad}  # template name -> generator

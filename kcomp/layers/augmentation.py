@@ -3,9 +3,9 @@
 Each layer draws its per-image parameters with the `augment_params` op (Philox keyed by the
 layer's seed and the training step, kcomp/ir/ops/augment.py: reproducible from the seed, a new
 draw every step, no host round trip), then applies them: the geometric layers (flip, rotation,
-zoom, translation, crop) resample through `affine_transform`; RandomContrast scales by a drawn
-per-image factor, RandomBrightness is the elementwise `random_brightness` (drawn inline by the
-generated kernel, fused with the clip).
+zoom, translation, crop) resample through `affine_transform`; RandomContrast and RandomBrightness
+are the elementwise `random_contrast` (against the per-image channel mean) and `random_brightness`,
+whose per-image draws the generated pointwise kernel computes inline, fused with the clip.
 Arguments, defaults and per-image semantics are Keras 3's (keras/src/layers/preprocessing/
 image_preprocessing/); the random streams are kcomp's own, so single draws differ from Keras's.
 """
@@ -61,8 +61,15 @@ class _Augmentation(Layer):
         return self.augment(x) if args.boolean("training", training) else x
 
     def params(self, x, kind, factor=()):
-        drawn = ops.emit_random("augment_params", x, self._op_seed, True, kind=kind, factor=tuple(factor))
-        return drawn if kind != "contrast" or self.dtype == "float32" else ops.cast(drawn, self.dtype)
+        return ops.emit_random("augment_params", x, self._op_seed, True, kind=kind, factor=tuple(factor))
+
+    def image_size(self, x):
+        """Elements per image (the per-image draws of contrast and brightness index by it)."""
+        _, *image = ops.shape(x)
+        if None in image:
+            raise ShapeError(f'Layer "{self.name}" ({type(self).__name__}) needs the image size known, received '
+                             f"input shape {format_shape(ops.shape(x))}.")
+        return image[0] * image[1] * image[2]
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed, "data_format": self.data_format}
@@ -201,10 +208,12 @@ class RandomContrast(_Augmentation):
         self.value_range = value_range_arg(value_range)
 
     def augment(self, x):
-        # Keras's mean: over the height, then over the width.
+        # Keras's mean: over the height, then over the width; the factor drawn where it is applied
+        # (random_contrast: elementwise against the per-image mean, one pointwise kernel with the clip).
         mean = ops.mean(ops.mean(x, axis=1, keepdims=True), axis=2, keepdims=True)
-        contrast = self.params(x, "contrast", self.factor)
-        return ops.clip(ops.add(ops.multiply(ops.subtract(x, mean), contrast), mean), *map(float, self.value_range))
+        contrasted = ops.emit_random("random_contrast", x, self._op_seed, True, mean, factor=self.factor,
+                                     image_size=self.image_size(x))
+        return ops.clip(contrasted, *map(float, self.value_range))
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "value_range": self.value_range}
@@ -219,13 +228,9 @@ class RandomBrightness(_Augmentation):
         self.value_range = value_range_arg(value_range)
 
     def augment(self, x):
-        _, *image = ops.shape(x)
-        if None in image:
-            raise ShapeError(f'Layer "{self.name}" (RandomBrightness) needs the image size known, received input '
-                             f"shape {format_shape(ops.shape(x))}.")
         width = float(self.value_range[1] - self.value_range[0])
         shifted = ops.emit_random("random_brightness", x, self._op_seed, True, factor=(*self.factor, width),
-                                  image_size=image[0] * image[1] * image[2])
+                                  image_size=self.image_size(x))
         return ops.clip(shifted, *map(float, self.value_range))
 
     def get_config(self):

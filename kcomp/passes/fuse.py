@@ -123,12 +123,15 @@ class Fusion:
         producer = self.producers.get(v.id)
         return producer is not None and producer.op == "constant"  # a literal in the generated code
 
-    def absorb_chain(self, group: list[Node], max_loads: int, loaded: set[int] | None = None, widen: bool = False) -> Value:
+    def absorb_chain(self, group: list[Node], max_loads: int, loaded: set[int] | None = None, widen: bool = False,
+                     kind_of=operand_kind) -> Value:
         """Extend `group` with the single-use elementwise ops after it; returns the last value.
 
         `loaded` are the tensors the generated function already reads (each takes
         one of the template's max_loads slots: E0..E3 for an epilogue, X0..X7
         for a pointwise kernel); the chain stops before it would need more.
+        `kind_of(operand, out)`: how the template loads an operand (None: it cannot);
+        a pointwise kernel's also loads per-image operands (kernels/operands.py).
         """
         loaded = set() if loaded is None else loaded
         v = group[-1].outputs[0]
@@ -141,13 +144,13 @@ class Fusion:
                 break
             # The other operands' producer trees where their loads fit, else one level of them.
             for deep in (True, False):
-                feeders = [p for x in user.inputs if x.id != v.id for p in self.operand_producers(x, user, group, deep)]
+                feeders = [p for x in user.inputs if x.id != v.id for p in self.operand_producers(x, user, group, deep, kind_of)]
                 made = {o.id for n in (*group, *feeders) for o in n.outputs}
                 loads = [y for n in (*feeders, user) for y in n.inputs if y.id not in made]
                 needs = {x.id for x in loads if not self.is_constant(x)}
                 if len(loaded | needs) <= max_loads:
                     break
-            if any(operand_kind(x, out) is None for x in loads) or len(loaded | needs) > max_loads:
+            if any(kind_of(x, out) is None for x in loads) or len(loaded | needs) > max_loads:
                 break
             loaded |= needs
             group.extend(feeders)
@@ -155,7 +158,8 @@ class Fusion:
             v = out
         return v
 
-    def operand_producers(self, x: Value, user: Node, group: list[Node], deep: bool = True) -> list[Node]:
+    def operand_producers(self, x: Value, user: Node, group: list[Node], deep: bool = True,
+                          kind_of=operand_kind) -> list[Node]:
         """The single-use elementwise ops computing an operand of `user` from tensors the kernel
         can load itself (relu's gradient mask greater(h, 0)), in graph order: computed in the
         epilogue, they need no launch of their own and their outputs never go through memory.
@@ -168,8 +172,8 @@ class Fusion:
             return []
         tree: list[Node] = []
         for y in p.inputs:
-            below = self.operand_producers(y, p, group + tree) if deep else []
-            if not below and operand_kind(y, user.outputs[0]) is None:
+            below = self.operand_producers(y, p, group + tree, kind_of=kind_of) if deep else []
+            if not below and kind_of(y, user.outputs[0]) is None:
                 return []
             tree.extend(below)
         return [*tree, p]

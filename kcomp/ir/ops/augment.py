@@ -8,10 +8,15 @@ every geometric layer:
 
   augment_params(x[, step])      the drawn parameters: a (batch, 8) Keras transform
                                  [a0, a1, a2, b0, b1, b2, 0, 0] for the geometric kinds, a
-                                 (batch, 1, 1, 1) factor or delta for contrast and brightness.
+                                 (batch, 1, 1, 1) contrast factor.
                                  Uniform u[b, p] = Philox of (seed; counter b * 4 + p, step)
                                  (kcomp/random.py's uniform_at): no host round trip, the same
                                  bits on every executor, a new draw every training step.
+  random_contrast(x, mean[, step]), random_brightness(x[, step])
+                                 RandomContrast's (x - mean) * factor + mean and RandomBrightness's
+                                 x + delta, elementwise, each image's factor or delta drawn as
+                                 augment_params draws it (u[b, 0]), so a pointwise kernel draws it
+                                 inline from the flat index // image_size.
   affine_transform(x, transform) Keras's affine_transform on NHWC images: output pixel (y, x)
                                  reads the input at x_in = a0 x + a1 y + a2, y_in = b0 x + b1 y + b2,
                                  "nearest" (round half to even) or "bilinear", outside points by
@@ -30,6 +35,7 @@ import torch
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.ops.common import NUMBER, require_float, require_rank
+from kcomp.ir.ops.grad_support import reduce_to_shape, scalar
 from kcomp.ir.lowering import literal
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.types import TensorSpec
@@ -200,10 +206,25 @@ def _brightness_infer(inputs, factor, seed, image_size):
     return [x]
 
 
+def image_draws(kind: str, batch, factor, seed, step, device) -> torch.Tensor:
+    """(batch,) float32: each image's one draw of `kind` (contrast, brightness), Philox at counter
+    image * 4 onto draw_ranges' [lower, lower + span), as augment_params draws it."""
+    ((lower, span),) = draw_ranges(kind, factor, 0, 0)
+    return image_uniforms(batch, 1, seed, step, device)[:, 0] * span + lower
+
+
+def draw_expression(kind: str, factor, seed, image_size, step: str) -> str:
+    """image_draws as a generated kernel computes it: image b's elements are the flat indices
+    [b * image_size, (b + 1) * image_size) of the output (`offs`, codegen/expr.py), its draw Philox
+    at counter b * 4 at this step, as the reference's."""
+    ((lower, span),) = draw_ranges(kind, factor, 0, 0)
+    u = f"rng.philox_uniform((offs // {image_size}) * 4, {step}, SEED={seed & (2**64 - 1)})"
+    return f"({u} * {literal(span)} + {literal(lower)})"
+
+
 def _brightness_delta(batch, factor, seed, step, device):
     """Each image's delta: its draw (Philox at counter image * 4) in [lower, upper), times the width."""
-    ((lower, span),) = draw_ranges("brightness", factor, 0, 0)
-    return (image_uniforms(batch, 1, seed, step, device)[:, 0] * span + lower) * factor[2]
+    return image_draws("brightness", batch, factor, seed, step, device) * factor[2]
 
 
 def _random_brightness(x, *step, factor, seed, image_size):
@@ -213,12 +234,40 @@ def _random_brightness(x, *step, factor, seed, image_size):
 
 
 def _brightness_lowering(args, factor, seed, image_size):
-    # Image b's elements are the flat indices [b * image_size, (b + 1) * image_size) of the output
-    # (`offs`, codegen/expr.py): its draw is Philox at counter b * 4 at this step, as the reference's.
-    ((lower, span),) = draw_ranges("brightness", factor, 0, 0)
     step = args[1] if len(args) > 1 else "0.0"
-    u = f"rng.philox_uniform((offs // {image_size}) * 4, {step}, SEED={seed & (2**64 - 1)})"
-    return f"({args[0]} + ({u} * {literal(span)} + {literal(lower)}) * {literal(factor[2])})"
+    return f"({args[0]} + {draw_expression('brightness', factor[:2], seed, image_size, step)} * {literal(factor[2])})"
+
+
+def _contrast_infer(inputs, factor, seed, image_size):
+    x, mean = inputs[:2]
+    require_float(x, "random_contrast")
+    _require_scalar_step(inputs[1:], "random_contrast")
+    if mean.rank > x.rank or any(m not in (1, d) for m, d in zip(mean.shape[::-1], x.shape[::-1])):
+        raise ShapeError(f"random_contrast: the mean {format_shape(mean.shape)} must broadcast against the images "
+                         f"{format_shape(x.shape)} (one value per image and channel, or fewer).")
+    if all(isinstance(d, int) for d in x.shape[1:]) and math.prod(x.shape[1:]) != image_size:
+        raise ShapeError(f"random_contrast: image_size={image_size} but images of shape {format_shape(x.shape)}.")
+    return [x]
+
+
+def _random_contrast(x, mean, *step, factor, seed, image_size):
+    # Keras's (x - mean) * factor + mean, the factor in x's dtype as the layer computed it before.
+    f = image_draws("contrast", x.shape[0], factor, seed, step[0] if step else None, x.device)
+    return (x - mean) * f.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) + mean
+
+
+def _contrast_lowering(args, factor, seed, image_size):
+    step = args[2] if len(args) > 2 else "0.0"
+    return f"(({args[0]} - {args[1]}) * {draw_expression('contrast', factor, seed, image_size, step)} + {args[1]})"
+
+
+def _contrast_vjp(b, node, grads):
+    """d/dx = factor dy: the op itself on dy with a zero mean (the same draws: same seed and step);
+    d/dmean = (1 - factor) dy = dy - d/dx, summed to the mean's shape."""
+    (dy,) = grads
+    x, mean, *step = node.inputs
+    dx = b.emit1("random_contrast", [dy, scalar(b, 0.0, dy.dtype), *step], **node.attrs)
+    return [dx, reduce_to_shape(b, b.emit1("sub", [dy, dx]), mean.shape)] + [None] * len(step)
 
 
 def _affine_infer(inputs, interpolation, fill_mode, fill_value, output_size):
@@ -304,6 +353,9 @@ OPS = [
         attrs={"kind": attr(str, choices=tuple(KINDS)), "factor": attr(tuple, (), items=NUMBER), "seed": attr(int, 0)},
         infer=_params_infer,
         reference=_params,
+        # The draws read only x's shape, not its values: no gradient flows through them (a
+        # RandomContrast after a trainable layer differentiates its images, not its factors).
+        vjp=lambda b, node, grads: [None] * len(node.inputs),
         traits={"random"},
     ),
     OpDef(
@@ -318,6 +370,20 @@ OPS = [
         vjp=lambda b, node, grads: [grads[0]] + [None] * (len(node.inputs) - 1),  # a shift: dx = dy
         traits={"random", "elementwise", "unary"},
         lowering=_brightness_lowering,
+    ),
+    OpDef(
+        name="random_contrast",
+        doc="Keras's RandomContrast arithmetic (x - mean) * factor + mean, the factor drawn per image (x's first "
+        "axis, image_size elements each) as augment_params' contrast draws it (Philox of (`seed`; image * 4, the "
+        "optional step input) onto [1 - factor[0], 1 + factor[1])); elementwise against the (batch, 1, 1, C) mean, "
+        "so a generated kernel draws it inline.",
+        num_inputs=(2, 3),
+        attrs={"factor": attr(tuple, items=NUMBER), "seed": attr(int, 0), "image_size": attr(int)},
+        infer=_contrast_infer,
+        reference=_random_contrast,
+        vjp=_contrast_vjp,
+        traits={"random", "elementwise"},
+        lowering=_contrast_lowering,
     ),
     OpDef(
         name="affine_transform",
