@@ -16,7 +16,7 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
 from kcomp.ir.registry import get_op
 from kcomp.ir.ops.shape import resolve_reshape
-from kcomp.ir.types import DTYPE_OF_TORCH, TensorSpec
+from kcomp.ir.types import DTYPE_OF_TORCH, FLOAT_DTYPES, TORCH_DTYPES, TensorSpec
 from kcomp.variables import Variable
 
 _state = threading.local()
@@ -37,9 +37,34 @@ def current_builder() -> GraphBuilder | None:
     return getattr(_state, "builder", None)
 
 
+@contextmanager
+def autocast(dtype: str | None):
+    """Keras's AutocastScope: while it is open, a float weight read by an op (an autocast
+    Variable) is cast to `dtype`; None closes any outer scope."""
+    saved = getattr(_state, "autocast", None)
+    _state.autocast = dtype
+    try:
+        yield
+    finally:
+        _state.autocast = saved
+
+
+def autocast_dtype() -> str | None:
+    return getattr(_state, "autocast", None)
+
+
+def _autocast_to(var: Variable) -> str | None:
+    """The dtype a weight is read in here: the autocast scope's, for an autocast float weight."""
+    dtype = getattr(_state, "autocast", None)
+    if dtype is None or not var.autocast or dtype == var.dtype or var.dtype not in FLOAT_DTYPES:
+        return None
+    return dtype
+
+
 def _as_tensor(x):
     if isinstance(x, Variable):
-        return x.value
+        dtype = _autocast_to(x)
+        return x.value if dtype is None else x.value.to(TORCH_DTYPES[dtype])
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray) and x.dtype == np.float64:
@@ -51,7 +76,9 @@ def _as_value(x, builder: GraphBuilder) -> Value:
     if isinstance(x, Value):
         return x
     if isinstance(x, Variable):
-        return builder.param(x, x.shape, x.dtype, x.path, x.effectively_trainable)
+        param = builder.param(x, x.shape, x.dtype, x.path, x.effectively_trainable)
+        dtype = _autocast_to(x)
+        return param if dtype is None else builder.emit1("cast", [param], dtype=dtype)
     if isinstance(x, (int, float)):
         return builder.emit1("constant", [], value=x)
     raise TypeError(f"cannot use {type(x).__name__} inside a traced model; use kcomp ops on its inputs")

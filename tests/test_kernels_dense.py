@@ -289,7 +289,7 @@ POINTWISE_CASES = [
     ("power", dict(exponent=3.0)), ("power", dict(exponent=-1.0)), ("power", dict(exponent=0.0)),
     ("power", dict(exponent=0.5)),
     ("maximum", {}), ("minimum", {}), ("add", {}), ("sub", {}), ("mul", {}), ("div", {}), ("zeros_where_masked", {}),
-    ("greater", {}), ("equal", {}),
+    ("greater", {}), ("equal", {}), ("is_finite", {}),
 ]
 
 
