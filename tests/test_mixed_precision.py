@@ -6,7 +6,11 @@ step by step; Keras's mixed_bfloat16 and mixed_float16 runs on the CPU are the o
 """
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,6 +262,36 @@ def test_loss_scale_optimizer_arguments_as_keras():
     assert opt.scale_loss(2.0) == 16.0
 
 
+def test_loss_scaled_models_save_and_load_as_keras_writes_them(tmp_path):
+    """A .keras archive of a model with a LossScaleOptimizer holds Keras's layout (the optimizer's
+    config with its inner one; its variables: two unused, the good-step count, the scale, then the
+    inner optimizer's): Keras loads ours and we load Keras's, scale, count and iterations kept, and
+    the next step agrees."""
+    mixed_precision.set_global_policy("mixed_float16")
+    x, _ = _data(8)
+    y = np.random.default_rng(2).normal(size=(8, 3)).astype("float32")
+    model = kcomp.Sequential([kcomp.Input((7,)), kcomp.layers.Dense(5), kcomp.layers.Dense(3, dtype="float32")])
+    model.compile(kcomp.optimizers.LossScaleOptimizer(kcomp.optimizers.Adam(0.01), 2.0**20, 3), "mse", backend="reference")
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0)  # 6 steps: the first ones skipped (2**20 overflows)
+    state = (float(model.optimizer.dynamic_scale), float(model.optimizer.step_counter), model.optimizer.iterations)
+    assert state[0] < 2.0**20 and 1 <= state[2] < 6, state
+    model.save(tmp_path / "ours.keras")
+    mixed_precision.set_global_policy("float32")
+    theirs = keras.saving.load_model(tmp_path / "ours.keras")
+    opt = theirs.optimizer
+    assert type(opt).__name__ == "LossScaleOptimizer" and opt.dynamic_growth_steps == 3
+    assert (float(opt.dynamic_scale), int(opt.step_counter), int(opt.iterations)) == state
+    again = kcomp.models.load_model(tmp_path / "ours.keras")
+    assert (float(again.optimizer.dynamic_scale), float(again.optimizer.step_counter), again.optimizer.iterations) == state
+    np.testing.assert_allclose(again.train_on_batch(x, y), float(theirs.train_on_batch(x, y)), rtol=1e-3)
+    theirs.save(tmp_path / "theirs.keras")
+    back = kcomp.models.load_model(tmp_path / "theirs.keras")
+    assert (float(back.optimizer.dynamic_scale), float(back.optimizer.step_counter), back.optimizer.iterations) == (
+        float(opt.dynamic_scale), int(opt.step_counter), int(opt.iterations))
+    for a, b in zip(back.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
 # -- kernels in float16 under the interpreter ------------------------------------------------------
 def test_float16_kernels_match_the_reference_executor():
     """The mixed_float16 model's kernels (16-bit loads, float32 accumulation, casts fused as
@@ -287,3 +321,61 @@ def test_float16_kernels_match_the_reference_executor():
     assert tri[4] == ref[4] == [(64.0, 1, 1), (32.0, 0, 1), (32.0, 1, 2), (64.0, 0, 3)]
     for a, b in zip(tri[3], ref[3]):
         np.testing.assert_allclose(a, b, rtol=5e-3, atol=5e-3)
+
+
+# -- the build: the 16-bit training step ---------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_kcomp(*args):
+    """The command line as a user runs it: a subprocess without the interpreter mode of this one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, "-m", "kcomp", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_build_train_in_bfloat16_reports_the_mixed_step(tmp_path):
+    """`kcomp build --train --dtype bfloat16` builds Keras's 16-bit training step (the
+    mixed_bfloat16 policy: bfloat16 matmuls, float32 weights, slots and updates) and says so."""
+    out = tmp_path / "out"
+    result = run_kcomp("build", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--train", "--dtype", "bfloat16",
+                       "-o", out, "--emit", "ir")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["policy"] == "mixed_bfloat16" and report["graph"] == "training step"
+    assert "policy mixed_bfloat16" in result.stdout
+    graph = (out / "ir" / "00-input.ir").read_text()
+    assert "matmul(" in graph and all(": bf16[" in line for line in graph.splitlines() if "= matmul(" in line)
+    assert "param %dense/kernel: f32[" in graph and "param frozen %optimizer/dense/kernel/0: f32[" in graph
+    result = run_kcomp("build", EXAMPLES / "mlp_digits.k", "--model", "mlp_digits", "--train", "--policy",
+                       "mixed_float16", "-o", tmp_path / "f16", "--emit", "ir")
+    assert result.returncode == 0, result.stderr
+    graph = (tmp_path / "f16" / "ir" / "00-input.ir").read_text()
+    assert "is_finite(" in graph and "param frozen %optimizer/dynamic_scale: f32[]" in graph  # the loss scaling
+    bad = run_kcomp("build", EXAMPLES / "mlp_digits.k", "--policy", "mixed_float8", "-o", tmp_path / "bad")
+    assert bad.returncode != 0 and "mixed_bfloat16" in bad.stderr
+
+
+@pytest.mark.slow
+def test_every_kernel_of_the_examples_mixed_step_compiles_for_sm_90_without_spills(tmp_path):
+    """Every kernel of every example's forward and training step under mixed_bfloat16, compiled
+    for sm_90 (no GPU needed): compiled, 16-bit operands where the IR has them, no spills, and the
+    GEMM templates on Hopper's tensor cores (HGMMA; HMMA for the recurrences' per-step dots)."""
+    from aot_helpers import start
+    from kcomp.kernels.registry import TEMPLATES
+
+    records = start({"kind": "policy", "policy": "mixed_bfloat16", "target": "sm_90", "batch": 128}, timeout=1500,
+                    KCOMP_CACHE_DIR=str(tmp_path / "cache")).result()
+    steps = {r["model"] for r in records if r["model"].endswith(":train")}
+    assert steps >= {"mlp_digits:train", "cnn_digits:train"}, steps
+    failed = [r for r in records if r["status"] != "compiled"]
+    assert not failed, failed[:3]
+    spilled = [(r["model"], r["index"], r["template"], r["spill_bytes"]) for r in records
+               if (r["spill_bytes"], r["local_stores"]) != (0, 0)]
+    assert not spilled, spilled
+    gemm = [r for r in records if TEMPLATES[r["template"]].tensor_cores]
+    step_dots = ("lstm_scan", "lstm_scan_grad", "lstm_scan_tiled", "lstm_scan_grad_tiled")
+    no_tensor_cores = [(r["model"], r["index"], r["template"]) for r in gemm
+                       if not r["tensor_cores"].get("HMMA" if r["template"] in step_dots else "HGMMA")]
+    assert not no_tensor_cores, no_tensor_cores
+    assert any("*bf16" in r["signature"].values() for r in gemm)

@@ -40,10 +40,13 @@ class _Normalization(Layer):
     def _scale_and_center(self):
         return [w for w, on in ((getattr(self, "gamma", None), self.scale), (getattr(self, "beta", None), self.center)) if on]
 
-    @staticmethod
-    def _in_float32(inputs):
-        """Keras computes normalizations in at least float32 (result_type(x, float32))."""
-        return ops.cast(inputs, "float32") if ops.dtype(inputs) in ("float16", "bfloat16") else inputs
+    def _in_variable_dtype(self, inputs):
+        """The inputs in the weights' dtype: under a mixed policy, float32, as Keras computes
+        normalizations in at least float32; under a plain 16-bit policy, its 16-bit type (Keras
+        would cast the 16-bit weights up instead; kcomp's statistics update reads them as kept)."""
+        if ops.dtype(inputs) in ("float16", "bfloat16", "float32") and ops.dtype(inputs) != self.variable_dtype:
+            return ops.cast(inputs, self.variable_dtype)
+        return inputs
 
     def _in_compute_dtype(self, outputs):
         return outputs if ops.dtype(outputs) == self.compute_dtype else ops.cast(outputs, self.compute_dtype)
@@ -122,7 +125,7 @@ class BatchNormalization(_Normalization):
             )
         op = "batch_norm_train" if training else "batch_norm"
         result = ops.emit(
-            op, self._in_float32(inputs), self.moving_mean, self.moving_variance, *self._scale_and_center(),
+            op, self._in_variable_dtype(inputs), self.moving_mean, self.moving_variance, *self._scale_and_center(),
             axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
         )
         return self._in_compute_dtype(result[0] if training else result)
@@ -181,7 +184,7 @@ class LayerNormalization(_Normalization):
 
     def call(self, inputs):
         outputs = ops.emit(
-            "layer_norm", self._in_float32(inputs), *self._scale_and_center(),
+            "layer_norm", self._in_variable_dtype(inputs), *self._scale_and_center(),
             axes=self._axes(), epsilon=self.epsilon, center=self.center, scale=self.scale,
         )
         return self._in_compute_dtype(outputs)
