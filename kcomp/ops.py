@@ -72,7 +72,7 @@ def _as_tensor(x):
     return torch.as_tensor(x, dtype=torch.float32 if isinstance(x, float) else None)
 
 
-def _as_value(x, builder: GraphBuilder) -> Value:
+def _as_value(x, builder: GraphBuilder, number_dtype: str = "float32") -> Value:
     if isinstance(x, Value):
         return x
     if isinstance(x, Variable):
@@ -80,7 +80,7 @@ def _as_value(x, builder: GraphBuilder) -> Value:
         dtype = _autocast_to(x)
         return param if dtype is None else builder.emit1("cast", [param], dtype=dtype)
     if isinstance(x, (int, float)):
-        return builder.emit1("constant", [], value=x)
+        return builder.emit1("constant", [], value=x, dtype=number_dtype)
     raise TypeError(f"cannot use {type(x).__name__} inside a traced model; use kcomp ops on its inputs")
 
 
@@ -91,7 +91,12 @@ def emit(op: str, *inputs, **attrs):
     reshape in a layer's call is a node reading the parameter, not its value baked in)."""
     builder = current_builder()
     if builder is not None and any(isinstance(x, (Value, Variable)) for x in inputs):
-        outs = builder.emit(op, [_as_value(x, builder) for x in inputs], **attrs)
+        tensors = {i: _as_value(x, builder) for i, x in enumerate(inputs) if not isinstance(x, (int, float))}
+        # A Python number takes the float dtype of the tensors beside it (x * 0.5 on bfloat16 stays bfloat16).
+        floats = [v.dtype for v in tensors.values() if v.dtype in FLOAT_DTYPES]
+        number_dtype = floats[0] if floats else "float32"
+        outs = builder.emit(op, [tensors[i] if i in tensors else _as_value(x, builder, number_dtype)
+                                 for i, x in enumerate(inputs)], **attrs)
     else:
         opdef = get_op(op)
         tensors = [_as_tensor(x) for x in inputs]

@@ -155,11 +155,19 @@ def test_keras_archives_keep_the_policies_both_ways(tmp_path):
 
 
 # -- training ------------------------------------------------------------------------------------
-def test_mixed_bfloat16_fit_follows_keras():
+def softmax_dense(lib, policy):
+    """A mixed last Dense with a softmax: Keras's softmax in bfloat16, the loss reading it in float32."""
+    inp = lib.Input((7,))
+    h = lib.layers.Dense(11, activation="tanh", dtype=policy)(inp)
+    return lib.Model(inp, lib.layers.Dense(5, activation="softmax", dtype=policy)(h))
+
+
+@pytest.mark.parametrize("build", [mlp, softmax_dense])
+def test_mixed_bfloat16_fit_follows_keras(build):
     """Same model and weights: the losses, accuracies and weights of a few training steps agree with
     Keras's mixed_bfloat16 run within bfloat16 tolerance; weights and Adam's slots stay float32."""
     x, y = _data()
-    ours, theirs = twins(lambda lib: mlp(lib, "mixed_bfloat16"), optimizer="adam",
+    ours, theirs = twins(lambda lib: build(lib, "mixed_bfloat16"), optimizer="adam",
                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     for _ in range(4):
         np.testing.assert_allclose(ours.train_on_batch(x, y), [float(v) for v in theirs.train_on_batch(x, y)], **BF16)
