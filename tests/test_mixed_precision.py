@@ -21,7 +21,9 @@ keras = pytest.importorskip("keras")
 import kcomp  # noqa: E402
 from kcomp import dtype_policies, mixed_precision  # noqa: E402
 from kcomp.errors import KcompError  # noqa: E402
+from kcomp.dsl import loads as load_k_text  # noqa: E402
 from kcomp.ir.printer import print_graph  # noqa: E402
+from kcomp.saving.k_text import model_to_k  # noqa: E402
 from keras_oracle import twins  # noqa: E402
 
 POLICIES = ["float32", "mixed_float16", "mixed_bfloat16", "float16", "bfloat16"]
@@ -134,6 +136,13 @@ def test_config_round_trip_and_keras_configs():
     keras_config = keras.layers.Dense(3, dtype="mixed_float16").get_config()
     assert keras_config["dtype"]["class_name"] == "DTypePolicy"
     assert kcomp.layers.Dense.from_config(keras_config).dtype_policy.name == "mixed_float16"
+    # and the .k text: dense(3, dtype=mixed_bfloat16)
+
+    model = kcomp.Sequential([kcomp.Input((4,)), kcomp.layers.Dense(3, dtype="mixed_bfloat16"), kcomp.layers.Dense(2)])
+    text = model_to_k(model)
+    assert "dtype=mixed_bfloat16" in text
+    (again,) = load_k_text(text).values()
+    assert [layer.dtype_policy.name for layer in again.layers] == ["mixed_bfloat16", "float32"]
 
 
 def test_keras_archives_keep_the_policies_both_ways(tmp_path):

@@ -26,7 +26,7 @@ from kcomp import dtype_policies, initializers, regularizers, session
 from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
-from kcomp.ir.types import FLOAT_DTYPES, TORCH_DTYPES
+from kcomp.ir.types import DTYPE_OF_TORCH, FLOAT_DTYPES, TORCH_DTYPES
 from kcomp.layers import masks
 from kcomp.layers.tensors import KerasTensor, LayerCall, flatten, keras_shape, pack_like, to_tensor
 from kcomp.ops import autocast, autocast_dtype, current_builder, tracing
@@ -364,7 +364,8 @@ class Layer:
             return inputs
 
         def convert(x):
-            dtype = ops_dtype(x)
+            # (an eager call's tensor may be of a dtype the IR has not, uint8 pixels: left as it is)
+            dtype = DTYPE_OF_TORCH.get(x.dtype) if hasattr(x, "is_floating_point") else ops_dtype(x)
             if dtype not in FLOAT_DTYPES or dtype == want:
                 return x
             y = ops_cast(x, want)
