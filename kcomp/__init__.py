@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 from kcomp import config  # noqa: F401  (first: it sets Triton's environment defaults)
 from kcomp import (
-    activations, backend, callbacks, datasets, distribution, initializers, layers, losses, metrics, models, ops, optimizers, preprocessing,
-    regularizers, utils,
+    activations, backend, callbacks, datasets, distribution, initializers, layers, losses, metrics, mixed_precision, models, ops,
+    optimizers, preprocessing, regularizers, utils,
 )
 from kcomp.errors import KcompError
 from kcomp.layers import Input
@@ -17,5 +17,5 @@ from kcomp.models import Model, Sequential
 
 __all__ = [
     "Input", "KcompError", "Model", "Sequential", "__version__", "activations", "backend", "callbacks", "datasets", "distribution", "initializers",
-    "layers", "losses", "metrics", "models", "ops", "optimizers", "preprocessing", "regularizers", "utils",
+    "layers", "losses", "metrics", "mixed_precision", "models", "ops", "optimizers", "preprocessing", "regularizers", "utils",
 ]

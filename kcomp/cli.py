@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 the model failed to build (the message says why),
 """
 
 import argparse
+import contextlib
 import sys
 import traceback
 from pathlib import Path
@@ -43,7 +44,10 @@ def make_parser() -> argparse.ArgumentParser:
                        "compiled kernels on sizes equal to 1 or divisible by 16); the trial run takes at most 8")
     build.add_argument("--dump-passes", action="store_true", help="also print the IR after every pass")
     build.add_argument("--target", default="sm_90", help="GPU to compile for: sm_80, sm_89 or sm_90 (default sm_90)")
-    build.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    build.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16 (with --train: the "
+                       "mixed_bfloat16 policy, as Keras trains in 16 bits: float32 weights and optimizer slots)")
+    build.add_argument("--policy", metavar="NAME", help="the Keras dtype policy the model's layers get: float32, "
+                       "mixed_bfloat16 or mixed_float16 (with loss scaling in --train), bfloat16, float16")
     build.add_argument("--emit", default="ir,triton,ptx,cubin", help="what to write, comma-separated from ir,triton,ptx,cubin,sass (default ir,triton,ptx,cubin; "
                        "sass disassembles each cubin and adds the SASS's tensor-core and spill-store counts to the report, "
                        "which otherwise counts tensor cores in the PTX)")
@@ -161,6 +165,22 @@ def _file_in_path(folder: Path) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _global_policy(name):
+    """Keras's global dtype policy set to `name` (None: left as it is) while models are made."""
+    from kcomp import dtype_policies
+
+    if name is None:
+        yield
+        return
+    saved = dtype_policies.dtype_policy()
+    dtype_policies.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        dtype_policies.set_dtype_policy(saved)
+
+
 def cmd_build(args) -> int:
     from kcomp import compiler
     from kcomp.ir.printer import print_graph
@@ -173,17 +193,21 @@ def cmd_build(args) -> int:
     if not emit:
         raise UsageError(f"--emit {args.emit!r} names nothing to write; give a comma-separated list from "
                          f"{','.join(compiler.EMITS)}, e.g. --emit ir,ptx")
+    policy = args.policy
+    if policy is None and args.train and args.dtype == "bfloat16":
+        policy = "mixed_bfloat16"  # a 16-bit training step as Keras's: float32 master weights and slots
     options = compiler.BuildOptions(
         target=args.target, dtype=args.dtype, emit=emit, batch=args.batch, precision=args.precision, train=args.train,
-        jobs=args.jobs, trial=args.trial,
+        jobs=args.jobs, trial=args.trial, policy=policy,
     )
     try:
         options.check()
     except KcompError as e:
         raise UsageError(str(e)) from None
-    model = _load(args)
-    if args.train:
-        _compile_from_section(model, args.file)
+    with _global_policy(policy):  # the layers take it as they are made (and compile, for loss scaling)
+        model = _load(args)
+        if args.train:
+            _compile_from_section(model, args.file)
     out = Path(args.output) if args.output else Path("build") / model.name
     if (file := _file_in_path(out)) is not None:
         raise UsageError(f"-o {out}: {file} is a file, not a folder; give -o a folder path")

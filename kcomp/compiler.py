@@ -23,6 +23,7 @@ from kcomp.support.files import write_text_atomic
 
 TARGETS = ("sm_80", "sm_89", "sm_90")
 DTYPES = ("float32", "bfloat16")
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 EMITS = ("ir", "triton", "ptx", "cubin", "sass")
 DEFAULT_EMITS = ("ir", "triton", "ptx", "cubin")  # sass only when asked: disassembling is ~40% of a cold build
 MAX_BATCH = 2**31 - 1  # kernels take sizes as 32-bit integers
@@ -41,12 +42,17 @@ class BuildOptions:
     train: bool = False  # build the training step (forward, loss, backward, update) instead of the forward
     jobs: int | None = None  # worker processes compiling kernels; None: config.build_jobs()
     trial: bool = True  # run the fused forward once on the reference executor (report.trial_run)
+    # The Keras dtype policy the model was built under ("mixed_bfloat16": 16-bit compute, float32
+    # weights); its graph already has its dtypes, so `dtype` converts nothing then.
+    policy: str | None = None
 
     def check(self) -> None:
         if self.target not in TARGETS:
             raise ArgumentError(f"Received: target={self.target!r}. Expected one of {list(TARGETS)}.")
         if self.dtype not in DTYPES:
             raise ArgumentError(f"Received: dtype={self.dtype!r}. Expected one of {list(DTYPES)}.")
+        if self.policy is not None and self.policy not in POLICIES:
+            raise ArgumentError(f"Received: policy={self.policy!r}. Expected one of {list(POLICIES)}.")
         if self.precision not in ("tf32", "ieee"):
             raise ArgumentError(f"Received: precision={self.precision!r}. Expected 'tf32' or 'ieee'.")
         if isinstance(self.batch, bool) or not isinstance(self.batch, numbers.Integral) or not 0 < self.batch <= MAX_BATCH:
@@ -120,7 +126,9 @@ def train_step_graph(model) -> Graph:
 
 def build_graphs(model, options: BuildOptions, ir_dir: Path | None) -> Built:
     start = time.perf_counter()
-    graph = convert_dtype(train_step_graph(model) if options.train else model.to_graph(), options.dtype)
+    graph = train_step_graph(model) if options.train else model.to_graph()
+    if options.policy is None:  # a policy's model has its dtypes already
+        graph = convert_dtype(graph, options.dtype)
     snapshots: dict = {}
     # The graph's kind picks the pipeline: a training step hoists nothing (its weights change every step).
     fused, passes = run_pipeline(graph, dump_dir=ir_dir, snapshots=snapshots)

@@ -16,7 +16,7 @@ from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
 from kcomp.ir.registry import get_op
 from kcomp.ir.ops.shape import resolve_reshape
-from kcomp.ir.types import DTYPE_OF_TORCH, TensorSpec
+from kcomp.ir.types import DTYPE_OF_TORCH, FLOAT_DTYPES, TORCH_DTYPES, TensorSpec
 from kcomp.variables import Variable
 
 _state = threading.local()
@@ -37,9 +37,34 @@ def current_builder() -> GraphBuilder | None:
     return getattr(_state, "builder", None)
 
 
+@contextmanager
+def autocast(dtype: str | None):
+    """Keras's AutocastScope: while it is open, a float weight read by an op (an autocast
+    Variable) is cast to `dtype`; None closes any outer scope."""
+    saved = getattr(_state, "autocast", None)
+    _state.autocast = dtype
+    try:
+        yield
+    finally:
+        _state.autocast = saved
+
+
+def autocast_dtype() -> str | None:
+    return getattr(_state, "autocast", None)
+
+
+def _autocast_to(var: Variable) -> str | None:
+    """The dtype a weight is read in here: the autocast scope's, for an autocast float weight."""
+    dtype = getattr(_state, "autocast", None)
+    if dtype is None or not var.autocast or dtype == var.dtype or var.dtype not in FLOAT_DTYPES:
+        return None
+    return dtype
+
+
 def _as_tensor(x):
     if isinstance(x, Variable):
-        return x.value
+        dtype = _autocast_to(x)
+        return x.value if dtype is None else x.value.to(TORCH_DTYPES[dtype])
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray) and x.dtype == np.float64:
@@ -47,13 +72,15 @@ def _as_tensor(x):
     return torch.as_tensor(x, dtype=torch.float32 if isinstance(x, float) else None)
 
 
-def _as_value(x, builder: GraphBuilder) -> Value:
+def _as_value(x, builder: GraphBuilder, number_dtype: str = "float32") -> Value:
     if isinstance(x, Value):
         return x
     if isinstance(x, Variable):
-        return builder.param(x, x.shape, x.dtype, x.path, x.effectively_trainable)
+        param = builder.param(x, x.shape, x.dtype, x.path, x.effectively_trainable)
+        dtype = _autocast_to(x)
+        return param if dtype is None else builder.emit1("cast", [param], dtype=dtype)
     if isinstance(x, (int, float)):
-        return builder.emit1("constant", [], value=x)
+        return builder.emit1("constant", [], value=x, dtype=number_dtype)
     raise TypeError(f"cannot use {type(x).__name__} inside a traced model; use kcomp ops on its inputs")
 
 
@@ -64,7 +91,12 @@ def emit(op: str, *inputs, **attrs):
     reshape in a layer's call is a node reading the parameter, not its value baked in)."""
     builder = current_builder()
     if builder is not None and any(isinstance(x, (Value, Variable)) for x in inputs):
-        outs = builder.emit(op, [_as_value(x, builder) for x in inputs], **attrs)
+        tensors = {i: _as_value(x, builder) for i, x in enumerate(inputs) if not isinstance(x, (int, float))}
+        # A Python number takes the float dtype of the tensors beside it (x * 0.5 on bfloat16 stays bfloat16).
+        floats = [v.dtype for v in tensors.values() if v.dtype in FLOAT_DTYPES]
+        number_dtype = floats[0] if floats else "float32"
+        outs = builder.emit(op, [tensors[i] if i in tensors else _as_value(x, builder, number_dtype)
+                                 for i, x in enumerate(inputs)], **attrs)
     else:
         opdef = get_op(op)
         tensors = [_as_tensor(x) for x in inputs]

@@ -59,6 +59,7 @@ def make_report(model, source: str, built, options, costs: dict) -> dict:
         "source": source,
         "target": options.target,
         "dtype": options.dtype,
+        "policy": options.policy or "float32",
         "precision": options.precision,
         "graph": "training step" if options.train else "forward",
         "layers": [{"name": l.name, "type": type(l).__name__, "params": l.count_params()} for l in model.layers],
@@ -111,7 +112,8 @@ def format_report(report: dict) -> str:
     trial = report["trial_run"]
     lines = [
         f"{report['graph']} of {report['model']} (from {report['source']}), target {report['target']}, "
-        f"{report['dtype']}, precision {report['precision']}",
+        f"{report['dtype'] if report.get('policy', 'float32') == 'float32' else 'policy ' + report['policy']}, "
+        f"precision {report['precision']}",
         f"  layers:  {len(report['layers'])}; params {p['total']:,} ({p['trainable']:,} trainable, {p['non_trainable']:,} non-trainable)",
         f"  inputs:  {ins}",
         f"  outputs: {outs}",

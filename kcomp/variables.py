@@ -22,6 +22,9 @@ class Variable:
         self.trainable = trainable
         self.regularizer = regularizer
         self.owner = None  # the layer that made it (its trainable flag freezes this weight too)
+        # Keras's autocast: read in a mixed-precision layer's call, a float weight is cast to the
+        # layer's compute dtype (kcomp.ops.autocast); the weight itself keeps its dtype.
+        self.autocast = True
 
     @property
     def value(self) -> torch.Tensor:

@@ -85,7 +85,7 @@ def conv_tile(
         a = tl.load(x_rows[:, None] + (ih * W + iw) * C + c[None, :], mask=a_mask, other=0.0)
         if HAS_PROLOGUE:  # padding and ragged edges stay 0 (f(0) may be nonzero)
             pro = PROLOGUE(a.to(tl.float32), n, c, mask_m, mask_k, P0, P1, T0, T1)
-            a = tl.where(a_mask, pro, 0.0).to(a.dtype)
+            a = tl.where(a_mask, pro, 0.0).to(Wt.dtype.element_ty)  # the filter's: a prologue may end in a cast
         b = tl.load(Wt + offs_k[:, None] * F + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc

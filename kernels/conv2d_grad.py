@@ -96,7 +96,7 @@ def conv2d_grad_filter_kernel(
         if HAS_PROLOGUE:
             # Masked elements stay 0 after the prologue (f(0) may be nonzero).
             pro = PROLOGUE(b.to(tl.float32), offs_l, offs_n, mask_l, mask_n, P0, P1, T0, T1)
-            b = tl.where(b_mask, pro, 0.0).to(b.dtype)
+            b = tl.where(b_mask, pro, 0.0).to(a.dtype)  # x's: a prologue may end in a cast (mixed precision)
         if HAS_BSUM:
             bsum += tl.sum(b.to(tl.float32), axis=0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)

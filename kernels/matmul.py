@@ -124,7 +124,7 @@ def matmul_kernel(
         if HAS_PROLOGUE:  # (without one, A goes from memory to the tensor cores untouched)
             # Padding stays 0 after the prologue (f(0) may be nonzero, even inf).
             pro = PROLOGUE(a.to(tl.float32), rows, k * BK + offs_k, mask_m, offs_k < k_left, P0, P1, T0, T1)
-            a = tl.where(a_mask, pro, 0.0).to(a.dtype)
+            a = tl.where(a_mask, pro, 0.0).to(B.dtype.element_ty)  # B's: a prologue may end in a cast (mixed precision)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
         if HAS_BSUM:
             bsum += tl.sum(b.to(tl.float32), axis=0)

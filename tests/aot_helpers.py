@@ -14,6 +14,8 @@ compile in parallel. The jobs:
         specialisation against triton.jit's own, write_artifacts into DIR
     {"kind": "nan"}
         the float min / max instructions in the PTX of kernels that must keep a NaN
+    {"kind": "policy", "policy": "mixed_bfloat16", "target": "sm_90", "batch": 128}
+        every kernel of every example's forward and training step made under that dtype policy
 """
 
 import hashlib
@@ -75,27 +77,31 @@ def start(job: dict, timeout: float = 300, **env) -> Child:
 # --- the child side ----------------------------------------------------------------------------
 
 
-def example_graphs(training: bool):
+def example_graphs(training: bool, policy: str | None = None):
     """(file stem, name, graph) of every example model: its forward, and with training=True also
-    its training step (named "<model>:train") when its .k file has a compile section."""
+    its training step (named "<model>:train") when its .k file has a compile section. `policy`:
+    the Keras dtype policy the models are made under (None: the global one, float32)."""
     import kcomp.dsl
-    from kcomp.cli import _compile_from_section
+    from kcomp.cli import _compile_from_section, _global_policy
     from kcomp.compiler import train_step_graph
 
     for path in sorted(EXAMPLES.glob("*.k")):
-        for name, model in kcomp.dsl.load(path).items():
+        with _global_policy(policy):
+            models = kcomp.dsl.load(path)
+        for name, model in models.items():
             yield path.stem, name, model.to_graph()
             if training and getattr(getattr(model, "compile_config", None), "settings", None):
-                _compile_from_section(model, path)
+                with _global_policy(policy):
+                    _compile_from_section(model, path)
                 yield path.stem, f"{name}:train", train_step_graph(model)
 
 
-def example_kernels(training: bool = True):
+def example_kernels(training: bool = True, policy: str | None = None):
     """(file stem, model name, index, kernel node) for every kernel node of every example graph."""
     from kcomp.passes import run_pipeline
     from kcomp.passes.pipeline import STEP_PIPELINE
 
-    for stem, name, graph in example_graphs(training):
+    for stem, name, graph in example_graphs(training, policy):
         # A training step is fused as training runs it (nothing hoisted: STEP_PIPELINE).
         fused, _ = run_pipeline(graph, passes=STEP_PIPELINE if name.endswith(":train") else None)
         kernels = [n for n in fused.nodes if n.op == "kernel"]
@@ -142,6 +148,23 @@ def job_examples(job: dict) -> list[dict]:
         key = {"file": stem, "model": model, "index": index, "template": node.attrs["template"], "dtype": job["dtype"]}
         try:
             result = compile_node(node, index, target=job["target"], batch=job["batch"], float_dtype=dtype)
+        except Exception as e:  # reported per kernel, so one failure does not hide the others
+            records.append({**key, "status": "error", "error": f"{type(e).__name__}: {e}"[-3000:]})
+            continue
+        records.append({**key, **record(result)})
+    return records
+
+
+def job_policy(job: dict) -> list[dict]:
+    """Every kernel of every example's forward and training step made under a dtype policy
+    (mixed_bfloat16: 16-bit compute, float32 weights), compiled as built: one record per kernel."""
+    from kcomp.runtime.aot import compile_node
+
+    records = []
+    for stem, model, index, node in example_kernels(training=True, policy=job["policy"]):
+        key = {"file": stem, "model": model, "index": index, "template": node.attrs["template"], "policy": job["policy"]}
+        try:
+            result = compile_node(node, index, target=job["target"], batch=job["batch"])
         except Exception as e:  # reported per kernel, so one failure does not hide the others
             records.append({**key, "status": "error", "error": f"{type(e).__name__}: {e}"[-3000:]})
             continue
@@ -261,7 +284,7 @@ def job_nan(job: dict) -> dict:
     return out
 
 
-JOBS = {"examples": job_examples, "checks": job_checks, "nan": job_nan}
+JOBS = {"examples": job_examples, "checks": job_checks, "nan": job_nan, "policy": job_policy}
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def test_dense_batchnorm_residual_fold_into_the_epilogue(dtype):
     x_in = Input(shape=(23,), dtype=dtype)
     h = Dense(23, activation="relu", dtype=dtype)(x_in)
     h = BatchNormalization(dtype=dtype)(h)
-    y = Activation("tanh")(Add()([h, x_in]))
+    y = Activation("tanh", dtype=dtype)(Add(dtype=dtype)([h, x_in]))  # (a float32 layer would cast float16 up, as Keras's)
     model = Model(x_in, y)
     randomize(model)
     x = torch.randn(37, 23).to(getattr(torch, dtype))
@@ -128,7 +128,7 @@ def test_weight_only_nodes_run_once_per_weight_update():
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_ops_before_a_dense_fuse_into_its_prologue(dtype):
     x, s = Input(shape=(23,), dtype=dtype), Input(shape=(23,), dtype=dtype)
-    h = Activation("exponential")(Add()([x, s]))  # exp(0) = 1 on the padded K columns must not leak
+    h = Activation("exponential", dtype=dtype)(Add(dtype=dtype)([x, s]))  # exp(0) = 1 on the padded K columns must not leak
     h = BatchNormalization(dtype=dtype)(h)
     model = Model([x, s], Dense(19, activation="relu", dtype=dtype)(h))
     randomize(model)
@@ -289,7 +289,7 @@ POINTWISE_CASES = [
     ("power", dict(exponent=3.0)), ("power", dict(exponent=-1.0)), ("power", dict(exponent=0.0)),
     ("power", dict(exponent=0.5)),
     ("maximum", {}), ("minimum", {}), ("add", {}), ("sub", {}), ("mul", {}), ("div", {}), ("zeros_where_masked", {}),
-    ("greater", {}), ("equal", {}),
+    ("greater", {}), ("equal", {}), ("is_finite", {}),
 ]
 
 

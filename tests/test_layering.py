@@ -36,10 +36,11 @@ LAYERS = [
     # What a layer's call is written in: weights, the ops (tracing into the IR), Keras's
     # activations, initializers and regularizers, the session state (names, seed).
     ("ops", ["kcomp.variables", "kcomp.ops", "kcomp.session", "kcomp.backend", "kcomp.activations", "kcomp.initializers",
-             "kcomp.regularizers"]),
+             "kcomp.regularizers", "kcomp.dtype_policies"]),
     ("api", ["kcomp.layers", "kcomp.models", "kcomp.training", "kcomp.losses", "kcomp.metrics",
              "kcomp.optimizers", "kcomp.callbacks", "kcomp.saving", "kcomp.utils", "kcomp.preprocessing",
-             "kcomp.datasets", "kcomp.dsl", "kcomp.model_files", "kcomp.distribution"]),
+             "kcomp.datasets", "kcomp.dsl", "kcomp.model_files", "kcomp.distribution",
+             "kcomp.mixed_precision"]),
     ("cli", ["kcomp.cli", "kcomp.compiler", "kcomp.report", "kcomp.__main__", "kcomp.aot", "kcomp.bench"]),
 ]
 

@@ -820,7 +820,7 @@ def test_recurrent_grad_runs_under_inference_mode(rng):
 # ---------------------------------------------------------------- ops gradients are built from
 # (kcomp/ir/ops/grad_support.py): 0/1 masks, broadcast_like, count, slice, pad, erf, against numpy and math.erf.
 
-GRAD_SUPPORT_OPS = {"greater", "equal", "broadcast_like", "count", "slice", "pad", "erf"}
+GRAD_SUPPORT_OPS = {"greater", "equal", "is_finite", "broadcast_like", "count", "slice", "pad", "erf"}
 SCAN_OPS = {"lstm_scan", "lstm_scan_grad", "gru_scan", "gru_scan_grad", "simple_rnn_scan",
             "simple_rnn_scan_grad"}  # their block follows
 
@@ -943,6 +943,19 @@ def test_comparison_masks(rng, shapes, dtype):
         got = ref(op, a, b)
         assert got.dtype == np.dtype(dtype)  # a 0/1 mask in the inputs' dtype, not bool
         np.testing.assert_array_equal(got, fn(a, b).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_is_finite(rng, dtype):
+    """1 where finite, 0 at inf, -inf and NaN, in the input's dtype (a float16 65504 is finite, 1e5 is not)."""
+    x = torch.as_tensor(rng.standard_normal((4, 9))).to(getattr(torch, dtype))
+    x[0, :4] = torch.tensor([float("inf"), -float("inf"), float("nan"), 0.0])
+    got = OPS["is_finite"].reference(x)
+    assert got.dtype == x.dtype
+    want = np.ones((4, 9))
+    want[0, :3] = 0
+    np.testing.assert_array_equal(got.double().numpy(), want)
+    assert OPS["is_finite"].reference(torch.tensor([65504.0, 1e5]).half()).tolist() == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("small, like", [((5, 1), (3, 5, 7)), ((), (3, 5)), ((1, 7), (4, 7)), ((4, 7), (4, 7))])

@@ -175,6 +175,7 @@ EXAMPLES += [
 EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("greater", [X(None, 5, 7), W(7)], {}),
     ("equal", [X(None, 5, 7), X(None, 5, 7)], {}),
+    ("is_finite", [X(None, 5, 7)], {}),
     ("broadcast_like", [X(None, 1, 7), X(None, 5, 7)], {}),
     ("broadcast_like", [W(), X(None, 5)], {}),
     ("count", [X(None, 5, 7)], {"axes": (0, 2)}),

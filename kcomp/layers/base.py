@@ -22,14 +22,16 @@ import warnings
 
 import numpy as np
 
-from kcomp import initializers, regularizers, session
+from kcomp import dtype_policies, initializers, regularizers, session
 from kcomp.errors import ArgumentError, KcompError, NotBuiltError, NotCalledError, format_shape
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Value
-from kcomp.ir.types import TORCH_DTYPES
+from kcomp.ir.types import DTYPE_OF_TORCH, FLOAT_DTYPES, TORCH_DTYPES
 from kcomp.layers import masks
 from kcomp.layers.tensors import KerasTensor, LayerCall, flatten, keras_shape, pack_like, to_tensor
-from kcomp.ops import current_builder, tracing
+from kcomp.ops import autocast, autocast_dtype, current_builder, tracing
+from kcomp.ops import cast as ops_cast
+from kcomp.ops import dtype as ops_dtype
 from kcomp.variables import Variable
 
 # The training flag of the layer being traced: a layer called inside another layer's `call`
@@ -54,6 +56,9 @@ class Layer:
     supports_masking = False
     # Attributes holding layers that are not this layer's own (a model's lists of its layers).
     _not_sublayers: frozenset = frozenset()
+    # Keras's autocast: cast floating-point inputs to the compute dtype, and the float weights read
+    # in `call` too (a layer that keeps float32 arithmetic, BatchNormalization, sets it False).
+    autocast = True
 
     def __init__(
         self,
@@ -79,9 +84,7 @@ class Layer:
         if not isinstance(trainable, bool):
             raise ArgumentError(f"Received: trainable={trainable!r}. Expected True or False.")
         self.trainable = trainable
-        self.dtype = dtype or "float32"
-        if self.dtype not in TORCH_DTYPES:
-            raise ArgumentError(f"Received: dtype={dtype!r}. Expected one of {sorted(TORCH_DTYPES)}.")
+        self._dtype_policy = dtype_policies.get(dtype)
         # Keras 2's ways of giving a first layer its input shape.
         self.batch_input_shape = None
         if batch_input_shape is not None:
@@ -132,6 +135,27 @@ class Layer:
         for layer in self._held_layers():  # Keras: the flag of a layer is its layers' too
             layer.trainable = value
 
+    # -- dtype policy (Keras 3: dtype is the variable dtype, compute_dtype what call computes in) --
+    @property
+    def dtype_policy(self) -> dtype_policies.DTypePolicy:
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value) -> None:
+        self._dtype_policy = dtype_policies.get(value)
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype_policy.variable_dtype
+
+    @property
+    def variable_dtype(self) -> str:
+        return self._dtype_policy.variable_dtype
+
+    @property
+    def compute_dtype(self) -> str:
+        return self._dtype_policy.compute_dtype
+
     def _held_layers(self) -> list:
         """The layers this one holds: those it keeps as attributes."""
         return list(self.__dict__.get("_sublayers", []))
@@ -158,7 +182,7 @@ class Layer:
                 "(non-negative integers, no None). Read unknown sizes from build's input_shape."
             )
         shape = tuple(int(d) for d in shape)
-        dtype = dtype or self.dtype
+        dtype = dtype or self.variable_dtype
         if dtype not in TORCH_DTYPES:
             raise ArgumentError(f'Layer "{self.name}" add_weight received dtype={dtype!r}. Expected one of {sorted(TORCH_DTYPES)}.')
         if constraint is not None:
@@ -182,6 +206,7 @@ class Layer:
         value = init(shape, dtype=TORCH_DTYPES[dtype])
         var = Variable(value, name, f"{self.name}/{name}", bool(trainable), regularizers.get(regularizer))
         var.owner = self
+        var.autocast = bool(autocast)
         # Keras's order, fixed when a weight is made: the ones made trainable first, then the others.
         if var.trainable:
             self._weights.insert(self._made_trainable, var)
@@ -248,7 +273,7 @@ class Layer:
         return previous_mask
 
     def get_config(self) -> dict:
-        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_policy.name}
         if self.batch_input_shape is not None:
             config["batch_input_shape"] = self.batch_input_shape
         return config
@@ -316,10 +341,38 @@ class Layer:
         saved = getattr(_trace_state, "training", False)
         _trace_state.training = training
         try:
-            with builder.scope(self.name), tracing(builder):
-                return self._call_with_masks(inputs, training, mask)
+            with builder.scope(self.name), tracing(builder), autocast(self._autocast_scope()):
+                return self._call_with_masks(self._convert_inputs(inputs), training, mask)
         finally:
             _trace_state.training = saved
+
+    def _autocast_scope(self) -> str | None:
+        """Keras's rule for the autocast scope `call` runs in: the compute dtype when the policy is
+        mixed or an outer layer's scope is open (so a float32 layer inside a mixed model reads its
+        weights in float32); none for a layer that does not autocast or computes in integers."""
+        if not self.autocast or self.compute_dtype not in FLOAT_DTYPES:
+            return None
+        if autocast_dtype() is not None or self.compute_dtype != self.variable_dtype:
+            return self.compute_dtype
+        return None
+
+    def _convert_inputs(self, inputs):
+        """Keras's DTypePolicy.convert_input: floating-point inputs cast to the compute dtype (an
+        autocast layer); integers untouched. Each cast keeps the mask of what it casts."""
+        want = self.compute_dtype
+        if not self.autocast:
+            return inputs
+
+        def convert(x):
+            # (an eager call's tensor may be of a dtype the IR has not, uint8 pixels: left as it is)
+            dtype = DTYPE_OF_TORCH.get(x.dtype) if hasattr(x, "is_floating_point") else ops_dtype(x)
+            if dtype not in FLOAT_DTYPES or dtype == want:
+                return x
+            y = ops_cast(x, want)
+            masks.attach(y, masks.mask_of(x))
+            return y
+
+        return pack_like(inputs, [convert(x) for x in flatten(inputs)])
 
     def __call__(self, inputs, training=None, mask=None, **kwargs):
         """Call on Input-derived tensors (records the call) or on data (runs it).
@@ -357,9 +410,9 @@ class Layer:
             mask = pack_like(mask, [None if m is None else masks.as_mask(m) for m in flatten(mask)])
         tensors = [to_tensor(x) for x in flat]
         self._build_for(pack_like(inputs, [tuple(t.shape) for t in tensors]))
-        with tracing(None):
+        with tracing(None), autocast(self._autocast_scope()):
             mode = self._eager_training if training is None else bool(training)
-            return self._call_with_masks(pack_like(inputs, tensors), mode, mask)
+            return self._call_with_masks(self._convert_inputs(pack_like(inputs, tensors)), mode, mask)
 
     def _symbolic_call(self, inputs, training):
         flat = flatten(inputs)

@@ -194,7 +194,7 @@ class SpatialDropout1D(Layer):
 
     def get_config(self):
         # Keras's config of a spatial dropout is these four (its __init__ takes nothing else).
-        config = {"rate": self.rate, "seed": self.seed, "name": self.name, "dtype": self.dtype}
+        config = {"rate": self.rate, "seed": self.seed, "name": self.name, "dtype": self.dtype_policy.name}
         if self.batch_input_shape is not None:
             config["batch_input_shape"] = self.batch_input_shape
         return config
@@ -305,10 +305,13 @@ class Embedding(Layer):
             regularizer=self.embeddings_regularizer, name="embeddings",
         )
 
+    autocast = False  # Keras's: the rows are gathered from the table as kept, then cast
+
     def call(self, inputs):
         if ops.dtype(inputs) not in ("int32", "int64"):
             inputs = ops.cast(inputs, "int32")  # Keras casts float ids too
-        return ops.embedding(inputs, self.embeddings)
+        rows = ops.embedding(inputs, self.embeddings)
+        return rows if ops.dtype(rows) == self.compute_dtype else ops.cast(rows, self.compute_dtype)
 
     def compute_mask(self, inputs, previous_mask=None):
         if not self.mask_zero:

@@ -1,4 +1,8 @@
-"""BatchNormalization and LayerNormalization with Keras's defaults (epsilon 1e-3, momentum 0.99)."""
+"""BatchNormalization and LayerNormalization with Keras's defaults (epsilon 1e-3, momentum 0.99).
+
+Under a mixed-precision policy both compute in float32, as Keras's do (16-bit inputs cast up,
+weights and statistics read in float32, not autocast), and return the compute dtype.
+"""
 
 from kcomp import initializers, ops, regularizers
 from kcomp.errors import ArgumentError, KcompError, ShapeError, format_shape
@@ -27,12 +31,25 @@ class _Normalization(Layer):
 
     def _add_scale_and_center(self, shape):
         if self.scale:
-            self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer, regularizer=self.gamma_regularizer, name="gamma")
+            self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer, regularizer=self.gamma_regularizer,
+                                         name="gamma", autocast=False)
         if self.center:
-            self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer, regularizer=self.beta_regularizer, name="beta")
+            self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer, regularizer=self.beta_regularizer,
+                                        name="beta", autocast=False)
 
     def _scale_and_center(self):
         return [w for w, on in ((getattr(self, "gamma", None), self.scale), (getattr(self, "beta", None), self.center)) if on]
+
+    def _in_variable_dtype(self, inputs):
+        """The inputs in the weights' dtype: under a mixed policy, float32, as Keras computes
+        normalizations in at least float32; under a plain 16-bit policy, its 16-bit type (Keras
+        would cast the 16-bit weights up instead; kcomp's statistics update reads them as kept)."""
+        if ops.dtype(inputs) in ("float16", "bfloat16", "float32") and ops.dtype(inputs) != self.variable_dtype:
+            return ops.cast(inputs, self.variable_dtype)
+        return inputs
+
+    def _in_compute_dtype(self, outputs):
+        return outputs if ops.dtype(outputs) == self.compute_dtype else ops.cast(outputs, self.compute_dtype)
 
     def _param_config(self):
         return {
@@ -99,8 +116,10 @@ class BatchNormalization(_Normalization):
         if channels is None:
             raise ShapeError(f'Layer "{self.name}" (BatchNormalization) needs axis {self.axis} of its input to be known, received {format_shape(input_shape)}.')
         self._add_scale_and_center((channels,))
-        self.moving_mean = self.add_weight(shape=(channels,), initializer=self.moving_mean_initializer, trainable=False, name="moving_mean")
-        self.moving_variance = self.add_weight(shape=(channels,), initializer=self.moving_variance_initializer, trainable=False, name="moving_variance")
+        self.moving_mean = self.add_weight(shape=(channels,), initializer=self.moving_mean_initializer, trainable=False, name="moving_mean",
+                                           autocast=False)
+        self.moving_variance = self.add_weight(shape=(channels,), initializer=self.moving_variance_initializer, trainable=False,
+                                               name="moving_variance", autocast=False)
 
     def call(self, inputs, training=False, mask=None):
         # Keras: a frozen BatchNormalization (trainable=False, as in a frozen base model) runs in
@@ -116,10 +135,10 @@ class BatchNormalization(_Normalization):
             return self._synchronized_call(inputs)
         op = "batch_norm_train" if training else "batch_norm"
         result = ops.emit(
-            op, inputs, self.moving_mean, self.moving_variance, *self._scale_and_center(),
+            op, self._in_variable_dtype(inputs), self.moving_mean, self.moving_variance, *self._scale_and_center(),
             axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
         )
-        return result[0] if training else result
+        return self._in_compute_dtype(result[0] if training else result)
 
     def _synchronized_call(self, inputs):
         """Batch statistics over every process's rows: each process's per-channel sums and count are
@@ -161,6 +180,8 @@ class BatchNormalization(_Normalization):
 class LayerNormalization(_Normalization):
     """Normalizes each item over `axis` (an int or a list of ints)."""
 
+    autocast = False  # Keras's: its 16-bit inputs are not cast down first
+
     def __init__(
         self,
         axis=-1,
@@ -197,10 +218,11 @@ class LayerNormalization(_Normalization):
         self._add_scale_and_center(shape)
 
     def call(self, inputs):
-        return ops.emit(
-            "layer_norm", inputs, *self._scale_and_center(),
+        outputs = ops.emit(
+            "layer_norm", self._in_variable_dtype(inputs), *self._scale_and_center(),
             axes=self._axes(), epsilon=self.epsilon, center=self.center, scale=self.scale,
         )
+        return self._in_compute_dtype(outputs)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, **self._param_config()}

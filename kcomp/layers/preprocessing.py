@@ -62,6 +62,8 @@ class Rescaling(Layer):
     def call(self, inputs):
         x = _as_float(inputs)
         scale, offset = (_constant(v, np.shape(v)) for v in (self.scale, self.offset))
+        if ops.dtype(x) != "float32":  # a mixed-precision layer's 16-bit inputs: its constants too, as Keras casts them
+            scale, offset = (v if isinstance(v, float) else ops.cast(v, ops.dtype(x)) for v in (scale, offset))
         return ops.add(ops.multiply(x, scale), offset)
 
     def get_config(self):

@@ -299,7 +299,11 @@ class Model(Layer):
         self._call_executors.clear()
         self.compile_settings = {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, "metrics": metrics, **kwargs}
         self._training = None
-        self._compile_args = (optimizers.get(optimizer), loss, loss_weights, metrics, kwargs.get("weighted_metrics"))
+        optimizer = optimizers.get(optimizer)
+        if (kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16"
+                and not isinstance(optimizer, optimizers.LossScaleOptimizer)):  # as Keras's compile
+            optimizer = optimizers.LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
+        self._compile_args = (optimizer, loss, loss_weights, metrics, kwargs.get("weighted_metrics"))
         self._finish_compile()
 
     def _finish_compile(self) -> None:

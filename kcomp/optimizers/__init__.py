@@ -208,7 +208,9 @@ _BY_NAME = {name: cls for cls in _CLASSES for name in (cls.record.name, *cls.rec
 
 
 def get(identifier) -> Optimizer:
-    if isinstance(identifier, Optimizer):
+    from kcomp.optimizers.loss_scale import LossScaleOptimizer
+
+    if isinstance(identifier, (Optimizer, LossScaleOptimizer)):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
         return _BY_NAME[identifier.lower()]()
@@ -236,5 +238,7 @@ def _typos(a: str, b: str) -> int:
     return d[-1][-1]
 
 
-__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lion", "Nadam", "Optimizer", "RMSprop",
-           "get", "schedules"]
+from kcomp.optimizers.loss_scale import LossScaleOptimizer  # noqa: E402  (it reads this module's get)
+
+__all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "LossScaleOptimizer", "Lion", "Nadam",
+           "Optimizer", "RMSprop", "get", "schedules"]

@@ -15,6 +15,8 @@ _OPTIMIZER_BASE = {"weight_decay": None, "use_ema": False, "ema_momentum": 0.99,
 
 
 def optimizer_to_keras(opt) -> dict:
+    if isinstance(opt, optimizers.LossScaleOptimizer):  # its get_config has the inner one's, as Keras's
+        return keras_object("keras.optimizers", "LossScaleOptimizer", opt.get_config())
     config = opt.get_config()
     lr = config["learning_rate"]
     if isinstance(lr, dict):
@@ -27,6 +29,14 @@ def optimizer_to_keras(opt) -> dict:
 def optimizer_from_keras(value):
     if isinstance(value, str):
         return optimizers.get(value)
+    if isinstance(value, dict) and value.get("class_name") == "LossScaleOptimizer":
+        config = dict(value.get("config") or {})
+        inner = optimizer_from_keras(config.pop("inner_optimizer", None))
+        where = "the optimizer (LossScaleOptimizer)"
+        try:
+            return optimizers.LossScaleOptimizer(inner, **{k: plain_value(v, where) for k, v in config.items()})
+        except KcompError as e:
+            raise SerializationError(f"{where} in the file: {e}") from None
     cls = resolve(value, "the optimizer", OPTIMIZERS)
     where = f"the optimizer ({cls.__name__})"
     config = {k: plain_value(v, where) if k != "learning_rate" else v for k, v in (value.get("config") or {}).items()}

@@ -198,7 +198,8 @@ def _loss_name(loss):
 
 def _input_call(layer) -> str:
     shape = ", ".join(_value(d) for d in layer.batch_shape[1:])
-    extra = "" if layer.dtype == "float32" else f", dtype={_value(layer.dtype)}"
+    policy = layer.dtype_policy.name
+    extra = "" if policy == "float32" else f", dtype={_value(policy)}"
     return f"input({shape}{extra})"
 
 

@@ -253,11 +253,19 @@ def _tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.dtype(dtype)))  # native byte order
 
 
-def optimizer_arrays(model) -> list[np.ndarray] | None:
-    """The arrays Keras's `optimizer/vars` holds for this model, or None when it has no optimizer."""
-    opt = model.optimizer
+def optimizer_arrays(model, opt=None) -> list[np.ndarray] | None:
+    """The arrays Keras's `optimizer/vars` holds for this model, or None when it has no optimizer.
+    A LossScaleOptimizer's are Keras's: its own (iterations and learning rate, unused: 0), its
+    good-step count and scale, then its inner optimizer's (which Keras also writes on their own,
+    under optimizer/inner_optimizer/vars)."""
+    opt = model.optimizer if opt is None else opt
     if opt is None:
         return None
+    if getattr(opt, "counts_on_device", False):
+        opt.iterations  # noqa: B018  (reads the device's count into the inner optimizer)
+        return [np.asarray(0, dtype=np.int32), np.asarray(0.0, dtype=np.float32),
+                np.asarray(int(opt.step_counter), dtype=np.int32), np.asarray(float(opt.dynamic_scale), dtype=np.float32),
+                *optimizer_arrays(model, opt.inner_optimizer)]
     arrays = [np.asarray(opt.iterations, dtype=np.int32)]
     if _has_lr_variable(opt):
         arrays.append(np.asarray(opt.learning_rate, dtype=np.float32))
@@ -284,6 +292,11 @@ def write_h5(model, target) -> None:
             group = f.require_group("optimizer/vars")
             group.attrs["name"] = model.optimizer.name
             for i, a in enumerate(arrays):
+                _store(group, str(i), a)
+        if getattr(model.optimizer, "counts_on_device", False):
+            group = f.require_group("optimizer/inner_optimizer/vars")
+            group.attrs["name"] = model.optimizer.inner_optimizer.name
+            for i, a in enumerate(arrays[4:]):
                 _store(group, str(i), a)
 
 
@@ -417,6 +430,18 @@ def _read_optimizer(model, f, source: str) -> list:
     opt = model.optimizer
     weights = trainable_in_keras_order(model)
     stored = _names_in(f, "optimizer/vars", source)
+    scaled = getattr(opt, "counts_on_device", False)  # a LossScaleOptimizer: 4 of its own first
+    out, first = [], 0
+    if scaled:
+        if len(stored) < 4:
+            warnings.warn(f"{source}: the saved optimizer is not a LossScaleOptimizer's; its state was not loaded.",
+                          stacklevel=3)
+            return []
+        good = _read_scalar(f, "optimizer/vars/2", "iu", source, "the loss scale's good-step count")
+        scale = _read_scalar(f, "optimizer/vars/3", "f", source, "the loss scale")
+        out += [(lambda v: setattr(opt, "step_counter", torch.tensor(float(v))), good),
+                (lambda v: setattr(opt, "dynamic_scale", torch.tensor(float(v))), scale)]
+        first, stored = 4, stored[4:]
     lr_var = _has_lr_variable(opt)
     head = 2 if lr_var else 1
     layout = slot_layout(opt, weights)
@@ -432,14 +457,13 @@ def _read_optimizer(model, f, source: str) -> list:
             stacklevel=3,
         )
         return []
-    out = []
-    iterations = _read_scalar(f, "optimizer/vars/0", "iu", source, "the optimizer's iteration count")
+    iterations = _read_scalar(f, f"optimizer/vars/{first}", "iu", source, "the optimizer's iteration count")
     out.append((lambda v: setattr(opt, "iterations", int(v)), iterations))
     if lr_var:
-        lr = _read_scalar(f, "optimizer/vars/1", "f", source, "the learning rate")
+        lr = _read_scalar(f, f"optimizer/vars/{first + 1}", "f", source, "the learning rate")
         out.append((lambda v: setattr(opt, "learning_rate", float(v)), lr))
     if wanted == built:
-        for index, (j, name, w) in enumerate(layout, start=head):
+        for index, (j, name, w) in enumerate(layout, start=first + head):
             shape, dtype, targets = (w.shape, w.dtype, [w]) if w is not None else ((), weights[0].dtype, weights)
             what = f"the optimizer's {name} of {w.path}" if w is not None else f"the optimizer's {name} (one scalar)"
             value = _read_checked(f, f"optimizer/vars/{index}", shape, dtype, source, what)

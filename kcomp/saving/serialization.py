@@ -98,7 +98,7 @@ def layer_to_keras(layer) -> dict:
         config = {"batch_shape": list(layer.batch_shape), "dtype": layer.dtype, "sparse": False, "ragged": False,
                   "name": layer.name, "optional": False}
     elif cls_name not in _DTYPE_BY_NAME:
-        config["dtype"] = dtype_policy(layer.dtype)
+        config["dtype"] = dtype_policy(layer.dtype_policy.name)
     if isinstance(layer, kl.Embedding):
         config.pop("input_length", None)  # Keras 3 has none
     if isinstance(layer, kl.Dense) and config.get("activity_regularizer") is None:
@@ -157,7 +157,8 @@ def get_model_config(model) -> dict:
 
     if _is_sequential(model):
         layers = ([layer_to_keras(model.inputs[0].call.layer)] if model.built else []) + [layer_to_keras(l) for l in model.layers]
-        config = {"name": model.name, "trainable": model.trainable, "dtype": dtype_policy("float32"), "layers": layers}
+        config = {"name": model.name, "trainable": model.trainable, "dtype": dtype_policy(model.dtype_policy.name),
+                  "layers": layers}
         if model.built:
             config["build_input_shape"] = list(model.inputs[0].shape)
         return config

@@ -56,6 +56,19 @@ class _Slot:
         self.optimizer.slots[self.weight_path][self.index] = tensor
 
 
+class _Attribute:
+    """A tensor an object keeps as an attribute (a LossScaleOptimizer's scale and good-step count)."""
+
+    def __init__(self, owner, attribute: str):
+        self.owner, self.attribute = owner, attribute
+
+    def get(self) -> torch.Tensor:
+        return getattr(self.owner, self.attribute)
+
+    def set(self, tensor: torch.Tensor) -> None:
+        setattr(self.owner, self.attribute, tensor)
+
+
 class TrainState:
     """Name -> tensor for a compiled model's weights, optimizer slots, iteration count and
     running sums, and (on a device that updates in place) one device buffer per name."""
@@ -110,6 +123,11 @@ class TrainState:
         entries = [(var.path, _Weight(var)) for var in self._variables]
         entries += [(slot_name(path, j), _Slot(self.optimizer, path, j))
                     for path, slots in self.optimizer.slots.items() for j in range(len(slots))]
+        if getattr(self.optimizer, "counts_on_device", False):
+            from kcomp.optimizers.loss_scale import LOSS_SCALE, LOSS_SCALE_STEPS
+
+            entries += [(LOSS_SCALE, _Attribute(self.optimizer, "dynamic_scale")),
+                        (LOSS_SCALE_STEPS, _Attribute(self.optimizer, "step_counter"))]
         for name, place in entries:
             if name in places or name in self._counters:
                 raise KcompError(f"Two pieces of training state are both named {name!r} (a weight path that looks "
@@ -132,10 +150,20 @@ class TrainState:
     def before_train_step(self) -> None:
         """The training step counts on the device; the host writes the count only when it differs
         from the one the device holds (the first step, or a user setting optimizer.iterations)."""
+        if getattr(self.optimizer, "counts_on_device", False):
+            # A loss-scaled step may be skipped, so only the device knows the count: the optimizer
+            # reads it from there when asked (device_count), and a count set by the user, or none
+            # yet, is written down.
+            if self.optimizer.device_count is None or ITERATIONS not in self._counters:
+                self._counters[ITERATIONS] = torch.full((), float(self.optimizer.iterations), device=self.device)
+                self.optimizer.device_count = lambda: self._counters[ITERATIONS]
+            return
         if self._iterations_held != self.optimizer.iterations:
             self._counters[ITERATIONS] = torch.full((), float(self.optimizer.iterations), device=self.device)
 
     def after_train_step(self) -> None:
+        if getattr(self.optimizer, "counts_on_device", False):
+            return  # counted on the device (before_train_step)
         self.optimizer.iterations += 1  # Keras's count, which schedules and checkpoints read on the host
         self._iterations_held = self.optimizer.iterations
 

@@ -24,6 +24,7 @@ from kcomp.ir.types import BATCH
 from kcomp.ir.verify import verify
 from kcomp.metrics import Metric
 from kcomp.metrics.base import per_sample as weights_per_sample
+from kcomp.optimizers.loss_scale import LOSS_SCALE, LOSS_SCALE_STEPS
 from kcomp.passes.autodiff import gradients
 from kcomp.training.state import ITERATIONS, accumulator_name, slot_name
 
@@ -73,6 +74,12 @@ def _total_loss(model, compiled, outputs, targets, sample_weight, masks):
             value = ops.multiply(value, float(weight))
         total = value if total is None else ops.add(total, value)
     return total, (per_output if len(per_output) > 1 else [])  # Keras logs them when several outputs have a loss
+
+
+def _as_float32(outputs: list) -> list:
+    """The outputs as the losses and metrics read them: Keras's Loss and Metric convert y_pred to
+    their dtype (float32) first, so a mixed-precision model's 16-bit outputs are scored in float32."""
+    return [ops.cast(out, "float32") if out.dtype in ("float16", "bfloat16") else out for out in outputs]
 
 
 def output_names(model) -> list[str]:
@@ -173,6 +180,7 @@ def build_train_step(model, compiled, target_specs) -> Step:
     masks = [b.masks.get(out.id) for out in outputs]
     forward_nodes = list(b.nodes)
     with ops.tracing(b), b.scope("loss"):
+        outputs = _as_float32(outputs)
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         lr = b.input((), "float32", "learning_rate")
@@ -185,23 +193,37 @@ def build_train_step(model, compiled, target_specs) -> Step:
         sums, sum_names, accumulators = _running_sums(b, "train", total, per_output, sample_weight, metric_states)
         log_names, log_metrics = _logged(per_output, metric_names, metrics)
     trainable = [(var, v) for var, v in b._param_by_key.items() if hasattr(var, "path") and v.id not in b.frozen_params]
+    loss_scale = None
+    if getattr(compiled.optimizer, "counts_on_device", False):  # a LossScaleOptimizer: gradients of loss * scale
+        with ops.tracing(b), b.scope("optimizer"):
+            loss_scale = (b.param(("optimizer", "dynamic_scale"), (), "float32", LOSS_SCALE, trainable=False),
+                          b.param(("optimizer", "step_counter"), (), "float32", LOSS_SCALE_STEPS, trainable=False))
+            total = ops.multiply(total, loss_scale[0])
     grads = gradients(b, total, [v for _, v in trainable])
     trainable = [(var, v, g) for (var, v), g in zip(trainable, grads) if g is not None]
     optimizer = compiled.optimizer
     optimizer.build([var for var, _, _ in trainable])
     with b.scope("optimizer"):
-        clipped = optimizer.clip(b, [g for _, _, g in trainable])
         slots = [
             [b.param(("slot", var.path, j), var.shape, var.dtype, slot_name(var.path, j), trainable=False)
              for j in range(optimizer.slots_per_param)]
             for var, _, _ in trainable
         ]
-        new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step_number)
+        if loss_scale is None:
+            clipped = optimizer.clip(b, [g for _, _, g in trainable])
+            new_params, new_slots = optimizer.emit_update(b, [v for _, v, _ in trainable], clipped, slots, lr, step_number)
+            count, scale_state = step_number, []
+        else:
+            *updated, count, new_scale, new_good_steps = optimizer.emit_scaled_update(
+                b, *loss_scale, [v for _, v, _ in trainable], [g for _, _, g in trainable], slots, lr, done, step_number)
+            new_params, new_slots = updated
+            scale_state = [new_scale, new_good_steps]
     writes = [var.path for var, _, _ in trainable]
     writes += [slot_name(var.path, j) for var, _, _ in trainable for j in range(optimizer.slots_per_param)]
     writes += [var.path for var in moving_variables] + sum_names + [ITERATIONS]
+    writes += [LOSS_SCALE, LOSS_SCALE_STEPS][: len(scale_state)]
     flat_slots = [s for per in new_slots for s in per]
-    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, step_number], kind="step"))
+    graph = verify(b.finish([*new_params, *flat_slots, *moving, *sums, count, *scale_state], kind="step"))
     masked = [name for name, loss, mask in zip(output_names(model), compiled.losses, masks) if loss and mask is not None]
     return Step(graph, log_names, writes, accumulators, metrics=log_metrics, gradients=[g for _, _, g in trainable],
                 masked_losses=masked)
@@ -212,6 +234,7 @@ def build_test_step(model, compiled, target_specs) -> Step:
     outputs = model.trace_into(b, training=False)
     masks = [b.masks.get(out.id) for out in outputs]
     with ops.tracing(b), b.scope("loss"):
+        outputs = _as_float32(outputs)
         targets = [_target_input(b, spec, i) for i, spec in enumerate(target_specs)]
         sample_weight = b.input((BATCH,), "float32", "sample_weight")
         b.input((), "float32", "learning_rate")  # unused: the same inputs as the training step

@@ -105,6 +105,11 @@ def _mask_vjp(b, node, grads):
     return [None, None]  # piecewise constant: zero gradient almost everywhere
 
 
+def _is_finite_infer(inputs):
+    require_float(inputs[0], "is_finite")
+    return same_as_input(inputs)
+
+
 def comparison(name: str, fn, doc: str, lowering) -> OpDef:
     def reference(a, b):
         return fn(a, b).to(torch.promote_types(a.dtype, b.dtype))
@@ -247,6 +252,18 @@ OPS = [
                binary_expr("tl.where({a} > {b}, 1.0, 0.0)")),
     comparison("equal", torch.eq, "1 where a == b else 0, in the inputs' dtype (a mask to multiply by); broadcasts.",
                binary_expr("tl.where({a} == {b}, 1.0, 0.0)")),
+    OpDef(
+        name="is_finite",
+        doc="1 where x is finite else 0 (inf and NaN give 0), in x's dtype: dynamic loss scaling's check of the gradients.",
+        num_inputs=(1, 1),
+        attrs={},
+        infer=_is_finite_infer,
+        reference=lambda x: torch.isfinite(x).to(x.dtype),
+        traits={"elementwise", "unary"},
+        vjp=lambda b, node, grads: [None],  # piecewise constant
+        # |NaN| < inf and |inf| < inf are both false.
+        lowering=unary_expr('tl.where(tl.abs({a}) < float("inf"), 1.0, 0.0)'),
+    ),
     OpDef(
         name="broadcast_like",
         doc="g expanded to the shape of `like` as it is at run time (the batch is symbolic); like's values are unused.",

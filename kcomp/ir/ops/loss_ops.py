@@ -83,9 +83,13 @@ def _xent_grad(probs, labels, g):
 
 
 def softmax_producer(b, probs):
-    """The softmax over the last axis that computed `probs` in the graph `b` is building, if any."""
+    """The softmax over the last axis that computed `probs` in the graph `b` is building, if any;
+    seen through a cast between float types (a mixed-precision model's 16-bit softmax, which the
+    loss reads in float32)."""
     for node in reversed(b.nodes):
         if any(v.id == probs.id for v in node.outputs):
+            if node.op == "cast" and node.inputs[0].dtype in FLOAT_DTYPES and probs.dtype in FLOAT_DTYPES:
+                return softmax_producer(b, node.inputs[0])
             if node.op == "softmax" and node.attrs["axis"] % probs.rank == probs.rank - 1:
                 return node
             return None
@@ -98,7 +102,10 @@ def _xent_vjp(b, node, grads):
     softmax = softmax_producer(b, probs)
     if softmax is not None:
         dlogits = b.emit1("softmax_cross_entropy_grad", [probs, labels, g])
-        return Upstream(inputs=[None, None], upstream=[(softmax.inputs[0], dlogits)])
+        logits = softmax.inputs[0]
+        if dlogits.dtype != logits.dtype:  # the 16-bit logits of a mixed-precision model
+            dlogits = b.emit1("cast", [dlogits], dtype=logits.dtype)
+        return Upstream(inputs=[None, None], upstream=[(logits, dlogits)])
     return [_probability_grad(b, probs, labels, g), None]
 
 
