@@ -66,7 +66,9 @@ def children(tmp_path_factory):
     jobs = {dtype: {"kind": "examples", "dtype": dtype, "target": "sm_90", "batch": BATCH} for dtype in DTYPES}
     jobs["checks"] = {"kind": "checks", "folder": str(folder / "artifacts")}
     jobs["nan"] = {"kind": "nan"}
-    return {key: start(job, **env) for key, job in jobs.items()}
+    # Four children compile every example at once beside the test workers (two under `-n auto` on
+    # two cores): the limit guards against a hang, not a slow machine.
+    return {key: start(job, timeout=900, **env) for key, job in jobs.items()}
 
 
 def compiled(children, name, index, template, dtype) -> dict:
