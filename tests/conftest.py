@@ -6,7 +6,17 @@ import os
 # KCOMP_GPU_TESTS=1 runs only the tests marked `gpu`: on a GPU machine with compiled kernels; where
 # there is no CUDA (bench/gpu_check.sh --rehearse) under the interpreter, their CUDA-only parts skipped.
 # torch.cuda.is_available() does not import Triton.
+# Under pytest-xdist (README: `-n auto`) each worker process keeps to one thread, it and the
+# processes it starts (OMP_NUM_THREADS, read when torch loads): with one worker per core, torch's
+# and NumPy's thread pools in every worker would otherwise contend for the same cores, and an
+# OpenMP pool that spins while another process holds its core is slower than one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # in case a plugin imported torch before this file
 
 GPU_RUN = os.environ.get("KCOMP_GPU_TESTS") == "1"
 if not (GPU_RUN and torch.cuda.is_available()):
