@@ -18,6 +18,11 @@ kernel knows no algorithm. Int-to-pointer casts work under Triton's interpreter
 too: there the addresses are those of the CPU tensors, which the interpreter
 reads directly (so interpreted launches need CPU tensors).
 
+A LossScaleOptimizer's update (the op's `skip` and `unscale`) also reads FINITE, a 0-d 0/1 flag,
+and SCALE: each gradient is divided by SCALE as it loads; where FINITE is 0 the update stores
+nothing and the kernel copies each parameter and slot to its new buffer instead (a no-op when
+they are written in place), so a skipped step costs no launch per parameter.
+
 An algorithm's hyper-parameters reach its hook as scalar arguments h0..h7 (the
 generated hook binds them to the update's names), with the constants derived from
 them (1 - beta, log(beta)) computed once in float64 by the record when the kernel
@@ -58,8 +63,8 @@ _store = jitted(triton_lib.store)
 
 @triton.jit
 def optimizer_kernel(
-    TABLE, OWNERS, LR, STEP, h0, h1, h2, h3, h4, h5, h6, h7,
-    UPDATE: tl.constexpr, K: tl.constexpr, BLOCK: tl.constexpr,
+    TABLE, OWNERS, LR, STEP, FINITE, SCALE, h0, h1, h2, h3, h4, h5, h6, h7,
+    UPDATE: tl.constexpr, K: tl.constexpr, SKIP: tl.constexpr, UNSCALE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     row = TABLE + tl.load(OWNERS + pid).to(tl.int64) * (5 + 2 * K)
@@ -69,8 +74,18 @@ def optimizer_kernel(
     mask = offs < numel
     p = _load(row, 0, offs, mask)
     g = _load(row, 1, offs, mask)
-    p = UPDATE(row, offs, mask, p, g, tl.load(LR), tl.load(STEP), h0, h1, h2, h3, h4, h5, h6, h7)
-    _store(row, 2 + K, offs, mask, p)
+    if UNSCALE:  # a loss-scaled gradient, divided by the scale as it loads
+        g = g / tl.load(SCALE)
+    updating = mask
+    if SKIP:  # a skipped step: the update writes nothing, and the old values are copied over
+        flag = tl.zeros((BLOCK,), tl.float32) + tl.load(FINITE)  # one per lane (the interpreter cannot & a scalar)
+        updating = mask & (flag != 0)
+    new = UPDATE(row, offs, updating, p, g, tl.load(LR), tl.load(STEP), h0, h1, h2, h3, h4, h5, h6, h7)
+    _store(row, 2 + K, offs, mask, tl.where(updating, new, p))
+    if SKIP:
+        kept = mask & (flag == 0)
+        for j in tl.static_range(K):
+            _store(row, 3 + K + j, offs, kept, _load(row, 2 + j, offs, kept))
 
 
 # --- host side ----------------------------------------------------------------------------------
@@ -97,10 +112,11 @@ def scalar_arguments(values) -> tuple[float, ...]:
     return tuple(values) + (0.0,) * (MAX_KERNEL_SCALARS - len(values))
 
 
-def check_operands(params, grads, slots, lr, step) -> tuple:
-    """Every tensor float32 on one device, made contiguous (the kernel reads flat memory)."""
+def check_operands(params, grads, slots, lr, step, guards=()) -> tuple:
+    """Every tensor float32 on one device, made contiguous (the kernel reads flat memory).
+    guards: the finite flag and the loss scale, where the update reads them."""
     device = lr.device
-    for t in (*params, *grads, *slots, lr, step):
+    for t in (*params, *grads, *slots, lr, step, *guards):
         if t.dtype != torch.float32 or t.device != device:
             raise TypeError(f"optimizer kernel: expected float32 tensors on {device}, received {t.dtype} on {t.device}")
     if device.type != "cpu" and _interpreted():
@@ -187,6 +203,8 @@ class OptimizerBinding(Binding):
     slots: tuple[int, ...]
     lr: int
     step: int
+    finite: int | None = None  # the 0-d 0/1 flag a skipped step reads as 0 (SKIP); None: never skipped
+    scale: int | None = None  # the 0-d loss scale each gradient is divided by (UNSCALE); None: none
     scalars: tuple[float, ...]  # the update's scalars, in h0.. order (computed by the record in float64)
     # Per output of the update (new params, then new slots): its position among the kernel's outputs,
     # or None where nothing reads it (fusion leaves it out; the kernel writes it to a scratch buffer).
@@ -202,17 +220,21 @@ class OptimizerCall(Call):
     slots: tuple
     lr: torch.Tensor
     step: torch.Tensor
+    finite: torch.Tensor | None
+    scale: torch.Tensor | None
     news: tuple  # every output of the update, in its order: `out` where kept, else scratch
 
 
 def launch(binding: OptimizerBinding, inputs, out=None, config=None, precision="tf32", interpret=None):
     # check: the parameters, their gradients and their slots, float32 on one device
     lr, step = inputs[binding.lr], inputs[binding.step]
+    finite, scale = (None if i is None else inputs[i] for i in (binding.finite, binding.scale))
     params, grads, slots = check_operands([inputs[i] for i in binding.params], [inputs[i] for i in binding.grads],
-                                          [inputs[i] for i in binding.slots], lr, step)
+                                          [inputs[i] for i in binding.slots], lr, step,
+                                          [t for t in (finite, scale) if t is not None])
     # allocate: the new parameters, then the new slots
     out, news = allocate(binding.outputs, (*params, *slots), out)
-    run(OptimizerCall(binding, inputs, out, params, grads, slots, lr, step, news), config, interpret)
+    run(OptimizerCall(binding, inputs, out, params, grads, slots, lr, step, finite, scale, news), config, interpret)
     return out
 
 
@@ -234,8 +256,10 @@ def run(call: OptimizerCall, config: dict):
     # one program per BLOCK elements of each parameter; the tables say which (kept per set of addresses)
     table, owners = address_table(call.params, call.grads, call.slots, call.news, config["BLOCK"], call.binding.tables)
     optimizer_kernel[(owners.numel(),)](
-        table, owners, call.lr, call.step, *scalar_arguments(call.binding.scalars),
+        table, owners, call.lr, call.step, call.lr if call.finite is None else call.finite,
+        call.lr if call.scale is None else call.scale, *scalar_arguments(call.binding.scalars),
         UPDATE=call.binding.update, K=len(call.slots) // len(call.params),
+        SKIP=call.finite is not None, UNSCALE=call.scale is not None,
         BLOCK=config["BLOCK"], num_warps=config["num_warps"],
     )
 

@@ -17,6 +17,7 @@ import math
 
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
+from kcomp.ir.ops.optim import guard_inputs
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record
 
 
@@ -31,7 +32,8 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     scalars, constexprs = record.triton_arguments(hyper)
     index = {v.id: i for i, v in enumerate(body.inputs)}
     args = [index[v.id] for v in node.inputs]
-    params, grads, slots, (lr, step) = args[:n], args[n : 2 * n], args[2 * n : 2 * n + n * k], args[2 * n + n * k :]
+    params, grads, slots, (lr, step) = args[:n], args[n : 2 * n], args[2 * n : 2 * n + n * k], args[2 * n + n * k : 2 * n + n * k + 2]
+    finite, scale = guard_inputs(args, n, k, a["skip"], a["unscale"])
     position = {v.id: j for j, v in enumerate(body.outputs)}
     h = [f"h{i}" for i in range(MAX_KERNEL_SCALARS)]
     bound = [f"{name}={h[i]}" for i, name in enumerate(scalars)] + [f"K={k}"] + [f"{name}={value!r}" for name, value in constexprs.items()]
@@ -52,6 +54,8 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         "slots": repr(tuple(slots)),
         "lr": repr(lr),
         "step": repr(step),
+        "finite": repr(finite),
+        "scale": repr(scale),
         "scalars": _scalars(scalars),
         "outputs": repr(tuple(position.get(v.id) for v in node.outputs)),
     })

@@ -90,12 +90,16 @@ class Optimizer:
             return [_scale_to_norm(b, g, norm, self.global_clipnorm) for g in grads]
         return grads
 
-    def emit_update(self, b, params, grads, slots, lr, step):
-        """One optimizer_update node; returns (new params, new slots per param)."""
+    def emit_update(self, b, params, grads, slots, lr, step, finite=None, scale=None):
+        """One optimizer_update node; returns (new params, new slots per param). finite: a 0-d 0/1
+        flag, 0 keeping every value as it was; scale: each gradient is divided by it first (a
+        LossScaleOptimizer's; the update kernel does both: kcomp/ir/ops/optim.py)."""
         k = self.slots_per_param
         flat_slots = [s for per in slots for s in per]
-        outs = b.emit("optimizer_update", [*params, *grads, *flat_slots, lr, step],
-                      algorithm=self.algorithm, count=len(params), hyper=hyper_attr(self.hyper))
+        guards = [x for x in (finite, scale) if x is not None]
+        outs = b.emit("optimizer_update", [*params, *grads, *flat_slots, lr, step, *guards],
+                      algorithm=self.algorithm, count=len(params), hyper=hyper_attr(self.hyper),
+                      skip=finite is not None, unscale=scale is not None)
         n = len(params)
         return list(outs[:n]), [list(outs[n + i * k : n + (i + 1) * k]) for i in range(n)]
 

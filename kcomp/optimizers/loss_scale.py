@@ -105,11 +105,13 @@ class LossScaleOptimizer:
         iteration count, new scale, new good-step count). `scale`, `good_steps` and `done` (the
         iterations before this step; `step` = done + 1) are the step's state parameters."""
         finite = _all_finite(b, grads)
-        unscaled = [b.emit1("div", [g, scale]) for g in grads]
-        new_params, new_slots = self.inner_optimizer.emit_update(b, params, self.inner_optimizer.clip(b, unscaled),
-                                                                 slots, lr, step)
-        new_params = [_select(b, finite, new, old) for new, old in zip(new_params, params)]
-        new_slots = [[_select(b, finite, new, old) for new, old in zip(news, olds)] for news, olds in zip(new_slots, slots)]
+        inner = self.inner_optimizer
+        # The update divides by the scale as it loads each gradient and keeps every value on a skipped
+        # step (one launch); clipping reads the unscaled gradients, so with it the division is ops.
+        clipped = any(x is not None for x in (inner.clipvalue, inner.clipnorm, inner.global_clipnorm))
+        unscaled = [b.emit1("div", [g, scale]) for g in grads] if clipped else grads
+        new_params, new_slots = inner.emit_update(b, params, inner.clip(b, unscaled), slots, lr, step,
+                                                  finite=finite, scale=None if clipped else scale)
         count = _select(b, finite, step, done)
         grow = b.emit1("equal", [good_steps, _const(b, self.dynamic_growth_steps - 1)])  # 1 on the doubling step
         kept_scale = b.emit1("mul", [scale, b.emit1("add", [_const(b, 1.0), grow])])  # x2 when grow, else x1

@@ -145,6 +145,8 @@ def update_in_place_where_donated(steps: list[tuple], graph: Graph, donated: dic
     fn, ins, attrs, outs = steps[-1] if steps else (None, (), {}, ())
     if fn is not OPS["optimizer_update"].reference or get(attrs["algorithm"]).reference_in_place is None:
         return steps
+    if attrs.get("skip") or attrs.get("unscale"):  # a loss-scaled step's update has no in-place form
+        return steps
     n, k = attrs["count"], get(attrs["algorithm"]).slot_count(get(attrs["algorithm"]).resolve(attrs["hyper"]))
     pairs = [(i, i) for i in range(n)] + [(2 * n + j, n + j) for j in range(n * k)]  # input position, output position
     params = {v.id: v.name for v in graph.params}
