@@ -27,9 +27,15 @@ shift op, by BY steps within runs of PERIOD along that axis): element j along it
 j - BY, and 0 where that falls outside j's run. In a training step A of d recurrent = h_{t-1}^T dz
 is the h sequence one step late, (batch * time) along K: read so, it is never written.
 
+CAST_B ("bfloat16", "float16"; "": none): B is a float32 weight the IR casts to 16 bits before the
+matmul (mixed precision), read as float32 and cast in registers as each tile loads, so the cast
+needs no launch and no 16-bit copy. Only where the matmul is the cast's one reader (a weight read
+by several kernels keeps its cast kernel: computed once per step, not once per reader's tile).
+
 HAS_BSUM: the kernel also writes B's column sums (sum over K) into BSUM,
 from the B tiles it loads anyway: in a training step B of the weight gradient
-h^T @ dz is dz, and its column sums are the bias gradient.
+h^T @ dz is dz, and its column sums are the bias gradient (summed in float32 and stored in
+BSUM's dtype: a 16-bit dz's sums go straight to float32 when a cast to it follows the sum).
 
 BATCHED: an IR matmul whose B has rank >= 3 (a recurrent-dropout step's per-gate projections and
 their gradients, (batch, gates, time, features) @ (gates, features, units)). The launch views the
@@ -65,6 +71,18 @@ def _inside_run(offs, PERIOD, BY):
 
 
 @triton.jit
+def _dot_operand(x, CAST_B: tl.constexpr, B):
+    """x in the dtype the dot multiplies in: CAST_B's when B is cast as it loads, else B's own."""
+    if CAST_B == "bfloat16":
+        y = x.to(tl.bfloat16)
+    elif CAST_B == "float16":
+        y = x.to(tl.float16)
+    else:
+        y = x.to(B.dtype.element_ty)
+    return y
+
+
+@triton.jit
 def matmul_kernel(
     A, B, C, BSUM, IDS,
     M, N, K, A_ROWS, PERIOD, BY,
@@ -72,7 +90,7 @@ def matmul_kernel(
     BATCH_INNER, stride_a_outer, stride_a_inner, stride_b_outer, stride_b_inner,
     P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
-    GATHER_A: tl.constexpr, SHIFT_AXIS: tl.constexpr, BATCHED: tl.constexpr,
+    GATHER_A: tl.constexpr, SHIFT_AXIS: tl.constexpr, BATCHED: tl.constexpr, CAST_B: tl.constexpr,
     PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -124,8 +142,10 @@ def matmul_kernel(
         if HAS_PROLOGUE:  # (without one, A goes from memory to the tensor cores untouched)
             # Padding stays 0 after the prologue (f(0) may be nonzero, even inf).
             pro = PROLOGUE(a.to(tl.float32), rows, k * BK + offs_k, mask_m, offs_k < k_left, P0, P1, T0, T1)
-            a = tl.where(a_mask, pro, 0.0).to(B.dtype.element_ty)  # B's: a prologue may end in a cast (mixed precision)
+            a = _dot_operand(tl.where(a_mask, pro, 0.0), CAST_B, B)  # a prologue may end in a cast (mixed precision)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
+        if CAST_B != "":  # a float32 weight, cast to the 16-bit dtype of the dot in registers
+            b = _dot_operand(b, CAST_B, B)
         if HAS_BSUM:
             bsum += tl.sum(b.to(tl.float32), axis=0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -190,6 +210,7 @@ class MatmulBinding(Binding):
     epilogue: object  # the generated EPILOGUE hook
     operands: tuple[Operand, ...]  # E0..E3
     out_dtype: torch.dtype
+    cast_b: str = ""  # CAST_B: the 16-bit dtype B (a float32 input) is cast to as it loads; "": read as it is
     column_sums_dtype: torch.dtype | None  # B's column sums, a second output (HAS_BSUM); None: not computed
     whole_rows: bool  # the epilogue normalizes rows (softmax): a row of C must fit one tile
 
@@ -301,12 +322,13 @@ def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
         *operand_args,
         PROLOGUE=bind.prologue, HAS_PROLOGUE=bind.has_prologue, EPILOGUE=bind.epilogue,
         HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, SHIFT_AXIS=bind.shift[0] if bind.shift else -1,
-        BATCHED=batch is not NOT_BATCHED, PRECISION=precision, **kernel_options(config),
+        BATCHED=batch is not NOT_BATCHED, CAST_B=bind.cast_b, PRECISION=precision, **kernel_options(config),
     )
 
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 GATHERED = ("embedding", "shift")  # what A is when the kernel reads it through an index map (role "gather")
+CAST_B_DTYPES = ("bfloat16", "float16")  # what CAST_B casts a float32 B to
 MAX_SOFTMAX_ROW = 256  # widest Dense output whose softmax the epilogue computes (a whole row in one tile)
 
 
@@ -332,11 +354,28 @@ def _claim_prologue(fusion, node):
         a, c = node.inputs[0], node.outputs[0]
         return fusion.prologue_chain(node, PROLOGUE_OPERANDS) if a.shape[:-2] == c.shape[:-2] else None
     chain = fusion.prologue_chain(node, PROLOGUE_OPERANDS)
+    cast_b = _cast_of_b(fusion, node)
     embedding = fusion.gathered_embedding(node, chain)
     if embedding is not None:
-        return [embedding, *chain]
+        return [embedding, *chain, *cast_b]
     shift = None if chain else fusion.shifted_operand(node)  # a prologue would see the zeros moved in
-    return chain if shift is None else [shift]
+    return ([*chain, *cast_b] if shift is None else [shift, *cast_b]) or None
+
+
+def _cast_of_b(fusion, node) -> list:
+    """[the cast of a float32 B to the dot's 16-bit dtype] where this Dense is its one reader (CAST_B),
+    else []. A cast several kernels read stays a kernel of its own, run once per step."""
+    cast = fusion.producers.get(node.inputs[1].id)
+    if (cast is None or cast.op != "cast" or not fusion.is_free(cast) or not fusion.is_pointwise(cast)
+            or fusion.sole_user(cast.outputs[0]) is not node):
+        return []
+    source, out = cast.inputs[0], cast.outputs[0]
+    return [cast] if source.dtype == "float32" and out.dtype in CAST_B_DTYPES and out.dtype == node.inputs[0].dtype else []
+
+
+def cast_b_node(nodes, anchor):
+    """The node of `nodes` casting the anchor's B as it loads (CAST_B), or None."""
+    return next((n for n in nodes if n.outputs[0].id == anchor.inputs[1].id), None)
 
 
 def _claim_column_sum(fusion, node):
@@ -353,6 +392,11 @@ def _claim_column_sum(fusion, node):
         if user.op == "sum" and fusion.is_free(user) and not user.attrs["keepdims"] and b.dtype in FLOAT_DTYPES:
             axes = user.attrs["axes"]
             if axes is not None and tuple(a % 2 for a in axes) == (0,):
+                # Mixed precision casts a 16-bit bias gradient back to float32: the kernel's float32
+                # sums are stored in the cast's dtype, with no cast kernel.
+                cast = fusion.sole_user(user.outputs[0])
+                if cast is not None and cast.op == "cast" and cast.outputs[0].dtype in FLOAT_DTYPES and fusion.is_free(cast):
+                    return [user, cast]
                 return user
     return None
 
@@ -362,7 +406,7 @@ def _group(fusion, node):
         return None
     claimed = fusion.claimed_prologue(node)  # the embedding first, when the kernel gathers A's rows
     gather, prologue = [n for n in claimed if n.op in GATHERED], [n for n in claimed if n.op not in GATHERED]
-    nodes = [*gather, *prologue, node]
+    nodes = [*gather, *prologue, node]  # the prologue ends with B's cast, when the kernel casts B (CAST_B)
     v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     row = fusion.sole_user(v)
     if row is not None and row.op in ("softmax", "log_softmax") and fusion.is_free(row):

@@ -84,7 +84,8 @@ class Template:
     # Claims made over the whole graph before any group forms, so that a group met earlier in
     # graph order does not take them: claim_prologue(fusion, node) -> the elementwise ops that
     # compute node's input as it loads, or None; claim_output(fusion, node) -> a node computing
-    # a further output from what node's kernel loads (a Dense's bias gradient), or None.
+    # a further output from what node's kernel loads (a Dense's bias gradient), a list of such nodes
+    # in body order (the bias gradient and its cast), or None.
     claim_prologue: Callable | None = None
     claim_output: Callable | None = None
     # takes_epilogue(node): whether the elementwise ops right after `node` are better computed in

@@ -7,11 +7,14 @@ from kcomp.codegen.epilogue import PROLOGUE_PARAMS
 from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
+from kcomp.kernels.matmul import cast_b_node
 from kcomp.kernels.operands import chain_input
 
 
 def generate(kernel: KernelParts) -> GeneratedKernel:
     body, anchor, prologue_nodes, epilogue_nodes = kernel.body, kernel.anchor, list(kernel.prologue), list(kernel.epilogue)
+    cast_b = cast_b_node(prologue_nodes, anchor)  # B's cast, done as B loads (CAST_B), not A's prologue
+    prologue_nodes = [n for n in prologue_nodes if n is not cast_b]
     column_sum = kernel.extra[0] if kernel.extra else None  # B's column sums: a second output
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     # A is what the prologue chain starts from (the anchor's own input when there is no prologue);
@@ -22,7 +25,7 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     ids, table = gather.inputs if gather is not None and shift is None else (None, a_value)
     if shift is not None:  # A is the shift's output: the kernel reads its input moved
         table = shift.inputs[0]
-    a, b = index_of[table.id], index_of[anchor.inputs[1].id]
+    a, b = index_of[table.id], index_of[(anchor.inputs[1] if cast_b is None else cast_b.inputs[0]).id]
     constants = list(kernel.constants)
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, a_value, "prologue", PROLOGUE_PARAMS)
     expression, operands = generate_epilogue(body, constants + epilogue_nodes, anchor.outputs[0])
@@ -37,7 +40,9 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         "epilogue": "epilogue",
         "operands": repr(tuple(operands)),
         "out_dtype": f"torch.{body.outputs[0].dtype}",
-        "column_sums_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
+        "cast_b": repr("" if cast_b is None else cast_b.outputs[0].dtype),
+        # the sums' own dtype, or a cast's after them (mixed precision's float32 bias gradient)
+        "column_sums_dtype": "None" if column_sum is None else f"torch.{kernel.extra[-1].outputs[0].dtype}",
         "whole_rows": str(bool(epilogue_nodes) and epilogue_nodes[-1].op in ("softmax", "log_softmax")),
     })
 

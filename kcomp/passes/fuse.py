@@ -164,11 +164,13 @@ class Fusion:
         can load itself (relu's gradient mask greater(h, 0)), in graph order: computed in the
         epilogue, they need no launch of their own and their outputs never go through memory.
         deep: the whole tree of such ops (a clipped probability's max, min and log, which
-        recompute.py copied into this reader); else only x's own producer."""
+        recompute.py copied into this reader); else only x's own producer. A smaller operand (a bias,
+        a scale) joins only through a cast of a tensor of its own shape (mixed precision's 16-bit
+        bias), computed where the operand loads."""
         p = self.producers.get(x.id)
         if p is None or id(p) in self.taken or any(p is n for n in group) or not self.is_pointwise(p) or self.sole_user(x) is not user:
             return []
-        if x.shape != user.outputs[0].shape:
+        if x.shape != user.outputs[0].shape and not _casts_in_place(p):
             return []
         tree: list[Node] = []
         for y in p.inputs:
@@ -245,9 +247,9 @@ class Fusion:
             if template.claim_output is not None:
                 for node in self.graph.nodes:
                     extra = template.claim_output(self, node)
-                    if extra is not None:
-                        self._claimed_outputs.setdefault(id(node), []).append(extra)
-                        self.taken.add(id(extra))
+                    for n in [] if extra is None else extra if isinstance(extra, list) else [extra]:
+                        self._claimed_outputs.setdefault(id(node), []).append(n)
+                        self.taken.add(id(n))
 
     def run(self) -> Graph:
         self.claim()
@@ -282,6 +284,13 @@ class Fusion:
             v for n in group for v in n.outputs
             if v.id in self.outputs or any(id(u) not in inside for u in self.users.get(v.id, []))
         ]
+
+
+def _casts_in_place(node: Node) -> bool:
+    """A cast between float dtypes of one tensor of its own shape: applied to the loaded operand, it
+    lines up with the reader as the operand would (mixed precision's cast of a bias to 16 bits)."""
+    return node.op == "cast" and node.inputs[0].shape == node.outputs[0].shape and all(
+        _is_float(v) for v in (*node.inputs, *node.outputs))
 
 
 def _takes_epilogue(node: Node) -> bool:
