@@ -326,8 +326,9 @@ def _group(fusion, node):
     nodes = [node]
     v = fusion.absorb_chain(nodes, EPILOGUE_OPERANDS)
     chain = {n.outputs[0].id for n in nodes}
+    # Against the conv's output, not each node's: a bias's cast (mixed precision) reads a vector.
     reads_full = any(
-        operand_kind(x, n.outputs[0]) == "full" for n in nodes[1:] for x in n.inputs if x.id not in chain
+        operand_kind(x, v) == "full" for n in nodes[1:] for x in n.inputs if x.id not in chain
     )
     pool = fusion.sole_user(v)
     if pool is None:

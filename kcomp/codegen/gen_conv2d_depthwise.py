@@ -51,7 +51,7 @@ def generate_input(kernel: KernelParts) -> GeneratedKernel:
 
 def generate_filter(kernel: KernelParts) -> GeneratedKernel:
     conv = kernel.anchor
-    assert conv.op == "conv2d_backprop_filter" and not (kernel.prologue or kernel.epilogue)
+    assert conv.op == "conv2d_backprop_filter" and not kernel.prologue and all(n.op == "cast" for n in kernel.epilogue)
     column_sum = kernel.extra[0] if kernel.extra else None  # dY's sums: the bias gradient
     x, dy = (_inputs(kernel)[v.id] for v in conv.inputs)
     return GeneratedKernel(NO_HOOK.format("conv2d_depthwise_grad_filter"), {
@@ -59,8 +59,9 @@ def generate_filter(kernel: KernelParts) -> GeneratedKernel:
         "dy": repr(dy),
         "kernel_size": repr(tuple(conv.attrs["kernel_size"])),
         **geometry(conv),
-        "dw_dtype": f"torch.{conv.outputs[0].dtype}",
-        "column_sums_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
+        # a cast after dW or the sums (mixed precision's back to float32) is the dtype they are stored in
+        "dw_dtype": f"torch.{(kernel.epilogue[-1] if kernel.epilogue else conv).outputs[0].dtype}",
+        "column_sums_dtype": "None" if column_sum is None else f"torch.{kernel.extra[-1].outputs[0].dtype}",
     })
 
 

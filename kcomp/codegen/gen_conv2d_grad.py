@@ -41,8 +41,9 @@ def generate_filter(kernel: KernelParts) -> GeneratedKernel:
         "prologue": "prologue",
         "has_prologue": repr(bool(prologue_nodes)),
         "prologue_operands": repr(tuple(prologue_operands)),
-        "dw_dtype": f"torch.{conv.outputs[0].dtype}",
-        "column_sums_dtype": "None" if column_sum is None else f"torch.{column_sum.outputs[0].dtype}",
+        # a cast after dW or the sums (mixed precision's back to float32) is the dtype they are stored in
+        "dw_dtype": f"torch.{(kernel.epilogue[-1] if kernel.epilogue else conv).outputs[0].dtype}",
+        "column_sums_dtype": "None" if column_sum is None else f"torch.{kernel.extra[-1].outputs[0].dtype}",
     })
 
 
