@@ -384,21 +384,11 @@ def _is_bias_sum(u, dy) -> bool:
     return u.op == "sum" and dy.rank == 4 and not u.attrs["keepdims"] and axes is not None and sorted(a % 4 for a in axes) == [0, 1, 2]
 
 
-def stored_cast(fusion, node) -> list:
-    """[the cast after node] where it is node's one reader and casts between float dtypes (mixed
-    precision's 16-bit gradient back to float32): the kernel, accumulating in float32, stores in the
-    cast's dtype; else []."""
-    cast = fusion.sole_user(node.outputs[0])
-    if cast is None or cast.op != "cast" or not fusion.is_free(cast) or not fusion.is_pointwise(cast):
-        return []
-    return [cast]
-
-
 def filter_group_rule(accepts):
     """The grouping rule of a filter-gradient template computing the conv2d_backprop_filter nodes
     `accepts(node)` takes: the filter gradient with the bias gradient sum(dy, axes (0, 1, 2)) as a
     second output, summed from the dy tiles it loads; the pair is found from whichever comes first.
-    A cast after either (stored_cast) is the dtype the kernel stores it in."""
+    A cast after either (Fusion.stored_cast) is the dtype the kernel stores it in."""
 
     def group(fusion, node):
         if node.op == "conv2d_backprop_filter":
@@ -407,7 +397,7 @@ def filter_group_rule(accepts):
             dy = node.inputs[1]
             free = [u for u in fusion.users_of(dy) if fusion.is_free(u) and u is not node]
             sums = [u for u in free if _is_bias_sum(u, dy)][:1]
-            return Group(node, epilogue=stored_cast(fusion, node), extra=[n for u in sums for n in (u, *stored_cast(fusion, u))])
+            return Group(node, epilogue=fusion.stored_cast(node), extra=[n for u in sums for n in (u, *fusion.stored_cast(u))])
         if node.op != "sum" or not _float_inputs(node):
             return None
         dy = node.inputs[0]
@@ -415,7 +405,7 @@ def filter_group_rule(accepts):
         wgrads = [u for u in free if u.op == "conv2d_backprop_filter" and u.inputs[1].id == dy.id and accepts(u)]
         if not wgrads or not _is_bias_sum(node, dy):
             return None
-        return Group(wgrads[0], epilogue=stored_cast(fusion, wgrads[0]), extra=[node, *stored_cast(fusion, node)])
+        return Group(wgrads[0], epilogue=fusion.stored_cast(wgrads[0]), extra=[node, *fusion.stored_cast(node)])
 
     return group
 

@@ -394,10 +394,7 @@ def _claim_column_sum(fusion, node):
             if axes is not None and tuple(a % 2 for a in axes) == (0,):
                 # Mixed precision casts a 16-bit bias gradient back to float32: the kernel's float32
                 # sums are stored in the cast's dtype, with no cast kernel.
-                cast = fusion.sole_user(user.outputs[0])
-                if cast is not None and cast.op == "cast" and cast.outputs[0].dtype in FLOAT_DTYPES and fusion.is_free(cast):
-                    return [user, cast]
-                return user
+                return [user, *fusion.stored_cast(user)]
     return None
 
 

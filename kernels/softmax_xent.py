@@ -153,7 +153,7 @@ def _group(fusion, node):
         if user.op == "softmax_cross_entropy_grad" and user.inputs[1].id == labels.id and fusion.is_free(user):
             # Reading only the loss's shape (broadcast_like's template) is no dependence.
             if user.inputs[2].id not in computed_from(fusion.graph.nodes, {node.outputs[0].id}, through_shapes=False):
-                extra.append(user)
+                extra += [user, *fusion.stored_cast(user)]  # a 16-bit step's gradient: stored in 16 bits
                 break
     # The accuracy on the same rows (argmax of p against the labels' class) costs one more store.
     kind = "sparse_categorical" if labels.dtype not in FLOAT_DTYPES else "categorical"

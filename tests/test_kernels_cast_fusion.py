@@ -123,6 +123,22 @@ def test_a_weight_cast_two_kernels_read_is_computed_once():
             assert "cast" not in [n.op for n in k.attrs["body"].nodes]
 
 
+def test_a_loss_gradients_cast_to_16_bits_is_stored_by_the_softmax_xent_kernel():
+    b = GraphBuilder("mixed_xent")
+    logits, y, g = b.input(("N", 10), "float32", "logits"), b.input(("N", 10), "float32", "y"), b.input(("N",), "float32", "g")
+    p = b.emit1("softmax", [logits], axis=-1)
+    loss = b.emit1("softmax_cross_entropy", [p, y])
+    grad = b.emit1("softmax_cross_entropy_grad", [p, y, g])
+    graph = b.finish([loss, b.emit1("cast", [grad], dtype="float16")])
+    gen = torch.Generator().manual_seed(25)
+    inputs = [torch.randn(M, 10, generator=gen) * 3, torch.eye(10)[torch.randint(0, 10, (M,), generator=gen)],
+              torch.rand(M, generator=gen) + 0.5]
+    compared = assert_compiled_matches_reference(graph, inputs, kind="accumulating")
+    (xent,) = [k for k in kernels_of(compared.fused) if k.attrs["template"] == "softmax_xent"]
+    assert [n.op for n in xent.attrs["body"].nodes][-1] == "cast" and compared.got[1].dtype == torch.float16
+    assert len(kernels_of(compared.fused)) == 2  # the softmax's and the loss's: no cast kernel
+
+
 # --- AOT, in a child process without TRITON_INTERPRET ----------------------------------------------
 
 AOT_CASES = ["dense-bfloat16", "dense-float32-x-bfloat16", "dense-float16", "weight-gradient-bfloat16",

@@ -9,8 +9,6 @@ by hand. One AOT compile for sm_90 (in a child process, slow) checks the guarded
 without spills.
 """
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -152,27 +150,29 @@ def test_a_loss_scaled_training_step_guards_the_update_in_its_kernel():
 
 # --- AOT, in a child process without TRITON_INTERPRET ----------------------------------------------
 
-def aot_child() -> None:
+def compile_cases(cases):
     from kcomp.runtime import aot
 
     records = []
-    for algorithm, hyper in CASES:
-        (node,) = fuse(guarded_graph(algorithm, hyper)[0]).nodes
+    for algorithm in cases:
+        (node,) = fuse(guarded_graph(algorithm, dict(CASES)[algorithm])[0]).nodes
         result = aot.compile_kernel(kernel_source(node, 0), aot.example_inputs(node), target="sm_90")
         records.append({"algorithm": algorithm, "spills": result.spill_bytes, "local_stores": result.local_stores()})
-    print(json.dumps(records))
+    return records
 
 
 @pytest.mark.slow
-def test_the_guarded_kernel_compiles_for_sm_90_without_spills():
-    from aot_helpers import compiler_env
+def test_the_guarded_kernel_compiles_for_sm_90_without_spills(tmp_path):
+    from aot_helpers import run_file_as_aot_child
 
-    here = Path(__file__).parent
-    code = f"import sys; sys.path.insert(0, {str(here)!r}); import test_kernels_optimizer_guard as t; t.aot_child()"
-    done = subprocess.run([sys.executable, "-c", code], env=compiler_env(), cwd=here.parent, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
-    records = json.loads(done.stdout.strip().splitlines()[-1])
+    records = run_file_as_aot_child(__file__, [a for a, _ in CASES], tmp_path)
     assert [r["algorithm"] for r in records] == [a for a, _ in CASES]
     for r in records:
         assert r["spills"] == 0 and r["local_stores"] == 0, r
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    from aot_helpers import answer_aot_child
+
+    answer_aot_child(compile_cases)

@@ -20,8 +20,12 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
     grad_node = next((n for n in (anchor, *kernel.extra) if n.op == "softmax_cross_entropy_grad"), None)
     index = {v.id: i for i, v in enumerate(body.inputs)}
     probs, labels = (index[v.id] for v in anchor.inputs[:2])
-    # The outputs in the body's order, each named by the node that computes it.
+    # The outputs in the body's order, each named by the node that computes it (through a cast after
+    # it: the output is stored in the cast's dtype).
     producer = {v.id: n for n in body.nodes for v in n.outputs}
+    for v in body.outputs:
+        while producer[v.id].op == "cast":
+            producer[v.id] = producer[producer[v.id].inputs[0].id]
     return GeneratedKernel("# softmax cross-entropy: no fused expression; flags are constexpr in the template.\n", {
         "probs": repr(probs),
         "labels": repr(labels),

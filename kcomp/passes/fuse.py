@@ -180,6 +180,15 @@ class Fusion:
             tree.extend(below)
         return [*tree, p]
 
+    def stored_cast(self, node: Node) -> list[Node]:
+        """[the cast after node] where it is node's one reader and a free float-to-float cast (mixed
+        precision's 16-bit gradient back to float32, or float32 to 16 bits): a template that
+        computes node in float32 stores it in the cast's dtype, with no cast kernel; else []."""
+        cast = self.sole_user(node.outputs[0])
+        if cast is None or cast.op != "cast" or not self.is_free(cast) or not self.is_pointwise(cast):
+            return []
+        return [cast]
+
     def gathered_embedding(self, anchor: Node, prologue: list[Node]) -> Node | None:
         """The embedding whose rows a Dense-like anchor may load through the ids instead of reading
         its output (the rule and why: kcomp/passes/fuse_gather.py), or None."""
