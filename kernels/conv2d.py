@@ -52,6 +52,7 @@ from kcomp.ir.registry import OPS
 from kcomp.kernels.operands import (
     EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, chain_input, contiguous_operands, operand_kind, tile_operand_args,
 )
+from kcomp.kernels.matmul import dot_operand
 from kcomp.kernels.pool2d import POOLS
 from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
@@ -63,10 +64,11 @@ def conv_tile(
     X, Wt, n, ch, cw, mask_m, offs_n, mask_n,
     H, W, C, F, K, KW,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, P0, P1, T0, T1,
-    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr,
+    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, CAST_W: tl.constexpr,
     PRECISION: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    """fp32 (BM, BN) tile of conv2d(X, W) at the output pixels (n, ch, cw) and filters offs_n."""
+    """fp32 (BM, BN) tile of conv2d(X, W) at the output pixels (n, ch, cw) and filters offs_n.
+    CAST_W ("bfloat16", "float16"; "": none): W is float32, cast in registers as it loads."""
     ih0 = ch * stride_h - pad_top  # the window's top-left input pixel, per row
     iw0 = cw * stride_w - pad_left
     x_rows = X + n.to(tl.int64) * H * W * C  # each row's image
@@ -85,8 +87,10 @@ def conv_tile(
         a = tl.load(x_rows[:, None] + (ih * W + iw) * C + c[None, :], mask=a_mask, other=0.0)
         if HAS_PROLOGUE:  # padding and ragged edges stay 0 (f(0) may be nonzero)
             pro = PROLOGUE(a.to(tl.float32), n, c, mask_m, mask_k, P0, P1, T0, T1)
-            a = tl.where(a_mask, pro, 0.0).to(Wt.dtype.element_ty)  # the filter's: a prologue may end in a cast
+            a = dot_operand(tl.where(a_mask, pro, 0.0), CAST_W, Wt)  # the filter's: a prologue may end in a cast
         b = tl.load(Wt + offs_k[:, None] * F + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if CAST_W != "":  # a float32 filter the IR casts to 16 bits (mixed precision)
+            b = dot_operand(b, CAST_W, Wt)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc
 
@@ -100,7 +104,7 @@ def conv2d_kernel(
     P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr,
     POOL: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr,
-    STORE_PREPOOL: tl.constexpr, PRECISION: tl.constexpr,
+    STORE_PREPOOL: tl.constexpr, CAST_W: tl.constexpr, PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
@@ -127,7 +131,7 @@ def conv2d_kernel(
         acc = conv_tile(
             X, Wt, n, ch, cw, mask_m, offs_n, mask_n, H, W, C, F, K, KW,
             stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, P0, P1, T0, T1,
-            PROLOGUE, HAS_PROLOGUE, PRECISION, BM, BN, BK,
+            PROLOGUE, HAS_PROLOGUE, CAST_W, PRECISION, BM, BN, BK,
         )
         offs_conv = (n * CH + ch) * CW + cw  # the pre-pool pixel, as the epilogue's operands index it
         acc = EPILOGUE(acc, offs_conv, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
@@ -214,6 +218,7 @@ class Conv2DBinding(Binding):
     # (of this dtype), the pooled one the second. None: one output, the pooled one.
     prepool_dtype: torch.dtype | None
     out_dtype: torch.dtype  # the pooled output's
+    cast_w: str = ""  # CAST_W: the 16-bit dtype the float32 kernel input is cast to as it loads; "": none
 
 
 @dataclass(kw_only=True)
@@ -282,7 +287,7 @@ def run(call: Conv2DCall, config: dict, precision: str):
         *call.operand_args,
         PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, EPILOGUE=b.epilogue, POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1],
         PSH=b.pool_strides[0], PSW=b.pool_strides[1],
-        STORE_PREPOOL=b.prepool_dtype is not None, PRECISION=precision, **kernel_options(config),
+        STORE_PREPOOL=b.prepool_dtype is not None, CAST_W=b.cast_w, PRECISION=precision, **kernel_options(config),
     )
 
 
@@ -314,7 +319,8 @@ def _claim_prologue(fusion, node):
         and all(x.id in made or operand_kind(x, n.outputs[0]) in ("scalar", "col") for x in n.inputs)
         for n in chain
     )
-    return chain if channelwise else None
+    # last: the kernel's float32 -> 16-bit cast, done as the filter loads (CAST_W), when this conv alone reads it
+    return [*(chain if channelwise else []), *fusion.loaded_cast(node, 1)] or None
 
 
 def _group(fusion, node):

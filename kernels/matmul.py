@@ -71,7 +71,7 @@ def _inside_run(offs, PERIOD, BY):
 
 
 @triton.jit
-def _dot_operand(x, CAST_B: tl.constexpr, B):
+def dot_operand(x, CAST_B: tl.constexpr, B):
     """x in the dtype the dot multiplies in: CAST_B's when B is cast as it loads, else B's own."""
     if CAST_B == "bfloat16":
         y = x.to(tl.bfloat16)
@@ -142,10 +142,10 @@ def matmul_kernel(
         if HAS_PROLOGUE:  # (without one, A goes from memory to the tensor cores untouched)
             # Padding stays 0 after the prologue (f(0) may be nonzero, even inf).
             pro = PROLOGUE(a.to(tl.float32), rows, k * BK + offs_k, mask_m, offs_k < k_left, P0, P1, T0, T1)
-            a = _dot_operand(tl.where(a_mask, pro, 0.0), CAST_B, B)  # a prologue may end in a cast (mixed precision)
+            a = dot_operand(tl.where(a_mask, pro, 0.0), CAST_B, B)  # a prologue may end in a cast (mixed precision)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
         if CAST_B != "":  # a float32 weight, cast to the 16-bit dtype of the dot in registers
-            b = _dot_operand(b, CAST_B, B)
+            b = dot_operand(b, CAST_B, B)
         if HAS_BSUM:
             bsum += tl.sum(b.to(tl.float32), axis=0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -328,7 +328,6 @@ def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
 
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 GATHERED = ("embedding", "shift")  # what A is when the kernel reads it through an index map (role "gather")
-CAST_B_DTYPES = ("bfloat16", "float16")  # what CAST_B casts a float32 B to
 MAX_SOFTMAX_ROW = 256  # widest Dense output whose softmax the epilogue computes (a whole row in one tile)
 
 
@@ -354,23 +353,12 @@ def _claim_prologue(fusion, node):
         a, c = node.inputs[0], node.outputs[0]
         return fusion.prologue_chain(node, PROLOGUE_OPERANDS) if a.shape[:-2] == c.shape[:-2] else None
     chain = fusion.prologue_chain(node, PROLOGUE_OPERANDS)
-    cast_b = _cast_of_b(fusion, node)
+    cast_b = fusion.loaded_cast(node, 1)
     embedding = fusion.gathered_embedding(node, chain)
     if embedding is not None:
         return [embedding, *chain, *cast_b]
     shift = None if chain else fusion.shifted_operand(node)  # a prologue would see the zeros moved in
     return ([*chain, *cast_b] if shift is None else [shift, *cast_b]) or None
-
-
-def _cast_of_b(fusion, node) -> list:
-    """[the cast of a float32 B to the dot's 16-bit dtype] where this Dense is its one reader (CAST_B),
-    else []. A cast several kernels read stays a kernel of its own, run once per step."""
-    cast = fusion.producers.get(node.inputs[1].id)
-    if (cast is None or cast.op != "cast" or not fusion.is_free(cast) or not fusion.is_pointwise(cast)
-            or fusion.sole_user(cast.outputs[0]) is not node):
-        return []
-    source, out = cast.inputs[0], cast.outputs[0]
-    return [cast] if source.dtype == "float32" and out.dtype in CAST_B_DTYPES and out.dtype == node.inputs[0].dtype else []
 
 
 def cast_b_node(nodes, anchor):

@@ -1,7 +1,9 @@
-"""Mixed precision's casts inside the matmul kernels (kernels/matmul.py CAST_B, kcomp/passes/fuse.py):
-a float32 weight cast to 16 bits read as float32 and cast as B's tiles load, a float32 bias cast
-where the epilogue loads it, and a weight gradient's and bias gradient's casts back to float32 in
-the weight-gradient kernel's stores. A weight cast two kernels read stays one kernel of its own.
+"""Mixed precision's casts inside the kernels (kernels/matmul.py CAST_B, kernels/conv2d.py CAST_W,
+kcomp/passes/fuse.py): a float32 weight cast to 16 bits, read as float32 and cast as its tiles load;
+a float32 bias cast where the epilogue loads it (a conv still pooling after it); weight and bias
+gradients' casts back to float32 in the gradient kernels' stores (matmul, conv filter, depthwise);
+the loss gradient's cast to 16 bits in the softmax_xent kernel's. A weight cast two kernels read
+stays one kernel of its own.
 
 Under the interpreter in float16 (its bfloat16 is wrong: DESIGN.md) against the reference executor
 on fresh random inputs at ragged sizes, with NaN and inf in a weight; an AOT compile for sm_90 in a
@@ -31,6 +33,16 @@ def dense_graph(x_dtype="float16", low="float16"):
     y = b.emit1("matmul", [x, b.emit1("cast", [w], dtype=low)])
     y = b.emit1("bias_add", [y, b.emit1("cast", [bias], dtype=low)])
     return b.finish([b.emit1("relu", [y], max_value=None, negative_slope=0.0, threshold=0.0)])
+
+
+def conv_graph(low="float16"):
+    """max_pool(relu(conv2d(x, cast(w)) + cast(b))), x 16-bit NHWC, w and b float32 inputs."""
+    b = GraphBuilder("mixed_conv")
+    x, w, bias = b.input(("N", 9, 7, 3), low, "x"), b.input((3, 3, 3, 5), "float32", "w"), b.input((5,), "float32", "b")
+    y = b.emit1("conv2d", [x, b.emit1("cast", [w], dtype=low)], strides=(1, 1), padding="valid", dilation=(1, 1))
+    y = b.emit1("relu", [b.emit1("bias_add", [y, b.emit1("cast", [bias], dtype=low)])], max_value=None,
+                negative_slope=0.0, threshold=0.0)
+    return b.finish([b.emit1("max_pool2d", [y], pool_size=(2, 2), strides=(2, 2), padding="valid")])
 
 
 def weight_gradient_graph(low="float16"):
@@ -79,6 +91,16 @@ def test_weight_and_bias_casts_are_the_dense_kernels(x_dtype):
     assert kernel.attrs["template"] == "matmul" and [n.op for n in body.nodes].count("cast") == 2 + (x_dtype != "float16")
     assert {v.dtype for v in body.inputs} == {x_dtype, "float32"}  # w and b are read as float32
     assert compared.got[0].dtype == torch.float16
+
+
+def test_a_conv_casts_its_filter_and_bias_as_it_loads_them_and_still_pools():
+    graph = conv_graph()
+    inputs = inputs_of(graph, seed=26)
+    compared = assert_compiled_matches_reference(graph, inputs, kind="accumulating")
+    (kernel,) = kernels_of(compared.fused)
+    ops = [n.op for n in kernel.attrs["body"].nodes]
+    assert kernel.attrs["template"] == "conv2d" and ops.count("cast") == 2 and ops[-1] == "max_pool2d"
+    assert {v.dtype for v in kernel.attrs["body"].inputs} == {"float16", "float32"}
 
 
 def test_nan_and_inf_in_a_cast_weight_pass_on():
@@ -142,8 +164,8 @@ def test_a_loss_gradients_cast_to_16_bits_is_stored_by_the_softmax_xent_kernel()
 # --- AOT, in a child process without TRITON_INTERPRET ----------------------------------------------
 
 AOT_CASES = ["dense-bfloat16", "dense-float32-x-bfloat16", "dense-float16", "weight-gradient-bfloat16",
-             "filter-gradient-bfloat16"]
-AOT_TEMPLATES = {"filter-gradient-bfloat16": "conv2d_grad_filter"}  # one kernel each; the others' are matmul
+             "filter-gradient-bfloat16", "conv-bfloat16"]
+AOT_TEMPLATES = {"filter-gradient-bfloat16": "conv2d_grad_filter", "conv-bfloat16": "conv2d"}  # one kernel each; the others' are matmul
 
 
 def compile_cases(cases):
@@ -152,7 +174,7 @@ def compile_cases(cases):
     graphs = {"dense-bfloat16": lambda: dense_graph("bfloat16", "bfloat16"),
               "dense-float32-x-bfloat16": lambda: dense_graph("float32", "bfloat16"),
               "dense-float16": lambda: dense_graph(), "weight-gradient-bfloat16": lambda: weight_gradient_graph("bfloat16"),
-              "filter-gradient-bfloat16": lambda: filter_gradient_graph("bfloat16")}
+              "filter-gradient-bfloat16": lambda: filter_gradient_graph("bfloat16"), "conv-bfloat16": lambda: conv_graph("bfloat16")}
     return [r for case in cases for r in graph_kernel_records(graphs[case](), case=case)]
 
 

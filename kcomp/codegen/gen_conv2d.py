@@ -12,6 +12,7 @@ from kcomp.codegen.epilogue import generate as generate_epilogue
 from kcomp.codegen.generated import GeneratedKernel
 from kcomp.ir.ops.kernel import KernelParts
 from kcomp.kernels.operands import chain_input
+from kcomp.kernels.matmul import cast_b_node
 from kcomp.kernels.pool2d import POOLS
 
 
@@ -28,9 +29,10 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         kind, size, strides = "none", (1, 1), (1, 1)
     index_of = {v.id: i for i, v in enumerate(body.inputs)}
     # The image is what the prologue chain starts from (the conv's own input without one).
-    prologue_nodes = list(kernel.prologue)
+    cast_w = cast_b_node(kernel.prologue, conv)  # the filter's cast, done as it loads (CAST_W)
+    prologue_nodes = [n for n in kernel.prologue if n is not cast_w]
     x_value = chain_input(prologue_nodes) if prologue_nodes else conv.inputs[0]
-    x, w = index_of[x_value.id], index_of[conv.inputs[1].id]
+    x, w = index_of[x_value.id], index_of[(conv.inputs[1] if cast_w is None else cast_w.inputs[0]).id]
     prologue, pro_operands = generate_epilogue(body, constants + prologue_nodes, x_value, "prologue", PROLOGUE_PARAMS)
     hook, operands = generate_epilogue(body, constants + chain, conv.outputs[0])
     prepool = len(body.outputs) == 2  # (pre-pool activation, pooled): a training step reads both
@@ -50,6 +52,7 @@ def generate(kernel: KernelParts) -> GeneratedKernel:
         "pool_strides": repr(tuple(strides)),
         "prepool_dtype": f"torch.{body.outputs[0].dtype}" if prepool else "None",
         "out_dtype": f"torch.{body.outputs[-1].dtype}",
+        "cast_w": repr("" if cast_w is None else cast_w.outputs[0].dtype),
     })
 
 

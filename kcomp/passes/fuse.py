@@ -189,6 +189,18 @@ class Fusion:
             return []
         return [cast]
 
+    def loaded_cast(self, anchor: Node, index: int) -> list[Node]:
+        """[the cast of a float32 tensor to 16 bits that is the anchor's input `index`] where the
+        anchor is its one reader, for a template that casts that operand as it loads it (a Dense's
+        or conv's weight under mixed precision: kernels/matmul.py CAST_B); else []. A cast several
+        kernels read stays a kernel of its own, computed once per step, not once per reader."""
+        cast = self.producers.get(anchor.inputs[index].id)
+        if (cast is None or cast.op != "cast" or not self.is_free(cast) or not self.is_pointwise(cast)
+                or self.sole_user(cast.outputs[0]) is not anchor):
+            return []
+        low = cast.outputs[0].dtype
+        return [cast] if cast.inputs[0].dtype == "float32" and low in ("bfloat16", "float16") and low == anchor.inputs[0].dtype else []
+
     def gathered_embedding(self, anchor: Node, prologue: list[Node]) -> Node | None:
         """The embedding whose rows a Dense-like anchor may load through the ids instead of reading
         its output (the rule and why: kcomp/passes/fuse_gather.py), or None."""
