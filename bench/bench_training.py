@@ -18,12 +18,17 @@ hits every contender alike rather than whichever ran during it.
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench_recurrent import TorchSentiment
-from bench_recurrent import data as reviews
+# The sibling script's models: bench/gpu_check.sh runs this with PYTHONSAFEPATH=1 (kcomp as installed,
+# not from the tree), which leaves the script's own folder off sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_recurrent import TorchSentiment  # noqa: E402
+from bench_recurrent import data as reviews  # noqa: E402
 
 from kcomp.bench.rates import kcomp_fit_rate, steps_per_second, torch_loop_rate
 
