@@ -103,7 +103,9 @@ wait "$AOT_JOB" || FAILED=1  # a part's status is its command's; FAILED set in t
 if [ $REHEARSE = 1 ]; then
   part kernels 150 "$PYTHON" bench/bench_kernels.py --rehearse --json "$OUT/bench_kernels.json"
   part training 150 "$PYTHON" bench/bench_training.py --steps 3 --no-compile
-  part recurrent 180 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --models seed,wide,masked --no-compile --backend triton-interpret
+  # The wide model (LSTM(256): the tiled kernels) is left to the GPU run: under the interpreter its three
+  # steps took most of 150 s here (Triton 3.9) and ran past 180 s under Triton 3.6 in a CI run.
+  part recurrent 180 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --models seed,masked --no-compile --backend triton-interpret
 else
   part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
   part training 60 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
