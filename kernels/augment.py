@@ -10,9 +10,8 @@ clamp, wrap, reflect), or fill_value for "constant". Channels are contiguous in 
 tap's row of the tile is one coalesced load. Computed in float32 (float64 for float64 images).
 
 With the augment_params that draws T fused as its prologue (every geometric kind), each program
-draws its image's row once, as scalars (a rotation's cos and sin too: drawn per lane they used
-40 bytes of stack on sm_90), and where another op also reads T (the gradient's kernel,
-kernels/augment_grad.py) the first program of each image writes its row: outputs (T, images).
+draws its image's row once, as scalars (a rotation's cos and sin too, kernels/trig.py's), and
+where another op also reads T (the gradient's kernel, kernels/augment_grad.py) the first program of each image writes its row: outputs (T, images).
 
 Launch: `launch(binding, inputs, ...)`; no hook: a generated module supplies an AffineBinding
 (which inputs are the images and the transform, the mode constants, the output's size and dtype).
@@ -30,6 +29,7 @@ from kcomp.kernels.autotune import tuned
 from kcomp.kernels.random import philox_uniform
 from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
+from kcomp.kernels.trig import sin_cos
 
 
 DEGREE = tl.constexpr(math.pi / 180.0)  # a rotation's degrees to radians, rounded to float32 as the reference's
@@ -140,8 +140,8 @@ def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWE
                      SPAN0: tl.constexpr, LOWER1: tl.constexpr, SPAN1: tl.constexpr, SAME: tl.constexpr):
     """augment_params' transform of image n (a scalar: one program's image, so a rotation's cos and
     sin are computed once per program, not per lane), computed here as its reference computes it
-    (kcomp/ir/ops/augment.py: the same float32 operations in the same order; cos and sin are the
-    platform's, not torch's: a last-bit difference)."""
+    (kcomp/ir/ops/augment.py: the same float32 operations in the same order; cos and sin are
+    kernels/trig.py's, not torch's: within 1.5 ulps of the exact values, torch's within 0.6)."""
     if KIND == "crop":
         n = n * 0  # one window for the whole batch: image 0's draws
     v0 = _drawn(n, 0, step, SEED, LOWER0, SPAN0)
@@ -155,8 +155,7 @@ def _drawn_transform(n, step, H, W, KIND: tl.constexpr, SEED: tl.constexpr, LOWE
     height = H.to(tl.float32)
     if KIND == "rotation":  # v0 in degrees; radians by a float32 pi / 180, as the reference
         angle = v0 * DEGREE
-        cos = tl.cos(angle)
-        sin = tl.sin(angle)
+        sin, cos = sin_cos(angle)  # not tl.sin/tl.cos: libdevice's slow path keeps local memory (kernels/trig.py)
         cx = (width - 1.0) * 0.5
         cy = (height - 1.0) * 0.5
         a0, a1, a2 = cos, -sin, (cx - cx * cos) - cy * -sin
@@ -308,10 +307,9 @@ def run(call: AffineCall, config: dict):
 # --- grouping: how the fusion pass forms this template's kernels --------------------------------
 
 
-# The kinds whose transform the kernel draws: every geometric one. A rotation's cos and sin
-# (libdevice's) drawn for a tile of pixels (one lane each) used 40 bytes of stack and local stores
-# on sm_90; drawn once per program for its image (scalars), the kernels compile without either
-# (tests/test_augmentation.py's AOT cases).
+# The kinds whose transform the kernel draws: every geometric one, once per program for its image
+# (scalars). A rotation's cos and sin are kernels/trig.py's polynomials: libdevice's left local
+# memory in the kernel under Triton 3.6 (tests/test_affine_transform_kernel.py's AOT cases, tests/test_aot.py).
 DRAWN_KINDS = GEOMETRIC
 
 

@@ -1,4 +1,4 @@
-"""The augmentation ops' kernels beyond affine_transform's own (tests/test_augmentation.py):
+"""The augmentation ops' kernels beyond affine_transform's own (tests/test_affine_transform_kernel.py):
 
 1. Per-image operands of the pointwise template ("image": (B, 1, .., 1), "image_col":
    (B, 1, .., 1, C) against (B, ..., C)): RandomContrast's arithmetic is one pointwise kernel after
@@ -21,9 +21,7 @@ from kcomp.layers import Conv2D, Input, RandomBrightness, RandomContrast, Random
 from kcomp.passes import run_pipeline
 
 from kernel_helpers import assert_compiled_matches_reference, kernels_of, launch_kernel, with_nonfinite
-from test_augmentation import FILL_MODES, INTERPOLATIONS, images, params, random_transforms
-
-keras = pytest.importorskip("keras")
+from augmentation_helpers import FILL_MODES, INTERPOLATIONS, images, params, random_transforms
 
 
 def _augmented_model(layer, shape):
@@ -83,6 +81,7 @@ def test_contrast_is_one_pointwise_kernel_after_the_mean_equal_to_the_reference(
 
 
 def test_compiled_contrast_equals_keras_fed_the_same_factors():
+    keras = pytest.importorskip("keras")
     from kcomp.runtime.executor import PlanExecutor
 
     x = images(4, 6, 5, 3)
@@ -197,7 +196,7 @@ def test_a_drawn_zoom_in_sums_many_terms_into_a_pixel():
 
 
 def test_training_step_with_augmentation_after_a_trainable_layer():
-    from test_augmentation import fused_step_after_training_two_steps
+    from augmentation_helpers import fused_step_after_training_two_steps
 
     fused = fused_step_after_training_two_steps(lambda: [
         Conv2D(3, 3, padding="same", activation="relu"), RandomRotation(0.2, fill_mode="reflect"),

@@ -550,7 +550,8 @@ def test_every_op_has_a_reference_test():
     tested |= {"replica_sum"}  # the identity, and its gradient against autograd: tests/test_distributed_batchnorm.py
     tested |= {"shift"}  # its reference against slicing and concatenation: tests/test_shift.py
     tested |= {"resize", "resize_grad", "constant_array"}  # against numpy: tests/test_preprocessing_layers.py
-    tested |= {"augment_params", "affine_transform", "affine_transform_grad", "random_brightness"}  # against Keras: tests/test_augmentation.py
+    # against Keras: tests/test_augmentation.py; the gradient against autograd: test_affine_transform_kernel.py
+    tested |= {"augment_params", "affine_transform", "affine_transform_grad", "random_brightness"}
     tested |= {"random_contrast"}  # against Keras fed augment_params' draws: tests/test_augmentation*.py
     assert tested == set(OPS)
 

@@ -19,7 +19,7 @@ The kinds, tightest first (float32 rounds to 2**-24 ~ 6e-8 relative per operatio
                 the image or over every tap and filter; reductions of whole images) and whole
                 training steps (forward, backward, optimizer)
   deep          six 64-wide Dense layers in a row whose activations grow to ~3e3
-  resampling    images resampled through a transform computed with another library's cos / sin
+  resampling    images resampled through a transform whose cos / sin are kernels/trig.py's (1.5 ulps)
 
 "Measured" is the worst element over a kind's tests on this code (CPU torch 2.13, Triton 3.9's
 interpreter) as the fraction of the tolerance it used: 1.0 would fail. Each test took the tightest
