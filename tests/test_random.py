@@ -77,18 +77,32 @@ def test_torch_philox_equals_triton_bit_for_bit(seed, base):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_cpu_philox_word_equals_the_torch_philox(seed):
-    """philox_word_on_cpu (numpy uint64 products) gives philox's first word, every counter used:
+def test_cpu_philox_equals_the_torch_philox(seed):
+    """philox_on_cpu (numpy uint64 products) gives philox's four words, every counter used:
     indices past 2**32, a step near 2**32, a fourth counter of large values."""
     g = torch.Generator().manual_seed(abs(seed) % 1000)
     index = torch.randint(0, 2**40, (333,), generator=g, dtype=torch.int64)
     c3 = torch.randint(0, 2**32, (333,), generator=g, dtype=torch.int64)
     counters = (index & krandom.MASK32, index >> 32, torch.tensor(2**32 - 3), c3)
     key = krandom.seed_key(seed)
-    assert torch.equal(krandom.philox_word_on_cpu(key, *counters), krandom.philox(key, *counters)[0])
+    assert torch.equal(torch.stack(krandom.philox_on_cpu(key, *counters)), torch.stack(krandom.philox(key, *counters)))
     one = (torch.tensor(5), torch.tensor(0), torch.tensor(9), torch.tensor(0))  # every counter a scalar
-    assert torch.equal(krandom.philox_word_on_cpu(key, *one), krandom.philox(key, *one)[0])
-    assert krandom.philox_word_on_cpu(key, *one).shape == ()
+    assert torch.equal(torch.stack(krandom.philox_on_cpu(key, *one)), torch.stack(krandom.philox(key, *one)))
+    assert all(w.shape == () for w in krandom.philox_on_cpu(key, *one))
+
+
+@pytest.mark.parametrize("numel", [1, 6, 4097])
+def test_uniform_lays_each_calls_four_words_on_four_elements(numel):
+    """uniform's row of calls (a call per four elements) equals uniform_at element by element, and
+    element i's word is word i mod 4 of Philox's call at counter i // 4, on either generator."""
+    step = torch.tensor(9.0)
+    u = krandom.uniform((numel,), seed=2**40 + 3, step=step, device="cpu")
+    index = torch.arange(numel, dtype=torch.int64)
+    assert torch.equal(u, krandom.uniform_at(index, 2**40 + 3, step))
+    calls = index >> 2
+    words = torch.stack(krandom.philox(krandom.seed_key(2**40 + 3), calls & krandom.MASK32, calls >> 32,
+                                       torch.tensor(9), torch.tensor(0)), dim=-1)
+    assert torch.equal(u, krandom.uint32_to_uniform(words[index, index & 3]))
 
 
 @triton.jit

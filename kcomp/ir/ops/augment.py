@@ -41,7 +41,7 @@ from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.types import TensorSpec
 from kcomp.random import uniform_at
 
-PARAMS_PER_IMAGE = 4  # counter of image b's p-th uniform: b * PARAMS_PER_IMAGE + p
+PARAMS_PER_IMAGE = 4  # image b's p-th uniform is at index b * 4 + p: word p of Philox's call b (kcomp/random.py)
 GEOMETRIC = ("rotation", "zoom", "translation", "flip_horizontal", "flip_vertical", "flip_horizontal_and_vertical", "crop")
 SCALAR = ("contrast",)
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
