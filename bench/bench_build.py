@@ -48,7 +48,7 @@ sys.path.insert(0, sys.argv[1])
 from bench_training import data, torch_model
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = torch_model("mlp").to(device)
-x, y = data("mlp", 128, device)
+x, y = data("mlp", device)  # a batch of 128
 opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
 
 @torch.compile

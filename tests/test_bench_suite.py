@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from kcomp.bench import compile_suite, contenders, models, report
 from kcomp.bench.suite import Options
 from kcomp.cli import main
 from kcomp.errors import ArgumentError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("kw, named", [
@@ -101,6 +104,17 @@ def test_compile_suite_runs_the_build_script_when_there(tmp_path):
     assert ran["status"] == "ran" and "cold build ['--quick']" in ran["output"]
     script.write_text("raise SystemExit(3)\n")
     assert compile_suite.run(opts, [], script=script)["status"] == "failed"
+
+
+def test_the_build_benchmarks_torch_compile_step_runs(tmp_path, monkeypatch):
+    """bench_build.py's torch.compile first step, with TorchDynamo off (torch.compile then runs the
+    function as it is: seconds, not the minute a cold compile takes): the script's own code runs
+    (it broke once on a changed helper, and the compile suite reported "failed")."""
+    spec = importlib.util.spec_from_file_location("bench_build", ROOT / "bench" / "bench_build.py")
+    bench_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_build)
+    monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")
+    assert bench_build.torch_compile_first_step(tmp_path) > 0
 
 
 class _Off(contenders.TorchLoop):
