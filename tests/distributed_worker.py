@@ -10,7 +10,8 @@ processes with each other and with one process. Modes (argv[2]):
   drift      rank 1 changes a weight after its first batch; with KCOMP_DIST_CHECK=1 every process stops
              at the end of the epoch, naming rank 1
 --bn sync|local puts a BatchNormalization in the hidden layer; --events writes what the last
-training step did, in order (DataParallelStep.events), to <out>/events<r>.json.
+training step did, in order (DataParallelStep.events), to <out>/events<r>.json; --backend
+triton-interpret trains on the generated kernels under Triton's interpreter (the fused step).
 """
 
 import argparse
@@ -22,11 +23,14 @@ import time
 
 import numpy as np
 
-import kcomp
-from kcomp import optimizers
-from kcomp.callbacks import Callback
-from kcomp.layers import Activation, BatchNormalization, Dense, Input
-from kcomp.models import Sequential
+if "triton-interpret" in sys.argv:  # before Triton is imported: its interpreter mode is read then
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import kcomp  # noqa: E402
+from kcomp import optimizers  # noqa: E402
+from kcomp.callbacks import Callback  # noqa: E402
+from kcomp.layers import Activation, BatchNormalization, Dense, Input  # noqa: E402
+from kcomp.models import Sequential  # noqa: E402
 
 
 def digits(n: int):
@@ -34,7 +38,7 @@ def digits(n: int):
     return (x[:n].reshape(n, 64) / 16.0).astype("float32"), labels[:n].astype("int64")
 
 
-def build(units: int, bn: str = "none"):
+def build(units: int, bn: str = "none", backend: str = "auto"):
     """The digits MLP; bn "sync" or "local": its hidden layer is Dense (no bias, as before a batch
     normalization) + BatchNormalization(synchronized=bn == "sync") + relu."""
     kcomp.utils.set_random_seed(1)
@@ -46,7 +50,8 @@ def build(units: int, bn: str = "none"):
     else:
         hidden = [Dense(units, use_bias=False), BatchNormalization(synchronized=bn == "sync"), Activation("relu")]
     model = Sequential([Input(shape=(64,)), *hidden, Dense(10, activation="softmax")])
-    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  backend=backend)
     return model
 
 
@@ -80,6 +85,7 @@ def main():
     parser.add_argument("--bn", choices=["none", "local", "sync"], default="none",
                         help="a BatchNormalization in the hidden layer, synchronized or per process")
     parser.add_argument("--bucket-mb", type=float, default=None, help="DataParallel's bucket_cap_mb")
+    parser.add_argument("--backend", default="auto", help="compile's backend (triton-interpret: the fused step)")
     parser.add_argument("--events", action="store_true",
                         help="write events<rank>.json: what the last training step did, in order")
     args = parser.parse_args()
@@ -88,7 +94,7 @@ def main():
         buckets = {} if args.bucket_mb is None else {"bucket_cap_mb": args.bucket_mb}
         kcomp.distribution.set_distribution(kcomp.distribution.DataParallel(**buckets))
     # A `.keras` archive from process 0 of another job: weights, optimizer slots and step count.
-    model = kcomp.models.load_model(args.load) if args.load else build(units, args.bn)
+    model = kcomp.models.load_model(args.load) if args.load else build(units, args.bn, args.backend)
     x, y = digits(args.samples)
     callbacks = {"die": [KillInThirdBatch()], "drift": [DriftAfterFirstBatch()]}.get(args.mode, [])
     callbacks += [kcomp.callbacks.CSVLogger(args.csv)] if args.csv else []

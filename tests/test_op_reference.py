@@ -548,6 +548,7 @@ def test_every_op_has_a_reference_test():
     tested |= SCAN_OPS  # recurrent_scan.py's ops (their block follows grad_support's)
     tested |= LOSS_MATH_OPS  # losses' and metrics' ops (their block is at the end of this file)
     tested |= {"replica_sum"}  # the identity, and its gradient against autograd: tests/test_distributed_batchnorm.py
+    tested |= {"all_reduce"}  # the identity, and the sums in jobs of several processes: tests/test_distributed_fused.py
     tested |= {"shift"}  # its reference against slicing and concatenation: tests/test_shift.py
     tested |= {"resize", "resize_grad", "constant_array"}  # against numpy: tests/test_preprocessing_layers.py
     # against Keras: tests/test_augmentation.py; the gradient against autograd: test_affine_transform_kernel.py

@@ -8,7 +8,8 @@ After set_distribution (or inside `with DataParallel().scope():`), fit and evalu
 process that torchrun started: each process runs the same compiled step on its share of each global
 batch (`batch_size` is the global batch, as in Keras's DataParallel), the gradients are summed in
 flat buckets, each started as soon as the backward has computed it, before the one optimizer
-update (kcomp.distribution.step_runner), the weights start
+update (kcomp.distribution.step_runner; on the triton backends inside the fused step,
+kcomp.distribution.fused_step), the weights start
 as process 0's, and the logs, History and callbacks see the whole job's numbers. Only process 0
 prints the progress bar and writes files (save_weights, save, ModelCheckpoint, CSVLogger).
 predict runs whole in every process (no sharding), so each gets every prediction. Every process
@@ -80,14 +81,14 @@ class DataParallel:
         """The StepRunner (kcomp.training.runners) of `step` in this job."""
         from kcomp.distribution.step_runner import DataParallelStep, check_supported
 
-        if model.backend != "reference":
-            raise KcompError(f"Data-parallel training runs the reference executor for now; this model has "
-                             f"backend={model.backend!r}. Compile with backend='reference' (the CPU default) to "
-                             "train data-parallel, or train this backend in one process.")
         check_supported(model, model._training, self.world)
         # A synchronized BatchNormalization's moving statistics: the job's, so every process updates them.
         shared = [w.path for w in model.weights if _synchronized_statistic(w)]
-        return DataParallelStep(step, self, shared)
+        if model.backend == "reference":
+            return DataParallelStep(step, self, shared)
+        from kcomp.distribution.fused_step import FusedDataParallelStep
+
+        return FusedDataParallelStep(step, self, shared, model)
 
 
 def set_distribution(value) -> None:

@@ -110,6 +110,20 @@ class ProcessGroup:
                 out[i] = piece
         return out
 
+    def sum_as_one(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
+        """The sum over processes of each tensor, as one flat all-reduce (a bucket the caller made).
+        While a CUDA graph is being captured (a fused step's NCCL all-reduce): issued as a plain
+        all_reduce, which only orders the streams; a host wait has no place in a capture."""
+        if self.world == 1:
+            return list(tensors)
+        flat = flatten(tensors)
+        if flat.is_cuda and torch.cuda.is_current_stream_capturing():
+            with self.failing(what):
+                dist.all_reduce(flat)
+        else:
+            self.wait([self.start_sum(flat, what)], what)
+        return unflatten(flat, tensors)
+
     def start_sum(self, flat: torch.Tensor, what: str):
         """Start summing `flat` over the processes, in place: the collective's work handle (None
         in a job of one), which `wait` waits for."""

@@ -22,9 +22,9 @@ on the batch's first row with a weight of zero for its gradients, adds nothing t
 BatchNormalization's sums, and keeps its running sums and its own moving statistics as they were:
 it still joins the collectives, as every process must.
 
-This runs the step on the reference executor (op by op on torch). On a GPU the same cut would
-be two captured segments with an NCCL all-reduce between them (or inside the capture); that
-needs several GPUs to build and check, and is not done here.
+DataParallelStep runs the step on the reference executor (op by op on torch); on the triton
+backends FusedDataParallelStep (kcomp/distribution/fused_step.py) runs the fused plan with the
+sums inside the step graph. ShardedStep is what both do around the step.
 """
 
 import dataclasses
@@ -75,8 +75,10 @@ def seeded_for_process(graph: Graph, rank: int) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
-class DataParallelStep:
-    """A StepRunner (kcomp.training.runners) for one step graph in a data-parallel job."""
+class ShardedStep:
+    """What every data-parallel StepRunner (kcomp.training.runners) does around its step: the first
+    step's checks and broadcast, this process's shard of each batch, what an empty shard keeps, and
+    the job's running sums for the logs. A subclass runs the step on the shard (`_run_shard`)."""
 
     def __init__(self, step, distribution, shared=()):
         """shared: state names every process updates alike, an empty shard too (the moving statistics
@@ -91,18 +93,6 @@ class DataParallelStep:
                              "steps of a Keras mask, whose count differs between the shares, so the sum would not be "
                              "one process's gradient. Train this model in one process.")
         self.graph = seeded_for_process(step.graph, self.group.rank)
-        self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
-        # Each graph scheduled once, run every batch (as kcomp.training.runners.ReferenceStep does).
-        if self.split is None:
-            self._run_whole = ReferenceRun(self.graph)
-        else:
-            # where the backward leaves each running sum among its outputs (the gradients come first)
-            made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}
-            position = {v.id: i for i, v in enumerate(self.split.backward.outputs)}
-            k = self.split.gradients
-            self._run_backward = BackwardRun(self.split.backward, [*range(k), *(position[made[n]] for n in self.sums)],
-                                             [*step.writes[:k], *self.sums], self.group, distribution.bucket_bytes)
-            self._run_update = ReferenceRun(self.split.update)
         self.started = False
         # What an empty shard must leave as it was: every write but the weights, slots and step count.
         updated = set(step.writes[: len(step.gradients)])
@@ -118,17 +108,16 @@ class DataParallelStep:
         empty = start == stop
         local = slice(0, 1) if empty else slice(start, stop)  # empty: the batch's first row, weighed 0
         data = [t[rows[local]] for t in data] if rows is not None else [t[local] for t in data]
-        kept = state.read(self.kept_when_empty) if empty else None
-        inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
-        if self.split is None:
-            state.write(self.writes, self._run_whole(inputs, state.read(p.name for p in self.graph.params)))
-            if kept is not None:
-                state.write(kept.keys(), kept.values())
-            summed = self.group.all_reduce_flat([state[name] for name in self.sums], "summing the logged values")
-        else:
-            summed = self._train(inputs, 0.0 if empty else (stop - start) / n, kept, state)
+        # (copies: a fused step updates the state's buffers in place)
+        kept = {name: t.clone() for name, t in state.read(self.kept_when_empty).items()} if empty else None
+        summed = self._run_shard(data, learning_rate, 0.0 if empty else (stop - start) / n, kept, state)
         # The job's running sums, for the logs; this process's own stay in the state, which its steps add to.
         state.job_sums.update(zip(self.sums, summed, strict=True))
+
+    def _run_shard(self, data, learning_rate: float, share: float, kept, state: TrainState) -> list[torch.Tensor]:
+        """Run the step on this process's rows (`share` of the batch; 0: an empty shard running the
+        batch's first row, whose `kept` state it puts back); the job's running sums."""
+        raise NotImplementedError
 
     def _start(self, data, state: TrainState) -> None:
         """At the first step: every process must hold the same model and data shapes (checked, naming
@@ -143,6 +132,35 @@ class DataParallelStep:
         count = torch.tensor([state.optimizer.iterations], dtype=torch.int64)
         state.optimizer.iterations = int(self.group.broadcast([count], "broadcasting process 0's step count")[0])
         state.before_train_step()  # the device-side count follows the host's
+
+
+
+class DataParallelStep(ShardedStep):
+    """The step on the reference executor, cut at its gradients (kcomp.distribution.split_step)."""
+
+    def __init__(self, step, distribution, shared=()):
+        super().__init__(step, distribution, shared)
+        self.split = split_at(self.graph, step.gradients) if step.gradients else None  # None: a test step
+        # Each graph scheduled once, run every batch (as kcomp.training.runners.ReferenceStep does).
+        if self.split is None:
+            self._run_whole = ReferenceRun(self.graph)
+        else:
+            # where the backward leaves each running sum among its outputs (the gradients come first)
+            made = {step.writes[i]: v.id for i, v in enumerate(self.graph.outputs)}
+            position = {v.id: i for i, v in enumerate(self.split.backward.outputs)}
+            k = self.split.gradients
+            self._run_backward = BackwardRun(self.split.backward, [*range(k), *(position[made[n]] for n in self.sums)],
+                                             [*step.writes[:k], *self.sums], self.group, distribution.bucket_bytes)
+            self._run_update = ReferenceRun(self.split.update)
+
+    def _run_shard(self, data, learning_rate: float, share: float, kept, state: TrainState) -> list[torch.Tensor]:
+        inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
+        if self.split is not None:
+            return self._train(inputs, share, kept, state)
+        state.write(self.writes, self._run_whole(inputs, state.read(p.name for p in self.graph.params)))
+        if kept is not None:
+            state.write(kept.keys(), kept.values())
+        return self.group.all_reduce_flat([state[name] for name in self.sums], "summing the logged values")
 
     def _train(self, inputs, share: float, kept, state: TrainState) -> list[torch.Tensor]:
         """Backward with the all-reduces of the weighed gradients and this process's running sums

@@ -124,9 +124,12 @@ class Schedule:
 
 
 class Plan:
-    def __init__(self, graph: Graph, precision: str = "tf32"):
+    def __init__(self, graph: Graph, precision: str = "tf32", collective=None):
+        """collective(node, tensors) -> tensors: how an all_reduce node runs (a data-parallel step's
+        process group, kcomp/distribution/fused_step.py); None: as its reference, the identity."""
         self.graph = graph
         self.precision = precision
+        self.collective = collective
         schedule = Schedule(graph)
         self.weight_only = schedule.hoisted
         kernels = 0
@@ -259,7 +262,10 @@ class Plan:
                     self._constants[key] = _run_torch(node, args, device)[0]
                 env[out_value.id] = self._constants[key]
             else:
-                results = _run_torch(node, args, device)
+                if node.op == "all_reduce" and self.collective is not None:
+                    results = tuple(self.collective(node, args))
+                else:
+                    results = _run_torch(node, args, device)
                 for v, t in zip(node.outputs, results):
                     env[v.id] = t
                     # A torch op may return a view of an input (transpose does): the input's

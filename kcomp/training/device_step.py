@@ -33,13 +33,17 @@ class DeviceStep:
         self.in_place = plan.in_place_outputs(dict(enumerate(self.writes)))
 
     def run(self, data: list[torch.Tensor], learning_rate: float, rows, state: TrainState) -> None:
+        # the learning rate as a number: staged with fill_, not a host copy
+        self.run_inputs([*data, learning_rate], rows, state)
+
+    def run_inputs(self, inputs: list, rows, state: TrainState) -> None:
+        """One step on the step graph's inputs (tensors, or numbers for its float32 scalars)."""
         buffers = state.on_device(self.reads)
         if state.generation != self._checked:  # some buffer was made anew: one of ours?
             made = tuple(state.made[name] for name in buffers)
             if made != self._made:
                 self.captured.clear()  # they read buffers that are no longer the model's
             self._checked, self._made = state.generation, made
-        inputs = [*data, learning_rate]  # the learning rate as a number: staged with fill_, not a host copy
         key = tuple((shape, input_dtype(t)) for shape, t in zip(batch_shapes(inputs, rows), inputs))
         captured = self.captured.get(key)
         if captured is None:  # the first batch of this shape since the step's buffers were made

@@ -1,4 +1,4 @@
-"""replica_sum: a sum over the processes of a data-parallel job, as a node of the step graph.
+"""Sums over the processes of a data-parallel job, as nodes of the step graph.
 
 A synchronized BatchNormalization (kcomp/layers/normalization.py) takes its batch statistics
 over the whole job's batch: each process sums its own rows, and replica_sum adds those sums up
@@ -9,6 +9,13 @@ runs each replica_sum node as an all-reduce over its process group instead; the 
 
 `cotangent=True` marks the backward's sums, of gradients: a data-parallel step weighs each
 process's gradients by its share of the batch, and weighs these sums the same way.
+
+all_reduce is the plain sum over the processes, with the weighing already in the graph: a
+data-parallel step on the fused plan (kcomp/distribution/reduce_in_step.py) puts its gradients'
+buckets and its replica_sums in the step as all_reduce nodes, which no pass removes; the plan runs
+each as one flat all-reduce over the job's process group (kcomp.runtime.plan.Plan's `collective`).
+Without a group it is the identity, as in a job of one. It has no gradient: it sits after the
+backward, or inside a replica_sum's weighing, never under autodiff.
 """
 
 from kcomp.ir.opdef import OpDef, attr
@@ -45,6 +52,17 @@ OPS = [
         infer=_infer,
         reference=_reference,
         vjp=_vjp,
+        traits={"collective"},
+        num_outputs=None,
+    ),
+    OpDef(
+        name="all_reduce",
+        doc="Each input summed over the processes of a data-parallel job, as one flat all-reduce (the "
+        "fused plan runs it over the job's process group); the identity in one process. No gradient.",
+        num_inputs=(1, None),
+        attrs={},
+        infer=lambda inputs: _infer(inputs, False),
+        reference=lambda *xs: xs,
         traits={"collective"},
         num_outputs=None,
     ),
