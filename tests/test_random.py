@@ -91,6 +91,24 @@ def test_cpu_philox_equals_the_torch_philox(seed):
     assert all(w.shape == () for w in krandom.philox_on_cpu(key, *one))
 
 
+def test_small_masks_drawn_steps_ahead_are_the_masks_drawn_alone(monkeypatch):
+    """On the CPU a small shape's uniforms come from a block of STEPS_AHEAD steps drawn at once: the
+    same values as drawn one step at a time, for steps within, across and back before a block, and
+    a caller writing into what it got changes no later draw."""
+    def alone(step):
+        return krandom._uniforms(30, 9, torch.tensor(step) & krandom.MASK32, "cpu").reshape(5, 6)
+
+    for step in [3, 4, 3 + krandom.STEPS_AHEAD, 1, 2**32 + 512, 0]:  # (float32 steps: 2**32 + 512 is one)
+        got = krandom.uniform((5, 6), seed=9, step=torch.tensor(float(step)), device="cpu")
+        assert torch.equal(got, alone(step)), step
+        got.fill_(2.0)
+    assert torch.equal(krandom.uniform((5, 6), seed=9, step=None, device="cpu"), alone(0))
+    assert not torch.equal(krandom.uniform((5, 6), seed=10, step=None, device="cpu"), alone(0))
+    big = krandom.AHEAD_MAX_ELEMENTS + 1  # drawn alone, every time
+    monkeypatch.setattr(krandom, "_uniform_ahead", None)
+    assert krandom.uniform((big,), seed=9, step=torch.tensor(5.0), device="cpu").shape == (big,)
+
+
 @pytest.mark.parametrize("numel", [1, 6, 4097])
 def test_uniform_lays_each_calls_four_words_on_four_elements(numel):
     """uniform's row of calls (a call per four elements) equals uniform_at element by element, and
