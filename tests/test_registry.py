@@ -180,6 +180,7 @@ EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("broadcast_like", [W(), X(None, 5)], {}),
     ("count", [X(None, 5, 7)], {"axes": (0, 2)}),
     ("replica_sum", [X(None, 5, 7), W(7), W()], {}),  # a data-parallel job's sums (kcomp/ir/ops/collective.py)
+    ("all_reduce", [X(None, 5, 7), W(7)], {}),  # the fused data-parallel step's sums (kcomp/ir/ops/collective.py)
     ("slice", [X(None, 5, 7)], {"axis": 1, "start": 1, "stop": 4}),
     ("pad", [X(None, 5, 7)], {"axis": -1, "before": 2, "after": 1}),
     ("erf", [X(None, 5, 7)], {}),

@@ -19,17 +19,21 @@ def run_graph(graph: Graph, inputs, params: dict[str, torch.Tensor]) -> list[tor
     return run_steps(graph, steps, inputs, params)
 
 
-def run_steps(graph: Graph, steps, inputs, params: dict[str, torch.Tensor], release=None) -> list[torch.Tensor]:
+def run_steps(graph: Graph, steps, inputs, params: dict[str, torch.Tensor], release=None,
+              taped=None) -> list[torch.Tensor]:
     """Run `steps`, (function, input values, attrs, output values) in order, that compute `graph`'s
     outputs: its nodes' references, or the reference executor's schedule of them
     (kcomp.runtime.reference). `release`, one list of value ids per step, names the values the
-    run lets go of after that step (their last reader), so a tensor is freed as soon as it is dead."""
+    run lets go of after that step (their last reader), so a tensor is freed as soon as it is dead.
+    `taped`: saved_forwards.forwards_with_backward(graph.nodes), where the caller keeps it."""
     env: dict[int, torch.Tensor] = {}
     for v, t in zip(graph.inputs, inputs, strict=True):
         env[v.id] = t
     for p in graph.params:
         env[p.id] = params[p.name]
-    with saved_forwards.for_run(saved_forwards.forwards_with_backward(graph.nodes)):
+    if taped is None:
+        taped = saved_forwards.forwards_with_backward(graph.nodes)
+    with saved_forwards.for_run(taped):
         for k, (fn, ins, attrs, outs) in enumerate(steps):
             result = fn(*(env[v.id] for v in ins), **attrs)
             if isinstance(result, torch.Tensor):

@@ -36,8 +36,13 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     if count is None or len(pieces) < count:
         bar.update(len(pieces), finalize=True)
     callback_list.call("on_predict_end")
-    outs = [to_numpy(torch.cat([p[i] for p in pieces])) if pieces else empty_output(model, i) for i in range(len(model.outputs))]
+    outs = [to_numpy(_joined([p[i] for p in pieces])) if pieces else empty_output(model, i) for i in range(len(model.outputs))]
     return outs[0] if len(outs) == 1 else outs  # Keras unpacks Model(x, [y])'s one output too
+
+
+def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
+    """The batches' outputs as one tensor; one batch's as it is (predict_on_batch: no copy)."""
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def _batches(model, x, batch_size, steps):

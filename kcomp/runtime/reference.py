@@ -16,6 +16,7 @@ on a schedule that changes how the graph's values are computed, never what:
 
 import itertools
 
+from kcomp.ir import saved_forwards
 from kcomp.ir.graph import Graph
 from kcomp.ir.interpret import run_steps
 from kcomp.ir.registry import OPS
@@ -96,9 +97,10 @@ class ReferenceRun:
         self.graph = graph
         self.steps = schedule(graph, donated)
         self.release = releases(graph, self.steps)
+        self.taped = saved_forwards.forwards_with_backward(graph.nodes)  # (a pass over the nodes: once, not per run)
 
     def __call__(self, inputs, params):
-        return run_steps(self.graph, self.steps, inputs, params, self.release)
+        return run_steps(self.graph, self.steps, inputs, params, self.release, self.taped)
 
 
 def run_reference(graph: Graph, inputs, params):
