@@ -3,6 +3,7 @@ matplotlib is installed). On a CPU-only machine it runs what it can and lists wh
 
 import contextlib
 import datetime
+import importlib.metadata
 import os
 import platform
 import shlex
@@ -77,9 +78,9 @@ def run(opts: Options, argv=None) -> dict:
 def machine(device) -> dict:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("triton", "keras", "jax"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
+        try:  # the installed version, without importing it (Keras with no KERAS_BACKEND set imports TensorFlow)
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     import kcomp
 
