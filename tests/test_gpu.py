@@ -5,12 +5,14 @@ everywhere else. In the rehearsal (KCOMP_GPU_TESTS=1 where there is no CUDA) the
 run under Triton's interpreter in IEEE float32 and the CUDA-only parts skip.
 """
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import kcomp
 from kcomp import dsl
 from kcomp.layers import BatchNormalization, Conv2D, Dense, Input, MaxPooling2D
 from kcomp.models import Sequential
@@ -91,8 +93,6 @@ def test_examples_training_steps_as_the_reference_step(path, name):
     rng = np.random.default_rng(4)
     runs = {}
     for backend in ("reference", BACKEND):
-        import kcomp
-
         kcomp.utils.set_random_seed(2)
         model = dsl.load(path)[name]
         settings = model.compile_config.settings
@@ -111,6 +111,36 @@ def test_examples_training_steps_as_the_reference_step(path, name):
         assert len(step.runner.captured) == 2  # batches of 16 and the last 5
         assert all(c.graph is not None for c in step.runner.captured.values())
         assert model.layers[0].weights[0].value.is_cuda
+
+
+def test_a_data_parallel_job_of_one_trains_its_fused_step_as_without_a_distribution():
+    """The fused data-parallel step (kcomp/distribution/fused_step.py: its gradient sums and a
+    synchronized BatchNormalization's as all_reduce nodes in the step graph), captured per batch
+    shape on a GPU: in a job of one its sums are the identity, so it trains as the plain step."""
+    from kcomp import distribution
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(21, 12)).astype("float32"), rng.integers(0, 4, 21)
+
+    def trained(parallel: bool):
+        kcomp.utils.set_random_seed(2)
+        model = Sequential([Input(shape=(12,)), Dense(16, activation="relu"), BatchNormalization(synchronized=True),
+                            Dense(4, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", backend=BACKEND, precision="ieee")
+        with distribution.DataParallel().scope() if parallel else contextlib.nullcontext():
+            history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+        return model, history
+
+    (alone, alone_history), (job, job_history) = trained(False), trained(True)
+    (step,) = [s for (kind, *_), s in job._training.steps.items() if kind == "train"]
+    assert type(step.runner).__name__ == "FusedDataParallelStep" and step.runner.all_reduces > 0
+    if ON_GPU:
+        captured = step.runner._device_step.captured
+        assert len(captured) == 2 and all(c.graph is not None for c in captured.values())  # batches of 8 and 5
+    for key, values in alone_history.items():
+        np.testing.assert_allclose(job_history[key], values, rtol=1e-5, err_msg=key)
+    for a, b in zip(alone.get_weights(), job.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
 def test_cuda_graphs_are_captured_per_batch_shape_and_redone_when_weights_change():
