@@ -751,6 +751,32 @@ def test_predict_and_call_shapes_as_keras_returns_them():
     assert isinstance(ours(x), torch.Tensor) and isinstance(theirs(x), torch.Tensor)
 
 
+def test_predict_on_batch_as_keras_returns_it():
+    """predict_on_batch runs its rows as one batch (no callbacks, no progress bar): Keras's arrays for
+    one input, two inputs by list and by name, two outputs, and no rows."""
+    def build(lib):
+        a, b = lib.Input((4,), name="a"), lib.Input((3,), name="b")
+        h = lib.layers.Concatenate()([lib.layers.Dense(5, activation="relu")(a), b])
+        return lib.Model([a, b], [lib.layers.Dense(2)(h), lib.layers.Dense(1, activation="sigmoid")(h)])
+
+    ours, theirs = build(kcomp), build(keras)
+    theirs.set_weights(ours.get_weights())
+    rng = np.random.default_rng(1)
+    a, b = rng.random((7, 4)).astype("float32"), rng.random((7, 3)).astype("float32")
+    for x in ([a, b], {"a": a, "b": b}, [a[:0], b[:0]]):
+        got, want = ours.predict_on_batch(x), theirs.predict_on_batch(x)
+        assert isinstance(got, list) and len(got) == len(want) == 2
+        for g, w in zip(got, want):
+            assert isinstance(g, np.ndarray) and g.shape == np.asarray(w).shape
+            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-6)
+    single_ours = kcomp.Sequential([kcomp.Input((4,)), kcomp.layers.Dense(3)])
+    single_theirs = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    single_theirs.set_weights(single_ours.get_weights())
+    got = single_ours.predict_on_batch(a)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, np.asarray(single_theirs.predict_on_batch(a)), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("make", [
     lambda lib: lib.layers.Dense(3, activation="relu", kernel_initializer="he_normal"),
     lambda lib: lib.layers.Conv2D(4, 3, strides=2, padding="same"),

@@ -363,7 +363,13 @@ class Model(Layer):
         return logs if return_dict else loop.as_returned(self, logs)
 
     def predict_on_batch(self, x):
-        return self.predict(x, batch_size=max(len(x[0]) if isinstance(x, (list, tuple)) else len(x), 1), verbose=0)
+        from kcomp.training.streams import stream_of
+
+        if stream_of(x) is not None:  # a generator or PyDataset: its batches, as predict reads them
+            return self.predict(x, verbose=0)
+        self._ensure_built_for(x)
+        self._require_built("the output")
+        return prediction.predict_batch(self, x)
 
     @property
     def metrics_names(self) -> list[str]:

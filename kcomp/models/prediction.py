@@ -40,6 +40,20 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     return outs[0] if len(outs) == 1 else outs  # Keras unpacks Model(x, [y])'s one output too
 
 
+def predict_batch(model, x):
+    """Model.predict_on_batch on a built model: `x` (arrays) run as one batch, as Keras runs it: no
+    progress bar, no callbacks, no batching (predict's cost around a small batch's run)."""
+    from kcomp.training.data import check_embedding_ids
+
+    xs = model._prepare_inputs(x)
+    if len(xs[0]) == 0:
+        return predict(model, x, batch_size=1, verbose=0)  # nothing to run: predict's empty outputs
+    check_embedding_ids(model, xs)
+    with torch.inference_mode():
+        outs = [to_numpy(o.cpu()) for o in model.executor().run(xs, model.params())]
+    return outs[0] if len(outs) == 1 else outs
+
+
 def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
     """The batches' outputs as one tensor; one batch's as it is (predict_on_batch: no copy)."""
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
