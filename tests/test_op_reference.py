@@ -1091,3 +1091,22 @@ def test_softmax_cross_entropy_grad(rng):
     check(ref("softmax_cross_entropy_grad", p, soft, g), (p * soft.sum(-1, keepdims=True) - soft) * g[:, None])
     labels = rng.integers(0, 5, size=6)
     check(ref("softmax_cross_entropy_grad", p, labels, g), (p - np.eye(5)[labels]) * g[:, None])
+
+
+@pytest.mark.parametrize("ids", [[0, 3, 10], [-1, 2, 4]])
+@pytest.mark.parametrize("op", ["one_hot", "softmax_cross_entropy", "softmax_cross_entropy_grad"])
+def test_class_ids_out_of_range_are_refused_naming_them(op, ids):
+    ids = torch.tensor(ids, dtype=torch.int32)
+    probs = torch.full((3, 10), 0.1)
+    args = {"one_hot": lambda: OPS[op].reference(ids, depth=10, dtype="float32"),
+            "softmax_cross_entropy": lambda: OPS[op].reference(probs, ids),
+            "softmax_cross_entropy_grad": lambda: OPS[op].reference(probs, ids, torch.ones(3))}[op]
+    with pytest.raises(ShapeError, match=rf"class ids must lie in \[0, 10\), received values from {int(ids.min())} to {int(ids.max())}"):
+        args()
+
+
+def test_class_ids_in_range_give_one_hot_rows():
+    ids = torch.tensor([[0, 9], [4, 4]], dtype=torch.int32)
+    assert torch.equal(OPS["one_hot"].reference(ids, depth=10, dtype="float32"),
+                       torch.nn.functional.one_hot(ids.long(), 10).float())
+    assert OPS["one_hot"].reference(torch.zeros(0, dtype=torch.int32), depth=3, dtype="float32").shape == (0, 3)

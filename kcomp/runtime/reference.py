@@ -12,17 +12,20 @@ on a schedule that changes how the graph's values are computed, never what:
   training step's optimizer update over the weights and slots its runner replaces anyway;
 - each value is let go of after its last reader (ReferenceRun.release), as autograd frees what it
   no longer needs.
+
+A ReferenceRun runs its schedule as generated straight-line Python (kcomp/runtime/straight_line.py;
+`run.code.source` is the code), not through the interpreter's loop: the same calls, less overhead.
 """
 
 import itertools
 
 from kcomp.ir import saved_forwards
 from kcomp.ir.graph import Graph
-from kcomp.ir.interpret import run_steps
 from kcomp.ir.registry import OPS
 from kcomp.passes.rewrite import dead_code_elimination
 from kcomp.runtime.reference_fusions import (FUSIONS, in_place_where_dead, share_dropout_masks,
                                              update_in_place_where_donated)
+from kcomp.runtime.straight_line import StraightLine
 
 
 def _place(nodes, i: int, j: int, step, readers: dict[int, set[int]], defined_at: dict[int, int], outputs):
@@ -98,9 +101,11 @@ class ReferenceRun:
         self.steps = schedule(graph, donated)
         self.release = releases(graph, self.steps)
         self.taped = saved_forwards.forwards_with_backward(graph.nodes)  # (a pass over the nodes: once, not per run)
+        self.code = StraightLine(graph, self.steps, self.release)  # the steps as code: no interpreter loop per run
 
     def __call__(self, inputs, params):
-        return run_steps(self.graph, self.steps, inputs, params, self.release, self.taped)
+        with saved_forwards.for_run(self.taped):
+            return self.code(inputs, params)
 
 
 def run_reference(graph: Graph, inputs, params):

@@ -55,3 +55,25 @@ def can_read_back(t: torch.Tensor) -> bool:
     graph is being captured (a read-back is forbidden there; the warm-up run before a capture
     checked a batch of the same shapes)."""
     return not capture_in_progress(t.device)
+
+
+def _refuse_ids_out_of_range(ids: torch.Tensor, depth: int, what: str) -> None:
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= depth:
+        raise ShapeError(f"{what}: class ids must lie in [0, {depth}), received values from {low} to {high}.")
+
+
+def checked_one_hot(ids: torch.Tensor, depth: int, what: str) -> torch.Tensor:
+    """torch's one_hot (int64) of class ids, an id outside [0, depth) refused with a ShapeError that
+    names the values. On the CPU one_hot checks the range itself, so the ids are read back only to
+    word the error (a check of our own before it cost four more host reads per step); elsewhere they
+    are read back first where that is allowed (a CUDA one_hot stops the process with a device assert)."""
+    on_cpu = ids.device.type == "cpu"
+    if not on_cpu and ids.numel() and can_read_back(ids):
+        _refuse_ids_out_of_range(ids, depth, what)
+    try:
+        return torch.nn.functional.one_hot(ids.long(), depth)
+    except RuntimeError:
+        if on_cpu and ids.numel():
+            _refuse_ids_out_of_range(ids, depth, what)
+        raise

@@ -1,13 +1,12 @@
 """More math for losses and metrics: log, abs, sign, sqrt, square, power, one_hot."""
 
 import torch
-import torch.nn.functional as F
 
 from kcomp.errors import ShapeError
 from kcomp.ir.lowering import literal
 from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.common import can_read_back, require_float, same_as_input
+from kcomp.ir.ops.common import checked_one_hot, require_float, same_as_input
 from kcomp.ir.types import INT_DTYPES, TensorSpec, check_dtype
 
 
@@ -86,11 +85,7 @@ def _one_hot_infer(inputs, depth, dtype):
 def _one_hot(ids, depth, dtype):
     from kcomp.ir.types import TORCH_DTYPES
 
-    if ids.numel() and can_read_back(ids) and (int(ids.min()) < 0 or int(ids.max()) >= depth):
-        raise ShapeError(
-            f"one_hot: class ids must lie in [0, {depth}), received values from {int(ids.min())} to {int(ids.max())}."
-        )
-    return F.one_hot(ids.long(), depth).to(TORCH_DTYPES[dtype])
+    return checked_one_hot(ids, depth, "one_hot").to(TORCH_DTYPES[dtype])
 
 
 OPS = [

@@ -17,7 +17,7 @@ import torch
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef
-from kcomp.ir.ops.common import can_read_back, dims_match, require_float
+from kcomp.ir.ops.common import checked_one_hot, dims_match, require_float
 from kcomp.ir.ops.grad_support import Upstream
 from kcomp.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorSpec
 
@@ -51,13 +51,7 @@ def dense_labels(labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Class ids -> one-hot rows in the probabilities' dtype; float labels unchanged."""
     if labels.is_floating_point():
         return labels.to(probs.dtype)
-    depth = probs.shape[-1]
-    if labels.numel() and can_read_back(labels) and (int(labels.min()) < 0 or int(labels.max()) >= depth):
-        raise ShapeError(
-            f"sparse categorical cross-entropy: class ids must lie in [0, {depth}), "
-            f"received values from {int(labels.min())} to {int(labels.max())}."
-        )
-    return torch.nn.functional.one_hot(labels.long(), depth).to(probs.dtype)
+    return checked_one_hot(labels, probs.shape[-1], "sparse categorical cross-entropy").to(probs.dtype)
 
 
 def _xent(probs, labels):

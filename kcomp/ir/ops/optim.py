@@ -15,6 +15,8 @@ divided by first. The one update kernel does both, so neither costs a launch per
 slots and formulas (Keras 3's, epsilon placement included) are read from there.
 """
 
+import functools
+
 import torch
 
 from kcomp.errors import ShapeError
@@ -27,6 +29,15 @@ from kcomp.ir.types import TensorSpec
 def hyper_attr(hyper: dict) -> tuple:
     """The `hyper` attribute for these hyper-parameters: sorted (name, value) pairs."""
     return tuple(sorted(hyper.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(algorithm: str, hyper: tuple):
+    """The record, its every hyper-parameter and its slot count: checked once per (algorithm,
+    hyper) rather than at every step (the checks were a tenth of a small model's update)."""
+    record = get(algorithm)
+    h = record.resolve(hyper)
+    return record, h, record.slot_count(h)
 
 
 def _split(values, n, k):
@@ -61,10 +72,9 @@ def _infer(inputs, algorithm, count, hyper, skip, unscale):
 
 
 def _update(*values, algorithm, count, hyper, skip=False, unscale=False):
-    record = get(algorithm)
-    h = record.resolve(hyper)
-    params, grads, slots, lr, step = _split(values, count, record.slot_count(h))
-    finite, scale = guard_inputs(values, count, record.slot_count(h), skip, unscale)
+    record, h, k = _resolved(algorithm, hyper)
+    params, grads, slots, lr, step = _split(values, count, k)
+    finite, scale = guard_inputs(values, count, k, skip, unscale)
     if scale is not None:
         grads = [g / scale for g in grads]
     # lr and step stay tensors: reading them as Python numbers would stall a GPU (and a captured
@@ -90,9 +100,8 @@ def update_in_place(*values, algorithm, count, hyper, skip=False, unscale=False)
     update (skip, unscale), whose flag it would have to read on the host."""
     if skip or unscale:
         raise ValueError("update_in_place: a guarded update (skip, unscale) has no in-place form")
-    record = get(algorithm)
-    h = record.resolve(hyper)
-    params, grads, slots, lr, step = _split(values, count, record.slot_count(h))
+    record, h, k = _resolved(algorithm, hyper)
+    params, grads, slots, lr, step = _split(values, count, k)
     on_cpu = lr.device.type == "cpu" and can_read_back(lr)
     record.reference_in_place(params, grads, [list(s) for s in slots], lr, step, on_cpu, **h)
     return (*params, *(x for s in slots for x in s))

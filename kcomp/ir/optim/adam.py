@@ -37,24 +37,31 @@ def reference(p, g, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, w
 
 
 def reference_in_place(params, grads, slots, lr, step, on_cpu, beta_1, beta_2, epsilon, amsgrad, weight_decay=0.0):
-    """`reference` for every parameter at once, each new value written over the old (the same torch
-    ops, in place; the step size computed once): no new tensor but the denominators, as torch's own
-    Adam steps on the CPU."""
+    """`reference` for every parameter at once, each new value written over the old: the same torch
+    ops, each one multi-tensor call over every parameter (torch._foreach_*, as torch's own Adam with
+    foreach=True; on the CPU they run the single-tensor ops one after another, the same bits) and the
+    step size computed once. A small model's update was mostly per-call overhead: 24 calls for
+    four parameters, now 6."""
+    if not params:
+        return
     alpha = lr * torch.sqrt(1 - beta_2**step) / (1 - beta_1**step)
-    scale = -alpha.item() if on_cpu else None
-    for p, g, (m, v, *v_hat) in zip(params, grads, slots):
-        if weight_decay:
+    if weight_decay:
+        for p in params:
             p.sub_(p * weight_decay * lr)
-        g = g.to(m.dtype)
-        m.lerp_(g, 1 - beta_1)
-        v.lerp_(g * g, 1 - beta_2)
-        if amsgrad:
-            v = torch.maximum(v_hat[0], v, out=v_hat[0])
-        denominator = torch.sqrt(v).add_(epsilon)
-        if on_cpu:
-            p.addcdiv_(m, denominator, value=scale)
-        else:
-            p.sub_(alpha * m / denominator)
+    ms, vs = [s[0] for s in slots], [s[1] for s in slots]
+    grads = [g.to(m.dtype) for g, m in zip(grads, ms)]
+    torch._foreach_lerp_(ms, grads, 1 - beta_1)
+    torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1 - beta_2)
+    if amsgrad:
+        v_hats = [s[2] for s in slots]
+        torch._foreach_maximum_(v_hats, vs)
+        vs = v_hats
+    denominators = torch._foreach_sqrt(vs)
+    torch._foreach_add_(denominators, epsilon)
+    if on_cpu:
+        torch._foreach_addcdiv_(params, ms, denominators, -alpha.item())
+    else:
+        torch._foreach_sub_(params, torch._foreach_div(torch._foreach_mul(ms, alpha), denominators))
 
 
 @triton_hook
