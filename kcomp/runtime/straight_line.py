@@ -11,7 +11,8 @@ in the same order. `source` is the code, for a person to read:
     def run(inputs, params, F, A):
         v3, v4 = inputs
         v5 = params['dense/kernel']
-        v6 = _one(F[0](v3, v5))  # matmul
+        v6 = F[0](v3, v5)  # matmul
+        v8 = _one(F[1](v6, **A[1]))  # softmax
         ...
 """
 
@@ -26,6 +27,11 @@ def _one(result):
         return result
     (tensor,) = result
     return tensor
+
+
+def _returns_a_tensor(fn) -> bool:
+    """torch's own functions (torch.matmul, torch.add, ...) return one tensor: no _one around them."""
+    return type(fn) is type(torch.add) and getattr(fn, "__module__", None) in (None, "torch")
 
 
 def _name(fn) -> str:
@@ -53,7 +59,9 @@ def straight_line_source(graph: Graph, steps, release) -> str:
     for k, (fn, ins, attrs, outs) in enumerate(steps):
         arguments = [_value(v) for v in ins] + ([f"**A[{k}]"] if attrs else [])
         call = f"F[{k}]({', '.join(arguments)})"
-        if len(outs) == 1:
+        if len(outs) == 1 and _returns_a_tensor(fn):
+            line = f"    {_value(outs[0])} = {call}"
+        elif len(outs) == 1:
             line = f"    {_value(outs[0])} = _one({call})"
         else:
             line = f"    {', '.join(_value(v) for v in outs)}, = {call}"

@@ -37,12 +37,14 @@ class ReferenceStep:
         # Scheduled once, run every batch; the outputs replace the state they are written to, so the
         # optimizer update may write over the old weights and slots (as the triton backends do).
         self._run = ReferenceRun(step.graph, donated={i: name for i, name in enumerate(step.writes) if name})
+        self._rate = (None, None)  # the last learning rate and its tensor (no step writes into an input)
 
     def run(self, data, learning_rate, rows, state) -> None:
         if rows is not None:
-            data = [t[rows] for t in data]
-        inputs = [*data, torch.tensor(learning_rate, dtype=torch.float32)]
-        state.write(self.writes, self._run(inputs, state.read(self.reads)))
+            data = [t.index_select(0, rows) for t in data]  # t[rows], in half the time for a small batch
+        if self._rate[0] != learning_rate:
+            self._rate = (learning_rate, torch.tensor(learning_rate, dtype=torch.float32))
+        state.write(self.writes, self._run([*data, self._rate[1]], state.read(self.reads)))
 
 
 def runner_for(model, step) -> StepRunner:
