@@ -1,8 +1,8 @@
 """One process of a data-parallel test job (tests/test_distributed*.py): trains the digits MLP.
 
 Run alone (a job of one: the reference numbers) or under torchrun / with torchrun's environment.
-Writes <out>/rank<r>.npz: every weight after training and the History, so a test compares the
-processes with each other and with one process. Modes (argv[2]):
+Writes <out>/rank<r>.npz: every weight after training, the History and the trained model's
+predictions, so a test compares the processes with each other and with one process. Modes (argv[2]):
   fit        fit for --epochs epochs (with --load: from that `.keras` checkpoint, from --initial-epoch);
              with --save, process 0 saves a `.keras` checkpoint at the end
   die        rank 1 kills itself (SIGKILL) in its third batch; the others must stop with the error
@@ -67,6 +67,20 @@ class DriftAfterFirstBatch(Callback):
             self.model.weights[0].assign(self.model.weights[0].numpy() + 1.0)
 
 
+def predictions(model, x, args) -> dict:
+    """predict over the data, over two rows in batches of 2 (a process of three has none) and
+    predict_on_batch of five rows; in a job, also how many rows this process's executor ran."""
+    executor = model.executor()
+    rows_run, run = [], executor.run
+    executor.run = lambda xs, params: (rows_run.append(len(xs[0])), run(xs, params))[1]
+    out = {"predict/all": model.predict(x, batch_size=args.batch_size, verbose=0),
+           "predict/first_two": model.predict(x[:2], batch_size=2, verbose=0),
+           "predict/on_batch": model.predict_on_batch(x[:5])}
+    if args.parallel:
+        out["rows_predicted_here"] = np.asarray(sum(rows_run))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -111,7 +125,7 @@ def main():
     weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
     logs = {f"history/{k}": np.asarray(v) for k, v in history.history.items()}
     rank = os.environ.get("RANK", "0")
-    np.savez(os.path.join(args.out, f"rank{rank}.npz"), **weights, **logs)
+    np.savez(os.path.join(args.out, f"rank{rank}.npz"), **weights, **logs, **predictions(model, x, args))
     if args.events:
         step = next(s for key, s in model._training.steps.items() if key[0] == "train")
         with open(os.path.join(args.out, f"events{rank}.json"), "w") as f:

@@ -106,8 +106,11 @@ def test_two_processes_train_to_the_weights_and_history_of_one(single, tmp_path)
     done = torchrun(2, tmp_path / "two", "fit", "--validation-split", "0.1", "--verbose", "1", "--csv",
                     str(tmp_path / "log.csv"))
     assert "history/val_loss" in single and "history/val_accuracy" in single
-    assert_same_training(single, tmp_path / "two", 2)
+    assert_same_training(single, tmp_path / "two", 2)  # predictions too: every process returns every row's
     assert done.stdout.count("Epoch 1/2") == 1  # process 0 alone prints the progress bar
+    # Each process predicted its share of each batch (203 + 2 + 5 rows in all), not every row.
+    shares = [int(np.load(tmp_path / "two" / f"rank{r}.npz")["rows_predicted_here"]) for r in range(2)]
+    assert sum(shares) == 210 and max(shares) < 210, shares
     rows = (tmp_path / "log.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 3  # one writer: a header and one row per epoch
 

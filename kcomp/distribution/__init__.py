@@ -4,7 +4,7 @@
     kcomp.distribution.set_distribution(kcomp.distribution.DataParallel())
     model.compile(...); model.fit(x, y, batch_size=64)   # run with: torchrun --nproc-per-node 2 train.py
 
-After set_distribution (or inside `with DataParallel().scope():`), fit and evaluate run in every
+After set_distribution (or inside `with DataParallel().scope():`), fit, evaluate and predict run in every
 process that torchrun started: each process runs the same compiled step on its share of each global
 batch (`batch_size` is the global batch, as in Keras's DataParallel), the gradients are summed in
 flat buckets, each started as soon as the backward has computed it, before the one optimizer
@@ -12,7 +12,8 @@ update (kcomp.distribution.step_runner; on the triton backends inside the fused 
 kcomp.distribution.fused_step), the weights start
 as process 0's, and the logs, History and callbacks see the whole job's numbers. Only process 0
 prints the progress bar and writes files (save_weights, save, ModelCheckpoint, CSVLogger).
-predict runs whole in every process (no sharding), so each gets every prediction. Every process
+predict runs each process's share of every batch and gathers the outputs, so each process gets
+every prediction (kcomp.distribution.sharded_predict). Every process
 reads the same data: arrays are shuffled in process 0's order, a PyDataset's batches too; a
 generator must yield the same batches in every process (each takes its share of each batch).
 
@@ -92,7 +93,7 @@ class DataParallel:
 
 
 def set_distribution(value) -> None:
-    """Make `value` (a DataParallel, or None for one process) the distribution fit and evaluate use."""
+    """Make `value` (a DataParallel, or None for one process) the distribution fit, evaluate and predict use."""
     global _current
     if value is not None and not isinstance(value, DataParallel):
         raise ArgumentError(f"Received: {value!r}. set_distribution takes a kcomp.distribution.DataParallel or None.")

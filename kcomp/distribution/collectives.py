@@ -148,6 +148,15 @@ class ProcessGroup:
                 dist.broadcast(t, src=0)
         return out
 
+    def all_gather(self, tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
+        """Every process's `tensor` (of one shape and dtype in all), in rank order."""
+        if self.world == 1:
+            return [tensor]
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        with self.failing(what):
+            dist.all_gather(parts, tensor.contiguous())
+        return parts
+
     def barrier(self, what: str) -> None:
         if self.world > 1:
             with self.failing(what):

@@ -12,12 +12,27 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
+def batch_runner(model):
+    """A function from a batch's inputs to the model's outputs: the executor's run; in a
+    data-parallel job this process's share of the batch, the outputs of every process gathered
+    (kcomp/distribution/sharded_predict.py)."""
+    from kcomp import distribution
+
+    executor, params = model.executor(), model.params()
+    parallel = distribution.distribution()
+    if parallel is None or parallel.world == 1:
+        return lambda xs: executor.run(xs, params)
+    from kcomp.distribution.sharded_predict import sharded_run
+
+    return lambda xs: sharded_run(lambda share: executor.run(share, params), xs, parallel.group)
+
+
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     """Model.predict on a built model: `x` in batches of `batch_size` (default 32), or the batches
     of a generator or PyDataset (their inputs; targets they hold are ignored, as in Keras)."""
     from kcomp.callbacks import CallbackList
 
-    executor, params = model.executor(), model.params()
+    run = batch_runner(model)
     batches, count, close = _batches(model, x, batch_size, steps)
     bar = Progbar(count, verbose=0 if verbose == 0 else 1)
     callback_list = CallbackList(callbacks, model)
@@ -27,7 +42,7 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
         with torch.inference_mode():
             for step, xs in enumerate(batches, 1):
                 callback_list.call("on_predict_batch_begin", step - 1)
-                outs = executor.run(xs, params)
+                outs = run(xs)
                 pieces.append([o.cpu() for o in outs])
                 callback_list.call("on_predict_batch_end", step - 1, {"outputs": pieces[-1][0] if len(outs) == 1 else pieces[-1]})
                 bar.update(step, finalize=count is not None and step >= count)
@@ -50,7 +65,7 @@ def predict_batch(model, x):
         return predict(model, x, batch_size=1, verbose=0)  # nothing to run: predict's empty outputs
     check_embedding_ids(model, xs)
     with torch.inference_mode():
-        outs = [to_numpy(o.cpu()) for o in model.executor().run(xs, model.params())]
+        outs = [to_numpy(o.cpu()) for o in batch_runner(model)(xs)]
     return outs[0] if len(outs) == 1 else outs
 
 
