@@ -7,6 +7,8 @@ History of one process on the same kernels; in this process, the step graph with
 the all_reduce nodes stand and what reads them, and a job of one that trains exactly as no job.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -22,9 +24,15 @@ FUSED = ("--backend", "triton-interpret")
 
 def test_two_processes_on_the_kernels_train_to_the_weights_and_history_of_one(tmp_path):
     one = one_process(tmp_path / "one", "fit", *FUSED, "--validation-split", "0.1")
-    torchrun(2, tmp_path / "two", "fit", *FUSED, "--validation-split", "0.1", "--bucket-mb", "0.001")
+    torchrun(2, tmp_path / "two", "fit", *FUSED, "--validation-split", "0.1", "--bucket-mb", "0.0005", "--events")
     assert "history/val_loss" in one
     assert_same_training(one, tmp_path / "two", 2)
+    for r in range(2):
+        # Buckets of 524 bytes: the last layer's gradients (680 bytes), summed while the first layer's
+        # gradient kernels run; the first layer's, right before the update that waits for both.
+        events = json.loads((tmp_path / "two" / f"events{r}.json").read_text())
+        assert [e[:2] for e in events] == [["overlap", 0], ["overlap", 1]], events
+        assert events[0][2] > 0, events
 
 
 @pytest.mark.slow

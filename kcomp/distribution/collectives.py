@@ -110,19 +110,28 @@ class ProcessGroup:
                 out[i] = piece
         return out
 
-    def sum_as_one(self, tensors: list[torch.Tensor], what: str) -> list[torch.Tensor]:
-        """The sum over processes of each tensor, as one flat all-reduce (a bucket the caller made).
-        While a CUDA graph is being captured (a fused step's NCCL all-reduce): issued as a plain
-        all_reduce, which only orders the streams; a host wait has no place in a capture."""
+    def start_sum_as_one(self, tensors: list[torch.Tensor], what: str):
+        """Start the sum over processes of each tensor, as one flat all-reduce (a bucket the caller
+        made): (the sums, as views of the flat buffer, and `wait`, which returns once they hold the
+        job's sums; None in a job of one). Whatever runs between the two overlaps the all-reduce: on
+        CPUs gloo sums on its own thread; on a GPU NCCL sums on its own stream, and `wait` makes the
+        current stream wait for it. While a CUDA graph is being captured (a fused step's), `wait`
+        waits without a timeout: a timed wait is a host wait, which has no place in a capture."""
         if self.world == 1:
-            return list(tensors)
+            return list(tensors), None
         flat = flatten(tensors)
-        if flat.is_cuda and torch.cuda.is_current_stream_capturing():
-            with self.failing(what):
-                dist.all_reduce(flat)
-        else:
-            self.wait([self.start_sum(flat, what)], what)
-        return unflatten(flat, tensors)
+        capturing = flat.is_cuda and torch.cuda.is_current_stream_capturing()
+        with self.failing(what):
+            work = dist.all_reduce(flat, async_op=True)
+        done = []
+
+        def wait():
+            if not done:
+                with self.failing(what):
+                    work.wait() if capturing else work.wait(timedelta(seconds=self.timeout))
+                done.append(True)
+
+        return unflatten(flat, tensors), wait
 
     def start_sum(self, flat: torch.Tensor, what: str):
         """Start summing `flat` over the processes, in place: the collective's work handle (None

@@ -5,9 +5,11 @@ gradients' buckets and a synchronized BatchNormalization's sums as all_reduce no
 planned as a one-process step is, and runs as DeviceStep runs one (kcomp.training.device_step):
 the state in device buffers updated in place, on a GPU one CUDA graph per batch shape with the
 all-reduces captured in it (NCCL's collectives can be captured; the first run of each shape runs
-uncaptured, which sets up the communicator before the capture). The plan runs each all_reduce node
-as one flat all-reduce over the job's process group, where the node stands: after the kernel that
-computes its bucket's last gradient, before the next kernel.
+uncaptured, which sets up the communicator before the capture). The plan starts each all_reduce
+node as one flat all-reduce over the job's process group where the node stands (after the kernel
+that computes its bucket's last gradient) and waits for it only before the first kernel that reads
+its sums (the optimizer update): the backward's kernels between the two run while it sums, as the
+reference executor's buckets do (Plan.overlaps counts them).
 
 ShardedStep (kcomp.distribution.step_runner) does the rest as for the reference executor: the
 first step's checks and broadcast of process 0's weights, the shards, an empty shard's kept state,
@@ -43,11 +45,17 @@ class FusedDataParallelStep(ShardedStep):
         self._device_step = DeviceStep(_Writes(step.writes), self.plan, cuda_graphs.graphs_for(device_of(model)))
         self.all_reduces = 0  # run by the plan so far (what a test reads)
 
-    def _all_reduce(self, node, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    @property
+    def events(self) -> list:
+        """Per all_reduce of the plan's last run, in order: ["overlap", k, the instructions (kernels
+        and torch ops) run between its start and the first read of its sums]."""
+        return [["overlap", k, n] for k, n in enumerate(self.plan.overlaps)]
+
+    def _all_reduce(self, node, tensors: list[torch.Tensor]):
         self.all_reduces += 1
         what = ("summing the gradients" if node.origin == GRADIENT_SUMS else
                 "summing a synchronized BatchNormalization's statistics or their gradients")
-        return self.group.sum_as_one(tensors, what)
+        return self.group.start_sum_as_one(tensors, what)
 
     def _run_shard(self, data, learning_rate: float, share: float, kept, state: TrainState) -> list[torch.Tensor]:
         empty = share == 0.0

@@ -125,11 +125,15 @@ class Schedule:
 
 class Plan:
     def __init__(self, graph: Graph, precision: str = "tf32", collective=None):
-        """collective(node, tensors) -> tensors: how an all_reduce node runs (a data-parallel step's
-        process group, kcomp/distribution/fused_step.py); None: as its reference, the identity."""
+        """collective(node, tensors) -> (tensors, wait): how an all_reduce node runs (a data-parallel
+        step's process group, kcomp/distribution/fused_step.py): the sums, which hold their values
+        once wait() returns (wait None: at once). The plan calls wait only before the first
+        instruction that reads them, so the instructions between overlap the collective; their count
+        per all_reduce is in `overlaps` after a run. None: as the op's reference, the identity."""
         self.graph = graph
         self.precision = precision
         self.collective = collective
+        self.overlaps: list[int | None] = []  # per all_reduce of the last run: instructions run while it summed
         schedule = Schedule(graph)
         self.weight_only = schedule.hoisted
         kernels = 0
@@ -234,8 +238,12 @@ class Plan:
         owners: dict[int, int] = {}  # value id -> id of the pooled buffer it lives in
         readers: dict[int, int] = {}  # pooled buffer id -> live values in it
         buffers: dict[int, torch.Tensor] = {}
-        for instr in self.instructions:
+        pending: dict[int, tuple] = {}  # a started collective's result id -> (its wait, index in overlaps, start)
+        self.overlaps = []
+        for position, instr in enumerate(self.instructions):
             node = instr.node
+            if pending:
+                self._wait_for([v.id for v in node.inputs], pending, position)
             args = [env[v.id] for v in node.inputs]
             out_value = node.outputs[0]
             if instr.kind == "kernel":
@@ -263,7 +271,10 @@ class Plan:
                 env[out_value.id] = self._constants[key]
             else:
                 if node.op == "all_reduce" and self.collective is not None:
-                    results = tuple(self.collective(node, args))
+                    results, wait = self.collective(node, args)
+                    if wait is not None:
+                        self.overlaps.append(None)  # set when it is first waited for
+                        pending.update({v.id: (wait, len(self.overlaps) - 1, position) for v in node.outputs})
                 else:
                     results = _run_torch(node, args, device)
                 for v, t in zip(node.outputs, results):
@@ -289,8 +300,20 @@ class Plan:
                             pool.give(buf)
                         else:
                             pool.release(buf)
+        self._wait_for(list(pending), pending, len(self.instructions))  # all, before the outputs go out
         self.last_peak_bytes = pool.peak_bytes
         return [env[v.id] for v in self.graph.outputs]
+
+    def _wait_for(self, value_ids, pending: dict, position: int) -> None:
+        """Wait for the started collectives that compute these values, before instruction `position`
+        reads them; each one's count in `overlaps`: the instructions run between its start and here."""
+        for vid in value_ids:
+            started = pending.pop(vid, None)
+            if started is not None:
+                wait, index, started_at = started
+                wait()  # the collective's other results share it: their waits return at once
+                if self.overlaps[index] is None:
+                    self.overlaps[index] = position - started_at - 1
 
 
 def _view(node: Node, x: torch.Tensor, shape: tuple) -> torch.Tensor:
