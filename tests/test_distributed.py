@@ -323,3 +323,43 @@ def test_a_distribution_set_between_two_fits_takes_over_the_step(monkeypatch):
         assert isinstance(step.runner, DataParallelStep)
     model.fit(x, y, batch_size=8, verbose=0)
     assert not isinstance(step.runner, DataParallelStep)
+
+
+@pytest.mark.parametrize("rows,world", [(7, 3), (2, 3), (1, 2), (8, 2)])
+def test_predict_shares_gathered_from_every_process_are_every_row_once(rows, world):
+    """sharded_run in `world` threads standing in for processes (all_gather by a barrier): each runs
+    its share of the batch (an empty share one row, dropped) and returns every row's output in order."""
+    import threading
+
+    from kcomp.distribution.sharded_predict import sharded_run
+
+    board, barrier = [None] * world, threading.Barrier(world)
+
+    class Group:
+        def __init__(self, rank):
+            self.rank, self.world = rank, world
+
+        def all_gather(self, tensor, what):
+            board[self.rank] = tensor.clone()
+            barrier.wait(timeout=20)
+            parts = [t.clone() for t in board]
+            barrier.wait(timeout=20)
+            return parts
+
+    x = torch.arange(rows * 3, dtype=torch.float32).reshape(rows, 3)
+    ran, results = [0] * world, [None] * world
+
+    def process(rank):
+        def run(xs):
+            ran[rank] += len(xs[0])
+            return [xs[0] * 2, xs[0].sum(dim=1, keepdim=True)]
+        results[rank] = sharded_run(run, [x], Group(rank))
+
+    threads = [threading.Thread(target=process, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for doubled, sums in results:
+        assert torch.equal(doubled, x * 2) and torch.equal(sums, x.sum(dim=1, keepdim=True))
+    assert ran == [max(1, b - a) for a, b in (shard(rows, r, world) for r in range(world))]
