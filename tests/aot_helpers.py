@@ -157,11 +157,14 @@ def job_examples(job: dict) -> list[dict]:
 
 def job_policy(job: dict) -> list[dict]:
     """Every kernel of every example's forward and training step made under a dtype policy
-    (mixed_bfloat16: 16-bit compute, float32 weights), compiled as built: one record per kernel."""
+    (mixed_bfloat16: 16-bit compute, float32 weights), compiled as built: one record per kernel.
+    job["models"], where given: only these graphs ("mlp_digits:train", ...)."""
     from kcomp.runtime.aot import compile_node
 
     records = []
     for stem, model, index, node in example_kernels(training=True, policy=job["policy"]):
+        if "models" in job and model not in job["models"]:
+            continue
         key = {"file": stem, "model": model, "index": index, "template": node.attrs["template"], "policy": job["policy"]}
         try:
             result = compile_node(node, index, target=job["target"], batch=job["batch"])

@@ -111,3 +111,26 @@ def test_every_kernel_of_the_examples_mixed_step_compiles_for_sm_90_without_spil
                        if not r["tensor_cores"].get("HMMA" if r["template"] in step_dots else "HGMMA")]
     assert not no_tensor_cores, no_tensor_cores
     assert any("*bf16" in r["signature"].values() for r in gemm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["sm_80", "sm_89"])
+def test_the_mixed_training_steps_compile_for_ampere_and_ada_without_spills_on_tensor_cores(tmp_path, target):
+    """The MLP's and the CNN's mixed_bfloat16 training steps compiled for sm_80 (A100) and sm_89
+    (L4, RTX 40): every kernel compiled, none spills, the GEMM templates on mma.sync (HMMA) with
+    bfloat16 operands (Hopper's wgmma is sm_90's: the test above)."""
+    from aot_helpers import start
+    from kcomp.kernels.registry import TEMPLATES
+
+    models = ["mlp_digits:train", "cnn_digits:train"]
+    records = start({"kind": "policy", "policy": "mixed_bfloat16", "target": target, "batch": 128, "models": models},
+                    timeout=900, KCOMP_CACHE_DIR=str(tmp_path / "cache")).result()
+    assert {r["model"] for r in records} == set(models)
+    failed = [r for r in records if r["status"] != "compiled"]
+    assert not failed, failed[:3]
+    spilled = [(r["model"], r["index"], r["template"], r["spill_bytes"]) for r in records
+               if (r["spill_bytes"], r["local_stores"]) != (0, 0)]
+    assert not spilled, spilled
+    gemm = [r for r in records if TEMPLATES[r["template"]].tensor_cores]
+    assert gemm and not [(r["model"], r["index"]) for r in gemm if not r["tensor_cores"].get("HMMA")], gemm
+    assert any("*bf16" in r["signature"].values() for r in gemm)
