@@ -1110,3 +1110,14 @@ def test_class_ids_in_range_give_one_hot_rows():
     assert torch.equal(OPS["one_hot"].reference(ids, depth=10, dtype="float32"),
                        torch.nn.functional.one_hot(ids.long(), 10).float())
     assert OPS["one_hot"].reference(torch.zeros(0, dtype=torch.int32), depth=3, dtype="float32").shape == (0, 3)
+
+
+@pytest.mark.parametrize("ids", [[0, 3, 5], [-1, 2, 4]])
+def test_embedding_ids_out_of_range_are_refused_naming_them(ids):
+    ids = torch.tensor(ids, dtype=torch.int32)
+    with pytest.raises(ShapeError, match=rf"ids must lie in \[0, 5\), received values from {int(ids.min())} to "
+                                         rf"{int(ids.max())}; raise input_dim"):
+        OPS["embedding"].reference(ids, torch.zeros(5, 2))
+    ok = torch.tensor([[0, 4], [2, 2]], dtype=torch.int32)
+    table = torch.randn(5, 2)
+    assert torch.equal(OPS["embedding"].reference(ok, table), table[ok.long()])
