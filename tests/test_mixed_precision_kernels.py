@@ -88,24 +88,31 @@ def test_build_train_in_bfloat16_reports_the_mixed_step(tmp_path):
     assert bad.returncode != 0 and "mixed_bfloat16" in bad.stderr
 
 
+def _compiled_without_spills_and_their_gemms(records) -> list[dict]:
+    """Every kernel's record says compiled and no spill (bytes and local stores); returns the
+    records of the GEMM templates (those meant for tensor cores)."""
+    from kcomp.kernels.registry import TEMPLATES
+
+    failed = [r for r in records if r["status"] != "compiled"]
+    assert not failed, failed[:3]
+    spilled = [(r["model"], r["index"], r["template"], r["spill_bytes"]) for r in records
+               if (r["spill_bytes"], r["local_stores"]) != (0, 0)]
+    assert not spilled, spilled
+    return [r for r in records if TEMPLATES[r["template"]].tensor_cores]
+
+
 @pytest.mark.slow
 def test_every_kernel_of_the_examples_mixed_step_compiles_for_sm_90_without_spills(tmp_path):
     """Every kernel of every example's forward and training step under mixed_bfloat16, compiled
     for sm_90 (no GPU needed): compiled, 16-bit operands where the IR has them, no spills, and the
     GEMM templates on Hopper's tensor cores (HGMMA; HMMA for the recurrences' per-step dots)."""
     from aot_helpers import start
-    from kcomp.kernels.registry import TEMPLATES
 
     records = start({"kind": "policy", "policy": "mixed_bfloat16", "target": "sm_90", "batch": 128}, timeout=1500,
                     KCOMP_CACHE_DIR=str(tmp_path / "cache")).result()
     steps = {r["model"] for r in records if r["model"].endswith(":train")}
     assert steps >= {"mlp_digits:train", "cnn_digits:train"}, steps
-    failed = [r for r in records if r["status"] != "compiled"]
-    assert not failed, failed[:3]
-    spilled = [(r["model"], r["index"], r["template"], r["spill_bytes"]) for r in records
-               if (r["spill_bytes"], r["local_stores"]) != (0, 0)]
-    assert not spilled, spilled
-    gemm = [r for r in records if TEMPLATES[r["template"]].tensor_cores]
+    gemm = _compiled_without_spills_and_their_gemms(records)
     step_dots = ("lstm_scan", "lstm_scan_grad", "lstm_scan_tiled", "lstm_scan_grad_tiled")
     no_tensor_cores = [(r["model"], r["index"], r["template"]) for r in gemm
                        if not r["tensor_cores"].get("HMMA" if r["template"] in step_dots else "HGMMA")]
@@ -120,17 +127,11 @@ def test_the_mixed_training_steps_compile_for_ampere_and_ada_without_spills_on_t
     (L4, RTX 40): every kernel compiled, none spills, the GEMM templates on mma.sync (HMMA) with
     bfloat16 operands (Hopper's wgmma is sm_90's: the test above)."""
     from aot_helpers import start
-    from kcomp.kernels.registry import TEMPLATES
 
     models = ["mlp_digits:train", "cnn_digits:train"]
     records = start({"kind": "policy", "policy": "mixed_bfloat16", "target": target, "batch": 128, "models": models},
                     timeout=900, KCOMP_CACHE_DIR=str(tmp_path / "cache")).result()
     assert {r["model"] for r in records} == set(models)
-    failed = [r for r in records if r["status"] != "compiled"]
-    assert not failed, failed[:3]
-    spilled = [(r["model"], r["index"], r["template"], r["spill_bytes"]) for r in records
-               if (r["spill_bytes"], r["local_stores"]) != (0, 0)]
-    assert not spilled, spilled
-    gemm = [r for r in records if TEMPLATES[r["template"]].tensor_cores]
+    gemm = _compiled_without_spills_and_their_gemms(records)
     assert gemm and not [(r["model"], r["index"]) for r in gemm if not r["tensor_cores"].get("HMMA")], gemm
     assert any("*bf16" in r["signature"].values() for r in gemm)
