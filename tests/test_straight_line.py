@@ -89,3 +89,20 @@ def test_multi_output_and_one_sequence_results():
     steps = [(lambda t: (t * 2,), node.inputs, {}, node.outputs)]
     code = StraightLine(graph, steps, [[]])
     assert torch.equal(code([torch.ones(2)], {})[0], torch.full((2,), 2.0))
+
+
+def test_a_step_function_named_with_a_line_break_stays_a_comment():
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("tiny")
+    a = b.input((2,), "float32", "a")
+    graph = b.finish([b.emit1("neg", [a])])
+    (node,) = graph.nodes
+
+    def step(t):
+        return -t
+
+    step.__name__ = "neg\nraise SystemExit('ran')"
+    code = StraightLine(graph, [(step, node.inputs, {}, node.outputs)], [[]])
+    assert "# neg raise SystemExit('ran')\n" in code.source
+    assert torch.equal(code([torch.ones(2)], {})[0], -torch.ones(2))

@@ -41,7 +41,8 @@ def _name(fn) -> str:
     for name, record in OPS.items():
         if record.reference is fn:
             return name
-    return getattr(fn, "__name__", None) or type(fn).__name__
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return " ".join(str(name).split())  # a comment stays one line, whatever a function calls itself
 
 
 def _value(v) -> str:
