@@ -34,14 +34,10 @@ def _returns_a_tensor(fn) -> bool:
     return type(fn) is type(torch.add) and getattr(fn, "__module__", None) in (None, "torch")
 
 
-def _name(fn) -> str:
-    """The op whose torch reference `fn` is, else the function's own name (a fused step's)."""
-    from kcomp.ir.registry import OPS
-
-    for name, record in OPS.items():
-        if record.reference is fn:
-            return name
-    name = getattr(fn, "__name__", None) or type(fn).__name__
+def _name(fn, op_names: dict[int, str]) -> str:
+    """The op whose torch reference `fn` is (op_names: id of each reference -> its op), else the
+    function's own name (a fused step's)."""
+    name = op_names.get(id(fn)) or getattr(fn, "__name__", None) or type(fn).__name__
     return " ".join(str(name).split())  # a comment stays one line, whatever a function calls itself
 
 
@@ -52,6 +48,9 @@ def _value(v) -> str:
 def straight_line_source(graph: Graph, steps, release) -> str:
     """The code of `run(inputs, params, F, A)` for `steps` ((function, inputs, attrs, outputs)
     tuples; F and A hold each step's function and attrs by position)."""
+    from kcomp.ir.registry import OPS
+
+    op_names = {id(record.reference): name for name, record in OPS.items()}
     lines = ["def run(inputs, params, F, A):"]
     if graph.inputs:
         lines.append(f"    {', '.join(_value(v) for v in graph.inputs)}, = inputs")
@@ -66,7 +65,7 @@ def straight_line_source(graph: Graph, steps, release) -> str:
             line = f"    {_value(outs[0])} = _one({call})"
         else:
             line = f"    {', '.join(_value(v) for v in outs)}, = {call}"
-        lines.append(f"{line}  # {_name(fn)}")
+        lines.append(f"{line}  # {_name(fn, op_names)}")
         if release is not None and release[k]:
             lines.append(f"    del {', '.join(f'v{vid}' for vid in release[k])}")
     lines.append(f"    return [{', '.join(_value(v) for v in graph.outputs)}]")

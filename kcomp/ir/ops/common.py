@@ -57,23 +57,29 @@ def can_read_back(t: torch.Tensor) -> bool:
     return not capture_in_progress(t.device)
 
 
-def _refuse_ids_out_of_range(ids: torch.Tensor, depth: int, what: str) -> None:
+def _refuse_ids_out_of_range(ids: torch.Tensor, limit: int, what: str, fix: str) -> None:
     low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= depth:
-        raise ShapeError(f"{what}: class ids must lie in [0, {depth}), received values from {low} to {high}.")
+    if low < 0 or high >= limit:
+        raise ShapeError(f"{what} must lie in [0, {limit}), received values from {low} to {high}{fix}.")
+
+
+def with_ids_in_range(call, ids: torch.Tensor, limit: int, what: str, fix: str = ""):
+    """call(), which reads `ids` as indices below `limit` (torch's one_hot, embedding): an id outside
+    [0, limit) refused with a ShapeError that names the values ("{what} must lie in ...{fix}."). On
+    the CPU torch checks the range itself, so the ids are read back only to word the error (a check
+    of our own before it cost two reductions and two host reads per call); elsewhere they are read
+    back first where that is allowed (out of range on a GPU is a device assert that stops the process)."""
+    on_cpu = ids.device.type == "cpu"
+    if not on_cpu and ids.numel() and can_read_back(ids):
+        _refuse_ids_out_of_range(ids, limit, what, fix)
+    try:
+        return call()
+    except (RuntimeError, IndexError):  # one_hot's and embedding's range errors
+        if on_cpu and ids.numel():
+            _refuse_ids_out_of_range(ids, limit, what, fix)
+        raise
 
 
 def checked_one_hot(ids: torch.Tensor, depth: int, what: str) -> torch.Tensor:
-    """torch's one_hot (int64) of class ids, an id outside [0, depth) refused with a ShapeError that
-    names the values. On the CPU one_hot checks the range itself, so the ids are read back only to
-    word the error (a check of our own before it cost four more host reads per step); elsewhere they
-    are read back first where that is allowed (a CUDA one_hot stops the process with a device assert)."""
-    on_cpu = ids.device.type == "cpu"
-    if not on_cpu and ids.numel() and can_read_back(ids):
-        _refuse_ids_out_of_range(ids, depth, what)
-    try:
-        return torch.nn.functional.one_hot(ids.long(), depth)
-    except RuntimeError:
-        if on_cpu and ids.numel():
-            _refuse_ids_out_of_range(ids, depth, what)
-        raise
+    """torch's one_hot (int64) of class ids, an id outside [0, depth) refused (with_ids_in_range)."""
+    return with_ids_in_range(lambda: torch.nn.functional.one_hot(ids.long(), depth), ids, depth, f"{what}: class ids")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.common import can_read_back, require_float, require_rank
+from kcomp.ir.ops.common import require_float, require_rank, with_ids_in_range
 from kcomp.ir.types import DTYPE_OF_TORCH, FLOAT_DTYPES, INT_DTYPES, TORCH_DTYPES, TensorSpec
 
 def _embedding_infer(inputs):
@@ -25,26 +25,9 @@ def _embedding_infer(inputs):
     require_rank(table, 2, "embedding (table input_dim, output_dim)")
     return [TensorSpec(ids.shape + (table.shape[1],), table.dtype)]
 
-def _refuse_ids_outside(ids, rows: int) -> None:
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= rows:
-        raise ShapeError(f"embedding: ids must lie in [0, {rows}), received values from {low} to {high}; "
-                         "raise input_dim or clip the ids.")
-
-
 def _embedding(ids, table):
-    # On the CPU torch's embedding checks the range itself (an IndexError, reworded here): no host
-    # reads of our own per step. Elsewhere the ids are read back first where allowed: a CUDA gather
-    # out of range stops the process with a device assert.
-    on_cpu = ids.device.type == "cpu"
-    if not on_cpu and ids.numel() and can_read_back(ids):
-        _refuse_ids_outside(ids, table.shape[0])
-    try:
-        return F.embedding(ids.long(), table)
-    except IndexError:
-        if on_cpu and ids.numel():
-            _refuse_ids_outside(ids, table.shape[0])
-        raise
+    return with_ids_in_range(lambda: F.embedding(ids.long(), table), ids, table.shape[0], "embedding: ids",
+                             "; raise input_dim or clip the ids")
 
 def _embedding_vjp(b, node, grads):
     """ids get no gradient; the table's is a scatter-add of dy's rows at the ids (size known: a weight)."""

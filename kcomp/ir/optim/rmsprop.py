@@ -19,7 +19,7 @@ def reference(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
     if on_cpu and not (momentum or centered):
         return _plain_on_cpu(p, g, slots[0], lr.item(), rho, epsilon)
     p, slots = p.clone(), [x.clone() for x in slots]
-    _update_in_place(p, g, slots, lr, step, False, rho, momentum, epsilon, centered)
+    _update_in_place(p, g, slots, lr, rho, momentum, epsilon, centered)
     return p, slots
 
 
@@ -29,14 +29,12 @@ def reference_in_place(params, grads, slots, lr, step, on_cpu, **hyper):
         _plain_in_place_on_cpu(params, grads, [s[0] for s in slots], lr.item(), hyper["rho"], hyper["epsilon"])
         return
     for p, g, s in zip(params, grads, slots):
-        _update_in_place(p, g, s, lr, step, on_cpu, **hyper)
+        _update_in_place(p, g, s, lr, **hyper)
 
 
-def _update_in_place(p, g, slots, lr, step, on_cpu, rho, momentum, epsilon, centered):
-    if on_cpu and not (momentum or centered):
-        v = slots[0].mul_(rho).addcmul_(g, g, value=1 - rho)  # _plain_on_cpu's ops
-        p.addcdiv_(g, (v + epsilon).sqrt_(), value=-lr.item())
-        return
+def _update_in_place(p, g, slots, lr, rho, momentum, epsilon, centered):
+    """The update written over p and slots, in tensor arithmetic (lr stays a tensor): everywhere but
+    the plain update on the CPU, which reference and reference_in_place take first."""
     v = slots[0]
     v.mul_(rho).add_((1 - rho) * g * g)
     denominator = v + epsilon
