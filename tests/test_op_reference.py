@@ -26,8 +26,13 @@ def rng(request):
 
 
 def ref(op, *inputs, **attrs):
-    """The registry reference with the schema's defaults filled in, as an executor calls it."""
-    out = OPS[op].reference(*[torch.as_tensor(a) for a in inputs], **OPS[op].resolve_attrs(attrs))
+    """The registry reference with the schema's defaults filled in, as an executor calls it; checked
+    to leave its inputs as they were (a reference may write only over tensors it made itself)."""
+    tensors = [torch.as_tensor(a) for a in inputs]
+    before = [t.clone() for t in tensors]
+    out = OPS[op].reference(*tensors, **OPS[op].resolve_attrs(attrs))
+    for k, (t, was) in enumerate(zip(tensors, before)):
+        torch.testing.assert_close(t, was, rtol=0, atol=0, equal_nan=True, msg=f"{op} wrote over its input {k}")
     return tuple(o.numpy() for o in out) if isinstance(out, tuple) else out.numpy()
 
 

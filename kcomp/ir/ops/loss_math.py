@@ -85,7 +85,7 @@ def _one_hot_infer(inputs, depth, dtype):
 def _one_hot(ids, depth, dtype):
     from kcomp.ir.types import TORCH_DTYPES
 
-    return checked_one_hot(ids, depth, "one_hot").to(TORCH_DTYPES[dtype])
+    return checked_one_hot(ids, depth, "one_hot", TORCH_DTYPES[dtype])
 
 
 OPS = [

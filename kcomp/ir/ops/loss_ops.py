@@ -51,13 +51,15 @@ def dense_labels(labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Class ids -> one-hot rows in the probabilities' dtype; float labels unchanged."""
     if labels.is_floating_point():
         return labels.to(probs.dtype)
-    return checked_one_hot(labels, probs.shape[-1], "sparse categorical cross-entropy").to(probs.dtype)
+    return checked_one_hot(labels, probs.shape[-1], "sparse categorical cross-entropy", probs.dtype)
 
 
 def _xent(probs, labels):
+    # The clip, log, product and negation write over tensors made here (never over the labels, which
+    # dense_labels returns as they are when they are float): Keras's values, fewer allocations.
     p = probs / probs.sum(dim=-1, keepdim=True)
-    log_p = torch.log(p.clamp(EPSILON, 1.0 - EPSILON))
-    return -(dense_labels(labels, probs) * log_p).sum(dim=-1)
+    log_p = p.clamp_(EPSILON, 1.0 - EPSILON).log_()
+    return log_p.mul_(dense_labels(labels, probs)).sum(dim=-1).neg_()
 
 
 def _xent_grad_infer(inputs):
@@ -73,7 +75,11 @@ def _xent_grad_infer(inputs):
 
 def _xent_grad(probs, labels, g):
     y = dense_labels(labels, probs)
-    return (probs * y.sum(dim=-1, keepdim=True) - y) * g.unsqueeze(-1)
+    if labels.is_floating_point():
+        return (probs * y.sum(dim=-1, keepdim=True) - y) * g.unsqueeze(-1)
+    # Class ids: each one-hot row sums to exactly 1 and p * 1 is p, so (p - y) * g is the same values
+    # in two passes fewer.
+    return y.neg_().add_(probs).mul_(g.unsqueeze(-1))
 
 
 def softmax_producer(b, probs):
