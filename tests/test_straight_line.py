@@ -70,7 +70,7 @@ def test_the_code_names_each_op_and_drops_values_after_their_last_reader():
                                  "sparse_categorical_crossentropy", "sgd")
     run = ReferenceRun(step.graph)
     source = run.code.source
-    assert source.startswith("def run(inputs, params, F, A):")
+    assert source.startswith("def run(inputs, params, F, A, K):")
     for op in ("matmul", "softmax", "softmax_cross_entropy_grad", "optimizer_update"):
         assert f"  # {op}\n" in source
     dropped = [line for line in source.splitlines() if line.strip().startswith("del ")]
@@ -106,3 +106,35 @@ def test_a_step_function_named_with_a_line_break_stays_a_comment():
     code = StraightLine(graph, [(step, node.inputs, {}, node.outputs)], [[]])
     assert "# neg raise SystemExit('ran')\n" in code.source
     assert torch.equal(code([torch.ones(2)], {})[0], -torch.ones(2))
+
+
+def _constant_graph(output_the_reshape: bool):
+    """y = x + reshape(constant 2.0), with the reshaped constant also an output when asked."""
+    from kcomp.ir.builder import GraphBuilder
+
+    b = GraphBuilder("constants")
+    x = b.input((3,), "float32", "x")
+    two = b.emit1("reshape", [b.emit1("constant", [], value=2.0, dtype="float32")], shape=(1,))
+    y = b.emit1("add", [x, two])
+    return b.finish([y, two] if output_the_reshape else [y])
+
+
+def test_constants_are_made_once_and_read_from_K():
+    run = ReferenceRun(_constant_graph(False))
+    assert re.search(r"= K\[0\]  # constant, made once\n", run.code.source)
+    assert re.search(r"= K\[1\]  # reshape, made once\n", run.code.source)
+    x = torch.tensor([1.0, -2.0, float("nan")])
+    for _ in range(2):  # the same tensors on every run
+        (y,) = run([x], {})
+        torch.testing.assert_close(y, x + 2.0, rtol=0, atol=0, equal_nan=True)
+
+
+def test_a_constant_that_would_reach_the_caller_is_made_every_run():
+    """The reshape's output is a graph output: a shared tensor there could be written over by its
+    caller (a donated state), so neither it nor the constant it views is folded."""
+    run = ReferenceRun(_constant_graph(True))
+    assert "K[" not in run.code.source
+    x = torch.zeros(3)
+    (_, first), (_, second) = run([x], {}), run([x], {})
+    first.add_(1.0)
+    assert second.item() == 2.0
