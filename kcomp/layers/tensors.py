@@ -73,6 +73,8 @@ def pack_like(structure, flat: list):
 
 def to_tensor(x, dtype: str | None = None) -> torch.Tensor:
     """numpy / lists / torch -> torch; float64 becomes float32 (kcomp's default float)."""
+    if type(x) is torch.Tensor and dtype is not None and x.dtype is TORCH_DTYPES[dtype]:
+        return x  # already what is asked (predict_on_batch's common case: no checks, no .to call)
     if isinstance(x, Variable):
         return x.value
     if not isinstance(x, torch.Tensor):

@@ -159,10 +159,13 @@ def update_in_place_where_donated(steps: list[tuple], graph: Graph, donated: dic
     return [*steps[:-1], over]
 
 
-# Ops whose reference always returns a new tensor of its own (never an input or a view of one), and the
-# fused steps above, which do too: a value one of them makes, read by one step only, is that step's to
-# overwrite.
-FRESH_OPS = ("add", "sub", "mul", "matmul", "bias_add", "conv2d", "conv2d_backprop_input", "max_pool2d_grad")
+# Ops whose reference always returns a new tensor of its own (never an input or a view of one) that its
+# own torch backward does not keep, and the fused steps above, which do too: a value one of them makes,
+# read by one step only, is that step's to overwrite. (softmax, sigmoid and tanh are left out: torch's
+# backward of each reads its output, and the reference must stay differentiable by torch.autograd,
+# which the gradient tests use.)
+FRESH_OPS = ("add", "sub", "mul", "div", "matmul", "bias_add", "conv2d", "conv2d_backprop_input", "max_pool2d_grad",
+             "softmax_cross_entropy", "softmax_cross_entropy_grad", "broadcast_like")
 
 
 def _relu_over_input(x):
@@ -193,6 +196,22 @@ def _mul_by_mask_over_g(g, a, b):
     return g
 
 
+def _add_over_first(x, y):
+    return x.add_(y)  # add's and bias_add's reference, torch.add, written over x
+
+
+def _sub_over_first(x, y):
+    return x.sub_(y)
+
+
+def _mul_over_first(x, y):
+    return x.mul_(y)
+
+
+for _fn in (_relu_over_input, _mul_by_mask_over_g, _add_over_first, _sub_over_first, _mul_over_first):
+    _fn.returns_one_tensor = True  # the straight-line code takes the result as it is (kcomp/runtime/straight_line.py)
+
+
 def _plain_relu(fn, attrs) -> bool:
     return fn is OPS["relu"].reference and attrs == {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}
 
@@ -200,6 +219,11 @@ def _plain_relu(fn, attrs) -> bool:
 # (does a step qualify, the in-place function, which input it overwrites)
 IN_PLACE = [
     (_plain_relu, _relu_over_input, 0),
+    # a + b, a - b, a * b over a where the output is a's shape and dtype (b broadcasts into it): the
+    # bias add after a matmul, the loss's weighting, the optimizer-free arithmetic of the loss graph
+    (lambda fn, attrs: fn is torch.add and not attrs, _add_over_first, 0),
+    (lambda fn, attrs: fn is torch.sub and not attrs, _sub_over_first, 0),
+    (lambda fn, attrs: fn is torch.mul and not attrs, _mul_over_first, 0),
     (lambda fn, attrs: fn is _mul_by_mask, _mul_by_mask_over_g, 0),
 ]
 

@@ -39,7 +39,10 @@ def _one(result):
 
 
 def _returns_a_tensor(fn) -> bool:
-    """torch's own functions (torch.matmul, torch.add, ...) return one tensor: no _one around them."""
+    """torch's own functions (torch.matmul, torch.add, ...) return one tensor, as do functions marked
+    `returns_one_tensor` (the in-place steps): no _one around them."""
+    if getattr(fn, "returns_one_tensor", False):
+        return True
     return type(fn) is type(torch.add) and getattr(fn, "__module__", None) in (None, "torch")
 
 

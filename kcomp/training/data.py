@@ -105,19 +105,10 @@ def check_embedding_ids(model, xs) -> None:
     backend, so a bad id in a late batch cannot fail a fit after earlier steps changed the weights,
     and a step captured on a GPU (which cannot read ids back to check them) never sees one."""
     graph = model.to_graph()
-    position = {v.id: i for i, v in enumerate(graph.inputs)}
-    producer = {v.id: node for node in graph.nodes for v in node.outputs}
-    for node in graph.nodes:
-        if node.op != "embedding":
-            continue
-        ids, table = node.inputs
-        cast = producer.get(ids.id)
-        source = cast.inputs[0] if cast is not None and cast.op == "cast" else ids
-        k = position.get(source.id)
-        if k is None or xs[k].device.type != "cpu" or not xs[k].numel():  # (a GPU tensor: a host sync)
+    for k, rows, node in _embedding_id_inputs(model, graph):
+        if xs[k].device.type != "cpu" or not xs[k].numel():  # (a GPU tensor: a host sync)
             continue
         values = xs[k].to(torch.int64) if xs[k].is_floating_point() else xs[k]  # Keras's cast truncates
-        rows = table.shape[0]
         bad = (values < 0) | (values >= rows)
         if bad.any():
             at = int(bad.reshape(-1).nonzero()[0])
@@ -126,6 +117,27 @@ def check_embedding_ids(model, xs) -> None:
                 f"the Embedding {node.origin or 'layer'} of input_dim={rows}; ids must lie in [0, {rows}). "
                 "Raise input_dim or clip the ids."
             )
+
+
+def _embedding_id_inputs(model, graph) -> list[tuple[int, int, object]]:
+    """(input position, the table's rows, the embedding node) for each Embedding that reads a model
+    input's ids, as given or cast. Found once per traced graph: predict_on_batch asks on every call."""
+    cached = getattr(model, "_embedding_id_inputs", None)
+    if cached is not None and cached[0] is graph:
+        return cached[1]
+    position = {v.id: i for i, v in enumerate(graph.inputs)}
+    producer = {v.id: node for node in graph.nodes for v in node.outputs}
+    found = []
+    for node in graph.nodes:
+        if node.op != "embedding":
+            continue
+        ids, table = node.inputs
+        cast = producer.get(ids.id)
+        source = cast.inputs[0] if cast is not None and cast.op == "cast" else ids
+        if source.id in position:
+            found.append((position[source.id], table.shape[0], node))
+    model._embedding_id_inputs = (graph, found)
+    return found
 
 
 def sample_weights(n, sample_weight, class_weight, ys):
