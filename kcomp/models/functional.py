@@ -27,6 +27,7 @@ from kcomp.models.subclassed import build_subclassed, data_specs
 from kcomp.models.topology import check_weight_paths, keras_layer_order, walk
 from kcomp.models.training_call import call_in_training_mode
 from kcomp.runtime.executor import make_executor
+from kcomp.training.streams import stream_of
 
 
 def _keras_shape_of(value) -> tuple:
@@ -363,8 +364,6 @@ class Model(Layer):
         return logs if return_dict else loop.as_returned(self, logs)
 
     def predict_on_batch(self, x):
-        from kcomp.training.streams import stream_of
-
         if stream_of(x) is not None:  # a generator or PyDataset: its batches, as predict reads them
             return self.predict(x, verbose=0)
         self._ensure_built_for(x)
@@ -448,8 +447,6 @@ class Model(Layer):
         """fit's, evaluate's and predict's data: a model that learns its input shape from data is
         built for it (for a generator or PyDataset, from its first batch's inputs). Returns `x`, a
         generator or PyDataset as its kcomp.training.streams.Stream, which keeps that batch."""
-        from kcomp.training.streams import stream_of
-
         stream = stream_of(x)
         self._ensure_built_for(x if stream is None or self.built else stream.first_x())
         return x if stream is None else stream

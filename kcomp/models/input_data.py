@@ -30,15 +30,14 @@ def prepare_inputs(model, x) -> list[torch.Tensor]:
         t = to_tensor(data, spec.dtype)
         if not torch.is_floating_point(t) and spec.dtype.startswith(("float", "bfloat")):
             t = t.to(TORCH_DTYPES[spec.dtype])
-        want = spec.shape
-        got = tuple(t.shape)
+        want, got = spec.shape, t.shape
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
             raise ShapeError(
                 f'Model "{model.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
-                f"received data of shape {format_shape(got)}."
+                f"received data of shape {format_shape(tuple(got))}."
             )
         tensors.append(t)
-    lengths = {len(t) for t in tensors}
+    lengths = {len(t) for t in tensors} if len(tensors) > 1 else ()
     if len(lengths) > 1:
         raise ShapeError(f"All inputs must have the same number of samples, received {sorted(lengths)}.")
     return tensors

@@ -3,7 +3,9 @@
 import numpy as np
 import torch
 
+from kcomp import distribution
 from kcomp.ir.types import TORCH_DTYPES
+from kcomp.training.data import check_embedding_ids
 from kcomp.utils.progbar import Progbar
 
 
@@ -16,8 +18,6 @@ def batch_runner(model):
     """A function from a batch's inputs to the model's outputs: the executor's run; in a
     data-parallel job this process's share of the batch, the outputs of every process gathered
     (kcomp/distribution/sharded_predict.py)."""
-    from kcomp import distribution
-
     executor, params = model.executor(), model.params()
     parallel = distribution.distribution()
     if parallel is None or parallel.world == 1:
@@ -58,8 +58,6 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
 def predict_batch(model, x):
     """Model.predict_on_batch on a built model: `x` (arrays) run as one batch, as Keras runs it: no
     progress bar, no callbacks, no batching (predict's cost around a small batch's run)."""
-    from kcomp.training.data import check_embedding_ids
-
     xs = model._prepare_inputs(x)
     if len(xs[0]) == 0:
         return predict(model, x, batch_size=1, verbose=0)  # nothing to run: predict's empty outputs
@@ -77,7 +75,7 @@ def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
 def _batches(model, x, batch_size, steps):
     """(the batches of inputs, their count when known, what ends the reading): slices of arrays,
     or a stream's batches prepared on the prefetch thread (kcomp/training/prefetch.py)."""
-    from kcomp.training.data import batch_size as checked_batch_size, check_embedding_ids
+    from kcomp.training.data import batch_size as checked_batch_size
     from kcomp.training.prefetch import Prefetcher
     from kcomp.training.runners import device_of
     from kcomp.training.streams import check_arguments, prepare, stream_of
