@@ -220,8 +220,11 @@ class Layer:
         """Keras's order: the layer's own weights made trainable, then its other ones (each in creation
         order, whatever their flags now), then the weights of the layers it keeps as attributes; each weight once."""
         own = list(self._weights)
+        sublayers = self.__dict__.get("_sublayers")
+        if not sublayers:
+            return own  # (most layers: no set to build; predict asks for every model weight per call)
         seen = {id(w) for w in own}
-        for layer in self.__dict__.get("_sublayers", []):
+        for layer in sublayers:
             own += [w for w in layer.weights if not (id(w) in seen or seen.add(id(w)))]
         return own
 

@@ -181,7 +181,9 @@ class Model(Layer):
         """The model's own weights (a subclassed model's add_weight), then each layer's in layer order;
         each weight once (a layer may sit in two nested models)."""
         seen: set[int] = set()
-        everything = [*self._weights, *(w for layer in self.layers for w in layer.weights)]
+        everything = list(self._weights)
+        for layer in self.layers:
+            everything += layer.weights
         return [w for w in everything if not (id(w) in seen or seen.add(id(w)))]
 
     @property
