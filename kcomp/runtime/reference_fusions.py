@@ -208,8 +208,8 @@ def _mul_over_first(x, y):
     return x.mul_(y)
 
 
-for _fn in (_relu_over_input, _mul_by_mask_over_g, _add_over_first, _sub_over_first, _mul_over_first):
-    _fn.returns_one_tensor = True  # the straight-line code takes the result as it is (kcomp/runtime/straight_line.py)
+# The functions of the steps that make a fresh tensor: FRESH_OPS' references and the fused steps above.
+FRESH_STEPS = frozenset({OPS[name].reference for name in FRESH_OPS} | {conv2d_with_bias, conv2d_backprop_both, _mul_by_mask})
 
 
 def _plain_relu(fn, attrs) -> bool:
@@ -233,7 +233,6 @@ def in_place_where_dead(steps: list[tuple], graph: Graph) -> list[tuple]:
     step (or a fused one) made, of the same shape and dtype as the output, read by no other step and
     not a graph output: as autograd's in-place ops do, the pass writes no new tensor, so the allocator
     hands out (and the system faults in) fewer fresh pages per step."""
-    fresh = {OPS[name].reference for name in FRESH_OPS} | {conv2d_with_bias, conv2d_backprop_both, _mul_by_mask}
     made_by: dict[int, object] = {}
     readers: dict[int, int] = {}
     for fn, ins, _, outs in steps:
@@ -247,7 +246,7 @@ def in_place_where_dead(steps: list[tuple], graph: Graph) -> list[tuple]:
         for qualifies, over, position in IN_PLACE:
             if qualifies(fn, attrs):
                 x = ins[position]
-                if (made_by.get(x.id) in fresh and readers[x.id] == 1 and x.id not in kept
+                if (made_by.get(x.id) in FRESH_STEPS and readers[x.id] == 1 and x.id not in kept
                         and x.shape == outs[0].shape and x.dtype == outs[0].dtype
                         and sum(v.id == x.id for v in ins) == 1):
                     fn, attrs = over, {}

@@ -27,7 +27,9 @@ optimizer update only over parameters.
 import torch
 
 from kcomp.ir.graph import Graph
-from kcomp.runtime.reference_fusions import FRESH_OPS, IN_PLACE
+from kcomp.runtime.reference_fusions import FRESH_STEPS, IN_PLACE
+
+WRITTEN_OVER = {over: position for _, over, position in IN_PLACE}  # in-place step function -> the input it returns
 
 
 def _one(result):
@@ -39,9 +41,9 @@ def _one(result):
 
 
 def _returns_a_tensor(fn) -> bool:
-    """torch's own functions (torch.matmul, torch.add, ...) return one tensor, as do functions marked
-    `returns_one_tensor` (the in-place steps): no _one around them."""
-    if getattr(fn, "returns_one_tensor", False):
+    """torch's own functions (torch.matmul, torch.add, ...) return one tensor, as do the in-place
+    steps (which return the input they wrote over): no _one around them."""
+    if fn in WRITTEN_OVER:
         return True
     return type(fn) is type(torch.add) and getattr(fn, "__module__", None) in (None, "torch")
 
@@ -75,17 +77,15 @@ def fold_constants(graph: Graph, steps) -> dict[int, tuple[int, torch.Tensor]]:
             continue
         folded[outs[0].id] = _one(fn(*(folded[v.id] for v in ins), **attrs))
         at[k] = (outs[0].id, folded[outs[0].id])
-    # A step outside FRESH_OPS may return its input itself or a view of it (a cast to the same dtype, a
+    # A step outside FRESH_STEPS may return its input itself or a view of it (a cast to the same dtype, a
     # reshape; an in-place step, the input it writes over): a folded tensor must not reach the caller
     # as an output that way, so a folded value from which such a chain of steps leads to an output is
     # made on every run instead.
-    fresh = {id(OPS[name].reference) for name in FRESH_OPS}
-    written_over = {id(fn): position for _, fn, position in IN_PLACE}
     shares = {vid: {vid} for vid in folded}  # value id -> the folded values whose tensor it may be
     for fn, ins, _, outs in steps:
-        if id(fn) in fresh:
+        if fn in FRESH_STEPS:
             continue
-        passed = (ins[written_over[id(fn)]],) if id(fn) in written_over else ins
+        passed = (ins[WRITTEN_OVER[fn]],) if fn in WRITTEN_OVER else ins
         sources = set().union(*(shares.get(v.id, set()) for v in passed))
         for v in outs:
             shares[v.id] = shares.get(v.id, set()) | sources
@@ -108,20 +108,17 @@ def straight_line_source(graph: Graph, steps, release, folded=None) -> str:
         lines.append(f"    {_value(p)} = params[{p.name!r}]")
     constants = {k: i for i, k in enumerate(folded)}
     for k, (fn, ins, attrs, outs) in enumerate(steps):
-        if k in constants:
-            lines.append(f"    {_value(outs[0])} = K[{constants[k]}]  # {_name(fn, op_names)}, made once")
-            if release is not None and release[k]:
-                lines.append(f"    del {', '.join(f'v{vid}' for vid in release[k])}")
-            continue
         arguments = [_value(v) for v in ins] + ([f"**A[{k}]"] if attrs else [])
         call = f"F[{k}]({', '.join(arguments)})"
-        if len(outs) == 1 and _returns_a_tensor(fn):
-            line = f"    {_value(outs[0])} = {call}"
+        if k in constants:
+            line = f"    {_value(outs[0])} = K[{constants[k]}]  # {_name(fn, op_names)}, made once"
+        elif len(outs) == 1 and _returns_a_tensor(fn):
+            line = f"    {_value(outs[0])} = {call}  # {_name(fn, op_names)}"
         elif len(outs) == 1:
-            line = f"    {_value(outs[0])} = _one({call})"
+            line = f"    {_value(outs[0])} = _one({call})  # {_name(fn, op_names)}"
         else:
-            line = f"    {', '.join(_value(v) for v in outs)}, = {call}"
-        lines.append(f"{line}  # {_name(fn, op_names)}")
+            line = f"    {', '.join(_value(v) for v in outs)}, = {call}  # {_name(fn, op_names)}"
+        lines.append(line)
         if release is not None and release[k]:
             lines.append(f"    del {', '.join(f'v{vid}' for vid in release[k])}")
     lines.append(f"    return [{', '.join(_value(v) for v in graph.outputs)}]")
