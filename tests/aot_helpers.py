@@ -126,6 +126,20 @@ def assert_ptx_agrees_with_sass(r: dict) -> None:
         f"PTX says {r['tensor_cores']}, SASS {r['sass_tensor_cores']}: {r.get('name')} ({r.get('template')})")
 
 
+def assert_ptx_counts_are_sass_counts(records: list[dict], target: str) -> None:
+    """On every compiled example kernel, the tensor-core counts read from the PTX are the SASS's;
+    the records cover both MMA forms of `target` (warp and, on sm_90, warpgroup) and kernels on none."""
+    records = [r for r in records if r["status"] == "compiled"]
+    assert len(records) >= 20 and {r["model"] for r in records} >= {"mlp_digits", "cnn_digits", "imdb_lstm"}
+    warp, warpgroup = ("HMMA", "HMMA") if target == "sm_80" else ("HMMA", "HGMMA")
+    on_tensor_cores = [r for r in records if r["sass_tensor_cores"]]
+    assert any(warpgroup in r["sass_tensor_cores"] for r in on_tensor_cores)  # the comparison covers both forms
+    assert any(warp in r["sass_tensor_cores"] for r in on_tensor_cores)
+    assert any(not r["sass_tensor_cores"] for r in records)
+    for r in records:
+        assert_ptx_agrees_with_sass(r)
+
+
 def graph_kernel_records(graph, target: str = "sm_90", **labels) -> list[dict]:
     """Each kernel of `graph`'s fused form compiled for `target` in this (non-interpreter)
     process, in graph order: one record per kernel, `labels` and its template first."""

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import kcomp.dsl
-from aot_helpers import EXAMPLES, example_kernels, start
+from aot_helpers import EXAMPLES, assert_ptx_counts_are_sass_counts, example_kernels, start
 from kcomp.runtime import aot
 from kcomp.codegen.module import kernel_source
 from kcomp.errors import KcompError
@@ -87,6 +87,12 @@ def test_kernel_compiles_for_sm_90(children, name, index, template, dtype):
     assert rec["fits_shared"], f"{rec['shared_bytes']} B of shared memory; an H100 block gets at most 232448"
     pointer = {"float32": "*fp32", "bfloat16": "*bf16"}[dtype]
     assert pointer in rec["signature"].values(), rec["signature"]
+
+
+def test_ptx_counts_are_sass_counts_on_sm_90(children):
+    """A build reads tensor cores from the PTX (test_aot_ptx_facts.py): on every example kernel,
+    forward and training step, its counts are the SASS's."""
+    assert_ptx_counts_are_sass_counts(children["float32"].result(), "sm_90")
 
 
 @pytest.mark.parametrize("name, index, template, dtype", params([c for c in CASES if c[2] in GEMM_TEMPLATES]))
