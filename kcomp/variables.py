@@ -15,7 +15,13 @@ from kcomp.ir.types import TORCH_DTYPES
 class Variable:
     """A weight: a named torch tensor owned by a layer."""
 
+    # How many weights this process has made: a model's kept list of its weights (Model.params)
+    # is read again when it moved, since a layer that builds late adds weights without the model's
+    # graph changing first.
+    made = 0
+
     def __init__(self, value: torch.Tensor, name: str, path: str, trainable: bool, regularizer=None):
+        Variable.made += 1
         self.value = value
         self.name = name  # "kernel"
         self.path = path  # "dense/kernel": unique within a model, the IR parameter name

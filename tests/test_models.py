@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import kcomp
-from kcomp.errors import KcompError, NotBuiltError
+from kcomp.errors import KcompError, NotBuiltError, ShapeError
 from kcomp.layers import (
     LSTM, Activation, Add, BatchNormalization, Concatenate, Conv2D, Dense, Dropout, Embedding, Flatten, Input, MaxPooling2D,
     SimpleRNN,
@@ -164,6 +164,47 @@ def test_model_set_weights_round_trip():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(KcompError, match="4 weights"):
         model.set_weights(new[:3])
+
+
+def test_predict_reads_the_weights_as_they_are_now():
+    """Model.params keeps the list of weights between predict calls: a weight given a new tensor
+    (set_weights, assign) is read anew, and a model whose structure changed reads its new weights."""
+    model = seed_mlp()
+    x = np.random.default_rng(0).normal(size=(3, 100)).astype("float32")
+
+    def numpy_predict(weights):
+        k1, b1, k2, b2 = weights
+        logits = np.maximum(x @ k1 + b1, 0) @ k2 + b2
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    model.predict_on_batch(x)
+    new = [np.random.default_rng(1).normal(size=w.shape).astype("float32") for w in model.get_weights()]
+    model.set_weights(new)
+    np.testing.assert_allclose(model.predict_on_batch(x), numpy_predict(new), rtol=1e-5, atol=1e-6)
+    new[2] = new[2] * 0.5
+    model.layers[1].kernel.assign(new[2])
+    np.testing.assert_allclose(model.predict_on_batch(x), numpy_predict(new), rtol=1e-5, atol=1e-6)
+    model.pop()
+    model.add(Dense(3, name="replaced"))
+    assert model.predict_on_batch(x).shape == (3, 3)
+    assert list(model.params()) == [w.path for w in model.weights] and "replaced/kernel" in model.params()
+
+
+def test_predict_checks_the_data_against_the_input_shape():
+    """Fixed dims must match, unknown ones (None) take any size, the rank must match; integers
+    given to a float input are converted."""
+    fixed = seed_mlp()
+    with pytest.raises(ShapeError, match=r"expects input 0 .* of shape \(None, 100\), received data of shape \(2, 99\)"):
+        fixed.predict_on_batch(np.zeros((2, 99), "float32"))
+    with pytest.raises(ShapeError, match=r"received data of shape \(2, 100, 1\)"):
+        fixed.predict_on_batch(np.zeros((2, 100, 1), "float32"))
+    assert fixed.predict_on_batch(np.ones((2, 100), "int64")).dtype == np.float32
+    sequences = Sequential([Input(shape=(None, 3)), LSTM(2)])
+    assert sequences.predict_on_batch(np.zeros((2, 5, 3), "float32")).shape == (2, 2)
+    assert sequences.predict_on_batch(np.zeros((1, 7, 3), "float32")).shape == (1, 2)
+    with pytest.raises(ShapeError, match=r"of shape \(None, None, 3\), received data of shape \(2, 5, 4\)"):
+        sequences.predict_on_batch(np.zeros((2, 5, 4), "float32"))
 
 
 def test_weights_are_contiguous_however_given():

@@ -28,12 +28,14 @@ def prepare_inputs(model, x) -> list[torch.Tensor]:
     tensors = []
     for i, (data, spec) in enumerate(zip(xs, model.inputs)):
         t = to_tensor(data, spec.dtype)
-        if not torch.is_floating_point(t) and spec.dtype.startswith(("float", "bfloat")):
+        if t.dtype is not TORCH_DTYPES[spec.dtype] and not torch.is_floating_point(t) and spec.dtype.startswith(("float", "bfloat")):
             t = t.to(TORCH_DTYPES[spec.dtype])
-        want, got = spec.shape, t.shape
-        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
+        # Symbolic dims of the IR shape (the batch, unknown sizes) are strings and take any size.
+        # Most inputs have none past the batch: the whole comparison first (predict_on_batch's cost).
+        want, got = spec.ir_shape, t.shape
+        if len(got) != len(want) or (got[1:] != want[1:] and any(isinstance(w, int) and w != g for w, g in zip(want[1:], got[1:]))):
             raise ShapeError(
-                f'Model "{model.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
+                f'Model "{model.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(spec.shape)}, '
                 f"received data of shape {format_shape(tuple(got))}."
             )
         tensors.append(t)
