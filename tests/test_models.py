@@ -207,6 +207,21 @@ def test_predict_checks_the_data_against_the_input_shape():
         sequences.predict_on_batch(np.zeros((2, 5, 4), "float32"))
 
 
+def test_a_model_called_as_a_layer_checks_what_it_is_given():
+    """An inner model takes tensors of its Inputs' shapes (unknown sizes match anything), as many
+    as it has Inputs, and converts other dtypes to its Input's, as Keras does."""
+    inner = Sequential([Input(shape=(4,)), Dense(2, name="inner_dense")])
+    with pytest.raises(ShapeError, match=r"expects input 0 .* of shape \(None, 4\), received a tensor of shape \(None, 5\)"):
+        Model(x := Input(shape=(5,)), inner(x)).to_graph()
+    with pytest.raises(KcompError, match="has 1 inputs, received 2 tensors"):
+        Model([a := Input(shape=(4,)), b := Input(shape=(4,))], inner([a, b])).to_graph()
+    ids = Input(shape=(4,), dtype="int32")
+    outer = Model(ids, inner(ids))
+    assert [n.op for n in outer.to_graph().nodes][0] == "cast"
+    data = np.arange(8, dtype="int32").reshape(2, 4)
+    np.testing.assert_allclose(outer.predict_on_batch(data), inner.predict_on_batch(data.astype("float32")), rtol=1e-6)
+
+
 def test_weights_are_contiguous_however_given():
     """Kernels write weights in place (the optimizer's), which needs contiguous buffers: a square
     orthogonal recurrent kernel (QR's factor is column-major) and a Fortran-ordered array given to

@@ -14,25 +14,21 @@ training_call.py (model(x, training=True)) and subclassed.py (a subclassed model
 import torch
 
 from kcomp import distribution, session
-from kcomp.errors import ArgumentError, GraphError, NotBuiltError, ShapeError, format_shape
+from kcomp.errors import ArgumentError, GraphError, NotBuiltError
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.graph import Graph
 from kcomp.ir.verify import verify
 from kcomp.layers.base import Layer
-from kcomp.layers.tensors import KerasTensor, LayerCall, flatten, keras_shape, pack_like
+from kcomp.layers.tensors import KerasTensor, LayerCall, flatten, pack_like
 from kcomp.layers.core import InputLayer
 from kcomp.models import prediction
-from kcomp.models.input_data import as_list, prepare_inputs
+from kcomp.models.input_data import as_list, prepare_inputs, traced_inputs
 from kcomp.models.subclassed import build_subclassed, data_specs
 from kcomp.models.topology import check_weight_paths, keras_layer_order, walk
 from kcomp.models.training_call import call_in_training_mode
 from kcomp.runtime.executor import make_executor
 from kcomp.training.streams import stream_of
 from kcomp.variables import Variable
-
-
-def _keras_shape_of(value) -> tuple:
-    return keras_shape(value.shape)
 
 
 # Keras 3's other compile arguments: weighted_metrics is used; the rest choose how Keras runs
@@ -256,24 +252,7 @@ class Model(Layer):
     def trace(self, builder: GraphBuilder, inputs, training: bool = False):
         """The model as one layer of an outer model: its layers' nodes, emitted inline on `inputs`."""
         self._require_built("its output")
-        flat = flatten(inputs)
-        if len(flat) != len(self.inputs):
-            raise ArgumentError(f'Model "{self.name}" has {len(self.inputs)} inputs, received {len(flat)} tensors.')
-        values = []
-        for i, (v, spec) in enumerate(zip(flat, self.inputs)):
-            want, got = spec.shape, _keras_shape_of(v)
-            if len(want) != len(got) or any(w is not None and g is not None and w != g for w, g in zip(want[1:], got[1:])):
-                raise ShapeError(
-                    f'Model "{self.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
-                    f"received a tensor of shape {format_shape(got)}."
-                )
-            if v.dtype != spec.dtype:  # Keras converts a model's inputs to its Input's dtype
-                with builder.scope(self.name):
-                    cast = builder.emit1("cast", [v], dtype=spec.dtype)
-                if v.id in builder.masks:  # keeping the input's mask, as Keras's conversion does
-                    builder.masks[cast.id] = builder.masks[v.id]
-                v = cast
-            values.append(v)
+        values = traced_inputs(self, builder, flatten(inputs))
         outs = self._emit_calls(builder, values, training)
         return outs[0] if self._single_output else outs
 

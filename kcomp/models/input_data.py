@@ -1,11 +1,12 @@
-"""Data given to a model (predict's or fit's x, a call on arrays) as tensors checked against its
-Inputs: one per input, in the Input's dtype, of the Input's shape, all with the same number of samples."""
+"""What a model is given, checked against its Inputs: data (predict's or fit's x, a call on arrays)
+as tensors, one per input, in the Input's dtype, of the Input's shape, all with the same number of
+samples; and the IR values of an outer model that calls it as a layer."""
 
 import torch
 
 from kcomp.errors import ArgumentError, ShapeError, format_shape
 from kcomp.ir.types import TORCH_DTYPES
-from kcomp.layers.tensors import to_tensor
+from kcomp.layers.tensors import keras_shape, to_tensor
 
 
 def as_list(x):
@@ -43,3 +44,27 @@ def prepare_inputs(model, x) -> list[torch.Tensor]:
     if len(lengths) > 1:
         raise ShapeError(f"All inputs must have the same number of samples, received {sorted(lengths)}.")
     return tensors
+
+
+def traced_inputs(model, builder, flat: list) -> list:
+    """The IR values `flat` of an outer model calling `model` as a layer, checked against its Inputs
+    (unknown sizes on either side match anything) and cast to each Input's dtype, as Keras converts
+    a model's inputs."""
+    if len(flat) != len(model.inputs):
+        raise ArgumentError(f'Model "{model.name}" has {len(model.inputs)} inputs, received {len(flat)} tensors.')
+    values = []
+    for i, (v, spec) in enumerate(zip(flat, model.inputs)):
+        want, got = spec.shape, keras_shape(v.shape)
+        if len(want) != len(got) or any(w is not None and g is not None and w != g for w, g in zip(want[1:], got[1:])):
+            raise ShapeError(
+                f'Model "{model.name}" expects input {i} ("{spec.call.layer.name}") of shape {format_shape(want)}, '
+                f"received a tensor of shape {format_shape(got)}."
+            )
+        if v.dtype != spec.dtype:
+            with builder.scope(model.name):
+                cast = builder.emit1("cast", [v], dtype=spec.dtype)
+            if v.id in builder.masks:  # keeping the input's mask, as Keras's conversion does
+                builder.masks[cast.id] = builder.masks[v.id]
+            v = cast
+        values.append(v)
+    return values
