@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 
 import kcomp  # noqa: E402
 from kcomp.errors import KcompError  # noqa: E402
-from kcomp.saving.keras_h5 import keras_layers  # noqa: E402
+from kcomp.saving.keras_paths import keras_layers  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 DATA = dict(np.load(FIXTURES / "data.npz"))

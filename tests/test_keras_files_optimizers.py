@@ -1,7 +1,7 @@
 """Every optimizer's state goes through Keras 3's .keras archives both ways, Keras (torch backend) the oracle.
 
 A file holds the optimizer's iteration count, learning rate and slots in Keras's order
-(kcomp/saving/keras_h5.py: slot_layout); a slot in the wrong place, a missing one, or Nadam's
+(kcomp/saving/keras_paths.py: slot_layout); a slot in the wrong place, a missing one, or Nadam's
 u_product written per weight instead of as Keras's one scalar changes the layout or the next step.
 """
 

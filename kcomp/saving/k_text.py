@@ -20,7 +20,7 @@ from kcomp import initializers, layers as kl, losses as losses_module
 from kcomp.session import to_snake_case
 from kcomp.dsl import layer_table
 from kcomp.errors import KcompError
-from kcomp.saving.keras_h5 import is_model, model_calls
+from kcomp.saving.keras_paths import is_model, model_calls
 from kcomp.saving.compile_config import _OPTIMIZER_BASE, optimizer_to_keras
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -18,7 +18,7 @@ from kcomp.saving.allow_list import (
     LAYERS, MODELS, SerializationError, config_entry, dtype_policy, fit_kwargs, keras_object, refuse, resolve,
 )
 from kcomp.saving.compile_config import compile_config, compile_from_config
-from kcomp.saving.keras_h5 import is_model, keras_class_name, model_calls
+from kcomp.saving.keras_paths import is_model, keras_class_name, model_calls
 
 
 # -- layers ---------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def _is_sequential(model) -> bool:
 
 def get_model_config(model) -> dict:
     """Keras's model.get_config(): a Sequential's layer list, or a functional model's layers and their nodes."""
-    from kcomp.saving.keras_h5 import keras_layers
+    from kcomp.saving.keras_paths import keras_layers
 
     if getattr(model, "_subclassed", False):
         raise SerializationError(
