@@ -260,7 +260,7 @@ def _aot_cache_dir(entry: dict, options: BuildOptions) -> Path:
     import kcomp
 
     key = (
-        f"{entry['source_digest']}-{_templates_digest()}-{options.target}-{options.precision}-b{options.batch}"
+        f"{entry['_compile_key']}-{_templates_digest()}-{options.target}-{options.precision}-b{options.batch}"
         f"-k{kcomp.__version__}-t{triton.__version__}"
     )
     return config.cache_dir() / "aot" / key
@@ -292,7 +292,7 @@ _CACHED_PARTS = ("ptx", "cubin", "resources", "sass")  # a kernel's cache files,
 
 def _cache_files(entry: dict, options: BuildOptions) -> list[Path]:
     """The kernel's PTX, cubin and resources in the AOT cache, and its SASS when emit asks for it."""
-    stem = f"{entry['name']}.{options.target}"
+    stem = f"{entry['template']}.{options.target}"  # not the kernel's name: kernels of the same code share an entry
     extensions = ("ptx", "cubin", "json", "sass") if "sass" in options.emit else ("ptx", "cubin", "json")
     return [_aot_cache_dir(entry, options) / f"{stem}.{ext}" for ext in extensions]
 
@@ -301,7 +301,8 @@ def _compile_missing(missing: list[dict], options: BuildOptions) -> list[dict]:
     """Compile the kernels the cache lacks, in parallel (options.jobs workers), and write their cache
     entries; where those cannot be written (another user's cache), the results are used from memory
     (disk_cache warns once). Kernels with the same cache files (the same source, target, precision
-    and batch) compile once. A progress line "compiling kernels 7/13" is drawn when stderr is a terminal."""
+    and batch: compile_key's same code and launches) compile once. A progress line "compiling
+    kernels 7/13" is drawn when stderr is a terminal."""
     from kcomp.runtime.aot.parallel import CompileJob, compile_jobs
     from kcomp.support.disk_cache import write_entry
 
@@ -338,17 +339,26 @@ def _progress_bar(total: int, label: str):
 def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:
     """PTX and cubin of every kernel for options.target, with registers, shared memory and spills.
 
-    Results are cached on disk by kernel source, target, precision, batch and the kcomp and
-    Triton versions. A cached kernel is copied, not compiled again, once its PTX, cubin and
+    Results are cached on disk by what decides the compiled code (aot.compile_key: the kernel's
+    code without its names and comments, and its launches as specialised), the templates, target,
+    precision, batch and the kcomp and Triton versions; kernels of one build with the same
+    compile_key compile once (the report's "same_code", each such kernel's "same_code_as"). A cached kernel is copied, not compiled again, once its PTX, cubin and
     resources have each been checked against the size and digest written with them; a damaged
     entry is compiled again and replaced, never copied out. The kernels the cache lacks compile in
     parallel worker processes (options.jobs, else KCOMP_BUILD_JOBS, else one per core): the files
     and the report are those of a one-at-a-time build (options.jobs=1), and a failing kernel raises
     the same KcompError naming it.
     """
+    from kcomp.runtime.aot import compile_key
     from kcomp.support.files import write_bytes_atomic
 
     start = time.perf_counter()
+    first_of_key: dict[str, int] = {}
+    for entry in built.kernels:
+        entry["_compile_key"] = key = compile_key(entry["_node"], entry["kernel"], options.precision, options.batch)
+        first = first_of_key.setdefault(key, entry["kernel"])
+        if first != entry["kernel"]:
+            entry["same_code_as"] = first  # compiles to kernel `first`'s PTX and cubin
     cached = {entry["kernel"]: _read_cached_kernel(_cache_files(entry, options)) for entry in built.kernels}
     missing = [entry for entry in built.kernels if cached[entry["kernel"]] is None]
     hits = {entry["kernel"] for entry in built.kernels} - {entry["kernel"] for entry in missing}
@@ -369,4 +379,5 @@ def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dic
             if ext in options.emit:
                 write_bytes_atomic(out / "kernels" / f"{stem}.{ext}", kernel[ext])
     built.seconds["aot"] = time.perf_counter() - start
-    return {"target": options.target, "compiled": len(missing), "cache_hits": len(hits)}
+    compiled = len({entry["_compile_key"] for entry in missing})
+    return {"target": options.target, "compiled": compiled, "cache_hits": len(hits), "same_code": len(missing) - compiled}

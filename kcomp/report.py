@@ -99,7 +99,7 @@ def _kernel_table(kernels: list[dict]) -> list[str]:
             str(k.get("registers", "-")), _size(k["shared"]) if "shared" in k else "-", str(k.get("spills", "-")),
             _instructions(k.get("tensor_cores")),
             *((_instructions(k.get("sass_tensor_cores")), str(k.get("local_stores", "-"))) if sass else ()),
-            k["description"],
+            k["description"] + (f" (same code as kernel {k['same_code_as']})" if "same_code_as" in k else ""),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
@@ -130,6 +130,8 @@ def format_report(report: dict) -> str:
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
     if aot:
         timing += f"; AOT: {aot['compiled']} compiled, {aot['cache_hits']} cache hits"
+        if aot.get("same_code"):
+            timing += f", {aot['same_code']} the same code as a kernel compiled"
     lines.append(f"  time:    {timing}")
     if trial["output_shapes"]:
         lines.append(

@@ -89,7 +89,7 @@ def test_build_disassembles_only_for_emit_sass(tmp_path):
 
     # The cache holds no SASS yet: --emit sass compiles again, and writes the SASS there too.
     sass, text = _build(tmp_path, "sass", "--emit", "sass")
-    assert sass["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0} and "tensor cores (SASS)" in text
+    assert sass["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0, "same_code": 0} and "tensor cores (SASS)" in text
     kernels = tmp_path / "sass" / "kernels"
     assert sorted(p.name for p in kernels.iterdir()) == [f"kernel_{i}.sm_90.sass" for i in range(3)]
     for k, before in zip(sass["kernels"], plain["kernels"]):

@@ -76,8 +76,8 @@ def test_a_parallel_build_writes_what_a_sequential_one_does(tmp_path):
     from aot_helpers import run_file_as_aot_child
 
     sequential, parallel, in_worker, server = run_file_as_aot_child(__file__, [1, 2], tmp_path, timeout=600)
-    assert sequential["aot"] == parallel["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0}
-    assert sequential["again"] == parallel["again"] == {"target": "sm_90", "compiled": 0, "cache_hits": 3}
+    assert sequential["aot"] == parallel["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0, "same_code": 0}
+    assert sequential["again"] == parallel["again"] == {"target": "sm_90", "compiled": 0, "cache_hits": 3, "same_code": 0}
     assert sorted(sequential["files"]) == [f"kernels/kernel_{i}.{ext}" for i in range(3) for ext in ("py", "sm_90.cubin", "sm_90.ptx")]
     assert parallel["files"] == sequential["files"]  # the same names and the same bytes
     assert in_worker == {k: v for k, v in sequential["files"].items() if not k.endswith(".py")}

@@ -164,7 +164,7 @@ def test_build_emits_kernels_ptx_cubin_and_a_kernel_report(tmp_path):
     fusion = report["fusion"]
     assert fusion["launches_unfused"] > fusion["launches_fused"] == 3
     assert fusion["hbm_bytes_fused"] < fusion["hbm_bytes_unfused"]
-    assert report["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0}
+    assert report["aot"] == {"target": "sm_90", "compiled": 3, "cache_hits": 0, "same_code": 0}
     assert (tmp_path / "out" / "fused.dot").read_text().startswith("digraph kcomp")
     kcomp("build", EXAMPLES / "cnn_digits.k", "-o", tmp_path / "again", "--batch", 64, env=env)
     assert json.loads((tmp_path / "again" / "report.json").read_text())["aot"]["cache_hits"] == 3

@@ -110,3 +110,44 @@ def test_templates_are_asked_in_one_defined_order():
     a, b = TEMPLATES["matmul"], TEMPLATES["conv2d"]
     with pytest.raises(RuntimeError, match="conv2d=10, matmul=10"):
         registry.check_priorities([a, replace(b, priority=a.priority)])
+
+
+MLP_HIDDEN = "model m {\n  input(48)\n  dense(32, activation=relu)\n  dense(32, activation=relu)\n  dense(4, activation=relu)\n  dense(4)\n}\n"
+
+
+def _mlp_kernels():
+    import kcomp.dsl
+    from kcomp.passes import run_pipeline
+
+    fused, _ = run_pipeline(kcomp.dsl.loads(MLP_HIDDEN)["m"].to_graph())
+    return [kernel_source(n, i) for i, n in enumerate(n for n in fused.nodes if n.op == "kernel")]
+
+
+def test_kernels_that_differ_only_in_names_have_one_code_digest():
+    """dense and dense_1 (matmul + bias_add + relu, other layer names, other widths in the docstring)
+    have one code digest and autotuner key; dense_3 (no relu) has another. The digest leaves out the
+    docstring, the comments and the key, and keeps where every other token stands."""
+    from kcomp.codegen.module import code_digest
+
+    first, second, third, last = _mlp_kernels()
+    assert first.text != second.text and "dense_1" in second.text and "dense_1" not in first.text
+    assert first.code_digest == second.code_digest == third.code_digest != last.code_digest
+    assert code_digest(first.text) == first.code_digest  # the key written in is left out
+    key = f'kernel_id="matmul-{first.code_digest[:12]}"'
+    assert key in first.text and key in second.text
+    assert "# dense: relu" in first.text
+    assert code_digest(first.text.replace("# dense: relu", "# another comment")) == first.code_digest
+    moved = first.text.replace("import torch\n", "import torch  \n\n", 1)  # the same tokens, one line lower
+    assert code_digest(moved) != first.code_digest
+    changed = first.text.replace("tl.maximum(v1, 0.0", "tl.maximum(v1, 1.0", 1)
+    assert changed != first.text and code_digest(changed) != first.code_digest
+
+
+def test_kernels_of_one_code_share_one_module():
+    """Loaded, kernels of the same code are one module (Triton compiles its functions once), named
+    by the template and the code digest."""
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    first, second, _, last = _mlp_kernels()
+    assert load_kernel(first) is load_kernel(second) is not load_kernel(last)
+    assert load_kernel(second).__file__ == f"kcomp_generated/matmul_{second.code_digest}.py"

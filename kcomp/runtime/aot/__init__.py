@@ -12,7 +12,7 @@ code is the code a GPU would run for inputs of those shapes.
 
 The PTX and cubin do not depend on where kcomp, Triton or the cache live: Triton's line info
 names source files, and `portable_line_info` rewrites those names ("kcomp/kernels/matmul.py",
-"triton/language/standard.py", "kcomp_generated/kernel_0_<digest>.py") before ptxas, so a
+"triton/language/standard.py", "kcomp_generated/matmul_<code digest>.py") before ptxas, so a
 build is the same bytes on every machine. Triton's own cache is not read here (an entry there
 is not verified, and one damaged would be copied into a build): kcomp's AOT cache, whose entries
 are checked when read, is the one cache of compiled kernels (compiler.compile_ahead_of_time).
@@ -35,14 +35,15 @@ The parts:
     recording.py        the template's launch run with recorders standing in for its kernels
     signature.py        the recorded arguments specialised as triton.jit specialises them
     portable_paths.py   source file names the same on every machine, for the line info
-    compile.py          triton.compile for the target, then the artifacts written
+    compile.py          triton.compile for the target, then the artifacts written; compile_key, what
+                        decides the compiled code (a build compiles each key once)
     results.py          AotResult: PTX, cubin, and the resources cuobjdump / ptxas report
     parallel.py         many kernel nodes compiled in worker processes forked from a fork server (kcomp build --jobs)
 """
 
 from kcomp.runtime.aot.compile import (
-    PORTABLE_NAMES_KEY, compile_kernel, compile_launch, compile_launches, compile_node, portable_line_info,
-    write_artifacts,
+    PORTABLE_NAMES_KEY, compile_kernel, compile_key, compile_launch, compile_launches, compile_node,
+    portable_line_info, write_artifacts,
 )
 from kcomp.runtime.aot.example_tensors import example_inputs, example_output, example_sizes
 from kcomp.runtime.aot.portable_paths import portable_file_names, portable_path
@@ -53,7 +54,7 @@ from kcomp.runtime.aot.targets import SHARED_LIMITS, TARGETS, compute_capability
 
 __all__ = [
     "AotResult", "DIVISIBILITY", "Launch", "POINTER_TYPES", "PORTABLE_NAMES_KEY", "SHARED_LIMITS", "TARGETS",
-    "TENSOR_CORE_OPCODES", "compile_kernel", "compile_launch", "compile_launches", "compile_node",
+    "TENSOR_CORE_OPCODES", "compile_kernel", "compile_key", "compile_launch", "compile_launches", "compile_node",
     "compute_capability", "example_inputs", "example_output", "example_sizes", "portable_file_names",
     "portable_line_info", "portable_path", "ptx_tensor_core_counts", "record_launches", "specialize", "write_artifacts",
 ]

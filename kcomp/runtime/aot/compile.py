@@ -121,14 +121,39 @@ def compile_kernel(source: KernelSource, example_inputs: list[torch.Tensor], tar
     return results[0]
 
 
+def _example_operands(node: Node, batch: int, float_dtype: str | None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The node's example inputs at `batch`, and the output buffer a float_dtype build writes."""
+    inputs = example_inputs(node, batch, float_dtype=float_dtype)
+    return inputs, example_output(node, batch, float_dtype=float_dtype) if float_dtype else None
+
+
 def compile_node(node: Node, index: int, target: str = "sm_90", precision: str = "tf32", batch: int = 128,
                  float_dtype: str | None = None) -> AotResult:
     """A fused graph's kernel node compiled at batch `batch` (its floats in float_dtype, when given)."""
     from kcomp.codegen.module import kernel_source
 
-    inputs = example_inputs(node, batch, float_dtype=float_dtype)
-    out = example_output(node, batch, float_dtype=float_dtype) if float_dtype else None
+    inputs, out = _example_operands(node, batch, float_dtype)
     return compile_kernel(kernel_source(node, index), inputs, target, precision, out=out)
+
+
+def compile_key(node: Node, index: int, precision: str = "tf32", batch: int = 128, float_dtype: str | None = None) -> str:
+    """What decides the code compile_node makes of the node, for any target: its generated code
+    (KernelSource.code_digest, names and comments left out) and each launch its template makes at
+    `batch`, specialised as triton.jit specialises it (argument types, constexprs, divisibility,
+    num_warps, num_stages). Nodes with the same key compile to the same PTX and cubin: the hidden
+    layers of an MLP do, whatever their input widths, where the launch picks the same block sizes.
+    Records the launches without compiling (milliseconds a kernel)."""
+    from kcomp.codegen.module import kernel_source
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    source = kernel_source(node, index)
+    inputs, out = _example_operands(node, batch, float_dtype)
+    parts = [source.template, source.code_digest]
+    for launch in record_launches(load_kernel(source), inputs, out=out, precision=precision):
+        signature, constexprs, attrs, options = specialize(launch)
+        plain = sorted((k, getattr(v, "__name__", v)) for k, v in constexprs.items())  # JIT functions by name
+        parts.append(repr((launch.kernel.__name__, signature, plain, sorted(attrs.items()), sorted(options.items()))))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def write_artifacts(result: AotResult, folder) -> list[Path]:

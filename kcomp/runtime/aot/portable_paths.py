@@ -20,7 +20,7 @@ def _portable_roots() -> list[tuple[str, str]]:
 def portable_path(path: str) -> str:
     """A source file's name as the same on every machine: relative to the kcomp or Triton package
     that holds it ("kcomp/kernels/matmul.py", "triton/language/standard.py"). Generated kernels
-    are already named so ("kcomp_generated/kernel_0_<digest>.py"); another absolute path keeps
+    are already named so ("kcomp_generated/matmul_<code digest>.py"); another absolute path keeps
     only its file name."""
     if not os.path.isabs(path):
         return path
