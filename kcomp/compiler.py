@@ -342,7 +342,8 @@ def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dic
     Results are cached on disk by what decides the compiled code (aot.compile_key: the kernel's
     code without its names and comments, and its launches as specialised), the templates, target,
     precision, batch and the kcomp and Triton versions; kernels of one build with the same
-    compile_key compile once (the report's "same_code", each such kernel's "same_code_as"). A cached kernel is copied, not compiled again, once its PTX, cubin and
+    compile_key compile once (the report's "same_code", each such kernel's "same_code_as"). A
+    cached kernel is copied, not compiled again, once its PTX, cubin and
     resources have each been checked against the size and digest written with them; a damaged
     entry is compiled again and replaced, never copied out. The kernels the cache lacks compile in
     parallel worker processes (options.jobs, else KCOMP_BUILD_JOBS, else one per core): the files

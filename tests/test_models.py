@@ -1,5 +1,8 @@
 """Sequential and functional models: building, parameter counts, summary, predict."""
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -189,6 +192,11 @@ def test_predict_reads_the_weights_as_they_are_now():
     model.add(Dense(3, name="replaced"))
     assert model.predict_on_batch(x).shape == (3, 3)
     assert list(model.params()) == [w.path for w in model.weights] and "replaced/kernel" in model.params()
+    # The kept list does not keep a dropped executor alive (a GPU one holds device copies of the weights).
+    dropped = weakref.ref(model.executor())
+    model.compile(optimizer="sgd", loss="mse")
+    gc.collect()
+    assert dropped() is None
 
 
 def test_predict_checks_the_data_against_the_input_shape():

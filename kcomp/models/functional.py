@@ -11,6 +11,8 @@ input_data.py (data checked against the inputs), prediction.py (predict in batch
 training_call.py (model(x, training=True)) and subclassed.py (a subclassed model's build).
 """
 
+import weakref
+
 import torch
 
 from kcomp import distribution, session
@@ -58,7 +60,7 @@ class Model(Layer):
         self.stop_training = False
         self._executor = None
         self._call_executors: dict[bool, object] = {}
-        self._weights_read_for = None  # ((executor, Variable.made), [(path, weight)]): params()
+        self._weights_read_for = None  # params()'s list of weights, with what it was read for
         self._training_calls = 0  # model(x, training=True) calls so far: each draws new dropout masks
         default = session.to_snake_case(type(self).__name__) if self._subclassed else self._default_name  # MyModel: my_model
         super().__init__(name=name or session.unique_name(default), trainable=trainable)
@@ -267,10 +269,11 @@ class Model(Layer):
         executor = self._executor
         if executor is None:
             return {w.path: w.value for w in self.weights}
-        key = (executor, Variable.made)
-        if self._weights_read_for is None or self._weights_read_for[0] != key:
-            self._weights_read_for = (key, [(w.path, w) for w in self.weights])
-        return {path: w.value for path, w in self._weights_read_for[1]}
+        kept = self._weights_read_for  # (a weak reference to the executor, Variable.made, [(path, weight)])
+        if kept is None or kept[0]() is not executor or kept[1] != Variable.made:
+            # Weak: a dropped executor (with a GPU one, its device copies of the weights) is not kept alive here.
+            kept = self._weights_read_for = (weakref.ref(executor), Variable.made, [(w.path, w) for w in self.weights])
+        return {path: w.value for path, w in kept[2]}
 
     # -- compiling -----------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, backend="auto", precision="tf32", **kwargs):
