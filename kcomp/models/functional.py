@@ -259,13 +259,10 @@ class Model(Layer):
         return outs[0] if self._single_output else outs
 
     def params(self) -> dict[str, torch.Tensor]:
-        """Current weight tensors by IR parameter name.
-
-        predict_on_batch asks on every call, and walking the layers for their weights was 1.9 us of
-        the seed MLP's ~36 us call (measured): the list is kept with the executor it was read for
-        and read again when the executor is rebuilt (any change of structure or trainable flag
-        drops it) or when any weight was made since. Each weight's tensor is read on every call:
-        assign and set_weights may put a new tensor in a weight."""
+        """Current weight tensors by IR parameter name. predict_on_batch asks on every call, and walking
+        the layers was 1.9 us of the seed MLP's ~36 us call: the list of weights is kept until the
+        executor is rebuilt (a change of structure or trainable flag) or a weight is made; each
+        weight's tensor is read every call (assign and set_weights may put in a new one)."""
         executor = self._executor
         if executor is None:
             return {w.path: w.value for w in self.weights}
