@@ -159,6 +159,51 @@ def test_the_building_process_does_not_wait_for_the_pool_to_start(monkeypatch):
     assert context.terminated.wait(timeout=600)
 
 
+# A build in its own process whose pool comes up only after every job was compiled in the process
+# (`release_after` seconds later; never, for None), and which then exits. The pool prints when it is ended.
+EXIT_SCRIPT = """
+import sys, threading
+sys.path.insert(0, {tests!r})
+from kcomp.runtime.aot import parallel
+from test_build_parallel import _jobs
+
+class Context:
+    release = threading.Event()
+    def Array(self, *args, **kwargs):
+        import multiprocessing
+        return multiprocessing.get_context("spawn").Array(*args, **kwargs)
+    def Pool(self, *args, **kwargs):
+        self.release.wait()
+        class Pool:
+            def terminate(self):
+                print("pool ended", flush=True)
+        return Pool()
+
+context = Context()
+parallel.worker_context = lambda: context
+parallel.compile_job = lambda job: {{"compiled here": job.name}}
+parallel.EXIT_WAIT_S = {wait}
+if {release_after} is not None:
+    timer = threading.Timer({release_after}, context.release.set)
+    timer.daemon = True  # the exit does not wait for it: only the hook can
+    timer.start()
+print(len(parallel.compile_jobs(_jobs("sm_90"), 3)), "compiled", flush=True)
+"""
+
+
+@pytest.mark.parametrize("release_after, wait, ended", [(0.5, 60.0, True), (None, 1.0, False)], ids=["comes-up-late", "never-starts"])
+def test_a_pool_still_starting_when_the_process_exits_is_ended_or_left_after_a_bounded_wait(release_after, wait, ended):
+    """A process that exits while its pool is still starting would unlink the semaphores the pool
+    hands its workers (a worker forked then printed a traceback after a build that succeeded). At
+    exit the pool is given EXIT_WAIT_S to come up and is ended; one that never starts is left after
+    that wait (the subprocess's timeout guards against a hang)."""
+    script = EXIT_SCRIPT.format(tests=str(Path(__file__).parent), wait=wait, release_after=release_after)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["3 compiled", *(["pool ended"] if ended else [])], result.stdout
+
+
 class _Terminal(io.StringIO):
     def isatty(self):
         return True

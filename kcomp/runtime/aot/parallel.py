@@ -21,9 +21,12 @@ kernel order, into a KcompError naming the kernel, whether one process compiled 
 a parallel build reports the error a sequential one would.
 """
 
+import atexit
 import json
 import multiprocessing
+import multiprocessing.util  # before the exit hook below: atexit runs the hook first (last in, first out)
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -129,6 +132,25 @@ def worker_context():
     return context
 
 
+# Threads still starting a pool. A build that compiled every job here before its pool came up
+# returns at once; if the process then exits while the thread is inside Pool(), the semaphores the
+# pool hands its workers are unlinked, and a worker forked after that prints a traceback
+# (FileNotFoundError in SemLock._rebuild) after a build that succeeded (seen on a loaded 2-core
+# machine, 2 kernels with --jobs 2). At exit each is given up to EXIT_WAIT_S to come up and be
+# ended; a pool that never starts delays the exit by that much, and never hangs it.
+_STARTING: set[threading.Thread] = set()
+EXIT_WAIT_S = 30.0
+
+
+def _let_starting_pools_end() -> None:
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread in list(_STARTING):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_let_starting_pools_end)
+
+
 class _Workers:
     """A pool started on a thread: a fork server's first fork waits for its imports, this process
     does not. `result(i)` is job i's result once a worker has finished it; `close()` ends the pool now
@@ -140,9 +162,17 @@ class _Workers:
         self._pool = None
         self._closed = False
         self._lock = threading.Lock()
-        threading.Thread(target=self._start, name="kcomp-build-workers", daemon=True).start()
+        thread = threading.Thread(target=self._start, name="kcomp-build-workers", daemon=True)
+        _STARTING.add(thread)
+        thread.start()
 
     def _start(self) -> None:
+        try:
+            self._start_pool()
+        finally:
+            _STARTING.discard(threading.current_thread())
+
+    def _start_pool(self) -> None:
         try:
             pool = worker_context().Pool(self._workers, initializer=_share_flags, initargs=(self._flags,))
         except Exception:  # noqa: BLE001 -- no workers (e.g. out of processes): this process compiles alone
@@ -180,7 +210,8 @@ def _compile_in_pool(jobs: list[CompileJob], workers: int, on_done: Callable[[in
     process never waits for a worker, nor for the pool to start: it compiles every job no worker
     has finished when it gets there (a job a worker is still compiling may be compiled twice, to
     the same bytes), and then ends the workers. A parallel build is so never much slower than this
-    process alone, and a worker that dies cannot hang it. Workers skip the jobs this process has
+    process alone, and a worker that dies cannot hang it. (Only the process's exit may wait, up to
+    EXIT_WAIT_S, for a pool still starting, to end it cleanly: _let_starting_pools_end.) Workers skip the jobs this process has
     taken (shared flags). A script that builds must start its work under
     `if __name__ == "__main__":`, as multiprocessing asks: each worker imports it again."""
     flags = worker_context().Array("b", len(jobs), lock=False)
