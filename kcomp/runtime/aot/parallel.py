@@ -211,8 +211,8 @@ def _compile_in_pool(jobs: list[CompileJob], workers: int, on_done: Callable[[in
     has finished when it gets there (a job a worker is still compiling may be compiled twice, to
     the same bytes), and then ends the workers. A parallel build is so never much slower than this
     process alone, and a worker that dies cannot hang it. (Only the process's exit may wait, up to
-    EXIT_WAIT_S, for a pool still starting, to end it cleanly: _let_starting_pools_end.) Workers skip the jobs this process has
-    taken (shared flags). A script that builds must start its work under
+    EXIT_WAIT_S, for a pool still starting, to end it cleanly: _let_starting_pools_end.) Workers
+    skip the jobs this process has taken (shared flags). A script that builds must start its work under
     `if __name__ == "__main__":`, as multiprocessing asks: each worker imports it again."""
     flags = worker_context().Array("b", len(jobs), lock=False)
     results: dict[int, dict | Failure] = {}
