@@ -67,7 +67,10 @@ print(time.perf_counter() - start)
 
 def _env(root: Path = ROOT, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # AOT needs the compiler
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    # A checkout imports from its folder only with its kcomp/kernels link (kernels/ ships inside the
+    # package); without it, kcomp as installed (editable here, from .gpu-wheels/ on the GPU machine).
+    if (root / "kcomp" / "kernels").exists():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return {**env, **extra}
 
 
