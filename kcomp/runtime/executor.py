@@ -66,7 +66,10 @@ class PlanExecutor:
         """Weights on the executor's device; copied again (and captures dropped) when they change."""
         key = (tuple(params), contents_key(params.values()))
         if key != self._params_key:
-            self._params = {k: v.to(self.device) for k, v in params.items()}
+            # Outside inference mode (predict runs in it): an inference tensor has no version
+            # counter, and the plan keys its weight-only values by these copies' versions.
+            with torch.inference_mode(False):
+                self._params = {k: v.to(self.device) for k, v in params.items()}
             self._params_key = key
             self._graphs.clear()  # a captured graph reads the old weight buffers
         return self._params
