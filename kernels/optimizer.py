@@ -38,8 +38,9 @@ outputs the plan keeps; `launch` below checks, allocates and runs the kernel.
 The tables depend only on the tensors' addresses; each kernel builds them once
 per set of addresses and keeps a few (`address_table`, in its binding's `tables`). A captured CUDA graph replays the
 launch with the tables and addresses of its capture, so it needs the same
-buffers at every replay; tables first needed inside a capture are filled once
-when it ends, outside the graph (`_build`).
+buffers at every replay. Tables first needed inside a capture are filled once when
+it ends, outside the graph, into device memory allocated before the capture began
+(its binding's `spares`; `_tables_for_a_capture` says why).
 """
 
 from collections import OrderedDict
@@ -51,6 +52,7 @@ import triton
 import triton.language as tl
 
 from kcomp import capture
+from kcomp.errors import KcompError
 from kcomp.ir.optim import MAX_KERNEL_SCALARS, get as algorithm_record, triton_lib
 from kcomp.ir.optim.record import jitted
 from kcomp.kernels.autotune import tuned
@@ -135,9 +137,10 @@ def _interpreted() -> bool:
 MAX_TABLES = 8
 
 
-def address_table(params, grads, slots, news, block: int, kept: OrderedDict) -> tuple[torch.Tensor, torch.Tensor]:
+def address_table(params, grads, slots, news, block: int, kept: OrderedDict, spares: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(TABLE, OWNERS) for these tensors; `news` are the outputs, new params then new slots.
-    `kept`: the kernel's tables by (device, BLOCK, addresses and sizes), most recent last."""
+    `kept`: the kernel's tables by (device, BLOCK, addresses and sizes), most recent last.
+    `spares`: device tables by shape, allocated outside any capture for the next one to fill."""
     sources = (*params, *slots)
     for new, source in zip(news, sources, strict=True):
         if not new.is_contiguous() or new.shape != source.shape or new.dtype != torch.float32 or new.device != source.device:
@@ -149,19 +152,40 @@ def address_table(params, grads, slots, news, block: int, kept: OrderedDict) -> 
     capturing = capture.capture_in_progress(device)
     tables = kept.get(key)
     if tables is None and capturing:
-        # Buffers first seen inside a capture (the gradients a plan allocates during it): the
-        # tables are allocated now and filled when the capture ends, outside the graph, so no
-        # replay repeats a copy (the graph only reads them).
-        tables = _build(rows, block, device, after_capture=True)
+        tables = _tables_for_a_capture(rows, block, device, spares)
     elif tables is None:
-        tables = kept[key] = _build(rows, block, device)
+        tables = kept[key] = tuple(h.to(device) for h in _host_tables(rows, block))
         while len(kept) > MAX_TABLES:
             kept.popitem(last=False)
     elif key in kept:
         kept.move_to_end(key)
     if capturing:
         capture.keep_for_the_graph(tables)  # it reads them at every replay, even once evicted here
-    return tables[:2]
+    else:  # every capture follows a warm-up run of the same step (torch requires it): a spare is ready then
+        spares.setdefault(_shape(rows, block, device), tuple(torch.empty_like(t) for t in tables))
+    return tables
+
+
+def _tables_for_a_capture(rows, block: int, device, spares: dict) -> tuple:
+    """Tables for buffers first seen inside a capture (the gradients a plan allocates during it),
+    filled when the capture ends, outside the graph, so no replay repeats a copy (the graph only
+    reads them). Their memory must have been allocated before the capture: memory allocated during
+    it comes from the graph's private pool, which hands out memory that the graph's earlier kernels
+    write at every replay, and those writes would overwrite the addresses (seen on an H200: every
+    captured training step failed with a misaligned address or an illegal memory access, and
+    compute-sanitizer found the optimizer kernel reading an address far outside any allocation)."""
+    spare = spares.pop(_shape(rows, block, device), None)
+    if spare is None:
+        raise KcompError("An optimizer kernel was captured in a CUDA graph before it ran once outside one at "
+                         "this size; kcomp warms every step up before capturing it, so this is a bug in kcomp.")
+    for d, h in zip(spare, _host_tables(rows, block)):
+        capture.outside_the_graph(lambda d=d, h=h: d.copy_(h))
+    return spare
+
+
+def _shape(rows, block: int, device) -> tuple:
+    """What the tables' shapes depend on: (device, BLOCK, each parameter's size, slots per parameter)."""
+    return str(device), block, tuple(row[-1] for row in rows), len(rows[0])
 
 
 def _rows(params, grads, slots, news) -> tuple:
@@ -175,19 +199,13 @@ def _rows(params, grads, slots, news) -> tuple:
     return tuple(rows)
 
 
-def _build(rows, block: int, device, after_capture: bool = False) -> tuple:
-    """The device tables: each row gets the index of its first block; OWNERS maps blocks to rows.
-    after_capture=True (inside a CUDA-graph capture) fills them when the capture ends."""
+def _host_tables(rows, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(TABLE, OWNERS) on the host: each row gets the index of its first block; OWNERS maps blocks to rows."""
     blocks = [cdiv(row[-1], block) for row in rows]
     firsts = [0, *accumulate(blocks)][:-1]
     table = torch.tensor([[*row, first] for row, first in zip(rows, firsts)], dtype=torch.int64)
     owners = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int32), torch.tensor(blocks))
-    if not after_capture:
-        return table.to(device), owners.to(device)
-    devices = tuple(torch.empty(h.shape, dtype=h.dtype, device=device) for h in (table, owners))
-    for d, h in zip(devices, (table, owners)):
-        capture.outside_the_graph(lambda d=d, h=h: d.copy_(h))
-    return devices
+    return table, owners
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -211,6 +229,8 @@ class OptimizerBinding(Binding):
     outputs: tuple[int | None, ...]
     # This kernel's address tables, kept per set of buffers (address_table); not part of its identity.
     tables: OrderedDict = field(default_factory=OrderedDict, compare=False, repr=False)
+    # Device tables allocated outside a capture, by shape, for the next capture (address_table).
+    spares: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -254,7 +274,8 @@ def allocate(outputs, sources, out=None) -> tuple:
 @tuned(lambda call, interpret: candidate_configs(interpret))
 def run(call: OptimizerCall, config: dict):
     # one program per BLOCK elements of each parameter; the tables say which (kept per set of addresses)
-    table, owners = address_table(call.params, call.grads, call.slots, call.news, config["BLOCK"], call.binding.tables)
+    table, owners = address_table(call.params, call.grads, call.slots, call.news, config["BLOCK"], call.binding.tables,
+                                  call.binding.spares)
     optimizer_kernel[(owners.numel(),)](
         table, owners, call.lr, call.step, call.lr if call.finite is None else call.finite,
         call.lr if call.scale is None else call.scale, *scalar_arguments(call.binding.scalars),

@@ -199,8 +199,8 @@ def test_address_tables_are_built_once_per_set_of_buffers(monkeypatch):
     graph, attrs, k = update_graph("sgd", {"momentum": 0.9})
     _, module = kernel_module(graph)
     builds = []
-    build = template._build
-    monkeypatch.setattr(template, "_build", lambda *a: builds.append(a) or build(*a))
+    build = template._host_tables
+    monkeypatch.setattr(template, "_host_tables", lambda *a: builds.append(a) or build(*a))
     inputs = [torch.randn(s) for s in SHAPES] * 3 + [torch.tensor(0.1), torch.tensor(1.0)]
     out = poisoned([*inputs[:4], *inputs[8:12]])
     module.launch(*inputs, out=out)
@@ -208,6 +208,33 @@ def test_address_tables_are_built_once_per_set_of_buffers(monkeypatch):
     assert len(builds) == 1
     module.launch(*inputs, out=poisoned(out))  # new output buffers: new addresses
     assert len(builds) == 2
+
+
+def test_a_capture_fills_tables_allocated_before_it_when_it_ends():
+    """Tables for buffers a capture allocates go into memory allocated before the capture (a spare
+    the warm-up run left), filled once the capture ends. Memory allocated during a real capture comes
+    from the graph's pool, where earlier kernels of the graph write at every replay: on an H200 such
+    tables were overwritten and every captured training step faulted."""
+    from collections import OrderedDict
+
+    from kcomp import capture
+    from kcomp.errors import KcompError
+
+    params, grads = [torch.randn(s) for s in SHAPES], [torch.randn(s) for s in SHAPES]
+    kept, spares = OrderedDict(), {}
+    with pytest.raises(KcompError, match="before it ran once outside one"), capture.recording(capture.Recording()):
+        template.address_table(params, grads, [], [torch.empty_like(p) for p in params], 16, kept, spares)
+    template.address_table(params, grads, [], [torch.empty_like(p) for p in params], 16, kept, spares)  # the warm-up
+    (spare,) = spares.values()
+    news = [torch.empty_like(p) for p in params]  # what the capture allocates
+    recording = capture.Recording()
+    with capture.recording(recording):
+        table, owners = template.address_table(params, grads, [], news, 16, kept, spares)
+        assert table is spare[0] and owners is spare[1]
+    assert recording.finish() == [(table, owners)]  # the graph keeps them; the fill happens now
+    want_table, want_owners = template._host_tables(template._rows(params, grads, [], news), 16)
+    assert torch.equal(table, want_table) and torch.equal(owners, want_owners)
+    assert spares == {}  # used up: the next capture needs the next warm-up's spare
 
 
 @pytest.mark.parametrize("outputs", [[0, 2, 5], [1]], ids=["some-outputs", "one-output"])
