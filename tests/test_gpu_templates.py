@@ -17,6 +17,7 @@ from kernel_helpers import randomize, reference_in_float64
 
 from kcomp.passes import run_pipeline
 from kcomp.passes.precision import convert_dtype
+from kcomp.runtime.executor import ReferenceExecutor
 from kcomp.runtime.plan import Plan
 
 pytestmark = pytest.mark.gpu
@@ -24,7 +25,8 @@ ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 BACKEND = "triton" if ON_GPU else "triton-interpret"
 # Float32 with IEEE products; TF32 products (10-bit mantissas); bfloat16 operands and results
-# (8-bit mantissas) with float32 accumulation, against a float64 reference.
+# (8-bit mantissas) with float32 accumulation: the first two against a float64 reference, bfloat16
+# against the reference executor on the same bfloat16 graph (the test says why).
 TOL = {"ieee": 1e-4, "tf32": 2e-2, "bfloat16": 5e-2}
 
 
@@ -41,15 +43,26 @@ def test_forward_kernels_match_the_reference(case, precision):
     randomize(model)
     x, _ = data(model)
     graph, params = model.to_graph(), model.params()
-    (want,) = reference_in_float64(graph, [torch.from_numpy(x)], params)
     dtype = "bfloat16" if precision == "bfloat16" else "float32"
-    fused, _ = run_pipeline(convert_dtype(graph, dtype))
+    converted = convert_dtype(graph, dtype)
+    fused, _ = run_pipeline(converted)
     plan = Plan(fused, precision="ieee" if precision == "ieee" else "tf32")
 
-    def to_device(t):
-        return t.to(DEVICE, getattr(torch, dtype)) if t.is_floating_point() else t.to(DEVICE)
+    def to_device(t, device=DEVICE):
+        return t.to(device, getattr(torch, dtype)) if t.is_floating_point() else t.to(device)
 
     (got,) = plan.run([to_device(torch.from_numpy(x))], {k: to_device(v) for k, v in params.items()})
+    if precision == "bfloat16":
+        # Against the reference executor on the same bfloat16 graph (the same values rounded to
+        # bfloat16): the wide masked recurrent cases move by up to 0.45 when only their weights and
+        # inputs are rounded to bfloat16 (float64 arithmetic after), so the float64 reference of the
+        # float32 model says nothing about the kernels there. On the H200 (2026-12-04) the kernels'
+        # largest differences from that reference were those of the bfloat16 reference executor run
+        # here to 3 digits (wide_simple_rnns 0.4446 and 0.4465, wide_gru 0.1115 both).
+        (want,) = ReferenceExecutor(converted).run([to_device(torch.from_numpy(x), "cpu")],
+                                                   {k: to_device(v, "cpu") for k, v in params.items()})
+    else:
+        (want,) = reference_in_float64(graph, [torch.from_numpy(x)], params)
     tol = TOL[precision]
     np.testing.assert_allclose(got.float().cpu().numpy(), want.float().numpy(), rtol=tol, atol=tol)
 
