@@ -162,7 +162,9 @@ def address_table(params, grads, slots, news, block: int, kept: OrderedDict, spa
     if capturing:
         capture.keep_for_the_graph(tables)  # it reads them at every replay, even once evicted here
     else:  # every capture follows a warm-up run of the same step (torch requires it): a spare is ready then
-        spares.setdefault(_shape(rows, block, device), tuple(torch.empty_like(t) for t in tables))
+        shape = _shape(rows, block, device)
+        if shape not in spares:
+            spares[shape] = tuple(torch.empty_like(t) for t in tables)
     return tables
 
 
