@@ -204,6 +204,36 @@ def test_a_pool_still_starting_when_the_process_exits_is_ended_or_left_after_a_b
     assert result.stdout.splitlines() == ["3 compiled", *(["pool ended"] if ended else [])], result.stdout
 
 
+def test_workers_a_pool_that_raised_left_running_are_ended(monkeypatch):
+    """Pool() can raise after forking its workers (at interpreter shutdown Python 3.12 refuses it the
+    threads it starts next); the workers it leaves running are ended, not left to outlive this process."""
+    import multiprocessing
+    import time
+
+    from kcomp.runtime.aot import parallel
+
+    started = []
+
+    class Context:
+        def Array(self, *args, **kwargs):
+            return multiprocessing.get_context("spawn").Array(*args, **kwargs)
+
+        def Pool(self, *args, **kwargs):
+            worker = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(600,))
+            worker.start()
+            started.append(worker)
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(parallel, "worker_context", lambda: Context())
+    monkeypatch.setattr(parallel, "compile_job", lambda job: {"compiled here": job.name})
+    assert len(parallel.compile_jobs(_jobs("sm_90"), 3)) == 3
+    for thread in list(parallel._STARTING):
+        thread.join(120)
+    (worker,) = started
+    worker.join(60)
+    assert worker.exitcode is not None and worker.exitcode < 0  # ended by a signal, not after its 600 s
+
+
 class _Terminal(io.StringIO):
     def isatty(self):
         return True
