@@ -71,7 +71,7 @@ def test_the_code_names_each_op_and_drops_values_after_their_last_reader():
     run = ReferenceRun(step.graph)
     source = run.code.source
     assert source.startswith("def run(inputs, params, F, A, K):")
-    for op in ("matmul", "softmax", "softmax_cross_entropy_grad", "optimizer_update"):
+    for op in ("narrow_dense", "softmax", "softmax_cross_entropy_grad", "optimizer_update"):
         assert f"  # {op}\n" in source
     dropped = [line for line in source.splitlines() if line.strip().startswith("del ")]
     assert len(dropped) == sum(1 for r in run.release if r)

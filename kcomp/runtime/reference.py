@@ -8,6 +8,8 @@ on a schedule that changes how the graph's values are computed, never what:
   one, the gradient of the input image that nothing reads);
 - a pair of nodes listed in FUSIONS runs as one torch call where the graph has both, and
   dropouts that draw the same mask draw it once (kcomp/runtime/reference_fusions.py);
+- a matmul with 2 to 10 output columns runs in the layout MKL computes fast on a CPU
+  (kcomp/runtime/narrow_matmul.py): the same sums, rounded in another order;
 - relu and the mask products write over an input nothing else reads (in_place_where_dead), and a
   training step's optimizer update over the weights and slots its runner replaces anyway;
 - each value is let go of after its last reader (ReferenceRun.release), as autograd frees what it
@@ -23,6 +25,7 @@ from kcomp.ir import saved_forwards
 from kcomp.ir.graph import Graph
 from kcomp.ir.registry import OPS
 from kcomp.passes.rewrite import dead_code_elimination
+from kcomp.runtime.dense_products import is_narrow, narrow_matmul
 from kcomp.runtime.reference_fusions import (FUSIONS, in_place_where_dead, share_dropout_masks,
                                              update_in_place_where_donated)
 from kcomp.runtime.straight_line import StraightLine
@@ -39,6 +42,12 @@ def _place(nodes, i: int, j: int, step, readers: dict[int, set[int]], defined_at
     if all(defined_at.get(v.id, -1) < i for v in nodes[j].inputs):
         return i
     return None
+
+
+def _step_function(node):
+    if node.op == "matmul" and is_narrow(*node.inputs):
+        return narrow_matmul
+    return OPS[node.op].reference
 
 
 def schedule(graph: Graph, donated: dict[int, str] | None = None) -> list[tuple]:
@@ -67,7 +76,7 @@ def schedule(graph: Graph, donated: dict[int, str] | None = None) -> list[tuple]
                     fused[place] = step
                     taken.update((i, j))
                     break
-    steps = [fused[i] if i in fused else (OPS[node.op].reference, node.inputs, node.attrs, node.outputs)
+    steps = [fused[i] if i in fused else (_step_function(node), node.inputs, node.attrs, node.outputs)
              for i, node in enumerate(nodes) if i in fused or i not in taken]
     values = [v.id for v in (*graph.inputs, *graph.params)] + [v.id for node in nodes for v in (*node.inputs, *node.outputs)]
     fresh = itertools.count(max(values, default=0) + 1)  # ids for the values the steps add (a shared mask)

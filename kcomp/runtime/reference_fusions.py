@@ -3,9 +3,10 @@ together, each rule computing the same function as the nodes it replaces.
 
 FUSIONS: a pair of nodes that runs as one torch call where the graph has both, as PyTorch's eager
 loop calls it: a conv's two gradients from one convolution backward, a conv and its bias in one
-convolution, a gradient times a 0/1 mask in two passes, not three. On a CPU the passes over a CNN's
+convolution, a Dense product and its bias in one addmm, a gradient times a 0/1 mask in two passes,
+not three. On a CPU the passes over a CNN's
 activations these save are most of a step's time. The mask product is bit for bit; the
-convolutions within rounding, as torch may sum in another order.
+convolutions and the Dense product within rounding, as torch may sum in another order.
 
 share_dropout_masks: dropouts that draw the same mask (a dropout and its gradient: same seed, rate,
 step input and shape) draw it once; the others reuse it, bit for bit.
@@ -30,6 +31,7 @@ from kcomp.ir.ops.optim import update_in_place
 from kcomp.ir.optim import get
 from kcomp.ir.registry import OPS
 from kcomp.random import keep_mask
+from kcomp.runtime.dense_products import is_narrow, narrow_dense, narrow_matmul
 
 
 def _geometry(node: Node, size_attr: str) -> dict:
@@ -52,6 +54,18 @@ def _conv_bias_pair(first: Node, second: Node):
     if second.inputs[0].id != first.output.id:
         return None
     return conv2d_with_bias, (*first.inputs, second.inputs[1]), first.attrs, second.outputs
+
+
+def _matmul_bias_pair(first: Node, second: Node):
+    """bias_add(matmul(x, kernel), bias), x and kernel of rank 2 (Dense): torch.addmm adds the bias
+    as it writes its output (kcomp/runtime/dense_products.py)."""
+    x, kernel = first.inputs
+    if second.inputs[0].id != first.output.id or x.rank != 2 or kernel.rank != 2:
+        return None
+    bias = second.inputs[1]
+    if is_narrow(x, kernel):
+        return narrow_dense, (x, kernel, bias), {}, second.outputs
+    return torch.addmm, (bias, x, kernel), {}, second.outputs
 
 
 def _mul_by_mask(g, a, b):
@@ -79,6 +93,7 @@ def _mask_mul_pair(first: Node, second: Node):
 FUSIONS = [
     ("conv2d_backprop_input", "conv2d_backprop_filter", _conv_backprop_pair),
     ("conv2d", "bias_add", _conv_bias_pair),
+    ("matmul", "bias_add", _matmul_bias_pair),
     ("greater", "mul", _mask_mul_pair),
 ]
 
@@ -209,7 +224,8 @@ def _mul_over_first(x, y):
 
 
 # The functions of the steps that make a fresh tensor: FRESH_OPS' references and the fused steps above.
-FRESH_STEPS = frozenset({OPS[name].reference for name in FRESH_OPS} | {conv2d_with_bias, conv2d_backprop_both, _mul_by_mask})
+FRESH_STEPS = frozenset({OPS[name].reference for name in FRESH_OPS}
+                        | {conv2d_with_bias, conv2d_backprop_both, _mul_by_mask, torch.addmm, narrow_matmul, narrow_dense})
 
 
 def _plain_relu(fn, attrs) -> bool:
