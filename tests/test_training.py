@@ -185,6 +185,27 @@ def test_bad_training_data_is_refused_before_a_step(make, error, message):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("values, dtype, finite", [
+    ([1.0, -2.0, 3.5], torch.float32, True),
+    ([1.0, float("nan"), 3.5], torch.float32, False),
+    ([1.0, float("inf"), float("-inf")], torch.float32, False),  # their sum is NaN
+    ([float("-inf"), 0.0], torch.float64, False),
+    ([3e38, 3e38, -1.0], torch.float32, True),  # a sum that overflows: the elements decide
+    ([6e4, 6e4, 1.0], torch.float16, True),  # 16-bit data summed in float32
+    ([6e4, float("nan")], torch.bfloat16, False),
+    ([], torch.float32, True),
+])
+def test_all_finite_agrees_with_the_element_wise_check(values, dtype, finite):
+    from kcomp.training.data import all_finite
+
+    t = torch.tensor(values, dtype=dtype)
+    assert all_finite(t) == finite == bool(torch.isfinite(t).all())
+    big = torch.randn(64, 257, dtype=dtype)
+    if values:
+        big.view(-1)[1234 : 1234 + len(values)] = t  # one bad value among many good ones
+    assert all_finite(big) == finite
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"optimizer": "adma", "loss": "mse"}, "Did you mean 'adam'"),
     ({"optimizer": "sgd", "loss": "mean_squared_eror"}, "Did you mean 'mean_squared_error'"),
