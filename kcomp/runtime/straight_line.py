@@ -111,14 +111,14 @@ def straight_line_source(graph: Graph, steps, release, folded=None) -> str:
         arguments = [_value(v) for v in ins] + ([f"**A[{k}]"] if attrs else [])
         call = f"F[{k}]({', '.join(arguments)})"
         if k in constants:
-            line = f"    {_value(outs[0])} = K[{constants[k]}]  # {_name(fn, op_names)}, made once"
+            line = f"    {_value(outs[0])} = K[{constants[k]}]"
         elif len(outs) == 1 and _returns_a_tensor(fn):
-            line = f"    {_value(outs[0])} = {call}  # {_name(fn, op_names)}"
+            line = f"    {_value(outs[0])} = {call}"
         elif len(outs) == 1:
-            line = f"    {_value(outs[0])} = _one({call})  # {_name(fn, op_names)}"
+            line = f"    {_value(outs[0])} = _one({call})"
         else:
-            line = f"    {', '.join(_value(v) for v in outs)}, = {call}  # {_name(fn, op_names)}"
-        lines.append(line)
+            line = f"    {', '.join(_value(v) for v in outs)}, = {call}"
+        lines.append(f"{line}  # {_name(fn, op_names)}{', made once' if k in constants else ''}")
         if release is not None and release[k]:
             lines.append(f"    del {', '.join(f'v{vid}' for vid in release[k])}")
     lines.append(f"    return [{', '.join(_value(v) for v in graph.outputs)}]")
