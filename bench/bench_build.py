@@ -82,7 +82,10 @@ def _children_cpu() -> float:
 def kcomp_cold_build(model_file: Path, jobs: int, work: Path, root: Path = ROOT) -> dict:
     """Seconds (wall and CPU) of `kcomp build --train` into an empty cache, and the report's own timings."""
     cache, out = Path(tempfile.mkdtemp(dir=work)), Path(tempfile.mkdtemp(dir=work))
-    command = [sys.executable, "-m", "kcomp", "build", str(model_file), "--train", "--target", "sm_90",
+    # The `kcomp` command's entry point (kcomp_launch: a parallel build's fork server started before its
+    # imports), `python -m kcomp` for a checkout from before it.
+    entry = "kcomp_launch" if (root / "kcomp_launch.py").exists() else "kcomp"
+    command = [sys.executable, "-m", entry, "build", str(model_file), "--train", "--target", "sm_90",
                "--emit", "ptx,cubin", "--jobs", str(jobs), "-o", str(out)]
     start, cpu = time.perf_counter(), _children_cpu()
     # Run from `work`: `python -m` puts the working folder first on sys.path, before PYTHONPATH's `root`.

@@ -182,7 +182,7 @@ def _global_policy(name):
 
 
 def cmd_build(args) -> int:
-    from kcomp import compiler
+    from kcomp import compiler, config
     from kcomp.ir.printer import print_graph
     from kcomp.report import format_report, make_report, report_json
     from kcomp.support.files import write_text_atomic
@@ -204,6 +204,10 @@ def cmd_build(args) -> int:
         options.check()
     except KcompError as e:
         raise UsageError(str(e)) from None
+    if compiler.compiles_kernels(options) and (options.jobs or config.build_jobs()) > 1:
+        from kcomp.runtime.aot.parallel import start_server
+
+        start_server()  # its imports run beside the passes below
     with _global_policy(policy):  # the layers take it as they are made (and compile, for loss scaling)
         model = _load(args)
         if args.train:
@@ -222,7 +226,7 @@ def cmd_build(args) -> int:
             print(f"--- {path.name}")
             print(path.read_text(), end="")
     compiler.kernel_entries(built, options, out)
-    aot = compiler.compile_ahead_of_time(built, options, out) if {"ptx", "cubin", "sass"} & set(options.emit) else None
+    aot = compiler.compile_ahead_of_time(built, options, out) if compiler.compiles_kernels(options) else None
     report = make_report(model, args.file, built, options, compiler.cost_summary(built, options.batch))
     if aot is not None:
         report["aot"] = aot

@@ -336,6 +336,11 @@ def _progress_bar(total: int, label: str):
     return bar.update
 
 
+def compiles_kernels(options: BuildOptions) -> bool:
+    """Whether a build with these options compiles its kernels (emits PTX, cubin or SASS)."""
+    return bool({"ptx", "cubin", "sass"} & set(options.emit))
+
+
 def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:
     """PTX and cubin of every kernel for options.target, with registers, shared memory and spills.
 

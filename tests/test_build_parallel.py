@@ -307,6 +307,41 @@ def test_cli_refuses_bad_jobs(tmp_path):
     assert result.returncode == 2 and "Received: jobs=0" in result.stderr
 
 
+
+@pytest.mark.parametrize("args, starts", [(("--emit", "ptx", "--jobs", "2"), True), (("--emit", "ptx", "--jobs", "1"), False),
+                                          (("--emit", "ir", "--jobs", "2"), False)])
+def test_a_parallel_build_starts_the_fork_server_before_its_passes(tmp_path, monkeypatch, args, starts):
+    from kcomp import cli, compiler
+    from kcomp.runtime.aot import parallel
+
+    events = []
+
+    class Stop(Exception):
+        pass
+
+    def record(event):
+        def stop(*args):
+            events.append(event)
+            raise Stop
+        return stop
+
+    monkeypatch.setattr(parallel, "start_server", record("fork server"))
+    monkeypatch.setattr(compiler, "build_graphs", record("passes"))
+    model = tmp_path / "three.k"
+    model.write_text(THREE)
+    with pytest.raises(Stop):
+        cli.main(["build", str(model), "-o", str(tmp_path / "out"), "--debug", *args])
+    assert events == (["fork server"] if starts else ["passes"])
+
+
+def test_the_fork_server_started_early_preloads_the_compiler():
+    code = ("import multiprocessing.forkserver as f, os; from kcomp.runtime.aot.parallel import PRELOAD, start_server; "
+            "start_server(); s = f._forkserver; os.kill(s._forkserver_pid, 0); "
+            "print(s._preload_modules == list(PRELOAD))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.split() == ["True"], result.stderr
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     child(json.loads(sys.argv[1]), Path(sys.argv[2]))

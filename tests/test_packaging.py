@@ -42,3 +42,8 @@ def test_non_editable_install_has_every_package(tmp_path):
     assert run.stdout.split() == ["8", "16"]  # the .k grammar shipped as package data
     for pkg in _source_packages():
         assert (target / Path(*pkg.split("."))).is_dir(), f"{pkg} missing from the installed package"
+    # The command's entry point, a module beside the package (kcomp_launch.py)
+    command = subprocess.run([sys.executable, "-m", "kcomp_launch", "--help"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=300)
+    assert command.returncode == 0 and "build" in command.stdout, command.stderr
+    assert "from kcomp_launch import main" in (target / "bin" / "kcomp").read_text()

@@ -132,6 +132,20 @@ def worker_context():
     return context
 
 
+def start_server() -> None:
+    """Start the fork server now, for a build that compiles its kernels in workers later: the server
+    imports PRELOAD (2.2 s of CPU on the 2-core build machine) beside this process's passes and code
+    generation, so that at compile time Pool() only forks. Started with the pool instead, its imports
+    came after them: on one H200 machine's 16 cores the pool of a 16-job build came up after this
+    process had compiled all 11 kernels of the MLP's training step itself (bench/RESULTS.md,
+    2026-12-04). Cheap where nothing is compiled after all (every kernel cached): the server only
+    imports, and it ends when this process does."""
+    from multiprocessing import forkserver
+
+    worker_context()
+    forkserver.ensure_running()
+
+
 # Threads still starting a pool. A build that compiled every job here before its pool came up
 # returns at once; if the process then exits while the thread is inside Pool(), the semaphores the
 # pool hands its workers are unlinked, and a worker forked after that prints a traceback

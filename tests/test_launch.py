@@ -1,0 +1,56 @@
+"""The `kcomp` command's entry point (kcomp_launch.py): a build that compiles in several processes
+starts its fork server before `import kcomp`, so that the server's imports overlap this process's."""
+
+import subprocess
+import sys
+
+import pytest
+
+import kcomp_launch
+
+
+def test_it_preloads_what_the_build_preloads():
+    from kcomp.compiler import DEFAULT_EMITS
+    from kcomp.runtime.aot.parallel import PRELOAD
+
+    assert kcomp_launch.PRELOAD == PRELOAD
+    assert kcomp_launch.COMPILED_EMITS & set(DEFAULT_EMITS)  # a build without --emit compiles
+
+
+@pytest.mark.parametrize("argv, environ, workers", [
+    (["build", "m.k", "--jobs", "4"], {}, True),
+    (["build", "m.k", "--jobs=4"], {}, True),
+    (["build", "m.k", "-j4"], {}, True),
+    (["build", "m.k", "-j", "1"], {}, False),
+    (["build", "m.k"], {"KCOMP_BUILD_JOBS": "3"}, True),
+    (["build", "m.k"], {"KCOMP_BUILD_JOBS": "1"}, False),
+    (["build", "m.k", "--jobs", "1"], {"KCOMP_BUILD_JOBS": "8"}, False),  # the flag wins, as in kcomp.cli
+    (["build", "m.k", "--emit", "ir,triton", "--jobs", "4"], {}, False),  # nothing compiled
+    (["build", "m.k", "--emit=ir,sass", "--jobs", "4"], {}, True),
+    (["build", "m.k", "--jobs", "many"], {}, False),  # kcomp.cli refuses it
+    (["fit", "m.k", "--jobs", "4"], {}, False),
+    ([], {}, False),
+])
+def test_which_commands_compile_in_workers(argv, environ, workers):
+    assert kcomp_launch.compiles_in_workers(argv, environ) == workers
+
+
+def test_a_parallel_build_starts_the_server_before_kcomp_is_imported(tmp_path):
+    """main() on a build command: the server is running (and has PRELOAD) when kcomp.cli's main is
+    first imported; stopped there, so nothing is built."""
+    code = (
+        "import sys, os, multiprocessing.forkserver as f, kcomp_launch\n"
+        "class Stop(Exception): pass\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'kcomp':\n"
+        "            s = f._forkserver; os.kill(s._forkserver_pid, 0)\n"
+        "            print('server up before kcomp', s._preload_modules == list(kcomp_launch.PRELOAD)); raise Stop\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "sys.argv = ['kcomp', 'build', 'm.k', '--jobs', '2']\n"
+        "try: kcomp_launch.main()\n"
+        "except Stop: pass\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["server", "up", "before", "kcomp", "True"]
