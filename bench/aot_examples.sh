@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compile every example model that has a compile section as its training step for sm_90
-# (kcomp build --train: PTX, cubin and a report of registers, spills and tensor cores each).
+# (kcomp build --train: PTX, cubin and a report of registers, spills and tensor cores each), run as
+# the kcomp command runs it (kcomp_launch: a parallel build's fork server started before its imports).
 #   bash bench/aot_examples.sh PYTHON OUTDIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,5 @@ for path in sorted(glob.glob("examples/*.k")):
         if model.compile_config.settings:
             print(path, name)
 ' | while read -r file name; do
-  "$PYTHON" -m kcomp build "$file" --model "$name" --train --target sm_90 -o "$OUTDIR/$name"
+  "$PYTHON" -m kcomp_launch build "$file" --model "$name" --train --target sm_90 -o "$OUTDIR/$name"
 done
