@@ -1,13 +1,14 @@
 """The reference executor's Dense products on a CPU, called as the PyTorch loop a user writes calls
 them: the bias added by the product itself, and narrow outputs in the layout MKL computes fast.
 
-A Dense layer's bias_add(matmul(x, kernel), bias), x of rank 2, runs as torch.addmm(bias, x, kernel),
-as nn.Linear runs: addmm starts its output from the bias and adds the product into it, where a
-matmul and then an add write a fresh output and pass over it again. Measured on this project's 2-core
-CPU at two threads, alternated: the 784-512-512-10 MLP's forward at batch 128 took 1018-1144 us that
-way (nn.functional.linear) against 1064-1314 us as matmul and add (three runs; the eager loop
-988-1094 us); one product of the seed MLP, 32x64 @ 64x10, 8.2 us against 10.2 us (linear: 9.4 us,
-which is why the schedule calls addmm itself).
+A Dense layer's bias_add(matmul(x, kernel), bias), x of rank 2 and float32 or float64 (16-bit
+dtypes keep Keras's two roundings: reference_fusions._matmul_bias_pair), runs as
+torch.addmm(bias, x, kernel), as nn.Linear runs: addmm starts its output from the bias and adds
+the product into it, where a matmul and then an add write a fresh output and pass over it again.
+Measured on this project's 2-core CPU at two threads, alternated: the 784-512-512-10 MLP's forward
+at batch 128 took 1018-1144 us that way (nn.functional.linear) against 1064-1314 us as matmul and
+add (three runs; the eager loop 988-1094 us); one product of the seed MLP, 32x64 @ 64x10, 8.2 us
+against 10.2 us (linear: 9.4 us, which is why the schedule calls addmm itself).
 
 narrow_matmul: torch hands a row-major x @ W to MKL's sgemm as the column-major product W^T x^T,
 whose output has as many rows as W has columns. With 2 to 10 of them that kernel is slow, and the
@@ -47,7 +48,8 @@ def is_narrow(a_spec, b_spec) -> bool:
 # The checks below run on every call of a narrow product (is_narrow settled dtype, ranks and columns
 # once): a few attribute reads, against a product of at least a few microseconds.
 def _big_forward(a: torch.Tensor) -> bool:
-    return a.shape[0] >= NARROW_FROM["rows"] and a.numel() >= NARROW_FROM["elements"] and not a.is_cuda and a.is_contiguous()
+    return (a.shape[0] >= NARROW_FROM["rows"] and a.numel() >= NARROW_FROM["elements"]
+            and not a.is_cuda and a.is_contiguous())
 
 
 def narrow_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

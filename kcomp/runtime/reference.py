@@ -8,8 +8,9 @@ on a schedule that changes how the graph's values are computed, never what:
   one, the gradient of the input image that nothing reads);
 - a pair of nodes listed in FUSIONS runs as one torch call where the graph has both, and
   dropouts that draw the same mask draw it once (kcomp/runtime/reference_fusions.py);
-- a matmul with 2 to 10 output columns runs in the layout MKL computes fast on a CPU
-  (kcomp/runtime/narrow_matmul.py): the same sums, rounded in another order;
+- a Dense matmul and its bias run as one addmm (float32, float64), and a matmul with 2 to 10
+  output columns in the layout MKL computes fast on a CPU (kcomp/runtime/dense_products.py): the
+  same sums, rounded in another order;
 - relu and the mask products write over an input nothing else reads (in_place_where_dead), and a
   training step's optimizer update over the weights and slots its runner replaces anyway;
 - each value is let go of after its last reader (ReferenceRun.release), as autograd frees what it
@@ -45,6 +46,7 @@ def _place(nodes, i: int, j: int, step, readers: dict[int, set[int]], defined_at
 
 
 def _step_function(node):
+    """The torch function that computes `node` alone: its op's reference, or narrow_matmul."""
     if node.op == "matmul" and is_narrow(*node.inputs):
         return narrow_matmul
     return OPS[node.op].reference
