@@ -54,3 +54,15 @@ def test_a_parallel_build_starts_the_server_before_kcomp_is_imported(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["server", "up", "before", "kcomp", "True"]
+
+
+def test_a_server_that_cannot_start_does_not_stop_the_command(monkeypatch):
+    import kcomp.cli
+
+    def fail():
+        raise RuntimeError("no processes left")
+
+    monkeypatch.setattr(kcomp_launch, "start_fork_server", fail)
+    monkeypatch.setattr(kcomp.cli, "main", lambda: 7)
+    monkeypatch.setattr(sys, "argv", ["kcomp", "build", "m.k", "--jobs", "2"])
+    assert kcomp_launch.main() == 7
