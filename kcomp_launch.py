@@ -19,11 +19,14 @@ after its imports.
 import os
 import sys
 
-# kcomp.runtime.aot.parallel.PRELOAD, which cannot be imported from here without importing kcomp
-# (tests/test_build_parallel.py checks that the two are the same).
+# What the fork server imports before it forks a worker: all a compile needs (torch, Triton's
+# compiler and NVIDIA backend, kcomp's codegen, kernel cache and templates). kcomp.runtime.aot.parallel
+# forks its workers from this server.
 PRELOAD = ("kcomp.runtime.aot.compile", "kcomp.runtime.kernel_cache", "kcomp.kernels.registry",
            "kcomp.codegen.module", "triton.compiler", "triton.backends.nvidia.compiler")
-COMPILED_EMITS = {"ptx", "cubin", "sass"}  # without --emit, a build writes ptx and cubin (kcomp.compiler.DEFAULT_EMITS)
+# kcomp.compiler.COMPILED_EMITS, which cannot be imported from here without importing kcomp
+# (tests/test_launch.py checks that the two are the same); without --emit a build writes ptx and cubin.
+COMPILED_EMITS = {"ptx", "cubin", "sass"}
 
 
 def _option(argv: list[str], *names: str) -> str | None:
@@ -54,7 +57,11 @@ def compiles_in_workers(argv: list[str], environ=os.environ) -> bool:
 
 
 def start_fork_server() -> None:
-    """kcomp.runtime.aot.parallel.start_server, before kcomp is imported."""
+    """Start the fork server now, for a build that compiles its kernels in workers later: the server
+    imports PRELOAD (2.2 s of CPU on the 2-core build machine) beside this process's imports and
+    passes, so that at compile time Pool() only forks. Cheap where nothing is compiled after all
+    (every kernel cached): the server only imports, and it ends when this process does. Called
+    again (kcomp build calls it too, as kcomp.runtime.aot.parallel.start_server), it does nothing."""
     import multiprocessing
     from multiprocessing import forkserver
 

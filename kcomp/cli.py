@@ -182,7 +182,7 @@ def _global_policy(name):
 
 
 def cmd_build(args) -> int:
-    from kcomp import compiler, config
+    from kcomp import compiler
     from kcomp.ir.printer import print_graph
     from kcomp.report import format_report, make_report, report_json
     from kcomp.support.files import write_text_atomic
@@ -204,7 +204,7 @@ def cmd_build(args) -> int:
         options.check()
     except KcompError as e:
         raise UsageError(str(e)) from None
-    if compiler.compiles_kernels(options) and (options.jobs or config.build_jobs()) > 1:
+    if compiler.compiles_kernels(options) and options.job_count() > 1:
         from kcomp.runtime.aot.parallel import start_server
 
         start_server()  # its imports run beside the passes below

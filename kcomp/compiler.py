@@ -46,6 +46,10 @@ class BuildOptions:
     # weights); its graph already has its dtypes, so `dtype` converts nothing then.
     policy: str | None = None
 
+    def job_count(self) -> int:
+        """The processes compiling kernels: `jobs`, else config.build_jobs()."""
+        return self.jobs or config.build_jobs()
+
     def check(self) -> None:
         if self.target not in TARGETS:
             raise ArgumentError(f"Received: target={self.target!r}. Expected one of {list(TARGETS)}.")
@@ -312,7 +316,7 @@ def _compile_missing(missing: list[dict], options: BuildOptions) -> list[dict]:
     jobs = [CompileJob(e["_node"], e["kernel"], e["name"], e["template"], options.target, options.precision,
                        options.batch, sass="sass" in options.emit) for e in unique.values()]
     progress = _progress_bar(len(jobs), "compiling kernels")
-    results = compile_jobs(jobs, options.jobs or config.build_jobs(), progress)
+    results = compile_jobs(jobs, options.job_count(), progress)
     kernels = {}
     for files, result in zip(unique, results):
         parts = [result["ptx"], result["cubin"], result["resources_json"], result.get("sass")][:len(files)]
@@ -336,9 +340,12 @@ def _progress_bar(total: int, label: str):
     return bar.update
 
 
+COMPILED_EMITS = {"ptx", "cubin", "sass"}  # what a build compiles its kernels for
+
+
 def compiles_kernels(options: BuildOptions) -> bool:
     """Whether a build with these options compiles its kernels (emits PTX, cubin or SASS)."""
-    return bool({"ptx", "cubin", "sass"} & set(options.emit))
+    return bool(COMPILED_EMITS & set(options.emit))
 
 
 def compile_ahead_of_time(built: Built, options: BuildOptions, out: Path) -> dict:

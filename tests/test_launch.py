@@ -10,10 +10,11 @@ import kcomp_launch
 
 
 def test_it_preloads_what_the_build_preloads():
-    from kcomp.compiler import DEFAULT_EMITS
+    from kcomp.compiler import COMPILED_EMITS, DEFAULT_EMITS
     from kcomp.runtime.aot.parallel import PRELOAD
 
     assert kcomp_launch.PRELOAD == PRELOAD
+    assert kcomp_launch.COMPILED_EMITS == COMPILED_EMITS
     assert kcomp_launch.COMPILED_EMITS & set(DEFAULT_EMITS)  # a build without --emit compiles
 
 

@@ -4,9 +4,9 @@ together, each rule computing the same function as the nodes it replaces.
 FUSIONS: a pair of nodes that runs as one torch call where the graph has both, as PyTorch's eager
 loop calls it: a conv's two gradients from one convolution backward, a conv and its bias in one
 convolution, a Dense product and its bias in one addmm, a gradient times a 0/1 mask in two passes,
-not three. On a CPU the passes over a CNN's
-activations these save are most of a step's time. The mask product is bit for bit; the
-convolutions and the Dense product within rounding, as torch may sum in another order.
+not three. On a CPU the passes over a CNN's activations these save are most of a step's time. The
+mask product is bit for bit; the convolutions and the Dense product within rounding, as torch may
+sum in another order.
 
 share_dropout_masks: dropouts that draw the same mask (a dropout and its gradient: same seed, rate,
 step input and shape) draw it once; the others reuse it, bit for bit.

@@ -33,6 +33,7 @@ from typing import Callable
 
 from kcomp.errors import KcompError
 from kcomp.ir.graph import Node
+from kcomp_launch import PRELOAD, start_fork_server as start_server  # noqa: F401 (kcomp build calls start_server)
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,9 @@ def _compile_unless_started(index: int, job: CompileJob):
     return compile_job(job)
 
 
-# What the fork server imports before it forks a worker: all a compile needs (torch, Triton's
-# compiler and NVIDIA backend, kcomp's codegen, kernel cache and templates).
-PRELOAD = ("kcomp.runtime.aot.compile", "kcomp.runtime.kernel_cache", "kcomp.kernels.registry",
-           "kcomp.codegen.module", "triton.compiler", "triton.backends.nvidia.compiler")
+# What the fork server imports before it forks a worker (PRELOAD: all a compile needs), and
+# start_server, which starts it ahead of the compile: both live in the `kcomp` command's entry point,
+# kcomp_launch.py, which starts the server before `import kcomp` and so cannot import them from here.
 
 
 def worker_context():
@@ -130,20 +130,6 @@ def worker_context():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, once per process
     return context
-
-
-def start_server() -> None:
-    """Start the fork server now, for a build that compiles its kernels in workers later: the server
-    imports PRELOAD (2.2 s of CPU on the 2-core build machine) beside this process's passes and code
-    generation, so that at compile time Pool() only forks. Started with the pool instead, its imports
-    came after them: on one H200 machine's 16 cores the pool of a 16-job build came up after this
-    process had compiled all 11 kernels of the MLP's training step itself (bench/RESULTS.md,
-    2026-12-04). Cheap where nothing is compiled after all (every kernel cached): the server only
-    imports, and it ends when this process does."""
-    from multiprocessing import forkserver
-
-    worker_context()
-    forkserver.ensure_running()
 
 
 # Threads still starting a pool. A build that compiled every job here before its pool came up
