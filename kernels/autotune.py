@@ -58,8 +58,12 @@ def _save(key: str, choice: dict) -> None:
     write_entry(_path(), (json.dumps(on_disk, indent=1, sort_keys=True) + "\n").encode())
 
 
-def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out) -> dict:
+def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out, variant: str = "") -> dict:
     """The configuration to launch with; `run(config)` launches the kernel once.
+
+    `variant` names what else changes the compiled kernel at the same shapes (a matmul's
+    precision: "tf32" and "ieee" are different programs whose fastest tiles differ), so that a
+    choice timed for one is not reused for the other.
 
     `out` is the output buffer, or a tuple of them for a kernel with several outputs. An output
     that is also an input (a training step writing new weights or running sums in place) is put
@@ -75,7 +79,7 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     from triton.runtime.errors import OutOfResources
 
     shapes = ",".join(f"{tuple(t.shape)}:{t.dtype}" for t in inputs if hasattr(t, "shape"))
-    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}|{shapes}|triton {triton.__version__}"
+    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}{variant}|{shapes}|triton {triton.__version__}"
     choices = _load()
     if choices.get(key) in candidates:  # a choice no longer among the candidates is tuned again
         return choices[key]
@@ -97,6 +101,13 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     return best
 
 
+def _variant(options: dict) -> str:
+    """The launch options that select another compiled program (strings, numbers, flags: a
+    precision), as a suffix of the choice's key; tensors and lists of arguments are left out."""
+    scalars = sorted((k, v) for k, v in options.items() if isinstance(v, (str, int, float, bool)))
+    return "".join(f"|{k}={v}" for k, v in scalars)
+
+
 def tuned(candidates):
     """Decorate a template's `run(call, config, **options)`, which launches its kernel once with
     one block-size config: the decorated run takes config=None and then picks one among
@@ -113,7 +124,7 @@ def tuned(candidates):
             if config is None:
                 configs = candidates(call, call.on_cpu if interpret is None else interpret)
                 config = choose_config(call.binding.kernel_id, call.inputs, configs,
-                                       lambda c: run(call, c, **options), call.out)
+                                       lambda c: run(call, c, **options), call.out, _variant(options))
             run(call, config, **options)
 
         return tuned_run

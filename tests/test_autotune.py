@@ -143,3 +143,21 @@ def test_a_folder_in_place_of_the_choice_file_is_tuned_in_memory(fake_gpu, monke
     monkeypatch.setattr(disk_cache, "_warned", set())
     assert _tune(fake_gpu, torch.ones(4, 8)) == {"B": 3}
     assert "cannot write the cache" in capsys.readouterr().err
+
+
+def test_each_precision_is_tuned_on_its_own(fake_gpu):
+    """TF32 and IEEE float32 are different programs: a tile timed for one is not reused for the other."""
+    fake_gpu.timings.update({1: 0.5, 2: 0.2})
+    launched = []
+
+    @autotune.tuned(lambda call, interpret: [{"B": 1}, {"B": 2}])
+    def run(call, config, precision, operand_args):
+        fake_gpu.ran.append(config["B"])
+        launched.append((config["B"], precision))
+
+    call = SimpleNamespace(binding=SimpleNamespace(kernel_id="k"), inputs=(torch.ones(4, 8),), out=fake_gpu.out, on_cpu=False)
+    run(call, precision="tf32", operand_args=[torch.ones(2)])
+    run(call, precision="tf32", operand_args=[torch.ones(3)])  # the arguments' tensors are not part of the choice
+    run(call, precision="ieee", operand_args=[torch.ones(2)])
+    assert launched == [(1, "tf32"), (2, "tf32"), (2, "tf32"), (2, "tf32"), (1, "ieee"), (2, "ieee"), (2, "ieee")]
+    assert sorted(key.split("|")[2] for key in autotune._read()) == ["precision=ieee", "precision=tf32"]
