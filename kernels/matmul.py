@@ -174,6 +174,18 @@ GPU_CONFIGS = [
     dict(BM=64, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
     dict(BM=32, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
 ]
+# Tiles for large products only (M*N at least LARGE_TILES_FROM, K at least 512): with 16-bit
+# operands a deeper K step and a wider tile feed Hopper's warpgroup MMA with fewer loads per FLOP.
+# Float32 operands need twice the shared memory, so some of these do not fit a GPU's (sm_90: 227 KB)
+# and autotuning skips them there (OutOfResources). Small problems never try them: a 128x256 tile
+# would leave most of an H200's 132 SMs idle, and each candidate costs a compile at the first launch.
+LARGE_CONFIGS = [
+    dict(BM=128, BN=256, BK=64, GROUP_M=8, num_warps=8, num_stages=3),
+    dict(BM=256, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=3),
+    dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=4),
+    dict(BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=5),
+]
+LARGE_TILES_FROM = 2048 * 2048
 INTERPRETER_CONFIG = dict(BM=32, BN=32, BK=32, GROUP_M=4, num_warps=4, num_stages=1)
 
 
@@ -192,7 +204,8 @@ def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool 
     # Rows: at least 64, the smallest tile Hopper's warpgroup MMA (wgmma) computes; a 32-row tile
     # falls back to mma.sync there (a weight gradient x^T g over 32 features was one: HMMA, not HGMMA).
     fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(32, next_power_of_2(N))]
-    return fitting or GPU_CONFIGS[-2:]
+    large = LARGE_CONFIGS if M * N >= LARGE_TILES_FROM and K >= 512 else []
+    return (fitting or GPU_CONFIGS[-2:]) + large
 
 
 # --- launch -----------------------------------------------------------------------------------
