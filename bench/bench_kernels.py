@@ -1,6 +1,6 @@
 """Kernel benchmark: kcomp's fused kernels against PyTorch eager, torch.compile and Keras.
 
-  python bench/bench_kernels.py [--quick] [--json FILE]
+  python bench/bench_kernels.py [--quick | --large] [--json FILE]
 
 The cases live in kcomp/bench/kernel_suite.py (`kcomp bench --suite kernels` runs them too, with
 the ceilings); this script prints them one by one and rewrites the JSON file after every case,
@@ -10,7 +10,8 @@ so a run cut short keeps what it measured.
   conv:   y = maxpool2x2(relu(conv3x3(x) + b)), NHWC / channels_last
           kcomp: one implicit-GEMM kernel pooling in its epilogue
           eager: cuDNN conv2d + separate relu and max_pool2d; torch.compile of the same
-Ratios printed are contender time / kcomp time (above 1: kcomp is faster).
+Ratios printed are contender time / kcomp time (above 1: kcomp is faster): first with each call's
+launch from Python included, then (on a GPU) of the kernels alone, replayed from a CUDA graph.
 Needs a CUDA GPU; without one it says so and measures nothing. --rehearse (bench/gpu_check.sh
 --rehearse) runs every case once at a small shape on the CPU under Triton's interpreter and checks
 kcomp against eager, timing nothing: the code the GPU run will take, without a GPU.
@@ -31,15 +32,25 @@ from kcomp.bench import kernel_suite
 REHEARSAL_DENSE, REHEARSAL_CONV = [(37, 23, 19)], [(3, 10, 10, 5, 6)]
 
 
+def ratio(times, key) -> str:
+    """contender ms / kcomp ms, or n/a."""
+    return f"{times[key] / times['kcomp']:.2f}" if isinstance(times.get(key), float) and isinstance(times.get("kcomp"), float) else "n/a"
+
+
 def row(label, dtype, shape, times) -> str:
-    ratio = lambda key: f"{times[key] / times['kcomp']:.2f}" if isinstance(times.get(key), float) and times.get("kcomp") else "n/a"  # noqa: E731
     kcomp_ms = f"{times['kcomp']:9.4f}" if times.get("kcomp") else f"{'checked':>9}"
-    return f"{label:26} {dtype:9} {str(shape):24} {kcomp_ms} {ratio('eager'):>8} {ratio('torch.compile'):>9} {ratio('keras'):>8}"
+    line = f"{label:26} {dtype:9} {str(shape):24} {kcomp_ms} {ratio(times, 'eager'):>8} {ratio(times, 'torch.compile'):>9} {ratio(times, 'keras'):>8}"
+    graph = times.get("graph")
+    if graph:  # kernels only (CUDA graph replay): kcomp's ms and the same ratios
+        graph_ms = f"{graph['kcomp']:9.4f}" if isinstance(graph.get("kcomp"), float) else f"{'n/a':>9}"
+        line += f" | {graph_ms} {ratio(graph, 'eager'):>8} {ratio(graph, 'torch.compile'):>9}"
+    return line
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer shapes")
+    parser.add_argument("--quick", action="store_true", help="fewer shapes: the Keras-sized ones")
+    parser.add_argument("--large", action="store_true", help="only the shapes --quick leaves out (the large ones)")
     parser.add_argument("--json", help="also write the results here (rewritten after every case)")
     parser.add_argument("--rehearse", action="store_true", help="no GPU: check every case once on the CPU, time nothing")
     args = parser.parse_args(argv)
@@ -55,15 +66,22 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True  # eager float32 gets TF32 too: the same precision as kcomp's
         torch.backends.cudnn.allow_tf32 = True
         print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
-        runner, cases = kernel_suite.cuda_runner(), kernel_suite.cases(args.quick)
-    print(f"{'case':26} {'dtype':9} {'shape':24} {'kcomp ms':>9} {'eager/k':>8} {'compile/k':>9} {'keras/k':>8}")
+        runner = kernel_suite.cuda_runner()
+        # --large: bfloat16 first, the dtype of the cuBLAS target, so a run cut short has measured it
+        cases = (kernel_suite.cases(False, kernel_suite.DENSE_SHAPES[3:], kernel_suite.CONV_SHAPES[1:], dtypes=("bfloat16", "float32"))
+                 if args.large else kernel_suite.cases(args.quick))
+    print(f"{'case':26} {'dtype':9} {'shape':24} {'kcomp ms':>9} {'eager/k':>8} {'compile/k':>9} {'keras/k':>8}"
+          + ("" if args.rehearse else f" | {'graph ms':>9} {'eager/k':>8} {'compile/k':>9}  (kernels only, CUDA graph)"))
     results, failed = [], 0
     for label, dtype, shape, run in cases:
         result = {"case": label, "shape": shape, "dtype": dtype}
         try:  # one case failing does not stop the others
             result["ms"] = times = run(runner)
+            flops = kernel_suite.work(label, dtype, shape)[0]
             if times.get("kcomp"):
-                result["kcomp_tflops"] = kernel_suite.work(label, dtype, shape)[0] / times["kcomp"] / 1e9
+                result["kcomp_tflops"] = flops / times["kcomp"] / 1e9
+            if isinstance(times.get("graph", {}).get("kcomp"), float):
+                result["kcomp_tflops_graph"] = flops / times["graph"]["kcomp"] / 1e9
             print(row(label, dtype, shape, times))
         except Exception as e:  # noqa: BLE001 - reported and counted
             failed += 1

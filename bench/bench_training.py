@@ -2,7 +2,7 @@
 that loop, and Keras 3 on its torch backend (when installed), on the same model and data.
 
   python bench/bench_training.py [--steps N] [--rounds R] [--backend reference|triton] [--no-compile]
-                                 [--models mlp,cnn,digits,lstm] [--threads T]
+                                 [--models mlp,cnn,digits,lstm] [--threads T] [--profile]
 
 Models (--models, default mlp,cnn): the launch-bound MLP 784-512-512-10 at batch 128 (issue 5's
 GPU target: at least 3x eager and 1.5x torch.compile), a small CNN on 28x28x1 at batch 128 (both
@@ -134,6 +134,8 @@ def main(argv=None):
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first compile takes minutes on a CPU)")
     parser.add_argument("--models", default="mlp,cnn", help=f"comma-separated, of {','.join(MODELS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every contender (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="then run kcomp and the eager loop once more under torch.profiler "
+                        "and print where the time went, kernel by kernel")
     args = parser.parse_args(argv)
     kinds = args.models.split(",")
     unknown = sorted(set(kinds) - set(MODELS))
@@ -165,6 +167,22 @@ def main(argv=None):
             shown = "not installed" if rate is None else f"{rate:9.1f}"
             print(f"{kind:6} {name:16} {shown:>9} {ratio}")
         print(f"{kind:6} batch {BATCH[kind]}; load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
+        if args.profile:
+            for name in ("kcomp", "torch eager"):
+                print_profile(f"{kind} {name}, a 3-step warm-up and {args.steps} steps", contenders[name], device)
+
+
+def print_profile(label, run, device):
+    """The ops and kernels `run` spent its time in, most first (torch.profiler; on a GPU the kernels'
+    own time, those a CUDA graph replays included): where a model's step is slower than another's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+    sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(f"--- {label}: by {sort}")
+    print(prof.key_averages().table(sort_by=sort, row_limit=16, max_name_column_width=70))
 
 
 if __name__ == "__main__":

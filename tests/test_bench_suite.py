@@ -211,3 +211,23 @@ def test_a_kernel_contender_giving_other_results_is_refused_not_timed():
     ref = torch.randn(7, 5)
     runner = kernel_suite.Runner("cpu", "triton-interpret", bench=never)
     assert kernel_suite._checked(runner, lambda: ref * 1.1, ref, 1e-2).startswith("refused: differs from eager")
+
+
+def test_kernel_cases_time_the_kernels_alone_too_and_report_a_capture_that_fails():
+    """With graph_bench (CUDA graph replay on a GPU; faked here), each contender is timed a second time,
+    and one that cannot be captured is reported with the reason instead of a time."""
+    from kcomp.bench import kernel_suite
+
+    def graph_bench(fn):
+        fn()
+        if fn.__name__ == "eager":
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return 0.25
+
+    runner = kernel_suite.Runner("cpu", "triton-interpret", bench=lambda fn: (fn(), 1.0)[1], contenders=False,
+                                 graph_bench=graph_bench)
+    (case,) = [run for label, _, _, run in kernel_suite.cases(True, [(37, 23, 19)], [], dtypes=("float32",)) if label == "dense relu"]
+    times = case(runner)
+    assert times["kcomp"] == 1.0 and times["graph"]["kcomp"] == 0.25
+    assert times["graph"]["eager"].startswith("not captured: RuntimeError: operation not permitted")
+    assert "torch.compile" not in times["graph"]  # not a contender in this run
