@@ -52,7 +52,7 @@ from kcomp.ir.ops.conv import output_size, pads_before
 from kcomp.ir.types import FLOAT_DTYPES
 from kcomp.kernels.autotune import tuned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.sizes import next_power_of_2
+from kcomp.kernels.sizes import cdiv, next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
@@ -62,12 +62,20 @@ def conv2d_grad_filter_kernel(
     X, DY, DW, BSUM,
     H, W, C, F, KW, OH, OW, M, L,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+    CHUNK, SPLIT_STRIDE,
     P0, P1, T0, T1,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
     PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
+    # The reduction's part this program sums: output pixels [l_start, l_end) (all of them when the
+    # launch does not split it). A split's partial sums go SPLIT_STRIDE elements after the previous one's.
+    split = tl.program_id(1)
+    l_start = split * CHUNK
+    l_end = tl.minimum(L, l_start + CHUNK)
+    DW += split.to(tl.int64) * SPLIT_STRIDE
+    BSUM += split.to(tl.int64) * SPLIT_STRIDE
     offs_m = tile_m * BM + tl.arange(0, BM)  # rows of dW: (kh, kw, c)
     offs_n = tile_n * BN + tl.arange(0, BN)  # filters
     mask_m = offs_m < M
@@ -80,9 +88,9 @@ def conv2d_grad_filter_kernel(
 
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     bsum = tl.zeros((BN,), dtype=tl.float32)
-    for l0 in range(0, L, BK):
+    for l0 in range(l_start, l_end, BK):
         offs_l = l0 + tl.arange(0, BK)  # output pixels (n, oh, ow), the reduction
-        mask_l = offs_l < L
+        mask_l = offs_l < l_end
         ow = offs_l % OW
         oh = (offs_l // OW) % OH
         x_cols = X + (offs_l // (OW * OH)).to(tl.int64) * H * W * C  # each column's image (64-bit, 1-D)
@@ -105,6 +113,23 @@ def conv2d_grad_filter_kernel(
     if HAS_BSUM:  # every row of tiles summed the same dY columns; the first one stores them
         first_row = tl.full((BN,), tile_m, tl.int32) == 0
         tl.store(BSUM + offs_n, bsum.to(BSUM.dtype.element_ty), mask=mask_n & first_row)
+
+
+@triton.jit
+def split_sum_kernel(PART, DW, BSUM, MF, ROW, COUNT, SPLITS, BLOCK: tl.constexpr):
+    """dW (and the bias gradient) from a split filter gradient's partial sums: PART holds SPLITS rows
+    of ROW = M*F + F float32 elements, dW's then the bias gradient's. The first COUNT of a row (M*F,
+    or all ROW with a bias gradient) are summed over the splits in order (the same sums at every
+    run) and cast to their output's dtype."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < COUNT
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    part = PART + offs
+    for _ in range(0, SPLITS):
+        acc += tl.load(part, mask=mask, other=0.0)
+        part += ROW  # the pointer is 64-bit: no int32 product of split and row
+    tl.store(DW + offs, acc.to(DW.dtype.element_ty), mask=offs < MF)
+    tl.store(BSUM + (offs - MF), acc.to(BSUM.dtype.element_ty), mask=mask & (offs >= MF))
 
 
 @triton.jit
@@ -173,6 +198,15 @@ FILTER_GPU_CONFIGS = [
     dict(BM=64, BN=16, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
 ]
 FILTER_INTERPRETER_CONFIG = dict(BM=32, BN=16, BK=64, GROUP_M=4, num_warps=4, num_stages=1)
+# A filter gradient has few tiles (a 3x3 conv from 1 channel to 32 filters is one 9 x 32 tile) and a
+# long reduction (a batch of 128 26x26 outputs: 86528 pixels). One program per tile left most of
+# an H200 idle: the CNN's step spent 98% of its GPU time in this kernel, 2.7 ms a launch, where
+# cuDNN's took 35 us (torch.profiler, 2026-12-04). A config with SPLIT > 1 cuts the reduction in
+# that many parts, summed by as many programs per tile into float32 partial sums, which
+# split_sum_kernel then adds in order: two launches, the same result at every run (no atomics).
+SPLIT_PROGRAMS = 264  # programs to aim for: two per SM of an H100/H200 (132 SMs)
+SPLIT_MIN_PIXELS = 256  # each part sums at least this many pixels, so partial sums cost little traffic
+SPLIT_SUM_BLOCK = 1024
 
 # dgrad: rows are the batch's input pixels (many), columns the input channels.
 INPUT_GPU_CONFIGS = [
@@ -195,9 +229,25 @@ def _fitting(configs: list[dict], M: int, N: int) -> list[dict]:
     return fits or configs[-1:]
 
 
+def filter_split(M: int, F: int, L: int, config: dict) -> int:
+    """In how many parts a GPU sums the L pixels of an (M, F) filter gradient with these tiles: enough
+    for about SPLIT_PROGRAMS programs, each summing at least SPLIT_MIN_PIXELS pixels; 1 when the
+    tiles alone are that many programs."""
+    tiles = cdiv(M, config["BM"]) * cdiv(F, config["BN"])
+    return max(1, min(cdiv(SPLIT_PROGRAMS, tiles), L // SPLIT_MIN_PIXELS))
+
+
 def filter_configs(M: int, F: int, L: int, interpret: bool) -> list[dict]:
-    """wgrad candidates for a (M = KH*KW*C, F) gradient summed over L output pixels."""
-    return [FILTER_INTERPRETER_CONFIG] if interpret else _fitting(FILTER_GPU_CONFIGS, M, F)
+    """wgrad candidates for a (M = KH*KW*C, F) gradient summed over L output pixels: each fitting
+    tile, whole and with the reduction split (autotuning times both). The first is unsplit (what an
+    AOT build compiles: the same kernel, one launch)."""
+    if interpret:
+        return [FILTER_INTERPRETER_CONFIG]
+    configs = []
+    for config in _fitting(FILTER_GPU_CONFIGS, M, F):
+        split = filter_split(M, F, L, config)
+        configs += [config] + ([{**config, "SPLIT": split}] if split > 1 else [])
+    return configs
 
 
 def input_configs(M: int, C: int, K: int, interpret: bool) -> list[dict]:
@@ -320,11 +370,24 @@ def launch_filter(binding: Conv2DGradFilterBinding, inputs, out=None, config=Non
 @tuned(lambda call, interpret: filter_configs(call.M, call.F, call.K, interpret))
 def run_filter(call: Conv2DGradFilterCall, config: dict, precision: str):
     b = call.binding
-    conv2d_grad_filter_kernel[gemm_grid(call.M, call.F, config)](
-        call.x, call.dy, call.dw, call.bsum, *call.sizes(), *call.prologue_args,
+    tiles = {k: v for k, v in config.items() if k != "SPLIT"}
+    # CHUNK: the pixels of one part, whole BK steps; as many parts as it takes to cover L.
+    chunk = cdiv(cdiv(call.K, config.get("SPLIT", 1)), config["BK"]) * config["BK"]
+    splits = cdiv(call.K, chunk)
+    mf = call.M * call.F
+    if splits == 1:
+        dw, bsum, stride = call.dw, call.bsum, 0
+    else:  # every part's dW then its bias-gradient sums, in float32; split_sum_kernel adds them
+        part = torch.empty((splits, mf + call.F), device=call.dw.device, dtype=torch.float32)
+        dw, bsum, stride = part, part[0, mf:], mf + call.F
+    conv2d_grad_filter_kernel[(gemm_grid(call.M, call.F, config)[0], splits)](
+        call.x, call.dy, dw, bsum, *call.sizes(), chunk, stride, *call.prologue_args,
         PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, HAS_BSUM=b.column_sums_dtype is not None,
-        PRECISION=precision, **kernel_options(config),
+        PRECISION=precision, **kernel_options(tiles),
     )
+    if splits > 1:
+        n = mf + (call.F if b.column_sums_dtype is not None else 0)
+        split_sum_kernel[(cdiv(n, SPLIT_SUM_BLOCK),)](part, call.dw, call.bsum, mf, stride, n, splits, BLOCK=SPLIT_SUM_BLOCK)
 
 
 def launch_input(binding: Conv2DGradInputBinding, inputs, out=None, config=None, precision="tf32", interpret=None):

@@ -194,6 +194,45 @@ def test_conv_grad_float16(op):
     check_kernel(graph, random_inputs(graph, 2, seed=4))
 
 
+# A small tile and BK so that the test sizes' reductions split in several parts, the last one short.
+SPLIT_CONFIG = dict(BM=32, BN=16, BK=16, GROUP_M=4, num_warps=4, num_stages=1, SPLIT=5)
+
+
+@pytest.mark.parametrize("bias_sum", [False, True])
+@pytest.mark.parametrize("geometry", ["3x3-s1-same", "3x3-s2-valid"])
+def test_filter_gradient_summed_in_parts(geometry, bias_sum):
+    """A config with SPLIT: each part of the pixels (429 in 5 parts, 90 in 3) summed by its own
+    programs into float32 partial sums that split_sum_kernel adds: the reference's dW and bias
+    gradient, bit for bit the same at a second run (no atomics)."""
+    graph = conv_grad_graph("conv2d_backprop_filter", GEOMETRIES[geometry], image=(11, 13, 21), filters=37, bias_sum=bias_sum)
+    kernel, inputs = the_kernel(graph), random_inputs(graph, 3, seed=9)
+    first = assert_launch_matches_reference(graph, kernel, inputs, kind="long", precision="ieee", config=SPLIT_CONFIG)
+    again, _ = launch_kernel(graph, kernel, inputs, precision="ieee", config=SPLIT_CONFIG)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_filter_gradient_in_parts_passes_nan_and_inf_on_and_casts_at_the_end():
+    graph = conv_grad_graph("conv2d_backprop_filter", GEOMETRIES["3x3-s2-same"], bias_sum=True)
+    assert_launch_matches_reference(graph, the_kernel(graph), nonfinite_inputs(graph), kind="long", poison=False,
+                                    precision="ieee", config=SPLIT_CONFIG)
+    graph = conv_grad_graph("conv2d_backprop_filter", GEOMETRIES["3x3-s1-same"], dtype="float16", bias_sum=True)
+    assert_launch_matches_reference(graph, the_kernel(graph), random_inputs(graph, 2, seed=3), kind="long",
+                                    precision="ieee", config=SPLIT_CONFIG)
+
+
+def test_a_gpu_splits_a_long_reduction_over_few_tiles():
+    """The CNN's first filter gradient (3x3, 1 channel to 32 filters, batch 128 of 26x26 outputs) is
+    one tile: the GPU candidates also sum it in parts, for about SPLIT_PROGRAMS programs; the first
+    candidate, the one an AOT build compiles, is whole. A gradient of many tiles is not split."""
+    from kcomp.kernels.conv2d_grad import SPLIT_PROGRAMS, filter_configs
+
+    configs = filter_configs(9, 32, 128 * 26 * 26, interpret=False)
+    assert "SPLIT" not in configs[0]
+    assert [c.get("SPLIT", 1) for c in configs] == [1, SPLIT_PROGRAMS, 1, SPLIT_PROGRAMS // 2]
+    assert all("SPLIT" not in c for c in filter_configs(9, 32, 300, interpret=False))  # too few pixels to share
+    assert all("SPLIT" not in c for c in filter_configs(3 * 3 * 512, 512, 4096, interpret=False))  # 72 x 8 tiles
+
+
 def assert_one_plan_serves_every_batch_size(graph, batches=(1, 3)):
     """One fused plan (one executor) run at each batch size, each against the reference."""
     executor = None
@@ -297,7 +336,21 @@ def compile_cases(cases) -> list[dict]:
         kernel = the_kernel(conv_grad_graph(op, GEOMETRIES[geometry], tuple(image), filters, bias_sum=bias_sum))
         configs = FILTER_GPU_CONFIGS if op == "conv2d_backprop_filter" else INPUT_GPU_CONFIGS
         records += compile_for_sm_90(kernel, configs, f"{op} {geometry}")
+        if op == "conv2d_backprop_filter" and bias_sum:
+            records += compile_split_for_sm_90(kernel, dict(FILTER_GPU_CONFIGS[1], SPLIT=8), f"{op} {geometry} in parts")
     return records
+
+
+def compile_split_for_sm_90(kernel, config, label) -> list[dict]:
+    """The two launches of a filter gradient summed in parts (the GEMM, then split_sum_kernel), each
+    compiled for sm_90 at batch 128: one record each (the sum has no tensor cores to use)."""
+    from kcomp.runtime.aot import example_inputs
+    from kcomp.runtime.aot.compile import compile_launches
+
+    results = compile_launches(kernel_source(kernel, 0), example_inputs(kernel, 128), target="sm_90", config=config)
+    return [{"case": f"{label}: {r.function}", "function": r.function, "spill_bytes": r.spill_bytes,
+             "local_stores": r.local_stores(), "registers": r.registers, "hgmma": r.tensor_core_counts().get("HGMMA", 0)}
+            for r in results]
 
 
 def compile_for_sm_90(kernel, configs, label) -> list[dict]:
@@ -322,9 +375,11 @@ def test_conv_grad_kernels_compile_for_sm_90_on_tensor_cores_without_spills(tmp_
     from kcomp.kernels.conv2d_grad import FILTER_GPU_CONFIGS, INPUT_GPU_CONFIGS
 
     records = run_file_as_aot_child(__file__, AOT_CASES, tmp_path, timeout=600)
-    assert len(records) == len(FILTER_GPU_CONFIGS) + len(INPUT_GPU_CONFIGS) + 2
+    split = [r for r in records if "in parts" in r["case"]]
+    assert [r["function"] for r in split] == ["conv2d_grad_filter_kernel", "split_sum_kernel"]
+    assert len(records) == len(FILTER_GPU_CONFIGS) + len(INPUT_GPU_CONFIGS) + 2 + len(split)
     for rec in records:
-        assert rec["hgmma"] > 0, rec
+        assert rec["hgmma"] > 0 or rec.get("function") == "split_sum_kernel", rec
         assert rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
 
 
