@@ -84,6 +84,22 @@ def test_examples_predict_as_the_reference(path, name, precision, tol):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
+def assert_weights_follow(got, want, learning_rate=1e-3):
+    """Trained weights as the reference's: each within one learning rate (the most one step of Adam
+    or RMSprop moves a weight, about), and all but 0.5% of them within rtol 1e-3, atol 1e-4.
+
+    Why not all within 1e-4: Adam moves a weight by lr * g / (|g| + 1e-7), so a gradient of the
+    size of epsilon moves it by lr * g / 1e-7, and float32 sums in another order change such a
+    gradient by about 1e-8, its update by 1e-4. cifar_augment's first conv has such a weight
+    ([0, 0, 1, 14]: its first update was 5.4e-5, the median 3.4e-4, on the reference executor): on
+    the H200 it ended 1.7e-4 from the reference's (2026-12-04), the other 863 within 1e-4. A wrong
+    gradient moves every weight it reaches by up to a learning rate a step, in more than 0.5% of them."""
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=learning_rate)
+        loose = ~np.isclose(a, b, rtol=1e-3, atol=1e-4)
+        assert loose.mean() <= 0.005, f"{int(loose.sum())} of {a.size} weights differ by more than 1e-4 (+ 1e-3 relative)"
+
+
 @pytest.mark.parametrize("path, name", TRAINABLE)
 def test_examples_training_steps_as_the_reference_step(path, name):
     """Each example's compile section, two epochs of fit on 37 samples (batches of 16, 16, 5): the
@@ -104,8 +120,7 @@ def test_examples_training_steps_as_the_reference_step(path, name):
         runs[backend] = (history.history["loss"], model.get_weights(), model)
     (ref_loss, ref_w, _), (got_loss, got_w, model) = runs["reference"], runs[BACKEND]
     np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-3)
-    for a, b in zip(got_w, ref_w, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert_weights_follow(got_w, ref_w)
     if ON_GPU:
         (step,) = [s for (kind, *_), s in model._training.steps.items() if kind == "train"]
         assert len(step.runner.captured) == 2  # batches of 16 and the last 5
