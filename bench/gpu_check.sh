@@ -8,8 +8,12 @@
 # not stop the others; each writes its log to $OUT ($OUT defaults to
 # /tmp/kcomp-gpu-check) as it finishes and adds one line to $OUT/summary.txt.
 #
-#   bash bench/gpu_check.sh              on the GPU machine (README "On a GPU"),
-#                                        with .gpu-wheels/ beside the tree (bash bench/gpu_wheels.sh)
+#   bash bench/gpu_check.sh [tests|bench] on the GPU machine (README "On a GPU"),
+#                                        with .gpu-wheels/ beside the tree (bash bench/gpu_wheels.sh);
+#                                        `tests` runs env, install, aot, templates and examples only,
+#                                        `bench` env, install and the benchmark parts only: two calls
+#                                        of under 10 minutes each (the GPU tests alone took 136 s with
+#                                        Triton's cache warm, and more than 240 s cold, 2026-12-04)
 #   bash bench/gpu_check.sh --rehearse   on a machine without a GPU: builds a fresh environment
 #                                        with the GPU machine's versions (bench/gpu_machine.txt),
 #                                        prepares .gpu-wheels/ and runs every part below with the
@@ -35,8 +39,14 @@
 #   suite      kcomp bench --suite models --device cuda --quick, with torch.compile (reduce-overhead)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-REHEARSE=0
-[ "${1:-}" = "--rehearse" ] && REHEARSE=1
+REHEARSE=0 GROUP=all
+case "${1:-}" in
+  --rehearse) REHEARSE=1 ;;
+  tests|bench) GROUP=$1 ;;
+  "") ;;
+  *) echo "usage: bash bench/gpu_check.sh [--rehearse | tests | bench]"; exit 2 ;;
+esac
+TEST_PARTS=" aot templates examples "  # the rest, after env and install, are the benchmarks
 OUT=${OUT:-/tmp/kcomp-gpu-check}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -51,6 +61,9 @@ FAILED=0
 part() {  # part NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, one line in summary.txt
   local name=$1 seconds=$2 start rc
   shift 2
+  if [ "$GROUP" != all ] && [ "$name" != env ] && [ "$name" != install ]; then  # not in the group asked for
+    case "$TEST_PARTS" in *" $name "*) [ "$GROUP" = tests ] || return 0 ;; *) [ "$GROUP" = bench ] || return 0 ;; esac
+  fi
   start=$(date +%s)
   timeout "$seconds" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
@@ -100,18 +113,19 @@ export KCOMP_GPU_TESTS=1
 # On the GPU machine the tests run in worker processes (pytest-xdist is there): most of their time is
 # Triton compiling kernels on the CPU, one at a time per process, and that machine has 16 cores.
 # With 8 workers the templates part ran past its 110 s there (2026-12-04); 12 workers ran both
-# files in 159 s with CUDA_LAUNCH_BLOCKING=1.
+# files in 159 s with CUDA_LAUNCH_BLOCKING=1, and did not finish them in 240 s with Triton's cache
+# cold (2026-12-04, later); 16 workers ran them in 136 s with the cache warm.
 # The rehearsal runs them in one process, as before (2 cores here).
 PARALLEL=()
-[ $REHEARSE = 0 ] && PARALLEL=(-n 12)
+[ $REHEARSE = 0 ] && PARALLEL=(-n 16)
 # Under the rehearsal's interpreter the wide recurrent cases take most of this part (96 s here with
 # other work running; it timed out at 110 s in a CI run beside three others; with the 2026-12-03
 # cases (resize, augmentation, depthwise) it ran past 300 s beside two test runs, and with the
 # image_moves and augmented_features cases 595 s beside other test runs); seconds on a GPU.
-part templates $([ $REHEARSE = 1 ] && echo 1200 || echo 150) "$PYTHON" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" tests/test_gpu_templates.py
+part templates $([ $REHEARSE = 1 ] && echo 1200 || echo 300) "$PYTHON" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" tests/test_gpu_templates.py
 # Under the rehearsal's interpreter the sentiment example's LSTM walks 500 time steps per launch
 # (about 140 s of its 160 here; 280 s beside two test runs on 2026-12-03); on a GPU seconds.
-part examples $([ $REHEARSE = 1 ] && echo 480 || echo 90) "$PYTHON" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" tests/test_gpu.py
+part examples $([ $REHEARSE = 1 ] && echo 480 || echo 180) "$PYTHON" -m pytest -q -p no:cacheprovider "${PARALLEL[@]}" tests/test_gpu.py
 unset KCOMP_GPU_TESTS
 wait "$AOT_JOB" || FAILED=1  # a part's status is its command's; FAILED set in the background is lost
 if [ $REHEARSE = 1 ]; then
@@ -122,10 +136,11 @@ if [ $REHEARSE = 1 ]; then
   part recurrent 180 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --models seed,masked --no-compile --backend triton-interpret
 else
   part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
-  # 59 s of its 60 on 2026-12-04: 75.
-  part training 75 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
-  # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's minute.
-  part recurrent 50 "$PYTHON" bench/bench_recurrent.py --steps 30 --models seed,wide,masked --no-compile --backend triton
+  # 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (the same day, later).
+  part training 120 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
+  # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's time.
+  # At 50 s the masked model did not start (2026-12-04): 90.
+  part recurrent 90 "$PYTHON" bench/bench_recurrent.py --steps 30 --models seed,wide,masked --no-compile --backend triton
   part build 80 "$PYTHON" bench/bench_build.py --json "$OUT/bench_build.json"
   # What the parts above leave open, least urgent last (a call cut short keeps the logs written):
   # the large shapes of the cuBLAS target, where the CNN's captured step spends its time against
