@@ -231,3 +231,14 @@ def test_kernel_cases_time_the_kernels_alone_too_and_report_a_capture_that_fails
     assert times["kcomp"] == 1.0 and times["graph"]["kcomp"] == 0.25
     assert times["graph"]["eager"].startswith("not captured: RuntimeError: operation not permitted")
     assert "torch.compile" not in times["graph"]  # not a contender in this run
+
+
+def test_the_k_major_dense_case_reads_a_transposed_copy_of_the_kernel_and_checks_it():
+    """'dense relu, W K-major' (float32, large shapes only) gives the kernel W through a transposed
+    copy's strides; under the interpreter it must still match eager before anything is timed."""
+    from kcomp.bench import kernel_suite
+
+    runner = kernel_suite.Runner("cpu", "triton-interpret", bench=lambda fn: (fn(), None)[1], contenders=False)
+    assert kernel_suite.dense_case(runner, 37, 23, 19, "relu", "float32", k_major=True)["kcomp"] is None
+    labels = [(label, dtype) for label, dtype, _, _ in kernel_suite.cases(False, [(2048, 512, 2048), (128, 784, 512)], [(3, 10, 10, 5, 6)])]
+    assert labels.count(("dense relu, W K-major", "float32")) == 1 and ("dense relu, W K-major", "bfloat16") not in labels

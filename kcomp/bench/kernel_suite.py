@@ -46,7 +46,7 @@ def _checked(runner, fn, ref, tol):
     return runner.bench(fn)
 
 
-def dense_case(runner, m, k, n, activation, dtype):
+def dense_case(runner, m, k, n, activation, dtype, k_major=False):
     from kcomp.layers import Dense, Input
     from kcomp.models import Sequential
 
@@ -63,8 +63,14 @@ def dense_case(runner, m, k, n, activation, dtype):
     def eager():
         return act(torch.addmm(b, x, w))
 
+    # k_major: the kernel reads W through its strides, here from a transposed copy (K contiguous).
+    # Hopper's TF32 warpgroup MMA reads B K-major from shared memory; a row-major (K, N) float32 W
+    # made Triton copy B 4 bytes at a time (100 cp.async in the PTX for sm_90 at 128x128x32, against
+    # 40 K-major). This case measures whether that is why float32 ran at 0.27-0.39x of cuBLAS.
+    w_kernel = w.t().contiguous().t() if k_major else w
+
     def kcomp():
-        return instruction.launch(x, w, b, out=out)
+        return instruction.launch(x, w_kernel, b, out=out)
 
     keras = _keras_dense(x, w, b, activation) if runner.contenders else None
     return _times(runner, dtype, eager, kcomp, keras)
@@ -140,12 +146,16 @@ def _keras_dense(x, w, b, activation):
 
 def cases(quick: bool, dense=None, conv=None, dtypes=("float32", "bfloat16")):
     """(label, dtype, shape, run(runner) -> times) for each case, in order."""
+    from kcomp.kernels.matmul import LARGE_TILES_FROM
+
     dense = dense or (DENSE_SHAPES[:3] if quick else DENSE_SHAPES)
     conv = conv or (CONV_SHAPES[:1] if quick else CONV_SHAPES)
     for dtype in dtypes:
         for (m, k, n) in dense:
             for activation in ACTIVATIONS:
                 yield f"dense {activation}", dtype, [m, k, n], lambda r, m=m, k=k, n=n, a=activation, d=dtype: dense_case(r, m, k, n, a, d)
+            if dtype == "float32" and m * n >= LARGE_TILES_FROM:  # the TF32 layout question, at the large shapes
+                yield "dense relu, W K-major", dtype, [m, k, n], lambda r, m=m, k=k, n=n, d=dtype: dense_case(r, m, k, n, "relu", d, k_major=True)
         for shape in conv:
             yield "conv+bias+relu+maxpool", dtype, list(shape), lambda r, s=shape, d=dtype: conv_case(r, *s, d)
 
