@@ -65,17 +65,21 @@ def conv2d_grad_filter_kernel(
     CHUNK, SPLIT_STRIDE,
     P0, P1, T0, T1,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, HAS_BSUM: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, SPLIT_K: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
-    # The reduction's part this program sums: output pixels [l_start, l_end) (all of them when the
-    # launch does not split it). A split's partial sums go SPLIT_STRIDE elements after the previous one's.
-    split = tl.program_id(1)
-    l_start = split * CHUNK
-    l_end = tl.minimum(L, l_start + CHUNK)
-    DW += split.to(tl.int64) * SPLIT_STRIDE
-    BSUM += split.to(tl.int64) * SPLIT_STRIDE
+    # The reduction's part this program sums (SPLIT_K): CHUNK output pixels, a whole number of BK
+    # steps, from program_id(1) * CHUNK on, the last part cut at L; else all L. SPLIT_K is a
+    # constexpr so that the unsplit kernel is the one compiled before parts existed: with the part's
+    # bounds in the same code, ptxas gave the unsplit bfloat16 kernel 80 registers and an 8-byte
+    # spill on sm_89 (96 and none before).
+    if SPLIT_K:
+        first_l = tl.program_id(1) * CHUNK
+        pixels = CHUNK
+    else:
+        first_l = 0
+        pixels = L
     offs_m = tile_m * BM + tl.arange(0, BM)  # rows of dW: (kh, kw, c)
     offs_n = tile_n * BN + tl.arange(0, BN)  # filters
     mask_m = offs_m < M
@@ -88,9 +92,9 @@ def conv2d_grad_filter_kernel(
 
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     bsum = tl.zeros((BN,), dtype=tl.float32)
-    for l0 in range(l_start, l_end, BK):
-        offs_l = l0 + tl.arange(0, BK)  # output pixels (n, oh, ow), the reduction
-        mask_l = offs_l < l_end
+    for l0 in range(0, pixels, BK):
+        offs_l = first_l + l0 + tl.arange(0, BK)  # output pixels (n, oh, ow), the reduction
+        mask_l = offs_l < L
         ow = offs_l % OW
         oh = (offs_l // OW) % OH
         x_cols = X + (offs_l // (OW * OH)).to(tl.int64) * H * W * C  # each column's image (64-bit, 1-D)
@@ -109,6 +113,10 @@ def conv2d_grad_filter_kernel(
             bsum += tl.sum(b.to(tl.float32), axis=0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
+    if SPLIT_K:  # a part's partial sums go SPLIT_STRIDE elements after the previous part's
+        split = tl.program_id(1).to(tl.int64)
+        DW += split * SPLIT_STRIDE
+        BSUM += split * SPLIT_STRIDE
     tl.store(DW + offs_m[:, None] * F + offs_n[None, :], acc.to(DW.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
     if HAS_BSUM:  # every row of tiles summed the same dY columns; the first one stores them
         first_row = tl.full((BN,), tile_m, tl.int32) == 0
@@ -383,7 +391,7 @@ def run_filter(call: Conv2DGradFilterCall, config: dict, precision: str):
     conv2d_grad_filter_kernel[(gemm_grid(call.M, call.F, config)[0], splits)](
         call.x, call.dy, dw, bsum, *call.sizes(), chunk, stride, *call.prologue_args,
         PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, HAS_BSUM=b.column_sums_dtype is not None,
-        PRECISION=precision, **kernel_options(tiles),
+        PRECISION=precision, SPLIT_K=splits > 1, **kernel_options(tiles),
     )
     if splits > 1:
         n = mf + (call.F if b.column_sums_dtype is not None else 0)
