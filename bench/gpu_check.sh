@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU run: everything kcomp checks on a GPU in one call, ordered so the first minutes say the
-# most. Each part has its own time limit. On 2026-12-04 the parts up to build took about 6 minutes on
-# the GPU machine (the aot part, CPU only, runs beside the GPU tests and ends before them); the
-# parts after build (large, profile, suite) are ordered least urgent last, and all the limits
-# together exceed the 10 minutes a call may take there, so a call cut short there loses the last
-# ones only. A part that fails or runs out of time does
+# The GPU run: everything kcomp checks on a GPU, in two groups of parts (tests, bench), each
+# ordered so the first minutes say the most. Each part has its own time limit; the limits of all
+# the parts together exceed the 10 minutes a call may take on the GPU machine, and a session's 15
+# minutes of device time (machine start included) may not cover both groups: a call cut short
+# loses the last parts only (the aot part, CPU only, runs beside the GPU tests and ends before
+# them). A part that fails or runs out of time does
 # not stop the others; each writes its log to $OUT ($OUT defaults to
 # /tmp/kcomp-gpu-check) as it finishes and adds one line to $OUT/summary.txt.
 #
@@ -28,15 +28,16 @@
 #   examples   tests/test_gpu.py: each example's kernels and captured training step against the
 #              reference step, CUDA graphs
 #   aot        kcomp build --train of each example for sm_90 (registers, spills, tensor cores)
-#   kernels    bench/bench_kernels.py --quick (JSON written after every case)
+# then the bench group, in this order:
 #   training   bench/bench_training.py: steps/s against torch eager, torch.compile, Keras
+#   profile    bench/bench_training.py --profile: the CNN's step, kcomp's and eager's, kernel by kernel
+#   suite      kcomp bench --suite models --device cuda --quick, with torch.compile (reduce-overhead)
+#   large      bench/bench_kernels.py --large: the 4096 and 8192 dense and the larger conv shapes
+#   kernels    bench/bench_kernels.py --quick (JSON written after every case)
 #   recurrent  bench/bench_recurrent.py: the seed's LSTM model's training step (and LSTM(256), and
 #              masked on pre-padded reviews) against nn.LSTM (cuDNN)
 #   build      bench/bench_build.py: the MLP's cold `kcomp build --train` to sm_90 with one worker and
 #              with one per core, against torch.compile's cold first step on the GPU (issue 17 part 9)
-#   large      bench/bench_kernels.py --large: the 4096 and 8192 dense and the larger conv shapes
-#   profile    bench/bench_training.py --profile: the CNN's step, kcomp's and eager's, kernel by kernel
-#   suite      kcomp bench --suite models --device cuda --quick, with torch.compile (reduce-overhead)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REHEARSE=0 GROUP=all
@@ -135,20 +136,21 @@ if [ $REHEARSE = 1 ]; then
   # steps took most of 150 s here (Triton 3.9) and ran past 180 s under Triton 3.6 in a CI run.
   part recurrent 180 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --models seed,masked --no-compile --backend triton-interpret
 else
-  part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
-  # 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (the same day, later).
+  # Ordered by what the last run left open, most urgent first (a call cut short keeps the logs
+  # written): the step that changed since (the CNN's, with its filter gradient split), the models
+  # suite with torch.compile's CUDA-graph mode (never run on a GPU yet), the large shapes of the
+  # cuBLAS target (with the K-major float32 case), then the rest measured already on 2026-12-04.
+  # training: 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (later that day).
   part training 120 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
+  part profile 45 "$PYTHON" bench/bench_training.py --models cnn --steps 20 --no-compile --backend triton --profile
+  part suite 150 bash -c "for m in mlp cnn seed_mlp sentiment_lstm; do \"$PYTHON\" -m kcomp bench --suite models --device cuda --quick \
+    --models \$m --contenders 'torch eager,kcomp,torch.compile (reduce-overhead)' --out \"$OUT/suite/\$m\" || exit 1; done"
+  part large 110 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
+  part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
   # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's time.
   # At 50 s the masked model did not start (2026-12-04): 90.
   part recurrent 90 "$PYTHON" bench/bench_recurrent.py --steps 30 --models seed,wide,masked --no-compile --backend triton
   part build 80 "$PYTHON" bench/bench_build.py --json "$OUT/bench_build.json"
-  # What the parts above leave open, least urgent last (a call cut short keeps the logs written):
-  # the large shapes of the cuBLAS target, where the CNN's captured step spends its time against
-  # the eager loop's, and the models suite with torch.compile's CUDA-graph mode, one model a run.
-  part large 110 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
-  part profile 45 "$PYTHON" bench/bench_training.py --models cnn --steps 20 --no-compile --backend triton --profile
-  part suite 150 bash -c "for m in mlp cnn seed_mlp sentiment_lstm; do \"$PYTHON\" -m kcomp bench --suite models --device cuda --quick \
-    --models \$m --contenders 'torch eager,kcomp,torch.compile (reduce-overhead)' --out \"$OUT/suite/\$m\" || exit 1; done"
 fi
 rm -rf "$SCRATCH"
 exit $FAILED
