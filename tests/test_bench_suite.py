@@ -83,6 +83,9 @@ def test_kernels_suite_on_cpu_measures_ceilings_and_lists_cases_as_needing_a_gpu
     needs_gpu = []
     result = kernel_suite.run(Options(suite="kernels", quick=True), needs_gpu)
     assert result["ceilings"]["copy_GBps"] > 0 and result["ceilings"]["matmul_TFLOPs"] > 0
+    assert result["ceilings"]["matmul_bfloat16_TFLOPs"] > 0
+    assert kernel_suite.matmul_ceiling(result["ceilings"], "bfloat16") == result["ceilings"]["matmul_bfloat16_TFLOPs"]
+    assert kernel_suite.matmul_ceiling(result["ceilings"], "float32") == result["ceilings"]["matmul_TFLOPs"]
     assert result["rows"] and {r["status"] for r in result["rows"]} == {"needs a GPU"}
     assert any(line.startswith("kernels:") for line in needs_gpu)
 
@@ -242,3 +245,15 @@ def test_the_k_major_dense_case_reads_a_transposed_copy_of_the_kernel_and_checks
     assert kernel_suite.dense_case(runner, 37, 23, 19, "relu", "float32", k_major=True)["kcomp"] is None
     labels = [(label, dtype) for label, dtype, _, _ in kernel_suite.cases(False, [(2048, 512, 2048), (128, 784, 512)], [(3, 10, 10, 5, 6)])]
     assert labels.count(("dense relu, W K-major", "float32")) == 1 and ("dense relu, W K-major", "bfloat16") not in labels
+
+
+def test_a_timed_kernel_row_prints_its_fraction_of_its_dtypes_ceiling(capsys):
+    """A GPU run's kernels table (made up here): a bfloat16 row's %mm is of the bfloat16 matmul ceiling."""
+    results = {"device": "cuda", "quick": True, "needs_gpu": [], "machine": {"gpu": "GPU", "platform": "p", "cpu_threads": 16, "versions": {"torch": "t"}},
+               "suites": {"kernels": {"ceilings": {"copy_GBps": 4000.0, "matmul_TFLOPs": 400.0, "matmul_bfloat16_TFLOPs": 800.0},
+                                      "rows": [{"case": "dense relu", "dtype": "bfloat16", "shape": [8192, 8192, 8192], "status": "timed",
+                                                "ms": {"kcomp": 2.0}, "kcomp_TFLOPs": 400.0, "fraction_of_matmul_ceiling": 0.5,
+                                                "fraction_of_copy_ceiling": 0.01, "kcomp_speedup": {"eager": 0.9}}]}}}
+    report.print_table(results)
+    out = capsys.readouterr().out
+    assert "800 TFLOP/s (bfloat16" in out and "   50 " in out and "eager 0.90x" in out

@@ -171,16 +171,27 @@ def work(label, dtype, shape) -> tuple[float, float]:
 
 
 def ceilings(device, quick) -> dict:
-    """Achievable TFLOP/s and GB/s here, measured: a large float32 copy and a large matmul (TF32 on a GPU)."""
+    """Achievable TFLOP/s and GB/s here, measured: a large float32 copy and two large matmuls, float32
+    (TF32 on a GPU) and bfloat16 (a bfloat16 kernel's fraction is of the second: on an H200 its
+    tensor cores do twice TF32's FLOP/s)."""
     from kcomp.bench.timing import alternating_medians
 
     n_copy = (1 << 24 if quick else 1 << 27) if device == "cuda" else (1 << 22 if quick else 1 << 25)
     n_mm = (4096 if quick else 8192) if device == "cuda" else (512 if quick else 2048)
+    n_bf16 = n_mm if device == "cuda" else 512  # a CPU without bfloat16 instructions emulates them: slow
     src, dst = torch.randn(n_copy, device=device), torch.empty(n_copy, device=device)
     a, b = torch.randn(n_mm, n_mm, device=device), torch.randn(n_mm, n_mm, device=device)
-    seconds = alternating_medians({"copy": lambda: dst.copy_(src), "matmul": lambda: a @ b}, 3 if quick else 10, device)
+    a16, b16 = (torch.randn(n_bf16, n_bf16, device=device, dtype=torch.bfloat16) for _ in range(2))
+    seconds = alternating_medians({"copy": lambda: dst.copy_(src), "matmul": lambda: a @ b, "matmul_bf16": lambda: a16 @ b16},
+                                  3 if quick else 10, device)
     return {"copy_GBps": 2 * 4 * n_copy / seconds["copy"] / 1e9, "matmul_TFLOPs": 2 * n_mm**3 / seconds["matmul"] / 1e12,
-            "copy_elements": n_copy, "matmul_n": n_mm}
+            "matmul_bfloat16_TFLOPs": 2 * n_bf16**3 / seconds["matmul_bf16"] / 1e12,
+            "copy_elements": n_copy, "matmul_n": n_mm, "matmul_bfloat16_n": n_bf16}
+
+
+def matmul_ceiling(ceilings: dict, dtype: str) -> float:
+    """The measured matmul TFLOP/s a kernel of this dtype is a fraction of."""
+    return ceilings["matmul_bfloat16_TFLOPs"] if dtype == "bfloat16" else ceilings["matmul_TFLOPs"]
 
 
 def run(opts, needs_gpu: list) -> dict:
@@ -202,7 +213,7 @@ def run(opts, needs_gpu: list) -> dict:
             flops, moved = work(label, dtype, shape)
             seconds = times["kcomp"] / 1e3
             row["kcomp_TFLOPs"], row["kcomp_GBps"] = flops / seconds / 1e12, moved / seconds / 1e9
-            row["fraction_of_matmul_ceiling"] = row["kcomp_TFLOPs"] / result["ceilings"]["matmul_TFLOPs"]
+            row["fraction_of_matmul_ceiling"] = row["kcomp_TFLOPs"] / matmul_ceiling(result["ceilings"], dtype)
             row["fraction_of_copy_ceiling"] = row["kcomp_GBps"] / result["ceilings"]["copy_GBps"]
             row["kcomp_speedup"] = {k: v / times["kcomp"] for k, v in times.items() if k != "kcomp" and isinstance(v, float)}
             graph = times.get("graph", {})

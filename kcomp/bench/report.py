@@ -25,7 +25,8 @@ def print_table(results) -> None:
                 title = ""
     if "kernels" in suites:
         c = suites["kernels"]["ceilings"]
-        print(f"\nkernels: ceilings measured here: copy {c['copy_GBps']:.1f} GB/s, matmul {c['matmul_TFLOPs']:.3g} TFLOP/s")
+        print(f"\nkernels: ceilings measured here: copy {c['copy_GBps']:.1f} GB/s, matmul {c['matmul_TFLOPs']:.3g} TFLOP/s "
+              f"(float32), {c['matmul_bfloat16_TFLOPs']:.3g} TFLOP/s (bfloat16; %mm of a row is of its dtype's)")
         print(f"{'case':24} {'dtype':9} {'shape':24} {'kcomp ms':>9} {'TFLOP/s':>8} {'%mm':>5} {'%copy':>5}  speed-up")
         for row in suites["kernels"]["rows"]:
             head = f"{row['case']:24} {row['dtype']:9} {str(row['shape']):24}"
