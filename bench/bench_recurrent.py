@@ -2,7 +2,7 @@
 PyTorch eager loop (nn.Embedding + nn.LSTM: oneDNN on a CPU, cuDNN on a GPU), torch.compile of
 that loop, and Keras 3 on its torch backend (and on JAX, when installed), in one run.
 
-  python bench/bench_recurrent.py [--steps N] [--time T] [--backend reference|triton] [--no-compile]
+  python bench/bench_recurrent.py [--steps N] [--time T] [--backend reference|triton] [--no-compile] [--profile]
 
 Models (batch 32, RMSprop, binary cross-entropy, as the seed compiles it):
   seed    Embedding(10000, 32) -> LSTM(32) -> Dense(1, sigmoid)
@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import torch
 
+from kcomp.bench.profiling import print_profile
 from kcomp.bench.rates import kcomp_fit_rate, torch_loop_rate
 
 VOCABULARY, EMBEDDING, BATCH = 10000, 32, 32
@@ -37,8 +38,9 @@ def data(time_steps, device, padded=False):
     return x.to(device), y.to(device)
 
 
-def bench_kcomp(kind, x, y, steps, backend):
-    """Steps per second of fit (kcomp.bench.rates.kcomp_fit_rate)."""
+def bench_kcomp(kind, x, y, steps, backend, profile=False):
+    """Steps per second of fit (kcomp.bench.rates.kcomp_fit_rate); with `profile`, then a second
+    fit of the same model (its steps captured already) under torch.profiler."""
     from kcomp.layers import LSTM, Dense, Embedding, Input
     from kcomp.models import Sequential
 
@@ -46,7 +48,11 @@ def bench_kcomp(kind, x, y, steps, backend):
     model = Sequential([Input(shape=(x.shape[1],), dtype="int32"), embedding,
                         LSTM(HIDDEN[kind]), Dense(1, activation="sigmoid")])
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", backend=backend)
-    return kcomp_fit_rate(model, x, y, steps, warmup=2)
+    rate = kcomp_fit_rate(model, x, y, steps, warmup=2)
+    if profile:
+        print_profile(f"{kind} kcomp, a 2-step warm-up and {steps} steps", lambda: kcomp_fit_rate(model, x, y, steps, warmup=2),
+                      x.device.type)
+    return rate
 
 
 class TorchSentiment(torch.nn.Module):
@@ -116,6 +122,7 @@ def main(argv=None):
     parser.add_argument("--models", default="seed,wide")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first compile takes minutes on a CPU)")
+    parser.add_argument("--profile", action="store_true", help="also print where kcomp's step spends its time (torch.profiler)")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend = args.backend if args.backend != "auto" else ("triton" if device == "cuda" else "reference")
@@ -125,7 +132,7 @@ def main(argv=None):
     for kind in args.models.split(","):
         x, y = data(args.time, device, padded=kind == "masked")
         results = {"kcomp": bench_kcomp(kind, x if backend != "reference" else x.cpu(), y if backend != "reference" else y.cpu(),
-                                        args.steps, backend)}
+                                        args.steps, backend, args.profile)}
         results["torch eager"] = bench_torch(kind, x, y, args.steps, compiled=False)
         if not args.no_compile:
             results["torch.compile"] = bench_torch(kind, x, y, args.steps, compiled=True)

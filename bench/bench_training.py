@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_recurrent import TorchSentiment  # noqa: E402
 from bench_recurrent import data as reviews  # noqa: E402
 
+from kcomp.bench.profiling import print_profile
 from kcomp.bench.rates import kcomp_fit_rate, steps_per_second, torch_loop_rate
 
 
@@ -170,19 +171,6 @@ def main(argv=None):
         if args.profile:
             for name in ("kcomp", "torch eager"):
                 print_profile(f"{kind} {name}, a 3-step warm-up and {args.steps} steps", contenders[name], device)
-
-
-def print_profile(label, run, device):
-    """The ops and kernels `run` spent its time in, most first (torch.profiler; on a GPU the kernels'
-    own time, those a CUDA graph replays included): where a model's step is slower than another's."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    with profile(activities=activities) as prof:
-        run()
-    sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    print(f"--- {label}: by {sort}")
-    print(prof.key_averages().table(sort_by=sort, row_limit=16, max_name_column_width=70))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@
 #   aot        kcomp build --train of each example for sm_90 (registers, spills, tensor cores)
 # then the bench group, in this order:
 #   training   bench/bench_training.py: steps/s against torch eager, torch.compile, Keras
-#   profile    bench/bench_training.py --profile: the CNN's step, kcomp's and eager's, kernel by kernel
+#   profile    bench/bench_training.py --profile: the CNN's step, kcomp's and eager's, kernel by kernel;
+#              bench/bench_recurrent.py --profile: the wide LSTM's (kcomp's)
 #   suite      kcomp bench --suite models --device cuda --quick, with torch.compile (reduce-overhead)
 #   large      bench/bench_kernels.py --large: the 4096 and 8192 dense and the larger conv shapes
 #   kernels    bench/bench_kernels.py --quick (JSON written after every case)
@@ -142,7 +143,9 @@ else
   # cuBLAS target (with the K-major float32 case), then the rest measured already on 2026-12-04.
   # training: 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (later that day).
   part training 120 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
-  part profile 45 "$PYTHON" bench/bench_training.py --models cnn --steps 20 --no-compile --backend triton --profile
+  # profile: the CNN's step (26 s on 2026-12-04), then the wide LSTM's (0.34x of cuDNN then: where?)
+  part profile 90 bash -c "\"$PYTHON\" bench/bench_training.py --models cnn --steps 20 --no-compile --backend triton --profile \
+    && \"$PYTHON\" bench/bench_recurrent.py --models wide --steps 3 --no-compile --backend triton --profile"
   part suite 150 bash -c "for m in mlp cnn seed_mlp sentiment_lstm; do \"$PYTHON\" -m kcomp bench --suite models --device cuda --quick \
     --models \$m --contenders 'torch eager,kcomp,torch.compile (reduce-overhead)' --out \"$OUT/suite/\$m\" || exit 1; done"
   part large 110 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"

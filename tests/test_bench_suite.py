@@ -257,3 +257,13 @@ def test_a_timed_kernel_row_prints_its_fraction_of_its_dtypes_ceiling(capsys):
     report.print_table(results)
     out = capsys.readouterr().out
     assert "800 TFLOP/s (bfloat16" in out and "   50 " in out and "eager 0.90x" in out
+
+
+def test_print_profile_names_where_the_time_went(capsys):
+    """bench_training.py and bench_recurrent.py --profile: torch.profiler's table, most time first."""
+    from kcomp.bench.profiling import print_profile
+
+    a = torch.randn(256, 256)
+    print_profile("a matmul", lambda: [a @ a for _ in range(3)], "cpu")
+    out = capsys.readouterr().out
+    assert out.startswith("--- a matmul: by self_cpu_time_total") and "aten::mm" in out
