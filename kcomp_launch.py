@@ -24,8 +24,8 @@ import sys
 # forks its workers from this server.
 PRELOAD = ("kcomp.runtime.aot.compile", "kcomp.runtime.kernel_cache", "kcomp.kernels.registry",
            "kcomp.codegen.module", "triton.compiler", "triton.backends.nvidia.compiler")
-# kcomp.compiler.COMPILED_EMITS, which cannot be imported from here without importing kcomp
-# (tests/test_launch.py checks that the two are the same); without --emit a build writes ptx and cubin.
+# The emits for which a build compiles its kernels (kcomp.compiler imports it from here); without
+# --emit a build writes ptx and cubin.
 COMPILED_EMITS = {"ptx", "cubin", "sass"}
 
 

@@ -20,6 +20,7 @@ from kcomp.passes import run_pipeline
 from kcomp.passes.precision import convert_dtype
 from kcomp.runtime.plan import VIEW_OPS, Schedule
 from kcomp.support.files import write_text_atomic
+from kcomp_launch import COMPILED_EMITS  # what a build compiles its kernels for; the launcher, run before kcomp, reads it too
 
 TARGETS = ("sm_80", "sm_89", "sm_90")
 DTYPES = ("float32", "bfloat16")
@@ -338,9 +339,6 @@ def _progress_bar(total: int, label: str):
     bar = Progbar(total, stream=sys.stderr, label=label)
     bar.update(0, finalize=False)
     return bar.update
-
-
-COMPILED_EMITS = {"ptx", "cubin", "sass"}  # what a build compiles its kernels for
 
 
 def compiles_kernels(options: BuildOptions) -> bool:
