@@ -58,12 +58,13 @@ def _save(key: str, choice: dict) -> None:
     write_entry(_path(), (json.dumps(on_disk, indent=1, sort_keys=True) + "\n").encode())
 
 
-def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out, variant: str = "") -> dict:
+def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out, options: dict | None = None) -> dict:
     """The configuration to launch with; `run(config)` launches the kernel once.
 
-    `variant` names what else changes the compiled kernel at the same shapes (a matmul's
-    precision: "tf32" and "ieee" are different programs whose fastest tiles differ), so that a
-    choice timed for one is not reused for the other.
+    `options` are the launch's other keywords: those that change the compiled kernel at the same
+    shapes (a matmul's precision: "tf32" and "ieee" are different programs whose fastest tiles
+    differ) are part of the choice's key (_variant), so a choice timed for one is not reused for
+    the other.
 
     `out` is the output buffer, or a tuple of them for a kernel with several outputs. An output
     that is also an input (a training step writing new weights or running sums in place) is put
@@ -79,7 +80,7 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     from triton.runtime.errors import OutOfResources
 
     shapes = ",".join(f"{tuple(t.shape)}:{t.dtype}" for t in inputs if hasattr(t, "shape"))
-    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}{variant}|{shapes}|triton {triton.__version__}"
+    key = f"{torch.cuda.get_device_name(out.device)}|{kernel_id}{_variant(options or {})}|{shapes}|triton {triton.__version__}"
     choices = _load()
     if choices.get(key) in candidates:  # a choice no longer among the candidates is tuned again
         return choices[key]
@@ -124,7 +125,7 @@ def tuned(candidates):
             if config is None:
                 configs = candidates(call, call.on_cpu if interpret is None else interpret)
                 config = choose_config(call.binding.kernel_id, call.inputs, configs,
-                                       lambda c: run(call, c, **options), call.out, _variant(options))
+                                       lambda c: run(call, c, **options), call.out, options)
             run(call, config, **options)
 
         return tuned_run
