@@ -68,8 +68,8 @@ def main(argv=None) -> int:
         print(f"GPU: {torch.cuda.get_device_name()}  torch {torch.__version__}")
         runner = kernel_suite.cuda_runner()
         # --large: bfloat16 first, the dtype of the cuBLAS target, so a run cut short has measured it
-        cases = (kernel_suite.cases(False, kernel_suite.DENSE_SHAPES[3:], kernel_suite.CONV_SHAPES[1:], dtypes=("bfloat16", "float32"))
-                 if args.large else kernel_suite.cases(args.quick))
+        large = (kernel_suite.DENSE_SHAPES[kernel_suite.QUICK_DENSE:], kernel_suite.CONV_SHAPES[kernel_suite.QUICK_CONV:])
+        cases = kernel_suite.cases(False, *large, dtypes=("bfloat16", "float32")) if args.large else kernel_suite.cases(args.quick)
     print(f"{'case':26} {'dtype':9} {'shape':24} {'kcomp ms':>9} {'eager/k':>8} {'compile/k':>9} {'keras/k':>8}"
           + ("" if args.rehearse else f" | {'graph ms':>9} {'eager/k':>8} {'compile/k':>9}  (kernels only, CUDA graph)"))
     results, failed = [], 0

@@ -12,6 +12,7 @@ import torch
 
 DENSE_SHAPES = [(128, 784, 512), (256, 1024, 1024), (1024, 1024, 1024), (4096, 4096, 4096), (8192, 8192, 8192)]
 CONV_SHAPES = [(128, 56, 56, 64, 64), (128, 28, 28, 128, 128), (256, 14, 14, 256, 256)]
+QUICK_DENSE, QUICK_CONV = 3, 1  # how many of each list --quick takes: the Keras-sized ones (the rest are the large ones)
 ACTIVATIONS = {"relu": torch.relu, "gelu": torch.nn.functional.gelu}
 
 
@@ -148,8 +149,8 @@ def cases(quick: bool, dense=None, conv=None, dtypes=("float32", "bfloat16")):
     """(label, dtype, shape, run(runner) -> times) for each case, in order."""
     from kcomp.kernels.matmul import LARGE_TILES_FROM
 
-    dense = dense or (DENSE_SHAPES[:3] if quick else DENSE_SHAPES)
-    conv = conv or (CONV_SHAPES[:1] if quick else CONV_SHAPES)
+    dense = dense or (DENSE_SHAPES[:QUICK_DENSE] if quick else DENSE_SHAPES)
+    conv = conv or (CONV_SHAPES[:QUICK_CONV] if quick else CONV_SHAPES)
     for dtype in dtypes:
         for (m, k, n) in dense:
             for activation in ACTIVATIONS:
