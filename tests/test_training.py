@@ -206,6 +206,23 @@ def test_all_finite_agrees_with_the_element_wise_check(values, dtype, finite):
     assert all_finite(big) == finite
 
 
+@pytest.mark.parametrize("values, dtype", [
+    ([0, 3, 9], torch.int64), ([9, 10], torch.int64), ([-1, 2], torch.int64), ([], torch.int64),
+    ([0.0, 9.0], torch.float32), ([2.5, 1.0], torch.float32), ([-0.5, 1.0], torch.float32),
+    ([9.99], torch.float32), ([1.0, float("nan")], torch.float32), ([1e30], torch.float32),
+])
+def test_the_class_id_fast_check_agrees_with_the_element_wise_one(values, dtype):
+    from kcomp.training.data import _whole_ids_below
+
+    classes = 10
+    for y in (torch.tensor(values, dtype=dtype), torch.tensor(values * 40, dtype=dtype).reshape(-1, 1) if values else None):
+        if y is None:
+            continue
+        whole = y if not y.is_floating_point() else y.floor()
+        element_wise = not bool(((whole != y) | (whole < 0) | (whole >= classes)).any())
+        assert _whole_ids_below(y, classes) == element_wise
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"optimizer": "adma", "loss": "mse"}, "Did you mean 'adam'"),
     ({"optimizer": "sgd", "loss": "mean_squared_eror"}, "Did you mean 'mean_squared_error'"),

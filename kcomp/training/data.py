@@ -66,7 +66,9 @@ def all_finite(t: torch.Tensor) -> bool:
     Measured on fit's 2560x784 float32 inputs (2 threads): 0.06 ms against 2.8 ms for
     isfinite(t).all(), which writes three temporaries. fit, evaluate and train_on_batch check their data."""
     total = t.sum(dtype=torch.float32 if t.element_size() < 4 else None)  # 16-bit data: a float32 sum
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
+    # The sum read back as a Python float and tested there: torch.isfinite on it is another op (on a
+    # 32x100 batch 1.9 us against 6.8 us, which train_on_batch pays every call).
+    return math.isfinite(total.item()) or bool(torch.isfinite(t).all())
 
 
 def model_inputs(model, x) -> list[torch.Tensor]:
@@ -98,6 +100,8 @@ def check_class_ids(model, compiled, ys) -> None:
         if loss is None or not loss.reads_class_ids(tuple(y.shape), output_shape) or y.device.type != "cpu":
             continue  # (a GPU tensor would cost a host sync here)
         classes = output_shape[-1]
+        if _whole_ids_below(y, classes):
+            continue
         whole = y if not y.is_floating_point() else y.floor()
         bad = (whole != y) | (whole < 0) | (whole >= classes)
         if bad.any():
@@ -107,6 +111,19 @@ def check_class_ids(model, compiled, ys) -> None:
                 f"Targets of output {names[i]!r} hold {value!r} (element {at}), which the loss {loss.name} reads as a class id; "
                 f"ids must be whole numbers in [0, {classes}). Fix the labels, or use a loss for one-hot or real targets."
             )
+
+
+def _whole_ids_below(y: torch.Tensor, classes: int) -> bool:
+    """Whether every element of `y` is a whole number in [0, classes): one pass for the smallest and
+    largest (and one more for float ids' fractions), where the element-wise mask check_class_ids
+    words its error from takes five (a 32-label batch: 1.9 us against 11 us, every train_on_batch).
+    `y` is int64 or float32 (target_tensor); a NaN gives False, and the caller looks element-wise."""
+    if not y.numel():
+        return True
+    low, high = torch.aminmax(y)
+    if not (low.item() >= 0 and high.item() < classes):  # a NaN compares False: looked at element-wise
+        return False
+    return not y.is_floating_point() or torch.equal(y.floor(), y)
 
 
 def check_embedding_ids(model, xs) -> None:

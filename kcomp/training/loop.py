@@ -198,6 +198,8 @@ def run_batch(model, compiled, kind, xs, ys, sw, accumulator, rows=None) -> None
 
 
 def _to_device(device, xs, ys, sw):
+    if all(t.device == device for t in (*xs, *ys, sw)):
+        return xs, ys, sw  # (the CPU path's every train_on_batch: no views made)
     if sw.dim() and sw.stride(0) == 0 and len(sw):  # one weight for all: move one, keep the batch stride 0
         sw = sw[:1].to(device).expand(sw.shape)
     return [t.to(device) for t in xs], [t.to(device) for t in ys], sw.to(device)
