@@ -97,7 +97,23 @@ def kcomp_cold_build(model_file: Path, jobs: int, work: Path, root: Path = ROOT)
     assert report["aot"]["cache_hits"] == 0, "the build was not cold"
     ptx_counted = "tensor cores (PTX)" in (out / "report.txt").read_text()
     return {"seconds": seconds, "cpu": cpu, "aot": report["seconds"]["aot"], "kernels": report["aot"]["compiled"],
-            "tensor_cores_read_from": "ptx" if ptx_counted else "sass"}
+            "tensor_cores_read_from": "ptx" if ptx_counted else "sass", "phases": report["seconds"]}
+
+
+def import_seconds(root: Path = ROOT) -> float:
+    """Wall seconds of a fresh `python -c "import kcomp.cli"`: the part of a build's wait spent starting
+    Python and importing (torch, Triton, kcomp) before the build itself runs."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import kcomp.cli"], check=True, env=_env(root))
+    return time.perf_counter() - start
+
+
+def _where_the_time_went(run: dict, imports: float) -> str:
+    """One build's wall time split: the phases its report times, the imports, and the rest (the
+    interpreter's start and exit, a parallel build's pool ending, writing the report)."""
+    phases = ", ".join(f"{name} {s:.2f}" for name, s in run["phases"].items())
+    rest = run["seconds"] - sum(run["phases"].values()) - imports
+    return f"    {phases}, imports {imports:.2f} (timed apart), the rest {rest:.2f} s"
 
 
 def build_phases(model_file: Path, root: Path) -> dict:
@@ -147,6 +163,9 @@ def main(argv=None) -> None:
     phases: dict[str, dict] = {}
     load = os.getloadavg()
     print(f"load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores", flush=True)
+    imports = {label: import_seconds(root) for label, root in roots.items()}
+    print("python -c 'import kcomp.cli' in a fresh process: " + ", ".join(f"{label}{s:.2f} s" for label, s in imports.items()),
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="kcomp-bench-build-") as folder:
         work = Path(folder)
         model_file = work / "mlp.k"
@@ -159,6 +178,7 @@ def main(argv=None) -> None:
                     print(f"{label}kcomp build --train --jobs {jobs} (cold, {run['kernels']} kernels, tensor cores read from "
                           f"the {run['tensor_cores_read_from'].upper()}): {run['seconds']:.1f} s, {run['cpu']:.1f} s CPU "
                           f"(AOT {run['aot']:.1f} s)", flush=True)
+                    print(_where_the_time_went(run, imports[label]), flush=True)
             if not args.no_torch_compile:
                 first_steps.append(torch_compile_first_step(work))
                 print(f"torch.compile cold first step: {first_steps[-1]:.1f} s", flush=True)
@@ -180,6 +200,7 @@ def main(argv=None) -> None:
     print(f"load average at the end {end[0]:.1f}, {end[1]:.1f}, {end[2]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({"load_start": load, "load_end": end, "cores": os.cpu_count(), "builds": times,
+                                         "import_seconds": imports,
                                          "torch_compile_first_step": first_steps, "phases": phases}, indent=1) + "\n")
 
 

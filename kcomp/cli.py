@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 the model failed to build (the message says why),
 import argparse
 import contextlib
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -208,15 +209,18 @@ def cmd_build(args) -> int:
         from kcomp.runtime.aot.parallel import start_server
 
         start_server()  # its imports run beside the passes below
+    started = time.perf_counter()
     with _global_policy(policy):  # the layers take it as they are made (and compile, for loss scaling)
         model = _load(args)
         if args.train:
             _compile_from_section(model, args.file)
+    loaded = time.perf_counter() - started
     out = Path(args.output) if args.output else Path("build") / model.name
     if (file := _file_in_path(out)) is not None:
         raise UsageError(f"-o {out}: {file} is a file, not a folder; give -o a folder path")
     wants_ir = "ir" in options.emit or args.dump_passes
     built = compiler.build_graphs(model, options, out / "ir" if wants_ir else None)
+    built.seconds = {"load": loaded, **built.seconds}  # the report's time line, in the order they ran
     needed = compiler.example_bytes(built, options.batch)
     if needed > compiler.MAX_EXAMPLE_BYTES:
         raise UsageError(f"--batch {options.batch} needs about {needed / 2**30:,.0f} GiB for the trial run and the AOT "
@@ -225,7 +229,9 @@ def cmd_build(args) -> int:
         for path in sorted((out / "ir").glob("*.ir")):
             print(f"--- {path.name}")
             print(path.read_text(), end="")
+    started = time.perf_counter()
     compiler.kernel_entries(built, options, out)
+    built.seconds["kernel sources"] = time.perf_counter() - started
     aot = compiler.compile_ahead_of_time(built, options, out) if compiler.compiles_kernels(options) else None
     report = make_report(model, args.file, built, options, compiler.cost_summary(built, options.batch))
     if aot is not None:

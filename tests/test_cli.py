@@ -39,6 +39,9 @@ def test_build_writes_ir_per_pass_and_report(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["params"]["total"] == 7114
     assert report["trial_run"]["output_shapes"] == [[5, 10]]
+    # Where the build's time went, in the order it ran.
+    assert list(report["seconds"]) == ["load", "passes", "kernel sources", "aot"]
+    assert all(s >= 0 for s in report["seconds"].values())
     assert "7,114" in result.stdout and "(None, 10)" in result.stdout
     assert (out / "report.txt").read_text() in result.stdout
 
