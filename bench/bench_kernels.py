@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     print(f"{'case':26} {'dtype':9} {'shape':24} {'kcomp ms':>9} {'eager/k':>8} {'compile/k':>9} {'keras/k':>8}"
           + ("" if args.rehearse else f" | {'graph ms':>9} {'eager/k':>8} {'compile/k':>9}  (kernels only, CUDA graph)"))
     results, failed = [], 0
+    chosen_before = set(autotune_choices())
     for label, dtype, shape, run in cases:
         result = {"case": label, "shape": shape, "dtype": dtype}
         try:  # one case failing does not stop the others
@@ -92,8 +93,19 @@ def main(argv=None) -> int:
             from kcomp.support.files import write_text_atomic
 
             write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+    if not args.rehearse:  # which tiles autotuning kept (matmul_tma_kernel's are marked TMA)
+        for key, config in autotune_choices().items():
+            if key not in chosen_before and "|matmul-" in key:
+                print(f"autotune chose for {key.split('|', 1)[1].rsplit('|', 1)[0]}: {config}")
     print(f"{len(results) - failed} cases passed, {failed} failed")
     return 1 if failed else 0
+
+
+def autotune_choices() -> dict:
+    """The block-size choices this process's autotuning made or read so far (key -> config)."""
+    from kcomp.kernels import autotune
+
+    return dict(autotune._choices or {})
 
 
 if __name__ == "__main__":

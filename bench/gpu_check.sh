@@ -140,7 +140,8 @@ else
   # Ordered by what the last run left open, most urgent first (a call cut short keeps the logs
   # written): the step that changed since (the CNN's, with its filter gradient split), the models
   # suite with torch.compile's CUDA-graph mode (never run on a GPU yet), the large shapes of the
-  # cuBLAS target (with the K-major float32 case), then the rest measured already on 2026-12-04.
+  # cuBLAS target (with the K-major float32 case, and the TMA tiles autotuning now also tries there:
+  # about 12 more compiles, so 140 s where 78 s of 110 went), then the rest measured already on 2026-12-04.
   # training: 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (later that day).
   part training 120 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
   # profile: the CNN's step (26 s on 2026-12-04), then the wide LSTM's (0.34x of cuDNN then: where?)
@@ -148,7 +149,7 @@ else
     && \"$PYTHON\" bench/bench_recurrent.py --models wide --steps 3 --no-compile --backend triton --profile"
   part suite 150 bash -c "for m in mlp cnn seed_mlp sentiment_lstm; do \"$PYTHON\" -m kcomp bench --suite models --device cuda --quick \
     --models \$m --contenders 'torch eager,kcomp,torch.compile (reduce-overhead)' --out \"$OUT/suite/\$m\" || exit 1; done"
-  part large 110 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
+  part large 140 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
   part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
   # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's time.
   # At 50 s the masked model did not start (2026-12-04): 90.

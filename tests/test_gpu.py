@@ -189,3 +189,36 @@ def test_bfloat16_dense_on_the_gpu():
     model.compile(backend="triton")
     got = model.predict(x, verbose=0)
     np.testing.assert_allclose(got.astype("float32"), want.astype("float32"), rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.parametrize("dtype, precision, tol", [("bfloat16", "tf32", 2e-2), ("float32", "tf32", 1e-2), ("float32", "ieee", 1e-4)])
+def test_the_tma_matmul_kernel_on_the_gpu(dtype, precision, tol):
+    """kernels/matmul.py's TMA tiles (tried by autotuning at large shapes on compute capability 9.0
+    and later), each launched itself at a ragged shape, against float64."""
+    needs_cuda("the TMA kernel")
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("the TMA kernel needs compute capability 9.0 or later")
+    from triton.runtime.errors import OutOfResources
+
+    from kcomp.codegen.module import kernel_source
+    from kcomp.kernels.matmul import TMA_CONFIGS
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    m, k, n = 1000, 520, 776  # no tile size divides them; rows of 16-byte multiples, as a descriptor needs
+    model = Sequential([Input(shape=(k,), dtype=dtype), Dense(n, activation="gelu", dtype=dtype)])
+    fused, _ = run_pipeline(model.to_graph())
+    (node,) = [n_ for n_ in fused.nodes if n_.op == "kernel"]
+    module = load_kernel(kernel_source(node, 0))
+    t = getattr(torch, dtype)
+    x, w, b = (torch.randn(m, k) / k**0.5).to("cuda", t), torch.randn(k, n).to("cuda", t), torch.randn(n).to("cuda", t)
+    want = torch.nn.functional.gelu(x.double() @ w.double() + b.double())
+    launched = 0
+    for config in TMA_CONFIGS:
+        try:
+            got = module.launch(x, w, b, config=config, precision=precision)
+        except OutOfResources:  # float32's larger tiles do not fit shared memory; autotuning skips them too
+            continue
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=lambda text: f"{config}: {text}")
+        launched += 1
+    assert launched

@@ -1,9 +1,10 @@
 """The matmul template's large tiles: tried only for large products, and each one compiles for
-sm_90 on tensor cores without spills where its shared memory fits (checked without a GPU)."""
+sm_90 on tensor cores without spills where its shared memory fits (checked without a GPU); so do
+the TMA kernel's tiles (TMA_CONFIGS), whose A and B loads are TMA copies only."""
 
 import pytest
 
-from kcomp.kernels.matmul import GPU_CONFIGS, LARGE_CONFIGS, candidate_configs
+from kcomp.kernels.matmul import GPU_CONFIGS, LARGE_CONFIGS, TMA_CONFIGS, candidate_configs
 
 
 def test_large_tiles_are_candidates_of_large_products_only():
@@ -18,7 +19,10 @@ def test_large_tiles_are_candidates_of_large_products_only():
 
 
 def compile_cases(dtypes) -> list[dict]:
-    """The AOT child's job: a 4096x4096x4096 Dense+relu compiled for sm_90 with every large tile."""
+    """The AOT child's job: a 4096x4096x4096 Dense+relu compiled for sm_90 with every large tile
+    and every TMA tile, with the PTX's TMA copies and (per-thread) cp.async copies counted."""
+    import re
+
     import torch
 
     from kcomp.codegen.module import kernel_source
@@ -34,11 +38,14 @@ def compile_cases(dtypes) -> list[dict]:
         (node,) = [n for n in fused.nodes if n.op == "kernel"]
         t = getattr(torch, dtype)
         inputs = [torch.zeros(4096, 4096, dtype=t), torch.zeros(4096, 4096, dtype=t), torch.zeros(4096, dtype=t)]
-        for config in LARGE_CONFIGS:
+        for config in LARGE_CONFIGS + TMA_CONFIGS:
             result = compile_kernel(kernel_source(node, 0), inputs, target="sm_90", config=config,
                                     out=torch.empty(4096, 4096, dtype=t))
+            ptx = result.ptx.decode() if isinstance(result.ptx, bytes) else result.ptx
             records.append({"dtype": dtype, "config": config, "fits": result.fits_shared, "spill_bytes": result.spill_bytes,
-                            "local_stores": result.local_stores(), "hgmma": result.tensor_core_counts().get("HGMMA", 0)})
+                            "local_stores": result.local_stores(), "hgmma": result.tensor_core_counts().get("HGMMA", 0),
+                            "tma_loads": len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
+                            "cp_async": len(re.findall(r"cp\.async\.c[ag]", ptx))})
     return records
 
 
@@ -47,12 +54,15 @@ def test_large_tiles_compile_for_sm_90_without_spills(tmp_path):
     from aot_helpers import run_file_as_aot_child
 
     records = run_file_as_aot_child(__file__, ["bfloat16", "float32"], tmp_path, timeout=600)
-    assert len(records) == 2 * len(LARGE_CONFIGS)
+    assert len(records) == 2 * (len(LARGE_CONFIGS) + len(TMA_CONFIGS))
     for rec in records:
         assert rec["hgmma"] > 0 and rec["spill_bytes"] == 0 and rec["local_stores"] == 0, rec
-    # Every large tile fits in 16-bit; in float32 at least one does (the others are skipped by autotuning).
+        tma = rec["config"].get("TMA", False)
+        assert (rec["tma_loads"] > 0, rec["cp_async"] == 0) == (tma, tma), rec  # the TMA tiles load by TMA only
+    # Every tile fits in 16-bit; in float32 at least one of each kind does (autotuning skips the others).
     assert all(r["fits"] for r in records if r["dtype"] == "bfloat16")
-    assert any(r["fits"] for r in records if r["dtype"] == "float32")
+    for tma in (False, True):
+        assert any(r["fits"] for r in records if r["dtype"] == "float32" and r["config"].get("TMA", False) == tma)
 
 
 if __name__ == "__main__":  # the AOT child of aot_helpers.run_file_as_aot_child

@@ -24,6 +24,12 @@ def _int_type(value: int) -> str:
     return "u64"
 
 
+def _is_tensor_descriptor(value) -> bool:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return isinstance(value, TensorDescriptor)
+
+
 def specialize(launch: Launch) -> tuple[dict, dict, dict, dict]:
     """(signature, constexprs, attrs, options) for ASTSource/compile from a recorded launch."""
     kernel = launch.kernel
@@ -46,6 +52,8 @@ def specialize(launch: Launch) -> tuple[dict, dict, dict, dict]:
             kind = "*" + POINTER_TYPES[value.dtype]
             if not param.do_not_specialize_on_alignment and value.data_ptr() % 16 == 0:
                 aligned = DIVISIBILITY
+        elif _is_tensor_descriptor(value):  # a TMA descriptor (kernels/matmul.py's matmul_tma_kernel)
+            kind = f"tensordesc<{POINTER_TYPES[value.base.dtype]}[{', '.join(str(s) for s in value.block_shape)}]>"
         elif isinstance(value, bool):
             kind = "u1"
         elif isinstance(value, numbers.Integral):
