@@ -58,8 +58,10 @@ def _save(key: str, choice: dict) -> None:
     write_entry(_path(), (json.dumps(on_disk, indent=1, sort_keys=True) + "\n").encode())
 
 
-def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out, options: dict | None = None) -> dict:
-    """The configuration to launch with; `run(config)` launches the kernel once.
+def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, out, options: dict | None = None,
+                  graph_timed: bool = False) -> dict:
+    """The configuration to launch with; `run(config)` launches the kernel once (a stepwise
+    recurrent scan: once per time step).
 
     `options` are the launch's other keywords: those that change the compiled kernel at the same
     shapes (a matmul's precision: "tf32" and "ieee" are different programs whose fastest tiles
@@ -69,6 +71,10 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     `out` is the output buffer, or a tuple of them for a kernel with several outputs. An output
     that is also an input (a training step writing new weights or running sums in place) is put
     back as it was after the timing runs, which would otherwise apply the update many times.
+
+    graph_timed: each candidate's run is timed replayed from a CUDA graph (its kernels alone), not
+    launched from Python: a run of many small launches costs its launches' Python time when timed
+    the other way, which a model's captured steps never pay (kcomp/runtime/cuda_graphs.py).
     """
     outs = out if isinstance(out, tuple) else (out,)
     out = outs[0]
@@ -89,7 +95,11 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     in_place = [(o, o.clone()) for o in outs if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() in read]
     for candidate in candidates:
         try:
-            timings.append((triton.testing.do_bench(lambda: run(candidate), warmup=3, rep=20), candidate))
+            if graph_timed:
+                ms = triton.testing.do_bench_cudagraph(lambda: run(candidate), rep=20)
+            else:
+                ms = triton.testing.do_bench(lambda: run(candidate), warmup=3, rep=20)
+            timings.append((ms, candidate))
         except OutOfResources:
             continue  # too much shared memory or too many registers on this GPU
     for o, before in in_place:
@@ -109,14 +119,14 @@ def _variant(options: dict) -> str:
     return "".join(f"|{k}={v}" for k, v in scalars)
 
 
-def tuned(candidates):
+def tuned(candidates, graph_timed: bool = False):
     """Decorate a template's `run(call, config, **options)`, which launches its kernel once with
     one block-size config: the decorated run takes config=None and then picks one among
     `candidates(call, interpret)` (the configs worth trying for the call's sizes) with
     choose_config. `interpret` chooses whose configs: the interpreter's (few large programs) or
     a GPU's; None takes the interpreter's when the call's tensors are on the CPU. It does not
     choose how the kernel runs (that is the tensors' device and TRITON_INTERPRET): AOT
-    compilation passes False to get the GPU's configs for CPU tensors.
+    compilation passes False to get the GPU's configs for CPU tensors. graph_timed: choose_config's.
     """
 
     def decorate(run):
@@ -125,7 +135,7 @@ def tuned(candidates):
             if config is None:
                 configs = candidates(call, call.on_cpu if interpret is None else interpret)
                 config = choose_config(call.binding.kernel_id, call.inputs, configs,
-                                       lambda c: run(call, c, **options), call.out, options)
+                                       lambda c: run(call, c, **options), call.out, options, graph_timed)
             run(call, config, **options)
 
         return tuned_run

@@ -45,7 +45,15 @@ Under Triton's interpreter a program's block operations run whole, one after ano
 missing barrier cannot show there: the GPU run's wide_sequences case (tests/gpu_cases.py) is
 the check. What it costs: every program reads all of U each step (16 MiB at 1024 units) and
 there are only batch / BLOCK_B programs, so at large sizes the step is bound by what a few SMs
-can read from L2; splitting the units across programs would need a grid-wide sync per step.
+can read from L2; splitting the units across programs needs a grid-wide sync per step.
+
+Stepwise (a STEPWISE config, scan_launches): the same kernels launched once per time step, each
+program owning one BLOCK_B x BLOCK_H block (CHUNK_PER_PROGRAM: the chunk loop runs once, for the
+chunk of the grid's second axis), so a step runs on (batch / BLOCK_B) x (units / BLOCK_H)
+programs and the launch boundary is the grid-wide sync. A program still owns its chunk's running
+c (or dc, dh) from step to step, and reads the whole previous step that the last launch wrote.
+Many small launches cost their Python launch time unless replayed from a CUDA graph, as a model's
+steps are on a GPU: autotuning times every candidate that way (graph_timed) and keeps the fastest.
 """
 
 from dataclasses import dataclass
@@ -118,16 +126,31 @@ def times_gates_transposed(D, d_rows, row_ok, k_gate, U, cols, col_ok, RMASKS, r
 
 
 @triton.jit
+def chunks_of_program(units, CHUNK_PER_PROGRAM: tl.constexpr, BLOCK_H: tl.constexpr):
+    """(first, end) of the units a program walks in BLOCK_H chunks: all of them, or with
+    CHUNK_PER_PROGRAM (a stepwise launch) the one chunk its second grid axis names."""
+    if CHUNK_PER_PROGRAM:
+        first = tl.program_id(1) * BLOCK_H
+        end = first + BLOCK_H
+    else:
+        first = 0
+        end = units
+    return first, end
+
+
+@triton.jit
 def step_mask(step, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """step > 0 as a (BLOCK_B, BLOCK_H) mask (a tensor: under the interpreter the loop's step is a
     Python int, which a tensor mask cannot be and-ed with)."""
     return (tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.int32) + step) > 0
 
 
-@triton.jit
+# first_step and end_step are not specialized: a stepwise scan's launches differ in them alone, and
+# specialized (a value of 1, a multiple of 16) they would compile several variants of one kernel.
+@triton.jit(do_not_specialize=["first_step", "end_step"])
 def lstm_scan_tiled_kernel(
-    XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units,
-    SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    XW, U, MASK, RMASKS, HSEQ, CSEQ, GATES, CLAST, n_batch, n_steps, units, first_step, end_step,
+    CHUNK_PER_PROGRAM: tl.constexpr, SAVE: tl.constexpr, MASKED: tl.constexpr, RECURRENT_MASKS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr, ACT: tl.constexpr, RACT: tl.constexpr, SAVE_PRE: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -136,12 +159,13 @@ def lstm_scan_tiled_kernel(
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
     last_rows = rows[:, None].to(tl.int64) * units
     mask_rows = rows[:, None].to(tl.int64) * 4 * units  # (row, gate 0, unit 0) of the recurrent dropout masks
-    for t in range(0, n_steps):
+    j_first, j_end = chunks_of_program(units, CHUNK_PER_PROGRAM, BLOCK_H)
+    for t in range(first_step, end_step):
         h_prev = seq_rows + (t - 1) * units  # h_{t-1}: this row's step t-1 of the h sequence
         k_prev = units * (t > 0)  # h_0 = 0: no product at the first step
         has_prev = step_mask(t, BLOCK_B, BLOCK_H)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
-        for j in range(0, units, BLOCK_H):
+        for j in range(j_first, j_end, BLOCK_H):
             cols = j + tl.arange(0, BLOCK_H)
             col_ok = cols < units
             ok = row_ok & col_ok[None, :]
@@ -184,10 +208,10 @@ def lstm_scan_tiled_kernel(
         tl.debug_barrier()  # all of h_t written before step t+1 reads it
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["first_step", "end_step"])
 def lstm_scan_grad_tiled_kernel(
-    U, CSEQ, GATES, MASK, RMASKS, DSEQ, DH, DC, DZ, DCRUN, DHRUN, n_batch, n_steps, units,
-    HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
+    U, CSEQ, GATES, MASK, RMASKS, DSEQ, DH, DC, DZ, DCRUN, DHRUN, n_batch, n_steps, units, first_step, end_step,
+    CHUNK_PER_PROGRAM: tl.constexpr, HAS_DSEQ: tl.constexpr, HAS_DH: tl.constexpr, HAS_DC: tl.constexpr, MASKED: tl.constexpr,
     RECURRENT_MASKS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     ACT: tl.constexpr, RACT: tl.constexpr, ACT_GRAD: tl.constexpr, RACT_GRAD: tl.constexpr, SAVE_PRE: tl.constexpr,
@@ -197,14 +221,15 @@ def lstm_scan_grad_tiled_kernel(
     gate_rows = rows[:, None].to(tl.int64) * n_steps * 4 * units
     seq_rows = rows[:, None].to(tl.int64) * n_steps * units
     last_rows = rows[:, None].to(tl.int64) * units
-    for s in range(0, n_steps):
+    j_first, j_end = chunks_of_program(units, CHUNK_PER_PROGRAM, BLOCK_H)
+    for s in range(first_step, end_step):  # s: steps done, from the last time step back
         t = n_steps - 1 - s
         dz_next = gate_rows + (t + 1) * 4 * units  # dz_{t+1}, written by the step before this one
         k_next = units * (s > 0)  # a gate's K: none after the last step
         has_next = step_mask(s, BLOCK_B, BLOCK_H)
         has_prev = step_mask(t, BLOCK_B, BLOCK_H)
         keep = step_kept(MASK, rows, t, n_batch, n_steps, MASKED)
-        for j in range(0, units, BLOCK_H):
+        for j in range(j_first, j_end, BLOCK_H):
             cols = j + tl.arange(0, BLOCK_H)
             col_ok = cols < units
             ok = row_ok & col_ok[None, :]
@@ -283,7 +308,22 @@ def _candidates(call, interpret: bool) -> list[dict]:
     # Saving pre-activations (save_pre) with Triton 3.6, the first spills 64 bytes in the forward at
     # 256 units (none with 3.9); RECURRENT_MASKS_TILES come first there too.
     tiles = ((16, 64, 64, 4), (16, 64, 32, 4), (32, 64, 32, 8), (64, 32, 32, 8))
-    return tile_configs(tiles, call.binding.recurrent_masks is not None or call.binding.save_pre)
+    whole = tile_configs(tiles, call.binding.recurrent_masks is not None or call.binding.save_pre)
+    if call.n_steps > STEPWISE_MAX_STEPS:
+        return whole
+    return whole + [dict(config, STEPWISE=True) for config in tile_configs(STEPWISE_TILES, False)]
+
+
+# One launch per time step (STEPWISE: scan_launches), each program one BLOCK_B x BLOCK_H block of
+# the step: at batch 32 and 256 units, 8 to 32 programs where a whole-sequence launch has one or
+# two (LSTM(256) trained at 0.34x of cuDNN on an H200 that way, bench/RESULTS.md 2026-12-04).
+# Autotuning times them replayed from a CUDA graph, as a model's captured step runs them
+# (graph_timed). Not for very long sequences: a step's launches and their capture grow with them.
+# Compiled for sm_90 (forward saving, backward; registers at 256 units): 114 / 79, 92 / 77,
+# 101 / 74, 118 / 98, none spilling at 70, 128, 256 or 1024 units; (16, 64, 64) on 4 warps and
+# (16, 32, 32) on 4 spilled 8 bytes at some of them (tests/test_kernels_recurrent_stepwise.py).
+STEPWISE_TILES = ((16, 32, 64, 4), (16, 16, 64, 4), (32, 32, 32, 8), (16, 64, 64, 8))
+STEPWISE_MAX_STEPS = 1024
 
 
 # The tiles a tiled LSTM or GRU scan with recurrent dropout masks tries first: (BLOCK_B, BLOCK_H,
@@ -312,13 +352,15 @@ def launch_scan(binding: LstmTiledScanBinding, inputs, out=None, config=None, pr
     return out
 
 
-@tuned(_candidates)
+@tuned(_candidates, graph_timed=True)
 def run_scan(call: ScanCall, config: dict):
-    lstm_scan_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
-        *call.tensors, call.n_batch, call.n_steps, call.units, SAVE=call.binding.save,
-        MASKED=call.binding.mask is not None, RECURRENT_MASKS=call.binding.recurrent_masks is not None,
-        PRECISION=call.precision, **activation_flags(call.binding), **config,
-    )
+    for grid, first, end, per_chunk, blocks in scan_launches(call, config):
+        lstm_scan_tiled_kernel[grid](
+            *call.tensors, call.n_batch, call.n_steps, call.units, first, end, CHUNK_PER_PROGRAM=per_chunk,
+            SAVE=call.binding.save, MASKED=call.binding.mask is not None,
+            RECURRENT_MASKS=call.binding.recurrent_masks is not None, PRECISION=call.precision,
+            **activation_flags(call.binding), **blocks,
+        )
 
 
 def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config=None, precision="tf32",
@@ -338,12 +380,27 @@ def launch_scan_grad(binding: LstmTiledScanGradBinding, inputs, out=None, config
     return out
 
 
-@tuned(_candidates)
+@tuned(_candidates, graph_timed=True)
 def run_scan_grad(call: ScanCall, config: dict):
-    lstm_scan_grad_tiled_kernel[(cdiv(call.n_batch, config["BLOCK_B"]),)](
-        *call.tensors, call.n_batch, call.n_steps, call.units, PRECISION=call.precision, **grad_flags(call.binding),
-        MASKED=call.binding.mask is not None, **activation_flags(call.binding, grad=True), **config,
-    )
+    for grid, first, end, per_chunk, blocks in scan_launches(call, config):
+        lstm_scan_grad_tiled_kernel[grid](
+            *call.tensors, call.n_batch, call.n_steps, call.units, first, end, CHUNK_PER_PROGRAM=per_chunk,
+            PRECISION=call.precision, **grad_flags(call.binding), MASKED=call.binding.mask is not None,
+            **activation_flags(call.binding, grad=True), **blocks,
+        )
+
+
+def scan_launches(call: ScanCall, config: dict):
+    """(grid, first step, end step, one chunk per program, block sizes) of each launch of a tiled
+    scan: one launch walking every step, where each program owns BLOCK_B rows; or with STEPWISE one
+    launch per step, where each program also owns one BLOCK_H chunk of units, so the step runs on
+    rows/BLOCK_B x units/BLOCK_H programs (the launch boundary is the step's grid-wide sync)."""
+    blocks = {k: v for k, v in config.items() if k != "STEPWISE"}
+    rows = cdiv(call.n_batch, config["BLOCK_B"])
+    if not config.get("STEPWISE"):
+        return [((rows,), 0, call.n_steps, False, blocks)]
+    grid = (rows, cdiv(call.units, config["BLOCK_H"]))
+    return [(grid, step, step + 1, True, blocks) for step in range(call.n_steps)]
 
 
 # --- grouping: the scans the on-chip templates cannot hold --------------------------------------

@@ -161,3 +161,22 @@ def test_each_precision_is_tuned_on_its_own(fake_gpu):
     run(call, precision="ieee", operand_args=[torch.ones(2)])
     assert launched == [(1, "tf32"), (2, "tf32"), (2, "tf32"), (2, "tf32"), (1, "ieee"), (2, "ieee"), (2, "ieee")]
     assert sorted(key.split("|")[2] for key in autotune._read()) == ["precision=ieee", "precision=tf32"]
+
+
+def test_graph_timed_candidates_are_timed_replayed_from_a_cuda_graph(fake_gpu, monkeypatch):
+    """graph_timed (a stepwise scan's many launches): do_bench_cudagraph times them, never do_bench."""
+    graph_timings = {1: 0.9, 2: 0.1}
+    timed = []
+
+    def do_bench_cudagraph(fn, rep):
+        fn()
+        timed.append(fake_gpu.ran[-1])
+        return graph_timings[fake_gpu.ran[-1]]
+
+    monkeypatch.setattr(triton.testing, "do_bench_cudagraph", do_bench_cudagraph)
+    fake_gpu.timings.update({1: 0.1, 2: 0.9})  # what do_bench would say: the other way round
+    candidates = [{"B": 1}, {"B": 2}]
+    run = lambda config: fake_gpu.ran.append(config["B"])  # noqa: E731
+    assert autotune.choose_config("k", (torch.ones(2, 3),), candidates, run, fake_gpu.out, graph_timed=True) == {"B": 2}
+    assert timed == [1, 2]
+    assert autotune.choose_config("j", (torch.ones(2, 3),), candidates, run, fake_gpu.out) == {"B": 1}

@@ -222,3 +222,32 @@ def test_the_tma_matmul_kernel_on_the_gpu(dtype, precision, tol):
         torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=lambda text: f"{config}: {text}")
         launched += 1
     assert launched
+
+
+def test_the_tiled_lstm_scan_stepwise_and_autotuned_on_the_gpu():
+    """kernels/recurrent_tiled.py's scan at 256 units, batch 32: autotuned (its stepwise tiles timed
+    replayed from CUDA graphs, autotune's graph_timed) and each stepwise tile launched itself,
+    against one whole-sequence launch of the same blocks."""
+    needs_cuda("stepwise scans and their graph-timed autotuning")
+    from kcomp.codegen.module import kernel_source
+    from kcomp.ir.builder import GraphBuilder
+    from kcomp.kernels import recurrent_tiled
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    batch, steps, units = 32, 40, 256
+    b = GraphBuilder("scan")
+    xw, u = b.input((batch, steps, 4 * units), "float32", "xw"), b.input((units, 4 * units), "float32", "recurrent")
+    fused, _ = run_pipeline(b.finish(list(b.emit("lstm_scan", [xw, u], save=True))))
+    (node,) = [n for n in fused.nodes if n.op == "kernel"]
+    assert node.attrs["template"] == "lstm_scan_tiled"
+    module = load_kernel(kernel_source(node, 0))
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(batch, steps, 4 * units, generator=g).cuda(), (torch.randn(units, 4 * units, generator=g) / 16).cuda()]
+    tuned = module.launch(*inputs, precision="ieee")
+    for config in recurrent_tiled.tile_configs(recurrent_tiled.STEPWISE_TILES, False):
+        whole = module.launch(*inputs, config=config, precision="ieee")
+        stepwise = module.launch(*inputs, config=dict(config, STEPWISE=True), precision="ieee")
+        for w, s_, t in zip(whole, stepwise, tuned, strict=True):
+            torch.testing.assert_close(s_, w, rtol=1e-5, atol=1e-5, msg=lambda text: f"{config}: {text}")
+            torch.testing.assert_close(t, w, rtol=1e-4, atol=1e-4)

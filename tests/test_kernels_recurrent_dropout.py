@@ -14,6 +14,7 @@ import torch
 import kcomp
 from kcomp.ir.builder import GraphBuilder
 from kcomp.ir.ops.recurrent_scan import lstm_scan_grad_reference, lstm_scan_reference
+from kcomp.kernels import recurrent_tiled
 from kcomp.passes import run_pipeline
 from kernel_helpers import assert_launch_matches_reference
 from recurrent_cases import FEATURES, assert_compiled_step_runs_the_scans, assert_decomposed_step_equals_the_whole_ops, \
@@ -40,22 +41,29 @@ def _graph(name, op, values, **attrs):
     return b.finish(list(b.emit(op, vs, **attrs)))
 
 
-@pytest.mark.parametrize("units, scan, _", SIZES, ids=SIZE_IDS)
+# SIZES with the block config each launch gets: its own (None), and the tiled scans launched step by
+# step (STEPWISE) as well
+LAUNCHES = [(*size, None) for size in SIZES] + [(*SIZES[1], dict(recurrent_tiled.INTERPRETER_BLOCKS, STEPWISE=True))]
+LAUNCH_IDS = [*SIZE_IDS, "tiled-stepwise"]
+
+
+@pytest.mark.parametrize("units, scan, _, config", LAUNCHES, ids=LAUNCH_IDS)
 @pytest.mark.parametrize("save", [False, True])
 @pytest.mark.parametrize("mask", [None, "holes"])
-def test_scan_kernel_with_recurrent_masks_matches_the_reference(units, scan, _, save, mask):
+def test_scan_kernel_with_recurrent_masks_matches_the_reference(units, scan, _, config, save, mask):
     inputs = [*_scan_inputs(units, 1), *([_mask(mask)] if mask else []), _gate_masks(units, 2)]
     graph = _graph("scan", "lstm_scan", inputs, save=save, masked=mask is not None, recurrent_masks=True)
-    assert_launch_matches_reference(graph, _only_kernel(graph, scan), inputs, kind="accumulating", precision="ieee")
+    assert_launch_matches_reference(graph, _only_kernel(graph, scan), inputs, kind="accumulating", precision="ieee",
+                                    config=config)
     plain = lstm_scan_reference(*inputs[:-1], save=save, masked=mask is not None)
     assert not torch.allclose(plain[0], lstm_scan_reference(*inputs, save=save, masked=mask is not None,
                                                             recurrent_masks=True)[0])  # the masks count
 
 
-@pytest.mark.parametrize("units, _, grad", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("units, _, grad, config", LAUNCHES, ids=LAUNCH_IDS)
 @pytest.mark.parametrize("has", [(True, True, True), (False, True, False)], ids=["all", "last-h"])
 @pytest.mark.parametrize("mask", [None, "row-fully-masked"])
-def test_scan_grad_kernel_with_recurrent_masks_matches_the_reference(units, _, grad, has, mask):
+def test_scan_grad_kernel_with_recurrent_masks_matches_the_reference(units, _, grad, config, has, mask):
     xw, recurrent = _scan_inputs(units, 3)
     step_mask = [_mask(mask)] if mask else []
     gate_masks = _gate_masks(units, 4)
@@ -67,7 +75,8 @@ def test_scan_grad_kernel_with_recurrent_masks_matches_the_reference(units, _, g
     inputs = [recurrent, cs, gates, *step_mask, gate_masks, *grads]
     graph = _graph("scan_grad", "lstm_scan_grad", inputs, has_dseq=has[0], has_dh=has[1], has_dc=has[2],
                    masked=bool(mask), recurrent_masks=True)
-    assert_launch_matches_reference(graph, _only_kernel(graph, grad), inputs, kind="accumulating", precision="ieee")
+    assert_launch_matches_reference(graph, _only_kernel(graph, grad), inputs, kind="accumulating", precision="ieee",
+                                    config=config)
 
 
 def test_scan_grad_reference_with_recurrent_masks_is_autograd_in_float64():

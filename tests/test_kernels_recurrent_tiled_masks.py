@@ -30,9 +30,15 @@ def _inputs(seed):
     return scan_inputs(UNITS, seed)
 
 
+# The interpreter's blocks, launched as one walk over the steps and step by step (STEPWISE)
+LAUNCHES = [None, dict(recurrent_tiled.INTERPRETER_BLOCKS, STEPWISE=True)]
+LAUNCH_IDS = ["whole", "stepwise"]
+
+
+@pytest.mark.parametrize("config", LAUNCHES, ids=LAUNCH_IDS)
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("save, outputs", [(False, (0, 1)), (True, (0, 1, 2))], ids=["last-c", "saved"])
-def test_masked_scan_kernel_matches_the_reference(mask, save, outputs):
+def test_masked_scan_kernel_matches_the_reference(mask, save, outputs, config):
     """Into NaN-poisoned buffers; a masked step's h_t is h_{t-1} (zeros before the first step read)."""
     b = GraphBuilder("scan")
     vs = [b.input((BATCH, TIME, 4 * UNITS), "float32", "xw"), b.input((UNITS, 4 * UNITS), "float32", "recurrent"),
@@ -40,17 +46,18 @@ def test_masked_scan_kernel_matches_the_reference(mask, save, outputs):
     outs = b.emit("lstm_scan", vs, save=save, masked=True)
     graph = b.finish([outs[k] for k in outputs])
     h_seq = assert_launch_matches_reference(graph, _only_kernel(graph, "lstm_scan_tiled"), [*_inputs(3), _mask(mask)],
-                                            kind="accumulating", precision="ieee")[0]
+                                            kind="accumulating", precision="ieee", config=config)[0]
     for row, steps in enumerate(MASKS[mask]):
         for t, read in enumerate(steps):
             if not read:
                 assert torch.equal(h_seq[row, t], h_seq[row, t - 1] if t else torch.zeros(UNITS))
 
 
+@pytest.mark.parametrize("config", LAUNCHES, ids=LAUNCH_IDS)
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("has", [(True, True, True), (True, False, False), (False, True, True)],
                          ids=["all", "seq", "last-h-c"])
-def test_masked_scan_grad_kernel_matches_the_reference(mask, has):
+def test_masked_scan_grad_kernel_matches_the_reference(mask, has, config):
     xw, recurrent = _inputs(5)
     m = _mask(mask)
     _, cs, gates = lstm_scan_reference(xw, recurrent, m, save=True, masked=True)
@@ -63,7 +70,7 @@ def test_masked_scan_grad_kernel_matches_the_reference(mask, has):
     vs = [b.input(tuple(v.shape), "float32", name) for v, name in zip(given, names)]
     graph = b.finish([b.emit1("lstm_scan_grad", vs, has_dseq=has[0], has_dh=has[1], has_dc=has[2], masked=True)])
     assert_launch_matches_reference(graph, _only_kernel(graph, "lstm_scan_grad_tiled"), list(given),
-                                    kind="accumulating", precision="ieee")
+                                    kind="accumulating", precision="ieee", config=config)
 
 
 @pytest.mark.parametrize("mask", ["holes", "row-fully-masked"])
