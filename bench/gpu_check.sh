@@ -137,24 +137,26 @@ if [ $REHEARSE = 1 ]; then
   # steps took most of 150 s here (Triton 3.9) and ran past 180 s under Triton 3.6 in a CI run.
   part recurrent 180 "$PYTHON" bench/bench_recurrent.py --steps 1 --time 16 --models seed,masked --no-compile --backend triton-interpret
 else
-  # Ordered by what the last run left open, most urgent first (a call cut short keeps the logs
-  # written): the step that changed since (the CNN's, with its filter gradient split), the models
-  # suite with torch.compile's CUDA-graph mode (never run on a GPU yet), the large shapes of the
-  # cuBLAS target (with the K-major float32 case, and the TMA tiles autotuning now also tries there:
-  # about 12 more compiles, so 140 s where 78 s of 110 went), then the rest measured already on 2026-12-04.
+  # Ordered by what the last runs left open, most urgent first (a call cut short keeps the logs
+  # written; the whole group is more than one 600 s call): the CNN's step with its filter gradient
+  # split (78e7a21), the wide LSTM's stepwise scans (94fa12d), the large shapes with the TMA matmul
+  # tiles (8cb17d8), the models suite with torch.compile's CUDA-graph mode (never run on a GPU), the
+  # cold build's phases (059b02b), then the profiles and the Keras-sized kernels.
   # training: 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (later that day).
   part training 120 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
-  # profile: the CNN's step (26 s on 2026-12-04), then the wide LSTM's (0.34x of cuDNN then: where?)
-  part profile 90 bash -c "\"$PYTHON\" bench/bench_training.py --models cnn --steps 20 --no-compile --backend triton --profile \
-    && \"$PYTHON\" bench/bench_recurrent.py --models wide --steps 3 --no-compile --backend triton --profile"
+  # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's time.
+  # At 50 s the masked model did not start (2026-12-04): 90. The wide model first: its scans are new,
+  # and their first fit autotunes 8 candidates of each scan, timed from CUDA graphs.
+  part recurrent 90 "$PYTHON" bench/bench_recurrent.py --steps 30 --models wide,seed,masked --no-compile --backend triton
+  # large: about 12 more compiles with the TMA tiles, so 140 s where 78 s of 110 went.
+  part large 140 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
   part suite 150 bash -c "for m in mlp cnn seed_mlp sentiment_lstm; do \"$PYTHON\" -m kcomp bench --suite models --device cuda --quick \
     --models \$m --contenders 'torch eager,kcomp,torch.compile (reduce-overhead)' --out \"$OUT/suite/\$m\" || exit 1; done"
-  part large 140 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
-  part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
-  # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's time.
-  # At 50 s the masked model did not start (2026-12-04): 90.
-  part recurrent 90 "$PYTHON" bench/bench_recurrent.py --steps 30 --models seed,wide,masked --no-compile --backend triton
   part build 80 "$PYTHON" bench/bench_build.py --json "$OUT/bench_build.json"
+  # profile: the CNN's step (26 s on 2026-12-04), then the wide LSTM's
+  part profile 90 bash -c "\"$PYTHON\" bench/bench_training.py --models cnn --steps 20 --no-compile --backend triton --profile \
+    && \"$PYTHON\" bench/bench_recurrent.py --models wide --steps 3 --no-compile --backend triton --profile"
+  part kernels 80 "$PYTHON" bench/bench_kernels.py --quick --json "$OUT/bench_kernels.json"
 fi
 rm -rf "$SCRATCH"
 exit $FAILED
