@@ -69,6 +69,32 @@ def start_fork_server() -> None:
     forkserver.ensure_running()
 
 
+def run() -> None:
+    """The `kcomp` command: main(), then the process ends without Python's teardown of its modules
+    (torch's and Triton's objects collected one by one): `kcomp build --train --emit ir,triton` of
+    the 784-512-512-10 MLP took 2.40 s with it and 1.96 s without (medians of 6 alternated runs on
+    the 2-core build machine). What an exit must still do is done first: the atexit hooks run (a
+    parallel build's pool ended, temporary folders removed) and the output streams are flushed.
+    Every file a command writes is complete before it returns (written atomically). An exception
+    other than SystemExit ends the process as usual."""
+    import atexit
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's --help, --version and usage errors; sys.exit's codes
+        code = e.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # noqa: SLF001 -- what interpreter shutdown would run first
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (kcomp ... | head): nothing more to show
+            pass
+    os._exit(code or 0)
+
+
 def main() -> int:
     if compiles_in_workers(sys.argv[1:]):
         try:
@@ -81,4 +107,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -67,3 +67,34 @@ def test_a_server_that_cannot_start_does_not_stop_the_command(monkeypatch):
     monkeypatch.setattr(kcomp.cli, "main", lambda: 7)
     monkeypatch.setattr(sys, "argv", ["kcomp", "build", "m.k", "--jobs", "2"])
     assert kcomp_launch.main() == 7
+
+
+def test_the_command_ends_without_teardown_but_after_its_exit_hooks(tmp_path):
+    """run() (the `kcomp` command): the exit code of main() or of its SystemExit, every line of
+    output flushed into a pipe, the atexit hooks run, and then no module teardown."""
+    script = (
+        "import atexit, sys, kcomp_launch\n"
+        "atexit.register(lambda: print('exit hook ran', flush=True))\n"
+        "class Teardown:\n"
+        "    def __del__(self): print('teardown ran', flush=True)\n"
+        "keep = Teardown()\n"
+        "sys.argv = ['kcomp'] + sys.argv[1:]\n"
+        "kcomp_launch.run()\n"
+    )
+    model = tmp_path / "m.k"
+    model.write_text("model m {\n  input(3)\n  dense(4)\n}\n")
+
+    def kcomp(*args):
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    summary = kcomp("summary", str(model))
+    assert summary.returncode == 0, summary.stderr
+    lines = summary.stdout.splitlines()
+    assert "Total params: 16" in summary.stdout and lines[-1] == "exit hook ran" and "teardown ran" not in lines
+    assert kcomp("--version").returncode == 0  # argparse's SystemExit(0)
+    usage = kcomp("build")  # argparse's SystemExit(2): no model file
+    assert usage.returncode == 2 and "usage: kcomp build" in usage.stderr
+    bad = tmp_path / "bad.k"
+    bad.write_text("model m {\n  input(3)\n  dense(4, activation=nope)\n}\n")
+    refused = kcomp("summary", str(bad))  # a KcompError: main() returns 1
+    assert refused.returncode == 1 and "activation='nope'" in refused.stderr and refused.stdout == "exit hook ran\n"

@@ -46,4 +46,4 @@ def test_non_editable_install_has_every_package(tmp_path):
     command = subprocess.run([sys.executable, "-m", "kcomp_launch", "--help"], capture_output=True, text=True, env=env,
                              cwd=tmp_path, timeout=300)
     assert command.returncode == 0 and "build" in command.stdout, command.stderr
-    assert "from kcomp_launch import main" in (target / "bin" / "kcomp").read_text()
+    assert "from kcomp_launch import run" in (target / "bin" / "kcomp").read_text()
