@@ -320,8 +320,9 @@ def _candidates(call, interpret: bool) -> list[dict]:
 # Autotuning times them replayed from a CUDA graph, as a model's captured step runs them
 # (graph_timed). Not for very long sequences: a step's launches and their capture grow with them.
 # Compiled for sm_90 (forward saving, backward; registers at 256 units): 114 / 79, 92 / 77,
-# 101 / 74, 118 / 98, none spilling at 70, 128, 256 or 1024 units; (16, 64, 64) on 4 warps and
-# (16, 32, 32) on 4 spilled 8 bytes at some of them (tests/test_kernels_recurrent_stepwise.py).
+# 101 / 74, 118 / 98, none spilling at 70, 128, 256 or 1024 units with Triton 3.9 (3.6: 70 and 256
+# checked); (16, 64, 64) and (16, 32, 32) on 4 warps spilled 8 bytes at some of them
+# (tests/test_kernels_recurrent_stepwise.py).
 STEPWISE_TILES = ((16, 32, 64, 4), (16, 16, 64, 4), (32, 32, 32, 8), (16, 64, 64, 8))
 STEPWISE_MAX_STEPS = 1024
 
