@@ -30,13 +30,14 @@ def _inputs(seed):
     return scan_inputs(UNITS, seed)
 
 
-# The interpreter's blocks, launched as one walk over the steps and step by step (STEPWISE)
-LAUNCHES = [None, dict(recurrent_tiled.INTERPRETER_BLOCKS, STEPWISE=True)]
-LAUNCH_IDS = ["whole", "stepwise"]
+# Every mask with the interpreter's blocks in one walk over the steps; the masks that keep steps
+# mid-sequence and mask a whole row, also step by step (STEPWISE)
+STEPWISE = dict(recurrent_tiled.INTERPRETER_BLOCKS, STEPWISE=True)
+LAUNCHES = [pytest.param(mask, None, id=f"{mask}-whole") for mask in MASKS] + \
+    [pytest.param(mask, STEPWISE, id=f"{mask}-stepwise") for mask in ("holes", "row-fully-masked")]
 
 
-@pytest.mark.parametrize("config", LAUNCHES, ids=LAUNCH_IDS)
-@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("mask, config", LAUNCHES)
 @pytest.mark.parametrize("save, outputs", [(False, (0, 1)), (True, (0, 1, 2))], ids=["last-c", "saved"])
 def test_masked_scan_kernel_matches_the_reference(mask, save, outputs, config):
     """Into NaN-poisoned buffers; a masked step's h_t is h_{t-1} (zeros before the first step read)."""
@@ -53,8 +54,7 @@ def test_masked_scan_kernel_matches_the_reference(mask, save, outputs, config):
                 assert torch.equal(h_seq[row, t], h_seq[row, t - 1] if t else torch.zeros(UNITS))
 
 
-@pytest.mark.parametrize("config", LAUNCHES, ids=LAUNCH_IDS)
-@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("mask, config", LAUNCHES)
 @pytest.mark.parametrize("has", [(True, True, True), (True, False, False), (False, True, True)],
                          ids=["all", "seq", "last-h-c"])
 def test_masked_scan_grad_kernel_matches_the_reference(mask, has, config):
