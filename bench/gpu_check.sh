@@ -145,9 +145,9 @@ else
   # training: 59 s of its 60 on 2026-12-04; at 75 s it ran out in torch.compile of the CNN (later that day).
   part training 120 "$PYTHON" bench/bench_training.py --steps 200 --backend triton
   # torch.compile of the nn.LSTM loop is left out: its compile would take most of the part's time.
-  # At 50 s the masked model did not start (2026-12-04): 90. The wide model first: its scans are new,
-  # and their first fit autotunes 8 candidates of each scan, timed from CUDA graphs.
-  part recurrent 90 "$PYTHON" bench/bench_recurrent.py --steps 30 --models wide,seed,masked --no-compile --backend triton
+  # At 50 s the masked model did not start (2026-12-04). The wide model first: its scans are new,
+  # and their first fit autotunes 8 candidates of each scan (16 compiles), timed from CUDA graphs: 120.
+  part recurrent 120 "$PYTHON" bench/bench_recurrent.py --steps 30 --models wide,seed,masked --no-compile --backend triton
   # large: about 12 more compiles with the TMA tiles, so 140 s where 78 s of 110 went.
   part large 140 "$PYTHON" bench/bench_kernels.py --large --json "$OUT/bench_kernels_large.json"
   part suite 150 bash -c "for m in mlp cnn seed_mlp sentiment_lstm; do \"$PYTHON\" -m kcomp bench --suite models --device cuda --quick \
