@@ -391,20 +391,20 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
         out = c if binding.column_sums_dtype is None else (c, torch.empty((N,), device=a.device, dtype=binding.column_sums_dtype))
     c, bsum = (out, out) if binding.column_sums_dtype is None else out
     call = MatmulCall(binding, inputs, out, a, b, c, bsum, M, N, K, ids, batch)
-    operand_args = (tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, c)
-                    + tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, c))
-    run(call, config, interpret, precision=precision, operand_args=operand_args)
+    prologue_args = tile_operand_args(tensors, binding.prologue_operands, PROLOGUE_OPERANDS, c)
+    epilogue_args = tile_operand_args(tensors, binding.operands, EPILOGUE_OPERANDS, c)
+    run(call, config, interpret, precision=precision, prologue_args=prologue_args, epilogue_args=epilogue_args)
     return out
 
 
 @tuned(matmul_candidates)
-def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
+def run(call: MatmulCall, config: dict, precision: str, prologue_args: list, epilogue_args: list):
     a, b, bind, batch = call.a, call.b, call.binding, call.batch
     if config.get("TMA"):
         if not plain_and_aligned(call):  # (autotuning offers TMA tiles only where it is; a config given may not be)
             raise ValueError(f"{call.binding.kernel_id}: a TMA config for a product the TMA kernel cannot compute "
                              f"(A {tuple(a.shape)} strides {a.stride()}, B {tuple(b.shape)} strides {b.stride()})")
-        run_tma(call, config, precision, operand_args[2 * PROLOGUE_OPERANDS:])
+        run_tma(call, config, precision, epilogue_args)
         return
     gather = call.ids is not None
     matmul_kernel[gemm_grid(call.M, call.N, config, batch.count)](
@@ -412,7 +412,7 @@ def run(call: MatmulCall, config: dict, precision: str, operand_args: list):
         *(bind.shift[1:] or (1, 0)),
         a.stride(-2), a.stride(-1), b.stride(-2), b.stride(-1), call.N, 1,
         batch.inner, *batch.a, *batch.b,
-        *operand_args,
+        *prologue_args, *epilogue_args,
         PROLOGUE=bind.prologue, HAS_PROLOGUE=bind.has_prologue, EPILOGUE=bind.epilogue,
         HAS_BSUM=bind.column_sums_dtype is not None, GATHER_A=gather, SHIFT_AXIS=bind.shift[0] if bind.shift else -1,
         BATCHED=batch is not NOT_BATCHED, CAST_B=bind.cast_b, PRECISION=precision, **kernel_options(config),
