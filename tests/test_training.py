@@ -223,6 +223,18 @@ def test_the_class_id_fast_check_agrees_with_the_element_wise_one(values, dtype)
         assert _whole_ids_below(y, classes) == element_wise
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8, torch.int16])
+@pytest.mark.parametrize("values", [[0, 3, 9], [9, 10], [0, 12, 5], [2, -1], [], [9] * 300 + [10]])
+def test_the_embedding_id_fast_check_agrees_with_the_element_wise_one(values, dtype):
+    from kcomp.training.data import _ids_below
+
+    if dtype == torch.uint8 and any(v < 0 for v in values):
+        return  # no negative ids to give
+    ids = torch.tensor(values, dtype=dtype)
+    for shaped in (ids, ids.reshape(-1, 1), ids.flip(0)):
+        assert _ids_below(shaped, 10) == (not bool(((shaped < 0) | (shaped >= 10)).any()))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"optimizer": "adma", "loss": "mse"}, "Did you mean 'adam'"),
     ({"optimizer": "sgd", "loss": "mean_squared_eror"}, "Did you mean 'mean_squared_error'"),

@@ -118,12 +118,20 @@ def _whole_ids_below(y: torch.Tensor, classes: int) -> bool:
     largest (and one more for float ids' fractions), where the element-wise mask check_class_ids
     words its error from takes five (a 32-label batch: 1.9 us against 11 us, every train_on_batch).
     `y` is int64 or float32 (target_tensor); a NaN gives False, and the caller looks element-wise."""
-    if not y.numel():
-        return True
-    low, high = torch.aminmax(y)
-    if not (low.item() >= 0 and high.item() < classes):  # a NaN compares False: looked at element-wise
+    if not _ids_below(y, classes):
         return False
     return not y.is_floating_point() or torch.equal(y.floor(), y)
+
+
+def _ids_below(ids: torch.Tensor, limit: int) -> bool:
+    """Whether every element of `ids` lies in [0, limit), from the smallest and the largest (one pass,
+    no temporaries). A NaN compares False, so its caller looks element-wise and words the error.
+    The sentiment LSTM's 32x500 int32 ids, checked at every predict_on_batch: 2.7-4.9 us against
+    31-36 us for the element-wise mask (1 process, 2 threads)."""
+    if not ids.numel():
+        return True
+    low, high = torch.aminmax(ids)
+    return bool(low.item() >= 0 and high.item() < limit)
 
 
 def check_embedding_ids(model, xs) -> None:
@@ -136,6 +144,8 @@ def check_embedding_ids(model, xs) -> None:
         if xs[k].device.type != "cpu" or not xs[k].numel():  # (a GPU tensor: a host sync)
             continue
         values = xs[k].to(torch.int64) if xs[k].is_floating_point() else xs[k]  # Keras's cast truncates
+        if _ids_below(values, rows):  # the element-wise mask below only words the error
+            continue
         bad = (values < 0) | (values >= rows)
         if bad.any():
             at = int(bad.reshape(-1).nonzero()[0])
