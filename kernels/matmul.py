@@ -50,10 +50,15 @@ are rank-2 B's (a Dense's) only.
 
 TMA (matmul_tma_kernel): on a GPU with a tensor memory accelerator (compute capability 9.0 and
 up), autotuning also tries a persistent kernel that loads A and B through TMA descriptors, for
-large plain products (tma_ready: none of the above, both operands row-major with 16-byte rows).
-It shares the EPILOGUE hook and the store; the interpreter runs it when given its config.
+large plain products (tma_ready: none of the above, A row-major and B row- or column-major, with
+16-byte rows). It shares the EPILOGUE hook and the store; the interpreter runs it when given its
+config.
+
+KMAJOR: large float32 products also try their operands copied K-major first (the launch copies;
+the kernels read any strides). Which configs a call tries: kernels/matmul_configs.py.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -62,8 +67,8 @@ import triton.language as tl
 
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 from kcomp.kernels.autotune import tuned
+from kcomp.kernels.matmul_configs import LAUNCH_MODES, k_major_copies, matmul_candidates, plain_and_aligned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
-from kcomp.kernels.sizes import next_power_of_2
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
 
@@ -171,7 +176,7 @@ def matmul_kernel(
 def matmul_tma_kernel(
     A_DESC, B_DESC, C, M, N, K, stride_cm, PROGRAMS,
     E0, E1, E2, E3, S0, S1, S2, S3,
-    EPILOGUE: tl.constexpr, PRECISION: tl.constexpr,
+    EPILOGUE: tl.constexpr, PRECISION: tl.constexpr, B_KMAJOR: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """C = EPILOGUE(A @ B) for a plain product (TMA_CONFIGS): A and B are read a tile at a time by
@@ -179,14 +184,18 @@ def matmul_tma_kernel(
     parts of an edge tile outside the matrix with zeros; PROGRAMS programs (about one per SM) each
     walk every PROGRAMS-th tile of C in grouped order (persistent), so the loads of a program's
     next tile can start while its last tile's epilogue runs (flatten). The epilogue and the store
-    are matmul_kernel's."""
+    are matmul_kernel's. B_KMAJOR: B is column-major and B_DESC describes B^T (N, K), whose tiles
+    are read and transposed as they load (a K-major operand, as TF32's wgmma takes it)."""
     tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
     for tile in tl.range(tl.program_id(0), tiles, PROGRAMS, flatten=True):
         tile_m, tile_n = grouped_tile(tile, M, N, BM, BN, GROUP_M)
         acc = tl.zeros((BM, BN), dtype=tl.float32)
         for k in range(0, tl.cdiv(K, BK)):
             a = A_DESC.load([tile_m * BM, k * BK])
-            b = B_DESC.load([k * BK, tile_n * BN])
+            if B_KMAJOR:
+                b = B_DESC.load([tile_n * BN, k * BK]).T
+            else:
+                b = B_DESC.load([k * BK, tile_n * BN])
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
         offs_m = tile_m * BM + tl.arange(0, BM)
         offs_n = tile_n * BN + tl.arange(0, BN)
@@ -195,91 +204,6 @@ def matmul_tma_kernel(
         acc = EPILOGUE(acc, offs_m, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
         c_ptrs = C + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
         tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
-
-
-# Block sizes, as data. GPU configurations are autotuned among; the interpreter
-# (CPU) runs one config sized for few programs, since each program is costly there.
-GPU_CONFIGS = [
-    # BK=32 keeps three float32 stages within every target's shared memory (96 KB; sm_89 has 99 KB);
-    # 128-row tiles get 8 warps so the accumulator fits in registers without spilling.
-    dict(BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=3),
-    dict(BM=128, BN=64, BK=32, GROUP_M=8, num_warps=8, num_stages=4),
-    dict(BM=64, BN=128, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
-    dict(BM=64, BN=64, BK=64, GROUP_M=8, num_warps=4, num_stages=3),
-    dict(BM=64, BN=32, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
-    dict(BM=32, BN=64, BK=32, GROUP_M=8, num_warps=4, num_stages=4),
-]
-# Tiles for large products only (M*N at least LARGE_TILES_FROM, K at least 512): with 16-bit
-# operands a deeper K step and a wider tile feed Hopper's warpgroup MMA with fewer loads per FLOP.
-# Float32 operands need twice the shared memory, so some of these do not fit a GPU's (sm_90: 227 KB)
-# and autotuning skips them there (OutOfResources). Small problems never try them: a 128x256 tile
-# would leave most of an H200's 132 SMs idle, and each candidate costs a compile at the first launch.
-LARGE_CONFIGS = [
-    dict(BM=128, BN=256, BK=64, GROUP_M=8, num_warps=8, num_stages=3),
-    dict(BM=256, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=3),
-    dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=4),
-    dict(BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=5),
-]
-LARGE_TILES_FROM = 2048 * 2048
-# matmul_tma_kernel's tiles, tried with the large ones on a GPU with a TMA (compute capability 9.0
-# and up) where the product is plain (tma_ready). Marked TMA, which the launch reads and the kernel
-# does not take. The bfloat16 large shapes ran at 0.83-0.93x of cuBLAS with matmul_kernel's
-# cp.async loads (bench/RESULTS.md, 2026-12-04); Triton's persistent TMA matmul tutorial is the model.
-TMA_CONFIGS = [
-    dict(TMA=True, BM=128, BN=256, BK=64, GROUP_M=8, num_warps=8, num_stages=3),
-    dict(TMA=True, BM=128, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=4),
-    dict(TMA=True, BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=4),
-]
-INTERPRETER_CONFIG = dict(BM=32, BN=32, BK=32, GROUP_M=4, num_warps=4, num_stages=1)
-
-
-def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool = False) -> list[dict]:
-    """Configs worth trying for this shape: tiles no larger than the problem needs.
-
-    whole_rows: every row of C must fit one tile (BN >= N), for an epilogue that
-    normalizes rows (Dense with a softmax activation).
-    """
-    if whole_rows:
-        bn = max(32, next_power_of_2(N))
-        base = INTERPRETER_CONFIG if interpret else dict(BM=64, BK=32, GROUP_M=8, num_warps=4, num_stages=3)
-        return [{**base, "BN": bn, "BM": min(base["BM"], max(16, 4096 // bn))}]
-    if interpret:
-        return [INTERPRETER_CONFIG]
-    # Rows: at least 64, the smallest tile Hopper's warpgroup MMA (wgmma) computes; a 32-row tile
-    # falls back to mma.sync there (a weight gradient x^T g over 32 features was one: HMMA, not HGMMA).
-    fitting = [c for c in GPU_CONFIGS if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(32, next_power_of_2(N))]
-    return (fitting or GPU_CONFIGS[-2:]) + (LARGE_CONFIGS if is_large(M, N, K) else [])
-
-
-def is_large(M: int, N: int, K: int) -> bool:
-    """Whether a product is large enough for LARGE_CONFIGS and TMA_CONFIGS."""
-    return M * N >= LARGE_TILES_FROM and K >= 512
-
-
-def plain_and_aligned(call) -> bool:
-    """Whether matmul_tma_kernel can compute this call: a plain product (a Dense's A read whole, no
-    prologue, shift, cast or column sums) of two matrices of one dtype, each row-major with rows
-    that start on 16 bytes (a TMA descriptor's terms)."""
-    bind, a, b = call.binding, call.a, call.b
-    if (call.ids is not None or bind.shift or bind.has_prologue or bind.cast_b or bind.column_sums_dtype is not None
-            or call.batch is not NOT_BATCHED or a.dtype != b.dtype or a.dtype not in (torch.bfloat16, torch.float16, torch.float32)):
-        return False
-    return all(t.stride(-1) == 1 and t.stride(0) * t.element_size() % 16 == 0 and t.data_ptr() % 16 == 0 for t in (a, b))
-
-
-def tma_ready(call) -> bool:
-    """plain_and_aligned, on a GPU with a TMA (compute capability 9.0 or later)."""
-    a = call.a
-    return a.device.type == "cuda" and torch.cuda.get_device_capability(a.device)[0] >= 9 and plain_and_aligned(call)
-
-
-def matmul_candidates(call, interpret: bool) -> list[dict]:
-    """candidate_configs for the call, and on a GPU TMA_CONFIGS where the product is large and
-    tma_ready (autotuning keeps whichever is fastest)."""
-    configs = candidate_configs(call.M, call.N, call.K, interpret, call.binding.whole_rows)
-    if interpret or call.binding.whole_rows or not is_large(call.M, call.N, call.K) or not tma_ready(call):
-        return configs
-    return configs + TMA_CONFIGS
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -399,6 +323,8 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
 
 @tuned(matmul_candidates)
 def run(call: MatmulCall, config: dict, precision: str, prologue_args: list, epilogue_args: list):
+    if config.get("KMAJOR"):  # (autotuning offers it for float32 products: matmul_configs.py)
+        call = dataclasses.replace(call, **dict(zip("ab", k_major_copies(call.a, call.b))))
     a, b, bind, batch = call.a, call.b, call.binding, call.batch
     if config.get("TMA"):
         if not plain_and_aligned(call):  # (autotuning offers TMA tiles only where it is; a config given may not be)
@@ -406,6 +332,7 @@ def run(call: MatmulCall, config: dict, precision: str, prologue_args: list, epi
                              f"(A {tuple(a.shape)} strides {a.stride()}, B {tuple(b.shape)} strides {b.stride()})")
         run_tma(call, config, precision, epilogue_args)
         return
+    config = {k: v for k, v in config.items() if k not in LAUNCH_MODES}
     gather = call.ids is not None
     matmul_kernel[gemm_grid(call.M, call.N, config, batch.count)](
         a, b, call.c, call.bsum, call.ids if gather else a, call.M, call.N, call.K, a.shape[0] if gather else call.M,
@@ -420,17 +347,20 @@ def run(call: MatmulCall, config: dict, precision: str, prologue_args: list, epi
 
 
 def run_tma(call: MatmulCall, config: dict, precision: str, epilogue_args: list):
-    """matmul_tma_kernel on a tma_ready call, about one program per SM (fewer where C has fewer tiles)."""
+    """matmul_tma_kernel on a plain_and_aligned call, about one program per SM (fewer where C has
+    fewer tiles); a column-major B is described as B^T."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    blocks = {k: v for k, v in config.items() if k != "TMA"}
+    blocks = {k: v for k, v in config.items() if k not in LAUNCH_MODES}
     a_desc = TensorDescriptor.from_tensor(call.a, [config["BM"], config["BK"]])
-    b_desc = TensorDescriptor.from_tensor(call.b, [config["BK"], config["BN"]])
+    b_kmajor = call.b.stride(-1) != 1
+    b_desc = (TensorDescriptor.from_tensor(call.b.t(), [config["BN"], config["BK"]]) if b_kmajor
+              else TensorDescriptor.from_tensor(call.b, [config["BK"], config["BN"]]))
     tiles = gemm_grid(call.M, call.N, config)[0]
     programs = min(tiles, _processors(call.c.device))
     matmul_tma_kernel[(programs,)](
         a_desc, b_desc, call.c, call.M, call.N, call.K, call.N, programs, *epilogue_args,
-        EPILOGUE=call.binding.epilogue, PRECISION=precision, **kernel_options(blocks),
+        EPILOGUE=call.binding.epilogue, PRECISION=precision, B_KMAJOR=b_kmajor, **kernel_options(blocks),
     )
 
 

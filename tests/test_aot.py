@@ -118,7 +118,7 @@ def test_kernel_does_not_spill(children, name, index, template, dtype):
 
 def test_block_sizes_are_the_gpu_ones(children):
     """Example tensors live on the CPU, but the config compiled is the template's launch's GPU choice."""
-    from kcomp.kernels.matmul import candidate_configs
+    from kcomp.kernels.matmul_configs import candidate_configs
 
     rec = children["checks"].result()["sm_90_tf32"]
     gpu = candidate_configs(128, 64, 128, interpret=False)[0]  # the checks' Dense: M=128 (batch), N=64, K=128

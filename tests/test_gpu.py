@@ -201,7 +201,7 @@ def test_the_tma_matmul_kernel_on_the_gpu(dtype, precision, tol):
     from triton.runtime.errors import OutOfResources
 
     from kcomp.codegen.module import kernel_source
-    from kcomp.kernels.matmul import TMA_CONFIGS
+    from kcomp.kernels.matmul_configs import TMA_CONFIGS
     from kcomp.passes import run_pipeline
     from kcomp.runtime.kernel_cache import load_kernel
 
@@ -222,6 +222,38 @@ def test_the_tma_matmul_kernel_on_the_gpu(dtype, precision, tol):
         torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=lambda text: f"{config}: {text}")
         launched += 1
     assert launched
+
+
+@pytest.mark.parametrize("precision, tol", [("tf32", 1e-2), ("ieee", 1e-4)])
+def test_the_k_major_matmul_configs_on_the_gpu(precision, tol):
+    """kernels/matmul_configs.py's KMAJOR tiles (tried by autotuning for large float32 products),
+    each launched itself at a ragged shape on a row-major weight and on a column-major one, against
+    float64; the TMA form on compute capability 9.0 and later."""
+    needs_cuda("the K-major matmul configs")
+    from triton.runtime.errors import OutOfResources
+
+    from kcomp.codegen.module import kernel_source
+    from kcomp.kernels.matmul_configs import KMAJOR_CONFIGS, KMAJOR_TMA_CONFIGS
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    m, k, n = 1000, 520, 776
+    fused, _ = run_pipeline(Sequential([Input(shape=(k,)), Dense(n, activation="relu")]).to_graph())
+    (node,) = [n_ for n_ in fused.nodes if n_.op == "kernel"]
+    module = load_kernel(kernel_source(node, 0))
+    x, w, b = (torch.randn(m, k) / k**0.5).cuda(), torch.randn(k, n).cuda(), torch.randn(n).cuda()
+    want = torch.relu(x.double() @ w.double() + b.double())
+    configs = KMAJOR_CONFIGS + (KMAJOR_TMA_CONFIGS if torch.cuda.get_device_capability()[0] >= 9 else [])
+    launched = 0
+    for config in configs:
+        for weight in (w, w.t().contiguous().t()):
+            try:
+                got = module.launch(x, weight, b, config=config, precision=precision)
+            except OutOfResources:
+                continue
+            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=lambda text: f"{config}: {text}")
+            launched += 1
+    assert launched >= 2 * len(KMAJOR_CONFIGS)
 
 
 def test_the_tiled_lstm_scan_stepwise_and_autotuned_on_the_gpu():

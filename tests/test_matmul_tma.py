@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kcomp.codegen.module import kernel_source
-from kcomp.kernels import matmul
-from kcomp.kernels.matmul import TMA_CONFIGS
+from kcomp.kernels import matmul, matmul_configs
+from kcomp.kernels.matmul_configs import TMA_CONFIGS
 from kcomp.layers import Add, Dense, Input
 from kcomp.models import Model, Sequential
 from kcomp.passes import run_pipeline
@@ -42,7 +42,7 @@ def test_a_model_forward_on_the_tma_kernel_matches_the_reference(monkeypatch):
     one candidate made the TMA tile): the residual is an epilogue operand of C's shape."""
     from kernel_helpers import assert_compiled_matches_reference, randomize
 
-    monkeypatch.setattr(matmul, "candidate_configs", lambda *args, **kwargs: [SMALL_TMA])
+    monkeypatch.setattr(matmul_configs, "candidate_configs", lambda *args, **kwargs: [SMALL_TMA])
     launched = []
     monkeypatch.setattr(matmul, "run_tma", lambda *args, real=matmul.run_tma: launched.append(1) or real(*args))
     inp, skip = Input(shape=(24,)), Input(shape=(40,))
@@ -53,11 +53,20 @@ def test_a_model_forward_on_the_tma_kernel_matches_the_reference(monkeypatch):
     assert launched
 
 
+def test_a_column_major_b_is_read_through_a_descriptor_of_its_transpose():
+    """B (K, N) column-major (a weight's transpose, as a Dense's input gradient reads it): B_KMAJOR."""
+    module = dense_module(Sequential([Input(shape=(36,)), Dense(44, activation="gelu")]))
+    x, w, b = torch.randn(70, 36), torch.randn(44, 36).t(), torch.randn(44)
+    got = module.launch(x, w, b, config=SMALL_TMA, precision="ieee")
+    torch.testing.assert_close(got.double(), torch.nn.functional.gelu(x.double() @ w.double() + b.double()),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_a_tma_config_for_a_product_it_cannot_compute_is_refused():
-    module = dense_module(Sequential([Input(shape=(24,)), Dense(40)]))
-    w = torch.randn(40, 24).t()  # column-major: not a TMA descriptor's layout
+    module = dense_module(Sequential([Input(shape=(23,)), Dense(40)]))
+    w = torch.randn(40, 23).t()  # column-major with rows of 92 bytes: not a TMA descriptor's layout
     with pytest.raises(ValueError, match="TMA config for a product the TMA kernel cannot compute"):
-        module.launch(torch.randn(8, 24), w, torch.randn(40), config=SMALL_TMA)
+        module.launch(torch.randn(8, 23), w, torch.randn(40), config=SMALL_TMA)
 
 
 def _call(a, b, **binding):
@@ -73,16 +82,18 @@ def _call(a, b, **binding):
                              matmul.NOT_BATCHED)
 
 
-def test_only_plain_aligned_row_major_products_are_tma_ready():
+def test_only_plain_aligned_products_are_tma_ready():
     a, b = torch.randn(64, 48), torch.randn(48, 32)
-    assert matmul.plain_and_aligned(_call(a, b))
-    assert not matmul.plain_and_aligned(_call(a, b.t().contiguous().t()))  # B column-major: its last stride is not 1
-    assert not matmul.plain_and_aligned(_call(a, torch.randn(48, 64)[:, ::2]))  # every other column: rows aligned, stride 2
-    assert not matmul.plain_and_aligned(_call(torch.randn(64, 50)[:, :46], torch.randn(46, 32)))  # rows of 200 bytes
-    assert not matmul.plain_and_aligned(_call(torch.randn(64 * 48 + 1)[1:].view(64, 48), b))  # A starts 4 bytes past 16
-    assert not matmul.plain_and_aligned(_call(a, b.half()))  # two dtypes
+    assert matmul_configs.plain_and_aligned(_call(a, b))
+    assert matmul_configs.plain_and_aligned(_call(a, b.t().contiguous().t()))  # B column-major: B^T's rows are aligned
+    assert not matmul_configs.plain_and_aligned(_call(a.t().contiguous().t(), b))  # A column-major: the kernel reads A's rows
+    assert not matmul_configs.plain_and_aligned(_call(torch.randn(64, 48)[:, :46], torch.randn(32, 46).t()))  # B^T's rows: 184 bytes
+    assert not matmul_configs.plain_and_aligned(_call(a, torch.randn(48, 64)[:, ::2]))  # every other column: rows aligned, stride 2
+    assert not matmul_configs.plain_and_aligned(_call(torch.randn(64, 50)[:, :46], torch.randn(46, 32)))  # rows of 200 bytes
+    assert not matmul_configs.plain_and_aligned(_call(torch.randn(64 * 48 + 1)[1:].view(64, 48), b))  # A starts 4 bytes past 16
+    assert not matmul_configs.plain_and_aligned(_call(a, b.half()))  # two dtypes
     for binding in ({"has_prologue": True}, {"cast_b": "bfloat16"}, {"column_sums_dtype": torch.float32}, {"shift": (0, 4, 1)}):
-        assert not matmul.plain_and_aligned(_call(a, b, **binding)), binding
+        assert not matmul_configs.plain_and_aligned(_call(a, b, **binding)), binding
     # On the CPU (the interpreter) the TMA tiles are never candidates: they are a GPU's to time.
     big = _call(torch.randn(2048, 512), torch.randn(512, 2048))
-    assert not any(c.get("TMA") for c in matmul.matmul_candidates(big, interpret=False))
+    assert not any(c.get("TMA") for c in matmul_configs.matmul_candidates(big, interpret=False))

@@ -147,7 +147,7 @@ def _keras_dense(x, w, b, activation):
 
 def cases(quick: bool, dense=None, conv=None, dtypes=("float32", "bfloat16")):
     """(label, dtype, shape, run(runner) -> times) for each case, in order."""
-    from kcomp.kernels.matmul import LARGE_TILES_FROM
+    from kcomp.kernels.matmul_configs import LARGE_TILES_FROM
 
     dense = dense or (DENSE_SHAPES[:QUICK_DENSE] if quick else DENSE_SHAPES)
     conv = conv or (CONV_SHAPES[:QUICK_CONV] if quick else CONV_SHAPES)
