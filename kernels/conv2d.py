@@ -64,11 +64,12 @@ def conv_tile(
     X, Wt, n, ch, cw, mask_m, offs_n, mask_n,
     H, W, C, F, K, KW,
     stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, P0, P1, T0, T1,
-    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, CAST_W: tl.constexpr,
+    PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, CAST_W: tl.constexpr, W_KMAJOR: tl.constexpr,
     PRECISION: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
     """fp32 (BM, BN) tile of conv2d(X, W) at the output pixels (n, ch, cw) and filters offs_n.
-    CAST_W ("bfloat16", "float16"; "": none): W is float32, cast in registers as it loads."""
+    CAST_W ("bfloat16", "float16"; "": none): W is float32, cast in registers as it loads.
+    W_KMAJOR: Wt is the kernel's (F, K) transpose, each filter's K weights contiguous (KMAJOR)."""
     ih0 = ch * stride_h - pad_top  # the window's top-left input pixel, per row
     iw0 = cw * stride_w - pad_left
     x_rows = X + n.to(tl.int64) * H * W * C  # each row's image
@@ -88,7 +89,11 @@ def conv_tile(
         if HAS_PROLOGUE:  # padding and ragged edges stay 0 (f(0) may be nonzero)
             pro = PROLOGUE(a.to(tl.float32), n, c, mask_m, mask_k, P0, P1, T0, T1)
             a = dot_operand(tl.where(a_mask, pro, 0.0), CAST_W, Wt)  # the filter's: a prologue may end in a cast
-        b = tl.load(Wt + offs_k[:, None] * F + offs_n[None, :], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if W_KMAJOR:
+            w_ptrs = Wt + offs_n[None, :] * K + offs_k[:, None]
+        else:
+            w_ptrs = Wt + offs_k[:, None] * F + offs_n[None, :]
+        b = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         if CAST_W != "":  # a float32 filter the IR casts to 16 bits (mixed precision)
             b = dot_operand(b, CAST_W, Wt)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -104,7 +109,7 @@ def conv2d_kernel(
     P0, P1, T0, T1, E0, E1, E2, E3, S0, S1, S2, S3,
     PROLOGUE: tl.constexpr, HAS_PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr,
     POOL: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, PSH: tl.constexpr, PSW: tl.constexpr,
-    STORE_PREPOOL: tl.constexpr, CAST_W: tl.constexpr, PRECISION: tl.constexpr,
+    STORE_PREPOOL: tl.constexpr, CAST_W: tl.constexpr, W_KMAJOR: tl.constexpr, PRECISION: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     tile_m, tile_n = grouped_tile(tl.program_id(0), M, F, BM, BN, GROUP_M)
@@ -131,7 +136,7 @@ def conv2d_kernel(
         acc = conv_tile(
             X, Wt, n, ch, cw, mask_m, offs_n, mask_n, H, W, C, F, K, KW,
             stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, P0, P1, T0, T1,
-            PROLOGUE, HAS_PROLOGUE, CAST_W, PRECISION, BM, BN, BK,
+            PROLOGUE, HAS_PROLOGUE, CAST_W, W_KMAJOR, PRECISION, BM, BN, BK,
         )
         offs_conv = (n * CH + ch) * CW + cw  # the pre-pool pixel, as the epilogue's operands index it
         acc = EPILOGUE(acc, offs_conv, offs_n, mask_m, mask_n, E0, E1, E2, E3, S0, S1, S2, S3)
@@ -194,6 +199,24 @@ def candidate_configs(M: int, F: int, K: int, interpret: bool, pool: bool = Fals
         if c["BM"] <= max(64, next_power_of_2(M)) and c["BN"] <= max(16, next_power_of_2(F))
     ]
     return fitting or configs[-1:]
+
+
+# Float32 convs also try the kernel copied K-major ((F, K): each filter's weights contiguous) with
+# their first KMAJOR_TILES tiles: Hopper's TF32 wgmma (and mma.sync's ldmatrix) take B K-major, and
+# the (K, F) kernel is F-major; as the matmul template's KMAJOR configs (kernels/matmul_configs.py),
+# autotuning times the copy with the kernel.
+KMAJOR_TILES = 2
+
+
+def conv_candidates(call, interpret: bool) -> list[dict]:
+    """candidate_configs for the call; for float32 on a GPU, also the first KMAJOR_TILES of them on a
+    K-major copy of the kernel."""
+    b = call.binding
+    configs = candidate_configs(call.M, call.F, call.K, interpret, pool=b.pool != "none",
+                                heavy=b.has_prologue or b.prepool_dtype is not None)
+    if interpret or b.cast_w or call.x.dtype != torch.float32 or call.w.dtype != torch.float32:
+        return configs
+    return configs + [dict(c, KMAJOR=True) for c in configs[:KMAJOR_TILES]]
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -275,19 +298,22 @@ def launch(binding: Conv2DBinding, inputs, out=None, config=None, precision="tf3
     return out
 
 
-@tuned(lambda call, interpret: candidate_configs(call.M, call.F, call.K, interpret, pool=call.binding.pool != "none",
-                                                 heavy=call.binding.has_prologue or call.binding.prepool_dtype is not None))
+@tuned(conv_candidates)
 def run(call: Conv2DCall, config: dict, precision: str):
     b = call.binding
+    k_major = config.get("KMAJOR", False)
+    w = call.w.reshape(call.K, call.F).t().contiguous() if k_major else call.w
+    config = {k: v for k, v in config.items() if k != "KMAJOR"}
     conv2d_kernel[gemm_grid(call.M, call.F, config)](
-        call.x, call.w, call.y, call.prepool,
+        call.x, w, call.y, call.prepool,
         call.H, call.W, call.C, call.F, call.K, call.KW,
         call.CH, call.CW, call.OH, call.OW, call.M,
         *b.strides, *b.dilation, call.pad_top, call.pad_left,
         *call.operand_args,
         PROLOGUE=b.prologue, HAS_PROLOGUE=b.has_prologue, EPILOGUE=b.epilogue, POOL=b.pool, PH=b.pool_size[0], PW=b.pool_size[1],
         PSH=b.pool_strides[0], PSW=b.pool_strides[1],
-        STORE_PREPOOL=b.prepool_dtype is not None, CAST_W=b.cast_w, PRECISION=precision, **kernel_options(config),
+        STORE_PREPOOL=b.prepool_dtype is not None, CAST_W=b.cast_w, W_KMAJOR=k_major, PRECISION=precision,
+        **kernel_options(config),
     )
 
 

@@ -256,6 +256,28 @@ def test_the_k_major_matmul_configs_on_the_gpu(precision, tol):
     assert launched >= 2 * len(KMAJOR_CONFIGS)
 
 
+def test_the_k_major_conv_configs_on_the_gpu():
+    """kernels/conv2d.py's KMAJOR tiles (float32 convs on a K-major copy of their kernel), each
+    launched itself on the CNN's second conv + pool at a ragged batch, against float64 (TF32)."""
+    needs_cuda("the K-major conv configs")
+    from kcomp.codegen.module import kernel_source
+    from kcomp.kernels import conv2d
+    from kcomp.passes import run_pipeline
+    from kcomp.runtime.kernel_cache import load_kernel
+
+    model = Sequential([Input(shape=(13, 13, 32)), Conv2D(64, 3, activation="relu"), MaxPooling2D()])
+    fused, _ = run_pipeline(model.to_graph())
+    (node,) = [n_ for n_ in fused.nodes if n_.op == "kernel"]
+    module = load_kernel(kernel_source(node, 0))
+    x, w, b = torch.randn(37, 13, 13, 32).cuda(), (torch.randn(3, 3, 32, 64) / 17).cuda(), torch.randn(64).cuda()
+    conv = torch.nn.functional.conv2d(x.double().permute(0, 3, 1, 2), w.double().permute(3, 2, 0, 1), b.double())
+    want = torch.nn.functional.max_pool2d(torch.relu(conv), 2).permute(0, 2, 3, 1)
+    tiles = conv2d.candidate_configs(37 * 25, 64, 288, False, pool=True)[:conv2d.KMAJOR_TILES]
+    for config in [dict(c, KMAJOR=True) for c in tiles]:
+        got = module.launch(x, w, b, config=config, precision="tf32")
+        torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-2, msg=lambda text: f"{config}: {text}")
+
+
 def test_the_tiled_lstm_scan_stepwise_and_autotuned_on_the_gpu():
     """kernels/recurrent_tiled.py's scan at 256 units, batch 32: autotuned (its stepwise tiles timed
     replayed from CUDA graphs, autotune's graph_timed) and each stepwise tile launched itself,
