@@ -93,9 +93,9 @@ def main(argv=None) -> int:
             from kcomp.support.files import write_text_atomic
 
             write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
-    if not args.rehearse:  # which tiles autotuning kept (matmul_tma_kernel's are marked TMA)
+    if not args.rehearse:  # which tiles autotuning kept (marked TMA: matmul_tma_kernel's; KMAJOR: on K-major copies)
         for key, config in autotune_choices().items():
-            if key not in chosen_before and "|matmul-" in key:
+            if key not in chosen_before and ("|matmul-" in key or "|conv2d-" in key):
                 print(f"autotune chose for {key.split('|', 1)[1].rsplit('|', 1)[0]}: {config}")
     print(f"{len(results) - failed} cases passed, {failed} failed")
     return 1 if failed else 0
