@@ -11,6 +11,9 @@ KCOMP_DIST_TIMEOUT  seconds a data-parallel process waits for the others in one 
                  stops the job with a KcompError (default 120; kcomp/distribution).
 KCOMP_DIST_CHECK=1  a data-parallel job compares a digest of every process's weights after each epoch
                  (they must stay identical) and stops with a KcompError naming the processes that drifted.
+KCOMP_AUTOTUNE=0 on a GPU, launch each kernel with its first candidate block sizes (the ones AOT builds
+                 compile and check) instead of timing every candidate at its first launch: no autotuning
+                 compiles or timing runs (gpu_check.sh's template tests), at the cost of the tuned speed.
 KERAS_HOME       Keras's home folder; kcomp.datasets then looks in its datasets/ folder,
                  where Keras keeps what it downloaded (default ~/.keras).
 """
@@ -46,6 +49,15 @@ def build_jobs() -> int:
         raise KcompError(f"Received: KCOMP_BUILD_JOBS={value!r}. Expected a whole number of worker processes, "
                          "1 or more (e.g. KCOMP_BUILD_JOBS=4), or unset it to use one per core.")
     return int(value)
+
+
+def autotune() -> bool:
+    """Whether kernels time their candidate block sizes on a GPU: $KCOMP_AUTOTUNE, 1 (default) or 0."""
+    value = os.environ.get("KCOMP_AUTOTUNE", "").strip()
+    if value not in ("", "0", "1"):
+        raise KcompError(f"Received: KCOMP_AUTOTUNE={value!r}. Expected 1 (time every candidate block size "
+                         "at a kernel's first launch on a GPU, the default) or 0 (launch the first candidate).")
+    return value != "0"
 
 
 def data_dir() -> Path:

@@ -6,7 +6,7 @@ choice is cached in memory and on disk (KCOMP_CACHE_DIR/autotune.json, keyed
 by GPU, kernel, shapes and Triton version, whose compiler can change which config
 is fastest; checked when read: kcomp.support.disk_cache), so later
 processes reuse it. Off the GPU (the interpreter) the first candidate is used: timing there
-means nothing.
+means nothing. KCOMP_AUTOTUNE=0 makes a GPU use the first candidate too (kcomp/config.py).
 
 A template's launch runs its kernel through a function decorated with `tuned`, which does the
 choosing; the launch itself only checks and allocates.
@@ -78,7 +78,7 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     """
     outs = out if isinstance(out, tuple) else (out,)
     out = outs[0]
-    if len(candidates) == 1 or out.device.type != "cuda":
+    if len(candidates) == 1 or out.device.type != "cuda" or not kcomp_config.autotune():
         return candidates[0]
     import torch
     import triton

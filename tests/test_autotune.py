@@ -55,6 +55,21 @@ def test_the_fastest_launchable_config_is_kept_and_cached(fake_gpu):
     assert fake_gpu.ran == [1, 2, 3]
 
 
+def test_kcomp_autotune_0_takes_the_first_candidate_on_a_gpu_without_timing_or_saving(fake_gpu, monkeypatch):
+    from kcomp.errors import KcompError
+
+    monkeypatch.setenv("KCOMP_AUTOTUNE", "0")
+    fake_gpu.timings.update({1: 0.5, 2: 0.1})
+    run = lambda config: fake_gpu.ran.append(config["B"])  # noqa: E731
+    assert autotune.choose_config("k", (torch.ones(4, 8),), [{"B": 1}, {"B": 2}], run, fake_gpu.out) == {"B": 1}
+    assert fake_gpu.ran == [] and not fake_gpu.path.exists()
+    monkeypatch.setenv("KCOMP_AUTOTUNE", "1")
+    assert autotune.choose_config("k", (torch.ones(4, 8),), [{"B": 1}, {"B": 2}], run, fake_gpu.out) == {"B": 2}
+    monkeypatch.setenv("KCOMP_AUTOTUNE", "no")
+    with pytest.raises(KcompError, match="KCOMP_AUTOTUNE='no'"):
+        autotune.choose_config("k", (torch.ones(4, 8),), [{"B": 1}, {"B": 2}], run, fake_gpu.out)
+
+
 def test_cpu_and_single_candidates_take_the_first():
     cpu = SimpleNamespace(device=torch.device("cpu"))
     assert autotune.choose_config("k", (), [{"B": 9}, {"B": 1}], None, cpu) == {"B": 9}

@@ -278,11 +278,12 @@ def test_the_k_major_conv_configs_on_the_gpu():
         torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-2, msg=lambda text: f"{config}: {text}")
 
 
-def test_the_tiled_lstm_scan_stepwise_and_autotuned_on_the_gpu():
+def test_the_tiled_lstm_scan_stepwise_and_autotuned_on_the_gpu(monkeypatch):
     """kernels/recurrent_tiled.py's scan at 256 units, batch 32: autotuned (its stepwise tiles timed
-    replayed from CUDA graphs, autotune's graph_timed) and each stepwise tile launched itself,
-    against one whole-sequence launch of the same blocks."""
+    replayed from CUDA graphs, autotune's graph_timed; with autotuning on where gpu_check turns it
+    off) and each stepwise tile launched itself, against one whole-sequence launch of the same blocks."""
     needs_cuda("stepwise scans and their graph-timed autotuning")
+    monkeypatch.setenv("KCOMP_AUTOTUNE", "1")
     from kcomp.codegen.module import kernel_source
     from kcomp.ir.builder import GraphBuilder
     from kcomp.kernels import recurrent_tiled
