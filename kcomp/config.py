@@ -12,8 +12,9 @@ KCOMP_DIST_TIMEOUT  seconds a data-parallel process waits for the others in one 
 KCOMP_DIST_CHECK=1  a data-parallel job compares a digest of every process's weights after each epoch
                  (they must stay identical) and stops with a KcompError naming the processes that drifted.
 KCOMP_AUTOTUNE=0 on a GPU, launch each kernel with its first candidate block sizes (the ones AOT builds
-                 compile and check) instead of timing every candidate at its first launch: no autotuning
-                 compiles or timing runs (gpu_check.sh's template tests), at the cost of the tuned speed.
+                 compile and check; the next where the GPU cannot launch it) instead of timing every
+                 candidate at its first launch: no autotuning compiles or timing runs (gpu_check.sh's
+                 tests), at the cost of the tuned speed.
 KERAS_HOME       Keras's home folder; kcomp.datasets then looks in its datasets/ folder,
                  where Keras keeps what it downloaded (default ~/.keras).
 """

@@ -134,6 +134,9 @@ def tuned(candidates, graph_timed: bool = False):
         def tuned_run(call, config=None, interpret=None, **options):
             if config is None:
                 configs = candidates(call, call.on_cpu if interpret is None else interpret)
+                if not kcomp_config.autotune() and _on_gpu(call.out):
+                    _first_that_launches(lambda c: run(call, c, **options), configs)
+                    return
                 config = choose_config(call.binding.kernel_id, call.inputs, configs,
                                        lambda c: run(call, c, **options), call.out, options, graph_timed)
             run(call, config, **options)
@@ -141,3 +144,22 @@ def tuned(candidates, graph_timed: bool = False):
         return tuned_run
 
     return decorate
+
+
+def _on_gpu(out) -> bool:
+    first = out[0] if isinstance(out, tuple) else out
+    return first.device.type == "cuda"
+
+
+def _first_that_launches(run, candidates: list[dict]) -> None:
+    """KCOMP_AUTOTUNE=0 on a GPU: run the first candidate; where this GPU cannot launch it (too much
+    shared memory or too many registers: raised when it compiles, before anything runs), the next."""
+    from triton.runtime.errors import OutOfResources
+
+    for candidate in candidates[:-1]:
+        try:
+            run(candidate)
+            return
+        except OutOfResources:
+            continue
+    run(candidates[-1])

@@ -70,6 +70,22 @@ def test_kcomp_autotune_0_takes_the_first_candidate_on_a_gpu_without_timing_or_s
         autotune.choose_config("k", (torch.ones(4, 8),), [{"B": 1}, {"B": 2}], run, fake_gpu.out)
 
 
+def test_a_tuned_run_with_kcomp_autotune_0_launches_the_first_candidate_this_gpu_can(monkeypatch):
+    """OutOfResources (raised as the kernel compiles, before it runs) moves on to the next candidate."""
+    monkeypatch.setenv("KCOMP_AUTOTUNE", "0")
+    ran = []
+
+    @autotune.tuned(lambda call, interpret: [{"B": 1}, {"B": 2}, {"B": 3}])
+    def run(call, config):
+        if config["B"] == 1:
+            raise OutOfResources(300000, 232448, "shared memory")
+        ran.append(config["B"])
+
+    gpu = SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    run(SimpleNamespace(on_cpu=False, binding=SimpleNamespace(kernel_id="k"), inputs=(), out=(gpu,)))
+    assert ran == [2]
+
+
 def test_cpu_and_single_candidates_take_the_first():
     cpu = SimpleNamespace(device=torch.device("cpu"))
     assert autotune.choose_config("k", (), [{"B": 9}, {"B": 1}], None, cpu) == {"B": 9}
