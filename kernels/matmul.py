@@ -324,7 +324,8 @@ def launch(binding: MatmulBinding, inputs, out=None, config=None, precision="tf3
 @tuned(matmul_candidates)
 def run(call: MatmulCall, config: dict, precision: str, prologue_args: list, epilogue_args: list):
     if config.get("KMAJOR"):  # (autotuning offers it for float32 products: matmul_configs.py)
-        call = dataclasses.replace(call, **dict(zip("ab", k_major_copies(call.a, call.b))))
+        k_major_a, k_major_b = k_major_copies(call.a, call.b)
+        call = dataclasses.replace(call, a=k_major_a, b=k_major_b)
     a, b, bind, batch = call.a, call.b, call.binding, call.batch
     if config.get("TMA"):
         if not plain_and_aligned(call):  # (autotuning offers TMA tiles only where it is; a config given may not be)
