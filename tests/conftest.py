@@ -30,6 +30,18 @@ import pytest
 import kcomp
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cache_of_this_run(tmp_path_factory):
+    """kcomp's disk cache (AOT builds, autotuning choices) in a folder of this test run, shared by its
+    workers and the processes they start, unless KCOMP_CACHE_DIR is set: the tests neither read the
+    user's ~/.cache/kcomp (a warm one hid compile time that a fresh machine, CI's, pays) nor fill it."""
+    if os.environ.get("KCOMP_CACHE_DIR", "").strip():
+        return
+    base = tmp_path_factory.getbasetemp()
+    run = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # under xdist: pytest-N/popen-gwK
+    os.environ["KCOMP_CACHE_DIR"] = str(run / "kcomp-cache")
+
+
 @pytest.fixture(autouse=True)
 def fresh_session():
     """Each test starts with Keras's default layer names (dense, dense_1, ...) and a fixed seed."""
