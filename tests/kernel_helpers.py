@@ -166,3 +166,15 @@ def explain_training_build(tmp_path, example: str = "cnn_digits.k") -> list[str]
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
+
+
+def matmul_call(a, b, **binding):
+    """A rank-2 MatmulCall of A @ B (kernels/matmul.py) with a stand-in binding: a plain product
+    unless `binding` sets ids, shift, has_prologue, cast_b, column_sums_dtype or whole_rows. For
+    the questions asked of a call before it launches (which configs it tries)."""
+    from kcomp.kernels import matmul
+
+    defaults = dict(ids=None, shift=(), has_prologue=False, cast_b="", column_sums_dtype=None, whole_rows=False)
+    bind = type("Binding", (), {**defaults, **binding})()
+    return matmul.MatmulCall(bind, (a, b), None, a, b, None, None, a.shape[0], b.shape[1], a.shape[1], None,
+                             matmul.NOT_BATCHED)

@@ -13,15 +13,9 @@ import torch
 from kcomp.ir.builder import GraphBuilder
 from kcomp.kernels import conv2d, matmul, matmul_configs
 from kcomp.kernels.matmul_configs import KMAJOR_CONFIGS, KMAJOR_TMA_CONFIGS, k_major_copies
+from kernel_helpers import matmul_call
 
 SMALL = dict(BM=32, BN=32, BK=16)  # the interpreter runs blocks whole: several tiles at these sizes
-
-
-def _call(a, b, **binding):
-    defaults = dict(ids=None, shift=(), has_prologue=False, cast_b="", column_sums_dtype=None, whole_rows=False)
-    bind = type("Binding", (), {**defaults, **binding})()
-    return matmul.MatmulCall(bind, (a, b), None, a, b, None, None, a.shape[0], b.shape[1], a.shape[1], None,
-                             matmul.NOT_BATCHED)
 
 
 def _k_major_offered(call) -> bool:
@@ -30,16 +24,16 @@ def _k_major_offered(call) -> bool:
 
 def test_large_float32_products_with_an_operand_across_k_try_k_major_copies():
     x, w = torch.randn(2048, 512), torch.randn(512, 2048)
-    assert _k_major_offered(_call(x, w))  # a Dense's forward: W (K, N) row-major
-    assert _k_major_offered(_call(w.t(), x.t().contiguous()[:, :2048]))  # a weight gradient's x^T: A column-major
-    assert not _k_major_offered(_call(x, w.t().contiguous().t()))  # both K-major already (an input gradient's W^T)
-    assert not _k_major_offered(_call(x.bfloat16(), w.bfloat16()))  # 16-bit: wgmma takes either layout
-    assert not _k_major_offered(_call(x, w, cast_b="bfloat16"))  # a cast B is multiplied in 16 bits
-    assert not _k_major_offered(_call(x[:64], w[:, :64]))  # small: not worth a compile
-    calls = [_call(x, w), _call(x[:64], w[:, :64])]
+    assert _k_major_offered(matmul_call(x, w))  # a Dense's forward: W (K, N) row-major
+    assert _k_major_offered(matmul_call(w.t(), x.t().contiguous()[:, :2048]))  # a weight gradient's x^T: A column-major
+    assert not _k_major_offered(matmul_call(x, w.t().contiguous().t()))  # both K-major already (an input gradient's W^T)
+    assert not _k_major_offered(matmul_call(x.bfloat16(), w.bfloat16()))  # 16-bit: wgmma takes either layout
+    assert not _k_major_offered(matmul_call(x, w, cast_b="bfloat16"))  # a cast B is multiplied in 16 bits
+    assert not _k_major_offered(matmul_call(x[:64], w[:, :64]))  # small: not worth a compile
+    calls = [matmul_call(x, w), matmul_call(x[:64], w[:, :64])]
     assert not any(c.get("KMAJOR") for call in calls for c in matmul_configs.matmul_candidates(call, interpret=True))
     # Off a GPU with a TMA the TMA forms are not offered.
-    assert not any(c.get("TMA") for c in matmul_configs.matmul_candidates(_call(x, w), interpret=False))
+    assert not any(c.get("TMA") for c in matmul_configs.matmul_candidates(matmul_call(x, w), interpret=False))
 
 
 def test_the_copies_keep_the_values_and_run_along_k():

@@ -13,6 +13,7 @@ from kcomp.layers import Add, Dense, Input
 from kcomp.models import Model, Sequential
 from kcomp.passes import run_pipeline
 from kcomp.runtime.kernel_cache import load_kernel
+from kernel_helpers import matmul_call
 
 # The interpreter runs the kernel's blocks whole: small tiles keep it quick and put several tiles
 # (and so several turns of each program's persistent loop) in these sizes.
@@ -69,31 +70,18 @@ def test_a_tma_config_for_a_product_it_cannot_compute_is_refused():
         module.launch(torch.randn(8, 23), w, torch.randn(40), config=SMALL_TMA)
 
 
-def _call(a, b, **binding):
-    defaults = dict(ids=None, shift=(), has_prologue=False, cast_b="", column_sums_dtype=None, whole_rows=False)
-
-    class Binding:
-        pass
-
-    bind = Binding()
-    for key, value in {**defaults, **binding}.items():
-        setattr(bind, key, value)
-    return matmul.MatmulCall(bind, (a, b), None, a, b, None, None, a.shape[0], b.shape[1], a.shape[1], None,
-                             matmul.NOT_BATCHED)
-
-
 def test_only_plain_aligned_products_are_tma_ready():
     a, b = torch.randn(64, 48), torch.randn(48, 32)
-    assert matmul_configs.plain_and_aligned(_call(a, b))
-    assert matmul_configs.plain_and_aligned(_call(a, b.t().contiguous().t()))  # B column-major: B^T's rows are aligned
-    assert not matmul_configs.plain_and_aligned(_call(a.t().contiguous().t(), b))  # A column-major: the kernel reads A's rows
-    assert not matmul_configs.plain_and_aligned(_call(torch.randn(64, 48)[:, :46], torch.randn(32, 46).t()))  # B^T's rows: 184 bytes
-    assert not matmul_configs.plain_and_aligned(_call(a, torch.randn(48, 64)[:, ::2]))  # every other column: rows aligned, stride 2
-    assert not matmul_configs.plain_and_aligned(_call(torch.randn(64, 50)[:, :46], torch.randn(46, 32)))  # rows of 200 bytes
-    assert not matmul_configs.plain_and_aligned(_call(torch.randn(64 * 48 + 1)[1:].view(64, 48), b))  # A starts 4 bytes past 16
-    assert not matmul_configs.plain_and_aligned(_call(a, b.half()))  # two dtypes
+    assert matmul_configs.plain_and_aligned(matmul_call(a, b))
+    assert matmul_configs.plain_and_aligned(matmul_call(a, b.t().contiguous().t()))  # B column-major: B^T's rows are aligned
+    assert not matmul_configs.plain_and_aligned(matmul_call(a.t().contiguous().t(), b))  # A column-major: the kernel reads A's rows
+    assert not matmul_configs.plain_and_aligned(matmul_call(torch.randn(64, 48)[:, :46], torch.randn(32, 46).t()))  # B^T's rows: 184 bytes
+    assert not matmul_configs.plain_and_aligned(matmul_call(a, torch.randn(48, 64)[:, ::2]))  # every other column: rows aligned, stride 2
+    assert not matmul_configs.plain_and_aligned(matmul_call(torch.randn(64, 50)[:, :46], torch.randn(46, 32)))  # rows of 200 bytes
+    assert not matmul_configs.plain_and_aligned(matmul_call(torch.randn(64 * 48 + 1)[1:].view(64, 48), b))  # A starts 4 bytes past 16
+    assert not matmul_configs.plain_and_aligned(matmul_call(a, b.half()))  # two dtypes
     for binding in ({"has_prologue": True}, {"cast_b": "bfloat16"}, {"column_sums_dtype": torch.float32}, {"shift": (0, 4, 1)}):
-        assert not matmul_configs.plain_and_aligned(_call(a, b, **binding)), binding
+        assert not matmul_configs.plain_and_aligned(matmul_call(a, b, **binding)), binding
     # On the CPU (the interpreter) the TMA tiles are never candidates: they are a GPU's to time.
-    big = _call(torch.randn(2048, 512), torch.randn(512, 2048))
+    big = matmul_call(torch.randn(2048, 512), torch.randn(512, 2048))
     assert not any(c.get("TMA") for c in matmul_configs.matmul_candidates(big, interpret=False))
