@@ -134,7 +134,7 @@ def tuned(candidates, graph_timed: bool = False):
         def tuned_run(call, config=None, interpret=None, **options):
             if config is None:
                 configs = candidates(call, call.on_cpu if interpret is None else interpret)
-                if not kcomp_config.autotune() and _on_gpu(call.out):
+                if _on_gpu(call.out) and not kcomp_config.autotune():
                     _first_that_launches(lambda c: run(call, c, **options), configs)
                     return
                 config = choose_config(call.binding.kernel_id, call.inputs, configs,
