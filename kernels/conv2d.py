@@ -303,7 +303,6 @@ def run(call: Conv2DCall, config: dict, precision: str):
     b = call.binding
     k_major = config.get("KMAJOR", False)
     w = call.w.reshape(call.K, call.F).t().contiguous() if k_major else call.w
-    config = {k: v for k, v in config.items() if k != "KMAJOR"}
     conv2d_kernel[gemm_grid(call.M, call.F, config)](
         call.x, w, call.y, call.prepool,
         call.H, call.W, call.C, call.F, call.K, call.KW,

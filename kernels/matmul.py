@@ -67,7 +67,7 @@ import triton.language as tl
 
 from kcomp.ir.types import FLOAT_DTYPES, is_static
 from kcomp.kernels.autotune import tuned
-from kcomp.kernels.matmul_configs import LAUNCH_MODES, k_major_copies, matmul_candidates, plain_and_aligned
+from kcomp.kernels.matmul_configs import k_major_copies, matmul_candidates, plain_and_aligned
 from kcomp.kernels.operands import EPILOGUE_OPERANDS, PROLOGUE_OPERANDS, Operand, contiguous_operands, tile_operand_args
 from kcomp.kernels.template import Binding, Call, Group, Template
 from kcomp.kernels.tiling import gemm_grid, grouped_tile, kernel_options
@@ -333,7 +333,6 @@ def run(call: MatmulCall, config: dict, precision: str, prologue_args: list, epi
                              f"(A {tuple(a.shape)} strides {a.stride()}, B {tuple(b.shape)} strides {b.stride()})")
         run_tma(call, config, precision, epilogue_args)
         return
-    config = {k: v for k, v in config.items() if k not in LAUNCH_MODES}
     gather = call.ids is not None
     matmul_kernel[gemm_grid(call.M, call.N, config, batch.count)](
         a, b, call.c, call.bsum, call.ids if gather else a, call.M, call.N, call.K, a.shape[0] if gather else call.M,
@@ -352,7 +351,6 @@ def run_tma(call: MatmulCall, config: dict, precision: str, epilogue_args: list)
     fewer tiles); a column-major B is described as B^T."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    blocks = {k: v for k, v in config.items() if k not in LAUNCH_MODES}
     a_desc = TensorDescriptor.from_tensor(call.a, [config["BM"], config["BK"]])
     b_kmajor = call.b.stride(-1) != 1
     b_desc = (TensorDescriptor.from_tensor(call.b.t(), [config["BN"], config["BK"]]) if b_kmajor
@@ -361,7 +359,7 @@ def run_tma(call: MatmulCall, config: dict, precision: str, epilogue_args: list)
     programs = min(tiles, _processors(call.c.device))
     matmul_tma_kernel[(programs,)](
         a_desc, b_desc, call.c, call.M, call.N, call.K, call.N, programs, *epilogue_args,
-        EPILOGUE=call.binding.epilogue, PRECISION=precision, B_KMAJOR=b_kmajor, **kernel_options(blocks),
+        EPILOGUE=call.binding.epilogue, PRECISION=precision, B_KMAJOR=b_kmajor, **kernel_options(config),
     )
 
 

@@ -1,7 +1,7 @@
 """Which block-size configs the matmul template's autotuning tries for a call (kernels/matmul.py).
 
 A config is matmul_kernel's tile (BM, BN, BK, GROUP_M, num_warps, num_stages), and may carry two
-launch modes that the launch reads and the kernels do not take:
+launch modes that the launch reads and the kernels do not take (tiling.LAUNCH_MODES):
   TMA: matmul_tma_kernel (persistent, loads through TMA descriptors) on compute capability 9.0+;
   KMAJOR: the operands copied K-major first (A (M, K) row-major, B (K, N) column-major), for
     float32 products. Hopper's TF32 wgmma (and mma.sync's ldmatrix, which moves 16-bit elements
@@ -58,7 +58,6 @@ KMAJOR_CONFIGS = [
 ]
 KMAJOR_TMA_CONFIGS = [dict(TMA=True, KMAJOR=True, BM=128, BN=128, BK=32, GROUP_M=8, num_warps=8, num_stages=4)]
 INTERPRETER_CONFIG = dict(BM=32, BN=32, BK=32, GROUP_M=4, num_warps=4, num_stages=1)
-LAUNCH_MODES = ("TMA", "KMAJOR")  # config keys the launch reads, not the kernel
 
 
 def candidate_configs(M: int, N: int, K: int, interpret: bool, whole_rows: bool = False) -> list[dict]:

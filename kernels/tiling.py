@@ -28,7 +28,13 @@ def gemm_grid(M: int, N: int, config: dict, matrices: int = 1) -> tuple[int]:
     return (cdiv(M, config["BM"]) * cdiv(N, config["BN"]) * matrices,)
 
 
+# Config keys that choose how a template launches (matmul's TMA kernel, its K-major copies, the
+# conv's K-major kernel: kernels/matmul_configs.py, conv2d.py), read by the launch, not kernel arguments.
+LAUNCH_MODES = ("TMA", "KMAJOR")
+
+
 def kernel_options(config: dict) -> dict:
-    """A config as launch keywords: its block sizes (constexprs), then num_warps and num_stages."""
-    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+    """A config as launch keywords: its block sizes (constexprs), then num_warps and num_stages;
+    its LAUNCH_MODES left out."""
+    meta = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages", *LAUNCH_MODES)}
     return dict(meta, num_warps=config["num_warps"], num_stages=config["num_stages"])
