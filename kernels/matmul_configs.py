@@ -116,15 +116,25 @@ def tma_ready(call) -> bool:
     return _has_tma(call.a.device) and plain_and_aligned(call)
 
 
+def _a_along_k(a: torch.Tensor) -> bool:
+    """Whether A (M, K) runs along K in memory (row-major)."""
+    return a.stride(-1) == 1
+
+
+def _b_along_k(b: torch.Tensor) -> bool:
+    """Whether B (K, N) runs along K in memory (column-major)."""
+    return b.stride(-2) == 1
+
+
 def is_k_major(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether A (M, K) and B (K, N) both run along K in memory."""
-    return a.stride(-1) == 1 and b.stride(-2) == 1
+    return _a_along_k(a) and _b_along_k(b)
 
 
 def k_major_copies(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A and B with the same values, each K-major: copied where it is not."""
-    a = a if a.stride(-1) == 1 else a.contiguous()
-    b = b if b.stride(-2) == 1 else b.t().contiguous().t()
+    a = a if _a_along_k(a) else a.contiguous()
+    b = b if _b_along_k(b) else b.t().contiguous().t()
     return a, b
 
 
@@ -156,5 +166,5 @@ def _aligned_after_copies(call) -> bool:
     (aligned) allocation whose rows are K floats, a tensor kept as it is must be aligned itself."""
     a, b = call.a, call.b
     copied_rows = call.K % 4 == 0
-    return ((_descriptor_rows(a) if a.stride(-1) == 1 else copied_rows)
-            and (_descriptor_rows(b.t()) if b.stride(-2) == 1 else copied_rows))
+    return ((_descriptor_rows(a) if _a_along_k(a) else copied_rows)
+            and (_descriptor_rows(b.t()) if _b_along_k(b) else copied_rows))
