@@ -78,7 +78,7 @@ def choose_config(kernel_id: str, inputs: tuple, candidates: list[dict], run, ou
     """
     outs = out if isinstance(out, tuple) else (out,)
     out = outs[0]
-    if len(candidates) == 1 or out.device.type != "cuda" or not kcomp_config.autotune():
+    if len(candidates) == 1 or not _on_gpu(out) or not kcomp_config.autotune():
         return candidates[0]
     import torch
     import triton
@@ -147,6 +147,7 @@ def tuned(candidates, graph_timed: bool = False):
 
 
 def _on_gpu(out) -> bool:
+    """Whether a launch's output (the first, of several) is on a CUDA device: its kernels' GPU."""
     first = out[0] if isinstance(out, tuple) else out
     return first.device.type == "cuda"
 
