@@ -178,3 +178,22 @@ def matmul_call(a, b, **binding):
     bind = type("Binding", (), {**defaults, **binding})()
     return matmul.MatmulCall(bind, (a, b), None, a, b, None, None, a.shape[0], b.shape[1], a.shape[1], None,
                              matmul.NOT_BATCHED)
+
+
+class KernelSpy:
+    """Stands in for a template's @triton.jit kernel (monkeypatched onto its module, where the launch
+    finds it): records each `kernel[grid](*args, **kwargs)` call's grid and keywords, then runs it."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, []  # launches: (grid, keywords) of each call
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append((grid, kwargs))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+    @property
+    def grids(self) -> list:
+        return [grid for grid, _ in self.launches]

@@ -103,12 +103,12 @@ def test_a_conv_and_pool_on_a_k_major_kernel_match_the_reference(monkeypatch, ki
     import numpy as np
 
     import kcomp
-    from kernel_helpers import assert_compiled_matches_reference, randomize
+    from kernel_helpers import KernelSpy, assert_compiled_matches_reference, randomize
 
     k_major = dict(conv2d.INTERPRETER_CONFIG, KMAJOR=True)
     monkeypatch.setattr(conv2d, "candidate_configs", lambda *args, **kwargs: [k_major])
-    launched = []
-    monkeypatch.setattr(conv2d, "conv2d_kernel", _Spy(conv2d.conv2d_kernel, launched))
+    spy = KernelSpy(conv2d.conv2d_kernel)
+    monkeypatch.setattr(conv2d, "conv2d_kernel", spy)
     model = kcomp.Sequential([kcomp.Input((9, 11, 5)), kcomp.layers.Conv2D(6, 3, activation="relu"),
                               kcomp.layers.MaxPooling2D(), kcomp.layers.Flatten(), kcomp.layers.Dense(3)])
     randomize(model)
@@ -125,21 +125,7 @@ def test_a_conv_and_pool_on_a_k_major_kernel_match_the_reference(monkeypatch, ki
             m.train_on_batch(x.numpy(), y)
         for got, expected in zip(model.get_weights(), want.get_weights(), strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    assert launched and all(kw["W_KMAJOR"] for kw in launched)
-
-
-class _Spy:
-    """Stands in for a @triton.jit kernel: records each launch's keywords, then launches it."""
-
-    def __init__(self, kernel, launched: list):
-        self.kernel, self.launched = kernel, launched
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launched.append(kwargs)
-            return self.kernel[grid](*args, **kwargs)
-
-        return launch
+    assert spy.launches and all(kw["W_KMAJOR"] for _, kw in spy.launches)
 
 
 def compile_cases(cases) -> list[dict]:

@@ -25,7 +25,7 @@ from kcomp.ir.registry import OPS
 from kcomp.passes.fuse import fuse
 from kcomp.runtime.kernel_cache import load_kernel
 
-from kernel_helpers import INF, NAN, assert_same_nonfinite, with_nonfinite
+from kernel_helpers import INF, NAN, KernelSpy, assert_same_nonfinite, with_nonfinite
 from tolerances import tolerance
 
 SHAPES = [(7, 5), (5,), (3, 3, 2, 4), (1,)]
@@ -172,22 +172,11 @@ def test_adam_bias_correction_in_early_and_late_steps(beta_1, beta_2, first_step
         params, slots = list(out[: len(SHAPES)]), list(out[len(SHAPES) :])
 
 
-class CountLaunches:
-    """Stands in for optimizer_kernel: counts `kernel[grid](...)` calls and runs them."""
-
-    def __init__(self, kernel):
-        self.kernel, self.grids = kernel, []
-
-    def __getitem__(self, grid):
-        self.grids.append(grid)
-        return self.kernel[grid]
-
-
 @pytest.mark.parametrize("config", [None, SMALL_BLOCKS], ids=["default-blocks", "16-element-blocks"])
 def test_one_launch_updates_every_parameter(monkeypatch, config):
     graph, attrs, k = update_graph("adam", {"amsgrad": True})
     _, module = kernel_module(graph)
-    counter = CountLaunches(template.optimizer_kernel)
+    counter = KernelSpy(template.optimizer_kernel)
     monkeypatch.setattr(template, "optimizer_kernel", counter)  # the template's launch runs it
     inputs = [torch.randn(s) for s in SHAPES] * 2 + initial_slots("adam", attrs, SHAPES, torch.Generator()) + [torch.tensor(0.1), torch.tensor(1.0)]
     module.launch(*inputs, config=config)
