@@ -284,6 +284,11 @@ def sqrt(x):
 
 
 def clip(x, x_min, x_max):
+    """Keras's clip (torch.clip on its torch backend): with number bounds on a float tensor one op
+    whose gradient passes at the bounds as torch.clamp's does; else the min of a max."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x_min, x_max))
+    if numbers and dtype(x) in FLOAT_DTYPES:
+        return emit("clip", x, low=float(x_min), high=float(x_max))
     return minimum(maximum(x, x_min), x_max)
 
 

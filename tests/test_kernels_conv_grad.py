@@ -295,7 +295,7 @@ def test_training_step_runs_conv_grads_on_the_templates():
     ]
     assert absorbed.count(("conv2d_grad_filter", ("conv2d_backprop_filter", "sum"))) == 2  # dW and the bias gradient
     # The first conv's input needs none; the second's computes the first's relu gradient in its epilogue.
-    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input", "greater", "mul"))) == 1
+    assert absorbed.count(("conv2d_grad_input", ("conv2d_backprop_input", "threshold_grad"))) == 1
     assert not [n.op for n in fused.nodes if n.op.startswith("conv2d_backprop")]
 
 

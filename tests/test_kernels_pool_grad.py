@@ -7,7 +7,7 @@ ragged (7x9 images, 5 or 37 channels); windows overlap (3x3 stride 2, 3x3
 stride 1) or leave pixels uncovered ('valid' 2x2 stride 2 of 7x9); max is
 checked on inputs full of ties, where only the reference's rule (the first
 maximum in row-major order) matches. The same kernel with relu's gradient
-mask (dx * greater(h, 0)) as its epilogue, as a training step fuses it. Then:
+mask (threshold_grad(dx, h): dx where h > 0) as its epilogue, as a training step fuses it. Then:
 the kernels in a CNN's training step, `kcomp build --train`, and an AOT
 compile for sm_90 in a child process (this file run as a script, without
 TRITON_INTERPRET).
@@ -65,7 +65,8 @@ def pool_grad_graph(op, geometry, image=(7, 9, 5), dtype="float32"):
 
 
 def masked_pool_grad_graph(op, geometry, image=(7, 9, 5), dtype="float32"):
-    """relu's gradient after a pool's, as in a training step: dz = pool_grad(...) * greater(h, 0).
+    """relu's gradient after a pool's, as in a training step: dz = threshold_grad(pool_grad(...), h),
+    pool_grad's dx where h > 0, else 0.
 
     h is the relu output the pool read: max_pool2d_grad's x, and for the average an
     input of its own (the avg grad needs no x)."""
@@ -80,8 +81,7 @@ def masked_pool_grad_graph(op, geometry, image=(7, 9, 5), dtype="float32"):
         dx = b.emit1(op, [relu_out, dy], **attrs)
     else:
         dx = b.emit1(op, [dy], input_size=(h, w), **attrs)
-    zero = b.emit1("constant", [], value=0.0, dtype=dtype)
-    dz = b.emit1("mul", [dx, b.emit1("greater", [relu_out, zero])])
+    dz = b.emit1("threshold_grad", [dx, relu_out], threshold=0.0)
     return b.finish([dz])
 
 
@@ -217,7 +217,7 @@ def test_masked_pool_grad_float16():
 
 def test_masked_pool_grad_source_reads_the_mask_in_its_epilogue():
     source = kernel_source(the_kernel(masked_pool_grad_graph("max_pool2d_grad", GEOMETRIES["2x2-stride2-valid"])), 0).text
-    assert "def epilogue(" in source and "greater" in source and "epilogue=epilogue," in source
+    assert "def epilogue(" in source and "<= 0.0, 0.0," in source and "epilogue=epilogue," in source
 
 
 # -- in a training step -------------------------------------------------------------
@@ -252,12 +252,12 @@ def test_training_step_runs_pool_grads_on_the_template():
     }
     assert templates["max_pool2d_grad"] == templates["avg_pool2d_grad"] == "pool2d_grad"
     assert not [n.op for n in fused.nodes if n.op.endswith("pool2d_grad")]  # none left unfused
-    # Each conv's relu mask (greater + mul) is its pool gradient's epilogue, not a launch of its own.
+    # Each conv's relu gradient (threshold_grad) is its pool gradient's epilogue, not a launch of its own.
     pool_grads = [k for k in fused.nodes if k.op == "kernel" and k.attrs["template"] == "pool2d_grad"]
     for kernel in pool_grads:
-        assert [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"][1:] == ["greater", "mul"]
+        assert [n.op for n in kernel.attrs["body"].nodes if n.op != "constant"][1:] == ["threshold_grad"]
     assert not [k for k in fused.nodes if k.op == "kernel" and k.attrs["template"] == "pointwise"
-                and "greater" in [n.op for n in k.attrs["body"].nodes]]
+                and "threshold_grad" in [n.op for n in k.attrs["body"].nodes]]
 
 
 def test_compiled_training_step_equals_the_reference_step():
@@ -272,9 +272,9 @@ def test_compiled_training_step_equals_the_reference_step():
 
 def test_build_train_explains_max_pool_grad_and_relu_mask_as_one_kernel(tmp_path):
     stdout = explain_training_build(tmp_path)
-    lines = [line for line in stdout if "(max_pool2d_grad) + " in line and "(greater + mul) -> kernel" in line]
+    lines = [line for line in stdout if "(max_pool2d_grad) + " in line and "(threshold_grad) -> kernel" in line]
     assert len(lines) == 2 and all(line.endswith("[pool2d_grad]") for line in lines), stdout
-    assert not [line for line in stdout if "(greater + mul) -> kernel" in line and line.endswith("[pointwise]")], stdout
+    assert not [line for line in stdout if "(threshold_grad) -> kernel" in line and line.endswith("[pointwise]")], stdout
 
 
 # -- AOT for sm_90, in a child process ------------------------------------------------

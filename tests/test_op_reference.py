@@ -544,7 +544,7 @@ def test_kernel_runs_its_body(rng):
 
 def test_every_op_has_a_reference_test():
     tested = {case[0] for case in ACTIVATION_CASES} | set(BINARY) | set(REDUCE) | {
-        "neg", "cast", "constant", "matmul", "bias_add", "reshape", "transpose", "concat", "flip", "conv2d", "max_pool2d",
+        "neg", "clip", "cast", "constant", "matmul", "bias_add", "reshape", "transpose", "concat", "flip", "conv2d", "max_pool2d",
         "avg_pool2d", "batch_norm", "batch_norm_train", "layer_norm", "dropout", "embedding",
         "lstm", "gru", "simple_rnn", "rsqrt", "kernel",
     }
@@ -827,7 +827,7 @@ def test_recurrent_grad_runs_under_inference_mode(rng):
 # ---------------------------------------------------------------- ops gradients are built from
 # (kcomp/ir/ops/grad_support.py): 0/1 masks, broadcast_like, count, slice, pad, erf, against numpy and math.erf.
 
-GRAD_SUPPORT_OPS = {"greater", "equal", "is_finite", "broadcast_like", "count", "slice", "pad", "erf"}
+GRAD_SUPPORT_OPS = {"greater", "greater_equal", "equal", "threshold_grad", "is_finite", "broadcast_like", "count", "slice", "pad", "erf"}
 SCAN_OPS = {"lstm_scan", "lstm_scan_grad", "gru_scan", "gru_scan_grad", "simple_rnn_scan",
             "simple_rnn_scan_grad"}  # their block follows
 
@@ -946,10 +946,34 @@ def test_simple_rnn_scan_and_its_grad(rng, activation):
 def test_comparison_masks(rng, shapes, dtype):
     a = rng.integers(-2, 3, shapes[0]).astype(dtype)  # small integers: many ties
     b = rng.integers(-2, 3, shapes[1]).astype(dtype)
-    for op, fn in (("greater", np.greater), ("equal", np.equal)):
+    for op, fn in (("greater", np.greater), ("greater_equal", np.greater_equal), ("equal", np.equal)):
         got = ref(op, a, b)
         assert got.dtype == np.dtype(dtype)  # a 0/1 mask in the inputs' dtype, not bool
         np.testing.assert_array_equal(got, fn(a, b).astype(dtype))
+
+
+def test_comparison_masks_are_0_where_an_input_is_nan():
+    a = np.array([np.nan, 1.0, np.nan, -np.inf, np.inf])
+    b = np.array([0.0, np.nan, np.nan, -np.inf, np.inf])
+    for op in ("greater", "greater_equal", "equal"):
+        assert ref(op, a, b)[:3].tolist() == [0.0, 0.0, 0.0]
+    assert ref("greater_equal", a, b)[3:].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, -1.0])
+def test_threshold_grad_drops_g_at_and_below_the_threshold_even_inf_and_keeps_it_at_nan(rng, threshold):
+    """torch's threshold_backward (relu's gradient): g * (x > t) would give NaN where g is inf or NaN."""
+    g, x = rng.standard_normal((3, 5, 7)), rng.standard_normal((3, 5, 7))
+    x.flat[:8] = [0.0, 0.5, -1.0, -np.inf, np.inf, np.nan, -3.0, -3.0]
+    g.flat[:8] = [np.inf, np.nan, -np.inf, np.inf, 2.0, 3.0, np.nan, np.inf]
+    check(ref("threshold_grad", g, x, threshold=threshold), np.where(x <= threshold, 0.0, g))  # NaN <= t: False
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 1.0), (-0.5, 0.5), (1.0, 0.0)])
+def test_clip_is_torch_clamp(rng, low, high):
+    x = rng.standard_normal((3, 5, 7))
+    x.flat[:5] = [np.nan, np.inf, -np.inf, low, high]
+    check(ref("clip", x, low=low, high=high), np.minimum(np.maximum(x, low), high))  # all high where low > high
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])

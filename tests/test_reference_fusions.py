@@ -70,7 +70,7 @@ def test_conv_block_fused_matches_node_by_node_and_autograd(geometry):
     h, w, cin, cout, kernel, strides, padding, groups = geometry
     graph, _ = conv_block_graph(3, h, w, cin, cout, kernel, strides, padding, groups, "float32")
     names = step_names(graph)
-    assert "conv2d_with_bias" in names and "_mul_by_mask_over_g" in names and "_relu_over_input" in names
+    assert "conv2d_with_bias" in names and "_threshold_grad_over_g" in names and "_relu_over_input" in names
     assert "conv2d_backprop_input" not in " ".join(names)  # x's gradient: nothing reads it
     inputs = random_inputs(graph, seed=sum(geometry[:4]))
     got = run_reference(graph, inputs, {})
@@ -193,8 +193,9 @@ def test_mask_mul_fusion_is_bitwise():
 
 
 def test_relu_and_mask_product_write_over_what_nothing_else_reads():
-    """relu(x @ w) and (dy @ w.T) * greater(h, 0) write over the matmuls' outputs (read once, fresh):
-    the same bits as the ops, NaN and inf included; over a value something else reads, never."""
+    """relu(x @ w), (dy @ w.T) * greater(h, 0) and relu's gradient threshold_grad(dy @ w.T, h) write
+    over the matmuls' outputs (read once, fresh): the same bits as the ops, NaN and inf included;
+    over a value something else reads, never."""
     b = GraphBuilder("over")
     x, w = b.input((None, 5), "float32", "x"), b.input((5, 4), "float32", "w")
     dy, w2 = b.input((None, 3), "float32", "dy"), b.input((3, 4), "float32", "w2")
@@ -202,9 +203,11 @@ def test_relu_and_mask_product_write_over_what_nothing_else_reads():
     h = b.emit1("relu", [b.emit1("matmul", [x, w])])
     g = b.emit1("matmul", [dy, w2])
     masked = b.emit1("mul", [g, b.emit1("greater", [h, zero])])
+    relu_grad = b.emit1("threshold_grad", [b.emit1("matmul", [dy, w2]), h], threshold=0.0)
     shared = b.emit1("matmul", [x, w])  # read twice: relu may not write over it
-    graph = b.finish([masked, b.emit1("relu", [shared]), b.emit1("add", [shared, shared])])
-    assert step_names(graph).count("_relu_over_input") == 1 and "_mul_by_mask_over_g" in step_names(graph)
+    graph = b.finish([masked, relu_grad, b.emit1("relu", [shared]), b.emit1("add", [shared, shared])])
+    names = step_names(graph)
+    assert names.count("_relu_over_input") == 1 and "_mul_by_mask_over_g" in names and "_threshold_grad_over_g" in names
     rng = torch.Generator().manual_seed(9)
     inputs = [torch.randn(6, 5, generator=rng), torch.randn(5, 4, generator=rng), torch.randn(6, 3, generator=rng),
               torch.randn(3, 4, generator=rng)]

@@ -174,8 +174,11 @@ EXAMPLES += [
 
 EXAMPLES += [  # the ops gradients are built from (kcomp/ir/ops/grad_support.py)
     ("greater", [X(None, 5, 7), W(7)], {}),
+    ("greater_equal", [W(), X(None, 5, 7)], {}),
+    ("threshold_grad", [X(None, 5, 7), X(None, 5, 7)], {"threshold": 0.0}),
     ("equal", [X(None, 5, 7), X(None, 5, 7)], {}),
     ("is_finite", [X(None, 5, 7)], {}),
+    ("clip", [X(None, 5, 7)], {"low": -1.0, "high": 1.0}),  # kcomp/ir/ops/elementwise.py: Keras's clip
     ("broadcast_like", [X(None, 1, 7), X(None, 5, 7)], {}),
     ("broadcast_like", [W(), X(None, 5)], {}),
     ("count", [X(None, 5, 7)], {"axes": (0, 2)}),

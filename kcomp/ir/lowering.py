@@ -42,7 +42,7 @@ def softplus(a: str) -> str:
 
 
 def hard_sigmoid(a: str) -> str:
-    return clip(f"{a} / 6.0 + 0.5", "0.0", "1.0")
+    return f"({clip(f'{a} + 3.0', '0.0', '6.0')} / 6.0)"  # torch's hardsigmoid: relu6(x + 3) / 6
 
 
 def unary(template: str):

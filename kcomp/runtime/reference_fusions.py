@@ -184,11 +184,17 @@ def update_in_place_where_donated(steps: list[tuple], graph: Graph, donated: dic
 # backward of each reads its output, and the reference must stay differentiable by torch.autograd,
 # which the gradient tests use.)
 FRESH_OPS = ("add", "sub", "mul", "div", "matmul", "bias_add", "conv2d", "conv2d_backprop_input", "max_pool2d_grad",
-             "softmax_cross_entropy", "softmax_cross_entropy_grad", "broadcast_like")
+             "softmax_cross_entropy", "softmax_cross_entropy_grad", "broadcast_like", "threshold_grad")
 
 
-def _relu_over_input(x):
-    return torch.relu_(x)  # relu's reference, torch.relu, written over x
+def _relu_over_input(x, **_):
+    return torch.relu_(x)  # relu's reference, torch.relu, written over x (_plain_relu: default attributes)
+
+
+def _threshold_grad_over_g(g, x, threshold):
+    """threshold_grad's reference, torch's threshold_backward, written over g: one pass, no new tensor
+    (0.9 against 1.2 ms on a 128x26x26x32 gradient, 1 thread, out of place)."""
+    return torch.ops.aten.threshold_backward.grad_input(g, x, threshold, grad_input=g)
 
 
 MASK_CHUNK = 1 << 18  # elements of _mul_by_mask_over_g's mask: 1 MiB of float32, about a core's L2 cache
@@ -245,6 +251,7 @@ IN_PLACE = [
     (lambda fn, attrs: fn is torch.sub and not attrs, _sub_over_first, 0),
     (lambda fn, attrs: fn is torch.mul and not attrs, _mul_over_first, 0),
     (lambda fn, attrs: fn is _mul_by_mask, _mul_by_mask_over_g, 0),
+    (lambda fn, attrs: fn is OPS["threshold_grad"].reference, _threshold_grad_over_g, 0),
 ]
 
 
@@ -269,7 +276,7 @@ def in_place_where_dead(steps: list[tuple], graph: Graph) -> list[tuple]:
                 if (made_by.get(x.id) in FRESH_STEPS and readers[x.id] == 1 and x.id not in kept
                         and x.shape == outs[0].shape and x.dtype == outs[0].dtype
                         and sum(v.id == x.id for v in ins) == 1):
-                    fn, attrs = over, {}
+                    fn = over  # with the step's attributes (threshold_grad's threshold)
                 break
         rewritten.append((fn, ins, attrs, outs))
     return rewritten

@@ -14,7 +14,7 @@ from kcomp.ir import lowering as triton_expr
 from kcomp.ir.lowering import literal, unary
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, require_float, same_as_input
-from kcomp.ir.ops.grad_support import scalar
+from kcomp.ir.ops.grad_support import drop_where, keep_where, scalar
 from kcomp.ir.types import normalize_axis
 
 # SELU's constants (Klambauer et al. 2017), the same values Keras uses.
@@ -34,10 +34,20 @@ def _axis_infer(inputs, axis):
 
 
 def _relu(x, negative_slope, max_value, threshold):
-    # Keras's ReLU.static_call, step by step: keep x above the threshold (else 0),
-    # clip to [0, max_value], then subtract the negative-slope part below it.
-    y = x * (x > threshold).to(x.dtype) if threshold != 0 else torch.relu(x)
-    if max_value is not None:
+    # Keras's ReLU.static_call (Keras 3.15), torch call for torch call, so that autograd through it
+    # gives Keras's gradient too: leaky_relu when only negative_slope is set; else keep x above the
+    # threshold (where, so NaN and -inf give 0 there), relu6 or clip to [0, max_value], then
+    # subtract the negative-slope part.
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return F.leaky_relu(x, negative_slope)
+    clip = max_value is not None
+    if threshold != 0:
+        y = torch.where(x > threshold, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    elif max_value == 6:
+        y, clip = F.relu6(x), False
+    else:
+        y = torch.relu(x)
+    if clip:
         y = torch.clamp(y, 0.0, max_value)
     if negative_slope != 0:
         y = y - negative_slope * torch.relu(threshold - x)
@@ -64,9 +74,10 @@ def activation(name, fn, doc, vjp, attrs=None, infer=_float_unary_infer, traits=
 
 def _relu_lowering(args, negative_slope, max_value, threshold):
     # Keras's order (see _relu): keep above threshold, clip, subtract the negative part.
-    # Above a threshold, x * (x > threshold) as Keras and the reference: NaN and -inf give NaN.
     (a,) = args
-    y = f"({a} * tl.where({a} > {literal(threshold)}, 1.0, 0.0))" if threshold != 0 else triton_expr.maximum(a, "0.0")
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return f"tl.where({a} > 0.0, {a}, {literal(negative_slope)} * {a})"
+    y = f"tl.where({a} > {literal(threshold)}, {a}, 0.0)" if threshold != 0 else triton_expr.maximum(a, "0.0")
     if max_value is not None:
         y = triton_expr.clip(y, "0.0", literal(max_value))
     if negative_slope != 0:
@@ -84,10 +95,14 @@ def _gelu_lowering(args, approximate):
 
 # ---------------------------------------------------------------- gradient rules
 #
-# Each rule returns [g * f'(x)], built from registry ops. Where f' is easiest in
-# terms of the output (sigmoid, tanh, exp, softmax) the rule reads node.output.
-# Piecewise functions use 0/1 masks (`greater`); at a kink each rule picks the
-# one-sided derivative torch's autograd gives for the registry reference.
+# Each rule returns the gradient torch's autograd gives for the op as Keras computes it on its
+# torch backend (the registry reference follows the same torch calls), kinks, inf and NaN included
+# (at a NaN input, what torch's vectorized loops give: its scalar loop for a tensor's last few
+# elements differs there for relu6, hardswish and elu):
+# g * f'(x) where f' is smooth, built from registry ops; where the op is piecewise, the pieces
+# torch selects with torch.where (keep_where, drop_where, threshold_grad), so a gradient dropped
+# there is 0 even where g is inf or NaN. Where f' is easiest in terms of the output (sigmoid, tanh,
+# exp, softmax) the rule reads node.output.
 
 
 def _times(b, node, grads, slope):
@@ -95,14 +110,34 @@ def _times(b, node, grads, slope):
     return [b.emit1("mul", [g, slope])]
 
 
-def _at_most(b, p, q):
-    """1 where p <= q else 0: a closed bound, as torch.clamp passes the gradient at its bounds."""
-    return b.emit1("sub", [scalar(b, 1.0, p.dtype), b.emit1("greater", [p, q])])
+def _greater(b, p, q):
+    return b.emit1("greater", [p, q])
+
+
+def _at_least(b, p, q):
+    """1 where p >= q, 0 where p < q or either is NaN."""
+    return b.emit1("greater_equal", [p, q])
+
+
+def _both(b, *masks):
+    out = masks[0]
+    for mask in masks[1:]:
+        out = b.emit1("mul", [out, mask])
+    return out
+
+
+def _one_or(b, mask, other):
+    """1 where the 0/1 mask is 1, else `other`: exact (1 * 1 + other * 0, or 0 + other * 1), where
+    other + (1 - other) * mask rounds (1 - 0.1 is not exact in float32)."""
+    return b.emit1("add", [mask, b.emit1("mul", [other, b.emit1("sub", [scalar(b, 1.0, mask.dtype), mask])])])
 
 
 def _relu_vjp(b, node, grads):
-    # The kept part: x where x > threshold, clipped to [0, max_value] when capped (bounds included,
-    # as torch.clamp); minus negative_slope * relu(threshold - x), whose slope is 0 at threshold.
+    # Keras's relu (ReLU.static_call) is leaky_relu when only negative_slope is set; else the kept
+    # part, where(x > threshold, x, 0) or relu(x), then relu6 (max_value 6, no threshold) or
+    # clip(., 0, max_value), minus negative_slope * relu(threshold - x). Each piece's gradient is
+    # torch's: relu's threshold_backward, hardtanh's and clamp's torch.where.
+    (g,) = grads
     x = node.inputs[0]
     a = node.attrs
     threshold, max_value, negative_slope = a["threshold"], a["max_value"], a["negative_slope"]
@@ -110,19 +145,28 @@ def _relu_vjp(b, node, grads):
     def c(value):
         return scalar(b, value, x.dtype)
 
-    if threshold == 0 and max_value is None and negative_slope == 0:
-        # Plain relu: out > 0 exactly where x > 0. Reading the output lets the forward kernel
-        # keep x to itself (Dense + bias + relu stays one kernel in a training step).
-        return _times(b, node, grads, b.emit1("greater", [node.output, c(0.0)]))
-    slope = b.emit1("greater", [x, c(threshold)])
-    if max_value is not None:
-        slope = b.emit1("mul", [slope, _at_most(b, x, c(max_value))])
-        if threshold < 0:  # x in (threshold, 0) is clipped up to 0
-            slope = b.emit1("mul", [slope, _at_most(b, c(0.0), x)])
-    if negative_slope != 0:
-        below = b.emit1("greater", [c(threshold), x])
-        slope = b.emit1("add", [slope, b.emit1("mul", [c(negative_slope), below])])
-    return _times(b, node, grads, slope)
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return [b.emit1("mul", [g, _one_or(b, _greater(b, x, c(0.0)), c(negative_slope))])]
+    if threshold == 0 and max_value is None:
+        # Reading the output lets the forward kernel keep x to itself (Dense + bias + relu stays
+        # one kernel in a training step); out <= 0 exactly where x <= 0.
+        kept = b.emit1("threshold_grad", [g, node.output], threshold=0.0)
+    elif threshold == 0 and max_value == 6:  # relu6: hardtanh(x, 0, 6) passes g strictly inside (0, 6)
+        kept = keep_where(b, g, _both(b, _greater(b, x, c(0.0)), _greater(b, c(6.0), x)))
+    else:
+        # where(x > threshold) and clip(., 0, max_value): g passes where x > threshold and, clipped,
+        # 0 <= x <= max_value (relu(x) or where(...) equals x at every place the first passes).
+        passes = [_greater(b, x, c(threshold))]
+        if max_value is not None:
+            passes.append(_at_least(b, c(max_value), x))
+            if threshold < 0:
+                passes.append(_at_least(b, x, c(0.0)))
+        kept = keep_where(b, g, _both(b, *passes))
+    if negative_slope == 0:
+        return [kept]
+    # - negative_slope * relu(threshold - x): relu's gradient passes where threshold - x > 0 or NaN.
+    below = b.emit1("mul", [c(negative_slope), drop_where(b, g, _at_least(b, x, c(threshold)))])
+    return [b.emit1("add", [kept, below])]
 
 
 def _sigmoid_vjp(b, node, grads):
@@ -180,23 +224,22 @@ def _gelu_vjp(b, node, grads):
     return _times(b, node, grads, slope)
 
 
-def _elu_like_slope(b, x, out, scale, alpha):
-    """The slope of out = scale * elu(x, alpha): scale where x > 0, else scale * alpha * e^x = out + scale * alpha."""
+def _elu_like_slope(b, x, scale, alpha):
+    """The slope of scale * elu(x, alpha) as torch's elu_backward selects it: scale where x > 0, else
+    scale * alpha * e^x (NaN at a NaN x). e^x, not out + scale * alpha: at x = -inf the slope is 0
+    in every dtype, as torch's (an inf g there gives NaN, as in torch)."""
     dt = x.dtype
-    positive = b.emit1("greater", [x, scalar(b, 0.0, dt)])
-    below = b.emit1("add", [out, scalar(b, scale * alpha, dt)])  # scale * alpha * e^x, finite where selected
-    negative = b.emit1("sub", [scalar(b, 1.0, dt), positive])
-    return b.emit1(
-        "add", [b.emit1("mul", [scalar(b, scale, dt), positive]), b.emit1("mul", [negative, below])]
-    )
+    positive = _greater(b, x, scalar(b, 0.0, dt))
+    below = b.emit1("mul", [scalar(b, scale * alpha, dt), b.emit1("exponential", [x])])
+    return b.emit1("add", [keep_where(b, scalar(b, scale, dt), positive), drop_where(b, below, positive)])
 
 
 def _elu_vjp(b, node, grads):
-    return _times(b, node, grads, _elu_like_slope(b, node.inputs[0], node.output, 1.0, node.attrs["alpha"]))
+    return _times(b, node, grads, _elu_like_slope(b, node.inputs[0], 1.0, node.attrs["alpha"]))
 
 
 def _selu_vjp(b, node, grads):
-    return _times(b, node, grads, _elu_like_slope(b, node.inputs[0], node.output, SELU_SCALE, SELU_ALPHA))
+    return _times(b, node, grads, _elu_like_slope(b, node.inputs[0], SELU_SCALE, SELU_ALPHA))
 
 
 def _softplus_vjp(b, node, grads):
@@ -212,11 +255,9 @@ def _softsign_vjp(b, node, grads):
 
 
 def _leaky_relu_vjp(b, node, grads):
-    # slope ns + (1 - ns) [x > 0]
+    # torch's leaky_relu_backward: g where x > 0, else negative_slope * g (NaN x included)
     x, ns = node.inputs[0], node.attrs["negative_slope"]
-    positive = b.emit1("greater", [x, scalar(b, 0.0, x.dtype)])
-    slope = b.emit1("add", [scalar(b, ns, x.dtype), b.emit1("mul", [scalar(b, 1.0 - ns, x.dtype), positive])])
-    return _times(b, node, grads, slope)
+    return _times(b, node, grads, _one_or(b, _greater(b, x, scalar(b, 0.0, x.dtype)), scalar(b, ns, x.dtype)))
 
 
 def _silu_vjp(b, node, grads):
@@ -227,22 +268,28 @@ def _silu_vjp(b, node, grads):
     return _times(b, node, grads, slope)
 
 
-def _hard_sigmoid_slope(b, x):
-    """d/dx clip(x/6 + 1/2, 0, 1) = 1/6 on -3 <= x <= 3 (bounds included, as torch.clamp)."""
-    dt = x.dtype
-    inside = b.emit1("mul", [_at_most(b, scalar(b, -3.0, dt), x), _at_most(b, x, scalar(b, 3.0, dt))])
-    return b.emit1("mul", [scalar(b, 1.0 / 6.0, dt), inside])
+# torch's hardsigmoid_backward multiplies by 1/6 rounded to float32, in float64 too.
+TORCH_ONE_SIXTH = float(torch.tensor(1.0 / 6.0, dtype=torch.float32))
 
 
 def _hard_sigmoid_vjp(b, node, grads):
-    return _times(b, node, grads, _hard_sigmoid_slope(b, node.inputs[0]))
+    # torch's hardsigmoid_backward: g / 6 strictly inside (-3, 3), else 0 (NaN included)
+    (g,) = grads
+    x = node.inputs[0]
+    dt = x.dtype
+    inside = _both(b, _greater(b, x, scalar(b, -3.0, dt)), _greater(b, scalar(b, 3.0, dt), x))
+    return [keep_where(b, b.emit1("mul", [g, scalar(b, TORCH_ONE_SIXTH, dt)]), inside)]
 
 
 def _hard_silu_vjp(b, node, grads):
-    # y = x h(x):  y' = h(x) + x h'(x)
+    # torch's hardswish_backward: 0 at x <= -3; g at x >= 3; g * (x / 3 + 1/2) between (NaN at a NaN x)
+    (g,) = grads
     x = node.inputs[0]
-    slope = b.emit1("add", [b.emit1("hard_sigmoid", [x]), b.emit1("mul", [x, _hard_sigmoid_slope(b, x)])])
-    return _times(b, node, grads, slope)
+    dt = x.dtype
+    from_3 = _at_least(b, x, scalar(b, 3.0, dt))
+    middle = b.emit1("add", [b.emit1("div", [x, scalar(b, 3.0, dt)]), scalar(b, 0.5, dt)])
+    slope = b.emit1("add", [keep_where(b, scalar(b, 1.0, dt), from_3), drop_where(b, middle, from_3)])
+    return [drop_where(b, b.emit1("mul", [g, slope]), _at_least(b, scalar(b, -3.0, dt), x))]
 
 
 def _mish_vjp(b, node, grads):
@@ -304,7 +351,7 @@ OPS = [
     ),
     activation(
         "elu",
-        lambda x, alpha: torch.where(x > 0, x, alpha * torch.expm1(x)),
+        lambda x, alpha: F.elu(x, alpha),
         "x if x > 0 else alpha * (exp(x) - 1).",
         _elu_vjp,
         attrs={"alpha": attr(NUMBER, 1.0)},
@@ -312,7 +359,7 @@ OPS = [
     ),
     activation(
         "selu",
-        lambda x: SELU_SCALE * torch.where(x > 0, x, SELU_ALPHA * torch.expm1(x)),
+        F.selu,
         "Scaled ELU with the fixed constants of Klambauer et al.",
         _selu_vjp,
         lowering=unary(f"({literal(SELU_SCALE)} * tl.where({{a}} > 0.0, {{a}}, {literal(SELU_ALPHA)} * (tl.exp({{a}}) - 1.0)))"),
@@ -332,17 +379,17 @@ OPS = [
     activation("silu", F.silu, "x * sigmoid(x) (Keras's swish).", _silu_vjp, lowering=unary("({a} * tl.sigmoid({a}))")),
     activation(
         "hard_sigmoid",
-        lambda x: torch.clamp(x / 6.0 + 0.5, 0.0, 1.0),
-        "relu6(x + 3) / 6, the piecewise-linear sigmoid of Keras 3.",
+        F.hardsigmoid,
+        "relu6(x + 3) / 6, the piecewise-linear sigmoid of Keras 3 (torch's hardsigmoid).",
         _hard_sigmoid_vjp,
         lowering=lambda args: triton_expr.hard_sigmoid(args[0]),
     ),
     activation(
         "hard_silu",
-        lambda x: x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0),
-        "x * hard_sigmoid(x) (Keras's hard_silu / hard_swish).",
+        F.hardswish,
+        "x * relu6(x + 3) / 6 (Keras's hard_silu / hard_swish: torch's hardswish).",
         _hard_silu_vjp,
-        lowering=lambda args: f"({args[0]} * {triton_expr.hard_sigmoid(args[0])})",
+        lowering=lambda args: f"({args[0]} * {triton_expr.clip(f'{args[0]} + 3.0', '0.0', '6.0')} / 6.0)",
     ),
     activation("mish", lambda x: x * torch.tanh(F.softplus(x)), "x * tanh(softplus(x)).", _mish_vjp,
                lowering=lambda args: f"({args[0]} * {triton_expr.tanh(triton_expr.softplus(args[0]))})"),

@@ -12,7 +12,7 @@ from kcomp.ir.lowering import binary as binary_expr
 from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, broadcast_infer, require_float, same_as_input
-from kcomp.ir.ops.grad_support import scalar, unbroadcast
+from kcomp.ir.ops.grad_support import drop_where, keep_where, scalar, unbroadcast
 from kcomp.ir.types import DTYPES, FLOAT_DTYPES, TORCH_DTYPES, TensorSpec, check_dtype
 
 
@@ -73,15 +73,30 @@ def _div_vjp(b, node, grads):
 
 
 def _extremum_vjp(b, node, grads):
-    """maximum/minimum: the gradient goes to the input that won; ties split it in half (as torch does)."""
+    """maximum/minimum as torch's autograd: the input that won gets g, the one that lost 0 (even
+    where g is inf or NaN), each gets g / 2 on a tie, and both get g where either is NaN."""
     (g,) = grads
     x, y = node.inputs
     winner, loser = (x, y) if node.op == "maximum" else (y, x)
-    # share of x: 1 where x wins, 1/2 on a tie, 0 where y wins; y gets the rest.
-    half = scalar(b, 0.5, g.dtype)
-    share_x = b.emit1("add", [b.emit1("greater", [winner, loser]), b.emit1("mul", [half, b.emit1("equal", [x, y])])])
-    share_y = b.emit1("sub", [scalar(b, 1.0, g.dtype), share_x])
-    return [unbroadcast(b, b.emit1("mul", [g, share_x]), x), unbroadcast(b, b.emit1("mul", [g, share_y]), y)]
+    tie = b.emit1("equal", [x, y])
+    shared = b.emit1("add", [keep_where(b, b.emit1("mul", [g, scalar(b, 0.5, g.dtype)]), tie), drop_where(b, g, tie)])
+    dx = drop_where(b, shared, b.emit1("greater", [loser, winner]))
+    dy = drop_where(b, shared, b.emit1("greater", [winner, loser]))
+    return [unbroadcast(b, dx, x), unbroadcast(b, dy, y)]
+
+
+def _clip_infer(inputs, low, high):
+    require_float(inputs[0], "clip")
+    return same_as_input(inputs)
+
+
+def _clip_vjp(b, node, grads):
+    # torch.clamp's backward: g where low <= x <= high, bounds included; else 0 (NaN x included).
+    (g,) = grads
+    x = node.inputs[0]
+    low, high = (scalar(b, node.attrs[k], x.dtype) for k in ("low", "high"))
+    inside = b.emit1("mul", [b.emit1("greater_equal", [x, low]), b.emit1("greater_equal", [high, x])])
+    return [keep_where(b, g, inside)]
 
 
 def _neg_vjp(b, node, grads):
@@ -139,6 +154,20 @@ OPS = [
            lambda args: triton_expr.maximum(*args)),
     binary("minimum", torch.minimum, "Elementwise min(a, b) with broadcasting.", _extremum_vjp,
            lambda args: triton_expr.minimum(*args)),
+    OpDef(
+        name="clip",
+        doc="x clipped to [low, high] (number bounds): torch.clamp, as Keras's clip calls it. Its gradient "
+        "passes at the bounds too, where minimum(maximum(x, low), high) would pass half.",
+        num_inputs=(1, 1),
+        attrs={"low": attr(NUMBER), "high": attr(NUMBER)},
+        infer=_clip_infer,
+        reference=lambda x, low, high: torch.clamp(x, low, high),
+        traits={"elementwise", "unary"},
+        vjp=_clip_vjp,
+        # min of max, not tl.clamp: tl.clamp needs low <= high; torch gives high everywhere otherwise.
+        lowering=lambda args, low, high: triton_expr.minimum(
+            triton_expr.maximum(args[0], triton_expr.literal(low)), triton_expr.literal(high)),
+    ),
     binary(
         "zeros_where_masked", _zeros_where_masked_ref,
         "a where the mask b is nonzero, else 0, with broadcasting: Keras's where(mask, a, 0) (a masked "

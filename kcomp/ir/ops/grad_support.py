@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.lowering import binary as binary_expr
+from kcomp.ir.lowering import literal
 from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
-from kcomp.ir.ops.common import broadcast_infer, require_float, same_as_input
+from kcomp.ir.ops.common import NUMBER, broadcast_infer, require_float, same_as_input
 from kcomp.ir.types import TensorSpec, broadcast_shapes, is_static, normalize_axis
 
 # Inputs whose values an op never reads, only their (run-time) shape: broadcast_like's
@@ -108,6 +109,38 @@ def _mask_vjp(b, node, grads):
 def _is_finite_infer(inputs):
     require_float(inputs[0], "is_finite")
     return same_as_input(inputs)
+
+
+# Gradients that pass g or drop it, as torch's backward of relu, clamp and hardtanh does with
+# torch.where: a dropped g is 0 even where it is inf or NaN, where g * mask would give NaN
+# (sqrt(relu(x)) has an infinite gradient at x = 0 that relu's gradient drops there).
+
+
+def keep_where(b, g, mask):
+    """g where the 0/1 mask is 1, else 0 (inf and NaN in g dropped with it)."""
+    return b.emit1("zeros_where_masked", [g, mask])
+
+
+def drop_where(b, g, mask):
+    """0 where the 0/1 mask is 1, else g. A comparison's mask is 0 at NaN, so a NaN input keeps
+    g here (torch's x <= 0 is false at NaN too)."""
+    return keep_where(b, g, b.emit1("sub", [scalar(b, 1.0, mask.dtype), mask]))
+
+
+def _threshold_grad_infer(inputs, threshold):
+    require_float(inputs[0], "threshold_grad")
+    return broadcast_infer(inputs)
+
+
+def _threshold_grad_vjp(b, node, grads):
+    (gg,) = grads
+    g, x = node.inputs
+    return [unbroadcast(b, b.emit1("threshold_grad", [gg, x], threshold=node.attrs["threshold"]), g), None]
+
+
+def _threshold_grad_lowering(args, threshold):
+    g, x = args
+    return f"tl.where({x} <= {literal(threshold)}, 0.0, {g})"
 
 
 def comparison(name: str, fn, doc: str, lowering) -> OpDef:
@@ -250,6 +283,21 @@ def _erf_vjp(b, node, grads):
 OPS = [
     comparison("greater", torch.gt, "1 where a > b else 0, in the inputs' dtype (a mask to multiply by); broadcasts.",
                binary_expr("tl.where({a} > {b}, 1.0, 0.0)")),
+    comparison("greater_equal", torch.ge, "1 where a >= b else 0 (0 where either is NaN), in the inputs' dtype; broadcasts.",
+               binary_expr("tl.where({a} >= {b}, 1.0, 0.0)")),
+    OpDef(
+        name="threshold_grad",
+        doc="g where x > threshold, 0 where x <= threshold, g where x is NaN: torch's threshold_backward, "
+        "relu's gradient read from its output. One pass where g * greater(x, 0) takes two and gives NaN "
+        "for an inf or NaN g that relu drops.",
+        num_inputs=(2, 2),
+        attrs={"threshold": attr(NUMBER)},
+        infer=_threshold_grad_infer,
+        reference=lambda g, x, threshold: torch.ops.aten.threshold_backward(g, x, threshold),
+        traits={"elementwise", "binary"},
+        vjp=_threshold_grad_vjp,
+        lowering=_threshold_grad_lowering,
+    ),
     comparison("equal", torch.eq, "1 where a == b else 0, in the inputs' dtype (a mask to multiply by); broadcasts.",
                binary_expr("tl.where({a} == {b}, 1.0, 0.0)")),
     OpDef(

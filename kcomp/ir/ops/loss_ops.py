@@ -18,7 +18,7 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops.common import checked_one_hot, dims_match, require_float
-from kcomp.ir.ops.grad_support import Upstream
+from kcomp.ir.ops.grad_support import Upstream, keep_where
 from kcomp.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorSpec
 
 EPSILON = 1e-7  # Keras's backend epsilon
@@ -111,7 +111,7 @@ def _xent_vjp(b, node, grads):
 
 def _probability_grad(b, probs, labels, g):
     """d loss / d probs of Keras's formula, for probabilities no softmax in the graph made:
-    with q = p / sum(p) and d_i = -y_i / q_i where eps < q_i < 1 - eps (else 0),
+    with q = p / sum(p) and d_i = -y_i / q_i where eps <= q_i <= 1 - eps (else 0),
     dp_j = (d_j - sum_i d_i q_i) / sum(p), times g per row."""
     def emit(op, *args, **attrs):
         return b.emit1(op, list(args), **attrs)
@@ -123,8 +123,9 @@ def _probability_grad(b, probs, labels, g):
     last = probs.rank - 1
     total = emit("sum", probs, axes=(last,), keepdims=True)
     q = emit("div", probs, total)
-    inside = emit("mul", emit("greater", q, const(EPSILON)), emit("greater", const(1.0 - EPSILON), q))
-    d = emit("mul", emit("neg", emit("div", y, q)), inside)
+    # torch.clip's gradient: bounds included; 0 outside even where -y / q is NaN (0 / 0 at q = 0).
+    inside = emit("mul", emit("greater_equal", q, const(EPSILON)), emit("greater_equal", const(1.0 - EPSILON), q))
+    d = keep_where(b, emit("neg", emit("div", y, q)), inside)
     dot = emit("sum", emit("mul", d, q), axes=(last,), keepdims=True)
     per_row = emit("reshape", g, shape=(*g.shape, 1))
     return emit("mul", emit("div", emit("sub", d, dot), total), per_row)

@@ -15,9 +15,8 @@ every h_t, and with such an activation every step's pre-activation too (simple_r
 
 from functools import cache
 
-import torch
-
 from kcomp.ir.opdef import attr
+from kcomp.ir.types import DTYPE_OF_TORCH
 from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS, cell_activation
 
 ACTIVATION_ATTR = attr(str, "tanh", CELL_ACTIVATIONS, doc="the cell's activation (Keras's `activation`)")
@@ -27,15 +26,16 @@ ACTIVATION_ATTRS = {"activation": ACTIVATION_ATTR, "recurrent_activation": RECUR
 
 
 @cache
-def vjp_graph(op: str, name: str = "activation"):
+def vjp_graph(op: str, name: str = "activation", dtype: str = "float32"):
     """(graph, forward node, x, y, g, dx): a tiny IR graph of activation `op` (default attributes),
     inputs x and g, y = op(x), and dx = g * op'(x) from the op's VJP rule (its nodes follow the
-    forward node; dx is g itself for the identity)."""
+    forward node; dx is g itself for the identity). Its constants are in `dtype` (gelu's
+    1 / sqrt(2 pi) rounded to float32 would be off by 1e-7 in a float64 run)."""
     from kcomp.ir.builder import GraphBuilder  # at call time: the registry imports this module's users
     from kcomp.ir.registry import OPS
 
     b = GraphBuilder(name)
-    x, g = b.input((1,), "float32", "x"), b.input((1,), "float32", "g")
+    x, g = b.input((1,), dtype, "x"), b.input((1,), dtype, "g")
     with b.scope(name):
         y = b.emit1(op, [x])
         forward = b.nodes[-1]
@@ -56,11 +56,15 @@ def saves_pre(*activations: str) -> bool:
 
 
 def vjp(name: str, x, g):
-    """g times the derivative of activation `name` at x (autograd through its torch function)."""
-    with torch.inference_mode(False), torch.enable_grad():  # executors may run under inference_mode
-        x = x.detach().clone().requires_grad_()
-        (dx,) = torch.autograd.grad(cell_activation(name)(x), x, g.detach().clone())
-    return dx
+    """g times the derivative of activation `name` at x: its VJP rule run by the IR's interpreter on
+    x and g, as the reference executor runs every other op's gradient. (torch.autograd through the
+    activation's torch function would differ at a NaN x between torch's vectorized loops and the
+    scalar loop for a tensor's last elements: F.elu's gradient there is NaN in one and g in the
+    other. The rules are checked against autograd in tests/test_vjp_special_values.py.)"""
+    from kcomp.ir.interpret import run_graph
+
+    graph, *_ = vjp_graph(name, dtype=DTYPE_OF_TORCH[x.dtype])
+    return run_graph(graph, [x, g], {})[1]
 
 
 def vjp_from_output(name: str, y, g):
@@ -69,7 +73,7 @@ def vjp_from_output(name: str, y, g):
     from kcomp.ir.interpret import run_graph
 
     assert not reads_input(name), name
-    graph, forward, x, _, _, dx = vjp_graph(name)
+    graph, forward, x, _, _, dx = vjp_graph(name, dtype=DTYPE_OF_TORCH[y.dtype])
     backward = type(graph)(graph.name, (graph.inputs[0], graph.inputs[1], forward.output), (), graph.nodes[1:], (dx,),
                            frozenset(), graph.kind)
     (result,) = run_graph(backward, [y, g, y], {})  # x (never read) stands as y
