@@ -193,7 +193,8 @@ def _relu_over_input(x, **_):
 
 def _threshold_grad_over_g(g, x, threshold):
     """threshold_grad's reference, torch's threshold_backward, written over g: one pass, no new tensor
-    (0.9 against 1.2 ms on a 128x26x26x32 gradient, 1 thread, out of place)."""
+    (a 128x26x26x32 float32 gradient, 1 thread: 876 us, against 1210 us out of place and 1276 us for
+    the chunked mask product relu's gradient was before)."""
     return torch.ops.aten.threshold_backward.grad_input(g, x, threshold, grad_input=g)
 
 

@@ -2,12 +2,12 @@
 gradients): any elementwise Keras activation, as the coarse ops take (recurrent.CELL_ACTIVATIONS).
 
 Each scan takes `activation` (default tanh) and, the gated cells, `recurrent_activation`
-(default sigmoid) as attributes. The references apply the activations' own torch functions; the
-kernels' hooks are the activations' lowerings and VJP rules (kcomp/codegen/activation_hooks.py),
-both from vjp_graph.
+(default sigmoid) as attributes. The references apply the activations' own torch functions forward
+and their VJP rules backward (vjp, vjp_from_output); the kernels' hooks are the activations'
+lowerings and VJP rules (kcomp/codegen/activation_hooks.py), both from vjp_graph.
 
 What the forward saves for the backward: where every activation's VJP rule reads only its output
-(tanh: 1 - y^2, sigmoid: y (1 - y), relu: y > 0, linear, exponential, softsign; Keras's defaults
+(tanh: 1 - y^2, sigmoid: y (1 - y), relu: threshold_grad(g, y), linear, exponential, softsign; Keras's defaults
 among them) a scan saves the activated gates; with any other it saves the pre-activations
 (saves_pre) and the backward computes the activations again from them. SimpleRNN's scans save
 every h_t, and with such an activation every step's pre-activation too (simple_rnn_scan's save).
@@ -16,8 +16,8 @@ every h_t, and with such an activation every step's pre-activation too (simple_r
 from functools import cache
 
 from kcomp.ir.opdef import attr
-from kcomp.ir.types import DTYPE_OF_TORCH
 from kcomp.ir.ops.recurrent import CELL_ACTIVATIONS, cell_activation
+from kcomp.ir.types import DTYPE_OF_TORCH
 
 ACTIVATION_ATTR = attr(str, "tanh", CELL_ACTIVATIONS, doc="the cell's activation (Keras's `activation`)")
 RECURRENT_ACTIVATION_ATTR = attr(str, "sigmoid", CELL_ACTIVATIONS,
