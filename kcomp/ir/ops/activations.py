@@ -72,11 +72,16 @@ def activation(name, fn, doc, vjp, attrs=None, infer=_float_unary_infer, traits=
 # ---------------------------------------------------------------- Triton expressions (lowerings)
 
 
+def _leaky_relu_lowering(args, negative_slope):
+    (a,) = args
+    return f"tl.where({a} > 0.0, {a}, {literal(negative_slope)} * {a})"  # F.leaky_relu's x > 0
+
+
 def _relu_lowering(args, negative_slope, max_value, threshold):
     # Keras's order (see _relu): keep above threshold, clip, subtract the negative part.
     (a,) = args
     if negative_slope != 0 and max_value is None and threshold == 0:
-        return f"tl.where({a} > 0.0, {a}, {literal(negative_slope)} * {a})"
+        return _leaky_relu_lowering(args, negative_slope)
     y = f"tl.where({a} > {literal(threshold)}, {a}, 0.0)" if threshold != 0 else triton_expr.maximum(a, "0.0")
     if max_value is not None:
         y = triton_expr.clip(y, "0.0", literal(max_value))
@@ -146,7 +151,7 @@ def _relu_vjp(b, node, grads):
         return scalar(b, value, x.dtype)
 
     if negative_slope != 0 and max_value is None and threshold == 0:
-        return [b.emit1("mul", [g, _one_or(b, _greater(b, x, c(0.0)), c(negative_slope))])]
+        return [_leaky_relu_grad(b, g, x, negative_slope)]
     if threshold == 0 and max_value is None:
         # Reading the output lets the forward kernel keep x to itself (Dense + bias + relu stays
         # one kernel in a training step); out <= 0 exactly where x <= 0.
@@ -254,10 +259,14 @@ def _softsign_vjp(b, node, grads):
     return _times(b, node, grads, b.emit1("mul", [rest, rest]))
 
 
+def _leaky_relu_grad(b, g, x, negative_slope):
+    """torch's leaky_relu_backward: g where x > 0, else negative_slope * g (NaN x included)."""
+    slope = _one_or(b, _greater(b, x, scalar(b, 0.0, x.dtype)), scalar(b, negative_slope, x.dtype))
+    return b.emit1("mul", [g, slope])
+
+
 def _leaky_relu_vjp(b, node, grads):
-    # torch's leaky_relu_backward: g where x > 0, else negative_slope * g (NaN x included)
-    x, ns = node.inputs[0], node.attrs["negative_slope"]
-    return _times(b, node, grads, _one_or(b, _greater(b, x, scalar(b, 0.0, x.dtype)), scalar(b, ns, x.dtype)))
+    return [_leaky_relu_grad(b, grads[0], node.inputs[0], node.attrs["negative_slope"])]
 
 
 def _silu_vjp(b, node, grads):
@@ -374,7 +383,7 @@ OPS = [
         "x if x > 0 else negative_slope * x.",
         _leaky_relu_vjp,
         attrs={"negative_slope": attr(NUMBER, 0.2)},
-        lowering=lambda args, negative_slope: f"tl.where({args[0]} >= 0.0, {args[0]}, {literal(negative_slope)} * {args[0]})",
+        lowering=_leaky_relu_lowering,
     ),
     activation("silu", F.silu, "x * sigmoid(x) (Keras's swish).", _silu_vjp, lowering=unary("({a} * tl.sigmoid({a}))")),
     activation(

@@ -12,7 +12,7 @@ from kcomp.ir.lowering import binary as binary_expr
 from kcomp.ir.lowering import unary as unary_expr
 from kcomp.ir.opdef import OpDef, attr
 from kcomp.ir.ops.common import NUMBER, broadcast_infer, require_float, same_as_input
-from kcomp.ir.ops.grad_support import drop_where, keep_where, scalar, unbroadcast
+from kcomp.ir.ops.grad_support import between, drop_where, keep_where, scalar, unbroadcast
 from kcomp.ir.types import DTYPES, FLOAT_DTYPES, TORCH_DTYPES, TensorSpec, check_dtype
 
 
@@ -95,8 +95,7 @@ def _clip_vjp(b, node, grads):
     (g,) = grads
     x = node.inputs[0]
     low, high = (scalar(b, node.attrs[k], x.dtype) for k in ("low", "high"))
-    inside = b.emit1("mul", [b.emit1("greater_equal", [x, low]), b.emit1("greater_equal", [high, x])])
-    return [keep_where(b, g, inside)]
+    return [keep_where(b, g, between(b, x, low, high))]
 
 
 def _neg_vjp(b, node, grads):

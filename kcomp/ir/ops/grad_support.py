@@ -127,6 +127,12 @@ def drop_where(b, g, mask):
     return keep_where(b, g, b.emit1("sub", [scalar(b, 1.0, mask.dtype), mask]))
 
 
+def between(b, x, low, high):
+    """1 where low <= x <= high (both bounds included, as torch.clamp passes its gradient), 0 outside
+    and where x is NaN; low and high are values (scalar constants)."""
+    return b.emit1("mul", [b.emit1("greater_equal", [x, low]), b.emit1("greater_equal", [high, x])])
+
+
 def _threshold_grad_infer(inputs, threshold):
     require_float(inputs[0], "threshold_grad")
     return broadcast_infer(inputs)

@@ -18,7 +18,7 @@ import torch
 from kcomp.errors import ShapeError, format_shape
 from kcomp.ir.opdef import OpDef
 from kcomp.ir.ops.common import checked_one_hot, dims_match, require_float
-from kcomp.ir.ops.grad_support import Upstream, keep_where
+from kcomp.ir.ops.grad_support import Upstream, between, keep_where
 from kcomp.ir.types import FLOAT_DTYPES, INT_DTYPES, TensorSpec
 
 EPSILON = 1e-7  # Keras's backend epsilon
@@ -124,8 +124,7 @@ def _probability_grad(b, probs, labels, g):
     total = emit("sum", probs, axes=(last,), keepdims=True)
     q = emit("div", probs, total)
     # torch.clip's gradient: bounds included; 0 outside even where -y / q is NaN (0 / 0 at q = 0).
-    inside = emit("mul", emit("greater_equal", q, const(EPSILON)), emit("greater_equal", const(1.0 - EPSILON), q))
-    d = keep_where(b, emit("neg", emit("div", y, q)), inside)
+    d = keep_where(b, emit("neg", emit("div", y, q)), between(b, q, const(EPSILON), const(1.0 - EPSILON)))
     dot = emit("sum", emit("mul", d, q), axes=(last,), keepdims=True)
     per_row = emit("reshape", g, shape=(*g.shape, 1))
     return emit("mul", emit("div", emit("sub", d, dot), total), per_row)
